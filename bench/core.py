@@ -1,0 +1,58 @@
+"""Core throughput: create -> running -> completed for N no-op jobs in-process on the memory store.
+
+Prints jobs/s and bytes per retained finished job. Goal: >= 50,000 jobs/s and <= 2 KiB per job.
+Run: .venv/bin/python bench/core.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+
+from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.store import MemoryStore
+
+RESULT = {"content": [{"type": "text", "text": "ok"}], "isError": False}
+
+
+async def run_batch(n: int) -> tuple[float, MemoryStore]:
+    store = MemoryStore()
+    manager = JobManager(store, Settings())
+    start = time.perf_counter()
+    for i in range(n):
+        job_id = await manager.create_job("noop", {"i": i})
+        await manager.update_job_status(job_id, JobStatus.RUNNING)
+        await manager.set_job_result(job_id, RESULT)
+    return time.perf_counter() - start, store
+
+
+async def measure_memory(n: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    _, store = await run_batch(n)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert len(store.jobs) == n
+    return (after - before) / n
+
+
+async def main(n: int) -> None:
+    configure_logging("warning")
+    await run_batch(1000)  # warm-up
+    rates = [n / (await run_batch(n))[0] for _ in range(3)]
+    per_job = await measure_memory(n)
+    print(f"core: {n:,} jobs create->running->completed on the memory store")
+    print(f"  throughput: median {statistics.median(rates):,.0f} jobs/s (min {min(rates):,.0f}, max {max(rates):,.0f})"
+          f"   goal >= 50,000")
+    print(f"  memory:     {per_job:,.0f} bytes per retained finished job   goal <= 2,048")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))

@@ -1,0 +1,132 @@
+"""Errors: one root with a stable `code`, a subclass per condition.
+
+The class docstring is the default message; context attributes (`job_id`, ...) are kept so
+callers can act on them. The MCP layer maps `code` to the error it returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class JobError(Exception):
+    """A job operation failed."""
+
+    code: ClassVar[str] = "job_error"
+
+    def __init__(self, message: str | None = None, *, job_id: str | None = None, **context: Any) -> None:
+        self.job_id = job_id
+        self.context = context
+        super().__init__(message or (self.__doc__ or self.code).strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class JobNotFound(JobError):
+    """No job with that id."""
+
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No job with id '{job_id}'", job_id=job_id)
+
+
+class InvalidTransition(JobError):
+    """The job cannot move between these states."""
+
+    code = "invalid_transition"
+
+    def __init__(self, job_id: str, current: str, target: str, reason: str | None = None) -> None:
+        self.current, self.target = current, target
+        text = f"Job '{job_id}' cannot go from {current} to {target}"
+        super().__init__(f"{text}: {reason}" if reason else text, job_id=job_id)
+
+
+class ResultAlreadySet(InvalidTransition):
+    """The job already has a result; the first result wins."""
+
+    code = "result_already_set"
+
+
+class InvalidParams(JobError):
+    """The job's parameters are not acceptable."""
+
+    code = "invalid_params"
+
+
+class ParamsTooLarge(InvalidParams):
+    """The job's parameters are larger than allowed."""
+
+    code = "params_too_large"
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(f"params are {size} bytes serialised; the limit is {limit} bytes")
+
+
+class DependencyFailed(JobError):
+    """A job this one depends on did not complete."""
+
+    code = "dependency_failed"
+
+
+class UnknownDependency(JobError):
+    """A dependency names no known job."""
+
+    code = "unknown_dependency"
+
+
+class JobTimeout(JobError):
+    """The job ran longer than its time-out."""
+
+    code = "job_timeout"
+
+
+class JobCancelled(JobError):
+    """The job was cancelled."""
+
+    code = "job_cancelled"
+
+
+class QueueFull(JobError):
+    """The queue holds its maximum number of pending jobs."""
+
+    code = "queue_full"
+
+
+class ResourceLimitExceeded(JobError):
+    """The job asks for more of a resource than the limits allow."""
+
+    code = "resource_limit_exceeded"
+
+
+class UnknownTool(JobError):
+    """No job tool with that name is registered."""
+
+    code = "unknown_tool"
+
+
+class NonRetryableError(JobError):
+    """A failure that must not be retried (raise it from a tool)."""
+
+    code = "non_retryable"
+
+
+class StoreError(JobError):
+    """The job store failed."""
+
+    code = "store_error"
+
+
+class StaleWrite(StoreError):
+    """The job changed under this writer (its version or attempt no longer matches)."""
+
+    code = "stale_write"
+
+
+class ConfigError(JobError):
+    """A setting has an invalid value."""
+
+    code = "config_error"

@@ -1,0 +1,98 @@
+"""Job tools: a function plus how to run it as a job (operation type, time-out, retries, limits).
+
+`@job_tool(...)` marks a module-level function; `JobServer` (and `--tools MODULE`) collect them.
+The function's parameters minus the `JobContext` one become the tool's input schema.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_type_hints
+
+import anyio
+
+from vibe_jobs.context import JobContext
+from vibe_jobs.models import OperationType
+from vibe_jobs.results import to_call_result
+from vibe_jobs.retry import RetryPolicy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+REGISTRY: dict[str, JobToolSpec] = {}
+
+
+@dataclass(slots=True)
+class JobToolSpec:
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    operation_type: OperationType | None = None
+    timeout: float | None = None
+    retry_safe: bool = False
+    retry: RetryPolicy | None = None
+    max_retries: int | None = None
+    max_concurrent: int | None = None
+    context_param: str | None = None
+    title: str | None = None
+
+    async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """Call the function with `params` (and the context) and return its CallToolResult dict."""
+        kwargs = dict(params)
+        if self.context_param is not None:
+            kwargs[self.context_param] = ctx
+        if inspect.iscoroutinefunction(self.fn):
+            value = await self.fn(**kwargs)
+        else:
+            value = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)
+        return to_call_result(value)
+
+
+def find_context_param(fn: Callable[..., Any]) -> str | None:
+    """The name of the parameter annotated `JobContext`, if any."""
+    try:
+        hints = get_type_hints(fn)
+    except (NameError, TypeError):
+        hints = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        annotation = hints.get(name, param.annotation)
+        if annotation is JobContext or annotation == "JobContext":
+            return name
+    return None
+
+
+def make_spec(
+    fn: Callable[..., Any], *, name: str | None = None, description: str | None = None, **options: Any
+) -> JobToolSpec:
+    doc = inspect.getdoc(fn) or ""
+    return JobToolSpec(
+        name=name or fn.__name__, fn=fn, description=description or doc or f"Run {fn.__name__} as a job",
+        context_param=find_context_param(fn), **options,
+    )  # fmt: skip
+
+
+def job_tool(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    operation_type: OperationType | None = None,
+    timeout: float | None = None,
+    retry_safe: bool = False,
+    max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
+    max_concurrent: int | None = None,
+) -> Any:
+    """Mark a function as a job tool (usable bare, `@job_tool`, or with options)."""
+
+    def mark(f: F) -> F:
+        spec = make_spec(
+            f, name=name, description=description, operation_type=operation_type, timeout=timeout,
+            retry_safe=retry_safe, max_retries=max_retries, retry=retry, max_concurrent=max_concurrent,
+        )  # fmt: skip
+        REGISTRY[spec.name] = spec
+        f.__vibe_job_tool__ = spec  # type: ignore[attr-defined]
+        return f
+
+    return mark(fn) if fn is not None else mark

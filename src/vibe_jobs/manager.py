@@ -1,0 +1,537 @@
+"""JobManager: the single facade everything else calls. It owns state logic; stores only persist."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+
+from vibe_jobs.errors import (
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    ParamsTooLarge,
+    ResultAlreadySet,
+    StaleWrite,
+    UnknownDependency,
+)
+from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
+from vibe_jobs.logs import get_logger
+from vibe_jobs.metrics import QueueView, Statistics, StatsCollector
+from vibe_jobs.models import Job, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
+from vibe_jobs.polling import decide, estimate_remaining
+from vibe_jobs.results import as_result_dict, canonical_json, first_text, text_result
+from vibe_jobs.settings import Settings
+from vibe_jobs.states import ACTIVE, FINAL, JobStatus, check_transition
+from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
+from vibe_jobs.store.base import NO_GUARD
+
+log = get_logger("vibe_jobs.manager")
+
+MAX_DIAGNOSTICS = 100
+Plan = Callable[[JobRecord], dict[str, Any] | None]
+
+
+class Runner(Protocol):
+    """What the scheduler offers the manager (admission, queueing, cancellation of running work)."""
+
+    def admit(self, rec: JobRecord) -> None: ...
+
+    async def enqueue(self, rec: JobRecord) -> None: ...
+
+    def on_finished(self, rec: JobRecord) -> None: ...
+
+    def cancel_running(self, job_id: str, reason: str) -> bool: ...
+
+    def queue_view(self) -> QueueView: ...
+
+    async def run_timers(self) -> None: ...
+
+    async def recover(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class JobManager:
+    """Create, update, read, cancel and clean up jobs. Use `async with JobManager(...)` to run it."""
+
+    def __init__(
+        self,
+        store: JobStore | None = None,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.store: JobStore = store or MemoryStore()
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.bus = bus or EventBus()
+        self.stats = StatsCollector()
+        self.runner: Runner | None = None
+        self._tg: TaskGroup | None = None
+
+    def now(self) -> int:
+        """Epoch milliseconds by the injected clock."""
+        return int(self.clock() * 1000)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> JobManager:
+        await self.store.open()
+        await self.store.heartbeat(self.owner, self.now() + int(self.settings.lease_seconds * 1000))
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._maintenance)
+        if self.runner is not None:
+            self._tg.start_soon(self.runner.run_timers)
+            await self.runner.recover()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(et, e, tb)
+        self._tg = None
+        with anyio.CancelScope(shield=True):
+            await self.store.release(self.owner)
+            await self.store.close()
+
+    @property
+    def task_group(self) -> TaskGroup:
+        if self._tg is None:
+            raise RuntimeError("the JobManager is not running; use `async with manager:`")
+        return self._tg
+
+    async def _maintenance(self) -> None:
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        beat = max(0.05, self.settings.lease_seconds / 3)
+        next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+        while True:
+            await anyio.sleep(beat)
+            await self.store.heartbeat(self.owner, self.now() + lease_ms)
+            if self.runner is not None:
+                await self.runner.recover()
+            if self.clock() >= next_cleanup:
+                next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+                await self.cleanup()
+
+    # -- creation --------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        tool_name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        task: TaskSpec | None = None,
+        dedupe: bool = False,
+    ) -> str:
+        """Store a new pending job and return its id (after the store has it)."""
+        params = self._check_params(tool_name, params)
+        key = self._dedupe_key(tool_name, params) if dedupe else None
+        if key is not None and (existing := await self.store.find_active(key)) is not None:
+            return existing.id
+        rec = self._new_record(tool_name, params, task, key)
+        await self._check_dependencies(rec)
+        if self.runner is not None:
+            self.runner.admit(rec)
+        await self.store.insert(rec)
+        self._publish(EventType.CREATED, rec)
+        if self.runner is not None:
+            await self.runner.enqueue(rec)
+        return rec.id
+
+    async def create_task_job(self, tool_name: str, params: Mapping[str, Any] | None, spec: TaskSpec) -> str:
+        return await self.create_job(tool_name, params, task=spec)
+
+    def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(tool_name, str) or not tool_name:
+            raise InvalidParams("tool_name must be a non-empty string")
+        if params is None:
+            return {}
+        if not isinstance(params, Mapping):
+            raise InvalidParams(f"params must be an object, not {type(params).__name__}")
+        try:
+            size = len(canonical_json(params).encode())
+        except (TypeError, ValueError) as exc:
+            raise InvalidParams(f"params must be JSON-serialisable: {exc}") from None
+        if size > self.settings.max_params_bytes:
+            raise ParamsTooLarge(size, self.settings.max_params_bytes)
+        return dict(params)
+
+    @staticmethod
+    def _dedupe_key(tool_name: str, params: Mapping[str, Any]) -> str:
+        text = tool_name + "\0" + canonical_json(params, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+    def _new_record(
+        self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None
+    ) -> JobRecord:
+        now = self.now()
+        return JobRecord(
+            id=os.urandom(16).hex(), tool_name=tool_name, params=params, status=JobStatus.PENDING,
+            created_at=now, updated_at=now, task=task, priority=task.priority.rank if task else 1,
+            dedupe_key=key, owner=self.owner,
+        )  # fmt: skip
+
+    async def _check_dependencies(self, rec: JobRecord) -> None:
+        for dep in rec.task.dependencies if rec.task else ():
+            if await self.store.get(dep) is None:
+                raise UnknownDependency(
+                    f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep
+                )
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def get_record(self, job_id: str) -> JobRecord:
+        rec = await self.store.get(job_id)
+        if rec is None:
+            raise JobNotFound(job_id)
+        return rec
+
+    async def get_job(self, job_id: str) -> Job:
+        return Job.from_record(await self.get_record(job_id))
+
+    async def mutate(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord:
+        """Apply `plan(record)` as a compare-and-set, re-reading and re-planning when raced."""
+        for _ in range(32):
+            rec = await self.get_record(job_id)
+            if not guard.holds(rec):
+                raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
+            old_status = rec.status
+            changes = plan(rec)
+            if changes is None:
+                return rec
+            changes.setdefault("updated_at", self.now())
+            new = await self.store.update(job_id, changes, Guard(rec.version, guard.attempt, guard.statuses))
+            if new is not None:
+                self._after_change(new, old_status)
+                return new
+        raise StaleWrite("the job kept changing under this writer", job_id=job_id)
+
+    def _after_change(self, rec: JobRecord, old_status: JobStatus) -> None:
+        if rec.status is old_status:
+            self._publish(EventType.PROGRESS, rec)
+            return
+        if old_status is JobStatus.RUNNING and rec.status is JobStatus.PENDING:
+            self._publish(EventType.RETRIED, rec)
+            return
+        if rec.status in FINAL:
+            self.stats.record_finish(rec)
+        self._publish(STATUS_EVENTS[rec.status], rec)
+        if rec.status in FINAL and self.runner is not None:
+            self.runner.on_finished(rec)
+
+    def _publish(self, kind: EventType, rec: JobRecord) -> None:
+        if not self.bus.wants(rec.id):
+            return
+        self.bus.publish(
+            JobEvent(
+                kind, rec.id, rec.tool_name, rec.status, rec.version, rec.updated_at,
+                rec.progress_percentage, rec.progress_message, rec.current_stage,
+            )
+        )  # fmt: skip
+
+    async def update_job_status(
+        self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None
+    ) -> JobRecord:
+        """Move a job to `status` (the same active status is a progress update)."""
+        target = JobStatus(status)
+        _check_percent("progress", progress)
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            changes = self._status_changes(rec, target) if target is not rec.status else {}
+            if rec.status in FINAL:
+                check_transition(rec.id, rec.status, target)
+            return _progress_changes(changes, message, progress)
+
+        return await self.mutate(job_id, plan)
+
+    def _status_changes(self, rec: JobRecord, target: JobStatus) -> dict[str, Any]:
+        check_transition(rec.id, rec.status, target)
+        changes: dict[str, Any] = {"status": target}
+        if target is JobStatus.RUNNING:
+            changes.update(started_at=rec.started_at or self.now(), owner=self.owner, attempt=rec.attempt + 1)
+        elif target in FINAL:
+            changes["finished_at"] = self.now()
+        return changes
+
+    async def start_job(self, job_id: str) -> JobRecord:
+        """Claim a pending job for this process (pending -> running, attempt + 1)."""
+        return await self.update_job_status(job_id, JobStatus.RUNNING)
+
+    async def update_progress(
+        self,
+        job_id: str,
+        percent: float | None,
+        message: str | None = None,
+        *,
+        stage: str | None = None,
+        sub_progress: float | None = None,
+        diagnostic: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        attempt: int | None = None,
+    ) -> JobRecord:
+        """Record progress of an active job; refused once the job is finished."""
+        _check_percent("progress", percent)
+        _check_percent("sub_progress", sub_progress)
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if rec.status in FINAL:
+                raise InvalidTransition(rec.id, rec.status.value, rec.status.value, "the job is finished")
+            changes = _progress_changes({}, message, percent)
+            changes.update(_detail_changes(rec, stage, sub_progress, diagnostic, metadata))
+            return changes
+
+        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+
+    async def add_diagnostic(self, job_id: str, text: str, *, attempt: int | None = None) -> JobRecord:
+        return await self.update_progress(job_id, None, diagnostic=text, attempt=attempt)
+
+    async def set_job_result(
+        self, job_id: str, result: Any, *, attempt: int | None = None, extra: Mapping[str, Any] | None = None
+    ) -> JobRecord:
+        """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed."""
+        value = as_result_dict(result)
+        target = JobStatus.FAILED if value.get("isError") else JobStatus.COMPLETED
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if rec.result is not None:
+                raise ResultAlreadySet(rec.id, rec.status.value, target.value, "the job has a result already")
+            changes = self._status_changes(rec, target)
+            changes.update(result=value, progress_message=_finish_message(target, value), **(extra or {}))
+            if target is JobStatus.COMPLETED:
+                changes["progress_percentage"] = 100.0
+            return changes
+
+        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+
+    async def fail_job(
+        self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> JobRecord:  # fmt: skip
+        """Finish a job as failed with an error result carrying `message`."""
+        more: dict[str, Any] = dict(extra or {})
+        if diagnostics:
+            rec = await self.get_record(job_id)
+            more["diagnostics"] = ((rec.diagnostics or []) + diagnostics)[-MAX_DIAGNOSTICS:]
+        return await self.set_job_result(
+            job_id, text_result(message, is_error=True), attempt=attempt, extra=more
+        )
+
+    async def cancel_job(self, job_id: str, reason: str | None = None) -> JobRecord:
+        """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""
+        why = reason or "cancelled by request"
+
+        def plan(rec: JobRecord) -> dict[str, Any] | None:
+            if rec.status in FINAL:
+                raise InvalidTransition(rec.id, rec.status.value, "cancelled", "the job is finished")
+            if rec.status is JobStatus.RUNNING and self._runs_elsewhere(rec):
+                return {"cancel_requested": why}
+            return self._cancelled_changes(rec, why)
+
+        rec = await self.get_record(job_id)
+        if (
+            rec.status is JobStatus.RUNNING
+            and self.runner is not None
+            and self.runner.cancel_running(job_id, why)
+        ):
+            return await self.mutate(
+                job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None
+            )
+        return await self.mutate(job_id, plan)
+
+    def _runs_elsewhere(self, rec: JobRecord) -> bool:
+        return rec.owner is not None and rec.owner != self.owner
+
+    def _cancelled_changes(self, rec: JobRecord, why: str) -> dict[str, Any]:
+        changes = self._status_changes(rec, JobStatus.CANCELLED)
+        text = f"Job cancelled: {why}"
+        changes.update(cancel_requested=why, progress_message=text, result=text_result(text, is_error=True))
+        return changes
+
+    async def finish_cancelled(self, job_id: str, reason: str, *, attempt: int | None = None) -> JobRecord:
+        """Record that running work stopped because it was cancelled."""
+
+        def plan(rec: JobRecord) -> dict[str, Any] | None:
+            return None if rec.status in FINAL else self._cancelled_changes(rec, reason)
+
+        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def poll(
+        self, job_id: str, *, long_poll: bool = False, include_details: bool = True
+    ) -> JobStatusMessage:
+        """Read a job the way an agent does: with access accounting and a polling recommendation."""
+        rec = await self.get_record(job_id)
+        now = self.now()
+        remaining = estimate_remaining(
+            now=now, started_at=rec.started_at, progress=rec.progress_percentage,
+            estimated_duration=rec.task.estimated_duration if rec.task else None,
+        )  # fmt: skip
+        d = decide(
+            self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
+            next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
+        )  # fmt: skip
+        if d.counted:
+            await self.store.touch(job_id, rec.access_count + 1, now, d.next_check_time)
+        rec_reco = None
+        if d.interval is not None and d.next_check_time is not None:
+            rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
+        return self._status_message(rec, now, rec_reco, d.rate_limited, include_details)
+
+    def _status_message(
+        self, rec: JobRecord, now: int, reco: PollingRecommendation | None, limited: bool, details: bool
+    ) -> JobStatusMessage:
+        return JobStatusMessage(
+            job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
+            progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
+            details=rec.details() if details else None, result=rec.result if rec.finished else None,
+            rate_limited=limited, access_count=rec.access_count + (0 if limited else 1),
+            created_at=rec.created_at, updated_at=rec.updated_at,
+        )  # fmt: skip
+
+    async def wait(
+        self,
+        job_id: str,
+        seconds: float,
+        on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
+        *,
+        refresh: float = 1.0,
+    ) -> JobRecord:
+        """Wait until the job finishes or `seconds` pass; `on_event` sees each change meanwhile."""
+        with self.subscribe(job_id) as sub:
+            rec = await self.get_record(job_id)
+            with anyio.move_on_after(seconds):
+                while not rec.finished:
+                    with anyio.move_on_after(refresh):
+                        event = await sub.__anext__()
+                        if on_event is not None:
+                            await on_event(event)
+                    rec = await self.get_record(job_id)
+        return rec
+
+    def subscribe(self, job_id: str | None = None) -> Subscription:
+        """Events of one job (or all jobs), published after each stored change."""
+        return self.bus.subscribe(job_id)
+
+    async def list_jobs(
+        self,
+        status: JobStatus | str | None = None,
+        tool_name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first, `limit` a page; pass `next_cursor` back for the next page."""
+        if not 1 <= limit <= 500:
+            raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
+        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor))
+        records = await self.store.query(query)
+        more = len(records) > limit
+        page = records[:limit]
+        next_cursor = _encode_cursor(page[-1]) if more and page else None
+        return JobPage([Job.from_record(r) for r in page], next_cursor)
+
+    async def statistics(self) -> Statistics:
+        queue = self.runner.queue_view() if self.runner is not None else None
+        return self.stats.snapshot(await self.store.counts(), self.now(), queue)
+
+    async def cleanup(self, now: int | None = None) -> int:
+        """Delete finished jobs older than the retention; pending and running jobs are never removed."""
+        cutoff = (self.now() if now is None else now) - self.settings.max_retention_ms
+        removed = 0
+        while ids := await self.store.delete_finished(cutoff):
+            removed += len(ids)
+            self._publish_expired(ids)
+        if removed:
+            log.info("jobs.expired", count=removed)
+        return removed
+
+    def _publish_expired(self, ids: list[str]) -> None:
+        if self.bus.subscriber_count:
+            at = self.now()
+            for job_id in ids:
+                self.bus.publish(JobEvent(EventType.EXPIRED, job_id, "", JobStatus.COMPLETED, 0, at))
+
+
+def _check_percent(name: str, value: float | None) -> None:
+    if value is not None and not 0 <= value <= 100:
+        raise InvalidParams(f"{name} must be between 0 and 100, got {value}")
+
+
+def _progress_changes(changes: dict[str, Any], message: str | None, percent: float | None) -> dict[str, Any]:
+    if message is not None:
+        changes["progress_message"] = message
+    if percent is not None:
+        changes["progress_percentage"] = float(percent)
+    return changes
+
+
+def _detail_changes(
+    rec: JobRecord,
+    stage: str | None,
+    sub_progress: float | None,
+    diagnostic: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if stage is not None:
+        changes["current_stage"] = stage
+    if sub_progress is not None:
+        changes["sub_progress"] = float(sub_progress)
+    if diagnostic is not None:
+        changes["diagnostics"] = [*(rec.diagnostics or ()), diagnostic][-MAX_DIAGNOSTICS:]
+    if metadata:
+        changes["detail_metadata"] = {**(rec.detail_metadata or {}), **metadata}
+    return changes
+
+
+def _finish_message(status: JobStatus, result: dict[str, Any]) -> str:
+    if status is JobStatus.COMPLETED:
+        return "Job completed"
+    return f"Job failed: {first_text(result) or 'the tool reported an error'}"
+
+
+def status_text(rec: JobRecord) -> str:
+    """A one-line human description of where the job is."""
+    if rec.progress_message:
+        return rec.progress_message
+    return {
+        JobStatus.PENDING: "Job is queued",
+        JobStatus.RUNNING: "Job is running",
+        JobStatus.COMPLETED: "Job completed",
+        JobStatus.FAILED: "Job failed",
+        JobStatus.CANCELLED: "Job was cancelled",
+    }[rec.status]
+
+
+def _encode_cursor(rec: JobRecord) -> str:
+    return base64.urlsafe_b64encode(f"{rec.created_at}:{rec.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, job_id = raw.split(":", 1)
+        return int(created), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidParams(f"cursor {cursor!r} is not a cursor this server gave out") from None

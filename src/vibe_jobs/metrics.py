@@ -1,0 +1,173 @@
+"""Statistics and health: frozen snapshots built from counters the manager keeps as jobs finish."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from vibe_jobs.models import JobRecord
+from vibe_jobs.states import JobStatus
+
+Health = Literal["healthy", "degraded", "unhealthy"]
+RESERVOIR = 1024
+
+
+class _Snapshot(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+
+class GroupStats(_Snapshot):
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    success_rate: float | None = None
+    p50_duration_ms: float | None = Field(default=None, alias="p50DurationMs")
+    p95_duration_ms: float | None = Field(default=None, alias="p95DurationMs")
+    average_duration_ms: float | None = None
+
+
+class HealthThresholds(_Snapshot):
+    max_queue_depth: int = 1000
+    max_error_rate: float = 0.5
+    max_oldest_pending_ms: int = 300_000
+
+
+class HealthReport(_Snapshot):
+    status: Health
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Statistics(_Snapshot):
+    """A frozen snapshot: counts, per-tool and per-operation figures, throughput and health."""
+
+    counts: dict[str, int]
+    total: int
+    running: int
+    queue_depth: int
+    queue_depth_by_priority: dict[str, int] = Field(default_factory=dict)
+    oldest_pending_age_ms: int | None = None
+    by_tool: dict[str, GroupStats] = Field(default_factory=dict)
+    by_operation_type: dict[str, GroupStats] = Field(default_factory=dict)
+    throughput_per_minute: int = 0
+    error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
+    health: HealthReport
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+@dataclass(slots=True)
+class _Group:
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    durations: deque[int] = field(default_factory=lambda: deque(maxlen=RESERVOIR))
+
+    def add(self, status: JobStatus, duration: int | None) -> None:
+        if status is JobStatus.COMPLETED:
+            self.completed += 1
+        elif status is JobStatus.FAILED:
+            self.failed += 1
+        else:
+            self.cancelled += 1
+        if duration is not None:
+            self.durations.append(duration)
+
+    def snapshot(self) -> GroupStats:
+        decided = self.completed + self.failed
+        ordered = sorted(self.durations)
+        return GroupStats(
+            completed=self.completed, failed=self.failed, cancelled=self.cancelled,
+            success_rate=self.completed / decided if decided else None,
+            p50_duration_ms=percentile(ordered, 50), p95_duration_ms=percentile(ordered, 95),
+            average_duration_ms=sum(ordered) / len(ordered) if ordered else None,
+        )  # fmt: skip
+
+
+def percentile(ordered: list[int], pct: float) -> float | None:
+    """Nearest-rank percentile of sorted values."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return float(ordered[int(rank) - 1])
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """What the scheduler knows about its queue at a moment."""
+
+    depth_by_priority: dict[str, int]
+    oldest_pending_created_at: int | None
+
+
+class StatsCollector:
+    """Per-tool and per-operation counters plus per-second finish buckets for the last 5 minutes."""
+
+    def __init__(self, thresholds: HealthThresholds | None = None) -> None:
+        self.thresholds = thresholds or HealthThresholds()
+        self.by_tool: dict[str, _Group] = {}
+        self.by_op: dict[str, _Group] = {}
+        self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
+
+    def record_finish(self, rec: JobRecord) -> None:
+        end = rec.finished_at or rec.updated_at
+        duration = end - rec.started_at if rec.started_at is not None else None
+        self.by_tool.setdefault(rec.tool_name, _Group()).add(rec.status, duration)
+        op = rec.task.operation_type if rec.task else None
+        if op is not None:
+            self.by_op.setdefault(op, _Group()).add(rec.status, duration)
+        self._bucket(end // 1000, rec.status)
+
+    def _bucket(self, second: int, status: JobStatus) -> None:
+        if not self._buckets or self._buckets[-1][0] != second:
+            self._buckets.append([second, 0, 0])
+            while self._buckets and self._buckets[0][0] < second - 300:
+                self._buckets.popleft()
+        bucket = self._buckets[-1]
+        if status is JobStatus.COMPLETED:
+            bucket[1] += 1
+        elif status is JobStatus.FAILED:
+            bucket[2] += 1
+
+    def _window(self, now: int, seconds: int) -> tuple[int, int]:
+        since = now // 1000 - seconds
+        recent = [b for b in self._buckets if b[0] > since]
+        return sum(b[1] for b in recent), sum(b[2] for b in recent)
+
+    def snapshot(self, counts: dict[JobStatus, int], now: int, queue: QueueView | None = None) -> Statistics:
+        done_1m, failed_1m = self._window(now, 60)
+        done_5m, failed_5m = self._window(now, 300)
+        error_rate = failed_5m / (done_5m + failed_5m) if done_5m + failed_5m else None
+        pending = counts.get(JobStatus.PENDING, 0)
+        oldest = queue.oldest_pending_created_at if queue else None
+        oldest_age = now - oldest if oldest is not None else None
+        return Statistics(
+            counts={s.value: counts.get(s, 0) for s in JobStatus}, total=sum(counts.values()),
+            running=counts.get(JobStatus.RUNNING, 0), queue_depth=pending,
+            queue_depth_by_priority=queue.depth_by_priority if queue else {},
+            oldest_pending_age_ms=oldest_age,
+            by_tool={k: g.snapshot() for k, g in self.by_tool.items()},
+            by_operation_type={k: g.snapshot() for k, g in self.by_op.items()},
+            throughput_per_minute=done_1m + failed_1m, error_rate_5m=error_rate,
+            health=self.health(pending, error_rate, oldest_age),
+        )  # fmt: skip
+
+    def health(self, depth: int, error_rate: float | None, oldest_age: int | None) -> HealthReport:
+        t = self.thresholds
+        reasons: list[str] = []
+        if depth > t.max_queue_depth:
+            reasons.append(f"queue depth {depth} is over {t.max_queue_depth}")
+        if error_rate is not None and error_rate > t.max_error_rate:
+            reasons.append(
+                f"error rate {error_rate:.0%} over the last 5 minutes is over {t.max_error_rate:.0%}"
+            )
+        if oldest_age is not None and oldest_age > t.max_oldest_pending_ms:
+            reasons.append(f"oldest pending job waited {oldest_age} ms, over {t.max_oldest_pending_ms} ms")
+        status: Health = "healthy" if not reasons else "degraded" if len(reasons) == 1 else "unhealthy"
+        return HealthReport(status=status, reasons=reasons)

@@ -1,0 +1,276 @@
+"""Data models: the internal job record and the wire models (camelCase, epoch milliseconds).
+
+`JobRecord` is what stores keep: a slotted dataclass, cheap to create and small to retain.
+Everything a client sees is a pydantic model built from a record (`Job.from_record`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from vibe_jobs.states import JobStatus
+
+__all__ = [
+    "Job",
+    "JobDetails",
+    "JobMetrics",
+    "JobQueueConfig",
+    "JobRecord",
+    "JobStatus",
+    "JobStatusMessage",
+    "OperationType",
+    "PollingRecommendation",
+    "Priority",
+    "ResourceLimits",
+    "ResourceRequirements",
+    "ResourceUsage",
+    "RetryPolicyConfig",
+    "TaskMetadata",
+    "TaskSpec",
+    "TimeoutPolicyConfig",
+]
+
+Percent = Annotated[float, Field(ge=0, le=100)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
+
+OperationType = Literal[
+    "decomposition", "execution", "validation", "analysis", "codemap", "context_enrichment"
+]
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict a client sees (None fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ResourceRequirements(WireModel):
+    memory_mb: NonNegative = Field(default=256, alias="memoryMB")
+    cpu_weight: NonNegative = 1
+    disk_space_mb: NonNegative = Field(default=0, alias="diskSpaceMB")
+
+
+class TaskMetadata(WireModel):
+    model_config = ConfigDict(extra="allow")
+    session_id: str | None = None
+    user_id: str | None = None
+    batch_id: str | None = None
+    retry_count: Annotated[int, Field(ge=0)] = 0
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+
+
+class TaskSpec(WireModel):
+    """The task-job fields of the specification, all optional."""
+
+    task_id: str | None = None
+    project_id: str | None = None
+    operation_type: OperationType | None = None
+    priority: Priority = Priority.MEDIUM
+    estimated_duration: Annotated[int, Field(ge=0)] | None = None
+    resource_requirements: ResourceRequirements | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    metadata: TaskMetadata | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+
+
+class JobDetails(WireModel):
+    model_config = ConfigDict(extra="allow")
+    current_stage: str | None = None
+    diagnostics: list[str] = Field(default_factory=list)
+    sub_progress: Percent | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class PollingRecommendation(WireModel):
+    interval: Annotated[int, Field(ge=0)]
+    next_check_time: int
+
+
+class Job(WireModel):
+    """A job as clients see it (the specification's Job plus the task fields)."""
+
+    id: str
+    tool_name: str
+    params: dict[str, Any]
+    status: JobStatus
+    created_at: int
+    updated_at: int
+    progress_message: str | None = None
+    progress_percentage: Percent | None = None
+    result: dict[str, Any] | None = None
+    details: JobDetails | None = None
+    last_access_time: int | None = None
+    access_count: int = 0
+    priority: Priority = Priority.MEDIUM
+    operation_type: OperationType | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    estimated_duration: int | None = None
+    resource_requirements: ResourceRequirements | None = None
+    metadata: TaskMetadata | None = None
+    task_id: str | None = None
+    project_id: str | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    attempt: int = 0
+
+    @classmethod
+    def from_record(cls, rec: JobRecord) -> Job:
+        task = rec.task or TaskSpec()
+        meta = task.metadata.model_copy(update={"retry_count": rec.retry_count}) if task.metadata else None
+        return cls(
+            id=rec.id, tool_name=rec.tool_name, params=rec.params, status=rec.status,
+            created_at=rec.created_at, updated_at=rec.updated_at,
+            progress_message=rec.progress_message, progress_percentage=rec.progress_percentage,
+            result=rec.result, details=rec.details(), last_access_time=rec.last_access_time,
+            access_count=rec.access_count, priority=task.priority, operation_type=task.operation_type,
+            dependencies=task.dependencies, estimated_duration=task.estimated_duration,
+            resource_requirements=task.resource_requirements, metadata=meta, task_id=task.task_id,
+            project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
+            attempt=rec.attempt,
+        )  # fmt: skip
+
+
+class JobStatusMessage(WireModel):
+    """What `get-job-result` answers. Extra fields are allowed on the wire."""
+
+    model_config = ConfigDict(extra="allow")
+    job_id: str
+    tool_name: str
+    status: JobStatus
+    message: str | None = None
+    progress: Percent | None = None
+    timestamp: int
+    polling_recommendation: PollingRecommendation | None = None
+    details: JobDetails | None = None
+    result: dict[str, Any] | None = None
+    rate_limited: bool = False
+    access_count: int = 0
+    created_at: int | None = None
+    updated_at: int | None = None
+
+
+class ResourceUsage(WireModel):
+    peak_memory_mb: NonNegative = Field(default=0, alias="peakMemoryMB")
+    average_cpu_usage: NonNegative = 0
+
+
+class JobMetrics(WireModel):
+    job_id: str
+    start_time: int
+    end_time: int | None = None
+    duration: int | None = None
+    resource_usage: ResourceUsage = Field(default_factory=ResourceUsage)
+    performance_score: Annotated[float, Field(ge=0, le=100)] = 0
+    error_count: int = 0
+    retry_count: int = 0
+
+
+class RetryPolicyConfig(WireModel):
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    backoff_multiplier: Annotated[float, Field(ge=1)] = 2
+    initial_delay_ms: Annotated[int, Field(ge=0)] = 1000
+    max_delay_ms: Annotated[int, Field(ge=0)] = 60_000
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+
+
+class TimeoutPolicyConfig(WireModel):
+    default_timeout_ms: Annotated[int, Field(gt=0)] = 3_600_000
+    operation_timeouts: dict[OperationType, Annotated[int, Field(gt=0)]] = Field(default_factory=dict)
+
+
+class ResourceLimits(WireModel):
+    max_memory_mb: NonNegative = Field(default=2048, alias="maxMemoryMB")
+    max_cpu_weight: NonNegative = 8
+    max_disk_space_mb: NonNegative = Field(default=1024, alias="maxDiskSpaceMB")
+
+
+class JobQueueConfig(WireModel):
+    max_concurrent_jobs: Annotated[int, Field(ge=1)] = 5
+    priority_weights: dict[Priority, float] = Field(
+        default_factory=lambda: {
+            Priority.LOW: 1.0,
+            Priority.MEDIUM: 2.0,
+            Priority.HIGH: 3.0,
+            Priority.CRITICAL: 4.0,
+        }
+    )
+    retry_policy: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
+    timeout_policy: TimeoutPolicyConfig = Field(default_factory=TimeoutPolicyConfig)
+    resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A job as stores keep it. `version` increases on every stored change (compare-and-set)."""
+
+    id: str
+    tool_name: str
+    params: dict[str, Any]
+    status: JobStatus
+    created_at: int
+    updated_at: int
+    version: int = 1
+    progress_message: str | None = None
+    progress_percentage: float | None = None
+    result: dict[str, Any] | None = None
+    current_stage: str | None = None
+    sub_progress: float | None = None
+    diagnostics: list[str] | None = None
+    detail_metadata: dict[str, Any] | None = None
+    last_access_time: int | None = None
+    access_count: int = 0
+    next_check_time: int | None = None
+    task: TaskSpec | None = None
+    priority: int = 1
+    dedupe_key: str | None = None
+    owner: str | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    error_count: int = 0
+    run_after: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    cancel_requested: str | None = None
+    cpu_seconds: float | None = None
+    peak_memory_mb: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    def details(self) -> JobDetails:
+        return JobDetails(
+            current_stage=self.current_stage,
+            diagnostics=list(self.diagnostics or ()),
+            sub_progress=self.sub_progress,
+            metadata=dict(self.detail_metadata or {}),
+        )

@@ -1,0 +1,178 @@
+"""Settings: one frozen object, read from the environment only here (`Settings.from_env()`).
+
+An invalid value stops start-up with a `ConfigError` naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.models import JobQueueConfig
+from vibe_jobs.polling import PollingPolicy
+
+MIB = 1024 * 1024
+
+
+def default_store_url() -> str:
+    """SQLite in the user's data dir (XDG on Linux, the platform's equivalent elsewhere)."""
+    return f"sqlite:///{user_data_dir() / 'vibe-jobs' / 'jobs.db'}"
+
+
+def user_data_dir() -> Path:
+    home = Path.home()
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support"
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    return Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    max_concurrent: int = 5
+    cleanup_interval_ms: int = 300_000
+    max_retention_ms: int = 3_600_000
+    store_url: str = "memory://"
+    poll_base_ms: int = 1000
+    poll_factor: float = 2.0
+    poll_max_ms: int = 30_000
+    max_params_bytes: int = MIB
+    max_wait_seconds: float = 50.0
+    max_pending: int = 100_000
+    lease_seconds: float = 30.0
+    aging_seconds: float = 60.0
+    log_level: str = "info"
+    log_format: str = "auto"
+    tools: tuple[str, ...] = ()
+    roots: str | None = None
+    allowed_commands: str | None = None
+    queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+
+    @property
+    def polling(self) -> PollingPolicy:
+        return PollingPolicy(base_ms=self.poll_base_ms, factor=self.poll_factor, max_ms=self.poll_max_ms)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: the process environment)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"store_url": default_store_url()}
+        for var, (name, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is not None and raw.strip() != "":
+                values[name] = _parse(var, raw, parse)
+        values["queue"] = _queue_config(env, values.get("max_concurrent"))
+        values.setdefault("max_concurrent", values["queue"].max_concurrent_jobs)
+        return cls(**values)
+
+
+def _parse(var: str, raw: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(raw.strip())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _factor(raw: str) -> float:
+    value = float(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return raw.lower()
+
+    return parse
+
+
+def _store_url(raw: str) -> str:
+    if not raw.startswith(("memory://", "sqlite://", "postgresql://", "postgres://")):
+        raise ValueError("must start with memory://, sqlite:/// or postgresql://")
+    return raw
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "JOB_MANAGER_MAX_CONCURRENT": ("max_concurrent", _positive_int),
+    "JOB_MANAGER_CLEANUP_INTERVAL": ("cleanup_interval_ms", _positive_int),
+    "JOB_MANAGER_MAX_RETENTION": ("max_retention_ms", _positive_int),
+    "VIBE_JOBS_STORE": ("store_url", _store_url),
+    "VIBE_JOBS_POLL_BASE_MS": ("poll_base_ms", _positive_int),
+    "VIBE_JOBS_POLL_FACTOR": ("poll_factor", _factor),
+    "VIBE_JOBS_POLL_MAX_MS": ("poll_max_ms", _positive_int),
+    "VIBE_JOBS_MAX_PARAMS_BYTES": ("max_params_bytes", _positive_int),
+    "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float),
+    "VIBE_JOBS_MAX_PENDING": ("max_pending", _positive_int),
+    "VIBE_JOBS_LEASE_SECONDS": ("lease_seconds", _positive_float),
+    "VIBE_JOBS_AGING_SECONDS": ("aging_seconds", _positive_float),
+    "VIBE_JOBS_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
+    "VIBE_JOBS_LOG_FORMAT": ("log_format", _choice("auto", "json", "console")),
+    "VIBE_JOBS_TOOLS": ("tools", _names),
+    "VIBE_JOBS_ROOTS": ("roots", str),
+    "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
+}
+
+SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+
+
+def _queue_config(env: Mapping[str, str], max_concurrent: int | None) -> JobQueueConfig:
+    """The JobQueueConfig from the VIBE_JOBS_CONFIG file (TOML or JSON), env overrides applied."""
+    path = env.get("VIBE_JOBS_CONFIG", "").strip()
+    data = _read_config_file(path) if path else {}
+    if max_concurrent is not None:
+        data["maxConcurrentJobs"] = max_concurrent
+    try:
+        return JobQueueConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"VIBE_JOBS_CONFIG ({path or 'defaults'}): {_first_error(exc)}") from None
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"VIBE_JOBS_CONFIG={path!r} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"VIBE_JOBS_CONFIG={path!r} must hold a table/object")
+    return data
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"])
+    return f"key '{key}': {err['msg']} (got {err.get('input')!r})"

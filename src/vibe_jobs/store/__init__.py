@@ -1,0 +1,30 @@
+"""Job stores behind one protocol, chosen by URL (`memory://`, `sqlite:///path`, `postgresql://...`)."""
+
+from __future__ import annotations
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.store.base import Guard, JobQuery, JobStore
+from vibe_jobs.store.memory import MemoryStore
+
+__all__ = ["Guard", "JobQuery", "JobStore", "MemoryStore", "open_store"]
+
+
+def open_store(url: str) -> JobStore:
+    """Build (not yet open) the store a URL names; drivers are imported only when needed."""
+    if url.startswith("memory://"):
+        return MemoryStore(url)
+    if url.startswith("sqlite://"):
+        from vibe_jobs.store.sqlite import SQLiteStore
+
+        store: JobStore = SQLiteStore(url)
+        return store
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from vibe_jobs.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(
+                f"the PostgreSQL store needs its driver: pip install 'vibe-jobs[postgres]' ({exc})"
+            ) from None
+        pg: JobStore = PostgresStore(url)
+        return pg
+    raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or postgresql://...")

@@ -1,0 +1,129 @@
+"""The in-memory store: first class, inspectable (`store.jobs`), used by unit tests and `memory://`.
+
+Records are live objects kept in insertion order (creation order); treat them as read-only and
+change them only through `update`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from vibe_jobs.errors import StoreError
+from vibe_jobs.models import JobRecord
+from vibe_jobs.states import ACTIVE, FINAL, JobStatus
+from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+
+
+class MemoryStore:
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self.jobs: dict[str, JobRecord] = {}
+        self.leases: dict[str, int] = {}
+        self._dedupe: dict[str, str] = {}
+        self._counts: Counter[JobStatus] = Counter()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def insert(self, job: JobRecord) -> None:
+        if job.id in self.jobs:
+            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
+        self.jobs[job.id] = job
+        self._counts[job.status] += 1
+        if job.dedupe_key is not None and job.status in ACTIVE:
+            self._dedupe[job.dedupe_key] = job.id
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return self.jobs.get(job_id)
+
+    async def update(
+        self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None
+    ) -> JobRecord | None:
+        rec = self.jobs.get(job_id)
+        if rec is None or (guard is not None and not guard.holds(rec)):
+            return None
+        old_status = rec.status
+        for key, value in changes.items():
+            if key not in UPDATABLE:
+                raise StoreError(f"field '{key}' cannot be updated", job_id=job_id)
+            setattr(rec, key, value)
+        rec.version += 1
+        if rec.status is not old_status:
+            self._status_changed(rec, old_status)
+        return rec
+
+    def _status_changed(self, rec: JobRecord, old: JobStatus) -> None:
+        self._counts[old] -= 1
+        self._counts[rec.status] += 1
+        key = rec.dedupe_key
+        if rec.status in FINAL and key is not None and self._dedupe.get(key) == rec.id:
+            del self._dedupe[key]
+
+    async def touch(
+        self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None
+    ) -> None:
+        rec = self.jobs.get(job_id)
+        if rec is not None:
+            rec.access_count = access_count
+            rec.last_access_time = last_access_time
+            rec.next_check_time = next_check_time
+
+    async def query(self, query: JobQuery) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        for rec in self._newest_first(query.before):
+            if query.status is not None and rec.status is not query.status:
+                continue
+            if query.tool_name is not None and rec.tool_name != query.tool_name:
+                continue
+            out.append(rec)
+            if len(out) >= query.limit:
+                break
+        return out
+
+    def _newest_first(self, before: tuple[int, str] | None) -> Iterator[JobRecord]:
+        records = reversed(self.jobs.values())
+        if before is None:
+            yield from records
+            return
+        for rec in records:
+            if (rec.created_at, rec.id) < before:
+                yield rec
+
+    async def find_active(self, dedupe_key: str) -> JobRecord | None:
+        job_id = self._dedupe.get(dedupe_key)
+        return self.jobs.get(job_id) if job_id is not None else None
+
+    async def active(self, owner: str | None = None) -> list[JobRecord]:
+        return [
+            rec
+            for rec in self.jobs.values()
+            if rec.status in ACTIVE and (owner is None or rec.owner == owner)
+        ]
+
+    async def counts(self) -> dict[JobStatus, int]:
+        return {status: self._counts[status] for status in JobStatus}
+
+    async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        doomed = [
+            rec.id
+            for rec in self.jobs.values()
+            if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before
+        ][:limit]
+        for job_id in doomed:
+            self._counts[self.jobs.pop(job_id).status] -= 1
+        return doomed
+
+    async def heartbeat(self, owner: str, expires_at: int) -> None:
+        self.leases[owner] = expires_at
+
+    async def release(self, owner: str) -> None:
+        self.leases.pop(owner, None)
+
+    async def orphans(self, now: int) -> list[JobRecord]:
+        live = {owner for owner, expires in self.leases.items() if expires > now}
+        return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]

@@ -1,0 +1,1 @@
+"""MCP tools: the job control tools and the built-in work tools."""

@@ -1,0 +1,375 @@
+"""Process running for the built-in `run-command` tool (no MCP here).
+
+`VIBE_JOBS_ALLOWED_COMMANDS` lists the programs that may be run (exact names, comma separated).
+A program is executed directly (never through a shell) in its own session, so it and everything
+it spawns form one process group that is terminated as a whole on timeout or cancellation.
+
+How the child is reaped (for its rusage): it is started with `subprocess.Popen`, which asyncio's
+child watcher never sees, so nothing else will `waitpid` it. Its exit is awaited on a pidfd
+(`os.pidfd_open`, readable once the child exits; a short poll where pidfds are missing) and it is
+then reaped with `os.wait4(pid, WNOHANG)`, whose rusage covers exactly this child (and whatever
+it reaped) - unlike `getrusage(RUSAGE_CHILDREN)`, which mixes in concurrent jobs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import inspect
+import os
+import resource
+import shutil
+import signal as signals
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+LineCallback = Callable[[str, str], Awaitable[None] | None]
+
+_PROC = Path("/proc")
+_POLL = 0.02
+_READ_SIZE = 65536
+_MAX_LINE = 65536
+
+
+class CommandRefused(ValueError):
+    """A command the server will not run; the message says what was refused and why."""
+
+
+class CommandFailedToStart(RuntimeError):
+    """The program could not be started (not found, not executable, bad cwd, ...)."""
+
+    def __init__(self, program: str, reason: str) -> None:
+        super().__init__(f"could not start '{program}': {reason}")
+        self.program = program
+        self.reason = reason
+
+
+def parse_allowed(value: str | None) -> frozenset[str]:
+    """Turn the `VIBE_JOBS_ALLOWED_COMMANDS` value into a set of exact program names."""
+    return frozenset(name.strip() for name in (value or "").split(",") if name.strip())
+
+
+def check_command(argv: Sequence[str], allowed: frozenset[str]) -> None:
+    """Refuse an empty command or one whose program (argv[0], exact match) is not allowed."""
+    if not argv or not argv[0]:
+        raise CommandRefused("empty command: give the program and its arguments as a list")
+    if argv[0] not in allowed:
+        listed = ", ".join(sorted(allowed)) or "none"
+        raise CommandRefused(
+            f"program '{argv[0]}' is not allowed (allowed: {listed}); add it to VIBE_JOBS_ALLOWED_COMMANDS"
+        )
+
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """What a finished (or timed-out) process did."""
+
+    exit_code: int | None
+    stdout_tail: str
+    stderr_tail: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+    cpu_seconds: float
+    peak_memory_mb: float
+    timed_out: bool
+    signal: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome with camelCase keys, for tool results."""
+        return {
+            "exitCode": self.exit_code,
+            "stdoutTail": self.stdout_tail,
+            "stderrTail": self.stderr_tail,
+            "stdoutTruncated": self.stdout_truncated,
+            "stderrTruncated": self.stderr_truncated,
+            "durationMs": self.duration_ms,
+            "cpuSeconds": self.cpu_seconds,
+            "peakMemoryMB": self.peak_memory_mb,
+            "timedOut": self.timed_out,
+            "signal": self.signal,
+        }
+
+
+class _Stream:
+    """One output stream: splits it into lines for `on_line` and keeps a bounded byte tail."""
+
+    def __init__(self, name: str, tail_bytes: int, on_line: LineCallback | None) -> None:
+        self.name = name
+        self.tail = bytearray()
+        self.truncated = False
+        self._limit = max(tail_bytes, 0)
+        self._on_line = on_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    async def feed(self, chunk: bytes, *, final: bool = False) -> None:
+        """Add a chunk (or flush at EOF with `final`), emitting complete lines."""
+        self._keep(chunk)
+        text = self._pending + self._decoder.decode(chunk, final=final)
+        *lines, self._pending = text.split("\n")
+        if (final and self._pending) or len(self._pending) > _MAX_LINE:
+            lines, self._pending = [*lines, self._pending], ""
+        for line in lines:
+            await self._emit(line.removesuffix("\r"))
+
+    def _keep(self, chunk: bytes) -> None:
+        self.tail += chunk
+        if len(self.tail) > self._limit:
+            del self.tail[: len(self.tail) - self._limit]
+            self.truncated = True
+
+    async def _emit(self, line: str) -> None:
+        if self._on_line is None:
+            return
+        result = self._on_line(self.name, line)
+        if inspect.isawaitable(result):
+            await result
+
+    def text(self) -> str:
+        """The kept tail, decoded; a multi-byte character cut by truncation is dropped."""
+        data = bytes(self.tail)
+        if self.truncated:
+            data = data.lstrip(bytes(range(0x80, 0xC0)))
+        return data.decode("utf-8", errors="replace")
+
+
+def _merged_env(env: Mapping[str, str] | None, cwd: Path) -> dict[str, str]:
+    """The server's environment plus `env`; PWD follows `cwd` unless `env` sets it."""
+    return {**os.environ, "PWD": str(cwd), **(env or {})}
+
+
+def _resolve_program(program: str, cwd: Path, env: Mapping[str, str]) -> str:
+    """Find the executable: names via PATH, paths with a slash relative to `cwd`."""
+    if os.sep in program:
+        found = shutil.which(str(cwd / program))
+        where = f"in {cwd}"
+    else:
+        found = shutil.which(program, path=env.get("PATH", os.defpath))
+        where = "on PATH"
+    if found is None:
+        raise CommandFailedToStart(program, f"no executable file of that name {where}")
+    return found
+
+
+def _spawn(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the program directly (no shell) in a new session with piped stdout/stderr."""
+    executable = _resolve_program(argv[0], cwd, env)
+    try:
+        return subprocess.Popen(
+            list(argv),
+            executable=executable,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        detail = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
+        raise CommandFailedToStart(argv[0], detail) from exc
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process is in group `pgid`.
+
+    Orphaned zombies are not counted: an init that never reaps would keep them forever.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not _PROC.is_dir():
+        return True
+    return any(_is_live_member(stat, pgid) for stat in _PROC.glob("[0-9]*/stat"))
+
+
+def _is_live_member(stat: Path, pgid: int) -> bool:
+    """Whether the /proc/<pid>/stat file shows a running member of group `pgid`."""
+    try:
+        fields = stat.read_text().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X")
+
+
+class _Child:
+    """The started process: waiting for it, reaping it with wait4, terminating its group."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pgid = proc.pid  # start_new_session: the child leads its own group
+        self.reaped = False
+        self.status: int | None = None
+        self.rusage: resource.struct_rusage | None = None
+        self._pidfd = self._open_pidfd()
+
+    def _open_pidfd(self) -> int | None:
+        try:
+            return os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            return None
+
+    def _try_reap(self) -> None:
+        try:
+            pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere: status and rusage are lost
+            self.reaped, self.proc.returncode = True, -1
+            return
+        if pid:
+            self.reaped, self.status, self.rusage = True, status, rusage
+            self.proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+
+    async def wait(self) -> None:
+        """Wait for the child to exit and reap it."""
+        self._try_reap()
+        while not self.reaped:
+            if self._pidfd is not None:
+                await anyio.wait_readable(self._pidfd)
+            else:
+                await anyio.sleep(_POLL)
+            self._try_reap()
+
+    async def wait_gone(self) -> None:
+        """Wait until the child is reaped and nothing else in its group is running."""
+        await self.wait()
+        while _group_alive(self.pgid):  # noqa: ASYNC110 - nothing signals "process group empty"
+            await anyio.sleep(_POLL)
+
+    def signal_group(self, signum: int) -> bool:
+        """Send `signum` to the whole group; False when the group is already gone."""
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM the group, then SIGKILL after `grace` seconds whatever still runs."""
+        if self.reaped and not _group_alive(self.pgid):
+            return
+        self.signal_group(signals.SIGTERM)
+        with anyio.move_on_after(grace):
+            await self.wait_gone()
+        if not self.reaped or _group_alive(self.pgid):
+            self.signal_group(signals.SIGKILL)
+            with anyio.move_on_after(grace):
+                await self.wait_gone()
+            await self.wait()
+
+    def close(self) -> None:
+        """Release the pidfd and the pipes."""
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+async def _pump(fd: int, stream: _Stream) -> None:
+    """Read a non-blocking pipe until EOF, feeding `stream`."""
+    os.set_blocking(fd, False)
+    while True:
+        await anyio.wait_readable(fd)
+        try:
+            chunk = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        await stream.feed(chunk)
+    await stream.feed(b"", final=True)
+
+
+class _Run:
+    """One run_process call: the child, its two streams, and the timeout flag."""
+
+    def __init__(self, child: _Child, started: float, tail_bytes: int, on_line: LineCallback | None) -> None:
+        self.child = child
+        self.started = started
+        self.out = _Stream("stdout", tail_bytes, on_line)
+        self.err = _Stream("stderr", tail_bytes, on_line)
+        self.timed_out = False
+        self.pumps_done = anyio.Event()
+
+    async def pumps(self) -> None:
+        """Read stdout and stderr concurrently until both reach EOF."""
+        assert self.child.proc.stdout is not None and self.child.proc.stderr is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_pump, self.child.proc.stdout.fileno(), self.out)
+            tg.start_soon(_pump, self.child.proc.stderr.fileno(), self.err)
+        self.pumps_done.set()
+
+    async def supervise(self, limit: float | None, grace: float) -> None:
+        """Wait for exit (terminating after `limit` seconds), then give the pipes `grace` to drain."""
+        with anyio.move_on_after(limit):
+            await self.child.wait()
+        if not self.child.reaped:
+            self.timed_out = True
+            await self.child.terminate(grace)
+        with anyio.move_on_after(grace):
+            await self.pumps_done.wait()
+
+    def outcome(self) -> CommandOutcome:
+        """Build the result from the reaped status and rusage."""
+        status, usage = self.child.status, self.child.rusage
+        return CommandOutcome(
+            exit_code=os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None,
+            stdout_tail=self.out.text(),
+            stderr_tail=self.err.text(),
+            stdout_truncated=self.out.truncated,
+            stderr_truncated=self.err.truncated,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+            cpu_seconds=usage.ru_utime + usage.ru_stime if usage is not None else 0.0,
+            peak_memory_mb=_maxrss_mb(usage.ru_maxrss) if usage is not None else 0.0,
+            timed_out=self.timed_out,
+            signal=os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None,
+        )
+
+
+def _maxrss_mb(maxrss: int) -> float:
+    """ru_maxrss in MB: KiB on Linux and most POSIX systems, bytes on macOS."""
+    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the tool's own time limit, reported as timedOut
+    grace: float = 2.0,
+    tail_bytes: int = 16384,
+    on_line: LineCallback | None = None,
+) -> CommandOutcome:
+    """Run `argv` in `cwd` and report how it went.
+
+    Lines of stdout/stderr go to `on_line(stream, line)` as they arrive. On timeout or
+    cancellation the whole process group gets SIGTERM, then SIGKILL after `grace` seconds;
+    a cancellation propagates once the group is gone. Raises CommandFailedToStart.
+    """
+    if not argv:
+        raise CommandRefused("empty command")
+    started = time.monotonic()
+    child = _Child(_spawn(argv, cwd, _merged_env(env, cwd)))
+    run = _Run(child, started, tail_bytes, on_line)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.pumps)
+            await run.supervise(timeout, grace)
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await child.terminate(grace)
+            child.close()
+    return run.outcome()
