@@ -21,7 +21,9 @@ from vibe_jobs.errors import (
     UnknownDependency,
     UnknownTool,
 )
+from vibe_jobs.context import JobContext
 from vibe_jobs.events import EventBus, EventType, JobEvent
+from vibe_jobs.jobtool import JobToolSpec, job_tool, plain_tool
 from vibe_jobs.manager import JobManager, JobPage
 from vibe_jobs.models import (
     Job,
@@ -42,6 +44,16 @@ from vibe_jobs.states import JobStatus
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # JobServer pulls in the MCP SDK; import it only when asked for (the core stays MCP-free).
+    if name == "JobServer":
+        from vibe_jobs.server.jobserver import JobServer
+
+        return JobServer
+    raise AttributeError(name)
+
+
 __all__ = [
     "ConfigError",
     "DependencyFailed",
@@ -51,6 +63,9 @@ __all__ = [
     "InvalidTransition",
     "Job",
     "JobCancelled",
+    "JobContext",
+    "JobServer",
+    "JobToolSpec",
     "JobDetails",
     "JobError",
     "JobEvent",
@@ -80,4 +95,6 @@ __all__ = [
     "UnknownDependency",
     "UnknownTool",
     "__version__",
+    "job_tool",
+    "plain_tool",
 ]

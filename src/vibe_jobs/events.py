@@ -62,9 +62,9 @@ class Subscription:
         self.dropped = 0
 
     def push(self, event: JobEvent) -> None:
-        if len(self._buffer) >= self._maxsize:
+        self._buffer.append(event)  # first, so the new event can supersede a buffered one of its job
+        if len(self._buffer) > self._maxsize:
             self._coalesce()
-        self._buffer.append(event)
         self._wakeup.set()
 
     def _coalesce(self) -> None:
@@ -94,9 +94,7 @@ class Subscription:
     def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     async def __aenter__(self) -> Subscription:

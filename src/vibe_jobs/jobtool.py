@@ -36,10 +36,12 @@ class JobToolSpec:
     max_concurrent: int | None = None
     context_param: str | None = None
     title: str | None = None
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    refuse: Callable[[dict[str, Any]], str | None] | None = None
 
     async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         """Call the function with `params` (and the context) and return its CallToolResult dict."""
-        kwargs = dict(params)
+        kwargs = self.prepare(params) if self.prepare is not None else dict(params)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
         if inspect.iscoroutinefunction(self.fn):
@@ -96,3 +98,16 @@ def job_tool(
         return f
 
     return mark(fn) if fn is not None else mark
+
+
+PLAIN_REGISTRY: dict[str, tuple[Callable[..., Any], str | None]] = {}
+
+
+def plain_tool(name: str | None = None, description: str | None = None) -> Callable[[F], F]:
+    """Mark a function as an ordinary MCP tool (answers within the request) for `--tools` modules."""
+
+    def mark(f: F) -> F:
+        PLAIN_REGISTRY[name or f.__name__] = (f, description)
+        return f
+
+    return mark

@@ -180,9 +180,7 @@ class JobManager:
         text = tool_name + "\0" + canonical_json(params, sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
-    def _new_record(
-        self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None
-    ) -> JobRecord:
+    def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
         return JobRecord(
             id=os.urandom(16).hex(), tool_name=tool_name, params=params, status=JobStatus.PENDING,
@@ -193,9 +191,7 @@ class JobManager:
     async def _check_dependencies(self, rec: JobRecord) -> None:
         for dep in rec.task.dependencies if rec.task else ():
             if await self.store.get(dep) is None:
-                raise UnknownDependency(
-                    f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep
-                )
+                raise UnknownDependency(f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep)
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -331,9 +327,7 @@ class JobManager:
         if diagnostics:
             rec = await self.get_record(job_id)
             more["diagnostics"] = ((rec.diagnostics or []) + diagnostics)[-MAX_DIAGNOSTICS:]
-        return await self.set_job_result(
-            job_id, text_result(message, is_error=True), attempt=attempt, extra=more
-        )
+        return await self.set_job_result(job_id, text_result(message, is_error=True), attempt=attempt, extra=more)
 
     async def cancel_job(self, job_id: str, reason: str | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""
@@ -347,14 +341,8 @@ class JobManager:
             return self._cancelled_changes(rec, why)
 
         rec = await self.get_record(job_id)
-        if (
-            rec.status is JobStatus.RUNNING
-            and self.runner is not None
-            and self.runner.cancel_running(job_id, why)
-        ):
-            return await self.mutate(
-                job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None
-            )
+        if rec.status is JobStatus.RUNNING and self.runner is not None and self.runner.cancel_running(job_id, why):
+            return await self.mutate(job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None)
         return await self.mutate(job_id, plan)
 
     def _runs_elsewhere(self, rec: JobRecord) -> bool:
@@ -366,19 +354,24 @@ class JobManager:
         changes.update(cancel_requested=why, progress_message=text, result=text_result(text, is_error=True))
         return changes
 
-    async def finish_cancelled(self, job_id: str, reason: str, *, attempt: int | None = None) -> JobRecord:
+    async def finish_cancelled(
+        self, job_id: str, reason: str, *, attempt: int | None = None, diagnostics: list[str] | None = None
+    ) -> JobRecord:
         """Record that running work stopped because it was cancelled."""
 
         def plan(rec: JobRecord) -> dict[str, Any] | None:
-            return None if rec.status in FINAL else self._cancelled_changes(rec, reason)
+            if rec.status in FINAL:
+                return None
+            changes = self._cancelled_changes(rec, reason)
+            if diagnostics:
+                changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
+            return changes
 
         return await self.mutate(job_id, plan, Guard(attempt=attempt))
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def poll(
-        self, job_id: str, *, long_poll: bool = False, include_details: bool = True
-    ) -> JobStatusMessage:
+    async def poll(self, job_id: str, *, long_poll: bool = False, include_details: bool = True) -> JobStatusMessage:
         """Read a job the way an agent does: with access accounting and a polling recommendation."""
         rec = await self.get_record(job_id)
         now = self.now()
@@ -390,21 +383,22 @@ class JobManager:
             self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
             next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
         )  # fmt: skip
+        reads = rec.access_count + (1 if d.counted else 0)
         if d.counted:
-            await self.store.touch(job_id, rec.access_count + 1, now, d.next_check_time)
+            await self.store.touch(job_id, reads, now, d.next_check_time)
         rec_reco = None
         if d.interval is not None and d.next_check_time is not None:
             rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
-        return self._status_message(rec, now, rec_reco, d.rate_limited, include_details)
+        return self._status_message(rec, now, rec_reco, d.rate_limited, include_details, reads)
 
     def _status_message(
-        self, rec: JobRecord, now: int, reco: PollingRecommendation | None, limited: bool, details: bool
+        self, rec: JobRecord, now: int, reco: PollingRecommendation | None, limited: bool, details: bool, reads: int
     ) -> JobStatusMessage:
         return JobStatusMessage(
             job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
             progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
             details=rec.details() if details else None, result=rec.result if rec.finished else None,
-            rate_limited=limited, access_count=rec.access_count + (0 if limited else 1),
+            rate_limited=limited, access_count=reads,
             created_at=rec.created_at, updated_at=rec.updated_at,
         )  # fmt: skip
 

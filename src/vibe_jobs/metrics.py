@@ -17,9 +17,7 @@ RESERVOIR = 1024
 
 
 class _Snapshot(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True)
 
 
 class GroupStats(_Snapshot):
@@ -164,9 +162,7 @@ class StatsCollector:
         if depth > t.max_queue_depth:
             reasons.append(f"queue depth {depth} is over {t.max_queue_depth}")
         if error_rate is not None and error_rate > t.max_error_rate:
-            reasons.append(
-                f"error rate {error_rate:.0%} over the last 5 minutes is over {t.max_error_rate:.0%}"
-            )
+            reasons.append(f"error rate {error_rate:.0%} over the last 5 minutes is over {t.max_error_rate:.0%}")
         if oldest_age is not None and oldest_age > t.max_oldest_pending_ms:
             reasons.append(f"oldest pending job waited {oldest_age} ms, over {t.max_oldest_pending_ms} ms")
         status: Health = "healthy" if not reasons else "degraded" if len(reasons) == 1 else "unhealthy"

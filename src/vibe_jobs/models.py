@@ -21,6 +21,7 @@ __all__ = [
     "JobMetrics",
     "JobQueueConfig",
     "JobRecord",
+    "JobStarted",
     "JobStatus",
     "JobStatusMessage",
     "OperationType",
@@ -52,9 +53,7 @@ class Priority(StrEnum):
 
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
 
-OperationType = Literal[
-    "decomposition", "execution", "validation", "analysis", "codemap", "context_enrichment"
-]
+OperationType = Literal["decomposition", "execution", "validation", "analysis", "codemap", "context_enrichment"]
 
 
 class WireModel(BaseModel):
@@ -274,3 +273,13 @@ class JobRecord:
             sub_progress=self.sub_progress,
             metadata=dict(self.detail_metadata or {}),
         )
+
+
+class JobStarted(WireModel):
+    """A job tool's immediate answer: the job exists and runs in the background."""
+
+    job_id: str
+    status: JobStatus
+    tool_name: str
+    message: str
+    polling_recommendation: PollingRecommendation

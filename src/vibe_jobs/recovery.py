@@ -33,6 +33,10 @@ def plan_recovery(
     spec = tools.get(rec.tool_name)
     if spec is None:
         return {**base, **_failed(rec, now, f"the tool '{rec.tool_name}' is not registered on this server")}
+    if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that
+        text = f"Job cancelled: {rec.cancel_requested}"
+        return {**base, "status": JobStatus.CANCELLED, "finished_at": now, "progress_message": text,
+                "result": text_result(text, is_error=True)}  # fmt: skip
     if rec.status is JobStatus.PENDING:
         return base
     limit = _limit(rec, spec, default_max_retries)

@@ -17,9 +17,7 @@ def as_result_dict(value: Any) -> dict[str, Any]:
     return value
 
 
-def text_result(
-    text: str, *, is_error: bool = False, structured: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def text_result(text: str, *, is_error: bool = False, structured: dict[str, Any] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": is_error}
     if structured is not None:
         result["structuredContent"] = structured

@@ -24,13 +24,14 @@ class RetryPolicy:
 
     @classmethod
     def from_config(cls, cfg: RetryPolicyConfig) -> RetryPolicy:
-        return cls(
-            cfg.max_retries, cfg.initial_delay_ms, cfg.backoff_multiplier, cfg.max_delay_ms, cfg.jitter
-        )
+        return cls(cfg.max_retries, cfg.initial_delay_ms, cfg.backoff_multiplier, cfg.max_delay_ms, cfg.jitter)
 
     def delay(self, retry: int) -> int:
         """The delay before retry number `retry` (1-based)."""
-        base = min(self.initial_delay_ms * self.multiplier ** (retry - 1), self.max_delay_ms)
+        try:
+            base = min(self.initial_delay_ms * self.multiplier ** (retry - 1), self.max_delay_ms)
+        except OverflowError:  # a float power past ~1e308 (many retries): the cap applies
+            base = self.max_delay_ms if self.initial_delay_ms else 0
         spread = base * self.jitter
         return max(0, round(base + self.rng.uniform(-spread, spread))) if spread else round(base)
 

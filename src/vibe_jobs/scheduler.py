@@ -54,6 +54,7 @@ class _Queued:
     priority: Priority
     created_at: int
     needs: tuple[float, float, float]
+    run_after: int | None = None
 
 
 @dataclass(slots=True)
@@ -90,6 +91,7 @@ class Scheduler:
         self.starting = 0
         self._ready: list[tuple[float, int, str]] = []
         self._delayed: list[tuple[int, int, str]] = []
+        self._parked: dict[str, list[tuple[float, int, str]]] = {}  # ready jobs of a tool at its limit
         self._waiting: dict[str, set[str]] = {}
         self._dependents: dict[str, set[str]] = {}
         self._usage = [0.0, 0.0, 0.0]
@@ -111,9 +113,7 @@ class Scheduler:
         caps = (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
         for name, need, cap in zip(("memoryMB", "cpuWeight", "diskSpaceMB"), needs, caps, strict=True):
             if need > cap:
-                raise ResourceLimitExceeded(
-                    f"the job needs {name}={need:g} but the limit is {cap:g}", resource=name
-                )
+                raise ResourceLimitExceeded(f"the job needs {name}={need:g} but the limit is {cap:g}", resource=name)
 
     async def enqueue(self, rec: JobRecord) -> None:
         """Queue a stored pending job; it waits for its dependencies first."""
@@ -125,12 +125,14 @@ class Scheduler:
             RANK_PRIORITY.get(rec.priority, Priority.MEDIUM),
             rec.created_at,
             _needs(rec),
+            rec.run_after,
         )
         self.queued[rec.id] = entry
         deps = set(rec.task.dependencies) if rec.task else set()
         if deps:
+            # It becomes ready (honouring run_after) when its last dependency completes.
             await self._wait_for(rec.id, deps)
-        if rec.id in self.queued and rec.id not in self._waiting:
+        else:
             self._make_ready(entry, rec.run_after)
         self.pump()
 
@@ -140,7 +142,9 @@ class Scheduler:
             self._dependents.setdefault(dep, set()).add(job_id)
         for dep in deps:
             dep_rec = await self.m.store.get(dep)
-            if dep_rec is not None and dep_rec.status in FINAL:
+            if dep_rec is None:
+                self._dependency_finished(dep, None)  # removed by clean-up: its outcome is unknown
+            elif dep_rec.status in FINAL:
                 self._dependency_finished(dep, dep_rec.status)
 
     def _make_ready(self, entry: _Queued, run_after: int | None) -> None:
@@ -149,9 +153,7 @@ class Scheduler:
             self._wake.set()
             return
         weight = self.cfg.priority_weights.get(entry.priority, 1.0)
-        heapq.heappush(
-            self._ready, (entry.created_at - weight * self.aging_ms, next(self._seq), entry.job_id)
-        )
+        heapq.heappush(self._ready, (entry.created_at - weight * self.aging_ms, next(self._seq), entry.job_id))
 
     def on_finished(self, rec: JobRecord) -> None:
         """A job reached a final state: forget it if queued, and settle its dependents."""
@@ -159,7 +161,7 @@ class Scheduler:
         self._waiting.pop(rec.id, None)
         self._dependency_finished(rec.id, rec.status)
 
-    def _dependency_finished(self, dep: str, status: JobStatus) -> None:
+    def _dependency_finished(self, dep: str, status: JobStatus | None) -> None:
         for job_id in self._dependents.pop(dep, set()):
             waiting = self._waiting.get(job_id)
             if waiting is None:
@@ -168,16 +170,19 @@ class Scheduler:
                 waiting.discard(dep)
                 if not waiting:
                     del self._waiting[job_id]
-                    self._make_ready(self.queued[job_id], None)
+                    if (entry := self.queued.get(job_id)) is not None:
+                        self._make_ready(entry, entry.run_after)
             else:
                 self._waiting.pop(job_id, None)
+                self.queued.pop(job_id, None)  # it must never start; the failure follows
                 self.m.task_group.start_soon(self._fail_dependent, job_id, dep, status)
         self.pump()
 
-    async def _fail_dependent(self, job_id: str, dep: str, status: JobStatus) -> None:
-        err = DependencyFailed(f"dependency '{dep}' {status.value}; this job did not run", job_id=job_id)
+    async def _fail_dependent(self, job_id: str, dep: str, status: JobStatus | None) -> None:
+        what = status.value if status is not None else "no longer exists"
+        err = DependencyFailed(f"dependency '{dep}' {what}; this job did not run", job_id=job_id)
         try:
-            await self.m.fail_job(job_id, str(err), extra={"current_stage": "dependency_failed"})
+            await self.m.fail_job(job_id, _error_text(err), extra={"current_stage": "dependency_failed"})
         except (InvalidTransition, StaleWrite):
             pass  # cancelled or finished meanwhile
 
@@ -196,7 +201,7 @@ class Scheduler:
     def _release_delayed(self, now: int) -> None:
         while self._delayed and self._delayed[0][0] <= now:
             _, _, job_id = heapq.heappop(self._delayed)
-            if (entry := self.queued.get(job_id)) is not None:
+            if (entry := self.queued.get(job_id)) is not None and job_id not in self._waiting:
                 self._make_ready(entry, None)
 
     def _pick(self, now: int) -> _Queued | None:
@@ -210,7 +215,7 @@ class Scheduler:
             if entry is None or item[2] in self._waiting:
                 continue  # cancelled, finished or stale
             if self._tool_full(entry.tool):
-                skipped.append(item)
+                heapq.heappush(self._parked.setdefault(entry.tool, []), item)  # back when a slot frees
                 continue
             if self._fits(entry.needs):
                 chosen = entry
@@ -249,6 +254,19 @@ class Scheduler:
     def _take(self, tool: str, needs: tuple[float, float, float], sign: int) -> None:
         self._usage = [u + sign * n for u, n in zip(self._usage, needs, strict=True)]
         self._per_tool[tool] += sign
+        if sign < 0:
+            self._unpark(tool)
+
+    def _unpark(self, tool: str) -> None:
+        """A slot of `tool` freed: its best parked job competes again."""
+        parked = self._parked.get(tool)
+        while parked:
+            item = heapq.heappop(parked)
+            if item[2] in self.queued:
+                heapq.heappush(self._ready, item)
+                break
+        if not parked:
+            self._parked.pop(tool, None)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -261,7 +279,8 @@ class Scheduler:
         finally:
             if run is None:
                 self.starting -= 1
-            self.running.pop(entry.job_id, None)
+            if run is not None and self.running.get(entry.job_id) is run:
+                del self.running[entry.job_id]  # not a newer attempt's run (a retry may claim first)
             self._take(entry.tool, entry.needs, -1)
             self.pump()
 
@@ -280,6 +299,8 @@ class Scheduler:
 
     async def _execute(self, entry: _Queued, run: _Run) -> None:
         rec = await self.m.get_record(entry.job_id)
+        if rec.status is not JobStatus.RUNNING or rec.attempt != run.ctx.attempt:
+            return  # cancelled (or taken over) between the claim and here: do not start the work
         spec = self.tools[entry.tool]
         cpu0, wall0 = time.process_time(), time.monotonic()
         self.m.task_group.start_soon(self._work, spec, rec, run)
@@ -337,11 +358,10 @@ class Scheduler:
         ctx = run.ctx
         try:
             if ctx.cancel_reason is not None:
-                await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt)
+                diags = ctx.take_diagnostics()
+                await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
             elif abandoned or run.timed_out:
-                await self._failed(
-                    rec, spec, run, _timeout_error(rec, run, abandoned, self.grace_seconds), usage
-                )
+                await self._failed(rec, spec, run, _timeout_error(rec, run, abandoned, self.grace_seconds), usage)
             elif run.error is not None:
                 await self._failed(rec, spec, run, run.error, usage)
             else:
@@ -365,9 +385,7 @@ class Scheduler:
         message = _error_text(exc)
         diags = [*run.ctx.take_diagnostics(), *([run.error_trace] if run.error_trace else [])]
         if delay is None:
-            await self.m.fail_job(
-                rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage
-            )
+            await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
             return
         await self._requeue(current, message, diags, delay, limit)
 
@@ -424,7 +442,11 @@ def _max_retries(rec: JobRecord, spec: JobToolSpec, policy: RetryPolicy) -> int:
     meta = rec.task.metadata if rec.task else None
     if meta is not None and meta.max_retries is not None:
         return meta.max_retries
-    return spec.max_retries if spec.max_retries is not None else policy.max_retries
+    if spec.max_retries is not None:
+        return spec.max_retries
+    # Failures of a tool that did not opt in (retry_safe or its own policy) are final: re-running
+    # work that may have side effects is the tool author's call, not ours.
+    return policy.max_retries if spec.retry_safe or spec.retry is not None else 0
 
 
 def _attempt_guard(attempt: int) -> Guard:
@@ -433,9 +455,9 @@ def _attempt_guard(attempt: int) -> Guard:
 
 def _timeout_error(rec: JobRecord, run: _Run, abandoned: bool, grace: float) -> JobTimeout:
     if abandoned:
-        return JobTimeout(
-            f"timed out, and the work ignored cancellation for {grace:g} s: abandoned", job_id=rec.id
-        )
+        err = JobTimeout(f"timed out, and the work ignored cancellation for {grace:g} s: abandoned", job_id=rec.id)
+        err.retryable = False  # type: ignore[attr-defined]  # the abandoned work may still be running
+        return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
 
 

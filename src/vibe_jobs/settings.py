@@ -6,6 +6,7 @@ An invalid value stops start-up with a `ConfigError` naming the variable and the
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tomllib
@@ -95,14 +96,14 @@ def _positive_int(raw: str) -> int:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
+    if not 0 < value < math.inf:  # also refuses nan and inf
         raise ValueError("must be a positive number")
     return value
 
 
 def _factor(raw: str) -> float:
     value = float(raw)
-    if value < 1:
+    if not 1 <= value < math.inf:  # also refuses nan and inf
         raise ValueError("must be at least 1")
     return value
 

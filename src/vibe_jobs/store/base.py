@@ -73,14 +73,10 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
-    async def update(
-        self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None
-    ) -> JobRecord | None:
+    async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         """Apply `changes` and bump the version when `guard` holds; None when it does not (or no job)."""
 
-    async def touch(
-        self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None
-    ) -> None:
+    async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         """Record a counted read (does not bump the version)."""
 
     async def query(self, query: JobQuery) -> list[JobRecord]:

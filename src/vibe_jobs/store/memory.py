@@ -41,9 +41,7 @@ class MemoryStore:
     async def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 
-    async def update(
-        self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None
-    ) -> JobRecord | None:
+    async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         rec = self.jobs.get(job_id)
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
@@ -64,9 +62,7 @@ class MemoryStore:
         if rec.status in FINAL and key is not None and self._dedupe.get(key) == rec.id:
             del self._dedupe[key]
 
-    async def touch(
-        self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None
-    ) -> None:
+    async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         rec = self.jobs.get(job_id)
         if rec is not None:
             rec.access_count = access_count
@@ -99,20 +95,14 @@ class MemoryStore:
         return self.jobs.get(job_id) if job_id is not None else None
 
     async def active(self, owner: str | None = None) -> list[JobRecord]:
-        return [
-            rec
-            for rec in self.jobs.values()
-            if rec.status in ACTIVE and (owner is None or rec.owner == owner)
-        ]
+        return [rec for rec in self.jobs.values() if rec.status in ACTIVE and (owner is None or rec.owner == owner)]
 
     async def counts(self) -> dict[JobStatus, int]:
         return {status: self._counts[status] for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         doomed = [
-            rec.id
-            for rec in self.jobs.values()
-            if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before
+            rec.id for rec in self.jobs.values() if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before
         ][:limit]
         for job_id in doomed:
             self._counts[self.jobs.pop(job_id).status] -= 1

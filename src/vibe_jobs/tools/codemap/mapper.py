@@ -83,9 +83,7 @@ class _Progress:
         self._percent = float("-inf")
         self._at = float("-inf")
 
-    async def __call__(
-        self, percent: float, message: str, *, stage: str, sub: float, force: bool = False
-    ) -> None:
+    async def __call__(self, percent: float, message: str, *, stage: str, sub: float, force: bool = False) -> None:
         now = time.monotonic()
         if not force and percent - self._percent < REPORT_STEP and now - self._at < REPORT_INTERVAL:
             return
@@ -173,9 +171,7 @@ async def _parse(
             done += 1
         share = done / total
         percent = SCAN_END + (PARSE_END - SCAN_END) * share
-        await progress(
-            percent, f"parsed {done}/{total} files", stage="parse", sub=100 * share, force=done == total
-        )
+        await progress(percent, f"parsed {done}/{total} files", stage="parse", sub=100 * share, force=done == total)
     await checkpoint()
 
 

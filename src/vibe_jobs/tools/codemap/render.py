@@ -49,11 +49,7 @@ def _totals(code_map: CodeMap) -> str:
     symbols = sum(summary.symbols for summary in code_map.languages.values())
     text = f"{code_map.total_files:,} files, {lines:,} lines, {symbols:,} symbols."
     if code_map.skipped:
-        text += (
-            " Skipped: "
-            + ", ".join(f"{reason} {count:,}" for reason, count in code_map.skipped.items())
-            + "."
-        )
+        text += " Skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in code_map.skipped.items()) + "."
     if code_map.truncated:
         text += " **Stopped at the max_files limit: more files exist.**"
     return text

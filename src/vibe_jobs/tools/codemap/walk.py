@@ -270,9 +270,7 @@ class Walker:
             self.result.diagnostics.append(f"cannot read {path}: {exc.strerror or exc}")
             return ()
 
-    def _entry(
-        self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], out: list[_Dir]
-    ) -> None:
+    def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], out: list[_Dir]) -> None:
         rel = folder.rel + entry.name
         try:
             is_dir = entry.is_dir()
@@ -316,9 +314,7 @@ class Walker:
 
     def _file(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], rel: str) -> None:
         reason = "vcs" if entry.name == ".git" else None
-        reason = reason or (
-            "binary" if has_binary_extension(entry.name) else self._filtered(rules, rel, False)
-        )
+        reason = reason or ("binary" if has_binary_extension(entry.name) else self._filtered(rules, rel, False))
         if reason is None and not (folder.included or (self._include and self._include.match(rel, False))):
             reason = "not-included"
         if reason is None and entry.is_symlink() and self._link_target(entry) is None:

@@ -1,0 +1,81 @@
+"""The command line: `vibe-jobs serve | jobs ... | call ...`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+from vibe_jobs.errors import JobError
+from vibe_jobs.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vibe-jobs", description="Turn any tool into a background job (MCP).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the MCP server")
+    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
+    serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    return parser
+
+
+def load_tool_modules(names: Sequence[str]) -> None:
+    """Import user tool modules; their @job_tool and @plain_tool functions register themselves."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from mcp.server.mcpserver.tools import Tool
+
+    from vibe_jobs.jobtool import PLAIN_REGISTRY, REGISTRY
+    from vibe_jobs.server.jobserver import JobServer
+
+    if args.store:
+        settings = replace(settings, store_url=args.store)
+    load_tool_modules([*settings.tools, *args.tools])
+    server = JobServer(settings=settings)
+    if not args.no_builtin:
+        from vibe_jobs.tools.builtin import register_builtins
+
+        register_builtins(server, settings)
+    for spec in REGISTRY.values():
+        server.add_spec(spec)
+    for name, (fn, description) in PLAIN_REGISTRY.items():
+        server._plain.append(Tool.from_function(fn, name=name, description=description))
+    if args.transport != "stdio":
+        print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
+    server.run(args.transport, args.host, args.port)
+    return 0
+
+
+def _url(args: argparse.Namespace) -> str:
+    path = "/sse" if args.transport == "sse" else "/mcp"
+    return f"http://{args.host}:{args.port}{path}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            return cmd_serve(args, settings)
+    except JobError as exc:
+        print(f"vibe-jobs: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

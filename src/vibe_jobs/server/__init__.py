@@ -1,0 +1,1 @@
+"""MCP wiring: the MCPServer with job tools, control tools, resources and extensions."""

@@ -1,0 +1,71 @@
+"""Build the MCPServer: job tools, plain tools, control tools, logging/setLevel and the health route."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import EmptyResult, SetLevelRequestParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.manager import JobManager
+from vibe_jobs.server.wrap import job_mcp_tool
+from vibe_jobs.tools.control import PROTOCOL, ControlTools
+
+INSTRUCTIONS = "vibe-jobs runs long tools as background jobs. A job tool answers at once with a jobId. " + PROTOCOL
+
+# MCP log levels -> ours
+LEVELS = {
+    "debug": "debug", "info": "info", "notice": "info", "warning": "warning",
+    "error": "error", "critical": "critical", "alert": "critical", "emergency": "critical",
+}  # fmt: skip
+
+
+def build_mcp(
+    manager: JobManager,
+    specs: Mapping[str, JobToolSpec],
+    plain_tools: list[Tool],
+    *,
+    name: str = "vibe-jobs",
+    instructions: str | None = None,
+) -> MCPServer[Any]:
+    """The MCPServer with every tool registered; `manager` must be running while it serves."""
+    job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
+    control = ControlTools(manager, specs, job_tools)
+    tools = [*job_tools.values(), *plain_tools, *control.tools()]
+    mcp: MCPServer[Any] = MCPServer(
+        name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
+        log_level=cast(Any, manager.settings.log_level.upper()),
+    )  # fmt: skip
+    _add_set_level(mcp, manager)
+    _add_health(mcp, manager)
+    return mcp
+
+
+def _version() -> str:
+    from vibe_jobs import __version__
+
+    return __version__
+
+
+def _add_set_level(mcp: MCPServer[Any], manager: JobManager) -> None:
+    """Answer logging/setLevel (the SDK's MCPServer has no public hook for it)."""
+
+    async def set_level(ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
+        configure_logging(LEVELS.get(str(params.level), "info"), manager.settings.log_format)
+        return EmptyResult()
+
+    mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+
+
+def _add_health(mcp: MCPServer[Any], manager: JobManager) -> None:
+    @mcp.custom_route("/health", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def health(request: Request) -> JSONResponse:
+        stats = await manager.statistics()
+        code = 503 if stats.health.status == "unhealthy" else 200
+        return JSONResponse({"status": stats.health.status, "reasons": stats.health.reasons}, status_code=code)

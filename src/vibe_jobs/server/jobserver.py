@@ -1,0 +1,102 @@
+"""JobServer: the library form. Build a server, add job tools and plain tools, run it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
+
+from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.logs import configure_logging, get_logger
+from vibe_jobs.manager import JobManager
+from vibe_jobs.scheduler import Scheduler
+from vibe_jobs.server.app import build_mcp
+from vibe_jobs.settings import Settings
+from vibe_jobs.store import JobStore, open_store
+
+Transport = Literal["stdio", "sse", "streamable-http"]
+log = get_logger("vibe_jobs.server")
+
+
+class JobServer:
+    """An MCP server whose job tools run in the background under a JobManager."""
+
+    def __init__(
+        self,
+        name: str = "vibe-jobs",
+        *,
+        settings: Settings | None = None,
+        store: JobStore | None = None,
+        instructions: str | None = None,
+    ) -> None:
+        self.name, self.instructions = name, instructions
+        self.settings = settings or Settings()
+        self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
+        self.specs: dict[str, JobToolSpec] = {}
+        self.scheduler = Scheduler(self.manager, self.specs)
+        self._plain: list[Tool] = []
+
+    def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
+        if spec.name in self.specs:
+            raise ValueError(f"a job tool named '{spec.name}' is registered already")
+        self.specs[spec.name] = spec
+        return spec
+
+    def job_tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Decorator: register `fn` as a job tool (options as for `vibe_jobs.job_tool`)."""
+
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_spec(make_spec(f, **options))
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def tool(self, name: str | None = None, description: str | None = None) -> Callable[[Any], Any]:
+        """Decorator: register an ordinary MCP tool that answers within the request."""
+
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            self._plain.append(Tool.from_function(f, name=name, description=description))
+            return f
+
+        return register
+
+    def build(self) -> MCPServer[Any]:
+        return build_mcp(self.manager, self.specs, self._plain, name=self.name, instructions=self.instructions)
+
+    async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
+        mcp = self.build()
+        async with self.manager:
+            log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
+            if transport == "stdio":
+                await _until_signal(mcp.run_stdio_async)
+            elif transport == "sse":
+                await mcp.run_sse_async(host=host, port=port)
+            else:
+                await mcp.run_streamable_http_async(host=host, port=port, streamable_http_path="/mcp")
+        log.info("server.stopped")
+
+    def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        anyio.run(self.serve, transport, host, port)
+
+
+async def _until_signal(run: Callable[[], Any]) -> None:
+    """Run `run()` until it returns (stdin closed) or SIGINT/SIGTERM arrives."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        await run()
+        tg.cancel_scope.cancel()

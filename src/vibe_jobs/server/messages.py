@@ -1,0 +1,58 @@
+"""What agents read: short texts that say exactly what to call next, and when."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from vibe_jobs.models import JobStatusMessage, PollingRecommendation
+from vibe_jobs.states import JobStatus
+
+
+def when(reco: PollingRecommendation) -> str:
+    at = datetime.fromtimestamp(reco.next_check_time / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+    return f"in {reco.interval / 1000:g} s (nextCheckTime {reco.next_check_time}, {at} UTC)"
+
+
+def call_hint(job_id: str) -> str:
+    return f"get-job-result with {json.dumps({'jobId': job_id})}"
+
+
+def started_text(job_id: str, tool_name: str, reco: PollingRecommendation, max_wait: float) -> str:
+    return (
+        f"Job {job_id} started for tool '{tool_name}'; it runs in the background and its result is not known yet. "
+        f"Next: call {call_hint(job_id)} {when(reco)}. To wait instead, call get-job-result with "
+        f'{{"jobId": "{job_id}", "waitSeconds": {max_wait:g}}}. Do not guess the result.'
+    )
+
+
+def progress_line(msg: JobStatusMessage) -> str:
+    pct = f" {msg.progress:g}%" if msg.progress is not None else ""
+    stage = msg.details.current_stage if msg.details and msg.details.current_stage else None
+    stage_text = f" [{stage}]" if stage else ""
+    return f"Job {msg.job_id} ({msg.tool_name}) is {msg.status.value}{pct}{stage_text}: {msg.message}"
+
+
+def unfinished_text(msg: JobStatusMessage) -> str:
+    reco = msg.polling_recommendation
+    assert reco is not None
+    if msg.rate_limited:
+        return (
+            f"Too early: job {msg.job_id} is still {msg.status.value}. Wait and call {call_hint(msg.job_id)} "
+            f"{when(reco)}; reads before then are not counted. Do not guess the result."
+        )
+    return f"{progress_line(msg)}. Next: call {call_hint(msg.job_id)} {when(reco)}. Do not guess the result."
+
+
+def finished_text(msg: JobStatusMessage) -> str:
+    if msg.status is JobStatus.COMPLETED:
+        return f"Job {msg.job_id} ({msg.tool_name}) completed. Its result follows."
+    if msg.status is JobStatus.CANCELLED:
+        return f"Job {msg.job_id} ({msg.tool_name}) was cancelled; it has no result. {msg.message or ''}".strip()
+    return f"Job {msg.job_id} ({msg.tool_name}) failed: {msg.message or 'no message'}"
+
+
+def diagnostics_text(details: Any) -> str | None:
+    lines = list(getattr(details, "diagnostics", None) or [])
+    return "Diagnostics:\n" + "\n".join(lines[-20:]) if lines else None

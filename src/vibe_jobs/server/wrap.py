@@ -1,0 +1,86 @@
+"""Turn a JobToolSpec into an MCP tool that creates a job and answers at once with its id."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp_types import CallToolResult, TextContent
+
+from vibe_jobs.errors import JobError
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
+from vibe_jobs.server.messages import started_text
+
+STARTED_SCHEMA = JobStarted.model_json_schema(by_alias=True)
+
+
+def error_result(message: str, code: str, **extra: Any) -> CallToolResult:
+    """An isError answer whose text names the problem (and structured content carrying a stable code)."""
+    structured = {"error": {"code": code, "message": message, **extra}}
+    return CallToolResult(
+        content=[TextContent(type="text", text=message)], structured_content=structured, is_error=True
+    )
+
+
+def job_error_result(exc: JobError) -> CallToolResult:
+    return error_result(str(exc), exc.code, **({"jobId": exc.job_id} if exc.job_id else {}))
+
+
+def tool_metadata(spec: JobToolSpec) -> FuncMetadata:
+    skip = [spec.context_param] if spec.context_param else []
+    meta = func_metadata(spec.fn, skip_names=skip, structured_output=False)
+    meta.output_schema = STARTED_SCHEMA
+    return meta
+
+
+async def start_job(
+    manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None
+) -> CallToolResult:
+    """Create the job and build the immediate answer."""
+    try:
+        job_id = await manager.create_job(spec.name, params, task=task)
+    except JobError as exc:
+        return job_error_result(exc)
+    return started_result(manager, job_id, spec.name)
+
+
+def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallToolResult:
+    interval = manager.settings.poll_base_ms
+    reco = PollingRecommendation(interval=interval, next_check_time=manager.now() + interval)
+    started = JobStarted(
+        job_id=job_id, status=JobStatus.PENDING, tool_name=tool_name,
+        message=f"Job started; poll get-job-result with jobId {job_id}", polling_recommendation=reco,
+    )  # fmt: skip
+    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_seconds)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started.wire())
+
+
+def make_handler(
+    manager: JobManager, spec: JobToolSpec, meta: FuncMetadata
+) -> Callable[..., Awaitable[CallToolResult]]:
+    async def handler(ctx: Context, **validated: Any) -> CallToolResult:
+        params = meta.arg_model.model_validate(validated).model_dump(mode="json", by_alias=True)
+        if spec.refuse is not None and (reason := spec.refuse(params)) is not None:
+            return error_result(reason, "refused")
+        task = TaskSpec(operation_type=spec.operation_type) if spec.operation_type else None
+        return await start_job(manager, spec, params, task)
+
+    return handler
+
+
+def job_mcp_tool(manager: JobManager, spec: JobToolSpec) -> Tool:
+    """The MCP tool for a job function: its input schema without the JobContext parameter."""
+    meta = tool_metadata(spec)
+    spec.prepare = meta.validate_arguments
+    return Tool(
+        fn=make_handler(manager, spec, meta), name=spec.name, title=spec.title,
+        description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
+        "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
+        parameters=meta.arg_model.model_json_schema(by_alias=True), fn_metadata=meta,
+        is_async=True, context_kwarg="ctx",
+    )  # fmt: skip

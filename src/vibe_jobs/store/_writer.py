@@ -1,0 +1,170 @@
+"""One dedicated thread owns a SQLite connection; the event loop queues operations to it.
+
+Group commit: the thread takes every operation that has arrived (up to `max_batch`), runs them in
+ONE transaction, commits, and only then resolves all their futures with one `call_soon_threadsafe`.
+So a write's future resolves after its data is committed, and SQLite never blocks the event loop.
+
+An operation is a callable `op(conn) -> value`. Its own failure (a constraint, a bad value) fails
+only its future; the transaction goes on (SQLite undoes just that statement). A failure of the
+database itself (disk full, busy, I/O error, corruption) rolls the batch back and fails every
+future in it; the next batch starts afresh, so the store stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from vibe_jobs.errors import StoreError
+
+Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple[Op, bool, "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", bool, Any]
+
+# Errors of one statement: the transaction is intact, only the operation fails.
+_OP_ERRORS = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+    sqlite3.InterfaceError, sqlite3.NotSupportedError,
+)  # fmt: skip
+
+
+def _stop(conn: sqlite3.Connection) -> None:
+    """Sentinel operation: finish the work queued before it, then shut down."""
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for fut, ok, value in outcomes:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+class Writer:
+    """The connection's thread. `start()` connects (in the thread), `submit()` queues, `stop()` drains."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        map_error: Callable[[sqlite3.Error], Exception],
+        *,
+        name: str = "vibe-jobs-sqlite",
+        max_batch: int = 2000,
+    ) -> None:
+        self._connect, self._map_error, self._max_batch = connect, map_error, max_batch
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._accepting = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ready = self._loop.create_future()
+        self._queue.put((_stop, False, ready))  # the first item: answered once connected
+        self._thread.start()
+        await ready
+        self._accepting = True
+
+    def submit(self, op: Op, writes: bool) -> asyncio.Future[Any]:
+        """Queue `op`; `writes` says it changes data (the batch then runs in a write transaction)."""
+        if not self._accepting or self._loop is None:
+            raise StoreError("the job store is not open (use `await store.open()` first)")
+        fut = self._loop.create_future()
+        self._queue.put((op, writes, fut))
+        return fut
+
+    async def stop(self) -> None:
+        """Run everything queued so far, checkpoint, close the connection, end the thread."""
+        if not self._accepting or self._loop is None:
+            return
+        self._accepting = False
+        done = self._loop.create_future()
+        self._queue.put((_stop, True, done))
+        await done
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        _, _, ready = self._queue.get()
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            self._post([(ready, False, exc)])
+            return
+        self._post([(ready, True, None)])
+        self._serve(self._conn)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            batch, stop = self._drain()
+            if batch:
+                self._post(self._execute(conn, batch))
+            if stop is not None:
+                self._close(conn, stop)
+                return
+
+    def _drain(self) -> tuple[list[_Item], asyncio.Future[Any] | None]:
+        """Block for one operation, then take all that have arrived (up to `max_batch`)."""
+        item, batch = self._queue.get(), []
+        while item[0] is not _stop:
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, None
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, None
+        return batch, item[2]
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
+        writes = any(item[1] for item in batch)
+        try:
+            if writes:
+                conn.execute("BEGIN IMMEDIATE")
+            outcomes = [(fut, *self._run(conn, op)) for op, _, fut in batch]
+            if writes:
+                conn.execute("COMMIT")
+            return outcomes
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            return [(fut, False, self._map_error(exc)) for _, _, fut in batch]
+
+    def _run(self, conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
+        try:
+            return True, op(conn)
+        except _OP_ERRORS as exc:
+            return False, self._map_error(exc)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            return False, exc
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _close(self, conn: sqlite3.Connection, done: asyncio.Future[Any]) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # another process is reading; the WAL is checkpointed later
+        conn.close()
+        self._post([(done, True, None)])
+
+    def _post(self, outcomes: list[_Outcome]) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(_resolve, outcomes)
+        except RuntimeError:
+            pass  # the event loop is closed: nobody is waiting any more

@@ -1,0 +1,204 @@
+"""The SQLite store: durable by default, embedded, one file (WAL mode).
+
+URL: `sqlite:///` + a path, as SQLAlchemy spells it: `sqlite:////abs/path/jobs.db` (absolute),
+`sqlite:///jobs.db` (relative to the working directory), `sqlite:///:memory:` (tests). Options as a
+query string: `?synchronous=full` (fsync every group commit), `?busy_timeout=5` (seconds).
+
+All SQL runs on one dedicated thread with group commit (`_writer.Writer`); the event loop only
+encodes parameters, queues an operation and awaits its future. Every change is a compare-and-set
+`UPDATE ... WHERE id = ? AND <guards> RETURNING ...` that bumps `version`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.models import JobRecord
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import sqlite_codec as codec
+from vibe_jobs.store._writer import Writer
+from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.sqlite_errors import open_error, store_error
+from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, configure, migrate
+
+VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
+
+_GET = f"{codec.SELECT} WHERE id = ?"
+_TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
+_FIND_ACTIVE = (
+    f"{codec.SELECT} WHERE dedupe_key = ? AND dedupe_key IS NOT NULL AND {ACTIVE_SQL}"
+    " ORDER BY created_at DESC, rowid DESC LIMIT 1"
+)
+_ACTIVE = f"{codec.SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, rowid"
+_ACTIVE_OF = f"{codec.SELECT} WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, rowid"
+_COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+_DELETE_FINISHED = (
+    "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE "
+    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? ORDER BY rowid LIMIT ?) RETURNING id"
+)
+_HEARTBEAT = (
+    "INSERT INTO leases (owner, expires_at) VALUES (?, ?)"
+    " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
+)
+_RELEASE = "DELETE FROM leases WHERE owner = ?"
+_ORPHANS = (
+    f"{codec.SELECT} WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
+    " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, rowid"
+)
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """`sqlite:///<path>?opt=value` -> (path, options)."""
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"a SQLite store URL looks like sqlite:///path/to/jobs.db, not {url!r}")
+    parts = urlsplit(url)
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    if not path:
+        raise ConfigError(f"the SQLite store URL {url!r} names no file")
+    return path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
+
+
+class SQLiteStore:
+    """A `JobStore` in one SQLite file. Records returned are fresh copies."""
+
+    def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
+        self.url = url
+        self.path, options = parse_url(url)
+        self.synchronous = (synchronous or options.get("synchronous", "normal")).upper()
+        if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
+            raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous!r}")
+        self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
+        self._writer: Writer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        writer = Writer(self._connect, self._error, name=f"vibe-jobs-sqlite:{Path(self.path).name}")
+        await writer.start()
+        self._writer = writer
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop()
+
+    def _connect(self) -> sqlite3.Connection:
+        """Runs on the writer thread: open the file, set the pragmas, migrate the schema."""
+        self._make_parent()
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
+        except sqlite3.Error as exc:
+            raise open_error(self.path, exc) from None
+        try:
+            configure(conn, self.synchronous, int(self.busy_timeout * 1000))
+            migrate(conn, self.path)
+        except BaseException as exc:
+            conn.close()
+            raise (store_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc) from None
+        return conn
+
+    def _make_parent(self) -> None:
+        if self.path == ":memory:":
+            return
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise open_error(self.path, exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> Exception:
+        return store_error(exc, self.path)
+
+    def _run(self, op: Any, writes: bool) -> Any:
+        if self._writer is None:
+            raise StoreError(f"the job store at {self.path} is not open (use `await store.open()` first)")
+        return self._writer.submit(op, writes)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def insert(self, job: JobRecord) -> None:
+        row, job_id = codec.encode(job), job.id
+
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(codec.INSERT, row)
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a job with id '{job_id}' exists already", job_id=job_id) from None
+
+        await self._run(op, True)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        args = (job_id,)
+        rec: JobRecord | None = await self._run(
+            lambda conn: codec.decode_one(conn.execute(_GET, args).fetchone()), False
+        )
+        return rec
+
+    async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        if not UPDATABLE.issuperset(changes):
+            bad = sorted(set(changes) - UPDATABLE)
+            raise StoreError(f"field '{bad[0]}' cannot be updated", job_id=job_id)
+        g = guard or Guard()
+        by_version, by_attempt, n_statuses, guard_args = codec.guard_values(g.version, g.attempt, g.statuses)
+        sql = codec.update_sql(tuple(changes), by_version, by_attempt, n_statuses)
+        args = [*codec.change_values(changes), job_id, *guard_args]
+        rec: JobRecord | None = await self._run(lambda conn: codec.decode_one(conn.execute(sql, args).fetchone()), True)
+        return rec
+
+    async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
+        args = (access_count, last_access_time, next_check_time, job_id)
+        await self._run(lambda conn: conn.execute(_TOUCH, args), True)
+
+    async def query(self, query: JobQuery) -> list[JobRecord]:
+        sql = codec.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
+        if query.tool_name is not None:
+            args.append(query.tool_name)
+        if query.before is not None:
+            args += [query.before[0], query.before[0], query.before[1]]
+        args.append(query.limit)
+        return await self._rows(sql, args)
+
+    async def _rows(self, sql: str, args: Any, writes: bool = False) -> list[JobRecord]:
+        rows: list[JobRecord] = await self._run(lambda conn: [codec.decode(r) for r in conn.execute(sql, args)], writes)
+        return rows
+
+    async def find_active(self, dedupe_key: str) -> JobRecord | None:
+        found = await self._rows(_FIND_ACTIVE, (dedupe_key,))
+        return found[0] if found else None
+
+    async def active(self, owner: str | None = None) -> list[JobRecord]:
+        return await (self._rows(_ACTIVE, ()) if owner is None else self._rows(_ACTIVE_OF, (owner,)))
+
+    async def counts(self) -> dict[JobStatus, int]:
+        found: dict[str, int] = await self._run(lambda conn: dict(conn.execute(_COUNTS).fetchall()), False)
+        return {status: found.get(status.value, 0) for status in JobStatus}
+
+    async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            ids = [row[0] for row in conn.execute(_DELETE_FINISHED, (before, limit))]
+            if len(ids) >= VACUUM_AFTER:
+                conn.execute("PRAGMA incremental_vacuum").fetchall()  # free pages back to the disk
+            return ids
+
+        deleted: list[str] = await self._run(op, True)
+        return deleted
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def heartbeat(self, owner: str, expires_at: int) -> None:
+        args = (owner, expires_at)
+        await self._run(lambda conn: conn.execute(_HEARTBEAT, args), True)
+
+    async def release(self, owner: str) -> None:
+        args = (owner,)
+        await self._run(lambda conn: conn.execute(_RELEASE, args), True)
+
+    async def orphans(self, now: int) -> list[JobRecord]:
+        return await self._rows(_ORPHANS, (now,))

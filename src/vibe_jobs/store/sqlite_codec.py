@@ -1,0 +1,110 @@
+"""JobRecord <-> SQLite row, and the SQL text of each statement shape (built once, then cached).
+
+Rows are selected in `JobRecord` field order so decoding is positional; JSON columns (params,
+result, diagnostics, detail_metadata) and the TaskSpec (`task`) are stored as JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Mapping
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any
+
+from vibe_jobs.models import JobRecord, TaskSpec
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store.sqlite_schema import COLUMNS
+
+Row = tuple[Any, ...]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_loads = json.JSONDecoder().decode
+_STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
+
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_RETURNING = f" RETURNING {', '.join(COLUMNS)}"
+_fields = attrgetter(*COLUMNS)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _task_json(task: TaskSpec | None) -> str | None:
+    return None if task is None else task.model_dump_json(by_alias=True)
+
+
+def _status_text(status: JobStatus | str) -> str:
+    return _STATUS[status].value  # StrEnum members hash and compare as their value
+
+
+# Per-column converters to the stored form (columns not listed are stored as they are).
+ENCODE: dict[str, Callable[[Any], Any]] = {
+    "params": _dumps, "status": _status_text, "result": _json_or_none,
+    "diagnostics": _json_or_none, "detail_metadata": _json_or_none, "task": _task_json,
+}  # fmt: skip
+_ENCODE_AT = [(COLUMNS.index(name), fn) for name, fn in ENCODE.items()]
+_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK = (
+    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task")
+)
+
+
+def encode(rec: JobRecord) -> list[Any]:
+    """The INSERT parameters of a record."""
+    row = list(_fields(rec))
+    for i, fn in _ENCODE_AT:
+        row[i] = fn(row[i])
+    return row
+
+
+def decode(row: Row) -> JobRecord:
+    r = list(row)
+    r[_I_PARAMS] = _loads(r[_I_PARAMS])
+    r[_I_STATUS] = _STATUS[r[_I_STATUS]]
+    for i in (_I_RESULT, _I_DIAG, _I_META):
+        if r[i] is not None:
+            r[i] = _loads(r[i])
+    if r[_I_TASK] is not None:
+        r[_I_TASK] = TaskSpec.model_validate_json(r[_I_TASK])
+    return JobRecord(*r)
+
+
+def decode_one(row: Row | None) -> JobRecord | None:
+    return None if row is None else decode(row)
+
+
+def change_values(changes: Mapping[str, Any]) -> list[Any]:
+    return [ENCODE[k](v) if k in ENCODE else v for k, v in changes.items()]
+
+
+@lru_cache(maxsize=512)
+def update_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, n_statuses: int) -> str:
+    """`UPDATE ... WHERE id = ? AND <guards> RETURNING *`; n_statuses < 0 means no status guard."""
+    sets = "".join(f"{k} = ?, " for k in keys)
+    where = "id = ?" + (" AND version = ?" if by_version else "") + (" AND attempt = ?" if by_attempt else "")
+    if n_statuses >= 0:
+        where += f" AND status IN ({', '.join('?' * n_statuses)})"
+    return f"UPDATE jobs SET {sets}version = version + 1 WHERE {where}{_RETURNING}"
+
+
+def guard_values(
+    version: int | None, attempt: int | None, statuses: Collection[JobStatus] | None
+) -> tuple[bool, bool, int, list[Any]]:
+    """The guard's shape (for `update_sql`) and its parameters, in WHERE order."""
+    values: list[Any] = [] if version is None else [version]
+    if attempt is not None:
+        values.append(attempt)
+    if statuses is not None:
+        values.extend(_status_text(s) for s in statuses)
+    return version is not None, attempt is not None, -1 if statuses is None else len(statuses), values
+
+
+@lru_cache(maxsize=64)
+def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
+    where = [c for c, on in (("status = ?", by_status), ("tool_name = ?", by_tool)) if on]
+    if paged:
+        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"{SELECT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"

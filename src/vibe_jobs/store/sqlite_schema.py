@@ -1,0 +1,92 @@
+"""The SQLite schema: connection pragmas and the versioned, forward-only migrations.
+
+`PRAGMA user_version` holds how many steps of `MIGRATIONS` a database has had. A step is a list of
+statements run in one transaction; steps are never edited once released, only appended.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from vibe_jobs.errors import StoreError
+
+ACTIVE_SQL = "status IN ('pending', 'running')"
+FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
+
+# Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
+COLUMNS = (
+    "id", "tool_name", "params", "status", "created_at", "updated_at", "version", "progress_message",
+    "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
+    "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
+    "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
+    "cpu_seconds", "peak_memory_mb",
+)  # fmt: skip
+
+_V1 = [
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY NOT NULL, tool_name TEXT NOT NULL, params TEXT NOT NULL, status TEXT NOT NULL,
+        created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL,
+        progress_message TEXT, progress_percentage REAL, result TEXT, current_stage TEXT,
+        sub_progress REAL, diagnostics TEXT, detail_metadata TEXT, last_access_time INTEGER,
+        access_count INTEGER NOT NULL, next_check_time INTEGER, task TEXT, priority INTEGER NOT NULL,
+        dedupe_key TEXT, owner TEXT, attempt INTEGER NOT NULL, retry_count INTEGER NOT NULL,
+        error_count INTEGER NOT NULL, run_after INTEGER, started_at INTEGER, finished_at INTEGER,
+        cancel_requested TEXT, cpu_seconds REAL, peak_memory_mb REAL)""",
+    # list newest first, unfiltered / by status / by tool (the id tie-break makes cursors stable)
+    "CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC)",
+    "CREATE INDEX jobs_status ON jobs (status, created_at DESC, id DESC)",
+    "CREATE INDEX jobs_tool ON jobs (tool_name, created_at DESC, id DESC)",
+    f"CREATE INDEX jobs_active ON jobs (owner, created_at) WHERE {ACTIVE_SQL}",
+    f"CREATE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}",
+    f"CREATE INDEX jobs_finished ON jobs (coalesce(finished_at, updated_at)) WHERE {FINAL_SQL}",
+    "CREATE TABLE leases (owner TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
+]
+
+MIGRATIONS: list[list[str]] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def configure(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
+    """Pragmas every connection needs. auto_vacuum only takes effect before the first table exists."""
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):
+        raise sqlite3.OperationalError("the database refused WAL mode")
+    # WAL + NORMAL: a commit is appended to the WAL before COMMIT returns, so it survives a crash or
+    # kill of this process; only an OS crash / power cut can lose the last commits (never corrupt).
+    # FULL (`?synchronous=full`) also fsyncs each group commit, for power-loss durability.
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_size_limit = 8388608")  # WAL truncated back to 8 MiB on reset
+    conn.execute("PRAGMA cache_size = -16384")  # 16 MiB page cache
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> None:
+    """Bring the schema up to `SCHEMA_VERSION`, one step per transaction (safe against a second
+    process migrating at the same time); refuse a database written by a newer version."""
+    while _step(conn, where):
+        pass
+
+
+def _step(conn: sqlite3.Connection, where: str) -> bool:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _check_version(conn, where)
+        if version < SCHEMA_VERSION:
+            for sql in MIGRATIONS[version]:
+                conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version + 1 < SCHEMA_VERSION
+
+
+def _check_version(conn: sqlite3.Connection, where: str) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the job store at {where} was written by a newer vibe-jobs "
+            f"(schema {version} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
+        )
+    return version

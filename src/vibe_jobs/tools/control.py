@@ -1,0 +1,208 @@
+"""The job control tools: get-job-result, list-jobs, cancel-job, submit-job, job-stats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent
+from pydantic import Field, ValidationError
+
+from vibe_jobs.errors import JobError
+from vibe_jobs.events import JobEvent
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.metrics import Statistics
+from vibe_jobs.models import (
+    JobStarted,
+    JobStatusMessage,
+    OperationType,
+    Priority,
+    ResourceRequirements,
+    TaskMetadata,
+    TaskSpec,
+)
+from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
+from vibe_jobs.server.wrap import error_result, job_error_result, start_job
+from vibe_jobs.states import JobStatus
+
+PROTOCOL = (
+    "Jobs run in the background. Read a job with get-job-result; wait until its pollingRecommendation."
+    "nextCheckTime before reading again (earlier reads are answered with rateLimited: true and do not count), "
+    "or pass waitSeconds to wait for the result in one call. Never invent a result while a job is running."
+)
+
+
+def text(content: str) -> TextContent:
+    return TextContent(type="text", text=content)
+
+
+def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResult:
+    """get-job-result's answer: the status message as structured content plus a readable text."""
+    wire = msg.wire()
+    if msg.status is JobStatus.COMPLETED:
+        blocks = [text(finished_text(msg)), *_result_blocks(msg.result)]
+        return CallToolResult(content=blocks, structured_content=wire)
+    if msg.status.finished:
+        blocks = [text(finished_text(msg)), *_result_blocks(msg.result)]
+        if include_details and (diag := diagnostics_text(msg.details)):
+            blocks.append(text(diag))
+        return CallToolResult(content=blocks, structured_content=wire, is_error=True)
+    return CallToolResult(content=[text(unfinished_text(msg))], structured_content=wire)
+
+
+def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
+    blocks = list((result or {}).get("content") or [])
+    return [text(b["text"]) if b.get("type") == "text" else b for b in blocks if isinstance(b, dict)]
+
+
+class ControlTools:
+    """The control tools bound to one manager and the registered job tools."""
+
+    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], job_tools: Mapping[str, Tool]) -> None:
+        self.m, self.specs, self.job_tools = manager, specs, job_tools
+
+    async def get_job_result(
+        self,
+        ctx: Context,
+        jobId: Annotated[str, Field(description="The jobId a job tool or submit-job returned.")],
+        includeDetails: Annotated[bool, Field(description="Include stage, diagnostics and metadata.")] = True,
+        waitSeconds: Annotated[
+            float,
+            Field(ge=0, le=50, description="Wait up to this many seconds for the job to finish (long-poll)."),
+        ] = 0,
+    ) -> Annotated[CallToolResult, JobStatusMessage]:
+        """Read a background job: its status, progress, and its result once finished."""
+        try:
+            if waitSeconds > 0:
+                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_seconds))
+            msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails)
+        except JobError as exc:
+            return job_error_result(exc)
+        return status_result(msg, includeDetails)
+
+    async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> None:
+        async def on_event(event: JobEvent) -> None:
+            if event.progress is not None or event.message:
+                await ctx.report_progress(event.progress or 0.0, 100.0, event.message)
+
+        await self.m.wait(job_id, seconds, on_event)
+
+    async def list_jobs(
+        self,
+        status: Annotated[JobStatus | None, Field(description="Only jobs in this status.")] = None,
+        toolName: Annotated[str | None, Field(description="Only jobs of this tool.")] = None,
+        limit: Annotated[int, Field(ge=1, le=500, description="Page size (max 500).")] = 50,
+        cursor: Annotated[str | None, Field(description="nextCursor from the previous page.")] = None,
+    ) -> CallToolResult:
+        """List jobs, newest first, a page at a time."""
+        try:
+            page = await self.m.list_jobs(status, toolName, limit, cursor)
+        except JobError as exc:
+            return job_error_result(exc)
+        jobs = [j.model_dump(mode="json", exclude_none=True, exclude={"result"}) for j in page.jobs]
+        summary = "\n".join(f"{j['id']} {j['toolName']} {j['status']}" for j in jobs) or "no jobs"
+        more = f"\nMore: call list-jobs with cursor {page.next_cursor!r}" if page.next_cursor else ""
+        return CallToolResult(
+            content=[text(summary + more)], structured_content={"jobs": jobs, "nextCursor": page.next_cursor}
+        )
+
+    async def cancel_job(
+        self,
+        jobId: Annotated[str, Field(description="The job to cancel.")],
+        reason: Annotated[str | None, Field(description="Why; recorded with the job.")] = None,
+    ) -> CallToolResult:
+        """Cancel a job: a pending job never runs; running work is stopped. A finished job cannot be cancelled."""
+        try:
+            rec = await self.m.cancel_job(jobId, reason)
+            if not rec.finished:
+                rec = await self.m.wait(jobId, 5.0)
+        except JobError as exc:
+            return job_error_result(exc)
+        state = rec.status.value
+        body = {
+            "jobId": jobId,
+            "status": state,
+            "message": rec.progress_message or f"cancel requested ({state})",
+        }
+        return CallToolResult(content=[text(f"Job {jobId} is {state}.")], structured_content=body)
+
+    async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
+        """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
+        stats = await self.m.statistics()
+        counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
+        line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
+        return CallToolResult(content=[text(line)], structured_content=stats.wire())
+
+    async def submit_job(
+        self,
+        tool: Annotated[str, Field(description="The job tool to run.")],
+        arguments: Annotated[dict[str, Any], Field(description="The tool's arguments.")] = {},  # noqa: B006
+        priority: Priority = Priority.MEDIUM,
+        operationType: OperationType | None = None,
+        dependsOn: Annotated[list[str], Field(description="Job ids that must complete first.")] = [],  # noqa: B006
+        estimatedDuration: Annotated[int | None, Field(ge=0, description="Expected run time in ms.")] = None,
+        resourceRequirements: ResourceRequirements | None = None,
+        maxRetries: Annotated[int | None, Field(ge=0)] = None,
+        timeoutSeconds: Annotated[float | None, Field(gt=0)] = None,
+        taskId: str | None = None,
+        projectId: str | None = None,
+        batchId: str | None = None,
+    ) -> Annotated[CallToolResult, JobStarted]:
+        """Submit a job tool call with scheduling options (priority, dependencies, resources, retries, time-out)."""
+        spec = self.specs.get(tool)
+        if spec is None:
+            return error_result(
+                f"No job tool named '{tool}'; job tools: {', '.join(sorted(self.specs))}", "unknown_tool"
+            )
+        try:
+            params = self._validated(tool, arguments)
+        except ValidationError as exc:
+            return error_result(f"Invalid arguments for '{tool}': {_first_errors(exc)}", "invalid_params")
+        task = TaskSpec(
+            task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
+            priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
+            dependencies=dependsOn, timeout_seconds=timeoutSeconds,
+            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
+        )  # fmt: skip
+        if spec.refuse is not None and (why := spec.refuse(params)) is not None:
+            return error_result(why, "refused")
+        return await start_job(self.m, spec, params, task)
+
+    def _validated(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        meta = self.job_tools[tool].fn_metadata
+        model = meta.arg_model.model_validate(meta.pre_parse_json(arguments))
+        return model.model_dump(mode="json", by_alias=True)
+
+    def tools(self) -> list[Tool]:
+        entries: list[tuple[str, Callable[..., Any], str]] = [
+            ("get-job-result", self.get_job_result, f"Read a background job's status and result. {PROTOCOL}"),
+            (
+                "list-jobs",
+                self.list_jobs,
+                "List jobs newest first, filtered by status or tool, a page at a time.",
+            ),
+            (
+                "cancel-job",
+                self.cancel_job,
+                "Cancel a pending or running job (a finished job cannot be cancelled).",
+            ),
+            (
+                "submit-job",
+                self.submit_job,
+                f"Run a job tool with scheduling options; answers with a jobId. {PROTOCOL}",
+            ),
+            (
+                "job-stats",
+                self.job_stats,
+                "Job statistics: counts, queue depth, rates, durations and health.",
+            ),
+        ]
+        return [Tool.from_function(fn, name=name, description=desc) for name, fn, desc in entries]
+
+
+def _first_errors(exc: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()[:5]]
+    return "; ".join(parts)

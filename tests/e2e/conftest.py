@@ -1,0 +1,128 @@
+"""Fixtures that run the real `vibe-jobs serve` as a subprocess and connect the real MCP client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
+BASE_ENV = {
+    "PYTHONPATH": str(ROOT),
+    "VIBE_JOBS_LOG_LEVEL": "warning",
+    "VIBE_JOBS_POLL_BASE_MS": "200",
+    "VIBE_JOBS_POLL_MAX_MS": "1000",
+    "VIBE_JOBS_MAX_PARAMS_BYTES": "20000",
+    "JOB_MANAGER_MAX_CONCURRENT": "50",
+}
+MODES = ["legacy", "auto"]
+ClientFactory = Callable[[], AbstractAsyncContextManager[Client]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)  # polling a port that is not open yet: there is no event to wait on
+    raise TimeoutError(f"server did not listen on {port} within {seconds} s")
+
+
+@dataclass
+class HttpServer:
+    transport: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    errlog: Any = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/{'sse' if self.transport == 'sse' else 'mcp'}"
+
+
+@contextmanager
+def start_http(transport: str, extra_env: dict[str, str] | None = None) -> Iterator[HttpServer]:
+    port = free_port()
+    env = {**os.environ, **BASE_ENV, **(extra_env or {})}
+    errlog = tempfile.TemporaryFile()
+    cmd = [*SERVER, "--transport", transport, "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
+    try:
+        wait_for_port(port, proc)
+        yield HttpServer(transport, port, proc, errlog)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errlog.close()
+
+
+def stdio_params(extra_env: dict[str, str] | None = None) -> StdioServerParameters:
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(extra_env or {})}
+    return StdioServerParameters(command=SERVER[0], args=SERVER[1:], env=env, cwd=str(ROOT))
+
+
+@asynccontextmanager
+async def stdio_client_for(mode: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[Client]:
+    with tempfile.TemporaryFile("w+") as errlog:
+        transport = stdio_client(stdio_params(extra_env), errlog=errlog)
+        async with Client(transport, mode=mode, read_timeout_seconds=60) as client:  # type: ignore[arg-type]
+            yield client
+
+
+@asynccontextmanager
+async def http_client_for(server: HttpServer, mode: str) -> AsyncIterator[Client]:
+    target: Any = sse_client(server.url) if server.transport == "sse" else server.url
+    async with Client(target, mode=mode, read_timeout_seconds=60) as client:  # type: ignore[arg-type]
+        yield client
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[HttpServer]:
+    with start_http("streamable-http") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sse_server() -> Iterator[HttpServer]:
+    with start_http("sse") as server:
+        yield server
+
+
+@pytest.fixture(
+    params=[(t, m) for t in ("stdio", "streamable-http", "sse") for m in MODES], ids=lambda p: f"{p[0]}-{p[1]}"
+)
+def connect(request: pytest.FixtureRequest) -> ClientFactory:
+    """A factory of connected clients, over each transport in each protocol era."""
+    transport, mode = request.param
+    if transport == "stdio":
+        return lambda: stdio_client_for(mode)
+    server: HttpServer = request.getfixturevalue("http_server" if transport == "streamable-http" else "sse_server")
+    return lambda: http_client_for(server, mode)

@@ -1,0 +1,51 @@
+"""Job tools for the end-to-end tests (loaded with `--tools tests.e2e.sample_tools`)."""
+
+from __future__ import annotations
+
+import anyio
+from pydantic import BaseModel
+
+from vibe_jobs import JobContext, job_tool, plain_tool
+
+
+class Slept(BaseModel):
+    seconds: float
+    steps: int
+
+
+@job_tool(description="Sleep for a while, reporting progress in steps", operation_type="analysis")
+async def sleepy(seconds: float, job: JobContext, steps: int = 5) -> Slept:
+    for i in range(steps):
+        await anyio.sleep(seconds / steps)
+        await job.progress(100 * (i + 1) / steps, f"step {i + 1} of {steps}", stage="sleep", sub_progress=50)
+    return Slept(seconds=seconds, steps=steps)
+
+
+@job_tool(description="Fail with the given message")
+async def explode(message: str, job: JobContext) -> str:
+    job.diagnostic("about to explode")
+    raise ValueError(message)
+
+
+@job_tool(description="Wait until cancelled; records that it observed the cancellation")
+async def wait_forever(job: JobContext) -> str:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        job.diagnostic("observed cancellation")
+    return "unreachable"
+
+
+@job_tool(description="Return at once")
+async def noop(job: JobContext) -> str:
+    return "done"
+
+
+@job_tool(description="Echo the text back")
+async def echo(text: str, count: int = 1) -> dict[str, object]:
+    return {"text": text * count, "count": count}
+
+
+@plain_tool(name="plain-noop", description="An ordinary tool that answers at once")
+async def plain_noop() -> str:
+    return "ok"

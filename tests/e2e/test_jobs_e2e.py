@@ -1,0 +1,163 @@
+"""The job protocol over every transport and both protocol eras, against the real server process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_types import CallToolResult
+
+from tests.e2e.conftest import ClientFactory
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert result.structured_content is not None, result.content
+    return result.structured_content
+
+
+def texts(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+async def start(client: Client, tool: str, args: dict[str, Any]) -> str:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, texts(result)
+    body = structured(result)
+    assert body["status"] == "pending" and body["toolName"] == tool
+    assert body["pollingRecommendation"]["interval"] > 0
+    return str(body["jobId"])
+
+
+async def read(client: Client, job_id: str, **extra: Any) -> tuple[CallToolResult, dict[str, Any]]:
+    result = await client.call_tool("get-job-result", {"jobId": job_id, **extra})
+    return result, structured(result)
+
+
+async def follow(client: Client, job_id: str) -> tuple[CallToolResult, list[dict[str, Any]]]:
+    """An agent that sleeps until nextCheckTime between reads, as the recommendation says."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        result, body = await read(client, job_id)
+        seen.append(body)
+        if body["status"] in ("completed", "failed", "cancelled"):
+            return result, seen
+        await anyio.sleep(max(0.0, body["pollingRecommendation"]["nextCheckTime"] / 1000 - time.time()))
+
+
+async def until_running(client: Client, job_id: str) -> None:
+    result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+    while structured(result)["status"] == "pending":
+        result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+
+
+async def test_a_long_job_answers_with_a_job_id_at_once(connect: ClientFactory) -> None:
+    async with connect() as client:
+        began = time.perf_counter()
+        job_id = await start(client, "sleepy", {"seconds": 10})
+        assert time.perf_counter() - began < 1.0
+        await client.call_tool("cancel-job", {"jobId": job_id})
+
+
+async def test_agent_following_the_recommendation_is_never_limited(connect: ClientFactory) -> None:
+    async with connect() as client:
+        job_id = await start(client, "sleepy", {"seconds": 1.2, "steps": 4})
+        result, seen = await follow(client, job_id)
+    assert not any(body["rateLimited"] for body in seen)
+    assert any(body["status"] == "running" and (body.get("progress") or 0) > 0 for body in seen[:-1])
+    assert not result.is_error
+    assert seen[-1]["status"] == "completed" and "pollingRecommendation" not in seen[-1]
+    assert seen[-1]["result"]["structuredContent"] == {"seconds": 1.2, "steps": 4}
+    assert '"steps":4' in texts(result)
+
+
+async def test_a_second_read_right_away_is_rate_limited(connect: ClientFactory) -> None:
+    async with connect() as client:
+        job_id = await start(client, "sleepy", {"seconds": 10})
+        _, first = await read(client, job_id)
+        limited_result, second = await read(client, job_id)
+        await client.call_tool("cancel-job", {"jobId": job_id})
+    assert first["rateLimited"] is False
+    assert second["rateLimited"] is True and not limited_result.is_error
+    assert second["pollingRecommendation"]["nextCheckTime"] == first["pollingRecommendation"]["nextCheckTime"]
+    assert second["accessCount"] == first["accessCount"]
+    assert "Too early" in texts(limited_result)
+
+
+async def test_long_poll_returns_at_completion_and_sends_progress(connect: ClientFactory) -> None:
+    notes: list[tuple[float, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append((progress, message))
+
+    async with connect() as client:
+        job_id = await start(client, "sleepy", {"seconds": 0.8, "steps": 4})
+        began = time.perf_counter()
+        result = await client.call_tool(
+            "get-job-result", {"jobId": job_id, "waitSeconds": 20}, progress_callback=on_progress
+        )
+        waited = time.perf_counter() - began
+    assert structured(result)["status"] == "completed"
+    assert waited < 5, "the long-poll should return as soon as the job finishes"
+    assert len(notes) >= 2 and any(message and "step" in message for _, message in notes)
+
+
+async def test_a_failing_tool_gives_a_failed_job_naming_the_cause(connect: ClientFactory) -> None:
+    async with connect() as client:
+        job_id = await start(client, "explode", {"message": "the disk is on fire"})
+        result, body = await read(client, job_id, waitSeconds=20)
+    assert result.is_error
+    assert body["status"] == "failed"
+    assert "ValueError: the disk is on fire" in texts(result)
+    assert "Traceback" not in texts(result).split("Diagnostics:")[0]
+    assert any("Traceback" in line for line in body["details"]["diagnostics"])
+
+
+async def test_cancel_stops_running_work(connect: ClientFactory) -> None:
+    async with connect() as client:
+        job_id = await start(client, "wait_forever", {})
+        await until_running(client, job_id)
+        cancelled = await client.call_tool("cancel-job", {"jobId": job_id, "reason": "changed my mind"})
+        assert structured(cancelled)["status"] == "cancelled"
+        result, body = await read(client, job_id)
+        again = await client.call_tool("cancel-job", {"jobId": job_id})
+    assert body["status"] == "cancelled" and result.is_error
+    assert "observed cancellation" in "\n".join(body["details"]["diagnostics"])
+    assert "changed my mind" in texts(result)
+    assert again.is_error and "finished" in texts(again)
+
+
+async def job_count(client: Client) -> int:
+    return len(structured(await client.call_tool("list-jobs", {"limit": 500}))["jobs"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({"text": 5}, "text"),
+        ({}, "text"),
+        ({"text": "x", "count": "many"}, "count"),
+        ({"text": "x" * 30_000}, "the limit is 20000 bytes"),
+    ],
+    ids=["wrong-type", "missing", "bad-optional", "oversized"],
+)
+async def test_bad_arguments_get_clear_errors_and_no_job(
+    connect: ClientFactory, args: dict[str, Any], needle: str
+) -> None:
+    async with connect() as client:
+        before = await job_count(client)
+        result = await client.call_tool("echo", args)
+        after = await job_count(client)
+    assert result.is_error and needle in texts(result)
+    assert after == before
+
+
+async def test_an_unknown_job_id_is_a_clear_error(connect: ClientFactory) -> None:
+    async with connect() as client:
+        result = await client.call_tool("get-job-result", {"jobId": "no-such-job"})
+    assert result.is_error
+    assert "No job with id 'no-such-job'" in texts(result)
