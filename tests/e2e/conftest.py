@@ -68,20 +68,23 @@ class HttpServer:
 def start_http(transport: str, extra_env: dict[str, str] | None = None) -> Iterator[HttpServer]:
     port = free_port()
     env = {**os.environ, **BASE_ENV, **(extra_env or {})}
-    errlog = tempfile.TemporaryFile()
     cmd = [*SERVER, "--transport", transport, "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
-    try:
-        wait_for_port(port, proc)
-        yield HttpServer(transport, port, proc, errlog)
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        errlog.close()
+            wait_for_port(port, proc)
+            yield HttpServer(transport, port, proc, errlog)
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stdio_params(extra_env: dict[str, str] | None = None) -> StdioServerParameters:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 from pydantic import BaseModel
 
@@ -41,9 +43,12 @@ async def noop(job: JobContext) -> str:
     return "done"
 
 
-@job_tool(description="Echo the text back")
+STARTS = itertools.count(1)
+
+
+@job_tool(description="Echo the text back; `seq` numbers the order in which echo jobs ran")
 async def echo(text: str, count: int = 1) -> dict[str, object]:
-    return {"text": text * count, "count": count}
+    return {"text": text * count, "count": count, "seq": next(STARTS)}
 
 
 @plain_tool(name="plain-noop", description="An ordinary tool that answers at once")

@@ -82,7 +82,10 @@ class MemoryStore:
         return out
 
     def _newest_first(self, before: tuple[int, str] | None) -> Iterator[JobRecord]:
-        records = reversed(self.jobs.values())
+        # (created_at, id) descending, as the protocol says: jobs created in the same millisecond are
+        # ordered by id, not by insertion, so the `before` cursor neither skips nor repeats any of them.
+        # Insertion order is nearly this order already, so the sort is close to linear.
+        records = sorted(self.jobs.values(), key=_newest_first_key, reverse=True)
         if before is None:
             yield from records
             return
@@ -117,3 +120,7 @@ class MemoryStore:
     async def orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]
+
+
+def _newest_first_key(rec: JobRecord) -> tuple[int, str]:
+    return rec.created_at, rec.id

@@ -1,0 +1,104 @@
+"""Protocol hygiene, concurrency and scheduling over MCP against the real server process."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, HttpServer, http_client_for, stdio_client_for
+from tests.e2e.test_jobs_e2e import start, structured, texts
+
+pytestmark = pytest.mark.timeout(120)
+
+CONTROL_TOOLS = {"get-job-result", "list-jobs", "cancel-job", "submit-job", "job-stats"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_tool_is_listed_with_a_description_and_schemas(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert CONTROL_TOOLS <= set(tools)
+    assert all(tool.description for tool in tools.values())
+    sleepy = tools["sleepy"]
+    assert set(sleepy.input_schema["properties"]) == {"seconds", "steps"}, "the JobContext stays hidden"
+    assert sleepy.output_schema is not None and "jobId" in sleepy.output_schema["properties"]
+    assert "nextCheckTime" in (tools["get-job-result"].description or "")
+
+
+async def test_legacy_clients_can_ping_and_set_the_log_level() -> None:
+    async with stdio_client_for("legacy") as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK marks these client helpers deprecated
+            await client.send_ping()
+            await client.set_logging_level("debug")
+        result = await client.call_tool("noop", {})
+    assert not result.is_error
+
+
+async def calls_from_one_client(server: HttpServer, mode: str, count: int, into: list[str]) -> None:
+    async with http_client_for(server, mode) as client:
+        async with anyio.create_task_group() as tg:
+            for i in range(count):
+                tg.start_soon(_call_echo, client, i, into)
+        await _wait_all(client, into)
+
+
+async def _call_echo(client: Client, i: int, into: list[str]) -> None:
+    into.append(await start(client, "echo", {"text": f"call {i}"}))
+
+
+async def _wait_all(client: Client, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+        assert structured(result)["status"] == "completed", texts(result)
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_200_concurrent_calls_from_4_clients_all_become_jobs_and_finish(
+    request: pytest.FixtureRequest, transport: str, mode: str
+) -> None:
+    server: HttpServer = request.getfixturevalue("http_server" if transport == "streamable-http" else "sse_server")
+    per_client: list[list[str]] = [[] for _ in range(4)]
+    async with anyio.create_task_group() as tg:
+        for ids in per_client:
+            tg.start_soon(calls_from_one_client, server, mode, 50, ids)
+    job_ids = [job_id for ids in per_client for job_id in ids]
+    assert len(job_ids) == 200 and len(set(job_ids)) == 200
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_submit_job_runs_by_priority_after_dependencies(mode: str) -> None:
+    env = {"JOB_MANAGER_MAX_CONCURRENT": "1"}
+    async with stdio_client_for(mode, env) as client:
+        gate = await start(client, "sleepy", {"seconds": 0.5, "steps": 1})
+        ids: dict[str, str] = {}
+        for name, priority in [("low", "low"), ("high", "high"), ("critical", "critical")]:
+            ids[name] = await _submit(client, {"tool": "echo", "arguments": {"text": name}, "priority": priority})
+        ids["after-low"] = await _submit(
+            client, {"tool": "echo", "arguments": {"text": "x"}, "priority": "critical", "dependsOn": [ids["low"]]}
+        )
+        bad = await client.call_tool("submit-job", {"tool": "echo", "arguments": {"text": 3}})
+        unknown_dep = await client.call_tool("submit-job", {"tool": "noop", "dependsOn": ["nope"]})
+        finished = [await _finished(client, job_id) for job_id in [gate, *ids.values()]]
+    seq = {name: body["result"]["structuredContent"]["seq"] for name, body in zip(ids, finished[1:], strict=True)}
+    assert sorted(ids, key=seq.__getitem__) == ["critical", "high", "low", "after-low"], seq
+    assert bad.is_error and "text" in texts(bad)
+    assert unknown_dep.is_error and "nope" in texts(unknown_dep)
+
+
+async def _submit(client: Client, args: dict[str, Any]) -> str:
+    result = await client.call_tool("submit-job", args)
+    assert not result.is_error, texts(result)
+    return str(structured(result)["jobId"])
+
+
+async def _finished(client: Client, job_id: str) -> dict[str, Any]:
+    result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+    body = structured(result)
+    assert body["status"] == "completed", texts(result)
+    return body
