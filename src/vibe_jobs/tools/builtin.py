@@ -1,15 +1,133 @@
-"""Register the built-in job tools (map-codebase, run-command) on a JobServer."""
+"""The built-in job tools: map-codebase and run-command (registered only when allowed)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from pydantic import Field
+
+from vibe_jobs.context import JobContext
+from vibe_jobs.errors import JobTimeout, NonRetryableError
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
+from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, map_codebase, render_markdown
+from vibe_jobs.tools.command import CommandFailedToStart, CommandRefused, check_command, parse_allowed, run_process
+from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
 
+PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
+KEEP_LINES = 20
+
+
+class MapCodebase:
+    def __init__(self, roots: Sequence[Path]) -> None:
+        self.roots = tuple(roots)
+
+    async def __call__(
+        self,
+        path: Annotated[str, Field(description="Directory to map (inside the allowed roots).")],
+        job: JobContext,
+        include: Annotated[list[str] | None, Field(description="Globs of files to include.")] = None,
+        exclude: Annotated[list[str] | None, Field(description="Globs of files to leave out.")] = None,
+        maxFiles: Annotated[int | None, Field(ge=1, description="Stop after this many files.")] = None,
+        format: Literal["markdown", "json"] = "markdown",
+    ) -> dict[str, Any]:
+        """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
+        root = resolve_within_roots(path, self.roots, must_be_dir=True)
+
+        async def report(percent: float, message: str, *, stage: str, sub_progress: float) -> None:
+            await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
+
+        code_map = await map_codebase(
+            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles,
+            report=report, checkpoint=job.checkpoint, diagnostic=job.diagnostic,
+        )  # fmt: skip
+        await job.progress(97, "rendering", stage="render", sub_progress=0)
+        structured = code_map.model_dump(mode="json", by_alias=True)
+        body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
+        return text_result(body or f"Mapped {code_map.total_files} files under {root}", structured=structured)
+
+    def refuse(self, params: dict[str, Any]) -> str | None:
+        try:
+            resolve_within_roots(params["path"], self.roots, must_be_dir=True)
+        except PathRefused as exc:
+            return f"map-codebase refused: {exc}"
+        return None
+
+
+class RunCommand:
+    def __init__(self, roots: Sequence[Path], allowed: frozenset[str]) -> None:
+        self.roots, self.allowed = tuple(roots), allowed
+
+    async def __call__(
+        self,
+        command: Annotated[list[str], Field(min_length=1, description="Program and arguments (no shell).")],
+        job: JobContext,
+        cwd: Annotated[str | None, Field(description="Working directory inside the allowed roots.")] = None,
+        timeoutSeconds: Annotated[float | None, Field(gt=0, description="Stop the command after this long.")] = None,
+        env: Annotated[dict[str, str] | None, Field(description="Extra environment variables.")] = None,
+    ) -> dict[str, Any]:
+        """Run an allowed program (no shell) and report its exit code and the tails of its output."""
+        check_command(command, self.allowed)
+        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True)
+        stream = _Stream(job)
+        try:
+            outcome = await run_process(command, cwd=workdir, env=env, timeout=timeoutSeconds, on_line=stream.line)
+        except CommandFailedToStart as exc:
+            raise NonRetryableError(str(exc)) from None
+        job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
+        for line in stream.last_lines():
+            job.diagnostic(line)
+        if outcome.timed_out:
+            raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
+        summary = f"`{' '.join(command)}` exited with code {outcome.exit_code} after {outcome.duration_ms} ms"
+        tails = f"\n\nstdout (tail):\n{outcome.stdout_tail}\n\nstderr (tail):\n{outcome.stderr_tail}"
+        return text_result(summary + tails, structured=outcome.to_dict())
+
+    def refuse(self, params: dict[str, Any]) -> str | None:
+        try:
+            check_command(params["command"], self.allowed)
+            resolve_within_roots(params.get("cwd") or self.roots[0], self.roots, must_be_dir=True)
+        except (CommandRefused, PathRefused) as exc:
+            return f"run-command refused: {exc}"
+        return None
+
+
+class _Stream:
+    """Streamed output: the progress message is the last line; the last lines become diagnostics."""
+
+    def __init__(self, job: JobContext) -> None:
+        self.job, self.lines, self.written = job, list[str](), 0.0
+
+    async def line(self, stream: str, text: str) -> None:
+        self.lines.append(f"{stream}: {text}")
+        del self.lines[:-KEEP_LINES]
+        if time.monotonic() - self.written >= PROGRESS_EVERY:
+            self.written = time.monotonic()
+            await self.job.progress(None, text[:500], stage="running")
+
+    def last_lines(self) -> list[str]:
+        return list(self.lines)
+
 
 def register_builtins(server: JobServer, settings: Settings) -> None:
-    """Add the built-in tools that this configuration allows."""
-    return None
+    """Add map-codebase always, run-command when VIBE_JOBS_ALLOWED_COMMANDS names programs."""
+    roots = parse_roots(settings.roots)
+    mapper = MapCodebase(roots)
+    server.add_spec(_spec(mapper, "map-codebase", "codemap"))
+    allowed = parse_allowed(settings.allowed_commands)
+    if allowed:
+        runner = RunCommand(roots, allowed)
+        server.add_spec(_spec(runner, "run-command", "execution"))
+
+
+def _spec(tool: MapCodebase | RunCommand, name: str, operation: Literal["codemap", "execution"]) -> Any:
+    spec = make_spec(tool.__call__, name=name, operation_type=operation)
+    spec.refuse = tool.refuse
+    return spec
