@@ -51,20 +51,22 @@ async def start_job(
 
 def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallToolResult:
     interval = manager.settings.poll_base_ms
-    reco = PollingRecommendation(interval=interval, next_check_time=manager.now() + interval)
-    started = JobStarted(
-        job_id=job_id, status=JobStatus.PENDING, tool_name=tool_name,
-        message=f"Job started; poll get-job-result with jobId {job_id}", polling_recommendation=reco,
-    )  # fmt: skip
+    reco = PollingRecommendation.model_construct(interval=interval, next_check_time=manager.now() + interval)
+    started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
+        "jobId": job_id, "status": JobStatus.PENDING.value, "toolName": tool_name,
+        "message": f"Job started; poll get-job-result with jobId {job_id}",
+        "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
+    }  # fmt: skip
     text = started_text(job_id, tool_name, reco, manager.settings.max_wait_seconds)
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started.wire())
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 
 def make_handler(
     manager: JobManager, spec: JobToolSpec, meta: FuncMetadata
 ) -> Callable[..., Awaitable[CallToolResult]]:
     async def handler(ctx: Context, **validated: Any) -> CallToolResult:
-        params = meta.arg_model.model_validate(validated).model_dump(mode="json", by_alias=True)
+        # already validated by the SDK: construct (no second validation) and dump to JSON types
+        params = meta.arg_model.model_construct(**validated).model_dump(mode="json", by_alias=True)
         if spec.refuse is not None and (reason := spec.refuse(params)) is not None:
             return error_result(reason, "refused")
         task = TaskSpec(operation_type=spec.operation_type) if spec.operation_type else None
