@@ -44,6 +44,7 @@ from vibe_jobs.store.base import Guard
 log = get_logger("vibe_jobs.scheduler")
 
 DEFAULT_REQUIREMENTS = ResourceRequirements()
+CANCEL_CHECK_SECONDS = 0.5
 RANK_PRIORITY = {p.rank: p for p in Priority}
 
 
@@ -412,13 +413,21 @@ class Scheduler:
         return True
 
     async def run_timers(self) -> None:
-        """Release delayed (retry) jobs when they are due; runs for the manager's lifetime."""
+        """Release delayed (retry) jobs when due, and honour cancellations requested by other processes."""
         while True:
             self.pump()
+            await self._cancel_requested_elsewhere()
             delay = (self._delayed[0][0] - self.m.now()) / 1000 if self._delayed else 3600.0
-            with anyio.move_on_after(max(0.001, delay)):
+            with anyio.move_on_after(max(0.001, min(delay, CANCEL_CHECK_SECONDS))):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    async def _cancel_requested_elsewhere(self) -> None:
+        """A cancel written to the shared store by another process (the jobs CLI, another replica)."""
+        for job_id in list(self.running):
+            rec = await self.m.store.get(job_id)
+            if rec is not None and rec.cancel_requested and self.running.get(job_id) is not None:
+                self.cancel_running(job_id, rec.cancel_requested)
 
     async def recover(self) -> int:
         """Adopt orphaned jobs (expired leases) and queue the pending ones."""

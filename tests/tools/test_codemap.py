@@ -1,0 +1,339 @@
+"""`map-codebase` logic: walking (gitignore, skips, symlinks, caps), the driver, rendering."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibe_jobs.tools.codemap import CodeMap, map_codebase, render_markdown
+from vibe_jobs.tools.codemap import mapper as mapper_module
+from vibe_jobs.tools.codemap.walk import PatternSet, Walker
+
+
+def _write(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+def _walk(root: Path, roots: Sequence[Path] | None = None, **options: Any) -> list[str]:
+    return [rel for _, rel in Walker(root, roots=roots or [root], **options).walk().files]
+
+
+@dataclass
+class Recorder:
+    """Collects what `map_codebase` reports; `fail_at` makes the n-th checkpoint raise."""
+
+    fail_at: int | None = None
+    reports: list[tuple[float, str, float]] = field(default_factory=list)
+    diagnostics: list[str] = field(default_factory=list)
+    checkpoints: int = 0
+
+    async def report(self, percent: float, message: str, *, stage: str, sub_progress: float) -> None:
+        self.reports.append((percent, stage, sub_progress))
+
+    async def checkpoint(self) -> None:
+        self.checkpoints += 1
+        if self.checkpoints == self.fail_at:
+            raise Cancelled
+
+    def diagnostic(self, message: str) -> None:
+        self.diagnostics.append(message)
+
+
+class Cancelled(Exception):
+    """Stands in for the job runner's cancellation exception."""
+
+
+async def _map(root: Path, recorder: Recorder | None = None, **options: Any) -> CodeMap:
+    rec = recorder or Recorder()
+    return await map_codebase(
+        root,
+        roots=options.pop("roots", [root]),
+        report=rec.report,
+        checkpoint=rec.checkpoint,
+        diagnostic=rec.diagnostic,
+        **options,
+    )
+
+
+# --- gitignore patterns -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "is_dir", "expected"),
+    [
+        ("*.log", "a/b/x.log", False, True),
+        ("*.log", "x.txt", False, None),
+        ("/top.txt", "top.txt", False, True),
+        ("/top.txt", "sub/top.txt", False, None),
+        ("logs/", "a/logs", True, True),
+        ("logs/", "a/logs", False, None),
+        ("docs/*.md", "docs/a.md", False, True),
+        ("docs/*.md", "docs/sub/a.md", False, None),
+        ("a/**/z.py", "a/z.py", False, True),
+        ("a/**/z.py", "a/b/c/z.py", False, True),
+        ("**/gen", "x/y/gen", True, True),
+        ("out/**", "out/a/b.c", False, True),
+        ("out/**", "out", True, None),
+        ("file?.c", "file1.c", False, True),
+        ("file?.c", "file10.c", False, None),
+        ("[ab].txt", "b.txt", False, True),
+        ("[!ab].txt", "b.txt", False, None),
+        ("\\#hash", "#hash", False, True),
+        ("# comment", "# comment", False, None),
+    ],
+)
+def test_gitignore_pattern_semantics(pattern: str, path: str, is_dir: bool, expected: bool | None) -> None:
+    assert PatternSet.parse([pattern]).match(path, is_dir) is expected
+
+
+def test_gitignore_last_match_wins_and_negation() -> None:
+    patterns = PatternSet.parse(["*.log", "!keep.log", "keep.log.d/"])
+    assert patterns.match("x.log", False) is True
+    assert patterns.match("keep.log", False) is False
+    assert PatternSet.parse(["!keep.log", "*.log"]).match("keep.log", False) is True
+
+
+def test_walk_honours_root_and_nested_gitignore(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            ".gitignore": "*.log\n!keep.log\n/secret.py\ngenerated/\n",
+            "a.py": "",
+            "debug.log": "",
+            "keep.log": "",
+            "secret.py": "",
+            "pkg/secret.py": "",
+            "pkg/generated/x.py": "",
+            "pkg/.gitignore": "*.tmp\n!important.log\n",
+            "pkg/data.tmp": "",
+            "pkg/important.log": "",
+            "pkg/other.log": "",
+            "top.tmp": "",
+        },
+    )
+    walked = Walker(tmp_path, roots=[tmp_path]).walk()
+    assert sorted(rel for _, rel in walked.files) == [
+        ".gitignore",
+        "a.py",
+        "keep.log",
+        "pkg/.gitignore",
+        "pkg/important.log",
+        "pkg/secret.py",
+        "top.tmp",
+    ]
+    assert walked.skipped["gitignored"] == 5
+
+
+def test_walk_skips_tool_folders_virtualenvs_and_binaries(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "main.py": "",
+            ".git/config": "",
+            "node_modules/lib/index.js": "",
+            "__pycache__/main.cpython-311.pyc": "",
+            "build/out.py": "",
+            "target/debug/x.rs": "",
+            ".venv/lib/x.py": "",
+            "myenv/pyvenv.cfg": "home = /usr",
+            "myenv/lib/site.py": "",
+            "logo.png": "not really a png",
+        },
+    )
+    walked = Walker(tmp_path, roots=[tmp_path]).walk()
+    assert [rel for _, rel in walked.files] == ["main.py"]
+    assert walked.skipped == {"vcs": 1, "dependencies": 1, "cache": 1, "build": 2, "virtualenv": 2, "binary": 1}
+
+
+def test_include_and_exclude_globs(tmp_path: Path) -> None:
+    _write(tmp_path, {"src/a.py": "", "src/b.ts": "", "src/gen/c.py": "", "tests/t.py": "", "README.md": ""})
+    assert _walk(tmp_path, include=["*.py"]) == ["src/a.py", "src/gen/c.py", "tests/t.py"]
+    assert _walk(tmp_path, include=["src/"], exclude=["gen/"]) == ["src/a.py", "src/b.ts"]
+    assert _walk(tmp_path, exclude=["*.md", "/tests"]) == ["src/a.py", "src/b.ts", "src/gen/c.py"]
+
+
+def test_symlinks_followed_inside_roots_only(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write(root, {"real/inner.py": "", "target.py": ""})
+    _write(outside, {"leak.py": "", "dir/leak2.py": ""})
+    (root / "alias.py").symlink_to(root / "target.py")
+    (root / "zlinkdir").symlink_to(root / "real", target_is_directory=True)
+    (root / "escape.py").symlink_to(outside / "leak.py")
+    (root / "escape_dir").symlink_to(outside / "dir", target_is_directory=True)
+    (root / "dangling.py").symlink_to(root / "missing.py")
+    walked = Walker(root, roots=[root]).walk()
+    assert [rel for _, rel in walked.files] == ["alias.py", "target.py", "real/inner.py"]
+    assert walked.skipped == {"symlink-outside-roots": 2, "already-visited": 1, "broken-symlink": 1}
+    # With both directories allowed, the escaping links are followed.
+    both = _walk(root, roots=[root, outside])
+    assert "escape.py" in both
+    assert "escape_dir/leak2.py" in both
+
+
+def test_symlink_loop_terminates(tmp_path: Path) -> None:
+    _write(tmp_path, {"a/b/file.py": ""})
+    (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path / "a", target_is_directory=True)
+    (tmp_path / "a" / "self").symlink_to(tmp_path / "a" / "self")
+    walked = Walker(tmp_path, roots=[tmp_path]).walk()
+    assert [rel for _, rel in walked.files] == ["a/b/file.py"]
+    assert walked.skipped["already-visited"] == 1
+
+
+# --- the driver ---------------------------------------------------------------------------------
+
+
+async def test_map_codebase_collects_files_languages_and_progress(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "app.py": "class A:\n    def m(self): pass\n\ndef f(): pass\n",
+            "web/ui.ts": "export function render(): void {}\nexport interface P {}\n",
+            "README.md": "# hi\n",
+            "data.bin.txt": b"text\0with nul",
+        },
+    )
+    recorder = Recorder()
+    code_map = await _map(tmp_path, recorder)
+    assert [(f.path, f.language, f.lines) for f in code_map.files] == [
+        ("README.md", "Markdown", 1),
+        ("app.py", "Python", 4),
+        ("web/ui.ts", "TypeScript", 2),
+    ]
+    assert code_map.languages["Python"].model_dump() == {"files": 1, "lines": 4, "symbols": 3}
+    assert code_map.languages["TypeScript"].symbols == 2
+    assert code_map.skipped == {"binary": 1}
+    assert (code_map.total_files, code_map.truncated, code_map.diagnostics) == (3, False, [])
+    stages = [stage for _, stage, _ in recorder.reports]
+    assert stages[0] == "scan"
+    assert stages[-1] == "parse"
+    assert recorder.reports[-1] == (95.0, "parse", 100.0)
+    percents = [percent for percent, _, _ in recorder.reports]
+    assert percents == sorted(percents)
+
+
+async def test_reports_are_throttled_on_many_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, {f"m{i}.py": f"def f{i}(): pass\n" for i in range(500)})
+    monkeypatch.setattr(mapper_module, "BATCH_FILES", 1)
+    monkeypatch.setattr(mapper_module, "REPORT_INTERVAL", 3600.0)
+    recorder = Recorder()
+    code_map = await _map(tmp_path, recorder)
+    assert code_map.total_files == 500
+    parse_reports = [r for r in recorder.reports if r[1] == "parse"]
+    assert recorder.checkpoints >= 500
+    assert len(parse_reports) <= 86  # at most one per percent of the 10..95 range (+ the final one)
+
+
+async def test_max_files_caps_and_notes_it(tmp_path: Path) -> None:
+    _write(tmp_path, {f"f{i:02}.py": "x = 1\n" for i in range(10)})
+    recorder = Recorder()
+    code_map = await _map(tmp_path, recorder, max_files=4)
+    assert [f.path for f in code_map.files] == ["f00.py", "f01.py", "f02.py", "f03.py"]
+    assert code_map.truncated is True
+    assert any("max_files=4" in message for message in code_map.diagnostics)
+    assert recorder.diagnostics == code_map.diagnostics
+    assert (await _map(tmp_path, max_files=10)).truncated is False
+
+
+async def test_cancellation_from_checkpoint_propagates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, {f"f{i:02}.py": "x = 1\n" for i in range(20)})
+    analysed: list[str] = []
+    original = mapper_module.analyse_file
+
+    def counting(path: str, rel: str) -> mapper_module.FileOutcome:
+        analysed.append(rel)
+        return original(path, rel)
+
+    monkeypatch.setattr(mapper_module, "analyse_file", counting)
+    monkeypatch.setattr(mapper_module, "BATCH_FILES", 1)
+    recorder = Recorder(fail_at=6)  # one checkpoint after the scan, then one per (one-file) batch
+    with pytest.raises(Cancelled):
+        await _map(tmp_path, recorder)
+    assert 0 < len(analysed) < 20
+
+
+async def test_unreadable_and_unparsable_files_become_diagnostics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "locked.py": "x = 1\n",
+            "broken.py": "def f(:\n    pass\n",
+            "latin.js": b"var s = '\xe9';\n",
+            "regex.py": 'import re\nPAT = "\\d+"\n\ndef g(): pass\n',
+            "ok.py": "def h(): pass\n",
+        },
+    )
+
+    def fake_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith("locked.py"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(mapper_module, "open", fake_open, raising=False)
+    recorder = Recorder()
+    code_map = await _map(tmp_path, recorder)
+    assert [f.path for f in code_map.files] == ["broken.py", "latin.js", "ok.py", "regex.py"]
+    assert code_map.skipped == {"unreadable": 1}
+    broken = code_map.files[0]
+    assert (broken.lines, broken.symbols) == (2, [])
+    assert [f.symbols[0].name for f in code_map.files[2:]] == ["h", "g"]
+    assert sorted(code_map.diagnostics) == sorted(recorder.diagnostics)
+    assert sorted(code_map.diagnostics) == [
+        "broken.py: syntax error at line 1: invalid syntax",
+        "latin.js: not valid UTF-8 (byte 9)",
+        "locked.py: cannot read: Permission denied",
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read anything")
+async def test_permission_denied_file_is_a_diagnostic(tmp_path: Path) -> None:
+    _write(tmp_path, {"locked.py": "x = 1\n"})
+    (tmp_path / "locked.py").chmod(0)
+    code_map = await _map(tmp_path)
+    assert code_map.files == []
+    assert code_map.diagnostics == ["locked.py: cannot read: Permission denied"]
+
+
+# --- rendering and the wire format --------------------------------------------------------------
+
+
+async def test_render_lists_table_and_symbols(tmp_path: Path) -> None:
+    _write(tmp_path, {"app.py": "class A:\n    def m(self, x: int) -> int: ...\n", "b.go": "func Run() {}\n"})
+    text = render_markdown(await _map(tmp_path))
+    assert "| Python | 1 | 2 | 2 |" in text
+    assert "| Go | 1 | 1 | 1 |" in text
+    assert "### `app.py` (Python, 2 lines)\n- `class A` L1\n  - `def m(self, x: int) -> int` L2\n" in text
+    assert "- `func Run()` L1" in text
+    assert "omitted" not in text
+
+
+async def test_render_caps_output_and_says_what_was_cut(tmp_path: Path) -> None:
+    _write(tmp_path, {f"mod{i:03}.py": "".join(f"def fn_{j}(): pass\n" for j in range(20)) for i in range(50)})
+    code_map = await _map(tmp_path)
+    text = render_markdown(code_map, max_chars=4000)
+    assert len(text) <= 4000
+    shown = text.count("### `mod")
+    assert 0 < shown < 50
+    assert f"{50 - shown:,} of 50 files omitted" in text
+    assert len(render_markdown(code_map, max_chars=10_000_000)) > 4000
+
+
+async def test_wire_format_uses_camel_case(tmp_path: Path) -> None:
+    _write(tmp_path, {"a.py": "def f(): pass\n"})
+    wire = (await _map(tmp_path)).model_dump(by_alias=True, exclude_none=True)
+    assert wire["totalFiles"] == 1
+    assert wire["files"][0]["symbols"][0] == {"kind": "function", "name": "f", "signature": "def f()", "line": 1}
+    assert CodeMap.model_validate(wire).total_files == 1

@@ -1,0 +1,279 @@
+"""Symbol extraction of `map-codebase`: Python via ast, the brace languages via regexes."""
+
+from __future__ import annotations
+
+import textwrap
+
+from vibe_jobs.tools.codemap.model import Symbol
+from vibe_jobs.tools.codemap.symbols import count_lines, detect_language, extract_symbols
+
+
+def _symbols(language: str, source: str) -> list[Symbol]:
+    extraction = extract_symbols(language, textwrap.dedent(source).encode())
+    assert extraction.error is None
+    return extraction.symbols
+
+
+def _outline(symbols: list[Symbol]) -> list[tuple[str, str, int]]:
+    return [(s.kind, s.name, s.line) for s in symbols]
+
+
+def _children(symbol: Symbol) -> list[str]:
+    return [child.name for child in symbol.children or ()]
+
+
+def test_python_classes_methods_functions_and_signatures() -> None:
+    symbols = _symbols(
+        "Python",
+        """
+        import os
+
+        class Base:
+            pass
+
+        class Service(Base, metaclass=Meta):
+            def __init__(self, name: str, retries: int = 3) -> None:
+                self.name = name
+
+            async def run(self, *args: str, **kwargs: int) -> list[str]:
+                def inner():
+                    pass
+                return []
+
+        def f(a: int, b=2) -> str:
+            return ""
+
+        async def g(x, /, y, *, z=None):
+            pass
+
+        if True:
+            def hidden(): pass
+        """,
+    )
+    assert _outline(symbols) == [
+        ("class", "Base", 4),
+        ("class", "Service", 7),
+        ("function", "f", 16),
+        ("function", "g", 19),
+    ]
+    service = symbols[1]
+    assert service.signature == "class Service(Base, metaclass=Meta)"
+    assert _children(service) == ["__init__", "run"]
+    assert service.children is not None
+    assert service.children[0].signature == "def __init__(self, name: str, retries: int = 3) -> None"
+    assert service.children[1].signature == "async def run(self, *args: str, **kwargs: int) -> list[str]"
+    assert service.children[1].kind == "method"
+    assert symbols[2].signature == "def f(a: int, b=2) -> str"
+    assert symbols[3].signature == "async def g(x, /, y, *, z=None)"
+    assert symbols[0].children is None
+
+
+def test_python_syntax_error_is_reported_not_raised() -> None:
+    extraction = extract_symbols("Python", b"def ok():\n    pass\n\ndef broken(:\n")
+    assert extraction.symbols == []
+    assert extraction.error is not None
+    assert "syntax error at line 4" in extraction.error
+
+
+def test_typescript_declarations_ignoring_comments_and_strings() -> None:
+    symbols = _symbols(
+        "TypeScript",
+        """
+        // export function commented() {}
+        const s = "export class InString {}";
+        /* export interface Hidden {}
+        */
+        export interface Props extends Base {
+          id: number;
+        }
+        export type Id<T> = string | T;
+        export default class Widget<T> extends Base {
+          private count = 0;
+          constructor(private readonly props: Props) { super(); }
+          static create(opts: { a: string }): Widget<any> { if (x) { foo(); } return new Widget(opts); }
+          async load(): Promise<void> {
+            for (const a of b) {}
+          }
+        }
+        export const enum Color { Red, Green }
+        export const handler = async (req: Request, res: Response): Promise<void> => {
+          res.end();
+        };
+        export const plain = 42;
+        export async function* gen(a: number = 1): AsyncGenerator<number> {}
+        const tpl = `
+        export function inTemplate() {}
+        `;
+        """,
+    )
+    assert _outline(symbols) == [
+        ("interface", "Props", 6),
+        ("type", "Id", 9),
+        ("class", "Widget", 10),
+        ("enum", "Color", 18),
+        ("function", "handler", 19),
+        ("function", "gen", 23),
+    ]
+    assert _children(symbols[2]) == ["constructor", "create", "load"]
+    assert symbols[4].signature == "export const handler = async (req: Request, res: Response): Promise<void> =>"
+    assert symbols[5].signature == "export async function* gen(a: number = 1): AsyncGenerator<number>"
+
+
+def test_javascript_functions_arrows_and_classes() -> None:
+    symbols = _symbols(
+        "JavaScript",
+        """
+        export function add(a, b) { return a + b; }
+        export const mul = (a, b) => a * b;
+        const single = x => x;
+        let notAFunction = compute(1);
+        export class Counter {
+          increment() { this.n += 1; }
+        }
+        """,
+    )
+    assert _outline(symbols) == [
+        ("function", "add", 2),
+        ("function", "mul", 3),
+        ("function", "single", 4),
+        ("class", "Counter", 6),
+    ]
+    assert _children(symbols[3]) == ["increment"]
+
+
+def test_go_functions_methods_and_types() -> None:
+    symbols = _symbols(
+        "Go",
+        """
+        package main
+
+        // func Commented() {}
+        type (
+        \tPoint struct {
+        \t\tX, Y int
+        \t}
+        \tID = string
+        )
+
+        type Server[T any] struct{ name T }
+
+        type Handler interface {
+        \tServe() error
+        }
+
+        func (s *Server[T]) Serve(port int) (int, error) {
+        \tfmt.Println("func fake() {}")
+        \treturn 0, nil
+        }
+
+        func main() {
+        \tx := `
+        func inRaw() {}
+        `
+        }
+        """,
+    )
+    assert _outline(symbols) == [
+        ("struct", "Point", 6),
+        ("type", "ID", 9),
+        ("struct", "Server", 12),
+        ("interface", "Handler", 14),
+        ("method", "Server.Serve", 18),
+        ("function", "main", 23),
+    ]
+    assert symbols[4].signature == "func (s *Server[T]) Serve(port int) (int, error)"
+
+
+def test_rust_items_and_impl_blocks() -> None:
+    symbols = _symbols(
+        "Rust",
+        """
+        /// pub fn documented() {}
+        pub struct Point { pub x: i32 }
+        pub(crate) enum Shape { Circle(f64), Square }
+        pub trait Area {
+            fn area(&self) -> f64;
+        }
+        impl<T: Into<String>> Area for Wrapper<T> where T: Clone {
+            fn area(&self) -> f64 { 0.0 }
+        }
+        impl Point {
+            pub fn new(x: i32) -> Self { Self { x } }
+            fn helper<'a>(&self, s: &'a str) -> &'a str { let c = '{'; s }
+        }
+        pub async fn fetch(url: &str) -> Result<String, Error> { todo!() }
+        fn main() { let s = r#"pub fn in_raw() {}"#; }
+        """,
+    )
+    assert _outline(symbols) == [
+        ("struct", "Point", 3),
+        ("enum", "Shape", 4),
+        ("trait", "Area", 5),
+        ("impl", "Area for Wrapper<T>", 8),
+        ("impl", "Point", 11),
+        ("function", "fetch", 15),
+        ("function", "main", 16),
+    ]
+    assert _children(symbols[2]) == ["area"]
+    assert _children(symbols[4]) == ["new", "helper"]
+    assert symbols[5].signature == "pub async fn fetch(url: &str) -> Result<String, Error>"
+
+
+def test_java_public_types_and_public_methods() -> None:
+    symbols = _symbols(
+        "Java",
+        """
+        package app;
+        /* public class Commented {} */
+        @Deprecated
+        public final class Account extends Base {
+            public static final String S = "public void fake() {}";
+            public Account(long initial) { this.balance = initial; }
+            @Override
+            public int compareTo(Account other) { return 0; }
+            public static <T> List<T> wrap(T item) { return List.of(item); }
+            private void hidden() {}
+            void packagePrivate() {}
+            public static class Inner {
+                public void innerMethod() {}
+            }
+        }
+        class NotPublic { public void x() {} }
+        """,
+    )
+    assert _outline(symbols) == [("class", "Account", 5)]
+    assert _children(symbols[0]) == ["Account", "compareTo", "wrap"]
+    assert symbols[0].children is not None
+    assert symbols[0].children[1].line == 9
+
+
+def test_java_interface_record_and_enum() -> None:
+    interface = _symbols("Java", "public interface Repo<T> {\n    T find(long id);\n    int COUNT = 1;\n}\n")
+    record = _symbols("Java", "public record Point(int x, int y) {\n    public double norm() { return 0; }\n}\n")
+    enum = _symbols("Java", 'public enum Color {\n    RED("r");\n    public String code() { return ""; }\n}\n')
+    assert [(s.kind, s.name, _children(s)) for s in interface + record + enum] == [
+        ("interface", "Repo", ["find"]),
+        ("record", "Point", ["norm"]),
+        ("enum", "Color", ["code"]),
+    ]
+
+
+def test_non_utf8_source_is_an_error_and_unknown_languages_have_no_symbols() -> None:
+    assert extract_symbols("JavaScript", b"function f() {}\n\xff\xfe\n").error == "not valid UTF-8 (byte 16)"
+    assert extract_symbols("Markdown", b"# function f() {}\n") == extract_symbols("other", b"")
+
+
+def test_detect_language_and_count_lines() -> None:
+    names = ["a.py", "b.TSX", "c.mjs", "d.go", "e.rs", "F.java", "Makefile", "notes.md", "blob.xyz"]
+    assert [detect_language(name) for name in names] == [
+        "Python",
+        "TypeScript",
+        "JavaScript",
+        "Go",
+        "Rust",
+        "Java",
+        "Makefile",
+        "Markdown",
+        "other",
+    ]
+    assert [count_lines(data) for data in (b"", b"a", b"a\n", b"a\nb", b"\n\n")] == [0, 1, 1, 2, 2]
