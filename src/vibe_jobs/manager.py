@@ -143,6 +143,8 @@ class JobManager:
         dedupe: bool = False,
     ) -> str:
         """Store a new pending job and return its id (after the store has it)."""
+        if self.runner is not None and self._tg is None:
+            raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
         key = self._dedupe_key(tool_name, params) if dedupe else None
         if key is not None and (existing := await self.store.find_active(key)) is not None:

@@ -73,6 +73,8 @@ async def recover_orphans(
     """Adopt every active job without a live owner; return the adopted records that are pending."""
     adopted: list[JobRecord] = []
     for rec in await manager.store.orphans(manager.now()):
+        if rec.owner == manager.owner:
+            continue  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
         changes = plan_recovery(manager, rec, tools, default_max_retries)
         try:
             new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))

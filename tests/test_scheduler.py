@@ -1,0 +1,777 @@
+"""Scheduler: priority with aging, dependencies, limits, resources, retries, time-outs, cancel,
+metrics and recovery. A fake clock drives every timestamp (created_at, run_after, durations);
+job functions wait on anyio.Event gates that the tests open, so no test sleeps to wait for state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from vibe_jobs import (
+    EventType,
+    JobManager,
+    JobRecord,
+    JobStatus,
+    NonRetryableError,
+    Priority,
+    QueueFull,
+    ResourceLimitExceeded,
+    ResourceRequirements,
+    Settings,
+    TaskMetadata,
+    TaskSpec,
+    UnknownDependency,
+)
+from vibe_jobs.context import JobContext
+from vibe_jobs.events import JobEvent, Subscription
+from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.metrics import HealthThresholds
+from vibe_jobs.models import JobQueueConfig, ResourceLimits, RetryPolicyConfig, TimeoutPolicyConfig
+from vibe_jobs.retry import RetryPolicy
+from vibe_jobs.scheduler import Scheduler
+from vibe_jobs.store import MemoryStore
+
+WAIT = 5.0  # upper bound for any awaited state change (a hang fails instead of blocking)
+NO_RETRY = TaskMetadata(max_retries=0)
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """`now` in epoch seconds; the manager reads it through `__call__`. Kept in whole
+    microseconds so that advances add up exactly (0.999 + 0.001 s is exactly one second)."""
+
+    def __init__(self, now: float = T0) -> None:
+        self._us = round(now * 1_000_000)
+
+    @property
+    def now(self) -> float:
+        return self._us / 1_000_000
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self._us += round(seconds * 1_000_000)
+
+
+class Gates:
+    """Job bodies record their start and wait until the test opens their gate (by key)."""
+
+    def __init__(self) -> None:
+        self.started: defaultdict[str, anyio.Event] = defaultdict(anyio.Event)
+        self.release: defaultdict[str, anyio.Event] = defaultdict(anyio.Event)
+        self.order: list[str] = []
+        self.cancelled: list[str] = []
+        self._changed = anyio.Event()
+
+    async def run(self, key: str) -> str:
+        self.order.append(key)
+        self.started[key].set()
+        self._changed.set()
+        self._changed = anyio.Event()
+        try:
+            await self.release[key].wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled.append(key)
+            raise
+        return key
+
+    def open(self, *keys: str) -> None:
+        for key in keys:
+            self.release[key].set()
+
+    async def wait_started(self, key: str) -> None:
+        with anyio.fail_after(WAIT):
+            await self.started[key].wait()
+
+    async def wait_count(self, n: int) -> None:
+        """Until `n` job bodies have started."""
+        with anyio.fail_after(WAIT):
+            while len(self.order) < n:
+                await self._changed.wait()
+
+
+def gated_tool(gates: Gates, name: str = "gated", **options: Any) -> JobToolSpec:
+    async def body(key: str, job: JobContext) -> str:
+        return await gates.run(key)
+
+    return make_spec(body, name=name, **options)
+
+
+@asynccontextmanager
+async def running(
+    tools: Iterable[JobToolSpec],
+    settings: Settings | None = None,
+    clock: FakeClock | None = None,
+    store: MemoryStore | None = None,
+    **scheduler_options: Any,
+) -> AsyncIterator[tuple[JobManager, Scheduler]]:
+    manager = JobManager(store or MemoryStore(), settings or Settings(), clock=clock or FakeClock())
+    sched = Scheduler(manager, {spec.name: spec for spec in tools}, **scheduler_options)
+    async with manager:
+        yield manager, sched
+
+
+async def finished(manager: JobManager, job_id: str) -> JobRecord:
+    rec = await manager.wait(job_id, WAIT)
+    assert rec.finished, f"job {job_id} is still {rec.status.value}: {rec.progress_message}"
+    return rec
+
+
+async def next_event(sub: Subscription, *types: EventType) -> JobEvent:
+    with anyio.fail_after(WAIT):
+        async for event in sub:
+            if event.type in types:
+                return event
+    raise AssertionError("subscription closed")
+
+
+def task(
+    priority: Priority = Priority.MEDIUM,
+    deps: Iterable[str] = (),
+    *,
+    needs: ResourceRequirements | None = None,
+    **more: Any,
+) -> TaskSpec:
+    return TaskSpec(priority=priority, dependencies=list(deps), resource_requirements=needs, **more)
+
+
+def needs(memory: float = 0, cpu: float = 0, disk: float = 0) -> ResourceRequirements:
+    return ResourceRequirements.model_validate({"memoryMB": memory, "cpuWeight": cpu, "diskSpaceMB": disk})
+
+
+def limits(memory: float = 1e9, cpu: float = 1e9, disk: float = 1e9) -> JobQueueConfig:
+    caps = ResourceLimits.model_validate({"maxMemoryMB": memory, "maxCpuWeight": cpu, "maxDiskSpaceMB": disk})
+    return JobQueueConfig(resource_limits=caps)
+
+
+# -- 1. priority order -----------------------------------------------------------------------
+
+
+async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level() -> None:
+    gates, clock = Gates(), FakeClock()
+    async with running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, s):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        submitted = ["low0", "medium0", "high0", "critical0", "low1", "critical1", "medium1", "high1", "low2"]
+        ids = []
+        for key in submitted:
+            clock.advance(0.001)  # later submissions are younger: FIFO within a level
+            ids.append(await m.create_job("gated", {"key": key}, task=task(Priority(key[:-1]))))
+            gates.open(key)
+        assert len(s.queued) == len(submitted) and gates.order == ["blocker"]
+        gates.open("blocker")
+        for job_id in ids:
+            assert (await finished(m, job_id)).status is JobStatus.COMPLETED
+    assert gates.order[1:] == [
+        "critical0", "critical1", "high0", "high1", "medium0", "medium1", "low0", "low1", "low2",
+    ]  # fmt: skip
+    assert s.max_running_seen == 1
+
+
+# -- 2. aging --------------------------------------------------------------------------------
+
+
+async def test_aging_bounds_the_wait_of_a_low_job_under_a_stream_of_high_jobs() -> None:
+    """Weights low=1, high=3 and aging 60 s: no high job submitted 120 s or more after the low job
+    starts before it, however many keep coming; highs submitted earlier still go first."""
+    gates, clock = Gates(), FakeClock()
+    settings = Settings(max_concurrent=1, aging_seconds=60)
+    async with running([gated_tool(gates)], settings, clock) as (m, _):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        await m.create_job("gated", {"key": "low"}, task=task(Priority.LOW))
+        created = {}
+        for i in range(3):
+            created[f"h{i}"] = clock.now
+            await m.create_job("gated", {"key": f"h{i}"}, task=task(Priority.HIGH))
+        step = 3
+        while "low" not in gates.order:  # one job finishes and one high arrives every 10 s
+            assert step < 40, "the low job starved"
+            clock.advance(10)
+            created[f"h{step}"] = clock.now
+            await m.create_job("gated", {"key": f"h{step}"}, task=task(Priority.HIGH))
+            started = len(gates.order)
+            gates.open(gates.order[-1])
+            await gates.wait_count(started + 1)
+            step += 1
+        low_at = gates.order.index("low")
+        overtook = set(gates.order[1:low_at])
+        assert overtook == {k for k, at in created.items() if at - T0 < 120}
+        assert len(overtook) == 14  # 3 at once + one every 10 s for 110 s
+        assert {k for k, at in created.items() if at - T0 >= 120} & overtook == set()
+        gates.open(*gates.release)
+
+
+# -- 3. dependencies -------------------------------------------------------------------------
+
+
+async def test_dependency_success_waits_for_the_dependency_to_complete() -> None:
+    gates = Gates()
+    async with running([gated_tool(gates)]) as (m, s):
+        a = await m.create_job("gated", {"key": "a"})
+        b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
+        gates.open("b")
+        await gates.wait_started("a")
+        assert b in s.queued and (await m.get_record(b)).status is JobStatus.PENDING
+        gates.open("a")
+        rec_b = await finished(m, b)
+        rec_a = await m.get_record(a)
+    assert rec_b.status is JobStatus.COMPLETED and gates.order == ["a", "b"]
+    assert rec_a.finished_at is not None and rec_b.started_at is not None
+    assert rec_b.started_at >= rec_a.finished_at
+
+
+async def test_dependency_failure_cascades_and_the_dependents_never_run() -> None:
+    gates = Gates()
+
+    async def boom(job: JobContext) -> None:
+        raise NonRetryableError("boom")
+
+    async with running([gated_tool(gates), make_spec(boom, name="boom")], Settings(max_concurrent=1)) as (m, s):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        a = await m.create_job("boom", {})
+        b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
+        c = await m.create_job("gated", {"key": "c"}, task=task(deps=[b]))
+        gates.open("blocker", "b", "c")
+        rec_a, rec_b, rec_c = [await finished(m, j) for j in (a, b, c)]
+        assert not s.queued and not s.running
+    assert rec_a.status is rec_b.status is rec_c.status is JobStatus.FAILED
+    assert rec_b.progress_message == f"Job failed: DependencyFailed: dependency '{a}' failed; this job did not run"
+    assert f"DependencyFailed: dependency '{b}' failed" in (rec_c.progress_message or "")
+    assert rec_b.attempt == rec_c.attempt == 0 and rec_b.current_stage == "dependency_failed"
+    assert gates.order == ["blocker"]
+
+
+async def test_cancelling_a_dependency_fails_its_dependents() -> None:
+    gates = Gates()
+    async with running([gated_tool(gates)]) as (m, _):
+        a = await m.create_job("gated", {"key": "a"})
+        b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
+        c = await m.create_job("gated", {"key": "c"}, task=task(deps=[b]))
+        await gates.wait_started("a")
+        await m.cancel_job(a, "not needed")
+        rec_a, rec_b, rec_c = [await finished(m, j) for j in (a, b, c)]
+    assert rec_a.status is JobStatus.CANCELLED and gates.cancelled == ["a"]
+    assert rec_b.status is rec_c.status is JobStatus.FAILED
+    assert f"dependency '{a}' cancelled" in (rec_b.progress_message or "")
+    assert f"dependency '{b}' failed" in (rec_c.progress_message or "")
+    assert gates.order == ["a"]
+
+
+async def test_unknown_dependency_is_refused_at_submission_and_nothing_is_stored() -> None:
+    store = MemoryStore()
+    async with running([gated_tool(Gates())], store=store) as (m, s):
+        with pytest.raises(UnknownDependency) as err:
+            await m.create_job("gated", {"key": "x"}, task=task(deps=["no-such-job"]))
+        assert err.value.context["dependency"] == "no-such-job" and "no-such-job" in str(err.value)
+        assert store.jobs == {} and s.queued == {}
+
+
+async def test_dependency_on_a_finished_job_resolves_at_once() -> None:
+    gates = Gates()
+
+    async def boom() -> None:
+        raise NonRetryableError("boom")
+
+    async with running([gated_tool(gates), make_spec(boom, name="boom")]) as (m, s):
+        gates.open("a", "b", "c")
+        a = await m.create_job("gated", {"key": "a"})
+        bad = await m.create_job("boom", {})
+        assert (await finished(m, a)).status is JobStatus.COMPLETED
+        assert (await finished(m, bad)).status is JobStatus.FAILED
+        c = await m.create_job("gated", {"key": "c"}, task=task(deps=[a, bad]))
+        assert c not in s.queued and s.starting == 0  # settled during submission, never ready
+        b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
+        rec_b, rec_c = await finished(m, b), await finished(m, c)
+    assert rec_b.status is JobStatus.COMPLETED
+    assert rec_c.status is JobStatus.FAILED and f"dependency '{bad}' failed" in (rec_c.progress_message or "")
+    assert gates.order == ["a", "b"]
+
+
+# -- 4. concurrency --------------------------------------------------------------------------
+
+
+async def test_concurrency_limits_hold_under_a_thousand_jobs() -> None:
+    live: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    violations: list[str] = []
+
+    def make(tool: str, limit: int | None) -> JobToolSpec:
+        async def body(i: int) -> int:
+            live["all"] += 1
+            live[tool] += 1
+            peak["all"], peak[tool] = max(peak["all"], live["all"]), max(peak[tool], live[tool])
+            if live["all"] > 5 or (limit is not None and live[tool] > limit):
+                violations.append(f"job {i}: {dict(live)}")
+            for _ in range(3):
+                await anyio.lowlevel.checkpoint()
+            live["all"] -= 1
+            live[tool] -= 1
+            return i
+
+        return make_spec(body, name=tool, max_concurrent=limit)
+
+    settings = Settings(max_concurrent=5, queue=limits())
+    async with running([make("free", None), make("limited", 2)], settings) as (m, s):
+        ids = [await m.create_job("limited" if i % 4 == 0 else "free", {"i": i}) for i in range(1000)]
+        for job_id in ids:
+            assert (await finished(m, job_id)).status is JobStatus.COMPLETED
+        counts = await m.store.counts()
+    assert violations == []
+    assert peak["all"] == 5 and peak["limited"] == 2 and s.max_running_seen == 5
+    assert counts[JobStatus.COMPLETED] == 1000
+
+
+async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it() -> None:
+    """300 ready jobs of a tool limited to 2 (more than one decision scans) sit ahead of a job of
+    another tool: that job still gets one of the three free slots."""
+    gates = Gates()
+    tools = [gated_tool(gates, "limited", max_concurrent=2), gated_tool(gates, "free")]
+    async with running(tools, Settings(max_concurrent=5, queue=limits())) as (m, s):
+        for i in range(300):
+            await m.create_job("limited", {"key": f"l{i}"}, task=task(Priority.CRITICAL))
+        free = await m.create_job("free", {"key": "free"}, task=task(Priority.LOW))
+        await gates.wait_started("free")
+        assert gates.order == ["l0", "l1", "free"] and s.max_running_seen == 3
+        gates.open("free", "l0")  # a limited slot frees: the next limited job (in order) starts
+        await finished(m, free)
+        await gates.wait_started("l2")
+        assert gates.order == ["l0", "l1", "free", "l2"]
+        gates.open(*(f"l{i}" for i in range(300)))
+        await gates.wait_count(301)
+        assert gates.order[3:] == [f"l{i}" for i in range(2, 300)]
+        assert s.queued == {}
+
+
+async def test_queue_full_refuses_and_creates_nothing() -> None:
+    gates, store = Gates(), MemoryStore()
+    async with running([gated_tool(gates)], Settings(max_concurrent=1, max_pending=3), store=store) as (m, s):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        for i in range(3):
+            await m.create_job("gated", {"key": f"q{i}"})
+        stored = len(store.jobs)
+        with pytest.raises(QueueFull, match="maximum of 3 pending"):
+            await m.create_job("gated", {"key": "one-too-many"})
+        assert len(store.jobs) == stored == 4 and len(s.queued) == 3
+        gates.open("blocker")
+        await gates.wait_started("q0")  # a slot frees up: submissions are accepted again
+        await m.create_job("gated", {"key": "q3"})
+        assert len(s.queued) == 3
+        gates.open("q0", "q1", "q2", "q3")
+
+
+# -- 5. resources ----------------------------------------------------------------------------
+
+RESOURCES = [
+    ("memoryMB", {"memory": 1000}, {"memory": 400}),
+    ("cpuWeight", {"cpu": 4}, {"cpu": 1.6}),
+    ("diskSpaceMB", {"disk": 100}, {"disk": 40}),
+]
+
+
+@pytest.mark.parametrize(("name", "cap", "need"), RESOURCES, ids=[r[0] for r in RESOURCES])
+async def test_resources_admit_by_summed_requirements(name: str, cap: dict[str, float], need: dict[str, float]) -> None:
+    gates = Gates()
+    async with running([gated_tool(gates)], Settings(max_concurrent=10, queue=limits(**cap))) as (m, s):
+        ids = [await m.create_job("gated", {"key": k}, task=task(needs=needs(**need))) for k in "abc"]
+        await gates.wait_started("b")
+        assert gates.order == ["a", "b"] and ids[2] in s.queued  # 0.4 + 0.4 fits, + 0.4 does not
+        gates.open("a")
+        await gates.wait_started("c")
+        gates.open("b", "c")
+        for job_id in ids:
+            await finished(m, job_id)
+        assert s._usage == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("name", "cap", "need"), RESOURCES, ids=[r[0] for r in RESOURCES])
+async def test_a_job_that_could_never_fit_is_refused_at_submission(
+    name: str, cap: dict[str, float], need: dict[str, float]
+) -> None:
+    store = MemoryStore()
+    too_big = {k: v * 3 for k, v in need.items()}
+    async with running([gated_tool(Gates())], Settings(queue=limits(**cap)), store=store) as (m, s):
+        with pytest.raises(ResourceLimitExceeded, match=f"needs {name}=") as err:
+            await m.create_job("gated", {"key": "x"}, task=task(needs=needs(**too_big)))
+        assert err.value.context["resource"] == name
+        assert store.jobs == {} and s.queued == {}
+
+
+async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head() -> None:
+    """Memory 1000: three small jobs (300 each) run; a large one (900, high) waits at the head.
+    Within the 5 s reservation window a small job backfills; after it, none does until the
+    large job has started."""
+    gates, clock = Gates(), FakeClock()
+    settings = Settings(max_concurrent=10, queue=limits(memory=1000))
+    small, large = task(Priority.LOW, needs=needs(memory=300)), task(Priority.HIGH, needs=needs(memory=900))
+    async with running([gated_tool(gates)], settings, clock, reservation_ms=5000) as (m, s):
+        ids = {k: await m.create_job("gated", {"key": k}, task=small) for k in ("s1", "s2", "s3")}
+        await gates.wait_count(3)
+        ids["L"] = await m.create_job("gated", {"key": "L"}, task=large)
+        for k in ("s4", "s5", "s6"):
+            ids[k] = await m.create_job("gated", {"key": k}, task=small)
+
+        gates.open("s1")  # 600 used: the head (900) does not fit; s4 backfills inside the window
+        await gates.wait_started("s4")
+        assert ids["L"] in s.queued
+
+        clock.advance(6)  # past the reservation window
+        for k in ("s2", "s3", "s4"):  # 600, 300, then 0 used: no small job may start meanwhile
+            assert len(s.running) + s.starting > 0
+            gates.open(k)
+            await finished(m, ids[k])
+            assert ids["s5"] in s.queued and ids["s6"] in s.queued
+        await gates.wait_started("L")
+        assert gates.order == ["s1", "s2", "s3", "s4", "L"]
+        assert ids["s5"] in s.queued  # 900 + 300 does not fit while L runs
+        gates.open("L")
+        await gates.wait_count(7)
+        gates.open("s5", "s6")
+        for job_id in ids.values():
+            assert (await finished(m, job_id)).status is JobStatus.COMPLETED
+
+
+# -- 6. retries ------------------------------------------------------------------------------
+
+NO_JITTER = Settings(queue=JobQueueConfig(retry_policy=RetryPolicyConfig(jitter=0)))
+
+
+def flaky_tool(fail_times: int, name: str = "flaky") -> tuple[JobToolSpec, list[int]]:
+    attempts: list[int] = []
+
+    async def body(job: JobContext) -> str:
+        attempts.append(job.attempt)
+        if len(attempts) <= fail_times:
+            raise RuntimeError(f"flaky failure {len(attempts)}")
+        return "ok"
+
+    return make_spec(body, name=name, retry_safe=True), attempts  # retries are opt-in
+
+
+def test_retry_delay_schedule() -> None:
+    policy = RetryPolicy.from_config(RetryPolicyConfig(jitter=0, max_delay_ms=10_000))
+    assert [policy.delay(n) for n in range(1, 7)] == [1000, 2000, 4000, 8000, 10_000, 10_000]
+    assert [policy.decide(RuntimeError(), done) for done in range(4)] == [1000, 2000, 4000, None]
+    assert policy.decide(NonRetryableError("no"), 0) is None
+    assert policy.delay(5000) == 10_000  # no OverflowError from 2.0 ** 4999
+    jittery = RetryPolicy(jitter=0.1)
+    assert all(900 <= jittery.delay(1) <= 1100 for _ in range(100))
+
+
+async def test_a_job_failing_twice_then_succeeding_completes_with_retry_count_two() -> None:
+    clock = FakeClock()
+    spec, attempts = flaky_tool(2)
+    async with running([spec], NO_JITTER, clock) as (m, s):
+        job_id = await m.create_job("flaky", {})
+        with m.subscribe(job_id) as sub:
+            for retry, delay in ((1, 1000), (2, 2000)):
+                await next_event(sub, EventType.RETRIED)
+                rec = await m.get_record(job_id)
+                assert rec.status is JobStatus.PENDING and rec.retry_count == retry
+                assert (rec.progress_message or "").startswith(f"retry {retry}/3 in {delay // 1000} s after: ")
+                assert f"RuntimeError: flaky failure {retry}" in (rec.progress_message or "")
+                assert rec.run_after == m.now() + delay
+                clock.advance(delay / 1000 - 0.001)
+                s.pump()
+                assert job_id in s.queued, "released before its delay"
+                clock.advance(0.001)
+                s.pump()
+                assert job_id not in s.queued, "not released when due"
+            rec = await finished(m, job_id)
+    assert rec.status is JobStatus.COMPLETED and rec.retry_count == 2 and rec.error_count == 2
+    assert attempts == [1, 2, 3] and rec.attempt == 3
+
+
+async def test_the_final_failure_after_max_retries_names_the_error() -> None:
+    clock = FakeClock()
+    spec, attempts = flaky_tool(99)
+    async with running([spec], NO_JITTER, clock) as (m, s):
+        job_id = await m.create_job("flaky", {}, task=task(metadata=TaskMetadata(max_retries=2)))
+        with m.subscribe(job_id) as sub:
+            for delay in (1, 2):
+                await next_event(sub, EventType.RETRIED)
+                assert f"/2 in {delay} s" in ((await m.get_record(job_id)).progress_message or "")
+                clock.advance(delay)
+                s.pump()
+            rec = await finished(m, job_id)
+    assert rec.status is JobStatus.FAILED and rec.retry_count == 2 and len(attempts) == 3
+    assert rec.progress_message == "Job failed: RuntimeError: flaky failure 3"
+    assert rec.result is not None and rec.result["isError"] is True
+
+
+async def test_non_retryable_errors_are_not_retried() -> None:
+    async def refuse() -> None:
+        raise NonRetryableError("bad input")
+
+    async with running([make_spec(refuse, name="refuse", retry_safe=True)], NO_JITTER) as (m, _):
+        rec = await finished(m, await m.create_job("refuse", {}))
+    assert rec.status is JobStatus.FAILED and rec.retry_count == 0
+    assert rec.progress_message == "Job failed: NonRetryableError: bad input"
+
+
+async def test_cancellation_is_never_retried() -> None:
+    gates, clock = Gates(), FakeClock()
+    spec, attempts = flaky_tool(99)
+    async with running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
+        running_job = await m.create_job("gated", {"key": "r"})
+        await gates.wait_started("r")
+        await m.cancel_job(running_job, "stop")
+        rec_running = await finished(m, running_job)
+
+        backing_off = await m.create_job("flaky", {})
+        with m.subscribe(backing_off) as sub:
+            await next_event(sub, EventType.RETRIED)
+        await m.cancel_job(backing_off)  # cancelled while pending between attempts
+        rec_backing_off = await finished(m, backing_off)
+
+        clock.advance(60)
+        s.pump()
+        assert s.queued == {} and s.running == {}
+    assert rec_running.status is JobStatus.CANCELLED and rec_running.retry_count == 0
+    assert gates.order == ["r"] and gates.cancelled == ["r"]
+    assert rec_backing_off.status is JobStatus.CANCELLED and attempts == [1]
+
+
+async def test_a_retry_of_a_job_with_dependencies_still_waits_for_its_backoff() -> None:
+    gates, clock = Gates(), FakeClock()
+    spec, attempts = flaky_tool(1)
+    async with running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
+        gates.open("a")
+        a = await m.create_job("gated", {"key": "a"})
+        await finished(m, a)
+        job_id = await m.create_job("flaky", {}, task=task(deps=[a]))
+        with m.subscribe(job_id) as sub:
+            await next_event(sub, EventType.RETRIED)
+        assert job_id in s.queued and attempts == [1]
+        clock.advance(1)
+        s.pump()
+        rec = await finished(m, job_id)
+    assert rec.status is JobStatus.COMPLETED and attempts == [1, 2]
+
+
+# -- 7. time-outs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given_by", ["job", "tool", "operation"])
+async def test_a_timed_out_job_is_warned_at_80_percent_then_cancelled(given_by: str) -> None:
+    observed: list[str] = []
+
+    async def slow(job: JobContext) -> None:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            observed.append("cancelled")
+            raise
+
+    spec = make_spec(slow, name="slow", timeout=0.3 if given_by == "tool" else None)
+    ops = {"analysis": 300} if given_by == "operation" else {}
+    settings = Settings(queue=JobQueueConfig(timeout_policy=TimeoutPolicyConfig(operation_timeouts=ops)))
+    spec_task = task(
+        metadata=NO_RETRY,
+        timeout_seconds=0.3 if given_by == "job" else None,
+        operation_type="analysis" if given_by == "operation" else None,
+    )
+    events: list[EventType] = []
+
+    async def seen(event: JobEvent) -> None:
+        events.append(event.type)
+
+    async with running([spec], settings) as (m, _):
+        started = time.monotonic()
+        job_id = await m.create_job("slow", {}, task=spec_task)
+        rec = await m.wait(job_id, WAIT, seen)
+        elapsed = time.monotonic() - started
+    assert rec.status is JobStatus.FAILED and observed == ["cancelled"]
+    assert rec.progress_message == "Job failed: JobTimeout: timed out: the job ran past its time-out and was cancelled"
+    assert "warning: 80% of the 0.3 s time-out used" in (rec.diagnostics or [])
+    assert EventType.PROGRESS in events and events.index(EventType.PROGRESS) < events.index(EventType.FAILED)
+    assert 0.28 <= elapsed < 2
+
+
+async def test_work_that_ignores_cancellation_is_abandoned_after_the_grace_period() -> None:
+    stop = threading.Event()
+    returned: list[bool] = []
+
+    async def stubborn() -> None:
+        # A worker thread that is not abandoned on cancel: the await ignores cancellation.
+        returned.append(await anyio.to_thread.run_sync(stop.wait, 10.0))
+
+    stubborn_spec = make_spec(stubborn, name="stubborn", retry_safe=True)  # would be retried if it were not abandoned
+    async with running([stubborn_spec], grace_seconds=0.2) as (m, s):
+        started = time.monotonic()
+        job_id = await m.create_job("stubborn", {}, task=task(timeout_seconds=0.3))
+        rec = await m.wait(job_id, WAIT)
+        elapsed = time.monotonic() - started
+        assert returned == [] and s.running == {}  # the work still runs; its slot is free
+        stop.set()
+    assert rec.status is JobStatus.FAILED and 0.45 <= elapsed < 2
+    assert rec.progress_message == (
+        "Job failed: JobTimeout: timed out, and the work ignored cancellation for 0.2 s: abandoned"
+    )
+    assert rec.retry_count == 0  # abandoned work may still run: never retried alongside it
+    assert returned == [True]
+
+
+def test_timeout_selection_order() -> None:
+    policy = TimeoutPolicyConfig(default_timeout_ms=7000, operation_timeouts={"analysis": 5000})
+    m = JobManager(MemoryStore(), Settings(queue=JobQueueConfig(timeout_policy=policy)), clock=FakeClock())
+
+    async def fn() -> None: ...
+
+    plain, timed = make_spec(fn, name="plain"), make_spec(fn, name="timed", timeout=3.0)
+    analysing = make_spec(fn, name="analysing", operation_type="analysis")
+    s = Scheduler(m, {spec.name: spec for spec in (plain, timed, analysing)})
+
+    def rec(spec: TaskSpec | None) -> JobRecord:
+        return JobRecord("id", "x", {}, JobStatus.RUNNING, 0, 0, task=spec)
+
+    assert s._timeout_for(rec(TaskSpec(timeout_seconds=1, operation_type="analysis")), timed) == 1
+    assert s._timeout_for(rec(TaskSpec(operation_type="analysis")), timed) == 3
+    assert s._timeout_for(rec(TaskSpec(operation_type="analysis")), plain) == 5
+    assert s._timeout_for(rec(None), analysing) == 5
+    assert s._timeout_for(rec(TaskSpec(operation_type="execution")), plain) == 7
+    assert s._timeout_for(rec(None), plain) == 7
+
+
+# -- 8. cancel -------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_running_job_stops_the_work() -> None:
+    gates = Gates()
+    async with running([gated_tool(gates)]) as (m, s):
+        job_id = await m.create_job("gated", {"key": "r"}, task=task(needs=needs(memory=100)))
+        await gates.wait_started("r")
+        await m.cancel_job(job_id, "user asked")
+        rec = await finished(m, job_id)
+        assert s.running == {} and s._usage == [0.0, 0.0, 0.0]
+    assert rec.status is JobStatus.CANCELLED and gates.cancelled == ["r"]
+    assert rec.progress_message == "Job cancelled: user asked" and rec.retry_count == 0
+
+
+# -- 9. metrics ------------------------------------------------------------------------------
+
+
+async def test_statistics_and_health_on_a_known_workload() -> None:
+    gates, clock = Gates(), FakeClock()
+
+    async def bad() -> None:
+        raise NonRetryableError("bad")
+
+    tools = [gated_tool(gates, "work"), make_spec(bad, name="bad")]
+    async with running(tools, Settings(max_concurrent=1), clock) as (m, _):
+        for i in range(1, 11):  # durations 100, 200, ..., 1000 ms by the fake clock
+            job_id = await m.create_job("work", {"key": f"w{i}"})
+            await gates.wait_started(f"w{i}")
+            clock.advance(i / 10)
+            gates.open(f"w{i}")
+            await finished(m, job_id)
+        for _ in range(2):
+            await finished(m, await m.create_job("bad", {}))
+        await m.create_job("work", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        for prio in ("low", "low", "high", "critical", "critical", "critical"):
+            await m.create_job("work", {"key": prio}, task=task(Priority(prio)))
+        await m.cancel_job(await m.create_job("work", {"key": "gone"}))
+
+        stats = await m.statistics()
+        assert stats.counts == {"pending": 6, "running": 1, "completed": 10, "failed": 2, "cancelled": 1}
+        assert stats.total == 20 and stats.running == 1 and stats.queue_depth == 6
+        assert stats.queue_depth_by_priority == {"low": 2, "high": 1, "critical": 3}
+        work, bad_stats = stats.by_tool["work"], stats.by_tool["bad"]
+        assert (work.completed, work.failed, work.cancelled, work.success_rate) == (10, 0, 1, 1.0)
+        assert (work.p50_duration_ms, work.p95_duration_ms, work.average_duration_ms) == (500, 1000, 550)
+        assert (bad_stats.completed, bad_stats.failed, bad_stats.success_rate) == (0, 2, 0.0)
+        assert bad_stats.p50_duration_ms == 0
+        assert stats.throughput_per_minute == 12 and stats.error_rate_5m == pytest.approx(2 / 12)
+        assert stats.oldest_pending_age_ms == 0
+        assert stats.health.status == "healthy" and stats.health.reasons == []
+        assert stats.wire()["byTool"]["work"]["p95DurationMs"] == 1000
+
+        m.stats.thresholds = HealthThresholds(max_queue_depth=10, max_error_rate=0.1, max_oldest_pending_ms=60_000)
+        health = (await m.statistics()).health
+        assert health.status == "degraded"
+        assert health.reasons == ["error rate 17% over the last 5 minutes is over 10%"]
+
+        clock.advance(61)
+        stats = await m.statistics()
+        assert stats.oldest_pending_age_ms == 61_000 and stats.throughput_per_minute == 0
+        assert stats.health.status == "unhealthy"
+        assert stats.health.reasons == [
+            "error rate 17% over the last 5 minutes is over 10%",
+            "oldest pending job waited 61000 ms, over 60000 ms",
+        ]
+        m.stats.thresholds = HealthThresholds(max_queue_depth=5)
+        assert (await m.statistics()).health.reasons[0] == "queue depth 6 is over 5"
+        gates.open(*gates.release, "low", "high", "critical")
+
+
+# -- 10. recovery ----------------------------------------------------------------------------
+
+
+async def test_recovery_adopts_the_jobs_of_a_dead_owner() -> None:
+    gates, clock, store = Gates(), FakeClock(), MemoryStore()
+    now = int(clock.now * 1000)
+
+    def orphan(job_id: str, tool: str, status: JobStatus, owner: str = "dead-host:1") -> JobRecord:
+        started = now - 5000 if status is JobStatus.RUNNING else None
+        attempt = 1 if status is JobStatus.RUNNING else 0
+        return JobRecord(
+            job_id, tool, {"key": job_id}, status, now - 10_000, now - 5000,
+            owner=owner, attempt=attempt, started_at=started,
+        )  # fmt: skip
+
+    for rec in (
+        orphan("pending", "safe", JobStatus.PENDING),
+        orphan("running-safe", "safe", JobStatus.RUNNING),
+        orphan("running-fragile", "fragile", JobStatus.RUNNING),
+        orphan("unknown-tool", "gone", JobStatus.PENDING),
+        orphan("live-owner", "safe", JobStatus.PENDING, owner="alive-host:2"),
+        orphan("cancel-asked", "safe", JobStatus.RUNNING),
+    ):
+        await store.insert(rec)
+    store.jobs["cancel-asked"].cancel_requested = "user asked"  # the dead owner never acted on it
+    store.leases["alive-host:2"] = now + 3_600_000
+    gates.open("pending", "running-safe", "running-fragile", "live-owner")
+    tools = [gated_tool(gates, "safe", retry_safe=True), gated_tool(gates, "fragile")]
+    async with running(tools, clock=clock, store=store) as (m, _):
+        pending, safe, fragile, unknown = [
+            await finished(m, j) for j in ("pending", "running-safe", "running-fragile", "unknown-tool")
+        ]
+        live = await m.get_record("live-owner")
+        cancel_asked = await finished(m, "cancel-asked")
+    assert pending.status is JobStatus.COMPLETED and pending.owner == m.owner
+    assert safe.status is JobStatus.COMPLETED and safe.retry_count == 1 and safe.attempt == 2
+    assert "requeued after an interruption (retry 1/3)" in (safe.diagnostics or [])
+    assert fragile.status is JobStatus.FAILED
+    assert fragile.progress_message == "Job failed: interrupted: the server stopped while the job was running"
+    assert unknown.status is JobStatus.FAILED
+    assert unknown.progress_message == "Job failed: the tool 'gone' is not registered on this server"
+    assert live.status is JobStatus.PENDING and live.owner == "alive-host:2"
+    assert cancel_asked.status is JobStatus.CANCELLED and cancel_asked.progress_message == "Job cancelled: user asked"
+    assert sorted(gates.order) == ["pending", "running-safe"]
+
+
+async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat() -> None:
+    gates, clock = Gates(), FakeClock()
+    async with running([gated_tool(gates, retry_safe=True)], Settings(lease_seconds=30), clock) as (m, s):
+        job_id = await m.create_job("gated", {"key": "r"})
+        await gates.wait_started("r")
+        clock.advance(120)  # the lease (renewed every 10 s of real time) has lapsed by the clock
+        assert [rec.id for rec in await m.store.orphans(m.now())] == [job_id]
+        assert await s.recover() == 0
+        rec = await m.get_record(job_id)
+        assert rec.status is JobStatus.RUNNING and rec.retry_count == 0 and rec.attempt == 1
+        gates.open("r")
+        assert (await finished(m, job_id)).status is JobStatus.COMPLETED
+    assert gates.order == ["r"]
