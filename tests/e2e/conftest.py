@@ -96,14 +96,14 @@ def stdio_params(extra_env: dict[str, str] | None = None) -> StdioServerParamete
 async def stdio_client_for(mode: str, extra_env: dict[str, str] | None = None) -> AsyncIterator[Client]:
     with tempfile.TemporaryFile("w+") as errlog:
         transport = stdio_client(stdio_params(extra_env), errlog=errlog)
-        async with Client(transport, mode=mode, read_timeout_seconds=60) as client:  # type: ignore[arg-type]
+        async with Client(transport, mode=mode, read_timeout_seconds=60) as client:
             yield client
 
 
 @asynccontextmanager
 async def http_client_for(server: HttpServer, mode: str) -> AsyncIterator[Client]:
     target: Any = sse_client(server.url) if server.transport == "sse" else server.url
-    async with Client(target, mode=mode, read_timeout_seconds=60) as client:  # type: ignore[arg-type]
+    async with Client(target, mode=mode, read_timeout_seconds=60) as client:
         yield client
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(90)
 
 def structured(result: CallToolResult) -> dict[str, Any]:
     assert result.structured_content is not None, result.content
-    return result.structured_content
+    return dict(result.structured_content)
 
 
 def texts(result: CallToolResult) -> str:

@@ -1,0 +1,332 @@
+"""The built-in job tools (map-codebase, run-command) over MCP, against the real server process."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, stdio_client_for
+from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
+
+pytestmark = pytest.mark.timeout(90)
+
+ALLOWED = "python3,sleep,sh"
+FINISHED = ("completed", "failed", "cancelled")
+
+SOURCES: dict[str, str] = {
+    "pkg/shapes.py": (
+        "class Circle:\n"
+        "    def __init__(self, radius: float) -> None:\n"
+        "        self.radius = radius\n"
+        "\n"
+        "    def area(self) -> float:\n"
+        "        return 3.14 * self.radius**2\n"
+        "\n"
+        "\n"
+        "async def fetch_shapes(url: str) -> list[Circle]:\n"
+        "    return []\n"
+    ),
+    "web/api.ts": (
+        "export interface Invoice {\n"
+        "  id: string;\n"
+        "}\n"
+        "\n"
+        "export function totalOf(invoices: Invoice[]): number {\n"
+        "  return invoices.length;\n"
+        "}\n"
+        "\n"
+        "export class InvoiceStore {\n"
+        "  add(invoice: Invoice): void {}\n"
+        "}\n"
+    ),
+    "svc/server.go": (
+        "package svc\n"
+        "\n"
+        "type Server struct {\n"
+        "\taddr string\n"
+        "}\n"
+        "\n"
+        "func NewServer(addr string) *Server {\n"
+        "\treturn &Server{addr: addr}\n"
+        "}\n"
+        "\n"
+        "func (s *Server) Listen() error {\n"
+        "\treturn nil\n"
+        "}\n"
+    ),
+    "core/lib.rs": (
+        "pub struct Engine {\n"
+        "    speed: u32,\n"
+        "}\n"
+        "\n"
+        "pub trait Drivable {\n"
+        "    fn drive(&self);\n"
+        "}\n"
+        "\n"
+        "pub fn ignite(engine: &Engine) -> bool {\n"
+        "    engine.speed > 0\n"
+        "}\n"
+    ),
+    "java/Ledger.java": (
+        "package java;\n"
+        "\n"
+        "public class Ledger {\n"
+        "    public int balance(String account) {\n"
+        "        return 0;\n"
+        "    }\n"
+        "}\n"
+    ),
+    "secret/hidden.py": "def should_not_appear():\n    pass\n",
+    "generated.py": "def also_hidden():\n    pass\n",
+    ".gitignore": "secret/\ngenerated.py\n",
+}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    for rel, body in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+
+
+def env_for(root: Path, allowed: str | None = None) -> dict[str, str]:
+    env = {"VIBE_JOBS_ROOTS": str(root)}
+    if allowed is not None:
+        env["VIBE_JOBS_ALLOWED_COMMANDS"] = allowed
+    return env
+
+
+@asynccontextmanager
+async def server(mode: str, root: Path, allowed: str | None = None) -> AsyncIterator[Client]:
+    async with stdio_client_for(mode, env_for(root, allowed)) as client:
+        yield client
+
+
+async def finish(client: Client, job_id: str, seconds: float = 30.0) -> tuple[Any, dict[str, Any]]:
+    """Long-poll until the job is finished (bounded by `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result, body = await read(client, job_id, waitSeconds=min(20.0, max(deadline - time.monotonic(), 0.1)))
+        if body["status"] in FINISHED or time.monotonic() >= deadline:
+            return result, body
+
+
+async def job_count(client: Client) -> int:
+    return len(structured(await client.call_tool("list-jobs", {"limit": 500}))["jobs"])
+
+
+def by_name(symbols: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {symbol["name"]: symbol for symbol in symbols}
+
+
+# --- map-codebase --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_map_codebase_finds_symbols_in_every_language(mode: str, tmp_path: Path) -> None:
+    write_tree(tmp_path, SOURCES)
+    async with server(mode, tmp_path) as client:
+        job_id = await start(client, "map-codebase", {"path": str(tmp_path)})
+        result, body = await finish(client, job_id)
+    assert body["status"] == "completed" and not result.is_error, texts(result)
+    code_map = body["result"]["structuredContent"]
+    files = {entry["path"]: entry for entry in code_map["files"]}
+    assert "secret/hidden.py" not in files and "generated.py" not in files
+    assert {path: entry["language"] for path, entry in files.items() if path != ".gitignore"} == {
+        "pkg/shapes.py": "Python",
+        "web/api.ts": "TypeScript",
+        "svc/server.go": "Go",
+        "core/lib.rs": "Rust",
+        "java/Ledger.java": "Java",
+    }
+
+    python = by_name(files["pkg/shapes.py"]["symbols"])
+    assert python["Circle"]["kind"] == "class"
+    assert {c["name"]: c["kind"] for c in python["Circle"]["children"]} == {"__init__": "method", "area": "method"}
+    assert python["fetch_shapes"]["kind"] == "function" and "async" in python["fetch_shapes"]["signature"]
+
+    ts = by_name(files["web/api.ts"]["symbols"])
+    assert (ts["Invoice"]["kind"], ts["totalOf"]["kind"], ts["InvoiceStore"]["kind"]) == (
+        "interface",
+        "function",
+        "class",
+    )
+    assert [c["name"] for c in ts["InvoiceStore"]["children"]] == ["add"]
+
+    go = by_name(files["svc/server.go"]["symbols"])
+    assert go["Server"]["kind"] == "struct"
+    assert go["NewServer"]["kind"] == "function"
+    listen = next(s for name, s in go.items() if name.endswith("Listen"))
+    assert listen["kind"] == "method" and "Server" in listen["name"]
+
+    rust = by_name(files["core/lib.rs"]["symbols"])
+    assert (rust["Engine"]["kind"], rust["Drivable"]["kind"], rust["ignite"]["kind"]) == ("struct", "trait", "function")
+
+    java = by_name(files["java/Ledger.java"]["symbols"])
+    assert java["Ledger"]["kind"] == "class"
+    assert [c["name"] for c in java["Ledger"]["children"]] == ["balance"]
+
+    markdown = texts(result)
+    for needle in ("pkg/shapes.py", "Circle", "fetch_shapes", "totalOf", "InvoiceStore", "Invoice", "NewServer"):
+        assert needle in markdown, needle
+    for needle in ("Listen", "Engine", "Drivable", "ignite", "Ledger", "balance"):
+        assert needle in markdown, needle
+    assert "should_not_appear" not in markdown and "also_hidden" not in markdown
+
+
+async def test_map_codebase_refusals_create_no_job_and_no_run_command_by_default(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write_tree(root, {"a.py": "def a():\n    pass\n"})
+    write_tree(outside, {"b.py": "def b():\n    pass\n"})
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    cases = {
+        "outside-roots": (str(outside), f"path '{outside}' is outside the allowed roots"),
+        "missing-path": (str(root / "no-such-dir"), "does not exist"),
+        "relative-escape": ("../outside", "is outside the allowed roots"),
+        "symlink-escaping-root": (str(root / "link"), f"path '{root / 'link'}' is outside the allowed roots"),
+    }
+    async with server("auto", root) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert "map-codebase" in names and "run-command" not in names, "run-command needs allowed programs"
+        for case, (path, needle) in cases.items():
+            result = await client.call_tool("map-codebase", {"path": path})
+            assert result.is_error, (case, texts(result))
+            assert "map-codebase refused" in texts(result) and needle in texts(result), (case, texts(result))
+        assert await job_count(client) == 0
+
+
+def write_big_tree(root: Path, count: int) -> None:
+    per_dir = 500
+    for d in range(0, count, per_dir):
+        folder = root / f"d{d // per_dir:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(d, min(d + per_dir, count)):
+            fd = os.open(folder / f"m{i}.py", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"def f():\n    return 1\n")
+            os.close(fd)
+
+
+@pytest.fixture
+def big_tree(tmp_path: Path) -> Iterator[Path]:
+    """20,000 small files, on tmpfs when there is one (creating them on a busy disk is slow)."""
+    shm = Path("/dev/shm")
+    base = Path(tempfile.mkdtemp(prefix="vibe-jobs-e2e-", dir=shm)) if shm.is_dir() else tmp_path / "big"
+    try:
+        write_big_tree(base, 20_000)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_map_codebase_cancelled_while_mapping(big_tree: Path) -> None:
+    async with server("auto", big_tree) as client:
+        job_id = await start(client, "map-codebase", {"path": str(big_tree)})
+        await until_running(client, job_id)
+        cancelled = await client.call_tool("cancel-job", {"jobId": job_id, "reason": "too slow"})
+        result, body = await finish(client, job_id)
+    assert structured(cancelled)["status"] == "cancelled", texts(cancelled)
+    assert body["status"] == "cancelled" and result.is_error, texts(result)
+    assert "too slow" in texts(result)
+    assert body["details"]["currentStage"] in ("scan", "parse"), "the cancel should land while files are mapped"
+    assert "Code map of" not in texts(result)
+
+
+# --- run-command ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_run_command_reports_exit_code_and_output(mode: str, tmp_path: Path) -> None:
+    async with server(mode, tmp_path, ALLOWED) as client:
+        ok_id = await start(client, "run-command", {"command": ["python3", "-c", "print(42)"]})
+        bad_id = await start(client, "run-command", {"command": ["python3", "-c", "import sys; sys.exit(3)"]})
+        ok_result, ok = await finish(client, ok_id)
+        bad_result, bad = await finish(client, bad_id)
+    assert ok["status"] == "completed" and not ok_result.is_error, texts(ok_result)
+    outcome = ok["result"]["structuredContent"]
+    assert outcome["exitCode"] == 0 and outcome["timedOut"] is False
+    assert "42" in outcome["stdoutTail"]
+    assert "exited with code 0" in texts(ok_result)
+    # a failing program is a completed job that shows the exit code, not a failed job
+    assert bad["status"] == "completed" and not bad_result.is_error, texts(bad_result)
+    assert bad["result"]["structuredContent"]["exitCode"] == 3
+    assert "exited with code 3" in texts(bad_result)
+
+
+async def test_run_command_refusals_create_no_job(tmp_path: Path) -> None:
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "program-not-allowed": ({"command": ["rm", "-rf", "x"]}, "program 'rm' is not allowed"),
+        "path-to-allowed-name": ({"command": ["/bin/sleep", "0"]}, "program '/bin/sleep' is not allowed"),
+        "cwd-outside-roots": ({"command": ["sleep", "0"], "cwd": "/"}, "path '/' is outside the allowed roots"),
+        "cwd-missing": ({"command": ["sleep", "0"], "cwd": str(tmp_path / "nope")}, "does not exist"),
+    }
+    async with server("auto", tmp_path, ALLOWED) as client:
+        for case, (args, needle) in cases.items():
+            result = await client.call_tool("run-command", args)
+            assert result.is_error, (case, texts(result))
+            assert "run-command refused" in texts(result) and needle in texts(result), (case, texts(result))
+        assert await job_count(client) == 0
+
+
+async def test_run_command_time_out_fails_the_job(tmp_path: Path) -> None:
+    async with server("auto", tmp_path, ALLOWED) as client:
+        began = time.monotonic()
+        job_id = await start(client, "run-command", {"command": ["sleep", "30"], "timeoutSeconds": 0.5})
+        result, body = await finish(client, job_id)
+        took = time.monotonic() - began
+    assert body["status"] == "failed" and result.is_error, texts(result)
+    assert "time-out" in texts(result)
+    assert took < 15
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of non-zombie processes in group `pgid` (orphaned zombies are never reaped here)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def until_gone(pgid: int, seconds: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (alive := live_members(pgid)) and time.monotonic() < deadline:  # noqa: ASYNC110 - no event for this
+        await anyio.sleep(0.05)  # nothing signals "process group empty": poll /proc, bounded by the deadline
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_run_command_cancel_kills_the_whole_process_group(tmp_path: Path) -> None:
+    script = 'sleep 30 & a=$!; sleep 30 & b=$!; echo "pgid=$$ children=$a,$b"; wait'
+    async with server("auto", tmp_path, ALLOWED) as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
+        await until_running(client, job_id)
+        deadline = time.monotonic() + 15
+        found = None
+        while found is None and time.monotonic() < deadline:
+            _, body = await read(client, job_id, waitSeconds=0.3)
+            found = re.search(r"pgid=(\d+) children=(\d+),(\d+)", body.get("message") or "")
+        assert found is not None, "the job never reported its process group"
+        pgid, children = int(found[1]), {int(found[2]), int(found[3])}
+        assert children <= set(live_members(pgid)), "the children should be running before the cancel"
+        cancelled = await client.call_tool("cancel-job", {"jobId": job_id, "reason": "stop it"})
+        result, body = await finish(client, job_id)
+        left = await until_gone(pgid)  # checked while the server still runs: the cancel, not shutdown, did it
+    assert structured(cancelled)["status"] == "cancelled", texts(cancelled)
+    assert body["status"] == "cancelled" and result.is_error, texts(result)
+    assert left == [], f"processes of group {pgid} still alive after the cancel"
