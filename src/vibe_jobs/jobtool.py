@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_type_hints, overload
 
 import anyio
 
@@ -74,8 +74,27 @@ def make_spec(
     )  # fmt: skip
 
 
+@overload
+def job_tool(fn: F, /) -> F: ...
+
+
+@overload
+def job_tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    operation_type: OperationType | None = None,
+    timeout: float | None = None,
+    retry_safe: bool = False,
+    max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
+    max_concurrent: int | None = None,
+) -> Callable[[F], F]: ...
+
+
 def job_tool(
     fn: F | None = None,
+    /,
     *,
     name: str | None = None,
     description: str | None = None,

@@ -6,6 +6,7 @@ change them only through `update`.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -23,6 +24,9 @@ class MemoryStore:
         self.leases: dict[str, int] = {}
         self._dedupe: dict[str, str] = {}
         self._counts: Counter[JobStatus] = Counter()
+        # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
+        # millisecond are ordered by id (not by insertion), so a `before` cursor neither skips nor repeats.
+        self._order: list[tuple[int, str]] = []
 
     async def open(self) -> None:
         return None
@@ -34,6 +38,7 @@ class MemoryStore:
         if job.id in self.jobs:
             raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
+        bisect.insort(self._order, (job.created_at, job.id))
         self._counts[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
@@ -82,15 +87,11 @@ class MemoryStore:
         return out
 
     def _newest_first(self, before: tuple[int, str] | None) -> Iterator[JobRecord]:
-        # (created_at, id) descending, as the protocol says: jobs created in the same millisecond are
-        # ordered by id, not by insertion, so the `before` cursor neither skips nor repeats any of them.
-        # Insertion order is nearly this order already, so the sort is close to linear.
-        records = sorted(self.jobs.values(), key=_newest_first_key, reverse=True)
-        if before is None:
-            yield from records
-            return
-        for rec in records:
-            if (rec.created_at, rec.id) < before:
+        order = self._order
+        end = len(order) if before is None else bisect.bisect_left(order, before)
+        for i in range(end - 1, -1, -1):
+            rec = self.jobs.get(order[i][1])
+            if rec is not None:
                 yield rec
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
@@ -109,6 +110,8 @@ class MemoryStore:
         ][:limit]
         for job_id in doomed:
             self._counts[self.jobs.pop(job_id).status] -= 1
+        if doomed:
+            self._order = [key for key in self._order if key[1] in self.jobs]
         return doomed
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
@@ -120,7 +123,3 @@ class MemoryStore:
     async def orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]
-
-
-def _newest_first_key(rec: JobRecord) -> tuple[int, str]:
-    return rec.created_at, rec.id

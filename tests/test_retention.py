@@ -1,0 +1,153 @@
+"""Retention: finished jobs older than the retention are removed (and their memory freed); active jobs never."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import pytest
+
+from tests.conftest import FakeClock, ManagerFactory
+from vibe_jobs.events import EventType
+from vibe_jobs.manager import JobManager
+from vibe_jobs.results import text_result
+from vibe_jobs.settings import Settings
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import MemoryStore
+
+HOUR = 3600.0
+
+
+async def _finished(manager: JobManager, status: JobStatus, tool: str = "echo") -> str:
+    job_id = await manager.create_job(tool)
+    await manager.start_job(job_id)
+    if status is JobStatus.CANCELLED:
+        await manager.cancel_job(job_id)
+    else:
+        await manager.set_job_result(job_id, text_result("x", is_error=status is JobStatus.FAILED))
+    return job_id
+
+
+async def test_cleanup_removes_only_old_finished_jobs(
+    manager: JobManager, store: MemoryStore, clock: FakeClock
+) -> None:
+    assert manager.settings.max_retention_ms == 3_600_000
+    old_done = [await _finished(manager, s) for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)]
+    old_pending = await manager.create_job("echo", {"p": 1})
+    old_running = await manager.create_job("echo", {"r": 1})
+    await manager.start_job(old_running)
+    clock.advance(HOUR / 2)
+    recent = await _finished(manager, JobStatus.COMPLETED)
+    # a job created long ago that finished recently is judged by when it finished
+    long_running = await manager.create_job("echo", {"long": 1})
+    await manager.start_job(long_running)
+
+    clock.advance(HOUR / 2)  # the old jobs finished exactly one retention ago: kept
+    await manager.set_job_result(long_running, text_result("done at last"))
+    assert await manager.cleanup() == 0
+    assert len(store.jobs) == 7
+
+    clock.advance(0.001)  # one millisecond more: gone
+    assert await manager.cleanup() == 3
+    assert set(store.jobs) == {old_pending, old_running, recent, long_running}
+    for job_id in old_done:
+        assert await store.get(job_id) is None
+
+    clock.advance(10 * HOUR)  # pending and running jobs are never removed, however old
+    assert await manager.cleanup() == 2
+    assert set(store.jobs) == {old_pending, old_running}
+    assert (await manager.get_job(old_running)).status is JobStatus.RUNNING
+    counts = (await manager.statistics()).counts
+    assert counts == {"pending": 1, "running": 1, "completed": 0, "failed": 0, "cancelled": 0}
+
+
+async def test_cleanup_respects_the_configured_retention(make_manager: ManagerFactory, clock: FakeClock) -> None:
+    manager = make_manager(settings=Settings(max_retention_ms=1000))
+    job_id = await _finished(manager, JobStatus.COMPLETED)
+    clock.advance(1.0)
+    assert await manager.cleanup() == 0
+    clock.advance(0.001)
+    assert await manager.cleanup() == 1
+    assert await manager.store.get(job_id) is None
+
+
+async def test_cleanup_at_an_explicit_time(manager: JobManager, clock: FakeClock) -> None:
+    job_id = await _finished(manager, JobStatus.FAILED)
+    assert await manager.cleanup(now=clock.ms + 3_600_000) == 0
+    assert await manager.cleanup(now=clock.ms + 3_600_001) == 1
+    assert await manager.store.get(job_id) is None
+
+
+async def test_expired_jobs_are_published(manager: JobManager, clock: FakeClock) -> None:
+    done = await _finished(manager, JobStatus.COMPLETED)
+    with manager.subscribe() as sub:
+        clock.advance(2 * HOUR)
+        await manager.cleanup()
+        events = [sub._buffer.popleft() for _ in range(len(sub._buffer))]
+    assert [(e.type, e.job_id) for e in events] == [(EventType.EXPIRED, done)]
+
+
+async def test_a_removed_job_is_not_found_and_dedupe_starts_afresh(manager: JobManager, clock: FakeClock) -> None:
+    first = await manager.create_job("echo", {"a": 1}, dedupe=True)
+    await manager.start_job(first)
+    await manager.set_job_result(first, text_result("ok"))
+    clock.advance(2 * HOUR)
+    await manager.cleanup()
+    assert (await manager.list_jobs()).jobs == []
+    second = await manager.create_job("echo", {"a": 1}, dedupe=True)
+    assert second != first
+    assert await manager.create_job("echo", {"a": 1}, dedupe=True) == second
+
+
+async def test_cleanup_removes_more_than_one_batch(manager: JobManager, store: MemoryStore, clock: FakeClock) -> None:
+    failed = text_result("no", is_error=True)
+    for i in range(10_500):  # the store deletes at most 10,000 per call
+        await manager.set_job_result(await manager.create_job("echo", {"i": i}), failed)
+    keep = await manager.create_job("echo", {"keep": True})
+    clock.advance(2 * HOUR)
+    assert await manager.cleanup() == 10_500
+    assert list(store.jobs) == [keep]
+
+
+@pytest.mark.parametrize(
+    "count",
+    [
+        5_000,
+        # under tracemalloc this takes 15-35 s (RUN_SLOW=1 runs it)
+        pytest.param(100_000, marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
+    ],
+)
+async def test_finished_jobs_are_removed_and_their_memory_freed(
+    make_manager: ManagerFactory, clock: FakeClock, count: int
+) -> None:
+    manager = make_manager()
+    store = manager.store
+    assert isinstance(store, MemoryStore)
+    failed = text_result("no", is_error=True)
+    await _finished(manager, JobStatus.COMPLETED, "warm-up")  # first-use allocations outside the measurement
+    clock.advance(2 * HOUR)
+    await manager.cleanup()
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(count):
+            job_id = await manager.create_job("echo", {"i": i})
+            await manager.set_job_result(job_id, failed)  # pending -> failed: one change per job
+        del job_id
+        grown, _ = tracemalloc.get_traced_memory()
+        assert (await manager.statistics()).counts["failed"] == count
+
+        clock.advance(HOUR + 0.001)
+        assert await manager.cleanup() == count
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert store.jobs == {}
+    assert sum((await store.counts()).values()) == 0
+    growth = grown - before
+    assert growth > count * 500  # the jobs really were held (about 0.7 KB each)
+    assert after - before < 0.1 * growth, f"{(after - before) / 1e6:.2f} MB of {growth / 1e6:.1f} MB not freed"

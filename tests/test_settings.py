@@ -1,0 +1,242 @@
+"""Settings: defaults, every environment variable, the VIBE_JOBS_CONFIG file, and errors that say what is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.models import JobQueueConfig, Priority
+from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.settings import ENV_VARS, MIB, Settings
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.max_concurrent == 5
+    assert s.cleanup_interval_ms == 300_000
+    assert s.max_retention_ms == 3_600_000
+    assert s.store_url == "memory://"
+    assert (s.poll_base_ms, s.poll_factor, s.poll_max_ms) == (1000, 2.0, 30_000)
+    assert s.max_params_bytes == MIB == 1_048_576
+    assert s.max_wait_seconds == 50.0
+    assert s.max_pending == 100_000
+    assert s.lease_seconds == 30.0
+    assert s.aging_seconds == 60.0
+    assert (s.log_level, s.log_format) == ("info", "auto")
+    assert (s.tools, s.roots, s.allowed_commands) == ((), None, None)
+    assert s.queue == JobQueueConfig()
+    assert s.polling == PollingPolicy(base_ms=1000, factor=2.0, max_ms=30_000)
+
+
+def test_from_empty_env_uses_the_defaults_and_sqlite_in_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    s = Settings.from_env({})
+    assert s.store_url == f"sqlite:///{tmp_path}/vibe-jobs/jobs.db"
+    assert s == Settings(store_url=s.store_url)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.max_concurrent = 9  # type: ignore[misc]
+    changed = s.with_(max_concurrent=9)
+    assert (s.max_concurrent, changed.max_concurrent) == (5, 9)
+
+
+def test_blank_values_are_ignored() -> None:
+    s = Settings.from_env({"JOB_MANAGER_MAX_CONCURRENT": "  ", "VIBE_JOBS_STORE": ""})
+    assert s.max_concurrent == 5
+    assert s.store_url.startswith("sqlite:///")
+
+
+# Every variable with a valid raw value and what it becomes.
+VALID: dict[str, tuple[str, str, Any]] = {
+    "JOB_MANAGER_MAX_CONCURRENT": (" 12 ", "max_concurrent", 12),
+    "JOB_MANAGER_CLEANUP_INTERVAL": ("60000", "cleanup_interval_ms", 60_000),
+    "JOB_MANAGER_MAX_RETENTION": ("7200000", "max_retention_ms", 7_200_000),
+    "VIBE_JOBS_STORE": ("postgresql://h/db", "store_url", "postgresql://h/db"),
+    "VIBE_JOBS_POLL_BASE_MS": ("250", "poll_base_ms", 250),
+    "VIBE_JOBS_POLL_FACTOR": ("1.5", "poll_factor", 1.5),
+    "VIBE_JOBS_POLL_MAX_MS": ("9000", "poll_max_ms", 9000),
+    "VIBE_JOBS_MAX_PARAMS_BYTES": ("2048", "max_params_bytes", 2048),
+    "VIBE_JOBS_MAX_WAIT_SECONDS": ("2.5", "max_wait_seconds", 2.5),
+    "VIBE_JOBS_MAX_PENDING": ("10", "max_pending", 10),
+    "VIBE_JOBS_LEASE_SECONDS": ("5", "lease_seconds", 5.0),
+    "VIBE_JOBS_AGING_SECONDS": ("0.5", "aging_seconds", 0.5),
+    "VIBE_JOBS_LOG_LEVEL": ("WARNING", "log_level", "warning"),
+    "VIBE_JOBS_LOG_FORMAT": ("json", "log_format", "json"),
+    "VIBE_JOBS_TOOLS": (" codemap, run-command ,,", "tools", ("codemap", "run-command")),
+    "VIBE_JOBS_ROOTS": ("/a:/b", "roots", "/a:/b"),
+    "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
+}
+
+
+def test_every_variable_is_tested() -> None:
+    assert set(VALID) == set(ENV_VARS)
+
+
+@pytest.mark.parametrize(("var", "raw", "name", "expected"), [(k, *v) for k, v in VALID.items()])
+def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -> None:
+    s = Settings.from_env({var: raw})
+    assert getattr(s, name) == expected
+    others = Settings.from_env({})
+    changed = {f for f in ENV_VARS.values() if getattr(s, f[0]) != getattr(others, f[0])}
+    assert {f[0] for f in changed} == {name}
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("JOB_MANAGER_MAX_CONCURRENT", "0"),
+        ("JOB_MANAGER_MAX_CONCURRENT", "-3"),
+        ("JOB_MANAGER_MAX_CONCURRENT", "five"),
+        ("JOB_MANAGER_MAX_CONCURRENT", "2.5"),
+        ("JOB_MANAGER_CLEANUP_INTERVAL", "0"),
+        ("JOB_MANAGER_MAX_RETENTION", "1h"),
+        ("VIBE_JOBS_STORE", "redis://localhost"),
+        ("VIBE_JOBS_STORE", "/tmp/jobs.db"),
+        ("VIBE_JOBS_POLL_BASE_MS", "-1"),
+        ("VIBE_JOBS_POLL_FACTOR", "0.5"),
+        ("VIBE_JOBS_POLL_FACTOR", "nan"),
+        ("VIBE_JOBS_POLL_FACTOR", "inf"),
+        ("VIBE_JOBS_POLL_FACTOR", "x2"),
+        ("VIBE_JOBS_POLL_MAX_MS", "0"),
+        ("VIBE_JOBS_MAX_PARAMS_BYTES", "1MB"),
+        ("VIBE_JOBS_MAX_WAIT_SECONDS", "0"),
+        ("VIBE_JOBS_MAX_WAIT_SECONDS", "nan"),
+        ("VIBE_JOBS_MAX_WAIT_SECONDS", "inf"),
+        ("VIBE_JOBS_MAX_PENDING", "-10"),
+        ("VIBE_JOBS_LEASE_SECONDS", "-1"),
+        ("VIBE_JOBS_LEASE_SECONDS", "inf"),
+        ("VIBE_JOBS_AGING_SECONDS", "soon"),
+        ("VIBE_JOBS_AGING_SECONDS", "0"),
+        ("VIBE_JOBS_MAX_PENDING", "0"),
+        ("VIBE_JOBS_MAX_PARAMS_BYTES", "0"),
+        ("JOB_MANAGER_MAX_RETENTION", "-5"),
+        ("VIBE_JOBS_LOG_LEVEL", "verbose"),
+        ("VIBE_JOBS_LOG_FORMAT", "xml"),
+    ],
+)
+def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({var: raw})
+    assert info.value.code == "config_error"
+    assert var in str(info.value)
+    assert repr(raw) in str(info.value)
+
+
+def test_the_error_says_what_is_expected() -> None:
+    with pytest.raises(ConfigError, match="must be one of debug, info, warning, error, critical"):
+        Settings.from_env({"VIBE_JOBS_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="must be a positive whole number"):
+        Settings.from_env({"JOB_MANAGER_MAX_CONCURRENT": "0"})
+
+
+# -- VIBE_JOBS_CONFIG ----------------------------------------------------------------------
+
+TOML = """
+maxConcurrentJobs = 7
+
+[priorityWeights]
+low = 0.5
+critical = 10.0
+
+[retryPolicy]
+maxRetries = 5
+initialDelayMs = 250
+
+[timeoutPolicy]
+defaultTimeoutMs = 60000
+operationTimeouts = { analysis = 120000 }
+
+[resourceLimits]
+maxMemoryMB = 4096
+"""
+
+
+def _check_loaded(queue: JobQueueConfig) -> None:
+    assert queue.max_concurrent_jobs == 7
+    assert queue.priority_weights == {Priority.LOW: 0.5, Priority.CRITICAL: 10.0}
+    assert (queue.retry_policy.max_retries, queue.retry_policy.initial_delay_ms) == (5, 250)
+    assert queue.retry_policy.backoff_multiplier == 2  # unset keys keep their defaults
+    assert queue.timeout_policy.default_timeout_ms == 60_000
+    assert queue.timeout_policy.operation_timeouts == {"analysis": 120_000}
+    assert queue.resource_limits.max_memory_mb == 4096
+    assert queue.resource_limits.max_cpu_weight == 8
+
+
+def test_config_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "queue.toml"
+    path.write_text(TOML)
+    s = Settings.from_env({"VIBE_JOBS_CONFIG": str(path)})
+    _check_loaded(s.queue)
+    assert s.max_concurrent == 7  # taken from the file when the variable is unset
+
+
+def test_config_from_json(tmp_path: Path) -> None:
+    data = {
+        "maxConcurrentJobs": 7,
+        "priorityWeights": {"low": 0.5, "critical": 10.0},
+        "retryPolicy": {"maxRetries": 5, "initialDelayMs": 250},
+        "timeoutPolicy": {"defaultTimeoutMs": 60000, "operationTimeouts": {"analysis": 120000}},
+        "resourceLimits": {"maxMemoryMB": 4096},
+    }
+    path = tmp_path / "queue.json"
+    path.write_text(json.dumps(data))
+    _check_loaded(Settings.from_env({"VIBE_JOBS_CONFIG": str(path)}).queue)
+
+
+def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "queue.toml"
+    path.write_text(TOML)
+    s = Settings.from_env({"VIBE_JOBS_CONFIG": str(path), "JOB_MANAGER_MAX_CONCURRENT": "3"})
+    assert s.max_concurrent == 3
+    assert s.queue.max_concurrent_jobs == 3
+    assert s.queue.retry_policy.max_retries == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix", "key", "value"),
+    [
+        ("maxConcurrentJobs = 0", ".toml", "maxConcurrentJobs", "0"),
+        ("[retryPolicy]\nmaxRetries = -1", ".toml", "retryPolicy.maxRetries", "-1"),
+        ('{"retryPolicy": {"jitter": 3}}', ".json", "retryPolicy.jitter", "3"),
+        ('{"priorityWeights": {"urgent": 1}}', ".json", "priorityWeights.urgent.[key]", "'urgent'"),
+        ('{"maxConcurentJobs": 4}', ".json", "maxConcurentJobs", "4"),  # a misspelt key is refused
+    ],
+)
+def test_a_bad_key_value_names_the_key(tmp_path: Path, text: str, suffix: str, key: str, value: str) -> None:
+    path = tmp_path / f"queue{suffix}"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"VIBE_JOBS_CONFIG": str(path)})
+    message = str(info.value)
+    assert "VIBE_JOBS_CONFIG" in message and str(path) in message
+    assert f"key '{key}'" in message
+    assert f"got {value}" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "words"),
+    [
+        ("missing.toml", None, "cannot be read"),
+        ("broken.toml", "maxConcurrentJobs = = 1", "cannot be read"),
+        ("broken.json", "{not json", "cannot be read"),
+        ("list.json", "[1, 2]", "must hold a table/object"),
+    ],
+)
+def test_an_unreadable_config_file_is_named(tmp_path: Path, name: str, text: str | None, words: str) -> None:
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"VIBE_JOBS_CONFIG": str(path)})
+    assert f"VIBE_JOBS_CONFIG={str(path)!r}" in str(info.value)
+    assert words in str(info.value)
