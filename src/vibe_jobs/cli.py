@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+from vibe_jobs.cli_call import add_call_parser, run_call
+from vibe_jobs.cli_jobs import add_jobs_parser, run_jobs
 from vibe_jobs.errors import JobError
 from vibe_jobs.settings import Settings
 
@@ -22,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
     serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    add_jobs_parser(sub)
+    add_call_parser(sub)
     return parser
 
 
@@ -69,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "serve":
             return cmd_serve(args, settings)
+        if args.command == "jobs":
+            return run_jobs(args, settings)
+        if args.command == "call":
+            return run_call(args, settings)
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
         return 2

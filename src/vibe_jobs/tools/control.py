@@ -84,9 +84,14 @@ class ControlTools:
         return status_result(msg, includeDetails)
 
     async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> None:
+        last = [0.0]  # progress never goes backwards in the notifications
+
         async def on_event(event: JobEvent) -> None:
-            if event.progress is not None or event.message:
-                await ctx.report_progress(event.progress or 0.0, 100.0, event.message)
+            if event.progress is None and not event.message:
+                return
+            last[0] = event.progress if event.progress is not None else last[0]
+            stage = f"[{event.stage}] " if event.stage else ""
+            await ctx.report_progress(last[0], 100.0, f"{stage}{event.message or ''}".strip())
 
         await self.m.wait(job_id, seconds, on_event)
 

@@ -1,0 +1,356 @@
+"""`vibe-jobs call TOOL ...`: an MCP client for people.
+
+It starts a server over stdio (or connects to `--url`), calls the tool and, when the answer is a
+job, follows it with long-polls of get-job-result, drawing progress on stderr, then prints the
+result on stdout. Exit codes: 0 completed, 1 failed or cancelled (or a tool error), 2 usage or
+connection error, 124 `--timeout` passed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
+
+import anyio
+
+from vibe_jobs.cli_jobs import result_text
+from vibe_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp import Client
+    from mcp_types import CallToolResult
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 124, 130
+WAIT_SECONDS = 30
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+CONTROL_TOOLS = frozenset({"get-job-result", "cancel-job", "list-jobs", "job-stats"})
+BAR_WIDTH = 24
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C twice: stop following."""
+
+
+def add_call_parser(sub: Any) -> None:
+    """Register `call` on the top-level subparsers."""
+    call = sub.add_parser("call", help="call a tool and follow its job to the end")
+    call.add_argument("tool", metavar="TOOL")
+    call.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="JSON value or string; repeat")
+    call.add_argument("--json-args", metavar="JSON", help="the arguments as one JSON object (--arg overrides keys)")
+    target = call.add_mutually_exclusive_group()
+    target.add_argument("--server-cmd", metavar="COMMAND", help="start this server over stdio (shell-quoted)")
+    target.add_argument("--url", help="connect to a running server (streamable HTTP; a /sse path uses SSE)")
+    call.add_argument("--no-wait", action="store_true", help="print the jobId and exit")
+    call.add_argument("--json", action="store_true", help="print JSON (the final JobStatusMessage for a job)")
+    call.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this many seconds")
+    call.add_argument("--legacy", action="store_true", help="use the 2025-11-25 protocol (initialize handshake)")
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses (numbers, true, lists, objects, quoted strings), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def build_arguments(pairs: list[str], json_args: str | None) -> dict[str, Any]:
+    """`--json-args` as the base, each `--arg key=value` on top. Raises ValueError on bad input."""
+    arguments: dict[str, Any] = {}
+    if json_args:
+        loaded = json.loads(json_args)
+        if not isinstance(loaded, dict):
+            raise ValueError("--json-args must be a JSON object")
+        arguments.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--arg expects KEY=VALUE, got {pair!r}")
+        arguments[key] = parse_value(value)
+    return arguments
+
+
+# -- connection ----------------------------------------------------------------------------
+
+
+def server_command(server_cmd: str | None) -> list[str]:
+    if server_cmd:
+        cmd = shlex.split(server_cmd)
+        if not cmd:
+            raise ValueError("--server-cmd is empty")
+        return cmd
+    return [sys.executable, "-m", "vibe_jobs", "serve"]
+
+
+def connect_target(args: argparse.Namespace, errlog: TextIO) -> Any:
+    """What `Client(...)` connects to: a URL, an SSE transport, or a stdio server started here."""
+    if args.url:
+        if urlsplit(args.url).path.rstrip("/").endswith("/sse"):
+            from mcp.client.sse import sse_client
+
+            return sse_client(args.url)
+        return args.url
+    from mcp import StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    cmd = server_command(args.server_cmd)
+    params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
+    return stdio_client(params, errlog=errlog)
+
+
+# -- progress display ----------------------------------------------------------------------
+
+
+@dataclass
+class ProgressView:
+    """A live bar on a TTY (redrawn in place), else one line per change."""
+
+    stream: TextIO
+    tty: bool
+    percent: float | None = None
+    stage: str | None = None
+    message: str | None = None
+    paused: bool = False
+    _last: str = field(default="", repr=False)
+    _drawn: bool = field(default=False, repr=False)
+
+    async def on_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.percent = 100 * progress / total if total else progress
+        self.message = message or self.message
+        self.show()
+
+    def update_from(self, msg: dict[str, Any]) -> None:
+        details = msg.get("details") or {}
+        self.percent = msg.get("progress", self.percent)
+        self.stage = details.get("currentStage") or self.stage
+        self.message = msg.get("message") or self.message
+        if msg.get("status") not in FINISHED:
+            self.show()
+
+    def line(self) -> str:
+        pct = f"{self.percent:3.0f}%" if self.percent is not None else "  ?%"
+        stage = f"[{self.stage}] " if self.stage else ""
+        return f"{pct} {stage}{self.message or ''}".rstrip()
+
+    def bar(self) -> str:
+        filled = round(BAR_WIDTH * min(max(self.percent or 0, 0), 100) / 100)
+        text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.line()}"
+        return text[: shutil.get_terminal_size().columns - 1]
+
+    def show(self) -> None:
+        text = self.line()
+        if self.paused or text == self._last:
+            return
+        self._last = text
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{self.bar()}")
+            self._drawn = True
+        else:
+            self.stream.write(f"progress {text}\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+
+# -- following a job -----------------------------------------------------------------------
+
+
+def ask_cancel(job_id: str) -> bool:
+    """Ask on the terminal; without one (stdin not a TTY) the answer is yes."""
+    if not sys.stdin.isatty():
+        return True
+    sys.stderr.write(f"\nCancel job {job_id}? [y/N] ")
+    sys.stderr.flush()
+    try:
+        with open("/dev/tty", encoding="utf-8") as tty:
+            answer = tty.readline()
+    except OSError:
+        answer = sys.stdin.readline()
+    return answer.strip().lower() in {"y", "yes"}
+
+
+@dataclass
+class Follower:
+    client: Client
+    job_id: str
+    view: ProgressView
+    cancel_sent: bool = False
+
+    async def run(self) -> dict[str, Any]:
+        """Long-poll until the job finishes; Ctrl-C offers to cancel it, twice stops following."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._guard_interrupts, tg.cancel_scope)
+            msg = await self._wait_for_end()
+            tg.cancel_scope.cancel()
+        return msg
+
+    async def _wait_for_end(self) -> dict[str, Any]:
+        args = {"jobId": self.job_id, "waitSeconds": WAIT_SECONDS, "includeDetails": True}
+        while True:
+            result = await self.client.call_tool("get-job-result", args, progress_callback=self.view.on_progress)
+            msg: dict[str, Any] | None = result.structured_content
+            if not msg or "status" not in msg:
+                raise RuntimeError(result_text(dump(result)) or "get-job-result gave no status")
+            self.view.update_from(msg)
+            if msg["status"] in FINISHED:
+                return msg
+            if msg.get("rateLimited"):
+                await anyio.sleep((msg.get("pollingRecommendation") or {}).get("interval", 1000) / 1000)
+
+    async def _guard_interrupts(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async for _ in signals:
+                if self.cancel_sent:
+                    scope.cancel()
+                    raise Interrupted
+                await self._offer_cancel()
+
+    async def _offer_cancel(self) -> None:
+        self.view.clear()
+        self.view.paused = True
+        try:
+            if await anyio.to_thread.run_sync(ask_cancel, self.job_id, abandon_on_cancel=True):
+                self.cancel_sent = True
+                print(f"vibe-jobs: cancelling job {self.job_id} ...", file=sys.stderr, flush=True)
+                reason = "interrupted from the command line"
+                await self.client.call_tool("cancel-job", {"jobId": self.job_id, "reason": reason})
+        finally:
+            self.view.paused = False
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def dump(result: CallToolResult) -> dict[str, Any]:
+    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def started_job(tool: str, result: CallToolResult) -> str | None:
+    """The jobId when the tool answered by starting a job."""
+    sc = result.structured_content
+    if result.is_error or tool in CONTROL_TOOLS or not sc or not isinstance(sc.get("jobId"), str):
+        return None
+    return str(sc["jobId"])
+
+
+def print_plain(result: CallToolResult, as_json: bool) -> int:
+    data = dump(result)
+    if as_json:
+        print(json.dumps(data, indent=2))
+    elif result.is_error:
+        print(f"vibe-jobs: {result_text(data) or 'the tool reported an error'}", file=sys.stderr)
+    else:
+        print(result_text(data))
+    return EXIT_FAILED if result.is_error else EXIT_OK
+
+
+def print_started(result: CallToolResult, job_id: str, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result.structured_content, indent=2))
+        return EXIT_OK
+    print(job_id)
+    if text := result_text({"content": dump(result).get("content")}):
+        print(text, file=sys.stderr)
+    return EXIT_OK
+
+
+def print_final(msg: dict[str, Any], as_json: bool) -> int:
+    status = msg["status"]
+    text = result_text(msg.get("result"))
+    if as_json:
+        print(json.dumps(msg, indent=2))
+    elif status == "completed":
+        print(text)
+    else:
+        detail = text or msg.get("message") or ""
+        print(f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}", file=sys.stderr)
+    return EXIT_OK if status == "completed" else EXIT_FAILED
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: TextIO) -> int:
+    from mcp import Client
+
+    mode = "legacy" if args.legacy else "auto"
+    async with Client(connect_target(args, errlog), mode=mode, read_timeout_seconds=WAIT_SECONDS + 30) as client:
+        result = await client.call_tool(args.tool, arguments)
+        job_id = started_job(args.tool, result)
+        if job_id is None:
+            return print_plain(result, args.json)
+        if args.no_wait:
+            return print_started(result, job_id, args.json)
+        view = ProgressView(sys.stderr, sys.stderr.isatty())
+        try:
+            msg = await Follower(client, job_id, view).run()
+        finally:
+            view.clear()
+        return print_final(msg, args.json)
+
+
+async def _call(args: argparse.Namespace, arguments: dict[str, Any], errlog: TextIO) -> int:
+    with anyio.move_on_after(args.timeout) as scope:
+        return await _session(args, arguments, errlog)
+    if scope.cancelled_caught:
+        print(f"vibe-jobs: gave up after {args.timeout:g} s", file=sys.stderr)
+    return EXIT_TIMEOUT
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error, looking inside exception groups (task groups wrap errors)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    error = getattr(exc, "error", None)
+    text = getattr(error, "message", None) or str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _server_log_tail(errlog: IO[str], lines: int = 15) -> str:
+    errlog.seek(0)
+    tail = errlog.read().strip().splitlines()[-lines:]
+    return "".join(f"\n  server: {line}" for line in tail)
+
+
+def run_call(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `vibe-jobs call`; errors are short messages on stderr, never tracebacks."""
+    try:
+        arguments = build_arguments(args.arg, args.json_args)
+        server_command(args.server_cmd)
+    except ValueError as exc:
+        print(f"vibe-jobs call: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errlog:
+        try:
+            return anyio.run(_call, args, arguments, errlog)
+        except (KeyboardInterrupt, Interrupted):
+            return EXIT_INTERRUPTED
+        except BaseExceptionGroup as group:
+            if group.subgroup((KeyboardInterrupt, Interrupted)) is not None:
+                return EXIT_INTERRUPTED
+            if not isinstance(group, Exception):
+                raise
+            return _report(group, errlog)
+        except Exception as exc:
+            return _report(exc, errlog)
+
+
+def _report(exc: BaseException, errlog: IO[str]) -> int:
+    print(f"vibe-jobs: {describe(exc)}{_server_log_tail(errlog)}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,232 @@
+"""`vibe-jobs jobs ...` run in-process against a SQLite store filled through the JobManager."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from vibe_jobs.cli import main
+from vibe_jobs.cli_jobs import format_age, format_table, jobs_table, parse_duration
+from vibe_jobs.manager import JobManager
+from vibe_jobs.models import Job
+from vibe_jobs.settings import Settings
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import open_store
+
+HAVE_SQLITE = importlib.util.find_spec("vibe_jobs.store.sqlite") is not None
+HOUR = 3600.0
+
+
+@dataclass
+class Filled:
+    url: str
+    pending: str
+    running: str
+    failed: str
+    old_done: str
+
+
+# -- pure parts (no store) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("10m", 600),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("1w", 604800),
+        ("250ms", 0.25),
+        ("5", 5),
+        ("1.5h", 5400),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "x", "10y", "-5s", "1 2s"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"), [(-5, "0s"), (999, "0s"), (42_000, "42s"), (600_000, "10m"), (7_200_000, "2h")]
+)
+def test_format_age(ms: int, text: str) -> None:
+    assert format_age(ms) == text
+
+
+def test_format_table_aligns_columns() -> None:
+    table = format_table(("A", "LONG HEADER", "C"), [["xxxx", "y", "last"], ["z", "w", ""]])
+    lines = table.splitlines()
+    assert lines[0] == "A     LONG HEADER  C"
+    assert lines[1] == "xxxx  y            last"
+    assert lines[2] == "z     w"  # trailing padding stripped
+
+
+def test_jobs_table_shortens_long_messages() -> None:
+    job = Job(id="j1", tool_name="t", params={}, status=JobStatus.RUNNING, created_at=0, updated_at=0,
+              progress_message="word " * 40, progress_percentage=42.4)  # fmt: skip
+    row = jobs_table([job], 61_000).splitlines()[1]
+    assert row.split()[:5] == ["j1", "t", "running", "42%", "1m"]
+    assert row.endswith("…") and len(row) < 120
+
+
+def test_memory_store_lists_no_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "list", "--store", "memory://", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"jobs": [], "more": False}
+
+
+def test_bad_store_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "stats", "--store", "bogus://x"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown store URL" in err and "Traceback" not in err
+
+
+def test_bad_duration_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["jobs", "purge", "--store", "memory://", "--older-than", "soon"])
+    assert exc.value.code == 2
+    assert "not a duration" in capsys.readouterr().err
+
+
+# -- against a filled SQLite store ---------------------------------------------------------
+
+
+async def _fill(url: str) -> Filled:
+    now = [time.time()]
+    store = open_store(url)
+    await store.open()
+    try:
+        m = JobManager(store, Settings(), clock=lambda: now[0], owner="another-server")
+        now[0] -= 2 * HOUR
+        old_done = await m.create_job("echo", {"text": "old"})
+        await m.update_job_status(old_done, JobStatus.RUNNING)
+        await m.set_job_result(old_done, {"content": [{"type": "text", "text": "old result"}]})
+        now[0] += 2 * HOUR
+        pending = await m.create_job("sleepy", {"seconds": 1})
+        now[0] += 0.01  # distinct creation times give a fixed newest-first order
+        running = await m.create_job("sleepy", {"seconds": 9})
+        await m.update_job_status(running, JobStatus.RUNNING)
+        await m.update_progress(running, 40, "step 2 of 5", stage="sleep")
+        now[0] += 0.01
+        failed = await m.create_job("explode", {"message": "boom"})
+        await m.update_job_status(failed, JobStatus.RUNNING)
+        await m.add_diagnostic(failed, "about to explode")
+        await m.fail_job(failed, "ValueError: boom")
+    finally:
+        await store.close()
+    return Filled(url, pending, running, failed, old_done)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Filled:
+    if not HAVE_SQLITE:
+        pytest.skip("the SQLite store (vibe_jobs.store.sqlite) is not there yet")
+    return anyio.run(_fill, f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+def run(filled: Filled, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    sub, rest = argv[0], argv[1:]
+    code = main(["jobs", sub, "--store", filled.url, *rest])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(filled: Filled, capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, _ = run(filled, capsys, *argv, "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def test_list_table(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(filled, capsys, "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "TOOL", "STATUS", "PROGRESS", "AGE", "MESSAGE"]
+    assert [line.split()[0] for line in lines[1:]] == [filled.failed, filled.running, filled.pending, filled.old_done]
+    running = next(line for line in lines if line.startswith(filled.running))
+    assert running.split()[1:5] == ["sleepy", "running", "40%", "0s"] and running.endswith("step 2 of 5")
+    assert lines[-1].split()[4] == "2h"
+
+
+def test_list_filters_and_json(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(filled, capsys, "list", "--tool", "sleepy", "--status", "pending")
+    assert [j["id"] for j in data["jobs"]] == [filled.pending]
+    assert data["jobs"][0]["toolName"] == "sleepy" and data["more"] is False
+    data = run_json(filled, capsys, "list", "--limit", "1")
+    assert len(data["jobs"]) == 1 and data["more"] is True
+
+
+def test_show_human_and_json(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(filled, capsys, "show", filled.failed)
+    assert code == 0
+    assert "status:    failed" in out and "about to explode" in out and "ValueError: boom" in out
+    data = run_json(filled, capsys, "show", filled.running)
+    assert data["status"] == "running" and data["progressPercentage"] == 40
+    assert data["details"]["currentStage"] == "sleep"
+
+
+def test_unknown_id_is_a_clear_error(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    for sub in ("show", "cancel"):
+        code, out, err = run(filled, capsys, sub, "no-such-job")
+        assert (code, out) == (1, "")
+        assert "No job with id 'no-such-job'" in err and "Traceback" not in err
+
+
+def test_cancel_pending_job(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    data = run_json(filled, capsys, "cancel", filled.pending, "--reason", "not needed")
+    assert data["status"] == "cancelled" and data["cancelRequested"] == "not needed"
+    shown = run_json(filled, capsys, "show", filled.pending)
+    assert shown["status"] == "cancelled" and "not needed" in shown["progressMessage"]
+
+
+def test_cancel_job_running_elsewhere_requests_it(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(filled, capsys, "cancel", filled.running)
+    assert code == 0 and "cancel requested" in out
+    assert run_json(filled, capsys, "show", filled.running)["status"] == "running"
+
+    async def cancel_requested() -> str | None:
+        store = open_store(filled.url)
+        await store.open()
+        try:
+            rec = await store.get(filled.running)
+            return rec.cancel_requested if rec else None
+        finally:
+            await store.close()
+
+    assert anyio.run(cancel_requested) == "cancelled from the command line"
+
+
+def test_cancel_finished_job_fails(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(filled, capsys, "cancel", filled.failed)
+    assert code == 1 and "the job is finished" in err
+
+
+def test_stats(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(filled, capsys, "stats")
+    assert code == 0
+    rows = dict(line.split() for line in out.splitlines()[1:])
+    assert rows == {"pending": "1", "running": "1", "completed": "1", "failed": "1", "cancelled": "0", "total": "4"}
+    data = run_json(filled, capsys, "stats")
+    assert data["counts"]["failed"] == 1 and data["total"] == 4 and data["queueDepth"] == 1
+
+
+def test_purge_deletes_only_old_finished_jobs(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_json(filled, capsys, "purge", "--older-than", "1h") == {"deleted": 1}
+    remaining = {j["id"] for j in run_json(filled, capsys, "list")["jobs"]}
+    assert remaining == {filled.pending, filled.running, filled.failed}
+    code, out, _ = run(filled, capsys, "purge", "--older-than", "0s")
+    assert code == 0 and out.strip() == "deleted 1 finished job"
+    remaining = {j["id"] for j in run_json(filled, capsys, "list")["jobs"]}
+    assert remaining == {filled.pending, filled.running}
