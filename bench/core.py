@@ -49,8 +49,10 @@ async def main(n: int) -> None:
     rates = [n / (await run_batch(n))[0] for _ in range(3)]
     per_job = await measure_memory(n)
     print(f"core: {n:,} jobs create->running->completed on the memory store")
-    print(f"  throughput: median {statistics.median(rates):,.0f} jobs/s (min {min(rates):,.0f}, max {max(rates):,.0f})"
-          f"   goal >= 50,000")
+    print(
+        f"  throughput: median {statistics.median(rates):,.0f} jobs/s (min {min(rates):,.0f}, max {max(rates):,.0f})"
+        f"   goal >= 50,000"
+    )
     print(f"  memory:     {per_job:,.0f} bytes per retained finished job   goal <= 2,048")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vibe_jobs.context import JobContext
 from vibe_jobs.errors import (
     ConfigError,
     DependencyFailed,
@@ -21,7 +22,6 @@ from vibe_jobs.errors import (
     UnknownDependency,
     UnknownTool,
 )
-from vibe_jobs.context import JobContext
 from vibe_jobs.events import EventBus, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec, job_tool, plain_tool
 from vibe_jobs.manager import JobManager, JobPage
@@ -64,8 +64,6 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
-    "JobServer",
-    "JobToolSpec",
     "JobDetails",
     "JobError",
     "JobEvent",
@@ -75,9 +73,11 @@ __all__ = [
     "JobPage",
     "JobQueueConfig",
     "JobRecord",
+    "JobServer",
     "JobStatus",
     "JobStatusMessage",
     "JobTimeout",
+    "JobToolSpec",
     "NonRetryableError",
     "ParamsTooLarge",
     "PollingPolicy",

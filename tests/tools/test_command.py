@@ -139,9 +139,7 @@ async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     def on_line(_stream: str, line: str) -> None:
         groups[int(line)] = live_members(int(line))
 
-    outcome = await run_process(
-        ["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, timeout=0.5, grace=1.0, on_line=on_line
-    )
+    outcome = await run_process(["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, timeout=0.5, grace=1.0, on_line=on_line)
     assert outcome.timed_out and outcome.signal == signal.SIGTERM and outcome.exit_code is None
     ((pgid, members),) = groups.items()
     assert len(members) >= 2, "the shell and its background sleep were running"

@@ -20,7 +20,7 @@ def open_store(url: str) -> JobStore:
         return store
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from vibe_jobs.store.postgres import PostgresStore
+            from vibe_jobs.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise ConfigError(
                 f"the PostgreSQL store needs its driver: pip install 'vibe-jobs[postgres]' ({exc})"

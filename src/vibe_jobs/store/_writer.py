@@ -1,5 +1,9 @@
 """One dedicated thread owns a SQLite connection; the event loop queues operations to it.
 
+`on_begin(conn)` runs at the start of each batch (inside its write transaction, if any),
+`on_rollback()` after a batch was rolled back and `after_commit(conn)` after each batch, outside
+any transaction: hooks for state and housekeeping kept beside the connection.
+
 Group commit: the thread takes every operation that has arrived (up to `max_batch`), runs them in
 ONE transaction, commits, and only then resolves all their futures with one `call_soon_threadsafe`.
 So a write's future resolves after its data is committed, and SQLite never blocks the event loop.
@@ -47,27 +51,36 @@ def _resolve(outcomes: list[_Outcome]) -> None:
 
 
 class Writer:
-    """The connection's thread. `start()` connects (in the thread), `submit()` queues, `stop()` drains."""
+    """The connection's thread. `start()` connects (in the thread), `submit()` queues, `stop()` drains.
+
+    Operations submitted during one event-loop iteration are handed to the thread together, by one
+    callback at the next iteration: the thread then runs them while the loop waits, instead of
+    fighting the loop for the GIL op by op (each SQLite call releases and re-takes the GIL).
+    """
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
         map_error: Callable[[sqlite3.Error], Exception],
         *,
+        on_begin: Callable[[sqlite3.Connection], None] = lambda conn: None,
+        on_rollback: Callable[[], None] = lambda: None,
+        after_commit: Callable[[sqlite3.Connection], None] = lambda conn: None,
         name: str = "vibe-jobs-sqlite",
         max_batch: int = 2000,
     ) -> None:
         self._connect, self._map_error, self._max_batch = connect, map_error, max_batch
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._on_begin, self._on_rollback, self._after_commit = on_begin, on_rollback, after_commit
+        self._queue: queue.SimpleQueue[list[_Item]] = queue.SimpleQueue()
+        self._pending: list[_Item] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: sqlite3.Connection | None = None
         self._accepting = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         ready = self._loop.create_future()
-        self._queue.put((_stop, False, ready))  # the first item: answered once connected
+        self._queue.put([(_stop, False, ready)])  # the first item: answered once connected
         self._thread.start()
         await ready
         self._accepting = True
@@ -77,64 +90,81 @@ class Writer:
         if not self._accepting or self._loop is None:
             raise StoreError("the job store is not open (use `await store.open()` first)")
         fut = self._loop.create_future()
-        self._queue.put((op, writes, fut))
+        self._pending.append((op, writes, fut))
+        if len(self._pending) == 1:
+            self._loop.call_soon(self._flush)
         return fut
+
+    def _flush(self) -> None:
+        if self._pending:
+            chunk, self._pending = self._pending, []
+            self._queue.put(chunk)
 
     async def stop(self) -> None:
         """Run everything queued so far, checkpoint, close the connection, end the thread."""
         if not self._accepting or self._loop is None:
             return
         self._accepting = False
+        self._flush()
         done = self._loop.create_future()
-        self._queue.put((_stop, True, done))
+        self._queue.put([(_stop, True, done)])
         await done
 
     # -- the thread ------------------------------------------------------------------------
 
     def _main(self) -> None:
-        _, _, ready = self._queue.get()
+        ((_, _, ready),) = self._queue.get()
         try:
-            self._conn = self._connect()
+            conn = self._connect()
         except Exception as exc:
             self._post([(ready, False, exc)])
             return
         self._post([(ready, True, None)])
-        self._serve(self._conn)
+        self._serve(conn)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
             batch, stop = self._drain()
             if batch:
                 self._post(self._execute(conn, batch))
+                self._maintain(conn)
             if stop is not None:
                 self._close(conn, stop)
                 return
 
     def _drain(self) -> tuple[list[_Item], asyncio.Future[Any] | None]:
-        """Block for one operation, then take all that have arrived (up to `max_batch`)."""
-        item, batch = self._queue.get(), []
-        while item[0] is not _stop:
-            batch.append(item)
-            if len(batch) >= self._max_batch:
-                return batch, None
+        """Block for work, then take all that has arrived (up to about `max_batch` operations)."""
+        batch = self._queue.get()
+        while len(batch) < self._max_batch:
             try:
-                item = self._queue.get_nowait()
+                batch += self._queue.get_nowait()
             except queue.Empty:
-                return batch, None
-        return batch, item[2]
+                break
+        if batch[-1][0] is _stop:  # stop() queues the sentinel last, alone
+            return batch[:-1], batch[-1][2]
+        return batch, None
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
         writes = any(item[1] for item in batch)
         try:
             if writes:
                 conn.execute("BEGIN IMMEDIATE")
+            self._on_begin(conn)
             outcomes = [(fut, *self._run(conn, op)) for op, _, fut in batch]
             if writes:
                 conn.execute("COMMIT")
             return outcomes
         except sqlite3.Error as exc:
             self._rollback(conn)
+            self._on_rollback()
             return [(fut, False, self._map_error(exc)) for _, _, fut in batch]
+
+    def _maintain(self, conn: sqlite3.Connection) -> None:
+        """After the batch's futures are answered: housekeeping outside any transaction."""
+        try:
+            self._after_commit(conn)
+        except sqlite3.Error:
+            pass  # housekeeping only (e.g. the disk is full): the next batch reports real trouble
 
     def _run(self, conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
         try:

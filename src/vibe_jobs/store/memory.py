@@ -50,10 +50,11 @@ class MemoryStore:
         rec = self.jobs.get(job_id)
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
+        if not UPDATABLE.issuperset(changes):  # refuse before changing anything
+            bad = next(key for key in changes if key not in UPDATABLE)
+            raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
         old_status = rec.status
         for key, value in changes.items():
-            if key not in UPDATABLE:
-                raise StoreError(f"field '{key}' cannot be updated", job_id=job_id)
             setattr(rec, key, value)
         rec.version += 1
         if rec.status is not old_status:

@@ -22,24 +22,26 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import sqlite_codec as codec
 from vibe_jobs.store._writer import Writer
-from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
 from vibe_jobs.store.sqlite_errors import open_error, store_error
 from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, configure, migrate
+from vibe_jobs.store.sqlite_table import Change, JobTable
 
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 
-_GET = f"{codec.SELECT} WHERE id = ?"
-_TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 _FIND_ACTIVE = (
     f"{codec.SELECT} WHERE dedupe_key = ? AND dedupe_key IS NOT NULL AND {ACTIVE_SQL}"
     " ORDER BY created_at DESC, rowid DESC LIMIT 1"
 )
-_ACTIVE = f"{codec.SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, rowid"
-_ACTIVE_OF = f"{codec.SELECT} WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, rowid"
-_COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+_ACTIVE = f"{codec.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
+_ACTIVE_OF = f"{codec.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
+_COUNTS = (
+    f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
+    f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
+)
 _DELETE_FINISHED = (
-    "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE "
-    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? ORDER BY rowid LIMIT ?) RETURNING id"
+    "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_expiry WHERE "
+    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? LIMIT ?) RETURNING id"
 )
 _HEARTBEAT = (
     "INSERT INTO leases (owner, expires_at) VALUES (?, ?)"
@@ -47,8 +49,8 @@ _HEARTBEAT = (
 )
 _RELEASE = "DELETE FROM leases WHERE owner = ?"
 _ORPHANS = (
-    f"{codec.SELECT} WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
-    " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, rowid"
+    f"{codec.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
+    " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, id"
 )
 
 
@@ -74,13 +76,19 @@ class SQLiteStore:
             raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous!r}")
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
         self._writer: Writer | None = None
+        self._table = JobTable()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._writer is not None:
             return
-        writer = Writer(self._connect, self._error, name=f"vibe-jobs-sqlite:{Path(self.path).name}")
+        self._table = table = JobTable()
+        writer = Writer(
+            self._connect, self._error, on_begin=table.begin, on_rollback=table.rolled_back,
+            after_commit=table.after_commit,
+            name=f"vibe-jobs-sqlite:{Path(self.path).name}",
+        )  # fmt: skip
         await writer.start()
         self._writer = writer
 
@@ -123,45 +131,33 @@ class SQLiteStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> None:
-        row, job_id = codec.encode(job), job.id
-
-        def op(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(codec.INSERT, row)
-            except sqlite3.IntegrityError:
-                raise StoreError(f"a job with id '{job_id}' exists already", job_id=job_id) from None
-
-        await self._run(op, True)
+        row, table = codec.encode(job), self._table
+        await self._run(lambda conn: table.insert(conn, row, job), True)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        args = (job_id,)
-        rec: JobRecord | None = await self._run(
-            lambda conn: codec.decode_one(conn.execute(_GET, args).fetchone()), False
-        )
+        table = self._table
+        rec: JobRecord | None = await self._run(lambda conn: table.get(conn, job_id), False)
         return rec
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         if not UPDATABLE.issuperset(changes):
             bad = sorted(set(changes) - UPDATABLE)
             raise StoreError(f"field '{bad[0]}' cannot be updated", job_id=job_id)
-        g = guard or Guard()
-        by_version, by_attempt, n_statuses, guard_args = codec.guard_values(g.version, g.attempt, g.statuses)
-        sql = codec.update_sql(tuple(changes), by_version, by_attempt, n_statuses)
-        args = [*codec.change_values(changes), job_id, *guard_args]
-        rec: JobRecord | None = await self._run(lambda conn: codec.decode_one(conn.execute(sql, args).fetchone()), True)
+        change, table = Change(job_id, changes, guard or NO_GUARD), self._table
+        rec: JobRecord | None = await self._run(lambda conn: table.update(conn, change), True)
         return rec
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
-        args = (access_count, last_access_time, next_check_time, job_id)
-        await self._run(lambda conn: conn.execute(_TOUCH, args), True)
+        args, table = (access_count, last_access_time, next_check_time, job_id), self._table
+        await self._run(lambda conn: table.touch(conn, args), True)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
-        sql = codec.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        sql = codec.query_sql(query.status, query.tool_name is not None, query.before is not None)
         args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
         if query.tool_name is not None:
             args.append(query.tool_name)
         if query.before is not None:
-            args += [query.before[0], query.before[0], query.before[1]]
+            args += query.before
         args.append(query.limit)
         return await self._rows(sql, args)
 
@@ -181,10 +177,11 @@ class SQLiteStore:
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        table = self._table
+
         def op(conn: sqlite3.Connection) -> list[str]:
             ids = [row[0] for row in conn.execute(_DELETE_FINISHED, (before, limit))]
-            if len(ids) >= VACUUM_AFTER:
-                conn.execute("PRAGMA incremental_vacuum").fetchall()  # free pages back to the disk
+            table.forget(ids, vacuum=len(ids) >= VACUUM_AFTER)
             return ids
 
         deleted: list[str] = await self._run(op, True)

@@ -9,16 +9,30 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Mapping
 from functools import lru_cache
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
 from typing import Any
 
+from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
-from vibe_jobs.states import JobStatus
-from vibe_jobs.store.sqlite_schema import COLUMNS
+from vibe_jobs.states import ACTIVE, JobStatus
+from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, COLUMNS, FINAL_SQL
 
 Row = tuple[Any, ...]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+def _unserialisable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder built once (json.dumps builds one per call); ASCII output, so lone surrogates are safe.
+_encoder = c_make_encoder(None, _unserialisable, encode_basestring_ascii, None, ":", ",", False, False, False)
+
+
+def _dumps(value: Any) -> str:
+    return "".join(_encoder(value, 0))
+
+
 _loads = json.JSONDecoder().decode
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 
@@ -37,7 +51,10 @@ def _task_json(task: TaskSpec | None) -> str | None:
 
 
 def _status_text(status: JobStatus | str) -> str:
-    return _STATUS[status].value  # StrEnum members hash and compare as their value
+    try:
+        return _STATUS[status].value  # StrEnum members hash and compare as their value
+    except KeyError:
+        raise StoreError(f"unknown job status {status!r}") from None
 
 
 # Per-column converters to the stored form (columns not listed are stored as they are).
@@ -71,6 +88,11 @@ def decode(row: Row) -> JobRecord:
     return JobRecord(*r)
 
 
+def clone(rec: JobRecord) -> JobRecord:
+    """A shallow copy (faster than `dataclasses.replace`)."""
+    return JobRecord(*_fields(rec))
+
+
 def decode_one(row: Row | None) -> JobRecord | None:
     return None if row is None else decode(row)
 
@@ -80,13 +102,15 @@ def change_values(changes: Mapping[str, Any]) -> list[Any]:
 
 
 @lru_cache(maxsize=512)
-def update_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, n_statuses: int) -> str:
-    """`UPDATE ... WHERE id = ? AND <guards> RETURNING *`; n_statuses < 0 means no status guard."""
+def update_sql(
+    keys: tuple[str, ...], by_version: bool, by_attempt: bool, n_statuses: int, returning: bool = True
+) -> str:
+    """`UPDATE ... WHERE id = ? AND <guards> [RETURNING *]`; n_statuses < 0: no status guard."""
     sets = "".join(f"{k} = ?, " for k in keys)
     where = "id = ?" + (" AND version = ?" if by_version else "") + (" AND attempt = ?" if by_attempt else "")
     if n_statuses >= 0:
         where += f" AND status IN ({', '.join('?' * n_statuses)})"
-    return f"UPDATE jobs SET {sets}version = version + 1 WHERE {where}{_RETURNING}"
+    return f"UPDATE jobs SET {sets}version = version + 1 WHERE {where}{_RETURNING if returning else ''}"
 
 
 def guard_values(
@@ -102,9 +126,17 @@ def guard_values(
 
 
 @lru_cache(maxsize=64)
-def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
-    where = [c for c, on in (("status = ?", by_status), ("tool_name = ?", by_tool)) if on]
+def query_sql(status: JobStatus | None, by_tool: bool, paged: bool) -> str:
+    """Newest first; the status filter repeats its partial index's condition so SQLite uses it."""
+    if status is not None and status in ACTIVE:
+        return _query_sql(" INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged)
+    return _query_sql("", [] if status is None else ["status = ?", FINAL_SQL], by_tool, paged)
+
+
+def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool) -> str:
+    if by_tool:
+        where.append("tool_name = ?")
     if paged:
-        where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+        where.append("(created_at, id) < (?, ?)")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{SELECT}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"
+    return f"{SELECT}{index}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"

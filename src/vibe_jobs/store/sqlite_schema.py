@@ -32,13 +32,15 @@ _V1 = [
         dedupe_key TEXT, owner TEXT, attempt INTEGER NOT NULL, retry_count INTEGER NOT NULL,
         error_count INTEGER NOT NULL, run_after INTEGER, started_at INTEGER, finished_at INTEGER,
         cancel_requested TEXT, cpu_seconds REAL, peak_memory_mb REAL)""",
-    # list newest first, unfiltered / by status / by tool (the id tie-break makes cursors stable)
+    # list newest first: all jobs / by tool / by status (the id tie-break makes cursors stable).
+    # Status lives in partial indexes (active, finished) so a transition touches few index entries.
     "CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC)",
-    "CREATE INDEX jobs_status ON jobs (status, created_at DESC, id DESC)",
     "CREATE INDEX jobs_tool ON jobs (tool_name, created_at DESC, id DESC)",
-    f"CREATE INDEX jobs_active ON jobs (owner, created_at) WHERE {ACTIVE_SQL}",
+    # active jobs, oldest first, with owner and status to filter and count without reading rows
+    f"CREATE INDEX jobs_active ON jobs (created_at, id, owner, status) WHERE {ACTIVE_SQL}",
+    f"CREATE INDEX jobs_final ON jobs (status, created_at DESC, id DESC) WHERE {FINAL_SQL}",
     f"CREATE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}",
-    f"CREATE INDEX jobs_finished ON jobs (coalesce(finished_at, updated_at)) WHERE {FINAL_SQL}",
+    f"CREATE INDEX jobs_expiry ON jobs (coalesce(finished_at, updated_at)) WHERE {FINAL_SQL}",
     "CREATE TABLE leases (owner TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
 ]
 

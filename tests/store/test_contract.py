@@ -1,0 +1,393 @@
+"""The JobStore contract: one suite, run against every store (a store that passes it is a store).
+
+To add a store, add a kind to `STORE_KINDS` and a branch to `make_store`. PostgreSQL is wired already
+(`POSTGRES`): add it to `STORE_KINDS` once `vibe_jobs.store.postgres` exists; it skips with a reason
+when VIBE_JOBS_TEST_POSTGRES_URL is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vibe_jobs.errors import StoreError
+from vibe_jobs.models import (
+    JobRecord,
+    Priority,
+    ResourceRequirements,
+    TaskMetadata,
+    TaskSpec,
+)
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import JobStore, MemoryStore, open_store
+from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.sqlite import SQLiteStore
+
+P, R, C, F, X = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED,
+                 JobStatus.CANCELLED)  # fmt: skip
+
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+STORE_KINDS: list[Any] = ["memory", "sqlite"]  # + POSTGRES once the PostgreSQL store exists
+
+
+def make_store(kind: str, tmp_path: Path) -> JobStore:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    if kind == "postgres":
+        url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
+        if not url:
+            if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
+                pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
+            pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the contract against PostgreSQL")
+        return open_store(url)  # the store's test setup must start from empty tables
+    raise AssertionError(f"unknown store kind {kind}")
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    s = make_store(request.param, tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+_seq = iter(range(1_000_000))
+
+
+def record(job_id: str | None = None, *, created_at: int = 1_000, status: JobStatus = P, **fields: Any) -> JobRecord:
+    """A minimal record; `fields` set any other JobRecord field."""
+    rec = JobRecord(
+        id=job_id or f"job-{next(_seq):06d}-{os.urandom(3).hex()}", tool_name=fields.pop("tool_name", "echo"),
+        params=fields.pop("params", {}), status=status, created_at=created_at,
+        updated_at=fields.pop("updated_at", created_at),
+    )  # fmt: skip
+    for key, value in fields.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def full_record() -> JobRecord:
+    """Every field set to a non-default value, with unicode and nested JSON."""
+    task = TaskSpec(
+        task_id="t-1", project_id="p-ü", operation_type="analysis", priority=Priority.HIGH,
+        estimated_duration=1234, resource_requirements=ResourceRequirements(memory_mb=512, cpu_weight=2.5),
+        dependencies=["a", "b"], metadata=TaskMetadata(session_id="s", retry_count=1, max_retries=3),
+        timeout_seconds=9.5,
+    )  # fmt: skip
+    return JobRecord(
+        id="job-full", tool_name="outil-é", params={"text": "héllo ✓ 日本", "n": [1, 2.5, None, True]},
+        status=R, created_at=1_700_000_000_123, updated_at=1_700_000_000_456, version=3,
+        progress_message="half way ½", progress_percentage=50.25,
+        result={"content": [{"type": "text", "text": "ok ✓"}], "isError": False}, current_stage="stage 2",
+        sub_progress=12.5, diagnostics=["d1", "d2 ü"], detail_metadata={"k": {"nested": [1, "x"]}},
+        last_access_time=1_700_000_000_789, access_count=4, next_check_time=1_700_000_001_000, task=task,
+        priority=2, dedupe_key="dk", owner="host:1:ab", attempt=2, retry_count=1, error_count=1,
+        run_after=1_700_000_000_900, started_at=1_700_000_000_200, finished_at=None,
+        cancel_requested="user asked", cpu_seconds=0.125, peak_memory_mb=33.5,
+    )  # fmt: skip
+
+
+# -- insert / get ---------------------------------------------------------------------------
+
+
+async def test_insert_get_roundtrip_every_field(store: JobStore) -> None:
+    rec = full_record()
+    await store.insert(rec)
+    assert await store.get(rec.id) == full_record()
+
+
+async def test_insert_get_roundtrip_defaults(store: JobStore) -> None:
+    rec = record("job-min", params={})
+    await store.insert(rec)
+    assert await store.get("job-min") == record("job-min", params={})
+
+
+async def test_get_unknown_is_none(store: JobStore) -> None:
+    assert await store.get("nope") is None
+
+
+async def test_duplicate_insert_refused(store: JobStore) -> None:
+    await store.insert(record("dup", tool_name="first"))
+    with pytest.raises(StoreError, match="exists already"):
+        await store.insert(record("dup", tool_name="second"))
+    got = await store.get("dup")
+    assert got is not None and got.tool_name == "first"
+
+
+# -- update (compare-and-set) ---------------------------------------------------------------
+
+
+async def test_update_applies_changes_and_bumps_version(store: JobStore) -> None:
+    await store.insert(record("u"))
+    new = await store.update("u", {"status": R, "started_at": 5, "progress_percentage": 10.0, "owner": "me"})
+    assert new is not None
+    assert (new.status, new.started_at, new.progress_percentage, new.owner, new.version) == (R, 5, 10.0, "me", 2)
+    got = await store.get("u")
+    assert got is not None and got.version == 2 and got.status is R
+
+
+async def test_update_json_fields(store: JobStore) -> None:
+    await store.insert(record("j"))
+    result = {"content": [{"type": "text", "text": "fini ✓"}], "isError": False}
+    changes = {"result": result, "diagnostics": ["a", "b"], "detail_metadata": {"x": [1, {"y": None}]}}
+    await store.update("j", changes)
+    got = await store.get("j")
+    assert got is not None
+    assert (got.result, got.diagnostics, got.detail_metadata) == (result, ["a", "b"], {"x": [1, {"y": None}]})
+
+
+async def test_every_updatable_field_can_be_set(store: JobStore) -> None:
+    await store.insert(record("all"))
+    values: dict[str, Any] = {
+        "status": F, "updated_at": 9, "progress_message": "m", "progress_percentage": 1.5, "result": {"a": 1},
+        "current_stage": "s", "sub_progress": 2.5, "diagnostics": ["d"], "detail_metadata": {"m": 1},
+        "owner": "o", "attempt": 3, "retry_count": 2, "error_count": 1, "run_after": 7, "started_at": 6,
+        "finished_at": 8, "cancel_requested": "why", "cpu_seconds": 0.5, "peak_memory_mb": 9.5, "priority": 3,
+    }  # fmt: skip
+    assert set(values) == UPDATABLE
+    await store.update("all", values)
+    got = await store.get("all")
+    assert got is not None
+    assert {k: getattr(got, k) for k in values} == values
+
+
+async def test_version_increments_on_every_update(store: JobStore) -> None:
+    await store.insert(record("v"))
+    for expected in range(2, 6):
+        new = await store.update("v", {"progress_percentage": float(expected)})
+        assert new is not None and new.version == expected
+
+
+async def test_stale_version_loses(store: JobStore) -> None:
+    await store.insert(record("cas"))
+    assert await store.update("cas", {"progress_message": "first"}, Guard(version=1)) is not None
+    assert await store.update("cas", {"progress_message": "stale"}, Guard(version=1)) is None
+    got = await store.get("cas")
+    assert got is not None and (got.progress_message, got.version) == ("first", 2)
+
+
+async def test_attempt_guard(store: JobStore) -> None:
+    await store.insert(record("att", attempt=2))
+    assert await store.update("att", {"progress_message": "old"}, Guard(attempt=1)) is None
+    new = await store.update("att", {"progress_message": "cur"}, Guard(attempt=2))
+    assert new is not None and new.progress_message == "cur"
+
+
+async def test_status_guard(store: JobStore) -> None:
+    await store.insert(record("st"))
+    assert await store.update("st", {"status": C}, Guard(statuses={R})) is None
+    assert await store.update("st", {"status": R}, Guard(statuses={P, R})) is not None
+    assert await store.update("st", {"status": C}, Guard(version=2, attempt=0, statuses=[R])) is not None
+    assert await store.update("st", {"status": F}, Guard(statuses=())) is None
+    got = await store.get("st")
+    assert got is not None and (got.status, got.version) == (C, 3)
+
+
+async def test_update_unknown_job_is_none(store: JobStore) -> None:
+    assert await store.update("ghost", {"status": R}) is None
+    assert await store.update("ghost", {"status": R}, Guard(version=1)) is None
+
+
+@pytest.mark.parametrize("field", ["id", "version", "tool_name", "params", "created_at", "task", "dedupe_key"])
+async def test_only_updatable_fields(store: JobStore, field: str) -> None:
+    await store.insert(record("fixed"))
+    before = await store.get("fixed")
+    assert before is not None
+    before_version = before.version
+    with pytest.raises(StoreError, match=f"'{field}' cannot be updated"):
+        await store.update("fixed", {"progress_message": "half applied?", field: "x"})
+    got = await store.get("fixed")
+    assert got is not None and got.version == before_version == 1 and got.progress_message is None
+
+
+async def test_concurrent_writers_one_winner(store: JobStore) -> None:
+    await store.insert(record("race"))
+    outcomes = await asyncio.gather(
+        *(store.update("race", {"progress_message": f"w{i}"}, Guard(version=1)) for i in range(50))
+    )
+    winners = [o for o in outcomes if o is not None]
+    assert len(winners) == 1
+    got = await store.get("race")
+    assert got is not None and got.version == 2 and got.progress_message == winners[0].progress_message
+
+
+async def test_touch_records_access_without_version(store: JobStore) -> None:
+    await store.insert(record("t"))
+    await store.touch("t", 3, 1_234, 5_678)
+    got = await store.get("t")
+    assert got is not None
+    assert (got.access_count, got.last_access_time, got.next_check_time, got.version) == (3, 1_234, 5_678, 1)
+    await store.touch("t", 4, 1_300, None)
+    got = await store.get("t")
+    assert got is not None and (got.access_count, got.next_check_time, got.version) == (4, None, 1)
+    assert await store.update("t", {"progress_message": "x"}, Guard(version=1)) is not None
+    await store.touch("ghost", 1, 1, 1)  # an unknown job is ignored
+
+
+# -- query ----------------------------------------------------------------------------------
+
+
+async def insert_all(store: JobStore, recs: list[JobRecord]) -> None:
+    for rec in recs:
+        await store.insert(rec)
+
+
+async def test_query_newest_first_with_filters(store: JobStore) -> None:
+    await insert_all(store, [
+        record("a", created_at=10, tool_name="x"), record("b", created_at=20, tool_name="y"),
+        record("c", created_at=30, tool_name="x", status=C), record("d", created_at=40, tool_name="y", status=R),
+    ])  # fmt: skip
+
+    async def ids(**kw: Any) -> list[str]:
+        return [r.id for r in await store.query(JobQuery(**kw))]
+
+    assert await ids() == ["d", "c", "b", "a"]
+    assert await ids(limit=2) == ["d", "c"]
+    assert await ids(status=P) == ["b", "a"]
+    assert await ids(status=C) == ["c"]
+    assert await ids(status=F) == []
+    assert await ids(tool_name="x") == ["c", "a"]
+    assert await ids(tool_name="y", status=R) == ["d"]
+    assert await ids(tool_name="z") == []
+
+
+async def test_query_follows_status_changes(store: JobStore) -> None:
+    await insert_all(store, [record("a", created_at=1), record("b", created_at=2)])
+    await store.update("a", {"status": R})
+    await store.update("a", {"status": C, "finished_at": 5})
+    assert [r.id for r in await store.query(JobQuery(status=P))] == ["b"]
+    assert [r.id for r in await store.query(JobQuery(status=R))] == []
+    assert [r.id for r in await store.query(JobQuery(status=C))] == ["a"]
+
+
+async def test_before_cursor_pages_are_stable(store: JobStore) -> None:
+    # several jobs share a millisecond and are inserted out of id order: the cursor must still
+    # give each job exactly once, in (created_at, id) descending order
+    recs = [record(f"{os.urandom(4).hex()}-{i}", created_at=100 + i // 4) for i in range(30)]
+    await insert_all(store, recs)
+    expected = sorted(((r.created_at, r.id) for r in recs), reverse=True)
+    seen: list[tuple[int, str]] = []
+    before: tuple[int, str] | None = None
+    while page := await store.query(JobQuery(limit=7, before=before)):
+        seen += [(r.created_at, r.id) for r in page]
+        before = seen[-1]
+        await store.insert(record(created_at=10_000))  # newer jobs do not disturb later pages
+    assert seen == expected
+
+
+async def test_before_cursor_with_filters(store: JobStore) -> None:
+    recs = [record(f"f{i:02d}", created_at=i, tool_name="x" if i % 2 else "y") for i in range(20)]
+    await insert_all(store, recs)
+    page1 = await store.query(JobQuery(tool_name="x", limit=3))
+    page2 = await store.query(JobQuery(tool_name="x", limit=3, before=(page1[-1].created_at, page1[-1].id)))
+    assert [r.id for r in page1 + page2] == ["f19", "f17", "f15", "f13", "f11", "f09"]
+    page = await store.query(JobQuery(status=P, limit=2, before=(5, "f05")))
+    assert [r.id for r in page] == ["f04", "f03"]
+
+
+# -- active, dedupe, counts -----------------------------------------------------------------
+
+
+async def test_find_active_only_while_active(store: JobStore) -> None:
+    await store.insert(record("k1", dedupe_key="key"))
+    await store.insert(record("other", dedupe_key="other-key"))
+    found = await store.find_active("key")
+    assert found is not None and found.id == "k1"
+    await store.update("k1", {"status": R})
+    found = await store.find_active("key")
+    assert found is not None and found.id == "k1"
+    await store.update("k1", {"status": C, "finished_at": 2})
+    assert await store.find_active("key") is None
+    await store.insert(record("k2", dedupe_key="key", created_at=2_000))
+    found = await store.find_active("key")
+    assert found is not None and found.id == "k2"
+    assert await store.find_active("missing") is None
+
+
+async def test_find_active_ignores_finished_insert(store: JobStore) -> None:
+    await store.insert(record("done", dedupe_key="k", status=C, finished_at=1))
+    assert await store.find_active("k") is None
+
+
+async def test_active_oldest_first_and_by_owner(store: JobStore) -> None:
+    await insert_all(store, [
+        record("a", created_at=3, owner="o1"), record("b", created_at=1, owner="o2"),
+        record("c", created_at=2, owner="o1", status=R), record("d", created_at=4, owner="o1", status=C),
+        record("e", created_at=5, owner=None),
+    ])  # fmt: skip
+    assert sorted(r.id for r in await store.active()) == ["a", "b", "c", "e"]
+    assert sorted(r.id for r in await store.active("o1")) == ["a", "c"]
+    assert [r.id for r in await store.active("o2")] == ["b"]
+    assert await store.active("nobody") == []
+
+
+async def test_active_in_creation_order(store: JobStore) -> None:
+    await insert_all(store, [record(f"n{i}", created_at=i, owner=f"o{i % 2}") for i in range(6)])
+    assert [r.id for r in await store.active()] == [f"n{i}" for i in range(6)]
+    assert [r.id for r in await store.active("o1")] == ["n1", "n3", "n5"]
+
+
+async def test_counts(store: JobStore) -> None:
+    assert await store.counts() == dict.fromkeys(JobStatus, 0)
+    await insert_all(store, [record("a"), record("b"), record("c", status=C), record("d", status=X)])
+    await store.update("a", {"status": R})
+    await store.update("b", {"status": F})
+    assert await store.counts() == {P: 0, R: 1, C: 1, F: 1, X: 1}
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+async def test_delete_finished_only_old_finished(store: JobStore) -> None:
+    await insert_all(store, [
+        record("old-done", status=C, finished_at=100), record("old-failed", status=F, finished_at=150),
+        record("old-cancel", status=X, finished_at=None, updated_at=120),  # no finished_at: updated_at counts
+        record("new-done", status=C, finished_at=500), record("old-pending", updated_at=10),
+        record("old-running", status=R, updated_at=10),
+    ])  # fmt: skip
+    deleted = await store.delete_finished(before=200)
+    assert sorted(deleted) == ["old-cancel", "old-done", "old-failed"]
+    for job_id in deleted:
+        assert await store.get(job_id) is None
+    assert await store.get("new-done") is not None
+    assert sorted(r.id for r in await store.active()) == ["old-pending", "old-running"]
+    assert await store.counts() == {P: 1, R: 1, C: 1, F: 0, X: 0}
+    assert await store.delete_finished(before=200) == []
+
+
+async def test_delete_finished_respects_limit(store: JobStore) -> None:
+    await insert_all(store, [record(f"d{i}", status=C, finished_at=i + 1) for i in range(10)])
+    first = await store.delete_finished(before=1_000, limit=4)
+    second = await store.delete_finished(before=1_000, limit=100)
+    assert len(first) == 4 and len(second) == 6
+    assert sorted(first + second) == sorted(f"d{i}" for i in range(10))
+    assert await store.query(JobQuery()) == []
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+async def test_heartbeat_release_orphans(store: JobStore) -> None:
+    await insert_all(store, [
+        record("mine", owner="alive", created_at=1), record("lost", owner="dead", status=R, created_at=2),
+        record("nobody", owner=None, created_at=3), record("done", owner="dead", status=C, created_at=4),
+    ])  # fmt: skip
+    await store.heartbeat("alive", expires_at=1_000)
+    await store.heartbeat("dead", expires_at=500)
+    assert [r.id for r in await store.orphans(now=600)] == ["lost", "nobody"]
+    assert [r.id for r in await store.orphans(now=400)] == ["nobody"]
+    await store.heartbeat("dead", expires_at=2_000)  # renewed
+    assert [r.id for r in await store.orphans(now=600)] == ["nobody"]
+    assert [r.id for r in await store.orphans(now=1_000)] == ["mine", "nobody"]  # expiry is exclusive
+    await store.release("dead")
+    assert [r.id for r in await store.orphans(now=600)] == ["lost", "nobody"]
+    await store.release("never-seen")  # no error

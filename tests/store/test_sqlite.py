@@ -1,0 +1,298 @@
+"""SQLite-only behaviour: durability, schema versions, bad files, concurrency, size, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.store.test_contract import full_record, record
+from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.models import JobRecord
+from vibe_jobs.store import open_store
+from vibe_jobs.store.base import Guard, JobQuery
+from vibe_jobs.store.sqlite import SQLiteStore, parse_url
+from vibe_jobs.store.sqlite_schema import COLUMNS, SCHEMA_VERSION
+
+C = JobStatus.COMPLETED
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "jobs.db"
+
+
+def url(path: Path, query: str = "") -> str:
+    return f"sqlite:///{path}{query}"
+
+
+@pytest.fixture
+async def store(db: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(url(db))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def reopened(db: Path) -> SQLiteStore:
+    s = SQLiteStore(url(db))
+    await s.open()
+    return s
+
+
+def raw(db: Path, sql: str) -> list[Any]:
+    """Run SQL with a plain connection of our own (as another process would)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def size(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+# -- durability -----------------------------------------------------------------------------
+
+
+async def test_every_field_survives_close_and_reopen(store: SQLiteStore, db: Path) -> None:
+    await store.insert(full_record())
+    await store.close()
+    again = await reopened(db)
+    try:
+        assert await again.get("job-full") == full_record()
+    finally:
+        await again.close()
+
+
+async def test_results_survive_byte_for_byte(store: SQLiteStore, db: Path) -> None:
+    result = {"content": [{"type": "text", "text": "ünïcode ✓ 日本語 \u2028 \"quoted\" \\ end"}],
+              "structuredContent": {"pi": 3.141592653589793, "big": 2**62, "neg": -0.0, "tiny": 1e-300},
+              "isError": False}  # fmt: skip
+    await store.insert(record("r"))
+    await store.update("r", {"status": C, "result": result, "finished_at": 1})
+    await store.close()
+    again = await reopened(db)
+    try:
+        got = await again.get("r")
+    finally:
+        await again.close()
+    assert got is not None and got.status is C
+    assert json.dumps(got.result) == json.dumps(result)
+
+
+async def test_insert_is_committed_when_it_returns(store: SQLiteStore, db: Path) -> None:
+    await store.insert(record("committed"))
+    assert raw(db, "SELECT id FROM jobs") == [("committed",)]  # seen by another connection at once
+
+
+async def test_close_flushes_queued_work(store: SQLiteStore, db: Path) -> None:
+    tasks = [asyncio.ensure_future(store.insert(record(f"q{i}"))) for i in range(100)]
+    await asyncio.sleep(0)  # the inserts are queued, not yet committed
+    await store.close()
+    await asyncio.gather(*tasks)
+    assert raw(db, "SELECT count(*) FROM jobs") == [(100,)]
+
+
+async def test_many_concurrent_inserts_all_committed(store: SQLiteStore, db: Path) -> None:
+    async with anyio.create_task_group() as tg:
+        for i in range(1_000):
+            tg.start_soon(store.insert, record(f"c{i:04d}", created_at=i))
+    await store.close()
+    assert raw(db, "SELECT count(*), count(DISTINCT id) FROM jobs") == [(1_000, 1_000)]
+
+
+async def test_changes_by_another_process_are_seen(store: SQLiteStore, db: Path) -> None:
+    await store.insert(record("shared"))
+    other = await reopened(db)
+    try:
+        assert await other.get("shared") is not None  # now in the other store's cache
+        assert await store.update("shared", {"progress_message": "from A"}) is not None
+        got = await other.get("shared")
+        assert got is not None and (got.progress_message, got.version) == ("from A", 2)
+        assert await other.update("shared", {"progress_message": "stale"}, Guard(version=1)) is None
+    finally:
+        await other.close()
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+async def test_schema_and_pragmas(store: SQLiteStore, db: Path) -> None:
+    await store.close()
+    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert raw(db, "PRAGMA journal_mode") == [("wal",)]
+    assert raw(db, "PRAGMA auto_vacuum") == [(2,)]  # incremental
+    assert tuple(row[1] for row in raw(db, "PRAGMA table_info(jobs)")) == COLUMNS
+    assert tuple(JobRecord.__dataclass_fields__) == COLUMNS
+    assert [row[1] for row in raw(db, "PRAGMA table_info(leases)")] == ["owner", "expires_at"]
+    indexes = {row[0] for row in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"jobs_newest", "jobs_tool", "jobs_active", "jobs_final", "jobs_dedupe", "jobs_expiry"} <= indexes
+
+
+async def test_reopen_keeps_schema_version(store: SQLiteStore, db: Path) -> None:
+    await store.close()
+    again = await reopened(db)
+    await again.close()
+    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_newer_schema_refused(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    raw(db, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=rf"newer vibe-jobs \(schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION}\)"):
+        await SQLiteStore(url(db)).open()
+
+
+def write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def test_corrupt_file_refused(db: Path) -> None:
+    write_file(db, b"this is not a database, just some text that is long enough " * 100)
+    with pytest.raises(StoreError, match="is not a SQLite database or is corrupt") as info:
+        await SQLiteStore(url(db)).open()
+    assert str(db) in str(info.value)
+
+
+async def test_unwritable_directory_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    write_file(blocker, b"not a directory")
+    target = blocker / "sub" / "jobs.db"
+    with pytest.raises(StoreError, match=f"cannot open the job store at {target}"):
+        await SQLiteStore(url(target)).open()
+
+
+async def test_directory_as_database_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=f"cannot open the job store at {tmp_path}"):
+        await SQLiteStore(url(tmp_path)).open()
+
+
+async def test_parent_directory_created(tmp_path: Path) -> None:
+    target = tmp_path / "x" / "y" / "jobs.db"
+    s = SQLiteStore(url(target))
+    await s.open()
+    await s.close()
+    assert target.exists()
+
+
+# -- failures keep the store usable ---------------------------------------------------------
+
+
+async def test_locked_database_is_a_clear_error_and_recovers(db: Path) -> None:
+    s = SQLiteStore(url(db, "?busy_timeout=0.05"))
+    await s.open()
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreError, match="locked by another process"):
+            await s.insert(record("blocked"))
+        blocker.execute("ROLLBACK")
+        await s.insert(record("after"))
+        assert await s.get("blocked") is None and await s.get("after") is not None
+    finally:
+        blocker.close()
+        await s.close()
+
+
+async def test_disk_full_is_a_clear_error_and_recovers(store: SQLiteStore) -> None:
+    await store.insert(record("before"))
+    pages = await run_sql(store, lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await run_sql(store, lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))  # "disk" full
+    big = {"blob": "x" * 200_000}
+    with pytest.raises(StoreError, match="disk is full"):
+        await store.insert(record("too-big", params=big))
+    await run_sql(store, lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await store.insert(record("fits", params=big))
+    assert {r.id for r in await store.query(JobQuery())} == {"fits", "before"}
+    assert await store.get("too-big") is None
+
+
+async def run_sql(store: SQLiteStore, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run `fn` on the store's own connection (its writer thread): a test-only back door."""
+    return await store._run(fn, False)
+
+
+async def test_bad_values_fail_only_their_operation(store: SQLiteStore) -> None:
+    with pytest.raises(TypeError):
+        await store.insert(record("bad", params={"x": object()}))
+    with pytest.raises(StoreError, match="unknown job status"):
+        await store.update("bad", {"status": "sleeping"})
+    await store.insert(record("good"))
+    assert await store.get("good") is not None and await store.get("bad") is None
+
+
+async def test_not_open_is_an_error(db: Path) -> None:
+    s = SQLiteStore(url(db))
+    with pytest.raises(StoreError, match="not open"):
+        await s.get("x")
+
+
+# -- size stays bounded ---------------------------------------------------------------------
+
+
+async def test_file_shrinks_after_deleting_finished_jobs(store: SQLiteStore, db: Path) -> None:
+    n, result = 100_000, {"content": [{"type": "text", "text": "done " * 20}], "isError": False}
+
+    async def insert_range(start: int) -> None:
+        for i in range(start, n, 500):
+            await store.insert(record(f"big-{i:06d}", status=C, finished_at=i, result=result, params={"i": i}))
+
+    async with anyio.create_task_group() as tg:
+        for start in range(500):
+            tg.start_soon(insert_range, start)
+    full = size(db)
+    while await store.delete_finished(before=n + 1):
+        pass
+    await store.close()
+    cleaned = size(db)
+    print(f"\n{n:,} finished jobs: {full / 1e6:.1f} MB; after deleting them: {cleaned / 1e6:.2f} MB")
+    assert full > 20_000_000
+    assert cleaned < full / 10
+
+
+# -- URL and the JobManager -----------------------------------------------------------------
+
+
+def test_parse_url() -> None:
+    assert parse_url("sqlite:////abs/jobs.db") == ("/abs/jobs.db", {})
+    assert parse_url("sqlite:///rel/jobs.db?synchronous=full") == ("rel/jobs.db", {"synchronous": "full"})
+    assert parse_url("sqlite:///:memory:") == (":memory:", {})
+    for bad in ("sqlite://", "sqlite:///", "sqlite:/x"):
+        with pytest.raises(ConfigError):
+            parse_url(bad)
+    with pytest.raises(ConfigError, match="synchronous"):
+        SQLiteStore("sqlite:///x.db?synchronous=off")
+
+
+async def test_memory_database_and_open_store() -> None:
+    s = open_store("sqlite:///:memory:")
+    assert isinstance(s, SQLiteStore)
+    await s.open()
+    try:
+        await s.insert(record("m"))
+        assert await s.get("m") is not None
+    finally:
+        await s.close()
+
+
+async def test_job_manager_results_readable_after_reopen(db: Path) -> None:
+    result = {"content": [{"type": "text", "text": "résultat ✓"}], "isError": False}
+    async with JobManager(store=SQLiteStore(url(db)), settings=Settings()) as manager:
+        job_id = await manager.create_job("echo", {"text": "héllo"})
+        await manager.update_job_status(job_id, JobStatus.RUNNING, "working", 50)
+        await manager.set_job_result(job_id, result)
+    async with JobManager(store=SQLiteStore(url(db)), settings=Settings()) as manager:
+        job = await manager.get_job(job_id)
+    assert (job.status, job.result, job.params, job.progress_percentage) == (C, result, {"text": "héllo"}, 100.0)
