@@ -50,7 +50,8 @@ def finished_text(msg: JobStatusMessage) -> str:
         return f"Job {msg.job_id} ({msg.tool_name}) completed. Its result follows."
     if msg.status is JobStatus.CANCELLED:
         return f"Job {msg.job_id} ({msg.tool_name}) was cancelled; it has no result. {msg.message or ''}".strip()
-    return f"Job {msg.job_id} ({msg.tool_name}) failed: {msg.message or 'no message'}"
+    reason = (msg.message or "no message").removeprefix("Job failed: ")
+    return f"Job {msg.job_id} ({msg.tool_name}) failed: {reason}"
 
 
 def diagnostics_text(details: Any) -> str | None:
