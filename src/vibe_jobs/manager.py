@@ -25,8 +25,8 @@ from vibe_jobs.errors import (
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
-from vibe_jobs.metrics import QueueView, Statistics, StatsCollector
-from vibe_jobs.models import Job, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
+from vibe_jobs.metrics import QueueView, Statistics, StatsCollector, job_metrics
+from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.results import as_result_dict, canonical_json, first_text, text_result
 from vibe_jobs.settings import Settings
@@ -202,6 +202,10 @@ class JobManager:
         if rec is None:
             raise JobNotFound(job_id)
         return rec
+
+    async def get_metrics(self, job_id: str) -> JobMetrics:
+        """The job's JobMetrics: times, CPU and memory measured while it ran, errors and retries."""
+        return job_metrics(await self.get_record(job_id))
 
     async def get_job(self, job_id: str) -> Job:
         return Job.from_record(await self.get_record(job_id))
@@ -402,6 +406,7 @@ class JobManager:
             details=rec.details() if details else None, result=rec.result if rec.finished else None,
             rate_limited=limited, access_count=reads,
             created_at=rec.created_at, updated_at=rec.updated_at,
+            metrics=job_metrics(rec).wire() if rec.finished and details else None,
         )  # fmt: skip
 
     async def wait(

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from vibe_jobs.models import JobRecord
+from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
 from vibe_jobs.states import JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
@@ -167,3 +167,33 @@ class StatsCollector:
             reasons.append(f"oldest pending job waited {oldest_age} ms, over {t.max_oldest_pending_ms} ms")
         status: Health = "healthy" if not reasons else "degraded" if len(reasons) == 1 else "unhealthy"
         return HealthReport(status=status, reasons=reasons)
+
+
+def performance_score(duration_ms: int | None, estimated_ms: int | None, errors: int, retries: int) -> float:
+    """0-100: 100 for a job that finished within its estimate with no errors or retries.
+
+    score = 100 * timeliness / (1 + errors + retries / 2), where timeliness is
+    min(1, estimated / actual duration) when an estimate exists, else 1. (The original
+    specification names the field but gives no formula; this one is documented in the README.)
+    """
+    timeliness = 1.0
+    if estimated_ms and duration_ms:
+        timeliness = min(1.0, estimated_ms / duration_ms)
+    return round(100 * timeliness / (1 + errors + retries / 2), 2)
+
+
+def job_metrics(rec: JobRecord) -> JobMetrics:
+    """The specification's JobMetrics for one job (measured, not invented: see the README)."""
+    start = rec.started_at or rec.created_at
+    end = rec.finished_at
+    duration = end - start if end is not None and rec.started_at is not None else None
+    cpu = rec.cpu_seconds or 0.0
+    avg_cpu = 100 * cpu / (duration / 1000) if duration else 0.0
+    estimate = rec.task.estimated_duration if rec.task else None
+    failed = 1 if rec.status is JobStatus.FAILED else 0
+    return JobMetrics(
+        job_id=rec.id, start_time=start, end_time=end, duration=duration,
+        resource_usage=ResourceUsage(peak_memory_mb=rec.peak_memory_mb or 0.0, average_cpu_usage=avg_cpu),
+        performance_score=performance_score(duration, estimate, rec.error_count + failed, rec.retry_count),
+        error_count=rec.error_count + failed, retry_count=rec.retry_count,
+    )  # fmt: skip

@@ -175,6 +175,7 @@ class JobStatusMessage(WireModel):
     access_count: int = 0
     created_at: int | None = None
     updated_at: int | None = None
+    metrics: dict[str, Any] | None = None
 
 
 class ResourceUsage(WireModel):
