@@ -50,7 +50,15 @@ def add_call_parser(sub: Any) -> None:
     target.add_argument("--server-cmd", metavar="COMMAND", help="start this server over stdio (shell-quoted)")
     target.add_argument("--url", help="connect to a running server (streamable HTTP; a /sse path uses SSE)")
     call.add_argument("--no-wait", action="store_true", help="print the jobId and exit")
-    call.add_argument("--json", action="store_true", help="print JSON (the final JobStatusMessage for a job)")
+    call.add_argument(
+        "--json",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="OBJECT",
+        help="with a JSON object: the tool's arguments; bare: print JSON (the final JobStatusMessage)",
+    )
+    call.add_argument("--output", choices=["text", "json"], default="text", help="how to print the result")
     call.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this many seconds")
     call.add_argument("--legacy", action="store_true", help="use the 2025-11-25 protocol (initialize handshake)")
 
@@ -64,6 +72,16 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def split_json_flag(args: argparse.Namespace) -> None:
+    """`--json '{...}'` gives the arguments (the issue's form); a bare `--json` asks for JSON output."""
+    if isinstance(args.json, str):
+        if args.json_args:
+            raise ValueError("give the arguments once: --json OBJECT or --json-args OBJECT")
+        args.json_args, args.json = args.json, args.output == "json"
+    else:
+        args.json = bool(args.json) or args.output == "json"
 
 
 def build_arguments(pairs: list[str], json_args: str | None) -> dict[str, Any]:
@@ -331,6 +349,7 @@ def _server_log_tail(errlog: IO[str], lines: int = 15) -> str:
 def run_call(args: argparse.Namespace, settings: Settings) -> int:
     """Run `vibe-jobs call`; errors are short messages on stderr, never tracebacks."""
     try:
+        split_json_flag(args)
         arguments = build_arguments(args.arg, args.json_args)
         server_command(args.server_cmd)
     except ValueError as exc:

@@ -193,3 +193,24 @@ def test_map_codebase(runs: Runs) -> None:
         pytest.skip("the built-in map-codebase tool is not listed by this server")
     assert res.code == 0, res.err
     assert "vibe_jobs/cli.py" in res.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "arguments", "json_output"),
+    [
+        (["echo", "--json", '{"text": "hi"}'], {"text": "hi"}, False),
+        (["echo", "--json", '{"text": "hi"}', "--output", "json"], {"text": "hi"}, True),
+        (["echo", "--arg", "text=hi", "--json"], {"text": "hi"}, True),
+        (["echo", "--json-args", '{"text": "hi"}'], {"text": "hi"}, False),
+    ],
+)
+def test_json_flag_gives_arguments_or_json_output(
+    argv: list[str], arguments: dict[str, str], json_output: bool
+) -> None:
+    from vibe_jobs.cli import build_parser
+    from vibe_jobs.cli_call import split_json_flag
+
+    args = build_parser().parse_args(["call", *argv])
+    split_json_flag(args)
+    assert build_arguments(args.arg, args.json_args) == arguments
+    assert args.json is json_output
