@@ -274,9 +274,20 @@ class JobManager:
             changes["finished_at"] = self.now()
         return changes
 
-    async def start_job(self, job_id: str) -> JobRecord:
-        """Claim a pending job for this process (pending -> running, attempt + 1)."""
-        return await self.update_job_status(job_id, JobStatus.RUNNING)
+    async def start_job(self, job_id: str, *, owned: bool = False) -> JobRecord:
+        """Claim a pending job for this process (pending -> running, attempt + 1), as a compare-and-set.
+
+        A job that is running already is refused (`InvalidTransition`): two claims never both win.
+        `owned=True` (the scheduler) also refuses a job another process owns (`StaleWrite`): one it
+        adopted while this process's lease had lapsed is no longer ours to run.
+        """
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if owned and rec.owner is not None and rec.owner != self.owner:
+                raise StaleWrite(f"the job is owned by {rec.owner}, not by this process", job_id=rec.id)
+            return self._status_changes(rec, JobStatus.RUNNING)  # raises unless the job is pending
+
+        return await self.mutate(job_id, plan)
 
     async def update_progress(
         self,
@@ -396,6 +407,11 @@ class JobManager:
         if d.interval is not None and d.next_check_time is not None:
             rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
         return self._status_message(rec, now, rec_reco, d.rate_limited, include_details, reads)
+
+    async def status_message(self, job_id: str, *, include_details: bool = True) -> JobStatusMessage:
+        """The job as it stands, for observers: no access accounting and no polling recommendation."""
+        rec = await self.get_record(job_id)
+        return self._status_message(rec, self.now(), None, False, include_details, rec.access_count)
 
     def _status_message(
         self, rec: JobRecord, now: int, reco: PollingRecommendation | None, limited: bool, details: bool, reads: int

@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.resources import register_job_resources
+from vibe_jobs.server.tasks import TasksExtension
 from vibe_jobs.server.wrap import job_mcp_tool
 from vibe_jobs.tools.control import PROTOCOL, ControlTools
 
@@ -41,9 +43,11 @@ def build_mcp(
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
         log_level=cast(Any, manager.settings.log_level.upper()),
+        extensions=[tasks := TasksExtension(manager, specs)], middleware=[tasks.list_tools_middleware],
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
+    register_job_resources(mcp, manager)
     return mcp
 
 

@@ -1,0 +1,236 @@
+"""Call a tool on a vibe-jobs server and wait for its final result, by the best path both sides share.
+
+    async with Client(target, extensions=[TasksClientExtension()]) as client:
+        result = await call_and_wait(client, "map-codebase", {"path": "."}, on_progress=show)
+
+Paths, best first:
+1. the MCP tasks extension (`io.modelcontextprotocol/tasks`): when the client declares it (pass
+   `TasksClientExtension()` to `Client(extensions=[...])`) on a 2026-07-28 connection and the server
+   advertises it, a job tool answers with a task handle and this module polls `tasks/get` at the
+   server's `pollIntervalMs` until the result is inlined;
+2. the jobId protocol with long-polls of `get-job-result` (`waitSeconds`), whose progress
+   notifications reach `on_progress`;
+3. the jobId protocol, reading `get-job-result` at each `pollingRecommendation`.
+A plain tool (whose answer is no job) returns its result directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import anyio
+from mcp import Client
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.session import ClientSession
+from mcp.shared.dispatcher import ProgressFnT as ProgressFn
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, Request, RequestParams, Result, TextContent
+from pydantic import ConfigDict
+
+__all__ = [
+    "TASKS_EXTENSION",
+    "TaskHandle",
+    "TasksClientExtension",
+    "WireResult",
+    "call_and_wait",
+    "follow_task",
+    "tasks_supported",
+]
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+PROGRESS_META_KEY = "vibe-jobs/progress"
+GET_JOB_RESULT = "get-job-result"
+WAIT_SECONDS = 30.0
+DEFAULT_POLL_MS = 1000
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+_on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
+
+
+class TaskHandle(Result):
+    """The extension's `CreateTaskResult` (`resultType: "task"`)."""
+
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    status_message: str | None = None
+    created_at: str | None = None
+    last_updated_at: str | None = None
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+
+
+class WireResult(Result):
+    """Any result, its wire fields kept as they came (`model_extra`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def wire(self) -> dict[str, Any]:
+        return {**(self.model_extra or {}), **({"_meta": self.meta} if self.meta is not None else {})}
+
+
+class TaskIdParams(RequestParams):
+    task_id: str
+
+
+class GetTaskRequest(Request[TaskIdParams, Literal["tasks/get"]]):
+    method: Literal["tasks/get"] = "tasks/get"
+    name_param = "taskId"  # the spec's Mcp-Name routing header on streamable HTTP
+
+
+class CancelTaskRequest(Request[TaskIdParams, Literal["tasks/cancel"]]):
+    method: Literal["tasks/cancel"] = "tasks/cancel"
+    name_param = "taskId"
+
+
+class TasksClientExtension(ClientExtension):
+    """Declare `io.modelcontextprotocol/tasks` and resolve task handles by polling `tasks/get`.
+
+    With it, `client.call_tool` itself returns a job tool's final result on a 2026-07-28 connection.
+    """
+
+    identifier = TASKS_EXTENSION
+
+    def claims(self) -> Sequence[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=TaskHandle, resolve=self._resolve)]
+
+    async def _resolve(self, handle: TaskHandle, ctx: ClaimContext) -> CallToolResult:
+        return await follow_task(ctx.session, handle, _on_progress.get())
+
+
+def tasks_supported(client: Client) -> bool:
+    """Does the server advertise the tasks extension on this connection?"""
+    extensions = client.server_capabilities.extensions
+    return bool(extensions and TASKS_EXTENSION in extensions)
+
+
+async def call_and_wait(
+    client: Client,
+    tool: str,
+    args: Mapping[str, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
+) -> CallToolResult:
+    """Call `tool` and return its final CallToolResult (a job's result once the job has finished)."""
+    token = _on_progress.set(on_progress)
+    try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads _on_progress
+        result = await client.call_tool(tool, dict(args or {}), progress_callback=on_progress)
+    finally:
+        _on_progress.reset(token)
+    started = job_started(result)
+    if started is None:
+        return result
+    long_poll = await supports_long_poll(client)
+    return await follow_job(client, started["jobId"], started, on_progress, wait_seconds if long_poll else 0)
+
+
+# -- the tasks extension ---------------------------------------------------------------------
+
+
+async def follow_task(session: ClientSession, handle: TaskHandle, on_progress: ProgressFn | None) -> CallToolResult:
+    """Poll `tasks/get` until the task is terminal; a cancelled caller cancels the task."""
+    task: dict[str, Any] = handle.model_dump(by_alias=True, exclude_none=True)
+    task_id = handle.task_id
+    reporter = Reporter(on_progress)
+    try:
+        while (final := terminal_result(task)) is None:
+            if task.get("status") not in FINISHED:  # a terminal handle without its payload: read it at once
+                await reporter.report(_task_percent(task), task.get("statusMessage"))
+                await anyio.sleep(_interval_ms(task.get("pollIntervalMs")) / 1000)
+            request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
+            task = (await session.send_request(request, WireResult)).wire()
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await session.send_request(CancelTaskRequest(params=TaskIdParams(task_id=task_id)), WireResult)
+        raise
+    return final
+
+
+def terminal_result(task: Mapping[str, Any]) -> CallToolResult | None:
+    """The CallToolResult a terminal DetailedTask stands for; None while it is not (yet) one."""
+    status = task.get("status")
+    if status == "completed" and isinstance(task.get("result"), dict):
+        return CallToolResult.model_validate(task["result"])
+    if status == "failed" and isinstance(error := task.get("error"), dict):
+        raise MCPError(code=int(error.get("code", -32603)), message=str(error.get("message")), data=error.get("data"))
+    if status == "cancelled":
+        text = task.get("statusMessage") or "Task cancelled"
+        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+    if status == "input_required":
+        raise MCPError(code=-32603, message="the task needs input (inputRequests), which call_and_wait cannot give")
+    return None
+
+
+def _task_percent(task: Mapping[str, Any]) -> float | None:
+    value = (task.get("_meta") or {}).get(PROGRESS_META_KEY)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _interval_ms(value: Any) -> int:
+    return max(50, int(value)) if isinstance(value, int | float) else DEFAULT_POLL_MS
+
+
+# -- the jobId protocol ----------------------------------------------------------------------
+
+
+def job_started(result: CallToolResult) -> dict[str, Any] | None:
+    """A job tool's immediate answer (jobId + pollingRecommendation), or None for any other result."""
+    sc: dict[str, Any] | None = result.structured_content
+    if result.is_error or not sc or not isinstance(sc.get("jobId"), str) or "pollingRecommendation" not in sc:
+        return None
+    return sc
+
+
+async def supports_long_poll(client: Client) -> bool:
+    for tool in (await client.list_tools()).tools:
+        if tool.name == GET_JOB_RESULT:
+            return "waitSeconds" in (tool.input_schema.get("properties") or {})
+    return False
+
+
+async def follow_job(
+    client: Client, job_id: str, last: Mapping[str, Any], on_progress: ProgressFn | None, wait_seconds: float
+) -> CallToolResult:
+    """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished."""
+    reporter = Reporter(on_progress)
+    while True:
+        if wait_seconds > 0:
+            args: dict[str, Any] = {"jobId": job_id, "includeDetails": False, "waitSeconds": wait_seconds}
+            reply = await client.call_tool(
+                GET_JOB_RESULT, args, read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress
+            )
+        else:
+            await anyio.sleep(_recommended_ms(last) / 1000)
+            reply = await client.call_tool(GET_JOB_RESULT, {"jobId": job_id, "includeDetails": False})
+        msg = reply.structured_content
+        if not msg or "status" not in msg:
+            return reply  # e.g. job_not_found (the job expired): the isError answer says so
+        if msg["status"] in FINISHED:
+            return CallToolResult.model_validate(msg["result"]) if isinstance(msg.get("result"), dict) else reply
+        if wait_seconds <= 0:
+            await reporter.report(msg.get("progress"), msg.get("message"))
+        last = msg
+
+
+def _recommended_ms(msg: Mapping[str, Any]) -> int:
+    reco = msg.get("pollingRecommendation") or {}
+    return _interval_ms(reco.get("interval"))
+
+
+class Reporter:
+    """Call on_progress when the percent or the message changes; percent never goes backwards."""
+
+    def __init__(self, on_progress: ProgressFn | None) -> None:
+        self.on_progress, self.percent, self.last = on_progress, 0.0, (-1.0, "")
+
+    async def report(self, percent: Any, message: Any) -> None:
+        if self.on_progress is None:
+            return
+        if isinstance(percent, int | float):
+            self.percent = max(self.percent, float(percent))
+        now = (self.percent, str(message or ""))
+        if now != self.last:
+            self.last = now
+            await self.on_progress(self.percent, 100.0, now[1] or None)

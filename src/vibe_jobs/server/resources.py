@@ -1,0 +1,214 @@
+"""Job resources: `job://{jobId}` (the JobStatusMessage) and `jobs://recent`, with update notifications.
+
+A client subscribed to `job://ID` hears of every state change and of progress (thinned to one update per
+`min_interval` per job, the last one always delivered), in both protocol eras: legacy `resources/subscribe`
+(answered by `session.send_resource_updated`) and 2026-07-28 `subscriptions/listen` streams (fed through the
+MCPServer's SubscriptionBus). One background task, started by the first subscriber, reads the manager's event
+bus and fans out; a finished job's final update is its last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
+from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+from vibe_jobs.errors import JobNotFound
+from vibe_jobs.events import EventType, JobEvent, Subscription
+from vibe_jobs.logs import get_logger
+from vibe_jobs.manager import JobManager
+from vibe_jobs.states import FINAL
+
+log = get_logger("vibe_jobs.resources")
+
+JOB_TEMPLATE = "job://{jobId}"
+RECENT_URI = "jobs://recent"
+JOB_PREFIX = "job://"
+SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
+JOB_DESCRIPTION = (
+    "A background job's status as JSON (the JobStatusMessage: status, message, progress, details and, once "
+    "finished, result). Reading it is not a poll. Subscribe to hear of each state change and of progress."
+)
+RECENT_DESCRIPTION = "The most recent jobs, newest first, as JSON: {jobs: [...], nextCursor}."
+
+
+def job_uri(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+class JobResourceHub:
+    """Who listens to which job resource, and the one task that tells them of changes."""
+
+    def __init__(self, manager: JobManager, bus: SubscriptionBus, *, min_interval: float = 0.25) -> None:
+        self.manager, self.bus, self.min_interval = manager, bus, min_interval
+        self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
+        self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
+        self._last_sent: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # uri -> when its held-back progress update goes out
+        self._running = False
+
+    # -- subscribers -----------------------------------------------------------------------
+
+    def wants(self, uri: str) -> bool:
+        return uri in self._sessions or self._listening[uri] > 0
+
+    def subscribe_session(self, uri: str, session: ServerSession) -> None:
+        if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
+            return
+        self._sessions.setdefault(uri, {})[_connection_of(session)] = session
+        self._ensure_running()
+
+    def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
+        sessions = self._sessions.get(uri, {})
+        sessions.pop(_connection_of(session), None)
+        if not sessions:
+            self._sessions.pop(uri, None)
+
+    def listen_started(self, uris: Iterable[str]) -> None:
+        self._listening.update(uris)
+        self._ensure_running()
+
+    def listen_ended(self, uris: Iterable[str]) -> None:
+        self._listening.subtract(uris)
+        self._listening = +self._listening  # drop zero counts
+
+    def _ensure_running(self) -> None:
+        if not self._running:
+            events = self.manager.subscribe()  # subscribed now, so no event after this call is missed
+            self.manager.task_group.start_soon(self._run, events)
+            self._running = True
+
+    # -- the fan-out task ------------------------------------------------------------------
+
+    async def _run(self, events: Subscription) -> None:
+        try:
+            with events:
+                while True:
+                    event = await self._next_event(events)
+                    if event is not None:
+                        await self._on_event(event)
+                    await self._flush_due()
+        finally:
+            self._running = False
+
+    async def _next_event(self, events: Subscription) -> JobEvent | None:
+        """The next job event, or None when a held-back progress update falls due first."""
+        wait = min(self._due.values(), default=math.inf) - anyio.current_time()
+        with anyio.move_on_after(max(0.0, wait)):
+            return await events.__anext__()
+        return None
+
+    async def _on_event(self, event: JobEvent) -> None:
+        uri = job_uri(event.job_id)
+        if event.type is EventType.EXPIRED or not self.wants(uri):
+            self._forget(uri)
+            return
+        if event.type is EventType.PROGRESS:
+            self._hold_or_send(uri)
+        else:
+            self._due[uri] = -math.inf  # a state change goes out at once
+        await self._flush_due()
+        if event.type is not EventType.PROGRESS and event.status in FINAL:
+            self._forget(uri)  # nothing follows a finished job's last update
+
+    def _hold_or_send(self, uri: str) -> None:
+        if uri not in self._due:
+            self._due[uri] = self._last_sent.get(uri, -math.inf) + self.min_interval
+
+    async def _flush_due(self) -> None:
+        now = anyio.current_time()
+        for uri in [u for u, at in self._due.items() if at <= now]:
+            del self._due[uri]
+            self._last_sent[uri] = now
+            await self._send(uri)
+
+    def _forget(self, uri: str) -> None:
+        self._due.pop(uri, None)
+        self._last_sent.pop(uri, None)
+        self._sessions.pop(uri, None)  # the job is done (or gone): its legacy subscriptions end
+
+    async def _send(self, uri: str) -> None:
+        if self._listening[uri] > 0:
+            await self.bus.publish(ResourceUpdated(uri=uri))
+        for key, session in list(self._sessions.get(uri, {}).items()):
+            with anyio.move_on_after(SEND_TIMEOUT) as scope:  # a stuck client must not hold up the others
+                try:
+                    await session.send_resource_updated(uri)
+                except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
+                    log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
+                    self._sessions.get(uri, {}).pop(key, None)
+            if scope.cancelled_caught:
+                log.warning("resources.send_timeout", uri=uri)
+
+
+def _connection_of(session: ServerSession) -> object:
+    """The connection a (per-request) session speaks on: the identity of a legacy subscriber."""
+    return getattr(session, "_connection", session)
+
+
+def register_job_resources(mcp: MCPServer[Any], manager: JobManager) -> JobResourceHub:
+    """Add the job resources and their subscriptions (both protocol eras) to `mcp`."""
+    # MCPServer has no public accessor for its SubscriptionBus (only a request's ctx.notify_resource_updated)
+    hub = JobResourceHub(manager, mcp._subscriptions)
+    _add_readers(mcp, manager)
+    _add_legacy_subscribe(mcp, hub)
+    _wrap_listen(mcp, hub)
+    return hub
+
+
+def _add_readers(mcp: MCPServer[Any], manager: JobManager) -> None:
+    @mcp.resource(JOB_TEMPLATE, name="job", description=JOB_DESCRIPTION, mime_type="application/json")
+    async def read_job(jobId: str) -> str:
+        try:
+            msg = await manager.status_message(jobId)
+        except JobNotFound:
+            raise ResourceNotFoundError(f"no job with id '{jobId}'") from None
+        return json.dumps(msg.wire())
+
+    @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
+    async def read_recent() -> str:
+        page = await manager.list_jobs()
+        jobs = [j.model_dump(mode="json", exclude_none=True, exclude={"result"}) for j in page.jobs]
+        return json.dumps({"jobs": jobs, "nextCursor": page.next_cursor})
+
+
+def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
+    """resources/subscribe and resources/unsubscribe (MCPServer has no public hook for them)."""
+
+    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        hub.subscribe_session(str(params.uri), ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        hub.unsubscribe_session(str(params.uri), ctx.session)
+        return EmptyResult()
+
+    mcp._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    mcp._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _wrap_listen(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
+    """Let the hub see which job URIs each 2026-07-28 listen stream names, for as long as it is open."""
+    entry = mcp._lowlevel_server.get_request_handler("subscriptions/listen")
+    if entry is None:  # MCPServer(subscriptions=False)
+        return
+    inner = entry.handler
+
+    async def listen(ctx: Any, params: Any) -> Any:
+        uris = [u for u in params.notifications.resource_subscriptions or () if u.startswith(JOB_PREFIX)]
+        hub.listen_started(uris)
+        try:
+            return await inner(ctx, params)
+        finally:
+            hub.listen_ended(uris)
+
+    mcp._lowlevel_server.add_request_handler("subscriptions/listen", entry.params_type, listen)

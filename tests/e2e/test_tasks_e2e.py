@@ -1,0 +1,287 @@
+"""The MCP tasks extension (io.modelcontextprotocol/tasks) against the real server, and vibe_jobs.client."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import Any, Literal
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client import advertise
+from mcp.client.extension import ClientExtension
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, Request, RequestParams
+
+from tests.e2e.conftest import HttpServer, stdio_params
+from vibe_jobs.client import (
+    TASKS_EXTENSION,
+    TaskHandle,
+    TasksClientExtension,
+    WireResult,
+    call_and_wait,
+    tasks_supported,
+)
+
+POLL_BASE_MS = 200  # conftest.BASE_ENV
+RETENTION_MS = 3_600_000  # the default max retention
+
+
+class TaskParams(RequestParams):
+    task_id: str
+    input_responses: dict[str, Any] | None = None  # tasks/update only
+
+
+class TaskRequest(Request[TaskParams, str]):
+    """Any tasks/* request, with the routing header the spec asks for."""
+
+    name_param = "taskId"
+
+
+@asynccontextmanager
+async def tasks_client(
+    mode: str = "auto", extensions: Sequence[ClientExtension] | None = None
+) -> AsyncIterator[Client]:
+    with tempfile.TemporaryFile("w+") as errlog:
+        transport = stdio_client(stdio_params(), errlog=errlog)
+        async with Client(transport, mode=mode, read_timeout_seconds=60, extensions=extensions) as client:
+            yield client
+
+
+def declaring() -> AbstractAsyncContextManager[Client]:
+    """A 2026-07-28 client that declares the tasks extension (and resolves task handles)."""
+    return tasks_client("auto", [TasksClientExtension()])
+
+
+async def send(
+    client: Client, method: Literal["tasks/get", "tasks/cancel", "tasks/update"], **params: Any
+) -> dict[str, Any]:
+    request = TaskRequest(method=method, params=TaskParams(**params))
+    return (await client.session.send_request(request, WireResult)).wire()
+
+
+async def start_task(client: Client, tool: str, args: dict[str, Any]) -> TaskHandle:
+    handle = await client.session.call_tool(tool, args, allow_claimed=True)
+    assert isinstance(handle, TaskHandle), handle
+    return handle
+
+
+async def until_terminal(client: Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
+    with anyio.fail_after(seconds):
+        while True:
+            task = await send(client, "tasks/get", task_id=task_id)
+            if task["status"] != "working":
+                return task
+            await anyio.sleep(task["pollIntervalMs"] / 1000)
+
+
+def parse_iso(text: str) -> datetime:
+    assert text.endswith("Z")
+    return datetime.fromisoformat(text)
+
+
+# -- capability and shapes -------------------------------------------------------------------
+
+
+async def test_server_advertises_the_extension_only_on_2026() -> None:
+    async with tasks_client("auto") as client:
+        assert client.server_capabilities.extensions == {TASKS_EXTENSION: {}}
+        assert tasks_supported(client)
+    async with tasks_client("legacy") as client:
+        assert not tasks_supported(client)
+
+
+async def test_job_tool_answers_with_a_task_handle_then_tasks_get_inlines_the_result() -> None:
+    async with declaring() as client:
+        handle = await start_task(client, "sleepy", {"seconds": 0.6, "steps": 3})
+        assert handle.status == "working"
+        assert handle.poll_interval_ms == POLL_BASE_MS
+        # ttlMs counts from creation: the retention after the job's end (so it grows while the job runs)
+        assert handle.ttl_ms is not None and RETENTION_MS <= handle.ttl_ms < RETENTION_MS + 5000
+        assert parse_iso(handle.created_at or "") <= parse_iso(handle.last_updated_at or "")
+        working = await send(client, "tasks/get", task_id=handle.task_id)
+        assert working["resultType"] == "complete" and working["taskId"] == handle.task_id
+        assert working["status"] == "working" and "result" not in working
+        assert working["pollIntervalMs"] >= POLL_BASE_MS
+        done = await until_terminal(client, handle.task_id)
+        assert done["status"] == "completed" and done["resultType"] == "complete"
+        assert done["result"]["structuredContent"] == {"seconds": 0.6, "steps": 3}
+        assert done["result"]["isError"] is False
+        assert done["ttlMs"] >= RETENTION_MS
+        # the task id is the job id
+        job = await client.call_tool("get-job-result", {"jobId": handle.task_id})
+        assert job.structured_content is not None and job.structured_content["status"] == "completed"
+
+
+async def test_call_tool_resolves_the_task_transparently() -> None:
+    async with declaring() as client:
+        result = await client.call_tool("sleepy", {"seconds": 0.3, "steps": 2})
+        assert result.structured_content == {"seconds": 0.3, "steps": 2} and not result.is_error
+        echo = await client.call_tool("echo", {"text": "ab", "count": 2})
+        assert echo.structured_content is not None and echo.structured_content["text"] == "abab"
+
+
+async def test_a_failing_job_is_a_completed_task_with_an_error_result() -> None:
+    async with declaring() as client:
+        handle = await start_task(client, "explode", {"message": "kaboom"})
+        done = await until_terminal(client, handle.task_id)
+        assert done["status"] == "completed"  # 'failed' is for JSON-RPC errors only (spec)
+        assert done["result"]["isError"] is True and "kaboom" in done["result"]["content"][0]["text"]
+        assert "error" not in done
+
+
+async def test_tasks_cancel_ends_the_job_cancelled() -> None:
+    async with declaring() as client:
+        handle = await start_task(client, "wait_forever", {})
+        await anyio.sleep(0.3)
+        ack = await send(client, "tasks/cancel", task_id=handle.task_id)
+        assert ack["resultType"] == "complete" and set(ack) <= {"resultType", "_meta"}
+        done = await until_terminal(client, handle.task_id)
+        assert done["status"] == "cancelled" and "result" not in done
+        assert "tasks/cancel" in done["statusMessage"]
+        job = await client.call_tool("get-job-result", {"jobId": handle.task_id})
+        assert job.structured_content is not None and job.structured_content["status"] == "cancelled"
+        # cancelling a finished task is acknowledged and changes nothing
+        assert (await send(client, "tasks/cancel", task_id=handle.task_id))["resultType"] == "complete"
+
+
+async def test_tasks_update_is_acknowledged() -> None:
+    async with declaring() as client:
+        handle = await start_task(client, "wait_forever", {})
+        ack = await send(client, "tasks/update", task_id=handle.task_id, input_responses={"k": {"action": "accept"}})
+        assert ack["resultType"] == "complete"
+        await send(client, "tasks/cancel", task_id=handle.task_id)
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/cancel", "tasks/update"])
+async def test_unknown_task_is_invalid_params(method: Literal["tasks/get", "tasks/cancel", "tasks/update"]) -> None:
+    async with declaring() as client:
+        with pytest.raises(MCPError) as err:
+            await send(client, method, task_id="0" * 32)
+        assert err.value.error.code == -32602
+        assert "Task not found" in err.value.error.message
+
+
+async def test_tasks_methods_need_the_declared_extension() -> None:
+    async with tasks_client("auto") as client:
+        handle = await client.call_tool("sleepy", {"seconds": 0.1, "steps": 1})
+        assert handle.structured_content is not None
+        with pytest.raises(MCPError) as err:
+            await send(client, "tasks/get", task_id=handle.structured_content["jobId"])
+        assert err.value.error.code == -32021
+        assert err.value.error.data == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+
+
+# -- who is not served tasks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_clients_without_the_extension_get_the_jobid_answer(mode: str) -> None:
+    async with tasks_client(mode) as client:
+        result = await client.call_tool("sleepy", {"seconds": 0.1, "steps": 1})
+        assert result.structured_content is not None and result.structured_content["status"] == "pending"
+        assert "jobId" in result.structured_content
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert listed["sleepy"].output_schema is not None  # the jobId answer's schema
+
+
+async def test_legacy_mode_is_unchanged_even_when_declared() -> None:
+    async with tasks_client("legacy", [advertise(TASKS_EXTENSION)]) as client:
+        result = await client.call_tool("sleepy", {"seconds": 0.1, "steps": 1})
+        assert result.structured_content is not None and "jobId" in result.structured_content
+        with pytest.raises(MCPError) as err:
+            await send(client, "tasks/get", task_id=result.structured_content["jobId"])
+        assert err.value.error.code == -32601  # the 2026-07-28 extension's methods are not served on 2025-11-25
+
+
+async def test_plain_and_control_tools_are_not_tasks() -> None:
+    async with declaring() as client:
+        plain = await client.session.call_tool("plain-noop", {}, allow_claimed=True)
+        assert isinstance(plain, CallToolResult) and plain.structured_content == {"result": "ok"}
+        submitted = await client.session.call_tool("submit-job", {"tool": "noop"}, allow_claimed=True)
+        assert isinstance(submitted, CallToolResult)
+        assert submitted.structured_content is not None and "jobId" in submitted.structured_content
+        stats = await client.session.call_tool("job-stats", {}, allow_claimed=True)
+        assert isinstance(stats, CallToolResult)
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        assert listed["sleepy"].output_schema is None  # its answer is its real result for this client
+        assert listed["get-job-result"].output_schema is not None
+
+
+async def test_refused_or_invalid_arguments_answer_at_once() -> None:
+    async with declaring() as client:
+        bad = await client.session.call_tool("sleepy", {"seconds": "soon"}, allow_claimed=True)
+        assert isinstance(bad, CallToolResult) and bad.is_error
+
+
+# -- vibe_jobs.client.call_and_wait ----------------------------------------------------------
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, float | None, str | None]] = []
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.seen.append((progress, total, message))
+
+
+async def test_call_and_wait_over_tasks() -> None:
+    progress = Progress()
+    async with declaring() as client:
+        result = await call_and_wait(client, "sleepy", {"seconds": 2.0, "steps": 4}, progress)
+    assert result.structured_content == {"seconds": 2.0, "steps": 4}
+    assert progress.seen and all(total == 100.0 for _, total, _ in progress.seen)
+    percents = [p for p, _, _ in progress.seen]
+    assert percents == sorted(percents) and max(percents) > 0
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_call_and_wait_over_long_polls(mode: str) -> None:
+    progress = Progress()
+    async with tasks_client(mode) as client:
+        result = await call_and_wait(client, "sleepy", {"seconds": 0.8, "steps": 4}, progress)
+    assert result.structured_content == {"seconds": 0.8, "steps": 4}
+    assert any(message and "step" in message for _, _, message in progress.seen)
+
+
+async def test_call_and_wait_by_polling_recommendations() -> None:
+    progress = Progress()
+    async with tasks_client("auto") as client:
+        result = await call_and_wait(client, "sleepy", {"seconds": 0.8, "steps": 2}, progress, wait_seconds=0)
+    assert result.structured_content == {"seconds": 0.8, "steps": 2}
+    assert progress.seen
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_call_and_wait_plain_tool_and_failures(declared: bool) -> None:
+    client_cm = declaring() if declared else tasks_client("auto")
+    async with client_cm as client:
+        plain = await call_and_wait(client, "plain-noop", {})
+        assert plain.structured_content == {"result": "ok"}
+        failed = await call_and_wait(client, "explode", {"message": "nope"})
+        assert failed.is_error and "nope" in str(failed.content[0])
+
+
+async def test_cancelling_call_and_wait_cancels_the_task() -> None:
+    async with declaring() as client:
+        with anyio.move_on_after(0.5):
+            await call_and_wait(client, "wait_forever", {})
+        jobs = await client.call_tool("list-jobs", {"toolName": "wait_forever", "limit": 1})
+        assert jobs.structured_content is not None
+        job_id = jobs.structured_content["jobs"][0]["id"]
+        done = await until_terminal(client, job_id)
+        assert done["status"] == "cancelled"
+
+
+async def test_call_and_wait_over_streamable_http(http_server: HttpServer) -> None:
+    progress = Progress()
+    async with Client(http_server.url, read_timeout_seconds=60, extensions=[TasksClientExtension()]) as client:
+        assert tasks_supported(client)
+        handle = await start_task(client, "noop", {})
+        assert (await until_terminal(client, handle.task_id))["status"] == "completed"
+        result = await call_and_wait(client, "sleepy", {"seconds": 0.4, "steps": 2}, progress)
+    assert result.structured_content == {"seconds": 0.4, "steps": 2}
