@@ -21,6 +21,7 @@ from vibe_jobs.errors import (
     ParamsTooLarge,
     ResultAlreadySet,
     StaleWrite,
+    StoreError,
     UnknownDependency,
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
@@ -125,12 +126,18 @@ class JobManager:
         next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
         while True:
             await anyio.sleep(beat)
-            await self.store.heartbeat(self.owner, self.now() + lease_ms)
-            if self.runner is not None:
-                await self.runner.recover()
-            if self.clock() >= next_cleanup:
-                next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
-                await self.cleanup()
+            try:
+                await self._beat(lease_ms)
+                if self.clock() >= next_cleanup:
+                    next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+                    await self.cleanup()
+            except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
+                log.warning("maintenance.failed", error=str(exc))
+
+    async def _beat(self, lease_ms: int) -> None:
+        await self.store.heartbeat(self.owner, self.now() + lease_ms)
+        if self.runner is not None:
+            await self.runner.recover()
 
     # -- creation --------------------------------------------------------------------------
 
@@ -312,7 +319,7 @@ class JobManager:
             changes.update(_detail_changes(rec, stage, sub_progress, diagnostic, metadata))
             return changes
 
-        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+        return await self.mutate(job_id, plan, _fence(attempt))
 
     async def add_diagnostic(self, job_id: str, text: str, *, attempt: int | None = None) -> JobRecord:
         return await self.update_progress(job_id, None, diagnostic=text, attempt=attempt)
@@ -333,7 +340,7 @@ class JobManager:
                 changes["progress_percentage"] = 100.0
             return changes
 
-        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+        return await self.mutate(job_id, plan, _fence(attempt))
 
     async def fail_job(
         self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
@@ -384,7 +391,7 @@ class JobManager:
                 changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
             return changes
 
-        return await self.mutate(job_id, plan, Guard(attempt=attempt))
+        return await self.mutate(job_id, plan, _fence(attempt))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -486,6 +493,17 @@ class JobManager:
             at = self.now()
             for job_id in ids:
                 self.bus.publish(JobEvent(EventType.EXPIRED, job_id, "", JobStatus.COMPLETED, 0, at))
+
+
+_RUNNING_ONLY = (JobStatus.RUNNING,)
+
+
+def _fence(attempt: int | None) -> Guard:
+    """A running attempt's writes: they land only while that very attempt is running.
+
+    (A requeued job keeps its attempt number until it is claimed again, so the status matters too.)
+    """
+    return NO_GUARD if attempt is None else Guard(attempt=attempt, statuses=_RUNNING_ONLY)
 
 
 def _check_percent(name: str, value: float | None) -> None:

@@ -68,6 +68,7 @@ class _Run:
     error: BaseException | None = None
     error_trace: str | None = None
     timed_out: bool = False
+    lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
 
 
 class Scheduler:
@@ -287,7 +288,7 @@ class Scheduler:
 
     async def _claim(self, entry: _Queued) -> _Run | None:
         try:
-            rec = await self.m.start_job(entry.job_id)
+            rec = await self.m.start_job(entry.job_id, owned=True)
         except (InvalidTransition, StaleWrite, JobError):
             return None  # cancelled (or gone) before it started
         run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), entry.needs)
@@ -357,6 +358,9 @@ class Scheduler:
         self, rec: JobRecord, spec: JobToolSpec, run: _Run, abandoned: bool, usage: dict[str, float]
     ) -> None:
         ctx = run.ctx
+        if run.lost:
+            log.warning("job.taken_over", job_id=rec.id, attempt=ctx.attempt)
+            return
         try:
             if ctx.cancel_reason is not None:
                 diags = ctx.take_diagnostics()
@@ -423,10 +427,18 @@ class Scheduler:
             self._wake = anyio.Event()
 
     async def _cancel_requested_elsewhere(self) -> None:
-        """A cancel written to the shared store by another process (the jobs CLI, another replica)."""
+        """A cancel written to the shared store by another process (the jobs CLI, another replica),
+        or a job another process adopted while this one's lease had lapsed (a pause, a stalled loop):
+        that work is stopped and its outcome discarded, since the job is no longer ours."""
         for job_id in list(self.running):
             rec = await self.m.store.get(job_id)
-            if rec is not None and rec.cancel_requested and self.running.get(job_id) is not None:
+            run = self.running.get(job_id)
+            if run is None:
+                continue
+            if rec is None or rec.owner != self.m.owner or rec.attempt != run.ctx.attempt:
+                run.lost = True
+                run.scope.cancel()
+            elif rec.cancel_requested:
                 self.cancel_running(job_id, rec.cancel_requested)
 
     async def recover(self) -> int:

@@ -1,0 +1,142 @@
+"""Two `vibe-jobs serve --transport streamable-http` processes on one SQLite file.
+
+Jobs created through either are visible through both; neither runs (or takes over) a job the other
+is running while the other's lease is live; when one is killed with SIGKILL, the other adopts its
+jobs once its lease expires (VIBE_JOBS_LEASE_SECONDS=1), by the recovery rule.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_crash_recovery import (
+    INTERRUPTED,
+    Setup,
+    client_of,
+    error_text,
+    executions,
+    list_ids,
+    make_setup,
+    read,
+    running_without_live_owner,
+    serve_many,
+    submit,
+    wait_for,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    return make_setup(tmp_path)
+
+
+OBSERVE_SECONDS = 3.0  # three lease periods: nine heartbeats (and recovery passes) of the other server
+
+
+async def test_jobs_created_through_either_server_are_visible_through_both(setup: Setup) -> None:
+    with serve_many(setup, 2) as (a, b):
+        async with client_of(a) as ca, client_of(b) as cb:
+            from_a = await submit(ca, "slow_unsafe", {"seconds": 0.1, "tag": "from-a"})
+            from_b = await submit(cb, "slow_safe", {"seconds": 0.1, "tag": "from-b"})
+            seen_on_b = await wait_for(cb, from_a)
+            seen_on_a = await wait_for(ca, from_b)
+            assert seen_on_b["status"] == seen_on_a["status"] == "completed"
+            assert (await read(ca, from_a))["result"] == seen_on_b["result"]
+            assert (await read(cb, from_b))["result"] == seen_on_a["result"]
+            long_b = await submit(cb, "slow_unsafe", {"seconds": 600, "tag": "long-b"})
+            await wait_for(ca, long_b, ("running",), within=10)
+            assert await list_ids(ca) == await list_ids(cb) == {from_a, from_b, long_b}
+            # A cancel through A reaches the work running on B.
+            cancelled = (await ca.call_tool("cancel-job", {"jobId": long_b})).structured_content
+            assert cancelled is not None and cancelled["status"] == "cancelled", cancelled
+            assert (await read(cb, long_b))["status"] == "cancelled"
+    runs = executions(setup.exec_log)
+    assert runs[from_a] == [(1, a.pid)] and runs[from_b] == [(1, b.pid)], (
+        "a job ran on the server it was not created on"
+    )
+    assert runs[long_b] == [(1, b.pid)]
+
+
+async def test_a_live_server_keeps_its_jobs_and_a_killed_one_is_recovered_by_the_other(setup: Setup) -> None:
+    with serve_many(setup, 2) as (a, b):
+        async with client_of(a) as ca, client_of(b) as cb:
+            # A's two slots (MAX_CONCURRENT=2) run long jobs; a third waits in A's queue.
+            a_safe = await submit(ca, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "a-safe"})
+            a_unsafe = await submit(ca, "slow_unsafe", {"seconds": 600, "tag": "a-unsafe"})
+            for job_id in (a_safe, a_unsafe):
+                await wait_for(ca, job_id, ("running",), within=10)
+            a_queued = await submit(ca, "slow_unsafe", {"seconds": 0.1, "tag": "a-queued"})
+            b_long = await submit(cb, "slow_unsafe", {"seconds": 600, "tag": "b-long"})
+            await wait_for(cb, b_long, ("running",), within=10)
+
+            # Watch through B for several lease periods: A's jobs stay where they are, and so does B's.
+            watched = await read(cb, a_unsafe, wait=OBSERVE_SECONDS)
+            assert watched["status"] == "running"
+            assert (await read(cb, a_safe))["status"] == "running"
+            assert (await read(cb, a_queued))["status"] == "pending"
+            assert (await read(ca, b_long))["status"] == "running"
+            runs = executions(setup.exec_log)
+            assert runs[a_safe] == [(1, a.pid)] and runs[a_unsafe] == [(1, a.pid)]
+            assert a_queued not in runs, "B ran a job queued on the live server A"
+            assert runs[b_long] == [(1, b.pid)]
+        a.kill()
+
+        async with client_of(b) as cb:
+            unsafe_end = await wait_for(cb, a_unsafe)
+            safe_end = await wait_for(cb, a_safe)
+            queued_end = await wait_for(cb, a_queued)
+            assert (await read(cb, b_long))["status"] == "running", "B's own job was disturbed by the recovery"
+            assert running_without_live_owner(setup.db) == []
+            cancelled = (await cb.call_tool("cancel-job", {"jobId": b_long})).structured_content
+            assert cancelled is not None and cancelled["status"] == "cancelled"
+
+    assert unsafe_end["status"] == "failed" and INTERRUPTED in error_text(unsafe_end)
+    assert safe_end["status"] == "completed" and safe_end["result"]["structuredContent"]["attempt"] == 2
+    assert queued_end["status"] == "completed"
+    runs = executions(setup.exec_log)
+    assert runs[a_unsafe] == [(1, a.pid)], "a job whose tool is not retry_safe ran again"
+    assert runs[a_safe] == [(1, a.pid), (2, b.pid)]
+    assert runs[a_queued] == [(1, b.pid)]
+    assert runs[b_long] == [(1, b.pid)]
+
+
+async def test_a_paused_server_resumed_after_losing_its_lease_does_not_run_adopted_jobs(setup: Setup) -> None:
+    """SIGSTOP past the lease: to B, A is dead, and B adopts its jobs. After SIGCONT, A's memory still
+    holds them: A must not start the queued job B now runs, and must stop (and not report) the work
+    it was running, whose jobs are B's now."""
+    with serve_many(setup, 2) as (a, b):
+        async with client_of(a) as ca:
+            a_safe = await submit(ca, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "a-safe"})
+            a_unsafe = await submit(ca, "slow_unsafe", {"seconds": 600, "tag": "a-unsafe"})
+            for job_id in (a_safe, a_unsafe):
+                await wait_for(ca, job_id, ("running",), within=10)
+            a_queued = await submit(ca, "slow_unsafe", {"seconds": 3, "tag": "a-queued"})
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            async with client_of(b) as cb:
+                unsafe_end = await wait_for(cb, a_unsafe)
+                safe_end = await wait_for(cb, a_safe)
+                await wait_for(cb, a_queued, ("running",), within=10)
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        async with client_of(a) as ca, client_of(b) as cb:
+            # A, resumed, stops the two runs it lost; that frees its slots for its stale queue entry.
+            await wait_until(lambda: a.stderr().count("job.taken_over") >= 2, within=10, what="A drops its lost runs")
+            queued_end = await wait_for(ca, a_queued)
+            for job_id, end in ((a_unsafe, unsafe_end), (a_safe, safe_end)):
+                for client in (ca, cb):
+                    assert (await read(client, job_id))["result"] == end["result"], "a late result overwrote B's"
+
+    assert unsafe_end["status"] == "failed" and INTERRUPTED in error_text(unsafe_end)
+    assert safe_end["status"] == "completed" and safe_end["result"]["structuredContent"]["attempt"] == 2
+    assert queued_end["status"] == "completed"
+    runs = executions(setup.exec_log)
+    assert runs[a_unsafe] == [(1, a.pid)]
+    assert runs[a_safe] == [(1, a.pid), (2, b.pid)]
+    assert runs[a_queued] == [(1, b.pid)], "the resumed server ran a job the other had adopted"
