@@ -24,8 +24,8 @@ SERVER = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://", "-
 BASE_ENV = {
     "PYTHONPATH": str(ROOT),
     "VIBE_JOBS_LOG_LEVEL": "warning",
-    "VIBE_JOBS_POLL_BASE_MS": "200",
-    "VIBE_JOBS_POLL_MAX_MS": "1000",
+    "VIBE_JOBS_POLL_BASE_MS": "1000",
+    "VIBE_JOBS_POLL_MAX_MS": "2000",
     "VIBE_JOBS_MAX_PARAMS_BYTES": "20000",
     "JOB_MANAGER_MAX_CONCURRENT": "50",
 }

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import anyio
@@ -73,11 +72,12 @@ class JobResourceHub:
         if not sessions:
             self._sessions.pop(uri, None)
 
-    def listen_started(self, uris: Iterable[str]) -> None:
+    def listen_started(self, uris: list[str]) -> None:
         self._listening.update(uris)
-        self._ensure_running()
+        if uris:
+            self._ensure_running()
 
-    def listen_ended(self, uris: Iterable[str]) -> None:
+    def listen_ended(self, uris: list[str]) -> None:
         self._listening.subtract(uris)
         self._listening = +self._listening  # drop zero counts
 

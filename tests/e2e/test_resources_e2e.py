@@ -1,0 +1,231 @@
+"""Job resources and their update notifications, against the real server process, in both protocol eras."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client.session import IncomingMessage
+from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import ResourceUpdatedNotification, TextResourceContents
+
+from tests.e2e.conftest import MODES, stdio_params
+from tests.e2e.test_jobs_e2e import start, structured, texts
+
+pytestmark = pytest.mark.timeout(90)
+
+FINISHED = ("completed", "failed", "cancelled")
+LEGACY_VERSION = "2025-11-25"
+
+
+def job_uri(job_id: str) -> str:
+    return f"job://{job_id}"
+
+
+class Watcher:
+    """The client's message handler: every resource-updated notification, in arrival order."""
+
+    def __init__(self) -> None:
+        self.send, self.recv = anyio.create_memory_object_stream[str](1000)
+        self.counts: Counter[str] = Counter()
+
+    async def __call__(self, message: IncomingMessage) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            self.counts[str(message.params.uri)] += 1
+            await self.send.send(str(message.params.uri))
+
+    async def next_update(self, uri: str) -> None:
+        """Wait for the next notification about `uri` (others are skipped)."""
+        while await self.recv.receive() != uri:
+            pass
+
+
+@asynccontextmanager
+async def connect(mode: str) -> AsyncIterator[tuple[Client, Watcher]]:
+    watcher = Watcher()
+    with tempfile.TemporaryFile("w+") as errlog, watcher.send, watcher.recv:
+        transport = stdio_client(stdio_params(), errlog=errlog)
+        async with Client(transport, mode=mode, read_timeout_seconds=60, message_handler=watcher) as client:
+            yield client, watcher
+
+
+@asynccontextmanager
+async def subscribed(client: Client, uri: str) -> AsyncIterator[None]:
+    """Subscribe the era's way: resources/subscribe (legacy) or a subscriptions/listen stream (2026-07-28)."""
+    if client.protocol_version != LEGACY_VERSION:
+        async with client.listen(resource_subscriptions=[uri]) as sub:
+            assert sub.honored.resource_subscriptions == [uri]
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MCPDeprecationWarning: resources/subscribe is gone in 2026-07-28
+        await client.subscribe_resource(uri)
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        await client.unsubscribe_resource(uri)
+
+
+async def read_job(client: Client, job_id: str) -> dict[str, Any]:
+    result = await client.read_resource(job_uri(job_id))
+    content = result.contents[0]
+    assert isinstance(content, TextResourceContents) and content.mime_type == "application/json"
+    body: dict[str, Any] = json.loads(content.text)
+    return body
+
+
+async def submit_after(client: Client, tool: str, args: dict[str, Any], depends_on: str) -> str:
+    result = await client.call_tool("submit-job", {"tool": tool, "arguments": args, "dependsOn": [depends_on]})
+    assert not result.is_error, texts(result)
+    return str(structured(result)["jobId"])
+
+
+async def follow_updates(client: Client, watcher: Watcher, job_id: str) -> list[dict[str, Any]]:
+    """Read the job after each notification about it until it reads finished."""
+    seen: list[dict[str, Any]] = []
+    with anyio.fail_after(20):
+        while not seen or seen[-1]["status"] not in FINISHED:
+            await watcher.next_update(job_uri(job_id))
+            seen.append(await read_job(client, job_id))
+    return seen
+
+
+async def barrier(client: Client, watcher: Watcher) -> None:
+    """Run a short job to its end while subscribed to it: a window in which the server's hub has run on."""
+    job_id = await start(client, "sleepy", {"seconds": 0.6, "steps": 2})
+    async with subscribed(client, job_uri(job_id)):
+        await follow_updates(client, watcher, job_id)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_job_template_and_recent_jobs_are_listed(mode: str) -> None:
+    async with connect(mode) as (client, _):
+        templates = (await client.list_resource_templates()).resource_templates
+        resources = (await client.list_resources()).resources
+    job = next(t for t in templates if t.uri_template == "job://{jobId}")
+    assert job.description and "JobStatusMessage" in job.description
+    assert job.mime_type == "application/json"
+    assert any(str(r.uri) == "jobs://recent" and r.description for r in resources)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_reading_a_job_gives_its_status_and_is_not_a_poll(mode: str) -> None:
+    async with connect(mode) as (client, _):
+        job_id = await start(client, "sleepy", {"seconds": 10})
+        first, second = await read_job(client, job_id), await read_job(client, job_id)
+        polled = structured(await client.call_tool("get-job-result", {"jobId": job_id}))
+        after = await read_job(client, job_id)
+        await client.call_tool("cancel-job", {"jobId": job_id})
+    assert first["jobId"] == job_id and first["toolName"] == "sleepy"
+    assert first["status"] in ("pending", "running") and "createdAt" in first
+    assert first["accessCount"] == second["accessCount"] == 0
+    assert "pollingRecommendation" not in first and not first["rateLimited"]
+    assert polled["accessCount"] == 1 and after["accessCount"] == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_reading_an_unknown_job_is_an_invalid_params_error(mode: str) -> None:
+    async with connect(mode) as (client, _):
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource("job://nope")
+    assert caught.value.error.code == -32602 and "nope" in caught.value.error.message
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_recent_jobs_lists_the_newest_first(mode: str) -> None:
+    async with connect(mode) as (client, _):
+        older = await start(client, "noop", {})
+        newer = await start(client, "sleepy", {"seconds": 10})
+        result = await client.read_resource("jobs://recent")
+        await client.call_tool("cancel-job", {"jobId": newer})
+    content = result.contents[0]
+    assert isinstance(content, TextResourceContents)
+    body = json.loads(content.text)
+    ids = [job["id"] for job in body["jobs"]]
+    assert ids.index(newer) < ids.index(older) and "nextCursor" in body
+    assert body["jobs"][ids.index(newer)]["toolName"] == "sleepy"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_subscriber_hears_each_state_change_and_nothing_after_the_end(mode: str) -> None:
+    async with connect(mode) as (client, watcher):
+        blocker = await start(client, "sleepy", {"seconds": 1.0, "steps": 1})
+        job_id = await submit_after(client, "sleepy", {"seconds": 1.2, "steps": 4}, depends_on=blocker)
+        uri = job_uri(job_id)
+        async with subscribed(client, uri):
+            assert (await read_job(client, job_id))["status"] == "pending"
+            seen = await follow_updates(client, watcher, job_id)
+            heard = watcher.counts[uri]
+            await barrier(client, watcher)
+            late = watcher.counts[uri] - heard
+    statuses = [body["status"] for body in seen]
+    assert statuses[0] == "running" and statuses[-1] == "completed", statuses
+    progress = [body.get("progress", 0) for body in seen if body["status"] == "running"]
+    assert any(0 < p < 100 for p in progress) and progress == sorted(progress), progress
+    assert heard >= 5, heard  # started, progress steps (at most 4 per second), completed
+    assert late <= 1, late  # only the completion's own update may still have been on its way
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_finished_job_sends_nothing(mode: str) -> None:
+    async with connect(mode) as (client, watcher):
+        job_id = await start(client, "noop", {})
+        await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+        async with subscribed(client, job_uri(job_id)):
+            await barrier(client, watcher)
+            assert (await read_job(client, job_id))["status"] == "completed"
+    assert watcher.counts[job_uri(job_id)] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_unsubscribing_stops_the_updates(mode: str) -> None:
+    async with connect(mode) as (client, watcher):
+        job_id = await start(client, "sleepy", {"seconds": 4, "steps": 8})
+        uri = job_uri(job_id)
+        async with subscribed(client, uri):
+            with anyio.fail_after(10):
+                await watcher.next_update(uri)
+        heard = watcher.counts[uri]
+        before = (await read_job(client, job_id)).get("progress", 0)
+        await barrier(client, watcher)
+        after = (await read_job(client, job_id)).get("progress", 0)
+        await client.call_tool("cancel-job", {"jobId": job_id})
+    assert after > before  # the job moved on ...
+    assert watcher.counts[uri] == heard  # ... and nobody was told
+
+
+async def test_a_listen_stream_yields_typed_updates() -> None:
+    async with connect("auto") as (client, _):
+        job_id = await start(client, "sleepy", {"seconds": 0.9, "steps": 3})
+        statuses: list[str] = []
+        async with client.listen(resource_subscriptions=[job_uri(job_id)]) as sub:
+            with anyio.fail_after(20):
+                async for event in sub:
+                    assert event == ResourceUpdated(uri=job_uri(job_id))
+                    statuses.append((await read_job(client, job_id))["status"])
+                    if statuses[-1] in FINISHED:
+                        break
+    assert statuses[-1] == "completed" and len(statuses) >= 2, statuses
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_fast_progress_is_coalesced(mode: str) -> None:
+    async with connect(mode) as (client, watcher):
+        blocker = await start(client, "sleepy", {"seconds": 0.5, "steps": 1})
+        job_id = await submit_after(client, "sleepy", {"seconds": 1.0, "steps": 40}, depends_on=blocker)
+        async with subscribed(client, job_uri(job_id)):
+            seen = await follow_updates(client, watcher, job_id)
+            await barrier(client, watcher)
+    heard = watcher.counts[job_uri(job_id)]
+    assert seen[-1]["status"] == "completed" and seen[-1]["progress"] == 100
+    assert 3 <= heard <= 9, heard  # 40 progress steps in 1 s -> about 4 updates, plus started and completed
