@@ -17,7 +17,7 @@ from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams
 
-from tests.e2e.conftest import HttpServer, stdio_params
+from tests.e2e.conftest import BASE_ENV, HttpServer, stdio_params
 from vibe_jobs.client import (
     TASKS_EXTENSION,
     TaskHandle,
@@ -27,7 +27,7 @@ from vibe_jobs.client import (
     tasks_supported,
 )
 
-POLL_BASE_MS = 200  # conftest.BASE_ENV
+POLL_BASE_MS = int(BASE_ENV["VIBE_JOBS_POLL_BASE_MS"])
 RETENTION_MS = 3_600_000  # the default max retention
 
 
@@ -251,8 +251,9 @@ async def test_call_and_wait_over_long_polls(mode: str) -> None:
 async def test_call_and_wait_by_polling_recommendations() -> None:
     progress = Progress()
     async with tasks_client("auto") as client:
-        result = await call_and_wait(client, "sleepy", {"seconds": 0.8, "steps": 2}, progress, wait_seconds=0)
-    assert result.structured_content == {"seconds": 0.8, "steps": 2}
+        # reads at 0, 1 and 3 s (the recommendation): the 1 s read sees the job half way
+        result = await call_and_wait(client, "sleepy", {"seconds": 2.0, "steps": 4}, progress, wait_seconds=0)
+    assert result.structured_content == {"seconds": 2.0, "steps": 4}
     assert progress.seen
 
 
