@@ -38,7 +38,7 @@ conformance: $(STAMP)
 	bash scripts/conformance.sh
 
 bench: $(STAMP)
-	$(BIN)/python bench/core.py
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,10 @@
-"""MCP round trip over stdio with the real client: a job tool's answer (jobId) and get-job-result,
+"""Figure 2: MCP round trip over stdio with the real client: a job tool's answer (jobId) and get-job-result,
 against an ordinary no-op tool on the same server. Goal: job tool <= 1.3x the plain tool.
 
-Run: .venv/bin/python bench/roundtrip.py [CALLS]
+Calls are made in interleaved rounds (plain, job, get-job-result) so all three see the same machine load;
+the ratio is taken round by round (p50 of the job calls / p50 of the plain calls in that round).
+
+Run: .venv/bin/python bench/roundtrip.py [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -11,19 +14,25 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import anyio
+import common
+from common import Row, percentile, ratios, row
 from mcp import Client, StdioServerParameters
 
-ROOT = Path(__file__).resolve().parents[1]
 Call = Callable[[], Awaitable[object]]
+KINDS = ("plain", "job", "get-job-result")
 
 
-def server(mode_env: dict[str, str]) -> StdioServerParameters:
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "VIBE_JOBS_LOG_LEVEL": "warning", **mode_env}
+def server(mode_env: dict[str, str] | None = None) -> StdioServerParameters:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(common.ROOT),
+        "VIBE_JOBS_LOG_LEVEL": "warning",
+        **(mode_env or {}),
+    }
     args = ["-m", "vibe_jobs", "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
-    return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    return StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(common.ROOT))
 
 
 async def timed(call: Call, n: int) -> list[float]:
@@ -35,13 +44,14 @@ async def timed(call: Call, n: int) -> list[float]:
     return out
 
 
-async def measure(mode: str, n: int) -> dict[str, list[float]]:
-    async with Client(server({}), mode=mode) as client:
+async def measure(mode: str, per_round: int, rounds: int) -> dict[str, list[list[float]]]:
+    """Milliseconds per call, one list per round, for each kind of call."""
+    async with Client(server(), mode=mode) as client:
         job_ids: list[str] = []
 
         async def job_call() -> None:
             result = await client.call_tool("noop", {})
-            job_ids.append(result.structured_content["jobId"])  # type: ignore[index]
+            job_ids.append(result.structured_content["jobId"])
 
         async def plain_call() -> None:
             await client.call_tool("plain-noop", {})
@@ -49,30 +59,45 @@ async def measure(mode: str, n: int) -> dict[str, list[float]]:
         async def read_call() -> None:
             await client.call_tool("get-job-result", {"jobId": job_ids[len(job_ids) // 2]})
 
-        await timed(plain_call, 50)  # warm-up
-        await timed(job_call, 50)
-        figures: dict[str, list[float]] = {"plain": [], "job": [], "get-job-result": []}
-        for _ in range(5):  # interleave rounds so both see the same machine load
-            figures["plain"] += await timed(plain_call, n // 5)
-            figures["job"] += await timed(job_call, n // 5)
-            figures["get-job-result"] += await timed(read_call, n // 5)
+        calls = {"plain": plain_call, "job": job_call, "get-job-result": read_call}
+        for call in calls.values():  # warm-up
+            await timed(call, 30)
+        figures: dict[str, list[list[float]]] = {kind: [] for kind in KINDS}
+        for _ in range(rounds):
+            for kind, call in calls.items():
+                figures[kind].append(await timed(call, per_round))
         return figures
 
 
-def row(name: str, values: list[float], base: float) -> str:
-    med = statistics.median(values)
-    p99 = sorted(values)[int(len(values) * 0.99) - 1]
-    return f"  {name:<16} p50 {med:6.2f} ms  p99 {p99:6.2f} ms  min {min(values):5.2f}  ratio {med / base:4.2f}x"
+def rows_for(mode: str, figures: dict[str, list[list[float]]]) -> list[Row]:
+    p50 = {kind: [statistics.median(r) for r in rounds] for kind, rounds in figures.items()}
+    plain = p50["plain"]
+    job_ratio = ratios(p50["job"], plain)
+    calls_per_s = [1000 / v for v in plain]
+    out = [
+        row("2", f"stdio {mode}: job tool answer (jobId) p50", "ms", p50["job"], peer_name="plain tool",
+            peer=plain, ratio=job_ratio, ratio_label="of plain", goal="<= 1.3x plain tool",
+            met=statistics.median(job_ratio) <= 1.3),
+        row("2", f"stdio {mode}: get-job-result p50", "ms", p50["get-job-result"], peer_name="plain tool",
+            peer=plain, ratio=ratios(p50["get-job-result"], plain), ratio_label="of plain",
+            goal="<= 1.3x plain tool", met=statistics.median(ratios(p50["get-job-result"], plain)) <= 1.3),
+    ]  # fmt: skip
+    all_job = [v for r in figures["job"] for v in r]
+    all_plain = [v for r in figures["plain"] for v in r]
+    out[0]["note"] = (
+        f"2 ({mode}): p99 job {percentile(all_job, 99):.2f} ms, plain {percentile(all_plain, 99):.2f} ms; "
+        f"plain tool {statistics.median(calls_per_s):,.0f} sequential calls/s"
+    )
+    return out
 
 
-async def main(n: int) -> None:
-    for mode in ("legacy", "auto"):
-        figures = await measure(mode, n)
-        base = statistics.median(figures["plain"])
-        print(f"roundtrip over stdio, mode={mode}, {n} calls each (goal: job tool <= 1.3x plain)")
-        for name, values in figures.items():
-            print(row(name, values, base))
+def bench_rows(quick: bool) -> list[Row]:
+    modes, per_round, rounds = (["auto"], 60, 3) if quick else (["legacy", "auto"], 100, 5)
+    out: list[Row] = []
+    for mode in modes:
+        out += rows_for(mode, anyio.run(measure, mode, per_round, rounds))
+    return out
 
 
 if __name__ == "__main__":
-    anyio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+    common.cli(bench_rows)
