@@ -68,13 +68,19 @@ def _const(changes: dict[str, Any]) -> Callable[[JobRecord], dict[str, Any]]:
 
 
 async def recover_orphans(
-    manager: JobManager, tools: Mapping[str, JobToolSpec], default_max_retries: int
+    manager: JobManager, tools: Mapping[str, JobToolSpec], default_max_retries: int, *, shared: bool = False
 ) -> list[JobRecord]:
-    """Adopt every active job without a live owner; return the adopted records that are pending."""
+    """Adopt every active job without a live owner; return the adopted records that are pending.
+
+    `shared` (a cluster of workers on one database): jobs of tools this process does not have are
+    left for a process that has them, instead of failing them.
+    """
     adopted: list[JobRecord] = []
     for rec in await manager.store.orphans(manager.now()):
         if rec.owner == manager.owner:
             continue  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
+        if shared and rec.tool_name not in tools:
+            continue
         changes = plan_recovery(manager, rec, tools, default_max_retries)
         try:
             new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))

@@ -1,8 +1,8 @@
 """The JobStore contract: one suite, run against every store (a store that passes it is a store).
 
-To add a store, add a kind to `STORE_KINDS` and a branch to `make_store`. PostgreSQL is wired already
-(`POSTGRES`): add it to `STORE_KINDS` once `vibe_jobs.store.postgres` exists; it skips with a reason
-when VIBE_JOBS_TEST_POSTGRES_URL is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
+To add a store, add a kind to `STORE_KINDS` and a branch to `make_store`. PostgreSQL (`POSTGRES`) runs
+in a fresh schema per test against VIBE_JOBS_TEST_POSTGRES_URL; it skips with a reason when that is
+unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ P, R, C, F, X = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobS
                  JobStatus.CANCELLED)  # fmt: skip
 
 POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
-STORE_KINDS: list[Any] = ["memory", "sqlite"]  # + POSTGRES once the PostgreSQL store exists
+STORE_KINDS: list[Any] = ["memory", "sqlite", POSTGRES]
 
 
 def make_store(kind: str, tmp_path: Path) -> JobStore:
@@ -46,7 +46,9 @@ def make_store(kind: str, tmp_path: Path) -> JobStore:
             if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
                 pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
             pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the contract against PostgreSQL")
-        return open_store(url)  # the store's test setup must start from empty tables
+        # every test gets a schema of its own (dropped afterwards), so runs never collide
+        sep = "&" if "?" in url else "?"
+        return open_store(f"{url}{sep}schema=vj_test_{os.urandom(6).hex()}")
     raise AssertionError(f"unknown store kind {kind}")
 
 
@@ -58,6 +60,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
     finally:
         await s.close()
+        if request.param == "postgres":
+            await s.drop_schema()  # type: ignore[attr-defined]
 
 
 _seq = iter(range(1_000_000))

@@ -1,0 +1,310 @@
+"""The PostgreSQL store: many servers and workers share one database (`pip install 'vibe-jobs[postgres]'`).
+
+URL: `postgresql://user:password@host:port/database`, with options as a query string:
+`?schema=NAME` (the schema holding the tables; created and migrated on open; default `public`),
+`?pool_min=1&pool_max=10` (connection pool size). Other parameters go to asyncpg (`sslmode=...`).
+
+Beyond the `JobStore` protocol (a pool of connections; every change a compare-and-set
+`UPDATE ... WHERE id = $n AND <guards> RETURNING ...` that bumps `version`), the store is the
+coordination point of a cluster:
+- `claim(owner, lease_ms, limits, tools)`: take the next runnable job in one statement (see postgres_sql);
+- `renew(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs;
+- `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request;
+- `sweeper_lock()`: a session advisory lock, so one process at a time sweeps (recovery, retention);
+- `dependency_blocked()`: pending jobs a failed, cancelled or deleted dependency keeps from ever running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.models import JobRecord
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import postgres_sql as sql
+from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.postgres_notify import JobChange, Listener
+from vibe_jobs.store.postgres_schema import RECOUNT_USAGE, channel, check_schema_name, drop_schema, lock_key, migrate
+from vibe_jobs.store.postgres_sql import ClaimLimits
+
+__all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
+
+_OPTIONS = ("schema", "pool_min", "pool_max")
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """`postgresql://...?schema=x&pool_max=4&sslmode=...` -> (asyncpg DSN without our options, our options)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {url!r}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in pairs if k in _OPTIONS}
+    rest = [(k, v) for k, v in pairs if k not in _OPTIONS]
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(options.get(name, default))
+    except ValueError:
+        raise ConfigError(f"{name}={options[name]!r} must be a whole number") from None
+    if value < (0 if name == "pool_min" else 1):
+        raise ConfigError(f"{name}={value} is too small")
+    return value
+
+
+class PostgresStore:
+    """A `JobStore` in a PostgreSQL schema. Records returned are fresh copies."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dsn, options = parse_url(url)
+        self.schema = check_schema_name(options.get("schema") or "public")
+        self.pool_min = _int_option(options, "pool_min", 1)
+        self.pool_max = max(self.pool_min, _int_option(options, "pool_max", 10))
+        self.where = redact(url)
+        self.channel = channel(self.schema)
+        self._pool: asyncpg.Pool | None = None
+        self._listeners: set[Listener] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            conn = await self._connect()
+            try:
+                await migrate(conn, self.schema, self.where)
+            finally:
+                await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
+                server_settings=self._settings(),
+            )  # fmt: skip
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot open the job store at {self.where}: {exc}") from None
+
+    async def close(self) -> None:
+        for listener in list(self._listeners):
+            await listener.close()
+        self._listeners.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def _settings(self) -> dict[str, str]:
+        return {"search_path": f'"{self.schema}"', "application_name": "vibe-jobs"}
+
+    async def _connect(self) -> asyncpg.Connection:
+        """A dedicated connection (outside the pool) with the store's search_path."""
+        return await asyncpg.connect(self.dsn, server_settings=self._settings())
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError(f"the job store at {self.where} is not open (use `await store.open()` first)")
+        return self._pool
+
+    def _error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self.pool.fetch(query, *args)
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+
+    async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        try:
+            return await self.pool.fetchrow(query, *args)
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+
+    async def _execute(self, query: str, *args: Any) -> str:
+        try:
+            return await self.pool.execute(query, *args)
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+
+    async def _records(self, query: str, *args: Any) -> list[JobRecord]:
+        return [sql.decode(row) for row in await self._fetch(query, *args)]
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def insert(self, job: JobRecord) -> None:
+        try:
+            await self.pool.execute(sql.INSERT, *sql.insert_args(job))
+        except asyncpg.UniqueViolationError:
+            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        row = await self._fetchrow(sql.GET, job_id)
+        return None if row is None else sql.decode(row)
+
+    async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        if not UPDATABLE.issuperset(changes):
+            bad = next(key for key in changes if key not in UPDATABLE)
+            raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
+        g = guard or Guard()
+        args: list[Any] = [*sql.change_values(changes), job_id]
+        if g.version is not None:
+            args.append(g.version)
+        if g.attempt is not None:
+            args.append(g.attempt)
+        if g.statuses is not None:
+            args.append(sql.status_texts(g.statuses))
+        query = sql.update_sql(tuple(changes), g.version is not None, g.attempt is not None, g.statuses is not None)
+        row = await self._fetchrow(query, *args)
+        return None if row is None else sql.decode(row)
+
+    async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
+        await self._execute(sql.TOUCH, access_count, last_access_time, next_check_time, job_id)
+
+    async def query(self, query: JobQuery) -> list[JobRecord]:
+        args: list[Any] = []
+        if query.status is not None:
+            args.append(sql.status_texts([query.status])[0])
+        if query.tool_name is not None:
+            args.append(query.tool_name)
+        if query.before is not None:
+            args += query.before
+        args.append(query.limit)
+        text = sql.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        return await self._records(text, *args)
+
+    async def find_active(self, dedupe_key: str) -> JobRecord | None:
+        found = await self._records(sql.FIND_ACTIVE, dedupe_key)
+        return found[0] if found else None
+
+    async def active(self, owner: str | None = None) -> list[JobRecord]:
+        return await (self._records(sql.ACTIVE) if owner is None else self._records(sql.ACTIVE_OF, owner))
+
+    async def counts(self) -> dict[JobStatus, int]:
+        found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
+        return {status: found.get(status.value, 0) for status in JobStatus}
+
+    async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        return [row[0] for row in await self._fetch(sql.DELETE_FINISHED, before, limit)]
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def heartbeat(self, owner: str, expires_at: int) -> None:
+        await self._execute(sql.HEARTBEAT, owner, expires_at)
+
+    async def release(self, owner: str) -> None:
+        await self._execute(sql.RELEASE, owner)
+
+    async def orphans(self, now: int) -> list[JobRecord]:
+        """Active jobs whose owner holds no live lease, and running jobs whose job lease expired."""
+        return await self._records(sql.ORPHANS, now)
+
+    # -- cluster coordination --------------------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        lease_ms: int,
+        limits: ClaimLimits | None,
+        tools: Collection[str],
+        *,
+        now: int | None = None,
+    ) -> JobRecord | None:
+        """Take the next runnable job of `tools` for `owner`, or None; one statement (see postgres_sql).
+
+        The job becomes running with `owner`, `attempt + 1`, `started_at` (kept from an earlier
+        attempt) and a job lease until `now + lease_ms`. `now` defaults to the database clock;
+        pass the caller's clock when the rest of the process uses it (leases, orphans).
+        """
+        lim = limits or ClaimLimits()
+        args: list[Any] = [list(tools), now, list(lim.priority_weights), lim.aging_ms]
+        if lim.limited:
+            query = sql.CLAIM_LIMITED
+            args += lim.args()
+        else:
+            query = sql.CLAIM_UNLIMITED
+        row = await self._fetchrow(query, *args, owner, lease_ms)
+        return None if row is None else sql.decode(row)
+
+    async def renew(self, owner: str, job_ids: Collection[str], expires_at: int) -> set[str]:
+        """Renew `owner`'s process lease and the job leases of `job_ids` it still runs.
+
+        Returns the ids still held: a job missing from it was taken over, finished or cancelled
+        elsewhere, and this owner's writes to it will lose (the attempt moved on).
+        """
+        return {row[0] for row in await self._fetch(sql.RENEW, owner, list(job_ids), expires_at)}
+
+    async def listen(self, callback: Callable[[JobChange], Any], on_lost: Callable[[], Any] | None = None) -> Listener:
+        """Call `callback(change)` for every job inserted or changed; `await listener.close()` to stop."""
+        try:
+            conn = await self._connect()
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+        listener = Listener(conn, self.channel, callback, on_lost)
+        try:
+            await listener.start()
+        except _DB_ERRORS as exc:
+            await listener.close()
+            raise self._error(exc) from None
+        self._listeners.add(listener)
+        return listener
+
+    @contextlib.asynccontextmanager
+    async def sweeper_lock(self) -> AsyncIterator[bool]:
+        """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time.
+
+        A session-level advisory lock on a pooled connection, released on exit (and by PostgreSQL
+        when that session dies, so a crashed sweeper never blocks the others).
+        """
+        key = lock_key(self.schema, "sweeper")
+        try:
+            async with self.pool.acquire() as conn:
+                held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+                try:
+                    yield held
+                finally:
+                    if held:
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        except _DB_ERRORS as exc:
+            raise self._error(exc) from None
+
+    async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
+        """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
+        rows = await self._fetch(sql.DEPENDENCY_BLOCKED, limit)
+        return [(sql.decode_first(r), r[-2], None if r[-1] is None else JobStatus(r[-1])) for r in rows]
+
+    async def recount_usage(self) -> None:
+        """Rebuild the cluster usage row from the running jobs (repair; the triggers keep it exact)."""
+        await self._execute(RECOUNT_USAGE)
+
+    async def usage(self) -> dict[str, Any]:
+        """The cluster usage row: running, memory_mb, cpu_weight, disk_mb, by_tool."""
+        row = await self._fetchrow("SELECT running, memory_mb, cpu_weight, disk_mb, by_tool::TEXT FROM cluster_usage")
+        if row is None:
+            raise StoreError(f"the job store at {self.where} has no cluster_usage row")
+        return {**dict(row), "by_tool": json.loads(row["by_tool"])}
+
+    async def drop_schema(self) -> None:
+        """Delete this store's schema and all its jobs (tests and throwaway schemas; never `public`)."""
+        conn = await self._connect()
+        try:
+            await drop_schema(conn, self.schema)
+        finally:
+            await conn.close()

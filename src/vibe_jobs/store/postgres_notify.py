@@ -1,0 +1,101 @@
+"""Wake-ups over LISTEN/NOTIFY.
+
+Triggers send, on channel `vibe_jobs.<schema>`, a JSON payload when a job is inserted
+(`op: "insert"`), changes status or gets a cancel request (`op: "update"`); PostgreSQL delivers it
+when the writing transaction commits. A `Listener` owns one dedicated connection (LISTEN state lives
+in a session) and calls `callback(JobChange)` on the event loop for each notification.
+
+Notifications are wake-ups, not a log: one sent while no listener was connected is lost. A worker
+therefore also polls (claim until nothing is left, then wait for a notification OR a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from vibe_jobs.logs import get_logger
+from vibe_jobs.states import JobStatus
+
+log = get_logger("vibe_jobs.store.postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class JobChange:
+    """One notification: a job was inserted or changed status / got a cancel request."""
+
+    op: str  # "insert" or "update"
+    job_id: str
+    status: JobStatus
+    tool_name: str
+    cancel_requested: bool
+
+
+def parse(payload: str) -> JobChange | None:
+    try:
+        data = json.loads(payload)
+        return JobChange(data["op"], data["id"], JobStatus(data["status"]), data["tool"], bool(data["cancel"]))
+    except (ValueError, KeyError, TypeError):
+        log.warning("store.notify_unreadable", payload=payload[:200])
+        return None
+
+
+class Listener:
+    """LISTEN on one dedicated connection until `close()`; also an async context manager.
+
+    `alive` turns False when the connection is lost (then `on_lost`, if given, is called once): the
+    caller opens a new listener and, since notifications may have been missed, re-checks the queue.
+    """
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        channel: str,
+        callback: Callable[[JobChange], Any],
+        on_lost: Callable[[], Any] | None = None,
+    ) -> None:
+        self._conn, self.channel, self._callback, self._on_lost = conn, channel, callback, on_lost
+        self.alive = False
+
+    @property
+    def server_pid(self) -> int:
+        """The backend process id of the listening session."""
+        return self._conn.get_server_pid()
+
+    async def start(self) -> Listener:
+        self._conn.add_termination_listener(self._terminated)
+        await self._conn.add_listener(self.channel, self._notified)
+        self.alive = True
+        return self
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
+        change = parse(str(payload))
+        if change is not None:
+            self._callback(change)
+
+    def _terminated(self, conn: Any) -> None:
+        if self.alive:
+            self.alive = False
+            log.warning("store.listener_lost", channel=self.channel)
+            if self._on_lost is not None:
+                self._on_lost()
+
+    async def close(self) -> None:
+        was_alive, self.alive = self.alive, False
+        if was_alive:
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await self._conn.remove_listener(self.channel, self._notified)
+        self._conn.remove_termination_listener(self._terminated)
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            await self._conn.close(timeout=5)
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

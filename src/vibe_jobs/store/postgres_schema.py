@@ -1,0 +1,156 @@
+"""The PostgreSQL schema: tables, triggers and the versioned, forward-only migrations.
+
+`vibe_jobs_migrations` holds one row per applied step of `MIGRATIONS`. `migrate` runs in one
+transaction under a transaction-level advisory lock (per schema), so replicas starting together
+migrate once; steps are never edited once released, only appended.
+
+Besides the job rows the schema keeps, maintained by triggers (so every writer, whatever its path,
+keeps them exact):
+- `cluster_usage`: one row with the running count, the summed resource needs of running jobs and the
+  running count per tool. The claim statement locks it, so cluster-wide limits hold in the database;
+- a NOTIFY on channel `vibe_jobs.<schema>` when a job is inserted, changes status or gets a cancel request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import asyncpg
+
+from vibe_jobs.errors import ConfigError, StoreError
+
+ACTIVE_SQL = "status IN ('pending', 'running')"
+FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+
+_V1 = [
+    """CREATE TABLE jobs (
+        id TEXT COLLATE "C" PRIMARY KEY, tool_name TEXT NOT NULL, params JSON NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, version BIGINT NOT NULL,
+        progress_message TEXT, progress_percentage DOUBLE PRECISION, result JSON, current_stage TEXT,
+        sub_progress DOUBLE PRECISION, diagnostics JSON, detail_metadata JSON, last_access_time BIGINT,
+        access_count BIGINT NOT NULL, next_check_time BIGINT, task JSON, priority BIGINT NOT NULL,
+        dedupe_key TEXT, owner TEXT, attempt BIGINT NOT NULL, retry_count BIGINT NOT NULL,
+        error_count BIGINT NOT NULL, run_after BIGINT, started_at BIGINT, finished_at BIGINT,
+        cancel_requested TEXT, cpu_seconds DOUBLE PRECISION, peak_memory_mb DOUBLE PRECISION,
+        -- derived at insert (the task never changes): what the claim statement needs
+        seq BIGINT GENERATED ALWAYS AS IDENTITY, deps TEXT[] NOT NULL DEFAULT '{}',
+        need_memory_mb DOUBLE PRECISION NOT NULL DEFAULT 0, need_cpu_weight DOUBLE PRECISION NOT NULL DEFAULT 0,
+        need_disk_mb DOUBLE PRECISION NOT NULL DEFAULT 0,
+        lease_expires_at BIGINT  -- the running attempt's lease (set by claim/renew; NULL otherwise)
+    ) WITH (fillfactor = 80)""",
+    "CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC)",
+    "CREATE INDEX jobs_tool ON jobs (tool_name, created_at DESC, id DESC)",
+    "CREATE INDEX jobs_status ON jobs (status, created_at DESC, id DESC)",
+    # the claim's scan: per priority level (clamped to low..critical), oldest first
+    "CREATE INDEX jobs_claim ON jobs ((least(greatest(priority, 0), 3)), created_at, seq) WHERE status = 'pending'",
+    f"CREATE INDEX jobs_active ON jobs (owner, created_at, id) WHERE {ACTIVE_SQL}",
+    f"CREATE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}",
+    f"CREATE INDEX jobs_expiry ON jobs ((coalesce(finished_at, updated_at))) WHERE {FINAL_SQL}",
+    "CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE status = 'running'",
+    "CREATE TABLE leases (owner TEXT PRIMARY KEY, expires_at BIGINT NOT NULL)",
+    """CREATE TABLE cluster_usage (
+        id INT PRIMARY KEY CHECK (id = 1), running BIGINT NOT NULL, memory_mb DOUBLE PRECISION NOT NULL,
+        cpu_weight DOUBLE PRECISION NOT NULL, disk_mb DOUBLE PRECISION NOT NULL, by_tool JSONB NOT NULL)""",
+    "INSERT INTO cluster_usage VALUES (1, 0, 0, 0, 0, '{}')",
+    # Keep cluster_usage exact: +needs when a job enters running, -needs when it leaves.
+    """CREATE FUNCTION vj_usage_delta(tool TEXT, sign INT, mem DOUBLE PRECISION, cpu DOUBLE PRECISION,
+            disk DOUBLE PRECISION) RETURNS VOID LANGUAGE sql SET search_path FROM CURRENT AS $$
+        UPDATE cluster_usage SET running = running + sign,
+            memory_mb = CASE WHEN running + sign <= 0 THEN 0 ELSE memory_mb + sign * mem END,
+            cpu_weight = CASE WHEN running + sign <= 0 THEN 0 ELSE cpu_weight + sign * cpu END,
+            disk_mb = CASE WHEN running + sign <= 0 THEN 0 ELSE disk_mb + sign * disk END,
+            by_tool = jsonb_set(by_tool, ARRAY[tool], to_jsonb(coalesce((by_tool ->> tool)::BIGINT, 0) + sign))
+        WHERE id = 1
+    $$""",
+    """CREATE FUNCTION vj_jobs_usage() RETURNS TRIGGER LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'running' THEN
+            PERFORM vj_usage_delta(OLD.tool_name, -1, OLD.need_memory_mb, OLD.need_cpu_weight, OLD.need_disk_mb);
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.status = 'running' THEN
+            PERFORM vj_usage_delta(NEW.tool_name, 1, NEW.need_memory_mb, NEW.need_cpu_weight, NEW.need_disk_mb);
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER jobs_usage_insert AFTER INSERT ON jobs FOR EACH ROW
+        WHEN (NEW.status = 'running') EXECUTE FUNCTION vj_jobs_usage()""",
+    """CREATE TRIGGER jobs_usage_update AFTER UPDATE OF status ON jobs FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status AND 'running' IN (OLD.status, NEW.status))
+        EXECUTE FUNCTION vj_jobs_usage()""",
+    """CREATE TRIGGER jobs_usage_delete AFTER DELETE ON jobs FOR EACH ROW
+        WHEN (OLD.status = 'running') EXECUTE FUNCTION vj_jobs_usage()""",
+    # Wake-ups: delivered to LISTENers when the writing transaction commits.
+    """CREATE FUNCTION vj_jobs_notify() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('vibe_jobs.' || TG_TABLE_SCHEMA, json_build_object(
+            'op', lower(TG_OP), 'id', NEW.id, 'status', NEW.status, 'tool', NEW.tool_name,
+            'cancel', NEW.cancel_requested IS NOT NULL)::TEXT);
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER jobs_notify_insert AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION vj_jobs_notify()",
+    """CREATE TRIGGER jobs_notify_update AFTER UPDATE OF status, cancel_requested ON jobs FOR EACH ROW
+        WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.cancel_requested IS DISTINCT FROM NEW.cancel_requested)
+        EXECUTE FUNCTION vj_jobs_notify()""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+RECOUNT_USAGE = """UPDATE cluster_usage SET running = r.n, memory_mb = r.mem, cpu_weight = r.cpu, disk_mb = r.disk,
+    by_tool = r.by_tool
+FROM (SELECT count(*) AS n, coalesce(sum(need_memory_mb), 0) AS mem, coalesce(sum(need_cpu_weight), 0) AS cpu,
+        coalesce(sum(need_disk_mb), 0) AS disk,
+        coalesce((SELECT jsonb_object_agg(tool_name, c) FROM (SELECT tool_name, count(*) AS c FROM jobs
+            WHERE status = 'running' GROUP BY tool_name) t), '{}') AS by_tool
+      FROM jobs WHERE status = 'running') r
+WHERE id = 1"""
+
+
+def check_schema_name(name: str) -> str:
+    if not SCHEMA_NAME.fullmatch(name):
+        raise ConfigError(f"schema={name!r} is not a plain identifier (letters, digits, _; at most 48 characters)")
+    return name
+
+
+def lock_key(schema: str, purpose: str) -> int:
+    """A stable signed 64-bit advisory-lock key for (schema, purpose)."""
+    digest = hashlib.blake2b(f"vibe_jobs:{schema}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def channel(schema: str) -> str:
+    return f"vibe_jobs.{schema}"
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, where: str) -> int:
+    """Bring `schema` up to `SCHEMA_VERSION` (creating it when needed); return the steps applied.
+
+    The connection's search_path must name `schema` first (the store's connections do)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key(schema, "migrate"))
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".vibe_jobs_migrations'
+            " (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version: int = await conn.fetchval(f'SELECT coalesce(max(version), 0) FROM "{schema}".vibe_jobs_migrations')
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the job store at {where} was written by a newer vibe-jobs "
+                f"(schema {version} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            for sql in MIGRATIONS[step]:
+                await conn.execute(sql)
+            await conn.execute(f'INSERT INTO "{schema}".vibe_jobs_migrations (version) VALUES ($1)', step + 1)
+        return SCHEMA_VERSION - version
+
+
+async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Remove a store's schema and everything in it (test clean-up; never `public`)."""
+    if check_schema_name(schema) == "public":
+        raise ConfigError("refusing to drop the public schema")
+    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -1,0 +1,219 @@
+"""SQL text of the PostgreSQL store, the record <-> row mapping, and the claim statement.
+
+Rows are selected in `JobRecord` field order, with JSON columns as text, so the SQLite codec's
+`encode`/`decode` serve both stores (one definition of how a record is stored).
+
+The claim, in ONE statement (autocommit, READ COMMITTED):
+1. lock the single `cluster_usage` row (`FOR UPDATE`): every claimer of the cluster queues here, and
+   after the wait it reads the latest committed usage, so limits hold across processes and machines;
+2. pick the first claimable pending job - one of `tools`, due (`run_after`), not cancelled, every
+   dependency completed, fitting the concurrency, per-tool and resource limits - in order of
+   `created_at - weight(priority) * aging_ms`, then insertion order (`seq`): priority with aging,
+   FIFO within a level; `FOR UPDATE SKIP LOCKED` passes over rows another claimer holds (priorities
+   outside low..critical count as the nearest level);
+3. mark it running: owner, attempt + 1, lease expiry, started_at; the usage trigger adds its needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import sqlite_codec
+from vibe_jobs.store.postgres_schema import ACTIVE_SQL, FINAL_SQL
+from vibe_jobs.store.sqlite_schema import COLUMNS
+
+DEFAULT_NEEDS = ResourceRequirements()
+_EXTRA = ("deps", "need_memory_mb", "need_cpu_weight", "need_disk_mb")
+_COLS = ", ".join(COLUMNS)
+_JCOLS = ", ".join(f"jobs.{c}" for c in COLUMNS)
+
+SELECT = f"SELECT {_COLS} FROM jobs"
+RETURNING = f" RETURNING {_COLS}"
+INSERT = (
+    f"INSERT INTO jobs ({_COLS}, {', '.join(_EXTRA)}) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS) + len(_EXTRA)))})"
+)
+GET = f"{SELECT} WHERE id = $1"
+TOUCH = "UPDATE jobs SET access_count = $1, last_access_time = $2, next_check_time = $3 WHERE id = $4"
+FIND_ACTIVE = f"{SELECT} WHERE dedupe_key = $1 AND {ACTIVE_SQL} ORDER BY created_at DESC, id DESC LIMIT 1"
+ACTIVE = f"{SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, id"
+ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
+COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+DELETE_FINISHED = (
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
+    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+HEARTBEAT = (
+    "INSERT INTO leases (owner, expires_at) VALUES ($1, $2)"
+    " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
+)
+RELEASE = "DELETE FROM leases WHERE owner = $1"
+# An active job is an orphan when its owner holds no live lease, or when it runs on an expired job lease.
+ORPHANS = (
+    f"{SELECT} WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
+    " (SELECT owner FROM leases WHERE expires_at > $1)"
+    " OR (status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at <= $1))"
+    " ORDER BY created_at, id"
+)
+# One round trip per beat: the process lease and the leases of the jobs it still holds.
+RENEW = """WITH beat AS (
+    INSERT INTO leases (owner, expires_at) VALUES ($1, $3)
+    ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at
+)
+UPDATE jobs SET lease_expires_at = $3
+WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' RETURNING id"""
+# Pending jobs that can never run: a dependency failed, was cancelled or no longer exists.
+DEPENDENCY_BLOCKED = f"""SELECT {_JCOLS}, d.dep, x.status FROM jobs
+CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep
+WHERE jobs.status = 'pending' AND cardinality(jobs.deps) > 0 AND (x.id IS NULL OR x.status IN
+    ('failed', 'cancelled'))
+ORDER BY jobs.created_at, jobs.id LIMIT $1"""
+NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"
+
+
+def insert_args(rec: JobRecord) -> list[Any]:
+    task = rec.task
+    needs = (task.resource_requirements if task else None) or DEFAULT_NEEDS
+    deps = list(dict.fromkeys(task.dependencies)) if task else []
+    return [*sqlite_codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
+            float(needs.disk_space_mb)]  # fmt: skip
+
+
+def decode(row: Any) -> JobRecord:
+    return sqlite_codec.decode(tuple(row))
+
+
+def decode_first(row: Any) -> JobRecord:
+    """A row whose first len(COLUMNS) values are a job."""
+    return sqlite_codec.decode(tuple(row)[: len(COLUMNS)])
+
+
+def change_values(changes: Mapping[str, Any]) -> list[Any]:
+    return sqlite_codec.change_values(changes)
+
+
+def status_texts(statuses: Collection[JobStatus]) -> list[str]:
+    return [sqlite_codec.ENCODE["status"](s) for s in statuses]
+
+
+@lru_cache(maxsize=512)
+def update_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, by_status: bool) -> str:
+    """`UPDATE ... WHERE id = $n AND <guards> RETURNING *`; a status change ends the job lease."""
+    sets = "".join(f"{k} = ${i + 1}, " for i, k in enumerate(keys))
+    if "status" in keys:
+        sets += "lease_expires_at = NULL, "
+    n = len(keys) + 1
+    where = [f"id = ${n}"]
+    for name, on in (("version", by_version), ("attempt", by_attempt)):
+        if on:
+            n += 1
+            where.append(f"{name} = ${n}")
+    if by_status:
+        where.append(f"status = ANY(${n + 1}::TEXT[])")
+    return f"UPDATE jobs SET {sets}version = version + 1 WHERE {' AND '.join(where)}{RETURNING}"
+
+
+@lru_cache(maxsize=64)
+def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
+    where: list[str] = []
+    for on, cond in ((by_status, "status = $?"), (by_tool, "tool_name = $?"), (paged, "(created_at, id) < ($?, $?)")):
+        if on:
+            where.append(cond)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    sql = f"{SELECT}{clause} ORDER BY created_at DESC, id DESC LIMIT $?"
+    parts = sql.split("$?")
+    return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLimits:
+    """Cluster-wide admission limits, enforced by the claim statement (None: no limit).
+
+    `priority_weights[rank]` (low=0 .. critical=3) times `aging_ms` is how far a job's priority moves
+    it ahead of older jobs: a job waiting `aging_ms` longer gains one weight unit.
+    """
+
+    max_running: int | None = None
+    max_memory_mb: float | None = None
+    max_cpu_weight: float | None = None
+    max_disk_space_mb: float | None = None
+    per_tool: Mapping[str, int] = field(default_factory=dict)
+    aging_ms: int = 60_000
+    priority_weights: Sequence[float] = (1.0, 2.0, 3.0, 4.0)
+
+    @classmethod
+    def from_settings(cls, settings: Any, per_tool: Mapping[str, int | None] | None = None) -> ClaimLimits:
+        """From `vibe_jobs.settings.Settings` (max_concurrent, queue.resource_limits, aging, weights)."""
+        q = settings.queue
+        lim = q.resource_limits
+        weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
+        return cls(
+            max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
+            max_disk_space_mb=lim.max_disk_space_mb,
+            per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
+            aging_ms=int(settings.aging_seconds * 1000), priority_weights=tuple(weights),
+        )  # fmt: skip
+
+    @property
+    def limited(self) -> bool:
+        caps = (self.max_running, self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb)
+        return any(c is not None for c in caps) or bool(self.per_tool)
+
+    def args(self) -> list[Any]:
+        """Parameters $5.. of `CLAIM_LIMITED`."""
+        return [
+            self.max_running, self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb,
+            json.dumps(dict(self.per_tool)),
+        ]  # fmt: skip
+
+
+# $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms.
+# Within a priority level the order is (created_at, seq), so the best job of a level is the first
+# eligible row of the `jobs_claim` index for that level: one short index scan per level (LIMIT 1,
+# SKIP LOCKED), then the best of those (at most 4) by the aged key. No sort of the whole queue.
+LEVEL = "least(greatest(j.priority, 0), 3)"
+_ELIGIBLE = """j.status = 'pending' AND LEVEL = lv.level AND j.tool_name = ANY($1::TEXT[])
+          AND (j.run_after IS NULL OR j.run_after <= t.now) AND j.cancel_requested IS NULL
+          AND (cardinality(j.deps) = 0 OR NOT EXISTS (SELECT 1 FROM unnest(j.deps) AS d(dep)
+              WHERE NOT EXISTS (SELECT 1 FROM jobs x WHERE x.id = d.dep AND x.status = 'completed')))""".replace(
+    "LEVEL", LEVEL
+)
+_FITS = """
+          AND ($6::FLOAT8 IS NULL OR u.memory_mb + j.need_memory_mb <= $6 + 1e-9)
+          AND ($7::FLOAT8 IS NULL OR u.cpu_weight + j.need_cpu_weight <= $7 + 1e-9)
+          AND ($8::FLOAT8 IS NULL OR u.disk_mb + j.need_disk_mb <= $8 + 1e-9)
+          AND coalesce((u.by_tool ->> j.tool_name)::BIGINT, 0)
+              < coalesce(($9::JSONB ->> j.tool_name)::BIGINT, 9223372036854775807)"""
+_USAGE = ", u AS (SELECT running, memory_mb, cpu_weight, disk_mb, by_tool FROM cluster_usage WHERE id = 1 FOR UPDATE)"
+
+
+def _claim(limited: bool) -> str:
+    owner, lease = ("$10", "$11") if limited else ("$5", "$6")
+    return f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now){_USAGE if limited else ""},
+pick AS (
+    SELECT c.id FROM t{", u" if limited else ""}, (VALUES (0), (1), (2), (3)) AS lv(level)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.created_at, j.seq FROM jobs j
+        WHERE {_ELIGIBLE}{_FITS if limited else ""}
+        ORDER BY {LEVEL}, j.created_at, j.seq
+        LIMIT 1
+        FOR UPDATE OF j SKIP LOCKED
+    ) AS c
+    {"WHERE ($5::BIGINT IS NULL OR u.running < $5)" if limited else ""}
+    ORDER BY c.created_at - coalesce(($3::FLOAT8[])[lv.level + 1], 1) * $4::BIGINT, c.seq
+    LIMIT 1
+)
+UPDATE jobs SET status = 'running', owner = {owner}, attempt = jobs.attempt + 1, lease_expires_at = t.now + {lease},
+    started_at = coalesce(jobs.started_at, t.now), updated_at = t.now, version = jobs.version + 1
+FROM pick, t WHERE jobs.id = pick.id
+RETURNING {_JCOLS}"""
+
+
+CLAIM_LIMITED = _claim(True)
+CLAIM_UNLIMITED = _claim(False)

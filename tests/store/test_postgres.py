@@ -1,0 +1,465 @@
+"""PostgreSQL-only behaviour: migrations, the claim statement, fencing, leases, the sweeper lock, NOTIFY.
+
+Each test runs in a schema of its own (dropped afterwards). Skips with a reason when
+VIBE_JOBS_TEST_POSTGRES_URL is unset, fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.store.test_contract import record
+from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
+from vibe_jobs.settings import Settings
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import open_store
+from vibe_jobs.store.base import Guard
+
+asyncpg = pytest.importorskip("asyncpg")
+
+from vibe_jobs.store.postgres import ClaimLimits, JobChange, PostgresStore, parse_url, redact  # noqa: E402
+from vibe_jobs.store.postgres_schema import SCHEMA_VERSION  # noqa: E402
+
+pytestmark = pytest.mark.postgres
+
+P, R, C, F, X = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED,
+                 JobStatus.CANCELLED)  # fmt: skip
+LOW, MEDIUM, HIGH, CRITICAL = (p.rank for p in (Priority.LOW, Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL))
+TOOLS = ("echo",)
+NO_LIMITS = ClaimLimits()
+
+
+def base_url() -> str:
+    url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
+            pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
+        pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    return url
+
+
+StoreFactory = Callable[[], Awaitable[PostgresStore]]
+
+
+@pytest.fixture
+def schema_url() -> str:
+    url = base_url()
+    return f"{url}{'&' if '?' in url else '?'}schema=vj_test_{os.urandom(6).hex()}"
+
+
+@pytest.fixture
+async def make_store(schema_url: str) -> AsyncIterator[StoreFactory]:
+    """Open stores on one fresh schema (as separate processes would); all closed, schema dropped after."""
+    opened: list[PostgresStore] = []
+
+    async def make() -> PostgresStore:
+        s = PostgresStore(schema_url)
+        await s.open()
+        opened.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in opened:
+            await s.close()
+        await PostgresStore(schema_url).drop_schema()
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> PostgresStore:
+    return await make_store()
+
+
+def task_job(job_id: str, *, created_at: int = 1_000, priority: int = MEDIUM, **task: Any) -> JobRecord:
+    return record(job_id, created_at=created_at, priority=priority, task=TaskSpec(**task) if task else None)
+
+
+def needs(memory: float = 0, cpu: float = 0, disk: float = 0) -> ResourceRequirements:
+    return ResourceRequirements(memory_mb=memory, cpu_weight=cpu, disk_space_mb=disk)
+
+
+async def claim_ids(store: PostgresStore, limits: ClaimLimits = NO_LIMITS, now: int = 10_000, **kw: Any) -> list[str]:
+    """Claim until nothing is claimable; the ids in claim order."""
+    out: list[str] = []
+    while (rec := await store.claim("w1", 30_000, limits, kw.get("tools", TOOLS), now=now)) is not None:
+        out.append(rec.id)
+    return out
+
+
+async def raw(store: PostgresStore, query: str, *args: Any) -> list[Any]:
+    conn = await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+# -- URL and schema -------------------------------------------------------------------------
+
+
+def test_url_options() -> None:
+    dsn, opts = parse_url("postgresql://u:secret@h:5433/db?schema=s1&pool_max=4&sslmode=disable")
+    assert dsn == "postgresql://u:secret@h:5433/db?sslmode=disable"
+    assert opts == {"schema": "s1", "pool_max": "4"}
+    s = PostgresStore("postgresql://u:secret@h/db?schema=s1&pool_min=2&pool_max=4")
+    assert (s.schema, s.pool_min, s.pool_max, s.channel) == ("s1", 2, 4, "vibe_jobs.s1")
+    assert PostgresStore("postgres://h/db").schema == "public"
+    assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert isinstance(open_store("postgresql://h/db?schema=x"), PostgresStore)
+    for bad in ("postgresql://h/db?schema=a;drop", "postgresql://h/db?pool_max=x", "postgresql://h/db?pool_max=0"):
+        with pytest.raises(ConfigError):
+            PostgresStore(bad)
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    s = PostgresStore("postgresql://nobody:pw@127.0.0.1:1/none")
+    with pytest.raises(StoreError, match=r"cannot open the job store at postgresql://nobody:\*\*\*@127.0.0.1:1/none"):
+        await s.open()
+    with pytest.raises(StoreError, match="not open"):
+        await s.get("x")
+
+
+async def test_migrations_idempotent_and_concurrent(schema_url: str, make_store: StoreFactory) -> None:
+    stores = await asyncio.gather(*(make_store() for _ in range(4)))  # four replicas start together
+    await stores[0].insert(record("kept"))
+    await stores[0].close()
+    again = await make_store()  # reopening migrates nothing and keeps the data
+    assert await again.get("kept") is not None
+    rows = await raw(again, "SELECT version FROM vibe_jobs_migrations ORDER BY version")
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_newer_schema_refused(store: PostgresStore, schema_url: str) -> None:
+    await raw(store, "INSERT INTO vibe_jobs_migrations (version) VALUES ($1)", SCHEMA_VERSION + 5)
+    with pytest.raises(StoreError, match="newer vibe-jobs"):
+        await PostgresStore(schema_url).open()
+
+
+async def test_schemas_are_isolated(store: PostgresStore) -> None:
+    other = PostgresStore(f"{base_url()}{'&' if '?' in base_url() else '?'}schema=vj_test_{os.urandom(6).hex()}")
+    await other.open()
+    try:
+        await store.insert(record("only-here"))
+        assert await other.get("only-here") is None
+    finally:
+        await other.close()
+        await other.drop_schema()
+
+
+# -- the claim ------------------------------------------------------------------------------
+
+
+async def test_claim_sets_owner_lease_attempt(store: PostgresStore) -> None:
+    await store.insert(record("j", created_at=1))
+    rec = await store.claim("worker-a", 5_000, NO_LIMITS, TOOLS, now=2_000)
+    assert rec is not None
+    assert (rec.id, rec.status, rec.owner, rec.attempt, rec.version) == ("j", R, "worker-a", 1, 2)
+    assert (rec.started_at, rec.updated_at) == (2_000, 2_000)
+    assert (await raw(store, "SELECT lease_expires_at FROM jobs WHERE id = 'j'"))[0][0] == 7_000
+    assert await store.claim("worker-b", 5_000, NO_LIMITS, TOOLS, now=2_000) is None  # nothing left
+    # requeued (a retry): the next claim is attempt 2 and keeps the first start time
+    assert await store.update("j", {"status": P}, Guard(attempt=1, statuses=[R])) is not None
+    rec = await store.claim("worker-b", 5_000, NO_LIMITS, TOOLS, now=3_000)
+    assert rec is not None and (rec.owner, rec.attempt, rec.started_at) == ("worker-b", 2, 2_000)
+
+
+async def test_claim_uses_database_clock_by_default(store: PostgresStore) -> None:
+    await store.insert(record("j", run_after=None))
+    rec = await store.claim("w", 1_000, NO_LIMITS, TOOLS)
+    assert rec is not None and rec.started_at is not None and rec.started_at > 1_600_000_000_000
+
+
+async def test_claim_only_listed_tools_due_and_not_cancelled(store: PostgresStore) -> None:
+    await store.insert(record("other-tool", tool_name="slow"))
+    await store.insert(record("later", run_after=20_000))
+    await store.insert(record("cancelling", cancel_requested="user"))
+    await store.insert(record("running", status=R))
+    assert await claim_ids(store, now=10_000) == []
+    assert await claim_ids(store, now=20_000) == ["later"]
+    assert await claim_ids(store, tools=("slow", "echo")) == ["other-tool"]
+
+
+async def test_priority_order_fifo_within_level(store: PostgresStore) -> None:
+    # same created_at: insertion order decides within a level (ids deliberately out of order)
+    for job_id, prio in [("m-z", MEDIUM), ("l-a", LOW), ("m-b", MEDIUM), ("c-y", CRITICAL), ("m-a", MEDIUM)]:
+        await store.insert(task_job(job_id, priority=prio))
+    await store.insert(task_job("h-x", priority=HIGH))
+    await store.insert(task_job("odd-high", priority=9))  # out of range: counts as critical
+    await store.insert(task_job("odd-low", priority=-2))  # ... as low
+    assert await claim_ids(store) == ["c-y", "odd-high", "h-x", "m-z", "m-b", "m-a", "l-a", "odd-low"]
+
+
+async def test_priority_aging(store: PostgresStore) -> None:
+    limits = ClaimLimits(aging_ms=1_000)  # weights low 1 .. critical 4: critical is 3 s "older" than low
+    await store.insert(task_job("low-old", created_at=0, priority=LOW))  # key 0 - 1000 = -1000
+    await store.insert(task_job("crit-new", created_at=3_500, priority=CRITICAL))  # key 3500 - 4000 = -500
+    await store.insert(task_job("crit-newer", created_at=2_500, priority=CRITICAL))  # key -1500
+    assert await claim_ids(store, limits) == ["crit-newer", "low-old", "crit-new"]
+
+
+async def test_priority_weights_from_settings() -> None:
+    limits = ClaimLimits.from_settings(Settings(max_concurrent=7, aging_seconds=2.5), {"a": 2, "b": None})
+    assert (limits.max_running, limits.aging_ms, limits.per_tool) == (7, 2_500, {"a": 2})
+    assert limits.priority_weights == (1.0, 2.0, 3.0, 4.0)
+    assert (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb) == (2048, 8, 1024)
+
+
+async def test_dependency_gating(store: PostgresStore) -> None:
+    await store.insert(task_job("a", created_at=2))
+    await store.insert(task_job("b", created_at=1, dependencies=["a"]))  # older, but must wait for a
+    await store.insert(task_job("c", created_at=0, dependencies=["a", "x"]))
+    await store.insert(task_job("x", created_at=3))
+    assert await claim_ids(store) == ["a", "x"]  # b and c wait: a is running, not completed
+    await store.update("a", {"status": C, "finished_at": 5})
+    assert await claim_ids(store) == ["b"]  # c still waits for x
+    await store.update("x", {"status": C, "finished_at": 6})
+    assert await claim_ids(store) == ["c"]
+
+
+async def test_dependency_blocked_lists_jobs_that_can_never_run(store: PostgresStore) -> None:
+    await store.insert(task_job("bad", created_at=1))
+    await store.insert(task_job("ok", created_at=2))
+    await store.insert(task_job("needs-bad", created_at=3, dependencies=["ok", "bad"]))
+    await store.insert(task_job("needs-ghost", created_at=4, dependencies=["ghost"]))
+    await store.insert(task_job("needs-ok", created_at=5, dependencies=["ok"]))
+    await store.update("bad", {"status": F, "finished_at": 2})
+    blocked = [(rec.id, dep, status) for rec, dep, status in await store.dependency_blocked()]
+    assert blocked == [("needs-bad", "bad", F), ("needs-ghost", "ghost", None)]
+    assert await claim_ids(store) == ["ok"]
+
+
+async def test_resource_limits(store: PostgresStore) -> None:
+    limits = ClaimLimits(max_memory_mb=1_000, max_cpu_weight=4, max_disk_space_mb=100)
+    await store.insert(task_job("big1", created_at=1, resource_requirements=needs(600, 1)))
+    await store.insert(task_job("big2", created_at=2, resource_requirements=needs(600, 1)))
+    await store.insert(task_job("small", created_at=3, resource_requirements=needs(300, 1)))
+    await store.insert(task_job("cpu-hog", created_at=4, resource_requirements=needs(0, 3)))
+    await store.insert(task_job("disk", created_at=5, resource_requirements=needs(0, 0, 101)))
+    assert await claim_ids(store, limits) == ["big1", "small"]  # big2 does not fit; small backfills
+    usage = await store.usage()
+    assert (usage["running"], usage["memory_mb"], usage["cpu_weight"]) == (2, 900, 2)
+    await store.update("big1", {"status": C, "finished_at": 9})
+    assert await claim_ids(store, limits) == ["big2"]  # 900 MB used; cpu-hog (3) would make cpu 5 > 4
+    await store.update("small", {"status": F, "finished_at": 9})
+    assert await claim_ids(store, limits) == ["cpu-hog"]  # "disk" never fits
+    assert await store.usage() == {"running": 2, "memory_mb": 600, "cpu_weight": 4, "disk_mb": 0,
+                                   "by_tool": {"echo": 2}}  # fmt: skip
+
+
+async def test_default_resource_needs(store: PostgresStore) -> None:
+    # no resourceRequirements: the model's defaults (256 MB, cpu 1) count against the limits
+    for i in range(5):
+        await store.insert(record(f"d{i}", created_at=i))
+    assert await claim_ids(store, ClaimLimits(max_memory_mb=600)) == ["d0", "d1"]
+
+
+async def test_per_tool_limit(store: PostgresStore) -> None:
+    for i in range(4):
+        await store.insert(record(f"s{i}", created_at=i, tool_name="slow"))
+        await store.insert(record(f"e{i}", created_at=i + 10, tool_name="echo"))
+    limits = ClaimLimits(per_tool={"slow": 2})
+    assert await claim_ids(store, limits, tools=("slow", "echo")) == ["s0", "s1", "e0", "e1", "e2", "e3"]
+
+
+async def test_cluster_concurrency_limit_across_processes(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(3)]  # three "processes", each with its own pool
+    for i in range(40):
+        await stores[0].insert(record(f"q{i:02d}", created_at=i))
+    limits = ClaimLimits(max_running=5)
+
+    async def claimer(s: PostgresStore, n: int) -> list[str]:
+        got = []
+        for _ in range(n):
+            rec = await s.claim(f"w{id(s)}", 30_000, limits, TOOLS, now=50)
+            if rec is not None:
+                got.append(rec.id)
+        return got
+
+    results = await asyncio.gather(*(claimer(s, 4) for s in stores for _ in range(4)))
+    claimed = [job_id for r in results for job_id in r]
+    assert len(claimed) == 5 and len(set(claimed)) == 5
+    assert sorted(claimed) == [f"q{i:02d}" for i in range(5)]  # and the oldest ones
+    await stores[1].update(claimed[0], {"status": C, "finished_at": 60})
+    more = await asyncio.gather(*(claimer(s, 2) for s in stores))
+    assert [j for r in more for j in r] == ["q05"]
+    assert (await stores[2].counts())[R] == 5
+
+
+async def test_skip_locked_two_connections_claim_different_jobs(store: PostgresStore) -> None:
+    await store.insert(record("first", created_at=1))
+    await store.insert(record("second", created_at=2))
+    await store.insert(record("third", created_at=3))
+    conn = await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+    try:
+        tx = conn.transaction()
+        await tx.start()  # another claimer holds the row lock of "first" (mid-claim)
+        assert await conn.fetchval("SELECT id FROM jobs WHERE id = 'first' FOR UPDATE") == "first"
+        rec = await asyncio.wait_for(store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5), 5)  # no waiting
+        assert rec is not None and rec.id == "second"
+        rec = await asyncio.wait_for(store.claim("me", 1_000, ClaimLimits(max_running=9), TOOLS, now=5), 5)
+        assert rec is not None and rec.id == "third"
+        assert await store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5) is None
+        await tx.rollback()
+    finally:
+        await conn.close()
+    rec = await store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5)
+    assert rec is not None and rec.id == "first"  # free again
+
+
+async def test_concurrent_claims_never_share_a_job(make_store: StoreFactory) -> None:
+    stores = [await make_store() for _ in range(2)]
+    for i in range(60):
+        await stores[0].insert(record(f"k{i:02d}", created_at=i))
+
+    async def drain(s: PostgresStore, limits: ClaimLimits) -> list[str]:
+        got = []
+        while (rec := await s.claim("w", 30_000, limits, TOOLS, now=100)) is not None:
+            got.append(rec.id)
+        return got
+
+    lim = ClaimLimits(max_running=1_000)
+    results = await asyncio.gather(*(drain(s, lim if i % 2 else NO_LIMITS) for s in stores for i in range(4)))
+    claimed = [j for r in results for j in r]
+    assert sorted(claimed) == [f"k{i:02d}" for i in range(60)]  # each exactly once
+    rows = await raw(stores[0], "SELECT count(*) FROM jobs WHERE attempt = 1 AND status = 'running'")
+    assert rows[0][0] == 60
+
+
+async def test_usage_follows_every_path(store: PostgresStore) -> None:
+    await store.insert(record("ins", status=R, task=TaskSpec(resource_requirements=needs(10, 1))))
+    await store.insert(record("upd", task=TaskSpec(resource_requirements=needs(20, 1))))
+    await store.update("upd", {"status": R})  # started by an in-process scheduler, not a claim
+    assert (await store.usage())["memory_mb"] == 30
+    await store.update("ins", {"status": C, "finished_at": 1})
+    await store.delete_finished(before=10)
+    await store.update("upd", {"status": P})  # requeued
+    assert await store.usage() == {"running": 0, "memory_mb": 0, "cpu_weight": 0, "disk_mb": 0,
+                                   "by_tool": {"echo": 0}}  # fmt: skip
+    await raw(store, "UPDATE cluster_usage SET running = 42")
+    await store.recount_usage()
+    assert (await store.usage())["running"] == 0
+
+
+# -- fencing and leases ---------------------------------------------------------------------
+
+
+async def test_stale_attempt_write_loses(store: PostgresStore) -> None:
+    await store.insert(record("f"))
+    first = await store.claim("old", 1_000, NO_LIMITS, TOOLS, now=10)
+    assert first is not None and first.attempt == 1
+    # the old worker's lease lapsed; the job was requeued and claimed again by a new worker
+    assert await store.update("f", {"status": P, "owner": None}, Guard(version=first.version)) is not None
+    second = await store.claim("new", 1_000, NO_LIMITS, TOOLS, now=20)
+    assert second is not None and second.attempt == 2
+    stale = {"status": C, "result": {"from": "old"}, "finished_at": 30}
+    assert await store.update("f", stale, Guard(attempt=1, statuses=[R])) is None
+    assert await store.update("f", {"progress_percentage": 50.0}, Guard(attempt=1)) is None
+    done = await store.update("f", {"status": C, "result": {"from": "new"}}, Guard(attempt=2, statuses=[R]))
+    assert done is not None and done.result == {"from": "new"}
+
+
+async def test_job_lease_expiry_makes_an_orphan(store: PostgresStore) -> None:
+    await store.insert(record("l", created_at=1))
+    await store.insert(record("m", created_at=2))
+    await store.heartbeat("w", expires_at=1_000_000)  # the process itself stays alive
+    assert await store.claim("w", 500, NO_LIMITS, TOOLS, now=1_000) is not None  # lease until 1500
+    assert await store.claim("w", 500, NO_LIMITS, TOOLS, now=1_000) is not None
+    assert await store.orphans(now=1_400) == []
+    assert await store.renew("w", ["m", "never-claimed"], expires_at=3_000) == {"m"}
+    assert [r.id for r in await store.orphans(now=1_600)] == ["l"]  # its lease ran out: stuck or lost
+    await store.update("l", {"status": P})  # requeued: no job lease any more
+    assert await store.orphans(now=1_600) == []
+    assert [r.id for r in await store.orphans(now=3_000)] == ["l", "m"]  # renew set the process lease to 3000
+    assert await store.renew("other", ["m"], expires_at=9_000) == set()  # not its job
+    rows = await raw(store, "SELECT owner, expires_at FROM leases ORDER BY owner")
+    assert [tuple(r) for r in rows] == [("other", 9_000), ("w", 3_000)]  # renew beats the process lease too
+
+
+async def test_sweeper_lock_one_session_at_a_time(make_store: StoreFactory) -> None:
+    a, b = await make_store(), await make_store()
+    async with a.sweeper_lock() as held_a:
+        assert held_a
+        async with b.sweeper_lock() as held_b:
+            assert not held_b
+        async with a.sweeper_lock() as again:  # another session of the same store: also refused
+            assert not again
+    async with b.sweeper_lock() as held_b:
+        assert held_b
+
+
+async def test_sweeper_lock_freed_when_the_session_dies(store: PostgresStore) -> None:
+    from vibe_jobs.store.postgres_schema import lock_key
+
+    conn = await asyncpg.connect(store.dsn)
+    assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(store.schema, "sweeper"))
+    async with store.sweeper_lock() as held:
+        assert not held
+    conn.terminate()  # a crashed sweeper
+    for _ in range(50):
+        async with store.sweeper_lock() as held:
+            if held:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the lock of a dead session was not released")
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+async def test_notify_on_insert_status_change_and_cancel(make_store: StoreFactory) -> None:
+    writer, reader = await make_store(), await make_store()
+    got: asyncio.Queue[JobChange] = asyncio.Queue()
+    listener = await reader.listen(got.put_nowait)
+
+    async def next_change() -> JobChange:
+        return await asyncio.wait_for(got.get(), 5)
+
+    await writer.insert(record("n1", tool_name="echo"))
+    assert await next_change() == JobChange("insert", "n1", P, "echo", False)
+    await writer.update("n1", {"progress_message": "no wake-up for this"})
+    await writer.update("n1", {"cancel_requested": "user"})
+    assert await next_change() == JobChange("update", "n1", P, "echo", True)
+    await writer.update("n1", {"status": X})
+    assert await next_change() == JobChange("update", "n1", X, "echo", True)
+    await writer.insert(record("n2"))
+    claimed = await writer.claim("w", 1_000, NO_LIMITS, TOOLS)
+    assert claimed is not None
+    assert [await next_change() for _ in range(2)] == [
+        JobChange("insert", "n2", P, "echo", False), JobChange("update", "n2", R, "echo", False),
+    ]  # fmt: skip
+    assert got.empty()
+    await listener.close()
+    assert not listener.alive
+    await writer.insert(record("n3"))
+    await asyncio.sleep(0.1)
+    assert got.empty()
+
+
+async def test_notify_channels_are_per_schema(store: PostgresStore) -> None:
+    other = PostgresStore(f"{base_url()}{'&' if '?' in base_url() else '?'}schema=vj_test_{os.urandom(6).hex()}")
+    await other.open()
+    got: list[JobChange] = []
+    try:
+        async with await other.listen(got.append):
+            await store.insert(record("elsewhere"))
+            await asyncio.sleep(0.2)
+        assert got == []
+    finally:
+        await other.close()
+        await other.drop_schema()
+
+
+async def test_listener_reports_a_lost_connection(store: PostgresStore) -> None:
+    lost = asyncio.Event()
+    listener = await store.listen(lambda change: None, on_lost=lost.set)
+    await raw(store, "SELECT pg_terminate_backend($1)", listener.server_pid)
+    await asyncio.wait_for(lost.wait(), 5)
+    assert not listener.alive
+    await listener.close()
