@@ -7,10 +7,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from vibe_jobs.cli_call import add_call_parser, run_call
 from vibe_jobs.cli_jobs import add_jobs_parser, run_jobs
 from vibe_jobs.errors import JobError
+
+if TYPE_CHECKING:
+    from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.settings import Settings
 
 
@@ -24,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
     serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
+    worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
+    worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
+    worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
+    )
+    worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
     add_jobs_parser(sub)
     add_call_parser(sub)
     return parser
@@ -41,24 +54,45 @@ def load_tool_modules(names: Sequence[str]) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from mcp.server.mcpserver.tools import Tool
 
-    from vibe_jobs.jobtool import PLAIN_REGISTRY, REGISTRY
+    from vibe_jobs.jobtool import PLAIN_REGISTRY
+
+    server = build_server(args, settings, run_jobs=not args.no_worker)
+    for name, (fn, description) in PLAIN_REGISTRY.items():
+        server._plain.append(Tool.from_function(fn, name=name, description=description))
+    if args.transport != "stdio":
+        print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
+    server.run(args.transport, args.host, args.port)
+    return 0
+
+
+def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool = True) -> JobServer:
+    """A JobServer with the built-in tools and the tools of `--tools` / VIBE_JOBS_TOOLS modules."""
+    from vibe_jobs.jobtool import REGISTRY
     from vibe_jobs.server.jobserver import JobServer
 
     if args.store:
         settings = replace(settings, store_url=args.store)
     load_tool_modules([*settings.tools, *args.tools])
-    server = JobServer(settings=settings)
+    try:
+        server = JobServer(settings=settings, run_jobs=run_jobs, concurrency=getattr(args, "concurrency", None))
+    except ValueError as exc:
+        raise SystemExit(f"vibe-jobs: {exc}") from None
     if not args.no_builtin:
         from vibe_jobs.tools.builtin import register_builtins
 
         register_builtins(server, settings)
     for spec in REGISTRY.values():
         server.add_spec(spec)
-    for name, (fn, description) in PLAIN_REGISTRY.items():
-        server._plain.append(Tool.from_function(fn, name=name, description=description))
-    if args.transport != "stdio":
-        print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
-    server.run(args.transport, args.host, args.port)
+    return server
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from vibe_jobs.server.jobserver import run_worker
+
+    server = build_server(args, settings)
+    if not hasattr(server.scheduler, "run_jobs"):
+        raise SystemExit("vibe-jobs: `worker` needs a shared store: --store postgresql://...")
+    run_worker(server, args.drain_seconds)
     return 0
 
 
@@ -73,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         if args.command == "serve":
             return cmd_serve(args, settings)
+        if args.command == "worker":
+            return cmd_worker(args, settings)
         if args.command == "jobs":
             return run_jobs(args, settings)
         if args.command == "call":

@@ -101,6 +101,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._head_blocked_since: int | None = None
         self._wake = anyio.Event()
+        self._idle = anyio.Event()
         self.max_running_seen = 0
         manager.runner = self
 
@@ -284,7 +285,15 @@ class Scheduler:
             if run is not None and self.running.get(entry.job_id) is run:
                 del self.running[entry.job_id]  # not a newer attempt's run (a retry may claim first)
             self._take(entry.tool, entry.needs, -1)
+            if not self.running and not self.starting:
+                self._idle.set()
             self.pump()
+
+    async def drained(self) -> None:
+        """Return once no job of this process is starting or running."""
+        while self.running or self.starting:
+            self._idle = anyio.Event()
+            await self._idle.wait()
 
     async def _claim(self, entry: _Queued) -> _Run | None:
         try:

@@ -33,12 +33,14 @@ class JobServer:
         settings: Settings | None = None,
         store: JobStore | None = None,
         instructions: str | None = None,
+        run_jobs: bool = True,
+        concurrency: int | None = None,
     ) -> None:
         self.name, self.instructions = name, instructions
         self.settings = settings or Settings()
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
-        self.scheduler = Scheduler(self.manager, self.specs)
+        self.scheduler = make_scheduler(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
@@ -86,6 +88,19 @@ class JobServer:
         anyio.run(self.serve, transport, host, port)
 
 
+def make_scheduler(
+    manager: JobManager, specs: dict[str, JobToolSpec], *, run_jobs: bool = True, concurrency: int | None = None
+) -> Scheduler:
+    """A local scheduler, or on a shared store (PostgreSQL) one that claims work from the database."""
+    from vibe_jobs.worker import ClaimScheduler, is_shared
+
+    if is_shared(manager.store):
+        return ClaimScheduler(manager, specs, run_jobs=run_jobs, concurrency=concurrency)
+    if not run_jobs:
+        raise ValueError("--no-worker needs a shared store (postgresql://): nothing else would run the jobs")
+    return Scheduler(manager, specs)
+
+
 async def _until_signal(run: Callable[[], Any]) -> None:
     """Run `run()` until it returns (stdin closed) or SIGINT/SIGTERM arrives."""
     async with anyio.create_task_group() as tg:
@@ -100,3 +115,28 @@ async def _until_signal(run: Callable[[], Any]) -> None:
         tg.start_soon(watch)
         await run()
         tg.cancel_scope.cancel()
+
+
+def run_worker(server: JobServer, drain_seconds: float) -> None:
+    """Run jobs from the shared store until SIGINT/SIGTERM, then drain (see `work_until_signal`)."""
+    configure_logging(server.settings.log_level, server.settings.log_format)
+    anyio.run(work_until_signal, server, drain_seconds)
+
+
+async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
+    """Claim and run jobs; on a signal stop claiming and give running jobs `drain_seconds` to finish.
+
+    Jobs still running after that are released: this process's lease is dropped on exit, so another
+    worker recovers them at once (requeued when retry_safe, otherwise failed as interrupted).
+    """
+    scheduler = server.scheduler
+    async with server.manager:
+        log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("worker.draining", signal=int(signum), running=len(scheduler.running))
+                break
+        scheduler.run_jobs = False  # type: ignore[attr-defined]
+        with anyio.move_on_after(drain_seconds):
+            await scheduler.drained()
+    log.info("worker.stopped")
