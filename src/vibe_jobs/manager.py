@@ -423,7 +423,8 @@ class JobManager:
     def _status_message(
         self, rec: JobRecord, now: int, reco: PollingRecommendation | None, limited: bool, details: bool, reads: int
     ) -> JobStatusMessage:
-        return JobStatusMessage(
+        # model_construct: every value comes from a validated record (this is the hot path of polling)
+        return JobStatusMessage.model_construct(
             job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
             progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
             details=rec.details() if details else None, result=rec.result if rec.finished else None,

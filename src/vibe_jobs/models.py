@@ -268,7 +268,7 @@ class JobRecord:
         return self.status.finished
 
     def details(self) -> JobDetails:
-        return JobDetails(
+        return JobDetails.model_construct(
             current_stage=self.current_stage,
             diagnostics=list(self.diagnostics or ()),
             sub_progress=self.sub_progress,

@@ -205,7 +205,14 @@ class ControlTools:
                 "Job statistics: counts, queue depth, rates, durations and health.",
             ),
         ]
-        return [Tool.from_function(fn, name=name, description=desc) for name, fn, desc in entries]
+        return [_advertised_only(Tool.from_function(fn, name=name, description=desc)) for name, fn, desc in entries]
+
+
+def _advertised_only(tool: Tool) -> Tool:
+    """Keep the output schema in tools/list but skip re-validating our own answers on every call
+    (they are built from the same models; clients validate against the advertised schema)."""
+    tool.fn_metadata.output_model = None
+    return tool
 
 
 def _first_errors(exc: ValidationError) -> str:
