@@ -170,11 +170,11 @@ class JobManager:
         return await self.create_job(tool_name, params, task=spec)
 
     def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        if not isinstance(tool_name, str) or not tool_name:
+        if type(tool_name) is not str or not tool_name:
             raise InvalidParams("tool_name must be a non-empty string")
         if params is None:
             return {}
-        if not isinstance(params, Mapping):
+        if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParams(f"params must be an object, not {type(params).__name__}")
         try:
             size = len(canonical_json(params).encode())

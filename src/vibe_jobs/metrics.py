@@ -88,6 +88,13 @@ class _Group:
         )  # fmt: skip
 
 
+def _group(groups: dict[str, _Group], key: str) -> _Group:
+    group = groups.get(key)
+    if group is None:  # not setdefault: building a _Group on every finish is measurable
+        group = groups[key] = _Group()
+    return group
+
+
 def percentile(ordered: list[int], pct: float) -> float | None:
     """Nearest-rank percentile of sorted values."""
     if not ordered:
@@ -116,10 +123,10 @@ class StatsCollector:
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
         duration = end - rec.started_at if rec.started_at is not None else None
-        self.by_tool.setdefault(rec.tool_name, _Group()).add(rec.status, duration)
+        _group(self.by_tool, rec.tool_name).add(rec.status, duration)
         op = rec.task.operation_type if rec.task else None
         if op is not None:
-            self.by_op.setdefault(op, _Group()).add(rec.status, duration)
+            _group(self.by_op, op).add(rec.status, duration)
         self._bucket(end // 1000, rec.status)
 
     def _bucket(self, second: int, status: JobStatus) -> None:

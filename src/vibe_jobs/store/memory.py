@@ -38,7 +38,11 @@ class MemoryStore:
         if job.id in self.jobs:
             raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
-        bisect.insort(self._order, (job.created_at, job.id))
+        key = (job.created_at, job.id)
+        if not self._order or key > self._order[-1]:
+            self._order.append(key)  # the usual case: creation order
+        else:
+            bisect.insort(self._order, key)
         self._counts[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
