@@ -29,6 +29,7 @@ FIGURES = {  # script -> (timeout full, timeout quick) in seconds
     "call_to_result": (240, 120),
     "concurrency": (240, 120),
     "throughput": (300, 150),
+    "push": (120, 60),
 }
 RESULTS = common.BENCH / "results"
 

@@ -446,10 +446,11 @@ class JobManager:
             rec = await self.get_record(job_id)
             with anyio.move_on_after(seconds):
                 while not rec.finished:
-                    with anyio.move_on_after(refresh):
+                    event = None
+                    with anyio.move_on_after(refresh):  # re-read now and then: other processes' changes
                         event = await sub.__anext__()
-                        if on_event is not None:
-                            await on_event(event)
+                    if event is not None and on_event is not None:
+                        await on_event(event)  # outside the refresh scope: it must not cut a notification short
                     rec = await self.get_record(job_id)
         return rec
 
