@@ -11,6 +11,7 @@ that runs on another.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -24,22 +25,24 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.recovery import recover_orphans
-from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
+from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run, _usage
 from vibe_jobs.states import JobStatus
 
 log = get_logger("vibe_jobs.worker")
 
 POLL_SECONDS = 1.0  # claim again at least this often (notifications are wake-ups, not a log)
+SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and when a job fails)
+SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store is away
 
 
 class ClaimStore(Protocol):
     """What a shared store offers on top of the JobStore protocol."""
 
-    async def claim(
-        self, owner: str, lease_ms: int, limits: Any, tools: Any, *, now: int | None = None
-    ) -> JobRecord | None: ...
+    async def claim_many(
+        self, owner: str, lease_ms: int, limits: Any, tools: Any, k: int, *, now: int | None = None
+    ) -> list[JobRecord]: ...
 
-    async def renew(self, owner: str, job_ids: Any, expires_at: int) -> set[str]: ...
+    async def renew_state(self, owner: str, job_ids: Any, expires_at: int) -> dict[str, str | None]: ...
 
     async def listen(self, callback: Any, on_lost: Any = None) -> Any: ...
 
@@ -49,7 +52,7 @@ class ClaimStore(Protocol):
 
 
 def is_shared(store: object) -> bool:
-    return all(hasattr(store, name) for name in ("claim", "renew", "listen", "dependency_blocked"))
+    return all(hasattr(store, name) for name in ("claim_many", "renew_state", "listen", "dependency_blocked"))
 
 
 class ClaimScheduler(Scheduler):
@@ -74,7 +77,10 @@ class ClaimScheduler(Scheduler):
         self.limits = ClaimLimits.from_settings(manager.settings, per_tool)
         self.lease_ms = int(manager.settings.lease_seconds * 1000)
         self._claimed: dict[str, JobRecord] = {}
+        self._fresh: dict[str, JobRecord] = {}  # claimed and started, until `_execute` takes it
         self._next_renew = 0.0
+        self._next_sweep = 0.0
+        self._listener: Any = None
 
     # -- the local queue is the database ---------------------------------------------------
 
@@ -97,7 +103,6 @@ class ClaimScheduler(Scheduler):
 
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
-        listener = await self._listen()
         try:
             while True:
                 await self._round()
@@ -106,25 +111,41 @@ class ClaimScheduler(Scheduler):
                 self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await listener.close()
+                if self._listener is not None:
+                    await self._listener.close()
 
     async def _round(self) -> None:
         try:
+            await self._keep_listening()
             if self.run_jobs:
                 await self._claim_available()
             await self._renew()
-            await self._cancel_requested_elsewhere()
             await self._sweep()
         except StoreError as exc:  # the database restarts: try again on the next round
             log.warning("worker.round_failed", error=str(exc))
 
+    async def _keep_listening(self) -> None:
+        """(Re)open the LISTEN session: at start, and after it was lost (a restart, a terminated session).
+        Notifications sent meanwhile are lost, so the round that follows claims, renews and sweeps."""
+        if self._listener is not None and self._listener.alive:
+            return
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        self._listener = await self.shared.listen(self._changed, self._lost)
+        self._next_renew = self._next_sweep = 0.0
+
     async def _claim_available(self) -> None:
         names = list(self.tools)
-        while len(self.running) + self.starting < self.concurrency:
-            rec = await self.shared.claim(self.m.owner, self.lease_ms, self.limits, names, now=self.m.now())
-            if rec is None:
+        while (free := self.concurrency - len(self.running) - self.starting) > 0:
+            found = await self.shared.claim_many(
+                self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
+            )  # fmt: skip
+            for rec in found:
+                self._launch(rec)
+            if len(found) < free:
                 return
-            self._launch(rec)
 
     def _launch(self, rec: JobRecord) -> None:
         entry = _Queued(
@@ -137,6 +158,7 @@ class ClaimScheduler(Scheduler):
 
     async def _claim(self, entry: _Queued) -> _Run | None:
         rec = self._claimed.pop(entry.job_id)
+        self._fresh[rec.id] = rec
         run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), entry.needs)
         run.ctx.cancel_scope = run.scope
         self.starting -= 1
@@ -145,15 +167,64 @@ class ClaimScheduler(Scheduler):
         log.debug("job.claimed", job_id=rec.id, tool=rec.tool_name, attempt=rec.attempt)
         return run
 
+    async def _execute(self, entry: _Queued, run: _Run) -> None:
+        """As the base scheduler's, without re-reading the job: the claim just returned it (running,
+        this attempt, no cancel request; a cancel arriving since is seen by `_renew`)."""
+        rec = self._fresh.pop(entry.job_id)
+        spec = self.tools[entry.tool]
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        self.m.task_group.start_soon(self._work, spec, rec, run)
+        abandoned = await self._watch(run, self._timeout_for(rec, spec))
+        await self._settle(rec, spec, run, abandoned, _usage(run.ctx, cpu0, wall0))
+
     async def _renew(self) -> None:
+        """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
+
+        A job no longer held (adopted by another process while this one was paused, or a claim the
+        database lost in a crash) is stopped and its outcome discarded; a cancel request written
+        elsewhere stops its work. One round trip for all running jobs."""
         now = anyio.current_time()
         if now < self._next_renew:
             return
         self._next_renew = now + self.m.settings.lease_seconds / 3
-        await self.shared.renew(self.m.owner, list(self.running), self.m.now() + self.lease_ms)
+        sent = dict(self.running)
+        held = await self.shared.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
+        for job_id, run in sent.items():
+            if self.running.get(job_id) is not run or run.done.is_set():
+                continue  # finished (or re-claimed) meanwhile
+            if job_id not in held:
+                run.lost = True
+                run.scope.cancel()
+            elif (reason := held[job_id]) is not None:
+                self.cancel_running(job_id, reason)
+
+    async def _cancel_requested_elsewhere(self) -> None:
+        """Folded into `_renew` (one query for all running jobs instead of one read per job)."""
+        self._next_renew = 0.0
+
+    async def _settle(self, rec: JobRecord, spec: JobToolSpec, run: _Run, abandoned: bool, usage: Any) -> None:
+        """Write the outcome; while the store is unreachable (a restart), retry for a while: the
+        writes are fenced by attempt, so a late one after the job moved on is refused, not applied."""
+        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                await super()._settle(rec, spec, run, abandoned, usage)
+                return
+            except StoreError as exc:
+                if anyio.current_time() > deadline:
+                    log.error("job.outcome_not_written", job_id=rec.id, error=str(exc))
+                    return  # the lease lapses; recovery settles the job
+                log.warning("job.outcome_retry", job_id=rec.id, error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def _sweep(self) -> None:
         """Fail pending jobs whose dependency failed, was cancelled or is gone (one sweeper at a time)."""
+        now = anyio.current_time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_SECONDS
         async with self.shared.sweeper_lock() as held:
             if not held:
                 return
@@ -164,15 +235,16 @@ class ClaimScheduler(Scheduler):
 
     # -- notifications ---------------------------------------------------------------------
 
-    async def _listen(self) -> Any:
-        return await self.shared.listen(self._changed, self._lost)
-
     def _lost(self) -> None:
         log.warning("worker.listener_lost")
-        self._wake.set()
+        self._wake.set()  # the next round re-opens the listener
 
     def _changed(self, change: Any) -> None:
         self._wake.set()
+        if change.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+            self._next_sweep = 0.0  # its dependents may be blocked now
+        if change.cancel_requested and change.job_id in self.running:
+            self._next_renew = 0.0  # the renewal reads the cancel request
         kind = STATUS_EVENTS.get(change.status, EventType.PROGRESS) if change.op == "update" else EventType.CREATED
         if self.m.bus.wants(change.job_id):
             event = JobEvent(kind, change.job_id, change.tool_name, change.status, 0, self.m.now())

@@ -242,6 +242,7 @@ async def test_not_open_is_an_error(db: Path) -> None:
 # -- size stays bounded ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_file_shrinks_after_deleting_finished_jobs(store: SQLiteStore, db: Path) -> None:
     n, result = 100_000, {"content": [{"type": "text", "text": "done " * 20}], "isError": False}
 

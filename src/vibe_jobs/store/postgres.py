@@ -2,12 +2,14 @@
 
 URL: `postgresql://user:password@host:port/database`, with options as a query string:
 `?schema=NAME` (the schema holding the tables; created and migrated on open; default `public`),
-`?pool_min=1&pool_max=10` (connection pool size). Other parameters go to asyncpg (`sslmode=...`).
+`?pool_min=1&pool_max=10` (connection pool size), `?application_name=NAME` (how the sessions show in
+`pg_stat_activity`; default `vibe-jobs`). Other parameters go to asyncpg (`sslmode=...`).
 
 Beyond the `JobStore` protocol (a pool of connections; every change a compare-and-set
 `UPDATE ... WHERE id = $n AND <guards> RETURNING ...` that bumps `version`), the store is the
 coordination point of a cluster:
-- `claim(owner, lease_ms, limits, tools)`: take the next runnable job in one statement (see postgres_sql);
+- `claim_many(owner, lease_ms, limits, tools, k)`: take up to k runnable jobs in one statement (see
+  postgres_sql); `claim(...)` takes one;
 - `renew(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs;
 - `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request;
 - `sweeper_lock()`: a session advisory lock, so one process at a time sweeps (recovery, retention);
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import asyncpg
 
 from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import postgres_sql as sql
@@ -35,8 +39,23 @@ from vibe_jobs.store.postgres_sql import ClaimLimits
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
-_OPTIONS = ("schema", "pool_min", "pool_max")
+log = get_logger("vibe_jobs.store.postgres")
+
+_OPTIONS = ("schema", "pool_min", "pool_max", "application_name")
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# A session the server ended (pg_terminate_backend, a restart) or a socket that broke: worth a retry.
+_CONNECTION_LOST = (
+    asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError, ConnectionError,
+)  # fmt: skip
+_RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to send. The store leaves no session state behind (no
+    session settings, cursors or LISTENs on pooled connections; `sweeper_lock` unlocks what it
+    locks; asyncpg rolls back an open transaction itself), so the default `RESET ALL; UNLISTEN *; ...`
+    would only cost one more round trip per statement."""
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -79,7 +98,9 @@ class PostgresStore:
         self.pool_max = max(self.pool_min, _int_option(options, "pool_max", 10))
         self.where = redact(url)
         self.channel = channel(self.schema)
+        self.application_name = options.get("application_name") or "vibe-jobs"
         self._pool: asyncpg.Pool | None = None
+        self._claims: asyncpg.Pool | None = None  # sessions with synchronous_commit = off (claims only)
         self._listeners: set[Listener] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -95,7 +116,11 @@ class PostgresStore:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                server_settings=self._settings(),
+                server_settings=self._settings(), reset=_keep_session,
+            )  # fmt: skip
+            self._claims = await asyncpg.create_pool(
+                self.dsn, min_size=min(1, self.pool_min), max_size=2, reset=_keep_session,
+                server_settings={**self._settings(), "synchronous_commit": "off"},
             )  # fmt: skip
         except _DB_ERRORS as exc:
             raise StoreError(f"cannot open the job store at {self.where}: {exc}") from None
@@ -105,11 +130,13 @@ class PostgresStore:
             await listener.close()
         self._listeners.clear()
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        claims, self._claims = self._claims, None
+        for p in (pool, claims):
+            if p is not None:
+                await p.close()
 
     def _settings(self) -> dict[str, str]:
-        return {"search_path": f'"{self.schema}"', "application_name": "vibe-jobs"}
+        return {"search_path": f'"{self.schema}"', "application_name": self.application_name}
 
     async def _connect(self) -> asyncpg.Connection:
         """A dedicated connection (outside the pool) with the store's search_path."""
@@ -125,22 +152,31 @@ class PostgresStore:
         return StoreError(f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        try:
-            return await self.pool.fetch(query, *args)
-        except _DB_ERRORS as exc:
-            raise self._error(exc) from None
+        return await self._retrying(lambda: self.pool.fetch(query, *args))  # type: ignore[no-any-return]
 
     async def _fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
-        try:
-            return await self.pool.fetchrow(query, *args)
-        except _DB_ERRORS as exc:
-            raise self._error(exc) from None
+        return await self._retrying(lambda: self.pool.fetchrow(query, *args))  # type: ignore[no-any-return]
 
     async def _execute(self, query: str, *args: Any) -> str:
-        try:
-            return await self.pool.execute(query, *args)
-        except _DB_ERRORS as exc:
-            raise self._error(exc) from None
+        return await self._retrying(lambda: self.pool.execute(query, *args))  # type: ignore[no-any-return]
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one statement; when its connection was lost (the server terminated the session or
+        restarted), run it again on a fresh connection (the pool reconnects), a few times with a
+        short backoff. A statement on a lost connection did not commit unless the loss came between
+        its commit and the answer; every write is a compare-and-set, so running it again is a no-op
+        then (the caller re-reads, as after any lost race)."""
+        for delay in (*_RECONNECT_DELAYS, None):
+            try:
+                return await call()
+            except _CONNECTION_LOST as exc:
+                if delay is None:
+                    raise self._error(exc) from None
+                log.info("store.reconnecting", error=f"{type(exc).__name__}: {exc}")
+                await anyio.sleep(delay)
+            except _DB_ERRORS as exc:
+                raise self._error(exc) from None
+        raise AssertionError("unreachable")
 
     async def _records(self, query: str, *args: Any) -> list[JobRecord]:
         return [sql.decode(row) for row in await self._fetch(query, *args)]
@@ -149,11 +185,11 @@ class PostgresStore:
 
     async def insert(self, job: JobRecord) -> None:
         try:
-            await self.pool.execute(sql.INSERT, *sql.insert_args(job))
-        except asyncpg.UniqueViolationError:
-            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-        except _DB_ERRORS as exc:
-            raise self._error(exc) from None
+            await self._retrying(lambda: self.pool.execute(sql.INSERT, *sql.insert_args(job)))
+        except StoreError as exc:
+            if "UniqueViolationError" in str(exc):
+                raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+            raise
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._fetchrow(sql.GET, job_id)
@@ -227,12 +263,37 @@ class PostgresStore:
         *,
         now: int | None = None,
     ) -> JobRecord | None:
-        """Take the next runnable job of `tools` for `owner`, or None; one statement (see postgres_sql).
+        """Take the next runnable job of `tools` for `owner`, or None (`claim_many` with k = 1)."""
+        found = await self.claim_many(owner, lease_ms, limits, tools, 1, now=now)
+        return found[0] if found else None
 
-        The job becomes running with `owner`, `attempt + 1`, `started_at` (kept from an earlier
+    async def claim_many(
+        self,
+        owner: str,
+        lease_ms: int,
+        limits: ClaimLimits | None,
+        tools: Collection[str],
+        k: int,
+        *,
+        now: int | None = None,
+    ) -> list[JobRecord]:
+        """Take up to `k` runnable jobs of `tools` for `owner`, in claim order; one statement (see postgres_sql).
+
+        Each job becomes running with `owner`, `attempt + 1`, `started_at` (kept from an earlier
         attempt) and a job lease until `now + lease_ms`. `now` defaults to the database clock;
         pass the caller's clock when the rest of the process uses it (leases, orphans).
+
+        The statement runs alone (autocommit, one round trip) on a small pool of sessions set to
+        `synchronous_commit = off`: the cluster-wide claim lock (the usage row) is released at
+        commit without waiting for the WAL flush, and never held across a round trip to this
+        process, so claimers do not queue behind each other's fsync.
+        Only a crash of the database server itself can lose such a commit (a
+        few hundred ms of WAL at most); the jobs it claimed are then pending again as if never
+        claimed, and the claimer learns it at its next lease renewal (`renew` no longer returns
+        them), which stops that work and discards its outcome. Every other write stays durable.
         """
+        if k < 1:
+            return []
         lim = limits or ClaimLimits()
         args: list[Any] = [list(tools), now, list(lim.priority_weights), lim.aging_ms]
         if lim.limited:
@@ -240,8 +301,13 @@ class PostgresStore:
             args += lim.args()
         else:
             query = sql.CLAIM_UNLIMITED
-        row = await self._fetchrow(query, *args, owner, lease_ms)
-        return None if row is None else sql.decode(row)
+
+        async def run() -> list[asyncpg.Record]:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                return await conn.fetch(query, *args, owner, lease_ms, k)
+
+        return [sql.decode(row) for row in await self._retrying(run)]
 
     async def renew(self, owner: str, job_ids: Collection[str], expires_at: int) -> set[str]:
         """Renew `owner`'s process lease and the job leases of `job_ids` it still runs.
@@ -250,6 +316,10 @@ class PostgresStore:
         elsewhere, and this owner's writes to it will lose (the attempt moved on).
         """
         return {row[0] for row in await self._fetch(sql.RENEW, owner, list(job_ids), expires_at)}
+
+    async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
+        """`renew`, answering {job id still held: its cancel request or None}."""
+        return {row[0]: row[1] for row in await self._fetch(sql.RENEW_STATE, owner, list(job_ids), expires_at)}
 
     async def listen(self, callback: Callable[[JobChange], Any], on_lost: Callable[[], Any] | None = None) -> Listener:
         """Call `callback(change)` for every job inserted or changed; `await listener.close()` to stop."""
@@ -280,8 +350,9 @@ class PostgresStore:
                 try:
                     yield held
                 finally:
-                    if held:
-                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    if held:  # shielded: the pool does not reset sessions, so the lock must not stay behind
+                        with anyio.CancelScope(shield=True):
+                            await conn.execute("SELECT pg_advisory_unlock($1)", key)
         except _DB_ERRORS as exc:
             raise self._error(exc) from None
 

@@ -3,15 +3,23 @@
 Rows are selected in `JobRecord` field order, with JSON columns as text, so the SQLite codec's
 `encode`/`decode` serve both stores (one definition of how a record is stored).
 
-The claim, in ONE statement (autocommit, READ COMMITTED):
+The claim, in ONE statement (READ COMMITTED), of up to k jobs at once:
 1. lock the single `cluster_usage` row (`FOR UPDATE`): every claimer of the cluster queues here, and
    after the wait it reads the latest committed usage, so limits hold across processes and machines;
-2. pick the first claimable pending job - one of `tools`, due (`run_after`), not cancelled, every
+2. pick the first k claimable pending jobs - one of `tools`, due (`run_after`), not cancelled, every
    dependency completed, fitting the concurrency, per-tool and resource limits - in order of
    `created_at - weight(priority) * aging_ms`, then insertion order (`seq`): priority with aging,
    FIFO within a level; `FOR UPDATE SKIP LOCKED` passes over rows another claimer holds (priorities
    outside low..critical count as the nearest level);
-3. mark it running: owner, attempt + 1, lease expiry, started_at; the usage trigger adds its needs.
+3. mark them running: owner, attempt + 1, lease expiry, started_at; the usage trigger adds their needs.
+
+The claim's transaction commits with `synchronous_commit = off` (see `PostgresStore.claim_many`): the
+usage row lock is released at commit without waiting for the WAL flush. A claim lost to a database
+crash (at most a few hundred ms of WAL) leaves its jobs pending, as if never claimed; a worker that
+started one meanwhile is fenced by `attempt`: its writes carry the attempt it was given, and once the
+job is claimed again (attempt re-used or moved on with a new owner) the stale writes meet a
+different owner/lease, and the next claimer's run and the orphan recovery decide the outcome, as
+after any crash. Completion writes stay fully durable.
 """
 
 from __future__ import annotations
@@ -68,6 +76,8 @@ RENEW = """WITH beat AS (
 )
 UPDATE jobs SET lease_expires_at = $3
 WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' RETURNING id"""
+# The same, answering (id, cancel_requested) for each job still held: one round trip checks both.
+RENEW_STATE = RENEW.replace("RETURNING id", "RETURNING id, cancel_requested")
 # Pending jobs that can never run: a dependency failed, was cancelled or no longer exists.
 DEPENDENCY_BLOCKED = f"""SELECT {_JCOLS}, d.dep, x.status FROM jobs
 CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep
@@ -173,10 +183,13 @@ class ClaimLimits:
         ]  # fmt: skip
 
 
-# $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms.
-# Within a priority level the order is (created_at, seq), so the best job of a level is the first
-# eligible row of the `jobs_claim` index for that level: one short index scan per level (LIMIT 1,
-# SKIP LOCKED), then the best of those (at most 4) by the aged key. No sort of the whole queue.
+# $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k.
+# Within a priority level the order is (created_at, seq), so the best k jobs of a level are the first k
+# eligible rows of the `jobs_claim` index for that level: one short index scan per level (LIMIT k,
+# SKIP LOCKED), then the best k of those (at most 4k) by the aged key. No sort of the whole queue.
+# A batch honours the limits cumulatively: the n-th job of the batch (in claim order) is taken only
+# when the running count, the summed resource needs and its tool's count, with the n - 1 before it
+# (of the whole candidate list, so a job too big to fit also holds back those after it), still fit.
 LEVEL = "least(greatest(j.priority, 0), 3)"
 _ELIGIBLE = """j.status = 'pending' AND LEVEL = lv.level AND j.tool_name = ANY($1::TEXT[])
           AND (j.run_after IS NULL OR j.run_after <= t.now) AND j.cancel_requested IS NULL
@@ -191,28 +204,48 @@ _FITS = """
           AND coalesce((u.by_tool ->> j.tool_name)::BIGINT, 0)
               < coalesce(($9::JSONB ->> j.tool_name)::BIGINT, 9223372036854775807)"""
 _USAGE = ", u AS (SELECT running, memory_mb, cpu_weight, disk_mb, by_tool FROM cluster_usage WHERE id = 1 FOR UPDATE)"
+_FITS_BATCH = """
+    AND ($5::BIGINT IS NULL OR u.running + r.n <= $5)
+    AND ($6::FLOAT8 IS NULL OR u.memory_mb + r.mem <= $6 + 1e-9)
+    AND ($7::FLOAT8 IS NULL OR u.cpu_weight + r.cpu <= $7 + 1e-9)
+    AND ($8::FLOAT8 IS NULL OR u.disk_mb + r.disk <= $8 + 1e-9)
+    AND coalesce((u.by_tool ->> r.tool_name)::BIGINT, 0) + r.nt
+        <= coalesce(($9::JSONB ->> r.tool_name)::BIGINT, 9223372036854775807)"""
 
 
 def _claim(limited: bool) -> str:
-    owner, lease = ("$10", "$11") if limited else ("$5", "$6")
+    owner, lease, k = ("$10", "$11", "$12") if limited else ("$5", "$6", "$7")
     return f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now){_USAGE if limited else ""},
-pick AS (
-    SELECT c.id FROM t{", u" if limited else ""}, (VALUES (0), (1), (2), (3)) AS lv(level)
+cand AS (
+    SELECT c.id, c.tool_name, c.need_memory_mb, c.need_cpu_weight, c.need_disk_mb, c.seq,
+        c.created_at - coalesce(($3::FLOAT8[])[lv.level + 1], 1) * $4::BIGINT AS key
+    FROM t{", u" if limited else ""}, (VALUES (0), (1), (2), (3)) AS lv(level)
     CROSS JOIN LATERAL (
-        SELECT j.id, j.created_at, j.seq FROM jobs j
+        SELECT j.id, j.tool_name, j.need_memory_mb, j.need_cpu_weight, j.need_disk_mb, j.created_at, j.seq
+        FROM jobs j
         WHERE {_ELIGIBLE}{_FITS if limited else ""}
         ORDER BY {LEVEL}, j.created_at, j.seq
-        LIMIT 1
+        LIMIT {k}
         FOR UPDATE OF j SKIP LOCKED
     ) AS c
-    {"WHERE ($5::BIGINT IS NULL OR u.running < $5)" if limited else ""}
-    ORDER BY c.created_at - coalesce(($3::FLOAT8[])[lv.level + 1], 1) * $4::BIGINT, c.seq
-    LIMIT 1
+),
+ranked AS (
+    SELECT cand.id, cand.tool_name, row_number() OVER w AS n, sum(cand.need_memory_mb) OVER w AS mem,
+        sum(cand.need_cpu_weight) OVER w AS cpu, sum(cand.need_disk_mb) OVER w AS disk,
+        row_number() OVER (PARTITION BY cand.tool_name ORDER BY cand.key, cand.seq) AS nt
+    FROM cand WINDOW w AS (ORDER BY cand.key, cand.seq)
+),
+pick AS (
+    SELECT r.id, r.n FROM ranked r{", u" if limited else ""} WHERE r.n <= {k}{_FITS_BATCH if limited else ""}
+),
+upd AS (
+    UPDATE jobs SET status = 'running', owner = {owner}, attempt = jobs.attempt + 1,
+        lease_expires_at = t.now + {lease}, started_at = coalesce(jobs.started_at, t.now), updated_at = t.now,
+        version = jobs.version + 1
+    FROM pick, t WHERE jobs.id = pick.id
+    RETURNING {_JCOLS}, pick.n AS claim_order
 )
-UPDATE jobs SET status = 'running', owner = {owner}, attempt = jobs.attempt + 1, lease_expires_at = t.now + {lease},
-    started_at = coalesce(jobs.started_at, t.now), updated_at = t.now, version = jobs.version + 1
-FROM pick, t WHERE jobs.id = pick.id
-RETURNING {_JCOLS}"""
+SELECT {_COLS} FROM upd ORDER BY claim_order"""
 
 
 CLAIM_LIMITED = _claim(True)
