@@ -106,7 +106,9 @@ class ClaimScheduler(Scheduler):
         try:
             while True:
                 await self._round()
-                with anyio.move_on_after(POLL_SECONDS):
+                # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
+                until_renew = max(0.01, self._next_renew - anyio.current_time())
+                with anyio.move_on_after(min(POLL_SECONDS, until_renew)):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:

@@ -13,13 +13,7 @@ The claim, in ONE statement (READ COMMITTED), of up to k jobs at once:
    outside low..critical count as the nearest level);
 3. mark them running: owner, attempt + 1, lease expiry, started_at; the usage trigger adds their needs.
 
-The claim's transaction commits with `synchronous_commit = off` (see `PostgresStore.claim_many`): the
-usage row lock is released at commit without waiting for the WAL flush. A claim lost to a database
-crash (at most a few hundred ms of WAL) leaves its jobs pending, as if never claimed; a worker that
-started one meanwhile is fenced by `attempt`: its writes carry the attempt it was given, and once the
-job is claimed again (attempt re-used or moved on with a new owner) the stale writes meet a
-different owner/lease, and the next claimer's run and the orphan recovery decide the outcome, as
-after any crash. Completion writes stay fully durable.
+Claims are durable commits like every other write (see `PostgresStore.claim_many`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,36 @@
+"""Job tools for the cluster tests (loaded with `--tools tests.e2e.cluster_tools`).
+
+`timed` appends `"start <jobId> <attempt> <ns> <pid>"` when it starts and `"end <jobId> <attempt> <ns> <pid>"`
+when it ends (wall-clock nanoseconds, comparable across processes on one machine) to the file named by
+VIBE_JOBS_TEST_EXEC_LOG, each line one `write` on an O_APPEND descriptor. From those lines a test proves
+that every job ran exactly once, how many ran at once cluster-wide, and that dependencies ended first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+
+from tests.e2e.crash_tools import EXEC_LOG_ENV
+from vibe_jobs import JobContext, job_tool
+
+
+def _record(kind: str, job: JobContext) -> None:
+    path = os.environ.get(EXEC_LOG_ENV)
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{kind} {job.job_id} {job.attempt} {time.time_ns()} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@job_tool(description="Sleep `seconds`, recording start and end times", retry_safe=True, max_retries=3)
+async def timed(seconds: float, job: JobContext, tag: str = "") -> dict[str, object]:
+    _record("start", job)
+    await anyio.sleep(seconds)
+    _record("end", job)
+    return {"tag": tag, "attempt": job.attempt, "pid": os.getpid()}
