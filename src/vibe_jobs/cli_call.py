@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from vibe_jobs.cli_jobs import result_text
+from vibe_jobs.cli_jobs import result_text, say
 from vibe_jobs.settings import Settings
 
 if TYPE_CHECKING:
@@ -270,19 +270,19 @@ def started_job(tool: str, result: CallToolResult) -> str | None:
 def print_plain(result: CallToolResult, as_json: bool) -> int:
     data = dump(result)
     if as_json:
-        print(json.dumps(data, indent=2))
+        say(json.dumps(data, indent=2))
     elif result.is_error:
         print(f"vibe-jobs: {result_text(data) or 'the tool reported an error'}", file=sys.stderr)
     else:
-        print(result_text(data))
+        say(result_text(data))
     return EXIT_FAILED if result.is_error else EXIT_OK
 
 
 def print_started(result: CallToolResult, job_id: str, as_json: bool) -> int:
     if as_json:
-        print(json.dumps(result.structured_content, indent=2))
+        say(json.dumps(result.structured_content, indent=2))
         return EXIT_OK
-    print(job_id)
+    say(job_id)
     if text := result_text({"content": dump(result).get("content")}):
         print(text, file=sys.stderr)
     return EXIT_OK
@@ -292,9 +292,9 @@ def print_final(msg: dict[str, Any], as_json: bool) -> int:
     status = msg["status"]
     text = result_text(msg.get("result"))
     if as_json:
-        print(json.dumps(msg, indent=2))
+        say(json.dumps(msg, indent=2))
     elif status == "completed":
-        print(text)
+        say(text)
     else:
         detail = text or msg.get("message") or ""
         print(f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}", file=sys.stderr)

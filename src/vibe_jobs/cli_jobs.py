@@ -35,6 +35,11 @@ MESSAGE_WIDTH = 60
 Command = Callable[[JobManager, argparse.Namespace], Awaitable[int]]
 
 
+def say(text: object) -> None:
+    """Command output for people and scripts: stdout (this is the CLI, not the stdio server)."""
+    sys.stdout.write(f"{text}\n")
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 
@@ -158,7 +163,7 @@ def _indent(text: str) -> str:
 
 
 def _emit(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+    say(json.dumps(data, indent=2))
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -169,7 +174,7 @@ async def cmd_list(m: JobManager, args: argparse.Namespace) -> int:
     if args.json:
         _emit({"jobs": [j.wire() for j in page.jobs], "more": page.next_cursor is not None})
     elif page.jobs:
-        print(jobs_table(page.jobs, m.now()))
+        say(jobs_table(page.jobs, m.now()))
     else:
         print("no jobs", file=sys.stderr)
     return 0
@@ -180,7 +185,7 @@ async def cmd_show(m: JobManager, args: argparse.Namespace) -> int:
     if args.json:
         _emit(job.wire())
     else:
-        print(job_details(job, m.now()))
+        say(job_details(job, m.now()))
     return 0
 
 
@@ -191,7 +196,7 @@ async def cmd_cancel(m: JobManager, args: argparse.Namespace) -> int:
     if args.json:
         _emit({"jobId": rec.id, "status": state, "cancelRequested": rec.cancel_requested, "message": text})
     else:
-        print(text)
+        say(text)
     return 0
 
 
@@ -201,7 +206,7 @@ async def cmd_stats(m: JobManager, args: argparse.Namespace) -> int:
         _emit({"counts": stats.counts, "total": stats.total, "running": stats.running, "queueDepth": stats.queue_depth})
     else:
         rows = [[status, str(count)] for status, count in stats.counts.items()]
-        print(format_table(("STATUS", "JOBS"), [*rows, ["total", str(stats.total)]]))
+        say(format_table(("STATUS", "JOBS"), [*rows, ["total", str(stats.total)]]))
     return 0
 
 
@@ -211,7 +216,7 @@ async def cmd_purge(m: JobManager, args: argparse.Namespace) -> int:
     if args.json:
         _emit({"deleted": removed})
     else:
-        print(f"deleted {removed} finished job{'' if removed == 1 else 's'}")
+        say(f"deleted {removed} finished job{'' if removed == 1 else 's'}")
     return 0
 
 
