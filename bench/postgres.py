@@ -36,6 +36,8 @@ BASE_URL = os.environ.get("VIBE_JOBS_BENCH_POSTGRES_URL", "postgresql://postgres
 BENCH_DB = "vibe_jobs_bench"
 WORKER_CONCURRENCY = 50
 OWNER = "bench-creator"
+# the server processes whose CPU is the bench's: the workers' sessions and the shared ones (WAL writer, ...)
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vj-bench' OR backend_type <> 'client backend'"
 
 
 def bench_url(schema: str) -> str:
@@ -49,6 +51,22 @@ async def ensure_db() -> None:
             await conn.execute(f"CREATE DATABASE {BENCH_DB}")
     finally:
         await conn.close()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of `pids` (Linux /proc; the server's processes when on this machine)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / _TICK
 
 
 def new_record(i: int) -> JobRecord:
@@ -108,13 +126,20 @@ async def run_cluster(count: int, n: int, latency_jobs: int) -> dict[str, Any]:
         await store.heartbeat(OWNER, int(time.time() * 1000) + 3_600_000)
         conn = await asyncpg.connect(store.dsn, server_settings={"search_path": schema})
         try:
-            with workers(url, count):
+            with workers(url, count) as procs:
                 await wait_for_workers(conn, count)
                 records = [new_record(i) for i in range(n)]
+                pids = [p.pid for p in procs]
+                backends = [r[0] for r in await conn.fetch(BACKENDS)]
+                cpu0, pg0, wall0 = cpu_seconds(pids), cpu_seconds(backends), time.monotonic()
                 async with conn.transaction():
                     await conn.executemany(sql.INSERT, [sql.insert_args(r) for r in records])
                 committed = time.time() * 1000
                 await wait_done(conn, n)
+                wall = time.monotonic() - wall0
+                # share of ONE core (2 cores: 200 % is the whole machine), insert to last completion
+                cpu = {"workers_cpu_pct": round(100 * (cpu_seconds(pids) - cpu0) / wall),
+                       "postgres_cpu_pct": round(100 * (cpu_seconds(backends) - pg0) / wall)}  # fmt: skip
                 last = await conn.fetchval("SELECT max(finished_at) FROM jobs")
                 per_s = n / max(1e-3, (last - committed) / 1000)
                 latencies = []
@@ -131,7 +156,7 @@ async def run_cluster(count: int, n: int, latency_jobs: int) -> dict[str, Any]:
     finally:
         await store.close()
         await store.drop_schema()
-    return {"per_s": per_s, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+    return {"per_s": per_s, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), **cpu}
 
 
 def saq_throughput(n: int) -> float:

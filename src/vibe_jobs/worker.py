@@ -33,6 +33,11 @@ log = get_logger("vibe_jobs.worker")
 POLL_SECONDS = 1.0  # claim again at least this often (notifications are wake-ups, not a log)
 SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and when a job fails)
 SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store is away
+# With a backlog (the last claim filled every free slot), a worker claims once a quarter of its slots is
+# free or the first freed slot has waited CLAIM_LINGER_SECONDS: one claim per batch of finishes, not one
+# per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
+CLAIM_BATCH_FRACTION = 4
+CLAIM_LINGER_SECONDS = 0.005
 
 
 class ClaimStore(Protocol):
@@ -81,6 +86,9 @@ class ClaimScheduler(Scheduler):
         self._next_renew = 0.0
         self._next_sweep = 0.0
         self._listener: Any = None
+        self._batch = max(1, self.concurrency // CLAIM_BATCH_FRACTION)
+        self._backlog = False  # the last claim filled every slot it asked for
+        self._linger_until: float | None = None
 
     # -- the local queue is the database ---------------------------------------------------
 
@@ -107,8 +115,11 @@ class ClaimScheduler(Scheduler):
             while True:
                 await self._round()
                 # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
-                until_renew = max(0.01, self._next_renew - anyio.current_time())
-                with anyio.move_on_after(min(POLL_SECONDS, until_renew)):
+                now = anyio.current_time()
+                wait = min(POLL_SECONDS, max(0.01, self._next_renew - now))
+                if self._linger_until is not None:
+                    wait = min(wait, max(0.0, self._linger_until - now))
+                with anyio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
@@ -141,12 +152,20 @@ class ClaimScheduler(Scheduler):
     async def _claim_available(self) -> None:
         names = list(self.tools)
         while (free := self.concurrency - len(self.running) - self.starting) > 0:
+            if self._backlog and free < self._batch:
+                now = anyio.current_time()
+                if self._linger_until is None:
+                    self._linger_until = now + CLAIM_LINGER_SECONDS
+                if now < self._linger_until:
+                    return  # `run_timers` wakes at `_linger_until`
+            self._linger_until = None
             found = await self.shared.claim_many(
                 self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
             )  # fmt: skip
             for rec in found:
                 self._launch(rec)
-            if len(found) < free:
+            self._backlog = len(found) == free
+            if not self._backlog:
                 return
 
     def _launch(self, rec: JobRecord) -> None:
@@ -242,7 +261,8 @@ class ClaimScheduler(Scheduler):
         self._wake.set()  # the next round re-opens the listener
 
     def _changed(self, change: Any) -> None:
-        self._wake.set()
+        if change.op != "update" or change.status is not JobStatus.RUNNING or change.cancel_requested:
+            self._wake.set()  # a claim elsewhere (-> running) never makes work for this process
         if change.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             self._next_sweep = 0.0  # its dependents may be blocked now
         if change.cancel_requested and change.job_id in self.running:

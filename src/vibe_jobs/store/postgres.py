@@ -11,7 +11,8 @@ coordination point of a cluster:
 - `claim_many(owner, lease_ms, limits, tools, k)`: take up to k runnable jobs in one statement (see
   postgres_sql); `claim(...)` takes one;
 - `renew(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs;
-- `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request;
+- `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request
+  (the insert trigger announces new jobs; the store announces the changes it made, after they committed);
 - `sweeper_lock()`: a session advisory lock, so one process at a time sweeps (recovery, retention);
 - `dependency_blocked()`: pending jobs a failed, cancelled or deleted dependency keeps from ever running.
 """
@@ -49,6 +50,24 @@ _CONNECTION_LOST = (
     asyncpg.CrashShutdownError, asyncpg.InternalClientError, ConnectionError,
 )  # fmt: skip
 _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
+_PAYLOAD_BYTES = 7_000  # a NOTIFY payload holds less than 8,000 bytes
+
+
+def _payloads(changes: list[dict[str, Any]]) -> list[str]:
+    """JSON lists of changes, each under `_PAYLOAD_BYTES` (a change alone may be longer: sent alone)."""
+    out: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for change in changes:
+        item = json.dumps(change)
+        if chunk and size + len(item.encode()) + 1 > _PAYLOAD_BYTES:
+            out.append(f"[{','.join(chunk)}]")
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item.encode()) + 1
+    if chunk:
+        out.append(f"[{','.join(chunk)}]")
+    return out
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -91,9 +110,13 @@ class PostgresStore:
         self.pool_max = max(self.pool_min, _int_option(options, "pool_max", 10))
         self.where = redact(url)
         self.channel = channel(self.schema)
+        self._claim_key = lock_key(self.schema, "claim")
         self.application_name = options.get("application_name") or "vibe-jobs"
         self._pool: asyncpg.Pool | None = None
         self._listeners: set[Listener] = set()
+        self._outbox: list[dict[str, Any]] = []  # changes not announced yet
+        self._announcing = False
+        self._notify_conn: asyncpg.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,6 +140,7 @@ class PostgresStore:
         for listener in list(self._listeners):
             await listener.close()
         self._listeners.clear()
+        await self._close_notify_conn()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -195,7 +219,12 @@ class PostgresStore:
             args.append(sql.status_texts(g.statuses))
         query = sql.update_sql(tuple(changes), g.version is not None, g.attempt is not None, g.statuses is not None)
         row = await self._fetchrow(query, *args)
-        return None if row is None else sql.decode(row)
+        if row is None:
+            return None
+        rec = sql.decode(row)
+        if "status" in changes or "cancel_requested" in changes:
+            await self._announce([rec])
+        return rec
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         await self._execute(sql.TOUCH, access_count, last_access_time, next_check_time, job_id)
@@ -269,26 +298,75 @@ class PostgresStore:
         attempt) and a job lease until `now + lease_ms`. `now` defaults to the database clock;
         pass the caller's clock when the rest of the process uses it (leases, orphans).
 
-        The statement runs alone (one round trip), so the cluster-wide claim lock (the usage row) is
-        never held across a round trip to this process. Claims are durable: a claim that a database
-        crash could lose would let two workers run the same attempt (synchronous_commit=off was
-        measured and did not raise throughput, so it is not worth that risk).
-        """
+        The statement runs alone (one round trip), so the cluster-wide claim lock (an advisory lock,
+        taken only when a limit is set) is never held across a round trip to this process. Claims
+        are durable: a claim that a database crash could lose would let two workers run the same
+        attempt (synchronous_commit=off was measured and did not raise throughput, so it is not
+        worth that risk)."""
         if k < 1:
             return []
         lim = limits or ClaimLimits()
         args: list[Any] = [list(tools), now, list(lim.priority_weights), lim.aging_ms]
+        tail: list[Any] = [owner, lease_ms, k]
         if lim.limited:
             query = sql.CLAIM_LIMITED
             args += lim.args()
+            tail.append(self._claim_key)
         else:
             query = sql.CLAIM_UNLIMITED
 
         async def run() -> list[asyncpg.Record]:
             async with self.pool.acquire() as conn:
-                return await conn.fetch(query, *args, owner, lease_ms, k)
+                return await conn.fetch(query, *args, *tail)
 
-        return [sql.decode(row) for row in await self._retrying(run)]
+        found = [sql.decode(row) for row in await self._retrying(run)]
+        if found:
+            await self._announce(found)
+        return found
+
+    # -- notifications ---------------------------------------------------------------------
+
+    async def _announce(self, records: list[JobRecord]) -> None:
+        """NOTIFY listeners that these jobs changed status or got a cancel request (after the change
+        committed; the insert trigger announces new jobs).
+
+        A NOTIFY in the changing transaction would hold PostgreSQL's database-wide notify lock through
+        that transaction's durable commit, so all status changes of the cluster would commit one at a
+        time. Here the payloads queue in `_outbox`, and one caller at a time sends everything queued in
+        one statement (a few changes per payload: every listener handles one notification per payload),
+        on a dedicated session without synchronous commit. Best effort: a notification
+        is a wake-up (listeners also poll), so a failure to send is logged, not raised. A status
+        written again with the same value is announced again (a spurious wake-up)."""
+        self._outbox += [
+            {"op": "update", "id": r.id, "status": r.status.value, "tool": r.tool_name,
+             "cancel": r.cancel_requested is not None}
+            for r in records
+        ]  # fmt: skip
+        if self._announcing:
+            return  # the caller sending now sends these too
+        self._announcing = True
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                while self._outbox:
+                    changes, self._outbox = self._outbox, []
+                    batch = _payloads(changes)
+                    try:
+                        if self._notify_conn is None or self._notify_conn.is_closed():
+                            self._notify_conn = await asyncpg.connect(
+                                self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}
+                            )  # fmt: skip
+                        await self._notify_conn.execute(sql.NOTIFY, self.channel, batch)
+                    except _DB_ERRORS as exc:
+                        log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))
+                        await self._close_notify_conn()
+        finally:
+            self._announcing = False
+
+    async def _close_notify_conn(self) -> None:
+        conn, self._notify_conn = self._notify_conn, None
+        if conn is not None:
+            with contextlib.suppress(*_DB_ERRORS):
+                await conn.close(timeout=5)
 
     async def renew(self, owner: str, job_ids: Collection[str], expires_at: int) -> set[str]:
         """Renew `owner`'s process lease and the job leases of `job_ids` it still runs.
@@ -343,14 +421,16 @@ class PostgresStore:
         return [(sql.decode_first(r), r[-2], None if r[-1] is None else JobStatus(r[-1])) for r in rows]
 
     async def recount_usage(self) -> None:
-        """Rebuild the cluster usage row from the running jobs (repair; the triggers keep it exact)."""
+        """Refresh the (legacy, schema step 1) `cluster_usage` row from the running jobs. Nothing reads
+        it any more: the claim and `usage()` sum the running jobs themselves, so there is nothing to repair."""
         await self._execute(RECOUNT_USAGE)
 
     async def usage(self) -> dict[str, Any]:
-        """The cluster usage row: running, memory_mb, cpu_weight, disk_mb, by_tool."""
-        row = await self._fetchrow("SELECT running, memory_mb, cpu_weight, disk_mb, by_tool::TEXT FROM cluster_usage")
+        """Cluster usage, summed from the running jobs: running, memory_mb, cpu_weight, disk_mb, and
+        by_tool (the running count of every tool that has a job in the store)."""
+        row = await self._fetchrow(sql.USAGE)
         if row is None:
-            raise StoreError(f"the job store at {self.where} has no cluster_usage row")
+            raise StoreError(f"the job store at {self.where} has no jobs table")
         return {**dict(row), "by_tool": json.loads(row["by_tool"])}
 
     async def drop_schema(self) -> None:

@@ -1,8 +1,10 @@
 """Wake-ups over LISTEN/NOTIFY.
 
-Triggers send, on channel `vibe_jobs.<schema>`, a JSON payload when a job is inserted
-(`op: "insert"`), changes status or gets a cancel request (`op: "update"`); PostgreSQL delivers it
-when the writing transaction commits. A `Listener` owns one dedicated connection (LISTEN state lives
+On channel `vibe_jobs.<schema>`, a JSON payload is sent when a job is inserted (`op: "insert"`, by a
+trigger, delivered when the inserting transaction commits) and when it changes status or gets a
+cancel request (`op: "update"`, sent by the writing `PostgresStore` right after its change committed,
+batched; schema step 2 moved these out of the writing transaction, whose commit they serialised).
+A `Listener` owns one dedicated connection (LISTEN state lives
 in a session) and calls `callback(JobChange)` on the event loop for each notification.
 
 Notifications are wake-ups, not a log: one sent while no listener was connected is lost. A worker
@@ -37,12 +39,22 @@ class JobChange:
 
 
 def parse(payload: str) -> JobChange | None:
+    found = parse_all(payload)
+    return found[0] if len(found) == 1 else None
+
+
+def parse_all(payload: str) -> list[JobChange]:
+    """The changes of one payload: one object (the insert trigger) or a list of them (the store
+    batches the changes it announces, so each listener gets one notification per batch)."""
     try:
         data = json.loads(payload)
-        return JobChange(data["op"], data["id"], JobStatus(data["status"]), data["tool"], bool(data["cancel"]))
+        items = data if isinstance(data, list) else [data]
+        return [
+            JobChange(d["op"], d["id"], JobStatus(d["status"]), d["tool"], bool(d["cancel"])) for d in items
+        ]  # fmt: skip
     except (ValueError, KeyError, TypeError):
         log.warning("store.notify_unreadable", payload=payload[:200])
-        return None
+        return []
 
 
 class Listener:
@@ -74,8 +86,7 @@ class Listener:
         return self
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
-        change = parse(str(payload))
-        if change is not None:
+        for change in parse_all(str(payload)):
             self._callback(change)
 
     def _terminated(self, conn: Any) -> None:

@@ -6,9 +6,12 @@ migrate once; steps are never edited once released, only appended.
 
 Besides the job rows the schema keeps, maintained by triggers (so every writer, whatever its path,
 keeps them exact):
-- `cluster_usage`: one row with the running count, the summed resource needs of running jobs and the
-  running count per tool. The claim statement locks it, so cluster-wide limits hold in the database;
-- a NOTIFY on channel `vibe_jobs.<schema>` when a job is inserted, changes status or gets a cancel request.
+- (up to step 1) `cluster_usage`: one row with the running count, the summed resource needs of running
+  jobs and the running count per tool, locked by the claim. Step 2 dropped its triggers (the row lock
+  serialised every start and finish of the cluster): a limited claim now sums the running jobs under
+  a transaction-level advisory lock (`vj_claim_usage`), so cluster-wide limits still hold in the database;
+- a NOTIFY on channel `vibe_jobs.<schema>` when a job is inserted (since step 2 the store itself
+  announces status changes and cancel requests, after they committed).
 """
 
 from __future__ import annotations
@@ -96,7 +99,40 @@ _V1 = [
         EXECUTE FUNCTION vj_jobs_notify()""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1]
+# Step 2 (issue 8): the usage row serialised the cluster. Every job entering or leaving `running`
+# updated the single `cluster_usage` row in its trigger and held that row lock through its durable
+# commit, and every limited claim locked it too, so starts, finishes and claims of the whole cluster
+# committed one at a time (more workers went slower). Now nothing but a limited claim coordinates:
+# `vj_claim_usage(key)` takes a transaction-level advisory lock (claimers queue there; finishes never
+# wait) and THEN sums the running jobs. A VOLATILE plpgsql function takes a fresh snapshot for each
+# statement, so the sum sees every claim committed before the lock was granted (a claim's changes
+# are visible before its locks are released): limits hold exactly, as with the row lock. A job that
+# finishes meanwhile still counts until its commit, which only errs on the safe side.
+# `cluster_usage` stays (no longer maintained by triggers; `recount_usage` refreshes it as a snapshot).
+_V2 = [
+    "DROP TRIGGER jobs_usage_insert ON jobs",
+    "DROP TRIGGER jobs_usage_update ON jobs",
+    "DROP TRIGGER jobs_usage_delete ON jobs",
+    # A NOTIFY takes a database-wide lock at commit and holds it through the commit's WAL flush, so
+    # every status change of the cluster committed one at a time. Inserts still notify from the
+    # trigger (the wake-up that pick-up latency rides on); status changes and cancel requests are
+    # announced by the store after the change committed (`PostgresStore._announce`), batched, from a
+    # session without synchronous commit (a notification is a wake-up, not a record).
+    "DROP TRIGGER jobs_notify_update ON jobs",
+    """CREATE FUNCTION vj_claim_usage(lock_key BIGINT) RETURNS TABLE (running BIGINT, memory_mb DOUBLE PRECISION,
+            cpu_weight DOUBLE PRECISION, disk_mb DOUBLE PRECISION, by_tool JSONB)
+        LANGUAGE plpgsql VOLATILE ROWS 1 SET search_path FROM CURRENT AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(lock_key);
+        RETURN QUERY SELECT coalesce(sum(g.n), 0)::BIGINT, coalesce(sum(g.mem), 0), coalesce(sum(g.cpu), 0),
+            coalesce(sum(g.disk), 0), coalesce(jsonb_object_agg(g.tool_name, g.n), '{}'::JSONB)
+        FROM (SELECT r.tool_name, count(*) AS n, sum(r.need_memory_mb) AS mem, sum(r.need_cpu_weight) AS cpu,
+                sum(r.need_disk_mb) AS disk
+            FROM jobs r WHERE r.status = 'running' GROUP BY r.tool_name) g;
+    END $$""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RECOUNT_USAGE = """UPDATE cluster_usage SET running = r.n, memory_mb = r.mem, cpu_weight = r.cpu, disk_mb = r.disk,

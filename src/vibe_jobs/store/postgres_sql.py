@@ -4,14 +4,15 @@ Rows are selected in `JobRecord` field order, with JSON columns as text, so the 
 `encode`/`decode` serve both stores (one definition of how a record is stored).
 
 The claim, in ONE statement (READ COMMITTED), of up to k jobs at once:
-1. lock the single `cluster_usage` row (`FOR UPDATE`): every claimer of the cluster queues here, and
-   after the wait it reads the latest committed usage, so limits hold across processes and machines;
+1. (only when a limit is set) `vj_claim_usage(key)`: take the claim advisory lock (every limited
+   claimer of the cluster queues here; finishing jobs never do), then sum the running jobs with a
+   snapshot taken after the lock, so limits hold across processes and machines;
 2. pick the first k claimable pending jobs - one of `tools`, due (`run_after`), not cancelled, every
    dependency completed, fitting the concurrency, per-tool and resource limits - in order of
    `created_at - weight(priority) * aging_ms`, then insertion order (`seq`): priority with aging,
    FIFO within a level; `FOR UPDATE SKIP LOCKED` passes over rows another claimer holds (priorities
    outside low..critical count as the nearest level);
-3. mark them running: owner, attempt + 1, lease expiry, started_at; the usage trigger adds their needs.
+3. mark them running: owner, attempt + 1, lease expiry, started_at.
 
 Claims are durable commits like every other write (see `PostgresStore.claim_many`).
 """
@@ -78,6 +79,16 @@ CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep
 WHERE jobs.status = 'pending' AND cardinality(jobs.deps) > 0 AND (x.id IS NULL OR x.status IN
     ('failed', 'cancelled'))
 ORDER BY jobs.created_at, jobs.id LIMIT $1"""
+# What the limited claim sees (`vj_claim_usage`), for inspection: a scan of the table (not for hot paths).
+USAGE = """SELECT coalesce(sum(n), 0)::BIGINT AS running, coalesce(sum(mem), 0)::FLOAT8 AS memory_mb,
+    coalesce(sum(cpu), 0)::FLOAT8 AS cpu_weight, coalesce(sum(disk), 0)::FLOAT8 AS disk_mb,
+    coalesce(jsonb_object_agg(tool_name, n), '{}')::TEXT AS by_tool
+FROM (SELECT tool_name, count(*) FILTER (WHERE status = 'running') AS n,
+        sum(need_memory_mb) FILTER (WHERE status = 'running') AS mem,
+        sum(need_cpu_weight) FILTER (WHERE status = 'running') AS cpu,
+        sum(need_disk_mb) FILTER (WHERE status = 'running') AS disk
+    FROM jobs GROUP BY tool_name) g"""
+NOTIFY = "SELECT count(pg_notify($1, p)) FROM unnest($2::TEXT[]) AS p"
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"
 
 
@@ -177,7 +188,8 @@ class ClaimLimits:
         ]  # fmt: skip
 
 
-# $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k.
+# $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k,
+# [$13 the claim lock key].
 # Within a priority level the order is (created_at, seq), so the best k jobs of a level are the first k
 # eligible rows of the `jobs_claim` index for that level: one short index scan per level (LIMIT k,
 # SKIP LOCKED), then the best k of those (at most 4k) by the aged key. No sort of the whole queue.
@@ -197,7 +209,9 @@ _FITS = """
           AND ($8::FLOAT8 IS NULL OR u.disk_mb + j.need_disk_mb <= $8 + 1e-9)
           AND coalesce((u.by_tool ->> j.tool_name)::BIGINT, 0)
               < coalesce(($9::JSONB ->> j.tool_name)::BIGINT, 9223372036854775807)"""
-_USAGE = ", u AS (SELECT running, memory_mb, cpu_weight, disk_mb, by_tool FROM cluster_usage WHERE id = 1 FOR UPDATE)"
+# The advisory lock is taken inside `vj_claim_usage`, which then reads the running jobs with a snapshot
+# newer than the lock (see postgres_schema step 2); a CTE over a volatile function runs once.
+_USAGE = ", u AS (SELECT running, memory_mb, cpu_weight, disk_mb, by_tool FROM vj_claim_usage($13))"
 _FITS_BATCH = """
     AND ($5::BIGINT IS NULL OR u.running + r.n <= $5)
     AND ($6::FLOAT8 IS NULL OR u.memory_mb + r.mem <= $6 + 1e-9)
