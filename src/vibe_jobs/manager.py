@@ -217,10 +217,16 @@ class JobManager:
     async def get_job(self, job_id: str) -> Job:
         return Job.from_record(await self.get_record(job_id))
 
-    async def mutate(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord:
-        """Apply `plan(record)` as a compare-and-set, re-reading and re-planning when raced."""
+    async def mutate(
+        self, job_id: str, plan: Plan, guard: Guard = NO_GUARD, *, known: JobRecord | None = None
+    ) -> JobRecord:
+        """Apply `plan(record)` as a compare-and-set, re-reading and re-planning when raced.
+
+        `known` (a record the caller holds) is tried first without a read; the version check makes a
+        stale one harmless: the update misses and the loop reads the job afresh.
+        """
         for _ in range(32):
-            rec = await self.get_record(job_id)
+            rec, known = (known, None) if known is not None else (await self.get_record(job_id), None)
             if not guard.holds(rec):
                 raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
             old_status = rec.status
@@ -325,9 +331,18 @@ class JobManager:
         return await self.update_progress(job_id, None, diagnostic=text, attempt=attempt)
 
     async def set_job_result(
-        self, job_id: str, result: Any, *, attempt: int | None = None, extra: Mapping[str, Any] | None = None
+        self,
+        job_id: str,
+        result: Any,
+        *,
+        attempt: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        diagnostics: list[str] | None = None,
+        known: JobRecord | None = None,
     ) -> JobRecord:
-        """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed."""
+        """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed.
+
+        `diagnostics` are appended to the job's own (as stored when the result lands)."""
         value = as_result_dict(result)
         target = JobStatus.FAILED if value.get("isError") else JobStatus.COMPLETED
 
@@ -336,22 +351,21 @@ class JobManager:
                 raise ResultAlreadySet(rec.id, rec.status.value, target.value, "the job has a result already")
             changes = self._status_changes(rec, target)
             changes.update(result=value, progress_message=_finish_message(target, value), **(extra or {}))
+            if diagnostics:
+                changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
             if target is JobStatus.COMPLETED:
                 changes["progress_percentage"] = 100.0
             return changes
 
-        return await self.mutate(job_id, plan, _fence(attempt))
+        return await self.mutate(job_id, plan, _fence(attempt), known=known)
 
     async def fail_job(
         self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> JobRecord:  # fmt: skip
         """Finish a job as failed with an error result carrying `message`."""
-        more: dict[str, Any] = dict(extra or {})
-        if diagnostics:
-            rec = await self.get_record(job_id)
-            more["diagnostics"] = ((rec.diagnostics or []) + diagnostics)[-MAX_DIAGNOSTICS:]
-        return await self.set_job_result(job_id, text_result(message, is_error=True), attempt=attempt, extra=more)
+        result = text_result(message, is_error=True)
+        return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
 
     async def cancel_job(self, job_id: str, reason: str | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""

@@ -384,10 +384,10 @@ class Scheduler:
             log.info("job.write_lost", job_id=rec.id, reason=str(exc))
 
     async def _completed(self, rec: JobRecord, run: _Run, usage: dict[str, float]) -> None:
-        extra: dict[str, Any] = dict(usage)
-        if diags := run.ctx.take_diagnostics():
-            extra["diagnostics"] = [*(rec.diagnostics or ()), *diags][-100:]
-        await self.m.set_job_result(rec.id, run.result, attempt=run.ctx.attempt, extra=extra)
+        diags = run.ctx.take_diagnostics()
+        await self.m.set_job_result(
+            rec.id, run.result, attempt=run.ctx.attempt, extra=usage, diagnostics=diags, known=rec
+        )
 
     async def _failed(
         self, rec: JobRecord, spec: JobToolSpec, run: _Run, exc: BaseException, usage: dict[str, float]
