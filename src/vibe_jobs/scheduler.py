@@ -300,7 +300,11 @@ class Scheduler:
             rec = await self.m.start_job(entry.job_id, owned=True)
         except (InvalidTransition, StaleWrite, JobError):
             return None  # cancelled (or gone) before it started
-        run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), entry.needs)
+        return self._begin(rec, entry.needs)
+
+    def _begin(self, rec: JobRecord, needs: tuple[float, float, float]) -> _Run:
+        """Account a job this process now runs (claimed as `rec`) and build its run."""
+        run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs)
         run.ctx.cancel_scope = run.scope
         self.starting -= 1
         self.running[rec.id] = run

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import anyio
 
-from vibe_jobs.context import JobContext
 from vibe_jobs.errors import InvalidTransition, StaleWrite, StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
@@ -180,13 +179,7 @@ class ClaimScheduler(Scheduler):
     async def _claim(self, entry: _Queued) -> _Run | None:
         rec = self._claimed.pop(entry.job_id)
         self._fresh[rec.id] = rec
-        run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), entry.needs)
-        run.ctx.cancel_scope = run.scope
-        self.starting -= 1
-        self.running[rec.id] = run
-        self.max_running_seen = max(self.max_running_seen, len(self.running))
-        log.debug("job.claimed", job_id=rec.id, tool=rec.tool_name, attempt=rec.attempt)
-        return run
+        return self._begin(rec, entry.needs)
 
     async def _execute(self, entry: _Queued, run: _Run) -> None:
         """As the base scheduler's, without re-reading the job: the claim just returned it (running,
