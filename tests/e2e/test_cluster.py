@@ -357,6 +357,9 @@ async def test_dropped_database_connections_lose_and_duplicate_nothing(cluster: 
     """Terminate every session of this test's processes (pg_terminate_backend, by application_name)
     twice while jobs run: pools reconnect, listeners are re-opened, every job runs exactly once."""
     c = cluster
+    # Reconnecting (backoff up to ~2 s) must fit within the lease for "exactly once"; with a shorter lease
+    # a second run is what at-least-once promises (under CI load the 1 s lease of the other tests lapsed).
+    c.env["VIBE_JOBS_LEASE_SECONDS"] = "5"
     with running(c):
         deps_of = await submit_batch(c, 60, 0.05, seed=7)
         killed: list[int] = []
