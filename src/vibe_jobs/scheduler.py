@@ -62,6 +62,7 @@ class _Queued:
 class _Run:
     ctx: JobContext
     needs: tuple[float, float, float]
+    rec: JobRecord  # as the claim returned it: running, this attempt
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     result: dict[str, Any] | None = None
@@ -304,7 +305,7 @@ class Scheduler:
 
     def _begin(self, rec: JobRecord, needs: tuple[float, float, float]) -> _Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
-        run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs)
+        run = _Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs, rec)
         run.ctx.cancel_scope = run.scope
         self.starting -= 1
         self.running[rec.id] = run
@@ -313,9 +314,9 @@ class Scheduler:
         return run
 
     async def _execute(self, entry: _Queued, run: _Run) -> None:
-        rec = await self.m.get_record(entry.job_id)
-        if rec.status is not JobStatus.RUNNING or rec.attempt != run.ctx.attempt:
-            return  # cancelled (or taken over) between the claim and here: do not start the work
+        # no re-read: the claim (a compare-and-set) just returned the record, with no await since;
+        # a cancel or a takeover from now on reaches the work through its cancel scope
+        rec = run.rec
         spec = self.tools[entry.tool]
         cpu0, wall0 = time.process_time(), time.monotonic()
         self.m.task_group.start_soon(self._work, spec, rec, run)

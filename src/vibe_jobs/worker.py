@@ -11,7 +11,6 @@ that runs on another.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -24,7 +23,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.recovery import recover_orphans
-from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run, _usage
+from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
 from vibe_jobs.states import JobStatus
 
 log = get_logger("vibe_jobs.worker")
@@ -81,7 +80,6 @@ class ClaimScheduler(Scheduler):
         self.limits = ClaimLimits.from_settings(manager.settings, per_tool)
         self.lease_ms = int(manager.settings.lease_seconds * 1000)
         self._claimed: dict[str, JobRecord] = {}
-        self._fresh: dict[str, JobRecord] = {}  # claimed and started, until `_execute` takes it
         self._next_renew = 0.0
         self._next_sweep = 0.0
         self._listener: Any = None
@@ -178,18 +176,7 @@ class ClaimScheduler(Scheduler):
 
     async def _claim(self, entry: _Queued) -> _Run | None:
         rec = self._claimed.pop(entry.job_id)
-        self._fresh[rec.id] = rec
         return self._begin(rec, entry.needs)
-
-    async def _execute(self, entry: _Queued, run: _Run) -> None:
-        """As the base scheduler's, without re-reading the job: the claim just returned it (running,
-        this attempt, no cancel request; a cancel arriving since is seen by `_renew`)."""
-        rec = self._fresh.pop(entry.job_id)
-        spec = self.tools[entry.tool]
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        self.m.task_group.start_soon(self._work, spec, rec, run)
-        abandoned = await self._watch(run, self._timeout_for(rec, spec))
-        await self._settle(rec, spec, run, abandoned, _usage(run.ctx, cpu0, wall0))
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
