@@ -13,19 +13,12 @@ import time
 
 import anyio
 
-from tests.e2e.crash_tools import EXEC_LOG_ENV
+from tests.e2e.crash_tools import append_exec_log
 from vibe_jobs import JobContext, job_tool
 
 
 def _record(kind: str, job: JobContext) -> None:
-    path = os.environ.get(EXEC_LOG_ENV)
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{kind} {job.job_id} {job.attempt} {time.time_ns()} {os.getpid()}\n".encode())
-    finally:
-        os.close(fd)
+    append_exec_log(f"{kind} {job.job_id} {job.attempt} {time.time_ns()} {os.getpid()}")
 
 
 @job_tool(description="Sleep `seconds`, recording start and end times", retry_safe=True, max_retries=3)

@@ -18,15 +18,20 @@ EXEC_LOG_ENV = "VIBE_JOBS_TEST_EXEC_LOG"
 SAFE_RETRIES = 3
 
 
-def log_execution(job: JobContext) -> None:
+def append_exec_log(line: str) -> None:
+    """One line to the execution log named by VIBE_JOBS_TEST_EXEC_LOG (one write: safe across processes)."""
     path = os.environ.get(EXEC_LOG_ENV)
     if not path:
         return
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, f"{job.job_id} {job.attempt} {os.getpid()}\n".encode())
+        os.write(fd, f"{line}\n".encode())
     finally:
         os.close(fd)
+
+
+def log_execution(job: JobContext) -> None:
+    append_exec_log(f"{job.job_id} {job.attempt} {os.getpid()}")
 
 
 def _result(tool: str, tag: str, seconds: float, job: JobContext) -> dict[str, object]:
