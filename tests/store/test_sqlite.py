@@ -16,12 +16,13 @@ from tests.store.test_contract import full_record, record
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.models import JobRecord
-from vibe_jobs.store import open_store
+from vibe_jobs.store import open_store, sqlite_codec
+from vibe_jobs.store import sqlite as sqlite_module
 from vibe_jobs.store.base import Guard, JobQuery
 from vibe_jobs.store.sqlite import SQLiteStore, parse_url
-from vibe_jobs.store.sqlite_schema import COLUMNS, SCHEMA_VERSION
+from vibe_jobs.store.sqlite_schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
-C = JobStatus.COMPLETED
+C, R, X = JobStatus.COMPLETED, JobStatus.RUNNING, JobStatus.CANCELLED
 
 
 @pytest.fixture
@@ -138,6 +139,62 @@ async def test_schema_and_pragmas(store: SQLiteStore, db: Path) -> None:
     assert [row[1] for row in raw(db, "PRAGMA table_info(leases)")] == ["owner", "expires_at"]
     indexes = {row[0] for row in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"jobs_newest", "jobs_tool", "jobs_active", "jobs_final", "jobs_dedupe", "jobs_expiry"} <= indexes
+
+
+def plan(db: Path, sql: str, args: tuple[Any, ...]) -> str:
+    return " / ".join(row[3] for row in raw_args(db, f"EXPLAIN QUERY PLAN {sql}", args))
+
+
+def raw_args(db: Path, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_finished_jobs_are_found_through_their_partial_indexes(store: SQLiteStore, db: Path) -> None:
+    await store.close()
+    expiry = plan(db, sqlite_module._DELETE_FINISHED, (0, 10))
+    assert "jobs_expiry" in expiry and "SCAN jobs" not in expiry
+    assert "jobs_final" in plan(db, sqlite_codec.query_sql(C, False, False), ("completed", 10))
+
+
+async def test_a_status_change_builds_no_temporary_btree(store: SQLiteStore, db: Path) -> None:
+    """Each partial index's condition is evaluated on the old and the new row of every status change;
+    a condition with a list of three or more values would build a temporary b-tree each time."""
+    await store.close()
+    conditions = [row[0] for row in raw(db, "SELECT sql FROM sqlite_master WHERE sql LIKE '%INDEX%WHERE%'")]
+    assert conditions and all("'completed'" not in sql for sql in conditions)
+    for keys in (("status", "started_at", "owner", "attempt", "updated_at"), ("status", "finished_at", "result")):
+        sql = sqlite_codec.update_sql(keys, True, False, -1, False)
+        program = raw_args(db, f"EXPLAIN {sql}", (None,) * (len(keys) + 2))
+        assert [op for op in program if op[1] == "OpenEphemeral"] == []
+
+
+async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    for sql in [*MIGRATIONS[0], "PRAGMA user_version = 1"]:
+        conn.execute(sql)
+    jobs = [
+        record("old-done", status=C, finished_at=100), record("old-cancelled", status=X, updated_at=120),
+        record("new-done", status=C, finished_at=500, created_at=2_000), record("waiting"), record("busy", status=R),
+    ]  # fmt: skip
+    conn.executemany(sqlite_codec.INSERT, [sqlite_codec.encode(rec) for rec in jobs])
+    conn.close()
+    upgraded = await reopened(db)
+    try:
+        counts = await upgraded.counts()
+        assert (counts[C], counts[X], counts[JobStatus.PENDING], counts[R]) == (2, 1, 1, 1)
+        assert [r.id for r in await upgraded.query(JobQuery(status=C))] == ["new-done", "old-done"]
+        assert sorted(await upgraded.delete_finished(before=200)) == ["old-cancelled", "old-done"]
+        assert sorted(r.id for r in await upgraded.active()) == ["busy", "waiting"]
+    finally:
+        await upgraded.close()
+    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    (final,) = raw(db, "SELECT sql FROM sqlite_master WHERE name = 'jobs_final'")
+    assert "NOT IN ('pending', 'running')" in final[0]
 
 
 async def test_reopen_keeps_schema_version(store: SQLiteStore, db: Path) -> None:
