@@ -55,6 +55,12 @@ async def test_no_params_is_an_empty_object(manager: JobManager) -> None:
     assert (await manager.get_job(await manager.create_job("echo"))).params == {}
 
 
+def _circular() -> dict[str, Any]:
+    params: dict[str, Any] = {"a": []}
+    params["a"].append(params)
+    return params
+
+
 @pytest.mark.parametrize(
     ("params", "words"),
     [
@@ -63,6 +69,7 @@ async def test_no_params_is_an_empty_object(manager: JobManager) -> None:
         ({"x": math.nan}, "JSON-serialisable"),
         ({"x": math.inf}, "JSON-serialisable"),
         ({"raw": b"bytes"}, "JSON-serialisable"),
+        (_circular(), "JSON-serialisable: Circular reference"),
         ([1, 2, 3], "params must be an object, not list"),
         ("text", "params must be an object, not str"),
     ],

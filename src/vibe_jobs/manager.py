@@ -157,7 +157,8 @@ class JobManager:
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
-        await self._check_dependencies(rec)
+        if task is not None and task.dependencies:
+            await self._check_dependencies(rec)
         if self.runner is not None:
             self.runner.admit(rec)
         await self.store.insert(rec)
@@ -177,11 +178,12 @@ class JobManager:
         if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParams(f"params must be an object, not {type(params).__name__}")
         try:
-            size = len(canonical_json(params).encode())
+            text = canonical_json(params)
         except (TypeError, ValueError) as exc:
             raise InvalidParams(f"params must be JSON-serialisable: {exc}") from None
-        if size > self.settings.max_params_bytes:
-            raise ParamsTooLarge(size, self.settings.max_params_bytes)
+        limit = self.settings.max_params_bytes
+        if len(text) * 4 > limit and (size := len(text.encode())) > limit:  # UTF-8: at most 4 bytes a character
+            raise ParamsTooLarge(size, limit)
         return dict(params)
 
     @staticmethod
@@ -226,14 +228,20 @@ class JobManager:
         stale one harmless: the update misses and the loop reads the job afresh.
         """
         for _ in range(32):
-            rec, known = (known, None) if known is not None else (await self.get_record(job_id), None)
-            if not guard.holds(rec):
+            if known is not None:
+                rec, known = known, None
+            elif (found := await self.store.get(job_id)) is not None:
+                rec = found
+            else:
+                raise JobNotFound(job_id)
+            if guard is not NO_GUARD and not guard.holds(rec):
                 raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
             old_status = rec.status
             changes = plan(rec)
             if changes is None:
                 return rec
-            changes.setdefault("updated_at", self.now())
+            if "updated_at" not in changes:
+                changes["updated_at"] = self.now()
             new = await self.store.update(job_id, changes, Guard(rec.version, guard.attempt, guard.statuses))
             if new is not None:
                 self._after_change(new, old_status)
@@ -267,7 +275,7 @@ class JobManager:
         self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None
     ) -> JobRecord:
         """Move a job to `status` (the same active status is a progress update)."""
-        target = JobStatus(status)
+        target = status if type(status) is JobStatus else JobStatus(status)
         _check_percent("progress", progress)
 
         def plan(rec: JobRecord) -> dict[str, Any]:
@@ -280,11 +288,12 @@ class JobManager:
 
     def _status_changes(self, rec: JobRecord, target: JobStatus) -> dict[str, Any]:
         check_transition(rec.id, rec.status, target)
-        changes: dict[str, Any] = {"status": target}
+        now = self.now()
+        changes: dict[str, Any] = {"status": target, "updated_at": now}
         if target is JobStatus.RUNNING:
-            changes.update(started_at=rec.started_at or self.now(), owner=self.owner, attempt=rec.attempt + 1)
+            changes.update(started_at=rec.started_at or now, owner=self.owner, attempt=rec.attempt + 1)
         elif target in FINAL:
-            changes["finished_at"] = self.now()
+            changes["finished_at"] = now
         return changes
 
     async def start_job(self, job_id: str, *, owned: bool = False) -> JobRecord:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 
@@ -36,14 +38,34 @@ def first_text(result: dict[str, Any] | None) -> str | None:
     return None
 
 
-_COMPACT = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
-_ENCODER = json.JSONEncoder(**_COMPACT)  # type: ignore[arg-type]
-_SORTED_ENCODER = json.JSONEncoder(sort_keys=True, **_COMPACT)  # type: ignore[arg-type]
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encoder(sort_keys: bool) -> Callable[[Any, int], Any]:
+    """json's own C encoder, built once (json.dumps builds one per call, which costs more than encoding a
+    small object). Without a markers table a cycle surfaces as RecursionError, turned into ValueError."""
+    make = c_make_encoder or _make_iterencode_fallback
+    return make(None, _refuse, encode_basestring, None, ":", ",", sort_keys, False, False)
+
+
+def _make_iterencode_fallback(*args: Any) -> Callable[[Any, int], Any]:  # pragma: no cover - CPython has the C one
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=args[6])
+    return lambda value, _level: encoder.iterencode(value)
+
+
+_ENCODE = _make_encoder(False)
+_ENCODE_SORTED = _make_encoder(True)
 
 
 def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
-    """Strict JSON (no NaN); raises TypeError/ValueError for what JSON cannot carry."""
-    return (_SORTED_ENCODER if sort_keys else _ENCODER).encode(value)
+    """Strict compact JSON (no NaN); raises TypeError/ValueError for what JSON cannot carry (cycles too)."""
+    if type(value) is str:
+        return encode_basestring(value)  # the C encoder handles containers and scalars, not a bare str
+    try:
+        return "".join((_ENCODE_SORTED if sort_keys else _ENCODE)(value, 0))
+    except RecursionError:
+        raise ValueError("Circular reference detected (or nesting too deep)") from None
 
 
 def to_call_result(value: Any) -> dict[str, Any]:

@@ -26,7 +26,9 @@ class MemoryStore:
         self._counts: Counter[JobStatus] = Counter()
         # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
         # millisecond are ordered by id (not by insertion), so a `before` cursor neither skips nor repeats.
+        # Inserts append; the list is sorted when next read (nearly sorted data: timsort is linear).
         self._order: list[tuple[int, str]] = []
+        self._unsorted = False
 
     async def open(self) -> None:
         return None
@@ -38,11 +40,10 @@ class MemoryStore:
         if job.id in self.jobs:
             raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
-        key = (job.created_at, job.id)
-        if not self._order or key > self._order[-1]:
-            self._order.append(key)  # the usual case: creation order
-        else:
-            bisect.insort(self._order, key)
+        order = self._order
+        if order and not self._unsorted and job.created_at <= order[-1][0]:
+            self._unsorted = True  # same millisecond (ids are random) or an older timestamp
+        order.append((job.created_at, job.id))
         self._counts[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
@@ -92,12 +93,18 @@ class MemoryStore:
         return out
 
     def _newest_first(self, before: tuple[int, str] | None) -> Iterator[JobRecord]:
-        order = self._order
+        order = self._sorted_order()
         end = len(order) if before is None else bisect.bisect_left(order, before)
         for i in range(end - 1, -1, -1):
             rec = self.jobs.get(order[i][1])
             if rec is not None:
                 yield rec
+
+    def _sorted_order(self) -> list[tuple[int, str]]:
+        if self._unsorted:
+            self._order.sort()
+            self._unsorted = False
+        return self._order
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         job_id = self._dedupe.get(dedupe_key)
