@@ -278,7 +278,7 @@ async def test_disk_full_is_a_clear_error_and_recovers(store: SQLiteStore) -> No
 
 async def run_sql(store: SQLiteStore, fn: Callable[[sqlite3.Connection], Any]) -> Any:
     """Run `fn` on the store's own connection (its writer thread): a test-only back door."""
-    return await store._run(fn, False)
+    return await store._run(lambda conn, _: fn(conn), None, False)
 
 
 async def test_bad_values_fail_only_their_operation(store: SQLiteStore) -> None:

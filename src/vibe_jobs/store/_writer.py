@@ -8,7 +8,8 @@ Group commit: the thread takes every operation that has arrived (up to `max_batc
 ONE transaction, commits, and only then resolves all their futures with one `call_soon_threadsafe`.
 So a write's future resolves after its data is committed, and SQLite never blocks the event loop.
 
-An operation is a callable `op(conn) -> value`. Its own failure (a constraint, a bad value) fails
+An operation is a callable and its argument, run as `op(conn, arg) -> value` (no closure to build
+per call on the event loop). Its own failure (a constraint, a bad value) fails
 only its future; the transaction goes on (SQLite undoes just that statement). A failure of the
 database itself (disk full, busy, I/O error, corruption) rolls the batch back and fails every
 future in it; the next batch starts afresh, so the store stays usable.
@@ -25,8 +26,8 @@ from typing import Any
 
 from vibe_jobs.errors import StoreError
 
-Op = Callable[[sqlite3.Connection], Any]
-_Item = tuple[Op, bool, "asyncio.Future[Any]"]
+Op = Callable[[sqlite3.Connection, Any], Any]
+_Item = tuple[Op, Any, bool, "asyncio.Future[Any]"]
 _Outcome = tuple["asyncio.Future[Any]", bool, Any]
 
 # Errors of one statement: the transaction is intact, only the operation fails.
@@ -36,7 +37,7 @@ _OP_ERRORS = (
 )  # fmt: skip
 
 
-def _stop(conn: sqlite3.Connection) -> None:
+def _stop(conn: sqlite3.Connection, arg: Any) -> None:
     """Sentinel operation: finish the work queued before it, then shut down."""
 
 
@@ -80,19 +81,21 @@ class Writer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         ready = self._loop.create_future()
-        self._queue.put([(_stop, False, ready)])  # the first item: answered once connected
+        self._queue.put([(_stop, None, False, ready)])  # the first item: answered once connected
         self._thread.start()
         await ready
         self._accepting = True
 
-    def submit(self, op: Op, writes: bool) -> asyncio.Future[Any]:
-        """Queue `op`; `writes` says it changes data (the batch then runs in a write transaction)."""
-        if not self._accepting or self._loop is None:
+    def submit(self, op: Op, arg: Any, writes: bool) -> asyncio.Future[Any]:
+        """Queue `op(conn, arg)`; `writes` says it changes data (the batch then runs in a write transaction)."""
+        loop = self._loop
+        if not self._accepting or loop is None:
             raise StoreError("the job store is not open (use `await store.open()` first)")
-        fut = self._loop.create_future()
-        self._pending.append((op, writes, fut))
-        if len(self._pending) == 1:
-            self._loop.call_soon(self._flush)
+        fut = loop.create_future()
+        pending = self._pending
+        pending.append((op, arg, writes, fut))
+        if len(pending) == 1:
+            loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
@@ -107,13 +110,13 @@ class Writer:
         self._accepting = False
         self._flush()
         done = self._loop.create_future()
-        self._queue.put([(_stop, True, done)])
+        self._queue.put([(_stop, None, True, done)])
         await done
 
     # -- the thread ------------------------------------------------------------------------
 
     def _main(self) -> None:
-        ((_, _, ready),) = self._queue.get()
+        ((_, _, _, ready),) = self._queue.get()
         try:
             conn = self._connect()
         except Exception as exc:
@@ -141,23 +144,38 @@ class Writer:
             except queue.Empty:
                 break
         if batch[-1][0] is _stop:  # stop() queues the sentinel last, alone
-            return batch[:-1], batch[-1][2]
+            return batch[:-1], batch[-1][3]
         return batch, None
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
-        writes = any(item[1] for item in batch)
+        writes = any(item[2] for item in batch)
         try:
             if writes:
                 conn.execute("BEGIN IMMEDIATE")
             self._on_begin(conn)
-            outcomes = [(fut, *self._run(conn, op)) for op, _, fut in batch]
+            outcomes = self._run_all(conn, batch)
             if writes:
                 conn.execute("COMMIT")
             return outcomes
         except sqlite3.Error as exc:
             self._rollback(conn)
             self._on_rollback()
-            return [(fut, False, self._map_error(exc)) for _, _, fut in batch]
+            return [(fut, False, self._map_error(exc)) for _, _, _, fut in batch]
+
+    def _run_all(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[_Outcome]:
+        """Each operation in order; a failure of the database itself (not of the operation) propagates."""
+        outcomes: list[_Outcome] = []
+        add = outcomes.append
+        for op, arg, _, fut in batch:
+            try:
+                add((fut, True, op(conn, arg)))
+            except _OP_ERRORS as exc:
+                add((fut, False, self._map_error(exc)))
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                add((fut, False, exc))
+        return outcomes
 
     def _maintain(self, conn: sqlite3.Connection) -> None:
         """After the batch's futures are answered: housekeeping outside any transaction."""
@@ -165,16 +183,6 @@ class Writer:
             self._after_commit(conn)
         except sqlite3.Error:
             pass  # housekeeping only (e.g. the disk is full): the next batch reports real trouble
-
-    def _run(self, conn: sqlite3.Connection, op: Op) -> tuple[bool, Any]:
-        try:
-            return True, op(conn)
-        except _OP_ERRORS as exc:
-            return False, self._map_error(exc)
-        except sqlite3.Error:
-            raise
-        except Exception as exc:
-            return False, exc
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -54,6 +54,18 @@ _ORPHANS = (
 )
 
 
+def _select(conn: sqlite3.Connection, query: tuple[str, Any]) -> list[JobRecord]:
+    return [codec.decode(r) for r in conn.execute(*query)]
+
+
+def _counts(conn: sqlite3.Connection, _: None) -> dict[str, int]:
+    return dict(conn.execute(_COUNTS).fetchall())
+
+
+def _execute(conn: sqlite3.Connection, statement: tuple[str, Any]) -> None:
+    conn.execute(*statement)
+
+
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """`sqlite:///<path>?opt=value` -> (path, options)."""
     if not url.startswith("sqlite:///"):
@@ -123,33 +135,30 @@ class SQLiteStore:
     def _error(self, exc: sqlite3.Error) -> Exception:
         return store_error(exc, self.path)
 
-    def _run(self, op: Any, writes: bool) -> Any:
+    def _run(self, op: Any, arg: Any, writes: bool) -> Any:
+        """Queue `op(conn, arg)` to the writer thread; await the result."""
         if self._writer is None:
             raise StoreError(f"the job store at {self.path} is not open (use `await store.open()` first)")
-        return self._writer.submit(op, writes)
+        return self._writer.submit(op, arg, writes)
 
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> None:
-        row, table = codec.encode(job), self._table
-        await self._run(lambda conn: table.insert(conn, row, job), True)
+        await self._run(self._table.insert, (codec.encode(job), job), True)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        table = self._table
-        rec: JobRecord | None = await self._run(lambda conn: table.get(conn, job_id), False)
+        rec: JobRecord | None = await self._run(self._table.get, job_id, False)
         return rec
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         if not UPDATABLE.issuperset(changes):
             bad = sorted(set(changes) - UPDATABLE)
             raise StoreError(f"field '{bad[0]}' cannot be updated", job_id=job_id)
-        change, table = Change(job_id, changes, guard or NO_GUARD), self._table
-        rec: JobRecord | None = await self._run(lambda conn: table.update(conn, change), True)
+        rec: JobRecord | None = await self._run(self._table.update, Change(job_id, changes, guard or NO_GUARD), True)
         return rec
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
-        args, table = (access_count, last_access_time, next_check_time, job_id), self._table
-        await self._run(lambda conn: table.touch(conn, args), True)
+        await self._run(self._table.touch, (access_count, last_access_time, next_check_time, job_id), True)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         sql = codec.query_sql(query.status, query.tool_name is not None, query.before is not None)
@@ -162,7 +171,7 @@ class SQLiteStore:
         return await self._rows(sql, args)
 
     async def _rows(self, sql: str, args: Any, writes: bool = False) -> list[JobRecord]:
-        rows: list[JobRecord] = await self._run(lambda conn: [codec.decode(r) for r in conn.execute(sql, args)], writes)
+        rows: list[JobRecord] = await self._run(_select, (sql, args), writes)
         return rows
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
@@ -173,29 +182,27 @@ class SQLiteStore:
         return await (self._rows(_ACTIVE, ()) if owner is None else self._rows(_ACTIVE_OF, (owner,)))
 
     async def counts(self) -> dict[JobStatus, int]:
-        found: dict[str, int] = await self._run(lambda conn: dict(conn.execute(_COUNTS).fetchall()), False)
+        found: dict[str, int] = await self._run(_counts, None, False)
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         table = self._table
 
-        def op(conn: sqlite3.Connection) -> list[str]:
-            ids = [row[0] for row in conn.execute(_DELETE_FINISHED, (before, limit))]
+        def op(conn: sqlite3.Connection, args: tuple[int, int]) -> list[str]:
+            ids = [row[0] for row in conn.execute(_DELETE_FINISHED, args)]
             table.forget(ids, vacuum=len(ids) >= VACUUM_AFTER)
             return ids
 
-        deleted: list[str] = await self._run(op, True)
+        deleted: list[str] = await self._run(op, (before, limit), True)
         return deleted
 
     # -- leases ----------------------------------------------------------------------------
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        args = (owner, expires_at)
-        await self._run(lambda conn: conn.execute(_HEARTBEAT, args), True)
+        await self._run(_execute, (_HEARTBEAT, (owner, expires_at)), True)
 
     async def release(self, owner: str) -> None:
-        args = (owner,)
-        await self._run(lambda conn: conn.execute(_RELEASE, args), True)
+        await self._run(_execute, (_RELEASE, (owner,)), True)
 
     async def orphans(self, now: int) -> list[JobRecord]:
         return await self._rows(_ORPHANS, (now,))

@@ -35,6 +35,9 @@ def _dumps(value: Any) -> str:
 
 _loads = json.JSONDecoder().decode
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
+# A member hashes and compares as its value, so this maps members and plain strings alike to the
+# stored text without the (slow, Python-level) `.value` property of an enum member.
+_STATUS_TEXT: dict[str, str] = {s.value: s.value for s in JobStatus}
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -52,7 +55,7 @@ def _task_json(task: TaskSpec | None) -> str | None:
 
 def _status_text(status: JobStatus | str) -> str:
     try:
-        return _STATUS[status].value  # StrEnum members hash and compare as their value
+        return _STATUS_TEXT[status]
     except KeyError:
         raise StoreError(f"unknown job status {status!r}") from None
 
@@ -98,7 +101,8 @@ def decode_one(row: Row | None) -> JobRecord | None:
 
 
 def change_values(changes: Mapping[str, Any]) -> list[Any]:
-    return [ENCODE[k](v) if k in ENCODE else v for k, v in changes.items()]
+    get = ENCODE.get
+    return [v if (fn := get(k)) is None else fn(v) for k, v in changes.items()]
 
 
 @lru_cache(maxsize=512)

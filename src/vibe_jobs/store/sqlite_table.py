@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from vibe_jobs.errors import StoreError
@@ -20,10 +21,15 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import sqlite_codec as codec
 from vibe_jobs.store.base import Guard
+from vibe_jobs.store.sqlite_schema import COLUMNS
 
 _GET = f"{codec.SELECT} WHERE id = ?"
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
+_AT: dict[str, int] = {name: i for i, name in enumerate(COLUMNS)}  # a field's position in a record
+_VERSION_AT = _AT["version"]
+_fields = attrgetter(*COLUMNS)
+_BY_VERSION: dict[tuple[str, ...], str] = {}  # UPDATE ... WHERE id = ? AND version = ?, by changed keys
 
 
 class JobTable:
@@ -32,9 +38,13 @@ class JobTable:
         self.cache_size = cache_size
         self._data_version: int | None = None
         self.vacuum_due = False
+        self._conn: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
 
     def begin(self, conn: sqlite3.Connection) -> None:
         """At the start of a batch: forget the cache when another connection has committed."""
+        if conn is not self._conn:
+            self._conn, self._cur = conn, conn.cursor()  # one cursor for the writes: none built per call
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self.cache.clear()
@@ -59,9 +69,13 @@ class JobTable:
         cache[rec.id] = rec
         return rec
 
-    def insert(self, conn: sqlite3.Connection, row: list[Any], rec: JobRecord) -> None:
+    def _cursor(self, conn: sqlite3.Connection) -> sqlite3.Cursor:
+        return self._cur if conn is self._conn and self._cur is not None else conn.cursor()
+
+    def insert(self, conn: sqlite3.Connection, item: tuple[list[Any], JobRecord]) -> None:
+        row, rec = item
         try:
-            conn.execute(codec.INSERT, row)
+            self._cursor(conn).execute(codec.INSERT, row)
         except sqlite3.IntegrityError:
             raise StoreError(f"a job with id '{rec.id}' exists already", job_id=rec.id) from None
         self._remember(rec)
@@ -79,7 +93,9 @@ class JobTable:
             return self._update_returning(conn, change)
         if not change.guard.holds(rec):
             return None
-        if conn.execute(*change.by_version(rec.version)).rowcount != 1:
+        cur = self._cursor(conn)
+        cur.execute(change.sql, [*change.values, change.job_id, rec.version])
+        if cur.rowcount != 1:
             del self.cache[change.job_id]  # cannot happen while the cache is exact; recover anyway
             return self._update_returning(conn, change)
         return self._remember(change.apply(rec))
@@ -104,18 +120,21 @@ class JobTable:
 
 
 class Change:
-    """One `update` call, its values encoded on the event loop; SQL chosen on the thread."""
+    """One `update` call, its values encoded on the event loop.
 
-    __slots__ = ("changes", "guard", "job_id", "values")
+    `sql` is the UPDATE for a known current version (the cached record's): no RETURNING needed.
+    """
+
+    __slots__ = ("changes", "guard", "job_id", "sql", "values")
 
     def __init__(self, job_id: str, changes: Mapping[str, Any], guard: Guard) -> None:
         self.job_id, self.changes, self.guard = job_id, dict(changes), guard
         self.values = codec.change_values(self.changes)
-
-    def by_version(self, version: int) -> tuple[str, list[Any]]:
-        """The UPDATE for a known current version (the cached record's): no RETURNING needed."""
-        sql = codec.update_sql(tuple(self.changes), True, False, -1, False)
-        return sql, [*self.values, self.job_id, version]
+        keys = tuple(self.changes)
+        sql = _BY_VERSION.get(keys)
+        if sql is None:
+            sql = _BY_VERSION[keys] = codec.update_sql(keys, True, False, -1, False)
+        self.sql = sql
 
     def returning(self) -> tuple[str, list[Any]]:
         g = self.guard
@@ -124,8 +143,9 @@ class Change:
         return sql, [*self.values, self.job_id, *args]
 
     def apply(self, rec: JobRecord) -> JobRecord:
-        new = codec.clone(rec)
+        """The record with the changes applied and the next version (a new record)."""
+        fields = list(_fields(rec))
         for key, value in self.changes.items():
-            setattr(new, key, _STATUS[value] if key == "status" else value)
-        new.version = rec.version + 1
-        return new
+            fields[_AT[key]] = _STATUS[value] if key == "status" else value
+        fields[_VERSION_AT] = rec.version + 1
+        return JobRecord(*fields)
