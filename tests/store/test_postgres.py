@@ -365,6 +365,70 @@ async def test_stale_attempt_write_loses(store: PostgresStore) -> None:
     assert done is not None and done.result == {"from": "new"}
 
 
+async def test_concurrent_updates_share_statements_and_each_keeps_its_guards(store: PostgresStore) -> None:
+    """Updates in flight together are group-committed; each row is still its own compare-and-set."""
+    for i in range(12):
+        await store.insert(record(f"g{i}", created_at=i))
+    claimed = {r.id: r for r in await store.claim_many("w", 60_000, NO_LIMITS, TOOLS, 12, now=100)}
+    assert len(claimed) == 12
+
+    def finish(i: int, attempt: int) -> Awaitable[JobRecord | None]:
+        changes = {"status": C, "result": {"n": i, "text": "ü"}, "finished_at": 200 + i, "cpu_seconds": 1}
+        return store.update(f"g{i}", changes, Guard(attempt=attempt, statuses=[R]))
+
+    outcomes = await asyncio.gather(
+        *(finish(i, 1) for i in range(6)),  # the running attempt: applied
+        finish(6, 2), finish(7, 0),  # another attempt: refused
+        store.update("g8", {"progress_percentage": 40.5}, Guard(version=claimed["g8"].version)),
+        store.update("g9", {"progress_percentage": 1.0}, Guard(version=claimed["g9"].version - 1)),  # stale
+        store.update("g10", {"progress_message": "first"}, Guard(version=claimed["g10"].version)),
+        store.update("g10", {"progress_message": "second"}, Guard(version=claimed["g10"].version)),
+        store.update("g11", {"cancel_requested": "user"}),
+        store.update("nope", {"progress_message": "x"}),
+    )  # fmt: skip
+    for i in range(6):
+        done = outcomes[i]
+        assert done is not None and done.status is C and done.result == {"n": i, "text": "ü"}
+        assert done.version == claimed[f"g{i}"].version + 1 and done.cpu_seconds == 1
+    assert outcomes[6] is None and outcomes[7] is None
+    assert outcomes[8] is not None and outcomes[8].progress_percentage == 40.5
+    assert outcomes[9] is None
+    first, second = outcomes[10], outcomes[11]
+    assert (first is None) != (second is None)  # the same version: exactly one of the two lands
+    assert outcomes[12] is not None and outcomes[12].cancel_requested == "user"
+    assert outcomes[13] is None
+    rows = {r["id"]: r for r in await raw(store, "SELECT id, status, lease_expires_at, progress_message FROM jobs")}
+    assert [rows[f"g{i}"]["status"] for i in range(8)] == ["completed"] * 6 + ["running"] * 2
+    assert rows["g0"]["lease_expires_at"] is None and rows["g6"]["lease_expires_at"] is not None
+    assert rows["g10"]["progress_message"] == (first or second).progress_message  # type: ignore[union-attr]
+
+
+async def test_a_queued_update_withdrawn_by_cancellation_is_not_applied(store: PostgresStore) -> None:
+    await store.insert(record("a"))
+    await store.insert(record("b"))
+    locker = await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM jobs WHERE id = 'a' FOR UPDATE")  # holds the first writer's statement
+        first = asyncio.create_task(store.update("a", {"progress_message": "a"}))
+        await asyncio.sleep(0)  # one step: it sends its statement, which waits for the row lock
+        assert store._writing
+        second = asyncio.create_task(store.update("b", {"progress_message": "withdrawn"}))
+        third = asyncio.create_task(store.update("b", {"current_stage": "kept"}))
+        await asyncio.sleep(0)  # one step: both queue behind the statement in flight
+        assert len(store._writes) == 2
+        second.cancel()
+        await tx.rollback()
+        done_a, done_b = await first, await third
+    finally:
+        await locker.close()
+    assert second.cancelled()
+    assert done_a is not None and done_a.progress_message == "a"
+    assert done_b is not None and done_b.current_stage == "kept" and done_b.progress_message is None
+    assert await store.update("b", {"progress_message": "later"}) is not None  # nothing left stuck
+
+
 async def test_job_lease_expiry_makes_an_orphan(store: PostgresStore) -> None:
     await store.insert(record("l", created_at=1))
     await store.insert(record("m", created_at=2))

@@ -99,6 +99,44 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+_WRITE_BATCH = 500  # updates sent in one statement at most
+
+
+class _Write:
+    """One `update` call waiting for (or sent in) a group-committed statement."""
+
+    __slots__ = ("announce", "args", "done", "error", "job_id", "lead", "result", "shape")
+
+    def __init__(self, job_id: str, shape: tuple[tuple[str, ...], bool, bool, bool], args: list[Any]) -> None:
+        self.job_id, self.shape, self.args = job_id, shape, args
+        self.announce = "status" in shape[0] or "cancel_requested" in shape[0]
+        self.done = anyio.Event()
+        self.lead = False  # woken to send the queue, not with an outcome
+        self.result: JobRecord | None = None
+        self.error: StoreError | None = None
+
+    def outcome(self) -> JobRecord | None:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _single_args(r: _Write) -> list[Any]:
+    """`update_sql`'s parameters: the changes, the id, then the guards (statuses as a list)."""
+    _, by_version, by_attempt, by_status = r.shape
+    n_guards = by_version + by_attempt + by_status
+    guards = r.args[1 : 1 + n_guards]
+    if by_status:
+        guards[-1] = guards[-1].split(",")
+    return [*r.args[1 + n_guards :], r.job_id, *guards]
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: the store leaves no session state behind (no SET,
+    no cursors, LISTEN only on its own connections, advisory locks released by their holder), and asyncpg
+    still rolls back a transaction left open. The default reset cost a round trip on every release."""
+
+
 class PostgresStore:
     """A `JobStore` in a PostgreSQL schema. Records returned are fresh copies."""
 
@@ -117,6 +155,8 @@ class PostgresStore:
         self._outbox: list[dict[str, Any]] = []  # changes not announced yet
         self._announcing = False
         self._notify_conn: asyncpg.Connection | None = None
+        self._writes: list[_Write] = []  # updates waiting for the statement in flight
+        self._writing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -131,7 +171,7 @@ class PostgresStore:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
                 self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                server_settings=self._settings(),
+                server_settings=self._settings(), reset=_no_reset,
             )  # fmt: skip
         except _DB_ERRORS as exc:
             raise StoreError(f"cannot open the job store at {self.where}: {exc}") from None
@@ -206,25 +246,90 @@ class PostgresStore:
         return None if row is None else sql.decode(row)
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        """The compare-and-set; concurrent calls share one statement (see `_write`)."""
         if not UPDATABLE.issuperset(changes):
             bad = next(key for key in changes if key not in UPDATABLE)
             raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
         g = guard or Guard()
-        args: list[Any] = [*sql.change_values(changes), job_id]
-        if g.version is not None:
-            args.append(g.version)
-        if g.attempt is not None:
-            args.append(g.attempt)
-        if g.statuses is not None:
-            args.append(sql.status_texts(g.statuses))
-        query = sql.update_sql(tuple(changes), g.version is not None, g.attempt is not None, g.statuses is not None)
-        row = await self._fetchrow(query, *args)
-        if row is None:
-            return None
-        rec = sql.decode(row)
-        if "status" in changes or "cancel_requested" in changes:
-            await self._announce([rec])
-        return rec
+        statuses = None if g.statuses is None else ",".join(sql.status_texts(g.statuses))
+        shape = (tuple(changes), g.version is not None, g.attempt is not None, statuses is not None)
+        guards = [v for v in (g.version, g.attempt, statuses) if v is not None]
+        return await self._write(_Write(job_id, shape, [job_id, *guards, *sql.change_values(changes)]))
+
+    async def _write(self, req: _Write) -> JobRecord | None:
+        """Group commit: the first writer sends its update at once; writers that arrive while a statement
+        is in flight queue, and when it is done the first of them sends the whole queue (up to
+        `_WRITE_BATCH`) as one `UPDATE ... FROM unnest(...)` per shape of change: one round trip and one
+        durable commit for many jobs, each row still its own compare-and-set. Every caller returns once
+        the statement holding its change committed. Listeners are told after the commit, as ever."""
+        self._writes.append(req)
+        if self._writing:
+            try:
+                await req.done.wait()
+            except BaseException:
+                if req.lead or not req.done.is_set():  # never sent: withdraw it
+                    with contextlib.suppress(ValueError):
+                        self._writes.remove(req)
+                    if req.lead:
+                        self._pass_lead()
+                raise
+            if not req.lead:
+                return req.outcome()
+        self._writing = True
+        batch = self._take_batch()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._send(batch)
+        finally:
+            self._pass_lead()
+            for other in batch:
+                if other is not req:
+                    other.done.set()
+        changed = [r.result for r in batch if r.result is not None and r.announce]
+        if changed:
+            await self._announce(changed)
+        return req.outcome()
+
+    def _take_batch(self) -> list[_Write]:
+        """The queued writes to send now: in order, at most one per job, at most `_WRITE_BATCH`."""
+        batch: list[_Write] = []
+        rest: list[_Write] = []
+        ids: set[str] = set()
+        for r in self._writes:
+            if len(batch) < _WRITE_BATCH and r.job_id not in ids:
+                ids.add(r.job_id)
+                batch.append(r)
+            else:
+                rest.append(r)
+        self._writes = rest
+        return batch
+
+    def _pass_lead(self) -> None:
+        if self._writes:
+            nxt = self._writes[0]
+            nxt.lead = True
+            nxt.done.set()
+        else:
+            self._writing = False
+
+    async def _send(self, batch: list[_Write]) -> None:
+        """One statement per shape of change (one for all in the common case); sets each outcome."""
+        groups: dict[tuple[Any, ...], list[_Write]] = {}
+        for r in batch:
+            groups.setdefault(r.shape, []).append(r)
+        for shape, group in groups.items():
+            try:
+                if len(group) == 1:
+                    row = await self._fetchrow(sql.update_sql(*shape), *_single_args(group[0]))
+                    group[0].result = None if row is None else sql.decode(row)
+                    continue
+                columns = [list(col) for col in zip(*(r.args for r in group), strict=True)]
+                found = {rec.id: rec for rec in await self._records(sql.update_many_sql(*shape), *columns)}
+                for r in group:
+                    r.result = found.get(r.job_id)
+            except StoreError as exc:
+                for r in group:
+                    r.error = exc
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         await self._execute(sql.TOUCH, access_count, last_access_time, next_check_time, job_id)
@@ -400,12 +505,18 @@ class PostgresStore:
         """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time.
 
         A session-level advisory lock on a pooled connection, released on exit (and by PostgreSQL
-        when that session dies, so a crashed sweeper never blocks the others).
+        when that session dies, so a crashed sweeper never blocks the others). The pool does not reset
+        connections, so a session that may hold the lock without knowing it (the answer to the
+        lock request was cut off) is closed rather than put back.
         """
         key = lock_key(self.schema, "sweeper")
         try:
             async with self.pool.acquire() as conn:
-                held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+                try:
+                    held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+                except BaseException:
+                    conn.terminate()
+                    raise
                 try:
                     yield held
                 finally:

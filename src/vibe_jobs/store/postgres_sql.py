@@ -134,6 +134,47 @@ def update_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, by_sta
     return f"UPDATE jobs SET {sets}version = version + 1 WHERE {' AND '.join(where)}{RETURNING}"
 
 
+# The type of each column an update may change (JSON travels as text and is cast in the statement).
+UPDATE_TYPES = {
+    "status": "TEXT", "updated_at": "BIGINT", "progress_message": "TEXT", "progress_percentage": "FLOAT8",
+    "result": "JSON", "current_stage": "TEXT", "sub_progress": "FLOAT8", "diagnostics": "JSON",
+    "detail_metadata": "JSON", "owner": "TEXT", "attempt": "BIGINT", "retry_count": "BIGINT",
+    "error_count": "BIGINT", "run_after": "BIGINT", "started_at": "BIGINT", "finished_at": "BIGINT",
+    "cancel_requested": "TEXT", "cpu_seconds": "FLOAT8", "peak_memory_mb": "FLOAT8", "priority": "BIGINT",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=512)
+def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, by_status: bool) -> str:
+    """`update_sql` for many jobs in one statement: one array per column ($1 ids, then the guards in use
+    (version, attempt, the allowed statuses as comma-joined text), then the changed columns), each row
+    a compare-and-set of its own. The ids must be distinct (a job matched twice would be changed once)."""
+    cols = ["id"]
+    types = ["TEXT"]
+    where = ["jobs.id = v.id"]
+    for name, on, typ, cond in (
+        ("gv", by_version, "BIGINT", "jobs.version = v.gv"), ("ga", by_attempt, "BIGINT", "jobs.attempt = v.ga"),
+        ("gs", by_status, "TEXT", "jobs.status = ANY(string_to_array(v.gs, ','))"),
+    ):  # fmt: skip
+        if on:
+            cols.append(name)
+            types.append(typ)
+            where.append(cond)
+    sets = []
+    for i, key in enumerate(keys):
+        typ = UPDATE_TYPES[key]
+        cols.append(f"c{i}")
+        types.append("TEXT" if typ == "JSON" else typ)
+        sets.append(f"{key} = v.c{i}{'::JSON' if typ == 'JSON' else ''}, ")
+    if "status" in keys:
+        sets.append("lease_expires_at = NULL, ")
+    arrays = ", ".join(f"${i + 1}::{typ}[]" for i, typ in enumerate(types))
+    return (
+        f"UPDATE jobs SET {''.join(sets)}version = jobs.version + 1 FROM unnest({arrays}) AS v({', '.join(cols)})"
+        f" WHERE {' AND '.join(where)} RETURNING {_JCOLS}"
+    )
+
+
 @lru_cache(maxsize=64)
 def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
     where: list[str] = []
