@@ -1,6 +1,7 @@
 """PostgreSQL cluster throughput and pick-up latency: `vibe-jobs worker` processes against saq on the same server.
 
-vibe-jobs: 1, 2 and 4 `vibe-jobs worker` processes (concurrency 50 each) claim from one schema of the
+vibe-jobs: 1, 2 and 4 `vibe-jobs worker` processes (concurrency 50 each, under a cluster-wide limit of 50 per
+worker and resource limits that never bind, as saq has none) claim from one schema of the
 database `vibe_jobs_bench` (created when missing, the schema dropped afterwards). Throughput: the
 workers idle, N no-op jobs are inserted in one transaction, and the figure is N / (last finished_at -
 insert commit). Pick-up latency: with the workers idle, jobs are created one at a time (every 5 ms)
@@ -14,12 +15,15 @@ Run: .venv/bin/python bench/postgres.py [--quick] [--json]
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -36,6 +40,9 @@ BASE_URL = os.environ.get("VIBE_JOBS_BENCH_POSTGRES_URL", "postgresql://postgres
 BENCH_DB = "vibe_jobs_bench"
 WORKER_CONCURRENCY = 50
 OWNER = "bench-creator"
+# The default resource limits (2048 MB, cpu weight 8) admit 8 default-sized jobs at a time cluster-wide; saq has
+# no such limit, so the workers get limits that never bind and run 50 jobs each, like saq's concurrency 50.
+UNBOUNDED = {"maxMemoryMB": 1e12, "maxCpuWeight": 1e12, "maxDiskSpaceMB": 1e12}
 # the server processes whose CPU is the bench's: the workers' sessions and the shared ones (WAL writer, ...)
 BACKENDS = "SELECT pid FROM pg_stat_activity WHERE application_name = 'vj-bench' OR backend_type <> 'client backend'"
 
@@ -79,9 +86,18 @@ def new_record(i: int) -> JobRecord:
 
 @contextmanager
 def workers(url: str, count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp, "queue.json")
+        config.write_text(json.dumps({"resourceLimits": UNBOUNDED}))
+        with _workers(url, count, config) as procs:
+            yield procs
+
+
+@contextmanager
+def _workers(url: str, count: int, config: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     env = {
         **os.environ, "PYTHONPATH": str(common.ROOT), "VIBE_JOBS_LOG_LEVEL": "error",
-        "JOB_MANAGER_MAX_CONCURRENT": str(WORKER_CONCURRENCY * count),
+        "JOB_MANAGER_MAX_CONCURRENT": str(WORKER_CONCURRENCY * count), "VIBE_JOBS_CONFIG": str(config),
     }  # fmt: skip
     cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", url, "--no-builtin",
            "--tools", "tests.e2e.sample_tools", "--concurrency", str(WORKER_CONCURRENCY)]  # fmt: skip
