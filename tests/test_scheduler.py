@@ -1,15 +1,23 @@
 """Scheduler: priority with aging, dependencies, limits, resources, retries, time-outs, cancel,
 metrics and recovery. A fake clock drives every timestamp (created_at, run_after, durations);
 job functions wait on anyio.Event gates that the tests open, so no test sleeps to wait for state.
+
+The behaviour tests run on every store with the scheduler a deployment on it uses (`backend`):
+memory and SQLite with the in-process `Scheduler`, PostgreSQL with the `ClaimScheduler`, which
+claims work in SQL (its claims use the manager's clock, so the fake clock drives them too).
+PostgreSQL runs in a fresh schema per test against VIBE_JOBS_TEST_POSTGRES_URL; it skips with a
+reason when that is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,10 +45,13 @@ from vibe_jobs.metrics import HealthThresholds
 from vibe_jobs.models import JobQueueConfig, ResourceLimits, RetryPolicyConfig, TimeoutPolicyConfig
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.scheduler import Scheduler
-from vibe_jobs.store import MemoryStore
+from vibe_jobs.store import JobStore, MemoryStore, open_store
+from vibe_jobs.store.sqlite import SQLiteStore
+from vibe_jobs.worker import ClaimScheduler, is_shared
 
 WAIT = 5.0  # upper bound for any awaited state change (a hang fails instead of blocking)
 NO_RETRY = TaskMetadata(max_retries=0)
+NO_NEEDS = ResourceRequirements.model_validate({"memoryMB": 0, "cpuWeight": 0, "diskSpaceMB": 0})
 T0 = 1_700_000_000.0
 
 
@@ -106,24 +117,128 @@ def gated_tool(gates: Gates, name: str = "gated", **options: Any) -> JobToolSpec
     return make_spec(body, name=name, **options)
 
 
-@asynccontextmanager
-async def running(
-    tools: Iterable[JobToolSpec],
-    settings: Settings | None = None,
-    clock: FakeClock | None = None,
-    store: MemoryStore | None = None,
-    **scheduler_options: Any,
-) -> AsyncIterator[tuple[JobManager, Scheduler]]:
-    manager = JobManager(store or MemoryStore(), settings or Settings(), clock=clock or FakeClock())
-    sched = Scheduler(manager, {spec.name: spec for spec in tools}, **scheduler_options)
-    async with manager:
-        yield manager, sched
+async def _probe_body() -> str:
+    return "probe"
+
+
+PROBE = make_spec(_probe_body, name="probe")  # registered by `Backend.running` (see `probe`)
+
+
+# -- stores and schedulers -------------------------------------------------------------------
+
+POSTGRES_MARKS = [pytest.mark.postgres]
+
+
+def store_param(kind: str, xfail_postgres: str | None = None) -> Any:
+    """A `backend` parameter; `xfail_postgres` marks a known PostgreSQL product bug (strict)."""
+    if kind != "postgres":
+        return kind
+    marks = [*POSTGRES_MARKS, *([pytest.mark.xfail(strict=True, reason=xfail_postgres)] if xfail_postgres else [])]
+    return pytest.param(kind, marks=marks)
+
+
+STORES = ["memory", "sqlite", store_param("postgres")]
+
+
+def on_stores(*kinds: str, xfail_postgres: str | None = None) -> pytest.MarkDecorator:
+    """Run a test on these stores only (default all), e.g. where a test does not apply to the others."""
+    params = [store_param(k, xfail_postgres) for k in (kinds or ("memory", "sqlite", "postgres"))]
+    return pytest.mark.parametrize("backend", params, indirect=True)
+
+
+def make_store(kind: str, tmp_path: Path) -> JobStore:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    assert kind == "postgres", kind
+    url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
+            pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
+        pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the scheduler tests against PostgreSQL")
+    sep = "&" if "?" in url else "?"
+    return open_store(f"{url}{sep}schema=vj_sched_{os.urandom(6).hex()}")  # a schema per test, dropped after
+
+
+class Backend:
+    """A fresh store of one kind, and managers on it run by the scheduler a deployment on it uses."""
+
+    def __init__(self, kind: str, store: JobStore) -> None:
+        self.kind, self.store = kind, store
+        self.shared = is_shared(store)
+        assert self.shared is (kind == "postgres"), f"{kind}: is_shared is {self.shared}"
+
+    @asynccontextmanager
+    async def running(
+        self,
+        tools: Iterable[JobToolSpec],
+        settings: Settings | None = None,
+        clock: FakeClock | None = None,
+        **scheduler_options: Any,
+    ) -> AsyncIterator[tuple[JobManager, Scheduler]]:
+        manager = JobManager(self.store, settings or Settings(), clock=clock or FakeClock())
+        specs = {spec.name: spec for spec in (*tools, PROBE)}
+        kind = ClaimScheduler if self.shared else Scheduler  # as `server.jobserver.make_scheduler` picks
+        sched = kind(manager, specs, **scheduler_options)
+        listening = self._tell_when_listening()
+        async with manager:
+            if listening is not None:
+                with anyio.fail_after(WAIT):
+                    await listening.wait()
+            yield manager, sched
+
+    def _tell_when_listening(self) -> anyio.Event | None:
+        """Work-around (reported on issue 8): `PostgresStore.listen` leaks its connection when cancelled
+        inside `Listener.start()` (it closes it only on database errors, and the listener is not yet
+        registered for `close()`), so a test that stops its manager within the first claim round would
+        leave an unclosed connection that fails a later test (ResourceWarning). Tests start once listening."""
+        if not self.shared:
+            return None
+        listening, listen = anyio.Event(), self.store.listen  # type: ignore[attr-defined]
+
+        async def listen_and_tell(*args: Any, **kwargs: Any) -> Any:
+            listener = await listen(*args, **kwargs)
+            listening.set()
+            return listener
+
+        self.store.listen = listen_and_tell  # type: ignore[attr-defined]
+        return listening
+
+
+@pytest.fixture(params=STORES)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    store = make_store(request.param, tmp_path)
+    try:
+        yield Backend(request.param, store)
+    finally:
+        await store.close()
+        if request.param == "postgres":
+            await store.drop_schema()  # type: ignore[attr-defined]
 
 
 async def finished(manager: JobManager, job_id: str) -> JobRecord:
     rec = await manager.wait(job_id, WAIT)
     assert rec.finished, f"job {job_id} is still {rec.status.value}: {rec.progress_message}"
     return rec
+
+
+async def status(manager: JobManager, job_id: str) -> JobStatus:
+    return (await manager.get_record(job_id)).status
+
+
+async def stored(manager: JobManager, state: JobStatus | None = None) -> int:
+    """How many jobs the store holds (in `state`, or in all)."""
+    counts = await manager.store.counts()
+    return counts.get(state, 0) if state is not None else sum(counts.values())
+
+
+async def probe(manager: JobManager) -> None:
+    """Run a job of the always-registered `probe` tool to its end: a barrier for admission. Every
+    scheduler decides at a submission (the heap's pump, the claim statement), with the current clock,
+    so once the probe finished, any other job due by now has been started too (needs a free slot).
+    It needs no resources, so it fits beside any running job."""
+    await finished(manager, await manager.create_job("probe", {}, task=TaskSpec(resource_requirements=NO_NEEDS)))
 
 
 async def next_event(sub: Subscription, *types: EventType) -> JobEvent:
@@ -156,9 +271,9 @@ def limits(memory: float = 1e9, cpu: float = 1e9, disk: float = 1e9) -> JobQueue
 # -- 1. priority order -----------------------------------------------------------------------
 
 
-async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level() -> None:
+async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
-    async with running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, s):
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, s):
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
         submitted = ["low0", "medium0", "high0", "critical0", "low1", "critical1", "medium1", "high1", "low2"]
@@ -167,7 +282,7 @@ async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level()
             clock.advance(0.001)  # later submissions are younger: FIFO within a level
             ids.append(await m.create_job("gated", {"key": key}, task=task(Priority(key[:-1]))))
             gates.open(key)
-        assert len(s.queued) == len(submitted) and gates.order == ["blocker"]
+        assert await stored(m, JobStatus.PENDING) == len(submitted) and gates.order == ["blocker"]
         gates.open("blocker")
         for job_id in ids:
             assert (await finished(m, job_id)).status is JobStatus.COMPLETED
@@ -180,12 +295,12 @@ async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level()
 # -- 2. aging --------------------------------------------------------------------------------
 
 
-async def test_aging_bounds_the_wait_of_a_low_job_under_a_stream_of_high_jobs() -> None:
+async def test_aging_bounds_the_wait_of_a_low_job_under_a_stream_of_high_jobs(backend: Backend) -> None:
     """Weights low=1, high=3 and aging 60 s: no high job submitted 120 s or more after the low job
     starts before it, however many keep coming; highs submitted earlier still go first."""
     gates, clock = Gates(), FakeClock()
     settings = Settings(max_concurrent=1, aging_seconds=60)
-    async with running([gated_tool(gates)], settings, clock) as (m, _):
+    async with backend.running([gated_tool(gates)], settings, clock) as (m, _):
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
         await m.create_job("gated", {"key": "low"}, task=task(Priority.LOW))
@@ -214,14 +329,15 @@ async def test_aging_bounds_the_wait_of_a_low_job_under_a_stream_of_high_jobs() 
 # -- 3. dependencies -------------------------------------------------------------------------
 
 
-async def test_dependency_success_waits_for_the_dependency_to_complete() -> None:
+async def test_dependency_success_waits_for_the_dependency_to_complete(backend: Backend) -> None:
     gates = Gates()
-    async with running([gated_tool(gates)]) as (m, s):
+    async with backend.running([gated_tool(gates)]) as (m, _):
         a = await m.create_job("gated", {"key": "a"})
         b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
         gates.open("b")
         await gates.wait_started("a")
-        assert b in s.queued and (await m.get_record(b)).status is JobStatus.PENDING
+        await probe(m)  # b's dependency is running: b is not started however often admission runs
+        assert await status(m, b) is JobStatus.PENDING and gates.order == ["a"]
         gates.open("a")
         rec_b = await finished(m, b)
         rec_a = await m.get_record(a)
@@ -230,13 +346,13 @@ async def test_dependency_success_waits_for_the_dependency_to_complete() -> None
     assert rec_b.started_at >= rec_a.finished_at
 
 
-async def test_dependency_failure_cascades_and_the_dependents_never_run() -> None:
+async def test_dependency_failure_cascades_and_the_dependents_never_run(backend: Backend) -> None:
     gates = Gates()
 
     async def boom(job: JobContext) -> None:
         raise NonRetryableError("boom")
 
-    async with running([gated_tool(gates), make_spec(boom, name="boom")], Settings(max_concurrent=1)) as (m, s):
+    async with backend.running([gated_tool(gates), make_spec(boom, name="boom")], Settings(max_concurrent=1)) as (m, s):
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
         a = await m.create_job("boom", {})
@@ -248,13 +364,29 @@ async def test_dependency_failure_cascades_and_the_dependents_never_run() -> Non
     assert rec_a.status is rec_b.status is rec_c.status is JobStatus.FAILED
     assert rec_b.progress_message == f"Job failed: DependencyFailed: dependency '{a}' failed; this job did not run"
     assert f"DependencyFailed: dependency '{b}' failed" in (rec_c.progress_message or "")
-    assert rec_b.attempt == rec_c.attempt == 0 and rec_b.current_stage == "dependency_failed"
+    assert rec_b.attempt == rec_c.attempt == 0
     assert gates.order == ["blocker"]
 
 
-async def test_cancelling_a_dependency_fails_its_dependents() -> None:
+@on_stores(
+    xfail_postgres="product bug: ClaimScheduler._sweep fails a dependent with m.fail_job(...) but without "
+    "extra={'current_stage': 'dependency_failed'} (Scheduler._fail_dependent sets it), so current_stage stays None"
+)
+async def test_a_job_failed_by_its_dependency_says_so_in_its_stage(backend: Backend) -> None:
+    async def boom() -> None:
+        raise NonRetryableError("boom")
+
+    async with backend.running([gated_tool(Gates()), make_spec(boom, name="boom")]) as (m, _):
+        a = await m.create_job("boom", {})
+        b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
+        rec_b = await finished(m, b)
+    assert rec_b.status is JobStatus.FAILED and rec_b.attempt == 0
+    assert rec_b.current_stage == "dependency_failed"
+
+
+async def test_cancelling_a_dependency_fails_its_dependents(backend: Backend) -> None:
     gates = Gates()
-    async with running([gated_tool(gates)]) as (m, _):
+    async with backend.running([gated_tool(gates)]) as (m, _):
         a = await m.create_job("gated", {"key": "a"})
         b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
         c = await m.create_job("gated", {"key": "c"}, task=task(deps=[b]))
@@ -268,29 +400,29 @@ async def test_cancelling_a_dependency_fails_its_dependents() -> None:
     assert gates.order == ["a"]
 
 
-async def test_unknown_dependency_is_refused_at_submission_and_nothing_is_stored() -> None:
-    store = MemoryStore()
-    async with running([gated_tool(Gates())], store=store) as (m, s):
+async def test_unknown_dependency_is_refused_at_submission_and_nothing_is_stored(backend: Backend) -> None:
+    async with backend.running([gated_tool(Gates())]) as (m, s):
         with pytest.raises(UnknownDependency) as err:
             await m.create_job("gated", {"key": "x"}, task=task(deps=["no-such-job"]))
         assert err.value.context["dependency"] == "no-such-job" and "no-such-job" in str(err.value)
-        assert store.jobs == {} and s.queued == {}
+        assert await stored(m) == 0 and s.queued == {}
 
 
-async def test_dependency_on_a_finished_job_resolves_at_once() -> None:
+async def test_dependency_on_a_finished_job_resolves_at_once(backend: Backend) -> None:
     gates = Gates()
 
     async def boom() -> None:
         raise NonRetryableError("boom")
 
-    async with running([gated_tool(gates), make_spec(boom, name="boom")]) as (m, s):
+    async with backend.running([gated_tool(gates), make_spec(boom, name="boom")]) as (m, s):
         gates.open("a", "b", "c")
         a = await m.create_job("gated", {"key": "a"})
         bad = await m.create_job("boom", {})
         assert (await finished(m, a)).status is JobStatus.COMPLETED
         assert (await finished(m, bad)).status is JobStatus.FAILED
         c = await m.create_job("gated", {"key": "c"}, task=task(deps=[a, bad]))
-        assert c not in s.queued and s.starting == 0  # settled during submission, never ready
+        if not backend.shared:  # the heap settles it during submission; a claim never sees it as ready
+            assert c not in s.queued and s.starting == 0
         b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
         rec_b, rec_c = await finished(m, b), await finished(m, c)
     assert rec_b.status is JobStatus.COMPLETED
@@ -300,8 +432,12 @@ async def test_dependency_on_a_finished_job_resolves_at_once() -> None:
 
 # -- 4. concurrency --------------------------------------------------------------------------
 
+THOUSAND = {"memory": 1000, "sqlite": 1000, "postgres": 100}  # claims are round trips: 100 keep it short
 
-async def test_concurrency_limits_hold_under_a_thousand_jobs() -> None:
+
+async def test_concurrency_limits_hold_under_a_thousand_jobs(backend: Backend) -> None:
+    n = THOUSAND[backend.kind]
+    go = anyio.Event()  # the first jobs hold their slots until every job is submitted
     live: Counter[str] = Counter()
     peak: Counter[str] = Counter()
     violations: list[str] = []
@@ -313,6 +449,7 @@ async def test_concurrency_limits_hold_under_a_thousand_jobs() -> None:
             peak["all"], peak[tool] = max(peak["all"], live["all"]), max(peak[tool], live[tool])
             if live["all"] > 5 or (limit is not None and live[tool] > limit):
                 violations.append(f"job {i}: {dict(live)}")
+            await go.wait()
             for _ in range(3):
                 await anyio.lowlevel.checkpoint()
             live["all"] -= 1
@@ -322,23 +459,25 @@ async def test_concurrency_limits_hold_under_a_thousand_jobs() -> None:
         return make_spec(body, name=tool, max_concurrent=limit)
 
     settings = Settings(max_concurrent=5, queue=limits())
-    async with running([make("free", None), make("limited", 2)], settings) as (m, s):
-        ids = [await m.create_job("limited" if i % 4 == 0 else "free", {"i": i}) for i in range(1000)]
+    async with backend.running([make("free", None), make("limited", 2)], settings) as (m, s):
+        ids = [await m.create_job("limited" if i % 4 == 0 else "free", {"i": i}) for i in range(n)]
+        go.set()
         for job_id in ids:
             assert (await finished(m, job_id)).status is JobStatus.COMPLETED
         counts = await m.store.counts()
     assert violations == []
     assert peak["all"] == 5 and peak["limited"] == 2 and s.max_running_seen == 5
-    assert counts[JobStatus.COMPLETED] == 1000
+    assert counts[JobStatus.COMPLETED] == n
 
 
-async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it() -> None:
-    """300 ready jobs of a tool limited to 2 (more than one decision scans) sit ahead of a job of
-    another tool: that job still gets one of the three free slots."""
+async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it(backend: Backend) -> None:
+    """300 ready jobs of a tool limited to 2 (more than one decision of the heap scans) sit ahead of
+    a job of another tool: that job still gets one of the three free slots."""
+    n = 60 if backend.shared else 300  # the claim SQL filters the full tool out in its scan: fewer show it
     gates = Gates()
     tools = [gated_tool(gates, "limited", max_concurrent=2), gated_tool(gates, "free")]
-    async with running(tools, Settings(max_concurrent=5, queue=limits())) as (m, s):
-        for i in range(300):
+    async with backend.running(tools, Settings(max_concurrent=5, queue=limits())) as (m, s):
+        for i in range(n):
             await m.create_job("limited", {"key": f"l{i}"}, task=task(Priority.CRITICAL))
         free = await m.create_job("free", {"key": "free"}, task=task(Priority.LOW))
         await gates.wait_started("free")
@@ -347,27 +486,30 @@ async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it()
         await finished(m, free)
         await gates.wait_started("l2")
         assert gates.order == ["l0", "l1", "free", "l2"]
-        gates.open(*(f"l{i}" for i in range(300)))
-        await gates.wait_count(301)
-        assert gates.order[3:] == [f"l{i}" for i in range(2, 300)]
+        gates.open(*(f"l{i}" for i in range(n)))
+        await gates.wait_count(n + 1)
+        assert gates.order[3:] == [f"l{i}" for i in range(2, n)]
         assert s.queued == {}
 
 
-async def test_queue_full_refuses_and_creates_nothing() -> None:
-    gates, store = Gates(), MemoryStore()
-    async with running([gated_tool(gates)], Settings(max_concurrent=1, max_pending=3), store=store) as (m, s):
+@on_stores(
+    xfail_postgres="product bug: max_pending is not enforced: Scheduler.admit counts self.queued, which the "
+    "ClaimScheduler never fills (its queue is the database), so create_job never raises QueueFull"
+)
+async def test_queue_full_refuses_and_creates_nothing(backend: Backend) -> None:
+    gates = Gates()
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1, max_pending=3)) as (m, _):
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
         for i in range(3):
             await m.create_job("gated", {"key": f"q{i}"})
-        stored = len(store.jobs)
         with pytest.raises(QueueFull, match="maximum of 3 pending"):
             await m.create_job("gated", {"key": "one-too-many"})
-        assert len(store.jobs) == stored == 4 and len(s.queued) == 3
+        assert await stored(m) == 4 and await stored(m, JobStatus.PENDING) == 3
         gates.open("blocker")
         await gates.wait_started("q0")  # a slot frees up: submissions are accepted again
         await m.create_job("gated", {"key": "q3"})
-        assert len(s.queued) == 3
+        assert await stored(m, JobStatus.PENDING) == 3
         gates.open("q0", "q1", "q2", "q3")
 
 
@@ -381,41 +523,54 @@ RESOURCES = [
 
 
 @pytest.mark.parametrize(("name", "cap", "need"), RESOURCES, ids=[r[0] for r in RESOURCES])
-async def test_resources_admit_by_summed_requirements(name: str, cap: dict[str, float], need: dict[str, float]) -> None:
+async def test_resources_admit_by_summed_requirements(
+    backend: Backend, name: str, cap: dict[str, float], need: dict[str, float]
+) -> None:
     gates = Gates()
-    async with running([gated_tool(gates)], Settings(max_concurrent=10, queue=limits(**cap))) as (m, s):
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=10, queue=limits(**cap))) as (m, _):
         ids = [await m.create_job("gated", {"key": k}, task=task(needs=needs(**need))) for k in "abc"]
         await gates.wait_started("b")
-        assert gates.order == ["a", "b"] and ids[2] in s.queued  # 0.4 + 0.4 fits, + 0.4 does not
+        await probe(m)
+        assert gates.order == ["a", "b"] and await status(m, ids[2]) is JobStatus.PENDING  # 0.4 + 0.4 fits, + 0.4 not
         gates.open("a")
         await gates.wait_started("c")
         gates.open("b", "c")
         for job_id in ids:
             await finished(m, job_id)
-        assert s._usage == [0.0, 0.0, 0.0]
+        gates.open("all")  # every finished job gave its share back: a job needing the whole capacity runs
+        assert (
+            await finished(m, await m.create_job("gated", {"key": "all"}, task=task(needs=needs(**cap))))
+        ).status is JobStatus.COMPLETED
 
 
 @pytest.mark.parametrize(("name", "cap", "need"), RESOURCES, ids=[r[0] for r in RESOURCES])
 async def test_a_job_that_could_never_fit_is_refused_at_submission(
-    name: str, cap: dict[str, float], need: dict[str, float]
+    backend: Backend, name: str, cap: dict[str, float], need: dict[str, float]
 ) -> None:
-    store = MemoryStore()
     too_big = {k: v * 3 for k, v in need.items()}
-    async with running([gated_tool(Gates())], Settings(queue=limits(**cap)), store=store) as (m, s):
+    async with backend.running([gated_tool(Gates())], Settings(queue=limits(**cap))) as (m, s):
         with pytest.raises(ResourceLimitExceeded, match=f"needs {name}=") as err:
             await m.create_job("gated", {"key": "x"}, task=task(needs=needs(**too_big)))
         assert err.value.context["resource"] == name
-        assert store.jobs == {} and s.queued == {}
+        assert await stored(m) == 0 and s.queued == {}
 
 
-async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head() -> None:
+NO_RESERVATION = (
+    "product bug: the ClaimScheduler has no reservation window (reservation_ms is ignored): the claim SQL drops a "
+    "pending job that does not fit from its candidates (_FITS in the per-level scan), so small jobs backfill past "
+    "a blocked large job at the head for ever and a stream of them starves it"
+)
+
+
+@on_stores(xfail_postgres=NO_RESERVATION)
+async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head(backend: Backend) -> None:
     """Memory 1000: three small jobs (300 each) run; a large one (900, high) waits at the head.
     Within the 5 s reservation window a small job backfills; after it, none does until the
     large job has started."""
     gates, clock = Gates(), FakeClock()
     settings = Settings(max_concurrent=10, queue=limits(memory=1000))
     small, large = task(Priority.LOW, needs=needs(memory=300)), task(Priority.HIGH, needs=needs(memory=900))
-    async with running([gated_tool(gates)], settings, clock, reservation_ms=5000) as (m, s):
+    async with backend.running([gated_tool(gates)], settings, clock, reservation_ms=5000) as (m, s):
         ids = {k: await m.create_job("gated", {"key": k}, task=small) for k in ("s1", "s2", "s3")}
         await gates.wait_count(3)
         ids["L"] = await m.create_job("gated", {"key": "L"}, task=large)
@@ -424,17 +579,17 @@ async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head() -
 
         gates.open("s1")  # 600 used: the head (900) does not fit; s4 backfills inside the window
         await gates.wait_started("s4")
-        assert ids["L"] in s.queued
+        assert await status(m, ids["L"]) is JobStatus.PENDING
 
         clock.advance(6)  # past the reservation window
         for k in ("s2", "s3", "s4"):  # 600, 300, then 0 used: no small job may start meanwhile
             assert len(s.running) + s.starting > 0
             gates.open(k)
             await finished(m, ids[k])
-            assert ids["s5"] in s.queued and ids["s6"] in s.queued
-        await gates.wait_started("L")
+            assert {await status(m, ids[k]) for k in ("s5", "s6")} == {JobStatus.PENDING}
+        await gates.wait_count(5)  # L, once nothing runs; a small job that slipped in is always before it
         assert gates.order == ["s1", "s2", "s3", "s4", "L"]
-        assert ids["s5"] in s.queued  # 900 + 300 does not fit while L runs
+        assert await status(m, ids["s5"]) is JobStatus.PENDING  # 900 + 300 does not fit while L runs
         gates.open("L")
         await gates.wait_count(7)
         gates.open("s5", "s6")
@@ -469,10 +624,10 @@ def test_retry_delay_schedule() -> None:
     assert all(900 <= jittery.delay(1) <= 1100 for _ in range(100))
 
 
-async def test_a_job_failing_twice_then_succeeding_completes_with_retry_count_two() -> None:
+async def test_a_job_failing_twice_then_succeeding_completes_with_retry_count_two(backend: Backend) -> None:
     clock = FakeClock()
     spec, attempts = flaky_tool(2)
-    async with running([spec], NO_JITTER, clock) as (m, s):
+    async with backend.running([spec], NO_JITTER, clock) as (m, s):
         job_id = await m.create_job("flaky", {})
         with m.subscribe(job_id) as sub:
             for retry, delay in ((1, 1000), (2, 2000)):
@@ -483,20 +638,21 @@ async def test_a_job_failing_twice_then_succeeding_completes_with_retry_count_tw
                 assert f"RuntimeError: flaky failure {retry}" in (rec.progress_message or "")
                 assert rec.run_after == m.now() + delay
                 clock.advance(delay / 1000 - 0.001)
-                s.pump()
-                assert job_id in s.queued, "released before its delay"
+                await probe(m)
+                assert await status(m, job_id) is JobStatus.PENDING, "released before its delay"
+                assert len(attempts) == retry
                 clock.advance(0.001)
-                s.pump()
-                assert job_id not in s.queued, "not released when due"
+                s.pump()  # the clock moved: due now
+                await next_event(sub, EventType.STARTED)
             rec = await finished(m, job_id)
     assert rec.status is JobStatus.COMPLETED and rec.retry_count == 2 and rec.error_count == 2
     assert attempts == [1, 2, 3] and rec.attempt == 3
 
 
-async def test_the_final_failure_after_max_retries_names_the_error() -> None:
+async def test_the_final_failure_after_max_retries_names_the_error(backend: Backend) -> None:
     clock = FakeClock()
     spec, attempts = flaky_tool(99)
-    async with running([spec], NO_JITTER, clock) as (m, s):
+    async with backend.running([spec], NO_JITTER, clock) as (m, s):
         job_id = await m.create_job("flaky", {}, task=task(metadata=TaskMetadata(max_retries=2)))
         with m.subscribe(job_id) as sub:
             for delay in (1, 2):
@@ -510,20 +666,20 @@ async def test_the_final_failure_after_max_retries_names_the_error() -> None:
     assert rec.result is not None and rec.result["isError"] is True
 
 
-async def test_non_retryable_errors_are_not_retried() -> None:
+async def test_non_retryable_errors_are_not_retried(backend: Backend) -> None:
     async def refuse() -> None:
         raise NonRetryableError("bad input")
 
-    async with running([make_spec(refuse, name="refuse", retry_safe=True)], NO_JITTER) as (m, _):
+    async with backend.running([make_spec(refuse, name="refuse", retry_safe=True)], NO_JITTER) as (m, _):
         rec = await finished(m, await m.create_job("refuse", {}))
     assert rec.status is JobStatus.FAILED and rec.retry_count == 0
     assert rec.progress_message == "Job failed: NonRetryableError: bad input"
 
 
-async def test_cancellation_is_never_retried() -> None:
+async def test_cancellation_is_never_retried(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
     spec, attempts = flaky_tool(99)
-    async with running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
+    async with backend.running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
         running_job = await m.create_job("gated", {"key": "r"})
         await gates.wait_started("r")
         await m.cancel_job(running_job, "stop")
@@ -536,24 +692,25 @@ async def test_cancellation_is_never_retried() -> None:
         rec_backing_off = await finished(m, backing_off)
 
         clock.advance(60)
-        s.pump()
+        await probe(m)
         assert s.queued == {} and s.running == {}
     assert rec_running.status is JobStatus.CANCELLED and rec_running.retry_count == 0
     assert gates.order == ["r"] and gates.cancelled == ["r"]
     assert rec_backing_off.status is JobStatus.CANCELLED and attempts == [1]
 
 
-async def test_a_retry_of_a_job_with_dependencies_still_waits_for_its_backoff() -> None:
+async def test_a_retry_of_a_job_with_dependencies_still_waits_for_its_backoff(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
     spec, attempts = flaky_tool(1)
-    async with running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
+    async with backend.running([gated_tool(gates), spec], NO_JITTER, clock) as (m, s):
         gates.open("a")
         a = await m.create_job("gated", {"key": "a"})
         await finished(m, a)
         job_id = await m.create_job("flaky", {}, task=task(deps=[a]))
         with m.subscribe(job_id) as sub:
             await next_event(sub, EventType.RETRIED)
-        assert job_id in s.queued and attempts == [1]
+        await probe(m)
+        assert await status(m, job_id) is JobStatus.PENDING and attempts == [1]
         clock.advance(1)
         s.pump()
         rec = await finished(m, job_id)
@@ -561,10 +718,16 @@ async def test_a_retry_of_a_job_with_dependencies_still_waits_for_its_backoff() 
 
 
 # -- 7. time-outs ----------------------------------------------------------------------------
+# These wait in real time (the time-out timer is the scheduler's, not the clock's), so they run once
+# per scheduler: memory (Scheduler; SQLite runs the same one) and PostgreSQL (ClaimScheduler).
 
 
-@pytest.mark.parametrize("given_by", ["job", "tool", "operation"])
-async def test_a_timed_out_job_is_warned_at_80_percent_then_cancelled(given_by: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "given_by"),
+    [*(("memory", by) for by in ("job", "tool", "operation")), pytest.param("postgres", "job", marks=POSTGRES_MARKS)],
+    indirect=["backend"],
+)
+async def test_a_timed_out_job_is_warned_at_80_percent_then_cancelled(backend: Backend, given_by: str) -> None:
     observed: list[str] = []
 
     async def slow(job: JobContext) -> None:
@@ -587,7 +750,7 @@ async def test_a_timed_out_job_is_warned_at_80_percent_then_cancelled(given_by: 
     async def seen(event: JobEvent) -> None:
         events.append(event.type)
 
-    async with running([spec], settings) as (m, _):
+    async with backend.running([spec], settings) as (m, _):
         started = time.monotonic()
         job_id = await m.create_job("slow", {}, task=spec_task)
         rec = await m.wait(job_id, WAIT, seen)
@@ -599,7 +762,8 @@ async def test_a_timed_out_job_is_warned_at_80_percent_then_cancelled(given_by: 
     assert 0.28 <= elapsed < 2
 
 
-async def test_work_that_ignores_cancellation_is_abandoned_after_the_grace_period() -> None:
+@on_stores("memory", "postgres")  # real time: once per scheduler (see above)
+async def test_work_that_ignores_cancellation_is_abandoned_after_the_grace_period(backend: Backend) -> None:
     stop = threading.Event()
     returned: list[bool] = []
 
@@ -608,12 +772,13 @@ async def test_work_that_ignores_cancellation_is_abandoned_after_the_grace_perio
         returned.append(await anyio.to_thread.run_sync(stop.wait, 10.0))
 
     stubborn_spec = make_spec(stubborn, name="stubborn", retry_safe=True)  # would be retried if it were not abandoned
-    async with running([stubborn_spec], grace_seconds=0.2) as (m, s):
+    async with backend.running([stubborn_spec], Settings(max_concurrent=1), grace_seconds=0.2) as (m, _):
         started = time.monotonic()
         job_id = await m.create_job("stubborn", {}, task=task(timeout_seconds=0.3))
         rec = await m.wait(job_id, WAIT)
         elapsed = time.monotonic() - started
-        assert returned == [] and s.running == {}  # the work still runs; its slot is free
+        await probe(m)  # the only slot is free again
+        assert returned == []  # while the work still runs
         stop.set()
     assert rec.status is JobStatus.FAILED and 0.45 <= elapsed < 2
     assert rec.progress_message == (
@@ -647,14 +812,16 @@ def test_timeout_selection_order() -> None:
 # -- 8. cancel -------------------------------------------------------------------------------
 
 
-async def test_cancelling_a_running_job_stops_the_work() -> None:
+async def test_cancelling_a_running_job_stops_the_work(backend: Backend) -> None:
     gates = Gates()
-    async with running([gated_tool(gates)]) as (m, s):
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1, queue=limits(memory=100))) as (m, _):
         job_id = await m.create_job("gated", {"key": "r"}, task=task(needs=needs(memory=100)))
         await gates.wait_started("r")
         await m.cancel_job(job_id, "user asked")
         rec = await finished(m, job_id)
-        assert s.running == {} and s._usage == [0.0, 0.0, 0.0]
+        gates.open("next")  # the slot and the memory are free again
+        after = await m.create_job("gated", {"key": "next"}, task=task(needs=needs(memory=100)))
+        assert (await finished(m, after)).status is JobStatus.COMPLETED
     assert rec.status is JobStatus.CANCELLED and gates.cancelled == ["r"]
     assert rec.progress_message == "Job cancelled: user asked" and rec.retry_count == 0
 
@@ -662,14 +829,14 @@ async def test_cancelling_a_running_job_stops_the_work() -> None:
 # -- 9. metrics ------------------------------------------------------------------------------
 
 
-async def test_statistics_and_health_on_a_known_workload() -> None:
+async def test_statistics_and_health_on_a_known_workload(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
 
     async def bad() -> None:
         raise NonRetryableError("bad")
 
     tools = [gated_tool(gates, "work"), make_spec(bad, name="bad")]
-    async with running(tools, Settings(max_concurrent=1), clock) as (m, _):
+    async with backend.running(tools, Settings(max_concurrent=1), clock) as (m, _):
         for i in range(1, 11):  # durations 100, 200, ..., 1000 ms by the fake clock
             job_id = await m.create_job("work", {"key": f"w{i}"})
             await gates.wait_started(f"w{i}")
@@ -687,40 +854,60 @@ async def test_statistics_and_health_on_a_known_workload() -> None:
         stats = await m.statistics()
         assert stats.counts == {"pending": 6, "running": 1, "completed": 10, "failed": 2, "cancelled": 1}
         assert stats.total == 20 and stats.running == 1 and stats.queue_depth == 6
-        assert stats.queue_depth_by_priority == {"low": 2, "high": 1, "critical": 3}
         work, bad_stats = stats.by_tool["work"], stats.by_tool["bad"]
         assert (work.completed, work.failed, work.cancelled, work.success_rate) == (10, 0, 1, 1.0)
         assert (work.p50_duration_ms, work.p95_duration_ms, work.average_duration_ms) == (500, 1000, 550)
         assert (bad_stats.completed, bad_stats.failed, bad_stats.success_rate) == (0, 2, 0.0)
         assert bad_stats.p50_duration_ms == 0
         assert stats.throughput_per_minute == 12 and stats.error_rate_5m == pytest.approx(2 / 12)
-        assert stats.oldest_pending_age_ms == 0
         assert stats.health.status == "healthy" and stats.health.reasons == []
         assert stats.wire()["byTool"]["work"]["p95DurationMs"] == 1000
 
-        m.stats.thresholds = HealthThresholds(max_queue_depth=10, max_error_rate=0.1, max_oldest_pending_ms=60_000)
+        m.stats.thresholds = HealthThresholds(max_queue_depth=10, max_error_rate=0.1)
         health = (await m.statistics()).health
         assert health.status == "degraded"
         assert health.reasons == ["error rate 17% over the last 5 minutes is over 10%"]
 
         clock.advance(61)
+        m.stats.thresholds = HealthThresholds(max_queue_depth=5, max_error_rate=0.1)
         stats = await m.statistics()
-        assert stats.oldest_pending_age_ms == 61_000 and stats.throughput_per_minute == 0
-        assert stats.health.status == "unhealthy"
+        assert stats.throughput_per_minute == 0 and stats.health.status == "unhealthy"
         assert stats.health.reasons == [
+            "queue depth 6 is over 5",
             "error rate 17% over the last 5 minutes is over 10%",
-            "oldest pending job waited 61000 ms, over 60000 ms",
         ]
-        m.stats.thresholds = HealthThresholds(max_queue_depth=5)
-        assert (await m.statistics()).health.reasons[0] == "queue depth 6 is over 5"
+        gates.open(*gates.release, "low", "high", "critical")
+
+
+@on_stores(
+    xfail_postgres="product bug: statistics() on PostgreSQL has no queue view: ClaimScheduler inherits "
+    "Scheduler.queue_view, which reads self.queued (always empty there), so queue_depth_by_priority is {} and "
+    "oldest_pending_age_ms None, and health never reports a starving queue"
+)
+async def test_statistics_report_the_queue_by_priority_and_its_oldest_job(backend: Backend) -> None:
+    gates, clock = Gates(), FakeClock()
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, _):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        for prio in ("low", "low", "high", "critical", "critical", "critical"):
+            await m.create_job("gated", {"key": prio}, task=task(Priority(prio)))
+        stats = await m.statistics()
+        assert stats.queue_depth == 6 and stats.queue_depth_by_priority == {"low": 2, "high": 1, "critical": 3}
+        assert stats.oldest_pending_age_ms == 0 and stats.health.status == "healthy"
+
+        m.stats.thresholds = HealthThresholds(max_oldest_pending_ms=60_000)
+        clock.advance(61)
+        stats = await m.statistics()
+        assert stats.oldest_pending_age_ms == 61_000 and stats.health.status == "degraded"
+        assert stats.health.reasons == ["oldest pending job waited 61000 ms, over 60000 ms"]
         gates.open(*gates.release, "low", "high", "critical")
 
 
 # -- 10. recovery ----------------------------------------------------------------------------
 
 
-async def test_recovery_adopts_the_jobs_of_a_dead_owner() -> None:
-    gates, clock, store = Gates(), FakeClock(), MemoryStore()
+async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> None:
+    gates, clock, store = Gates(), FakeClock(), backend.store
     now = int(clock.now * 1000)
 
     def orphan(job_id: str, tool: str, status: JobStatus, owner: str = "dead-host:1") -> JobRecord:
@@ -731,40 +918,55 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner() -> None:
             owner=owner, attempt=attempt, started_at=started,
         )  # fmt: skip
 
+    cancel_asked = orphan("cancel-asked", "safe", JobStatus.RUNNING)
+    cancel_asked.cancel_requested = "user asked"  # the dead owner never acted on it
+    await store.open()
     for rec in (
         orphan("pending", "safe", JobStatus.PENDING),
         orphan("running-safe", "safe", JobStatus.RUNNING),
         orphan("running-fragile", "fragile", JobStatus.RUNNING),
         orphan("unknown-tool", "gone", JobStatus.PENDING),
         orphan("live-owner", "safe", JobStatus.PENDING, owner="alive-host:2"),
-        orphan("cancel-asked", "safe", JobStatus.RUNNING),
+        orphan("live-running", "safe", JobStatus.RUNNING, owner="alive-host:2"),
+        cancel_asked,
     ):
         await store.insert(rec)
-    store.jobs["cancel-asked"].cancel_requested = "user asked"  # the dead owner never acted on it
-    store.leases["alive-host:2"] = now + 3_600_000
+    await store.heartbeat("alive-host:2", now + 3_600_000)
     gates.open("pending", "running-safe", "running-fragile", "live-owner")
     tools = [gated_tool(gates, "safe", retry_safe=True), gated_tool(gates, "fragile")]
-    async with running(tools, clock=clock, store=store) as (m, _):
-        pending, safe, fragile, unknown = [
-            await finished(m, j) for j in ("pending", "running-safe", "running-fragile", "unknown-tool")
-        ]
-        live = await m.get_record("live-owner")
-        cancel_asked = await finished(m, "cancel-asked")
+    async with backend.running(tools, clock=clock) as (m, _):
+        pending, safe, fragile = [await finished(m, j) for j in ("pending", "running-safe", "running-fragile")]
+        cancelled = await finished(m, "cancel-asked")
+        # in a cluster pending jobs are anyone's to claim, and a tool this worker lacks is left to one that has it
+        if backend.shared:
+            live = await finished(m, "live-owner")
+            unknown = await m.get_record("unknown-tool")
+        else:  # the live owner queued its pending job in its own process; an unknown tool fails here
+            live = await m.get_record("live-owner")
+            unknown = await finished(m, "unknown-tool")
+        live_running = await m.get_record("live-running")
     assert pending.status is JobStatus.COMPLETED and pending.owner == m.owner
     assert safe.status is JobStatus.COMPLETED and safe.retry_count == 1 and safe.attempt == 2
     assert "requeued after an interruption (retry 1/3)" in (safe.diagnostics or [])
     assert fragile.status is JobStatus.FAILED
     assert fragile.progress_message == "Job failed: interrupted: the server stopped while the job was running"
-    assert unknown.status is JobStatus.FAILED
-    assert unknown.progress_message == "Job failed: the tool 'gone' is not registered on this server"
-    assert live.status is JobStatus.PENDING and live.owner == "alive-host:2"
-    assert cancel_asked.status is JobStatus.CANCELLED and cancel_asked.progress_message == "Job cancelled: user asked"
-    assert sorted(gates.order) == ["pending", "running-safe"]
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.progress_message == "Job cancelled: user asked"
+    assert live_running.status is JobStatus.RUNNING and live_running.owner == "alive-host:2"
+    assert live_running.attempt == 1 and live_running.retry_count == 0
+    if backend.shared:
+        assert live.status is JobStatus.COMPLETED and live.owner == m.owner
+        assert unknown.status is JobStatus.PENDING and unknown.owner == "dead-host:1"
+        assert sorted(gates.order) == ["live-owner", "pending", "running-safe"]
+    else:
+        assert live.status is JobStatus.PENDING and live.owner == "alive-host:2"
+        assert unknown.status is JobStatus.FAILED
+        assert unknown.progress_message == "Job failed: the tool 'gone' is not registered on this server"
+        assert sorted(gates.order) == ["pending", "running-safe"]
 
 
-async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat() -> None:
+async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
-    async with running([gated_tool(gates, retry_safe=True)], Settings(lease_seconds=30), clock) as (m, s):
+    async with backend.running([gated_tool(gates, retry_safe=True)], Settings(lease_seconds=30), clock) as (m, s):
         job_id = await m.create_job("gated", {"key": "r"})
         await gates.wait_started("r")
         clock.advance(120)  # the lease (renewed every 10 s of real time) has lapsed by the clock
