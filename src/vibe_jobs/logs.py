@@ -9,10 +9,18 @@ from typing import Any
 import structlog
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_level = logging.INFO
+
+
+def debug_enabled() -> bool:
+    """Whether debug events are written (hot paths check this before building one)."""
+    return _level <= logging.DEBUG
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Send structlog output to stderr; never to stdout (stdout carries the MCP protocol on stdio)."""
+    global _level
+    _level = _LEVELS.get(level, logging.INFO)
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
     structlog.configure(
@@ -23,7 +31,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -32,7 +32,7 @@ from vibe_jobs.errors import (
     StaleWrite,
 )
 from vibe_jobs.jobtool import JobToolSpec
-from vibe_jobs.logs import get_logger
+from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import QueueView
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
@@ -40,6 +40,7 @@ from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import FINAL, JobStatus
 from vibe_jobs.store.base import Guard
+from vibe_jobs.timers import Timer, Timers
 
 log = get_logger("vibe_jobs.scheduler")
 
@@ -70,6 +71,11 @@ class _Run:
     error_trace: str | None = None
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
+    abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
+    released: bool = False  # its slot (concurrency, resources) is given back
+    timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
+    cpu0: float = 0.0
+    wall0: float = 0.0
 
 
 class Scheduler:
@@ -103,6 +109,7 @@ class Scheduler:
         self._head_blocked_since: int | None = None
         self._wake = anyio.Event()
         self._idle = anyio.Event()
+        self.timers = Timers()
         self.max_running_seen = 0
         manager.runner = self
 
@@ -275,6 +282,7 @@ class Scheduler:
     # -- running ---------------------------------------------------------------------------
 
     async def _run(self, entry: _Queued) -> None:
+        """One task per job: claim, do the work, write the outcome (time-outs come from `self.timers`)."""
         run: _Run | None = None
         try:
             run = await self._claim(entry)
@@ -283,12 +291,19 @@ class Scheduler:
         finally:
             if run is None:
                 self.starting -= 1
-            if run is not None and self.running.get(entry.job_id) is run:
-                del self.running[entry.job_id]  # not a newer attempt's run (a retry may claim first)
-            self._take(entry.tool, entry.needs, -1)
-            if not self.running and not self.starting:
-                self._idle.set()
-            self.pump()
+                self._release(entry.job_id, entry.tool, entry.needs, None)
+            elif not run.released:  # an abandoned run was released when it was given up
+                self._release(entry.job_id, entry.tool, entry.needs, run)
+
+    def _release(self, job_id: str, tool: str, needs: tuple[float, float, float], run: _Run | None) -> None:
+        if run is not None:
+            run.released = True
+            if self.running.get(job_id) is run:
+                del self.running[job_id]  # not a newer attempt's run (a retry may claim first)
+        self._take(tool, needs, -1)
+        if not self.running and not self.starting:
+            self._idle.set()
+        self.pump()
 
     async def drained(self) -> None:
         """Return once no job of this process is starting or running."""
@@ -310,7 +325,8 @@ class Scheduler:
         self.starting -= 1
         self.running[rec.id] = run
         self.max_running_seen = max(self.max_running_seen, len(self.running))
-        log.debug("job.started", job_id=rec.id, tool=rec.tool_name, attempt=rec.attempt)
+        if debug_enabled():
+            log.debug("job.started", job_id=rec.id, tool=rec.tool_name, attempt=rec.attempt)
         return run
 
     async def _execute(self, entry: _Queued, run: _Run) -> None:
@@ -318,13 +334,9 @@ class Scheduler:
         # a cancel or a takeover from now on reaches the work through its cancel scope
         rec = run.rec
         spec = self.tools[entry.tool]
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        self.m.task_group.start_soon(self._work, spec, rec, run)
-        abandoned = await self._watch(run, self._timeout_for(rec, spec))
-        usage = _usage(run.ctx, cpu0, wall0)
-        await self._settle(rec, spec, run, abandoned, usage)
-
-    async def _work(self, spec: JobToolSpec, rec: JobRecord, run: _Run) -> None:
+        run.cpu0, run.wall0 = time.process_time(), time.monotonic()
+        timeout = self._timeout_for(rec, spec)
+        run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
         try:
             with run.scope:
                 run.result = await spec.invoke(rec.params, run.ctx)
@@ -332,23 +344,38 @@ class Scheduler:
             run.error, run.error_trace = exc, traceback.format_exc()
         finally:
             run.done.set()
+            self.timers.cancel(run.timer)
+        if not run.abandoned:
+            await self._settle(rec, spec, run, False, _usage(run.ctx, run.cpu0, run.wall0))
 
-    async def _watch(self, run: _Run, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait for the work; warn at 80 % of the time-out, cancel at 100 %; True if it was abandoned."""
-        with anyio.move_on_after(timeout * 0.8):
-            await run.done.wait()
-        if not run.done.is_set():
-            run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
-            await self._flush_diagnostics(run)
-            with anyio.move_on_after(timeout * 0.2):
-                await run.done.wait()
-        if run.done.is_set():
-            return False
+    # -- time-outs: warn at 80 %, cancel at 100 %, abandon after the grace period ----------
+
+    def _at(self, delay: float, callback: Any) -> Timer:
+        return self.timers.call_at(anyio.current_time() + delay, callback, self.m.task_group)
+
+    def _warn(self, run: _Run, timeout: float) -> None:
+        run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
+        self.m.task_group.start_soon(self._flush_diagnostics, run)
+        run.timer = self._at(timeout * 0.2, lambda: self._expire(run))
+
+    def _expire(self, run: _Run) -> None:
         run.timed_out = True
         run.scope.cancel()
-        with anyio.move_on_after(self.grace_seconds):
-            await run.done.wait()
-        return not run.done.is_set()
+        run.timer = self._at(self.grace_seconds, lambda: self._abandon(run))
+
+    def _abandon(self, run: _Run) -> None:
+        """The work ignored its cancellation for the grace period: fail the job and free its slot now
+        (the work itself goes on until it returns, and its outcome is then discarded)."""
+        run.abandoned = True
+        self.m.task_group.start_soon(self._settle_abandoned, run)
+
+    async def _settle_abandoned(self, run: _Run) -> None:
+        rec = run.rec
+        try:
+            usage = _usage(run.ctx, run.cpu0, run.wall0)
+            await self._settle(rec, self.tools[rec.tool_name], run, True, usage)
+        finally:
+            self._release(rec.id, rec.tool_name, run.needs, run)
 
     async def _flush_diagnostics(self, run: _Run) -> None:
         with contextlib.suppress(InvalidTransition, StaleWrite):
