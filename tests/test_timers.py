@@ -9,11 +9,16 @@ from vibe_jobs.timers import Timers
 
 
 async def test_timers_fire_in_deadline_order_and_cancelled_ones_never_fire() -> None:
-    timers, fired = Timers(), []
+    timers, fired = Timers(), list[str]()
     done = anyio.Event()
+
+    def last() -> None:
+        fired.append("late")
+        done.set()
+
     async with anyio.create_task_group() as tg:
         now = anyio.current_time()
-        timers.call_at(now + 0.03, lambda: (fired.append("late"), done.set()), tg)
+        timers.call_at(now + 0.03, last, tg)
         skipped = timers.call_at(now + 0.01, lambda: fired.append("cancelled"), tg)
         timers.call_at(now + 0.02, lambda: fired.append("early"), tg)
         timers.call_at(now, lambda: fired.append("due"), tg)
