@@ -126,6 +126,18 @@ async def test_changes_by_another_process_are_seen(store: SQLiteStore, db: Path)
         await other.close()
 
 
+async def test_long_expired_leases_are_deleted_by_recovery(store: SQLiteStore, db: Path) -> None:
+    hour = 3_600_000
+    now = 10 * hour
+    await store.heartbeat("long-gone", expires_at=now - hour - 1)
+    await store.heartbeat("just-expired", expires_at=now - 1)  # kept: a clock stepped back finds it live
+    await store.heartbeat("alive", expires_at=now + 30_000)
+    await store.insert(record("was-long-gone's", owner="long-gone", status=R))
+    assert [r.id for r in await store.orphans(now)] == ["was-long-gone's"]
+    assert sorted(raw(db, "SELECT owner FROM leases")) == [("alive",), ("just-expired",)]
+    assert [r.id for r in await store.orphans(now - hour)] == ["was-long-gone's"]  # same answer as before
+
+
 # -- schema ---------------------------------------------------------------------------------
 
 

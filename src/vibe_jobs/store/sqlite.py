@@ -28,6 +28,9 @@ from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, configure, migr
 from vibe_jobs.store.sqlite_table import Change, JobTable
 
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
+# `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
+# margin keeps a lease that a clock stepped back could still find live.
+EXPIRED_LEASE_KEPT_MS = 3_600_000
 
 _FIND_ACTIVE = (
     f"{codec.SELECT} WHERE dedupe_key = ? AND dedupe_key IS NOT NULL AND {ACTIVE_SQL}"
@@ -48,6 +51,7 @@ _HEARTBEAT = (
     " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
 )
 _RELEASE = "DELETE FROM leases WHERE owner = ?"
+_DROP_EXPIRED = "DELETE FROM leases WHERE expires_at < ?"
 _ORPHANS = (
     f"{codec.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
     " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, id"
@@ -64,6 +68,11 @@ def _counts(conn: sqlite3.Connection, _: None) -> dict[str, int]:
 
 def _execute(conn: sqlite3.Connection, statement: tuple[str, Any]) -> None:
     conn.execute(*statement)
+
+
+def _orphans(conn: sqlite3.Connection, now: int) -> list[JobRecord]:
+    conn.execute(_DROP_EXPIRED, (now - EXPIRED_LEASE_KEPT_MS,))
+    return [codec.decode(r) for r in conn.execute(_ORPHANS, (now,))]
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -205,4 +214,7 @@ class SQLiteStore:
         await self._run(_execute, (_RELEASE, (owner,)), True)
 
     async def orphans(self, now: int) -> list[JobRecord]:
-        return await self._rows(_ORPHANS, (now,))
+        """Also deletes leases long expired (see EXPIRED_LEASE_KEPT_MS): the table does not grow by one
+        row for every process that ever ran."""
+        found: list[JobRecord] = await self._run(_orphans, now, True)
+        return found
