@@ -15,8 +15,9 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
 from vibe_jobs.server.messages import started_text
+from vibe_jobs.server.schemas import flat_schema
 
-STARTED_SCHEMA = JobStarted.model_json_schema(by_alias=True)
+STARTED_SCHEMA = flat_schema(JobStarted.model_json_schema(by_alias=True))
 
 
 def error_result(message: str, code: str, **extra: Any) -> CallToolResult:

@@ -25,6 +25,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
+from vibe_jobs.server.schemas import flat_schema
 from vibe_jobs.server.wrap import error_result, job_error_result, start_job
 from vibe_jobs.states import JobStatus
 
@@ -210,8 +211,12 @@ class ControlTools:
 
 def _advertised_only(tool: Tool) -> Tool:
     """Keep the output schema in tools/list but skip re-validating our own answers on every call
-    (they are built from the same models; clients validate against the advertised schema)."""
-    tool.fn_metadata.output_model = None
+    (they are built from the same models; clients validate against the advertised schema, which is
+    flattened so that costs them less on every call)."""
+    meta = tool.fn_metadata
+    meta.output_model = None
+    if meta.output_schema is not None:
+        meta.output_schema = flat_schema(meta.output_schema)
     return tool
 
 
