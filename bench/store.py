@@ -2,7 +2,9 @@
 on the memory store and on the SQLite store (a temp file; every step committed before it returns).
 
 Concurrent: W workers (default 200) each run create -> running -> completed in a loop, so the
-SQLite store can group-commit; sequential: one job after another (N/4 jobs). Median of 3 runs.
+SQLite store can group-commit; sequential: one job after another (N/4 jobs). Median of 3 runs
+(each run's figure is printed too, with the load average before and after: on a 2-core machine,
+anything else running shows up directly in these figures).
 Goal: SQLite concurrent >= 10,000 jobs/s.
 Run: .venv/bin/python bench/store.py [N] [W]
 """
@@ -10,6 +12,7 @@ Run: .venv/bin/python bench/store.py [N] [W]
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -47,12 +50,16 @@ async def run_once(store: JobStore, n: int, workers: int) -> float:
     return n / elapsed
 
 
-async def median_rate(make: Callable[[Path], JobStore], n: int, workers: int) -> float:
+async def rates_of(make: Callable[[Path], JobStore], n: int, workers: int, runs: int = 3) -> list[float]:
     rates = []
-    for _ in range(3):
+    for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="vibe-jobs-bench-") as tmp:
             rates.append(await run_once(make(Path(tmp)), n, workers))
-    return statistics.median(rates)
+    return rates
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def memory(_: Path) -> JobStore:
@@ -67,10 +74,16 @@ async def main(n: int, workers: int) -> None:
     configure_logging("warning")
     await run_once(MemoryStore(), 1000, workers)  # warm-up
     print(f"store: {n:,} jobs create->running->completed through the JobManager, median of 3 runs")
+    print(f"  load average (1/5/15 min) before: {load()} on {os.cpu_count()} cores")
     print(f"  {'':28}{'memory':>12}{'sqlite':>12}{'sqlite/memory':>16}")
+    runs = []
     for label, jobs, w in ((f"concurrent ({workers} workers)", n, workers), ("sequential", n // 4, 1)):
-        mem, sql = await median_rate(memory, jobs, w), await median_rate(sqlite, jobs, w)
+        mems, sqls = await rates_of(memory, jobs, w), await rates_of(sqlite, jobs, w)
+        mem, sql = statistics.median(mems), statistics.median(sqls)
         print(f"  {label:<28}{mem:>12,.0f}{sql:>12,.0f}{sql / mem:>16.2f}   jobs/s ({jobs:,} jobs)")
+        runs.append(f"  {label}: sqlite runs {', '.join(f'{r:,.0f}' for r in sqls)}")
+    print("\n".join(runs))
+    print(f"  load average after: {load()}")
     print("  goal: sqlite concurrent >= 10,000 jobs/s (durable: committed before each call returns)")
 
 
