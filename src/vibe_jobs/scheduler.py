@@ -59,13 +59,28 @@ class _Queued:
     run_after: int | None = None
 
 
+class _Flag:
+    """Set once; read with `is_set()` (nobody waits on it: the run's own task does the work)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
 @dataclass(slots=True)
 class _Run:
     ctx: JobContext
     needs: tuple[float, float, float]
     rec: JobRecord  # as the claim returned it: running, this attempt
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: _Flag = field(default_factory=lambda: _Flag())  # the work returned (or raised)
     result: dict[str, Any] | None = None
     error: BaseException | None = None
     error_trace: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from vibe_jobs.models import JobStatusMessage, PollingRecommendation
@@ -11,12 +10,18 @@ from vibe_jobs.states import JobStatus
 
 
 def when(reco: PollingRecommendation) -> str:
-    at = datetime.fromtimestamp(reco.next_check_time / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-    return f"in {reco.interval / 1000:g} s (nextCheckTime {reco.next_check_time}, {at} UTC)"
+    ms = reco.next_check_time
+    seconds, millis = divmod(ms, 1000)
+    hours, rest = divmod(seconds % 86_400, 3600)  # UTC wall clock (epoch days are whole UTC days)
+    at = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{millis:03d}"
+    return f"in {reco.interval / 1000:g} s (nextCheckTime {ms}, {at} UTC)"
 
 
 def call_hint(job_id: str) -> str:
-    return f"get-job-result with {json.dumps({'jobId': job_id})}"
+    return f"get-job-result with {{{_JOB_ID_KEY}: {json.dumps(job_id)}}}"
+
+
+_JOB_ID_KEY = json.dumps("jobId")
 
 
 def started_text(job_id: str, tool_name: str, reco: PollingRecommendation, max_wait: float) -> str:
