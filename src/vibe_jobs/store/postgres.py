@@ -19,6 +19,7 @@ coordination point of a cluster:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -153,7 +154,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._listeners: set[Listener] = set()
         self._outbox: list[dict[str, Any]] = []  # changes not announced yet
-        self._announcing = False
+        self._announcer: asyncio.Task[None] | None = None  # sending them
         self._notify_conn: asyncpg.Connection | None = None
         self._writes: list[_Write] = []  # updates waiting for the statement in flight
         self._writing = False
@@ -180,6 +181,7 @@ class PostgresStore:
         for listener in list(self._listeners):
             await listener.close()
         self._listeners.clear()
+        await self._flush_announcements()
         await self._close_notify_conn()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -287,7 +289,7 @@ class PostgresStore:
                     other.done.set()
         changed = [r.result for r in batch if r.result is not None and r.announce]
         if changed:
-            await self._announce(changed)
+            self._announce(changed)
         return req.outcome()
 
     def _take_batch(self) -> list[_Write]:
@@ -426,46 +428,52 @@ class PostgresStore:
 
         found = [sql.decode(row) for row in await self._retrying(run)]
         if found:
-            await self._announce(found)
+            self._announce(found)
         return found
 
     # -- notifications ---------------------------------------------------------------------
 
-    async def _announce(self, records: list[JobRecord]) -> None:
+    def _announce(self, records: list[JobRecord]) -> None:
         """NOTIFY listeners that these jobs changed status or got a cancel request (after the change
         committed; the insert trigger announces new jobs).
 
         A NOTIFY in the changing transaction would hold PostgreSQL's database-wide notify lock through
         that transaction's durable commit, so all status changes of the cluster would commit one at a
-        time. Here the payloads queue in `_outbox`, and one caller at a time sends everything queued in
+        time. Here the changes queue in `_outbox` and one background task sends everything queued, in
         one statement (a few changes per payload: every listener handles one notification per payload),
-        on a dedicated session without synchronous commit. Best effort: a notification
-        is a wake-up (listeners also poll), so a failure to send is logged, not raised. A status
-        written again with the same value is announced again (a spurious wake-up)."""
+        on a dedicated session without synchronous commit; changes queued while it sends go in its next
+        statement. The writer does not wait for it (a round trip less per write). Best effort: a
+        notification is a wake-up (listeners also poll), so a failure to send is logged, not raised. A
+        status written again with the same value is announced again (a spurious wake-up)."""
         self._outbox += [
             {"op": "update", "id": r.id, "status": r.status.value, "tool": r.tool_name,
              "cancel": r.cancel_requested is not None}
             for r in records
         ]  # fmt: skip
-        if self._announcing:
-            return  # the caller sending now sends these too
-        self._announcing = True
+        if self._announcer is None:
+            self._announcer = asyncio.get_running_loop().create_task(self._send_announcements())
+
+    async def _send_announcements(self) -> None:
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                while self._outbox:
-                    changes, self._outbox = self._outbox, []
-                    batch = _payloads(changes)
-                    try:
-                        if self._notify_conn is None or self._notify_conn.is_closed():
-                            self._notify_conn = await asyncpg.connect(
-                                self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}
-                            )  # fmt: skip
-                        await self._notify_conn.execute(sql.NOTIFY, self.channel, batch)
-                    except _DB_ERRORS as exc:
-                        log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))
-                        await self._close_notify_conn()
+            while self._outbox:
+                changes, self._outbox = self._outbox, []
+                try:
+                    if self._notify_conn is None or self._notify_conn.is_closed():
+                        self._notify_conn = await asyncpg.connect(
+                            self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}, timeout=5
+                        )  # fmt: skip
+                    await self._notify_conn.execute(sql.NOTIFY, self.channel, _payloads(changes), timeout=5)
+                except (*_DB_ERRORS, TimeoutError) as exc:
+                    log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))
+                    await self._close_notify_conn()
         finally:
-            self._announcing = False
+            self._announcer = None
+
+    async def _flush_announcements(self) -> None:
+        """Wait (a few seconds at most) until everything announced so far was sent."""
+        with anyio.move_on_after(5), contextlib.suppress(Exception):
+            while (task := self._announcer) is not None:
+                await asyncio.shield(task)
 
     async def _close_notify_conn(self) -> None:
         conn, self._notify_conn = self._notify_conn, None
