@@ -40,6 +40,7 @@ from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import FINAL, JobStatus
 from vibe_jobs.store.base import Guard
+from vibe_jobs.taskset import TaskSet
 from vibe_jobs.timers import Timer, Timers
 
 log = get_logger("vibe_jobs.scheduler")
@@ -125,6 +126,7 @@ class Scheduler:
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self.timers = Timers()
+        self.runs = TaskSet()  # one task per job run
         self.max_running_seen = 0
         manager.runner = self
 
@@ -275,7 +277,7 @@ class Scheduler:
         del self.queued[entry.job_id]
         self._take(entry.tool, entry.needs, +1)
         self.starting += 1
-        self.m.task_group.start_soon(self._run, entry)
+        self.runs.spawn(self.m.task_group, self._run, entry)
 
     def _take(self, tool: str, needs: tuple[float, float, float], sign: int) -> None:
         self._usage = [u + sign * n for u, n in zip(self._usage, needs, strict=True)]

@@ -1,0 +1,66 @@
+"""TaskSet: many short child tasks (one per job run) at the cost of a bare asyncio task.
+
+An anyio task group's `start_soon` builds a task handle, a cancel scope, an event and a wrapper
+coroutine per task (~25 µs each on this machine, against ~4 µs for `asyncio.create_task`): too much
+when every job runs in a task of its own. A TaskSet keeps the structure that matters: its tasks
+are cancelled and awaited when the task group that holds its guardian stops (a server shutting
+down), and a task that fails is logged instead of tearing down the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from vibe_jobs.logs import get_logger
+
+log = get_logger("vibe_jobs.taskset")
+
+
+class TaskSet:
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[Any], anyio.CancelScope] = {}
+        self._guarded = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, tg: TaskGroup, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        """Run `fn(*args)` now; its lifetime is bounded by `tg` (the guardian is started there)."""
+        if not self._guarded:
+            self._guarded = True
+            tg.start_soon(self._guard)
+        scope = anyio.CancelScope()
+        task = asyncio.get_running_loop().create_task(_within(scope, fn(*args)))
+        self._tasks[task] = scope
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task.failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+    async def _guard(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self._guarded = False
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every task (as an anyio cancellation: shielded parts finish) and wait until all end."""
+        while self._tasks:
+            pending = list(self._tasks.items())
+            for _, scope in pending:
+                scope.cancel()
+            await asyncio.wait([task for task, _ in pending])
+
+
+async def _within(scope: anyio.CancelScope, coro: Coroutine[Any, Any, Any]) -> Any:
+    with scope:
+        return await coro
