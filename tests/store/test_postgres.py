@@ -7,6 +7,7 @@ VIBE_JOBS_TEST_POSTGRES_URL is unset, fails instead when VIBE_JOBS_REQUIRE_POSTG
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -345,6 +346,89 @@ async def test_usage_follows_every_path(store: PostgresStore) -> None:
     await raw(store, "UPDATE cluster_usage SET running = 42")
     await store.recount_usage()
     assert (await store.usage())["running"] == 0
+
+
+# -- a connection lost between a statement's commit and its answer --------------------------------
+
+
+class _LossyConnection:
+    def __init__(self, conn: Any, lossy: LossyStore) -> None:
+        self._conn, self._lossy = conn, lossy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def _run(self, method: str, query: str, *args: Any) -> Any:
+        result = await getattr(self._conn, method)(query, *args)
+        if self._lossy.lose is not None and self._lossy.lose in query:
+            self._lossy.lose = None
+            self._conn.terminate()
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return result
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        return await self._run("fetch", query, *args)
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        return await self._run("execute", query, *args)
+
+
+class _LossyPool:
+    def __init__(self, pool: Any, lossy: LossyStore) -> None:
+        self._pool, self._lossy = pool, lossy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[_LossyConnection]:
+        async with self._pool.acquire() as conn:
+            yield _LossyConnection(conn, self._lossy)
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.execute(query, *args)
+
+
+class LossyStore(PostgresStore):
+    """Loses the answer to the next statement whose text contains `lose`: the statement runs and commits,
+    then the session dies before its answer arrives (as when the server or the network drops it)."""
+
+    lose: str | None = None
+
+    @property
+    def pool(self) -> Any:
+        return _LossyPool(super().pool, self)
+
+
+async def test_a_claim_whose_answer_was_lost_returns_its_own_jobs(schema_url: str, store: PostgresStore) -> None:
+    for i in range(6):
+        await store.insert(record(f"c{i}", created_at=i))
+    lossy = LossyStore(schema_url)
+    await lossy.open()
+    try:
+        lossy.lose = "claim_token"
+        claimed = await lossy.claim_many("w", 60_000, NO_LIMITS, TOOLS, 3, now=100)
+        assert lossy.lose is None, "the claim's answer was not lost"
+    finally:
+        await lossy.close()
+    assert [(r.id, r.status, r.owner, r.attempt) for r in claimed] == [(f"c{i}", R, "w", 1) for i in range(3)]
+    rows = await raw(store, "SELECT id, status FROM jobs ORDER BY id")
+    assert [(r["id"], r["status"]) for r in rows] == [(f"c{i}", "running" if i < 3 else "pending") for i in range(6)]
+
+
+async def test_an_insert_whose_answer_was_lost_is_not_refused(schema_url: str, store: PostgresStore) -> None:
+    lossy = LossyStore(schema_url)
+    await lossy.open()
+    try:
+        lossy.lose = "INSERT INTO jobs"
+        await lossy.insert(record("i1", params={"a": 1}))
+        assert lossy.lose is None, "the insert's answer was not lost"
+        with pytest.raises(StoreError, match="exists already"):
+            await lossy.insert(record("i1", params={"a": 1}))  # a second insert of the id is still refused
+    finally:
+        await lossy.close()
+    assert [r["id"] for r in await raw(store, "SELECT id FROM jobs")] == ["i1"]
 
 
 # -- fencing and leases ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -236,12 +237,30 @@ class PostgresStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> None:
+        """Store a new job. Idempotent across a lost connection: when a retried insert finds the job
+        there already, the lost try had committed, and the job stored is this one."""
+        args = sql.insert_args(job)
+        tries = 0
+
+        async def run() -> str:
+            nonlocal tries
+            tries += 1
+            return await self.pool.execute(sql.INSERT, *args)
+
         try:
-            await self._retrying(lambda: self.pool.execute(sql.INSERT, *sql.insert_args(job)))
+            await self._retrying(run)
         except StoreError as exc:
-            if "UniqueViolationError" in str(exc):
-                raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-            raise
+            if "UniqueViolationError" not in str(exc):
+                raise
+            if tries > 1 and await self._stored_as(job):
+                return
+            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+
+    async def _stored_as(self, job: JobRecord) -> bool:
+        found = await self.get(job.id)
+        return found is not None and (found.tool_name, found.created_at, found.params) == (
+            job.tool_name, job.created_at, job.params,
+        )  # fmt: skip
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._fetchrow(sql.GET, job_id)
@@ -405,6 +424,11 @@ class PostgresStore:
         attempt) and a job lease until `now + lease_ms`. `now` defaults to the database clock;
         pass the caller's clock when the rest of the process uses it (leases, orphans).
 
+        Idempotent across a lost connection: the rows carry this call's claim token, so when the
+        connection drops after the statement committed but before its answer arrived, the retry
+        returns those rows (read back by token) instead of claiming others and leaving them to be
+        recovered, after their lease, as another attempt.
+
         The statement runs alone (one round trip), so the cluster-wide claim lock (an advisory lock,
         taken only when a limit is set) is never held across a round trip to this process. Claims
         are durable: a claim that a database crash could lose would let two workers run the same
@@ -413,6 +437,7 @@ class PostgresStore:
         if k < 1:
             return []
         lim = limits or ClaimLimits()
+        token = uuid.uuid4().hex
         args: list[Any] = [list(tools), now, list(lim.priority_weights), lim.aging_ms]
         tail: list[Any] = [owner, lease_ms, k]
         if lim.limited:
@@ -421,9 +446,15 @@ class PostgresStore:
             tail.append(self._claim_key)
         else:
             query = sql.CLAIM_UNLIMITED
+        tail.append(token)
+        tries = 0
 
         async def run() -> list[asyncpg.Record]:
+            nonlocal tries
+            tries += 1
             async with self.pool.acquire() as conn:
+                if tries > 1 and (taken := await conn.fetch(sql.CLAIMED, owner, token)):
+                    return taken  # the lost try had committed: these are its jobs (and nothing else is taken)
                 return await conn.fetch(query, *args, *tail)
 
         found = [sql.decode(row) for row in await self._retrying(run)]

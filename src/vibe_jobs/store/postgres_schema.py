@@ -132,7 +132,13 @@ _V2 = [
     END $$""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# Step 3 (issue 8): each claim writes a token of its own on the rows it takes. When the connection is
+# lost after the claim committed but before its answer arrived, the retry first reads back the rows
+# holding its token (they are this owner's, as attempt n) instead of claiming others and leaving those
+# to be recovered after their lease as attempt n + 1. A nullable column without default: no rewrite.
+_V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RECOUNT_USAGE = """UPDATE cluster_usage SET running = r.n, memory_mb = r.mem, cpu_weight = r.cpu, disk_mb = r.disk,

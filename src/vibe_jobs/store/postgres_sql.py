@@ -230,7 +230,7 @@ class ClaimLimits:
 
 
 # $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k,
-# [$13 the claim lock key].
+# [$13 the claim lock key], the claim token.
 # Within a priority level the order is (created_at, seq), so the best k jobs of a level are the first k
 # eligible rows of the `jobs_claim` index for that level: one short index scan per level (LIMIT k,
 # SKIP LOCKED), then the best k of those (at most 4k) by the aged key. No sort of the whole queue.
@@ -263,7 +263,7 @@ _FITS_BATCH = """
 
 
 def _claim(limited: bool) -> str:
-    owner, lease, k = ("$10", "$11", "$12") if limited else ("$5", "$6", "$7")
+    owner, lease, k, token = ("$10", "$11", "$12", "$14") if limited else ("$5", "$6", "$7", "$8")
     return f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now){_USAGE if limited else ""},
 cand AS (
     SELECT c.id, c.tool_name, c.need_memory_mb, c.need_cpu_weight, c.need_disk_mb, c.seq,
@@ -290,7 +290,7 @@ pick AS (
 upd AS (
     UPDATE jobs SET status = 'running', owner = {owner}, attempt = jobs.attempt + 1,
         lease_expires_at = t.now + {lease}, started_at = coalesce(jobs.started_at, t.now), updated_at = t.now,
-        version = jobs.version + 1
+        version = jobs.version + 1, claim_token = {token}::TEXT
     FROM pick, t WHERE jobs.id = pick.id
     RETURNING {_JCOLS}, pick.n AS claim_order
 )
@@ -299,3 +299,9 @@ SELECT {_COLS} FROM upd ORDER BY claim_order"""
 
 CLAIM_LIMITED = _claim(True)
 CLAIM_UNLIMITED = _claim(False)
+# The rows a claim took, read back after its answer was lost ($1 owner, $2 its token), in claim order as far
+# as it can be rebuilt (the aged priority key is not stored): priority level, then creation order.
+CLAIMED = (
+    f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} AND status = 'running' AND claim_token = $2"
+    f" ORDER BY {LEVEL.replace('j.', '')} DESC, created_at, seq"
+)
