@@ -37,6 +37,10 @@ class MemoryStore:
         return None
 
     async def insert(self, job: JobRecord) -> None:
+        self.insert_now(job)
+
+    def insert_now(self, job: JobRecord) -> None:
+        """`insert` without a coroutine (the memory store never waits; the manager's hot path uses these)."""
         if job.id in self.jobs:
             raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
@@ -52,6 +56,10 @@ class MemoryStore:
         return self.jobs.get(job_id)
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        return self.update_now(job_id, changes, guard)
+
+    def update_now(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        """`update` without a coroutine."""
         rec = self.jobs.get(job_id)
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
