@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 from vibe_jobs.errors import (
     InvalidParams,
     InvalidTransition,
+    JobError,
     JobNotFound,
     ParamsTooLarge,
     ResultAlreadySet,
@@ -38,6 +39,7 @@ from vibe_jobs.store.base import NO_GUARD
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
+RECENT_RECORDS = 4096  # records remembered for the next change of their job (stores other than memory)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
 
 
@@ -80,6 +82,10 @@ class JobManager:
         self.store: JobStore = store or MemoryStore()
         # the memory store answers at once: its hot-path calls skip the coroutine (a quarter of a job's cost)
         self._now_store = self.store if type(self.store) is MemoryStore else None
+        # Other stores: the last record this process wrote for each active job, tried first by the next
+        # change of that job instead of a read. Compare-and-set makes a stale copy (another process wrote
+        # since) cost one missed update and a re-read, never a lost change.
+        self._recent: dict[str, JobRecord] = {}
         self.settings = settings or Settings()
         self.clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -167,6 +173,7 @@ class JobManager:
             self._now_store.insert_now(rec)
         else:
             await self.store.insert(rec)
+            self._remember(rec)
         self._publish(EventType.CREATED, rec)
         if self.runner is not None:
             await self.runner.enqueue(rec)
@@ -237,19 +244,31 @@ class JobManager:
         `known` (a record the caller holds) is tried first without a read; the version check makes a
         stale one harmless: the update misses and the loop reads the job afresh.
         """
+        cached = self._recent.pop(job_id, None) if known is None else None
         for _ in range(32):
             if known is not None:
                 rec, known = known, None
+            elif cached is not None:
+                rec = cached
             else:
                 now_store = self._now_store
                 found = now_store.jobs.get(job_id) if now_store is not None else await self.store.get(job_id)
                 if found is None:
                     raise JobNotFound(job_id)
                 rec = found
-            if guard is not NO_GUARD and not guard.holds(rec):
-                raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
-            old_status = rec.status
-            changes = plan(rec)
+            try:
+                if guard is not NO_GUARD and not guard.holds(rec):
+                    raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
+                old_status = rec.status
+                changes = plan(rec)
+            except JobError:
+                if cached is None:
+                    raise
+                changes = None
+            if changes is None and cached is not None:
+                cached = None  # refused or "nothing to do" on a remembered copy: read the job afresh, then decide
+                continue
+            cached = None
             if changes is None:
                 return rec
             if "updated_at" not in changes:
@@ -260,9 +279,21 @@ class JobManager:
             else:
                 new = await self.store.update(job_id, changes, cas)
             if new is not None:
+                self._remember(new)
                 self._after_change(new, old_status)
                 return new
         raise StaleWrite("the job kept changing under this writer", job_id=job_id)
+
+    def _remember(self, rec: JobRecord) -> None:
+        if self._now_store is not None:
+            return  # its records are live objects already
+        recent = self._recent
+        if rec.status in FINAL:
+            recent.pop(rec.id, None)
+            return
+        recent[rec.id] = rec
+        if len(recent) > RECENT_RECORDS:
+            del recent[next(iter(recent))]  # the oldest remembered
 
     def _after_change(self, rec: JobRecord, old_status: JobStatus) -> None:
         if rec.status is old_status:
