@@ -247,7 +247,7 @@ class ClaimScheduler(Scheduler):
             self._next_sweep = 0.0  # its dependents may be blocked now
         if change.cancel_requested and change.job_id in self.running:
             self._next_renew = 0.0  # the renewal reads the cancel request
-        kind = STATUS_EVENTS.get(change.status, EventType.PROGRESS) if change.op == "update" else EventType.CREATED
         if self.m.bus.wants(change.job_id):
+            kind = STATUS_EVENTS.get(change.status, EventType.PROGRESS) if change.op == "update" else EventType.CREATED
             event = JobEvent(kind, change.job_id, change.tool_name, change.status, 0, self.m.now())
             self.m.bus.publish(event)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -27,15 +26,20 @@ from vibe_jobs.states import JobStatus
 log = get_logger("vibe_jobs.store.postgres")
 
 
-@dataclass(frozen=True, slots=True)
-class JobChange:
-    """One notification: a job was inserted or changed status / got a cancel request."""
+class JobChange(NamedTuple):
+    """One notification: a job was inserted or changed status / got a cancel request.
+
+    (A named tuple: every listener of the cluster builds one per change of every job, and a tuple is
+    built several times faster than a frozen dataclass.)"""
 
     op: str  # "insert" or "update"
     job_id: str
     status: JobStatus
     tool_name: str
     cancel_requested: bool
+
+
+_STATUS = {s.value: s for s in JobStatus}
 
 
 def parse(payload: str) -> JobChange | None:
@@ -49,9 +53,7 @@ def parse_all(payload: str) -> list[JobChange]:
     try:
         data = json.loads(payload)
         items = data if isinstance(data, list) else [data]
-        return [
-            JobChange(d["op"], d["id"], JobStatus(d["status"]), d["tool"], bool(d["cancel"])) for d in items
-        ]  # fmt: skip
+        return [JobChange(d["op"], d["id"], _STATUS[d["status"]], d["tool"], d["cancel"] is True) for d in items]
     except (ValueError, KeyError, TypeError):
         log.warning("store.notify_unreadable", payload=payload[:200])
         return []
