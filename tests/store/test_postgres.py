@@ -487,6 +487,19 @@ async def test_concurrent_updates_share_statements_and_each_keeps_its_guards(sto
     assert rows["g10"]["progress_message"] == (first or second).progress_message  # type: ignore[union-attr]
 
 
+async def test_a_refused_value_fails_only_its_own_update_in_a_shared_statement(store: PostgresStore) -> None:
+    for i in range(6):
+        await store.insert(record(f"v{i}"))
+    outcomes = await asyncio.gather(
+        *(store.update(f"v{i}", {"progress_percentage": "not a number" if i == 3 else float(i)}) for i in range(6)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[3], StoreError)
+    for i in (0, 1, 2, 4, 5):
+        done = outcomes[i]
+        assert isinstance(done, JobRecord) and done.progress_percentage == float(i)
+
+
 async def test_a_queued_update_withdrawn_by_cancellation_is_not_applied(store: PostgresStore) -> None:
     await store.insert(record("a"))
     await store.insert(record("b"))

@@ -101,6 +101,10 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+class _Unreachable(StoreError):
+    """The database stayed unreachable through the reconnect attempts."""
+
+
 _WRITE_BATCH = 500  # updates sent in one statement at most
 
 
@@ -224,7 +228,7 @@ class PostgresStore:
                 return await call()
             except _CONNECTION_LOST as exc:
                 if delay is None:
-                    raise self._error(exc) from None
+                    raise _Unreachable(self._error(exc).message) from None
                 log.info("store.reconnecting", error=f"{type(exc).__name__}: {exc}")
                 await anyio.sleep(delay)
             except _DB_ERRORS as exc:
@@ -339,18 +343,28 @@ class PostgresStore:
         for r in batch:
             groups.setdefault(r.shape, []).append(r)
         for shape, group in groups.items():
+            if len(group) == 1:
+                await self._send_one(group[0])
+                continue
+            columns = [list(col) for col in zip(*(r.args for r in group), strict=True)]
             try:
-                if len(group) == 1:
-                    row = await self._fetchrow(sql.update_sql(*shape), *_single_args(group[0]))
-                    group[0].result = None if row is None else sql.decode(row)
-                    continue
-                columns = [list(col) for col in zip(*(r.args for r in group), strict=True)]
                 found = {rec.id: rec for rec in await self._records(sql.update_many_sql(*shape), *columns)}
-                for r in group:
-                    r.result = found.get(r.job_id)
-            except StoreError as exc:
+            except _Unreachable as exc:
                 for r in group:
                     r.error = exc
+            except StoreError:  # a value the database refused: only its own write fails
+                for r in group:
+                    await self._send_one(r)
+            else:
+                for r in group:
+                    r.result = found.get(r.job_id)
+
+    async def _send_one(self, r: _Write) -> None:
+        try:
+            row = await self._fetchrow(sql.update_sql(*r.shape), *_single_args(r))
+            r.result = None if row is None else sql.decode(row)
+        except StoreError as exc:
+            r.error = exc
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         await self._execute(sql.TOUCH, access_count, last_access_time, next_check_time, job_id)
