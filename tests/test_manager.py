@@ -70,6 +70,7 @@ def _circular() -> dict[str, Any]:
         ({"x": math.inf}, "JSON-serialisable"),
         ({"raw": b"bytes"}, "JSON-serialisable"),
         (_circular(), "JSON-serialisable: Circular reference"),
+        ({"s": "\ud800"}, "JSON-serialisable"),  # a lone surrogate has no UTF-8 form
         ([1, 2, 3], "params must be an object, not list"),
         ("text", "params must be an object, not str"),
     ],

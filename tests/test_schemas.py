@@ -78,3 +78,12 @@ def test_a_recursive_schema_is_left_as_it_is() -> None:
         "$ref": "#/$defs/Node",
     }
     assert flat_schema(schema) == schema
+
+
+def test_only_exact_rewrites_are_made() -> None:
+    combined = {"anyOf": [{"type": "integer", "allOf": [{"minimum": 1}]}, {"type": "null"}]}
+    assert flat_schema(combined) == combined  # allOf would apply to null too once folded
+    with_enum_null = {"anyOf": [{"type": "string", "enum": ["a", None]}, {"type": "null"}]}
+    assert flat_schema(with_enum_null)["enum"] == ["a", None]
+    constrained_ref = {"$defs": {"N": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/N", "minimum": 3}}}
+    assert flat_schema(constrained_ref) == constrained_ref  # a sibling constraint: keep the reference as it is

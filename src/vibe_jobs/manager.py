@@ -123,6 +123,11 @@ class JobManager:
             await self.store.close()
 
     @property
+    def closing(self) -> bool:
+        """True once the manager is not running or has begun to stop (nothing new should start)."""
+        return self._tg is None or self._tg.cancel_scope.cancel_called
+
+    @property
     def task_group(self) -> TaskGroup:
         if self._tg is None:
             raise RuntimeError("the JobManager is not running; use `async with manager:`")
@@ -191,11 +196,11 @@ class JobManager:
             raise InvalidParams(f"params must be an object, not {type(params).__name__}")
         try:
             text = canonical_json(params)
-        except (TypeError, ValueError) as exc:
+            size = len(text) if text.isascii() else len(text.encode())  # a lone surrogate cannot be encoded
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidParams(f"params must be JSON-serialisable: {exc}") from None
-        limit = self.settings.max_params_bytes
-        if len(text) * 4 > limit and (size := len(text.encode())) > limit:  # UTF-8: at most 4 bytes a character
-            raise ParamsTooLarge(size, limit)
+        if size > self.settings.max_params_bytes:
+            raise ParamsTooLarge(size, self.settings.max_params_bytes)
         return dict(params)
 
     @staticmethod

@@ -30,6 +30,7 @@ from vibe_jobs.errors import (
     QueueFull,
     ResourceLimitExceeded,
     StaleWrite,
+    StoreError,
 )
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
@@ -47,6 +48,7 @@ log = get_logger("vibe_jobs.scheduler")
 
 DEFAULT_REQUIREMENTS = ResourceRequirements()
 CANCEL_CHECK_SECONDS = 0.5
+SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 RANK_PRIORITY = {p.rank: p for p in Priority}
 
 
@@ -217,7 +219,9 @@ class Scheduler:
     # -- picking ---------------------------------------------------------------------------
 
     def pump(self) -> None:
-        """Start as many ready jobs as the limits allow."""
+        """Start as many ready jobs as the limits allow (none once the manager is stopping)."""
+        if self.m.closing:
+            return  # a run ending in the shutdown must not claim the next queued job
         now = self.m.now()
         self._release_delayed(now)
         while self._ready and len(self.running) + self.starting < self.max_concurrent:
@@ -314,6 +318,8 @@ class Scheduler:
 
     def _release(self, job_id: str, tool: str, needs: tuple[float, float, float], run: _Run | None) -> None:
         if run is not None:
+            if run.released:
+                return  # abandoned work that returned while its failure was being written: freed once
             run.released = True
             if self.running.get(job_id) is run:
                 del self.running[job_id]  # not a newer attempt's run (a retry may claim first)
@@ -363,7 +369,7 @@ class Scheduler:
             run.done.set()
             self.timers.cancel(run.timer)
         if not run.abandoned:
-            await self._settle(rec, spec, run, False, _usage(run.ctx, run.cpu0, run.wall0))
+            await self._settle_durably(rec, spec, run, False, _usage(run.ctx, run.cpu0, run.wall0))
 
     # -- time-outs: warn at 80 %, cancel at 100 %, abandon after the grace period ----------
 
@@ -372,7 +378,7 @@ class Scheduler:
 
     def _warn(self, run: _Run, timeout: float) -> None:
         run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
-        self.m.task_group.start_soon(self._flush_diagnostics, run)
+        self.runs.spawn(self.m.task_group, self._flush_diagnostics, run)
         run.timer = self._at(timeout * 0.2, lambda: self._expire(run))
 
     def _expire(self, run: _Run) -> None:
@@ -384,13 +390,13 @@ class Scheduler:
         """The work ignored its cancellation for the grace period: fail the job and free its slot now
         (the work itself goes on until it returns, and its outcome is then discarded)."""
         run.abandoned = True
-        self.m.task_group.start_soon(self._settle_abandoned, run)
+        self.runs.spawn(self.m.task_group, self._settle_abandoned, run)
 
     async def _settle_abandoned(self, run: _Run) -> None:
         rec = run.rec
         try:
             usage = _usage(run.ctx, run.cpu0, run.wall0)
-            await self._settle(rec, self.tools[rec.tool_name], run, True, usage)
+            await self._settle_durably(rec, self.tools[rec.tool_name], run, True, usage)
         finally:
             self._release(rec.id, rec.tool_name, run.needs, run)
 
@@ -411,6 +417,26 @@ class Scheduler:
         return policy.default_timeout_ms / 1000
 
     # -- outcomes --------------------------------------------------------------------------
+
+    async def _settle_durably(
+        self, rec: JobRecord, spec: JobToolSpec, run: _Run, abandoned: bool, usage: dict[str, float]
+    ) -> None:
+        """Write the outcome; while the store fails (locked, full, restarting) retry with backoff for
+        SETTLE_RETRY_SECONDS. The writes are fenced by attempt, so a late one is refused, not applied.
+        Given up, the job stays running under this process until recovery (a restart) settles it."""
+        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                await self._settle(rec, spec, run, abandoned, usage)
+                return
+            except StoreError as exc:
+                if anyio.current_time() + delay > deadline:
+                    log.error("job.outcome_not_written", job_id=rec.id, error=str(exc))
+                    return
+                log.warning("job.outcome_retry", job_id=rec.id, error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def _settle(
         self, rec: JobRecord, spec: JobToolSpec, run: _Run, abandoned: bool, usage: dict[str, float]

@@ -35,12 +35,12 @@ def _flatten(node: Any, defs: dict[str, Any], seen: tuple[str, ...]) -> Any:
     if not isinstance(node, dict):
         return node
     ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        name = ref.removeprefix("#/$defs/")
-        if name in seen or name not in defs:
-            raise _Recursive(name)
+    if ref is not None:
+        name = ref.removeprefix("#/$defs/") if isinstance(ref, str) else ""
+        if name in seen or name not in defs or not _ANNOTATIONS.issuperset(set(node) - {"$ref"}):
+            raise _Recursive(name)  # recursive, not local, or with sibling constraints: keep the schema as is
         target = _flatten(defs[name], defs, (*seen, name))
-        return {**target, **{k: _flatten(v, defs, seen) for k, v in node.items() if k != "$ref"}}
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
     out = {key: _flatten(value, defs, seen) for key, value in node.items()}
     return _fold_nullable(out)
 
@@ -52,9 +52,23 @@ def _fold_nullable(node: dict[str, Any]) -> dict[str, Any]:
         return node
     other = branches[0] if branches[1] == _NULL else branches[1]
     kind = other.get("type")
-    if not isinstance(kind, str) or "anyOf" in other or "const" in other or "not" in other:
-        return node  # only a single-typed branch folds exactly
+    if (
+        not isinstance(kind, str)
+        or not _FOLDABLE.issuperset(other)
+        or not _ANNOTATIONS.issuperset(set(node) - {"anyOf"})
+    ):
+        return node  # only a single-typed branch of type-specific keywords folds exactly
     folded = {**other, **{k: v for k, v in node.items() if k != "anyOf"}, "type": [kind, "null"]}
-    if "enum" in other:
+    if "enum" in other and None not in other["enum"]:
         folded["enum"] = [*other["enum"], None]
     return folded
+
+
+# keywords that say nothing about validity
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"})
+# a branch made only of these (each applies to its own type, or is an annotation) may take "null" in its type
+_FOLDABLE = _ANNOTATIONS | {
+    "type", "enum", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+    "uniqueItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength",
+    "maxLength", "pattern", "format", "minProperties", "maxProperties", "propertyNames", "patternProperties",
+}  # fmt: skip
