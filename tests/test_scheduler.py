@@ -189,10 +189,9 @@ class Backend:
             yield manager, sched
 
     def _tell_when_listening(self) -> anyio.Event | None:
-        """Work-around (reported on issue 8): `PostgresStore.listen` leaks its connection when cancelled
-        inside `Listener.start()` (it closes it only on database errors, and the listener is not yet
-        registered for `close()`), so a test that stops its manager within the first claim round would
-        leave an unclosed connection that fails a later test (ResourceWarning). Tests start once listening."""
+        """Tests start once the worker listens, so no change is missed to the poll interval. (This also
+        worked around a connection leaked by a listen cancelled while starting, now fixed and tested in
+        tests/store/test_postgres.py.)"""
         if not self.shared:
             return None
         listening, listen = anyio.Event(), self.store.listen  # type: ignore[attr-defined]
@@ -378,10 +377,7 @@ async def test_dependency_failure_cascades_and_the_dependents_never_run(backend:
     assert gates.order == ["blocker"]
 
 
-@on_stores(
-    xfail_postgres="product bug: ClaimScheduler._sweep fails a dependent with m.fail_job(...) but without "
-    "extra={'current_stage': 'dependency_failed'} (Scheduler._fail_dependent sets it), so current_stage stays None"
-)
+@on_stores()
 async def test_a_job_failed_by_its_dependency_says_so_in_its_stage(backend: Backend) -> None:
     async def boom() -> None:
         raise NonRetryableError("boom")

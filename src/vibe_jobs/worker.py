@@ -232,7 +232,10 @@ class ClaimScheduler(Scheduler):
             for rec, dep, status in await self.shared.dependency_blocked():
                 why = status.value if status is not None else "no longer exists"
                 with contextlib.suppress(InvalidTransition, StaleWrite):
-                    await self.m.fail_job(rec.id, f"DependencyFailed: dependency '{dep}' {why}; this job did not run")
+                    await self.m.fail_job(
+                        rec.id, f"DependencyFailed: dependency '{dep}' {why}; this job did not run",
+                        extra={"current_stage": "dependency_failed"},
+                    )  # fmt: skip
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.store.test_contract import record
@@ -624,3 +627,16 @@ async def test_listener_reports_a_lost_connection(store: PostgresStore) -> None:
     await asyncio.wait_for(lost.wait(), 5)
     assert not listener.alive
     await listener.close()
+
+
+async def test_a_listener_cancelled_while_it_starts_leaves_no_connection_open(store: PostgresStore) -> None:
+    # a worker stopped in its first instants: every cut-short listen must close the connection it opened
+    # (an asyncpg connection dropped unclosed warns with ResourceWarning when it is collected)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(40):
+            with anyio.move_on_after(step * 0.0005):  # cut at every point of the start, connecting included
+                listener = await store.listen(lambda change: None)
+                await listener.close()
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

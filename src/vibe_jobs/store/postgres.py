@@ -547,9 +547,12 @@ class PostgresStore:
         listener = Listener(conn, self.channel, callback, on_lost)
         try:
             await listener.start()
-        except _DB_ERRORS as exc:
-            await listener.close()
-            raise self._error(exc) from None
+        except BaseException as exc:  # a database error, or cancelled while starting: never leak the connection
+            with anyio.CancelScope(shield=True):
+                await listener.close()
+            if isinstance(exc, _DB_ERRORS):
+                raise self._error(exc) from None
+            raise
         self._listeners.add(listener)
         return listener
 
