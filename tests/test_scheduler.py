@@ -498,10 +498,7 @@ async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it(b
         assert s.queued == {}
 
 
-@on_stores(
-    xfail_postgres="product bug: max_pending is not enforced: Scheduler.admit counts self.queued, which the "
-    "ClaimScheduler never fills (its queue is the database), so create_job never raises QueueFull"
-)
+@on_stores()
 async def test_queue_full_refuses_and_creates_nothing(backend: Backend) -> None:
     gates = Gates()
     async with backend.running([gated_tool(gates)], Settings(max_concurrent=1, max_pending=3)) as (m, _):
@@ -886,11 +883,7 @@ async def test_statistics_and_health_on_a_known_workload(backend: Backend) -> No
         gates.open(*gates.release, "low", "high", "critical")
 
 
-@on_stores(
-    xfail_postgres="product bug: statistics() on PostgreSQL has no queue view: ClaimScheduler inherits "
-    "Scheduler.queue_view, which reads self.queued (always empty there), so queue_depth_by_priority is {} and "
-    "oldest_pending_age_ms None, and health never reports a starving queue"
-)
+@on_stores()
 async def test_statistics_report_the_queue_by_priority_and_its_oldest_job(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
     async with backend.running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, _):

@@ -46,7 +46,7 @@ Plan = Callable[[JobRecord], dict[str, Any] | None]
 class Runner(Protocol):
     """What the scheduler offers the manager (admission, queueing, cancellation of running work)."""
 
-    def admit(self, rec: JobRecord) -> None: ...
+    async def admit(self, rec: JobRecord) -> None: ...
 
     async def enqueue(self, rec: JobRecord) -> None: ...
 
@@ -54,7 +54,7 @@ class Runner(Protocol):
 
     def cancel_running(self, job_id: str, reason: str) -> bool: ...
 
-    def queue_view(self) -> QueueView: ...
+    async def queue_view(self) -> QueueView: ...
 
     async def run_timers(self) -> None: ...
 
@@ -173,7 +173,7 @@ class JobManager:
         if task is not None and task.dependencies:
             await self._check_dependencies(rec)
         if self.runner is not None:
-            self.runner.admit(rec)
+            await self.runner.admit(rec)
         if self._now_store is not None:
             self._now_store.insert_now(rec)
         else:
@@ -554,7 +554,7 @@ class JobManager:
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
     async def statistics(self) -> Statistics:
-        queue = self.runner.queue_view() if self.runner is not None else None
+        queue = await self.runner.queue_view() if self.runner is not None else None
         return self.stats.snapshot(await self.store.counts(), self.now(), queue)
 
     async def cleanup(self, now: int | None = None) -> int:

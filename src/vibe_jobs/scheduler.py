@@ -134,10 +134,16 @@ class Scheduler:
 
     # -- admission -------------------------------------------------------------------------
 
-    def admit(self, rec: JobRecord) -> None:
+    async def admit(self, rec: JobRecord) -> None:
         """Refuse a job that the queue cannot take or that could never fit the resource limits."""
-        if len(self.queued) >= self.m.settings.max_pending:
+        self._check_room(len(self.queued))
+        self._check_fits(rec)
+
+    def _check_room(self, pending: int) -> None:
+        if pending >= self.m.settings.max_pending:
             raise QueueFull(f"the queue holds its maximum of {self.m.settings.max_pending} pending jobs")
+
+    def _check_fits(self, rec: JobRecord) -> None:
         needs = _needs(rec)
         limits = self.cfg.resource_limits
         caps = (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
@@ -532,7 +538,7 @@ class Scheduler:
             await self.enqueue(rec)
         return len(adopted)
 
-    def queue_view(self) -> QueueView:
+    async def queue_view(self) -> QueueView:
         depth: Counter[str] = Counter(e.priority.value for e in self.queued.values())
         oldest = min((e.created_at for e in self.queued.values()), default=None)
         return QueueView(dict(depth), oldest)

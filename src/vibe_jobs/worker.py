@@ -11,6 +11,7 @@ that runs on another.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.metrics import QueueView
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
@@ -36,6 +38,7 @@ SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome whi
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
 CLAIM_BATCH_FRACTION = 4
 CLAIM_LINGER_SECONDS = 0.005
+PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
 class ClaimStore(Protocol):
@@ -50,6 +53,8 @@ class ClaimStore(Protocol):
     async def listen(self, callback: Any, on_lost: Any = None) -> Any: ...
 
     def sweeper_lock(self) -> Any: ...
+
+    async def pending_by_priority(self) -> list[tuple[int, int, int]]: ...
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]: ...
 
@@ -86,8 +91,33 @@ class ClaimScheduler(Scheduler):
         self._batch = max(1, self.concurrency // CLAIM_BATCH_FRACTION)
         self._backlog = False  # the last claim filled every slot it asked for
         self._linger_until: float | None = None
+        self._pending_counted, self._submitted_since_count, self._counted_at = 0, 0, -math.inf
 
     # -- the local queue is the database ---------------------------------------------------
+
+    async def admit(self, rec: JobRecord) -> None:
+        """`max_pending` bounds the shared queue (every server's pending jobs): counted in the database
+        whenever the last count is over a second old or the queue is within 10 % of the limit, and
+        estimated from that count plus this process's submissions in between otherwise."""
+        self._check_fits(rec)
+        self._check_room(await self._pending_estimate())
+        self._submitted_since_count += 1
+
+    async def _pending_estimate(self) -> int:
+        now, limit = anyio.current_time(), self.m.settings.max_pending
+        estimate = self._pending_counted + self._submitted_since_count
+        if now - self._counted_at > PENDING_COUNT_SECONDS or estimate >= 0.9 * limit:
+            view = await self.queue_view()
+            self._pending_counted, self._counted_at = sum(view.depth_by_priority.values()), now
+            self._submitted_since_count = 0
+            estimate = self._pending_counted
+        return estimate
+
+    async def queue_view(self) -> QueueView:
+        """The shared queue by priority and its oldest job, as the database holds it now."""
+        rows = await self.shared.pending_by_priority()
+        depth = {RANK_PRIORITY.get(rank, Priority.MEDIUM).value: count for rank, count, _ in rows}
+        return QueueView(depth, min((oldest for _, _, oldest in rows), default=None))
 
     async def enqueue(self, rec: JobRecord) -> None:
         self._wake.set()

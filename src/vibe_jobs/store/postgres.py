@@ -392,6 +392,10 @@ class PostgresStore:
         found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
+    async def pending_by_priority(self) -> list[tuple[int, int, int]]:
+        """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs: the shared queue."""
+        return [(row[0], row[1], row[2]) for row in await self._fetch(sql.PENDING_BY_PRIORITY)]
+
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         return [row[0] for row in await self._fetch(sql.DELETE_FINISHED, before, limit)]
 

@@ -48,6 +48,8 @@ FIND_ACTIVE = f"{SELECT} WHERE dedupe_key = $1 AND {ACTIVE_SQL} ORDER BY created
 ACTIVE = f"{SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+# the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
+PENDING_BY_PRIORITY = "SELECT priority, count(*), min(created_at) FROM jobs WHERE status = 'pending' GROUP BY priority"
 DELETE_FINISHED = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
