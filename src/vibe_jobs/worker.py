@@ -32,7 +32,6 @@ log = get_logger("vibe_jobs.worker")
 
 POLL_SECONDS = 1.0  # claim again at least this often (notifications are wake-ups, not a log)
 SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and when a job fails)
-SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store is away
 # With a backlog (the last claim filled every free slot), a worker claims once a quarter of its slots is
 # free or the first freed slot has waited CLAIM_LINGER_SECONDS: one claim per batch of finishes, not one
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
@@ -202,7 +201,7 @@ class ClaimScheduler(Scheduler):
         self._claimed[rec.id] = rec
         self._take(entry.tool, entry.needs, +1)
         self.starting += 1
-        self.m.task_group.start_soon(self._run, entry)
+        self.runs.spawn(self.m.task_group, self._run, entry)
 
     async def _claim(self, entry: _Queued) -> _Run | None:
         rec = self._claimed.pop(entry.job_id)
@@ -232,23 +231,6 @@ class ClaimScheduler(Scheduler):
     async def _cancel_requested_elsewhere(self) -> None:
         """Folded into `_renew` (one query for all running jobs instead of one read per job)."""
         self._next_renew = 0.0
-
-    async def _settle(self, rec: JobRecord, spec: JobToolSpec, run: _Run, abandoned: bool, usage: Any) -> None:
-        """Write the outcome; while the store is unreachable (a restart), retry for a while: the
-        writes are fenced by attempt, so a late one after the job moved on is refused, not applied."""
-        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
-        delay = 0.05
-        while True:
-            try:
-                await super()._settle(rec, spec, run, abandoned, usage)
-                return
-            except StoreError as exc:
-                if anyio.current_time() > deadline:
-                    log.error("job.outcome_not_written", job_id=rec.id, error=str(exc))
-                    return  # the lease lapses; recovery settles the job
-                log.warning("job.outcome_retry", job_id=rec.id, error=str(exc))
-                await anyio.sleep(delay)
-                delay = min(1.0, delay * 2)
 
     async def _sweep(self) -> None:
         """Fail pending jobs whose dependency failed, was cancelled or is gone (one sweeper at a time)."""
