@@ -903,6 +903,22 @@ async def test_statistics_report_the_queue_by_priority_and_its_oldest_job(backen
         gates.open(*gates.release, "low", "high", "critical")
 
 
+@on_stores("postgres")  # a cluster concern: several processes, each running some of the tools
+async def test_health_reports_pending_jobs_of_a_tool_no_live_worker_runs(backend: Backend) -> None:
+    gates = Gates()
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1)) as (m, _):
+        await m.create_job("gated", {"key": "blocker"})
+        await gates.wait_started("blocker")
+        await m.create_job("gated", {"key": "queued"})  # pending, but a live worker runs its tool
+        for _ in range(2):
+            await m.create_job("nobody-runs-this", {})
+        stats = await m.statistics()
+        assert stats.unserved_tools == {"nobody-runs-this": 2}
+        assert "no live worker runs tool 'nobody-runs-this' (2 pending)" in stats.health.reasons
+        assert stats.wire()["unservedTools"] == {"nobody-runs-this": 2}
+        gates.open("blocker", "queued")
+
+
 # -- 10. recovery ----------------------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ class Statistics(_Snapshot):
     queue_depth: int
     queue_depth_by_priority: dict[str, int] = Field(default_factory=dict)
     oldest_pending_age_ms: int | None = None
+    unserved_tools: dict[str, int] = Field(default_factory=dict)
     by_tool: dict[str, GroupStats] = Field(default_factory=dict)
     by_operation_type: dict[str, GroupStats] = Field(default_factory=dict)
     throughput_per_minute: int = 0
@@ -109,6 +110,7 @@ class QueueView:
 
     depth_by_priority: dict[str, int]
     oldest_pending_created_at: int | None
+    unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
 
 
 class StatsCollector:
@@ -156,16 +158,18 @@ class StatsCollector:
             counts={s.value: counts.get(s, 0) for s in JobStatus}, total=sum(counts.values()),
             running=counts.get(JobStatus.RUNNING, 0), queue_depth=pending,
             queue_depth_by_priority=queue.depth_by_priority if queue else {},
-            oldest_pending_age_ms=oldest_age,
+            oldest_pending_age_ms=oldest_age, unserved_tools=queue.unserved_tools if queue else {},
             by_tool={k: g.snapshot() for k, g in self.by_tool.items()},
             by_operation_type={k: g.snapshot() for k, g in self.by_op.items()},
             throughput_per_minute=done_1m + failed_1m, error_rate_5m=error_rate,
-            health=self.health(pending, error_rate, oldest_age),
+            health=self.health(pending, error_rate, oldest_age, queue.unserved_tools if queue else None),
         )  # fmt: skip
 
-    def health(self, depth: int, error_rate: float | None, oldest_age: int | None) -> HealthReport:
+    def health(
+        self, depth: int, error_rate: float | None, oldest_age: int | None, unserved: dict[str, int] | None = None
+    ) -> HealthReport:
         t = self.thresholds
-        reasons: list[str] = []
+        reasons = [f"no live worker runs tool '{tool}' ({n} pending)" for tool, n in sorted((unserved or {}).items())]
         if depth > t.max_queue_depth:
             reasons.append(f"queue depth {depth} is over {t.max_queue_depth}")
         if error_rate is not None and error_rate > t.max_error_rate:

@@ -55,6 +55,10 @@ class ClaimStore(Protocol):
 
     async def pending_by_priority(self) -> list[tuple[int, int, int]]: ...
 
+    async def offer_tools(self, owner: str, tools: Any) -> None: ...
+
+    async def unserved_tools(self, now: int) -> dict[str, int]: ...
+
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]: ...
 
 
@@ -106,17 +110,21 @@ class ClaimScheduler(Scheduler):
         now, limit = anyio.current_time(), self.m.settings.max_pending
         estimate = self._pending_counted + self._submitted_since_count
         if now - self._counted_at > PENDING_COUNT_SECONDS or estimate >= 0.9 * limit:
-            view = await self.queue_view()
-            self._pending_counted, self._counted_at = sum(view.depth_by_priority.values()), now
+            rows = await self.shared.pending_by_priority()
+            self._pending_counted, self._counted_at = sum(count for _, count, _ in rows), now
             self._submitted_since_count = 0
             estimate = self._pending_counted
         return estimate
 
     async def queue_view(self) -> QueueView:
-        """The shared queue by priority and its oldest job, as the database holds it now."""
+        """The shared queue by priority, its oldest job and the tools no live process runs, as the database
+        holds them now."""
         rows = await self.shared.pending_by_priority()
         depth = {RANK_PRIORITY.get(rank, Priority.MEDIUM).value: count for rank, count, _ in rows}
-        return QueueView(depth, min((oldest for _, _, oldest in rows), default=None))
+        unserved = await self.shared.unserved_tools(self.m.now()) if rows else {}
+        if self.run_jobs:  # this process is alive whatever its lease says: its own tools are served
+            unserved = {tool: n for tool, n in unserved.items() if tool not in self.tools}
+        return QueueView(depth, min((oldest for _, _, oldest in rows), default=None), unserved)
 
     async def enqueue(self, rec: JobRecord) -> None:
         self._wake.set()
@@ -128,6 +136,8 @@ class ClaimScheduler(Scheduler):
         self._wake.set()
 
     async def recover(self) -> int:
+        # after each heartbeat (the manager calls this right after it): the lease names the tools run here
+        await self.shared.offer_tools(self.m.owner, list(self.tools) if self.run_jobs else [])
         adopted = await recover_orphans(self.m, self.tools, self.retry.max_retries, shared=True)
         if adopted:
             self._wake.set()

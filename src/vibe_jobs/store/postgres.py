@@ -392,6 +392,14 @@ class PostgresStore:
         found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
+    async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
+        """Record on `owner`'s lease the tools it runs (health reports pending jobs nobody runs)."""
+        await self._execute(sql.OFFER_TOOLS, owner, sorted(tools))
+
+    async def unserved_tools(self, now: int) -> dict[str, int]:
+        """{tool: pending jobs} for tools that no process with a live lease runs."""
+        return {row[0]: row[1] for row in await self._fetch(sql.UNSERVED, now)}
+
     async def pending_by_priority(self) -> list[tuple[int, int, int]]:
         """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs: the shared queue."""
         return [(row[0], row[1], row[2]) for row in await self._fetch(sql.PENDING_BY_PRIORITY)]

@@ -138,7 +138,11 @@ _V2 = [
 # to be recovered after their lease as attempt n + 1. A nullable column without default: no rewrite.
 _V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# Step 4 (issue 8): each process's lease names the tools it runs, so health can report pending jobs of a
+# tool that no live process runs (a worker missing a --tools module, or none started).
+_V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 RECOUNT_USAGE = """UPDATE cluster_usage SET running = r.n, memory_mb = r.mem, cpu_weight = r.cpu, disk_mb = r.disk,

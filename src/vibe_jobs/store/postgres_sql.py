@@ -59,6 +59,11 @@ HEARTBEAT = (
     " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
 )
 RELEASE = "DELETE FROM leases WHERE owner = $1"
+OFFER_TOOLS = "UPDATE leases SET tools = $2::TEXT[] WHERE owner = $1"
+# pending jobs of tools that no live process offers ($1 now)
+UNSERVED = """SELECT j.tool_name, count(*) FROM jobs j WHERE j.status = 'pending' AND NOT EXISTS
+    (SELECT 1 FROM leases l WHERE l.expires_at > $1 AND j.tool_name = ANY(l.tools))
+GROUP BY j.tool_name"""
 # An active job is an orphan when its owner holds no live lease, or when it runs on an expired job lease.
 ORPHANS = (
     f"{SELECT} WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
