@@ -919,6 +919,30 @@ async def test_health_reports_pending_jobs_of_a_tool_no_live_worker_runs(backend
         gates.open("blocker", "queued")
 
 
+@on_stores("postgres")
+async def test_statistics_on_a_replica_count_the_jobs_other_processes_ran(backend: Backend) -> None:
+    async def ok() -> str:
+        return "ok"
+
+    async def bad() -> None:
+        raise RuntimeError("bad")
+
+    tools, clock = [make_spec(ok, name="ok"), make_spec(bad, name="bad")], FakeClock()
+    async with backend.running(tools, clock=clock) as (worker, _):
+        ids = [await worker.create_job("ok") for _ in range(3)] + [await worker.create_job("bad")]
+        for job_id in ids:
+            await finished(worker, job_id)
+        replica_store = open_store(backend.store.url)
+        replica = JobManager(replica_store, Settings(), clock=clock)
+        ClaimScheduler(replica, {}, run_jobs=False)  # a server replica that runs nothing itself
+        async with replica:
+            stats = await replica.statistics()
+    assert stats.by_tool["ok"].completed == 3 and stats.by_tool["ok"].success_rate == 1.0
+    assert stats.by_tool["bad"].failed == 1 and stats.by_tool["bad"].success_rate == 0.0
+    assert stats.by_tool["ok"].p50_duration_ms is not None and stats.throughput_per_minute == 4
+    assert stats.error_rate_5m == 0.25 and stats.counts["completed"] == 3
+
+
 # -- 10. recovery ----------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from vibe_jobs.errors import (
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
-from vibe_jobs.metrics import QueueView, Statistics, StatsCollector, job_metrics
+from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.results import as_result_dict, canonical_json, first_text, text_result
@@ -55,6 +55,8 @@ class Runner(Protocol):
     def cancel_running(self, job_id: str, reason: str) -> bool: ...
 
     async def queue_view(self) -> QueueView: ...
+
+    async def cluster_figures(self) -> ClusterFigures | None: ...
 
     async def run_timers(self) -> None: ...
 
@@ -555,7 +557,8 @@ class JobManager:
 
     async def statistics(self) -> Statistics:
         queue = await self.runner.queue_view() if self.runner is not None else None
-        return self.stats.snapshot(await self.store.counts(), self.now(), queue)
+        cluster = await self.runner.cluster_figures() if self.runner is not None else None
+        return self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""

@@ -113,6 +113,17 @@ class QueueView:
     unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterFigures:
+    """Finished-job figures of a whole cluster (read from the shared store), in place of one process's."""
+
+    by_tool: dict[str, GroupStats]
+    by_operation_type: dict[str, GroupStats]
+    finished_last_minute: int
+    completed_5m: int
+    failed_5m: int
+
+
 class StatsCollector:
     """Per-tool and per-operation counters plus per-second finish buckets for the last 5 minutes."""
 
@@ -147,9 +158,21 @@ class StatsCollector:
         recent = [b for b in self._buckets if b[0] > since]
         return sum(b[1] for b in recent), sum(b[2] for b in recent)
 
-    def snapshot(self, counts: dict[JobStatus, int], now: int, queue: QueueView | None = None) -> Statistics:
-        done_1m, failed_1m = self._window(now, 60)
-        done_5m, failed_5m = self._window(now, 300)
+    def snapshot(
+        self,
+        counts: dict[JobStatus, int],
+        now: int,
+        queue: QueueView | None = None,
+        cluster: ClusterFigures | None = None,
+    ) -> Statistics:
+        if cluster is not None:
+            by_tool, by_op = cluster.by_tool, cluster.by_operation_type
+            throughput, done_5m, failed_5m = cluster.finished_last_minute, cluster.completed_5m, cluster.failed_5m
+        else:
+            by_tool = {k: g.snapshot() for k, g in self.by_tool.items()}
+            by_op = {k: g.snapshot() for k, g in self.by_op.items()}
+            throughput = sum(self._window(now, 60))
+            done_5m, failed_5m = self._window(now, 300)
         error_rate = failed_5m / (done_5m + failed_5m) if done_5m + failed_5m else None
         pending = counts.get(JobStatus.PENDING, 0)
         oldest = queue.oldest_pending_created_at if queue else None
@@ -159,9 +182,7 @@ class StatsCollector:
             running=counts.get(JobStatus.RUNNING, 0), queue_depth=pending,
             queue_depth_by_priority=queue.depth_by_priority if queue else {},
             oldest_pending_age_ms=oldest_age, unserved_tools=queue.unserved_tools if queue else {},
-            by_tool={k: g.snapshot() for k, g in self.by_tool.items()},
-            by_operation_type={k: g.snapshot() for k, g in self.by_op.items()},
-            throughput_per_minute=done_1m + failed_1m, error_rate_5m=error_rate,
+            by_tool=by_tool, by_operation_type=by_op, throughput_per_minute=throughput, error_rate_5m=error_rate,
             health=self.health(pending, error_rate, oldest_age, queue.unserved_tools if queue else None),
         )  # fmt: skip
 

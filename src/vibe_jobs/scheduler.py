@@ -35,7 +35,7 @@ from vibe_jobs.errors import (
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager
-from vibe_jobs.metrics import QueueView
+from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
 from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.retry import RetryPolicy
@@ -537,6 +537,10 @@ class Scheduler:
         for rec in adopted:
             await self.enqueue(rec)
         return len(adopted)
+
+    async def cluster_figures(self) -> ClusterFigures | None:
+        """None: this process's own figures are the whole picture (a shared store's scheduler says more)."""
+        return None
 
     async def queue_view(self) -> QueueView:
         depth: Counter[str] = Counter(e.priority.value for e in self.queued.values())

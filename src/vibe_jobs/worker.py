@@ -22,7 +22,7 @@ from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
-from vibe_jobs.metrics import QueueView
+from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
@@ -58,6 +58,8 @@ class ClaimStore(Protocol):
     async def offer_tools(self, owner: str, tools: Any) -> None: ...
 
     async def unserved_tools(self, now: int) -> dict[str, int]: ...
+
+    async def finished_figures(self, now: int) -> ClusterFigures: ...
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]: ...
 
@@ -115,6 +117,10 @@ class ClaimScheduler(Scheduler):
             self._submitted_since_count = 0
             estimate = self._pending_counted
         return estimate
+
+    async def cluster_figures(self) -> ClusterFigures | None:
+        """Per-tool outcomes and durations, throughput and error rate over every process's jobs."""
+        return await self.shared.finished_figures(self.m.now())
 
     async def queue_view(self) -> QueueView:
         """The shared queue by priority, its oldest job and the tools no live process runs, as the database

@@ -32,6 +32,7 @@ import asyncpg
 
 from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.logs import get_logger
+from vibe_jobs.metrics import ClusterFigures, GroupStats
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import postgres_sql as sql
@@ -399,6 +400,21 @@ class PostgresStore:
     async def unserved_tools(self, now: int) -> dict[str, int]:
         """{tool: pending jobs} for tools that no process with a live lease runs."""
         return {row[0]: row[1] for row in await self._fetch(sql.UNSERVED, now)}
+
+    async def finished_figures(self, now: int) -> ClusterFigures:
+        """Statistics over every process's finished jobs (what one process saw is not the cluster)."""
+        groups: dict[bool, dict[str, GroupStats]] = {False: {}, True: {}}
+        for by_op, name, done, failed, cancelled, p50, p95, avg in await self._fetch(sql.FINISHED_BY_GROUP):
+            if name is None:
+                continue  # jobs without an operation type
+            decided = done + failed
+            groups[by_op][name] = GroupStats(
+                completed=done, failed=failed, cancelled=cancelled, success_rate=done / decided if decided else None,
+                p50_duration_ms=p50, p95_duration_ms=p95, average_duration_ms=float(avg) if avg is not None else None,
+            )  # fmt: skip
+        recent = await self._fetch(sql.FINISHED_RECENTLY, now)
+        done_1m, failed_1m, done_5m, failed_5m = recent[0]
+        return ClusterFigures(groups[False], groups[True], done_1m + failed_1m, done_5m, failed_5m)
 
     async def pending_by_priority(self) -> list[tuple[int, int, int]]:
         """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs: the shared queue."""

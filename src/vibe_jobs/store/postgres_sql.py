@@ -60,9 +60,27 @@ HEARTBEAT = (
 )
 RELEASE = "DELETE FROM leases WHERE owner = $1"
 OFFER_TOOLS = "UPDATE leases SET tools = $2::TEXT[] WHERE owner = $1"
+# Cluster-wide figures for statistics, from the finished jobs the table retains: per tool and per operation
+# type (grouping sets), counts by outcome and run durations (ms).
+_DURATION = "finished_at - started_at"
+_HAS_DURATION = "started_at IS NOT NULL AND finished_at IS NOT NULL"
+FINISHED_BY_GROUP = f"""SELECT GROUPING(tool_name) = 1 AS by_op, coalesce(tool_name, task->>'operationType') AS name,
+    count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),
+    count(*) FILTER (WHERE status = 'cancelled'),
+    percentile_disc(0.5) WITHIN GROUP (ORDER BY {_DURATION}) FILTER (WHERE {_HAS_DURATION}),
+    percentile_disc(0.95) WITHIN GROUP (ORDER BY {_DURATION}) FILTER (WHERE {_HAS_DURATION}),
+    avg({_DURATION}) FILTER (WHERE {_HAS_DURATION})
+FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')
+GROUP BY GROUPING SETS ((tool_name), (task->>'operationType'))"""
+# completed and failed in the last minute, and in the last 5 minutes ($1 now)
+FINISHED_RECENTLY = """SELECT
+    count(*) FILTER (WHERE status = 'completed' AND finished_at > $1::BIGINT - 60000),
+    count(*) FILTER (WHERE status = 'failed' AND finished_at > $1::BIGINT - 60000),
+    count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed')
+FROM jobs WHERE status IN ('completed', 'failed') AND finished_at > $1::BIGINT - 300000"""
 # pending jobs of tools that no live process offers ($1 now)
 UNSERVED = """SELECT j.tool_name, count(*) FROM jobs j WHERE j.status = 'pending' AND NOT EXISTS
-    (SELECT 1 FROM leases l WHERE l.expires_at > $1 AND j.tool_name = ANY(l.tools))
+    (SELECT 1 FROM leases l WHERE l.expires_at > $1::BIGINT AND j.tool_name = ANY(l.tools))
 GROUP BY j.tool_name"""
 # An active job is an orphan when its owner holds no live lease, or when it runs on an expired job lease.
 ORPHANS = (
