@@ -57,6 +57,8 @@ class ClaimStore(Protocol):
 
     async def offer_tools(self, owner: str, tools: Any) -> None: ...
 
+    async def head_fits(self, tools: Any, limits: Any, *, now: int | None = None) -> bool | None: ...
+
     async def unserved_tools(self, now: int) -> dict[str, int]: ...
 
     async def finished_figures(self, now: int) -> ClusterFigures: ...
@@ -97,6 +99,8 @@ class ClaimScheduler(Scheduler):
         self._backlog = False  # the last claim filled every slot it asked for
         self._linger_until: float | None = None
         self._pending_counted, self._submitted_since_count, self._counted_at = 0, 0, -math.inf
+        self._look_at_head = True
+        self._claiming = anyio.Lock()
 
     # -- the local queue is the database ---------------------------------------------------
 
@@ -192,7 +196,13 @@ class ClaimScheduler(Scheduler):
         self._next_renew = self._next_sweep = 0.0
 
     async def _claim_available(self) -> None:
+        async with self._claiming:  # one claim round at a time: free slots are counted before the claim
+            await self._claim_rounds()
+
+    async def _claim_rounds(self) -> None:
         names = list(self.tools)
+        if await self._reserving(names):
+            return
         while (free := self.concurrency - len(self.running) - self.starting) > 0:
             if self._backlog and free < self._batch:
                 now = anyio.current_time()
@@ -208,7 +218,27 @@ class ClaimScheduler(Scheduler):
                 self._launch(rec)
             self._backlog = len(found) == free
             if not self._backlog:
+                self._look_at_head = True  # a short claim: something may not have fitted
                 return
+
+    async def _reserving(self, names: list[str]) -> bool:
+        """The reservation window across the cluster: once the head of the queue (the job a claim takes
+        first) has not fitted the resource limits for `reservation_ms`, claim nothing behind it until
+        running jobs have freed enough for it (small jobs backfill only within the window).
+        Looked at only after a short claim or while the head is blocked (one query then)."""
+        lim = self.limits
+        if not (self._look_at_head or self._head_blocked_since is not None) or (
+            lim.max_memory_mb is None and (lim.max_cpu_weight is None and lim.max_disk_space_mb is None)
+        ):
+            return False
+        self._look_at_head = False
+        now = self.m.now()
+        if await self.shared.head_fits(names, lim, now=now) is not False:
+            self._head_blocked_since = None
+            return False
+        if self._head_blocked_since is None:
+            self._head_blocked_since = now
+        return now - self._head_blocked_since >= self.reservation_ms
 
     def _launch(self, rec: JobRecord) -> None:
         entry = _Queued(

@@ -324,6 +324,25 @@ SELECT {_COLS} FROM upd ORDER BY claim_order"""
 
 CLAIM_LIMITED = _claim(True)
 CLAIM_UNLIMITED = _claim(False)
+# The head of the queue (the job a claim would take first if resources allowed: $1 tools, $2 now, $3 weights,
+# $4 aging) and whether it fits beside the running jobs ($5 memory, $6 cpu weight, $7 disk caps; NULL: none).
+HEAD_FITS = f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now),
+u AS (SELECT coalesce(sum(need_memory_mb), 0) AS mem, coalesce(sum(need_cpu_weight), 0) AS cpu,
+        coalesce(sum(need_disk_mb), 0) AS disk FROM jobs WHERE status = 'running'),
+head AS (
+    SELECT c.* FROM t, (VALUES (0), (1), (2), (3)) AS lv(level)
+    CROSS JOIN LATERAL (
+        SELECT j.id, j.need_memory_mb, j.need_cpu_weight, j.need_disk_mb, j.seq,
+            j.created_at - coalesce(($3::FLOAT8[])[lv.level + 1], 1) * $4::BIGINT AS key
+        FROM jobs j WHERE {_ELIGIBLE}
+        ORDER BY {LEVEL}, j.created_at, j.seq LIMIT 1
+    ) AS c
+    ORDER BY c.key, c.seq LIMIT 1
+)
+SELECT head.id, ($5::FLOAT8 IS NULL OR u.mem + head.need_memory_mb <= $5 + 1e-9)
+    AND ($6::FLOAT8 IS NULL OR u.cpu + head.need_cpu_weight <= $6 + 1e-9)
+    AND ($7::FLOAT8 IS NULL OR u.disk + head.need_disk_mb <= $7 + 1e-9)
+FROM head, u"""
 # The rows a claim took, read back after its answer was lost ($1 owner, $2 its token), in claim order as far
 # as it can be rebuilt (the aged priority key is not stored): priority level, then creation order.
 CLAIMED = (
