@@ -11,7 +11,6 @@ reason when that is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import Counter, defaultdict
@@ -23,6 +22,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.pg import postgres_url, with_new_schema
 from vibe_jobs import (
     EventType,
     JobManager,
@@ -152,13 +152,8 @@ def make_store(kind: str, tmp_path: Path) -> JobStore:
     if kind == "sqlite":
         return SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     assert kind == "postgres", kind
-    url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
-            pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
-        pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the scheduler tests against PostgreSQL")
-    sep = "&" if "?" in url else "?"
-    return open_store(f"{url}{sep}schema=vj_sched_{os.urandom(6).hex()}")  # a schema per test, dropped after
+    url = postgres_url("the scheduler tests against PostgreSQL")
+    return open_store(with_new_schema(url, "vj_sched"))  # a schema per test, dropped after
 
 
 class Backend:

@@ -45,6 +45,7 @@ from tests.e2e.test_crash_recovery import (
     wait_for,
     wait_until,
 )
+from tests.pg import postgres_url
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -57,12 +58,7 @@ TOOLS = ["--tools", "tests.e2e.cluster_tools", "--tools", "tests.e2e.crash_tools
 
 
 def base_url() -> str:
-    url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
-            pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
-        pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the PostgreSQL cluster tests")
-    return url
+    return postgres_url("the PostgreSQL cluster tests")
 
 
 @dataclass

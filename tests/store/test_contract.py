@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.pg import postgres_url, with_new_schema
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import (
     JobRecord,
@@ -41,14 +42,8 @@ def make_store(kind: str, tmp_path: Path) -> JobStore:
     if kind == "sqlite":
         return SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     if kind == "postgres":
-        url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
-        if not url:
-            if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
-                pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
-            pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the contract against PostgreSQL")
         # every test gets a schema of its own (dropped afterwards), so runs never collide
-        sep = "&" if "?" in url else "?"
-        return open_store(f"{url}{sep}schema=vj_test_{os.urandom(6).hex()}")
+        return open_store(with_new_schema(postgres_url("the contract against PostgreSQL"), "vj_test"))
     raise AssertionError(f"unknown store kind {kind}")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.pg import postgres_url, with_new_schema
 from tests.store.test_contract import record
 from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
@@ -40,12 +40,7 @@ NO_LIMITS = ClaimLimits()
 
 
 def base_url() -> str:
-    url = os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
-            pytest.fail("VIBE_JOBS_REQUIRE_POSTGRES=1 but VIBE_JOBS_TEST_POSTGRES_URL is unset")
-        pytest.skip("set VIBE_JOBS_TEST_POSTGRES_URL to run the PostgreSQL tests")
-    return url
+    return postgres_url("the PostgreSQL tests")
 
 
 StoreFactory = Callable[[], Awaitable[PostgresStore]]
@@ -53,8 +48,7 @@ StoreFactory = Callable[[], Awaitable[PostgresStore]]
 
 @pytest.fixture
 def schema_url() -> str:
-    url = base_url()
-    return f"{url}{'&' if '?' in url else '?'}schema=vj_test_{os.urandom(6).hex()}"
+    return with_new_schema(base_url(), "vj_test")
 
 
 @pytest.fixture
@@ -147,7 +141,7 @@ async def test_newer_schema_refused(store: PostgresStore, schema_url: str) -> No
 
 
 async def test_schemas_are_isolated(store: PostgresStore) -> None:
-    other = PostgresStore(f"{base_url()}{'&' if '?' in base_url() else '?'}schema=vj_test_{os.urandom(6).hex()}")
+    other = PostgresStore(with_new_schema(base_url(), "vj_test"))
     await other.open()
     try:
         await store.insert(record("only-here"))
@@ -607,7 +601,7 @@ async def test_notify_on_insert_status_change_and_cancel(make_store: StoreFactor
 
 
 async def test_notify_channels_are_per_schema(store: PostgresStore) -> None:
-    other = PostgresStore(f"{base_url()}{'&' if '?' in base_url() else '?'}schema=vj_test_{os.urandom(6).hex()}")
+    other = PostgresStore(with_new_schema(base_url(), "vj_test"))
     await other.open()
     got: list[JobChange] = []
     try:
