@@ -108,6 +108,6 @@ async def test_an_abandoned_run_gives_its_slot_back_once() -> None:
         needs = (10.0, 1.0, 0.0)
         sched._take("noop", needs, +1)  # a run holding a slot ...
         run = _Run(JobContext(manager, job_id, 1, "noop"), needs, rec)
-        sched._release(job_id, "noop", needs, run)  # ... freed when its abandoned failure is written
-        sched._release(job_id, "noop", needs, run)  # ... and again when the stubborn work returns late
+        sched._release("noop", needs, run)  # ... freed when its abandoned failure is written
+        sched._release("noop", needs, run)  # ... and again when the stubborn work returns late
         assert sched._per_tool["noop"] == 0 and sched._usage == [0.0, 0.0, 0.0]

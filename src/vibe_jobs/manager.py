@@ -257,7 +257,7 @@ class JobManager:
                 rec, known = known, None
             elif cached is not None:
                 rec = cached
-            else:
+            else:  # `_get`, inlined: one coroutine less per change on the memory store
                 now_store = self._now_store
                 found = now_store.jobs.get(job_id) if now_store is not None else await self.store.get(job_id)
                 if found is None:

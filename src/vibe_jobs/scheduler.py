@@ -62,28 +62,13 @@ class _Queued:
     run_after: int | None = None
 
 
-class _Flag:
-    """Set once; read with `is_set()` (nobody waits on it: the run's own task does the work)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-    def is_set(self) -> bool:
-        return self.value
-
-
 @dataclass(slots=True)
 class _Run:
     ctx: JobContext
     needs: tuple[float, float, float]
     rec: JobRecord  # as the claim returned it: running, this attempt
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    done: _Flag = field(default_factory=lambda: _Flag())  # the work returned (or raised)
+    done: bool = False  # the work returned (or raised); nobody waits on it: the run's own task did the work
     result: dict[str, Any] | None = None
     error: BaseException | None = None
     error_trace: str | None = None
@@ -318,17 +303,16 @@ class Scheduler:
         finally:
             if run is None:
                 self.starting -= 1
-                self._release(entry.job_id, entry.tool, entry.needs, None)
-            elif not run.released:  # an abandoned run was released when it was given up
-                self._release(entry.job_id, entry.tool, entry.needs, run)
+            self._release(entry.tool, entry.needs, run)
 
-    def _release(self, job_id: str, tool: str, needs: tuple[float, float, float], run: _Run | None) -> None:
+    def _release(self, tool: str, needs: tuple[float, float, float], run: _Run | None) -> None:
+        """Give a run's slot back, once (an abandoned run's is given back when it is given up)."""
         if run is not None:
             if run.released:
-                return  # abandoned work that returned while its failure was being written: freed once
+                return
             run.released = True
-            if self.running.get(job_id) is run:
-                del self.running[job_id]  # not a newer attempt's run (a retry may claim first)
+            if self.running.get(run.rec.id) is run:
+                del self.running[run.rec.id]  # not a newer attempt's run (a retry may claim first)
         self._take(tool, needs, -1)
         if not self.running and not self.starting:
             self._idle.set()
@@ -372,7 +356,7 @@ class Scheduler:
         except Exception as exc:
             run.error, run.error_trace = exc, traceback.format_exc()
         finally:
-            run.done.set()
+            run.done = True
             self.timers.cancel(run.timer)
         if not run.abandoned:
             await self._settle_durably(rec, spec, run, False, _usage(run.ctx, run.cpu0, run.wall0))
@@ -404,7 +388,7 @@ class Scheduler:
             usage = _usage(run.ctx, run.cpu0, run.wall0)
             await self._settle_durably(rec, self.tools[rec.tool_name], run, True, usage)
         finally:
-            self._release(rec.id, rec.tool_name, run.needs, run)
+            self._release(rec.tool_name, run.needs, run)
 
     async def _flush_diagnostics(self, run: _Run) -> None:
         with contextlib.suppress(InvalidTransition, StaleWrite):

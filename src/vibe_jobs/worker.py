@@ -266,7 +266,7 @@ class ClaimScheduler(Scheduler):
         sent = dict(self.running)
         held = await self.shared.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
         for job_id, run in sent.items():
-            if self.running.get(job_id) is not run or run.done.is_set():
+            if self.running.get(job_id) is not run or run.done:
                 continue  # finished (or re-claimed) meanwhile
             if job_id not in held:
                 run.lost = True
