@@ -227,9 +227,8 @@ class ClaimScheduler(Scheduler):
         running jobs have freed enough for it (small jobs backfill only within the window).
         Looked at only after a short claim or while the head is blocked (one query then)."""
         lim = self.limits
-        if not (self._look_at_head or self._head_blocked_since is not None) or (
-            lim.max_memory_mb is None and (lim.max_cpu_weight is None and lim.max_disk_space_mb is None)
-        ):
+        caps = (lim.max_memory_mb, lim.max_cpu_weight, lim.max_disk_space_mb)
+        if all(cap is None for cap in caps) or not (self._look_at_head or self._head_blocked_since is not None):
             return False
         self._look_at_head = False
         now = self.m.now()

@@ -63,11 +63,12 @@ def _payloads(changes: list[dict[str, Any]]) -> list[str]:
     size = 0
     for change in changes:
         item = json.dumps(change)
-        if chunk and size + len(item.encode()) + 1 > _PAYLOAD_BYTES:
+        n = len(item.encode()) + 1
+        if chunk and size + n > _PAYLOAD_BYTES:
             out.append(f"[{','.join(chunk)}]")
             chunk, size = [], 0
         chunk.append(item)
-        size += len(item.encode()) + 1
+        size += n
     if chunk:
         out.append(f"[{','.join(chunk)}]")
     return out
