@@ -135,23 +135,25 @@ class StatsCollector:
 
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
-        duration = end - rec.started_at if rec.started_at is not None else None
-        _group(self.by_tool, rec.tool_name).add(rec.status, duration)
-        op = rec.task.operation_type if rec.task else None
-        if op is not None:
-            _group(self.by_op, op).add(rec.status, duration)
-        self._bucket(end // 1000, rec.status)
-
-    def _bucket(self, second: int, status: JobStatus) -> None:
-        if not self._buckets or self._buckets[-1][0] != second:
-            self._buckets.append([second, 0, 0])
-            while self._buckets and self._buckets[0][0] < second - 300:
-                self._buckets.popleft()
-        bucket = self._buckets[-1]
+        duration = None if rec.started_at is None else end - rec.started_at
+        status = rec.status
+        _group(self.by_tool, rec.tool_name).add(status, duration)
+        if rec.task is not None and (op := rec.task.operation_type) is not None:
+            _group(self.by_op, op).add(status, duration)
+        buckets = self._buckets
+        second = end // 1000
+        bucket = buckets[-1] if buckets and buckets[-1][0] == second else self._new_bucket(second)
         if status is JobStatus.COMPLETED:
             bucket[1] += 1
         elif status is JobStatus.FAILED:
             bucket[2] += 1
+
+    def _new_bucket(self, second: int) -> list[int]:
+        buckets = self._buckets
+        buckets.append([second, 0, 0])
+        while buckets and buckets[0][0] < second - 300:
+            buckets.popleft()
+        return buckets[-1]
 
     def _window(self, now: int, seconds: int) -> tuple[int, int]:
         since = now // 1000 - seconds
