@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -277,20 +279,72 @@ async def test_locked_database_is_a_clear_error_and_recovers(db: Path) -> None:
 
 async def test_disk_full_is_a_clear_error_and_recovers(store: SQLiteStore) -> None:
     await store.insert(record("before"))
-    pages = await run_sql(store, lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
-    await run_sql(store, lambda conn: conn.execute(f"PRAGMA max_page_count = {pages}"))  # "disk" full
+    ((pages,),) = await store._sql("PRAGMA page_count")
+    await store._sql(f"PRAGMA max_page_count = {pages}")  # "disk" full
     big = {"blob": "x" * 200_000}
     with pytest.raises(StoreError, match="disk is full"):
         await store.insert(record("too-big", params=big))
-    await run_sql(store, lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    await store._sql("PRAGMA max_page_count = 1073741823")
     await store.insert(record("fits", params=big))
     assert {r.id for r in await store.query(JobQuery())} == {"fits", "before"}
     assert await store.get("too-big") is None
 
 
-async def run_sql(store: SQLiteStore, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-    """Run `fn` on the store's own connection (its writer thread): a test-only back door."""
-    return await store._run(lambda conn, _: fn(conn), None, False)
+async def test_a_killed_server_process_fails_its_ops_clearly_and_is_replaced(store: SQLiteStore) -> None:
+    await store.insert(record("before"))
+    server = server_process(store)
+    in_flight = asyncio.ensure_future(store.insert(record("in-flight")))
+    server.kill()
+    await server.wait()
+    with pytest.raises(StoreError, match=r"SQLite server process .* stopped unexpectedly"):
+        await in_flight
+    await store.insert(record("after"))  # a new server process takes over
+    assert server_process(store).pid != server.pid
+    assert {r.id for r in await store.query(JobQuery())} == {"before", "after"}
+
+
+def server_process(store: SQLiteStore) -> asyncio.subprocess.Process:
+    assert store._link is not None and store._link._proc is not None
+    return store._link._proc
+
+
+CHILD = """
+import asyncio, os, sys
+from vibe_jobs.store.sqlite import SQLiteStore
+async def main():
+    store = SQLiteStore(sys.argv[1])
+    await store.open()
+    print(store._link._proc.pid, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def test_the_server_process_ends_with_its_parent(db: Path) -> None:
+    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, url(db), stdout=asyncio.subprocess.PIPE)
+    assert parent.stdout is not None
+    server_pid = int(await parent.stdout.readline())
+    watch = os.pidfd_open(server_pid)  # readable once that process has ended
+    try:
+        parent.kill()  # SIGKILL: the parent cannot stop its server itself
+        await parent.wait()
+        with anyio.fail_after(10):
+            await anyio.wait_readable(watch)
+    finally:
+        os.close(watch)
+
+
+async def test_nothing_but_the_parent_hears_from_the_server_process(db: Path) -> None:
+    """Over stdio the parent's stdout carries the MCP protocol: the server process writes nothing to it."""
+    script = CHILD.replace(
+        "    print(store._link._proc.pid, flush=True)\n    await asyncio.Event().wait()",
+        "    await store.heartbeat('x', 1)\n    await store.close()",
+    )
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, url(db), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await done.communicate()
+    assert (done.returncode, out, err) == (0, b"", b"")
 
 
 async def test_bad_values_fail_only_their_operation(store: SQLiteStore) -> None:

@@ -4,29 +4,38 @@ URL: `sqlite:///` + a path, as SQLAlchemy spells it: `sqlite:////abs/path/jobs.d
 `sqlite:///jobs.db` (relative to the working directory), `sqlite:///:memory:` (tests). Options as a
 query string: `?synchronous=full` (fsync every group commit), `?busy_timeout=5` (seconds).
 
-All SQL runs on one dedicated thread with group commit (`_writer.Writer`); the event loop only
-encodes parameters, queues an operation and awaits its future. Every change is a compare-and-set
-`UPDATE ... WHERE id = ? AND <guards> RETURNING ...` that bumps `version`.
+All SQL runs in a child process that owns the connection and commits in groups (`_sqlite_server`,
+reached through `_sqlite_link.Link`); the event loop only encodes parameters, queues an op and
+awaits its future, which resolves after the commit. Every change is a compare-and-set
+`UPDATE ... WHERE id = ? AND <guards>` that bumps `version`. The store remembers the last record it
+read or wrote of each recent job: an update guarded by that record's version needs no RETURNING,
+since the new record is that one with the changes applied.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
+
 from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import sqlite_codec as codec
-from vibe_jobs.store._writer import Writer
+from vibe_jobs.store._sqlite_link import Link, Statement, statement
+from vibe_jobs.store._sqlite_server import ALL, COLUMN, NONE, ONE, ROWCOUNT, VACUUM, Config, Failure
 from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
-from vibe_jobs.store.sqlite_errors import open_error, store_error
-from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, configure, migrate
-from vibe_jobs.store.sqlite_table import Change, JobTable
+from vibe_jobs.store.sqlite_change import Change
+from vibe_jobs.store.sqlite_errors import failure_error, open_error
+from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pragmas
 
+log = get_logger("vibe_jobs.store.sqlite")
+
+KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
 # margin keeps a lease that a clock stepped back could still find live.
@@ -57,22 +66,20 @@ _ORPHANS = (
     " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, id"
 )
 
+_GET = f"{codec.SELECT} WHERE id = ?"
+_TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 
-def _select(conn: sqlite3.Connection, query: tuple[str, Any]) -> list[JobRecord]:
-    return [codec.decode(r) for r in conn.execute(*query)]
-
-
-def _counts(conn: sqlite3.Connection, _: None) -> dict[str, int]:
-    return dict(conn.execute(_COUNTS).fetchall())
-
-
-def _execute(conn: sqlite3.Connection, statement: tuple[str, Any]) -> None:
-    conn.execute(*statement)
-
-
-def _orphans(conn: sqlite3.Connection, now: int) -> list[JobRecord]:
-    conn.execute(_DROP_EXPIRED, (now - EXPIRED_LEASE_KEPT_MS,))
-    return [codec.decode(r) for r in conn.execute(_ORPHANS, (now,))]
+# The statements as the server knows them (an id each, the text sent once per connection).
+_S = {
+    name: statement(sql, writes)
+    for name, sql, writes in (
+        ("insert", codec.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
+        ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
+        ("counts", _COUNTS, False), ("delete_finished", _DELETE_FINISHED, True),
+        ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
+        ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
+    )
+}  # fmt: skip
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -87,7 +94,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class SQLiteStore:
-    """A `JobStore` in one SQLite file. Records returned are fresh copies."""
+    """A `JobStore` in one SQLite file. Records returned are never changed afterwards."""
 
     def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
         self.url = url
@@ -96,42 +103,28 @@ class SQLiteStore:
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous!r}")
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
-        self._writer: Writer | None = None
-        self._table = JobTable()
+        self._link: Link | None = None
+        # the last record read or written of each recent job, oldest first (see the module docstring)
+        self._known: dict[str, JobRecord] = {}
+        self._restarting = anyio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._writer is not None:
+        if self._link is not None:
             return
-        self._table = table = JobTable()
-        writer = Writer(
-            self._connect, self._error, on_begin=table.begin, on_rollback=table.rolled_back,
-            after_commit=table.after_commit,
-            name=f"vibe-jobs-sqlite:{Path(self.path).name}",
-        )  # fmt: skip
-        await writer.start()
-        self._writer = writer
+        self._make_parent()
+        config = Config(
+            path=self.path, pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)), migrations=MIGRATIONS
+        )
+        link = Link(config, self._failure, name=self.path)
+        await link.start()
+        self._link, self._known = link, {}
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await writer.stop()
-
-    def _connect(self) -> sqlite3.Connection:
-        """Runs on the writer thread: open the file, set the pragmas, migrate the schema."""
-        self._make_parent()
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
-        except sqlite3.Error as exc:
-            raise open_error(self.path, exc) from None
-        try:
-            configure(conn, self.synchronous, int(self.busy_timeout * 1000))
-            migrate(conn, self.path)
-        except BaseException as exc:
-            conn.close()
-            raise (store_error(exc, self.path) if isinstance(exc, sqlite3.Error) else exc) from None
-        return conn
+        link, self._link = self._link, None
+        if link is not None:
+            await link.stop()
 
     def _make_parent(self) -> None:
         if self.path == ":memory:":
@@ -141,33 +134,87 @@ class SQLiteStore:
         except OSError as exc:
             raise open_error(self.path, exc) from None
 
-    def _error(self, exc: sqlite3.Error) -> Exception:
-        return store_error(exc, self.path)
+    def _failure(self, failure: Failure) -> Exception:
+        return failure_error(failure, self.path)
 
-    def _run(self, op: Any, arg: Any, writes: bool) -> Any:
-        """Queue `op(conn, arg)` to the writer thread; await the result."""
-        if self._writer is None:
+    def _run(self, st: Statement, args: Any, mode: int) -> Awaitable[Any]:
+        """Queue `st` with `args` to the server; the result comes after its transaction commits."""
+        link = self._link
+        if link is None:
             raise StoreError(f"the job store at {self.path} is not open (use `await store.open()` first)")
-        return self._writer.submit(op, arg, writes)
+        if link.lost is not None:
+            return self._restart_then(st, args, mode)
+        return link.submit(st, args, mode)
+
+    async def _restart_then(self, st: Statement, args: Any, mode: int) -> Any:
+        """The server process died (killed, out of memory): the ops it had were failed; start a new one."""
+        async with self._restarting:
+            link = self._link
+            if link is not None and link.lost is not None:
+                log.warning("sqlite.server_restarted", path=self.path, why=link.lost)
+                self._link = None
+                await link.stop()
+                await self.open()
+        return await self._run(st, args, mode)
+
+    def _remember(self, rec: JobRecord) -> JobRecord:
+        known = self._known
+        known.pop(rec.id, None)
+        known[rec.id] = rec
+        if len(known) > KNOWN_RECORDS:
+            del known[next(iter(known))]  # the oldest
+        return rec
+
+    def _decoded(self, rows: list[tuple[Any, ...]]) -> list[JobRecord]:
+        return [self._remember(codec.decode(row)) for row in rows]
 
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> None:
-        await self._run(self._table.insert, (codec.encode(job), job), True)
+        try:
+            await self._run(_S["insert"], codec.encode(job), NONE)
+        except StoreError as exc:
+            if exc.context.get("condition") == "CONSTRAINT":
+                raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+            raise
+        self._remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        rec: JobRecord | None = await self._run(self._table.get, job_id, False)
-        return rec
+        row = await self._run(_S["get"], (job_id,), ONE)
+        return None if row is None else self._remember(codec.decode(row))
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         if not UPDATABLE.issuperset(changes):
             bad = sorted(set(changes) - UPDATABLE)
             raise StoreError(f"field '{bad[0]}' cannot be updated", job_id=job_id)
-        rec: JobRecord | None = await self._run(self._table.update, Change(job_id, changes, guard or NO_GUARD), True)
-        return rec
+        guard = guard or NO_GUARD
+        change = Change(job_id, changes)
+        base = self._known.get(job_id)
+        if base is not None and guard.version is not None and base.version == guard.version:
+            # the row is at the version of the record we hold: on success, the new record is that one changed
+            st, args = change.statement(guard, returning=False)
+            if await self._run(st, args, ROWCOUNT) == 1:
+                return self._remember(change.apply(base))
+            self._known.pop(job_id, None)  # another process moved the job on
+            return None
+        st, args = change.statement(guard, returning=True)
+        row = await self._run(st, args, ONE)
+        if row is None:
+            self._known.pop(job_id, None)
+            return None
+        return self._remember(codec.decode(row))
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
-        await self._run(self._table.touch, (access_count, last_access_time, next_check_time, job_id), True)
+        await self._run(_S["touch"], (access_count, last_access_time, next_check_time, job_id), NONE)
+        rec = self._known.get(job_id)
+        if rec is not None:  # touch keeps the version: the remembered record must show the new figures
+            new = codec.clone(rec)
+            new.access_count, new.last_access_time, new.next_check_time = (
+                access_count,
+                last_access_time,
+                next_check_time,
+            )
+            self._remember(new)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         sql = codec.query_sql(query.status, query.tool_name is not None, query.before is not None)
@@ -177,44 +224,46 @@ class SQLiteStore:
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        return await self._rows(sql, args)
-
-    async def _rows(self, sql: str, args: Any, writes: bool = False) -> list[JobRecord]:
-        rows: list[JobRecord] = await self._run(_select, (sql, args), writes)
-        return rows
+        return self._decoded(await self._run(statement(sql, False), args, ALL))
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
-        found = await self._rows(_FIND_ACTIVE, (dedupe_key,))
+        found = self._decoded(await self._run(_S["find_active"], (dedupe_key,), ALL))
         return found[0] if found else None
 
     async def active(self, owner: str | None = None) -> list[JobRecord]:
-        return await (self._rows(_ACTIVE, ()) if owner is None else self._rows(_ACTIVE_OF, (owner,)))
+        if owner is None:
+            return self._decoded(await self._run(_S["active"], (), ALL))
+        return self._decoded(await self._run(_S["active_of"], (owner,), ALL))
 
     async def counts(self) -> dict[JobStatus, int]:
-        found: dict[str, int] = await self._run(_counts, None, False)
+        found = dict(await self._run(_S["counts"], (), ALL))
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
-        table = self._table
-
-        def op(conn: sqlite3.Connection, args: tuple[int, int]) -> list[str]:
-            ids = [row[0] for row in conn.execute(_DELETE_FINISHED, args)]
-            table.forget(ids, vacuum=len(ids) >= VACUUM_AFTER)
-            return ids
-
-        deleted: list[str] = await self._run(op, (before, limit), True)
-        return deleted
+        ids: list[str] = await self._run(_S["delete_finished"], (before, limit), COLUMN)
+        for job_id in ids:
+            self._known.pop(job_id, None)
+        if len(ids) >= VACUUM_AFTER:
+            await self._run(_S["vacuum"], (), VACUUM)  # after the commit, outside any transaction
+        return ids
 
     # -- leases ----------------------------------------------------------------------------
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        await self._run(_execute, (_HEARTBEAT, (owner, expires_at)), True)
+        await self._run(_S["heartbeat"], (owner, expires_at), NONE)
 
     async def release(self, owner: str) -> None:
-        await self._run(_execute, (_RELEASE, (owner,)), True)
+        await self._run(_S["release"], (owner,), NONE)
 
     async def orphans(self, now: int) -> list[JobRecord]:
         """Also deletes leases long expired (see EXPIRED_LEASE_KEPT_MS): the table does not grow by one
         row for every process that ever ran."""
-        found: list[JobRecord] = await self._run(_orphans, now, True)
-        return found
+        dropped = self._run(_S["drop_expired"], (now - EXPIRED_LEASE_KEPT_MS,), NONE)
+        found = self._run(_S["orphans"], (now,), ALL)
+        await dropped
+        return self._decoded(await found)
+
+    async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the store's own connection and return its rows: a back door for tests."""
+        rows: list[tuple[Any, ...]] = await self._run(statement(sql, False), args, ALL)
+        return rows

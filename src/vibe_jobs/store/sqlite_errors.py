@@ -1,10 +1,17 @@
-"""SQLite failures as `StoreError`s whose message names the condition and the database file."""
+"""SQLite failures as `StoreError`s whose message names the condition and the database file.
+
+The SQLite server process reports a failure as `(kind, name, message)` (see `_sqlite_server`):
+kind "sqlite" with the result-code name (SQLITE_FULL, ...), "python" with an exception class name,
+or "newer" with the schema version of a database written by a newer vibe-jobs.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import builtins
 
 from vibe_jobs.errors import StoreError
+from vibe_jobs.store._sqlite_server import Failure
+from vibe_jobs.store.sqlite_schema import SCHEMA_VERSION
 
 _CONDITIONS = {
     "FULL": "the disk is full; free some space (the store stays usable once there is room)",
@@ -19,21 +26,34 @@ _CONDITIONS = {
 }
 
 
-def condition(exc: sqlite3.Error) -> str:
-    """The primary result-code name without its prefix: FULL, BUSY, CONSTRAINT, ..."""
-    name = getattr(exc, "sqlite_errorname", None) or "ERROR"
+def condition(name: str) -> str:
+    """The primary result code without its prefix: SQLITE_FULL -> FULL, SQLITE_CONSTRAINT_UNIQUE -> CONSTRAINT."""
     parts = name.split("_")
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def store_error(exc: sqlite3.Error, where: str) -> StoreError:
-    cond = condition(exc)
+def failure_error(failure: Failure, where: str) -> Exception:
+    kind, name, message = failure
+    if kind == "newer":
+        return StoreError(
+            f"the job store at {where} was written by a newer vibe-jobs "
+            f"(schema {message} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
+        )
+    if kind == "python":
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(message)
+        return StoreError(f"the job store at {where} failed: {name}: {message}")
+    return sqlite_error(condition(name), message, where)
+
+
+def sqlite_error(cond: str, message: str, where: str) -> StoreError:
     if cond in ("NOTADB", "CORRUPT"):
-        return StoreError(f"the job store at {where} is not a SQLite database or is corrupt ({exc})")
+        return StoreError(f"the job store at {where} is not a SQLite database or is corrupt ({message})")
     if cond in ("CANTOPEN", "PERM", "READONLY"):
-        return open_error(where, f"{_CONDITIONS[cond]} ({exc})")
+        return open_error(where, f"{_CONDITIONS[cond]} ({message})")
     text = _CONDITIONS.get(cond, "the database failed")
-    return StoreError(f"the job store at {where} failed: {text} (SQLITE_{cond}: {exc})", condition=cond)
+    return StoreError(f"the job store at {where} failed: {text} (SQLITE_{cond}: {message})", condition=cond)
 
 
 def open_error(where: str, why: object) -> StoreError:

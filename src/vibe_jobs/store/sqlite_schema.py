@@ -1,14 +1,11 @@
 """The SQLite schema: connection pragmas and the versioned, forward-only migrations.
 
 `PRAGMA user_version` holds how many steps of `MIGRATIONS` a database has had. A step is a list of
-statements run in one transaction; steps are never edited once released, only appended.
+statements run in one transaction; steps are never edited once released, only appended. The
+SQLite server process (`_sqlite_server.connect`) applies them.
 """
 
 from __future__ import annotations
-
-import sqlite3
-
-from vibe_jobs.errors import StoreError
 
 ACTIVE_SQL = "status IN ('pending', 'running')"
 # Finished, as the partial indexes of schema 2 spell it: SQLite tests a two-value list with two
@@ -64,47 +61,15 @@ MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def configure(conn: sqlite3.Connection, synchronous: str, busy_timeout_ms: int) -> None:
-    """Pragmas every connection needs. auto_vacuum only takes effect before the first table exists."""
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):
-        raise sqlite3.OperationalError("the database refused WAL mode")
-    # WAL + NORMAL: a commit is appended to the WAL before COMMIT returns, so it survives a crash or
-    # kill of this process; only an OS crash / power cut can lose the last commits (never corrupt).
-    # FULL (`?synchronous=full`) also fsyncs each group commit, for power-loss durability.
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_size_limit = 8388608")  # WAL truncated back to 8 MiB on reset
-    conn.execute("PRAGMA cache_size = -16384")  # 16 MiB page cache
-
-
-def migrate(conn: sqlite3.Connection, where: str) -> None:
-    """Bring the schema up to `SCHEMA_VERSION`, one step per transaction (safe against a second
-    process migrating at the same time); refuse a database written by a newer version."""
-    while _step(conn, where):
-        pass
-
-
-def _step(conn: sqlite3.Connection, where: str) -> bool:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = _check_version(conn, where)
-        if version < SCHEMA_VERSION:
-            for sql in MIGRATIONS[version]:
-                conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return version + 1 < SCHEMA_VERSION
-
-
-def _check_version(conn: sqlite3.Connection, where: str) -> int:
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"the job store at {where} was written by a newer vibe-jobs "
-            f"(schema {version} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
-        )
-    return version
+def pragmas(synchronous: str, busy_timeout_ms: int) -> list[str]:
+    """Pragmas every connection runs after WAL mode is set (`auto_vacuum` is set before it, and
+    takes effect only before the first table exists)."""
+    return [
+        # WAL + NORMAL: a commit is appended to the WAL before COMMIT returns, so it survives a crash
+        # or kill of this process; only an OS crash / power cut can lose the last commits (never
+        # corrupt). FULL (`?synchronous=full`) also fsyncs each group commit, for power-loss durability.
+        f"PRAGMA synchronous = {synchronous}",
+        f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+        "PRAGMA journal_size_limit = 8388608",  # WAL truncated back to 8 MiB on reset
+        "PRAGMA cache_size = -16384",  # 16 MiB page cache
+    ]

@@ -1,0 +1,266 @@
+"""The SQLite server: a child process that owns a store's one connection and runs its statements.
+
+Started by `_sqlite_link.Link` as `python -I <this file> <fd>`; never imported by the package. It
+uses the standard library only, so it starts in a few milliseconds without vibe_jobs or pydantic.
+
+Why a process: SQLite's own work for a job (an INSERT into five b-trees, two UPDATEs, a share of a
+commit) costs about as much CPU as the event loop's work for it. On a thread the two take turns
+under the GIL; in a process they run at the same time, on two cores.
+
+Protocol, over a socket pair, each message a 4-byte length and a pickle:
+- parent -> server: the `Config` first; then batches `(definitions, ops)`: `definitions` lists
+  `(sid, sql, writes)` of statements not sent before, `ops` lists `(sid, args, mode)`; `None` stops.
+- server -> parent: `("ready", None)` or `("error", failure)` for the config; then, for every op
+  in order, `(values, failures)`: `values[i]` is op i's value, `failures` maps the index of each
+  failed op to `(kind, name, message)`.
+
+Group commit: the server takes every batch that has arrived (up to MAX_OPS ops), runs them in ONE
+transaction, commits, and only then answers them all: a write is answered after its commit. An
+op's own failure (a constraint, a bad value) fails only that op: SQLite undoes just its statement.
+A failure of the database itself (disk full, busy, I/O error) rolls back and fails every op of the
+transaction; the next one starts afresh.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+from typing import Any, TypedDict
+
+HEADER = struct.Struct("!I")
+MAX_OPS = 4000
+
+# modes: what an op answers
+NONE, ROWCOUNT, ONE, ALL, COLUMN, VACUUM = range(6)
+
+Failure = tuple[str, str, str]  # kind ("sqlite", "python", "newer"), name, message
+
+# Errors of one statement: the transaction is intact, only the op fails.
+_OP_ERRORS = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+    sqlite3.InterfaceError, sqlite3.NotSupportedError,
+)  # fmt: skip
+
+
+class Config(TypedDict):
+    path: str
+    pragmas: list[str]  # run in order after WAL mode is set
+    migrations: list[list[str]]  # schema steps; PRAGMA user_version counts those done
+
+
+class Newer(Exception):
+    """The database was written by a newer schema than this program knows."""
+
+
+def sqlite_failure(exc: BaseException) -> Failure:
+    if isinstance(exc, Newer):
+        return ("newer", "NEWER", str(exc))
+    if isinstance(exc, sqlite3.Error):
+        return ("sqlite", getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR", str(exc))
+    return ("python", type(exc).__name__, str(exc))
+
+
+# -- opening -------------------------------------------------------------------------------------
+
+
+def connect(config: Config) -> sqlite3.Connection:
+    conn = sqlite3.connect(config["path"], isolation_level=None, cached_statements=512)
+    try:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table exists
+        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):
+            raise sqlite3.OperationalError("the database refused WAL mode")
+        for pragma in config["pragmas"]:
+            conn.execute(pragma)
+        while _migrate_step(conn, config["migrations"]):
+            pass
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool:
+    """One schema step per transaction (safe against another process migrating at the same time)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(migrations):
+            raise Newer(str(version))
+        if version < len(migrations):
+            for sql in migrations[version]:
+                conn.execute(sql)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version + 1 < len(migrations)
+
+
+# -- the socket ----------------------------------------------------------------------------------
+
+
+class Channel:
+    """Length-prefixed pickles over a blocking socket, with a non-blocking look for more."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.buf = sock, bytearray()
+
+    def send(self, value: Any) -> None:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        self.sock.sendall(HEADER.pack(len(data)) + data)
+
+    def receive(self, block: bool = True) -> tuple[bool, Any]:
+        """(True, message), or (False, None) when nothing has arrived (block=False) or the parent is gone."""
+        while True:
+            if len(self.buf) >= 4:
+                (size,) = HEADER.unpack_from(self.buf)
+                if len(self.buf) >= 4 + size:
+                    message = pickle.loads(memoryview(self.buf)[4 : 4 + size])
+                    del self.buf[: 4 + size]
+                    return True, message
+            try:
+                data = self.sock.recv(1 << 20, 0 if block else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False, None
+            if not data:
+                if block:
+                    raise EOFError
+                return False, None
+            self.buf += data
+
+
+# -- serving -------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, conn: sqlite3.Connection, channel: Channel) -> None:
+        self.conn, self.channel = conn, channel
+        self.cur = conn.cursor()
+        self.statements: dict[int, tuple[str, bool]] = {}
+
+    def serve(self) -> None:
+        while True:
+            ops, stop = self._take()
+            if ops:
+                self.channel.send(self._transaction(ops))
+            if stop:
+                self._close()
+                return
+
+    def _take(self) -> tuple[list[tuple[int, Any, int]], bool]:
+        """Block for a batch, then take every batch that has arrived too (up to MAX_OPS ops)."""
+        ops: list[tuple[int, Any, int]] = []
+        block = True
+        while len(ops) < MAX_OPS:
+            got, message = self.channel.receive(block)
+            if not got:
+                break
+            if message is None:
+                return ops, True
+            definitions, batch = message
+            for sid, sql, writes in definitions:
+                self.statements[sid] = (sql, writes)
+            ops += batch
+            block = False
+        return ops, False
+
+    def _transaction(self, ops: list[tuple[int, Any, int]]) -> tuple[list[Any], dict[int, Failure]]:
+        statements = self.statements
+        writes = any(statements[sid][1] for sid, _, mode in ops if mode != VACUUM)
+        try:
+            if writes:
+                self.conn.execute("BEGIN IMMEDIATE")
+            values, failures, vacuum = self._run_all(ops)
+            if writes:
+                self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            failure = sqlite_failure(exc)
+            return [None] * len(ops), dict.fromkeys(range(len(ops)), failure)
+        if vacuum:
+            self._vacuum()
+        return values, failures
+
+    def _run_all(self, ops: list[tuple[int, Any, int]]) -> tuple[list[Any], dict[int, Failure], bool]:
+        """Each op in order; a failure of the database itself (not of the op) propagates."""
+        values: list[Any] = []
+        failures: dict[int, Failure] = {}
+        vacuum = False
+        add, cur, statements = values.append, self.cur, self.statements
+        for i, (sid, args, mode) in enumerate(ops):
+            if mode == VACUUM:
+                vacuum = True
+                add(None)
+                continue
+            try:
+                cur.execute(statements[sid][0], args)
+                add(None if mode == NONE else _answer(cur, mode))
+            except _OP_ERRORS as exc:
+                failures[i] = sqlite_failure(exc)
+                add(None)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:  # a value SQLite cannot take (an int too large, ...)
+                failures[i] = sqlite_failure(exc)
+                add(None)
+        return values, failures, vacuum
+
+    def _vacuum(self) -> None:
+        """Give deleted jobs' pages back to the file system (auto_vacuum = INCREMENTAL), outside any
+        transaction. `executescript` steps the pragma to its end; `execute` would free one page."""
+        try:
+            self.conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error:
+            pass  # housekeeping only (e.g. the disk is full): the next batch reports real trouble
+
+    def _rollback(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _close(self) -> None:
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass  # another process is reading; the WAL is checkpointed later
+        self.conn.close()
+        self.channel.send(("closed", None))
+
+
+def _answer(cur: sqlite3.Cursor, mode: int) -> Any:
+    if mode == ROWCOUNT:
+        return cur.rowcount
+    rows = cur.fetchall()  # to the end, also for ONE: a RETURNING statement is done only when stepped out
+    if mode == ONE:
+        return rows[0] if rows else None
+    return rows if mode == ALL else [row[0] for row in rows]
+
+
+def main(fd: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the server itself, after draining.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = Channel(socket.socket(fileno=fd))
+    try:
+        _, config = channel.receive()
+        conn = connect(config)
+    except EOFError:
+        return
+    except BaseException as exc:
+        channel.send(("error", sqlite_failure(exc)))
+        return
+    channel.send(("ready", None))
+    try:
+        Server(conn, channel).serve()
+    except (EOFError, ConnectionError):
+        pass  # the parent is gone: whatever it had not seen answered is rolled back or committed whole
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

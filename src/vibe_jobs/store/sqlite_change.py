@@ -1,0 +1,49 @@
+"""One `update` of the SQLite store: its values encoded once, its UPDATE statement by shape, and
+the record it makes of the one it changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from operator import attrgetter
+from typing import Any
+
+from vibe_jobs.models import JobRecord
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import sqlite_codec as codec
+from vibe_jobs.store._sqlite_link import Statement, statement
+from vibe_jobs.store.base import Guard
+from vibe_jobs.store.sqlite_schema import COLUMNS
+
+_STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
+_AT: dict[str, int] = {name: i for i, name in enumerate(COLUMNS)}  # a field's position in a record
+_VERSION_AT = _AT["version"]
+_fields = attrgetter(*COLUMNS)
+_SHAPES: dict[tuple[tuple[str, ...], bool, bool, int, bool], Statement] = {}
+
+
+class Change:
+    __slots__ = ("changes", "job_id", "keys", "values")
+
+    def __init__(self, job_id: str, changes: Mapping[str, Any]) -> None:
+        self.job_id, self.changes = job_id, dict(changes)
+        self.keys = tuple(self.changes)
+        self.values = codec.change_values(self.changes)
+
+    def statement(self, guard: Guard, returning: bool) -> tuple[Statement, list[Any]]:
+        """`UPDATE ... WHERE id = ? AND <guard> [RETURNING ...]` and its parameters."""
+        by_version, by_attempt, n_statuses, guard_args = codec.guard_values(
+            guard.version, guard.attempt, guard.statuses
+        )
+        shape = (self.keys, by_version, by_attempt, n_statuses, returning)
+        st = _SHAPES.get(shape)
+        if st is None:
+            st = _SHAPES[shape] = statement(codec.update_sql(*shape), True)
+        return st, [*self.values, self.job_id, *guard_args]
+
+    def apply(self, rec: JobRecord) -> JobRecord:
+        """The record with the changes applied and the next version (a new record)."""
+        fields = list(_fields(rec))
+        for key, value in self.changes.items():
+            fields[_AT[key]] = _STATUS[value] if key == "status" else value
+        fields[_VERSION_AT] = rec.version + 1
+        return JobRecord(*fields)
