@@ -32,7 +32,7 @@ from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, Polli
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.results import as_result_dict, canonical_json, first_text, text_result
 from vibe_jobs.settings import Settings
-from vibe_jobs.states import ACTIVE, FINAL, JobStatus, check_transition
+from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
 from vibe_jobs.store.base import NO_GUARD
 
@@ -213,7 +213,7 @@ class JobManager:
 
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
-        rec = JobRecord(os.urandom(16).hex(), tool_name, params, JobStatus.PENDING, now, now)  # positional: 2x faster
+        rec = JobRecord(os.urandom(16).hex(), tool_name, params, PENDING, now, now)  # positional: 2x faster
         rec.owner = self.owner
         if task is not None:
             rec.task, rec.priority = task, task.priority.rank
@@ -290,6 +290,11 @@ class JobManager:
                 return new
         raise StaleWrite("the job kept changing under this writer", job_id=job_id)
 
+    def _change_now(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord | None:
+        """`mutate` done at once on the memory store, else None: `self._change_now(...) or await self.mutate(...)`
+        spares the hot paths the mutate coroutine (a record is always true)."""
+        return None if self._now_store is None else self._mutate_now(self._now_store, job_id, plan, guard)
+
     def _mutate_now(self, store: MemoryStore, job_id: str, plan: Plan, guard: Guard) -> JobRecord:
         """`mutate` on the memory store: nothing runs between its read and its write, so one pass decides."""
         rec = store.jobs.get(job_id)
@@ -320,7 +325,7 @@ class JobManager:
         status = rec.status
         if status is old_status:
             kind = EventType.PROGRESS
-        elif status is JobStatus.PENDING:
+        elif status is PENDING:
             kind = EventType.RETRIED
         else:
             kind = STATUS_EVENTS[status]
@@ -362,12 +367,12 @@ class JobManager:
                 _progress_changes(changes, message, progress)
             return changes
 
-        return await self.mutate(job_id, plan)
+        return self._change_now(job_id, plan) or await self.mutate(job_id, plan)
 
     def _status_changes(self, rec: JobRecord, target: JobStatus) -> dict[str, Any]:
         check_transition(rec.id, rec.status, target)
         now = self.now()
-        if target is JobStatus.RUNNING:
+        if target is RUNNING:
             return {
                 "status": target, "updated_at": now, "started_at": rec.started_at or now,
                 "owner": self.owner, "attempt": rec.attempt + 1,
@@ -387,7 +392,7 @@ class JobManager:
         def plan(rec: JobRecord) -> dict[str, Any]:
             if owned and rec.owner is not None and rec.owner != self.owner:
                 raise StaleWrite(f"the job is owned by {rec.owner}, not by this process", job_id=rec.id)
-            return self._status_changes(rec, JobStatus.RUNNING)  # raises unless the job is pending
+            return self._status_changes(rec, RUNNING)  # raises unless the job is pending
 
         return await self.mutate(job_id, plan)
 
@@ -433,7 +438,7 @@ class JobManager:
 
         `diagnostics` are appended to the job's own (as stored when the result lands)."""
         value = as_result_dict(result)
-        target = JobStatus.FAILED if value.get("isError") else JobStatus.COMPLETED
+        target = FAILED if value.get("isError") else COMPLETED
 
         def plan(rec: JobRecord) -> dict[str, Any]:
             if rec.result is not None:
@@ -445,11 +450,12 @@ class JobManager:
                 changes.update(extra)
             if diagnostics:
                 changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
-            if target is JobStatus.COMPLETED:
+            if target is COMPLETED:
                 changes["progress_percentage"] = 100.0
             return changes
 
-        return await self.mutate(job_id, plan, _fence(attempt), known=known)
+        guard = _fence(attempt)
+        return self._change_now(job_id, plan, guard) or await self.mutate(job_id, plan, guard, known=known)
 
     async def fail_job(
         self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
@@ -648,7 +654,7 @@ def _detail_changes(
 
 
 def _finish_message(status: JobStatus, result: dict[str, Any]) -> str:
-    if status is JobStatus.COMPLETED:
+    if status is COMPLETED:
         return "Job completed"
     return f"Job failed: {first_text(result) or 'the tool reported an error'}"
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
-from vibe_jobs.states import JobStatus
+from vibe_jobs.states import COMPLETED, FAILED, JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
 RESERVOIR = 1024
@@ -69,9 +69,9 @@ class _Group:
     durations: deque[int] = field(default_factory=lambda: deque(maxlen=RESERVOIR))
 
     def add(self, status: JobStatus, duration: int | None) -> None:
-        if status is JobStatus.COMPLETED:
+        if status is COMPLETED:
             self.completed += 1
-        elif status is JobStatus.FAILED:
+        elif status is FAILED:
             self.failed += 1
         else:
             self.cancelled += 1
@@ -143,9 +143,9 @@ class StatsCollector:
         buckets = self._buckets
         second = end // 1000
         bucket = buckets[-1] if buckets and buckets[-1][0] == second else self._new_bucket(second)
-        if status is JobStatus.COMPLETED:
+        if status is COMPLETED:
             bucket[1] += 1
-        elif status is JobStatus.FAILED:
+        elif status is FAILED:
             bucket[2] += 1
 
     def _new_bucket(self, second: int) -> list[int]:

@@ -21,6 +21,12 @@ class JobStatus(StrEnum):
         return self in FINAL
 
 
+# The members as plain names, for per-job code: on Python 3.11 `JobStatus.RUNNING` goes through
+# EnumType.__getattr__ (about 0.14 us a lookup, a dozen lookups per job; Python 3.12 dropped that hook).
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
+    JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
+)  # fmt: skip
+
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING})
 
