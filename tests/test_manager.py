@@ -18,7 +18,7 @@ from vibe_jobs.errors import (
 )
 from vibe_jobs.manager import MAX_DIAGNOSTICS, JobManager
 from vibe_jobs.models import TaskSpec
-from vibe_jobs.results import canonical_json, text_result
+from vibe_jobs.results import canonical_json, json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import MemoryStore
@@ -105,6 +105,44 @@ async def test_oversized_params_are_refused_with_size_and_limit(make_manager: Ma
     assert str(err) == "params are 88 bytes serialised; the limit is 64 bytes"
     assert isinstance(err, InvalidParams) and err.code == "params_too_large"
     assert len(store.jobs) == 1
+
+
+def _encoded_size(value: Any) -> int:
+    return len(canonical_json(value).encode())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"i": 1},
+        {"a": "text", "b": -12, "c": True, "d": False, "e": None},
+        {"quote": 'say "hi"\\ \n\t\x01\x7f', 'key "\\\n': "v"},  # escapes: measured as written
+        {"big": 10**40, "zero": 0},
+        {"f": 1.5, "u": "é", "é": 1, 1: "an int key", "n": [1, {"a": None}], "s": JobStatus.RUNNING},
+        {f"k{i}": i for i in range(20)},  # past the flat fast path
+        [1, "two"],
+        "text",
+    ],
+)
+def test_json_size_is_the_utf8_size_of_the_canonical_json(value: Any) -> None:
+    assert json_size(value) == _encoded_size(value)
+
+
+@pytest.mark.parametrize(
+    "value", [{"x": math.nan}, {"x": object()}, {"s": "\ud800"}, {"k\ud800": 1}, {"x": 10**5000}, _circular()]
+)
+def test_json_size_refuses_what_the_encoder_refuses(value: Any) -> None:
+    with pytest.raises((TypeError, ValueError)) as expected:
+        _encoded_size(value)
+    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+        json_size(value)
+
+
+async def test_params_one_byte_over_the_limit_are_refused(make_manager: ManagerFactory) -> None:
+    manager = make_manager(settings=Settings(max_params_bytes=64))
+    with pytest.raises(ParamsTooLarge, match="params are 65 bytes serialised; the limit is 64 bytes"):
+        await manager.create_job("echo", {"x": "a" * 57})  # measured without being encoded
 
 
 async def test_unknown_dependency_is_refused(manager: JobManager, store: MemoryStore) -> None:

@@ -31,7 +31,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
-from vibe_jobs.results import as_result_dict, canonical_json, first_text, text_result
+from vibe_jobs.results import as_result_dict, canonical_json, first_text, json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
@@ -199,8 +199,7 @@ class JobManager:
         if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParams(f"params must be an object, not {type(params).__name__}")
         try:
-            text = canonical_json(params)
-            size = len(text) if text.isascii() else len(text.encode())  # a lone surrogate cannot be encoded
+            size = json_size(params)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise InvalidParams(f"params must be JSON-serialisable: {exc}") from None
         if size > self.settings.max_params_bytes:
