@@ -1,8 +1,8 @@
 """The event loop's side of a SQLite server process (`_sqlite_server`): start it, send it ops, and
 resolve each op's future when its answer arrives (after the commit of its transaction).
 
-Ops queued during one event-loop iteration go out together at the next one, or at once when CHUNK
-have piled up: the server starts on the first ops while the loop still prepares the rest, and it
+Ops queued during one event-loop iteration go out together at the next one, or sooner in chunks
+(see MIN_CHUNK): the server starts on the first ops while the loop still prepares the rest, and it
 commits whatever has arrived by then in one transaction (group commit).
 """
 
@@ -24,7 +24,10 @@ from vibe_jobs.errors import StoreError
 from vibe_jobs.store._sqlite_server import HEADER, Config, Failure
 
 SERVER = str(Path(__file__).with_name("_sqlite_server.py"))
-CHUNK = 100  # ops sent as soon as this many are queued (measured: 50-200 are alike; 25 is slower)
+# Queued ops go out at once when they are as many as those the server has in hand (and at least
+# MIN_CHUNK): the server works on one half while the loop prepares the other. Measured with 200 / 50 /
+# 20 concurrent jobs: 13.0k / 9.9k / 7.9k jobs/s, against 13.5k / 8.3k / 7.0k for a fixed chunk of 100.
+MIN_CHUNK = 8
 
 
 class Statement(NamedTuple):
@@ -135,10 +138,10 @@ class Link(asyncio.Protocol):
         ops = self._ops
         ops.append((st.sid, args, mode))
         self._futures.append(fut)
-        if len(ops) == 1:
-            loop.call_soon(self._flush)
-        elif len(ops) >= CHUNK:
+        if len(ops) >= MIN_CHUNK and len(ops) >= len(self._waiting):
             self._flush()
+        elif len(ops) == 1:
+            loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:

@@ -14,7 +14,7 @@ Protocol, over a socket pair, each message a 4-byte length and a pickle:
   in order, `(values, failures)`: `values[i]` is op i's value, `failures` maps the index of each
   failed op to `(kind, name, message)`.
 
-Group commit: the server takes every batch that has arrived (up to MAX_OPS ops), runs them in ONE
+Group commit: the server takes every batch that has arrived (up to `max_ops` ops), runs them in ONE
 transaction, commits, and only then answers them all: a write is answered after its commit. An
 op's own failure (a constraint, a bad value) fails only that op: SQLite undoes just its statement.
 A failure of the database itself (disk full, busy, I/O error) rolls back and fails every op of the
@@ -32,7 +32,6 @@ import sys
 from typing import Any, TypedDict
 
 HEADER = struct.Struct("!I")
-MAX_OPS = 4000
 
 # modes: what an op answers
 NONE, ROWCOUNT, ONE, ALL, COLUMN, VACUUM = range(6)
@@ -50,6 +49,7 @@ class Config(TypedDict):
     path: str
     pragmas: list[str]  # run in order after WAL mode is set
     migrations: list[list[str]]  # schema steps; PRAGMA user_version counts those done
+    max_ops: int  # ops in one transaction at most
 
 
 class Newer(Exception):
@@ -138,8 +138,8 @@ class Channel:
 
 
 class Server:
-    def __init__(self, conn: sqlite3.Connection, channel: Channel) -> None:
-        self.conn, self.channel = conn, channel
+    def __init__(self, conn: sqlite3.Connection, channel: Channel, max_ops: int) -> None:
+        self.conn, self.channel, self.max_ops = conn, channel, max_ops
         self.cur = conn.cursor()
         self.statements: dict[int, tuple[str, bool]] = {}
 
@@ -153,10 +153,10 @@ class Server:
                 return
 
     def _take(self) -> tuple[list[tuple[int, Any, int]], bool]:
-        """Block for a batch, then take every batch that has arrived too (up to MAX_OPS ops)."""
+        """Block for a batch, then take every batch that has arrived too (up to `max_ops` ops)."""
         ops: list[tuple[int, Any, int]] = []
         block = True
-        while len(ops) < MAX_OPS:
+        while len(ops) < self.max_ops:
             got, message = self.channel.receive(block)
             if not got:
                 break
@@ -257,7 +257,7 @@ def main(fd: int) -> None:
         return
     channel.send(("ready", None))
     try:
-        Server(conn, channel).serve()
+        Server(conn, channel, config["max_ops"]).serve()
     except (EOFError, ConnectionError):
         pass  # the parent is gone: whatever it had not seen answered is rolled back or committed whole
 

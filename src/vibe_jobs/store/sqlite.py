@@ -35,6 +35,7 @@ from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pra
 
 log = get_logger("vibe_jobs.store.sqlite")
 
+MAX_OPS = 4000  # ops in one transaction at most
 KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
@@ -115,7 +116,10 @@ class SQLiteStore:
             return
         self._make_parent()
         config = Config(
-            path=self.path, pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)), migrations=MIGRATIONS
+            path=self.path,
+            pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)),
+            migrations=MIGRATIONS,
+            max_ops=MAX_OPS,
         )
         link = Link(config, self._failure, name=self.path)
         await link.start()
