@@ -15,8 +15,6 @@ from vibe_jobs.store.base import Guard
 from vibe_jobs.store.sqlite_schema import COLUMNS
 
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
-_AT: dict[str, int] = {name: i for i, name in enumerate(COLUMNS)}  # a field's position in a record
-_VERSION_AT = _AT["version"]
 _fields = attrgetter(*COLUMNS)
 _SHAPES: dict[tuple[tuple[str, ...], bool, bool, int, bool], Statement] = {}
 
@@ -42,8 +40,10 @@ class Change:
 
     def apply(self, rec: JobRecord) -> JobRecord:
         """The record with the changes applied and the next version (a new record)."""
-        fields = list(_fields(rec))
+        new = JobRecord(*_fields(rec))
         for key, value in self.changes.items():
-            fields[_AT[key]] = _STATUS[value] if key == "status" else value
-        fields[_VERSION_AT] = rec.version + 1
-        return JobRecord(*fields)
+            setattr(new, key, value)
+        if type(new.status) is not JobStatus:
+            new.status = _STATUS[new.status]
+        new.version = rec.version + 1
+        return new
