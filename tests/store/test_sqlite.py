@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,13 @@ async def test_a_killed_server_process_fails_its_ops_clearly_and_is_replaced(sto
     assert {r.id for r in await store.query(JobQuery())} == {"before", "after"}
 
 
+async def kill_server(store: SQLiteStore) -> None:
+    """Kill the store's server process and wait until the store has seen it go."""
+    assert store._link is not None
+    server_process(store).kill()
+    await store._link.wait_gone()
+
+
 def server_process(store: SQLiteStore) -> asyncio.subprocess.Process:
     assert store._link is not None and store._link._proc is not None
     return store._link._proc
@@ -320,18 +328,26 @@ asyncio.run(main())
 """
 
 
-async def test_the_server_process_ends_with_its_parent(db: Path) -> None:
-    parent = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, url(db), stdout=asyncio.subprocess.PIPE)
-    assert parent.stdout is not None
+@pytest.mark.parametrize("forked", [False, True], ids=["alone", "with-a-forked-child"])
+async def test_the_server_process_ends_with_its_parent(db: Path, forked: bool) -> None:
+    """Also when a child forked from the parent still holds the parent's end of the socket."""
+    fork = "    os.fork() or (os.read(0, 1), os._exit(0))  # the child waits for stdin to close\n" if forked else ""
+    script = CHILD.replace("    await store.open()\n", "    await store.open()\n" + fork)
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, url(db), stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None and parent.stdin is not None
     server_pid = int(await parent.stdout.readline())
     watch = os.pidfd_open(server_pid)  # readable once that process has ended
     try:
         parent.kill()  # SIGKILL: the parent cannot stop its server itself
-        await parent.wait()
         with anyio.fail_after(10):
             await anyio.wait_readable(watch)
     finally:
         os.close(watch)
+        parent.stdin.close()  # ends the forked child (it waits on this pipe)
+        await parent.stdout.read()  # to the end: every holder of the pipe is gone
+        await parent.wait()
 
 
 async def test_nothing_but_the_parent_hears_from_the_server_process(db: Path) -> None:
@@ -345,6 +361,75 @@ async def test_nothing_but_the_parent_hears_from_the_server_process(db: Path) ->
     )
     out, err = await done.communicate()
     assert (done.returncode, out, err) == (0, b"", b"")
+
+
+class Stage(str, enum.Enum):  # noqa: UP042 - str() of this one is "Stage.LOAD": the value must be stored
+    """A caller's own str enum: the server process cannot import this module."""
+
+    LOAD = "load"
+
+
+async def test_values_the_database_cannot_hold_fail_only_their_own_op(store: SQLiteStore, db: Path) -> None:
+    await store.insert(record("a"))
+
+    async def op(coro: Awaitable[Any]) -> Any:
+        try:
+            return await coro
+        except Exception as exc:
+            return exc
+
+    ops = [
+        store.insert(record("before")),
+        store.update("a", {"progress_message": "lone \ud800"}),  # UTF-8 cannot encode it
+        store.update("a", {"progress_message": iter(())}),  # no value for a database
+        store.insert(record("after")),
+        store.update("a", {"current_stage": Stage.LOAD}),  # stored as its value
+    ]  # in one batch, as the loop sends them
+    before, surrogate, generator, after, stage = await asyncio.gather(*(op(c) for c in ops))
+    assert (before, after) == (None, None)
+    assert isinstance(surrogate, (StoreError, UnicodeEncodeError)) and "surrogate" in str(surrogate)
+    assert isinstance(generator, StoreError) and "tuple_iterator" in str(generator)
+    assert isinstance(stage, JobRecord) and stage.current_stage == "load" and type(stage.current_stage) is str
+    assert sorted(raw(db, "SELECT id FROM jobs")) == [("a",), ("after",), ("before",)]
+    got = await store.get("a")
+    assert got is not None and (got.progress_message, got.current_stage, got.version) == (None, "load", 2)
+
+
+async def test_update_returns_the_record_as_stored(store: SQLiteStore) -> None:
+    """The record an update returns equals what `get` reads back and shares nothing with the caller."""
+    await store.insert(record("a"))
+    metadata: dict[str, Any] = {"k": [1]}
+    updated = await store.update("a", {"detail_metadata": metadata, "progress_percentage": 50}, Guard(version=1))
+    metadata["k"].append("changed later by the caller")
+    assert updated is not None and updated == await store.get("a")
+    assert updated.detail_metadata == {"k": [1]} and type(updated.progress_percentage) is float
+
+
+async def test_a_poll_between_updates_is_not_undone(store: SQLiteStore) -> None:
+    await store.insert(record("a"))
+    touch = store.touch("a", 9, 123, None)  # a poll and a progress update in the same moment
+    update = store.update("a", {"progress_message": "half"}, Guard(version=1))
+    _, updated = await asyncio.gather(touch, update)
+    assert updated is not None and (updated.access_count, updated.progress_message) == (9, "half")
+    assert updated == await store.get("a")
+
+
+async def test_ops_during_a_restart_wait_for_the_new_server(store: SQLiteStore) -> None:
+    await store.insert(record("a"))
+    await kill_server(store)
+    got = await asyncio.gather(store.get("a"), store.heartbeat("me", 10), store.get("a"))
+    assert got[0] is not None and got[2] is not None
+
+
+async def test_a_store_closed_during_a_restart_stays_closed(store: SQLiteStore) -> None:
+    await store.insert(record("a"))
+    await kill_server(store)
+    restarting = asyncio.ensure_future(store.get("a"))
+    await asyncio.sleep(0)  # the op takes the restart lock and starts a new server
+    await store.close()
+    with pytest.raises(StoreError, match=r"closed|not open"):
+        await restarting
+    assert store._link is None
 
 
 async def test_bad_values_fail_only_their_operation(store: SQLiteStore) -> None:

@@ -9,6 +9,8 @@ commits whatever has arrived by then in one transaction (group commit).
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import pickle
 import socket
 import subprocess
@@ -28,6 +30,34 @@ SERVER = str(Path(__file__).with_name("_sqlite_server.py"))
 # MIN_CHUNK): the server works on one half while the loop prepares the other. Measured with 200 / 50 /
 # 20 concurrent jobs: 13.0k / 9.9k / 7.9k jobs/s, against 13.5k / 8.3k / 7.0k for a fixed chunk of 100.
 MIN_CHUNK = 8
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickles only what the server can take without importing our (or the caller's) modules.
+
+    Exact None/bool/int/float/str/bytes/list/tuple/dict are pickled as they are (this hook is not
+    called for them); a subclass of str, int or float (a str enum from anywhere) goes as the plain
+    value, as sqlite3 would bind it; anything else is refused.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if obj is str or obj is int or obj is float:
+            return NotImplemented  # the callables of the reductions below
+        for plain in (str, int, float):
+            if isinstance(obj, plain):
+                return plain, (_plain_value(obj, plain),)
+        raise TypeError(f"a job store value must be text, a number or null, not {type(obj).__name__}")
+
+
+def _plain_value(obj: Any, plain: type[Any]) -> Any:
+    """The value sqlite3 binds for a subclass of str, int or float: its own data (an enum's value)."""
+    return plain.__str__(obj) if plain is str else plain(obj)
+
+
+def _dumps(message: Any) -> bytes:
+    buf = io.BytesIO()
+    _PlainPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    return buf.getvalue()
 
 
 class Statement(NamedTuple):
@@ -67,6 +97,7 @@ class Link(asyncio.Protocol):
         self._accepting = False
         self._closed = False
         self._lost: str | None = None
+        self._gone = asyncio.Event()  # the connection to the server has ended
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -75,16 +106,19 @@ class Link(asyncio.Protocol):
         ours, theirs = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", SERVER, str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                sys.executable, "-I", SERVER, str(theirs.fileno()), str(os.getpid()), pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # stdout may carry a protocol (stdio)
             )  # fmt: skip
-        except OSError as exc:
+            self._control = loop.create_future()
+            await loop.create_connection(lambda: self, sock=ours)
+        except BaseException as exc:
             ours.close()
-            raise StoreError(f"cannot start the SQLite server process for {self._name}: {exc}") from None
+            await self._reap()
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot start the SQLite server process for {self._name}: {exc}") from None
+            raise
         finally:
             theirs.close()
-        self._control = loop.create_future()
-        await loop.create_connection(lambda: self, sock=ours)
         self._send(self._config)
         try:
             answer, failure = await self._control
@@ -93,7 +127,7 @@ class Link(asyncio.Protocol):
             raise
         if answer != "ready":
             await self._reap()
-            raise self._map_failure(failure)
+            raise self._error(failure)
         self._accepting = True
 
     @property
@@ -103,21 +137,25 @@ class Link(asyncio.Protocol):
 
     async def stop(self) -> None:
         """Answer everything queued so far, checkpoint, close the connection, end the process."""
-        if self._accepting:
-            self._accepting = False
-            self._flush()
-            assert self._loop is not None
-            self._control = self._loop.create_future()
-            self._send(None)
-            try:
+        try:
+            if self._accepting:
+                self._accepting = False
+                self._flush()
+                assert self._loop is not None
+                self._control = self._loop.create_future()
+                self._send(None)
                 await self._control
-            except StoreError:
-                pass  # the process died: nothing is left to close
-        await self._reap()
+        except StoreError:
+            pass  # the process died: nothing is left to close
+        finally:
+            await self._reap()
 
     async def _reap(self) -> None:
+        """Close the socket and wait for the process to end (it ends when the socket closes)."""
         if self._transport is not None:
             self._transport.close()
+        if self._control is not None and self._control.done() and not self._control.cancelled():
+            self._control.exception()  # looked at: a failed handshake nobody awaited is not an error to log
         if self._proc is not None:
             with anyio.CancelScope(shield=True):  # even when the open or close was cancelled: no zombie
                 await self._proc.wait()
@@ -148,13 +186,36 @@ class Link(asyncio.Protocol):
         if not self._ops:
             return
         defs = [(st.sid, st.sql, st.writes) for st in self._new_defs]
-        ops, self._ops, self._new_defs = self._ops, [], []
-        self._waiting.extend(self._futures)
-        self._futures = []
-        self._send((defs, ops))
+        ops, futures = self._ops, self._futures
+        self._ops, self._futures, self._new_defs = [], [], []
+        try:
+            data = _dumps((defs, ops))
+        except Exception:  # some op holds a value the server cannot take: fail those ops alone
+            ops, futures = self._refuse_unsendable(ops, futures)
+            data = _dumps((defs, ops))
+        self._waiting.extend(futures)  # before the write: an answer can only follow it
+        self._write(data)
+
+    def _refuse_unsendable(
+        self, ops: list[tuple[int, Any, int]], futures: list[asyncio.Future[Any]]
+    ) -> tuple[list[tuple[int, Any, int]], list[asyncio.Future[Any]]]:
+        kept: list[tuple[int, Any, int]] = []
+        kept_futures: list[asyncio.Future[Any]] = []
+        for op, fut in zip(ops, futures, strict=True):
+            try:
+                _dumps(op)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(StoreError(f"the job store at {self._name} cannot store that: {exc}"))
+                continue
+            kept.append(op)
+            kept_futures.append(fut)
+        return kept, kept_futures
 
     def _send(self, message: Any) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self._write(_dumps(message))
+
+    def _write(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(HEADER.pack(len(data)) + data)
 
@@ -167,15 +228,13 @@ class Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self._buf
         buf += data
-        start = 0
-        while len(buf) - start >= 4:
-            (size,) = HEADER.unpack_from(buf, start)
-            end = start + 4 + size
-            if len(buf) < end:
+        while len(buf) >= 4:
+            (size,) = HEADER.unpack_from(buf)
+            if len(buf) < 4 + size:
                 break
-            self._answer(pickle.loads(memoryview(buf)[start + 4 : end]))
-            start = end
-        del buf[:start]
+            message = pickle.loads(memoryview(buf)[4 : 4 + size])
+            del buf[: 4 + size]  # first: whatever `_answer` does, a message is handled once
+            self._answer(message)
 
     def _answer(self, message: tuple[Any, Any]) -> None:
         first, second = message
@@ -192,12 +251,23 @@ class Link(asyncio.Protocol):
             if fut.cancelled():
                 continue
             if failures and i in failures:
-                fut.set_exception(self._map_failure(failures[i]))
+                fut.set_exception(self._error(failures[i]))
             else:
                 fut.set_result(value)
 
+    def _error(self, failure: Failure) -> Exception:
+        try:
+            return self._map_failure(failure)
+        except Exception:  # never leave the answers out of step with the futures
+            return StoreError(f"the job store at {self._name} failed: {failure[1]}: {failure[2]}")
+
+    async def wait_gone(self) -> None:
+        """Until the connection to the server process has ended (stopped, or the process died)."""
+        await self._gone.wait()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._gone.set()
         if self._closed:
             return
         self._accepting = False

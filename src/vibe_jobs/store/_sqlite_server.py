@@ -1,6 +1,6 @@
 """The SQLite server: a child process that owns a store's one connection and runs its statements.
 
-Started by `_sqlite_link.Link` as `python -I <this file> <fd>`; never imported by the package. It
+Started by `_sqlite_link.Link` as `python -I <this file> <fd> <parent pid>`; never imported by the package. It
 uses the standard library only, so it starts in a few milliseconds without vibe_jobs or pydantic.
 
 Why a process: SQLite's own work for a job (an INSERT into five b-trees, two UPDATEs, a share of a
@@ -23,6 +23,7 @@ transaction; the next one starts afresh.
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import socket
@@ -243,24 +244,51 @@ def _answer(cur: sqlite3.Cursor, mode: int) -> Any:
     return rows if mode == ALL else [row[0] for row in rows]
 
 
-def main(fd: int) -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the server itself, after draining.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def main(fd: int, parent: int) -> None:
+    _outlive_no_parent(parent)
     channel = Channel(socket.socket(fileno=fd))
     try:
         _, config = channel.receive()
         conn = connect(config)
-    except EOFError:
-        return
+    except (EOFError, OSError):
+        return  # the parent is gone (its open was cancelled)
     except BaseException as exc:
-        channel.send(("error", sqlite_failure(exc)))
+        _try_send(channel, ("error", sqlite_failure(exc)))
         return
-    channel.send(("ready", None))
+    if not _try_send(channel, ("ready", None)):
+        conn.close()
+        return
     try:
         Server(conn, channel, config["max_ops"]).serve()
-    except (EOFError, ConnectionError):
+    except (EOFError, OSError):
         pass  # the parent is gone: whatever it had not seen answered is rolled back or committed whole
 
 
+def _outlive_no_parent(parent: int) -> None:
+    """Signals meant for the whole process group (Ctrl-C, a service manager's SIGTERM) are left to the
+    parent, which drains and stops this process itself; the socket's end (EOF) ends it too. If the
+    parent is killed outright while a forked child of it still holds the socket, Linux's parent-death
+    signal ends this process anyway."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the socket's end still ends this process
+    if os.getppid() != parent:
+        os._exit(0)  # the parent died before the signal was armed
+
+
+def _try_send(channel: Channel, message: Any) -> bool:
+    try:
+        channel.send(message)
+    except OSError:
+        return False
+    return True
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]))

@@ -107,12 +107,20 @@ class SQLiteStore:
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
         self._known: dict[str, JobRecord] = {}
-        self._restarting = anyio.Lock()
+        self._lifecycle = anyio.Lock()  # open, and restart after the server process died
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._link is not None:
+        async with self._lifecycle:
+            self._closed = False
+            await self._start_server()
+
+    async def _start_server(self) -> None:
+        """Start a server process unless a live one runs (under `_lifecycle`); a dead one is reaped after."""
+        old = self._link
+        if old is not None and old.lost is None:
             return
         self._make_parent()
         config = Config(
@@ -123,9 +131,15 @@ class SQLiteStore:
         )
         link = Link(config, self._failure, name=self.path)
         await link.start()
+        if self._closed:  # closed while it started
+            await link.stop()
+            raise StoreError(f"the job store at {self.path} was closed")
         self._link, self._known = link, {}
+        if old is not None:
+            await old.stop()
 
     async def close(self) -> None:
+        self._closed = True
         link, self._link = self._link, None
         if link is not None:
             await link.stop()
@@ -152,13 +166,11 @@ class SQLiteStore:
 
     async def _restart_then(self, st: Statement, args: Any, mode: int) -> Any:
         """The server process died (killed, out of memory): the ops it had were failed; start a new one."""
-        async with self._restarting:
+        async with self._lifecycle:
             link = self._link
-            if link is not None and link.lost is not None:
+            if link is not None and link.lost is not None and not self._closed:
                 log.warning("sqlite.server_restarted", path=self.path, why=link.lost)
-                self._link = None
-                await link.stop()
-                await self.open()
+                await self._start_server()
         return await self._run(st, args, mode)
 
     def _remember(self, rec: JobRecord) -> JobRecord:
@@ -175,13 +187,14 @@ class SQLiteStore:
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> None:
+        row = codec.encode(job)
         try:
-            await self._run(_S["insert"], codec.encode(job), NONE)
+            await self._run(_S["insert"], row, NONE)
         except StoreError as exc:
             if exc.context.get("condition") == "CONSTRAINT":
                 raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
             raise
-        self._remember(job)
+        self._remember(codec.decode(row, job.task))  # as stored: nothing shared with the caller's record
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(_S["get"], (job_id,), ONE)
@@ -209,16 +222,10 @@ class SQLiteStore:
         return self._remember(codec.decode(row))
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
+        # A touch keeps the version: the next update reads the row back instead of building on a record
+        # whose access figures are behind.
+        self._known.pop(job_id, None)
         await self._run(_S["touch"], (access_count, last_access_time, next_check_time, job_id), NONE)
-        rec = self._known.get(job_id)
-        if rec is not None:  # touch keeps the version: the remembered record must show the new figures
-            new = codec.clone(rec)
-            new.access_count, new.last_access_time, new.next_check_time = (
-                access_count,
-                last_access_time,
-                next_check_time,
-            )
-            self._remember(new)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         sql = codec.query_sql(query.status, query.tool_name is not None, query.before is not None)

@@ -7,7 +7,7 @@ result, diagnostics, detail_metadata) and the TaskSpec (`task`) are stored as JS
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from operator import attrgetter
@@ -18,7 +18,7 @@ from vibe_jobs.models import JobRecord, TaskSpec
 from vibe_jobs.states import ACTIVE, JobStatus
 from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, COLUMNS, FINAL_SQL
 
-Row = tuple[Any, ...]
+Row = Sequence[Any]
 
 
 def _unserialisable(value: Any) -> Any:
@@ -79,25 +79,19 @@ def encode(rec: JobRecord) -> list[Any]:
     return row
 
 
-def decode(row: Row) -> JobRecord:
+def decode(row: Row, task: TaskSpec | None = None) -> JobRecord:
+    """The record of a stored row; `task`: the row's task as an object already (not validated again)."""
     r = list(row)
     r[_I_PARAMS] = _loads(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
     for i in (_I_RESULT, _I_DIAG, _I_META):
         if r[i] is not None:
             r[i] = _loads(r[i])
-    if r[_I_TASK] is not None:
+    if task is not None:
+        r[_I_TASK] = task
+    elif r[_I_TASK] is not None:
         r[_I_TASK] = TaskSpec.model_validate_json(r[_I_TASK])
     return JobRecord(*r)
-
-
-def clone(rec: JobRecord) -> JobRecord:
-    """A shallow copy (faster than `dataclasses.replace`)."""
-    return JobRecord(*_fields(rec))
-
-
-def decode_one(row: Row | None) -> JobRecord | None:
-    return None if row is None else decode(row)
 
 
 def change_values(changes: Mapping[str, Any]) -> list[Any]:

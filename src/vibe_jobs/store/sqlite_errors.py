@@ -42,7 +42,10 @@ def failure_error(failure: Failure, where: str) -> Exception:
     if kind == "python":
         cls = getattr(builtins, name, None)
         if isinstance(cls, type) and issubclass(cls, Exception):
-            return cls(message)
+            try:
+                return cls(message)
+            except Exception:  # e.g. UnicodeEncodeError takes five arguments
+                pass
         return StoreError(f"the job store at {where} failed: {name}: {message}")
     return sqlite_error(condition(name), message, where)
 
