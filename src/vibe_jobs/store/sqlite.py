@@ -194,7 +194,7 @@ class SQLiteStore:
             if exc.context.get("condition") == "CONSTRAINT":
                 raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
             raise
-        self._remember(codec.decode(row, job.task))  # as stored: nothing shared with the caller's record
+        self._remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(_S["get"], (job_id,), ONE)

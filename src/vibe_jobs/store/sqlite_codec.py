@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.scanner import make_scanner
 from operator import attrgetter
 from typing import Any
 
@@ -33,7 +34,20 @@ def _dumps(value: Any) -> str:
     return "".join(_encoder(value, 0))
 
 
-_loads = json.JSONDecoder().decode
+_decoder = json.JSONDecoder()
+_scan = make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: it takes the decoder
+
+
+def loads(text: str) -> Any:
+    """Parse stored JSON. What this store writes (compact, nothing around it) takes one call into json's
+    C scanner, half the cost of `json.loads`; anything else goes the usual way."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return _decoder.decode(text)
+    return value if end == len(text) else _decoder.decode(text)
+
+
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 # A member hashes and compares as its value, so this maps members and plain strings alike to the
 # stored text without the (slow, Python-level) `.value` property of an enum member.
@@ -79,17 +93,14 @@ def encode(rec: JobRecord) -> list[Any]:
     return row
 
 
-def decode(row: Row, task: TaskSpec | None = None) -> JobRecord:
-    """The record of a stored row; `task`: the row's task as an object already (not validated again)."""
+def decode(row: Row) -> JobRecord:
     r = list(row)
-    r[_I_PARAMS] = _loads(r[_I_PARAMS])
+    r[_I_PARAMS] = loads(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
     for i in (_I_RESULT, _I_DIAG, _I_META):
         if r[i] is not None:
-            r[i] = _loads(r[i])
-    if task is not None:
-        r[_I_TASK] = task
-    elif r[_I_TASK] is not None:
+            r[i] = loads(r[i])
+    if r[_I_TASK] is not None:
         r[_I_TASK] = TaskSpec.model_validate_json(r[_I_TASK])
     return JobRecord(*r)
 
