@@ -415,7 +415,8 @@ async def test_a_store_closed_during_a_restart_stays_closed(store: SQLiteStore) 
     await store.insert(record("a"))
     await kill_server(store)
     restarting = asyncio.ensure_future(store.get("a"))
-    await asyncio.sleep(0)  # the op takes the restart lock and starts a new server
+    await asyncio.sleep(0)  # one loop turn: the op takes the restart lock and starts a new server
+    assert store._lifecycle.locked()  # the restart is under way when the store closes
     await store.close()
     with pytest.raises(StoreError, match=r"closed|not open"):
         await restarting

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from vibe_jobs.errors import StoreError
-from vibe_jobs.store._sqlite_server import HEADER, Config, Failure
+from vibe_jobs.store._sqlite_server import HEADER, Config, Failure, take_messages
 
 SERVER = str(Path(__file__).with_name("_sqlite_server.py"))
 # Queued ops go out at once when they are as many as those the server has in hand (and at least
@@ -226,14 +226,8 @@ class Link(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        while len(buf) >= 4:
-            (size,) = HEADER.unpack_from(buf)
-            if len(buf) < 4 + size:
-                break
-            message = pickle.loads(memoryview(buf)[4 : 4 + size])
-            del buf[: 4 + size]  # first: whatever `_answer` does, a message is handled once
+        self._buf += data
+        for message in take_messages(self._buf):  # taken out first: each is handled once, whatever happens
             self._answer(message)
 
     def _answer(self, message: tuple[Any, Any]) -> None:

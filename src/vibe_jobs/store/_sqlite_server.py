@@ -30,6 +30,7 @@ import socket
 import sqlite3
 import struct
 import sys
+from collections import deque
 from typing import Any, TypedDict
 
 HEADER = struct.Struct("!I")
@@ -105,11 +106,24 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
 # -- the socket ----------------------------------------------------------------------------------
 
 
+def take_messages(buf: bytearray) -> list[Any]:
+    """Every whole message at the front of `buf` (4-byte length, pickle), taken out of it."""
+    messages = []
+    while len(buf) >= 4:
+        (size,) = HEADER.unpack_from(buf)
+        if len(buf) < 4 + size:
+            break
+        messages.append(pickle.loads(memoryview(buf)[4 : 4 + size]))
+        del buf[: 4 + size]
+    return messages
+
+
 class Channel:
     """Length-prefixed pickles over a blocking socket, with a non-blocking look for more."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock, self.buf = sock, bytearray()
+        self.arrived: deque[Any] = deque()
 
     def send(self, value: Any) -> None:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -118,12 +132,8 @@ class Channel:
     def receive(self, block: bool = True) -> tuple[bool, Any]:
         """(True, message), or (False, None) when nothing has arrived (block=False) or the parent is gone."""
         while True:
-            if len(self.buf) >= 4:
-                (size,) = HEADER.unpack_from(self.buf)
-                if len(self.buf) >= 4 + size:
-                    message = pickle.loads(memoryview(self.buf)[4 : 4 + size])
-                    del self.buf[: 4 + size]
-                    return True, message
+            if self.arrived:
+                return True, self.arrived.popleft()
             try:
                 data = self.sock.recv(1 << 20, 0 if block else socket.MSG_DONTWAIT)
             except BlockingIOError:
@@ -133,6 +143,7 @@ class Channel:
                     raise EOFError
                 return False, None
             self.buf += data
+            self.arrived.extend(take_messages(self.buf))
 
 
 # -- serving -------------------------------------------------------------------------------------
