@@ -33,8 +33,7 @@ from common import Row, percentile, row
 
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import postgres_sql as sql
-from vibe_jobs.store.postgres import PostgresStore
+from vibe_jobs.store.postgres import PostgresStore, sql
 
 BASE_URL = os.environ.get("VIBE_JOBS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BENCH_DB = "vibe_jobs_bench"

@@ -21,10 +21,10 @@ import time
 import anyio
 
 from vibe_jobs import JobManager, Priority, Settings, TaskSpec
+from vibe_jobs.engine.scheduler import Scheduler, _Queued
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.models import JobQueueConfig, JobRecord, ResourceLimits
-from vibe_jobs.scheduler import Scheduler, _Queued
 from vibe_jobs.store import MemoryStore
 
 PRIORITIES = [Priority.LOW, Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL]

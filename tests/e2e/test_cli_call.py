@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from vibe_jobs.cli_call import ProgressView, build_arguments, parse_value, server_command, started_job
+from vibe_jobs.cli.call import ProgressView, build_arguments, parse_value, server_command, started_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
@@ -192,7 +192,7 @@ def test_map_codebase(runs: Runs) -> None:
     if "Unknown tool: map-codebase" in res.err:
         pytest.skip("the built-in map-codebase tool is not listed by this server")
     assert res.code == 0, res.err
-    assert "vibe_jobs/cli.py" in res.out
+    assert "vibe_jobs/cli/main.py" in res.out
 
 
 @pytest.mark.parametrize(
@@ -207,8 +207,8 @@ def test_map_codebase(runs: Runs) -> None:
 def test_json_flag_gives_arguments_or_json_output(
     argv: list[str], arguments: dict[str, str], json_output: bool
 ) -> None:
-    from vibe_jobs.cli import build_parser
-    from vibe_jobs.cli_call import split_json_flag
+    from vibe_jobs.cli.call import split_json_flag
+    from vibe_jobs.cli.main import build_parser
 
     args = build_parser().parse_args(["call", *argv])
     split_json_flag(args)

@@ -28,7 +28,7 @@ from vibe_jobs.store.base import Guard
 asyncpg = pytest.importorskip("asyncpg")
 
 from vibe_jobs.store.postgres import ClaimLimits, JobChange, PostgresStore, parse_url, redact  # noqa: E402
-from vibe_jobs.store.postgres_schema import SCHEMA_VERSION  # noqa: E402
+from vibe_jobs.store.postgres.schema import SCHEMA_VERSION  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -553,7 +553,7 @@ async def test_sweeper_lock_one_session_at_a_time(make_store: StoreFactory) -> N
 
 
 async def test_sweeper_lock_freed_when_the_session_dies(store: PostgresStore) -> None:
-    from vibe_jobs.store.postgres_schema import lock_key
+    from vibe_jobs.store.postgres.schema import lock_key
 
     conn = await asyncpg.connect(store.dsn)
     assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(store.schema, "sweeper"))

@@ -19,11 +19,13 @@ from tests.store.test_contract import full_record, record
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.models import JobRecord
-from vibe_jobs.store import open_store, sqlite_codec
-from vibe_jobs.store import sqlite as sqlite_module
+from vibe_jobs.store import codec, open_store
 from vibe_jobs.store.base import Guard, JobQuery
+from vibe_jobs.store.codec import COLUMNS
 from vibe_jobs.store.sqlite import SQLiteStore, parse_url
-from vibe_jobs.store.sqlite_schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
+from vibe_jobs.store.sqlite import sql as sqlite_sql
+from vibe_jobs.store.sqlite import store as sqlite_module
+from vibe_jobs.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 C, R, X = JobStatus.COMPLETED, JobStatus.RUNNING, JobStatus.CANCELLED
 
@@ -172,7 +174,7 @@ async def test_finished_jobs_are_found_through_their_partial_indexes(store: SQLi
     await store.close()
     expiry = plan(db, sqlite_module._DELETE_FINISHED, (0, 10))
     assert "jobs_expiry" in expiry and "SCAN jobs" not in expiry
-    assert "jobs_final" in plan(db, sqlite_codec.query_sql(C, False, False), ("completed", 10))
+    assert "jobs_final" in plan(db, sqlite_sql.query_sql(C, False, False), ("completed", 10))
 
 
 async def test_a_status_change_builds_no_temporary_btree(store: SQLiteStore, db: Path) -> None:
@@ -182,7 +184,7 @@ async def test_a_status_change_builds_no_temporary_btree(store: SQLiteStore, db:
     conditions = [row[0] for row in raw(db, "SELECT sql FROM sqlite_master WHERE sql LIKE '%INDEX%WHERE%'")]
     assert conditions and all("'completed'" not in sql for sql in conditions)
     for keys in (("status", "started_at", "owner", "attempt", "updated_at"), ("status", "finished_at", "result")):
-        sql = sqlite_codec.update_sql(keys, True, False, -1, False)
+        sql = sqlite_sql.update_sql(keys, True, False, -1, False)
         program = raw_args(db, f"EXPLAIN {sql}", (None,) * (len(keys) + 2))
         assert [op for op in program if op[1] == "OpenEphemeral"] == []
 
@@ -196,7 +198,7 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
         record("old-done", status=C, finished_at=100), record("old-cancelled", status=X, updated_at=120),
         record("new-done", status=C, finished_at=500, created_at=2_000), record("waiting"), record("busy", status=R),
     ]  # fmt: skip
-    conn.executemany(sqlite_codec.INSERT, [sqlite_codec.encode(rec) for rec in jobs])
+    conn.executemany(sqlite_sql.INSERT, [codec.encode(rec) for rec in jobs])
     conn.close()
     upgraded = await reopened(db)
     try:

@@ -14,10 +14,10 @@ from starlette.responses import JSONResponse
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.resources import register_job_resources
 from vibe_jobs.server.tasks import TasksExtension
 from vibe_jobs.server.wrap import job_mcp_tool
-from vibe_jobs.tools.control import PROTOCOL, ControlTools
 
 INSTRUCTIONS = "vibe-jobs runs long tools as background jobs. A job tool answers at once with a jobId. " + PROTOCOL
 

@@ -11,10 +11,10 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
+from vibe_jobs.engine.scheduler import Scheduler
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
-from vibe_jobs.scheduler import Scheduler
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
@@ -92,7 +92,7 @@ def make_scheduler(
     manager: JobManager, specs: dict[str, JobToolSpec], *, run_jobs: bool = True, concurrency: int | None = None
 ) -> Scheduler:
     """A local scheduler, or on a shared store (PostgreSQL) one that claims work from the database."""
-    from vibe_jobs.worker import ClaimScheduler, is_shared
+    from vibe_jobs.engine.claims import ClaimScheduler, is_shared
 
     if is_shared(manager.store):
         return ClaimScheduler(manager, specs, run_jobs=run_jobs, concurrency=concurrency)

@@ -14,8 +14,8 @@ import structlog
 
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.context import JobContext
+from vibe_jobs.engine.scheduler import Scheduler, _Run
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.scheduler import Scheduler, _Run
 from vibe_jobs.store import MemoryStore
 from vibe_jobs.store.sqlite import SQLiteStore
 

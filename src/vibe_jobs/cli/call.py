@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from vibe_jobs.cli_jobs import result_text, say
+from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.settings import Settings
 
 if TYPE_CHECKING:

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from vibe_jobs.engine.recovery import recover_orphans
+from vibe_jobs.engine.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
 from vibe_jobs.errors import InvalidTransition, StaleWrite, StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
@@ -24,11 +26,9 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority
-from vibe_jobs.recovery import recover_orphans
-from vibe_jobs.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
 from vibe_jobs.states import JobStatus
 
-log = get_logger("vibe_jobs.worker")
+log = get_logger("vibe_jobs.engine.claims")
 
 POLL_SECONDS = 1.0  # claim again at least this often (notifications are wake-ups, not a log)
 SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and when a job fails)
@@ -83,7 +83,7 @@ class ClaimScheduler(Scheduler):
         **options: Any,
     ) -> None:
         super().__init__(manager, tools, **options)
-        from vibe_jobs.store.postgres_sql import ClaimLimits
+        from vibe_jobs.store.postgres.sql import ClaimLimits
 
         self.shared: ClaimStore = manager.store  # type: ignore[assignment]
         self.concurrency = concurrency or manager.settings.max_concurrent

@@ -1,6 +1,6 @@
 """SQLite failures as `StoreError`s whose message names the condition and the database file.
 
-The SQLite server process reports a failure as `(kind, name, message)` (see `_sqlite_server`):
+The SQLite server process reports a failure as `(kind, name, message)` (see `sqlite.server`):
 kind "sqlite" with the result-code name (SQLITE_FULL, ...), "python" with an exception class name,
 or "newer" with the schema version of a database written by a newer vibe-jobs.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import builtins
 
 from vibe_jobs.errors import StoreError
-from vibe_jobs.store._sqlite_server import Failure
-from vibe_jobs.store.sqlite_schema import SCHEMA_VERSION
+from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
+from vibe_jobs.store.sqlite.server import Failure
 
 _CONDITIONS = {
     "FULL": "the disk is full; free some space (the store stays usable once there is room)",

@@ -4,8 +4,8 @@ URL: `sqlite:///` + a path, as SQLAlchemy spells it: `sqlite:////abs/path/jobs.d
 `sqlite:///jobs.db` (relative to the working directory), `sqlite:///:memory:` (tests). Options as a
 query string: `?synchronous=full` (fsync every group commit), `?busy_timeout=5` (seconds).
 
-All SQL runs in a child process that owns the connection and commits in groups (`_sqlite_server`,
-reached through `_sqlite_link.Link`); the event loop only encodes parameters, queues an op and
+All SQL runs in a child process that owns the connection and commits in groups (`sqlite.server`,
+reached through `sqlite.link.Link`); the event loop only encodes parameters, queues an op and
 awaits its future, which resolves after the commit. Every change is a compare-and-set
 `UPDATE ... WHERE id = ? AND <guards>` that bumps `version`. The store remembers the last record it
 read or wrote of each recent job: an update guarded by that record's version needs no RETURNING,
@@ -25,13 +25,14 @@ from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import sqlite_codec as codec
-from vibe_jobs.store._sqlite_link import Link, Statement, statement
-from vibe_jobs.store._sqlite_server import ALL, COLUMN, NONE, ONE, ROWCOUNT, VACUUM, Config, Failure
+from vibe_jobs.store import codec
 from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
-from vibe_jobs.store.sqlite_change import Change
-from vibe_jobs.store.sqlite_errors import failure_error, open_error
-from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pragmas
+from vibe_jobs.store.sqlite import sql
+from vibe_jobs.store.sqlite.change import Change
+from vibe_jobs.store.sqlite.errors import failure_error, open_error
+from vibe_jobs.store.sqlite.link import Link, Statement, statement
+from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pragmas
+from vibe_jobs.store.sqlite.server import ALL, COLUMN, NONE, ONE, ROWCOUNT, VACUUM, Config, Failure
 
 log = get_logger("vibe_jobs.store.sqlite")
 
@@ -43,11 +44,11 @@ VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pa
 EXPIRED_LEASE_KEPT_MS = 3_600_000
 
 _FIND_ACTIVE = (
-    f"{codec.SELECT} WHERE dedupe_key = ? AND dedupe_key IS NOT NULL AND {ACTIVE_SQL}"
+    f"{sql.SELECT} WHERE dedupe_key = ? AND dedupe_key IS NOT NULL AND {ACTIVE_SQL}"
     " ORDER BY created_at DESC, rowid DESC LIMIT 1"
 )
-_ACTIVE = f"{codec.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
-_ACTIVE_OF = f"{codec.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
+_ACTIVE = f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
+_ACTIVE_OF = f"{sql.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
 _COUNTS = (
     f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
@@ -63,18 +64,18 @@ _HEARTBEAT = (
 _RELEASE = "DELETE FROM leases WHERE owner = ?"
 _DROP_EXPIRED = "DELETE FROM leases WHERE expires_at < ?"
 _ORPHANS = (
-    f"{codec.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
+    f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
     " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, id"
 )
 
-_GET = f"{codec.SELECT} WHERE id = ?"
+_GET = f"{sql.SELECT} WHERE id = ?"
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 
 # The statements as the server knows them (an id each, the text sent once per connection).
 _S = {
     name: statement(sql, writes)
     for name, sql, writes in (
-        ("insert", codec.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
+        ("insert", sql.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
         ("counts", _COUNTS, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
@@ -228,14 +229,14 @@ class SQLiteStore:
         await self._run(_S["touch"], (access_count, last_access_time, next_check_time, job_id), NONE)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
-        sql = codec.query_sql(query.status, query.tool_name is not None, query.before is not None)
+        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None)
         args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
         if query.tool_name is not None:
             args.append(query.tool_name)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        return self._decoded(await self._run(statement(sql, False), args, ALL))
+        return self._decoded(await self._run(statement(text, False), args, ALL))
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         found = self._decoded(await self._run(_S["find_active"], (dedupe_key,), ALL))

@@ -1,6 +1,6 @@
 """The SQLite server: a child process that owns a store's one connection and runs its statements.
 
-Started by `_sqlite_link.Link` as `python -I <this file> <fd> <parent pid>`; never imported by the package. It
+Started by `sqlite.link.Link` as `python -I <this file> <fd> <parent pid>`; never imported by the package. It
 uses the standard library only, so it starts in a few milliseconds without vibe_jobs or pydantic.
 
 Why a process: SQLite's own work for a job (an INSERT into five b-trees, two UPDATEs, a share of a

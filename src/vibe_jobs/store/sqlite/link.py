@@ -1,4 +1,4 @@
-"""The event loop's side of a SQLite server process (`_sqlite_server`): start it, send it ops, and
+"""The event loop's side of a SQLite server process (`sqlite.server`): start it, send it ops, and
 resolve each op's future when its answer arrives (after the commit of its transaction).
 
 Ops queued during one event-loop iteration go out together at the next one, or sooner in chunks
@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import anyio
 
 from vibe_jobs.errors import StoreError
-from vibe_jobs.store._sqlite_server import HEADER, Config, Failure, take_messages
+from vibe_jobs.store.sqlite.server import HEADER, Config, Failure, take_messages
 
-SERVER = str(Path(__file__).with_name("_sqlite_server.py"))
+SERVER = str(Path(__file__).with_name("server.py"))
 # Queued ops go out at once when they are as many as those the server has in hand (and at least
 # MIN_CHUNK): the server works on one half while the loop prepares the other. Measured with 200 / 50 /
 # 20 concurrent jobs: 13.0k / 9.9k / 7.9k jobs/s, against 13.5k / 8.3k / 7.0k for a fixed chunk of 100.

@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 from structlog.testing import capture_logs
 
-from vibe_jobs.taskset import TaskSet
+from vibe_jobs.engine.taskset import TaskSet
 
 
 async def test_tasks_are_cancelled_and_awaited_when_the_holding_group_stops() -> None:

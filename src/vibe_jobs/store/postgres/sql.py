@@ -27,9 +27,9 @@ from typing import Any
 
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import sqlite_codec
-from vibe_jobs.store.postgres_schema import ACTIVE_SQL, FINAL_SQL
-from vibe_jobs.store.sqlite_schema import COLUMNS
+from vibe_jobs.store import codec
+from vibe_jobs.store.codec import COLUMNS
+from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
 
 DEFAULT_NEEDS = ResourceRequirements()
 _EXTRA = ("deps", "need_memory_mb", "need_cpu_weight", "need_disk_mb")
@@ -121,25 +121,25 @@ def insert_args(rec: JobRecord) -> list[Any]:
     task = rec.task
     needs = (task.resource_requirements if task else None) or DEFAULT_NEEDS
     deps = list(dict.fromkeys(task.dependencies)) if task else []
-    return [*sqlite_codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
+    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
             float(needs.disk_space_mb)]  # fmt: skip
 
 
 def decode(row: Any) -> JobRecord:
-    return sqlite_codec.decode(tuple(row))
+    return codec.decode(tuple(row))
 
 
 def decode_first(row: Any) -> JobRecord:
     """A row whose first len(COLUMNS) values are a job."""
-    return sqlite_codec.decode(tuple(row)[: len(COLUMNS)])
+    return codec.decode(tuple(row)[: len(COLUMNS)])
 
 
 def change_values(changes: Mapping[str, Any]) -> list[Any]:
-    return sqlite_codec.change_values(changes)
+    return codec.change_values(changes)
 
 
 def status_texts(statuses: Collection[JobStatus]) -> list[str]:
-    return [sqlite_codec.ENCODE["status"](s) for s in statuses]
+    return [codec.ENCODE["status"](s) for s in statuses]
 
 
 @lru_cache(maxsize=512)

@@ -9,7 +9,7 @@ Beyond the `JobStore` protocol (a pool of connections; every change a compare-an
 `UPDATE ... WHERE id = $n AND <guards> RETURNING ...` that bumps `version`), the store is the
 coordination point of a cluster:
 - `claim_many(owner, lease_ms, limits, tools, k)`: take up to k runnable jobs in one statement (see
-  postgres_sql); `claim(...)` takes one;
+  postgres.sql); `claim(...)` takes one;
 - `renew(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs;
 - `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request
   (the insert trigger announces new jobs; the store announces the changes it made, after they committed);
@@ -35,11 +35,11 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, GroupStats
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import postgres_sql as sql
 from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
-from vibe_jobs.store.postgres_notify import JobChange, Listener
-from vibe_jobs.store.postgres_schema import RECOUNT_USAGE, channel, check_schema_name, drop_schema, lock_key, migrate
-from vibe_jobs.store.postgres_sql import ClaimLimits
+from vibe_jobs.store.postgres import sql
+from vibe_jobs.store.postgres.notify import JobChange, Listener
+from vibe_jobs.store.postgres.schema import RECOUNT_USAGE, channel, check_schema_name, drop_schema, lock_key, migrate
+from vibe_jobs.store.postgres.sql import ClaimLimits
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
@@ -469,7 +469,7 @@ class PostgresStore:
         *,
         now: int | None = None,
     ) -> list[JobRecord]:
-        """Take up to `k` runnable jobs of `tools` for `owner`, in claim order; one statement (see postgres_sql).
+        """Take up to `k` runnable jobs of `tools` for `owner`, in claim order; one statement (see postgres.sql).
 
         Each job becomes running with `owner`, `attempt + 1`, `started_at` (kept from an earlier
         attempt) and a job lease until `now + lease_ms`. `now` defaults to the database clock;

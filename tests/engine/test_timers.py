@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import anyio.lowlevel
 
-from vibe_jobs.timers import Timers
+from vibe_jobs.engine.timers import Timers
 
 
 async def test_timers_fire_in_deadline_order_and_cancelled_ones_never_fire() -> None:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vibe_jobs.cli_call import add_call_parser, run_call
-from vibe_jobs.cli_jobs import add_jobs_parser, run_jobs
+from vibe_jobs.cli.call import add_call_parser, run_call
+from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.errors import JobError
 
 if TYPE_CHECKING:

@@ -9,10 +9,11 @@ from typing import Any
 
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import sqlite_codec as codec
-from vibe_jobs.store._sqlite_link import Statement, statement
+from vibe_jobs.store import codec
 from vibe_jobs.store.base import Guard
-from vibe_jobs.store.sqlite_schema import COLUMNS
+from vibe_jobs.store.codec import COLUMNS
+from vibe_jobs.store.sqlite import sql
+from vibe_jobs.store.sqlite.link import Statement, statement
 
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 _fields = attrgetter(*COLUMNS)
@@ -29,13 +30,11 @@ class Change:
 
     def statement(self, guard: Guard, returning: bool) -> tuple[Statement, list[Any]]:
         """`UPDATE ... WHERE id = ? AND <guard> [RETURNING ...]` and its parameters."""
-        by_version, by_attempt, n_statuses, guard_args = codec.guard_values(
-            guard.version, guard.attempt, guard.statuses
-        )
+        by_version, by_attempt, n_statuses, guard_args = sql.guard_values(guard.version, guard.attempt, guard.statuses)
         shape = (self.keys, by_version, by_attempt, n_statuses, returning)
         st = _SHAPES.get(shape)
         if st is None:
-            st = _SHAPES[shape] = statement(codec.update_sql(*shape), True)
+            st = _SHAPES[shape] = statement(sql.update_sql(*shape), True)
         return st, [*self.values, self.job_id, *guard_args]
 
     def apply(self, rec: JobRecord) -> JobRecord:

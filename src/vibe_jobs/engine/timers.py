@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 
 from vibe_jobs.logs import get_logger
 
-log = get_logger("vibe_jobs.timers")
+log = get_logger("vibe_jobs.engine.timers")
 
 
 class Timer:

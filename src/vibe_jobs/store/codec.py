@@ -1,14 +1,13 @@
-"""JobRecord <-> SQLite row, and the SQL text of each statement shape (built once, then cached).
+"""JobRecord <-> database row, shared by the SQL stores (SQLite and PostgreSQL).
 
-Rows are selected in `JobRecord` field order so decoding is positional; JSON columns (params,
+Rows are selected in `JobRecord` field order (`COLUMNS`) so decoding is positional; JSON columns (params,
 result, diagnostics, detail_metadata) and the TaskSpec (`task`) are stored as JSON text.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from json.scanner import make_scanner
 from operator import attrgetter
@@ -16,8 +15,16 @@ from typing import Any
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
-from vibe_jobs.states import ACTIVE, JobStatus
-from vibe_jobs.store.sqlite_schema import ACTIVE_SQL, COLUMNS, FINAL_SQL
+from vibe_jobs.states import JobStatus
+
+# Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
+COLUMNS = (
+    "id", "tool_name", "params", "status", "created_at", "updated_at", "version", "progress_message",
+    "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
+    "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
+    "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
+    "cpu_seconds", "peak_memory_mb",
+)  # fmt: skip
 
 Row = Sequence[Any]
 
@@ -53,9 +60,6 @@ _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 # stored text without the (slow, Python-level) `.value` property of an enum member.
 _STATUS_TEXT: dict[str, str] = {s.value: s.value for s in JobStatus}
 
-SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
-INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 _fields = attrgetter(*COLUMNS)
 
 
@@ -67,7 +71,7 @@ def _task_json(task: TaskSpec | None) -> str | None:
     return None if task is None else task.model_dump_json(by_alias=True)
 
 
-def _status_text(status: JobStatus | str) -> str:
+def status_text(status: JobStatus | str) -> str:
     try:
         return _STATUS_TEXT[status]
     except KeyError:
@@ -76,7 +80,7 @@ def _status_text(status: JobStatus | str) -> str:
 
 # Per-column converters to the stored form (columns not listed are stored as they are).
 ENCODE: dict[str, Callable[[Any], Any]] = {
-    "params": _dumps, "status": _status_text, "result": _json_or_none,
+    "params": _dumps, "status": status_text, "result": _json_or_none,
     "diagnostics": _json_or_none, "detail_metadata": _json_or_none, "task": _task_json,
 }  # fmt: skip
 _ENCODE_AT = [(COLUMNS.index(name), fn) for name, fn in ENCODE.items()]
@@ -108,44 +112,3 @@ def decode(row: Row) -> JobRecord:
 def change_values(changes: Mapping[str, Any]) -> list[Any]:
     get = ENCODE.get
     return [v if (fn := get(k)) is None else fn(v) for k, v in changes.items()]
-
-
-@lru_cache(maxsize=512)
-def update_sql(
-    keys: tuple[str, ...], by_version: bool, by_attempt: bool, n_statuses: int, returning: bool = True
-) -> str:
-    """`UPDATE ... WHERE id = ? AND <guards> [RETURNING *]`; n_statuses < 0: no status guard."""
-    sets = "".join(f"{k} = ?, " for k in keys)
-    where = "id = ?" + (" AND version = ?" if by_version else "") + (" AND attempt = ?" if by_attempt else "")
-    if n_statuses >= 0:
-        where += f" AND status IN ({', '.join('?' * n_statuses)})"
-    return f"UPDATE jobs SET {sets}version = version + 1 WHERE {where}{_RETURNING if returning else ''}"
-
-
-def guard_values(
-    version: int | None, attempt: int | None, statuses: Collection[JobStatus] | None
-) -> tuple[bool, bool, int, list[Any]]:
-    """The guard's shape (for `update_sql`) and its parameters, in WHERE order."""
-    values: list[Any] = [] if version is None else [version]
-    if attempt is not None:
-        values.append(attempt)
-    if statuses is not None:
-        values.extend(_status_text(s) for s in statuses)
-    return version is not None, attempt is not None, -1 if statuses is None else len(statuses), values
-
-
-@lru_cache(maxsize=64)
-def query_sql(status: JobStatus | None, by_tool: bool, paged: bool) -> str:
-    """Newest first; the status filter repeats its partial index's condition so SQLite uses it."""
-    if status is not None and status in ACTIVE:
-        return _query_sql(" INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged)
-    return _query_sql("", [] if status is None else ["status = ?", FINAL_SQL], by_tool, paged)
-
-
-def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool) -> str:
-    if by_tool:
-        where.append("tool_name = ?")
-    if paged:
-        where.append("(created_at, id) < (?, ?)")
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{SELECT}{index}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"

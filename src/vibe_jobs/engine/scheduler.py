@@ -22,6 +22,9 @@ from typing import Any
 import anyio
 
 from vibe_jobs.context import JobContext
+from vibe_jobs.engine.recovery import recover_orphans
+from vibe_jobs.engine.taskset import TaskSet
+from vibe_jobs.engine.timers import Timer, Timers
 from vibe_jobs.errors import (
     DependencyFailed,
     InvalidTransition,
@@ -37,14 +40,11 @@ from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
-from vibe_jobs.recovery import recover_orphans
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import FINAL, JobStatus
 from vibe_jobs.store.base import Guard
-from vibe_jobs.taskset import TaskSet
-from vibe_jobs.timers import Timer, Timers
 
-log = get_logger("vibe_jobs.scheduler")
+log = get_logger("vibe_jobs.engine.scheduler")
 
 DEFAULT_REQUIREMENTS = ResourceRequirements()
 CANCEL_CHECK_SECONDS = 0.5

@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from vibe_jobs.cli import main
-from vibe_jobs.cli_jobs import format_age, format_table, jobs_table, parse_duration
+from vibe_jobs.cli.jobs import format_age, format_table, jobs_table, parse_duration
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Job
 from vibe_jobs.settings import Settings

@@ -39,15 +39,15 @@ from vibe_jobs import (
     UnknownDependency,
 )
 from vibe_jobs.context import JobContext
+from vibe_jobs.engine.claims import ClaimScheduler, is_shared
+from vibe_jobs.engine.scheduler import Scheduler
 from vibe_jobs.events import JobEvent, Subscription
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.metrics import HealthThresholds
 from vibe_jobs.models import JobQueueConfig, ResourceLimits, RetryPolicyConfig, TimeoutPolicyConfig
 from vibe_jobs.retry import RetryPolicy
-from vibe_jobs.scheduler import Scheduler
 from vibe_jobs.store import JobStore, MemoryStore, open_store
 from vibe_jobs.store.sqlite import SQLiteStore
-from vibe_jobs.worker import ClaimScheduler, is_shared
 
 WAIT = 5.0  # upper bound for any awaited state change (a hang fails instead of blocking)
 NO_RETRY = TaskMetadata(max_retries=0)

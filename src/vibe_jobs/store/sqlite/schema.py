@@ -2,7 +2,7 @@
 
 `PRAGMA user_version` holds how many steps of `MIGRATIONS` a database has had. A step is a list of
 statements run in one transaction; steps are never edited once released, only appended. The
-SQLite server process (`_sqlite_server.connect`) applies them.
+SQLite server process (`sqlite.server.connect`) applies them.
 """
 
 from __future__ import annotations
@@ -15,15 +15,6 @@ ACTIVE_SQL = "status IN ('pending', 'running')"
 # A query uses a partial index only when its WHERE repeats the index's condition word for word.
 FINAL_SQL = "status NOT IN ('pending', 'running')"
 _FINAL_V1 = "status IN ('completed', 'failed', 'cancelled')"  # schema 1's spelling (released: unchanged)
-
-# Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
-COLUMNS = (
-    "id", "tool_name", "params", "status", "created_at", "updated_at", "version", "progress_message",
-    "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
-    "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
-    "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
-    "cpu_seconds", "peak_memory_mb",
-)  # fmt: skip
 
 _V1 = [
     """CREATE TABLE jobs (

@@ -19,7 +19,7 @@ from vibe_jobs.results import text_result
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
-log = get_logger("vibe_jobs.recovery")
+log = get_logger("vibe_jobs.engine.recovery")
 
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 

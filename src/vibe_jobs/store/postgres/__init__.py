@@ -1,0 +1,9 @@
+"""The PostgreSQL store: many servers and workers share one job table (needs `vibe-jobs[postgres]`)."""
+
+from __future__ import annotations
+
+from vibe_jobs.store.postgres.notify import JobChange
+from vibe_jobs.store.postgres.sql import ClaimLimits
+from vibe_jobs.store.postgres.store import PostgresStore, parse_url, redact
+
+__all__ = ["ClaimLimits", "JobChange", "PostgresStore", "parse_url", "redact"]
