@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# unit runs tests/test_architecture.py too: the import contract of docs/architecture.md
 test: lint typecheck unit
 
 # slow suites too (crash loops, long soak); .ci/run sets RUN_SLOW=1

@@ -1,4 +1,4 @@
-"""The polling rule (DESIGN.md "Polling and rate limiting"), as pure tables and through the manager."""
+"""The polling rule (docs/architecture.md, "Polling"), as pure tables and through the manager."""
 
 from __future__ import annotations
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp_types import TextContent
 
 from vibe_jobs.errors import ConfigError
+from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobQueueConfig, Priority
 from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.server.wrap import started_result
 from vibe_jobs.settings import ENV_VARS, MIB, Settings
+from vibe_jobs.store.memory import MemoryStore
 
 
 def test_defaults() -> None:
@@ -22,10 +27,10 @@ def test_defaults() -> None:
     assert s.store_url == "memory://"
     assert (s.poll_base_ms, s.poll_factor, s.poll_max_ms) == (1000, 2.0, 30_000)
     assert s.max_params_bytes == MIB == 1_048_576
-    assert s.max_wait_seconds == 50.0
+    assert s.max_wait_ms == 50_000
     assert s.max_pending == 100_000
-    assert s.lease_seconds == 30.0
-    assert s.aging_seconds == 60.0
+    assert s.lease_ms == 30_000
+    assert s.aging_ms == 60_000
     assert (s.log_level, s.log_format) == ("info", "auto")
     assert (s.tools, s.roots, s.allowed_commands) == ((), None, None)
     assert s.queue == JobQueueConfig()
@@ -66,10 +71,10 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_POLL_FACTOR": ("1.5", "poll_factor", 1.5),
     "VIBE_JOBS_POLL_MAX_MS": ("9000", "poll_max_ms", 9000),
     "VIBE_JOBS_MAX_PARAMS_BYTES": ("2048", "max_params_bytes", 2048),
-    "VIBE_JOBS_MAX_WAIT_SECONDS": ("2.5", "max_wait_seconds", 2.5),
+    "VIBE_JOBS_MAX_WAIT_SECONDS": ("2.5", "max_wait_ms", 2500),  # seconds, as the name says
     "VIBE_JOBS_MAX_PENDING": ("10", "max_pending", 10),
-    "VIBE_JOBS_LEASE_SECONDS": ("5", "lease_seconds", 5.0),
-    "VIBE_JOBS_AGING_SECONDS": ("0.5", "aging_seconds", 0.5),
+    "VIBE_JOBS_LEASE_SECONDS": ("5", "lease_ms", 5000),
+    "VIBE_JOBS_AGING_SECONDS": ("0.5", "aging_ms", 500),
     "VIBE_JOBS_LOG_LEVEL": ("WARNING", "log_level", "warning"),
     "VIBE_JOBS_LOG_FORMAT": ("json", "log_format", "json"),
     "VIBE_JOBS_TOOLS": (" codemap, run-command ,,", "tools", ("codemap", "run-command")),
@@ -115,6 +120,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_MAX_PENDING", "-10"),
         ("VIBE_JOBS_LEASE_SECONDS", "-1"),
         ("VIBE_JOBS_LEASE_SECONDS", "inf"),
+        ("VIBE_JOBS_LEASE_SECONDS", "0.0004"),  # under a millisecond
         ("VIBE_JOBS_AGING_SECONDS", "soon"),
         ("VIBE_JOBS_AGING_SECONDS", "0"),
         ("VIBE_JOBS_MAX_PENDING", "0"),
@@ -137,6 +143,34 @@ def test_the_error_says_what_is_expected() -> None:
         Settings.from_env({"VIBE_JOBS_LOG_LEVEL": "loud"})
     with pytest.raises(ConfigError, match="must be a positive whole number"):
         Settings.from_env({"JOB_MANAGER_MAX_CONCURRENT": "0"})
+    with pytest.raises(ConfigError, match=r"must be at least 0\.001 \(one millisecond\)"):
+        Settings.from_env({"VIBE_JOBS_AGING_SECONDS": "0.0001"})
+
+
+COUNTS = {
+    "max_concurrent",
+    "max_params_bytes",
+    "max_pending",
+    "poll_factor",
+}  # numbers that are no duration
+
+
+def test_every_duration_is_in_milliseconds() -> None:
+    durations = {f.name for f in fields(Settings) if f.type in ("int", "float") and f.name not in COUNTS}
+    assert durations == {
+        "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
+    }  # fmt: skip
+
+
+async def test_the_seconds_variables_reach_their_consumers_as_seconds() -> None:
+    """VIBE_JOBS_LEASE_SECONDS and VIBE_JOBS_MAX_WAIT_SECONDS still mean seconds where they act."""
+    settings = Settings.from_env({"VIBE_JOBS_LEASE_SECONDS": "5", "VIBE_JOBS_MAX_WAIT_SECONDS": "2.5"})
+    store = MemoryStore()
+    manager = JobManager(store, settings, clock=lambda: 1000.0)
+    async with manager:
+        assert store.leases[manager.owner] == 1_000_000 + 5_000  # the lease runs 5 s from now (epoch ms)
+        answer = started_result(manager, "j1", "t").content[0]
+    assert isinstance(answer, TextContent) and '{"jobId": "j1", "waitSeconds": 2.5}' in answer.text
 
 
 # -- VIBE_JOBS_CONFIG ----------------------------------------------------------------------

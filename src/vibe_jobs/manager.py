@@ -105,7 +105,7 @@ class JobManager:
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
-        await self.store.heartbeat(self.owner, self.now() + int(self.settings.lease_seconds * 1000))
+        await self.store.heartbeat(self.owner, self.now() + self.settings.lease_ms)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
@@ -137,8 +137,8 @@ class JobManager:
         return self._tg
 
     async def _maintenance(self) -> None:
-        lease_ms = int(self.settings.lease_seconds * 1000)
-        beat = max(0.05, self.settings.lease_seconds / 3)
+        lease_ms = self.settings.lease_ms
+        beat = max(0.05, lease_ms / 3000)  # a third of the lease, in seconds
         next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
         while True:
             await anyio.sleep(beat)

@@ -1,6 +1,6 @@
 """The polling rule: when an agent should read a job again, and which reads are too early.
 
-Pure functions of (policy, job facts, now). The rule (DESIGN.md):
+Pure functions of (policy, job facts, now). The rule (docs/architecture.md, "Polling"):
 - the first read of a job is never limited;
 - after the n-th counted read of an unfinished job the interval is min(base * factor^(n-1), max),
   clamped to a remaining-time estimate when one exists: max(base, min(backoff, remaining));

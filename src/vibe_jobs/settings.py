@@ -1,6 +1,8 @@
 """Settings: one frozen object, read from the environment only here (`Settings.from_env()`).
 
-An invalid value stops start-up with a `ConfigError` naming the variable and the value.
+Every duration is a whole number of milliseconds (`*_ms`), the unit of the job records and the wire. The
+environment variables keep their documented units (`*_SECONDS` in seconds, the rest in ms): `ENV_VARS`
+converts at this edge. An invalid value stops start-up with a `ConfigError` naming the variable and the value.
 """
 
 from __future__ import annotations
@@ -48,10 +50,10 @@ class Settings:
     poll_factor: float = 2.0
     poll_max_ms: int = 30_000
     max_params_bytes: int = MIB
-    max_wait_seconds: float = 50.0
+    max_wait_ms: int = 50_000  # the cap of get-job-result's waitSeconds
     max_pending: int = 100_000
-    lease_seconds: float = 30.0
-    aging_seconds: float = 60.0
+    lease_ms: int = 30_000  # a process's lease on the jobs it runs
+    aging_ms: int = 60_000  # a waiting job gains one priority level per this much waiting
     log_level: str = "info"
     log_format: str = "auto"
     tools: tuple[str, ...] = ()
@@ -101,6 +103,14 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _seconds_as_ms(raw: str) -> int:
+    """A positive number of seconds (fractions allowed), as whole milliseconds."""
+    ms = round(_positive_float(raw) * 1000)
+    if ms < 1:
+        raise ValueError("must be at least 0.001 (one millisecond)")
+    return ms
+
+
 def _factor(raw: str) -> float:
     value = float(raw)
     if not 1 <= value < math.inf:  # also refuses nan and inf
@@ -136,10 +146,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_POLL_FACTOR": ("poll_factor", _factor),
     "VIBE_JOBS_POLL_MAX_MS": ("poll_max_ms", _positive_int),
     "VIBE_JOBS_MAX_PARAMS_BYTES": ("max_params_bytes", _positive_int),
-    "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_seconds", _positive_float),
+    "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_ms", _seconds_as_ms),
     "VIBE_JOBS_MAX_PENDING": ("max_pending", _positive_int),
-    "VIBE_JOBS_LEASE_SECONDS": ("lease_seconds", _positive_float),
-    "VIBE_JOBS_AGING_SECONDS": ("aging_seconds", _positive_float),
+    "VIBE_JOBS_LEASE_SECONDS": ("lease_ms", _seconds_as_ms),
+    "VIBE_JOBS_AGING_SECONDS": ("aging_ms", _seconds_as_ms),
     "VIBE_JOBS_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
     "VIBE_JOBS_LOG_FORMAT": ("log_format", _choice("auto", "json", "console")),
     "VIBE_JOBS_TOOLS": ("tools", _names),

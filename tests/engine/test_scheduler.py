@@ -303,7 +303,7 @@ async def test_aging_bounds_the_wait_of_a_low_job_under_a_stream_of_high_jobs(ba
     """Weights low=1, high=3 and aging 60 s: no high job submitted 120 s or more after the low job
     starts before it, however many keep coming; highs submitted earlier still go first."""
     gates, clock = Gates(), FakeClock()
-    settings = Settings(max_concurrent=1, aging_seconds=60)
+    settings = Settings(max_concurrent=1, aging_ms=60_000)
     async with backend.running([gated_tool(gates)], settings, clock) as (m, _):
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
@@ -995,7 +995,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
 
 async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat(backend: Backend) -> None:
     gates, clock = Gates(), FakeClock()
-    async with backend.running([gated_tool(gates, retry_safe=True)], Settings(lease_seconds=30), clock) as (m, s):
+    async with backend.running([gated_tool(gates, retry_safe=True)], Settings(lease_ms=30_000), clock) as (m, s):
         job_id = await m.create_job("gated", {"key": "r"})
         await gates.wait_started("r")
         clock.advance(120)  # the lease (renewed every 10 s of real time) has lapsed by the clock

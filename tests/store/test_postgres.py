@@ -203,7 +203,7 @@ async def test_priority_aging(store: PostgresStore) -> None:
 
 
 async def test_priority_weights_from_settings() -> None:
-    limits = ClaimLimits.from_settings(Settings(max_concurrent=7, aging_seconds=2.5), {"a": 2, "b": None})
+    limits = ClaimLimits.from_settings(Settings(max_concurrent=7, aging_ms=2500), {"a": 2, "b": None})
     assert (limits.max_running, limits.aging_ms, limits.per_tool) == (7, 2_500, {"a": 2})
     assert limits.priority_weights == (1.0, 2.0, 3.0, 4.0)
     assert (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb) == (2048, 8, 1024)

@@ -52,13 +52,11 @@ def load_tool_modules(names: Sequence[str]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from mcp.server.mcpserver.tools import Tool
-
     from vibe_jobs.jobtool import PLAIN_REGISTRY
 
     server = build_server(args, settings, run_jobs=not args.no_worker)
     for name, (fn, description) in PLAIN_REGISTRY.items():
-        server._plain.append(Tool.from_function(fn, name=name, description=description))
+        server.add_plain_tool(fn, name, description)
     if args.transport != "stdio":
         print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
     server.run(args.transport, args.host, args.port)

@@ -90,7 +90,7 @@ class ClaimScheduler(Scheduler):
         self.run_jobs = run_jobs
         per_tool = {name: spec.max_concurrent for name, spec in tools.items()}
         self.limits = ClaimLimits.from_settings(manager.settings, per_tool)
-        self.lease_ms = int(manager.settings.lease_seconds * 1000)
+        self.lease_ms = manager.settings.lease_ms
         self._claimed: dict[str, JobRecord] = {}
         self._next_renew = 0.0
         self._next_sweep = 0.0
@@ -261,7 +261,7 @@ class ClaimScheduler(Scheduler):
         now = anyio.current_time()
         if now < self._next_renew:
             return
-        self._next_renew = now + self.m.settings.lease_seconds / 3
+        self._next_renew = now + self.lease_ms / 3000  # a third of the lease, in seconds
         sent = dict(self.running)
         held = await self.shared.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
         for job_id, run in sent.items():

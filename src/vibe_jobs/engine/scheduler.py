@@ -95,7 +95,7 @@ class Scheduler:
         self.m, self.tools = manager, tools
         self.cfg = manager.settings.queue
         self.max_concurrent = manager.settings.max_concurrent
-        self.aging_ms = manager.settings.aging_seconds * 1000
+        self.aging_ms = manager.settings.aging_ms
         self.retry = RetryPolicy.from_config(self.cfg.retry_policy)
         self.grace_seconds, self.reservation_ms = grace_seconds, reservation_ms
         self.queued: dict[str, _Queued] = {}

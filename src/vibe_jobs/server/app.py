@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import EmptyResult, SetLevelRequestParams
@@ -15,7 +16,8 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.control import PROTOCOL, ControlTools
-from vibe_jobs.server.resources import register_job_resources
+from vibe_jobs.server.resources import JobResourceHub, register_job_resources
+from vibe_jobs.server.sdk import add_request_handler
 from vibe_jobs.server.tasks import TasksExtension
 from vibe_jobs.server.wrap import job_mcp_tool
 
@@ -40,14 +42,15 @@ def build_mcp(
     job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
     control = ControlTools(manager, specs, job_tools)
     tools = [*job_tools.values(), *plain_tools, *control.tools()]
+    tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
-        log_level=cast(Any, manager.settings.log_level.upper()),
-        extensions=[tasks := TasksExtension(manager, specs)], middleware=[tasks.list_tools_middleware],
+        log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
+        middleware=[tasks.list_tools_middleware, hub.track_listen],
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
-    register_job_resources(mcp, manager)
+    register_job_resources(mcp, hub)
     return mcp
 
 
@@ -60,11 +63,11 @@ def _version() -> str:
 def _add_set_level(mcp: MCPServer[Any], manager: JobManager) -> None:
     """Answer logging/setLevel (the SDK's MCPServer has no public hook for it)."""
 
-    async def set_level(ctx: Any, params: SetLevelRequestParams) -> EmptyResult:
+    async def set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
         configure_logging(LEVELS.get(str(params.level), "info"), manager.settings.log_format)
         return EmptyResult()
 
-    mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+    add_request_handler(mcp, "logging/setLevel", SetLevelRequestParams, set_level)
 
 
 def _add_health(mcp: MCPServer[Any], manager: JobManager) -> None:

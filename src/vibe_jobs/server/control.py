@@ -78,7 +78,7 @@ class ControlTools:
         """Read a background job: its status, progress, and its result once finished."""
         try:
             if waitSeconds > 0:
-                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_seconds))
+                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000))
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails)
         except JobError as exc:
             return job_error_result(exc)

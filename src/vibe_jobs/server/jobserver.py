@@ -62,10 +62,14 @@ class JobServer:
         """Decorator: register an ordinary MCP tool that answers within the request."""
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            self._plain.append(Tool.from_function(f, name=name, description=description))
+            self.add_plain_tool(f, name, description)
             return f
 
         return register
+
+    def add_plain_tool(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
+        """Register `fn` as an ordinary MCP tool that answers within the request (name: the function's)."""
+        self._plain.append(Tool.from_function(fn, name=name, description=description))
 
     def build(self) -> MCPServer[Any]:
         return build_mcp(self.manager, self.specs, self._plain, name=self.name, instructions=self.instructions)

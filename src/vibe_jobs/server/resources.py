@@ -3,8 +3,8 @@
 A client subscribed to `job://ID` hears of every state change and of progress (thinned to one update per
 `min_interval` per job, the last one always delivered), in both protocol eras: legacy `resources/subscribe`
 (answered by `session.send_resource_updated`) and 2026-07-28 `subscriptions/listen` streams (fed through the
-MCPServer's SubscriptionBus). One background task, started by the first subscriber, reads the manager's event
-bus and fans out; a finished job's final update is its last.
+SubscriptionBus the hub hands the MCPServer at construction). One background task, started by the first
+subscriber, reads the manager's event bus and fans out; a finished job's final update is its last.
 """
 
 from __future__ import annotations
@@ -12,19 +12,23 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import ResourceUpdated, SubscriptionBus
-from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, SubscriptionBus
+from mcp_types import EmptyResult, SubscribeRequestParams, SubscriptionsListenRequestParams, UnsubscribeRequestParams
+from pydantic import ValidationError
 
 from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.sdk import add_request_handler, connection_of
 from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.resources")
@@ -47,8 +51,9 @@ def job_uri(job_id: str) -> str:
 class JobResourceHub:
     """Who listens to which job resource, and the one task that tells them of changes."""
 
-    def __init__(self, manager: JobManager, bus: SubscriptionBus, *, min_interval: float = 0.25) -> None:
-        self.manager, self.bus, self.min_interval = manager, bus, min_interval
+    def __init__(self, manager: JobManager, bus: SubscriptionBus | None = None, *, min_interval: float = 0.25) -> None:
+        self.manager, self.min_interval = manager, min_interval
+        self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()  # pass it to MCPServer(subscriptions=...)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
         self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
         self._last_sent: dict[str, float] = {}
@@ -63,12 +68,12 @@ class JobResourceHub:
     def subscribe_session(self, uri: str, session: ServerSession) -> None:
         if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
             return
-        self._sessions.setdefault(uri, {})[_connection_of(session)] = session
+        self._sessions.setdefault(uri, {})[connection_of(session)] = session
         self._ensure_running()
 
     def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
         sessions = self._sessions.get(uri, {})
-        sessions.pop(_connection_of(session), None)
+        sessions.pop(connection_of(session), None)
         if not sessions:
             self._sessions.pop(uri, None)
 
@@ -80,6 +85,17 @@ class JobResourceHub:
     def listen_ended(self, uris: list[str]) -> None:
         self._listening.subtract(uris)
         self._listening = +self._listening  # drop zero counts
+
+    async def track_listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted."""
+        if ctx.method != "subscriptions/listen":
+            return await call_next(ctx)
+        uris = _listened_job_uris(ctx.params)
+        self.listen_started(uris)
+        try:
+            return await call_next(ctx)
+        finally:
+            self.listen_ended(uris)
 
     def _ensure_running(self) -> None:
         if not self._running:
@@ -150,19 +166,20 @@ class JobResourceHub:
                 log.warning("resources.send_timeout", uri=uri)
 
 
-def _connection_of(session: ServerSession) -> object:
-    """The connection a (per-request) session speaks on: the identity of a legacy subscriber."""
-    return getattr(session, "_connection", session)
+def _listened_job_uris(params: Mapping[str, Any] | None) -> list[str]:
+    """The job URIs a listen request names (middleware sees raw params; the handler refuses bad ones)."""
+    try:
+        parsed = SubscriptionsListenRequestParams.model_validate(params or {})
+    except ValidationError:
+        return []
+    return [u for u in parsed.notifications.resource_subscriptions or () if u.startswith(JOB_PREFIX)]
 
 
-def register_job_resources(mcp: MCPServer[Any], manager: JobManager) -> JobResourceHub:
-    """Add the job resources and their subscriptions (both protocol eras) to `mcp`."""
-    # MCPServer has no public accessor for its SubscriptionBus (only a request's ctx.notify_resource_updated)
-    hub = JobResourceHub(manager, mcp._subscriptions)
-    _add_readers(mcp, manager)
+def register_job_resources(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
+    """Add the job resources and legacy subscriptions to `mcp`, built with `subscriptions=hub.bus` and
+    `hub.track_listen` among its middleware (so 2026-07-28 listen streams reach the hub)."""
+    _add_readers(mcp, hub.manager)
     _add_legacy_subscribe(mcp, hub)
-    _wrap_listen(mcp, hub)
-    return hub
 
 
 def _add_readers(mcp: MCPServer[Any], manager: JobManager) -> None:
@@ -184,31 +201,13 @@ def _add_readers(mcp: MCPServer[Any], manager: JobManager) -> None:
 def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
     """resources/subscribe and resources/unsubscribe (MCPServer has no public hook for them)."""
 
-    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         hub.subscribe_session(str(params.uri), ctx.session)
         return EmptyResult()
 
-    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
         hub.unsubscribe_session(str(params.uri), ctx.session)
         return EmptyResult()
 
-    mcp._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    mcp._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
-
-
-def _wrap_listen(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
-    """Let the hub see which job URIs each 2026-07-28 listen stream names, for as long as it is open."""
-    entry = mcp._lowlevel_server.get_request_handler("subscriptions/listen")
-    if entry is None:  # MCPServer(subscriptions=False)
-        return
-    inner = entry.handler
-
-    async def listen(ctx: Any, params: Any) -> Any:
-        uris = [u for u in params.notifications.resource_subscriptions or () if u.startswith(JOB_PREFIX)]
-        hub.listen_started(uris)
-        try:
-            return await inner(ctx, params)
-        finally:
-            hub.listen_ended(uris)
-
-    mcp._lowlevel_server.add_request_handler("subscriptions/listen", entry.params_type, listen)
+    add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
+    add_request_handler(mcp, "resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)

@@ -58,7 +58,7 @@ def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallTool
         "message": f"Job started; poll get-job-result with jobId {job_id}",
         "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
     }  # fmt: skip
-    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_seconds)
+    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 

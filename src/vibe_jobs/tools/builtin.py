@@ -5,21 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import JobTimeout, NonRetryableError
-from vibe_jobs.jobtool import make_spec
+from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, map_codebase, render_markdown
 from vibe_jobs.tools.command import CommandFailedToStart, CommandRefused, check_command, parse_allowed, run_process
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
-
-if TYPE_CHECKING:
-    from vibe_jobs.server.jobserver import JobServer
 
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
 KEEP_LINES = 20
@@ -116,7 +113,13 @@ class _Stream:
         return list(self.lines)
 
 
-def register_builtins(server: JobServer, settings: Settings) -> None:
+class SpecRegistry(Protocol):
+    """Where job tools are registered (a JobServer; tools sit below the server and do not import it)."""
+
+    def add_spec(self, spec: JobToolSpec) -> JobToolSpec: ...
+
+
+def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     """Add map-codebase always, run-command when VIBE_JOBS_ALLOWED_COMMANDS names programs."""
     roots = parse_roots(settings.roots)
     mapper = MapCodebase(roots)

@@ -238,7 +238,7 @@ class ClaimLimits:
             max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
             max_disk_space_mb=lim.max_disk_space_mb,
             per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
-            aging_ms=int(settings.aging_seconds * 1000), priority_weights=tuple(weights),
+            aging_ms=settings.aging_ms, priority_weights=tuple(weights),
         )  # fmt: skip
 
     @property

@@ -1,0 +1,45 @@
+"""The one module that touches the MCP SDK's private parts, each checked against mcp `SDK_VERSION`.
+
+Everything else uses MCPServer's public hooks: the subscription bus is passed at construction
+(`MCPServer(subscriptions=...)`), `subscriptions/listen` streams are seen by a server middleware
+(`MCPServer(middleware=...)`). Two needs have no public hook in mcp 2.3.0:
+
+- serving a request method MCPServer does not serve itself (`logging/setLevel`, legacy
+  `resources/subscribe` / `resources/unsubscribe`). The low-level `Server.add_request_handler` is
+  public, but MCPServer keeps its `Server` private (`_lowlevel_server`); a middleware cannot stand in,
+  because the advertised capabilities (`logging`, `resources.subscribe`) come from the registered handlers.
+- the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
+  the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
+
+tests/server/test_sdk.py exercises each of them and fails while the installed mcp is another version:
+after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from mcp.server.context import HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.session import ServerSession
+from pydantic import BaseModel
+
+SDK_VERSION = "2.3.0"  # the mcp release the internals below were checked against
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def add_request_handler(
+    mcp: MCPServer[Any],
+    method: str,
+    params_type: type[P],
+    handler: Callable[[ServerRequestContext[Any, Any], P], Awaitable[HandlerResult]],
+) -> None:
+    """Serve `method` on `mcp` (replacing any handler it had); `handler(ctx, params)` gets validated params."""
+    mcp._lowlevel_server.add_request_handler(method, params_type, handler)
+
+
+def connection_of(session: ServerSession) -> object:
+    """The connection `session` speaks on: one object for every request of one client connection."""
+    return session._connection

@@ -1,0 +1,70 @@
+"""server/sdk.py: every MCP SDK internal we rely on, against the SDK release it was checked with.
+
+When mcp is upgraded the first test fails on purpose: run the others against the new release, read
+server/sdk.py's notes again (a public hook may have appeared), then move SDK_VERSION.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import version
+from typing import Any
+
+from mcp import Client
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp_types import EmptyResult, SetLevelRequestParams, SubscribeRequestParams
+
+from vibe_jobs.server.sdk import SDK_VERSION, add_request_handler, connection_of
+
+
+def test_the_installed_sdk_is_the_one_sdk_py_was_checked_against() -> None:
+    installed = version("mcp")
+    assert installed == SDK_VERSION, (
+        f"mcp {installed} is installed but src/vibe_jobs/server/sdk.py was checked against mcp {SDK_VERSION}: "
+        "re-check each SDK internal it uses (the other tests in tests/server/test_sdk.py), then set SDK_VERSION"
+    )
+
+
+async def test_an_added_request_handler_is_served_and_its_capability_advertised() -> None:
+    levels: list[str] = []
+
+    async def set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        levels.append(str(params.level))
+        return EmptyResult()
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        return EmptyResult()
+
+    mcp: MCPServer[Any] = MCPServer("sdk-check")
+    add_request_handler(mcp, "logging/setLevel", SetLevelRequestParams, set_level)
+    add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
+    async with Client(mcp, mode="legacy") as client:
+        caps = client.server_capabilities
+        assert caps is not None and caps.logging is not None
+        assert caps.resources is not None and caps.resources.subscribe is True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MCPDeprecationWarning: logging is gone in 2026-07-28
+            await client.set_logging_level("warning")
+    assert levels == ["warning"]
+
+
+async def test_connection_of_names_one_connection_across_its_requests() -> None:
+    seen: list[tuple[str, object, object]] = []  # (uri, session, connection)
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        seen.append((str(params.uri), ctx.session, connection_of(ctx.session)))
+        return EmptyResult()
+
+    mcp: MCPServer[Any] = MCPServer("sdk-check")
+    add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MCPDeprecationWarning: resources/subscribe is gone in 2026-07-28
+        async with Client(mcp, mode="legacy") as first, Client(mcp, mode="legacy") as second:
+            await first.subscribe_resource("job://a")
+            await first.subscribe_resource("job://b")
+            await second.subscribe_resource("job://a")
+    (_, session_a, conn_a), (_, session_b, conn_b), (_, _, conn_c) = seen
+    assert session_a is not session_b  # a session is per request: it cannot key a subscriber
+    assert conn_a is conn_b
+    assert conn_c is not conn_a

@@ -1,0 +1,200 @@
+"""The import contract (docs/architecture.md): arrows only point down, read from every module's syntax tree.
+
+cli -> server | client -> tools | engine -> jobtool -> context -> manager -> metrics -> store -> the core's
+vocabulary (models, states, errors, events, results, settings, retry, polling, logs). A module may import any part
+below its own and the parts beside it, except the independent pairs (`|`). Imports under TYPE_CHECKING and inside
+functions count: they are arrows too. Beside the layers, the core imports nothing from the MCP SDK, and
+only server/sdk.py reaches into the SDK's private parts.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
+
+# The level of each part (a top-level module, or a package with everything in it). A new part must be placed here.
+LEVELS: dict[str, int] = {
+    **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
+    "store": 20,
+    "metrics": 25,  # stores do not import metrics: the manager keeps the figures
+    "manager": 30,
+    "context": 35,  # a running job's handle on the manager
+    "jobtool": 36,  # a job tool's spec and validator; takes a JobContext
+    "engine": 40,
+    "tools": 40,  # built-in job tools only: they register through a protocol, not the server
+    "vibe_jobs": 45,  # the package's front door re-exports the library (JobServer lazily, see ALLOWED)
+    "server": 50,
+    "client": 50,  # the MCP client library: it speaks MCP (imports mcp) but uses nothing of the server
+    "cli": 60,
+    "__main__": 60,
+}
+INDEPENDENT = [{"server", "client"}, {"tools", "engine"}]  # one level, and neither imports the other
+CORE_LEVEL = 36  # parts at or below it are the core: no MCP SDK, no web stack
+SDK_PACKAGES = ("mcp", "mcp_types", "starlette", "sse_starlette", "uvicorn")
+SDK_SEAM = "vibe_jobs.server.sdk"  # the one module that touches the SDK's private parts (checked by version)
+PRIVATE_NAMES_OF_PUBLIC_API = {"_replace", "_asdict", "_fields", "_make", "_exit"}  # namedtuple, os._exit
+
+# Known upward arrows, each with the branch that removes it. Nothing else is allowed.
+ALLOWED: dict[tuple[str, str], str] = {
+    ("vibe_jobs", "vibe_jobs.server.jobserver"): "by design: `vibe_jobs.JobServer` is imported on first use only, "
+    "so `import vibe_jobs` never imports mcp",
+    ("vibe_jobs.store.postgres.store", "vibe_jobs.metrics"): "known: branch i14-store moves the types the "
+    "PostgreSQL store takes from metrics; remove this entry with it",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module
+    target: str  # what it imports (a module, or a package a name is taken from)
+    line: int
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield module_name(path), path
+
+
+def imports_of(module: str, path: Path) -> Iterator[Import]:
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (Import(module, alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield Import(module, _absolute(package, node), node.lineno)
+
+
+def _absolute(package: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def part(module: str) -> str:
+    """`vibe_jobs.store.sqlite.link` -> `store`; the package itself -> `vibe_jobs`."""
+    return module.split(".")[1] if "." in module else module
+
+
+def level(module: str) -> int:
+    name = part(module)
+    assert name in LEVELS, f"{module}: place the part '{name}' on a level in LEVELS (tests/test_architecture.py)"
+    return LEVELS[name]
+
+
+def own_imports() -> list[Import]:
+    return [imp for module, path in modules() for imp in imports_of(module, path)]
+
+
+def is_ours(target: str) -> bool:
+    return target == "vibe_jobs" or target.startswith("vibe_jobs.")
+
+
+def upward(imp: Import) -> bool:
+    """An arrow to a higher level, or across an independent pair."""
+    here, there = part(imp.module), part(imp.target)
+    if not is_ours(imp.target) or here == there:
+        return False
+    return level(imp.target) > level(imp.module) or {here, there} in INDEPENDENT
+
+
+def test_every_part_has_a_level() -> None:
+    for module, _ in modules():
+        level(module)
+
+
+def test_arrows_only_point_down() -> None:
+    wrong = [
+        f"{imp.module}:{imp.line} imports {imp.target} (level {level(imp.target)} from level {level(imp.module)})"
+        for imp in own_imports()
+        if upward(imp) and (imp.module, imp.target) not in ALLOWED
+    ]
+    assert not wrong, "imports that point up or across (see docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def test_every_allowed_exception_still_exists() -> None:
+    """An entry in ALLOWED whose import is gone must go too (or it would let the arrow back in unseen)."""
+    present = {(imp.module, imp.target) for imp in own_imports()}
+    assert set(ALLOWED) <= present, f"remove from ALLOWED: {sorted(set(ALLOWED) - present)}"
+
+
+def test_the_core_imports_no_mcp_sdk() -> None:
+    wrong = [
+        f"{imp.module}:{imp.line} imports {imp.target}"
+        for imp in own_imports()
+        if level(imp.module) <= CORE_LEVEL and imp.target.split(".")[0] in SDK_PACKAGES
+    ]
+    assert not wrong, "the core (models .. jobtool) must not import the MCP SDK:\n" + "\n".join(wrong)
+
+
+def test_only_the_sdk_seam_touches_the_sdks_private_parts() -> None:
+    """In a module that uses the MCP SDK, `x._name` on anything but self/cls belongs in server/sdk.py."""
+    wrong = []
+    for module, path in modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if module == SDK_SEAM or not any(imp.target.split(".")[0] in SDK_PACKAGES for imp in imports_of(module, path)):
+            continue
+        reached = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and _reaches_in(node)]
+        wrong += [f"{module}:{node.lineno} {ast.unparse(node)}" for node in reached]
+        wrong += [
+            f"{imp.module}:{imp.line} imports {imp.target}"
+            for imp in imports_of(module, path)
+            if imp.target.split(".")[0] in SDK_PACKAGES and any(p.startswith("_") for p in imp.target.split("."))
+        ]
+    assert not wrong, f"private parts reached outside {SDK_SEAM}:\n" + "\n".join(wrong)
+
+
+def _reaches_in(node: ast.AST) -> bool:
+    """`x._name` where x is not self/cls (dunders and namedtuple's public `_replace` & co. aside)."""
+    if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+        return False
+    mine = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+    return not mine and node.attr not in PRIVATE_NAMES_OF_PUBLIC_API
+
+
+# -- the checker itself: each rule catches what it is for -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "wrong"),
+    [
+        ("vibe_jobs.store.memory", "vibe_jobs.manager", True),
+        ("vibe_jobs.store.postgres.sql", "vibe_jobs.engine.claims", True),
+        ("vibe_jobs.models", "vibe_jobs.store", True),
+        ("vibe_jobs.engine.scheduler", "vibe_jobs.server.wrap", True),
+        ("vibe_jobs.tools.builtin", "vibe_jobs.engine", True),  # one level: independent
+        ("vibe_jobs.server.control", "vibe_jobs.client", True),
+        ("vibe_jobs.manager", "vibe_jobs.context", True),
+        ("vibe_jobs.cli.main", "vibe_jobs.server.jobserver", False),
+        ("vibe_jobs.server.app", "vibe_jobs", False),
+        ("vibe_jobs.store.sqlite.store", "vibe_jobs.store.base", False),
+        ("vibe_jobs.engine.claims", "vibe_jobs.store.postgres.sql", False),
+        ("vibe_jobs.manager", "vibe_jobs.metrics", False),
+        ("vibe_jobs.jobtool", "pydantic", False),
+        ("vibe_jobs.models", "vibe_jobs.states", False),  # the vocabulary shares one level
+    ],
+)
+def test_the_layer_rule(module: str, target: str, wrong: bool) -> None:
+    assert upward(Import(module, target, 1)) is wrong
+
+
+def test_relative_imports_resolve_to_their_module() -> None:
+    node = ast.parse("from ..base import JobStore").body[0]
+    assert isinstance(node, ast.ImportFrom)
+    assert _absolute("vibe_jobs.store.sqlite", node) == "vibe_jobs.store.base"
+
+
+def test_reaching_in_is_seen() -> None:
+    found = [_reaches_in(n) for n in ast.walk(ast.parse("mcp._lowlevel_server; self._x; t._replace(); o.__dict__"))]
+    assert found.count(True) == 1
