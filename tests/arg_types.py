@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -25,7 +26,7 @@ class Shape(BaseModel):
 
 
 # the arguments as stored JSON holds them (an int given as a string, as a library caller may)
-RAW = {"count": "3", "where": "/tmp/vibe-jobs/typed", "color": "blue", "shape": {"sides": 4}}
+RAW: dict[str, Any] = {"count": "3", "where": "/tmp/vibe-jobs/typed", "color": "blue", "shape": {"sides": 4}}
 TYPED = {"count": "int", "where": "PosixPath", "color": "Color", "shape": "Shape"}
 
 
