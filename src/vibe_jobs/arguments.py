@@ -62,7 +62,7 @@ class ToolArguments:
         return {kwarg: getattr(values, name) for name, kwarg in self._kwargs}
 
     def validate(self, arguments: Mapping[str, Any]) -> BaseModel:
-        if not isinstance(arguments, Mapping):
+        if type(arguments) is not dict and not isinstance(arguments, Mapping):  # the ABC check is the slow one
             kind = type(arguments).__name__
             raise InvalidArguments(self._text(f"arguments must be an object, not {kind}"), unknown=[], accepted=[])
         try:
@@ -70,19 +70,19 @@ class ToolArguments:
         except ValidationError as exc:
             raise self._invalid(exc) from None
 
-    def _pre_parse(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    def _pre_parse(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
         """A string holding a JSON list or object (or null) for a non-string parameter is parsed first, as the
-        MCP SDK does: some clients send structured values as JSON text."""
-        data = dict(arguments)
-        for key in self._json_keys.intersection(data):
-            if isinstance(value := data[key], str):
+        MCP SDK does: some clients send structured values as JSON text. The caller's mapping is not changed."""
+        parsed: dict[str, Any] = {}
+        for key in self._json_keys.intersection(arguments):
+            if isinstance(value := arguments[key], str):
                 try:
-                    parsed = json.loads(value)
+                    loaded = json.loads(value)
                 except (ValueError, RecursionError):
                     continue  # not JSON: validation accepts or refuses the string itself
-                if not isinstance(parsed, str | int | float):
-                    data[key] = parsed
-        return data
+                if not isinstance(loaded, str | int | float):
+                    parsed[key] = loaded
+        return {**arguments, **parsed} if parsed else arguments
 
     def _invalid(self, exc: ValidationError) -> InvalidArguments:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
