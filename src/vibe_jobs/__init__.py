@@ -6,6 +6,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.errors import (
     ConfigError,
     DependencyFailed,
+    InvalidArguments,
     InvalidParams,
     InvalidTransition,
     JobCancelled,
@@ -59,6 +60,7 @@ __all__ = [
     "DependencyFailed",
     "EventBus",
     "EventType",
+    "InvalidArguments",
     "InvalidParams",
     "InvalidTransition",
     "Job",

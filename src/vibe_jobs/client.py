@@ -12,11 +12,14 @@ Paths, best first:
    notifications reach `on_progress`;
 3. the jobId protocol, reading `get-job-result` at each `pollingRecommendation`.
 A plain tool (whose answer is no job) returns its result directly.
+
+`on_started` and `on_status` let a caller show more than progress (the `vibe-jobs call` command is one):
+the job's immediate answer, and every status message get-job-result gives on the way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -28,6 +31,8 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams, Result, TextContent
 from pydantic import ConfigDict
+
+from vibe_jobs.states import FINAL
 
 __all__ = [
     "TASKS_EXTENSION",
@@ -44,7 +49,10 @@ PROGRESS_META_KEY = "vibe-jobs/progress"
 GET_JOB_RESULT = "get-job-result"
 WAIT_SECONDS = 30.0
 DEFAULT_POLL_MS = 1000
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# Their answers may name a job (get-job-result, cancel-job) but start none.
+CONTROL_TOOLS = frozenset({GET_JOB_RESULT, "cancel-job", "list-jobs", "job-stats"})
+MessageFn = Callable[[dict[str, Any]], Awaitable[None]]
 _on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
 
 
@@ -112,18 +120,31 @@ async def call_and_wait(
     on_progress: ProgressFn | None = None,
     *,
     wait_seconds: float = WAIT_SECONDS,
+    on_started: MessageFn | None = None,
+    on_status: MessageFn | None = None,
+    include_details: bool = False,
 ) -> CallToolResult:
-    """Call `tool` and return its final CallToolResult (a job's result once the job has finished)."""
+    """Call `tool` and return its final CallToolResult (a job's result once the job has finished).
+
+    On the jobId protocol, `on_started` gets the job's immediate answer (its structuredContent: jobId,
+    pollingRecommendation ...) before the job is followed, and `on_status` every get-job-result status
+    message (a JobStatusMessage, with details when `include_details`), the final one included. The tasks
+    extension reads no status messages: neither is called there.
+    """
     token = _on_progress.set(on_progress)
     try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads _on_progress
         result = await client.call_tool(tool, dict(args or {}), progress_callback=on_progress)
     finally:
         _on_progress.reset(token)
-    started = job_started(result)
+    started = job_started(tool, result)
     if started is None:
         return result
-    long_poll = await supports_long_poll(client)
-    return await follow_job(client, started["jobId"], started, on_progress, wait_seconds if long_poll else 0)
+    if on_started is not None:
+        await on_started(started)
+    wait = wait_seconds if await supports_long_poll(client) else 0
+    return await follow_job(
+        client, started["jobId"], started, on_progress, wait, on_status=on_status, include_details=include_details
+    )
 
 
 # -- the tasks extension ---------------------------------------------------------------------
@@ -136,7 +157,7 @@ async def follow_task(session: ClientSession, handle: TaskHandle, on_progress: P
     reporter = Reporter(on_progress)
     try:
         while (final := terminal_result(task)) is None:
-            if task.get("status") not in FINISHED:  # a terminal handle without its payload: read it at once
+            if task.get("status") not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
                 await reporter.report(_task_percent(task), task.get("statusMessage"))
                 await anyio.sleep(_interval_ms(task.get("pollIntervalMs")) / 1000)
             request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
@@ -175,12 +196,13 @@ def _interval_ms(value: Any) -> int:
 # -- the jobId protocol ----------------------------------------------------------------------
 
 
-def job_started(result: CallToolResult) -> dict[str, Any] | None:
-    """A job tool's immediate answer (jobId + pollingRecommendation), or None for any other result."""
+def job_started(tool: str, result: CallToolResult) -> dict[str, Any] | None:
+    """A job's immediate answer (jobId, status pending, pollingRecommendation) to a call of `tool`, or None for
+    any other result (an error, a plain tool's answer, a control tool's answer about a job)."""
     sc: dict[str, Any] | None = result.structured_content
-    if result.is_error or not sc or not isinstance(sc.get("jobId"), str) or "pollingRecommendation" not in sc:
+    if result.is_error or tool in CONTROL_TOOLS or not sc or not isinstance(sc.get("jobId"), str):
         return None
-    return sc
+    return sc if sc.get("status") == "pending" else None
 
 
 async def supports_long_poll(client: Client) -> bool:
@@ -191,26 +213,38 @@ async def supports_long_poll(client: Client) -> bool:
 
 
 async def follow_job(
-    client: Client, job_id: str, last: Mapping[str, Any], on_progress: ProgressFn | None, wait_seconds: float
+    client: Client,
+    job_id: str,
+    last: Mapping[str, Any],
+    on_progress: ProgressFn | None,
+    wait_seconds: float,
+    *,
+    on_status: MessageFn | None = None,
+    include_details: bool = False,
 ) -> CallToolResult:
     """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished."""
     reporter = Reporter(on_progress)
     while True:
+        args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
         if wait_seconds > 0:
-            args: dict[str, Any] = {"jobId": job_id, "includeDetails": False, "waitSeconds": wait_seconds}
             reply = await client.call_tool(
-                GET_JOB_RESULT, args, read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress
-            )
+                GET_JOB_RESULT, {**args, "waitSeconds": wait_seconds},
+                read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress,
+            )  # fmt: skip
         else:
             await anyio.sleep(_recommended_ms(last) / 1000)
-            reply = await client.call_tool(GET_JOB_RESULT, {"jobId": job_id, "includeDetails": False})
+            reply = await client.call_tool(GET_JOB_RESULT, args)
         msg = reply.structured_content
         if not msg or "status" not in msg:
             return reply  # e.g. job_not_found (the job expired): the isError answer says so
-        if msg["status"] in FINISHED:
+        if on_status is not None:
+            await on_status(msg)
+        if msg["status"] in FINAL:
             return CallToolResult.model_validate(msg["result"]) if isinstance(msg.get("result"), dict) else reply
         if wait_seconds <= 0:
             await reporter.report(msg.get("progress"), msg.get("message"))
+        elif msg.get("rateLimited"):  # never for a long-poll by the rule; a server may still say so
+            await anyio.sleep(_recommended_ms(msg) / 1000)
         last = msg
 
 

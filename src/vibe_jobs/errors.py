@@ -66,6 +66,16 @@ class ParamsTooLarge(InvalidParams):
         super().__init__(f"params are {size} bytes serialised; the limit is {limit} bytes")
 
 
+class InvalidArguments(InvalidParams):
+    """The arguments do not match the job tool's parameters."""
+
+    retryable: ClassVar[bool] = False  # the same arguments fail the same way on every attempt
+
+    def __init__(self, message: str, *, unknown: list[str], accepted: list[str]) -> None:
+        self.unknown, self.accepted = unknown, accepted
+        super().__init__(message)
+
+
 class DependencyFailed(JobError):
     """A job this one depends on did not complete."""
 

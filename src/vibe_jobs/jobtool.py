@@ -1,18 +1,20 @@
 """Job tools: a function plus how to run it as a job (operation type, time-out, retries, limits).
 
 `@job_tool(...)` marks a module-level function; `JobServer` (and `--tools MODULE`) collect them.
-The function's parameters minus the `JobContext` one become the tool's input schema.
+The function's parameters minus the `JobContext` one become the tool's arguments model (`arguments.py`),
+built when the tool is declared: the MCP input schema, and the validation of every call and every run.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints, overload
 
 import anyio
 
+from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.models import OperationType
 from vibe_jobs.results import to_call_result
@@ -36,12 +38,18 @@ class JobToolSpec:
     max_concurrent: int | None = None
     context_param: str | None = None
     title: str | None = None
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     refuse: Callable[[dict[str, Any]], str | None] | None = None
+    arguments: ToolArguments = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.context_param is None:
+            self.context_param = find_context_param(self.fn)
+        self.arguments = ToolArguments(self.name, self.fn, self.context_param)
 
     async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-        """Call the function with `params` (and the context) and return its CallToolResult dict."""
-        kwargs = self.prepare(params) if self.prepare is not None else dict(params)
+        """Call the function with `params` (the job's stored JSON, validated here into the values its
+        parameters declare) and the context; return its CallToolResult dict. Raises InvalidArguments."""
+        kwargs = self.arguments.typed(params)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
         if inspect.iscoroutinefunction(self.fn):
@@ -69,9 +77,8 @@ def make_spec(
 ) -> JobToolSpec:
     doc = inspect.getdoc(fn) or ""
     return JobToolSpec(
-        name=name or fn.__name__, fn=fn, description=description or doc or f"Run {fn.__name__} as a job",
-        context_param=find_context_param(fn), **options,
-    )  # fmt: skip
+        name=name or fn.__name__, fn=fn, description=description or doc or f"Run {fn.__name__} as a job", **options
+    )
 
 
 @overload
@@ -113,7 +120,6 @@ def job_tool(
             retry_safe=retry_safe, max_retries=max_retries, retry=retry, max_concurrent=max_concurrent,
         )  # fmt: skip
         REGISTRY[spec.name] = spec
-        f.__vibe_job_tool__ = spec  # type: ignore[attr-defined]
         return f
 
     return mark(fn) if fn is not None else mark

@@ -188,9 +188,6 @@ class JobManager:
             await self.runner.enqueue(rec)
         return rec.id
 
-    async def create_task_job(self, tool_name: str, params: Mapping[str, Any] | None, spec: TaskSpec) -> str:
-        return await self.create_job(tool_name, params, task=spec)
-
     def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         if type(tool_name) is not str or not tool_name:
             raise InvalidParams("tool_name must be a non-empty string")

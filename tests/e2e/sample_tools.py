@@ -7,6 +7,7 @@ import itertools
 import anyio
 from pydantic import BaseModel
 
+from tests.arg_types import typed
 from vibe_jobs import JobContext, job_tool, plain_tool
 
 
@@ -54,3 +55,6 @@ async def echo(text: str, count: int = 1) -> dict[str, object]:
 @plain_tool(name="plain-noop", description="An ordinary tool that answers at once")
 async def plain_noop() -> str:
     return "ok"
+
+
+job_tool(name="typed", description="Report the type each argument arrived as")(typed)

@@ -248,6 +248,31 @@ async def test_call_and_wait_over_long_polls(mode: str) -> None:
     assert any(message and "step" in message for _, _, message in progress.seen)
 
 
+@pytest.mark.parametrize("wait_seconds", [30.0, 0.0])
+async def test_call_and_wait_tells_when_the_job_started_and_each_status(wait_seconds: float) -> None:
+    started: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
+
+    async def on_started(answer: dict[str, Any]) -> None:
+        assert not statuses, "the start comes first"
+        started.append(answer)
+
+    async def on_status(msg: dict[str, Any]) -> None:
+        statuses.append(msg)
+
+    async with tasks_client("legacy") as client:
+        result = await call_and_wait(
+            client, "sleepy", {"seconds": 0.3, "steps": 3}, wait_seconds=wait_seconds,
+            on_started=on_started, on_status=on_status, include_details=True,
+        )  # fmt: skip
+        read = await call_and_wait(client, "get-job-result", {"jobId": started[0]["jobId"]}, on_started=on_started)
+    assert result.structured_content == {"seconds": 0.3, "steps": 3}
+    assert [answer["status"] for answer in started] == ["pending"], "get-job-result's answer starts no job"
+    assert statuses and {msg["jobId"] for msg in statuses} == {started[0]["jobId"]}
+    assert statuses[-1]["status"] == "completed" and statuses[-1]["details"]["currentStage"] == "sleep"
+    assert read.structured_content is not None and read.structured_content["status"] == "completed"
+
+
 async def test_call_and_wait_by_polling_recommendations() -> None:
     progress = Progress()
     async with tasks_client("auto") as client:

@@ -1,9 +1,9 @@
 """`vibe-jobs call TOOL ...`: an MCP client for people.
 
 It starts a server over stdio (or connects to `--url`), calls the tool and, when the answer is a
-job, follows it with long-polls of get-job-result, drawing progress on stderr, then prints the
-result on stdout. Exit codes: 0 completed, 1 failed or cancelled (or a tool error), 2 usage or
-connection error, 124 `--timeout` passed, 130 interrupted.
+job, follows it with `vibe_jobs.client.call_and_wait` (long-polls of get-job-result), drawing
+progress on stderr, then prints the result on stdout. Exit codes: 0 completed, 1 failed or
+cancelled (or a tool error), 2 usage or connection error, 124 `--timeout` passed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import anyio
 
 from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.settings import Settings
+from vibe_jobs.states import FINAL
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
     from mcp import Client
     from mcp_types import CallToolResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TIMEOUT, EXIT_INTERRUPTED = 0, 1, 2, 124, 130
 WAIT_SECONDS = 30
-FINISHED = frozenset({"completed", "failed", "cancelled"})
-CONTROL_TOOLS = frozenset({"get-job-result", "cancel-job", "list-jobs", "job-stats"})
 BAR_WIDTH = 24
 
 
@@ -154,7 +154,7 @@ class ProgressView:
         self.percent = msg.get("progress", self.percent)
         self.stage = details.get("currentStage") or self.stage
         self.message = msg.get("message") or self.message
-        if msg.get("status") not in FINISHED:
+        if msg.get("status") not in FINAL:
             self.show()
 
     def line(self) -> str:
@@ -205,49 +205,63 @@ def ask_cancel(job_id: str) -> bool:
 
 @dataclass
 class Follower:
+    """Calls the tool through `call_and_wait`, drawing the job's progress; once a job started, Ctrl-C offers
+    to cancel it, and a second Ctrl-C stops following."""
+
     client: Client
-    job_id: str
     view: ProgressView
+    job_id: str | None = None
+    last: dict[str, Any] | None = None  # the last status message get-job-result gave
     cancel_sent: bool = False
+    _tasks: TaskGroup = field(init=False, repr=False)  # the guard's, set by run
 
-    async def run(self) -> dict[str, Any]:
-        """Long-poll until the job finishes; Ctrl-C offers to cancel it, twice stops following."""
+    async def run(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+        from vibe_jobs.client import call_and_wait
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._guard_interrupts, tg.cancel_scope)
-            msg = await self._wait_for_end()
+            self._tasks = tg
+            result = await call_and_wait(
+                self.client, tool, arguments, self._progress, wait_seconds=WAIT_SECONDS,
+                on_started=self._started, on_status=self._status, include_details=True,
+            )  # fmt: skip
             tg.cancel_scope.cancel()
-        return msg
+        return result
 
-    async def _wait_for_end(self) -> dict[str, Any]:
-        args = {"jobId": self.job_id, "waitSeconds": WAIT_SECONDS, "includeDetails": True}
-        while True:
-            result = await self.client.call_tool("get-job-result", args, progress_callback=self.view.on_progress)
-            msg: dict[str, Any] | None = result.structured_content
-            if not msg or "status" not in msg:
-                raise RuntimeError(result_text(dump(result)) or "get-job-result gave no status")
-            self.view.update_from(msg)
-            if msg["status"] in FINISHED:
-                return msg
-            if msg.get("rateLimited"):
-                await anyio.sleep((msg.get("pollingRecommendation") or {}).get("interval", 1000) / 1000)
+    def final(self, result: CallToolResult) -> dict[str, Any]:
+        """The job's final status message (raises when get-job-result stopped answering with one)."""
+        if self.last is None or self.last.get("status") not in FINAL:
+            raise RuntimeError(result_text(dump(result)) or "get-job-result gave no status")
+        return self.last
 
-    async def _guard_interrupts(self, scope: anyio.CancelScope) -> None:
+    async def _started(self, started: dict[str, Any]) -> None:
+        self.job_id = str(started["jobId"])
+        self._tasks.start_soon(self._guard_interrupts, self.job_id)
+
+    async def _status(self, msg: dict[str, Any]) -> None:
+        self.last = msg
+        self.view.update_from(msg)
+
+    async def _progress(self, progress: float, total: float | None, message: str | None) -> None:
+        if self.job_id is not None:  # a job's progress; a plain tool's answer is printed, not drawn
+            await self.view.on_progress(progress, total, message)
+
+    async def _guard_interrupts(self, job_id: str) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:
             async for _ in signals:
                 if self.cancel_sent:
-                    scope.cancel()
+                    self._tasks.cancel_scope.cancel()
                     raise Interrupted
-                await self._offer_cancel()
+                await self._offer_cancel(job_id)
 
-    async def _offer_cancel(self) -> None:
+    async def _offer_cancel(self, job_id: str) -> None:
         self.view.clear()
         self.view.paused = True
         try:
-            if await anyio.to_thread.run_sync(ask_cancel, self.job_id, abandon_on_cancel=True):
+            if await anyio.to_thread.run_sync(ask_cancel, job_id, abandon_on_cancel=True):
                 self.cancel_sent = True
-                print(f"vibe-jobs: cancelling job {self.job_id} ...", file=sys.stderr, flush=True)
+                print(f"vibe-jobs: cancelling job {job_id} ...", file=sys.stderr, flush=True)
                 reason = "interrupted from the command line"
-                await self.client.call_tool("cancel-job", {"jobId": self.job_id, "reason": reason})
+                await self.client.call_tool("cancel-job", {"jobId": job_id, "reason": reason})
         finally:
             self.view.paused = False
 
@@ -261,10 +275,10 @@ def dump(result: CallToolResult) -> dict[str, Any]:
 
 def started_job(tool: str, result: CallToolResult) -> str | None:
     """The jobId when the tool answered by starting a job."""
-    sc = result.structured_content
-    if result.is_error or tool in CONTROL_TOOLS or not sc or not isinstance(sc.get("jobId"), str):
-        return None
-    return str(sc["jobId"])
+    from vibe_jobs.client import job_started
+
+    started = job_started(tool, result)
+    return str(started["jobId"]) if started is not None else None
 
 
 def print_plain(result: CallToolResult, as_json: bool) -> int:
@@ -309,18 +323,18 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
 
     mode = "legacy" if args.legacy else "auto"
     async with Client(connect_target(args, errlog), mode=mode, read_timeout_seconds=WAIT_SECONDS + 30) as client:
-        result = await client.call_tool(args.tool, arguments)
-        job_id = started_job(args.tool, result)
-        if job_id is None:
-            return print_plain(result, args.json)
         if args.no_wait:
-            return print_started(result, job_id, args.json)
-        view = ProgressView(sys.stderr, sys.stderr.isatty())
+            result = await client.call_tool(args.tool, arguments)
+            job_id = started_job(args.tool, result)
+            return print_plain(result, args.json) if job_id is None else print_started(result, job_id, args.json)
+        follower = Follower(client, ProgressView(sys.stderr, sys.stderr.isatty()))
         try:
-            msg = await Follower(client, job_id, view).run()
+            result = await follower.run(args.tool, arguments)
         finally:
-            view.clear()
-        return print_final(msg, args.json)
+            follower.view.clear()
+        if follower.job_id is None:
+            return print_plain(result, args.json)
+        return print_final(follower.final(result), args.json)
 
 
 async def _call(args: argparse.Namespace, arguments: dict[str, Any], errlog: TextIO) -> int:

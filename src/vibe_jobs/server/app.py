@@ -40,7 +40,7 @@ def build_mcp(
 ) -> MCPServer[Any]:
     """The MCPServer with every tool registered; `manager` must be running while it serves."""
     job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
-    control = ControlTools(manager, specs, job_tools)
+    control = ControlTools(manager, specs)
     tools = [*job_tools.values(), *plain_tools, *control.tools()]
     tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
     mcp: MCPServer[Any] = MCPServer(

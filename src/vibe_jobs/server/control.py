@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from vibe_jobs.errors import JobError
 from vibe_jobs.events import JobEvent
@@ -26,7 +26,7 @@ from vibe_jobs.models import (
 )
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.schemas import flat_schema
-from vibe_jobs.server.wrap import error_result, job_error_result, start_job
+from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
 from vibe_jobs.states import JobStatus
 
 PROTOCOL = (
@@ -62,8 +62,8 @@ def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
 class ControlTools:
     """The control tools bound to one manager and the registered job tools."""
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], job_tools: Mapping[str, Tool]) -> None:
-        self.m, self.specs, self.job_tools = manager, specs, job_tools
+    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec]) -> None:
+        self.m, self.specs = manager, specs
 
     async def get_job_result(
         self,
@@ -163,24 +163,16 @@ class ControlTools:
             return error_result(
                 f"No job tool named '{tool}'; job tools: {', '.join(sorted(self.specs))}", "unknown_tool"
             )
-        try:
-            params = self._validated(tool, arguments)
-        except ValidationError as exc:
-            return error_result(f"Invalid arguments for '{tool}': {_first_errors(exc)}", "invalid_params")
+        params = admit(spec, arguments)
+        if isinstance(params, CallToolResult):
+            return params
         task = TaskSpec(
             task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
             priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
             dependencies=dependsOn, timeout_seconds=timeoutSeconds,
             metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
         )  # fmt: skip
-        if spec.refuse is not None and (why := spec.refuse(params)) is not None:
-            return error_result(why, "refused")
         return await start_job(self.m, spec, params, task)
-
-    def _validated(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        meta = self.job_tools[tool].fn_metadata
-        model = meta.arg_model.model_validate(meta.pre_parse_json(arguments))
-        return model.model_dump(mode="json", by_alias=True)
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any], str]] = [
@@ -218,8 +210,3 @@ def _advertised_only(tool: Tool) -> Tool:
     if meta.output_schema is not None:
         meta.output_schema = flat_schema(meta.output_schema)
     return tool
-
-
-def _first_errors(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors()[:5]]
-    return "; ".join(parts)

@@ -7,10 +7,10 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, TextContent
 
-from vibe_jobs.errors import JobError
+from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
@@ -32,11 +32,24 @@ def job_error_result(exc: JobError) -> CallToolResult:
     return error_result(str(exc), exc.code, **({"jobId": exc.job_id} if exc.job_id else {}))
 
 
-def tool_metadata(spec: JobToolSpec) -> FuncMetadata:
-    skip = [spec.context_param] if spec.context_param else []
-    meta = func_metadata(spec.fn, skip_names=skip, structured_output=False)
-    meta.output_schema = STARTED_SCHEMA
-    return meta
+class RawArguments(FuncMetadata):
+    """The SDK's argument hook, handing the call's arguments on as they came: the job tool validates them
+    itself (`admit`), with the same rule that every run of the job uses."""
+
+    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
+        return {"arguments": arguments_to_validate}
+
+
+def admit(spec: JobToolSpec, arguments: dict[str, Any]) -> dict[str, Any] | CallToolResult:
+    """The params a job of `spec` stores for these arguments, or the isError answer that refuses them
+    (naming each unknown, missing or mistyped argument, and the accepted ones)."""
+    try:
+        params = spec.arguments.check(arguments)
+    except InvalidArguments as exc:
+        return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
+    if spec.refuse is not None and (reason := spec.refuse(params)) is not None:
+        return error_result(reason, "refused")
+    return params
 
 
 async def start_job(
@@ -62,14 +75,11 @@ def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallTool
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 
-def make_handler(
-    manager: JobManager, spec: JobToolSpec, meta: FuncMetadata
-) -> Callable[..., Awaitable[CallToolResult]]:
-    async def handler(ctx: Context, **validated: Any) -> CallToolResult:
-        # already validated by the SDK: construct (no second validation) and dump to JSON types
-        params = meta.arg_model.model_construct(**validated).model_dump(mode="json", by_alias=True)
-        if spec.refuse is not None and (reason := spec.refuse(params)) is not None:
-            return error_result(reason, "refused")
+def make_handler(manager: JobManager, spec: JobToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
+    async def handler(ctx: Context, arguments: dict[str, Any]) -> CallToolResult:
+        params = admit(spec, arguments)
+        if isinstance(params, CallToolResult):
+            return params
         task = TaskSpec(operation_type=spec.operation_type) if spec.operation_type else None
         return await start_job(manager, spec, params, task)
 
@@ -77,13 +87,12 @@ def make_handler(
 
 
 def job_mcp_tool(manager: JobManager, spec: JobToolSpec) -> Tool:
-    """The MCP tool for a job function: its input schema without the JobContext parameter."""
-    meta = tool_metadata(spec)
-    spec.prepare = meta.validate_arguments
+    """The MCP tool for a job function: its input schema is the job tool's arguments model."""
     return Tool(
-        fn=make_handler(manager, spec, meta), name=spec.name, title=spec.title,
+        fn=make_handler(manager, spec), name=spec.name, title=spec.title,
         description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
         "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
-        parameters=meta.arg_model.model_json_schema(by_alias=True), fn_metadata=meta,
+        parameters=spec.arguments.schema(),
+        fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
         is_async=True, context_kwarg="ctx",
     )  # fmt: skip

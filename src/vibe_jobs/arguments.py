@@ -1,0 +1,152 @@
+"""A job tool's arguments: one pydantic model, built from the function's signature when the tool is declared.
+
+It is the one rule for arguments on every path. Creating a job over MCP (a job tool, submit-job, the tasks
+extension) checks the caller's arguments with it and stores them as JSON; running a job (the local
+scheduler, a PostgreSQL worker, a job recovered after a restart, a JobServer used as a library) validates
+the stored JSON with it into the values the function declares (an `int`, a `Path`, an enum, a model).
+
+The model is built as the MCP SDK's `func_metadata` builds a tool's (the same fields, defaults,
+`Annotated`/`Field` metadata and title), so the advertised input schema is the one the SDK would give,
+plus `additionalProperties: false`: an unknown argument is refused, never dropped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+
+from vibe_jobs.errors import InvalidArguments
+
+MAX_UNKNOWN_SHOWN = 10  # unknown names an error lists (a caller may send thousands)
+MAX_NAME_CHARS = 64  # of each unknown name (a caller may send a name of megabytes)
+MAX_ERRORS_SHOWN = 5  # other validation errors an error describes
+UNSUPPORTED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+class ArgumentsModel(BaseModel):
+    """The base of every job tool's arguments model: unknown arguments are an error."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+
+class ToolArguments:
+    """The arguments of one job tool: its model, and the checks every path makes with it."""
+
+    def __init__(self, tool: str, fn: Callable[..., Any], skip: str | None = None) -> None:
+        self.tool = tool
+        self.model = arguments_model(fn, skip)
+        fields = self.model.model_fields
+        self.accepted = [info.alias or name for name, info in fields.items()]
+        self._kwargs = [(name, info.alias or name) for name, info in fields.items()]
+        self._json_keys = frozenset(  # non-string parameters, whose value may come as JSON text
+            key for name, info in fields.items() if info.annotation is not str for key in (name, info.alias) if key
+        )
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of the arguments (the MCP tool's input schema)."""
+        return self.model.model_json_schema(by_alias=True)
+
+    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """A caller's arguments, validated, as JSON with the defaults filled in: what a job stores.
+        Raises InvalidArguments naming each unknown, missing or mistyped argument."""
+        return self.validate(arguments).model_dump(mode="json", by_alias=True)
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A job's stored params validated into the function's keyword arguments (typed, one level deep)."""
+        values = self.validate(params)
+        return {kwarg: getattr(values, name) for name, kwarg in self._kwargs}
+
+    def validate(self, arguments: Mapping[str, Any]) -> BaseModel:
+        if type(arguments) is not dict and not isinstance(arguments, Mapping):  # the ABC check is the slow one
+            kind = type(arguments).__name__
+            raise InvalidArguments(self._text(f"arguments must be an object, not {kind}"), unknown=[], accepted=[])
+        try:
+            return self.model.model_validate(self._pre_parse(arguments))
+        except ValidationError as exc:
+            raise self._invalid(exc) from None
+
+    def _pre_parse(self, arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A string holding a JSON list or object (or null) for a non-string parameter is parsed first, as the
+        MCP SDK does: some clients send structured values as JSON text. The caller's mapping is not changed."""
+        parsed: dict[str, Any] = {}
+        for key in self._json_keys.intersection(arguments):
+            if isinstance(value := arguments[key], str):
+                try:
+                    loaded = json.loads(value)
+                except (ValueError, RecursionError):
+                    continue  # not JSON: validation accepts or refuses the string itself
+                if not isinstance(loaded, str | int | float):
+                    parsed[key] = loaded
+        return {**arguments, **parsed} if parsed else arguments
+
+    def _invalid(self, exc: ValidationError) -> InvalidArguments:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        unknown = [shown(e["loc"][0]) for e in errors if _is_unknown(e)]
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in errors if not _is_unknown(e)]
+        parts = [self._unknown_text(unknown)] if unknown else []
+        parts += problems[:MAX_ERRORS_SHOWN]
+        if len(problems) > MAX_ERRORS_SHOWN:
+            parts.append(f"{len(problems) - MAX_ERRORS_SHOWN} more problems")
+        text = self._text("; ".join(parts))
+        if unknown:
+            text += (
+                f". Accepted arguments: {', '.join(self.accepted)}"
+                if self.accepted
+                else f". '{self.tool}' takes no arguments"
+            )
+        return InvalidArguments(text, unknown=unknown[:MAX_UNKNOWN_SHOWN], accepted=self.accepted)
+
+    def _unknown_text(self, unknown: list[str]) -> str:
+        names = ", ".join(self._named(name) for name in unknown[:MAX_UNKNOWN_SHOWN])
+        more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
+        return f"unknown argument{'s' if len(unknown) > 1 else ''} {names}{more}"
+
+    def _named(self, unknown: str) -> str:
+        close = difflib.get_close_matches(unknown, self.accepted, n=1)
+        return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
+
+    def _text(self, problem: str) -> str:
+        return f"Invalid arguments for '{self.tool}': {problem}"
+
+
+def _is_unknown(error: Any) -> bool:
+    return bool(error["type"] == "extra_forbidden" and len(error["loc"]) == 1)
+
+
+def shown(name: Any) -> str:
+    """A caller's name, cut short enough to repeat in an error."""
+    text = str(name)
+    return text if len(text) <= MAX_NAME_CHARS else text[:MAX_NAME_CHARS] + "..."
+
+
+def arguments_model(fn: Callable[..., Any], skip: str | None = None) -> type[BaseModel]:
+    """The model of `fn`'s parameters but `skip` (its JobContext), field for field as the MCP SDK's
+    `func_metadata` builds it: the same title, types, defaults and metadata."""
+    name = getattr(fn, "__name__", type(fn).__name__)
+    try:
+        signature = inspect.signature(fn, eval_str=True)
+    except NameError as exc:
+        raise TypeError(f"job tool {name}: cannot resolve its annotations ({exc})") from None
+    fields = dict(_field(name, p) for p in signature.parameters.values() if p.name != skip)
+    return create_model(f"{name}Arguments", __base__=ArgumentsModel, **fields)
+
+
+def _field(fn_name: str, param: inspect.Parameter) -> tuple[str, Any]:
+    if param.name.startswith("_"):
+        raise TypeError(f"job tool {fn_name}: parameter {param.name} cannot start with '_'")
+    if param.kind in UNSUPPORTED_KINDS:
+        raise TypeError(f"job tool {fn_name}: parameter {param.name} must be one that can be passed by keyword")
+    empty = param.annotation is inspect.Parameter.empty
+    annotation = Any if empty else param.annotation
+    metadata = [WithJsonSchema({"title": param.name, "type": "string"})] if empty else []
+    name, options = param.name, {}
+    if hasattr(BaseModel, name) and callable(getattr(BaseModel, name)):
+        name, options = f"field_{name}", {"alias": name}  # a field may not shadow a BaseModel method
+    field_type = Annotated[(annotation, *metadata, Field(**options))]  # type: ignore[valid-type]
+    has_default = param.default is not inspect.Parameter.empty
+    return name, ((field_type, param.default) if has_default else field_type)

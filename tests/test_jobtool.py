@@ -1,0 +1,78 @@
+"""A job tool validates its stored arguments on every run: the function gets the values its parameters
+declare (an int, a Path, an enum, a model), whoever created the job and whichever process runs it.
+
+Here: the local scheduler on memory and SQLite, and a job recovered by the next process on the same SQLite
+file. The PostgreSQL worker and the MCP paths are in tests/e2e/test_arguments_e2e.py, the library
+JobServer in tests/server/test_wrap.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.arg_types import RAW, TYPED, Color, Shape, arrived, typed
+from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs.context import JobContext
+from vibe_jobs.engine.scheduler import Scheduler
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.results import first_text
+from vibe_jobs.store import JobStore, MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore
+
+WAIT = 10.0
+
+
+def local_store(kind: str, tmp_path: Path) -> JobStore:
+    return MemoryStore() if kind == "memory" else SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_the_local_scheduler_runs_a_job_with_typed_arguments(kind: str, tmp_path: Path) -> None:
+    manager = JobManager(local_store(kind, tmp_path), Settings())
+    Scheduler(manager, {"typed": make_spec(typed, name="typed")})
+    async with manager:
+        rec = await manager.wait(await manager.create_job("typed", RAW), WAIT)
+    assert rec.status is JobStatus.COMPLETED, rec.progress_message
+    assert rec.result is not None and rec.result["structuredContent"] == TYPED
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_stored_arguments_the_tool_cannot_take_fail_the_job_once_naming_them(kind: str, tmp_path: Path) -> None:
+    manager = JobManager(local_store(kind, tmp_path), Settings())
+    Scheduler(manager, {"typed": make_spec(typed, name="typed", retry_safe=True, max_retries=3)})
+    async with manager:
+        rec = await manager.wait(await manager.create_job("typed", {**RAW, "count": "x", "second": 5}), WAIT)
+    assert rec.status is JobStatus.FAILED
+    assert rec.retry_count == 0, "the same arguments would fail every attempt: no retry"
+    text = first_text(rec.result) or ""
+    assert "count: Input should be a valid integer" in text and "unknown argument 'second'" in text, text
+
+
+async def test_a_job_recovered_by_the_next_process_runs_with_typed_arguments(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = anyio.Event()
+
+    async def typed_after_an_interruption(
+        count: int, where: Path, color: Color, shape: Shape, job: JobContext
+    ) -> dict[str, object]:
+        if job.attempt == 1:  # the first process stops while this runs
+            started.set()
+            await anyio.sleep_forever()
+        return {"types": arrived(count, where, color, shape), "attempt": job.attempt}
+
+    spec = make_spec(typed_after_an_interruption, name="typed", retry_safe=True)
+    first = JobManager(SQLiteStore(url), Settings())
+    Scheduler(first, {"typed": spec})
+    async with first:
+        job_id = await first.create_job("typed", RAW)
+        with anyio.fail_after(WAIT):
+            await started.wait()
+    second = JobManager(SQLiteStore(url), Settings())
+    Scheduler(second, {"typed": spec})
+    async with second:
+        rec = await second.wait(job_id, WAIT)
+    assert rec.status is JobStatus.COMPLETED, rec.progress_message
+    assert rec.result is not None and rec.result["structuredContent"] == {"types": TYPED, "attempt": 2}
