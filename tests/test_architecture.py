@@ -25,7 +25,8 @@ LEVELS: dict[str, int] = {
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,
     "context": 35,  # a running job's handle on the manager
-    "jobtool": 36,  # a job tool's spec and validator; takes a JobContext
+    "arguments": 33,  # a job tool's argument model and validator (pydantic only)
+    "jobtool": 36,  # a job tool's spec; owns its argument validator; takes a JobContext
     "engine": 40,
     "tools": 40,  # built-in job tools only: they register through a protocol, not the server
     "vibe_jobs": 45,  # the package's front door re-exports the library (JobServer lazily, see ALLOWED)
