@@ -103,13 +103,15 @@ class JobStore(Protocol):
         """Delete up to `limit` jobs that finished before `before`; return their ids."""
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        """Create or renew the lease of a process."""
+        """Create or renew the lease of a process (the calling one: a store on one machine records
+        which, so that it knows when that process has ended)."""
 
     async def release(self, owner: str) -> None:
         """Drop a process's lease (clean shutdown)."""
 
     async def orphans(self, now: int) -> list[JobRecord]:
-        """Active jobs whose owner holds no live lease at `now`."""
+        """Active jobs whose owner holds no live lease at `now`. A lease is live until it expires; a store
+        on one machine (SQLite) also ends it as soon as its process is known to have ended."""
 
 
 @dataclass(frozen=True, slots=True)
