@@ -66,8 +66,7 @@ class ClaimSource:
         self.concurrency = concurrency or manager.settings.max_concurrent
         self.run_jobs = run_jobs
         self.reservation_ms = reservation_ms
-        per_tool = {name: spec.max_concurrent for name, spec in tools.items()}
-        self.limits = ClaimLimits.from_settings(manager.settings, per_tool)
+        self.limits = self._claim_limits()
         self.lease_ms = int(manager.settings.lease_seconds * 1000)
         self._next_renew = 0.0
         self._next_sweep = 0.0
@@ -136,6 +135,10 @@ class ClaimSource:
     async def drained(self) -> None:
         await self.executor.drained()
 
+    def _claim_limits(self) -> ClaimLimits:
+        per_tool = {name: spec.max_concurrent for name, spec in self.tools.items()}
+        return ClaimLimits.from_settings(self.m.settings, per_tool)
+
     # -- what the executor tells this source -----------------------------------------------
 
     def released(self, tool: str, needs: Needs) -> None:
@@ -156,6 +159,7 @@ class ClaimSource:
 
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
+        self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
         try:
             while True:
                 await self._round()
