@@ -45,7 +45,7 @@ Plan = Callable[[JobRecord], dict[str, Any] | None]
 
 
 class Runner(Protocol):
-    """What the scheduler offers the manager (admission, queueing, cancellation of running work)."""
+    """What the engine's job source offers the manager (admission, queueing, cancellation of running work)."""
 
     async def admit(self, rec: JobRecord) -> None: ...
 

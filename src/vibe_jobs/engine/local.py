@@ -149,8 +149,8 @@ class LocalSource:
             return  # a run ending in the shutdown must not claim the next queued job
         now = self.m.now()
         self._release_delayed(now)
-        executor = self.executor
-        while self._ready and executor.busy < self.max_concurrent:
+        running, executor = self.executor.running, self.executor
+        while self._ready and len(running) + executor.starting < self.max_concurrent:
             entry = self._pick(now)
             if entry is None:
                 return
