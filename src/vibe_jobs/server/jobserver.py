@@ -115,7 +115,7 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     """Claim and run jobs; on a signal stop claiming and give running jobs `drain_seconds` to finish.
 
     Jobs still running after that are released: this process's lease is dropped on exit, so another
-    worker recovers them at once (requeued when retry_safe, otherwise failed as interrupted).
+    worker recovers them at once (requeued when their tool opted in to retries, otherwise failed as interrupted).
     """
     source = server.source
     if not isinstance(source, ClaimSource):
