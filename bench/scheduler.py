@@ -21,7 +21,7 @@ import time
 import anyio
 
 from vibe_jobs import JobManager, Priority, Settings, TaskSpec
-from vibe_jobs.engine.scheduler import Scheduler, _Queued
+from vibe_jobs.engine.local import LocalSource, QueuedJob
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.models import JobQueueConfig, JobRecord, ResourceLimits
@@ -37,7 +37,7 @@ async def noop(i: int = 0) -> None:
     return None
 
 
-class CountingScheduler(Scheduler):
+class CountingSource(LocalSource):
     """Sets `all_done` once `expected` jobs have finished."""
 
     expected = 0
@@ -54,7 +54,7 @@ class CountingScheduler(Scheduler):
 async def throughput(n: int, max_concurrent: int = 50) -> dict[str, float]:
     settings = Settings(max_concurrent=max_concurrent, max_pending=10 * n, queue=ROOMY)
     manager = JobManager(MemoryStore(), settings)
-    sched = CountingScheduler(manager, {"noop": make_spec(noop, name="noop")})
+    sched = CountingSource(manager, {"noop": make_spec(noop, name="noop")})
     sched.expected, sched.all_done = n, anyio.Event()
     ids: list[str] = []
     peak_queued = 0
@@ -72,25 +72,25 @@ async def throughput(n: int, max_concurrent: int = 50) -> dict[str, float]:
         done, cpu1 = time.perf_counter(), time.process_time()
         counts = await manager.store.counts()
     assert sum(v for k, v in counts.items() if k.value == "completed") == n, counts
-    assert sched.max_running_seen <= max_concurrent
+    assert sched.executor.max_running_seen <= max_concurrent
     return {
         "submit_s": submitted - start,
         "drain_s": done - submitted,
         "total_s": done - start,
         "cpu_s": cpu1 - cpu0,
         "peak_queued": peak_queued,
-        "max_running": sched.max_running_seen,
+        "max_running": sched.executor.max_running_seen,
     }
 
 
-def loaded_scheduler(pending: int, seed: int = 1) -> Scheduler:
-    """A scheduler (not running) whose ready heap holds `pending` jobs of mixed priority and age."""
+def loaded_scheduler(pending: int, seed: int = 1) -> LocalSource:
+    """A local source (not running) whose ready heap holds `pending` jobs of mixed priority and age."""
     manager = JobManager(MemoryStore(), Settings(max_pending=10 * pending, queue=ROOMY))
-    sched = Scheduler(manager, {"noop": make_spec(noop, name="noop")})
+    sched = LocalSource(manager, {"noop": make_spec(noop, name="noop")})
     rng = random.Random(seed)
     base = manager.now()
     for i in range(pending):
-        entry = _Queued(f"job-{i}", "noop", rng.choice(PRIORITIES), base - rng.randrange(600_000), (1.0, 1.0, 0.0))
+        entry = QueuedJob(f"job-{i}", "noop", rng.choice(PRIORITIES), base - rng.randrange(600_000), (1.0, 1.0, 0.0))
         sched.queued[entry.job_id] = entry
         sched._make_ready(entry, None)
     return sched

@@ -16,7 +16,7 @@ import pytest
 from tests.arg_types import RAW, TYPED, Color, Shape, arrived, typed
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.context import JobContext
-from vibe_jobs.engine.scheduler import Scheduler
+from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.results import first_text
 from vibe_jobs.store import JobStore, MemoryStore
@@ -32,7 +32,7 @@ def local_store(kind: str, tmp_path: Path) -> JobStore:
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_the_local_scheduler_runs_a_job_with_typed_arguments(kind: str, tmp_path: Path) -> None:
     manager = JobManager(local_store(kind, tmp_path), Settings())
-    Scheduler(manager, {"typed": make_spec(typed, name="typed")})
+    LocalSource(manager, {"typed": make_spec(typed, name="typed")})
     async with manager:
         rec = await manager.wait(await manager.create_job("typed", RAW), WAIT)
     assert rec.status is JobStatus.COMPLETED, rec.progress_message
@@ -42,7 +42,7 @@ async def test_the_local_scheduler_runs_a_job_with_typed_arguments(kind: str, tm
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_stored_arguments_the_tool_cannot_take_fail_the_job_once_naming_them(kind: str, tmp_path: Path) -> None:
     manager = JobManager(local_store(kind, tmp_path), Settings())
-    Scheduler(manager, {"typed": make_spec(typed, name="typed", retry_safe=True, max_retries=3)})
+    LocalSource(manager, {"typed": make_spec(typed, name="typed", retry_safe=True, max_retries=3)})
     async with manager:
         rec = await manager.wait(await manager.create_job("typed", {**RAW, "count": "x", "second": 5}), WAIT)
     assert rec.status is JobStatus.FAILED
@@ -65,13 +65,13 @@ async def test_a_job_recovered_by_the_next_process_runs_with_typed_arguments(tmp
 
     spec = make_spec(typed_after_an_interruption, name="typed", retry_safe=True)
     first = JobManager(SQLiteStore(url), Settings())
-    Scheduler(first, {"typed": spec})
+    LocalSource(first, {"typed": spec})
     async with first:
         job_id = await first.create_job("typed", RAW)
         with anyio.fail_after(WAIT):
             await started.wait()
     second = JobManager(SQLiteStore(url), Settings())
-    Scheduler(second, {"typed": spec})
+    LocalSource(second, {"typed": spec})
     async with second:
         rec = await second.wait(job_id, WAIT)
     assert rec.status is JobStatus.COMPLETED, rec.progress_message

@@ -7,7 +7,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -45,7 +45,7 @@ Plan = Callable[[JobRecord], dict[str, Any] | None]
 
 
 class Runner(Protocol):
-    """What the scheduler offers the manager (admission, queueing, cancellation of running work)."""
+    """What the engine's job source offers the manager (admission, queueing, cancellation of running work)."""
 
     async def admit(self, rec: JobRecord) -> None: ...
 
@@ -446,7 +446,7 @@ class JobManager:
             if extra:
                 changes.update(extra)
             if diagnostics:
-                changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
+                changes["diagnostics"] = capped_diagnostics(rec.diagnostics, diagnostics)
             if target is COMPLETED:
                 changes["progress_percentage"] = 100.0
             return changes
@@ -497,7 +497,7 @@ class JobManager:
                 return None
             changes = self._cancelled_changes(rec, reason)
             if diagnostics:
-                changes["diagnostics"] = [*(rec.diagnostics or ()), *diagnostics][-MAX_DIAGNOSTICS:]
+                changes["diagnostics"] = capped_diagnostics(rec.diagnostics, diagnostics)
             return changes
 
         return await self.mutate(job_id, plan, _fence(attempt))
@@ -610,6 +610,11 @@ class JobManager:
 _RUNNING_ONLY = (JobStatus.RUNNING,)
 
 
+def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:
+    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them (the one cap)."""
+    return [*(old or ()), *new][-MAX_DIAGNOSTICS:]
+
+
 def _fence(attempt: int | None) -> Guard:
     """A running attempt's writes: they land only while that very attempt is running.
 
@@ -644,7 +649,7 @@ def _detail_changes(
     if sub_progress is not None:
         changes["sub_progress"] = float(sub_progress)
     if diagnostic is not None:
-        changes["diagnostics"] = [*(rec.diagnostics or ()), diagnostic][-MAX_DIAGNOSTICS:]
+        changes["diagnostics"] = capped_diagnostics(rec.diagnostics, (diagnostic,))
     if metadata:
         changes["detail_metadata"] = {**(rec.detail_metadata or {}), **metadata}
     return changes

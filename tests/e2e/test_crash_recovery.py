@@ -6,7 +6,8 @@ MCP client, kills it with SIGKILL and starts it again on the same file. The job 
 
 The recovery rule: a job that was running when its server died is requeued when its tool is
 `retry_safe` (and retries remain), else it fails with "interrupted: ...". A restarted server is a new
-owner; it adopts the old one's jobs once the old lease expires (VIBE_JOBS_LEASE_SECONDS=1 here).
+owner; it adopts the old one's jobs as soon as the old process is known to have ended (at once on the
+same machine), else once the old lease expires (VIBE_JOBS_LEASE_SECONDS=1 here, unless a test says).
 """
 
 from __future__ import annotations
@@ -279,6 +280,40 @@ async def test_kill_9_then_restart_keeps_every_job_and_applies_the_recovery_rule
         assert runs[job_id] == [(1, second.pid)]
     for job_id in done_ids:
         assert runs[job_id] == [(1, first.pid)]
+
+
+async def test_a_restart_on_the_same_machine_recovers_at_once_not_after_the_lease(setup: Setup) -> None:
+    """With the default 30 s lease, the restarted server knows the killed one has ended (same machine):
+    within 2 s of the restart the interrupted job has failed and the queued jobs have run."""
+    setup.env["VIBE_JOBS_LEASE_SECONDS"] = "30"
+    with serve(setup) as first:
+        async with client_of(first) as client:
+            # MAX_CONCURRENT=2: these two take both slots ...
+            unsafe = await submit(client, "slow_unsafe", {"seconds": 600, "tag": "unsafe"})
+            safe = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0, "tag": "safe"})
+            for job_id in (unsafe, safe):
+                await wait_for(client, job_id, ("running",), within=10)
+            # ... so these wait in the queue.
+            queued = [await submit(client, tool, {"seconds": 0, "tag": "q"}) for tool in ("slow_safe", "slow_unsafe")]
+            for job_id in queued:
+                assert (await read(client, job_id))["status"] == "pending"
+        first.kill()
+
+    with serve(setup) as second:
+        restarted = time.monotonic()  # it listens: it has opened the store and recovered
+        async with client_of(second) as client:
+            outcome = {}
+            for job_id in (unsafe, safe, *queued):
+                outcome[job_id] = await wait_for(client, job_id, within=restarted + 2 - time.monotonic())
+        elapsed = time.monotonic() - restarted
+
+    assert outcome[unsafe]["status"] == "failed" and INTERRUPTED in error_text(outcome[unsafe])
+    assert outcome[safe]["status"] == "completed" and outcome[safe]["result"]["structuredContent"]["attempt"] == 2
+    assert [outcome[job_id]["status"] for job_id in queued] == ["completed", "completed"]
+    assert elapsed < 2
+    runs = executions(setup.exec_log)
+    assert runs[unsafe] == [(1, first.pid)] and [pid for _, pid in runs[safe]] == [first.pid, second.pid]
+    assert [runs[job_id] for job_id in queued] == [[(1, second.pid)], [(1, second.pid)]]
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ metrics and recovery. A fake clock drives every timestamp (created_at, run_after
 job functions wait on anyio.Event gates that the tests open, so no test sleeps to wait for state.
 
 The behaviour tests run on every store with the scheduler a deployment on it uses (`backend`):
-memory and SQLite with the in-process `Scheduler`, PostgreSQL with the `ClaimScheduler`, which
+memory and SQLite with the in-process queue (`LocalSource`), PostgreSQL with the `ClaimSource`, which
 claims work in SQL (its claims use the manager's clock, so the fake clock drives them too).
 PostgreSQL runs in a fresh schema per test against VIBE_JOBS_TEST_POSTGRES_URL; it skips with a
 reason when that is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
@@ -39,14 +39,17 @@ from vibe_jobs import (
     UnknownDependency,
 )
 from vibe_jobs.context import JobContext
-from vibe_jobs.engine.claims import ClaimScheduler, is_shared
-from vibe_jobs.engine.scheduler import Scheduler
+from vibe_jobs.engine.claims import ClaimSource
+from vibe_jobs.engine.local import LocalSource, QueuedJob
+from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.events import JobEvent, Subscription
 from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.manager import MAX_DIAGNOSTICS
 from vibe_jobs.metrics import HealthThresholds
 from vibe_jobs.models import JobQueueConfig, ResourceLimits, RetryPolicyConfig, TimeoutPolicyConfig
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
+from vibe_jobs.store.base import SharedJobStore
 from vibe_jobs.store.sqlite import SQLiteStore
 
 WAIT = 5.0  # upper bound for any awaited state change (a hang fails instead of blocking)
@@ -161,8 +164,8 @@ class Backend:
 
     def __init__(self, kind: str, store: JobStore) -> None:
         self.kind, self.store = kind, store
-        self.shared = is_shared(store)
-        assert self.shared is (kind == "postgres"), f"{kind}: is_shared is {self.shared}"
+        self.shared = isinstance(store, SharedJobStore)
+        assert self.shared is (kind == "postgres"), f"{kind}: shared is {self.shared}"
 
     @asynccontextmanager
     async def running(
@@ -171,11 +174,10 @@ class Backend:
         settings: Settings | None = None,
         clock: FakeClock | None = None,
         **scheduler_options: Any,
-    ) -> AsyncIterator[tuple[JobManager, Scheduler]]:
+    ) -> AsyncIterator[tuple[JobManager, JobSource]]:
         manager = JobManager(self.store, settings or Settings(), clock=clock or FakeClock())
         specs = {spec.name: spec for spec in (*tools, PROBE)}
-        kind = ClaimScheduler if self.shared else Scheduler  # as `server.jobserver.make_scheduler` picks
-        sched = kind(manager, specs, **scheduler_options)
+        sched = make_source(manager, specs, **scheduler_options)  # as a server on this store does
         listening = self._tell_when_listening()
         async with manager:
             if listening is not None:
@@ -235,11 +237,16 @@ async def probe(manager: JobManager) -> None:
     await finished(manager, await manager.create_job("probe", {}, task=TaskSpec(resource_requirements=NO_NEEDS)))
 
 
-async def decide_now(sched: Scheduler) -> None:
+def queued(sched: JobSource) -> dict[str, QueuedJob]:
+    """The jobs queued in this process (a claim source queues none: the queue is the database)."""
+    return sched.queued if isinstance(sched, LocalSource) else {}
+
+
+async def decide_now(sched: JobSource) -> None:
     """Have the scheduler take an admission decision now, and return once it did: the heap's pump,
-    or one claim of the ClaimScheduler (whose own rounds may lag behind on a loaded machine). For
+    or one claim of the ClaimSource (whose own rounds may lag behind on a loaded machine). For
     where `probe` cannot serve: past the reservation window no job, the probe neither, may pass the head."""
-    if isinstance(sched, ClaimScheduler):
+    if isinstance(sched, ClaimSource):
         await sched._claim_available()
     else:
         sched.pump()
@@ -293,7 +300,7 @@ async def test_priority_order_critical_high_medium_low_and_fifo_within_a_level(b
     assert gates.order[1:] == [
         "critical0", "critical1", "high0", "high1", "medium0", "medium1", "low0", "low1", "low2",
     ]  # fmt: skip
-    assert s.max_running_seen == 1
+    assert s.executor.max_running_seen == 1
 
 
 # -- 2. aging --------------------------------------------------------------------------------
@@ -364,7 +371,7 @@ async def test_dependency_failure_cascades_and_the_dependents_never_run(backend:
         c = await m.create_job("gated", {"key": "c"}, task=task(deps=[b]))
         gates.open("blocker", "b", "c")
         rec_a, rec_b, rec_c = [await finished(m, j) for j in (a, b, c)]
-        assert not s.queued and not s.running
+        assert not queued(s) and not s.executor.running
     assert rec_a.status is rec_b.status is rec_c.status is JobStatus.FAILED
     assert rec_b.progress_message == f"Job failed: DependencyFailed: dependency '{a}' failed; this job did not run"
     assert f"DependencyFailed: dependency '{b}' failed" in (rec_c.progress_message or "")
@@ -406,7 +413,7 @@ async def test_unknown_dependency_is_refused_at_submission_and_nothing_is_stored
         with pytest.raises(UnknownDependency) as err:
             await m.create_job("gated", {"key": "x"}, task=task(deps=["no-such-job"]))
         assert err.value.context["dependency"] == "no-such-job" and "no-such-job" in str(err.value)
-        assert await stored(m) == 0 and s.queued == {}
+        assert await stored(m) == 0 and queued(s) == {}
 
 
 async def test_dependency_on_a_finished_job_resolves_at_once(backend: Backend) -> None:
@@ -423,7 +430,7 @@ async def test_dependency_on_a_finished_job_resolves_at_once(backend: Backend) -
         assert (await finished(m, bad)).status is JobStatus.FAILED
         c = await m.create_job("gated", {"key": "c"}, task=task(deps=[a, bad]))
         if not backend.shared:  # the heap settles it during submission; a claim never sees it as ready
-            assert c not in s.queued and s.starting == 0
+            assert c not in queued(s) and s.executor.starting == 0
         b = await m.create_job("gated", {"key": "b"}, task=task(deps=[a]))
         rec_b, rec_c = await finished(m, b), await finished(m, c)
     assert rec_b.status is JobStatus.COMPLETED
@@ -467,7 +474,7 @@ async def test_concurrency_limits_hold_under_a_thousand_jobs(backend: Backend) -
             assert (await finished(m, job_id)).status is JobStatus.COMPLETED
         counts = await m.store.counts()
     assert violations == []
-    assert peak["all"] == 5 and peak["limited"] == 2 and s.max_running_seen == 5
+    assert peak["all"] == 5 and peak["limited"] == 2 and s.executor.max_running_seen == 5
     assert counts[JobStatus.COMPLETED] == n
 
 
@@ -482,7 +489,7 @@ async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it(b
             await m.create_job("limited", {"key": f"l{i}"}, task=task(Priority.CRITICAL))
         free = await m.create_job("free", {"key": "free"}, task=task(Priority.LOW))
         await gates.wait_started("free")
-        assert gates.order == ["l0", "l1", "free"] and s.max_running_seen == 3
+        assert gates.order == ["l0", "l1", "free"] and s.executor.max_running_seen == 3
         gates.open("free", "l0")  # a limited slot frees: the next limited job (in order) starts
         await finished(m, free)
         await gates.wait_started("l2")
@@ -490,7 +497,7 @@ async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it(b
         gates.open(*(f"l{i}" for i in range(n)))
         await gates.wait_count(n + 1)
         assert gates.order[3:] == [f"l{i}" for i in range(2, n)]
-        assert s.queued == {}
+        assert queued(s) == {}
 
 
 @on_stores()
@@ -550,7 +557,7 @@ async def test_a_job_that_could_never_fit_is_refused_at_submission(
         with pytest.raises(ResourceLimitExceeded, match=f"needs {name}=") as err:
             await m.create_job("gated", {"key": "x"}, task=task(needs=needs(**too_big)))
         assert err.value.context["resource"] == name
-        assert await stored(m) == 0 and s.queued == {}
+        assert await stored(m) == 0 and queued(s) == {}
 
 
 @on_stores()
@@ -575,7 +582,7 @@ async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head(bac
         clock.advance(6)  # past the reservation window
         await decide_now(s)  # (a claim round begun before the jump has ended; the next ones see the new time)
         for k in ("s2", "s3", "s4"):  # 600, 300, then 0 used: no small job may start meanwhile
-            assert len(s.running) + s.starting > 0
+            assert s.executor.busy > 0
             gates.open(k)
             await finished(m, ids[k])
             await decide_now(s)
@@ -686,7 +693,7 @@ async def test_cancellation_is_never_retried(backend: Backend) -> None:
 
         clock.advance(60)
         await probe(m)
-        assert s.queued == {} and s.running == {}
+        assert queued(s) == {} and s.executor.running == {}
     assert rec_running.status is JobStatus.CANCELLED and rec_running.retry_count == 0
     assert gates.order == ["r"] and gates.cancelled == ["r"]
     assert rec_backing_off.status is JobStatus.CANCELLED and attempts == [1]
@@ -712,7 +719,7 @@ async def test_a_retry_of_a_job_with_dependencies_still_waits_for_its_backoff(ba
 
 # -- 7. time-outs ----------------------------------------------------------------------------
 # These wait in real time (the time-out timer is the scheduler's, not the clock's), so they run once
-# per scheduler: memory (Scheduler; SQLite runs the same one) and PostgreSQL (ClaimScheduler).
+# per source: memory (LocalSource; SQLite runs the same one) and PostgreSQL (ClaimSource).
 
 
 @pytest.mark.parametrize(
@@ -789,17 +796,17 @@ def test_timeout_selection_order() -> None:
 
     plain, timed = make_spec(fn, name="plain"), make_spec(fn, name="timed", timeout=3.0)
     analysing = make_spec(fn, name="analysing", operation_type="analysis")
-    s = Scheduler(m, {spec.name: spec for spec in (plain, timed, analysing)})
+    s = LocalSource(m, {spec.name: spec for spec in (plain, timed, analysing)}).executor
 
     def rec(spec: TaskSpec | None) -> JobRecord:
         return JobRecord("id", "x", {}, JobStatus.RUNNING, 0, 0, task=spec)
 
-    assert s._timeout_for(rec(TaskSpec(timeout_seconds=1, operation_type="analysis")), timed) == 1
-    assert s._timeout_for(rec(TaskSpec(operation_type="analysis")), timed) == 3
-    assert s._timeout_for(rec(TaskSpec(operation_type="analysis")), plain) == 5
-    assert s._timeout_for(rec(None), analysing) == 5
-    assert s._timeout_for(rec(TaskSpec(operation_type="execution")), plain) == 7
-    assert s._timeout_for(rec(None), plain) == 7
+    assert s.timeout_for(rec(TaskSpec(timeout_seconds=1, operation_type="analysis")), timed) == 1
+    assert s.timeout_for(rec(TaskSpec(operation_type="analysis")), timed) == 3
+    assert s.timeout_for(rec(TaskSpec(operation_type="analysis")), plain) == 5
+    assert s.timeout_for(rec(None), analysing) == 5
+    assert s.timeout_for(rec(TaskSpec(operation_type="execution")), plain) == 7
+    assert s.timeout_for(rec(None), plain) == 7
 
 
 # -- 8. cancel -------------------------------------------------------------------------------
@@ -923,7 +930,7 @@ async def test_statistics_on_a_replica_count_the_jobs_other_processes_ran(backen
             await finished(worker, job_id)
         replica_store = open_store(backend.store.url)
         replica = JobManager(replica_store, Settings(), clock=clock)
-        ClaimScheduler(replica, {}, run_jobs=False)  # a server replica that runs nothing itself
+        ClaimSource(replica, {}, run_jobs=False)  # a server replica that runs nothing itself
         async with replica:
             stats = await replica.statistics()
     assert stats.by_tool["ok"].completed == 3 and stats.by_tool["ok"].success_rate == 1.0
@@ -991,6 +998,44 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
         assert unknown.status is JobStatus.FAILED
         assert unknown.progress_message == "Job failed: the tool 'gone' is not registered on this server"
         assert sorted(gates.order) == ["pending", "running-safe"]
+
+
+async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:
+    """An interrupted job runs again exactly when a failed one would: the tool's own RetryPolicy
+    counts as opting in and its max_retries is the limit; the job's diagnostics keep their cap."""
+    gates, clock, store = Gates(), FakeClock(), backend.store
+    now = int(clock.now * 1000)
+
+    def interrupted(job_id: str, tool: str, retries_done: int, diagnostics: list[str] | None = None) -> JobRecord:
+        return JobRecord(
+            job_id, tool, {"key": job_id}, JobStatus.RUNNING, now - 10_000, now - 5000, owner="dead-host:1",
+            attempt=retries_done + 1, retry_count=retries_done, started_at=now - 5000, diagnostics=diagnostics,
+        )  # fmt: skip
+
+    full = [f"line {i}" for i in range(MAX_DIAGNOSTICS)]
+    await store.open()
+    for rec in (
+        interrupted("own-policy-first", "own-policy", 0, full),
+        interrupted("own-policy-spent", "own-policy", 1),
+        interrupted("safe-spent", "safe-one", 1),
+    ):
+        await store.insert(rec)
+    one_retry = RetryPolicy(max_retries=1)
+    tools = [
+        gated_tool(gates, "own-policy", retry=one_retry),
+        gated_tool(gates, "safe-one", retry_safe=True, retry=one_retry),
+    ]
+    gates.open("own-policy-first")
+    async with backend.running(tools, clock=clock) as (m, _):
+        first, spent, safe_spent = [
+            await finished(m, j) for j in ("own-policy-first", "own-policy-spent", "safe-spent")
+        ]
+    assert first.status is JobStatus.COMPLETED and first.retry_count == 1 and gates.order == ["own-policy-first"]
+    assert first.diagnostics is not None and len(first.diagnostics) == MAX_DIAGNOSTICS
+    assert first.diagnostics[-1] == "requeued after an interruption (retry 1/1)" and first.diagnostics[0] == "line 1"
+    for rec in (spent, safe_spent):
+        assert rec.status is JobStatus.FAILED and rec.retry_count == 1
+        assert rec.progress_message == "Job failed: interrupted: the server stopped while the job was running"
 
 
 async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat(backend: Backend) -> None:

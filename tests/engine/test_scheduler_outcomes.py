@@ -1,4 +1,4 @@
-"""The scheduler at its edges: stopping with a backlog, a store that refuses the outcome for a while,
+"""The engine at its edges: stopping with a backlog, a store that refuses the outcome for a while,
 and work abandoned after its time-out (its slot is given back exactly once)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import structlog
 
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.context import JobContext
-from vibe_jobs.engine.scheduler import Scheduler, _Run
+from vibe_jobs.engine.executor import Run
+from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.store import MemoryStore
 from vibe_jobs.store.sqlite import SQLiteStore
@@ -33,7 +34,7 @@ async def test_stopping_with_a_backlog_leaves_the_queued_jobs_queued(tmp_path: P
 
     spec = make_spec(slow, name="slow", retry_safe=True)
     first = JobManager(SQLiteStore(url), Settings(max_concurrent=1))
-    Scheduler(first, {"slow": spec})
+    LocalSource(first, {"slow": spec})
     async with first:
         ids = [await first.create_job("slow") for _ in range(5)]
         with anyio.fail_after(WAIT):
@@ -77,7 +78,7 @@ async def test_an_outcome_the_store_refuses_for_a_while_is_written_once_it_accep
         return "written at last"
 
     manager = JobManager(SQLiteStore(f"sqlite:///{db}?busy_timeout=0.05"), Settings())
-    Scheduler(manager, {"quick": make_spec(quick, name="quick")})
+    LocalSource(manager, {"quick": make_spec(quick, name="quick")})
     retried = anyio.Event()
     async with manager:
         locker = sqlite3.connect(db, isolation_level=None)
@@ -100,14 +101,14 @@ async def test_an_abandoned_run_gives_its_slot_back_once() -> None:
         return None
 
     manager = JobManager(MemoryStore(), Settings(max_concurrent=1))
-    sched = Scheduler(manager, {"noop": make_spec(noop, name="noop")})
+    source = LocalSource(manager, {"noop": make_spec(noop, name="noop")})
     async with manager:
         job_id = await manager.create_job("noop")
         await manager.wait(job_id, WAIT)
         rec = await manager.get_record(job_id)
         needs = (10.0, 1.0, 0.0)
-        sched._take("noop", needs, +1)  # a run holding a slot ...
-        run = _Run(JobContext(manager, job_id, 1, "noop"), needs, rec)
-        sched._release("noop", needs, run)  # ... freed when its abandoned failure is written
-        sched._release("noop", needs, run)  # ... and again when the stubborn work returns late
-        assert sched._per_tool["noop"] == 0 and sched._usage == [0.0, 0.0, 0.0]
+        source._take("noop", needs, +1)  # a run holding a slot ...
+        run = Run(JobContext(manager, job_id, 1, "noop"), needs, rec)
+        source.executor._release("noop", needs, run)  # ... freed when its abandoned failure is written
+        source.executor._release("noop", needs, run)  # ... and again when the stubborn work returns late
+        assert source._per_tool["noop"] == 0 and source._usage == [0.0, 0.0, 0.0]

@@ -1,12 +1,67 @@
-"""JobServer as a library: plain tools added by method or decorator are served as ordinary MCP tools."""
+"""JobServer as a library: plain tools added by method or decorator are served as ordinary MCP tools, and the
+engine it builds for its store runs the tools registered on it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
 from mcp import Client
 from mcp_types import TextContent
 
+from tests.pg import postgres_url, with_new_schema
+from vibe_jobs import JobStatus, Settings
+from vibe_jobs.jobtool import make_spec
 from vibe_jobs.server.jobserver import JobServer
-from vibe_jobs.settings import Settings
+from vibe_jobs.store import JobStore, MemoryStore, open_store
+
+WAIT = 10
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[JobStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    pg = open_store(with_new_schema(postgres_url("JobServer on PostgreSQL"), "vj_server"))
+    try:
+        yield pg
+    finally:
+        await pg.close()
+        await pg.drop_schema()  # type: ignore[attr-defined]
+
+
+async def test_a_tools_own_concurrency_limit_holds_when_registered_after_the_server_is_built(store: JobStore) -> None:
+    server = JobServer(store=store, settings=Settings(max_concurrent=4))  # tools come after it
+    live, peak, started, go = [0], [0], anyio.Event(), anyio.Event()
+
+    async def one_at_a_time(i: int) -> int:
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        started.set()
+        await go.wait()
+        live[0] -= 1
+        return i
+
+    async def probe() -> str:
+        return "probe"
+
+    server.add_spec(make_spec(one_at_a_time, name="one_at_a_time", max_concurrent=1))
+    server.add_spec(make_spec(probe, name="probe"))
+
+    async with server.manager as m:
+        ids = [await m.create_job("one_at_a_time", {"i": i}) for i in range(3)]
+        with anyio.fail_after(WAIT):
+            await started.wait()
+        # submitted after them and free of their limit: once it has run, so had they if they could
+        assert (await m.wait(await m.create_job("probe"), WAIT)).status is JobStatus.COMPLETED
+        assert peak[0] == 1
+        go.set()
+        done: list[Any] = [await m.wait(job_id, WAIT) for job_id in ids]
+    assert [rec.status for rec in done] == [JobStatus.COMPLETED] * 3
+    assert peak[0] == 1
 
 
 def shout(text: str) -> str:

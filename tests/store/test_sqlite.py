@@ -153,7 +153,7 @@ async def test_schema_and_pragmas(store: SQLiteStore, db: Path) -> None:
     assert raw(db, "PRAGMA auto_vacuum") == [(2,)]  # incremental
     assert tuple(row[1] for row in raw(db, "PRAGMA table_info(jobs)")) == COLUMNS
     assert tuple(JobRecord.__dataclass_fields__) == COLUMNS
-    assert [row[1] for row in raw(db, "PRAGMA table_info(leases)")] == ["owner", "expires_at"]
+    assert [row[1] for row in raw(db, "PRAGMA table_info(leases)")] == ["owner", "expires_at", "host", "pid", "started"]
     indexes = {row[0] for row in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"jobs_newest", "jobs_tool", "jobs_active", "jobs_final", "jobs_dedupe", "jobs_expiry"} <= indexes
 

@@ -88,7 +88,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.server.jobserver import run_worker
 
     server = build_server(args, settings)
-    if not hasattr(server.scheduler, "run_jobs"):
+    if not server.source.shared:
         raise SystemExit("vibe-jobs: `worker` needs a shared store: --store postgresql://...")
     run_worker(server, args.drain_seconds)
     return 0

@@ -1,11 +1,10 @@
-"""Claiming work from a shared store (PostgreSQL): many servers and workers, one job table.
+"""The claim source: work claimed from a shared store (PostgreSQL): many servers and workers, one job table.
 
-`ClaimScheduler` keeps the single-process scheduler's execution (time-outs, retries, cancellation,
-metrics) but takes work by claiming it in the database (`FOR UPDATE SKIP LOCKED`, priority with
-aging, dependencies and cluster-wide limits enforced in SQL) instead of from a local heap. Wake-ups
-come over LISTEN/NOTIFY; a short poll covers notifications lost while reconnecting. State changes
-seen over NOTIFY are republished on the local event bus, so a long-poll on one replica sees a job
-that runs on another.
+Jobs are taken by claiming them in the database (`FOR UPDATE SKIP LOCKED`, priority with aging,
+dependencies and cluster-wide limits enforced in SQL) and run by the same executor as local jobs
+(time-outs, retries, cancellation, metrics). Wake-ups come over LISTEN/NOTIFY; a short poll covers
+notifications lost while reconnecting. State changes seen over NOTIFY are republished on the local
+event bus, so a long-poll on one replica sees a job that runs on another.
 """
 
 from __future__ import annotations
@@ -13,20 +12,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import ClassVar
 
 import anyio
 
+from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, priority_of
+from vibe_jobs.engine.executor import Executor
+from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
-from vibe_jobs.engine.scheduler import RANK_PRIORITY, Scheduler, _needs, _Queued, _Run
-from vibe_jobs.errors import InvalidTransition, StaleWrite, StoreError
+from vibe_jobs.errors import StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
-from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
+from vibe_jobs.store.base import ClaimLimits, JobChange, Listening, SharedJobStore
 
 log = get_logger("vibe_jobs.engine.claims")
 
@@ -40,38 +42,11 @@ CLAIM_LINGER_SECONDS = 0.005
 PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
-class ClaimStore(Protocol):
-    """What a shared store offers on top of the JobStore protocol."""
+class ClaimSource:
+    """Feeds the executor jobs claimed from a shared store (the manager's `Runner`);
+    `run_jobs=False` serves without running any (an MCP replica beside workers)."""
 
-    async def claim_many(
-        self, owner: str, lease_ms: int, limits: Any, tools: Any, k: int, *, now: int | None = None
-    ) -> list[JobRecord]: ...
-
-    async def renew_state(self, owner: str, job_ids: Any, expires_at: int) -> dict[str, str | None]: ...
-
-    async def listen(self, callback: Any, on_lost: Any = None) -> Any: ...
-
-    def sweeper_lock(self) -> Any: ...
-
-    async def pending_by_priority(self) -> list[tuple[int, int, int]]: ...
-
-    async def offer_tools(self, owner: str, tools: Any) -> None: ...
-
-    async def head_fits(self, tools: Any, limits: Any, *, now: int | None = None) -> bool | None: ...
-
-    async def unserved_tools(self, now: int) -> dict[str, int]: ...
-
-    async def finished_figures(self, now: int) -> ClusterFigures: ...
-
-    async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]: ...
-
-
-def is_shared(store: object) -> bool:
-    return all(hasattr(store, name) for name in ("claim_many", "renew_state", "listen", "dependency_blocked"))
-
-
-class ClaimScheduler(Scheduler):
-    """Runs jobs claimed from the shared store; `run_jobs=False` serves without running any."""
+    shared: ClassVar[bool] = True  # the queue is the database, shared by every process on it
 
     def __init__(
         self,
@@ -80,27 +55,31 @@ class ClaimScheduler(Scheduler):
         *,
         concurrency: int | None = None,
         run_jobs: bool = True,
-        **options: Any,
+        grace_seconds: float = 5.0,
+        reservation_ms: int = 5_000,
     ) -> None:
-        super().__init__(manager, tools, **options)
-        from vibe_jobs.store.postgres.sql import ClaimLimits
-
-        self.shared: ClaimStore = manager.store  # type: ignore[assignment]
+        store = manager.store
+        if not isinstance(store, SharedJobStore):
+            raise TypeError(f"claims need a shared store (postgresql://...), not {store.url}")
+        self.m, self.tools, self.store = manager, tools, store
+        self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds)
         self.concurrency = concurrency or manager.settings.max_concurrent
         self.run_jobs = run_jobs
-        per_tool = {name: spec.max_concurrent for name, spec in tools.items()}
-        self.limits = ClaimLimits.from_settings(manager.settings, per_tool)
+        self.reservation_ms = reservation_ms
+        self.limits = self._claim_limits()
         self.lease_ms = manager.settings.lease_ms
-        self._claimed: dict[str, JobRecord] = {}
         self._next_renew = 0.0
         self._next_sweep = 0.0
-        self._listener: Any = None
+        self._listener: Listening | None = None
         self._batch = max(1, self.concurrency // CLAIM_BATCH_FRACTION)
         self._backlog = False  # the last claim filled every slot it asked for
         self._linger_until: float | None = None
+        self._head_blocked_since: int | None = None
         self._pending_counted, self._submitted_since_count, self._counted_at = 0, 0, -math.inf
         self._look_at_head = True
         self._claiming = anyio.Lock()
+        self._wake = anyio.Event()
+        manager.runner = self
 
     # -- the local queue is the database ---------------------------------------------------
 
@@ -108,15 +87,15 @@ class ClaimScheduler(Scheduler):
         """`max_pending` bounds the shared queue (every server's pending jobs): counted in the database
         whenever the last count is over a second old or the queue is within 10 % of the limit, and
         estimated from that count plus this process's submissions in between otherwise."""
-        self._check_fits(rec)
-        self._check_room(await self._pending_estimate())
+        check_fits(rec, self.m.settings.queue.resource_limits)
+        check_room(await self._pending_estimate(), self.m.settings.max_pending)
         self._submitted_since_count += 1
 
     async def _pending_estimate(self) -> int:
         now, limit = anyio.current_time(), self.m.settings.max_pending
         estimate = self._pending_counted + self._submitted_since_count
         if now - self._counted_at > PENDING_COUNT_SECONDS or estimate >= 0.9 * limit:
-            rows = await self.shared.pending_by_priority()
+            rows = await self.store.pending_by_priority()
             self._pending_counted, self._counted_at = sum(count for _, count, _ in rows), now
             self._submitted_since_count = 0
             estimate = self._pending_counted
@@ -124,14 +103,14 @@ class ClaimScheduler(Scheduler):
 
     async def cluster_figures(self) -> ClusterFigures | None:
         """Per-tool outcomes and durations, throughput and error rate over every process's jobs."""
-        return await self.shared.finished_figures(self.m.now())
+        return await self.store.finished_figures(self.m.now())
 
     async def queue_view(self) -> QueueView:
         """The shared queue by priority, its oldest job and the tools no live process runs, as the database
         holds them now."""
-        rows = await self.shared.pending_by_priority()
-        depth = {RANK_PRIORITY.get(rank, Priority.MEDIUM).value: count for rank, count, _ in rows}
-        unserved = await self.shared.unserved_tools(self.m.now()) if rows else {}
+        rows = await self.store.pending_by_priority()
+        depth = {priority_of(rank).value: count for rank, count, _ in rows}
+        unserved = await self.store.unserved_tools(self.m.now()) if rows else {}
         if self.run_jobs:  # this process is alive whatever its lease says: its own tools are served
             unserved = {tool: n for tool, n in unserved.items() if tool not in self.tools}
         return QueueView(depth, min((oldest for _, _, oldest in rows), default=None), unserved)
@@ -140,15 +119,38 @@ class ClaimScheduler(Scheduler):
         self._wake.set()
 
     def pump(self) -> None:
+        """Take a decision now: wake the claim loop."""
         self._wake.set()
 
     def on_finished(self, rec: JobRecord) -> None:
         self._wake.set()
 
+    def cancel_running(self, job_id: str, reason: str) -> bool:
+        return self.executor.cancel_running(job_id, reason)
+
+    def stop_claiming(self) -> None:
+        """Claim no more jobs (a worker draining before it stops); running ones go on."""
+        self.run_jobs = False
+
+    async def drained(self) -> None:
+        await self.executor.drained()
+
+    def _claim_limits(self) -> ClaimLimits:
+        per_tool = {name: spec.max_concurrent for name, spec in self.tools.items()}
+        return ClaimLimits.from_settings(self.m.settings, per_tool)
+
+    # -- what the executor tells this source -----------------------------------------------
+
+    def released(self, tool: str, needs: Needs) -> None:
+        self._wake.set()  # a free slot: claim again
+
+    async def requeued(self, rec: JobRecord) -> None:
+        self._wake.set()  # pending again, claimable by any process once due
+
     async def recover(self) -> int:
         # after each heartbeat (the manager calls this right after it): the lease names the tools run here
-        await self.shared.offer_tools(self.m.owner, list(self.tools) if self.run_jobs else [])
-        adopted = await recover_orphans(self.m, self.tools, self.retry.max_retries, shared=True)
+        await self.store.offer_tools(self.m.owner, list(self.tools) if self.run_jobs else [])
+        adopted = await recover_orphans(self.m, self.tools, self.executor.retry, shared=True)
         if adopted:
             self._wake.set()
         return len(adopted)
@@ -157,6 +159,7 @@ class ClaimScheduler(Scheduler):
 
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
+        self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
         try:
             while True:
                 await self._round()
@@ -192,7 +195,7 @@ class ClaimScheduler(Scheduler):
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-        self._listener = await self.shared.listen(self._changed, self._lost)
+        self._listener = await self.store.listen(self._changed, self._lost)
         self._next_renew = self._next_sweep = 0.0
 
     async def _claim_available(self) -> None:
@@ -203,7 +206,7 @@ class ClaimScheduler(Scheduler):
         names = list(self.tools)
         if await self._reserving(names):
             return
-        while (free := self.concurrency - len(self.running) - self.starting) > 0:
+        while (free := self.concurrency - self.executor.busy) > 0:
             if self._backlog and free < self._batch:
                 now = anyio.current_time()
                 if self._linger_until is None:
@@ -211,7 +214,7 @@ class ClaimScheduler(Scheduler):
                 if now < self._linger_until:
                     return  # `run_timers` wakes at `_linger_until`
             self._linger_until = None
-            found = await self.shared.claim_many(
+            found = await self.store.claim_many(
                 self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
             )  # fmt: skip
             for rec in found:
@@ -227,12 +230,12 @@ class ClaimScheduler(Scheduler):
         running jobs have freed enough for it (small jobs backfill only within the window).
         Looked at only after a short claim or while the head is blocked (one query then)."""
         lim = self.limits
-        caps = (lim.max_memory_mb, lim.max_cpu_weight, lim.max_disk_space_mb)
-        if all(cap is None for cap in caps) or not (self._look_at_head or self._head_blocked_since is not None):
+        watching = self._look_at_head or self._head_blocked_since is not None
+        if all(cap is None for cap in lim.resource_caps) or not watching:
             return False
         self._look_at_head = False
         now = self.m.now()
-        if await self.shared.head_fits(names, lim, now=now) is not False:
+        if await self.store.head_fits(names, lim, now=now) is not False:
             self._head_blocked_since = None
             return False
         if self._head_blocked_since is None:
@@ -240,17 +243,8 @@ class ClaimScheduler(Scheduler):
         return now - self._head_blocked_since >= self.reservation_ms
 
     def _launch(self, rec: JobRecord) -> None:
-        entry = _Queued(
-            rec.id, rec.tool_name, RANK_PRIORITY.get(rec.priority, Priority.MEDIUM), rec.created_at, _needs(rec)
-        )
-        self._claimed[rec.id] = rec
-        self._take(entry.tool, entry.needs, +1)
-        self.starting += 1
-        self.runs.spawn(self.m.task_group, self._run, entry)
-
-    async def _claim(self, entry: _Queued) -> _Run | None:
-        rec = self._claimed.pop(entry.job_id)
-        return self._begin(rec, entry.needs)
+        # the claim enforced the limits in the database: nothing to account here
+        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec)
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
@@ -262,20 +256,13 @@ class ClaimScheduler(Scheduler):
         if now < self._next_renew:
             return
         self._next_renew = now + self.lease_ms / 3000  # a third of the lease, in seconds
-        sent = dict(self.running)
-        held = await self.shared.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
+        running = self.executor.running
+        sent = dict(running)
+        held = await self.store.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
         for job_id, run in sent.items():
-            if self.running.get(job_id) is not run or run.done:
+            if running.get(job_id) is not run or run.done:
                 continue  # finished (or re-claimed) meanwhile
-            if job_id not in held:
-                run.lost = True
-                run.scope.cancel()
-            elif (reason := held[job_id]) is not None:
-                self.cancel_running(job_id, reason)
-
-    async def _cancel_requested_elsewhere(self) -> None:
-        """Folded into `_renew` (one query for all running jobs instead of one read per job)."""
-        self._next_renew = 0.0
+            self.executor.held_elsewhere(run, job_id in held, held.get(job_id))
 
     async def _sweep(self) -> None:
         """Fail pending jobs whose dependency failed, was cancelled or is gone (one sweeper at a time)."""
@@ -283,16 +270,11 @@ class ClaimScheduler(Scheduler):
         if now < self._next_sweep:
             return
         self._next_sweep = now + SWEEP_SECONDS
-        async with self.shared.sweeper_lock() as held:
+        async with self.store.sweeper_lock() as held:
             if not held:
                 return
-            for rec, dep, status in await self.shared.dependency_blocked():
-                why = status.value if status is not None else "no longer exists"
-                with contextlib.suppress(InvalidTransition, StaleWrite):
-                    await self.m.fail_job(
-                        rec.id, f"DependencyFailed: dependency '{dep}' {why}; this job did not run",
-                        extra={"current_stage": "dependency_failed"},
-                    )  # fmt: skip
+            for rec, dep, status in await self.store.dependency_blocked():
+                await fail_dependent(self.m, rec.id, dep, status)
 
     # -- notifications ---------------------------------------------------------------------
 
@@ -300,12 +282,12 @@ class ClaimScheduler(Scheduler):
         log.warning("worker.listener_lost")
         self._wake.set()  # the next round re-opens the listener
 
-    def _changed(self, change: Any) -> None:
+    def _changed(self, change: JobChange) -> None:
         if change.op != "update" or change.status is not JobStatus.RUNNING or change.cancel_requested:
             self._wake.set()  # a claim elsewhere (-> running) never makes work for this process
         if change.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             self._next_sweep = 0.0  # its dependents may be blocked now
-        if change.cancel_requested and change.job_id in self.running:
+        if change.cancel_requested and change.job_id in self.executor.running:
             self._next_renew = 0.0  # the renewal reads the cancel request
         if self.m.bus.wants(change.job_id):
             kind = STATUS_EVENTS.get(change.status, EventType.PROGRESS) if change.op == "update" else EventType.CREATED

@@ -1,8 +1,10 @@
-"""Recovery: take over the jobs of processes whose lease expired (a crash, a kill, a lost machine).
+"""Recovery: take over the jobs of processes that are gone (a crash, a kill, a lost machine): their
+lease expired, or (a store on one machine) their process is known to have ended.
 
-Pending jobs are queued again here. Running jobs are requeued when their tool is `retry_safe` and
-retries remain (the attempt counts), otherwise they fail with "interrupted: ...". Jobs whose tool
-is not registered here fail with a message naming the tool.
+Pending jobs are queued again here. Running jobs are requeued while retries remain (the one retry
+limit, `failures.retry_limit`: a tool that did not opt in to being run again gets none), otherwise
+they fail with "interrupted: ...". Jobs whose tool is not registered here fail with a message naming
+the tool.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vibe_jobs.engine.failures import retry_limit
 from vibe_jobs.errors import InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
-from vibe_jobs.manager import JobManager
+from vibe_jobs.manager import JobManager, capped_diagnostics
 from vibe_jobs.models import JobRecord
 from vibe_jobs.results import text_result
+from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
@@ -25,7 +29,7 @@ INTERRUPTED = "interrupted: the server stopped while the job was running"
 
 
 def plan_recovery(
-    manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], default_max_retries: int
+    manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy
 ) -> dict[str, Any]:
     """The changes that adopt one orphaned job for this process."""
     now = manager.now()
@@ -39,27 +43,19 @@ def plan_recovery(
                 "result": text_result(text, is_error=True)}  # fmt: skip
     if rec.status is JobStatus.PENDING:
         return base
-    limit = _limit(rec, spec, default_max_retries)
-    if spec.retry_safe and rec.retry_count < limit:
+    limit = retry_limit(rec, spec, default_retry)
+    if rec.retry_count < limit:
         note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
-        diags = [*(rec.diagnostics or ()), note][-100:]
         return {**base, "status": JobStatus.PENDING, "retry_count": rec.retry_count + 1,
-                "progress_message": note, "diagnostics": diags}  # fmt: skip
+                "progress_message": note, "diagnostics": capped_diagnostics(rec.diagnostics, (note,))}  # fmt: skip
     return {**base, **_failed(rec, now, INTERRUPTED)}
-
-
-def _limit(rec: JobRecord, spec: JobToolSpec, default: int) -> int:
-    meta = rec.task.metadata if rec.task else None
-    if meta is not None and meta.max_retries is not None:
-        return meta.max_retries
-    return spec.max_retries if spec.max_retries is not None else default
 
 
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
     return {
         "status": JobStatus.FAILED, "finished_at": now, "progress_message": f"Job failed: {message}",
         "result": text_result(message, is_error=True),
-        "diagnostics": [*(rec.diagnostics or ()), message][-100:],
+        "diagnostics": capped_diagnostics(rec.diagnostics, (message,)),
     }  # fmt: skip
 
 
@@ -68,7 +64,7 @@ def _const(changes: dict[str, Any]) -> Callable[[JobRecord], dict[str, Any]]:
 
 
 async def recover_orphans(
-    manager: JobManager, tools: Mapping[str, JobToolSpec], default_max_retries: int, *, shared: bool = False
+    manager: JobManager, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy, *, shared: bool = False
 ) -> list[JobRecord]:
     """Adopt every active job without a live owner; return the adopted records that are pending.
 
@@ -81,7 +77,7 @@ async def recover_orphans(
             continue  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
         if shared and rec.tool_name not in tools:
             continue
-        changes = plan_recovery(manager, rec, tools, default_max_retries)
+        changes = plan_recovery(manager, rec, tools, default_retry)
         try:
             new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
         except (InvalidTransition, StaleWrite):

@@ -11,7 +11,8 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
-from vibe_jobs.engine.scheduler import Scheduler
+from vibe_jobs.engine.claims import ClaimSource
+from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -40,7 +41,7 @@ class JobServer:
         self.settings = settings or Settings()
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
-        self.scheduler = make_scheduler(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
+        self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
@@ -92,19 +93,6 @@ class JobServer:
         anyio.run(self.serve, transport, host, port)
 
 
-def make_scheduler(
-    manager: JobManager, specs: dict[str, JobToolSpec], *, run_jobs: bool = True, concurrency: int | None = None
-) -> Scheduler:
-    """A local scheduler, or on a shared store (PostgreSQL) one that claims work from the database."""
-    from vibe_jobs.engine.claims import ClaimScheduler, is_shared
-
-    if is_shared(manager.store):
-        return ClaimScheduler(manager, specs, run_jobs=run_jobs, concurrency=concurrency)
-    if not run_jobs:
-        raise ValueError("--no-worker needs a shared store (postgresql://): nothing else would run the jobs")
-    return Scheduler(manager, specs)
-
-
 async def _until_signal(run: Callable[[], Any]) -> None:
     """Run `run()` until it returns (stdin closed) or SIGINT/SIGTERM arrives."""
     async with anyio.create_task_group() as tg:
@@ -131,16 +119,18 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     """Claim and run jobs; on a signal stop claiming and give running jobs `drain_seconds` to finish.
 
     Jobs still running after that are released: this process's lease is dropped on exit, so another
-    worker recovers them at once (requeued when retry_safe, otherwise failed as interrupted).
+    worker recovers them at once (requeued when their tool opted in to retries, otherwise failed as interrupted).
     """
-    scheduler = server.scheduler
+    source = server.source
+    if not isinstance(source, ClaimSource):
+        raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
     async with server.manager:
         log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                log.info("worker.draining", signal=int(signum), running=len(scheduler.running))
+                log.info("worker.draining", signal=int(signum), running=len(source.executor.running))
                 break
-        scheduler.run_jobs = False  # type: ignore[attr-defined]
+        source.stop_claiming()
         with anyio.move_on_after(drain_seconds):
-            await scheduler.drained()
+            await source.drained()
     log.info("worker.stopped")

@@ -4,16 +4,25 @@ Every change goes through `update`, a compare-and-set: it applies only when the 
 (the job's `version`, the running `attempt`, the current status) and bumps `version`, so a stale
 writer (a timed-out attempt, a dead worker) loses. Leases (`heartbeat`, `orphans`) let several
 processes share one store and recover each other's jobs.
+
+`SharedJobStore` is what a store shared by a cluster (PostgreSQL) offers on top: claims of runnable
+jobs under cluster-wide limits (`ClaimLimits`), job leases, wake-ups (`JobChange` over `listen`) and
+the cluster's queue and figures. The engine picks its job source by `isinstance(store, SharedJobStore)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from vibe_jobs.models import JobRecord
+from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from vibe_jobs.metrics import ClusterFigures
 
 # Fields an `update` may change (the store rejects anything else).
 UPDATABLE = frozenset(
@@ -94,10 +103,114 @@ class JobStore(Protocol):
         """Delete up to `limit` jobs that finished before `before`; return their ids."""
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        """Create or renew the lease of a process."""
+        """Create or renew the lease of a process (the calling one: a store on one machine records
+        which, so that it knows when that process has ended)."""
 
     async def release(self, owner: str) -> None:
         """Drop a process's lease (clean shutdown)."""
 
     async def orphans(self, now: int) -> list[JobRecord]:
-        """Active jobs whose owner holds no live lease at `now`."""
+        """Active jobs whose owner holds no live lease at `now`. A lease is live until it expires; a store
+        on one machine (SQLite) also ends it as soon as its process is known to have ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLimits:
+    """Cluster-wide admission limits, enforced by a shared store's claim (None: no limit).
+
+    `priority_weights[rank]` (low=0 .. critical=3) times `aging_ms` is how far a job's priority moves
+    it ahead of older jobs: a job waiting `aging_ms` longer gains one weight unit.
+    """
+
+    max_running: int | None = None
+    max_memory_mb: float | None = None
+    max_cpu_weight: float | None = None
+    max_disk_space_mb: float | None = None
+    per_tool: Mapping[str, int] = field(default_factory=dict)
+    aging_ms: int = 60_000
+    priority_weights: Sequence[float] = (1.0, 2.0, 3.0, 4.0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, per_tool: Mapping[str, int | None] | None = None) -> ClaimLimits:
+        """From the settings' max_concurrent, queue.resource_limits, aging and priority weights."""
+        q = settings.queue
+        lim = q.resource_limits
+        weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
+        return cls(
+            max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
+            max_disk_space_mb=lim.max_disk_space_mb,
+            per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
+            aging_ms=settings.aging_ms, priority_weights=tuple(weights),
+        )  # fmt: skip
+
+    @property
+    def limited(self) -> bool:
+        caps = (self.max_running, self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb)
+        return any(c is not None for c in caps) or bool(self.per_tool)
+
+    @property
+    def resource_caps(self) -> tuple[float | None, float | None, float | None]:
+        """(memoryMB, cpuWeight, diskSpaceMB) caps."""
+        return (self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb)
+
+
+class JobChange(NamedTuple):
+    """One wake-up from a shared store: a job was inserted or changed status / got a cancel request.
+
+    (A named tuple: every listener of the cluster builds one per change of every job, and a tuple is
+    built several times faster than a frozen dataclass.)"""
+
+    op: str  # "insert" or "update"
+    job_id: str
+    status: JobStatus
+    tool_name: str
+    cancel_requested: bool
+
+
+class Listening(Protocol):
+    """An open `listen` session: `alive` turns False when it is lost (open a new one then)."""
+
+    alive: bool
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SharedJobStore(JobStore, Protocol):
+    """A store that several processes on several machines share (PostgreSQL), on top of `JobStore`."""
+
+    async def claim_many(
+        self, owner: str, lease_ms: int, limits: ClaimLimits | None, tools: Collection[str], k: int,
+        *, now: int | None = None,
+    ) -> list[JobRecord]:  # fmt: skip
+        """Take up to `k` runnable jobs of `tools` for `owner` (running, attempt + 1, a job lease
+        until `now + lease_ms`), in claim order, within `limits` across the cluster."""
+
+    async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
+        """Renew `owner`'s lease and its jobs' leases: {job id still held: its cancel request or None}."""
+
+    async def listen(
+        self, callback: Callable[[JobChange], object], on_lost: Callable[[], object] | None = None
+    ) -> Listening:
+        """Call `callback(change)` for every job inserted or changed, until the session is closed."""
+
+    def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
+        """`async with store.sweeper_lock() as held:` held in exactly one session at a time."""
+
+    async def pending_by_priority(self) -> list[tuple[int, int, int]]:
+        """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs."""
+
+    async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
+        """Record on `owner`'s lease the tools it runs."""
+
+    async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:
+        """Whether the job a claim of `tools` would take first fits the resource limits now (None: no job)."""
+
+    async def unserved_tools(self, now: int) -> dict[str, int]:
+        """{tool: pending jobs} for tools that no process with a live lease runs."""
+
+    async def finished_figures(self, now: int) -> ClusterFigures:
+        """Statistics over every process's finished jobs."""
+
+    async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
+        """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""

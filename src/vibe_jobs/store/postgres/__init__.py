@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from vibe_jobs.store.postgres.notify import JobChange
-from vibe_jobs.store.postgres.sql import ClaimLimits
+from vibe_jobs.store.base import ClaimLimits, JobChange
 from vibe_jobs.store.postgres.store import PostgresStore, parse_url, redact
 
 __all__ = ["ClaimLimits", "JobChange", "PostgresStore", "parse_url", "redact"]

@@ -16,27 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.states import JobStatus
+from vibe_jobs.store.base import JobChange
 
 log = get_logger("vibe_jobs.store.postgres")
-
-
-class JobChange(NamedTuple):
-    """One notification: a job was inserted or changed status / got a cancel request.
-
-    (A named tuple: every listener of the cluster builds one per change of every job, and a tuple is
-    built several times faster than a frozen dataclass.)"""
-
-    op: str  # "insert" or "update"
-    job_id: str
-    status: JobStatus
-    tool_name: str
-    cancel_requested: bool
 
 
 _STATUS = {s.value: s for s in JobStatus}

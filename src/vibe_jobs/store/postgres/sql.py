@@ -20,14 +20,14 @@ Claims are durable commits like every other write (see `PostgresStore.claim_many
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from functools import lru_cache
 from typing import Any
 
-from vibe_jobs.models import JobRecord, Priority, ResourceRequirements
+from vibe_jobs.models import JobRecord, ResourceRequirements
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
+from vibe_jobs.store.base import ClaimLimits
 from vibe_jobs.store.codec import COLUMNS
 from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
 
@@ -212,46 +212,9 @@ def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
     return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimLimits:
-    """Cluster-wide admission limits, enforced by the claim statement (None: no limit).
-
-    `priority_weights[rank]` (low=0 .. critical=3) times `aging_ms` is how far a job's priority moves
-    it ahead of older jobs: a job waiting `aging_ms` longer gains one weight unit.
-    """
-
-    max_running: int | None = None
-    max_memory_mb: float | None = None
-    max_cpu_weight: float | None = None
-    max_disk_space_mb: float | None = None
-    per_tool: Mapping[str, int] = field(default_factory=dict)
-    aging_ms: int = 60_000
-    priority_weights: Sequence[float] = (1.0, 2.0, 3.0, 4.0)
-
-    @classmethod
-    def from_settings(cls, settings: Any, per_tool: Mapping[str, int | None] | None = None) -> ClaimLimits:
-        """From `vibe_jobs.settings.Settings` (max_concurrent, queue.resource_limits, aging, weights)."""
-        q = settings.queue
-        lim = q.resource_limits
-        weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
-        return cls(
-            max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
-            max_disk_space_mb=lim.max_disk_space_mb,
-            per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
-            aging_ms=settings.aging_ms, priority_weights=tuple(weights),
-        )  # fmt: skip
-
-    @property
-    def limited(self) -> bool:
-        caps = (self.max_running, self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb)
-        return any(c is not None for c in caps) or bool(self.per_tool)
-
-    def args(self) -> list[Any]:
-        """Parameters $5.. of `CLAIM_LIMITED`."""
-        return [
-            self.max_running, self.max_memory_mb, self.max_cpu_weight, self.max_disk_space_mb,
-            json.dumps(dict(self.per_tool)),
-        ]  # fmt: skip
+def limit_args(limits: ClaimLimits) -> list[Any]:
+    """Parameters $5.. of `CLAIM_LIMITED`."""
+    return [limits.max_running, *limits.resource_caps, json.dumps(dict(limits.per_tool))]
 
 
 # $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k,

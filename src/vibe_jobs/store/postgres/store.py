@@ -35,11 +35,10 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, GroupStats
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import UPDATABLE, ClaimLimits, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
-from vibe_jobs.store.postgres.notify import JobChange, Listener
+from vibe_jobs.store.postgres.notify import Listener
 from vibe_jobs.store.postgres.schema import RECOUNT_USAGE, channel, check_schema_name, drop_schema, lock_key, migrate
-from vibe_jobs.store.postgres.sql import ClaimLimits
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
@@ -145,7 +144,7 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     still rolls back a transaction left open. The default reset cost a round trip on every release."""
 
 
-class PostgresStore:
+class PostgresStore(SharedJobStore):
     """A `JobStore` in a PostgreSQL schema. Records returned are fresh copies."""
 
     def __init__(self, url: str) -> None:
@@ -493,7 +492,7 @@ class PostgresStore:
         tail: list[Any] = [owner, lease_ms, k]
         if lim.limited:
             query = sql.CLAIM_LIMITED
-            args += lim.args()
+            args += sql.limit_args(lim)
             tail.append(self._claim_key)
         else:
             query = sql.CLAIM_UNLIMITED

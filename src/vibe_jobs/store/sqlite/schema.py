@@ -48,7 +48,15 @@ _V2 = [
     f"CREATE INDEX jobs_expiry ON jobs (coalesce(finished_at, updated_at)) WHERE {FINAL_SQL}",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+# The process behind each lease (see store.liveness): a restart on the same machine recovers the jobs
+# of a process that has ended at once, instead of after its lease expires.
+_V3 = [
+    "ALTER TABLE leases ADD COLUMN host TEXT",
+    "ALTER TABLE leases ADD COLUMN pid INTEGER",
+    "ALTER TABLE leases ADD COLUMN started INTEGER",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

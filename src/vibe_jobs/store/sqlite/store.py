@@ -27,6 +27,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.change import Change
 from vibe_jobs.store.sqlite.errors import failure_error, open_error
@@ -58,9 +59,11 @@ _DELETE_FINISHED = (
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? LIMIT ?) RETURNING id"
 )
 _HEARTBEAT = (
-    "INSERT INTO leases (owner, expires_at) VALUES (?, ?)"
-    " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
+    "INSERT INTO leases (owner, expires_at, host, pid, started) VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE"
+    " SET expires_at = excluded.expires_at, host = excluded.host, pid = excluded.pid, started = excluded.started"
 )
+_LIVE_HERE = "SELECT owner, pid, started FROM leases WHERE host = ? AND expires_at > ?"
+_DROP_ENDED = "DELETE FROM leases WHERE owner = ? AND host = ? AND pid = ? AND started IS ?"
 _RELEASE = "DELETE FROM leases WHERE owner = ?"
 _DROP_EXPIRED = "DELETE FROM leases WHERE expires_at < ?"
 _ORPHANS = (
@@ -79,6 +82,7 @@ _S = {
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
         ("counts", _COUNTS, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
+        ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
     )
 }  # fmt: skip
@@ -262,18 +266,32 @@ class SQLiteStore:
     # -- leases ----------------------------------------------------------------------------
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        await self._run(_S["heartbeat"], (owner, expires_at), NONE)
+        """The lease records the calling process too (see store.liveness)."""
+        me = this_process()
+        await self._run(_S["heartbeat"], (owner, expires_at, me.host, me.pid, me.started), NONE)
 
     async def release(self, owner: str) -> None:
         await self._run(_S["release"], (owner,), NONE)
 
     async def orphans(self, now: int) -> list[JobRecord]:
-        """Also deletes leases long expired (see EXPIRED_LEASE_KEPT_MS): the table does not grow by one
+        """A lease is live until it expires or, on this machine, until its process has ended (its lease
+        is deleted then, so a restart recovers a killed server's jobs at once).
+
+        Also deletes leases long expired (see EXPIRED_LEASE_KEPT_MS): the table does not grow by one
         row for every process that ever ran."""
+        await self._drop_ended(now)
         dropped = self._run(_S["drop_expired"], (now - EXPIRED_LEASE_KEPT_MS,), NONE)
         found = self._run(_S["orphans"], (now,), ALL)
         await dropped
         return self._decoded(await found)
+
+    async def _drop_ended(self, now: int) -> None:
+        """Delete the unexpired leases of processes on this machine that have ended."""
+        host = this_process().host
+        for owner, pid, started in await self._run(_S["live_here"], (host, now), ALL):
+            if has_ended(ProcessId(host, pid, started)):
+                log.info("sqlite.owner_ended", owner=owner, pid=pid)
+                await self._run(_S["drop_ended"], (owner, host, pid, started), NONE)
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the store's own connection and return its rows: a back door for tests."""

@@ -1,0 +1,328 @@
+"""The executor: runs the jobs a source hands it, the same way in every mode (local heap or claims).
+
+One task per run: claim the job (unless the source claimed it already), invoke the tool, time it out
+(warn at 80 %, cancel at 100 %, abandon after the grace period), write the outcome durably, and on a
+failure decide between a retry (the job goes back to its source, delayed) and a final failure. It
+also stops running work on a cancel request or when the job was taken over by another process.
+The source is told, through the `Feeder` protocol, when a run gives its slot back and when a job
+was queued again for a retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from vibe_jobs.context import JobContext
+from vibe_jobs.engine.admission import Needs
+from vibe_jobs.engine.failures import error_text, retry_limit, retry_policy
+from vibe_jobs.engine.taskset import TaskSet
+from vibe_jobs.engine.timers import Timer, Timers
+from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite, StoreError
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.logs import debug_enabled, get_logger
+from vibe_jobs.manager import JobManager, capped_diagnostics
+from vibe_jobs.models import JobRecord
+from vibe_jobs.retry import RetryPolicy
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store.base import Guard
+
+log = get_logger("vibe_jobs.engine.executor")
+
+SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
+
+
+class Feeder(Protocol):
+    """The job source that hands the executor its jobs."""
+
+    def released(self, tool: str, needs: Needs) -> None:
+        """A run of `tool` gave back the slot (and the `needs`) it was launched with."""
+
+    async def requeued(self, rec: JobRecord) -> None:
+        """The job failed and is pending again, for a retry at `rec.run_after`."""
+
+
+@dataclass(slots=True)
+class Run:
+    ctx: JobContext
+    needs: Needs
+    rec: JobRecord  # as the claim returned it: running, this attempt
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: bool = False  # the work returned (or raised); nobody waits on it: the run's own task did the work
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+    error_trace: str | None = None
+    timed_out: bool = False
+    lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
+    abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
+    released: bool = False  # its slot (concurrency, resources) is given back
+    timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
+    cpu0: float = 0.0
+    wall0: float = 0.0
+
+
+class Executor:
+    """Runs jobs of `tools` for `feeder`, under the time-out and retry policies of the manager's settings."""
+
+    def __init__(
+        self, manager: JobManager, tools: Mapping[str, JobToolSpec], feeder: Feeder, *, grace_seconds: float = 5.0
+    ) -> None:
+        self.m, self.tools, self.feeder = manager, tools, feeder
+        self.timeouts = manager.settings.queue.timeout_policy
+        self.retry = RetryPolicy.from_config(manager.settings.queue.retry_policy)
+        self.grace_seconds = grace_seconds
+        self.running: dict[str, Run] = {}
+        self.starting = 0  # launched, not yet running (the claim is being written)
+        self.max_running_seen = 0
+        self.timers = Timers()
+        self.runs = TaskSet()  # one task per job run
+        self._idle = anyio.Event()
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: jobs running or starting."""
+        return len(self.running) + self.starting
+
+    def launch(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None) -> None:
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it,
+        else the run claims it (pending -> running). Its slot is given back through `feeder.released`."""
+        self.starting += 1
+        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed)
+
+    async def drained(self) -> None:
+        """Return once no job is starting or running."""
+        while self.running or self.starting:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- one run ---------------------------------------------------------------------------
+
+    async def _run(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None) -> None:
+        """One task per job: claim, do the work, write the outcome (time-outs come from `self.timers`)."""
+        run: Run | None = None
+        try:
+            rec = claimed if claimed is not None else await self._claim(job_id)
+            if rec is not None:
+                run = self._begin(rec, needs)
+                await self._execute(run)
+        finally:
+            if run is None:
+                self.starting -= 1
+            self._release(tool, needs, run)
+
+    async def _claim(self, job_id: str) -> JobRecord | None:
+        try:
+            return await self.m.start_job(job_id, owned=True)
+        except (InvalidTransition, StaleWrite, JobError):
+            return None  # cancelled (or gone) before it started
+
+    def _begin(self, rec: JobRecord, needs: Needs) -> Run:
+        """Account a job this process now runs (claimed as `rec`) and build its run."""
+        run = Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs, rec)
+        run.ctx.cancel_scope = run.scope
+        self.starting -= 1
+        self.running[rec.id] = run
+        self.max_running_seen = max(self.max_running_seen, len(self.running))
+        if debug_enabled():
+            log.debug("job.started", job_id=rec.id, tool=rec.tool_name, attempt=rec.attempt)
+        return run
+
+    def _release(self, tool: str, needs: Needs, run: Run | None) -> None:
+        """Give a run's slot back, once (an abandoned run's is given back when it is given up)."""
+        if run is not None:
+            if run.released:
+                return
+            run.released = True
+            if self.running.get(run.rec.id) is run:
+                del self.running[run.rec.id]  # not a newer attempt's run (a retry may claim first)
+        if not self.running and not self.starting:
+            self._idle.set()
+        self.feeder.released(tool, needs)
+
+    async def _execute(self, run: Run) -> None:
+        # no re-read: the claim (a compare-and-set) just returned the record, with no await since;
+        # a cancel or a takeover from now on reaches the work through its cancel scope
+        rec = run.rec
+        spec = self.tools[rec.tool_name]
+        run.cpu0, run.wall0 = time.process_time(), time.monotonic()
+        timeout = self.timeout_for(rec, spec)
+        run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
+        try:
+            with run.scope:
+                run.result = await spec.invoke(rec.params, run.ctx)
+        except Exception as exc:
+            run.error, run.error_trace = exc, traceback.format_exc()
+        finally:
+            run.done = True
+            self.timers.cancel(run.timer)
+        if not run.abandoned:
+            await self._settle_durably(run, False)
+
+    def timeout_for(self, rec: JobRecord, spec: JobToolSpec) -> float:
+        """Seconds: the job's own, else the tool's, else its operation type's, else the default."""
+        task = rec.task
+        if task is not None and task.timeout_seconds is not None:
+            return task.timeout_seconds
+        if spec.timeout is not None:
+            return spec.timeout
+        op = (task.operation_type if task else None) or spec.operation_type
+        if op is not None and op in self.timeouts.operation_timeouts:
+            return self.timeouts.operation_timeouts[op] / 1000
+        return self.timeouts.default_timeout_ms / 1000
+
+    # -- time-outs: warn at 80 %, cancel at 100 %, abandon after the grace period ----------
+
+    def _at(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.timers.call_at(anyio.current_time() + delay, callback, self.m.task_group)
+
+    def _warn(self, run: Run, timeout: float) -> None:
+        run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
+        self.runs.spawn(self.m.task_group, self._flush_diagnostics, run)
+        run.timer = self._at(timeout * 0.2, lambda: self._expire(run))
+
+    def _expire(self, run: Run) -> None:
+        run.timed_out = True
+        run.scope.cancel()
+        run.timer = self._at(self.grace_seconds, lambda: self._abandon(run))
+
+    def _abandon(self, run: Run) -> None:
+        """The work ignored its cancellation for the grace period: fail the job and free its slot now
+        (the work itself goes on until it returns, and its outcome is then discarded)."""
+        run.abandoned = True
+        self.runs.spawn(self.m.task_group, self._settle_abandoned, run)
+
+    async def _settle_abandoned(self, run: Run) -> None:
+        try:
+            await self._settle_durably(run, True)
+        finally:
+            self._release(run.rec.tool_name, run.needs, run)
+
+    async def _flush_diagnostics(self, run: Run) -> None:
+        with contextlib.suppress(InvalidTransition, StaleWrite):
+            await run.ctx.progress(None)
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    async def _settle_durably(self, run: Run, abandoned: bool) -> None:
+        """Write the outcome; while the store fails (locked, full, restarting) retry with backoff for
+        SETTLE_RETRY_SECONDS. The writes are fenced by attempt, so a late one is refused, not applied.
+        Given up, the job stays running under this process until recovery (a restart) settles it."""
+        usage = _usage(run.ctx, run.cpu0, run.wall0)
+        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                await self._settle(run, abandoned, usage)
+                return
+            except StoreError as exc:
+                if anyio.current_time() + delay > deadline:
+                    log.error("job.outcome_not_written", job_id=run.rec.id, error=str(exc))
+                    return
+                log.warning("job.outcome_retry", job_id=run.rec.id, error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    async def _settle(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
+        ctx, rec = run.ctx, run.rec
+        if run.lost:
+            log.warning("job.taken_over", job_id=rec.id, attempt=ctx.attempt)
+            return
+        try:
+            if ctx.cancel_reason is not None:
+                diags = ctx.take_diagnostics()
+                await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
+            elif abandoned or run.timed_out:
+                await self._failed(run, _timeout_error(rec, abandoned, self.grace_seconds), usage)
+            elif run.error is not None:
+                await self._failed(run, run.error, usage)
+            else:
+                await self._completed(run, usage)
+        except (InvalidTransition, StaleWrite) as exc:
+            log.info("job.write_lost", job_id=rec.id, reason=str(exc))
+
+    async def _completed(self, run: Run, usage: dict[str, float]) -> None:
+        diags = run.ctx.take_diagnostics()
+        await self.m.set_job_result(
+            run.rec.id, run.result, attempt=run.ctx.attempt, extra=usage, diagnostics=diags, known=run.rec
+        )
+
+    async def _failed(self, run: Run, exc: BaseException, usage: dict[str, float]) -> None:
+        rec, spec = run.rec, self.tools[run.rec.tool_name]
+        current = await self.m.get_record(rec.id)
+        limit = retry_limit(rec, spec, self.retry)
+        delay = retry_policy(spec, self.retry).decide(exc, current.retry_count, limit)
+        message = error_text(exc)
+        diags = [*run.ctx.take_diagnostics(), *([run.error_trace] if run.error_trace else [])]
+        if delay is None:
+            await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
+            return
+        await self._requeue(current, message, diags, delay, limit)
+
+    async def _requeue(self, rec: JobRecord, message: str, diags: list[str], delay: int, limit: int) -> None:
+        retry = rec.retry_count + 1
+        note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
+        changes = {
+            "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
+            "run_after": self.m.now() + delay, "progress_message": note,
+            "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
+        }  # fmt: skip
+        new = await self.m.mutate(rec.id, lambda r: changes, _attempt_guard(rec.attempt))
+        log.info("job.retry_scheduled", job_id=rec.id, retry=retry, delay_ms=delay)
+        await self.feeder.requeued(new)
+
+    # -- stopping running work -------------------------------------------------------------
+
+    def cancel_running(self, job_id: str, reason: str) -> bool:
+        """Stop the work of a job running here (its outcome is written as cancelled); False if none runs."""
+        run = self.running.get(job_id)
+        if run is None:
+            return False
+        run.ctx.cancel_reason = reason
+        run.scope.cancel()
+        return True
+
+    def held_elsewhere(self, run: Run, held: bool, cancel_requested: str | None) -> None:
+        """What the store says of a running job: not `held` by this attempt any more (another process
+        adopted it while this one's lease had lapsed: a pause, a stalled loop) stops the work and
+        discards its outcome; a cancel request written elsewhere (the jobs CLI, another replica) stops it."""
+        if not held:
+            run.lost = True
+            run.scope.cancel()
+        elif cancel_requested is not None:
+            self.cancel_running(run.rec.id, cancel_requested)
+
+    async def check_running(self) -> None:
+        """Read each running job from the store and act on what it says (`held_elsewhere`)."""
+        for job_id in list(self.running):
+            rec = await self.m.store.get(job_id)
+            run = self.running.get(job_id)
+            if run is None:
+                continue
+            held = rec is not None and rec.owner == self.m.owner and rec.attempt == run.ctx.attempt
+            self.held_elsewhere(run, held, rec.cancel_requested if rec is not None else None)
+
+
+def _attempt_guard(attempt: int) -> Guard:
+    return Guard(attempt=attempt, statuses=(JobStatus.RUNNING,))
+
+
+def _timeout_error(rec: JobRecord, abandoned: bool, grace: float) -> JobTimeout:
+    if abandoned:
+        err = JobTimeout(f"timed out, and the work ignored cancellation for {grace:g} s: abandoned", job_id=rec.id)
+        err.retryable = False  # type: ignore[attr-defined]  # the abandoned work may still be running
+        return err
+    return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _usage(ctx: JobContext, cpu0: float, wall0: float) -> dict[str, float]:
+    """CPU seconds of this process while the job ran (shared with concurrent jobs) plus children's."""
+    cpu = time.process_time() - cpu0 + ctx.child_cpu_seconds
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"cpu_seconds": cpu, "peak_memory_mb": max(rss_mb, ctx.child_peak_memory_mb)}

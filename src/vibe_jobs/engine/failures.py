@@ -1,0 +1,54 @@
+"""What a failure does to a job, one rule each, for every mode (local heap, claims, recovery):
+how an error reads on the job, how often a job runs again, and the dependency-failed message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from vibe_jobs.errors import DependencyFailed, InvalidTransition, JobError, StaleWrite
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobRecord
+from vibe_jobs.retry import RetryPolicy
+from vibe_jobs.states import JobStatus
+
+
+def error_text(exc: BaseException) -> str:
+    """`ErrorType: message` (the type alone when the message is empty), as a failed job shows it."""
+    if isinstance(exc, JobError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def retry_policy(spec: JobToolSpec, default: RetryPolicy) -> RetryPolicy:
+    """The tool's own policy, else the server's."""
+    return spec.retry or default
+
+
+def retry_limit(rec: JobRecord, spec: JobToolSpec, default: RetryPolicy) -> int:
+    """How many times a job may run again after it failed or was interrupted (the one limit).
+
+    The job's own `maxRetries` wins, then the tool's `max_retries`, then its retry policy's. A tool
+    that did not opt in to being run again (`retry_safe`, or a policy of its own) and named no limit
+    gets none: re-running work that may have side effects is the tool author's call, not ours.
+    """
+    meta = rec.task.metadata if rec.task else None
+    if meta is not None and meta.max_retries is not None:
+        return meta.max_retries
+    if spec.max_retries is not None:
+        return spec.max_retries
+    return retry_policy(spec, default).max_retries if spec.retry_safe or spec.retry is not None else 0
+
+
+def dependency_failed(job_id: str, dep: str, status: JobStatus | None) -> DependencyFailed:
+    """The error of a job that will never run because its dependency `dep` did not complete."""
+    what = status.value if status is not None else "no longer exists"
+    return DependencyFailed(f"dependency '{dep}' {what}; this job did not run", job_id=job_id)
+
+
+async def fail_dependent(manager: JobManager, job_id: str, dep: str, status: JobStatus | None) -> None:
+    """Fail a pending job whose dependency `dep` ended `status` (None: deleted); it never ran."""
+    text = error_text(dependency_failed(job_id, dep, status))
+    with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled or finished meanwhile
+        await manager.fail_job(job_id, text, extra={"current_stage": "dependency_failed"})

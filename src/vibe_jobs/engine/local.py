@@ -1,0 +1,267 @@
+"""The local job source: the jobs of this process's store, queued in memory and fed to the executor.
+
+Admission: priority with aging, dependencies, concurrency (overall and per tool), resource limits
+with backfill inside a reservation window, and delayed retries.
+
+Ordering: a job's key is `created_at - weight(priority) * aging_ms`; the smallest key runs first.
+Waiting raises a job's effective priority by one weight unit per `aging_ms`, and because that
+shift is the same for every job, the order never needs recomputing: one heap, O(log n) a decision.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import anyio
+
+from vibe_jobs.engine.admission import Needs, caps_of, check_fits, check_room, needs_of, priority_of
+from vibe_jobs.engine.executor import Executor
+from vibe_jobs.engine.failures import fail_dependent
+from vibe_jobs.engine.recovery import recover_orphans
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.metrics import ClusterFigures, QueueView
+from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.states import FINAL, JobStatus
+
+CANCEL_CHECK_SECONDS = 0.5  # how often running jobs are checked for cancels and takeovers written elsewhere
+SCAN_LIMIT = 256  # ready jobs one decision looks at past a blocked head or a full tool
+
+
+@dataclass(slots=True)
+class QueuedJob:
+    job_id: str
+    tool: str
+    priority: Priority
+    created_at: int
+    needs: Needs
+    run_after: int | None = None
+
+
+class LocalSource:
+    """Feeds the executor the jobs of registered tools from an in-memory queue (the manager's `Runner`)."""
+
+    shared: ClassVar[bool] = False  # the queue is this process's own
+
+    def __init__(
+        self,
+        manager: JobManager,
+        tools: Mapping[str, JobToolSpec],
+        *,
+        grace_seconds: float = 5.0,
+        reservation_ms: int = 5_000,
+    ) -> None:
+        self.m, self.tools = manager, tools
+        self.cfg = manager.settings.queue
+        self.max_concurrent = manager.settings.max_concurrent
+        self.aging_ms = manager.settings.aging_ms
+        self.reservation_ms = reservation_ms
+        self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds)
+        self.queued: dict[str, QueuedJob] = {}
+        self._ready: list[tuple[float, int, str]] = []
+        self._delayed: list[tuple[int, int, str]] = []
+        self._parked: dict[str, list[tuple[float, int, str]]] = {}  # ready jobs of a tool at its limit
+        self._waiting: dict[str, set[str]] = {}
+        self._dependents: dict[str, set[str]] = {}
+        self._usage = [0.0, 0.0, 0.0]
+        self._caps = caps_of(self.cfg.resource_limits)
+        self._per_tool: Counter[str] = Counter()
+        self._seq = itertools.count()
+        self._head_blocked_since: int | None = None
+        self._wake = anyio.Event()
+        manager.runner = self
+
+    # -- admission -------------------------------------------------------------------------
+
+    async def admit(self, rec: JobRecord) -> None:
+        """Refuse a job that the queue cannot take or that could never fit the resource limits."""
+        check_room(len(self.queued), self.m.settings.max_pending)
+        check_fits(rec, self.cfg.resource_limits)
+
+    async def enqueue(self, rec: JobRecord) -> None:
+        """Queue a stored pending job; it waits for its dependencies first."""
+        if rec.tool_name not in self.tools or rec.status is not JobStatus.PENDING:
+            return
+        entry = QueuedJob(
+            rec.id, rec.tool_name, priority_of(rec.priority), rec.created_at, needs_of(rec), rec.run_after
+        )
+        self.queued[rec.id] = entry
+        deps = set(rec.task.dependencies) if rec.task else set()
+        if deps:
+            # It becomes ready (honouring run_after) when its last dependency completes.
+            await self._wait_for(rec.id, deps)
+        else:
+            self._make_ready(entry, rec.run_after)
+        self.pump()
+
+    async def _wait_for(self, job_id: str, deps: set[str]) -> None:
+        self._waiting[job_id] = set(deps)
+        for dep in deps:
+            self._dependents.setdefault(dep, set()).add(job_id)
+        for dep in deps:
+            dep_rec = await self.m.store.get(dep)
+            if dep_rec is None:
+                self._dependency_finished(dep, None)  # removed by clean-up: its outcome is unknown
+            elif dep_rec.status in FINAL:
+                self._dependency_finished(dep, dep_rec.status)
+
+    def _make_ready(self, entry: QueuedJob, run_after: int | None) -> None:
+        if run_after is not None and run_after > self.m.now():
+            heapq.heappush(self._delayed, (run_after, next(self._seq), entry.job_id))
+            self._wake.set()
+            return
+        weight = self.cfg.priority_weights.get(entry.priority, 1.0)
+        heapq.heappush(self._ready, (entry.created_at - weight * self.aging_ms, next(self._seq), entry.job_id))
+
+    def on_finished(self, rec: JobRecord) -> None:
+        """A job reached a final state: forget it if queued, and settle its dependents."""
+        self.queued.pop(rec.id, None)
+        self._waiting.pop(rec.id, None)
+        self._dependency_finished(rec.id, rec.status)
+
+    def _dependency_finished(self, dep: str, status: JobStatus | None) -> None:
+        for job_id in self._dependents.pop(dep, set()):
+            waiting = self._waiting.get(job_id)
+            if waiting is None:
+                continue
+            if status is JobStatus.COMPLETED:
+                waiting.discard(dep)
+                if not waiting:
+                    del self._waiting[job_id]
+                    if (entry := self.queued.get(job_id)) is not None:
+                        self._make_ready(entry, entry.run_after)
+            else:
+                self._waiting.pop(job_id, None)
+                self.queued.pop(job_id, None)  # it must never start; the failure follows
+                self.m.task_group.start_soon(fail_dependent, self.m, job_id, dep, status)
+        self.pump()
+
+    # -- picking ---------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Start as many ready jobs as the limits allow (none once the manager is stopping)."""
+        if self.m.closing:
+            return  # a run ending in the shutdown must not claim the next queued job
+        now = self.m.now()
+        self._release_delayed(now)
+        running, executor = self.executor.running, self.executor
+        while self._ready and len(running) + executor.starting < self.max_concurrent:
+            entry = self._pick(now)
+            if entry is None:
+                return
+            self._start(entry)
+
+    def _release_delayed(self, now: int) -> None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, job_id = heapq.heappop(self._delayed)
+            if (entry := self.queued.get(job_id)) is not None and job_id not in self._waiting:
+                self._make_ready(entry, None)
+
+    def _pick(self, now: int) -> QueuedJob | None:
+        """The first ready job that fits; smaller jobs backfill past a blocked head only for a while."""
+        skipped: list[tuple[float, int, str]] = []
+        chosen: QueuedJob | None = None
+        head_blocked = False
+        while self._ready and len(skipped) < SCAN_LIMIT:
+            item = heapq.heappop(self._ready)
+            entry = self.queued.get(item[2])
+            if entry is None or item[2] in self._waiting:
+                continue  # cancelled, finished or stale
+            if self._tool_full(entry.tool):
+                heapq.heappush(self._parked.setdefault(entry.tool, []), item)  # back when a slot frees
+                continue
+            if self._fits(entry.needs):
+                chosen = entry
+                break
+            skipped.append(item)
+            if not head_blocked:
+                head_blocked = True
+                if not self._may_backfill(now):
+                    break
+        if chosen is not None and not head_blocked:
+            self._head_blocked_since = None
+        for item in skipped:
+            heapq.heappush(self._ready, item)
+        return chosen
+
+    def _may_backfill(self, now: int) -> bool:
+        if self._head_blocked_since is None:
+            self._head_blocked_since = now
+        return now - self._head_blocked_since < self.reservation_ms
+
+    def _tool_full(self, tool: str) -> bool:
+        limit = self.tools[tool].max_concurrent
+        return limit is not None and self._per_tool[tool] >= limit
+
+    def _fits(self, needs: Needs) -> bool:
+        return all(used + need <= cap for used, need, cap in zip(self._usage, needs, self._caps, strict=True))
+
+    def _start(self, entry: QueuedJob) -> None:
+        del self.queued[entry.job_id]
+        self._take(entry.tool, entry.needs, +1)
+        self.executor.launch(entry.job_id, entry.tool, entry.needs)
+
+    def _take(self, tool: str, needs: Needs, sign: int) -> None:
+        self._usage = [u + sign * n for u, n in zip(self._usage, needs, strict=True)]
+        self._per_tool[tool] += sign
+        if sign < 0:
+            self._unpark(tool)
+
+    def _unpark(self, tool: str) -> None:
+        """A slot of `tool` freed: its best parked job competes again."""
+        parked = self._parked.get(tool)
+        while parked:
+            item = heapq.heappop(parked)
+            if item[2] in self.queued:
+                heapq.heappush(self._ready, item)
+                break
+        if not parked:
+            self._parked.pop(tool, None)
+
+    # -- what the executor tells this source -----------------------------------------------
+
+    def released(self, tool: str, needs: Needs) -> None:
+        self._take(tool, needs, -1)
+        self.pump()
+
+    async def requeued(self, rec: JobRecord) -> None:
+        await self.enqueue(rec)
+
+    # -- the manager's Runner --------------------------------------------------------------
+
+    def cancel_running(self, job_id: str, reason: str) -> bool:
+        return self.executor.cancel_running(job_id, reason)
+
+    async def drained(self) -> None:
+        await self.executor.drained()
+
+    async def run_timers(self) -> None:
+        """Release delayed (retry) jobs when due, and honour cancellations requested by other processes."""
+        while True:
+            self.pump()
+            await self.executor.check_running()
+            delay = (self._delayed[0][0] - self.m.now()) / 1000 if self._delayed else 3600.0
+            with anyio.move_on_after(max(0.001, min(delay, CANCEL_CHECK_SECONDS))):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def recover(self) -> int:
+        """Adopt orphaned jobs (owners gone) and queue the pending ones."""
+        adopted = await recover_orphans(self.m, self.tools, self.executor.retry)
+        for rec in adopted:
+            await self.enqueue(rec)
+        return len(adopted)
+
+    async def cluster_figures(self) -> ClusterFigures | None:
+        """None: this process's own figures are the whole picture."""
+        return None
+
+    async def queue_view(self) -> QueueView:
+        depth: Counter[str] = Counter(e.priority.value for e in self.queued.values())
+        oldest = min((e.created_at for e in self.queued.values()), default=None)
+        return QueueView(dict(depth), oldest)

@@ -1,0 +1,54 @@
+"""The rules a failure follows, the same for a job that raised, timed out or was interrupted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vibe_jobs import JobRecord, JobStatus, TaskMetadata, TaskSpec
+from vibe_jobs.engine.failures import dependency_failed, error_text, retry_limit
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.retry import RetryPolicy
+
+SERVER = RetryPolicy(max_retries=3)
+
+
+async def _body() -> None: ...
+
+
+def record(max_retries: int | None = None) -> JobRecord:
+    task = TaskSpec(metadata=TaskMetadata(max_retries=max_retries)) if max_retries is not None else None
+    return JobRecord("id", "tool", {}, JobStatus.RUNNING, 0, 0, task=task)
+
+
+@pytest.mark.parametrize(
+    ("job_limit", "tool_options", "limit"),
+    [
+        (None, {}, 0),  # no opt-in: a failure is final
+        (None, {"retry_safe": True}, 3),  # opted in: the server's policy
+        (None, {"retry": RetryPolicy(max_retries=1)}, 1),  # a policy of its own is an opt-in, and its limit
+        (None, {"retry_safe": True, "retry": RetryPolicy(max_retries=5)}, 5),
+        (None, {"max_retries": 2}, 2),  # the tool named a limit
+        (None, {"retry_safe": True, "max_retries": 0}, 0),
+        (4, {}, 4),  # the job's own maxRetries wins over everything
+        (0, {"retry_safe": True, "max_retries": 2}, 0),
+    ],
+)
+def test_the_retry_limit(job_limit: int | None, tool_options: dict[str, Any], limit: int) -> None:
+    spec = make_spec(_body, name="tool", **tool_options)
+    assert retry_limit(record(job_limit), spec, SERVER) == limit
+
+
+def test_the_dependency_failed_message() -> None:
+    assert error_text(dependency_failed("b", "a", JobStatus.CANCELLED)) == (
+        "DependencyFailed: dependency 'a' cancelled; this job did not run"
+    )
+    assert error_text(dependency_failed("b", "a", None)) == (
+        "DependencyFailed: dependency 'a' no longer exists; this job did not run"
+    )
+
+
+def test_error_text_names_the_type_and_the_message() -> None:
+    assert error_text(RuntimeError("boom")) == "RuntimeError: boom"
+    assert error_text(KeyError()) == "KeyError"
