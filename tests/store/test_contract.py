@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.pg import postgres_url, with_new_schema
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import (
     JobRecord,
     Priority,
@@ -116,8 +116,11 @@ async def test_get_unknown_is_none(store: JobStore) -> None:
 
 async def test_duplicate_insert_refused(store: JobStore) -> None:
     await store.insert(record("dup", tool_name="first"))
-    with pytest.raises(StoreError, match="exists already"):
+    with pytest.raises(DuplicateJob, match="a job with id 'dup' exists already") as info:
         await store.insert(record("dup", tool_name="second"))
+    assert info.value.job_id == "dup" and not info.value.transient  # inserting it again would fail again
+    found = await store.get("dup")
+    assert found is not None and found.tool_name == "first"
     got = await store.get("dup")
     assert got is not None and got.tool_name == "first"
 

@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
 from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
@@ -41,7 +41,7 @@ class MemoryStore:
     def insert_now(self, job: JobRecord) -> None:
         """`insert` without a coroutine (the memory store never waits; the manager's hot path uses these)."""
         if job.id in self.jobs:
-            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
+            raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
         order = self._order
         if order and not self._unsorted and job.created_at <= order[-1][0]:

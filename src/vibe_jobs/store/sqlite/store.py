@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
-from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
@@ -191,10 +191,8 @@ class SQLiteStore:
         row = codec.encode(job)
         try:
             await self._run(_S["insert"], row, NONE)
-        except StoreError as exc:
-            if exc.context.get("condition") == "CONSTRAINT":
-                raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-            raise
+        except DuplicateJob:
+            raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
         self._remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
