@@ -4,6 +4,14 @@ Every change goes through `update`, a compare-and-set: it applies only when the 
 (the job's `version`, the running `attempt`, the current status) and bumps `version`, so a stale
 writer (a timed-out attempt, a dead worker) loses. Leases (`heartbeat`, `orphans`) let several
 processes share one store and recover each other's jobs.
+
+Records, one rule for every store: a record a store returns (from `get`, `update`, `query`,
+`find_active`, `active`, `orphans`, or any method of its own) is the caller's to keep and never
+changes under it, whatever later happens to the job; a change makes a new record. Callers never
+change a record, nor the values in it, either: a store may hand the same record to other callers and
+build the job's next version from it. A record passed to `insert` is the store's from then on.
+
+Failures raise `StoreError`, of the subclass that names the condition (`vibe_jobs.errors`).
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ class JobQuery:
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Persistence for job records. Records returned may be live (memory store): treat as read-only."""
+    """Persistence for job records; records follow the rule in the module docstring."""
 
     url: str
 

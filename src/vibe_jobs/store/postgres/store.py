@@ -138,7 +138,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore:
-    """A `JobStore` in a PostgreSQL schema. Records returned are fresh copies."""
+    """A `JobStore` in a PostgreSQL schema. Records returned are decoded afresh from each answer, so
+    none is shared or changed afterwards (`store.base`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url

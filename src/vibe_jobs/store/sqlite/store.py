@@ -96,7 +96,8 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class SQLiteStore:
-    """A `JobStore` in one SQLite file. Records returned are never changed afterwards."""
+    """A `JobStore` in one SQLite file. A record it returns (or remembers) is never changed: an update
+    makes a new one (`store.base`)."""
 
     def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
         self.url = url
