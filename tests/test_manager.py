@@ -156,7 +156,7 @@ async def test_unknown_dependency_is_refused(manager: JobManager, store: JobStor
 
 async def test_task_fields_are_kept(manager: JobManager) -> None:
     spec = TaskSpec.model_validate({"priority": "critical", "operationType": "analysis", "estimatedDuration": 9})
-    job = await manager.get_job(await manager.create_task_job("analyse", {"p": 1}, spec))
+    job = await manager.get_job(await manager.create_job("analyse", {"p": 1}, task=spec))
     assert (job.priority, job.operation_type, job.estimated_duration) == ("critical", "analysis", 9)
     assert (await manager.get_record(job.id)).priority == 3
 
