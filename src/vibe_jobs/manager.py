@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import os
@@ -245,7 +246,9 @@ class JobManager:
         The first try plans on a record held already (`known`, else the one this manager last wrote of
         the job) instead of reading. A stale copy is harmless: the update is guarded by its version, so
         it misses and the job is read afresh; a refusal or "nothing to do" decided on a copy is decided
-        again on the job as read.
+        again on the job as read. `guard` is checked on the record planned on, and the store is asked
+        for that record's version: every change bumps the version, so it pins the attempt and the
+        status the guard was checked against.
         """
         rec = known if known is not None else self._recent.pop(job_id, None)
         read = rec is None
@@ -258,7 +261,7 @@ class JobManager:
                 if read:
                     return rec
             else:
-                new = await self.store.update(job_id, changes, Guard(rec.version, guard.attempt, guard.statuses))
+                new = await self.store.update(job_id, changes, _at_version(rec.version))
                 if new is not None:
                     self._remember(new)
                     self._after_change(new, rec.status)
@@ -579,6 +582,7 @@ class JobManager:
 
 
 _RUNNING_ONLY = (JobStatus.RUNNING,)
+_at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immutable, built once per version
 
 
 def _fence(attempt: int | None) -> Guard:
