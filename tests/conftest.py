@@ -1,9 +1,12 @@
-"""Shared fixtures: a fake clock, and a JobManager on the in-memory store driven by it."""
+"""Shared fixtures: a fake clock, and a JobManager driven by it on a store: the in-memory store, or
+every store kind (`STORE_KINDS`) for the tests of a module marked `every_store`, as the contract suite
+(tests/store/test_contract.py) runs the stores themselves."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +15,8 @@ from vibe_jobs.events import EventBus
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.settings import Settings
-from vibe_jobs.store import MemoryStore
+from vibe_jobs.store import JobQuery, JobStore, MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore
 
 # Logs go to stderr (never stdout) and only warnings and above, so test output stays readable.
 configure_logging("warning")
@@ -45,6 +49,13 @@ class FakeClock:
 
 
 ManagerFactory = Callable[..., JobManager]
+STORE_KINDS = ("memory", "sqlite")  # PostgreSQL runs the manager through tests/engine and tests/e2e
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `every_store` run once per store kind (the `store_kind` fixture)."""
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("every_store"):
+        metafunc.parametrize("store_kind", STORE_KINDS, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -68,15 +79,32 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def make_manager(clock: FakeClock, settings: Settings) -> ManagerFactory:
-    """Build a JobManager on a fresh MemoryStore with the fake clock; keyword overrides allowed."""
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of store the test's managers use: memory, unless the test is marked `every_store`."""
+    kind: str = getattr(request, "param", "memory")
+    return kind
+
+
+@pytest.fixture
+async def store(store_kind: str, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """The (open) store `make_manager` builds managers on."""
+    s: JobStore = MemoryStore() if store_kind == "memory" else SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def make_manager(clock: FakeClock, settings: Settings, store: JobStore) -> ManagerFactory:
+    """Build a JobManager on the test's store with the fake clock; keyword overrides allowed."""
 
     def make(**kwargs: Any) -> JobManager:
         kwargs.setdefault("settings", settings)
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("bus", EventBus())
-        store = kwargs.pop("store", None) or MemoryStore()
-        return JobManager(store, **kwargs)
+        return JobManager(kwargs.pop("store", None) or store, **kwargs)
 
     return make
 
@@ -86,8 +114,6 @@ def manager(make_manager: ManagerFactory) -> JobManager:
     return make_manager()
 
 
-@pytest.fixture
-def store(manager: JobManager) -> MemoryStore:
-    """The manager's store, typed as the inspectable MemoryStore."""
-    assert isinstance(manager.store, MemoryStore)
-    return manager.store
+async def stored_ids(store: JobStore) -> list[str]:
+    """The ids of every job the store holds, newest first."""
+    return [rec.id for rec in await store.query(JobQuery(limit=1_000_000))]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sqlite3
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -13,38 +15,53 @@ from vibe_jobs.events import EventBus, EventType, JobEvent, Subscription
 from vibe_jobs.manager import JobManager
 from vibe_jobs.results import text_result
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import MemoryStore
+from vibe_jobs.store import JobStore, MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.every_store
+
+Stored = Callable[[str], tuple[int, str] | None]  # a job's (version, status) as stored, or None
 
 
 class CheckingBus(EventBus):
     """An EventBus that checks, at the moment of publishing, that the store already holds the change."""
 
-    def __init__(self, store: MemoryStore, maxsize: int = 1024) -> None:
+    def __init__(self, stored: Stored, maxsize: int = 1024) -> None:
         super().__init__(maxsize)
-        self.store = store
+        self.stored = stored
         self.published: list[JobEvent] = []
 
     def publish(self, event: JobEvent) -> None:
-        rec = self.store.jobs.get(event.job_id)
-        assert rec is not None, f"{event.type} published before the job was stored"
-        assert (rec.version, rec.status) == (event.version, event.status), f"{event.type} published early"
+        found = self.stored(event.job_id)
+        assert found is not None, f"{event.type} published before the job was stored"
+        assert found == (event.version, event.status.value), f"{event.type} published early"
         self.published.append(event)
         super().publish(event)
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+def stored(store: JobStore) -> Iterator[Stored]:
+    """Read a job as stored, synchronously (while the bus publishes): the memory store's record, or the
+    committed row of the SQLite file, on a connection of its own."""
+    if isinstance(store, MemoryStore):
+        yield lambda job_id: (rec.version, rec.status.value) if (rec := store.jobs.get(job_id)) else None
+        return
+    assert isinstance(store, SQLiteStore)
+    db = sqlite3.connect(store.path)
+    try:
+        yield lambda job_id: db.execute("SELECT version, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    finally:
+        db.close()
 
 
 @pytest.fixture
-def bus(store: MemoryStore) -> CheckingBus:
-    return CheckingBus(store)
+def bus(stored: Stored) -> CheckingBus:
+    return CheckingBus(stored)
 
 
 @pytest.fixture
-def manager(make_manager: ManagerFactory, store: MemoryStore, bus: CheckingBus) -> JobManager:
-    return make_manager(store=store, bus=bus)
+def manager(make_manager: ManagerFactory, bus: CheckingBus) -> JobManager:
+    return make_manager(bus=bus)
 
 
 def drain(sub: Subscription) -> list[JobEvent]:

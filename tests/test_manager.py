@@ -1,4 +1,4 @@
-"""JobManager: creating, updating, finishing, listing, cancelling and counting jobs (MemoryStore, fake clock)."""
+"""JobManager: creating, updating, finishing, listing, cancelling and counting jobs (every store, fake clock)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import FakeClock, ManagerFactory
+from tests.conftest import FakeClock, ManagerFactory, stored_ids
 from vibe_jobs.errors import (
     InvalidParams,
     InvalidTransition,
@@ -21,7 +21,9 @@ from vibe_jobs.models import TaskSpec
 from vibe_jobs.results import canonical_json, json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import MemoryStore
+from vibe_jobs.store import JobStore
+
+pytestmark = pytest.mark.every_store
 
 HEX128 = re.compile(r"[0-9a-f]{32}")
 
@@ -75,11 +77,11 @@ def _circular() -> dict[str, Any]:
         ("text", "params must be an object, not str"),
     ],
 )
-async def test_params_must_be_a_json_object(manager: JobManager, store: MemoryStore, params: Any, words: str) -> None:
+async def test_params_must_be_a_json_object(manager: JobManager, store: JobStore, params: Any, words: str) -> None:
     with pytest.raises(InvalidParams, match=words) as info:
         await manager.create_job("echo", params)
     assert info.value.code == "invalid_params"
-    assert store.jobs == {}
+    assert await stored_ids(store) == []
 
 
 @pytest.mark.parametrize("tool_name", ["", None, 42])
@@ -90,8 +92,6 @@ async def test_tool_name_must_be_a_non_empty_string(manager: JobManager, tool_na
 
 async def test_oversized_params_are_refused_with_size_and_limit(make_manager: ManagerFactory) -> None:
     manager = make_manager(settings=Settings(max_params_bytes=64))
-    store = manager.store
-    assert isinstance(store, MemoryStore)
     fits = {"x": "a" * 56}
     assert len(canonical_json(fits).encode()) == 64
     await manager.create_job("echo", fits)  # exactly the limit is fine
@@ -104,7 +104,7 @@ async def test_oversized_params_are_refused_with_size_and_limit(make_manager: Ma
     assert "88" in str(err) and "64" in str(err)
     assert str(err) == "params are 88 bytes serialised; the limit is 64 bytes"
     assert isinstance(err, InvalidParams) and err.code == "params_too_large"
-    assert len(store.jobs) == 1
+    assert len(await stored_ids(manager.store)) == 1
 
 
 def _encoded_size(value: Any) -> int:
@@ -145,13 +145,13 @@ async def test_params_one_byte_over_the_limit_are_refused(make_manager: ManagerF
         await manager.create_job("echo", {"x": "a" * 57})  # measured without being encoded
 
 
-async def test_unknown_dependency_is_refused(manager: JobManager, store: MemoryStore) -> None:
+async def test_unknown_dependency_is_refused(manager: JobManager, store: JobStore) -> None:
     first = await manager.create_job("echo")
     ok = await manager.create_job("echo", task=TaskSpec(dependencies=[first]))
     assert (await manager.get_job(ok)).dependencies == [first]
     with pytest.raises(UnknownDependency, match="'nope' names no known job"):
         await manager.create_job("echo", task=TaskSpec(dependencies=[first, "nope"]))
-    assert len(store.jobs) == 2
+    assert len(await stored_ids(store)) == 2
 
 
 async def test_task_fields_are_kept(manager: JobManager) -> None:
@@ -457,9 +457,7 @@ async def test_cancelling_a_running_job_of_this_process(manager: JobManager) -> 
     assert rec.progress_message == "Job cancelled: cancelled by request"
 
 
-async def test_cancelling_a_job_running_elsewhere_asks_its_owner(
-    make_manager: ManagerFactory, store: MemoryStore
-) -> None:
+async def test_cancelling_a_job_running_elsewhere_asks_its_owner(make_manager: ManagerFactory, store: JobStore) -> None:
     worker = make_manager(store=store)
     here = make_manager(store=store)
     job_id = await here.create_job("echo")

@@ -13,6 +13,8 @@ from vibe_jobs.polling import PollDecision, PollingPolicy, decide, estimate_rema
 from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
 
+pytestmark = pytest.mark.every_store  # the tests through the manager run on every store
+
 POLICY = PollingPolicy()  # base 1000 ms, factor 2, max 30000 ms, tolerance 100 ms
 NOW = 1_000_000
 

@@ -125,13 +125,50 @@ class NonRetryableError(JobError):
 
 
 class StoreError(JobError):
-    """The job store failed."""
+    """The job store failed.
+
+    The subclasses name the condition (`StoreUnavailable`, `StoreLocked`, `StoreFull`, `StoreCorrupt`,
+    `DuplicateJob`); stores detect it from the driver's error class or code, never from message text.
+    `transient` says whether the same operation may succeed when tried again later: retry loops retry
+    those and nothing else. A lost race is not a store failure: see `StaleWrite`.
+    """
 
     code = "store_error"
+    transient: ClassVar[bool] = False
 
 
-class StaleWrite(StoreError):
-    """The job changed under this writer (its version or attempt no longer matches)."""
+class StoreUnavailable(StoreError):
+    """The job store cannot be reached (the connection or its server process was lost)."""
+
+    transient = True
+
+
+class StoreLocked(StoreError):
+    """The job store is locked by another process or transaction (busy, a deadlock, a serialisation failure)."""
+
+    transient = True
+
+
+class StoreFull(StoreError):
+    """The job store has no room (the disk or the database server's resources are exhausted)."""
+
+    transient = True
+
+
+class StoreCorrupt(StoreError):
+    """The job store is not a database of this kind, or it is damaged."""
+
+
+class DuplicateJob(StoreError):
+    """A job with this id exists already."""
+
+
+class StaleWrite(JobError):
+    """The job changed under this writer (its version or attempt no longer matches).
+
+    A sibling of `StoreError`, not a kind of it: the store worked, this writer lost a race, and trying
+    the same write again would lose again (re-read the job, or give the write up).
+    """
 
     code = "stale_write"
 

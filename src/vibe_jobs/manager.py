@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import math
 import os
@@ -40,7 +41,8 @@ from vibe_jobs.store.base import NO_GUARD
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
-RECENT_RECORDS = 4096  # records remembered for the next change of their job (stores other than memory)
+RECENT_RECORDS = 4096  # records remembered for the next change of their job
+MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
 
 
@@ -83,11 +85,9 @@ class JobManager:
         bus: EventBus | None = None,
     ) -> None:
         self.store: JobStore = store or MemoryStore()
-        # the memory store answers at once: its hot-path calls skip the coroutine (a quarter of a job's cost)
-        self._now_store = self.store if type(self.store) is MemoryStore else None
-        # Other stores: the last record this process wrote for each active job, tried first by the next
-        # change of that job instead of a read. Compare-and-set makes a stale copy (another process wrote
-        # since) cost one missed update and a re-read, never a lost change.
+        # The last record this manager wrote of each active job, tried first by the next change of that
+        # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost
+        # one missed update and a re-read, never a lost change.
         self._recent: dict[str, JobRecord] = {}
         self.settings = settings or Settings()
         self.clock = clock
@@ -177,11 +177,8 @@ class JobManager:
             await self._check_dependencies(rec)
         if self.runner is not None:
             await self.runner.admit(rec)
-        if self._now_store is not None:
-            self._now_store.insert_now(rec)
-        else:
-            await self.store.insert(rec)
-            self._remember(rec)
+        await self.store.insert(rec)
+        self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
@@ -224,13 +221,8 @@ class JobManager:
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def _get(self, job_id: str) -> JobRecord | None:
-        if self._now_store is not None:
-            return self._now_store.jobs.get(job_id)
-        return await self.store.get(job_id)
-
     async def get_record(self, job_id: str) -> JobRecord:
-        rec = await self._get(job_id)
+        rec = await self.store.get(job_id)
         if rec is None:
             raise JobNotFound(job_id)
         return rec
@@ -245,69 +237,49 @@ class JobManager:
     async def mutate(
         self, job_id: str, plan: Plan, guard: Guard = NO_GUARD, *, known: JobRecord | None = None
     ) -> JobRecord:
-        """Apply `plan(record)` as a compare-and-set, re-reading and re-planning when raced.
+        """Apply `plan(record)` as a compare-and-set, re-reading and re-planning when raced: the one way
+        a job changes. `plan` answers the changes, None for "nothing to do", or raises to refuse.
 
-        `known` (a record the caller holds) is tried first without a read; the version check makes a
-        stale one harmless: the update misses and the loop reads the job afresh.
+        The first try plans on a record held already (`known`, else the one this manager last wrote of
+        the job) instead of reading. A stale copy is harmless: the update is guarded by its version, so
+        it misses and the job is read afresh; a refusal or "nothing to do" decided on a copy is decided
+        again on the job as read. `guard` is checked on the record planned on, and the store is asked
+        for that record's version: every change bumps the version, so it pins the attempt and the
+        status the guard was checked against.
         """
-        if self._now_store is not None:
-            return self._mutate_now(self._now_store, job_id, plan, guard)
-        cached = self._recent.pop(job_id, None) if known is None else None
-        for _ in range(32):
-            if known is not None:
-                rec, known = known, None
-            elif cached is not None:
-                rec = cached
-            else:
-                found = await self.store.get(job_id)
-                if found is None:
-                    raise JobNotFound(job_id)
-                rec = found
-            try:
-                if guard is not NO_GUARD and not guard.holds(rec):
-                    raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
-                old_status = rec.status
-                changes = plan(rec)
-            except JobError:
-                if cached is None:
-                    raise
-                changes = None
-            if changes is None and cached is not None:
-                cached = None  # refused or "nothing to do" on a remembered copy: read the job afresh, then decide
-                continue
-            cached = None
+        rec = known if known is not None else self._recent.pop(job_id, None)
+        read = rec is None
+        for _ in range(MAX_RACES):
+            if rec is None:
+                rec = await self.get_record(job_id)
+                read = True
+            changes = self._plan(rec, plan, guard, read)
             if changes is None:
-                return rec
-            if "updated_at" not in changes:
-                changes["updated_at"] = self.now()
-            new = await self.store.update(job_id, changes, Guard(rec.version, guard.attempt, guard.statuses))
-            if new is not None:
-                self._remember(new)
-                self._after_change(new, old_status)
-                return new
+                if read:
+                    return rec
+            else:
+                new = await self.store.update(job_id, changes, _at_version(rec.version))
+                if new is not None:
+                    self._remember(new)
+                    self._after_change(new, rec.status)
+                    return new
+            rec = None
         raise StaleWrite("the job kept changing under this writer", job_id=job_id)
 
-    def _change_now(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord | None:
-        """`mutate` done at once on the memory store, else None: `self._change_now(...) or await self.mutate(...)`
-        spares the hot paths the mutate coroutine (a record is always true)."""
-        return None if self._now_store is None else self._mutate_now(self._now_store, job_id, plan, guard)
-
-    def _mutate_now(self, store: MemoryStore, job_id: str, plan: Plan, guard: Guard) -> JobRecord:
-        """`mutate` on the memory store: nothing runs between its read and its write, so one pass decides."""
-        rec = store.jobs.get(job_id)
-        if rec is None:
-            raise JobNotFound(job_id)
-        if guard is not NO_GUARD and not guard.holds(rec):
-            raise StaleWrite("the job moved on from this writer's attempt", job_id=job_id)
-        old_status = rec.status
-        changes = plan(rec)
-        if changes is None:
-            return rec
-        if "updated_at" not in changes:
+    def _plan(self, rec: JobRecord, plan: Plan, guard: Guard, read: bool) -> dict[str, Any] | None:
+        """The changes `plan` makes of `rec` (stamped `updated_at`), or None: nothing to do, or (on a copy
+        not `read` in this call) refused, so that the job is read and decided again."""
+        try:
+            if guard is not NO_GUARD and not guard.holds(rec):
+                raise StaleWrite("the job moved on from this writer's attempt", job_id=rec.id)
+            changes = plan(rec)
+        except JobError:
+            if read:
+                raise
+            return None
+        if changes is not None and "updated_at" not in changes:
             changes["updated_at"] = self.now()
-        store.apply_now(rec, changes)
-        self._after_change(rec, old_status)
-        return rec
+        return changes
 
     def _remember(self, rec: JobRecord) -> None:
         recent = self._recent
@@ -364,7 +336,7 @@ class JobManager:
                 _progress_changes(changes, message, progress)
             return changes
 
-        return self._change_now(job_id, plan) or await self.mutate(job_id, plan)
+        return await self.mutate(job_id, plan)
 
     def _status_changes(self, rec: JobRecord, target: JobStatus) -> dict[str, Any]:
         check_transition(rec.id, rec.status, target)
@@ -451,8 +423,7 @@ class JobManager:
                 changes["progress_percentage"] = 100.0
             return changes
 
-        guard = _fence(attempt)
-        return self._change_now(job_id, plan, guard) or await self.mutate(job_id, plan, guard, known=known)
+        return await self.mutate(job_id, plan, _fence(attempt), known=known)
 
     async def fail_job(
         self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
@@ -608,6 +579,7 @@ class JobManager:
 
 
 _RUNNING_ONLY = (JobStatus.RUNNING,)
+_at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immutable, built once per version
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:

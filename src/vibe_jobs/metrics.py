@@ -6,28 +6,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
+from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: figures moved there
+from vibe_jobs.figures import GroupStats as GroupStats
+from vibe_jobs.figures import Snapshot as _Snapshot
 from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
 from vibe_jobs.states import COMPLETED, FAILED, JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
 RESERVOIR = 1024
-
-
-class _Snapshot(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True)
-
-
-class GroupStats(_Snapshot):
-    completed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    success_rate: float | None = None
-    p50_duration_ms: float | None = Field(default=None, alias="p50DurationMs")
-    p95_duration_ms: float | None = Field(default=None, alias="p95DurationMs")
-    average_duration_ms: float | None = None
 
 
 class HealthThresholds(_Snapshot):
@@ -111,17 +99,6 @@ class QueueView:
     depth_by_priority: dict[str, int]
     oldest_pending_created_at: int | None
     unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterFigures:
-    """Finished-job figures of a whole cluster (read from the shared store), in place of one process's."""
-
-    by_tool: dict[str, GroupStats]
-    by_operation_type: dict[str, GroupStats]
-    finished_last_minute: int
-    completed_5m: int
-    failed_5m: int
 
 
 class StatsCollector:

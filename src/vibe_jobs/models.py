@@ -6,7 +6,8 @@ Everything a client sees is a pydantic model built from a record (`Job.from_reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -267,6 +268,13 @@ class JobRecord:
     def finished(self) -> bool:
         return self.status.finished
 
+    def changed(self, changes: Mapping[str, Any], *, bump: bool = True) -> JobRecord:
+        """A new record: this one with `changes` applied and (with `bump`) the next version; this one is
+        left as it was. The values are taken as given, not copied (records and their values are read-only)."""
+        key = (tuple(changes), bump)
+        build = _BUILDERS.get(key) or _builder(*key)
+        return build(self, changes)
+
     def details(self) -> JobDetails:
         return JobDetails.model_construct(
             current_stage=self.current_stage,
@@ -274,6 +282,35 @@ class JobRecord:
             sub_progress=self.sub_progress,
             metadata=dict(self.detail_metadata or {}),
         )
+
+
+_FIELDS = tuple(f.name for f in fields(JobRecord))
+_Builder = Callable[[JobRecord, Mapping[str, Any]], JobRecord]
+# `JobRecord.changed` by the fields a change sets (a handful of shapes): a function that allocates the
+# record and sets each field, from the change or from the old record. It skips the dataclass __init__
+# (which only sets the fields) and the setattr per changed field that a copy-then-change would need.
+_BUILDERS: dict[tuple[tuple[str, ...], bool], _Builder] = {}
+
+
+def _status(value: JobStatus | str) -> JobStatus:
+    return value if type(value) is JobStatus else JobStatus(value)
+
+
+def _builder(keys: tuple[str, ...], bump: bool) -> _Builder:
+    unknown = [key for key in keys if key not in _FIELDS]
+    if unknown:  # checked before any name goes into the code below
+        raise AttributeError(f"a job record has no field {unknown[0]!r}")
+    values = {name: f"r.{name}" for name in _FIELDS}
+    values["version"] = "r.version + 1" if bump else "r.version"
+    values.update({key: f"c[{key!r}]" for key in keys})
+    if "status" in keys:
+        values["status"] = "_status(c['status'])"  # a status given as its text becomes the member
+    body = "".join(f"    new.{name} = {value}\n" for name, value in values.items())
+    namespace: dict[str, Any] = {"JobRecord": JobRecord, "_new": object.__new__, "_status": _status}
+    exec(f"def build(r, c):\n    new = _new(JobRecord)\n{body}    return new\n", namespace)
+    build: _Builder = namespace["build"]
+    _BUILDERS[keys, bump] = build
+    return build
 
 
 class JobStarted(WireModel):

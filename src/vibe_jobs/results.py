@@ -26,10 +26,6 @@ def text_result(text: str, *, is_error: bool = False, structured: dict[str, Any]
     return result
 
 
-def is_error(result: dict[str, Any] | None) -> bool:
-    return bool(result and result.get("isError"))
-
-
 def first_text(result: dict[str, Any] | None) -> str | None:
     """The first text block of a result, if any."""
     for block in (result or {}).get("content", ()):

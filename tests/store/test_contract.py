@@ -8,6 +8,7 @@ unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.pg import postgres_url, with_new_schema
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import (
     JobRecord,
     Priority,
@@ -116,8 +117,11 @@ async def test_get_unknown_is_none(store: JobStore) -> None:
 
 async def test_duplicate_insert_refused(store: JobStore) -> None:
     await store.insert(record("dup", tool_name="first"))
-    with pytest.raises(StoreError, match="exists already"):
+    with pytest.raises(DuplicateJob, match="a job with id 'dup' exists already") as info:
         await store.insert(record("dup", tool_name="second"))
+    assert info.value.job_id == "dup" and not info.value.transient  # inserting it again would fail again
+    found = await store.get("dup")
+    assert found is not None and found.tool_name == "first"
     got = await store.get("dup")
     assert got is not None and got.tool_name == "first"
 
@@ -217,6 +221,24 @@ async def test_concurrent_writers_one_winner(store: JobStore) -> None:
     assert len(winners) == 1
     got = await store.get("race")
     assert got is not None and got.version == 2 and got.progress_message == winners[0].progress_message
+
+
+async def test_a_returned_record_never_changes_afterwards(store: JobStore) -> None:
+    """The records rule of `store.base`: what a store hands out is a snapshot, whatever happens next."""
+    await store.insert(record("snap", owner="me", diagnostics=["first"]))
+    got = await store.get("snap")
+    assert got is not None
+    kept = copy.deepcopy(got)
+    running = await store.update("snap", {"status": R, "attempt": 1, "diagnostics": ["first", "second"]})
+    assert running is not None
+    kept_running = copy.deepcopy(running)
+    listed = await store.query(JobQuery())
+    await store.touch("snap", 3, 5_000, 6_000)
+    done = await store.update("snap", {"status": C, "result": {"ok": True}}, Guard(version=running.version))
+    assert done is not None and done.status is C and done.access_count == 3
+    await store.delete_finished(before=10**15)
+    assert (got, running, listed) == (kept, kept_running, [kept_running])  # none of them moved
+    assert (got.status, got.version, got.diagnostics) == (P, 1, ["first"])
 
 
 async def test_touch_records_access_without_version(store: JobStore) -> None:

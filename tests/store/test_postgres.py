@@ -18,7 +18,7 @@ import pytest
 
 from tests.pg import postgres_url, with_new_schema
 from tests.store.test_contract import record
-from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked, StoreUnavailable
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
@@ -83,10 +83,24 @@ def needs(memory: float = 0, cpu: float = 0, disk: float = 0) -> ResourceRequire
     return ResourceRequirements(memory_mb=memory, cpu_weight=cpu, disk_space_mb=disk)
 
 
+async def claim_one(
+    store: PostgresStore,
+    owner: str,
+    lease_ms: int,
+    limits: ClaimLimits = NO_LIMITS,
+    tools: tuple[str, ...] = TOOLS,
+    *,
+    now: int | None = None,
+) -> JobRecord | None:
+    """The next runnable job for `owner`, taken as production takes jobs (`claim_many`), or None."""
+    found = await store.claim_many(owner, lease_ms, limits, tools, 1, now=now)
+    return found[0] if found else None
+
+
 async def claim_ids(store: PostgresStore, limits: ClaimLimits = NO_LIMITS, now: int = 10_000, **kw: Any) -> list[str]:
     """Claim until nothing is claimable; the ids in claim order."""
     out: list[str] = []
-    while (rec := await store.claim("w1", 30_000, limits, kw.get("tools", TOOLS), now=now)) is not None:
+    while (rec := await claim_one(store, "w1", 30_000, limits, kw.get("tools", TOOLS), now=now)) is not None:
         out.append(rec.id)
     return out
 
@@ -118,10 +132,34 @@ def test_url_options() -> None:
 
 async def test_unreachable_server_is_a_clear_error() -> None:
     s = PostgresStore("postgresql://nobody:pw@127.0.0.1:1/none")
-    with pytest.raises(StoreError, match=r"cannot open the job store at postgresql://nobody:\*\*\*@127.0.0.1:1/none"):
+    with pytest.raises(
+        StoreUnavailable, match=r"cannot open the job store at postgresql://nobody:\*\*\*@127.0.0.1:1/none"
+    ):
         await s.open()
     with pytest.raises(StoreError, match="not open"):
         await s.get("x")
+
+
+async def test_a_row_locked_elsewhere_is_a_transient_lock_error_and_recovers(schema_url: str) -> None:
+    """Told by SQLSTATE 55P03 (lock_not_available), not by the message; `lock_timeout` goes to the server."""
+    s = PostgresStore(f"{schema_url}&lock_timeout=50")
+    await s.open()
+    try:
+        await s.insert(record("held"))
+        other = await asyncpg.connect(s.dsn, server_settings={"search_path": s.schema})
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE")  # another writer's lock
+                with pytest.raises(StoreLocked) as info:
+                    await s.update("held", {"progress_message": "blocked"})
+                assert info.value.transient
+        finally:
+            await other.close()
+        done = await s.update("held", {"progress_message": "after"})  # the lock is gone: it lands
+        assert done is not None and done.progress_message == "after"
+    finally:
+        await s.close()
+        await s.drop_schema()
 
 
 async def test_migrations_idempotent_and_concurrent(schema_url: str, make_store: StoreFactory) -> None:
@@ -156,21 +194,21 @@ async def test_schemas_are_isolated(store: PostgresStore) -> None:
 
 async def test_claim_sets_owner_lease_attempt(store: PostgresStore) -> None:
     await store.insert(record("j", created_at=1))
-    rec = await store.claim("worker-a", 5_000, NO_LIMITS, TOOLS, now=2_000)
+    rec = await claim_one(store, "worker-a", 5_000, NO_LIMITS, now=2_000)
     assert rec is not None
     assert (rec.id, rec.status, rec.owner, rec.attempt, rec.version) == ("j", R, "worker-a", 1, 2)
     assert (rec.started_at, rec.updated_at) == (2_000, 2_000)
     assert (await raw(store, "SELECT lease_expires_at FROM jobs WHERE id = 'j'"))[0][0] == 7_000
-    assert await store.claim("worker-b", 5_000, NO_LIMITS, TOOLS, now=2_000) is None  # nothing left
+    assert await claim_one(store, "worker-b", 5_000, NO_LIMITS, now=2_000) is None  # nothing left
     # requeued (a retry): the next claim is attempt 2 and keeps the first start time
     assert await store.update("j", {"status": P}, Guard(attempt=1, statuses=[R])) is not None
-    rec = await store.claim("worker-b", 5_000, NO_LIMITS, TOOLS, now=3_000)
+    rec = await claim_one(store, "worker-b", 5_000, NO_LIMITS, now=3_000)
     assert rec is not None and (rec.owner, rec.attempt, rec.started_at) == ("worker-b", 2, 2_000)
 
 
 async def test_claim_uses_database_clock_by_default(store: PostgresStore) -> None:
     await store.insert(record("j", run_after=None))
-    rec = await store.claim("w", 1_000, NO_LIMITS, TOOLS)
+    rec = await claim_one(store, "w", 1_000, NO_LIMITS)
     assert rec is not None and rec.started_at is not None and rec.started_at > 1_600_000_000_000
 
 
@@ -275,7 +313,7 @@ async def test_cluster_concurrency_limit_across_processes(make_store: StoreFacto
     async def claimer(s: PostgresStore, n: int) -> list[str]:
         got = []
         for _ in range(n):
-            rec = await s.claim(f"w{id(s)}", 30_000, limits, TOOLS, now=50)
+            rec = await claim_one(s, f"w{id(s)}", 30_000, limits, now=50)
             if rec is not None:
                 got.append(rec.id)
         return got
@@ -299,15 +337,15 @@ async def test_skip_locked_two_connections_claim_different_jobs(store: PostgresS
         tx = conn.transaction()
         await tx.start()  # another claimer holds the row lock of "first" (mid-claim)
         assert await conn.fetchval("SELECT id FROM jobs WHERE id = 'first' FOR UPDATE") == "first"
-        rec = await asyncio.wait_for(store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5), 5)  # no waiting
+        rec = await asyncio.wait_for(claim_one(store, "me", 1_000, NO_LIMITS, now=5), 5)  # no waiting
         assert rec is not None and rec.id == "second"
-        rec = await asyncio.wait_for(store.claim("me", 1_000, ClaimLimits(max_running=9), TOOLS, now=5), 5)
+        rec = await asyncio.wait_for(claim_one(store, "me", 1_000, ClaimLimits(max_running=9), now=5), 5)
         assert rec is not None and rec.id == "third"
-        assert await store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5) is None
+        assert await claim_one(store, "me", 1_000, NO_LIMITS, now=5) is None
         await tx.rollback()
     finally:
         await conn.close()
-    rec = await store.claim("me", 1_000, NO_LIMITS, TOOLS, now=5)
+    rec = await claim_one(store, "me", 1_000, NO_LIMITS, now=5)
     assert rec is not None and rec.id == "first"  # free again
 
 
@@ -318,7 +356,7 @@ async def test_concurrent_claims_never_share_a_job(make_store: StoreFactory) -> 
 
     async def drain(s: PostgresStore, limits: ClaimLimits) -> list[str]:
         got = []
-        while (rec := await s.claim("w", 30_000, limits, TOOLS, now=100)) is not None:
+        while (rec := await claim_one(s, "w", 30_000, limits, now=100)) is not None:
             got.append(rec.id)
         return got
 
@@ -340,8 +378,7 @@ async def test_usage_follows_every_path(store: PostgresStore) -> None:
     await store.update("upd", {"status": P})  # requeued
     assert await store.usage() == {"running": 0, "memory_mb": 0, "cpu_weight": 0, "disk_mb": 0,
                                    "by_tool": {"echo": 0}}  # fmt: skip
-    await raw(store, "UPDATE cluster_usage SET running = 42")
-    await store.recount_usage()
+    await raw(store, "UPDATE cluster_usage SET running = 42")  # the legacy row (schema step 1) is not read
     assert (await store.usage())["running"] == 0
 
 
@@ -421,7 +458,7 @@ async def test_an_insert_whose_answer_was_lost_is_not_refused(schema_url: str, s
         lossy.lose = "INSERT INTO jobs"
         await lossy.insert(record("i1", params={"a": 1}))
         assert lossy.lose is None, "the insert's answer was not lost"
-        with pytest.raises(StoreError, match="exists already"):
+        with pytest.raises(DuplicateJob, match="exists already"):
             await lossy.insert(record("i1", params={"a": 1}))  # a second insert of the id is still refused
     finally:
         await lossy.close()
@@ -433,11 +470,11 @@ async def test_an_insert_whose_answer_was_lost_is_not_refused(schema_url: str, s
 
 async def test_stale_attempt_write_loses(store: PostgresStore) -> None:
     await store.insert(record("f"))
-    first = await store.claim("old", 1_000, NO_LIMITS, TOOLS, now=10)
+    first = await claim_one(store, "old", 1_000, NO_LIMITS, now=10)
     assert first is not None and first.attempt == 1
     # the old worker's lease lapsed; the job was requeued and claimed again by a new worker
     assert await store.update("f", {"status": P, "owner": None}, Guard(version=first.version)) is not None
-    second = await store.claim("new", 1_000, NO_LIMITS, TOOLS, now=20)
+    second = await claim_one(store, "new", 1_000, NO_LIMITS, now=20)
     assert second is not None and second.attempt == 2
     stale = {"status": C, "result": {"from": "old"}, "finished_at": 30}
     assert await store.update("f", stale, Guard(attempt=1, statuses=[R])) is None
@@ -527,15 +564,15 @@ async def test_job_lease_expiry_makes_an_orphan(store: PostgresStore) -> None:
     await store.insert(record("l", created_at=1))
     await store.insert(record("m", created_at=2))
     await store.heartbeat("w", expires_at=1_000_000)  # the process itself stays alive
-    assert await store.claim("w", 500, NO_LIMITS, TOOLS, now=1_000) is not None  # lease until 1500
-    assert await store.claim("w", 500, NO_LIMITS, TOOLS, now=1_000) is not None
+    assert await claim_one(store, "w", 500, NO_LIMITS, now=1_000) is not None  # lease until 1500
+    assert await claim_one(store, "w", 500, NO_LIMITS, now=1_000) is not None
     assert await store.orphans(now=1_400) == []
-    assert await store.renew("w", ["m", "never-claimed"], expires_at=3_000) == {"m"}
+    assert await store.renew_state("w", ["m", "never-claimed"], expires_at=3_000) == {"m": None}
     assert [r.id for r in await store.orphans(now=1_600)] == ["l"]  # its lease ran out: stuck or lost
     await store.update("l", {"status": P})  # requeued: no job lease any more
     assert await store.orphans(now=1_600) == []
     assert [r.id for r in await store.orphans(now=3_000)] == ["l", "m"]  # renew set the process lease to 3000
-    assert await store.renew("other", ["m"], expires_at=9_000) == set()  # not its job
+    assert await store.renew_state("other", ["m"], expires_at=9_000) == {}  # not its job
     rows = await raw(store, "SELECT owner, expires_at FROM leases ORDER BY owner")
     assert [tuple(r) for r in rows] == [("other", 9_000), ("w", 3_000)]  # renew beats the process lease too
 
@@ -587,7 +624,7 @@ async def test_notify_on_insert_status_change_and_cancel(make_store: StoreFactor
     await writer.update("n1", {"status": X})
     assert await next_change() == JobChange("update", "n1", X, "echo", True)
     await writer.insert(record("n2"))
-    claimed = await writer.claim("w", 1_000, NO_LIMITS, TOOLS)
+    claimed = await claim_one(writer, "w", 1_000, NO_LIMITS)
     assert claimed is not None
     assert [await next_change() for _ in range(2)] == [
         JobChange("insert", "n2", P, "echo", False), JobChange("update", "n2", R, "echo", False),

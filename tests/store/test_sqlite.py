@@ -17,7 +17,7 @@ import pytest
 
 from tests.store.test_contract import full_record, record
 from vibe_jobs import JobManager, JobStatus, Settings
-from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.errors import ConfigError, StoreCorrupt, StoreError, StoreFull, StoreLocked, StoreUnavailable
 from vibe_jobs.models import JobRecord
 from vibe_jobs.store import codec, open_store
 from vibe_jobs.store.base import Guard, JobQuery
@@ -235,7 +235,7 @@ def write_file(path: Path, data: bytes) -> None:
 
 async def test_corrupt_file_refused(db: Path) -> None:
     write_file(db, b"this is not a database, just some text that is long enough " * 100)
-    with pytest.raises(StoreError, match="is not a SQLite database or is corrupt") as info:
+    with pytest.raises(StoreCorrupt, match="is not a SQLite database or is corrupt") as info:
         await SQLiteStore(url(db)).open()
     assert str(db) in str(info.value)
 
@@ -270,8 +270,9 @@ async def test_locked_database_is_a_clear_error_and_recovers(db: Path) -> None:
     blocker = sqlite3.connect(db, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-        with pytest.raises(StoreError, match="locked by another process"):
+        with pytest.raises(StoreLocked, match="locked by another process") as info:
             await s.insert(record("blocked"))
+        assert info.value.transient
         blocker.execute("ROLLBACK")
         await s.insert(record("after"))
         assert await s.get("blocked") is None and await s.get("after") is not None
@@ -285,8 +286,9 @@ async def test_disk_full_is_a_clear_error_and_recovers(store: SQLiteStore) -> No
     ((pages,),) = await store._sql("PRAGMA page_count")
     await store._sql(f"PRAGMA max_page_count = {pages}")  # "disk" full
     big = {"blob": "x" * 200_000}
-    with pytest.raises(StoreError, match="disk is full"):
+    with pytest.raises(StoreFull, match="disk is full") as info:
         await store.insert(record("too-big", params=big))
+    assert info.value.transient
     await store._sql("PRAGMA max_page_count = 1073741823")
     await store.insert(record("fits", params=big))
     assert {r.id for r in await store.query(JobQuery())} == {"fits", "before"}
@@ -299,7 +301,7 @@ async def test_a_killed_server_process_fails_its_ops_clearly_and_is_replaced(sto
     in_flight = asyncio.ensure_future(store.insert(record("in-flight")))
     server.kill()
     await server.wait()
-    with pytest.raises(StoreError, match=r"SQLite server process .* stopped unexpectedly"):
+    with pytest.raises(StoreUnavailable, match=r"SQLite server process .* stopped unexpectedly"):
         await in_flight
     await store.insert(record("after"))  # a new server process takes over
     assert server_process(store).pid != server.pid

@@ -8,6 +8,14 @@ processes share one store and recover each other's jobs.
 `SharedJobStore` is what a store shared by a cluster (PostgreSQL) offers on top: claims of runnable
 jobs under cluster-wide limits (`ClaimLimits`), job leases, wake-ups (`JobChange` over `listen`) and
 the cluster's queue and figures. The engine picks its job source by `isinstance(store, SharedJobStore)`.
+
+Records, one rule for every store: a record a store returns (from `get`, `update`, `query`,
+`find_active`, `active`, `orphans`, or any method of its own) is the caller's to keep and never
+changes under it, whatever later happens to the job; a change makes a new record. Callers never
+change a record, nor the values in it, either: a store may hand the same record to other callers and
+build the job's next version from it. A record passed to `insert` is the store's from then on.
+
+Failures raise `StoreError`, of the subclass that names the condition (`vibe_jobs.errors`).
 """
 
 from __future__ import annotations
@@ -15,14 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from vibe_jobs.figures import ClusterFigures
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
-
-if TYPE_CHECKING:
-    from vibe_jobs.metrics import ClusterFigures
 
 # Fields an `update` may change (the store rejects anything else).
 UPDATABLE = frozenset(
@@ -69,7 +75,7 @@ class JobQuery:
 
 @runtime_checkable
 class JobStore(Protocol):
-    """Persistence for job records. Records returned may be live (memory store): treat as read-only."""
+    """Persistence for job records; records follow the rule in the module docstring."""
 
     url: str
 

@@ -1,7 +1,8 @@
 """The in-memory store: first class, inspectable (`store.jobs`), used by unit tests and `memory://`.
 
-Records are live objects kept in insertion order (creation order); treat them as read-only and
-change them only through `update`.
+`jobs` maps each id to the job's current record, in insertion (creation) order. A change replaces
+the record with a new one (see `JobRecord.changed`) and never alters a record handed out, as the
+protocol asks (`store.base`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
 from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
@@ -36,12 +37,8 @@ class MemoryStore:
         return None
 
     async def insert(self, job: JobRecord) -> None:
-        self.insert_now(job)
-
-    def insert_now(self, job: JobRecord) -> None:
-        """`insert` without a coroutine (the memory store never waits; the manager's hot path uses these)."""
         if job.id in self.jobs:
-            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id)
+            raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id)
         self.jobs[job.id] = job
         order = self._order
         if order and not self._unsorted and job.created_at <= order[-1][0]:
@@ -55,23 +52,16 @@ class MemoryStore:
         return self.jobs.get(job_id)
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
+        if not UPDATABLE.issuperset(changes):  # refuse before changing anything
+            bad = next(key for key in changes if key not in UPDATABLE)
+            raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
         rec = self.jobs.get(job_id)
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
-        self.apply_now(rec, changes)
-        return rec
-
-    def apply_now(self, rec: JobRecord, changes: Mapping[str, Any]) -> None:
-        """Apply `changes` to one of this store's records (the caller has checked its guards)."""
-        if not UPDATABLE.issuperset(changes):  # refuse before changing anything
-            bad = next(key for key in changes if key not in UPDATABLE)
-            raise StoreError(f"field '{bad}' cannot be updated", job_id=rec.id)
-        old_status = rec.status
-        for key, value in changes.items():
-            setattr(rec, key, value)
-        rec.version += 1
-        if rec.status is not old_status:
-            self._status_changed(rec, old_status)
+        new = self.jobs[job_id] = rec.changed(changes)
+        if new.status is not rec.status:
+            self._status_changed(new, rec.status)
+        return new
 
     def _status_changed(self, rec: JobRecord, old: JobStatus) -> None:
         counts = self._counts
@@ -84,9 +74,12 @@ class MemoryStore:
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         rec = self.jobs.get(job_id)
         if rec is not None:
-            rec.access_count = access_count
-            rec.last_access_time = last_access_time
-            rec.next_check_time = next_check_time
+            reads = {
+                "access_count": access_count,
+                "last_access_time": last_access_time,
+                "next_check_time": next_check_time,
+            }
+            self.jobs[job_id] = rec.changed(reads, bump=False)  # a read is not a change: same version
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         out: list[JobRecord] = []

@@ -108,7 +108,7 @@ _V1 = [
 # statement, so the sum sees every claim committed before the lock was granted (a claim's changes
 # are visible before its locks are released): limits hold exactly, as with the row lock. A job that
 # finishes meanwhile still counts until its commit, which only errs on the safe side.
-# `cluster_usage` stays (no longer maintained by triggers; `recount_usage` refreshes it as a snapshot).
+# `cluster_usage` stays, unread and no longer maintained (a later step may drop it).
 _V2 = [
     "DROP TRIGGER jobs_usage_insert ON jobs",
     "DROP TRIGGER jobs_usage_update ON jobs",
@@ -144,15 +144,6 @@ _V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-RECOUNT_USAGE = """UPDATE cluster_usage SET running = r.n, memory_mb = r.mem, cpu_weight = r.cpu, disk_mb = r.disk,
-    by_tool = r.by_tool
-FROM (SELECT count(*) AS n, coalesce(sum(need_memory_mb), 0) AS mem, coalesce(sum(need_cpu_weight), 0) AS cpu,
-        coalesce(sum(need_disk_mb), 0) AS disk,
-        coalesce((SELECT jsonb_object_agg(tool_name, c) FROM (SELECT tool_name, count(*) AS c FROM jobs
-            WHERE status = 'running' GROUP BY tool_name) t), '{}') AS by_tool
-      FROM jobs WHERE status = 'running') r
-WHERE id = 1"""
 
 
 def check_schema_name(name: str) -> str:

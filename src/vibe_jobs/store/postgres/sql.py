@@ -89,15 +89,14 @@ ORPHANS = (
     " OR (status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at <= $1))"
     " ORDER BY created_at, id"
 )
-# One round trip per beat: the process lease and the leases of the jobs it still holds.
-RENEW = """WITH beat AS (
+# One round trip per beat: the process lease and the leases of the given jobs it still runs, answering
+# (id, cancel_requested) for each job still held.
+RENEW_STATE = """WITH beat AS (
     INSERT INTO leases (owner, expires_at) VALUES ($1, $3)
     ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at
 )
 UPDATE jobs SET lease_expires_at = $3
-WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' RETURNING id"""
-# The same, answering (id, cancel_requested) for each job still held: one round trip checks both.
-RENEW_STATE = RENEW.replace("RETURNING id", "RETURNING id, cancel_requested")
+WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' RETURNING id, cancel_requested"""
 # Pending jobs that can never run: a dependency failed, was cancelled or no longer exists.
 DEPENDENCY_BLOCKED = f"""SELECT {_JCOLS}, d.dep, x.status FROM jobs
 CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep

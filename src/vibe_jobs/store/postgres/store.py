@@ -9,8 +9,9 @@ Beyond the `JobStore` protocol (a pool of connections; every change a compare-an
 `UPDATE ... WHERE id = $n AND <guards> RETURNING ...` that bumps `version`), the store is the
 coordination point of a cluster:
 - `claim_many(owner, lease_ms, limits, tools, k)`: take up to k runnable jobs in one statement (see
-  postgres.sql); `claim(...)` takes one;
-- `renew(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs;
+  postgres.sql);
+- `renew_state(owner, job_ids, expires_at)`: heartbeat the process and the leases of its running jobs,
+  answering which it still holds and their cancel requests;
 - `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request
   (the insert trigger announces new jobs; the store announces the changes it made, after they committed);
 - `sweeper_lock()`: a session advisory lock, so one process at a time sweeps (recovery, retention);
@@ -30,27 +31,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
-from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreUnavailable
+from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
-from vibe_jobs.metrics import ClusterFigures, GroupStats
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import UPDATABLE, ClaimLimits, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
+from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
 from vibe_jobs.store.postgres.notify import Listener
-from vibe_jobs.store.postgres.schema import RECOUNT_USAGE, channel, check_schema_name, drop_schema, lock_key, migrate
+from vibe_jobs.store.postgres.schema import channel, check_schema_name, drop_schema, lock_key, migrate
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
 log = get_logger("vibe_jobs.store.postgres")
 
 _OPTIONS = ("schema", "pool_min", "pool_max", "application_name")
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
-# A session the server ended (pg_terminate_backend, a restart) or a socket that broke: worth a retry.
-_CONNECTION_LOST = (
-    asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError, asyncpg.InternalClientError, ConnectionError,
-)  # fmt: skip
 _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
 _PAYLOAD_BYTES = 7_000  # a NOTIFY payload holds less than 8,000 bytes
 
@@ -102,10 +98,6 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-class _Unreachable(StoreError):
-    """The database stayed unreachable through the reconnect attempts."""
-
-
 _WRITE_BATCH = 500  # updates sent in one statement at most
 
 
@@ -145,7 +137,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore(SharedJobStore):
-    """A `JobStore` in a PostgreSQL schema. Records returned are fresh copies."""
+    """A `JobStore` in a PostgreSQL schema. Records returned are decoded afresh from each answer, so
+    none is shared or changed afterwards (`store.base`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -180,8 +173,8 @@ class PostgresStore(SharedJobStore):
                 self.dsn, min_size=self.pool_min, max_size=self.pool_max,
                 server_settings=self._settings(), reset=_no_reset,
             )  # fmt: skip
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot open the job store at {self.where}: {exc}") from None
+        except DB_ERRORS as exc:
+            raise store_error(exc, f"cannot open the job store at {self.where}: {exc}") from None
 
     async def close(self) -> None:
         for listener in list(self._listeners):
@@ -207,7 +200,7 @@ class PostgresStore(SharedJobStore):
         return self._pool
 
     def _error(self, exc: BaseException) -> StoreError:
-        return StoreError(f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
+        return store_error(exc, f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await self._retrying(lambda: self.pool.fetch(query, *args))  # type: ignore[no-any-return]
@@ -227,12 +220,12 @@ class PostgresStore(SharedJobStore):
         for delay in (*_RECONNECT_DELAYS, None):
             try:
                 return await call()
-            except _CONNECTION_LOST as exc:
+            except CONNECTION_LOST as exc:
                 if delay is None:
-                    raise _Unreachable(self._error(exc).message) from None
+                    raise StoreUnavailable(self._error(exc).message) from None
                 log.info("store.reconnecting", error=f"{type(exc).__name__}: {exc}")
                 await anyio.sleep(delay)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 raise self._error(exc) from None
         raise AssertionError("unreachable")
 
@@ -254,12 +247,10 @@ class PostgresStore(SharedJobStore):
 
         try:
             await self._retrying(run)
-        except StoreError as exc:
-            if "UniqueViolationError" not in str(exc):
-                raise
+        except DuplicateJob:
             if tries > 1 and await self._stored_as(job):
                 return
-            raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+            raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
 
     async def _stored_as(self, job: JobRecord) -> bool:
         found = await self.get(job.id)
@@ -350,7 +341,7 @@ class PostgresStore(SharedJobStore):
             columns = [list(col) for col in zip(*(r.args for r in group), strict=True)]
             try:
                 found = {rec.id: rec for rec in await self._records(sql.update_many_sql(*shape), *columns)}
-            except _Unreachable as exc:
+            except StoreUnavailable as exc:  # no statement gets through now
                 for r in group:
                     r.error = exc
             except StoreError:  # a value the database refused: only its own write fails
@@ -445,19 +436,6 @@ class PostgresStore(SharedJobStore):
 
     # -- cluster coordination --------------------------------------------------------------
 
-    async def claim(
-        self,
-        owner: str,
-        lease_ms: int,
-        limits: ClaimLimits | None,
-        tools: Collection[str],
-        *,
-        now: int | None = None,
-    ) -> JobRecord | None:
-        """Take the next runnable job of `tools` for `owner`, or None (`claim_many` with k = 1)."""
-        found = await self.claim_many(owner, lease_ms, limits, tools, 1, now=now)
-        return found[0] if found else None
-
     async def claim_many(
         self,
         owner: str,
@@ -544,7 +522,7 @@ class PostgresStore(SharedJobStore):
                             self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}, timeout=5
                         )  # fmt: skip
                     await self._notify_conn.execute(sql.NOTIFY, self.channel, _payloads(changes), timeout=5)
-                except (*_DB_ERRORS, TimeoutError) as exc:
+                except (*DB_ERRORS, TimeoutError) as exc:
                     log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))
                     await self._close_notify_conn()
         finally:
@@ -559,26 +537,22 @@ class PostgresStore(SharedJobStore):
     async def _close_notify_conn(self) -> None:
         conn, self._notify_conn = self._notify_conn, None
         if conn is not None:
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*DB_ERRORS):
                 await conn.close(timeout=5)
 
-    async def renew(self, owner: str, job_ids: Collection[str], expires_at: int) -> set[str]:
+    async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
         """Renew `owner`'s process lease and the job leases of `job_ids` it still runs.
 
-        Returns the ids still held: a job missing from it was taken over, finished or cancelled
-        elsewhere, and this owner's writes to it will lose (the attempt moved on).
+        Answers {job id still held: its cancel request or None}: a job missing from it was taken over,
+        finished or cancelled elsewhere, and this owner's writes to it will lose (the attempt moved on).
         """
-        return {row[0] for row in await self._fetch(sql.RENEW, owner, list(job_ids), expires_at)}
-
-    async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
-        """`renew`, answering {job id still held: its cancel request or None}."""
         return {row[0]: row[1] for row in await self._fetch(sql.RENEW_STATE, owner, list(job_ids), expires_at)}
 
     async def listen(self, callback: Callable[[JobChange], Any], on_lost: Callable[[], Any] | None = None) -> Listener:
         """Call `callback(change)` for every job inserted or changed; `await listener.close()` to stop."""
         try:
             conn = await self._connect()
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise self._error(exc) from None
         listener = Listener(conn, self.channel, callback, on_lost)
         try:
@@ -586,7 +560,7 @@ class PostgresStore(SharedJobStore):
         except BaseException as exc:  # a database error, or cancelled while starting: never leak the connection
             with anyio.CancelScope(shield=True):
                 await listener.close()
-            if isinstance(exc, _DB_ERRORS):
+            if isinstance(exc, DB_ERRORS):
                 raise self._error(exc) from None
             raise
         self._listeners.add(listener)
@@ -615,18 +589,13 @@ class PostgresStore(SharedJobStore):
                     if held:
                         with anyio.CancelScope(shield=True):
                             await conn.execute("SELECT pg_advisory_unlock($1)", key)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise self._error(exc) from None
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
         rows = await self._fetch(sql.DEPENDENCY_BLOCKED, limit)
         return [(sql.decode_first(r), r[-2], None if r[-1] is None else JobStatus(r[-1])) for r in rows]
-
-    async def recount_usage(self) -> None:
-        """Refresh the (legacy, schema step 1) `cluster_usage` row from the running jobs. Nothing reads
-        it any more: the claim and `usage()` sum the running jobs themselves, so there is nothing to repair."""
-        await self._execute(RECOUNT_USAGE)
 
     async def usage(self) -> dict[str, Any]:
         """Cluster usage, summed from the running jobs: running, memory_mb, cpu_weight, disk_mb, and

@@ -4,19 +4,14 @@ the record it makes of the one it changes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from operator import attrgetter
 from typing import Any
 
 from vibe_jobs.models import JobRecord
-from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import Guard
-from vibe_jobs.store.codec import COLUMNS
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.link import Statement, statement
 
-_STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
-_fields = attrgetter(*COLUMNS)
 _SHAPES: dict[tuple[tuple[str, ...], bool, bool, int, bool], Statement] = {}
 
 
@@ -40,10 +35,4 @@ class Change:
     def apply(self, rec: JobRecord) -> JobRecord:
         """The record with the changes applied and the next version (a new record). The values are
         the caller's, as the memory store keeps them; `get` reads back their stored form."""
-        new = JobRecord(*_fields(rec))
-        for key, value in self.changes.items():
-            setattr(new, key, value)
-        if type(new.status) is not JobStatus:
-            new.status = _STATUS[new.status]
-        new.version = rec.version + 1
-        return new
+        return rec.changed(self.changes)

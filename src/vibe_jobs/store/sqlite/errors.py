@@ -1,29 +1,34 @@
-"""SQLite failures as `StoreError`s whose message names the condition and the database file.
+"""SQLite failures as `StoreError`s of their condition, with a message naming it and the database file.
 
 The SQLite server process reports a failure as `(kind, name, message)` (see `sqlite.server`):
-kind "sqlite" with the result-code name (SQLITE_FULL, ...), "python" with an exception class name,
-or "newer" with the schema version of a database written by a newer vibe-jobs.
+kind "sqlite" with the extended result-code name (SQLITE_FULL, SQLITE_CONSTRAINT_PRIMARYKEY, ...),
+"python" with an exception class name, or "newer" with the schema version of a database written by a
+newer vibe-jobs. The condition comes from the result code, never from the message text.
 """
 
 from __future__ import annotations
 
 import builtins
 
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import DuplicateJob, StoreCorrupt, StoreError, StoreFull, StoreLocked
 from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
 from vibe_jobs.store.sqlite.server import Failure
 
-_CONDITIONS = {
-    "FULL": "the disk is full; free some space (the store stays usable once there is room)",
-    "BUSY": "the database is locked by another process (gave up after the busy timeout)",
-    "LOCKED": "the database is locked by another connection",
-    "NOTADB": "it is not a SQLite database or is corrupt",
-    "CORRUPT": "it is not a SQLite database or is corrupt",
-    "IOERR": "a disk I/O error occurred",
+# primary result code -> (the error class, what it means to the user)
+_CONDITIONS: dict[str, tuple[type[StoreError], str]] = {
+    "FULL": (StoreFull, "the disk is full; free some space (the store stays usable once there is room)"),
+    "BUSY": (StoreLocked, "the database is locked by another process (gave up after the busy timeout)"),
+    "LOCKED": (StoreLocked, "the database is locked by another connection"),
+    "IOERR": (StoreError, "a disk I/O error occurred"),
+}
+_CORRUPT = frozenset({"NOTADB", "CORRUPT"})
+_CANNOT_OPEN = {
     "READONLY": "the database file or its directory is read-only",
     "CANTOPEN": "the file cannot be opened or created",
     "PERM": "permission denied",
 }
+# the extended codes of a second row with the same key (the only keys are the primary keys)
+_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
 
 
 def condition(name: str) -> str:
@@ -47,16 +52,20 @@ def failure_error(failure: Failure, where: str) -> Exception:
             except Exception:  # e.g. UnicodeEncodeError takes five arguments
                 pass
         return StoreError(f"the job store at {where} failed: {name}: {message}")
-    return sqlite_error(condition(name), message, where)
+    return sqlite_error(name, message, where)
 
 
-def sqlite_error(cond: str, message: str, where: str) -> StoreError:
-    if cond in ("NOTADB", "CORRUPT"):
-        return StoreError(f"the job store at {where} is not a SQLite database or is corrupt ({message})")
-    if cond in ("CANTOPEN", "PERM", "READONLY"):
-        return open_error(where, f"{_CONDITIONS[cond]} ({message})")
-    text = _CONDITIONS.get(cond, "the database failed")
-    return StoreError(f"the job store at {where} failed: {text} (SQLITE_{cond}: {message})", condition=cond)
+def sqlite_error(name: str, message: str, where: str) -> StoreError:
+    """The error of SQLite's (extended) result code `name`, e.g. SQLITE_BUSY."""
+    if name in _DUPLICATE:
+        return DuplicateJob(f"the job store at {where} holds a row with that key already ({message})")
+    cond = condition(name)
+    if cond in _CORRUPT:
+        return StoreCorrupt(f"the job store at {where} is not a SQLite database or is corrupt ({message})")
+    if cond in _CANNOT_OPEN:
+        return open_error(where, f"{_CANNOT_OPEN[cond]} ({message})")
+    cls, text = _CONDITIONS.get(cond, (StoreError, "the database failed"))
+    return cls(f"the job store at {where} failed: {text} (SQLITE_{cond}: {message})")
 
 
 def open_error(where: str, why: object) -> StoreError:

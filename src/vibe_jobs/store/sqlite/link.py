@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import anyio
 
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import StoreError, StoreUnavailable
 from vibe_jobs.store.sqlite.server import HEADER, Config, Failure, take_messages
 
 SERVER = str(Path(__file__).with_name("server.py"))
@@ -115,7 +115,7 @@ class Link(asyncio.Protocol):
             ours.close()
             await self._reap()
             if isinstance(exc, OSError):
-                raise StoreError(f"cannot start the SQLite server process for {self._name}: {exc}") from None
+                raise StoreUnavailable(f"cannot start the SQLite server process for {self._name}: {exc}") from None
             raise
         finally:
             theirs.close()
@@ -145,7 +145,7 @@ class Link(asyncio.Protocol):
                 self._control = self._loop.create_future()
                 self._send(None)
                 await self._control
-        except StoreError:
+        except StoreUnavailable:
             pass  # the process died: nothing is left to close
         finally:
             await self._reap()
@@ -166,9 +166,9 @@ class Link(asyncio.Protocol):
         """Queue one op: run `st` with `args`; the future gets what `mode` asks for (see the server)."""
         loop = self._loop
         if not self._accepting or loop is None:
-            raise StoreError(
-                self._lost or f"the job store at {self._name} is not open (use `await store.open()` first)"
-            )
+            if self._lost is not None:
+                raise StoreUnavailable(self._lost)
+            raise StoreError(f"the job store at {self._name} is not open (use `await store.open()` first)")
         fut = loop.create_future()
         if st.sid not in self._defined:
             self._defined.add(st.sid)
@@ -266,7 +266,7 @@ class Link(asyncio.Protocol):
             return
         self._accepting = False
         self._lost = f"the SQLite server process for {self._name} stopped unexpectedly"
-        error = StoreError(self._lost)
+        error = StoreUnavailable(self._lost)
         for fut in [*self._waiting, *self._futures]:
             if not fut.done():
                 fut.set_exception(error)

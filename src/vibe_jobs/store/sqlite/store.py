@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
-from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
@@ -100,7 +100,8 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 class SQLiteStore:
-    """A `JobStore` in one SQLite file. Records returned are never changed afterwards."""
+    """A `JobStore` in one SQLite file. A record it returns (or remembers) is never changed: an update
+    makes a new one (`store.base`)."""
 
     def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
         self.url = url
@@ -195,10 +196,8 @@ class SQLiteStore:
         row = codec.encode(job)
         try:
             await self._run(_S["insert"], row, NONE)
-        except StoreError as exc:
-            if exc.context.get("condition") == "CONSTRAINT":
-                raise StoreError(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-            raise
+        except DuplicateJob:
+            raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
         self._remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
