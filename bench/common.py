@@ -20,6 +20,8 @@ ROOT = BENCH.parent
 if str(BENCH) not in sys.path:  # figure scripts import each other as top-level modules
     sys.path.insert(0, str(BENCH))
 
+import procs  # noqa: E402 (found through the path set just above)
+
 
 class Summary(TypedDict):
     median: float
@@ -168,6 +170,7 @@ def cli(measure: Callable[[bool], list[Row]]) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one or two rounds")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     args = parser.parse_args()
+    procs.guard()
     began = time.perf_counter()
     rows = measure(args.quick)
     if args.json:

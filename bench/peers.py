@@ -31,7 +31,8 @@ PACKAGES = ["saq[redis]", "arq", "procrastinate[psycopg]", "fastmcp[tasks]>=4,<5
 MODULES = ["saq", "arq", "procrastinate", "fastmcp", "fastmcp_tasks", "redis", "psycopg"]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PEER_TIMEOUT = 90.0  # seconds for one peer run; a figure has 150-300 s
+PEER_TIMEOUT = 90.0  # seconds for one peer run; a figure has 150-600 s
+MIN_PEER_SECONDS = 30.0  # with less left before the figure's deadline, a peer is not started
 _TAGS = itertools.count(1)
 
 
@@ -98,6 +99,10 @@ def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) 
     return last_json(done.stdout)
 
 
+class PeerSkipped(Exception):
+    """Too little time was left before the figure's deadline to start a peer run."""
+
+
 class PeerTimedOut(Exception):
     """A peer run did not finish within its time-out; it was killed and what it left was removed."""
 
@@ -133,6 +138,8 @@ def run_peer(script: str, *args: str, timeout: float = PEER_TIMEOUT) -> dict[str
     """Run bench/peers/<script> in the peers' venv (PYTHONPATH cleared, so the project is not importable)."""
     tag, seconds = new_tag(), procs.budget(timeout)
     what = " ".join([script.removesuffix(".py"), *[a for a in args[:1] if not a.startswith("-")]])
+    if seconds < MIN_PEER_SECONDS:
+        raise PeerSkipped(f"{what} not run: {max(0.0, seconds):.0f} s left before the figure's deadline")
     try:
         return run_json([str(python()), str(PEERS_DIR / script), *args], seconds, _peer_env(tag))
     except procs.TimedOut:
@@ -140,9 +147,12 @@ def run_peer(script: str, *args: str, timeout: float = PEER_TIMEOUT) -> dict[str
         print(f"bench: peer {what} timed out after {seconds:.0f} s: process group killed; {describe(cleaned)}",
               file=sys.stderr, flush=True)  # fmt: skip
         raise PeerTimedOut(what, seconds, cleaned) from None
-    except (RuntimeError, ValueError):
+    except BaseException:  # failed, or interrupted: what the run held goes too
         cleanup("clean", tag)
         raise
+
+
+STATUS = {PeerTimedOut: "timed out", PeerSkipped: "not run (figure out of time)"}
 
 
 @dataclass
@@ -160,8 +170,8 @@ class PeerSeries:
             return
         try:
             self.rounds.append(run_peer(script, *args, timeout=timeout))
-        except (PeerTimedOut, RuntimeError, ValueError) as exc:
-            self.status = "timed out" if isinstance(exc, PeerTimedOut) else "failed"
+        except (PeerTimedOut, PeerSkipped, RuntimeError, ValueError) as exc:
+            self.status = STATUS.get(type(exc), "failed")
             self.error = str(exc)[-300:]
             self.rounds.append(None)
 

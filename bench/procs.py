@@ -14,6 +14,7 @@ Linux only (/proc); elsewhere `leftovers` finds nothing.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import secrets
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+_LIVE: set[subprocess.Popen[str]] = set()
 RUN_ENV = "VIBE_JOBS_BENCH_RUN"
 DEADLINE_ENV = "VIBE_JOBS_BENCH_DEADLINE"
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +56,32 @@ def run_id() -> str:
 
 
 def budget(seconds: float, margin: float = 20.0) -> float:
-    """`seconds`, cut to what is left before the figure's deadline less `margin` (at least 5 s)."""
+    """`seconds`, cut to what is left before the figure's deadline less `margin` (may be <= 0)."""
     deadline = os.environ.get(DEADLINE_ENV)
     if not deadline:
         return seconds
-    return max(5.0, min(seconds, float(deadline) - time.time() - margin))
+    return min(seconds, float(deadline) - time.time() - margin)
+
+
+def guard() -> None:
+    """When this process ends (return, exception, Ctrl-C, SIGTERM, SIGHUP), kill every process tree it started
+    that is still running: they lead sessions of their own, so no terminal or group signal reaches them."""
+    atexit.register(kill_all)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def kill_all() -> None:
+    for proc in list(_LIVE):
+        kill_tree(proc.pid)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass  # SIGKILL was sent; the end check reports it if it is still there
 
 
 def kill_group(pgid: int) -> None:
@@ -71,10 +94,12 @@ def kill_group(pgid: int) -> None:
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """Start `cmd` as the leader of a new session, marked with the run id."""
     full_env = {**os.environ, RUN_ENV: run_id(), "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,
         start_new_session=True,
     )  # fmt: skip
+    _LIVE.add(proc)
+    return proc
 
 
 def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Done:
@@ -85,8 +110,12 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> Do
     except subprocess.TimeoutExpired:
         kill_tree(proc.pid)
         raise TimedOut(cmd, timeout, _drain(proc)) from None
+    except BaseException:  # interrupted: the tree goes with us
+        kill_tree(proc.pid)
+        raise
     finally:
         kill_group(proc.pid)  # members left in its group keep the id taken, so it cannot name another group
+        _LIVE.discard(proc)
     return Done(proc.returncode, out, err)
 
 
@@ -115,7 +144,9 @@ def _proc(pid: str) -> Proc | None:
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] == "Z" else Proc(int(pid), int(fields[1]), int(fields[2]), cmdline.strip()[:160])
+    if fields[0] in "ZX" or not cmdline.strip():
+        return None  # a zombie, or exiting (its memory, with the command line, is gone already)
+    return Proc(int(pid), int(fields[1]), int(fields[2]), cmdline.strip()[:160])
 
 
 def processes() -> list[Proc]:
