@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -115,16 +116,16 @@ def _vibe_version() -> str:
 
 
 def run_twice(name: str, quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    """Run a figure; when it fails (not by its time-out), run it once more and say so in its first row's note."""
+    """Run a figure; when it fails or times out, run it once more and say so in its first row's note."""
     limit = FIGURES[name][1 if quick else 0]
-    rows, seconds, error = run_figure(name, quick, limit)
-    first_error = error if error and not error.startswith("timed out") else None
+    rows, seconds, first_error = run_figure(name, quick, limit)
+    error = first_error
     if first_error:
-        log(f"{name} failed ({last_line(first_error, 200)}); running it once more")
+        log(f"{name} failed ({headline(first_error)}); running it once more")
         rows, more, error = run_figure(name, quick, limit)
         seconds += more
     if first_error and rows:
-        said = f"{name} failed once and was run again ({last_line(first_error, 120)})"
+        said = f"{name} failed once and was run again ({headline(first_error)})"
         rows[0]["note"] = "; ".join(filter(None, [said, rows[0].get("note", "")]))
     stray = procs.kill_leftovers(procs.run_id())  # the figure is over: anything of it still alive is stray
     if stray:
@@ -133,9 +134,11 @@ def run_twice(name: str, quick: bool) -> tuple[list[Row], dict[str, Any]]:
     return rows, info
 
 
-def last_line(text: str, width: int) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1][:width] if lines else ""
+def headline(error: str) -> str:
+    """The line of a figure's error that names it: the last exception line, else the first line."""
+    lines = [line.strip(" |+-^") for line in error.strip().splitlines()]
+    named = [line for line in lines if re.match(r"[\w.]+(Error|Exception|Timeout|Interrupt)\b", line)]
+    return (named[-1] if named else lines[0] if lines else "")[:160]
 
 
 def run_figures(names: list[str], quick: bool, report: dict[str, Any]) -> list[Row]:
