@@ -121,7 +121,7 @@ def new_tag() -> str:
 
 
 def cleanup(action: str, prefix: str) -> dict[str, Any]:
-    """bench/peers/cleanup.py `action` (check or clean) for the tag prefix; {} when it could not run."""
+    """bench/peers/cleanup.py `action` (check or clean) for the tag prefix; {"error": ...} when it could not run."""
     cmd = [str(python()), str(PEERS_DIR / "cleanup.py"), action, prefix]
     try:
         return run_json(cmd, 60, _peer_env(prefix))
@@ -130,22 +130,32 @@ def cleanup(action: str, prefix: str) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
-def _peer_env(tag: str) -> dict[str, str]:
-    return {"PYTHONPATH": "", "REDIS_URL": REDIS_URL, "POSTGRES_URL": POSTGRES_URL, "VIBE_JOBS_BENCH_TAG": tag}
+def _peer_env(tag: str, seconds: float = 0) -> dict[str, str]:
+    dump_after = f"{max(1.0, seconds - 3):.0f}" if seconds else ""
+    return {"PYTHONPATH": "", "REDIS_URL": REDIS_URL, "POSTGRES_URL": POSTGRES_URL, "VIBE_JOBS_BENCH_TAG": tag,
+            "VIBE_JOBS_BENCH_DUMP_AFTER": dump_after}  # fmt: skip
+
+
+def save_dump(tag: str, stderr: str) -> Path:
+    """Keep what a killed peer wrote (its stack dump among it) in bench/results/peer-timeouts/<tag>.txt."""
+    path = ROOT / "bench" / "results" / "peer-timeouts" / f"{tag}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(stderr)
+    return path
 
 
 def run_peer(script: str, *args: str, timeout: float = PEER_TIMEOUT) -> dict[str, Any]:
     """Run bench/peers/<script> in the peers' venv (PYTHONPATH cleared, so the project is not importable)."""
     tag, seconds = new_tag(), procs.budget(timeout)
     what = " ".join([script.removesuffix(".py"), *[a for a in args[:1] if not a.startswith("-")]])
-    if seconds < MIN_PEER_SECONDS:
+    if seconds < min(timeout, MIN_PEER_SECONDS):  # the deadline, not the caller, left too little
         raise PeerSkipped(f"{what} not run: {max(0.0, seconds):.0f} s left before the figure's deadline")
     try:
-        return run_json([str(python()), str(PEERS_DIR / script), *args], seconds, _peer_env(tag))
-    except procs.TimedOut:
-        cleaned = cleanup("clean", tag)
-        print(f"bench: peer {what} timed out after {seconds:.0f} s: process group killed; {describe(cleaned)}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        return run_json([str(python()), str(PEERS_DIR / script), *args], seconds, _peer_env(tag, seconds))
+    except procs.TimedOut as exc:
+        cleaned, dump = cleanup("clean", tag), save_dump(tag, exc.tail)
+        print(f"bench: peer {what} timed out after {seconds:.0f} s: process tree killed; {describe(cleaned)}; "
+              f"where it waited: {dump.relative_to(ROOT)}", file=sys.stderr, flush=True)  # fmt: skip
         raise PeerTimedOut(what, seconds, cleaned) from None
     except BaseException:  # failed, or interrupted: what the run held goes too
         cleanup("clean", tag)

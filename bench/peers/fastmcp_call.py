@@ -30,6 +30,7 @@ SERVER = Path(__file__).resolve().parent / "fastmcp_server.py"
 
 async def main(calls: int, warmup: int) -> None:
     logging.disable(logging.CRITICAL)
+    peerlib.start_watchdog()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "FASTMCP_CHECK_FOR_UPDATES": "off",

@@ -15,11 +15,14 @@ with a peer that never finishes.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import secrets
 import sys
 import zlib
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -66,6 +69,33 @@ async def drop_schema(tag: str = TAG) -> None:
 
     async with await psycopg.AsyncConnection.connect(db_url(), autocommit=True) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
+
+
+def start_watchdog() -> None:
+    """VIBE_JOBS_BENCH_DUMP_AFTER=<s> (set by bench/peers.py a little under the run's time-out): after that long,
+    write where every asyncio task and thread waits to stderr, so a run that is then killed says why it hung."""
+    after = float(os.environ.get("VIBE_JOBS_BENCH_DUMP_AFTER", "0") or 0)
+    if after > 0:
+        faulthandler.dump_traceback_later(after, exit=False)
+        asyncio.get_running_loop().call_later(after, dump_tasks)
+
+
+def dump_tasks() -> None:
+    print(f"--- {TAG}: asyncio tasks still waiting (outermost -> innermost) ---", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        print(f"{task.get_name()}: {' -> '.join(awaiting(task.get_coro()))}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def awaiting(coro: Any) -> list[str]:
+    """The chain of coroutines `coro` is suspended in (Task.print_stack shows only the outermost)."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name} ({Path(frame.f_code.co_filename).name}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 def hang_requested(system: str) -> bool:

@@ -27,6 +27,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main(n: int) -> None:
     peerlib.quiet_logging()
+    peerlib.start_watchdog()
     async with own_schema(peerlib.TAG) as url:
         latencies = await measure(url, n)
     out = {"system": "saq-postgres", "jobs": n, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}

@@ -161,6 +161,7 @@ async def run(system: str, tag: str, n: int, concurrency: int, poll_delay: float
 
 async def main(args: argparse.Namespace) -> None:
     peerlib.quiet_logging()
+    peerlib.start_watchdog()
     try:
         if args.warmup:
             await run(args.system, f"{peerlib.TAG}_w", args.warmup, args.concurrency, args.poll_delay)
