@@ -151,6 +151,34 @@ async def wait_done(done: asyncio.Event, what: str) -> None:
         raise SystemExit(f"{what}: not done after {WAIT_SECONDS:.0f} s")
 
 
+LOST_CANCELLATIONS = [0]  # how often `finish` had to cancel again (reported in the peer's JSON)
+
+
+async def finish(main: asyncio.Future[Any], tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait for `main` (a worker's stop, or a cancelled task); while it is not done, cancel `tasks` again each second.
+
+    On Python 3.11 a cancellation that arrives as asyncio.wait_for's inner future completes is lost (gh-86296,
+    fixed in 3.12). saq's Worker.stop() cancels its tasks once and waits for them without a bound; a `process`
+    task waiting for LISTEN notifications (saq's multiplexer: wait_for(queue.get(), 1)) that loses the
+    cancellation goes on waiting for good. That hung the saq-postgres peer idle in worker.stop() about once in
+    45 runs here; the same single cancel-and-wait is in arq's and procrastinate's shutdown paths.
+    """
+    while not main.done():
+        await asyncio.wait({main}, timeout=1.0)
+        running = [t for t in tasks if not t.done()]
+        if not main.done() and running:
+            LOST_CANCELLATIONS[0] += 1
+            print(f"{TAG}: a cancellation was lost; cancelling {len(running)} task(s) again", file=sys.stderr)
+            for task in running:
+                task.cancel()
+    await asyncio.gather(main, return_exceptions=True)
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await finish(task, [task])
+
+
 async def delete_redis_keys(pattern: str) -> int:
     from redis.asyncio import Redis
 

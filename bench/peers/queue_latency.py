@@ -60,9 +60,8 @@ async def measure(url: str, n: int) -> list[float]:
         await asyncio.sleep(0.005)
     await peerlib.maybe_hang("saq-latency")
     await peerlib.wait_done(done, "saq-postgres latency")
-    await worker.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await peerlib.finish(asyncio.ensure_future(worker.stop()), [*worker.tasks, task])
+    await peerlib.cancel(task)
     await queue.disconnect()
     return latencies
 

@@ -7,7 +7,9 @@ Runs in the peers' venv (bench/peers.py). Prints one JSON line:
 Systems: saq-redis, saq-postgres, arq (poll delay --poll-delay, default 10 ms), procrastinate.
 Everything a run writes is named by its tag (bench/peers/peerlib.py): Redis queues and job ids carry it, and
 PostgreSQL work happens in a schema of that name in the database vibe_jobs_bench, dropped at the end.
-A worker that logs an error fails the run at once (it used to wait idle for jobs that could not run).
+A worker that logs an error fails the run at once (it used to wait idle for jobs that could not run), and a
+worker's shutdown is cancelled again until it ends (peerlib.finish: on Python 3.11 saq's Worker.stop() could lose
+a cancellation and wait for good; "lost_cancellations" in the JSON counts the times it had to).
 VIBE_JOBS_BENCH_HANG=<system> makes that system hang on purpose after enqueueing.
 
 Run: .bench-venv/bin/python bench/peers/queue_throughput.py saq-redis --jobs 10000
@@ -84,9 +86,8 @@ async def saq_run(system: str, url: str, tag: str, n: int, concurrency: int) -> 
         task = asyncio.create_task(worker.start())
         await peerlib.wait_done(counter.event, system)
         done = time.perf_counter()
-        await worker.stop()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await peerlib.finish(asyncio.ensure_future(worker.stop()), [*worker.tasks, task])
+        await peerlib.cancel(task)
     finally:
         await queue.disconnect()
     check(counter)
@@ -112,8 +113,7 @@ async def arq_run(name: str, n: int, concurrency: int, poll_delay: float) -> tup
     task = asyncio.create_task(worker.async_run())
     await peerlib.wait_done(counter.event, "arq")
     done = time.perf_counter()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await peerlib.cancel(task)
     await worker.close()
     check(counter)
     return enqueued - start, done - enqueued
@@ -141,8 +141,7 @@ async def procrastinate_run(url: str, n: int, concurrency: int) -> tuple[float, 
         task = asyncio.create_task(worker)
         await peerlib.wait_done(counter.event, "procrastinate")
         done = time.perf_counter()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await peerlib.cancel(task)
     check(counter)
     return enqueued - start, done - enqueued
 
@@ -170,8 +169,12 @@ async def main(args: argparse.Namespace) -> None:
         if args.system in ("saq-redis", "arq"):
             await peerlib.delete_redis_keys(f"*{peerlib.TAG}*")
     n = args.jobs
-    per_s = {"enqueue_per_s": n / t_enqueue, "processed_per_s": n / t_process}
-    print(json.dumps({"system": args.system, "jobs": n, **per_s, "end_to_end_per_s": n / (t_enqueue + t_process)}))
+    per_s = {
+        "enqueue_per_s": n / t_enqueue,
+        "processed_per_s": n / t_process,
+        "end_to_end_per_s": n / (t_enqueue + t_process),
+    }
+    print(json.dumps({"system": args.system, "jobs": n, **per_s, "lost_cancellations": peerlib.LOST_CANCELLATIONS[0]}))
 
 
 if __name__ == "__main__":
