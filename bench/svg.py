@@ -97,7 +97,7 @@ def row_scale(r: Row) -> float:
 
 def row_height(r: Row) -> int:
     bars = 1 + bool(r.get("peer_name"))
-    return NAME_H + bars * (BAR_H + 4) + ROW_GAP
+    return NAME_H + bars * (BAR_H + 4) + ROW_GAP + (8 if len(goal_lines(r)) > 1 else 0)
 
 
 def draw_row(r: Row, y: float) -> Iterator[str]:
@@ -116,10 +116,11 @@ def draw_row(r: Row, y: float) -> Iterator[str]:
     if r.get("peer_name"):
         y += BAR_H + 4
         yield from draw_peer(r, y, scale, unit)
-    for value, label in goal_lines(r):
+    for i, (value, label) in enumerate(goal_lines(r)):
         gx = BAR_X + BAR_W * value / scale
         yield f'<path d="M{gx:.1f} {top - 3:.1f}V{y + BAR_H + 3:.1f}" stroke="{GOAL}" stroke-dasharray="4 3"/>'
-        yield text(gx + 3, top - 4, label, 9, GOAL)
+        ly = top - 4 if i % 2 == 0 else y + BAR_H + 11  # a second goal's label goes below, not over the first
+        yield text(gx + 3, ly, label, 9, GOAL)
 
 
 def draw_peer(r: Row, y: float, scale: float, unit: str) -> Iterator[str]:
