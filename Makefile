@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-all lint typecheck unit conformance bench clean
+.PHONY: run test test-all lint typecheck unit conformance bench bench-hang-demo bench-publish clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,19 @@ test-all: test
 conformance: $(STAMP)
 	bash scripts/conformance.sh
 
+# every figure against its peers: one table, bench/results/latest.{json,svg}, a line in bench/results/history.jsonl;
+# exit 0 all done, 1 a figure failed, 3 a peer timed out (marked in the table), 4 something was left behind
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
+# the same with one peer made to hang on purpose (HANG=saq-postgres by default): it is killed after its own
+# time-out, marked "timed out", the rest of the table is whole, nothing is left behind; make stops with exit 3
+bench-hang-demo: $(STAMP)
+	VIBE_JOBS_BENCH_HANG=$(or $(HANG),saq-postgres) $(BIN)/python bench/suite.py $(BENCH_ARGS)
+
+# the picture the README shows: the last run's bench/results/latest.svg copied to the tracked bench/latest.svg
+bench-publish:
+	cp bench/results/latest.svg bench/latest.svg
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -20,6 +20,8 @@ ROOT = BENCH.parent
 if str(BENCH) not in sys.path:  # figure scripts import each other as top-level modules
     sys.path.insert(0, str(BENCH))
 
+import procs  # noqa: E402 (found through the path set just above)
+
 
 class Summary(TypedDict):
     median: float
@@ -40,6 +42,7 @@ class Row(TypedDict, total=False):
     goal: str
     met: bool | None
     note: str
+    peer_status: str  # "timed out" / "failed" when the peer did not finish every round
 
 
 def summary(values: Sequence[float]) -> Summary:
@@ -48,11 +51,16 @@ def summary(values: Sequence[float]) -> Summary:
     return Summary(median=statistics.median(values), min=min(values), max=max(values), n=len(values))
 
 
-def ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
-    """Pairwise ratios num[i] / den[i]: both taken in the same round."""
+def ratios(num: Sequence[float], den: Sequence[float | None]) -> list[float]:
+    """Pairwise ratios num[i] / den[i]: both taken in the same round (rounds where a peer has none are left out)."""
     if len(num) != len(den):
         raise ValueError(f"pairwise ratio needs equal rounds, got {len(num)} and {len(den)}")
     return [a / b for a, b in zip(num, den, strict=True) if b]
+
+
+def present(values: Sequence[float | None] | None) -> list[float]:
+    """The figures a peer has (None marks a round it did not finish)."""
+    return [v for v in values or [] if v is not None]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -69,18 +77,24 @@ def row(
     vibe: Sequence[float] | None,
     *,
     peer_name: str | None = None,
-    peer: Sequence[float] | None = None,
+    peer: Sequence[float | None] | None = None,
     ratio: Sequence[float] | None = None,
     ratio_label: str = "",
     goal: str = "",
     met: bool | None = None,
     note: str = "",
+    peer_status: str = "",
 ) -> Row:
+    peer_values = present(peer)
     return Row(
         figure=figure, name=name, unit=unit, vibe=summary(vibe) if vibe else None, peer_name=peer_name,
-        peer=summary(peer) if peer else None, ratio=summary(ratio) if ratio else None, ratio_label=ratio_label,
-        goal=goal, met=met, note=note,
+        peer=summary(peer_values) if peer_values else None, ratio=summary(ratio) if ratio else None,
+        ratio_label=ratio_label, goal=goal, met=met, note=note, peer_status=peer_status,
     )  # fmt: skip
+
+
+def median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def fmt_value(value: float) -> str:
@@ -116,21 +130,27 @@ def fmt_ratio(s: Summary | None, label: str) -> str:
     return f"{core} {label}".rstrip()
 
 
+def fmt_peer(r: Row) -> str:
+    """The peer column: `name: median [min-max]`, or `name: timed out` (figures of earlier rounds kept)."""
+    status, figures = r.get("peer_status", ""), r.get("peer")
+    text = fmt_summary(figures, r.get("unit", ""))
+    if status:
+        text = f"{text} ({status} after {figures['n']} round(s))" if figures else status
+    return f"{r['peer_name']}: {text}" if r.get("peer_name") else text
+
+
 def table(rows: Sequence[Row]) -> str:
     """The single table: figure | vibe-jobs | peer | ratio | goal | met?"""
     header = ["fig", "figure", "vibe-jobs (median [min-max])", "peer", "ratio (pairwise)", "goal", "met?"]
     lines: list[list[str]] = []
     for r in rows:
-        unit = r.get("unit", "")
-        peer = fmt_summary(r.get("peer"), unit)
-        if r.get("peer_name"):
-            peer = f"{r['peer_name']}: {peer}"
+        peer = fmt_peer(r)
         met = r.get("met")
         lines.append(
             [
                 r.get("figure", ""),
                 r.get("name", ""),
-                fmt_summary(r.get("vibe"), unit),
+                fmt_summary(r.get("vibe"), r.get("unit", "")),
                 peer,
                 fmt_ratio(r.get("ratio"), r.get("ratio_label", "")),
                 r.get("goal", ""),
@@ -150,6 +170,7 @@ def cli(measure: Callable[[bool], list[Row]]) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one or two rounds")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     args = parser.parse_args()
+    procs.guard()
     began = time.perf_counter()
     rows = measure(args.quick)
     if args.json:

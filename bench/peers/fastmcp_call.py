@@ -4,6 +4,7 @@
 Starts bench/peers/fastmcp_server.py, then sequentially: a call of the task-enabled no-op tool (the client
 drives the background task to its result: tools/call -> task created -> tasks/get polling) and a call of
 the plain no-op tool, `--calls` of each, alternating. Prints one JSON line: milliseconds per call for each.
+VIBE_JOBS_BENCH_HANG=fastmcp makes it hang on purpose once connected (the server, its child, still running).
 
 Run: .bench-venv/bin/python bench/peers/fastmcp_call.py --calls 200
 """
@@ -19,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import peerlib
 from fastmcp import Client
 from fastmcp.client.transports import PythonStdioTransport
 from fastmcp_tasks import call_tool_task  # importing it registers the client half: call_tool drives tasks
@@ -28,6 +30,7 @@ SERVER = Path(__file__).resolve().parent / "fastmcp_server.py"
 
 async def main(calls: int, warmup: int) -> None:
     logging.disable(logging.CRITICAL)
+    peerlib.start_watchdog()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "FASTMCP_CHECK_FOR_UPDATES": "off",
@@ -38,6 +41,7 @@ async def main(calls: int, warmup: int) -> None:
     task_ms: list[float] = []
     plain_ms: list[float] = []
     async with Client(transport) as client:
+        await peerlib.maybe_hang("fastmcp")
         task = await call_tool_task(client, "noop_task", {})  # raises if the server ran it synchronously
         assert task.task_id and (await task.result()).data == "done"
         for i in range(warmup + calls):

@@ -2,7 +2,8 @@
 """Peer pick-up latency: saq on PostgreSQL, a worker (concurrency 50) idle, jobs enqueued one every 5 ms.
 
 Runs in the peers' venv (bench/peers.py). The latency of a job is saq's own `started - queued`
-(epoch milliseconds). Prints one JSON line: {"system", "jobs", "p50", "p99"}.
+(epoch milliseconds). Prints one JSON line: {"system", "jobs", "p50", "p99"}. The run works in a schema of its
+own, named by its tag (bench/peers/peerlib.py), dropped at the end.
 
 Run: .bench-venv/bin/python bench/peers/queue_latency.py --jobs 300
 """
@@ -12,11 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import uuid
 from typing import Any
 
-from queue_throughput import reset_bench_db
+import peerlib
+from queue_throughput import own_schema
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -26,10 +26,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def main(n: int) -> None:
+    peerlib.quiet_logging()
+    peerlib.start_watchdog()
+    async with own_schema(peerlib.TAG) as url:
+        latencies = await measure(url, n)
+    out = {"system": "saq-postgres", "jobs": n, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+    print(json.dumps(out))
+
+
+async def measure(url: str, n: int) -> list[float]:
     from saq import Queue, Worker
 
-    logging.disable(logging.CRITICAL)
-    queue = Queue.from_url(await reset_bench_db(), name=f"vibe-lat-{uuid.uuid4().hex[:8]}")
+    queue = Queue.from_url(url, name=peerlib.TAG, saq_lock_keyspace=peerlib.lock_keyspace())
     await queue.connect()
     latencies: list[float] = []
     done = asyncio.Event()
@@ -50,16 +58,12 @@ async def main(n: int) -> None:
     for _ in range(n):
         await queue.enqueue("noop", timeout=60)
         await asyncio.sleep(0.005)
-    await asyncio.wait_for(done.wait(), 120)
-    await worker.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await peerlib.maybe_hang("saq-latency")
+    await peerlib.wait_done(done, "saq-postgres latency")
+    await peerlib.finish(asyncio.ensure_future(worker.stop()), [*worker.tasks, task])
+    await peerlib.cancel(task)
     await queue.disconnect()
-    print(
-        json.dumps(
-            {"system": "saq-postgres", "jobs": n, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
-        )
-    )
+    return latencies
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@ Runs in the peers' venv (bench/peers.py). Prints one JSON line:
 {"system", "jobs", "enqueue_per_s", "processed_per_s", "end_to_end_per_s"}.
 
 Systems: saq-redis, saq-postgres, arq (poll delay --poll-delay, default 10 ms), procrastinate.
-Redis keys live under a unique queue name and are deleted afterwards; PostgreSQL work happens in a
-separate database (vibe_jobs_bench) that is reset at each run.
+Everything a run writes is named by its tag (bench/peers/peerlib.py): Redis queues and job ids carry it, and
+PostgreSQL work happens in a schema of that name in the database vibe_jobs_bench, dropped at the end.
+A worker that logs an error fails the run at once (it used to wait idle for jobs that could not run), and a
+worker's shutdown is cancelled again until it ends (peerlib.finish: on Python 3.11 saq's Worker.stop() could lose
+a cancellation and wait for good; "lost_cancellations" in the JSON counts the times it had to).
+VIBE_JOBS_BENCH_HANG=<system> makes that system hang on purpose after enqueueing.
 
 Run: .bench-venv/bin/python bench/peers/queue_throughput.py saq-redis --jobs 10000
 """
@@ -16,33 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
 import time
-import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-BENCH_DB = "vibe_jobs_bench"
-
-
-def bench_db_url() -> str:
-    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + BENCH_DB
-
-
-async def reset_bench_db() -> str:
-    """Create (or empty) the benchmark database; return its URL."""
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
-        if await cur.fetchone() is None:
-            await conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    async with await psycopg.AsyncConnection.connect(bench_db_url(), autocommit=True) as conn:
-        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        await conn.execute("CREATE SCHEMA public")
-    return bench_db_url()
+import peerlib
 
 
 class Counter:
@@ -74,76 +57,71 @@ def check(counter: Counter) -> None:
         raise SystemExit(f"only {counter.ran} of {counter.n} jobs ran their function")
 
 
-async def saq_run(url: str, n: int, concurrency: int) -> tuple[float, float]:
+@asynccontextmanager
+async def own_schema(tag: str) -> AsyncIterator[str]:
+    """The schema `tag` (dropped afterwards, also on failure); yields the URL that uses it."""
+    url = await peerlib.create_schema(tag)
+    try:
+        yield url
+    finally:
+        await asyncio.shield(peerlib.drop_schema(tag))
+
+
+async def saq_run(system: str, url: str, tag: str, n: int, concurrency: int) -> tuple[float, float]:
     from saq import Queue, Worker
 
-    name = f"vibe-bench-{uuid.uuid4().hex[:8]}"
-    queue = Queue.from_url(url, name=name)
+    extra = {"saq_lock_keyspace": peerlib.lock_keyspace(tag)} if system == "saq-postgres" else {}
+    queue = Queue.from_url(url, name=tag, **extra)
     await queue.connect()
     global COUNTER
     COUNTER = counter = Counter(n)
     worker = Worker(queue, functions=[("noop", noop)], concurrency=concurrency, after_process=after)
     worker.SIGNALS = []
-    start = time.perf_counter()
-    for _ in range(n):
-        await queue.enqueue("noop", timeout=60)
-    enqueued = time.perf_counter()
-    task = asyncio.create_task(worker.start())
-    await asyncio.wait_for(counter.event.wait(), 600)
-    done = time.perf_counter()
-    await worker.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            await queue.enqueue("noop", timeout=60)
+        enqueued = time.perf_counter()
+        await peerlib.maybe_hang(system)
+        task = asyncio.create_task(worker.start())
+        await peerlib.wait_done(counter.event, system)
+        done = time.perf_counter()
+        await peerlib.finish(asyncio.ensure_future(worker.stop()), [*worker.tasks, task])
+        await peerlib.cancel(task)
+    finally:
+        await queue.disconnect()
     check(counter)
-    if url.startswith("redis"):
-        await _delete_redis_keys(f"saq:*{name}*")
-    await queue.disconnect()
     return enqueued - start, done - enqueued
 
 
-async def _delete_redis_keys(pattern: str) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(REDIS_URL)
-    keys = [k async for k in redis.scan_iter(match=pattern, count=1000)]
-    for i in range(0, len(keys), 500):
-        await redis.delete(*keys[i : i + 500])
-    await redis.aclose()
-
-
-async def arq_run(n: int, concurrency: int, poll_delay: float) -> tuple[float, float]:
+async def arq_run(name: str, n: int, concurrency: int, poll_delay: float) -> tuple[float, float]:
     from arq import Worker, create_pool, func
     from arq.connections import RedisSettings
 
-    name = f"vibe-bench-arq-{uuid.uuid4().hex[:8]}"
-    settings = RedisSettings.from_dsn(REDIS_URL)
-    pool = await create_pool(settings, default_queue_name=name)
+    pool = await create_pool(RedisSettings.from_dsn(peerlib.REDIS_URL), default_queue_name=name)
     global COUNTER
     COUNTER = counter = Counter(n)
     start = time.perf_counter()
-    for _ in range(n):
-        await pool.enqueue_job("noop", _queue_name=name)
+    for i in range(n):
+        await pool.enqueue_job("noop", _queue_name=name, _job_id=f"{name}:{i}")
     enqueued = time.perf_counter()
+    await peerlib.maybe_hang("arq")
     worker = Worker(
         functions=[func(noop, name="noop")], redis_pool=pool, queue_name=name, max_jobs=concurrency,
-        poll_delay=poll_delay,
-        keep_result=0, after_job_end=after, handle_signals=False,
+        poll_delay=poll_delay, keep_result=0, after_job_end=after, handle_signals=False,
     )  # fmt: skip
     task = asyncio.create_task(worker.async_run())
-    await asyncio.wait_for(counter.event.wait(), 600)
+    await peerlib.wait_done(counter.event, "arq")
     done = time.perf_counter()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await peerlib.cancel(task)
     await worker.close()
     check(counter)
-    await _delete_redis_keys(f"*{name}*")
     return enqueued - start, done - enqueued
 
 
-async def procrastinate_run(n: int, concurrency: int) -> tuple[float, float]:
+async def procrastinate_run(url: str, n: int, concurrency: int) -> tuple[float, float]:
     from procrastinate import App, PsycopgConnector
 
-    url = await reset_bench_db()
     app = App(connector=PsycopgConnector(conninfo=url))
     counter = Counter(n)
 
@@ -158,46 +136,45 @@ async def procrastinate_run(n: int, concurrency: int) -> tuple[float, float]:
         for _ in range(n):
             await noop_task.defer_async()
         enqueued = time.perf_counter()
-        task = asyncio.create_task(
-            app.run_worker_async(concurrency=concurrency, wait=True, install_signal_handlers=False)
-        )
-        await asyncio.wait_for(counter.event.wait(), 600)
+        await peerlib.maybe_hang("procrastinate")
+        worker = app.run_worker_async(concurrency=concurrency, wait=True, install_signal_handlers=False)
+        task = asyncio.create_task(worker)
+        await peerlib.wait_done(counter.event, "procrastinate")
         done = time.perf_counter()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await peerlib.cancel(task)
     check(counter)
     return enqueued - start, done - enqueued
 
 
-async def run(system: str, n: int, concurrency: int, poll_delay: float) -> tuple[float, float]:
+async def run(system: str, tag: str, n: int, concurrency: int, poll_delay: float) -> tuple[float, float]:
+    """One round under `tag`: its own queue name, schema and (saq) advisory-lock keyspace."""
     if system == "saq-redis":
-        return await saq_run(REDIS_URL, n, concurrency)
-    if system == "saq-postgres":
-        return await saq_run(await reset_bench_db(), n, concurrency)
+        return await saq_run(system, peerlib.REDIS_URL, tag, n, concurrency)
     if system == "arq":
-        return await arq_run(n, concurrency, poll_delay)
-    if system == "procrastinate":
-        return await procrastinate_run(n, concurrency)
-    raise SystemExit(f"unknown system {system}")
+        return await arq_run(tag, n, concurrency, poll_delay)
+    async with own_schema(tag) as url:
+        if system == "saq-postgres":
+            return await saq_run(system, url, tag, n, concurrency)
+        return await procrastinate_run(url, n, concurrency)
 
 
 async def main(args: argparse.Namespace) -> None:
-    logging.disable(logging.CRITICAL)
-    if args.warmup:
-        await run(args.system, args.warmup, args.concurrency, args.poll_delay)
-    t_enqueue, t_process = await run(args.system, args.jobs, args.concurrency, args.poll_delay)
+    peerlib.quiet_logging()
+    peerlib.start_watchdog()
+    try:
+        if args.warmup:
+            await run(args.system, f"{peerlib.TAG}_w", args.warmup, args.concurrency, args.poll_delay)
+        t_enqueue, t_process = await run(args.system, peerlib.TAG, args.jobs, args.concurrency, args.poll_delay)
+    finally:
+        if args.system in ("saq-redis", "arq"):
+            await peerlib.delete_redis_keys(f"*{peerlib.TAG}*")
     n = args.jobs
-    print(
-        json.dumps(
-            {
-                "system": args.system,
-                "jobs": n,
-                "enqueue_per_s": n / t_enqueue,
-                "processed_per_s": n / t_process,
-                "end_to_end_per_s": n / (t_enqueue + t_process),
-            }
-        )
-    )
+    per_s = {
+        "enqueue_per_s": n / t_enqueue,
+        "processed_per_s": n / t_process,
+        "end_to_end_per_s": n / (t_enqueue + t_process),
+    }
+    print(json.dumps({"system": args.system, "jobs": n, **per_s, "lost_cancellations": peerlib.LOST_CANCELLATIONS[0]}))
 
 
 if __name__ == "__main__":
