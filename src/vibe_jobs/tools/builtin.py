@@ -14,13 +14,15 @@ from vibe_jobs.errors import JobTimeout, NonRetryableError
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
-from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, map_codebase, render_markdown
+from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
 from vibe_jobs.tools.command import CommandFailedToStart, CommandRefused, check_command, parse_allowed, run_process
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
 
+MAX_FILES_CAP = 1_000_000
+MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
 KEEP_LINES = 20
 
@@ -35,7 +37,7 @@ class MapCodebase:
         job: JobContext,
         include: Annotated[list[str] | None, Field(description="Globs of files to include.")] = None,
         exclude: Annotated[list[str] | None, Field(description="Globs of files to leave out.")] = None,
-        maxFiles: Annotated[int | None, Field(ge=1, description="Stop after this many files.")] = None,
+        maxFiles: Annotated[int | None, Field(ge=1, le=MAX_FILES_CAP, description=MAX_FILES_HELP)] = DEFAULT_MAX_FILES,
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:
         """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
@@ -45,13 +47,13 @@ class MapCodebase:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
 
         code_map = await map_codebase(
-            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles,
+            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles or DEFAULT_MAX_FILES,
             report=report, checkpoint=job.checkpoint, diagnostic=job.diagnostic,
         )  # fmt: skip
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
-        return text_result(body or f"Mapped {code_map.total_files} files under {root}", structured=structured)
+        return text_result(body or _summary(code_map), structured=structured)
 
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
@@ -59,6 +61,11 @@ class MapCodebase:
         except PathRefused as exc:
             return f"map-codebase refused: {exc}"
         return None
+
+
+def _summary(code_map: CodeMap) -> str:
+    text = f"Mapped {code_map.total_files:,} files under {code_map.root}."
+    return text + f" Stopped at maxFiles ({code_map.max_files:,}): more files exist." if code_map.truncated else text
 
 
 class RunCommand:

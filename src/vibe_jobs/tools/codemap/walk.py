@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vibe_jobs.tools.codemap.safeio import DIR_FLAGS, Refused, opened, read_regular
 from vibe_jobs.tools.roots import is_within
 
 SKIP_DIRS: dict[str, str] = {
@@ -44,6 +45,7 @@ _BINARY_EXTENSION_WORDS = (
 BINARY_EXTENSIONS = frozenset("." + word for word in _BINARY_EXTENSION_WORDS.split())
 
 BINARY_SNIFF_BYTES = 8192
+GITIGNORE_MAX_BYTES = 1024 * 1024
 
 
 def looks_binary(head: bytes) -> bool:
@@ -192,6 +194,27 @@ class _Dir:
     included: bool
 
 
+@dataclass(frozen=True)
+class _Found:
+    """One directory entry, classified while its directory was open."""
+
+    name: str
+    path: str
+    kind: str  # "dir", "file", "broken-symlink" or "special"
+    link: bool
+
+
+def _classify(base: str, entry: os.DirEntry[str]) -> _Found:
+    try:
+        is_dir = entry.is_dir()
+        is_file = not is_dir and entry.is_file()
+        link = entry.is_symlink()
+    except OSError:
+        is_dir = is_file = link = False
+    kind = "dir" if is_dir else "file" if is_file else "broken-symlink" if link else "special"
+    return _Found(entry.name, os.path.join(base, entry.name), kind, link)
+
+
 class Walker:
     """Incremental walk: call `step()` until it returns True; `result` holds what was found."""
 
@@ -216,6 +239,10 @@ class Walker:
         self._stack = [_Dir(str(root), real, "", (), self._include is None)]
 
     @property
+    def roots(self) -> tuple[Path, ...]:
+        return self._roots
+
+    @property
     def done(self) -> bool:
         return not self._stack
 
@@ -235,7 +262,7 @@ class Walker:
         self.result.skipped[reason] += 1
 
     def _visit(self, folder: _Dir) -> int:
-        entries = self._scan(folder.path)
+        entries = self._scan(folder)
         if entries is None:
             return 1
         names = {entry.name for entry in entries}
@@ -252,37 +279,35 @@ class Walker:
             self._stack.extend(reversed(subdirs))
         return len(entries) + 1
 
-    def _scan(self, path: str) -> list[os.DirEntry[str]] | None:
+    def _scan(self, folder: _Dir) -> list[_Found] | None:
+        """The folder's entries, listed through a descriptor that really is inside the roots."""
         try:
-            with os.scandir(path) as it:
-                return sorted(it, key=lambda entry: entry.name)
+            with opened(folder.path, self._roots, DIR_FLAGS) as fd, os.scandir(fd) as it:
+                return sorted((_classify(folder.path, entry) for entry in it), key=lambda found: found.name)
+        except Refused as exc:
+            self._skip(exc.reason)
         except OSError as exc:
             self._skip("unreadable")
-            self.result.diagnostics.append(f"cannot list directory {path}: {exc.strerror or exc}")
-            return None
+            self.result.diagnostics.append(f"cannot list directory {folder.rel or '.'}: {exc.strerror or exc}")
+        return None
 
     def _gitignore(self, folder: _Dir) -> tuple[PatternSet, ...]:
-        path = os.path.join(folder.path, ".gitignore")
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return (PatternSet.parse(handle, folder.rel),)
-        except OSError as exc:
-            self.result.diagnostics.append(f"cannot read {path}: {exc.strerror or exc}")
+            data = read_regular(os.path.join(folder.path, ".gitignore"), self._roots, GITIGNORE_MAX_BYTES)
+        except (Refused, OSError) as exc:
+            reason = exc.reason if isinstance(exc, Refused) else exc.strerror or str(exc)
+            self.result.diagnostics.append(f"cannot read {folder.rel}.gitignore: {reason}")
             return ()
+        return (PatternSet.parse(data.decode("utf-8", errors="replace").splitlines(), folder.rel),)
 
-    def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], out: list[_Dir]) -> None:
+    def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, out: list[_Dir]) -> None:
         rel = folder.rel + entry.name
-        try:
-            is_dir = entry.is_dir()
-            is_file = not is_dir and entry.is_file()
-        except OSError:
-            is_dir = is_file = False
-        if not (is_dir or is_file):
-            self._skip("broken-symlink" if entry.is_symlink() else "special")
-        elif is_dir:
+        if entry.kind == "dir":
             self._directory(folder, rules, entry, rel, out)
-        else:
+        elif entry.kind == "file":
             self._file(folder, rules, entry, rel)
+        else:
+            self._skip(entry.kind)
 
     def _filtered(self, rules: tuple[PatternSet, ...], rel: str, is_dir: bool) -> str | None:
         """The reason to skip `rel` by its patterns, or None to keep it."""
@@ -292,9 +317,7 @@ class Walker:
             return "excluded"
         return None
 
-    def _directory(
-        self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], rel: str, out: list[_Dir]
-    ) -> None:
+    def _directory(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, rel: str, out: list[_Dir]) -> None:
         reason = SKIP_DIRS.get(entry.name) or self._filtered(rules, rel, True)
         real = None if reason else self._real_dir(folder, entry)
         if reason is not None:
@@ -304,20 +327,20 @@ class Walker:
             included = folder.included or bool(self._include and self._include.match(rel, True))
             out.append(_Dir(entry.path, real, rel + "/", rules, included))
 
-    def _real_dir(self, folder: _Dir, entry: os.DirEntry[str]) -> str | None:
+    def _real_dir(self, folder: _Dir, entry: _Found) -> str | None:
         """The real path of a sub-directory to enter, or None (counted) when it must not be."""
-        real = self._link_target(entry) if entry.is_symlink() else os.path.join(folder.real, entry.name)
+        real = self._link_target(entry) if entry.link else os.path.join(folder.real, entry.name)
         if real is not None and real in self._visited:
             self._skip("already-visited")
             return None
         return real
 
-    def _file(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], rel: str) -> None:
+    def _file(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, rel: str) -> None:
         reason = "vcs" if entry.name == ".git" else None
         reason = reason or ("binary" if has_binary_extension(entry.name) else self._filtered(rules, rel, False))
         if reason is None and not (folder.included or (self._include and self._include.match(rel, False))):
             reason = "not-included"
-        if reason is None and entry.is_symlink() and self._link_target(entry) is None:
+        if reason is None and entry.link and self._link_target(entry) is None:
             return
         if reason is not None:
             self._skip(reason)
@@ -327,7 +350,7 @@ class Walker:
         else:
             self.result.files.append((entry.path, rel))
 
-    def _link_target(self, entry: os.DirEntry[str]) -> str | None:
+    def _link_target(self, entry: _Found) -> str | None:
         """The real path of a symbolic link, or None (counted) when it leaves the allowed roots."""
         real = os.path.realpath(entry.path)
         if is_within(Path(real), self._roots):
