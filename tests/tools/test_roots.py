@@ -46,6 +46,7 @@ def test_hostile_paths_get_a_clear_refusal(tree: Path) -> None:
     root = tree / "root"
     assert refusal("a/" * 3000, root) == "path is 6,000 characters long; the limit is 4,096"
     assert refusal("sub\0x", root) == "path contains a NUL character"
+    assert refusal("sub\ud800", root) == "path 'sub\\ud800' does not exist or is outside the allowed roots"
     assert refusal("x" * 300, root).endswith("does not exist or is outside the allowed roots")  # a name too long
     long_refusal = refusal("y" * 4000, root)
     assert len(long_refusal) < 300, "a refusal does not echo a long path whole"

@@ -58,5 +58,5 @@ def _existing(text: str, roots: Sequence[Path]) -> Path | None:
         raw = Path(text).expanduser()
         candidate = raw if raw.is_absolute() else roots[0] / raw
         return candidate.resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, a loop, a name too long, an unknown ~user
+    except (OSError, RuntimeError, ValueError):  # missing, a loop, a name too long, an unknown ~user, a lone surrogate
         return None
