@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+from typing import Any
 
 import pytest
 
@@ -365,6 +366,16 @@ def test_large_python_files_get_the_same_outline_as_small_ones() -> None:
                     pass
                 return []
 
+            class Config:
+                def get(self): ...
+
+                class Deeper:
+                    def deepest(self): ...
+
+            limit = 3
+
+            def after_nested(self): ...
+
         def f(a: int, b=2) -> str:
             return ""
 
@@ -378,11 +389,11 @@ def test_large_python_files_get_the_same_outline_as_small_ones() -> None:
     large = source + b"# padding\n" * (AST_MAX_BYTES // 10)
     small, outlined = extract_symbols("Python", source), extract_symbols("Python", large)
 
-    def shape(symbols: list[Symbol]) -> list[tuple[str, str, int, list[str]]]:
-        return [(s.kind, s.name, s.line, _children(s)) for s in symbols]
+    def shape(symbols: list[Symbol] | None) -> list[Any]:
+        return [(s.kind, s.name, s.line, s.signature, shape(s.children)) for s in symbols or ()]
 
     assert shape(outlined.symbols) == shape(small.symbols)
-    assert [s.signature for s in outlined.symbols] == [s.signature for s in small.symbols]
+    assert small.symbols[1].children and [c.name for c in small.symbols[1].children][-2:] == ["Config", "after_nested"]
 
 
 PIECES = ["/*a", "//a\n", '"a\\', "'a", "`a", 'r#"a', '"""a', "'''a", "'\\'", "b'", "{", "(", "<", "a ", "> a", "#a\n"]

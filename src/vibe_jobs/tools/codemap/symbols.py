@@ -200,34 +200,57 @@ _PY_TOP = re.compile(r"^[^\s]", re.M)
 _PY_HEAD_STOP = re.compile(r"[()\[\]:\n]")
 
 
+@dataclass
+class _Frame:
+    """An open class while outlining: its symbol, its indentation, that of its body, where its head ends."""
+
+    symbol: Symbol
+    indent: str
+    body: str
+    head_end: int
+
+
 def python_outline(text: str, check: Check = lambda: None) -> list[Symbol]:
-    """Top-level classes and functions, and the methods of those classes, found line by line."""
+    """Top-level classes and functions, the methods and classes inside classes (as `ast` finds them), by scan."""
     masked = blank_noise(text, PYTHON, check)
     lines, tops = LineIndex(text), [m.start() for m in _PY_TOP.finditer(masked)]
     found: list[Symbol] = []
-    owner: tuple[Symbol, int] | None = None  # the current top-level class and where its body ends
-    member_indent: str | None = None
+    frames: list[_Frame] = []
     matches = list(_PY_DEF.finditer(masked))
     for count, match in enumerate(matches):
         if count % 256 == 255:
             check()
-        start = match.start("head")
+        start, indent = match.start("head"), match["indent"]
+        if frames and _next_top(tops, frames[0].head_end) < start:  # a statement in column 0 closed them all
+            frames.clear()
+        while frames and len(frames[-1].indent) >= len(indent):
+            frames.pop()
+        if (frames and indent != frames[-1].body) or (not frames and indent):
+            continue  # inside a function, or a block that is no class body (`if`, `for`, ...)
         limit = matches[count + 1].start() if count + 1 < len(matches) else None
         end = signature_end(masked, start, _PY_HEAD_STOP, limit)
-        is_class = match["cls"] is not None
-        symbol = Symbol(
-            kind="class" if is_class else "function", name=match["cls"] or match["def"],
-            signature=render_signature(text, start, end).rstrip(":"), line=lines.line(start),
-        )  # fmt: skip
-        if not match["indent"]:
+        symbol = _outlined(match, render_signature(text, start, end).rstrip(":"), lines.line(start), bool(frames))
+        if frames:
+            frames[-1].symbol.children = [*(frames[-1].symbol.children or ()), symbol]
+        else:
             found.append(symbol)
-            owner, member_indent = ((symbol, _next_top(tops, start)) if is_class else None), None
-        elif owner is not None and not is_class and start < owner[1]:
-            member_indent = member_indent or match["indent"]
-            if match["indent"] == member_indent:
-                symbol.kind = "method"
-                owner[0].children = [*(owner[0].children or ()), symbol]
+        if symbol.kind == "class":
+            frames.append(_Frame(symbol, indent, _body_indent(masked, end), end))
     return found
+
+
+def _outlined(match: re.Match[str], signature: str, line: int, in_class: bool) -> Symbol:
+    kind = "class" if match["cls"] is not None else "method" if in_class else "function"
+    return Symbol(kind=kind, name=match["cls"] or match["def"], signature=signature, line=line)
+
+
+def _body_indent(masked: str, head_end: int) -> str:
+    """The indentation of the first line with code after a class head."""
+    found = _PY_BODY.search(masked, head_end)
+    return found[1] if found is not None else ""
+
+
+_PY_BODY = re.compile(r"\n([ \t]*+)[^\s]")
 
 
 def _next_top(tops: list[int], after: int) -> int:
