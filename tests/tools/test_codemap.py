@@ -102,6 +102,16 @@ async def _map(root: Path, recorder: Recorder | None = None, **options: Any) -> 
         ("[ab].txt", "b.txt", False, True),
         ("[!ab].txt", "b.txt", False, None),
         ("\\#hash", "#hash", False, True),
+        ("*a*b", "xayb", False, True),
+        ("*a*b", "ab", False, True),
+        ("*a*b", "ba", False, None),
+        ("*a*b", "a/b", False, None),
+        ("a*b*c", "abbbc", False, True),
+        ("a**b", "azzb", False, True),
+        ("**/a*b*", "x/y/azbz", False, True),
+        ("[z-a].txt", "[z-a].txt", False, True),
+        ("[[x].txt", "[.txt", False, True),
+        ("[!a]", "/", False, None),
         ("# comment", "# comment", False, None),
     ],
 )
@@ -478,3 +488,13 @@ async def test_a_file_over_its_time_budget_is_a_diagnostic(tmp_path: Path, monke
     code_map = await _map(tmp_path)
     assert [f.path for f in code_map.files] == ["many.js", "small.js"]
     assert code_map.diagnostics == ["many.js: symbols left out: reading them took over 0 s"]
+
+
+def test_a_hostile_glob_cannot_freeze_the_walk(tmp_path: Path) -> None:
+    """`*a*a*...*b` against a long name of `a`s backtracks through every split in a plain translation."""
+    _write(tmp_path, {"a" * 200 + ".py": "", "dir/" + "a" * 120 + "/x.py": ""})
+    hostile = "*a" * 15 + "*b"
+    began = time.monotonic()
+    walked = Walker(tmp_path, roots=[tmp_path], include=[hostile, "**/" + hostile], exclude=[hostile + "/"]).walk()
+    assert time.monotonic() - began < 1.0
+    assert walked.files == []

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
 
 MAX_FILES_CAP = 1_000_000
+MAX_GLOBS = 1000
+Glob = Annotated[str, Field(max_length=4096)]
 MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
 KEEP_LINES = 20
@@ -41,8 +43,12 @@ class MapCodebase:
         self,
         path: Annotated[str, Field(description="Directory to map (inside the allowed roots).")],
         job: JobContext,
-        include: Annotated[list[str] | None, Field(description="Globs of files to include.")] = None,
-        exclude: Annotated[list[str] | None, Field(description="Globs of files to leave out.")] = None,
+        include: Annotated[
+            list[Glob] | None, Field(max_length=MAX_GLOBS, description="Globs of files to include.")
+        ] = None,
+        exclude: Annotated[
+            list[Glob] | None, Field(max_length=MAX_GLOBS, description="Globs of files to leave out.")
+        ] = None,
         maxFiles: Annotated[int | None, Field(ge=1, le=MAX_FILES_CAP, description=MAX_FILES_HELP)] = DEFAULT_MAX_FILES,
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:

@@ -61,40 +61,70 @@ def has_binary_extension(name: str) -> bool:
 # --- gitignore patterns -------------------------------------------------------------------------
 
 
+# Any number of leading directories (`**/`): it backtracks over directory boundaries only.
+ANY_DIRS = "(?:[^/]*+/)*"
+
+
 def _char_class(pattern: str, start: int) -> tuple[str, int] | None:
-    """Translate the `[...]` starting at `start`; None when it is not closed."""
+    """Translate the `[...]` starting at `start`; None when it is not closed or not a valid set."""
     end = pattern.find("]", start + 2 if pattern[start + 1 : start + 2] in ("!", "^", "]") else start + 1)
     if end < 0:
         return None
     body = pattern[start + 1 : end]
-    if body[:1] in ("!", "^"):
-        body = "^" + body[1:]
-    return "[" + body.replace("\\", "\\\\") + "]", end + 1
+    negated = body[:1] in ("!", "^")
+    chars = "".join("-" if char == "-" else re.escape(char) for char in (body[1:] if negated else body))
+    klass = f"[^/{chars}]" if negated else f"[{chars}]"
+    try:
+        re.compile(klass)
+    except re.error:  # `[z-a]`: the `[` is then an ordinary character
+        return None
+    return klass, end + 1
 
 
 def translate_glob(pattern: str) -> str:
-    """Translate one gitignore glob (no leading `!`, no trailing `/`) into a regex source."""
+    """Translate one gitignore glob (no leading `!`, no trailing `/`) into a regex source.
+
+    The regex stays linear-ish on any file name: within one path component, every `*` but the
+    last takes the earliest place its following text fits, atomically (what fnmatch does), so a
+    pattern like `*a*a*a*a*b` cannot backtrack through every way to split a long name.
+    """
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         at_boundary = i == 0 or pattern[i - 1] == "/"
         if at_boundary and pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
+            out.append(ANY_DIRS)
             i += 3
         elif at_boundary and pattern.startswith("**", i) and i + 2 == n:
             out.append(".*")
             i += 2
         else:
-            piece, i = _glob_atom(pattern, i)
+            piece, i = _component(pattern, i)
             out.append(piece)
     return "".join(out)
 
 
+def _component(pattern: str, i: int) -> tuple[str, int]:
+    """Translate the path component starting at `i` (up to and with its `/`); the regex and the next index."""
+    chunks: list[list[str]] = [[]]  # the text before the first `*`, then the text after each `*`
+    while i < len(pattern) and pattern[i] != "/":
+        if pattern[i] == "*":
+            if chunks[-1] or len(chunks) == 1:  # `**` inside a component is one `*`
+                chunks.append([])
+            i += 1
+            continue
+        piece, i = _glob_atom(pattern, i)
+        chunks[-1].append(piece)
+    head, *starred = ["".join(chunk) for chunk in chunks]
+    middle = "".join(f"(?>[^/]*?{chunk})" for chunk in starred[:-1])
+    tail = f"[^/]*{starred[-1]}" if starred else ""
+    slash = "/" if i < len(pattern) else ""
+    return head + middle + tail + slash, i + len(slash)
+
+
 def _glob_atom(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the single glob element at `i`; returns the regex piece and the next index."""
+    """Translate the single glob element at `i` (no `*`); returns the regex piece and the next index."""
     char = pattern[i]
-    if char == "*":
-        return "[^/]*", i + 1
     if char == "?":
         return "[^/]", i + 1
     if char == "\\" and i + 1 < len(pattern):
@@ -126,7 +156,7 @@ def _parse_line(line: str) -> _Rule | None:
         return None
     anchored = "/" in body
     regex = translate_glob(body.lstrip("/"))
-    return _Rule(regex if anchored else "(?:.*/)?" + regex, negated, dir_only)
+    return _Rule(regex if anchored else ANY_DIRS + regex, negated, dir_only)
 
 
 def _alternation(rules: list[_Rule]) -> re.Pattern[str] | None:
