@@ -165,7 +165,7 @@ async def test_a_hostile_source_file_maps_fast_and_the_server_keeps_answering(tm
         took = time.monotonic() - began
     assert body["status"] == "completed", body.get("message")
     assert took < 2.0, f"mapping one 120 KB file took {took:.1f} s"
-    assert slowest < 0.5, f"list-jobs waited {slowest:.2f} s while the map ran"
+    assert slowest < 1.0, f"list-jobs waited {slowest:.2f} s while the map ran"
     files = {entry["path"]: entry for entry in body["result"]["structuredContent"]["files"]}
     assert files["ok.js"]["symbols"][0]["name"] == "fine"
 

@@ -319,7 +319,7 @@ def test_hostile_input_is_read_in_linear_time(attack: str) -> None:
         began = time.perf_counter()
         extraction = extract_symbols(language, data)
         took = time.perf_counter() - began
-        assert took < 0.5, f"{language}: {took:.2f} s for {len(data):,} bytes"
+        assert took < 0.75, f"{language}: {took:.2f} s for {len(data):,} bytes"
         assert extraction.error is None
 
 

@@ -77,7 +77,9 @@ class MapCodebase:
 
 def _summary(code_map: CodeMap) -> str:
     text = f"Mapped {code_map.total_files:,} files under {code_map.root}."
-    return text + f" Stopped at maxFiles ({code_map.max_files:,}): more files exist." if code_map.truncated else text
+    if code_map.truncated:
+        text += f" Stopped at maxFiles ({code_map.max_files:,}): more files exist."
+    return text
 
 
 class RunCommand:

@@ -95,12 +95,13 @@ def parse_batch(
     return outcomes
 
 
-async def in_thread(stop: threading.Event, fn: Callable[..., T], *args: object) -> T:
-    """Run `fn` in a worker thread; on cancellation set `stop` (the thread checks it) and do not wait."""
+async def in_thread(fn: Callable[..., T], *args: object, stop: threading.Event | None = None) -> T:
+    """Run `fn` in a worker thread; on cancellation do not wait for it, and set `stop` (which it checks)."""
     try:
         return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
     except BaseException:
-        stop.set()
+        if stop is not None:
+            stop.set()
         raise
 
 
@@ -172,12 +173,10 @@ class _Builder:
         )
 
 
-async def _scan(
-    walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]], stop: threading.Event
-) -> WalkResult:
+async def _scan(walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]]) -> WalkResult:
     """Stage "scan": walk in worker-thread steps; the total is unknown, so progress is an estimate."""
     await progress(0.0, "scanning files", stage="scan", sub=0.0, force=True)
-    while not await in_thread(stop, walker.step):
+    while not await in_thread(walker.step):  # a step is short: an abandoned one ends on its own
         await checkpoint()
         found = len(walker.result.files)
         share = found / (found + 2000)
@@ -200,7 +199,7 @@ async def _parse(
     stop = threading.Event()
     while done < total:
         await checkpoint()
-        for outcome in await in_thread(stop, parse_batch, files, done, roots, stop):
+        for outcome in await in_thread(parse_batch, files, done, roots, stop, stop=stop):
             builder.add(outcome)
             done += 1
         share = done / total
@@ -228,7 +227,7 @@ async def map_codebase(
     """
     progress = _Progress(report)
     walker = Walker(root, roots=roots, include=include, exclude=exclude, max_files=max_files)
-    walked = await _scan(walker, progress, checkpoint, threading.Event())
+    walked = await _scan(walker, progress, checkpoint)
     builder = _Builder(diagnostic, walked)
     if walked.truncated:
         builder.note(f"stopped at maxFiles={max_files:,} files; more files were not mapped (raise maxFiles for them)")
