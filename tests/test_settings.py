@@ -80,6 +80,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_TOOLS": (" codemap, run-command ,,", "tools", ("codemap", "run-command")),
     "VIBE_JOBS_ROOTS": ("/a:/b", "roots", "/a:/b"),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
+    "VIBE_JOBS_COMMAND_ENV": ("CI,GOFLAGS", "command_env", "CI,GOFLAGS"),
 }
 
 

@@ -59,6 +59,7 @@ class Settings:
     tools: tuple[str, ...] = ()
     roots: str | None = None
     allowed_commands: str | None = None
+    command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
 
     @property
@@ -155,6 +156,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_TOOLS": ("tools", _names),
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
+    "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

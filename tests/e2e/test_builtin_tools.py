@@ -191,11 +191,13 @@ async def test_map_codebase_refusals_create_no_job_and_no_run_command_by_default
     write_tree(root, {"a.py": "def a():\n    pass\n"})
     write_tree(outside, {"b.py": "def b():\n    pass\n"})
     (root / "link").symlink_to(outside, target_is_directory=True)
+    outside_message = "does not exist or is outside the allowed roots"
     cases = {
-        "outside-roots": (str(outside), f"path '{outside}' is outside the allowed roots"),
-        "missing-path": (str(root / "no-such-dir"), "does not exist"),
-        "relative-escape": ("../outside", "is outside the allowed roots"),
-        "symlink-escaping-root": (str(root / "link"), f"path '{root / 'link'}' is outside the allowed roots"),
+        "outside-roots": (str(outside), f"path '{outside}' {outside_message}"),
+        "missing-path": (str(root / "no-such-dir"), outside_message),
+        "relative-escape": ("../outside", outside_message),
+        "symlink-escaping-root": (str(root / "link"), f"path '{root / 'link'}' {outside_message}"),
+        "a-file": (str(root / "a.py"), "is not a directory"),
     }
     async with server("auto", root) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
@@ -268,8 +270,8 @@ async def test_run_command_refusals_create_no_job(tmp_path: Path) -> None:
     cases: dict[str, tuple[dict[str, Any], str]] = {
         "program-not-allowed": ({"command": ["rm", "-rf", "x"]}, "program 'rm' is not allowed"),
         "path-to-allowed-name": ({"command": ["/bin/sleep", "0"]}, "program '/bin/sleep' is not allowed"),
-        "cwd-outside-roots": ({"command": ["sleep", "0"], "cwd": "/"}, "path '/' is outside the allowed roots"),
-        "cwd-missing": ({"command": ["sleep", "0"], "cwd": str(tmp_path / "nope")}, "does not exist"),
+        "cwd-outside-roots": ({"command": ["sleep", "0"], "cwd": "/"}, "path '/' does not exist or is outside"),
+        "cwd-missing": ({"command": ["sleep", "0"], "cwd": str(tmp_path / "nope")}, "does not exist or is outside"),
     }
     async with server("auto", tmp_path, ALLOWED) as client:
         for case, (args, needle) in cases.items():

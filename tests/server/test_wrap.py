@@ -19,6 +19,7 @@ from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.server.wrap import job_mcp_tool
 from vibe_jobs.store import MemoryStore
 from vibe_jobs.store.sqlite import SQLiteStore
+from vibe_jobs.tools.allowlist import Allowlist
 from vibe_jobs.tools.builtin import MapCodebase, RunCommand
 
 
@@ -40,9 +41,10 @@ def shadowing(json: str, schema: dict[str, Any] | None = None) -> str:
     return json
 
 
+LS_ONLY = Allowlist.build("ls", None, root=Path("."), environ={"PATH": "/usr/bin:/bin"})
 FUNCTIONS = [
     typed, annotated, untyped, shadowing,
-    MapCodebase([Path(".")]).__call__, RunCommand([Path(".")], frozenset({"ls"})).__call__,
+    MapCodebase([Path(".")]).__call__, RunCommand([Path(".")], LS_ONLY).__call__,
 ]  # fmt: skip
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import builtins
+import json
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from vibe_jobs.tools.codemap import CodeMap, map_codebase, render_markdown
@@ -32,15 +36,22 @@ def _walk(root: Path, roots: Sequence[Path] | None = None, **options: Any) -> li
 
 @dataclass
 class Recorder:
-    """Collects what `map_codebase` reports; `fail_at` makes the n-th checkpoint raise."""
+    """Collects what `map_codebase` reports; `fail_at` makes the n-th checkpoint raise.
+
+    `after_scan` runs once the walk is done and before any file is read: what an attacker who
+    swaps part of the tree at that moment does.
+    """
 
     fail_at: int | None = None
+    after_scan: Callable[[], None] | None = None
     reports: list[tuple[float, str, float]] = field(default_factory=list)
     diagnostics: list[str] = field(default_factory=list)
     checkpoints: int = 0
 
     async def report(self, percent: float, message: str, *, stage: str, sub_progress: float) -> None:
         self.reports.append((percent, stage, sub_progress))
+        if stage == "scan" and sub_progress == 100 and self.after_scan is not None:
+            self.after_scan()
 
     async def checkpoint(self) -> None:
         self.checkpoints += 1
@@ -91,6 +102,16 @@ async def _map(root: Path, recorder: Recorder | None = None, **options: Any) -> 
         ("[ab].txt", "b.txt", False, True),
         ("[!ab].txt", "b.txt", False, None),
         ("\\#hash", "#hash", False, True),
+        ("*a*b", "xayb", False, True),
+        ("*a*b", "ab", False, True),
+        ("*a*b", "ba", False, None),
+        ("*a*b", "a/b", False, None),
+        ("a*b*c", "abbbc", False, True),
+        ("a**b", "azzb", False, True),
+        ("**/a*b*", "x/y/azbz", False, True),
+        ("[z-a].txt", "[z-a].txt", False, True),
+        ("[[x].txt", "[.txt", False, True),
+        ("[!a]", "/", False, None),
         ("# comment", "# comment", False, None),
     ],
 )
@@ -240,8 +261,8 @@ async def test_max_files_caps_and_notes_it(tmp_path: Path) -> None:
     recorder = Recorder()
     code_map = await _map(tmp_path, recorder, max_files=4)
     assert [f.path for f in code_map.files] == ["f00.py", "f01.py", "f02.py", "f03.py"]
-    assert code_map.truncated is True
-    assert any("max_files=4" in message for message in code_map.diagnostics)
+    assert (code_map.truncated, code_map.max_files) == (True, 4)
+    assert any("maxFiles=4" in message for message in code_map.diagnostics)
     assert recorder.diagnostics == code_map.diagnostics
     assert (await _map(tmp_path, max_files=10)).truncated is False
 
@@ -251,9 +272,9 @@ async def test_cancellation_from_checkpoint_propagates(tmp_path: Path, monkeypat
     analysed: list[str] = []
     original = mapper_module.analyse_file
 
-    def counting(path: str, rel: str) -> mapper_module.FileOutcome:
+    def counting(path: str, rel: str, roots: Sequence[Path]) -> mapper_module.FileOutcome:
         analysed.append(rel)
-        return original(path, rel)
+        return original(path, rel, roots)
 
     monkeypatch.setattr(mapper_module, "analyse_file", counting)
     monkeypatch.setattr(mapper_module, "BATCH_FILES", 1)
@@ -263,13 +284,11 @@ async def test_cancellation_from_checkpoint_propagates(tmp_path: Path, monkeypat
     assert 0 < len(analysed) < 20
 
 
-async def test_unreadable_and_unparsable_files_become_diagnostics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_unreadable_and_unparsable_files_become_diagnostics(tmp_path: Path) -> None:
     _write(
         tmp_path,
         {
-            "locked.py": "x = 1\n",
+            "looped.py": "x = 1\n",
             "broken.py": "def f(:\n    pass\n",
             "latin.js": b"var s = '\xe9';\n",
             "regex.py": 'import re\nPAT = "\\d+"\n\ndef g(): pass\n',
@@ -277,13 +296,11 @@ async def test_unreadable_and_unparsable_files_become_diagnostics(
         },
     )
 
-    def fake_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if str(file).endswith("locked.py"):
-            raise PermissionError(13, "Permission denied", str(file))
-        return builtins.open(file, *args, **kwargs)
+    def loop() -> None:  # found as a file, then it became a symbolic link to itself
+        (tmp_path / "looped.py").unlink()
+        (tmp_path / "looped.py").symlink_to(tmp_path / "looped.py")
 
-    monkeypatch.setattr(mapper_module, "open", fake_open, raising=False)
-    recorder = Recorder()
+    recorder = Recorder(after_scan=loop)
     code_map = await _map(tmp_path, recorder)
     assert [f.path for f in code_map.files] == ["broken.py", "latin.js", "ok.py", "regex.py"]
     assert code_map.skipped == {"unreadable": 1}
@@ -294,7 +311,7 @@ async def test_unreadable_and_unparsable_files_become_diagnostics(
     assert sorted(code_map.diagnostics) == [
         "broken.py: syntax error at line 1: invalid syntax",
         "latin.js: not valid UTF-8 (byte 9)",
-        "locked.py: cannot read: Permission denied",
+        "looped.py: cannot read: Too many levels of symbolic links",
     ]
 
 
@@ -337,3 +354,152 @@ async def test_wire_format_uses_camel_case(tmp_path: Path) -> None:
     assert wire["totalFiles"] == 1
     assert wire["files"][0]["symbols"][0] == {"kind": "function", "name": "f", "signature": "def f()", "line": 1}
     assert CodeMap.model_validate(wire).total_files == 1
+
+
+# --- hostile trees --------------------------------------------------------------------------------
+
+
+async def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_result_encodes(tmp_path: Path) -> None:
+    fd = os.open(os.fsencode(tmp_path) + b"/\xff_bad.py", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"def odd(): pass\n")
+    os.close(fd)
+    os.mkdir(os.fsencode(tmp_path) + b"/dir\xfe")
+    _write(tmp_path, {"ok.py": "x = 1\n"})
+    fd = os.open(os.fsencode(tmp_path) + b"/dir\xfe/inner.py", os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"def inner(): pass\n")
+    os.close(fd)
+    code_map = await _map(tmp_path)
+    assert sorted(f.path for f in code_map.files) == ["\\xff_bad.py", "dir\\xfe/inner.py", "ok.py"]
+    assert json.loads(code_map.model_dump_json(by_alias=True))["totalFiles"] == 3
+    render_markdown(code_map).encode("utf-8")
+
+
+async def test_a_directory_swapped_for_a_link_outside_the_roots_is_not_read(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write(root, {"sub/x.py": "def inside(): pass\n", "top.py": "def top(): pass\n"})
+    _write(outside, {"x.py": "def leaked(): pass\n"})
+
+    def swap() -> None:
+        (root / "sub").rename(root / "sub.old")
+        (root / "sub").symlink_to(outside, target_is_directory=True)
+
+    code_map = await _map(root, Recorder(after_scan=swap))
+    assert [f.path for f in code_map.files] == ["top.py"]
+    assert code_map.skipped == {"symlink-outside-roots": 1}
+    assert "leaked" not in code_map.model_dump_json()
+
+
+async def test_a_file_swapped_for_a_link_outside_the_roots_is_not_read(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write(root, {"a.py": "def a(): pass\n", "b.py": "def b(): pass\n"})
+    _write(outside, {"secret.py": "def leaked(): pass\n"})
+
+    def swap() -> None:
+        (root / "a.py").unlink()
+        (root / "a.py").symlink_to(outside / "secret.py")
+
+    code_map = await _map(root, Recorder(after_scan=swap))
+    assert [f.path for f in code_map.files] == ["b.py"]
+    assert code_map.skipped == {"symlink-outside-roots": 1}
+    assert "leaked" not in code_map.model_dump_json()
+
+
+def test_a_directory_swapped_while_walking_is_not_listed(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _write(root, {"sub/x.py": ""})
+    _write(outside, {"leaked-name.py": ""})
+    walker = Walker(root, roots=[root])
+    walker.step(budget=1)  # the root is listed; sub/ waits on the stack
+    (root / "sub").rename(root / "sub.old")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+    walked = walker.walk()
+    assert walked.files == []
+    assert walked.skipped == {"symlink-outside-roots": 1}
+
+
+async def test_a_fifo_swapped_in_does_not_hang_the_map(tmp_path: Path) -> None:
+    _write(tmp_path, {"a.py": "def a(): pass\n", "b.py": "def b(): pass\n", ".gitignore": "*.log\n"})
+
+    def swap() -> None:
+        (tmp_path / "a.py").unlink()
+        os.mkfifo(tmp_path / "a.py")
+
+    began = time.monotonic()
+    code_map = await _map(tmp_path, Recorder(after_scan=swap))
+    assert time.monotonic() - began < 5
+    assert [f.path for f in code_map.files] == [".gitignore", "b.py"]
+    assert code_map.skipped == {"special": 1}
+
+
+def test_a_fifo_named_gitignore_does_not_hang_the_walk(tmp_path: Path) -> None:
+    _write(tmp_path, {"a.py": ""})
+    os.mkfifo(tmp_path / ".gitignore")
+    walked = Walker(tmp_path, roots=[tmp_path]).walk()
+    assert [rel for _, rel in walked.files] == ["a.py"]
+    assert walked.diagnostics == ["cannot read .gitignore: special"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/kmsg"), reason="needs /proc/kmsg")
+def test_proc_files_are_not_read() -> None:
+    """/proc files report size 0: they are listed with no lines, and /proc/kmsg is never read (it blocks)."""
+    outcome = mapper_module.analyse_file("/proc/kmsg", "kmsg", [Path("/proc")])
+    assert outcome.entry is not None and outcome.entry.lines == 0
+
+
+async def test_cancelling_a_map_stops_its_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, {f"m{i:04}.py": "def f(): pass\n" for i in range(400)})
+    monkeypatch.setattr(mapper_module, "BATCH_FILES", 10_000)
+    monkeypatch.setattr(mapper_module, "BATCH_SECONDS", 3600.0)  # one batch: only the stop flag can end it early
+    analysed: list[str] = []
+    first, release, batch_over = threading.Event(), threading.Event(), threading.Event()
+    analyse, parse_batch = mapper_module.analyse_file, mapper_module.parse_batch
+
+    def held(path: str, rel: str, roots: Sequence[Path]) -> mapper_module.FileOutcome:
+        analysed.append(rel)
+        first.set()
+        release.wait(10)  # the first file is still being read when the job is cancelled
+        return analyse(path, rel, roots)
+
+    def watched(*args: Any) -> list[mapper_module.FileOutcome]:
+        try:
+            return parse_batch(*args)
+        finally:
+            batch_over.set()
+
+    monkeypatch.setattr(mapper_module, "analyse_file", held)
+    monkeypatch.setattr(mapper_module, "parse_batch", watched)
+    with anyio.fail_after(5):  # the cancel does not wait for the batch
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_map, tmp_path)
+            await anyio.to_thread.run_sync(first.wait)
+            tg.cancel_scope.cancel()
+    release.set()
+    assert await anyio.to_thread.run_sync(batch_over.wait, 10), "the worker thread went on"
+    assert analysed == ["m0000.py"], "the worker read on after the cancel"
+
+
+async def test_a_pathological_file_is_a_diagnostic_and_the_map_goes_on(tmp_path: Path) -> None:
+    deep = "def f(x=" + "+".join(["1"] * 900) + "):\n    pass\n"  # ast.unparse recurses too deep
+    _write(tmp_path, {"deep.py": deep, "fine.py": "def fine(): pass\n"})
+    code_map = await _map(tmp_path)
+    assert [(f.path, [s.name for s in f.symbols]) for f in code_map.files] == [("deep.py", []), ("fine.py", ["fine"])]
+    ((message,),) = [[d for d in code_map.diagnostics if d.startswith("deep.py:")]]
+    assert "RecursionError" in message and len(message) < 300
+
+
+async def test_a_file_over_its_time_budget_is_a_diagnostic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mapper_module, "FILE_BUDGET_SECONDS", 0.0)
+    _write(tmp_path, {"many.js": "/* c */ 'x';\n" * 5000, "small.js": "function f() {}\n"})
+    code_map = await _map(tmp_path)
+    assert [f.path for f in code_map.files] == ["many.js", "small.js"]
+    assert code_map.diagnostics == ["many.js: symbols left out: reading them took over 0 s"]
+
+
+def test_a_hostile_glob_cannot_freeze_the_walk(tmp_path: Path) -> None:
+    """`*a*a*...*b` against a long name of `a`s backtracks through every split in a plain translation."""
+    _write(tmp_path, {"a" * 200 + ".py": "", "dir/" + "a" * 120 + "/x.py": ""})
+    hostile = "*a" * 15 + "*b"
+    began = time.monotonic()
+    walked = Walker(tmp_path, roots=[tmp_path], include=[hostile, "**/" + hostile], exclude=[hostile + "/"]).walk()
+    assert time.monotonic() - began < 1.0
+    assert walked.files == []

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from typing import Any
+
+import pytest
 
 from vibe_jobs.tools.codemap.model import Symbol
-from vibe_jobs.tools.codemap.symbols import count_lines, detect_language, extract_symbols
+from vibe_jobs.tools.codemap.symbols import AST_MAX_BYTES, count_lines, detect_language, extract_symbols
 
 
 def _symbols(language: str, source: str) -> list[Symbol]:
@@ -277,3 +281,151 @@ def test_detect_language_and_count_lines() -> None:
         "other",
     ]
     assert [count_lines(data) for data in (b"", b"a", b"a\n", b"a\nb", b"\n\n")] == [0, 1, 1, 2, 2]
+
+
+# --- hostile input: every scanner and pattern stays linear -------------------------------------------
+
+BRACE = ["JavaScript", "TypeScript", "Go", "Rust", "Java"]
+SIZE = 60_000
+# Inputs that made a backtracking pattern quadratic (or worse): openers that never close, keywords
+# followed by long runs, repeated prefixes of a declaration on every line.
+ATTACKS: dict[str, str] = {
+    "unclosed block comments": "/*a" * (SIZE // 3),
+    "unclosed strings": '"a\\' * (SIZE // 3),
+    "unclosed chars": "'\\'" * (SIZE // 3),
+    "unclosed templates": "`a\\" * (SIZE // 3),
+    "unclosed raw strings": 'r#"a' * (SIZE // 4),
+    "unclosed text blocks": '"""a' * (SIZE // 4),
+    "keyword then a long comment": "export function /*" + "a" * SIZE + "*/",
+    "keyword then blanks": "export async function" + " " * SIZE + "(",
+    "arrow type then blanks": "const f = (a):" + " " * SIZE + "x",
+    "impl then blanks": "impl X" + " " * SIZE + ";",
+    "nested impl generics": "impl<" + "> a" * (SIZE // 3),
+    "java return type words": "class A {\n    public " + "a " * (SIZE // 2),
+    "java type then blanks": "public class A {\n    public a" + " " * SIZE + "b c",
+    "annotation lines": "public class A {\n" + "    @A\n" * (SIZE // 7),
+    "modifier lines": "class A {\n" + "  static\n" * (SIZE // 9) + "impl A {\n" + "    const\n" * (SIZE // 10),
+    "receiver lines": "func (\n" * (SIZE // 7),
+    "unclosed classes": "export class A {\n" * (SIZE // 17),
+    "unclosed type groups": "type (\n\tA struct\n" * (SIZE // 17),
+    "unclosed parens on declarations": "export enum a (\n" * (SIZE // 16),
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=list(ATTACKS))
+def test_hostile_input_is_read_in_linear_time(attack: str) -> None:
+    data = ATTACKS[attack].encode()
+    for language in BRACE:
+        began = time.perf_counter()
+        extraction = extract_symbols(language, data)
+        took = time.perf_counter() - began
+        assert took < 0.75, f"{language}: {took:.2f} s for {len(data):,} bytes"
+        assert extraction.error is None
+
+
+def test_the_reported_hostile_file_is_fast() -> None:
+    """'/*a' * 40000: 120 KB that took 18 s (holding the GIL) in the old comment stripper."""
+    began = time.perf_counter()
+    assert extract_symbols("JavaScript", ("/*a" * 40000).encode()).symbols == []
+    assert time.perf_counter() - began < 0.25
+
+
+LARGE_PYTHON = {
+    "unclosed triple quotes": '"""a' * (AST_MAX_BYTES // 3),
+    "comments": "#a\n" * (AST_MAX_BYTES // 2),
+    "unclosed heads": "class a (\n" * (AST_MAX_BYTES // 7),
+    "def then blanks": "def" + " " * (2 * AST_MAX_BYTES) + "f(",
+}
+
+
+@pytest.mark.parametrize("attack", LARGE_PYTHON, ids=list(LARGE_PYTHON))
+def test_large_python_files_are_outlined_in_linear_time(attack: str) -> None:
+    data = LARGE_PYTHON[attack].encode()
+    assert len(data) > AST_MAX_BYTES
+    began = time.perf_counter()
+    assert extract_symbols("Python", data).error is None
+    assert time.perf_counter() - began < 1.0
+
+
+def test_large_python_files_get_the_same_outline_as_small_ones() -> None:
+    source = textwrap.dedent(
+        '''
+        import os
+
+        class Base:
+            """class Fake:"""
+            pass
+
+        @decorator
+        class Service(Base, metaclass=Meta):
+            def __init__(self, name: str, retries: int = 3) -> None:
+                self.name = "def fake(): pass"
+
+            async def run(self, *args: str, **kwargs: int) -> list[str]:
+                def inner():
+                    pass
+                return []
+
+            class Config:
+                def get(self): ...
+
+                class Deeper:
+                    def deepest(self): ...
+
+            limit = 3
+
+            def after_nested(self): ...
+
+        def f(a: int, b=2) -> str:
+            return ""
+
+        if True:
+            def hidden(): pass
+
+        async def g(x, /, y, *, z=None):
+            pass
+        '''
+    ).encode()
+    large = source + b"# padding\n" * (AST_MAX_BYTES // 10)
+    small, outlined = extract_symbols("Python", source), extract_symbols("Python", large)
+
+    def shape(symbols: list[Symbol] | None) -> list[Any]:
+        return [(s.kind, s.name, s.line, s.signature, shape(s.children)) for s in symbols or ()]
+
+    assert shape(outlined.symbols) == shape(small.symbols)
+    assert small.symbols[1].children and [c.name for c in small.symbols[1].children][-2:] == ["Config", "after_nested"]
+
+
+PIECES = ["/*a", "//a\n", '"a\\', "'a", "`a", 'r#"a', '"""a', "'''a", "'\\'", "b'", "{", "(", "<", "a ", "> a", "#a\n"]
+KEYWORDS = ["function", "export", "class", "interface", "type", "enum", "const f =", "const f = (a):", "async",
+            "static", "func", "func (", "type (", "pub", "fn", "impl", "impl<", "trait", "struct", "public",
+            "public static", "@A", "def", "class A(", "async def", "public class A {", "export class A {"]  # fmt: skip
+
+
+def _matrix() -> list[tuple[str, str]]:
+    n = 40_000
+    cases = [(f"piece {p!r}", p * (n // len(p))) for p in PIECES]
+    for kw in KEYWORDS:
+        cases += [
+            (f"{kw!r} then blanks", kw + " " * n + "x"),
+            (f"{kw!r} then a comment", kw + " /*" + "a" * n + "*/ x"),
+            (f"{kw!r} lines", (kw + "\n") * (n // (len(kw) + 1))),
+            (f"{kw!r} indented lines", ("    " + kw + "\n") * (n // (len(kw) + 5))),
+            (f"{kw!r} then words", kw + " " + "a " * (n // 2)),
+            (f"{kw!r} unclosed braces", (kw + " a {\n") * (n // (len(kw) + 5))),
+            (f"{kw!r} unclosed parens", (kw + " a (\n") * (n // (len(kw) + 5))),
+        ]
+    return cases
+
+
+@pytest.mark.slow
+def test_every_language_against_the_attack_matrix() -> None:
+    slow: list[str] = []
+    for language in [*BRACE, "Python"]:
+        for name, text in _matrix():
+            data = text.encode() * (4 if language == "Python" else 1)  # Python: past AST_MAX_BYTES
+            began = time.perf_counter()
+            extract_symbols(language, data)
+            if (took := time.perf_counter() - began) > 0.5:
+                slow.append(f"{language} {name}: {took:.2f} s")
+    assert slow == []

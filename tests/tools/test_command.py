@@ -1,28 +1,35 @@
-"""Tests for the process-running logic behind the `run-command` tool."""
+"""Tests for the process-running logic behind the `run-command` tool: allowlist, environment, containment."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
-from vibe_jobs.tools.command import (
-    CommandFailedToStart,
-    CommandOutcome,
-    CommandRefused,
-    check_command,
-    parse_allowed,
-    run_process,
-)
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.tools.allowlist import Allowlist, CommandRefused, parse_names
+from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, kill_leftovers, run_process
+from vibe_jobs.tools.contain import MARKER, own_cgroup
 
 PY = sys.executable
 # Starts a background grandchild, prints the group id (the shell's pid), then waits.
 GROUP_SCRIPT = "sleep 30 & echo $$; sleep 30"
+# A grandchild in its own session (out of the shell's group), its pid printed: a daemonising helper.
+ESCAPE_SCRIPT = "setsid sleep 30 & echo $!; sleep 30"
+CONTAINMENTS = [
+    pytest.param(True, id="cgroup", marks=pytest.mark.skipif(own_cgroup() is None, reason="no writable cgroup v2")),
+    pytest.param(False, id="process"),
+]
 
 
 def live_members(pgid: int) -> list[int]:
@@ -38,21 +45,98 @@ def live_members(pgid: int) -> list[int]:
     return found
 
 
-def test_parse_allowed() -> None:
-    assert parse_allowed(" git, make ,,pytest ") == frozenset({"git", "make", "pytest"})
-    assert parse_allowed(None) == frozenset()
-    assert parse_allowed("") == frozenset()
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
-def test_check_command() -> None:
-    allowed = frozenset({"git"})
-    check_command(["git", "status"], allowed)
+def cgroup_left(record: dict[str, Any]) -> bool:
+    return "cgroup" in record and os.path.exists(record["cgroup"])
+
+
+async def gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.02)
+    return True
+
+
+# --- the allowlist ------------------------------------------------------------------------------------
+
+
+def executable(path: Path, body: str = "exit 0\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def bins(tmp_path: Path) -> Iterator[Path]:
+    yield executable(tmp_path / "bin" / "tool").parent
+
+
+def test_parse_names() -> None:
+    assert parse_names(" git, make ,,pytest ") == ("git", "make", "pytest")
+    assert parse_names(None) == parse_names("") == ()
+
+
+def test_programs_are_resolved_once_at_start_up(tmp_path: Path, bins: Path) -> None:
+    root = tmp_path / "root"
+    executable(root / "scripts" / "build.sh")
+    allowlist = Allowlist.build(
+        "tool,./scripts/build.sh,missing", None, root=root, environ={"PATH": f"{tmp_path / 'empty'}:{bins}"}
+    )
+    assert allowlist.programs == {
+        "tool": str(bins / "tool"),
+        "./scripts/build.sh": str(root / "scripts" / "build.sh"),
+        "missing": None,
+    }
+    assert allowlist.executable(["tool", "-x"]) == str(bins / "tool")
+    with pytest.raises(CommandRefused, match="'missing' is allowed but was not found when the server started"):
+        allowlist.executable(["missing"])
+
+
+def test_what_the_allowlist_refuses(tmp_path: Path, bins: Path) -> None:
+    allowlist = Allowlist.build("tool", None, root=tmp_path, environ={"PATH": str(bins)})
     with pytest.raises(CommandRefused, match="empty"):
-        check_command([], allowed)
-    with pytest.raises(CommandRefused, match=r"'rm' is not allowed.*VIBE_JOBS_ALLOWED_COMMANDS"):
-        check_command(["rm", "-rf", "/"], allowed)
+        allowlist.executable([])
+    with pytest.raises(CommandRefused, match=r"'rm' is not allowed \(allowed: tool\).*VIBE_JOBS_ALLOWED_COMMANDS"):
+        allowlist.executable(["rm", "-rf", "/"])
     with pytest.raises(CommandRefused, match="not allowed"):
-        check_command(["/usr/bin/git"], allowed)
+        allowlist.executable([str(bins / "tool")])  # the path of an allowed name is not the name
+    with pytest.raises(CommandRefused, match="NUL"):
+        allowlist.executable(["tool", "a\0b"])
+    with pytest.raises(CommandRefused, match="lone surrogate"):
+        allowlist.executable(["tool", "a\ud800b"])
+    assert allowlist.executable(["tool", "\udcff"])  # an escaped byte of a non-UTF-8 name is a fine argument
+
+
+def test_the_child_env_is_minimal_plus_allowed_names(tmp_path: Path) -> None:
+    server = {"PATH": "/usr/bin", "HOME": "/home/s", "LANG": "C.UTF-8", "AWS_SECRET_ACCESS_KEY": "s3cret"}
+    allowlist = Allowlist.build("tool", "CI,GOFLAGS", root=tmp_path, environ=server)
+    assert allowlist.child_env({"CI": "1"}, tmp_path) == {
+        "PATH": "/usr/bin", "HOME": "/home/s", "LANG": "C.UTF-8", "PWD": str(tmp_path), "CI": "1",
+    }  # fmt: skip
+    with pytest.raises(CommandRefused) as refused:
+        allowlist.child_env({"PATH": "/tmp/evil", "LD_PRELOAD": "/tmp/evil.so", "CI": "1"}, tmp_path)
+    message = str(refused.value)
+    assert message.startswith("env names not allowed: LD_PRELOAD, PATH;")
+    assert "VIBE_JOBS_COMMAND_ENV" in message and "(now: CI, GOFLAGS)" in message
+    assert "/tmp/evil" not in message, "values are never shown"
+    with pytest.raises(CommandRefused, match="env value of CI contains a NUL"):
+        allowlist.child_env({"CI": "a\0b"}, tmp_path)
+    with pytest.raises(CommandRefused, match="env value of CI contains a NUL character or a lone surrogate"):
+        allowlist.child_env({"CI": "\ud800"}, tmp_path)
+    with pytest.raises(ConfigError, match="VIBE_JOBS_COMMAND_ENV"):
+        Allowlist.build("tool", "OK,BAD=NAME", root=tmp_path, environ=server)
+
+
+# --- running ------------------------------------------------------------------------------------------
 
 
 async def test_empty_argv_refused_by_runner(tmp_path: Path) -> None:
@@ -108,12 +192,23 @@ async def test_tail_is_bounded_and_flagged(tmp_path: Path) -> None:
     assert outcome.stdout_tail.endswith("line 19999\n")
 
 
-async def test_env_is_merged(tmp_path: Path) -> None:
-    script = 'printf "%s|%s" "$VJ_TEST_VALUE" "$PATH"'
-    outcome = await run_process(["sh", "-c", script], cwd=tmp_path, env={"VJ_TEST_VALUE": "hello"})
-    value, path = outcome.stdout_tail.split("|")
-    assert value == "hello"
-    assert path == os.environ["PATH"]
+async def test_env_is_the_whole_environment(tmp_path: Path) -> None:
+    outcome = await run_process(["/usr/bin/env"], cwd=tmp_path, env={"ONLY": "this", "PATH": "/usr/bin:/bin"})
+    seen = dict(line.split("=", 1) for line in outcome.stdout_tail.splitlines())
+    assert seen.pop(MARKER)  # the run's marker (contain.py)
+    assert seen == {"ONLY": "this", "PATH": "/usr/bin:/bin"}
+
+
+async def test_the_default_env_is_minimal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    outcome = await run_process(["/usr/bin/env"], cwd=tmp_path)
+    names = {line.split("=", 1)[0] for line in outcome.stdout_tail.splitlines()}
+    assert names <= {"PATH", "HOME", "LANG", "TERM", MARKER} and "PATH" in names
+
+
+async def test_the_given_executable_runs_whatever_argv0_says(tmp_path: Path) -> None:
+    outcome = await run_process(["shown-name", "-c", 'echo "ran as $0"'], cwd=tmp_path, executable="/bin/sh")
+    assert outcome.stdout_tail == "ran as shown-name\n"
 
 
 async def test_cwd_is_honoured(tmp_path: Path) -> None:
@@ -225,3 +320,101 @@ async def test_works_without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(os, "pidfd_open", no_pidfd)
     outcome = await run_process(["sh", "-c", "echo hi; exit 4"], cwd=tmp_path)
     assert (outcome.exit_code, outcome.stdout_tail) == (4, "hi\n")
+
+
+# --- containment: nothing a command starts outlives it ------------------------------------------------
+
+
+@pytest.mark.parametrize("cgroups", CONTAINMENTS)
+async def test_a_grandchild_in_its_own_session_ends_at_the_time_out(tmp_path: Path, cgroups: bool) -> None:
+    escaped: list[int] = []
+    outcome = await run_process(
+        ["sh", "-c", ESCAPE_SCRIPT], cwd=tmp_path, timeout=0.5, grace=0.5, cgroups=cgroups,
+        on_line=lambda _s, line: escaped.append(int(line)),
+    )  # fmt: skip
+    assert outcome.timed_out
+    assert not alive(escaped[0]), "the setsid grandchild survived the time-out"
+
+
+@pytest.mark.parametrize("cgroups", CONTAINMENTS)
+async def test_a_grandchild_in_its_own_session_ends_at_cancellation(tmp_path: Path, cgroups: bool) -> None:
+    escaped: list[int] = []
+    with anyio.CancelScope() as scope:
+
+        def on_line(_stream: str, line: str) -> None:
+            escaped.append(int(line))
+            scope.cancel()
+
+        await run_process(["sh", "-c", ESCAPE_SCRIPT], cwd=tmp_path, grace=0.5, cgroups=cgroups, on_line=on_line)
+    assert scope.cancelled_caught
+    assert not alive(escaped[0]), "the setsid grandchild survived the cancellation"
+
+
+@pytest.mark.parametrize("cgroups", CONTAINMENTS)
+async def test_what_a_finished_command_left_running_is_ended(tmp_path: Path, cgroups: bool) -> None:
+    records: list[dict[str, Any]] = []
+
+    async def started(record: dict[str, Any]) -> None:
+        records.append(record)
+
+    script = "setsid sleep 30 & echo $!"
+    outcome = await run_process(["sh", "-c", script], cwd=tmp_path, grace=0.3, cgroups=cgroups, on_start=started)
+    assert outcome.exit_code == 0
+    assert not alive(int(outcome.stdout_tail))
+    ((record,),) = [records]
+    assert ("cgroup" in record) is cgroups
+    assert not cgroup_left(record), "the run's cgroup is removed"
+
+
+# A server in a subprocess that runs one command and says its record; the test SIGKILLs it.
+CRASHING_SERVER = """
+import json, sys
+from pathlib import Path
+import anyio
+from vibe_jobs.tools.command import run_process
+
+async def main() -> None:
+    async def started(record):
+        print(json.dumps(record), flush=True)
+
+    def line(stream, text):
+        print(text, flush=True)
+
+    await run_process(["sh", "-c", sys.argv[1]], cwd=Path("."), on_start=started, on_line=line,
+                      cgroups=sys.argv[2] == "1")
+
+anyio.run(main)
+"""
+
+
+@pytest.mark.parametrize("cgroups", CONTAINMENTS)
+async def test_after_a_crash_the_command_dies_and_recovery_ends_the_rest(tmp_path: Path, cgroups: bool) -> None:
+    argv = [PY, "-c", CRASHING_SERVER, ESCAPE_SCRIPT, "1" if cgroups else "0"]
+    async with await anyio.open_process(argv, cwd=tmp_path, stderr=None) as server:
+        assert server.stdout is not None
+        lines = BufferedByteReceiveStream(server.stdout)
+        record = json.loads(await lines.receive_until(b"\n", 65536))
+        grandchild = int(await lines.receive_until(b"\n", 65536))
+        server.send_signal(signal.SIGKILL)
+        await server.wait()
+    assert await gone(record["pid"]), "the command's own process outlived the server (parent-death signal)"
+    assert alive(grandchild), "the grandchild waits for recovery"
+    assert await kill_leftovers({"process": record}) >= 1
+    assert await gone(grandchild)
+    assert not cgroup_left(record)
+    assert await kill_leftovers({"process": record}) == 0, "nothing is left the second time"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        None,
+        {},
+        {"process": "not a record"},
+        {"process": {"cgroup": "/etc", "marker": "0" * 32, "boot": "x"}},
+        {"process": {"cgroup": "/sys/fs/cgroup/../../etc", "pid": 1, "started": 0, "marker": "bad"}},
+        {"process": {"pid": os.getpid(), "started": 1, "marker": "0" * 32, "boot": "another boot"}},
+    ],
+)
+async def test_a_record_that_is_not_ours_ends_nothing(metadata: dict[str, Any] | None) -> None:
+    assert await kill_leftovers(metadata) == 0

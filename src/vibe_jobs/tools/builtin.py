@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
@@ -14,12 +15,21 @@ from vibe_jobs.errors import JobTimeout, NonRetryableError
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
-from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, map_codebase, render_markdown
-from vibe_jobs.tools.command import CommandFailedToStart, CommandRefused, check_command, parse_allowed, run_process
+from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
+from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
+from vibe_jobs.tools.command import CommandFailedToStart, run_process
+from vibe_jobs.tools.printable import printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
+MAX_FILES_CAP = 1_000_000
+MAX_GLOBS = 1000
+Glob = Annotated[str, Field(max_length=4096)]
+MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
 KEEP_LINES = 20
+LINE_CHARS = 2000  # a kept output line is cut here
+KEEP_CHARS = 16_000  # all kept lines together
+ENV_HELP = "Environment variables for the program: only names the server lists in VIBE_JOBS_COMMAND_ENV."
 
 
 class MapCodebase:
@@ -30,9 +40,13 @@ class MapCodebase:
         self,
         path: Annotated[str, Field(description="Directory to map (inside the allowed roots).")],
         job: JobContext,
-        include: Annotated[list[str] | None, Field(description="Globs of files to include.")] = None,
-        exclude: Annotated[list[str] | None, Field(description="Globs of files to leave out.")] = None,
-        maxFiles: Annotated[int | None, Field(ge=1, description="Stop after this many files.")] = None,
+        include: Annotated[
+            list[Glob] | None, Field(max_length=MAX_GLOBS, description="Globs of files to include.")
+        ] = None,
+        exclude: Annotated[
+            list[Glob] | None, Field(max_length=MAX_GLOBS, description="Globs of files to leave out.")
+        ] = None,
+        maxFiles: Annotated[int | None, Field(ge=1, le=MAX_FILES_CAP, description=MAX_FILES_HELP)] = DEFAULT_MAX_FILES,
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:
         """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
@@ -42,13 +56,13 @@ class MapCodebase:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
 
         code_map = await map_codebase(
-            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles,
+            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles or DEFAULT_MAX_FILES,
             report=report, checkpoint=job.checkpoint, diagnostic=job.diagnostic,
         )  # fmt: skip
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
-        return text_result(body or f"Mapped {code_map.total_files} files under {root}", structured=structured)
+        return text_result(body or _summary(code_map), structured=structured)
 
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
@@ -58,9 +72,16 @@ class MapCodebase:
         return None
 
 
+def _summary(code_map: CodeMap) -> str:
+    text = f"Mapped {code_map.total_files:,} files under {code_map.root}."
+    if code_map.truncated:
+        text += f" Stopped at maxFiles ({code_map.max_files:,}): more files exist."
+    return text
+
+
 class RunCommand:
-    def __init__(self, roots: Sequence[Path], allowed: frozenset[str]) -> None:
-        self.roots, self.allowed = tuple(roots), allowed
+    def __init__(self, roots: Sequence[Path], allowlist: Allowlist) -> None:
+        self.roots, self.allowlist = tuple(roots), allowlist
 
     async def __call__(
         self,
@@ -68,14 +89,23 @@ class RunCommand:
         job: JobContext,
         cwd: Annotated[str | None, Field(description="Working directory inside the allowed roots.")] = None,
         timeoutSeconds: Annotated[float | None, Field(gt=0, description="Stop the command after this long.")] = None,
-        env: Annotated[dict[str, str] | None, Field(description="Extra environment variables.")] = None,
+        env: Annotated[dict[str, str] | None, Field(description=ENV_HELP)] = None,
     ) -> dict[str, Any]:
         """Run an allowed program (no shell) and report its exit code and the tails of its output."""
-        check_command(command, self.allowed)
-        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True)
-        stream = _Stream(job)
         try:
-            outcome = await run_process(command, cwd=workdir, env=env, timeout=timeoutSeconds, on_line=stream.line)
+            executable, workdir, child_env = self._checked(command, cwd, env)
+        except (CommandRefused, PathRefused) as exc:
+            raise NonRetryableError(f"run-command refused: {exc}") from None
+        stream = _Stream(job)
+
+        async def started(record: dict[str, Any]) -> None:
+            await job.progress(None, f"started {printable(command[0])}", stage="running", metadata={"process": record})
+
+        try:
+            outcome = await run_process(
+                command, cwd=workdir, env=child_env, executable=executable, timeout=timeoutSeconds,
+                on_line=stream.line, on_start=started,
+            )  # fmt: skip
         except CommandFailedToStart as exc:
             raise NonRetryableError(str(exc)) from None
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
@@ -83,34 +113,54 @@ class RunCommand:
             job.diagnostic(line)
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
-        summary = f"`{' '.join(command)}` exited with code {outcome.exit_code} after {outcome.duration_ms} ms"
+        shown = printable(" ".join(command))
+        summary = f"`{shown}` exited with code {outcome.exit_code} after {outcome.duration_ms} ms"
         tails = f"\n\nstdout (tail):\n{outcome.stdout_tail}\n\nstderr (tail):\n{outcome.stderr_tail}"
         return text_result(summary + tails, structured=outcome.to_dict())
 
+    def _checked(
+        self, command: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+    ) -> tuple[str, Path, dict[str, str]]:
+        """The file to run, the working directory and the child's environment; raises the refusal."""
+        executable = self.allowlist.executable(command)
+        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True)
+        return executable, workdir, self.allowlist.child_env(env, workdir)
+
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
-            check_command(params["command"], self.allowed)
-            resolve_within_roots(params.get("cwd") or self.roots[0], self.roots, must_be_dir=True)
+            self._checked(params["command"], params.get("cwd"), params.get("env"))
         except (CommandRefused, PathRefused) as exc:
             return f"run-command refused: {exc}"
         return None
 
 
 class _Stream:
-    """Streamed output: the progress message is the last line; the last lines become diagnostics."""
+    """Streamed output: the progress message is the last line; the last lines become diagnostics.
+
+    Output without line breaks arrives as 64 KiB pieces: each kept line is cut to `LINE_CHARS`
+    (saying so), and the kept lines together stay within `KEEP_CHARS`.
+    """
 
     def __init__(self, job: JobContext) -> None:
         self.job, self.lines, self.written = job, list[str](), 0.0
 
     async def line(self, stream: str, text: str) -> None:
-        self.lines.append(f"{stream}: {text}")
+        self.lines.append(_cut(f"{stream}: {text}"))
         del self.lines[:-KEEP_LINES]
+        while sum(map(len, self.lines)) > KEEP_CHARS:
+            del self.lines[0]
         if time.monotonic() - self.written >= PROGRESS_EVERY:
             self.written = time.monotonic()
             await self.job.progress(None, text[:500], stage="running")
 
     def last_lines(self) -> list[str]:
         return list(self.lines)
+
+
+def _cut(line: str) -> str:
+    if len(line) <= LINE_CHARS:
+        return line
+    return f"{line[:LINE_CHARS]}… [line cut: {len(line):,} characters]"
 
 
 class SpecRegistry(Protocol):
@@ -124,9 +174,9 @@ def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     roots = parse_roots(settings.roots)
     mapper = MapCodebase(roots)
     server.add_spec(_spec(mapper, "map-codebase", "codemap"))
-    allowed = parse_allowed(settings.allowed_commands)
-    if allowed:
-        runner = RunCommand(roots, allowed)
+    allowlist = Allowlist.build(settings.allowed_commands, settings.command_env, root=roots[0], environ=os.environ)
+    if allowlist.programs:
+        runner = RunCommand(roots, allowlist)
         server.add_spec(_spec(runner, "run-command", "execution"))
 
 

@@ -1,8 +1,10 @@
 """Process running for the built-in `run-command` tool (no MCP here).
 
-`VIBE_JOBS_ALLOWED_COMMANDS` lists the programs that may be run (exact names, comma separated).
-A program is executed directly (never through a shell) in its own session, so it and everything
-it spawns form one process group that is terminated as a whole on timeout or cancellation.
+A program is executed directly (never through a shell), by the absolute path the allowlist
+resolved at start-up (`allowlist.py`), with the environment it built. Everything it starts is
+contained (`contain.py`: a cgroup, else its session plus a marked environment) and ended as a
+whole on exit, time-out or cancellation; what a crash of the server leaves behind is ended at
+recovery by `kill_leftovers` with the record `on_start` received.
 
 How the child is reaped (for its rusage): it is started with `subprocess.Popen`, which asyncio's
 child watcher never sees, so nothing else will `waitpid` it. Its exit is awaited on a pidfd
@@ -14,6 +16,7 @@ it reaped) - unlike `getrusage(RUSAGE_CHILDREN)`, which mixes in concurrent jobs
 from __future__ import annotations
 
 import codecs
+import contextlib
 import inspect
 import os
 import resource
@@ -29,16 +32,16 @@ from typing import Any
 
 import anyio
 
-LineCallback = Callable[[str, str], Awaitable[None] | None]
+from vibe_jobs.tools.allowlist import CommandRefused, minimal_env
+from vibe_jobs.tools.contain import Containment, kill_cgroup, leftovers, remove_cgroup
 
-_PROC = Path("/proc")
+LineCallback = Callable[[str, str], Awaitable[None] | None]
+StartCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
 _POLL = 0.02
 _READ_SIZE = 65536
 _MAX_LINE = 65536
-
-
-class CommandRefused(ValueError):
-    """A command the server will not run; the message says what was refused and why."""
+_LEFTOVER_WAIT = 2.0
 
 
 class CommandFailedToStart(RuntimeError):
@@ -48,22 +51,6 @@ class CommandFailedToStart(RuntimeError):
         super().__init__(f"could not start '{program}': {reason}")
         self.program = program
         self.reason = reason
-
-
-def parse_allowed(value: str | None) -> frozenset[str]:
-    """Turn the `VIBE_JOBS_ALLOWED_COMMANDS` value into a set of exact program names."""
-    return frozenset(name.strip() for name in (value or "").split(",") if name.strip())
-
-
-def check_command(argv: Sequence[str], allowed: frozenset[str]) -> None:
-    """Refuse an empty command or one whose program (argv[0], exact match) is not allowed."""
-    if not argv or not argv[0]:
-        raise CommandRefused("empty command: give the program and its arguments as a list")
-    if argv[0] not in allowed:
-        listed = ", ".join(sorted(allowed)) or "none"
-        raise CommandRefused(
-            f"program '{argv[0]}' is not allowed (allowed: {listed}); add it to VIBE_JOBS_ALLOWED_COMMANDS"
-        )
 
 
 @dataclass(frozen=True)
@@ -140,74 +127,44 @@ class _Stream:
         return data.decode("utf-8", errors="replace")
 
 
-def _merged_env(env: Mapping[str, str] | None, cwd: Path) -> dict[str, str]:
-    """The server's environment plus `env`; PWD follows `cwd` unless `env` sets it."""
-    return {**os.environ, "PWD": str(cwd), **(env or {})}
-
-
-def _resolve_program(program: str, cwd: Path, env: Mapping[str, str]) -> str:
-    """Find the executable: names via PATH, paths with a slash relative to `cwd`."""
+def find_program(program: str, cwd: Path) -> str:
+    """For library callers without an allowlist: a name on the server's PATH, a path relative to `cwd`."""
     if os.sep in program:
-        found = shutil.which(str(cwd / program))
-        where = f"in {cwd}"
+        found, where = shutil.which(str(cwd / program)), f"in {cwd}"
     else:
-        found = shutil.which(program, path=env.get("PATH", os.defpath))
-        where = "on PATH"
+        found, where = shutil.which(program, path=os.environ.get("PATH", os.defpath)), "on PATH"
     if found is None:
         raise CommandFailedToStart(program, f"no executable file of that name {where}")
     return found
 
 
-def _spawn(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start the program directly (no shell) in a new session with piped stdout/stderr."""
-    executable = _resolve_program(argv[0], cwd, env)
+def _spawn(
+    argv: Sequence[str], executable: str, cwd: Path, env: dict[str, str], contain: Containment
+) -> subprocess.Popen[bytes]:
+    """Start the program directly (no shell) in a new session, contained, with piped stdout/stderr."""
     try:
         return subprocess.Popen(
             list(argv),
             executable=executable,
             cwd=cwd,
-            env=env,
+            env=contain.env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=contain.preexec(),  # safe here: see contain.py (no lock, no import between fork and exec)
         )
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
         raise CommandFailedToStart(argv[0], detail) from exc
 
 
-def _group_alive(pgid: int) -> bool:
-    """True while a non-zombie process is in group `pgid`.
-
-    Orphaned zombies are not counted: an init that never reaps would keep them forever.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not _PROC.is_dir():
-        return True
-    return any(_is_live_member(stat, pgid) for stat in _PROC.glob("[0-9]*/stat"))
-
-
-def _is_live_member(stat: Path, pgid: int) -> bool:
-    """Whether the /proc/<pid>/stat file shows a running member of group `pgid`."""
-    try:
-        fields = stat.read_text().rpartition(")")[2].split()
-    except OSError:
-        return False
-    return len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X")
-
-
 class _Child:
-    """The started process: waiting for it, reaping it with wait4, terminating its group."""
+    """The started process: waiting for it, reaping it with wait4, ending everything it started."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], contain: Containment) -> None:
         self.proc = proc
-        self.pgid = proc.pid  # start_new_session: the child leads its own group
+        self.contain = contain
         self.reaped = False
         self.status: int | None = None
         self.rusage: resource.struct_rusage | None = None
@@ -240,40 +197,34 @@ class _Child:
             self._try_reap()
 
     async def wait_gone(self) -> None:
-        """Wait until the child is reaped and nothing else in its group is running."""
+        """Wait until the child is reaped and nothing it started is running."""
         await self.wait()
-        while _group_alive(self.pgid):  # noqa: ASYNC110 - nothing signals "process group empty"
+        while self.contain.alive():  # noqa: ASYNC110 - nothing signals "all of them ended"
             await anyio.sleep(_POLL)
 
-    def signal_group(self, signum: int) -> bool:
-        """Send `signum` to the whole group; False when the group is already gone."""
-        try:
-            os.killpg(self.pgid, signum)
-        except ProcessLookupError:
-            return False
-        return True
-
     async def terminate(self, grace: float) -> None:
-        """SIGTERM the group, then SIGKILL after `grace` seconds whatever still runs."""
-        if self.reaped and not _group_alive(self.pgid):
+        """SIGTERM everything, then SIGKILL after `grace` seconds whatever still runs (again while it forks)."""
+        if self.reaped and not self.contain.alive():
             return
-        self.signal_group(signals.SIGTERM)
+        self.contain.signal(signals.SIGTERM)
         with anyio.move_on_after(grace):
             await self.wait_gone()
-        if not self.reaped or _group_alive(self.pgid):
-            self.signal_group(signals.SIGKILL)
-            with anyio.move_on_after(grace):
-                await self.wait_gone()
-            await self.wait()
+        with anyio.move_on_after(grace):
+            while not self.reaped or self.contain.alive():
+                self.contain.signal(signals.SIGKILL)
+                self._try_reap()
+                await anyio.sleep(_POLL)
+        await self.wait()
 
     def close(self) -> None:
-        """Release the pidfd and the pipes."""
+        """Release the pidfd, the pipes and the containment."""
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
+        self.contain.close()
 
 
 async def _pump(fd: int, stream: _Stream) -> None:
@@ -347,23 +298,39 @@ async def run_process(
     *,
     cwd: Path,
     env: Mapping[str, str] | None = None,
+    executable: str | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - the tool's own time limit, reported as timedOut
     grace: float = 2.0,
     tail_bytes: int = 16384,
     on_line: LineCallback | None = None,
+    on_start: StartCallback | None = None,
+    cgroups: bool = True,
 ) -> CommandOutcome:
     """Run `argv` in `cwd` and report how it went.
 
-    Lines of stdout/stderr go to `on_line(stream, line)` as they arrive. On timeout or
-    cancellation the whole process group gets SIGTERM, then SIGKILL after `grace` seconds;
-    a cancellation propagates once the group is gone. Raises CommandFailedToStart.
+    `executable` is the file that runs (default: `argv[0]` found by `find_program`); `env` is the
+    child's whole environment (default: the server's PATH, HOME, LANG and TERM). Lines of
+    stdout/stderr go to `on_line(stream, line)` as they arrive; `on_start(record)` receives what
+    `kill_leftovers` needs after a crash. On timeout or cancellation every process of the run
+    gets SIGTERM, then SIGKILL after `grace` seconds; a cancellation propagates once all are gone.
+    `cgroups=False` uses the fallback containment even where cgroups work. Raises CommandFailedToStart.
     """
     if not argv:
         raise CommandRefused("empty command")
     started = time.monotonic()
-    child = _Child(_spawn(argv, cwd, _merged_env(env, cwd)))
+    program = executable or find_program(argv[0], cwd)
+    contain = Containment(cgroups=cgroups)
+    try:
+        proc = _spawn(argv, program, cwd, dict(minimal_env(os.environ) if env is None else env), contain)
+    except BaseException:
+        contain.close()
+        raise
+    contain.attach(proc.pid)
+    child = _Child(proc, contain)
     run = _Run(child, started, tail_bytes, on_line)
     try:
+        if on_start is not None:
+            await on_start(contain.record())
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.pumps)
             await run.supervise(timeout, grace)
@@ -373,3 +340,24 @@ async def run_process(
             await child.terminate(grace)
             child.close()
     return run.outcome()
+
+
+async def kill_leftovers(metadata: Mapping[str, Any] | None) -> int:
+    """End what an interrupted run left behind, from the job's detail metadata; the count signalled.
+
+    Recovery calls this for a `run-command` job whose server died while it ran: the record under
+    `metadata["process"]` (written when the command started) names its cgroup, or its session and
+    environment marker. A record that is missing, malformed or from an earlier boot ends nothing.
+    """
+    record = (metadata or {}).get("process")
+    if not isinstance(record, Mapping):
+        return 0
+    group, pids = leftovers(record)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signals.SIGKILL)
+    count = len(pids) + (kill_cgroup(group) if group is not None else 0)
+    with anyio.move_on_after(_LEFTOVER_WAIT):
+        while group is not None and group.is_dir() and not remove_cgroup(group):  # noqa: ASYNC110 - no event
+            await anyio.sleep(_POLL)
+    return count

@@ -3,6 +3,9 @@
 `VIBE_JOBS_ROOTS` (path-separator separated) names them; the default is the directory the
 server started in. A path is served only when its real location (symbolic links resolved)
 lies inside one of the roots.
+
+A refusal says the same thing whether a path outside the roots exists or not, and never lists
+the roots: a caller learns nothing about the machine beyond what it may already read.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+from vibe_jobs.tools.printable import shortened
+
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: no longer path can be opened anyway
 
 
 class PathRefused(ValueError):
@@ -32,14 +39,24 @@ def is_within(path: Path, roots: Sequence[Path]) -> bool:
 
 def resolve_within_roots(path: str | Path, roots: Sequence[Path], *, must_be_dir: bool = False) -> Path:
     """Resolve `path` (relative paths against the first root) and refuse it outside the roots."""
-    raw = Path(path).expanduser()
-    candidate = raw if raw.is_absolute() else roots[0] / raw
-    if not candidate.exists():
-        raise PathRefused(f"path '{path}' does not exist")
-    resolved = candidate.resolve()
-    if not is_within(resolved, roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise PathRefused(f"path '{path}' is outside the allowed roots ({allowed}); set VIBE_JOBS_ROOTS")
+    text = str(path)
+    if len(text) > MAX_PATH_CHARS:
+        raise PathRefused(f"path is {len(text):,} characters long; the limit is {MAX_PATH_CHARS:,}")
+    if "\0" in text:
+        raise PathRefused("path contains a NUL character")
+    resolved = _existing(text, roots)
+    if resolved is None or not is_within(resolved, roots):
+        raise PathRefused(f"path '{shortened(text)}' does not exist or is outside the allowed roots")
     if must_be_dir and not resolved.is_dir():
-        raise PathRefused(f"path '{path}' is not a directory")
+        raise PathRefused(f"path '{shortened(text)}' is not a directory")
     return resolved
+
+
+def _existing(text: str, roots: Sequence[Path]) -> Path | None:
+    """The real location of `text` (relative to the first root), or None when it cannot be found."""
+    try:
+        raw = Path(text).expanduser()
+        candidate = raw if raw.is_absolute() else roots[0] / raw
+        return candidate.resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a loop, a name too long, an unknown ~user, a lone surrogate
+        return None

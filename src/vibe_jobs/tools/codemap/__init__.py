@@ -1,6 +1,6 @@
 """Pure logic of the built-in `map-codebase` tool (no MCP imports)."""
 
-from vibe_jobs.tools.codemap.mapper import Reporter, map_codebase
+from vibe_jobs.tools.codemap.mapper import DEFAULT_MAX_FILES, Reporter, map_codebase
 from vibe_jobs.tools.codemap.model import CodeMap, FileEntry, LanguageSummary, Symbol
 from vibe_jobs.tools.codemap.render import DEFAULT_MAX_CHARS, render_markdown
 from vibe_jobs.tools.codemap.symbols import detect_language, extract_symbols
@@ -8,6 +8,7 @@ from vibe_jobs.tools.codemap.walk import Walker, WalkResult
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
+    "DEFAULT_MAX_FILES",
     "CodeMap",
     "FileEntry",
     "LanguageSummary",

@@ -1,33 +1,43 @@
-"""The `map-codebase` driver: walk, then read and parse files in worker-thread batches."""
+"""The `map-codebase` driver: walk, then read and parse files in worker-thread batches.
+
+The work runs in worker threads, off the event loop. A cancelled map stops its thread between
+files (a flag the thread checks), without waiting for the batch; each file has a time budget
+(`FILE_BUDGET_SECONDS`) and any failure on one file becomes that file's diagnostic, so one
+pathological file never fails or freezes the map.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio.to_thread
 
+from vibe_jobs.logs import get_logger
 from vibe_jobs.tools.codemap.model import CodeMap, FileEntry, LanguageSummary
-from vibe_jobs.tools.codemap.symbols import count_lines, detect_language, extract_symbols
+from vibe_jobs.tools.codemap.safeio import Refused, read_regular
+from vibe_jobs.tools.codemap.symbols import Extraction, count_lines, detect_language, extract_symbols
 from vibe_jobs.tools.codemap.walk import Walker, WalkResult, looks_binary
+from vibe_jobs.tools.printable import printable
 
 SCAN_END = 10.0
 PARSE_END = 95.0
 BATCH_FILES = 256
 BATCH_SECONDS = 0.05
 MAX_FILE_BYTES = 2 * 1024 * 1024
+FILE_BUDGET_SECONDS = 1.0
+DEFAULT_MAX_FILES = 10_000
 MAX_DIAGNOSTICS = 200
 REPORT_STEP = 1.0
 REPORT_INTERVAL = 0.1
 
-# `warnings.catch_warnings` swaps process-wide state: serialise it between our worker threads.
-_WARNINGS_LOCK = threading.Lock()
+log = get_logger("vibe_jobs.tools.codemap")
+T = TypeVar("T")
 
 
 class Reporter(Protocol):
@@ -45,34 +55,54 @@ class FileOutcome:
     diagnostic: str | None = None
 
 
-def analyse_file(path: str, rel: str) -> FileOutcome:
+def analyse_file(path: str, rel: str, roots: Sequence[Path]) -> FileOutcome:
     """Read one file and extract its symbols; problems become a skip reason or a diagnostic."""
+    shown = printable(rel)
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        data = read_regular(path, roots, MAX_FILE_BYTES)
+    except Refused as exc:
+        return FileOutcome(skipped=exc.reason)
     except OSError as exc:
-        return FileOutcome(skipped="unreadable", diagnostic=f"{rel}: cannot read: {exc.strerror or exc}")
-    if len(data) > MAX_FILE_BYTES:
-        return FileOutcome(skipped="too-large")
+        return FileOutcome(skipped="unreadable", diagnostic=f"{shown}: cannot read: {exc.strerror or exc}")
     if looks_binary(data):
         return FileOutcome(skipped="binary")
     language = detect_language(rel)
-    extraction = extract_symbols(language, data)
-    entry = FileEntry(path=rel, language=language, lines=count_lines(data), symbols=extraction.symbols)
-    return FileOutcome(entry=entry, diagnostic=f"{rel}: {extraction.error}" if extraction.error else None)
+    extraction = _extract(language, data, shown)
+    entry = FileEntry(path=shown, language=language, lines=count_lines(data), symbols=extraction.symbols)
+    return FileOutcome(entry=entry, diagnostic=f"{shown}: {extraction.error}" if extraction.error else None)
 
 
-def parse_batch(files: Sequence[tuple[str, str]], start: int) -> list[FileOutcome]:
-    """Analyse files from `start` on, stopping after `BATCH_FILES` files or `BATCH_SECONDS`."""
+def _extract(language: str, data: bytes, shown: str) -> Extraction:
+    try:
+        return extract_symbols(language, data, budget=FILE_BUDGET_SECONDS)
+    except Exception as exc:  # a bug of ours on one file must not lose the map: the traceback goes to the log
+        log.warning("codemap.file_failed", file=shown, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+        return Extraction([], f"symbols left out: {type(exc).__name__}")
+
+
+def parse_batch(
+    files: Sequence[tuple[str, str]], start: int, roots: Sequence[Path], stop: threading.Event
+) -> list[FileOutcome]:
+    """Analyse files from `start` on: at most `BATCH_FILES` files or `BATCH_SECONDS`, none once `stop` is set."""
     deadline = time.monotonic() + BATCH_SECONDS
     outcomes: list[FileOutcome] = []
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escapes in parsed sources
-        for path, rel in files[start : start + BATCH_FILES]:
-            outcomes.append(analyse_file(path, rel))
-            if time.monotonic() >= deadline:
-                break
+    for path, rel in files[start : start + BATCH_FILES]:
+        if stop.is_set():
+            break
+        outcomes.append(analyse_file(path, rel, roots))
+        if time.monotonic() >= deadline:
+            break
     return outcomes
+
+
+async def in_thread(fn: Callable[..., T], *args: object, stop: threading.Event | None = None) -> T:
+    """Run `fn` in a worker thread; on cancellation do not wait for it, and set `stop` (which it checks)."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
 
 
 class _Progress:
@@ -108,8 +138,8 @@ class _Builder:
         if len(self.diagnostics) >= MAX_DIAGNOSTICS:
             self._dropped += 1
             return
-        self.diagnostics.append(message)
-        self._forward(message)
+        self.diagnostics.append(printable(message))
+        self._forward(self.diagnostics[-1])
 
     def add(self, outcome: FileOutcome) -> None:
         if outcome.diagnostic:
@@ -126,18 +156,19 @@ class _Builder:
         summary.lines += entry.lines
         summary.symbols += entry.symbol_count()
 
-    def build(self, root: str, truncated: bool) -> CodeMap:
+    def build(self, root: str, truncated: bool, max_files: int) -> CodeMap:
         if self._dropped:
             self.diagnostics.append(f"... and {self._dropped} more diagnostics")
             self._forward(self.diagnostics[-1])
         languages = dict(sorted(self.languages.items(), key=lambda item: (-item[1].lines, item[0])))
         return CodeMap(
-            root=root,
+            root=printable(root),
             files=self.files,
             languages=languages,
             total_files=len(self.files),
             skipped=dict(sorted(self.skipped.items())),
             truncated=truncated,
+            max_files=max_files,
             diagnostics=self.diagnostics,
         )
 
@@ -145,7 +176,7 @@ class _Builder:
 async def _scan(walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]]) -> WalkResult:
     """Stage "scan": walk in worker-thread steps; the total is unknown, so progress is an estimate."""
     await progress(0.0, "scanning files", stage="scan", sub=0.0, force=True)
-    while not await anyio.to_thread.run_sync(walker.step):
+    while not await in_thread(walker.step):  # a step is short: an abandoned one ends on its own
         await checkpoint()
         found = len(walker.result.files)
         share = found / (found + 2000)
@@ -158,15 +189,17 @@ async def _scan(walker: Walker, progress: _Progress, checkpoint: Callable[[], Aw
 
 async def _parse(
     files: Sequence[tuple[str, str]],
+    roots: Sequence[Path],
     builder: _Builder,
     progress: _Progress,
     checkpoint: Callable[[], Awaitable[None]],
 ) -> None:
     """Stage "parse": analyse files in batches, checking for cancellation between them."""
     done, total = 0, len(files)
+    stop = threading.Event()
     while done < total:
         await checkpoint()
-        for outcome in await anyio.to_thread.run_sync(parse_batch, files, done):
+        for outcome in await in_thread(parse_batch, files, done, roots, stop, stop=stop):
             builder.add(outcome)
             done += 1
         share = done / total
@@ -181,13 +214,14 @@ async def map_codebase(
     roots: Sequence[Path],
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
-    max_files: int | None = None,
+    max_files: int = DEFAULT_MAX_FILES,
     report: Reporter,
     checkpoint: Callable[[], Awaitable[None]],
     diagnostic: Callable[[str], None],
 ) -> CodeMap:
     """Map the source files below `root`: languages, line counts and top-level symbols.
 
+    At most `max_files` files are mapped; the result says when more were left out.
     `checkpoint` is awaited between steps and batches (it raises when the job is cancelled);
     `diagnostic` receives notes about unreadable or unparsable files (also kept in the result).
     """
@@ -196,6 +230,6 @@ async def map_codebase(
     walked = await _scan(walker, progress, checkpoint)
     builder = _Builder(diagnostic, walked)
     if walked.truncated:
-        builder.note(f"stopped after max_files={max_files} files; more files were not mapped")
-    await _parse(walked.files, builder, progress, checkpoint)
-    return builder.build(str(root), walked.truncated)
+        builder.note(f"stopped at maxFiles={max_files:,} files; more files were not mapped (raise maxFiles for them)")
+    await _parse(walked.files, walker.roots, builder, progress, checkpoint)
+    return builder.build(str(root), walked.truncated, max_files)

@@ -53,5 +53,6 @@ class CodeMap(_Wire):
     languages: dict[str, LanguageSummary] = {}
     total_files: int = 0
     skipped: dict[str, int] = {}
-    truncated: bool = False
+    truncated: bool = False  # stopped at max_files: more files exist
+    max_files: int | None = None  # the cap this map ran with
     diagnostics: list[str] = []

@@ -51,7 +51,7 @@ def _totals(code_map: CodeMap) -> str:
     if code_map.skipped:
         text += " Skipped: " + ", ".join(f"{reason} {count:,}" for reason, count in code_map.skipped.items()) + "."
     if code_map.truncated:
-        text += " **Stopped at the max_files limit: more files exist.**"
+        text += f" **Stopped at maxFiles ({code_map.max_files or code_map.total_files:,} files): more files exist.**"
     return text
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vibe_jobs.tools.codemap.safeio import DIR_FLAGS, Refused, opened, read_regular
 from vibe_jobs.tools.roots import is_within
 
 SKIP_DIRS: dict[str, str] = {
@@ -44,6 +45,7 @@ _BINARY_EXTENSION_WORDS = (
 BINARY_EXTENSIONS = frozenset("." + word for word in _BINARY_EXTENSION_WORDS.split())
 
 BINARY_SNIFF_BYTES = 8192
+GITIGNORE_MAX_BYTES = 1024 * 1024
 
 
 def looks_binary(head: bytes) -> bool:
@@ -59,40 +61,70 @@ def has_binary_extension(name: str) -> bool:
 # --- gitignore patterns -------------------------------------------------------------------------
 
 
+# Any number of leading directories (`**/`): it backtracks over directory boundaries only.
+ANY_DIRS = "(?:[^/]*+/)*"
+
+
 def _char_class(pattern: str, start: int) -> tuple[str, int] | None:
-    """Translate the `[...]` starting at `start`; None when it is not closed."""
+    """Translate the `[...]` starting at `start`; None when it is not closed or not a valid set."""
     end = pattern.find("]", start + 2 if pattern[start + 1 : start + 2] in ("!", "^", "]") else start + 1)
     if end < 0:
         return None
     body = pattern[start + 1 : end]
-    if body[:1] in ("!", "^"):
-        body = "^" + body[1:]
-    return "[" + body.replace("\\", "\\\\") + "]", end + 1
+    negated = body[:1] in ("!", "^")
+    chars = "".join("-" if char == "-" else re.escape(char) for char in (body[1:] if negated else body))
+    klass = f"[^/{chars}]" if negated else f"[{chars}]"
+    try:
+        re.compile(klass)
+    except re.error:  # `[z-a]`: the `[` is then an ordinary character
+        return None
+    return klass, end + 1
 
 
 def translate_glob(pattern: str) -> str:
-    """Translate one gitignore glob (no leading `!`, no trailing `/`) into a regex source."""
+    """Translate one gitignore glob (no leading `!`, no trailing `/`) into a regex source.
+
+    The regex stays linear-ish on any file name: within one path component, every `*` but the
+    last takes the earliest place its following text fits, atomically (what fnmatch does), so a
+    pattern like `*a*a*a*a*b` cannot backtrack through every way to split a long name.
+    """
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         at_boundary = i == 0 or pattern[i - 1] == "/"
         if at_boundary and pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
+            out.append(ANY_DIRS)
             i += 3
         elif at_boundary and pattern.startswith("**", i) and i + 2 == n:
             out.append(".*")
             i += 2
         else:
-            piece, i = _glob_atom(pattern, i)
+            piece, i = _component(pattern, i)
             out.append(piece)
     return "".join(out)
 
 
+def _component(pattern: str, i: int) -> tuple[str, int]:
+    """Translate the path component starting at `i` (up to and with its `/`); the regex and the next index."""
+    chunks: list[list[str]] = [[]]  # the text before the first `*`, then the text after each `*`
+    while i < len(pattern) and pattern[i] != "/":
+        if pattern[i] == "*":
+            if chunks[-1] or len(chunks) == 1:  # `**` inside a component is one `*`
+                chunks.append([])
+            i += 1
+            continue
+        piece, i = _glob_atom(pattern, i)
+        chunks[-1].append(piece)
+    head, *starred = ["".join(chunk) for chunk in chunks]
+    middle = "".join(f"(?>[^/]*?{chunk})" for chunk in starred[:-1])
+    tail = f"[^/]*{starred[-1]}" if starred else ""
+    slash = "/" if i < len(pattern) else ""
+    return head + middle + tail + slash, i + len(slash)
+
+
 def _glob_atom(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the single glob element at `i`; returns the regex piece and the next index."""
+    """Translate the single glob element at `i` (no `*`); returns the regex piece and the next index."""
     char = pattern[i]
-    if char == "*":
-        return "[^/]*", i + 1
     if char == "?":
         return "[^/]", i + 1
     if char == "\\" and i + 1 < len(pattern):
@@ -124,7 +156,7 @@ def _parse_line(line: str) -> _Rule | None:
         return None
     anchored = "/" in body
     regex = translate_glob(body.lstrip("/"))
-    return _Rule(regex if anchored else "(?:.*/)?" + regex, negated, dir_only)
+    return _Rule(regex if anchored else ANY_DIRS + regex, negated, dir_only)
 
 
 def _alternation(rules: list[_Rule]) -> re.Pattern[str] | None:
@@ -192,6 +224,27 @@ class _Dir:
     included: bool
 
 
+@dataclass(frozen=True)
+class _Found:
+    """One directory entry, classified while its directory was open."""
+
+    name: str
+    path: str
+    kind: str  # "dir", "file", "broken-symlink" or "special"
+    link: bool
+
+
+def _classify(base: str, entry: os.DirEntry[str]) -> _Found:
+    try:
+        is_dir = entry.is_dir()
+        is_file = not is_dir and entry.is_file()
+        link = entry.is_symlink()
+    except OSError:
+        is_dir = is_file = link = False
+    kind = "dir" if is_dir else "file" if is_file else "broken-symlink" if link else "special"
+    return _Found(entry.name, os.path.join(base, entry.name), kind, link)
+
+
 class Walker:
     """Incremental walk: call `step()` until it returns True; `result` holds what was found."""
 
@@ -216,6 +269,10 @@ class Walker:
         self._stack = [_Dir(str(root), real, "", (), self._include is None)]
 
     @property
+    def roots(self) -> tuple[Path, ...]:
+        return self._roots
+
+    @property
     def done(self) -> bool:
         return not self._stack
 
@@ -235,7 +292,7 @@ class Walker:
         self.result.skipped[reason] += 1
 
     def _visit(self, folder: _Dir) -> int:
-        entries = self._scan(folder.path)
+        entries = self._scan(folder)
         if entries is None:
             return 1
         names = {entry.name for entry in entries}
@@ -252,37 +309,35 @@ class Walker:
             self._stack.extend(reversed(subdirs))
         return len(entries) + 1
 
-    def _scan(self, path: str) -> list[os.DirEntry[str]] | None:
+    def _scan(self, folder: _Dir) -> list[_Found] | None:
+        """The folder's entries, listed through a descriptor that really is inside the roots."""
         try:
-            with os.scandir(path) as it:
-                return sorted(it, key=lambda entry: entry.name)
+            with opened(folder.path, self._roots, DIR_FLAGS) as fd, os.scandir(fd) as it:
+                return sorted((_classify(folder.path, entry) for entry in it), key=lambda found: found.name)
+        except Refused as exc:
+            self._skip(exc.reason)
         except OSError as exc:
             self._skip("unreadable")
-            self.result.diagnostics.append(f"cannot list directory {path}: {exc.strerror or exc}")
-            return None
+            self.result.diagnostics.append(f"cannot list directory {folder.rel or '.'}: {exc.strerror or exc}")
+        return None
 
     def _gitignore(self, folder: _Dir) -> tuple[PatternSet, ...]:
-        path = os.path.join(folder.path, ".gitignore")
         try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                return (PatternSet.parse(handle, folder.rel),)
-        except OSError as exc:
-            self.result.diagnostics.append(f"cannot read {path}: {exc.strerror or exc}")
+            data = read_regular(os.path.join(folder.path, ".gitignore"), self._roots, GITIGNORE_MAX_BYTES)
+        except (Refused, OSError) as exc:
+            reason = exc.reason if isinstance(exc, Refused) else exc.strerror or str(exc)
+            self.result.diagnostics.append(f"cannot read {folder.rel}.gitignore: {reason}")
             return ()
+        return (PatternSet.parse(data.decode("utf-8", errors="replace").splitlines(), folder.rel),)
 
-    def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], out: list[_Dir]) -> None:
+    def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, out: list[_Dir]) -> None:
         rel = folder.rel + entry.name
-        try:
-            is_dir = entry.is_dir()
-            is_file = not is_dir and entry.is_file()
-        except OSError:
-            is_dir = is_file = False
-        if not (is_dir or is_file):
-            self._skip("broken-symlink" if entry.is_symlink() else "special")
-        elif is_dir:
+        if entry.kind == "dir":
             self._directory(folder, rules, entry, rel, out)
-        else:
+        elif entry.kind == "file":
             self._file(folder, rules, entry, rel)
+        else:
+            self._skip(entry.kind)
 
     def _filtered(self, rules: tuple[PatternSet, ...], rel: str, is_dir: bool) -> str | None:
         """The reason to skip `rel` by its patterns, or None to keep it."""
@@ -292,9 +347,7 @@ class Walker:
             return "excluded"
         return None
 
-    def _directory(
-        self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], rel: str, out: list[_Dir]
-    ) -> None:
+    def _directory(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, rel: str, out: list[_Dir]) -> None:
         reason = SKIP_DIRS.get(entry.name) or self._filtered(rules, rel, True)
         real = None if reason else self._real_dir(folder, entry)
         if reason is not None:
@@ -304,20 +357,20 @@ class Walker:
             included = folder.included or bool(self._include and self._include.match(rel, True))
             out.append(_Dir(entry.path, real, rel + "/", rules, included))
 
-    def _real_dir(self, folder: _Dir, entry: os.DirEntry[str]) -> str | None:
+    def _real_dir(self, folder: _Dir, entry: _Found) -> str | None:
         """The real path of a sub-directory to enter, or None (counted) when it must not be."""
-        real = self._link_target(entry) if entry.is_symlink() else os.path.join(folder.real, entry.name)
+        real = self._link_target(entry) if entry.link else os.path.join(folder.real, entry.name)
         if real is not None and real in self._visited:
             self._skip("already-visited")
             return None
         return real
 
-    def _file(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: os.DirEntry[str], rel: str) -> None:
+    def _file(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, rel: str) -> None:
         reason = "vcs" if entry.name == ".git" else None
         reason = reason or ("binary" if has_binary_extension(entry.name) else self._filtered(rules, rel, False))
         if reason is None and not (folder.included or (self._include and self._include.match(rel, False))):
             reason = "not-included"
-        if reason is None and entry.is_symlink() and self._link_target(entry) is None:
+        if reason is None and entry.link and self._link_target(entry) is None:
             return
         if reason is not None:
             self._skip(reason)
@@ -327,7 +380,7 @@ class Walker:
         else:
             self.result.files.append((entry.path, rel))
 
-    def _link_target(self, entry: os.DirEntry[str]) -> str | None:
+    def _link_target(self, entry: _Found) -> str | None:
         """The real path of a symbolic link, or None (counted) when it leaves the allowed roots."""
         real = os.path.realpath(entry.path)
         if is_within(Path(real), self._roots):

@@ -1,0 +1,28 @@
+"""One rule for showing text that came from the operating system (file names, paths) to a client.
+
+POSIX names are bytes; Python hands them over as `str` with undecodable bytes as lone surrogates
+(surrogateescape). Such a string cannot be encoded as UTF-8, so it must never reach a result, a
+message or the store as is. `printable` writes each such byte as `\\xNN` (and any other lone
+surrogate as `\\uNNNN`), so every answer is valid UTF-8 and still says which byte was there.
+"""
+
+from __future__ import annotations
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: undecodable bytes and lone surrogates escaped (`\\xff`, `\\ud800`)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (from JSON `\ud800`, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shortened(text: str, limit: int = 200) -> str:
+    """`printable(text)`, cut to `limit` characters with an ellipsis (for echoing input in messages)."""
+    shown = printable(text[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

@@ -1,0 +1,58 @@
+"""Which paths the built-in tools serve, and what a refusal gives away (nothing about outside the roots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vibe_jobs.tools.printable import printable
+from vibe_jobs.tools.roots import PathRefused, resolve_within_roots
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "root" / "sub").mkdir(parents=True)
+    (tmp_path / "root" / "file.py").write_text("")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "root" / "escape").symlink_to(tmp_path / "outside")
+    (tmp_path / "root" / "loop").symlink_to(tmp_path / "root" / "loop")
+    return tmp_path
+
+
+def refusal(path: str, root: Path, **options: bool) -> str:
+    with pytest.raises(PathRefused) as caught:
+        resolve_within_roots(path, [root], **options)
+    return str(caught.value)
+
+
+def test_inside_paths_resolve(tree: Path) -> None:
+    root = tree / "root"
+    assert resolve_within_roots("sub", [root], must_be_dir=True) == root / "sub"
+    assert resolve_within_roots(str(root / "file.py"), [root]) == root / "file.py"
+
+
+def test_outside_and_missing_read_the_same_and_name_no_root(tree: Path) -> None:
+    root = tree / "root"
+    messages = {
+        refusal(path, root).replace(path, "P")
+        for path in (str(tree / "outside"), str(tree / "missing"), "escape", "../outside", "loop", "~nobody-here/x")
+    }
+    assert messages == {"path 'P' does not exist or is outside the allowed roots"}
+    assert refusal("file.py", root, must_be_dir=True) == "path 'file.py' is not a directory"
+
+
+def test_hostile_paths_get_a_clear_refusal(tree: Path) -> None:
+    root = tree / "root"
+    assert refusal("a/" * 3000, root) == "path is 6,000 characters long; the limit is 4,096"
+    assert refusal("sub\0x", root) == "path contains a NUL character"
+    assert refusal("sub\ud800", root) == "path 'sub\\ud800' does not exist or is outside the allowed roots"
+    assert refusal("x" * 300, root).endswith("does not exist or is outside the allowed roots")  # a name too long
+    long_refusal = refusal("y" * 4000, root)
+    assert len(long_refusal) < 300, "a refusal does not echo a long path whole"
+
+
+def test_printable_escapes_what_utf8_cannot_carry() -> None:
+    assert printable(b"\xff_bad.py".decode("utf-8", "surrogateescape")) == "\\xff_bad.py"
+    assert printable("lone \ud800 surrogate") == "lone \\ud800 surrogate"
+    assert printable("plain é") == "plain é"
