@@ -8,7 +8,7 @@ built when the tool is declared: the MCP input schema, and the validation of eve
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints, overload
 
@@ -39,6 +39,9 @@ class JobToolSpec:
     context_param: str | None = None
     title: str | None = None
     refuse: Callable[[dict[str, Any]], str | None] | None = None
+    # ends what a run interrupted by a crash left behind (its processes), from the job's detail metadata;
+    # recovery calls it before the job is failed or requeued
+    on_interrupted: Callable[[Mapping[str, Any] | None], Awaitable[object]] | None = None
     arguments: ToolArguments = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -77,6 +77,7 @@ async def recover_orphans(
             continue  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
         if shared and rec.tool_name not in tools:
             continue
+        await _end_leftovers(rec, tools.get(rec.tool_name))
         changes = plan_recovery(manager, rec, tools, default_retry)
         try:
             new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
@@ -86,3 +87,13 @@ async def recover_orphans(
         if new.status is JobStatus.PENDING:
             adopted.append(new)
     return adopted
+
+
+async def _end_leftovers(rec: JobRecord, spec: JobToolSpec | None) -> None:
+    """A run that was going when its owner died may have left processes behind: its tool ends them."""
+    if rec.status is not JobStatus.RUNNING or spec is None or spec.on_interrupted is None:
+        return
+    try:
+        await spec.on_interrupted(rec.detail_metadata)
+    except Exception as exc:  # recovery must go on: the job is settled whatever its leftovers did
+        log.warning("job.leftovers_not_ended", job_id=rec.id, error=str(exc))

@@ -17,7 +17,7 @@ from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
 from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
-from vibe_jobs.tools.command import CommandFailedToStart, run_process
+from vibe_jobs.tools.command import CommandFailedToStart, kill_leftovers, run_process
 from vibe_jobs.tools.printable import printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
@@ -177,7 +177,9 @@ def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     allowlist = Allowlist.build(settings.allowed_commands, settings.command_env, root=roots[0], environ=os.environ)
     if allowlist.programs:
         runner = RunCommand(roots, allowlist)
-        server.add_spec(_spec(runner, "run-command", "execution"))
+        spec = _spec(runner, "run-command", "execution")
+        spec.on_interrupted = kill_leftovers
+        server.add_spec(spec)
 
 
 def _spec(tool: MapCodebase | RunCommand, name: str, operation: Literal["codemap", "execution"]) -> Any:
