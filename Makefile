@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-all lint typecheck unit conformance bench clean
+.PHONY: run test test-all lint typecheck unit conformance bench faults faults-ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,18 @@ conformance: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/suite.py $(BENCH_ARGS)
+
+# Fault injection (tests/faults): `make faults` is the long run, MINUTES of faults on a PostgreSQL cluster of its
+# own, then the SQLite server killed KILLS times; it prints the checker's tables and fails on a violation.
+# `make faults-ci` is the bounded profile (a few minutes, fixed seed) that .ci/run runs.
+SEED ?= 1
+MINUTES ?= 20
+KILLS ?= 60
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults.run --seed $(SEED) --seconds $$(( $(MINUTES) * 60 )) --kills $(KILLS) $(FAULTS_ARGS)
+
+faults-ci: $(STAMP)
+	RUN_SLOW=1 $(BIN)/pytest -q -s tests/faults/test_faults.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
