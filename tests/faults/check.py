@@ -237,9 +237,9 @@ def check_concurrency(f: Facts) -> Iterable[Violation]:
     if f.flavour == "cluster":
         held = [(c.start, c.end) for cs in f.claims.values() for c in cs]
         for t, n in _over_limit(held, f.limit):
-            yield Violation("concurrency", None, f"the store had {n} jobs running at {t:.3f} (limit {f.limit})")
+            yield Violation("concurrency", None, f"the store had {n} jobs running at {f.at(t)} (limit {f.limit})")
     for t, n in _over_limit(_ran(f), f.limit):
-        yield Violation("concurrency", None, f"{n} attempts ran at once at {t:.3f} (limit {f.limit})")
+        yield Violation("concurrency", None, f"{n} attempts ran at once at {f.at(t)} (limit {f.limit})")
 
 
 def check_cancels(f: Facts) -> Iterable[Violation]:

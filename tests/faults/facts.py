@@ -84,6 +84,14 @@ class Facts:
     first_final_at: dict[str, float]  # job id -> when the store first made it final
 
     @property
+    def t0(self) -> float:
+        """When the run began (its first event): times in messages are seconds from here."""
+        return self.run.events[0].t if self.run.events else 0.0
+
+    def at(self, t: float) -> str:
+        return f"+{t - self.t0:.3f} s"
+
+    @property
     def flavour(self) -> str:
         return str(self.meta.get("flavour", "cluster"))
 

@@ -1,6 +1,8 @@
 """A PostgreSQL cluster of the fault run's own, so the nemesis can restart it.
 
-`initdb` into the run's directory, started as the `postgres` OS user (`runuser -u postgres --`
+`initdb` into a temporary directory of its own (the postgres user must reach it, which a pytest
+tmp_path under a 0700 parent does not allow; `remove` copies the server log into the run directory
+and deletes it), started as the `postgres` OS user (`runuser -u postgres --`
 when this process is root, as on these machines), listening on 127.0.0.1 at a port of its own,
 trust auth. The shared server on 5432 that other tests use is never touched: every command here
 names this cluster's data directory (`pg_ctl -D ...`).
@@ -12,8 +14,9 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BIN = Path(os.environ.get("VIBE_JOBS_FAULTS_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -40,10 +43,10 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @dataclass
 class PgCluster:
-    """One data directory under `root` (root/pgdata), on 127.0.0.1:`port`."""
+    """One data directory (root/pgdata, root a new temporary directory), on 127.0.0.1:`port`."""
 
-    root: Path
     port: int
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vj-faults-pg-")))
 
     @property
     def data(self) -> Path:
@@ -61,12 +64,11 @@ class PgCluster:
             raise RuntimeError(f"{args[0]} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
 
     def init(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         self.data.mkdir()
+        os.chmod(self.root, 0o755)
         if os.geteuid() == 0:
             entry = pwd.getpwnam(OS_USER)
             os.chown(self.data, entry.pw_uid, entry.pw_gid)
-            os.chmod(self.root, 0o755)  # the postgres user writes its log beside the data directory
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         conf = {
             "listen_addresses": "'127.0.0.1'", "port": str(self.port), "unix_socket_directories": f"'{self.data}'",
@@ -89,6 +91,14 @@ class PgCluster:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self.shutdown("immediate")
+
+    def remove(self, keep_log_in: Path) -> None:
+        """Stop it, keep its log as `keep_log_in`/postgres.log, delete the data directory."""
+        self.stop()
+        log = self.data / "server.log"
+        if log.exists():
+            shutil.copyfile(log, keep_log_in / "postgres.log")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def wait_ready(self, seconds: float = 30) -> None:
         deadline = time.monotonic() + seconds

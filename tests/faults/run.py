@@ -156,45 +156,60 @@ UNFINISHED = "SELECT count(*) FROM jobs WHERE status IN ('pending', 'running')"
 
 
 async def run_cluster(cfg: Config, history: HistoryWriter) -> None:
+    pg = PgCluster(free_port())
+    try:
+        await anyio.to_thread.run_sync(pg.init)
+        await anyio.to_thread.run_sync(pg.start)
+        await prepare_postgres(pg.url)
+        proxies = Proxies(pg.port)
+        try:
+            await cluster_under_faults(cfg, history, pg, proxies)
+        finally:
+            proxies.close()
+    finally:
+        await anyio.to_thread.run_sync(pg.remove, cfg.out)
+
+
+async def prepare_postgres(url: str) -> None:
+    """The product's schema (the store creates it on open), then the audit, before any job exists."""
     from vibe_jobs.store.postgres import PostgresStore
 
-    pg = PgCluster(cfg.out / "pg", free_port())
-    await anyio.to_thread.run_sync(pg.init)
-    await anyio.to_thread.run_sync(pg.start)
-    proxies = Proxies(pg.port)
-    h = Harness(cfg, history)
+    store = PostgresStore(url)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(url)
     try:
-        store = PostgresStore(pg.url)
-        await store.open()  # creates the schema, so the audit can go on before any job exists
-        await store.close()
-        conn = await asyncpg.connect(pg.url)
         await audit.install_postgres(conn)
+    finally:
         await conn.close()
-        nemesis = Nemesis(history, random.Random(cfg.seed), cfg.lease, pg=pg, proxies=proxies)
-        for i in range(2):
-            port = free_port()
-            store_url = f"{pg.url}?application_name=vjf-replica-{i}"
-            args = ["serve", "--no-worker", "--transport", "streamable-http", "--port", str(port), "--store", store_url]
-            nemesis.replicas.append(h.slot(f"replica-{i}", [*args, *TOOLS], port))
-        for i in range(3):
-            port = free_port()
-            proxies.add(port)
-            store_url = f"postgresql://postgres@127.0.0.1:{port}/postgres?application_name=vjf-worker-{i}"
-            args = [
-                "worker",
-                "--store",
-                store_url,
-                "--concurrency",
-                str(cfg.worker_concurrency),
-                "--drain-seconds",
-                "1",
-            ]
-            nemesis.workers.append(h.slot(f"worker-{i}", [*args, *cfg.tools()]))
-            nemesis.proxy_port[f"worker-{i}"] = port
+
+
+def cluster_slots(h: Harness, pg: PgCluster, proxies: Proxies) -> Nemesis:
+    """2 replicas straight to PostgreSQL, 3 workers each through a proxy of its own; the nemesis over them."""
+    cfg = h.cfg
+    nemesis = Nemesis(h.history, random.Random(cfg.seed), cfg.lease, pg=pg, proxies=proxies)
+    for i in range(2):
+        port, url = free_port(), f"{pg.url}?application_name=vjf-replica-{i}"
+        args = ["serve", "--no-worker", "--transport", "streamable-http", "--port", str(port), "--store", url]
+        nemesis.replicas.append(h.slot(f"replica-{i}", [*args, *TOOLS], port))
+    for i in range(3):
+        port = free_port()
+        proxies.add(port)
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres?application_name=vjf-worker-{i}"
+        args = ["worker", "--store", url, "--concurrency", str(cfg.worker_concurrency), "--drain-seconds", "1"]
+        nemesis.workers.append(h.slot(f"worker-{i}", [*args, *cfg.tools()]))
+        nemesis.proxy_port[f"worker-{i}"] = port
+    return nemesis
+
+
+async def cluster_under_faults(cfg: Config, history: HistoryWriter, pg: PgCluster, proxies: Proxies) -> None:
+    h = Harness(cfg, history)
+    nemesis = cluster_slots(h, pg, proxies)
+    try:
         await start_all(h)
         h.meta(pg_port=pg.port)
         work = Workload(history, cfg.seed, cfg.rate, int(cfg.rate * cfg.seconds))
-        urls = {s.name: f"http://127.0.0.1:{s.port}/mcp" for s in nemesis.replicas}
+        urls = {s.name: server_url(s) for s in nemesis.replicas}
         await drive(h, work, urls, lambda: nemesis.run_cluster(cfg.seconds))
         conn = await asyncpg.connect(pg.url)
         try:
@@ -205,8 +220,6 @@ async def run_cluster(cfg: Config, history: HistoryWriter) -> None:
             await conn.close()
     finally:
         h.stop_all()
-        proxies.close()
-        await anyio.to_thread.run_sync(pg.stop)
 
 
 async def start_all(h: Harness) -> None:

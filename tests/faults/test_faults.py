@@ -15,6 +15,9 @@ until the bug is fixed and the entry removed.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +48,15 @@ def _needs_postgres_binaries() -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture
+def out() -> Iterator[Path]:
+    """The run directory: kept when the test fails (pytest's tmp_path is recycled by any other pytest run on
+    the machine, and a failed run's history is the evidence), deleted when it passes."""
+    path = Path(tempfile.mkdtemp(prefix="vj-faults-ci-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _judge(cfg: Config) -> None:
     violations, text = run(cfg)
     print(f"\n{text}\n\nhistory: {cfg.out}")
@@ -52,13 +64,16 @@ def _judge(cfg: Config) -> None:
     for v in known:
         print(f"KNOWN PRODUCT BUG ({KNOWN_PRODUCT_BUGS[v.kind]}): {v}")
     unexpected = [str(v) for v in violations if v.kind not in KNOWN_PRODUCT_BUGS]
-    assert not unexpected, "\n".join([f"{len(unexpected)} violations (history: {cfg.out}):", *unexpected[:30]])
+    if unexpected:
+        keep = Path(tempfile.mkdtemp(prefix="vj-faults-failed-"))
+        shutil.copytree(cfg.out, keep, dirs_exist_ok=True)
+        pytest.fail("\n".join([f"{len(unexpected)} violations (history kept in {keep}):", *unexpected[:30]]))
 
 
-def test_a_cluster_on_postgresql_under_faults_keeps_its_promises(tmp_path: Path) -> None:
+def test_a_cluster_on_postgresql_under_faults_keeps_its_promises(out: Path) -> None:
     _needs_postgres_binaries()
-    _judge(Config("cluster", SEED, tmp_path / "cluster", seconds=90, rate=15, limit=8))
+    _judge(Config("cluster", SEED, out / "cluster", seconds=90, rate=15, limit=8))
 
 
-def test_one_server_on_sqlite_killed_twenty_times_keeps_its_promises(tmp_path: Path) -> None:
-    _judge(Config("sqlite", SEED, tmp_path / "sqlite", kills=20, rate=10, limit=4))
+def test_one_server_on_sqlite_killed_twenty_times_keeps_its_promises(out: Path) -> None:
+    _judge(Config("sqlite", SEED, out / "sqlite", kills=20, rate=10, limit=4))
