@@ -15,9 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.faults.history import Attempt, Event, Run
+from tests.faults.history import FINAL, Attempt, Event, Run
 
-FINAL = ("completed", "failed", "cancelled")
+__all__ = ["FINAL", "ORPHANING", "Claim", "Facts", "Fault", "derive"]
 FAULT_KINDS = ("kill-worker", "kill-replica", "stop-worker", "cut-worker", "restart-pg", "kill-server")
 # faults after which a process's jobs must be taken over by another (the process holds them but cannot run them)
 ORPHANING = ("kill-worker", "stop-worker", "cut-worker", "kill-server")
@@ -68,7 +68,7 @@ def _us(row: dict[str, Any]) -> float:
 
 @dataclass
 class Facts:
-    run: Any  # the Run
+    run: Run
     meta: dict[str, Any]
     lease: float
     slack: float

@@ -27,6 +27,7 @@ HISTORY = "history.jsonl"
 EXEC_LOG = "exec.log"
 AUDIT = "audit.jsonl"
 JOBS = "jobs.jsonl"
+FINAL = ("completed", "failed", "cancelled")  # a job's final statuses, as the store and the wire spell them
 # How an attempt's token appears in what it writes (progress message, result, error text).
 TOKEN = re.compile(r"tok:([0-9a-f]{16})")
 

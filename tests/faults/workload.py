@@ -17,6 +17,7 @@ import heapq
 import json
 import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +25,9 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from tests.faults.history import HistoryWriter, token_of
+from tests.faults.history import FINAL, HistoryWriter, token_of
 
 PRIORITIES = ("low", "medium", "high", "critical")
-FINAL = ("completed", "failed", "cancelled")
 CALL_SECONDS = 30.0  # a call without an answer by then is indeterminate
 
 
@@ -131,8 +131,8 @@ class Session:
                     return
             except Exception as exc:
                 self._lost(exc)
-                if self.work.stopping and body is not final_reads:
-                    return
+                if self.work.stopping and self.work.final is None:
+                    return  # the run is winding down: no reconnecting (final readers do reconnect)
                 await anyio.sleep(0.3)
 
     def _lost(self, exc: BaseException) -> None:
@@ -198,7 +198,7 @@ async def read_once(client: Client, s: Session, job_id: str, wait: float = 0) ->
 
 async def reader(client: Client, s: Session) -> None:
     w = s.work
-    rng = random.Random(hash(s.name) ^ w.seed)
+    rng = random.Random(zlib.crc32(s.name.encode()) ^ w.seed)
     while not w.stopping:
         if w.order:
             await read_once(client, s, w.order[int(len(w.order) * rng.random() ** 0.3)])
