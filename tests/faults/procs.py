@@ -30,6 +30,7 @@ class Slot:
     proc: subprocess.Popen[bytes] | None = None
     pids: list[int] = field(default_factory=list)
     expected_exit: bool = False
+    stderr_from: int = 0  # where the current process's output begins in the slot's stderr file
 
     @property
     def pid(self) -> int:
@@ -41,6 +42,7 @@ class Slot:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "vibe_jobs", *self.args]
+        self.stderr_from = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env={**os.environ, **self.env}, stdout=subprocess.DEVNULL, stderr=err
@@ -82,6 +84,15 @@ class Slot:
             return None
         self.expected_exit = True
         return code
+
+    def exit_reason(self) -> str:
+        """What the current process said last on its way out: its last `vibe-jobs: ...` line (the CLI's
+        one-line error; library log noise may follow it), else its last line."""
+        with self.stderr_path.open("rb") as f:
+            f.seek(self.stderr_from)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        ours = [line for line in lines if line.startswith("vibe-jobs:")]
+        return (ours or lines or [""])[-1][-500:]
 
     def stop(self) -> None:
         """End of run: a clean SIGTERM (a stopped process is resumed first), then SIGKILL if it hangs."""

@@ -100,10 +100,8 @@ class Harness:
             await anyio.sleep(0.5)
             for s in self.slots:
                 if (code := s.exited_unexpectedly()) is not None:
-                    last = s.stderr_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-                    self.history.emit(
-                        "harness", "proc-exit", None, process_name=s.name, pid=s.pid, code=code, last=last[0][-500:]
-                    )
+                    why = s.exit_reason()
+                    self.history.emit("harness", "proc-exit", None, process_name=s.name, pid=s.pid, code=code, last=why)
                     s.start()
 
     def stop_all(self) -> None:
