@@ -115,12 +115,8 @@ def check_fenced_writes(f: Facts) -> Iterable[Violation]:
             if a is None:
                 yield Violation("fencing", row["id"], f"a write (audit seq {row['seq']}) carries an unknown token")
             elif (row["id"], row["old_status"], row["old_attempt"]) != (a.job, "running", a.attempt):
-                yield Violation(
-                    "fencing",
-                    row["id"],
-                    f"{_name(a)} wrote while the store "
-                    f"had attempt {row['old_attempt']} {row['old_status']} (audit seq {row['seq']})",
-                )
+                change = f"{row['old_status']}/{row['old_attempt']} -> {row['new_status']}/{row['new_attempt']}"
+                yield Violation("fencing", row["id"], f"{_name(a)} wrote {change} (audit seq {row['seq']})")
 
 
 def check_final_token(f: Facts) -> Iterable[Violation]:

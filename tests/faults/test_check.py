@@ -174,7 +174,7 @@ def test_a_write_by_an_attempt_that_lost_its_job_breaks_fencing(tmp_path: Path) 
     stale_attempt(s)
     found = violations(s, tmp_path)
     assert {v.kind for v in found} == {"fencing"}
-    assert any("attempt 1 (pid 100) wrote while the store had attempt 2" in v.detail for v in found)
+    assert any("attempt 1 (pid 100) wrote running/2 -> completed/2" in v.detail for v in found)
     assert any(
         "the stored result is from attempt 1 (pid 100); the newest attempt started is attempt 2" in v.detail
         for v in found
