@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-all lint typecheck unit conformance bench bench-hang-demo bench-publish clean
+.PHONY: run test test-all lint typecheck unit conformance bench bench-hang-demo bench-publish faults faults-ci clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ bench-hang-demo: $(STAMP)
 # the picture the README shows: the last run's bench/results/latest.svg copied to the tracked bench/latest.svg
 bench-publish:
 	cp bench/results/latest.svg bench/latest.svg
+
+# Fault injection (tests/faults): `make faults` is the long run, MINUTES of faults on a PostgreSQL cluster of its
+# own, then the SQLite server killed KILLS times; it prints the checker's tables and fails on a violation.
+# `make faults-ci` is the bounded profile (a few minutes, fixed seed) that .ci/run runs.
+SEED ?= 1
+MINUTES ?= 20
+KILLS ?= 60
+faults: $(STAMP)
+	$(BIN)/python -m tests.faults.run --seed $(SEED) --seconds $$(( $(MINUTES) * 60 )) --kills $(KILLS) $(FAULTS_ARGS)
+
+faults-ci: $(STAMP)
+	RUN_SLOW=1 $(BIN)/pytest -q -s tests/faults/test_faults.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

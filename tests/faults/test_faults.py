@@ -1,0 +1,104 @@
+"""The bounded fault runs (`.ci/run`, `make faults-ci`): both flavours with a fixed seed, 0 violations.
+
+cluster: 90 s of faults on 2 replicas and 3 workers over PostgreSQL (see run.py and nemesis.py);
+sqlite: one server SIGKILLed 20 times under load. Each prints the checker's table. `make faults`
+runs the long profile (MINUTES, SEED) outside pytest.
+
+Marked slow and `faults`: they run only when selected explicitly or with RUN_FAULTS=1 (conftest.py).
+Needs PostgreSQL 15's binaries (the run starts a cluster of its own; the server on 5432 is not used).
+
+KNOWN_PRODUCT_BUGS: violations the unbroken build still shows, each a product bug found by these runs and
+written up for the engineers restructuring the engine (not fixed here). A violation matching one is printed,
+labelled, and not failed on; any other violation, of any kind, fails the test. Remove an entry with its fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults import pgcluster
+from tests.faults.check import Violation
+from tests.faults.run import Config, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(900)]
+
+SEED = 20260716
+
+
+@dataclass(frozen=True, slots=True)
+class KnownBug:
+    kind: str
+    detail_contains: str  # "" matches every violation of the kind
+    what: str
+
+    def matches(self, v: Violation) -> bool:
+        return v.kind == self.kind and self.detail_contains in v.detail
+
+
+KNOWN_PRODUCT_BUGS = [
+    # A worker that stalls (SIGSTOP here; a VM pause or a long GC in life) while its claim is in flight, or whose
+    # claim's answer comes late (lost with its connection in a PostgreSQL restart, read back after the reconnect
+    # backoff), starts the tool although the claim's lease has lapsed and recovery has requeued the job, or failed a
+    # retry-unsafe one as "interrupted", and another worker may have finished it: the claimed record is run without
+    # checking that its lease is still good (engine/claims.py `_launch` -> `_claim`). Its writes are refused
+    # (fencing holds), but the work runs: again for a retry-safe job; after the client was told it failed, for an
+    # unsafe one.
+    KnownBug("stale_start", "", "a worker starts a claim whose lease lapsed"),
+    # A retryable failure of an attempt that lost its job (its worker was cut off, recovery requeued the job and
+    # another worker runs attempt n+1) requeues the newer attempt when the stale worker reconnects:
+    # Scheduler._failed re-reads the job and _requeue fences with that record's attempt, not the failing run's.
+    KnownBug("fencing", "-> pending/", "a stale attempt's retry requeues the newer attempt"),
+    # A PostgreSQL restart can end a running `vibe-jobs worker` or `serve` with exit 2 ("vibe-jobs: the job store
+    # at ... failed: ..."): a StoreError escapes to the command line after the store's reconnect attempts ran out.
+    KnownBug("process_exit", "vibe-jobs: the job store at", "a PostgreSQL restart ends a running process"),
+]
+
+
+def _needs_postgres_binaries() -> None:
+    reason = pgcluster.available()
+    if reason is None:
+        return
+    if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"VIBE_JOBS_REQUIRE_POSTGRES=1 but the fault run cannot start PostgreSQL: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def out() -> Iterator[Path]:
+    """The run directory: kept when the test fails (pytest's tmp_path is recycled by any other pytest run on
+    the machine, and a failed run's history is the evidence), deleted when it passes."""
+    path = Path(tempfile.mkdtemp(prefix="vj-faults-ci-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _judge(cfg: Config) -> None:
+    violations, text = run(cfg)
+    print(f"\n{text}\n\nhistory: {cfg.out}")
+    unexpected: list[str] = []
+    for v in violations:
+        bug = next((b for b in KNOWN_PRODUCT_BUGS if b.matches(v)), None)
+        if bug is None:
+            unexpected.append(str(v))
+        else:
+            print(f"KNOWN PRODUCT BUG ({bug.what}): {v}")
+    if unexpected:
+        keep = Path(tempfile.mkdtemp(prefix="vj-faults-failed-"))
+        shutil.copytree(cfg.out, keep, dirs_exist_ok=True)
+        pytest.fail("\n".join([f"{len(unexpected)} violations (history kept in {keep}):", *unexpected[:30]]))
+
+
+def test_a_cluster_on_postgresql_under_faults_keeps_its_promises(out: Path) -> None:
+    _needs_postgres_binaries()
+    _judge(Config("cluster", SEED, out / "cluster", seconds=90, rate=15, limit=8))
+
+
+def test_one_server_on_sqlite_killed_twenty_times_keeps_its_promises(out: Path) -> None:
+    _judge(Config("sqlite", SEED, out / "sqlite", kills=20, rate=10, limit=4))
