@@ -10,7 +10,7 @@ checker must then report `fencing` violations. Fails loudly when the product mov
 from __future__ import annotations
 
 from vibe_jobs import manager
-from vibe_jobs.engine import scheduler
+from vibe_jobs.engine import executor
 from vibe_jobs.store.base import NO_GUARD, Guard
 
 
@@ -18,7 +18,7 @@ def _unfenced(attempt: int | None) -> Guard:
     return NO_GUARD
 
 
-for _module, _name in ((manager, "_fence"), (scheduler, "_attempt_guard")):
+for _module, _name in ((manager, "_fence"), (executor, "_attempt_guard")):
     if not callable(getattr(_module, _name, None)):
         raise ImportError(f"break_fencing: {_module.__name__}.{_name} is gone; update this module")
     setattr(_module, _name, _unfenced)

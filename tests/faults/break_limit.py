@@ -9,7 +9,7 @@ moved the property.
 
 from __future__ import annotations
 
-from vibe_jobs.store.postgres.sql import ClaimLimits
+from vibe_jobs.store.base import ClaimLimits
 
 if not isinstance(ClaimLimits.__dict__.get("limited"), property):
     raise ImportError("break_limit: ClaimLimits.limited is gone; update this module")
