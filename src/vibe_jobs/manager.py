@@ -99,7 +99,7 @@ class JobManager:
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
-        return math.trunc(self.clock() * 1000)  # what int() gives, at a third of the cost for a float
+        return math.trunc(self.clock() * 1000)  # what int() gives, cheaper for a float
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -71,7 +71,8 @@ def json_size(value: Any) -> int:
     """The UTF-8 size of `canonical_json(value)`, raising as it does (and UnicodeEncodeError for a lone surrogate).
 
     A small flat object of ASCII strings, ints, bools and None (what tool arguments mostly are) is
-    measured without being encoded: json's C encoder costs ~0.8 us even for {"i": 1}, once per job.
+    measured without being encoded: running json's encoder costs more than the arguments are worth
+    (bench/MEASUREMENTS.md).
     """
     size = _flat_size(value) if type(value) is dict and len(value) <= _FLAT_MAX else None
     if size is None:

@@ -47,7 +47,7 @@ _scan = make_scanner(_decoder)  # type: ignore[arg-type]  # typeshed: it takes t
 
 def loads(text: str) -> Any:
     """Parse stored JSON. What this store writes (compact, nothing around it) takes one call into json's
-    C scanner, half the cost of `json.loads`; anything else goes the usual way."""
+    C scanner, without `json.loads`'s wrapper; anything else goes the usual way."""
     try:
         value, end = _scan(text, 0)
     except StopIteration:
