@@ -214,9 +214,7 @@ class ClaimSource:
                 if now < self._linger_until:
                     return  # `run_timers` wakes at `_linger_until`
             self._linger_until = None
-            found = await self.store.claim_many(
-                self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
-            )  # fmt: skip
+            found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now())
             for rec in found:
                 self._launch(rec)
             self._backlog = len(found) == free
