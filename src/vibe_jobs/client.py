@@ -228,11 +228,9 @@ async def follow_job(
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
         if wait_seconds > 0:
             reply = await client.call_tool(
-                GET_JOB_RESULT,
-                {**args, "waitSeconds": wait_seconds},
-                read_timeout_seconds=wait_seconds + 30,
-                progress_callback=on_progress,
-            )
+                GET_JOB_RESULT, {**args, "waitSeconds": wait_seconds},
+                read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress,
+            )  # fmt: skip
         else:
             await anyio.sleep(_recommended_ms(last) / 1000)
             reply = await client.call_tool(GET_JOB_RESULT, args)

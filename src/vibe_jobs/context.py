@@ -44,15 +44,9 @@ class JobContext:
         """Report progress (0-100) with an optional stage and progress within the stage."""
         diagnostic = self._take_diagnostics()
         await self.manager.update_progress(
-            self.job_id,
-            percent,
-            message,
-            stage=stage,
-            sub_progress=sub_progress,
-            diagnostic=diagnostic,
-            metadata=metadata,
-            attempt=self.attempt,
-        )
+            self.job_id, percent, message, stage=stage, sub_progress=sub_progress,
+            diagnostic=diagnostic, metadata=metadata, attempt=self.attempt,
+        )  # fmt: skip
 
     def diagnostic(self, text: str) -> None:
         """Add a diagnostic line; it is stored with the next progress update or the result."""

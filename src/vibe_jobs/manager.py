@@ -207,9 +207,7 @@ class JobManager:
 
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
-        rec = JobRecord(
-            os.urandom(16).hex(), tool_name, params, PENDING, now, now
-        )  # positional (bench/MEASUREMENTS.md: record construction)
+        rec = JobRecord(os.urandom(16).hex(), tool_name, params, PENDING, now, now)  # positional: 2x faster
         rec.owner = self.owner
         if task is not None:
             rec.task, rec.priority = task, task.priority.rank
@@ -314,17 +312,10 @@ class JobManager:
         """Publish a change (callers on the hot path ask `bus.wants` first: nobody listens, nothing is built)."""
         self.bus.publish(
             JobEvent(
-                kind,
-                rec.id,
-                rec.tool_name,
-                rec.status,
-                rec.version,
-                rec.updated_at,
-                rec.progress_percentage,
-                rec.progress_message,
-                rec.current_stage,
+                kind, rec.id, rec.tool_name, rec.status, rec.version, rec.updated_at,
+                rec.progress_percentage, rec.progress_message, rec.current_stage,
             )
-        )
+        )  # fmt: skip
 
     async def update_job_status(
         self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None
@@ -352,12 +343,9 @@ class JobManager:
         now = self.now()
         if target is RUNNING:
             return {
-                "status": target,
-                "updated_at": now,
-                "started_at": rec.started_at or now,
-                "owner": self.owner,
-                "attempt": rec.attempt + 1,
-            }
+                "status": target, "updated_at": now, "started_at": rec.started_at or now,
+                "owner": self.owner, "attempt": rec.attempt + 1,
+            }  # fmt: skip
         if target in FINAL:
             return {"status": target, "updated_at": now, "finished_at": now}
         return {"status": target, "updated_at": now}
@@ -438,14 +426,9 @@ class JobManager:
         return await self.mutate(job_id, plan, _fence(attempt), known=known)
 
     async def fail_job(
-        self,
-        job_id: str,
-        message: str,
-        *,
-        attempt: int | None = None,
-        diagnostics: list[str] | None = None,
+        self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> JobRecord:
+    ) -> JobRecord:  # fmt: skip
         """Finish a job as failed with an error result carrying `message`."""
         result = text_result(message, is_error=True)
         return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
@@ -497,20 +480,13 @@ class JobManager:
         rec = await self.get_record(job_id)
         now = self.now()
         remaining = estimate_remaining(
-            now=now,
-            started_at=rec.started_at,
-            progress=rec.progress_percentage,
+            now=now, started_at=rec.started_at, progress=rec.progress_percentage,
             estimated_duration=rec.task.estimated_duration if rec.task else None,
-        )
+        )  # fmt: skip
         d = decide(
-            self.settings.polling,
-            now=now,
-            finished=rec.finished,
-            reads=rec.access_count,
-            next_check_time=rec.next_check_time,
-            remaining_ms=remaining,
-            long_poll=long_poll,
-        )
+            self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
+            next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
+        )  # fmt: skip
         reads = rec.access_count + (1 if d.counted else 0)
         if d.counted:
             await self.store.touch(job_id, reads, now, d.next_check_time)
@@ -529,21 +505,13 @@ class JobManager:
     ) -> JobStatusMessage:
         # model_construct: every value comes from a validated record (this is the hot path of polling)
         return JobStatusMessage.model_construct(
-            job_id=rec.id,
-            tool_name=rec.tool_name,
-            status=rec.status,
-            message=status_text(rec),
-            progress=rec.progress_percentage,
-            timestamp=now,
-            polling_recommendation=reco,
-            details=rec.details() if details else None,
-            result=rec.result if rec.finished else None,
-            rate_limited=limited,
-            access_count=reads,
-            created_at=rec.created_at,
-            updated_at=rec.updated_at,
+            job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
+            progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
+            details=rec.details() if details else None, result=rec.result if rec.finished else None,
+            rate_limited=limited, access_count=reads,
+            created_at=rec.created_at, updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
-        )
+        )  # fmt: skip
 
     async def wait(
         self,

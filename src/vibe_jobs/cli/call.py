@@ -221,15 +221,9 @@ class Follower:
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             result = await call_and_wait(
-                self.client,
-                tool,
-                arguments,
-                self._progress,
-                wait_seconds=WAIT_SECONDS,
-                on_started=self._started,
-                on_status=self._status,
-                include_details=True,
-            )
+                self.client, tool, arguments, self._progress, wait_seconds=WAIT_SECONDS,
+                on_started=self._started, on_status=self._status, include_details=True,
+            )  # fmt: skip
             tg.cancel_scope.cancel()
         return result
 

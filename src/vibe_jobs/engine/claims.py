@@ -214,7 +214,9 @@ class ClaimSource:
                 if now < self._linger_until:
                     return  # `run_timers` wakes at `_linger_until`
             self._linger_until = None
-            found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now())
+            found = await self.store.claim_many(
+                self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
+            )  # fmt: skip
             for rec in found:
                 self._launch(rec)
             self._backlog = len(found) == free

@@ -269,13 +269,10 @@ class Executor:
         retry = rec.retry_count + 1
         note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
         changes = {
-            "status": JobStatus.PENDING,
-            "retry_count": retry,
-            "error_count": rec.error_count + 1,
-            "run_after": self.m.now() + delay,
-            "progress_message": note,
+            "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
+            "run_after": self.m.now() + delay, "progress_message": note,
             "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
-        }
+        }  # fmt: skip
         new = await self.m.mutate(rec.id, lambda r: changes, _attempt_guard(rec.attempt))
         log.info("job.retry_scheduled", job_id=rec.id, retry=retry, delay_ms=delay)
         await self.feeder.requeued(new)

@@ -44,15 +44,10 @@ def build_mcp(
     tools = [*job_tools.values(), *plain_tools, *control.tools()]
     tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
     mcp: MCPServer[Any] = MCPServer(
-        name,
-        instructions=instructions or INSTRUCTIONS,
-        version=_version(),
-        tools=tools,
-        log_level=cast(Any, manager.settings.log_level.upper()),
-        extensions=[tasks],
-        subscriptions=hub.bus,
+        name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
+        log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
         middleware=[tasks.list_tools_middleware, hub.track_listen],
-    )
+    )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
     register_job_resources(mcp, hub)

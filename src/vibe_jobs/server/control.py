@@ -167,16 +167,11 @@ class ControlTools:
         if isinstance(params, CallToolResult):
             return params
         task = TaskSpec(
-            task_id=taskId,
-            project_id=projectId,
-            operation_type=operationType or spec.operation_type,
-            priority=priority,
-            estimated_duration=estimatedDuration,
-            resource_requirements=resourceRequirements,
-            dependencies=dependsOn,
-            timeout_seconds=timeoutSeconds,
+            task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
+            priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
+            dependencies=dependsOn, timeout_seconds=timeoutSeconds,
             metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
-        )
+        )  # fmt: skip
         return await start_job(self.m, spec, params, task)
 
     def tools(self) -> list[Tool]:

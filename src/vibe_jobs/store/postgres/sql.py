@@ -120,7 +120,8 @@ def insert_args(rec: JobRecord) -> list[Any]:
     task = rec.task
     needs = (task.resource_requirements if task else None) or DEFAULT_NEEDS
     deps = list(dict.fromkeys(task.dependencies)) if task else []
-    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight), float(needs.disk_space_mb)]
+    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
+            float(needs.disk_space_mb)]  # fmt: skip
 
 
 def decode(row: Any) -> JobRecord:

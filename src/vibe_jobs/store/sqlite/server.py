@@ -42,12 +42,9 @@ Failure = tuple[str, str, str]  # kind ("sqlite", "python", "newer"), name, mess
 
 # Errors of one statement: the transaction is intact, only the op fails.
 _OP_ERRORS = (
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.ProgrammingError,
-    sqlite3.InterfaceError,
-    sqlite3.NotSupportedError,
-)
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+    sqlite3.InterfaceError, sqlite3.NotSupportedError,
+)  # fmt: skip
 
 
 class Config(TypedDict):
