@@ -178,6 +178,7 @@ class JobManager:
         if self.runner is not None:
             await self.runner.admit(rec)
         await self.store.insert(rec)
+        self.stats.counters.created[tool_name] += 1
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
@@ -296,6 +297,7 @@ class JobManager:
             kind = EventType.PROGRESS
         elif status is PENDING:
             kind = EventType.RETRIED
+            self.stats.counters.retried[rec.tool_name] += 1
         else:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
@@ -305,6 +307,8 @@ class JobManager:
                 if self.runner is not None:
                     self.runner.on_finished(rec)
                 return
+            if rec.attempt == 1 and rec.started_at is not None:  # the first start: how long it queued
+                self.stats.counters.started(rec.tool_name, rec.started_at - rec.created_at)
         if self.bus.wants(rec.id):
             self._publish(kind, rec)
 
@@ -488,6 +492,7 @@ class JobManager:
             next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
         )  # fmt: skip
         reads = rec.access_count + (1 if d.counted else 0)
+        self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
         if d.counted:
             await self.store.touch(job_id, reads, now, d.next_check_time)
         rec_reco = None

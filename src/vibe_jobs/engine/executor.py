@@ -239,6 +239,7 @@ class Executor:
                 diags = ctx.take_diagnostics()
                 await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
             elif abandoned or run.timed_out:
+                self.m.stats.counters.timed_out[rec.tool_name] += 1
                 await self._failed(run, _timeout_error(rec, abandoned, self.grace_seconds), usage)
             elif run.error is not None:
                 await self._failed(run, run.error, usage)

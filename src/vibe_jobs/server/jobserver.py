@@ -17,6 +17,7 @@ from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.app import build_mcp
+from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -78,6 +79,8 @@ class JobServer:
     async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
         """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
         mcp = self.build()
+        if transport != "stdio":  # /metrics is served: time the store's calls
+            instrument_store(self.manager.store, self.manager.stats.counters)
         async with self.manager:
             log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
             if transport == "stdio":
