@@ -7,6 +7,7 @@ action is in the HTML itself. Values are escaped here, in one place (`e`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from html import escape
@@ -45,6 +46,12 @@ def duration(ms: int | float | None) -> str:
     if s < 120:
         return f"{s:.1f} s"
     return f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def when(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d} UTC"
 
 
 def layout(title: str, body: str, view: View) -> str:
@@ -107,7 +114,9 @@ def job_row(job: Job, now: int) -> str:
 
 
 def filters(status: str | None, tool: str | None, tools: Iterable[str]) -> str:
-    options = "".join(f'<option value="{s}"{" selected" if s == status else ""}>{s or "any"}</option>' for s in ["", *STATUSES])
+    options = "".join(
+        f'<option value="{s}"{" selected" if s == status else ""}>{s or "any"}</option>' for s in ["", *STATUSES]
+    )
     known = "".join(f'<option value="{e(t)}"></option>' for t in sorted(tools))
     return (
         '<form class="filters" method="get" action="/">'
@@ -176,8 +185,8 @@ def run_facts(job: Job, m: JobMetrics, view: View) -> list[tuple[str, object]]:
         ("Errors", m.error_count), ("Duration", duration(m.duration)), ("Expected duration", duration(estimate)),
         ("CPU", f"{m.resource_usage.average_cpu_usage:.0f}% average"),
         ("Peak memory", f"{m.resource_usage.peak_memory_mb:.1f} MB"),
-        ("Dependencies", ", ".join(job.dependencies)), ("Created", job.created_at), ("Started", job.started_at),
-        ("Finished", job.finished_at),
+        ("Dependencies", ", ".join(job.dependencies)), ("Created", when(job.created_at)),
+        ("Started", when(job.started_at)), ("Finished", when(job.finished_at)),
     ]  # fmt: skip
 
 
