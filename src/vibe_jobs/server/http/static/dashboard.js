@@ -4,12 +4,16 @@
 (function () {
   const FINISHED = ["completed", "failed", "cancelled"];
   const sparks = {};
+  let leaving = false;  // a form was sent: its answer is a new page, a live reload must not abort it
 
   function confirmForms() {
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       form.addEventListener("submit", function (ev) {
         if (!window.confirm(form.dataset.confirm)) ev.preventDefault();
       });
+    });
+    document.querySelectorAll("form[method=post]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) { if (!ev.defaultPrevented) leaving = true; });
     });
   }
 
@@ -57,7 +61,7 @@
       setProgress(page, ev);
       const was = page.dataset.status;
       setStatus(page, ev.status);
-      if (FINISHED.indexOf(ev.status) >= 0 && was !== ev.status) window.location.reload();  // result, actions
+      if (FINISHED.indexOf(ev.status) >= 0 && was !== ev.status && !leaving) window.location.reload();  // result, actions
       return;
     }
     const table = document.getElementById("jobs");
