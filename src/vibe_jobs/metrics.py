@@ -45,6 +45,7 @@ class Statistics(_Snapshot):
     throughput_per_minute: int = 0
     error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
     health: HealthReport
+    learned_durations: dict[str, dict[str, float]] = Field(default_factory=dict)  # vibe_jobs.durations
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

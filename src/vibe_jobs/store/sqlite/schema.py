@@ -56,7 +56,13 @@ _V3 = [
     "ALTER TABLE leases ADD COLUMN started INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# i17-dashboard: learned durations per tool (and tool|operation type), see vibe_jobs.durations.
+_V4 = [
+    "CREATE TABLE durations (key TEXT PRIMARY KEY NOT NULL, runs INTEGER NOT NULL, ewma_ms REAL NOT NULL,"
+    " recent TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
