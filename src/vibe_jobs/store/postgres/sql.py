@@ -62,7 +62,8 @@ RELEASE = "DELETE FROM leases WHERE owner = $1"
 LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
 SAVE_DURATIONS = (
     "INSERT INTO durations (key, runs, ewma_ms, recent, updated_at)"
-    " SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::DOUBLE PRECISION[], $4::TEXT[]), $5::BIGINT"
+    " SELECT k, r, e, t, $5::BIGINT FROM unnest($1::TEXT[], $2::BIGINT[], $3::DOUBLE PRECISION[], $4::TEXT[])"
+    " AS u(k, r, e, t)"
     " ON CONFLICT (key) DO UPDATE SET runs = excluded.runs, ewma_ms = excluded.ewma_ms,"
     " recent = excluded.recent, updated_at = excluded.updated_at"
 )
