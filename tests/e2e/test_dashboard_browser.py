@@ -44,6 +44,8 @@ async def test_the_jobs_page_lists_jobs(server: HttpServer) -> None:
             await row.wait_for()
             assert await row.get_attribute("data-status") == "completed"
             assert "echo" in await row.inner_text()
+        learned = await page.locator("details.learned").text_content() or ""
+        assert "echo" in learned, "the learned durations of the tool that ran are not shown"
         print("screenshot:", await screenshot(page, "jobs-page.png"))
 
 

@@ -20,6 +20,8 @@ from starlette.routing import Route
 
 from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound
 from vibe_jobs.manager import JobManager
+from vibe_jobs.metrics import Statistics, job_metrics
+from vibe_jobs.models import Job
 from vibe_jobs.server.http import pages
 from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused
 from vibe_jobs.server.http.health import healthz, readyz_endpoint
@@ -28,13 +30,8 @@ from vibe_jobs.server.http.prom import metrics_endpoint
 from vibe_jobs.states import JobStatus
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-Estimates = Callable[[], Awaitable[dict[str, int]]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
-
-
-async def _no_estimates() -> dict[str, int]:
-    return {}
 
 
 class Dashboard:
@@ -45,9 +42,8 @@ class Dashboard:
         manager: JobManager,
         guard: Guard | None = None,
         tools: Iterable[str] = (),
-        estimates: Estimates = _no_estimates,
     ) -> None:
-        self.m, self.guard, self.tools, self.estimates = manager, guard or Guard(), tuple(tools), estimates
+        self.m, self.guard, self.tools = manager, guard or Guard(), tuple(tools)
 
     def routes(self) -> list[Route]:
         return [
@@ -67,7 +63,9 @@ class Dashboard:
 
         async def endpoint(request: Request) -> Response:
             cookie, new = self.guard.csrf_cookie(request)
-            view = pages.View(self.guard.csrf_token(cookie), self.m.now(), await self._stats(), await self.estimates())
+            stats = await self._stats()
+            learned = stats.learned_durations if stats is not None else None
+            view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
             try:
                 self.guard.check_read(request)
                 response = await handler(request, view)
@@ -83,7 +81,7 @@ class Dashboard:
 
         return endpoint
 
-    async def _stats(self) -> Any:
+    async def _stats(self) -> Statistics | None:
         try:
             return await self.m.statistics()
         except JobError:
@@ -100,9 +98,9 @@ class Dashboard:
 
     async def job(self, request: Request, view: pages.View) -> Response:
         job_id = request.path_params["jobId"]
-        job = await self.m.get_job(job_id)
-        metrics = await self.m.get_metrics(job_id)
-        return HTMLResponse(pages.job_page(job, metrics, view))
+        rec = await self.m.get_record(job_id)
+        job, metrics = Job.from_record(rec), job_metrics(rec)
+        return HTMLResponse(pages.job_page(job, metrics, view, self.m.expected_duration(rec)))
 
     async def cancel(self, request: Request, view: pages.View) -> Response:
         await self._check_change(request)

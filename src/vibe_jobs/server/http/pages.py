@@ -34,7 +34,7 @@ class View:
     csrf: str
     now: int
     stats: Statistics | None = None
-    estimates: Mapping[str, int] | None = None  # learned duration (ms) by tool
+    learned: Mapping[str, Mapping[str, float]] | None = None  # vibe_jobs.durations summary, by key
 
 
 def duration(ms: int | float | None) -> str:
@@ -134,7 +134,7 @@ def jobs_page(page: JobPage, view: View, status: str | None, tool: str | None, t
         more = f'<p><a class="next" rel="next" href="/?{e(query)}">Older jobs →</a></p>'
     live = "1" if not status and not tool else "0"
     body = (
-        f"<h1>Jobs</h1>{summary(view.stats)}{learned_table(view.estimates)}{filters(status, tool, tools)}"
+        f"<h1>Jobs</h1>{summary(view.stats)}{learned_table(view.learned)}{filters(status, tool, tools)}"
         f'<table id="jobs" data-live-insert="{live}"><caption class="sr">Jobs, newest first</caption><thead><tr>'
         '<th scope="col">Status</th><th scope="col">Tool</th><th scope="col">Priority</th>'
         '<th scope="col">Progress</th><th scope="col">Age / ran</th><th scope="col">Attempt</th>'
@@ -143,13 +143,18 @@ def jobs_page(page: JobPage, view: View, status: str | None, tool: str | None, t
     return layout("Jobs", body, view)
 
 
-def learned_table(estimates: Mapping[str, int] | None) -> str:
-    if not estimates:
+def learned_table(learned: Mapping[str, Mapping[str, float]] | None) -> str:
+    if not learned:
         return ""
-    rows = "".join(f"<tr><td>{e(t)}</td><td>{e(duration(ms))}</td></tr>" for t, ms in sorted(estimates.items()))
+    rows = "".join(
+        f"<tr><td>{e(key)}</td><td>{e(v['runs'])}</td><td>{e(duration(v['typicalMs']))}</td>"
+        f"<td>{e(duration(v['highMs']))}</td></tr>"
+        for key, v in sorted(learned.items())
+    )
     return (
-        '<details class="learned"><summary>Learned durations</summary><table><thead><tr><th scope="col">Tool</th>'
-        f'<th scope="col">Expected run time</th></tr></thead><tbody>{rows}</tbody></table></details>'
+        '<details class="learned"><summary>Learned durations</summary><table><thead><tr>'
+        '<th scope="col">Tool | operation</th><th scope="col">Runs</th><th scope="col">Typical (mean)</th>'
+        f'<th scope="col">High (p90, used by polling)</th></tr></thead><tbody>{rows}</tbody></table></details>'
     )
 
 
@@ -161,7 +166,9 @@ def dl(items: Iterable[tuple[str, object]]) -> str:
     return "<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items if v not in (None, "")) + "</dl>"
 
 
-def job_page(job: Job, metrics: JobMetrics, view: View, history: list[dict[str, Any]] | None = None) -> str:
+def job_page(
+    job: Job, metrics: JobMetrics, view: View, expected: int | None = None, history: list[dict[str, Any]] | None = None
+) -> str:
     d = job.details
     diags = "".join(f"<li>{e(x)}</li>" for x in (d.diagnostics if d else [])) or "<li>none</li>"
     body = (
@@ -171,18 +178,19 @@ def job_page(job: Job, metrics: JobMetrics, view: View, history: list[dict[str, 
         f'<p class="progress">{progress_cell(job)}</p>{actions(job, view.csrf)}</section>'
         f"<h2>Parameters</h2>{pre(redact_params(job.params))}"
         f'<h2>Diagnostics</h2><ul id="diagnostics">{diags}</ul>'
-        f"{result_section(job)}<h2>Run</h2>{dl(run_facts(job, metrics, view))}"
+        f"{result_section(job)}<h2>Run</h2>{dl(run_facts(job, metrics, expected))}"
         f"{stage_history(history)}"
     )
     return layout(f"Job {job.id[:12]}", body, view)
 
 
-def run_facts(job: Job, m: JobMetrics, view: View) -> list[tuple[str, object]]:
-    estimate = job.estimated_duration or (view.estimates or {}).get(job.tool_name)
+def run_facts(job: Job, m: JobMetrics, expected: int | None) -> list[tuple[str, object]]:
+    learned = " (learned)" if expected is not None and job.estimated_duration is None else ""
+    expect = duration(expected) + learned if expected else ""
     return [
         ("Priority", job.priority.value), ("Operation type", job.operation_type),
         ("Attempt", job.attempt), ("Retries", job.metadata.retry_count if job.metadata else m.retry_count),
-        ("Errors", m.error_count), ("Duration", duration(m.duration)), ("Expected duration", duration(estimate)),
+        ("Errors", m.error_count), ("Duration", duration(m.duration)), ("Expected duration", expect),
         ("CPU", f"{m.resource_usage.average_cpu_usage:.0f}% average"),
         ("Peak memory", f"{m.resource_usage.peak_memory_mb:.1f} MB"),
         ("Dependencies", ", ".join(job.dependencies)), ("Created", when(job.created_at)),
