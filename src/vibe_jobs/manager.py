@@ -183,8 +183,10 @@ class JobManager:
         *,
         task: TaskSpec | None = None,
         dedupe: bool = False,
+        trace_context: str | None = None,
     ) -> str:
-        """Store a new pending job and return its id (after the store has it)."""
+        """Store a new pending job and return its id (after the store has it). `trace_context`: the W3C
+        traceparent of the call that creates it, kept so that each attempt's span links to it."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
@@ -192,6 +194,8 @@ class JobManager:
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
+        if trace_context is not None:
+            rec.trace_context = trace_context
         if task is not None and task.dependencies:
             await self._check_dependencies(rec)
         if self.runner is not None:

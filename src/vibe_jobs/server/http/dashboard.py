@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
@@ -32,6 +32,7 @@ from vibe_jobs.states import JobStatus
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
+STATS_TTL_MS = 1000  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
 
 
 class Dashboard:
@@ -44,6 +45,7 @@ class Dashboard:
         tools: Iterable[str] = (),
     ) -> None:
         self.m, self.guard, self.tools = manager, guard or Guard(), tuple(tools)
+        self._stats_at, self._stats_cache = -STATS_TTL_MS, cast(Statistics | None, None)
 
     def routes(self) -> list[Route]:
         return [
@@ -82,10 +84,15 @@ class Dashboard:
         return endpoint
 
     async def _stats(self) -> Statistics | None:
+        """The queue figures for the page header (live pages get fresh ones over /events every 2 s)."""
+        now = self.m.now()
+        if self._stats_cache is not None and now - self._stats_at < STATS_TTL_MS:
+            return self._stats_cache
         try:
-            return await self.m.statistics()
+            self._stats_cache, self._stats_at = await self.m.statistics(), now
         except JobError:
             return None  # the store is down: pages say so through their own errors, /readyz says why
+        return self._stats_cache
 
     async def jobs(self, request: Request, view: pages.View) -> Response:
         q = request.query_params

@@ -148,7 +148,10 @@ _V5 = [
     " recent TEXT NOT NULL, updated_at BIGINT NOT NULL)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

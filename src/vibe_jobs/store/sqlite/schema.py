@@ -62,7 +62,10 @@ _V4 = [
     " recent TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V5 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
