@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from mcp import Client
+from mcp_types import RequestParamsMeta
 
 from vibe_jobs import Settings
 from vibe_jobs.jobtool import make_spec
@@ -52,7 +53,7 @@ async def test_one_job_call_yields_the_call_span_and_linked_attempt_spans(spans:
     server.add_spec(make_spec(flaky, name="flaky", retry=RetryPolicy(max_retries=1, initial_delay_ms=0, jitter=0)))
     assert tracing.install(server.source.executor)
     async with server.manager as m, Client(server.build()) as client:
-        answer = await client.call_tool("flaky", {}, meta={"traceparent": TRACEPARENT})
+        answer = await client.call_tool("flaky", {}, meta=RequestParamsMeta(traceparent=TRACEPARENT))  # type: ignore[typeddict-unknown-key]
         job_id = answer.structured_content["jobId"] if answer.structured_content else ""
         with anyio.fail_after(10):
             assert (await m.wait(job_id, 10)).status is JobStatus.COMPLETED
