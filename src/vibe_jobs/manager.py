@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from vibe_jobs.durations import Durations
 from vibe_jobs.errors import (
     InvalidParams,
     InvalidTransition,
@@ -94,6 +95,7 @@ class JobManager:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
         self.stats = StatsCollector()
+        self.durations = Durations()  # learned run times per tool, persisted by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
 
@@ -106,6 +108,7 @@ class JobManager:
     async def __aenter__(self) -> JobManager:
         await self.store.open()
         await self.store.heartbeat(self.owner, self.now() + self.settings.lease_ms)
+        self.durations.load(await self.store.load_durations())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
@@ -122,6 +125,10 @@ class JobManager:
         await self._tg.__aexit__(et, e, tb)
         self._tg = None
         with anyio.CancelScope(shield=True):
+            try:
+                await self.save_durations()
+            except StoreError as exc:  # what was learned since the last beat is lost, the job states are not
+                log.warning("durations.not_saved", error=str(exc))
             await self.store.release(self.owner)
             await self.store.close()
 
@@ -152,8 +159,20 @@ class JobManager:
 
     async def _beat(self, lease_ms: int) -> None:
         await self.store.heartbeat(self.owner, self.now() + lease_ms)
+        await self.save_durations()
         if self.runner is not None:
             await self.runner.recover()
+
+    async def save_durations(self) -> None:
+        """Persist the learned durations that changed (kept dirty when the store refuses)."""
+        if not self.durations.dirty:
+            return
+        rows = self.durations.take_dirty()
+        try:
+            await self.store.save_durations(rows, self.now())
+        except StoreError:
+            self.durations.dirty.update(rows)
+            raise
 
     # -- creation --------------------------------------------------------------------------
 
@@ -164,8 +183,10 @@ class JobManager:
         *,
         task: TaskSpec | None = None,
         dedupe: bool = False,
+        trace_context: str | None = None,
     ) -> str:
-        """Store a new pending job and return its id (after the store has it)."""
+        """Store a new pending job and return its id (after the store has it). `trace_context`: the W3C
+        traceparent of the call that creates it, kept so that each attempt's span links to it."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
@@ -173,11 +194,14 @@ class JobManager:
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
+        if trace_context is not None:
+            rec.trace_context = trace_context
         if task is not None and task.dependencies:
             await self._check_dependencies(rec)
         if self.runner is not None:
             await self.runner.admit(rec)
         await self.store.insert(rec)
+        self.stats.counters.created[tool_name] += 1
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
@@ -296,15 +320,21 @@ class JobManager:
             kind = EventType.PROGRESS
         elif status is PENDING:
             kind = EventType.RETRIED
+            self.stats.counters.retried[rec.tool_name] += 1
         else:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
                 self.stats.record_finish(rec)
+                if status is COMPLETED and rec.started_at is not None and rec.finished_at is not None:
+                    op = rec.task.operation_type if rec.task is not None else None
+                    self.durations.add(rec.tool_name, op, rec.finished_at - rec.started_at)
                 if self.bus.wants(rec.id):
                     self._publish(kind, rec)
                 if self.runner is not None:
                     self.runner.on_finished(rec)
                 return
+            if rec.attempt == 1 and rec.started_at is not None:  # the first start: how long it queued
+                self.stats.counters.started(rec.tool_name, rec.started_at - rec.created_at)
         if self.bus.wants(rec.id):
             self._publish(kind, rec)
 
@@ -481,19 +511,27 @@ class JobManager:
         now = self.now()
         remaining = estimate_remaining(
             now=now, started_at=rec.started_at, progress=rec.progress_percentage,
-            estimated_duration=rec.task.estimated_duration if rec.task else None,
+            estimated_duration=self.expected_duration(rec),
         )  # fmt: skip
         d = decide(
             self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
             next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
         )  # fmt: skip
         reads = rec.access_count + (1 if d.counted else 0)
+        self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
         if d.counted:
             await self.store.touch(job_id, reads, now, d.next_check_time)
         rec_reco = None
         if d.interval is not None and d.next_check_time is not None:
             rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
         return self._status_message(rec, now, rec_reco, d.rate_limited, include_details, reads)
+
+    def expected_duration(self, rec: JobRecord) -> int | None:
+        """The job's own estimatedDuration, else what its tool's completed runs taught (None: unknown)."""
+        task = rec.task
+        if task is not None and task.estimated_duration is not None:
+            return task.estimated_duration
+        return self.durations.estimate(rec.tool_name, task.operation_type if task is not None else None)
 
     async def status_message(self, job_id: str, *, include_details: bool = True) -> JobStatusMessage:
         """The job as it stands, for observers: no access accounting and no polling recommendation."""
@@ -558,7 +596,8 @@ class JobManager:
     async def statistics(self) -> Statistics:
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
-        return self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
+        snapshot = self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
+        return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from vibe_jobs.counters import Counters
 from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: figures moved there
 from vibe_jobs.figures import GroupStats as GroupStats
 from vibe_jobs.figures import Snapshot as _Snapshot
@@ -44,6 +45,7 @@ class Statistics(_Snapshot):
     throughput_per_minute: int = 0
     error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
     health: HealthReport
+    learned_durations: dict[str, dict[str, float]] = Field(default_factory=dict)  # vibe_jobs.durations
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -109,12 +111,14 @@ class StatsCollector:
         self.by_tool: dict[str, _Group] = {}
         self.by_op: dict[str, _Group] = {}
         self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
+        self.counters = Counters()  # what /metrics exports
 
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
         duration = None if rec.started_at is None else end - rec.started_at
         status = rec.status
         _group(self.by_tool, rec.tool_name).add(status, duration)
+        self.counters.finish(rec.tool_name, status.value, duration)
         if rec.task is not None and (op := rec.task.operation_type) is not None:
             _group(self.by_op, op).add(status, duration)
         buckets = self._buckets

@@ -263,6 +263,7 @@ class JobRecord:
     cancel_requested: str | None = None
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
+    trace_context: str | None = None  # W3C traceparent of the tool call that created the job (traces)
 
     @property
     def finished(self) -> bool:

@@ -412,3 +412,13 @@ async def test_heartbeat_release_orphans(store: JobStore) -> None:
     await store.release("dead")
     assert [r.id for r in await store.orphans(now=600)] == ["lost", "nobody"]
     await store.release("never-seen")  # no error
+
+
+async def test_learned_durations_are_saved_and_replaced_by_key(store: JobStore) -> None:
+    assert await store.load_durations() == {}
+    await store.save_durations({"echo": (3, 120.5, "[100, 120, 140]"), "echo|analysis": (1, 9.0, "[9]")}, 1_000)
+    await store.save_durations({"echo": (4, 130.0, "[100, 120, 140, 160]")}, 2_000)
+    assert await store.load_durations() == {
+        "echo": (4, 130.0, "[100, 120, 140, 160]"),
+        "echo|analysis": (1, 9.0, "[9]"),
+    }

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vibe_jobs.cli.call import add_call_parser, run_call
+from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.errors import JobError
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
     add_jobs_parser(sub)
     add_call_parser(sub)
+    add_dashboard_parsers(sub)
     return parser
 
 
@@ -111,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_jobs(args, settings)
         if args.command == "call":
             return run_call(args, settings)
+        if args.command == "dashboard":
+            return run_dashboard(args, settings)
+        if args.command == "health":
+            return run_health(args, settings)
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import resource
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +85,8 @@ class Executor:
         self.timers = Timers()
         self.runs = TaskSet()  # one task per job run
         self._idle = anyio.Event()
+        # wraps each attempt's run (server/tracing.py installs a span per attempt); None: nothing
+        self.attempt_hook: Callable[[JobRecord], AbstractContextManager[Any]] | None = None
 
     @property
     def busy(self) -> int:
@@ -154,8 +157,9 @@ class Executor:
         run.cpu0, run.wall0 = time.process_time(), time.monotonic()
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
+        hook = self.attempt_hook
         try:
-            with run.scope:
+            with run.scope, hook(rec) if hook is not None else contextlib.nullcontext():
                 run.result = await spec.invoke(rec.params, run.ctx)
         except Exception as exc:
             run.error, run.error_trace = exc, traceback.format_exc()
@@ -239,6 +243,7 @@ class Executor:
                 diags = ctx.take_diagnostics()
                 await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
             elif abandoned or run.timed_out:
+                self.m.stats.counters.timed_out[rec.tool_name] += 1
                 await self._failed(run, _timeout_error(rec, abandoned, self.grace_seconds), usage)
             elif run.error is not None:
                 await self._failed(run, run.error, usage)

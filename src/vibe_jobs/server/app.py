@@ -16,6 +16,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.control import PROTOCOL, ControlTools
+from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.sdk import add_request_handler
 from vibe_jobs.server.tasks import TasksExtension
@@ -50,6 +51,7 @@ def build_mcp(
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
+    add_dashboard(mcp, Dashboard(manager, tools=specs))
     register_job_resources(mcp, hub)
     return mcp
 

@@ -16,7 +16,9 @@ from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server import tracing
 from vibe_jobs.server.app import build_mcp
+from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -78,6 +80,9 @@ class JobServer:
     async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
         """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
         mcp = self.build()
+        if transport != "stdio":  # /metrics is served: time the store's calls
+            instrument_store(self.manager.store, self.manager.stats.counters)
+        tracing.install(self.source.executor)
         async with self.manager:
             log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
             if transport == "stdio":
@@ -124,6 +129,7 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     source = server.source
     if not isinstance(source, ClaimSource):
         raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
+    tracing.install(source.executor)
     async with server.manager:
         log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

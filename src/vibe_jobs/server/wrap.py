@@ -14,6 +14,7 @@ from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
+from vibe_jobs.server import tracing
 from vibe_jobs.server.messages import started_text
 from vibe_jobs.server.schemas import flat_schema
 
@@ -56,10 +57,13 @@ async def start_job(
     manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None
 ) -> CallToolResult:
     """Create the job and build the immediate answer."""
+    traceparent = tracing.current_traceparent()
     try:
-        job_id = await manager.create_job(spec.name, params, task=task)
+        job_id = await manager.create_job(spec.name, params, task=task, trace_context=traceparent)
     except JobError as exc:
         return job_error_result(exc)
+    if traceparent is not None:
+        tracing.tag_job(job_id)
     return started_result(manager, job_id, spec.name)
 
 

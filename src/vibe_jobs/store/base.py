@@ -30,6 +30,8 @@ from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 
+DurationRow = tuple[int, float, str]  # a learned duration: (runs, mean ms, recent run times as JSON)
+
 # Fields an `update` may change (the store rejects anything else).
 UPDATABLE = frozenset(
     {
@@ -118,6 +120,12 @@ class JobStore(Protocol):
     async def orphans(self, now: int) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease at `now`. A lease is live until it expires; a store
         on one machine (SQLite) also ends it as soon as its process is known to have ended."""
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        """The learned durations (`vibe_jobs.durations`) by key."""
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        """Create or replace the learned durations of these keys."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
-from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import UPDATABLE, DurationRow, Guard, JobQuery
 
 
 class MemoryStore:
@@ -22,6 +22,7 @@ class MemoryStore:
         self.url = url
         self.jobs: dict[str, JobRecord] = {}
         self.leases: dict[str, int] = {}
+        self.durations: dict[str, DurationRow] = {}
         self._dedupe: dict[str, str] = {}
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)  # a plain dict: Counter is slower
         # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
@@ -136,3 +137,9 @@ class MemoryStore:
     async def orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        return dict(self.durations)
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        self.durations.update(rows)

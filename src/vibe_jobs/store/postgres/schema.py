@@ -142,7 +142,16 @@ _V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
 # tool that no live process runs (a worker missing a --tools module, or none started).
 _V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# i17-dashboard: learned durations per tool (and tool|operation type), see vibe_jobs.durations.
+_V5 = [
+    "CREATE TABLE durations (key TEXT PRIMARY KEY, runs BIGINT NOT NULL, ewma_ms DOUBLE PRECISION NOT NULL,"
+    " recent TEXT NOT NULL, updated_at BIGINT NOT NULL)",
+]
+
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -59,6 +59,14 @@ HEARTBEAT = (
     " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
 )
 RELEASE = "DELETE FROM leases WHERE owner = $1"
+LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
+SAVE_DURATIONS = (
+    "INSERT INTO durations (key, runs, ewma_ms, recent, updated_at)"
+    " SELECT k, r, e, t, $5::BIGINT FROM unnest($1::TEXT[], $2::BIGINT[], $3::DOUBLE PRECISION[], $4::TEXT[])"
+    " AS u(k, r, e, t)"
+    " ON CONFLICT (key) DO UPDATE SET runs = excluded.runs, ewma_ms = excluded.ewma_ms,"
+    " recent = excluded.recent, updated_at = excluded.updated_at"
+)
 OFFER_TOOLS = "UPDATE leases SET tools = $2::TEXT[] WHERE owner = $1"
 # Cluster-wide figures for statistics, from the finished jobs the table retains: per tool and per operation
 # type (grouping sets), counts by outcome and run durations (ms).

@@ -36,7 +36,7 @@ from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import UPDATABLE, ClaimLimits, Guard, JobChange, JobQuery, SharedJobStore
+from vibe_jobs.store.base import UPDATABLE, ClaimLimits, DurationRow, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
 from vibe_jobs.store.postgres.notify import Listener
@@ -429,6 +429,15 @@ class PostgresStore(SharedJobStore):
 
     async def release(self, owner: str) -> None:
         await self._execute(sql.RELEASE, owner)
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        return {row[0]: (row[1], row[2], row[3]) for row in await self._fetch(sql.LOAD_DURATIONS)}
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        if rows:
+            keys, values = list(rows), list(rows.values())
+            runs, ewma, recent = ([v[i] for v in values] for i in range(3))
+            await self._execute(sql.SAVE_DURATIONS, keys, runs, ewma, recent, now)
 
     async def orphans(self, now: int) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease, and running jobs whose job lease expired."""

@@ -56,7 +56,16 @@ _V3 = [
     "ALTER TABLE leases ADD COLUMN started INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# i17-dashboard: learned durations per tool (and tool|operation type), see vibe_jobs.durations.
+_V4 = [
+    "CREATE TABLE durations (key TEXT PRIMARY KEY NOT NULL, runs INTEGER NOT NULL, ewma_ms REAL NOT NULL,"
+    " recent TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID",
+]
+
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V5 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

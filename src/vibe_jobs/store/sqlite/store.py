@@ -26,7 +26,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
-from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import NO_GUARD, UPDATABLE, DurationRow, Guard, JobQuery
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.change import Change
@@ -72,6 +72,12 @@ _ORPHANS = (
 )
 
 _GET = f"{sql.SELECT} WHERE id = ?"
+_LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
+_SAVE_DURATION = (
+    "INSERT INTO durations (key, runs, ewma_ms, recent, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
+    " DO UPDATE SET runs = excluded.runs, ewma_ms = excluded.ewma_ms, recent = excluded.recent,"
+    " updated_at = excluded.updated_at"
+)
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 
 # The statements as the server knows them (an id each, the text sent once per connection).
@@ -84,6 +90,7 @@ _S = {
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
+        ("load_durations", _LOAD_DURATIONS, False), ("save_duration", _SAVE_DURATION, True),
     )
 }  # fmt: skip
 
@@ -291,6 +298,14 @@ class SQLiteStore:
             if has_ended(ProcessId(host, pid, started)):
                 log.info("sqlite.owner_ended", owner=owner, pid=pid)
                 await self._run(_S["drop_ended"], (owner, host, pid, started), NONE)
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        rows = await self._run(_S["load_durations"], (), ALL)
+        return {key: (runs, ewma, recent) for key, runs, ewma, recent in rows}
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        for done in [self._run(_S["save_duration"], (key, *row, now), NONE) for key, row in rows.items()]:
+            await done
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the store's own connection and return its rows: a back door for tests."""
