@@ -22,6 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
+    "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
+    "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,

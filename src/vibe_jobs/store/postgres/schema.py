@@ -142,7 +142,14 @@ _V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
 # tool that no live process runs (a worker missing a --tools module, or none started).
 _V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# i15-identity: the principal that created each job (jobs from before belong to the local principal);
+# lists and counts of one principal read its own index. A constant default: no table rewrite.
+_V5 = [
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'",
+    "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

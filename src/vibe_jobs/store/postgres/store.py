@@ -367,10 +367,14 @@ class PostgresStore(SharedJobStore):
             args.append(sql.status_texts([query.status])[0])
         if query.tool_name is not None:
             args.append(query.tool_name)
+        if query.principal is not None:
+            args.append(query.principal)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        text = sql.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        text = sql.query_sql(
+            query.status is not None, query.tool_name is not None, query.before is not None, query.principal is not None
+        )
         return await self._records(text, *args)
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
@@ -380,8 +384,9 @@ class PostgresStore(SharedJobStore):
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         return await (self._records(sql.ACTIVE) if owner is None else self._records(sql.ACTIVE_OF, owner))
 
-    async def counts(self) -> dict[JobStatus, int]:
-        found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        rows = await (self._fetch(sql.COUNTS) if principal is None else self._fetch(sql.COUNTS_OF, principal))
+        found = {row[0]: row[1] for row in rows}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:

@@ -56,7 +56,14 @@ _V3 = [
     "ALTER TABLE leases ADD COLUMN started INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# i15-identity: the principal that created each job (jobs from before belong to the local principal);
+# lists and counts of one principal read its own index.
+_V4 = [
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'",
+    "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
