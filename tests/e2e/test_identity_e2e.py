@@ -316,7 +316,7 @@ async def test_pending_and_running_quotas_refuse_with_the_limit_named(tmp_path: 
             assert await listed(alice) == {running}  # nothing half-created
             bob_running = await start(bob, "wait_forever", {})  # another principal's quota is its own
             await alice.call_tool("cancel-job", {"jobId": running})
-            await wait_status(alice, bob_running, ("running",))
+            await wait_status(bob, bob_running, ("running",))
             pending = await start(alice, "noop", {})  # one slot, bob's: it waits
             refused = await alice.call_tool("echo", {"text": "x"})
             assert refused.is_error and "VIBE_JOBS_QUOTA_PENDING" in texts(refused), texts(refused)
@@ -350,7 +350,8 @@ async def test_secret_arguments_are_redacted_in_lists_and_resources(tmp_path: Pa
             listing = structured(await alice.call_tool("list-jobs", {}))["jobs"][0]
             assert listing["params"] == {"user": "al", "api_token": "***", "env": {"DB_PASS": "***"}}
             recent_text = getattr((await alice.read_resource("jobs://recent")).contents[0], "text", "")
-            shown = json.dumps(listing) + recent_text + json.dumps(await read_job(alice, job_id))
+            status = {k: v for k, v in (await read_job(alice, job_id)).items() if k != "result"}  # the tool's own
+            shown = json.dumps(listing) + recent_text + json.dumps(status)
             assert secret not in shown and env_secret not in shown
         server.errlog.seek(0)
         assert secret.encode() not in server.errlog.read()
