@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -40,7 +41,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     )
 
 
-def redact_event(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: secret-named fields, secrets inside params, URL passwords become `***`."""
     for key, value in event.items():
         if key != "event" and is_secret(key):
