@@ -398,3 +398,22 @@ def test_the_postgres_password_is_not_logged(tmp_path: Path) -> None:
         logged = s.errlog.read().decode()
     assert "server.started" in logged, logged
     assert password not in logged and "***" in logged, logged
+
+
+# -- the command-line client -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+def test_vibe_jobs_call_sends_its_token(tmp_path: Path, transport: str) -> None:
+    with serve(tmp_path, transport) as server:
+        base = [*SERVER[:3], "call", "echo", "--arg", "text=hi", "--url", server.url, "--output", "json"]
+        env = {**os.environ, **BASE_ENV}
+        env.pop("VIBE_JOBS_TOKEN", None)
+        refused = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout, refused
+        done = subprocess.run(
+            base, cwd=REPO, env={**env, "VIBE_JOBS_TOKEN": ALICE}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["status"] == "completed"
