@@ -198,6 +198,15 @@ async def test_another_principals_jobs_answer_as_unknown_ids(tmp_path: Path, sto
             assert structured(await alice.call_tool("cancel-job", {"jobId": jobs.running}))["status"] == "cancelled"
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_sse_too(tmp_path: Path, mode: str) -> None:
+    with serve(tmp_path, "sse") as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            jobs = await alice_jobs(alice)
+            await assert_bob_cannot_reach(bob, jobs)
+            assert await listed(alice) == {jobs.running, jobs.done}
+
+
 async def test_admin_sees_counts_and_cancels_every_job(tmp_path: Path, store_url: str) -> None:
     with serve(tmp_path, store=store_url) as server:
         async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob, client_as(server, ROOT) as root:
