@@ -23,8 +23,9 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
     "durations": 10,  # learned run times per tool: plain data and arithmetic, persisted by the stores
-    "redact": 10,  # what people see of a job's arguments (secrets out)
     "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager
+    "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
+    "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,

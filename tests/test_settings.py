@@ -81,6 +81,15 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_ROOTS": ("/a:/b", "roots", "/a:/b"),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
     "VIBE_JOBS_COMMAND_ENV": ("CI,GOFLAGS", "command_env", "CI,GOFLAGS"),
+    "VIBE_JOBS_AUTH_TOKENS": ("/etc/vibe/tokens", "auth_tokens", "/etc/vibe/tokens"),
+    "VIBE_JOBS_AUTH_JWKS": ("https://idp/jwks", "auth_jwks", "https://idp/jwks"),
+    "VIBE_JOBS_AUTH_ISSUER": ("https://idp", "auth_issuer", "https://idp"),
+    "VIBE_JOBS_AUTH_AUDIENCE": ("https://jobs/mcp", "auth_audience", "https://jobs/mcp"),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("jobs.example, 10.0.0.5", "allowed_hosts", ("jobs.example", "10.0.0.5")),
+    "VIBE_JOBS_QUOTA_PENDING": ("10", "quota_pending", 10),
+    "VIBE_JOBS_QUOTA_RUNNING": ("2", "quota_running", 2),
+    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
+    "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
 }
 
 
@@ -129,6 +138,10 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("JOB_MANAGER_MAX_RETENTION", "-5"),
         ("VIBE_JOBS_LOG_LEVEL", "verbose"),
         ("VIBE_JOBS_LOG_FORMAT", "xml"),
+        ("VIBE_JOBS_QUOTA_PENDING", "0"),
+        ("VIBE_JOBS_QUOTA_RUNNING", "many"),
+        ("VIBE_JOBS_QUOTA_PARAMS_BYTES", "-1"),
+        ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:

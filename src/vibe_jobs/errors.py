@@ -66,6 +66,19 @@ class ParamsTooLarge(InvalidParams):
         super().__init__(f"params are {size} bytes serialised; the limit is {limit} bytes")
 
 
+class QuotaExceeded(JobError):
+    """The caller's principal is at one of its quotas; no job was created."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, principal: str, what: str, used: int, limit: int, setting: str) -> None:
+        self.principal, self.what, self.used, self.limit, self.setting = principal, what, used, limit, setting
+        super().__init__(
+            f"quota exceeded: principal '{principal}' has {used} {what}, the limit is {limit} ({setting}); "
+            "no job was created"
+        )
+
+
 class InvalidArguments(InvalidParams):
     """The arguments do not match the job tool's parameters."""
 

@@ -23,12 +23,14 @@ from vibe_jobs.errors import (
     JobError,
     JobNotFound,
     ParamsTooLarge,
+    QuotaExceeded,
     ResultAlreadySet,
     StaleWrite,
     StoreError,
     UnknownDependency,
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
+from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
@@ -184,20 +186,25 @@ class JobManager:
         task: TaskSpec | None = None,
         dedupe: bool = False,
         trace_context: str | None = None,
+        viewer: Viewer | None = None,
     ) -> str:
-        """Store a new pending job and return its id (after the store has it). `trace_context`: the W3C
-        traceparent of the call that creates it, kept so that each attempt's span links to it."""
+        """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
+        (after the store has it). Dedupe, dependencies and quotas are the principal's own. `trace_context`:
+        the W3C traceparent of the call that creates it, kept so that each attempt's span links to it."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
-        key = self._dedupe_key(tool_name, params) if dedupe else None
+        principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
+        key = self._dedupe_key(tool_name, params, principal) if dedupe else None
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
         if trace_context is not None:
             rec.trace_context = trace_context
+        rec.principal = principal
         if task is not None and task.dependencies:
-            await self._check_dependencies(rec)
+            await self._check_dependencies(rec, viewer)
+        await self._check_quotas(principal, params)
         if self.runner is not None:
             await self.runner.admit(rec)
         await self.store.insert(rec)
@@ -225,8 +232,11 @@ class JobManager:
         return dict(params)
 
     @staticmethod
-    def _dedupe_key(tool_name: str, params: Mapping[str, Any]) -> str:
+    def _dedupe_key(tool_name: str, params: Mapping[str, Any], principal: str = LOCAL_PRINCIPAL) -> str:
+        """Equal calls of one principal share a key; another principal's never does."""
         text = tool_name + "\0" + canonical_json(params, sort_keys=True)
+        if principal != LOCAL_PRINCIPAL:
+            text = principal + "\0" + text
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
@@ -238,25 +248,45 @@ class JobManager:
         rec.dedupe_key = key
         return rec
 
-    async def _check_dependencies(self, rec: JobRecord) -> None:
+    async def _check_dependencies(self, rec: JobRecord, viewer: Viewer | None) -> None:
         for dep in rec.task.dependencies if rec.task else ():
-            if await self.store.get(dep) is None:
+            found = await self.store.get(dep)
+            if found is None or (viewer is not None and not viewer.sees(found.principal)):
                 raise UnknownDependency(f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep)
+
+    async def _check_quotas(self, principal: str, params: Mapping[str, Any]) -> None:
+        """Refuse a new job of `principal` at one of its quotas (settings `quota_*`; None: no quota)."""
+        s = self.settings
+        if s.quota_pending is not None or s.quota_running is not None:
+            counts = await self.store.counts(principal)
+            for limit, status, setting in (
+                (s.quota_pending, PENDING, "VIBE_JOBS_QUOTA_PENDING"),
+                (s.quota_running, RUNNING, "VIBE_JOBS_QUOTA_RUNNING"),
+            ):
+                if limit is not None and counts[status] >= limit:
+                    raise QuotaExceeded(principal, f"{status.value} jobs", counts[status], limit, setting)
+        if s.quota_params_bytes is not None:
+            held = sum(json_size(r.params) for r in await self.store.active() if r.principal == principal)
+            if held + json_size(params) > s.quota_params_bytes:
+                what = f"bytes of params in pending and running jobs, and this job's {json_size(params)} more"
+                raise QuotaExceeded(principal, what, held, s.quota_params_bytes, "VIBE_JOBS_QUOTA_PARAMS_BYTES")
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def get_record(self, job_id: str) -> JobRecord:
+    async def get_record(self, job_id: str, viewer: Viewer | None = None) -> JobRecord:
+        """The job; `JobNotFound` when there is none, or when `viewer` (if given) may not see it: the one
+        place where another principal's job answers exactly as an unknown id."""
         rec = await self.store.get(job_id)
-        if rec is None:
+        if rec is None or (viewer is not None and not viewer.sees(rec.principal)):
             raise JobNotFound(job_id)
         return rec
 
-    async def get_metrics(self, job_id: str) -> JobMetrics:
+    async def get_metrics(self, job_id: str, viewer: Viewer | None = None) -> JobMetrics:
         """The job's JobMetrics: times, CPU and memory measured while it ran, errors and retries."""
-        return job_metrics(await self.get_record(job_id))
+        return job_metrics(await self.get_record(job_id, viewer))
 
-    async def get_job(self, job_id: str) -> Job:
-        return Job.from_record(await self.get_record(job_id))
+    async def get_job(self, job_id: str, viewer: Viewer | None = None) -> Job:
+        return Job.from_record(await self.get_record(job_id, viewer))
 
     async def mutate(
         self, job_id: str, plan: Plan, guard: Guard = NO_GUARD, *, known: JobRecord | None = None
@@ -463,7 +493,7 @@ class JobManager:
         result = text_result(message, is_error=True)
         return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
 
-    async def cancel_job(self, job_id: str, reason: str | None = None) -> JobRecord:
+    async def cancel_job(self, job_id: str, reason: str | None = None, viewer: Viewer | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""
         why = reason or "cancelled by request"
 
@@ -474,7 +504,7 @@ class JobManager:
                 return {"cancel_requested": why}
             return self._cancelled_changes(rec, why)
 
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         if rec.status is JobStatus.RUNNING and self.runner is not None and self.runner.cancel_running(job_id, why):
             return await self.mutate(job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None)
         return await self.mutate(job_id, plan)
@@ -505,9 +535,11 @@ class JobManager:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def poll(self, job_id: str, *, long_poll: bool = False, include_details: bool = True) -> JobStatusMessage:
+    async def poll(
+        self, job_id: str, *, long_poll: bool = False, include_details: bool = True, viewer: Viewer | None = None
+    ) -> JobStatusMessage:
         """Read a job the way an agent does: with access accounting and a polling recommendation."""
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         now = self.now()
         remaining = estimate_remaining(
             now=now, started_at=rec.started_at, progress=rec.progress_percentage,
@@ -533,9 +565,11 @@ class JobManager:
             return task.estimated_duration
         return self.durations.estimate(rec.tool_name, task.operation_type if task is not None else None)
 
-    async def status_message(self, job_id: str, *, include_details: bool = True) -> JobStatusMessage:
+    async def status_message(
+        self, job_id: str, *, include_details: bool = True, viewer: Viewer | None = None
+    ) -> JobStatusMessage:
         """The job as it stands, for observers: no access accounting and no polling recommendation."""
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         return self._status_message(rec, self.now(), None, False, include_details, rec.access_count)
 
     def _status_message(
@@ -558,10 +592,11 @@ class JobManager:
         on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
         *,
         refresh: float = 1.0,
+        viewer: Viewer | None = None,
     ) -> JobRecord:
         """Wait until the job finishes or `seconds` pass; `on_event` sees each change meanwhile."""
         with self.subscribe(job_id) as sub:
-            rec = await self.get_record(job_id)
+            rec = await self.get_record(job_id, viewer)
             with anyio.move_on_after(seconds):
                 while not rec.finished:
                     event = None
@@ -582,21 +617,25 @@ class JobManager:
         tool_name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        viewer: Viewer | None = None,
     ) -> JobPage:
-        """Jobs newest first, `limit` a page; pass `next_cursor` back for the next page."""
+        """Jobs newest first (only `viewer`'s, when given), `limit` a page; pass `next_cursor` back for the next."""
         if not 1 <= limit <= 500:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
-        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor))
+        scope = viewer.scope if viewer is not None else None
+        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope)
         records = await self.store.query(query)
         more = len(records) > limit
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if more and page else None
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
-    async def statistics(self) -> Statistics:
+    async def statistics(self, viewer: Viewer | None = None) -> Statistics:
+        """The figures; the counts by status are `viewer`'s own jobs (every job for admin or no viewer)."""
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
-        snapshot = self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
+        counts = await self.store.counts(viewer.scope if viewer is not None else None)
+        snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
 
     async def cleanup(self, now: int | None = None) -> int:

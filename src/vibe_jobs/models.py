@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.states import JobStatus
 
 __all__ = [
@@ -264,6 +265,7 @@ class JobRecord:
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
     trace_context: str | None = None  # W3C traceparent of the tool call that created the job (traces)
+    principal: str = LOCAL_PRINCIPAL  # who created the job (vibe_jobs.identity)
 
     @property
     def finished(self) -> bool:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.models import JobQueueConfig
 from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern
 
 MIB = 1024 * 1024
 
@@ -61,6 +62,17 @@ class Settings:
     allowed_commands: str | None = None
     command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+    # identity and scoping (i15-identity): HTTP authentication, allowed Host names, quotas per principal
+    # (None: no quota), the names of arguments whose values are secrets (vibe_jobs.redact)
+    auth_tokens: str | None = None
+    auth_jwks: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    quota_pending: int | None = None
+    quota_running: int | None = None
+    quota_params_bytes: int | None = None
+    secret_pattern: str = DEFAULT_SECRET_PATTERN
 
     @property
     def polling(self) -> PollingPolicy:
@@ -157,6 +169,15 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
+    "VIBE_JOBS_AUTH_TOKENS": ("auth_tokens", str),
+    "VIBE_JOBS_AUTH_JWKS": ("auth_jwks", str),
+    "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
+    "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", _names),
+    "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", _positive_int),
+    "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
+    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
+    "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -52,6 +52,11 @@ async def echo(text: str, count: int = 1) -> dict[str, object]:
     return {"text": text * count, "count": count, "seq": next(STARTS)}
 
 
+@job_tool(description="Sign in: answers what it received (the tool sees secrets that listings redact)")
+async def login(user: str, api_token: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    return {"user": user, "apiToken": api_token, "env": env or {}}
+
+
 @plain_tool(name="plain-noop", description="An ordinary tool that answers at once")
 async def plain_noop() -> str:
     return "ok"

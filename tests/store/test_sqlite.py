@@ -206,6 +206,8 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
     try:
         counts = await upgraded.counts()
         assert (counts[C], counts[X], counts[JobStatus.PENDING], counts[R]) == (2, 1, 1, 1)
+        assert await upgraded.counts("local") == counts  # jobs from before principals are the local one's
+        assert {r.principal for r in await upgraded.query(JobQuery(principal="local"))} == {"local"}
         assert [r.id for r in await upgraded.query(JobQuery(status=C))] == ["new-done", "old-done"]
         assert sorted(await upgraded.delete_finished(before=200)) == ["old-cancelled", "old-done"]
         assert sorted(r.id for r in await upgraded.active()) == ["busy", "waiting"]

@@ -30,6 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
     serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
+    auth = serve.add_argument_group("identity (HTTP)")
+    auth.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        help="bearer tokens, `TOKEN PRINCIPAL [SCOPES]` a line; env VIBE_JOBS_AUTH_TOKENS",
+    )
+    auth.add_argument("--auth-jwks", metavar="URL", help="verify JWT access tokens with this JWKS")
+    auth.add_argument("--auth-issuer", metavar="ISS", help="the JWT issuer (iss) to accept")
+    auth.add_argument("--auth-audience", metavar="AUD", help="the JWT audience (aud) to accept: this server")
+    auth.add_argument(
+        "--allowed-hosts", metavar="NAMES", help="Host names clients use, comma-separated; env VIBE_JOBS_ALLOWED_HOSTS"
+    )
+    auth.add_argument(
+        "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
+    )
     worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
     worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
     worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
@@ -56,13 +71,26 @@ def load_tool_modules(names: Sequence[str]) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.jobtool import PLAIN_REGISTRY
 
+    settings = _with_identity_options(args, settings)
     server = build_server(args, settings, run_jobs=not args.no_worker)
     for name, (fn, description) in PLAIN_REGISTRY.items():
         server.add_plain_tool(fn, name, description)
     if args.transport != "stdio":
         print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
-    server.run(args.transport, args.host, args.port)
+    server.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     return 0
+
+
+def _with_identity_options(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The serve flags of identity over their environment variables."""
+    changes = {
+        name: getattr(args, name)
+        for name in ("auth_tokens", "auth_jwks", "auth_issuer", "auth_audience")
+        if getattr(args, name)
+    }
+    if args.allowed_hosts:
+        changes["allowed_hosts"] = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    return replace(settings, **changes)
 
 
 def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool = True) -> JobServer:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
@@ -38,16 +39,21 @@ def build_mcp(
     *,
     name: str = "vibe-jobs",
     instructions: str | None = None,
+    auth: AuthSetup | None = None,
 ) -> MCPServer[Any]:
-    """The MCPServer with every tool registered; `manager` must be running while it serves."""
-    job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
-    control = ControlTools(manager, specs)
+    """The MCPServer with every tool registered; `manager` must be running while it serves. With `auth`
+    (HTTP), requests need a bearer token and every surface sees only its caller's jobs."""
+    auth = auth or AuthSetup()
+    identity = Identity(required=auth.enabled)
+    job_tools = {spec_name: job_mcp_tool(manager, spec, identity) for spec_name, spec in specs.items()}
+    control = ControlTools(manager, specs, identity)
     tools = [*job_tools.values(), *plain_tools, *control.tools()]
-    tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
+    tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
         log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
         middleware=[tasks.list_tools_middleware, hub.track_listen],
+        token_verifier=auth.verifier, auth=auth.settings,
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)

@@ -12,10 +12,12 @@ from pydantic import Field
 
 from vibe_jobs.errors import JobError
 from vibe_jobs.events import JobEvent
+from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import (
+    Job,
     JobStarted,
     JobStatusMessage,
     OperationType,
@@ -24,6 +26,8 @@ from vibe_jobs.models import (
     TaskMetadata,
     TaskSpec,
 )
+from vibe_jobs.redact import redact_params
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.schemas import flat_schema
 from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
@@ -54,6 +58,13 @@ def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResul
     return CallToolResult(content=[text(unfinished_text(msg))], structured_content=wire)
 
 
+def job_summary(job: Job) -> dict[str, Any]:
+    """A job as list-jobs and `jobs://recent` show it: no result, secret-named arguments redacted."""
+    wire = job.model_dump(mode="json", exclude_none=True, exclude={"result"})
+    wire["params"] = redact_params(wire["params"])
+    return wire
+
+
 def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
     blocks = list((result or {}).get("content") or [])
     return [text(b["text"]) if b.get("type") == "text" else b for b in blocks if isinstance(b, dict)]
@@ -62,8 +73,9 @@ def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
 class ControlTools:
     """The control tools bound to one manager and the registered job tools."""
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec]) -> None:
+    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], identity: Identity | None = None) -> None:
         self.m, self.specs = manager, specs
+        self.identity = identity or Identity()
 
     async def get_job_result(
         self,
@@ -76,15 +88,16 @@ class ControlTools:
         ] = 0,
     ) -> Annotated[CallToolResult, JobStatusMessage]:
         """Read a background job: its status, progress, and its result once finished."""
+        viewer = self.identity.viewer()
         try:
             if waitSeconds > 0:
-                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000))
-            msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails)
+                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
+            msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         return status_result(msg, includeDetails)
 
-    async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> None:
+    async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> None:
         last = [0.0]  # progress never goes backwards in the notifications
 
         async def on_event(event: JobEvent) -> None:
@@ -94,7 +107,7 @@ class ControlTools:
             stage = f"[{event.stage}] " if event.stage else ""
             await ctx.report_progress(last[0], 100.0, f"{stage}{event.message or ''}".strip())
 
-        await self.m.wait(job_id, seconds, on_event)
+        await self.m.wait(job_id, seconds, on_event, viewer=viewer)
 
     async def list_jobs(
         self,
@@ -105,10 +118,10 @@ class ControlTools:
     ) -> CallToolResult:
         """List jobs, newest first, a page at a time."""
         try:
-            page = await self.m.list_jobs(status, toolName, limit, cursor)
+            page = await self.m.list_jobs(status, toolName, limit, cursor, viewer=self.identity.viewer())
         except JobError as exc:
             return job_error_result(exc)
-        jobs = [j.model_dump(mode="json", exclude_none=True, exclude={"result"}) for j in page.jobs]
+        jobs = [job_summary(j) for j in page.jobs]
         summary = "\n".join(f"{j['id']} {j['toolName']} {j['status']}" for j in jobs) or "no jobs"
         more = f"\nMore: call list-jobs with cursor {page.next_cursor!r}" if page.next_cursor else ""
         return CallToolResult(
@@ -121,10 +134,11 @@ class ControlTools:
         reason: Annotated[str | None, Field(description="Why; recorded with the job.")] = None,
     ) -> CallToolResult:
         """Cancel a job: a pending job never runs; running work is stopped. A finished job cannot be cancelled."""
+        viewer = self.identity.viewer()
         try:
-            rec = await self.m.cancel_job(jobId, reason)
+            rec = await self.m.cancel_job(jobId, reason, viewer)
             if not rec.finished:
-                rec = await self.m.wait(jobId, 5.0)
+                rec = await self.m.wait(jobId, 5.0, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         state = rec.status.value
@@ -137,7 +151,7 @@ class ControlTools:
 
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
-        stats = await self.m.statistics()
+        stats = await self.m.statistics(self.identity.viewer())
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
         return CallToolResult(content=[text(line)], structured_content=stats.wire())
@@ -172,7 +186,7 @@ class ControlTools:
             dependencies=dependsOn, timeout_seconds=timeoutSeconds,
             metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
         )  # fmt: skip
-        return await start_job(self.m, spec, params, task)
+        return await start_job(self.m, spec, params, task, self.identity.viewer())
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any], str]] = [

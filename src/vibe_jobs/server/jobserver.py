@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Callable
@@ -16,8 +17,10 @@ from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.redact import redact_url, set_secret_pattern
 from vibe_jobs.server import tracing
 from vibe_jobs.server.app import build_mcp
+from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
@@ -41,6 +44,7 @@ class JobServer:
     ) -> None:
         self.name, self.instructions = name, instructions
         self.settings = settings or Settings()
+        set_secret_pattern(self.settings.secret_pattern)
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
         self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
@@ -74,28 +78,61 @@ class JobServer:
         """Register `fn` as an ordinary MCP tool that answers within the request (name: the function's)."""
         self._plain.append(Tool.from_function(fn, name=name, description=description))
 
-    def build(self) -> MCPServer[Any]:
-        return build_mcp(self.manager, self.specs, self._plain, name=self.name, instructions=self.instructions)
+    def build(self, auth: AuthSetup | None = None) -> MCPServer[Any]:
+        return build_mcp(
+            self.manager, self.specs, self._plain, name=self.name, instructions=self.instructions, auth=auth
+        )
 
-    async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
-        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
-        mcp = self.build()
+    async def serve(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
+        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process.
+
+        Over HTTP: authentication as the settings say (a token file or JWT), refused beyond loopback
+        without it (unless `allow_unauthenticated`), Host/Origin checks always on (`allowed_hosts`)."""
+        auth = AuthSetup() if transport == "stdio" else auth_setup(self.settings, _base_url(host, port))
+        if transport != "stdio":
+            check_bind(host, auth.enabled, allow_unauthenticated)
+        security = transport_security(host, self.settings.allowed_hosts)
+        mcp = self.build(auth)
         if transport != "stdio":  # /metrics is served: time the store's calls
             instrument_store(self.manager.store, self.manager.stats.counters)
         tracing.install(self.source.executor)
         async with self.manager:
-            log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
+            log.info(
+                "server.started", transport=transport, store=redact_url(self.manager.store.url),
+                tools=sorted(self.specs), authenticated=auth.enabled,
+            )  # fmt: skip
             if transport == "stdio":
                 await _until_signal(mcp.run_stdio_async)
             elif transport == "sse":
-                await mcp.run_sse_async(host=host, port=port)
+                await mcp.run_sse_async(host=host, port=port, transport_security=security)
             else:
-                await mcp.run_streamable_http_async(host=host, port=port, streamable_http_path="/mcp")
+                await mcp.run_streamable_http_async(
+                    host=host, port=port, streamable_http_path="/mcp", transport_security=security
+                )
         log.info("server.stopped")
 
-    def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    def run(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format)
-        anyio.run(self.serve, transport, host, port)
+        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+
+def _base_url(host: str, port: int) -> str:
+    name = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    return f"http://{f'[{name}]' if ':' in name and not name.startswith('[') else name}:{port}"
 
 
 async def _until_signal(run: Callable[[], Any]) -> None:

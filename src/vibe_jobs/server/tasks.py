@@ -30,6 +30,7 @@ from vibe_jobs.errors import InvalidTransition, JobError, JobNotFound
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
 from vibe_jobs.models import JobRecord, JobStatusMessage
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.states import JobStatus
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -75,8 +76,9 @@ class TasksExtension(Extension):
 
     identifier = TASKS_EXTENSION
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec]) -> None:
+    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], identity: Identity | None = None) -> None:
         self.manager, self.specs = manager, specs
+        self.identity = identity or Identity()
 
     def settings(self) -> dict[str, Any]:
         return {}  # the spec defines no settings: an empty object advertises support
@@ -101,16 +103,17 @@ class TasksExtension(Extension):
         job_id = (started or {}).get("jobId")
         if not isinstance(job_id, str):
             return result  # refused or invalid: answered synchronously, as the spec allows
-        rec = await self.manager.get_record(job_id)  # stored before create_job returned: tasks/get resolves
+        rec = await self.manager.get_record(job_id, self.identity.viewer())  # stored before create_job returned
         return {"resultType": "task", **self.task(rec, self.manager.settings.poll_base_ms)}
 
     # -- tasks/* ---------------------------------------------------------------------------
 
     async def get_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
+        viewer = self.identity.viewer()
         try:
-            msg = await self.manager.poll(params.task_id, include_details=False)
-            rec = await self.manager.get_record(params.task_id)
+            msg = await self.manager.poll(params.task_id, include_details=False, viewer=viewer)
+            rec = await self.manager.get_record(params.task_id, viewer)
         except JobNotFound:
             raise not_found("retrieve", params.task_id) from None
         reco = msg.polling_recommendation
@@ -119,7 +122,7 @@ class TasksExtension(Extension):
     async def update_task(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
-            await self.manager.get_record(params.task_id)
+            await self.manager.get_record(params.task_id, self.identity.viewer())
         except JobNotFound:
             raise not_found("update", params.task_id) from None
         return {"resultType": "complete"}  # no job asks for input, so no key is ever outstanding: ignore
@@ -127,7 +130,7 @@ class TasksExtension(Extension):
     async def cancel_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
-            await self.manager.cancel_job(params.task_id, "cancelled by tasks/cancel")
+            await self.manager.cancel_job(params.task_id, "cancelled by tasks/cancel", self.identity.viewer())
         except JobNotFound:
             raise not_found("cancel", params.task_id) from None
         except InvalidTransition:

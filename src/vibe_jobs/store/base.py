@@ -73,6 +73,7 @@ class JobQuery:
     tool_name: str | None = None
     limit: int = 50
     before: tuple[int, str] | None = None  # (created_at, id) of the last job of the previous page
+    principal: str | None = None  # only jobs this principal created (None: every job)
 
 
 @runtime_checkable
@@ -105,7 +106,8 @@ class JobStore(Protocol):
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         """Pending and running jobs (of one owner when given), oldest first."""
 
-    async def counts(self) -> dict[JobStatus, int]: ...
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        """Jobs by status (of one principal when given)."""
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         """Delete up to `limit` jobs that finished before `before`; return their ids."""

@@ -89,6 +89,8 @@ class MemoryStore:
                 continue
             if query.tool_name is not None and rec.tool_name != query.tool_name:
                 continue
+            if query.principal is not None and rec.principal != query.principal:
+                continue
             out.append(rec)
             if len(out) >= query.limit:
                 break
@@ -115,8 +117,14 @@ class MemoryStore:
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and (owner is None or rec.owner == owner)]
 
-    async def counts(self) -> dict[JobStatus, int]:
-        return dict(self._counts)
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        if principal is None:
+            return dict(self._counts)
+        counts = dict.fromkeys(JobStatus, 0)
+        for rec in self.jobs.values():
+            if rec.principal == principal:
+                counts[rec.status] += 1
+        return counts
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         doomed = [

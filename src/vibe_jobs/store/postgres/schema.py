@@ -151,7 +151,14 @@ _V5 = [
 # i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
 _V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# i15-identity: the principal that created each job (jobs from before belong to the local principal);
+# lists and counts of one principal read its own index. A constant default: no table rewrite.
+_V7 = [
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'",
+    "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

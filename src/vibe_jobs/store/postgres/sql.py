@@ -48,6 +48,7 @@ FIND_ACTIVE = f"{SELECT} WHERE dedupe_key = $1 AND {ACTIVE_SQL} ORDER BY created
 ACTIVE = f"{SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
 PENDING_BY_PRIORITY = "SELECT priority, count(*), min(created_at) FROM jobs WHERE status = 'pending' GROUP BY priority"
 DELETE_FINISHED = (
@@ -208,9 +209,13 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 
 
 @lru_cache(maxsize=64)
-def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
+def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
     where: list[str] = []
-    for on, cond in ((by_status, "status = $?"), (by_tool, "tool_name = $?"), (paged, "(created_at, id) < ($?, $?)")):
+    conds = (
+        (by_status, "status = $?"), (by_tool, "tool_name = $?"), (by_principal, "principal = $?"),
+        (paged, "(created_at, id) < ($?, $?)"),
+    )  # fmt: skip
+    for on, cond in conds:
         if on:
             where.append(cond)
     clause = f" WHERE {' AND '.join(where)}" if where else ""

@@ -35,6 +35,7 @@ from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreUnavail
 from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.redact import redact_url
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import UPDATABLE, ClaimLimits, DurationRow, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
@@ -73,7 +74,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """`postgresql://...?schema=x&pool_max=4&sslmode=...` -> (asyncpg DSN without our options, our options)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {url!r}")
+        raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in pairs if k in _OPTIONS}
     rest = [(k, v) for k, v in pairs if k not in _OPTIONS]
@@ -81,11 +82,8 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL as it may be shown (vibe_jobs.redact holds the one rule)."""
+    return redact_url(url)
 
 
 def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
@@ -367,10 +365,14 @@ class PostgresStore(SharedJobStore):
             args.append(sql.status_texts([query.status])[0])
         if query.tool_name is not None:
             args.append(query.tool_name)
+        if query.principal is not None:
+            args.append(query.principal)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        text = sql.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        text = sql.query_sql(
+            query.status is not None, query.tool_name is not None, query.before is not None, query.principal is not None
+        )
         return await self._records(text, *args)
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
@@ -380,8 +382,9 @@ class PostgresStore(SharedJobStore):
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         return await (self._records(sql.ACTIVE) if owner is None else self._records(sql.ACTIVE_OF, owner))
 
-    async def counts(self) -> dict[JobStatus, int]:
-        found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        rows = await (self._fetch(sql.COUNTS) if principal is None else self._fetch(sql.COUNTS_OF, principal))
+        found = {row[0]: row[1] for row in rows}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:

@@ -54,6 +54,7 @@ _COUNTS = (
     f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
 )
+_COUNTS_OF = "SELECT status, count(*) FROM jobs INDEXED BY jobs_principal WHERE principal = ? GROUP BY status"
 _DELETE_FINISHED = (
     "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_expiry WHERE "
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? LIMIT ?) RETURNING id"
@@ -86,7 +87,7 @@ _S = {
     for name, sql, writes in (
         ("insert", sql.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
-        ("counts", _COUNTS, False), ("delete_finished", _DELETE_FINISHED, True),
+        ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
@@ -239,10 +240,13 @@ class SQLiteStore:
         await self._run(_S["touch"], (access_count, last_access_time, next_check_time, job_id), NONE)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
-        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None)
+        by_principal = query.principal is not None
+        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None, by_principal)
         args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
         if query.tool_name is not None:
             args.append(query.tool_name)
+        if query.principal is not None:
+            args.append(query.principal)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
@@ -257,8 +261,11 @@ class SQLiteStore:
             return self._decoded(await self._run(_S["active"], (), ALL))
         return self._decoded(await self._run(_S["active_of"], (owner,), ALL))
 
-    async def counts(self) -> dict[JobStatus, int]:
-        found = dict(await self._run(_S["counts"], (), ALL))
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        if principal is None:
+            found = dict(await self._run(_S["counts"], (), ALL))
+        else:
+            found = dict(await self._run(_S["counts_of"], (principal,), ALL))
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
