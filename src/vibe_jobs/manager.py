@@ -32,7 +32,15 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
-from vibe_jobs.results import as_result_dict, canonical_json, first_text, json_size, text_result
+from vibe_jobs.results import (
+    as_result_dict,
+    bounded_result,
+    canonical_json,
+    first_text,
+    json_size,
+    safe_text,
+    text_result,
+)
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
@@ -41,6 +49,7 @@ from vibe_jobs.store.base import NO_GUARD
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
+MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
@@ -406,7 +415,7 @@ class JobManager:
         """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed.
 
         `diagnostics` are appended to the job's own (as stored when the result lands)."""
-        value = as_result_dict(result)
+        value = bounded_result(as_result_dict(result), self.settings.max_result_bytes)
         target = FAILED if value.get("isError") else COMPLETED
 
         def plan(rec: JobRecord) -> dict[str, Any]:
@@ -583,8 +592,16 @@ _at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immuta
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:
-    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them (the one cap)."""
-    return [*(old or ()), *new][-MAX_DIAGNOSTICS:]
+    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them, each new line at most
+    MAX_DIAGNOSTIC_CHARS (the one cap) and valid Unicode."""
+    return [*(old or ()), *(_diagnostic_line(line) for line in new)][-MAX_DIAGNOSTICS:]
+
+
+def _diagnostic_line(line: str) -> str:
+    line = safe_text(str(line))
+    if len(line) <= MAX_DIAGNOSTIC_CHARS:
+        return line
+    return f"{line[:MAX_DIAGNOSTIC_CHARS]} [line cut: {len(line):,} characters]"
 
 
 def _fence(attempt: int | None) -> Guard:
@@ -602,7 +619,7 @@ def _check_percent(name: str, value: float | None) -> None:
 
 def _progress_changes(changes: dict[str, Any], message: str | None, percent: float | None) -> dict[str, Any]:
     if message is not None:
-        changes["progress_message"] = message
+        changes["progress_message"] = _diagnostic_line(message)
     if percent is not None:
         changes["progress_percentage"] = float(percent)
     return changes

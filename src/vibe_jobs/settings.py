@@ -61,6 +61,7 @@ class Settings:
     allowed_commands: str | None = None
     command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+    max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
 
     @property
     def polling(self) -> PollingPolicy:
@@ -94,6 +95,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("must be a positive whole number")
+    return value
+
+
+def _at_least(raw: str, low: int) -> int:
+    value = int(raw)
+    if value < low:
+        raise ValueError(f"must be a whole number of at least {low}")
     return value
 
 
@@ -157,6 +165,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.sdk import add_request_handler
@@ -46,7 +47,7 @@ def build_mcp(
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
         log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
-        middleware=[tasks.list_tools_middleware, hub.track_listen],
+        middleware=[tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools})],
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
