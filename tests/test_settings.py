@@ -81,6 +81,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_ROOTS": ("/a:/b", "roots", "/a:/b"),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
     "VIBE_JOBS_COMMAND_ENV": ("CI,GOFLAGS", "command_env", "CI,GOFLAGS"),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
 }
 
 
@@ -129,6 +130,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("JOB_MANAGER_MAX_RETENTION", "-5"),
         ("VIBE_JOBS_LOG_LEVEL", "verbose"),
         ("VIBE_JOBS_LOG_FORMAT", "xml"),
+        ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
@@ -151,6 +153,7 @@ def test_the_error_says_what_is_expected() -> None:
 COUNTS = {
     "max_concurrent",
     "max_params_bytes",
+    "max_result_bytes",
     "max_pending",
     "poll_factor",
 }  # numbers that are no duration

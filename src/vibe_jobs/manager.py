@@ -17,6 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from vibe_jobs.errors import (
+    DuplicateJob,
     InvalidParams,
     InvalidTransition,
     JobError,
@@ -120,7 +121,11 @@ class JobManager:
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-            await self.runner.recover()
+            try:
+                await self.runner.recover()
+            except StoreError as exc:  # a damaged part of the store: serve what can be read, health says why
+                self.store_failed(exc)
+                log.error("recovery.failed", error=str(exc))
         return self
 
     async def __aexit__(
@@ -157,10 +162,12 @@ class JobManager:
                     next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
                     await self.cleanup()
             except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
+                self.store_failed(exc)
                 log.warning("maintenance.failed", error=str(exc))
 
     async def _beat(self, lease_ms: int) -> None:
         await self.store.heartbeat(self.owner, self.now() + lease_ms)
+        self.stats.store_worked()
         if self.runner is not None:
             await self.runner.recover()
 
@@ -186,7 +193,11 @@ class JobManager:
             await self._check_dependencies(rec)
         if self.runner is not None:
             await self.runner.admit(rec)
-        await self.store.insert(rec)
+        try:
+            await self.store.insert(rec)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
@@ -231,7 +242,11 @@ class JobManager:
     # -- changes ---------------------------------------------------------------------------
 
     async def get_record(self, job_id: str) -> JobRecord:
-        rec = await self.store.get(job_id)
+        try:
+            rec = await self.store.get(job_id)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         if rec is None:
             raise JobNotFound(job_id)
         return rec
@@ -267,7 +282,13 @@ class JobManager:
                 if read:
                     return rec
             else:
-                new = await self.store.update(job_id, changes, _at_version(rec.version))
+                try:
+                    new = await self.store.update(job_id, changes, _at_version(rec.version))
+                except StoreError as exc:
+                    self.store_failed(exc)
+                    raise
+                if self.stats.store_trouble is not None:
+                    self.stats.store_worked()  # a write worked: a transient trouble is over
                 if new is not None:
                     self._remember(new)
                     self._after_change(new, rec.status)
@@ -558,7 +579,11 @@ class JobManager:
         if not 1 <= limit <= 500:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
         query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor))
-        records = await self.store.query(query)
+        try:
+            records = await self.store.query(query)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         more = len(records) > limit
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if more and page else None
@@ -567,7 +592,17 @@ class JobManager:
     async def statistics(self) -> Statistics:
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
-        return self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
+        try:
+            counts = await self.store.counts()
+        except StoreError as exc:  # health names the failure instead of the statistics failing
+            self.store_failed(exc)
+            counts = {}
+        return self.stats.snapshot(counts, self.now(), queue, cluster)
+
+    def store_failed(self, exc: StoreError) -> None:
+        """Note a store failure for health (degraded, naming it)."""
+        if not isinstance(exc, DuplicateJob):
+            self.stats.store_failed(self.now(), f"{type(exc).__name__}: {exc}"[:300], exc.transient)
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""

@@ -36,6 +36,7 @@ from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.executor")
 
+CLAIM_RETRY_MAX_SECONDS = 2.0  # the longest wait between two tries of a claim the store failed
 SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 
 
@@ -118,10 +119,21 @@ class Executor:
             self._release(tool, needs, run)
 
     async def _claim(self, job_id: str) -> JobRecord | None:
-        try:
-            return await self.m.start_job(job_id, owned=True)
-        except (InvalidTransition, StaleWrite, JobError):
-            return None  # cancelled (or gone) before it started
+        """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
+        try again with backoff, so that an accepted job never waits for a restart."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.m.start_job(job_id, owned=True)
+            except StoreError as exc:
+                if not exc.transient:
+                    log.error("job.claim_failed", job_id=job_id, error=str(exc))
+                    return None
+                log.warning("job.claim_retry", job_id=job_id, error=str(exc))
+            except (InvalidTransition, StaleWrite, JobError):
+                return None  # cancelled (or gone) before it started
+            await anyio.sleep(delay)
+            delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
