@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.arg_types import typed
 from vibe_jobs import JobContext, job_tool, plain_tool
 
 
@@ -30,3 +31,6 @@ async def deep_raise(job: JobContext) -> str:
 @plain_tool(name="plain-surrogate", description="An ordinary tool whose answer holds a lone surrogate")
 async def plain_surrogate() -> str:
     return "bad \udcff end"
+
+
+job_tool(name="typed-fuzz", description="Report the type each argument arrived as (for the fuzzer)")(typed)
