@@ -90,6 +90,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_QUOTA_RUNNING": ("2", "quota_running", 2),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
     "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
 }
 
 
@@ -142,6 +143,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_QUOTA_RUNNING", "many"),
         ("VIBE_JOBS_QUOTA_PARAMS_BYTES", "-1"),
         ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
+        ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
@@ -164,6 +166,7 @@ def test_the_error_says_what_is_expected() -> None:
 COUNTS = {
     "max_concurrent",
     "max_params_bytes",
+    "max_result_bytes",
     "max_pending",
     "poll_factor",
 }  # numbers that are no duration

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 
 from vibe_jobs.durations import Durations
 from vibe_jobs.errors import (
+    DuplicateJob,
     InvalidParams,
     InvalidTransition,
     JobError,
@@ -35,7 +36,15 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
-from vibe_jobs.results import as_result_dict, canonical_json, first_text, json_size, text_result
+from vibe_jobs.results import (
+    as_result_dict,
+    bounded_result,
+    canonical_json,
+    first_text,
+    json_size,
+    safe_text,
+    text_result,
+)
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
@@ -44,6 +53,7 @@ from vibe_jobs.store.base import NO_GUARD
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
+MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
@@ -116,7 +126,11 @@ class JobManager:
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-            await self.runner.recover()
+            try:
+                await self.runner.recover()
+            except StoreError as exc:  # a damaged part of the store: serve what can be read, health says why
+                self.store_failed(exc)
+                log.error("recovery.failed", error=str(exc))
         return self
 
     async def __aexit__(
@@ -157,11 +171,13 @@ class JobManager:
                     next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
                     await self.cleanup()
             except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
+                self.store_failed(exc)
                 log.warning("maintenance.failed", error=str(exc))
 
     async def _beat(self, lease_ms: int) -> None:
         await self.store.heartbeat(self.owner, self.now() + lease_ms)
         await self.save_durations()
+        self.stats.store_worked()
         if self.runner is not None:
             await self.runner.recover()
 
@@ -207,7 +223,11 @@ class JobManager:
         await self._check_quotas(principal, params)
         if self.runner is not None:
             await self.runner.admit(rec)
-        await self.store.insert(rec)
+        try:
+            await self.store.insert(rec)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         self.stats.counters.created[tool_name] += 1
         self._remember(rec)
         if self.bus.wants(rec.id):
@@ -276,7 +296,11 @@ class JobManager:
     async def get_record(self, job_id: str, viewer: Viewer | None = None) -> JobRecord:
         """The job; `JobNotFound` when there is none, or when `viewer` (if given) may not see it: the one
         place where another principal's job answers exactly as an unknown id."""
-        rec = await self.store.get(job_id)
+        try:
+            rec = await self.store.get(job_id)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         if rec is None or (viewer is not None and not viewer.sees(rec.principal)):
             raise JobNotFound(job_id)
         return rec
@@ -312,7 +336,13 @@ class JobManager:
                 if read:
                     return rec
             else:
-                new = await self.store.update(job_id, changes, _at_version(rec.version))
+                try:
+                    new = await self.store.update(job_id, changes, _at_version(rec.version))
+                except StoreError as exc:
+                    self.store_failed(exc)
+                    raise
+                if self.stats.store_trouble is not None:
+                    self.stats.store_worked()  # a write worked: a transient trouble is over
                 if new is not None:
                     self._remember(new)
                     self._after_change(new, rec.status)
@@ -466,7 +496,7 @@ class JobManager:
         """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed.
 
         `diagnostics` are appended to the job's own (as stored when the result lands)."""
-        value = as_result_dict(result)
+        value = bounded_result(as_result_dict(result), self.settings.max_result_bytes)
         target = FAILED if value.get("isError") else COMPLETED
 
         def plan(rec: JobRecord) -> dict[str, Any]:
@@ -624,7 +654,11 @@ class JobManager:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
         scope = viewer.scope if viewer is not None else None
         query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope)
-        records = await self.store.query(query)
+        try:
+            records = await self.store.query(query)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         more = len(records) > limit
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if more and page else None
@@ -634,9 +668,18 @@ class JobManager:
         """The figures; the counts by status are `viewer`'s own jobs (every job for admin or no viewer)."""
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
-        counts = await self.store.counts(viewer.scope if viewer is not None else None)
+        try:
+            counts = await self.store.counts(viewer.scope if viewer is not None else None)
+        except StoreError as exc:  # health names the failure instead of the statistics failing
+            self.store_failed(exc)
+            counts = {}
         snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
+
+    def store_failed(self, exc: StoreError) -> None:
+        """Note a store failure for health (degraded, naming it)."""
+        if not isinstance(exc, DuplicateJob):
+            self.stats.store_failed(self.now(), f"{type(exc).__name__}: {exc}"[:300], exc.transient)
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""
@@ -661,8 +704,16 @@ _at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immuta
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:
-    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them (the one cap)."""
-    return [*(old or ()), *new][-MAX_DIAGNOSTICS:]
+    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them, each new line at most
+    MAX_DIAGNOSTIC_CHARS (the one cap) and valid Unicode."""
+    return [*(old or ()), *(_diagnostic_line(line) for line in new)][-MAX_DIAGNOSTICS:]
+
+
+def _diagnostic_line(line: str) -> str:
+    line = safe_text(str(line))
+    if len(line) <= MAX_DIAGNOSTIC_CHARS:
+        return line
+    return f"{line[:MAX_DIAGNOSTIC_CHARS]} [line cut: {len(line):,} characters]"
 
 
 def _fence(attempt: int | None) -> Guard:
@@ -680,7 +731,7 @@ def _check_percent(name: str, value: float | None) -> None:
 
 def _progress_changes(changes: dict[str, Any], message: str | None, percent: float | None) -> dict[str, Any]:
     if message is not None:
-        changes["progress_message"] = message
+        changes["progress_message"] = _diagnostic_line(message)
     if percent is not None:
         changes["progress_percentage"] = float(percent)
     return changes

@@ -103,6 +103,9 @@ class QueueView:
     unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
 
 
+STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a transient one until a write works)
+
+
 class StatsCollector:
     """Per-tool and per-operation counters plus per-second finish buckets for the last 5 minutes."""
 
@@ -112,6 +115,22 @@ class StatsCollector:
         self.by_op: dict[str, _Group] = {}
         self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
         self.counters = Counters()  # what /metrics exports
+        self.store_trouble: tuple[int, str, bool] | None = None  # (when, what, transient) of the last store error
+
+    def store_failed(self, now: int, what: str, transient: bool) -> None:
+        """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS."""
+        self.store_trouble = (now, what, transient)
+
+    def store_worked(self) -> None:
+        """A store write succeeded: a transient trouble (full, locked, unreachable) is over; damage is not."""
+        if self.store_trouble is not None and self.store_trouble[2]:
+            self.store_trouble = None
+
+    def _store_reason(self, now: int) -> list[str]:
+        if self.store_trouble is None or now - self.store_trouble[0] > STORE_TROUBLE_MS:
+            return []
+        when, what, _ = self.store_trouble
+        return [f"the job store failed {max(0, now - when) // 1000} s ago: {what}"]
 
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
@@ -166,14 +185,22 @@ class StatsCollector:
             queue_depth_by_priority=queue.depth_by_priority if queue else {},
             oldest_pending_age_ms=oldest_age, unserved_tools=queue.unserved_tools if queue else {},
             by_tool=by_tool, by_operation_type=by_op, throughput_per_minute=throughput, error_rate_5m=error_rate,
-            health=self.health(pending, error_rate, oldest_age, queue.unserved_tools if queue else None),
+            health=self.health(
+                pending, error_rate, oldest_age, queue.unserved_tools if queue else None, self._store_reason(now)
+            ),
         )  # fmt: skip
 
     def health(
-        self, depth: int, error_rate: float | None, oldest_age: int | None, unserved: dict[str, int] | None = None
+        self,
+        depth: int,
+        error_rate: float | None,
+        oldest_age: int | None,
+        unserved: dict[str, int] | None = None,
+        store: list[str] | None = None,
     ) -> HealthReport:
         t = self.thresholds
-        reasons = [f"no live worker runs tool '{tool}' ({n} pending)" for tool, n in sorted((unserved or {}).items())]
+        reasons = [*(store or [])]
+        reasons += [f"no live worker runs tool '{tool}' ({n} pending)" for tool, n in sorted((unserved or {}).items())]
         if depth > t.max_queue_depth:
             reasons.append(f"queue depth {depth} is over {t.max_queue_depth}")
         if error_rate is not None and error_rate > t.max_error_rate:

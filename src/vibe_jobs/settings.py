@@ -73,6 +73,7 @@ class Settings:
     quota_running: int | None = None
     quota_params_bytes: int | None = None
     secret_pattern: str = DEFAULT_SECRET_PATTERN
+    max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
 
     @property
     def polling(self) -> PollingPolicy:
@@ -106,6 +107,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("must be a positive whole number")
+    return value
+
+
+def _at_least(raw: str, low: int) -> int:
+    value = int(raw)
+    if value < low:
+        raise ValueError(f"must be a whole number of at least {low}")
     return value
 
 
@@ -178,6 +186,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
     "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

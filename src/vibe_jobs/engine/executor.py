@@ -37,6 +37,7 @@ from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.executor")
 
+CLAIM_RETRY_MAX_SECONDS = 2.0  # the longest wait between two tries of a claim the store failed
 SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 
 
@@ -59,7 +60,7 @@ class Run:
     done: bool = False  # the work returned (or raised); nobody waits on it: the run's own task did the work
     result: dict[str, Any] | None = None
     error: BaseException | None = None
-    error_trace: str | None = None
+    error_where: str | None = None  # where the work raised, one line (the traceback goes to the log only)
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
     abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
@@ -121,10 +122,21 @@ class Executor:
             self._release(tool, needs, run)
 
     async def _claim(self, job_id: str) -> JobRecord | None:
-        try:
-            return await self.m.start_job(job_id, owned=True)
-        except (InvalidTransition, StaleWrite, JobError):
-            return None  # cancelled (or gone) before it started
+        """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
+        try again with backoff, so that an accepted job never waits for a restart."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.m.start_job(job_id, owned=True)
+            except StoreError as exc:
+                if not exc.transient:
+                    log.error("job.claim_failed", job_id=job_id, error=str(exc))
+                    return None
+                log.warning("job.claim_retry", job_id=job_id, error=str(exc))
+            except (InvalidTransition, StaleWrite, JobError):
+                return None  # cancelled (or gone) before it started
+            await anyio.sleep(delay)
+            delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
@@ -162,7 +174,8 @@ class Executor:
             with run.scope, hook(rec) if hook is not None else contextlib.nullcontext():
                 run.result = await spec.invoke(rec.params, run.ctx)
         except Exception as exc:
-            run.error, run.error_trace = exc, traceback.format_exc()
+            run.error, run.error_where = exc, _raised_at(exc)
+            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
         finally:
             run.done = True
             self.timers.cancel(run.timer)
@@ -264,7 +277,7 @@ class Executor:
         limit = retry_limit(rec, spec, self.retry)
         delay = retry_policy(spec, self.retry).decide(exc, current.retry_count, limit)
         message = error_text(exc)
-        diags = [*run.ctx.take_diagnostics(), *([run.error_trace] if run.error_trace else [])]
+        diags = [*run.ctx.take_diagnostics(), *([run.error_where] if run.error_where else [])]
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
             return
@@ -324,6 +337,15 @@ def _timeout_error(rec: JobRecord, abandoned: bool, grace: float) -> JobTimeout:
         err.retryable = False  # type: ignore[attr-defined]  # the abandoned work may still be running
         return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _raised_at(exc: BaseException) -> str | None:
+    """`raised at FILE:LINE in FUNCTION` of the innermost frame (the file's name only), or None."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    last = frames[-1]
+    return f"raised at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def _usage(ctx: JobContext, cpu0: float, wall0: float) -> dict[str, float]:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
@@ -52,7 +53,7 @@ def build_mcp(
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
         log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
-        middleware=[tasks.list_tools_middleware, hub.track_listen],
+        middleware=[tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools})],
         token_verifier=auth.verifier, auth=auth.settings,
     )  # fmt: skip
     _add_set_level(mcp, manager)

@@ -22,6 +22,8 @@ from vibe_jobs.server import tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.prom import instrument_store
+from vibe_jobs.server.sdk import run_session
+from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -109,7 +111,7 @@ class JobServer:
                 tools=sorted(self.specs), authenticated=auth.enabled,
             )  # fmt: skip
             if transport == "stdio":
-                await _until_signal(mcp.run_stdio_async)
+                await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             elif transport == "sse":
                 await mcp.run_sse_async(host=host, port=port, transport_security=security)
             else:
@@ -149,6 +151,12 @@ async def _until_signal(run: Callable[[], Any]) -> None:
         tg.start_soon(watch)
         await run()
         tg.cancel_scope.cancel()
+
+
+async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
+    """Serve one client over stdin/stdout until stdin closes."""
+    async with stdio_streams(max_frame_bytes) as (read_stream, write_stream):
+        await run_session(mcp, read_stream, write_stream)
 
 
 def run_worker(server: JobServer, drain_seconds: float) -> None:

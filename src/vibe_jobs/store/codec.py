@@ -15,6 +15,7 @@ from typing import Any
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
+from vibe_jobs.results import json_safe
 from vibe_jobs.states import JobStatus
 
 # Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
@@ -53,6 +54,18 @@ def loads(text: str) -> Any:
     except StopIteration:
         return _decoder.decode(text)
     return value if end == len(text) else _decoder.decode(text)
+
+
+def loads_safe(text: str | bytes) -> Any:
+    """`loads`, then made JSON-safe (`results.json_safe`) when the text holds what could not be answered:
+    a lone surrogate, NaN or an infinity, bytes that are not UTF-8 (never written by this store, but a
+    database is a file)."""
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8", "replace")
+    value = loads(text)
+    if "\\ud" in text or "NaN" in text or "Infinity" in text or not text.isascii():
+        return json_safe(value)
+    return value
 
 
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
@@ -99,11 +112,11 @@ def encode(rec: JobRecord) -> list[Any]:
 
 def decode(row: Row) -> JobRecord:
     r = list(row)
-    r[_I_PARAMS] = loads(r[_I_PARAMS])
+    r[_I_PARAMS] = loads_safe(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
     for i in (_I_RESULT, _I_DIAG, _I_META):
         if r[i] is not None:
-            r[i] = loads(r[i])
+            r[i] = loads_safe(r[i])
     if r[_I_TASK] is not None:
         r[_I_TASK] = TaskSpec.model_validate_json(r[_I_TASK])
     return JobRecord(*r)
