@@ -458,6 +458,18 @@ class JobManager:
         changes.update(cancel_requested=why, progress_message=text, result=text_result(text, is_error=True))
         return changes
 
+    async def requeue(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord:
+        """Queue a job again (a retry, a claim given back): the changes `plan` makes, unless a cancel was
+        asked for meanwhile: then it ends cancelled (a claim never takes a job whose cancel was asked for,
+        so a pending one would wait for ever)."""
+
+        def requeue_or_cancel(rec: JobRecord) -> dict[str, Any] | None:
+            if rec.cancel_requested is not None and rec.status not in FINAL:
+                return self._cancelled_changes(rec, rec.cancel_requested)
+            return plan(rec)
+
+        return await self.mutate(job_id, requeue_or_cancel, guard)
+
     async def finish_cancelled(
         self, job_id: str, reason: str, *, attempt: int | None = None, diagnostics: list[str] | None = None
     ) -> JobRecord:

@@ -51,10 +51,6 @@ KNOWN_PRODUCT_BUGS = [
     # (fencing holds), but the work runs: again for a retry-safe job; after the client was told it failed, for an
     # unsafe one.
     KnownBug("stale_start", "", "a worker starts a claim whose lease lapsed"),
-    # A retryable failure of an attempt that lost its job (its worker was cut off, recovery requeued the job and
-    # another worker runs attempt n+1) requeues the newer attempt when the stale worker reconnects:
-    # Scheduler._failed re-reads the job and _requeue fences with that record's attempt, not the failing run's.
-    KnownBug("fencing", "-> pending/", "a stale attempt's retry requeues the newer attempt"),
     # A PostgreSQL restart can end a running `vibe-jobs worker` or `serve` with exit 2 ("vibe-jobs: the job store
     # at ... failed: ..."): a StoreError escapes to the command line after the store's reconnect attempts ran out.
     KnownBug("process_exit", "vibe-jobs: the job store at", "a PostgreSQL restart ends a running process"),

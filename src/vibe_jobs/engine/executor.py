@@ -263,19 +263,25 @@ class Executor:
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
             return
-        await self._requeue(current, message, diags, delay, limit)
+        await self._requeue(run, message, diags, delay, limit)
 
-    async def _requeue(self, rec: JobRecord, message: str, diags: list[str], delay: int, limit: int) -> None:
-        retry = rec.retry_count + 1
-        note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
-        changes = {
-            "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
-            "run_after": self.m.now() + delay, "progress_message": note,
-            "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
-        }  # fmt: skip
-        new = await self.m.mutate(rec.id, lambda r: changes, _attempt_guard(rec.attempt))
-        log.info("job.retry_scheduled", job_id=rec.id, retry=retry, delay_ms=delay)
-        await self.feeder.requeued(new)
+    async def _requeue(self, run: Run, message: str, diags: list[str], delay: int, limit: int) -> None:
+        """Queue the job again for a retry, fenced by this run's attempt (not the job's: a newer attempt
+        may run elsewhere); a job whose cancel was asked for meanwhile ends cancelled instead."""
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            retry = rec.retry_count + 1
+            note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
+            return {
+                "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
+                "run_after": self.m.now() + delay, "progress_message": note,
+                "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
+            }  # fmt: skip
+
+        new = await self.m.requeue(run.rec.id, plan, _attempt_guard(run.ctx.attempt))
+        if new.status is JobStatus.PENDING:
+            log.info("job.retry_scheduled", job_id=new.id, retry=new.retry_count, delay_ms=delay)
+            await self.feeder.requeued(new)
 
     # -- stopping running work -------------------------------------------------------------
 
