@@ -96,6 +96,7 @@ class JobManager:
         self.stats = StatsCollector()
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
+        self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
@@ -105,7 +106,7 @@ class JobManager:
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
-        await self.store.heartbeat(self.owner, self.now() + self.settings.lease_ms)
+        await self.renew_lease()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
@@ -143,17 +144,27 @@ class JobManager:
         while True:
             await anyio.sleep(beat)
             try:
-                await self._beat(lease_ms)
+                await self._beat()
                 if self.clock() >= next_cleanup:
                     next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
                     await self.cleanup()
             except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
                 log.warning("maintenance.failed", error=str(exc))
 
-    async def _beat(self, lease_ms: int) -> None:
-        await self.store.heartbeat(self.owner, self.now() + lease_ms)
+    async def _beat(self) -> None:
+        await self.renew_lease()
         if self.runner is not None:
             await self.runner.recover()
+
+    async def renew_lease(self) -> None:
+        """Renew this process's lease now (the maintenance loop does every lease / 3)."""
+        expires_at = self.now() + self.settings.lease_ms
+        await self.store.heartbeat(self.owner, expires_at)
+        self.lease_renewed(expires_at)
+
+    def lease_renewed(self, expires_at: int) -> None:
+        """The store answered a renewal of this process's lease until `expires_at`."""
+        self.lease_until = max(self.lease_until, expires_at)
 
     # -- creation --------------------------------------------------------------------------
 

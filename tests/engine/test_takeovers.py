@@ -7,19 +7,22 @@ deployment on it uses (product bugs the fault runs found, tests/faults).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, make_store
-from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs import JobManager, JobRecord, JobStatus, Settings
 from vibe_jobs.context import JobContext
+from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.engine.sources import JobSource
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.store import MemoryStore, open_store
+from vibe_jobs.retry import RetryPolicy
+from vibe_jobs.store import JobStore, MemoryStore, open_store
 
 
 @pytest.fixture(params=STORES)
@@ -96,3 +99,55 @@ async def test_a_cancel_requested_elsewhere_is_not_lost_when_the_run_fails_retry
         rec = await here.get_record(job_id)
     assert rec.status is JobStatus.CANCELLED, (rec.status, rec.progress_message)
     assert rec.cancel_requested == "not wanted any more"
+
+
+def stall_after_first_claim(store: JobStore, stall: Callable[[], Awaitable[None]]) -> None:
+    """The first claim that takes a job answers only after `stall` ran: as when the worker is paused
+    (SIGSTOP, a VM pause) while its claim is in flight, or the answer comes late after a reconnect."""
+    claim_many = store.claim_many  # type: ignore[attr-defined]
+    stalled = False
+
+    async def late_claim(*args: Any, **kwargs: Any) -> list[JobRecord]:
+        nonlocal stalled
+        found: list[JobRecord] = await claim_many(*args, **kwargs)
+        if found and not stalled:
+            stalled = True
+            await stall()
+        return found
+
+    store.claim_many = late_claim  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("adopted", [True, False], ids=["adopted-elsewhere", "nobody-adopted"])
+async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: Path, adopted: bool) -> None:
+    """The claim's lease lapsed before its answer arrived: the claimed attempt never starts (another process
+    may have requeued or failed the job as an orphan, and may run it). Adopted elsewhere, the job is run
+    again as that process's recovery decided; not adopted, the claim is given back as it was (no retry
+    counted) and the job runs as the next attempt."""
+    clock, started = FakeClock(), []
+
+    async def work(job: JobContext) -> str:
+        started.append(job.attempt)
+        return "done"
+
+    spec = make_spec(work, name="work", retry_safe=True, max_retries=3)
+    settings = Settings(lease_ms=10_000)
+    b = Backend("postgres", make_store("postgres", tmp_path))
+    try:
+        async with elsewhere(b) as other:
+            other.clock = clock
+
+            async def stall() -> None:
+                clock.advance(settings.lease_ms / 1000 + 1)
+                if adopted:
+                    assert len(await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)) == 1
+
+            stall_after_first_claim(b.store, stall)
+            async with b.running([spec], settings, clock) as (here, _):
+                job_id = await here.create_job("work")
+                rec = await here.wait(job_id, WAIT)
+    finally:
+        await b.store.close()
+        await b.store.drop_schema()  # type: ignore[attr-defined]
+    assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
+    assert rec.retry_count == (1 if adopted else 0)

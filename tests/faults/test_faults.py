@@ -43,14 +43,6 @@ class KnownBug:
 
 
 KNOWN_PRODUCT_BUGS = [
-    # A worker that stalls (SIGSTOP here; a VM pause or a long GC in life) while its claim is in flight, or whose
-    # claim's answer comes late (lost with its connection in a PostgreSQL restart, read back after the reconnect
-    # backoff), starts the tool although the claim's lease has lapsed and recovery has requeued the job, or failed a
-    # retry-unsafe one as "interrupted", and another worker may have finished it: the claimed record is run without
-    # checking that its lease is still good (engine/claims.py `_launch` -> `_claim`). Its writes are refused
-    # (fencing holds), but the work runs: again for a retry-safe job; after the client was told it failed, for an
-    # unsafe one.
-    KnownBug("stale_start", "", "a worker starts a claim whose lease lapsed"),
     # A PostgreSQL restart can end a running `vibe-jobs worker` or `serve` with exit 2 ("vibe-jobs: the job store
     # at ... failed: ..."): a StoreError escapes to the command line after the store's reconnect attempts ran out.
     KnownBug("process_exit", "vibe-jobs: the job store at", "a PostgreSQL restart ends a running process"),

@@ -214,11 +214,9 @@ class ClaimSource:
                 if now < self._linger_until:
                     return  # `run_timers` wakes at `_linger_until`
             self._linger_until = None
-            found = await self.store.claim_many(
-                self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now()
-            )  # fmt: skip
+            found, valid_until = await self._claim(names, free)
             for rec in found:
-                self._launch(rec)
+                self._launch(rec, valid_until)
             self._backlog = len(found) == free
             if not self._backlog:
                 self._look_at_head = True  # a short claim: something may not have fitted
@@ -242,9 +240,20 @@ class ClaimSource:
             self._head_blocked_since = now
         return now - self._head_blocked_since >= self.reservation_ms
 
-    def _launch(self, rec: JobRecord) -> None:
-        # the claim enforced the limits in the database: nothing to account here
-        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec)
+    async def _claim(self, names: list[str], k: int) -> tuple[list[JobRecord], int]:
+        """Claim up to `k` jobs; answer them and until when this process holds them (epoch ms): the job
+        leases the claim wrote, and this process's lease (renewed first when a stall let it lag: a job
+        whose owner's lease lapsed is an orphan however fresh its own lease)."""
+        if self.m.lease_until - self.m.now() < self.lease_ms // 3:  # a renewal was missed
+            await self.m.renew_lease()
+        now = self.m.now()
+        found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
+        return found, min(now + self.lease_ms, self.m.lease_until)
+
+    def _launch(self, rec: JobRecord, valid_until: int) -> None:
+        # the claim enforced the limits in the database: nothing to account here; the run starts only
+        # while the claim is still held (an answer that came after its lease lapsed is given back)
+        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, valid_until)
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
@@ -258,7 +267,9 @@ class ClaimSource:
         self._next_renew = now + self.lease_ms / 3000  # a third of the lease, in seconds
         running = self.executor.running
         sent = dict(running)
-        held = await self.store.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
+        expires_at = self.m.now() + self.lease_ms
+        held = await self.store.renew_state(self.m.owner, list(sent), expires_at)
+        self.m.lease_renewed(expires_at)
         for job_id, run in sent.items():
             if running.get(job_id) is not run or run.done:
                 continue  # finished (or re-claimed) meanwhile

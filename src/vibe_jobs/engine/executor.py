@@ -90,11 +90,14 @@ class Executor:
         """Slots in use: jobs running or starting."""
         return len(self.running) + self.starting
 
-    def launch(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None) -> None:
-        """Run a job in a task of its own: `claimed` is its running record when the source claimed it,
-        else the run claims it (pending -> running). Its slot is given back through `feeder.released`."""
+    def launch(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None, valid_until: int | None = None
+    ) -> None:
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (held
+        until `valid_until`, epoch ms), else the run claims it (pending -> running). Its slot is given back
+        through `feeder.released`."""
         self.starting += 1
-        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed)
+        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
 
     async def drained(self) -> None:
         """Return once no job is starting or running."""
@@ -104,12 +107,16 @@ class Executor:
 
     # -- one run ---------------------------------------------------------------------------
 
-    async def _run(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None) -> None:
+    async def _run(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None, valid_until: int | None
+    ) -> None:
         """One task per job: claim, do the work, write the outcome (time-outs come from `self.timers`)."""
         run: Run | None = None
         try:
             rec = claimed if claimed is not None else await self._claim(job_id)
-            if rec is not None:
+            if rec is not None and valid_until is not None and self.m.now() >= valid_until:
+                await self._give_back(rec)
+            elif rec is not None:  # no await from the check to the work: the claim is still held
                 run = self._begin(rec, needs)
                 await self._execute(run)
         finally:
@@ -122,6 +129,19 @@ class Executor:
             return await self.m.start_job(job_id, owned=True)
         except (InvalidTransition, StaleWrite, JobError):
             return None  # cancelled (or gone) before it started
+
+    async def _give_back(self, rec: JobRecord) -> None:
+        """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
+        answer came late): another process may have adopted the job, so it is not run here. While still
+        ours it is queued again, as it was (it never ran: no retry is counted); else recovery has it."""
+        log.warning("job.claim_lapsed", job_id=rec.id, attempt=rec.attempt)
+        try:
+            new = await self.m.requeue(rec.id, lambda r: {"status": JobStatus.PENDING}, _attempt_guard(rec.attempt))
+        except (InvalidTransition, StaleWrite, StoreError) as exc:
+            log.info("job.claim_lapsed_taken", job_id=rec.id, reason=str(exc))
+            return
+        if new.status is JobStatus.PENDING:
+            await self.feeder.requeued(new)
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
