@@ -151,3 +151,39 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: 
         await b.store.drop_schema()  # type: ignore[attr-defined]
     assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
     assert rec.retry_count == (1 if adopted else 0)
+
+
+class TickingClock:
+    """Each reading one millisecond later: the order of the changes shows in their `updated_at`."""
+
+    def __init__(self) -> None:
+        self._ms = 1_700_000_000_000
+
+    def __call__(self) -> float:
+        self._ms += 1
+        return self._ms / 1000
+
+
+async def test_recovery_adopts_running_orphans_before_the_pending_ones(backend: Backend) -> None:
+    """A dead process left many pending jobs (those it had accepted) and one running: the running job, whose
+    work stopped, is requeued first, not after the pending ones are adopted one by one (in the fault runs,
+    hundreds of them held running orphans back for up to 20 s, past the lease bound)."""
+    spec = make_spec(_quick, name="quick", retry_safe=True, max_retries=3)
+    clock = TickingClock()
+    async with elsewhere(backend) as dead:  # a process that never renews its lease: gone
+        dead.clock = clock
+        pending = [await dead.create_job("quick") for _ in range(60)]
+        running = await dead.create_job("quick")  # accepted last, so an orphan scan in order finds it last
+        await dead.start_job(running)
+        adopter = JobManager(backend.store, Settings(), clock=clock, owner="adopter")
+        await backend.store.open()
+        adopted = await recover_orphans(adopter, {"quick": spec}, RetryPolicy())
+        records = {job_id: await adopter.get_record(job_id) for job_id in [*pending, running]}
+    assert len(adopted) == 61 and all(rec.owner == "adopter" for rec in records.values())
+    requeued = records[running]
+    assert (requeued.status, requeued.retry_count) == (JobStatus.PENDING, 1)
+    assert requeued.updated_at < min(records[job_id].updated_at for job_id in pending)
+
+
+async def _quick() -> str:
+    return "quick"
