@@ -106,13 +106,15 @@ class JobManager:
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
-        await self.renew_lease()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-            await self.runner.recover()
+        try:
+            await self._beat()
+        except StoreError as exc:  # the store went away since it opened (a restart): the next beats try again
+            log.warning("maintenance.failed", error=str(exc))
         return self
 
     async def __aexit__(
