@@ -110,6 +110,7 @@ class JobManager:
         self.durations = Durations()  # learned run times per tool, persisted by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
+        self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
@@ -119,18 +120,17 @@ class JobManager:
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
-        await self.store.heartbeat(self.owner, self.now() + self.settings.lease_ms)
-        self.durations.load(await self.store.load_durations())
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
+        for step in (self._load_durations, self._beat):
             try:
-                await self.runner.recover()
-            except StoreError as exc:  # a damaged part of the store: serve what can be read, health says why
-                self.store_failed(exc)
-                log.error("recovery.failed", error=str(exc))
+                await step()
+            except StoreError as exc:  # the store went away since it opened, or a damaged part: the next beats
+                self.store_failed(exc)  # try again, and health says why meanwhile
+                log.warning("maintenance.failed", error=str(exc))
         return self
 
     async def __aexit__(
@@ -166,7 +166,7 @@ class JobManager:
         while True:
             await anyio.sleep(beat)
             try:
-                await self._beat(lease_ms)
+                await self._beat()
                 if self.clock() >= next_cleanup:
                     next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
                     await self.cleanup()
@@ -174,12 +174,25 @@ class JobManager:
                 self.store_failed(exc)
                 log.warning("maintenance.failed", error=str(exc))
 
-    async def _beat(self, lease_ms: int) -> None:
-        await self.store.heartbeat(self.owner, self.now() + lease_ms)
+    async def _beat(self) -> None:
+        await self.renew_lease()
         await self.save_durations()
         self.stats.store_worked()
         if self.runner is not None:
             await self.runner.recover()
+
+    async def renew_lease(self) -> None:
+        """Renew this process's lease now (the maintenance loop does every lease / 3)."""
+        expires_at = self.now() + self.settings.lease_ms
+        await self.store.heartbeat(self.owner, expires_at)
+        self.lease_renewed(expires_at)
+
+    def lease_renewed(self, expires_at: int) -> None:
+        """The store answered a renewal of this process's lease until `expires_at`."""
+        self.lease_until = max(self.lease_until, expires_at)
+
+    async def _load_durations(self) -> None:
+        self.durations.load(await self.store.load_durations())
 
     async def save_durations(self) -> None:
         """Persist the learned durations that changed (kept dirty when the store refuses)."""
@@ -547,6 +560,18 @@ class JobManager:
         text = f"Job cancelled: {why}"
         changes.update(cancel_requested=why, progress_message=text, result=text_result(text, is_error=True))
         return changes
+
+    async def requeue(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord:
+        """Queue a job again (a retry, a claim given back): the changes `plan` makes, unless a cancel was
+        asked for meanwhile: then it ends cancelled (a claim never takes a job whose cancel was asked for,
+        so a pending one would wait for ever)."""
+
+        def requeue_or_cancel(rec: JobRecord) -> dict[str, Any] | None:
+            if rec.cancel_requested is not None and rec.status not in FINAL:
+                return self._cancelled_changes(rec, rec.cancel_requested)
+            return plan(rec)
+
+        return await self.mutate(job_id, requeue_or_cancel, guard)
 
     async def finish_cancelled(
         self, job_id: str, reason: str, *, attempt: int | None = None, diagnostics: list[str] | None = None

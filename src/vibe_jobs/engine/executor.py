@@ -94,11 +94,14 @@ class Executor:
         """Slots in use: jobs running or starting."""
         return len(self.running) + self.starting
 
-    def launch(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None) -> None:
-        """Run a job in a task of its own: `claimed` is its running record when the source claimed it,
-        else the run claims it (pending -> running). Its slot is given back through `feeder.released`."""
+    def launch(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None, valid_until: int | None = None
+    ) -> None:
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (held
+        until `valid_until`, epoch ms), else the run claims it (pending -> running). Its slot is given back
+        through `feeder.released`."""
         self.starting += 1
-        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed)
+        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
 
     async def drained(self) -> None:
         """Return once no job is starting or running."""
@@ -108,12 +111,16 @@ class Executor:
 
     # -- one run ---------------------------------------------------------------------------
 
-    async def _run(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None) -> None:
+    async def _run(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None, valid_until: int | None
+    ) -> None:
         """One task per job: claim, do the work, write the outcome (time-outs come from `self.timers`)."""
         run: Run | None = None
         try:
             rec = claimed if claimed is not None else await self._claim(job_id)
-            if rec is not None:
+            if rec is not None and valid_until is not None and self.m.now() >= valid_until:
+                await self._give_back(rec)
+            elif rec is not None:  # no await from the check to the work: the claim is still held
                 run = self._begin(rec, needs)
                 await self._execute(run)
         finally:
@@ -137,6 +144,19 @@ class Executor:
                 return None  # cancelled (or gone) before it started
             await anyio.sleep(delay)
             delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
+
+    async def _give_back(self, rec: JobRecord) -> None:
+        """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
+        answer came late): another process may have adopted the job, so it is not run here. While still
+        ours it is queued again, as it was (it never ran: no retry is counted); else recovery has it."""
+        log.warning("job.claim_lapsed", job_id=rec.id, attempt=rec.attempt)
+        try:
+            new = await self.m.requeue(rec.id, lambda r: {"status": JobStatus.PENDING}, _attempt_guard(rec.attempt))
+        except (InvalidTransition, StaleWrite, StoreError) as exc:
+            log.info("job.claim_lapsed_taken", job_id=rec.id, reason=str(exc))
+            return
+        if new.status is JobStatus.PENDING:
+            await self.feeder.requeued(new)
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
@@ -281,19 +301,25 @@ class Executor:
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
             return
-        await self._requeue(current, message, diags, delay, limit)
+        await self._requeue(run, message, diags, delay, limit)
 
-    async def _requeue(self, rec: JobRecord, message: str, diags: list[str], delay: int, limit: int) -> None:
-        retry = rec.retry_count + 1
-        note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
-        changes = {
-            "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
-            "run_after": self.m.now() + delay, "progress_message": note,
-            "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
-        }  # fmt: skip
-        new = await self.m.mutate(rec.id, lambda r: changes, _attempt_guard(rec.attempt))
-        log.info("job.retry_scheduled", job_id=rec.id, retry=retry, delay_ms=delay)
-        await self.feeder.requeued(new)
+    async def _requeue(self, run: Run, message: str, diags: list[str], delay: int, limit: int) -> None:
+        """Queue the job again for a retry, fenced by this run's attempt (not the job's: a newer attempt
+        may run elsewhere); a job whose cancel was asked for meanwhile ends cancelled instead."""
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            retry = rec.retry_count + 1
+            note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
+            return {
+                "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
+                "run_after": self.m.now() + delay, "progress_message": note,
+                "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
+            }  # fmt: skip
+
+        new = await self.m.requeue(run.rec.id, plan, _attempt_guard(run.ctx.attempt))
+        if new.status is JobStatus.PENDING:
+            log.info("job.retry_scheduled", job_id=new.id, retry=new.retry_count, delay_ms=delay)
+            await self.feeder.requeued(new)
 
     # -- stopping running work -------------------------------------------------------------
 
