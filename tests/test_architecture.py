@@ -22,6 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
+    "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)
+    "schedules": 10,  # a schedule as stores keep it and clients see it
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,

@@ -36,7 +36,7 @@ from vibe_jobs.results import as_result_dict, canonical_json, first_text, json_s
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD
+from vibe_jobs.store.base import NO_GUARD, ScheduleStore
 
 log = get_logger("vibe_jobs.manager")
 
@@ -164,8 +164,10 @@ class JobManager:
         *,
         task: TaskSpec | None = None,
         dedupe: bool = False,
+        run_at: int | None = None,
     ) -> str:
-        """Store a new pending job and return its id (after the store has it)."""
+        """Store a new pending job and return its id (after the store has it); `run_at` (epoch ms)
+        defers it: it is not runnable before then."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
@@ -173,17 +175,36 @@ class JobManager:
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
+        rec.run_after = run_at
         if task is not None and task.dependencies:
             await self._check_dependencies(rec)
+        await self._add(rec, self.store.insert)
+        return rec.id
+
+    async def fire_job(
+        self, tool_name: str, params: Mapping[str, Any], task: TaskSpec | None, schedule_id: str, tick: int
+    ) -> str | None:
+        """Store the job a schedule fires for `tick`, unless that tick fired already (then None): the
+        store writes the job and the (schedule, tick) key together (`ScheduleStore.fire`)."""
+        store = self.store
+        if not isinstance(store, ScheduleStore):
+            raise StoreError(f"the store {store.url} keeps no schedules")
+        rec = self._new_record(tool_name, self._check_params(tool_name, params), task, None)
+        rec.schedule_id, rec.tick = schedule_id, tick
+        return rec.id if await self._add(rec, store.fire) else None
+
+    async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
+        """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job."""
         if self.runner is not None:
             await self.runner.admit(rec)
-        await self.store.insert(rec)
+        if await insert(rec) is False:
+            return False
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
             await self.runner.enqueue(rec)
-        return rec.id
+        return True
 
     def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         if type(tool_name) is not str or not tool_name:

@@ -12,6 +12,7 @@ from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: f
 from vibe_jobs.figures import GroupStats as GroupStats
 from vibe_jobs.figures import Snapshot as _Snapshot
 from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
+from vibe_jobs.schedules import Schedule
 from vibe_jobs.states import COMPLETED, FAILED, JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
@@ -44,6 +45,7 @@ class Statistics(_Snapshot):
     throughput_per_minute: int = 0
     error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
     health: HealthReport
+    schedules: list[Schedule] = Field(default_factory=list)  # with last and next firing, last outcome
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

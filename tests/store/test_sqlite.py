@@ -198,7 +198,9 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
         record("old-done", status=C, finished_at=100), record("old-cancelled", status=X, updated_at=120),
         record("new-done", status=C, finished_at=500, created_at=2_000), record("waiting"), record("busy", status=R),
     ]  # fmt: skip
-    conn.executemany(sqlite_sql.INSERT, [codec.encode(rec) for rec in jobs])
+    v1 = codec.COLUMNS[: codec.COLUMNS.index("schedule_id")]  # the columns schema 1 has
+    insert_v1 = f"INSERT INTO jobs ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})"
+    conn.executemany(insert_v1, [codec.encode(rec)[: len(v1)] for rec in jobs])
     conn.close()
     upgraded = await reopened(db)
     try:

@@ -12,7 +12,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
 from vibe_jobs.engine.claims import ClaimSource
+from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
+from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -43,6 +45,17 @@ class JobServer:
         self.specs: dict[str, JobToolSpec] = {}
         self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
+        self.schedules = Schedules(self.manager, self.specs)
+        self.ticker = Ticker(self.schedules)
+
+    async def start_schedules(self) -> None:
+        """Declare the schedules of job tools (`@job_tool(schedule=...)`) and start firing schedules
+        (call inside `async with self.manager`)."""
+        for spec in self.specs.values():
+            if spec.schedule is not None:
+                fields = {"tool": spec.name, "cron": spec.schedule, "scheduleId": code_schedule_id(spec.name)}
+                await self.schedules.declare(parse_spec(fields))
+        self.manager.task_group.start_soon(self.ticker.run)
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
         if spec.name in self.specs:
@@ -79,6 +92,7 @@ class JobServer:
         """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
         mcp = self.build()
         async with self.manager:
+            await self.start_schedules()
             log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
             if transport == "stdio":
                 await _until_signal(mcp.run_stdio_async)
@@ -125,6 +139,7 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     if not isinstance(source, ClaimSource):
         raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
     async with server.manager:
+        await server.start_schedules()
         log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:

@@ -53,11 +53,11 @@ def admit(spec: JobToolSpec, arguments: dict[str, Any]) -> dict[str, Any] | Call
 
 
 async def start_job(
-    manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None
+    manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None, *, run_at: int | None = None
 ) -> CallToolResult:
     """Create the job and build the immediate answer."""
     try:
-        job_id = await manager.create_job(spec.name, params, task=task)
+        job_id = await manager.create_job(spec.name, params, task=task, run_at=run_at)
     except JobError as exc:
         return job_error_result(exc)
     return started_result(manager, job_id, spec.name)
