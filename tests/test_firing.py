@@ -13,8 +13,8 @@ S = 1000
 H = 3600 * S
 
 
-def utc(*args: int) -> int:
-    return round(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return round(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
 
 
 def ticks(t: Timing, after: int, n: int) -> list[int]:

@@ -57,7 +57,7 @@ async def test_every_second_fires_three_jobs_that_complete_and_delete_stops_it(m
         assert structured(await client.call_tool("list-schedules", {}))["schedules"] == []
 
 
-BAD = [
+BAD: list[tuple[dict[str, Any], str]] = [
     ({"cron": "61 * * * *"}, "not valid"),
     ({"cron": "*/5 * * * *", "timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
     ({"cron": "*/5 * * * *", "everySeconds": 5}, "exactly one of cron and everySeconds"),
