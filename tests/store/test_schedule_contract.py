@@ -83,3 +83,16 @@ async def test_the_tick_key_outlives_a_restart_of_sqlite(tmp_path: Path) -> None
         assert len(await two.query(JobQuery(limit=10))) == 1
     finally:
         await two.close()
+
+
+async def test_prune_deletes_only_keys_no_firing_can_come_back_to(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    await s.insert_schedule(schedule())
+    assert await s.update_schedule("s1", {"next_fire_at": 2_500}, version=1) is not None
+    for tick in (1_000, 2_000, 3_000):
+        assert await s.fire(fired("s1", tick))  # fired at created_at 1_000
+    assert await s.fire(fired("gone", 1_000))  # a deleted schedule's key
+    assert await s.prune_ticks(before=1_000) == 0  # none fired long enough ago
+    assert await s.prune_ticks(before=10_000) == 3  # s1's 1_000 and 2_000 (it is past them), and gone's
+    assert not await s.fire(fired("s1", 3_000))  # the key of a tick still ahead of the schedule is kept
+    assert await s.fire(fired("s1", 2_000))  # (a pruned key: the schedule never comes back to it)

@@ -74,7 +74,9 @@ class Schedules:
     async def create(self, spec: ScheduleSpec) -> ScheduleRecord:
         """Check the schedule whole, then store it; nothing is stored when any part is refused."""
         params = self.check(spec)
-        rec = ScheduleRecord.from_spec(spec.model_copy(update={"arguments": params}), _new_id(spec), self.m.now())
+        op = spec.operation_type or self.tools[spec.tool].operation_type
+        spec = spec.model_copy(update={"arguments": params, "operation_type": op})
+        rec = ScheduleRecord.from_spec(spec, _new_id(spec), self.m.now())
         if rec.next_fire_at is None:
             raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt)")
         await self.store.insert_schedule(rec)

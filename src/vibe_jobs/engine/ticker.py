@@ -24,18 +24,22 @@ from vibe_jobs.states import ACTIVE
 log = get_logger("vibe_jobs.engine.ticker")
 
 POLL_SECONDS = 1.0  # schedules created, paused or moved on by other processes are seen this soon
+PRUNE_EVERY_MS = 600_000  # how often tick keys no firing can come back to are deleted ...
+KEEP_TICKS_MS = 3_600_000  # ... once they are this old (a process that read the schedule before is long done)
 
 
 class Ticker:
     def __init__(self, schedules: Schedules, *, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.schedules, self.m, self.grace_ms = schedules, schedules.m, grace_ms
         self.fired = 0  # jobs this process fired
+        self._next_prune = 0
 
     async def run(self) -> None:
         """Tick until cancelled: wake at the next due tick, or after POLL_SECONDS at most."""
         while True:
             try:
                 upcoming = await self.tick()
+                await self.prune()
             except JobError as exc:  # a store that fails now must not stop the schedules for good
                 log.warning("ticker.failed", error=str(exc))
                 upcoming = None
@@ -53,6 +57,14 @@ class Ticker:
             if not rec.paused and rec.next_fire_at is not None:
                 upcoming = rec.next_fire_at if upcoming is None else min(upcoming, rec.next_fire_at)
         return upcoming
+
+    async def prune(self) -> int:
+        """Now and then, delete the tick keys no firing can come back to (the table stays small)."""
+        now = self.m.now()
+        if now < self._next_prune:
+            return 0
+        self._next_prune = now + PRUNE_EVERY_MS
+        return await self.schedules.store.prune_ticks(now - KEEP_TICKS_MS)
 
     async def _previous_active(self, rec: ScheduleRecord) -> bool:
         if rec.last_job_id is None:

@@ -246,3 +246,7 @@ class ScheduleStore(Protocol):
     async def fire(self, job: JobRecord) -> bool:
         """Insert `job` (with its schedule_id and tick) unless that tick fired already, in one transaction
         with the tick's key; False when it had fired (nothing is written then)."""
+
+    async def prune_ticks(self, before: int) -> int:
+        """Delete the keys of ticks fired before `before` that no firing can come back to (the schedule
+        moved past them, ended or is gone); answer how many."""

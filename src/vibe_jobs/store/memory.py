@@ -31,7 +31,7 @@ class MemoryStore:
         self._order: list[tuple[int, str]] = []
         self._unsorted = False
         self.schedules: dict[str, ScheduleRecord] = {}
-        self.ticks: dict[tuple[str, int], str] = {}  # (schedule id, tick) -> the job it fired
+        self.ticks: dict[tuple[str, int], tuple[str, int]] = {}  # (schedule id, tick) -> (job id, fired at)
 
     async def open(self) -> None:
         return None
@@ -172,5 +172,16 @@ class MemoryStore:
         if key in self.ticks:
             return False
         await self.insert(job)
-        self.ticks[key] = job.id
+        self.ticks[key] = (job.id, job.created_at)
         return True
+
+    async def prune_ticks(self, before: int) -> int:
+        def done(key: tuple[str, int], fired_at: int) -> bool:
+            sch = self.schedules.get(key[0])
+            passed = sch is None or sch.next_fire_at is None or key[1] < sch.next_fire_at
+            return fired_at < before and passed
+
+        doomed = [key for key, (_, fired_at) in self.ticks.items() if done(key, fired_at)]
+        for key in doomed:
+            del self.ticks[key]
+        return len(doomed)

@@ -155,7 +155,7 @@ _V5 = [
         created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, version BIGINT NOT NULL, last_job_id TEXT,
         last_tick BIGINT, skipped BIGINT NOT NULL)""",
     """CREATE TABLE schedule_ticks (schedule_id TEXT COLLATE "C" NOT NULL, tick BIGINT NOT NULL,
-        job_id TEXT NOT NULL, PRIMARY KEY (schedule_id, tick))""",
+        job_id TEXT NOT NULL, fired_at BIGINT NOT NULL, PRIMARY KEY (schedule_id, tick))""",
 ]
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]

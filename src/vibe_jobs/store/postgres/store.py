@@ -105,8 +105,12 @@ _S_COLS = ", ".join(schedulerows.COLUMNS)
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 _S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
 _S_INSERT = f"INSERT INTO schedules ({_S_COLS}) VALUES ({_S_ARGS})"
+_PRUNE_TICKS = (
+    "DELETE FROM schedule_ticks t WHERE fired_at < $1 AND NOT EXISTS (SELECT 1 FROM schedules s"
+    " WHERE s.schedule_id = t.schedule_id AND s.next_fire_at IS NOT NULL AND t.tick >= s.next_fire_at)"
+)
 _TICK = (
-    "INSERT INTO schedule_ticks (schedule_id, tick, job_id) VALUES ($1, $2, $3)"
+    "INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at) VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (schedule_id, tick) DO NOTHING RETURNING job_id"
 )
 _TICK_JOB = "SELECT job_id FROM schedule_ticks WHERE schedule_id = $1 AND tick = $2"
@@ -657,13 +661,16 @@ class PostgresStore(SharedJobStore):
 
         async def run() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
-                if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id) is None:
+                if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
                     return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
                 await conn.execute(sql.INSERT, *args)
                 return True
 
         fired: bool = await self._retrying(run)
         return fired
+
+    async def prune_ticks(self, before: int) -> int:
+        return int((await self._execute(_PRUNE_TICKS, before)).split()[-1])
 
     async def drop_schema(self) -> None:
         """Delete this store's schema and all its jobs (tests and throwaway schemas; never `public`)."""

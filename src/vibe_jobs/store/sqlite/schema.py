@@ -69,9 +69,10 @@ _V4 = [
         updated_at INTEGER NOT NULL, version INTEGER NOT NULL, last_job_id TEXT, last_tick INTEGER,
         skipped INTEGER NOT NULL)""",
     """CREATE TABLE schedule_ticks (schedule_id TEXT NOT NULL, tick INTEGER NOT NULL, job_id TEXT NOT NULL,
-        PRIMARY KEY (schedule_id, tick)) WITHOUT ROWID""",
+        fired_at INTEGER NOT NULL, PRIMARY KEY (schedule_id, tick)) WITHOUT ROWID""",
     """CREATE TRIGGER jobs_schedule_tick AFTER INSERT ON jobs WHEN NEW.schedule_id IS NOT NULL BEGIN
-        INSERT INTO schedule_ticks (schedule_id, tick, job_id) VALUES (NEW.schedule_id, NEW.tick, NEW.id);
+        INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at)
+        VALUES (NEW.schedule_id, NEW.tick, NEW.id, NEW.created_at);
     END""",
 ]
 

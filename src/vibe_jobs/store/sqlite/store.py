@@ -74,6 +74,11 @@ _ORPHANS = (
 
 _GET = f"{sql.SELECT} WHERE id = ?"
 _S_COLS = ", ".join(schedulerows.COLUMNS)
+# tick keys no firing can come back to: the schedule is past them, ended or gone
+_PASSED = (
+    " WHERE fired_at < ? AND NOT EXISTS (SELECT 1 FROM schedules s WHERE s.schedule_id = schedule_ticks.schedule_id"
+    " AND s.next_fire_at IS NOT NULL AND schedule_ticks.tick >= s.next_fire_at)"
+)
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 # A firing: the job row, unless its (schedule, tick) fired already; the insert trigger writes the key.
 _FIRE = (
@@ -99,6 +104,7 @@ _S = {
         ("delete_schedule", "DELETE FROM schedules WHERE schedule_id = ?", True),
         ("delete_ticks", "DELETE FROM schedule_ticks WHERE schedule_id = ?", True),
         ("fire", _FIRE, True),
+        ("prune_ticks", f"DELETE FROM schedule_ticks{_PASSED}", True),
     )
 }  # fmt: skip
 
@@ -348,6 +354,9 @@ class SQLiteStore:
         if inserted:
             self._remember(job)
         return bool(inserted)
+
+    async def prune_ticks(self, before: int) -> int:
+        return int(await self._run(_S["prune_ticks"], (before,), ROWCOUNT))
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the store's own connection and return its rows: a back door for tests."""
