@@ -40,8 +40,8 @@ class Ticker:
             try:
                 upcoming = await self.tick()
                 await self.prune()
-            except JobError as exc:  # a store that fails now must not stop the schedules for good
-                log.warning("ticker.failed", error=str(exc))
+            except Exception as exc:  # a store that fails now must not stop the schedules (or the server)
+                log.warning("ticker.failed", error=f"{type(exc).__name__}: {exc}")
                 upcoming = None
             wait = POLL_SECONDS if upcoming is None else (upcoming - self.m.now()) / 1000
             await anyio.sleep(min(POLL_SECONDS, max(0.0, wait)))
@@ -53,7 +53,10 @@ class Ticker:
             if rec.paused or rec.next_fire_at is None:
                 continue
             if rec.next_fire_at <= self.m.now():
-                rec = await self._fire_due(rec)
+                try:
+                    rec = await self._fire_due(rec)
+                except (JobError, ValueError) as exc:  # one schedule's trouble must not stop the others
+                    log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
             if not rec.paused and rec.next_fire_at is not None:
                 upcoming = rec.next_fire_at if upcoming is None else min(upcoming, rec.next_fire_at)
         return upcoming
