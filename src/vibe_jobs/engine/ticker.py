@@ -20,6 +20,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.models import OperationType, Priority, TaskSpec
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE
+from vibe_jobs.store.base import ScheduleStore
 
 log = get_logger("vibe_jobs.engine.ticker")
 
@@ -35,7 +36,10 @@ class Ticker:
         self._next_prune = 0
 
     async def run(self) -> None:
-        """Tick until cancelled: wake at the next due tick, or after POLL_SECONDS at most."""
+        """Tick until cancelled: wake at the next due tick, or after POLL_SECONDS at most (a store that
+        keeps no schedules: return at once)."""
+        if not isinstance(self.m.store, ScheduleStore):
+            return
         while True:
             try:
                 upcoming = await self.tick()
