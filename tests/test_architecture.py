@@ -26,6 +26,8 @@ LEVELS: dict[str, int] = {
     "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager
     "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
     "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
+    "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)
+    "schedules": 10,  # a schedule as stores keep it and clients see it
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,

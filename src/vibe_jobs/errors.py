@@ -190,3 +190,19 @@ class ConfigError(JobError):
     """A setting has an invalid value."""
 
     code = "config_error"
+
+
+class ScheduleNotFound(JobError):
+    """No schedule with that id."""
+
+    code = "schedule_not_found"
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"No schedule with id '{schedule_id}'", schedule_id=schedule_id)
+
+
+class InvalidSchedule(InvalidParams):
+    """The schedule is not acceptable (its timing, timezone, tool or arguments)."""
+
+    code = "invalid_schedule"

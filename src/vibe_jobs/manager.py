@@ -48,7 +48,7 @@ from vibe_jobs.results import (
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD
+from vibe_jobs.store.base import NO_GUARD, ScheduleStore
 
 log = get_logger("vibe_jobs.manager")
 
@@ -216,10 +216,12 @@ class JobManager:
         dedupe: bool = False,
         trace_context: str | None = None,
         viewer: Viewer | None = None,
+        run_at: int | None = None,
     ) -> str:
         """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
         (after the store has it). Dedupe, dependencies and quotas are the principal's own. `trace_context`:
-        the W3C traceparent of the call that creates it, kept so that each attempt's span links to it."""
+        the W3C traceparent of the call that creates it, kept so that each attempt's span links to it;
+        `run_at` (epoch ms) defers it: it is not runnable before then."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
@@ -231,23 +233,43 @@ class JobManager:
         if trace_context is not None:
             rec.trace_context = trace_context
         rec.principal = principal
+        rec.run_after = run_at
         if task is not None and task.dependencies:
             await self._check_dependencies(rec, viewer)
         await self._check_quotas(principal, params)
+        await self._add(rec, self.store.insert)
+        return rec.id
+
+    async def fire_job(
+        self, tool_name: str, params: Mapping[str, Any], task: TaskSpec | None, schedule_id: str, tick: int
+    ) -> str | None:
+        """Store the job a schedule fires for `tick`, unless that tick fired already (then None): the
+        store writes the job and the (schedule, tick) key together (`ScheduleStore.fire`)."""
+        store = self.store
+        if not isinstance(store, ScheduleStore):
+            raise StoreError(f"the store {store.url} keeps no schedules")
+        rec = self._new_record(tool_name, self._check_params(tool_name, params), task, None)
+        rec.schedule_id, rec.tick = schedule_id, tick
+        return rec.id if await self._add(rec, store.fire) else None
+
+    async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
+        """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job."""
         if self.runner is not None:
             await self.runner.admit(rec)
         try:
-            await self.store.insert(rec)
+            stored = await insert(rec)
         except StoreError as exc:
             self.store_failed(exc)
             raise
-        self.stats.counters.created[tool_name] += 1
+        if stored is False:
+            return False
+        self.stats.counters.created[rec.tool_name] += 1
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
             await self.runner.enqueue(rec)
-        return rec.id
+        return True
 
     def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         if type(tool_name) is not str or not tool_name:

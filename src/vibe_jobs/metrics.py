@@ -13,6 +13,7 @@ from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: f
 from vibe_jobs.figures import GroupStats as GroupStats
 from vibe_jobs.figures import Snapshot as _Snapshot
 from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
+from vibe_jobs.schedules import Schedule
 from vibe_jobs.states import COMPLETED, FAILED, JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
@@ -46,6 +47,7 @@ class Statistics(_Snapshot):
     error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
     health: HealthReport
     learned_durations: dict[str, dict[str, float]] = Field(default_factory=dict)  # vibe_jobs.durations
+    schedules: list[Schedule] = Field(default_factory=list)  # with last and next firing, last outcome
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -101,6 +101,7 @@ class TaskSpec(WireModel):
     dependencies: list[str] = Field(default_factory=list)
     metadata: TaskMetadata | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    deadline: int | None = None  # epoch ms: not started by then -> failed; running past it -> cancelled
 
 
 class JobDetails(WireModel):
@@ -142,6 +143,10 @@ class Job(WireModel):
     started_at: int | None = None
     finished_at: int | None = None
     attempt: int = 0
+    schedule_id: str | None = None
+    tick: int | None = None
+    run_at: int | None = None
+    deadline: int | None = None
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> Job:
@@ -156,7 +161,8 @@ class Job(WireModel):
             dependencies=task.dependencies, estimated_duration=task.estimated_duration,
             resource_requirements=task.resource_requirements, metadata=meta, task_id=task.task_id,
             project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
-            attempt=rec.attempt,
+            attempt=rec.attempt, schedule_id=rec.schedule_id, tick=rec.tick,
+            run_at=rec.run_after if rec.status is JobStatus.PENDING else None, deadline=task.deadline,
         )  # fmt: skip
 
 
@@ -266,6 +272,8 @@ class JobRecord:
     peak_memory_mb: float | None = None
     trace_context: str | None = None  # W3C traceparent of the tool call that created the job (traces)
     principal: str = LOCAL_PRINCIPAL  # who created the job (vibe_jobs.identity)
+    schedule_id: str | None = None  # the schedule that fired this job (i18-schedules)
+    tick: int | None = None  # the tick it fired for: (schedule_id, tick) fires once
 
     @property
     def finished(self) -> bool:

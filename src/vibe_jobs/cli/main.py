@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
+from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import JobError
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
     worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
     add_jobs_parser(sub)
+    add_schedules_parser(sub)
     add_call_parser(sub)
     add_dashboard_parsers(sub)
     return parser
@@ -139,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_worker(args, settings)
         if args.command == "jobs":
             return run_jobs(args, settings)
+        if args.command == "schedules":
+            return run_schedules(args, settings)
         if args.command == "call":
             return run_call(args, settings)
         if args.command == "dashboard":

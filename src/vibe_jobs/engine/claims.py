@@ -119,6 +119,7 @@ class ClaimSource:
         return QueueView(depth, min((oldest for _, _, oldest in rows), default=None), unserved)
 
     async def enqueue(self, rec: JobRecord) -> None:
+        self.executor.watch_deadline(rec)
         self._wake.set()
 
     def pump(self) -> None:

@@ -23,6 +23,8 @@ import anyio
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.admission import Needs
+from vibe_jobs.engine.deadlines import MESSAGE as DEADLINE
+from vibe_jobs.engine.deadlines import deadline_of, expire_pending
 from vibe_jobs.engine.failures import error_text, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
@@ -66,6 +68,7 @@ class Run:
     abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
     released: bool = False  # its slot (concurrency, resources) is given back
     timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
+    deadline_timer: Timer | None = None  # cancels the run at the job's deadline
     cpu0: float = 0.0
     wall0: float = 0.0
 
@@ -186,6 +189,8 @@ class Executor:
         # a cancel or a takeover from now on reaches the work through its cancel scope
         rec = run.rec
         spec = self.tools[rec.tool_name]
+        if await self._past_deadline(run):
+            return
         run.cpu0, run.wall0 = time.process_time(), time.monotonic()
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
@@ -199,8 +204,36 @@ class Executor:
         finally:
             run.done = True
             self.timers.cancel(run.timer)
+            self.timers.cancel(run.deadline_timer)
         if not run.abandoned:
             await self._settle_durably(run, False)
+
+    async def _past_deadline(self, run: Run) -> bool:
+        """A job started after its deadline fails ("deadline passed") without running; one started before
+        it is cancelled when the deadline comes."""
+        deadline = deadline_of(run.rec)
+        if deadline is None:
+            return False
+        left = deadline - self.m.now()
+        if left > 0:
+            run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
+            return False
+        with contextlib.suppress(InvalidTransition, StaleWrite):
+            await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+        return True
+
+    def _cancel_at_deadline(self, run: Run) -> None:
+        self.cancel_running(run.rec.id, DEADLINE)
+
+    def watch_deadline(self, rec: JobRecord) -> None:
+        """Fail `rec` at its deadline if it has not started by then."""
+        deadline = deadline_of(rec)
+        if deadline is not None:
+            job_id = rec.id
+            self._at(
+                max(0.0, (deadline - self.m.now()) / 1000),
+                lambda: self.runs.spawn(self.m.task_group, expire_pending, self.m, job_id),
+            )
 
     def timeout_for(self, rec: JobRecord, spec: JobToolSpec) -> float:
         """Seconds: the job's own, else the tool's, else its operation type's, else the default."""

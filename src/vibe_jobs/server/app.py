@@ -12,6 +12,7 @@ from mcp_types import EmptyResult, SetLevelRequestParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
@@ -20,6 +21,7 @@ from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
+from vibe_jobs.server.scheduletools import ScheduleTools
 from vibe_jobs.server.sdk import add_request_handler
 from vibe_jobs.server.tasks import TasksExtension
 from vibe_jobs.server.wrap import job_mcp_tool
@@ -47,8 +49,9 @@ def build_mcp(
     auth = auth or AuthSetup()
     identity = Identity(required=auth.enabled)
     job_tools = {spec_name: job_mcp_tool(manager, spec, identity) for spec_name, spec in specs.items()}
-    control = ControlTools(manager, specs, identity)
-    tools = [*job_tools.values(), *plain_tools, *control.tools()]
+    schedules = Schedules(manager, specs)
+    control = ControlTools(manager, specs, identity, schedules)
+    tools = [*job_tools.values(), *plain_tools, *control.tools(), *ScheduleTools(schedules).tools()]
     tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,

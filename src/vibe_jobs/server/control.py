@@ -10,6 +10,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent
 from pydantic import Field
 
+from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
 from vibe_jobs.events import JobEvent
 from vibe_jobs.identity import Viewer
@@ -73,8 +74,14 @@ def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
 class ControlTools:
     """The control tools bound to one manager and the registered job tools."""
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], identity: Identity | None = None) -> None:
-        self.m, self.specs = manager, specs
+    def __init__(
+        self,
+        manager: JobManager,
+        specs: Mapping[str, JobToolSpec],
+        identity: Identity | None = None,
+        schedules: Schedules | None = None,
+    ) -> None:
+        self.m, self.specs, self.schedules = manager, specs, schedules
         self.identity = identity or Identity()
 
     async def get_job_result(
@@ -152,8 +159,14 @@ class ControlTools:
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
         stats = await self.m.statistics(self.identity.viewer())
+        if self.schedules is not None:
+            stats = stats.model_copy(update={"schedules": await self.schedules.list()})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
+        for s in stats.schedules:
+            line += (
+                f"\nSchedule {s.schedule_id}: last fired {s.last_fired_at} ({s.last_outcome}), next {s.next_fire_at}"
+            )
         return CallToolResult(content=[text(line)], structured_content=stats.wire())
 
     async def submit_job(
@@ -170,6 +183,11 @@ class ControlTools:
         taskId: str | None = None,
         projectId: str | None = None,
         batchId: str | None = None,
+        runAt: Annotated[int | None, Field(description="Defer: not runnable before this time (epoch ms).")] = None,
+        deadline: Annotated[
+            int | None,
+            Field(description="Epoch ms: not started by then -> failed; still running then -> cancelled."),
+        ] = None,
     ) -> Annotated[CallToolResult, JobStarted]:
         """Submit a job tool call with scheduling options (priority, dependencies, resources, retries, time-out)."""
         spec = self.specs.get(tool)
@@ -184,9 +202,12 @@ class ControlTools:
             task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
             priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
             dependencies=dependsOn, timeout_seconds=timeoutSeconds,
-            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
+            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries), deadline=deadline,
         )  # fmt: skip
-        return await start_job(self.m, spec, params, task, self.identity.viewer())
+        if runAt is not None and deadline is not None and deadline <= runAt:
+            return error_result(f"deadline {deadline} is not after runAt {runAt}: the job could never start",
+                                "invalid_params")  # fmt: skip
+        return await start_job(self.m, spec, params, task, self.identity.viewer(), run_at=runAt)
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any], str]] = [

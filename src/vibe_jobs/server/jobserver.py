@@ -13,7 +13,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
 from vibe_jobs.engine.claims import ClaimSource
+from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
+from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -51,6 +53,17 @@ class JobServer:
         self.specs: dict[str, JobToolSpec] = {}
         self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
+        self.schedules = Schedules(self.manager, self.specs)
+        self.ticker = Ticker(self.schedules)
+
+    async def start_schedules(self) -> None:
+        """Declare the schedules of job tools (`@job_tool(schedule=...)`) and start firing schedules
+        (call inside `async with self.manager`)."""
+        for spec in self.specs.values():
+            if spec.schedule is not None:
+                fields = {"tool": spec.name, "cron": spec.schedule, "scheduleId": code_schedule_id(spec.name)}
+                await self.schedules.declare(parse_spec(fields))
+        self.manager.task_group.start_soon(self.ticker.run)
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
         if spec.name in self.specs:
@@ -106,6 +119,7 @@ class JobServer:
             instrument_store(self.manager.store, self.manager.stats.counters)
         tracing.install(self.source.executor)
         async with self.manager:
+            await self.start_schedules()
             log.info(
                 "server.started", transport=transport, store=redact_url(self.manager.store.url),
                 tools=sorted(self.specs), authenticated=auth.enabled,
@@ -176,6 +190,7 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
         raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
     tracing.install(source.executor)
     async with server.manager:
+        await server.start_schedules()
         log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:

@@ -56,12 +56,20 @@ def admit(spec: JobToolSpec, arguments: dict[str, Any]) -> dict[str, Any] | Call
 
 
 async def start_job(
-    manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None, viewer: Viewer | None
+    manager: JobManager,
+    spec: JobToolSpec,
+    params: dict[str, Any],
+    task: TaskSpec | None,
+    viewer: Viewer | None,
+    *,
+    run_at: int | None = None,
 ) -> CallToolResult:
     """Create the job (of `viewer`'s principal) and build the immediate answer."""
     traceparent = tracing.current_traceparent()
     try:
-        job_id = await manager.create_job(spec.name, params, task=task, trace_context=traceparent, viewer=viewer)
+        job_id = await manager.create_job(
+            spec.name, params, task=task, trace_context=traceparent, viewer=viewer, run_at=run_at
+        )
     except JobError as exc:
         return job_error_result(exc)
     if traceparent is not None:

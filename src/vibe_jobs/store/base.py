@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from vibe_jobs.figures import ClusterFigures
 from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 
@@ -230,3 +231,32 @@ class SharedJobStore(JobStore, Protocol):
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Schedules kept as data, beside the jobs (every store offers it). A schedule changes only by
+    compare-and-set on its `version`; a firing inserts its job and the (schedule, tick) key together."""
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        """Store a new schedule (`DuplicateJob`, a StoreError, when the id is taken)."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, oldest first."""
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        """Apply `changes` when the stored version is `version` (then bump it); None otherwise."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    async def fire(self, job: JobRecord) -> bool:
+        """Insert `job` (with its schedule_id and tick) unless that tick fired already, in one transaction
+        with the tick's key; False when it had fired (nothing is written then)."""
+
+    async def prune_ticks(self, before: int) -> int:
+        """Delete the keys of ticks fired before `before` that no firing can come back to (the schedule
+        moved past them, ended or is gone); answer how many."""

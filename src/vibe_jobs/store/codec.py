@@ -24,7 +24,7 @@ COLUMNS = (
     "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
     "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
     "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
-    "cpu_seconds", "peak_memory_mb", "trace_context", "principal",
+    "cpu_seconds", "peak_memory_mb", "trace_context", "principal", "schedule_id", "tick",
 )  # fmt: skip
 
 Row = Sequence[Any]

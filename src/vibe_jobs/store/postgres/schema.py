@@ -158,7 +158,23 @@ _V7 = [
     "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# i18-schedules: schedules as data, and the (schedule, tick) key a firing writes in the transaction that
+# inserts its job, so that a tick fires once across every server and worker of the cluster.
+_V8 = [
+    "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
+    "ALTER TABLE jobs ADD COLUMN tick BIGINT",
+    """CREATE TABLE schedules (
+        schedule_id TEXT COLLATE "C" PRIMARY KEY, tool TEXT NOT NULL, arguments JSON NOT NULL, cron TEXT,
+        every_seconds DOUBLE PRECISION, timezone TEXT NOT NULL, start_at BIGINT, end_at BIGINT,
+        paused BOOLEAN NOT NULL, misfire TEXT NOT NULL, max_catch_up BIGINT NOT NULL, overlap TEXT NOT NULL,
+        priority TEXT NOT NULL, operation_type TEXT, last_fired_at BIGINT, next_fire_at BIGINT,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, version BIGINT NOT NULL, last_job_id TEXT,
+        last_tick BIGINT, skipped BIGINT NOT NULL)""",
+    """CREATE TABLE schedule_ticks (schedule_id TEXT COLLATE "C" NOT NULL, tick BIGINT NOT NULL,
+        job_id TEXT NOT NULL, fired_at BIGINT NOT NULL, PRIMARY KEY (schedule_id, tick))""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

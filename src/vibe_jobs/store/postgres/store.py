@@ -36,7 +36,9 @@ from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.redact import redact_url
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
+from vibe_jobs.store import schedulerows
 from vibe_jobs.store.base import UPDATABLE, ClaimLimits, DurationRow, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
@@ -97,6 +99,19 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 
 _WRITE_BATCH = 500  # updates sent in one statement at most
+_S_COLS = ", ".join(schedulerows.COLUMNS)
+_S_SELECT = f"SELECT {_S_COLS} FROM schedules"
+_S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
+_S_INSERT = f"INSERT INTO schedules ({_S_COLS}) VALUES ({_S_ARGS})"
+_PRUNE_TICKS = (
+    "DELETE FROM schedule_ticks t WHERE fired_at < $1 AND NOT EXISTS (SELECT 1 FROM schedules s"
+    " WHERE s.schedule_id = t.schedule_id AND s.next_fire_at IS NOT NULL AND t.tick >= s.next_fire_at)"
+)
+_TICK = (
+    "INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (schedule_id, tick) DO NOTHING RETURNING job_id"
+)
+_TICK_JOB = "SELECT job_id FROM schedule_ticks WHERE schedule_id = $1 AND tick = $2"
 
 
 class _Write:
@@ -616,6 +631,58 @@ class PostgresStore(SharedJobStore):
         if row is None:
             raise StoreError(f"the job store at {self.where} has no jobs table")
         return {**dict(row), "by_tool": json.loads(row["by_tool"])}
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        try:
+            await self._execute(_S_INSERT, *schedulerows.encode(rec))
+        except DuplicateJob:
+            raise DuplicateJob(f"a schedule with id '{rec.schedule_id}' exists already") from None
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._fetchrow(f"{_S_SELECT} WHERE schedule_id = $1", schedule_id)
+        return None if row is None else schedulerows.decode(tuple(row))
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
+        return [schedulerows.decode(tuple(row)) for row in rows]
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        schedulerows.check_changes(changes)
+        sets = "".join(f"{k} = ${i + 1}, " for i, k in enumerate(changes))
+        n = len(changes)
+        text = (
+            f"UPDATE schedules SET {sets}version = version + 1 WHERE schedule_id = ${n + 1} AND version = ${n + 2}"
+            f" RETURNING {_S_COLS}"
+        )
+        row = await self._fetchrow(text, *schedulerows.change_values(changes), schedule_id, version)
+        return None if row is None else schedulerows.decode(tuple(row))
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self._execute("DELETE FROM schedule_ticks WHERE schedule_id = $1", schedule_id)
+        return await self._execute("DELETE FROM schedules WHERE schedule_id = $1", schedule_id) != "DELETE 0"
+
+    async def fire(self, job: JobRecord) -> bool:
+        """The tick's key and the job in one transaction: the key's primary key lets one firing of the tick
+        in, cluster-wide; the others insert nothing. Idempotent across a lost connection (the key names
+        the job that fired it)."""
+        args = sql.insert_args(job)
+
+        async def run() -> bool:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
+                    return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
+                await conn.execute(sql.INSERT, *args)
+                return True
+
+        fired: bool = await self._retrying(run)
+        return fired
+
+    async def prune_ticks(self, before: int) -> int:
+        return int((await self._execute(_PRUNE_TICKS, before)).split()[-1])
 
     async def drop_schema(self) -> None:
         """Delete this store's schema and all its jobs (tests and throwaway schemas; never `public`)."""

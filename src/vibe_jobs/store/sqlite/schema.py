@@ -72,7 +72,27 @@ _V6 = [
     "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# i18-schedules: schedules as data, and the key that lets each (schedule, tick) fire once. The key is
+# written by a trigger in the very statement that inserts the fired job, so the two commit together.
+_V7 = [
+    "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
+    "ALTER TABLE jobs ADD COLUMN tick INTEGER",
+    """CREATE TABLE schedules (
+        schedule_id TEXT PRIMARY KEY NOT NULL, tool TEXT NOT NULL, arguments TEXT NOT NULL, cron TEXT,
+        every_seconds REAL, timezone TEXT NOT NULL, start_at INTEGER, end_at INTEGER, paused INTEGER NOT NULL,
+        misfire TEXT NOT NULL, max_catch_up INTEGER NOT NULL, overlap TEXT NOT NULL, priority TEXT NOT NULL,
+        operation_type TEXT, last_fired_at INTEGER, next_fire_at INTEGER, created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, version INTEGER NOT NULL, last_job_id TEXT, last_tick INTEGER,
+        skipped INTEGER NOT NULL)""",
+    """CREATE TABLE schedule_ticks (schedule_id TEXT NOT NULL, tick INTEGER NOT NULL, job_id TEXT NOT NULL,
+        fired_at INTEGER NOT NULL, PRIMARY KEY (schedule_id, tick)) WITHOUT ROWID""",
+    """CREATE TRIGGER jobs_schedule_tick AFTER INSERT ON jobs WHEN NEW.schedule_id IS NOT NULL BEGIN
+        INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at)
+        VALUES (NEW.schedule_id, NEW.tick, NEW.id, NEW.created_at);
+    END""",
+]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
