@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 # The level of each part (a top-level module, or a package with everything in it). A new part must be placed here.
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
+    "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures

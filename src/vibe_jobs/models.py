@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vibe_jobs.questions import question_view
 from vibe_jobs.states import JobStatus
 
 __all__ = [
@@ -141,6 +142,7 @@ class Job(WireModel):
     started_at: int | None = None
     finished_at: int | None = None
     attempt: int = 0
+    waiting_for: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> Job:
@@ -156,6 +158,7 @@ class Job(WireModel):
             resource_requirements=task.resource_requirements, metadata=meta, task_id=task.task_id,
             project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
             attempt=rec.attempt,
+            waiting_for=question_view(rec.waiting_for) if rec.status is JobStatus.RUNNING else None,
         )  # fmt: skip
 
 
@@ -177,6 +180,7 @@ class JobStatusMessage(WireModel):
     created_at: int | None = None
     updated_at: int | None = None
     metrics: dict[str, Any] | None = None
+    waiting_for: dict[str, Any] | None = None  # the unanswered question of a running job (question_view)
 
 
 class ResourceUsage(WireModel):
@@ -263,6 +267,7 @@ class JobRecord:
     cancel_requested: str | None = None
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
+    waiting_for: dict[str, Any] | None = None  # the question the running job waits on (vibe_jobs.questions)
 
     @property
     def finished(self) -> bool:

@@ -61,6 +61,8 @@ class Settings:
     allowed_commands: str | None = None
     command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+    progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
+    question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
 
     @property
     def polling(self) -> PollingPolicy:
@@ -157,6 +159,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
+    "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
+    "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -142,7 +142,10 @@ _V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
 # tool that no live process runs (a worker missing a --tools module, or none started).
 _V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# Step 5 (i19-talkback): the question a running job waits on (elicitation, sampling), kept across restarts.
+_V5 = ["ALTER TABLE jobs ADD COLUMN waiting_for JSON"]  # i19-talkback
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -56,7 +56,10 @@ _V3 = [
     "ALTER TABLE leases ADD COLUMN started INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# Step 4 (i19-talkback): the question a running job waits on (elicitation, sampling), kept across restarts.
+_V4 = ["ALTER TABLE jobs ADD COLUMN waiting_for TEXT"]  # i19-talkback
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
