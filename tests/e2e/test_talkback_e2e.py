@@ -7,6 +7,10 @@ with callbacks), `tasks/update` (the tasks extension), or `answer-job` (everyone
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,7 +23,7 @@ from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult, TextContent
 
-from tests.e2e.conftest import MODES, HttpServer, stdio_params
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, stdio_params
 from tests.e2e.test_tasks_e2e import declaring, send, start_task
 from vibe_jobs.client import TasksClientExtension, call_and_wait
 
@@ -272,3 +276,24 @@ async def test_long_poll_sends_progress_even_when_the_job_reports_none(mode: str
         assert reply.structured_content is not None and reply.structured_content["status"] == "running"
         await client.call_tool("cancel-job", {"jobId": job_id})
     assert len(seen) >= 4, seen  # 1.5 s at most 0.2 s apart, the job itself reported nothing
+
+
+# -- vibe-jobs call asks the person at the terminal -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "typed", "out"),
+    [
+        ("confirm", "maybe\ny\n", "deleted"),  # a bad answer is asked again
+        ("confirm", "!decline\n", "no answer: decline"),
+        ("ask_model", "one\ntwo\nthree\n", '["one","two","three"]'),
+    ],
+)
+def test_vibe_jobs_call_asks_at_the_terminal(tool: str, typed: str, out: str) -> None:
+    server = shlex.join(SERVER)
+    cmd = [sys.executable, "-m", "vibe_jobs", "call", tool, "--server-cmd", server]
+    env = {**os.environ, **BASE_ENV}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, input=typed, capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == out
+    assert ("The job asks" in done.stderr) and ("answer y or n" in done.stderr) == typed.startswith("maybe")
