@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
+    "testing": 55,  # fixtures loaded with --tools (the conformance "everything" server): above server, below cli
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures

@@ -16,6 +16,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.control import PROTOCOL, ControlTools
+from vibe_jobs.server.hooks import EXTRA_TOOLS, run_build_hooks
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.sdk import add_request_handler
 from vibe_jobs.server.tasks import TasksExtension
@@ -41,7 +42,7 @@ def build_mcp(
     """The MCPServer with every tool registered; `manager` must be running while it serves."""
     job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
     control = ControlTools(manager, specs)
-    tools = [*job_tools.values(), *plain_tools, *control.tools()]
+    tools = [*job_tools.values(), *plain_tools, *EXTRA_TOOLS, *control.tools()]
     tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
@@ -51,6 +52,7 @@ def build_mcp(
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
     register_job_resources(mcp, hub)
+    run_build_hooks(mcp)
     return mcp
 
 

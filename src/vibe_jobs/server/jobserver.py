@@ -16,6 +16,7 @@ from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server import hooks
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
@@ -85,7 +86,9 @@ class JobServer:
             elif transport == "sse":
                 await mcp.run_sse_async(host=host, port=port)
             else:
-                await mcp.run_streamable_http_async(host=host, port=port, streamable_http_path="/mcp")
+                await mcp.run_streamable_http_async(
+                    host=host, port=port, streamable_http_path="/mcp", **hooks.http_options
+                )
         log.info("server.stopped")
 
     def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
