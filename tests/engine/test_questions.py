@@ -18,6 +18,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.errors import NotWaiting
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.questions import check_answer, elicit_request, elicitation_schema, sample_request
+from vibe_jobs.store import open_store
 
 backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
 
@@ -181,3 +182,19 @@ def test_answers_are_checked_against_the_question() -> None:
         check_answer(sampled, {"role": "assistant"})
     with pytest.raises(InvalidParams, match="max_tokens"):
         sample_request("hi", max_tokens=0)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_another_replica_takes_the_answer(backend: Backend) -> None:
+    """On PostgreSQL the question is in the shared store: a replica that does not run the job answers it,
+    and the job (running in another process) resumes with that answer."""
+    async with backend.running([ASK]) as (m, _):
+        job_id = await m.create_job("ask")
+        await until_asked(m, job_id)
+        other = JobManager(open_store(backend.store.url), Settings())
+        async with other:
+            msg = await other.status_message(job_id)
+            assert msg.waiting_for is not None and msg.waiting_for["message"] == "Delete 312 files?"
+            await other.answer(job_id, {"confirm": True}, action="accept")
+        done = await finished(m, job_id)
+    assert done.result is not None and done.result["content"][0]["text"] == "True/safe"
