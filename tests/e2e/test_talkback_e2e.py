@@ -71,17 +71,20 @@ def result_text(msg: dict[str, Any]) -> str:
     return str(msg["result"]["content"][0]["text"])
 
 
-# -- 2025-11-25: the question comes on the long-poll itself ---------------------------------------
+# -- a client with callbacks: the question comes on the long-poll itself ---------------------------
 
 
-async def test_legacy_long_poll_carries_the_elicitation_and_the_answer_feeds_the_job() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_long_poll_carries_the_elicitation_and_the_answer_feeds_the_job(mode: str) -> None:
+    """2025-11-25: an elicitation/create request related to the get-job-result call; 2026-07-28: that call
+    answers input_required and the client's retry carries the answer. The client's callback answers both."""
     asked: list[ElicitRequestParams] = []
 
     async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         asked.append(params)
         return ElicitResult(action="accept", content={"confirm": True})
 
-    async with connect("legacy", elicitation_callback=on_elicit) as client:
+    async with connect(mode, elicitation_callback=on_elicit) as client:
         job_id = await start(client, "confirm", {"question": "Delete 312 files?"})
         done = await finish(client, job_id)
     assert done["status"] == "completed" and result_text(done) == "deleted"
@@ -90,16 +93,18 @@ async def test_legacy_long_poll_carries_the_elicitation_and_the_answer_feeds_the
     assert schema["properties"]["confirm"]["type"] == "boolean" and schema["required"] == ["confirm"]
 
 
-async def test_legacy_decline_on_the_long_poll_is_a_value_the_tool_handles() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_decline_on_the_long_poll_is_a_value_the_tool_handles(mode: str) -> None:
     async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         return ElicitResult(action="decline")
 
-    async with connect("legacy", elicitation_callback=on_elicit) as client:
+    async with connect(mode, elicitation_callback=on_elicit) as client:
         done = await finish(client, await start(client, "confirm"))
     assert done["status"] == "completed" and result_text(done) == "no answer: decline"
 
 
-async def test_a_job_samples_three_times_through_the_clients_sampling_callback() -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_job_samples_three_times_through_the_clients_sampling_callback(mode: str) -> None:
     prompts: list[str] = []
 
     async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
@@ -109,7 +114,7 @@ async def test_a_job_samples_three_times_through_the_clients_sampling_callback()
         reply = TextContent(type="text", text=f"answer {len(prompts)}")
         return CreateMessageResult(role="assistant", content=reply, model="test-model")
 
-    async with connect("legacy", sampling_callback=on_sample) as client:
+    async with connect(mode, sampling_callback=on_sample) as client:
         done = await finish(client, await start(client, "ask_model", {"topic": "jobs"}))
     assert done["status"] == "completed"
     assert done["result"]["structuredContent"] == {"result": ["answer 1", "answer 2", "answer 3"]}

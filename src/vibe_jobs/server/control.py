@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import Field
 
 from vibe_jobs.errors import JobError
@@ -25,7 +25,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
-from vibe_jobs.server.asking import Asker, Keepalive
+from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.schemas import flat_schema
 from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
@@ -79,27 +79,35 @@ class ControlTools:
     ) -> Annotated[CallToolResult, JobStatusMessage]:
         """Read a background job: its status, progress, and its result once finished."""
         try:
+            await take_responses(self.m, jobId, ctx.input_responses)
             if waitSeconds > 0:
-                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000))
+                asked = await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000))
+                if asked is not None:  # 2026-07-28: the SDK sends it as `input_required`; the retry answers
+                    return cast(CallToolResult, asked)
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails)
         except JobError as exc:
             return job_error_result(exc)
         return status_result(msg, includeDetails)
 
-    async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> None:
+    async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> InputRequiredResult | None:
         """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on
-        this call, and return at once when it waits on one this caller cannot (`waitingFor` says what)."""
+        this call (on 2026-07-28 by answering `input_required`, returned here), and return at once when it
+        waits on one this caller cannot (`waitingFor` says what)."""
         asker = Asker(ctx, self.m, job_id)
         keepalive = Keepalive(ctx, self.m.settings.progress_keepalive_ms / 1000)
         end = anyio.current_time() + seconds
+        asked = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(keepalive.run)
             while (left := end - anyio.current_time()) > 0:
                 rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks)
                 if not asker.wants(rec):
                     break
+                if (asked := asker.input_required(rec)) is not None:
+                    break
                 await asker.deliver(rec)
             tg.cancel_scope.cancel()
+        return asked
 
     async def list_jobs(
         self,
