@@ -215,6 +215,7 @@ async def test_tasks_extension_input_required_answered_with_tasks_update() -> No
         handle = await start_task(client, "confirm", {"question": "Delete 312 files?"})
         task = await until_not_working(client, handle.task_id)
         assert task["status"] == "input_required"
+        assert task["statusMessage"] == "Waiting for an answer: Delete 312 files?"
         [(key, request)] = task["inputRequests"].items()
         assert request["method"] == "elicitation/create" and request["params"]["message"] == "Delete 312 files?"
         bad = {key: {"action": "accept", "content": {"confirm": 3}}}

@@ -164,7 +164,7 @@ class TasksExtension(Extension):
         """The spec's `Task`; ttlMs counts from creation, and we keep a job `retention` after it ends."""
         end = (rec.finished_at or rec.updated_at) if rec.finished else self.manager.now()
         task: dict[str, Any] = {
-            "taskId": rec.id, "status": task_status(rec), "statusMessage": status_text(rec),
+            "taskId": rec.id, "status": task_status(rec), "statusMessage": _status_message(rec),
             "createdAt": iso(rec.created_at), "lastUpdatedAt": iso(rec.updated_at),
             "ttlMs": max(0, end - rec.created_at) + self.manager.settings.max_retention_ms,
         }  # fmt: skip
@@ -173,6 +173,14 @@ class TasksExtension(Extension):
         if not rec.finished and rec.progress_percentage is not None:  # a vendor hint; Task has no progress field
             task["_meta"] = {PROGRESS_META_KEY: rec.progress_percentage}
         return task
+
+
+def _status_message(rec: JobRecord) -> str:
+    question = pending_question(rec.waiting_for) if rec.status is JobStatus.RUNNING else None
+    if question is None:
+        return status_text(rec)
+    asked = question["params"].get("message") or "a model reply (sampling)"
+    return f"Waiting for an answer: {asked}"
 
 
 def task_status(rec: JobRecord) -> str:
