@@ -75,6 +75,8 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_MAX_PENDING": ("10", "max_pending", 10),
     "VIBE_JOBS_LEASE_SECONDS": ("5", "lease_ms", 5000),
     "VIBE_JOBS_AGING_SECONDS": ("0.5", "aging_ms", 500),
+    "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("0.2", "progress_keepalive_ms", 200),
+    "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("90", "question_timeout_ms", 90_000),
     "VIBE_JOBS_LOG_LEVEL": ("WARNING", "log_level", "warning"),
     "VIBE_JOBS_LOG_FORMAT": ("json", "log_format", "json"),
     "VIBE_JOBS_TOOLS": (" codemap, run-command ,,", "tools", ("codemap", "run-command")),
@@ -176,6 +178,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     durations = {f.name for f in fields(Settings) if f.type in ("int", "float") and f.name not in COUNTS}
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
+        "progress_keepalive_ms", "question_timeout_ms",
     }  # fmt: skip
 
 

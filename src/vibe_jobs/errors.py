@@ -176,6 +176,12 @@ class DuplicateJob(StoreError):
     """A job with this id exists already."""
 
 
+class NotWaiting(JobError):
+    """The job is not waiting for this answer (it asked nothing, was answered already, or moved on)."""
+
+    code = "job_not_waiting"
+
+
 class StaleWrite(JobError):
     """The job changed under this writer (its version or attempt no longer matches).
 

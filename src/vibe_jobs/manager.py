@@ -23,6 +23,7 @@ from vibe_jobs.errors import (
     InvalidTransition,
     JobError,
     JobNotFound,
+    NotWaiting,
     ParamsTooLarge,
     QuotaExceeded,
     ResultAlreadySet,
@@ -36,6 +37,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
+from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
 from vibe_jobs.results import (
     as_result_dict,
     bounded_result,
@@ -396,8 +398,11 @@ class JobManager:
             if read:
                 raise
             return None
-        if changes is not None and "updated_at" not in changes:
-            changes["updated_at"] = self.now()
+        if changes is not None:
+            if "updated_at" not in changes:
+                changes["updated_at"] = self.now()
+            if rec.waiting_for is not None and changes.get("status", rec.status) != rec.status:
+                changes["waiting_for"] = None  # a question belongs to one run: it ends with it
         return changes
 
     def _remember(self, rec: JobRecord) -> None:
@@ -610,6 +615,81 @@ class JobManager:
 
         return await self.mutate(job_id, plan, _fence(attempt))
 
+    # -- questions (a running job waits for an answer) ---------------------------------------
+
+    async def ask(self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None) -> str:
+        """Store a question of the running job (`request`: method and params, see `questions`); its id.
+
+        A job asks one question at a time; the status stays running while it waits."""
+        key = os.urandom(8).hex()
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if rec.status is not RUNNING:
+                raise InvalidTransition(rec.id, rec.status.value, "waiting", "only a running job asks")
+            if pending_question(rec.waiting_for) is not None:
+                raise InvalidParams("the job is waiting for an answer already: one question at a time")
+            return {"waiting_for": {"id": key, **request, "askedAt": self.now()}}
+
+        await self.mutate(job_id, plan, _fence(attempt))
+        return key
+
+    async def answer(
+        self,
+        job_id: str,
+        answer: Any,
+        *,
+        request_id: str | None = None,
+        action: str | None = None,
+        viewer: Viewer | None = None,
+    ) -> JobRecord:
+        """Answer the question the job waits on (checked against it; the first answer wins).
+        `request_id`, when given, must name that question. With `action` (an agent's answer), `answer` is
+        only the content: the fields asked for, or a sampling reply's text."""
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if viewer is not None and not viewer.sees(rec.principal):
+                raise JobNotFound(job_id)  # another principal's job answers as an unknown id
+            question = pending_question(rec.waiting_for) if rec.status is RUNNING else None
+            if question is None or (request_id is not None and request_id != question["id"]):
+                raise NotWaiting(f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer",
+                                 job_id=rec.id)  # fmt: skip
+            given = answer if action is None else plain_answer(question, answer, action)
+            return {"waiting_for": {**question, "answer": check_answer(question, given)}}
+
+        return await self.mutate(job_id, plan)
+
+    async def await_answer(
+        self, job_id: str, request_id: str, seconds: float, *, attempt: int | None = None, refresh: float = 1.0
+    ) -> dict[str, Any] | None:
+        """Wait up to `seconds` for the answer to question `request_id`, then take the question
+        off the job. None when nobody answered in time."""
+        with self.subscribe(job_id) as sub, anyio.move_on_after(seconds):
+            while await self._answer_of(job_id, request_id) is None:
+                with anyio.move_on_after(refresh):  # re-read now and then: answers given in other processes
+                    await sub.__anext__()
+        return await self._take_question(job_id, request_id, attempt)
+
+    async def _answer_of(self, job_id: str, request_id: str) -> dict[str, Any] | None:
+        waiting = (await self.get_record(job_id)).waiting_for
+        if waiting is None or waiting.get("id") != request_id:
+            raise NotWaiting(f"Job '{job_id}' no longer waits on question {request_id}", job_id=job_id)
+        answer: dict[str, Any] | None = waiting.get("answer")
+        return answer
+
+    async def _take_question(self, job_id: str, request_id: str, attempt: int | None) -> dict[str, Any] | None:
+        taken: list[dict[str, Any] | None] = [None]
+
+        def plan(rec: JobRecord) -> dict[str, Any] | None:
+            waiting = rec.waiting_for
+            if waiting is None or waiting.get("id") != request_id:
+                return None
+            taken[0] = waiting.get("answer")  # an answer that came as time ran out still counts
+            return {"waiting_for": None}
+
+        with anyio.CancelScope(shield=True):
+            await self.mutate(job_id, plan, _fence(attempt))
+        return taken[0]
+
     # -- reading ---------------------------------------------------------------------------
 
     async def poll(
@@ -660,6 +740,7 @@ class JobManager:
             rate_limited=limited, access_count=reads,
             created_at=rec.created_at, updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
+            waiting_for=question_view(rec.waiting_for) if rec.status is RUNNING else None,
         )  # fmt: skip
 
     async def wait(
@@ -670,12 +751,13 @@ class JobManager:
         *,
         refresh: float = 1.0,
         viewer: Viewer | None = None,
+        stop: Callable[[JobRecord], bool] | None = None,
     ) -> JobRecord:
-        """Wait until the job finishes or `seconds` pass; `on_event` sees each change meanwhile."""
+        """Wait until the job finishes, `stop(record)` holds, or `seconds` pass; `on_event` sees each change."""
         with self.subscribe(job_id) as sub:
             rec = await self.get_record(job_id, viewer)
             with anyio.move_on_after(seconds):
-                while not rec.finished:
+                while not rec.finished and not (stop is not None and stop(rec)):
                     event = None
                     with anyio.move_on_after(refresh):  # re-read now and then: other processes' changes
                         event = await sub.__anext__()

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from vibe_jobs.identity import LOCAL_PRINCIPAL
+from vibe_jobs.questions import question_view
 from vibe_jobs.states import JobStatus
 
 __all__ = [
@@ -147,6 +148,7 @@ class Job(WireModel):
     tick: int | None = None
     run_at: int | None = None
     deadline: int | None = None
+    waiting_for: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> Job:
@@ -163,6 +165,7 @@ class Job(WireModel):
             project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
             attempt=rec.attempt, schedule_id=rec.schedule_id, tick=rec.tick,
             run_at=rec.run_after if rec.status is JobStatus.PENDING else None, deadline=task.deadline,
+            waiting_for=question_view(rec.waiting_for) if rec.status is JobStatus.RUNNING else None,
         )  # fmt: skip
 
 
@@ -184,6 +187,7 @@ class JobStatusMessage(WireModel):
     created_at: int | None = None
     updated_at: int | None = None
     metrics: dict[str, Any] | None = None
+    waiting_for: dict[str, Any] | None = None  # the unanswered question of a running job (question_view)
 
 
 class ResourceUsage(WireModel):
@@ -274,6 +278,7 @@ class JobRecord:
     principal: str = LOCAL_PRINCIPAL  # who created the job (vibe_jobs.identity)
     schedule_id: str | None = None  # the schedule that fired this job (i18-schedules)
     tick: int | None = None  # the tick it fired for: (schedule_id, tick) fires once
+    waiting_for: dict[str, Any] | None = None  # the question the running job waits on (vibe_jobs.questions)
 
     @property
     def finished(self) -> bool:

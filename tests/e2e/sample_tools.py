@@ -63,3 +63,25 @@ async def plain_noop() -> str:
 
 
 job_tool(name="typed", description="Report the type each argument arrived as")(typed)
+
+
+class Confirm(BaseModel):
+    confirm: bool
+
+
+@job_tool(description="Ask the user a yes/no question, then report what the answer was")
+async def confirm(job: JobContext, question: str = "Delete 312 files?", wait: float | None = None) -> str:
+    await job.progress(10, "about to ask")
+    answer = await job.elicit(question, Confirm, timeout_seconds=wait)
+    if answer.data is not None:
+        return "deleted" if answer.data.confirm else "kept"
+    return f"no answer: {answer.action}"
+
+
+@job_tool(description="Ask the client's model three questions and return the three replies")
+async def ask_model(job: JobContext, topic: str = "jobs") -> list[str]:
+    replies = []
+    for i in range(3):
+        reply = await job.sample(f"question {i + 1} about {topic}", max_tokens=50, system="be brief")
+        replies.append(reply.text if reply.text is not None else f"<{reply.action}>")
+    return replies

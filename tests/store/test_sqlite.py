@@ -198,9 +198,10 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
         record("old-done", status=C, finished_at=100), record("old-cancelled", status=X, updated_at=120),
         record("new-done", status=C, finished_at=500, created_at=2_000), record("waiting"), record("busy", status=R),
     ]  # fmt: skip
-    v1 = codec.COLUMNS[: codec.COLUMNS.index("trace_context")]  # the columns schema 1 has
-    insert = f"INSERT INTO jobs ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})"
-    conn.executemany(insert, [codec.encode(rec)[: len(v1)] for rec in jobs])
+    old_columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]  # schema 1's (later steps add some)
+    insert = f"INSERT INTO jobs ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})"
+    at = [codec.COLUMNS.index(name) for name in old_columns]
+    conn.executemany(insert, [[codec.encode(rec)[i] for i in at] for rec in jobs])
     conn.close()
     upgraded = await reopened(db)
     try:

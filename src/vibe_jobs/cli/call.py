@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from vibe_jobs.cli.ask import TerminalAsker
 from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
@@ -255,6 +256,7 @@ class Follower:
             result = await call_and_wait(
                 self.client, tool, arguments, self._progress, wait_seconds=WAIT_SECONDS,
                 on_started=self._started, on_status=self._status, include_details=True,
+                on_elicit=self._elicit, on_sample=self._sample,
             )  # fmt: skip
             tg.cancel_scope.cancel()
         return result
@@ -276,6 +278,22 @@ class Follower:
     async def _progress(self, progress: float, total: float | None, message: str | None) -> None:
         if self.job_id is not None:  # a job's progress; a plain tool's answer is printed, not drawn
             await self.view.on_progress(progress, total, message)
+
+    async def _elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        self.view.clear()
+        self.view.paused = True
+        try:
+            return await TerminalAsker().on_elicit(message, schema)
+        finally:
+            self.view.paused = False
+
+    async def _sample(self, params: dict[str, Any]) -> dict[str, Any] | str:
+        self.view.clear()
+        self.view.paused = True
+        try:
+            return await TerminalAsker().on_sample(params)
+        finally:
+            self.view.paused = False
 
     async def _guard_interrupts(self, job_id: str) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:

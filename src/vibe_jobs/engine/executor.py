@@ -69,6 +69,7 @@ class Run:
     released: bool = False  # its slot (concurrency, resources) is given back
     timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
     deadline_timer: Timer | None = None  # cancels the run at the job's deadline
+    paused: tuple[float, Callable[[], None]] | None = None  # while it waits for an answer: time left, stage
     cpu0: float = 0.0
     wall0: float = 0.0
 
@@ -165,6 +166,7 @@ class Executor:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
         run = Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs, rec)
         run.ctx.cancel_scope = run.scope
+        run.ctx.on_wait = lambda waiting: self._pause(run) if waiting else self._resume(run)
         self.starting -= 1
         self.running[rec.id] = run
         self.max_running_seen = max(self.max_running_seen, len(self.running))
@@ -251,6 +253,19 @@ class Executor:
 
     def _at(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self.timers.call_at(anyio.current_time() + delay, callback, self.m.task_group)
+
+    def _pause(self, run: Run) -> None:
+        """The job waits for an answer: its time-out clock stops (the stage due next keeps its time left)."""
+        timer = run.timer
+        if timer is not None and not timer.cancelled:
+            run.paused = (max(0.0, timer.when - anyio.current_time()), timer.callback)
+            self.timers.cancel(timer)
+
+    def _resume(self, run: Run) -> None:
+        if run.paused is not None and not run.done:
+            left, stage = run.paused
+            run.timer = self._at(left, stage)
+        run.paused = None
 
     def _warn(self, run: Run, timeout: float) -> None:
         run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")

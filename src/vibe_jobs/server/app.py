@@ -19,6 +19,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
+from vibe_jobs.server.hooks import EXTRA_TOOLS, run_build_hooks
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.scheduletools import ScheduleTools
@@ -51,7 +52,7 @@ def build_mcp(
     job_tools = {spec_name: job_mcp_tool(manager, spec, identity) for spec_name, spec in specs.items()}
     schedules = Schedules(manager, specs)
     control = ControlTools(manager, specs, identity, schedules)
-    tools = [*job_tools.values(), *plain_tools, *control.tools(), *ScheduleTools(schedules).tools()]
+    tools = [*job_tools.values(), *plain_tools, *EXTRA_TOOLS, *control.tools(), *ScheduleTools(schedules).tools()]
     tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
@@ -63,6 +64,7 @@ def build_mcp(
     _add_health(mcp, manager)
     add_dashboard(mcp, Dashboard(manager, tools=specs))
     register_job_resources(mcp, hub)
+    run_build_hooks(mcp)
     return mcp
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import Field
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
-from vibe_jobs.events import JobEvent
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
@@ -27,7 +27,9 @@ from vibe_jobs.models import (
     TaskMetadata,
     TaskSpec,
 )
+from vibe_jobs.questions import pending_question
 from vibe_jobs.redact import redact_params
+from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.schemas import flat_schema
@@ -97,24 +99,35 @@ class ControlTools:
         """Read a background job: its status, progress, and its result once finished."""
         viewer = self.identity.viewer()
         try:
+            await take_responses(self.m, jobId, ctx.input_responses)
             if waitSeconds > 0:
-                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
+                asked = await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
+                if asked is not None:  # 2026-07-28: the SDK sends it as `input_required`; the retry answers
+                    return cast(CallToolResult, asked)
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         return status_result(msg, includeDetails)
 
-    async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> None:
-        last = [0.0]  # progress never goes backwards in the notifications
-
-        async def on_event(event: JobEvent) -> None:
-            if event.progress is None and not event.message:
-                return
-            last[0] = event.progress if event.progress is not None else last[0]
-            stage = f"[{event.stage}] " if event.stage else ""
-            await ctx.report_progress(last[0], 100.0, f"{stage}{event.message or ''}".strip())
-
-        await self.m.wait(job_id, seconds, on_event, viewer=viewer)
+    async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> InputRequiredResult | None:
+        """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on
+        this call (on 2026-07-28 by answering `input_required`, returned here), and return at once when it
+        waits on one this caller cannot (`waitingFor` says what)."""
+        asker = Asker(ctx, self.m, job_id)
+        keepalive = Keepalive(ctx, self.m.settings.progress_keepalive_ms / 1000)
+        end = anyio.current_time() + seconds
+        asked = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keepalive.run)
+            while (left := end - anyio.current_time()) > 0:
+                rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks, viewer=viewer)
+                if not asker.wants(rec):
+                    break
+                if (asked := asker.input_required(rec)) is not None:
+                    break
+                await asker.deliver(rec)
+            tg.cancel_scope.cancel()
+        return asked
 
     async def list_jobs(
         self,
@@ -155,6 +168,30 @@ class ControlTools:
             "message": rec.progress_message or f"cancel requested ({state})",
         }
         return CallToolResult(content=[text(f"Job {jobId} is {state}.")], structured_content=body)
+
+    async def answer_job(
+        self,
+        jobId: Annotated[str, Field(description="The job whose question (waitingFor) you answer.")],
+        answer: Annotated[
+            Any,
+            Field(
+                description="For an elicitation: an object with the fields of waitingFor.requestedSchema. "
+                "For sampling: the text of the reply."
+            ),
+        ] = None,
+        action: Annotated[
+            Literal["accept", "decline", "cancel"],
+            Field(description="accept (with answer), or decline / cancel to refuse the question."),
+        ] = "accept",
+    ) -> CallToolResult:
+        """Answer the question a running job waits on; the job resumes with it."""
+        try:
+            await self.m.answer(jobId, answer, action=action, viewer=self.identity.viewer())
+        except JobError as exc:
+            return job_error_result(exc)
+        body = {"jobId": jobId, "status": "running", "answered": True, "action": action}
+        hint = f'Answer delivered; the job resumes. Next: call get-job-result with {{"jobId": "{jobId}"}}.'
+        return CallToolResult(content=[text(hint)], structured_content=body)
 
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
@@ -228,12 +265,22 @@ class ControlTools:
                 f"Run a job tool with scheduling options; answers with a jobId. {PROTOCOL}",
             ),
             (
+                "answer-job",
+                self.answer_job,
+                "Answer the question a running job waits on (get-job-result shows it as waitingFor): "
+                "the fields of its requestedSchema, or the text for a sampling request; or decline.",
+            ),
+            (
                 "job-stats",
                 self.job_stats,
                 "Job statistics: counts, queue depth, rates, durations and health.",
             ),
         ]
         return [_advertised_only(Tool.from_function(fn, name=name, description=desc)) for name, fn, desc in entries]
+
+
+def _asks(rec: Any) -> bool:
+    return pending_question(rec.waiting_for) is not None
 
 
 def _advertised_only(tool: Tool) -> Tool:

@@ -20,7 +20,7 @@ from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.redact import redact_url, set_secret_pattern
-from vibe_jobs.server import tracing
+from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.prom import instrument_store
@@ -130,7 +130,11 @@ class JobServer:
                 await mcp.run_sse_async(host=host, port=port, transport_security=security)
             else:
                 await mcp.run_streamable_http_async(
-                    host=host, port=port, streamable_http_path="/mcp", transport_security=security
+                    host=host,
+                    port=port,
+                    streamable_http_path="/mcp",
+                    transport_security=security,
+                    **hooks.http_options,
                 )
         log.info("server.stopped")
 

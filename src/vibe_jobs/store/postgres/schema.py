@@ -174,7 +174,10 @@ _V8 = [
         job_id TEXT NOT NULL, fired_at BIGINT NOT NULL, PRIMARY KEY (schedule_id, tick))""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
+# i19-talkback: the question a running job waits on (elicitation, sampling), kept across restarts.
+_V9 = ["ALTER TABLE jobs ADD COLUMN waiting_for JSON"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

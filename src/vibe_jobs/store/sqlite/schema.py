@@ -92,7 +92,10 @@ _V7 = [
     END""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+# i19-talkback: the question a running job waits on (elicitation, sampling), kept across restarts.
+_V8 = ["ALTER TABLE jobs ADD COLUMN waiting_for TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
