@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
+from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.errors import JobError
 
 if TYPE_CHECKING:
@@ -22,13 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vibe-jobs", description="Turn any tool into a background job (MCP).")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the MCP server")
-    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
-    serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    add_serve_options(serve)
     serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
-    serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
     worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
     worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
     worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
@@ -39,7 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
     add_jobs_parser(sub)
     add_call_parser(sub)
+    add_proxy_parser(sub)
     return parser
+
+
+def add_serve_options(serve: argparse.ArgumentParser) -> None:
+    """The options of a serving command (`serve`, `proxy`): transport, address, store, tool modules."""
+    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
+    serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
 
 
 def load_tool_modules(names: Sequence[str]) -> None:
@@ -75,7 +82,7 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
         server = JobServer(settings=settings, run_jobs=run_jobs, concurrency=getattr(args, "concurrency", None))
     except ValueError as exc:
         raise SystemExit(f"vibe-jobs: {exc}") from None
-    if not args.no_builtin:
+    if not getattr(args, "no_builtin", True):
         from vibe_jobs.tools.builtin import register_builtins
 
         register_builtins(server, settings)
@@ -111,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_jobs(args, settings)
         if args.command == "call":
             return run_call(args, settings)
+        if args.command == "proxy":
+            return run_proxy(args, settings)
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
         return 2

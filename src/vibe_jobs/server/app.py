@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import EmptyResult, SetLevelRequestParams
@@ -37,6 +37,7 @@ def build_mcp(
     *,
     name: str = "vibe-jobs",
     instructions: str | None = None,
+    middleware: Sequence[ServerMiddleware[Any]] = (),
 ) -> MCPServer[Any]:
     """The MCPServer with every tool registered; `manager` must be running while it serves."""
     job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
@@ -51,7 +52,7 @@ def build_mcp(
         log_level=cast(Any, manager.settings.log_level.upper()),
         extensions=[tasks],
         subscriptions=hub.bus,
-        middleware=[tasks.list_tools_middleware, hub.track_listen],
+        middleware=[tasks.list_tools_middleware, hub.track_listen, *middleware],
     )
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
