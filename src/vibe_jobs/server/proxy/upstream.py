@@ -198,7 +198,7 @@ class Upstream:
 
 async def _unless_ended(conn: Connection, call: Awaitable[CallToolResult]) -> CallToolResult:
     """Await `call`, unless the connection ends first (then CONNECTION_CLOSED, as the SDK reports it)."""
-    result: CallToolResult | None = None
+    outcome: CallToolResult | Exception | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -206,11 +206,16 @@ async def _unless_ended(conn: Connection, call: Awaitable[CallToolResult]) -> Ca
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
-        result = await call
+        try:
+            outcome = await call
+        except Exception as exc:  # raised below, as itself (not inside the task group's ExceptionGroup)
+            outcome = exc
         tg.cancel_scope.cancel()
-    if result is None:
+    if isinstance(outcome, Exception):
+        raise outcome
+    if outcome is None:
         raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
-    return result
+    return outcome
 
 
 async def _all_tools(client: Client) -> list[Tool]:
