@@ -32,12 +32,14 @@ from pydantic import BaseModel
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.proxy.upstream import Upstream
+from vibe_jobs.server.sdk import connection_of
 
 log = get_logger("vibe_jobs.server.proxy")
 
 Handler = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
 LIST_CHANGED = ("notifications/resources/list_changed", "notifications/prompts/list_changed")
 OWN_SCHEME = "job://"
+ROOTS_CHANGED = "notifications/roots/list_changed"
 
 
 class PassThrough:
@@ -46,7 +48,7 @@ class PassThrough:
 
     def __init__(self, upstreams: Sequence[Upstream]) -> None:
         self.upstreams = list(upstreams)
-        self.sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()  # clients seen, newest last used
+        self.sessions: weakref.WeakKeyDictionary[object, ServerSession] = weakref.WeakKeyDictionary()  # by connection
         self.latest: ServerSession | None = None
         self.owner: dict[str, Upstream] = {}  # resource URI -> the upstream that listed it
         self.handlers: dict[str, Handler] = {
@@ -61,11 +63,26 @@ class PassThrough:
             upstream.notify = self.forward_notification
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.request_id is not None and ctx.method != "initialize":
-            self.sessions.add(ctx.session)
-            self.latest = ctx.session
         handler = self.handlers.get(ctx.method)
-        return await (handler(ctx, call_next) if handler is not None else call_next(ctx))
+        result = await (handler(ctx, call_next) if handler is not None else call_next(ctx))
+        if ctx.method != "initialize":
+            await self._seen(ctx.session, roots_changed=ctx.method == ROOTS_CHANGED)
+        return result
+
+    async def _seen(self, session: ServerSession, *, roots_changed: bool) -> None:
+        """Remember the client; a new one (or its roots/list_changed) tells the upstreams its roots changed,
+        so that they ask for them (they reach this client: `client_roots`)."""
+        connection = connection_of(session)
+        new = connection not in self.sessions
+        self.sessions[connection] = session
+        self.latest = session
+        if new or roots_changed:
+            for upstream in self.upstreams:
+                if upstream.conn is not None:
+                    try:
+                        await upstream.conn.client.send_roots_list_changed()
+                    except Exception as exc:  # an upstream going down: it asks again when it is back
+                        log.debug("proxy.roots_changed_not_sent", upstream=upstream.spec.label, error=str(exc))
 
     def install(self, mcp: MCPServer[Any]) -> None:
         """Register what a middleware cannot add: the completion handler (its capability follows it)."""
@@ -160,7 +177,7 @@ class PassThrough:
         method = getattr(getattr(message, "root", message), "method", None)
         if method not in LIST_CHANGED:
             return
-        for session in list(self.sessions):
+        for session in list(self.sessions.values()):
             try:
                 if method == LIST_CHANGED[0]:
                     await session.send_resource_list_changed()
@@ -175,7 +192,11 @@ class PassThrough:
         wanted = ClientCapabilities(roots=RootsCapability())
         if session is None or not session.check_client_capability(wanted):
             return ListRootsResult(roots=[])
-        return await session.list_roots()
+        try:
+            return await session.list_roots()
+        except Exception as exc:  # the client cannot be asked now (gone, or an era without server requests)
+            log.debug("proxy.roots_unavailable", error=str(exc))
+            return ListRootsResult(roots=[])
 
 
 async def _pages(upstream: Upstream, method: str, key: str) -> list[dict[str, Any]]:

@@ -22,8 +22,8 @@ Kind = Literal["elicitation", "sampling"]
 
 def declined_text(kind: Kind, upstream: str) -> str:
     return (
-        f"upstream '{upstream}' sent a {kind} request during this job; the proxy does not pass {kind} requests "
-        "to the client yet, so it was declined"
+        f"upstream '{upstream}' sent {'an' if kind == 'elicitation' else 'a'} {kind} request during this job; "
+        f"the proxy does not pass {kind} requests to the client yet, so it was declined"
     )
 
 
