@@ -127,4 +127,3 @@ async def test_the_upstream_asks_the_client_for_its_roots(everything: list[str],
             job_id = started(await client.call_tool("get-roots-list", {}))
             msg = await until(client, job_id, ("completed", "failed"))
     assert "file:///work/project" in texts(msg["result"])[0]
-
