@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_types import ListRootsResult, Root
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT
-from tests.e2e.proxy_fixtures import proxy_args, proxy_client, started, temp_tap, texts, until, upstream_command
+from tests.e2e.proxy_fixtures import FAKE, proxy_args, proxy_client, started, temp_tap, texts, until, upstream_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -127,3 +129,35 @@ async def test_the_upstream_asks_the_client_for_its_roots(everything: list[str],
             job_id = started(await client.call_tool("get-roots-list", {}))
             msg = await until(client, job_id, ("completed", "failed"))
     assert "file:///work/project" in texts(msg["result"])[0]
+
+
+async def test_upstream_log_messages_become_the_running_jobs_diagnostics(everything: list[str]) -> None:
+    async with proxy_client("legacy", proxy_args(everything, None)) as client:
+        toggle = started(await client.call_tool("toggle-simulated-logging", {}))
+        await until(client, toggle, ("completed",))
+        job_id = started(await client.call_tool("trigger-long-running-operation", {"duration": 6, "steps": 3}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    logged = [d for d in msg["details"]["diagnostics"] if d.startswith("upstream ")]
+    assert logged and all("-level message" in d or "level-message" in d for d in logged), msg["details"]
+
+
+async def test_an_upstream_tool_added_at_run_time_becomes_a_job_tool_and_the_client_hears_of_it() -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+            changed.set()
+
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(FAKE, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", message_handler=on_message) as client:
+            assert "late" not in {t.name for t in (await client.list_tools()).tools}
+            grow = started(await client.call_tool("grow", {"name": "late"}))
+            await until(client, grow, ("completed",))
+            with anyio.fail_after(10):
+                await changed.wait()
+            assert "late" in {t.name for t in (await client.list_tools()).tools}
+            late = started(await client.call_tool("late", {}))
+            msg = await until(client, late, ("completed",))
+    assert texts(msg["result"]) == ["late here"]

@@ -8,6 +8,9 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   `resources/subscribe` / `resources/unsubscribe`). The low-level `Server.add_request_handler` is
   public, but MCPServer keeps its `Server` private (`_lowlevel_server`); a middleware cannot stand in,
   because the advertised capabilities (`logging`, `resources.subscribe`) come from the registered handlers.
+- adding a ready-made `Tool` to a running MCPServer (a proxied upstream's new tool after its
+  `tools/list_changed`): `MCPServer(tools=[...])` takes Tool objects at construction only, `add_tool` builds one
+  from a function; the tool manager's table (`_tool_manager._tools`) is where they live.
 - the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
   the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
 
@@ -22,6 +25,7 @@ from typing import Any, TypeVar
 
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.session import ServerSession
 from pydantic import BaseModel
 
@@ -38,6 +42,11 @@ def add_request_handler(
 ) -> None:
     """Serve `method` on `mcp` (replacing any handler it had); `handler(ctx, params)` gets validated params."""
     mcp._lowlevel_server.add_request_handler(method, params_type, handler)
+
+
+def add_tool_object(mcp: MCPServer[Any], tool: Tool) -> None:
+    """Serve `tool` on a running `mcp` (replacing any tool of that name)."""
+    mcp._tool_manager._tools[tool.name] = tool
 
 
 def connection_of(session: ServerSession) -> object:

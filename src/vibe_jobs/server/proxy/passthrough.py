@@ -31,7 +31,7 @@ from mcp_types import (
 from pydantic import BaseModel
 
 from vibe_jobs.logs import get_logger
-from vibe_jobs.server.proxy.upstream import Upstream
+from vibe_jobs.server.proxy.upstream import Upstream, notification_method
 from vibe_jobs.server.sdk import connection_of
 
 log = get_logger("vibe_jobs.server.proxy")
@@ -174,15 +174,20 @@ class PassThrough:
 
     async def forward_notification(self, message: IncomingMessage) -> None:
         """An upstream's resources/prompts `list_changed` reaches every client the proxy has seen."""
-        method = getattr(getattr(message, "root", message), "method", None)
-        if method not in LIST_CHANGED:
-            return
+        method = notification_method(message)
+        if method in LIST_CHANGED:
+            await self.notify_clients(method)
+
+    async def notify_clients(self, method: str) -> None:
+        """Send a `list_changed` notification (resources, prompts or tools) to every client the proxy has seen."""
         for session in list(self.sessions.values()):
             try:
                 if method == LIST_CHANGED[0]:
                     await session.send_resource_list_changed()
-                else:
+                elif method == LIST_CHANGED[1]:
                     await session.send_prompt_list_changed()
+                else:
+                    await session.send_tool_list_changed()
             except Exception as exc:  # a client gone: the others still hear it
                 log.debug("proxy.notify_failed", method=method, error=str(exc))
 

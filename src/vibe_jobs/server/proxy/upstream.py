@@ -45,6 +45,15 @@ ProgressFn = ProgressFnT
 RootsFn = Callable[[], Awaitable[ListRootsResult]]
 
 
+TOOLS_CHANGED = "notifications/tools/list_changed"
+
+
+def notification_method(message: IncomingMessage) -> str | None:
+    """The method of a notification the upstream sent (None for anything else)."""
+    method = getattr(getattr(message, "root", message), "method", None)
+    return method if isinstance(method, str) else None
+
+
 class UpstreamExited(Exception):
     """interrupted: upstream exited"""
 
@@ -83,7 +92,9 @@ class Upstream:
         self.restarts = 0
         self.jobs: set[JobContext] = set()  # running a call now: upstream logs become their diagnostics
         self.notify: Callable[[IncomingMessage], Awaitable[None]] | None = None  # list_changed and the like
+        self.tools_changed: Callable[[Upstream], Awaitable[None]] | None = None  # its tool list is new
         self._up = anyio.Event()
+        self._tools_dirty = anyio.Event()
 
     # -- life ------------------------------------------------------------------------------
 
@@ -110,7 +121,7 @@ class Upstream:
     async def _connect_once(self, task_status: TaskStatus[None] | None) -> None:
         ended = anyio.Event()
         try:
-            async with self._client(ended) as client:
+            async with self._client(ended) as client, anyio.create_task_group() as tg:
                 self.tools = await _all_tools(client)
                 self.capabilities = client.server_capabilities
                 self.conn = Connection(client, ended)
@@ -118,9 +129,23 @@ class Upstream:
                 log.info("proxy.upstream_started", upstream=self.spec.label, tools=len(self.tools))
                 if task_status is not None:
                     task_status.started()
+                elif self.tools_changed is not None:  # a restarted upstream may list other tools
+                    await self.tools_changed(self)
+                tg.start_soon(self._follow_tool_changes, client)
                 await ended.wait()
+                tg.cancel_scope.cancel()
         finally:
             self.conn, self._up = None, anyio.Event()
+
+    async def _follow_tool_changes(self, client: Client) -> None:
+        """On the upstream's `tools/list_changed`, list its tools again and tell `tools_changed`."""
+        while True:
+            await self._tools_dirty.wait()
+            self._tools_dirty = anyio.Event()
+            self.tools = await _all_tools(client)
+            log.info("proxy.upstream_tools_changed", upstream=self.spec.label, tools=len(self.tools))
+            if self.tools_changed is not None:
+                await self.tools_changed(self)
 
     def _client(self, ended: anyio.Event) -> Client:
         return Client(
@@ -179,7 +204,11 @@ class Upstream:
         log.debug("proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data))
 
     async def _on_message(self, message: IncomingMessage) -> None:
-        if self.notify is not None and not isinstance(message, Exception):
+        if isinstance(message, Exception):
+            return
+        if notification_method(message) == TOOLS_CHANGED:
+            self._tools_dirty.set()  # listed again by _follow_tool_changes: no request from inside the reader
+        elif self.notify is not None:
             await self.notify(message)
 
     async def _on_elicit(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
