@@ -87,3 +87,24 @@ async def test_a_streamable_http_upstream_with_headers(mode: str) -> None:
     assert "trigger-long-running-operation" in names
     assert msg["status"] == "completed"
     assert texts(msg["result"]) == ["Echo: over http"]
+
+
+async def test_a_streamable_http_upstream_that_dies_mid_job_is_connected_again() -> None:
+    everything = upstream_command("everything")
+    upstream_port, port = free_port(), free_port()
+    upstream, env = [*everything[:-1], "streamableHttp"], {"PORT": str(upstream_port)}
+    url = f"http://127.0.0.1:{upstream_port}/mcp"
+    with running(upstream, upstream_port, env) as first, running(proxy_cmd(port, "--upstream-url", url), port):
+        async with Client(f"http://127.0.0.1:{port}/mcp", mode="auto", read_timeout_seconds=60) as client:
+            job_id = started(await client.call_tool("trigger-long-running-operation", {"duration": 4, "steps": 4}))
+            await until(client, job_id, ("running",))
+            first.kill()
+            first.wait(10)
+            with running(upstream, upstream_port, env):
+                msg = await until(client, job_id, ("completed", "failed", "cancelled"), seconds=60)
+                echo = started(await client.call_tool("echo", {"message": "back"}))
+                echoed = await until(client, echo, ("completed", "failed"))
+    # idempotentHint: true -> it ran again, on the new upstream
+    assert msg["status"] == "completed", "\n".join(msg["details"]["diagnostics"])
+    assert texts(msg["result"]) == [LONG_TEXT]
+    assert texts(echoed["result"]) == ["Echo: back"]

@@ -46,6 +46,9 @@ RootsFn = Callable[[], Awaitable[ListRootsResult]]
 
 
 TOOLS_CHANGED = "notifications/tools/list_changed"
+# what the SDK's streamable-HTTP transport answers for a request the server refused at the HTTP level: a 404 on a
+# session (the server forgot it: restarted) or another non-2xx status without a JSON-RPC error in the body
+HTTP_SESSION_LOST = frozenset({"Session terminated", "Server returned an error response"})
 
 
 def notification_method(message: IncomingMessage) -> str | None:
@@ -185,15 +188,21 @@ class Upstream:
         self.jobs.add(ctx)
         try:
             return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
-        except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED or conn.ended.is_set():
-                raise UpstreamExited(self.spec.label) from None
-            raise
-        except httpx2.TransportError:
-            conn.ended.set()  # an HTTP upstream that stopped answering: connect again
+        except (MCPError, httpx2.TransportError) as exc:
+            if not (conn.ended.is_set() or self._connection_lost(exc)):
+                raise
+            conn.ended.set()  # connect again (an HTTP connection does not end by itself)
             raise UpstreamExited(self.spec.label) from None
         finally:
             self.jobs.discard(ctx)
+
+    def _connection_lost(self, exc: Exception) -> bool:
+        """The connection is gone, not the call refused: closed, or (HTTP) unreachable, or its session unknown to
+        the server (a restarted upstream), as the SDK's transport reports them."""
+        if isinstance(exc, httpx2.TransportError):
+            return True
+        assert isinstance(exc, MCPError)
+        return exc.code == CONNECTION_CLOSED or (self.spec.url is not None and exc.error.message in HTTP_SESSION_LOST)
 
     # -- what the upstream sends -----------------------------------------------------------
 
