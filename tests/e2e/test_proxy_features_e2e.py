@@ -74,6 +74,21 @@ async def test_direct_tools_answer_at_once_and_the_others_stay_jobs(mode: str, e
     started(job)
 
 
+async def test_a_direct_tool_passes_upstream_progress_to_the_request(everything: list[str]) -> None:
+    seen: list[tuple[float, float | None]] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    args = proxy_args(everything, None, "--direct", "trigger-long-running-operation")
+    async with proxy_client("legacy", args) as client:
+        result = await client.call_tool(
+            "trigger-long-running-operation", {"duration": 2, "steps": 2}, progress_callback=progress
+        )
+    assert texts(result) == ["Long running operation completed. Duration: 2 seconds, Steps: 2."]
+    assert seen and seen[-1] == (2, 2)
+
+
 async def test_an_unknown_name_in_direct_stops_the_proxy_with_the_names_it_has(
     everything: list[str], tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import CallToolResult, ToolAnnotations
@@ -67,17 +68,18 @@ def job_progress(ctx: JobContext) -> ProgressFn:
 
 
 def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
-    """A tool that forwards the call upstream and answers within the request (`--direct`)."""
+    """A tool that forwards the call upstream and answers within the request (`--direct`); upstream progress
+    reaches the caller as progress of its request."""
     name = upstream.spec.prefixed(tool.name)
     rule = SchemaArguments(name, tool.input_schema)
 
-    async def handler(arguments: dict[str, Any]) -> CallToolResult:
+    async def handler(ctx: Context, arguments: dict[str, Any]) -> CallToolResult:
         try:
             checked = rule.check(arguments)
         except InvalidArguments as exc:
             return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
-        conn = await upstream.connection()
-        return await conn.client.call_tool(tool.name, checked)
+        conn = await upstream.connection()  # a cancelled request cancels the call: notifications/cancelled upstream
+        return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
 
     return Tool(
         fn=handler,
@@ -87,6 +89,7 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
         parameters=rule.schema(),
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=tool.output_schema),
         is_async=True,
+        context_kwarg="ctx",
         annotations=tool.annotations,
     )
 
