@@ -104,22 +104,21 @@ class Upstream:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect; reconnect with backoff whenever the connection ends. Reports started after the first
         connection (its tool list read); raises UpstreamUnavailable when that first one fails."""
-        delay, started = self.backoff.initial, False
+        delay = self.backoff.initial
         while True:
             since = anyio.current_time()
             try:
-                await self._connect_once(task_status if not started else None)
-                started = True
+                await self._connect_once(task_status if not self.restarts else None)
             except Exception as exc:
-                if not started:
+                if not self.restarts and self.capabilities is None:  # never connected
                     raise UpstreamUnavailable(f"upstream {self.spec.label}: cannot start: {_describe(exc)}") from exc
                 log.warning("proxy.upstream_failed", upstream=self.spec.label, error=_describe(exc))
             if anyio.current_time() - since > self.backoff.reset_after:
                 delay = self.backoff.initial
-            log.warning("proxy.upstream_exited", upstream=self.spec.label, restart_in_s=delay)
+            self.restarts += 1
+            log.warning("proxy.upstream_exited", upstream=self.spec.label, restart=self.restarts, restart_in_s=delay)
             await anyio.sleep(delay)
             delay = min(self.backoff.maximum, delay * 2)
-            self.restarts += 1
 
     async def _connect_once(self, task_status: TaskStatus[None] | None) -> None:
         ended = anyio.Event()
