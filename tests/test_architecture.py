@@ -44,6 +44,9 @@ LEVELS: dict[str, int] = {
     "cli": 60,
     "__main__": 60,
 }
+# Levels inside a part: a module on top of its part (built on the part's public pieces) that nothing else in the
+# part imports. `server.proxy` (vibe-jobs proxy) builds on JobServer and wrap; the server never needs the proxy.
+INNER_LEVELS: dict[str, int] = {"vibe_jobs.server.proxy": 55}
 INDEPENDENT = [{"server", "client"}, {"tools", "engine"}]  # one level, and neither imports the other
 CORE_LEVEL = 36  # parts at or below it are the core: no MCP SDK, no web stack
 SDK_PACKAGES = ("mcp", "mcp_types", "starlette", "sse_starlette", "uvicorn")
@@ -129,6 +132,38 @@ def test_arrows_only_point_down() -> None:
         if upward(imp) and (imp.module, imp.target) not in ALLOWED
     ]
     assert not wrong, "imports that point up or across (see docs/architecture.md):\n" + "\n".join(wrong)
+
+
+def inner_level(module: str) -> int | None:
+    for prefix, inner in INNER_LEVELS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return inner
+    return None
+
+
+def inner_upward(imp: Import) -> bool:
+    """An import, from inside a part, of a module on a higher inner level of that part."""
+    target = inner_level(imp.target) if is_ours(imp.target) else None
+    return target is not None and part(imp.module) == part(imp.target) and (inner_level(imp.module) or 0) < target
+
+
+def test_nothing_imports_a_part_s_top_from_inside_that_part() -> None:
+    """`server.proxy` imports the server; no other server module imports `server.proxy`."""
+    wrong = [f"{imp.module}:{imp.line} imports {imp.target}" for imp in own_imports() if inner_upward(imp)]
+    assert not wrong, "imports of a part's top level from inside the part:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "wrong"),
+    [
+        ("vibe_jobs.server.app", "vibe_jobs.server.proxy.tools", True),
+        ("vibe_jobs.server.proxy.tools", "vibe_jobs.server.wrap", False),
+        ("vibe_jobs.server.proxy.server", "vibe_jobs.server.proxy.upstream", False),
+        ("vibe_jobs.cli.proxy", "vibe_jobs.server.proxy", False),
+    ],
+)
+def test_the_inner_rule(module: str, target: str, wrong: bool) -> None:
+    assert inner_upward(Import(module, target, 1)) is wrong
 
 
 def test_every_allowed_exception_still_exists() -> None:

@@ -16,7 +16,7 @@ import difflib
 import inspect
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
@@ -26,6 +26,19 @@ MAX_UNKNOWN_SHOWN = 10  # unknown names an error lists (a caller may send thousa
 MAX_NAME_CHARS = 64  # of each unknown name (a caller may send a name of megabytes)
 MAX_ERRORS_SHOWN = 5  # other validation errors an error describes
 UNSUPPORTED_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+class Arguments(Protocol):
+    """What a job tool's arguments rule offers: `ToolArguments` (from a function's signature) is one; a rule
+    from a JSON schema (the proxy's upstream tools) is another."""
+
+    accepted: list[str]
+
+    def schema(self) -> dict[str, Any]: ...
+
+    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 class ArgumentsModel(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, get_type_hints, overload
 
 import anyio
 
-from vibe_jobs.arguments import ToolArguments
+from vibe_jobs.arguments import Arguments, ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.models import OperationType
 from vibe_jobs.results import to_call_result
@@ -44,12 +44,15 @@ class JobToolSpec:
     on_interrupted: Callable[[Mapping[str, Any] | None], Awaitable[object]] | None = None
     # a cron expression: the tool also runs on this schedule (no arguments), declared at start-up
     schedule: str | None = None
-    arguments: ToolArguments = field(init=False, repr=False)
+    arguments: Arguments = field(init=False, repr=False)
+    # the arguments rule when it is not the function's signature (a proxied tool's JSON schema)
+    argument_rule: Arguments | None = field(default=None, repr=False)
+    annotations: dict[str, Any] | None = None  # MCP tool annotations (readOnlyHint, idempotentHint, ...)
 
     def __post_init__(self) -> None:
         if self.context_param is None:
             self.context_param = find_context_param(self.fn)
-        self.arguments = ToolArguments(self.name, self.fn, self.context_param)
+        self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
 
     async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         """Call the function with `params` (the job's stored JSON, validated here into the values its

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from jsonschema import validators  # type: ignore[import-untyped]
+from jsonschema import validators
 from pydantic import BaseModel
 
 from vibe_jobs.models import JobStarted, JobStatusMessage

@@ -15,7 +15,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp_types import EmptyResult, SetLevelRequestParams, SubscribeRequestParams
 
-from vibe_jobs.server.sdk import SDK_VERSION, add_request_handler, connection_of
+from vibe_jobs.server.sdk import SDK_VERSION, add_request_handler, add_tool_object, connection_of
 
 
 def test_the_installed_sdk_is_the_one_sdk_py_was_checked_against() -> None:
@@ -69,3 +69,18 @@ async def test_connection_of_names_one_connection_across_its_requests() -> None:
     assert session_a is not session_b  # a session is per request: it cannot key a subscriber
     assert conn_a is conn_b
     assert conn_c is not conn_a
+
+
+async def test_a_tool_object_added_to_a_running_server_is_listed_and_called() -> None:
+    from mcp.server.mcpserver.tools import Tool
+
+    def shout(text: str) -> str:
+        return text.upper()
+
+    mcp: MCPServer[Any] = MCPServer("sdk-check")
+    async with Client(mcp, mode="legacy") as client:
+        assert not (await client.list_tools()).tools
+        add_tool_object(mcp, Tool.from_function(shout, name="shout"))
+        assert [t.name for t in (await client.list_tools()).tools] == ["shout"]
+        result = await client.call_tool("shout", {"text": "hi"})
+    assert [getattr(c, "text", None) for c in result.content] == ["HI"]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
+from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import JobError
 
@@ -24,12 +25,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vibe-jobs", description="Turn any tool into a background job (MCP).")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the MCP server")
+    add_serve_options(serve)
+    serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
+    worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
+    worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
+    )
+    worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
+    add_jobs_parser(sub)
+    add_schedules_parser(sub)
+    add_call_parser(sub)
+    add_dashboard_parsers(sub)
+    add_proxy_parser(sub)
+    return parser
+
+
+def add_serve_options(serve: argparse.ArgumentParser) -> None:
+    """The options of a serving command (`serve`, `proxy`): transport, address, store, tool modules."""
     serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
-    serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
     auth = serve.add_argument_group("identity (HTTP)")
     auth.add_argument(
@@ -46,19 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument(
         "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
     )
-    worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
-    worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
-    worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
-    worker.add_argument(
-        "--concurrency", type=int, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
-    )
-    worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
-    worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
-    add_jobs_parser(sub)
-    add_schedules_parser(sub)
-    add_call_parser(sub)
-    add_dashboard_parsers(sub)
-    return parser
 
 
 def load_tool_modules(names: Sequence[str]) -> None:
@@ -73,7 +80,7 @@ def load_tool_modules(names: Sequence[str]) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.jobtool import PLAIN_REGISTRY
 
-    settings = _with_identity_options(args, settings)
+    settings = with_identity_options(args, settings)
     server = build_server(args, settings, run_jobs=not args.no_worker)
     for name, (fn, description) in PLAIN_REGISTRY.items():
         server.add_plain_tool(fn, name, description)
@@ -83,7 +90,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _with_identity_options(args: argparse.Namespace, settings: Settings) -> Settings:
+def with_identity_options(args: argparse.Namespace, settings: Settings) -> Settings:
     """The serve flags of identity over their environment variables."""
     changes = {
         name: getattr(args, name)
@@ -107,7 +114,7 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
         server = JobServer(settings=settings, run_jobs=run_jobs, concurrency=getattr(args, "concurrency", None))
     except ValueError as exc:
         raise SystemExit(f"vibe-jobs: {exc}") from None
-    if not args.no_builtin:
+    if not getattr(args, "no_builtin", True):
         from vibe_jobs.tools.builtin import register_builtins
 
         register_builtins(server, settings)
@@ -149,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dashboard(args, settings)
         if args.command == "health":
             return run_health(args, settings)
+        if args.command == "proxy":
+            return run_proxy(args, settings)
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
         return 2

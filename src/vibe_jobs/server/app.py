@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import EmptyResult, SetLevelRequestParams
@@ -44,6 +44,7 @@ def build_mcp(
     name: str = "vibe-jobs",
     instructions: str | None = None,
     auth: AuthSetup | None = None,
+    middleware: Sequence[ServerMiddleware[Any]] = (),
 ) -> MCPServer[Any]:
     """The MCPServer with every tool registered; `manager` must be running while it serves. With `auth`
     (HTTP), requests need a bearer token and every surface sees only its caller's jobs."""
@@ -57,7 +58,10 @@ def build_mcp(
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
         log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
-        middleware=[tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools})],
+        middleware=[
+            tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools}),
+            *middleware,
+        ],
         token_verifier=auth.verifier, auth=auth.settings,
     )  # fmt: skip
     _add_set_level(mcp, manager)

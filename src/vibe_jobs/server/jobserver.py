@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
+from mcp.server.context import ServerMiddleware
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
@@ -53,6 +54,8 @@ class JobServer:
         self.specs: dict[str, JobToolSpec] = {}
         self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
+        self._middleware: list[ServerMiddleware[Any]] = []
+        self._setups: list[Callable[[MCPServer[Any]], None]] = []
         self.schedules = Schedules(self.manager, self.specs)
         self.ticker = Ticker(self.schedules)
 
@@ -93,10 +96,31 @@ class JobServer:
         """Register `fn` as an ordinary MCP tool that answers within the request (name: the function's)."""
         self._plain.append(Tool.from_function(fn, name=name, description=description))
 
+    def add_mcp_tool(self, tool: Tool) -> None:
+        """Register an MCP tool built elsewhere (it answers within the request)."""
+        self._plain.append(tool)
+
+    def add_middleware(self, middleware: ServerMiddleware[Any]) -> None:
+        """Add a server middleware (`(ctx, call_next) -> result`), after the built-in ones."""
+        self._middleware.append(middleware)
+
+    def on_build(self, setup: Callable[[MCPServer[Any]], None]) -> None:
+        """Call `setup(mcp)` on the MCPServer each `build()` makes (to register handlers of its own)."""
+        self._setups.append(setup)
+
     def build(self, auth: AuthSetup | None = None) -> MCPServer[Any]:
-        return build_mcp(
-            self.manager, self.specs, self._plain, name=self.name, instructions=self.instructions, auth=auth
+        mcp = build_mcp(
+            self.manager,
+            self.specs,
+            self._plain,
+            name=self.name,
+            instructions=self.instructions,
+            middleware=self._middleware,
+            auth=auth,
         )
+        for setup in self._setups:
+            setup(mcp)
+        return mcp
 
     async def serve(
         self,

@@ -10,6 +10,9 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   because the advertised capabilities (`logging`, `resources.subscribe`) come from the registered handlers.
 - serving a session over streams of our own (`run_session`: the hardened stdio transport); MCPServer
   runs its `Server` only over the SDK's stdio streams.
+- adding a ready-made `Tool` to a running MCPServer (a proxied upstream's new tool after its
+  `tools/list_changed`): `MCPServer(tools=[...])` takes Tool objects at construction only, `add_tool` builds one
+  from a function; the tool manager's table (`_tool_manager._tools`) is where they live.
 - the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
   the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
 
@@ -24,6 +27,7 @@ from typing import Any, TypeVar
 
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.session import ServerSession
 from pydantic import BaseModel
 
@@ -47,6 +51,11 @@ async def run_session(mcp: MCPServer[Any], read_stream: Any, write_stream: Any) 
     the SDK's own stdio streams; `server/stdio.py` brings hardened ones)."""
     server = mcp._lowlevel_server
     await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def add_tool_object(mcp: MCPServer[Any], tool: Tool) -> None:
+    """Serve `tool` on a running `mcp` (replacing any tool of that name)."""
+    mcp._tool_manager._tools[tool.name] = tool
 
 
 def connection_of(session: ServerSession) -> object:

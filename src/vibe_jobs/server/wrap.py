@@ -8,7 +8,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.identity import Viewer
@@ -109,6 +109,7 @@ def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | No
         description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
         "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
         parameters=spec.arguments.schema(),
+        annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
         is_async=True, context_kwarg="ctx",
     )  # fmt: skip

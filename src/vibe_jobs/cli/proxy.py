@@ -1,0 +1,79 @@
+"""`vibe-jobs proxy [serve options] [--store URL] -- COMMAND [ARGS...]`: any MCP server's tools as background jobs.
+
+The upstream runs over stdio (`-- COMMAND ...`), or is reached over streamable HTTP (`--upstream-url URL`,
+`--upstream-header 'Name: value'`); several upstreams come from `--upstream NAME=COMMAND...` (tools prefixed
+`NAME.`) or a config file in the Claude Desktop `mcpServers` shape (`--config FILE`, JSON or TOML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from vibe_jobs.settings import Settings
+
+
+def add_proxy_parser(sub: Any) -> None:
+    from vibe_jobs.cli.main import add_serve_options
+
+    proxy = sub.add_parser(
+        "proxy",
+        help="make any MCP server's tools background jobs",
+        usage="vibe-jobs proxy [serve options] [--store URL] -- COMMAND [ARGS...]",
+    )
+    add_serve_options(proxy)
+    proxy.add_argument("--upstream-url", metavar="URL", help="a streamable-HTTP upstream instead of a command")
+    proxy.add_argument(
+        "--upstream-header", action="append", default=[], metavar="'Name: value'", help="HTTP header (repeatable)"
+    )
+    proxy.add_argument(
+        "--upstream", action="append", default=[], metavar="NAME=COMMAND...", help="a named upstream (repeatable)"
+    )
+    proxy.add_argument("--config", type=Path, metavar="FILE", help="upstreams from a Claude Desktop mcpServers file")
+    proxy.add_argument("--jobs", metavar="NAME,...", help="only these tools become jobs; the others answer at once")
+    proxy.add_argument("--direct", metavar="NAME,...", help="these tools answer at once; the others become jobs")
+    proxy.add_argument("upstream_command", nargs="*", metavar="COMMAND [ARGS...]", help="the upstream server, after --")
+
+
+def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
+    from vibe_jobs.cli.main import with_identity_options, build_server
+    from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
+
+    try:
+        upstreams = _upstreams(args)
+        settings = with_identity_options(args, settings)
+        server = build_server(args, settings, run_jobs=not args.no_worker)
+        proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())
+        if args.transport != "stdio":
+            path = "/sse" if args.transport == "sse" else "/mcp"
+            print(f"vibe-jobs: proxy serving MCP at http://{args.host}:{args.port}{path}", file=sys.stderr, flush=True)
+        proxy.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
+    except (ConfigError, UpstreamUnavailable) as exc:
+        raise SystemExit(f"vibe-jobs proxy: {exc}") from None
+    except BaseExceptionGroup as group:
+        first = _first(group)
+        if isinstance(first, ConfigError | UpstreamUnavailable):
+            raise SystemExit(f"vibe-jobs proxy: {first}") from None
+        raise
+    return 0
+
+
+def _upstreams(args: argparse.Namespace) -> list[Any]:
+    from vibe_jobs.server.proxy import load_config, parse_named, single
+
+    found = [parse_named(text) for text in args.upstream]
+    if args.config is not None:
+        found += load_config(args.config)
+    unnamed = single(args.upstream_command, args.upstream_url, args.upstream_header)
+    return [unnamed, *found] if unnamed is not None else found
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text is not None else None
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first

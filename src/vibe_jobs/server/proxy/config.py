@@ -1,0 +1,107 @@
+"""Which upstream servers a proxy fronts: from the command line or from a config file in the Claude Desktop
+`mcpServers` shape (JSON, or TOML with `[mcpServers.NAME]` tables), so a user can paste the entries they have.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A proxy configuration that cannot be used (the message names the problem)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """One upstream: a command run over stdio, or a streamable-HTTP URL. `name` prefixes its tools (`NAME.`)
+    when the proxy fronts several (empty: one upstream, tools keep their names)."""
+
+    name: str = ""
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def prefixed(self, tool: str) -> str:
+        return f"{self.name}.{tool}" if self.name else tool
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.url or self.command or "upstream")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`Name: value` -> (name, value)."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(f"--upstream-header {text!r}: expected 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def parse_named(text: str) -> UpstreamSpec:
+    """`NAME=COMMAND ARGS...` (the command split as a shell would)."""
+    name, sep, command = text.partition("=")
+    argv = shlex.split(command) if sep else []
+    if not sep or not name or not argv:
+        raise ConfigError(f"--upstream {text!r}: expected NAME=COMMAND [ARGS...]")
+    _check_name(name, "--upstream")
+    return UpstreamSpec(name=name, command=argv[0], args=tuple(argv[1:]))
+
+
+def load_config(path: Path) -> list[UpstreamSpec]:
+    """The upstreams of a `mcpServers` file (.toml, else JSON)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+    servers = data.get("mcpServers") if isinstance(data, dict) else None
+    if not isinstance(servers, dict) or not servers:
+        raise ConfigError(f"config {path}: expected an object 'mcpServers' with one entry per server")
+    return [_entry(path, name, entry) for name, entry in servers.items()]
+
+
+def _entry(path: Path, name: str, entry: Any) -> UpstreamSpec:
+    where = f"config {path}: mcpServers.{name}"
+    _check_name(name, where)
+    if not isinstance(entry, dict) or not (isinstance(entry.get("command"), str) or isinstance(entry.get("url"), str)):
+        raise ConfigError(f"{where}: expected 'command' (with 'args', 'env') or 'url' (with 'headers')")
+    args, env, headers = entry.get("args", []), entry.get("env", {}), entry.get("headers", {})
+    if not _strings(args) or not _string_map(env) or not _string_map(headers):
+        raise ConfigError(f"{where}: 'args' must be a list of strings, 'env' and 'headers' objects of strings")
+    return UpstreamSpec(
+        name=name, command=entry.get("command"), args=tuple(args), env=env, cwd=entry.get("cwd"),
+        url=entry.get("url"), headers=headers,
+    )  # fmt: skip
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{where}: the name {name!r} may hold letters, digits, '-' and '_' only")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def single(command: Sequence[str], url: str | None, headers: Sequence[str]) -> UpstreamSpec | None:
+    """The one unnamed upstream of `-- COMMAND ARGS...` or `--upstream-url URL`, if either is given."""
+    if command and url:
+        raise ConfigError("give either -- COMMAND or --upstream-url, not both")
+    if url:
+        return UpstreamSpec(url=url, headers=dict(parse_header(h) for h in headers))
+    if headers:
+        raise ConfigError("--upstream-header needs --upstream-url")
+    return UpstreamSpec(command=command[0], args=tuple(command[1:])) if command else None

@@ -1,0 +1,227 @@
+"""Everything but tools passes through: upstream resources, resource templates, prompts and completions are
+listed and served by the proxy as the upstream serves them (next to the proxy's own `job://` resources);
+`list_changed` notifications reach the proxy's clients; an upstream's `roots/list` is asked of the client.
+
+With several upstreams, prompt names carry the upstream's `NAME.` prefix (as tool names do); a resource is
+read from the upstream that listed it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from mcp import MCPError
+from mcp.client.session import IncomingMessage
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.session import ServerSession
+from mcp_types import (
+    INVALID_PARAMS,
+    ClientCapabilities,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
+    ListRootsResult,
+    PromptReference,
+    ResourceTemplateReference,
+    RootsCapability,
+)
+from pydantic import BaseModel
+
+from vibe_jobs.logs import get_logger
+from vibe_jobs.server.proxy.upstream import Upstream, notification_method
+from vibe_jobs.server.sdk import connection_of
+
+log = get_logger("vibe_jobs.server.proxy")
+
+Handler = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
+LIST_CHANGED = ("notifications/resources/list_changed", "notifications/prompts/list_changed")
+OWN_SCHEME = "job://"
+ROOTS_CHANGED = "notifications/roots/list_changed"
+
+
+class PassThrough:
+    """A server middleware serving the upstreams' resources, templates and prompts, plus the hooks that carry
+    notifications and roots requests between the upstreams and the proxy's clients."""
+
+    def __init__(self, upstreams: Sequence[Upstream]) -> None:
+        self.upstreams = list(upstreams)
+        self.sessions: weakref.WeakKeyDictionary[object, ServerSession] = weakref.WeakKeyDictionary()  # by connection
+        self.latest: ServerSession | None = None
+        self.owner: dict[str, Upstream] = {}  # resource URI -> the upstream that listed it
+        self.handlers: dict[str, Handler] = {
+            "resources/list": self._list_resources,
+            "resources/templates/list": self._list_templates,
+            "resources/read": self._read_resource,
+            "prompts/list": self._list_prompts,
+            "prompts/get": self._get_prompt,
+        }
+        for upstream in self.upstreams:
+            upstream.roots = self.client_roots
+            upstream.notify = self.forward_notification
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        handler = self.handlers.get(ctx.method)
+        result = await (handler(ctx, call_next) if handler is not None else call_next(ctx))
+        if ctx.method != "initialize":
+            await self._seen(ctx.session, roots_changed=ctx.method == ROOTS_CHANGED)
+        return result
+
+    async def _seen(self, session: ServerSession, *, roots_changed: bool) -> None:
+        """Remember the client; a new one (or its roots/list_changed) tells the upstreams its roots changed,
+        so that they ask for them (they reach this client: `client_roots`)."""
+        connection = connection_of(session)
+        new = connection not in self.sessions
+        self.sessions[connection] = session
+        self.latest = session
+        if new or roots_changed:
+            for upstream in self.upstreams:
+                if upstream.conn is not None:
+                    try:
+                        await upstream.conn.client.send_roots_list_changed()
+                    except Exception as exc:  # an upstream going down: it asks again when it is back
+                        log.debug("proxy.roots_changed_not_sent", upstream=upstream.spec.label, error=str(exc))
+
+    def install(self, mcp: MCPServer[Any]) -> None:
+        """Register what a middleware cannot add: the completion handler (its capability follows it)."""
+        mcp.completion()(self._complete)  # type: ignore[no-untyped-call]
+
+    # -- lists: ours, then each upstream's -------------------------------------------------
+
+    async def _list_resources(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = _as_dict(await call_next(ctx))
+        for upstream in self._serving("resources"):
+            for item in await _pages(upstream, "list_resources", "resources"):
+                self.owner[item["uri"]] = upstream
+                result.setdefault("resources", []).append(item)
+        return result
+
+    async def _list_templates(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = _as_dict(await call_next(ctx))
+        for upstream in self._serving("resources"):
+            result.setdefault("resourceTemplates", []).extend(
+                await _pages(upstream, "list_resource_templates", "resourceTemplates")
+            )
+        return result
+
+    async def _list_prompts(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = _as_dict(await call_next(ctx))
+        for upstream in self._serving("prompts"):
+            for item in await _pages(upstream, "list_prompts", "prompts"):
+                result.setdefault("prompts", []).append({**item, "name": upstream.spec.prefixed(item["name"])})
+        return result
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        uri = str((ctx.params or {}).get("uri", ""))
+        if uri.startswith(OWN_SCHEME) or not uri:
+            return await call_next(ctx)
+        candidates = [self.owner[uri]] if uri in self.owner else self._serving("resources")
+        error: MCPError | None = None
+        for upstream in candidates:
+            conn = await upstream.connection()
+            try:
+                return _as_dict(await conn.client.read_resource(uri))
+            except MCPError as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return await call_next(ctx)
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params or {}
+        found = self._prompt_owner(str(params.get("name", "")))
+        if found is None:
+            return await call_next(ctx)
+        upstream, name = found
+        conn = await upstream.connection()
+        return _as_dict(await conn.client.get_prompt(name, params.get("arguments")))
+
+    async def _complete(
+        self, ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:  # fmt: skip
+        if isinstance(ref, PromptReference):
+            found = self._prompt_owner(ref.name)
+            if found is None:
+                return None
+            upstream, name = found
+            ref = PromptReference(type="ref/prompt", name=name)
+        else:
+            served = self._serving("completions")
+            if not served:
+                return None
+            upstream = served[0]
+        conn = await upstream.connection()
+        arguments = context.arguments if context is not None else None
+        result = await conn.client.complete(ref, {argument.name: argument.value}, context_arguments=arguments)
+        return result.completion
+
+    def _prompt_owner(self, name: str) -> tuple[Upstream, str] | None:
+        for upstream in self._serving("prompts"):
+            prefix = upstream.spec.prefixed("")
+            if name.startswith(prefix) and (prefix or len(self.upstreams) == 1):
+                return upstream, name[len(prefix) :]
+        return None
+
+    def _serving(self, capability: str) -> list[Upstream]:
+        return [u for u in self.upstreams if getattr(u.capabilities, capability, None) is not None]
+
+    # -- between the upstreams and the clients ---------------------------------------------
+
+    async def forward_notification(self, message: IncomingMessage) -> None:
+        """An upstream's resources/prompts `list_changed` reaches every client the proxy has seen."""
+        method = notification_method(message)
+        if method in LIST_CHANGED:
+            await self.notify_clients(method)
+
+    async def notify_clients(self, method: str) -> None:
+        """Send a `list_changed` notification (resources, prompts or tools) to every client the proxy has seen."""
+        for session in list(self.sessions.values()):
+            try:
+                if method == LIST_CHANGED[0]:
+                    await session.send_resource_list_changed()
+                elif method == LIST_CHANGED[1]:
+                    await session.send_prompt_list_changed()
+                else:
+                    await session.send_tool_list_changed()
+            except Exception as exc:  # a client gone: the others still hear it
+                log.debug("proxy.notify_failed", method=method, error=str(exc))
+
+    async def client_roots(self) -> ListRootsResult:
+        """An upstream's `roots/list`, asked of the client that spoke last (no roots when it has none)."""
+        session = self.latest
+        wanted = ClientCapabilities(roots=RootsCapability())
+        if session is None or not session.check_client_capability(wanted):
+            return ListRootsResult(roots=[])
+        try:
+            return await session.list_roots()
+        except Exception as exc:  # the client cannot be asked now (gone, or an era without server requests)
+            log.debug("proxy.roots_unavailable", error=str(exc))
+            return ListRootsResult(roots=[])
+
+
+async def _pages(upstream: Upstream, method: str, key: str) -> list[dict[str, Any]]:
+    """Every item of an upstream listing (all pages), as wire dicts."""
+    conn = await upstream.connection()
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        try:
+            page = await getattr(conn.client, method)(cursor=cursor)
+        except MCPError as exc:
+            if exc.code == INVALID_PARAMS:
+                return items
+            raise
+        items += _as_dict(page).get(key, [])
+        if not (cursor := page.next_cursor):
+            return items
+
+
+def _as_dict(result: HandlerResult) -> dict[str, Any]:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dict(result or {})

@@ -1,0 +1,90 @@
+"""A proxied tool's arguments rule: the upstream's JSON input schema, enforced before a job exists.
+
+The same shape of refusal as our own tools' (`InvalidArguments` naming each unknown, missing or mistyped
+argument, and the accepted ones). An upstream schema rarely says `additionalProperties: false`; an
+argument the schema does not name is refused all the same (a misspelt name must not be dropped, nor reach a
+job), unless the schema opens the object on purpose (`additionalProperties` given, true or a schema).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError
+
+from vibe_jobs.arguments import MAX_ERRORS_SHOWN, MAX_UNKNOWN_SHOWN, shown
+from vibe_jobs.errors import InvalidArguments
+
+CONTEXT_KWARG = "arguments"  # the job function's one parameter: the arguments as they were checked
+
+
+class SchemaArguments:
+    """The `vibe_jobs.arguments.Arguments` rule of one upstream tool, from its JSON input schema."""
+
+    def __init__(self, tool: str, schema: Mapping[str, Any]) -> None:
+        self.tool = tool
+        self._schema = dict(schema) if schema else {"type": "object"}
+        properties = self._schema.get("properties")
+        self.accepted: list[str] = list(properties) if isinstance(properties, Mapping) else []
+        self._closed = isinstance(properties, Mapping) and "additionalProperties" not in self._schema
+        cls = validators.validator_for(self._schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(self._schema)
+            self._validator: Any = cls(self._schema)
+        except SchemaError as exc:  # the upstream's schema is broken: check the object's shape only
+            self._validator = Draft202012Validator({"type": "object"})
+            self.schema_problem: str | None = exc.message
+        else:
+            self.schema_problem = None
+
+    def schema(self) -> dict[str, Any]:
+        """The upstream's input schema, unchanged: what the proxy's tool lists."""
+        return self._schema
+
+    def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments, as the job stores and sends them; raises InvalidArguments."""
+        if not isinstance(arguments, Mapping):
+            kind = type(arguments).__name__
+            raise InvalidArguments(self._text(f"arguments must be an object, not {kind}"), unknown=[], accepted=[])
+        values = dict(arguments)
+        unknown = [shown(k) for k in values if k not in self.accepted] if self._closed else []
+        problems = [_problem(e) for e in self._validator.iter_errors(values)]
+        if unknown or problems:
+            raise self._invalid(unknown, problems)
+        return values
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The job function's keyword arguments: the stored params, checked again."""
+        return {CONTEXT_KWARG: self.check(params)}
+
+    def _invalid(self, unknown: list[str], problems: list[str]) -> InvalidArguments:
+        parts = [self._unknown_text(unknown)] if unknown else []
+        parts += problems[:MAX_ERRORS_SHOWN]
+        if len(problems) > MAX_ERRORS_SHOWN:
+            parts.append(f"{len(problems) - MAX_ERRORS_SHOWN} more problems")
+        text = self._text("; ".join(parts))
+        if unknown:
+            accepted = ", ".join(self.accepted)
+            text += f". Accepted arguments: {accepted}" if accepted else f". '{self.tool}' takes no arguments"
+        return InvalidArguments(text, unknown=unknown[:MAX_UNKNOWN_SHOWN], accepted=self.accepted)
+
+    def _unknown_text(self, unknown: list[str]) -> str:
+        names = ", ".join(self._named(name) for name in unknown[:MAX_UNKNOWN_SHOWN])
+        more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
+        return f"unknown argument{'s' if len(unknown) > 1 else ''} {names}{more}"
+
+    def _named(self, unknown: str) -> str:
+        close = difflib.get_close_matches(unknown, self.accepted, n=1)
+        return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
+
+    def _text(self, problem: str) -> str:
+        return f"Invalid arguments for '{self.tool}': {problem}"
+
+
+def _problem(error: Any) -> str:
+    """`path: message`, as our own tools' refusals read (`arguments` for the object itself)."""
+    where = ".".join(map(str, error.absolute_path)) or "arguments"
+    return f"{where}: {shown(error.message) if len(error.message) > 200 else error.message}"

@@ -1,0 +1,129 @@
+"""ProxyServer: a JobServer in front of upstream MCP servers, each upstream tool a job tool (or a direct one)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import Tool as UpstreamTool
+
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.server.jobserver import JobServer, Transport
+from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
+from vibe_jobs.server.proxy.passthrough import PassThrough
+from vibe_jobs.server.proxy.tools import direct_tool, job_spec
+from vibe_jobs.server.proxy.upstream import TOOLS_CHANGED, Backoff, Upstream
+from vibe_jobs.server.sdk import add_tool_object
+from vibe_jobs.server.wrap import job_mcp_tool
+
+
+class ProxyServer:
+    """Serves `server` (its own tools, control tools and job resources) plus the upstreams' tools, resources,
+    prompts and completions. `jobs`: only these tools become job tools; `direct`: these answer within the
+    request (names as the proxy lists them, `NAME.tool` with several upstreams)."""
+
+    def __init__(
+        self,
+        server: JobServer,
+        upstreams: Sequence[UpstreamSpec],
+        *,
+        jobs: Collection[str] | None = None,
+        direct: Collection[str] = (),
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not upstreams:
+            raise ConfigError("no upstream: give -- COMMAND [ARGS...], --upstream-url, --upstream or --config")
+        if jobs is not None and direct:
+            raise ConfigError("give --jobs or --direct, not both")
+        names = [u.name for u in upstreams]
+        if len(set(names)) != len(names) or (len(names) > 1 and "" in names):
+            raise ConfigError("with several upstreams each needs a name of its own (--upstream NAME=COMMAND)")
+        self.server, self.jobs, self.direct = server, jobs, set(direct)
+        self.upstreams = [Upstream(spec, backoff) for spec in upstreams]
+        self.passthrough = PassThrough(self.upstreams)
+        self.mcp: MCPServer[Any] | None = None  # the MCPServer serving now (tools change on it)
+        self.served: dict[int, set[str]] = {}  # per upstream (by index): the tool names the proxy lists
+        server.add_middleware(self.passthrough)
+        server.on_build(self.passthrough.install)
+        server.on_build(self._built)
+        for upstream in self.upstreams:
+            upstream.tools_changed = self.sync_tools
+
+    async def serve(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
+        """Start the upstreams (their first connection must succeed), list their tools, serve; the
+        upstreams are restarted with backoff whenever they exit, and stopped with the proxy."""
+        async with anyio.create_task_group() as tg:
+            for upstream in self.upstreams:
+                await tg.start(upstream.run)
+            self.register_tools()
+            await self.server.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
+            tg.cancel_scope.cancel()
+
+    def run(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
+        configure_logging(self.server.settings.log_level, self.server.settings.log_format)
+        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+    def register_tools(self) -> None:
+        """A job tool (or a direct one) for each upstream tool; unknown names in --jobs/--direct are an error."""
+        for index, upstream in enumerate(self.upstreams):
+            self.served[index] = set()
+            for tool in upstream.tools:
+                name = upstream.spec.prefixed(tool.name)
+                self.served[index].add(name)
+                if self.is_direct(name):
+                    self.server.add_mcp_tool(direct_tool(upstream, tool))
+                else:
+                    self.server.add_spec(job_spec(upstream, tool))
+        listed = set().union(*self.served.values())
+        unknown = sorted((set(self.jobs or ()) | self.direct) - listed)
+        if unknown:
+            names, known = ", ".join(unknown), ", ".join(sorted(listed))
+            raise ConfigError(f"no upstream tool named {names} (the upstreams list: {known})")
+
+    def is_direct(self, name: str) -> bool:
+        return name in self.direct or (self.jobs is not None and name not in self.jobs)
+
+    def _built(self, mcp: MCPServer[Any]) -> None:
+        self.mcp = mcp
+
+    async def sync_tools(self, upstream: Upstream) -> None:
+        """The upstream lists other tools now (its `tools/list_changed`, or a restart): serve the new ones, stop
+        listing the dropped ones (their job specs stay, for jobs still running or recovered later), and tell the
+        clients (`tools/list_changed`)."""
+        if self.mcp is None:
+            return
+        index = self.upstreams.index(upstream)
+        now = {upstream.spec.prefixed(tool.name): tool for tool in upstream.tools}
+        before = self.served.get(index, set())
+        for name, tool in now.items():
+            if name not in before:
+                add_tool_object(self.mcp, self._mcp_tool(upstream, name, tool))
+        for name in before - set(now):
+            self.mcp.remove_tool(name)
+        self.served[index] = set(now)
+        if set(now) != before:
+            await self.passthrough.notify_clients(TOOLS_CHANGED)
+
+    def _mcp_tool(self, upstream: Upstream, name: str, tool: UpstreamTool) -> Tool:
+        if self.is_direct(name):
+            return direct_tool(upstream, tool)
+        spec = self.server.specs[name] = job_spec(upstream, tool)  # a tool back after a while may have changed
+        return job_mcp_tool(self.server.manager, spec)

@@ -1,0 +1,103 @@
+"""The proxy's tools: a job tool per upstream tool (its name, description, input schema and annotations), or,
+for the tools named `--direct`, a tool that forwards the call and answers within the request.
+
+A job calls the upstream tool and its CallToolResult (content, structured content, isError) becomes the job's
+result unchanged. Upstream progress becomes job progress (percent from progress/total, the message as the stage);
+a cancel or a time-out cancels the call, which sends `notifications/cancelled` upstream. A tool annotated
+`idempotentHint: true` is `retry_safe`: interrupted by the upstream's exit (or the proxy's), it runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp_types import CallToolResult, ToolAnnotations
+from mcp_types import Tool as UpstreamTool
+
+from vibe_jobs.context import JobContext
+from vibe_jobs.errors import InvalidArguments, InvalidTransition, StaleWrite
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.server.proxy.schema import SchemaArguments
+from vibe_jobs.server.proxy.upstream import ProgressFn, Upstream
+from vibe_jobs.server.wrap import RawArguments, error_result
+
+
+def job_spec(upstream: Upstream, tool: UpstreamTool) -> JobToolSpec:
+    """The job tool that runs `tool` on `upstream`."""
+    name = upstream.spec.prefixed(tool.name)
+
+    async def run(ctx: JobContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        result = await upstream.call_tool(tool.name, arguments, ctx, job_progress(ctx))
+        return call_result(result)
+
+    return JobToolSpec(
+        name=name,
+        fn=run,
+        description=tool.description or f"{tool.name} on {upstream.spec.label}",
+        retry_safe=idempotent(tool),
+        context_param="ctx",
+        title=tool.title,
+        argument_rule=SchemaArguments(name, tool.input_schema),
+        annotations=annotations_of(tool),
+    )
+
+
+RESULT_FIELDS = ("content", "structuredContent", "isError", "_meta")  # a CallToolResult's own fields
+
+
+def call_result(result: CallToolResult) -> dict[str, Any]:
+    """The upstream's CallToolResult as the job's result: its fields, unchanged (the SDK's wire extras,
+    such as the 2026 `resultType`, are the SDK's business)."""
+    wire = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {key: wire[key] for key in RESULT_FIELDS if key in wire}
+
+
+def job_progress(ctx: JobContext) -> ProgressFn:
+    """Upstream `notifications/progress` -> the job's progress: percent from progress/total, message as stage."""
+
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        percent = max(0.0, min(100.0, progress / total * 100)) if total else None
+        with contextlib.suppress(InvalidTransition, StaleWrite):  # the job ended meanwhile
+            await ctx.progress(percent, message, stage=message)
+
+    return report
+
+
+def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
+    """A tool that forwards the call upstream and answers within the request (`--direct`); upstream progress
+    reaches the caller as progress of its request."""
+    name = upstream.spec.prefixed(tool.name)
+    rule = SchemaArguments(name, tool.input_schema)
+
+    async def handler(ctx: Context, arguments: dict[str, Any]) -> CallToolResult:
+        try:
+            checked = rule.check(arguments)
+        except InvalidArguments as exc:
+            return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
+        conn = await upstream.connection()  # a cancelled request cancels the call: notifications/cancelled upstream
+        return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
+
+    return Tool(
+        fn=handler,
+        name=name,
+        title=tool.title,
+        description=tool.description or f"{tool.name} on {upstream.spec.label}",
+        parameters=rule.schema(),
+        fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=tool.output_schema),
+        is_async=True,
+        context_kwarg="ctx",
+        annotations=tool.annotations,
+    )
+
+
+def idempotent(tool: UpstreamTool) -> bool:
+    return bool(tool.annotations is not None and tool.annotations.idempotent_hint)
+
+
+def annotations_of(tool: UpstreamTool) -> dict[str, Any] | None:
+    value: ToolAnnotations | None = tool.annotations
+    return value.model_dump(mode="json", by_alias=True, exclude_none=True) if value is not None else None

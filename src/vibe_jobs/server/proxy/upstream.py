@@ -1,0 +1,300 @@
+"""One upstream MCP server: its connection (stdio or streamable HTTP) through the real `mcp.Client`, kept alive
+for the proxy's whole life: started with it, restarted with backoff when it exits.
+
+A call made while the connection dies raises `UpstreamExited`. Upstream stderr goes to the proxy's stderr (the
+SDK's stdio transport passes it through); upstream stdout is read as protocol only.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+from anyio.abc import TaskStatus
+from mcp import Client, MCPError, StdioServerParameters, stdio_client
+from mcp.client import ClientRequestContext, Transport
+from mcp.client.session import IncomingMessage
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.message import SessionMessage
+from mcp_types import (
+    CONNECTION_CLOSED,
+    CallToolResult,
+    CreateMessageRequestParams,
+    ElicitRequestParams,
+    ElicitResult,
+    ErrorData,
+    ListRootsResult,
+    LoggingMessageNotificationParams,
+    Tool,
+)
+
+from vibe_jobs.context import JobContext
+from vibe_jobs.logs import get_logger
+from vibe_jobs.server.proxy.config import UpstreamSpec
+from vibe_jobs.server.proxy.talkback import Kind, answer_upstream_request
+
+log = get_logger("vibe_jobs.server.proxy")
+
+ProgressFn = ProgressFnT
+RootsFn = Callable[[], Awaitable[ListRootsResult]]
+
+
+TOOLS_CHANGED = "notifications/tools/list_changed"
+# what the SDK's streamable-HTTP transport answers for a request the server refused at the HTTP level: a 404 on a
+# session (the server forgot it: restarted) or another non-2xx status without a JSON-RPC error in the body
+HTTP_SESSION_LOST = frozenset({"Session terminated", "Server returned an error response"})
+
+
+def notification_method(message: IncomingMessage) -> str | None:
+    """The method of a notification the upstream sent (None for anything else)."""
+    method = getattr(getattr(message, "root", message), "method", None)
+    return method if isinstance(method, str) else None
+
+
+class UpstreamExited(Exception):
+    """interrupted: upstream exited"""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__("interrupted: upstream exited")
+        self.upstream = upstream
+
+
+class UpstreamUnavailable(Exception):
+    """The upstream could not be started at all (the proxy does not start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Restart delays: initial * 2^n, capped; a connection that lived `reset_after` seconds starts over."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    reset_after: float = 60.0
+
+
+@dataclass(slots=True)
+class Connection:
+    client: Client
+    ended: anyio.Event  # set when the upstream's stream ends (the process exited, the transport broke)
+
+
+class Upstream:
+    """A live connection to one upstream server, and the jobs running on it."""
+
+    def __init__(self, spec: UpstreamSpec, backoff: Backoff | None = None, roots: RootsFn | None = None) -> None:
+        self.spec, self.backoff, self.roots = spec, backoff or Backoff(), roots
+        self.conn: Connection | None = None
+        self.tools: list[Tool] = []
+        self.capabilities: Any = None
+        self.restarts = 0
+        self.jobs: set[JobContext] = set()  # running a call now: upstream logs become their diagnostics
+        self.notify: Callable[[IncomingMessage], Awaitable[None]] | None = None  # list_changed and the like
+        self.tools_changed: Callable[[Upstream], Awaitable[None]] | None = None  # its tool list is new
+        self._up = anyio.Event()
+        self._tools_dirty = anyio.Event()
+
+    # -- life ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect; reconnect with backoff whenever the connection ends. Reports started after the first
+        connection (its tool list read); raises UpstreamUnavailable when that first one fails."""
+        delay = self.backoff.initial
+        while True:
+            since = anyio.current_time()
+            try:
+                await self._connect_once(task_status if not self.restarts else None)
+            except Exception as exc:
+                if not self.restarts and self.capabilities is None:  # never connected
+                    raise UpstreamUnavailable(f"upstream {self.spec.label}: cannot start: {_describe(exc)}") from exc
+                log.warning("proxy.upstream_failed", upstream=self.spec.label, error=_describe(exc))
+            if anyio.current_time() - since > self.backoff.reset_after:
+                delay = self.backoff.initial
+            self.restarts += 1
+            log.warning("proxy.upstream_exited", upstream=self.spec.label, restart=self.restarts, restart_in_s=delay)
+            await anyio.sleep(delay)
+            delay = min(self.backoff.maximum, delay * 2)
+
+    async def _connect_once(self, task_status: TaskStatus[None] | None) -> None:
+        ended = anyio.Event()
+        try:
+            async with self._client(ended) as client, anyio.create_task_group() as tg:
+                self.tools = await _all_tools(client)
+                self.capabilities = client.server_capabilities
+                self.conn = Connection(client, ended)
+                self._up.set()
+                log.info("proxy.upstream_started", upstream=self.spec.label, tools=len(self.tools))
+                if task_status is not None:
+                    task_status.started()
+                elif self.tools_changed is not None:  # a restarted upstream may list other tools
+                    await self.tools_changed(self)
+                tg.start_soon(self._follow_tool_changes, client)
+                await ended.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self.conn, self._up = None, anyio.Event()
+
+    async def _follow_tool_changes(self, client: Client) -> None:
+        """On the upstream's `tools/list_changed`, list its tools again and tell `tools_changed`."""
+        while True:
+            await self._tools_dirty.wait()
+            self._tools_dirty = anyio.Event()
+            self.tools = await _all_tools(client)
+            log.info("proxy.upstream_tools_changed", upstream=self.spec.label, tools=len(self.tools))
+            if self.tools_changed is not None:
+                await self.tools_changed(self)
+
+    def _client(self, ended: anyio.Event) -> Client:
+        return Client(
+            _watched(self._transport(), ended),
+            mode="legacy",  # upstreams of every era speak it; the proxy's own clients may use either
+            logging_callback=self._on_log,
+            message_handler=self._on_message,
+            elicitation_callback=self._on_elicit,
+            sampling_callback=self._on_sample,
+            list_roots_callback=self._on_roots if self.roots is not None else None,
+            cache=None,
+        )
+
+    def _transport(self) -> Transport:
+        spec = self.spec
+        if spec.url is not None:
+            http = httpx2.AsyncClient(headers=dict(spec.headers), timeout=httpx2.Timeout(30.0, read=300.0))
+            return _owning(streamable_http_client(spec.url, http_client=http), http)
+        assert spec.command is not None
+        env = dict(spec.env) or None
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
+        return stdio_client(params, errlog=sys.stderr)
+
+    async def connection(self) -> Connection:
+        """The live connection, waiting while the upstream restarts."""
+        while self.conn is None:
+            await self._up.wait()
+        return self.conn
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], ctx: JobContext, progress: ProgressFn
+    ) -> CallToolResult:
+        """Call `name` upstream for the job of `ctx`; UpstreamExited when the upstream dies meanwhile."""
+        conn = await self.connection()
+        self.jobs.add(ctx)
+        try:
+            return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
+        except (MCPError, httpx2.TransportError) as exc:
+            if not (conn.ended.is_set() or self._connection_lost(exc)):
+                raise
+            conn.ended.set()  # connect again (an HTTP connection does not end by itself)
+            raise UpstreamExited(self.spec.label) from None
+        finally:
+            self.jobs.discard(ctx)
+
+    def _connection_lost(self, exc: Exception) -> bool:
+        """The connection is gone, not the call refused: closed, or (HTTP) unreachable, or its session unknown to
+        the server (a restarted upstream), as the SDK's transport reports them."""
+        if isinstance(exc, httpx2.TransportError):
+            return True
+        assert isinstance(exc, MCPError)
+        return exc.code == CONNECTION_CLOSED or (self.spec.url is not None and exc.error.message in HTTP_SESSION_LOST)
+
+    # -- what the upstream sends -----------------------------------------------------------
+
+    async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
+        text = f"upstream {params.level}: {params.data}" + (f" ({params.logger})" if params.logger else "")
+        for ctx in list(self.jobs):
+            ctx.diagnostic(text)
+        log.debug("proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data))
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        if isinstance(message, Exception):
+            return
+        if notification_method(message) == TOOLS_CHANGED:
+            self._tools_dirty.set()  # listed again by _follow_tool_changes: no request from inside the reader
+        elif self.notify is not None:
+            await self.notify(message)
+
+    async def _on_elicit(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        return await self._talkback("elicitation", params)
+
+    async def _on_sample(self, context: ClientRequestContext, params: CreateMessageRequestParams) -> Any:
+        return await self._talkback("sampling", params)
+
+    async def _talkback(self, kind: Kind, params: Any) -> ElicitResult | ErrorData:
+        return await answer_upstream_request(kind, self.spec.label, params, list(self.jobs))
+
+    async def _on_roots(self, context: ClientRequestContext) -> ListRootsResult | ErrorData:
+        assert self.roots is not None
+        return await self.roots()
+
+
+async def _unless_ended(conn: Connection, call: Awaitable[CallToolResult]) -> CallToolResult:
+    """Await `call`, unless the connection ends first (then CONNECTION_CLOSED, as the SDK reports it)."""
+    outcome: CallToolResult | Exception | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await conn.ended.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            outcome = await call
+        except Exception as exc:  # raised below, as itself (not inside the task group's ExceptionGroup)
+            outcome = exc
+        tg.cancel_scope.cancel()
+    if isinstance(outcome, Exception):
+        raise outcome
+    if outcome is None:
+        raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+    return outcome
+
+
+async def _all_tools(client: Client) -> list[Tool]:
+    tools, cursor = [], None
+    while True:
+        page = await client.list_tools(cursor=cursor)
+        tools += page.tools
+        if not (cursor := page.next_cursor):
+            return tools
+
+
+@asynccontextmanager
+async def _watched(transport: Transport, ended: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
+    """`transport`, with `ended` set when its read stream ends (the upstream's stdout closed)."""
+    async with transport as (read, write):
+        send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+
+        async def pump() -> None:
+            try:
+                async with send:
+                    async for item in read:
+                        await send.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+                pass
+            finally:
+                ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pump)
+            try:
+                yield receive, write
+            finally:
+                tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _owning(transport: Transport, http: httpx2.AsyncClient) -> AsyncIterator[tuple[Any, Any]]:
+    async with http, transport as streams:
+        yield streams
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

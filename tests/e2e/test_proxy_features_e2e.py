@@ -1,0 +1,178 @@
+"""`vibe-jobs proxy` options and paths beyond the basic job: several upstreams (prefixed tool names, a Claude
+Desktop config file), `--direct`, time-outs, elicitation declined during a job, roots asked of the client."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp_types import ListRootsResult, Root
+
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT
+from tests.e2e.proxy_fixtures import FAKE, proxy_args, proxy_client, started, temp_tap, texts, until, upstream_command
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def everything() -> list[str]:
+    return upstream_command("everything")
+
+
+@pytest.fixture(scope="module")
+def time_server() -> list[str]:
+    return upstream_command("time")
+
+
+def config_args(path: Path) -> list[str]:
+    return ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--config", str(path)]
+
+
+@pytest.mark.parametrize("kind", ["json", "toml"])
+async def test_several_upstreams_from_a_claude_desktop_config_get_prefixed_tools(
+    kind: str, everything: list[str], time_server: list[str], tmp_path: Path
+) -> None:
+    servers = {"ev": {"command": everything[0], "args": everything[1:]}, "clock": {"command": time_server[0]}}
+    path = tmp_path / f"servers.{kind}"
+    if kind == "json":
+        path.write_text(json.dumps({"mcpServers": servers}))
+    else:
+        path.write_text(
+            f'[mcpServers.ev]\ncommand = "{everything[0]}"\nargs = {json.dumps(everything[1:])}\n'
+            f'[mcpServers.clock]\ncommand = "{time_server[0]}"\n'
+        )
+    async with proxy_client("legacy", config_args(path)) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        echo = started(await client.call_tool("ev.echo", {"message": "prefixed"}))
+        clock = started(await client.call_tool("clock.get_current_time", {"timezone": "UTC"}))
+        echoed, timed = await until(client, echo, ("completed", "failed")), await until(client, clock, ("completed",))
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        prompt = await client.get_prompt("ev.simple-prompt")
+    assert {"ev.echo", "ev.trigger-long-running-operation", "clock.get_current_time", "clock.convert_time"} <= names
+    assert texts(echoed["result"]) == ["Echo: prefixed"]
+    assert '"timezone": "UTC"' in texts(timed["result"])[0]
+    assert "ev.simple-prompt" in prompts
+    assert prompt.messages
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_direct_tools_answer_at_once_and_the_others_stay_jobs(mode: str, everything: list[str]) -> None:
+    async with proxy_client(mode, proxy_args(everything, None, "--direct", "echo,get-sum")) as client:
+        echo = await client.call_tool("echo", {"message": "now"})
+        refused = await client.call_tool("get-sum", {"a": 1})
+        job = await client.call_tool("get-tiny-image", {})
+    assert texts(echo) == ["Echo: now"] and not echo.is_error
+    assert refused.is_error and "'b' is a required property" in texts(refused)[0]
+    started(job)
+
+
+async def test_a_direct_tool_passes_upstream_progress_to_the_request(everything: list[str]) -> None:
+    seen: list[tuple[float, float | None]] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
+
+    args = proxy_args(everything, None, "--direct", "trigger-long-running-operation")
+    async with proxy_client("legacy", args) as client:
+        result = await client.call_tool(
+            "trigger-long-running-operation", {"duration": 2, "steps": 2}, progress_callback=progress
+        )
+    assert texts(result) == ["Long running operation completed. Duration: 2 seconds, Steps: 2."]
+    assert seen and seen[-1] == (2, 2)
+
+
+async def test_an_unknown_name_in_direct_stops_the_proxy_with_the_names_it_has(
+    everything: list[str], tmp_path: Path
+) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(
+        command=sys.executable, args=proxy_args(everything, None, "--direct", "ecko"), env=env, cwd=str(ROOT)
+    )
+    log = tmp_path / "proxy.log"
+    with log.open("w+") as errlog, pytest.raises(Exception):  # noqa: B017 -- the connection ends: any error
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", read_timeout_seconds=20):
+            pass
+    assert "no upstream tool named ecko" in log.read_text()
+
+
+async def test_a_time_out_cancels_the_upstream_call(everything: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "queue.json"
+    config.write_text(json.dumps({"timeoutPolicy": {"defaultTimeoutMs": 1500}}))
+    with temp_tap() as tap:
+        args = proxy_args(everything, tap)
+        async with proxy_client("legacy", args, {"VIBE_JOBS_CONFIG": str(config)}) as client:
+            job_id = started(await client.call_tool("trigger-long-running-operation", {"duration": 30, "steps": 30}))
+            msg = await until(client, job_id, ("completed", "failed", "cancelled"))
+        assert msg["status"] == "failed" and "timed out" in msg["message"]
+        call = next(m for m in tap.received() if m.get("method") == "tools/call")
+        assert any(_cancels(m, call["id"]) for m in tap.received())
+
+
+def _cancels(message: dict[str, Any], request_id: Any) -> bool:
+    params = message.get("params") or {}
+    return message.get("method") == "notifications/cancelled" and params.get("requestId") == request_id
+
+
+async def test_an_elicitation_during_a_job_is_declined_with_a_diagnostic(everything: list[str]) -> None:
+    async with proxy_client("legacy", proxy_args(everything, None)) as client:
+        job_id = started(await client.call_tool("trigger-elicitation-request", {}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    assert any("declined" in t for t in texts(msg["result"]))
+    diagnostics = "\n".join(msg["details"]["diagnostics"])
+    assert "sent an elicitation request during this job" in diagnostics and "it was declined" in diagnostics
+
+
+async def test_the_upstream_asks_the_client_for_its_roots(everything: list[str], tmp_path: Path) -> None:
+    async def roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work/project", name="project")])
+
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(everything, None), env=env, cwd=str(ROOT))
+    log = tmp_path / "proxy.log"
+    with log.open("w+") as errlog:
+        client = Client(stdio_client(params, errlog=errlog), mode="legacy", list_roots_callback=roots)
+        async with client:
+            await client.list_tools()
+            job_id = started(await client.call_tool("get-roots-list", {}))
+            msg = await until(client, job_id, ("completed", "failed"))
+    assert "file:///work/project" in texts(msg["result"])[0]
+
+
+async def test_upstream_log_messages_become_the_running_jobs_diagnostics(everything: list[str]) -> None:
+    async with proxy_client("legacy", proxy_args(everything, None)) as client:
+        toggle = started(await client.call_tool("toggle-simulated-logging", {}))
+        await until(client, toggle, ("completed",))
+        job_id = started(await client.call_tool("trigger-long-running-operation", {"duration": 6, "steps": 3}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    logged = [d for d in msg["details"]["diagnostics"] if d.startswith("upstream ")]
+    assert logged and all("-level message" in d or "level-message" in d for d in logged), msg["details"]
+
+
+async def test_an_upstream_tool_added_at_run_time_becomes_a_job_tool_and_the_client_hears_of_it() -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+            changed.set()
+
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(FAKE, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", message_handler=on_message) as client:
+            assert "late" not in {t.name for t in (await client.list_tools()).tools}
+            grow = started(await client.call_tool("grow", {"name": "late"}))
+            await until(client, grow, ("completed",))
+            with anyio.fail_after(10):
+                await changed.wait()
+            assert "late" in {t.name for t in (await client.list_tools()).tools}
+            late = started(await client.call_tool("late", {}))
+            msg = await until(client, late, ("completed",))
+    assert texts(msg["result"]) == ["late here"]

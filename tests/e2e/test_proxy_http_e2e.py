@@ -1,0 +1,110 @@
+"""`vibe-jobs proxy` over streamable HTTP: the TypeScript SDK's client in front (tests/e2e/ts_client.mjs), and a
+streamable-HTTP upstream behind (`--upstream-url`, `--upstream-header`): the reference server-everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, stop, wait_for_port
+from tests.e2e.proxy_fixtures import started, texts, until, upstream_command
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+LONG_TEXT = "Long running operation completed. Duration: 4 seconds, Steps: 4."
+
+
+@contextmanager
+def running(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **BASE_ENV, **(env or {})}, stdout=subprocess.DEVNULL, stderr=errlog
+        )
+        try:
+            wait_for_port(port, proc, 30)
+            yield proc
+        finally:
+            stop(proc)
+
+
+def proxy_cmd(port: int, *upstream: str) -> list[str]:
+    serve = ["--store", "memory://", "--transport", "streamable-http", "--port", str(port)]
+    return [sys.executable, "-m", "vibe_jobs", "proxy", *serve, *upstream]
+
+
+def test_the_typescript_sdk_client_gets_jobs_through_the_proxy_over_streamable_http() -> None:
+    everything, node = upstream_command("everything"), upstream_command("node")[0]
+    node_modules = upstream_command("node-modules")[0]
+    port = free_port()
+    with running(proxy_cmd(port, "--", *everything), port):
+        run = subprocess.run(
+            [node, str(ROOT / "tests" / "e2e" / "ts_client.mjs"), node_modules, f"http://127.0.0.1:{port}/mcp"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"trigger-long-running-operation", "echo", "get-job-result"} <= set(report["tools"])
+    assert report["answeredMs"] < 1000
+    assert report["job"]["status"] == "completed", report["job"]
+    assert [c["text"] for c in report["job"]["result"]["content"]] == [LONG_TEXT]
+    assert any(0 < p < 100 for p in report["progress"]), report["progress"]
+    refused = report["refused"]  # isError, or (TS SDK 1.32) an McpError: it checks isError results' structuredContent
+    assert refused.get("isError") is True or "output schema" in refused.get("thrown", ""), refused
+    assert report["jobs"] == [report["jobId"]]  # the refused call made no job
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_streamable_http_upstream_with_headers(mode: str) -> None:
+    everything = upstream_command("everything")
+    upstream_port, port = free_port(), free_port()
+    with (
+        running([*everything[:-1], "streamableHttp"], upstream_port, {"PORT": str(upstream_port)}),
+        running(
+            proxy_cmd(
+                port,
+                "--upstream-url",
+                f"http://127.0.0.1:{upstream_port}/mcp",
+                "--upstream-header",
+                "X-Test: proxy",
+            ),
+            port,
+        ),
+    ):
+        async with Client(f"http://127.0.0.1:{port}/mcp", mode=mode, read_timeout_seconds=60) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            job_id = started(await client.call_tool("echo", {"message": "over http"}))
+            msg = await until(client, job_id, ("completed", "failed"))
+    assert "trigger-long-running-operation" in names
+    assert msg["status"] == "completed"
+    assert texts(msg["result"]) == ["Echo: over http"]
+
+
+async def test_a_streamable_http_upstream_that_dies_mid_job_is_connected_again() -> None:
+    everything = upstream_command("everything")
+    upstream_port, port = free_port(), free_port()
+    upstream, env = [*everything[:-1], "streamableHttp"], {"PORT": str(upstream_port)}
+    url = f"http://127.0.0.1:{upstream_port}/mcp"
+    with running(upstream, upstream_port, env) as first, running(proxy_cmd(port, "--upstream-url", url), port):
+        async with Client(f"http://127.0.0.1:{port}/mcp", mode="auto", read_timeout_seconds=60) as client:
+            job_id = started(await client.call_tool("trigger-long-running-operation", {"duration": 4, "steps": 4}))
+            await until(client, job_id, ("running",))
+            first.kill()
+            first.wait(10)
+            with running(upstream, upstream_port, env):
+                msg = await until(client, job_id, ("completed", "failed", "cancelled"), seconds=60)
+                echo = started(await client.call_tool("echo", {"message": "back"}))
+                echoed = await until(client, echo, ("completed", "failed"))
+    # idempotentHint: true -> it ran again, on the new upstream
+    assert msg["status"] == "completed", "\n".join(msg["details"]["diagnostics"])
+    assert texts(msg["result"]) == [LONG_TEXT]
+    assert texts(echoed["result"]) == ["Echo: back"]

@@ -1,0 +1,68 @@
+"""An upstream tool's input schema, enforced before a job exists: the refusals name each problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vibe_jobs.errors import InvalidArguments
+from vibe_jobs.server.proxy.schema import SchemaArguments
+
+SUM: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+    "required": ["a", "b"],
+}
+
+
+def refusal(schema: dict[str, Any], arguments: Any) -> InvalidArguments:
+    with pytest.raises(InvalidArguments) as caught:
+        SchemaArguments("get-sum", schema).check(arguments)
+    return caught.value
+
+
+def test_valid_arguments_pass_unchanged() -> None:
+    assert SchemaArguments("get-sum", SUM).check({"a": 1, "b": 2.5}) == {"a": 1, "b": 2.5}
+
+
+def test_an_unknown_argument_is_refused_with_a_suggestion_although_the_schema_does_not_close_the_object() -> None:
+    exc = refusal(SUM, {"a": 1, "b": 2, "bb": 3})
+    assert "unknown argument 'bb' (did you mean 'b'?)" in str(exc)
+    assert exc.unknown == ["bb"] and exc.accepted == ["a", "b"]
+
+
+def test_missing_and_mistyped_arguments_are_each_named() -> None:
+    text = str(refusal(SUM, {"a": "one"}))
+    assert "a: 'one' is not of type 'number'" in text
+    assert "arguments: 'b' is a required property" in text
+    assert text.startswith("Invalid arguments for 'get-sum'")
+
+
+def test_a_schema_that_opens_the_object_accepts_other_names() -> None:
+    schema = {**SUM, "additionalProperties": True}
+    assert SchemaArguments("get-sum", schema).check({"a": 1, "b": 2, "c": 3}) == {"a": 1, "b": 2, "c": 3}
+
+
+def test_arguments_that_are_not_an_object_are_refused() -> None:
+    assert "arguments must be an object, not list" in str(refusal(SUM, [1, 2]))
+
+
+def test_no_properties_and_an_empty_schema_take_anything_as_an_object() -> None:
+    assert SchemaArguments("t", {}).check({"x": 1}) == {"x": 1}
+    assert SchemaArguments("t", {"type": "object"}).check({}) == {}
+
+
+def test_a_broken_upstream_schema_still_checks_the_shape_and_is_reported() -> None:
+    rule = SchemaArguments("t", {"type": "object", "properties": {"a": {"type": "no-such-type"}}})
+    assert rule.schema_problem is not None
+    assert rule.check({"a": 1}) == {"a": 1}
+
+
+def test_the_listed_schema_is_the_upstreams_own() -> None:
+    assert SchemaArguments("get-sum", SUM).schema() == SUM
+
+
+def test_the_job_function_gets_the_checked_arguments_under_one_name() -> None:
+    assert SchemaArguments("get-sum", SUM).typed({"a": 1, "b": 2}) == {"arguments": {"a": 1, "b": 2}}
