@@ -38,7 +38,7 @@ def add_proxy_parser(sub: Any) -> None:
 
 
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
-    from vibe_jobs.cli.main import with_identity_options, build_server
+    from vibe_jobs.cli.main import build_server, with_identity_options
     from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
 
     try:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,17 @@ def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSe
     hosts = [form for name in names for form in (name, f"{name}:*")]
     origins = [f"{scheme}://{form}" for scheme in ("http", "https") for name in names for form in (name, f"{name}:*")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def dashboard_bearer(setup: AuthSetup) -> Callable[[str], Awaitable[bool]] | None:
+    """Who may open the dashboard when authentication is on: it shows and changes every principal's jobs
+    (an operator's view), so only a token with scope `admin`. None: no authentication (loopback)."""
+    verifier = setup.verifier
+    if verifier is None:
+        return None
+
+    async def is_admin(token: str) -> bool:
+        access = await verifier.verify_token(token)
+        return access is not None and ADMIN_SCOPE in access.scopes
+
+    return is_admin

@@ -69,7 +69,7 @@ class Dashboard:
             learned = stats.learned_durations if stats is not None else None
             view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
             try:
-                self.guard.check_read(request)
+                await self.guard.check_read(request)
                 response = await handler(request, view)
             except Refused as exc:
                 response = _page("Refused", str(exc), view, exc.status)
@@ -127,7 +127,7 @@ class Dashboard:
     async def _check_change(self, request: Request) -> None:
         form = await request.form()
         token = form.get(CSRF_FIELD)
-        self.guard.check_change(request, token if isinstance(token, str) else None)
+        await self.guard.check_change(request, token if isinstance(token, str) else None)
 
 
 def _page(title: str, text: str, view: pages.View, status: int) -> Response:
