@@ -243,7 +243,13 @@ class JobManager:
         return rec.id
 
     async def fire_job(
-        self, tool_name: str, params: Mapping[str, Any], task: TaskSpec | None, schedule_id: str, tick: int
+        self,
+        tool_name: str,
+        params: Mapping[str, Any],
+        task: TaskSpec | None,
+        schedule_id: str,
+        tick: int,
+        principal: str = LOCAL_PRINCIPAL,
     ) -> str | None:
         """Store the job a schedule fires for `tick`, unless that tick fired already (then None): the
         store writes the job and the (schedule, tick) key together (`ScheduleStore.fire`)."""
@@ -251,7 +257,7 @@ class JobManager:
         if not isinstance(store, ScheduleStore):
             raise StoreError(f"the store {store.url} keeps no schedules")
         rec = self._new_record(tool_name, self._check_params(tool_name, params), task, None)
-        rec.schedule_id, rec.tick = schedule_id, tick
+        rec.schedule_id, rec.tick, rec.principal = schedule_id, tick, principal
         return rec.id if await self._add(rec, store.fire) else None
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 
 from vibe_jobs.firing import Misfire, Overlap, Timing, check_cron, next_tick, zone
+from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.models import OperationType, Priority, WireModel
 
 __all__ = ["SCHEDULE_FIELDS", "Misfire", "Overlap", "Schedule", "ScheduleRecord", "ScheduleSpec"]
@@ -74,6 +75,7 @@ class ScheduleRecord:
     last_job_id: str | None = None
     last_tick: int | None = None
     skipped: int = 0  # due ticks passed over (misfires, overlaps) since the schedule was created
+    principal: str = LOCAL_PRINCIPAL  # who created it: its jobs are that principal's (vibe_jobs.identity)
 
     @classmethod
     def from_spec(cls, spec: ScheduleSpec, schedule_id: str, now: int) -> ScheduleRecord:
@@ -127,5 +129,5 @@ class Schedule(WireModel):
 
     @classmethod
     def from_record(cls, rec: ScheduleRecord, last_outcome: str | None = None) -> Schedule:
-        values = {f: getattr(rec, f) for f in SCHEDULE_FIELDS if f not in ("updated_at", "version")}
+        values = {f: getattr(rec, f) for f in SCHEDULE_FIELDS if f not in ("updated_at", "version", "principal")}
         return cls.model_validate({**values, "last_outcome": last_outcome})

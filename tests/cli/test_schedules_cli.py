@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import anyio
+import httpx2 as httpx
 import pytest
 
 from vibe_jobs.cli import main
@@ -61,3 +63,14 @@ def test_an_unknown_schedule_is_one_line_on_stderr(tmp_path: Path, capsys: pytes
     url, _ = filled(tmp_path)
     code, out, err = run(capsys, "schedules", "pause", "nope", "--store", url)
     assert code == 1 and out == "" and err.strip() == "vibe-jobs: No schedule with id 'nope'"
+
+
+def test_the_dashboard_lists_schedules_with_last_and_next_firing(tmp_path: Path) -> None:
+    from tests.cli.test_dashboard_cli import dashboard
+
+    url, sid = filled(tmp_path)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        page = http.get("/").text
+    row = re.search(rf'<tr data-schedule="{sid}">(.*?)</tr>', page)
+    assert row is not None, page[:2000]
+    assert "echo" in row.group(1) and "@daily" in row.group(1) and " UTC" in row.group(1)  # its next firing

@@ -187,3 +187,24 @@ async def test_bad_schedules_are_refused_and_nothing_is_stored(
     with pytest.raises(error, match=words):
         await create(t, **fields)
     assert await t.schedules.store.list_schedules() == []
+
+
+async def test_a_schedule_is_its_creators_and_so_are_its_jobs(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    from vibe_jobs.errors import ScheduleNotFound
+    from vibe_jobs.identity import Viewer
+
+    alice, bob, admin = Viewer("alice"), Viewer("bob"), Viewer("root", admin=True)
+    t = ticker_of(manager)
+    sch = await t.schedules.create(parse_spec({"tool": "echo", "arguments": {"text": "a"}, "everySeconds": 5}), alice)
+    assert [s.schedule_id for s in await t.schedules.list(alice)] == [sch.schedule_id]
+    assert await t.schedules.list(bob) == []
+    assert [s.schedule_id for s in await t.schedules.list(admin)] == [sch.schedule_id]
+    for change in (t.schedules.pause, t.schedules.resume, t.schedules.delete):
+        with pytest.raises(ScheduleNotFound):
+            await change(sch.schedule_id, bob)
+    clock.advance(5)
+    await t.tick()
+    (job,) = await fired(store)
+    assert job.principal == "alice"

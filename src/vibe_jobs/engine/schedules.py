@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vibe_jobs.errors import InvalidSchedule, ScheduleNotFound, StaleWrite, StoreError
+from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
@@ -71,44 +72,52 @@ class Schedules:
             raise InvalidSchedule(f"invalid schedule: {reason}")
         return params
 
-    async def create(self, spec: ScheduleSpec) -> ScheduleRecord:
-        """Check the schedule whole, then store it; nothing is stored when any part is refused."""
+    async def create(self, spec: ScheduleSpec, viewer: Viewer | None = None) -> ScheduleRecord:
+        """Check the schedule whole, then store it (`viewer`'s: its jobs are that principal's); nothing is
+        stored when any part is refused."""
         params = self.check(spec)
         op = spec.operation_type or self.tools[spec.tool].operation_type
         spec = spec.model_copy(update={"arguments": params, "operation_type": op})
         rec = ScheduleRecord.from_spec(spec, _new_id(spec), self.m.now())
+        rec.principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         if rec.next_fire_at is None:
             raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt)")
         await self.store.insert_schedule(rec)
         log.info("schedule.created", schedule_id=rec.schedule_id, tool=rec.tool, next_fire_at=rec.next_fire_at)
         return rec
 
-    async def get(self, schedule_id: str) -> ScheduleRecord:
+    async def get(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
+        """The schedule; one `viewer` may not see answers as an unknown id (no viewer: sees all)."""
         rec = await self.store.get_schedule(schedule_id)
-        if rec is None:
+        if rec is None or (viewer is not None and not viewer.sees(rec.principal)):
             raise ScheduleNotFound(schedule_id)
         return rec
 
-    async def list(self) -> list[Schedule]:
-        """Every schedule with the status of the job it fired last (`lastOutcome`)."""
+    async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
+        """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
         out = []
         for rec in await self.store.list_schedules():
+            if viewer is not None and not viewer.sees(rec.principal):
+                continue
             job = await self.m.store.get(rec.last_job_id) if rec.last_job_id else None
             out.append(Schedule.from_record(rec, job.status.value if job is not None else None))
         return out
 
-    async def pause(self, schedule_id: str) -> ScheduleRecord:
+    async def pause(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
+        await self.get(schedule_id, viewer)
         return await self.change(schedule_id, lambda r: None if r.paused else {"paused": True})
 
-    async def resume(self, schedule_id: str) -> ScheduleRecord:
+    async def resume(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
         """Resume from now: ticks that came due while paused are not fired."""
 
         def plan(r: ScheduleRecord) -> dict[str, Any] | None:
             return {"paused": False, "next_fire_at": r.first_tick(self.m.now())} if r.paused else None
 
+        await self.get(schedule_id, viewer)
         return await self.change(schedule_id, plan)
 
-    async def delete(self, schedule_id: str) -> None:
+    async def delete(self, schedule_id: str, viewer: Viewer | None = None) -> None:
+        await self.get(schedule_id, viewer)
         if not await self.store.delete_schedule(schedule_id):
             raise ScheduleNotFound(schedule_id)
         log.info("schedule.deleted", schedule_id=schedule_id)

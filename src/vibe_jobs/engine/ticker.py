@@ -104,7 +104,7 @@ class Ticker:
     async def _fire(self, rec: ScheduleRecord, tick: int) -> str | None:
         task = TaskSpec(priority=Priority(rec.priority), operation_type=_op(rec.operation_type))
         try:
-            job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick)
+            job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick, rec.principal)
         except JobError as exc:  # refused by admission (queue full, resources): this tick is lost
             log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
             return None

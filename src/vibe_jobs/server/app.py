@@ -54,7 +54,13 @@ def build_mcp(
     job_tools = {spec_name: job_mcp_tool(manager, spec, identity) for spec_name, spec in specs.items()}
     schedules = Schedules(manager, specs)
     control = ControlTools(manager, specs, identity, schedules)
-    tools = [*job_tools.values(), *plain_tools, *EXTRA_TOOLS, *control.tools(), *ScheduleTools(schedules).tools()]
+    tools = [
+        *job_tools.values(),
+        *plain_tools,
+        *EXTRA_TOOLS,
+        *control.tools(),
+        *ScheduleTools(schedules, identity).tools(),
+    ]
     tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
         name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,

@@ -197,7 +197,7 @@ class ControlTools:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
         stats = await self.m.statistics(self.identity.viewer())
         if self.schedules is not None:
-            stats = stats.model_copy(update={"schedules": await self.schedules.list()})
+            stats = stats.model_copy(update={"schedules": await self.schedules.list(self.identity.viewer())})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
         for s in stats.schedules:

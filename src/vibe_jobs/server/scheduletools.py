@@ -14,6 +14,7 @@ from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.firing import Misfire, Overlap
 from vibe_jobs.models import OperationType, Priority
 from vibe_jobs.schedules import Schedule, ScheduleRecord
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.wrap import error_result, job_error_result
 
 ScheduleId = Annotated[str, Field(description="The scheduleId schedule-job returned.")]
@@ -45,8 +46,11 @@ def _line(s: dict[str, Any]) -> str:
 
 
 class ScheduleTools:
-    def __init__(self, schedules: Schedules) -> None:
-        self.s = schedules
+    """The schedule tools; each call acts for the caller (`identity`): a schedule of another principal
+    answers as an unknown id, and the jobs a schedule fires are its creator's."""
+
+    def __init__(self, schedules: Schedules, identity: Identity | None = None) -> None:
+        self.s, self.identity = schedules, identity or Identity()
 
     async def schedule_job(
         self,
@@ -78,30 +82,30 @@ class ScheduleTools:
                  "timezone": timezone, "startAt": startAt, "endAt": endAt, "misfire": misfire,
                  "maxCatchUp": maxCatchUp, "overlap": overlap, "priority": priority, "operationType": operationType}
             )  # fmt: skip
-            return _answer(await self.s.create(spec), "created")
+            return _answer(await self.s.create(spec, self.identity.viewer()), "created")
 
         return await _guarded(create)
 
     async def list_schedules(self) -> CallToolResult:
         """Every schedule: its timing, last and next firing, and the outcome of its last job."""
-        schedules = [s.wire() for s in await self.s.list()]
+        schedules = [s.wire() for s in await self.s.list(self.identity.viewer())]
         lines = [_line(s) for s in schedules]
         return CallToolResult(content=[_text("\n".join(lines) or "no schedules")],
                               structured_content={"schedules": schedules})  # fmt: skip
 
     async def pause_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Pause a schedule: it fires nothing until resumed."""
-        return await _guarded(lambda: self._then(self.s.pause(scheduleId), "paused"))
+        return await _guarded(lambda: self._then(self.s.pause(scheduleId, self.identity.viewer()), "paused"))
 
     async def resume_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Resume a paused schedule from now (ticks that came due while paused are not fired)."""
-        return await _guarded(lambda: self._then(self.s.resume(scheduleId), "resumed"))
+        return await _guarded(lambda: self._then(self.s.resume(scheduleId, self.identity.viewer()), "resumed"))
 
     async def delete_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Delete a schedule: it fires no more (jobs it fired already are kept)."""
 
         async def delete() -> CallToolResult:
-            await self.s.delete(scheduleId)
+            await self.s.delete(scheduleId, self.identity.viewer())
             return CallToolResult(content=[_text(f"Schedule {scheduleId} deleted.")],
                                   structured_content={"scheduleId": scheduleId, "deleted": True})  # fmt: skip
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
@@ -28,6 +29,7 @@ from vibe_jobs.server.http.health import healthz, readyz_endpoint
 from vibe_jobs.server.http.live import events_endpoint
 from vibe_jobs.server.http.prom import metrics_endpoint
 from vibe_jobs.states import JobStatus
+from vibe_jobs.store.base import ScheduleStore
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -89,7 +91,10 @@ class Dashboard:
         if self._stats_cache is not None and now - self._stats_at < STATS_TTL_MS:
             return self._stats_cache
         try:
-            self._stats_cache, self._stats_at = await self.m.statistics(), now
+            stats = await self.m.statistics()
+            if isinstance(self.m.store, ScheduleStore):
+                stats = stats.model_copy(update={"schedules": await Schedules(self.m, {}).list()})
+            self._stats_cache, self._stats_at = stats, now
         except JobError:
             return None  # the store is down: pages say so through their own errors, /readyz says why
         return self._stats_cache

@@ -134,13 +134,32 @@ def jobs_page(page: JobPage, view: View, status: str | None, tool: str | None, t
         more = f'<p><a class="next" rel="next" href="/?{e(query)}">Older jobs →</a></p>'
     live = "1" if not status and not tool else "0"
     body = (
-        f"<h1>Jobs</h1>{summary(view.stats)}{learned_table(view.learned)}{filters(status, tool, tools)}"
+        f"<h1>Jobs</h1>{summary(view.stats)}{schedules_table(view.stats)}{learned_table(view.learned)}"
+        f"{filters(status, tool, tools)}"
         f'<table id="jobs" data-live-insert="{live}"><caption class="sr">Jobs, newest first</caption><thead><tr>'
         '<th scope="col">Status</th><th scope="col">Tool</th><th scope="col">Priority</th>'
         '<th scope="col">Progress</th><th scope="col">Age / ran</th><th scope="col">Attempt</th>'
         f"</tr></thead><tbody>{rows}</tbody></table>{more}"
     )
     return layout("Jobs", body, view)
+
+
+def schedules_table(stats: Statistics | None) -> str:
+    """The schedules, with their last and next firing and the outcome of the job each fired last."""
+    if stats is None or not stats.schedules:
+        return ""
+    rows = "".join(
+        f'<tr data-schedule="{e(s.schedule_id)}"><td>{e(s.schedule_id)}</td><td>{e(s.tool)}</td>'
+        f"<td>{e(s.cron or f'every {s.every_seconds:g} s')}{' (paused)' if s.paused else ''}</td>"
+        f"<td>{e(when(s.last_fired_at))}</td><td>{e(s.last_outcome)}</td><td>{e(when(s.next_fire_at))}</td></tr>"
+        for s in stats.schedules
+    )
+    return (
+        '<details class="schedules" open><summary>Schedules</summary><table id="schedules"><thead><tr>'
+        '<th scope="col">Schedule</th><th scope="col">Tool</th><th scope="col">When</th>'
+        '<th scope="col">Last fired</th><th scope="col">Last outcome</th><th scope="col">Next</th>'
+        f"</tr></thead><tbody>{rows}</tbody></table></details>"
+    )
 
 
 def learned_table(learned: Mapping[str, Mapping[str, float]] | None) -> str:

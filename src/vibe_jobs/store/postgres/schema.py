@@ -177,7 +177,10 @@ _V8 = [
 # i19-talkback: the question a running job waits on (elicitation, sampling), kept across restarts.
 _V9 = ["ALTER TABLE jobs ADD COLUMN waiting_for JSON"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
+# i18-schedules: the principal a schedule belongs to (schedules from before belong to the local principal).
+_V10 = ["ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,39 @@
+"""Schedules over authenticated HTTP (both eras): a schedule is its creator's. Another principal does not
+see it (list-schedules, job-stats) and pausing or deleting it answers as an unknown id; the jobs it fires
+are the creator's (listed for alice, not for bob)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.e2e.conftest import MODES
+from tests.e2e.test_identity_e2e import ALICE, BOB, client_as, serve
+from tests.e2e.test_jobs_e2e import structured, texts
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.parametrize("mode", MODES)]
+
+
+async def test_a_schedule_and_its_jobs_are_its_creators(tmp_path: Path, mode: str) -> None:
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            made = await alice.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "a"},
+                                                          "everySeconds": 1})  # fmt: skip
+            assert not made.is_error, texts(made)
+            sid = structured(made)["scheduleId"]
+            assert structured(await bob.call_tool("list-schedules", {}))["schedules"] == []
+            assert structured(await bob.call_tool("job-stats", {}))["schedules"] == []
+            for tool in ("pause-schedule", "resume-schedule", "delete-schedule"):
+                refused = await bob.call_tool(tool, {"scheduleId": sid})
+                assert refused.is_error and f"No schedule with id '{sid}'" in texts(refused)
+            jobs: list[dict[str, Any]] = []
+            with anyio.fail_after(10):
+                while not jobs:
+                    listed = structured(await alice.call_tool("list-jobs", {"toolName": "echo"}))["jobs"]
+                    jobs = [j for j in listed if j.get("scheduleId") == sid]
+            bobs = structured(await bob.call_tool("list-jobs", {"toolName": "echo"}))["jobs"]
+            assert [j for j in bobs if j.get("scheduleId") == sid] == []
+            assert not (await alice.call_tool("delete-schedule", {"scheduleId": sid})).is_error
