@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-all lint typecheck unit conformance bench bench-hang-demo bench-publish faults faults-ci clean
+.PHONY: run test test-all lint typecheck unit conformance bench bench-hang-demo bench-publish faults faults-ci fuzz fuzz-ci model clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,22 @@ faults: $(STAMP)
 
 faults-ci: $(STAMP)
 	RUN_SLOW=1 $(BIN)/pytest -q -s tests/faults/test_faults.py
+
+# Property-based fuzzing of the real server (tests/e2e/test_fuzz.py: every tool's arguments, raw JSON-RPC frames,
+# stdio and HTTP). `make test` runs 60 fixed examples per property; `make fuzz` runs EXAMPLES fresh ones;
+# `make fuzz-ci` is the bounded profile (about a minute and a half, fixed examples) that .ci/run runs.
+EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	VIBE_JOBS_FUZZ_EXAMPLES=$(EXAMPLES) VIBE_JOBS_FUZZ_RANDOM=1 $(BIN)/pytest -q tests/e2e/test_fuzz.py
+
+fuzz-ci: $(STAMP)
+	VIBE_JOBS_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/e2e/test_fuzz.py
+
+# The model-based test of the job core (tests/engine/test_model.py) on every store, MODEL_EXAMPLES generated
+# histories per store (`make test` runs a fast profile; .ci/run a bounded one). A failure prints its steps.
+MODEL_EXAMPLES ?= 2000
+model: $(STAMP)
+	VIBE_JOBS_MODEL_EXAMPLES=$(MODEL_EXAMPLES) $(BIN)/pytest -q tests/engine/test_model.py --hypothesis-show-statistics
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

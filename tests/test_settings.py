@@ -75,12 +75,24 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_MAX_PENDING": ("10", "max_pending", 10),
     "VIBE_JOBS_LEASE_SECONDS": ("5", "lease_ms", 5000),
     "VIBE_JOBS_AGING_SECONDS": ("0.5", "aging_ms", 500),
+    "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("0.2", "progress_keepalive_ms", 200),
+    "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("90", "question_timeout_ms", 90_000),
     "VIBE_JOBS_LOG_LEVEL": ("WARNING", "log_level", "warning"),
     "VIBE_JOBS_LOG_FORMAT": ("json", "log_format", "json"),
     "VIBE_JOBS_TOOLS": (" codemap, run-command ,,", "tools", ("codemap", "run-command")),
     "VIBE_JOBS_ROOTS": ("/a:/b", "roots", "/a:/b"),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
     "VIBE_JOBS_COMMAND_ENV": ("CI,GOFLAGS", "command_env", "CI,GOFLAGS"),
+    "VIBE_JOBS_AUTH_TOKENS": ("/etc/vibe/tokens", "auth_tokens", "/etc/vibe/tokens"),
+    "VIBE_JOBS_AUTH_JWKS": ("https://idp/jwks", "auth_jwks", "https://idp/jwks"),
+    "VIBE_JOBS_AUTH_ISSUER": ("https://idp", "auth_issuer", "https://idp"),
+    "VIBE_JOBS_AUTH_AUDIENCE": ("https://jobs/mcp", "auth_audience", "https://jobs/mcp"),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("jobs.example, 10.0.0.5", "allowed_hosts", ("jobs.example", "10.0.0.5")),
+    "VIBE_JOBS_QUOTA_PENDING": ("10", "quota_pending", 10),
+    "VIBE_JOBS_QUOTA_RUNNING": ("2", "quota_running", 2),
+    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
+    "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
 }
 
 
@@ -129,6 +141,11 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("JOB_MANAGER_MAX_RETENTION", "-5"),
         ("VIBE_JOBS_LOG_LEVEL", "verbose"),
         ("VIBE_JOBS_LOG_FORMAT", "xml"),
+        ("VIBE_JOBS_QUOTA_PENDING", "0"),
+        ("VIBE_JOBS_QUOTA_RUNNING", "many"),
+        ("VIBE_JOBS_QUOTA_PARAMS_BYTES", "-1"),
+        ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
+        ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
@@ -151,6 +168,7 @@ def test_the_error_says_what_is_expected() -> None:
 COUNTS = {
     "max_concurrent",
     "max_params_bytes",
+    "max_result_bytes",
     "max_pending",
     "poll_factor",
 }  # numbers that are no duration
@@ -160,6 +178,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     durations = {f.name for f in fields(Settings) if f.type in ("int", "float") and f.name not in COUNTS}
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
+        "progress_keepalive_ms", "question_timeout_ms",
     }  # fmt: skip
 
 

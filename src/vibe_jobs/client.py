@@ -13,6 +13,13 @@ Paths, best first:
 3. the jobId protocol, reading `get-job-result` at each `pollingRecommendation`.
 A plain tool (whose answer is no job) returns its result directly.
 
+A job may ask a question while it runs (`JobContext.elicit` / `sample`): `on_elicit(message, requestedSchema)`
+answers an elicitation with `{action, content}`, `on_sample(params)` a sampling request (CreateMessage params)
+with the reply's text or a CreateMessageResult. On the tasks extension they answer the task's `inputRequests`
+with `tasks/update`; on the jobId protocol they answer the `waitingFor` of get-job-result with `answer-job`.
+(A client built with an `elicitation_callback` / `sampling_callback` on a 2025-11-25 connection is asked on
+its long-poll directly, before any of this.) Without the callback a question waits for someone else.
+
 `on_started` and `on_status` let a caller show more than progress (the `vibe-jobs call` command is one):
 the job's immediate answer, and every status message get-job-result gives on the way.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import anyio
@@ -36,6 +44,8 @@ from vibe_jobs.states import FINAL
 
 __all__ = [
     "TASKS_EXTENSION",
+    "OnElicit",
+    "OnSample",
     "TaskHandle",
     "TasksClientExtension",
     "WireResult",
@@ -53,7 +63,39 @@ TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # Their answers may name a job (get-job-result, cancel-job) but start none.
 CONTROL_TOOLS = frozenset({GET_JOB_RESULT, "cancel-job", "list-jobs", "job-stats"})
 MessageFn = Callable[[dict[str, Any]], Awaitable[None]]
+OnElicit = Callable[[str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
+OnSample = Callable[[dict[str, Any]], Awaitable[str | Mapping[str, Any]]]
+ELICIT, SAMPLE = "elicitation/create", "sampling/createMessage"
 _on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
+_answerer: ContextVar[Answerer | None] = ContextVar("vibe_jobs_task_answerer", default=None)
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """The caller's answers to a job's questions (either callback may be missing)."""
+
+    on_elicit: OnElicit | None = None
+    on_sample: OnSample | None = None
+
+    def can(self, method: str) -> bool:
+        return (self.on_elicit if method == ELICIT else self.on_sample if method == SAMPLE else None) is not None
+
+    async def answer(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The response to one question, in its MCP result shape (ElicitResult, CreateMessageResult)."""
+        if method == ELICIT and self.on_elicit is not None:
+            reply = dict(
+                await self.on_elicit(str(params.get("message", "")), dict(params.get("requestedSchema") or {}))
+            )
+            return {
+                "action": reply.get("action", "accept"),
+                **({"content": reply["content"]} if "content" in reply else {}),
+            }
+        if method == SAMPLE and self.on_sample is not None:
+            result = await self.on_sample(dict(params))
+            if isinstance(result, str):
+                return {"role": "assistant", "content": {"type": "text", "text": result}, "model": "unknown"}
+            return dict(result)
+        raise MCPError(code=-32603, message=f"no callback answers {method}")
 
 
 class TaskHandle(Result):
@@ -92,6 +134,15 @@ class CancelTaskRequest(Request[TaskIdParams, Literal["tasks/cancel"]]):
     name_param = "taskId"
 
 
+class UpdateTaskParams(TaskIdParams):
+    input_responses: dict[str, Any]
+
+
+class UpdateTaskRequest(Request[UpdateTaskParams, Literal["tasks/update"]]):
+    method: Literal["tasks/update"] = "tasks/update"
+    name_param = "taskId"
+
+
 class TasksClientExtension(ClientExtension):
     """Declare `io.modelcontextprotocol/tasks` and resolve task handles by polling `tasks/get`.
 
@@ -104,7 +155,7 @@ class TasksClientExtension(ClientExtension):
         return [ResultClaim(result_type="task", model=TaskHandle, resolve=self._resolve)]
 
     async def _resolve(self, handle: TaskHandle, ctx: ClaimContext) -> CallToolResult:
-        return await follow_task(ctx.session, handle, _on_progress.get())
+        return await follow_task(ctx.session, handle, _on_progress.get(), _answerer.get())
 
 
 def tasks_supported(client: Client) -> bool:
@@ -123,19 +174,24 @@ async def call_and_wait(
     on_started: MessageFn | None = None,
     on_status: MessageFn | None = None,
     include_details: bool = False,
+    on_elicit: OnElicit | None = None,
+    on_sample: OnSample | None = None,
 ) -> CallToolResult:
     """Call `tool` and return its final CallToolResult (a job's result once the job has finished).
+    `on_elicit` and `on_sample` answer the questions the job asks on the way (see the module's text).
 
     On the jobId protocol, `on_started` gets the job's immediate answer (its structuredContent: jobId,
     pollingRecommendation ...) before the job is followed, and `on_status` every get-job-result status
     message (a JobStatusMessage, with details when `include_details`), the final one included. The tasks
     extension reads no status messages: neither is called there.
     """
-    token = _on_progress.set(on_progress)
-    try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads _on_progress
+    answerer = Answerer(on_elicit, on_sample)
+    token, asked = _on_progress.set(on_progress), _answerer.set(answerer)
+    try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads the context vars
         result = await client.call_tool(tool, dict(args or {}), progress_callback=on_progress)
     finally:
         _on_progress.reset(token)
+        _answerer.reset(asked)
     started = job_started(tool, result)
     if started is None:
         return result
@@ -143,21 +199,27 @@ async def call_and_wait(
         await on_started(started)
     wait = wait_seconds if await supports_long_poll(client) else 0
     return await follow_job(
-        client, started["jobId"], started, on_progress, wait, on_status=on_status, include_details=include_details
-    )
+        client, started["jobId"], started, on_progress, wait,
+        on_status=on_status, include_details=include_details, answerer=answerer,
+    )  # fmt: skip
 
 
 # -- the tasks extension ---------------------------------------------------------------------
 
 
-async def follow_task(session: ClientSession, handle: TaskHandle, on_progress: ProgressFn | None) -> CallToolResult:
-    """Poll `tasks/get` until the task is terminal; a cancelled caller cancels the task."""
+async def follow_task(
+    session: ClientSession, handle: TaskHandle, on_progress: ProgressFn | None, answerer: Answerer | None = None
+) -> CallToolResult:
+    """Poll `tasks/get` until the task is terminal; a cancelled caller cancels the task. An `input_required`
+    task's `inputRequests` are answered by `answerer` with `tasks/update`."""
     task: dict[str, Any] = handle.model_dump(by_alias=True, exclude_none=True)
     task_id = handle.task_id
     reporter = Reporter(on_progress)
     try:
-        while (final := terminal_result(task)) is None:
-            if task.get("status") not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
+        while (final := terminal_result(task, answerer)) is None:
+            if task.get("status") == "input_required" and answerer is not None:
+                await answer_task(session, task_id, task.get("inputRequests") or {}, answerer)
+            elif task.get("status") not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
                 await reporter.report(_task_percent(task), task.get("statusMessage"))
                 await anyio.sleep(_interval_ms(task.get("pollIntervalMs")) / 1000)
             request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
@@ -169,7 +231,15 @@ async def follow_task(session: ClientSession, handle: TaskHandle, on_progress: P
     return final
 
 
-def terminal_result(task: Mapping[str, Any]) -> CallToolResult | None:
+async def answer_task(session: ClientSession, task_id: str, requests: Mapping[str, Any], answerer: Answerer) -> None:
+    responses = {}
+    for key, request in requests.items():
+        responses[key] = await answerer.answer(str(request.get("method")), request.get("params") or {})
+    update = UpdateTaskRequest(params=UpdateTaskParams(task_id=task_id, input_responses=responses))
+    await session.send_request(update, WireResult)
+
+
+def terminal_result(task: Mapping[str, Any], answerer: Answerer | None = None) -> CallToolResult | None:
     """The CallToolResult a terminal DetailedTask stands for; None while it is not (yet) one."""
     status = task.get("status")
     if status == "completed" and isinstance(task.get("result"), dict):
@@ -179,9 +249,14 @@ def terminal_result(task: Mapping[str, Any]) -> CallToolResult | None:
     if status == "cancelled":
         text = task.get("statusMessage") or "Task cancelled"
         return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-    if status == "input_required":
+    if status == "input_required" and not _answerable(task, answerer):
         raise MCPError(code=-32603, message="the task needs input (inputRequests), which call_and_wait cannot give")
     return None
+
+
+def _answerable(task: Mapping[str, Any], answerer: Answerer | None) -> bool:
+    requests = task.get("inputRequests") or {}
+    return answerer is not None and all(answerer.can(str(r.get("method"))) for r in requests.values())
 
 
 def _task_percent(task: Mapping[str, Any]) -> float | None:
@@ -221,18 +296,22 @@ async def follow_job(
     *,
     on_status: MessageFn | None = None,
     include_details: bool = False,
+    answerer: Answerer | None = None,
 ) -> CallToolResult:
-    """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished."""
+    """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished;
+    a question the job waits on (`waitingFor`) is answered with answer-job when `answerer` can."""
     reporter = Reporter(on_progress)
     while True:
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
-        if wait_seconds > 0:
+        question = last.get("waitingFor")
+        if question and answerer is not None and answerer.can(_METHODS.get(question.get("kind"), "")):
+            await answer_job(client, job_id, question, answerer)
+            question = None
+        if wait_seconds > 0 and not question:  # (a question nobody here answers: read at the recommendation)
             reply = await client.call_tool(
-                GET_JOB_RESULT,
-                {**args, "waitSeconds": wait_seconds},
-                read_timeout_seconds=wait_seconds + 30,
-                progress_callback=on_progress,
-            )
+                GET_JOB_RESULT, {**args, "waitSeconds": wait_seconds},
+                read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress,
+            )  # fmt: skip
         else:
             await anyio.sleep(_recommended_ms(last) / 1000)
             reply = await client.call_tool(GET_JOB_RESULT, args)
@@ -248,6 +327,26 @@ async def follow_job(
         elif msg.get("rateLimited"):  # never for a long-poll by the rule; a server may still say so
             await anyio.sleep(_recommended_ms(msg) / 1000)
         last = msg
+
+
+_METHODS = {"elicitation": ELICIT, "sampling": SAMPLE}
+
+
+async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer) -> None:
+    """Answer a job's `waitingFor` with answer-job (a refused answer is reported, and the job asks again)."""
+    method = _METHODS[question["kind"]]
+    params = {k: v for k, v in question.items() if k not in ("requestId", "kind")}
+    reply = await answerer.answer(method, params)
+    args: dict[str, Any] = {"jobId": job_id, "action": reply.get("action", "accept")}
+    if args["action"] == "accept":
+        args["answer"] = reply.get("content") if method == ELICIT else reply
+    result = await client.call_tool("answer-job", args)
+    if result.is_error:
+        raise MCPError(code=-32602, message=first_text(result) or "answer-job refused the answer")
+
+
+def first_text(result: CallToolResult) -> str | None:
+    return next((b.text for b in result.content if isinstance(b, TextContent)), None)
 
 
 def _recommended_ms(msg: Mapping[str, Any]) -> int:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 import anyio.lowlevel
+from pydantic import BaseModel
+
+from vibe_jobs.questions import Elicitation, Sample, elicit_request, elicitation, sample, sample_request
 
 if TYPE_CHECKING:
     from vibe_jobs.manager import JobManager
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class JobContext:
@@ -22,6 +27,9 @@ class JobContext:
         self.child_cpu_seconds = 0.0
         self.child_peak_memory_mb = 0.0
         self._pending_diagnostics: list[str] = []
+        # told True when the job starts waiting for an answer and False when it stops (the executor
+        # stops the job's time-out clock meanwhile)
+        self.on_wait: Callable[[bool], None] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -44,15 +52,9 @@ class JobContext:
         """Report progress (0-100) with an optional stage and progress within the stage."""
         diagnostic = self._take_diagnostics()
         await self.manager.update_progress(
-            self.job_id,
-            percent,
-            message,
-            stage=stage,
-            sub_progress=sub_progress,
-            diagnostic=diagnostic,
-            metadata=metadata,
-            attempt=self.attempt,
-        )
+            self.job_id, percent, message, stage=stage, sub_progress=sub_progress,
+            diagnostic=diagnostic, metadata=metadata, attempt=self.attempt,
+        )  # fmt: skip
 
     def diagnostic(self, text: str) -> None:
         """Add a diagnostic line; it is stored with the next progress update or the result."""
@@ -74,3 +76,58 @@ class JobContext:
         """Count a child process's CPU time and peak memory into this job's metrics."""
         self.child_cpu_seconds += cpu_seconds
         self.child_peak_memory_mb = max(self.child_peak_memory_mb, peak_memory_mb)
+
+    # -- questions -----------------------------------------------------------------------------
+
+    @overload
+    async def elicit(
+        self, message: str, schema: type[M], *, timeout_seconds: float | None = None
+    ) -> Elicitation[M]: ...
+
+    @overload
+    async def elicit(
+        self, message: str, schema: Mapping[str, Any], *, timeout_seconds: float | None = None
+    ) -> Elicitation[BaseModel]: ...
+
+    async def elicit(
+        self, message: str, schema: type[BaseModel] | Mapping[str, Any], *, timeout_seconds: float | None = None
+    ) -> Elicitation[Any]:
+        """Ask the person behind the client: `schema` is a pydantic model or a flat JSON object schema of
+        primitives (elicitation allows nothing else). The job waits (status running, `waitingFor` set)
+        until someone answers, declines or cancels, or `timeout_seconds` pass (default: the
+        question_timeout setting): each is a value of the answer's `action`. Waiting does not count
+        against the job's own time-out."""
+        answer = await self._ask(elicit_request(message, schema), timeout_seconds)
+        return elicitation(answer, schema if isinstance(schema, type) else None)
+
+    async def sample(
+        self,
+        messages: str | Sequence[str | Mapping[str, Any]],
+        *,
+        max_tokens: int,
+        system: str | None = None,
+        temperature: float | None = None,
+        stop_sequences: Sequence[str] | None = None,
+        model_preferences: Mapping[str, Any] | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Sample:
+        """Ask the client's model (MCP sampling): `messages` a string, or strings and
+        `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline or timeout."""
+        request = sample_request(
+            messages, max_tokens=max_tokens, system=system, temperature=temperature,
+            stop_sequences=stop_sequences, model_preferences=model_preferences,
+        )  # fmt: skip
+        return sample(await self._ask(request, timeout_seconds))
+
+    async def _ask(self, request: dict[str, Any], timeout_seconds: float | None) -> dict[str, Any] | None:
+        seconds = timeout_seconds if timeout_seconds is not None else self.manager.settings.question_timeout_ms / 1000
+        key = await self.manager.ask(self.job_id, request, attempt=self.attempt)
+        self._waiting(True)
+        try:
+            return await self.manager.await_answer(self.job_id, key, seconds, attempt=self.attempt)
+        finally:
+            self._waiting(False)
+
+    def _waiting(self, waiting: bool) -> None:
+        if self.on_wait is not None:
+            self.on_wait(waiting)

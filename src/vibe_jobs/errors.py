@@ -66,6 +66,19 @@ class ParamsTooLarge(InvalidParams):
         super().__init__(f"params are {size} bytes serialised; the limit is {limit} bytes")
 
 
+class QuotaExceeded(JobError):
+    """The caller's principal is at one of its quotas; no job was created."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, principal: str, what: str, used: int, limit: int, setting: str) -> None:
+        self.principal, self.what, self.used, self.limit, self.setting = principal, what, used, limit, setting
+        super().__init__(
+            f"quota exceeded: principal '{principal}' has {used} {what}, the limit is {limit} ({setting}); "
+            "no job was created"
+        )
+
+
 class InvalidArguments(InvalidParams):
     """The arguments do not match the job tool's parameters."""
 
@@ -163,6 +176,12 @@ class DuplicateJob(StoreError):
     """A job with this id exists already."""
 
 
+class NotWaiting(JobError):
+    """The job is not waiting for this answer (it asked nothing, was answered already, or moved on)."""
+
+    code = "job_not_waiting"
+
+
 class StaleWrite(JobError):
     """The job changed under this writer (its version or attempt no longer matches).
 
@@ -177,3 +196,19 @@ class ConfigError(JobError):
     """A setting has an invalid value."""
 
     code = "config_error"
+
+
+class ScheduleNotFound(JobError):
+    """No schedule with that id."""
+
+    code = "schedule_not_found"
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"No schedule with id '{schedule_id}'", schedule_id=schedule_id)
+
+
+class InvalidSchedule(InvalidParams):
+    """The schedule is not acceptable (its timing, timezone, tool or arguments)."""
+
+    code = "invalid_schedule"

@@ -42,6 +42,8 @@ class JobToolSpec:
     # ends what a run interrupted by a crash left behind (its processes), from the job's detail metadata;
     # recovery calls it before the job is failed or requeued
     on_interrupted: Callable[[Mapping[str, Any] | None], Awaitable[object]] | None = None
+    # a cron expression: the tool also runs on this schedule (no arguments), declared at start-up
+    schedule: str | None = None
     arguments: Arguments = field(init=False, repr=False)
     # the arguments rule when it is not the function's signature (a proxied tool's JSON schema)
     argument_rule: Arguments | None = field(default=None, repr=False)
@@ -102,6 +104,7 @@ def job_tool(
     max_retries: int | None = None,
     retry: RetryPolicy | None = None,
     max_concurrent: int | None = None,
+    schedule: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -117,21 +120,18 @@ def job_tool(
     max_retries: int | None = None,
     retry: RetryPolicy | None = None,
     max_concurrent: int | None = None,
+    schedule: str | None = None,
 ) -> Any:
-    """Mark a function as a job tool (usable bare, `@job_tool`, or with options)."""
+    """Mark a function as a job tool (usable bare, `@job_tool`, or with options). `schedule` (a cron
+    expression, read in UTC) also runs it on that schedule, with no arguments: the schedule is created
+    or updated when a server or worker starts (`vibe_jobs.engine.schedules.Schedules.declare`)."""
 
     def mark(f: F) -> F:
         spec = make_spec(
-            f,
-            name=name,
-            description=description,
-            operation_type=operation_type,
-            timeout=timeout,
-            retry_safe=retry_safe,
-            max_retries=max_retries,
-            retry=retry,
-            max_concurrent=max_concurrent,
-        )
+            f, name=name, description=description, operation_type=operation_type, timeout=timeout,
+            retry_safe=retry_safe, max_retries=max_retries, retry=retry, max_concurrent=max_concurrent,
+            schedule=schedule,
+        )  # fmt: skip
         REGISTRY[spec.name] = spec
         return f
 

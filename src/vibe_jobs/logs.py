@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from vibe_jobs.redact import MASK, is_secret, redact_params, redact_urls_in
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _level = logging.INFO
@@ -26,6 +29,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            redact_event,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -35,6 +39,18 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: secret-named fields, secrets inside params, URL passwords become `***`."""
+    for key, value in event.items():
+        if key != "event" and is_secret(key):
+            event[key] = MASK
+        elif isinstance(value, dict):
+            event[key] = redact_params(value)
+        elif isinstance(value, str) and "@" in value and "://" in value:
+            event[key] = redact_urls_in(value)
+    return event
 
 
 def get_logger(name: str = "vibe_jobs") -> Any:

@@ -16,31 +16,46 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from vibe_jobs.durations import Durations
 from vibe_jobs.errors import (
+    DuplicateJob,
     InvalidParams,
     InvalidTransition,
     JobError,
     JobNotFound,
+    NotWaiting,
     ParamsTooLarge,
+    QuotaExceeded,
     ResultAlreadySet,
     StaleWrite,
     StoreError,
     UnknownDependency,
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
+from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
-from vibe_jobs.results import as_result_dict, canonical_json, first_text, json_size, text_result
+from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
+from vibe_jobs.results import (
+    as_result_dict,
+    bounded_result,
+    canonical_json,
+    first_text,
+    json_size,
+    safe_text,
+    text_result,
+)
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD
+from vibe_jobs.store.base import NO_GUARD, ScheduleStore
 
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
+MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
@@ -94,8 +109,10 @@ class JobManager:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
         self.stats = StatsCollector()
+        self.durations = Durations()  # learned run times per tool, persisted by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
+        self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
@@ -105,13 +122,17 @@ class JobManager:
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
-        await self.store.heartbeat(self.owner, self.now() + self.settings.lease_ms)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-            await self.runner.recover()
+        for step in (self._load_durations, self._beat):
+            try:
+                await step()
+            except StoreError as exc:  # the store went away since it opened, or a damaged part: the next beats
+                self.store_failed(exc)  # try again, and health says why meanwhile
+                log.warning("maintenance.failed", error=str(exc))
         return self
 
     async def __aexit__(
@@ -122,6 +143,10 @@ class JobManager:
         await self._tg.__aexit__(et, e, tb)
         self._tg = None
         with anyio.CancelScope(shield=True):
+            try:
+                await self.save_durations()
+            except StoreError as exc:  # what was learned since the last beat is lost, the job states are not
+                log.warning("durations.not_saved", error=str(exc))
             await self.store.release(self.owner)
             await self.store.close()
 
@@ -143,17 +168,44 @@ class JobManager:
         while True:
             await anyio.sleep(beat)
             try:
-                await self._beat(lease_ms)
+                await self._beat()
                 if self.clock() >= next_cleanup:
                     next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
                     await self.cleanup()
             except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
+                self.store_failed(exc)
                 log.warning("maintenance.failed", error=str(exc))
 
-    async def _beat(self, lease_ms: int) -> None:
-        await self.store.heartbeat(self.owner, self.now() + lease_ms)
+    async def _beat(self) -> None:
+        await self.renew_lease()
+        await self.save_durations()
+        self.stats.store_worked()
         if self.runner is not None:
             await self.runner.recover()
+
+    async def renew_lease(self) -> None:
+        """Renew this process's lease now (the maintenance loop does every lease / 3)."""
+        expires_at = self.now() + self.settings.lease_ms
+        await self.store.heartbeat(self.owner, expires_at)
+        self.lease_renewed(expires_at)
+
+    def lease_renewed(self, expires_at: int) -> None:
+        """The store answered a renewal of this process's lease until `expires_at`."""
+        self.lease_until = max(self.lease_until, expires_at)
+
+    async def _load_durations(self) -> None:
+        self.durations.load(await self.store.load_durations())
+
+    async def save_durations(self) -> None:
+        """Persist the learned durations that changed (kept dirty when the store refuses)."""
+        if not self.durations.dirty:
+            return
+        rows = self.durations.take_dirty()
+        try:
+            await self.store.save_durations(rows, self.now())
+        except StoreError:
+            self.durations.dirty.update(rows)
+            raise
 
     # -- creation --------------------------------------------------------------------------
 
@@ -164,26 +216,62 @@ class JobManager:
         *,
         task: TaskSpec | None = None,
         dedupe: bool = False,
+        trace_context: str | None = None,
+        viewer: Viewer | None = None,
+        run_at: int | None = None,
     ) -> str:
-        """Store a new pending job and return its id (after the store has it)."""
+        """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
+        (after the store has it). Dedupe, dependencies and quotas are the principal's own. `trace_context`:
+        the W3C traceparent of the call that creates it, kept so that each attempt's span links to it;
+        `run_at` (epoch ms) defers it: it is not runnable before then."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         params = self._check_params(tool_name, params)
-        key = self._dedupe_key(tool_name, params) if dedupe else None
+        principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
+        key = self._dedupe_key(tool_name, params, principal) if dedupe else None
         if key is not None and (existing := await self.store.find_active(key)) is not None:
             return existing.id
         rec = self._new_record(tool_name, params, task, key)
+        if trace_context is not None:
+            rec.trace_context = trace_context
+        rec.principal = principal
+        rec.run_after = run_at
         if task is not None and task.dependencies:
-            await self._check_dependencies(rec)
+            await self._check_dependencies(rec, viewer)
+        await self._check_quotas(principal, params)
+        await self._add(rec, self.store.insert)
+        return rec.id
+
+    async def fire_job(
+        self, tool_name: str, params: Mapping[str, Any], task: TaskSpec | None, schedule_id: str, tick: int
+    ) -> str | None:
+        """Store the job a schedule fires for `tick`, unless that tick fired already (then None): the
+        store writes the job and the (schedule, tick) key together (`ScheduleStore.fire`)."""
+        store = self.store
+        if not isinstance(store, ScheduleStore):
+            raise StoreError(f"the store {store.url} keeps no schedules")
+        rec = self._new_record(tool_name, self._check_params(tool_name, params), task, None)
+        rec.schedule_id, rec.tick = schedule_id, tick
+        return rec.id if await self._add(rec, store.fire) else None
+
+    async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
+        """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job."""
         if self.runner is not None:
             await self.runner.admit(rec)
-        await self.store.insert(rec)
+        try:
+            stored = await insert(rec)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
+        if stored is False:
+            return False
+        self.stats.counters.created[rec.tool_name] += 1
         self._remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
             await self.runner.enqueue(rec)
-        return rec.id
+        return True
 
     def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         if type(tool_name) is not str or not tool_name:
@@ -201,40 +289,65 @@ class JobManager:
         return dict(params)
 
     @staticmethod
-    def _dedupe_key(tool_name: str, params: Mapping[str, Any]) -> str:
+    def _dedupe_key(tool_name: str, params: Mapping[str, Any], principal: str = LOCAL_PRINCIPAL) -> str:
+        """Equal calls of one principal share a key; another principal's never does."""
         text = tool_name + "\0" + canonical_json(params, sort_keys=True)
+        if principal != LOCAL_PRINCIPAL:
+            text = principal + "\0" + text
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
-        rec = JobRecord(
-            os.urandom(16).hex(), tool_name, params, PENDING, now, now
-        )  # positional (bench/MEASUREMENTS.md: record construction)
+        rec = JobRecord(os.urandom(16).hex(), tool_name, params, PENDING, now, now)  # positional: 2x faster
         rec.owner = self.owner
         if task is not None:
             rec.task, rec.priority = task, task.priority.rank
         rec.dedupe_key = key
         return rec
 
-    async def _check_dependencies(self, rec: JobRecord) -> None:
+    async def _check_dependencies(self, rec: JobRecord, viewer: Viewer | None) -> None:
         for dep in rec.task.dependencies if rec.task else ():
-            if await self.store.get(dep) is None:
+            found = await self.store.get(dep)
+            if found is None or (viewer is not None and not viewer.sees(found.principal)):
                 raise UnknownDependency(f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep)
+
+    async def _check_quotas(self, principal: str, params: Mapping[str, Any]) -> None:
+        """Refuse a new job of `principal` at one of its quotas (settings `quota_*`; None: no quota)."""
+        s = self.settings
+        if s.quota_pending is not None or s.quota_running is not None:
+            counts = await self.store.counts(principal)
+            for limit, status, setting in (
+                (s.quota_pending, PENDING, "VIBE_JOBS_QUOTA_PENDING"),
+                (s.quota_running, RUNNING, "VIBE_JOBS_QUOTA_RUNNING"),
+            ):
+                if limit is not None and counts[status] >= limit:
+                    raise QuotaExceeded(principal, f"{status.value} jobs", counts[status], limit, setting)
+        if s.quota_params_bytes is not None:
+            held = sum(json_size(r.params) for r in await self.store.active() if r.principal == principal)
+            if held + json_size(params) > s.quota_params_bytes:
+                what = f"bytes of params in pending and running jobs, and this job's {json_size(params)} more"
+                raise QuotaExceeded(principal, what, held, s.quota_params_bytes, "VIBE_JOBS_QUOTA_PARAMS_BYTES")
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def get_record(self, job_id: str) -> JobRecord:
-        rec = await self.store.get(job_id)
-        if rec is None:
+    async def get_record(self, job_id: str, viewer: Viewer | None = None) -> JobRecord:
+        """The job; `JobNotFound` when there is none, or when `viewer` (if given) may not see it: the one
+        place where another principal's job answers exactly as an unknown id."""
+        try:
+            rec = await self.store.get(job_id)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
+        if rec is None or (viewer is not None and not viewer.sees(rec.principal)):
             raise JobNotFound(job_id)
         return rec
 
-    async def get_metrics(self, job_id: str) -> JobMetrics:
+    async def get_metrics(self, job_id: str, viewer: Viewer | None = None) -> JobMetrics:
         """The job's JobMetrics: times, CPU and memory measured while it ran, errors and retries."""
-        return job_metrics(await self.get_record(job_id))
+        return job_metrics(await self.get_record(job_id, viewer))
 
-    async def get_job(self, job_id: str) -> Job:
-        return Job.from_record(await self.get_record(job_id))
+    async def get_job(self, job_id: str, viewer: Viewer | None = None) -> Job:
+        return Job.from_record(await self.get_record(job_id, viewer))
 
     async def mutate(
         self, job_id: str, plan: Plan, guard: Guard = NO_GUARD, *, known: JobRecord | None = None
@@ -260,7 +373,13 @@ class JobManager:
                 if read:
                     return rec
             else:
-                new = await self.store.update(job_id, changes, _at_version(rec.version))
+                try:
+                    new = await self.store.update(job_id, changes, _at_version(rec.version))
+                except StoreError as exc:
+                    self.store_failed(exc)
+                    raise
+                if self.stats.store_trouble is not None:
+                    self.stats.store_worked()  # a write worked: a transient trouble is over
                 if new is not None:
                     self._remember(new)
                     self._after_change(new, rec.status)
@@ -279,8 +398,11 @@ class JobManager:
             if read:
                 raise
             return None
-        if changes is not None and "updated_at" not in changes:
-            changes["updated_at"] = self.now()
+        if changes is not None:
+            if "updated_at" not in changes:
+                changes["updated_at"] = self.now()
+            if rec.waiting_for is not None and changes.get("status", rec.status) != rec.status:
+                changes["waiting_for"] = None  # a question belongs to one run: it ends with it
         return changes
 
     def _remember(self, rec: JobRecord) -> None:
@@ -298,15 +420,21 @@ class JobManager:
             kind = EventType.PROGRESS
         elif status is PENDING:
             kind = EventType.RETRIED
+            self.stats.counters.retried[rec.tool_name] += 1
         else:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
                 self.stats.record_finish(rec)
+                if status is COMPLETED and rec.started_at is not None and rec.finished_at is not None:
+                    op = rec.task.operation_type if rec.task is not None else None
+                    self.durations.add(rec.tool_name, op, rec.finished_at - rec.started_at)
                 if self.bus.wants(rec.id):
                     self._publish(kind, rec)
                 if self.runner is not None:
                     self.runner.on_finished(rec)
                 return
+            if rec.attempt == 1 and rec.started_at is not None:  # the first start: how long it queued
+                self.stats.counters.started(rec.tool_name, rec.started_at - rec.created_at)
         if self.bus.wants(rec.id):
             self._publish(kind, rec)
 
@@ -314,17 +442,10 @@ class JobManager:
         """Publish a change (callers on the hot path ask `bus.wants` first: nobody listens, nothing is built)."""
         self.bus.publish(
             JobEvent(
-                kind,
-                rec.id,
-                rec.tool_name,
-                rec.status,
-                rec.version,
-                rec.updated_at,
-                rec.progress_percentage,
-                rec.progress_message,
-                rec.current_stage,
+                kind, rec.id, rec.tool_name, rec.status, rec.version, rec.updated_at,
+                rec.progress_percentage, rec.progress_message, rec.current_stage,
             )
-        )
+        )  # fmt: skip
 
     async def update_job_status(
         self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None
@@ -352,12 +473,9 @@ class JobManager:
         now = self.now()
         if target is RUNNING:
             return {
-                "status": target,
-                "updated_at": now,
-                "started_at": rec.started_at or now,
-                "owner": self.owner,
-                "attempt": rec.attempt + 1,
-            }
+                "status": target, "updated_at": now, "started_at": rec.started_at or now,
+                "owner": self.owner, "attempt": rec.attempt + 1,
+            }  # fmt: skip
         if target in FINAL:
             return {"status": target, "updated_at": now, "finished_at": now}
         return {"status": target, "updated_at": now}
@@ -418,7 +536,7 @@ class JobManager:
         """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed.
 
         `diagnostics` are appended to the job's own (as stored when the result lands)."""
-        value = as_result_dict(result)
+        value = bounded_result(as_result_dict(result), self.settings.max_result_bytes)
         target = FAILED if value.get("isError") else COMPLETED
 
         def plan(rec: JobRecord) -> dict[str, Any]:
@@ -438,19 +556,14 @@ class JobManager:
         return await self.mutate(job_id, plan, _fence(attempt), known=known)
 
     async def fail_job(
-        self,
-        job_id: str,
-        message: str,
-        *,
-        attempt: int | None = None,
-        diagnostics: list[str] | None = None,
+        self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> JobRecord:
+    ) -> JobRecord:  # fmt: skip
         """Finish a job as failed with an error result carrying `message`."""
         result = text_result(message, is_error=True)
         return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
 
-    async def cancel_job(self, job_id: str, reason: str | None = None) -> JobRecord:
+    async def cancel_job(self, job_id: str, reason: str | None = None, viewer: Viewer | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""
         why = reason or "cancelled by request"
 
@@ -461,7 +574,7 @@ class JobManager:
                 return {"cancel_requested": why}
             return self._cancelled_changes(rec, why)
 
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         if rec.status is JobStatus.RUNNING and self.runner is not None and self.runner.cancel_running(job_id, why):
             return await self.mutate(job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None)
         return await self.mutate(job_id, plan)
@@ -474,6 +587,18 @@ class JobManager:
         text = f"Job cancelled: {why}"
         changes.update(cancel_requested=why, progress_message=text, result=text_result(text, is_error=True))
         return changes
+
+    async def requeue(self, job_id: str, plan: Plan, guard: Guard = NO_GUARD) -> JobRecord:
+        """Queue a job again (a retry, a claim given back): the changes `plan` makes, unless a cancel was
+        asked for meanwhile: then it ends cancelled (a claim never takes a job whose cancel was asked for,
+        so a pending one would wait for ever)."""
+
+        def requeue_or_cancel(rec: JobRecord) -> dict[str, Any] | None:
+            if rec.cancel_requested is not None and rec.status not in FINAL:
+                return self._cancelled_changes(rec, rec.cancel_requested)
+            return plan(rec)
+
+        return await self.mutate(job_id, requeue_or_cancel, guard)
 
     async def finish_cancelled(
         self, job_id: str, reason: str, *, attempt: int | None = None, diagnostics: list[str] | None = None
@@ -490,28 +615,99 @@ class JobManager:
 
         return await self.mutate(job_id, plan, _fence(attempt))
 
+    # -- questions (a running job waits for an answer) ---------------------------------------
+
+    async def ask(self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None) -> str:
+        """Store a question of the running job (`request`: method and params, see `questions`); its id.
+
+        A job asks one question at a time; the status stays running while it waits."""
+        key = os.urandom(8).hex()
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if rec.status is not RUNNING:
+                raise InvalidTransition(rec.id, rec.status.value, "waiting", "only a running job asks")
+            if pending_question(rec.waiting_for) is not None:
+                raise InvalidParams("the job is waiting for an answer already: one question at a time")
+            return {"waiting_for": {"id": key, **request, "askedAt": self.now()}}
+
+        await self.mutate(job_id, plan, _fence(attempt))
+        return key
+
+    async def answer(
+        self,
+        job_id: str,
+        answer: Any,
+        *,
+        request_id: str | None = None,
+        action: str | None = None,
+        viewer: Viewer | None = None,
+    ) -> JobRecord:
+        """Answer the question the job waits on (checked against it; the first answer wins).
+        `request_id`, when given, must name that question. With `action` (an agent's answer), `answer` is
+        only the content: the fields asked for, or a sampling reply's text."""
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            if viewer is not None and not viewer.sees(rec.principal):
+                raise JobNotFound(job_id)  # another principal's job answers as an unknown id
+            question = pending_question(rec.waiting_for) if rec.status is RUNNING else None
+            if question is None or (request_id is not None and request_id != question["id"]):
+                raise NotWaiting(f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer",
+                                 job_id=rec.id)  # fmt: skip
+            given = answer if action is None else plain_answer(question, answer, action)
+            return {"waiting_for": {**question, "answer": check_answer(question, given)}}
+
+        return await self.mutate(job_id, plan)
+
+    async def await_answer(
+        self, job_id: str, request_id: str, seconds: float, *, attempt: int | None = None, refresh: float = 1.0
+    ) -> dict[str, Any] | None:
+        """Wait up to `seconds` for the answer to question `request_id`, then take the question
+        off the job. None when nobody answered in time."""
+        with self.subscribe(job_id) as sub, anyio.move_on_after(seconds):
+            while await self._answer_of(job_id, request_id) is None:
+                with anyio.move_on_after(refresh):  # re-read now and then: answers given in other processes
+                    await sub.__anext__()
+        return await self._take_question(job_id, request_id, attempt)
+
+    async def _answer_of(self, job_id: str, request_id: str) -> dict[str, Any] | None:
+        waiting = (await self.get_record(job_id)).waiting_for
+        if waiting is None or waiting.get("id") != request_id:
+            raise NotWaiting(f"Job '{job_id}' no longer waits on question {request_id}", job_id=job_id)
+        answer: dict[str, Any] | None = waiting.get("answer")
+        return answer
+
+    async def _take_question(self, job_id: str, request_id: str, attempt: int | None) -> dict[str, Any] | None:
+        taken: list[dict[str, Any] | None] = [None]
+
+        def plan(rec: JobRecord) -> dict[str, Any] | None:
+            waiting = rec.waiting_for
+            if waiting is None or waiting.get("id") != request_id:
+                return None
+            taken[0] = waiting.get("answer")  # an answer that came as time ran out still counts
+            return {"waiting_for": None}
+
+        with anyio.CancelScope(shield=True):
+            await self.mutate(job_id, plan, _fence(attempt))
+        return taken[0]
+
     # -- reading ---------------------------------------------------------------------------
 
-    async def poll(self, job_id: str, *, long_poll: bool = False, include_details: bool = True) -> JobStatusMessage:
+    async def poll(
+        self, job_id: str, *, long_poll: bool = False, include_details: bool = True, viewer: Viewer | None = None
+    ) -> JobStatusMessage:
         """Read a job the way an agent does: with access accounting and a polling recommendation."""
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         now = self.now()
         remaining = estimate_remaining(
-            now=now,
-            started_at=rec.started_at,
-            progress=rec.progress_percentage,
-            estimated_duration=rec.task.estimated_duration if rec.task else None,
-        )
+            now=now, started_at=rec.started_at, progress=rec.progress_percentage,
+            estimated_duration=self.expected_duration(rec),
+        )  # fmt: skip
         d = decide(
-            self.settings.polling,
-            now=now,
-            finished=rec.finished,
-            reads=rec.access_count,
-            next_check_time=rec.next_check_time,
-            remaining_ms=remaining,
-            long_poll=long_poll,
-        )
+            self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
+            next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
+        )  # fmt: skip
         reads = rec.access_count + (1 if d.counted else 0)
+        self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
         if d.counted:
             await self.store.touch(job_id, reads, now, d.next_check_time)
         rec_reco = None
@@ -519,9 +715,18 @@ class JobManager:
             rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
         return self._status_message(rec, now, rec_reco, d.rate_limited, include_details, reads)
 
-    async def status_message(self, job_id: str, *, include_details: bool = True) -> JobStatusMessage:
+    def expected_duration(self, rec: JobRecord) -> int | None:
+        """The job's own estimatedDuration, else what its tool's completed runs taught (None: unknown)."""
+        task = rec.task
+        if task is not None and task.estimated_duration is not None:
+            return task.estimated_duration
+        return self.durations.estimate(rec.tool_name, task.operation_type if task is not None else None)
+
+    async def status_message(
+        self, job_id: str, *, include_details: bool = True, viewer: Viewer | None = None
+    ) -> JobStatusMessage:
         """The job as it stands, for observers: no access accounting and no polling recommendation."""
-        rec = await self.get_record(job_id)
+        rec = await self.get_record(job_id, viewer)
         return self._status_message(rec, self.now(), None, False, include_details, rec.access_count)
 
     def _status_message(
@@ -529,21 +734,14 @@ class JobManager:
     ) -> JobStatusMessage:
         # model_construct: every value comes from a validated record (this is the hot path of polling)
         return JobStatusMessage.model_construct(
-            job_id=rec.id,
-            tool_name=rec.tool_name,
-            status=rec.status,
-            message=status_text(rec),
-            progress=rec.progress_percentage,
-            timestamp=now,
-            polling_recommendation=reco,
-            details=rec.details() if details else None,
-            result=rec.result if rec.finished else None,
-            rate_limited=limited,
-            access_count=reads,
-            created_at=rec.created_at,
-            updated_at=rec.updated_at,
+            job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
+            progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
+            details=rec.details() if details else None, result=rec.result if rec.finished else None,
+            rate_limited=limited, access_count=reads,
+            created_at=rec.created_at, updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
-        )
+            waiting_for=question_view(rec.waiting_for) if rec.status is RUNNING else None,
+        )  # fmt: skip
 
     async def wait(
         self,
@@ -552,12 +750,14 @@ class JobManager:
         on_event: Callable[[JobEvent], Awaitable[None]] | None = None,
         *,
         refresh: float = 1.0,
+        viewer: Viewer | None = None,
+        stop: Callable[[JobRecord], bool] | None = None,
     ) -> JobRecord:
-        """Wait until the job finishes or `seconds` pass; `on_event` sees each change meanwhile."""
+        """Wait until the job finishes, `stop(record)` holds, or `seconds` pass; `on_event` sees each change."""
         with self.subscribe(job_id) as sub:
-            rec = await self.get_record(job_id)
+            rec = await self.get_record(job_id, viewer)
             with anyio.move_on_after(seconds):
-                while not rec.finished:
+                while not rec.finished and not (stop is not None and stop(rec)):
                     event = None
                     with anyio.move_on_after(refresh):  # re-read now and then: other processes' changes
                         event = await sub.__anext__()
@@ -576,21 +776,39 @@ class JobManager:
         tool_name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        viewer: Viewer | None = None,
     ) -> JobPage:
-        """Jobs newest first, `limit` a page; pass `next_cursor` back for the next page."""
+        """Jobs newest first (only `viewer`'s, when given), `limit` a page; pass `next_cursor` back for the next."""
         if not 1 <= limit <= 500:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
-        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor))
-        records = await self.store.query(query)
+        scope = viewer.scope if viewer is not None else None
+        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope)
+        try:
+            records = await self.store.query(query)
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
         more = len(records) > limit
         page = records[:limit]
         next_cursor = _encode_cursor(page[-1]) if more and page else None
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
-    async def statistics(self) -> Statistics:
+    async def statistics(self, viewer: Viewer | None = None) -> Statistics:
+        """The figures; the counts by status are `viewer`'s own jobs (every job for admin or no viewer)."""
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
-        return self.stats.snapshot(await self.store.counts(), self.now(), queue, cluster)
+        try:
+            counts = await self.store.counts(viewer.scope if viewer is not None else None)
+        except StoreError as exc:  # health names the failure instead of the statistics failing
+            self.store_failed(exc)
+            counts = {}
+        snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
+        return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
+
+    def store_failed(self, exc: StoreError) -> None:
+        """Note a store failure for health (degraded, naming it)."""
+        if not isinstance(exc, DuplicateJob):
+            self.stats.store_failed(self.now(), f"{type(exc).__name__}: {exc}"[:300], exc.transient)
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""
@@ -615,8 +833,16 @@ _at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immuta
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:
-    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them (the one cap)."""
-    return [*(old or ()), *new][-MAX_DIAGNOSTICS:]
+    """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them, each new line at most
+    MAX_DIAGNOSTIC_CHARS (the one cap) and valid Unicode."""
+    return [*(old or ()), *(_diagnostic_line(line) for line in new)][-MAX_DIAGNOSTICS:]
+
+
+def _diagnostic_line(line: str) -> str:
+    line = safe_text(str(line))
+    if len(line) <= MAX_DIAGNOSTIC_CHARS:
+        return line
+    return f"{line[:MAX_DIAGNOSTIC_CHARS]} [line cut: {len(line):,} characters]"
 
 
 def _fence(attempt: int | None) -> Guard:
@@ -634,7 +860,7 @@ def _check_percent(name: str, value: float | None) -> None:
 
 def _progress_changes(changes: dict[str, Any], message: str | None, percent: float | None) -> dict[str, Any]:
     if message is not None:
-        changes["progress_message"] = message
+        changes["progress_message"] = _diagnostic_line(message)
     if percent is not None:
         changes["progress_percentage"] = float(percent)
     return changes

@@ -8,10 +8,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from vibe_jobs.counters import Counters
 from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: figures moved there
 from vibe_jobs.figures import GroupStats as GroupStats
 from vibe_jobs.figures import Snapshot as _Snapshot
 from vibe_jobs.models import JobMetrics, JobRecord, ResourceUsage
+from vibe_jobs.schedules import Schedule
 from vibe_jobs.states import COMPLETED, FAILED, JobStatus
 
 Health = Literal["healthy", "degraded", "unhealthy"]
@@ -44,6 +46,8 @@ class Statistics(_Snapshot):
     throughput_per_minute: int = 0
     error_rate_5m: float | None = Field(default=None, alias="errorRate5m")
     health: HealthReport
+    learned_durations: dict[str, dict[str, float]] = Field(default_factory=dict)  # vibe_jobs.durations
+    schedules: list[Schedule] = Field(default_factory=list)  # with last and next firing, last outcome
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -70,14 +74,11 @@ class _Group:
         decided = self.completed + self.failed
         ordered = sorted(self.durations)
         return GroupStats(
-            completed=self.completed,
-            failed=self.failed,
-            cancelled=self.cancelled,
+            completed=self.completed, failed=self.failed, cancelled=self.cancelled,
             success_rate=self.completed / decided if decided else None,
-            p50_duration_ms=percentile(ordered, 50),
-            p95_duration_ms=percentile(ordered, 95),
+            p50_duration_ms=percentile(ordered, 50), p95_duration_ms=percentile(ordered, 95),
             average_duration_ms=sum(ordered) / len(ordered) if ordered else None,
-        )
+        )  # fmt: skip
 
 
 def _group(groups: dict[str, _Group], key: str) -> _Group:
@@ -104,6 +105,9 @@ class QueueView:
     unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
 
 
+STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a transient one until a write works)
+
+
 class StatsCollector:
     """Per-tool and per-operation counters plus per-second finish buckets for the last 5 minutes."""
 
@@ -112,12 +116,30 @@ class StatsCollector:
         self.by_tool: dict[str, _Group] = {}
         self.by_op: dict[str, _Group] = {}
         self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
+        self.counters = Counters()  # what /metrics exports
+        self.store_trouble: tuple[int, str, bool] | None = None  # (when, what, transient) of the last store error
+
+    def store_failed(self, now: int, what: str, transient: bool) -> None:
+        """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS."""
+        self.store_trouble = (now, what, transient)
+
+    def store_worked(self) -> None:
+        """A store write succeeded: a transient trouble (full, locked, unreachable) is over; damage is not."""
+        if self.store_trouble is not None and self.store_trouble[2]:
+            self.store_trouble = None
+
+    def _store_reason(self, now: int) -> list[str]:
+        if self.store_trouble is None or now - self.store_trouble[0] > STORE_TROUBLE_MS:
+            return []
+        when, what, _ = self.store_trouble
+        return [f"the job store failed {max(0, now - when) // 1000} s ago: {what}"]
 
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
         duration = None if rec.started_at is None else end - rec.started_at
         status = rec.status
         _group(self.by_tool, rec.tool_name).add(status, duration)
+        self.counters.finish(rec.tool_name, status.value, duration)
         if rec.task is not None and (op := rec.task.operation_type) is not None:
             _group(self.by_op, op).add(status, duration)
         buckets = self._buckets
@@ -160,25 +182,27 @@ class StatsCollector:
         oldest = queue.oldest_pending_created_at if queue else None
         oldest_age = now - oldest if oldest is not None else None
         return Statistics(
-            counts={s.value: counts.get(s, 0) for s in JobStatus},
-            total=sum(counts.values()),
-            running=counts.get(JobStatus.RUNNING, 0),
-            queue_depth=pending,
+            counts={s.value: counts.get(s, 0) for s in JobStatus}, total=sum(counts.values()),
+            running=counts.get(JobStatus.RUNNING, 0), queue_depth=pending,
             queue_depth_by_priority=queue.depth_by_priority if queue else {},
-            oldest_pending_age_ms=oldest_age,
-            unserved_tools=queue.unserved_tools if queue else {},
-            by_tool=by_tool,
-            by_operation_type=by_op,
-            throughput_per_minute=throughput,
-            error_rate_5m=error_rate,
-            health=self.health(pending, error_rate, oldest_age, queue.unserved_tools if queue else None),
-        )
+            oldest_pending_age_ms=oldest_age, unserved_tools=queue.unserved_tools if queue else {},
+            by_tool=by_tool, by_operation_type=by_op, throughput_per_minute=throughput, error_rate_5m=error_rate,
+            health=self.health(
+                pending, error_rate, oldest_age, queue.unserved_tools if queue else None, self._store_reason(now)
+            ),
+        )  # fmt: skip
 
     def health(
-        self, depth: int, error_rate: float | None, oldest_age: int | None, unserved: dict[str, int] | None = None
+        self,
+        depth: int,
+        error_rate: float | None,
+        oldest_age: int | None,
+        unserved: dict[str, int] | None = None,
+        store: list[str] | None = None,
     ) -> HealthReport:
         t = self.thresholds
-        reasons = [f"no live worker runs tool '{tool}' ({n} pending)" for tool, n in sorted((unserved or {}).items())]
+        reasons = [*(store or [])]
+        reasons += [f"no live worker runs tool '{tool}' ({n} pending)" for tool, n in sorted((unserved or {}).items())]
         if depth > t.max_queue_depth:
             reasons.append(f"queue depth {depth} is over {t.max_queue_depth}")
         if error_rate is not None and error_rate > t.max_error_rate:
@@ -212,12 +236,8 @@ def job_metrics(rec: JobRecord) -> JobMetrics:
     estimate = rec.task.estimated_duration if rec.task else None
     failed = 1 if rec.status is JobStatus.FAILED else 0
     return JobMetrics(
-        job_id=rec.id,
-        start_time=start,
-        end_time=end,
-        duration=duration,
+        job_id=rec.id, start_time=start, end_time=end, duration=duration,
         resource_usage=ResourceUsage(peak_memory_mb=rec.peak_memory_mb or 0.0, average_cpu_usage=avg_cpu),
         performance_score=performance_score(duration, estimate, rec.error_count + failed, rec.retry_count),
-        error_count=rec.error_count + failed,
-        retry_count=rec.retry_count,
-    )
+        error_count=rec.error_count + failed, retry_count=rec.retry_count,
+    )  # fmt: skip

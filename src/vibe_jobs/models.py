@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from vibe_jobs.identity import LOCAL_PRINCIPAL
+from vibe_jobs.questions import question_view
 from vibe_jobs.states import JobStatus
 
 __all__ = [
@@ -100,6 +102,7 @@ class TaskSpec(WireModel):
     dependencies: list[str] = Field(default_factory=list)
     metadata: TaskMetadata | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    deadline: int | None = None  # epoch ms: not started by then -> failed; running past it -> cancelled
 
 
 class JobDetails(WireModel):
@@ -141,36 +144,29 @@ class Job(WireModel):
     started_at: int | None = None
     finished_at: int | None = None
     attempt: int = 0
+    schedule_id: str | None = None
+    tick: int | None = None
+    run_at: int | None = None
+    deadline: int | None = None
+    waiting_for: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> Job:
         task = rec.task or TaskSpec()
         meta = task.metadata.model_copy(update={"retry_count": rec.retry_count}) if task.metadata else None
         return cls(
-            id=rec.id,
-            tool_name=rec.tool_name,
-            params=rec.params,
-            status=rec.status,
-            created_at=rec.created_at,
-            updated_at=rec.updated_at,
-            progress_message=rec.progress_message,
-            progress_percentage=rec.progress_percentage,
-            result=rec.result,
-            details=rec.details(),
-            last_access_time=rec.last_access_time,
-            access_count=rec.access_count,
-            priority=task.priority,
-            operation_type=task.operation_type,
-            dependencies=task.dependencies,
-            estimated_duration=task.estimated_duration,
-            resource_requirements=task.resource_requirements,
-            metadata=meta,
-            task_id=task.task_id,
-            project_id=task.project_id,
-            started_at=rec.started_at,
-            finished_at=rec.finished_at,
-            attempt=rec.attempt,
-        )
+            id=rec.id, tool_name=rec.tool_name, params=rec.params, status=rec.status,
+            created_at=rec.created_at, updated_at=rec.updated_at,
+            progress_message=rec.progress_message, progress_percentage=rec.progress_percentage,
+            result=rec.result, details=rec.details(), last_access_time=rec.last_access_time,
+            access_count=rec.access_count, priority=task.priority, operation_type=task.operation_type,
+            dependencies=task.dependencies, estimated_duration=task.estimated_duration,
+            resource_requirements=task.resource_requirements, metadata=meta, task_id=task.task_id,
+            project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
+            attempt=rec.attempt, schedule_id=rec.schedule_id, tick=rec.tick,
+            run_at=rec.run_after if rec.status is JobStatus.PENDING else None, deadline=task.deadline,
+            waiting_for=question_view(rec.waiting_for) if rec.status is JobStatus.RUNNING else None,
+        )  # fmt: skip
 
 
 class JobStatusMessage(WireModel):
@@ -191,6 +187,7 @@ class JobStatusMessage(WireModel):
     created_at: int | None = None
     updated_at: int | None = None
     metrics: dict[str, Any] | None = None
+    waiting_for: dict[str, Any] | None = None  # the unanswered question of a running job (question_view)
 
 
 class ResourceUsage(WireModel):
@@ -277,6 +274,11 @@ class JobRecord:
     cancel_requested: str | None = None
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
+    trace_context: str | None = None  # W3C traceparent of the tool call that created the job (traces)
+    principal: str = LOCAL_PRINCIPAL  # who created the job (vibe_jobs.identity)
+    schedule_id: str | None = None  # the schedule that fired this job (i18-schedules)
+    tick: int | None = None  # the tick it fired for: (schedule_id, tick) fires once
+    waiting_for: dict[str, Any] | None = None  # the question the running job waits on (vibe_jobs.questions)
 
     @property
     def finished(self) -> bool:

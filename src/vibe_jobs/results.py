@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -130,3 +131,73 @@ def _is_call_tool_result(value: Any) -> bool:
             "meta",
         }
     return type(value).__name__ == "CallToolResult" and hasattr(value, "content")
+
+
+# -- what a stored result may be: JSON-safe and bounded (one rule, applied where a result is stored) --------
+
+_MAX_DEPTH = 200  # deeper than this is not a result anyone reads; the JSON encoders give up near 1000
+
+
+def safe_text(text: str) -> str:
+    """`text` as valid Unicode: a lone surrogate (from a file name or bytes that were not UTF-8) becomes its
+    escape, `\\udcff`, instead of making the whole answer unencodable."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """`value` with everything JSON (as UTF-8) cannot carry replaced: lone surrogates escaped, NaN and
+    infinities as null, keys as text, other objects by their repr, nesting past `_MAX_DEPTH` cut."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() < 4000 else "<integer too large>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH:
+        return "<nested too deep>"
+    if isinstance(value, dict):
+        return {safe_text(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    return safe_text(repr(value)[:1000])
+
+
+def _encoded_size(value: Any) -> int:
+    text = canonical_json(value)
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """The result as a job stores it: JSON-safe (`json_safe`) and at most `max_bytes` of JSON. A larger
+    one is replaced by the start of its text and a truncation marker, in the text and in
+    `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`)."""
+    try:
+        size = _encoded_size(result)
+    except (TypeError, ValueError):  # NaN, a lone surrogate (UnicodeEncodeError), a foreign object, too deep
+        result = json_safe(result)
+        size = _encoded_size(result)
+    return result if size <= max_bytes else truncated_result(result, size, max_bytes)
+
+
+def truncated_result(result: dict[str, Any], size: int, max_bytes: int) -> dict[str, Any]:
+    note = (
+        f"[result truncated: {size:,} bytes of JSON, over the limit of {max_bytes:,} bytes "
+        "(VIBE_JOBS_MAX_RESULT_BYTES); the text above is its start]"
+    )
+    texts = [b.get("text", "") for b in result.get("content", ()) if isinstance(b, dict) and b.get("type") == "text"]
+    whole = "\n".join(str(t) for t in texts).encode()
+    structured = {"truncated": True, "originalBytes": size, "maxResultBytes": max_bytes}
+    budget = max(0, max_bytes - len(note) - 200)
+    while True:  # JSON escapes may make the text longer than its bytes: halve until it fits
+        preview = whole[:budget].decode(errors="ignore")
+        block = {"type": "text", "text": f"{preview}\n{note}" if preview else note}
+        cut = {"content": [block], "structuredContent": structured, "isError": bool(result.get("isError"))}
+        if budget == 0 or _encoded_size(cut) <= max_bytes:
+            return cut
+        budget //= 2

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.models import JobQueueConfig
 from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern
 
 MIB = 1024 * 1024
 
@@ -61,6 +62,20 @@ class Settings:
     allowed_commands: str | None = None
     command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+    # identity and scoping (i15-identity): HTTP authentication, allowed Host names, quotas per principal
+    # (None: no quota), the names of arguments whose values are secrets (vibe_jobs.redact)
+    auth_tokens: str | None = None
+    auth_jwks: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    quota_pending: int | None = None
+    quota_running: int | None = None
+    quota_params_bytes: int | None = None
+    secret_pattern: str = DEFAULT_SECRET_PATTERN
+    max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
+    progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
+    question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
 
     @property
     def polling(self) -> PollingPolicy:
@@ -94,6 +109,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("must be a positive whole number")
+    return value
+
+
+def _at_least(raw: str, low: int) -> int:
+    value = int(raw)
+    if value < low:
+        raise ValueError(f"must be a whole number of at least {low}")
     return value
 
 
@@ -157,6 +179,18 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
+    "VIBE_JOBS_AUTH_TOKENS": ("auth_tokens", str),
+    "VIBE_JOBS_AUTH_JWKS": ("auth_jwks", str),
+    "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
+    "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", _names),
+    "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", _positive_int),
+    "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
+    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
+    "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
+    "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
+    "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
+    "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

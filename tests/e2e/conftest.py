@@ -65,10 +65,12 @@ class HttpServer:
 
 
 @contextmanager
-def start_http(transport: str, extra_env: dict[str, str] | None = None) -> Iterator[HttpServer]:
+def start_http(
+    transport: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+) -> Iterator[HttpServer]:
     port = free_port()
     env = {**os.environ, **BASE_ENV, **(extra_env or {})}
-    cmd = [*SERVER, "--transport", transport, "--port", str(port)]
+    cmd = [*SERVER, "--transport", transport, "--port", str(port), *(args or [])]
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         try:

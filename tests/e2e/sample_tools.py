@@ -52,9 +52,36 @@ async def echo(text: str, count: int = 1) -> dict[str, object]:
     return {"text": text * count, "count": count, "seq": next(STARTS)}
 
 
+@job_tool(description="Sign in: answers what it received (the tool sees secrets that listings redact)")
+async def login(user: str, api_token: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    return {"user": user, "apiToken": api_token, "env": env or {}}
+
+
 @plain_tool(name="plain-noop", description="An ordinary tool that answers at once")
 async def plain_noop() -> str:
     return "ok"
 
 
 job_tool(name="typed", description="Report the type each argument arrived as")(typed)
+
+
+class Confirm(BaseModel):
+    confirm: bool
+
+
+@job_tool(description="Ask the user a yes/no question, then report what the answer was")
+async def confirm(job: JobContext, question: str = "Delete 312 files?", wait: float | None = None) -> str:
+    await job.progress(10, "about to ask")
+    answer = await job.elicit(question, Confirm, timeout_seconds=wait)
+    if answer.data is not None:
+        return "deleted" if answer.data.confirm else "kept"
+    return f"no answer: {answer.action}"
+
+
+@job_tool(description="Ask the client's model three questions and return the three replies")
+async def ask_model(job: JobContext, topic: str = "jobs") -> list[str]:
+    replies = []
+    for i in range(3):
+        reply = await job.sample(f"question {i + 1} about {topic}", max_tokens=50, system="be brief")
+        replies.append(reply.text if reply.text is not None else f"<{reply.action}>")
+    return replies

@@ -12,7 +12,7 @@ Violation kinds (each check below says exactly what it reads):
   orphaned        a job stayed running under a process that could not run it (killed, SIGSTOPped, cut off
                   from the database) past lease + slack after the fault began (outages pushed back)
   ran_too_often   a retry-unsafe job was claimed or started more than once; a retry-safe one more than
-                  1 + its retries
+                  1 + its retries (a claim given back to pending unstarted is not counted)
   double_run      one attempt of a job started twice, or in a process other than the one that claimed it
   stale_start     an attempt started after the store had taken its claim away (requeued, failed, cancelled
                   or finished elsewhere): its process ran work it no longer held
@@ -164,9 +164,12 @@ def check_orphans(f: Facts) -> Iterable[Violation]:
 
 
 def check_run_counts(f: Facts) -> Iterable[Violation]:
+    """A claim given back to pending before its attempt started (its lease lapsed first) is not a run."""
     retries = int(f.meta.get("safe_retries", 3))
     for job, row in f.run.jobs.items():
-        starts, claims = len(f.attempts.get(job, [])), len(f.claims.get(job, []))
+        started = {a.attempt for a in f.attempts.get(job, [])}
+        runs = [c for c in f.claims.get(job, []) if c.attempt in started or c.end_status != "pending"]
+        starts, claims = len(f.attempts.get(job, [])), len(runs)
         most = 1 if row["tool_name"] == "fj_unsafe" else 1 + retries
         if max(starts, claims) > most:
             yield Violation(

@@ -88,6 +88,10 @@ class PgCluster:
             raise ValueError(f"unknown shutdown mode {mode!r}")
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
+    def start_if_stopped(self) -> None:
+        if not (self.data / "postmaster.pid").exists():
+            self.start()
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self.shutdown("immediate")

@@ -236,6 +236,23 @@ def test_a_retry_unsafe_job_started_twice_ran_too_often(tmp_path: Path) -> None:
     assert "ran_too_often" in kinds(s, tmp_path)
 
 
+def test_a_claim_given_back_unstarted_is_not_a_run(tmp_path: Path) -> None:
+    """A worker's claim answered after its lease lapsed is given back to pending without starting: the retry-
+    unsafe job's next claim is its one run."""
+    s = clean()
+    s.submit(12.0, "G")
+    s.change(12.002, "G", None, ("pending", 0, 0))
+    s.change(12.5, "G", ("pending", 0, 0), ("running", 1, 100))
+    s.change(12.6, "G", ("running", 1, 100), ("pending", 1, 100))  # given back, never started
+    s.change(12.7, "G", ("pending", 1, 100), ("running", 2, 200))
+    s.attempt("G", 2, 200, 12.71, 12.8, "g2")
+    s.change(12.85, "G", ("running", 2, 200), ("completed", 2, 200), result=f'"tok:{tok("g2")}"')
+    s.job("G", "fj_unsafe", "completed", 2, "g2")
+    assert violations(s, tmp_path) == []
+    s.attempt("G", 1, 100, 12.55, 12.58, "g1")  # had it started, it would have run twice
+    assert "ran_too_often" in kinds(s, tmp_path)
+
+
 def test_an_attempt_run_by_a_process_that_did_not_claim_it_is_a_double_run(tmp_path: Path) -> None:
     s = clean()
     s.attempt("F", 1, 200, 21.01, 21.05, "f-dup")

@@ -7,9 +7,8 @@ runs the long profile (MINUTES, SEED) outside pytest.
 Marked slow and `faults`: they run only when selected explicitly or with RUN_FAULTS=1 (conftest.py).
 Needs PostgreSQL 15's binaries (the run starts a cluster of its own; the server on 5432 is not used).
 
-KNOWN_PRODUCT_BUGS: violations the unbroken build still shows, each a product bug found by these runs and
-written up for the engineers restructuring the engine (not fixed here). A violation matching one is printed,
-labelled, and not failed on; any other violation, of any kind, fails the test. Remove an entry with its fix.
+Every violation, of any kind, fails the test (the product bugs these runs found are fixed, each with a
+focused test: tests/engine/test_takeovers.py, tests/faults/test_pg_restart.py).
 """
 
 from __future__ import annotations
@@ -18,47 +17,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.faults import pgcluster
-from tests.faults.check import Violation
 from tests.faults.run import Config, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(900)]
 
 SEED = 20260716
-
-
-@dataclass(frozen=True, slots=True)
-class KnownBug:
-    kind: str
-    detail_contains: str  # "" matches every violation of the kind
-    what: str
-
-    def matches(self, v: Violation) -> bool:
-        return v.kind == self.kind and self.detail_contains in v.detail
-
-
-KNOWN_PRODUCT_BUGS = [
-    # A worker that stalls (SIGSTOP here; a VM pause or a long GC in life) while its claim is in flight, or whose
-    # claim's answer comes late (lost with its connection in a PostgreSQL restart, read back after the reconnect
-    # backoff), starts the tool although the claim's lease has lapsed and recovery has requeued the job, or failed a
-    # retry-unsafe one as "interrupted", and another worker may have finished it: the claimed record is run without
-    # checking that its lease is still good (engine/claims.py `_launch` -> `_claim`). Its writes are refused
-    # (fencing holds), but the work runs: again for a retry-safe job; after the client was told it failed, for an
-    # unsafe one.
-    KnownBug("stale_start", "", "a worker starts a claim whose lease lapsed"),
-    # A retryable failure of an attempt that lost its job (its worker was cut off, recovery requeued the job and
-    # another worker runs attempt n+1) requeues the newer attempt when the stale worker reconnects:
-    # Scheduler._failed re-reads the job and _requeue fences with that record's attempt, not the failing run's.
-    KnownBug("fencing", "-> pending/", "a stale attempt's retry requeues the newer attempt"),
-    # A PostgreSQL restart can end a running `vibe-jobs worker` or `serve` with exit 2 ("vibe-jobs: the job store
-    # at ... failed: ..."): a StoreError escapes to the command line after the store's reconnect attempts ran out.
-    KnownBug("process_exit", "vibe-jobs: the job store at", "a PostgreSQL restart ends a running process"),
-]
 
 
 def _needs_postgres_binaries() -> None:
@@ -82,13 +50,7 @@ def out() -> Iterator[Path]:
 def _judge(cfg: Config) -> None:
     violations, text = run(cfg)
     print(f"\n{text}\n\nhistory: {cfg.out}")
-    unexpected: list[str] = []
-    for v in violations:
-        bug = next((b for b in KNOWN_PRODUCT_BUGS if b.matches(v)), None)
-        if bug is None:
-            unexpected.append(str(v))
-        else:
-            print(f"KNOWN PRODUCT BUG ({bug.what}): {v}")
+    unexpected = [str(v) for v in violations]
     if unexpected:
         keep = Path(tempfile.mkdtemp(prefix="vj-faults-failed-"))
         shutil.copytree(cfg.out, keep, dirs_exist_ok=True)

@@ -23,7 +23,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -75,6 +75,11 @@ async def run_checks(wire: str) -> list[tuple[str, bool, str]]:
         command=sys.executable, args=[__file__, "--relay", wire, "--", *SERVER], env=ENV, cwd=str(ROOT)
     )
     outcomes: list[tuple[str, bool, str]] = []
+    asked: list[str] = []
+
+    async def on_elicit(message: str, response_type: Any, params: Any, context: Any) -> dict[str, Any]:
+        asked.append(message)  # FastMCP answers a task's input_required through its elicitation handler
+        return {"confirm": True}
 
     async def check(name: str, body: Callable[[], Awaitable[str]]) -> None:
         try:
@@ -82,7 +87,7 @@ async def run_checks(wire: str) -> list[tuple[str, bool, str]]:
         except Exception as exc:  # an interop report: record every failure, keep going
             outcomes.append((name, False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
-    async with Client(transport, timeout=60) as client:
+    async with Client(transport, timeout=60, elicitation_handler=on_elicit) as client:
         session = client.session
 
         async def negotiated() -> str:
@@ -137,6 +142,12 @@ async def run_checks(wire: str) -> list[tuple[str, bool, str]]:
                 return f"tasks/get unknown -> MCPError {exc.error.code} {exc.error.message!r}"
             raise AssertionError("no error")
 
+        async def elicitation() -> str:
+            result = await client.call_tool("confirm", {"question": "Delete 312 files?"})
+            assert asked == ["Delete 312 files?"], asked
+            assert result.content[0].text == "deleted", result
+            return f"input_required -> handler asked {asked[0]!r} -> tasks/update -> {result.content[0].text!r}"
+
         async def plain() -> str:
             result = await client.call_tool("plain-noop", {})
             return f"plain tool -> {result.structured_content}"
@@ -145,6 +156,7 @@ async def run_checks(wire: str) -> list[tuple[str, bool, str]]:
             ("negotiation", negotiated), ("call_tool transparently through a task", transparent),
             ("call_tool_task handle + tasks/get", explicit_handle), ("tasks/cancel", cancel),
             ("failing job", tool_error), ("unknown task id", unknown), ("plain tool stays plain", plain),
+            ("a job's elicitation answered by the elicitation handler", elicitation),
         ]:  # fmt: skip
             await check(name, body)
     return outcomes

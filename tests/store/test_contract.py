@@ -93,6 +93,7 @@ def full_record() -> JobRecord:
         priority=2, dedupe_key="dk", owner="host:1:ab", attempt=2, retry_count=1, error_count=1,
         run_after=1_700_000_000_900, started_at=1_700_000_000_200, finished_at=None,
         cancel_requested="user asked", cpu_seconds=0.125, peak_memory_mb=33.5,
+        waiting_for={"id": "q1", "method": "elicitation/create", "params": {"message": "Sûr ?"}, "askedAt": 5},
     )  # fmt: skip
 
 
@@ -148,6 +149,17 @@ async def test_update_json_fields(store: JobStore) -> None:
     assert (got.result, got.diagnostics, got.detail_metadata) == (result, ["a", "b"], {"x": [1, {"y": None}]})
 
 
+async def test_a_question_is_stored_and_cleared(store: JobStore) -> None:
+    await store.insert(record("q", status=R))
+    question = {"id": "k", "method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 5}}
+    await store.update("q", {"waiting_for": question})
+    got = await store.get("q")
+    assert got is not None and got.waiting_for == question
+    await store.update("q", {"waiting_for": None})
+    got = await store.get("q")
+    assert got is not None and got.waiting_for is None
+
+
 async def test_every_updatable_field_can_be_set(store: JobStore) -> None:
     await store.insert(record("all"))
     values: dict[str, Any] = {
@@ -155,6 +167,7 @@ async def test_every_updatable_field_can_be_set(store: JobStore) -> None:
         "current_stage": "s", "sub_progress": 2.5, "diagnostics": ["d"], "detail_metadata": {"m": 1},
         "owner": "o", "attempt": 3, "retry_count": 2, "error_count": 1, "run_after": 7, "started_at": 6,
         "finished_at": 8, "cancel_requested": "why", "cpu_seconds": 0.5, "peak_memory_mb": 9.5, "priority": 3,
+        "waiting_for": {"id": "q", "answer": {"action": "decline"}},
     }  # fmt: skip
     assert set(values) == UPDATABLE
     await store.update("all", values)
@@ -412,3 +425,13 @@ async def test_heartbeat_release_orphans(store: JobStore) -> None:
     await store.release("dead")
     assert [r.id for r in await store.orphans(now=600)] == ["lost", "nobody"]
     await store.release("never-seen")  # no error
+
+
+async def test_learned_durations_are_saved_and_replaced_by_key(store: JobStore) -> None:
+    assert await store.load_durations() == {}
+    await store.save_durations({"echo": (3, 120.5, "[100, 120, 140]"), "echo|analysis": (1, 9.0, "[9]")}, 1_000)
+    await store.save_durations({"echo": (4, 130.0, "[100, 120, 140, 160]")}, 2_000)
+    assert await store.load_durations() == {
+        "echo": (4, 130.0, "[100, 120, 140, 160]"),
+        "echo|analysis": (1, 9.0, "[9]"),
+    }

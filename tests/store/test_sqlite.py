@@ -198,12 +198,17 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
         record("old-done", status=C, finished_at=100), record("old-cancelled", status=X, updated_at=120),
         record("new-done", status=C, finished_at=500, created_at=2_000), record("waiting"), record("busy", status=R),
     ]  # fmt: skip
-    conn.executemany(sqlite_sql.INSERT, [codec.encode(rec) for rec in jobs])
+    old_columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]  # schema 1's (later steps add some)
+    insert = f"INSERT INTO jobs ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})"
+    at = [codec.COLUMNS.index(name) for name in old_columns]
+    conn.executemany(insert, [[codec.encode(rec)[i] for i in at] for rec in jobs])
     conn.close()
     upgraded = await reopened(db)
     try:
         counts = await upgraded.counts()
         assert (counts[C], counts[X], counts[JobStatus.PENDING], counts[R]) == (2, 1, 1, 1)
+        assert await upgraded.counts("local") == counts  # jobs from before principals are the local one's
+        assert {r.principal for r in await upgraded.query(JobQuery(principal="local"))} == {"local"}
         assert [r.id for r in await upgraded.query(JobQuery(status=C))] == ["new-done", "old-done"]
         assert sorted(await upgraded.delete_finished(before=200)) == ["old-cancelled", "old-done"]
         assert sorted(r.id for r in await upgraded.active()) == ["busy", "waiting"]

@@ -16,12 +16,15 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 import anyio
 
+from vibe_jobs.cli.ask import TerminalAsker
 from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
@@ -49,6 +52,11 @@ def add_call_parser(sub: Any) -> None:
     target = call.add_mutually_exclusive_group()
     target.add_argument("--server-cmd", metavar="COMMAND", help="start this server over stdio (shell-quoted)")
     target.add_argument("--url", help="connect to a running server (streamable HTTP; a /sse path uses SSE)")
+    call.add_argument(
+        "--token",
+        default=os.environ.get("VIBE_JOBS_TOKEN"),
+        help="bearer token for --url (default: env VIBE_JOBS_TOKEN; the environment keeps it out of `ps`)",
+    )
     call.add_argument("--no-wait", action="store_true", help="print the jobId and exit")
     call.add_argument(
         "--json",
@@ -115,17 +123,42 @@ def server_command(server_cmd: str | None) -> list[str]:
 def connect_target(args: argparse.Namespace, errlog: TextIO) -> Any:
     """What `Client(...)` connects to: a URL, an SSE transport, or a stdio server started here."""
     if args.url:
+        headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
         if urlsplit(args.url).path.rstrip("/").endswith("/sse"):
             from mcp.client.sse import sse_client
 
-            return sse_client(args.url)
-        return args.url
+            return sse_client(args.url, headers=headers)
+        return _streamable(args.url, headers)
     from mcp import StdioServerParameters
     from mcp.client.stdio import stdio_client
 
     cmd = server_command(args.server_cmd)
     params = StdioServerParameters(command=cmd[0], args=cmd[1:], env=dict(os.environ))
     return stdio_client(params, errlog=errlog)
+
+
+class Unauthorized(Exception):
+    """The server refused our credentials (HTTP 401/403)."""
+
+
+@asynccontextmanager
+async def _streamable(url: str, headers: dict[str, str] | None) -> AsyncIterator[Any]:
+    """A streamable HTTP transport sending `headers` (the bearer token) with every request; a 401 or 403
+    stops the call with a message that says so (the SDK would report only "an error response")."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def refused(response: httpx2.Response) -> None:
+        if response.status_code in (401, 403):
+            what = "a valid bearer token" if headers else "a bearer token: set VIBE_JOBS_TOKEN (or --token)"
+            raise Unauthorized(f"{url} answered HTTP {response.status_code}: the server wants {what}")
+
+    timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults: a response stream may stay open
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks={"response": [refused]}) as http,
+        streamable_http_client(url, http_client=http) as streams,
+    ):
+        yield streams
 
 
 # -- progress display ----------------------------------------------------------------------
@@ -221,15 +254,10 @@ class Follower:
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             result = await call_and_wait(
-                self.client,
-                tool,
-                arguments,
-                self._progress,
-                wait_seconds=WAIT_SECONDS,
-                on_started=self._started,
-                on_status=self._status,
-                include_details=True,
-            )
+                self.client, tool, arguments, self._progress, wait_seconds=WAIT_SECONDS,
+                on_started=self._started, on_status=self._status, include_details=True,
+                on_elicit=self._elicit, on_sample=self._sample,
+            )  # fmt: skip
             tg.cancel_scope.cancel()
         return result
 
@@ -250,6 +278,22 @@ class Follower:
     async def _progress(self, progress: float, total: float | None, message: str | None) -> None:
         if self.job_id is not None:  # a job's progress; a plain tool's answer is printed, not drawn
             await self.view.on_progress(progress, total, message)
+
+    async def _elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        self.view.clear()
+        self.view.paused = True
+        try:
+            return await TerminalAsker().on_elicit(message, schema)
+        finally:
+            self.view.paused = False
+
+    async def _sample(self, params: dict[str, Any]) -> dict[str, Any] | str:
+        self.view.clear()
+        self.view.paused = True
+        try:
+            return await TerminalAsker().on_sample(params)
+        finally:
+            self.view.paused = False
 
     async def _guard_interrupts(self, job_id: str) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:

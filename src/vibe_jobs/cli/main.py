@@ -10,8 +10,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from vibe_jobs.cli.call import add_call_parser, run_call
+from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
+from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import JobError
 
 if TYPE_CHECKING:
@@ -34,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
     worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
     add_jobs_parser(sub)
+    add_schedules_parser(sub)
     add_call_parser(sub)
+    add_dashboard_parsers(sub)
     add_proxy_parser(sub)
     return parser
 
@@ -47,6 +51,21 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
+    auth = serve.add_argument_group("identity (HTTP)")
+    auth.add_argument(
+        "--auth-tokens",
+        metavar="FILE",
+        help="bearer tokens, `TOKEN PRINCIPAL [SCOPES]` a line; env VIBE_JOBS_AUTH_TOKENS",
+    )
+    auth.add_argument("--auth-jwks", metavar="URL", help="verify JWT access tokens with this JWKS")
+    auth.add_argument("--auth-issuer", metavar="ISS", help="the JWT issuer (iss) to accept")
+    auth.add_argument("--auth-audience", metavar="AUD", help="the JWT audience (aud) to accept: this server")
+    auth.add_argument(
+        "--allowed-hosts", metavar="NAMES", help="Host names clients use, comma-separated; env VIBE_JOBS_ALLOWED_HOSTS"
+    )
+    auth.add_argument(
+        "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
+    )
 
 
 def load_tool_modules(names: Sequence[str]) -> None:
@@ -61,13 +80,26 @@ def load_tool_modules(names: Sequence[str]) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.jobtool import PLAIN_REGISTRY
 
+    settings = with_identity_options(args, settings)
     server = build_server(args, settings, run_jobs=not args.no_worker)
     for name, (fn, description) in PLAIN_REGISTRY.items():
         server.add_plain_tool(fn, name, description)
     if args.transport != "stdio":
         print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
-    server.run(args.transport, args.host, args.port)
+    server.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     return 0
+
+
+def with_identity_options(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The serve flags of identity over their environment variables."""
+    changes = {
+        name: getattr(args, name)
+        for name in ("auth_tokens", "auth_jwks", "auth_issuer", "auth_audience")
+        if getattr(args, name)
+    }
+    if args.allowed_hosts:
+        changes["allowed_hosts"] = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+    return replace(settings, **changes)
 
 
 def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool = True) -> JobServer:
@@ -116,8 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_worker(args, settings)
         if args.command == "jobs":
             return run_jobs(args, settings)
+        if args.command == "schedules":
+            return run_schedules(args, settings)
         if args.command == "call":
             return run_call(args, settings)
+        if args.command == "dashboard":
+            return run_dashboard(args, settings)
+        if args.command == "health":
+            return run_health(args, settings)
         if args.command == "proxy":
             return run_proxy(args, settings)
     except JobError as exc:

@@ -39,6 +39,9 @@ SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
 CLAIM_BATCH_FRACTION = 4
 CLAIM_LINGER_SECONDS = 0.005
+# After a failed round (the store unavailable) wait 0.1 s, doubling to 2 s while rounds keep failing.
+ROUND_BACKOFF_SECONDS = 0.1
+ROUND_BACKOFF_MAX_SECONDS = 2.0
 PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
@@ -116,6 +119,7 @@ class ClaimSource:
         return QueueView(depth, min((oldest for _, _, oldest in rows), default=None), unserved)
 
     async def enqueue(self, rec: JobRecord) -> None:
+        self.executor.watch_deadline(rec)
         self._wake.set()
 
     def pump(self) -> None:
@@ -160,9 +164,14 @@ class ClaimSource:
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
         self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
+        failures = 0
         try:
             while True:
-                await self._round()
+                if not await self._round():
+                    failures += 1  # the store fails (a restart): back off, whatever wakes this loop
+                    await anyio.sleep(min(ROUND_BACKOFF_MAX_SECONDS, ROUND_BACKOFF_SECONDS * 2 ** (failures - 1)))
+                    continue
+                failures = 0
                 # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
                 now = anyio.current_time()
                 wait = min(POLL_SECONDS, max(0.01, self._next_renew - now))
@@ -176,15 +185,18 @@ class ClaimSource:
                 if self._listener is not None:
                     await self._listener.close()
 
-    async def _round(self) -> None:
+    async def _round(self) -> bool:
+        """Listen, claim, renew and sweep; False when the store failed (the database restarts)."""
         try:
             await self._keep_listening()
             if self.run_jobs:
                 await self._claim_available()
             await self._renew()
             await self._sweep()
-        except StoreError as exc:  # the database restarts: try again on the next round
+        except StoreError as exc:
             log.warning("worker.round_failed", error=str(exc))
+            return False
+        return True
 
     async def _keep_listening(self) -> None:
         """(Re)open the LISTEN session: at start, and after it was lost (a restart, a terminated session).
@@ -214,9 +226,9 @@ class ClaimSource:
                 if now < self._linger_until:
                     return  # `run_timers` wakes at `_linger_until`
             self._linger_until = None
-            found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, free, now=self.m.now())
+            found, valid_until = await self._claim(names, free)
             for rec in found:
-                self._launch(rec)
+                self._launch(rec, valid_until)
             self._backlog = len(found) == free
             if not self._backlog:
                 self._look_at_head = True  # a short claim: something may not have fitted
@@ -240,9 +252,20 @@ class ClaimSource:
             self._head_blocked_since = now
         return now - self._head_blocked_since >= self.reservation_ms
 
-    def _launch(self, rec: JobRecord) -> None:
-        # the claim enforced the limits in the database: nothing to account here
-        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec)
+    async def _claim(self, names: list[str], k: int) -> tuple[list[JobRecord], int]:
+        """Claim up to `k` jobs; answer them and until when this process holds them (epoch ms): the job
+        leases the claim wrote, and this process's lease (renewed first when a stall let it lag: a job
+        whose owner's lease lapsed is an orphan however fresh its own lease)."""
+        if self.m.lease_until - self.m.now() < self.lease_ms // 3:  # a renewal was missed
+            await self.m.renew_lease()
+        now = self.m.now()
+        found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
+        return found, min(now + self.lease_ms, self.m.lease_until)
+
+    def _launch(self, rec: JobRecord, valid_until: int) -> None:
+        # the claim enforced the limits in the database: nothing to account here; the run starts only
+        # while the claim is still held (an answer that came after its lease lapsed is given back)
+        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, valid_until)
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
@@ -256,7 +279,9 @@ class ClaimSource:
         self._next_renew = now + self.lease_ms / 3000  # a third of the lease, in seconds
         running = self.executor.running
         sent = dict(running)
-        held = await self.store.renew_state(self.m.owner, list(sent), self.m.now() + self.lease_ms)
+        expires_at = self.m.now() + self.lease_ms
+        held = await self.store.renew_state(self.m.owner, list(sent), expires_at)
+        self.m.lease_renewed(expires_at)
         for job_id, run in sent.items():
             if running.get(job_id) is not run or run.done:
                 continue  # finished (or re-claimed) meanwhile

@@ -15,6 +15,7 @@ import resource
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ import anyio
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.admission import Needs
+from vibe_jobs.engine.deadlines import MESSAGE as DEADLINE
+from vibe_jobs.engine.deadlines import deadline_of, expire_pending
 from vibe_jobs.engine.failures import error_text, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
@@ -36,6 +39,7 @@ from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.executor")
 
+CLAIM_RETRY_MAX_SECONDS = 2.0  # the longest wait between two tries of a claim the store failed
 SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 
 
@@ -58,12 +62,14 @@ class Run:
     done: bool = False  # the work returned (or raised); nobody waits on it: the run's own task did the work
     result: dict[str, Any] | None = None
     error: BaseException | None = None
-    error_trace: str | None = None
+    error_where: str | None = None  # where the work raised, one line (the traceback goes to the log only)
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
     abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
     released: bool = False  # its slot (concurrency, resources) is given back
     timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
+    deadline_timer: Timer | None = None  # cancels the run at the job's deadline
+    paused: tuple[float, Callable[[], None]] | None = None  # while it waits for an answer: time left, stage
     cpu0: float = 0.0
     wall0: float = 0.0
 
@@ -84,17 +90,22 @@ class Executor:
         self.timers = Timers()
         self.runs = TaskSet()  # one task per job run
         self._idle = anyio.Event()
+        # wraps each attempt's run (server/tracing.py installs a span per attempt); None: nothing
+        self.attempt_hook: Callable[[JobRecord], AbstractContextManager[Any]] | None = None
 
     @property
     def busy(self) -> int:
         """Slots in use: jobs running or starting."""
         return len(self.running) + self.starting
 
-    def launch(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None) -> None:
-        """Run a job in a task of its own: `claimed` is its running record when the source claimed it,
-        else the run claims it (pending -> running). Its slot is given back through `feeder.released`."""
+    def launch(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None, valid_until: int | None = None
+    ) -> None:
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (held
+        until `valid_until`, epoch ms), else the run claims it (pending -> running). Its slot is given back
+        through `feeder.released`."""
         self.starting += 1
-        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed)
+        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
 
     async def drained(self) -> None:
         """Return once no job is starting or running."""
@@ -104,12 +115,16 @@ class Executor:
 
     # -- one run ---------------------------------------------------------------------------
 
-    async def _run(self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None) -> None:
+    async def _run(
+        self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None, valid_until: int | None
+    ) -> None:
         """One task per job: claim, do the work, write the outcome (time-outs come from `self.timers`)."""
         run: Run | None = None
         try:
             rec = claimed if claimed is not None else await self._claim(job_id)
-            if rec is not None:
+            if rec is not None and valid_until is not None and self.m.now() >= valid_until:
+                await self._give_back(rec)
+            elif rec is not None:  # no await from the check to the work: the claim is still held
                 run = self._begin(rec, needs)
                 await self._execute(run)
         finally:
@@ -118,15 +133,40 @@ class Executor:
             self._release(tool, needs, run)
 
     async def _claim(self, job_id: str) -> JobRecord | None:
+        """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
+        try again with backoff, so that an accepted job never waits for a restart."""
+        delay = 0.05
+        while True:
+            try:
+                return await self.m.start_job(job_id, owned=True)
+            except StoreError as exc:
+                if not exc.transient:
+                    log.error("job.claim_failed", job_id=job_id, error=str(exc))
+                    return None
+                log.warning("job.claim_retry", job_id=job_id, error=str(exc))
+            except (InvalidTransition, StaleWrite, JobError):
+                return None  # cancelled (or gone) before it started
+            await anyio.sleep(delay)
+            delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
+
+    async def _give_back(self, rec: JobRecord) -> None:
+        """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
+        answer came late): another process may have adopted the job, so it is not run here. While still
+        ours it is queued again, as it was (it never ran: no retry is counted); else recovery has it."""
+        log.warning("job.claim_lapsed", job_id=rec.id, attempt=rec.attempt)
         try:
-            return await self.m.start_job(job_id, owned=True)
-        except (InvalidTransition, StaleWrite, JobError):
-            return None  # cancelled (or gone) before it started
+            new = await self.m.requeue(rec.id, lambda r: {"status": JobStatus.PENDING}, _attempt_guard(rec.attempt))
+        except (InvalidTransition, StaleWrite, StoreError) as exc:
+            log.info("job.claim_lapsed_taken", job_id=rec.id, reason=str(exc))
+            return
+        if new.status is JobStatus.PENDING:
+            await self.feeder.requeued(new)
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
         run = Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs, rec)
         run.ctx.cancel_scope = run.scope
+        run.ctx.on_wait = lambda waiting: self._pause(run) if waiting else self._resume(run)
         self.starting -= 1
         self.running[rec.id] = run
         self.max_running_seen = max(self.max_running_seen, len(self.running))
@@ -151,19 +191,51 @@ class Executor:
         # a cancel or a takeover from now on reaches the work through its cancel scope
         rec = run.rec
         spec = self.tools[rec.tool_name]
+        if await self._past_deadline(run):
+            return
         run.cpu0, run.wall0 = time.process_time(), time.monotonic()
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
+        hook = self.attempt_hook
         try:
-            with run.scope:
+            with run.scope, hook(rec) if hook is not None else contextlib.nullcontext():
                 run.result = await spec.invoke(rec.params, run.ctx)
         except Exception as exc:
-            run.error, run.error_trace = exc, traceback.format_exc()
+            run.error, run.error_where = exc, _raised_at(exc)
+            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
         finally:
             run.done = True
             self.timers.cancel(run.timer)
+            self.timers.cancel(run.deadline_timer)
         if not run.abandoned:
             await self._settle_durably(run, False)
+
+    async def _past_deadline(self, run: Run) -> bool:
+        """A job started after its deadline fails ("deadline passed") without running; one started before
+        it is cancelled when the deadline comes."""
+        deadline = deadline_of(run.rec)
+        if deadline is None:
+            return False
+        left = deadline - self.m.now()
+        if left > 0:
+            run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
+            return False
+        with contextlib.suppress(InvalidTransition, StaleWrite):
+            await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+        return True
+
+    def _cancel_at_deadline(self, run: Run) -> None:
+        self.cancel_running(run.rec.id, DEADLINE)
+
+    def watch_deadline(self, rec: JobRecord) -> None:
+        """Fail `rec` at its deadline if it has not started by then."""
+        deadline = deadline_of(rec)
+        if deadline is not None:
+            job_id = rec.id
+            self._at(
+                max(0.0, (deadline - self.m.now()) / 1000),
+                lambda: self.runs.spawn(self.m.task_group, expire_pending, self.m, job_id),
+            )
 
     def timeout_for(self, rec: JobRecord, spec: JobToolSpec) -> float:
         """Seconds: the job's own, else the tool's, else its operation type's, else the default."""
@@ -181,6 +253,19 @@ class Executor:
 
     def _at(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self.timers.call_at(anyio.current_time() + delay, callback, self.m.task_group)
+
+    def _pause(self, run: Run) -> None:
+        """The job waits for an answer: its time-out clock stops (the stage due next keeps its time left)."""
+        timer = run.timer
+        if timer is not None and not timer.cancelled:
+            run.paused = (max(0.0, timer.when - anyio.current_time()), timer.callback)
+            self.timers.cancel(timer)
+
+    def _resume(self, run: Run) -> None:
+        if run.paused is not None and not run.done:
+            left, stage = run.paused
+            run.timer = self._at(left, stage)
+        run.paused = None
 
     def _warn(self, run: Run, timeout: float) -> None:
         run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
@@ -239,6 +324,7 @@ class Executor:
                 diags = ctx.take_diagnostics()
                 await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
             elif abandoned or run.timed_out:
+                self.m.stats.counters.timed_out[rec.tool_name] += 1
                 await self._failed(run, _timeout_error(rec, abandoned, self.grace_seconds), usage)
             elif run.error is not None:
                 await self._failed(run, run.error, usage)
@@ -259,26 +345,29 @@ class Executor:
         limit = retry_limit(rec, spec, self.retry)
         delay = retry_policy(spec, self.retry).decide(exc, current.retry_count, limit)
         message = error_text(exc)
-        diags = [*run.ctx.take_diagnostics(), *([run.error_trace] if run.error_trace else [])]
+        diags = [*run.ctx.take_diagnostics(), *([run.error_where] if run.error_where else [])]
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
             return
-        await self._requeue(current, message, diags, delay, limit)
+        await self._requeue(run, message, diags, delay, limit)
 
-    async def _requeue(self, rec: JobRecord, message: str, diags: list[str], delay: int, limit: int) -> None:
-        retry = rec.retry_count + 1
-        note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
-        changes = {
-            "status": JobStatus.PENDING,
-            "retry_count": retry,
-            "error_count": rec.error_count + 1,
-            "run_after": self.m.now() + delay,
-            "progress_message": note,
-            "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
-        }
-        new = await self.m.mutate(rec.id, lambda r: changes, _attempt_guard(rec.attempt))
-        log.info("job.retry_scheduled", job_id=rec.id, retry=retry, delay_ms=delay)
-        await self.feeder.requeued(new)
+    async def _requeue(self, run: Run, message: str, diags: list[str], delay: int, limit: int) -> None:
+        """Queue the job again for a retry, fenced by this run's attempt (not the job's: a newer attempt
+        may run elsewhere); a job whose cancel was asked for meanwhile ends cancelled instead."""
+
+        def plan(rec: JobRecord) -> dict[str, Any]:
+            retry = rec.retry_count + 1
+            note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
+            return {
+                "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
+                "run_after": self.m.now() + delay, "progress_message": note,
+                "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
+            }  # fmt: skip
+
+        new = await self.m.requeue(run.rec.id, plan, _attempt_guard(run.ctx.attempt))
+        if new.status is JobStatus.PENDING:
+            log.info("job.retry_scheduled", job_id=new.id, retry=new.retry_count, delay_ms=delay)
+            await self.feeder.requeued(new)
 
     # -- stopping running work -------------------------------------------------------------
 
@@ -322,6 +411,15 @@ def _timeout_error(rec: JobRecord, abandoned: bool, grace: float) -> JobTimeout:
         err.retryable = False  # type: ignore[attr-defined]  # the abandoned work may still be running
         return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _raised_at(exc: BaseException) -> str | None:
+    """`raised at FILE:LINE in FUNCTION` of the innermost frame (the file's name only), or None."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    last = frames[-1]
+    return f"raised at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def _usage(ctx: JobContext, cpu0: float, wall0: float) -> dict[str, float]:

@@ -13,12 +13,16 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 
+MAX_ERROR_CHARS = 1000
+
 
 def error_text(exc: BaseException) -> str:
-    """`ErrorType: message` (the type alone when the message is empty), as a failed job shows it."""
-    if isinstance(exc, JobError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """`ErrorType: message` (the type alone when the message is empty) on one line of at most
+    MAX_ERROR_CHARS, as a failed job shows it (a multi-line message is joined; tracebacks go to the log)."""
+    message = " ".join(str(exc).split())
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + " [cut]"
+    return f"{type(exc).__name__}: {message}" if message or isinstance(exc, JobError) else type(exc).__name__
 
 
 def retry_policy(spec: JobToolSpec, default: RetryPolicy) -> RetryPolicy:

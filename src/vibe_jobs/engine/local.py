@@ -91,6 +91,7 @@ class LocalSource:
             rec.id, rec.tool_name, priority_of(rec.priority), rec.created_at, needs_of(rec), rec.run_after
         )
         self.queued[rec.id] = entry
+        self.executor.watch_deadline(rec)
         deps = set(rec.task.dependencies) if rec.task else set()
         if deps:
             # It becomes ready (honouring run_after) when its last dependency completes.

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio
+
 from vibe_jobs.engine.failures import retry_limit
 from vibe_jobs.errors import InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
@@ -26,6 +28,7 @@ from vibe_jobs.store.base import Guard
 log = get_logger("vibe_jobs.engine.recovery")
 
 INTERRUPTED = "interrupted: the server stopped while the job was running"
+ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
 
 
 def plan_recovery(
@@ -39,36 +42,24 @@ def plan_recovery(
         return {**base, **_failed(rec, now, f"the tool '{rec.tool_name}' is not registered on this server")}
     if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that
         text = f"Job cancelled: {rec.cancel_requested}"
-        return {
-            **base,
-            "status": JobStatus.CANCELLED,
-            "finished_at": now,
-            "progress_message": text,
-            "result": text_result(text, is_error=True),
-        }
+        return {**base, "status": JobStatus.CANCELLED, "finished_at": now, "progress_message": text,
+                "result": text_result(text, is_error=True)}  # fmt: skip
     if rec.status is JobStatus.PENDING:
         return base
     limit = retry_limit(rec, spec, default_retry)
     if rec.retry_count < limit:
         note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
-        return {
-            **base,
-            "status": JobStatus.PENDING,
-            "retry_count": rec.retry_count + 1,
-            "progress_message": note,
-            "diagnostics": capped_diagnostics(rec.diagnostics, (note,)),
-        }
+        return {**base, "status": JobStatus.PENDING, "retry_count": rec.retry_count + 1,
+                "progress_message": note, "diagnostics": capped_diagnostics(rec.diagnostics, (note,))}  # fmt: skip
     return {**base, **_failed(rec, now, INTERRUPTED)}
 
 
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
     return {
-        "status": JobStatus.FAILED,
-        "finished_at": now,
-        "progress_message": f"Job failed: {message}",
+        "status": JobStatus.FAILED, "finished_at": now, "progress_message": f"Job failed: {message}",
         "result": text_result(message, is_error=True),
         "diagnostics": capped_diagnostics(rec.diagnostics, (message,)),
-    }
+    }  # fmt: skip
 
 
 def _const(changes: dict[str, Any]) -> Callable[[JobRecord], dict[str, Any]]:
@@ -80,25 +71,46 @@ async def recover_orphans(
 ) -> list[JobRecord]:
     """Adopt every active job without a live owner; return the adopted records that are pending.
 
+    Running orphans first (their work stopped: they are recovered within the lease bound however many
+    pending jobs the dead process had accepted), then the pending ones. Each group is adopted
+    concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group commit)
+    instead of one round trip each.
+
     `shared` (a cluster of workers on one database): jobs of tools this process does not have are
     left for a process that has them, instead of failing them.
     """
-    adopted: list[JobRecord] = []
-    for rec in await manager.store.orphans(manager.now()):
-        if rec.owner == manager.owner:
-            continue  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
-        if shared and rec.tool_name not in tools:
-            continue
-        await _end_leftovers(rec, tools.get(rec.tool_name))
-        changes = plan_recovery(manager, rec, tools, default_retry)
-        try:
-            new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
-        except (InvalidTransition, StaleWrite):
-            continue  # someone else adopted it first
-        log.info("job.recovered", job_id=rec.id, was=rec.status.value, now=new.status.value)
-        if new.status is JobStatus.PENDING:
-            adopted.append(new)
-    return adopted
+    found = [rec for rec in await manager.store.orphans(manager.now()) if _to_adopt(manager, rec, tools, shared)]
+    running = [rec for rec in found if rec.status is JobStatus.RUNNING]
+    pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
+    adopted: dict[str, JobRecord] = {}
+    for group in (running, pending):
+        for i in range(0, len(group), ADOPT_BATCH):
+            async with anyio.create_task_group() as tg:
+                for rec in group[i : i + ADOPT_BATCH]:
+                    tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted)
+    return [adopted[rec.id] for rec in found if rec.id in adopted]
+
+
+def _to_adopt(manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], shared: bool) -> bool:
+    if rec.owner == manager.owner:
+        return False  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
+    return not (shared and rec.tool_name not in tools)
+
+
+async def _adopt(
+    manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy,
+    adopted: dict[str, JobRecord],
+) -> None:  # fmt: skip
+    """Adopt one orphan (noting it in `adopted` when it is pending now), unless another process did first."""
+    await _end_leftovers(rec, tools.get(rec.tool_name))
+    changes = plan_recovery(manager, rec, tools, default_retry)
+    try:
+        new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
+    except (InvalidTransition, StaleWrite):
+        return  # someone else adopted it first
+    log.info("job.recovered", job_id=rec.id, was=rec.status.value, now=new.status.value)
+    if new.status is JobStatus.PENDING:
+        adopted[rec.id] = new
 
 
 async def _end_leftovers(rec: JobRecord, spec: JobToolSpec | None) -> None:

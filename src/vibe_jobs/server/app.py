@@ -12,11 +12,18 @@ from mcp_types import EmptyResult, SetLevelRequestParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.answers import encodable_answers
+from vibe_jobs.server.auth import AuthSetup, Identity, dashboard_bearer
 from vibe_jobs.server.control import PROTOCOL, ControlTools
+from vibe_jobs.server.hooks import EXTRA_TOOLS, run_build_hooks
+from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
+from vibe_jobs.server.http.guard import Guard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
+from vibe_jobs.server.scheduletools import ScheduleTools
 from vibe_jobs.server.sdk import add_request_handler
 from vibe_jobs.server.tasks import TasksExtension
 from vibe_jobs.server.wrap import job_mcp_tool
@@ -37,26 +44,32 @@ def build_mcp(
     *,
     name: str = "vibe-jobs",
     instructions: str | None = None,
+    auth: AuthSetup | None = None,
     middleware: Sequence[ServerMiddleware[Any]] = (),
 ) -> MCPServer[Any]:
-    """The MCPServer with every tool registered; `manager` must be running while it serves."""
-    job_tools = {spec_name: job_mcp_tool(manager, spec) for spec_name, spec in specs.items()}
-    control = ControlTools(manager, specs)
-    tools = [*job_tools.values(), *plain_tools, *control.tools()]
-    tasks, hub = TasksExtension(manager, specs), JobResourceHub(manager)
+    """The MCPServer with every tool registered; `manager` must be running while it serves. With `auth`
+    (HTTP), requests need a bearer token and every surface sees only its caller's jobs."""
+    auth = auth or AuthSetup()
+    identity = Identity(required=auth.enabled)
+    job_tools = {spec_name: job_mcp_tool(manager, spec, identity) for spec_name, spec in specs.items()}
+    schedules = Schedules(manager, specs)
+    control = ControlTools(manager, specs, identity, schedules)
+    tools = [*job_tools.values(), *plain_tools, *EXTRA_TOOLS, *control.tools(), *ScheduleTools(schedules).tools()]
+    tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
-        name,
-        instructions=instructions or INSTRUCTIONS,
-        version=_version(),
-        tools=tools,
-        log_level=cast(Any, manager.settings.log_level.upper()),
-        extensions=[tasks],
-        subscriptions=hub.bus,
-        middleware=[tasks.list_tools_middleware, hub.track_listen, *middleware],
-    )
+        name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
+        log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
+        middleware=[
+            tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools}),
+            *middleware,
+        ],
+        token_verifier=auth.verifier, auth=auth.settings,
+    )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
+    add_dashboard(mcp, Dashboard(manager, Guard(bearer=dashboard_bearer(auth)), tools=specs))
     register_job_resources(mcp, hub)
+    run_build_hooks(mcp)
     return mcp
 
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import Field
 
+from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
-from vibe_jobs.events import JobEvent
+from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import (
+    Job,
     JobStarted,
     JobStatusMessage,
     OperationType,
@@ -24,6 +27,10 @@ from vibe_jobs.models import (
     TaskMetadata,
     TaskSpec,
 )
+from vibe_jobs.questions import pending_question
+from vibe_jobs.redact import redact_params
+from vibe_jobs.server.asking import Asker, Keepalive, take_responses
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.schemas import flat_schema
 from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
@@ -54,6 +61,13 @@ def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResul
     return CallToolResult(content=[text(unfinished_text(msg))], structured_content=wire)
 
 
+def job_summary(job: Job) -> dict[str, Any]:
+    """A job as list-jobs and `jobs://recent` show it: no result, secret-named arguments redacted."""
+    wire = job.model_dump(mode="json", exclude_none=True, exclude={"result"})
+    wire["params"] = redact_params(wire["params"])
+    return wire
+
+
 def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
     blocks = list((result or {}).get("content") or [])
     return [text(b["text"]) if b.get("type") == "text" else b for b in blocks if isinstance(b, dict)]
@@ -62,8 +76,15 @@ def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
 class ControlTools:
     """The control tools bound to one manager and the registered job tools."""
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec]) -> None:
-        self.m, self.specs = manager, specs
+    def __init__(
+        self,
+        manager: JobManager,
+        specs: Mapping[str, JobToolSpec],
+        identity: Identity | None = None,
+        schedules: Schedules | None = None,
+    ) -> None:
+        self.m, self.specs, self.schedules = manager, specs, schedules
+        self.identity = identity or Identity()
 
     async def get_job_result(
         self,
@@ -76,25 +97,37 @@ class ControlTools:
         ] = 0,
     ) -> Annotated[CallToolResult, JobStatusMessage]:
         """Read a background job: its status, progress, and its result once finished."""
+        viewer = self.identity.viewer()
         try:
+            await take_responses(self.m, jobId, ctx.input_responses)
             if waitSeconds > 0:
-                await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000))
-            msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails)
+                asked = await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
+                if asked is not None:  # 2026-07-28: the SDK sends it as `input_required`; the retry answers
+                    return cast(CallToolResult, asked)
+            msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         return status_result(msg, includeDetails)
 
-    async def _long_poll(self, ctx: Context, job_id: str, seconds: float) -> None:
-        last = [0.0]  # progress never goes backwards in the notifications
-
-        async def on_event(event: JobEvent) -> None:
-            if event.progress is None and not event.message:
-                return
-            last[0] = event.progress if event.progress is not None else last[0]
-            stage = f"[{event.stage}] " if event.stage else ""
-            await ctx.report_progress(last[0], 100.0, f"{stage}{event.message or ''}".strip())
-
-        await self.m.wait(job_id, seconds, on_event)
+    async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> InputRequiredResult | None:
+        """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on
+        this call (on 2026-07-28 by answering `input_required`, returned here), and return at once when it
+        waits on one this caller cannot (`waitingFor` says what)."""
+        asker = Asker(ctx, self.m, job_id)
+        keepalive = Keepalive(ctx, self.m.settings.progress_keepalive_ms / 1000)
+        end = anyio.current_time() + seconds
+        asked = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keepalive.run)
+            while (left := end - anyio.current_time()) > 0:
+                rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks, viewer=viewer)
+                if not asker.wants(rec):
+                    break
+                if (asked := asker.input_required(rec)) is not None:
+                    break
+                await asker.deliver(rec)
+            tg.cancel_scope.cancel()
+        return asked
 
     async def list_jobs(
         self,
@@ -105,10 +138,10 @@ class ControlTools:
     ) -> CallToolResult:
         """List jobs, newest first, a page at a time."""
         try:
-            page = await self.m.list_jobs(status, toolName, limit, cursor)
+            page = await self.m.list_jobs(status, toolName, limit, cursor, viewer=self.identity.viewer())
         except JobError as exc:
             return job_error_result(exc)
-        jobs = [j.model_dump(mode="json", exclude_none=True, exclude={"result"}) for j in page.jobs]
+        jobs = [job_summary(j) for j in page.jobs]
         summary = "\n".join(f"{j['id']} {j['toolName']} {j['status']}" for j in jobs) or "no jobs"
         more = f"\nMore: call list-jobs with cursor {page.next_cursor!r}" if page.next_cursor else ""
         return CallToolResult(
@@ -121,10 +154,11 @@ class ControlTools:
         reason: Annotated[str | None, Field(description="Why; recorded with the job.")] = None,
     ) -> CallToolResult:
         """Cancel a job: a pending job never runs; running work is stopped. A finished job cannot be cancelled."""
+        viewer = self.identity.viewer()
         try:
-            rec = await self.m.cancel_job(jobId, reason)
+            rec = await self.m.cancel_job(jobId, reason, viewer)
             if not rec.finished:
-                rec = await self.m.wait(jobId, 5.0)
+                rec = await self.m.wait(jobId, 5.0, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         state = rec.status.value
@@ -135,11 +169,41 @@ class ControlTools:
         }
         return CallToolResult(content=[text(f"Job {jobId} is {state}.")], structured_content=body)
 
+    async def answer_job(
+        self,
+        jobId: Annotated[str, Field(description="The job whose question (waitingFor) you answer.")],
+        answer: Annotated[
+            Any,
+            Field(
+                description="For an elicitation: an object with the fields of waitingFor.requestedSchema. "
+                "For sampling: the text of the reply."
+            ),
+        ] = None,
+        action: Annotated[
+            Literal["accept", "decline", "cancel"],
+            Field(description="accept (with answer), or decline / cancel to refuse the question."),
+        ] = "accept",
+    ) -> CallToolResult:
+        """Answer the question a running job waits on; the job resumes with it."""
+        try:
+            await self.m.answer(jobId, answer, action=action, viewer=self.identity.viewer())
+        except JobError as exc:
+            return job_error_result(exc)
+        body = {"jobId": jobId, "status": "running", "answered": True, "action": action}
+        hint = f'Answer delivered; the job resumes. Next: call get-job-result with {{"jobId": "{jobId}"}}.'
+        return CallToolResult(content=[text(hint)], structured_content=body)
+
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
-        stats = await self.m.statistics()
+        stats = await self.m.statistics(self.identity.viewer())
+        if self.schedules is not None:
+            stats = stats.model_copy(update={"schedules": await self.schedules.list()})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
+        for s in stats.schedules:
+            line += (
+                f"\nSchedule {s.schedule_id}: last fired {s.last_fired_at} ({s.last_outcome}), next {s.next_fire_at}"
+            )
         return CallToolResult(content=[text(line)], structured_content=stats.wire())
 
     async def submit_job(
@@ -156,6 +220,11 @@ class ControlTools:
         taskId: str | None = None,
         projectId: str | None = None,
         batchId: str | None = None,
+        runAt: Annotated[int | None, Field(description="Defer: not runnable before this time (epoch ms).")] = None,
+        deadline: Annotated[
+            int | None,
+            Field(description="Epoch ms: not started by then -> failed; still running then -> cancelled."),
+        ] = None,
     ) -> Annotated[CallToolResult, JobStarted]:
         """Submit a job tool call with scheduling options (priority, dependencies, resources, retries, time-out)."""
         spec = self.specs.get(tool)
@@ -167,17 +236,15 @@ class ControlTools:
         if isinstance(params, CallToolResult):
             return params
         task = TaskSpec(
-            task_id=taskId,
-            project_id=projectId,
-            operation_type=operationType or spec.operation_type,
-            priority=priority,
-            estimated_duration=estimatedDuration,
-            resource_requirements=resourceRequirements,
-            dependencies=dependsOn,
-            timeout_seconds=timeoutSeconds,
-            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
-        )
-        return await start_job(self.m, spec, params, task)
+            task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
+            priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
+            dependencies=dependsOn, timeout_seconds=timeoutSeconds,
+            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries), deadline=deadline,
+        )  # fmt: skip
+        if runAt is not None and deadline is not None and deadline <= runAt:
+            return error_result(f"deadline {deadline} is not after runAt {runAt}: the job could never start",
+                                "invalid_params")  # fmt: skip
+        return await start_job(self.m, spec, params, task, self.identity.viewer(), run_at=runAt)
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any], str]] = [
@@ -198,12 +265,22 @@ class ControlTools:
                 f"Run a job tool with scheduling options; answers with a jobId. {PROTOCOL}",
             ),
             (
+                "answer-job",
+                self.answer_job,
+                "Answer the question a running job waits on (get-job-result shows it as waitingFor): "
+                "the fields of its requestedSchema, or the text for a sampling request; or decline.",
+            ),
+            (
                 "job-stats",
                 self.job_stats,
                 "Job statistics: counts, queue depth, rates, durations and health.",
             ),
         ]
         return [_advertised_only(Tool.from_function(fn, name=name, description=desc)) for name, fn, desc in entries]
+
+
+def _asks(rec: Any) -> bool:
+    return pending_question(rec.waiting_for) is not None
 
 
 def _advertised_only(tool: Tool) -> Tool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 from collections.abc import Callable
@@ -13,11 +14,19 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 
 from vibe_jobs.engine.claims import ClaimSource
+from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
+from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.redact import redact_url, set_secret_pattern
+from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
+from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
+from vibe_jobs.server.http.prom import instrument_store
+from vibe_jobs.server.sdk import run_session
+from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -40,12 +49,24 @@ class JobServer:
     ) -> None:
         self.name, self.instructions = name, instructions
         self.settings = settings or Settings()
+        set_secret_pattern(self.settings.secret_pattern)
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
         self.source: JobSource = make_source(self.manager, self.specs, run_jobs=run_jobs, concurrency=concurrency)
         self._plain: list[Tool] = []
         self._middleware: list[ServerMiddleware[Any]] = []
         self._setups: list[Callable[[MCPServer[Any]], None]] = []
+        self.schedules = Schedules(self.manager, self.specs)
+        self.ticker = Ticker(self.schedules)
+
+    async def start_schedules(self) -> None:
+        """Declare the schedules of job tools (`@job_tool(schedule=...)`) and start firing schedules
+        (call inside `async with self.manager`)."""
+        for spec in self.specs.values():
+            if spec.schedule is not None:
+                fields = {"tool": spec.name, "cron": spec.schedule, "scheduleId": code_schedule_id(spec.name)}
+                await self.schedules.declare(parse_spec(fields))
+        self.manager.task_group.start_soon(self.ticker.run)
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
         if spec.name in self.specs:
@@ -87,7 +108,7 @@ class JobServer:
         """Call `setup(mcp)` on the MCPServer each `build()` makes (to register handlers of its own)."""
         self._setups.append(setup)
 
-    def build(self) -> MCPServer[Any]:
+    def build(self, auth: AuthSetup | None = None) -> MCPServer[Any]:
         mcp = build_mcp(
             self.manager,
             self.specs,
@@ -95,27 +116,67 @@ class JobServer:
             name=self.name,
             instructions=self.instructions,
             middleware=self._middleware,
+            auth=auth,
         )
         for setup in self._setups:
             setup(mcp)
         return mcp
 
-    async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
-        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process."""
-        mcp = self.build()
+    async def serve(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
+        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process.
+
+        Over HTTP: authentication as the settings say (a token file or JWT), refused beyond loopback
+        without it (unless `allow_unauthenticated`), Host/Origin checks always on (`allowed_hosts`)."""
+        auth = AuthSetup() if transport == "stdio" else auth_setup(self.settings, _base_url(host, port))
+        if transport != "stdio":
+            check_bind(host, auth.enabled, allow_unauthenticated)
+        security = transport_security(host, self.settings.allowed_hosts)
+        mcp = self.build(auth)
+        if transport != "stdio":  # /metrics is served: time the store's calls
+            instrument_store(self.manager.store, self.manager.stats.counters)
+        tracing.install(self.source.executor)
         async with self.manager:
-            log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
+            await self.start_schedules()
+            log.info(
+                "server.started", transport=transport, store=redact_url(self.manager.store.url),
+                tools=sorted(self.specs), authenticated=auth.enabled,
+            )  # fmt: skip
             if transport == "stdio":
-                await _until_signal(mcp.run_stdio_async)
+                await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             elif transport == "sse":
-                await mcp.run_sse_async(host=host, port=port)
+                await mcp.run_sse_async(host=host, port=port, transport_security=security)
             else:
-                await mcp.run_streamable_http_async(host=host, port=port, streamable_http_path="/mcp")
+                await mcp.run_streamable_http_async(
+                    host=host,
+                    port=port,
+                    streamable_http_path="/mcp",
+                    transport_security=security,
+                    **hooks.http_options,
+                )
         log.info("server.stopped")
 
-    def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    def run(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format)
-        anyio.run(self.serve, transport, host, port)
+        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+
+def _base_url(host: str, port: int) -> str:
+    name = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    return f"http://{f'[{name}]' if ':' in name and not name.startswith('[') else name}:{port}"
 
 
 async def _until_signal(run: Callable[[], Any]) -> None:
@@ -134,6 +195,12 @@ async def _until_signal(run: Callable[[], Any]) -> None:
         tg.cancel_scope.cancel()
 
 
+async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
+    """Serve one client over stdin/stdout until stdin closes."""
+    async with stdio_streams(max_frame_bytes) as (read_stream, write_stream):
+        await run_session(mcp, read_stream, write_stream)
+
+
 def run_worker(server: JobServer, drain_seconds: float) -> None:
     """Run jobs from the shared store until SIGINT/SIGTERM, then drain (see `work_until_signal`)."""
     configure_logging(server.settings.log_level, server.settings.log_format)
@@ -149,7 +216,9 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     source = server.source
     if not isinstance(source, ClaimSource):
         raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
+    tracing.install(source.executor)
     async with server.manager:
+        await server.start_schedules()
         log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:

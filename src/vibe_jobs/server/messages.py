@@ -42,6 +42,8 @@ def progress_line(msg: JobStatusMessage) -> str:
 def unfinished_text(msg: JobStatusMessage) -> str:
     reco = msg.polling_recommendation
     assert reco is not None
+    if msg.waiting_for:
+        return waiting_text(msg.job_id, msg.tool_name, msg.waiting_for)
     if msg.rate_limited:
         return (
             f"Too early: job {msg.job_id} is still {msg.status.value}. Wait and call {call_hint(msg.job_id)} "
@@ -62,3 +64,32 @@ def finished_text(msg: JobStatusMessage) -> str:
 def diagnostics_text(details: Any) -> str | None:
     lines = list(getattr(details, "diagnostics", None) or [])
     return "Diagnostics:\n" + "\n".join(lines[-20:]) if lines else None
+
+
+def waiting_text(job_id: str, tool_name: str, question: dict[str, Any]) -> str:
+    """A job that waits for an answer: the question, and exactly how to answer or cancel it."""
+    jid = json.dumps(job_id)
+    if question.get("kind") == "sampling":
+        asked = _last_text(question.get("messages") or [])
+        system = f" (system prompt: {question['systemPrompt']})" if question.get("systemPrompt") else ""
+        return (
+            f"Job {job_id} ({tool_name}) is waiting for a model reply (sampling, at most {question.get('maxTokens')} "
+            f"tokens){system}: {asked!r}. Write the reply and call answer-job with "
+            f'{{"jobId": {jid}, "answer": "<the reply>"}}, or {{"jobId": {jid}, "action": "decline"}}; '
+            f"or stop the job with cancel-job. Do not guess the job's result."
+        )
+    schema = json.dumps(question.get("requestedSchema") or {}, separators=(",", ":"))
+    return (
+        f"Job {job_id} ({tool_name}) is waiting for an answer: {question.get('message')!r}. Ask the user, then call "
+        f'answer-job with {{"jobId": {jid}, "answer": {{...}}}} where answer matches this schema: {schema}; '
+        f'or {{"jobId": {jid}, "action": "decline"}} if the user declines; or stop the job with cancel-job. '
+        f"Do not answer for the user."
+    )
+
+
+def _last_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, dict) and content.get("type") == "text":
+            return str(content.get("text"))
+    return ""

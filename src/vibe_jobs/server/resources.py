@@ -13,6 +13,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -28,6 +29,8 @@ from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.auth import Identity
+from vibe_jobs.server.control import job_summary
 from vibe_jobs.server.sdk import add_request_handler, connection_of
 from vibe_jobs.states import FINAL
 
@@ -51,8 +54,16 @@ def job_uri(job_id: str) -> str:
 class JobResourceHub:
     """Who listens to which job resource, and the one task that tells them of changes."""
 
-    def __init__(self, manager: JobManager, bus: SubscriptionBus | None = None, *, min_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        manager: JobManager,
+        bus: SubscriptionBus | None = None,
+        *,
+        min_interval: float = 0.25,
+        identity: Identity | None = None,
+    ) -> None:
         self.manager, self.min_interval = manager, min_interval
+        self.identity = identity or Identity()
         self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()  # pass it to MCPServer(subscriptions=...)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
         self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
@@ -86,11 +97,25 @@ class JobResourceHub:
         self._listening.subtract(uris)
         self._listening = +self._listening  # drop zero counts
 
+    async def visible(self, uri: str) -> bool:
+        """Whether the caller may hear of `uri`: a job URI names a job it sees; other URIs stay quiet anyway."""
+        if not uri.startswith(JOB_PREFIX):
+            return True
+        try:
+            await self.manager.get_record(uri[len(JOB_PREFIX) :], self.identity.viewer())
+        except JobNotFound:
+            return False
+        return True
+
     async def track_listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted."""
+        """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted.
+        A job URI the caller cannot see (unknown, or another principal's) is dropped from the stream."""
         if ctx.method != "subscriptions/listen":
             return await call_next(ctx)
-        uris = _listened_job_uris(ctx.params)
+        named = _listened_job_uris(ctx.params)
+        uris = [uri for uri in named if await self.visible(uri)]
+        if len(uris) != len(named):
+            ctx = replace(ctx, params=_without_uris(ctx.params, set(named) - set(uris)))
         self.listen_started(uris)
         try:
             return await call_next(ctx)
@@ -175,34 +200,44 @@ def _listened_job_uris(params: Mapping[str, Any] | None) -> list[str]:
     return [u for u in parsed.notifications.resource_subscriptions or () if u.startswith(JOB_PREFIX)]
 
 
+def _without_uris(params: Mapping[str, Any] | None, dropped: set[str]) -> dict[str, Any]:
+    """Listen params without the `dropped` resource subscriptions."""
+    out = dict(params or {})
+    notifications = dict(out.get("notifications") or {})
+    kept = [u for u in notifications.get("resourceSubscriptions") or () if u not in dropped]
+    notifications["resourceSubscriptions"] = kept or None
+    out["notifications"] = {k: v for k, v in notifications.items() if v is not None}
+    return out
+
+
 def register_job_resources(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
     """Add the job resources and legacy subscriptions to `mcp`, built with `subscriptions=hub.bus` and
     `hub.track_listen` among its middleware (so 2026-07-28 listen streams reach the hub)."""
-    _add_readers(mcp, hub.manager)
+    _add_readers(mcp, hub.manager, hub.identity)
     _add_legacy_subscribe(mcp, hub)
 
 
-def _add_readers(mcp: MCPServer[Any], manager: JobManager) -> None:
+def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -> None:
     @mcp.resource(JOB_TEMPLATE, name="job", description=JOB_DESCRIPTION, mime_type="application/json")
     async def read_job(jobId: str) -> str:
         try:
-            msg = await manager.status_message(jobId)
+            msg = await manager.status_message(jobId, viewer=identity.viewer())
         except JobNotFound:
             raise ResourceNotFoundError(f"no job with id '{jobId}'") from None
         return json.dumps(msg.wire())
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
     async def read_recent() -> str:
-        page = await manager.list_jobs()
-        jobs = [j.model_dump(mode="json", exclude_none=True, exclude={"result"}) for j in page.jobs]
-        return json.dumps({"jobs": jobs, "nextCursor": page.next_cursor})
+        page = await manager.list_jobs(viewer=identity.viewer())
+        return json.dumps({"jobs": [job_summary(j) for j in page.jobs], "nextCursor": page.next_cursor})
 
 
 def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
     """resources/subscribe and resources/unsubscribe (MCPServer has no public hook for them)."""
 
     async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-        hub.subscribe_session(str(params.uri), ctx.session)
+        if await hub.visible(str(params.uri)):  # else accepted and quiet, as for an unknown job
+            hub.subscribe_session(str(params.uri), ctx.session)
         return EmptyResult()
 
     async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

@@ -8,6 +8,8 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   `resources/subscribe` / `resources/unsubscribe`). The low-level `Server.add_request_handler` is
   public, but MCPServer keeps its `Server` private (`_lowlevel_server`); a middleware cannot stand in,
   because the advertised capabilities (`logging`, `resources.subscribe`) come from the registered handlers.
+- serving a session over streams of our own (`run_session`: the hardened stdio transport); MCPServer
+  runs its `Server` only over the SDK's stdio streams.
 - adding a ready-made `Tool` to a running MCPServer (a proxied upstream's new tool after its
   `tools/list_changed`): `MCPServer(tools=[...])` takes Tool objects at construction only, `add_tool` builds one
   from a function; the tool manager's table (`_tool_manager._tools`) is where they live.
@@ -42,6 +44,13 @@ def add_request_handler(
 ) -> None:
     """Serve `method` on `mcp` (replacing any handler it had); `handler(ctx, params)` gets validated params."""
     mcp._lowlevel_server.add_request_handler(method, params_type, handler)
+
+
+async def run_session(mcp: MCPServer[Any], read_stream: Any, write_stream: Any) -> None:
+    """Serve one client session of `mcp` over a (read, write) stream pair (what `run_stdio_async` does with
+    the SDK's own stdio streams; `server/stdio.py` brings hardened ones)."""
+    server = mcp._lowlevel_server
+    await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
 def add_tool_object(mcp: MCPServer[Any], tool: Tool) -> None:

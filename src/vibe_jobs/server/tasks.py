@@ -5,7 +5,8 @@ job tool, a task handle (`resultType: "task"`) instead of the jobId answer; the 
 It then polls `tasks/get` (the final CallToolResult is inlined once the job completes) and may send
 `tasks/cancel`. Every other client, every plain tool and every control tool is unchanged.
 
-Status mapping: pending, running -> `working`; completed -> `completed` (result inlined); cancelled ->
+Status mapping: pending, running -> `working` (`input_required`, with `inputRequests`, while the job waits
+for an answer, which `tasks/update {inputResponses}` gives); completed -> `completed` (result inlined); cancelled ->
 `cancelled`. A failed job is a tool whose call ended with an isError result, which the spec files under
 `completed` with that result (`failed` is reserved for JSON-RPC errors); only a failed job without a
 stored result is reported as `failed` with an internal error.
@@ -26,10 +27,12 @@ from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
-from vibe_jobs.errors import InvalidTransition, JobError, JobNotFound
+from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound, NotWaiting
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
 from vibe_jobs.models import JobRecord, JobStatusMessage
+from vibe_jobs.questions import pending_question
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.states import JobStatus
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -48,7 +51,7 @@ class TaskIdParams(RequestParams):
 
 
 class UpdateTaskParams(TaskIdParams):
-    """`tasks/update` params; we never ask for input, so every response is for a key not outstanding."""
+    """`tasks/update` params: responses keyed by the `inputRequests` keys (the job's question id)."""
 
     input_responses: dict[str, Any] = Field(default_factory=dict, alias="inputResponses")
 
@@ -75,8 +78,9 @@ class TasksExtension(Extension):
 
     identifier = TASKS_EXTENSION
 
-    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec]) -> None:
+    def __init__(self, manager: JobManager, specs: Mapping[str, JobToolSpec], identity: Identity | None = None) -> None:
         self.manager, self.specs = manager, specs
+        self.identity = identity or Identity()
 
     def settings(self) -> dict[str, Any]:
         return {}  # the spec defines no settings: an empty object advertises support
@@ -101,16 +105,17 @@ class TasksExtension(Extension):
         job_id = (started or {}).get("jobId")
         if not isinstance(job_id, str):
             return result  # refused or invalid: answered synchronously, as the spec allows
-        rec = await self.manager.get_record(job_id)  # stored before create_job returned: tasks/get resolves
+        rec = await self.manager.get_record(job_id, self.identity.viewer())  # stored before create_job returned
         return {"resultType": "task", **self.task(rec, self.manager.settings.poll_base_ms)}
 
     # -- tasks/* ---------------------------------------------------------------------------
 
     async def get_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
+        viewer = self.identity.viewer()
         try:
-            msg = await self.manager.poll(params.task_id, include_details=False)
-            rec = await self.manager.get_record(params.task_id)
+            msg = await self.manager.poll(params.task_id, include_details=False, viewer=viewer)
+            rec = await self.manager.get_record(params.task_id, viewer)
         except JobNotFound:
             raise not_found("retrieve", params.task_id) from None
         reco = msg.polling_recommendation
@@ -119,15 +124,25 @@ class TasksExtension(Extension):
     async def update_task(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
-            await self.manager.get_record(params.task_id)
+            await self.manager.get_record(params.task_id, self.identity.viewer())
+            for key, response in params.input_responses.items():
+                await self._answer(params.task_id, key, response)
         except JobNotFound:
             raise not_found("update", params.task_id) from None
-        return {"resultType": "complete"}  # no job asks for input, so no key is ever outstanding: ignore
+        return {"resultType": "complete"}
+
+    async def _answer(self, task_id: str, key: str, response: Any) -> None:
+        try:
+            await self.manager.answer(task_id, response, request_id=key)
+        except NotWaiting:
+            pass  # a key not (or no longer) outstanding is ignored, as the spec says
+        except InvalidParams as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"Invalid input response {key!r}: {exc}") from None
 
     async def cancel_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
-            await self.manager.cancel_job(params.task_id, "cancelled by tasks/cancel")
+            await self.manager.cancel_job(params.task_id, "cancelled by tasks/cancel", self.identity.viewer())
         except JobNotFound:
             raise not_found("cancel", params.task_id) from None
         except InvalidTransition:
@@ -152,13 +167,10 @@ class TasksExtension(Extension):
         """The spec's `Task`; ttlMs counts from creation, and we keep a job `retention` after it ends."""
         end = (rec.finished_at or rec.updated_at) if rec.finished else self.manager.now()
         task: dict[str, Any] = {
-            "taskId": rec.id,
-            "status": task_status(rec),
-            "statusMessage": status_text(rec),
-            "createdAt": iso(rec.created_at),
-            "lastUpdatedAt": iso(rec.updated_at),
+            "taskId": rec.id, "status": task_status(rec), "statusMessage": _status_message(rec),
+            "createdAt": iso(rec.created_at), "lastUpdatedAt": iso(rec.updated_at),
             "ttlMs": max(0, end - rec.created_at) + self.manager.settings.max_retention_ms,
-        }
+        }  # fmt: skip
         if poll_interval_ms is not None:
             task["pollIntervalMs"] = int(poll_interval_ms)
         if not rec.finished and rec.progress_percentage is not None:  # a vendor hint; Task has no progress field
@@ -166,9 +178,19 @@ class TasksExtension(Extension):
         return task
 
 
+def _status_message(rec: JobRecord) -> str:
+    question = pending_question(rec.waiting_for) if rec.status is JobStatus.RUNNING else None
+    if question is None:
+        return status_text(rec)
+    asked = question["params"].get("message") or "a model reply (sampling)"
+    return f"Waiting for an answer: {asked}"
+
+
 def task_status(rec: JobRecord) -> str:
     if rec.status is JobStatus.FAILED and rec.result is None:
         return "failed"
+    if rec.status is JobStatus.RUNNING and pending_question(rec.waiting_for) is not None:
+        return "input_required"
     return TASK_STATUS[rec.status]
 
 
@@ -179,4 +201,6 @@ def payload(rec: JobRecord, msg: JobStatusMessage) -> dict[str, Any]:
         return {"result": rec.result}
     if status == "failed":
         return {"error": {"code": INTERNAL_ERROR, "message": msg.message or "Job failed"}}
+    if status == "input_required" and (question := pending_question(rec.waiting_for)) is not None:
+        return {"inputRequests": {question["id"]: {"method": question["method"], "params": question["params"]}}}
     return {}

@@ -11,9 +11,12 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from vibe_jobs.errors import InvalidArguments, JobError
+from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
+from vibe_jobs.server import tracing
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import started_text
 from vibe_jobs.server.schemas import flat_schema
 
@@ -53,13 +56,24 @@ def admit(spec: JobToolSpec, arguments: dict[str, Any]) -> dict[str, Any] | Call
 
 
 async def start_job(
-    manager: JobManager, spec: JobToolSpec, params: dict[str, Any], task: TaskSpec | None
+    manager: JobManager,
+    spec: JobToolSpec,
+    params: dict[str, Any],
+    task: TaskSpec | None,
+    viewer: Viewer | None,
+    *,
+    run_at: int | None = None,
 ) -> CallToolResult:
-    """Create the job and build the immediate answer."""
+    """Create the job (of `viewer`'s principal) and build the immediate answer."""
+    traceparent = tracing.current_traceparent()
     try:
-        job_id = await manager.create_job(spec.name, params, task=task)
+        job_id = await manager.create_job(
+            spec.name, params, task=task, trace_context=traceparent, viewer=viewer, run_at=run_at
+        )
     except JobError as exc:
         return job_error_result(exc)
+    if traceparent is not None:
+        tracing.tag_job(job_id)
     return started_result(manager, job_id, spec.name)
 
 
@@ -67,38 +81,35 @@ def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallTool
     interval = manager.settings.poll_base_ms
     reco = PollingRecommendation.model_construct(interval=interval, next_check_time=manager.now() + interval)
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
-        "jobId": job_id,
-        "status": JobStatus.PENDING.value,
-        "toolName": tool_name,
+        "jobId": job_id, "status": JobStatus.PENDING.value, "toolName": tool_name,
         "message": f"Job started; poll get-job-result with jobId {job_id}",
         "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
-    }
+    }  # fmt: skip
     text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 
-def make_handler(manager: JobManager, spec: JobToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
+def make_handler(
+    manager: JobManager, spec: JobToolSpec, identity: Identity
+) -> Callable[..., Awaitable[CallToolResult]]:
     async def handler(ctx: Context, arguments: dict[str, Any]) -> CallToolResult:
         params = admit(spec, arguments)
         if isinstance(params, CallToolResult):
             return params
         task = TaskSpec(operation_type=spec.operation_type) if spec.operation_type else None
-        return await start_job(manager, spec, params, task)
+        return await start_job(manager, spec, params, task, identity.viewer())
 
     return handler
 
 
-def job_mcp_tool(manager: JobManager, spec: JobToolSpec) -> Tool:
+def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | None = None) -> Tool:
     """The MCP tool for a job function: its input schema is the job tool's arguments model."""
     return Tool(
-        fn=make_handler(manager, spec),
-        name=spec.name,
-        title=spec.title,
+        fn=make_handler(manager, spec, identity or Identity()), name=spec.name, title=spec.title,
         description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
         "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
         parameters=spec.arguments.schema(),
         annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
-        is_async=True,
-        context_kwarg="ctx",
-    )
+        is_async=True, context_kwarg="ctx",
+    )  # fmt: skip

@@ -27,8 +27,11 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from vibe_jobs.figures import ClusterFigures
 from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
+
+DurationRow = tuple[int, float, str]  # a learned duration: (runs, mean ms, recent run times as JSON)
 
 # Fields an `update` may change (the store rejects anything else).
 UPDATABLE = frozenset(
@@ -36,7 +39,7 @@ UPDATABLE = frozenset(
         "status", "updated_at", "progress_message", "progress_percentage", "result", "current_stage",
         "sub_progress", "diagnostics", "detail_metadata", "owner", "attempt", "retry_count",
         "error_count", "run_after", "started_at", "finished_at", "cancel_requested", "cpu_seconds",
-        "peak_memory_mb", "priority",
+        "peak_memory_mb", "priority", "waiting_for",
     }
 )  # fmt: skip
 
@@ -71,6 +74,7 @@ class JobQuery:
     tool_name: str | None = None
     limit: int = 50
     before: tuple[int, str] | None = None  # (created_at, id) of the last job of the previous page
+    principal: str | None = None  # only jobs this principal created (None: every job)
 
 
 @runtime_checkable
@@ -103,7 +107,8 @@ class JobStore(Protocol):
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         """Pending and running jobs (of one owner when given), oldest first."""
 
-    async def counts(self) -> dict[JobStatus, int]: ...
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        """Jobs by status (of one principal when given)."""
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         """Delete up to `limit` jobs that finished before `before`; return their ids."""
@@ -118,6 +123,12 @@ class JobStore(Protocol):
     async def orphans(self, now: int) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease at `now`. A lease is live until it expires; a store
         on one machine (SQLite) also ends it as soon as its process is known to have ended."""
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        """The learned durations (`vibe_jobs.durations`) by key."""
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        """Create or replace the learned durations of these keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +154,11 @@ class ClaimLimits:
         lim = q.resource_limits
         weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
         return cls(
-            max_running=settings.max_concurrent,
-            max_memory_mb=lim.max_memory_mb,
-            max_cpu_weight=lim.max_cpu_weight,
+            max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
             max_disk_space_mb=lim.max_disk_space_mb,
             per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
-            aging_ms=settings.aging_ms,
-            priority_weights=tuple(weights),
-        )
+            aging_ms=settings.aging_ms, priority_weights=tuple(weights),
+        )  # fmt: skip
 
     @property
     def limited(self) -> bool:
@@ -189,15 +197,9 @@ class SharedJobStore(JobStore, Protocol):
     """A store that several processes on several machines share (PostgreSQL), on top of `JobStore`."""
 
     async def claim_many(
-        self,
-        owner: str,
-        lease_ms: int,
-        limits: ClaimLimits | None,
-        tools: Collection[str],
-        k: int,
-        *,
-        now: int | None = None,
-    ) -> list[JobRecord]:
+        self, owner: str, lease_ms: int, limits: ClaimLimits | None, tools: Collection[str], k: int,
+        *, now: int | None = None,
+    ) -> list[JobRecord]:  # fmt: skip
         """Take up to `k` runnable jobs of `tools` for `owner` (running, attempt + 1, a job lease
         until `now + lease_ms`), in claim order, within `limits` across the cluster."""
 
@@ -229,3 +231,32 @@ class SharedJobStore(JobStore, Protocol):
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
+
+
+@runtime_checkable
+class ScheduleStore(Protocol):
+    """Schedules kept as data, beside the jobs (every store offers it). A schedule changes only by
+    compare-and-set on its `version`; a firing inserts its job and the (schedule, tick) key together."""
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        """Store a new schedule (`DuplicateJob`, a StoreError, when the id is taken)."""
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, oldest first."""
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        """Apply `changes` when the stored version is `version` (then bump it); None otherwise."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    async def fire(self, job: JobRecord) -> bool:
+        """Insert `job` (with its schedule_id and tick) unless that tick fired already, in one transaction
+        with the tick's key; False when it had fired (nothing is written then)."""
+
+    async def prune_ticks(self, before: int) -> int:
+        """Delete the keys of ticks fired before `before` that no firing can come back to (the schedule
+        moved past them, ended or is gone); answer how many."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
+from vibe_jobs.results import json_safe
 from vibe_jobs.states import JobStatus
 
 # Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
@@ -23,7 +24,7 @@ COLUMNS = (
     "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
     "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
     "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
-    "cpu_seconds", "peak_memory_mb",
+    "cpu_seconds", "peak_memory_mb", "trace_context", "principal", "schedule_id", "tick", "waiting_for",
 )  # fmt: skip
 
 Row = Sequence[Any]
@@ -55,6 +56,18 @@ def loads(text: str) -> Any:
     return value if end == len(text) else _decoder.decode(text)
 
 
+def loads_safe(text: str | bytes) -> Any:
+    """`loads`, then made JSON-safe (`results.json_safe`) when the text holds what could not be answered:
+    a lone surrogate, NaN or an infinity, bytes that are not UTF-8 (never written by this store, but a
+    database is a file)."""
+    if not isinstance(text, str):
+        text = bytes(text).decode("utf-8", "replace")
+    value = loads(text)
+    if "\\ud" in text or "NaN" in text or "Infinity" in text or not text.isascii():
+        return json_safe(value)
+    return value
+
+
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}
 # A member hashes and compares as its value, so this maps members and plain strings alike to the
 # stored text without the (slow, Python-level) `.value` property of an enum member.
@@ -82,10 +95,11 @@ def status_text(status: JobStatus | str) -> str:
 ENCODE: dict[str, Callable[[Any], Any]] = {
     "params": _dumps, "status": status_text, "result": _json_or_none,
     "diagnostics": _json_or_none, "detail_metadata": _json_or_none, "task": _task_json,
+    "waiting_for": _json_or_none,
 }  # fmt: skip
 _ENCODE_AT = [(COLUMNS.index(name), fn) for name, fn in ENCODE.items()]
-_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK = (
-    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task")
+_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK, _I_WAIT = (
+    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task", "waiting_for")
 )
 
 
@@ -99,11 +113,11 @@ def encode(rec: JobRecord) -> list[Any]:
 
 def decode(row: Row) -> JobRecord:
     r = list(row)
-    r[_I_PARAMS] = loads(r[_I_PARAMS])
+    r[_I_PARAMS] = loads_safe(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
-    for i in (_I_RESULT, _I_DIAG, _I_META):
+    for i in (_I_RESULT, _I_DIAG, _I_META, _I_WAIT):
         if r[i] is not None:
-            r[i] = loads(r[i])
+            r[i] = loads_safe(r[i])
     if r[_I_TASK] is not None:
         r[_I_TASK] = TaskSpec.model_validate_json(r[_I_TASK])
     return JobRecord(*r)

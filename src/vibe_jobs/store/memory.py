@@ -13,8 +13,9 @@ from typing import Any
 
 from vibe_jobs.errors import DuplicateJob, StoreError
 from vibe_jobs.models import JobRecord
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
-from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import UPDATABLE, DurationRow, Guard, JobQuery
 
 
 class MemoryStore:
@@ -22,6 +23,7 @@ class MemoryStore:
         self.url = url
         self.jobs: dict[str, JobRecord] = {}
         self.leases: dict[str, int] = {}
+        self.durations: dict[str, DurationRow] = {}
         self._dedupe: dict[str, str] = {}
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)  # a plain dict: Counter is slower
         # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
@@ -29,6 +31,8 @@ class MemoryStore:
         # Inserts append; the list is sorted when next read (nearly sorted data: timsort is linear).
         self._order: list[tuple[int, str]] = []
         self._unsorted = False
+        self.schedules: dict[str, ScheduleRecord] = {}
+        self.ticks: dict[tuple[str, int], tuple[str, int]] = {}  # (schedule id, tick) -> (job id, fired at)
 
     async def open(self) -> None:
         return None
@@ -88,6 +92,8 @@ class MemoryStore:
                 continue
             if query.tool_name is not None and rec.tool_name != query.tool_name:
                 continue
+            if query.principal is not None and rec.principal != query.principal:
+                continue
             out.append(rec)
             if len(out) >= query.limit:
                 break
@@ -114,8 +120,14 @@ class MemoryStore:
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and (owner is None or rec.owner == owner)]
 
-    async def counts(self) -> dict[JobStatus, int]:
-        return dict(self._counts)
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        if principal is None:
+            return dict(self._counts)
+        counts = dict.fromkeys(JobStatus, 0)
+        for rec in self.jobs.values():
+            if rec.principal == principal:
+                counts[rec.status] += 1
+        return counts
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         doomed = [
@@ -136,3 +148,55 @@ class MemoryStore:
     async def orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        return dict(self.durations)
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        self.durations.update(rows)
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        if rec.schedule_id in self.schedules:
+            raise DuplicateJob(f"a schedule with id '{rec.schedule_id}' exists already")
+        self.schedules[rec.schedule_id] = rec
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        return self.schedules.get(schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return sorted(self.schedules.values(), key=lambda r: (r.created_at, r.schedule_id))
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        rec = self.schedules.get(schedule_id)
+        if rec is None or rec.version != version:
+            return None
+        new = self.schedules[schedule_id] = rec.changed(changes)
+        return new
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        self.ticks = {key: job for key, job in self.ticks.items() if key[0] != schedule_id}
+        return self.schedules.pop(schedule_id, None) is not None
+
+    async def fire(self, job: JobRecord) -> bool:
+        assert job.schedule_id is not None and job.tick is not None
+        key = (job.schedule_id, job.tick)
+        if key in self.ticks:
+            return False
+        await self.insert(job)
+        self.ticks[key] = (job.id, job.created_at)
+        return True
+
+    async def prune_ticks(self, before: int) -> int:
+        def done(key: tuple[str, int], fired_at: int) -> bool:
+            sch = self.schedules.get(key[0])
+            passed = sch is None or sch.next_fire_at is None or key[1] < sch.next_fire_at
+            return fired_at < before and passed
+
+        doomed = [key for key, (_, fired_at) in self.ticks.items() if done(key, fired_at)]
+        for key in doomed:
+            del self.ticks[key]
+        return len(doomed)

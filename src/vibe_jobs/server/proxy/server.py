@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -52,19 +53,33 @@ class ProxyServer:
         for upstream in self.upstreams:
             upstream.tools_changed = self.sync_tools
 
-    async def serve(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    async def serve(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
         """Start the upstreams (their first connection must succeed), list their tools, serve; the
         upstreams are restarted with backoff whenever they exit, and stopped with the proxy."""
         async with anyio.create_task_group() as tg:
             for upstream in self.upstreams:
                 await tg.start(upstream.run)
             self.register_tools()
-            await self.server.serve(transport, host, port)
+            await self.server.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
             tg.cancel_scope.cancel()
 
-    def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
+    def run(
+        self,
+        transport: Transport = "stdio",
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        allow_unauthenticated: bool = False,
+    ) -> None:
         configure_logging(self.server.settings.log_level, self.server.settings.log_format)
-        anyio.run(self.serve, transport, host, port)
+        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
 
     def register_tools(self) -> None:
         """A job tool (or a direct one) for each upstream tool; unknown names in --jobs/--direct are an error."""

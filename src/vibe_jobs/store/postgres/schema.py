@@ -142,7 +142,42 @@ _V3 = ["ALTER TABLE jobs ADD COLUMN claim_token TEXT"]
 # tool that no live process runs (a worker missing a --tools module, or none started).
 _V4 = ["ALTER TABLE leases ADD COLUMN tools TEXT[]"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4]
+# i17-dashboard: learned durations per tool (and tool|operation type), see vibe_jobs.durations.
+_V5 = [
+    "CREATE TABLE durations (key TEXT PRIMARY KEY, runs BIGINT NOT NULL, ewma_ms DOUBLE PRECISION NOT NULL,"
+    " recent TEXT NOT NULL, updated_at BIGINT NOT NULL)",
+]
+
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+# i15-identity: the principal that created each job (jobs from before belong to the local principal);
+# lists and counts of one principal read its own index. A constant default: no table rewrite.
+_V7 = [
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'",
+    "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
+]
+
+# i18-schedules: schedules as data, and the (schedule, tick) key a firing writes in the transaction that
+# inserts its job, so that a tick fires once across every server and worker of the cluster.
+_V8 = [
+    "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
+    "ALTER TABLE jobs ADD COLUMN tick BIGINT",
+    """CREATE TABLE schedules (
+        schedule_id TEXT COLLATE "C" PRIMARY KEY, tool TEXT NOT NULL, arguments JSON NOT NULL, cron TEXT,
+        every_seconds DOUBLE PRECISION, timezone TEXT NOT NULL, start_at BIGINT, end_at BIGINT,
+        paused BOOLEAN NOT NULL, misfire TEXT NOT NULL, max_catch_up BIGINT NOT NULL, overlap TEXT NOT NULL,
+        priority TEXT NOT NULL, operation_type TEXT, last_fired_at BIGINT, next_fire_at BIGINT,
+        created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, version BIGINT NOT NULL, last_job_id TEXT,
+        last_tick BIGINT, skipped BIGINT NOT NULL)""",
+    """CREATE TABLE schedule_ticks (schedule_id TEXT COLLATE "C" NOT NULL, tick BIGINT NOT NULL,
+        job_id TEXT NOT NULL, fired_at BIGINT NOT NULL, PRIMARY KEY (schedule_id, tick))""",
+]
+
+# i19-talkback: the question a running job waits on (elicitation, sampling), kept across restarts.
+_V9 = ["ALTER TABLE jobs ADD COLUMN waiting_for JSON"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -48,6 +48,7 @@ FIND_ACTIVE = f"{SELECT} WHERE dedupe_key = $1 AND {ACTIVE_SQL} ORDER BY created
 ACTIVE = f"{SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
+COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
 PENDING_BY_PRIORITY = "SELECT priority, count(*), min(created_at) FROM jobs WHERE status = 'pending' GROUP BY priority"
 DELETE_FINISHED = (
@@ -59,6 +60,14 @@ HEARTBEAT = (
     " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
 )
 RELEASE = "DELETE FROM leases WHERE owner = $1"
+LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
+SAVE_DURATIONS = (
+    "INSERT INTO durations (key, runs, ewma_ms, recent, updated_at)"
+    " SELECT k, r, e, t, $5::BIGINT FROM unnest($1::TEXT[], $2::BIGINT[], $3::DOUBLE PRECISION[], $4::TEXT[])"
+    " AS u(k, r, e, t)"
+    " ON CONFLICT (key) DO UPDATE SET runs = excluded.runs, ewma_ms = excluded.ewma_ms,"
+    " recent = excluded.recent, updated_at = excluded.updated_at"
+)
 OFFER_TOOLS = "UPDATE leases SET tools = $2::TEXT[] WHERE owner = $1"
 # Cluster-wide figures for statistics, from the finished jobs the table retains: per tool and per operation
 # type (grouping sets), counts by outcome and run durations (ms).
@@ -120,7 +129,8 @@ def insert_args(rec: JobRecord) -> list[Any]:
     task = rec.task
     needs = (task.resource_requirements if task else None) or DEFAULT_NEEDS
     deps = list(dict.fromkeys(task.dependencies)) if task else []
-    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight), float(needs.disk_space_mb)]
+    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
+            float(needs.disk_space_mb)]  # fmt: skip
 
 
 def decode(row: Any) -> JobRecord:
@@ -164,6 +174,7 @@ UPDATE_TYPES = {
     "detail_metadata": "JSON", "owner": "TEXT", "attempt": "BIGINT", "retry_count": "BIGINT",
     "error_count": "BIGINT", "run_after": "BIGINT", "started_at": "BIGINT", "finished_at": "BIGINT",
     "cancel_requested": "TEXT", "cpu_seconds": "FLOAT8", "peak_memory_mb": "FLOAT8", "priority": "BIGINT",
+    "waiting_for": "JSON",
 }  # fmt: skip
 
 
@@ -199,9 +210,13 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 
 
 @lru_cache(maxsize=64)
-def query_sql(by_status: bool, by_tool: bool, paged: bool) -> str:
+def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
     where: list[str] = []
-    for on, cond in ((by_status, "status = $?"), (by_tool, "tool_name = $?"), (paged, "(created_at, id) < ($?, $?)")):
+    conds = (
+        (by_status, "status = $?"), (by_tool, "tool_name = $?"), (by_principal, "principal = $?"),
+        (paged, "(created_at, id) < ($?, $?)"),
+    )  # fmt: skip
+    for on, cond in conds:
         if on:
             where.append(cond)
     clause = f" WHERE {' AND '.join(where)}" if where else ""

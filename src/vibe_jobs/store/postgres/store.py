@@ -35,8 +35,11 @@ from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreUnavail
 from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.redact import redact_url
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import UPDATABLE, ClaimLimits, Guard, JobChange, JobQuery, SharedJobStore
+from vibe_jobs.store import schedulerows
+from vibe_jobs.store.base import UPDATABLE, ClaimLimits, DurationRow, Guard, JobChange, JobQuery, SharedJobStore
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
 from vibe_jobs.store.postgres.notify import Listener
@@ -73,7 +76,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """`postgresql://...?schema=x&pool_max=4&sslmode=...` -> (asyncpg DSN without our options, our options)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {url!r}")
+        raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in pairs if k in _OPTIONS}
     rest = [(k, v) for k, v in pairs if k not in _OPTIONS]
@@ -81,11 +84,8 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
 
 
 def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL as it may be shown (vibe_jobs.redact holds the one rule)."""
+    return redact_url(url)
 
 
 def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
@@ -99,6 +99,19 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 
 _WRITE_BATCH = 500  # updates sent in one statement at most
+_S_COLS = ", ".join(schedulerows.COLUMNS)
+_S_SELECT = f"SELECT {_S_COLS} FROM schedules"
+_S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
+_S_INSERT = f"INSERT INTO schedules ({_S_COLS}) VALUES ({_S_ARGS})"
+_PRUNE_TICKS = (
+    "DELETE FROM schedule_ticks t WHERE fired_at < $1 AND NOT EXISTS (SELECT 1 FROM schedules s"
+    " WHERE s.schedule_id = t.schedule_id AND s.next_fire_at IS NOT NULL AND t.tick >= s.next_fire_at)"
+)
+_TICK = (
+    "INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (schedule_id, tick) DO NOTHING RETURNING job_id"
+)
+_TICK_JOB = "SELECT job_id FROM schedule_ticks WHERE schedule_id = $1 AND tick = $2"
 
 
 class _Write:
@@ -170,12 +183,9 @@ class PostgresStore(SharedJobStore):
             finally:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=self.pool_min,
-                max_size=self.pool_max,
-                server_settings=self._settings(),
-                reset=_no_reset,
-            )
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
+                server_settings=self._settings(), reset=_no_reset,
+            )  # fmt: skip
         except DB_ERRORS as exc:
             raise store_error(exc, f"cannot open the job store at {self.where}: {exc}") from None
 
@@ -258,10 +268,8 @@ class PostgresStore(SharedJobStore):
     async def _stored_as(self, job: JobRecord) -> bool:
         found = await self.get(job.id)
         return found is not None and (found.tool_name, found.created_at, found.params) == (
-            job.tool_name,
-            job.created_at,
-            job.params,
-        )
+            job.tool_name, job.created_at, job.params,
+        )  # fmt: skip
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._fetchrow(sql.GET, job_id)
@@ -372,10 +380,14 @@ class PostgresStore(SharedJobStore):
             args.append(sql.status_texts([query.status])[0])
         if query.tool_name is not None:
             args.append(query.tool_name)
+        if query.principal is not None:
+            args.append(query.principal)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        text = sql.query_sql(query.status is not None, query.tool_name is not None, query.before is not None)
+        text = sql.query_sql(
+            query.status is not None, query.tool_name is not None, query.before is not None, query.principal is not None
+        )
         return await self._records(text, *args)
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
@@ -385,8 +397,9 @@ class PostgresStore(SharedJobStore):
     async def active(self, owner: str | None = None) -> list[JobRecord]:
         return await (self._records(sql.ACTIVE) if owner is None else self._records(sql.ACTIVE_OF, owner))
 
-    async def counts(self) -> dict[JobStatus, int]:
-        found = {row[0]: row[1] for row in await self._fetch(sql.COUNTS)}
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        rows = await (self._fetch(sql.COUNTS) if principal is None else self._fetch(sql.COUNTS_OF, principal))
+        found = {row[0]: row[1] for row in rows}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:
@@ -413,14 +426,9 @@ class PostgresStore(SharedJobStore):
                 continue  # jobs without an operation type
             decided = done + failed
             groups[by_op][name] = GroupStats(
-                completed=done,
-                failed=failed,
-                cancelled=cancelled,
-                success_rate=done / decided if decided else None,
-                p50_duration_ms=p50,
-                p95_duration_ms=p95,
-                average_duration_ms=float(avg) if avg is not None else None,
-            )
+                completed=done, failed=failed, cancelled=cancelled, success_rate=done / decided if decided else None,
+                p50_duration_ms=p50, p95_duration_ms=p95, average_duration_ms=float(avg) if avg is not None else None,
+            )  # fmt: skip
         recent = await self._fetch(sql.FINISHED_RECENTLY, now)
         done_1m, failed_1m, done_5m, failed_5m = recent[0]
         return ClusterFigures(groups[False], groups[True], done_1m + failed_1m, done_5m, failed_5m)
@@ -439,6 +447,15 @@ class PostgresStore(SharedJobStore):
 
     async def release(self, owner: str) -> None:
         await self._execute(sql.RELEASE, owner)
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        return {row[0]: (row[1], row[2], row[3]) for row in await self._fetch(sql.LOAD_DURATIONS)}
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        if rows:
+            keys, values = list(rows), list(rows.values())
+            runs, ewma, recent = ([v[i] for v in values] for i in range(3))
+            await self._execute(sql.SAVE_DURATIONS, keys, runs, ewma, recent, now)
 
     async def orphans(self, now: int) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease, and running jobs whose job lease expired."""
@@ -515,15 +532,10 @@ class PostgresStore(SharedJobStore):
         notification is a wake-up (listeners also poll), so a failure to send is logged, not raised. A
         status written again with the same value is announced again (a spurious wake-up)."""
         self._outbox += [
-            {
-                "op": "update",
-                "id": r.id,
-                "status": r.status.value,
-                "tool": r.tool_name,
-                "cancel": r.cancel_requested is not None,
-            }
+            {"op": "update", "id": r.id, "status": r.status.value, "tool": r.tool_name,
+             "cancel": r.cancel_requested is not None}
             for r in records
-        ]
+        ]  # fmt: skip
         if self._announcer is None:
             self._announcer = asyncio.get_running_loop().create_task(self._send_announcements())
 
@@ -535,7 +547,7 @@ class PostgresStore(SharedJobStore):
                     if self._notify_conn is None or self._notify_conn.is_closed():
                         self._notify_conn = await asyncpg.connect(
                             self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}, timeout=5
-                        )
+                        )  # fmt: skip
                     await self._notify_conn.execute(sql.NOTIFY, self.channel, _payloads(changes), timeout=5)
                 except (*DB_ERRORS, TimeoutError) as exc:
                     log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))
@@ -619,6 +631,58 @@ class PostgresStore(SharedJobStore):
         if row is None:
             raise StoreError(f"the job store at {self.where} has no jobs table")
         return {**dict(row), "by_tool": json.loads(row["by_tool"])}
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        try:
+            await self._execute(_S_INSERT, *schedulerows.encode(rec))
+        except DuplicateJob:
+            raise DuplicateJob(f"a schedule with id '{rec.schedule_id}' exists already") from None
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._fetchrow(f"{_S_SELECT} WHERE schedule_id = $1", schedule_id)
+        return None if row is None else schedulerows.decode(tuple(row))
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
+        return [schedulerows.decode(tuple(row)) for row in rows]
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        schedulerows.check_changes(changes)
+        sets = "".join(f"{k} = ${i + 1}, " for i, k in enumerate(changes))
+        n = len(changes)
+        text = (
+            f"UPDATE schedules SET {sets}version = version + 1 WHERE schedule_id = ${n + 1} AND version = ${n + 2}"
+            f" RETURNING {_S_COLS}"
+        )
+        row = await self._fetchrow(text, *schedulerows.change_values(changes), schedule_id, version)
+        return None if row is None else schedulerows.decode(tuple(row))
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        await self._execute("DELETE FROM schedule_ticks WHERE schedule_id = $1", schedule_id)
+        return await self._execute("DELETE FROM schedules WHERE schedule_id = $1", schedule_id) != "DELETE 0"
+
+    async def fire(self, job: JobRecord) -> bool:
+        """The tick's key and the job in one transaction: the key's primary key lets one firing of the tick
+        in, cluster-wide; the others insert nothing. Idempotent across a lost connection (the key names
+        the job that fired it)."""
+        args = sql.insert_args(job)
+
+        async def run() -> bool:
+            async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
+                    return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
+                await conn.execute(sql.INSERT, *args)
+                return True
+
+        fired: bool = await self._retrying(run)
+        return fired
+
+    async def prune_ticks(self, before: int) -> int:
+        return int((await self._execute(_PRUNE_TICKS, before)).split()[-1])
 
     async def drop_schema(self) -> None:
         """Delete this store's schema and all its jobs (tests and throwaway schemas; never `public`)."""

@@ -56,7 +56,46 @@ _V3 = [
     "ALTER TABLE leases ADD COLUMN started INTEGER",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+# i17-dashboard: learned durations per tool (and tool|operation type), see vibe_jobs.durations.
+_V4 = [
+    "CREATE TABLE durations (key TEXT PRIMARY KEY NOT NULL, runs INTEGER NOT NULL, ewma_ms REAL NOT NULL,"
+    " recent TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID",
+]
+
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V5 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
+
+# i15-identity: the principal that created each job (jobs from before belong to the local principal);
+# lists and counts of one principal read its own index.
+_V6 = [
+    "ALTER TABLE jobs ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'",
+    "CREATE INDEX jobs_principal ON jobs (principal, created_at DESC, id DESC)",
+]
+
+# i18-schedules: schedules as data, and the key that lets each (schedule, tick) fire once. The key is
+# written by a trigger in the very statement that inserts the fired job, so the two commit together.
+_V7 = [
+    "ALTER TABLE jobs ADD COLUMN schedule_id TEXT",
+    "ALTER TABLE jobs ADD COLUMN tick INTEGER",
+    """CREATE TABLE schedules (
+        schedule_id TEXT PRIMARY KEY NOT NULL, tool TEXT NOT NULL, arguments TEXT NOT NULL, cron TEXT,
+        every_seconds REAL, timezone TEXT NOT NULL, start_at INTEGER, end_at INTEGER, paused INTEGER NOT NULL,
+        misfire TEXT NOT NULL, max_catch_up INTEGER NOT NULL, overlap TEXT NOT NULL, priority TEXT NOT NULL,
+        operation_type TEXT, last_fired_at INTEGER, next_fire_at INTEGER, created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, version INTEGER NOT NULL, last_job_id TEXT, last_tick INTEGER,
+        skipped INTEGER NOT NULL)""",
+    """CREATE TABLE schedule_ticks (schedule_id TEXT NOT NULL, tick INTEGER NOT NULL, job_id TEXT NOT NULL,
+        fired_at INTEGER NOT NULL, PRIMARY KEY (schedule_id, tick)) WITHOUT ROWID""",
+    """CREATE TRIGGER jobs_schedule_tick AFTER INSERT ON jobs WHEN NEW.schedule_id IS NOT NULL BEGIN
+        INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at)
+        VALUES (NEW.schedule_id, NEW.tick, NEW.id, NEW.created_at);
+    END""",
+]
+
+# i19-talkback: the question a running job waits on (elicitation, sampling), kept across restarts.
+_V8 = ["ALTER TABLE jobs ADD COLUMN waiting_for TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,12 +42,9 @@ Failure = tuple[str, str, str]  # kind ("sqlite", "python", "newer"), name, mess
 
 # Errors of one statement: the transaction is intact, only the op fails.
 _OP_ERRORS = (
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.ProgrammingError,
-    sqlite3.InterfaceError,
-    sqlite3.NotSupportedError,
-)
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+    sqlite3.InterfaceError, sqlite3.NotSupportedError,
+)  # fmt: skip
 
 
 class Config(TypedDict):
@@ -72,8 +69,15 @@ def sqlite_failure(exc: BaseException) -> Failure:
 # -- opening -------------------------------------------------------------------------------------
 
 
+def _text(data: bytes) -> str:
+    """A TEXT value as str; bytes that are not UTF-8 (a database is a file anyone may write) read as U+FFFD
+    instead of failing every statement that reads the row."""
+    return data.decode("utf-8", "replace")
+
+
 def connect(config: Config) -> sqlite3.Connection:
     conn = sqlite3.connect(config["path"], isolation_level=None, cached_statements=512)
+    conn.text_factory = _text
     try:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table exists
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):

@@ -40,16 +40,20 @@ def guard_values(
 
 
 @lru_cache(maxsize=64)
-def query_sql(status: JobStatus | None, by_tool: bool, paged: bool) -> str:
-    """Newest first; the status filter repeats its partial index's condition so SQLite uses it."""
-    if status is not None and status in ACTIVE:
-        return _query_sql(" INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged)
-    return _query_sql("", [] if status is None else ["status = ?", FINAL_SQL], by_tool, paged)
+def query_sql(status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
+    """Newest first; the status filter repeats its partial index's condition so SQLite uses it.
+    Parameters in order: status, tool name, principal, the page's (created_at, id), the limit."""
+    if status is not None and status in ACTIVE and not by_principal:
+        return _query_sql(" INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged, by_principal)
+    where = [] if status is None else ["status = ?", ACTIVE_SQL if status in ACTIVE else FINAL_SQL]
+    return _query_sql("", where, by_tool, paged, by_principal)
 
 
-def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool) -> str:
+def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool, by_principal: bool) -> str:
     if by_tool:
         where.append("tool_name = ?")
+    if by_principal:
+        where.append("principal = ?")
     if paged:
         where.append("(created_at, id) < (?, ?)")
     clause = f" WHERE {' AND '.join(where)}" if where else ""

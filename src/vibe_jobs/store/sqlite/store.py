@@ -24,9 +24,10 @@ import anyio
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import codec
-from vibe_jobs.store.base import NO_GUARD, UPDATABLE, Guard, JobQuery
+from vibe_jobs.store import codec, schedulerows
+from vibe_jobs.store.base import NO_GUARD, UPDATABLE, DurationRow, Guard, JobQuery
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.change import Change
@@ -54,6 +55,7 @@ _COUNTS = (
     f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
 )
+_COUNTS_OF = "SELECT status, count(*) FROM jobs INDEXED BY jobs_principal WHERE principal = ? GROUP BY status"
 _DELETE_FINISHED = (
     "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_expiry WHERE "
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? LIMIT ?) RETURNING id"
@@ -72,6 +74,24 @@ _ORPHANS = (
 )
 
 _GET = f"{sql.SELECT} WHERE id = ?"
+_LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
+_SAVE_DURATION = (
+    "INSERT INTO durations (key, runs, ewma_ms, recent, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key)"
+    " DO UPDATE SET runs = excluded.runs, ewma_ms = excluded.ewma_ms, recent = excluded.recent,"
+    " updated_at = excluded.updated_at"
+)
+_S_COLS = ", ".join(schedulerows.COLUMNS)
+# tick keys no firing can come back to: the schedule is past them, ended or gone
+_PASSED = (
+    " WHERE fired_at < ? AND NOT EXISTS (SELECT 1 FROM schedules s WHERE s.schedule_id = schedule_ticks.schedule_id"
+    " AND s.next_fire_at IS NOT NULL AND schedule_ticks.tick >= s.next_fire_at)"
+)
+_S_SELECT = f"SELECT {_S_COLS} FROM schedules"
+# A firing: the job row, unless its (schedule, tick) fired already; the insert trigger writes the key.
+_FIRE = (
+    f"INSERT INTO jobs ({', '.join(codec.COLUMNS)}) SELECT {', '.join('?' * len(codec.COLUMNS))}"
+    " WHERE NOT EXISTS (SELECT 1 FROM schedule_ticks WHERE schedule_id = ? AND tick = ?)"
+)
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 
 # The statements as the server knows them (an id each, the text sent once per connection).
@@ -80,10 +100,19 @@ _S = {
     for name, sql, writes in (
         ("insert", sql.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
-        ("counts", _COUNTS, False), ("delete_finished", _DELETE_FINISHED, True),
+        ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
+        ("load_durations", _LOAD_DURATIONS, False), ("save_duration", _SAVE_DURATION, True),
+        ("insert_schedule", f"INSERT INTO schedules ({_S_COLS}) VALUES ({', '.join('?' * len(schedulerows.COLUMNS))})",
+         True),
+        ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
+        ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
+        ("delete_schedule", "DELETE FROM schedules WHERE schedule_id = ?", True),
+        ("delete_ticks", "DELETE FROM schedule_ticks WHERE schedule_id = ?", True),
+        ("fire", _FIRE, True),
+        ("prune_ticks", f"DELETE FROM schedule_ticks{_PASSED}", True),
     )
 }  # fmt: skip
 
@@ -232,10 +261,13 @@ class SQLiteStore:
         await self._run(_S["touch"], (access_count, last_access_time, next_check_time, job_id), NONE)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
-        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None)
+        by_principal = query.principal is not None
+        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None, by_principal)
         args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
         if query.tool_name is not None:
             args.append(query.tool_name)
+        if query.principal is not None:
+            args.append(query.principal)
         if query.before is not None:
             args += query.before
         args.append(query.limit)
@@ -250,8 +282,11 @@ class SQLiteStore:
             return self._decoded(await self._run(_S["active"], (), ALL))
         return self._decoded(await self._run(_S["active_of"], (owner,), ALL))
 
-    async def counts(self) -> dict[JobStatus, int]:
-        found = dict(await self._run(_S["counts"], (), ALL))
+    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+        if principal is None:
+            found = dict(await self._run(_S["counts"], (), ALL))
+        else:
+            found = dict(await self._run(_S["counts_of"], (principal,), ALL))
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
@@ -291,6 +326,59 @@ class SQLiteStore:
             if has_ended(ProcessId(host, pid, started)):
                 log.info("sqlite.owner_ended", owner=owner, pid=pid)
                 await self._run(_S["drop_ended"], (owner, host, pid, started), NONE)
+
+    async def load_durations(self) -> dict[str, DurationRow]:
+        rows = await self._run(_S["load_durations"], (), ALL)
+        return {key: (runs, ewma, recent) for key, runs, ewma, recent in rows}
+
+    async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
+        for done in [self._run(_S["save_duration"], (key, *row, now), NONE) for key, row in rows.items()]:
+            await done
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def insert_schedule(self, rec: ScheduleRecord) -> None:
+        try:
+            await self._run(_S["insert_schedule"], schedulerows.encode(rec), NONE)
+        except DuplicateJob:
+            raise DuplicateJob(f"a schedule with id '{rec.schedule_id}' exists already") from None
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        row = await self._run(_S["get_schedule"], (schedule_id,), ONE)
+        return None if row is None else schedulerows.decode(row)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [schedulerows.decode(row) for row in await self._run(_S["list_schedules"], (), ALL)]
+
+    async def update_schedule(
+        self, schedule_id: str, changes: Mapping[str, Any], version: int
+    ) -> ScheduleRecord | None:
+        schedulerows.check_changes(changes)
+        sets = "".join(f"{k} = ?, " for k in changes)
+        text = (
+            f"UPDATE schedules SET {sets}version = version + 1 WHERE schedule_id = ? AND version = ?"
+            f" RETURNING {_S_COLS}"
+        )
+        args = [*schedulerows.change_values(changes), schedule_id, version]
+        row = await self._run(statement(text, True), args, ONE)
+        return None if row is None else schedulerows.decode(row)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        ticks = self._run(_S["delete_ticks"], (schedule_id,), NONE)
+        deleted = self._run(_S["delete_schedule"], (schedule_id,), ROWCOUNT)
+        await ticks
+        return bool(await deleted)
+
+    async def fire(self, job: JobRecord) -> bool:
+        """One statement: the job, unless the tick fired already; its trigger writes the tick's key (so a
+        second firing of the tick, from this or another process, inserts nothing)."""
+        inserted = await self._run(_S["fire"], [*codec.encode(job), job.schedule_id, job.tick], ROWCOUNT)
+        if inserted:
+            self._remember(job)
+        return bool(inserted)
+
+    async def prune_ticks(self, before: int) -> int:
+        return int(await self._run(_S["prune_ticks"], (before,), ROWCOUNT))
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the store's own connection and return its rows: a back door for tests."""

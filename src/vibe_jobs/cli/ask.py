@@ -1,0 +1,104 @@
+"""`vibe-jobs call` asks the person at the terminal what a job asks (elicitation), or for the model's reply
+(sampling): the answers go back through `vibe_jobs.client.call_and_wait`'s `on_elicit` / `on_sample`.
+
+Prompts go to stderr and answers are read a line at a time from stdin (the terminal, or a pipe). An empty
+line takes a field's default; `!decline` declines the question, end of input cancels it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import anyio.to_thread
+
+DECLINE = "!decline"
+YES, NO = {"y", "yes", "true", "1"}, {"n", "no", "false", "0"}
+
+
+class Refused(Exception):
+    """The person declined (or input ended)."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action)
+        self.action = action
+
+
+class TerminalAsker:
+    def __init__(self, out: TextIO | None = None, inp: TextIO | None = None) -> None:
+        self.out, self.inp = out or sys.stderr, inp or sys.stdin
+
+    async def on_elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self.elicit, message, schema, abandon_on_cancel=True)
+
+    async def on_sample(self, params: dict[str, Any]) -> dict[str, Any] | str:
+        return await anyio.to_thread.run_sync(self.sample, params, abandon_on_cancel=True)
+
+    def elicit(self, message: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+        self.say(f"\nThe job asks: {message}  ({DECLINE} declines)")
+        required = set(schema.get("required") or ())
+        try:
+            content = {}
+            for name, prop in (schema.get("properties") or {}).items():
+                value = self.field(name, prop, name in required)
+                if value is not None:
+                    content[name] = value
+        except Refused as exc:
+            return {"action": exc.action}
+        return {"action": "accept", "content": content}
+
+    def sample(self, params: Mapping[str, Any]) -> dict[str, Any] | str:
+        self.say("\nThe job asks for a model reply (sampling):")
+        if params.get("systemPrompt"):
+            self.say(f"  system: {params['systemPrompt']}")
+        for message in params.get("messages") or ():
+            content = message.get("content") or {}
+            self.say(f"  {message.get('role')}: {content.get('text', json.dumps(content))}")
+        try:
+            return self.line("reply: ")
+        except Refused as exc:
+            return {"action": exc.action}
+
+    def field(self, name: str, prop: Mapping[str, Any], required: bool) -> Any:
+        kind, default = prop.get("type"), prop.get("default")
+        choices = prop.get("enum") or [o.get("const") for o in prop.get("oneOf") or () if "const" in o]
+        hint = "y/n" if kind == "boolean" else "|".join(map(str, choices)) if choices else kind
+        shown = f" [{default}]" if default is not None else ""
+        while True:
+            text = self.line(f"  {prop.get('title') or name} ({hint}){shown}: ")
+            if not text:
+                if default is not None or not required:
+                    return default
+                self.say("  an answer is required")
+                continue
+            try:
+                return convert(text, kind, choices)
+            except ValueError as exc:
+                self.say(f"  {exc}")
+
+    def line(self, prompt: str) -> str:
+        self.out.write(prompt)
+        self.out.flush()
+        text = self.inp.readline()
+        if not text:
+            raise Refused("cancel")
+        if text.strip() == DECLINE:
+            raise Refused("decline")
+        return text.strip()
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def convert(text: str, kind: Any, choices: list[Any]) -> Any:
+    if kind == "boolean":
+        if text.lower() in YES | NO:
+            return text.lower() in YES
+        raise ValueError("answer y or n")
+    value: Any = int(text) if kind == "integer" else float(text) if kind == "number" else text
+    if choices and value not in choices:
+        raise ValueError(f"choose one of {', '.join(map(str, choices))}")
+    return value

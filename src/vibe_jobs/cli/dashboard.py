@@ -1,0 +1,85 @@
+"""`vibe-jobs dashboard --store URL [--port]` (the dashboard alone, against any store) and
+`vibe-jobs health --store URL` (exit 0 when the store answers, 1 with the reason otherwise: container probes)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from typing import Any
+
+import anyio
+
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.manager import JobManager
+from vibe_jobs.settings import Settings
+from vibe_jobs.store import JobStore, open_store
+
+HEALTH_TIMEOUT_SECONDS = 5.0
+
+
+def add_dashboard_parsers(sub: Any) -> None:
+    dash = sub.add_parser("dashboard", help="serve the dashboard, /metrics and the health probes for a store")
+    dash.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+    health = sub.add_parser("health", help="exit 0 when the store answers in time, 1 (with the reason) otherwise")
+    health.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
+    health.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_SECONDS, help="seconds (default 5)")
+
+
+def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    return replace(settings, store_url=args.store) if args.store else settings
+
+
+def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app
+    from vibe_jobs.server.http.prom import instrument_store
+
+    settings = _settings(args, settings)
+    configure_logging(settings.log_level, settings.log_format)
+    manager = JobManager(open_store(settings.store_url), settings)
+    instrument_store(manager.store, manager.stats.counters)
+    app = dashboard_app(Dashboard(manager))
+    print(f"vibe-jobs: dashboard of {settings.store_url} at http://{args.host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def run_health(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(_settings(args, settings).store_url)
+    problem = _missing_file(store) or anyio.run(probe, store, args.timeout)
+    if problem is not None:
+        print(f"vibe-jobs: not ready: {problem}", file=sys.stderr)
+        return 1
+    print("ready")
+    return 0
+
+
+def _missing_file(store: JobStore) -> str | None:
+    """A SQLite file that is not there is reported, not created by the probe."""
+    path = getattr(store, "path", None)
+    if store.url.startswith("sqlite:") and isinstance(path, str) and not os.path.exists(path):
+        return f"no SQLite database at {path}"
+    return None
+
+
+async def probe(store: JobStore, seconds: float) -> str | None:
+    """Why `store` is not ready (it does not open, or answer, within `seconds`), or None."""
+    from vibe_jobs.server.http.health import store_problem
+
+    try:
+        with anyio.fail_after(seconds):
+            await store.open()
+    except TimeoutError:
+        return f"the store did not open within {seconds:g} s"
+    except Exception as exc:  # any driver's connection error: the probe reports it, it does not crash
+        return f"the store did not open: {exc}"
+    try:
+        return await store_problem(store, seconds)
+    finally:
+        with anyio.move_on_after(seconds, shield=True):
+            await store.close()

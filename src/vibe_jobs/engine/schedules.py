@@ -1,0 +1,162 @@
+"""Schedules, the operations on them: create (checked whole first), list, pause, resume, delete, and the
+schedules job tools declare in code (`@job_tool(schedule=...)`), created or updated at start-up.
+
+A schedule is data in the store (`ScheduleStore`); it changes only by compare-and-set on its version,
+so a pause and a firing racing in two processes never undo each other. The ticker (`engine/ticker.py`)
+fires them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from vibe_jobs.errors import InvalidSchedule, ScheduleNotFound, StaleWrite, StoreError
+from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.logs import get_logger
+from vibe_jobs.manager import JobManager
+from vibe_jobs.schedules import Schedule, ScheduleRecord, ScheduleSpec
+from vibe_jobs.store.base import ScheduleStore
+
+log = get_logger("vibe_jobs.engine.schedules")
+
+MAX_RACES = 16
+Change = Callable[[ScheduleRecord], dict[str, Any] | None]
+
+
+def schedule_store(manager: JobManager) -> ScheduleStore:
+    store = manager.store
+    if not isinstance(store, ScheduleStore):
+        raise StoreError(f"the store {store.url} keeps no schedules")
+    return store
+
+
+def parse_spec(values: Mapping[str, Any]) -> ScheduleSpec:
+    """A ScheduleSpec from a client's fields (camelCase), or InvalidSchedule naming every problem."""
+    try:
+        return ScheduleSpec.model_validate(dict(values))
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        raise InvalidSchedule(f"invalid schedule: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+class Schedules:
+    """The schedules of one store, for the job tools of this process (`tools`: checked at creation)."""
+
+    def __init__(self, manager: JobManager, tools: Mapping[str, JobToolSpec]) -> None:
+        self.m, self.tools = manager, tools
+
+    @property
+    def store(self) -> ScheduleStore:
+        return schedule_store(self.m)
+
+    def check(self, spec: ScheduleSpec) -> dict[str, Any]:
+        """The arguments as the tool stores them, or InvalidSchedule / InvalidArguments: an unknown tool
+        and arguments its schema refuses are caught now, not at the first firing."""
+        tool = self.tools.get(spec.tool)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            raise InvalidSchedule(f"invalid schedule: no job tool named '{spec.tool}'; job tools: {known}")
+        params = tool.arguments.check(spec.arguments)  # raises InvalidArguments naming each problem
+        if tool.refuse is not None and (reason := tool.refuse(params)) is not None:
+            raise InvalidSchedule(f"invalid schedule: {reason}")
+        return params
+
+    async def create(self, spec: ScheduleSpec) -> ScheduleRecord:
+        """Check the schedule whole, then store it; nothing is stored when any part is refused."""
+        params = self.check(spec)
+        op = spec.operation_type or self.tools[spec.tool].operation_type
+        spec = spec.model_copy(update={"arguments": params, "operation_type": op})
+        rec = ScheduleRecord.from_spec(spec, _new_id(spec), self.m.now())
+        if rec.next_fire_at is None:
+            raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt)")
+        await self.store.insert_schedule(rec)
+        log.info("schedule.created", schedule_id=rec.schedule_id, tool=rec.tool, next_fire_at=rec.next_fire_at)
+        return rec
+
+    async def get(self, schedule_id: str) -> ScheduleRecord:
+        rec = await self.store.get_schedule(schedule_id)
+        if rec is None:
+            raise ScheduleNotFound(schedule_id)
+        return rec
+
+    async def list(self) -> list[Schedule]:
+        """Every schedule with the status of the job it fired last (`lastOutcome`)."""
+        out = []
+        for rec in await self.store.list_schedules():
+            job = await self.m.store.get(rec.last_job_id) if rec.last_job_id else None
+            out.append(Schedule.from_record(rec, job.status.value if job is not None else None))
+        return out
+
+    async def pause(self, schedule_id: str) -> ScheduleRecord:
+        return await self.change(schedule_id, lambda r: None if r.paused else {"paused": True})
+
+    async def resume(self, schedule_id: str) -> ScheduleRecord:
+        """Resume from now: ticks that came due while paused are not fired."""
+
+        def plan(r: ScheduleRecord) -> dict[str, Any] | None:
+            return {"paused": False, "next_fire_at": r.first_tick(self.m.now())} if r.paused else None
+
+        return await self.change(schedule_id, plan)
+
+    async def delete(self, schedule_id: str) -> None:
+        if not await self.store.delete_schedule(schedule_id):
+            raise ScheduleNotFound(schedule_id)
+        log.info("schedule.deleted", schedule_id=schedule_id)
+
+    async def change(self, schedule_id: str, plan: Change) -> ScheduleRecord:
+        """Apply `plan(record)` as a compare-and-set, re-reading when raced (None: nothing to change)."""
+        for _ in range(MAX_RACES):
+            rec = await self.get(schedule_id)
+            changes = plan(rec)
+            if changes is None:
+                return rec
+            new = await self.store.update_schedule(schedule_id, {**changes, "updated_at": self.m.now()}, rec.version)
+            if new is not None:
+                return new
+        raise StaleWrite(f"schedule '{schedule_id}' kept changing under this writer")
+
+    async def declare(self, spec: ScheduleSpec) -> ScheduleRecord:
+        """A schedule declared in code (its id given): created, or updated when its definition changed
+        (its firing state then starts afresh); unchanged, it is left as it is. Idempotent."""
+        assert spec.schedule_id is not None
+        self.check(spec)
+        want = ScheduleRecord.from_spec(spec, spec.schedule_id, self.m.now())
+        old = await self.store.get_schedule(spec.schedule_id)
+        if old is None:
+            try:
+                await self.store.insert_schedule(want)
+                return want
+            except StoreError:  # another process declared it first
+                old = await self.get(spec.schedule_id)
+        if _definition(old) == _definition(want):
+            return old
+        fresh = {k: v for k, v in _definition(want).items() if k != "paused"}
+        reset = {**fresh, "created_at": want.created_at, "next_fire_at": want.next_fire_at}
+        return await self.change(spec.schedule_id, lambda r: reset)
+
+
+_DEFINITION = ("tool", "arguments", "cron", "every_seconds", "timezone", "start_at", "end_at", "misfire",
+               "max_catch_up", "overlap", "priority", "operation_type")  # fmt: skip
+
+
+def _definition(rec: ScheduleRecord) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in _DEFINITION}
+
+
+def _new_id(spec: ScheduleSpec) -> str:
+    return spec.schedule_id or f"sch_{os.urandom(8).hex()}"
+
+
+def code_schedule_id(tool: str) -> str:
+    """The id of the schedule a job tool declares in code (one per tool)."""
+    return f"code:{tool}"

@@ -1,0 +1,118 @@
+"""The ticker: fires the schedules that are due, in every process that runs one (servers and workers).
+
+Each pass reads the schedules, and for each one due asks `firing.plan` what to fire now (misfire and
+overlap policies included), fires those ticks, then moves the schedule on by compare-and-set. Every
+firing goes through `JobManager.fire_job`, which the store writes with the (schedule, tick) key in one
+transaction: however many processes tick together, and across restarts, a tick fires once. A process
+that loses the race to move a schedule on just reads it again on its next pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from vibe_jobs.engine.schedules import Schedules
+from vibe_jobs.errors import JobError
+from vibe_jobs.firing import DEFAULT_GRACE_MS, Misfire, Overlap, plan
+from vibe_jobs.logs import get_logger
+from vibe_jobs.models import OperationType, Priority, TaskSpec
+from vibe_jobs.schedules import ScheduleRecord
+from vibe_jobs.states import ACTIVE
+from vibe_jobs.store.base import ScheduleStore
+
+log = get_logger("vibe_jobs.engine.ticker")
+
+POLL_SECONDS = 1.0  # schedules created, paused or moved on by other processes are seen this soon
+PRUNE_EVERY_MS = 600_000  # how often tick keys no firing can come back to are deleted ...
+KEEP_TICKS_MS = 3_600_000  # ... once they are this old (a process that read the schedule before is long done)
+
+
+class Ticker:
+    def __init__(self, schedules: Schedules, *, grace_ms: int = DEFAULT_GRACE_MS) -> None:
+        self.schedules, self.m, self.grace_ms = schedules, schedules.m, grace_ms
+        self.fired = 0  # jobs this process fired
+        self._next_prune = 0
+
+    async def run(self) -> None:
+        """Tick until cancelled: wake at the next due tick, or after POLL_SECONDS at most (a store that
+        keeps no schedules: return at once)."""
+        if not isinstance(self.m.store, ScheduleStore):
+            return
+        while True:
+            try:
+                upcoming = await self.tick()
+                await self.prune()
+            except Exception as exc:  # a store that fails now must not stop the schedules (or the server)
+                log.warning("ticker.failed", error=f"{type(exc).__name__}: {exc}")
+                upcoming = None
+            wait = POLL_SECONDS if upcoming is None else (upcoming - self.m.now()) / 1000
+            await anyio.sleep(min(POLL_SECONDS, max(0.0, wait)))
+
+    async def tick(self) -> int | None:
+        """One pass at the manager's clock: fire what is due; answer the earliest tick still to come."""
+        upcoming: int | None = None
+        for rec in await self.schedules.store.list_schedules():
+            if rec.paused or rec.next_fire_at is None:
+                continue
+            if rec.next_fire_at <= self.m.now():
+                try:
+                    rec = await self._fire_due(rec)
+                except (JobError, ValueError) as exc:  # one schedule's trouble must not stop the others
+                    log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
+            if not rec.paused and rec.next_fire_at is not None:
+                upcoming = rec.next_fire_at if upcoming is None else min(upcoming, rec.next_fire_at)
+        return upcoming
+
+    async def prune(self) -> int:
+        """Now and then, delete the tick keys no firing can come back to (the table stays small)."""
+        now = self.m.now()
+        if now < self._next_prune:
+            return 0
+        self._next_prune = now + PRUNE_EVERY_MS
+        return await self.schedules.store.prune_ticks(now - KEEP_TICKS_MS)
+
+    async def _previous_active(self, rec: ScheduleRecord) -> bool:
+        if rec.last_job_id is None:
+            return False
+        job = await self.m.store.get(rec.last_job_id)
+        return job is not None and job.status in ACTIVE
+
+    async def _fire_due(self, rec: ScheduleRecord) -> ScheduleRecord:
+        now = self.m.now()
+        p = plan(
+            rec.timing(), rec.next_fire_at, now, misfire=Misfire(rec.misfire), max_catch_up=rec.max_catch_up,
+            overlap=Overlap(rec.overlap), previous_active=await self._previous_active(rec), grace_ms=self.grace_ms,
+        )  # fmt: skip
+        if p.held:
+            return rec
+        changes: dict[str, Any] = {
+            "next_fire_at": p.next_fire_at,
+            "skipped": rec.skipped + p.dropped,
+            "updated_at": now,
+        }
+        for tick in p.ticks:
+            job_id = await self._fire(rec, tick)
+            if job_id is not None:
+                changes.update(last_job_id=job_id, last_tick=tick, last_fired_at=now)
+        new = await self.schedules.store.update_schedule(rec.schedule_id, changes, rec.version)
+        if p.dropped:
+            log.info("schedule.ticks_skipped", schedule_id=rec.schedule_id, count=p.dropped)
+        return new or rec  # None: another process moved it on first (it fired those ticks, or will)
+
+    async def _fire(self, rec: ScheduleRecord, tick: int) -> str | None:
+        task = TaskSpec(priority=Priority(rec.priority), operation_type=_op(rec.operation_type))
+        try:
+            job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick)
+        except JobError as exc:  # refused by admission (queue full, resources): this tick is lost
+            log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
+            return None
+        if job_id is not None:
+            self.fired += 1
+            log.info("schedule.fired", schedule_id=rec.schedule_id, tick=tick, job_id=job_id)
+        return job_id
+
+
+def _op(value: str | None) -> OperationType | None:
+    return value  # type: ignore[return-value]  # stored from a validated OperationType

@@ -1,0 +1,278 @@
+"""Questions a running job asks (elicitation and sampling): their shapes, their answers, and the checks.
+
+A question is stored with its job (`JobRecord.waiting_for`) as `{id, method, params, askedAt}` plus, once
+someone answered, `answer`. `method` and `params` are those of the MCP request that carries it
+(`elicitation/create` with `message` and a flat `requestedSchema`, or `sampling/createMessage`), so every
+way of delivering it (a tasks-extension `inputRequests` entry, a server-to-client request, the
+`waitingFor` field an agent reads) sends the same thing. An answer is checked here, once, whoever gives it.
+No MCP imports: these are plain dicts in the wire shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from vibe_jobs.errors import InvalidParams
+
+__all__ = [
+    "ELICIT",
+    "SAMPLE",
+    "Action",
+    "Elicitation",
+    "Sample",
+    "check_answer",
+    "elicit_request",
+    "elicitation_schema",
+    "pending_question",
+    "plain_answer",
+    "question_view",
+    "sample_request",
+]
+
+ELICIT = "elicitation/create"
+SAMPLE = "sampling/createMessage"
+KINDS = {ELICIT: "elicitation", SAMPLE: "sampling"}
+PRIMITIVES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "number": (int, float),
+    "integer": int,
+    "boolean": bool,
+}
+ACTIONS = ("accept", "decline", "cancel")
+Action = Literal["accept", "decline", "cancel", "timeout"]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Elicitation(Generic[M]):
+    """The answer to `JobContext.elicit`: `action` is accept, decline, cancel (the person said so) or
+    timeout (nobody answered in time); `content` the accepted values, `data` them as the model given."""
+
+    action: Action
+    content: dict[str, Any] | None = None
+    data: M | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.action == "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The answer to `JobContext.sample`: `action` accept (with the model's `text`), decline (the client
+    refused) or timeout; `result` the client's CreateMessageResult as sent."""
+
+    action: Action
+    text: str | None = None
+    model: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.action == "accept"
+
+
+# -- building questions ------------------------------------------------------------------------
+
+
+def elicitation_schema(schema: type[BaseModel] | Mapping[str, Any]) -> dict[str, Any]:
+    """A flat object schema of primitive properties (what elicitation allows), from a pydantic model or
+    a JSON schema; anything else is refused with the property that is not flat."""
+    raw = schema.model_json_schema() if isinstance(schema, type) else dict(schema)
+    if raw.get("type") != "object" or not isinstance(raw.get("properties"), Mapping):
+        raise InvalidParams("an elicitation schema must be an object schema with properties")
+    props = {name: _primitive(name, prop) for name, prop in raw["properties"].items()}
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if raw.get("required"):
+        out["required"] = list(raw["required"])
+    return out
+
+
+def _primitive(name: str, prop: Any) -> dict[str, Any]:
+    if not isinstance(prop, Mapping):
+        raise InvalidParams(f"elicitation property {name!r} must be a schema object")
+    options = [p for p in prop.get("anyOf") or () if isinstance(p, Mapping) and p.get("type") != "null"]
+    merged = {**{k: v for k, v in prop.items() if k != "anyOf"}, **(options[0] if len(options) == 1 else {})}
+    if merged.get("type") not in PRIMITIVES and not (merged.get("type") == "array" and _enum_items(merged)):
+        raise InvalidParams(
+            f"elicitation property {name!r} must be a string, number, integer, boolean or enum "
+            f"(flat, no nesting), not {dict(prop)!r}"
+        )
+    return merged
+
+
+def _enum_items(prop: Mapping[str, Any]) -> bool:
+    items = prop.get("items")
+    return isinstance(items, Mapping) and bool(items.get("enum") or items.get("anyOf"))
+
+
+def elicit_request(message: str, schema: type[BaseModel] | Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(message, str) or not message:
+        raise InvalidParams("an elicitation needs a message (a non-empty string)")
+    return {"method": ELICIT, "params": {"message": message, "requestedSchema": elicitation_schema(schema)}}
+
+
+def sample_request(
+    messages: str | Sequence[str | Mapping[str, Any]],
+    *,
+    max_tokens: int,
+    system: str | None = None,
+    temperature: float | None = None,
+    stop_sequences: Sequence[str] | None = None,
+    model_preferences: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidParams(f"max_tokens must be a positive whole number, got {max_tokens!r}")
+    items = [messages] if isinstance(messages, str) else list(messages)
+    if not items:
+        raise InvalidParams("sampling needs at least one message")
+    params: dict[str, Any] = {"messages": [_message(m) for m in items], "maxTokens": max_tokens}
+    optional = {
+        "systemPrompt": system, "temperature": temperature,
+        "stopSequences": list(stop_sequences) if stop_sequences is not None else None,
+        "modelPreferences": dict(model_preferences) if model_preferences is not None else None,
+    }  # fmt: skip
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return {"method": SAMPLE, "params": params}
+
+
+def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A SamplingMessage: a plain string is the user's text; a string content becomes a text block."""
+    if isinstance(item, str):
+        return {"role": "user", "content": {"type": "text", "text": item}}
+    role, content = item.get("role", "user"), item.get("content")
+    if role not in ("user", "assistant"):
+        raise InvalidParams(f"a sampling message's role must be user or assistant, not {role!r}")
+    if isinstance(content, str):
+        content = {"type": "text", "text": content}
+    if not isinstance(content, Mapping | list):
+        raise InvalidParams("a sampling message needs content (a string or content blocks)")
+    return {"role": role, "content": content}
+
+
+# -- reading questions -------------------------------------------------------------------------
+
+
+def pending_question(waiting_for: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The stored question when nobody has answered it yet."""
+    return waiting_for if waiting_for is not None and waiting_for.get("answer") is None else None
+
+
+def question_view(waiting_for: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """`waitingFor` as clients see it: the request id, its kind, and the request's params."""
+    question = pending_question(waiting_for)
+    if question is None:
+        return None
+    return {"requestId": question["id"], "kind": KINDS[question["method"]], **question["params"]}
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def check_answer(question: Mapping[str, Any], answer: Any) -> dict[str, Any]:
+    """The answer to store: an ElicitResult (`{action, content}`) or a CreateMessageResult, or a
+    `{action: decline|cancel}` for either. Refused (InvalidParams, naming the problem) when it does not fit."""
+    if isinstance(answer, Mapping) and answer.get("action") in ("decline", "cancel"):
+        return {"action": answer["action"]}
+    if question["method"] == ELICIT:
+        return _elicit_answer(question["params"]["requestedSchema"], answer)
+    return _sample_answer(answer)
+
+
+def plain_answer(question: Mapping[str, Any], answer: Any, action: str) -> Any:
+    """An agent's answer (the content alone, and an action) in the shape `check_answer` takes."""
+    if action != "accept":
+        if action not in ACTIONS:
+            raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        return {"action": action}
+    if question["method"] == ELICIT:
+        return {"action": "accept", "content": answer}
+    return answer
+
+
+def _elicit_answer(schema: Mapping[str, Any], answer: Any) -> dict[str, Any]:
+    if not isinstance(answer, Mapping):
+        raise InvalidParams("an elicitation answer must be an object: {action, content}")
+    action = answer.get("action", "accept")
+    if action not in ACTIONS:
+        raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    content = answer.get("content") or {}
+    if not isinstance(content, Mapping):
+        raise InvalidParams("content must be an object of the requested fields")
+    return {"action": "accept", "content": check_content(schema, content)}
+
+
+def check_content(schema: Mapping[str, Any], content: Mapping[str, Any]) -> dict[str, Any]:
+    """Accepted values checked against the flat schema: required fields present, types and enums kept."""
+    props: Mapping[str, Any] = schema.get("properties") or {}
+    unknown = sorted(set(content) - set(props))
+    if unknown:
+        raise InvalidParams(f"unknown field {unknown[0]!r}; the schema asks for {', '.join(props) or 'nothing'}")
+    missing = [name for name in schema.get("required") or () if name not in content]
+    if missing:
+        raise InvalidParams(f"required field {missing[0]!r} is missing")
+    for name, value in content.items():
+        _check_value(name, props[name], value)
+    return dict(content)
+
+
+def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
+    kind = prop.get("type")
+    expected = PRIMITIVES.get(kind) if isinstance(kind, str) else None
+    if kind == "array":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = expected is None or (isinstance(value, expected) and not (kind != "boolean" and isinstance(value, bool)))
+    if not ok:
+        raise InvalidParams(f"field {name!r} must be {'a list of strings' if kind == 'array' else kind}, got {value!r}")
+    allowed = _allowed(prop)
+    if allowed is not None and any(v not in allowed for v in (value if isinstance(value, list) else [value])):
+        raise InvalidParams(f"field {name!r} must be one of {sorted(allowed)!r}, got {value!r}")
+
+
+def _allowed(prop: Mapping[str, Any]) -> set[Any] | None:
+    source = prop.get("items") if prop.get("type") == "array" else prop
+    if not isinstance(source, Mapping):
+        return None
+    if source.get("enum"):
+        return set(source["enum"])
+    consts = [o.get("const") for o in source.get("oneOf") or source.get("anyOf") or () if isinstance(o, Mapping)]
+    return set(consts) if consts else None
+
+
+def _sample_answer(answer: Any) -> dict[str, Any]:
+    if isinstance(answer, str):
+        return {"role": "assistant", "content": {"type": "text", "text": answer}, "model": "unknown"}
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("content"), Mapping | list):
+        raise InvalidParams("a sampling answer must be the text, or a CreateMessageResult {role, content, model}")
+    return {"role": "assistant", "model": "unknown", **answer}
+
+
+def elicitation(answer: Mapping[str, Any] | None, model: type[M] | None) -> Elicitation[M]:
+    """The job's view of a stored elicitation answer (None: nobody answered in time)."""
+    if answer is None:
+        return Elicitation("timeout")
+    if answer.get("action") != "accept":
+        return Elicitation(answer.get("action", "cancel"))
+    content = dict(answer.get("content") or {})
+    try:
+        data = model.model_validate(content) if model is not None else None
+    except ValidationError as exc:
+        raise InvalidParams(f"the accepted answer does not fit {model.__name__}: {exc}") from None  # type: ignore[union-attr]
+    return Elicitation("accept", content, data)
+
+
+def sample(answer: Mapping[str, Any] | None) -> Sample:
+    """The job's view of a stored sampling answer (None: nobody answered in time)."""
+    if answer is None:
+        return Sample("timeout")
+    if answer.get("action") in ("decline", "cancel"):
+        return Sample(answer["action"])
+    content = answer.get("content")
+    blocks = content if isinstance(content, list) else [content]
+    text = "".join(b.get("text", "") for b in blocks if isinstance(b, Mapping) and b.get("type") == "text")
+    return Sample("accept", text, answer.get("model"), dict(answer))

@@ -1,0 +1,82 @@
+"""Secrets kept out of what is shown: job arguments named like a secret, `env` values, URL passwords.
+
+One module, used by every surface that renders params (list-jobs, `jobs://recent`, the operator CLI, logs,
+the dashboard). The stored job keeps the real values: the tool receives them. The pattern of secret names
+is `VIBE_JOBS_SECRET_PATTERN` (default `token|secret|password|key|auth`, case-insensitive, searched
+anywhere in the name), set once at start-up with `set_secret_pattern`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+DEFAULT_SECRET_PATTERN = "token|secret|password|key|auth"
+ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every value is hidden, names kept
+_URL_IN_TEXT = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+
+_pattern = re.compile(DEFAULT_SECRET_PATTERN, re.IGNORECASE)
+
+
+def set_secret_pattern(pattern: str) -> None:
+    """Names matching `pattern` (a regular expression, case-insensitive) are secrets from now on."""
+    global _pattern
+    _pattern = re.compile(pattern, re.IGNORECASE)
+
+
+def check_pattern(pattern: str) -> str:
+    """`pattern` if it compiles (settings use this to refuse a bad VIBE_JOBS_SECRET_PATTERN at start-up)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return pattern
+
+
+def is_secret(name: str) -> bool:
+    return _pattern.search(name) is not None
+
+
+def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `params` with secret-named values (at any depth) and `env` values replaced by `***`."""
+    return {str(k): _redact_entry(str(k), v) for k, v in params.items()}
+
+
+def _redact_entry(name: str, value: Any) -> Any:
+    if is_secret(name):
+        return MASK
+    if name in ENV_NAMES and isinstance(value, Mapping):
+        return dict.fromkeys((str(k) for k in value), MASK)
+    return _redact_value(value)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return redact_params(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return redact_urls_in(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`: postgresql://u:***@host/db."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return redact_urls_in(url)
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:{MASK}@{host}"))
+
+
+def redact_urls_in(text: str) -> str:
+    """Every `scheme://user:password@` in free text with its password replaced by `***`."""
+    return _URL_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], text)

@@ -1,0 +1,158 @@
+"""A long-poll that talks back: a job's question goes to the caller as a request on its own call, and
+progress notifications keep the call alive.
+
+`Asker` delivers a job's pending question (elicitation or sampling) to a `get-job-result` caller that
+declared the capability, the way its era allows: on 2025-11-25 a server-to-client request related to the
+long-poll's own request, whose answer goes to the job at once; on 2026-07-28 (no server-to-client requests)
+the call answers `input_required` with the question in `inputRequests`, and the client's retry of the same
+call carries the answer in `inputResponses` (`take_responses`). Either way the answer goes to the job through
+`JobManager.answer`, checked there like any other. A caller that cannot answer is told by `waitingFor` in
+the answer (see `messages.waiting_text`).
+
+`Keepalive` sends the job's progress at least every `progress_keepalive_ms`, the unchanged value when the
+job reported nothing, so that clients that reset their time-out on progress keep waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import (
+    ClientCapabilities,
+    CreateMessageRequest,
+    CreateMessageResult,
+    ElicitationCapability,
+    ElicitRequest,
+    ElicitResult,
+    InputRequiredResult,
+    InputResponses,
+    SamplingCapability,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from vibe_jobs.errors import InvalidParams, JobError, NotWaiting
+from vibe_jobs.events import JobEvent
+from vibe_jobs.logs import get_logger
+from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobRecord
+from vibe_jobs.questions import ELICIT, SAMPLE, pending_question
+
+log = get_logger("vibe_jobs.server.asking")
+MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
+CAPABILITY = {
+    ELICIT: ClientCapabilities(elicitation=ElicitationCapability()),
+    SAMPLE: ClientCapabilities(sampling=SamplingCapability()),
+}
+
+
+class Asker:
+    """Delivers the questions of one job to the caller of one long-poll, each question once."""
+
+    def __init__(self, ctx: Context, manager: JobManager, job_id: str) -> None:
+        self.ctx, self.m, self.job_id = ctx, manager, job_id
+        self.methods = answerable(ctx)
+        self.modern = ctx.request_context.protocol_version in MODERN
+        self.tried: set[str] = set()
+
+    def wants(self, rec: JobRecord) -> bool:
+        """Is there a question this caller can answer on this call (and was not asked already)?"""
+        question = pending_question(rec.waiting_for) if not rec.finished else None
+        return question is not None and question["method"] in self.methods and question["id"] not in self.tried
+
+    def input_required(self, rec: JobRecord) -> InputRequiredResult | None:
+        """On 2026-07-28: the question as this call's `input_required` answer (the client retries with it)."""
+        question = pending_question(rec.waiting_for)
+        if not self.modern or question is None:
+            return None
+        return InputRequiredResult(input_requests={question["id"]: _request_of(question)})
+
+    async def deliver(self, rec: JobRecord) -> None:
+        question = pending_question(rec.waiting_for)
+        assert question is not None
+        self.tried.add(question["id"])
+        answer = await self._request(question)
+        if answer is None:
+            return
+        try:
+            await self.m.answer(self.job_id, answer, request_id=question["id"])
+        except InvalidParams as exc:
+            log.warning("job.answer_refused", job_id=self.job_id, error=str(exc))
+        except JobError as exc:  # answered elsewhere meanwhile, or the job moved on: this answer is not needed
+            log.info("job.answer_unused", job_id=self.job_id, reason=str(exc))
+
+    async def _request(self, question: Mapping[str, Any]) -> dict[str, Any] | None:
+        session = self.ctx.request_context.session
+        meta = ServerMessageMetadata(related_request_id=self.ctx.request_context.request_id)
+        request = _request_of(question)
+        try:
+            if isinstance(request, ElicitRequest):
+                result: Any = await session.send_request(request, ElicitResult, metadata=meta)
+            else:
+                result = await session.send_request(request, CreateMessageResult, metadata=meta)
+        except MCPError as exc:  # the client refused (no handler, the person closed it): a decline
+            log.info("job.question_refused", job_id=self.job_id, error=str(exc))
+            return {"action": "decline"}
+        dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return dumped
+
+
+def _request_of(question: Mapping[str, Any]) -> ElicitRequest | CreateMessageRequest:
+    wire = {"method": question["method"], "params": question["params"]}
+    return (
+        ElicitRequest.model_validate(wire)
+        if question["method"] == ELICIT
+        else CreateMessageRequest.model_validate(wire)
+    )
+
+
+def answerable(ctx: Context) -> frozenset[str]:
+    """The question methods this caller can answer on its long-poll: those it declared the capability of,
+    on 2025-11-25 only when its connection carries server-to-client requests."""
+    rc = ctx.request_context
+    if rc.protocol_version not in MODERN and not rc.session.can_send_request:
+        return frozenset()
+    return frozenset(m for m, cap in CAPABILITY.items() if rc.session.check_client_capability(cap))
+
+
+async def take_responses(manager: JobManager, job_id: str, responses: InputResponses | None) -> None:
+    """A 2026-07-28 retry's `inputResponses`: each the answer to the question its key names. A key the job
+    no longer waits on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused."""
+    for key, response in (responses or {}).items():
+        answer = response.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            await manager.answer(job_id, answer, request_id=key)
+        except NotWaiting:
+            log.info("job.answer_unused", job_id=job_id, request_id=key)
+
+
+class Keepalive:
+    """Progress notifications of one long-poll: each change the job reports, and the last value again
+    whenever `interval` seconds passed without one."""
+
+    def __init__(self, ctx: Context, interval: float) -> None:
+        self.ctx, self.interval = ctx, interval
+        self.percent, self.text = 0.0, ""
+        self.sent_at = anyio.current_time()
+
+    async def on_event(self, event: JobEvent) -> None:
+        if event.progress is None and not event.message:
+            return
+        self.percent = event.progress if event.progress is not None else self.percent  # never backwards
+        stage = f"[{event.stage}] " if event.stage else ""
+        self.text = f"{stage}{event.message or ''}".strip()
+        await self._send()
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(max(0.0, self.sent_at + self.interval - anyio.current_time()))
+            if anyio.current_time() >= self.sent_at + self.interval:
+                await self._send()
+
+    async def _send(self) -> None:
+        self.sent_at = anyio.current_time()
+        await self.ctx.report_progress(self.percent, 100.0, self.text or None)

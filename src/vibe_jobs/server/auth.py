@@ -1,0 +1,248 @@
+"""HTTP authentication and the caller's identity, through the MCP SDK's `TokenVerifier` and auth settings.
+
+Two verifiers: a token file (`--auth-tokens FILE`, one `TOKEN PRINCIPAL [SCOPES]` a line, `sha256:HEX`
+for a token not kept in clear, `#` comments) and JWT access tokens checked against a JWKS
+(`--auth-jwks URL --auth-issuer ISS --auth-audience AUD`). With either, the SDK answers a request without
+a valid bearer token with 401 and `WWW-Authenticate`. `Identity.viewer()` names the caller of the current
+request (the token's principal, or the local principal when the server has no authentication: stdio,
+loopback HTTP). Also here: the Host/Origin (DNS-rebinding) settings and the refusal to bind beyond
+loopback without authentication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, NOBODY, Viewer
+from vibe_jobs.settings import Settings
+
+PRINCIPAL = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+LOOPBACK_NAMES = ("localhost",)
+JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
+
+
+class Identity:
+    """Who the current request comes from. With authentication `required`, a request without a token
+    (which the SDK refuses before it reaches us) would see nothing rather than the local principal's jobs."""
+
+    def __init__(self, required: bool = False) -> None:
+        self.required = required
+
+    def viewer(self) -> Viewer:
+        token = get_access_token()
+        if token is None:
+            return Viewer(NOBODY) if self.required else LOCAL
+        return Viewer(token.subject or token.client_id, ADMIN_SCOPE in token.scopes)
+
+
+# -- the token file ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    digest: bytes  # sha256 of the token
+    principal: str
+    scopes: tuple[str, ...]
+
+
+def parse_token_file(text: str, where: str) -> list[TokenEntry]:
+    """The entries of a token file; a malformed line stops start-up naming the file and the line."""
+    entries = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            entries.append(_entry(line, f"{where}:{number}"))
+    if not entries:
+        raise ConfigError(f"{where} holds no token (one `TOKEN PRINCIPAL [SCOPES]` a line)")
+    return entries
+
+
+def _entry(line: str, where: str) -> TokenEntry:
+    parts = line.split()
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"{where}: expected `TOKEN PRINCIPAL [SCOPES]`, got {len(parts)} fields")
+    token, principal = parts[0], parts[1]
+    if not PRINCIPAL.fullmatch(principal):
+        raise ConfigError(f"{where}: principal {principal!r} is not a plain name (letters, digits, ._@:+-)")
+    scopes = tuple(s for s in parts[2].split(",") if s) if len(parts) == 3 else ()
+    return TokenEntry(_digest_of(token, where), principal, scopes)
+
+
+def _digest_of(token: str, where: str) -> bytes:
+    if token.startswith("sha256:"):
+        try:
+            digest = bytes.fromhex(token[len("sha256:") :])
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise ConfigError(f"{where}: a sha256: token needs 64 hex digits")
+        return digest
+    if len(token) < 16:
+        raise ConfigError(f"{where}: a token must be at least 16 characters")
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenFileVerifier(TokenVerifier):
+    """Bearer tokens listed in a file. Every entry is compared (in constant time) whatever matches."""
+
+    def __init__(self, entries: list[TokenEntry]) -> None:
+        self.entries = entries
+
+    @classmethod
+    def load(cls, path: str) -> TokenFileVerifier:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--auth-tokens {path!r} cannot be read: {exc}") from None
+        return cls(parse_token_file(text, path))
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        found: TokenEntry | None = None
+        for entry in self.entries:
+            if hmac.compare_digest(entry.digest, digest):
+                found = entry
+        if found is None:
+            return None
+        return AccessToken(token=token, client_id=found.principal, subject=found.principal, scopes=list(found.scopes))
+
+
+# -- JWT access tokens ---------------------------------------------------------------------------
+
+
+class JwtVerifier(TokenVerifier):
+    """JWT access tokens signed by a key of the issuer's JWKS, for this audience and issuer (PyJWT)."""
+
+    def __init__(self, jwks_url: str, issuer: str, audience: str) -> None:
+        try:
+            import jwt
+        except ImportError:  # pragma: no cover - mcp itself requires pyjwt[crypto]
+            raise ConfigError("JWT verification needs PyJWT: pip install 'vibe-jobs[oauth]'") from None
+        self.jwt, self.issuer, self.audience = jwt, issuer, audience
+        self.keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=10)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        return await anyio.to_thread.run_sync(self._verify, token)
+
+    def _verify(self, token: str) -> AccessToken | None:
+        jwt = self.jwt
+        try:
+            key = self.keys.get_signing_key_from_jwt(token)
+            claims: dict[str, Any] = jwt.decode(
+                token, key.key, algorithms=JWT_ALGORITHMS, audience=self.audience, issuer=self.issuer,
+                options={"require": ["exp", "sub", "aud", "iss"]},
+            )  # fmt: skip
+        except jwt.PyJWTError:
+            return None
+        subject = str(claims["sub"])
+        if not PRINCIPAL.fullmatch(subject):
+            return None
+        return AccessToken(
+            token=token, client_id=str(claims.get("client_id") or claims.get("azp") or subject), subject=subject,
+            scopes=_scopes(claims), expires_at=int(claims["exp"]), claims={"iss": claims["iss"]},
+        )  # fmt: skip
+
+
+def _scopes(claims: dict[str, Any]) -> list[str]:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return scope.split()
+    scp = claims.get("scp")
+    return [str(s) for s in scp] if isinstance(scp, list) else []
+
+
+# -- what the MCPServer is built with ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthSetup:
+    """`MCPServer(token_verifier=..., auth=...)`, or nothing (no authentication)."""
+
+    verifier: TokenVerifier | None = None
+    settings: AuthSettings | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.verifier is not None
+
+
+def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
+    """The authentication `settings` ask for (token file, or JWKS + issuer + audience), for a server at
+    `base_url` (http://host:port; its `/mcp` is the protected resource of the metadata)."""
+    jwt_options = (settings.auth_jwks, settings.auth_issuer, settings.auth_audience)
+    if settings.auth_tokens and any(jwt_options):
+        raise ConfigError("give either --auth-tokens or --auth-jwks/--auth-issuer/--auth-audience, not both")
+    if settings.auth_tokens:
+        verifier = TokenFileVerifier.load(settings.auth_tokens)
+        return AuthSetup(verifier, AuthSettings(issuer_url=AnyHttpUrl(base_url), resource_server_url=None))
+    if any(jwt_options):
+        if not all(jwt_options):
+            raise ConfigError("JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience")
+        jwks, issuer, audience = (str(o) for o in jwt_options)
+        return AuthSetup(
+            JwtVerifier(jwks, issuer, audience),
+            AuthSettings(
+                issuer_url=AnyHttpUrl(issuer), resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
+                validate_token_resource=False,  # the verifier checks the audience itself
+            ),
+        )  # fmt: skip
+    return AuthSetup()
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, authenticated: bool, allow_unauthenticated: bool) -> None:
+    """Refuse to serve beyond loopback without authentication (unless the operator said so)."""
+    if is_loopback(host) or authenticated or allow_unauthenticated:
+        return
+    raise ConfigError(
+        f"refusing to serve HTTP on {host} without authentication: anyone who reaches the port could read and "
+        "cancel every job. Pass --auth-tokens FILE (or --auth-jwks URL --auth-issuer ISS --auth-audience AUD), "
+        "or --allow-unauthenticated to accept that"
+    )
+
+
+def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSecuritySettings:
+    """Host/Origin checks on for every bind: loopback names, the bound address, and `allowed_hosts`."""
+    names = ["127.0.0.1", "localhost", "[::1]", *allowed_hosts]
+    if not is_loopback(host) and host not in ("0.0.0.0", "::", ""):
+        names.append(f"[{host}]" if ":" in host else host)
+    hosts = [form for name in names for form in (name, f"{name}:*")]
+    origins = [f"{scheme}://{form}" for scheme in ("http", "https") for name in names for form in (name, f"{name}:*")]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def dashboard_bearer(setup: AuthSetup) -> Callable[[str], Awaitable[bool]] | None:
+    """Who may open the dashboard when authentication is on: it shows and changes every principal's jobs
+    (an operator's view), so only a token with scope `admin`. None: no authentication (loopback)."""
+    verifier = setup.verifier
+    if verifier is None:
+        return None
+
+    async def is_admin(token: str) -> bool:
+        access = await verifier.verify_token(token)
+        return access is not None and ADMIN_SCOPE in access.scopes
+
+    return is_admin

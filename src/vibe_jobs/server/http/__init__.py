@@ -1,0 +1,1 @@
+"""The HTTP face beside /mcp: dashboard pages, live updates, health probes and Prometheus metrics."""

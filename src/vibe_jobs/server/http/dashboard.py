@@ -1,0 +1,159 @@
+"""The dashboard's routes, mounted beside /mcp (streamable HTTP, SSE) or served alone (`vibe-jobs dashboard`).
+
+GET `/` (jobs, newest first, filters, cursor paging), GET `/jobs/{jobId}`, POST `/jobs/{jobId}/cancel` and
+`/jobs/{jobId}/retry` (through the manager calls the MCP tools use, behind `guard.Guard`), GET `/events` (SSE),
+`/static/...` (vendored script and style), `/healthz`, `/readyz`, `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, cast
+
+from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound
+from vibe_jobs.manager import JobManager
+from vibe_jobs.metrics import Statistics, job_metrics
+from vibe_jobs.models import Job
+from vibe_jobs.server.http import pages
+from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused
+from vibe_jobs.server.http.health import healthz, readyz_endpoint
+from vibe_jobs.server.http.live import events_endpoint
+from vibe_jobs.server.http.prom import metrics_endpoint
+from vibe_jobs.states import JobStatus
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+PAGE_SIZE = 50
+STATS_TTL_MS = 1000  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
+
+
+class Dashboard:
+    """The handlers, bound to one manager and one guard."""
+
+    def __init__(
+        self,
+        manager: JobManager,
+        guard: Guard | None = None,
+        tools: Iterable[str] = (),
+    ) -> None:
+        self.m, self.guard, self.tools = manager, guard or Guard(), tuple(tools)
+        self._stats_at, self._stats_cache = -STATS_TTL_MS, cast(Statistics | None, None)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self._page(self.jobs), methods=["GET"]),
+            Route("/jobs/{jobId}", self._page(self.job), methods=["GET"]),
+            Route("/jobs/{jobId}/cancel", self._page(self.cancel), methods=["POST"]),
+            Route("/jobs/{jobId}/retry", self._page(self.retry), methods=["POST"]),
+            Route("/events", events_endpoint(self.m, self.guard.check_read), methods=["GET"]),
+            Route("/static/{name}", static, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz_endpoint(self.m.store), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(self.m), methods=["GET"]),
+        ]
+
+    def _page(self, handler: Callable[[Request, pages.View], Awaitable[Response]]) -> Endpoint:
+        """Run a handler with the guard's read check, its View, and errors answered as pages."""
+
+        async def endpoint(request: Request) -> Response:
+            cookie, new = self.guard.csrf_cookie(request)
+            stats = await self._stats()
+            learned = stats.learned_durations if stats is not None else None
+            view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
+            try:
+                await self.guard.check_read(request)
+                response = await handler(request, view)
+            except Refused as exc:
+                response = _page("Refused", str(exc), view, exc.status)
+            except JobNotFound as exc:
+                response = _page("No such job", str(exc), view, 404)
+            except (InvalidParams, InvalidTransition) as exc:
+                response = _page("Not done", str(exc), view, 400 if isinstance(exc, InvalidParams) else 409)
+            if new:
+                response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict")
+            return response
+
+        return endpoint
+
+    async def _stats(self) -> Statistics | None:
+        """The queue figures for the page header (live pages get fresh ones over /events every 2 s)."""
+        now = self.m.now()
+        if self._stats_cache is not None and now - self._stats_at < STATS_TTL_MS:
+            return self._stats_cache
+        try:
+            self._stats_cache, self._stats_at = await self.m.statistics(), now
+        except JobError:
+            return None  # the store is down: pages say so through their own errors, /readyz says why
+        return self._stats_cache
+
+    async def jobs(self, request: Request, view: pages.View) -> Response:
+        q = request.query_params
+        status, tool = q.get("status") or None, q.get("tool") or None
+        if status is not None and status not in pages.STATUSES:
+            raise InvalidParams(f"status must be one of {', '.join(pages.STATUSES)}, not {status!r}")
+        page = await self.m.list_jobs(status, tool, PAGE_SIZE, q.get("cursor") or None)
+        known = {*self.tools, *(view.stats.by_tool if view.stats else {})}
+        return HTMLResponse(pages.jobs_page(page, view, status, tool, known))
+
+    async def job(self, request: Request, view: pages.View) -> Response:
+        job_id = request.path_params["jobId"]
+        rec = await self.m.get_record(job_id)
+        job, metrics = Job.from_record(rec), job_metrics(rec)
+        return HTMLResponse(pages.job_page(job, metrics, view, self.m.expected_duration(rec)))
+
+    async def cancel(self, request: Request, view: pages.View) -> Response:
+        await self._check_change(request)
+        job_id = request.path_params["jobId"]
+        await self.m.cancel_job(job_id, "cancelled from the dashboard")
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+    async def retry(self, request: Request, view: pages.View) -> Response:
+        """A new job with the failed (or cancelled) job's tool, arguments and task fields."""
+        await self._check_change(request)
+        rec = await self.m.get_record(request.path_params["jobId"])
+        if rec.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise InvalidTransition(rec.id, rec.status.value, "retried", "only a failed or cancelled job is retried")
+        new_id = await self.m.create_job(rec.tool_name, rec.params, task=rec.task)
+        return RedirectResponse(f"/jobs/{new_id}", status_code=303)
+
+    async def _check_change(self, request: Request) -> None:
+        form = await request.form()
+        token = form.get(CSRF_FIELD)
+        await self.guard.check_change(request, token if isinstance(token, str) else None)
+
+
+def _page(title: str, text: str, view: pages.View, status: int) -> Response:
+    return HTMLResponse(pages.message_page(title, text, view), status_code=status)
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in STATIC:
+        return Response("not found", status_code=404, media_type="text/plain")
+    body = resources.files("vibe_jobs.server.http").joinpath("static", name).read_bytes()
+    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+
+def add_dashboard(mcp: MCPServer[Any], dashboard: Dashboard) -> None:
+    """Mount the dashboard's routes on the MCP server's HTTP app (served with streamable HTTP and SSE)."""
+    for route in dashboard.routes():
+        mcp.custom_route(route.path, methods=sorted(route.methods or ()))(route.endpoint)
+
+
+def dashboard_app(dashboard: Dashboard) -> Starlette:
+    """The dashboard alone (`vibe-jobs dashboard`): the manager runs for the app's lifetime."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with dashboard.m:
+            yield
+
+    return Starlette(routes=dashboard.routes(), lifespan=lifespan)

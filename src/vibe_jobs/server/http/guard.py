@@ -1,0 +1,81 @@
+"""Who may change things from a browser: same origin, a CSRF token, and the bearer token when auth is on.
+
+The CSRF token is double-submit, signed: a random cookie (`vibe_jobs_csrf`) and, in each form, an HMAC of it
+under this process's secret. A cross-site form can send the cookie but cannot read or forge the field.
+When a bearer check is configured, every dashboard request (pages too: they show every job) needs
+`Authorization: Bearer ...` or the `vibe_jobs_token` cookie holding the same token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+CSRF_COOKIE = "vibe_jobs_csrf"
+CSRF_FIELD = "csrf"
+TOKEN_COOKIE = "vibe_jobs_token"
+BearerCheck = Callable[[str], Awaitable[bool]]
+
+
+class Refused(Exception):
+    """A request the guard refuses; `status` is the HTTP answer (401 or 403), the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Guard:
+    bearer: BearerCheck | None = None  # None: no auth configured (loopback, single user)
+    secret: bytes = field(default_factory=lambda: os.urandom(32))
+
+    def csrf_cookie(self, request: Request) -> tuple[str, bool]:
+        """(the browser's CSRF cookie, whether it is new and must be set)."""
+        cookie = request.cookies.get(CSRF_COOKIE)
+        if cookie and len(cookie) == 32:
+            return cookie, False
+        return secrets.token_hex(16), True
+
+    def csrf_token(self, cookie: str) -> str:
+        return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
+
+    async def check_read(self, request: Request) -> None:
+        if self.bearer is None:
+            return
+        token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
+        if not token or not await self.bearer(token):
+            raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
+
+    async def check_change(self, request: Request, form_token: str | None) -> None:
+        """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""
+        await self.check_read(request)
+        if not same_origin(request):
+            raise Refused(403, "cross-origin request refused (Origin/Referer must match the host)")
+        cookie = request.cookies.get(CSRF_COOKIE) or ""
+        if not form_token or not cookie or not hmac.compare_digest(form_token, self.csrf_token(cookie)):
+            raise Refused(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+def same_origin(request: Request) -> bool:
+    """The request names this host as its origin (Origin, else Referer); a browser's fetch metadata agrees."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return False
+    host = request.headers.get("host", "")
+    parts = urlsplit(source)
+    return parts.netloc == host and parts.scheme == request.url.scheme
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None

@@ -1,0 +1,119 @@
+// vibe-jobs dashboard: live updates over Server-Sent Events and the cancel confirmation.
+// The pages are complete without this script; it only keeps them current. No polling: one EventSource.
+"use strict";
+(function () {
+  const FINISHED = ["completed", "failed", "cancelled"];
+  const sparks = {};
+  let leaving = false;  // a form was sent: its answer is a new page, a live reload must not abort it
+
+  function confirmForms() {
+    document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) {
+        if (!window.confirm(form.dataset.confirm)) ev.preventDefault();
+      });
+    });
+    document.querySelectorAll("form[method=post]").forEach(function (form) {
+      form.addEventListener("submit", function (ev) { if (!ev.defaultPrevented) leaving = true; });
+    });
+  }
+
+  function setProgress(box, ev) {
+    const bar = box.querySelector("progress");
+    if (bar && ev.progress !== null && ev.progress !== undefined) {
+      bar.value = ev.progress;
+      bar.textContent = Math.round(ev.progress) + "%";
+      const pct = box.querySelector(".pct");
+      if (pct) pct.textContent = Math.round(ev.progress) + "%";
+    }
+    const stage = box.querySelector(".stage");
+    if (stage && ev.stage) stage.textContent = ev.stage;
+    const msg = box.querySelector(".msg");
+    if (msg && ev.message) msg.textContent = ev.message;
+  }
+
+  function setStatus(holder, status) {
+    holder.dataset.status = status;
+    const badge = holder.querySelector(".status");
+    if (badge) { badge.textContent = status; badge.className = "status " + status; }
+  }
+
+  function newRow(ev) {
+    const row = document.createElement("tr");
+    row.dataset.job = ev.jobId;
+    const cells = ["", "", "", "", "", ""].map(function () { return document.createElement("td"); });
+    cells[0].innerHTML = '<span class="status"></span>';
+    const link = document.createElement("a");
+    link.href = "/jobs/" + encodeURIComponent(ev.jobId);
+    link.textContent = ev.toolName;
+    cells[1].appendChild(link);
+    cells[3].className = "progress";
+    cells[3].innerHTML = '<progress max="100" value="0" aria-label="progress">0%</progress> ' +
+      '<span class="pct">0%</span> <span class="stage"></span> <span class="msg"></span>';
+    cells[4].textContent = "just now";
+    cells.forEach(function (c) { row.appendChild(c); });
+    return row;
+  }
+
+  function onJob(ev) {
+    const page = document.getElementById("job");
+    if (page) {
+      if (page.dataset.job !== ev.jobId) return;
+      setProgress(page, ev);
+      const was = page.dataset.status;
+      setStatus(page, ev.status);
+      if (FINISHED.indexOf(ev.status) >= 0 && was !== ev.status && !leaving) window.location.reload();  // result, actions
+      return;
+    }
+    const table = document.getElementById("jobs");
+    if (!table) return;
+    let row = table.querySelector('tr[data-job="' + CSS.escape(ev.jobId) + '"]');
+    if (!row && ev.type === "created" && table.dataset.liveInsert === "1") {
+      const body = table.tBodies[0];
+      const empty = body.querySelector("tr.empty");
+      if (empty) empty.remove();
+      row = newRow(ev);
+      body.insertBefore(row, body.firstChild);
+    }
+    if (!row) return;
+    setProgress(row, ev);
+    setStatus(row, ev.status);
+  }
+
+  function drawSpark(key, value) {
+    const svg = document.getElementById("spark-" + key);
+    if (!svg) return;
+    const points = (sparks[key] = (sparks[key] || []).concat([value]).slice(-60));
+    const top = Math.max.apply(null, points.concat([1]));
+    const coords = points.map(function (v, i) { return (i * 60 / 59).toFixed(1) + "," + (19 - 18 * v / top).toFixed(1); });
+    svg.innerHTML = '<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="' + coords.join(" ") + '"/>';
+  }
+
+  function onStats(s) {
+    const shown = { queue: s.queue, running: s.running, throughput: s.throughput,
+                    errors: s.errors === null ? "–" : Math.round(100 * s.errors) + "%" };
+    Object.keys(shown).forEach(function (key) {
+      const fig = document.getElementById("fig-" + key);
+      if (fig) fig.textContent = shown[key];
+      drawSpark(key, key === "errors" ? (s.errors || 0) : shown[key]);
+    });
+    const banner = document.getElementById("health");
+    if (banner) {
+      banner.className = "health " + s.health;
+      banner.innerHTML = "Health: <b></b> — <span></span>";
+      banner.querySelector("b").textContent = s.health;
+      banner.querySelector("span").textContent = s.reasons.join("; ") || "queue and error rate within limits";
+    }
+  }
+
+  function listen() {
+    const page = document.getElementById("job");
+    const url = page ? "/events?job=" + encodeURIComponent(page.dataset.job) : "/events";
+    const source = new EventSource(url);
+    source.addEventListener("job", function (m) { onJob(JSON.parse(m.data)); });
+    source.addEventListener("stats", function (m) { onStats(JSON.parse(m.data)); });
+    source.addEventListener("hello", function () { document.body.dataset.live = "1"; });
+  }
+
+  confirmForms();
+  if (window.EventSource) listen();
+})();

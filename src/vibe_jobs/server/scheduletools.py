@@ -1,0 +1,120 @@
+"""The schedule tools: schedule-job, list-schedules, pause-schedule, resume-schedule, delete-schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent
+from pydantic import Field
+
+from vibe_jobs.engine.schedules import Schedules, parse_spec
+from vibe_jobs.errors import InvalidArguments, JobError
+from vibe_jobs.firing import Misfire, Overlap
+from vibe_jobs.models import OperationType, Priority
+from vibe_jobs.schedules import Schedule, ScheduleRecord
+from vibe_jobs.server.wrap import error_result, job_error_result
+
+ScheduleId = Annotated[str, Field(description="The scheduleId schedule-job returned.")]
+
+
+def _text(content: str) -> TextContent:
+    return TextContent(type="text", text=content)
+
+
+def _answer(rec: ScheduleRecord, what: str) -> CallToolResult:
+    wire = Schedule.from_record(rec).wire()
+    return CallToolResult(content=[_text(f"Schedule {rec.schedule_id} {what}; next firing at {rec.next_fire_at}.")],
+                          structured_content=wire)  # fmt: skip
+
+
+async def _guarded(call: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
+    try:
+        return await call()
+    except InvalidArguments as exc:
+        return error_result(f"invalid schedule: {exc}", exc.code, unknown=exc.unknown, accepted=exc.accepted)
+    except JobError as exc:
+        return job_error_result(exc)
+
+
+def _line(s: dict[str, Any]) -> str:
+    timing = s.get("cron") or f"every {s.get('everySeconds')} s"
+    paused = " (paused)" if s["paused"] else ""
+    return f"{s['scheduleId']} {s['tool']} {timing}{paused} next {s.get('nextFireAt')} last {s.get('lastOutcome')}"
+
+
+class ScheduleTools:
+    def __init__(self, schedules: Schedules) -> None:
+        self.s = schedules
+
+    async def schedule_job(
+        self,
+        tool: Annotated[str, Field(description="The job tool to run on the schedule.")],
+        arguments: Annotated[dict[str, Any], Field(description="The tool's arguments (checked now).")] = {},  # noqa: B006
+        cron: Annotated[
+            str | None,
+            Field(description="5 fields (min hour dom mon dow), 6 with leading seconds, or @hourly/@daily/..."),
+        ] = None,
+        everySeconds: Annotated[float | None, Field(description="Fire every N seconds (N >= 1).")] = None,
+        timezone: Annotated[str, Field(description="IANA timezone the cron is read in.")] = "UTC",
+        startAt: Annotated[int | None, Field(description="No firing before this time (epoch ms).")] = None,
+        endAt: Annotated[int | None, Field(description="No firing after this time (epoch ms).")] = None,
+        misfire: Annotated[Misfire, Field(description="Ticks missed (downtime): skip, run_once or catch_up.")] = (
+            Misfire.RUN_ONCE
+        ),
+        maxCatchUp: Annotated[int, Field(description="catch_up fires at most this many missed ticks.")] = 10,
+        overlap: Annotated[Overlap, Field(description="Previous run still going: allow, skip or queue.")] = (
+            Overlap.ALLOW
+        ),
+        priority: Priority = Priority.MEDIUM,
+        operationType: OperationType | None = None,
+    ) -> CallToolResult:
+        """Run a job tool on a schedule (cron or every N seconds); answers with scheduleId and nextFireAt."""
+
+        async def create() -> CallToolResult:
+            spec = parse_spec(
+                {"tool": tool, "arguments": arguments, "cron": cron, "everySeconds": everySeconds,
+                 "timezone": timezone, "startAt": startAt, "endAt": endAt, "misfire": misfire,
+                 "maxCatchUp": maxCatchUp, "overlap": overlap, "priority": priority, "operationType": operationType}
+            )  # fmt: skip
+            return _answer(await self.s.create(spec), "created")
+
+        return await _guarded(create)
+
+    async def list_schedules(self) -> CallToolResult:
+        """Every schedule: its timing, last and next firing, and the outcome of its last job."""
+        schedules = [s.wire() for s in await self.s.list()]
+        lines = [_line(s) for s in schedules]
+        return CallToolResult(content=[_text("\n".join(lines) or "no schedules")],
+                              structured_content={"schedules": schedules})  # fmt: skip
+
+    async def pause_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
+        """Pause a schedule: it fires nothing until resumed."""
+        return await _guarded(lambda: self._then(self.s.pause(scheduleId), "paused"))
+
+    async def resume_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
+        """Resume a paused schedule from now (ticks that came due while paused are not fired)."""
+        return await _guarded(lambda: self._then(self.s.resume(scheduleId), "resumed"))
+
+    async def delete_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
+        """Delete a schedule: it fires no more (jobs it fired already are kept)."""
+
+        async def delete() -> CallToolResult:
+            await self.s.delete(scheduleId)
+            return CallToolResult(content=[_text(f"Schedule {scheduleId} deleted.")],
+                                  structured_content={"scheduleId": scheduleId, "deleted": True})  # fmt: skip
+
+        return await _guarded(delete)
+
+    @staticmethod
+    async def _then(change: Awaitable[ScheduleRecord], what: str) -> CallToolResult:
+        return _answer(await change, what)
+
+    def tools(self) -> list[Tool]:
+        entries: list[tuple[str, Callable[..., Any]]] = [
+            ("schedule-job", self.schedule_job), ("list-schedules", self.list_schedules),
+            ("pause-schedule", self.pause_schedule), ("resume-schedule", self.resume_schedule),
+            ("delete-schedule", self.delete_schedule),
+        ]  # fmt: skip
+        return [Tool.from_function(fn, name=name) for name, fn in entries]

@@ -1,0 +1,215 @@
+"""The stdio transport: MCP over the process's stdin and stdout, hardened against what a client may send.
+
+Replaces the SDK's `stdio_server` for three reasons:
+- a frame that is not a JSON-RPC message (invalid JSON or UTF-8, nesting too deep, a 5000-digit number,
+  a lone surrogate) is answered with a JSON-RPC error (its id when one can be read, else null), as the
+  HTTP transports answer it; the SDK's stdio drops it, and the client waits forever;
+- an answer that cannot be encoded (a lone surrogate in a result) fails its own request with a clear
+  error; in the SDK's writer it raises and ends the server;
+- stdin is read by a daemon thread, so a signal stops the server at once, not at the next input line.
+
+While serving, fd 0 reads the null device and fd 1 writes to stderr (children and stray prints miss the
+wire); the wire is served from private duplicates of both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, BinaryIO
+
+import anyio
+import mcp_types as types
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.from_thread import BlockingPortal
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from vibe_jobs.logs import get_logger
+
+log = get_logger("vibe_jobs.server.stdio")
+
+PARSE_ERROR, INVALID_REQUEST, INTERNAL_ERROR = -32700, -32600, -32603
+MIN_FRAME_BYTES = 4 * 1024 * 1024  # a frame longer than this (or twice the params limit) is refused unread
+_ID_SCAN_BYTES = 64 * 1024
+# The top-level "id" of an object, looked for before any nested object or array (linear: the alternatives
+# start with different characters).
+_TOP_ID = re.compile(rb'\A\s*\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*?"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,256}")')
+
+
+def frame_limit(max_params_bytes: int) -> int:
+    return max(MIN_FRAME_BYTES, 2 * max_params_bytes)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def parse_frame(line: bytes) -> SessionMessage | types.JSONRPCError | None:
+    """The message of one stdin line; else the error that answers it; None for a blank line or a broken
+    notification (which has nobody to answer)."""
+    if not line.strip():
+        return None
+    try:
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+    except ValidationError as exc:
+        return _refusal(line, exc)
+
+
+def _refusal(line: bytes, exc: ValidationError) -> types.JSONRPCError | None:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return error_answer(_frame_id(line), PARSE_ERROR, f"Parse error: {first['msg']}")
+    parsed = _loads(line)
+    if isinstance(parsed, dict) and "method" in parsed and "id" not in parsed:
+        log.warning("stdio.bad_notification", error=_one_line(exc))
+        return None
+    where = ".".join(str(part) for part in first["loc"])
+    reason = f"{first['msg']}" + (f" (at {where})" if where else "")
+    return error_answer(_frame_id(line), INVALID_REQUEST, f"Invalid Request: not a JSON-RPC 2.0 message: {reason}")
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _frame_id(line: bytes) -> types.RequestId | None:
+    """The request id of a frame, when it can be read (a string or an integer at the top level)."""
+    parsed = _loads(line)
+    if isinstance(parsed, dict):
+        found = parsed.get("id")
+        return found if isinstance(found, str | int) and not isinstance(found, bool) else None
+    match = _TOP_ID.match(line[:_ID_SCAN_BYTES])
+    if match is None:
+        return None
+    value = _loads(match[1])
+    return value if isinstance(value, str | int) else None
+
+
+def error_answer(request_id: types.RequestId | None, code: int, message: str) -> types.JSONRPCError:
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message[:1000]))
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def read_lines(wire: BinaryIO, limit: int) -> Iterator[bytes | int]:
+    """The lines of `wire`; a line longer than `limit` is skipped unread and yields its length instead."""
+    while line := wire.readline(limit + 1):
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line
+            continue
+        size = len(line)
+        while (rest := wire.readline(limit)) and not rest.endswith(b"\n"):
+            size += len(rest)
+        yield size + len(rest)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def encode_message(message: types.JSONRPCMessage) -> bytes | None:
+    """One wire line for `message`. A response that cannot be encoded becomes an error answering its
+    request; any other message that cannot be encoded is dropped (None) and logged."""
+    try:
+        return message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
+    except (ValueError, TypeError) as exc:  # pydantic's serialisation errors are ValueErrors
+        reason = _one_line(exc)
+    request_id = getattr(message, "id", None)
+    if not isinstance(message, types.JSONRPCResponse | types.JSONRPCError) or request_id is None:
+        log.error("stdio.unencodable_message", error=reason)
+        return None
+    log.error("stdio.unencodable_answer", request_id=request_id, error=reason)
+    text = f"The answer to this request could not be encoded as JSON ({reason}); nothing else is affected."
+    return (
+        error_answer(request_id, INTERNAL_ERROR, text).model_dump_json(by_alias=True, exclude_none=True).encode()
+        + b"\n"
+    )
+
+
+# -- the transport ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def claim_wire() -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """Private duplicates of fd 0 and 1 (the wire), with fd 0 pointed at the null device and fd 1 at stderr."""
+    wire_in, wire_out = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)
+    finally:
+        os.close(null)
+    try:
+        yield os.fdopen(wire_in, "rb", closefd=False), os.fdopen(wire_out, "wb", closefd=False)
+    finally:
+        os.dup2(wire_in, 0)
+        os.dup2(wire_out, 1)
+        # wire_in stays open: the reader thread may still block on it until the process exits
+
+
+@asynccontextmanager
+async def stdio_streams(
+    max_frame_bytes: int,
+) -> AsyncIterator[tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]]:
+    """The (read, write) streams of a server session over stdio, until the block ends or stdin closes."""
+    read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
+    with claim_wire() as (wire_in, wire_out):
+        async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+            answers = write_stream.clone()
+            reader = threading.Thread(
+                target=_read_wire, args=(wire_in, max_frame_bytes, portal, read_send, answers),
+                name="vibe-jobs-stdin", daemon=True,
+            )  # fmt: skip
+            reader.start()
+            tg.start_soon(_write_wire, wire_out, write_receive)
+            try:
+                yield read_stream, write_stream
+            finally:
+                tg.cancel_scope.cancel()
+
+
+def _read_wire(
+    wire: BinaryIO,
+    limit: int,
+    portal: BlockingPortal,
+    messages: ObjectSendStream[SessionMessage | Exception],
+    answers: ObjectSendStream[SessionMessage],
+) -> None:
+    """The reader thread: each line to the session, or its error answer to the writer; EOF closes the session."""
+    try:
+        for line in read_lines(wire, limit):
+            if isinstance(line, int):
+                text = f"Invalid Request: the frame is {line:,} bytes, over the limit of {limit:,} bytes"
+                portal.call(answers.send, SessionMessage(error_answer(None, INVALID_REQUEST, text)))
+                continue
+            item = parse_frame(line)
+            if isinstance(item, SessionMessage):
+                portal.call(messages.send, item)
+            elif item is not None:
+                log.warning("stdio.bad_frame", error=item.error.message[:200])
+                portal.call(answers.send, SessionMessage(item))
+        portal.call(messages.aclose)
+    except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+        pass  # the server is stopping (the portal or the streams are closed) or stdin broke
+
+
+async def _write_wire(wire: BinaryIO, messages: ObjectReceiveStream[SessionMessage]) -> None:
+    async with messages:
+        async for item in messages:
+            data = encode_message(item.message)
+            if data is not None:
+                await anyio.to_thread.run_sync(_write_all, wire, data, abandon_on_cancel=True)
+
+
+def _write_all(wire: BinaryIO, data: bytes) -> None:
+    wire.write(data)
+    wire.flush()

@@ -1,0 +1,114 @@
+"""`vibe-jobs health` (exit 0/1) and `vibe-jobs dashboard` (the dashboard alone) against a real SQLite store."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import httpx2 as httpx
+import pytest
+
+from tests.e2e.conftest import ROOT, free_port, stop, wait_for_port
+from vibe_jobs.cli import main
+from vibe_jobs.manager import JobManager
+from vibe_jobs.store import open_store
+
+pytestmark = pytest.mark.timeout(60)
+created: dict[str, int] = {}  # job id -> created_at, of every job `fill` made
+
+
+def fill(url: str, jobs: int, failed: int = 0) -> list[str]:
+    """`jobs` pending jobs and `failed` failed ones, written through the manager; their ids in creation order."""
+
+    async def go() -> list[str]:
+        async with JobManager(open_store(url)) as m:
+            ids = [await m.create_job("demo", {"n": i, "api_key": "hunter2"}) for i in range(jobs)]
+            created.update({i: (await m.get_record(i)).created_at for i in ids})
+            for job_id in ids[:failed]:
+                await m.start_job(job_id)
+                await m.fail_job(job_id, "demo failure", diagnostics=["demo diagnostic"])
+            return ids
+
+    return anyio.run(go)
+
+
+def test_health_exits_0_for_a_store_that_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    fill(url, 1)
+    assert main(["health", "--store", url]) == 0
+    assert capsys.readouterr().out.strip() == "ready"
+
+
+def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = f"sqlite:///{tmp_path}/nothing-here.db"
+    assert main(["health", "--store", missing]) == 1
+    assert "no SQLite database at" in capsys.readouterr().err
+    assert not (tmp_path / "nothing-here.db").exists(), "the probe created the file it probed"
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    assert main(["health", "--store", closed, "--timeout", "3"]) == 1
+    assert "not ready" in capsys.readouterr().err
+
+
+@contextmanager
+def dashboard(url: str) -> Iterator[str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "vibe_jobs", "dashboard", "--store", url, "--port", str(port)]
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errlog)
+        try:
+            wait_for_port(port, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(proc)
+
+
+def rows(html: str) -> list[str]:
+    return re.findall(r'<tr data-job="([0-9a-f]{32})"', html)
+
+
+def test_the_dashboard_alone_pages_through_a_store_newest_first(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    ids = fill(url, 120)
+    newest_first = sorted(ids, key=lambda i: (created[i], i), reverse=True)  # a tie in ms: by id
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        first = http.get("/")
+        assert first.status_code == 200
+        assert rows(first.text) == newest_first[:50]
+        following = re.search(r'rel="next" href="([^"]+)"', first.text)
+        assert following is not None
+        second = http.get(following.group(1).replace("&amp;", "&"))
+        assert rows(second.text) == newest_first[50:100]
+        assert http.get("/", params={"status": "nonsense"}).status_code == 400
+        assert http.get("/jobs/" + "0" * 32).status_code == 404
+
+
+def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    failed, pending = fill(url, 2, failed=1)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        page = http.get(f"/jobs/{failed}")
+        assert "demo failure" in page.text and "demo diagnostic" in page.text
+        assert "hunter2" not in page.text and "[redacted]" in page.text
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert token is not None and http.cookies.get("vibe_jobs_csrf")
+        same = {"origin": base}
+        cancel = f"/jobs/{pending}/cancel"
+        assert http.post(cancel, data={}, headers=same).status_code == 403  # no token
+        assert http.post(cancel, data={"csrf": "0" * 64}, headers=same).status_code == 403  # a wrong one
+        evil = {"origin": "http://evil.example"}
+        assert http.post(cancel, data={"csrf": token.group(1)}, headers=evil).status_code == 403
+        assert http.post(cancel, data={"csrf": token.group(1)}).status_code == 403  # no origin at all
+        assert 'data-status="pending"' in http.get(f"/jobs/{pending}").text
+        done = http.post(cancel, data={"csrf": token.group(1)}, headers=same)
+        assert done.status_code == 303 and done.headers["location"] == f"/jobs/{pending}"
+        assert 'data-status="cancelled"' in http.get(f"/jobs/{pending}").text
+        retried = http.post(f"/jobs/{failed}/retry", data={"csrf": token.group(1)}, headers=same)
+        assert retried.status_code == 303
+        new = http.get(retried.headers["location"])
+        assert 'data-status="pending"' in new.text and "demo" in new.text

@@ -1,0 +1,36 @@
+"""Job tools that return what JSON cannot carry (loaded with `--tools tests.e2e.hostile_tools`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.arg_types import typed
+from vibe_jobs import JobContext, job_tool, plain_tool
+
+
+@job_tool(description="Return text holding a lone surrogate")
+async def surrogate(job: JobContext) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": "bad \udcff end"}], "isError": False}
+
+
+@job_tool(description="Return structured content holding NaN")
+async def not_a_number(job: JobContext) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": "nan"}], "structuredContent": {"x": float("nan")}, "isError": False}
+
+
+@job_tool(description="Raise deep inside")
+async def deep_raise(job: JobContext) -> str:
+    def down(n: int) -> str:
+        if n == 0:
+            raise RuntimeError("boom at the bottom")
+        return down(n - 1)
+
+    return down(50)
+
+
+@plain_tool(name="plain-surrogate", description="An ordinary tool whose answer holds a lone surrogate")
+async def plain_surrogate() -> str:
+    return "bad \udcff end"
+
+
+job_tool(name="typed-fuzz", description="Report the type each argument arrived as (for the fuzzer)")(typed)

@@ -1,0 +1,79 @@
+"""A raw JSON-RPC driver of the real `vibe-jobs serve` over stdio: sends any bytes (what the MCP client
+never would) and reads each answer line with a deadline."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tests.e2e.conftest import BASE_ENV, ROOT
+
+INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+
+
+class RawStdio:
+    def __init__(self, proc: Process) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc, self.out = proc, BufferedByteReceiveStream(proc.stdout)
+        self.ids = itertools.count(1000)
+
+    async def send(self, frame: bytes | dict[str, Any]) -> None:
+        data = frame if isinstance(frame, bytes) else json.dumps(frame).encode()
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send(data + b"\n")
+
+    async def answer(self, seconds: float = 10.0) -> dict[str, Any]:
+        """The next line the server writes (failing after `seconds`): every line must be JSON-RPC."""
+        with anyio.fail_after(seconds):
+            line = await self.out.receive_until(b"\n", 64 * 1024 * 1024)
+        message: dict[str, Any] = json.loads(line)
+        assert message.get("jsonrpc") == "2.0", message
+        return message
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send a request and return its answer (skipping notifications)."""
+        request_id = next(self.ids)
+        await self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}})
+        while True:
+            message = await self.answer()
+            if message.get("id") == request_id:
+                return message
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("tools/call", {"name": tool, "arguments": arguments})
+
+
+def server_command(store: str, tools: str) -> list[str]:
+    return [sys.executable, "-m", "vibe_jobs", "serve", "--store", store, "--tools", tools]
+
+
+@asynccontextmanager
+async def raw_stdio(
+    store: str = "memory://",
+    tools: str = "tests.e2e.sample_tools",
+    env: dict[str, str] | None = None,
+    stderr: Any = None,
+) -> AsyncIterator[RawStdio]:
+    """The real server over stdio, initialized (legacy handshake), driven frame by frame."""
+    full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(env or {})}
+    proc = await anyio.open_process(server_command(store, tools), env=full_env, cwd=ROOT, stderr=stderr)
+    try:
+        client = RawStdio(proc)
+        init = await client.request("initialize", INIT)
+        assert "result" in init, init
+        await client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        yield client
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        with anyio.move_on_after(10):
+            await proc.wait()

@@ -1,0 +1,130 @@
+"""The dashboard in a real headless Chromium against the real `vibe-jobs serve` (streamable HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from tests.e2e.browser import browser_page, screenshot
+from tests.e2e.conftest import HttpServer, http_client_for, start_http
+from tests.e2e.test_jobs_e2e import follow, read, start, until_running
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HttpServer]:
+    with start_http("streamable-http") as srv:
+        yield srv
+
+
+def base(server: HttpServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+@asynccontextmanager
+async def client_of(server: HttpServer) -> AsyncIterator[Client]:
+    async with http_client_for(server, "auto") as client:
+        yield client
+
+
+async def test_the_jobs_page_lists_jobs(server: HttpServer) -> None:
+    async with client_of(server) as client:
+        ids = [await start(client, "echo", {"text": f"listed {i}"}) for i in range(3)]
+        for job_id in ids:
+            await follow(client, job_id)
+    async with browser_page() as page:
+        await page.goto(base(server) + "/")
+        for job_id in ids:
+            row = page.locator(f'tr[data-job="{job_id}"]')
+            await row.wait_for()
+            assert await row.get_attribute("data-status") == "completed"
+            assert "echo" in await row.inner_text()
+        learned = await page.locator("details.learned").text_content() or ""
+        assert "echo" in learned, "the learned durations of the tool that ran are not shown"
+        print("screenshot:", await screenshot(page, "jobs-page.png"))
+
+
+async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: HttpServer) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        job_id = await start(client, "sleepy", {"seconds": 6, "steps": 12})
+        await until_running(client, job_id)
+        await page.goto(f"{base(server)}/jobs/{job_id}")
+        await page.wait_for_function("document.body.dataset.live === '1'")
+        await page.evaluate("window.notReloaded = true")
+        bar = page.locator("#job progress")
+        first = float(await bar.get_attribute("value") or 0)
+        await page.wait_for_function(
+            f"Number(document.querySelector('#job progress').value) > {first} + 10", timeout=15_000
+        )
+        assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
+        assert await page.locator("#job .stage").inner_text() == "sleep"
+        print("screenshot:", await screenshot(page, "job-page-running.png"))
+        await follow(client, job_id)
+
+
+async def test_cancel_from_the_page_ends_the_job_cancelled(server: HttpServer) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        job_id = await start(client, "wait_forever", {})
+        await until_running(client, job_id)
+        await page.goto(f"{base(server)}/jobs/{job_id}")
+        dialogs: list[str] = []
+
+        async def accept(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.accept()
+
+        page.on("dialog", accept)
+        async with page.expect_navigation():
+            await page.click("button.cancel")
+        assert dialogs == ["Cancel this job?"]
+        _, seen = await follow(client, job_id)
+        assert seen[-1]["status"] == "cancelled"
+        assert "cancelled from the dashboard" in seen[-1]["message"]
+        await page.locator('#job[data-status="cancelled"]').wait_for()
+
+
+async def test_a_declined_confirmation_leaves_the_job_running(server: HttpServer) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        job_id = await start(client, "wait_forever", {})
+        await until_running(client, job_id)
+        await page.goto(f"{base(server)}/jobs/{job_id}")
+
+        async def decline(dialog: Any) -> None:
+            await dialog.dismiss()
+
+        page.on("dialog", decline)
+        await page.click("button.cancel")
+        _, body = await read(client, job_id)
+        assert body["status"] == "running"
+        await client.call_tool("cancel-job", {"jobId": job_id})
+
+
+async def test_a_failed_jobs_page_shows_its_error_and_diagnostics_and_retry_makes_a_new_job(
+    server: HttpServer,
+) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        job_id = await start(client, "explode", {"message": "boom from the test"})
+        await follow(client, job_id)
+        await page.goto(f"{base(server)}/jobs/{job_id}")
+        assert "boom from the test" in await page.locator("#result.error").inner_text()
+        assert "about to explode" in await page.locator("#diagnostics").inner_text()
+        print("screenshot:", await screenshot(page, "job-page-failed.png"))
+        async with page.expect_navigation():
+            await page.click("button.retry")
+        new_id = page.url.rsplit("/", 1)[-1]
+        assert new_id != job_id and len(new_id) == 32
+        _, seen = await follow(client, new_id)
+        assert seen[-1]["toolName"] == "explode" and seen[-1]["status"] == "failed"
+        assert "boom from the test" in seen[-1]["message"]
+
+
+async def test_the_pages_read_at_phone_width(server: HttpServer) -> None:
+    async with browser_page(390, 844) as page:
+        await page.goto(base(server) + "/")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the jobs page scrolls sideways at phone width ({width} px)"

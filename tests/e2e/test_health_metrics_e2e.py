@@ -1,0 +1,174 @@
+"""/metrics and /readyz of the real `vibe-jobs serve`, with the store made unreachable for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import httpx2 as httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import (
+    BASE_ENV,
+    ROOT,
+    SERVER,
+    HttpServer,
+    free_port,
+    http_client_for,
+    start_http,
+    stop,
+    wait_for_port,
+)  # fmt: skip
+from tests.e2e.test_jobs_e2e import start, structured
+from tests.faults import pgcluster
+
+pytestmark = pytest.mark.timeout(180)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def scrape(server: HttpServer) -> Samples:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{server.port}/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return samples(answer.text)
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_metrics_move_by_exactly_the_jobs_run() -> None:
+    with start_http("streamable-http") as server:
+        async with http_client_for(server, "auto") as client:
+            await start(client, "noop", {})  # every family has its labels before the first scrape
+            before = await scrape(server)
+            ids = [await start(client, "echo", {"text": f"job {i}"}) for i in range(100)]
+            long_polls = 0
+            for job_id in ids:
+                status = "pending"
+                while status not in ("completed", "failed", "cancelled"):
+                    result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+                    long_polls += 1
+                    status = structured(result)["status"]
+                assert status == "completed"
+            after = await scrape(server)
+    assert moved(before, after, "vibe_jobs_jobs_created_total", tool="echo") == 100
+    assert moved(before, after, "vibe_jobs_jobs_finished_total", tool="echo", status="completed") == 100
+    assert moved(before, after, "vibe_jobs_jobs_finished_total", tool="echo", status="failed") == 0
+    assert moved(before, after, "vibe_jobs_job_duration_seconds_count", tool="echo") == 100
+    assert moved(before, after, "vibe_jobs_job_queue_wait_seconds_count", tool="echo") == 100
+    assert moved(before, after, "vibe_jobs_polls_total", outcome="long_poll") == long_polls
+    assert moved(before, after, "vibe_jobs_store_operation_seconds_count", op="insert") == 100
+    assert after[("vibe_jobs_jobs_running", ())] == 0
+    assert {k[1] for k in after if k[0] == "vibe_jobs_jobs_pending"} == {
+        (("priority", p),) for p in ("low", "medium", "high", "critical")
+    }
+    assert not [k for k in after if any(name in ("jobId", "job_id", "principal") for name, _ in k[1])]
+
+
+async def ready(port: int) -> tuple[int, dict[str, str]]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/readyz")
+    return answer.status_code, answer.json()
+
+
+async def until_ready(port: int, want: int, seconds: float = 30) -> dict[str, str]:
+    """/readyz until it answers `want` (a restarted PostgreSQL takes a moment to accept connections)."""
+    with anyio.fail_after(seconds):
+        while True:
+            code, body = await ready(port)
+            if code == want:
+                return body
+            await anyio.sleep(0.2)  # the probe's answer changes when the store comes back: poll it, bounded
+
+
+CAPS = "-dac_override,-dac_read_search"
+
+
+def without_root_reads() -> list[str]:
+    """A command prefix that makes file modes bind root too (it drops the capabilities that bypass them)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv to drop CAP_DAC_OVERRIDE (root reads any file)")
+    return ["setpriv", f"--inh-caps={CAPS}", f"--bounding-set={CAPS}"]
+
+
+@contextmanager
+def serve_store(url: str, prefix: list[str] | None = None) -> Iterator[tuple[int, int]]:
+    """`vibe-jobs serve` on the store `url` (its command behind `prefix`); yields (port, pid)."""
+    port = free_port()
+    cmd = [*(prefix or []), *SERVER, "--transport", "streamable-http", "--port", str(port)]
+    cmd[cmd.index("memory://")] = url
+    with tempfile.TemporaryFile() as errlog:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **BASE_ENV}, stdout=subprocess.DEVNULL, stderr=errlog)
+        try:
+            wait_for_port(port, proc)
+            yield port, proc.pid
+        finally:
+            stop(proc)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+async def test_readyz_turns_503_when_the_sqlite_file_is_unreadable_and_200_after() -> None:
+    with tempfile.TemporaryDirectory(prefix="vj-readyz-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with serve_store(f"sqlite:///{db}", without_root_reads()) as (port, pid):
+            assert await ready(port) == (200, {"status": "ready"})
+            os.chmod(db, 0)
+            code, body = await ready(port)
+            assert code == 503 and "Permission denied" in body["reason"], body
+            os.chmod(db, 0o644)
+            assert (await ready(port))[0] == 200
+            # the store's own process stops answering (stopped, not killed): the probe's time-out says so
+            (store_pid,) = children(pid)
+            os.kill(store_pid, signal.SIGSTOP)
+            try:
+                code, body = await ready(port)
+                assert code == 503 and "did not answer within" in body["reason"], body
+            finally:
+                os.kill(store_pid, signal.SIGCONT)
+            await until_ready(port, 200)
+
+
+@pytest.mark.postgres
+async def test_readyz_turns_503_when_postgresql_stops_and_200_after_it_restarts() -> None:
+    if (why := pgcluster.available()) is not None:
+        pytest.skip(why)
+    pg = pgcluster.PgCluster(free_port())  # a cluster of its own: the shared 5432 is never stopped
+    try:
+        await anyio.to_thread.run_sync(pg.init)
+        await anyio.to_thread.run_sync(pg.start)
+        with serve_store(pg.url) as (port, _):
+            assert await ready(port) == (200, {"status": "ready"})
+            await anyio.to_thread.run_sync(pg.shutdown, "fast")
+            body = await until_ready(port, 503)
+            assert body["status"] == "unavailable" and body["reason"]
+            await anyio.to_thread.run_sync(pg.start)
+            await until_ready(port, 200)
+    finally:
+        await anyio.to_thread.run_sync(pg.stop)
+        shutil.rmtree(pg.root, ignore_errors=True)

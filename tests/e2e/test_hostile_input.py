@@ -1,0 +1,182 @@
+"""Hostile input against the real server: malformed frames, answers JSON cannot carry, tracebacks, signals.
+
+Each test starts the real `vibe-jobs serve` (stdio, driven frame by frame or by the real MCP client, and
+streamable HTTP) and asserts what a user relies on: every request gets an answer, the transport lives,
+nothing but the error's own request is affected.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2 as httpx
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
+from tests.e2e.raw_stdio import raw_stdio
+from tests.e2e.test_builtin_tools import finish
+from tests.e2e.test_jobs_e2e import read, start, texts
+from tests.e2e.test_tools_attacks import stdio_server
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
+
+HOSTILE = "tests.e2e.hostile_tools"
+DEEP = b"[" * 10_000 + b"]" * 10_000
+MALFORMED: list[tuple[bytes, int | str | None]] = [
+    (b"{not json", None),
+    (b'{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"a":' + DEEP + b"}}", 7),
+    (b'{"jsonrpc":"2.0","id":"big","method":"tools/list","params":{"a":' + b"9" * 5000 + b"}}", "big"),
+    (b'{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"\\ud800"}}}', 9),
+    (b'{"jsonrpc":"2.0","id":10,"method":"tools/list","params":{"a":"\xff\xfe"}}', 10),
+    (b"[1, 2, 3]", None),
+    (b'{"jsonrpc":"2.0","id":11}', 11),
+    (b"\xff\xfe\x00garbage", None),
+]
+
+
+async def test_malformed_stdio_frames_are_answered_and_the_next_request_too() -> None:
+    async with raw_stdio() as server:
+        for frame, request_id in MALFORMED:
+            await server.send(frame)
+            answer = await server.answer(seconds=5)
+            assert answer["id"] == request_id and answer["error"]["code"] in (-32700, -32600), answer
+            assert "Traceback" not in json.dumps(answer) and len(answer["error"]["message"]) < 1000
+            listed = await server.request("tools/list")
+            assert any(tool["name"] == "echo" for tool in listed["result"]["tools"])
+        jobs = await server.call("list-jobs", {})
+        assert jobs["result"]["structuredContent"]["jobs"] == [], "no malformed frame created a job"
+
+
+async def test_the_same_frames_over_http_are_answered_as_errors_too() -> None:
+    with start_http("streamable-http") as http:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=10) as client:
+            for frame, _ in MALFORMED:
+                response = await client.post(http.url, content=frame, headers=headers)
+                assert response.status_code in (400, 404, 406, 415, 422), response.text[:200]
+                assert "Traceback" not in response.text
+        assert http.proc.poll() is None
+
+
+# --- 3. answers that JSON cannot carry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_result_with_a_lone_surrogate_is_stored_safely_and_read_over_stdio(mode: str) -> None:
+    async with stdio_client_for(mode, {"VIBE_JOBS_TOOLS": HOSTILE}) as client:
+        for tool in ("surrogate", "not_a_number"):
+            job_id = await start(client, tool, {})
+            result, body = await finish(client, job_id)
+            assert body["status"] == "completed", texts(result)
+        surrogate_job = await start(client, "surrogate", {})
+        result, body = await finish(client, surrogate_job)
+        assert "bad \\udcff end" in texts(result)
+        with pytest.raises(Exception, match="could not be encoded as JSON"):
+            await client.call_tool("plain-surrogate", {})
+        assert (await client.call_tool("job-stats", {})).structured_content is not None, "the transport lives"
+
+
+async def test_an_unencodable_plain_answer_fails_its_request_over_http() -> None:
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": HOSTILE}) as http:
+        async with Client(http.url, mode="auto", read_timeout_seconds=30) as client:
+            with pytest.raises(Exception, match="could not be encoded as JSON"):
+                await client.call_tool("plain-surrogate", {})
+            job_id = await start(client, "surrogate", {})
+            result, body = await finish(client, job_id)
+            assert body["status"] == "completed" and "bad \\udcff end" in texts(result)
+
+
+def plant_bad_results(db: Path, job_id: str) -> list[str]:
+    """Copies of a finished job whose stored result holds what JSON cannot carry, written by hand."""
+    bad = {
+        "surrogate": '{"content":[{"type":"text","text":"lone \\ud800 here"}],"isError":false}',
+        "nan": '{"content":[{"type":"text","text":"n"}],"structuredContent":{"x":NaN,"y":Infinity},"isError":false}',
+        "bytes": b'{"content":[{"type":"text","text":"raw \xff\xfe bytes"}],"isError":false}',
+        "text": b'{"content":[{"type":"text","text":"raw \xff\xfe text"}],"isError":false}',
+    }
+    with sqlite3.connect(db) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+        row = dict(zip(columns, conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone(), strict=True))
+        for suffix, text in bad.items():
+            row |= {"id": f"{job_id[:-8]}bad{suffix[:5]:<5}", "result": text}
+            marks = ",".join("CAST(? AS TEXT)" if c == "result" and suffix == "text" else "?" for c in columns)
+            conn.execute(f"INSERT INTO jobs ({','.join(columns)}) VALUES ({marks})", [row[c] for c in columns])
+    return [f"{job_id[:-8]}bad{suffix[:5]:<5}" for suffix in bad]
+
+
+async def test_results_written_into_sqlite_by_hand_do_not_kill_later_servers(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "VIBE_JOBS_TOOLS": HOSTILE}
+    db = tmp_path / "jobs.db"
+    async with stdio_server(env, f"sqlite:///{db}") as client:
+        job_id = await start(client, "not_a_number", {})
+        await finish(client, job_id)
+    planted = plant_bad_results(db, job_id)
+    for _ in range(2):  # and again: reading them changed nothing
+        async with stdio_server(env, f"sqlite:///{db}") as client:
+            listed = await client.call_tool("list-jobs", {})
+            assert len((listed.structured_content or {}).get("jobs", ())) == 5, texts(listed)
+            for bad in planted:
+                result, body = await read(client, bad)
+                assert body["status"] == "completed", texts(result)
+            assert "lone \\ud800 here" in texts((await read(client, planted[0]))[0])
+            assert (await read(client, planted[1]))[1]["result"]["structuredContent"] == {"x": None, "y": None}
+            assert "raw \ufffd\ufffd bytes" in texts((await read(client, planted[2]))[0])
+            assert "raw \ufffd\ufffd text" in texts((await read(client, planted[3]))[0])
+
+
+# --- 15. tracebacks stay in the server log ---------------------------------------------------------
+
+
+async def test_a_job_that_raises_gives_one_line_and_the_traceback_goes_to_the_log() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "VIBE_JOBS_TOOLS": HOSTILE}
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with stdio_server(env, errlog=errlog) as client:
+            job_id = await start(client, "deep_raise", {})
+            result, body = await finish(client, job_id)
+        errlog.seek(0)
+        log = errlog.read()
+    assert body["status"] == "failed"
+    assert body["message"].endswith("RuntimeError: boom at the bottom") and "\n" not in body["message"]
+    assert "Traceback" not in json.dumps(body) and "Traceback" not in texts(result)
+    assert all("\n" not in line and len(line) < 300 for line in body["details"]["diagnostics"])
+    assert "Traceback" in log and "boom at the bottom" in log, "the traceback is in the server's log"
+
+
+# --- 13. SIGTERM on stdio -------------------------------------------------------------------------
+
+
+async def test_sigterm_on_stdio_stops_at_once_and_jobs_end_as_on_a_normal_shutdown(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with raw_stdio(store) as server:
+        started = await server.call("sleepy", {"seconds": 60})
+        job_id = started["result"]["structuredContent"]["jobId"]
+        await until_status(server, job_id, "running")
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)  # stdin stays open: no next line will come
+        with anyio.fail_after(10):
+            code = await server.proc.wait()
+        took = time.monotonic() - began
+    assert took < 3.0, f"SIGTERM took {took:.1f} s"
+    assert code == 0
+    async with raw_stdio(store) as again:  # the lease was released: recovery ends the job at once
+        body = await until_status(again, job_id, "failed")
+    assert "interrupted" in body["message"]
+
+
+async def until_status(server: Any, job_id: str, status: str, seconds: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = await server.call("get-job-result", {"jobId": job_id, "waitSeconds": 0.2})
+        body: dict[str, Any] = answer["result"]["structuredContent"]
+        if body["status"] == status or time.monotonic() > deadline:
+            assert body["status"] == status, body
+            return body

@@ -1,0 +1,428 @@
+"""Identity and scoping against the real `vibe-jobs serve` over HTTP (issue 15, finding 5).
+
+Three principals hold tokens (alice, bob, and root with scope `admin`). Without a token, or with a wrong
+one, HTTP answers 401 with WWW-Authenticate. Every surface shows a principal only its own jobs: another
+principal's job answers exactly as an unknown id does (get-job-result, cancel-job, `job://`, subscriptions,
+dependencies, tasks/*), lists and counts leave it out; admin sees and cancels all. On memory, SQLite and
+PostgreSQL; on PostgreSQL across two replicas of one schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from tests.e2e.conftest import BASE_ENV, MODES, SERVER, HttpServer, free_port, start_http
+from tests.e2e.conftest import ROOT as REPO
+from tests.e2e.test_jobs_e2e import start, structured, texts
+from tests.e2e.test_resources_e2e import LEGACY_VERSION, Watcher, job_uri, read_job
+from tests.e2e.test_tasks_e2e import send
+from tests.pg import postgres_url, with_new_schema
+from vibe_jobs.client import TasksClientExtension
+
+pytestmark = pytest.mark.timeout(120)
+
+ALICE, BOB, ROOT = "alice-token-0123456789abcdef", "bob-token-0123456789abcdef", "root-token-0123456789abcdef"
+UNKNOWN_ID = "0123456789abcdef0123456789abcdef"  # the shape of a job id, naming no job
+
+
+def token_file(directory: Path) -> Path:
+    path = directory / "tokens"
+    root_digest = hashlib.sha256(ROOT.encode()).hexdigest()
+    path.write_text(
+        f"# principals of the identity tests\n{ALICE} alice\n{BOB} bob read,write\nsha256:{root_digest} root admin\n"
+    )
+    return path
+
+
+@contextmanager
+def serve(
+    directory: Path, transport: str = "streamable-http", store: str = "memory://", **env: str
+) -> Iterator[HttpServer]:
+    args = ["--auth-tokens", str(token_file(directory)), "--store", store]
+    with start_http(transport, {"JOB_MANAGER_MAX_CONCURRENT": "4", **env}, args) as server:
+        yield server
+
+
+@asynccontextmanager
+async def client_as(server: HttpServer, token: str, mode: str = "legacy", **options: Any) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with create_mcp_http_client(headers=headers) as http:
+        if server.transport == "sse":
+            target: Any = sse_client(server.url, headers=headers)
+        else:
+            target = streamable_http_client(server.url, http_client=http)
+        async with Client(target, mode=mode, read_timeout_seconds=60, **options) as client:
+            yield client
+
+
+def anonymised(value: Any, job_id: str) -> str:
+    return json.dumps(value, sort_keys=True, default=str).replace(job_id, "<id>")
+
+
+def answer(result: CallToolResult) -> dict[str, Any]:
+    return {"isError": result.is_error, "text": texts(result), "structured": result.structured_content}
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    return answer(await client.call_tool(tool, args))
+
+
+async def assert_answers_as_unknown(client: Client, tool: str, args: dict[str, Any], key: str, foreign: str) -> None:
+    """`tool` called with another principal's job id answers exactly as with an unknown id."""
+    theirs = await call(client, tool, {**args, key: foreign})
+    unknown = await call(client, tool, {**args, key: UNKNOWN_ID})
+    assert unknown["isError"], unknown
+    assert anonymised(theirs, foreign) == anonymised(unknown, UNKNOWN_ID)
+
+
+async def listed(client: Client) -> set[str]:
+    return {j["id"] for j in structured(await client.call_tool("list-jobs", {}))["jobs"]}
+
+
+async def recent(client: Client) -> set[str]:
+    body = json.loads(getattr((await client.read_resource("jobs://recent")).contents[0], "text", ""))
+    return {j["id"] for j in body["jobs"]}
+
+
+async def resource_error(client: Client, job_id: str) -> str:
+    with pytest.raises(MCPError) as info:
+        await read_job(client, job_id)
+    return anonymised({"code": info.value.error.code, "message": info.value.error.message}, job_id)
+
+
+async def wait_status(client: Client, job_id: str, statuses: tuple[str, ...], seconds: float = 20) -> dict[str, Any]:
+    with anyio.fail_after(seconds):
+        while True:
+            body = structured(await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5}))
+            if body["status"] in statuses:
+                return body
+            await anyio.sleep(body.get("pollingRecommendation", {}).get("interval", 200) / 1000)
+
+
+# -- 401 ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_no_token_or_a_wrong_token_is_401_with_www_authenticate(tmp_path: Path, transport: str) -> None:
+    with serve(tmp_path, transport) as server:
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789abcdef"}, {"Authorization": "Basic x"}):
+                if transport == "sse":
+                    response = await http.get(server.url, headers=headers)
+                else:
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+                    response = await http.post(
+                        server.url, json=body, headers={**headers, "Accept": "application/json, text/event-stream"}
+                    )
+                assert response.status_code == 401, (headers, response.text)
+                assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
+        for mode in MODES:
+            async with client_as(server, ALICE, mode) as client:  # the right token passes
+                assert "list-jobs" in {t.name for t in (await client.list_tools()).tools}
+
+
+# -- cross-principal, on every store --------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return with_new_schema(postgres_url("identity tests on PostgreSQL"), "vj_identity")
+
+
+@dataclass
+class AliceJobs:
+    running: str  # waits until cancelled
+    done: str  # completed
+
+
+async def alice_jobs(alice: Client) -> AliceJobs:
+    running = await start(alice, "wait_forever", {})
+    done = await start(alice, "noop", {})
+    await wait_status(alice, done, ("completed",))
+    await wait_status(alice, running, ("running",))
+    return AliceJobs(running, done)
+
+
+async def assert_bob_cannot_reach(bob: Client, jobs: AliceJobs) -> None:
+    for foreign in (jobs.running, jobs.done):
+        await assert_answers_as_unknown(bob, "get-job-result", {}, "jobId", foreign)
+        await assert_answers_as_unknown(bob, "get-job-result", {"waitSeconds": 0.2}, "jobId", foreign)
+        await assert_answers_as_unknown(bob, "cancel-job", {}, "jobId", foreign)
+        assert await resource_error(bob, foreign) == await resource_error(bob, UNKNOWN_ID)
+        theirs = await call(bob, "submit-job", {"tool": "noop", "dependsOn": [foreign]})
+        unknown = await call(bob, "submit-job", {"tool": "noop", "dependsOn": [UNKNOWN_ID]})
+        for refused in (theirs, unknown):  # the id the refused job would have had: random, never stored
+            refused["structured"]["error"].pop("jobId", None)
+        assert unknown["isError"] and anonymised(theirs, foreign) == anonymised(unknown, UNKNOWN_ID)
+    assert not (await listed(bob)) & {jobs.running, jobs.done}
+    assert not (await recent(bob)) & {jobs.running, jobs.done}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_another_principals_jobs_answer_as_unknown_ids(tmp_path: Path, store_url: str, mode: str) -> None:
+    with serve(tmp_path, store=store_url) as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            jobs = await alice_jobs(alice)
+            bobs = await start(bob, "noop", {})
+            await assert_bob_cannot_reach(bob, jobs)
+            assert await listed(bob) == await recent(bob) == {bobs}
+            stats = structured(await bob.call_tool("job-stats", {}))
+            assert sum(stats["counts"].values()) == 1, stats  # bob's own job only
+            # alice's jobs are untouched by all that, and hers to read and cancel
+            assert (await read_job(alice, jobs.running))["status"] == "running"
+            assert await listed(alice) == {jobs.running, jobs.done}
+            assert structured(await alice.call_tool("cancel-job", {"jobId": jobs.running}))["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_over_sse_too(tmp_path: Path, mode: str) -> None:
+    with serve(tmp_path, "sse") as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            jobs = await alice_jobs(alice)
+            await assert_bob_cannot_reach(bob, jobs)
+            assert await listed(alice) == {jobs.running, jobs.done}
+
+
+async def test_admin_sees_counts_and_cancels_every_job(tmp_path: Path, store_url: str) -> None:
+    with serve(tmp_path, store=store_url) as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob, client_as(server, ROOT) as root:
+            jobs = await alice_jobs(alice)
+            bobs = await start(bob, "noop", {})
+            assert await listed(root) >= {jobs.running, jobs.done, bobs}
+            assert sum(structured(await root.call_tool("job-stats", {}))["counts"].values()) == 3
+            assert (await read_job(root, jobs.done))["status"] == "completed"
+            assert structured(await root.call_tool("cancel-job", {"jobId": jobs.running}))["status"] == "cancelled"
+            assert (await read_job(alice, jobs.running))["status"] == "cancelled"
+
+
+async def test_dedupe_and_jobs_of_equal_calls_stay_apart(tmp_path: Path) -> None:
+    """Two principals making the same call get two jobs, each its own (never one shared job)."""
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob:
+            a = await start(alice, "echo", {"text": "same"})
+            b = await start(bob, "echo", {"text": "same"})
+            assert a != b and await listed(alice) == {a} and await listed(bob) == {b}
+
+
+# -- subscriptions -------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def subscribed_to(client: Client, uri: str) -> AsyncIterator[list[str] | None]:
+    """Subscribe the era's way; yields what a listen stream honored (None on the legacy era)."""
+    if client.protocol_version != LEGACY_VERSION:
+        async with client.listen(resource_subscriptions=[uri]) as sub:
+            yield sub.honored.resource_subscriptions
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MCPDeprecationWarning: resources/subscribe is gone in 2026-07-28
+        await client.subscribe_resource(uri)
+    yield None
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_subscribing_to_another_principals_job_hears_nothing(tmp_path: Path, store_url: str, mode: str) -> None:
+    bob_hears, alice_hears = Watcher(), Watcher()
+    with serve(tmp_path, store=store_url) as server, bob_hears.send, bob_hears.recv, alice_hears.send, alice_hears.recv:
+        async with (
+            client_as(server, ALICE, mode, message_handler=alice_hears) as alice,
+            client_as(server, BOB, mode, message_handler=bob_hears) as bob,
+        ):
+            jobs = await alice_jobs(alice)
+            async with (
+                subscribed_to(bob, job_uri(jobs.running)) as theirs,
+                subscribed_to(bob, job_uri(UNKNOWN_ID)) as unknown,
+                subscribed_to(alice, job_uri(jobs.running)),
+            ):
+                assert theirs == unknown  # answered as for an unknown job
+                await alice.call_tool("cancel-job", {"jobId": jobs.running})
+                with anyio.fail_after(20):
+                    await alice_hears.next_update(job_uri(jobs.running))  # the change went out to its owner
+                # bob's own job, followed to its end: a window in which any update about alice's would have come
+                mine = await start(bob, "sleepy", {"seconds": 0.4, "steps": 2})
+                async with subscribed_to(bob, job_uri(mine)):
+                    with anyio.fail_after(20):
+                        await bob_hears.next_update(job_uri(mine))
+                    await wait_status(bob, mine, ("completed",))
+            assert bob_hears.counts[job_uri(jobs.running)] == 0
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+async def test_tasks_of_another_principal_answer_as_unknown(tmp_path: Path) -> None:
+    with serve(tmp_path) as server:
+        async with (
+            client_as(server, ALICE, "auto", extensions=[TasksClientExtension()]) as alice,
+            client_as(server, BOB, "auto", extensions=[TasksClientExtension()]) as bob,
+        ):
+            handle = await alice.session.call_tool("wait_forever", {}, allow_claimed=True)
+            task_id = str(getattr(handle, "task_id", "") or getattr(handle, "taskId", ""))
+            assert task_id, handle
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("tasks/get", {}), ("tasks/cancel", {}), ("tasks/update", {"input_responses": {}}),
+            ]  # fmt: skip
+            for method, extra in calls:
+                errors = []
+                for target in (task_id, UNKNOWN_ID):
+                    with pytest.raises(MCPError) as info:
+                        await send(bob, method, task_id=target, **extra)  # type: ignore[arg-type]
+                    errors.append(anonymised([info.value.error.code, info.value.error.message], target))
+                assert errors[0] == errors[1], (method, errors)
+            assert (await send(alice, "tasks/get", task_id=task_id))["status"] == "working"
+
+
+# -- two replicas on one PostgreSQL schema -------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_two_replicas_on_postgres_keep_principals_apart(tmp_path: Path) -> None:
+    store = with_new_schema(postgres_url("identity tests on PostgreSQL"), "vj_identity")
+    with serve(tmp_path, store=store) as a, serve(tmp_path, store=store) as b:
+        async with client_as(a, ALICE) as alice, client_as(b, BOB) as bob, client_as(b, ROOT) as root:
+            jobs = await alice_jobs(alice)  # created and running on replica a
+            await assert_bob_cannot_reach(bob, jobs)  # asked on replica b
+            assert await listed(root) >= {jobs.running, jobs.done}
+            assert structured(await root.call_tool("cancel-job", {"jobId": jobs.running}))["status"] == "cancelled"
+
+
+# -- quotas --------------------------------------------------------------------------------------
+
+
+async def test_pending_and_running_quotas_refuse_with_the_limit_named(tmp_path: Path) -> None:
+    env = {"VIBE_JOBS_QUOTA_PENDING": "1", "VIBE_JOBS_QUOTA_RUNNING": "1", "JOB_MANAGER_MAX_CONCURRENT": "1"}
+    with serve(tmp_path, **env) as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob:
+            running = await start(alice, "wait_forever", {})
+            await wait_status(alice, running, ("running",))
+            refused = await alice.call_tool("noop", {})
+            assert refused.is_error and "VIBE_JOBS_QUOTA_RUNNING" in texts(refused), texts(refused)
+            assert structured(refused)["error"]["code"] == "quota_exceeded"
+            assert await listed(alice) == {running}  # nothing half-created
+            bob_running = await start(bob, "wait_forever", {})  # another principal's quota is its own
+            await alice.call_tool("cancel-job", {"jobId": running})
+            await wait_status(bob, bob_running, ("running",))
+            pending = await start(alice, "noop", {})  # one slot, bob's: it waits
+            refused = await alice.call_tool("echo", {"text": "x"})
+            assert refused.is_error and "VIBE_JOBS_QUOTA_PENDING" in texts(refused), texts(refused)
+            assert await listed(alice) == {running, pending}
+
+
+async def test_params_bytes_quota_counts_the_principals_active_jobs(tmp_path: Path) -> None:
+    with serve(tmp_path, VIBE_JOBS_QUOTA_PARAMS_BYTES="2000", JOB_MANAGER_MAX_CONCURRENT="1") as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob:
+            blocker = await start(bob, "wait_forever", {})
+            await wait_status(bob, blocker, ("running",))
+            first = await start(alice, "echo", {"text": "a" * 1200})
+            refused = await alice.call_tool("echo", {"text": "b" * 1200})
+            assert refused.is_error and "VIBE_JOBS_QUOTA_PARAMS_BYTES" in texts(refused), texts(refused)
+            assert await listed(alice) == {first}
+            assert not (await bob.call_tool("echo", {"text": "c" * 1200})).is_error
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_secret_arguments_are_redacted_in_lists_and_resources(tmp_path: Path, mode: str) -> None:
+    secret, env_secret = "sk-live-abcdef0123456789", "hunter2-env-value"
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice:
+            job_id = await start(alice, "login", {"user": "al", "api_token": secret, "env": {"DB_PASS": env_secret}})
+            done = await wait_status(alice, job_id, ("completed",))
+            received = json.dumps(done["result"])  # the tool itself got the real values
+            assert secret in received and env_secret in received
+            listing = structured(await alice.call_tool("list-jobs", {}))["jobs"][0]
+            assert listing["params"] == {"user": "al", "api_token": "***", "env": {"DB_PASS": "***"}}
+            recent_text = getattr((await alice.read_resource("jobs://recent")).contents[0], "text", "")
+            status = {k: v for k, v in (await read_job(alice, job_id)).items() if k != "result"}  # the tool's own
+            shown = json.dumps(listing) + recent_text + json.dumps(status)
+            assert secret not in shown and env_secret not in shown
+        server.errlog.seek(0)
+        assert secret.encode() not in server.errlog.read()
+
+
+# -- binding -------------------------------------------------------------------------------------
+
+
+def test_binding_beyond_loopback_without_auth_is_refused() -> None:
+    cmd = [*SERVER, "--transport", "streamable-http", "--host", "0.0.0.0", "--port", str(free_port())]
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, **BASE_ENV}, capture_output=True, timeout=30, check=False)
+    assert done.returncode != 0
+    assert b"--auth-tokens" in done.stderr and b"--allow-unauthenticated" in done.stderr, done.stderr
+    assert done.stdout == b""
+
+
+async def test_allow_unauthenticated_keeps_the_host_checks_and_allowed_hosts_pass() -> None:
+    args = ["--host", "0.0.0.0", "--allow-unauthenticated", "--allowed-hosts", "jobs.example"]
+    with start_http("streamable-http", args=args) as server:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx2.AsyncClient(timeout=10) as http:
+            evil = await http.post(server.url, json=body, headers={**accept, "Host": "evil.example"})
+            assert evil.status_code == 421, evil.text
+            origin = await http.post(server.url, json=body, headers={**accept, "Origin": "http://evil.example"})
+            assert origin.status_code == 403, origin.text
+            named = await http.post(server.url, json=body, headers={**accept, "Host": f"jobs.example:{server.port}"})
+            assert named.status_code not in (421, 403), named.text
+
+
+# -- finding 10: the PostgreSQL password never reaches the logs -----------------------------------
+
+
+@pytest.mark.postgres
+def test_the_postgres_password_is_not_logged(tmp_path: Path) -> None:
+    base = postgres_url("the PostgreSQL log test")
+    password = "pw-" + os.urandom(6).hex()
+    store = re.sub(r"^(postgres(?:ql)?://)([^@/:]+)(?::[^@/]*)?@", rf"\g<1>\g<2>:{password}@", base)
+    assert password in store, "the test URL must carry a user to put a password beside"
+    with start_http(
+        "streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, ["--store", with_new_schema(store, "vj_pw")]
+    ) as s:
+        s.errlog.seek(0)
+        logged = s.errlog.read().decode()
+    assert "server.started" in logged, logged
+    assert password not in logged and "***" in logged, logged
+
+
+# -- the command-line client -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+def test_vibe_jobs_call_sends_its_token(tmp_path: Path, transport: str) -> None:
+    with serve(tmp_path, transport) as server:
+        base = [*SERVER[:3], "call", "echo", "--arg", "text=hi", "--url", server.url, "--output", "json"]
+        env = {**os.environ, **BASE_ENV}
+        env.pop("VIBE_JOBS_TOKEN", None)
+        refused = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout, refused
+        done = subprocess.run(
+            base, cwd=REPO, env={**env, "VIBE_JOBS_TOKEN": ALICE}, capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["status"] == "completed"

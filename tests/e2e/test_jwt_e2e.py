@@ -1,0 +1,115 @@
+"""JWT access tokens (`--auth-jwks --auth-issuer --auth-audience`) against the real server, with a JWKS served
+by the test: the audience, issuer, expiry and signature are checked; the protected-resource metadata is served."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from tests.e2e.conftest import MODES, HttpServer, start_http
+from tests.e2e.test_identity_e2e import UNKNOWN_ID, assert_answers_as_unknown, client_as, listed
+from tests.e2e.test_jobs_e2e import start, structured
+
+pytestmark = pytest.mark.timeout(120)
+
+ISSUER, AUDIENCE, KID = "https://idp.test", "https://jobs.test/mcp", "key-1"
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def jwks() -> bytes:
+    public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
+    return json.dumps({"keys": [{**public, "kid": KID, "use": "sig", "alg": "RS256"}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def jwks_url() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = jwks()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def jwt_server(jwks_url: str) -> Iterator[HttpServer]:
+    args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
+    with start_http("streamable-http", args=args) as server:
+        yield server
+
+
+def token(sub: str, *, key: Any = KEY, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": KID})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_valid_tokens_name_their_subject_and_scope(jwt_server: HttpServer, mode: str) -> None:
+    async with (
+        client_as(jwt_server, token("alice"), mode) as alice,
+        client_as(jwt_server, token("bob"), mode) as bob,
+        client_as(jwt_server, token("root", scope="read admin"), mode) as root,
+    ):
+        mine = await start(alice, "noop", {})
+        assert mine in await listed(alice) and mine not in await listed(bob)
+        await assert_answers_as_unknown(bob, "get-job-result", {}, "jobId", mine)
+        assert mine in await listed(root)
+        assert UNKNOWN_ID not in await listed(root)
+        assert structured(await alice.call_tool("get-job-result", {"jobId": mine}))["jobId"] == mine
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        token("alice", aud="https://elsewhere.test/mcp"),
+        token("alice", iss="https://other-idp.test"),
+        token("alice", exp=int(time.time()) - 60),
+        token("alice", key=OTHER_KEY),
+        "not-a-jwt",
+    ],
+    ids=["audience", "issuer", "expired", "signature", "garbage"],
+)
+async def test_a_token_for_another_audience_issuer_or_key_is_401(jwt_server: HttpServer, bad: str) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {bad}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.post(jwt_server.url, json=body, headers=headers)
+    assert response.status_code == 401, response.text
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and "/.well-known/oauth-protected-resource/mcp" in challenge, challenge
+
+
+async def test_the_protected_resource_metadata_is_served(jwt_server: HttpServer) -> None:
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.get(f"http://127.0.0.1:{jwt_server.port}/.well-known/oauth-protected-resource/mcp")
+    assert response.status_code == 200, response.text
+    metadata = response.json()
+    assert metadata["resource"] == f"http://127.0.0.1:{jwt_server.port}/mcp"
+    assert [s.rstrip("/") for s in metadata["authorization_servers"]] == [ISSUER]

@@ -1,0 +1,118 @@
+"""Schedules, runAt and deadlines over MCP: the real client against the real `vibe-jobs serve`, in both
+protocol eras (a server of its own per test, so no test sees another's schedules)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, stdio_client_for
+from tests.e2e.test_jobs_e2e import read, structured, texts
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.parametrize("mode", MODES)]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def scheduled_jobs(client: Client, schedule_id: str) -> list[dict[str, Any]]:
+    jobs = structured(await client.call_tool("list-jobs", {"toolName": "echo", "limit": 500}))["jobs"]
+    return sorted((j for j in jobs if j.get("scheduleId") == schedule_id), key=lambda j: j["tick"])
+
+
+async def test_every_second_fires_three_jobs_that_complete_and_delete_stops_it(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        began = time.monotonic()
+        made = await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "tick"},
+                                                       "everySeconds": 1})  # fmt: skip
+        assert not made.is_error, texts(made)
+        body = structured(made)
+        sid = body["scheduleId"]
+        assert body["nextFireAt"] > now_ms() - 1000
+        jobs: list[dict[str, Any]] = []
+        with anyio.fail_after(5):
+            while len(jobs) < 3:
+                jobs = await scheduled_jobs(client, sid)
+        assert time.monotonic() - began <= 4.0, "three firings of a 1-second schedule took over 4 s"
+        ticks = [j["tick"] for j in jobs[:3]]
+        assert ticks == [ticks[0], ticks[0] + 1000, ticks[0] + 2000]  # one job per tick, none twice
+        for job in jobs[:3]:
+            _, final = await read(client, job["id"], waitSeconds=10)
+            assert final["status"] == "completed" and final["result"]["structuredContent"]["text"] == "tick"
+        listed = structured(await client.call_tool("list-schedules", {}))["schedules"]
+        assert [s["scheduleId"] for s in listed] == [sid] and listed[0]["lastFiredAt"] is not None
+        stats = structured(await client.call_tool("job-stats", {}))
+        assert stats["schedules"][0]["scheduleId"] == sid and stats["schedules"][0]["nextFireAt"] > 0
+        deleted = await client.call_tool("delete-schedule", {"scheduleId": sid})
+        assert not deleted.is_error, texts(deleted)
+        count = len(await scheduled_jobs(client, sid))
+        for _ in range(10):  # 2.5 s (2.5 periods) in which a firing after the delete would show
+            await anyio.sleep(0.25)
+            assert len(await scheduled_jobs(client, sid)) == count
+        assert structured(await client.call_tool("list-schedules", {}))["schedules"] == []
+
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"cron": "61 * * * *"}, "not valid"),
+    ({"cron": "*/5 * * * *", "timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),
+    ({"cron": "*/5 * * * *", "everySeconds": 5}, "exactly one of cron and everySeconds"),
+    ({"everySeconds": 0.5}, "greater than or equal to 1"),
+    ({"everySeconds": 5, "tool": "nope"}, "no job tool named 'nope'"),
+    ({"everySeconds": 5, "arguments": {"text": 5}}, "text"),
+    ({"everySeconds": 5, "arguments": {"text": "x", "colour": "red"}}, "colour"),
+]
+
+
+async def test_bad_schedules_get_a_clear_error_and_create_nothing(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        for fields, needle in BAD:
+            result = await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "x"}, **fields})
+            assert result.is_error and needle in texts(result), (fields, texts(result))
+        assert structured(await client.call_tool("list-schedules", {}))["schedules"] == []
+        unknown = await client.call_tool("pause-schedule", {"scheduleId": "nope"})
+        assert unknown.is_error and "No schedule with id 'nope'" in texts(unknown)
+
+
+async def test_pause_and_resume_over_mcp(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        made = structured(await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "p"},
+                                                                  "cron": "0 0 1 1 *"}))  # fmt: skip
+        paused = structured(await client.call_tool("pause-schedule", {"scheduleId": made["scheduleId"]}))
+        assert paused["paused"] is True
+        resumed = structured(await client.call_tool("resume-schedule", {"scheduleId": made["scheduleId"]}))
+        assert resumed["paused"] is False and resumed["nextFireAt"] == made["nextFireAt"]
+
+
+async def test_run_at_defers_a_job(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        run_at = now_ms() + 1500
+        result = await client.call_tool("submit-job", {"tool": "echo", "arguments": {"text": "later"}, "runAt": run_at})
+        assert not result.is_error, texts(result)
+        job_id = structured(result)["jobId"]
+        _, early = await read(client, job_id)
+        assert early["status"] == "pending"
+        _, final = await read(client, job_id, waitSeconds=10)
+        assert final["status"] == "completed"
+        job = next(j for j in structured(await client.call_tool("list-jobs", {}))["jobs"] if j["id"] == job_id)
+        assert job["startedAt"] >= run_at
+
+
+async def test_deadline_cancels_a_job_still_running_and_fails_one_never_started(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        deadline = now_ms() + 1000
+        running = await client.call_tool("submit-job", {"tool": "wait_forever", "deadline": deadline})
+        running_id = structured(running)["jobId"]
+        blocked = await client.call_tool("submit-job", {"tool": "noop", "dependsOn": [running_id],
+                                                        "deadline": deadline - 200})  # fmt: skip
+        blocked_id = structured(blocked)["jobId"]
+        _, never = await read(client, blocked_id, waitSeconds=10)
+        assert never["status"] == "failed" and "deadline passed" in never["message"]
+        _, stopped = await read(client, running_id, waitSeconds=10)
+        assert stopped["status"] == "cancelled" and "deadline passed" in stopped["message"]
+        refused = await client.call_tool("submit-job", {"tool": "noop", "runAt": deadline + 10, "deadline": deadline})
+        assert refused.is_error and "could never start" in texts(refused)

@@ -1,0 +1,200 @@
+"""A running job asks (JobContext.elicit / sample), waits with status running, and resumes with the answer,
+on every store with the scheduler a deployment on it uses. The MCP delivery is tested end to end in
+tests/e2e/test_talkback_e2e.py; here the core rule: what is stored, what is accepted, what a time-out, a
+restart and the job's own time-out do to a waiting job."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio
+import pytest
+from pydantic import BaseModel
+
+from tests.engine import test_scheduler
+from tests.engine.test_scheduler import WAIT, Backend, FakeClock, finished
+from vibe_jobs import InvalidParams, JobManager, JobRecord, JobStatus, Settings, TaskSpec
+from vibe_jobs.context import JobContext
+from vibe_jobs.errors import NotWaiting
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.questions import check_answer, elicit_request, elicitation_schema, sample_request
+from vibe_jobs.store import open_store
+
+backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
+
+
+class Choice(BaseModel):
+    confirm: bool
+    mode: Literal["fast", "safe"] = "safe"
+    note: str | None = None
+
+
+async def ask_body(job: JobContext, wait: float = 30.0) -> str:
+    answer = await job.elicit("Delete 312 files?", Choice, timeout_seconds=wait)
+    if answer.data is None:
+        return f"no: {answer.action}"
+    return f"{answer.data.confirm}/{answer.data.mode}"
+
+
+async def sample_body(job: JobContext) -> list[str]:
+    out = []
+    for i in range(2):
+        reply = await job.sample(f"q{i}", max_tokens=10)
+        out.append(reply.text or reply.action)
+    return out
+
+
+ASK = make_spec(ask_body, name="ask")
+SAMPLE = make_spec(sample_body, name="sample")
+
+
+async def until_asked(m: JobManager, job_id: str, before: str | None = None) -> dict[str, Any]:
+    """The job's question once it asks one (a different one than `before`)."""
+
+    def asking(rec: JobRecord) -> bool:
+        return rec.waiting_for is not None and "answer" not in rec.waiting_for and rec.waiting_for["id"] != before
+
+    rec = await m.wait(job_id, WAIT, stop=asking)
+    assert asking(rec), rec
+    assert rec.waiting_for is not None and rec.status is JobStatus.RUNNING
+    return rec.waiting_for
+
+
+async def test_a_job_waits_running_and_resumes_with_the_checked_answer(backend: Backend) -> None:
+    async with backend.running([ASK]) as (m, _):
+        job_id = await m.create_job("ask")
+        question = await until_asked(m, job_id)
+        assert question["method"] == "elicitation/create"
+        msg = await m.status_message(job_id)
+        assert msg.status is JobStatus.RUNNING and msg.waiting_for is not None
+        assert msg.waiting_for["message"] == "Delete 312 files?" and msg.waiting_for["requestId"] == question["id"]
+        with pytest.raises(InvalidParams, match="field 'mode' must be one of"):
+            await m.answer(job_id, {"action": "accept", "content": {"confirm": True, "mode": "reckless"}})
+        with pytest.raises(NotWaiting):
+            await m.answer(job_id, {"action": "accept", "content": {"confirm": True}}, request_id="another")
+        await m.answer(job_id, {"confirm": True, "mode": "fast"}, action="accept")
+        with pytest.raises(NotWaiting):  # the first answer wins
+            await m.answer(job_id, {"confirm": False}, action="accept")
+        done = await finished(m, job_id)
+    assert done.status is JobStatus.COMPLETED and done.result is not None
+    assert done.result["content"][0]["text"] == "True/fast" and done.waiting_for is None
+
+
+async def test_a_declined_or_unanswered_question_is_a_value(backend: Backend) -> None:
+    async with backend.running([ASK]) as (m, _):
+        declined = await m.create_job("ask")
+        await until_asked(m, declined)
+        await m.answer(declined, None, action="decline")
+        timed_out = await m.create_job("ask", {"wait": 0.2})
+        results = [(await finished(m, j)).result for j in (declined, timed_out)]
+    assert [r["content"][0]["text"] for r in results if r] == ["no: decline", "no: timeout"]
+
+
+async def test_sampling_answers_come_back_in_order(backend: Backend) -> None:
+    async with backend.running([SAMPLE]) as (m, _):
+        job_id = await m.create_job("sample")
+        first = await until_asked(m, job_id)
+        assert first["params"]["messages"][0]["content"]["text"] == "q0" and first["params"]["maxTokens"] == 10
+        await m.answer(job_id, "one", action="accept")
+        second = await until_asked(m, job_id, before=first["id"])
+        reply = {"role": "assistant", "content": {"type": "text", "text": "two"}, "model": "m"}
+        await m.answer(job_id, reply, request_id=second["id"])
+        done = await finished(m, job_id)
+    assert done.result is not None and done.result["structuredContent"] == {"result": ["one", "two"]}
+
+
+async def test_waiting_does_not_count_against_the_time_out(backend: Backend) -> None:
+    async with backend.running([ASK]) as (m, _):
+        job_id = await m.create_job("ask", task=TaskSpec(timeout_seconds=0.5))
+        await until_asked(m, job_id)
+        await anyio.sleep(0.8)  # the subject: wall time passes beyond the time-out while the job waits
+        assert (await m.get_record(job_id)).status is JobStatus.RUNNING
+        await m.answer(job_id, {"confirm": False}, action="accept")
+        done = await finished(m, job_id)
+    assert done.status is JobStatus.COMPLETED and done.result is not None
+    assert done.result["content"][0]["text"] == "False/safe"
+
+
+async def test_cancel_while_waiting_ends_the_job_and_its_question(backend: Backend) -> None:
+    async with backend.running([ASK]) as (m, _):
+        job_id = await m.create_job("ask")
+        await until_asked(m, job_id)
+        await m.cancel_job(job_id, "no longer needed")
+        done = await finished(m, job_id)
+        with pytest.raises(NotWaiting):
+            await m.answer(job_id, {"confirm": True}, action="accept")
+    assert done.status is JobStatus.CANCELLED and done.waiting_for is None
+
+
+async def test_a_stored_question_ends_with_an_interrupted_run(backend: Backend) -> None:
+    """After a restart the waiting job is recovered like any interrupted job: a retry_safe one runs again
+    (and asks again), another fails; the old question is gone either way."""
+    clock, store = FakeClock(), backend.store
+    now = int(clock.now * 1000)
+    question = elicit_request("old question?", Choice)
+    await store.open()
+    for job_id, tool in (("safe", "ask-safe"), ("fragile", "ask")):
+        rec = JobRecord(job_id, tool, {}, JobStatus.RUNNING, now - 10_000, now - 5000, owner="dead:1", attempt=1)
+        rec.started_at, rec.waiting_for = now - 5000, {"id": "old", **question, "askedAt": now - 4000}
+        await store.insert(rec)
+    tools = [make_spec(ask_body, name="ask-safe", retry_safe=True), ASK]
+    async with backend.running(tools, Settings(), clock) as (m, _):
+        again = await until_asked(m, "safe", before="old")
+        fragile = await finished(m, "fragile")
+        await m.answer("safe", {"confirm": True}, action="accept")
+        safe = await finished(m, "safe")
+    assert again["params"]["message"] == "Delete 312 files?"
+    assert fragile.status is JobStatus.FAILED and fragile.waiting_for is None
+    assert safe.status is JobStatus.COMPLETED and safe.attempt == 2
+
+
+# -- the shapes --------------------------------------------------------------------------------
+
+
+def test_elicitation_schema_is_flat_and_refuses_nesting() -> None:
+    schema = elicitation_schema(Choice)
+    assert schema["required"] == ["confirm"]
+    assert schema["properties"]["mode"]["enum"] == ["fast", "safe"]
+    assert schema["properties"]["note"]["type"] == "string"  # Optional[str] is a string that may be left out
+
+    class Nested(BaseModel):
+        inner: Choice
+
+    with pytest.raises(InvalidParams, match="'inner' must be a string, number"):
+        elicitation_schema(Nested)
+    with pytest.raises(InvalidParams, match="object schema"):
+        elicitation_schema({"type": "string"})
+
+
+def test_answers_are_checked_against_the_question() -> None:
+    question = {"id": "q", **elicit_request("ok?", {"type": "object", "properties": {"n": {"type": "integer"}}})}
+    assert check_answer(question, {"action": "accept", "content": {"n": 3}}) == {
+        "action": "accept",
+        "content": {"n": 3},
+    }
+    assert check_answer(question, {"action": "cancel"}) == {"action": "cancel"}
+    for bad, problem in [({"n": True}, "must be integer"), ({"n": 1.5}, "must be integer"), ({"m": 1}, "unknown")]:
+        with pytest.raises(InvalidParams, match=problem):
+            check_answer(question, {"action": "accept", "content": bad})
+    sampled = {"id": "s", **sample_request("hi", max_tokens=5)}
+    assert check_answer(sampled, "hello")["content"] == {"type": "text", "text": "hello"}
+    with pytest.raises(InvalidParams, match="sampling answer"):
+        check_answer(sampled, {"role": "assistant"})
+    with pytest.raises(InvalidParams, match="max_tokens"):
+        sample_request("hi", max_tokens=0)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_another_replica_takes_the_answer(backend: Backend) -> None:
+    """On PostgreSQL the question is in the shared store: a replica that does not run the job answers it,
+    and the job (running in another process) resumes with that answer."""
+    async with backend.running([ASK]) as (m, _):
+        job_id = await m.create_job("ask")
+        await until_asked(m, job_id)
+        other = JobManager(open_store(backend.store.url), Settings())
+        async with other:
+            msg = await other.status_message(job_id)
+            assert msg.waiting_for is not None and msg.waiting_for["message"] == "Delete 312 files?"
+            await other.answer(job_id, {"confirm": True}, action="accept")
+        done = await finished(m, job_id)
+    assert done.result is not None and done.result["content"][0]["text"] == "True/safe"

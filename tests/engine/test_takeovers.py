@@ -1,0 +1,189 @@
+"""A run that lost its job, or whose job was cancelled elsewhere, on every store with the scheduler a
+deployment on it uses (product bugs the fault runs found, tests/faults).
+
+"Elsewhere" is a second manager on the same store, as another process would be: it takes the job over
+(adopts it and claims it as the next attempt) or asks for a cancel while this process runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, make_store
+from vibe_jobs import JobManager, JobRecord, JobStatus, Settings
+from vibe_jobs.context import JobContext
+from vibe_jobs.engine.recovery import recover_orphans
+from vibe_jobs.engine.sources import JobSource
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.retry import RetryPolicy
+from vibe_jobs.store import JobStore, MemoryStore, open_store
+
+
+@pytest.fixture(params=STORES)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    store = make_store(request.param, tmp_path)
+    try:
+        yield Backend(request.param, store)
+    finally:
+        await store.close()
+        if request.param == "postgres":
+            await store.drop_schema()  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def elsewhere(b: Backend) -> AsyncIterator[JobManager]:
+    """Another process on the backend's store (the same store object in memory, a store of its own else)."""
+    if isinstance(b.store, MemoryStore):
+        yield JobManager(b.store, Settings(), owner="elsewhere")
+        return
+    store = open_store(b.store.url)
+    await store.open()
+    try:
+        yield JobManager(store, Settings(), owner="elsewhere")
+    finally:
+        await store.close()
+
+
+async def drained(sched: JobSource) -> None:
+    with anyio.fail_after(WAIT):
+        await sched.drained()
+
+
+async def test_a_stale_attempts_retryable_failure_leaves_the_newer_attempt_running(backend: Backend) -> None:
+    """Attempt 1 fails with a retryable error after the job was taken over (attempt 2 runs elsewhere):
+    its retry is refused, so the newer attempt is not requeued under the process running it."""
+    started, fail = anyio.Event(), anyio.Event()
+
+    async def flaky(job: JobContext) -> str:
+        started.set()
+        await fail.wait()
+        raise RuntimeError("flaky")
+
+    spec = make_spec(flaky, name="flaky", retry_safe=True, max_retries=3)
+    async with elsewhere(backend) as other, backend.running([spec], clock=FakeClock()) as (here, sched):
+        job_id = await here.create_job("flaky")
+        with anyio.fail_after(WAIT):
+            await started.wait()
+        # taken over: adopted and claimed elsewhere as attempt 2 (one change, so no claim here comes between)
+        await other.mutate(job_id, lambda r: {"attempt": r.attempt + 1, "owner": other.owner})
+        fail.set()
+        await drained(sched)
+        rec = await here.get_record(job_id)
+    assert (rec.status, rec.attempt, rec.owner, rec.retry_count) == (JobStatus.RUNNING, 2, "elsewhere", 0)
+
+
+async def test_a_cancel_requested_elsewhere_is_not_lost_when_the_run_fails_retryably(backend: Backend) -> None:
+    """A cancel asked for by another process while this one runs the job (so it is only requested) and a
+    retryable failure of the run: the job ends cancelled, it is not queued again (where a claim, which
+    skips cancel requests, would leave it pending for ever)."""
+    go = anyio.Event()
+
+    async def flaky(job: JobContext) -> str:
+        await go.wait()
+        async with elsewhere(backend) as other:
+            await other.cancel_job(job.job_id, "not wanted any more")
+        raise RuntimeError("flaky")  # before this process could see the request
+
+    spec = make_spec(flaky, name="flaky", retry_safe=True, max_retries=3)
+    async with backend.running([spec], clock=FakeClock()) as (here, sched):
+        job_id = await here.create_job("flaky")
+        go.set()
+        rec = await here.wait(job_id, WAIT)
+        await drained(sched)
+        rec = await here.get_record(job_id)
+    assert rec.status is JobStatus.CANCELLED, (rec.status, rec.progress_message)
+    assert rec.cancel_requested == "not wanted any more"
+
+
+def stall_after_first_claim(store: JobStore, stall: Callable[[], Awaitable[None]]) -> None:
+    """The first claim that takes a job answers only after `stall` ran: as when the worker is paused
+    (SIGSTOP, a VM pause) while its claim is in flight, or the answer comes late after a reconnect."""
+    claim_many = store.claim_many  # type: ignore[attr-defined]
+    stalled = False
+
+    async def late_claim(*args: Any, **kwargs: Any) -> list[JobRecord]:
+        nonlocal stalled
+        found: list[JobRecord] = await claim_many(*args, **kwargs)
+        if found and not stalled:
+            stalled = True
+            await stall()
+        return found
+
+    store.claim_many = late_claim  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("adopted", [True, False], ids=["adopted-elsewhere", "nobody-adopted"])
+async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: Path, adopted: bool) -> None:
+    """The claim's lease lapsed before its answer arrived: the claimed attempt never starts (another process
+    may have requeued or failed the job as an orphan, and may run it). Adopted elsewhere, the job is run
+    again as that process's recovery decided; not adopted, the claim is given back as it was (no retry
+    counted) and the job runs as the next attempt."""
+    clock, started = FakeClock(), []
+
+    async def work(job: JobContext) -> str:
+        started.append(job.attempt)
+        return "done"
+
+    spec = make_spec(work, name="work", retry_safe=True, max_retries=3)
+    settings = Settings(lease_ms=10_000)
+    b = Backend("postgres", make_store("postgres", tmp_path))
+    try:
+        async with elsewhere(b) as other:
+            other.clock = clock
+
+            async def stall() -> None:
+                clock.advance(settings.lease_ms / 1000 + 1)
+                if adopted:
+                    assert len(await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)) == 1
+
+            stall_after_first_claim(b.store, stall)
+            async with b.running([spec], settings, clock) as (here, _):
+                job_id = await here.create_job("work")
+                rec = await here.wait(job_id, WAIT)
+    finally:
+        await b.store.close()
+        await b.store.drop_schema()  # type: ignore[attr-defined]
+    assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
+    assert rec.retry_count == (1 if adopted else 0)
+
+
+class TickingClock:
+    """Each reading one millisecond later: the order of the changes shows in their `updated_at`."""
+
+    def __init__(self) -> None:
+        self._ms = 1_700_000_000_000
+
+    def __call__(self) -> float:
+        self._ms += 1
+        return self._ms / 1000
+
+
+async def test_recovery_adopts_running_orphans_before_the_pending_ones(backend: Backend) -> None:
+    """A dead process left many pending jobs (those it had accepted) and one running: the running job, whose
+    work stopped, is requeued first, not after the pending ones are adopted one by one (in the fault runs,
+    hundreds of them held running orphans back for up to 20 s, past the lease bound)."""
+    spec = make_spec(_quick, name="quick", retry_safe=True, max_retries=3)
+    clock = TickingClock()
+    async with elsewhere(backend) as dead:  # a process that never renews its lease: gone
+        dead.clock = clock
+        pending = [await dead.create_job("quick") for _ in range(60)]
+        running = await dead.create_job("quick")  # accepted last, so an orphan scan in order finds it last
+        await dead.start_job(running)
+        adopter = JobManager(backend.store, Settings(), clock=clock, owner="adopter")
+        await backend.store.open()
+        adopted = await recover_orphans(adopter, {"quick": spec}, RetryPolicy())
+        records = {job_id: await adopter.get_record(job_id) for job_id in [*pending, running]}
+    assert len(adopted) == 61 and all(rec.owner == "adopter" for rec in records.values())
+    requeued = records[running]
+    assert (requeued.status, requeued.retry_count) == (JobStatus.PENDING, 1)
+    assert requeued.updated_at < min(records[job_id].updated_at for job_id in pending)
+
+
+async def _quick() -> str:
+    return "quick"

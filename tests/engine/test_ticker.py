@@ -1,0 +1,189 @@
+"""The ticker with an injected clock, on the memory and SQLite stores: firing times, misfires after an
+hour of downtime, overlap, pause and resume, endAt, two processes ticking together, bad schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import FakeClock, ManagerFactory
+from vibe_jobs.engine.schedules import Schedules, parse_spec
+from vibe_jobs.engine.ticker import Ticker
+from vibe_jobs.errors import InvalidArguments, InvalidSchedule
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobRecord
+from vibe_jobs.schedules import ScheduleRecord
+from vibe_jobs.store import JobQuery, JobStore
+
+pytestmark = pytest.mark.every_store
+
+
+def echo(text: str, times: int = 1) -> str:
+    return text * times
+
+
+TOOLS = {"echo": make_spec(echo)}
+
+
+def ticker_of(manager: JobManager) -> Ticker:
+    return Ticker(Schedules(manager, TOOLS))
+
+
+async def create(t: Ticker, **fields: Any) -> ScheduleRecord:
+    return await t.schedules.create(parse_spec({"tool": "echo", "arguments": {"text": "hi"}, **fields}))
+
+
+async def fired(store: JobStore) -> list[JobRecord]:
+    jobs = await store.query(JobQuery(limit=10_000))
+    return sorted(jobs, key=lambda j: j.tick or 0)
+
+
+async def ticks(store: JobStore) -> list[int]:
+    return [j.tick or 0 for j in await fired(store)]
+
+
+async def test_every_n_seconds_fires_each_tick_once(manager: JobManager, clock: FakeClock, store: JobStore) -> None:
+    t = ticker_of(manager)
+    start = clock.ms
+    sch = await create(t, everySeconds=10)
+    assert sch.next_fire_at == start + 10_000
+    assert await t.tick() == start + 10_000 and await ticks(store) == []
+    clock.advance(10)
+    assert await t.tick() == start + 20_000
+    await t.tick()  # the same instant again: nothing more
+    clock.advance(10)
+    await t.tick()
+    jobs = await fired(store)
+    assert [j.tick for j in jobs] == [start + 10_000, start + 20_000]
+    assert {j.schedule_id for j in jobs} == {sch.schedule_id} and {j.tool_name for j in jobs} == {"echo"}
+    assert all(j.params == {"text": "hi", "times": 1} or j.params == {"text": "hi"} for j in jobs)
+    after = await t.schedules.get(sch.schedule_id)
+    assert after.last_job_id == jobs[-1].id and after.last_fired_at == clock.ms and after.last_tick == start + 20_000
+
+
+async def test_cron_fires_on_its_wall_times(manager: JobManager, clock: FakeClock, store: JobStore) -> None:
+    t = ticker_of(manager)
+    sch = await create(t, cron="*/15 * * * * *")  # every 15 seconds (leading seconds field)
+    first = sch.next_fire_at
+    assert first is not None and first % 15_000 == 0 and 0 < first - clock.ms <= 15_000
+    clock.advance((first - clock.ms) / 1000)
+    for _ in range(3):
+        await t.tick()
+        clock.advance(15)
+    assert await ticks(store) == [first, first + 15_000, first + 30_000]
+
+
+@pytest.mark.parametrize(("misfire", "expected"), [("skip", 1), ("run_once", 2), ("catch_up", 4)])
+async def test_an_hour_down_then_each_misfire_policy(
+    make_manager: ManagerFactory, clock: FakeClock, store: JobStore, misfire: str, expected: int
+) -> None:
+    before = ticker_of(make_manager())
+    start = clock.ms
+    await create(before, everySeconds=60, misfire=misfire, maxCatchUp=3)
+    clock.advance(3600.5)  # the process was down for an hour: 60 ticks passed unfired
+    after = ticker_of(make_manager())  # a restarted process, same store
+    await after.tick()
+    got = await ticks(store)
+    assert len(got) == expected
+    assert got[-1] == start + 3_600_000  # the latest tick, on time
+    assert got == [start + 3_600_000 - 60_000 * k for k in range(expected - 1, -1, -1)]
+    sch = (await after.schedules.store.list_schedules())[0]
+    assert sch.next_fire_at == start + 3_660_000 and sch.skipped == 60 - expected
+
+
+async def finish(manager: JobManager, job_id: str) -> None:
+    await manager.start_job(job_id)
+    await manager.set_job_result(job_id, {"content": [{"type": "text", "text": "ok"}]})
+
+
+@pytest.mark.parametrize("overlap", ["allow", "skip", "queue"])
+async def test_overlap_while_the_previous_run_goes(
+    manager: JobManager, clock: FakeClock, store: JobStore, overlap: str
+) -> None:
+    t = ticker_of(manager)
+    start = clock.ms
+    await create(t, everySeconds=10, overlap=overlap)
+    clock.advance(10)
+    await t.tick()
+    (first,) = await fired(store)
+    await manager.start_job(first.id)  # still running at the next tick
+    clock.advance(10)
+    await t.tick()
+    got = await ticks(store)
+    assert got == {"allow": [start + 10_000, start + 20_000], "skip": [start + 10_000],
+                   "queue": [start + 10_000]}[overlap]  # fmt: skip
+    await manager.set_job_result(first.id, {"content": []})
+    clock.advance(1)
+    await t.tick()
+    got = await ticks(store)
+    # queue: the held tick fires once the previous run finished; skip: the skipped tick stays skipped
+    assert got == {"allow": [start + 10_000, start + 20_000], "skip": [start + 10_000],
+                   "queue": [start + 10_000, start + 20_000]}[overlap]  # fmt: skip
+
+
+async def test_pause_and_resume(manager: JobManager, clock: FakeClock, store: JobStore) -> None:
+    t = ticker_of(manager)
+    sch = await create(t, everySeconds=10)
+    paused = await t.schedules.pause(sch.schedule_id)
+    assert paused.paused
+    clock.advance(35)
+    assert await t.tick() is None
+    assert await ticks(store) == []
+    resumed = await t.schedules.resume(sch.schedule_id)
+    assert not resumed.paused and resumed.next_fire_at == sch.next_fire_at + 30_000  # type: ignore[operator]
+    clock.advance(5)
+    await t.tick()
+    assert await ticks(store) == [resumed.next_fire_at]  # the ticks of the pause were not fired
+
+
+async def test_end_at_stops_the_schedule(manager: JobManager, clock: FakeClock, store: JobStore) -> None:
+    t = ticker_of(manager)
+    start = clock.ms
+    sch = await create(t, everySeconds=10, endAt=start + 25_000)
+    for _ in range(6):
+        clock.advance(10)
+        await t.tick()
+    assert await ticks(store) == [start + 10_000, start + 20_000]
+    after = await t.schedules.get(sch.schedule_id)
+    assert after.next_fire_at is None
+    clock.advance(60)
+    assert await t.tick() is None and len(await ticks(store)) == 2
+
+
+async def test_two_processes_ticking_together_fire_each_tick_once(
+    make_manager: ManagerFactory, clock: FakeClock, store: JobStore
+) -> None:
+    one, two = ticker_of(make_manager()), ticker_of(make_manager())
+    start = clock.ms
+    await create(one, everySeconds=1, misfire="catch_up", maxCatchUp=100)
+    for _ in range(20):
+        clock.advance(0.5)
+        await two.tick()
+        await one.tick()
+    assert await ticks(store) == [start + 1000 * k for k in range(1, 11)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "words"),
+    [
+        ({"cron": "61 * * * *"}, InvalidSchedule, "not valid"),
+        ({"cron": "* * * *"}, InvalidSchedule, "expected 5 fields"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, InvalidSchedule, "unknown timezone 'Mars/Olympus'"),
+        ({"cron": "* * * * *", "everySeconds": 5}, InvalidSchedule, "exactly one of cron and everySeconds"),
+        ({}, InvalidSchedule, "exactly one of cron and everySeconds"),
+        ({"everySeconds": 0.5}, InvalidSchedule, "everySeconds: Input should be greater than or equal to 1"),
+        ({"everySeconds": 5, "tool": "nope"}, InvalidSchedule, "no job tool named 'nope'; job tools: echo"),
+        ({"everySeconds": 5, "arguments": {"text": 3}}, InvalidArguments, "text"),
+        ({"everySeconds": 5, "arguments": {"txt": "x"}}, InvalidArguments, "txt"),
+        ({"everySeconds": 5, "endAt": 1}, InvalidSchedule, "never fire"),
+    ],
+)
+async def test_bad_schedules_are_refused_and_nothing_is_stored(
+    manager: JobManager, store: JobStore, fields: dict[str, Any], error: type[Exception], words: str
+) -> None:
+    t = ticker_of(manager)
+    with pytest.raises(error, match=words):
+        await create(t, **fields)
+    assert await t.schedules.store.list_schedules() == []

@@ -1,0 +1,96 @@
+"""The token file, its verifier, the bind rule and the Host/Origin settings (server/auth.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.server.auth import (
+    TokenFileVerifier,
+    auth_setup,
+    check_bind,
+    is_loopback,
+    parse_token_file,
+    transport_security,
+)
+from vibe_jobs.settings import Settings
+
+ALICE = "alice-token-0123456789abcdef"
+
+
+def test_a_token_file_names_principals_and_scopes_and_may_hold_digests_only() -> None:
+    digest = hashlib.sha256(b"root-token-0123456789abcdef").hexdigest()
+    text = f"# team tokens\n\n{ALICE} alice\n  sha256:{digest.upper()}   root   admin,read  # the operator\n"
+    alice, root = parse_token_file(text, "tokens")
+    assert (alice.principal, alice.scopes) == ("alice", ())
+    assert (root.principal, root.scopes) == ("root", ("admin", "read"))
+
+
+async def test_the_verifier_answers_the_principal_of_a_listed_token_and_nothing_else() -> None:
+    digest = hashlib.sha256(b"root-token-0123456789abcdef").hexdigest()
+    verifier = TokenFileVerifier(parse_token_file(f"{ALICE} alice\nsha256:{digest} root admin", "t"))
+    alice = await verifier.verify_token(ALICE)
+    root = await verifier.verify_token("root-token-0123456789abcdef")
+    assert alice is not None and (alice.client_id, alice.subject, alice.scopes) == ("alice", "alice", [])
+    assert root is not None and (root.subject, root.scopes) == ("root", ["admin"])
+    for wrong in ("", ALICE[:-1], ALICE + "x", f"sha256:{digest}", "\udcff"):
+        assert await verifier.verify_token(wrong) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "holds no token"),
+        ("# only a comment\n", "holds no token"),
+        (f"{ALICE}\n", "t:1: expected `TOKEN PRINCIPAL [SCOPES]`"),
+        (f"{ALICE} alice admin extra\n", "t:1: expected"),
+        ("short alice\n", "at least 16 characters"),
+        ("sha256:abcd alice\n", "64 hex digits"),
+        (f"\n{ALICE} al/ice\n", "t:2: principal 'al/ice'"),
+    ],
+)
+def test_a_malformed_token_file_stops_start_up_naming_the_line(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        parse_token_file(text, "t")
+
+
+def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--auth-tokens .*missing"):
+        TokenFileVerifier.load(str(tmp_path / "missing"))
+
+
+def test_auth_options_must_be_one_complete_kind(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    assert not auth_setup(Settings(), "http://127.0.0.1:1").enabled
+    assert auth_setup(Settings(auth_tokens=str(tokens)), "http://127.0.0.1:1").enabled
+    with pytest.raises(ConfigError, match="not both"):
+        auth_setup(Settings(auth_tokens=str(tokens), auth_issuer="https://idp"), "http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="all three"):
+        auth_setup(Settings(auth_jwks="https://idp/jwks"), "http://127.0.0.1:1")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2", "[::1]"])
+def test_loopback_binds_need_no_authentication(host: str) -> None:
+    assert is_loopback(host)
+    check_bind(host, authenticated=False, allow_unauthenticated=False)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "jobs.example"])
+def test_other_binds_need_authentication_or_the_explicit_flag(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"--auth-tokens FILE.*--allow-unauthenticated"):
+        check_bind(host, authenticated=False, allow_unauthenticated=False)
+    check_bind(host, authenticated=True, allow_unauthenticated=False)
+    check_bind(host, authenticated=False, allow_unauthenticated=True)
+
+
+def test_host_checks_stay_on_for_every_bind_with_the_allowed_names() -> None:
+    wide = transport_security("0.0.0.0", ("jobs.example",))
+    assert wide.enable_dns_rebinding_protection
+    assert {"jobs.example", "jobs.example:*", "127.0.0.1:*"} <= set(wide.allowed_hosts)
+    assert "0.0.0.0" not in wide.allowed_hosts
+    assert {"https://jobs.example", "http://jobs.example:*"} <= set(wide.allowed_origins)
+    assert "10.0.0.7:*" in transport_security("10.0.0.7", ()).allowed_hosts

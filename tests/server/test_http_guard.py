@@ -1,0 +1,57 @@
+"""The dashboard's guard on requests as a browser sends them (starlette Requests built from ASGI scopes)."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.requests import Request
+
+from vibe_jobs.server.http.guard import CSRF_COOKIE, Guard, Refused, same_origin
+
+
+def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
+    raw = [(k.lower().encode(), v.encode()) for k, v in {"host": host, **headers}.items()]
+    return Request(
+        {"type": "http", "method": "POST", "scheme": "http", "path": "/", "headers": raw, "query_string": b""}
+    )
+
+
+def test_same_origin_is_the_host_itself() -> None:
+    assert same_origin(request({"origin": "http://127.0.0.1:8000"}))
+    assert same_origin(request({"referer": "http://127.0.0.1:8000/jobs/x"}))
+    assert not same_origin(request({"origin": "http://127.0.0.1:8001"}))
+    assert not same_origin(request({"origin": "https://127.0.0.1:8000"}))
+    assert not same_origin(request({"origin": "null"}))
+    assert not same_origin(request({}))
+    assert not same_origin(request({"origin": "http://127.0.0.1:8000", "sec-fetch-site": "cross-site"}))
+
+
+async def test_the_csrf_token_is_bound_to_the_cookie_and_the_process() -> None:
+    guard = Guard()
+    cookie = "a" * 32
+    ok = {"origin": "http://127.0.0.1:8000", "cookie": f"{CSRF_COOKIE}={cookie}"}
+    await guard.check_change(request(ok), guard.csrf_token(cookie))
+    with pytest.raises(Refused) as refused:
+        await guard.check_change(request(ok), guard.csrf_token("b" * 32))
+    assert refused.value.status == 403 and "CSRF" in str(refused.value)
+    with pytest.raises(Refused):
+        await guard.check_change(request(ok), Guard().csrf_token(cookie))  # another process's secret
+
+
+async def test_with_auth_configured_every_request_needs_the_bearer_token() -> None:
+    async def is_s3cret(token: str) -> bool:
+        return token == "s3cret"
+
+    guard = Guard(bearer=is_s3cret)
+    with pytest.raises(Refused) as refused:
+        await guard.check_read(request({}))
+    assert refused.value.status == 401
+    with pytest.raises(Refused):
+        await guard.check_read(request({"authorization": "Bearer wrong"}))
+    await guard.check_read(request({"authorization": "Bearer s3cret"}))
+    await guard.check_read(request({"cookie": "vibe_jobs_token=s3cret"}))
+    cookie = "c" * 32
+    headers = {"origin": "http://127.0.0.1:8000", "cookie": f"{CSRF_COOKIE}={cookie}"}
+    with pytest.raises(Refused) as refused:
+        await guard.check_change(request(headers), guard.csrf_token(cookie))
+    assert refused.value.status == 401
+    await guard.check_change(request({**headers, "authorization": "Bearer s3cret"}), guard.csrf_token(cookie))

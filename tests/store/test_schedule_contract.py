@@ -1,0 +1,98 @@
+"""The schedule part of every store: schedules as data (compare-and-set on version) and firings that
+let each (schedule, tick) in once, whoever fires it and however often."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from tests.store.test_contract import record, store  # noqa: F401  # the fixture over every store
+from vibe_jobs.models import JobRecord
+from vibe_jobs.schedules import ScheduleRecord, ScheduleSpec
+from vibe_jobs.store import JobQuery, JobStore
+from vibe_jobs.store.base import ScheduleStore
+from vibe_jobs.store.sqlite import SQLiteStore
+
+
+def schedule(schedule_id: str = "s1", **fields: object) -> ScheduleRecord:
+    spec = ScheduleSpec.model_validate({"tool": "echo", "arguments": {"text": "hé", "n": [1, {"a": None}]},
+                                        "cron": "*/5 * * * *", "timezone": "Europe/Berlin", **fields})  # fmt: skip
+    return ScheduleRecord.from_spec(spec, schedule_id, 1_000)
+
+
+def fired(schedule_id: str, tick: int) -> JobRecord:
+    return record(f"job-{os.urandom(4).hex()}", schedule_id=schedule_id, tick=tick)
+
+
+def as_schedules(s: JobStore) -> ScheduleStore:
+    assert isinstance(s, ScheduleStore)
+    return s
+
+
+async def test_a_schedule_round_trips_with_every_field(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    rec = schedule(startAt=5, endAt=10**13, paused=True, misfire="catch_up", maxCatchUp=7, overlap="queue",
+                   priority="high", operationType="analysis")  # fmt: skip
+    rec.last_fired_at, rec.last_job_id, rec.last_tick, rec.skipped = 3, "j", 2, 4
+    await s.insert_schedule(rec)
+    assert await s.get_schedule("s1") == rec
+    assert [r.schedule_id for r in await s.list_schedules()] == ["s1"]
+    assert await s.get_schedule("nope") is None
+
+
+async def test_a_schedule_changes_by_compare_and_set(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    await s.insert_schedule(schedule())
+    new = await s.update_schedule("s1", {"paused": True, "next_fire_at": 99}, version=1)
+    assert new is not None and new.paused and new.next_fire_at == 99 and new.version == 2
+    assert await s.update_schedule("s1", {"paused": False}, version=1) is None  # a stale writer loses
+    assert (await s.get_schedule("s1")).paused  # type: ignore[union-attr]
+    assert await s.delete_schedule("s1") and not await s.delete_schedule("s1")
+    assert await s.list_schedules() == []
+
+
+async def test_a_tick_fires_once(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    first, again, other = fired("s1", 60_000), fired("s1", 60_000), fired("s1", 120_000)
+    assert await s.fire(first)
+    assert not await s.fire(again)
+    assert await s.fire(other)
+    assert await store.get(again.id) is None
+    jobs = await store.query(JobQuery(limit=10))
+    assert sorted((j.schedule_id, j.tick) for j in jobs) == [("s1", 60_000), ("s1", 120_000)]
+
+
+async def test_racing_firings_of_one_tick_let_one_in(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    results = await asyncio.gather(*(s.fire(fired("s1", 7_000)) for _ in range(12)))
+    assert sorted(results) == [False] * 11 + [True]
+    assert len(await store.query(JobQuery(limit=100))) == 1
+
+
+async def test_the_tick_key_outlives_a_restart_of_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    one = SQLiteStore(url)
+    await one.open()
+    assert await one.fire(fired("s1", 5_000))
+    await one.close()
+    two = SQLiteStore(url)
+    await two.open()
+    try:
+        assert not await two.fire(fired("s1", 5_000))
+        assert len(await two.query(JobQuery(limit=10))) == 1
+    finally:
+        await two.close()
+
+
+async def test_prune_deletes_only_keys_no_firing_can_come_back_to(store: JobStore) -> None:  # noqa: F811
+    s = as_schedules(store)
+    await s.insert_schedule(schedule())
+    assert await s.update_schedule("s1", {"next_fire_at": 2_500}, version=1) is not None
+    for tick in (1_000, 2_000, 3_000):
+        assert await s.fire(fired("s1", tick))  # fired at created_at 1_000
+    assert await s.fire(fired("gone", 1_000))  # a deleted schedule's key
+    assert await s.prune_ticks(before=1_000) == 0  # none fired long enough ago
+    assert await s.prune_ticks(before=10_000) == 3  # s1's 1_000 and 2_000 (it is past them), and gone's
+    assert not await s.fire(fired("s1", 3_000))  # the key of a tick still ahead of the schedule is kept
+    assert await s.fire(fired("s1", 2_000))  # (a pruned key: the schedule never comes back to it)

@@ -1,0 +1,83 @@
+"""Redaction: secret-named arguments, `env` values and URL passwords never shown; the rest left as it is."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from vibe_jobs.logs import configure_logging, get_logger
+from vibe_jobs.redact import (
+    DEFAULT_SECRET_PATTERN,
+    is_secret,
+    redact_params,
+    redact_url,
+    redact_urls_in,
+    set_secret_pattern,
+)
+
+
+@pytest.fixture(autouse=True)
+def default_pattern() -> Iterator[None]:
+    yield
+    set_secret_pattern(DEFAULT_SECRET_PATTERN)
+
+
+def test_secret_named_arguments_and_env_values_are_masked_at_any_depth() -> None:
+    params = {
+        "path": "/src", "apiToken": "t1", "PASSWORD": "p", "github_key": "k", "Authorization": "Bearer x",
+        "command": ["git", "status"], "env": {"CI": "1", "HOME": "/h"},
+        "nested": {"client_secret": "s", "items": [{"token": "t2"}, "plain"]},
+    }  # fmt: skip
+    shown = redact_params(params)
+    assert shown == {
+        "path": "/src", "apiToken": "***", "PASSWORD": "***", "github_key": "***", "Authorization": "***",
+        "command": ["git", "status"], "env": {"CI": "***", "HOME": "***"},
+        "nested": {"client_secret": "***", "items": [{"token": "***"}, "plain"]},
+    }  # fmt: skip
+    assert params["apiToken"] == "t1" and params["env"] == {"CI": "1", "HOME": "/h"}  # the original is untouched
+
+
+def test_the_pattern_is_configurable() -> None:
+    set_secret_pattern("^cred$")
+    assert is_secret("CRED") and not is_secret("token")
+    assert redact_params({"cred": "x", "token": "y"}) == {"cred": "***", "token": "y"}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/jobs?schema=x", "postgresql://app:***@db:5432/jobs?schema=x"),
+        ("postgresql://app@db/jobs", "postgresql://app@db/jobs"),
+        ("sqlite:///home/u/jobs.db", "sqlite:///home/u/jobs.db"),
+        ("postgresql://app:p%40ss@db/jobs", "postgresql://app:***@db/jobs"),
+        ("memory://", "memory://"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_urls_inside_text_and_params_lose_their_passwords() -> None:
+    text = "cannot reach postgresql://app:s3cret@db/jobs (and https://u:pw@h/x)"
+    assert redact_urls_in(text) == "cannot reach postgresql://app:***@db/jobs (and https://u:***@h/x)"
+    assert redact_params({"dsn": "postgresql://a:b@h/d"}) == {"dsn": "postgresql://a:***@h/d"}
+
+
+def test_log_lines_carry_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    configure_logging("info", "json")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
+    try:
+        get_logger("t").info(
+            "server.started", store="postgresql://u:topsecret@h/db", api_token="tok-1", params={"password": "pw-2"}
+        )
+    finally:
+        configure_logging("info", "json")
+    line = json.loads(out.getvalue())
+    assert "topsecret" not in out.getvalue() and "tok-1" not in out.getvalue() and "pw-2" not in out.getvalue()
+    assert line["store"] == "postgresql://u:***@h/db" and line["api_token"] == "***"
+    assert line["params"] == {"password": "***"} and line["event"] == "server.started"
