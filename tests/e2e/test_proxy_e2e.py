@@ -140,18 +140,27 @@ async def test_resources_and_prompts_read_through_the_proxy_match_the_upstreams(
         templates = (await upstream.list_resource_templates()).resource_templates
         prompts = (await upstream.list_prompts()).prompts
         read = await upstream.read_resource(resources[0].uri)
+        templated = await upstream.read_resource("demo://resource/dynamic/text/2")
         prompt = await upstream.get_prompt("args-prompt", {"city": "Paris", "state": "TX"})
     async with proxy_client(mode, proxy_args(everything, None)) as client:
         our_resources = [r for r in (await client.list_resources()).resources if not str(r.uri).startswith("job")]
         our_templates = [t for t in (await client.list_resource_templates()).resource_templates]
         our_prompts = (await client.list_prompts()).prompts
         our_read = await client.read_resource(resources[0].uri)
+        our_templated = await client.read_resource("demo://resource/dynamic/text/2")  # listed by no one
+        recent = await client.read_resource("jobs://recent")  # the proxy's own resources stay its own
         our_prompt = await client.get_prompt("args-prompt", {"city": "Paris", "state": "TX"})
     assert our_resources == resources
     assert [t for t in our_templates if not t.uri_template.startswith("job")] == templates
     assert our_prompts == prompts
     assert our_read.contents == read.contents
+    assert _stamped(our_templated.contents) == _stamped(templated.contents)  # the upstream stamps the time it made it
+    assert recent.contents and str(recent.contents[0].uri) == "jobs://recent"
     assert our_prompt.messages == prompt.messages
+
+
+def _stamped(contents: Any) -> list[tuple[str, str]]:
+    return [(str(c.uri), str(getattr(c, "text", "")).split(" created at ")[0]) for c in contents]
 
 
 @pytest.mark.parametrize("mode", MODES)
