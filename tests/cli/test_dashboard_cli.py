@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.conftest import ROOT, free_port, stop, wait_for_port
 from vibe_jobs.cli import main
 from vibe_jobs.manager import JobManager
+from vibe_jobs.redact import MASK
 from vibe_jobs.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -94,7 +95,7 @@ def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:
     with dashboard(url) as base, httpx.Client(base_url=base) as http:
         page = http.get(f"/jobs/{failed}")
         assert "demo failure" in page.text and "demo diagnostic" in page.text
-        assert "hunter2" not in page.text and "[redacted]" in page.text
+        assert "hunter2" not in page.text and MASK in page.text
         token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
         assert token is not None and http.cookies.get("vibe_jobs_csrf")
         same = {"origin": base}
