@@ -109,6 +109,16 @@ async def _no_roots(context: Any) -> ListRootsResult:
     return ListRootsResult(roots=[])
 
 
+async def own_tools() -> set[str]:
+    """The tools vibe-jobs serves itself (control tools and the like): the proxy lists them beside the upstream's."""
+    from vibe_jobs.server.jobserver import JobServer
+    from vibe_jobs.settings import Settings
+
+    mcp = JobServer(settings=Settings(store_url="memory://")).build()
+    async with Client(mcp, mode="legacy") as client:
+        return {tool.name for tool in (await client.list_tools()).tools}
+
+
 def started(result: CallToolResult) -> str:
     assert not result.is_error, result.content
     assert result.structured_content is not None and result.structured_content["status"] == "pending"

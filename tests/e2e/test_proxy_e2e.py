@@ -17,6 +17,7 @@ from tests.e2e.proxy_fixtures import (
     FAKE,
     Tap,
     direct_client,
+    own_tools,
     proxy_args,
     proxy_client,
     started,
@@ -32,7 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 LONG = "trigger-long-running-operation"
 LONG_TEXT = "Long running operation completed. Duration: 4 seconds, Steps: 4."
-CONTROL = {"get-job-result", "list-jobs", "cancel-job", "submit-job", "job-stats"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ async def test_every_upstream_tool_is_listed_with_its_schema_and_annotations(mod
         theirs = {t.name: t for t in (await upstream.list_tools()).tools}
     async with proxy_client(mode, proxy_args(everything, None)) as client:
         ours = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(ours) == set(theirs) | CONTROL
+    assert set(ours) == set(theirs) | await own_tools()
+    assert {"get-job-result", "cancel-job"} <= await own_tools()
     for name, tool in theirs.items():
         assert ours[name].input_schema == tool.input_schema, name
         assert ours[name].annotations == tool.annotations, name
@@ -139,18 +140,27 @@ async def test_resources_and_prompts_read_through_the_proxy_match_the_upstreams(
         templates = (await upstream.list_resource_templates()).resource_templates
         prompts = (await upstream.list_prompts()).prompts
         read = await upstream.read_resource(resources[0].uri)
+        templated = await upstream.read_resource("demo://resource/dynamic/text/2")
         prompt = await upstream.get_prompt("args-prompt", {"city": "Paris", "state": "TX"})
     async with proxy_client(mode, proxy_args(everything, None)) as client:
         our_resources = [r for r in (await client.list_resources()).resources if not str(r.uri).startswith("job")]
         our_templates = [t for t in (await client.list_resource_templates()).resource_templates]
         our_prompts = (await client.list_prompts()).prompts
         our_read = await client.read_resource(resources[0].uri)
+        our_templated = await client.read_resource("demo://resource/dynamic/text/2")  # listed by no one
+        recent = await client.read_resource("jobs://recent")  # the proxy's own resources stay its own
         our_prompt = await client.get_prompt("args-prompt", {"city": "Paris", "state": "TX"})
     assert our_resources == resources
     assert [t for t in our_templates if not t.uri_template.startswith("job")] == templates
     assert our_prompts == prompts
     assert our_read.contents == read.contents
+    assert _stamped(our_templated.contents) == _stamped(templated.contents)  # the upstream stamps the time it made it
+    assert recent.contents and str(recent.contents[0].uri) == "jobs://recent"
     assert our_prompt.messages == prompt.messages
+
+
+def _stamped(contents: Any) -> list[tuple[str, str]]:
+    return [(str(c.uri), str(getattr(c, "text", "")).split(" created at ")[0]) for c in contents]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -201,7 +211,7 @@ async def test_a_python_upstream_from_pypi(mode: str, time_server: list[str]) ->
         )
         msg = await until(client, job_id, ("completed", "failed"))
         refused = await client.call_tool("get_current_time", {"timezone": 7})
-    assert set(ours) == set(theirs) | CONTROL
+    assert set(ours) == set(theirs) | await own_tools()
     assert msg["status"] == "completed"
     assert msg["result"]["content"] == converted.model_dump(mode="json", by_alias=True, exclude_none=True)["content"]
     assert refused.is_error and "timezone: 7 is not of type 'string'" in texts(refused)[0]

@@ -38,7 +38,6 @@ log = get_logger("vibe_jobs.server.proxy")
 
 Handler = Callable[[ServerRequestContext[Any, Any], CallNext], Awaitable[HandlerResult]]
 LIST_CHANGED = ("notifications/resources/list_changed", "notifications/prompts/list_changed")
-OWN_SCHEME = "job://"
 ROOTS_CHANGED = "notifications/roots/list_changed"
 
 
@@ -116,20 +115,21 @@ class PassThrough:
     # -- reads -----------------------------------------------------------------------------
 
     async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """A URI an upstream listed is read from it; any other is ours (job://, jobs://) first, then each
+        upstream's in turn (a URI of an upstream's template)."""
         uri = str((ctx.params or {}).get("uri", ""))
-        if uri.startswith(OWN_SCHEME) or not uri:
+        if uri in self.owner:
+            return await _read(self.owner[uri], uri)
+        try:
             return await call_next(ctx)
-        candidates = [self.owner[uri]] if uri in self.owner else self._serving("resources")
-        error: MCPError | None = None
-        for upstream in candidates:
-            conn = await upstream.connection()
+        except MCPError as exc:
+            error = exc
+        for upstream in self._serving("resources"):
             try:
-                return _as_dict(await conn.client.read_resource(uri))
-            except MCPError as exc:
-                error = exc
-        if error is not None:
-            raise error
-        return await call_next(ctx)
+                return await _read(upstream, uri)
+            except MCPError:
+                continue
+        raise error
 
     async def _get_prompt(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         params = ctx.params or {}
@@ -202,6 +202,11 @@ class PassThrough:
         except Exception as exc:  # the client cannot be asked now (gone, or an era without server requests)
             log.debug("proxy.roots_unavailable", error=str(exc))
             return ListRootsResult(roots=[])
+
+
+async def _read(upstream: Upstream, uri: str) -> dict[str, Any]:
+    conn = await upstream.connection()
+    return _as_dict(await conn.client.read_resource(uri))
 
 
 async def _pages(upstream: Upstream, method: str, key: str) -> list[dict[str, Any]]:

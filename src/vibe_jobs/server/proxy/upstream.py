@@ -137,7 +137,13 @@ class Upstream:
                 await ended.wait()
                 tg.cancel_scope.cancel()
         finally:
-            self.conn, self._up = None, anyio.Event()
+            self._lost(ended)
+
+    def _lost(self, ended: anyio.Event) -> None:
+        """The connection of `ended` is over: from now on `connection()` waits for the next one."""
+        ended.set()
+        if self.conn is not None and self.conn.ended is ended:
+            self.conn, self._up = None, anyio.Event()  # the old _up was set: nobody waits on it
 
     async def _follow_tool_changes(self, client: Client) -> None:
         """On the upstream's `tools/list_changed`, list its tools again and tell `tools_changed`."""
@@ -151,7 +157,7 @@ class Upstream:
 
     def _client(self, ended: anyio.Event) -> Client:
         return Client(
-            _watched(self._transport(), ended),
+            _watched(self._transport(), lambda: self._lost(ended)),
             mode="legacy",  # upstreams of every era speak it; the proxy's own clients may use either
             logging_callback=self._on_log,
             message_handler=self._on_message,
@@ -190,7 +196,7 @@ class Upstream:
         except (MCPError, httpx2.TransportError) as exc:
             if not (conn.ended.is_set() or self._connection_lost(exc)):
                 raise
-            conn.ended.set()  # connect again (an HTTP connection does not end by itself)
+            self._lost(conn.ended)  # connect again (an HTTP connection does not end by itself)
             raise UpstreamExited(self.spec.label) from None
         finally:
             self.jobs.discard(ctx)
@@ -265,20 +271,20 @@ async def _all_tools(client: Client) -> list[Tool]:
 
 
 @asynccontextmanager
-async def _watched(transport: Transport, ended: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
-    """`transport`, with `ended` set when its read stream ends (the upstream's stdout closed)."""
+async def _watched(transport: Transport, on_end: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
+    """`transport`, with `on_end()` called when its read stream ends (the upstream's stdout closed)."""
     async with transport as (read, write):
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
         async def pump() -> None:
             try:
-                async with send:
-                    async for item in read:
-                        await send.send(item)
+                async for item in read:
+                    await send.send(item)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
                 pass
             finally:
-                ended.set()
+                on_end()  # first: a call the closing wakes must not find this connection still current
+                send.close()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump)
