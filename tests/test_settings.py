@@ -82,6 +82,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_ALLOWED_COMMANDS": ("git,make", "allowed_commands", "git,make"),
     "VIBE_JOBS_COMMAND_ENV": ("CI,GOFLAGS", "command_env", "CI,GOFLAGS"),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
+    "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
 }
 
 
@@ -163,6 +164,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     durations = {f.name for f in fields(Settings) if f.type in ("int", "float") and f.name not in COUNTS}
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
+        "http_header_timeout_ms",
     }  # fmt: skip
 
 

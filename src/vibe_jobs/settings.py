@@ -62,6 +62,7 @@ class Settings:
     command_env: str | None = None
     queue: JobQueueConfig = field(default_factory=JobQueueConfig)
     max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
+    http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
 
     @property
     def polling(self) -> PollingPolicy:
@@ -166,6 +167,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
+    "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -34,3 +34,8 @@ async def plain_surrogate() -> str:
 
 
 job_tool(name="typed-fuzz", description="Report the type each argument arrived as (for the fuzzer)")(typed)
+
+
+@job_tool(description="Return `kb` kilobytes of text")
+async def big(kb: int, job: JobContext) -> str:
+    return "z" * (kb * 1024)

@@ -17,6 +17,7 @@ from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.app import build_mcp
+from vibe_jobs.server.listen import serve_http
 from vibe_jobs.server.sdk import run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
@@ -84,10 +85,10 @@ class JobServer:
             log.info("server.started", transport=transport, store=self.manager.store.url, tools=sorted(self.specs))
             if transport == "stdio":
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
-            elif transport == "sse":
-                await mcp.run_sse_async(host=host, port=port)
             else:
-                await mcp.run_streamable_http_async(host=host, port=port, streamable_http_path="/mcp")
+                app = mcp.sse_app(host=host) if transport == "sse" else mcp.streamable_http_app(host=host)
+                level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
+                await serve_http(app, host, port, log_level=level, header_timeout=timeout)
         log.info("server.stopped")
 
     def run(self, transport: Transport = "stdio", host: str = "127.0.0.1", port: int = 8000) -> None:
