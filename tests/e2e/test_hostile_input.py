@@ -83,6 +83,8 @@ async def test_a_result_with_a_lone_surrogate_is_stored_safely_and_read_over_std
         surrogate_job = await start(client, "surrogate", {})
         result, body = await finish(client, surrogate_job)
         assert "bad \\udcff end" in texts(result)
+        assert body["details"]["metadata"]["k\\udcff"] == "v\\udcff"
+        assert "a diagnostic \\udcff line" in body["details"]["diagnostics"]
         with pytest.raises(Exception, match="could not be encoded as JSON"):
             await client.call_tool("plain-surrogate", {})
         assert (await client.call_tool("job-stats", {})).structured_content is not None, "the transport lives"
