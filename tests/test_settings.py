@@ -93,6 +93,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
     "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
+    "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
 }
 
 
@@ -179,6 +180,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
         "progress_keepalive_ms", "question_timeout_ms",
+        "http_header_timeout_ms",
     }  # fmt: skip
 
 

@@ -43,6 +43,7 @@ from vibe_jobs.results import (
     bounded_result,
     canonical_json,
     first_text,
+    json_safe,
     json_size,
     safe_text,
     text_result,
@@ -881,13 +882,13 @@ def _detail_changes(
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if stage is not None:
-        changes["current_stage"] = stage
+        changes["current_stage"] = _diagnostic_line(stage)
     if sub_progress is not None:
         changes["sub_progress"] = float(sub_progress)
     if diagnostic is not None:
         changes["diagnostics"] = capped_diagnostics(rec.diagnostics, (diagnostic,))
     if metadata:
-        changes["detail_metadata"] = {**(rec.detail_metadata or {}), **metadata}
+        changes["detail_metadata"] = json_safe({**(rec.detail_metadata or {}), **metadata})
     return changes
 
 

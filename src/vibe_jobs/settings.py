@@ -76,6 +76,7 @@ class Settings:
     max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
     progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
     question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
+    http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
 
     @property
     def polling(self) -> PollingPolicy:
@@ -191,6 +192,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
     "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
+    "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -10,6 +10,8 @@ from vibe_jobs import JobContext, job_tool, plain_tool
 
 @job_tool(description="Return text holding a lone surrogate")
 async def surrogate(job: JobContext) -> dict[str, Any]:
+    await job.progress(50, "half \udcff way", stage="st\udcffage", metadata={"k\udcff": "v\udcff"})
+    job.diagnostic("a diagnostic \udcff line")
     return {"content": [{"type": "text", "text": "bad \udcff end"}], "isError": False}
 
 
@@ -34,3 +36,8 @@ async def plain_surrogate() -> str:
 
 
 job_tool(name="typed-fuzz", description="Report the type each argument arrived as (for the fuzzer)")(typed)
+
+
+@job_tool(description="Return `kb` kilobytes of text")
+async def big(kb: int, job: JobContext) -> str:
+    return "z" * (kb * 1024)

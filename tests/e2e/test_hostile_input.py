@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +42,7 @@ MALFORMED: list[tuple[bytes, int | str | None]] = [
     (b"[1, 2, 3]", None),
     (b'{"jsonrpc":"2.0","id":11}', 11),
     (b"\xff\xfe\x00garbage", None),
+    (b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"a":"' + b"x" * (5 << 20) + b'"}}', None),  # over 4 MiB
 ]
 
 
@@ -60,7 +63,7 @@ async def test_the_same_frames_over_http_are_answered_as_errors_too() -> None:
     with start_http("streamable-http") as http:
         headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
         async with httpx.AsyncClient(timeout=10) as client:
-            for frame, _ in MALFORMED:
+            for frame, _ in MALFORMED[:-1]:  # HTTP has its own body limit (413)
                 response = await client.post(http.url, content=frame, headers=headers)
                 assert response.status_code in (400, 404, 406, 415, 422), response.text[:200]
                 assert "Traceback" not in response.text
@@ -80,6 +83,8 @@ async def test_a_result_with_a_lone_surrogate_is_stored_safely_and_read_over_std
         surrogate_job = await start(client, "surrogate", {})
         result, body = await finish(client, surrogate_job)
         assert "bad \\udcff end" in texts(result)
+        assert body["details"]["metadata"]["k\\udcff"] == "v\\udcff"
+        assert "a diagnostic \\udcff line" in body["details"]["diagnostics"]
         with pytest.raises(Exception, match="could not be encoded as JSON"):
             await client.call_tool("plain-surrogate", {})
         assert (await client.call_tool("job-stats", {})).structured_content is not None, "the transport lives"
@@ -180,3 +185,68 @@ async def until_status(server: Any, job_id: str, status: str, seconds: float = 1
         if body["status"] == status or time.monotonic() > deadline:
             assert body["status"] == status, body
             return body
+
+
+# --- 11. results are capped, with a marker ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_result_over_the_cap_is_cut_with_a_clear_marker(mode: str) -> None:
+    env = {"VIBE_JOBS_TOOLS": HOSTILE, "VIBE_JOBS_MAX_RESULT_BYTES": "65536"}
+    async with stdio_client_for(mode, env) as client:
+        job_id = await start(client, "big", {"kb": 600})
+        result, body = await finish(client, job_id)
+        small = await start(client, "big", {"kb": 10})
+        small_result, _ = await finish(client, small)
+    assert body["status"] == "completed"
+    marker = body["result"]["structuredContent"]
+    assert marker["truncated"] is True and marker["maxResultBytes"] == 65536 and marker["originalBytes"] > 600_000
+    assert "[result truncated: " in texts(result) and "VIBE_JOBS_MAX_RESULT_BYTES" in texts(result)
+    assert len(json.dumps(body["result"])) <= 65536
+    assert "z" * 1000 in texts(result), "the start of the text is kept"
+    assert "truncated" not in texts(small_result) and "z" * 10240 in texts(small_result)
+
+
+# --- 9. the SQLite store is the owner's only ----------------------------------------------------------
+
+
+async def test_the_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "dir" / "jobs.db"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "VIBE_JOBS_TOOLS": HOSTILE}
+    async with stdio_server(env, f"sqlite:///{db}") as client:
+        await finish(client, await start(client, "not_a_number", {}))
+        modes = {p.name: p.stat().st_mode & 0o777 for p in [db.parent, *db.parent.iterdir()]}
+    assert modes.pop("dir") == 0o700, modes
+    assert {"jobs.db", "jobs.db-wal", "jobs.db-shm"} <= set(modes) and set(modes.values()) == {0o600}, modes
+
+
+# --- 17. what remains: a huge path, a mistyped store, a slow client ------------------------------------
+
+
+async def test_a_two_megabyte_path_is_refused_naming_the_problem() -> None:
+    async with stdio_client_for("auto", {"VIBE_JOBS_ROOTS": "/tmp"}) as client:
+        result = await client.call_tool("map-codebase", {"path": "a/" * 1_000_000})
+    assert result.is_error and "Error executing tool" not in texts(result)
+    assert "path" in texts(result) and "4,096" in texts(result) and len(texts(result)) < 1000, texts(result)[:300]
+
+
+def test_jobs_list_on_a_mistyped_store_refuses_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "jbos.db"
+    cmd = [sys.executable, "-m", "vibe_jobs", "jobs", "list", "--store", f"sqlite:///{missing}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "no job store at" in done.stderr and "Traceback" not in done.stderr
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_slow_client_cannot_hold_an_http_connection_open() -> None:
+    with start_http("streamable-http", {"VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": "1"}) as http:
+        silent = socket.create_connection(("127.0.0.1", http.port))
+        slow = socket.create_connection(("127.0.0.1", http.port))
+        slow.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end of the headers
+        began = time.monotonic()
+        for sock in (silent, slow):
+            sock.settimeout(10)
+            assert sock.recv(1024) == b"", "the server closes it (EOF)"
+            sock.close()
+        assert time.monotonic() - began < 5
+        assert http.proc.poll() is None

@@ -51,9 +51,10 @@ async def test_with_auth_on_only_an_admin_token_opens_the_dashboard(tmp_path: An
 
 async def until_waiting(client: Any, job_id: str) -> dict[str, Any]:
     with anyio.fail_after(30):
-        while "waitingFor" not in (msg := structured(await client.call_tool("get-job-result", {"jobId": job_id}))):
-            await anyio.sleep(0.05)
-    return msg
+        while True:
+            msg = structured(await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5}))
+            if "waitingFor" in msg:
+                return msg
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -92,7 +93,9 @@ async def test_schedules_are_their_creators(tmp_path: Any) -> None:
                 assert theirs["isError"], (tool, theirs)
                 assert anonymised(theirs, schedule_id) == anonymised(unknown, "no-such-schedule"), tool
             with anyio.fail_after(10):
-                while not (fired := await listed(alice)):
+                while True:
+                    if fired := await listed(alice):
+                        break
                     await anyio.sleep(0.2)
             assert not (fired & await listed(bob))  # a fired job is alice's: bob does not see it
             assert not (await call(alice, "delete-schedule", {"scheduleId": schedule_id}))["isError"]

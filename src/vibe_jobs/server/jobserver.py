@@ -12,6 +12,7 @@ import anyio
 from mcp.server.context import ServerMiddleware
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import TransportSecuritySettings
 
 from vibe_jobs.engine.claims import ClaimSource
 from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
@@ -25,6 +26,7 @@ from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.prom import instrument_store
+from vibe_jobs.server.listen import serve_http
 from vibe_jobs.server.sdk import run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
@@ -150,17 +152,20 @@ class JobServer:
             )  # fmt: skip
             if transport == "stdio":
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
-            elif transport == "sse":
-                await mcp.run_sse_async(host=host, port=port, transport_security=security)
             else:
-                await mcp.run_streamable_http_async(
-                    host=host,
-                    port=port,
-                    streamable_http_path="/mcp",
-                    transport_security=security,
-                    **hooks.http_options,
-                )
+                await self._serve_http(mcp, transport, host, port, security)
         log.info("server.stopped")
+
+    async def _serve_http(
+        self, mcp: MCPServer[Any], transport: Transport, host: str, port: int, security: TransportSecuritySettings
+    ) -> None:
+        """Serve SSE or streamable HTTP (with the header deadline of `serve_http`) until cancelled."""
+        if transport == "sse":
+            app = mcp.sse_app(host=host, transport_security=security)
+        else:
+            app = mcp.streamable_http_app(host=host, transport_security=security, **hooks.http_options)
+        level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
+        await serve_http(app, host, port, log_level=level, header_timeout=timeout)
 
     def run(
         self,

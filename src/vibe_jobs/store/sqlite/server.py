@@ -263,6 +263,7 @@ def _answer(cur: sqlite3.Cursor, mode: int) -> Any:
 
 
 def main(fd: int, parent: int) -> None:
+    os.umask(0o077)  # the database (and its -wal, -shm) hold arguments and outputs: created for the owner only
     _outlive_no_parent(parent)
     channel = Channel(socket.socket(fileno=fd))
     try:

@@ -183,7 +183,7 @@ class SQLiteStore:
         if self.path == ":memory:":
             return
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's own dir: owner only
         except OSError as exc:
             raise open_error(self.path, exc) from None
 

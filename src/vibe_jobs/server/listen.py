@@ -1,0 +1,66 @@
+"""Serving HTTP: uvicorn, with a deadline on reading a request's headers.
+
+uvicorn (h11) times out idle keep-alive connections only after a response; a client that connects and
+sends its headers a byte at a time (slowloris), or nothing at all, holds a connection and its memory
+forever. `HeaderDeadline` closes a connection whose request headers are not complete
+`header_timeout` seconds after its first byte (or after the connection opened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from vibe_jobs.logs import get_logger
+
+log = get_logger("vibe_jobs.server.listen")
+
+
+class HeaderDeadline(H11Protocol):
+    """h11 with a deadline on each request's headers."""
+
+    header_timeout = 10.0  # set per server by `serve_http`
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and self._between_requests():
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+        if not self._between_requests():
+            self._disarm()  # the headers are in: the request runs
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _expire(self) -> None:
+        self._header_timer = None
+        if self._between_requests() and not self.transport.is_closing():
+            log.warning("http.header_timeout", client=str(self.client), seconds=self.header_timeout)
+            self.transport.close()
+
+
+async def serve_http(app: Starlette, host: str, port: int, *, log_level: str, header_timeout: float) -> None:
+    """Serve `app` until cancelled (SIGINT/SIGTERM end uvicorn as usual)."""
+    protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, timeout_keep_alive=5)
+    await uvicorn.Server(config).serve()
