@@ -23,7 +23,9 @@ A failure prints the steps (Hypothesis shrinks it) and its seed (`--hypothesis-s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -394,7 +396,11 @@ class JobModel(RuleBasedStateMachine):
     # -- settling and checking ---------------------------------------------------------------
 
     def _settle(self) -> None:
-        records = self.portal.call(self._settle_async)
+        future = self.portal.start_task_soon(self._settle_async)
+        try:
+            records = future.result(timeout=SETTLE_SECONDS + 5)
+        except concurrent.futures.TimeoutError:
+            raise AssertionError(f"stuck: {self._busy()}\n{self.portal.call(_where_tasks_wait)}") from None
         self._observe(records)
 
     async def _settle_async(self) -> dict[str, JobRecord]:
@@ -541,6 +547,14 @@ async def _decide(source: Any) -> None:
     else:
         assert isinstance(source, LocalSource)
         source.pump()
+
+
+async def _where_tasks_wait() -> str:
+    """Every task's await chain: where a stuck system waits."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    return out.getvalue()
 
 
 async def _drop_schema(url: str) -> None:
