@@ -20,6 +20,7 @@ from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
+from vibe_jobs.server.http.guard import Guard
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.scheduletools import ScheduleTools
 from vibe_jobs.server.sdk import add_request_handler
@@ -61,7 +62,7 @@ def build_mcp(
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
-    add_dashboard(mcp, Dashboard(manager, tools=specs))
+    add_dashboard(mcp, Dashboard(manager, Guard(bearer=auth.admin_check()), tools=specs))  # admin only with auth
     register_job_resources(mcp, hub)
     return mcp
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,9 @@ class TokenFileVerifier(TokenVerifier):
         return cls(parse_token_file(text, path))
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        return self.verify(token)
+
+    def verify(self, token: str) -> AccessToken | None:
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found: TokenEntry | None = None
         for entry in self.entries:
@@ -136,9 +140,10 @@ class JwtVerifier(TokenVerifier):
         self.keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=10)
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        return await anyio.to_thread.run_sync(self._verify, token)
+        return await anyio.to_thread.run_sync(self.verify, token)
 
-    def _verify(self, token: str) -> AccessToken | None:
+    def verify(self, token: str) -> AccessToken | None:
+        """(Blocking: the first token of a key fetches the JWKS; keys are cached for 5 minutes.)"""
         jwt = self.jwt
         try:
             key = self.keys.get_signing_key_from_jwt(token)
@@ -178,6 +183,19 @@ class AuthSetup:
     @property
     def enabled(self) -> bool:
         return self.verifier is not None
+
+    def admin_check(self) -> Callable[[str], bool] | None:
+        """For the HTTP routes beside /mcp that show every job (the dashboard): does a bearer token hold
+        scope `admin`? None when there is no authentication (loopback, one user)."""
+        verifier = self.verifier
+        if not isinstance(verifier, TokenFileVerifier | JwtVerifier):
+            return None
+
+        def is_admin(token: str) -> bool:
+            found = verifier.verify(token)
+            return found is not None and ADMIN_SCOPE in found.scopes
+
+        return is_admin
 
 
 def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
