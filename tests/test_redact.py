@@ -67,8 +67,9 @@ def test_urls_inside_text_and_params_lose_their_passwords() -> None:
     assert redact_params({"dsn": "postgresql://a:b@h/d"}) == {"dsn": "postgresql://a:***@h/d"}
 
 
-def test_log_lines_carry_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+def test_log_lines_carry_no_secret() -> None:
     out = io.StringIO()
+    before = structlog.get_config()
     configure_logging("info", "json")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=out))
     try:
@@ -76,7 +77,7 @@ def test_log_lines_carry_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
             "server.started", store="postgresql://u:topsecret@h/db", api_token="tok-1", params={"password": "pw-2"}
         )
     finally:
-        configure_logging("info", "json")
+        structlog.configure(**before)
     line = json.loads(out.getvalue())
     assert "topsecret" not in out.getvalue() and "tok-1" not in out.getvalue() and "pw-2" not in out.getvalue()
     assert line["store"] == "postgresql://u:***@h/db" and line["api_token"] == "***"

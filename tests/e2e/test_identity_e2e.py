@@ -426,3 +426,28 @@ def test_vibe_jobs_call_sends_its_token(tmp_path: Path, transport: str) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["status"] == "completed"
+
+
+# -- the dashboard beside /mcp -------------------------------------------------------------------
+
+
+async def test_with_auth_on_the_dashboard_needs_an_admin_token(tmp_path: Path) -> None:
+    """The dashboard shows and cancels every job: with authentication on, only scope `admin` may use it."""
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE) as alice:
+            job_id = await start(alice, "wait_forever", {})
+            await wait_status(alice, job_id, ("running",))
+            base = f"http://127.0.0.1:{server.port}"
+            async with httpx2.AsyncClient(timeout=10, base_url=base) as http:
+                for token in (None, "wrong-token-0123456789abcdef", ALICE):
+                    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    for path in ("/", f"/jobs/{job_id}", "/events"):
+                        response = await http.get(path, headers=headers)
+                        assert response.status_code == 401, (token, path, response.status_code)
+                    cancel = await http.post(
+                        f"/jobs/{job_id}/cancel", headers={**headers, "Origin": base}, data={"csrf": "x"}
+                    )
+                    assert cancel.status_code == 401, (token, cancel.status_code)
+                admin = await http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {ROOT}"})
+                assert admin.status_code == 200 and job_id in admin.text
+            assert (await read_job(alice, job_id))["status"] == "running"

@@ -13,6 +13,7 @@ import anyio
 
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
+from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -24,6 +25,9 @@ def add_dashboard_parsers(sub: Any) -> None:
     dash.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080)
+    dash.add_argument(
+        "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
+    )
     health = sub.add_parser("health", help="exit 0 when the store answers in time, 1 (with the reason) otherwise")
     health.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
     health.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_SECONDS, help="seconds (default 5)")
@@ -36,15 +40,20 @@ def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
 def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from vibe_jobs.server.auth import auth_setup, check_bind
     from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app
+    from vibe_jobs.server.http.guard import Guard
     from vibe_jobs.server.http.prom import instrument_store
 
     settings = _settings(args, settings)
     configure_logging(settings.log_level, settings.log_format)
+    auth = auth_setup(settings, f"http://127.0.0.1:{args.port}")  # VIBE_JOBS_AUTH_TOKENS / _JWKS ...: admin only
+    check_bind(args.host, auth.enabled, args.allow_unauthenticated)
     manager = JobManager(open_store(settings.store_url), settings)
     instrument_store(manager.store, manager.stats.counters)
-    app = dashboard_app(Dashboard(manager))
-    print(f"vibe-jobs: dashboard of {settings.store_url} at http://{args.host}:{args.port}/", file=sys.stderr)
+    app = dashboard_app(Dashboard(manager, Guard(bearer=auth.admin_check())))
+    where = redact_url(settings.store_url)
+    print(f"vibe-jobs: dashboard of {where} at http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -17,7 +17,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import encodable_answers
-from vibe_jobs.server.auth import AuthSetup, Identity, dashboard_bearer
+from vibe_jobs.server.auth import AuthSetup, Identity
 from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.hooks import EXTRA_TOOLS, run_build_hooks
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
@@ -73,7 +73,7 @@ def build_mcp(
     )  # fmt: skip
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
-    add_dashboard(mcp, Dashboard(manager, Guard(bearer=dashboard_bearer(auth)), tools=specs))
+    add_dashboard(mcp, Dashboard(manager, Guard(bearer=auth.admin_check()), tools=specs))  # admin only with auth
     register_job_resources(mcp, hub)
     run_build_hooks(mcp)
     return mcp

@@ -112,6 +112,9 @@ class TokenFileVerifier(TokenVerifier):
         return cls(parse_token_file(text, path))
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        return self.verify(token)
+
+    def verify(self, token: str) -> AccessToken | None:
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found: TokenEntry | None = None
         for entry in self.entries:
@@ -137,9 +140,10 @@ class JwtVerifier(TokenVerifier):
         self.keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=10)
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        return await anyio.to_thread.run_sync(self._verify, token)
+        return await anyio.to_thread.run_sync(self.verify, token)
 
-    def _verify(self, token: str) -> AccessToken | None:
+    def verify(self, token: str) -> AccessToken | None:
+        """(Blocking: the first token of a key fetches the JWKS; keys are cached for 5 minutes.)"""
         jwt = self.jwt
         try:
             key = self.keys.get_signing_key_from_jwt(token)
@@ -179,6 +183,19 @@ class AuthSetup:
     @property
     def enabled(self) -> bool:
         return self.verifier is not None
+
+    def admin_check(self) -> Callable[[str], Awaitable[bool]] | None:
+        """For the HTTP routes beside /mcp that show every job (the dashboard): does a bearer token hold
+        scope `admin`? None when there is no authentication (loopback, one user)."""
+        verifier = self.verifier
+        if verifier is None:
+            return None
+
+        async def is_admin(token: str) -> bool:
+            found = await verifier.verify_token(token)  # JWT: off the event loop (the JWKS may be fetched)
+            return found is not None and ADMIN_SCOPE in found.scopes
+
+        return is_admin
 
 
 def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
@@ -232,17 +249,3 @@ def transport_security(host: str, allowed_hosts: tuple[str, ...]) -> TransportSe
     hosts = [form for name in names for form in (name, f"{name}:*")]
     origins = [f"{scheme}://{form}" for scheme in ("http", "https") for name in names for form in (name, f"{name}:*")]
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
-
-
-def dashboard_bearer(setup: AuthSetup) -> Callable[[str], Awaitable[bool]] | None:
-    """Who may open the dashboard when authentication is on: it shows and changes every principal's jobs
-    (an operator's view), so only a token with scope `admin`. None: no authentication (loopback)."""
-    verifier = setup.verifier
-    if verifier is None:
-        return None
-
-    async def is_admin(token: str) -> bool:
-        access = await verifier.verify_token(token)
-        return access is not None and ADMIN_SCOPE in access.scopes
-
-    return is_admin
