@@ -95,7 +95,7 @@ class JobManager:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
         self.stats = StatsCollector()
-        self.durations = Durations()  # learned run times per tool, persisted by maintenance
+        self.durations: Durations = self.stats.learned  # learned run times per tool, saved by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
 
@@ -324,10 +324,7 @@ class JobManager:
         else:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
-                self.stats.record_finish(rec)
-                if status is COMPLETED and rec.started_at is not None and rec.finished_at is not None:
-                    op = rec.task.operation_type if rec.task is not None else None
-                    self.durations.add(rec.tool_name, op, rec.finished_at - rec.started_at)
+                self.stats.record_finish(rec)  # counts, histograms, learned durations
                 if self.bus.wants(rec.id):
                     self._publish(kind, rec)
                 if self.runner is not None:
