@@ -67,6 +67,22 @@ async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: Htt
         await follow(client, job_id)
 
 
+async def test_the_jobs_page_shows_a_new_job_and_its_progress_live(server: HttpServer) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        await page.goto(base(server) + "/")
+        await page.wait_for_function("document.body.dataset.live === '1'")
+        await page.evaluate("window.notReloaded = true")
+        job_id = await start(client, "sleepy", {"seconds": 4, "steps": 8})
+        row = page.locator(f'tr[data-job="{job_id}"]')
+        await row.wait_for(timeout=10_000)  # inserted from its `created` event
+        await page.wait_for_function(
+            f"Number(document.querySelector('tr[data-job=\"{job_id}\"] progress').value) >= 25", timeout=15_000
+        )
+        await page.locator(f'tr[data-job="{job_id}"][data-status="completed"]').wait_for(timeout=15_000)
+        assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
+        await page.wait_for_function("document.getElementById('spark-queue').innerHTML.includes('polyline')")
+
+
 async def test_cancel_from_the_page_ends_the_job_cancelled(server: HttpServer) -> None:
     async with client_of(server) as client, browser_page() as page:
         job_id = await start(client, "wait_forever", {})
