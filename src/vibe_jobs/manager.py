@@ -42,6 +42,7 @@ from vibe_jobs.store.base import NO_GUARD
 log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
+MAX_STAGES = 50  # stage changes a job keeps (its history on the dashboard)
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
@@ -413,6 +414,9 @@ class JobManager:
                 raise InvalidTransition(rec.id, rec.status.value, rec.status.value, "the job is finished")
             changes = _progress_changes({}, message, percent)
             changes.update(_detail_changes(rec, stage, sub_progress, diagnostic, metadata))
+            if stage is not None and stage != rec.current_stage:
+                entry = {"stage": stage, "at": self.now(), "progress": percent}
+                changes["stage_history"] = [*(rec.stage_history or ()), entry][-MAX_STAGES:]
             return changes
 
         return await self.mutate(job_id, plan, _fence(attempt))

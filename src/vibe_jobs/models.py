@@ -264,6 +264,7 @@ class JobRecord:
     cpu_seconds: float | None = None
     peak_memory_mb: float | None = None
     trace_context: str | None = None  # W3C traceparent of the tool call that created the job (traces)
+    stage_history: list[dict[str, Any]] | None = None  # [{stage, at, progress}] each time the stage changed
 
     @property
     def finished(self) -> bool:

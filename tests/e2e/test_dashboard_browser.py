@@ -65,6 +65,8 @@ async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: Htt
         assert await page.locator("#job .stage").inner_text() == "sleep"
         print("screenshot:", await screenshot(page, "job-page-running.png"))
         await follow(client, job_id)
+        await page.reload()
+        assert "sleep" in await page.locator("#stages").inner_text()
 
 
 async def test_the_jobs_page_shows_a_new_job_and_its_progress_live(server: HttpServer) -> None:

@@ -38,7 +38,7 @@ UPDATABLE = frozenset(
         "status", "updated_at", "progress_message", "progress_percentage", "result", "current_stage",
         "sub_progress", "diagnostics", "detail_metadata", "owner", "attempt", "retry_count",
         "error_count", "run_after", "started_at", "finished_at", "cancel_requested", "cpu_seconds",
-        "peak_memory_mb", "priority",
+        "peak_memory_mb", "priority", "stage_history",
     }
 )  # fmt: skip
 

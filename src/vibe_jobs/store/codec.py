@@ -23,7 +23,7 @@ COLUMNS = (
     "progress_percentage", "result", "current_stage", "sub_progress", "diagnostics", "detail_metadata",
     "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
     "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
-    "cpu_seconds", "peak_memory_mb", "trace_context",
+    "cpu_seconds", "peak_memory_mb", "trace_context", "stage_history",
 )  # fmt: skip
 
 Row = Sequence[Any]
@@ -82,10 +82,11 @@ def status_text(status: JobStatus | str) -> str:
 ENCODE: dict[str, Callable[[Any], Any]] = {
     "params": _dumps, "status": status_text, "result": _json_or_none,
     "diagnostics": _json_or_none, "detail_metadata": _json_or_none, "task": _task_json,
+    "stage_history": _json_or_none,
 }  # fmt: skip
 _ENCODE_AT = [(COLUMNS.index(name), fn) for name, fn in ENCODE.items()]
-_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK = (
-    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task")
+_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK, _I_STAGES = (
+    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task", "stage_history")
 )
 
 
@@ -101,7 +102,7 @@ def decode(row: Row) -> JobRecord:
     r = list(row)
     r[_I_PARAMS] = loads(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
-    for i in (_I_RESULT, _I_DIAG, _I_META):
+    for i in (_I_RESULT, _I_DIAG, _I_META, _I_STAGES):
         if r[i] is not None:
             r[i] = loads(r[i])
     if r[_I_TASK] is not None:

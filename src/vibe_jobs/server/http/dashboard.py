@@ -107,7 +107,8 @@ class Dashboard:
         job_id = request.path_params["jobId"]
         rec = await self.m.get_record(job_id)
         job, metrics = Job.from_record(rec), job_metrics(rec)
-        return HTMLResponse(pages.job_page(job, metrics, view, self.m.expected_duration(rec)))
+        page = pages.job_page(job, metrics, view, self.m.expected_duration(rec), rec.stage_history)
+        return HTMLResponse(page)
 
     async def cancel(self, request: Request, view: pages.View) -> Response:
         await self._check_change(request)

@@ -173,6 +173,7 @@ UPDATE_TYPES = {
     "detail_metadata": "JSON", "owner": "TEXT", "attempt": "BIGINT", "retry_count": "BIGINT",
     "error_count": "BIGINT", "run_after": "BIGINT", "started_at": "BIGINT", "finished_at": "BIGINT",
     "cancel_requested": "TEXT", "cpu_seconds": "FLOAT8", "peak_memory_mb": "FLOAT8", "priority": "BIGINT",
+    "stage_history": "JSON",
 }  # fmt: skip
 
 
