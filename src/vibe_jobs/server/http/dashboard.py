@@ -65,11 +65,14 @@ class Dashboard:
 
         async def endpoint(request: Request) -> Response:
             cookie, new = self.guard.csrf_cookie(request)
+            try:
+                self.guard.check_read(request)  # before anything is read for the page
+            except Refused as exc:
+                return _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
             stats = await self._stats()
             learned = stats.learned_durations if stats is not None else None
             view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
             try:
-                self.guard.check_read(request)
                 response = await handler(request, view)
             except Refused as exc:
                 response = _page("Refused", str(exc), view, exc.status)

@@ -15,10 +15,11 @@ from typing import Any
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from vibe_jobs.events import JobEvent
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.http.guard import Refused
 
 STATS_SECONDS = 2.0
 
@@ -57,7 +58,10 @@ def events_endpoint(
     manager: JobManager, check: Callable[[Request], None], stats_every: float = STATS_SECONDS
 ) -> Callable[[Request], Awaitable[Response]]:
     async def events(request: Request) -> Response:
-        check(request)
+        try:
+            check(request)
+        except Refused as exc:
+            return PlainTextResponse(str(exc), status_code=exc.status)
         job_id = request.query_params.get("job") or None
         return EventSourceResponse(stream(manager, job_id, stats_every), ping=15)
 
