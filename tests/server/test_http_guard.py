@@ -16,6 +16,10 @@ def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
     )
 
 
+async def verify(token: str) -> bool:
+    return token == "s3cret"
+
+
 def test_same_origin_is_the_host_itself() -> None:
     assert same_origin(request({"origin": "http://127.0.0.1:8000"}))
     assert same_origin(request({"referer": "http://127.0.0.1:8000/jobs/x"}))
@@ -26,33 +30,33 @@ def test_same_origin_is_the_host_itself() -> None:
     assert not same_origin(request({"origin": "http://127.0.0.1:8000", "sec-fetch-site": "cross-site"}))
 
 
-def test_the_csrf_token_is_bound_to_the_cookie_and_the_process() -> None:
+async def test_the_csrf_token_is_bound_to_the_cookie_and_the_process() -> None:
     guard = Guard()
     cookie = "a" * 32
     ok = {"origin": "http://127.0.0.1:8000", "cookie": f"{CSRF_COOKIE}={cookie}"}
-    guard.check_change(request(ok), guard.csrf_token(cookie))
+    await guard.check_change(request(ok), guard.csrf_token(cookie))
     with pytest.raises(Refused) as refused:
-        guard.check_change(request(ok), guard.csrf_token("b" * 32))
+        await guard.check_change(request(ok), guard.csrf_token("b" * 32))
     assert refused.value.status == 403 and "CSRF" in str(refused.value)
     with pytest.raises(Refused):
-        guard.check_change(request(ok), Guard().csrf_token(cookie))  # another process's secret
+        await guard.check_change(request(ok), Guard().csrf_token(cookie))  # another process's secret
 
 
-def test_with_auth_configured_every_request_needs_the_bearer_token() -> None:
-    guard = Guard(bearer=lambda token: token == "s3cret")
+async def test_with_auth_configured_every_request_needs_the_bearer_token() -> None:
+    guard = Guard(bearer=verify)
     with pytest.raises(Refused) as refused:
-        guard.check_read(request({}))
+        await guard.check_read(request({}))
     assert refused.value.status == 401
     with pytest.raises(Refused):
-        guard.check_read(request({"authorization": "Bearer wrong"}))
-    guard.check_read(request({"authorization": "Bearer s3cret"}))
-    guard.check_read(request({"cookie": "vibe_jobs_token=s3cret"}))
+        await guard.check_read(request({"authorization": "Bearer wrong"}))
+    await guard.check_read(request({"authorization": "Bearer s3cret"}))
+    await guard.check_read(request({"cookie": "vibe_jobs_token=s3cret"}))
     cookie = "c" * 32
     headers = {"origin": "http://127.0.0.1:8000", "cookie": f"{CSRF_COOKIE}={cookie}"}
     with pytest.raises(Refused) as refused:
-        guard.check_change(request(headers), guard.csrf_token(cookie))
+        await guard.check_change(request(headers), guard.csrf_token(cookie))
     assert refused.value.status == 401
-    guard.check_change(request({**headers, "authorization": "Bearer s3cret"}), guard.csrf_token(cookie))
+    await guard.check_change(request({**headers, "authorization": "Bearer s3cret"}), guard.csrf_token(cookie))
 
 
 async def test_with_auth_configured_pages_and_events_answer_401_without_the_token() -> None:
@@ -63,7 +67,7 @@ async def test_with_auth_configured_pages_and_events_answer_401_without_the_toke
     from vibe_jobs.store import MemoryStore
 
     manager = JobManager(MemoryStore())
-    app = Starlette(routes=Dashboard(manager, Guard(bearer=lambda t: t == "s3cret")).routes())
+    app = Starlette(routes=Dashboard(manager, Guard(bearer=verify)).routes())
     async with manager, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         job_id = await manager.create_job("t", {})
         for path in ("/", f"/jobs/{job_id}", "/events"):

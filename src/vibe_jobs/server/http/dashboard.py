@@ -66,7 +66,7 @@ class Dashboard:
         async def endpoint(request: Request) -> Response:
             cookie, new = self.guard.csrf_cookie(request)
             try:
-                self.guard.check_read(request)  # before anything is read for the page
+                await self.guard.check_read(request)  # before anything is read for the page
             except Refused as exc:
                 return _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
             stats = await self._stats()
@@ -131,7 +131,7 @@ class Dashboard:
     async def _check_change(self, request: Request) -> None:
         form = await request.form()
         token = form.get(CSRF_FIELD)
-        self.guard.check_change(request, token if isinstance(token, str) else None)
+        await self.guard.check_change(request, token if isinstance(token, str) else None)
 
 
 def _page(title: str, text: str, view: pages.View, status: int) -> Response:

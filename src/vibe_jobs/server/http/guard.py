@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from starlette.requests import Request
 CSRF_COOKIE = "vibe_jobs_csrf"
 CSRF_FIELD = "csrf"
 TOKEN_COOKIE = "vibe_jobs_token"
-BearerCheck = Callable[[str], bool]
+BearerCheck = Callable[[str], Awaitable[bool]]  # the auth's token verifier (async, as the SDK's TokenVerifier)
 
 
 class Refused(Exception):
@@ -47,16 +47,16 @@ class Guard:
     def csrf_token(self, cookie: str) -> str:
         return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
 
-    def check_read(self, request: Request) -> None:
+    async def check_read(self, request: Request) -> None:
         if self.bearer is None:
             return
         token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
-        if not token or not self.bearer(token):
+        if not token or not await self.bearer(token):
             raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
 
-    def check_change(self, request: Request, form_token: str | None) -> None:
+    async def check_change(self, request: Request, form_token: str | None) -> None:
         """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""
-        self.check_read(request)
+        await self.check_read(request)
         if not same_origin(request):
             raise Refused(403, "cross-origin request refused (Origin/Referer must match the host)")
         cookie = request.cookies.get(CSRF_COOKIE) or ""

@@ -55,11 +55,11 @@ async def stream(manager: JobManager, job_id: str | None, stats_every: float) ->
 
 
 def events_endpoint(
-    manager: JobManager, check: Callable[[Request], None], stats_every: float = STATS_SECONDS
+    manager: JobManager, check: Callable[[Request], Awaitable[None]], stats_every: float = STATS_SECONDS
 ) -> Callable[[Request], Awaitable[Response]]:
     async def events(request: Request) -> Response:
         try:
-            check(request)
+            await check(request)
         except Refused as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         job_id = request.query_params.get("job") or None
