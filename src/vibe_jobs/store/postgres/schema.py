@@ -148,11 +148,13 @@ _V5 = [
     " recent TEXT NOT NULL, updated_at BIGINT NOT NULL)",
 ]
 
-# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it), and the
-# stages a job went through (the dashboard's job page).
-_V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT", "ALTER TABLE jobs ADD COLUMN stage_history JSON"]
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V6 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
+# i17-dashboard: the stages a job went through (the dashboard's job page).
+_V7 = ["ALTER TABLE jobs ADD COLUMN stage_history JSON"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

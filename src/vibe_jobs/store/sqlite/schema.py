@@ -62,11 +62,13 @@ _V4 = [
     " recent TEXT NOT NULL, updated_at INTEGER NOT NULL) WITHOUT ROWID",
 ]
 
-# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it), and the
-# stages a job went through (the dashboard's job page).
-_V5 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT", "ALTER TABLE jobs ADD COLUMN stage_history TEXT"]
+# i17-dashboard: the traceparent of the tool call that created a job (attempt spans link to it).
+_V5 = ["ALTER TABLE jobs ADD COLUMN trace_context TEXT"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5]
+# i17-dashboard: the stages a job went through (the dashboard's job page).
+_V6 = ["ALTER TABLE jobs ADD COLUMN stage_history TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
