@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,13 +133,14 @@ async def test_a_failed_jobs_page_shows_its_error_and_diagnostics_and_retry_make
         assert "boom from the test" in await page.locator("#result.error").inner_text()
         assert "about to explode" in await page.locator("#diagnostics").inner_text()
         print("screenshot:", await screenshot(page, "job-page-failed.png"))
-        async with page.expect_navigation():
-            await page.click("button.retry")
+        await page.click("button.retry")
+        # "commit", not "load": the new job may fail while its page loads, and the page then reloads itself
+        await page.wait_for_url(re.compile(rf"/jobs/(?!{job_id})[0-9a-f]{{32}}$"), wait_until="commit")
         new_id = page.url.rsplit("/", 1)[-1]
-        assert new_id != job_id and len(new_id) == 32
         _, seen = await follow(client, new_id)
         assert seen[-1]["toolName"] == "explode" and seen[-1]["status"] == "failed"
         assert "boom from the test" in seen[-1]["message"]
+        await page.locator(f'#job[data-job="{new_id}"][data-status="failed"]').wait_for()
 
 
 async def test_the_pages_read_at_phone_width(server: HttpServer) -> None:
