@@ -21,34 +21,55 @@ MIN_RUNS = 3  # fewer completed runs teach nothing yet
 
 @dataclass(slots=True)
 class Learned:
+    """One key's figures. `add` only appends (it runs once per completed job); `fold` brings the mean, the
+    recent window and the high quantile up to date when they are read."""
+
     count: int = 0
     ewma_ms: float = 0.0
     recent: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    high: int = 0
 
     def add(self, ms: int) -> None:
-        self.count += 1
-        self.ewma_ms = float(ms) if self.count == 1 else self.ewma_ms + ALPHA * (ms - self.ewma_ms)
-        self.recent.append(ms)
-        if len(self.recent) > RECENT:
-            del self.recent[0]
+        self.pending.append(ms)
+
+    def fold(self) -> Learned:
+        if self.pending:
+            ewma, count = self.ewma_ms, self.count
+            for ms in self.pending:
+                count += 1
+                ewma = float(ms) if count == 1 else ewma + ALPHA * (ms - ewma)
+            self.count, self.ewma_ms = count, ewma
+            self.recent = (self.recent + self.pending)[-RECENT:]
+            self.pending = []
+            self.high = _high(self.recent)
+        return self
 
     @property
     def high_ms(self) -> int:
-        ordered = sorted(self.recent)
-        rank = max(1, -(-len(ordered) * HIGH_PCT // 100))
-        return ordered[rank - 1] if ordered else 0
+        return self.fold().high
 
     @property
     def estimate_ms(self) -> int | None:
         """The estimate polling uses, once enough runs were seen."""
-        return self.high_ms if self.count >= MIN_RUNS else None
+        self.fold()
+        return self.high if self.count >= MIN_RUNS else None
 
     def row(self) -> tuple[int, float, str]:
+        self.fold()
         return self.count, self.ewma_ms, json.dumps(self.recent)
 
     @classmethod
     def from_row(cls, count: int, ewma_ms: float, recent: str) -> Learned:
-        return cls(int(count), float(ewma_ms), [int(x) for x in json.loads(recent or "[]")][-RECENT:])
+        window = [int(x) for x in json.loads(recent or "[]")][-RECENT:]
+        return cls(int(count), float(ewma_ms), window, [], _high(window))
+
+
+def _high(window: list[int]) -> int:
+    """Nearest-rank HIGH_PCT percentile."""
+    ordered = sorted(window)
+    rank = max(1, -(-len(ordered) * HIGH_PCT // 100))
+    return ordered[rank - 1] if ordered else 0
 
 
 def key_of(tool: str, operation_type: str | None = None) -> str:
@@ -63,12 +84,16 @@ class Durations:
         self.dirty: set[str] = set()
 
     def add(self, tool: str, operation_type: str | None, ms: int) -> None:
-        for key in (key_of(tool), key_of(tool, operation_type)) if operation_type else (tool,):
-            learned = self.by_key.get(key)
-            if learned is None:
-                learned = self.by_key[key] = Learned()
-            learned.add(ms)
-            self.dirty.add(key)
+        self._add(tool, ms)
+        if operation_type:
+            self._add(key_of(tool, operation_type), ms)
+
+    def _add(self, key: str, ms: int) -> None:
+        learned = self.by_key.get(key)
+        if learned is None:
+            learned = self.by_key[key] = Learned()
+        learned.pending.append(ms)
+        self.dirty.add(key)
 
     def estimate(self, tool: str, operation_type: str | None = None) -> int | None:
         """The tool's learned estimate (of its operation type when known), in ms; None without history."""
@@ -92,6 +117,7 @@ class Durations:
     def summary(self) -> dict[str, dict[str, float | int]]:
         """{key: {runs, typicalMs, highMs}} for job-stats and the dashboard."""
         return {
-            key: {"runs": v.count, "typicalMs": round(v.ewma_ms), "highMs": v.high_ms}
+            key: {"runs": v.count, "typicalMs": round(v.ewma_ms), "highMs": v.high}
             for key, v in sorted(self.by_key.items())
+            if v.fold()
         }

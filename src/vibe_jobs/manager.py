@@ -57,6 +57,7 @@ log = get_logger("vibe_jobs.manager")
 
 MAX_DIAGNOSTICS = 100
 MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
+MAX_STAGES = 50  # stage changes a job keeps (its history on the dashboard)
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
@@ -110,7 +111,7 @@ class JobManager:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
         self.stats = StatsCollector()
-        self.durations = Durations()  # learned run times per tool, persisted by maintenance
+        self.durations: Durations = self.stats.learned  # learned run times per tool, saved by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
@@ -431,10 +432,7 @@ class JobManager:
         else:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
-                self.stats.record_finish(rec)
-                if status is COMPLETED and rec.started_at is not None and rec.finished_at is not None:
-                    op = rec.task.operation_type if rec.task is not None else None
-                    self.durations.add(rec.tool_name, op, rec.finished_at - rec.started_at)
+                self.stats.record_finish(rec)  # counts, histograms, learned durations
                 if self.bus.wants(rec.id):
                     self._publish(kind, rec)
                 if self.runner is not None:
@@ -523,6 +521,9 @@ class JobManager:
                 raise InvalidTransition(rec.id, rec.status.value, rec.status.value, "the job is finished")
             changes = _progress_changes({}, message, percent)
             changes.update(_detail_changes(rec, stage, sub_progress, diagnostic, metadata))
+            if stage is not None and stage != rec.current_stage:
+                entry = {"stage": stage, "at": self.now(), "progress": percent}
+                changes["stage_history"] = [*(rec.stage_history or ()), entry][-MAX_STAGES:]
             return changes
 
         return await self.mutate(job_id, plan, _fence(attempt))

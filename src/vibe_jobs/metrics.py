@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from vibe_jobs.counters import Counters
+from vibe_jobs.durations import Durations
 from vibe_jobs.figures import ClusterFigures as ClusterFigures  # re-exported: figures moved there
 from vibe_jobs.figures import GroupStats as GroupStats
 from vibe_jobs.figures import Snapshot as _Snapshot
@@ -117,6 +118,7 @@ class StatsCollector:
         self.by_op: dict[str, _Group] = {}
         self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
         self.counters = Counters()  # what /metrics exports
+        self.learned = Durations()  # run times of completed jobs, per tool (vibe_jobs.durations)
         self.store_trouble: tuple[int, str, bool] | None = None  # (when, what, transient) of the last store error
 
     def store_failed(self, now: int, what: str, transient: bool) -> None:
@@ -139,9 +141,13 @@ class StatsCollector:
         duration = None if rec.started_at is None else end - rec.started_at
         status = rec.status
         _group(self.by_tool, rec.tool_name).add(status, duration)
-        self.counters.finish(rec.tool_name, status.value, duration)
-        if rec.task is not None and (op := rec.task.operation_type) is not None:
+        op = rec.task.operation_type if rec.task is not None else None
+        if op is not None:
             _group(self.by_op, op).add(status, duration)
+        if duration is not None:
+            self.counters.finished(rec.tool_name, duration)
+            if status is COMPLETED and rec.finished_at is not None:
+                self.learned.add(rec.tool_name, op, duration)
         buckets = self._buckets
         second = end // 1000
         bucket = buckets[-1] if buckets and buckets[-1][0] == second else self._new_bucket(second)

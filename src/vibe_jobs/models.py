@@ -279,6 +279,7 @@ class JobRecord:
     schedule_id: str | None = None  # the schedule that fired this job (i18-schedules)
     tick: int | None = None  # the tick it fired for: (schedule_id, tick) fires once
     waiting_for: dict[str, Any] | None = None  # the question the running job waits on (vibe_jobs.questions)
+    stage_history: list[dict[str, Any]] | None = None  # [{stage, at, progress}] each time the stage changed
 
     @property
     def finished(self) -> bool:

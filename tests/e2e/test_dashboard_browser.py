@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,6 +66,24 @@ async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: Htt
         assert await page.locator("#job .stage").inner_text() == "sleep"
         print("screenshot:", await screenshot(page, "job-page-running.png"))
         await follow(client, job_id)
+        await page.reload()
+        assert "sleep" in await page.locator("#stages").inner_text()
+
+
+async def test_the_jobs_page_shows_a_new_job_and_its_progress_live(server: HttpServer) -> None:
+    async with client_of(server) as client, browser_page() as page:
+        await page.goto(base(server) + "/")
+        await page.wait_for_function("document.body.dataset.live === '1'")
+        await page.evaluate("window.notReloaded = true")
+        job_id = await start(client, "sleepy", {"seconds": 4, "steps": 8})
+        row = page.locator(f'tr[data-job="{job_id}"]')
+        await row.wait_for(timeout=10_000)  # inserted from its `created` event
+        await page.wait_for_function(
+            f"Number(document.querySelector('tr[data-job=\"{job_id}\"] progress').value) >= 25", timeout=15_000
+        )
+        await page.locator(f'tr[data-job="{job_id}"][data-status="completed"]').wait_for(timeout=15_000)
+        assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
+        await page.wait_for_function("document.getElementById('spark-queue').innerHTML.includes('polyline')")
 
 
 async def test_cancel_from_the_page_ends_the_job_cancelled(server: HttpServer) -> None:
@@ -114,13 +133,14 @@ async def test_a_failed_jobs_page_shows_its_error_and_diagnostics_and_retry_make
         assert "boom from the test" in await page.locator("#result.error").inner_text()
         assert "about to explode" in await page.locator("#diagnostics").inner_text()
         print("screenshot:", await screenshot(page, "job-page-failed.png"))
-        async with page.expect_navigation():
-            await page.click("button.retry")
+        await page.click("button.retry")
+        # "commit", not "load": the new job may fail while its page loads, and the page then reloads itself
+        await page.wait_for_url(re.compile(rf"/jobs/(?!{job_id})[0-9a-f]{{32}}$"), wait_until="commit")
         new_id = page.url.rsplit("/", 1)[-1]
-        assert new_id != job_id and len(new_id) == 32
         _, seen = await follow(client, new_id)
         assert seen[-1]["toolName"] == "explode" and seen[-1]["status"] == "failed"
         assert "boom from the test" in seen[-1]["message"]
+        await page.locator(f'#job[data-job="{new_id}"][data-status="failed"]').wait_for()
 
 
 async def test_the_pages_read_at_phone_width(server: HttpServer) -> None:

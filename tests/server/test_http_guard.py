@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from starlette.applications import Starlette
 from starlette.requests import Request
 
 from vibe_jobs.server.http.guard import CSRF_COOKIE, Guard, Refused, same_origin
@@ -13,6 +14,10 @@ def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
     return Request(
         {"type": "http", "method": "POST", "scheme": "http", "path": "/", "headers": raw, "query_string": b""}
     )
+
+
+async def verify(token: str) -> bool:
+    return token == "s3cret"
 
 
 def test_same_origin_is_the_host_itself() -> None:
@@ -38,10 +43,7 @@ async def test_the_csrf_token_is_bound_to_the_cookie_and_the_process() -> None:
 
 
 async def test_with_auth_configured_every_request_needs_the_bearer_token() -> None:
-    async def is_s3cret(token: str) -> bool:
-        return token == "s3cret"
-
-    guard = Guard(bearer=is_s3cret)
+    guard = Guard(bearer=verify)
     with pytest.raises(Refused) as refused:
         await guard.check_read(request({}))
     assert refused.value.status == 401
@@ -55,3 +57,23 @@ async def test_with_auth_configured_every_request_needs_the_bearer_token() -> No
         await guard.check_change(request(headers), guard.csrf_token(cookie))
     assert refused.value.status == 401
     await guard.check_change(request({**headers, "authorization": "Bearer s3cret"}), guard.csrf_token(cookie))
+
+
+async def test_with_auth_configured_pages_and_events_answer_401_without_the_token() -> None:
+    import httpx2 as httpx
+
+    from vibe_jobs.manager import JobManager
+    from vibe_jobs.server.http.dashboard import Dashboard
+    from vibe_jobs.store import MemoryStore
+
+    manager = JobManager(MemoryStore())
+    app = Starlette(routes=Dashboard(manager, Guard(bearer=verify)).routes())
+    async with manager, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        job_id = await manager.create_job("t", {})
+        for path in ("/", f"/jobs/{job_id}", "/events"):
+            answer = await http.get(path)
+            assert answer.status_code == 401, path
+            assert job_id not in answer.text
+        assert (await http.get("/", headers={"authorization": "Bearer s3cret"})).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200  # probes and /metrics stay open
+        assert (await http.get("/metrics")).status_code == 200

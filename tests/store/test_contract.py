@@ -168,6 +168,7 @@ async def test_every_updatable_field_can_be_set(store: JobStore) -> None:
         "owner": "o", "attempt": 3, "retry_count": 2, "error_count": 1, "run_after": 7, "started_at": 6,
         "finished_at": 8, "cancel_requested": "why", "cpu_seconds": 0.5, "peak_memory_mb": 9.5, "priority": 3,
         "waiting_for": {"id": "q", "answer": {"action": "decline"}},
+        "stage_history": [{"stage": "s", "at": 5, "progress": 1.5}],
     }  # fmt: skip
     assert set(values) == UPDATABLE
     await store.update("all", values)

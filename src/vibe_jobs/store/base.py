@@ -39,7 +39,7 @@ UPDATABLE = frozenset(
         "status", "updated_at", "progress_message", "progress_percentage", "result", "current_stage",
         "sub_progress", "diagnostics", "detail_metadata", "owner", "attempt", "retry_count",
         "error_count", "run_after", "started_at", "finished_at", "cancel_requested", "cpu_seconds",
-        "peak_memory_mb", "priority", "waiting_for",
+        "peak_memory_mb", "priority", "waiting_for", "stage_history",
     }
 )  # fmt: skip
 

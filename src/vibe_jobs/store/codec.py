@@ -25,6 +25,7 @@ COLUMNS = (
     "last_access_time", "access_count", "next_check_time", "task", "priority", "dedupe_key", "owner",
     "attempt", "retry_count", "error_count", "run_after", "started_at", "finished_at", "cancel_requested",
     "cpu_seconds", "peak_memory_mb", "trace_context", "principal", "schedule_id", "tick", "waiting_for",
+    "stage_history",
 )  # fmt: skip
 
 Row = Sequence[Any]
@@ -96,10 +97,12 @@ ENCODE: dict[str, Callable[[Any], Any]] = {
     "params": _dumps, "status": status_text, "result": _json_or_none,
     "diagnostics": _json_or_none, "detail_metadata": _json_or_none, "task": _task_json,
     "waiting_for": _json_or_none,
+    "stage_history": _json_or_none,
 }  # fmt: skip
 _ENCODE_AT = [(COLUMNS.index(name), fn) for name, fn in ENCODE.items()]
-_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK, _I_WAIT = (
-    COLUMNS.index(c) for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task", "waiting_for")
+_I_PARAMS, _I_STATUS, _I_RESULT, _I_DIAG, _I_META, _I_TASK, _I_WAIT, _I_STAGES = (
+    COLUMNS.index(c)
+    for c in ("params", "status", "result", "diagnostics", "detail_metadata", "task", "waiting_for", "stage_history")
 )
 
 
@@ -115,7 +118,7 @@ def decode(row: Row) -> JobRecord:
     r = list(row)
     r[_I_PARAMS] = loads_safe(r[_I_PARAMS])
     r[_I_STATUS] = _STATUS[r[_I_STATUS]]
-    for i in (_I_RESULT, _I_DIAG, _I_META, _I_WAIT):
+    for i in (_I_RESULT, _I_DIAG, _I_META, _I_WAIT, _I_STAGES):
         if r[i] is not None:
             r[i] = loads_safe(r[i])
     if r[_I_TASK] is not None:

@@ -67,11 +67,14 @@ class Dashboard:
 
         async def endpoint(request: Request) -> Response:
             cookie, new = self.guard.csrf_cookie(request)
+            try:
+                await self.guard.check_read(request)  # before anything is read for the page
+            except Refused as exc:
+                return _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
             stats = await self._stats()
             learned = stats.learned_durations if stats is not None else None
             view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
             try:
-                await self.guard.check_read(request)
                 response = await handler(request, view)
             except Refused as exc:
                 response = _page("Refused", str(exc), view, exc.status)
@@ -112,7 +115,8 @@ class Dashboard:
         job_id = request.path_params["jobId"]
         rec = await self.m.get_record(job_id)
         job, metrics = Job.from_record(rec), job_metrics(rec)
-        return HTMLResponse(pages.job_page(job, metrics, view, self.m.expected_duration(rec)))
+        page = pages.job_page(job, metrics, view, self.m.expected_duration(rec), rec.stage_history)
+        return HTMLResponse(page)
 
     async def cancel(self, request: Request, view: pages.View) -> Response:
         await self._check_change(request)

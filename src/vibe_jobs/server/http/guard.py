@@ -21,7 +21,7 @@ from starlette.requests import Request
 CSRF_COOKIE = "vibe_jobs_csrf"
 CSRF_FIELD = "csrf"
 TOKEN_COOKIE = "vibe_jobs_token"
-BearerCheck = Callable[[str], Awaitable[bool]]
+BearerCheck = Callable[[str], Awaitable[bool]]  # the auth's token verifier (async, as the SDK's TokenVerifier)
 
 
 class Refused(Exception):

@@ -230,15 +230,19 @@ def result_section(job: Job) -> str:
     )
 
 
+def percent(value: object) -> str:
+    return f"{value:.0f}%" if isinstance(value, int | float) else ""
+
+
 def stage_history(history: list[dict[str, Any]] | None) -> str:
     if not history:
         return ""
     rows = "".join(
-        f"<tr><td>{e(h.get('at'))}</td><td>{e(h.get('stage'))}</td><td>{e(h.get('progress'))}</td></tr>"
+        f"<tr><td>{e(when(h.get('at')))}</td><td>{e(h.get('stage'))}</td><td>{e(percent(h.get('progress')))}</td></tr>"
         for h in history
     )
     return (
-        '<h2>Stage history</h2><table><thead><tr><th scope="col">At</th><th scope="col">Stage</th>'
+        '<h2>Stage history</h2><table id="stages"><thead><tr><th scope="col">At</th><th scope="col">Stage</th>'
         f'<th scope="col">Progress</th></tr></thead><tbody>{rows}</tbody></table>'
     )
 

@@ -25,13 +25,13 @@ from vibe_jobs.models import Priority
 from vibe_jobs.store import JobStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-FINISHED = ("completed", "failed", "cancelled")
 TIMED_OPS = ("insert", "get", "update", "touch", "query", "counts", "find_active", "active", "delete_finished")
 
 
 @dataclass(frozen=True, slots=True)
 class Scrape:
     counters: Counters
+    finished: dict[tuple[str, str], int]  # (tool, status): this process's finishes
     running: int
     pending: dict[str, int]
     subscribers: int
@@ -43,7 +43,12 @@ async def scrape(manager: JobManager) -> Scrape:
     pending.update(stats.queue_depth_by_priority)
     if not stats.queue_depth_by_priority and stats.queue_depth:
         pending[Priority.MEDIUM.value] = stats.queue_depth  # no queue view (a dashboard alone): unsplit
-    return Scrape(manager.stats.counters, stats.running, pending, manager.bus.subscriber_count)
+    finished = {
+        (tool, status): n
+        for tool, group in manager.stats.by_tool.items()
+        for status, n in (("completed", group.completed), ("failed", group.failed), ("cancelled", group.cancelled))
+    }
+    return Scrape(manager.stats.counters, finished, stats.running, pending, manager.bus.subscriber_count)
 
 
 class ScrapeCollector(Collector):
@@ -54,7 +59,7 @@ class ScrapeCollector(Collector):
         c = self.s.counters
         yield _counter("vibe_jobs_jobs_created", "Jobs created by this process", "tool", c.created)
         finished = CounterMetricFamily("vibe_jobs_jobs_finished", "Jobs finished here", labels=["tool", "status"])
-        for (tool, status), n in sorted(c.finished.items()):
+        for (tool, status), n in sorted(self.s.finished.items()):
             finished.add_metric([tool, status], n)
         yield finished
         yield _counter("vibe_jobs_jobs_retried", "Runs requeued for a retry", "tool", c.retried)
@@ -81,7 +86,7 @@ def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> Counter
 def _histogram(name: str, doc: str, label: str, table: dict[str, Histogram]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=[label])
     for key, hist in sorted(table.items()):
-        buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in hist.cumulative()]
+        buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in hist.cumulative()]  # folds first
         family.add_metric([key], buckets, hist.total)
     return family
 

@@ -175,6 +175,7 @@ UPDATE_TYPES = {
     "error_count": "BIGINT", "run_after": "BIGINT", "started_at": "BIGINT", "finished_at": "BIGINT",
     "cancel_requested": "TEXT", "cpu_seconds": "FLOAT8", "peak_memory_mb": "FLOAT8", "priority": "BIGINT",
     "waiting_for": "JSON",
+    "stage_history": "JSON",
 }  # fmt: skip
 
 

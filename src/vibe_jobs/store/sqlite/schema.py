@@ -98,7 +98,10 @@ _V8 = ["ALTER TABLE jobs ADD COLUMN waiting_for TEXT"]
 # i18-schedules: the principal a schedule belongs to (schedules from before belong to the local principal).
 _V9 = ["ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'local'"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9]
+# i17-dashboard: the stages a job went through (the dashboard's job page).
+_V10 = ["ALTER TABLE jobs ADD COLUMN stage_history TEXT"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
