@@ -199,9 +199,15 @@ async def call_and_wait(
         await on_started(started)
     wait = wait_seconds if await supports_long_poll(client) else 0
     return await follow_job(
-        client, started["jobId"], started, on_progress, wait,
-        on_status=on_status, include_details=include_details, answerer=answerer,
-    )  # fmt: skip
+        client,
+        started["jobId"],
+        started,
+        on_progress,
+        wait,
+        on_status=on_status,
+        include_details=include_details,
+        answerer=answerer,
+    )
 
 
 # -- the tasks extension ---------------------------------------------------------------------
@@ -309,9 +315,11 @@ async def follow_job(
             question = None
         if wait_seconds > 0 and not question:  # (a question nobody here answers: read at the recommendation)
             reply = await client.call_tool(
-                GET_JOB_RESULT, {**args, "waitSeconds": wait_seconds},
-                read_timeout_seconds=wait_seconds + 30, progress_callback=on_progress,
-            )  # fmt: skip
+                GET_JOB_RESULT,
+                {**args, "waitSeconds": wait_seconds},
+                read_timeout_seconds=wait_seconds + 30,
+                progress_callback=on_progress,
+            )
         else:
             await anyio.sleep(_recommended_ms(last) / 1000)
             reply = await client.call_tool(GET_JOB_RESULT, args)

@@ -52,9 +52,15 @@ class JobContext:
         """Report progress (0-100) with an optional stage and progress within the stage."""
         diagnostic = self._take_diagnostics()
         await self.manager.update_progress(
-            self.job_id, percent, message, stage=stage, sub_progress=sub_progress,
-            diagnostic=diagnostic, metadata=metadata, attempt=self.attempt,
-        )  # fmt: skip
+            self.job_id,
+            percent,
+            message,
+            stage=stage,
+            sub_progress=sub_progress,
+            diagnostic=diagnostic,
+            metadata=metadata,
+            attempt=self.attempt,
+        )
 
     def diagnostic(self, text: str) -> None:
         """Add a diagnostic line; it is stored with the next progress update or the result."""
@@ -114,9 +120,13 @@ class JobContext:
         """Ask the client's model (MCP sampling): `messages` a string, or strings and
         `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline or timeout."""
         request = sample_request(
-            messages, max_tokens=max_tokens, system=system, temperature=temperature,
-            stop_sequences=stop_sequences, model_preferences=model_preferences,
-        )  # fmt: skip
+            messages,
+            max_tokens=max_tokens,
+            system=system,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            model_preferences=model_preferences,
+        )
         return sample(await self._ask(request, timeout_seconds))
 
     async def _ask(self, request: dict[str, Any], timeout_seconds: float | None) -> dict[str, Any] | None:

@@ -128,10 +128,17 @@ def job_tool(
 
     def mark(f: F) -> F:
         spec = make_spec(
-            f, name=name, description=description, operation_type=operation_type, timeout=timeout,
-            retry_safe=retry_safe, max_retries=max_retries, retry=retry, max_concurrent=max_concurrent,
+            f,
+            name=name,
+            description=description,
+            operation_type=operation_type,
+            timeout=timeout,
+            retry_safe=retry_safe,
+            max_retries=max_retries,
+            retry=retry,
+            max_concurrent=max_concurrent,
             schedule=schedule,
-        )  # fmt: skip
+        )
         REGISTRY[spec.name] = spec
         return f
 

@@ -306,7 +306,9 @@ class JobManager:
 
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
-        rec = JobRecord(os.urandom(16).hex(), tool_name, params, PENDING, now, now)  # positional: 2x faster
+        rec = JobRecord(
+            os.urandom(16).hex(), tool_name, params, PENDING, now, now
+        )  # positional (bench/MEASUREMENTS.md: record construction)
         rec.owner = self.owner
         if task is not None:
             rec.task, rec.priority = task, task.priority.rank
@@ -447,10 +449,17 @@ class JobManager:
         """Publish a change (callers on the hot path ask `bus.wants` first: nobody listens, nothing is built)."""
         self.bus.publish(
             JobEvent(
-                kind, rec.id, rec.tool_name, rec.status, rec.version, rec.updated_at,
-                rec.progress_percentage, rec.progress_message, rec.current_stage,
+                kind,
+                rec.id,
+                rec.tool_name,
+                rec.status,
+                rec.version,
+                rec.updated_at,
+                rec.progress_percentage,
+                rec.progress_message,
+                rec.current_stage,
             )
-        )  # fmt: skip
+        )
 
     async def update_job_status(
         self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None
@@ -478,9 +487,12 @@ class JobManager:
         now = self.now()
         if target is RUNNING:
             return {
-                "status": target, "updated_at": now, "started_at": rec.started_at or now,
-                "owner": self.owner, "attempt": rec.attempt + 1,
-            }  # fmt: skip
+                "status": target,
+                "updated_at": now,
+                "started_at": rec.started_at or now,
+                "owner": self.owner,
+                "attempt": rec.attempt + 1,
+            }
         if target in FINAL:
             return {"status": target, "updated_at": now, "finished_at": now}
         return {"status": target, "updated_at": now}
@@ -564,9 +576,14 @@ class JobManager:
         return await self.mutate(job_id, plan, _fence(attempt), known=known)
 
     async def fail_job(
-        self, job_id: str, message: str, *, attempt: int | None = None, diagnostics: list[str] | None = None,
+        self,
+        job_id: str,
+        message: str,
+        *,
+        attempt: int | None = None,
+        diagnostics: list[str] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> JobRecord:  # fmt: skip
+    ) -> JobRecord:
         """Finish a job as failed with an error result carrying `message`."""
         result = text_result(message, is_error=True)
         return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
@@ -659,8 +676,9 @@ class JobManager:
                 raise JobNotFound(job_id)  # another principal's job answers as an unknown id
             question = pending_question(rec.waiting_for) if rec.status is RUNNING else None
             if question is None or (request_id is not None and request_id != question["id"]):
-                raise NotWaiting(f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer",
-                                 job_id=rec.id)  # fmt: skip
+                raise NotWaiting(
+                    f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer", job_id=rec.id
+                )
             given = answer if action is None else plain_answer(question, answer, action)
             return {"waiting_for": {**question, "answer": check_answer(question, given)}}
 
@@ -707,13 +725,20 @@ class JobManager:
         rec = await self.get_record(job_id, viewer)
         now = self.now()
         remaining = estimate_remaining(
-            now=now, started_at=rec.started_at, progress=rec.progress_percentage,
+            now=now,
+            started_at=rec.started_at,
+            progress=rec.progress_percentage,
             estimated_duration=self.expected_duration(rec),
-        )  # fmt: skip
+        )
         d = decide(
-            self.settings.polling, now=now, finished=rec.finished, reads=rec.access_count,
-            next_check_time=rec.next_check_time, remaining_ms=remaining, long_poll=long_poll,
-        )  # fmt: skip
+            self.settings.polling,
+            now=now,
+            finished=rec.finished,
+            reads=rec.access_count,
+            next_check_time=rec.next_check_time,
+            remaining_ms=remaining,
+            long_poll=long_poll,
+        )
         reads = rec.access_count + (1 if d.counted else 0)
         self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
         if d.counted:
@@ -742,14 +767,22 @@ class JobManager:
     ) -> JobStatusMessage:
         # model_construct: every value comes from a validated record (this is the hot path of polling)
         return JobStatusMessage.model_construct(
-            job_id=rec.id, tool_name=rec.tool_name, status=rec.status, message=status_text(rec),
-            progress=rec.progress_percentage, timestamp=now, polling_recommendation=reco,
-            details=rec.details() if details else None, result=rec.result if rec.finished else None,
-            rate_limited=limited, access_count=reads,
-            created_at=rec.created_at, updated_at=rec.updated_at,
+            job_id=rec.id,
+            tool_name=rec.tool_name,
+            status=rec.status,
+            message=status_text(rec),
+            progress=rec.progress_percentage,
+            timestamp=now,
+            polling_recommendation=reco,
+            details=rec.details() if details else None,
+            result=rec.result if rec.finished else None,
+            rate_limited=limited,
+            access_count=reads,
+            created_at=rec.created_at,
+            updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
             waiting_for=question_view(rec.waiting_for) if rec.status is RUNNING else None,
-        )  # fmt: skip
+        )
 
     async def wait(
         self,

@@ -75,11 +75,14 @@ class _Group:
         decided = self.completed + self.failed
         ordered = sorted(self.durations)
         return GroupStats(
-            completed=self.completed, failed=self.failed, cancelled=self.cancelled,
+            completed=self.completed,
+            failed=self.failed,
+            cancelled=self.cancelled,
             success_rate=self.completed / decided if decided else None,
-            p50_duration_ms=percentile(ordered, 50), p95_duration_ms=percentile(ordered, 95),
+            p50_duration_ms=percentile(ordered, 50),
+            p95_duration_ms=percentile(ordered, 95),
             average_duration_ms=sum(ordered) / len(ordered) if ordered else None,
-        )  # fmt: skip
+        )
 
 
 def _group(groups: dict[str, _Group], key: str) -> _Group:
@@ -188,15 +191,21 @@ class StatsCollector:
         oldest = queue.oldest_pending_created_at if queue else None
         oldest_age = now - oldest if oldest is not None else None
         return Statistics(
-            counts={s.value: counts.get(s, 0) for s in JobStatus}, total=sum(counts.values()),
-            running=counts.get(JobStatus.RUNNING, 0), queue_depth=pending,
+            counts={s.value: counts.get(s, 0) for s in JobStatus},
+            total=sum(counts.values()),
+            running=counts.get(JobStatus.RUNNING, 0),
+            queue_depth=pending,
             queue_depth_by_priority=queue.depth_by_priority if queue else {},
-            oldest_pending_age_ms=oldest_age, unserved_tools=queue.unserved_tools if queue else {},
-            by_tool=by_tool, by_operation_type=by_op, throughput_per_minute=throughput, error_rate_5m=error_rate,
+            oldest_pending_age_ms=oldest_age,
+            unserved_tools=queue.unserved_tools if queue else {},
+            by_tool=by_tool,
+            by_operation_type=by_op,
+            throughput_per_minute=throughput,
+            error_rate_5m=error_rate,
             health=self.health(
                 pending, error_rate, oldest_age, queue.unserved_tools if queue else None, self._store_reason(now)
             ),
-        )  # fmt: skip
+        )
 
     def health(
         self,
@@ -242,8 +251,12 @@ def job_metrics(rec: JobRecord) -> JobMetrics:
     estimate = rec.task.estimated_duration if rec.task else None
     failed = 1 if rec.status is JobStatus.FAILED else 0
     return JobMetrics(
-        job_id=rec.id, start_time=start, end_time=end, duration=duration,
+        job_id=rec.id,
+        start_time=start,
+        end_time=end,
+        duration=duration,
         resource_usage=ResourceUsage(peak_memory_mb=rec.peak_memory_mb or 0.0, average_cpu_usage=avg_cpu),
         performance_score=performance_score(duration, estimate, rec.error_count + failed, rec.retry_count),
-        error_count=rec.error_count + failed, retry_count=rec.retry_count,
-    )  # fmt: skip
+        error_count=rec.error_count + failed,
+        retry_count=rec.retry_count,
+    )

@@ -155,18 +155,35 @@ class Job(WireModel):
         task = rec.task or TaskSpec()
         meta = task.metadata.model_copy(update={"retry_count": rec.retry_count}) if task.metadata else None
         return cls(
-            id=rec.id, tool_name=rec.tool_name, params=rec.params, status=rec.status,
-            created_at=rec.created_at, updated_at=rec.updated_at,
-            progress_message=rec.progress_message, progress_percentage=rec.progress_percentage,
-            result=rec.result, details=rec.details(), last_access_time=rec.last_access_time,
-            access_count=rec.access_count, priority=task.priority, operation_type=task.operation_type,
-            dependencies=task.dependencies, estimated_duration=task.estimated_duration,
-            resource_requirements=task.resource_requirements, metadata=meta, task_id=task.task_id,
-            project_id=task.project_id, started_at=rec.started_at, finished_at=rec.finished_at,
-            attempt=rec.attempt, schedule_id=rec.schedule_id, tick=rec.tick,
-            run_at=rec.run_after if rec.status is JobStatus.PENDING else None, deadline=task.deadline,
+            id=rec.id,
+            tool_name=rec.tool_name,
+            params=rec.params,
+            status=rec.status,
+            created_at=rec.created_at,
+            updated_at=rec.updated_at,
+            progress_message=rec.progress_message,
+            progress_percentage=rec.progress_percentage,
+            result=rec.result,
+            details=rec.details(),
+            last_access_time=rec.last_access_time,
+            access_count=rec.access_count,
+            priority=task.priority,
+            operation_type=task.operation_type,
+            dependencies=task.dependencies,
+            estimated_duration=task.estimated_duration,
+            resource_requirements=task.resource_requirements,
+            metadata=meta,
+            task_id=task.task_id,
+            project_id=task.project_id,
+            started_at=rec.started_at,
+            finished_at=rec.finished_at,
+            attempt=rec.attempt,
+            schedule_id=rec.schedule_id,
+            tick=rec.tick,
+            run_at=rec.run_after if rec.status is JobStatus.PENDING else None,
+            deadline=task.deadline,
             waiting_for=question_view(rec.waiting_for) if rec.status is JobStatus.RUNNING else None,
-        )  # fmt: skip
+        )
 
 
 class JobStatusMessage(WireModel):

@@ -132,10 +132,11 @@ def sample_request(
         raise InvalidParams("sampling needs at least one message")
     params: dict[str, Any] = {"messages": [_message(m) for m in items], "maxTokens": max_tokens}
     optional = {
-        "systemPrompt": system, "temperature": temperature,
+        "systemPrompt": system,
+        "temperature": temperature,
         "stopSequences": list(stop_sequences) if stop_sequences is not None else None,
         "modelPreferences": dict(model_preferences) if model_preferences is not None else None,
-    }  # fmt: skip
+    }
     params.update({k: v for k, v in optional.items() if v is not None})
     return {"method": SAMPLE, "params": params}
 

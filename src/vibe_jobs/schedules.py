@@ -80,10 +80,25 @@ class ScheduleRecord:
     @classmethod
     def from_spec(cls, spec: ScheduleSpec, schedule_id: str, now: int) -> ScheduleRecord:
         rec = cls(
-            schedule_id, spec.tool, dict(spec.arguments), spec.cron, spec.every_seconds, spec.timezone,
-            spec.start_at, spec.end_at, spec.paused, spec.misfire.value, spec.max_catch_up, spec.overlap.value,
-            spec.priority.value, spec.operation_type, None, None, now, now,
-        )  # fmt: skip
+            schedule_id,
+            spec.tool,
+            dict(spec.arguments),
+            spec.cron,
+            spec.every_seconds,
+            spec.timezone,
+            spec.start_at,
+            spec.end_at,
+            spec.paused,
+            spec.misfire.value,
+            spec.max_catch_up,
+            spec.overlap.value,
+            spec.priority.value,
+            spec.operation_type,
+            None,
+            None,
+            now,
+            now,
+        )
         rec.next_fire_at = rec.first_tick(now)
         return rec
 

@@ -24,8 +24,12 @@ class JobStatus(StrEnum):
 # The members as plain names, for per-job code: on Python 3.11 `JobStatus.RUNNING` goes through
 # EnumType.__getattr__, a slow Python-level hook (gone in 3.12); see bench/MEASUREMENTS.md.
 PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = (
-    JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED,
-)  # fmt: skip
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+)
 
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 ACTIVE = frozenset({JobStatus.PENDING, JobStatus.RUNNING})

@@ -254,10 +254,17 @@ class Follower:
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             result = await call_and_wait(
-                self.client, tool, arguments, self._progress, wait_seconds=WAIT_SECONDS,
-                on_started=self._started, on_status=self._status, include_details=True,
-                on_elicit=self._elicit, on_sample=self._sample,
-            )  # fmt: skip
+                self.client,
+                tool,
+                arguments,
+                self._progress,
+                wait_seconds=WAIT_SECONDS,
+                on_started=self._started,
+                on_status=self._status,
+                include_details=True,
+                on_elicit=self._elicit,
+                on_sample=self._sample,
+            )
             tg.cancel_scope.cancel()
         return result
 

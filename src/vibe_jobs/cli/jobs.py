@@ -146,12 +146,19 @@ def result_text(result: dict[str, Any] | None) -> str:
 def job_details(job: Job, now_ms: int) -> str:
     d = job.details
     pairs = [
-        ("id", job.id), ("tool", job.tool_name), ("status", job.status.value), ("progress", _progress(job)),
-        ("message", job.progress_message or "-"), ("stage", (d.current_stage if d else None) or "-"),
-        ("priority", job.priority.value), ("attempt", str(job.attempt)),
-        ("created", _when(job.created_at, now_ms)), ("started", _when(job.started_at, now_ms)),
-        ("finished", _when(job.finished_at, now_ms)), ("params", json.dumps(redact_params(job.params))),
-    ]  # fmt: skip
+        ("id", job.id),
+        ("tool", job.tool_name),
+        ("status", job.status.value),
+        ("progress", _progress(job)),
+        ("message", job.progress_message or "-"),
+        ("stage", (d.current_stage if d else None) or "-"),
+        ("priority", job.priority.value),
+        ("attempt", str(job.attempt)),
+        ("created", _when(job.created_at, now_ms)),
+        ("started", _when(job.started_at, now_ms)),
+        ("finished", _when(job.finished_at, now_ms)),
+        ("params", json.dumps(redact_params(job.params))),
+    ]
     lines = [f"{k + ':':<10} {v}" for k, v in pairs]
     if d and d.diagnostics:
         lines += ["diagnostics:", *(f"  {line}" for line in d.diagnostics)]

@@ -36,8 +36,11 @@ def add_schedules_parser(sub: Any) -> None:
     schedules = sub.add_parser("schedules", help="list, pause, resume and delete schedules in a store")
     cmds = schedules.add_subparsers(dest="schedules_command", required=True)
     cmds.add_parser("list", parents=[common], help="list schedules with their last and next firing")
-    for name, text in (("pause", "pause a schedule"), ("resume", "resume a paused schedule from now"),
-                       ("delete", "delete a schedule")):  # fmt: skip
+    for name, text in (
+        ("pause", "pause a schedule"),
+        ("resume", "resume a paused schedule from now"),
+        ("delete", "delete a schedule"),
+    ):
         cmds.add_parser(name, parents=[common], help=text).add_argument("schedule_id", metavar="ID")
 
 
@@ -49,10 +52,17 @@ def _when(ms: int | None) -> str:
 
 def schedules_table(schedules: list[Schedule]) -> str:
     rows = [
-        [s.schedule_id, s.tool, s.cron or f"every {s.every_seconds:g} s", "paused" if s.paused else "active",
-         _when(s.last_fired_at), _when(s.next_fire_at), s.last_outcome or "-"]
+        [
+            s.schedule_id,
+            s.tool,
+            s.cron or f"every {s.every_seconds:g} s",
+            "paused" if s.paused else "active",
+            _when(s.last_fired_at),
+            _when(s.next_fire_at),
+            s.last_outcome or "-",
+        ]
         for s in schedules
-    ]  # fmt: skip
+    ]
     return format_table(HEADERS, rows) if rows else "no schedules"
 
 
@@ -66,8 +76,11 @@ def _change(name: str) -> Command:
     async def run(s: Schedules, args: argparse.Namespace) -> int:
         if name == "delete":
             await s.delete(args.schedule_id)
-            say(json.dumps({"scheduleId": args.schedule_id, "deleted": True}) if args.json else
-                f"schedule {args.schedule_id} deleted")  # fmt: skip
+            say(
+                json.dumps({"scheduleId": args.schedule_id, "deleted": True})
+                if args.json
+                else f"schedule {args.schedule_id} deleted"
+            )
             return 0
         rec = await (s.pause if name == "pause" else s.resume)(args.schedule_id)
         wire = Schedule.from_record(rec)
@@ -81,8 +94,12 @@ def _change(name: str) -> Command:
     return run
 
 
-COMMANDS: dict[str, Command] = {"list": cmd_list, "pause": _change("pause"), "resume": _change("resume"),
-                                "delete": _change("delete")}  # fmt: skip
+COMMANDS: dict[str, Command] = {
+    "list": cmd_list,
+    "pause": _change("pause"),
+    "resume": _change("resume"),
+    "delete": _change("delete"),
+}
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

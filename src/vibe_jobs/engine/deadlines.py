@@ -27,9 +27,12 @@ async def expire_pending(m: JobManager, job_id: str) -> None:
             return None
         now = m.now()
         return {
-            "status": FAILED, "updated_at": now, "finished_at": now, "progress_message": f"Job failed: {MESSAGE}",
+            "status": FAILED,
+            "updated_at": now,
+            "finished_at": now,
+            "progress_message": f"Job failed: {MESSAGE}",
             "result": text_result(f"Job failed: {MESSAGE} before it started", is_error=True),
-        }  # fmt: skip
+        }
 
     try:
         await m.mutate(job_id, plan)

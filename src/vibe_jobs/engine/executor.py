@@ -359,10 +359,13 @@ class Executor:
             retry = rec.retry_count + 1
             note = f"retry {retry}/{limit} in {delay / 1000:g} s after: {message}"
             return {
-                "status": JobStatus.PENDING, "retry_count": retry, "error_count": rec.error_count + 1,
-                "run_after": self.m.now() + delay, "progress_message": note,
+                "status": JobStatus.PENDING,
+                "retry_count": retry,
+                "error_count": rec.error_count + 1,
+                "run_after": self.m.now() + delay,
+                "progress_message": note,
                 "diagnostics": capped_diagnostics(rec.diagnostics, [*diags, note]),
-            }  # fmt: skip
+            }
 
         new = await self.m.requeue(run.rec.id, plan, _attempt_guard(run.ctx.attempt))
         if new.status is JobStatus.PENDING:

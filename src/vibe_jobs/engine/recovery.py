@@ -42,24 +42,36 @@ def plan_recovery(
         return {**base, **_failed(rec, now, f"the tool '{rec.tool_name}' is not registered on this server")}
     if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that
         text = f"Job cancelled: {rec.cancel_requested}"
-        return {**base, "status": JobStatus.CANCELLED, "finished_at": now, "progress_message": text,
-                "result": text_result(text, is_error=True)}  # fmt: skip
+        return {
+            **base,
+            "status": JobStatus.CANCELLED,
+            "finished_at": now,
+            "progress_message": text,
+            "result": text_result(text, is_error=True),
+        }
     if rec.status is JobStatus.PENDING:
         return base
     limit = retry_limit(rec, spec, default_retry)
     if rec.retry_count < limit:
         note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
-        return {**base, "status": JobStatus.PENDING, "retry_count": rec.retry_count + 1,
-                "progress_message": note, "diagnostics": capped_diagnostics(rec.diagnostics, (note,))}  # fmt: skip
+        return {
+            **base,
+            "status": JobStatus.PENDING,
+            "retry_count": rec.retry_count + 1,
+            "progress_message": note,
+            "diagnostics": capped_diagnostics(rec.diagnostics, (note,)),
+        }
     return {**base, **_failed(rec, now, INTERRUPTED)}
 
 
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
     return {
-        "status": JobStatus.FAILED, "finished_at": now, "progress_message": f"Job failed: {message}",
+        "status": JobStatus.FAILED,
+        "finished_at": now,
+        "progress_message": f"Job failed: {message}",
         "result": text_result(message, is_error=True),
         "diagnostics": capped_diagnostics(rec.diagnostics, (message,)),
-    }  # fmt: skip
+    }
 
 
 def _const(changes: dict[str, Any]) -> Callable[[JobRecord], dict[str, Any]]:
@@ -98,9 +110,12 @@ def _to_adopt(manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSp
 
 
 async def _adopt(
-    manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy,
+    manager: JobManager,
+    rec: JobRecord,
+    tools: Mapping[str, JobToolSpec],
+    default_retry: RetryPolicy,
     adopted: dict[str, JobRecord],
-) -> None:  # fmt: skip
+) -> None:
     """Adopt one orphan (noting it in `adopted` when it is pending now), unless another process did first."""
     await _end_leftovers(rec, tools.get(rec.tool_name))
     changes = plan_recovery(manager, rec, tools, default_retry)

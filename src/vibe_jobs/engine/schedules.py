@@ -154,8 +154,20 @@ class Schedules:
         return await self.change(spec.schedule_id, lambda r: reset)
 
 
-_DEFINITION = ("tool", "arguments", "cron", "every_seconds", "timezone", "start_at", "end_at", "misfire",
-               "max_catch_up", "overlap", "priority", "operation_type")  # fmt: skip
+_DEFINITION = (
+    "tool",
+    "arguments",
+    "cron",
+    "every_seconds",
+    "timezone",
+    "start_at",
+    "end_at",
+    "misfire",
+    "max_catch_up",
+    "overlap",
+    "priority",
+    "operation_type",
+)
 
 
 def _definition(rec: ScheduleRecord) -> dict[str, Any]:

@@ -82,9 +82,15 @@ class Ticker:
     async def _fire_due(self, rec: ScheduleRecord) -> ScheduleRecord:
         now = self.m.now()
         p = plan(
-            rec.timing(), rec.next_fire_at, now, misfire=Misfire(rec.misfire), max_catch_up=rec.max_catch_up,
-            overlap=Overlap(rec.overlap), previous_active=await self._previous_active(rec), grace_ms=self.grace_ms,
-        )  # fmt: skip
+            rec.timing(),
+            rec.next_fire_at,
+            now,
+            misfire=Misfire(rec.misfire),
+            max_catch_up=rec.max_catch_up,
+            overlap=Overlap(rec.overlap),
+            previous_active=await self._previous_active(rec),
+            grace_ms=self.grace_ms,
+        )
         if p.held:
             return rec
         changes: dict[str, Any] = {

@@ -154,11 +154,14 @@ class ClaimLimits:
         lim = q.resource_limits
         weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
         return cls(
-            max_running=settings.max_concurrent, max_memory_mb=lim.max_memory_mb, max_cpu_weight=lim.max_cpu_weight,
+            max_running=settings.max_concurrent,
+            max_memory_mb=lim.max_memory_mb,
+            max_cpu_weight=lim.max_cpu_weight,
             max_disk_space_mb=lim.max_disk_space_mb,
             per_tool={k: v for k, v in (per_tool or {}).items() if v is not None},
-            aging_ms=settings.aging_ms, priority_weights=tuple(weights),
-        )  # fmt: skip
+            aging_ms=settings.aging_ms,
+            priority_weights=tuple(weights),
+        )
 
     @property
     def limited(self) -> bool:
@@ -197,9 +200,15 @@ class SharedJobStore(JobStore, Protocol):
     """A store that several processes on several machines share (PostgreSQL), on top of `JobStore`."""
 
     async def claim_many(
-        self, owner: str, lease_ms: int, limits: ClaimLimits | None, tools: Collection[str], k: int,
-        *, now: int | None = None,
-    ) -> list[JobRecord]:  # fmt: skip
+        self,
+        owner: str,
+        lease_ms: int,
+        limits: ClaimLimits | None,
+        tools: Collection[str],
+        k: int,
+        *,
+        now: int | None = None,
+    ) -> list[JobRecord]:
         """Take up to `k` runnable jobs of `tools` for `owner` (running, attempt + 1, a job lease
         until `now + lease_ms`), in claim order, within `limits` across the cluster."""
 

@@ -175,13 +175,15 @@ async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
             "age": {"type": "integer", "description": "User age", "default": 30},
             "score": {"type": "number", "description": "User score", "default": 95.5},
             "status": {
-                "type": "string", "description": "User status",
-                "enum": ["active", "inactive", "pending"], "default": "active",
+                "type": "string",
+                "description": "User status",
+                "enum": ["active", "inactive", "pending"],
+                "default": "active",
             },
             "verified": {"type": "boolean", "description": "Verification status", "default": True},
         },
         "required": [],
-    }  # fmt: skip
+    }
     action, content = await _elicit(ctx, "Please review and update the form fields with defaults", schema)
     return f"Elicitation completed: action={action}, content={json.dumps(content)}"
 
@@ -197,23 +199,29 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str:
         "properties": {
             "untitledSingle": {"type": "string", "description": "Untitled single-select", "enum": options},
             "titledSingle": {
-                "type": "string", "description": "Titled single-select",
+                "type": "string",
+                "description": "Titled single-select",
                 "oneOf": _titled("value", ["First Option", "Second Option", "Third Option"]),
             },
             "legacyEnum": {
-                "type": "string", "description": "Legacy titled enum", "enum": ["opt1", "opt2", "opt3"],
+                "type": "string",
+                "description": "Legacy titled enum",
+                "enum": ["opt1", "opt2", "opt3"],
                 "enumNames": ["Option One", "Option Two", "Option Three"],
             },
             "untitledMulti": {
-                "type": "array", "description": "Untitled multi-select", "items": {"type": "string", "enum": options},
+                "type": "array",
+                "description": "Untitled multi-select",
+                "items": {"type": "string", "enum": options},
             },
             "titledMulti": {
-                "type": "array", "description": "Titled multi-select",
+                "type": "array",
+                "description": "Titled multi-select",
                 "items": {"anyOf": _titled("value", ["First Choice", "Second Choice", "Third Choice"])},
             },
         },
         "required": [],
-    }  # fmt: skip
+    }
     action, content = await _elicit(ctx, "Please select options from the enum fields", schema)
     return f"Elicitation completed: action={action}, content={json.dumps(content)}"
 

@@ -56,9 +56,15 @@ class MapCodebase:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
 
         code_map = await map_codebase(
-            root, roots=self.roots, include=include, exclude=exclude, max_files=maxFiles or DEFAULT_MAX_FILES,
-            report=report, checkpoint=job.checkpoint, diagnostic=job.diagnostic,
-        )  # fmt: skip
+            root,
+            roots=self.roots,
+            include=include,
+            exclude=exclude,
+            max_files=maxFiles or DEFAULT_MAX_FILES,
+            report=report,
+            checkpoint=job.checkpoint,
+            diagnostic=job.diagnostic,
+        )
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
@@ -103,9 +109,14 @@ class RunCommand:
 
         try:
             outcome = await run_process(
-                command, cwd=workdir, env=child_env, executable=executable, timeout=timeoutSeconds,
-                on_line=stream.line, on_start=started,
-            )  # fmt: skip
+                command,
+                cwd=workdir,
+                env=child_env,
+                executable=executable,
+                timeout=timeoutSeconds,
+                on_line=stream.line,
+                on_start=started,
+            )
         except CommandFailedToStart as exc:
             raise NonRetryableError(str(exc)) from None
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)

@@ -11,9 +11,13 @@ from vibe_jobs.errors import DuplicateJob, StoreCorrupt, StoreError, StoreFull, 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 # A session the server ended (pg_terminate_backend, a restart) or a socket that broke: worth a retry.
 CONNECTION_LOST = (
-    asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.CannotConnectNowError,
-    asyncpg.CrashShutdownError, asyncpg.InternalClientError, ConnectionError,
-)  # fmt: skip
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
 
 _BY_SQLSTATE: dict[str, type[StoreError]] = {
     "23505": DuplicateJob,  # unique_violation

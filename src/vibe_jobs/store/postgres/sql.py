@@ -129,8 +129,7 @@ def insert_args(rec: JobRecord) -> list[Any]:
     task = rec.task
     needs = (task.resource_requirements if task else None) or DEFAULT_NEEDS
     deps = list(dict.fromkeys(task.dependencies)) if task else []
-    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight),
-            float(needs.disk_space_mb)]  # fmt: skip
+    return [*codec.encode(rec), deps, float(needs.memory_mb), float(needs.cpu_weight), float(needs.disk_space_mb)]
 
 
 def decode(row: Any) -> JobRecord:
@@ -214,9 +213,11 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
     where: list[str] = []
     conds = (
-        (by_status, "status = $?"), (by_tool, "tool_name = $?"), (by_principal, "principal = $?"),
+        (by_status, "status = $?"),
+        (by_tool, "tool_name = $?"),
+        (by_principal, "principal = $?"),
         (paged, "(created_at, id) < ($?, $?)"),
-    )  # fmt: skip
+    )
     for on, cond in conds:
         if on:
             where.append(cond)

@@ -183,9 +183,12 @@ class PostgresStore(SharedJobStore):
             finally:
                 await conn.close()
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.pool_min, max_size=self.pool_max,
-                server_settings=self._settings(), reset=_no_reset,
-            )  # fmt: skip
+                self.dsn,
+                min_size=self.pool_min,
+                max_size=self.pool_max,
+                server_settings=self._settings(),
+                reset=_no_reset,
+            )
         except DB_ERRORS as exc:
             raise store_error(exc, f"cannot open the job store at {self.where}: {exc}") from None
 
@@ -268,8 +271,10 @@ class PostgresStore(SharedJobStore):
     async def _stored_as(self, job: JobRecord) -> bool:
         found = await self.get(job.id)
         return found is not None and (found.tool_name, found.created_at, found.params) == (
-            job.tool_name, job.created_at, job.params,
-        )  # fmt: skip
+            job.tool_name,
+            job.created_at,
+            job.params,
+        )
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._fetchrow(sql.GET, job_id)
@@ -426,9 +431,14 @@ class PostgresStore(SharedJobStore):
                 continue  # jobs without an operation type
             decided = done + failed
             groups[by_op][name] = GroupStats(
-                completed=done, failed=failed, cancelled=cancelled, success_rate=done / decided if decided else None,
-                p50_duration_ms=p50, p95_duration_ms=p95, average_duration_ms=float(avg) if avg is not None else None,
-            )  # fmt: skip
+                completed=done,
+                failed=failed,
+                cancelled=cancelled,
+                success_rate=done / decided if decided else None,
+                p50_duration_ms=p50,
+                p95_duration_ms=p95,
+                average_duration_ms=float(avg) if avg is not None else None,
+            )
         recent = await self._fetch(sql.FINISHED_RECENTLY, now)
         done_1m, failed_1m, done_5m, failed_5m = recent[0]
         return ClusterFigures(groups[False], groups[True], done_1m + failed_1m, done_5m, failed_5m)
@@ -532,10 +542,15 @@ class PostgresStore(SharedJobStore):
         notification is a wake-up (listeners also poll), so a failure to send is logged, not raised. A
         status written again with the same value is announced again (a spurious wake-up)."""
         self._outbox += [
-            {"op": "update", "id": r.id, "status": r.status.value, "tool": r.tool_name,
-             "cancel": r.cancel_requested is not None}
+            {
+                "op": "update",
+                "id": r.id,
+                "status": r.status.value,
+                "tool": r.tool_name,
+                "cancel": r.cancel_requested is not None,
+            }
             for r in records
-        ]  # fmt: skip
+        ]
         if self._announcer is None:
             self._announcer = asyncio.get_running_loop().create_task(self._send_announcements())
 
@@ -547,7 +562,7 @@ class PostgresStore(SharedJobStore):
                     if self._notify_conn is None or self._notify_conn.is_closed():
                         self._notify_conn = await asyncpg.connect(
                             self.dsn, server_settings={**self._settings(), "synchronous_commit": "off"}, timeout=5
-                        )  # fmt: skip
+                        )
                     await self._notify_conn.execute(sql.NOTIFY, self.channel, _payloads(changes), timeout=5)
                 except (*DB_ERRORS, TimeoutError) as exc:
                     log.warning("store.notify_failed", error=f"{type(exc).__name__}: {exc}", lost=len(changes))

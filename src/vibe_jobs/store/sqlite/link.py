@@ -106,9 +106,15 @@ class Link(asyncio.Protocol):
         ours, theirs = socket.socketpair()
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", SERVER, str(theirs.fileno()), str(os.getpid()), pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # stdout may carry a protocol (stdio)
-            )  # fmt: skip
+                sys.executable,
+                "-I",
+                SERVER,
+                str(theirs.fileno()),
+                str(os.getpid()),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # stdout may carry a protocol (stdio)
+            )
             self._control = loop.create_future()
             await loop.create_connection(lambda: self, sock=ours)
         except BaseException as exc:

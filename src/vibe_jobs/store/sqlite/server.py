@@ -42,9 +42,12 @@ Failure = tuple[str, str, str]  # kind ("sqlite", "python", "newer"), name, mess
 
 # Errors of one statement: the transaction is intact, only the op fails.
 _OP_ERRORS = (
-    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
-    sqlite3.InterfaceError, sqlite3.NotSupportedError,
-)  # fmt: skip
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    sqlite3.NotSupportedError,
+)
 
 
 class Config(TypedDict):
