@@ -25,7 +25,7 @@ async def test_every_tool_is_listed_with_a_description_and_schemas(mode: str) ->
     assert all(tool.description for tool in tools.values())
     sleepy = tools["sleepy"]
     assert set(sleepy.input_schema["properties"]) == {"seconds", "steps"}, "the JobContext stays hidden"
-    assert sleepy.output_schema is not None and "jobId" in sleepy.output_schema["properties"]
+    assert sleepy.output_schema is not None and "jobId" in sleepy.output_schema["anyOf"][0]["properties"]
     assert "nextCheckTime" in (tools["get-job-result"].description or "")
 
 

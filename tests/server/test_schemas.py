@@ -10,7 +10,7 @@ from jsonschema import validators
 from pydantic import BaseModel
 
 from vibe_jobs.models import JobStarted, JobStatusMessage
-from vibe_jobs.server.schemas import flat_schema
+from vibe_jobs.server.schemas import flat_schema, or_error
 
 STARTED = {
     "jobId": "a" * 32, "status": "pending", "toolName": "noop", "message": "Job started",
@@ -87,3 +87,25 @@ def test_only_exact_rewrites_are_made() -> None:
     assert flat_schema(with_enum_null)["enum"] == ["a", None]
     constrained_ref = {"$defs": {"N": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/N", "minimum": 3}}}
     assert flat_schema(constrained_ref) == constrained_ref  # a sibling constraint: keep the reference as it is
+
+
+REFUSAL = {"error": {"code": "invalid_params", "message": "unknown argument 'x'", "unknown": ["x"]}}
+
+
+@pytest.mark.parametrize(("model", "instance"), [(JobStarted, STARTED), (JobStatusMessage, STATUS)])
+def test_or_error_accepts_the_answer_or_a_refusal_and_nothing_else(
+    model: type[BaseModel], instance: dict[str, Any]
+) -> None:
+    for schema in (model.model_json_schema(by_alias=True), flat_schema(model.model_json_schema(by_alias=True))):
+        either = or_error(schema)
+        assert either["type"] == "object"  # MCP: an outputSchema is an object schema
+        assert valid(either, instance) and valid(either, REFUSAL)
+        assert not valid(either, {"error": "no code"}) and not valid(either, {**instance, "jobId": 7})
+
+
+def test_or_error_keeps_defs_at_the_top_where_refs_point() -> None:
+    node = {"type": "object", "properties": {"next": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]}}}
+    recursive = {"$defs": {"Node": node}, "$ref": "#/$defs/Node"}
+    either = or_error(recursive)
+    assert "$defs" in either and valid(either, {"next": {"next": None}}) and valid(either, REFUSAL)
+    assert not valid(either, {"next": {"next": 3}})

@@ -61,7 +61,8 @@ def test_the_mcp_tool_advertises_the_job_tools_own_schema() -> None:
     tool = job_mcp_tool(JobManager(MemoryStore(), Settings()), spec)
     assert tool.parameters == spec.arguments.schema()
     assert tool.parameters["additionalProperties"] is False
-    assert "jobId" in (tool.output_schema or {})["properties"]
+    started, refused = (tool.output_schema or {})["anyOf"]  # the started answer, or a refusal's error
+    assert "jobId" in started["properties"] and refused["required"] == ["error"]
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])

@@ -32,7 +32,7 @@ from vibe_jobs.redact import redact_params
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
-from vibe_jobs.server.schemas import flat_schema
+from vibe_jobs.server.schemas import flat_schema, or_error
 from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
 from vibe_jobs.states import JobStatus
 
@@ -286,9 +286,9 @@ def _asks(rec: Any) -> bool:
 def _advertised_only(tool: Tool) -> Tool:
     """Keep the output schema in tools/list but skip re-validating our own answers on every call
     (they are built from the same models; clients validate against the advertised schema, which is
-    flattened so that costs them less on every call)."""
+    flattened so that costs them less on every call); it also admits the tool's refusals (`or_error`)."""
     meta = tool.fn_metadata
     meta.output_model = None
     if meta.output_schema is not None:
-        meta.output_schema = flat_schema(meta.output_schema)
+        meta.output_schema = or_error(flat_schema(meta.output_schema))
     return tool

@@ -5,6 +5,10 @@ outputSchema with a generic JSON Schema validator. pydantic's schemas use `$ref`
 `anyOf [X, {"type": "null"}]` for optional fields; each `$ref` and `anyOf` branch costs a validator a
 descent per value. `flat_schema` inlines the references and writes nullable fields as a type list:
 the same set of valid instances, several times cheaper to validate on every call.
+
+Clients validate even an isError answer's structured content (the TypeScript SDK does, and fails the
+call with -32602 when it does not match), so `or_error` is the one rule for every advertised schema of a
+tool whose refusals carry `{"error": {...}}` (`wrap.error_result`): the answer's shape or the error's.
 """
 
 from __future__ import annotations
@@ -12,6 +16,31 @@ from __future__ import annotations
 from typing import Any
 
 _NULL = {"type": "null"}
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def or_error(schema: dict[str, Any]) -> dict[str, Any]:
+    """An output schema accepting `schema`'s instances or a refusal's `{"error": {...}}` (top level still
+    `type: object`, as MCP requires; `$defs` stay at the top level, where the `$ref`s point)."""
+    body = {key: value for key, value in schema.items() if key not in ("$defs", "title")}
+    either: dict[str, Any] = {"type": "object", "anyOf": [body, ERROR_SCHEMA]}
+    if "title" in schema:
+        either["title"] = schema["title"]
+    if "$defs" in schema:
+        either["$defs"] = schema["$defs"]
+    return either
 
 
 def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskS
 from vibe_jobs.server import tracing
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import started_text
-from vibe_jobs.server.schemas import flat_schema
+from vibe_jobs.server.schemas import flat_schema, or_error
 
-STARTED_SCHEMA = flat_schema(JobStarted.model_json_schema(by_alias=True))
+STARTED_SCHEMA = or_error(flat_schema(JobStarted.model_json_schema(by_alias=True)))  # or a refusal
 
 
 def error_result(message: str, code: str, **extra: Any) -> CallToolResult:

@@ -23,6 +23,7 @@ from vibe_jobs.errors import InvalidArguments, InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.server.proxy.schema import SchemaArguments
 from vibe_jobs.server.proxy.upstream import ProgressFn, Upstream
+from vibe_jobs.server.schemas import or_error
 from vibe_jobs.server.wrap import RawArguments, error_result
 
 
@@ -87,11 +88,16 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
         title=tool.title,
         description=tool.description or f"{tool.name} on {upstream.spec.label}",
         parameters=rule.schema(),
-        fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=tool.output_schema),
+        fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=or_error_of(tool.output_schema)),
         is_async=True,
         context_kwarg="ctx",
         annotations=tool.annotations,
     )
+
+
+def or_error_of(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The upstream tool's output schema, admitting our own refusals of bad arguments too."""
+    return None if schema is None else or_error(schema)
 
 
 def idempotent(tool: UpstreamTool) -> bool:

@@ -1,0 +1,77 @@
+"""Every structured answer a tool gives validates against the outputSchema it advertises.
+
+Clients validate structuredContent against the tool's outputSchema even when isError is set (the TypeScript
+SDK does, and then fails the call with -32602 instead of showing the refusal), so a refusal's
+`{"error": {...}}` must match the advertised schema as much as a success does. Drives the real
+`vibe-jobs serve` over stdio, both eras, with successes and refusals of every listed tool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, stdio_client_for
+
+pytestmark = pytest.mark.timeout(120)
+
+UNKNOWN = {"notAnArgument": 1}  # refused by every tool that checks its arguments itself
+CALLS: dict[str, list[dict[str, Any]]] = {  # successes and refusals besides the unknown argument
+    "sleepy": [{"seconds": 0.01, "steps": 1}, {"seconds": "soon"}, {}],
+    "echo": [{"text": "hi"}, {"text": "hi", "count": "many"}],
+    "noop": [{}],
+    "plain-noop": [{}],
+    "get-job-result": [{"jobId": "no-such-job"}],
+    "cancel-job": [{"jobId": "no-such-job"}],
+    "answer-job": [{"jobId": "no-such-job", "decline": True}],
+    "submit-job": [
+        {"tool": "echo", "arguments": {"text": "hi"}},
+        {"tool": "no-such-tool"},
+        {"tool": "echo", "arguments": {"text": "hi", "bogus": 1}},
+        {"tool": "echo", "arguments": {"text": "hi"}, "runAt": 2_000_000_000_000, "deadline": 1},
+    ],
+    "list-jobs": [{}],
+    "job-stats": [{}],
+    "schedule-job": [{"tool": "echo", "arguments": {"text": "hi"}, "everySeconds": 3600}, {"tool": "no-such-tool"}],
+    "list-schedules": [{}],
+    "pause-schedule": [{"scheduleId": "no-such-schedule"}],
+    "resume-schedule": [{"scheduleId": "no-such-schedule"}],
+    "delete-schedule": [{"scheduleId": "no-such-schedule"}],
+}
+
+
+async def answers(client: Client, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """The call's structuredContent (None when it has none or the call is refused as a protocol error)."""
+    try:
+        result = await client.call_tool(name, arguments)
+    except Exception:  # a protocol-level refusal (-32602) carries no structuredContent to check
+        return None
+    structured: dict[str, Any] | None = result.structured_content
+    return structured
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_answer_validates_against_the_advertised_output_schema(mode: str) -> None:
+    async with stdio_client_for(mode) as client:
+        tools = (await client.list_tools()).tools
+        job_id = (await client.call_tool("noop", {})).structured_content or {}
+        calls = {**CALLS, "get-job-result": [*CALLS["get-job-result"], {"jobId": job_id.get("jobId")}]}
+        checked: list[tuple[str, bool]] = []
+        for tool in tools:
+            if tool.output_schema is None:
+                continue
+            jsonschema.Draft202012Validator.check_schema(tool.output_schema)
+            assert tool.output_schema["type"] == "object", tool.name  # MCP: an outputSchema is an object schema
+            for arguments in [*calls.get(tool.name, []), UNKNOWN]:
+                structured = await answers(client, tool.name, arguments)
+                if structured is None:
+                    continue
+                errors = list(jsonschema.Draft202012Validator(tool.output_schema).iter_errors(structured))
+                assert not errors, f"{tool.name}({arguments}) answered {structured}: {errors[0].message}"
+                checked.append((tool.name, "error" in structured))
+        refused = {name for name, is_error in checked if is_error}
+        assert {"sleepy", "echo", "submit-job", "get-job-result"} <= refused  # the refusals were exercised
+        assert {"sleepy", "echo", "submit-job"} <= {name for name, is_error in checked if not is_error}
