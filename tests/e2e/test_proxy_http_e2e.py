@@ -58,8 +58,11 @@ def test_the_typescript_sdk_client_gets_jobs_through_the_proxy_over_streamable_h
     assert report["job"]["status"] == "completed", report["job"]
     assert [c["text"] for c in report["job"]["result"]["content"]] == [LONG_TEXT]
     assert any(0 < p < 100 for p in report["progress"]), report["progress"]
-    refused = report["refused"]  # isError, or (TS SDK 1.32) an McpError: it checks isError results' structuredContent
-    assert refused.get("isError") is True or "output schema" in refused.get("thrown", ""), refused
+    refused = report["refused"]  # the TS SDK checks even an isError answer's structuredContent against outputSchema
+    assert refused.get("isError") is True, refused  # not a thrown McpError -32602: the refusal itself arrives
+    assert "mesage" in refused["content"][0]["text"] and refused["structuredContent"]["error"]["code"], refused
+    unknown = report["refusedRead"]  # a control tool's refusal too
+    assert unknown.get("isError") is True and "no-such-job" in unknown["content"][0]["text"], unknown
     assert report["jobs"] == [report["jobId"]]  # the refused call made no job
 
 

@@ -27,13 +27,17 @@ for (;;) {
   await new Promise((resolve) => setTimeout(resolve, 250));
 }
 // A refusal is an isError result whose structuredContent is {error: {...}}; this SDK validates structuredContent
-// against the tool's outputSchema even when isError is set, and throws: either way the call is refused.
-let refused;
-try {
-  refused = await client.callTool({ name: "echo", arguments: { mesage: "hi" } });
-} catch (error) {
-  refused = { thrown: String(error) };
-}
+// against the tool's outputSchema even when isError is set (and throws McpError -32602 when it does not match),
+// so the advertised outputSchema admits the error shape. A throw is recorded, for the test to show.
+const attempt = async (name, args) => {
+  try {
+    return await client.callTool({ name, arguments: args });
+  } catch (error) {
+    return { thrown: String(error) };
+  }
+};
+const refused = await attempt("echo", { mesage: "hi" });
+const refusedRead = await attempt("get-job-result", { jobId: "no-such-job" });
 const jobs = (await client.callTool({ name: "list-jobs", arguments: {} })).structuredContent.jobs.map((j) => j.id);
-console.log(JSON.stringify({ tools, answeredMs, jobId, progress, job, refused, jobs }));
+console.log(JSON.stringify({ tools, answeredMs, jobId, progress, job, refused, refusedRead, jobs }));
 await client.close();
