@@ -71,12 +71,16 @@ def proxy_args(upstream: list[str], tap: Tap | None, *options: str) -> list[str]
 
 
 @asynccontextmanager
-async def proxy_client(mode: str, args: list[str], extra_env: dict[str, str] | None = None) -> AsyncIterator[Client]:
-    """The real MCP client on `python -m vibe_jobs <args>` over stdio."""
+async def proxy_client(
+    mode: str, args: list[str], extra_env: dict[str, str] | None = None, **callbacks: Any
+) -> AsyncIterator[Client]:
+    """The real MCP client on `python -m vibe_jobs <args>` over stdio (with the client `callbacks` given)."""
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(extra_env or {})}
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
     with tempfile.TemporaryFile("w+") as errlog:
-        async with Client(stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=60) as client:
+        async with Client(
+            stdio_client(params, errlog=errlog), mode=mode, read_timeout_seconds=60, **callbacks
+        ) as client:
             yield client
 
 

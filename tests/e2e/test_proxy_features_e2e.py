@@ -1,5 +1,6 @@
 """`vibe-jobs proxy` options and paths beyond the basic job: several upstreams (prefixed tool names, a Claude
-Desktop config file), `--direct`, time-outs, elicitation declined during a job, roots asked of the client."""
+Desktop config file), `--direct`, time-outs, elicitation and sampling during a job passed to the client, roots
+asked of the client."""
 
 from __future__ import annotations
 
@@ -13,11 +14,30 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
-from mcp_types import ListRootsResult, Root
+from mcp_types import (
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitRequestParams,
+    ElicitResult,
+    ListRootsResult,
+    Root,
+    TextContent,
+)
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT
-from tests.e2e.proxy_fixtures import FAKE, proxy_args, proxy_client, started, temp_tap, texts, until, upstream_command
+from tests.e2e.proxy_fixtures import (
+    FAKE,
+    proxy_args,
+    proxy_client,
+    started,
+    status,
+    temp_tap,
+    texts,
+    until,
+    upstream_command,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -121,13 +141,88 @@ def _cancels(message: dict[str, Any], request_id: Any) -> bool:
     return message.get("method") == "notifications/cancelled" and params.get("requestId") == request_id
 
 
-async def test_an_elicitation_during_a_job_is_declined_with_a_diagnostic(everything: list[str]) -> None:
+async def until_asked(client: Client, job_id: str) -> dict[str, Any]:
+    """Long-poll (a client without callbacks is told at once) until the job waits for an answer."""
+    with anyio.fail_after(40):
+        while "waitingFor" not in (msg := await status(client, job_id, wait=5)):
+            assert msg["status"] in ("pending", "running"), msg
+        return msg
+
+
+async def test_an_upstream_elicitation_during_a_job_is_answered_with_answer_job(everything: list[str]) -> None:
     async with proxy_client("legacy", proxy_args(everything, None)) as client:
         job_id = started(await client.call_tool("trigger-elicitation-request", {}))
+        asked = (await until_asked(client, job_id))["waitingFor"]
+        answer = {"name": "Ada Lovelace", "check": True, "integer": 7}
+        answered = await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})
         msg = await until(client, job_id, ("completed", "failed"))
-    assert any("declined" in t for t in texts(msg["result"]))
+    assert asked["kind"] == "elicitation" and asked["message"] == "Please provide inputs for the following fields:"
+    assert asked["requestedSchema"]["required"] == ["name"] and not answered.is_error, answered.content
+    shown = "\n".join(texts(msg["result"]))
+    assert msg["status"] == "completed" and "User provided the requested information" in shown
+    assert "- Name: Ada Lovelace" in shown and "- Agreed to terms: true" in shown and "- Favorite Integer: 7" in shown
+
+
+async def test_an_upstream_elicitation_reaches_the_clients_callback_on_the_long_poll(everything: list[str]) -> None:
+    asked: list[ElicitRequestParams] = []
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params)
+        return ElicitResult(action="cancel")
+
+    async with proxy_client("legacy", proxy_args(everything, None), elicitation_callback=on_elicit) as client:
+        job_id = started(await client.call_tool("trigger-elicitation-request", {}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    assert [p.message for p in asked] == ["Please provide inputs for the following fields:"]
+    assert msg["status"] == "completed" and any(
+        "User cancelled the elicitation dialog" in t for t in texts(msg["result"])
+    )
+
+
+async def test_an_upstream_sampling_request_reaches_the_clients_callback(everything: list[str]) -> None:
+    asked: list[CreateMessageRequestParams] = []
+
+    async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
+        asked.append(params)
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="42"), model="test-model")
+
+    async with proxy_client("legacy", proxy_args(everything, None), sampling_callback=on_sample) as client:
+        job_id = started(await client.call_tool("trigger-sampling-request", {"prompt": "meaning?", "maxTokens": 20}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    assert len(asked) == 1 and asked[0].system_prompt == "You are a helpful test server." and asked[0].max_tokens == 20
+    content = asked[0].messages[0].content
+    assert isinstance(content, TextContent) and content.text.endswith("meaning?")
+    shown = "\n".join(texts(msg["result"]))
+    assert msg["status"] == "completed" and '"text": "42"' in shown and '"model": "test-model"' in shown, shown
+
+
+async def test_an_upstream_sampling_request_is_answered_with_answer_job(everything: list[str]) -> None:
+    async with proxy_client("legacy", proxy_args(everything, None)) as client:
+        job_id = started(await client.call_tool("trigger-sampling-request", {"prompt": "meaning?"}))
+        asked = (await until_asked(client, job_id))["waitingFor"]
+        answer = {"role": "assistant", "content": {"type": "text", "text": "forty-two"}, "model": "by-hand"}
+        answered = await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})
+        msg = await until(client, job_id, ("completed", "failed"))
+    assert asked["kind"] == "sampling" and asked["maxTokens"] == 100 and not answered.is_error, answered.content
+    shown = "\n".join(texts(msg["result"]))
+    assert msg["status"] == "completed" and '"text": "forty-two"' in shown and '"role": "assistant"' in shown, shown
+
+
+async def test_an_elicitation_while_two_jobs_call_the_upstream_is_declined_with_a_diagnostic(
+    everything: list[str],
+) -> None:
+    """Nothing ties the upstream's request to one of the proxy's calls: with two in flight, it is declined."""
+    async with proxy_client("legacy", proxy_args(everything, None)) as client:
+        first = started(await client.call_tool("trigger-elicitation-request", {}))
+        await until_asked(client, first)  # alone on the upstream: its request was routed to it
+        second = started(await client.call_tool("trigger-elicitation-request", {}))
+        msg = await until(client, second, ("completed", "failed"))
+        await client.call_tool("answer-job", {"jobId": first, "action": "decline"})
+        other = await until(client, first, ("completed", "failed"))
+    assert any("User declined" in t for t in texts(msg["result"]))
     diagnostics = "\n".join(msg["details"]["diagnostics"])
-    assert "sent an elicitation request during this job" in diagnostics and "it was declined" in diagnostics
+    assert "sent an elicitation request during this job; it was declined: 2 jobs are calling" in diagnostics
+    assert any("User declined" in t for t in texts(other["result"]))
 
 
 async def test_the_upstream_asks_the_client_for_its_roots(everything: list[str], tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
 """Requests an upstream sends back during a job: elicitation and sampling.
 
-`answer_upstream_request` is the one place they are answered. Until the talk-back paths land
-(`JobContext.elicit` / `JobContext.sample`), they are declined, and each job that was running on that upstream
-gets a diagnostic saying so. Routing them to the client later changes this function only.
+`answer_upstream_request` is the one place they are answered. The upstream's request carries nothing that ties it
+to one of the proxy's calls (over stdio a server-to-client request has no related request id; the SDK's client
+callback gets only the upstream's own request id), so the job is found by elimination: when exactly one job is
+calling that upstream, the request is that job's and is asked of its client (`JobContext.elicit` /
+`JobContext.sample`: the job waits with `waitingFor` set until the client answers); the answer goes back upstream.
+With no job or several jobs in flight on that upstream (or a request the job cannot ask: a URL-mode elicitation,
+a schema that is not flat), it is declined, and each job running on that upstream gets a diagnostic saying why.
 """
 
 from __future__ import annotations
@@ -10,31 +14,83 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from mcp_types import INVALID_REQUEST, ElicitResult, ErrorData
+from mcp_types import (
+    INVALID_REQUEST,
+    CreateMessageRequestParams,
+    CreateMessageResult,
+    ElicitRequestFormParams,
+    ElicitResult,
+    ErrorData,
+    TextContent,
+)
 
 from vibe_jobs.context import JobContext
+from vibe_jobs.errors import InvalidParams
 from vibe_jobs.logs import get_logger
 
 log = get_logger("vibe_jobs.server.proxy")
 
 Kind = Literal["elicitation", "sampling"]
+Answer = ElicitResult | CreateMessageResult | ErrorData
 
 
-def declined_text(kind: Kind, upstream: str) -> str:
+def declined_text(kind: Kind, upstream: str, why: str) -> str:
     return (
         f"upstream '{upstream}' sent {'an' if kind == 'elicitation' else 'a'} {kind} request during this job; "
-        f"the proxy does not pass {kind} requests to the client yet, so it was declined"
+        f"it was declined: {why}"
     )
 
 
-async def answer_upstream_request(
-    kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext]
-) -> ElicitResult | ErrorData:
+async def answer_upstream_request(kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext]) -> Answer:
     """The answer to an upstream's `elicitation/create` or `sampling/createMessage` made while `jobs` ran."""
-    text = declined_text(kind, upstream)
+    running = list(jobs)
+    if len(running) != 1:
+        why = "no job is calling that upstream" if not running else f"{len(running)} jobs are calling that upstream"
+        return _decline(kind, upstream, running, f"{why}, so the proxy cannot tell whose request it is")
+    (ctx,) = running
+    try:
+        if kind == "elicitation":
+            return await _elicit(ctx, params)
+        return await _sample(ctx, params)
+    except InvalidParams as exc:
+        return _decline(kind, upstream, running, str(exc))
+
+
+async def _elicit(ctx: JobContext, params: Any) -> ElicitResult:
+    if not isinstance(params, ElicitRequestFormParams):
+        raise InvalidParams("only form elicitations can be passed to the client (this one asks to open a URL)")
+    answer = await ctx.elicit(params.message, params.requested_schema)
+    if answer.action == "accept":
+        return ElicitResult(action="accept", content=answer.content)
+    return ElicitResult(action="cancel" if answer.action in ("cancel", "timeout") else "decline")
+
+
+async def _sample(ctx: JobContext, params: CreateMessageRequestParams) -> CreateMessageResult | ErrorData:
+    messages = [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in params.messages]
+    prefs = params.model_preferences
+    answer = await ctx.sample(
+        messages,
+        max_tokens=params.max_tokens,
+        system=params.system_prompt,
+        temperature=params.temperature,
+        stop_sequences=params.stop_sequences,
+        model_preferences=prefs.model_dump(mode="json", by_alias=True, exclude_none=True) if prefs else None,
+    )
+    if answer.action != "accept":
+        said = "nobody answered in time" if answer.action == "timeout" else f"the client answered {answer.action}"
+        return ErrorData(code=INVALID_REQUEST, message=f"sampling request not answered: {said}")
+    result = dict(answer.result or {})
+    if not isinstance(result.get("content"), dict):  # none, or several blocks: the text the job read
+        result["content"] = TextContent(type="text", text=answer.text or "").model_dump()
+    result.update(role="assistant", model=answer.model or result.get("model") or "unknown")
+    return CreateMessageResult.model_validate(result)
+
+
+def _decline(kind: Kind, upstream: str, jobs: list[JobContext], why: str) -> ElicitResult | ErrorData:
+    text = declined_text(kind, upstream, why)
     for ctx in jobs:
         ctx.diagnostic(text)
-    log.warning("proxy.upstream_request_declined", upstream=upstream, kind=kind)
+    log.warning("proxy.upstream_request_declined", upstream=upstream, kind=kind, reason=why)
     if kind == "elicitation":
         return ElicitResult(action="decline")
     return ErrorData(code=INVALID_REQUEST, message=text)

@@ -26,6 +26,7 @@ from mcp_types import (
     CONNECTION_CLOSED,
     CallToolResult,
     CreateMessageRequestParams,
+    CreateMessageResult,
     ElicitRequestParams,
     ElicitResult,
     ErrorData,
@@ -37,7 +38,7 @@ from mcp_types import (
 from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.proxy.config import UpstreamSpec
-from vibe_jobs.server.proxy.talkback import Kind, answer_upstream_request
+from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
 
 log = get_logger("vibe_jobs.server.proxy")
 
@@ -226,12 +227,14 @@ class Upstream:
             await self.notify(message)
 
     async def _on_elicit(self, context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
-        return await self._talkback("elicitation", params)
+        answer = await self._talkback("elicitation", params)
+        assert not isinstance(answer, CreateMessageResult)
+        return answer
 
     async def _on_sample(self, context: ClientRequestContext, params: CreateMessageRequestParams) -> Any:
         return await self._talkback("sampling", params)
 
-    async def _talkback(self, kind: Kind, params: Any) -> ElicitResult | ErrorData:
+    async def _talkback(self, kind: Kind, params: Any) -> Answer:
         return await answer_upstream_request(kind, self.spec.label, params, list(self.jobs))
 
     async def _on_roots(self, context: ClientRequestContext) -> ListRootsResult | ErrorData:
