@@ -163,14 +163,17 @@ async def test_an_upstream_elicitation_during_a_job_is_answered_with_answer_job(
     assert "- Name: Ada Lovelace" in shown and "- Agreed to terms: true" in shown and "- Favorite Integer: 7" in shown
 
 
-async def test_an_upstream_elicitation_reaches_the_clients_callback_on_the_long_poll(everything: list[str]) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_upstream_elicitation_reaches_the_clients_callback_on_the_long_poll(
+    mode: str, everything: list[str]
+) -> None:
     asked: list[ElicitRequestParams] = []
 
     async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
         asked.append(params)
         return ElicitResult(action="cancel")
 
-    async with proxy_client("legacy", proxy_args(everything, None), elicitation_callback=on_elicit) as client:
+    async with proxy_client(mode, proxy_args(everything, None), elicitation_callback=on_elicit) as client:
         job_id = started(await client.call_tool("trigger-elicitation-request", {}))
         msg = await until(client, job_id, ("completed", "failed"))
     assert [p.message for p in asked] == ["Please provide inputs for the following fields:"]
@@ -179,14 +182,15 @@ async def test_an_upstream_elicitation_reaches_the_clients_callback_on_the_long_
     )
 
 
-async def test_an_upstream_sampling_request_reaches_the_clients_callback(everything: list[str]) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_upstream_sampling_request_reaches_the_clients_callback(mode: str, everything: list[str]) -> None:
     asked: list[CreateMessageRequestParams] = []
 
     async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
         asked.append(params)
         return CreateMessageResult(role="assistant", content=TextContent(type="text", text="42"), model="test-model")
 
-    async with proxy_client("legacy", proxy_args(everything, None), sampling_callback=on_sample) as client:
+    async with proxy_client(mode, proxy_args(everything, None), sampling_callback=on_sample) as client:
         job_id = started(await client.call_tool("trigger-sampling-request", {"prompt": "meaning?", "maxTokens": 20}))
         msg = await until(client, job_id, ("completed", "failed"))
     assert len(asked) == 1 and asked[0].system_prompt == "You are a helpful test server." and asked[0].max_tokens == 20
