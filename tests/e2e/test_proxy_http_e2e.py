@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 import pytest
 from mcp import Client
+from mcp.client.session import ClientRequestContext
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, stop, wait_for_port
 from tests.e2e.proxy_fixtures import started, texts, until, upstream_command
@@ -90,6 +92,27 @@ async def test_a_streamable_http_upstream_with_headers(mode: str) -> None:
     assert "trigger-long-running-operation" in names
     assert msg["status"] == "completed"
     assert texts(msg["result"]) == ["Echo: over http"]
+
+
+async def test_a_streamable_http_upstreams_sampling_request_reaches_the_proxys_client() -> None:
+    """The upstream's sampling/createMessage comes on the SSE stream of its tools/call; the job's client answers."""
+
+    async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="over sse"), model="m")
+
+    everything = upstream_command("everything")
+    upstream_port, port = free_port(), free_port()
+    url = f"http://127.0.0.1:{upstream_port}/mcp"
+    with (
+        running([*everything[:-1], "streamableHttp"], upstream_port, {"PORT": str(upstream_port)}),
+        running(proxy_cmd(port, "--upstream-url", url), port),
+    ):
+        proxy = f"http://127.0.0.1:{port}/mcp"
+        async with Client(proxy, mode="legacy", read_timeout_seconds=60, sampling_callback=on_sample) as client:
+            job_id = started(await client.call_tool("trigger-sampling-request", {"prompt": "hi"}))
+            msg = await until(client, job_id, ("completed", "failed"))
+    shown = "\n".join(texts(msg["result"]))
+    assert msg["status"] == "completed" and '"text": "over sse"' in shown, shown
 
 
 async def test_a_streamable_http_upstream_that_dies_mid_job_is_connected_again() -> None:
