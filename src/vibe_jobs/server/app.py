@@ -63,14 +63,22 @@ def build_mcp(
     ]
     tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
     mcp: MCPServer[Any] = MCPServer(
-        name, instructions=instructions or INSTRUCTIONS, version=_version(), tools=tools,
-        log_level=cast(Any, manager.settings.log_level.upper()), extensions=[tasks], subscriptions=hub.bus,
+        name,
+        instructions=instructions or INSTRUCTIONS,
+        version=_version(),
+        tools=tools,
+        log_level=cast(Any, manager.settings.log_level.upper()),
+        extensions=[tasks],
+        subscriptions=hub.bus,
         middleware=[
-            tasks.list_tools_middleware, hub.track_listen, encodable_answers({t.name for t in plain_tools}),
+            tasks.list_tools_middleware,
+            hub.track_listen,
+            encodable_answers({t.name for t in plain_tools}),
             *middleware,
         ],
-        token_verifier=auth.verifier, auth=auth.settings,
-    )  # fmt: skip
+        token_verifier=auth.verifier,
+        auth=auth.settings,
+    )
     _add_set_level(mcp, manager)
     _add_health(mcp, manager)
     add_dashboard(mcp, Dashboard(manager, Guard(bearer=auth.admin_check()), tools=specs))  # admin only with auth

@@ -148,18 +148,26 @@ class JwtVerifier(TokenVerifier):
         try:
             key = self.keys.get_signing_key_from_jwt(token)
             claims: dict[str, Any] = jwt.decode(
-                token, key.key, algorithms=JWT_ALGORITHMS, audience=self.audience, issuer=self.issuer,
+                token,
+                key.key,
+                algorithms=JWT_ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
                 options={"require": ["exp", "sub", "aud", "iss"]},
-            )  # fmt: skip
+            )
         except jwt.PyJWTError:
             return None
         subject = str(claims["sub"])
         if not PRINCIPAL.fullmatch(subject):
             return None
         return AccessToken(
-            token=token, client_id=str(claims.get("client_id") or claims.get("azp") or subject), subject=subject,
-            scopes=_scopes(claims), expires_at=int(claims["exp"]), claims={"iss": claims["iss"]},
-        )  # fmt: skip
+            token=token,
+            client_id=str(claims.get("client_id") or claims.get("azp") or subject),
+            subject=subject,
+            scopes=_scopes(claims),
+            expires_at=int(claims["exp"]),
+            claims={"iss": claims["iss"]},
+        )
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:
@@ -214,10 +222,11 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         return AuthSetup(
             JwtVerifier(jwks, issuer, audience),
             AuthSettings(
-                issuer_url=AnyHttpUrl(issuer), resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
+                issuer_url=AnyHttpUrl(issuer),
+                resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
                 validate_token_resource=False,  # the verifier checks the audience itself
             ),
-        )  # fmt: skip
+        )
     return AuthSetup()
 
 

@@ -236,14 +236,21 @@ class ControlTools:
         if isinstance(params, CallToolResult):
             return params
         task = TaskSpec(
-            task_id=taskId, project_id=projectId, operation_type=operationType or spec.operation_type,
-            priority=priority, estimated_duration=estimatedDuration, resource_requirements=resourceRequirements,
-            dependencies=dependsOn, timeout_seconds=timeoutSeconds,
-            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries), deadline=deadline,
-        )  # fmt: skip
+            task_id=taskId,
+            project_id=projectId,
+            operation_type=operationType or spec.operation_type,
+            priority=priority,
+            estimated_duration=estimatedDuration,
+            resource_requirements=resourceRequirements,
+            dependencies=dependsOn,
+            timeout_seconds=timeoutSeconds,
+            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
+            deadline=deadline,
+        )
         if runAt is not None and deadline is not None and deadline <= runAt:
-            return error_result(f"deadline {deadline} is not after runAt {runAt}: the job could never start",
-                                "invalid_params")  # fmt: skip
+            return error_result(
+                f"deadline {deadline} is not after runAt {runAt}: the job could never start", "invalid_params"
+            )
         return await start_job(self.m, spec, params, task, self.identity.viewer(), run_at=runAt)
 
     def tools(self) -> list[Tool]:

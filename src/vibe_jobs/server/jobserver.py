@@ -147,9 +147,12 @@ class JobServer:
         async with self.manager:
             await self.start_schedules()
             log.info(
-                "server.started", transport=transport, store=redact_url(self.manager.store.url),
-                tools=sorted(self.specs), authenticated=auth.enabled,
-            )  # fmt: skip
+                "server.started",
+                transport=transport,
+                store=redact_url(self.manager.store.url),
+                tools=sorted(self.specs),
+                authenticated=auth.enabled,
+            )
             if transport == "stdio":
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             else:

@@ -26,8 +26,10 @@ def _text(content: str) -> TextContent:
 
 def _answer(rec: ScheduleRecord, what: str) -> CallToolResult:
     wire = Schedule.from_record(rec).wire()
-    return CallToolResult(content=[_text(f"Schedule {rec.schedule_id} {what}; next firing at {rec.next_fire_at}.")],
-                          structured_content=wire)  # fmt: skip
+    return CallToolResult(
+        content=[_text(f"Schedule {rec.schedule_id} {what}; next firing at {rec.next_fire_at}.")],
+        structured_content=wire,
+    )
 
 
 async def _guarded(call: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
@@ -78,10 +80,21 @@ class ScheduleTools:
 
         async def create() -> CallToolResult:
             spec = parse_spec(
-                {"tool": tool, "arguments": arguments, "cron": cron, "everySeconds": everySeconds,
-                 "timezone": timezone, "startAt": startAt, "endAt": endAt, "misfire": misfire,
-                 "maxCatchUp": maxCatchUp, "overlap": overlap, "priority": priority, "operationType": operationType}
-            )  # fmt: skip
+                {
+                    "tool": tool,
+                    "arguments": arguments,
+                    "cron": cron,
+                    "everySeconds": everySeconds,
+                    "timezone": timezone,
+                    "startAt": startAt,
+                    "endAt": endAt,
+                    "misfire": misfire,
+                    "maxCatchUp": maxCatchUp,
+                    "overlap": overlap,
+                    "priority": priority,
+                    "operationType": operationType,
+                }
+            )
             return _answer(await self.s.create(spec, self.identity.viewer()), "created")
 
         return await _guarded(create)
@@ -90,8 +103,9 @@ class ScheduleTools:
         """Every schedule: its timing, last and next firing, and the outcome of its last job."""
         schedules = [s.wire() for s in await self.s.list(self.identity.viewer())]
         lines = [_line(s) for s in schedules]
-        return CallToolResult(content=[_text("\n".join(lines) or "no schedules")],
-                              structured_content={"schedules": schedules})  # fmt: skip
+        return CallToolResult(
+            content=[_text("\n".join(lines) or "no schedules")], structured_content={"schedules": schedules}
+        )
 
     async def pause_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Pause a schedule: it fires nothing until resumed."""
@@ -106,8 +120,10 @@ class ScheduleTools:
 
         async def delete() -> CallToolResult:
             await self.s.delete(scheduleId, self.identity.viewer())
-            return CallToolResult(content=[_text(f"Schedule {scheduleId} deleted.")],
-                                  structured_content={"scheduleId": scheduleId, "deleted": True})  # fmt: skip
+            return CallToolResult(
+                content=[_text(f"Schedule {scheduleId} deleted.")],
+                structured_content={"scheduleId": scheduleId, "deleted": True},
+            )
 
         return await _guarded(delete)
 
@@ -117,8 +133,10 @@ class ScheduleTools:
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any]]] = [
-            ("schedule-job", self.schedule_job), ("list-schedules", self.list_schedules),
-            ("pause-schedule", self.pause_schedule), ("resume-schedule", self.resume_schedule),
+            ("schedule-job", self.schedule_job),
+            ("list-schedules", self.list_schedules),
+            ("pause-schedule", self.pause_schedule),
+            ("resume-schedule", self.resume_schedule),
             ("delete-schedule", self.delete_schedule),
-        ]  # fmt: skip
+        ]
         return [Tool.from_function(fn, name=name) for name, fn in entries]

@@ -166,9 +166,11 @@ async def stdio_streams(
         async with BlockingPortal() as portal, anyio.create_task_group() as tg:
             answers = write_stream.clone()
             reader = threading.Thread(
-                target=_read_wire, args=(wire_in, max_frame_bytes, portal, read_send, answers),
-                name="vibe-jobs-stdin", daemon=True,
-            )  # fmt: skip
+                target=_read_wire,
+                args=(wire_in, max_frame_bytes, portal, read_send, answers),
+                name="vibe-jobs-stdin",
+                daemon=True,
+            )
             reader.start()
             tg.start_soon(_write_wire, wire_out, write_receive)
             try:

@@ -167,10 +167,13 @@ class TasksExtension(Extension):
         """The spec's `Task`; ttlMs counts from creation, and we keep a job `retention` after it ends."""
         end = (rec.finished_at or rec.updated_at) if rec.finished else self.manager.now()
         task: dict[str, Any] = {
-            "taskId": rec.id, "status": task_status(rec), "statusMessage": _status_message(rec),
-            "createdAt": iso(rec.created_at), "lastUpdatedAt": iso(rec.updated_at),
+            "taskId": rec.id,
+            "status": task_status(rec),
+            "statusMessage": _status_message(rec),
+            "createdAt": iso(rec.created_at),
+            "lastUpdatedAt": iso(rec.updated_at),
             "ttlMs": max(0, end - rec.created_at) + self.manager.settings.max_retention_ms,
-        }  # fmt: skip
+        }
         if poll_interval_ms is not None:
             task["pollIntervalMs"] = int(poll_interval_ms)
         if not rec.finished and rec.progress_percentage is not None:  # a vendor hint; Task has no progress field

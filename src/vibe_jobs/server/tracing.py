@@ -88,12 +88,17 @@ class AttemptSpans:
         if rec.attempt > 1 and (first := self.first.get(rec.id)) is not None:
             links.append(Link(first, {"vibe_jobs.link": "retry_of"}))
         attributes: dict[str, str | int] = {
-            "vibe_jobs.job_id": rec.id, "vibe_jobs.tool": rec.tool_name, "vibe_jobs.attempt": rec.attempt,
-        }  # fmt: skip
+            "vibe_jobs.job_id": rec.id,
+            "vibe_jobs.tool": rec.tool_name,
+            "vibe_jobs.attempt": rec.attempt,
+        }
         with self.tracer.start_as_current_span(
-            f"job {rec.tool_name} attempt {rec.attempt}", context=otel_context.Context(), kind=SpanKind.CONSUMER,
-            links=links, attributes=attributes,
-        ) as span:  # fmt: skip
+            f"job {rec.tool_name} attempt {rec.attempt}",
+            context=otel_context.Context(),
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes=attributes,
+        ) as span:
             if rec.attempt == 1:
                 self._keep_first(rec.id, span.get_span_context())
             yield span

@@ -81,10 +81,12 @@ def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallTool
     interval = manager.settings.poll_base_ms
     reco = PollingRecommendation.model_construct(interval=interval, next_check_time=manager.now() + interval)
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
-        "jobId": job_id, "status": JobStatus.PENDING.value, "toolName": tool_name,
+        "jobId": job_id,
+        "status": JobStatus.PENDING.value,
+        "toolName": tool_name,
         "message": f"Job started; poll get-job-result with jobId {job_id}",
         "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
-    }  # fmt: skip
+    }
     text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
@@ -105,11 +107,14 @@ def make_handler(
 def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | None = None) -> Tool:
     """The MCP tool for a job function: its input schema is the job tool's arguments model."""
     return Tool(
-        fn=make_handler(manager, spec, identity or Identity()), name=spec.name, title=spec.title,
+        fn=make_handler(manager, spec, identity or Identity()),
+        name=spec.name,
+        title=spec.title,
         description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
         "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
         parameters=spec.arguments.schema(),
         annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
-        is_async=True, context_kwarg="ctx",
-    )  # fmt: skip
+        is_async=True,
+        context_kwarg="ctx",
+    )

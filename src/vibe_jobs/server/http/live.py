@@ -26,17 +26,28 @@ STATS_SECONDS = 2.0
 
 def event_data(ev: JobEvent) -> dict[str, Any]:
     return {
-        "type": ev.type.value, "jobId": ev.job_id, "toolName": ev.tool_name, "status": ev.status.value,
-        "version": ev.version, "at": ev.at, "progress": ev.progress, "message": ev.message, "stage": ev.stage,
-    }  # fmt: skip
+        "type": ev.type.value,
+        "jobId": ev.job_id,
+        "toolName": ev.tool_name,
+        "status": ev.status.value,
+        "version": ev.version,
+        "at": ev.at,
+        "progress": ev.progress,
+        "message": ev.message,
+        "stage": ev.stage,
+    }
 
 
 async def stats_data(manager: JobManager) -> dict[str, Any]:
     s = await manager.statistics()
     return {
-        "queue": s.queue_depth, "running": s.running, "throughput": s.throughput_per_minute,
-        "errors": s.error_rate_5m, "health": s.health.status, "reasons": s.health.reasons,
-    }  # fmt: skip
+        "queue": s.queue_depth,
+        "running": s.running,
+        "throughput": s.throughput_per_minute,
+        "errors": s.error_rate_5m,
+        "health": s.health.status,
+        "reasons": s.health.reasons,
+    }
 
 
 async def stream(manager: JobManager, job_id: str | None, stats_every: float) -> AsyncIterator[dict[str, str]]:

@@ -80,9 +80,11 @@ def summary(stats: Statistics | None) -> str:
         return ""
     rate = "-" if stats.error_rate_5m is None else f"{stats.error_rate_5m:.0%}"
     cells = [
-        ("queue", "Queue depth", stats.queue_depth), ("running", "Running", stats.running),
-        ("throughput", "Finished / min", stats.throughput_per_minute), ("errors", "Error rate (5 min)", rate),
-    ]  # fmt: skip
+        ("queue", "Queue depth", stats.queue_depth),
+        ("running", "Running", stats.running),
+        ("throughput", "Finished / min", stats.throughput_per_minute),
+        ("errors", "Error rate (5 min)", rate),
+    ]
     items = "".join(
         f'<div class="figure"><span class="label">{e(label)}</span> <b id="fig-{key}">{e(value)}</b>'
         f'<svg class="spark" id="spark-{key}" viewBox="0 0 60 20" aria-hidden="true"></svg></div>'
@@ -207,14 +209,20 @@ def run_facts(job: Job, m: JobMetrics, expected: int | None) -> list[tuple[str, 
     learned = " (learned)" if expected is not None and job.estimated_duration is None else ""
     expect = duration(expected) + learned if expected else ""
     return [
-        ("Priority", job.priority.value), ("Operation type", job.operation_type),
-        ("Attempt", job.attempt), ("Retries", job.metadata.retry_count if job.metadata else m.retry_count),
-        ("Errors", m.error_count), ("Duration", duration(m.duration)), ("Expected duration", expect),
+        ("Priority", job.priority.value),
+        ("Operation type", job.operation_type),
+        ("Attempt", job.attempt),
+        ("Retries", job.metadata.retry_count if job.metadata else m.retry_count),
+        ("Errors", m.error_count),
+        ("Duration", duration(m.duration)),
+        ("Expected duration", expect),
         ("CPU", f"{m.resource_usage.average_cpu_usage:.0f}% average"),
         ("Peak memory", f"{m.resource_usage.peak_memory_mb:.1f} MB"),
-        ("Dependencies", ", ".join(job.dependencies)), ("Created", when(job.created_at)),
-        ("Started", when(job.started_at)), ("Finished", when(job.finished_at)),
-    ]  # fmt: skip
+        ("Dependencies", ", ".join(job.dependencies)),
+        ("Created", when(job.created_at)),
+        ("Started", when(job.started_at)),
+        ("Finished", when(job.finished_at)),
+    ]
 
 
 def result_section(job: Job) -> str:

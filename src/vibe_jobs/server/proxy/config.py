@@ -78,9 +78,14 @@ def _entry(path: Path, name: str, entry: Any) -> UpstreamSpec:
     if not _strings(args) or not _string_map(env) or not _string_map(headers):
         raise ConfigError(f"{where}: 'args' must be a list of strings, 'env' and 'headers' objects of strings")
     return UpstreamSpec(
-        name=name, command=entry.get("command"), args=tuple(args), env=env, cwd=entry.get("cwd"),
-        url=entry.get("url"), headers=headers,
-    )  # fmt: skip
+        name=name,
+        command=entry.get("command"),
+        args=tuple(args),
+        env=env,
+        cwd=entry.get("cwd"),
+        url=entry.get("url"),
+        headers=headers,
+    )
 
 
 def _check_name(name: str, where: str) -> None:

@@ -141,9 +141,11 @@ class PassThrough:
         return _as_dict(await conn.client.get_prompt(name, params.get("arguments")))
 
     async def _complete(
-        self, ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
+        self,
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
         context: CompletionContext | None,
-    ) -> Completion | None:  # fmt: skip
+    ) -> Completion | None:
         if isinstance(ref, PromptReference):
             found = self._prompt_owner(ref.name)
             if found is None:
