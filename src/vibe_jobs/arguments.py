@@ -76,8 +76,7 @@ class ToolArguments:
 
     def validate(self, arguments: Mapping[str, Any]) -> BaseModel:
         if type(arguments) is not dict and not isinstance(arguments, Mapping):  # the ABC check is the slow one
-            kind = type(arguments).__name__
-            raise InvalidArguments(self._text(f"arguments must be an object, not {kind}"), unknown=[], accepted=[])
+            raise not_an_object(self.tool, arguments)
         try:
             return self.model.model_validate(self._pre_parse(arguments))
         except ValidationError as exc:
@@ -101,30 +100,37 @@ class ToolArguments:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         unknown = [shown(e["loc"][0]) for e in errors if _is_unknown(e)]
         problems = [f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in errors if not _is_unknown(e)]
-        parts = [self._unknown_text(unknown)] if unknown else []
-        parts += problems[:MAX_ERRORS_SHOWN]
-        if len(problems) > MAX_ERRORS_SHOWN:
-            parts.append(f"{len(problems) - MAX_ERRORS_SHOWN} more problems")
-        text = self._text("; ".join(parts))
-        if unknown:
-            text += (
-                f". Accepted arguments: {', '.join(self.accepted)}"
-                if self.accepted
-                else f". '{self.tool}' takes no arguments"
-            )
-        return InvalidArguments(text, unknown=unknown[:MAX_UNKNOWN_SHOWN], accepted=self.accepted)
+        return refusal(self.tool, self.accepted, unknown, problems)
 
-    def _unknown_text(self, unknown: list[str]) -> str:
-        names = ", ".join(self._named(name) for name in unknown[:MAX_UNKNOWN_SHOWN])
-        more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
-        return f"unknown argument{'s' if len(unknown) > 1 else ''} {names}{more}"
 
-    def _named(self, unknown: str) -> str:
-        close = difflib.get_close_matches(unknown, self.accepted, n=1)
-        return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
+def not_an_object(tool: str, arguments: Any) -> InvalidArguments:
+    """The refusal of arguments that are not a JSON object."""
+    problem = f"arguments must be an object, not {type(arguments).__name__}"
+    return InvalidArguments(f"Invalid arguments for '{tool}': {problem}", unknown=[], accepted=[])
 
-    def _text(self, problem: str) -> str:
-        return f"Invalid arguments for '{self.tool}': {problem}"
+
+def refusal(tool: str, accepted: list[str], unknown: list[str], problems: list[str]) -> InvalidArguments:
+    """The one refusal text of every arguments rule (a job tool's signature, a proxied tool's schema):
+    each unknown argument (with a close match), the first problems, and the accepted names."""
+    parts = [_unknown_text(unknown, accepted)] if unknown else []
+    parts += problems[:MAX_ERRORS_SHOWN]
+    if len(problems) > MAX_ERRORS_SHOWN:
+        parts.append(f"{len(problems) - MAX_ERRORS_SHOWN} more problems")
+    text = f"Invalid arguments for '{tool}': {'; '.join(parts)}"
+    if unknown:
+        text += f". Accepted arguments: {', '.join(accepted)}" if accepted else f". '{tool}' takes no arguments"
+    return InvalidArguments(text, unknown=unknown[:MAX_UNKNOWN_SHOWN], accepted=accepted)
+
+
+def _unknown_text(unknown: list[str], accepted: list[str]) -> str:
+    names = ", ".join(_named(name, accepted) for name in unknown[:MAX_UNKNOWN_SHOWN])
+    more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
+    return f"unknown argument{'s' if len(unknown) > 1 else ''} {names}{more}"
+
+
+def _named(unknown: str, accepted: list[str]) -> str:
+    close = difflib.get_close_matches(unknown, accepted, n=1)
+    return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
 
 
 def _is_unknown(error: Any) -> bool:

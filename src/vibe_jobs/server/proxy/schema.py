@@ -8,15 +8,13 @@ job), unless the schema opens the object on purpose (`additionalProperties` give
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError
 
-from vibe_jobs.arguments import MAX_ERRORS_SHOWN, MAX_UNKNOWN_SHOWN, shown
-from vibe_jobs.errors import InvalidArguments
+from vibe_jobs.arguments import not_an_object, refusal, shown
 
 CONTEXT_KWARG = "arguments"  # the job function's one parameter: the arguments as they were checked
 
@@ -47,41 +45,17 @@ class SchemaArguments:
     def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The arguments, as the job stores and sends them; raises InvalidArguments."""
         if not isinstance(arguments, Mapping):
-            kind = type(arguments).__name__
-            raise InvalidArguments(self._text(f"arguments must be an object, not {kind}"), unknown=[], accepted=[])
+            raise not_an_object(self.tool, arguments)
         values = dict(arguments)
         unknown = [shown(k) for k in values if k not in self.accepted] if self._closed else []
         problems = [_problem(e) for e in self._validator.iter_errors(values)]
         if unknown or problems:
-            raise self._invalid(unknown, problems)
+            raise refusal(self.tool, self.accepted, unknown, problems)
         return values
 
     def typed(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The job function's keyword arguments: the stored params, checked again."""
         return {CONTEXT_KWARG: self.check(params)}
-
-    def _invalid(self, unknown: list[str], problems: list[str]) -> InvalidArguments:
-        parts = [self._unknown_text(unknown)] if unknown else []
-        parts += problems[:MAX_ERRORS_SHOWN]
-        if len(problems) > MAX_ERRORS_SHOWN:
-            parts.append(f"{len(problems) - MAX_ERRORS_SHOWN} more problems")
-        text = self._text("; ".join(parts))
-        if unknown:
-            accepted = ", ".join(self.accepted)
-            text += f". Accepted arguments: {accepted}" if accepted else f". '{self.tool}' takes no arguments"
-        return InvalidArguments(text, unknown=unknown[:MAX_UNKNOWN_SHOWN], accepted=self.accepted)
-
-    def _unknown_text(self, unknown: list[str]) -> str:
-        names = ", ".join(self._named(name) for name in unknown[:MAX_UNKNOWN_SHOWN])
-        more = f" and {len(unknown) - MAX_UNKNOWN_SHOWN} more" if len(unknown) > MAX_UNKNOWN_SHOWN else ""
-        return f"unknown argument{'s' if len(unknown) > 1 else ''} {names}{more}"
-
-    def _named(self, unknown: str) -> str:
-        close = difflib.get_close_matches(unknown, self.accepted, n=1)
-        return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
-
-    def _text(self, problem: str) -> str:
-        return f"Invalid arguments for '{self.tool}': {problem}"
 
 
 def _problem(error: Any) -> str:
