@@ -6,8 +6,10 @@ that a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -41,18 +43,21 @@ def chromium_path() -> str:
 def chromium() -> Iterator[int]:
     """A fresh headless chromium (its own profile) listening for CDP; yields its port."""
     binary, port = chromium_path(), free_port()
-    with tempfile.TemporaryDirectory(prefix="vj-chromium-") as profile:
+    # chromium's helper processes may still write to the profile while they exit: cleanup errors are ignored
+    with tempfile.TemporaryDirectory(prefix="vj-chromium-", ignore_cleanup_errors=True) as profile:
         cmd = [
             binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
             f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check", "about:blank",
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             wait_for_port(port, proc)
             yield port
         finally:
             stop(proc)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # its renderers and helpers too
 
 
 @asynccontextmanager
