@@ -142,28 +142,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        if args.command == "serve":
-            return cmd_serve(args, settings)
-        if args.command == "worker":
-            return cmd_worker(args, settings)
-        if args.command == "jobs":
-            return run_jobs(args, settings)
-        if args.command == "schedules":
-            return run_schedules(args, settings)
-        if args.command == "call":
-            return run_call(args, settings)
-        if args.command == "dashboard":
-            return run_dashboard(args, settings)
-        if args.command == "health":
-            return run_health(args, settings)
-        if args.command == "proxy":
-            return run_proxy(args, settings)
+        commands = {
+            "serve": cmd_serve, "worker": cmd_worker, "jobs": run_jobs, "schedules": run_schedules,
+            "call": run_call, "dashboard": run_dashboard, "health": run_health, "proxy": run_proxy,
+        }  # fmt: skip
+        return commands[args.command](args, settings)
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 1
 
 
 if __name__ == "__main__":
