@@ -23,6 +23,7 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
     "testing": 55,  # fixtures loaded with --tools (the conformance "everything" server): above server, below cli
+    "recent": 10,  # a bounded map of the values last remembered (manager, SQLite store)
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
     "durations": 10,  # learned run times per tool: plain data and arithmetic, persisted by the stores
     "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager

@@ -38,6 +38,7 @@ from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollec
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
+from vibe_jobs.recent import Recent
 from vibe_jobs.results import (
     as_result_dict,
     bounded_result,
@@ -105,7 +106,7 @@ class JobManager:
         # The last record this manager wrote of each active job, tried first by the next change of that
         # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost
         # one missed update and a re-read, never a lost change.
-        self._recent: dict[str, JobRecord] = {}
+        self._recent: Recent[JobRecord] = Recent(RECENT_RECORDS)
         self.settings = settings or Settings()
         self.clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -416,13 +417,10 @@ class JobManager:
         return changes
 
     def _remember(self, rec: JobRecord) -> None:
-        recent = self._recent
         if rec.status in FINAL:
-            recent.pop(rec.id, None)
-            return
-        recent[rec.id] = rec
-        if len(recent) > RECENT_RECORDS:
-            del recent[next(iter(recent))]  # the oldest remembered
+            self._recent.pop(rec.id, None)
+        else:
+            self._recent.put(rec.id, rec)
 
     def _after_change(self, rec: JobRecord, old_status: JobStatus) -> None:
         status = rec.status

@@ -326,10 +326,6 @@ _Builder = Callable[[JobRecord, Mapping[str, Any]], JobRecord]
 _BUILDERS: dict[tuple[tuple[str, ...], bool], _Builder] = {}
 
 
-def _status(value: JobStatus | str) -> JobStatus:
-    return value if type(value) is JobStatus else JobStatus(value)
-
-
 def _builder(keys: tuple[str, ...], bump: bool) -> _Builder:
     unknown = [key for key in keys if key not in _FIELDS]
     if unknown:  # checked before any name goes into the code below
@@ -338,9 +334,10 @@ def _builder(keys: tuple[str, ...], bump: bool) -> _Builder:
     values["version"] = "r.version + 1" if bump else "r.version"
     values.update({key: f"c[{key!r}]" for key in keys})
     if "status" in keys:
-        values["status"] = "_status(c['status'])"  # a status given as its text becomes the member
+        # a status given as its text becomes the member (the test inline: this runs on every change)
+        values["status"] = "s if type(s := c['status']) is JobStatus else JobStatus(s)"
     body = "".join(f"    new.{name} = {value}\n" for name, value in values.items())
-    namespace: dict[str, Any] = {"JobRecord": JobRecord, "_new": object.__new__, "_status": _status}
+    namespace: dict[str, Any] = {"JobRecord": JobRecord, "_new": object.__new__, "JobStatus": JobStatus}
     exec(f"def build(r, c):\n    new = _new(JobRecord)\n{body}    return new\n", namespace)
     build: _Builder = namespace["build"]
     _BUILDERS[keys, bump] = build

@@ -24,6 +24,7 @@ import anyio
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.recent import Recent
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
@@ -141,7 +142,7 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
-        self._known: dict[str, JobRecord] = {}
+        self._known: Recent[JobRecord] = Recent(KNOWN_RECORDS)
         self._lifecycle = anyio.Lock()  # open, and restart after the server process died
         self._closed = False
 
@@ -169,7 +170,8 @@ class SQLiteStore:
         if self._closed:  # closed while it started
             await link.stop()
             raise StoreError(f"the job store at {self.path} was closed")
-        self._link, self._known = link, {}
+        self._link = link
+        self._known.clear()
         if old is not None:
             await old.stop()
 
@@ -209,11 +211,7 @@ class SQLiteStore:
         return await self._run(st, args, mode)
 
     def _remember(self, rec: JobRecord) -> JobRecord:
-        known = self._known
-        known.pop(rec.id, None)
-        known[rec.id] = rec
-        if len(known) > KNOWN_RECORDS:
-            del known[next(iter(known))]  # the oldest
+        self._known.put(rec.id, rec)
         return rec
 
     def _decoded(self, rows: list[tuple[Any, ...]]) -> list[JobRecord]:

