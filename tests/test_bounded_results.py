@@ -51,3 +51,17 @@ def test_any_result_becomes_encodable_and_bounded(structured: object, limit: int
     )
     wire = json.dumps(cut, allow_nan=False, ensure_ascii=False).encode()  # raises on what JSON cannot carry
     assert len(canonical_json(cut).encode()) <= limit and wire
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(st.characters(max_codepoint=127), max_size=3000), max_size=10), st.booleans(),
+       st.integers(4096, 20_000))  # fmt: skip
+def test_plain_text_results_are_kept_when_they_fit_and_cut_when_they_do_not(
+    texts: list[str], is_error: bool, limit: int
+) -> None:
+    """Text blocks of ASCII (control characters grow six times as JSON) take the quick path when they surely fit:
+    kept as they are exactly when their JSON fits, and bounded otherwise."""
+    result = {"content": [{"type": "text", "text": t} for t in texts], "isError": is_error}
+    out = bounded_result(result, limit)
+    assert encodes(out) <= limit
+    assert (out is result) == (encodes(result) <= limit)

@@ -173,10 +173,37 @@ def _encoded_size(value: Any) -> int:
     return len(text) if text.isascii() else len(text.encode())
 
 
+_PLAIN_KEYS = frozenset({"content", "isError"})
+_PLAIN_BLOCKS = 8
+_BLOCK_OVERHEAD = 32  # {"type":"text","text":""} and a comma
+
+
+def _plain_text_within(result: dict[str, Any], max_bytes: int) -> bool:
+    """True when `result` is surely JSON-safe and within `max_bytes` without encoding it: a few text blocks
+    of ASCII (each character is at most 6 bytes of JSON, as \\u001f) and a bool. What most job tools return;
+    anything else is measured by encoding it."""
+    if not _PLAIN_KEYS.issuperset(result) or type(result.get("isError", False)) is not bool:
+        return False
+    content = result.get("content", ())
+    if type(content) is not list or len(content) > _PLAIN_BLOCKS:
+        return False
+    size = 64  # braces, keys, the bool
+    for block in content:
+        if type(block) is not dict or len(block) != 2 or block.get("type") != "text":
+            return False
+        text = block.get("text")
+        if type(text) is not str or not text.isascii():
+            return False
+        size += _BLOCK_OVERHEAD + 6 * len(text)
+    return size <= max_bytes
+
+
 def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The result as a job stores it: JSON-safe (`json_safe`) and at most `max_bytes` of JSON. A larger
     one is replaced by the start of its text and a truncation marker, in the text and in
     `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`)."""
+    if _plain_text_within(result, max_bytes):
+        return result
     try:
         size = _encoded_size(result)
     except (TypeError, ValueError):  # NaN, a lone surrogate (UnicodeEncodeError), a foreign object, too deep
