@@ -99,7 +99,6 @@ def loaded_scheduler(pending: int, seed: int = 1) -> LocalSource:
 def decision_cost_us(pending: int, decisions: int = 20_000, repeats: int = 5) -> float:
     """Best-of-`repeats` CPU µs for one `_pick` plus pushing the picked job back (the queue size stays `pending`)."""
     sched = loaded_scheduler(pending)
-    now = sched.m.now()
     ready, seq = sched._ready, sched._seq
     weights, aging = sched.cfg.priority_weights, sched.aging_ms
     samples = []
@@ -108,7 +107,7 @@ def decision_cost_us(pending: int, decisions: int = 20_000, repeats: int = 5) ->
     for _ in range(repeats):
         t0 = time.process_time()  # CPU time: other processes on the machine do not count
         for _ in range(decisions):
-            entry = sched._pick(now)
+            entry = sched._pick()
             assert entry is not None
             key = entry.created_at - weights.get(entry.priority, 1.0) * aging
             heapq.heappush(ready, (key, next(seq), entry.job_id))

@@ -45,6 +45,7 @@ class JobToolSpec:
     # a cron expression: the tool also runs on this schedule (no arguments), declared at start-up
     schedule: str | None = None
     arguments: Arguments = field(init=False, repr=False)
+    _is_async: bool = field(init=False, repr=False, compare=False)
     # the arguments rule when it is not the function's signature (a proxied tool's JSON schema)
     argument_rule: Arguments | None = field(default=None, repr=False)
     annotations: dict[str, Any] | None = None  # MCP tool annotations (readOnlyHint, idempotentHint, ...)
@@ -53,6 +54,7 @@ class JobToolSpec:
         if self.context_param is None:
             self.context_param = find_context_param(self.fn)
         self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
+        self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
 
     async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         """Call the function with `params` (the job's stored JSON, validated here into the values its
@@ -60,7 +62,7 @@ class JobToolSpec:
         kwargs = self.arguments.typed(params)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
-        if inspect.iscoroutinefunction(self.fn):
+        if self._is_async:
             value = await self.fn(**kwargs)
         else:
             value = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)

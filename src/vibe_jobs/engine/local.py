@@ -148,11 +148,11 @@ class LocalSource:
         """Start as many ready jobs as the limits allow (none once the manager is stopping)."""
         if self.m.closing:
             return  # a run ending in the shutdown must not claim the next queued job
-        now = self.m.now()
-        self._release_delayed(now)
+        if self._delayed:
+            self._release_delayed(self.m.now())
         running, executor = self.executor.running, self.executor
         while self._ready and len(running) + executor.starting < self.max_concurrent:
-            entry = self._pick(now)
+            entry = self._pick()
             if entry is None:
                 return
             self._start(entry)
@@ -163,7 +163,7 @@ class LocalSource:
             if (entry := self.queued.get(job_id)) is not None and job_id not in self._waiting:
                 self._make_ready(entry, None)
 
-    def _pick(self, now: int) -> QueuedJob | None:
+    def _pick(self) -> QueuedJob | None:
         """The first ready job that fits; smaller jobs backfill past a blocked head only for a while."""
         skipped: list[tuple[float, int, str]] = []
         chosen: QueuedJob | None = None
@@ -182,7 +182,7 @@ class LocalSource:
             skipped.append(item)
             if not head_blocked:
                 head_blocked = True
-                if not self._may_backfill(now):
+                if not self._may_backfill(self.m.now()):
                     break
         if chosen is not None and not head_blocked:
             self._head_blocked_since = None
@@ -200,7 +200,8 @@ class LocalSource:
         return limit is not None and self._per_tool[tool] >= limit
 
     def _fits(self, needs: Needs) -> bool:
-        return all(used + need <= cap for used, need, cap in zip(self._usage, needs, self._caps, strict=True))
+        used, caps = self._usage, self._caps  # three resources (Needs), written out: this runs for every pick
+        return used[0] + needs[0] <= caps[0] and used[1] + needs[1] <= caps[1] and used[2] + needs[2] <= caps[2]
 
     def _start(self, entry: QueuedJob) -> None:
         del self.queued[entry.job_id]
@@ -208,7 +209,10 @@ class LocalSource:
         self.executor.launch(entry.job_id, entry.tool, entry.needs)
 
     def _take(self, tool: str, needs: Needs, sign: int) -> None:
-        self._usage = [u + sign * n for u, n in zip(self._usage, needs, strict=True)]
+        used = self._usage
+        used[0] += sign * needs[0]
+        used[1] += sign * needs[1]
+        used[2] += sign * needs[2]
         self._per_tool[tool] += sign
         if sign < 0:
             self._unpark(tool)
