@@ -7,7 +7,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from tests.store.test_contract import record, store  # noqa: F401  # the fixture over every store
+from tests.store.test_contract import full_record, record, store  # noqa: F401  # the fixture over every store
 from vibe_jobs.models import JobRecord
 from vibe_jobs.schedules import ScheduleRecord, ScheduleSpec
 from vibe_jobs.store import JobQuery, JobStore
@@ -61,6 +61,15 @@ async def test_a_tick_fires_once(store: JobStore) -> None:  # noqa: F811
     assert await store.get(again.id) is None
     jobs = await store.query(JobQuery(limit=10))
     assert sorted((j.schedule_id, j.tick) for j in jobs) == [("s1", 60_000), ("s1", 120_000)]
+
+
+async def test_a_fired_job_keeps_every_field(store: JobStore) -> None:  # noqa: F811
+    """A firing stores the job as an insert does, every column of it (SQLite copies them in a trigger)."""
+    rec = full_record()
+    rec.schedule_id, rec.tick, rec.principal, rec.trace_context = "s1", 9_000, "alice", "00-" + "ab" * 16 + "-01"
+    rec.stage_history = [{"stage": "one", "at": 5, "progress": 10.0}]
+    assert await as_schedules(store).fire(rec)
+    assert await store.get(rec.id) == rec
 
 
 async def test_racing_firings_of_one_tick_let_one_in(store: JobStore) -> None:  # noqa: F811

@@ -88,11 +88,13 @@ _PASSED = (
     " AND s.next_fire_at IS NOT NULL AND schedule_ticks.tick >= s.next_fire_at)"
 )
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
-# A firing: the job row, unless its (schedule, tick) fired already; the insert trigger writes the key.
+# A firing: the job row, unless its (schedule, tick) fired already; the view's trigger writes the key
+# (schema step 11). Which job a tick fired is read back from its key: a view's insert counts no rows.
 _FIRE = (
-    f"INSERT INTO jobs ({', '.join(codec.COLUMNS)}) SELECT {', '.join('?' * len(codec.COLUMNS))}"
+    f"INSERT INTO fired_jobs ({', '.join(codec.COLUMNS)}) SELECT {', '.join('?' * len(codec.COLUMNS))}"
     " WHERE NOT EXISTS (SELECT 1 FROM schedule_ticks WHERE schedule_id = ? AND tick = ?)"
 )
+_FIRED_BY = "SELECT job_id FROM schedule_ticks WHERE schedule_id = ? AND tick = ?"
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
 
 # The statements as the server knows them (an id each, the text sent once per connection).
@@ -112,7 +114,7 @@ _S = {
         ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
         ("delete_schedule", "DELETE FROM schedules WHERE schedule_id = ?", True),
         ("delete_ticks", "DELETE FROM schedule_ticks WHERE schedule_id = ?", True),
-        ("fire", _FIRE, True),
+        ("fire", _FIRE, True), ("fired_by", _FIRED_BY, False),
         ("prune_ticks", f"DELETE FROM schedule_ticks{_PASSED}", True),
     )
 }  # fmt: skip
@@ -368,12 +370,19 @@ class SQLiteStore:
         return bool(await deleted)
 
     async def fire(self, job: JobRecord) -> bool:
-        """One statement: the job, unless the tick fired already; its trigger writes the tick's key (so a
-        second firing of the tick, from this or another process, inserts nothing)."""
-        inserted = await self._run(_S["fire"], [*codec.encode(job), job.schedule_id, job.tick], ROWCOUNT)
+        """One statement: the job, unless the tick fired already; with it the tick's key (so a second firing
+        of the tick, from this or another process, inserts nothing). True when this job is the tick's."""
+        key = (job.schedule_id, job.tick)
+        insert = self._run(_S["fire"], [*codec.encode(job), *key], NONE)
+        fired_by = self._run(_S["fired_by"], key, ONE)  # queued right behind it: it reads what the insert did
+        try:
+            await insert
+        finally:
+            row = await fired_by
+        inserted = row is not None and row[0] == job.id
         if inserted:
             self._remember(job)
-        return bool(inserted)
+        return inserted
 
     async def prune_ticks(self, before: int) -> int:
         return int(await self._run(_S["prune_ticks"], (before,), ROWCOUNT))
