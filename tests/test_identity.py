@@ -3,6 +3,8 @@ counts, dedupe, dependencies and quotas; no viewer (the library, the operator CL
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.conftest import FakeClock, ManagerFactory
@@ -74,6 +76,23 @@ async def test_depending_on_another_principals_job_is_refused_as_unknown(manager
     assert await manager.create_job("t", {}, task=task, viewer=ALICE)
     assert await manager.create_job("t", {}, task=task, viewer=ADMIN)
     assert len((await manager.list_jobs(viewer=BOB)).jobs) == 0  # nothing half-created
+
+
+async def test_concurrent_creates_never_pass_a_quota(make_manager: ManagerFactory) -> None:
+    """A quota is checked and the job stored as one step per principal: twenty calls at once, three get in."""
+    manager = make_manager(settings=Settings(quota_pending=3))
+
+    async def create() -> bool:
+        try:
+            await manager.create_job("t", {}, viewer=ALICE)
+        except QuotaExceeded:
+            return False
+        return True
+
+    results = await asyncio.gather(*(create() for _ in range(20)))
+    assert sum(results) == 3
+    assert (await manager.store.counts("alice"))[JobStatus.PENDING] == 3
+    assert await manager.create_job("t", {}, viewer=BOB)  # another principal is not held up
 
 
 async def test_quotas_refuse_naming_the_limit_and_create_nothing(make_manager: ManagerFactory) -> None:

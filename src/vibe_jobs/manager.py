@@ -108,6 +108,10 @@ class JobManager:
         # one missed update and a re-read, never a lost change.
         self._recent: Recent[JobRecord] = Recent(RECENT_RECORDS)
         self.settings = settings or Settings()
+        s = self.settings
+        self._quotas = any(q is not None for q in (s.quota_pending, s.quota_running, s.quota_params_bytes))
+        # per principal (in this process; replicas of a cluster may still pass a quota by a few together)
+        self._quota_locks: dict[str, anyio.Lock] = {}
         self.clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
@@ -241,8 +245,13 @@ class JobManager:
         rec.run_after = run_at
         if task is not None and task.dependencies:
             await self._check_dependencies(rec, viewer)
-        await self._check_quotas(principal, params)
-        await self._add(rec, self.store.insert)
+        if not self._quotas:
+            await self._add(rec, self.store.insert)
+            return rec.id
+        lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
+        async with lock:  # the check and the insert as one step: concurrent calls cannot all pass one count
+            await self._check_quotas(principal, params)
+            await self._add(rec, self.store.insert)
         return rec.id
 
     async def fire_job(
