@@ -191,7 +191,8 @@ class Executor:
         # a cancel or a takeover from now on reaches the work through its cancel scope
         rec = run.rec
         spec = self.tools[rec.tool_name]
-        if await self._past_deadline(run):
+        deadline = deadline_of(rec)
+        if deadline is not None and await self._past_deadline(run, deadline):
             return
         run.cpu0, run.wall0 = time.process_time(), time.monotonic()
         timeout = self.timeout_for(rec, spec)
@@ -210,12 +211,9 @@ class Executor:
         if not run.abandoned:
             await self._settle_durably(run, False)
 
-    async def _past_deadline(self, run: Run) -> bool:
+    async def _past_deadline(self, run: Run, deadline: int) -> bool:
         """A job started after its deadline fails ("deadline passed") without running; one started before
         it is cancelled when the deadline comes."""
-        deadline = deadline_of(run.rec)
-        if deadline is None:
-            return False
         left = deadline - self.m.now()
         if left > 0:
             run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
