@@ -199,8 +199,12 @@ class Executor:
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
         hook = self.attempt_hook
         try:
-            with run.scope, hook(rec) if hook is not None else contextlib.nullcontext():
-                run.result = await spec.invoke(rec.params, run.ctx)
+            with run.scope:
+                if hook is None:
+                    run.result = await spec.invoke(rec.params, run.ctx)
+                else:
+                    with hook(rec):
+                        run.result = await spec.invoke(rec.params, run.ctx)
         except Exception as exc:
             run.error, run.error_where = exc, _raised_at(exc)
             log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
