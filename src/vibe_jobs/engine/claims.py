@@ -20,13 +20,13 @@ from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, 
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
-from vibe_jobs.errors import StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import ClaimLimits, JobChange, Listening, SharedJobStore
 
@@ -39,9 +39,6 @@ SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
 CLAIM_BATCH_FRACTION = 4
 CLAIM_LINGER_SECONDS = 0.005
-# After a failed round (the store unavailable) wait 0.1 s, doubling to 2 s while rounds keep failing.
-ROUND_BACKOFF_SECONDS = 0.1
-ROUND_BACKOFF_MAX_SECONDS = 2.0
 PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
@@ -82,6 +79,7 @@ class ClaimSource:
         self._look_at_head = True
         self._claiming = anyio.Lock()
         self._wake = anyio.Event()
+        self._rounds = StoreRetry("worker.round_failed", on_failure=manager.store_failed)  # outages.py: back off
         manager.runner = self
 
     # -- the local queue is the database ---------------------------------------------------
@@ -164,14 +162,10 @@ class ClaimSource:
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
         self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
-        failures = 0
         try:
             while True:
-                if not await self._round():
-                    failures += 1  # the store fails (a restart): back off, whatever wakes this loop
-                    await anyio.sleep(min(ROUND_BACKOFF_MAX_SECONDS, ROUND_BACKOFF_SECONDS * 2 ** (failures - 1)))
-                    continue
-                failures = 0
+                if not await self._rounds.attempt(self._round):
+                    continue  # the store failed (a restart): tried again after the backoff, whatever wakes this loop
                 # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
                 now = anyio.current_time()
                 wait = min(POLL_SECONDS, max(0.01, self._next_renew - now))
@@ -185,18 +179,13 @@ class ClaimSource:
                 if self._listener is not None:
                     await self._listener.close()
 
-    async def _round(self) -> bool:
-        """Listen, claim, renew and sweep; False when the store failed (the database restarts)."""
-        try:
-            await self._keep_listening()
-            if self.run_jobs:
-                await self._claim_available()
-            await self._renew()
-            await self._sweep()
-        except StoreError as exc:
-            log.warning("worker.round_failed", error=str(exc))
-            return False
-        return True
+    async def _round(self) -> None:
+        """Listen, claim, renew and sweep."""
+        await self._keep_listening()
+        if self.run_jobs:
+            await self._claim_available()
+        await self._renew()
+        await self._sweep()
 
     async def _keep_listening(self) -> None:
         """(Re)open the LISTEN session: at start, and after it was lost (a restart, a terminated session).

@@ -33,14 +33,12 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics
 from vibe_jobs.models import JobRecord
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.executor")
-
-CLAIM_RETRY_MAX_SECONDS = 2.0  # the longest wait between two tries of a claim the store failed
-SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 
 
 class Feeder(Protocol):
@@ -134,20 +132,19 @@ class Executor:
 
     async def _claim(self, job_id: str) -> JobRecord | None:
         """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
-        try again with backoff, so that an accepted job never waits for a restart."""
-        delay = 0.05
-        while True:
-            try:
-                return await self.m.start_job(job_id, owned=True)
-            except StoreError as exc:
-                if not exc.transient:
-                    log.error("job.claim_failed", job_id=job_id, error=str(exc))
-                    return None
-                log.warning("job.claim_retry", job_id=job_id, error=str(exc))
-            except (InvalidTransition, StaleWrite, JobError):
-                return None  # cancelled (or gone) before it started
-            await anyio.sleep(delay)
-            delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
+        try again with backoff (outages.py), so that an accepted job never waits for a restart."""
+        claimed: list[JobRecord] = []
+
+        async def claim() -> None:
+            with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
+                claimed.append(await self.m.start_job(job_id, owned=True))
+
+        retry = StoreRetry("job.claim_retry", first=0.05, on_failure=self.m.store_failed)
+        try:
+            await retry.until_done(claim, job_id=job_id)
+        except JobError:  # gone (deleted) before it started
+            return None
+        return claimed[0] if claimed else None
 
     async def _give_back(self, rec: JobRecord) -> None:
         """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
@@ -222,8 +219,12 @@ class Executor:
         if left > 0:
             run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
             return False
-        with contextlib.suppress(InvalidTransition, StaleWrite):
-            await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+
+        async def expired() -> None:
+            with contextlib.suppress(InvalidTransition, StaleWrite):
+                await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+
+        await StoreRetry("job.deadline_retry", on_failure=self.m.store_failed).until_done(expired, job_id=run.rec.id)
         return True
 
     def _cancel_at_deadline(self, run: Run) -> None:
@@ -236,8 +237,12 @@ class Executor:
             job_id = rec.id
             self._at(
                 max(0.0, (deadline - self.m.now()) / 1000),
-                lambda: self.runs.spawn(self.m.task_group, expire_pending, self.m, job_id),
+                lambda: self.runs.spawn(self.m.task_group, self._expire_pending, job_id),
             )
+
+    async def _expire_pending(self, job_id: str) -> None:
+        retry = StoreRetry("job.deadline_retry", on_failure=self.m.store_failed)
+        await retry.until_done(lambda: expire_pending(self.m, job_id), job_id=job_id)
 
     def timeout_for(self, rec: JobRecord, spec: JobToolSpec) -> float:
         """Seconds: the job's own, else the tool's, else its operation type's, else the default."""
@@ -298,23 +303,14 @@ class Executor:
     # -- outcomes --------------------------------------------------------------------------
 
     async def _settle_durably(self, run: Run, abandoned: bool) -> None:
-        """Write the outcome; while the store fails (locked, full, restarting) retry with backoff for
-        SETTLE_RETRY_SECONDS. The writes are fenced by attempt, so a late one is refused, not applied.
-        Given up, the job stays running under this process until recovery (a restart) settles it."""
+        """Write the outcome; while the store fails transiently (locked, full, restarting) retry with backoff
+        until it is back (outages.py): the run keeps its slot and its lease meanwhile, so the job is not lost.
+        The writes are fenced by attempt, so a late one is refused, not applied. Given up (a store failure
+        that is not transient), the job is recovered once its lease lapses (a restart, another process)."""
         usage = _usage(run.ctx, run.cpu0, run.wall0)
-        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
-        delay = 0.05
-        while True:
-            try:
-                await self._settle(run, abandoned, usage)
-                return
-            except StoreError as exc:
-                if anyio.current_time() + delay > deadline:
-                    log.error("job.outcome_not_written", job_id=run.rec.id, error=str(exc))
-                    return
-                log.warning("job.outcome_retry", job_id=run.rec.id, error=str(exc))
-                await anyio.sleep(delay)
-                delay = min(1.0, delay * 2)
+        retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
+        if not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
+            log.error("job.outcome_not_written", job_id=run.rec.id)
 
     async def _settle(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
         ctx, rec = run.ctx, run.rec
