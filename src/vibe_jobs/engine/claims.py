@@ -39,6 +39,10 @@ SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
 CLAIM_BATCH_FRACTION = 4
 CLAIM_LINGER_SECONDS = 0.005
+# A claimed job starts only while a quarter of its lease is left at least: its work never begins so close to
+# the lease's end that another process's recovery could adopt it first (the start is not written: the claim
+# was). A claim answered that late (a stall, a slow answer) is given back to the queue, fenced by its attempt.
+START_MARGIN_FRACTION = 4
 PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
@@ -242,19 +246,19 @@ class ClaimSource:
         return now - self._head_blocked_since >= self.reservation_ms
 
     async def _claim(self, names: list[str], k: int) -> tuple[list[JobRecord], int]:
-        """Claim up to `k` jobs; answer them and until when this process holds them (epoch ms): the job
-        leases the claim wrote, and this process's lease (renewed first when a stall let it lag: a job
-        whose owner's lease lapsed is an orphan however fresh its own lease)."""
+        """Claim up to `k` jobs; answer them and by when their work must start (epoch ms): a margin before
+        the earlier of the job leases the claim wrote and this process's lease (renewed first when a stall
+        let it lag: a job whose owner's lease lapsed is an orphan however fresh its own lease)."""
         if self.m.lease_until - self.m.now() < self.lease_ms // 3:  # a renewal was missed
             await self.m.renew_lease()
         now = self.m.now()
         found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
-        return found, min(now + self.lease_ms, self.m.lease_until)
+        return found, min(now + self.lease_ms, self.m.lease_until) - self.lease_ms // START_MARGIN_FRACTION
 
-    def _launch(self, rec: JobRecord, valid_until: int) -> None:
+    def _launch(self, rec: JobRecord, start_by: int) -> None:
         # the claim enforced the limits in the database: nothing to account here; the run starts only
-        # while the claim is still held (an answer that came after its lease lapsed is given back)
-        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, valid_until)
+        # while the claim is surely still held (a claim whose lease is about to lapse is given back)
+        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, start_by)
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).

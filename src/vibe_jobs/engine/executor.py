@@ -99,9 +99,9 @@ class Executor:
     def launch(
         self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None, valid_until: int | None = None
     ) -> None:
-        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (held
-        until `valid_until`, epoch ms), else the run claims it (pending -> running). Its slot is given back
-        through `feeder.released`."""
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (to be
+        started before `valid_until`, epoch ms, or given back), else the run claims it (pending -> running).
+        Its slot is given back through `feeder.released`."""
         self.starting += 1
         self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
 
