@@ -64,6 +64,8 @@ class Run:
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
     abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
+    start_by: int | None = None  # a claim's work starts before this (epoch ms), or the claim is given back
+    lapsed: bool = False  # it was not started: its claim was about to lapse
     released: bool = False  # its slot (concurrency, resources) is given back
     timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
     deadline_timer: Timer | None = None  # cancels the run at the job's deadline
@@ -122,8 +124,9 @@ class Executor:
             rec = claimed if claimed is not None else await self._claim(job_id)
             if rec is not None and valid_until is not None and self.m.now() >= valid_until:
                 await self._give_back(rec)
-            elif rec is not None:  # no await from the check to the work: the claim is still held
+            elif rec is not None:  # checked again as the function is called (`_check_start`)
                 run = self._begin(rec, needs)
+                run.start_by = valid_until
                 await self._execute(run)
         finally:
             if run is None:
@@ -195,13 +198,16 @@ class Executor:
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
         hook = self.attempt_hook
+        check = None if run.start_by is None else lambda: self._check_start(run)
         try:
             with run.scope:
                 if hook is None:
-                    run.result = await spec.invoke(rec.params, run.ctx)
+                    run.result = await spec.invoke(rec.params, run.ctx, check)
                 else:
                     with hook(rec):
-                        run.result = await spec.invoke(rec.params, run.ctx)
+                        run.result = await spec.invoke(rec.params, run.ctx, check)
+        except _ClaimLapsing:
+            run.lapsed = True
         except Exception as exc:
             run.error, run.error_where = exc, _raised_at(exc)
             log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
@@ -209,8 +215,17 @@ class Executor:
             run.done = True
             self.timers.cancel(run.timer)
             self.timers.cancel(run.deadline_timer)
-        if not run.abandoned:
+        if run.lapsed:
+            await self._give_back(rec)
+        elif not run.abandoned:
             await self._settle_durably(run, False)
+
+    def _check_start(self, run: Run) -> None:
+        """The last look before a claimed job's function is called (its arguments validated, nothing awaited
+        from here to the call): a claim whose lease is about to lapse (this process stalled since the claim)
+        is not started, lest another process's recovery adopt the job and run it too."""
+        if run.start_by is not None and self.m.now() >= run.start_by:
+            raise _ClaimLapsing(run.rec.id)
 
     async def _past_deadline(self, run: Run, deadline: int) -> bool:
         """A job started after its deadline fails ("deadline passed") without running; one started before
@@ -400,6 +415,10 @@ class Executor:
                 continue
             held = rec is not None and rec.owner == self.m.owner and rec.attempt == run.ctx.attempt
             self.held_elsewhere(run, held, rec.cancel_requested if rec is not None else None)
+
+
+class _ClaimLapsing(Exception):
+    """A claimed job not started: its claim is about to lapse (`Executor._check_start`)."""
 
 
 def _attempt_guard(attempt: int) -> Guard:
