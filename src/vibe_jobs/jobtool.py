@@ -56,12 +56,17 @@ class JobToolSpec:
         self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
         self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
 
-    async def invoke(self, params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    async def invoke(
+        self, params: dict[str, Any], ctx: JobContext, before_call: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
         """Call the function with `params` (the job's stored JSON, validated here into the values its
-        parameters declare) and the context; return its CallToolResult dict. Raises InvalidArguments."""
+        parameters declare) and the context; return its CallToolResult dict. Raises InvalidArguments.
+        `before_call()` runs last before the function (nothing awaited between): it may raise to stop it."""
         kwargs = self.arguments.typed(params)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
+        if before_call is not None:
+            before_call()
         if self._is_async:
             value = await self.fn(**kwargs)
         else:

@@ -36,6 +36,7 @@ from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
 from vibe_jobs.recent import Recent
@@ -120,6 +121,9 @@ class JobManager:
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
+        # the beat (lease, durations, recovery) and retention, through store failures (outages.py)
+        beat = max(0.05, self.settings.lease_ms / 3000)
+        self._maintaining = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
@@ -134,12 +138,8 @@ class JobManager:
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-        for step in (self._load_durations, self._beat):
-            try:
-                await step()
-            except StoreError as exc:  # the store went away since it opened, or a damaged part: the next beats
-                self.store_failed(exc)  # try again, and health says why meanwhile
-                log.warning("maintenance.failed", error=str(exc))
+        for step in (self._load_durations, self._beat):  # the store may have gone away since it opened, or a
+            await self._maintaining.attempt(step, pause=False)  # part is damaged: the next beats try again
         return self
 
     async def __aexit__(
@@ -154,7 +154,10 @@ class JobManager:
                 await self.save_durations()
             except StoreError as exc:  # what was learned since the last beat is lost, the job states are not
                 log.warning("durations.not_saved", error=str(exc))
-            await self.store.release(self.owner)
+            try:
+                await self.store.release(self.owner)
+            except StoreError as exc:  # the store is down as this process stops: its lease lapses on its own
+                log.warning("lease.not_released", error=str(exc))
             await self.store.close()
 
     @property
@@ -174,14 +177,11 @@ class JobManager:
         next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
         while True:
             await anyio.sleep(beat)
-            try:
-                await self._beat()
-                if self.clock() >= next_cleanup:
-                    next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
-                    await self.cleanup()
-            except StoreError as exc:  # a busy or full store must not stop the server: try again next beat
-                self.store_failed(exc)
-                log.warning("maintenance.failed", error=str(exc))
+            while not await self._maintaining.attempt(self._beat):
+                pass  # a failing store never stops the process: the beat is tried again after a backoff
+            if self.clock() >= next_cleanup:
+                next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+                await self._maintaining.attempt(self.cleanup)
 
     async def _beat(self) -> None:
         await self.renew_lease()

@@ -7,7 +7,7 @@ deployment on it uses (product bugs the fault runs found, tests/faults).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 
 from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, make_store
 from vibe_jobs import JobManager, JobRecord, JobStatus, Settings
+from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.engine.sources import JobSource
@@ -151,6 +152,45 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: 
         await b.store.drop_schema()  # type: ignore[attr-defined]
     assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
     assert rec.retry_count == (1 if adopted else 0)
+
+
+class StallingArguments(ToolArguments):
+    """A tool's arguments rule that stalls the process once, while the first run validates its arguments:
+    after the run checked its claim and before the function is called (in the long fault run: SIGSTOP)."""
+
+    def __init__(self, fn: Callable[..., Any], stall: Callable[[], None]) -> None:
+        super().__init__("work", fn, "job")
+        self.stall: Callable[[], None] | None = stall
+
+    def typed(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        stall, self.stall = self.stall, None
+        if stall is not None:
+            stall()
+        return super().typed(params)
+
+
+async def test_a_claim_that_lapses_while_its_run_is_set_up_is_not_started(tmp_path: Path) -> None:
+    """The claim was fresh when its run began, but the process stalled before the function was called, past
+    the point where another process may adopt the job: the claimed attempt is not started; the claim is
+    given back as it was (no retry counted) and the job runs as the next attempt."""
+    clock, started = FakeClock(), []
+    settings = Settings(lease_ms=10_000)
+
+    async def work(job: JobContext) -> str:
+        started.append(job.attempt)
+        return "done"
+
+    rule = StallingArguments(work, lambda: clock.advance(settings.lease_ms / 1000))
+    spec = make_spec(work, name="work", retry_safe=True, max_retries=3, argument_rule=rule)
+    b = Backend("postgres", make_store("postgres", tmp_path))
+    try:
+        async with b.running([spec], settings, clock) as (here, _):
+            job_id = await here.create_job("work")
+            rec = await here.wait(job_id, WAIT)
+    finally:
+        await b.store.close()
+        await b.store.drop_schema()  # type: ignore[attr-defined]
+    assert (rec.status, started, rec.attempt, rec.retry_count) == (JobStatus.COMPLETED, [2], 2, 0)
 
 
 class TickingClock:

@@ -6,9 +6,14 @@ RUN_SLOW=1 `make test` of `.ci/run` does not run them a second time."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.conftest import free_port
+from tests.faults import pgcluster
+from tests.faults.pgcluster import PgCluster
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,3 +36,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("faults") is not None and not _selected(config, item):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[PgCluster]:
+    """A PostgreSQL cluster of the test's own (never the shared server on 5432), which the test may stop,
+    crash and start again; skipped without PostgreSQL's binaries (a failure under VIBE_JOBS_REQUIRE_POSTGRES=1)."""
+    reason = pgcluster.available()
+    if reason is not None:
+        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"VIBE_JOBS_REQUIRE_POSTGRES=1 but no PostgreSQL cluster can start here: {reason}")
+        pytest.skip(reason)
+    pg = PgCluster(free_port())
+    pg.init()
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.remove(tmp_path)  # its server log stays in the test's directory

@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.e2e.conftest import ROOT, free_port
-from tests.faults import pgcluster
+from tests.e2e.conftest import ROOT
 from tests.faults.pgcluster import PgCluster
 from vibe_jobs import JobContext, JobManager, JobStatus, Settings
 from vibe_jobs.engine.claims import ClaimSource
@@ -29,23 +27,6 @@ from vibe_jobs.store.postgres import PostgresStore
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 DOWN_SECONDS = 4.0  # longer than the store's own reconnect attempts (0 + 0.05 + 0.2 + 0.5 + 1 s)
-
-
-@pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    reason = pgcluster.available()
-    if reason is not None:
-        if os.environ.get("VIBE_JOBS_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"VIBE_JOBS_REQUIRE_POSTGRES=1 but no PostgreSQL cluster can start here: {reason}")
-        pytest.skip(reason)
-    pg = PgCluster(free_port())
-    pg.init()
-    pg.start()
-    keep = Path(pg.root)
-    try:
-        yield pg
-    finally:
-        pg.remove(keep)
 
 
 def start_worker(url: str, log: Path) -> subprocess.Popen[bytes]:

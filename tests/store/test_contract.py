@@ -428,6 +428,17 @@ async def test_heartbeat_release_orphans(store: JobStore) -> None:
     await store.release("never-seen")  # no error
 
 
+async def test_a_lease_never_moves_back(store: JobStore) -> None:
+    """A process's renewals race (its maintenance beat and its claim round renew concurrently; a write
+    retried across a reconnect commits late): one that lands after a later one must not set the lease
+    back, or another process adopts jobs this one still holds (and starts) in the gap."""
+    await insert_all(store, [record("held", owner="w", status=R)])
+    await store.heartbeat("w", expires_at=2_000)
+    await store.heartbeat("w", expires_at=1_000)  # the older renewal, committed last
+    assert await store.orphans(now=1_500) == []
+    assert [r.id for r in await store.orphans(now=2_000)] == ["held"]
+
+
 async def test_learned_durations_are_saved_and_replaced_by_key(store: JobStore) -> None:
     assert await store.load_durations() == {}
     await store.save_durations({"echo": (3, 120.5, "[100, 120, 140]"), "echo|analysis": (1, 9.0, "[9]")}, 1_000)

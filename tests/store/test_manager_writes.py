@@ -11,6 +11,7 @@ from tests.store.test_contract import store  # noqa: F401  (the fixture)
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.errors import InvalidTransition, StaleWrite
 from vibe_jobs.store import JobStore, open_store
+from vibe_jobs.store.base import Guard
 
 OK = {"content": [{"type": "text", "text": "ok"}], "isError": False}
 
@@ -63,3 +64,26 @@ async def test_an_attempt_fence_holds_against_a_remembered_copy(pair: tuple[JobM
     with pytest.raises(StaleWrite):
         await a.set_job_result(job_id, OK, attempt=1)
     assert (await a.set_job_result(job_id, OK, attempt=2)).status is JobStatus.COMPLETED
+
+
+async def test_two_claims_of_one_job_the_older_claimers_start_is_refused(pair: tuple[JobManager, JobManager]) -> None:
+    """a claimed the job (attempt 1) but stalled past its lease; b adopted it, queued it again and claimed it
+    (attempt 2). Whatever a then does with its stale claim is refused, whichever copy of the job it plans on:
+    claiming it to start (the job is running, and b's), giving it back to the queue (fenced by attempt 1:
+    what a late claimer writes instead of starting), reporting progress or an outcome as attempt 1."""
+    a, b = pair
+    job_id = await a.create_job("echo")
+    assert (await a.start_job(job_id, owned=True)).attempt == 1  # a's claim, remembered by a
+    await b.mutate(job_id, lambda rec: {"status": JobStatus.PENDING, "owner": "b"})  # b adopts it ...
+    assert (await b.start_job(job_id, owned=True)).attempt == 2  # ... and claims it again
+    with pytest.raises((InvalidTransition, StaleWrite)):
+        await a.start_job(job_id, owned=True)
+    attempt_1 = Guard(attempt=1, statuses=(JobStatus.RUNNING,))
+    with pytest.raises(StaleWrite):
+        await a.requeue(job_id, lambda rec: {"status": JobStatus.PENDING}, attempt_1)
+    with pytest.raises(StaleWrite):
+        await a.update_progress(job_id, 1, "tok:stale", attempt=1)
+    with pytest.raises(StaleWrite):
+        await a.set_job_result(job_id, OK, attempt=1)
+    rec = await b.get_record(job_id)
+    assert (rec.status, rec.owner, rec.attempt, rec.progress_message) == (JobStatus.RUNNING, "b", 2, None)

@@ -563,7 +563,7 @@ async def test_a_queued_update_withdrawn_by_cancellation_is_not_applied(store: P
 async def test_job_lease_expiry_makes_an_orphan(store: PostgresStore) -> None:
     await store.insert(record("l", created_at=1))
     await store.insert(record("m", created_at=2))
-    await store.heartbeat("w", expires_at=1_000_000)  # the process itself stays alive
+    await store.heartbeat("w", expires_at=2_000)  # the process itself stays alive
     assert await claim_one(store, "w", 500, NO_LIMITS, now=1_000) is not None  # lease until 1500
     assert await claim_one(store, "w", 500, NO_LIMITS, now=1_000) is not None
     assert await store.orphans(now=1_400) == []
@@ -575,6 +575,8 @@ async def test_job_lease_expiry_makes_an_orphan(store: PostgresStore) -> None:
     assert await store.renew_state("other", ["m"], expires_at=9_000) == {}  # not its job
     rows = await raw(store, "SELECT owner, expires_at FROM leases ORDER BY owner")
     assert [tuple(r) for r in rows] == [("other", 9_000), ("w", 3_000)]  # renew beats the process lease too
+    assert await store.renew_state("w", ["m"], expires_at=2_500) == {"m": None}  # an older renewal, landing late
+    assert await store.orphans(now=2_800) == []  # neither lease moved back
 
 
 async def test_sweeper_lock_one_session_at_a_time(make_store: StoreFactory) -> None:

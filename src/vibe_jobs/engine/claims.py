@@ -20,13 +20,13 @@ from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, 
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
-from vibe_jobs.errors import StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import ClaimLimits, JobChange, Listening, SharedJobStore
 
@@ -39,9 +39,10 @@ SWEEP_SECONDS = 1.0  # look for dependency-blocked jobs at least this often (and
 # per finish (limited claims queue on one cluster-wide lock). Without a backlog it claims at once.
 CLAIM_BATCH_FRACTION = 4
 CLAIM_LINGER_SECONDS = 0.005
-# After a failed round (the store unavailable) wait 0.1 s, doubling to 2 s while rounds keep failing.
-ROUND_BACKOFF_SECONDS = 0.1
-ROUND_BACKOFF_MAX_SECONDS = 2.0
+# A claimed job starts only while a quarter of its lease is left at least: its work never begins so close to
+# the lease's end that another process's recovery could adopt it first (the start is not written: the claim
+# was). A claim answered that late (a stall, a slow answer) is given back to the queue, fenced by its attempt.
+START_MARGIN_FRACTION = 4
 PENDING_COUNT_SECONDS = 1.0  # count the shared queue at least this often when admitting jobs
 
 
@@ -82,6 +83,7 @@ class ClaimSource:
         self._look_at_head = True
         self._claiming = anyio.Lock()
         self._wake = anyio.Event()
+        self._rounds = StoreRetry("worker.round_failed", on_failure=manager.store_failed)  # outages.py: back off
         manager.runner = self
 
     # -- the local queue is the database ---------------------------------------------------
@@ -164,14 +166,10 @@ class ClaimSource:
     async def run_timers(self) -> None:
         """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
         self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
-        failures = 0
         try:
             while True:
-                if not await self._round():
-                    failures += 1  # the store fails (a restart): back off, whatever wakes this loop
-                    await anyio.sleep(min(ROUND_BACKOFF_MAX_SECONDS, ROUND_BACKOFF_SECONDS * 2 ** (failures - 1)))
-                    continue
-                failures = 0
+                if not await self._rounds.attempt(self._round):
+                    continue  # the store failed (a restart): tried again after the backoff, whatever wakes this loop
                 # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
                 now = anyio.current_time()
                 wait = min(POLL_SECONDS, max(0.01, self._next_renew - now))
@@ -185,18 +183,13 @@ class ClaimSource:
                 if self._listener is not None:
                     await self._listener.close()
 
-    async def _round(self) -> bool:
-        """Listen, claim, renew and sweep; False when the store failed (the database restarts)."""
-        try:
-            await self._keep_listening()
-            if self.run_jobs:
-                await self._claim_available()
-            await self._renew()
-            await self._sweep()
-        except StoreError as exc:
-            log.warning("worker.round_failed", error=str(exc))
-            return False
-        return True
+    async def _round(self) -> None:
+        """Listen, claim, renew and sweep."""
+        await self._keep_listening()
+        if self.run_jobs:
+            await self._claim_available()
+        await self._renew()
+        await self._sweep()
 
     async def _keep_listening(self) -> None:
         """(Re)open the LISTEN session: at start, and after it was lost (a restart, a terminated session).
@@ -253,19 +246,19 @@ class ClaimSource:
         return now - self._head_blocked_since >= self.reservation_ms
 
     async def _claim(self, names: list[str], k: int) -> tuple[list[JobRecord], int]:
-        """Claim up to `k` jobs; answer them and until when this process holds them (epoch ms): the job
-        leases the claim wrote, and this process's lease (renewed first when a stall let it lag: a job
-        whose owner's lease lapsed is an orphan however fresh its own lease)."""
+        """Claim up to `k` jobs; answer them and by when their work must start (epoch ms): a margin before
+        the earlier of the job leases the claim wrote and this process's lease (renewed first when a stall
+        let it lag: a job whose owner's lease lapsed is an orphan however fresh its own lease)."""
         if self.m.lease_until - self.m.now() < self.lease_ms // 3:  # a renewal was missed
             await self.m.renew_lease()
         now = self.m.now()
         found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
-        return found, min(now + self.lease_ms, self.m.lease_until)
+        return found, min(now + self.lease_ms, self.m.lease_until) - self.lease_ms // START_MARGIN_FRACTION
 
-    def _launch(self, rec: JobRecord, valid_until: int) -> None:
+    def _launch(self, rec: JobRecord, start_by: int) -> None:
         # the claim enforced the limits in the database: nothing to account here; the run starts only
-        # while the claim is still held (an answer that came after its lease lapsed is given back)
-        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, valid_until)
+        # while the claim is surely still held (a claim whose lease is about to lapse is given back)
+        self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, start_by)
 
     async def _renew(self) -> None:
         """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).

@@ -33,14 +33,12 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics
 from vibe_jobs.models import JobRecord
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.executor")
-
-CLAIM_RETRY_MAX_SECONDS = 2.0  # the longest wait between two tries of a claim the store failed
-SETTLE_RETRY_SECONDS = 30.0  # keep trying to write a finished job's outcome while the store fails
 
 
 class Feeder(Protocol):
@@ -66,6 +64,8 @@ class Run:
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
     abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
+    start_by: int | None = None  # a claim's work starts before this (epoch ms), or the claim is given back
+    lapsed: bool = False  # it was not started: its claim was about to lapse
     released: bool = False  # its slot (concurrency, resources) is given back
     timer: Timer | None = None  # the next time-out stage (warn, cancel, abandon)
     deadline_timer: Timer | None = None  # cancels the run at the job's deadline
@@ -101,9 +101,9 @@ class Executor:
     def launch(
         self, job_id: str, tool: str, needs: Needs, claimed: JobRecord | None = None, valid_until: int | None = None
     ) -> None:
-        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (held
-        until `valid_until`, epoch ms), else the run claims it (pending -> running). Its slot is given back
-        through `feeder.released`."""
+        """Run a job in a task of its own: `claimed` is its running record when the source claimed it (to be
+        started before `valid_until`, epoch ms, or given back), else the run claims it (pending -> running).
+        Its slot is given back through `feeder.released`."""
         self.starting += 1
         self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
 
@@ -124,8 +124,9 @@ class Executor:
             rec = claimed if claimed is not None else await self._claim(job_id)
             if rec is not None and valid_until is not None and self.m.now() >= valid_until:
                 await self._give_back(rec)
-            elif rec is not None:  # no await from the check to the work: the claim is still held
+            elif rec is not None:  # checked again as the function is called (`_check_start`)
                 run = self._begin(rec, needs)
+                run.start_by = valid_until
                 await self._execute(run)
         finally:
             if run is None:
@@ -134,20 +135,19 @@ class Executor:
 
     async def _claim(self, job_id: str) -> JobRecord | None:
         """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
-        try again with backoff, so that an accepted job never waits for a restart."""
-        delay = 0.05
-        while True:
-            try:
-                return await self.m.start_job(job_id, owned=True)
-            except StoreError as exc:
-                if not exc.transient:
-                    log.error("job.claim_failed", job_id=job_id, error=str(exc))
-                    return None
-                log.warning("job.claim_retry", job_id=job_id, error=str(exc))
-            except (InvalidTransition, StaleWrite, JobError):
-                return None  # cancelled (or gone) before it started
-            await anyio.sleep(delay)
-            delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
+        try again with backoff (outages.py), so that an accepted job never waits for a restart."""
+        claimed: list[JobRecord] = []
+
+        async def claim() -> None:
+            with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
+                claimed.append(await self.m.start_job(job_id, owned=True))
+
+        retry = StoreRetry("job.claim_retry", first=0.05, on_failure=self.m.store_failed)
+        try:
+            await retry.until_done(claim, job_id=job_id)
+        except JobError:  # gone (deleted) before it started
+            return None
+        return claimed[0] if claimed else None
 
     async def _give_back(self, rec: JobRecord) -> None:
         """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
@@ -198,13 +198,16 @@ class Executor:
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
         hook = self.attempt_hook
+        check = None if run.start_by is None else lambda: self._check_start(run)
         try:
             with run.scope:
                 if hook is None:
-                    run.result = await spec.invoke(rec.params, run.ctx)
+                    run.result = await spec.invoke(rec.params, run.ctx, check)
                 else:
                     with hook(rec):
-                        run.result = await spec.invoke(rec.params, run.ctx)
+                        run.result = await spec.invoke(rec.params, run.ctx, check)
+        except _ClaimLapsing:
+            run.lapsed = True
         except Exception as exc:
             run.error, run.error_where = exc, _raised_at(exc)
             log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
@@ -212,8 +215,17 @@ class Executor:
             run.done = True
             self.timers.cancel(run.timer)
             self.timers.cancel(run.deadline_timer)
-        if not run.abandoned:
+        if run.lapsed:
+            await self._give_back(rec)
+        elif not run.abandoned:
             await self._settle_durably(run, False)
+
+    def _check_start(self, run: Run) -> None:
+        """The last look before a claimed job's function is called (its arguments validated, nothing awaited
+        from here to the call): a claim whose lease is about to lapse (this process stalled since the claim)
+        is not started, lest another process's recovery adopt the job and run it too."""
+        if run.start_by is not None and self.m.now() >= run.start_by:
+            raise _ClaimLapsing(run.rec.id)
 
     async def _past_deadline(self, run: Run, deadline: int) -> bool:
         """A job started after its deadline fails ("deadline passed") without running; one started before
@@ -222,8 +234,12 @@ class Executor:
         if left > 0:
             run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
             return False
-        with contextlib.suppress(InvalidTransition, StaleWrite):
-            await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+
+        async def expired() -> None:
+            with contextlib.suppress(InvalidTransition, StaleWrite):
+                await self.m.fail_job(run.rec.id, f"{DEADLINE} before it started", attempt=run.ctx.attempt)
+
+        await StoreRetry("job.deadline_retry", on_failure=self.m.store_failed).until_done(expired, job_id=run.rec.id)
         return True
 
     def _cancel_at_deadline(self, run: Run) -> None:
@@ -236,8 +252,12 @@ class Executor:
             job_id = rec.id
             self._at(
                 max(0.0, (deadline - self.m.now()) / 1000),
-                lambda: self.runs.spawn(self.m.task_group, expire_pending, self.m, job_id),
+                lambda: self.runs.spawn(self.m.task_group, self._expire_pending, job_id),
             )
+
+    async def _expire_pending(self, job_id: str) -> None:
+        retry = StoreRetry("job.deadline_retry", on_failure=self.m.store_failed)
+        await retry.until_done(lambda: expire_pending(self.m, job_id), job_id=job_id)
 
     def timeout_for(self, rec: JobRecord, spec: JobToolSpec) -> float:
         """Seconds: the job's own, else the tool's, else its operation type's, else the default."""
@@ -298,23 +318,14 @@ class Executor:
     # -- outcomes --------------------------------------------------------------------------
 
     async def _settle_durably(self, run: Run, abandoned: bool) -> None:
-        """Write the outcome; while the store fails (locked, full, restarting) retry with backoff for
-        SETTLE_RETRY_SECONDS. The writes are fenced by attempt, so a late one is refused, not applied.
-        Given up, the job stays running under this process until recovery (a restart) settles it."""
+        """Write the outcome; while the store fails transiently (locked, full, restarting) retry with backoff
+        until it is back (outages.py): the run keeps its slot and its lease meanwhile, so the job is not lost.
+        The writes are fenced by attempt, so a late one is refused, not applied. Given up (a store failure
+        that is not transient), the job is recovered once its lease lapses (a restart, another process)."""
         usage = _usage(run.ctx, run.cpu0, run.wall0)
-        deadline = anyio.current_time() + SETTLE_RETRY_SECONDS
-        delay = 0.05
-        while True:
-            try:
-                await self._settle(run, abandoned, usage)
-                return
-            except StoreError as exc:
-                if anyio.current_time() + delay > deadline:
-                    log.error("job.outcome_not_written", job_id=run.rec.id, error=str(exc))
-                    return
-                log.warning("job.outcome_retry", job_id=run.rec.id, error=str(exc))
-                await anyio.sleep(delay)
-                delay = min(1.0, delay * 2)
+        retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
+        if not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
+            log.error("job.outcome_not_written", job_id=run.rec.id)
 
     async def _settle(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
         ctx, rec = run.ctx, run.rec
@@ -404,6 +415,10 @@ class Executor:
                 continue
             held = rec is not None and rec.owner == self.m.owner and rec.attempt == run.ctx.attempt
             self.held_elsewhere(run, held, rec.cancel_requested if rec is not None else None)
+
+
+class _ClaimLapsing(Exception):
+    """A claimed job not started: its claim is about to lapse (`Executor._check_start`)."""
 
 
 def _attempt_guard(attempt: int) -> Guard:

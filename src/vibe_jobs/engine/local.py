@@ -27,6 +27,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.states import FINAL, JobStatus
 
 CANCEL_CHECK_SECONDS = 0.5  # how often running jobs are checked for cancels and takeovers written elsewhere
@@ -74,6 +75,7 @@ class LocalSource:
         self._seq = itertools.count()
         self._head_blocked_since: int | None = None
         self._wake = anyio.Event()
+        self._checks = StoreRetry("scheduler.check_failed", on_failure=manager.store_failed)  # outages.py
         manager.runner = self
 
     # -- admission -------------------------------------------------------------------------
@@ -139,8 +141,14 @@ class LocalSource:
             else:
                 self._waiting.pop(job_id, None)
                 self.queued.pop(job_id, None)  # it must never start; the failure follows
-                self.m.task_group.start_soon(fail_dependent, self.m, job_id, dep, status)
+                self.executor.runs.spawn(self.m.task_group, self._fail_dependent, job_id, dep, status)
         self.pump()
+
+    async def _fail_dependent(self, job_id: str, dep: str, status: JobStatus | None) -> None:
+        """Fail a job whose dependency did not complete, however long the store fails meanwhile: it left
+        the queue, so nothing else would."""
+        retry = StoreRetry("job.dependent_not_failed", on_failure=self.m.store_failed)
+        await retry.until_done(lambda: fail_dependent(self.m, job_id, dep, status), job_id=job_id)
 
     # -- picking ---------------------------------------------------------------------------
 
@@ -249,7 +257,7 @@ class LocalSource:
         """Release delayed (retry) jobs when due, and honour cancellations requested by other processes."""
         while True:
             self.pump()
-            await self.executor.check_running()
+            await self._checks.attempt(self.executor.check_running)  # the store fails: tried again after a backoff
             delay = (self._delayed[0][0] - self.m.now()) / 1000 if self._delayed else 3600.0
             with anyio.move_on_after(max(0.001, min(delay, CANCEL_CHECK_SECONDS))):
                 await self._wake.wait()

@@ -18,6 +18,7 @@ from vibe_jobs.errors import JobError
 from vibe_jobs.firing import DEFAULT_GRACE_MS, Misfire, Overlap, plan
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import OperationType, Priority, TaskSpec
+from vibe_jobs.outages import StoreRetry
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE
 from vibe_jobs.store.base import ScheduleStore
@@ -34,21 +35,23 @@ class Ticker:
         self.schedules, self.m, self.grace_ms = schedules, schedules.m, grace_ms
         self.fired = 0  # jobs this process fired
         self._next_prune = 0
+        self._upcoming: int | None = None  # the earliest tick still to come, as of the last pass
 
     async def run(self) -> None:
         """Tick until cancelled: wake at the next due tick, or after POLL_SECONDS at most (a store that
         keeps no schedules: return at once)."""
         if not isinstance(self.m.store, ScheduleStore):
             return
+        passes = StoreRetry("ticker.failed", on_failure=self.m.store_failed)  # outages.py
         while True:
-            try:
-                upcoming = await self.tick()
-                await self.prune()
-            except Exception as exc:  # a store that fails now must not stop the schedules (or the server)
-                log.warning("ticker.failed", error=f"{type(exc).__name__}: {exc}")
-                upcoming = None
-            wait = POLL_SECONDS if upcoming is None else (upcoming - self.m.now()) / 1000
-            await anyio.sleep(min(POLL_SECONDS, max(0.0, wait)))
+            self._upcoming = None
+            if await passes.attempt(self._pass):  # a store that fails must not stop the schedules (or the server)
+                wait = POLL_SECONDS if self._upcoming is None else (self._upcoming - self.m.now()) / 1000
+                await anyio.sleep(min(POLL_SECONDS, max(0.0, wait)))
+
+    async def _pass(self) -> None:
+        self._upcoming = await self.tick()
+        await self.prune()
 
     async def tick(self) -> int | None:
         """One pass at the manager's clock: fire what is due; answer the earliest tick still to come."""

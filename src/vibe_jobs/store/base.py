@@ -115,7 +115,8 @@ class JobStore(Protocol):
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
         """Create or renew the lease of a process (the calling one: a store on one machine records
-        which, so that it knows when that process has ended)."""
+        which, so that it knows when that process has ended). A lease never moves back: a renewal that
+        arrives after a later one (concurrent renewals, a retried write) leaves the later expiry."""
 
     async def release(self, owner: str) -> None:
         """Drop a process's lease (clean shutdown)."""

@@ -140,7 +140,7 @@ class MemoryStore:
         return doomed
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
-        self.leases[owner] = expires_at
+        self.leases[owner] = max(expires_at, self.leases.get(owner, expires_at))  # a lease never moves back
 
     async def release(self, owner: str) -> None:
         self.leases.pop(owner, None)

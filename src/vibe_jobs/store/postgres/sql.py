@@ -55,9 +55,12 @@ DELETE_FINISHED = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
 )
+# A lease only ever moves forward: renewals of one process race (the maintenance beat and the claim round
+# renew concurrently, and a write retried through a reconnect may commit after a newer one), and a lease
+# set back would make the process's jobs orphans while it still believes it holds them.
 HEARTBEAT = (
     "INSERT INTO leases (owner, expires_at) VALUES ($1, $2)"
-    " ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at"
+    " ON CONFLICT (owner) DO UPDATE SET expires_at = greatest(leases.expires_at, excluded.expires_at)"
 )
 RELEASE = "DELETE FROM leases WHERE owner = $1"
 LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
@@ -102,9 +105,9 @@ ORPHANS = (
 # (id, cancel_requested) for each job still held.
 RENEW_STATE = """WITH beat AS (
     INSERT INTO leases (owner, expires_at) VALUES ($1, $3)
-    ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at
+    ON CONFLICT (owner) DO UPDATE SET expires_at = greatest(leases.expires_at, excluded.expires_at)
 )
-UPDATE jobs SET lease_expires_at = $3
+UPDATE jobs SET lease_expires_at = greatest(lease_expires_at, $3)
 WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' RETURNING id, cancel_requested"""
 # Pending jobs that can never run: a dependency failed, was cancelled or no longer exists.
 DEPENDENCY_BLOCKED = f"""SELECT {_JCOLS}, d.dep, x.status FROM jobs

@@ -63,7 +63,8 @@ _DELETE_FINISHED = (
 )
 _HEARTBEAT = (
     "INSERT INTO leases (owner, expires_at, host, pid, started) VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE"
-    " SET expires_at = excluded.expires_at, host = excluded.host, pid = excluded.pid, started = excluded.started"
+    " SET expires_at = max(expires_at, excluded.expires_at), host = excluded.host, pid = excluded.pid,"
+    " started = excluded.started"
 )
 _LIVE_HERE = "SELECT owner, pid, started FROM leases WHERE host = ? AND expires_at > ?"
 _DROP_ENDED = "DELETE FROM leases WHERE owner = ? AND host = ? AND pid = ? AND started IS ?"
