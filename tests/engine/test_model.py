@@ -59,6 +59,7 @@ from vibe_jobs.models import (
 )
 from vibe_jobs.states import FINAL, TRANSITIONS
 from vibe_jobs.store import JobStore, MemoryStore, open_store
+from vibe_jobs.store.base import SharedJobStore
 
 EXAMPLES = int(os.environ.get("VIBE_JOBS_MODEL_EXAMPLES", "0"))
 CONCURRENCY = 2
@@ -409,7 +410,9 @@ class JobModel(RuleBasedStateMachine):
 
     async def _settle_async(self) -> dict[str, JobRecord]:
         """Let every process act until nothing changes: no run starting, every run task a body waiting for a
-        command, the store the same as the round before."""
+        command, no pending job left whose dependency failed (on PostgreSQL a sweep fails those, one process
+        at a time: a round whose sweep found another process's in progress did not sweep), the store the same
+        as the round before."""
         deadline = time.monotonic() + SETTLE_SECONDS
         last: Any = None
         calm = 0
@@ -419,7 +422,10 @@ class JobModel(RuleBasedStateMachine):
             for _ in range(5):
                 await asyncio.sleep(0)
             records = {r.id: r for r in await self.procs[0].manager.store.active()}
-            snapshot = (sorted((r.id, r.version) for r in records.values()), self._quiet())
+            snapshot = (
+                sorted((r.id, r.version) for r in records.values()),
+                self._quiet() and not await _blocked(self.procs[0]),
+            )
             calm = calm + 1 if snapshot == last and snapshot[1] else 0
             last = snapshot
             if time.monotonic() > deadline:
@@ -551,6 +557,12 @@ async def _decide(source: Any) -> None:
     else:
         assert isinstance(source, LocalSource)
         source.pump()
+
+
+async def _blocked(p: Process) -> bool:
+    """Whether a pending job waits on a dependency that failed (a sweep of a shared store has yet to fail it)."""
+    store = p.manager.store
+    return isinstance(store, SharedJobStore) and bool(await store.dependency_blocked())
 
 
 async def _where_tasks_wait() -> str:
