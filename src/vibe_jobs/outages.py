@@ -56,36 +56,36 @@ class StoreRetry:
     async def attempt(self, step: Callable[[], Awaitable[Any]], *, pause: bool = True, **fields: Any) -> bool:
         """One run of a loop's `step`: True when it worked; after a store failure (logged), False once
         the backoff has passed (`pause=False`: at once)."""
+        failure = await self._once(step)
+        if failure is None:
+            return True
+        delay = self._failed(failure, fields)
+        if pause:
+            await anyio.sleep(delay)
+        return False
+
+    async def until_done(self, step: Callable[[], Awaitable[Any]], **fields: Any) -> bool:
+        """Run `step` until it works (True), through transient store failures; False after a store
+        failure that is not transient (logged as an error: trying again would fail again)."""
+        while (failure := await self._once(step)) is not None:
+            if not failure.transient:
+                log.error(self.event, error=_text(failure), gave_up=True, **fields)
+                return False
+            await anyio.sleep(self._failed(failure, fields))
+        return True
+
+    async def _once(self, step: Callable[[], Awaitable[Any]]) -> StoreError | None:
+        """Run `step`: None when it worked (the run of failures is over), else the store failure it met;
+        anything that is not a store failure propagates."""
         try:
             await step()
         except Exception as exc:
             failure = store_failure(exc)
             if failure is None:
                 raise
-            delay = self._failed(failure, fields)
-            if pause:
-                await anyio.sleep(delay)
-            return False
+            return failure
         self.failures = 0
-        return True
-
-    async def until_done(self, step: Callable[[], Awaitable[Any]], **fields: Any) -> bool:
-        """Run `step` until it works (True), through transient store failures; False after a store
-        failure that is not transient (logged as an error: trying again would fail again)."""
-        while True:
-            try:
-                await step()
-            except Exception as exc:
-                failure = store_failure(exc)
-                if failure is None:
-                    raise
-                if not failure.transient:
-                    log.error(self.event, error=_text(failure), gave_up=True, **fields)
-                    return False
-                await anyio.sleep(self._failed(failure, fields))
-                continue
-            self.failures = 0
-            return True
+        return None
 
     def _failed(self, failure: StoreError, fields: dict[str, Any]) -> float:
         """Note a failure (health, the log); the seconds to wait before trying again."""
