@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 import anyio
 import anyio.lowlevel
 
@@ -48,6 +51,27 @@ async def test_cancelled_timers_do_not_pile_up() -> None:
         for _ in range(10_000):
             timers.cancel(timers.call_at(far, lambda: None, tg))
         assert len(timers) <= 200
+        tg.cancel_scope.cancel()
+
+
+async def test_a_cancelled_timer_lets_go_of_what_its_callback_holds() -> None:
+    """A job's time-out is cancelled when the job ends, but the timer stays in the heap until its hour
+    comes up: it must not keep the job's run (its records, its result) alive until then."""
+
+    class Held:
+        pass
+
+    def holding(obj: Held) -> Callable[[], None]:
+        return lambda: print(obj)
+
+    timers, held = Timers(), Held()
+    ref = weakref.ref(held)
+    async with anyio.create_task_group() as tg:
+        timer = timers.call_at(anyio.current_time() + 3600, holding(held), tg)
+        del held
+        assert ref() is not None  # the timer's callback holds it
+        timers.cancel(timer)
+        assert len(timers) == 1 and ref() is None
         tg.cancel_scope.cancel()
 
 

@@ -215,6 +215,9 @@ class Executor:
             run.done = True
             self.timers.cancel(run.timer)
             self.timers.cancel(run.deadline_timer)
+            # the timers' and the context's callbacks hold the run: let go of them, so that a finished run
+            # is freed when its task ends rather than left in a reference cycle for the garbage collector
+            run.timer = run.deadline_timer = run.ctx.on_wait = None
         if run.lapsed:
             await self._give_back(rec)
         elif not run.abandoned:

@@ -21,6 +21,10 @@ from vibe_jobs.logs import get_logger
 log = get_logger("vibe_jobs.engine.timers")
 
 
+def _nothing() -> None:
+    return None
+
+
 class Timer:
     __slots__ = ("callback", "cancelled", "when")
 
@@ -56,8 +60,11 @@ class Timers:
         return timer
 
     def cancel(self, timer: Timer | None) -> None:
+        """The timer will not fire. It stays in the heap until it comes up or the heap is compacted, but
+        lets go of its callback now (and of what the callback holds: a job's run, its records)."""
         if timer is not None and not timer.cancelled:
             timer.cancelled = True
+            timer.callback = _nothing
             self._cancelled_hint += 1
 
     def _compact(self) -> None:
