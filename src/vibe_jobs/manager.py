@@ -53,7 +53,7 @@ from vibe_jobs.results import (
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD, ScheduleStore
+from vibe_jobs.store.base import NO_GUARD, ScheduleStore, VersionGuard
 
 log = get_logger("vibe_jobs.manager")
 
@@ -877,7 +877,7 @@ class JobManager:
 
 
 _RUNNING_ONLY = (JobStatus.RUNNING,)
-_at_version = functools.lru_cache(maxsize=1024)(Guard)  # Guard(version): immutable, built once per version
+_at_version = functools.lru_cache(maxsize=1024)(VersionGuard)  # immutable, built once per version
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:

@@ -143,7 +143,7 @@ class StatsCollector:
         end = rec.finished_at or rec.updated_at
         duration = None if rec.started_at is None else end - rec.started_at
         status = rec.status
-        _group(self.by_tool, rec.tool_name).add(status, duration)
+        (self.by_tool.get(rec.tool_name) or _group(self.by_tool, rec.tool_name)).add(status, duration)
         op = rec.task.operation_type if rec.task is not None else None
         if op is not None:
             _group(self.by_op, op).add(status, duration)

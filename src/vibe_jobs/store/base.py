@@ -68,6 +68,18 @@ class Guard:
 NO_GUARD = Guard()
 
 
+class VersionGuard(Guard):
+    """A guard on the version alone (what every compare-and-set of the manager asks): one comparison."""
+
+    __slots__ = ()
+
+    def __init__(self, version: int) -> None:
+        self.version, self.attempt, self.statuses = version, None, None
+
+    def holds(self, rec: JobRecord) -> bool:
+        return rec.version == self.version
+
+
 @dataclass(frozen=True, slots=True)
 class JobQuery:
     status: JobStatus | None = None
