@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import signal
 import sys
 from collections.abc import Callable
@@ -179,7 +180,18 @@ class JobServer:
         allow_unauthenticated: bool = False,
     ) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format)
+        freeze_startup_heap()
         anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+
+def freeze_startup_heap() -> None:
+    """Leave what start-up built (modules, classes, the SDK's and pydantic's schemas: most of the process's
+    objects, and permanent) out of every later garbage collection: a full collection walks every tracked
+    object, and over a server's start-up heap that is a pause of tens of milliseconds in the middle of
+    answering calls. Called by the entry points that own the process (`run`, `run_worker`), not by `serve`,
+    which a program may await in a process of its own."""
+    gc.collect()
+    gc.freeze()
 
 
 def _base_url(host: str, port: int) -> str:
@@ -212,6 +224,7 @@ async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
 def run_worker(server: JobServer, drain_seconds: float) -> None:
     """Run jobs from the shared store until SIGINT/SIGTERM, then drain (see `work_until_signal`)."""
     configure_logging(server.settings.log_level, server.settings.log_format)
+    freeze_startup_heap()
     anyio.run(work_until_signal, server, drain_seconds)
 
 
