@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vibe_jobs.recent import Recent
+from vibe_jobs.models import JobRecord
+from vibe_jobs.recent import Recent, RecentRecords
+from vibe_jobs.states import JobStatus
 
 
 def test_the_oldest_goes_when_full_and_a_put_makes_a_key_the_newest() -> None:
@@ -34,3 +36,15 @@ def test_churn_keeps_the_newest_values_and_never_more_than_the_limit() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Recent(0)
+
+
+def test_records_of_active_jobs_are_kept_and_a_finished_jobs_record_is_dropped() -> None:
+    recent = RecentRecords(10)
+    pending = recent.remember(JobRecord("a", "tool", {}, JobStatus.PENDING, 0, 0))
+    running = recent.remember(JobRecord("b", "tool", {}, JobStatus.RUNNING, 0, 0))
+    assert recent.get("a") is pending and recent.get("b") is running
+    for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+        recent.remember(JobRecord("a", "tool", {}, JobStatus.PENDING, 0, 0))
+        finished = JobRecord("a", "tool", {}, status, 0, 0, version=2)
+        assert recent.remember(finished) is finished and "a" not in recent
+    assert list(recent) == ["b"]

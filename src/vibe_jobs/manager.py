@@ -39,7 +39,7 @@ from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, Polli
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
-from vibe_jobs.recent import Recent
+from vibe_jobs.recent import RecentRecords
 from vibe_jobs.results import (
     as_result_dict,
     bounded_result,
@@ -107,7 +107,7 @@ class JobManager:
         # The last record this manager wrote of each active job, tried first by the next change of that
         # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost
         # one missed update and a re-read, never a lost change.
-        self._recent: Recent[JobRecord] = Recent(RECENT_RECORDS)
+        self._recent = RecentRecords(RECENT_RECORDS)
         self.settings = settings or Settings()
         s = self.settings
         self._quotas = any(q is not None for q in (s.quota_pending, s.quota_running, s.quota_params_bytes))
@@ -284,7 +284,7 @@ class JobManager:
         if stored is False:
             return False
         self.stats.counters.created[rec.tool_name] += 1
-        self._remember(rec)
+        self._recent.remember(rec)
         if self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
@@ -401,7 +401,7 @@ class JobManager:
                 if self.stats.store_trouble is not None:
                     self.stats.store_worked()  # a write worked: a transient trouble is over
                 if new is not None:
-                    self._remember(new)
+                    self._recent.remember(new)
                     self._after_change(new, rec.status)
                     return new
             rec = None
@@ -424,12 +424,6 @@ class JobManager:
             if rec.waiting_for is not None and changes.get("status", rec.status) != rec.status:
                 changes["waiting_for"] = None  # a question belongs to one run: it ends with it
         return changes
-
-    def _remember(self, rec: JobRecord) -> None:
-        if rec.status in FINAL:
-            self._recent.pop(rec.id, None)
-        else:
-            self._recent.put(rec.id, rec)
 
     def _after_change(self, rec: JobRecord, old_status: JobStatus) -> None:
         status = rec.status

@@ -11,7 +11,12 @@ oldest entry in constant time.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+from vibe_jobs.states import FINAL
+
+if TYPE_CHECKING:
+    from vibe_jobs.models import JobRecord
 
 V = TypeVar("V")
 
@@ -32,3 +37,16 @@ class Recent(OrderedDict[str, V]):
         self[key] = value
         if len(self) > self.limit:
             self.popitem(last=False)
+
+
+class RecentRecords(Recent["JobRecord"]):
+    """The job records last written or read, each the base of its job's next change. A finished job
+    changes rarely: its record is dropped, not kept (it would hold its result, and the garbage
+    collector would walk it, until pushed out)."""
+
+    def remember(self, rec: JobRecord) -> JobRecord:
+        if rec.status in FINAL:
+            self.pop(rec.id, None)
+        else:
+            self.put(rec.id, rec)
+        return rec

@@ -146,6 +146,21 @@ async def test_long_expired_leases_are_deleted_by_recovery(store: SQLiteStore, d
 # -- schema ---------------------------------------------------------------------------------
 
 
+async def test_the_store_keeps_no_record_of_finished_jobs_in_memory(store: SQLiteStore) -> None:
+    """The records the store remembers (the base of a job's next update, so that it needs no read-back)
+    are those of active jobs: a server's memory does not grow with the jobs it finished, nor does the
+    heap the garbage collector walks."""
+    result = {"content": [{"type": "text", "text": "x" * 1000}], "isError": False}
+    async with JobManager(store, Settings()) as manager:
+        ids = [await manager.create_job("tool", {"i": i}) for i in range(300)]
+        for job_id in ids[:200]:
+            await manager.update_job_status(job_id, JobStatus.RUNNING)
+            await manager.set_job_result(job_id, result)
+        for job_id in ids[:50]:
+            assert (await manager.get_record(job_id)).status is JobStatus.COMPLETED  # read back, not kept
+        assert set(store._known) == set(ids[200:])
+
+
 async def test_schema_and_pragmas(store: SQLiteStore, db: Path) -> None:
     await store.close()
     assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

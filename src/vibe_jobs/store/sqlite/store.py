@@ -24,7 +24,7 @@ import anyio
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
-from vibe_jobs.recent import Recent
+from vibe_jobs.recent import RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
@@ -145,7 +145,7 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
-        self._known: Recent[JobRecord] = Recent(KNOWN_RECORDS)
+        self._known = RecentRecords(KNOWN_RECORDS)
         self._lifecycle = anyio.Lock()  # open, and restart after the server process died
         self._closed = False
 
@@ -213,12 +213,8 @@ class SQLiteStore:
                 await self._start_server()
         return await self._run(st, args, mode)
 
-    def _remember(self, rec: JobRecord) -> JobRecord:
-        self._known.put(rec.id, rec)
-        return rec
-
     def _decoded(self, rows: list[tuple[Any, ...]]) -> list[JobRecord]:
-        return [self._remember(codec.decode(row)) for row in rows]
+        return [self._known.remember(codec.decode(row)) for row in rows]
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -228,11 +224,11 @@ class SQLiteStore:
             await self._run(_S["insert"], row, NONE)
         except DuplicateJob:
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-        self._remember(job)
+        self._known.remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(_S["get"], (job_id,), ONE)
-        return None if row is None else self._remember(codec.decode(row))
+        return None if row is None else self._known.remember(codec.decode(row))
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         if not UPDATABLE.issuperset(changes):
@@ -245,7 +241,7 @@ class SQLiteStore:
             # the row is at the version of the record we hold: on success, the new record is that one changed
             st, args = change.statement(guard, returning=False)
             if await self._run(st, args, ROWCOUNT) == 1:
-                return self._remember(change.apply(base))
+                return self._known.remember(change.apply(base))
             self._known.pop(job_id, None)  # another process moved the job on
             return None
         st, args = change.statement(guard, returning=True)
@@ -253,7 +249,7 @@ class SQLiteStore:
         if row is None:
             self._known.pop(job_id, None)
             return None
-        return self._remember(codec.decode(row))
+        return self._known.remember(codec.decode(row))
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         # A touch keeps the version: the next update reads the row back instead of building on a record
@@ -382,7 +378,7 @@ class SQLiteStore:
             row = await fired_by
         inserted = row is not None and row[0] == job.id
         if inserted:
-            self._remember(job)
+            self._known.remember(job)
         return inserted
 
     async def prune_ticks(self, before: int) -> int:
