@@ -63,17 +63,15 @@ class MemoryStore:
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
         new = self.jobs[job_id] = rec.changed(changes)
-        if new.status is not rec.status:
-            self._status_changed(new, rec.status)
+        status = new.status
+        if status is not rec.status:  # the counts by status, and the dedupe key of a job that finished
+            counts = self._counts
+            counts[rec.status] -= 1
+            counts[status] += 1
+            key = new.dedupe_key
+            if key is not None and status in FINAL and self._dedupe.get(key) == job_id:
+                del self._dedupe[key]
         return new
-
-    def _status_changed(self, rec: JobRecord, old: JobStatus) -> None:
-        counts = self._counts
-        counts[old] -= 1
-        counts[rec.status] += 1
-        key = rec.dedupe_key
-        if key is not None and rec.status in FINAL and self._dedupe.get(key) == rec.id:
-            del self._dedupe[key]
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         rec = self.jobs.get(job_id)
