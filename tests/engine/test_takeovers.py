@@ -133,25 +133,31 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: 
 
     spec = make_spec(work, name="work", retry_safe=True, max_retries=3)
     settings = Settings(lease_ms=10_000)
+    async with postgres_backend(tmp_path) as b, elsewhere(b) as other:
+        other.clock = clock
+
+        async def stall() -> None:
+            clock.advance(settings.lease_ms / 1000 + 1)
+            if adopted:
+                assert len(await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)) == 1
+
+        stall_after_first_claim(b.store, stall)
+        async with b.running([spec], settings, clock) as (here, _):
+            job_id = await here.create_job("work")
+            rec = await here.wait(job_id, WAIT)
+    assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
+    assert rec.retry_count == (1 if adopted else 0)
+
+
+@asynccontextmanager
+async def postgres_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    """A PostgreSQL backend in a schema of its own, closed and dropped after."""
     b = Backend("postgres", make_store("postgres", tmp_path))
     try:
-        async with elsewhere(b) as other:
-            other.clock = clock
-
-            async def stall() -> None:
-                clock.advance(settings.lease_ms / 1000 + 1)
-                if adopted:
-                    assert len(await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)) == 1
-
-            stall_after_first_claim(b.store, stall)
-            async with b.running([spec], settings, clock) as (here, _):
-                job_id = await here.create_job("work")
-                rec = await here.wait(job_id, WAIT)
+        yield b
     finally:
         await b.store.close()
         await b.store.drop_schema()  # type: ignore[attr-defined]
-    assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
-    assert rec.retry_count == (1 if adopted else 0)
 
 
 class StallingArguments(ToolArguments):
@@ -182,14 +188,9 @@ async def test_a_claim_that_lapses_while_its_run_is_set_up_is_not_started(tmp_pa
 
     rule = StallingArguments(work, lambda: clock.advance(settings.lease_ms / 1000))
     spec = make_spec(work, name="work", retry_safe=True, max_retries=3, argument_rule=rule)
-    b = Backend("postgres", make_store("postgres", tmp_path))
-    try:
-        async with b.running([spec], settings, clock) as (here, _):
-            job_id = await here.create_job("work")
-            rec = await here.wait(job_id, WAIT)
-    finally:
-        await b.store.close()
-        await b.store.drop_schema()  # type: ignore[attr-defined]
+    async with postgres_backend(tmp_path) as b, b.running([spec], settings, clock) as (here, _):
+        job_id = await here.create_job("work")
+        rec = await here.wait(job_id, WAIT)
     assert (rec.status, started, rec.attempt, rec.retry_count) == (JobStatus.COMPLETED, [2], 2, 0)
 
 
