@@ -45,13 +45,8 @@ class RecentRecords(Recent["JobRecord"]):
     collector would walk it, until pushed out)."""
 
     def remember(self, rec: JobRecord) -> JobRecord:
-        key = rec.id
         if rec.status in FINAL:
-            self.pop(key, None)
-            return rec
-        if key in self:  # `put`, written out: this runs at every change of a job
-            self.move_to_end(key)
-        self[key] = rec
-        if len(self) > self.limit:
-            self.popitem(last=False)
+            self.pop(rec.id, None)
+        else:
+            self.put(rec.id, rec)
         return rec
