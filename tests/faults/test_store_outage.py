@@ -64,6 +64,16 @@ def start(name: str, args: list[str], directory: Path) -> Proc:
     return Proc(name, popen, log)
 
 
+def wait_started(proc: Proc, marker: str, seconds: float = 60) -> None:
+    """Until `proc` logged `marker` (it opened the store and runs): a process that cannot open the store as
+    it starts exits (status 2) by design, so the outages begin once every process is past its start."""
+    deadline = time.monotonic() + seconds
+    while marker not in proc.log.read_text():
+        assert proc.alive() is None, proc.alive()
+        assert time.monotonic() < deadline, f"{proc.name} did not start within {seconds:g} s"
+        time.sleep(0.05)
+
+
 def assert_alive(procs: list[Proc]) -> None:
     dead = [why for proc in procs if (why := proc.alive()) is not None]
     assert not dead, "\n\n".join(dead)
@@ -118,6 +128,8 @@ def test_workers_and_a_replica_live_through_postgresql_restarting(cluster: PgClu
     procs = [start("replica", serve, tmp_path), *(start(f"worker-{i}", worker, tmp_path) for i in range(2))]
     try:
         wait_for_port(port, procs[0].popen, 60)
+        for proc in procs[1:]:
+            wait_started(proc, '"worker.started"')
         jobs = anyio.run(outages, cluster, procs)
         statuses = anyio.run(final_statuses, cluster, jobs)
         assert_alive(procs)
