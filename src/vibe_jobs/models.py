@@ -319,14 +319,20 @@ class JobRecord:
 
 
 _FIELDS = tuple(f.name for f in fields(JobRecord))
-_Builder = Callable[[JobRecord, Mapping[str, Any]], JobRecord]
+RecordBuilder = Callable[[JobRecord, Mapping[str, Any]], JobRecord]
 # `JobRecord.changed` by the fields a change sets (a handful of shapes): a function that allocates the
 # record and sets each field, from the change or from the old record. It skips the dataclass __init__
 # (which only sets the fields) and the setattr per changed field that a copy-then-change would need.
-_BUILDERS: dict[tuple[tuple[str, ...], bool], _Builder] = {}
+_BUILDERS: dict[tuple[tuple[str, ...], bool], RecordBuilder] = {}
 
 
-def _builder(keys: tuple[str, ...], bump: bool) -> _Builder:
+def record_builder(keys: tuple[str, ...], bump: bool = True) -> RecordBuilder:
+    """`JobRecord.changed` for changes of exactly these fields, in this order: `build(record, changes)`
+    (for a caller that keeps it per shape, skipping the lookup)."""
+    return _BUILDERS.get((keys, bump)) or _builder(keys, bump)
+
+
+def _builder(keys: tuple[str, ...], bump: bool) -> RecordBuilder:
     unknown = [key for key in keys if key not in _FIELDS]
     if unknown:  # checked before any name goes into the code below
         raise AttributeError(f"a job record has no field {unknown[0]!r}")
@@ -339,7 +345,7 @@ def _builder(keys: tuple[str, ...], bump: bool) -> _Builder:
     body = "".join(f"    new.{name} = {value}\n" for name, value in values.items())
     namespace: dict[str, Any] = {"JobRecord": JobRecord, "_new": object.__new__, "JobStatus": JobStatus}
     exec(f"def build(r, c):\n    new = _new(JobRecord)\n{body}    return new\n", namespace)
-    build: _Builder = namespace["build"]
+    build: RecordBuilder = namespace["build"]
     _BUILDERS[keys, bump] = build
     return build
 

@@ -25,6 +25,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from vibe_jobs.errors import StoreError
 from vibe_jobs.figures import ClusterFigures
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.schedules import ScheduleRecord
@@ -42,6 +43,13 @@ UPDATABLE = frozenset(
         "peak_memory_mb", "priority", "waiting_for", "stage_history",
     }
 )  # fmt: skip
+
+
+def check_updatable(job_id: str, changes: Mapping[str, Any]) -> None:
+    """Refuse (`StoreError`) a change of a field `update` may not change, before anything is changed."""
+    if not UPDATABLE.issuperset(changes):
+        bad = next(key for key in changes if key not in UPDATABLE)
+        raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
 
 
 class Guard:

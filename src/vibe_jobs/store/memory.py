@@ -11,11 +11,21 @@ import bisect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vibe_jobs.errors import DuplicateJob, StoreError
-from vibe_jobs.models import JobRecord
+from vibe_jobs.errors import DuplicateJob
+from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
-from vibe_jobs.store.base import UPDATABLE, DurationRow, Guard, JobQuery
+from vibe_jobs.store.base import DurationRow, Guard, JobQuery, check_updatable
+
+# `update`'s record builder by the fields a change sets, each shape checked once (`check_updatable`)
+_UPDATES: dict[tuple[str, ...], RecordBuilder] = {}
+
+
+def _update_of(job_id: str, changes: Mapping[str, Any]) -> RecordBuilder:
+    check_updatable(job_id, changes)
+    keys = tuple(changes)
+    build = _UPDATES[keys] = record_builder(keys)
+    return build
 
 
 class MemoryStore:
@@ -56,13 +66,11 @@ class MemoryStore:
         return self.jobs.get(job_id)
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
-        if not UPDATABLE.issuperset(changes):  # refuse before changing anything
-            bad = next(key for key in changes if key not in UPDATABLE)
-            raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
+        build = _UPDATES.get(tuple(changes)) or _update_of(job_id, changes)  # refuses a field it may not change
         rec = self.jobs.get(job_id)
         if rec is None or (guard is not None and not guard.holds(rec)):
             return None
-        new = self.jobs[job_id] = rec.changed(changes)
+        new = self.jobs[job_id] = build(rec, changes)
         status = new.status
         if status is not rec.status:  # the counts by status, and the dedupe key of a job that finished
             counts = self._counts

@@ -39,7 +39,15 @@ from vibe_jobs.redact import redact_url
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import schedulerows
-from vibe_jobs.store.base import UPDATABLE, ClaimLimits, DurationRow, Guard, JobChange, JobQuery, SharedJobStore
+from vibe_jobs.store.base import (
+    ClaimLimits,
+    DurationRow,
+    Guard,
+    JobChange,
+    JobQuery,
+    SharedJobStore,
+    check_updatable,
+)
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
 from vibe_jobs.store.postgres.notify import Listener
@@ -282,9 +290,7 @@ class PostgresStore(SharedJobStore):
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         """The compare-and-set; concurrent calls share one statement (see `_write`)."""
-        if not UPDATABLE.issuperset(changes):
-            bad = next(key for key in changes if key not in UPDATABLE)
-            raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
+        check_updatable(job_id, changes)
         g = guard or Guard()
         statuses = None if g.statuses is None else ",".join(sql.status_texts(g.statuses))
         shape = (tuple(changes), g.version is not None, g.attempt is not None, statuses is not None)

@@ -28,7 +28,7 @@ from vibe_jobs.recent import RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
-from vibe_jobs.store.base import NO_GUARD, UPDATABLE, DurationRow, Guard, JobQuery
+from vibe_jobs.store.base import NO_GUARD, DurationRow, Guard, JobQuery, check_updatable
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.change import Change
@@ -231,9 +231,7 @@ class SQLiteStore:
         return None if row is None else self._known.remember(codec.decode(row))
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
-        if not UPDATABLE.issuperset(changes):
-            bad = sorted(set(changes) - UPDATABLE)
-            raise StoreError(f"field '{bad[0]}' cannot be updated", job_id=job_id)
+        check_updatable(job_id, changes)
         guard = guard or NO_GUARD
         change = Change(job_id, changes)
         base = self._known.get(job_id)
