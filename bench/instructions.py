@@ -1,10 +1,11 @@
-"""Instructions per job on the memory-store path (figure 1a's loop), counted by valgrind, for one or more trees.
+"""Instructions per job, counted by valgrind, for one or more trees: the memory-store path (figure 1a's loop)
+or the scheduler path (figure 1c: `bench/scheduler.py`'s throughput, a no-op tool run by the local scheduler).
 
 Wall and CPU time on a shared machine move by 30 % between runs; the instructions a run executes do not.
 Per job = (run of N jobs - run of 0 jobs) / N, each after the same warm-up, so imports and one-time work
 cancel. The garbage collector's work is counted too (it is part of what a job costs).
 
-Run: .venv/bin/python bench/instructions.py [TREE ...] [--jobs N]
+Run: .venv/bin/python bench/instructions.py [TREE ...] [--jobs N] [--path memory|scheduler]
      TREE: a directory holding a checkout (default: this one); `git worktree add /tmp/old REV` makes one.
 """
 
@@ -19,8 +20,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# runs inside the tree's own source: the loop of bench/core.py, N jobs after a warm-up of 300
-PROBE = """
+# each runs inside the tree's own source, N jobs after a warm-up of 300
+MEMORY = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[1] + "/src")
 from vibe_jobs import JobManager, JobStatus, Settings
@@ -40,13 +41,27 @@ async def main():
 asyncio.run(main())
 """
 
+SCHEDULER = """
+import sys
+sys.path[:0] = [sys.argv[1] + "/src", sys.argv[1] + "/bench"]
+import anyio, scheduler
+from vibe_jobs.logs import configure_logging
+configure_logging("warning")
+anyio.run(scheduler.throughput, 300)
+if int(sys.argv[2]):
+    anyio.run(scheduler.throughput, int(sys.argv[2]))
+"""
 
-def instructions(tree: Path, jobs: int) -> int:
-    """Instructions valgrind counts for the probe running `jobs` jobs in `tree`."""
+PROBES = {"memory": MEMORY, "scheduler": SCHEDULER}
+TITLES = {"memory": "memory store, create -> running -> completed", "scheduler": "scheduler, create + run a no-op tool"}
+
+
+def instructions(probe: str, tree: Path, jobs: int) -> int:
+    """Instructions valgrind counts for `probe` running `jobs` jobs in `tree`."""
     out = subprocess.run(
         [
             "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, "-c", PROBE, str(tree), str(jobs),
+            sys.executable, "-c", probe, str(tree), str(jobs),
         ],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -60,12 +75,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="*", type=Path, default=[HERE.parent])
     parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--path", choices=sorted(PROBES), default="memory")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    print(f"memory store, create -> running -> completed: instructions per job ({args.jobs:,} jobs - 0 jobs)")
+    probe = PROBES[args.path]
+    print(f"{TITLES[args.path]}: instructions per job ({args.jobs:,} jobs - 0 jobs)")
     for tree in args.trees:
-        per_job = (instructions(tree, args.jobs) - instructions(tree, 0)) / args.jobs
+        per_job = (instructions(probe, tree, args.jobs) - instructions(probe, tree, 0)) / args.jobs
         print(f"  {per_job:>10,.0f}  {tree}")
 
 
