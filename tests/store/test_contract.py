@@ -220,8 +220,9 @@ async def test_only_updatable_fields(store: JobStore, field: str) -> None:
     before = await store.get("fixed")
     assert before is not None
     before_version = before.version
-    with pytest.raises(StoreError, match=f"'{field}' cannot be updated"):
-        await store.update("fixed", {"progress_message": "half applied?", field: "x"})
+    for _ in range(2):  # refused again once the store has seen the shape (a store may keep work per shape)
+        with pytest.raises(StoreError, match=f"'{field}' cannot be updated"):
+            await store.update("fixed", {"progress_message": "half applied?", field: "x"})
     got = await store.get("fixed")
     assert got is not None and got.version == before_version == 1 and got.progress_message is None
 
