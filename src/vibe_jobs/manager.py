@@ -343,7 +343,7 @@ class JobManager:
                 if limit is not None and counts[status] >= limit:
                     raise QuotaExceeded(principal, f"{status.value} jobs", counts[status], limit, setting)
         if s.quota_params_bytes is not None:
-            held = sum(json_size(r.params) for r in await self.store.active() if r.principal == principal)
+            held = sum(json_size(r.params) for r in await self.store.active(principal=principal))
             if held + json_size(params) > s.quota_params_bytes:
                 what = f"bytes of params in pending and running jobs, and this job's {json_size(params)} more"
                 raise QuotaExceeded(principal, what, held, s.quota_params_bytes, "VIBE_JOBS_QUOTA_PARAMS_BYTES")

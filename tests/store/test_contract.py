@@ -366,6 +366,21 @@ async def test_active_oldest_first_and_by_owner(store: JobStore) -> None:
     assert await store.active("nobody") == []
 
 
+async def test_active_of_one_principal(store: JobStore) -> None:
+    """A principal's own pending and running jobs, and nobody else's (the params quota sums
+    them on every create: another principal's jobs must not be read for it)."""
+    await insert_all(store, [
+        record("a", created_at=3, principal="alice"), record("b", created_at=1, principal="bob"),
+        record("c", created_at=2, principal="alice", status=R), record("d", created_at=4, principal="alice", status=C),
+        record("e", created_at=5),
+    ])  # fmt: skip
+    assert sorted(r.id for r in await store.active(principal="alice")) == ["a", "c"]
+    assert [r.id for r in await store.active(principal="bob")] == ["b"]
+    assert await store.active(principal="nobody") == []
+    with pytest.raises(ValueError, match="not both"):
+        await store.active("o1", principal="alice")
+
+
 async def test_active_in_creation_order(store: JobStore) -> None:
     await insert_all(store, [record(f"n{i}", created_at=i, owner=f"o{i % 2}") for i in range(6)])
     assert [r.id for r in await store.active()] == [f"n{i}" for i in range(6)]

@@ -52,6 +52,12 @@ def check_updatable(job_id: str, changes: Mapping[str, Any]) -> None:
         raise StoreError(f"field '{bad}' cannot be updated", job_id=job_id)
 
 
+def check_active_filter(owner: str | None, principal: str | None) -> None:
+    """`active` filters by owner or by principal, not both."""
+    if owner is not None and principal is not None:
+        raise ValueError("active(): give an owner or a principal, not both")
+
+
 class Guard:
     """Conditions an update needs; None means "any". (A plain slotted class: built on every write.)"""
 
@@ -124,8 +130,9 @@ class JobStore(Protocol):
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         """A pending or running job with this dedupe key."""
 
-    async def active(self, owner: str | None = None) -> list[JobRecord]:
-        """Pending and running jobs (of one owner when given), oldest first."""
+    async def active(self, owner: str | None = None, *, principal: str | None = None) -> list[JobRecord]:
+        """Pending and running jobs, oldest first: of one owner (the process running them) or of one
+        principal (who created them) when given, not both (ValueError)."""
 
     async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
         """Jobs by status (of one principal when given)."""

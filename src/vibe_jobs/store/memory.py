@@ -15,7 +15,7 @@ from vibe_jobs.errors import DuplicateJob
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
-from vibe_jobs.store.base import DurationRow, Guard, JobQuery, check_updatable
+from vibe_jobs.store.base import DurationRow, Guard, JobQuery, check_active_filter, check_updatable
 
 # `update`'s record builder by the fields a change sets, each shape checked once (`check_updatable`)
 _UPDATES: dict[tuple[str, ...], RecordBuilder] = {}
@@ -123,8 +123,15 @@ class MemoryStore:
         job_id = self._dedupe.get(dedupe_key)
         return self.jobs.get(job_id) if job_id is not None else None
 
-    async def active(self, owner: str | None = None) -> list[JobRecord]:
-        return [rec for rec in self.jobs.values() if rec.status in ACTIVE and (owner is None or rec.owner == owner)]
+    async def active(self, owner: str | None = None, *, principal: str | None = None) -> list[JobRecord]:
+        check_active_filter(owner, principal)
+        return [
+            rec
+            for rec in self.jobs.values()
+            if rec.status in ACTIVE
+            and (owner is None or rec.owner == owner)
+            and (principal is None or rec.principal == principal)
+        ]
 
     async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
         if principal is None:

@@ -46,6 +46,7 @@ from vibe_jobs.store.base import (
     JobChange,
     JobQuery,
     SharedJobStore,
+    check_active_filter,
     check_updatable,
 )
 from vibe_jobs.store.postgres import sql
@@ -405,8 +406,13 @@ class PostgresStore(SharedJobStore):
         found = await self._records(sql.FIND_ACTIVE, dedupe_key)
         return found[0] if found else None
 
-    async def active(self, owner: str | None = None) -> list[JobRecord]:
-        return await (self._records(sql.ACTIVE) if owner is None else self._records(sql.ACTIVE_OF, owner))
+    async def active(self, owner: str | None = None, *, principal: str | None = None) -> list[JobRecord]:
+        check_active_filter(owner, principal)
+        if owner is not None:
+            return await self._records(sql.ACTIVE_OF, owner)
+        if principal is not None:
+            return await self._records(sql.ACTIVE_BY, principal)
+        return await self._records(sql.ACTIVE)
 
     async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
         rows = await (self._fetch(sql.COUNTS) if principal is None else self._fetch(sql.COUNTS_OF, principal))

@@ -28,7 +28,7 @@ from vibe_jobs.recent import RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
-from vibe_jobs.store.base import NO_GUARD, DurationRow, Guard, JobQuery, check_updatable
+from vibe_jobs.store.base import NO_GUARD, DurationRow, Guard, JobQuery, check_active_filter, check_updatable
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import sql
 from vibe_jobs.store.sqlite.change import Change
@@ -52,6 +52,7 @@ _FIND_ACTIVE = (
 )
 _ACTIVE = f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 _ACTIVE_OF = f"{sql.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
+_ACTIVE_BY = f"{sql.SELECT} INDEXED BY jobs_principal WHERE principal = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
 _COUNTS = (
     f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
@@ -104,6 +105,7 @@ _S = {
     for name, sql, writes in (
         ("insert", sql.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
+        ("active_by", _ACTIVE_BY, False),
         ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
@@ -272,10 +274,13 @@ class SQLiteStore:
         found = self._decoded(await self._run(_S["find_active"], (dedupe_key,), ALL))
         return found[0] if found else None
 
-    async def active(self, owner: str | None = None) -> list[JobRecord]:
-        if owner is None:
-            return self._decoded(await self._run(_S["active"], (), ALL))
-        return self._decoded(await self._run(_S["active_of"], (owner,), ALL))
+    async def active(self, owner: str | None = None, *, principal: str | None = None) -> list[JobRecord]:
+        check_active_filter(owner, principal)
+        if owner is not None:
+            return self._decoded(await self._run(_S["active_of"], (owner,), ALL))
+        if principal is not None:
+            return self._decoded(await self._run(_S["active_by"], (principal,), ALL))
+        return self._decoded(await self._run(_S["active"], (), ALL))
 
     async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
         if principal is None:
