@@ -133,15 +133,43 @@ def test_an_hour_of_downtime_under_each_misfire_policy(misfire: Misfire, fired: 
     assert p.next_fire_at == BACK_AT - 500 + 60 * S  # never fires a past tick again
 
 
+EVERY_SECOND = Timing(every_ms=S, start_at=0)
+
+
+@pytest.mark.parametrize(
+    ("misfire", "fired"),
+    [
+        (Misfire.SKIP, [15_000]),  # the tick due now: the four before it, under 5 s late, were missed too
+        (Misfire.RUN_ONCE, [14_000, 15_000]),
+        (Misfire.CATCH_UP, [12_000, 13_000, 14_000, 15_000]),
+    ],
+)
+def test_a_period_shorter_than_the_grace_is_late_after_one_period(misfire: Misfire, fired: list[int]) -> None:
+    """Back 15 s after going down, a schedule of every second fires what a minutely one fires after an hour:
+    the tick due now and none, one or maxCatchUp of the missed ones (not every tick of the last 5 s)."""
+    p = plan(EVERY_SECOND, 1 * S, 15_300, misfire=misfire, max_catch_up=3)
+    assert p.ticks == fired
+    assert p.next_fire_at == 16 * S
+
+
+def test_a_tick_a_little_late_within_its_period_is_on_time() -> None:
+    assert plan(EVERY_SECOND, 15 * S, 15_900, misfire=Misfire.SKIP).ticks == [15 * S]
+    hourly = Timing(cron="0 * * * *")
+    assert plan(hourly, 3_600 * S, 3_604 * S, misfire=Misfire.SKIP).ticks == [3_600 * S]  # the 5 s grace
+
+
 def test_catch_up_of_everything_missed_when_the_bound_allows() -> None:
     p = plan(EVERY_MINUTE, DOWN_AT, BACK_AT, misfire=Misfire.CATCH_UP, max_catch_up=1000)
     assert p.ticks == list(range(DOWN_AT, BACK_AT, 60 * S)) and len(p.ticks) == 61
 
 
 def test_a_little_lateness_is_not_a_misfire() -> None:
-    t = Timing(every_ms=S, created_at=0, start_at=0)
-    p = plan(t, 10 * S, 13 * S + 200, misfire=Misfire.SKIP, grace_ms=5 * S)
-    assert p.ticks == [10 * S, 11 * S, 12 * S, 13 * S] and p.next_fire_at == 14 * S
+    """Late by less than the grace and less than a period: on time. (Three ticks of a 1 s schedule passed
+    while the process was busy for 3 s were missed: `skip` drops them.)"""
+    t = Timing(every_ms=10 * S, created_at=0, start_at=0)
+    assert plan(t, 10 * S, 13 * S + 200, misfire=Misfire.SKIP, grace_ms=5 * S).ticks == [10 * S]
+    busy = plan(EVERY_SECOND, 10 * S, 13 * S + 200, misfire=Misfire.SKIP, grace_ms=5 * S)
+    assert busy.ticks == [13 * S] and busy.next_fire_at == 14 * S and busy.dropped == 3
 
 
 def test_nothing_due_before_the_next_tick() -> None:

@@ -12,8 +12,9 @@ its identity: each tick fires at most once).
   DST: a wall time that does not exist (spring forward) fires once, at the end of the gap; a wall
   time that exists twice (fall back) fires once, at its first occurrence. Every tick of a cron
   schedule is the first instant whose local wall time is at or past the cron time (`instant_of`).
-- Misfires (ticks passed by more than `grace_ms`, e.g. after downtime): `skip` drops them,
-  `run_once` fires the latest of them once, `catch_up` fires the latest `max_catch_up` of them.
+- Misfires (ticks passed by more than `grace_ms`, or by more than one period when that is shorter, e.g.
+  after downtime): `skip` drops them, `run_once` fires the latest of them once, `catch_up` fires the
+  latest `max_catch_up` of them.
 - Overlap (the previous firing's job still pending or running): `allow` fires anyway, `skip` drops
   the due ticks, `queue` holds them until that job finishes and then fires one job at a time.
 """
@@ -28,6 +29,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+
+from vibe_jobs.models import MAX_EPOCH_MS
 
 __all__ = [
     "CRON_NAMES",
@@ -158,7 +161,10 @@ def _cron_walk(t: Timing, start: int, forward: bool) -> Iterator[int]:
     it = croniter(text, _wall(start, tz), second_at_beginning=len(text.split(" ")) == 6)
     last = start
     for _ in range(_SCAN_LIMIT):
-        tick = instant_of(it.get_next(datetime) if forward else it.get_prev(datetime), tz)
+        try:
+            tick = instant_of(it.get_next(datetime) if forward else it.get_prev(datetime), tz)
+        except (OverflowError, ValueError):  # past year 9999 (or before year 1): no more ticks
+            return
         if (tick > last) if forward else (tick < last):
             last = tick
             yield tick
@@ -176,7 +182,7 @@ def next_tick(t: Timing, after: int) -> int | None:
         if found is None:
             return None
         tick = found
-    if t.end_at is not None and tick > t.end_at:
+    if (t.end_at is not None and tick > t.end_at) or tick > MAX_EPOCH_MS:
         return None
     return tick
 
@@ -221,6 +227,8 @@ def _due(t: Timing, first: int, now: int, grace_ms: int, late_wanted: int) -> tu
     for tick in _backward(t, top + 1):
         if tick < first or passed >= 1000:  # past 1000 passed over, the count says "many"
             break
+        if not on_time and not late:  # the latest due tick: a tick is late by more than its period, too
+            grace_ms = min(grace_ms, _period(t, tick) or grace_ms)
         if tick > now - grace_ms:
             on_time.append(tick)
         elif len(late) < late_wanted:
@@ -228,6 +236,14 @@ def _due(t: Timing, first: int, now: int, grace_ms: int, late_wanted: int) -> tu
         else:
             passed += 1
     return late[::-1], on_time[::-1], passed
+
+
+def _period(t: Timing, tick: int) -> int | None:
+    """The time from `tick` to the tick after it (None: none follows)."""
+    if t.every_ms is not None:
+        return t.every_ms
+    after = next(_cron_walk(t, tick, True), None)
+    return after - tick if after is not None else None
 
 
 def plan(

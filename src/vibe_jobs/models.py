@@ -41,6 +41,12 @@ __all__ = [
 
 Percent = Annotated[float, Field(ge=0, le=100)]
 NonNegative = Annotated[float, Field(ge=0)]
+# The latest instant a job's times may name: 9999-12-31T23:59:59.999Z, the last a datetime can show. Times and
+# durations a caller gives are bounded by it, so that a sum of them stays an integer every store can hold.
+MAX_EPOCH_MS = 253_402_300_799_999
+EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]  # an instant, epoch milliseconds
+DurationMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]  # a span of time in milliseconds
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_EPOCH_MS / 1000)]  # a span of time in seconds
 
 
 class Priority(StrEnum):
@@ -97,12 +103,12 @@ class TaskSpec(WireModel):
     project_id: str | None = None
     operation_type: OperationType | None = None
     priority: Priority = Priority.MEDIUM
-    estimated_duration: Annotated[int, Field(ge=0)] | None = None
+    estimated_duration: DurationMs | None = None
     resource_requirements: ResourceRequirements | None = None
     dependencies: list[str] = Field(default_factory=list)
     metadata: TaskMetadata | None = None
-    timeout_seconds: Annotated[float, Field(gt=0)] | None = None
-    deadline: int | None = None  # epoch ms: not started by then -> failed; running past it -> cancelled
+    timeout_seconds: PositiveSeconds | None = None
+    deadline: EpochMs | None = None  # epoch ms: not started by then -> failed; running past it -> cancelled
 
 
 class JobDetails(WireModel):
