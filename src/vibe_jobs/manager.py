@@ -233,7 +233,7 @@ class JobManager:
         `run_at` (epoch ms) defers it: it is not runnable before then."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
-        params = self._check_params(tool_name, params)
+        params = self.check_params(tool_name, params)
         principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         key = self._dedupe_key(tool_name, params, principal) if dedupe else None
         if key is not None and (existing := await self.store.find_active(key)) is not None:
@@ -268,7 +268,7 @@ class JobManager:
         store = self.store
         if not isinstance(store, ScheduleStore):
             raise StoreError(f"the store {store.url} keeps no schedules")
-        rec = self._new_record(tool_name, self._check_params(tool_name, params), task, None)
+        rec = self._new_record(tool_name, self.check_params(tool_name, params), task, None)
         rec.schedule_id, rec.tick, rec.principal = schedule_id, tick, principal
         return rec.id if await self._add(rec, store.fire) else None
 
@@ -291,7 +291,9 @@ class JobManager:
             await self.runner.enqueue(rec)
         return True
 
-    def _check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    def check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The params a job of `tool_name` stores (a copy), or InvalidParams / ParamsTooLarge: an object that
+        serialises as JSON within `max_params_bytes`."""
         if type(tool_name) is not str or not tool_name:
             raise InvalidParams("tool_name must be a non-empty string")
         if params is None:
@@ -836,7 +838,8 @@ class JobManager:
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
     async def statistics(self, viewer: Viewer | None = None) -> Statistics:
-        """The figures; the counts by status are `viewer`'s own jobs (every job for admin or no viewer)."""
+        """The figures: for admin or no viewer, of every job; for any other viewer, of its own jobs only
+        (`Statistics.own_only`)."""
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
         try:
@@ -845,6 +848,8 @@ class JobManager:
             self.store_failed(exc)
             counts = {}
         snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
+        if viewer is not None and viewer.scope is not None:
+            return snapshot.own_only()
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
 
     def store_failed(self, exc: StoreError) -> None:

@@ -53,6 +53,22 @@ class Statistics(_Snapshot):
     def wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
+    def own_only(self) -> Statistics:
+        """The figures a caller who sees only its own jobs gets: its counts (read for it) and health, and
+        none of the figures made of every principal's jobs (per tool and operation type, throughput, error
+        rate, the shared queue, learned durations): those are left empty."""
+        server_wide: dict[str, Any] = {
+            "queue_depth_by_priority": {},
+            "oldest_pending_age_ms": None,
+            "unserved_tools": {},
+            "by_tool": {},
+            "by_operation_type": {},
+            "throughput_per_minute": 0,
+            "error_rate_5m": None,
+            "learned_durations": {},
+        }
+        return self.model_copy(update=server_wide)
+
 
 @dataclass(slots=True)
 class _Group:

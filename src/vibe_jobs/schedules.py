@@ -14,7 +14,8 @@ from pydantic import Field, model_validator
 
 from vibe_jobs.firing import Misfire, Overlap, Timing, check_cron, next_tick, zone
 from vibe_jobs.identity import LOCAL_PRINCIPAL
-from vibe_jobs.models import OperationType, Priority, WireModel
+from vibe_jobs.models import MAX_EPOCH_MS, EpochMs, OperationType, Priority, WireModel
+from vibe_jobs.redact import redact_params
 
 __all__ = ["SCHEDULE_FIELDS", "Misfire", "Overlap", "Schedule", "ScheduleRecord", "ScheduleSpec"]
 
@@ -25,10 +26,10 @@ class ScheduleSpec(WireModel):
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     cron: str | None = None
-    every_seconds: Annotated[float, Field(ge=1)] | None = None
+    every_seconds: Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000)] | None = None
     timezone: str = "UTC"
-    start_at: int | None = None
-    end_at: int | None = None
+    start_at: EpochMs | None = None
+    end_at: EpochMs | None = None
     paused: bool = False
     misfire: Misfire = Misfire.RUN_ONCE
     max_catch_up: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -118,7 +119,8 @@ SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleRecord))
 
 
 class Schedule(WireModel):
-    """A schedule as clients see it; `lastOutcome` is the status of the job it fired last."""
+    """A schedule as clients (and the operator CLI) see it: secret-named arguments and `env` values are
+    `***` (`redact_params`); `lastOutcome` is the status of the job it fired last."""
 
     schedule_id: str
     tool: str
@@ -145,4 +147,5 @@ class Schedule(WireModel):
     @classmethod
     def from_record(cls, rec: ScheduleRecord, last_outcome: str | None = None) -> Schedule:
         values = {f: getattr(rec, f) for f in SCHEDULE_FIELDS if f not in ("updated_at", "version", "principal")}
+        values["arguments"] = redact_params(rec.arguments)
         return cls.model_validate({**values, "last_outcome": last_outcome})

@@ -149,3 +149,55 @@ def worker_process(store_url: str, err: IO[bytes]) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+CONTROL_MISSPELT = [  # (tool, arguments with one misspelt or extra name, that name, the close match)
+    ("submit-job", {"tool": "typed", "arguments": RAW, "dependson": ["a-job"]}, "dependson", "dependsOn"),
+    ("submit-job", {"tool": "typed", "arguments": RAW, "priorty": "critical"}, "priorty", "priority"),
+    ("submit-job", {"tool": "typed", "argumnts": RAW}, "argumnts", "arguments"),
+    ("get-job-result", {"jobId": "some-job", "waitSecond": 3}, "waitSecond", "waitSeconds"),
+    ("list-jobs", {"toolname": "typed"}, "toolname", "toolName"),
+    ("cancel-job", {"jobId": "some-job", "reasn": "x"}, "reasn", "reason"),
+    ("answer-job", {"jobId": "some-job", "answers": {}}, "answers", "answer"),
+    ("job-stats", {"verbose": True}, "verbose", None),
+]
+
+
+async def test_control_tools_refuse_unknown_arguments_and_create_no_job(connect: ClientFactory) -> None:
+    """A misspelt option of a control tool is refused by name (submit-job's `dependson` used to start the job
+    without its dependency), as a job tool's is; the schemas say so."""
+    async with connect() as client:
+        before = await typed_job_ids(client)
+        schemas = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+        for tool, arguments, unknown, close in CONTROL_MISSPELT:
+            assert schemas[tool].get("additionalProperties") is False, tool
+            result = await client.call_tool(tool, arguments)
+            text = texts(result)
+            assert result.is_error and f"Invalid arguments for '{tool}': unknown argument '{unknown}'" in text, text
+            assert close is None or f"(did you mean '{close}'?)" in text, text
+            assert "Accepted arguments: " in text or "takes no arguments" in text, text
+            assert structured(result)["error"]["unknown"] == [unknown]
+        assert await typed_job_ids(client) == before, "a refused control call created a job"
+
+
+async def test_control_tools_name_a_bad_value_without_a_validation_dump(connect: ClientFactory) -> None:
+    async with connect() as client:
+        too_long = await client.call_tool("get-job-result", {"jobId": "some-job", "waitSeconds": 51})
+        bad_status = await client.call_tool("list-jobs", {"status": "done"})
+        before = await typed_job_ids(client)
+        for name, value in (("runAt", 10**20), ("deadline", 2**63), ("timeoutSeconds", 1e308)):
+            far = await client.call_tool("submit-job", {"tool": "typed", "arguments": RAW, name: value})
+            assert far.is_error and f"{name}: Input should be less than or equal to" in texts(far), texts(far)
+        assert await typed_job_ids(client) == before
+        for tool, field in (("get-job-result", "jobId"), ("cancel-job", "jobId"), ("answer-job", "jobId"),
+                            ("list-jobs", "cursor"), ("submit-job", "tool")):  # fmt: skip
+            huge = await client.call_tool(tool, {"tool": "typed", field: PADDING} if tool == "submit-job" else
+                                                {field: PADDING})  # fmt: skip
+            assert huge.is_error and f"{field}: String should have at most 256 characters" in texts(huge), tool
+            assert len(texts(huge)) + len(str(huge.structured_content)) < 2_000, "the answer echoes the input"
+    assert too_long.is_error and "get-job-result': waitSeconds: Input should be less than or equal to 50" in texts(
+        too_long
+    )
+    assert bad_status.is_error and "list-jobs': status: Input should be 'pending'" in texts(bad_status)
+    for result in (too_long, bad_status):
+        assert "errors.pydantic.dev" not in texts(result) and structured(result)["error"]["code"] == "invalid_params"

@@ -192,6 +192,8 @@ async def test_another_principals_jobs_answer_as_unknown_ids(tmp_path: Path, sto
             assert await listed(bob) == await recent(bob) == {bobs}
             stats = structured(await bob.call_tool("job-stats", {}))
             assert sum(stats["counts"].values()) == 1, stats  # bob's own job only
+            assert stats["byTool"] == stats["learnedDurations"] == {}, stats  # alice's tools' figures are hers
+            assert "wait_forever" not in json.dumps(stats) and stats["errorRate5m"] is None, stats
             # alice's jobs are untouched by all that, and hers to read and cancel
             assert (await read_job(alice, jobs.running))["status"] == "running"
             assert await listed(alice) == {jobs.running, jobs.done}
@@ -213,7 +215,8 @@ async def test_admin_sees_counts_and_cancels_every_job(tmp_path: Path, store_url
             jobs = await alice_jobs(alice)
             bobs = await start(bob, "noop", {})
             assert await listed(root) >= {jobs.running, jobs.done, bobs}
-            assert sum(structured(await root.call_tool("job-stats", {}))["counts"].values()) == 3
+            stats = structured(await root.call_tool("job-stats", {}))
+            assert sum(stats["counts"].values()) == 3 and "noop" in stats["byTool"], stats
             assert (await read_job(root, jobs.done))["status"] == "completed"
             assert structured(await root.call_tool("cancel-job", {"jobId": jobs.running}))["status"] == "cancelled"
             assert (await read_job(alice, jobs.running))["status"] == "cancelled"

@@ -156,8 +156,10 @@ async def test_bad_arguments_get_clear_errors_and_no_job(
     assert after == before
 
 
-async def test_an_unknown_job_id_is_a_clear_error(connect: ClientFactory) -> None:
+@pytest.mark.parametrize("wait", [0, 1], ids=["read", "long-poll"])
+async def test_an_unknown_job_id_is_a_clear_error(connect: ClientFactory, wait: int) -> None:
     async with connect() as client:
-        result = await client.call_tool("get-job-result", {"jobId": "no-such-job"})
+        result = await client.call_tool("get-job-result", {"jobId": "no-such-job", "waitSeconds": wait})
     assert result.is_error
     assert "No job with id 'no-such-job'" in texts(result)
+    assert structured(result)["error"]["code"] == "job_not_found"

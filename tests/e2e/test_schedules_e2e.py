@@ -65,6 +65,13 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"everySeconds": 5, "tool": "nope"}, "no job tool named 'nope'"),
     ({"everySeconds": 5, "arguments": {"text": 5}}, "text"),
     ({"everySeconds": 5, "arguments": {"text": "x", "colour": "red"}}, "colour"),
+    # past what a job may keep: refused now, not skipped at every firing (VIBE_JOBS_MAX_PARAMS_BYTES: 20000)
+    ({"everySeconds": 5, "arguments": {"text": "x" * 30_000}}, "the limit is 20000 bytes"),
+    # numbers no clock or store can hold: refused by name (they were an OverflowError)
+    ({"everySeconds": 1e308}, "everySeconds: Input should be less than or equal to"),
+    ({"everySeconds": 5, "startAt": 2**63}, "startAt: Input should be less than or equal to"),
+    ({"everySeconds": 5, "endAt": 2**63}, "endAt: Input should be less than or equal to"),
+    ({"cron": "0 0 * * *", "startAt": 253_402_300_799_000}, "never fire"),  # its next midnight is in year 10000
 ]
 
 
@@ -116,3 +123,25 @@ async def test_deadline_cancels_a_job_still_running_and_fails_one_never_started(
         assert stopped["status"] == "cancelled" and "deadline passed" in stopped["message"]
         refused = await client.call_tool("submit-job", {"tool": "noop", "runAt": deadline + 10, "deadline": deadline})
         assert refused.is_error and "could never start" in texts(refused)
+
+
+async def test_a_schedules_secret_arguments_are_never_shown(mode: str) -> None:
+    """What schedule-job, list-schedules and job-stats answer hides secret-named arguments and env values, as
+    list-jobs does; the jobs it fires still get them."""
+    secret = "s3cr3t-" + "x" * 20
+    arguments = {"user": "al", "api_token": secret, "env": {"DB_PASS": secret}}
+    async with stdio_client_for(mode) as client:
+        made = await client.call_tool("schedule-job", {"tool": "login", "arguments": arguments, "everySeconds": 1})
+        assert not made.is_error, texts(made)
+        answers = [made, await client.call_tool("list-schedules", {}), await client.call_tool("job-stats", {})]
+        for answer in answers:
+            assert secret not in texts(answer) and secret not in str(answer.structured_content), answer
+        shown = structured(await client.call_tool("list-schedules", {}))["schedules"][0]["arguments"]
+        assert shown == {"user": "al", "api_token": "***", "env": {"DB_PASS": "***"}}
+        jobs: list[dict[str, Any]] = []
+        with anyio.fail_after(10):
+            while not jobs:
+                listed = structured(await client.call_tool("list-jobs", {"toolName": "login"}))["jobs"]
+                jobs = [j for j in listed if j.get("scheduleId") == structured(made)["scheduleId"]]
+        _, final = await read(client, jobs[0]["id"], waitSeconds=10)
+        assert final["result"]["structuredContent"]["apiToken"] == secret  # the tool itself gets it

@@ -68,6 +68,7 @@ class Schedules:
             known = ", ".join(sorted(self.tools)) or "none"
             raise InvalidSchedule(f"invalid schedule: no job tool named '{spec.tool}'; job tools: {known}")
         params = tool.arguments.check(spec.arguments)  # raises InvalidArguments naming each problem
+        params = self.m.check_params(spec.tool, params)  # within the size every job it fires must keep
         if tool.refuse is not None and (reason := tool.refuse(params)) is not None:
             raise InvalidSchedule(f"invalid schedule: {reason}")
         return params
@@ -81,7 +82,7 @@ class Schedules:
         rec = ScheduleRecord.from_spec(spec, _new_id(spec), self.m.now())
         rec.principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         if rec.next_fire_at is None:
-            raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt)")
+            raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt or the year 10000)")
         await self.store.insert_schedule(rec)
         log.info("schedule.created", schedule_id=rec.schedule_id, tool=rec.tool, next_fire_at=rec.next_fire_at)
         return rec

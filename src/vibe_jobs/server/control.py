@@ -18,10 +18,13 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import (
+    DurationMs,
+    EpochMs,
     Job,
     JobStarted,
     JobStatusMessage,
     OperationType,
+    PositiveSeconds,
     Priority,
     ResourceRequirements,
     TaskMetadata,
@@ -32,9 +35,15 @@ from vibe_jobs.redact import redact_params
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
-from vibe_jobs.server.schemas import flat_schema, or_error
-from vibe_jobs.server.wrap import admit, error_result, job_error_result, start_job
+from vibe_jobs.server.wrap import admit, checked_tool, error_result, job_error_result, start_job
 from vibe_jobs.states import JobStatus
+
+# An id, a name or a cursor a caller sends: at most this long (ids are 32 characters), so that a refusal
+# that names it stays short (a caller may send megabytes).
+MAX_NAME_CHARS = 256
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+MAX_REASON_CHARS = 4_096  # a cancel reason, kept with the job
+MAX_DEPENDENCIES = 1_000
 
 PROTOCOL = (
     "Jobs run in the background. Read a job with get-job-result; wait until its pollingRecommendation."
@@ -89,7 +98,7 @@ class ControlTools:
     async def get_job_result(
         self,
         ctx: Context,
-        jobId: Annotated[str, Field(description="The jobId a job tool or submit-job returned.")],
+        jobId: Annotated[Name, Field(description="The jobId a job tool or submit-job returned.")],
         includeDetails: Annotated[bool, Field(description="Include stage, diagnostics and metadata.")] = True,
         waitSeconds: Annotated[
             float,
@@ -113,28 +122,32 @@ class ControlTools:
         """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on
         this call (on 2026-07-28 by answering `input_required`, returned here), and return at once when it
         waits on one this caller cannot (`waitingFor` says what)."""
+        await self.m.get_record(job_id, viewer)  # an unknown (or another's) job is refused before waiting
         asker = Asker(ctx, self.m, job_id)
         keepalive = Keepalive(ctx, self.m.settings.progress_keepalive_ms / 1000)
         end = anyio.current_time() + seconds
         asked = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(keepalive.run)
-            while (left := end - anyio.current_time()) > 0:
-                rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks, viewer=viewer)
-                if not asker.wants(rec):
-                    break
-                if (asked := asker.input_required(rec)) is not None:
-                    break
-                await asker.deliver(rec)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keepalive.run)
+                while (left := end - anyio.current_time()) > 0:
+                    rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks, viewer=viewer)
+                    if not asker.wants(rec):
+                        break
+                    if (asked := asker.input_required(rec)) is not None:
+                        break
+                    await asker.deliver(rec)
+                tg.cancel_scope.cancel()
+        except ExceptionGroup as group:  # the job went away while waited on: answered as a refusal
+            raise _only_job_error(group) from None
         return asked
 
     async def list_jobs(
         self,
         status: Annotated[JobStatus | None, Field(description="Only jobs in this status.")] = None,
-        toolName: Annotated[str | None, Field(description="Only jobs of this tool.")] = None,
+        toolName: Annotated[Name | None, Field(description="Only jobs of this tool.")] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size (max 500).")] = 50,
-        cursor: Annotated[str | None, Field(description="nextCursor from the previous page.")] = None,
+        cursor: Annotated[Name | None, Field(description="nextCursor from the previous page.")] = None,
     ) -> CallToolResult:
         """List jobs, newest first, a page at a time."""
         try:
@@ -150,8 +163,10 @@ class ControlTools:
 
     async def cancel_job(
         self,
-        jobId: Annotated[str, Field(description="The job to cancel.")],
-        reason: Annotated[str | None, Field(description="Why; recorded with the job.")] = None,
+        jobId: Annotated[Name, Field(description="The job to cancel.")],
+        reason: Annotated[
+            str | None, Field(max_length=MAX_REASON_CHARS, description="Why; recorded with the job.")
+        ] = None,
     ) -> CallToolResult:
         """Cancel a job: a pending job never runs; running work is stopped. A finished job cannot be cancelled."""
         viewer = self.identity.viewer()
@@ -171,7 +186,7 @@ class ControlTools:
 
     async def answer_job(
         self,
-        jobId: Annotated[str, Field(description="The job whose question (waitingFor) you answer.")],
+        jobId: Annotated[Name, Field(description="The job whose question (waitingFor) you answer.")],
         answer: Annotated[
             Any,
             Field(
@@ -208,21 +223,23 @@ class ControlTools:
 
     async def submit_job(
         self,
-        tool: Annotated[str, Field(description="The job tool to run.")],
+        tool: Annotated[Name, Field(description="The job tool to run.")],
         arguments: Annotated[dict[str, Any], Field(description="The tool's arguments.")] = {},  # noqa: B006
         priority: Priority = Priority.MEDIUM,
         operationType: OperationType | None = None,
-        dependsOn: Annotated[list[str], Field(description="Job ids that must complete first.")] = [],  # noqa: B006
-        estimatedDuration: Annotated[int | None, Field(ge=0, description="Expected run time in ms.")] = None,
+        dependsOn: Annotated[
+            list[Name], Field(max_length=MAX_DEPENDENCIES, description="Job ids that must complete first.")
+        ] = [],  # noqa: B006
+        estimatedDuration: Annotated[DurationMs | None, Field(description="Expected run time in ms.")] = None,
         resourceRequirements: ResourceRequirements | None = None,
         maxRetries: Annotated[int | None, Field(ge=0)] = None,
-        timeoutSeconds: Annotated[float | None, Field(gt=0)] = None,
-        taskId: str | None = None,
-        projectId: str | None = None,
-        batchId: str | None = None,
-        runAt: Annotated[int | None, Field(description="Defer: not runnable before this time (epoch ms).")] = None,
+        timeoutSeconds: PositiveSeconds | None = None,
+        taskId: Name | None = None,
+        projectId: Name | None = None,
+        batchId: Name | None = None,
+        runAt: Annotated[EpochMs | None, Field(description="Defer: not runnable before this time (epoch ms).")] = None,
         deadline: Annotated[
-            int | None,
+            EpochMs | None,
             Field(description="Epoch ms: not started by then -> failed; still running then -> cancelled."),
         ] = None,
     ) -> Annotated[CallToolResult, JobStarted]:
@@ -283,19 +300,14 @@ class ControlTools:
                 "Job statistics: counts, queue depth, rates, durations and health.",
             ),
         ]
-        return [_advertised_only(Tool.from_function(fn, name=name, description=desc)) for name, fn, desc in entries]
+        return [checked_tool(fn, name, desc) for name, fn, desc in entries]
+
+
+def _only_job_error(group: ExceptionGroup[Exception]) -> Exception:
+    """The JobError a task group raised alone, or the group itself (anything else is a crash)."""
+    errors = group.exceptions
+    return errors[0] if len(errors) == 1 and isinstance(errors[0], JobError) else group
 
 
 def _asks(rec: Any) -> bool:
     return pending_question(rec.waiting_for) is not None
-
-
-def _advertised_only(tool: Tool) -> Tool:
-    """Keep the output schema in tools/list but skip re-validating our own answers on every call
-    (they are built from the same models; clients validate against the advertised schema, which is
-    flattened so that costs them less on every call); it also admits the tool's refusals (`or_error`)."""
-    meta = tool.fn_metadata
-    meta.output_model = None
-    if meta.output_schema is not None:
-        meta.output_schema = or_error(flat_schema(meta.output_schema))
-    return tool

@@ -15,9 +15,10 @@ from vibe_jobs.firing import Misfire, Overlap
 from vibe_jobs.models import OperationType, Priority
 from vibe_jobs.schedules import Schedule, ScheduleRecord
 from vibe_jobs.server.auth import Identity
-from vibe_jobs.server.wrap import error_result, job_error_result
+from vibe_jobs.server.control import Name
+from vibe_jobs.server.wrap import checked_tool, error_result, job_error_result
 
-ScheduleId = Annotated[str, Field(description="The scheduleId schedule-job returned.")]
+ScheduleId = Annotated[Name, Field(description="The scheduleId schedule-job returned.")]
 
 
 def _text(content: str) -> TextContent:
@@ -139,4 +140,4 @@ class ScheduleTools:
             ("resume-schedule", self.resume_schedule),
             ("delete-schedule", self.delete_schedule),
         ]
-        return [Tool.from_function(fn, name=name) for name, fn in entries]
+        return [checked_tool(fn, name) for name, fn in entries]

@@ -10,6 +10,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
+from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
@@ -43,13 +44,19 @@ class RawArguments(FuncMetadata):
         return {"arguments": arguments_to_validate}
 
 
+def refused(exc: InvalidArguments) -> CallToolResult:
+    """The isError answer to arguments a tool refuses: the text names each unknown, missing or mistyped
+    argument; the structured error lists the unknown and the accepted names."""
+    return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
+
+
 def admit(spec: JobToolSpec, arguments: dict[str, Any]) -> dict[str, Any] | CallToolResult:
     """The params a job of `spec` stores for these arguments, or the isError answer that refuses them
     (naming each unknown, missing or mistyped argument, and the accepted ones)."""
     try:
         params = spec.arguments.check(arguments)
     except InvalidArguments as exc:
-        return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
+        return refused(exc)
     if spec.refuse is not None and (reason := spec.refuse(params)) is not None:
         return error_result(reason, "refused")
     return params
@@ -115,6 +122,39 @@ def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | No
         parameters=spec.arguments.schema(),
         annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
+        is_async=True,
+        context_kwarg="ctx",
+    )
+
+
+def checked_tool(fn: Callable[..., Awaitable[Any]], name: str, description: str | None = None) -> Tool:
+    """The MCP tool for one of the server's own tools (the control and schedule tools): its arguments are
+    checked by the rule of a job tool's (`ToolArguments`), so an unknown argument is refused by name, never
+    dropped, and its input schema says `additionalProperties: false`. Its output schema is advertised, flattened
+    and admitting a refusal, but the answers (built from the same models) are not validated again on each call."""
+    base = Tool.from_function(fn, name=name, description=description)
+    rule = ToolArguments(name, fn, skip=base.context_kwarg)
+    context_kwarg = base.context_kwarg
+
+    async def handler(ctx: Context, arguments: dict[str, Any]) -> Any:
+        try:
+            kwargs = rule.typed(arguments)
+        except InvalidArguments as exc:
+            return refused(exc)
+        if context_kwarg is not None:
+            kwargs[context_kwarg] = ctx
+        return await fn(**kwargs)
+
+    output = base.fn_metadata.output_schema
+    advertised = or_error(flat_schema(output)) if output is not None else None
+    return Tool(
+        fn=handler,
+        name=name,
+        title=base.title,
+        description=base.description,
+        parameters=rule.schema(),
+        annotations=base.annotations,
+        fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=advertised),
         is_async=True,
         context_kwarg="ctx",
     )
