@@ -54,6 +54,8 @@ def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.Capture
     closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
     assert main(["health", "--store", closed, "--timeout", "3"]) == 1
     assert "not ready" in capsys.readouterr().err
+    assert main(["health", "--store", "bogus://x"]) == 1  # a probe answers 0 or 1 (it was 2, a usage error)
+    assert "not ready: unknown store URL 'bogus://x'" in capsys.readouterr().err
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import pytest
 
 from vibe_jobs.cli import main
 from vibe_jobs.engine.schedules import Schedules, parse_spec
+from vibe_jobs.errors import InvalidSchedule
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.store import open_store
@@ -63,6 +64,35 @@ def test_an_unknown_schedule_is_one_line_on_stderr(tmp_path: Path, capsys: pytes
     url, _ = filled(tmp_path)
     code, out, err = run(capsys, "schedules", "pause", "nope", "--store", url)
     assert code == 1 and out == "" and err.strip() == "vibe-jobs: No schedule with id 'nope'"
+
+
+def test_a_mistyped_store_is_refused_not_created(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["list"], ["pause", "some-id"]):
+        typo = tmp_path / "typo" / "jobs.db"
+        code, out, err = run(capsys, "schedules", *args, "--store", f"sqlite:///{typo}")
+        assert code == 1 and out == "" and f"no SQLite database at {typo}" in err, err
+        assert not typo.parent.exists(), "the command created the store it was pointed at"
+
+
+async def push_far(url: str, schedule_id: str) -> None:
+    """Move a schedule's next firing to the year 33,658, as a store written before such schedules were
+    refused (`everySeconds: 1e12`) may hold."""
+    store = open_store(url)
+    await store.open()
+    try:
+        rec = await store.get_schedule(schedule_id)  # type: ignore[attr-defined]
+        await store.update_schedule(schedule_id, {"next_fire_at": 10**15}, rec.version)  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
+def test_a_firing_past_the_year_9999_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url, sid = filled(tmp_path)
+    anyio.run(push_far, url, sid)
+    code, out, err = run(capsys, "schedules", "list", "--store", url)
+    assert code == 0 and sid in out and "1000000000000000 ms" in out, err
+    with pytest.raises(InvalidSchedule, match="everySeconds: Input should be less than or equal to"):
+        parse_spec({"tool": "echo", "everySeconds": 1e12})  # such a schedule is refused now
 
 
 def test_the_dashboard_lists_schedules_with_last_and_next_firing(tmp_path: Path) -> None:

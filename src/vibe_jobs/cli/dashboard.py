@@ -4,18 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from typing import Any
 
 import anyio
 
+from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
-from vibe_jobs.store import JobStore, open_store
+from vibe_jobs.store import JobStore, missing_database, open_store
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 
@@ -59,21 +59,19 @@ def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_health(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(_settings(args, settings).store_url)
-    problem = _missing_file(store) or anyio.run(probe, store, args.timeout)
+    """Exit 0 when the store answers in time; 1 with the reason otherwise (a store URL that names no
+    store, too: a probe answers only yes or no)."""
+    try:
+        store = open_store(_settings(args, settings).store_url)
+    except ConfigError as exc:
+        print(f"vibe-jobs: not ready: {exc}", file=sys.stderr)
+        return 1
+    problem = missing_database(store) or anyio.run(probe, store, args.timeout)
     if problem is not None:
         print(f"vibe-jobs: not ready: {problem}", file=sys.stderr)
         return 1
     print("ready")
     return 0
-
-
-def _missing_file(store: JobStore) -> str | None:
-    """A SQLite file that is not there is reported, not created by the probe."""
-    path = getattr(store, "path", None)
-    if store.url.startswith("sqlite:") and isinstance(path, str) and not os.path.exists(path):
-        return f"no SQLite database at {path}"
-    return None
 
 
 async def probe(store: JobStore, seconds: float) -> str | None:

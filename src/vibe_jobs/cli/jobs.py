@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -27,7 +26,7 @@ from vibe_jobs.models import Job
 from vibe_jobs.redact import redact_params
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import JobStore, open_store
+from vibe_jobs.store import JobStore, missing_database, open_store
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?", re.IGNORECASE)
@@ -238,13 +237,12 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def _existing_store(url: str) -> JobStore:
+def existing_store(url: str) -> JobStore:
     """The store `url` names; a SQLite file that does not exist is refused (a mistyped --store must not
     create an empty database and answer "no jobs")."""
     store = open_store(url)
-    path = getattr(store, "path", None)
-    if isinstance(path, str) and path != ":memory:" and not Path(path).exists():
-        raise ConfigError(f"no job store at {path}: check --store (a server creates its store when it first starts)")
+    if (missing := missing_database(store)) is not None:
+        raise ConfigError(missing)
     return store
 
 
@@ -262,7 +260,7 @@ def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
     if not structlog.is_configured():  # keep stdout clean for --json; routine info logs are noise here
         configure_logging("warning", settings.log_format)
     try:
-        return anyio.run(_run, args, settings, _existing_store(args.store or settings.store_url))
+        return anyio.run(_run, args, settings, existing_store(args.store or settings.store_url))
     except JobError as exc:
         print(f"vibe-jobs: {exc}", file=sys.stderr)
     except Exception as exc:  # a command line never shows a traceback

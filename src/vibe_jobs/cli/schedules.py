@@ -16,14 +16,13 @@ from typing import Any
 import anyio
 import structlog
 
-from vibe_jobs.cli.jobs import format_table, say
+from vibe_jobs.cli.jobs import existing_store, format_table, say
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.schedules import Schedule
 from vibe_jobs.settings import Settings
-from vibe_jobs.store import open_store
 
 HEADERS = ("ID", "TOOL", "TIMING", "STATE", "LAST FIRED", "NEXT", "LAST OUTCOME")
 Command = Callable[[Schedules, argparse.Namespace], Awaitable[int]]
@@ -47,7 +46,10 @@ def add_schedules_parser(sub: Any) -> None:
 def _when(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):  # past year 9999 (a far firing): shown as it is stored
+        return f"{ms} ms"
 
 
 def schedules_table(schedules: list[Schedule]) -> str:
@@ -103,7 +105,7 @@ COMMANDS: dict[str, Command] = {
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
-    store = open_store(args.store or settings.store_url)
+    store = existing_store(args.store or settings.store_url)
     await store.open()
     try:
         return await COMMANDS[args.schedules_command](Schedules(JobManager(store, settings), {}), args)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.store.base import Guard, JobQuery, JobStore
 from vibe_jobs.store.memory import MemoryStore
 
-__all__ = ["Guard", "JobQuery", "JobStore", "MemoryStore", "open_store"]
+__all__ = ["Guard", "JobQuery", "JobStore", "MemoryStore", "missing_database", "open_store"]
 
 
 def open_store(url: str) -> JobStore:
@@ -28,3 +30,15 @@ def open_store(url: str) -> JobStore:
         pg: JobStore = PostgresStore(url)
         return pg
     raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or postgresql://...")
+
+
+def missing_database(store: JobStore) -> str | None:
+    """What is missing when `store` is a SQLite file that does not exist, else None: the operator's commands
+    (`jobs`, `schedules`, `health`) refuse it rather than create an empty database for a mistyped path."""
+    path = getattr(store, "path", None)
+    if store.url.startswith("sqlite:") and isinstance(path, str) and path != ":memory:" and not os.path.exists(path):
+        return (
+            f"no SQLite database at {path}: no job store at that path; check --store "
+            "(a server creates its store when it first starts)"
+        )
+    return None
