@@ -70,6 +70,49 @@ async def test_the_same_frames_over_http_are_answered_as_errors_too() -> None:
         assert http.proc.poll() is None
 
 
+# requests whose id no request may have: the SDK's model took them for notifications, which nobody answers
+WRONG_IDS = [b"null", b"1.5", b"true", b"{}", b"[]"]
+
+
+def wrong_id_frame(request_id: bytes) -> bytes:
+    call = b'"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}'
+    return b'{"jsonrpc":"2.0","id":' + request_id + b"," + call + b"}"
+
+
+async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_stdio() -> None:
+    async with raw_stdio() as server:
+        for request_id in WRONG_IDS:
+            await server.send(wrong_id_frame(request_id))
+            answer = await server.answer(seconds=5)
+            assert answer["id"] is None and answer["error"]["code"] == -32600, answer
+            assert "id must be a string or an integer" in answer["error"]["message"]
+        jobs = await server.call("list-jobs", {})
+        assert jobs["result"]["structuredContent"]["jobs"] == [], "a refused request ran"
+
+
+async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_http() -> None:
+    with start_http("streamable-http") as http:
+        async with Client(http.url, mode="legacy") as client:
+            before = await client.call_tool("list-jobs", {})
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=10) as raw:
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+            init = await raw.post(http.url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+                                  headers=headers)  # fmt: skip
+            headers["mcp-session-id"] = init.headers["mcp-session-id"]  # a session, so only the id is wrong
+            done = await raw.post(http.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                                  headers=headers)  # fmt: skip
+            assert done.status_code == 202
+            for request_id in WRONG_IDS:
+                response = await raw.post(http.url, content=wrong_id_frame(request_id), headers=headers)
+                assert response.status_code == 400, (request_id, response.status_code, response.text[:200])
+                error = response.json()["error"]
+                assert error["code"] == -32600 and "id must be a string or an integer" in error["message"]
+        async with Client(http.url, mode="legacy") as client:
+            assert (await client.call_tool("list-jobs", {})).structured_content == before.structured_content
+        assert http.proc.poll() is None
+
+
 # --- 3. answers that JSON cannot carry ----------------------------------------------------------------
 
 

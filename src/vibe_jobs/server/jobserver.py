@@ -27,6 +27,7 @@ from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.prom import instrument_store
+from vibe_jobs.server.http.requestids import RequestIds
 from vibe_jobs.server.listen import serve_http
 from vibe_jobs.server.sdk import run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
@@ -169,7 +170,7 @@ class JobServer:
         else:
             app = mcp.streamable_http_app(host=host, transport_security=security, **hooks.http_options)
         level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
-        await serve_http(app, host, port, log_level=level, header_timeout=timeout)
+        await serve_http(RequestIds(app), host, port, log_level=level, header_timeout=timeout)
 
     def run(
         self,

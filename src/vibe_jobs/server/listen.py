@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vibe_jobs.logs import get_logger
@@ -59,7 +59,7 @@ class HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
-async def serve_http(app: Starlette, host: str, port: int, *, log_level: str, header_timeout: float) -> None:
+async def serve_http(app: ASGIApp, host: str, port: int, *, log_level: str, header_timeout: float) -> None:
     """Serve `app` until cancelled (SIGINT/SIGTERM end uvicorn as usual)."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, timeout_keep_alive=5)

@@ -30,6 +30,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from vibe_jobs.logs import get_logger
+from vibe_jobs.server.http.requestids import wrong_request_id
 
 log = get_logger("vibe_jobs.server.stdio")
 
@@ -54,9 +55,13 @@ def parse_frame(line: bytes) -> SessionMessage | types.JSONRPCError | None:
     if not line.strip():
         return None
     try:
-        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line, by_name=False))
+        message = types.jsonrpc_message_adapter.validate_json(line, by_name=False)
     except ValidationError as exc:
         return _refusal(line, exc)
+    if isinstance(message, types.JSONRPCNotification) and wrong_request_id(_loads(line)):
+        # a request whose id the SDK's model left out (null, a float, a bool...): refused, not run unanswered
+        return error_answer(None, INVALID_REQUEST, "Invalid Request: the id must be a string or an integer")
+    return SessionMessage(message)
 
 
 def _refusal(line: bytes, exc: ValidationError) -> types.JSONRPCError | None:

@@ -1,0 +1,88 @@
+"""Requests whose id no request may have, refused over HTTP as over stdio.
+
+A JSON-RPC request's id is a string or an integer. The SDK's message model leaves an id of another type
+(null, a float, a bool, an object, an array) out and takes the request for a notification: the HTTP
+transports answer 202 with no body, the method is never answered, and the client waits for ever. This
+middleware answers such a POST with HTTP 400 and a JSON-RPC error -32600 (id null), as the stdio transport
+does (`server.stdio`). Only bodies that declare their length, up to the SDK's own limit, are looked at;
+the SDK refuses a longer one (413).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+INVALID_REQUEST = -32600
+MAX_LOOKED_AT = 4 * 1024 * 1024  # the SDK's request body limit: past it, the SDK answers 413
+
+
+class RequestIds:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _small(scope):
+            await self.app(scope, receive, send)
+            return
+        messages, body = await _read_body(receive)
+        if _id_of_a_wrong_type(body):
+            await _refuse(send)
+            return
+        await self.app(scope, _replay(messages, receive), send)
+
+
+def _small(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= MAX_LOOKED_AT
+    return False
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
+    """The request's messages up to its last body part, and the body."""
+    messages: list[Message] = []
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, b"".join(parts)
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return messages, b"".join(parts)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def _id_of_a_wrong_type(body: bytes) -> bool:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the SDK answers a parse error
+    return wrong_request_id(parsed)
+
+
+def wrong_request_id(parsed: Any) -> bool:
+    """Whether a parsed frame is a request (a method and an id) whose id is neither a string nor an integer."""
+    if not isinstance(parsed, dict) or "id" not in parsed or "method" not in parsed:
+        return False
+    found = parsed["id"]
+    return isinstance(found, bool) or not isinstance(found, str | int)
+
+
+async def _refuse(send: Send) -> None:
+    error = {"code": INVALID_REQUEST, "message": "Invalid Request: the id must be a string or an integer"}
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
