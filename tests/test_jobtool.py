@@ -8,6 +8,9 @@ JobServer in tests/server/test_wrap.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -76,3 +79,23 @@ async def test_a_job_recovered_by_the_next_process_runs_with_typed_arguments(tmp
         rec = await second.wait(job_id, WAIT)
     assert rec.status is JobStatus.COMPLETED, rec.progress_message
     assert rec.result is not None and rec.result["structuredContent"] == {"types": TYPED, "attempt": 2}
+
+
+def test_a_bad_schedule_is_refused_where_the_tool_is_declared(tmp_path: Path) -> None:
+    """It was refused only when a server started, as an ExceptionGroup traceback; now `vibe-jobs serve` says in
+    one line which tool and which cron."""
+
+    def nightly() -> str:
+        return "ok"
+
+    with pytest.raises(TypeError, match=r"job tool nightly: schedule: cron '99 \* \* \* \*' is not valid"):
+        make_spec(nightly, schedule="99 * * * *")
+    assert make_spec(nightly, schedule="0  3 * * *").schedule == "0 3 * * *"  # normalised as schedule-job does
+    (tmp_path / "badsched.py").write_text(
+        "from vibe_jobs import job_tool\n\n@job_tool(schedule='99 * * * *')\ndef nightly() -> str:\n    return 'ok'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "VIBE_JOBS_STORE": "memory://"}
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--tools", "badsched"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "job tool nightly: schedule: cron '99 * * * *' is not valid" in done.stderr, done.stderr[-2000:]

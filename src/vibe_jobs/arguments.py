@@ -20,7 +20,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
 
-from vibe_jobs.errors import InvalidArguments
+from vibe_jobs.errors import BadJobTool, InvalidArguments
 
 MAX_UNKNOWN_SHOWN = 10  # unknown names an error lists (a caller may send thousands)
 MAX_NAME_CHARS = 64  # of each unknown name (a caller may send a name of megabytes)
@@ -150,16 +150,16 @@ def arguments_model(fn: Callable[..., Any], skip: str | None = None) -> type[Bas
     try:
         signature = inspect.signature(fn, eval_str=True)
     except NameError as exc:
-        raise TypeError(f"job tool {name}: cannot resolve its annotations ({exc})") from None
+        raise BadJobTool(f"job tool {name}: cannot resolve its annotations ({exc})") from None
     fields = dict(_field(name, p) for p in signature.parameters.values() if p.name != skip)
     return create_model(f"{name}Arguments", __base__=ArgumentsModel, **fields)
 
 
 def _field(fn_name: str, param: inspect.Parameter) -> tuple[str, Any]:
     if param.name.startswith("_"):
-        raise TypeError(f"job tool {fn_name}: parameter {param.name} cannot start with '_'")
+        raise BadJobTool(f"job tool {fn_name}: parameter {param.name} cannot start with '_'")
     if param.kind in UNSUPPORTED_KINDS:
-        raise TypeError(f"job tool {fn_name}: parameter {param.name} must be one that can be passed by keyword")
+        raise BadJobTool(f"job tool {fn_name}: parameter {param.name} must be one that can be passed by keyword")
     empty = param.annotation is inspect.Parameter.empty
     annotation = Any if empty else param.annotation
     metadata = [WithJsonSchema({"title": param.name, "type": "string"})] if empty else []

@@ -212,3 +212,8 @@ class InvalidSchedule(InvalidParams):
     """The schedule is not acceptable (its timing, timezone, tool or arguments)."""
 
     code = "invalid_schedule"
+
+
+class BadJobTool(TypeError):
+    """A job tool declared wrong (a parameter it cannot take, a schedule that is not a cron): raised where it
+    is declared. A TypeError, as a wrong signature is."""

@@ -16,6 +16,8 @@ import anyio
 
 from vibe_jobs.arguments import Arguments, ToolArguments
 from vibe_jobs.context import JobContext
+from vibe_jobs.errors import BadJobTool
+from vibe_jobs.firing import check_cron
 from vibe_jobs.models import OperationType
 from vibe_jobs.results import to_call_result
 from vibe_jobs.retry import RetryPolicy
@@ -54,6 +56,11 @@ class JobToolSpec:
         if self.context_param is None:
             self.context_param = find_context_param(self.fn)
         self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
+        if self.schedule is not None:  # refused where it is written, not when a server starts
+            try:
+                self.schedule = check_cron(self.schedule)
+            except ValueError as exc:
+                raise BadJobTool(f"job tool {self.name}: schedule: {exc}") from None
         self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
 
     async def invoke(

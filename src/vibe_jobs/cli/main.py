@@ -14,7 +14,7 @@ from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_he
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
-from vibe_jobs.errors import JobError
+from vibe_jobs.errors import BadJobTool, JobError
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
@@ -75,6 +75,8 @@ def load_tool_modules(names: Sequence[str]) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
+        except BadJobTool as exc:
+            raise SystemExit(f"vibe-jobs: tools module '{name}': {exc}") from None
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
