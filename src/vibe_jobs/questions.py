@@ -233,6 +233,37 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
     allowed = _allowed(prop)
     if allowed is not None and any(v not in allowed for v in (value if isinstance(value, list) else [value])):
         raise InvalidParams(f"field {name!r} must be one of {sorted(allowed)!r}, got {value!r}")
+    if (problem := _out_of_bounds(prop, value)) is not None:
+        raise InvalidParams(f"field {name!r} must be {problem}, got {value!r}")
+
+
+# the bounds a field's schema may set, what a value is measured by for each, and whether the bound is met
+_BOUNDS: tuple[tuple[str, str, Any], ...] = (
+    ("minimum", "at least", lambda v, b: v >= b),
+    ("maximum", "at most", lambda v, b: v <= b),
+    ("exclusiveMinimum", "more than", lambda v, b: v > b),
+    ("exclusiveMaximum", "less than", lambda v, b: v < b),
+    ("minLength", "at least {} characters long", lambda v, b: len(v) >= b),
+    ("maxLength", "at most {} characters long", lambda v, b: len(v) <= b),
+    ("minItems", "at least {} items", lambda v, b: len(v) >= b),
+    ("maxItems", "at most {} items", lambda v, b: len(v) <= b),
+)
+
+
+def _out_of_bounds(prop: Mapping[str, Any], value: Any) -> str | None:
+    """What a value outside its schema's bounds must be (the first bound it misses), else None: the answer
+    is refused while the question is open, not by the job's model after it was delivered."""
+    sized = isinstance(value, str | list)
+    for key, words, holds in _BOUNDS:
+        bound = prop.get(key)
+        if not isinstance(bound, int | float) or isinstance(bound, bool):
+            continue
+        if key.endswith(("Length", "Items")) != sized:
+            continue
+        if not holds(value, bound):
+            return words.format(bound) if "{}" in words else f"{words} {bound}"
+    return None  # (`pattern` is not looked at: the MCP's elicitation schemas have none, and a proxied
+    # upstream's pattern would run on an answerer's text)
 
 
 def _allowed(prop: Mapping[str, Any]) -> set[Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import anyio
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.arg_types import typed
 from vibe_jobs import JobContext, job_tool, plain_tool
@@ -76,6 +76,17 @@ async def confirm(job: JobContext, question: str = "Delete 312 files?", wait: fl
     if answer.data is not None:
         return "deleted" if answer.data.confirm else "kept"
     return f"no answer: {answer.action}"
+
+
+class Count(BaseModel):
+    count: int = Field(ge=0, le=10)
+    label: str = Field(default="", max_length=8)
+
+
+@job_tool(description="Ask how many (0 to 10), then report the answer")
+async def ask_count(job: JobContext) -> str:
+    answer = await job.elicit("How many (0-10)?", Count)
+    return f"{answer.data.count} {answer.data.label}".strip() if answer.data is not None else answer.action
 
 
 @job_tool(description="Ask the client's model three questions and return the three replies")

@@ -157,6 +157,27 @@ async def test_without_callbacks_get_job_result_shows_the_question_and_answer_jo
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_outside_the_schemas_bounds_is_refused_and_the_question_stays(mode: str) -> None:
+    """`count` is 0..10 and `label` at most 8 characters: such an answer was delivered, and the job failed on
+    it (or got the value, for a schema without a model)."""
+    async with connect(mode) as client:
+        job_id = await start(client, "ask_count")
+        await until_waiting(client, job_id)
+        out_of_bounds = [
+            ({"count": 50}, "'count' must be at most 10"),
+            ({"count": -1}, "'count' must be at least 0"),
+            ({"count": 1, "label": "x" * 9}, "'label' must be at most 8 characters long"),
+        ]
+        for bad, problem in out_of_bounds:
+            refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": bad})
+            assert refused.is_error and problem in refused.content[0].text, refused  # type: ignore[union-attr]
+            assert "waitingFor" in await read(client, job_id)
+        ok = await client.call_tool("answer-job", {"jobId": job_id, "answer": {"count": 10, "label": "boxes"}})
+        assert not ok.is_error, ok
+        assert result_text(await finish(client, job_id)) == "10 boxes"
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_declined_with_answer_job(mode: str) -> None:
     async with connect(mode) as client:
         job_id = await start(client, "confirm")

@@ -176,6 +176,18 @@ def test_answers_are_checked_against_the_question() -> None:
     for bad, problem in [({"n": True}, "must be integer"), ({"n": 1.5}, "must be integer"), ({"m": 1}, "unknown")]:
         with pytest.raises(InvalidParams, match=problem):
             check_answer(question, {"action": "accept", "content": bad})
+    bounded = {"id": "b", **elicit_request("how?", {"type": "object", "properties": {
+        "x": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "minItems": 1, "maxItems": 2},
+        "name": {"type": "string", "minLength": 2},
+    }})}  # fmt: skip
+    for bad, problem in [({"x": 0}, "'x' must be more than 0"), ({"x": 1}, "'x' must be less than 1"),
+                         ({"tags": []}, "at least 1 items"), ({"tags": ["a", "b", "c"]}, "at most 2 items"),
+                         ({"name": "a"}, "at least 2 characters long")]:  # fmt: skip
+        with pytest.raises(InvalidParams, match=problem):
+            check_answer(bounded, {"action": "accept", "content": bad})
+    fits = {"x": 0.5, "tags": ["a"], "name": "ab"}
+    assert check_answer(bounded, {"action": "accept", "content": fits}) == {"action": "accept", "content": fits}
     sampled = {"id": "s", **sample_request("hi", max_tokens=5)}
     assert check_answer(sampled, "hello")["content"] == {"type": "text", "text": "hello"}
     with pytest.raises(InvalidParams, match="sampling answer"):
