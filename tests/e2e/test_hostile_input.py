@@ -22,6 +22,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
 from tests.e2e.raw_stdio import raw_stdio
@@ -42,7 +43,7 @@ MALFORMED: list[tuple[bytes, int | str | None]] = [
     (b"[1, 2, 3]", None),
     (b'{"jsonrpc":"2.0","id":11}', 11),
     (b"\xff\xfe\x00garbage", None),
-    (b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"a":"' + b"x" * (5 << 20) + b'"}}', None),  # over 4 MiB
+    (b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"a":"' + b"x" * (5 << 20) + b'"}}', 3),  # over 4 MiB
 ]
 
 
@@ -57,6 +58,16 @@ async def test_malformed_stdio_frames_are_answered_and_the_next_request_too() ->
             assert any(tool["name"] == "echo" for tool in listed["result"]["tools"])
         jobs = await server.call("list-jobs", {})
         assert jobs["result"]["structuredContent"]["jobs"] == [], "no malformed frame created a job"
+
+
+async def test_a_call_over_the_frame_limit_is_answered_at_once_with_its_id() -> None:
+    """The client's request is answered by its id, so the call fails at once (the answer had id null, and
+    the real client waited for its own time-out); the server answers the next call."""
+    async with stdio_client_for("legacy") as client:
+        with anyio.fail_after(10):
+            with pytest.raises(MCPError, match="over the limit of"):
+                await client.call_tool("echo", {"text": "x" * (5 << 20)})
+        assert not (await client.call_tool("list-jobs", {})).is_error
 
 
 async def test_the_same_frames_over_http_are_answered_as_errors_too() -> None:

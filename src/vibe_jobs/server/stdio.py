@@ -105,16 +105,18 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
-def read_lines(wire: BinaryIO, limit: int) -> Iterator[bytes | int]:
-    """The lines of `wire`; a line longer than `limit` is skipped unread and yields its length instead."""
+def read_lines(wire: BinaryIO, limit: int) -> Iterator[bytes | tuple[int, bytes]]:
+    """The lines of `wire`; a line longer than `limit` is skipped unparsed and yields its length and its
+    first bytes instead (where a request's id is looked for, to answer it)."""
     while line := wire.readline(limit + 1):
         if len(line) <= limit or line.endswith(b"\n"):
             yield line
             continue
-        size = len(line)
+        size, head = len(line), line[:_ID_SCAN_BYTES]
+        del line
         while (rest := wire.readline(limit)) and not rest.endswith(b"\n"):
             size += len(rest)
-        yield size + len(rest)
+        yield size + len(rest), head
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -194,9 +196,10 @@ def _read_wire(
     """The reader thread: each line to the session, or its error answer to the writer; EOF closes the session."""
     try:
         for line in read_lines(wire, limit):
-            if isinstance(line, int):
-                text = f"Invalid Request: the frame is {line:,} bytes, over the limit of {limit:,} bytes"
-                portal.call(answers.send, SessionMessage(error_answer(None, INVALID_REQUEST, text)))
+            if isinstance(line, tuple):
+                size, head = line
+                text = f"Invalid Request: the frame is {size:,} bytes, over the limit of {limit:,} bytes"
+                portal.call(answers.send, SessionMessage(error_answer(_frame_id(head), INVALID_REQUEST, text)))
                 continue
             item = parse_frame(line)
             if isinstance(item, SessionMessage):
