@@ -1,12 +1,14 @@
 """A small upstream MCP server for what the real upstreams cannot show: `slow-write` is a slow tool annotated
 `idempotentHint: false` (an upstream that dies under it must leave the job failed as interrupted, never run
-again), and `grow` adds a tool at run time and sends `tools/list_changed`."""
+again), `grow` adds a tool at run time and sends `tools/list_changed`, and `refuse` answers a JSON-RPC error
+with the code the SDK also gives a closed connection (-32000), and lives on."""
 
 from __future__ import annotations
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, ToolAnnotations
 
 mcp: MCPServer = MCPServer("proxy-test-upstream")
 
@@ -28,6 +30,12 @@ async def grow(name: str, ctx: Context) -> str:
     mcp.add_tool(added, name=name, description="added at run time")
     await ctx.session.send_tool_list_changed()
     return f"added {name}"
+
+
+@mcp.tool(name="refuse")
+async def refuse() -> str:
+    """Answer a JSON-RPC error -32000 (a server's own error code, which is also the SDK's "connection closed")."""
+    raise MCPError(CONNECTION_CLOSED, "upstream refused: quota exceeded")
 
 
 if __name__ == "__main__":

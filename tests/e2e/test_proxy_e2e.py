@@ -196,6 +196,21 @@ async def test_upstream_killed_mid_job_fails_it_as_interrupted_and_the_next_call
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_an_upstream_error_of_code_32000_fails_its_job_only(mode: str, tap: Tap) -> None:
+    """-32000 is also what the SDK reports for a closed connection: a live upstream answering it was taken for
+    dead, restarted, and every job running on it failed as interrupted."""
+    async with proxy_client(mode, proxy_args(FAKE, tap)) as client:
+        slow = started(await client.call_tool("slow-write", {"seconds": 2}))
+        await until(client, slow, ("running",))
+        refused = started(await client.call_tool("refuse", {}))
+        msg = await until(client, refused, ("completed", "failed", "cancelled"))
+        assert msg["status"] == "failed" and "upstream refused: quota exceeded" in msg["message"], msg
+        assert "interrupted" not in msg["message"]
+        assert (await until(client, slow, ("completed", "failed", "cancelled")))["status"] == "completed"
+    assert len(tap.pids()) == 1, "the upstream was restarted"
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_python_upstream_from_pypi(mode: str, time_server: list[str]) -> None:
     async with direct_client(time_server) as upstream:
         theirs = {t.name: t for t in (await upstream.list_tools()).tools}

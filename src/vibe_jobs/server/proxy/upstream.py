@@ -7,6 +7,7 @@ SDK's stdio transport passes it through); upstream stdout is read as protocol on
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -50,6 +51,8 @@ TOOLS_CHANGED = "notifications/tools/list_changed"
 # what the SDK's streamable-HTTP transport answers for a request the server refused at the HTTP level: a 404 on a
 # session (the server forgot it: restarted) or another non-2xx status without a JSON-RPC error in the body
 HTTP_SESSION_LOST = frozenset({"Session terminated", "Server returned an error response"})
+# after a call ends with -32000 from a stdio upstream, how long its output may take to end if it is dead
+CLOSE_NOTICE_SECONDS = 2.0
 
 
 def notification_method(message: IncomingMessage) -> str | None:
@@ -88,8 +91,15 @@ class Connection:
 class Upstream:
     """A live connection to one upstream server, and the jobs running on it."""
 
-    def __init__(self, spec: UpstreamSpec, backoff: Backoff | None = None, roots: RootsFn | None = None) -> None:
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        backoff: Backoff | None = None,
+        roots: RootsFn | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
         self.spec, self.backoff, self.roots = spec, backoff or Backoff(), roots
+        self.start_timeout = start_timeout  # seconds to answer initialize and list its tools
         self.conn: Connection | None = None
         self.tools: list[Tool] = []
         self.capabilities: Any = None
@@ -123,22 +133,34 @@ class Upstream:
 
     async def _connect_once(self, task_status: TaskStatus[None] | None) -> None:
         ended = anyio.Event()
+        starting = anyio.CancelScope(deadline=anyio.current_time() + self.start_timeout)
         try:
-            async with self._client(ended) as client, anyio.create_task_group() as tg:
-                self.tools = await _all_tools(client)
-                self.capabilities = client.server_capabilities
-                self.conn = Connection(client, ended)
-                self._up.set()
-                log.info("proxy.upstream_started", upstream=self.spec.label, tools=len(self.tools))
-                if task_status is not None:
-                    task_status.started()
-                elif self.tools_changed is not None:  # a restarted upstream may list other tools
-                    await self.tools_changed(self)
-                tg.start_soon(self._follow_tool_changes, client)
-                await ended.wait()
-                tg.cancel_scope.cancel()
+            with starting:
+                await self._serve_connection(ended, starting, task_status)
+            if starting.cancelled_caught:
+                raise TimeoutError(f"no answer to initialize and tools/list within {self.start_timeout:g} s")
         finally:
             self._lost(ended)
+
+    async def _serve_connection(
+        self, ended: anyio.Event, starting: anyio.CancelScope, task_status: TaskStatus[None] | None
+    ) -> None:
+        """Connect and list the tools (within `starting`'s deadline, which is then lifted); serve until the
+        connection ends."""
+        async with self._client(ended) as client, anyio.create_task_group() as tg:
+            self.tools = await _all_tools(client)
+            starting.deadline = math.inf
+            self.capabilities = client.server_capabilities
+            self.conn = Connection(client, ended)
+            self._up.set()
+            log.info("proxy.upstream_started", upstream=self.spec.label, tools=len(self.tools))
+            if task_status is not None:
+                task_status.started()
+            elif self.tools_changed is not None:  # a restarted upstream may list other tools
+                await self.tools_changed(self)
+            tg.start_soon(self._follow_tool_changes, client)
+            await ended.wait()
+            tg.cancel_scope.cancel()
 
     def _lost(self, ended: anyio.Event) -> None:
         """The connection of `ended` is over: from now on `connection()` waits for the next one."""
@@ -195,20 +217,30 @@ class Upstream:
         try:
             return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
         except (MCPError, httpx2.TransportError) as exc:
-            if not (conn.ended.is_set() or self._connection_lost(exc)):
+            if not await self._connection_lost(conn, exc):
                 raise
             self._lost(conn.ended)  # connect again (an HTTP connection does not end by itself)
             raise UpstreamExited(self.spec.label) from None
         finally:
             self.jobs.discard(ctx)
 
-    def _connection_lost(self, exc: Exception) -> bool:
+    async def _connection_lost(self, conn: Connection, exc: Exception) -> bool:
         """The connection is gone, not the call refused: closed, or (HTTP) unreachable, or its session unknown to
-        the server (a restarted upstream), as the SDK's transport reports them."""
-        if isinstance(exc, httpx2.TransportError):
+        the server (a restarted upstream), as the SDK's transport reports them.
+
+        The SDK reports a closed connection with code -32000, which is also a server's own error code: an
+        upstream may answer it and live on. A stdio upstream is lost only when its output ends too (the reader
+        marks that before the close reaches a waiter, or soon after a write found the pipe broken)."""
+        if conn.ended.is_set() or isinstance(exc, httpx2.TransportError):
             return True
         assert isinstance(exc, MCPError)
-        return exc.code == CONNECTION_CLOSED or (self.spec.url is not None and exc.error.message in HTTP_SESSION_LOST)
+        if self.spec.url is not None:
+            return exc.code == CONNECTION_CLOSED or exc.error.message in HTTP_SESSION_LOST
+        if exc.code != CONNECTION_CLOSED:
+            return False
+        with anyio.move_on_after(CLOSE_NOTICE_SECONDS):
+            await conn.ended.wait()
+        return conn.ended.is_set()
 
     # -- what the upstream sends -----------------------------------------------------------
 
