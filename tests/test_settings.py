@@ -94,6 +94,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
+    "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
 }
 
 
@@ -181,6 +182,7 @@ def test_every_duration_is_in_milliseconds() -> None:
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
         "progress_keepalive_ms", "question_timeout_ms",
         "http_header_timeout_ms",
+        "proxy_start_timeout_ms",
     }  # fmt: skip
 
 

@@ -77,6 +77,7 @@ class Settings:
     progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
     question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
     http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
+    proxy_start_timeout_ms: int = 60_000  # a proxied upstream must answer `initialize` and list its tools within this
 
     @property
     def polling(self) -> PollingPolicy:
@@ -193,6 +194,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
+    "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.proxy_fixtures import wait_for
 from vibe_jobs.cli.main import main
 
 
@@ -38,3 +41,46 @@ def test_an_upstream_that_cannot_start_stops_the_proxy_naming_it() -> None:
     assert run.returncode == 1
     assert "vibe-jobs proxy: upstream /no/such/server: cannot start: FileNotFoundError" in run.stderr
     assert run.stdout == ""
+
+
+# an upstream that starts and never answers `initialize`; it writes its pid first
+HANG = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(600)"
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # ended, not yet reaped by its new parent
+
+
+def proxy_of_hanging_upstream(tmp_path: Path, **env: str) -> tuple[list[str], dict[str, str], Path]:
+    pidfile = tmp_path / "upstream.pid"
+    cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--", sys.executable, "-c", HANG]
+    return [*cmd, str(pidfile)], {**os.environ, **env}, pidfile
+
+
+def test_an_upstream_that_never_answers_stops_the_proxy_after_the_start_timeout(tmp_path: Path) -> None:
+    """It hung silently for ever, and left the upstream behind when killed."""
+    cmd, env, pidfile = proxy_of_hanging_upstream(tmp_path, VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS="2")
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 1 and run.stdout == "", run.stderr[-2000:]
+    assert "cannot start: TimeoutError: no answer to initialize and tools/list within 2 s" in run.stderr, run.stderr
+    wait_for(lambda: gone(int(pidfile.read_text())), seconds=10)
+
+
+def test_sigterm_while_the_upstream_starts_stops_the_upstream_too(tmp_path: Path) -> None:
+    cmd, env, pidfile = proxy_of_hanging_upstream(tmp_path)
+    with (
+        (tmp_path / "proxy.stderr").open("wb") as err,
+        subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err) as proc,
+    ):
+        try:
+            wait_for(lambda: pidfile.exists() and pidfile.read_text() != "")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, (tmp_path / "proxy.stderr").read_text()[-2000:]
+    wait_for(lambda: gone(int(pidfile.read_text())), seconds=10)

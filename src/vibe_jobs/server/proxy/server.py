@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import signal
+import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Tool as UpstreamTool
@@ -43,7 +46,8 @@ class ProxyServer:
         if len(set(names)) != len(names) or (len(names) > 1 and "" in names):
             raise ConfigError("with several upstreams each needs a name of its own (--upstream NAME=COMMAND)")
         self.server, self.jobs, self.direct = server, jobs, set(direct)
-        self.upstreams = [Upstream(spec, backoff) for spec in upstreams]
+        start_timeout = server.settings.proxy_start_timeout_ms / 1000
+        self.upstreams = [Upstream(spec, backoff, start_timeout=start_timeout) for spec in upstreams]
         self.passthrough = PassThrough(self.upstreams)
         self.mcp: MCPServer[Any] | None = None  # the MCPServer serving now (tools change on it)
         self.served: dict[int, set[str]] = {}  # per upstream (by index): the tool names the proxy lists
@@ -64,11 +68,23 @@ class ProxyServer:
         """Start the upstreams (their first connection must succeed), list their tools, serve; the
         upstreams are restarted with backoff whenever they exit, and stopped with the proxy."""
         async with anyio.create_task_group() as tg:
-            for upstream in self.upstreams:
-                await tg.start(upstream.run)
+            if not await self._start_upstreams(tg):
+                tg.cancel_scope.cancel()  # a signal came first: the upstreams started stop with the proxy
+                return
             self.register_tools()
             await self.server.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
             tg.cancel_scope.cancel()
+
+    async def _start_upstreams(self, tg: TaskGroup) -> bool:
+        """Start every upstream in `tg`; False when SIGINT or SIGTERM came first (the serving transports watch
+        for them later): the one starting is stopped, with its process, not left behind."""
+        with anyio.CancelScope() as starting:
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(_cancel_on_signal, starting)
+                for upstream in self.upstreams:
+                    await tg.start(upstream.run)
+                watch.cancel_scope.cancel()
+        return not starting.cancelled_caught
 
     def run(
         self,
@@ -127,3 +143,11 @@ class ProxyServer:
             return direct_tool(upstream, tool)
         spec = self.server.specs[name] = job_spec(upstream, tool)  # a tool back after a while may have changed
         return job_mcp_tool(self.server.manager, spec)
+
+
+async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr)
+            scope.cancel()
+            return
