@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -91,6 +92,27 @@ async def test_the_long_poll_carries_the_elicitation_and_the_answer_feeds_the_jo
     assert [p.message for p in asked] == ["Delete 312 files?"]
     schema = asked[0].requested_schema  # type: ignore[union-attr]
     assert schema["properties"]["confirm"]["type"] == "boolean" and schema["required"] == ["confirm"]
+
+
+async def test_a_long_poll_ends_on_time_while_the_callers_reply_is_outstanding() -> None:
+    """2025-11-25: the question goes out as a request tied to the long-poll. When the job stops asking (its
+    question timed out) the long-poll answers within its waitSeconds, and does not wait for the reply (it
+    waited as long as the person took)."""
+    released = anyio.Event()
+
+    async def never_replies(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        await released.wait()
+        return ElicitResult(action="decline")
+
+    async with connect("legacy", elicitation_callback=never_replies) as client:
+        try:
+            job_id = await start(client, "confirm", {"question": "Delete?", "wait": 1})
+            began = time.monotonic()
+            msg = await read(client, job_id, wait=6)
+            assert time.monotonic() - began < 5.5, "the long-poll waited for the caller's reply"
+            assert msg["status"] == "completed" and result_text(msg) == "no answer: timeout", msg
+        finally:
+            released.set()
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -21,6 +21,7 @@ from vibe_jobs.models import (
     DurationMs,
     EpochMs,
     Job,
+    JobRecord,
     JobStarted,
     JobStatusMessage,
     OperationType,
@@ -136,11 +137,32 @@ class ControlTools:
                         break
                     if (asked := asker.input_required(rec)) is not None:
                         break
-                    await asker.deliver(rec)
+                    await self._deliver_while_asked(asker, rec, left, viewer)
                 tg.cancel_scope.cancel()
         except ExceptionGroup as group:  # the job went away while waited on: answered as a refusal
             raise _only_job_error(group) from None
         return asked
+
+    async def _deliver_while_asked(self, asker: Asker, rec: JobRecord, seconds: float, viewer: Viewer) -> None:
+        """Put the job's question to the caller (a request tied to this call), but wait for the reply only while
+        the job still asks it, and within the long-poll's time: once it is answered elsewhere, timed out,
+        cancelled or the job ended, the request is abandoned (cancelled) and the long-poll answers."""
+        asking = pending_question(rec.waiting_for)
+        assert asking is not None
+
+        def moot(now: JobRecord) -> bool:
+            question = pending_question(now.waiting_for)
+            return question is None or question["id"] != asking["id"]
+
+        async with anyio.create_task_group() as tg:
+
+            async def until_moot() -> None:
+                await self.m.wait(rec.id, seconds, stop=moot, viewer=viewer)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_moot)
+            await asker.deliver(rec)
+            tg.cancel_scope.cancel()
 
     async def list_jobs(
         self,
