@@ -14,7 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from mcp import Client
@@ -151,7 +151,8 @@ def worker_process(store_url: str, err: IO[bytes]) -> Iterator[None]:
             proc.wait()
 
 
-CONTROL_MISSPELT = [  # (tool, arguments with one misspelt or extra name, that name, the close match)
+# (tool, arguments with one misspelt or extra name, that name, the close match)
+CONTROL_MISSPELT: list[tuple[str, dict[str, Any], str, str | None]] = [
     ("submit-job", {"tool": "typed", "arguments": RAW, "dependson": ["a-job"]}, "dependson", "dependsOn"),
     ("submit-job", {"tool": "typed", "arguments": RAW, "priorty": "critical"}, "priorty", "priority"),
     ("submit-job", {"tool": "typed", "argumnts": RAW}, "argumnts", "arguments"),
