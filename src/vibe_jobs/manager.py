@@ -837,9 +837,10 @@ class JobManager:
         next_cursor = _encode_cursor(page[-1]) if more and page else None
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
-    async def statistics(self, viewer: Viewer | None = None) -> Statistics:
-        """The figures: for admin or no viewer, of every job; for any other viewer, of its own jobs only
-        (`Statistics.own_only`)."""
+    async def statistics(self, viewer: Viewer | None = None, *, server_wide: bool | None = None) -> Statistics:
+        """The figures. Counts by status: `viewer`'s own jobs (every job for admin or no viewer). The figures made
+        of every principal's jobs (per tool, throughput, error rate, the queue, learned durations) are left
+        empty unless `server_wide` (default: admin or no viewer): `Statistics.own_only`."""
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
         try:
@@ -848,7 +849,7 @@ class JobManager:
             self.store_failed(exc)
             counts = {}
         snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
-        if viewer is not None and viewer.scope is not None:
+        if not (server_wide if server_wide is not None else viewer is None or viewer.scope is None):
             return snapshot.own_only()
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
 

@@ -156,6 +156,18 @@ async def test_bad_arguments_get_clear_errors_and_no_job(
     assert after == before
 
 
+async def test_job_stats_shows_the_servers_figures_to_its_one_user(connect: ClientFactory) -> None:
+    """Without authentication the one user sees every figure (issue 4): per tool, throughput, error rate. (A
+    principal without admin on an authenticated server sees its own counts only: test_identity_e2e.)"""
+    async with connect() as client:
+        job_id = await start(client, "echo", {"text": "counted"})
+        done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+        assert structured(done)["status"] == "completed"
+        stats = structured(await client.call_tool("job-stats", {}))
+    assert stats["byTool"]["echo"]["completed"] >= 1 and stats["throughputPerMinute"] >= 1, stats
+    assert stats["errorRate5m"] is not None and stats["learnedDurations"], stats
+
+
 @pytest.mark.parametrize("wait", [0, 1], ids=["read", "long-poll"])
 async def test_an_unknown_job_id_is_a_clear_error(connect: ClientFactory, wait: int) -> None:
     async with connect() as client:

@@ -49,6 +49,11 @@ class Identity:
             return Viewer(NOBODY) if self.required else LOCAL
         return Viewer(token.subject or token.client_id, ADMIN_SCOPE in token.scopes)
 
+    def sees_server_figures(self, viewer: Viewer) -> bool:
+        """May `viewer` see the figures made of every principal's jobs (per tool, throughput, error rate)? An
+        admin may; so may the one user of a server without authentication (stdio, loopback HTTP)."""
+        return viewer.admin or not self.required
+
 
 # -- the token file ------------------------------------------------------------------------------
 

@@ -232,9 +232,10 @@ class ControlTools:
 
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
-        stats = await self.m.statistics(self.identity.viewer())
+        viewer = self.identity.viewer()
+        stats = await self.m.statistics(viewer, server_wide=self.identity.sees_server_figures(viewer))
         if self.schedules is not None:
-            stats = stats.model_copy(update={"schedules": await self.schedules.list(self.identity.viewer())})
+            stats = stats.model_copy(update={"schedules": await self.schedules.list(viewer)})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
         for s in stats.schedules:
