@@ -969,6 +969,12 @@ async def test_statistics_on_a_replica_count_the_jobs_other_processes_ran(backen
 # -- 10. recovery ----------------------------------------------------------------------------
 
 
+def interrupted_message(backend: Backend) -> str:
+    """What a running job of a dead owner fails with: a cluster (PostgreSQL) lost a worker (issue 8's words);
+    a server's own store (SQLite) saw its server stop (issue 5's)."""
+    return "interrupted: worker lost" if backend.shared else "interrupted: the server stopped while the job was running"
+
+
 async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> None:
     gates, clock, store = Gates(), FakeClock(), backend.store
     now = int(clock.now * 1000)
@@ -1012,7 +1018,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
     assert safe.status is JobStatus.COMPLETED and safe.retry_count == 1 and safe.attempt == 2
     assert "requeued after an interruption (retry 1/3)" in (safe.diagnostics or [])
     assert fragile.status is JobStatus.FAILED
-    assert fragile.progress_message == "Job failed: interrupted: the server stopped while the job was running"
+    assert fragile.progress_message == f"Job failed: {interrupted_message(backend)}"
     assert cancelled.status is JobStatus.CANCELLED and cancelled.progress_message == "Job cancelled: user asked"
     assert live_running.status is JobStatus.RUNNING and live_running.owner == "alive-host:2"
     assert live_running.attempt == 1 and live_running.retry_count == 0
@@ -1062,7 +1068,7 @@ async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend
     assert first.diagnostics[-1] == "requeued after an interruption (retry 1/1)" and first.diagnostics[0] == "line 1"
     for rec in (spent, safe_spent):
         assert rec.status is JobStatus.FAILED and rec.retry_count == 1
-        assert rec.progress_message == "Job failed: interrupted: the server stopped while the job was running"
+        assert rec.progress_message == f"Job failed: {interrupted_message(backend)}"
 
 
 async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbeat(backend: Backend) -> None:

@@ -27,14 +27,22 @@ from vibe_jobs.store.base import Guard
 
 log = get_logger("vibe_jobs.engine.recovery")
 
+# what a job that was running fails with when its process is gone: its server's own store (SQLite: the server
+# stopped, seen on restart or by a server on the same file), or a shared one (PostgreSQL: a process of the
+# cluster found its worker's lease expired)
 INTERRUPTED = "interrupted: the server stopped while the job was running"
+WORKER_LOST = "interrupted: worker lost"
 ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
 
 
 def plan_recovery(
-    manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy
+    manager: JobManager,
+    rec: JobRecord,
+    tools: Mapping[str, JobToolSpec],
+    default_retry: RetryPolicy,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """The changes that adopt one orphaned job for this process."""
+    """The changes that adopt one orphaned job for this process (`shared`: from a cluster's shared store)."""
     now = manager.now()
     base: dict[str, Any] = {"owner": manager.owner, "updated_at": now}
     spec = tools.get(rec.tool_name)
@@ -61,7 +69,7 @@ def plan_recovery(
             "progress_message": note,
             "diagnostics": capped_diagnostics(rec.diagnostics, (note,)),
         }
-    return {**base, **_failed(rec, now, INTERRUPTED)}
+    return {**base, **_failed(rec, now, WORKER_LOST if shared else INTERRUPTED)}
 
 
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
@@ -99,7 +107,7 @@ async def recover_orphans(
         for i in range(0, len(group), ADOPT_BATCH):
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
-                    tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted)
+                    tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted, shared)
     return [adopted[rec.id] for rec in found if rec.id in adopted]
 
 
@@ -115,10 +123,11 @@ async def _adopt(
     tools: Mapping[str, JobToolSpec],
     default_retry: RetryPolicy,
     adopted: dict[str, JobRecord],
+    shared: bool,
 ) -> None:
     """Adopt one orphan (noting it in `adopted` when it is pending now), unless another process did first."""
     await _end_leftovers(rec, tools.get(rec.tool_name))
-    changes = plan_recovery(manager, rec, tools, default_retry)
+    changes = plan_recovery(manager, rec, tools, default_retry, shared)
     try:
         new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
     except (InvalidTransition, StaleWrite):
