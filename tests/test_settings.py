@@ -95,6 +95,9 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
+    "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
+    "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("0.25", "health_max_error_rate", 0.25),
+    "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("30", "health_max_oldest_pending_ms", 30_000),
 }
 
 
@@ -173,6 +176,8 @@ COUNTS = {
     "max_result_bytes",
     "max_pending",
     "poll_factor",
+    "health_max_queue_depth",
+    "health_max_error_rate",
 }  # numbers that are no duration
 
 
@@ -183,6 +188,7 @@ def test_every_duration_is_in_milliseconds() -> None:
         "progress_keepalive_ms", "question_timeout_ms",
         "http_header_timeout_ms",
         "proxy_start_timeout_ms",
+        "health_max_oldest_pending_ms",
     }  # fmt: skip
 
 

@@ -34,7 +34,7 @@ from vibe_jobs.errors import (
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.logs import get_logger
-from vibe_jobs.metrics import ClusterFigures, QueueView, Statistics, StatsCollector, job_metrics
+from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.polling import decide, estimate_remaining
@@ -116,7 +116,13 @@ class JobManager:
         self.clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
         self.bus = bus or EventBus()
-        self.stats = StatsCollector()
+        self.stats = StatsCollector(
+            HealthThresholds(
+                max_queue_depth=s.health_max_queue_depth,
+                max_error_rate=s.health_max_error_rate,
+                max_oldest_pending_ms=s.health_max_oldest_pending_ms,
+            )
+        )
         self.durations: Durations = self.stats.learned  # learned run times per tool, saved by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None

@@ -78,6 +78,10 @@ class Settings:
     question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
     http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
     proxy_start_timeout_ms: int = 60_000  # a proxied upstream must answer `initialize` and list its tools within this
+    # health (job-stats, /readyz): degraded past one threshold, unhealthy past two
+    health_max_queue_depth: int = 1000
+    health_max_error_rate: float = 0.5  # of the jobs finished in the last 5 minutes
+    health_max_oldest_pending_ms: int = 300_000
 
     @property
     def polling(self) -> PollingPolicy:
@@ -125,6 +129,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not 0 < value < math.inf:  # also refuses nan and inf
         raise ValueError("must be a positive number")
+    return value
+
+
+def _fraction(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("must be a fraction from 0 to 1 (0.25 is 25 %)")
     return value
 
 
@@ -195,6 +206,9 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
+    "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", _positive_int),
+    "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("health_max_error_rate", _fraction),
+    "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("health_max_oldest_pending_ms", _seconds_as_ms),
 }
 
 SETTING_NAMES = frozenset(f.name for f in fields(Settings))

@@ -10,7 +10,7 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult
 
-from tests.e2e.conftest import ClientFactory
+from tests.e2e.conftest import ClientFactory, stdio_client_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -166,6 +166,20 @@ async def test_job_stats_shows_the_servers_figures_to_its_one_user(connect: Clie
         stats = structured(await client.call_tool("job-stats", {}))
     assert stats["byTool"]["echo"]["completed"] >= 1 and stats["throughputPerMinute"] >= 1, stats
     assert stats["errorRate5m"] is not None and stats["learnedDurations"], stats
+
+
+async def test_health_thresholds_are_configurable() -> None:
+    """VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH (and the error-rate and oldest-pending ones): issue 4's "configurable
+    thresholds"; they were fixed at 1000, 50 % and 5 minutes."""
+    env = {"VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": "1", "JOB_MANAGER_MAX_CONCURRENT": "1"}
+    async with stdio_client_for("legacy", env) as client:
+        blocker = await start(client, "wait_forever", {})
+        queued = [await start(client, "noop", {}) for _ in range(2)]
+        health = structured(await client.call_tool("job-stats", {}))["health"]
+        await client.call_tool("cancel-job", {"jobId": blocker})
+        for job_id in queued:
+            await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+    assert health["status"] == "degraded" and health["reasons"] == ["queue depth 2 is over 1"], health
 
 
 @pytest.mark.parametrize("wait", [0, 1], ids=["read", "long-poll"])
