@@ -889,14 +889,17 @@ _at_version = functools.lru_cache(maxsize=1024)(VersionGuard)  # immutable, buil
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:
     """A job's diagnostics with `new` lines appended: the last MAX_DIAGNOSTICS of them, each new line at most
     MAX_DIAGNOSTIC_CHARS (the one cap) and valid Unicode."""
-    return [*(old or ()), *(_diagnostic_line(line) for line in new)][-MAX_DIAGNOSTICS:]
+    return [*(old or ()), *(diagnostic_line(line) for line in new)][-MAX_DIAGNOSTICS:]
 
 
-def _diagnostic_line(line: str) -> str:
+def diagnostic_line(line: str) -> str:
+    """A line as a job keeps it (a diagnostic, a progress message, a stage): valid Unicode and at most
+    MAX_DIAGNOSTIC_CHARS, marker included; a longer one is cut, saying how long it was."""
     line = safe_text(str(line))
     if len(line) <= MAX_DIAGNOSTIC_CHARS:
         return line
-    return f"{line[:MAX_DIAGNOSTIC_CHARS]} [line cut: {len(line):,} characters]"
+    marker = f" [line cut: {len(line):,} characters]"
+    return line[: MAX_DIAGNOSTIC_CHARS - len(marker)] + marker
 
 
 def _fence(attempt: int | None) -> Guard:
@@ -914,7 +917,7 @@ def _check_percent(name: str, value: float | None) -> None:
 
 def _progress_changes(changes: dict[str, Any], message: str | None, percent: float | None) -> dict[str, Any]:
     if message is not None:
-        changes["progress_message"] = _diagnostic_line(message)
+        changes["progress_message"] = diagnostic_line(message)
     if percent is not None:
         changes["progress_percentage"] = float(percent)
     return changes
@@ -929,7 +932,7 @@ def _detail_changes(
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if stage is not None:
-        changes["current_stage"] = _diagnostic_line(stage)
+        changes["current_stage"] = diagnostic_line(stage)
     if sub_progress is not None:
         changes["sub_progress"] = float(sub_progress)
     if diagnostic is not None:

@@ -266,6 +266,17 @@ async def test_run_command_reports_exit_code_and_output(mode: str, tmp_path: Pat
     assert "exited with code 3" in texts(bad_result)
 
 
+async def test_a_long_output_line_is_cut_once_within_the_diagnostics_cap(tmp_path: Path) -> None:
+    """Cut twice (by the tool, then by the job), a 6,000-character line became 2,029 characters saying it had
+    2,030; now it is cut once, to at most 2,000, saying how long it was."""
+    async with server("auto", tmp_path, ALLOWED) as client:
+        job_id = await start(client, "run-command", {"command": ["python3", "-c", "print('A' * 6000)"]})
+        _, body = await finish(client, job_id)
+    lines = [line for line in body["details"]["diagnostics"] if line.startswith("stdout: AAA")]
+    assert len(lines) == 1 and len(lines[0]) <= 2000, [len(line) for line in lines]
+    assert lines[0].endswith(" [line cut: 6,008 characters]"), lines[0][-60:]  # "stdout: " + 6,000
+
+
 async def test_run_command_refusals_create_no_job(tmp_path: Path) -> None:
     cases: dict[str, tuple[dict[str, Any], str]] = {
         "program-not-allowed": ({"command": ["rm", "-rf", "x"]}, "program 'rm' is not allowed"),

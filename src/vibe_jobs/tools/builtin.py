@@ -13,6 +13,7 @@ from pydantic import Field
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import JobTimeout, NonRetryableError
 from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.results import text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
@@ -27,7 +28,6 @@ Glob = Annotated[str, Field(max_length=4096)]
 MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
 KEEP_LINES = 20
-LINE_CHARS = 2000  # a kept output line is cut here
 KEEP_CHARS = 16_000  # all kept lines together
 ENV_HELP = "Environment variables for the program: only names the server lists in VIBE_JOBS_COMMAND_ENV."
 
@@ -148,15 +148,15 @@ class RunCommand:
 class _Stream:
     """Streamed output: the progress message is the last line; the last lines become diagnostics.
 
-    Output without line breaks arrives as 64 KiB pieces: each kept line is cut to `LINE_CHARS`
-    (saying so), and the kept lines together stay within `KEEP_CHARS`.
+    Output without line breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
+    (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`.
     """
 
     def __init__(self, job: JobContext) -> None:
         self.job, self.lines, self.written = job, list[str](), 0.0
 
     async def line(self, stream: str, text: str) -> None:
-        self.lines.append(_cut(f"{stream}: {text}"))
+        self.lines.append(diagnostic_line(f"{stream}: {text}"))  # cut once, as the job keeps it
         del self.lines[:-KEEP_LINES]
         while sum(map(len, self.lines)) > KEEP_CHARS:
             del self.lines[0]
@@ -166,12 +166,6 @@ class _Stream:
 
     def last_lines(self) -> list[str]:
         return list(self.lines)
-
-
-def _cut(line: str) -> str:
-    if len(line) <= LINE_CHARS:
-        return line
-    return f"{line[:LINE_CHARS]}… [line cut: {len(line):,} characters]"
 
 
 class SpecRegistry(Protocol):
