@@ -232,6 +232,25 @@ def big_tree(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+async def test_a_map_over_the_result_limit_keeps_its_first_files_and_says_so(tmp_path: Path) -> None:
+    """Past VIBE_JOBS_MAX_RESULT_BYTES the job's result is cut whole: the map lost every file entry (structured
+    content became only {truncated, originalBytes}) while its text said "the structured result lists them all"."""
+    for d in range(4):
+        write_tree(tmp_path / f"pkg{d}", {f"mod{i}.py": "".join(f"def f{k}(a, b):\n    pass\n" for k in range(10))
+                                          for i in range(500)})  # fmt: skip
+    env = {**env_for(tmp_path), "VIBE_JOBS_MAX_RESULT_BYTES": "700000"}
+    async with stdio_client_for("auto", env) as client:
+        job_id = await start(client, "map-codebase", {"path": str(tmp_path)})
+        result, body = await finish(client, job_id, seconds=120)
+    assert body["status"] == "completed", texts(result)
+    mapped = body["result"]["structuredContent"]
+    assert "originalBytes" not in mapped, "the result was cut whole"
+    assert mapped["totalFiles"] == 2_000 and mapped["filesOmitted"] > 0 and mapped["files"], mapped.keys()
+    assert len(mapped["files"]) + mapped["filesOmitted"] == 2_000
+    assert "lists them all" not in texts(result)
+    assert f"{mapped['filesOmitted']:,} more files were mapped but left out of this result" in texts(result)
+
+
 async def test_map_codebase_cancelled_while_mapping(big_tree: Path) -> None:
     async with server("auto", big_tree) as client:
         job_id = await start(client, "map-codebase", {"path": str(big_tree)})

@@ -14,7 +14,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.errors import JobTimeout, NonRetryableError
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.manager import diagnostic_line
-from vibe_jobs.results import text_result
+from vibe_jobs.results import json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
 from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
@@ -33,8 +33,9 @@ ENV_HELP = "Environment variables for the program: only names the server lists i
 
 
 class MapCodebase:
-    def __init__(self, roots: Sequence[Path]) -> None:
+    def __init__(self, roots: Sequence[Path], max_result_bytes: int = 4 * 1024 * 1024) -> None:
         self.roots = tuple(roots)
+        self.max_result_bytes = max_result_bytes  # the job's result is cut whole past this (results.bounded_result)
 
     async def __call__(
         self,
@@ -67,6 +68,11 @@ class MapCodebase:
         )
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
+        text_budget = DEFAULT_MAX_CHARS * 6 + 4096  # the Markdown as JSON text at most (every character escaped)
+        if (keep := _files_within(structured, self.max_result_bytes - text_budget)) is not None:
+            code_map.files_omitted = len(code_map.files) - keep
+            code_map.files = code_map.files[:keep]
+            structured = code_map.model_dump(mode="json", by_alias=True)
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
         return text_result(body or _summary(code_map), structured=structured)
 
@@ -78,10 +84,29 @@ class MapCodebase:
         return None
 
 
+def _files_within(structured: dict[str, Any], budget: int) -> int | None:
+    """How many of the map's files fit in `budget` bytes of JSON with the rest of the map, when not all do
+    (None: they all fit). The job's result is cut whole past its limit: the map keeps its first files instead,
+    and says how many it left out (`filesOmitted`)."""
+    files = structured["files"]
+    sizes = [json_size(entry) + 1 for entry in files]
+    used = json_size({**structured, "files": []})
+    if used + sum(sizes) <= budget:
+        return None
+    keep = 0
+    while keep < len(sizes) and used + sizes[keep] <= budget:
+        used += sizes[keep]
+        keep += 1
+    return keep
+
+
 def _summary(code_map: CodeMap) -> str:
     text = f"Mapped {code_map.total_files:,} files under {code_map.root}."
     if code_map.truncated:
         text += f" Stopped at maxFiles ({code_map.max_files:,}): more files exist."
+    if code_map.files_omitted:
+        left_out = code_map.files_omitted
+        text += f" The result lists {len(code_map.files):,} of them ({left_out:,} left out: the result limit)."
     return text
 
 
@@ -177,7 +202,7 @@ class SpecRegistry(Protocol):
 def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     """Add map-codebase always, run-command when VIBE_JOBS_ALLOWED_COMMANDS names programs."""
     roots = parse_roots(settings.roots)
-    mapper = MapCodebase(roots)
+    mapper = MapCodebase(roots, settings.max_result_bytes)
     server.add_spec(_spec(mapper, "map-codebase", "codemap"))
     allowlist = Allowlist.build(settings.allowed_commands, settings.command_env, root=roots[0], environ=os.environ)
     if allowlist.programs:

@@ -55,4 +55,5 @@ class CodeMap(_Wire):
     skipped: dict[str, int] = {}
     truncated: bool = False  # stopped at max_files: more files exist
     max_files: int | None = None  # the cap this map ran with
+    files_omitted: int = 0  # mapped, but left out of `files` to keep the result within the result limit
     diagnostics: list[str] = []

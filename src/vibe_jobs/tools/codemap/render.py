@@ -26,14 +26,21 @@ def render_markdown(code_map: CodeMap, *, max_chars: int = DEFAULT_MAX_CHARS) ->
     else:
         kept = len(sections)
     body = head + "".join(sections[:kept])
-    return body if kept == len(sections) else _cut_note(body, len(sections) - kept, code_map, max_chars)
+    if kept < len(sections):
+        return _cut_note(body, len(sections) - kept, code_map, max_chars)
+    if code_map.files_omitted:  # the map itself lists only its first files (the result limit)
+        body += f"\n_{code_map.files_omitted:,} more files were mapped but left out of this result (its size limit)._\n"
+    return body
 
 
 def _cut_note(body: str, omitted: int, code_map: CodeMap, max_chars: int) -> str:
-    note = (
-        f"\n_Output cut at {max_chars:,} characters: {omitted:,} of {len(code_map.files):,} files omitted"
-        " (the structured result lists them all)._\n"
+    listed = len(code_map.files)
+    where = (
+        "the structured result lists them all"
+        if not code_map.files_omitted
+        else f"the structured result lists {listed:,}: {code_map.files_omitted:,} more were left out of it too"
     )
+    note = f"\n_Output cut at {max_chars:,} characters: {omitted:,} of {listed:,} files omitted ({where})._\n"
     return (body + note)[:max_chars]
 
 
