@@ -232,6 +232,20 @@ def big_tree(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+async def test_control_characters_in_file_names_are_shown_escaped(tmp_path: Path) -> None:
+    """A newline broke the Markdown heading, and a terminal's escape sequences in a name reached the screen of
+    whoever read the map (`vibe-jobs call` prints it)."""
+    write_tree(tmp_path, {"new\nline.py": "def a():\n    pass\n", "esc\x1b[2J\x07x.py": "def b():\n    pass\n"})
+    async with server("auto", tmp_path) as client:
+        job_id = await start(client, "map-codebase", {"path": str(tmp_path)})
+        result, body = await finish(client, job_id)
+    text = texts(result)
+    assert "\x1b" not in text and "\x07" not in text and "new\nline" not in text, text
+    assert "`new\\nline.py`" in text and "esc\\x1b[2J\\x07x.py" in text, text
+    paths = sorted(entry["path"] for entry in body["result"]["structuredContent"]["files"])
+    assert paths == ["esc\\x1b[2J\\x07x.py", "new\\nline.py"]
+
+
 async def test_a_map_over_the_result_limit_keeps_its_first_files_and_says_so(tmp_path: Path) -> None:
     """Past VIBE_JOBS_MAX_RESULT_BYTES the job's result is cut whole: the map lost every file entry (structured
     content became only {truncated, originalBytes}) while its text said "the structured result lists them all"."""

@@ -56,3 +56,5 @@ def test_printable_escapes_what_utf8_cannot_carry() -> None:
     assert printable(b"\xff_bad.py".decode("utf-8", "surrogateescape")) == "\\xff_bad.py"
     assert printable("lone \ud800 surrogate") == "lone \\ud800 surrogate"
     assert printable("plain é") == "plain é"
+    assert printable("new\nline.py") == "new\\nline.py"  # one line, and no escape sequence reaches a terminal
+    assert printable("esc\x1b[2J\x07.py") == "esc\\x1b[2J\\x07.py"

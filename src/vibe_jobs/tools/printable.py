@@ -3,23 +3,27 @@
 POSIX names are bytes; Python hands them over as `str` with undecodable bytes as lone surrogates
 (surrogateescape). Such a string cannot be encoded as UTF-8, so it must never reach a result, a
 message or the store as is. `printable` writes each such byte as `\\xNN` (and any other lone
-surrogate as `\\uNNNN`), so every answer is valid UTF-8 and still says which byte was there.
+surrogate as `\\uNNNN`), so every answer is valid UTF-8 and still says which byte was there. Control
+characters (a newline, a terminal's escape sequences) are escaped too: a name stays one line and never
+drives the terminal that shows it.
 """
 
 from __future__ import annotations
 
 
 def printable(text: str) -> str:
-    """`text` as valid UTF-8: undecodable bytes and lone surrogates escaped (`\\xff`, `\\ud800`)."""
+    """`text` as valid UTF-8 that shows what it holds: undecodable bytes and lone surrogates escaped (`\\xff`,
+    `\\ud800`), and so are control characters (a newline; an escape sequence a terminal would obey: `\\x1b`)."""
+    if text.isprintable():
+        return text
     try:
         text.encode("utf-8")
-        return text
     except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that is no escaped byte (from JSON `\ud800`, say)
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that is no escaped byte (from JSON `\ud800`, say)
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def shortened(text: str, limit: int = 200) -> str:
