@@ -152,6 +152,18 @@ def test_a_finished_job_read_as_running_again_is_a_changed_result(tmp_path: Path
     assert kinds(s, tmp_path) == {"result_changed"}
 
 
+def test_a_read_that_overlapped_the_first_finished_read_may_still_see_it_running(tmp_path: Path) -> None:
+    """Reads are logged when answered. One that began before A's first finished read was answered (at 11.0)
+    overlapped it, on another replica, and may have seen A before it finished; one that began after may not."""
+    overlapped = clean()
+    overlapped.event(11.02, "read", "A", process="replica-0/reader", status="running", began=T0 + 10.9)
+    assert kinds(overlapped, tmp_path) == set()
+    after = clean()
+    after.event(11.02, "read", "A", process="replica-0/reader", status="running", began=T0 + 11.01)
+    (tmp_path / "after").mkdir()
+    assert kinds(after, tmp_path / "after") == {"result_changed"}
+
+
 def test_the_store_replacing_a_result_is_a_changed_result(tmp_path: Path) -> None:
     s = clean()
     s.change(12.0, "A", ("completed", 1, 100), ("completed", 1, 100), had_result=True, result='"other"')

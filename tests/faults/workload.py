@@ -183,13 +183,14 @@ async def submitter(client: Client, s: Session) -> None:
 
 
 async def read_once(client: Client, s: Session, job_id: str, wait: float = 0) -> dict[str, Any] | None:
+    began = time.time()  # a read is emitted when answered; its start says which reads it overlapped
     result = await s.call(client, "read", job_id, "get-job-result", {"jobId": job_id, "waitSeconds": wait})
     body = result.structured_content or {}
     if body.get("jobId") != job_id:
         s.work.history.emit(s.name, "read-info", job_id, error=str(result.content)[:300])
         return None
     status = body.get("status")
-    values: dict[str, Any] = {"status": status, "rate_limited": bool(body.get("rateLimited"))}
+    values: dict[str, Any] = {"status": status, "rate_limited": bool(body.get("rateLimited")), "began": began}
     if status in FINAL:
         values |= {"digest": digest(body.get("result")), "token": token_of(json.dumps(body.get("result")))}
     s.work.history.emit(s.name, "read", job_id, **values)
