@@ -299,6 +299,16 @@ async def test_run_command_reports_exit_code_and_output(mode: str, tmp_path: Pat
     assert "exited with code 3" in texts(bad_result)
 
 
+async def test_run_command_reports_the_commands_memory_not_the_servers(tmp_path: Path) -> None:
+    """Linux starts a child's ru_maxrss at its parent's size: `sleep` reported the server's ~60 MB."""
+    async with server("auto", tmp_path, ALLOWED) as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", "sleep 0.3"]})
+        _, body = await finish(client, job_id)
+    outcome = body["result"]["structuredContent"]
+    assert outcome["exitCode"] == 0
+    assert 0 < outcome["peakMemoryMB"] < 20, outcome["peakMemoryMB"]
+
+
 async def test_a_long_output_line_is_cut_once_within_the_diagnostics_cap(tmp_path: Path) -> None:
     """Cut twice (by the tool, then by the job), a 6,000-character line became 2,029 characters saying it had
     2,030; now it is cut once, to at most 2,000, saying how long it was."""

@@ -20,6 +20,7 @@ from vibe_jobs.errors import ConfigError
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused, parse_names
 from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, kill_leftovers, run_process
 from vibe_jobs.tools.contain import MARKER, own_cgroup
+from vibe_jobs.tools.peakmem import status_kib
 
 PY = sys.executable
 # Starts a background grandchild, prints the group id (the shell's pid), then waits.
@@ -306,11 +307,40 @@ async def test_cpu_seconds_are_per_child(tmp_path: Path) -> None:
     assert results["idle"].cpu_seconds < 0.1
 
 
-async def test_peak_memory_is_reported(tmp_path: Path) -> None:
-    code = "data = b'x' * (50 * 1024 * 1024); print(len(data))"
+def _own_hwm_mb() -> float:
+    hwm = status_kib(os.getpid(), "VmHWM")
+    assert hwm is not None
+    return hwm / 1024
+
+
+async def test_peak_memory_is_the_commands_not_the_servers(tmp_path: Path) -> None:
+    # Linux starts a child's ru_maxrss at its parent's size: a small command must not report the server's
+    ballast = bytearray(200 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))  # resident, not just reserved
+    assert _own_hwm_mb() >= 200
+    small = await run_process(["sh", "-c", "sleep 0.3"], cwd=tmp_path)
+    code = "import time; data = b'x' * (50 * 1024 * 1024); time.sleep(0.3); print(len(data))"
+    fifty = await run_process([PY, "-c", code], cwd=tmp_path)
+    del ballast
+    assert small.exit_code == 0 and fifty.exit_code == 0
+    assert 0 < small.peak_memory_mb < 20, small.peak_memory_mb
+    assert 50 <= fifty.peak_memory_mb < 120, fifty.peak_memory_mb
+
+
+async def test_a_peak_above_the_servers_is_exact_even_when_the_command_ends_at_once(tmp_path: Path) -> None:
+    # too short to be sampled: wait4's figure is above anything inherited, so it is the command's own
+    size = int(_own_hwm_mb()) + 64
+    code = f"data = b'x' * ({size} * 1024 * 1024)"
     outcome = await run_process([PY, "-c", code], cwd=tmp_path)
     assert outcome.exit_code == 0
-    assert 40 <= outcome.peak_memory_mb < 1000
+    assert size <= outcome.peak_memory_mb < size + 60, (size, outcome.peak_memory_mb)
+
+
+async def test_a_child_of_the_command_counts(tmp_path: Path) -> None:
+    code = "import time; data = b'x' * (80 * 1024 * 1024); time.sleep(0.4)"
+    outcome = await run_process(["sh", "-c", f'"{PY}" -c "{code}"; true'], cwd=tmp_path)
+    assert outcome.exit_code == 0
+    assert 80 <= outcome.peak_memory_mb < 160, outcome.peak_memory_mb
 
 
 async def test_works_without_pidfd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,6 @@ import resource
 import shutil
 import signal as signals
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import anyio
 
 from vibe_jobs.tools.allowlist import CommandRefused, minimal_env
 from vibe_jobs.tools.contain import Containment, kill_cgroup, leftovers, remove_cgroup
+from vibe_jobs.tools.peakmem import PeakMemory, own_hwm_kib
 
 LineCallback = Callable[[str, str], Awaitable[None] | None]
 StartCallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -245,8 +245,11 @@ async def _pump(fd: int, stream: _Stream) -> None:
 class _Run:
     """One run_process call: the child, its two streams, and the timeout flag."""
 
-    def __init__(self, child: _Child, started: float, tail_bytes: int, on_line: LineCallback | None) -> None:
+    def __init__(
+        self, child: _Child, started: float, tail_bytes: int, on_line: LineCallback | None, memory: PeakMemory
+    ) -> None:
         self.child = child
+        self.memory = memory
         self.started = started
         self.out = _Stream("stdout", tail_bytes, on_line)
         self.err = _Stream("stderr", tail_bytes, on_line)
@@ -282,15 +285,10 @@ class _Run:
             stderr_truncated=self.err.truncated,
             duration_ms=int((time.monotonic() - self.started) * 1000),
             cpu_seconds=usage.ru_utime + usage.ru_stime if usage is not None else 0.0,
-            peak_memory_mb=_maxrss_mb(usage.ru_maxrss) if usage is not None else 0.0,
+            peak_memory_mb=self.memory.mb(usage.ru_maxrss if usage is not None else None),
             timed_out=self.timed_out,
             signal=os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) else None,
         )
-
-
-def _maxrss_mb(maxrss: int) -> float:
-    """ru_maxrss in MB: KiB on Linux and most POSIX systems, bytes on macOS."""
-    return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024
 
 
 async def run_process(
@@ -327,12 +325,15 @@ async def run_process(
         raise
     contain.attach(proc.pid)
     child = _Child(proc, contain)
-    run = _Run(child, started, tail_bytes, on_line)
+    memory = PeakMemory(proc.pid, own_hwm_kib())  # read after the exec: what its ru_maxrss may have inherited
+    memory.sample()  # Popen returns once the program is executing: read before a short one ends
+    run = _Run(child, started, tail_bytes, on_line, memory)
     try:
         if on_start is not None:
             await on_start(contain.record())
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.pumps)
+            tg.start_soon(memory.follow)
             await run.supervise(timeout, grace)
             tg.cancel_scope.cancel()
     finally:
