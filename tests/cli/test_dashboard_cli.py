@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,11 +62,13 @@ def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.Capture
 
 
 @contextmanager
-def dashboard(url: str) -> Iterator[str]:
+def dashboard(url: str, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "vibe_jobs", "dashboard", "--store", url, "--port", str(port)]
     with tempfile.TemporaryFile() as errlog:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errlog)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errlog, env={**os.environ, **(env or {})}
+        )
         try:
             wait_for_port(port, proc)
             yield f"http://127.0.0.1:{port}"
@@ -115,3 +120,54 @@ def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:
         assert retried.status_code == 303
         new = http.get(retried.headers["location"])
         assert 'data-status="pending"' in new.text and "demo" in new.text
+
+
+def test_the_dashboard_alone_answers_only_under_its_own_host_names(tmp_path: Path) -> None:
+    """A page whose name was rebound to 127.0.0.1 read every job and cancelled them (no Host check)."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    (pending,) = fill(url, 1)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        port = base.rsplit(":", 1)[1]
+        rebound = {"Host": f"evil.example:{port}"}
+        for path in ("/", f"/jobs/{pending}", "/events", "/metrics"):
+            assert http.get(path, headers=rebound).status_code == 421, path
+        form = {"csrf": "x"}
+        cancel = http.post(
+            f"/jobs/{pending}/cancel", data=form, headers={**rebound, "Origin": f"http://evil.example:{port}"}
+        )
+        assert cancel.status_code == 421
+        assert http.get("/", headers={"Origin": "http://evil.example"}).status_code == 403
+        assert http.get("/healthz", headers=rebound).status_code == 200  # probes carry no job data
+        assert http.get(f"/jobs/{pending}").status_code == 200
+    assert anyio.run(status_of, url, pending) == "pending"
+
+
+async def status_of(url: str, job_id: str) -> str:
+    async with JobManager(open_store(url)) as m:
+        return (await m.get_record(job_id)).status.value
+
+
+def test_the_dashboard_alone_closes_a_connection_whose_headers_never_end(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    with dashboard(url, {"VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": "1"}) as base:
+        port = int(base.rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end of the headers
+        began = time.monotonic()
+        slow.settimeout(10)
+        assert slow.recv(1024) == b"", "the dashboard closes it (EOF)"
+        slow.close()
+        assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize(
+    "command", [["dashboard", "--store", "memory://"], ["serve", "--transport", "streamable-http"]]
+)
+def test_a_port_in_use_is_one_line_and_exit_2(command: list[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "vibe_jobs", *command, "--port", str(port)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"vibe-jobs: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert done.stdout == ""

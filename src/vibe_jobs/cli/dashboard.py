@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from vibe_jobs.cli.identity import add_identity_options, with_identity_options
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
@@ -25,9 +26,7 @@ def add_dashboard_parsers(sub: Any) -> None:
     dash.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8080)
-    dash.add_argument(
-        "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
-    )
+    add_identity_options(dash)  # an admin token for everything but the probes, when tokens are configured
     health = sub.add_parser("health", help="exit 0 when the store answers in time, 1 (with the reason) otherwise")
     health.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
     health.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_SECONDS, help="seconds (default 5)")
@@ -38,24 +37,34 @@ def _settings(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from vibe_jobs.server.auth import auth_setup, check_bind
+    from vibe_jobs.server.auth import auth_setup, check_bind, transport_security
     from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app
     from vibe_jobs.server.http.guard import Guard
+    from vibe_jobs.server.http.hosts import HostCheck
     from vibe_jobs.server.http.prom import instrument_store
+    from vibe_jobs.server.listen import bind
 
-    settings = _settings(args, settings)
+    settings = with_identity_options(args, _settings(args, settings))
     configure_logging(settings.log_level, settings.log_format)
-    auth = auth_setup(settings, f"http://127.0.0.1:{args.port}")  # VIBE_JOBS_AUTH_TOKENS / _JWKS ...: admin only
+    auth = auth_setup(settings, f"http://127.0.0.1:{args.port}")  # tokens or JWT, as `serve`: admin only
     check_bind(args.host, auth.enabled, args.allow_unauthenticated)
+    sock = bind(args.host, args.port)
     manager = JobManager(open_store(settings.store_url), settings)
     instrument_store(manager.store, manager.stats.counters)
-    app = dashboard_app(Dashboard(manager, Guard(bearer=auth.admin_check())))
-    where = redact_url(settings.store_url)
-    print(f"vibe-jobs: dashboard of {where} at http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = HostCheck(
+        dashboard_app(Dashboard(manager, Guard(bearer=auth.admin_check()))),
+        transport_security(args.host, settings.allowed_hosts),
+    )
+    announce = f"vibe-jobs: dashboard of {redact_url(settings.store_url)} at http://{args.host}:{args.port}/"
+    anyio.run(serve_dashboard, app, sock, settings, announce)
     return 0
+
+
+async def serve_dashboard(app: Any, sock: Any, settings: Settings, announce: str) -> None:
+    from vibe_jobs.server.listen import serve_http
+
+    timeout = settings.http_header_timeout_ms / 1000
+    await serve_http(app, sock, log_level=settings.log_level, header_timeout=timeout, announce=announce)
 
 
 def run_health(args: argparse.Namespace, settings: Settings) -> int:

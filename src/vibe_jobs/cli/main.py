@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
+from vibe_jobs.cli.identity import add_identity_options, with_identity_options
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
@@ -51,21 +52,7 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
-    auth = serve.add_argument_group("identity (HTTP)")
-    auth.add_argument(
-        "--auth-tokens",
-        metavar="FILE",
-        help="bearer tokens, `TOKEN PRINCIPAL [SCOPES]` a line; env VIBE_JOBS_AUTH_TOKENS",
-    )
-    auth.add_argument("--auth-jwks", metavar="URL", help="verify JWT access tokens with this JWKS")
-    auth.add_argument("--auth-issuer", metavar="ISS", help="the JWT issuer (iss) to accept")
-    auth.add_argument("--auth-audience", metavar="AUD", help="the JWT audience (aud) to accept: this server")
-    auth.add_argument(
-        "--allowed-hosts", metavar="NAMES", help="Host names clients use, comma-separated; env VIBE_JOBS_ALLOWED_HOSTS"
-    )
-    auth.add_argument(
-        "--allow-unauthenticated", action="store_true", help="serve beyond loopback without authentication"
-    )
+    add_identity_options(serve)
 
 
 def load_tool_modules(names: Sequence[str]) -> None:
@@ -86,22 +73,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     server = build_server(args, settings, run_jobs=not args.no_worker)
     for name, (fn, description) in PLAIN_REGISTRY.items():
         server.add_plain_tool(fn, name, description)
-    if args.transport != "stdio":
-        print(f"vibe-jobs: serving MCP at {_url(args)}", file=sys.stderr, flush=True)
     server.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     return 0
-
-
-def with_identity_options(args: argparse.Namespace, settings: Settings) -> Settings:
-    """The serve flags of identity over their environment variables."""
-    changes = {
-        name: getattr(args, name)
-        for name in ("auth_tokens", "auth_jwks", "auth_issuer", "auth_audience")
-        if getattr(args, name)
-    }
-    if args.allowed_hosts:
-        changes["allowed_hosts"] = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
-    return replace(settings, **changes)
 
 
 def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool = True) -> JobServer:
@@ -133,11 +106,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit("vibe-jobs: `worker` needs a shared store: --store postgresql://...")
     run_worker(server, args.drain_seconds)
     return 0
-
-
-def _url(args: argparse.Namespace) -> str:
-    path = "/sse" if args.transport == "sse" else "/mcp"
-    return f"http://{args.host}:{args.port}{path}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ The upstream runs over stdio (`-- COMMAND ...`), or is reached over streamable H
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,8 @@ def add_proxy_parser(sub: Any) -> None:
 
 
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
-    from vibe_jobs.cli.main import build_server, with_identity_options
+    from vibe_jobs.cli.identity import with_identity_options
+    from vibe_jobs.cli.main import build_server
     from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
 
     try:
@@ -46,9 +46,6 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         settings = with_identity_options(args, settings)
         server = build_server(args, settings, run_jobs=not args.no_worker)
         proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())
-        if args.transport != "stdio":
-            path = "/sse" if args.transport == "sse" else "/mcp"
-            print(f"vibe-jobs: proxy serving MCP at http://{args.host}:{args.port}{path}", file=sys.stderr, flush=True)
         proxy.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     except (ConfigError, UpstreamUnavailable) as exc:
         raise SystemExit(f"vibe-jobs proxy: {exc}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any, Literal
@@ -26,9 +27,10 @@ from vibe_jobs.redact import redact_url, set_secret_pattern
 from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
+from vibe_jobs.server.http.hosts import HostCheck
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.server.http.requestids import RequestIds
-from vibe_jobs.server.listen import serve_http
+from vibe_jobs.server.listen import bind, serve_http
 from vibe_jobs.server.sdk import run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
@@ -142,6 +144,7 @@ class JobServer:
         if transport != "stdio":
             check_bind(host, auth.enabled, allow_unauthenticated)
         security = transport_security(host, self.settings.allowed_hosts)
+        sock = bind(host, port) if transport != "stdio" else None  # a taken port: one line, nothing started
         mcp = self.build(auth)
         if transport != "stdio":  # /metrics is served: time the store's calls
             instrument_store(self.manager.store, self.manager.stats.counters)
@@ -155,22 +158,30 @@ class JobServer:
                 tools=sorted(self.specs),
                 authenticated=auth.enabled,
             )
-            if transport == "stdio":
+            if sock is None:
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             else:
-                await self._serve_http(mcp, transport, host, port, security)
+                await self._serve_http(mcp, transport, sock, security, _base_url(host, port))
         log.info("server.stopped")
 
     async def _serve_http(
-        self, mcp: MCPServer[Any], transport: Transport, host: str, port: int, security: TransportSecuritySettings
+        self,
+        mcp: MCPServer[Any],
+        transport: Transport,
+        sock: socket.socket,
+        security: TransportSecuritySettings,
+        url: str,
     ) -> None:
-        """Serve SSE or streamable HTTP (with the header deadline of `serve_http`) until cancelled."""
+        """Serve SSE or streamable HTTP on `sock` until cancelled: the header deadline (`listen`), the Host
+        check on every route (`http.hosts`)."""
         if transport == "sse":
-            app = mcp.sse_app(host=host, transport_security=security)
+            app, path = mcp.sse_app(transport_security=security), "/sse"
         else:
-            app = mcp.streamable_http_app(host=host, transport_security=security, **hooks.http_options)
+            app, path = mcp.streamable_http_app(transport_security=security, **hooks.http_options), "/mcp"
         level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
-        await serve_http(RequestIds(app), host, port, log_level=level, header_timeout=timeout)
+        guarded = HostCheck(RequestIds(app), security)
+        announce = f"vibe-jobs: serving MCP at {url}{path}"
+        await serve_http(guarded, sock, log_level=level, header_timeout=timeout, announce=announce)
 
     def run(
         self,

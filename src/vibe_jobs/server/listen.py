@@ -9,12 +9,16 @@ forever. `HeaderDeadline` closes a connection whose request headers are not comp
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import get_logger
 
 log = get_logger("vibe_jobs.server.listen")
@@ -59,8 +63,24 @@ class HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
-async def serve_http(app: ASGIApp, host: str, port: int, *, log_level: str, header_timeout: float) -> None:
-    """Serve `app` until cancelled (SIGINT/SIGTERM end uvicorn as usual)."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket for `host:port`, or ConfigError naming the address and why (in use, no such
+    address): bound before anything is announced or started, so a taken port is one clear line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+async def serve_http(
+    app: ASGIApp, sock: socket.socket, *, log_level: str, header_timeout: float, announce: str | None = None
+) -> None:
+    """Serve `app` on the bound `sock` until cancelled (SIGINT/SIGTERM end uvicorn as usual); `announce` is
+    printed to stderr once it listens."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, timeout_keep_alive=5)
-    await uvicorn.Server(config).serve()
+    config = uvicorn.Config(app, log_level=log_level, http=protocol, timeout_keep_alive=5)
+    if announce is not None:
+        print(announce, file=sys.stderr, flush=True)
+    await uvicorn.Server(config).serve(sockets=[sock])
