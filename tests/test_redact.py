@@ -55,6 +55,11 @@ def test_the_pattern_is_configurable() -> None:
         ("sqlite:///home/u/jobs.db", "sqlite:///home/u/jobs.db"),
         ("postgresql://app:p%40ss@db/jobs", "postgresql://app:***@db/jobs"),
         ("memory://", "memory://"),
+        ("postgresql://app@db/jobs?password=s3cret&schema=x", "postgresql://app@db/jobs?password=***&schema=x"),
+        (
+            "postgresql://a:b@db/j?sslpassword=s&sslmode=require",
+            "postgresql://a:***@db/j?sslpassword=***&sslmode=require",
+        ),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
@@ -82,3 +87,10 @@ def test_log_lines_carry_no_secret() -> None:
     assert "topsecret" not in out.getvalue() and "tok-1" not in out.getvalue() and "pw-2" not in out.getvalue()
     assert line["store"] == "postgresql://u:***@h/db" and line["api_token"] == "***"
     assert line["params"] == {"password": "***"} and line["event"] == "server.started"
+
+
+def test_urls_in_text_lose_their_passwords_and_secret_parameters() -> None:
+    text = "cannot open postgresql://u@h:1/t?x=1&password=s3cret&token=t0k then http://a:b@c/ and api_key=plain"
+    shown = redact_urls_in(text)
+    assert "s3cret" not in shown and "t0k" not in shown and ":b@" not in shown
+    assert "x=1" in shown and "api_key=plain" in shown  # outside a URL, text is text

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from vibe_jobs.redact import MASK, is_secret, redact_params, redact_urls_in
+from vibe_jobs.redact import MASK, is_secret, may_hold_url_secret, redact_params, redact_urls_in
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _level = logging.INFO
@@ -44,11 +44,11 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: secret-named fields, secrets inside params, URL passwords become `***`."""
     for key, value in event.items():
-        if key != "event" and is_secret(key):
-            event[key] = MASK
+        if key != "event" and is_secret(key) and not (value is None or isinstance(value, bool)):
+            event[key] = MASK  # a yes or no is no secret (`authenticated=True` was shown as ***)
         elif isinstance(value, dict):
             event[key] = redact_params(value)
-        elif isinstance(value, str) and "@" in value and "://" in value:
+        elif isinstance(value, str) and may_hold_url_secret(value):
             event[key] = redact_urls_in(value)
     return event
 

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 DEFAULT_SECRET_PATTERN = "token|secret|password|key|auth"
 ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every value is hidden, names kept
-_URL_IN_TEXT = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
 
 _pattern = re.compile(DEFAULT_SECRET_PATTERN, re.IGNORECASE)
 
@@ -58,25 +59,39 @@ def _redact_value(value: Any) -> Any:
         return redact_params(value)
     if isinstance(value, list | tuple):
         return [_redact_value(v) for v in value]
-    if isinstance(value, str) and "@" in value and "://" in value:
+    if isinstance(value, str) and may_hold_url_secret(value):
         return redact_urls_in(value)
     return value
 
 
+def may_hold_url_secret(text: str) -> bool:
+    """Whether `text` may hold a URL with a password or a secret-named query parameter (a cheap test first)."""
+    return "://" in text and ("@" in text or "=" in text)
+
+
 def redact_url(url: str) -> str:
-    """`url` with its password (if any) replaced by `***`: postgresql://u:***@host/db."""
+    """`url` with its password and secret-named query parameters (`?password=`, `sslpassword=`: named as
+    arguments are, `is_secret`) replaced by `***`: postgresql://u:***@host/db?password=***."""
     try:
         parts = urlsplit(url)
         password = parts.password
-    except ValueError:
-        return redact_urls_in(url)
-    if not password:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    name = user.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{name}:{MASK}@{host}"))
+    except ValueError:  # not a URL urlsplit reads (a bad IPv6 host): its password, at least
+        return _USERINFO.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], url)
+    shown = parts
+    if password:
+        user, _, host = parts.netloc.rpartition("@")
+        name = user.split(":", 1)[0]
+        shown = shown._replace(netloc=f"{name}:{MASK}@{host}")
+    if parts.query:
+        shown = shown._replace(query=_redact_query(parts.query))
+    return url if shown == parts else urlunsplit(shown)  # unchanged as written (urlunsplit drops an empty //)
+
+
+def _redact_query(query: str) -> str:
+    pairs = [pair.partition("=") for pair in query.split("&")]
+    return "&".join(f"{k}{eq}{MASK if eq and is_secret(k) else v}" for k, eq, v in pairs)
 
 
 def redact_urls_in(text: str) -> str:
-    """Every `scheme://user:password@` in free text with its password replaced by `***`."""
-    return _URL_IN_TEXT.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], text)
+    """Every URL in free text as `redact_url` shows it."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m[0]), text)

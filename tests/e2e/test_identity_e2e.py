@@ -431,6 +431,25 @@ def test_the_postgres_password_is_not_logged(tmp_path: Path) -> None:
     assert password not in logged and "***" in logged, logged
 
 
+@pytest.mark.postgres
+def test_a_postgres_password_in_the_query_is_not_logged_or_printed() -> None:
+    """`?password=` opened the store and was logged in clear (only `user:pw@` was masked)."""
+    password = "pw-" + os.urandom(6).hex()
+    base = postgres_url("the PostgreSQL query password test")
+    store = with_new_schema(f"{base}{'&' if '?' in base else '?'}password={password}", "vj_qpw")
+    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, ["--store", store]) as s:
+        s.errlog.seek(0)
+        logged = s.errlog.read().decode()
+    assert "server.started" in logged and "password=***" in logged, logged
+    assert password not in logged, logged
+    assert '"authenticated": false' in logged or "authenticated=False" in logged, "a yes or no is no secret"
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test?password={password}"
+    health = [*SERVER[:3], "health", "--store", closed, "--timeout", "3"]
+    done = subprocess.run(health, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "not ready" in done.stderr, done.stderr
+    assert password not in done.stderr + done.stdout, done.stderr
+
+
 # -- the command-line client -------------------------------------------------------------------
 
 

@@ -64,14 +64,18 @@ class HeaderDeadline(H11Protocol):
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket for `host:port`, or ConfigError naming the address and why (in use, no such
-    address): bound before anything is announced or started, so a taken port is one clear line."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    """A socket bound to `host:port`, or ConfigError naming the address and why (in use, no such address):
+    bound before anything starts, so a taken port is one clear line. It listens once uvicorn serves on it,
+    so an open port still means a server that answers."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+    return sock
 
 
 async def serve_http(
