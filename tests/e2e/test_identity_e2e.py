@@ -480,15 +480,41 @@ async def test_with_auth_on_the_dashboard_needs_an_admin_token(tmp_path: Path) -
             await wait_status(alice, job_id, ("running",))
             base = f"http://127.0.0.1:{server.port}"
             async with httpx2.AsyncClient(timeout=10, base_url=base) as http:
-                for token in (None, "wrong-token-0123456789abcdef", ALICE):
+                # no token or a wrong one: 401; alice's (valid, without scope admin): 403 naming the scope
+                for token, code in ((None, 401), ("wrong-token-0123456789abcdef", 401), (ALICE, 403)):
                     headers = {"Authorization": f"Bearer {token}"} if token else {}
                     for path in ("/", f"/jobs/{job_id}", "/events"):
                         response = await http.get(path, headers=headers)
-                        assert response.status_code == 401, (token, path, response.status_code)
+                        assert response.status_code == code, (token, path, response.status_code)
+                        assert job_id not in response.text
                     cancel = await http.post(
                         f"/jobs/{job_id}/cancel", headers={**headers, "Origin": base}, data={"csrf": "x"}
                     )
-                    assert cancel.status_code == 401, (token, cancel.status_code)
+                    assert cancel.status_code == code, (token, cancel.status_code)
+                alice_page = await http.get("/", headers={"Authorization": f"Bearer {ALICE}"})
+                assert "scope `admin`" in alice_page.text
                 admin = await http.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {ROOT}"})
                 assert admin.status_code == 200 and job_id in admin.text
             assert (await read_job(alice, job_id))["status"] == "running"
+
+
+async def test_a_retry_from_the_dashboard_belongs_to_the_failed_jobs_principal(tmp_path: Path) -> None:
+    """The admin's retry made a job of the `local` principal: alice could not see her own job's retry."""
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB) as bob:
+            failed = await start(alice, "explode", {"message": "boom"})
+            await wait_status(alice, failed, ("failed",))
+            base = f"http://127.0.0.1:{server.port}"
+            admin = {"Authorization": f"Bearer {ROOT}"}
+            async with httpx2.AsyncClient(timeout=10, base_url=base, headers=admin) as http:
+                page = await http.get(f"/jobs/{failed}")
+                csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+                assert page.status_code == 200 and csrf is not None
+                retry = await http.post(f"/jobs/{failed}/retry", data={"csrf": csrf[1]}, headers={"Origin": base})
+                assert retry.status_code == 303, retry.text
+                new_id = retry.headers["location"].rsplit("/", 1)[1]
+            again = await wait_status(alice, new_id, ("failed",))
+            assert again["toolName"] == "explode"
+            assert new_id in {job["id"] for job in structured(await alice.call_tool("list-jobs", {}))["jobs"]}
+            hidden = await bob.call_tool("get-job-result", {"jobId": new_id})
+            assert structured(hidden)["error"]["code"] == "job_not_found"

@@ -16,8 +16,9 @@ def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
     )
 
 
-async def verify(token: str) -> bool:
-    return token == "s3cret"
+async def verify(token: str) -> bool | None:
+    """s3cret: an admin's token; user: a valid token without scope admin; anything else: no token."""
+    return True if token == "s3cret" else False if token == "user" else None
 
 
 def test_same_origin_is_the_host_itself() -> None:
@@ -47,8 +48,12 @@ async def test_with_auth_configured_every_request_needs_the_bearer_token() -> No
     with pytest.raises(Refused) as refused:
         await guard.check_read(request({}))
     assert refused.value.status == 401
-    with pytest.raises(Refused):
+    with pytest.raises(Refused) as refused:
         await guard.check_read(request({"authorization": "Bearer wrong"}))
+    assert refused.value.status == 401
+    with pytest.raises(Refused) as refused:
+        await guard.check_read(request({"authorization": "Bearer user"}))
+    assert refused.value.status == 403 and "admin" in str(refused.value)  # valid, but not for every job
     await guard.check_read(request({"authorization": "Bearer s3cret"}))
     await guard.check_read(request({"cookie": "vibe_jobs_token=s3cret"}))
     cookie = "c" * 32

@@ -197,16 +197,17 @@ class AuthSetup:
     def enabled(self) -> bool:
         return self.verifier is not None
 
-    def admin_check(self) -> Callable[[str], Awaitable[bool]] | None:
+    def admin_check(self) -> Callable[[str], Awaitable[bool | None]] | None:
         """For the HTTP routes beside /mcp that show every job (the dashboard): does a bearer token hold
-        scope `admin`? None when there is no authentication (loopback, one user)."""
+        scope `admin` (True), is it valid without it (False), or no valid token at all (None)? None when
+        there is no authentication (loopback, one user)."""
         verifier = self.verifier
         if verifier is None:
             return None
 
-        async def is_admin(token: str) -> bool:
+        async def is_admin(token: str) -> bool | None:
             found = await verifier.verify_token(token)  # JWT: off the event loop (the JWKS may be fetched)
-            return found is not None and ADMIN_SCOPE in found.scopes
+            return None if found is None else ADMIN_SCOPE in found.scopes
 
         return is_admin
 

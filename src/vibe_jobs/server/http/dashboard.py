@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound
+from vibe_jobs.identity import Viewer
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
 from vibe_jobs.models import Job
@@ -125,12 +126,13 @@ class Dashboard:
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     async def retry(self, request: Request, view: pages.View) -> Response:
-        """A new job with the failed (or cancelled) job's tool, arguments and task fields."""
+        """A new job of the failed (or cancelled) job's principal, with its tool, arguments and task fields."""
         await self._check_change(request)
         rec = await self.m.get_record(request.path_params["jobId"])
         if rec.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise InvalidTransition(rec.id, rec.status.value, "retried", "only a failed or cancelled job is retried")
-        new_id = await self.m.create_job(rec.tool_name, rec.params, task=rec.task)
+        # the failed job's principal's: its owner sees the retry, and its quotas count it
+        new_id = await self.m.create_job(rec.tool_name, rec.params, task=rec.task, viewer=Viewer(rec.principal))
         return RedirectResponse(f"/jobs/{new_id}", status_code=303)
 
     async def _check_change(self, request: Request) -> None:

@@ -21,7 +21,9 @@ from starlette.requests import Request
 CSRF_COOKIE = "vibe_jobs_csrf"
 CSRF_FIELD = "csrf"
 TOKEN_COOKIE = "vibe_jobs_token"
-BearerCheck = Callable[[str], Awaitable[bool]]  # the auth's token verifier (async, as the SDK's TokenVerifier)
+# the auth's check of a token (async, as the SDK's TokenVerifier): True admin, False valid without scope
+# `admin`, None not a valid token
+BearerCheck = Callable[[str], Awaitable[bool | None]]
 
 
 class Refused(Exception):
@@ -51,8 +53,11 @@ class Guard:
         if self.bearer is None:
             return
         token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
-        if not token or not await self.bearer(token):
+        admin = await self.bearer(token) if token else None
+        if admin is None:
             raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
+        if not admin:
+            raise Refused(403, "this token lacks scope `admin`: the dashboard shows every principal's jobs")
 
     async def check_change(self, request: Request, form_token: str | None) -> None:
         """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""
