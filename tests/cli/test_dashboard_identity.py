@@ -47,8 +47,9 @@ def test_with_tokens_only_an_admin_token_reads_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
     (job_id,) = fill(url, 1)
     with dashboard(url, {"VIBE_JOBS_AUTH_TOKENS": str(token_file(tmp_path))}) as (base, _):
-        for headers in ({}, {"Authorization": f"Bearer {ALICE}"}):
-            assert httpx2.get(f"{base}/jobs/{job_id}", headers=headers, timeout=10).status_code == 401
+        for headers, code in (({}, 401), ({"Authorization": f"Bearer {ALICE}"}, 403)):  # 403: no scope admin
+            refused = httpx2.get(f"{base}/jobs/{job_id}", headers=headers, timeout=10)
+            assert refused.status_code == code and job_id not in refused.text
         admin = httpx2.get(f"{base}/jobs/{job_id}", headers={"Authorization": f"Bearer {ROOT_TOKEN}"}, timeout=10)
         assert admin.status_code == 200 and job_id in admin.text and "hunter2" not in admin.text
 
