@@ -337,7 +337,8 @@ class JobManager:
         for dep in rec.task.dependencies if rec.task else ():
             found = await self.store.get(dep)
             if found is None or (viewer is not None and not viewer.sees(found.principal)):
-                raise UnknownDependency(f"dependency '{dep}' names no known job", job_id=rec.id, dependency=dep)
+                # no job id in the error: no job was made (an agent reading one would look for it)
+                raise UnknownDependency(f"dependency '{dep}' names no known job", dependency=dep)
 
     async def _check_quotas(self, principal: str, params: Mapping[str, Any]) -> None:
         """Refuse a new job of `principal` at one of its quotas (settings `quota_*`; None: no quota)."""

@@ -304,3 +304,31 @@ def test_a_slow_client_cannot_hold_an_http_connection_open() -> None:
             sock.close()
         assert time.monotonic() - began < 5
         assert http.proc.poll() is None
+
+
+PRINTY = """
+import sys
+from vibe_jobs import job_tool
+
+print("printed while the module is imported")
+sys.stdout.write("written to sys.stdout too\\n")
+
+
+@job_tool(description="says hi")
+async def printy_hi() -> str:
+    return "hi"
+"""
+
+
+async def test_a_tools_module_that_prints_when_imported_does_not_reach_stdout_on_stdio(tmp_path: Path) -> None:
+    """Its print was the first line on stdout, before the initialize answer (a strict client stops there).
+    Modules given comma-separated in one --tools load each (the README's table says they may be)."""
+    (tmp_path / "printy.py").write_text(PRINTY)
+    env = {"PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(tools="tests.e2e.sample_tools,printy", env=env, stderr=errlog) as server:
+            tools = {tool["name"] for tool in (await server.request("tools/list"))["result"]["tools"]}
+            assert {"printy_hi", "echo"} <= tools
+        errlog.seek(0)
+        logged = errlog.read().decode()
+    assert "printed while the module is imported" in logged and "written to sys.stdout too" in logged

@@ -89,6 +89,8 @@ async def test_submit_job_runs_by_priority_after_dependencies(mode: str) -> None
     assert sorted(ids, key=seq.__getitem__) == ["critical", "high", "low", "after-low"], seq
     assert bad.is_error and "text" in texts(bad)
     assert unknown_dep.is_error and "nope" in texts(unknown_dep)
+    error = (unknown_dep.structured_content or {})["error"]
+    assert error["code"] == "unknown_dependency" and "jobId" not in error, "no job was made: none is named"
 
 
 async def _submit(client: Client, args: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -56,8 +57,9 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 
 
 def load_tool_modules(names: Sequence[str]) -> None:
-    """Import user tool modules; their @job_tool and @plain_tool functions register themselves."""
-    for name in names:
+    """Import user tool modules (each name may list several, comma-separated, as VIBE_JOBS_TOOLS does);
+    their @job_tool and @plain_tool functions register themselves."""
+    for name in (part.strip() for entry in names for part in entry.split(",") if part.strip()):
         try:
             importlib.import_module(name)
         except ImportError as exc:
@@ -68,9 +70,11 @@ def load_tool_modules(names: Sequence[str]) -> None:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.jobtool import PLAIN_REGISTRY
+    from vibe_jobs.server.stdio import stdout_to_stderr
 
     settings = with_identity_options(args, settings)
-    server = build_server(args, settings, run_jobs=not args.no_worker)
+    with stdout_to_stderr() if args.transport == "stdio" else contextlib.nullcontext():
+        server = build_server(args, settings, run_jobs=not args.no_worker)  # tool modules may print
     for name, (fn, description) in PLAIN_REGISTRY.items():
         server.add_plain_tool(fn, name, description)
     server.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)

@@ -8,6 +8,7 @@ The upstream runs over stdio (`-- COMMAND ...`), or is reached over streamable H
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,13 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.cli.identity import with_identity_options
     from vibe_jobs.cli.main import build_server
     from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
+    from vibe_jobs.server.stdio import stdout_to_stderr
 
     try:
         upstreams = _upstreams(args)
         settings = with_identity_options(args, settings)
-        server = build_server(args, settings, run_jobs=not args.no_worker)
+        with stdout_to_stderr() if args.transport == "stdio" else contextlib.nullcontext():
+            server = build_server(args, settings, run_jobs=not args.no_worker)  # tool modules may print
         proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())
         proxy.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     except (ConfigError, UpstreamUnavailable) as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -142,6 +143,21 @@ def encode_message(message: types.JSONRPCMessage) -> bytes | None:
 
 
 # -- the transport ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """fd 1 pointed at stderr for the block: what runs before the wire is claimed (tool modules imported,
+    the server built) may print, and on stdio only the protocol may reach stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextmanager
