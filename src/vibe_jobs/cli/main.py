@@ -31,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
     worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
     worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
-    worker.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    worker.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import job tools from these modules (repeatable, or comma-separated)",
+    )
     worker.add_argument(
         "--concurrency", type=int, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
     )
@@ -51,7 +57,13 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
-    serve.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import job tools (repeatable)")
+    serve.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import job tools from these modules (repeatable, or comma-separated)",
+    )
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
     add_identity_options(serve)
 
