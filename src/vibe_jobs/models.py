@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.questions import question_view
+from vibe_jobs.redact import redact_params
 from vibe_jobs.states import JobStatus
 
 __all__ = [
@@ -155,6 +156,13 @@ class Job(WireModel):
     run_at: int | None = None
     deadline: int | None = None
     waiting_for: dict[str, Any] | None = None
+
+    def shown(self, *, result: bool = True) -> dict[str, Any]:
+        """The job as lists, the operator CLI and pages show it: the wire dict with secret-named arguments
+        and `env` values as `***` (`vibe_jobs.redact`); without the result when `result` is False."""
+        wire = self.model_dump(mode="json", exclude_none=True, exclude=None if result else {"result"})
+        wire["params"] = redact_params(wire.get("params") or {})
+        return wire
 
     @classmethod
     def from_record(cls, rec: JobRecord) -> Job:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,3 +232,25 @@ def test_purge_deletes_only_old_finished_jobs(filled: Filled, capsys: pytest.Cap
     assert code == 0 and out.strip() == "deleted 1 finished job"
     remaining = {j["id"] for j in run_json(filled, capsys, "list")["jobs"]}
     assert remaining == {filled.pending, filled.running}
+
+
+async def _with_secrets(url: str) -> str:
+    async with JobManager(open_store(url), Settings()) as m:
+        return await m.create_job("deploy", {"name": "web", "api_key": "TOPSECRET", "env": {"DB_PASS": "ENVSECRET"}})
+
+
+def test_json_output_hides_secrets_as_the_text_does(tmp_path: Path) -> None:
+    """`jobs show` masked secret-named arguments and env values; `--json` (list and show) printed them."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    job_id = anyio.run(_with_secrets, url)
+    base = [sys.executable, "-m", "vibe_jobs", "jobs"]
+    outputs = []
+    for argv in (["list", "--json"], ["show", job_id, "--json"], ["show", job_id], ["list"]):
+        done = subprocess.run([*base, *argv, "--store", url], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    shown = json.loads(outputs[1])["params"]
+    assert shown == {"name": "web", "api_key": "***", "env": {"DB_PASS": "***"}}
+    assert json.loads(outputs[0])["jobs"][0]["params"] == shown
+    for out in outputs:
+        assert "TOPSECRET" not in out and "ENVSECRET" not in out

@@ -23,7 +23,6 @@ from vibe_jobs.errors import ConfigError, JobError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Job
-from vibe_jobs.redact import redact_params
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, missing_database, open_store
@@ -156,7 +155,7 @@ def job_details(job: Job, now_ms: int) -> str:
         ("created", _when(job.created_at, now_ms)),
         ("started", _when(job.started_at, now_ms)),
         ("finished", _when(job.finished_at, now_ms)),
-        ("params", json.dumps(redact_params(job.params))),
+        ("params", json.dumps(job.shown()["params"])),
     ]
     lines = [f"{k + ':':<10} {v}" for k, v in pairs]
     if d and d.diagnostics:
@@ -180,7 +179,7 @@ def _emit(data: Any) -> None:
 async def cmd_list(m: JobManager, args: argparse.Namespace) -> int:
     page = await m.list_jobs(args.status, args.tool, args.limit)
     if args.json:
-        _emit({"jobs": [j.wire() for j in page.jobs], "more": page.next_cursor is not None})
+        _emit({"jobs": [j.shown() for j in page.jobs], "more": page.next_cursor is not None})
     elif page.jobs:
         say(jobs_table(page.jobs, m.now()))
     else:
@@ -191,7 +190,7 @@ async def cmd_list(m: JobManager, args: argparse.Namespace) -> int:
 async def cmd_show(m: JobManager, args: argparse.Namespace) -> int:
     job = await m.get_job(args.job_id)
     if args.json:
-        _emit(job.wire())
+        _emit(job.shown())
     else:
         say(job_details(job, m.now()))
     return 0

@@ -32,7 +32,6 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
-from vibe_jobs.redact import redact_params
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
@@ -73,9 +72,7 @@ def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResul
 
 def job_summary(job: Job) -> dict[str, Any]:
     """A job as list-jobs and `jobs://recent` show it: no result, secret-named arguments redacted."""
-    wire = job.model_dump(mode="json", exclude_none=True, exclude={"result"})
-    wire["params"] = redact_params(wire["params"])
-    return wire
+    return job.shown(result=False)
 
 
 def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
