@@ -42,6 +42,8 @@ async def test_each_tick_fires_exactly_once_across_the_cluster_and_none_is_misse
             await anyio.sleep(RUN_SECONDS / 2)
             cluster.workers[0].kill()  # mid-way: SIGKILL, no lease release
             await anyio.sleep(RUN_SECONDS / 2)
+            listed = await client.call_tool("list-schedules", {})
+            shown = next(s for s in (listed.structured_content or {})["schedules"] if s["scheduleId"] == sid)
             deleted = await client.call_tool("delete-schedule", {"scheduleId": sid})
             assert not deleted.is_error, deleted.content
             elapsed = time.monotonic() - began
@@ -63,3 +65,6 @@ async def test_each_tick_fires_exactly_once_across_the_cluster_and_none_is_misse
     assert ticks == list(range(ticks[0], ticks[0] + 1000 * len(ticks), 1000)), "a tick was missed"
     assert len(ticks) >= RUN_SECONDS - 2
     assert finished == len(rows), f"{len(rows) - finished} fired jobs did not complete"
+    # every process ticks; the one that fired a tick records it even when another moved the schedule on
+    assert shown.get("lastJobId") is not None and shown.get("lastFiredAt") is not None, shown
+    assert shown["lastTick"] in ticks and shown["lastTick"] >= ticks[-1] - 5000, (shown, ticks[-3:])

@@ -15,7 +15,7 @@ import anyio
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
-from vibe_jobs.firing import DEFAULT_GRACE_MS, Misfire, Overlap, plan
+from vibe_jobs.firing import DEFAULT_GRACE_MS, Misfire, Overlap, Plan, plan
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import OperationType, Priority, TaskSpec
 from vibe_jobs.outages import StoreRetry
@@ -28,6 +28,7 @@ log = get_logger("vibe_jobs.engine.ticker")
 POLL_SECONDS = 1.0  # schedules created, paused or moved on by other processes are seen this soon
 PRUNE_EVERY_MS = 600_000  # how often tick keys no firing can come back to are deleted ...
 KEEP_TICKS_MS = 3_600_000  # ... once they are this old (a process that read the schedule before is long done)
+RECORD_LAST_TRIES = 5  # compare-and-set attempts to record a firing on a schedule other processes move on
 
 
 class Ticker:
@@ -83,32 +84,56 @@ class Ticker:
         return job is not None and job.status in ACTIVE
 
     async def _fire_due(self, rec: ScheduleRecord) -> ScheduleRecord:
-        now = self.m.now()
-        p = plan(
+        p = await self._plan(rec)
+        if p.held:
+            return rec
+        return await self._move_on(rec, p, await self._fire_ticks(rec, p))
+
+    async def _plan(self, rec: ScheduleRecord) -> Plan:
+        return plan(
             rec.timing(),
             rec.next_fire_at,
-            now,
+            self.m.now(),
             misfire=Misfire(rec.misfire),
             max_catch_up=rec.max_catch_up,
             overlap=Overlap(rec.overlap),
             previous_active=await self._previous_active(rec),
             grace_ms=self.grace_ms,
         )
-        if p.held:
-            return rec
-        changes: dict[str, Any] = {
-            "next_fire_at": p.next_fire_at,
-            "skipped": rec.skipped + p.dropped,
-            "updated_at": now,
-        }
+
+    async def _fire_ticks(self, rec: ScheduleRecord, p: Plan) -> dict[str, Any]:
+        """Fire the planned ticks; the last firing of this process ({last_job_id, last_tick, last_fired_at}),
+        empty when another process fired them all."""
+        last: dict[str, Any] = {}
         for tick in p.ticks:
             job_id = await self._fire(rec, tick)
             if job_id is not None:
-                changes.update(last_job_id=job_id, last_tick=tick, last_fired_at=now)
-        new = await self.schedules.store.update_schedule(rec.schedule_id, changes, rec.version)
+                last = {"last_job_id": job_id, "last_tick": tick, "last_fired_at": self.m.now()}
+        return last
+
+    async def _move_on(self, rec: ScheduleRecord, p: Plan, last: dict[str, Any]) -> ScheduleRecord:
+        """Move the schedule to its next tick (compare-and-set) with the firing this process made."""
+        changes = {"next_fire_at": p.next_fire_at, "skipped": rec.skipped + p.dropped, "updated_at": self.m.now()}
+        new = await self.schedules.store.update_schedule(rec.schedule_id, changes | last, rec.version)
         if p.dropped:
             log.info("schedule.ticks_skipped", schedule_id=rec.schedule_id, count=p.dropped)
+        if new is None and last:
+            # Another process moved it on first: one that lost this tick's firing to us, so it knows no
+            # job of it. The last firing is ours to record, or nobody records it.
+            new = await self._record_last(rec.schedule_id, last)
         return new or rec  # None: another process moved it on first (it fired those ticks, or will)
+
+    async def _record_last(self, schedule_id: str, last: dict[str, Any]) -> ScheduleRecord | None:
+        """Set the last firing on the schedule as it is now, unless a later tick was recorded already."""
+        store = self.schedules.store
+        for _ in range(RECORD_LAST_TRIES):
+            current = await store.get_schedule(schedule_id)
+            if current is None or (current.last_tick is not None and current.last_tick >= last["last_tick"]):
+                return current
+            new = await store.update_schedule(schedule_id, last, current.version)
+            if new is not None:
+                return new
+        return None
 
     async def _fire(self, rec: ScheduleRecord, tick: int) -> str | None:
         task = TaskSpec(priority=Priority(rec.priority), operation_type=_op(rec.operation_type))
