@@ -171,18 +171,19 @@ async def test_the_firing_is_recorded_when_the_process_that_lost_it_moves_the_sc
     """On PostgreSQL the loser of a tick's firing waits for the winner's commit, then moves the schedule on
     first, knowing no job of it: lastFiredAt and lastJobId stayed empty for every tick."""
     one, two = ticker_of(make_manager()), ticker_of(make_manager())
+    schedules = one.schedules.store  # the store, as its schedules' keeper
     sch = await create(one, everySeconds=1)
     clock.advance(1)
-    rec = await store.get_schedule(sch.schedule_id)
+    rec = await schedules.get_schedule(sch.schedule_id)
     assert rec is not None
     p = await one._plan(rec)
     last = await one._fire_ticks(rec, p)  # one fires the tick ...
     assert last["last_tick"] == sch.next_fire_at
     await two.tick()  # ... two loses its firing and moves the schedule on first
-    moved = await store.get_schedule(sch.schedule_id)
+    moved = await schedules.get_schedule(sch.schedule_id)
     assert moved is not None and moved.next_fire_at == p.next_fire_at and moved.last_job_id is None
     await one._move_on(rec, p, last)  # one's compare-and-set misses: it records its firing on the new version
-    after = await store.get_schedule(sch.schedule_id)
+    after = await schedules.get_schedule(sch.schedule_id)
     assert after is not None and after.next_fire_at == p.next_fire_at
     assert (after.last_job_id, after.last_tick) == (last["last_job_id"], last["last_tick"])
     assert [j.id for j in await fired(store)] == [last["last_job_id"]]
