@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
 from tests.e2e.test_crash_recovery import (
     INTERRUPTED,
@@ -140,3 +141,27 @@ async def test_a_paused_server_resumed_after_losing_its_lease_does_not_run_adopt
     assert runs[a_unsafe] == [(1, a.pid)]
     assert runs[a_safe] == [(1, a.pid), (2, b.pid)]
     assert runs[a_queued] == [(1, b.pid)], "the resumed server ran a job the other had adopted"
+
+
+async def test_a_job_waiting_on_a_dependency_run_by_the_other_server_runs_once_it_completes(setup: Setup) -> None:
+    """Each server heard only of its own jobs' ends: a job on B waiting on a job run by A stayed pending
+    for ever (and so did one waiting on a job cancelled through A)."""
+    with serve_many(setup, 2) as (a, b):
+        async with client_of(a) as ca, client_of(b) as cb:
+            first = await submit(ca, "slow_unsafe", {"seconds": 0.3, "tag": "first"})
+            doomed = await submit(ca, "slow_unsafe", {"seconds": 600, "tag": "doomed"})
+            after = await dependent(cb, first, "after")
+            blocked = await dependent(cb, doomed, "blocked")
+            await wait_for(ca, doomed, ("running",), within=10)
+            await ca.call_tool("cancel-job", {"jobId": doomed})
+            assert (await wait_for(cb, after, within=10))["status"] == "completed"
+            failed = await wait_for(cb, blocked, within=10)
+    assert failed["status"] == "failed" and doomed in error_text(failed), failed
+    assert executions(setup.exec_log)[after] == [(1, b.pid)]
+
+
+async def dependent(client: Client, dependency: str, tag: str) -> str:
+    args = {"tool": "slow_unsafe", "arguments": {"seconds": 0.1, "tag": tag}, "dependsOn": [dependency]}
+    result = await client.call_tool("submit-job", args)
+    assert not result.is_error and result.structured_content is not None, result.content
+    return str(result.structured_content["jobId"])

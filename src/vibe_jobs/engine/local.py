@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from vibe_jobs.states import FINAL, JobStatus
 
 CANCEL_CHECK_SECONDS = 0.5  # how often running jobs are checked for cancels and takeovers written elsewhere
 SCAN_LIMIT = 256  # ready jobs one decision looks at past a blocked head or a full tool
+DEPENDENCY_CHECKS = 256  # dependencies run elsewhere read per check (every CANCEL_CHECK_SECONDS at most)
 
 
 @dataclass(slots=True)
@@ -254,14 +256,29 @@ class LocalSource:
         await self.executor.drained()
 
     async def run_timers(self) -> None:
-        """Release delayed (retry) jobs when due, and honour cancellations requested by other processes."""
+        """Release delayed (retry) jobs when due, honour cancellations requested by other processes, and
+        settle jobs whose dependencies ended in another process."""
         while True:
             self.pump()
             await self._checks.attempt(self.executor.check_running)  # the store fails: tried again after a backoff
+            if self._dependents:
+                await self._checks.attempt(self._check_foreign_dependencies)
             delay = (self._delayed[0][0] - self.m.now()) / 1000 if self._delayed else 3600.0
             with anyio.move_on_after(max(0.001, min(delay, CANCEL_CHECK_SECONDS))):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    async def _check_foreign_dependencies(self) -> None:
+        """Settle jobs waiting on dependencies this process does not run: another server on the same store
+        runs them, and this process hears only of its own jobs' ends (`on_finished`). A few at a time."""
+        running = self.executor.running
+        foreign = [dep for dep in self._dependents if dep not in self.queued and dep not in running]
+        if len(foreign) > DEPENDENCY_CHECKS:
+            foreign = random.sample(foreign, DEPENDENCY_CHECKS)
+        for dep in foreign:
+            rec = await self.m.store.get(dep)
+            if rec is None or rec.status in FINAL:
+                self._dependency_finished(dep, None if rec is None else rec.status)
 
     async def recover(self) -> int:
         """Adopt orphaned jobs (owners gone) and queue the pending ones."""
