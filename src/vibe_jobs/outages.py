@@ -64,13 +64,19 @@ class StoreRetry:
             await anyio.sleep(delay)
         return False
 
-    async def until_done(self, step: Callable[[], Awaitable[Any]], **fields: Any) -> bool:
+    async def until_done(self, step: Callable[[], Awaitable[Any]], *, give_up: bool = True, **fields: Any) -> bool:
         """Run `step` until it works (True), through transient store failures; False after a store
-        failure that is not transient (logged as an error: trying again would fail again)."""
+        failure that is not transient (logged as an error: trying again would likely fail again). With
+        `give_up=False` (what must be written: a job's outcome), such a failure is retried too, at the
+        slowest pace (`most`): a disk that failed (I/O error) or a permission taken away may come back."""
         while (failure := await self._once(step)) is not None:
             if not failure.transient:
-                log.error(self.event, error=_text(failure), gave_up=True, **fields)
-                return False
+                log.error(self.event, error=_text(failure), gave_up=give_up, **fields)
+                if give_up:
+                    return False
+                self._failed(failure, fields)
+                await anyio.sleep(self.most)
+                continue
             await anyio.sleep(self._failed(failure, fields))
         return True
 

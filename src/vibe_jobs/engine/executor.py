@@ -321,14 +321,15 @@ class Executor:
     # -- outcomes --------------------------------------------------------------------------
 
     async def _settle_durably(self, run: Run, abandoned: bool) -> None:
-        """Write the outcome; while the store fails transiently (locked, full, restarting) retry with backoff
-        until it is back (outages.py): the run keeps its slot and its lease meanwhile, so the job is not lost.
-        The writes are fenced by attempt, so a late one is refused, not applied. Given up (a store failure
-        that is not transient), the job is recovered once its lease lapses (a restart, another process)."""
+        """Write the outcome, retrying with backoff while the store fails (outages.py), whatever the failure:
+        the run keeps its slot and its lease meanwhile, so the job is neither lost nor left running once the
+        store works again (this process renews its lease, so nobody would recover it). A failure that is not
+        transient (an I/O error, a permission taken away) is retried at the slowest pace. The writes are
+        fenced by attempt, so a late one is refused, not applied. The server stopping ends the retries: the
+        job is then recovered at the next start, or by another process once the lease lapses."""
         usage = _usage(run.ctx, run.cpu0, run.wall0)
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
-        if not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
-            log.error("job.outcome_not_written", job_id=run.rec.id)
+        await retry.until_done(lambda: self._settle(run, abandoned, usage), give_up=False, job_id=run.rec.id)
 
     async def _settle(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
         ctx, rec = run.ctx, run.rec

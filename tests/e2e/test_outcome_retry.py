@@ -1,0 +1,71 @@
+"""A job's outcome that the store refuses for a reason that is not transient (here: PostgreSQL's permission
+to update the jobs table taken away while the job runs) is written once the store takes it again.
+
+It was given up at the first refusal: the job stayed `running` for as long as its server lived, since that
+server kept renewing its lease and nobody recovers a job whose owner is alive.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import HttpServer, start_http
+from tests.e2e.test_crash_recovery import read, submit, wait_for
+from tests.pg import postgres_url
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
+
+
+@asynccontextmanager
+async def writer_role(base: str) -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
+    """A login role of its own with a schema of its own: (its store URL, the schema, an admin connection)."""
+    role, schema = f"vj_writer_{os.urandom(4).hex()}", f"vj_perm_{os.urandom(4).hex()}"
+    admin = await asyncpg.connect(base)
+    try:
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'CREATE ROLE {role} LOGIN; GRANT CREATE ON DATABASE "{database}" TO {role}')
+        parts = urlsplit(base)
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{role}@{host}", query=f"schema={schema}"))
+        yield url, schema, admin
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.execute(
+            f'REVOKE CREATE ON DATABASE "{database}" FROM {role}; DROP OWNED BY {role}; DROP ROLE {role}'
+        )
+        await admin.close()
+
+
+async def logged(server: HttpServer, text: str, within: float) -> None:
+    """Bounded polling of the server's log (nothing else tells a test that a write was refused)."""
+    with anyio.fail_after(within):
+        while True:
+            server.errlog.seek(0)
+            if text.encode() in server.errlog.read():
+                return
+            await anyio.sleep(0.05)
+
+
+async def test_an_outcome_the_store_refused_is_written_once_the_store_takes_it_again() -> None:
+    async with writer_role(postgres_url("the outcome retry test")) as (url, schema, admin):
+        args = ["--store", url, "--tools", "tests.e2e.crash_tools"]
+        with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, args) as server:
+            async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+                job_id = await submit(client, "slow_unsafe", {"seconds": 1.0, "tag": "refused"})
+                await wait_for(client, job_id, ("running",), within=15)
+                role = urlsplit(url).username
+                await admin.execute(f"REVOKE UPDATE ON {schema}.jobs FROM {role}")
+                await logged(server, "job.outcome_retry", within=15)  # the outcome was refused: permission
+                await admin.execute(f"GRANT UPDATE ON {schema}.jobs TO {role}")
+                done = await wait_for(client, job_id, within=15)
+                assert done["status"] == "completed", done
+                assert done["result"]["structuredContent"]["tag"] == "refused"
+                assert (await read(client, job_id))["status"] == "completed"
