@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import HttpServer
 from vibe_jobs.cli.call import ProgressView, build_arguments, parse_value, server_command, started_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,12 +145,25 @@ def test_failed_job_exits_1_with_its_message(runs: Runs) -> None:
     assert "failed" in res.err and "kaboom" in res.err and "Traceback" not in res.err
 
 
-def test_no_wait_prints_the_job_id(runs: Runs) -> None:
+def test_no_wait_without_a_running_server_is_refused(runs: Runs) -> None:
+    """The server `call` started stopped when it exited: the job printed was killed at once."""
     res = runs.outcome("no_wait")
-    assert res.code == 0, res.err
-    job_id = res.out.strip()
+    assert res.code == 2 and res.out == "", res
+    assert "--no-wait needs --url" in res.err and "Traceback" not in res.err
+
+
+def test_no_wait_prints_the_job_id_of_a_job_the_running_server_finishes(http_server: HttpServer) -> None:
+    cmd = [sys.executable, "-m", "vibe_jobs", "call", "sleepy", "--arg", "seconds=0.2", "--url", http_server.url]
+    done = subprocess.run([*cmd, "--no-wait"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
     assert len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
-    assert "get-job-result" in res.err
+    assert "get-job-result" in done.stderr
+    follow = [sys.executable, "-m", "vibe_jobs", "call", "get-job-result", "--arg", f"jobId={job_id}"]
+    args = ["--arg", "waitSeconds=10", "--url", http_server.url, "--output", "json"]
+    read = subprocess.run([*follow, *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0, read
+    assert '"completed"' in read.stdout, read
 
 
 def test_json_prints_the_status_message(runs: Runs) -> None:

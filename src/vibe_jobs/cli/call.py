@@ -57,7 +57,7 @@ def add_call_parser(sub: Any) -> None:
         default=os.environ.get("VIBE_JOBS_TOKEN"),
         help="bearer token for --url (default: env VIBE_JOBS_TOKEN; the environment keeps it out of `ps`)",
     )
-    call.add_argument("--no-wait", action="store_true", help="print the jobId and exit")
+    call.add_argument("--no-wait", action="store_true", help="print the jobId and exit (with --url)")
     call.add_argument(
         "--json",
         nargs="?",
@@ -423,6 +423,11 @@ def run_call(args: argparse.Namespace, settings: Settings) -> int:
         split_json_flag(args)
         arguments = build_arguments(args.arg, args.json_args)
         server_command(args.server_cmd)
+        if args.no_wait and not args.url:
+            raise ValueError(
+                "--no-wait needs --url (a running server): the server `call` starts over stdio stops when "
+                "`call` exits, and the job with it"
+            )
     except ValueError as exc:
         print(f"vibe-jobs call: {exc}", file=sys.stderr)
         return EXIT_USAGE
