@@ -254,3 +254,22 @@ def test_json_output_hides_secrets_as_the_text_does(tmp_path: Path) -> None:
     assert json.loads(outputs[0])["jobs"][0]["params"] == shown
     for out in outputs:
         assert "TOPSECRET" not in out and "ENVSECRET" not in out
+
+
+async def _many(url: str, n: int) -> None:
+    async with JobManager(open_store(url), Settings()) as m:
+        for i in range(n):
+            await m.create_job("noop", {"i": i})
+
+
+def test_stats_on_a_damaged_store_is_an_error_not_zeros(tmp_path: Path) -> None:
+    """`jobs stats` printed every count as 0 and exit status 0 for a damaged file (list and purge said why)."""
+    db = tmp_path / "jobs.db"
+    anyio.run(_many, f"sqlite:///{db}", 300)
+    data = bytearray(db.read_bytes())
+    data[24576 : 24576 + 8192] = b"\xaa" * 8192  # two pages the counts read (the file opens: its first page is whole)
+    db.write_bytes(bytes(data))
+    cmd = [sys.executable, "-m", "vibe_jobs", "jobs", "stats", "--store", f"sqlite:///{db}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "corrupt" in done.stderr and done.stdout == "", done.stderr

@@ -208,6 +208,7 @@ async def cmd_cancel(m: JobManager, args: argparse.Namespace) -> int:
 
 
 async def cmd_stats(m: JobManager, args: argparse.Namespace) -> int:
+    await m.store.counts()  # a store that cannot count is an error here (statistics() reports it as health)
     stats = await m.statistics()
     if args.json:
         _emit({"counts": stats.counts, "total": stats.total, "running": stats.running, "queueDepth": stats.queue_depth})
