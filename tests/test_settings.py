@@ -135,6 +135,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_MAX_WAIT_SECONDS", "0"),
         ("VIBE_JOBS_MAX_WAIT_SECONDS", "nan"),
         ("VIBE_JOBS_MAX_WAIT_SECONDS", "inf"),
+        ("VIBE_JOBS_MAX_WAIT_SECONDS", "100"),  # waitSeconds allows 50: agents were told to wait 100 and refused
         ("VIBE_JOBS_MAX_PENDING", "-10"),
         ("VIBE_JOBS_LEASE_SECONDS", "-1"),
         ("VIBE_JOBS_LEASE_SECONDS", "inf"),

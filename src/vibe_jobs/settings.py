@@ -25,6 +25,7 @@ from vibe_jobs.polling import PollingPolicy
 from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern
 
 MIB = 1024 * 1024
+MAX_WAIT_SECONDS = 50  # the most get-job-result waits in one call (its schema says so; the setting may lower it)
 
 
 def default_store_url() -> str:
@@ -51,7 +52,7 @@ class Settings:
     poll_factor: float = 2.0
     poll_max_ms: int = 30_000
     max_params_bytes: int = MIB
-    max_wait_ms: int = 50_000  # the cap of get-job-result's waitSeconds
+    max_wait_ms: int = MAX_WAIT_SECONDS * 1000  # the cap of get-job-result's waitSeconds (it can only lower it)
     max_pending: int = 100_000
     lease_ms: int = 30_000  # a process's lease on the jobs it runs
     aging_ms: int = 60_000  # a waiting job gains one priority level per this much waiting
@@ -147,6 +148,14 @@ def _seconds_as_ms(raw: str) -> int:
     return ms
 
 
+def _wait_cap_ms(raw: str) -> int:
+    """The cap of get-job-result's waitSeconds: at most MAX_WAIT_SECONDS, what its schema allows."""
+    ms = _seconds_as_ms(raw)
+    if ms > MAX_WAIT_SECONDS * 1000:
+        raise ValueError(f"must be at most {MAX_WAIT_SECONDS} (get-job-result's waitSeconds allows no more)")
+    return ms
+
+
 def _factor(raw: str) -> float:
     value = float(raw)
     if not 1 <= value < math.inf:  # also refuses nan and inf
@@ -182,7 +191,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_POLL_FACTOR": ("poll_factor", _factor),
     "VIBE_JOBS_POLL_MAX_MS": ("poll_max_ms", _positive_int),
     "VIBE_JOBS_MAX_PARAMS_BYTES": ("max_params_bytes", _positive_int),
-    "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_ms", _seconds_as_ms),
+    "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_ms", _wait_cap_ms),
     "VIBE_JOBS_MAX_PENDING": ("max_pending", _positive_int),
     "VIBE_JOBS_LEASE_SECONDS": ("lease_ms", _seconds_as_ms),
     "VIBE_JOBS_AGING_SECONDS": ("aging_ms", _seconds_as_ms),

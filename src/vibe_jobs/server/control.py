@@ -36,6 +36,7 @@ from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
 from vibe_jobs.server.wrap import admit, checked_tool, error_result, job_error_result, start_job
+from vibe_jobs.settings import MAX_WAIT_SECONDS
 from vibe_jobs.states import JobStatus
 
 # An id, a name or a cursor a caller sends: at most this long (ids are 32 characters), so that a refusal
@@ -100,7 +101,9 @@ class ControlTools:
         includeDetails: Annotated[bool, Field(description="Include stage, diagnostics and metadata.")] = True,
         waitSeconds: Annotated[
             float,
-            Field(ge=0, le=50, description="Wait up to this many seconds for the job to finish (long-poll)."),
+            Field(
+                ge=0, le=MAX_WAIT_SECONDS, description="Wait up to this many seconds for the job to finish (long-poll)."
+            ),
         ] = 0,
     ) -> Annotated[CallToolResult, JobStatusMessage]:
         """Read a background job: its status, progress, and its result once finished."""
