@@ -4,6 +4,8 @@ by the test: the audience, issuer, expiry and signature are checked; the protect
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from tests.e2e.conftest import MODES, HttpServer, start_http
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
 from tests.e2e.test_identity_e2e import UNKNOWN_ID, assert_answers_as_unknown, client_as, listed
 from tests.e2e.test_jobs_e2e import start, structured
 
@@ -113,3 +115,19 @@ async def test_the_protected_resource_metadata_is_served(jwt_server: HttpServer)
     metadata = response.json()
     assert metadata["resource"] == f"http://127.0.0.1:{jwt_server.port}/mcp"
     assert [s.rstrip("/") for s in metadata["authorization_servers"]] == [ISSUER]
+
+
+@pytest.mark.parametrize(
+    ("jwks", "issuer", "named"),
+    [
+        ("http://127.0.0.1:1/jwks", "x", "--auth-issuer (VIBE_JOBS_AUTH_ISSUER) must be an http(s) URL, not 'x'"),
+        ("foo", "https://issuer.example", "--auth-jwks (VIBE_JOBS_AUTH_JWKS) must be an http(s) URL, not 'foo'"),
+    ],
+)
+def test_a_jwt_option_that_is_not_a_url_is_one_line_at_start_up(jwks: str, issuer: str, named: str) -> None:
+    """It was a pydantic or PyJWK traceback."""
+    args = ["--transport", "streamable-http", "--port", str(free_port())]
+    auth = ["--auth-jwks", jwks, "--auth-issuer", issuer, "--auth-audience", "aud"]
+    env = {**os.environ, **BASE_ENV}
+    done = subprocess.run([*SERVER, *args, *auth], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"vibe-jobs: {named}", done.stderr

@@ -225,15 +225,25 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         if not all(jwt_options):
             raise ConfigError("JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience")
         jwks, issuer, audience = (str(o) for o in jwt_options)
+        issuer_url = _http_url(issuer, "--auth-issuer (VIBE_JOBS_AUTH_ISSUER)")
+        _http_url(jwks, "--auth-jwks (VIBE_JOBS_AUTH_JWKS)")
         return AuthSetup(
             JwtVerifier(jwks, issuer, audience),
             AuthSettings(
-                issuer_url=AnyHttpUrl(issuer),
+                issuer_url=issuer_url,
                 resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
                 validate_token_resource=False,  # the verifier checks the audience itself
             ),
         )
     return AuthSetup()
+
+
+def _http_url(value: str, what: str) -> AnyHttpUrl:
+    """`value` as an http(s) URL, or ConfigError naming the option (a bad one was a traceback at start-up)."""
+    try:
+        return AnyHttpUrl(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be an http(s) URL, not {value!r}") from None
 
 
 def is_loopback(host: str) -> bool:
