@@ -13,6 +13,7 @@ from vibe_jobs.redact import MASK, is_secret, may_hold_url_secret, redact_params
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _level = logging.INFO
+_renderer: Any = structlog.processors.JSONRenderer()
 
 
 def debug_enabled() -> bool:
@@ -24,8 +25,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Send structlog output to stderr; never to stdout (stdout carries the MCP protocol on stdio)."""
     global _level
     _level = _LEVELS.get(level, logging.INFO)
+    global _renderer
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    _renderer = renderer
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -39,6 +42,32 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's logging (its start-up lines, errors, the access log) as structlog writes: to stderr, JSON when
+    ours is, redacted. uvicorn's own configuration sends the access log to stdout as plain text."""
+    formatter = {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "foreign_pre_chain": [
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_event, _renderer],
+    }
+    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "structlog"}
+    level = logging.getLevelName(_level)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"structlog": formatter},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            name: {"handlers": ["stderr"], "level": level, "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
 
 
 def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -8,6 +8,7 @@ nothing but the error's own request is affected.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -332,3 +333,25 @@ async def test_a_tools_module_that_prints_when_imported_does_not_reach_stdout_on
         errlog.seek(0)
         logged = errlog.read().decode()
     assert "printed while the module is imported" in logged and "written to sys.stdout too" in logged
+
+
+def test_over_http_stdout_stays_empty_and_the_access_log_is_json_on_stderr() -> None:
+    """uvicorn wrote its access log to stdout as plain text (README: structlog to stderr, JSON)."""
+    from tests.e2e.conftest import BASE_ENV, SERVER, free_port, stop, wait_for_port
+
+    port = free_port()
+    cmd = [*SERVER, "--transport", "streamable-http", "--port", str(port)]
+    env = {**os.environ, **BASE_ENV, "VIBE_JOBS_LOG_LEVEL": "info"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            wait_for_port(port, proc)
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        finally:
+            stop(proc)
+        out.seek(0)
+        err.seek(0)
+        written, logged = out.read(), err.read().decode()
+    assert written == b"", written[:500]
+    access = [json.loads(line) for line in logged.splitlines() if '"uvicorn.access"' in line]
+    assert access and "GET /healthz" in access[0]["event"], logged[-2000:]

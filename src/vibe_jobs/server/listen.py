@@ -19,7 +19,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vibe_jobs.errors import ConfigError
-from vibe_jobs.logs import get_logger
+from vibe_jobs.logs import get_logger, uvicorn_log_config
 
 log = get_logger("vibe_jobs.server.listen")
 
@@ -84,7 +84,9 @@ async def serve_http(
     """Serve `app` on the bound `sock` until cancelled (SIGINT/SIGTERM end uvicorn as usual); `announce` is
     printed to stderr once it listens."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
-    config = uvicorn.Config(app, log_level=log_level, http=protocol, timeout_keep_alive=5)
+    config = uvicorn.Config(
+        app, log_level=log_level, log_config=uvicorn_log_config(), http=protocol, timeout_keep_alive=5
+    )
     if announce is not None:
         print(announce, file=sys.stderr, flush=True)
     await uvicorn.Server(config).serve(sockets=[sock])
