@@ -3,10 +3,12 @@ engine it builds for its store runs the tools registered on it."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -108,3 +110,29 @@ def test_a_served_process_leaves_its_start_up_heap_out_of_garbage_collections() 
     assert done.stdout == ""  # stdio: nothing but protocol on stdout
     frozen, total = map(int, re.findall(r"^frozen (\d+) of (\d+)$", done.stderr, re.MULTILINE)[0])
     assert frozen > total / 2, done.stderr
+
+
+LIBRARY_SERVER = """
+import sys
+from vibe_jobs import JobServer, job_tool
+
+@job_tool(description="adds")
+def add(a: int, b: int) -> int:
+    return a + b
+
+server = JobServer()
+print(server.manager.store.url, server.settings.max_concurrent, file=sys.stderr)
+"""
+
+
+def test_the_library_form_reads_the_environment_as_serve_does(tmp_path: Path) -> None:
+    """`JobServer()` (the README's library form) kept its jobs in memory and ignored every variable."""
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    env = {"PATH": os.environ.get("PATH", ""), "VIBE_JOBS_STORE": url, "JOB_MANAGER_MAX_CONCURRENT": "3"}
+    done = subprocess.run([sys.executable, "-c", LIBRARY_SERVER], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr.split() == [url, "3"], done.stderr
+    bad = {**env, "JOB_MANAGER_MAX_CONCURRENT": "abc"}
+    refused = subprocess.run(
+        [sys.executable, "-c", LIBRARY_SERVER], env=bad, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0 and "JOB_MANAGER_MAX_CONCURRENT" in refused.stderr, refused.stderr

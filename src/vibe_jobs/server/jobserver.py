@@ -54,7 +54,8 @@ class JobServer:
         concurrency: int | None = None,
     ) -> None:
         self.name, self.instructions = name, instructions
-        self.settings = settings or Settings()
+        # no settings: the environment's, as `vibe-jobs serve` reads them (the SQLite store by default)
+        self.settings = settings if settings is not None else Settings.from_env()
         set_secret_pattern(self.settings.secret_pattern)
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
