@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,7 +18,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import MODES, stdio_client_for
+from tests.e2e.conftest import MODES, ROOT, stdio_client_for
 from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
 
 pytestmark = pytest.mark.timeout(90)
@@ -386,3 +387,25 @@ async def test_run_command_cancel_kills_the_whole_process_group(tmp_path: Path) 
     assert structured(cancelled)["status"] == "cancelled", texts(cancelled)
     assert body["status"] == "cancelled" and result.is_error, texts(result)
     assert left == [], f"processes of group {pgid} still alive after the cancel"
+
+
+def _serve_stdio_and_close(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://"]
+    full = {**os.environ, "PYTHONPATH": str(ROOT), "VIBE_JOBS_LOG_LEVEL": "warning", **env}
+    return subprocess.run(cmd, cwd=ROOT, env=full, input="", capture_output=True, text=True, timeout=60)
+
+
+def test_a_root_that_is_no_directory_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    """A missing root (or roots joined by commas) started silently; every call was then refused."""
+    joined = f"{tmp_path / 'r1'},{tmp_path / 'r2'}"
+    done = _serve_stdio_and_close({"VIBE_JOBS_ROOTS": joined})
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert "VIBE_JOBS_ROOTS=" in done.stderr and "is not a directory" in done.stderr
+    assert f"separated by {os.pathsep!r}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_allowed_program_that_is_not_there_is_warned_of_at_start_up() -> None:
+    done = _serve_stdio_and_close({"VIBE_JOBS_ALLOWED_COMMANDS": "sh,no-such-program-here"})
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    warned = [line for line in done.stderr.splitlines() if "run_command.program_not_found" in line]
+    assert len(warned) == 1 and "no-such-program-here" in warned[0] and "VIBE_JOBS_ALLOWED_COMMANDS" in warned[0]

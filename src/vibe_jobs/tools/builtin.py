@@ -13,6 +13,7 @@ from pydantic import Field
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import JobTimeout, NonRetryableError
 from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.results import json_size, text_result
 from vibe_jobs.settings import Settings
@@ -21,6 +22,8 @@ from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMa
 from vibe_jobs.tools.command import CommandFailedToStart, kill_leftovers, run_process
 from vibe_jobs.tools.printable import printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
+
+log = get_logger("vibe_jobs.tools.builtin")
 
 MAX_FILES_CAP = 1_000_000
 MAX_GLOBS = 1000
@@ -205,6 +208,8 @@ def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     mapper = MapCodebase(roots, settings.max_result_bytes)
     server.add_spec(_spec(mapper, "map-codebase", "codemap"))
     allowlist = Allowlist.build(settings.allowed_commands, settings.command_env, root=roots[0], environ=os.environ)
+    for program in sorted(name for name, found in allowlist.programs.items() if found is None):
+        log.warning("run_command.program_not_found", program=program, setting="VIBE_JOBS_ALLOWED_COMMANDS")
     if allowlist.programs:
         runner = RunCommand(roots, allowlist)
         spec = _spec(runner, "run-command", "execution")

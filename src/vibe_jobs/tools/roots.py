@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vibe_jobs.errors import ConfigError
 from vibe_jobs.tools.printable import shortened
 
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: no longer path can be opened anyway
@@ -24,12 +25,18 @@ class PathRefused(ValueError):
 
 
 def parse_roots(value: str | None, *, cwd: Path | None = None) -> tuple[Path, ...]:
-    """Turn the `VIBE_JOBS_ROOTS` value into resolved directories (default: cwd)."""
+    """Turn the `VIBE_JOBS_ROOTS` value into resolved directories (default: cwd); ConfigError for one that
+    is not a directory (every call under it would be refused, by a message that names no root)."""
     base = cwd or Path.cwd()
     parts = [p for p in (value or "").split(os.pathsep) if p.strip()]
     if not parts:
         return (base.resolve(),)
-    return tuple((base / p.strip()).resolve() for p in parts)
+    roots = tuple((base / p.strip()).resolve() for p in parts)
+    for part, root in zip(parts, roots, strict=True):
+        if not root.is_dir():
+            hint = f" (roots are separated by {os.pathsep!r}, not ',')" if "," in part else ""
+            raise ConfigError(f"VIBE_JOBS_ROOTS={value!r} is invalid: {part.strip()!r} is not a directory{hint}")
+    return roots
 
 
 def is_within(path: Path, roots: Sequence[Path]) -> bool:
