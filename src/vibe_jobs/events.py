@@ -13,10 +13,14 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 
 from vibe_jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from vibe_jobs.models import JobRecord
 
 
 class EventType(StrEnum):
@@ -49,6 +53,21 @@ class JobEvent:
     progress: float | None = None
     message: str | None = None
     stage: str | None = None
+
+
+def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
+    """The event of a change that made `rec`."""
+    return JobEvent(
+        kind,
+        rec.id,
+        rec.tool_name,
+        rec.status,
+        rec.version,
+        rec.updated_at,
+        rec.progress_percentage,
+        rec.progress_message,
+        rec.current_stage,
+    )
 
 
 class Subscription:

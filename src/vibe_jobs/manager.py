@@ -31,7 +31,7 @@ from vibe_jobs.errors import (
     StoreError,
     UnknownDependency,
 )
-from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription
+from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription, job_event
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
@@ -457,19 +457,7 @@ class JobManager:
 
     def _publish(self, kind: EventType, rec: JobRecord) -> None:
         """Publish a change (callers on the hot path ask `bus.wants` first: nobody listens, nothing is built)."""
-        self.bus.publish(
-            JobEvent(
-                kind,
-                rec.id,
-                rec.tool_name,
-                rec.status,
-                rec.version,
-                rec.updated_at,
-                rec.progress_percentage,
-                rec.progress_message,
-                rec.current_stage,
-            )
-        )
+        self.bus.publish(job_event(kind, rec))
 
     async def update_job_status(
         self, job_id: str, status: JobStatus | str, message: str | None = None, progress: float | None = None

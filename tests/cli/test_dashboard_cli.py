@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2 as httpx
@@ -171,3 +173,43 @@ def test_a_port_in_use_is_one_line_and_exit_2(command: list[str]) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"vibe-jobs: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert done.stdout == ""
+
+
+async def _advance(url: str, job_id: str) -> None:
+    async with JobManager(open_store(url)) as m:  # another process, as far as the dashboard knows
+        await m.start_job(job_id)
+        await m.set_job_result(job_id, {"content": [{"type": "text", "text": "done elsewhere"}]})
+
+
+async def _create(url: str) -> str:
+    async with JobManager(open_store(url)) as m:
+        return await m.create_job("demo", {"n": 99})
+
+
+def _events_until(lines: Iterator[str], wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    kind = ""
+    for line in lines:
+        if line.startswith("event:"):
+            kind = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and kind == "job" and wanted(event := json.loads(line[5:])):
+            return event
+    raise AssertionError("the stream ended")
+
+
+def test_the_dashboard_alone_streams_changes_other_processes_make(tmp_path: Path) -> None:
+    """Its events came only from its own process's bus: a job run by a server stayed as first shown."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    (job_id,) = fill(url, 1)
+    with dashboard(url) as base, httpx.Client(base_url=base, timeout=15) as http:
+        with http.stream("GET", f"/events?job={job_id}") as one:
+            lines = one.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: hello"
+            anyio.run(_advance, url, job_id)
+            done = _events_until(lines, lambda ev: ev["status"] == "completed")
+        assert done["jobId"] == job_id and done["type"] == "completed"
+        with http.stream("GET", "/events") as every:
+            lines = every.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: hello"
+            new_id = anyio.run(_create, url)
+            created = _events_until(lines, lambda ev: ev["jobId"] == new_id)
+        assert created["type"] == "created" and created["status"] == "pending"

@@ -1,4 +1,4 @@
-"""Live updates: Server-Sent Events from the job event bus (the page holds one EventSource, no polling).
+"""Live updates: Server-Sent Events from the job event bus and the store (the page holds one EventSource).
 
 `/events` streams every job's changes (`?job=ID`: one job's) as `event: job`, and the queue figures every
 few seconds as `event: stats` (depth, running, throughput, error rate, health) for the sparklines and banner.
@@ -17,11 +17,16 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from vibe_jobs.events import JobEvent
+from vibe_jobs.errors import StoreError
+from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent, job_event
 from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobRecord
 from vibe_jobs.server.http.guard import Refused
+from vibe_jobs.store.base import JobQuery
 
 STATS_SECONDS = 2.0
+WATCH_SECONDS = 1.0  # how often the store is read for changes other processes made
+WATCH_ROWS = 50  # the jobs the list page shows first
 
 
 def event_data(ev: JobEvent) -> dict[str, Any]:
@@ -50,19 +55,70 @@ async def stats_data(manager: JobManager) -> dict[str, Any]:
     }
 
 
+class StoreWatch:
+    """Changes made by other processes, read from the store every WATCH_SECONDS: the bus carries this
+    process's own, and the dashboard alone (`vibe-jobs dashboard`), a `--no-worker` replica or a second
+    server on one SQLite file runs none of the jobs it shows. The watched job, or the newest WATCH_ROWS
+    jobs (the list page's first page); a version seen already (from the bus or a read) is not sent again."""
+
+    def __init__(self, manager: JobManager, job_id: str | None) -> None:
+        self.m, self.job_id = manager, job_id
+        self.seen: dict[str, int] = {}
+        self.primed = False  # the first read only notes what the page was rendered with
+
+    def saw(self, event: JobEvent) -> None:
+        self.seen[event.job_id] = max(event.version, self.seen.get(event.job_id, 0))
+
+    async def changes(self) -> list[JobEvent]:
+        records = await self._records()
+        events = []
+        for rec in records:
+            last = self.seen.get(rec.id)
+            if self.primed and (last is None or rec.version > last):
+                kind = EventType.CREATED if last is None and self.job_id is None else None
+                events.append(job_event(kind or STATUS_EVENTS.get(rec.status, EventType.PROGRESS), rec))
+        self.seen = {rec.id: max(rec.version, self.seen.get(rec.id, 0)) for rec in records}
+        self.primed = True
+        return events
+
+    async def _records(self) -> list[JobRecord]:
+        if self.job_id is None:
+            return await self.m.store.query(JobQuery(limit=WATCH_ROWS))
+        rec = await self.m.store.get(self.job_id)
+        return [rec] if rec is not None else []
+
+
 async def stream(manager: JobManager, job_id: str | None, stats_every: float) -> AsyncIterator[dict[str, str]]:
+    watch = StoreWatch(manager, job_id)
     with manager.subscribe(job_id) as sub:
+        await _watched(watch)  # what the page shows: changes come after it (and after hello)
         yield {"event": "hello", "data": json.dumps({"job": job_id})}
-        next_stats = anyio.current_time()
+        now = anyio.current_time()
+        next_stats, next_watch = now, now + WATCH_SECONDS
         while True:
-            if job_id is None and anyio.current_time() >= next_stats:
-                next_stats = anyio.current_time() + stats_every
+            now = anyio.current_time()
+            if job_id is None and now >= next_stats:
+                next_stats = now + stats_every
                 yield {"event": "stats", "data": json.dumps(await stats_data(manager))}
+            if now >= next_watch:
+                next_watch = now + WATCH_SECONDS
+                for change in await _watched(watch):
+                    yield {"event": "job", "data": json.dumps(event_data(change))}
+            until = min(next_watch, next_stats) if job_id is None else next_watch
             event: JobEvent | None = None
-            with anyio.move_on_after(max(0.0, next_stats - anyio.current_time()) if job_id is None else 15):
+            with anyio.move_on_after(max(0.0, until - anyio.current_time())):
                 event = await sub.__anext__()
             if event is not None:
+                watch.saw(event)
                 yield {"event": "job", "data": json.dumps(event_data(event))}
+
+
+async def _watched(watch: StoreWatch) -> list[JobEvent]:
+    try:
+        return await watch.changes()
+    except StoreError as exc:  # the stats' health names the failure; the stream goes on
+        watch.m.store_failed(exc)
+        return []
 
 
 def events_endpoint(
