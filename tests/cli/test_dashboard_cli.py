@@ -191,8 +191,10 @@ def _events_until(lines: Iterator[str], wanted: Callable[[dict[str, Any]], bool]
     for line in lines:
         if line.startswith("event:"):
             kind = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and kind == "job" and wanted(event := json.loads(line[5:])):
-            return event
+        elif line.startswith("data:") and kind == "job":
+            event: dict[str, Any] = json.loads(line[5:])
+            if wanted(event):
+                return event
     raise AssertionError("the stream ended")
 
 

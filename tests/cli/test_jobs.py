@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -273,3 +274,15 @@ def test_stats_on_a_damaged_store_is_an_error_not_zeros(tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "corrupt" in done.stderr and done.stdout == "", done.stderr
+
+
+def test_the_store_flag_wins_over_a_bad_store_variable(tmp_path: Path) -> None:
+    """`VIBE_JOBS_STORE=bogus jobs list --store sqlite:///...` failed on the variable the flag replaces."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    anyio.run(_many, url, 1)
+    env = {**os.environ, "VIBE_JOBS_STORE": "bogus"}
+    cmd = [sys.executable, "-m", "vibe_jobs", "jobs", "list", "--json"]
+    flagged = subprocess.run([*cmd, "--store", url], env=env, capture_output=True, text=True, timeout=60)
+    assert flagged.returncode == 0 and len(json.loads(flagged.stdout)["jobs"]) == 1, flagged.stderr
+    alone = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "VIBE_JOBS_STORE='bogus' is invalid" in alone.stderr, alone.stderr

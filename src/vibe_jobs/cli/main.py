@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -127,7 +128,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        env = dict(os.environ)
+        if getattr(args, "store", None):
+            env.pop("VIBE_JOBS_STORE", None)  # the flag wins: a bad variable it replaces is not an error
+        settings = Settings.from_env(env)
         commands = {
             "serve": cmd_serve, "worker": cmd_worker, "jobs": run_jobs, "schedules": run_schedules,
             "call": run_call, "dashboard": run_dashboard, "health": run_health, "proxy": run_proxy,

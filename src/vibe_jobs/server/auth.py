@@ -113,7 +113,9 @@ class TokenFileVerifier(TokenVerifier):
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--auth-tokens {path!r} cannot be read: {exc}") from None
+            raise ConfigError(
+                f"the token file {path!r} (--auth-tokens, VIBE_JOBS_AUTH_TOKENS) cannot be read: {exc}"
+            ) from None
         return cls(parse_token_file(text, path))
 
     async def verify_token(self, token: str) -> AccessToken | None:
