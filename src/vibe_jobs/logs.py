@@ -54,7 +54,12 @@ def uvicorn_log_config() -> dict[str, Any]:
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
         ],
-        "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_event, _renderer],
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact_event,
+            structlog.processors.format_exc_info,  # "Exception in ASGI application" keeps its traceback
+            _renderer,
+        ],
     }
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "structlog"}
     level = logging.getLevelName(_level)

@@ -52,6 +52,7 @@ class StoreRetry:
     most: float = MOST_DELAY
     on_failure: Callable[[StoreError], None] | None = None
     failures: int = field(default=0, init=False)  # in a row
+    refused: StoreError | None = field(default=None, init=False)  # the last failure `until_done` gave up on
 
     async def attempt(self, step: Callable[[], Awaitable[Any]], *, pause: bool = True, **fields: Any) -> bool:
         """One run of a loop's `step`: True when it worked; after a store failure (logged), False once
@@ -64,19 +65,15 @@ class StoreRetry:
             await anyio.sleep(delay)
         return False
 
-    async def until_done(self, step: Callable[[], Awaitable[Any]], *, give_up: bool = True, **fields: Any) -> bool:
+    async def until_done(self, step: Callable[[], Awaitable[Any]], **fields: Any) -> bool:
         """Run `step` until it works (True), through transient store failures; False after a store
-        failure that is not transient (logged as an error: trying again would likely fail again). With
-        `give_up=False` (what must be written: a job's outcome), such a failure is retried too, at the
-        slowest pace (`most`): a disk that failed (I/O error) or a permission taken away may come back."""
+        failure that is not transient (logged as an error, kept as `refused`: trying the same again at
+        once would fail again)."""
         while (failure := await self._once(step)) is not None:
             if not failure.transient:
-                log.error(self.event, error=_text(failure), gave_up=give_up, **fields)
-                if give_up:
-                    return False
-                self._failed(failure, fields)
-                await anyio.sleep(self.most)
-                continue
+                self.refused = failure
+                log.error(self.event, error=_text(failure), gave_up=True, **fields)
+                return False
             await anyio.sleep(self._failed(failure, fields))
         return True
 

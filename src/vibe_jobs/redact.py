@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 DEFAULT_SECRET_PATTERN = "token|secret|password|key|auth"
 ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every value is hidden, names kept
-_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
-_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+_URL_WITH_QUERY = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s?\"<>]*\?[^\s\"<>#]*", re.IGNORECASE)
 
 _pattern = re.compile(DEFAULT_SECRET_PATTERN, re.IGNORECASE)
 
@@ -76,7 +76,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # not a URL urlsplit reads (a bad IPv6 host): its password, at least
-        return _USERINFO.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], url)
+        return _mask_userinfo(url)
     shown = parts
     if password:
         user, _, host = parts.netloc.rpartition("@")
@@ -93,5 +93,18 @@ def _redact_query(query: str) -> str:
 
 
 def redact_urls_in(text: str) -> str:
-    """Every URL in free text as `redact_url` shows it."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m[0]), text)
+    """Every `scheme://user:password@` in free text with its password as `***` (whatever characters it
+    holds), and every secret-named query parameter of a URL in it."""
+    text = _mask_userinfo(text)
+    if "=" in text:
+        text = _URL_WITH_QUERY.sub(lambda m: _mask_query_of(m[0]), text)
+    return text
+
+
+def _mask_userinfo(text: str) -> str:
+    return _USERINFO.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], text)
+
+
+def _mask_query_of(url: str) -> str:
+    head, _, query = url.partition("?")
+    return f"{head}?{_redact_query(query)}"

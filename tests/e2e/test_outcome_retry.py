@@ -18,8 +18,8 @@ import pytest
 from mcp import Client
 
 from tests.e2e.conftest import HttpServer, start_http
-from tests.e2e.test_crash_recovery import read, submit, wait_for
-from tests.pg import postgres_url
+from tests.e2e.test_crash_recovery import error_text, read, submit, wait_for
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
@@ -59,7 +59,7 @@ async def test_an_outcome_the_store_refused_is_written_once_the_store_takes_it_a
         args = ["--store", url, "--tools", "tests.e2e.crash_tools"]
         with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, args) as server:
             async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
-                job_id = await submit(client, "slow_unsafe", {"seconds": 1.0, "tag": "refused"})
+                job_id = await submit(client, "slow_unsafe", {"seconds": 3.0, "tag": "refused"})
                 await wait_for(client, job_id, ("running",), within=15)
                 role = urlsplit(url).username
                 await admin.execute(f"REVOKE UPDATE ON {schema}.jobs FROM {role}")
@@ -69,3 +69,19 @@ async def test_an_outcome_the_store_refused_is_written_once_the_store_takes_it_a
                 assert done["status"] == "completed", done
                 assert done["result"]["structuredContent"]["tag"] == "refused"
                 assert (await read(client, job_id))["status"] == "completed"
+
+
+async def test_an_outcome_the_store_can_never_take_ends_the_job_failed_naming_why_and_frees_its_slot() -> None:
+    """A NUL in a failure's message: PostgreSQL refuses it for good. The job was left running; retried for
+    ever, it would hold its slot (one here) and nothing else would run."""
+    base = postgres_url("the outcome retry test")
+    url = with_new_schema(base, "vj_nul")
+    env = {"JOB_MANAGER_MAX_CONCURRENT": "1"}
+    with start_http("streamable-http", env, ["--store", url, "--tools", "tests.e2e.nul_tools"]) as server:
+        async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+            refused = await submit(client, "nul_fail", {})
+            after = await submit(client, "quick", {})
+            failed = await wait_for(client, refused, within=20)
+            assert failed["status"] == "failed", failed
+            assert "could not be stored" in error_text(failed) and "\x00" not in error_text(failed)
+            assert (await wait_for(client, after, within=20))["status"] == "completed"

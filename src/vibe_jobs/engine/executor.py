@@ -11,6 +11,7 @@ was queued again for a retry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import time
 import traceback
@@ -31,7 +32,7 @@ from vibe_jobs.engine.timers import Timer, Timers
 from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite, StoreError
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
-from vibe_jobs.manager import JobManager, capped_diagnostics
+from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
 from vibe_jobs.models import JobRecord
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.retry import RetryPolicy
@@ -321,15 +322,28 @@ class Executor:
     # -- outcomes --------------------------------------------------------------------------
 
     async def _settle_durably(self, run: Run, abandoned: bool) -> None:
-        """Write the outcome, retrying with backoff while the store fails (outages.py), whatever the failure:
-        the run keeps its slot and its lease meanwhile, so the job is neither lost nor left running once the
-        store works again (this process renews its lease, so nobody would recover it). A failure that is not
-        transient (an I/O error, a permission taken away) is retried at the slowest pace. The writes are
-        fenced by attempt, so a late one is refused, not applied. The server stopping ends the retries: the
-        job is then recovered at the next start, or by another process once the lease lapses."""
+        """Write the outcome, retrying with backoff while the store fails transiently (outages.py). A failure
+        that is not transient is either this outcome's (a value the store cannot take) or the store's for a
+        while (an I/O error, a permission taken away): a plain failure naming it is written instead, and while
+        that is refused too, both are tried again at the slowest pace until one is taken. The run keeps its
+        slot and its lease meanwhile, so the job is neither lost nor left running once the store works (this
+        process renews its lease: nobody would recover it). The writes are fenced by attempt, so a late one is
+        refused, not applied; the server stopping ends the retries (the job is recovered at the next start)."""
         usage = _usage(run.ctx, run.cpu0, run.wall0)
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
-        await retry.until_done(lambda: self._settle(run, abandoned, usage), give_up=False, job_id=run.rec.id)
+        while not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
+            plain = functools.partial(self._settle_refused, run, retry.refused)
+            if await retry.until_done(plain, job_id=run.rec.id):
+                return
+            await anyio.sleep(retry.most)
+
+    async def _settle_refused(self, run: Run, refused: StoreError | None) -> None:
+        """Fail the job saying its outcome was refused (text only: whatever the store could not take is left out)."""
+        if run.lost:
+            return
+        why = f"the job's outcome could not be stored ({type(refused).__name__}: {refused})".replace("\0", "")
+        with contextlib.suppress(InvalidTransition, StaleWrite):
+            await self.m.fail_job(run.rec.id, diagnostic_line(why), attempt=run.ctx.attempt)
 
     async def _settle(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
         ctx, rec = run.ctx, run.rec

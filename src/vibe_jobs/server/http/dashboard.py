@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound
+from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound, QueueFull, QuotaExceeded
 from vibe_jobs.identity import Viewer
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
@@ -83,6 +83,8 @@ class Dashboard:
                 response = _page("No such job", str(exc), view, 404)
             except (InvalidParams, InvalidTransition) as exc:
                 response = _page("Not done", str(exc), view, 400 if isinstance(exc, InvalidParams) else 409)
+            except JobError as exc:  # a retry refused (a quota, a full queue, a dependency gone): say why
+                response = _page("Not done", str(exc), view, 429 if isinstance(exc, QuotaExceeded | QueueFull) else 409)
             if new:
                 response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict")
             return response

@@ -5,8 +5,9 @@ The SDK checks Host and Origin on its own MCP endpoints (/mcp, /sse). The dashbo
 127.0.0.1 reaches them too: as far as the browser knows it is same-origin, so it could read every job
 and post the dashboard's forms with the CSRF token read from a page. This middleware applies the same
 check, with the same settings (`auth.transport_security`), to every request: 421 for a Host that is not
-allowed, 403 for an Origin that is not. The probes (`PROBES`) are left open: they answer "ok" or why not,
-no job data, and container probes and load balancers call them by an address nobody lists.
+allowed, 403 for an Origin that is not. The probes and /metrics (`UNCHECKED`) are left open: they carry
+figures, no job data, and container probes, load balancers and Prometheus call them by addresses nobody
+can list beforehand (a pod's IP).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mcp.server.transport_security import TransportSecurityMiddleware, Transport
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-PROBES = frozenset({"/healthz", "/readyz", "/health"})
+UNCHECKED = frozenset({"/healthz", "/readyz", "/health", "/metrics"})
 
 
 class HostCheck:
@@ -24,7 +25,7 @@ class HostCheck:
         self.check = TransportSecurityMiddleware(security)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in PROBES:
+        if scope["type"] == "http" and scope["path"] not in UNCHECKED:
             refused = await self.check.validate_request(Request(scope), is_post=False)
             if refused is not None:
                 await refused(scope, receive, send)
