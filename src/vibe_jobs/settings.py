@@ -178,8 +178,9 @@ def _store_url(raw: str) -> str:
     return raw
 
 
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def split_names(raw: str | None) -> tuple[str, ...]:
+    """The entries of a comma-separated list (a setting, a flag), stripped, empty ones dropped."""
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -197,7 +198,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_AGING_SECONDS": ("aging_ms", _seconds_as_ms),
     "VIBE_JOBS_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
     "VIBE_JOBS_LOG_FORMAT": ("log_format", _choice("auto", "json", "console")),
-    "VIBE_JOBS_TOOLS": ("tools", _names),
+    "VIBE_JOBS_TOOLS": ("tools", split_names),
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),
@@ -205,7 +206,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_AUTH_JWKS": ("auth_jwks", str),
     "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
     "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
-    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", _names),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", split_names),
     "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", _positive_int),
     "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),

@@ -58,7 +58,7 @@ def test_a_malformed_token_file_stops_start_up_naming_the_line(text: str, proble
 
 
 def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--auth-tokens .*missing"):
+    with pytest.raises(ConfigError, match=r"token file .*missing.*--auth-tokens, VIBE_JOBS_AUTH_TOKENS"):
         TokenFileVerifier.load(str(tmp_path / "missing"))
 
 

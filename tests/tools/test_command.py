@@ -319,7 +319,7 @@ async def test_peak_memory_is_the_commands_not_the_servers(tmp_path: Path) -> No
     ballast[::4096] = b"x" * len(range(0, len(ballast), 4096))  # resident, not just reserved
     assert _own_hwm_mb() >= 200
     small = await run_process(["sh", "-c", "sleep 0.3"], cwd=tmp_path)
-    code = "import time; data = b'x' * (50 * 1024 * 1024); time.sleep(0.3); print(len(data))"
+    code = "import time; data = b'x' * (50 * 1024 * 1024); time.sleep(1.5); print(len(data))"  # > a sample gap
     fifty = await run_process([PY, "-c", code], cwd=tmp_path)
     del ballast
     assert small.exit_code == 0 and fifty.exit_code == 0
@@ -337,7 +337,7 @@ async def test_a_peak_above_the_servers_is_exact_even_when_the_command_ends_at_o
 
 
 async def test_a_child_of_the_command_counts(tmp_path: Path) -> None:
-    code = "import time; data = b'x' * (80 * 1024 * 1024); time.sleep(0.4)"
+    code = "import time; data = b'x' * (80 * 1024 * 1024); time.sleep(1.5)"  # longer than a sample gap
     outcome = await run_process(["sh", "-c", f'"{PY}" -c "{code}"; true'], cwd=tmp_path)
     assert outcome.exit_code == 0
     assert 80 <= outcome.peak_memory_mb < 160, outcome.peak_memory_mb

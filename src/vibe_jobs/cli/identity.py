@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from vibe_jobs.settings import Settings
+from vibe_jobs.settings import Settings, split_names
 
 
 def add_identity_options(parser: argparse.ArgumentParser) -> None:
@@ -35,5 +35,5 @@ def with_identity_options(args: argparse.Namespace, settings: Settings) -> Setti
         if getattr(args, name)
     }
     if args.allowed_hosts:
-        changes["allowed_hosts"] = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+        changes["allowed_hosts"] = split_names(args.allowed_hosts)
     return replace(settings, **changes)

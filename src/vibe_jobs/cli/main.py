@@ -21,7 +21,7 @@ from vibe_jobs.errors import BadJobTool, JobError
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
-from vibe_jobs.settings import Settings
+from vibe_jobs.settings import Settings, split_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +72,7 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 def load_tool_modules(names: Sequence[str]) -> None:
     """Import user tool modules (each name may list several, comma-separated, as VIBE_JOBS_TOOLS does);
     their @job_tool and @plain_tool functions register themselves."""
-    for name in (part.strip() for entry in names for part in entry.split(",") if part.strip()):
+    for name in (part for entry in names for part in split_names(entry)):
         try:
             importlib.import_module(name)
         except ImportError as exc:

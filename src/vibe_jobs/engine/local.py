@@ -33,7 +33,7 @@ from vibe_jobs.states import FINAL, JobStatus
 
 CANCEL_CHECK_SECONDS = 0.5  # how often running jobs are checked for cancels and takeovers written elsewhere
 SCAN_LIMIT = 256  # ready jobs one decision looks at past a blocked head or a full tool
-DEPENDENCY_CHECKS = 256  # dependencies run elsewhere read per check (every CANCEL_CHECK_SECONDS at most)
+DEPENDENCY_CHECKS = 256  # dependencies run elsewhere read per check (at every timer round: CANCEL_CHECK_SECONDS)
 
 
 @dataclass(slots=True)

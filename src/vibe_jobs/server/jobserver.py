@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import signal
@@ -146,8 +147,20 @@ class JobServer:
             check_bind(host, auth.enabled, allow_unauthenticated)
         security = transport_security(host, self.settings.allowed_hosts)
         sock = bind(host, port) if transport != "stdio" else None  # a taken port: one line, nothing started
+        with sock or contextlib.nullcontext():  # closed whatever ends the server
+            await self._serve(auth, transport, sock, security, _base_url(host, port))
+        log.info("server.stopped")
+
+    async def _serve(
+        self,
+        auth: AuthSetup,
+        transport: Transport,
+        sock: socket.socket | None,
+        security: TransportSecuritySettings,
+        url: str,
+    ) -> None:
         mcp = self.build(auth)
-        if transport != "stdio":  # /metrics is served: time the store's calls
+        if sock is not None:  # /metrics is served: time the store's calls
             instrument_store(self.manager.store, self.manager.stats.counters)
         tracing.install(self.source.executor)
         async with self.manager:
@@ -162,8 +175,7 @@ class JobServer:
             if sock is None:
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             else:
-                await self._serve_http(mcp, transport, sock, security, _base_url(host, port))
-        log.info("server.stopped")
+                await self._serve_http(mcp, transport, sock, security, url)
 
     async def _serve_http(
         self,

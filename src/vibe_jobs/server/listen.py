@@ -73,7 +73,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)  # gaierror: < 0
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
     return sock
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vibe_jobs.errors import ConfigError
+from vibe_jobs.settings import split_names
 from vibe_jobs.tools.printable import shortened
 
 MINIMAL_ENV_NAMES = ("PATH", "HOME", "LANG", "TERM")
@@ -31,9 +32,7 @@ class CommandRefused(ValueError):
     """A command the server will not run; the message says what was refused and why."""
 
 
-def parse_names(value: str | None) -> tuple[str, ...]:
-    """The entries of a comma-separated setting, stripped, empty ones dropped."""
-    return tuple(name.strip() for name in (value or "").split(",") if name.strip())
+parse_names = split_names  # the entries of a comma-separated setting (one rule: settings.split_names)
 
 
 def _encodable(text: str) -> bool:

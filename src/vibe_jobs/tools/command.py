@@ -333,7 +333,7 @@ async def run_process(
             await on_start(contain.record())
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.pumps)
-            tg.start_soon(memory.follow)
+            tg.start_soon(memory.follow, lambda: not child.reaped)
             await run.supervise(timeout, grace)
             tg.cancel_scope.cancel()
     finally:

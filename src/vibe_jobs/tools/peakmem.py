@@ -9,10 +9,11 @@ right, and wait4 answers one maximum over the command and them. Hence:
 - a `ru_maxrss` above the server's own high-water mark when the command started is the command's (the
   inherited part cannot exceed that mark): it is exact and used as it is;
 - otherwise the figure is the one read from /proc while the command ran: the larger of the command's
-  own high-water mark (`VmHWM`: exact since its exec, whenever it is read) and the sum of the resident
+  own high-water mark (`VmHWM`: its peak since its exec, as of the last read) and the sum of the resident
   memory (`VmRSS`) of its process tree at one sample. Samples are taken as it starts, then at growing
-  intervals (SAMPLE_FIRST up to SAMPLE_MOST seconds); a command that ends before the first read
-  reports 0. Where /proc is missing (not Linux), `ru_maxrss` is all there is.
+  intervals (SAMPLE_FIRST up to SAMPLE_MOST seconds): a peak reached after the last sample before the
+  command exits is missed, and a command that ends before the first read reports 0. Where /proc is
+  missing (not Linux), `ru_maxrss` is all there is.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -77,10 +79,10 @@ class PeakMemory:
         own = status_kib(self.pid, "VmHWM") or 0
         self.sampled_kib = max(self.sampled_kib, own, total)
 
-    async def follow(self) -> None:
-        """Sample until cancelled (the run cancels it once the command has exited)."""
+    async def follow(self, running: Callable[[], bool]) -> None:
+        """Sample while `running()` (the command is not reaped: its pid is still its own), until cancelled."""
         interval = SAMPLE_FIRST
-        while True:
+        while running():
             self.sample()
             await anyio.sleep(interval)
             interval = min(SAMPLE_MOST, interval * 2)

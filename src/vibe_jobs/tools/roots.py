@@ -33,10 +33,17 @@ def parse_roots(value: str | None, *, cwd: Path | None = None) -> tuple[Path, ..
         return (base.resolve(),)
     roots = tuple((base / p.strip()).resolve() for p in parts)
     for part, root in zip(parts, roots, strict=True):
-        if not root.is_dir():
+        if not _is_dir(root):
             hint = f" (roots are separated by {os.pathsep!r}, not ',')" if "," in part else ""
             raise ConfigError(f"VIBE_JOBS_ROOTS={value!r} is invalid: {part.strip()!r} is not a directory{hint}")
     return roots
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # Python 3.11 raises for a path under a directory it may not read
+        return False
 
 
 def is_within(path: Path, roots: Sequence[Path]) -> bool:

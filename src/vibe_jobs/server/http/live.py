@@ -25,7 +25,8 @@ from vibe_jobs.server.http.guard import Refused
 from vibe_jobs.store.base import JobQuery
 
 STATS_SECONDS = 2.0
-WATCH_SECONDS = 1.0  # how often the store is read for changes other processes made
+WATCH_SECONDS = 1.0  # how often a job page's job is read for changes other processes made (until it finishes)
+WATCH_LIST_SECONDS = 5.0  # how often the list page's first rows are (each read is WATCH_ROWS whole records)
 WATCH_ROWS = 50  # the jobs the list page shows first
 
 
@@ -56,15 +57,18 @@ async def stats_data(manager: JobManager) -> dict[str, Any]:
 
 
 class StoreWatch:
-    """Changes made by other processes, read from the store every WATCH_SECONDS: the bus carries this
-    process's own, and the dashboard alone (`vibe-jobs dashboard`), a `--no-worker` replica or a second
-    server on one SQLite file runs none of the jobs it shows. The watched job, or the newest WATCH_ROWS
-    jobs (the list page's first page); a version seen already (from the bus or a read) is not sent again."""
+    """Changes made by other processes, read from the store: the bus carries this process's own, and the
+    dashboard alone (`vibe-jobs dashboard`), a `--no-worker` replica or a second server on one SQLite file
+    runs none of the jobs it shows. The watched job every WATCH_SECONDS until it finishes, or the newest
+    WATCH_ROWS jobs (the list page's first page) every WATCH_LIST_SECONDS; a version seen already (from
+    the bus or a read) is not sent again."""
 
     def __init__(self, manager: JobManager, job_id: str | None) -> None:
         self.m, self.job_id = manager, job_id
         self.seen: dict[str, int] = {}
         self.primed = False  # the first read only notes what the page was rendered with
+        self.every = WATCH_SECONDS if job_id is not None else WATCH_LIST_SECONDS
+        self.done = False  # the watched job finished (or is gone): nothing more to read
 
     def saw(self, event: JobEvent) -> None:
         self.seen[event.job_id] = max(event.version, self.seen.get(event.job_id, 0))
@@ -84,7 +88,10 @@ class StoreWatch:
     async def _records(self) -> list[JobRecord]:
         if self.job_id is None:
             return await self.m.store.query(JobQuery(limit=WATCH_ROWS))
+        if self.done:
+            return []
         rec = await self.m.store.get(self.job_id)
+        self.done = rec is None or rec.finished
         return [rec] if rec is not None else []
 
 
@@ -94,14 +101,14 @@ async def stream(manager: JobManager, job_id: str | None, stats_every: float) ->
         await _watched(watch)  # what the page shows: changes come after it (and after hello)
         yield {"event": "hello", "data": json.dumps({"job": job_id})}
         now = anyio.current_time()
-        next_stats, next_watch = now, now + WATCH_SECONDS
+        next_stats, next_watch = now, now + watch.every
         while True:
             now = anyio.current_time()
             if job_id is None and now >= next_stats:
                 next_stats = now + stats_every
                 yield {"event": "stats", "data": json.dumps(await stats_data(manager))}
             if now >= next_watch:
-                next_watch = now + WATCH_SECONDS
+                next_watch = now + watch.every
                 for change in await _watched(watch):
                     yield {"event": "job", "data": json.dumps(event_data(change))}
             until = min(next_watch, next_stats) if job_id is None else next_watch

@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from vibe_jobs.manager import JobPage
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import Job, JobMetrics
-from vibe_jobs.redact import redact_params
 from vibe_jobs.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
@@ -197,7 +196,7 @@ def job_page(
         f'<section id="job" data-job="{e(job.id)}" data-status="{e(job.status.value)}" aria-label="state">'
         f'<p>Status: <span class="status {e(job.status.value)}" id="job-status">{e(job.status.value)}</span></p>'
         f'<p class="progress">{progress_cell(job)}</p>{actions(job, view.csrf)}</section>'
-        f"<h2>Parameters</h2>{pre(redact_params(job.params))}"
+        f"<h2>Parameters</h2>{pre(job.shown(result=False)['params'])}"
         f'<h2>Diagnostics</h2><ul id="diagnostics">{diags}</ul>'
         f"{result_section(job)}<h2>Run</h2>{dl(run_facts(job, metrics, expected))}"
         f"{stage_history(history)}"
