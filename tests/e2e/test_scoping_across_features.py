@@ -43,7 +43,7 @@ async def test_with_auth_on_only_an_admin_token_opens_the_dashboard(tmp_path: An
             job_id = await start(alice, "echo", {"text": "hi"})
         for path in ("/", f"/jobs/{job_id}", "/events"):
             assert dashboard_status(server.port, path, None) == 401, path
-            assert dashboard_status(server.port, path, ALICE) == 401, path  # a principal without scope admin
+            assert dashboard_status(server.port, path, ALICE) == 403, path  # valid, without scope admin
             assert dashboard_status(server.port, path, "not-a-token") == 401, path
         assert dashboard_status(server.port, "/", ROOT) == 200
         assert dashboard_status(server.port, f"/jobs/{job_id}", ROOT) == 200
