@@ -66,13 +66,13 @@ faults-ci: $(STAMP)
 
 # Property-based fuzzing of the real server (tests/e2e/test_fuzz.py: every tool's arguments, raw JSON-RPC frames,
 # stdio and HTTP). `make test` runs 60 fixed examples per property; `make fuzz` runs EXAMPLES fresh ones;
-# `make fuzz-ci` is the bounded profile (about a minute and a half, fixed examples) that .ci/run runs.
+# `make fuzz-ci` is the bounded profile (about a minute, fixed examples) that .ci/run runs.
 EXAMPLES ?= 2000
 fuzz: $(STAMP)
 	VIBE_JOBS_FUZZ_EXAMPLES=$(EXAMPLES) VIBE_JOBS_FUZZ_RANDOM=1 $(BIN)/pytest -q tests/e2e/test_fuzz.py
 
 fuzz-ci: $(STAMP)
-	VIBE_JOBS_FUZZ_EXAMPLES=300 $(BIN)/pytest -q tests/e2e/test_fuzz.py
+	VIBE_JOBS_FUZZ_EXAMPLES=200 $(BIN)/pytest -q tests/e2e/test_fuzz.py
 
 # The model-based test of the job core (tests/engine/test_model.py) on every store, MODEL_EXAMPLES generated
 # histories per store (`make test` runs a fast profile; .ci/run a bounded one). A failure prints its steps.
