@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -673,3 +674,45 @@ async def test_a_listener_cancelled_while_it_starts_leaves_no_connection_open(st
                 await listener.close()
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+async def sessions_of(store: PostgresStore, where: str = "true") -> int:
+    """How many sessions the store has open (its application_name), of those matching `where`."""
+    query = f"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND {where}"
+    return int((await raw(store, query, store.application_name))[0][0])
+
+
+async def until_sessions(store: PostgresStore, wanted: Callable[[int], bool], where: str = "true") -> None:
+    """Wait (10 s at most) until the count of the store's sessions matching `where` is wanted."""
+    for _ in range(200):
+        if wanted(await sessions_of(store, where)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"sessions where {where}: {await sessions_of(store, where)}")
+
+
+async def test_a_write_in_flight_while_the_store_closes_leaves_no_session_open(schema_url: str) -> None:
+    """The write commits while `close()` waits for the pool: the change it announces afterwards goes out
+    on a session that is closed too (it was left open, and warned ResourceWarning when collected)."""
+    store = PostgresStore(f"{schema_url}&application_name=vj-close-{uuid.uuid4().hex[:8]}")
+    await store.open()
+    try:
+        await store.insert(record("c1"))
+        locker = await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute("SELECT 1 FROM jobs WHERE id = 'c1' FOR UPDATE")
+            write = asyncio.create_task(store.update("c1", {"status": X}))  # announced: a status change
+            await until_sessions(store, lambda n: n == 1, "wait_event_type = 'Lock'")  # the write waits
+            closing = asyncio.create_task(store.close())
+            await asyncio.sleep(0)  # it runs up to waiting for the pool, which waits for the write
+            await lock.rollback()
+        finally:
+            await locker.close()
+        await write
+        await closing
+        await until_sessions(store, lambda n: n == 0)
+    finally:
+        await store.close()
+        await store.drop_schema()

@@ -177,6 +177,7 @@ class PostgresStore(SharedJobStore):
         self._outbox: list[dict[str, Any]] = []  # changes not announced yet
         self._announcer: asyncio.Task[None] | None = None  # sending them
         self._notify_conn: asyncpg.Connection | None = None
+        self._closing = False  # close() began: an announcer closes its session when done
         self._writes: list[_Write] = []  # updates waiting for the statement in flight
         self._writing = False
 
@@ -185,6 +186,7 @@ class PostgresStore(SharedJobStore):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        self._closing = False
         try:
             conn = await self._connect()
             try:
@@ -202,6 +204,7 @@ class PostgresStore(SharedJobStore):
             raise store_error(exc, f"cannot open the job store at {self.where}: {exc}") from None
 
     async def close(self) -> None:
+        self._closing = True
         for listener in list(self._listeners):
             await listener.close()
         self._listeners.clear()
@@ -210,6 +213,7 @@ class PostgresStore(SharedJobStore):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        await self._flush_announcements()  # a write that was in flight announced its change after all
 
     def _settings(self) -> dict[str, str]:
         return {"search_path": f'"{self.schema}"', "application_name": self.application_name}
@@ -581,6 +585,8 @@ class PostgresStore(SharedJobStore):
                     await self._close_notify_conn()
         finally:
             self._announcer = None
+            if self._closing:  # the store closed while this sent (its close found no session to close)
+                await self._close_notify_conn()
 
     async def _flush_announcements(self) -> None:
         """Wait (a few seconds at most) until everything announced so far was sent."""
