@@ -588,7 +588,7 @@ class JobManager:
 
     async def cancel_job(self, job_id: str, reason: str | None = None, viewer: Viewer | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""
-        why = reason or "cancelled by request"
+        why = diagnostic_line(reason) if reason else "cancelled by request"
 
         def plan(rec: JobRecord) -> dict[str, Any] | None:
             if rec.status in FINAL:
@@ -882,9 +882,13 @@ def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[st
 
 
 def diagnostic_line(line: str) -> str:
-    """A line as a job keeps it (a diagnostic, a progress message, a stage): valid Unicode and at most
-    MAX_DIAGNOSTIC_CHARS, marker included; a longer one is cut, saying how long it was."""
+    """A line as a job keeps it (a diagnostic, a progress message, a stage, a cancel reason): valid Unicode
+    with no NUL (every store can hold it: PostgreSQL's text cannot hold a NUL), NULs shown as `\\x00` as
+    lone surrogates are shown escaped, and at most MAX_DIAGNOSTIC_CHARS, marker included; a longer one is
+    cut, saying how long it was."""
     line = safe_text(str(line))
+    if "\x00" in line:
+        line = line.replace("\x00", "\\x00")
     if len(line) <= MAX_DIAGNOSTIC_CHARS:
         return line
     marker = f" [line cut: {len(line):,} characters]"
@@ -934,7 +938,7 @@ def _detail_changes(
 def _finish_message(status: JobStatus, result: dict[str, Any]) -> str:
     if status is COMPLETED:
         return "Job completed"
-    return f"Job failed: {first_text(result) or 'the tool reported an error'}"
+    return diagnostic_line(f"Job failed: {first_text(result) or 'the tool reported an error'}")
 
 
 def status_text(rec: JobRecord) -> str:

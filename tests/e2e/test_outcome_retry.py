@@ -71,17 +71,74 @@ async def test_an_outcome_the_store_refused_is_written_once_the_store_takes_it_a
                 assert (await read(client, job_id))["status"] == "completed"
 
 
+REFUSE_POISON = """
+CREATE FUNCTION {schema}.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.progress_message LIKE '%poison%' THEN
+        RAISE EXCEPTION 'refused by a rule of this database' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poison BEFORE UPDATE ON {schema}.jobs
+    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_poison();
+"""
+
+
 async def test_an_outcome_the_store_can_never_take_ends_the_job_failed_naming_why_and_frees_its_slot() -> None:
-    """A NUL in a failure's message: PostgreSQL refuses it for good. The job was left running; retried for
-    ever, it would hold its slot (one here) and nothing else would run."""
+    """A value the store refuses for good (here a trigger refuses the failure's message). The job was left
+    running; retried for ever, it would hold its slot (one here) and nothing else would run."""
     base = postgres_url("the outcome retry test")
-    url = with_new_schema(base, "vj_nul")
+    url = with_new_schema(base, "vj_refuse")
+    schema = url.rpartition("schema=")[2]
     env = {"JOB_MANAGER_MAX_CONCURRENT": "1"}
     with start_http("streamable-http", env, ["--store", url, "--tools", "tests.e2e.nul_tools"]) as server:
-        async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
-            refused = await submit(client, "nul_fail", {})
-            after = await submit(client, "quick", {})
-            failed = await wait_for(client, refused, within=20)
-            assert failed["status"] == "failed", failed
-            assert "could not be stored" in error_text(failed) and "\x00" not in error_text(failed)
-            assert (await wait_for(client, after, within=20))["status"] == "completed"
+        admin = await asyncpg.connect(base)
+        try:
+            await admin.execute(REFUSE_POISON.format(schema=schema))
+            async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+                refused = await submit(client, "poison_fail", {})
+                after = await submit(client, "quick", {})
+                failed = await wait_for(client, refused, within=20)
+                assert failed["status"] == "failed", failed
+                text = error_text(failed)
+                assert "could not be stored" in text and "refused by a rule of this database" in text, text
+                assert (await wait_for(client, after, within=20))["status"] == "completed"
+        finally:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await admin.close()
+
+
+async def test_text_with_a_nul_is_kept_escaped_not_refused() -> None:
+    """PostgreSQL's TEXT cannot hold a NUL: a progress message, a stage, a failure's message or a cancel
+    reason holding one (a tool reading a binary file, an agent's argument) failed the write, and with it the
+    job's progress, its outcome or the cancel. Every store keeps such text with the NUL shown as `\\x00`."""
+    base = postgres_url("the NUL text test")
+    url = with_new_schema(base, "vj_nul")
+    try:
+        with start_http("streamable-http", {}, ["--store", url, "--tools", "tests.e2e.nul_tools"]) as server:
+            async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+                failing = await submit(client, "nul_fail", {})
+                failed = await wait_for(client, failing, within=20)
+                assert failed["status"] == "failed", failed
+                assert failed["message"] == "Job failed: ValueError: before\\x00after", failed
+                assert error_text(failed) == "ValueError: before\x00after"  # the result is JSON: kept as it was
+
+                waiting = await submit(client, "nul_progress", {})
+                running = await wait_for(client, waiting, ("running",), within=20)
+                for _ in range(200):  # bounded: the progress lands just after the job starts
+                    if running.get("message") != "Job started" and running["progress"] == 50:
+                        break
+                    running = await read(client, waiting, wait=0.05)
+                assert running["message"] == "read a\\x00b", running
+                assert running["details"]["currentStage"] == "stage\\x00one", running
+                answer = await client.call_tool("cancel-job", {"jobId": waiting, "reason": "stop\x00now"})
+                assert not answer.is_error, answer.content
+                cancelled = await wait_for(client, waiting, within=20)
+                assert cancelled["status"] == "cancelled", cancelled
+                assert "stop\\x00now" in cancelled["message"], cancelled
+    finally:
+        admin = await asyncpg.connect(base)
+        try:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {url.rpartition('schema=')[2]} CASCADE")
+        finally:
+            await admin.close()

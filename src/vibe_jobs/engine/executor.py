@@ -341,7 +341,7 @@ class Executor:
         """Fail the job saying its outcome was refused (text only: whatever the store could not take is left out)."""
         if run.lost:
             return
-        why = f"the job's outcome could not be stored ({type(refused).__name__}: {refused})".replace("\0", "")
+        why = f"the job's outcome could not be stored ({type(refused).__name__}: {refused})"
         with contextlib.suppress(InvalidTransition, StaleWrite):
             await self.m.fail_job(run.rec.id, diagnostic_line(why), attempt=run.ctx.attempt)
 
