@@ -28,8 +28,11 @@ from mcp.shared.exceptions import MCPError
 from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
 from tests.e2e.raw_stdio import raw_stdio
 from tests.e2e.test_builtin_tools import finish
+from tests.e2e.test_crash_recovery import error_text, submit, wait_for
+from tests.e2e.test_crash_recovery import read as read_job
 from tests.e2e.test_jobs_e2e import read, start, texts
 from tests.e2e.test_tools_attacks import stdio_server
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
 
@@ -355,3 +358,76 @@ def test_over_http_stdout_stays_empty_and_the_access_log_is_json_on_stderr() -> 
     assert written == b"", written[:500]
     access = [json.loads(line) for line in logged.splitlines() if '"uvicorn.access"' in line]
     assert access and "GET /healthz" in access[0]["event"], logged[-2000:]
+
+
+async def drop_schema(base: str, url: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(base)
+    try:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {url.rpartition('schema=')[2]} CASCADE")
+    finally:
+        await admin.close()
+
+
+@pytest.mark.postgres
+async def test_text_with_a_nul_is_kept_escaped_not_refused() -> None:
+    """PostgreSQL's TEXT cannot hold a NUL: a progress message, a stage, a failure's message or a cancel
+    reason holding one (a tool reading a binary file, an agent's argument) failed the write, and with it the
+    job's progress, its outcome or the cancel. Every store keeps such text with the NUL shown as `\\x00`."""
+    base = postgres_url("the NUL text test")
+    url = with_new_schema(base, "vj_nul")
+    try:
+        with start_http("streamable-http", {}, ["--store", url, "--tools", "tests.e2e.nul_tools"]) as server:
+            async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+                failing = await submit(client, "nul_fail", {})
+                failed = await wait_for(client, failing, within=20)
+                assert failed["status"] == "failed", failed
+                assert failed["message"] == "Job failed: ValueError: before\\x00after", failed
+                assert error_text(failed) == "ValueError: before\x00after"  # the result is JSON: kept as it was
+
+                waiting = await submit(client, "nul_progress", {})
+                running = await wait_for(client, waiting, ("running",), within=20)
+                for _ in range(200):  # bounded: the progress lands just after the job starts
+                    if running.get("message") != "Job started" and running["progress"] == 50:
+                        break
+                    running = await read_job(client, waiting, wait=0.05)
+                assert running["message"] == "read a\\x00b", running
+                assert running["details"]["currentStage"] == "stage\\x00one", running
+                answer = await client.call_tool("cancel-job", {"jobId": waiting, "reason": "stop\x00now"})
+                assert not answer.is_error, answer.content
+                cancelled = await wait_for(client, waiting, within=20)
+                assert cancelled["status"] == "cancelled", cancelled
+                assert "stop\\x00now" in cancelled["message"], cancelled
+    finally:
+        await drop_schema(base, url)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_nul_in_an_id_or_a_filter_is_refused_and_costs_the_store_nothing(mode: str) -> None:
+    """PostgreSQL refuses a statement whose text holds a NUL: a job id, a schedule id or a tool filter holding
+    one (an agent's argument, a dashboard URL) failed as the store's error, and /health turned degraded,
+    naming the store. The tools refuse such a value naming the field; the dashboard answers as for any
+    unknown job; the store's health is untouched."""
+    base = postgres_url("the NUL id test")
+    url = with_new_schema(base, "vj_nulid")
+    try:
+        with start_http("streamable-http", {}, ["--store", url]) as server:
+            async with Client(server.url, mode=mode) as client:
+                for tool, args, field in (
+                    ("get-job-result", {"jobId": "x\x00y"}, "jobId"),
+                    ("cancel-job", {"jobId": "x\x00y", "reason": "r"}, "jobId"),
+                    ("list-jobs", {"toolName": "echo\x00"}, "toolName"),
+                    ("pause-schedule", {"scheduleId": "s\x00"}, "scheduleId"),
+                ):
+                    answer = await client.call_tool(tool, args)
+                    said = texts(answer)
+                    assert answer.is_error and f"{field}: " in said and "NUL" in said, (tool, said)
+            site = f"http://127.0.0.1:{server.port}"
+            assert httpx.get(f"{site}/jobs/x%00y", timeout=10).status_code == 404
+            assert httpx.get(f"{site}/?tool=x%00y", timeout=10).status_code == 200
+            health = httpx.get(f"{site}/health", timeout=10).json()
+            assert health["status"] == "healthy", health
+    finally:
+        await drop_schema(base, url)

@@ -24,7 +24,7 @@ from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import open_store
-from vibe_jobs.store.base import Guard
+from vibe_jobs.store.base import Guard, JobQuery
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -716,3 +716,14 @@ async def test_a_write_in_flight_while_the_store_closes_leaves_no_session_open(s
     finally:
         await store.close()
         await store.drop_schema()
+
+
+async def test_a_key_holding_a_nul_finds_nothing_rather_than_failing(store: PostgresStore) -> None:
+    """PostgreSQL's text cannot hold a NUL, so no job or schedule has such a key: a lookup by one finds
+    nothing (it failed as the store's error, which health counts)."""
+    await store.insert(record("n1", tool_name="echo"))
+    assert await store.get("n1\x00") is None
+    assert await store.query(JobQuery(tool_name="echo\x00")) == []
+    assert await store.query(JobQuery(principal="local\x00")) == []
+    assert await store.get_schedule("s\x00") is None
+    assert [r.id for r in await store.query(JobQuery(tool_name="echo"))] == ["n1"]

@@ -9,7 +9,7 @@ import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, TextContent
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
@@ -42,7 +42,17 @@ from vibe_jobs.states import JobStatus
 # An id, a name or a cursor a caller sends: at most this long (ids are 32 characters), so that a refusal
 # that names it stays short (a caller may send megabytes).
 MAX_NAME_CHARS = 256
-Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+
+
+def _no_nul(value: str) -> str:
+    """No id, name or cursor holds a NUL (PostgreSQL's text cannot: a lookup by one failed as the store's
+    error, and counted against the store's health)."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_no_nul)]
 MAX_REASON_CHARS = 4_096  # a cancel reason, kept with the job
 MAX_DEPENDENCIES = 1_000
 

@@ -152,6 +152,13 @@ def _single_args(r: _Write) -> list[Any]:
     return [*r.args[1 + n_guards :], r.job_id, *guards]
 
 
+def _unholdable(*keys: str | None) -> bool:
+    """Does a key looked up hold a NUL? PostgreSQL's text cannot hold one (it refuses the statement, which
+    would read as the store failing): no row has such a key. (Text the store writes has none:
+    `manager.diagnostic_line`; ids, tools and principals are checked where they come in.)"""
+    return any(key is not None and "\x00" in key for key in keys)
+
+
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """A connection goes back to the pool as it is: the store leaves no session state behind (no SET,
     no cursors, LISTEN only on its own connections, advisory locks released by their holder), and asyncpg
@@ -290,6 +297,8 @@ class PostgresStore(SharedJobStore):
         )
 
     async def get(self, job_id: str) -> JobRecord | None:
+        if _unholdable(job_id):
+            return None
         row = await self._fetchrow(sql.GET, job_id)
         return None if row is None else sql.decode(row)
 
@@ -391,6 +400,8 @@ class PostgresStore(SharedJobStore):
         await self._execute(sql.TOUCH, access_count, last_access_time, next_check_time, job_id)
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
+        if _unholdable(query.tool_name, query.principal):
+            return []
         args: list[Any] = []
         if query.status is not None:
             args.append(sql.status_texts([query.status])[0])
@@ -674,6 +685,8 @@ class PostgresStore(SharedJobStore):
             raise DuplicateJob(f"a schedule with id '{rec.schedule_id}' exists already") from None
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        if _unholdable(schedule_id):
+            return None
         row = await self._fetchrow(f"{_S_SELECT} WHERE schedule_id = $1", schedule_id)
         return None if row is None else schedulerows.decode(tuple(row))
 
