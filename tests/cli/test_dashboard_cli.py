@@ -176,6 +176,35 @@ def test_a_port_in_use_is_one_line_and_exit_2(command: list[str]) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["dashboard", "--store", "memory://"], r"vibe-jobs: dashboard of memory:// at http://127\.0\.0\.1:(\d+)/"),
+        (["serve", "--transport", "streamable-http"], r"vibe-jobs: serving MCP at http://127\.0\.0\.1:(\d+)/mcp"),
+    ],
+)
+def test_port_0_announces_the_port_it_was_given(command: list[str], said: str) -> None:
+    """`--port 0` (any free port, as scripts and tests start a server) announced `:0`: nothing says where
+    the server is. It announces the port the system gave, and answers there."""
+    cmd = [sys.executable, "-m", "vibe_jobs", *command, "--port", "0"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            found = None
+            for _ in range(600):  # bounded: the line comes once the server listens
+                err.seek(0)
+                if found := re.search(said, err.read().decode()):
+                    break
+                assert proc.poll() is None, "the server ended"
+                time.sleep(0.05)
+            assert found is not None, "no announcement"
+            port = int(found.group(1))
+            assert port != 0
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        finally:
+            stop(proc)
+
+
 async def _advance(url: str, job_id: str) -> None:
     async with JobManager(open_store(url)) as m:  # another process, as far as the dashboard knows
         await m.start_job(job_id)

@@ -55,7 +55,8 @@ def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         dashboard_app(Dashboard(manager, Guard(bearer=auth.admin_check()))),
         transport_security(args.host, settings.allowed_hosts),
     )
-    announce = f"vibe-jobs: dashboard of {redact_url(settings.store_url)} at http://{args.host}:{args.port}/"
+    where = f"http://{args.host}:{sock.getsockname()[1]}/"  # port 0: the one given
+    announce = f"vibe-jobs: dashboard of {redact_url(settings.store_url)} at {where}"
     anyio.run(serve_dashboard, app, sock, settings, announce)
     return 0
 

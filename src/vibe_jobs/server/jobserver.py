@@ -142,13 +142,14 @@ class JobServer:
 
         Over HTTP: authentication as the settings say (a token file or JWT), refused beyond loopback
         without it (unless `allow_unauthenticated`), Host/Origin checks always on (`allowed_hosts`)."""
-        auth = AuthSetup() if transport == "stdio" else auth_setup(self.settings, _base_url(host, port))
-        if transport != "stdio":
-            check_bind(host, auth.enabled, allow_unauthenticated)
-        security = transport_security(host, self.settings.allowed_hosts)
         sock = bind(host, port) if transport != "stdio" else None  # a taken port: one line, nothing started
         with sock or contextlib.nullcontext():  # closed whatever ends the server
-            await self._serve(auth, transport, sock, security, _base_url(host, port))
+            url = _base_url(host, port if sock is None else sock.getsockname()[1])  # port 0: the one given
+            auth = AuthSetup() if transport == "stdio" else auth_setup(self.settings, url)
+            if transport != "stdio":
+                check_bind(host, auth.enabled, allow_unauthenticated)
+            security = transport_security(host, self.settings.allowed_hosts)
+            await self._serve(auth, transport, sock, security, url)
         log.info("server.stopped")
 
     async def _serve(
