@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,21 @@ def test_an_upstream_that_cannot_start_stops_the_proxy_naming_it() -> None:
     assert run.returncode == 1
     assert "vibe-jobs proxy: upstream /no/such/server: cannot start: FileNotFoundError" in run.stderr
     assert run.stdout == ""
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_as_for_serve() -> None:
+    """The bind refusal came out of the upstreams' task group as a traceback with exit 1."""
+    root = Path(__file__).resolve().parents[2]
+    upstream = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--transport", "streamable-http", "--port", str(port)]
+        run = subprocess.run([*cmd, "--store", "memory://", "--", *upstream], cwd=root, capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    said = run.stderr.strip().splitlines()
+    assert said[-1] == f"vibe-jobs: cannot listen on 127.0.0.1:{port}: Address already in use", said
+    assert "Traceback" not in run.stderr and run.stdout == ""
 
 
 # an upstream that starts and never answers `initialize`; it writes its pid first

@@ -40,6 +40,7 @@ def add_proxy_parser(sub: Any) -> None:
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.cli.identity import with_identity_options
     from vibe_jobs.cli.main import build_server
+    from vibe_jobs.errors import JobError
     from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
     from vibe_jobs.server.stdio import stdout_to_stderr
 
@@ -56,6 +57,8 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         first = _first(group)
         if isinstance(first, ConfigError | UpstreamUnavailable):
             raise SystemExit(f"vibe-jobs proxy: {first}") from None
+        if isinstance(first, JobError):  # a setting the server refused (a port in use): one line, exit 2
+            raise first from None
         raise
     return 0
 
