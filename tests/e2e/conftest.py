@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
 BASE_ENV = {
-    "PYTHONPATH": str(ROOT),
+    "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",  # this checkout's code, also in a worktree
     "VIBE_JOBS_LOG_LEVEL": "warning",
     "VIBE_JOBS_POLL_BASE_MS": "1000",
     "VIBE_JOBS_POLL_MAX_MS": "2000",

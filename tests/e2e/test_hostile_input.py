@@ -47,6 +47,13 @@ MALFORMED: list[tuple[bytes, int | str | None]] = [
     (b"[1, 2, 3]", None),
     (b'{"jsonrpc":"2.0","id":11}', 11),
     (b"\xff\xfe\x00garbage", None),
+    # an id no answer can carry (a lone surrogate): answered with id null; it ended the server
+    (b'{"jsonrpc":"2.0","id":"\\ud800","method":"ping"}', None),
+    (
+        b'{"jsonrpc":"2.0","id":"a\\udc00b","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}',
+        None,
+    ),
+    (b'{"jsonrpc":"2.0","id":"\\ud800", garbage', None),
     (b'{"jsonrpc":"2.0","id":3,"method":"ping","params":{"a":"' + b"x" * (5 << 20) + b'"}}', 3),  # over 4 MiB
 ]
 
@@ -403,15 +410,25 @@ async def test_text_with_a_nul_is_kept_escaped_not_refused() -> None:
         await drop_schema(base, url)
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("mode", MODES)
-async def test_a_nul_in_an_id_or_a_filter_is_refused_and_costs_the_store_nothing(mode: str) -> None:
-    """PostgreSQL refuses a statement whose text holds a NUL: a job id, a schedule id or a tool filter holding
-    one (an agent's argument, a dashboard URL) failed as the store's error, and /health turned degraded,
-    naming the store. The tools refuse such a value naming the field; the dashboard answers as for any
-    unknown job; the store's health is untouched."""
-    base = postgres_url("the NUL id test")
-    url = with_new_schema(base, "vj_nulid")
+# cursors no server gave out: a time past int64 ("99999999999999999999999:x") and an id holding a NUL ("1:x\0")
+FORGED_CURSORS = ("OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA", "MTp4AA")
+
+
+@pytest.mark.parametrize(("store", "mode"), [("postgres", "auto"), ("postgres", "legacy"), ("sqlite", "auto")])
+async def test_a_nul_in_an_id_or_a_filter_or_a_forged_cursor_is_refused_and_costs_the_store_nothing(
+    store: str, mode: str, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses a statement whose text holds a NUL or whose number is past int64: a job id, a
+    schedule id, a tool filter or a forged list cursor (an agent's argument, a dashboard URL) failed as the
+    store's error, and /health turned degraded for minutes, naming the store; on SQLite the forged cursor
+    was a bare "Error executing tool" and a 500 page. The tools refuse such a value naming the field; the
+    dashboard answers as for any unknown job or bad cursor; the store's health is untouched."""
+    if store == "postgres":
+        pytest.importorskip("asyncpg")
+        base = postgres_url("the NUL id test")
+        url = with_new_schema(base, "vj_nulid")
+    else:
+        base, url = "", f"sqlite:///{tmp_path / 'jobs.db'}"
     try:
         with start_http("streamable-http", {}, ["--store", url]) as server:
             async with Client(server.url, mode=mode) as client:
@@ -424,10 +441,17 @@ async def test_a_nul_in_an_id_or_a_filter_is_refused_and_costs_the_store_nothing
                     answer = await client.call_tool(tool, args)
                     said = texts(answer)
                     assert answer.is_error and f"{field}: " in said and "NUL" in said, (tool, said)
+                for cursor in FORGED_CURSORS:
+                    answer = await client.call_tool("list-jobs", {"cursor": cursor})
+                    said = texts(answer)
+                    assert answer.is_error and "is not a cursor this server gave out" in said, said
             site = f"http://127.0.0.1:{server.port}"
             assert httpx.get(f"{site}/jobs/x%00y", timeout=10).status_code == 404
             assert httpx.get(f"{site}/?tool=x%00y", timeout=10).status_code == 200
+            for cursor in FORGED_CURSORS:
+                assert httpx.get(f"{site}/?cursor={cursor}", timeout=10).status_code == 400
             health = httpx.get(f"{site}/health", timeout=10).json()
             assert health["status"] == "healthy", health
     finally:
-        await drop_schema(base, url)
+        if store == "postgres":
+            await drop_schema(base, url)

@@ -89,13 +89,27 @@ def _frame_id(line: bytes) -> types.RequestId | None:
     """The request id of a frame, when it can be read (a string or an integer at the top level)."""
     parsed = _loads(line)
     if isinstance(parsed, dict):
-        found = parsed.get("id")
-        return found if isinstance(found, str | int) and not isinstance(found, bool) else None
+        return _answerable(parsed.get("id"))
     match = _TOP_ID.match(line[:_ID_SCAN_BYTES])
-    if match is None:
-        return None
-    value = _loads(match[1])
-    return value if isinstance(value, str | int) else None
+    return None if match is None else _answerable(_loads(match[1]))
+
+
+def _answerable(value: Any) -> types.RequestId | None:
+    """`value` as the id of an answer, or None: an integer, or a string an answer can carry (json reads a
+    lone surrogate, `"\\ud800"`, that no answer can be written with)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _encodable(value):
+        return value
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def error_answer(request_id: types.RequestId | None, code: int, message: str) -> types.JSONRPCError:
@@ -137,7 +151,9 @@ def encode_message(message: types.JSONRPCMessage) -> bytes | None:
     log.error("stdio.unencodable_answer", request_id=request_id, error=reason)
     text = f"The answer to this request could not be encoded as JSON ({reason}); nothing else is affected."
     return (
-        error_answer(request_id, INTERNAL_ERROR, text).model_dump_json(by_alias=True, exclude_none=True).encode()
+        error_answer(_answerable(request_id), INTERNAL_ERROR, text)
+        .model_dump_json(by_alias=True, exclude_none=True)
+        .encode()
         + b"\n"
     )
 
