@@ -964,6 +964,11 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, job_id = raw.split(":", 1)
-        return int(created), job_id
+        at = int(created)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidParams(f"cursor {cursor!r} is not a cursor this server gave out") from None
+        at, job_id = -1, ""
+    # a forged one never reaches a store: a time no store column holds (int64) or an id holding a NUL
+    # failed there as the store's error, and counted against its health
+    if not 0 <= at < 2**63 or not job_id or "\x00" in job_id:
+        raise InvalidParams(f"cursor {cursor!r} is not a cursor this server gave out")
+    return at, job_id
