@@ -95,7 +95,7 @@ def zone(name: str) -> ZoneInfo:
     """The IANA timezone, or ValueError naming it."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("Etc"), a name too long
         raise ValueError(f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
 
 
@@ -158,7 +158,11 @@ def _cron_walk(t: Timing, start: int, forward: bool) -> Iterator[int]:
     assert t.cron is not None
     tz = zone(t.timezone)
     text = check_cron(t.cron)
-    it = croniter(text, _wall(start, tz), second_at_beginning=len(text.split(" ")) == 6)
+    try:
+        begin = _wall(start, tz)
+    except (OverflowError, ValueError):  # past year 9999 where the zone is (ahead of UTC): no ticks
+        return
+    it = croniter(text, begin, second_at_beginning=len(text.split(" ")) == 6)
     last = start
     for _ in range(_SCAN_LIMIT):
         try:

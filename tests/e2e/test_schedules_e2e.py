@@ -72,6 +72,10 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"everySeconds": 5, "startAt": 2**63}, "startAt: Input should be less than or equal to"),
     ({"everySeconds": 5, "endAt": 2**63}, "endAt: Input should be less than or equal to"),
     ({"cron": "0 0 * * *", "startAt": 253_402_300_799_000}, "never fire"),  # its next midnight is in year 10000
+    # the same in a zone ahead of UTC, where startAt is already in year 10000 (it was "Error executing tool")
+    ({"cron": "* * * * *", "startAt": 253_402_300_798_999, "timezone": "Pacific/Kiritimati"}, "never fire"),
+    # zone names that are directories or too long for a file name (they were "Error executing tool")
+    *(({"cron": "* * * * *", "timezone": name}, "unknown timezone") for name in ("Etc", "America", "x" * 5000)),
 ]
 
 
