@@ -88,13 +88,16 @@ class ResourceRequirements(WireModel):
     disk_space_mb: NonNegative = Field(default=0, alias="diskSpaceMB")
 
 
+MAX_RETRIES = 100  # a job's own maxRetries at most (a caller may ask for 10**23: a job that never ends)
+
+
 class TaskMetadata(WireModel):
     model_config = ConfigDict(extra="allow")
     session_id: str | None = None
     user_id: str | None = None
     batch_id: str | None = None
     retry_count: Annotated[int, Field(ge=0)] = 0
-    max_retries: Annotated[int, Field(ge=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
 
 
 class TaskSpec(WireModel):

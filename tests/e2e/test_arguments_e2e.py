@@ -186,7 +186,8 @@ async def test_control_tools_name_a_bad_value_without_a_validation_dump(connect:
         too_long = await client.call_tool("get-job-result", {"jobId": "some-job", "waitSeconds": 51})
         bad_status = await client.call_tool("list-jobs", {"status": "done"})
         before = await typed_job_ids(client)
-        for name, value in (("runAt", 10**20), ("deadline", 2**63), ("timeoutSeconds", 1e308)):
+        # maxRetries had no bound: 10**23 retried a tool that never succeeds for ever
+        for name, value in (("runAt", 10**20), ("deadline", 2**63), ("timeoutSeconds", 1e308), ("maxRetries", 10**23)):
             far = await client.call_tool("submit-job", {"tool": "typed", "arguments": RAW, name: value})
             assert far.is_error and f"{name}: Input should be less than or equal to" in texts(far), texts(far)
         assert await typed_job_ids(client) == before

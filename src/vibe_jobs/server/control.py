@@ -18,6 +18,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import (
+    MAX_RETRIES,
     DurationMs,
     EpochMs,
     Job,
@@ -265,7 +266,7 @@ class ControlTools:
         ] = [],  # noqa: B006
         estimatedDuration: Annotated[DurationMs | None, Field(description="Expected run time in ms.")] = None,
         resourceRequirements: ResourceRequirements | None = None,
-        maxRetries: Annotated[int | None, Field(ge=0)] = None,
+        maxRetries: Annotated[int | None, Field(ge=0, le=MAX_RETRIES)] = None,
         timeoutSeconds: PositiveSeconds | None = None,
         taskId: Name | None = None,
         projectId: Name | None = None,
