@@ -22,6 +22,7 @@ import pytest
 from tests.e2e.conftest import ROOT, free_port, stop, wait_for_port
 from vibe_jobs.cli import main
 from vibe_jobs.manager import JobManager
+from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.redact import MASK
 from vibe_jobs.store import open_store
 
@@ -122,6 +123,31 @@ def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:
         assert retried.status_code == 303
         new = http.get(retried.headers["location"])
         assert 'data-status="pending"' in new.text and "demo" in new.text
+
+
+def test_a_retry_of_a_job_whose_deadline_passed_is_not_failed_by_it_again(tmp_path: Path) -> None:
+    """The retry copied the job's absolute deadline: it failed at once, "deadline passed", every time."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def missed() -> str:
+        async with JobManager(open_store(url)) as m:
+            job_id = await m.create_job("demo", {}, task=TaskSpec(deadline=m.now() - 1, priority=Priority.HIGH))
+            await m.start_job(job_id)
+            await m.fail_job(job_id, "deadline passed before it started")
+            return job_id
+
+    async def task_of(job_id: str) -> TaskSpec | None:
+        async with JobManager(open_store(url)) as m:
+            return (await m.get_record(job_id)).task
+
+    failed = anyio.run(missed)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', http.get(f"/jobs/{failed}").text)
+        assert token is not None
+        retried = http.post(f"/jobs/{failed}/retry", data={"csrf": token.group(1)}, headers={"origin": base})
+        assert retried.status_code == 303
+    task = anyio.run(task_of, retried.headers["location"].rsplit("/", 1)[1])
+    assert task is not None and task.deadline is None and task.priority is Priority.HIGH
 
 
 def test_the_dashboard_alone_answers_only_under_its_own_host_names(tmp_path: Path) -> None:

@@ -133,8 +133,11 @@ class Dashboard:
         rec = await self.m.get_record(request.path_params["jobId"])
         if rec.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise InvalidTransition(rec.id, rec.status.value, "retried", "only a failed or cancelled job is retried")
+        task = rec.task
+        if task is not None and task.deadline is not None and task.deadline <= self.m.now():
+            task = task.model_copy(update={"deadline": None})  # kept, it fails the retry at once ("deadline passed")
         # the failed job's principal's: its owner sees the retry, and its quotas count it
-        new_id = await self.m.create_job(rec.tool_name, rec.params, task=rec.task, viewer=Viewer(rec.principal))
+        new_id = await self.m.create_job(rec.tool_name, rec.params, task=task, viewer=Viewer(rec.principal))
         return RedirectResponse(f"/jobs/{new_id}", status_code=303)
 
     async def _check_change(self, request: Request) -> None:
