@@ -142,14 +142,19 @@ def _is_call_tool_result(value: Any) -> bool:
 _MAX_DEPTH = 200  # deeper than this is not a result anyone reads; the JSON encoders give up near 1000
 
 
-def safe_text(text: str) -> str:
-    """`text` as valid Unicode: a lone surrogate (from a file name or bytes that were not UTF-8) becomes its
-    escape, `\\udcff`, instead of making the whole answer unencodable."""
+def encodable(text: str) -> bool:
+    """Is `text` valid Unicode (no lone surrogate), so that it can be written as UTF-8?"""
     try:
         text.encode()
     except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-    return text
+        return False
+    return True
+
+
+def safe_text(text: str) -> str:
+    """`text` as valid Unicode: a lone surrogate (from a file name or bytes that were not UTF-8) becomes its
+    escape, `\\udcff`, instead of making the whole answer unencodable."""
+    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:

@@ -54,6 +54,8 @@ def _no_nul(value: str) -> str:
 
 
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS), AfterValidator(_no_nul)]
+# the control tools' names: no other tool may take one (a proxied upstream's tool, say)
+CONTROL_TOOL_NAMES = frozenset({"get-job-result", "list-jobs", "cancel-job", "submit-job", "answer-job", "job-stats"})
 MAX_REASON_CHARS = 4_096  # a cancel reason, kept with the job
 MAX_DEPENDENCIES = 1_000
 
@@ -334,6 +336,7 @@ class ControlTools:
                 "Job statistics: counts, queue depth, rates, durations and health.",
             ),
         ]
+        assert {name for name, _, _ in entries} == CONTROL_TOOL_NAMES
         return [checked_tool(fn, name, desc) for name, fn, desc in entries]
 
 

@@ -18,6 +18,10 @@ from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import Name
 from vibe_jobs.server.wrap import checked_tool, error_result, job_error_result
 
+# the schedule tools' names: no other tool may take one (a proxied upstream's tool, say)
+SCHEDULE_TOOL_NAMES = frozenset(
+    {"schedule-job", "list-schedules", "pause-schedule", "resume-schedule", "delete-schedule"}
+)
 ScheduleId = Annotated[Name, Field(description="The scheduleId schedule-job returned.")]
 
 
@@ -140,4 +144,5 @@ class ScheduleTools:
             ("resume-schedule", self.resume_schedule),
             ("delete-schedule", self.delete_schedule),
         ]
+        assert {name for name, _ in entries} == SCHEDULE_TOOL_NAMES
         return [checked_tool(fn, name) for name, fn in entries]

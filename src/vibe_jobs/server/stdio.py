@@ -31,6 +31,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from vibe_jobs.logs import get_logger
+from vibe_jobs.results import encodable
 from vibe_jobs.server.http.requestids import wrong_request_id
 
 log = get_logger("vibe_jobs.server.stdio")
@@ -99,17 +100,9 @@ def _answerable(value: Any) -> types.RequestId | None:
     lone surrogate, `"\\ud800"`, that no answer can be written with)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and _encodable(value):
+    if isinstance(value, str) and encodable(value):
         return value
     return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def error_answer(request_id: types.RequestId | None, code: int, message: str) -> types.JSONRPCError:

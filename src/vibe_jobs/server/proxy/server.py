@@ -14,14 +14,18 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Tool as UpstreamTool
 
-from vibe_jobs.logs import configure_logging
+from vibe_jobs.logs import configure_logging, get_logger
+from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.jobserver import JobServer, Transport
 from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
 from vibe_jobs.server.proxy.passthrough import PassThrough
 from vibe_jobs.server.proxy.tools import direct_tool, job_spec
 from vibe_jobs.server.proxy.upstream import TOOLS_CHANGED, Backoff, Upstream
+from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import add_tool_object
 from vibe_jobs.server.wrap import job_mcp_tool
+
+log = get_logger("vibe_jobs.server.proxy")
 
 
 class ProxyServer:
@@ -46,6 +50,9 @@ class ProxyServer:
         if len(set(names)) != len(names) or (len(names) > 1 and "" in names):
             raise ConfigError("with several upstreams each needs a name of its own (--upstream NAME=COMMAND)")
         self.server, self.jobs, self.direct = server, jobs, set(direct)
+        # the names of the proxy's own tools: an upstream's tool of one of these names is not served (it
+        # would take over get-job-result or cancel-job, and see every job id the clients send)
+        self.own = CONTROL_TOOL_NAMES | SCHEDULE_TOOL_NAMES | set(server.specs)
         start_timeout = server.settings.proxy_start_timeout_ms / 1000
         self.upstreams = [Upstream(spec, backoff, start_timeout=start_timeout) for spec in upstreams]
         self.passthrough = PassThrough(self.upstreams)
@@ -101,8 +108,7 @@ class ProxyServer:
         """A job tool (or a direct one) for each upstream tool; unknown names in --jobs/--direct are an error."""
         for index, upstream in enumerate(self.upstreams):
             self.served[index] = set()
-            for tool in upstream.tools:
-                name = upstream.spec.prefixed(tool.name)
+            for name, tool in self._listed(upstream).items():
                 self.served[index].add(name)
                 if self.is_direct(name):
                     self.server.add_mcp_tool(direct_tool(upstream, tool))
@@ -127,7 +133,7 @@ class ProxyServer:
         if self.mcp is None:
             return
         index = self.upstreams.index(upstream)
-        now = {upstream.spec.prefixed(tool.name): tool for tool in upstream.tools}
+        now = self._listed(upstream)
         before = self.served.get(index, set())
         for name, tool in now.items():
             if name not in before:
@@ -137,6 +143,14 @@ class ProxyServer:
         self.served[index] = set(now)
         if set(now) != before:
             await self.passthrough.notify_clients(TOOLS_CHANGED)
+
+    def _listed(self, upstream: Upstream) -> dict[str, UpstreamTool]:
+        """The upstream's tools by the names the proxy serves them under, but for the proxy's own names."""
+        listed = {upstream.spec.prefixed(tool.name): tool for tool in upstream.tools}
+        for name in sorted(self.own.intersection(listed)):
+            log.warning("proxy.tool_name_taken", upstream=upstream.spec.label, tool=name)
+            del listed[name]
+        return listed
 
     def _mcp_tool(self, upstream: Upstream, name: str, tool: UpstreamTool) -> Tool:
         if self.is_direct(name):
