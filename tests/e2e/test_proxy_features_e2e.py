@@ -275,3 +275,40 @@ async def test_an_upstream_tool_added_at_run_time_becomes_a_job_tool_and_the_cli
             late = started(await client.call_tool("late", {}))
             msg = await until(client, late, ("completed",))
     assert texts(msg["result"]) == ["late here"]
+
+
+async def test_an_upstream_cannot_take_over_the_proxys_own_tools() -> None:
+    """An upstream that lists `get-job-result` or `cancel-job` after start (tools/list_changed) replaced the
+    proxy's own: clients could no longer read or cancel a job, and the upstream saw every job id sent."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(FAKE, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            for name in ("get-job-result", "cancel-job"):
+                grow = started(await client.call_tool("grow", {"name": name}))
+                await until(client, grow, ("completed",))
+            late = started(await client.call_tool("grow", {"name": "late"}))
+            await until(client, late, ("completed",))  # tools/list_changed handled in order: the others too
+            listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert "late" in listed and "added at run time" not in (listed["get-job-result"].description or "")
+            read = await client.call_tool("get-job-result", {"jobId": late, "waitSeconds": 0})
+            assert not read.is_error and read.structured_content and read.structured_content["jobId"] == late
+            cancel = await client.call_tool("cancel-job", {"jobId": late})
+            assert "unknown argument" not in " ".join(texts(cancel))
+        errlog.seek(0)
+        assert "proxy.tool_name_taken" in errlog.read()
+
+
+async def test_bytes_that_are_not_utf8_on_the_upstreams_wire_cost_nothing_but_that_line() -> None:
+    """One such byte ended the SDK's reader while the upstream lived: that call and every later one stayed
+    running for ever, and /health said healthy."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            garbled = started(await client.call_tool("garble", {}))
+            msg = await until(client, garbled, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "completed" and texts(msg["result"]) == ["after garble"], msg
+            after = started(await client.call_tool("ok", {}))
+            assert texts((await until(client, after, ("completed",), seconds=20))["result"]) == ["after ok"]

@@ -197,7 +197,11 @@ class Upstream:
             return _owning(streamable_http_client(spec.url, http_client=http), http)
         assert spec.command is not None
         env = dict(spec.env) or None
-        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
+        # bytes that are not UTF-8 become U+FFFD: strict decoding ended the SDK's reader at the first such
+        # byte while the upstream lived on, and every call to it then waited for ever
+        params = StdioServerParameters(
+            command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd, encoding_error_handler="replace"
+        )
         return stdio_client(params, errlog=sys.stderr)
 
     async def connection(self) -> Connection:

@@ -1,0 +1,40 @@
+"""An upstream MCP server over stdio written frame by frame, for wire faults the SDK's server never makes:
+`garble` writes a line of bytes that are not UTF-8 before its answer; `ok` answers."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+TOOLS = [
+    {"name": name, "description": f"{name} (raw upstream)", "inputSchema": {"type": "object", "properties": {}}}
+    for name in ("garble", "ok")
+]
+
+
+def send(message: dict[str, object]) -> None:
+    sys.stdout.buffer.write(json.dumps(message).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def answer(request: dict[str, object]) -> None:
+    method, rid = request.get("method"), request.get("id")
+    if method == "initialize":
+        info = {"name": "raw-upstream", "version": "1"}
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": info}
+        send({"jsonrpc": "2.0", "id": rid, "result": result})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"tools": TOOLS}})
+    elif method == "tools/call":
+        name = request["params"]["name"]  # type: ignore[index]
+        if name == "garble":
+            sys.stdout.buffer.write(b"\xff\xfe\x00garbage\n")
+        content = [{"type": "text", "text": f"after {name}"}]
+        send({"jsonrpc": "2.0", "id": rid, "result": {"content": content, "isError": False}})
+    elif rid is not None:
+        send({"jsonrpc": "2.0", "id": rid, "result": {}})
+
+
+for line in sys.stdin.buffer:
+    if line.strip():
+        answer(json.loads(line))
