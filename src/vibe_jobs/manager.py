@@ -843,7 +843,7 @@ class JobManager:
         except StoreError as exc:  # health names the failure instead of the statistics failing
             self.store_failed(exc)
             counts = {}
-        snapshot = self.stats.snapshot(counts, self.now(), queue, cluster)
+        snapshot = self.stats.snapshot(counts, self.now(), queue, cluster, await self.store.problem())
         if not (server_wide if server_wide is not None else viewer is None or viewer.scope is None):
             return snapshot.own_only()
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})

@@ -193,7 +193,9 @@ class StatsCollector:
         now: int,
         queue: QueueView | None = None,
         cluster: ClusterFigures | None = None,
+        store_problem: str | None = None,
     ) -> Statistics:
+        """The figures at `now`; `store_problem` (`JobStore.problem`) is a health reason of its own."""
         if cluster is not None:
             by_tool, by_op = cluster.by_tool, cluster.by_operation_type
             throughput, done_5m, failed_5m = cluster.finished_last_minute, cluster.completed_5m, cluster.failed_5m
@@ -219,7 +221,11 @@ class StatsCollector:
             throughput_per_minute=throughput,
             error_rate_5m=error_rate,
             health=self.health(
-                pending, error_rate, oldest_age, queue.unserved_tools if queue else None, self._store_reason(now)
+                pending,
+                error_rate,
+                oldest_age,
+                queue.unserved_tools if queue else None,
+                [*([store_problem] if store_problem else []), *self._store_reason(now)],
             ),
         )
 

@@ -154,6 +154,37 @@ async def test_readyz_turns_503_when_the_sqlite_file_is_unreadable_and_200_after
             await until_ready(port, 200)
 
 
+async def health_reasons(server: HttpServer) -> tuple[str, list[str], list[str]]:
+    """/health's status and reasons, and the reasons job-stats gives an MCP client (the same report)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = (await http.get(f"http://127.0.0.1:{server.port}/health")).json()
+    async with http_client_for(server, "auto") as client:
+        stats = structured(await client.call_tool("job-stats", {}))
+    return answer["status"], answer["reasons"], stats["health"]["reasons"]
+
+
+async def test_a_deleted_or_replaced_database_file_is_reported_by_health_readyz_and_job_stats() -> None:
+    """The store's connection keeps writing to a deleted file, which nobody can open again: the jobs are gone
+    when the server stops. /readyz, /health and job-stats say so, naming the file; and again when another
+    file takes its place."""
+    with tempfile.TemporaryDirectory(prefix="vj-deleted-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with start_http("streamable-http", args=["--store", f"sqlite:///{db}"]) as server:
+            async with http_client_for(server, "auto") as client:
+                await start(client, "noop", {})
+            assert await ready(server.port) == (200, {"status": "ready"})
+            status, reasons, via_mcp = await health_reasons(server)
+            assert (status, reasons, via_mcp) == ("healthy", [], [])
+            db.rename(Path(tmp) / "moved-away.db")
+            for what in ("deleted", "replaced"):
+                status, reasons, via_mcp = await health_reasons(server)
+                assert status != "healthy" and any(f"{db} was {what}" in r for r in reasons), reasons
+                assert any(f"{db} was {what}" in r for r in via_mcp), via_mcp
+                code, body = await ready(server.port)
+                assert code == 503 and f"{db} was {what}" in body["reason"], body
+                shutil.copy(Path(tmp) / "moved-away.db", db)  # a copy: a SQLite file, but not the one open
+
+
 @pytest.mark.postgres
 async def test_readyz_turns_503_when_postgresql_stops_and_200_after_it_restarts() -> None:
     if (why := pgcluster.available()) is not None:

@@ -158,6 +158,11 @@ class JobStore(Protocol):
     async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
         """Create or replace the learned durations of these keys."""
 
+    async def problem(self) -> str | None:
+        """Why the store may not keep what it is given even though it answers (a SQLite file that was
+        deleted or replaced while open, or that nobody could open any more); None when nothing is seen.
+        Health and /readyz report it; it never raises."""
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimLimits:

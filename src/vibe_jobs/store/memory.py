@@ -168,6 +168,9 @@ class MemoryStore:
     async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
         self.durations.update(rows)
 
+    async def problem(self) -> str | None:
+        return None
+
     # -- schedules -------------------------------------------------------------------------
 
     async def insert_schedule(self, rec: ScheduleRecord) -> None:

@@ -494,6 +494,9 @@ class PostgresStore(SharedJobStore):
             runs, ewma, recent = ([v[i] for v in values] for i in range(3))
             await self._execute(sql.SAVE_DURATIONS, keys, runs, ewma, recent, now)
 
+    async def problem(self) -> str | None:
+        return None  # the database server answers or fails: what `get` raises says it
+
     async def orphans(self, now: int) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease, and running jobs whose job lease expired."""
         return await self._records(sql.ORPHANS, now)

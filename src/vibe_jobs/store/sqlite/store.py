@@ -30,7 +30,7 @@ from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
 from vibe_jobs.store.base import NO_GUARD, DurationRow, Guard, JobQuery, check_active_filter, check_updatable
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
-from vibe_jobs.store.sqlite import sql
+from vibe_jobs.store.sqlite import dbfile, sql
 from vibe_jobs.store.sqlite.change import Change
 from vibe_jobs.store.sqlite.errors import failure_error, open_error
 from vibe_jobs.store.sqlite.link import Link, Statement, statement
@@ -41,6 +41,7 @@ log = get_logger("vibe_jobs.store.sqlite")
 
 MAX_OPS = 4000  # ops in one transaction at most
 KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
+PROBLEM_SECONDS = 2.0  # how long `problem` waits for the file system
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
 # margin keeps a lease that a clock stepped back could still find live.
@@ -150,6 +151,7 @@ class SQLiteStore:
         self._known = RecentRecords(KNOWN_RECORDS)
         self._lifecycle = anyio.Lock()  # open, and restart after the server process died
         self._closed = False
+        self._file: dbfile.FileId | None = None  # the file opened (a restart must not start on another one)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -157,6 +159,7 @@ class SQLiteStore:
         async with self._lifecycle:
             self._closed = False
             await self._start_server()
+            self._file = None if self.path == ":memory:" else dbfile.file_id(self.path)
 
     async def _start_server(self) -> None:
         """Start a server process unless a live one runs (under `_lifecycle`); a dead one is reaped after."""
@@ -193,6 +196,13 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's own dir: owner only
         except OSError as exc:
             raise open_error(self.path, exc) from None
+
+    async def problem(self) -> str | None:
+        if self.path == ":memory:":
+            return None
+        with anyio.move_on_after(PROBLEM_SECONDS):  # a file system that hangs (NFS) hangs the thread, not us
+            return await anyio.to_thread.run_sync(dbfile.problem, self.path, self._file, abandon_on_cancel=True)
+        return f"the database file {self.path} did not answer within {PROBLEM_SECONDS:g} s"
 
     def _failure(self, failure: Failure) -> Exception:
         return failure_error(failure, self.path)

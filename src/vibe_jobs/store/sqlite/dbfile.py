@@ -1,0 +1,42 @@
+"""The database file under an open store: what SQLite cannot see through its open connection.
+
+A connection keeps working on its file after the file was deleted or replaced: its writes then go to a
+file nobody can open again, and the jobs are gone when the server stops. It also keeps working when
+nobody else could open the file any more (its mode, a directory made read-only, the file overwritten).
+`problem` says which, for health and /readyz (`JobStore.problem`).
+"""
+
+from __future__ import annotations
+
+import os
+
+MAGIC = b"SQLite format 3\x00"
+FileId = tuple[int, int]  # (device, inode): the file itself, whatever its name
+
+
+def file_id(path: str) -> FileId | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def problem(path: str, opened: FileId | None) -> str | None:
+    """What is wrong with the file at `path` for a store that opened the file `opened`; None: nothing."""
+    lost = "jobs written now are lost when the server stops; restore the file or restart the server"
+    now = file_id(path)
+    if now is None and not os.path.lexists(path):
+        return f"the database file {path} was deleted while the store had it open: {lost}"
+    if opened is not None and now is not None and now != opened:
+        return f"the database file {path} was replaced while the store had it open: {lost}"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC))
+    except OSError as exc:
+        return f"the database file cannot be opened: {exc}"
+    if head and head != MAGIC:
+        return f"{path} is not a SQLite database any more"
+    if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+        return f"the directory of {path} is not writable"
+    return None
