@@ -57,13 +57,13 @@ class InvalidParams(JobError):
 
 
 class ParamsTooLarge(InvalidParams):
-    """The job's parameters are larger than allowed."""
+    """The job's parameters (or an answer to its question: both are stored on the job) are larger than allowed."""
 
     code = "params_too_large"
 
-    def __init__(self, size: int, limit: int) -> None:
+    def __init__(self, size: int, limit: int, what: str = "params are") -> None:
         self.size, self.limit = size, limit
-        super().__init__(f"params are {size} bytes serialised; the limit is {limit} bytes")
+        super().__init__(f"{what} {size} bytes serialised; the limit is {limit} bytes")
 
 
 class QuotaExceeded(JobError):

@@ -306,13 +306,18 @@ class JobManager:
             return {}
         if type(params) is not dict and not isinstance(params, Mapping):
             raise InvalidParams(f"params must be an object, not {type(params).__name__}")
-        try:
-            size = json_size(params)
-        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-            raise InvalidParams(f"params must be JSON-serialisable: {exc}") from None
-        if size > self.settings.max_params_bytes:
-            raise ParamsTooLarge(size, self.settings.max_params_bytes)
+        self.check_size(params)
         return dict(params)
+
+    def check_size(self, value: Any, what: str = "params") -> None:
+        """InvalidParams unless `value` (what a client gives a job to keep: params, an answer) serialises as JSON
+        within `max_params_bytes`."""
+        try:
+            size = json_size(value)
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise InvalidParams(f"{what} must be JSON-serialisable: {exc}") from None
+        if size > self.settings.max_params_bytes:
+            raise ParamsTooLarge(size, self.settings.max_params_bytes, f"{what} {'are' if what == 'params' else 'is'}")
 
     @staticmethod
     def _dedupe_key(tool_name: str, params: Mapping[str, Any], principal: str = LOCAL_PRINCIPAL) -> str:
@@ -678,7 +683,9 @@ class JobManager:
                     f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer", job_id=rec.id
                 )
             given = answer if action is None else plain_answer(question, answer, action)
-            return {"waiting_for": {**question, "answer": check_answer(question, given)}}
+            checked = check_answer(question, given)
+            self.check_size(checked, "the answer")
+            return {"waiting_for": {**question, "answer": checked}}
 
         return await self.mutate(job_id, plan)
 

@@ -200,6 +200,23 @@ async def test_an_answer_outside_the_schemas_bounds_is_refused_and_the_question_
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_over_the_size_limit_is_refused_and_the_question_stays(mode: str) -> None:
+    """An answer is kept on the job as its params are, under the same limit (VIBE_JOBS_MAX_PARAMS_BYTES): a
+    sampling reply of any size was stored whole. Refused, naming the sizes; the job still waits."""
+    async with connect(mode, {"VIBE_JOBS_MAX_PARAMS_BYTES": "4096"}) as client:
+        job_id = await start(client, "ask_model", {"topic": "size"})
+        await until_waiting(client, job_id)
+        for big in ("x" * 10_000, {"role": "assistant", "content": {"type": "text", "text": "y" * 10_000}}):
+            refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": big})
+            text = refused.content[0].text  # type: ignore[union-attr]
+            assert refused.is_error and "the answer is" in text and "the limit is 4096 bytes" in text, text
+            assert "waitingFor" in await read(client, job_id)
+        ok = await client.call_tool("answer-job", {"jobId": job_id, "answer": "a short reply"})
+        assert not ok.is_error, ok
+        await client.call_tool("cancel-job", {"jobId": job_id})
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_declined_with_answer_job(mode: str) -> None:
     async with connect(mode) as client:
         job_id = await start(client, "confirm")
