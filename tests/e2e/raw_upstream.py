@@ -1,5 +1,6 @@
 """An upstream MCP server over stdio written frame by frame, for wire faults the SDK's server never makes:
-`garble` writes a line of bytes that are not UTF-8 before its answer; `ok` answers."""
+`garble` writes a line of bytes that are not UTF-8 before its answer; `huge` answers with a line of 70 MB,
+`big` with one of 8 MB; `mangled` answers with a result that is not an object (not JSON-RPC); `ok` answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 TOOLS = [
     {"name": name, "description": f"{name} (raw upstream)", "inputSchema": {"type": "object", "properties": {}}}
-    for name in ("garble", "ok")
+    for name in ("garble", "huge", "big", "mangled", "ok")
 ]
 
 
@@ -29,6 +30,15 @@ def answer(request: dict[str, object]) -> None:
         name = request["params"]["name"]  # type: ignore[index]
         if name == "garble":
             sys.stdout.buffer.write(b"\xff\xfe\x00garbage\n")
+        elif name in ("huge", "big"):
+            text = b"x" * ((70 if name == "huge" else 8) * 1024 * 1024)
+            line = b'{"jsonrpc":"2.0","id":%d,"result":{"content":[{"type":"text","text":"%s"}],"isError":false}}\n'
+            sys.stdout.buffer.write(line % (rid, text))
+            sys.stdout.buffer.flush()
+            return
+        elif name == "mangled":
+            send({"jsonrpc": "2.0", "id": rid, "result": "a text where an object belongs"})
+            return
         content = [{"type": "text", "text": f"after {name}"}]
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": content, "isError": False}})
     elif rid is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -280,17 +281,27 @@ async def test_an_upstream_tool_added_at_run_time_becomes_a_job_tool_and_the_cli
 async def test_an_upstream_cannot_take_over_the_proxys_own_tools() -> None:
     """An upstream that lists `get-job-result` or `cancel-job` after start (tools/list_changed) replaced the
     proxy's own: clients could no longer read or cancel a job, and the upstream saw every job id sent."""
+    changes = anyio.Semaphore(0)
+
+    async def on_message(message: Any) -> None:
+        if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+            changes.release()
+
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
     params = StdioServerParameters(command=sys.executable, args=proxy_args(FAKE, None), env=env, cwd=str(ROOT))
     with tempfile.TemporaryFile("w+") as errlog:
-        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", message_handler=on_message) as client:
             for name in ("get-job-result", "cancel-job"):
                 grow = started(await client.call_tool("grow", {"name": name}))
                 await until(client, grow, ("completed",))
             late = started(await client.call_tool("grow", {"name": "late"}))
-            await until(client, late, ("completed",))  # tools/list_changed handled in order: the others too
+            await until(client, late, ("completed",))
             listed = {t.name: t for t in (await client.list_tools()).tools}
-            assert "late" in listed and "added at run time" not in (listed["get-job-result"].description or "")
+            with anyio.fail_after(10):  # the upstream's list changes are followed in order: "late" comes last
+                while "late" not in listed:
+                    await changes.acquire()
+                    listed = {t.name: t for t in (await client.list_tools()).tools}
+            assert "added at run time" not in (listed["get-job-result"].description or "")
             read = await client.call_tool("get-job-result", {"jobId": late, "waitSeconds": 0})
             assert not read.is_error and read.structured_content and read.structured_content["jobId"] == late
             cancel = await client.call_tool("cancel-job", {"jobId": late})
@@ -312,3 +323,28 @@ async def test_bytes_that_are_not_utf8_on_the_upstreams_wire_cost_nothing_but_th
             assert msg["status"] == "completed" and texts(msg["result"]) == ["after garble"], msg
             after = started(await client.call_tool("ok", {}))
             assert texts((await until(client, after, ("completed",), seconds=20))["result"]) == ["after ok"]
+
+
+async def test_an_answer_too_long_or_not_json_rpc_fails_its_own_call_and_nothing_else() -> None:
+    """The SDK's reader joined and split its whole buffer on every chunk (a 70 MB line: minutes, while every
+    other call waited) and dropped an answer that is not JSON-RPC (its call stayed running for ever). Lines are
+    read in linear time; one over the proxy's limit (64 MiB) or not JSON-RPC fails the call it answers."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            huge, mangled = started(await client.call_tool("huge", {})), started(await client.call_tool("mangled", {}))
+            msg = await until(client, huge, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "failed", msg
+            said = " ".join(texts(msg["result"]))
+            assert re.search(r"message is 73,4\d\d,\d\d\d bytes, over the proxy's limit of 67,108,864", said), said
+            msg = await until(client, mangled, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "failed" and "not JSON-RPC" in " ".join(texts(msg["result"])), msg
+            big = started(await client.call_tool("big", {}))
+            msg = await until(client, big, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "completed" and "[result truncated" in " ".join(texts(msg["result"])), msg
+            after = started(await client.call_tool("ok", {}))
+            assert texts((await until(client, after, ("completed",), seconds=20))["result"]) == ["after ok"]
+        errlog.seek(0)
+        assert "proxy.upstream_line_dropped" in errlog.read()

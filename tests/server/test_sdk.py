@@ -6,16 +6,27 @@ server/sdk.py's notes again (a public hook may have appeared), then move SDK_VER
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
 from importlib.metadata import version
 from typing import Any
 
-from mcp import Client
+import anyio
+from mcp import Client, StdioServerParameters
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp_types import EmptyResult, SetLevelRequestParams, SubscribeRequestParams
 
-from vibe_jobs.server.sdk import SDK_VERSION, add_request_handler, add_tool_object, connection_of
+from vibe_jobs.server.sdk import (
+    SDK_VERSION,
+    add_request_handler,
+    add_tool_object,
+    connection_of,
+    spawn_stdio_server,
+    stop_stdio_server,
+)
 
 
 def test_the_installed_sdk_is_the_one_sdk_py_was_checked_against() -> None:
@@ -84,3 +95,31 @@ async def test_a_tool_object_added_to_a_running_server_is_listed_and_called() ->
         assert [t.name for t in (await client.list_tools()).tools] == ["shout"]
         result = await client.call_tool("shout", {"text": "hi"})
     assert [getattr(c, "text", None) for c in result.content] == ["HI"]
+
+
+CHILD = """
+import os, sys, time
+print(os.environ.get("VJ_SECRET", "-"), os.environ.get("VJ_GIVEN", "-"), sys.stdin.readline().strip(), flush=True)
+time.sleep(120)  # it ignores its closed stdin: the stop has to kill it
+"""
+
+
+async def test_a_stdio_server_is_spawned_with_the_given_environment_only_and_stopped_for_sure() -> None:
+    """What `mcp.stdio_client` does with a process (proxy/wire.py keeps it): the child gets the SDK's safe
+    variables and its own, not ours (a secret of the proxy's stays with it); a child that ignores its closed
+    stdin is killed, with its process group."""
+    os.environ["VJ_SECRET"] = "proxy-only"
+    try:
+        params = StdioServerParameters(command=sys.executable, args=["-c", CHILD], env={"VJ_GIVEN": "given"})
+        with tempfile.TemporaryFile("w+") as errlog:
+            process = await spawn_stdio_server(params, errlog)
+    finally:
+        del os.environ["VJ_SECRET"]
+    assert process.stdin is not None and process.stdout is not None
+    await process.stdin.send(b"ping\n")
+    with anyio.fail_after(10):
+        line = await process.stdout.receive()
+    assert line.decode().split() == ["-", "given", "ping"]
+    with anyio.fail_after(15):
+        await stop_stdio_server(process)
+    assert process.returncode is not None

@@ -2,7 +2,7 @@
 
 Everything else uses MCPServer's public hooks: the subscription bus is passed at construction
 (`MCPServer(subscriptions=...)`), `subscriptions/listen` streams are seen by a server middleware
-(`MCPServer(middleware=...)`). Two needs have no public hook in mcp 2.3.0:
+(`MCPServer(middleware=...)`). These needs have no public hook in mcp 2.3.0:
 
 - serving a request method MCPServer does not serve itself (`logging/setLevel`, legacy
   `resources/subscribe` / `resources/unsubscribe`). The low-level `Server.add_request_handler` is
@@ -13,6 +13,9 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
 - adding a ready-made `Tool` to a running MCPServer (a proxied upstream's new tool after its
   `tools/list_changed`): `MCPServer(tools=[...])` takes Tool objects at construction only, `add_tool` builds one
   from a function; the tool manager's table (`_tool_manager._tools`) is where they live.
+- running a stdio upstream with a reader of our own (`server/proxy/wire.py`): `stdio_client` offers no way to
+  replace its reader, and its process handling (the executable, the inherited environment, a process group of
+  its own, the shutdown order) is worth keeping: `_create_platform_compatible_process`, `_stop_server_process`.
 - the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
   the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
 
@@ -23,8 +26,11 @@ after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
+from anyio.abc import Process
+from mcp import StdioServerParameters
+from mcp.client import stdio
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
@@ -61,3 +67,18 @@ def add_tool_object(mcp: MCPServer[Any], tool: Tool) -> None:
 def connection_of(session: ServerSession) -> object:
     """The connection `session` speaks on: one object for every request of one client connection."""
     return session._connection
+
+
+async def spawn_stdio_server(params: StdioServerParameters, errlog: TextIO) -> Process:
+    """Start the stdio server of `params` as `mcp.stdio_client` does: its environment is the SDK's safe
+    inherited variables under `params.env`, in a process group of its own (stopped as a whole)."""
+    command = await stdio._get_executable_command(params.command)
+    env = stdio.get_default_environment() | (params.env or {})
+    process = await stdio._create_platform_compatible_process(command, params.args, env, errlog, params.cwd)
+    assert isinstance(process, Process)  # POSIX; the SDK's Windows fallback process is not one
+    return process
+
+
+async def stop_stdio_server(process: Process) -> None:
+    """Stop it as `mcp.stdio_client` does: stdin closed, a grace period, then the process group killed."""
+    await stdio._stop_server_process(process)

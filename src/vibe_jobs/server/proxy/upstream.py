@@ -8,7 +8,6 @@ SDK's stdio transport passes it through); upstream stdout is read as protocol on
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import anyio
 import httpx2
 from anyio.abc import TaskStatus
-from mcp import Client, MCPError, StdioServerParameters, stdio_client
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import ClientRequestContext, Transport
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
@@ -40,6 +39,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.proxy.config import UpstreamSpec
 from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
+from vibe_jobs.server.proxy.wire import stdio_upstream
 
 log = get_logger("vibe_jobs.server.proxy")
 
@@ -197,12 +197,8 @@ class Upstream:
             return _owning(streamable_http_client(spec.url, http_client=http), http)
         assert spec.command is not None
         env = dict(spec.env) or None
-        # bytes that are not UTF-8 become U+FFFD: strict decoding ended the SDK's reader at the first such
-        # byte while the upstream lived on, and every call to it then waited for ever
-        params = StdioServerParameters(
-            command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd, encoding_error_handler="replace"
-        )
-        return stdio_client(params, errlog=sys.stderr)
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
+        return stdio_upstream(params, spec.label)
 
     async def connection(self) -> Connection:
         """The live connection, waiting while the upstream restarts."""

@@ -1,0 +1,170 @@
+"""The stdio wire to an upstream: the SDK's process handling, with a reader of our own.
+
+The SDK's `stdio_client` reader joins each chunk to the line so far and splits the whole again, with no
+cap: a 100 MB line took 105 s and 170 MB more memory while every other call to that upstream waited. It
+also drops a line that is not a JSON-RPC message, so the call that line answered waits for ever. Here:
+- lines are cut as they come (linear time) and a line over `MAX_LINE_BYTES` is skipped as it streams
+  (bounded memory), logged with its size;
+- an answer that cannot be used (too long, or not JSON-RPC) fails the call it answers, with a message
+  saying why, when its id can be read from its start; anything else is logged and dropped;
+- bytes that are not UTF-8 become U+FFFD (strict decoding ended the SDK's reader at the first one).
+
+Starting and stopping the process (its own process group, the inherited environment, the shutdown order
+of the MCP specification) is the SDK's, through `server/sdk.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import anyio
+import mcp_types as types
+from anyio.abc import ByteReceiveStream
+from mcp import StdioServerParameters
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+from vibe_jobs.logs import get_logger
+from vibe_jobs.server import sdk
+
+log = get_logger("vibe_jobs.server.proxy")
+
+MAX_LINE_BYTES = 64 * 1024 * 1024  # an upstream's message; a result is cut to max_result_bytes anyway
+HEAD_BYTES = 4096  # the start of an over-long line kept to find whose answer it is
+INTERNAL_ERROR = -32603
+# {"jsonrpc": "2.0", "id": ID, "result" or "error": the start of an answer as the SDKs write one (the members
+# in this order): its id is the id of a call of ours, and of no request of the upstream's own
+_ANSWER_ID = re.compile(
+    rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,15}|"[^"\\]{0,256}")\s*,\s*"(?:result|error)"'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Overlong:
+    """A line longer than the limit: its size and its first bytes."""
+
+    size: int
+    head: bytes
+
+
+async def lines(stream: ByteReceiveStream, limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes | Overlong]:
+    """The lines of `stream` without their newline; one over `limit` bytes as an `Overlong`, never held whole."""
+    buffer = bytearray()
+    skipped: int | None = None  # bytes of the over-long line being skipped
+    head = b""
+    async for chunk in stream:
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            piece = chunk[start:end]
+            start = end + 1
+            if skipped is not None:
+                yield Overlong(skipped + len(piece), _head(head, piece))
+                skipped = None
+            elif len(buffer) + len(piece) > limit:
+                yield Overlong(len(buffer) + len(piece), _head(buffer, piece))
+                buffer.clear()
+            elif buffer:
+                buffer += piece
+                yield bytes(buffer)
+                buffer.clear()
+            else:
+                yield piece  # the whole line came in this chunk: no copy
+        rest = chunk[start:]
+        if skipped is not None:
+            skipped, head = skipped + len(rest), _head(head, rest)
+        elif len(buffer) + len(rest) > limit:
+            head, skipped = _head(buffer, rest), len(buffer) + len(rest)
+            buffer.clear()
+        else:
+            buffer += rest
+
+
+def _head(start: bytes | bytearray, more: bytes) -> bytes:
+    """The first HEAD_BYTES of `start` followed by `more`."""
+    if len(start) >= HEAD_BYTES:
+        return bytes(start[:HEAD_BYTES])
+    return bytes(start) + more[: HEAD_BYTES - len(start)]
+
+
+def message_of(line: bytes | Overlong, label: str) -> SessionMessage | None:
+    """What the session gets for one line from upstream `label`: its message, an error answering the call a
+    line that cannot be used answered, or None (a blank line, or a broken one that answers nothing)."""
+    if isinstance(line, Overlong):
+        why = f"the upstream's message is {line.size:,} bytes, over the proxy's limit of {MAX_LINE_BYTES:,}"
+        return _failed_answer(line.head, why, label)
+    if not line.strip():
+        return None
+    text = line.decode(errors="replace")
+    try:
+        return SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        why = f"the upstream's message is not JSON-RPC: {first['msg']}" + (f" (at {where})" if where else "")
+        return _failed_answer(line[:HEAD_BYTES], why, label)
+
+
+def _failed_answer(head: bytes, why: str, label: str) -> SessionMessage | None:
+    found = _ANSWER_ID.match(head)
+    request_id: Any = None if found is None else _id(found[1])
+    log.warning("proxy.upstream_line_dropped", upstream=label, why=why, answers=request_id)
+    if request_id is None:
+        return None
+    error = types.ErrorData(code=INTERNAL_ERROR, message=f"{why} (upstream {label})")
+    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+
+
+def _id(raw: bytes) -> types.RequestId:
+    return raw[1:-1].decode(errors="replace") if raw.startswith(b'"') else int(raw)
+
+
+@asynccontextmanager
+async def stdio_upstream(
+    params: StdioServerParameters, label: str, errlog: TextIO = sys.stderr
+) -> AsyncIterator[tuple[Any, Any]]:
+    """Run the upstream of `params` and yield its (read, write) streams, as `mcp.stdio_client` does."""
+    process = await sdk.spawn_stdio_server(params, errlog)
+    read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
+
+    async def reader() -> None:
+        assert process.stdout is not None
+        async with read_send:
+            try:
+                async for line in lines(process.stdout):
+                    message = message_of(line, label)
+                    if message is not None:
+                        await read_send.send(message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                pass  # our shutdown closed the pipe or the session's stream
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            async for _ in process.stdout:  # drained: an upstream blocked on a full pipe could not exit when asked
+                pass
+
+    async def writer() -> None:
+        assert process.stdin is not None
+        try:
+            async with write_receive:
+                async for item in write_receive:
+                    data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    await process.stdin.send(data.encode(errors="replace") + b"\n")
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            await read_send.aclose()  # the upstream stopped reading: the session sees the end, no call hangs
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        tg.start_soon(writer)
+        try:
+            yield read_stream, write_stream
+        finally:
+            with anyio.CancelScope(shield=True):  # the process is stopped whatever cancels us
+                read_stream.close()
+                write_stream.close()
+                await sdk.stop_stdio_server(process)
+            tg.cancel_scope.cancel()

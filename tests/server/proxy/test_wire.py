@@ -1,0 +1,72 @@
+"""The upstream wire's reader: lines cut as they come, whatever the chunks; an over-long one never held whole."""
+
+from __future__ import annotations
+
+import anyio
+import mcp_types as types
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vibe_jobs.server.proxy.wire import HEAD_BYTES, Overlong, lines, message_of
+
+LIMIT = 16
+
+
+async def read(chunks: list[bytes], limit: int = LIMIT) -> list[bytes | Overlong]:
+    return [line async for line in lines(_Chunks(chunks), limit)]  # type: ignore[arg-type]
+
+
+class _Chunks:
+    """What `lines` reads of a byte stream: its chunks, by async iteration."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = iter(chunks)
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return next(self.chunks)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+def expected(data: bytes, limit: int = LIMIT) -> list[bytes | tuple[int, bytes]]:
+    *whole, _rest = data.split(b"\n")  # what follows the last newline is not a line yet
+    return [line if len(line) <= limit else (len(line), line[:HEAD_BYTES]) for line in whole]
+
+
+def plain(found: list[bytes | Overlong]) -> list[bytes | tuple[int, bytes]]:
+    return [(x.size, x.head) if isinstance(x, Overlong) else x for x in found]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b"bcd", b"\n", b"x" * 20, b"\n\n", b"y" * 7 + b"\n"]), max_size=30),
+    st.data(),
+)
+def test_lines_are_the_same_however_the_bytes_are_cut(parts: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(parts)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=10)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True) if b > a]
+    assert plain(anyio.run(read, chunks)) == expected(stream)
+
+
+async def test_an_over_long_line_keeps_its_size_and_head_only() -> None:
+    big = b'{"jsonrpc":"2.0","id":7,"result":' + b"z" * 100_000 + b"}"
+    found = await read([big[i : i + 1000] for i in range(0, len(big), 1000)] + [b"\n", b"{}\n"], limit=10_000)
+    assert found == [Overlong(len(big), big[:HEAD_BYTES]), b"{}"]
+
+
+def test_an_unusable_answer_fails_the_call_it_answers_and_a_request_is_left_alone() -> None:
+    answer = message_of(Overlong(10**9, b'{"jsonrpc": "2.0", "id": 7, "result": {"content": ['), "up")
+    assert answer is not None and isinstance(answer.message, types.JSONRPCError)
+    assert answer.message.id == 7 and "1,000,000,000 bytes, over the proxy's limit" in answer.message.error.message
+    wrong = message_of(b'{"jsonrpc":"2.0","id":"a","result":[]}', "up")
+    assert wrong is not None and isinstance(wrong.message, types.JSONRPCError) and wrong.message.id == "a"
+    assert "not JSON-RPC" in wrong.message.error.message
+    # the upstream's own request (a method, not a result) with the same id is not answered as ours
+    assert message_of(Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'), "up") is None
+    assert message_of(b"not json at all", "up") is None
+    assert message_of(b"  ", "up") is None
