@@ -108,6 +108,17 @@ def _group(groups: dict[str, _Group], key: str) -> _Group:
     return group
 
 
+def _left(queue: QueueView | None) -> list[str]:
+    """Health's words for jobs left for a server that has their tool (`engine.recovery`)."""
+    left = queue.left_tools if queue is not None else {}
+    return [
+        f"1 job of tool '{tool}' waits for a server that has the tool (its own server stopped)"
+        if n == 1
+        else f"{n} jobs of tool '{tool}' wait for a server that has the tool (their own server stopped)"
+        for tool, n in sorted(left.items())
+    ]
+
+
 def percentile(ordered: list[int], pct: float) -> float | None:
     """Nearest-rank percentile of sorted values."""
     if not ordered:
@@ -123,6 +134,7 @@ class QueueView:
     depth_by_priority: dict[str, int]
     oldest_pending_created_at: int | None
     unserved_tools: dict[str, int] = field(default_factory=dict)  # pending jobs of tools nobody runs
+    left_tools: dict[str, int] = field(default_factory=dict)  # a stopped server's jobs of tools nobody here runs
 
 
 STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a transient one until a write works)
@@ -225,7 +237,7 @@ class StatsCollector:
                 error_rate,
                 oldest_age,
                 queue.unserved_tools if queue else None,
-                [*([store_problem] if store_problem else []), *self._store_reason(now)],
+                [*([store_problem] if store_problem else []), *self._store_reason(now), *_left(queue)],
             ),
         )
 

@@ -99,12 +99,12 @@ def setup(tmp_path: Path) -> Setup:
     return make_setup(tmp_path)
 
 
-def spawn(setup: Setup) -> Server:
+def spawn(setup: Setup, tools: str = "tests.e2e.crash_tools") -> Server:
     """Start `vibe-jobs serve --transport streamable-http` on the setup's SQLite file (not waited for)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "vibe_jobs", "serve", "--store", setup.store, "--no-builtin",
-        "--tools", "tests.e2e.crash_tools", "--transport", "streamable-http", "--port", str(port),
+        "--tools", tools, "--transport", "streamable-http", "--port", str(port),
     ]  # fmt: skip
     errlog = setup.db.parent / f"server-{port}.stderr"
     with errlog.open("ab") as err:  # O_APPEND: the test reads it by name while the server writes
@@ -115,9 +115,9 @@ def spawn(setup: Setup) -> Server:
 
 
 @contextmanager
-def serve_many(setup: Setup, count: int) -> Iterator[list[Server]]:
+def serve_many(setup: Setup, count: int, tools: str = "tests.e2e.crash_tools") -> Iterator[list[Server]]:
     """`count` servers on one file, started together; each stopped (if still alive) at exit."""
-    servers = [spawn(setup) for _ in range(count)]
+    servers = [spawn(setup, tools) for _ in range(count)]
     try:
         for server in servers:
             try:
@@ -131,8 +131,8 @@ def serve_many(setup: Setup, count: int) -> Iterator[list[Server]]:
 
 
 @contextmanager
-def serve(setup: Setup) -> Iterator[Server]:
-    with serve_many(setup, 1) as (server,):
+def serve(setup: Setup, tools: str = "tests.e2e.crash_tools") -> Iterator[Server]:
+    with serve_many(setup, 1, tools) as (server,):
         yield server
 
 

@@ -8,8 +8,11 @@ jobs once its lease expires (VIBE_JOBS_LEASE_SECONDS=1), by the recovery rule.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
+import anyio
+import httpx2 as httpx
 import pytest
 from mcp import Client
 
@@ -23,6 +26,7 @@ from tests.e2e.test_crash_recovery import (
     make_setup,
     read,
     running_without_live_owner,
+    serve,
     serve_many,
     submit,
     wait_for,
@@ -165,3 +169,51 @@ async def dependent(client: Client, dependency: str, tag: str) -> str:
     result = await client.call_tool("submit-job", args)
     assert not result.is_error and result.structured_content is not None, result.content
     return str(result.structured_content["jobId"])
+
+
+async def health_reasons_within(port: int, wanted: str, within: float = 20) -> list[str]:
+    """/health's reasons once one of them contains `wanted` (the next recovery pass), at most `within` s."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            reasons: list[str] = (await http.get(f"http://127.0.0.1:{port}/health")).json()["reasons"]
+            if any(wanted in reason for reason in reasons) or time.monotonic() > deadline:
+                return reasons
+            await anyio.sleep(0.05)  # no MCP call waits on a recovery pass: poll, bounded
+
+
+async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_program_that_has_it(
+    setup: Setup,
+) -> None:
+    """Every program of a user shares the default SQLite file. One that lacked a tool failed the jobs of a stopped
+    program that had it ("the tool ... is not registered on this server"): the second program cost the first its
+    jobs. It leaves them, says so in its health, and can still cancel one; the first runs the rest when it is back."""
+    with serve(setup) as first:
+        async with client_of(first) as client:
+            safe = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "safe"})
+            doomed = await submit(client, "slow_unsafe", {"seconds": 600, "tag": "doomed"})
+            for job_id in (safe, doomed):
+                await wait_for(client, job_id, ("running",), within=10)
+            queued = await submit(client, "slow_unsafe", {"seconds": 0.1, "tag": "queued"})  # both slots are busy
+        first.kill()
+
+    with serve(setup, "tests.e2e.sample_tools") as other:
+        reasons = await health_reasons_within(other.port, "wait for a server that has the tool")
+        assert "2 jobs of tool 'slow_unsafe' wait for a server that has the tool (their own server stopped)" in reasons
+        assert "1 job of tool 'slow_safe' waits for a server that has the tool (its own server stopped)" in reasons
+        async with client_of(other) as client:
+            statuses = [(await read(client, job_id))["status"] for job_id in (safe, doomed, queued)]
+            assert statuses == ["running", "running", "pending"]
+            # its run is gone with its server: a recovery pass of this one ends it, no tool needed
+            await client.call_tool("cancel-job", {"jobId": doomed, "reason": "not needed"})
+            cancelled = await wait_for(client, doomed)
+            assert cancelled["status"] == "cancelled" and "not needed" in cancelled["message"], cancelled
+
+    with serve(setup) as back:
+        async with client_of(back) as client:
+            safe_end, queued_end = await wait_for(client, safe), await wait_for(client, queued)
+    assert safe_end["status"] == "completed" and safe_end["result"]["structuredContent"]["attempt"] == 2
+    assert queued_end["status"] == "completed"
+    runs = executions(setup.exec_log)
+    assert runs[safe] == [(1, first.pid), (2, back.pid)] and runs[queued] == [(1, back.pid)]
+    assert runs[doomed] == [(1, first.pid)]

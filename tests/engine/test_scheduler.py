@@ -989,6 +989,8 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
 
     cancel_asked = orphan("cancel-asked", "safe", JobStatus.RUNNING)
     cancel_asked.cancel_requested = "user asked"  # the dead owner never acted on it
+    gone_cancelled = orphan("gone-cancel-asked", "gone", JobStatus.RUNNING)
+    gone_cancelled.cancel_requested = "user asked"  # no process has its tool: any process ends it
     await store.open()
     for rec in (
         orphan("pending", "safe", JobStatus.PENDING),
@@ -998,6 +1000,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
         orphan("live-owner", "safe", JobStatus.PENDING, owner="alive-host:2"),
         orphan("live-running", "safe", JobStatus.RUNNING, owner="alive-host:2"),
         cancel_asked,
+        gone_cancelled,
     ):
         await store.insert(rec)
     await store.heartbeat("alive-host:2", now + 3_600_000)
@@ -1006,31 +1009,32 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
     async with backend.running(tools, clock=clock) as (m, _):
         pending, safe, fragile = [await finished(m, j) for j in ("pending", "running-safe", "running-fragile")]
         cancelled = await finished(m, "cancel-asked")
-        # in a cluster pending jobs are anyone's to claim, and a tool this worker lacks is left to one that has it
-        if backend.shared:
-            live = await finished(m, "live-owner")
-            unknown = await m.get_record("unknown-tool")
-        else:  # the live owner queued its pending job in its own process; an unknown tool fails here
-            live = await m.get_record("live-owner")
-            unknown = await finished(m, "unknown-tool")
+        gone_cancelled = await finished(m, "gone-cancel-asked")
+        # in a cluster pending jobs are anyone's to claim; on a server's own store the live owner queued its
+        # pending job in its own process
+        live = await finished(m, "live-owner") if backend.shared else await m.get_record("live-owner")
+        # a tool this process lacks: left to one that has it (a cluster's worker, or another program on the file)
+        unknown = await m.get_record("unknown-tool")
         live_running = await m.get_record("live-running")
+        reasons = (await m.statistics()).health.reasons
     assert pending.status is JobStatus.COMPLETED and pending.owner == m.owner
     assert safe.status is JobStatus.COMPLETED and safe.retry_count == 1 and safe.attempt == 2
     assert "requeued after an interruption (retry 1/3)" in (safe.diagnostics or [])
     assert fragile.status is JobStatus.FAILED
     assert fragile.progress_message == f"Job failed: {interrupted_message(backend)}"
     assert cancelled.status is JobStatus.CANCELLED and cancelled.progress_message == "Job cancelled: user asked"
+    assert gone_cancelled.status is JobStatus.CANCELLED
     assert live_running.status is JobStatus.RUNNING and live_running.owner == "alive-host:2"
     assert live_running.attempt == 1 and live_running.retry_count == 0
+    assert unknown.status is JobStatus.PENDING and unknown.owner == "dead-host:1"
     if backend.shared:
         assert live.status is JobStatus.COMPLETED and live.owner == m.owner
-        assert unknown.status is JobStatus.PENDING and unknown.owner == "dead-host:1"
         assert sorted(gates.order) == ["live-owner", "pending", "running-safe"]
+        assert "no live worker runs tool 'gone' (1 pending)" in reasons, reasons
     else:
         assert live.status is JobStatus.PENDING and live.owner == "alive-host:2"
-        assert unknown.status is JobStatus.FAILED
-        assert unknown.progress_message == "Job failed: the tool 'gone' is not registered on this server"
         assert sorted(gates.order) == ["pending", "running-safe"]
+        assert "1 job of tool 'gone' waits for a server that has the tool (its own server stopped)" in reasons, reasons
 
 
 async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:

@@ -139,7 +139,7 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: 
         async def stall() -> None:
             clock.advance(settings.lease_ms / 1000 + 1)
             if adopted:
-                assert len(await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)) == 1
+                assert len((await recover_orphans(other, {"work": spec}, RetryPolicy(), shared=True)).adopted) == 1
 
         stall_after_first_claim(b.store, stall)
         async with b.running([spec], settings, clock) as (here, _):
@@ -218,7 +218,7 @@ async def test_recovery_adopts_running_orphans_before_the_pending_ones(backend: 
         await dead.start_job(running)
         adopter = JobManager(backend.store, Settings(), clock=clock, owner="adopter")
         await backend.store.open()
-        adopted = await recover_orphans(adopter, {"quick": spec}, RetryPolicy())
+        adopted = (await recover_orphans(adopter, {"quick": spec}, RetryPolicy())).adopted
         records = {job_id: await adopter.get_record(job_id) for job_id in [*pending, running]}
     assert len(adopted) == 61 and all(rec.owner == "adopter" for rec in records.values())
     requeued = records[running]

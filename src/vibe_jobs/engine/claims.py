@@ -156,7 +156,7 @@ class ClaimSource:
     async def recover(self) -> int:
         # after each heartbeat (the manager calls this right after it): the lease names the tools run here
         await self.store.offer_tools(self.m.owner, list(self.tools) if self.run_jobs else [])
-        adopted = await recover_orphans(self.m, self.tools, self.executor.retry, shared=True)
+        adopted = (await recover_orphans(self.m, self.tools, self.executor.retry, shared=True)).adopted
         if adopted:
             self._wake.set()
         return len(adopted)

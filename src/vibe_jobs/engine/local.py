@@ -74,6 +74,7 @@ class LocalSource:
         self._usage = [0.0, 0.0, 0.0]
         self._caps = caps_of(self.cfg.resource_limits)
         self._per_tool: Counter[str] = Counter()
+        self._left: dict[str, int] = {}  # orphans of tools this process lacks, by tool (the last recovery's)
         self._seq = itertools.count()
         self._head_blocked_since: int | None = None
         self._wake = anyio.Event()
@@ -282,10 +283,11 @@ class LocalSource:
 
     async def recover(self) -> int:
         """Adopt orphaned jobs (owners gone) and queue the pending ones."""
-        adopted = await recover_orphans(self.m, self.tools, self.executor.retry)
-        for rec in adopted:
+        recovered = await recover_orphans(self.m, self.tools, self.executor.retry)
+        self._left = recovered.left
+        for rec in recovered.adopted:
             await self.enqueue(rec)
-        return len(adopted)
+        return len(recovered.adopted)
 
     async def cluster_figures(self) -> ClusterFigures | None:
         """None: this process's own figures are the whole picture."""
@@ -294,4 +296,4 @@ class LocalSource:
     async def queue_view(self) -> QueueView:
         depth: Counter[str] = Counter(e.priority.value for e in self.queued.values())
         oldest = min((e.created_at for e in self.queued.values()), default=None)
-        return QueueView(dict(depth), oldest)
+        return QueueView(dict(depth), oldest, left_tools=self._left)

@@ -3,13 +3,19 @@ lease expired, or (a store on one machine) their process is known to have ended.
 
 Pending jobs are queued again here. Running jobs are requeued while retries remain (the one retry
 limit, `failures.retry_limit`: a tool that did not opt in to being run again gets none), otherwise
-they fail with "interrupted: ...". Jobs whose tool is not registered here fail with a message naming
-the tool.
+they fail with "interrupted: ...". A job whose cancel was asked for ends cancelled, whoever adopts it.
+
+Jobs of a tool this process does not have are left for a process that has it, on every store: a cluster's
+workers serve different tools, and one SQLite file (the default one is in the user's data dir) is shared by
+every program of its user, so a program that lacks a tool cannot tell a tool removed from one that another
+program (stopped for now) serves. Health names them (`Recovered.left`) until such a process takes them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -45,10 +51,7 @@ def plan_recovery(
     """The changes that adopt one orphaned job for this process (`shared`: from a cluster's shared store)."""
     now = manager.now()
     base: dict[str, Any] = {"owner": manager.owner, "updated_at": now}
-    spec = tools.get(rec.tool_name)
-    if spec is None:
-        return {**base, **_failed(rec, now, f"the tool '{rec.tool_name}' is not registered on this server")}
-    if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that
+    if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that (no tool needed)
         text = f"Job cancelled: {rec.cancel_requested}"
         return {
             **base,
@@ -59,7 +62,7 @@ def plan_recovery(
         }
     if rec.status is JobStatus.PENDING:
         return base
-    limit = retry_limit(rec, spec, default_retry)
+    limit = retry_limit(rec, tools[rec.tool_name], default_retry)
     if rec.retry_count < limit:
         note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
         return {
@@ -86,20 +89,26 @@ def _const(changes: dict[str, Any]) -> Callable[[JobRecord], dict[str, Any]]:
     return lambda _rec: changes
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    adopted: list[JobRecord]  # the adopted jobs that are pending now, to be queued
+    left: dict[str, int]  # jobs left for a process that has their tool, by tool
+
+
 async def recover_orphans(
     manager: JobManager, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy, *, shared: bool = False
-) -> list[JobRecord]:
-    """Adopt every active job without a live owner; return the adopted records that are pending.
+) -> Recovered:
+    """Adopt every active job without a live owner whose tool this process has (or whose cancel was asked).
 
     Running orphans first (their work stopped: they are recovered within the lease bound however many
     pending jobs the dead process had accepted), then the pending ones. Each group is adopted
     concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group commit)
-    instead of one round trip each.
-
-    `shared` (a cluster of workers on one database): jobs of tools this process does not have are
-    left for a process that has them, instead of failing them.
+    instead of one round trip each. `shared`: the store is a cluster's (the words of a lost run).
     """
-    found = [rec for rec in await manager.store.orphans(manager.now()) if _to_adopt(manager, rec, tools, shared)]
+    orphans = [rec for rec in await manager.store.orphans(manager.now()) if rec.owner != manager.owner]
+    # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process)
+    found = [rec for rec in orphans if rec.tool_name in tools or rec.cancel_requested is not None]
+    left = Counter(rec.tool_name for rec in orphans if rec.tool_name not in tools and rec.cancel_requested is None)
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
     adopted: dict[str, JobRecord] = {}
@@ -108,13 +117,7 @@ async def recover_orphans(
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
                     tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted, shared)
-    return [adopted[rec.id] for rec in found if rec.id in adopted]
-
-
-def _to_adopt(manager: JobManager, rec: JobRecord, tools: Mapping[str, JobToolSpec], shared: bool) -> bool:
-    if rec.owner == manager.owner:
-        return False  # our own lease lapsed (a late heartbeat): these jobs are alive in this process
-    return not (shared and rec.tool_name not in tools)
+    return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], dict(left))
 
 
 async def _adopt(
