@@ -204,6 +204,8 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
         async with client_of(other) as client:
             statuses = [(await read(client, job_id))["status"] for job_id in (safe, doomed, queued)]
             assert statuses == ["running", "running", "pending"]
+            said = (await client.call_tool("get-job-result", {"jobId": queued})).content[0].text  # type: ignore[union-attr]
+            assert "This server has no tool 'slow_unsafe': the job waits for a server that has it" in said, said
             # its run is gone with its server: a recovery pass of this one ends it, no tool needed
             await client.call_tool("cancel-job", {"jobId": doomed, "reason": "not needed"})
             cancelled = await wait_for(client, doomed)

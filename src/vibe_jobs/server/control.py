@@ -35,7 +35,7 @@ from vibe_jobs.models import (
 from vibe_jobs.questions import pending_question
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
-from vibe_jobs.server.messages import diagnostics_text, finished_text, unfinished_text
+from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
 from vibe_jobs.server.wrap import admit, checked_tool, error_result, job_error_result, start_job
 from vibe_jobs.settings import MAX_WAIT_SECONDS
 from vibe_jobs.states import JobStatus
@@ -70,8 +70,9 @@ def text(content: str) -> TextContent:
     return TextContent(type="text", text=content)
 
 
-def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResult:
-    """get-job-result's answer: the status message as structured content plus a readable text."""
+def status_result(msg: JobStatusMessage, include_details: bool, served: bool = True) -> CallToolResult:
+    """get-job-result's answer: the status message as structured content plus a readable text (`served`: this
+    server has the job's tool; an unfinished job of another tool waits for a server that has it)."""
     wire = msg.wire()
     if msg.status is JobStatus.COMPLETED:
         blocks = [text(finished_text(msg)), *_result_blocks(msg.result)]
@@ -81,7 +82,8 @@ def status_result(msg: JobStatusMessage, include_details: bool) -> CallToolResul
         if include_details and (diag := diagnostics_text(msg.details)):
             blocks.append(text(diag))
         return CallToolResult(content=blocks, structured_content=wire, is_error=True)
-    return CallToolResult(content=[text(unfinished_text(msg))], structured_content=wire)
+    said = unfinished_text(msg) if served else f"{unfinished_text(msg)} {not_served_text(msg)}"
+    return CallToolResult(content=[text(said)], structured_content=wire)
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -130,7 +132,7 @@ class ControlTools:
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
-        return status_result(msg, includeDetails)
+        return status_result(msg, includeDetails, served=msg.tool_name in self.specs)
 
     async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> InputRequiredResult | None:
         """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on

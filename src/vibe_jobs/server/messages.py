@@ -52,6 +52,14 @@ def unfinished_text(msg: JobStatusMessage) -> str:
     return f"{progress_line(msg)}. Next: call {call_hint(msg.job_id)} {when(reco)}. Do not guess the result."
 
 
+def not_served_text(msg: JobStatusMessage) -> str:
+    """Said of an unfinished job whose tool this server does not have (another program's, on a shared store)."""
+    return (
+        f"This server has no tool '{msg.tool_name}': the job waits for a server that has it, and may wait long "
+        f"if none runs. To end it, call cancel-job with {{{_JOB_ID_KEY}: {json.dumps(msg.job_id)}}}."
+    )
+
+
 def finished_text(msg: JobStatusMessage) -> str:
     if msg.status is JobStatus.COMPLETED:
         return f"Job {msg.job_id} ({msg.tool_name}) completed. Its result follows."
