@@ -6,8 +6,9 @@ import anyio
 import mcp_types as types
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from vibe_jobs.server.proxy.wire import HEAD_BYTES, Overlong, lines, message_of
+from vibe_jobs.server.proxy.wire import HEAD_BYTES, Drops, Overlong, lines, message_of
 
 LIMIT = 16
 
@@ -60,13 +61,24 @@ async def test_an_over_long_line_keeps_its_size_and_head_only() -> None:
 
 
 def test_an_unusable_answer_fails_the_call_it_answers_and_a_request_is_left_alone() -> None:
-    answer = message_of(Overlong(10**9, b'{"jsonrpc": "2.0", "id": 7, "result": {"content": ['), "up")
+    answer = message_of(Overlong(10**9, b'{"jsonrpc": "2.0", "id": 7, "result": {"content": ['), Drops("up"))
     assert answer is not None and isinstance(answer.message, types.JSONRPCError)
     assert answer.message.id == 7 and "1,000,000,000 bytes, over the proxy's limit" in answer.message.error.message
-    wrong = message_of(b'{"jsonrpc":"2.0","id":"a","result":[]}', "up")
+    wrong = message_of(b'{"jsonrpc":"2.0","id":"a","result":[]}', Drops("up"))
     assert wrong is not None and isinstance(wrong.message, types.JSONRPCError) and wrong.message.id == "a"
     assert "not JSON-RPC" in wrong.message.error.message
     # the upstream's own request (a method, not a result) with the same id is not answered as ours
-    assert message_of(Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'), "up") is None
-    assert message_of(b"not json at all", "up") is None
-    assert message_of(b"  ", "up") is None
+    assert (
+        message_of(Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'), Drops("up")) is None
+    )
+    assert message_of(b"not json at all", Drops("up")) is None
+    assert message_of(b"  ", Drops("up")) is None
+
+
+def test_a_flood_of_broken_lines_is_logged_as_it_doubles_not_line_by_line() -> None:
+    drops = Drops("up")
+    with capture_logs() as logs:
+        for _ in range(1000):
+            assert message_of(b"not json at all", drops) is None
+    assert [entry["dropped"] for entry in logs] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert all(entry["event"] == "proxy.upstream_line_dropped" and entry["upstream"] == "up" for entry in logs)

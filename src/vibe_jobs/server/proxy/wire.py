@@ -92,12 +92,27 @@ def _head(start: bytes | bytearray, more: bytes) -> bytes:
     return bytes(start) + more[: HEAD_BYTES - len(start)]
 
 
-def message_of(line: bytes | Overlong, label: str) -> SessionMessage | None:
-    """What the session gets for one line from upstream `label`: its message, an error answering the call a
-    line that cannot be used answered, or None (a blank line, or a broken one that answers nothing)."""
+class Drops:
+    """The lines of one upstream that could not be used, logged as they double (the 1st, 2nd, 4th, 8th...):
+    an upstream that writes a million broken lines gets 20 log lines, not a million."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.count = label, 0
+
+    def add(self, why: str, answers: types.RequestId | None) -> None:
+        self.count += 1
+        if self.count & (self.count - 1) == 0:
+            log.warning(
+                "proxy.upstream_line_dropped", upstream=self.label, why=why, answers=answers, dropped=self.count
+            )
+
+
+def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | None:
+    """What the session gets for one line from an upstream: its message, an error answering the call a line
+    that cannot be used answered, or None (a blank line, or a broken one that answers nothing)."""
     if isinstance(line, Overlong):
         why = f"the upstream's message is {line.size:,} bytes, over the proxy's limit of {MAX_LINE_BYTES:,}"
-        return _failed_answer(line.head, why, label)
+        return _failed_answer(line.head, why, drops)
     if not line.strip():
         return None
     text = line.decode(errors="replace")
@@ -107,16 +122,16 @@ def message_of(line: bytes | Overlong, label: str) -> SessionMessage | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         why = f"the upstream's message is not JSON-RPC: {first['msg']}" + (f" (at {where})" if where else "")
-        return _failed_answer(line[:HEAD_BYTES], why, label)
+        return _failed_answer(line[:HEAD_BYTES], why, drops)
 
 
-def _failed_answer(head: bytes, why: str, label: str) -> SessionMessage | None:
+def _failed_answer(head: bytes, why: str, drops: Drops) -> SessionMessage | None:
     found = _ANSWER_ID.match(head)
     request_id: Any = None if found is None else _id(found[1])
-    log.warning("proxy.upstream_line_dropped", upstream=label, why=why, answers=request_id)
+    drops.add(why, request_id)
     if request_id is None:
         return None
-    error = types.ErrorData(code=INTERNAL_ERROR, message=f"{why} (upstream {label})")
+    error = types.ErrorData(code=INTERNAL_ERROR, message=f"{why} (upstream {drops.label})")
     return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
 
 
@@ -135,10 +150,11 @@ async def stdio_upstream(
 
     async def reader() -> None:
         assert process.stdout is not None
+        drops = Drops(label)
         async with read_send:
             try:
                 async for line in lines(process.stdout):
-                    message = message_of(line, label)
+                    message = message_of(line, drops)
                     if message is not None:
                         await read_send.send(message)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
