@@ -1,6 +1,7 @@
 """An upstream MCP server over stdio written frame by frame, for wire faults the SDK's server never makes:
 `garble` writes a line of bytes that are not UTF-8 before its answer; `huge` answers with a line of 70 MB,
-`big` with one of 8 MB; `mangled` answers with a result that is not an object (not JSON-RPC); `ok` answers."""
+`big` with one of 8 MB; `mangled` answers with a result that is not an object (not JSON-RPC); `ts_huge` and
+`ts_mangled` do the same with the id last, as the TypeScript SDK writes answers; `ok` answers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 TOOLS = [
     {"name": name, "description": f"{name} (raw upstream)", "inputSchema": {"type": "object", "properties": {}}}
-    for name in ("garble", "huge", "big", "mangled", "ok")
+    for name in ("garble", "huge", "big", "mangled", "ts_huge", "ts_mangled", "ok")
 ]
 
 
@@ -38,6 +39,15 @@ def answer(request: dict[str, object]) -> None:
             return
         elif name == "mangled":
             send({"jsonrpc": "2.0", "id": rid, "result": "a text where an object belongs"})
+            return
+        elif name == "ts_huge":  # the TypeScript SDK's order: the id last
+            text = b"x" * (70 * 1024 * 1024)
+            line = b'{"result":{"content":[{"type":"text","text":"%s"}],"isError":false},"jsonrpc":"2.0","id":%d}\n'
+            sys.stdout.buffer.write(line % (text, rid))
+            sys.stdout.buffer.flush()
+            return
+        elif name == "ts_mangled":
+            send({"result": "a text where an object belongs", "jsonrpc": "2.0", "id": rid})
             return
         content = [{"type": "text", "text": f"after {name}"}]
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": content, "isError": False}})

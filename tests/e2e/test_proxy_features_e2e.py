@@ -334,13 +334,14 @@ async def test_an_answer_too_long_or_not_json_rpc_fails_its_own_call_and_nothing
     params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
-            huge, mangled = started(await client.call_tool("huge", {})), started(await client.call_tool("mangled", {}))
-            msg = await until(client, huge, ("completed", "failed"), seconds=20)
-            assert msg["status"] == "failed", msg
-            said = " ".join(texts(msg["result"]))
-            assert re.search(r"message is 73,4\d\d,\d\d\d bytes, over the proxy's limit of 67,108,864", said), said
-            msg = await until(client, mangled, ("completed", "failed"), seconds=20)
-            assert msg["status"] == "failed" and "not JSON-RPC" in " ".join(texts(msg["result"])), msg
+            for too_long, mangled in (("huge", "mangled"), ("ts_huge", "ts_mangled")):
+                huge, bad = started(await client.call_tool(too_long, {})), started(await client.call_tool(mangled, {}))
+                msg = await until(client, huge, ("completed", "failed"), seconds=20)
+                assert msg["status"] == "failed", msg
+                said = " ".join(texts(msg["result"]))
+                assert re.search(r"message is 73,4\d\d,\d\d\d bytes, over the proxy's limit of 67,108,864", said), said
+                msg = await until(client, bad, ("completed", "failed"), seconds=20)
+                assert msg["status"] == "failed" and "not JSON-RPC" in " ".join(texts(msg["result"])), msg
             big = started(await client.call_tool("big", {}))
             msg = await until(client, big, ("completed", "failed"), seconds=20)
             assert msg["status"] == "completed" and "[result truncated" in " ".join(texts(msg["result"])), msg

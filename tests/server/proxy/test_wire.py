@@ -33,13 +33,13 @@ class _Chunks:
             raise StopAsyncIteration from None
 
 
-def expected(data: bytes, limit: int = LIMIT) -> list[bytes | tuple[int, bytes]]:
+def expected(data: bytes, limit: int = LIMIT) -> list[bytes | tuple[int, bytes, bytes]]:
     *whole, _rest = data.split(b"\n")  # what follows the last newline is not a line yet
-    return [line if len(line) <= limit else (len(line), line[:HEAD_BYTES]) for line in whole]
+    return [line if len(line) <= limit else (len(line), line[:HEAD_BYTES], line[-HEAD_BYTES:]) for line in whole]
 
 
-def plain(found: list[bytes | Overlong]) -> list[bytes | tuple[int, bytes]]:
-    return [(x.size, x.head) if isinstance(x, Overlong) else x for x in found]
+def plain(found: list[bytes | Overlong]) -> list[bytes | tuple[int, bytes, bytes]]:
+    return [(x.size, x.head, x.tail) if isinstance(x, Overlong) else x for x in found]
 
 
 @settings(max_examples=300, deadline=None)
@@ -57,7 +57,7 @@ def test_lines_are_the_same_however_the_bytes_are_cut(parts: list[bytes], data: 
 async def test_an_over_long_line_keeps_its_size_and_head_only() -> None:
     big = b'{"jsonrpc":"2.0","id":7,"result":' + b"z" * 100_000 + b"}"
     found = await read([big[i : i + 1000] for i in range(0, len(big), 1000)] + [b"\n", b"{}\n"], limit=10_000)
-    assert found == [Overlong(len(big), big[:HEAD_BYTES]), b"{}"]
+    assert found == [Overlong(len(big), big[:HEAD_BYTES], big[-HEAD_BYTES:]), b"{}"]
 
 
 def test_an_unusable_answer_fails_the_call_it_answers_and_a_request_is_left_alone() -> None:
@@ -67,11 +67,22 @@ def test_an_unusable_answer_fails_the_call_it_answers_and_a_request_is_left_alon
     wrong = message_of(b'{"jsonrpc":"2.0","id":"a","result":[]}', Drops("up"))
     assert wrong is not None and isinstance(wrong.message, types.JSONRPCError) and wrong.message.id == "a"
     assert "not JSON-RPC" in wrong.message.error.message
+    # the TypeScript SDK writes the id last: {"result": ..., "jsonrpc": "2.0", "id": 8}
+    ts = message_of(
+        Overlong(10**9, b'{"result":{"content":[{"type":"text","text":"xx', b'xx"}]},"jsonrpc":"2.0","id":8}'),
+        Drops("up"),
+    )
+    assert ts is not None and isinstance(ts.message, types.JSONRPCError) and ts.message.id == 8
+    ts_bad = message_of(b'{"result":"not an object","jsonrpc":"2.0","id":9}', Drops("up"))
+    assert ts_bad is not None and isinstance(ts_bad.message, types.JSONRPCError) and ts_bad.message.id == 9
     # the upstream's own request (a method, not a result) with the same id is not answered as ours
     assert (
         message_of(Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'), Drops("up")) is None
     )
     assert message_of(b"not json at all", Drops("up")) is None
+    request = b'{"method":"sampling/createMessage","params":"bad","jsonrpc":"2.0","id":7}'
+    assert message_of(request, Drops("up")) is None
+    assert message_of(Overlong(10**9, request[:40], b'"jsonrpc":"2.0","id":7}'), Drops("up")) is None
     assert message_of(b"  ", Drops("up")) is None
 
 

@@ -16,6 +16,7 @@ of the MCP specification) is the SDK's, through `server/sdk.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -36,38 +37,41 @@ from vibe_jobs.server import sdk
 log = get_logger("vibe_jobs.server.proxy")
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # an upstream's message; a result is cut to max_result_bytes anyway
-HEAD_BYTES = 4096  # the start of an over-long line kept to find whose answer it is
+HEAD_BYTES = 4096  # the start and the end of an over-long line, kept to find whose answer it is
 INTERNAL_ERROR = -32603
-# {"jsonrpc": "2.0", "id": ID, "result" or "error": the start of an answer as the SDKs write one (the members
-# in this order): its id is the id of a call of ours, and of no request of the upstream's own
-_ANSWER_ID = re.compile(
-    rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(-?\d{1,15}|"[^"\\]{0,256}")\s*,\s*"(?:result|error)"'
-)
+_ID = rb'(-?\d{1,15}|"[^"\\]{0,256}")'
+# An over-long answer's id, where the SDKs write it: first after "jsonrpc" and before "result"/"error" (Python),
+# or last, in a line that starts with "result"/"error" (TypeScript). Either way the line is an answer, so the id
+# is one of our calls', never that of a request of the upstream's own (which has a "method").
+_ID_FIRST = re.compile(rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*' + _ID + rb'\s*,\s*"(?:result|error)"')
+_ANSWER_START = re.compile(rb'\A\s*\{\s*"(?:result|error)"\s*:')
+_ID_LAST = re.compile(rb'"id"\s*:\s*' + _ID + rb"\s*\}\s*\Z")
 
 
 @dataclass(frozen=True, slots=True)
 class Overlong:
-    """A line longer than the limit: its size and its first bytes."""
+    """A line longer than the limit: its size, its first bytes and its last ones."""
 
     size: int
     head: bytes
+    tail: bytes = b""
 
 
 async def lines(stream: ByteReceiveStream, limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes | Overlong]:
     """The lines of `stream` without their newline; one over `limit` bytes as an `Overlong`, never held whole."""
     buffer = bytearray()
     skipped: int | None = None  # bytes of the over-long line being skipped
-    head = b""
+    head = tail = b""
     async for chunk in stream:
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
             piece = chunk[start:end]
             start = end + 1
             if skipped is not None:
-                yield Overlong(skipped + len(piece), _head(head, piece))
+                yield Overlong(skipped + len(piece), _head(head, piece), _tail(tail, piece))
                 skipped = None
             elif len(buffer) + len(piece) > limit:
-                yield Overlong(len(buffer) + len(piece), _head(buffer, piece))
+                yield Overlong(len(buffer) + len(piece), _head(buffer, piece), _tail(buffer, piece))
                 buffer.clear()
             elif buffer:
                 buffer += piece
@@ -77,9 +81,9 @@ async def lines(stream: ByteReceiveStream, limit: int = MAX_LINE_BYTES) -> Async
                 yield piece  # the whole line came in this chunk: no copy
         rest = chunk[start:]
         if skipped is not None:
-            skipped, head = skipped + len(rest), _head(head, rest)
+            skipped, head, tail = skipped + len(rest), _head(head, rest), _tail(tail, rest)
         elif len(buffer) + len(rest) > limit:
-            head, skipped = _head(buffer, rest), len(buffer) + len(rest)
+            head, tail, skipped = _head(buffer, rest), _tail(buffer, rest), len(buffer) + len(rest)
             buffer.clear()
         else:
             buffer += rest
@@ -90,6 +94,13 @@ def _head(start: bytes | bytearray, more: bytes) -> bytes:
     if len(start) >= HEAD_BYTES:
         return bytes(start[:HEAD_BYTES])
     return bytes(start) + more[: HEAD_BYTES - len(start)]
+
+
+def _tail(before: bytes | bytearray, more: bytes) -> bytes:
+    """The last HEAD_BYTES of `before` followed by `more`."""
+    if len(more) >= HEAD_BYTES:
+        return bytes(more[-HEAD_BYTES:])
+    return (bytes(before[-HEAD_BYTES:]) + more)[-HEAD_BYTES:]
 
 
 class Drops:
@@ -112,7 +123,7 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | None:
     that cannot be used answered, or None (a blank line, or a broken one that answers nothing)."""
     if isinstance(line, Overlong):
         why = f"the upstream's message is {line.size:,} bytes, over the proxy's limit of {MAX_LINE_BYTES:,}"
-        return _failed_answer(line.head, why, drops)
+        return _failed_answer(_overlong_id(line), why, drops)
     if not line.strip():
         return None
     text = line.decode(errors="replace")
@@ -122,12 +133,30 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         why = f"the upstream's message is not JSON-RPC: {first['msg']}" + (f" (at {where})" if where else "")
-        return _failed_answer(line[:HEAD_BYTES], why, drops)
+        return _failed_answer(_answer_id(line), why, drops)
 
 
-def _failed_answer(head: bytes, why: str, drops: Drops) -> SessionMessage | None:
-    found = _ANSWER_ID.match(head)
-    request_id: Any = None if found is None else _id(found[1])
+def _overlong_id(line: Overlong) -> types.RequestId | None:
+    """The id of the call an over-long line answers, when its ends show one (`_ID_FIRST`, `_ID_LAST`)."""
+    if (found := _ID_FIRST.match(line.head)) is None and _ANSWER_START.match(line.head):
+        found = _ID_LAST.search(line.tail)
+    return None if found is None else _id(found[1])
+
+
+def _answer_id(line: bytes) -> types.RequestId | None:
+    """The id of the call a line that is not a JSON-RPC message answers: an object with a "result" or an
+    "error", no "method", and an id a call of ours can have (an integer or a string)."""
+    try:
+        parsed = json.loads(line)
+    except (ValueError, RecursionError):
+        return _overlong_id(Overlong(len(line), line[:HEAD_BYTES], line[-HEAD_BYTES:]))
+    if not isinstance(parsed, dict) or "method" in parsed or not ("result" in parsed or "error" in parsed):
+        return None
+    found = parsed.get("id")
+    return found if isinstance(found, str | int) and not isinstance(found, bool) else None
+
+
+def _failed_answer(request_id: types.RequestId | None, why: str, drops: Drops) -> SessionMessage | None:
     drops.add(why, request_id)
     if request_id is None:
         return None
