@@ -109,14 +109,13 @@ def _group(groups: dict[str, _Group], key: str) -> _Group:
 
 
 def _left(queue: QueueView | None) -> list[str]:
-    """Health's words for jobs left for a server that has their tool (`engine.recovery`)."""
+    """Health's words for jobs left for a server that has their tool (`engine.recovery`): one reason however
+    many tools, so that another program's stop makes this server degraded at most, never unhealthy."""
     left = queue.left_tools if queue is not None else {}
-    return [
-        f"1 job of tool '{tool}' waits for a server that has the tool (its own server stopped)"
-        if n == 1
-        else f"{n} jobs of tool '{tool}' wait for a server that has the tool (their own server stopped)"
-        for tool, n in sorted(left.items())
-    ]
+    if not left:
+        return []
+    jobs = ", ".join(f"{n} of tool '{tool}'" for tool, n in sorted(left.items()))
+    return [f"jobs wait for a server that has their tool (their own server stopped): {jobs}"]
 
 
 def percentile(ordered: list[int], pct: float) -> float | None:

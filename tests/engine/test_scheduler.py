@@ -989,8 +989,10 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
 
     cancel_asked = orphan("cancel-asked", "safe", JobStatus.RUNNING)
     cancel_asked.cancel_requested = "user asked"  # the dead owner never acted on it
-    gone_cancelled = orphan("gone-cancel-asked", "gone", JobStatus.RUNNING)
+    gone_cancelled = orphan("gone-cancel-asked", "gone", JobStatus.PENDING)
     gone_cancelled.cancel_requested = "user asked"  # no process has its tool: any process ends it
+    gone_running = orphan("gone-running-cancel-asked", "gone", JobStatus.RUNNING)
+    gone_running.cancel_requested = "user asked"  # its run's leftovers are its tool's to end: left for it
     await store.open()
     for rec in (
         orphan("pending", "safe", JobStatus.PENDING),
@@ -1001,6 +1003,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
         orphan("live-running", "safe", JobStatus.RUNNING, owner="alive-host:2"),
         cancel_asked,
         gone_cancelled,
+        gone_running,
     ):
         await store.insert(rec)
     await store.heartbeat("alive-host:2", now + 3_600_000)
@@ -1015,6 +1018,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
         live = await finished(m, "live-owner") if backend.shared else await m.get_record("live-owner")
         # a tool this process lacks: left to one that has it (a cluster's worker, or another program on the file)
         unknown = await m.get_record("unknown-tool")
+        gone_running = await m.get_record("gone-running-cancel-asked")
         live_running = await m.get_record("live-running")
         reasons = (await m.statistics()).health.reasons
     assert pending.status is JobStatus.COMPLETED and pending.owner == m.owner
@@ -1027,6 +1031,7 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
     assert live_running.status is JobStatus.RUNNING and live_running.owner == "alive-host:2"
     assert live_running.attempt == 1 and live_running.retry_count == 0
     assert unknown.status is JobStatus.PENDING and unknown.owner == "dead-host:1"
+    assert gone_running.status is JobStatus.RUNNING and gone_running.owner == "dead-host:1"
     if backend.shared:
         assert live.status is JobStatus.COMPLETED and live.owner == m.owner
         assert sorted(gates.order) == ["live-owner", "pending", "running-safe"]
@@ -1034,7 +1039,9 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
     else:
         assert live.status is JobStatus.PENDING and live.owner == "alive-host:2"
         assert sorted(gates.order) == ["pending", "running-safe"]
-        assert "1 job of tool 'gone' waits for a server that has the tool (its own server stopped)" in reasons, reasons
+        assert "jobs wait for a server that has their tool (their own server stopped): 2 of tool 'gone'" in reasons, (
+            reasons
+        )
 
 
 async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:

@@ -3,7 +3,7 @@ lease expired, or (a store on one machine) their process is known to have ended.
 
 Pending jobs are queued again here. Running jobs are requeued while retries remain (the one retry
 limit, `failures.retry_limit`: a tool that did not opt in to being run again gets none), otherwise
-they fail with "interrupted: ...". A job whose cancel was asked for ends cancelled, whoever adopts it.
+they fail with "interrupted: ...". A job whose cancel was asked for ends cancelled (its leftovers ended).
 
 Jobs of a tool this process does not have are left for a process that has it, on every store: a cluster's
 workers serve different tools, and one SQLite file (the default one is in the user's data dir) is shared by
@@ -98,7 +98,7 @@ class Recovered:
 async def recover_orphans(
     manager: JobManager, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy, *, shared: bool = False
 ) -> Recovered:
-    """Adopt every active job without a live owner whose tool this process has (or whose cancel was asked).
+    """Adopt every active job without a live owner whose tool this process has (or pending with a cancel asked).
 
     Running orphans first (their work stopped: they are recovered within the lease bound however many
     pending jobs the dead process had accepted), then the pending ones. Each group is adopted
@@ -107,8 +107,8 @@ async def recover_orphans(
     """
     orphans = [rec for rec in await manager.store.orphans(manager.now()) if rec.owner != manager.owner]
     # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process)
-    found = [rec for rec in orphans if rec.tool_name in tools or rec.cancel_requested is not None]
-    left = Counter(rec.tool_name for rec in orphans if rec.tool_name not in tools and rec.cancel_requested is None)
+    found = [rec for rec in orphans if rec.tool_name in tools or _cancelled_without_run(rec)]
+    left = Counter(rec.tool_name for rec in orphans if rec.tool_name not in tools and not _cancelled_without_run(rec))
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
     adopted: dict[str, JobRecord] = {}
@@ -118,6 +118,12 @@ async def recover_orphans(
                 for rec in group[i : i + ADOPT_BATCH]:
                     tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted, shared)
     return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], dict(left))
+
+
+def _cancelled_without_run(rec: JobRecord) -> bool:
+    """A pending job whose cancel was asked: any process ends it. A running one may have left processes that
+    only its tool knows how to end (`on_interrupted`): it waits for a process that has the tool."""
+    return rec.cancel_requested is not None and rec.status is JobStatus.PENDING
 
 
 async def _adopt(

@@ -53,10 +53,11 @@ def unfinished_text(msg: JobStatusMessage) -> str:
 
 
 def not_served_text(msg: JobStatusMessage) -> str:
-    """Said of an unfinished job whose tool this server does not have (another program's, on a shared store)."""
+    """Said of an unfinished job whose tool this server does not have (another program's, on a shared store):
+    another server runs it, or will once one that has the tool runs."""
     return (
-        f"This server has no tool '{msg.tool_name}': the job waits for a server that has it, and may wait long "
-        f"if none runs. To end it, call cancel-job with {{{_JOB_ID_KEY}: {json.dumps(msg.job_id)}}}."
+        f"This server has no tool '{msg.tool_name}': a server that has it runs this job (while none runs, the "
+        "job waits for one)."
     )
 
 
