@@ -185,6 +185,29 @@ async def test_a_deleted_or_replaced_database_file_is_reported_by_health_readyz_
                 shutil.copy(Path(tmp) / "moved-away.db", db)  # a copy: a SQLite file, but not the one open
 
 
+@pytest.mark.parametrize("harm", ["wal deleted", "emptied"])
+async def test_a_deleted_write_ahead_log_or_an_emptied_database_file_is_reported(harm: str) -> None:
+    """The write-ahead log holds the newest writes (on a quiet server, every job); deleting it, or emptying the
+    database file, lost every job at the next start while /health and /readyz said healthy and ready."""
+    with tempfile.TemporaryDirectory(prefix="vj-wal-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with start_http("streamable-http", args=["--store", f"sqlite:///{db}"]) as server:
+            async with http_client_for(server, "auto") as client:
+                await start(client, "noop", {})
+            assert (await health_reasons(server))[0] == "healthy"
+            if harm == "wal deleted":
+                os.unlink(f"{db}-wal")
+                said = f"the write-ahead log {db}-wal (the newest writes) was deleted or replaced"
+            else:
+                os.truncate(db, 0)
+                said = f"the database file {db} was emptied"
+            status, reasons, via_mcp = await health_reasons(server)
+            assert status != "healthy" and any(said in r for r in reasons), reasons
+            assert any(said in r for r in via_mcp), via_mcp
+            code, body = await ready(server.port)
+            assert code == 503 and said in body["reason"], body
+
+
 @pytest.mark.postgres
 async def test_readyz_turns_503_when_postgresql_stops_and_200_after_it_restarts() -> None:
     if (why := pgcluster.available()) is not None:

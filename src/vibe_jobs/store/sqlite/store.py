@@ -42,6 +42,7 @@ log = get_logger("vibe_jobs.store.sqlite")
 MAX_OPS = 4000  # ops in one transaction at most
 KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
 PROBLEM_SECONDS = 2.0  # how long `problem` waits for the file system
+PROBLEM_RETRY_SECONDS = 60.0  # while a check hangs, another starts after this long (one that never ran)
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
 # margin keeps a lease that a clock stepped back could still find live.
@@ -151,7 +152,8 @@ class SQLiteStore:
         self._known = RecentRecords(KNOWN_RECORDS)
         self._lifecycle = anyio.Lock()  # open, and restart after the server process died
         self._closed = False
-        self._file: dbfile.FileId | None = None  # the file opened (a restart must not start on another one)
+        self._file: dbfile.Opened | None = None  # the files opened (a restart must not start on other ones)
+        self._checking: float | None = None  # since when a `problem` check runs (a hung file system keeps it)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -159,7 +161,7 @@ class SQLiteStore:
         async with self._lifecycle:
             self._closed = False
             await self._start_server()
-            self._file = None if self.path == ":memory:" else dbfile.file_id(self.path)
+            self._file = None if self.path == ":memory:" else dbfile.opened(self.path)
 
     async def _start_server(self) -> None:
         """Start a server process unless a live one runs (under `_lifecycle`); a dead one is reaped after."""
@@ -200,9 +202,20 @@ class SQLiteStore:
     async def problem(self) -> str | None:
         if self.path == ":memory:":
             return None
+        hung = f"the database file {self.path} did not answer within {PROBLEM_SECONDS:g} s"
+        now = anyio.current_time()
+        if self._checking is not None and now - self._checking < PROBLEM_RETRY_SECONDS:
+            return hung  # the last check still waits on the file system: one thread, not one per probe
+        self._checking = now
         with anyio.move_on_after(PROBLEM_SECONDS):  # a file system that hangs (NFS) hangs the thread, not us
-            return await anyio.to_thread.run_sync(dbfile.problem, self.path, self._file, abandon_on_cancel=True)
-        return f"the database file {self.path} did not answer within {PROBLEM_SECONDS:g} s"
+            return await anyio.to_thread.run_sync(self._check_file, abandon_on_cancel=True)
+        return hung
+
+    def _check_file(self) -> str | None:
+        try:
+            return dbfile.problem(self.path, self._file)
+        finally:
+            self._checking = None
 
     def _failure(self, failure: Failure) -> Exception:
         return failure_error(failure, self.path)
