@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -9,6 +10,7 @@ import anyio
 import anyio.lowlevel
 from pydantic import BaseModel
 
+from vibe_jobs.manager import MAX_DIAGNOSTICS
 from vibe_jobs.questions import Elicitation, Sample, elicit_request, elicitation, sample, sample_request
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ class JobContext:
         self.cancel_reason: str | None = None
         self.child_cpu_seconds = 0.0
         self.child_peak_memory_mb = 0.0
-        self._pending_diagnostics: list[str] = []
+        # the last lines only: a job stores at most MAX_DIAGNOSTICS (a proxied upstream's log could send millions)
+        self._pending_diagnostics: deque[str] = deque(maxlen=MAX_DIAGNOSTICS)
         # told True when the job starts waiting for an answer and False when it stops (the executor
         # stops the job's time-out clock meanwhile)
         self.on_wait: Callable[[bool], None] | None = None
@@ -75,7 +78,8 @@ class JobContext:
 
     def take_diagnostics(self) -> list[str]:
         """Diagnostics not yet stored (the runner stores them with the result)."""
-        out, self._pending_diagnostics = self._pending_diagnostics, []
+        out = list(self._pending_diagnostics)
+        self._pending_diagnostics.clear()
         return out
 
     def add_child_usage(self, cpu_seconds: float, peak_memory_mb: float) -> None:
