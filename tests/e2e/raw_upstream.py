@@ -1,16 +1,30 @@
 """An upstream MCP server over stdio written frame by frame, for wire faults the SDK's server never makes:
 `garble` writes a line of bytes that are not UTF-8 before its answer; `huge` answers with a line of 70 MB,
 `big` with one of 8 MB; `mangled` answers with a result that is not an object (not JSON-RPC); `ts_huge` and
-`ts_mangled` do the same with the id last, as the TypeScript SDK writes answers; `ok` answers."""
+`ts_mangled` do the same with the id last, as the TypeScript SDK writes answers; `asks_badly` makes a request that
+is not JSON-RPC and answers with what it was answered; `orphan_exit` starts a child that holds its stdout, writes
+the child's pid to the file `pidfile` names and exits without answering; `pid` writes its own pid there; `ok`
+answers. With `--stubborn` it outlives its stdin's end and ignores SIGTERM (as some servers do)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 
 TOOLS = [
     {"name": name, "description": f"{name} (raw upstream)", "inputSchema": {"type": "object", "properties": {}}}
-    for name in ("garble", "huge", "big", "mangled", "ts_huge", "ts_mangled", "ok")
+    for name in ("garble", "huge", "big", "mangled", "ts_huge", "ts_mangled", "asks_badly", "ok")
+] + [
+    {
+        "name": name,
+        "description": f"{name} (raw upstream)",
+        "inputSchema": {"type": "object", "properties": {"pidfile": {"type": "string"}}, "required": ["pidfile"]},
+    }
+    for name in ("orphan_exit", "pid")
 ]
 
 
@@ -49,12 +63,41 @@ def answer(request: dict[str, object]) -> None:
         elif name == "ts_mangled":
             send({"result": "a text where an object belongs", "jsonrpc": "2.0", "id": rid})
             return
+        elif name == "asks_badly":
+            send({"jsonrpc": "2.0", "id": "up-1", "method": "elicitation/create", "params": "not an object"})
+            error: dict[str, object] = wait_for_answer("up-1").get("error", {})  # type: ignore[assignment]
+            said = f"answered {error.get('code')}: {error.get('message')}"
+            content = [{"type": "text", "text": said}]
+            send({"jsonrpc": "2.0", "id": rid, "result": {"content": content, "isError": False}})
+            return
+        elif name == "orphan_exit":
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # inherits stdout
+            with open(request["params"]["arguments"]["pidfile"], "w") as out:  # type: ignore[index]
+                out.write(str(child.pid))
+            os._exit(3)
+        elif name == "pid":
+            with open(request["params"]["arguments"]["pidfile"], "w") as out:  # type: ignore[index]
+                out.write(str(os.getpid()))
         content = [{"type": "text", "text": f"after {name}"}]
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": content, "isError": False}})
     elif rid is not None:
         send({"jsonrpc": "2.0", "id": rid, "result": {}})
 
 
+def wait_for_answer(rid: str) -> dict[str, object]:
+    """Read until the answer to our request `rid`, handling what comes before it."""
+    while line := sys.stdin.buffer.readline():
+        if line.strip():
+            message = json.loads(line)
+            if message.get("id") == rid and "method" not in message:
+                return message  # type: ignore[no-any-return]
+            answer(message)
+    sys.exit(0)
+
+
 for line in sys.stdin.buffer:
     if line.strip():
         answer(json.loads(line))
+if "--stubborn" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)

@@ -4,9 +4,12 @@ asked of the client."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -349,3 +352,81 @@ async def test_an_answer_too_long_or_not_json_rpc_fails_its_own_call_and_nothing
             assert texts((await until(client, after, ("completed",), seconds=20))["result"]) == ["after ok"]
         errlog.seek(0)
         assert "proxy.upstream_line_dropped" in errlog.read()
+
+
+async def test_a_request_of_the_upstreams_that_is_not_json_rpc_is_answered_and_its_call_goes_on() -> None:
+    """Such a request was logged and dropped: the upstream waited for ever for its answer, and so did the call
+    it made the request for. It is answered with Invalid Request (-32600), saying why."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            asked = started(await client.call_tool("asks_badly", {}))
+            msg = await until(client, asked, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "completed", msg
+            [said] = texts(msg["result"])
+            assert said.startswith("answered -32600: the proxy could not use this request: the upstream's message")
+            assert "not JSON-RPC" in said, said
+            after = started(await client.call_tool("ok", {}))
+            assert texts((await until(client, after, ("completed",), seconds=20))["result"]) == ["after ok"]
+
+
+async def test_an_upstream_that_exits_while_its_child_holds_its_output_ends_its_call_and_is_restarted() -> None:
+    """The end of an upstream was seen only as the end of its output: a child it left holding its stdout kept
+    that open, so the call it was running stayed running for ever. Its exit is seen; its group is stopped."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as errlog:
+        pidfile = Path(tmp) / "child.pid"
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            gone = started(await client.call_tool("orphan_exit", {"pidfile": str(pidfile)}))
+            msg = await until(client, gone, ("completed", "failed"), seconds=20)
+            assert msg["status"] == "failed" and "upstream exited" in " ".join(texts(msg["result"])), msg
+            child = int(pidfile.read_text())
+            assert _gone_or_zombie(child), f"the child {child} the upstream left still runs"
+            after = started(await client.call_tool("ok", {}))
+            assert texts((await until(client, after, ("completed",), seconds=30))["result"]) == ["after ok"]
+        errlog.seek(0)
+        assert "proxy.upstream_output_held" in errlog.read()
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+async def test_an_upstream_that_ignores_its_stdin_closing_dies_with_the_proxy_that_its_client_killed() -> None:
+    """The client that started the proxy closes its stdin and kills it after a grace period (the SDK's
+    stdio_client: 2 s, SIGTERM, then SIGKILL), before the proxy is done stopping such an upstream (the same
+    steps). The upstream, in a process group of its own, was left running for good."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py"), "--stubborn"]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as errlog:
+        pidfile = Path(tmp) / "upstream.pid"
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            job = started(await client.call_tool("pid", {"pidfile": str(pidfile)}))
+            await until(client, job, ("completed",), seconds=20)
+        upstream = int(pidfile.read_text())
+        try:
+            assert _ends_within(upstream, 10), f"the upstream {upstream} outlived the proxy"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(upstream, signal.SIGKILL)
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` ends (exits or is killed) within `seconds`, told by the kernel (a pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], seconds)[0])
+    finally:
+        os.close(fd)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import anyio
 import mcp_types as types
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mcp.shared.message import SessionMessage
 from structlog.testing import capture_logs
 
-from vibe_jobs.server.proxy.wire import HEAD_BYTES, Drops, Overlong, lines, message_of
+from vibe_jobs.server.proxy.wire import HEAD_BYTES, INVALID_REQUEST, Drops, Overlong, Reply, lines, message_of
 
 LIMIT = 16
 
@@ -60,30 +62,47 @@ async def test_an_over_long_line_keeps_its_size_and_head_only() -> None:
     assert found == [Overlong(len(big), big[:HEAD_BYTES], big[-HEAD_BYTES:]), b"{}"]
 
 
-def test_an_unusable_answer_fails_the_call_it_answers_and_a_request_is_left_alone() -> None:
+def test_an_unusable_answer_fails_the_call_it_answers() -> None:
     answer = message_of(Overlong(10**9, b'{"jsonrpc": "2.0", "id": 7, "result": {"content": ['), Drops("up"))
-    assert answer is not None and isinstance(answer.message, types.JSONRPCError)
+    assert isinstance(answer, SessionMessage) and isinstance(answer.message, types.JSONRPCError)
     assert answer.message.id == 7 and "1,000,000,000 bytes, over the proxy's limit" in answer.message.error.message
     wrong = message_of(b'{"jsonrpc":"2.0","id":"a","result":[]}', Drops("up"))
-    assert wrong is not None and isinstance(wrong.message, types.JSONRPCError) and wrong.message.id == "a"
-    assert "not JSON-RPC" in wrong.message.error.message
+    assert isinstance(wrong, SessionMessage) and isinstance(wrong.message, types.JSONRPCError)
+    assert wrong.message.id == "a" and "not JSON-RPC" in wrong.message.error.message
     # the TypeScript SDK writes the id last: {"result": ..., "jsonrpc": "2.0", "id": 8}
     ts = message_of(
         Overlong(10**9, b'{"result":{"content":[{"type":"text","text":"xx', b'xx"}]},"jsonrpc":"2.0","id":8}'),
         Drops("up"),
     )
-    assert ts is not None and isinstance(ts.message, types.JSONRPCError) and ts.message.id == 8
+    assert isinstance(ts, SessionMessage) and isinstance(ts.message, types.JSONRPCError) and ts.message.id == 8
     ts_bad = message_of(b'{"result":"not an object","jsonrpc":"2.0","id":9}', Drops("up"))
-    assert ts_bad is not None and isinstance(ts_bad.message, types.JSONRPCError) and ts_bad.message.id == 9
-    # the upstream's own request (a method, not a result) with the same id is not answered as ours
-    assert (
-        message_of(Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'), Drops("up")) is None
-    )
+    assert isinstance(ts_bad, SessionMessage) and isinstance(ts_bad.message, types.JSONRPCError)
+    assert ts_bad.message.id == 9
     assert message_of(b"not json at all", Drops("up")) is None
-    request = b'{"method":"sampling/createMessage","params":"bad","jsonrpc":"2.0","id":7}'
-    assert message_of(request, Drops("up")) is None
-    assert message_of(Overlong(10**9, request[:40], b'"jsonrpc":"2.0","id":7}'), Drops("up")) is None
+    assert message_of(b'{"jsonrpc":"2.0","id":true,"result":[]}', Drops("up")) is None  # no id a call can have
     assert message_of(b"  ", Drops("up")) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"method":"sampling/createMessage","params":"bad","jsonrpc":"2.0","id":7}',
+        b'{"jsonrpc":"2.0","id":7,"method":42}',
+        Overlong(10**9, b'{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"'),
+        Overlong(10**9, b'{"method":"sampling/createMessage","params":{"x":"', b'xx"},"jsonrpc":"2.0","id":7}'),
+    ],
+    ids=["params not an object", "method not a text", "over-long", "over-long, id last"],
+)
+def test_a_request_of_the_upstreams_that_cannot_be_used_is_answered_invalid_and_never_taken_for_an_answer(
+    line: bytes | Overlong,
+) -> None:
+    """The upstream waited for ever for an answer to such a request; the session must not see it either (it
+    has the id of one of our calls, 7, by chance)."""
+    reply = message_of(line, Drops("up"))
+    assert isinstance(reply, Reply) and isinstance(reply.message.message, types.JSONRPCError)
+    error = reply.message.message
+    assert error.id == 7 and error.error.code == INVALID_REQUEST
+    assert error.error.message.startswith("the proxy could not use this request: the upstream's message is")
 
 
 def test_a_flood_of_broken_lines_is_logged_as_it_doubles_not_line_by_line() -> None:

@@ -6,7 +6,9 @@ also drops a line that is not a JSON-RPC message, so the call that line answered
 - lines are cut as they come (linear time) and a line over `MAX_LINE_BYTES` is skipped as it streams
   (bounded memory), logged with its size;
 - an answer that cannot be used (too long, or not JSON-RPC) fails the call it answers, with a message
-  saying why, when its id can be read from its start; anything else is logged and dropped;
+  saying why, when its id can be read from its ends; a request of the upstream's own that cannot be used is
+  answered with an Invalid Request error (the upstream would wait for ever for its answer); anything else is
+  logged and dropped;
 - bytes that are not UTF-8 become U+FFFD (strict decoding ended the SDK's reader at the first one).
 
 Starting and stopping the process (its own process group, the inherited environment, the shutdown order
@@ -26,25 +28,30 @@ from typing import Any, TextIO
 
 import anyio
 import mcp_types as types
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, Process
 from mcp import StdioServerParameters
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server import sdk
+from vibe_jobs.server.proxy.tether import tether
 
 log = get_logger("vibe_jobs.server.proxy")
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # an upstream's message; a result is cut to max_result_bytes anyway
 HEAD_BYTES = 4096  # the start and the end of an over-long line, kept to find whose answer it is
 INTERNAL_ERROR = -32603
+INVALID_REQUEST = -32600
+EXIT_POLL_SECONDS = 0.2  # how often a stdio upstream's process is looked at: has it exited?
+EXIT_DRAIN_SECONDS = 1.0  # after it exited, how long its output may take to end (what it wrote is read first)
+REPLIES_QUEUED = 64  # answers to the upstream's unusable requests waiting for its stdin; more are dropped
 _ID = rb'(-?\d{1,15}|"[^"\\]{0,256}")'
-# An over-long answer's id, where the SDKs write it: first after "jsonrpc" and before "result"/"error" (Python),
-# or last, in a line that starts with "result"/"error" (TypeScript). Either way the line is an answer, so the id
-# is one of our calls', never that of a request of the upstream's own (which has a "method").
-_ID_FIRST = re.compile(rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*' + _ID + rb'\s*,\s*"(?:result|error)"')
-_ANSWER_START = re.compile(rb'\A\s*\{\s*"(?:result|error)"\s*:')
+# An over-long message's id, where the SDKs write it: first after "jsonrpc" and before "result"/"error" (an
+# answer) or "method" (a request) (Python), or last, in a line that starts with "result"/"error"/"method"
+# (TypeScript). The key beside the id tells an answer to one of our calls from a request of the upstream's own.
+_FIRST = re.compile(rb'\A\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*' + _ID + rb'\s*,\s*"(result|error|method)"')
+_START = re.compile(rb'\A\s*\{\s*"(result|error|method)"\s*:')
 _ID_LAST = re.compile(rb'"id"\s*:\s*' + _ID + rb"\s*\}\s*\Z")
 
 
@@ -110,20 +117,35 @@ class Drops:
     def __init__(self, label: str) -> None:
         self.label, self.count = label, 0
 
-    def add(self, why: str, answers: types.RequestId | None) -> None:
+    def add(self, why: str, whose: Whose | None) -> None:
         self.count += 1
         if self.count & (self.count - 1) == 0:
-            log.warning(
-                "proxy.upstream_line_dropped", upstream=self.label, why=why, answers=answers, dropped=self.count
-            )
+            said = {} if whose is None else {"request" if whose.request else "answers": whose.id}
+            log.warning("proxy.upstream_line_dropped", upstream=self.label, why=why, dropped=self.count, **said)
 
 
-def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | None:
-    """What the session gets for one line from an upstream: its message, an error answering the call a line
-    that cannot be used answered, or None (a blank line, or a broken one that answers nothing)."""
+@dataclass(frozen=True, slots=True)
+class Whose:
+    """Whom an unusable line concerns: `id` of one of our calls it answers, or of a `request` of the upstream's."""
+
+    id: types.RequestId
+    request: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the proxy itself answers the upstream: one of its requests could not be used."""
+
+    message: SessionMessage
+
+
+def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | Reply | None:
+    """What one line from an upstream comes to: its message for the session; for a line that cannot be used,
+    an error answering the call it answered, or a `Reply` to the request it made; or None (a blank line, or a
+    broken one whose id cannot be read)."""
     if isinstance(line, Overlong):
         why = f"the upstream's message is {line.size:,} bytes, over the proxy's limit of {MAX_LINE_BYTES:,}"
-        return _failed_answer(_overlong_id(line), why, drops)
+        return _unusable(_overlong_whose(line), why, drops)
     if not line.strip():
         return None
     text = line.decode(errors="replace")
@@ -133,35 +155,44 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         why = f"the upstream's message is not JSON-RPC: {first['msg']}" + (f" (at {where})" if where else "")
-        return _failed_answer(_answer_id(line), why, drops)
+        return _unusable(_whose(line), why, drops)
 
 
-def _overlong_id(line: Overlong) -> types.RequestId | None:
-    """The id of the call an over-long line answers, when its ends show one (`_ID_FIRST`, `_ID_LAST`)."""
-    if (found := _ID_FIRST.match(line.head)) is None and _ANSWER_START.match(line.head):
-        found = _ID_LAST.search(line.tail)
-    return None if found is None else _id(found[1])
+def _overlong_whose(line: Overlong) -> Whose | None:
+    """Whom an over-long line concerns, when its ends show its id and its kind (`_FIRST`, `_START`, `_ID_LAST`)."""
+    if (found := _FIRST.match(line.head)) is not None:
+        return Whose(_id(found[1]), found[2] == b"method")
+    if (start := _START.match(line.head)) is not None and (last := _ID_LAST.search(line.tail)) is not None:
+        return Whose(_id(last[1]), start[1] == b"method")
+    return None
 
 
-def _answer_id(line: bytes) -> types.RequestId | None:
-    """The id of the call a line that is not a JSON-RPC message answers: an object with a "result" or an
-    "error", no "method", and an id a call of ours can have (an integer or a string)."""
+def _whose(line: bytes) -> Whose | None:
+    """Whom a line that is not a JSON-RPC message concerns: an object with an id a request can have (an integer
+    or a string) and a "method" (a request of the upstream's) or a "result" or an "error" (an answer of ours)."""
     try:
         parsed = json.loads(line)
     except (ValueError, RecursionError):
-        return _overlong_id(Overlong(len(line), line[:HEAD_BYTES], line[-HEAD_BYTES:]))
-    if not isinstance(parsed, dict) or "method" in parsed or not ("result" in parsed or "error" in parsed):
+        return _overlong_whose(Overlong(len(line), line[:HEAD_BYTES], line[-HEAD_BYTES:]))
+    if not isinstance(parsed, dict):
         return None
     found = parsed.get("id")
-    return found if isinstance(found, str | int) and not isinstance(found, bool) else None
-
-
-def _failed_answer(request_id: types.RequestId | None, why: str, drops: Drops) -> SessionMessage | None:
-    drops.add(why, request_id)
-    if request_id is None:
+    if not isinstance(found, str | int) or isinstance(found, bool):
         return None
+    if "method" in parsed:
+        return Whose(found, request=True)
+    return Whose(found, request=False) if "result" in parsed or "error" in parsed else None
+
+
+def _unusable(whose: Whose | None, why: str, drops: Drops) -> SessionMessage | Reply | None:
+    drops.add(why, whose)
+    if whose is None:
+        return None
+    if whose.request:
+        error = types.ErrorData(code=INVALID_REQUEST, message=f"the proxy could not use this request: {why}")
+        return Reply(SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=whose.id, error=error)))
     error = types.ErrorData(code=INTERNAL_ERROR, message=f"{why} (upstream {drops.label})")
-    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=whose.id, error=error))
 
 
 def _id(raw: bytes) -> types.RequestId:
@@ -173,38 +204,61 @@ async def stdio_upstream(
     params: StdioServerParameters, label: str, errlog: TextIO = sys.stderr
 ) -> AsyncIterator[tuple[Any, Any]]:
     """Run the upstream of `params` and yield its (read, write) streams, as `mcp.stdio_client` does."""
-    process = await sdk.spawn_stdio_server(params, errlog)
+    process = await sdk.spawn_stdio_server(params, errlog, tether)
     read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
+    # our answers to the upstream's unusable requests: queued, not awaited, so that the reader never waits on
+    # the upstream's stdin (an upstream blocked writing to its stdout would never read it)
+    reply_send, reply_receive = anyio.create_memory_object_stream[SessionMessage](REPLIES_QUEUED)
+    stdin_lock = anyio.Lock()
+    read_done = anyio.Event()
 
-    async def reader() -> None:
+    async def reader(scope: anyio.CancelScope) -> None:
         assert process.stdout is not None
         drops = Drops(label)
-        async with read_send:
-            try:
-                async for line in lines(process.stdout):
-                    message = message_of(line, drops)
-                    if message is not None:
-                        await read_send.send(message)
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                pass  # our shutdown closed the pipe or the session's stream
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-            async for _ in process.stdout:  # drained: an upstream blocked on a full pipe could not exit when asked
-                pass
+        with scope:
+            async with read_send, reply_send:
+                try:
+                    async for line in lines(process.stdout):
+                        message = message_of(line, drops)
+                        if isinstance(message, Reply):
+                            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                                reply_send.send_nowait(message.message)
+                        elif message is not None:
+                            await read_send.send(message)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                    pass  # our shutdown closed the pipe or the session's stream
+            read_done.set()
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                async for _ in process.stdout:  # drained: an upstream blocked on a full pipe could not exit when asked
+                    pass
+
+    async def send(item: SessionMessage) -> None:
+        assert process.stdin is not None
+        data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
+        async with stdin_lock:
+            await process.stdin.send(data.encode(errors="replace") + b"\n")
 
     async def writer() -> None:
-        assert process.stdin is not None
         try:
             async with write_receive:
                 async for item in write_receive:
-                    data = item.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await process.stdin.send(data.encode(errors="replace") + b"\n")
+                    await send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
             await read_send.aclose()  # the upstream stopped reading: the session sees the end, no call hangs
 
+    async def replier() -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            async with reply_receive:
+                async for item in reply_receive:
+                    await send(item)
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(reader)
+        reading = anyio.CancelScope()
+        tg.start_soon(reader, reading)
         tg.start_soon(writer)
+        tg.start_soon(replier)
+        tg.start_soon(_end_with_process, process, read_done, reading, label)
         try:
             yield read_stream, write_stream
         finally:
@@ -213,3 +267,23 @@ async def stdio_upstream(
                 write_stream.close()
                 await sdk.stop_stdio_server(process)
             tg.cancel_scope.cancel()
+
+
+async def _end_with_process(process: Process, read_done: anyio.Event, reading: anyio.CancelScope, label: str) -> None:
+    """End the upstream's output when its process has exited, even if a process it started holds the pipe.
+
+    Its output normally ends with it. A child it left behind (in its process group) that inherited its stdout
+    keeps the pipe open: the session would never see the end, and a call in flight would wait for ever. What
+    the upstream wrote before it exited is read first (EXIT_DRAIN_SECONDS), then its group is killed (nothing
+    of it may speak for it any more), and the reading stops."""
+    while process.returncode is None:  # noqa: ASYNC110 (asyncio's `wait()` also waits for the pipes to close)
+        await anyio.sleep(EXIT_POLL_SECONDS)
+    with anyio.move_on_after(EXIT_DRAIN_SECONDS):
+        await read_done.wait()
+    if read_done.is_set():
+        return
+    log.warning("proxy.upstream_output_held", upstream=label, pid=process.pid, returncode=process.returncode)
+    sdk.kill_process_group(process)
+    with anyio.move_on_after(EXIT_DRAIN_SECONDS):
+        await read_done.wait()
+    reading.cancel()  # a child that left the group holds the pipe still: stop reading it
