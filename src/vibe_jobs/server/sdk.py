@@ -72,8 +72,8 @@ def connection_of(session: ServerSession) -> object:
     return session._connection
 
 
-# what runs a server's command instead of it: (command, args, environment) -> (command, args)
-Launcher = Callable[[str, list[str], dict[str, str]], tuple[str, list[str]]]
+# what runs a server's command instead of it: (command, args, environment, cwd) -> (command, args)
+Launcher = Callable[[str, list[str], dict[str, str], str | None], tuple[str, list[str]]]
 
 
 async def spawn_stdio_server(
@@ -86,7 +86,7 @@ async def spawn_stdio_server(
     env = stdio.get_default_environment() | (params.env or {})
     args = list(params.args)
     if launcher is not None:
-        command, args = launcher(command, args, env)
+        command, args = launcher(command, args, env, None if params.cwd is None else str(params.cwd))
     process = await stdio._create_platform_compatible_process(command, args, env, errlog, params.cwd)
     assert isinstance(process, Process)  # POSIX; the SDK's Windows fallback process is not one
     return process

@@ -14,6 +14,7 @@ runs as given.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -28,17 +29,32 @@ except Exception:
     tethered = False
 if tethered and os.getppid() != int(sys.argv[1]):
     os._exit(1)
-os.execvp(sys.argv[2], sys.argv[2:])
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"cannot start {sys.argv[2]}: {exc.strerror}\\n")
+    os._exit(127)
 """
 
 
-def tether(command: str, args: list[str], env: dict[str, str]) -> tuple[str, list[str]]:
+def tether(command: str, args: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[str, list[str]]:
     """`command args` run through the launcher (on Linux): the kernel kills it when this process dies.
 
-    A command that is not found raises FileNotFoundError here, as starting it directly would: the launcher
-    itself is always found, and the proxy says "cannot start" with the name of what is missing."""
+    A command that cannot be run raises here what starting it directly would (FileNotFoundError,
+    PermissionError): the launcher itself always starts, and the proxy says "cannot start" with the reason."""
     if not sys.platform.startswith("linux"):
         return command, args
-    if os.sep not in command and shutil.which(command, path=env.get("PATH", os.defpath)) is None:
-        raise FileNotFoundError(2, "No such file or directory", command)
+    _check_runnable(command, env, cwd)
     return sys.executable, ["-I", "-S", "-c", _LAUNCHER, str(os.getpid()), command, *args]
+
+
+def _check_runnable(command: str, env: dict[str, str], cwd: str | None) -> None:
+    if os.sep not in command:  # found on the PATH the command will run with
+        if shutil.which(command, path=env.get("PATH", os.defpath)) is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+        return
+    path = os.path.join(cwd or os.getcwd(), command)  # an absolute command stays as it is
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), command)
