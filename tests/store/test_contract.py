@@ -444,6 +444,34 @@ async def test_heartbeat_release_orphans(store: JobStore) -> None:
     await store.release("never-seen")  # no error
 
 
+async def test_orphans_of_some_tools_are_read_and_the_others_counted(store: JobStore) -> None:
+    """Recovery reads only the orphans it adopts: those of its tools, and pending ones whose cancel was asked
+    (any process ends them). The others wait for a process that has their tool and are only counted, by tool:
+    a running one whose cancel was asked too (its tool ends what its run left), and not the caller's own."""
+    await insert_all(store, [
+        record("mine", tool_name="here", owner="dead", created_at=1),
+        record("mine-running", tool_name="here", owner="dead", status=R, created_at=2),
+        record("cancel-asked", tool_name="there", owner="dead", cancel_requested="stop", created_at=3),
+        record("running-cancel-asked", tool_name="there", owner="dead", status=R, cancel_requested="stop",
+               created_at=4),
+        record("nobodys", tool_name="there", owner=None, created_at=5),
+        record("other", tool_name="elsewhere", owner="dead", created_at=6),
+        record("own", tool_name="elsewhere", owner="me", created_at=7),  # the caller's heartbeat came late
+        record("alive", tool_name="there", owner="alive", created_at=8),
+        record("done", tool_name="there", owner="dead", status=C, created_at=9),
+    ])  # fmt: skip
+    await store.heartbeat("alive", expires_at=1_000)
+    many = ["here", *(f"tool-{i}" for i in range(20_000))]  # a proxy's tools: one parameter, however many
+    for tools in (["here"], many):
+        assert [r.id for r in await store.orphans(600, tools)] == ["mine", "mine-running", "cancel-asked"]
+        assert await store.orphans_left(600, tools, "me") == {"there": 2, "elsewhere": 1}
+    assert await store.orphans_left(600, ["here"], "someone") == {"there": 2, "elsewhere": 2}
+    assert [r.id for r in await store.orphans(600, [])] == ["cancel-asked"]
+    assert await store.orphans_left(600, ["here", "there", "elsewhere"], "me") == {}
+    assert len(await store.orphans(600)) == 7  # no filter: every orphan, as before
+    assert await store.orphans_left(1_000, ["here"], "me") == {"there": 3, "elsewhere": 1}  # alive's lease ended
+
+
 async def test_a_lease_never_moves_back(store: JobStore) -> None:
     """A process's renewals race (its maintenance beat and its claim round renew concurrently; a write
     retried across a reconnect commits late): one that lands after a later one must not set the lease

@@ -9,11 +9,11 @@ Jobs of a tool this process does not have are left for a process that has it, on
 workers serve different tools, and one SQLite file (the default one is in the user's data dir) is shared by
 every program of its user, so a program that lacks a tool cannot tell a tool removed from one that another
 program (stopped for now) serves. Health names them (`Recovered.left`) until such a process takes them.
+A pending job whose cancel was asked is ended by any process (the rule: `store.base.cancelled_without_run`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,11 +104,14 @@ async def recover_orphans(
     pending jobs the dead process had accepted), then the pending ones. Each group is adopted
     concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group commit)
     instead of one round trip each. `shared`: the store is a cluster's (the words of a lost run).
+
+    Only those orphans are read: the store counts the ones left for a process that has their tool (they wait,
+    read again every beat, as long as no such process comes; bench/recovery.py, bench/MEASUREMENTS.md).
     """
-    orphans = [rec for rec in await manager.store.orphans(manager.now()) if rec.owner != manager.owner]
-    # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process)
-    found = [rec for rec in orphans if rec.tool_name in tools or _cancelled_without_run(rec)]
-    left = Counter(rec.tool_name for rec in orphans if rec.tool_name not in tools and not _cancelled_without_run(rec))
+    now = manager.now()
+    found = [rec for rec in await manager.store.orphans(now, tools) if rec.owner != manager.owner]
+    # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process; not counted either)
+    left = await manager.store.orphans_left(now, tools, manager.owner)
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
     adopted: dict[str, JobRecord] = {}
@@ -117,13 +120,7 @@ async def recover_orphans(
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
                     tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted, shared)
-    return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], dict(left))
-
-
-def _cancelled_without_run(rec: JobRecord) -> bool:
-    """A pending job whose cancel was asked: any process ends it. A running one may have left processes that
-    only its tool knows how to end (`on_interrupted`): it waits for a process that has the tool."""
-    return rec.cancel_requested is not None and rec.status is JobStatus.PENDING
+    return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], left)
 
 
 async def _adopt(

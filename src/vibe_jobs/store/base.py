@@ -94,6 +94,18 @@ class VersionGuard(Guard):
         return rec.version == self.version
 
 
+def cancelled_without_run(rec: JobRecord) -> bool:
+    """An orphan any process ends, with or without its tool: pending, with a cancel asked. A running one may
+    have left processes that only its tool knows how to end (`on_interrupted`): it waits for a process that
+    has the tool. The one statement of this rule (`engine.recovery` adopts by it, through `orphans`), here and
+    in SQL for the SQL stores (`CANCELLED_WITHOUT_RUN_SQL`)."""
+    return rec.cancel_requested is not None and rec.status is JobStatus.PENDING
+
+
+# `cancelled_without_run` in SQL (status is never null, so its NOT is exact)
+CANCELLED_WITHOUT_RUN_SQL = "status = 'pending' AND cancel_requested IS NOT NULL"
+
+
 @dataclass(frozen=True, slots=True)
 class JobQuery:
     status: JobStatus | None = None
@@ -148,9 +160,19 @@ class JobStore(Protocol):
     async def release(self, owner: str) -> None:
         """Drop a process's lease (clean shutdown)."""
 
-    async def orphans(self, now: int) -> list[JobRecord]:
+    async def orphans(self, now: int, tools: Collection[str] | None = None) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease at `now`. A lease is live until it expires; a store
-        on one machine (SQLite) also ends it as soon as its process is known to have ended."""
+        on one machine (SQLite) also ends it as soon as its process is known to have ended.
+
+        With `tools`: only the orphans a process that has these tools adopts, those of one of `tools` and
+        those any process ends (`cancelled_without_run`); the others wait for a process that has their tool
+        and are only counted (`orphans_left`), so they are not read, let alone decoded, at every beat."""
+
+    async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
+        """The orphans `orphans(now, tools)` leaves out, by tool: those a process with `tools` leaves for one
+        that has their tool. Counted by the store (no row is read). `owner`'s are not counted: an orphan of the
+        caller's own is its heartbeat come late, the job alive in it. Call it after `orphans` of the same beat:
+        that is where a store on one machine ends the leases of processes known to have ended."""
 
     async def load_durations(self) -> dict[str, DurationRow]:
         """The learned durations (`vibe_jobs.durations`) by key."""

@@ -8,14 +8,22 @@ protocol asks (`store.base`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from vibe_jobs.errors import DuplicateJob
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
-from vibe_jobs.store.base import DurationRow, Guard, JobQuery, check_active_filter, check_updatable
+from vibe_jobs.store.base import (
+    DurationRow,
+    Guard,
+    JobQuery,
+    cancelled_without_run,
+    check_active_filter,
+    check_updatable,
+)
 
 # `update`'s record builder by the fields a change sets, each shape checked once (`check_updatable`)
 _UPDATES: dict[tuple[str, ...], RecordBuilder] = {}
@@ -158,7 +166,21 @@ class MemoryStore:
     async def release(self, owner: str) -> None:
         self.leases.pop(owner, None)
 
-    async def orphans(self, now: int) -> list[JobRecord]:
+    async def orphans(self, now: int, tools: Collection[str] | None = None) -> list[JobRecord]:
+        found = self._orphans(now)
+        if tools is None:
+            return found
+        return [rec for rec in found if rec.tool_name in tools or cancelled_without_run(rec)]
+
+    async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
+        left = Counter(
+            rec.tool_name
+            for rec in self._orphans(now)
+            if rec.tool_name not in tools and not cancelled_without_run(rec) and rec.owner != owner
+        )
+        return dict(left)
+
+    def _orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}
         return [rec for rec in self.jobs.values() if rec.status in ACTIVE and rec.owner not in live]
 

@@ -27,7 +27,7 @@ from typing import Any
 from vibe_jobs.models import JobRecord, ResourceRequirements
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
-from vibe_jobs.store.base import ClaimLimits
+from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, ClaimLimits
 from vibe_jobs.store.codec import COLUMNS
 from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
 
@@ -95,12 +95,23 @@ FROM jobs WHERE status IN ('completed', 'failed') AND finished_at > $1::BIGINT -
 UNSERVED = """SELECT j.tool_name, count(*) FROM jobs j WHERE j.status = 'pending' AND NOT EXISTS
     (SELECT 1 FROM leases l WHERE l.expires_at > $1::BIGINT AND j.tool_name = ANY(l.tools))
 GROUP BY j.tool_name"""
-# An active job is an orphan when its owner holds no live lease, or when it runs on an expired job lease.
-ORPHANS = (
-    f"{SELECT} WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
-    " (SELECT owner FROM leases WHERE expires_at > $1)"
+# An active job is an orphan when its owner holds no live lease, or when it runs on an expired job lease ($1 now).
+_ORPHAN = (
+    f"{ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN (SELECT owner FROM leases WHERE expires_at > $1)"
     " OR (status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at <= $1))"
-    " ORDER BY created_at, id"
+)
+ORPHANS = f"{SELECT} WHERE {_ORPHAN} ORDER BY created_at, id"
+# The orphans a process with the tools $2 adopts, and a count of the others by tool but for the owner $3's.
+# The tools as a set (`IN (SELECT unnest(...))`, a hashed subplan), not `= ANY($2)`: once the statement runs on
+# its generic plan, `= ANY` of a parameter scans the array for every row: 6.4 s a beat against 28 ms with
+# 20,000 orphans left and a proxy's 20,000 tools (bench/recovery.py --postgres, bench/MEASUREMENTS.md).
+_TOOLS = "(SELECT unnest($2::TEXT[]))"
+ORPHANS_OF = (
+    f"{SELECT} WHERE {_ORPHAN} AND (tool_name IN {_TOOLS} OR {CANCELLED_WITHOUT_RUN_SQL}) ORDER BY created_at, id"
+)
+ORPHANS_LEFT = (
+    f"SELECT tool_name, count(*) FROM jobs WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
+    f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND owner IS DISTINCT FROM $3 GROUP BY tool_name"
 )
 # One round trip per beat: the process lease and the leases of the given jobs it still runs, answering
 # (id, cancel_requested) for each job still held.

@@ -497,9 +497,14 @@ class PostgresStore(SharedJobStore):
     async def problem(self) -> str | None:
         return None  # the database server answers or fails: what `get` raises says it
 
-    async def orphans(self, now: int) -> list[JobRecord]:
+    async def orphans(self, now: int, tools: Collection[str] | None = None) -> list[JobRecord]:
         """Active jobs whose owner holds no live lease, and running jobs whose job lease expired."""
-        return await self._records(sql.ORPHANS, now)
+        if tools is None:
+            return await self._records(sql.ORPHANS, now)
+        return await self._records(sql.ORPHANS_OF, now, list(tools))
+
+    async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
+        return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
 
     # -- cluster coordination --------------------------------------------------------------
 

@@ -14,7 +14,8 @@ since the new record is that one with the changes applied.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+import json
+from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,7 +29,15 @@ from vibe_jobs.recent import RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
-from vibe_jobs.store.base import NO_GUARD, DurationRow, Guard, JobQuery, check_active_filter, check_updatable
+from vibe_jobs.store.base import (
+    CANCELLED_WITHOUT_RUN_SQL,
+    NO_GUARD,
+    DurationRow,
+    Guard,
+    JobQuery,
+    check_active_filter,
+    check_updatable,
+)
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import dbfile, sql
 from vibe_jobs.store.sqlite.change import Change
@@ -73,9 +82,18 @@ _LIVE_HERE = "SELECT owner, pid, started FROM leases WHERE host = ? AND expires_
 _DROP_ENDED = "DELETE FROM leases WHERE owner = ? AND host = ? AND pid = ? AND started IS ?"
 _RELEASE = "DELETE FROM leases WHERE owner = ?"
 _DROP_EXPIRED = "DELETE FROM leases WHERE expires_at < ?"
-_ORPHANS = (
-    f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN"
-    " (SELECT owner FROM leases WHERE expires_at > ?)) ORDER BY created_at, id"
+# an orphan: active, its owner holding no live lease at ? (now)
+_ORPHAN = f"{ACTIVE_SQL} AND (owner IS NULL OR owner NOT IN (SELECT owner FROM leases WHERE expires_at > ?))"
+_ORPHANS = f"{sql.SELECT} INDEXED BY jobs_active WHERE {_ORPHAN} ORDER BY created_at, id"
+# The tool names come as one JSON array (`json_each`): one parameter however many tools a process has.
+_TOOLS = "(SELECT value FROM json_each(?))"
+_ORPHANS_OF = (
+    f"{sql.SELECT} INDEXED BY jobs_active WHERE {_ORPHAN} AND (tool_name IN {_TOOLS} OR {CANCELLED_WITHOUT_RUN_SQL})"
+    " ORDER BY created_at, id"
+)
+_ORPHANS_LEFT = (
+    f"SELECT tool_name, count(*) FROM jobs INDEXED BY jobs_active WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
+    f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND (owner IS NULL OR owner != ?) GROUP BY tool_name"
 )
 
 _GET = f"{sql.SELECT} WHERE id = ?"
@@ -111,7 +129,8 @@ _S = {
         ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
-        ("orphans", _ORPHANS, False), ("vacuum", "PRAGMA incremental_vacuum", False),
+        ("orphans", _ORPHANS, False), ("orphans_of", _ORPHANS_OF, False), ("orphans_left", _ORPHANS_LEFT, False),
+        ("vacuum", "PRAGMA incremental_vacuum", False),
         ("load_durations", _LOAD_DURATIONS, False), ("save_duration", _SAVE_DURATION, True),
         ("insert_schedule", f"INSERT INTO schedules ({_S_COLS}) VALUES ({', '.join('?' * len(schedulerows.COLUMNS))})",
          True),
@@ -123,6 +142,11 @@ _S = {
         ("prune_ticks", f"DELETE FROM schedule_ticks{_PASSED}", True),
     )
 }  # fmt: skip
+
+
+def _names(tools: Collection[str]) -> str:
+    """Tool names as the JSON array `_TOOLS` reads."""
+    return json.dumps(list(tools))
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -330,17 +354,23 @@ class SQLiteStore:
     async def release(self, owner: str) -> None:
         await self._run(_S["release"], (owner,), NONE)
 
-    async def orphans(self, now: int) -> list[JobRecord]:
+    async def orphans(self, now: int, tools: Collection[str] | None = None) -> list[JobRecord]:
         """A lease is live until it expires or, on this machine, until its process has ended (its lease
         is deleted then, so a restart recovers a killed server's jobs at once).
 
         Also deletes leases long expired (see EXPIRED_LEASE_KEPT_MS): the table does not grow by one
-        row for every process that ever ran."""
+        row for every process that ever ran. (`orphans_left` deletes none: it runs after this.)"""
         await self._drop_ended(now)
         dropped = self._run(_S["drop_expired"], (now - EXPIRED_LEASE_KEPT_MS,), NONE)
-        found = self._run(_S["orphans"], (now,), ALL)
+        if tools is None:
+            found = self._run(_S["orphans"], (now,), ALL)
+        else:
+            found = self._run(_S["orphans_of"], (now, _names(tools)), ALL)
         await dropped
         return self._decoded(await found)
+
+    async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
+        return dict(await self._run(_S["orphans_left"], (now, _names(tools), owner), ALL))
 
     async def _drop_ended(self, now: int) -> None:
         """Delete the unexpired leases of processes on this machine that have ended."""
