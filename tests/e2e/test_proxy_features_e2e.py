@@ -313,12 +313,17 @@ async def test_an_upstream_cannot_take_over_the_proxys_own_tools() -> None:
         assert "proxy.tool_name_taken" in errlog.read()
 
 
+def raw_proxy(*upstream_args: str) -> StdioServerParameters:
+    """A proxy (stdio, memory store) in front of tests/e2e/raw_upstream.py."""
+    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py"), *upstream_args]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    return StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+
+
 async def test_bytes_that_are_not_utf8_on_the_upstreams_wire_cost_nothing_but_that_line() -> None:
     """One such byte ended the SDK's reader while the upstream lived: that call and every later one stayed
     running for ever, and /health said healthy."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    params = raw_proxy()
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
             garbled = started(await client.call_tool("garble", {}))
@@ -332,9 +337,7 @@ async def test_an_answer_too_long_or_not_json_rpc_fails_its_own_call_and_nothing
     """The SDK's reader joined and split its whole buffer on every chunk (a 70 MB line: minutes, while every
     other call waited) and dropped an answer that is not JSON-RPC (its call stayed running for ever). Lines are
     read in linear time; one over the proxy's limit (64 MiB) or not JSON-RPC fails the call it answers."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    params = raw_proxy()
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
             for too_long, mangled in (("huge", "mangled"), ("ts_huge", "ts_mangled")):
@@ -357,9 +360,7 @@ async def test_an_answer_too_long_or_not_json_rpc_fails_its_own_call_and_nothing
 async def test_a_request_of_the_upstreams_that_is_not_json_rpc_is_answered_and_its_call_goes_on() -> None:
     """Such a request was logged and dropped: the upstream waited for ever for its answer, and so did the call
     it made the request for. It is answered with Invalid Request (-32600), saying why."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    params = raw_proxy()
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
             asked = started(await client.call_tool("asks_badly", {}))
@@ -375,9 +376,7 @@ async def test_a_request_of_the_upstreams_that_is_not_json_rpc_is_answered_and_i
 async def test_an_upstream_that_exits_while_its_child_holds_its_output_ends_its_call_and_is_restarted() -> None:
     """The end of an upstream was seen only as the end of its output: a child it left holding its stdout kept
     that open, so the call it was running stayed running for ever. Its exit is seen; its group is stopped."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py")]
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    params = raw_proxy()
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as errlog:
         pidfile = Path(tmp) / "child.pid"
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
@@ -404,9 +403,7 @@ async def test_an_upstream_that_ignores_its_stdin_closing_dies_with_the_proxy_th
     """The client that started the proxy closes its stdin and kills it after a grace period (the SDK's
     stdio_client: 2 s, SIGTERM, then SIGKILL), before the proxy is done stopping such an upstream (the same
     steps). The upstream, in a process group of its own, was left running for good."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py"), "--stubborn"]
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    params = StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
+    params = raw_proxy("--stubborn")
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as errlog:
         pidfile = Path(tmp) / "upstream.pid"
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
