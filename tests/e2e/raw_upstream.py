@@ -3,8 +3,9 @@
 `big` with one of 8 MB; `mangled` answers with a result that is not an object (not JSON-RPC); `ts_huge` and
 `ts_mangled` do the same with the id last, as the TypeScript SDK writes answers; `asks_badly` makes a request that
 is not JSON-RPC and answers with what it was answered; `orphan_exit` starts a child that holds its stdout, writes
-the child's pid to the file `pidfile` names and exits without answering; `pid` writes its own pid there; `ok`
-answers. With `--stubborn` it outlives its stdin's end and ignores SIGTERM (as some servers do)."""
+the child's pid to the file `pidfile` names and exits without answering; `pid` writes its own pid there; `slow`
+answers after 2 s; `ok` answers. With `--stubborn` it outlives its stdin's end and ignores SIGTERM (as some
+servers do)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 TOOLS = [
     {"name": name, "description": f"{name} (raw upstream)", "inputSchema": {"type": "object", "properties": {}}}
-    for name in ("garble", "huge", "big", "mangled", "ts_huge", "ts_mangled", "asks_badly", "ok")
+    for name in ("garble", "huge", "big", "mangled", "ts_huge", "ts_mangled", "asks_badly", "slow", "ok")
 ] + [
     {
         "name": name,
@@ -75,6 +76,8 @@ def answer(request: dict[str, object]) -> None:
             with open(request["params"]["arguments"]["pidfile"], "w") as out:  # type: ignore[index]
                 out.write(str(child.pid))
             os._exit(3)
+        elif name == "slow":
+            time.sleep(2)
         elif name == "pid":
             with open(request["params"]["arguments"]["pidfile"], "w") as out:  # type: ignore[index]
                 out.write(str(os.getpid()))

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -313,9 +314,9 @@ async def test_an_upstream_cannot_take_over_the_proxys_own_tools() -> None:
         assert "proxy.tool_name_taken" in errlog.read()
 
 
-def raw_proxy(*upstream_args: str) -> StdioServerParameters:
-    """A proxy (stdio, memory store) in front of tests/e2e/raw_upstream.py."""
-    raw = [sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py"), *upstream_args]
+def raw_proxy(*upstream_args: str, wrapper: tuple[str, ...] = ()) -> StdioServerParameters:
+    """A proxy (stdio, memory store) in front of tests/e2e/raw_upstream.py (run by `wrapper` when given)."""
+    raw = [*wrapper, sys.executable, str(ROOT / "tests" / "e2e" / "raw_upstream.py"), *upstream_args]
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
     return StdioServerParameters(command=sys.executable, args=proxy_args(raw, None), env=env, cwd=str(ROOT))
 
@@ -415,6 +416,40 @@ async def test_an_upstream_that_ignores_its_stdin_closing_dies_with_the_proxy_th
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(upstream, signal.SIGKILL)
+
+
+async def test_an_upstream_behind_a_wrapper_that_does_not_exec_it_dies_with_the_proxy_too() -> None:
+    """The kernel's parent-death signal reaches the process the proxy starts, not its children: a server behind
+    a shell script (or npx, uvx) outlived the proxy. Once stopping, the proxy kills the upstreams' whole groups
+    when the client's SIGTERM comes."""
+    params = raw_proxy("--stubborn", wrapper=("sh", "-c", '"$@"; exit $?', "sh"))
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as errlog:
+        pidfile = Path(tmp) / "upstream.pid"
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            job = started(await client.call_tool("pid", {"pidfile": str(pidfile)}))
+            await until(client, job, ("completed",), seconds=20)
+        server = int(pidfile.read_text())  # the shell's child
+        try:
+            assert _ends_within(server, 10), f"the upstream {server} outlived the proxy"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="util-linux setsid is not installed")
+async def test_an_upstream_whose_wrapper_forks_it_away_and_exits_is_read_on_not_restarted() -> None:
+    """`setsid CMD` forks (an upstream leads its process group) and exits at once; its child serves on the same
+    pipes from a session of its own. Its exit is not the upstream's end: nothing is killed or restarted."""
+    params = raw_proxy(wrapper=("setsid",))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
+            for name in ("ok", "slow", "ok"):  # past the exit's notice (0.2 s) and its drain (1 s)
+                job = started(await client.call_tool(name, {}))
+                msg = await until(client, job, ("completed", "failed"), seconds=20)
+                assert msg["status"] == "completed" and texts(msg["result"]) == [f"after {name}"], msg
+        errlog.seek(0)
+        said = errlog.read()
+        assert "proxy.upstream_exited" not in said and "proxy.upstream_output_held" not in said, said
 
 
 def _ends_within(pid: int, seconds: float) -> bool:

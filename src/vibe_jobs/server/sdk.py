@@ -25,9 +25,6 @@ after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
@@ -72,31 +69,20 @@ def connection_of(session: ServerSession) -> object:
     return session._connection
 
 
-# what runs a server's command instead of it: (command, args, environment, cwd) -> (command, args)
-Launcher = Callable[[str, list[str], dict[str, str], str | None], tuple[str, list[str]]]
+def stdio_environment(params: StdioServerParameters) -> dict[str, str]:
+    """The environment `mcp.stdio_client` gives a server: the SDK's safe inherited variables under `params.env`."""
+    return stdio.get_default_environment() | (params.env or {})
 
 
-async def spawn_stdio_server(
-    params: StdioServerParameters, errlog: TextIO, launcher: Launcher | None = None
-) -> Process:
-    """Start the stdio server of `params` as `mcp.stdio_client` does: its environment is the SDK's safe
-    inherited variables under `params.env`, in a process group of its own (stopped as a whole); through
-    `launcher` when given (`server/proxy/tether.py`)."""
+async def spawn_stdio_server(params: StdioServerParameters, errlog: TextIO) -> Process:
+    """Start the stdio server of `params` as `mcp.stdio_client` does: its environment is `stdio_environment`,
+    in a process group of its own (stopped as a whole)."""
     command = await stdio._get_executable_command(params.command)
-    env = stdio.get_default_environment() | (params.env or {})
-    args = list(params.args)
-    if launcher is not None:
-        command, args = launcher(command, args, env, None if params.cwd is None else str(params.cwd))
-    process = await stdio._create_platform_compatible_process(command, args, env, errlog, params.cwd)
+    process = await stdio._create_platform_compatible_process(
+        command, params.args, stdio_environment(params), errlog, params.cwd
+    )
     assert isinstance(process, Process)  # POSIX; the SDK's Windows fallback process is not one
     return process
-
-
-def kill_process_group(process: Process) -> None:
-    """SIGKILL what is left of the process group `spawn_stdio_server` made (the server led it: its id is the
-    server's pid), such as children that outlived the server; nothing when the group is gone."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 async def stop_stdio_server(process: Process) -> None:

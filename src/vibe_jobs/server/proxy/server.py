@@ -17,6 +17,7 @@ from mcp_types import Tool as UpstreamTool
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.jobserver import JobServer, Transport
+from vibe_jobs.server.proxy import tether
 from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
 from vibe_jobs.server.proxy.passthrough import PassThrough
 from vibe_jobs.server.proxy.tools import direct_tool, job_spec
@@ -80,6 +81,7 @@ class ProxyServer:
                 return
             self.register_tools()
             await self.server.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
+            tether.kill_groups_on_sigterm()  # stopping: the client's next step kills us, and the upstreams with us
             tg.cancel_scope.cancel()
 
     async def _start_upstreams(self, tg: TaskGroup) -> bool:

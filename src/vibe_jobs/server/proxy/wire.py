@@ -11,8 +11,8 @@ also drops a line that is not a JSON-RPC message, so the call that line answered
   logged and dropped;
 - bytes that are not UTF-8 become U+FFFD (strict decoding ended the SDK's reader at the first one).
 
-Starting and stopping the process (its own process group, the inherited environment, the shutdown order
-of the MCP specification) is the SDK's, through `server/sdk.py`.
+The process is started by `tether.spawn` (its own process group, the SDK's inherited environment, tied to the
+proxy's life); stopping it (the shutdown order of the MCP specification) is the SDK's, through `server/sdk.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server import sdk
-from vibe_jobs.server.proxy.tether import tether
+from vibe_jobs.server.proxy import tether
 
 log = get_logger("vibe_jobs.server.proxy")
 
@@ -204,7 +204,7 @@ async def stdio_upstream(
     params: StdioServerParameters, label: str, errlog: TextIO = sys.stderr
 ) -> AsyncIterator[tuple[Any, Any]]:
     """Run the upstream of `params` and yield its (read, write) streams, as `mcp.stdio_client` does."""
-    process = await sdk.spawn_stdio_server(params, errlog, tether)
+    process = await tether.spawn(params, errlog)
     read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
     # our answers to the upstream's unusable requests: queued, not awaited, so that the reader never waits on
@@ -213,25 +213,24 @@ async def stdio_upstream(
     stdin_lock = anyio.Lock()
     read_done = anyio.Event()
 
-    async def reader(scope: anyio.CancelScope) -> None:
+    async def reader() -> None:
         assert process.stdout is not None
         drops = Drops(label)
-        with scope:
-            async with read_send, reply_send:
-                try:
-                    async for line in lines(process.stdout):
-                        message = message_of(line, drops)
-                        if isinstance(message, Reply):
-                            with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
-                                reply_send.send_nowait(message.message)
-                        elif message is not None:
-                            await read_send.send(message)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                    pass  # our shutdown closed the pipe or the session's stream
-            read_done.set()
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                async for _ in process.stdout:  # drained: an upstream blocked on a full pipe could not exit when asked
-                    pass
+        async with read_send, reply_send:
+            try:
+                async for line in lines(process.stdout):
+                    message = message_of(line, drops)
+                    if isinstance(message, Reply):
+                        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError):
+                            reply_send.send_nowait(message.message)
+                    elif message is not None:
+                        await read_send.send(message)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                pass  # our shutdown closed the pipe or the session's stream
+        read_done.set()
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+            async for _ in process.stdout:  # drained: an upstream blocked on a full pipe could not exit when asked
+                pass
 
     async def send(item: SessionMessage) -> None:
         assert process.stdin is not None
@@ -254,11 +253,10 @@ async def stdio_upstream(
                     await send(item)
 
     async with anyio.create_task_group() as tg:
-        reading = anyio.CancelScope()
-        tg.start_soon(reader, reading)
+        tg.start_soon(reader)
         tg.start_soon(writer)
         tg.start_soon(replier)
-        tg.start_soon(_end_with_process, process, read_done, reading, label)
+        tg.start_soon(_end_with_process, process, read_done, label)
         try:
             yield read_stream, write_stream
         finally:
@@ -266,24 +264,24 @@ async def stdio_upstream(
                 read_stream.close()
                 write_stream.close()
                 await sdk.stop_stdio_server(process)
+                tether.release(process)
             tg.cancel_scope.cancel()
 
 
-async def _end_with_process(process: Process, read_done: anyio.Event, reading: anyio.CancelScope, label: str) -> None:
-    """End the upstream's output when its process has exited, even if a process it started holds the pipe.
+async def _end_with_process(process: Process, read_done: anyio.Event, label: str) -> None:
+    """End the upstream's output when its process has exited, even if a process it left behind holds the pipe.
 
-    Its output normally ends with it. A child it left behind (in its process group) that inherited its stdout
-    keeps the pipe open: the session would never see the end, and a call in flight would wait for ever. What
-    the upstream wrote before it exited is read first (EXIT_DRAIN_SECONDS), then its group is killed (nothing
-    of it may speak for it any more), and the reading stops."""
+    Its output normally ends with it. A child it left in its process group that inherited its stdout keeps the
+    pipe open: the session would never see the end, and a call in flight would wait for ever. What the upstream
+    wrote before it exited is read first (EXIT_DRAIN_SECONDS); then, while its group has members, they are
+    killed (nothing of it may speak for it any more), and the output ends with them. A process that holds the
+    pipe from outside the group left it on purpose (a wrapper that forks the server into a session of its own,
+    as `setsid` does, and exits): that is the server, and it is read on."""
     while process.returncode is None:  # noqa: ASYNC110 (asyncio's `wait()` also waits for the pipes to close)
         await anyio.sleep(EXIT_POLL_SECONDS)
     with anyio.move_on_after(EXIT_DRAIN_SECONDS):
         await read_done.wait()
-    if read_done.is_set():
+    if read_done.is_set() or not tether.group_alive(process):
         return
     log.warning("proxy.upstream_output_held", upstream=label, pid=process.pid, returncode=process.returncode)
-    sdk.kill_process_group(process)
-    with anyio.move_on_after(EXIT_DRAIN_SECONDS):
-        await read_done.wait()
-    reading.cancel()  # a child that left the group holds the pipe still: stop reading it
+    tether.kill_group(process)
