@@ -268,8 +268,11 @@ async def test_a_map_over_the_result_limit_keeps_its_first_files_and_says_so(tmp
 
 async def test_map_codebase_cancelled_while_mapping(big_tree: Path) -> None:
     async with server("auto", big_tree) as client:
-        job_id = await start(client, "map-codebase", {"path": str(big_tree)})
-        await until_running(client, job_id)
+        job_id = await start(client, "map-codebase", {"path": str(big_tree), "maxFiles": 20_000})  # about 1 s
+        # short long-polls: a 0.5 s one (`until_running`) waited out half of the map, which the cancel then missed
+        # on an idle machine
+        while (await read(client, job_id, waitSeconds=0.05))[1]["status"] == "pending":
+            pass
         cancelled = await client.call_tool("cancel-job", {"jobId": job_id, "reason": "too slow"})
         result, body = await finish(client, job_id)
     assert structured(cancelled)["status"] == "cancelled", texts(cancelled)
@@ -384,7 +387,7 @@ async def test_run_command_cancel_kills_the_whole_process_group(tmp_path: Path) 
         cancelled = await client.call_tool("cancel-job", {"jobId": job_id, "reason": "stop it"})
         result, body = await finish(client, job_id)
         left = await until_gone(pgid)  # checked while the server still runs: the cancel, not shutdown, did it
-    assert structured(cancelled)["status"] == "cancelled", texts(cancelled)
+    assert structured(cancelled)["status"] == "cancelled", (texts(cancelled), structured(cancelled), body)
     assert body["status"] == "cancelled" and result.is_error, texts(result)
     assert left == [], f"processes of group {pgid} still alive after the cancel"
 
