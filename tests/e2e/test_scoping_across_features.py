@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp_types import ElicitResult, InputResponse
 
 from tests.e2e.conftest import MODES
 from tests.e2e.test_identity_e2e import (
@@ -22,6 +23,7 @@ from tests.e2e.test_identity_e2e import (
     ROOT,
     UNKNOWN_ID,
     anonymised,
+    answer,
     call,
     client_as,
     listed,
@@ -67,6 +69,24 @@ async def test_answer_job_on_another_principals_question_answers_as_an_unknown_i
             unknown = await call(bob, "answer-job", {"jobId": UNKNOWN_ID, "answer": {"confirm": True}})
             assert theirs["isError"] and anonymised(theirs, job_id) == anonymised(unknown, UNKNOWN_ID)
             assert "waitingFor" in await until_waiting(alice, job_id)  # still alice's open question
+            assert not (await call(alice, "answer-job", {"jobId": job_id, "answer": {"confirm": True}}))["isError"]
+
+
+async def test_input_responses_on_another_principals_job_answer_as_an_unknown_id(tmp_path: Any) -> None:
+    """A 2026-07-28 get-job-result carries answers (`inputResponses`): they were taken before the caller was
+    checked, so bob, knowing alice's job and question ids, answered her question (and a mistyped answer told
+    him her job exists)."""
+    with serve(tmp_path) as server:
+        async with client_as(server, ALICE) as alice, client_as(server, BOB, "auto") as bob:
+            job_id = await start(alice, "confirm", {"question": "Delete 312 files?"})
+            asked = (await until_waiting(alice, job_id))["waitingFor"]["requestId"]
+            for content in ({"confirm": "yes-please"}, {"confirm": True}):  # mistyped, then right
+                answers: dict[str, InputResponse] = {asked: ElicitResult(action="accept", content=content)}
+                theirs = await bob.call_tool("get-job-result", {"jobId": job_id}, input_responses=answers)
+                unknown = await bob.call_tool("get-job-result", {"jobId": UNKNOWN_ID}, input_responses=answers)
+                assert theirs.is_error, theirs
+                assert anonymised(answer(theirs), job_id) == anonymised(answer(unknown), UNKNOWN_ID)
+            assert (await until_waiting(alice, job_id))["waitingFor"]["requestId"] == asked  # still her question
             assert not (await call(alice, "answer-job", {"jobId": job_id, "answer": {"confirm": True}}))["isError"]
 
 

@@ -37,6 +37,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vibe_jobs.errors import InvalidParams, JobError, NotWaiting
 from vibe_jobs.events import JobEvent
+from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
@@ -119,13 +120,16 @@ def answerable(ctx: Context) -> frozenset[str]:
     return frozenset(m for m, cap in CAPABILITY.items() if rc.session.check_client_capability(cap))
 
 
-async def take_responses(manager: JobManager, job_id: str, responses: InputResponses | None) -> None:
-    """A 2026-07-28 retry's `inputResponses`: each the answer to the question its key names. A key the job
-    no longer waits on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused."""
+async def take_responses(
+    manager: JobManager, job_id: str, responses: InputResponses | None, viewer: Viewer | None
+) -> None:
+    """A 2026-07-28 retry's `inputResponses`: each the answer to the question its key names, from `viewer`
+    (another principal's job answers as an unknown id, its question untouched). A key the job no longer waits
+    on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused."""
     for key, response in (responses or {}).items():
         answer = response.model_dump(by_alias=True, mode="json", exclude_none=True)
         try:
-            await manager.answer(job_id, answer, request_id=key)
+            await manager.answer(job_id, answer, request_id=key, viewer=viewer)
         except NotWaiting:
             log.info("job.answer_unused", job_id=job_id, request_id=key)
 
