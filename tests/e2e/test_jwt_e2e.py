@@ -95,8 +95,9 @@ async def test_valid_tokens_name_their_subject_and_scope(jwt_server: HttpServer,
         token("alice", exp=int(time.time()) - 60),
         token("alice", key=OTHER_KEY),
         "not-a-jwt",
+        token("local"),  # the server's own principal (stdio, the library, schedules in code): no token's
     ],
-    ids=["audience", "issuer", "expired", "signature", "garbage"],
+    ids=["audience", "issuer", "expired", "signature", "garbage", "sub local"],
 )
 async def test_a_token_for_another_audience_issuer_or_key_is_401(jwt_server: HttpServer, bad: str) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}

@@ -50,6 +50,7 @@ async def test_the_verifier_answers_the_principal_of_a_listed_token_and_nothing_
         ("short alice\n", "at least 16 characters"),
         ("sha256:abcd alice\n", "64 hex digits"),
         (f"\n{ALICE} al/ice\n", "t:2: principal 'al/ice'"),
+        (f"{ALICE} local\n", "t:1: principal 'local' is not a plain name .* other than 'local' .the server's own"),
     ],
 )
 def test_a_malformed_token_file_stops_start_up_naming_the_line(text: str, problem: str) -> None:

@@ -28,10 +28,16 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
 from vibe_jobs.errors import ConfigError
-from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, NOBODY, Viewer
+from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, Viewer
 from vibe_jobs.settings import Settings
 
 PRINCIPAL = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+
+
+def token_principal(name: str) -> bool:
+    """Whether a token may name `name` as its principal: a plain name, and not the server's own local principal
+    (stdio, the library, code-declared schedules and their jobs): a token named `local` acted as the operator."""
+    return PRINCIPAL.fullmatch(name) is not None and name != LOCAL_PRINCIPAL
 LOOPBACK_NAMES = ("localhost",)
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
 
@@ -82,8 +88,11 @@ def _entry(line: str, where: str) -> TokenEntry:
     if len(parts) not in (2, 3):
         raise ConfigError(f"{where}: expected `TOKEN PRINCIPAL [SCOPES]`, got {len(parts)} fields")
     token, principal = parts[0], parts[1]
-    if not PRINCIPAL.fullmatch(principal):
-        raise ConfigError(f"{where}: principal {principal!r} is not a plain name (letters, digits, ._@:+-)")
+    if not token_principal(principal):
+        raise ConfigError(
+            f"{where}: principal {principal!r} is not a plain name (letters, digits, ._@:+-) other than"
+            f" {LOCAL_PRINCIPAL!r} (the server's own: stdio, the library, schedules declared in code)"
+        )
     scopes = tuple(s for s in parts[2].split(",") if s) if len(parts) == 3 else ()
     return TokenEntry(_digest_of(token, where), principal, scopes)
 
@@ -165,7 +174,7 @@ class JwtVerifier(TokenVerifier):
         except jwt.PyJWTError:
             return None
         subject = str(claims["sub"])
-        if not PRINCIPAL.fullmatch(subject):
+        if not token_principal(subject):
             return None
         return AccessToken(
             token=token,
