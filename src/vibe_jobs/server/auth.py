@@ -38,6 +38,8 @@ def token_principal(name: str) -> bool:
     """Whether a token may name `name` as its principal: a plain name, and not the server's own local principal
     (stdio, the library, code-declared schedules and their jobs): a token named `local` acted as the operator."""
     return PRINCIPAL.fullmatch(name) is not None and name != LOCAL_PRINCIPAL
+
+
 LOOPBACK_NAMES = ("localhost",)
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
 
