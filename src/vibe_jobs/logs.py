@@ -47,20 +47,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
 def uvicorn_log_config() -> dict[str, Any]:
     """uvicorn's logging (its start-up lines, errors, the access log) as structlog writes: to stderr, JSON when
     ours is, redacted. uvicorn's own configuration sends the access log to stdout as plain text."""
-    formatter = {
-        "()": structlog.stdlib.ProcessorFormatter,
-        "foreign_pre_chain": [
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-        ],
-        "processors": [
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            redact_event,
-            structlog.processors.format_exc_info,  # "Exception in ASGI application" keeps its traceback
-            _renderer,
-        ],
-    }
+    formatter = {"()": structlog.stdlib.ProcessorFormatter, **_formatter_args()}
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "structlog"}
     level = logging.getLevelName(_level)
     return {
@@ -72,6 +59,42 @@ def uvicorn_log_config() -> dict[str, Any]:
             name: {"handlers": ["stderr"], "level": level, "propagate": False}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
         },
+    }
+
+
+# Libraries that log whole request or response bodies at debug level (sse_starlette: every event it sends, job
+# results and questions with whatever secrets a tool returned): never below info.
+BODY_LOGGERS = ("sse_starlette",)
+
+
+def own_stdlib_logging() -> None:
+    """Python's logging (the MCP SDK's and its libraries') written as ours: to stderr, redacted, at our level,
+    unless someone (an application using us as a library, a test) set up the root logger already. Before the
+    MCPServer is built: it sets up the root logger itself when nobody has, printing everything unredacted."""
+    for name in BODY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, _level))
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(**_formatter_args()))
+    root.addHandler(handler)
+    root.setLevel(_level)
+
+
+def _formatter_args() -> dict[str, Any]:
+    return {
+        "foreign_pre_chain": [
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact_event,
+            structlog.processors.format_exc_info,  # "Exception in ASGI application" keeps its traceback
+            _renderer,
+        ],
     }
 
 

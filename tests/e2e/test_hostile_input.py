@@ -23,6 +23,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
@@ -30,6 +31,8 @@ from tests.e2e.raw_stdio import raw_stdio
 from tests.e2e.test_builtin_tools import finish
 from tests.e2e.test_crash_recovery import error_text, submit, wait_for
 from tests.e2e.test_crash_recovery import read as read_job
+from tests.e2e.test_identity_e2e import ALICE
+from tests.e2e.test_identity_e2e import serve as serve_with_tokens
 from tests.e2e.test_jobs_e2e import read, start, texts
 from tests.e2e.test_tools_attacks import stdio_server
 from tests.pg import postgres_url, with_new_schema
@@ -315,6 +318,56 @@ def test_a_slow_client_cannot_hold_an_http_connection_open() -> None:
             sock.close()
         assert time.monotonic() - began < 5
         assert http.proc.poll() is None
+
+
+def _half_sent_post(port: int, token: str | None = None) -> socket.socket:
+    """A POST /mcp that declares 100 bytes of body and sends 10 of them."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = f"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\n"
+    sock.sendall(f"{head}Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n".encode())
+    sock.sendall(b'{"jsonrpc"')
+    sock.settimeout(10)
+    return sock
+
+
+def test_a_body_that_never_ends_is_cut_off() -> None:
+    """The deadline covered the headers only: a client that sent its headers and part of a body held the
+    connection and what it sent for ever. The body must be complete 3x the header time-out after them."""
+    with start_http("streamable-http", {"VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": "1"}) as http:
+        began = time.monotonic()
+        with _half_sent_post(http.port) as sock:
+            assert sock.recv(1024) == b"", "the server closes it (EOF)"
+        assert time.monotonic() - began < 8
+        assert http.proc.poll() is None
+
+
+def test_a_request_without_a_valid_token_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+    """The request-id check read each body (up to 4 MiB) before the token was checked: a client with no token
+    held memory and a connection for as long as its body did not end (100 of them: 75 -> 552 MiB; 300 took the
+    file descriptors, and a job failed with "Too many open files"). It is answered 401 at once."""
+    with serve_with_tokens(tmp_path, VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS="1") as server:
+        for token in (None, "not-a-token"):
+            with _half_sent_post(server.port, token) as sock:
+                assert sock.recv(1024).startswith(b"HTTP/1.1 401 "), token
+        with _half_sent_post(server.port, ALICE) as sock:  # a valid token: the body is awaited, then cut off
+            assert sock.recv(1024) == b""
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_at_debug_level_no_answer_reaches_the_log_over_http(mode: str) -> None:
+    """sse_starlette logs every event it sends at debug level, and the SDK had Python's logging print it
+    unredacted: a job's result (and whatever secret a tool returned in it) reached the server's log."""
+    secret = "sk-" + os.urandom(8).hex()
+    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "debug"}) as http:
+        async with Client(streamable_http_client(http.url), mode=mode) as client:
+            job_id = await start(client, "echo", {"text": secret})
+            result, _ = await finish(client, job_id)
+            assert secret in texts(result)
+        http.errlog.seek(0)
+        log = http.errlog.read().decode()
+    assert "job" in log, "the debug log was written"
+    assert secret not in log
 
 
 PRINTY = """

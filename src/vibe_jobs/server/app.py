@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.jobtool import JobToolSpec
-from vibe_jobs.logs import configure_logging
+from vibe_jobs.logs import configure_logging, own_stdlib_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.auth import AuthSetup, Identity
@@ -62,6 +62,7 @@ def build_mcp(
         *ScheduleTools(schedules, identity).tools(),
     ]
     tasks, hub = TasksExtension(manager, specs, identity), JobResourceHub(manager, identity=identity)
+    own_stdlib_logging()  # before MCPServer, which would print Python's logging unredacted
     mcp: MCPServer[Any] = MCPServer(
         name,
         instructions=instructions or INSTRUCTIONS,

@@ -30,7 +30,7 @@ from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.http.hosts import HostCheck
 from vibe_jobs.server.http.prom import instrument_store
-from vibe_jobs.server.http.requestids import RequestIds
+from vibe_jobs.server.http.requestids import look_after_authentication
 from vibe_jobs.server.listen import bind, serve_http
 from vibe_jobs.server.sdk import run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
@@ -193,7 +193,7 @@ class JobServer:
         else:
             app, path = mcp.streamable_http_app(transport_security=security, **hooks.http_options), "/mcp"
         level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
-        guarded = HostCheck(RequestIds(app), security)
+        guarded = HostCheck(look_after_authentication(app), security)
         announce = f"vibe-jobs: serving MCP at {url}{path}"
         await serve_http(guarded, sock, log_level=level, header_timeout=timeout, announce=announce)
 

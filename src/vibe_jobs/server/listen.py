@@ -1,15 +1,18 @@
-"""Serving HTTP: uvicorn, with a deadline on reading a request's headers.
+"""Serving HTTP: uvicorn, with deadlines on reading a request's headers and its body.
 
 uvicorn (h11) times out idle keep-alive connections only after a response; a client that connects and
 sends its headers a byte at a time (slowloris), or nothing at all, holds a connection and its memory
-forever. `HeaderDeadline` closes a connection whose request headers are not complete
-`header_timeout` seconds after its first byte (or after the connection opened).
+forever, and so does one that sends a body it never finishes. `HeaderDeadline` closes a connection whose
+request headers are not complete `header_timeout` seconds after its first byte (or after the connection
+opened), and one whose request body is not complete `BODY_TIMEOUT_FACTOR` times that after its headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import socket
 import sys
 from typing import Any
@@ -24,11 +27,15 @@ from vibe_jobs.logs import get_logger, uvicorn_log_config
 log = get_logger("vibe_jobs.server.listen")
 
 
+BODY_TIMEOUT_FACTOR = 3  # a body (up to the 4 MiB a request may carry) may take 3x the headers' time: 30 s
+
+
 class HeaderDeadline(H11Protocol):
-    """h11 with a deadline on each request's headers."""
+    """h11 with a deadline on each request's headers, and on its body once the headers are in."""
 
     header_timeout = 10.0  # set per server by `serve_http`
     _header_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -40,10 +47,32 @@ class HeaderDeadline(H11Protocol):
         super().data_received(data)
         if not self._between_requests():
             self._disarm()  # the headers are in: the request runs
+        self._watch_body()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._watch_body(ended=True)
         super().connection_lost(exc)
+
+    def _body_pending(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
+
+    def _watch_body(self, ended: bool = False) -> None:
+        """A body on its way has a deadline; a complete one (or an answered request) has none."""
+        if not ended and self._body_pending():
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.header_timeout * BODY_TIMEOUT_FACTOR, self._body_expired)
+        elif self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        if self._body_pending() and not self.transport.is_closing():
+            seconds = self.header_timeout * BODY_TIMEOUT_FACTOR
+            log.warning("http.body_timeout", client=str(self.client), seconds=seconds)
+            self.transport.close()
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
@@ -78,6 +107,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+RESERVED_FILES = 256  # open files kept for the store, jobs' pipes and files, logs: never taken by connections
+
+
+def open_files_limit() -> int:
+    """This process's limit on open files, its soft limit raised to the hard one first (each connection takes
+    one: with the usual soft 1,024 a few hundred idle clients took the rest, and jobs failed to open files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return limit if limit != resource.RLIM_INFINITY else 1 << 20
+
+
 async def serve_http(
     app: ASGIApp, sock: socket.socket, *, log_level: str, header_timeout: float, announce: str | None = None
 ) -> None:
@@ -85,7 +128,12 @@ async def serve_http(
     printed to stderr once it listens."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
-        app, log_level=log_level, log_config=uvicorn_log_config(), http=protocol, timeout_keep_alive=5
+        app,
+        log_level=log_level,
+        log_config=uvicorn_log_config(),
+        http=protocol,
+        timeout_keep_alive=5,
+        limit_concurrency=max(64, open_files_limit() - RESERVED_FILES),  # past it: 503, not EMFILE in a job
     )
     if announce is not None:
         print(announce, file=sys.stderr, flush=True)
