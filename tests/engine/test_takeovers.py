@@ -228,3 +228,26 @@ async def test_recovery_adopts_running_orphans_before_the_pending_ones(backend: 
 
 async def _quick() -> str:
     return "quick"
+
+
+async def test_recovery_counts_the_orphans_it_leaves_only_when_asked(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's process does not report the orphans it leaves for a process with their tool (`count_left=False`:
+    the store is not asked to count them, a query of every orphan at each beat); a process on a store of its own
+    does (health names them)."""
+    spec = make_spec(_quick, name="quick", retry_safe=True)
+    async with elsewhere(backend) as dead:  # a process that never renews its lease: gone
+        mine = await dead.create_job("quick")
+        await dead.create_job("absent")  # a tool this process lacks
+        adopter = JobManager(backend.store, Settings(), owner="adopter")
+        await backend.store.open()
+
+        async def not_asked(*_args: Any) -> dict[str, int]:
+            raise AssertionError("orphans_left was asked")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(backend.store, "orphans_left", not_asked)
+            found = await recover_orphans(adopter, {"quick": spec}, RetryPolicy(), count_left=False)
+        assert ([rec.id for rec in found.adopted], found.left) == ([mine], {})
+        assert (await recover_orphans(adopter, {"quick": spec}, RetryPolicy())).left == {"absent": 1}

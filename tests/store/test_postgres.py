@@ -30,6 +30,7 @@ asyncpg = pytest.importorskip("asyncpg")
 
 from vibe_jobs.store.postgres import ClaimLimits, JobChange, PostgresStore, parse_url, redact  # noqa: E402
 from vibe_jobs.store.postgres.schema import SCHEMA_VERSION  # noqa: E402
+from vibe_jobs.store.postgres.sql import MANY_TOOLS  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -303,6 +304,30 @@ async def test_per_tool_limit(store: PostgresStore) -> None:
         await store.insert(record(f"e{i}", created_at=i + 10, tool_name="echo"))
     limits = ClaimLimits(per_tool={"slow": 2})
     assert await claim_ids(store, limits, tools=("slow", "echo")) == ["s0", "s1", "e0", "e1", "e2", "e3"]
+
+
+@pytest.mark.parametrize("n", [MANY_TOOLS, MANY_TOOLS + 1, 20_000])
+async def test_a_process_with_many_tools_claims_its_tools_jobs_and_no_others(store: PostgresStore, n: int) -> None:
+    """A proxy offers thousands of tools (more than MANY_TOOLS: the claim tests them as a set): it takes exactly
+    the jobs of its tools, oldest first, past older jobs of other tools and between jobs of names close to its
+    own; the head of the queue it sees is its own. Claimed one at a time, the statement runs on its generic
+    plan from the 6th execution on."""
+    tools = (*(f"tool-{i}" for i in range(n - 2)), 'quote"d\\tool', "ünï")
+    others = [f"tool-{n}", "Tool-1", "tool-1 ", "tool-", "", "other"]
+    for i in range(40):
+        await store.insert(record(f"x{i:02d}", tool_name=others[i % len(others)], created_at=i))  # ahead of ours
+    mine = [tools[0], tools[-1], tools[-2], tools[n // 2], tools[n - 3], *tools[1:8]]
+    for i, tool in enumerate(mine):
+        await store.insert(record(f"m{i:02d}", tool_name=tool, created_at=100 + 2 * i))
+        await store.insert(record(f"y{i:02d}", tool_name=others[i % len(others)], created_at=101 + 2 * i))
+    limits = ClaimLimits(max_running=100, max_memory_mb=1e6, max_cpu_weight=1e6, max_disk_space_mb=1e6)
+    assert await store.head_fits(tools, limits, now=10_000) is True
+    first = await store.claim_many("w1", 30_000, limits, tools, 3, now=10_000)  # the limited statement
+    assert [rec.id for rec in first] == ["m00", "m01", "m02"]
+    assert await claim_ids(store, tools=tools) == [f"m{i:02d}" for i in range(3, len(mine))]
+    assert await store.head_fits(tools, limits, now=10_000) is None  # nothing of ours left
+    pending = await raw(store, "SELECT count(*) FROM jobs WHERE status = 'pending' AND tool_name <> ALL($1)", tools)
+    assert pending[0][0] == 40 + len(mine)  # every job of another tool still waits
 
 
 async def test_cluster_concurrency_limit_across_processes(make_store: StoreFactory) -> None:

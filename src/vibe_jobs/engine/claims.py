@@ -156,7 +156,10 @@ class ClaimSource:
     async def recover(self) -> int:
         # after each heartbeat (the manager calls this right after it): the lease names the tools run here
         await self.store.offer_tools(self.m.owner, list(self.tools) if self.run_jobs else [])
-        adopted = (await recover_orphans(self.m, self.tools, self.executor.retry, shared=True)).adopted
+        # orphans left for a process with their tool are not counted: nothing here reports them (health names
+        # the pending jobs of tools no live lease offers, `queue_view`)
+        found = await recover_orphans(self.m, self.tools, self.executor.retry, shared=True, count_left=False)
+        adopted = found.adopted
         if adopted:
             self._wake.set()
         return len(adopted)

@@ -96,7 +96,12 @@ class Recovered:
 
 
 async def recover_orphans(
-    manager: JobManager, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy, *, shared: bool = False
+    manager: JobManager,
+    tools: Mapping[str, JobToolSpec],
+    default_retry: RetryPolicy,
+    *,
+    shared: bool = False,
+    count_left: bool = True,
 ) -> Recovered:
     """Adopt every active job without a live owner whose tool this process has (or pending with a cancel asked).
 
@@ -107,11 +112,13 @@ async def recover_orphans(
 
     Only those orphans are read: the store counts the ones left for a process that has their tool (they wait,
     read again every beat, as long as no such process comes; bench/recovery.py, bench/MEASUREMENTS.md).
+    `count_left=False`: not even counted (`left` is empty), for a caller that does not report them (a cluster's
+    health names the pending jobs of tools that no live lease offers instead: `unserved_tools`).
     """
     now = manager.now()
     found = [rec for rec in await manager.store.orphans(now, tools) if rec.owner != manager.owner]
     # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process; not counted either)
-    left = await manager.store.orphans_left(now, tools, manager.owner)
+    left = await manager.store.orphans_left(now, tools, manager.owner) if count_left else {}
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
     adopted: dict[str, JobRecord] = {}

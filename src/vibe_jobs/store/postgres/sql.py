@@ -243,7 +243,7 @@ def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = 
 
 
 def limit_args(limits: ClaimLimits) -> list[Any]:
-    """Parameters $5.. of `CLAIM_LIMITED`."""
+    """Parameters $5.. of the limited claim (`claim_sql(True, ...)`)."""
     return [limits.max_running, *limits.resource_caps, json.dumps(dict(limits.per_tool))]
 
 
@@ -256,12 +256,29 @@ def limit_args(limits: ClaimLimits) -> list[Any]:
 # when the running count, the summed resource needs and its tool's count, with the n - 1 before it
 # (of the whole candidate list, so a job too big to fit also holds back those after it), still fit.
 LEVEL = "least(greatest(j.priority, 0), 3)"
-_ELIGIBLE = """j.status = 'pending' AND LEVEL = lv.level AND j.tool_name = ANY($1::TEXT[])
+# The tools filter ($1: the tools of the claiming process), tested on each pending row the scan passes (jobs of
+# tools that other processes serve sit ahead of this process's). Up to MANY_TOOLS: `= ANY($1)`, which the
+# planner may also answer from `jobs_tool` (a rare tool's jobs behind many of others). More (a proxy has
+# thousands): a JSONB object of them, built once per execution (an initplan), each row one binary search
+# (`?`). `= ANY` of a parameter, as the generic plan has it (from the 6th execution of the statement), compares
+# each row with every name in turn: 2.9 s per claim with 20,000 tools behind 20,000 jobs of another tool,
+# against 14 ms; at 100 tools 20 ms against 5 (bench/claim_tools.py, bench/MEASUREMENTS.md). The set of the
+# recovery queries, `IN (SELECT unnest($1))`, does not do here: at the top of this WHERE it is pulled up into
+# a nested-loop semi join that reads the array again for each row, and kept as a subplan, it is hashed or
+# read again for each row as the planner's row estimate decides.
+MANY_TOOLS = 32
+_TOOLS_FEW = "j.tool_name = ANY($1::TEXT[])"
+_TOOLS_MANY = "(SELECT jsonb_object($1::TEXT[], $1::TEXT[])) ? j.tool_name"
+
+
+def _eligible(many: bool) -> str:
+    """The claimable rows of a level (the same for the claim and the head of the queue)."""
+    return f"""j.status = 'pending' AND {LEVEL} = lv.level AND {_TOOLS_MANY if many else _TOOLS_FEW}
           AND (j.run_after IS NULL OR j.run_after <= t.now) AND j.cancel_requested IS NULL
           AND (cardinality(j.deps) = 0 OR NOT EXISTS (SELECT 1 FROM unnest(j.deps) AS d(dep)
-              WHERE NOT EXISTS (SELECT 1 FROM jobs x WHERE x.id = d.dep AND x.status = 'completed')))""".replace(
-    "LEVEL", LEVEL
-)
+              WHERE NOT EXISTS (SELECT 1 FROM jobs x WHERE x.id = d.dep AND x.status = 'completed')))"""
+
+
 _FITS = """
           AND ($6::FLOAT8 IS NULL OR u.memory_mb + j.need_memory_mb <= $6 + 1e-9)
           AND ($7::FLOAT8 IS NULL OR u.cpu_weight + j.need_cpu_weight <= $7 + 1e-9)
@@ -280,7 +297,7 @@ _FITS_BATCH = """
         <= coalesce(($9::JSONB ->> r.tool_name)::BIGINT, 9223372036854775807)"""
 
 
-def _claim(limited: bool) -> str:
+def _claim(limited: bool, many: bool) -> str:
     owner, lease, k, token = ("$10", "$11", "$12", "$14") if limited else ("$5", "$6", "$7", "$8")
     return f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now){_USAGE if limited else ""},
 cand AS (
@@ -290,7 +307,7 @@ cand AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.tool_name, j.need_memory_mb, j.need_cpu_weight, j.need_disk_mb, j.created_at, j.seq
         FROM jobs j
-        WHERE {_ELIGIBLE}{_FITS if limited else ""}
+        WHERE {_eligible(many)}{_FITS if limited else ""}
         ORDER BY {LEVEL}, j.created_at, j.seq
         LIMIT {k}
         FOR UPDATE OF j SKIP LOCKED
@@ -315,11 +332,19 @@ upd AS (
 SELECT {_COLS} FROM upd ORDER BY claim_order"""
 
 
-CLAIM_LIMITED = _claim(True)
-CLAIM_UNLIMITED = _claim(False)
-# The head of the queue (the job a claim would take first if resources allowed: $1 tools, $2 now, $3 weights,
-# $4 aging) and whether it fits beside the running jobs ($5 memory, $6 cpu weight, $7 disk caps; NULL: none).
-HEAD_FITS = f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now),
+_CLAIMS = {(limited, many): _claim(limited, many) for limited in (False, True) for many in (False, True)}
+
+
+def claim_sql(limited: bool, tools: int) -> str:
+    """The claim statement, with the limits or without, for a process with `tools` tools."""
+    return _CLAIMS[limited, tools > MANY_TOOLS]
+
+
+def _head_fits(many: bool) -> str:
+    """The head of the queue (the job a claim would take first if resources allowed: $1 tools, $2 now,
+    $3 weights, $4 aging) and whether it fits beside the running jobs ($5 memory, $6 cpu weight, $7 disk caps;
+    NULL: none)."""
+    return f"""WITH t AS (SELECT coalesce($2::BIGINT, {NOW_MS}) AS now),
 u AS (SELECT coalesce(sum(need_memory_mb), 0) AS mem, coalesce(sum(need_cpu_weight), 0) AS cpu,
         coalesce(sum(need_disk_mb), 0) AS disk FROM jobs WHERE status = 'running'),
 head AS (
@@ -327,7 +352,7 @@ head AS (
     CROSS JOIN LATERAL (
         SELECT j.id, j.need_memory_mb, j.need_cpu_weight, j.need_disk_mb, j.seq,
             j.created_at - coalesce(($3::FLOAT8[])[lv.level + 1], 1) * $4::BIGINT AS key
-        FROM jobs j WHERE {_ELIGIBLE}
+        FROM jobs j WHERE {_eligible(many)}
         ORDER BY {LEVEL}, j.created_at, j.seq LIMIT 1
     ) AS c
     ORDER BY c.key, c.seq LIMIT 1
@@ -336,6 +361,16 @@ SELECT head.id, ($5::FLOAT8 IS NULL OR u.mem + head.need_memory_mb <= $5 + 1e-9)
     AND ($6::FLOAT8 IS NULL OR u.cpu + head.need_cpu_weight <= $6 + 1e-9)
     AND ($7::FLOAT8 IS NULL OR u.disk + head.need_disk_mb <= $7 + 1e-9)
 FROM head, u"""
+
+
+_HEADS = {many: _head_fits(many) for many in (False, True)}
+
+
+def head_fits_sql(tools: int) -> str:
+    """`_head_fits` for a process with `tools` tools."""
+    return _HEADS[tools > MANY_TOOLS]
+
+
 # The rows a claim took, read back after its answer was lost ($1 owner, $2 its token), in claim order as far
 # as it can be rebuilt (the aged priority key is not stored): priority level, then creation order.
 CLAIMED = (

@@ -438,8 +438,9 @@ class PostgresStore(SharedJobStore):
         """Whether the job a claim of `tools` would take first (resources aside) fits the resource limits
         beside the running jobs now; None when no job is runnable."""
         caps = (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
-        args = [list(tools), now, list(limits.priority_weights), limits.aging_ms, *caps]
-        rows = await self._fetch(sql.HEAD_FITS, *args)
+        names = list(tools)
+        args = [names, now, list(limits.priority_weights), limits.aging_ms, *caps]
+        rows = await self._fetch(sql.head_fits_sql(len(names)), *args)
         return bool(rows[0][1]) if rows else None
 
     async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
@@ -538,14 +539,13 @@ class PostgresStore(SharedJobStore):
             return []
         lim = limits or ClaimLimits()
         token = uuid.uuid4().hex
-        args: list[Any] = [list(tools), now, list(lim.priority_weights), lim.aging_ms]
+        names = list(tools)
+        args: list[Any] = [names, now, list(lim.priority_weights), lim.aging_ms]
         tail: list[Any] = [owner, lease_ms, k]
+        query = sql.claim_sql(lim.limited, len(names))
         if lim.limited:
-            query = sql.CLAIM_LIMITED
             args += sql.limit_args(lim)
             tail.append(self._claim_key)
-        else:
-            query = sql.CLAIM_UNLIMITED
         tail.append(token)
         tries = 0
 
