@@ -99,6 +99,19 @@ def test_the_dashboard_alone_pages_through_a_store_newest_first(tmp_path: Path) 
         assert http.get("/jobs/" + "0" * 32).status_code == 404
 
 
+def test_no_page_may_be_framed_by_another_site_or_leak_its_url(tmp_path: Path) -> None:
+    """A page's cancel and retry buttons could be clicked through from another site's frame (helper-42's note)."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    [job_id] = fill(url, 1)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        for path, status in (("/", 200), (f"/jobs/{job_id}", 200), ("/jobs/" + "0" * 32, 404), ("/?status=x", 400)):
+            page = http.get(path)
+            assert page.status_code == status, path
+            assert page.headers["x-frame-options"] == "DENY", path
+            assert page.headers["content-security-policy"] == "frame-ancestors 'none'", path
+            assert page.headers["referrer-policy"] == "same-origin", path
+
+
 def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
     failed, pending = fill(url, 2, failed=1)

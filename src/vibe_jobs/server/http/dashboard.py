@@ -35,6 +35,15 @@ from vibe_jobs.store.base import ScheduleStore
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
+# Every page: never inside another site's frame (its buttons cancel and retry jobs: a framed page could be
+# clicked through), its type as said, and no job URL (ids) in a Referer to another site ("no-referrer" would also
+# make the browser send `Origin: null` with the page's own form posts, which the same-origin check refuses).
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 STATS_TTL_MS = 1000  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
 
 
@@ -87,6 +96,7 @@ class Dashboard:
                 response = _page("Not done", str(exc), view, 429 if isinstance(exc, QuotaExceeded | QueueFull) else 409)
             if new:
                 response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict")
+            response.headers.update(PAGE_HEADERS)
             return response
 
         return endpoint
