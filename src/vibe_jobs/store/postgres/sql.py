@@ -101,16 +101,24 @@ _ORPHAN = (
     " OR (status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at <= $1))"
 )
 ORPHANS = f"{SELECT} WHERE {_ORPHAN} ORDER BY created_at, id"
+
+
+def tool_set(param: str) -> str:
+    """A process's tool names (the TEXT[] parameter `param`) as a JSONB object built once per execution: `SET ?
+    tool_name` is one binary search a row. `= ANY(param)`, as a generic plan (from the 6th execution) runs it,
+    compares each row with every name: 6.4 s a recovery beat and 2.9 s a claim with a proxy's 20,000 tools;
+    `IN (SELECT unnest(param))` is hashed or read again per row as the planner's estimate decides
+    (bench/recovery.py --postgres, bench/claim_tools.py, bench/MEASUREMENTS.md)."""
+    return f"(SELECT jsonb_object({param}::TEXT[], {param}::TEXT[]))"
+
+
 # The orphans a process with the tools $2 adopts, and a count of the others by tool but for the owner $3's.
-# The tools as a set (`IN (SELECT unnest(...))`, a hashed subplan), not `= ANY($2)`: once the statement runs on
-# its generic plan, `= ANY` of a parameter scans the array for every row: 6.4 s a beat against 28 ms with
-# 20,000 orphans left and a proxy's 20,000 tools (bench/recovery.py --postgres, bench/MEASUREMENTS.md).
-_TOOLS = "(SELECT unnest($2::TEXT[]))"
 ORPHANS_OF = (
-    f"{SELECT} WHERE {_ORPHAN} AND (tool_name IN {_TOOLS} OR {CANCELLED_WITHOUT_RUN_SQL}) ORDER BY created_at, id"
+    f"{SELECT} WHERE {_ORPHAN} AND ({tool_set('$2')} ? tool_name OR {CANCELLED_WITHOUT_RUN_SQL})"
+    " ORDER BY created_at, id"
 )
 ORPHANS_LEFT = (
-    f"SELECT tool_name, count(*) FROM jobs WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
+    f"SELECT tool_name, count(*) FROM jobs WHERE {_ORPHAN} AND NOT ({tool_set('$2')} ? tool_name)"
     f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND owner IS DISTINCT FROM $3 GROUP BY tool_name"
 )
 # One round trip per beat: the process lease and the leases of the given jobs it still runs, answering
@@ -259,16 +267,12 @@ LEVEL = "least(greatest(j.priority, 0), 3)"
 # The tools filter ($1: the tools of the claiming process), tested on each pending row the scan passes (jobs of
 # tools that other processes serve sit ahead of this process's). Up to MANY_TOOLS: `= ANY($1)`, which the
 # planner may also answer from `jobs_tool` (a rare tool's jobs behind many of others). More (a proxy has
-# thousands): a JSONB object of them, built once per execution (an initplan), each row one binary search
-# (`?`). `= ANY` of a parameter, as the generic plan has it (from the 6th execution of the statement), compares
-# each row with every name in turn: 2.9 s per claim with 20,000 tools behind 20,000 jobs of another tool,
-# against 14 ms; at 100 tools 20 ms against 5 (bench/claim_tools.py, bench/MEASUREMENTS.md). The set of the
-# recovery queries, `IN (SELECT unnest($1))`, does not do here: at the top of this WHERE it is pulled up into
-# a nested-loop semi join that reads the array again for each row, and kept as a subplan, it is hashed or
-# read again for each row as the planner's row estimate decides.
+# thousands): `tool_set` (2.9 s -> 14 ms per claim with 20,000 tools behind 20,000 jobs of another tool; 100
+# tools 20 -> 5 ms: bench/claim_tools.py). `IN (SELECT unnest($1))` does not do here: at the top of this WHERE it
+# is pulled up into a nested-loop semi join that reads the array again for each row.
 MANY_TOOLS = 32
 _TOOLS_FEW = "j.tool_name = ANY($1::TEXT[])"
-_TOOLS_MANY = "(SELECT jsonb_object($1::TEXT[], $1::TEXT[])) ? j.tool_name"
+_TOOLS_MANY = f"{tool_set('$1')} ? j.tool_name"
 
 
 def _eligible(many: bool) -> str:
