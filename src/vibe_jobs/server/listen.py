@@ -69,9 +69,12 @@ class HeaderDeadline(H11Protocol):
 
     def _body_expired(self) -> None:
         self._body_timer = None
-        if self._body_pending() and not self.transport.is_closing():
-            seconds = self.header_timeout * BODY_TIMEOUT_FACTOR
-            log.warning("http.body_timeout", client=str(self.client), seconds=seconds)
+        self._close_if(self._body_pending(), "http.body_timeout", self.header_timeout * BODY_TIMEOUT_FACTOR)
+
+    def _close_if(self, late: bool, event: str, seconds: float) -> None:
+        """Close the connection when what it waited for is still `late` after its deadline."""
+        if late and not self.transport.is_closing():
+            log.warning(event, client=str(self.client), seconds=seconds)
             self.transport.close()
 
     def _between_requests(self) -> bool:
@@ -87,9 +90,7 @@ class HeaderDeadline(H11Protocol):
 
     def _expire(self) -> None:
         self._header_timer = None
-        if self._between_requests() and not self.transport.is_closing():
-            log.warning("http.header_timeout", client=str(self.client), seconds=self.header_timeout)
-            self.transport.close()
+        self._close_if(self._between_requests(), "http.header_timeout", self.header_timeout)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -98,7 +98,7 @@ def group_alive(process: Process) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # a member we may not signal is a member still
+        pass  # a member we may not signal is a member still
     return True
 
 
