@@ -31,6 +31,7 @@ LEVELS: dict[str, int] = {
     "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
     "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)
     "schedules": 10,  # a schedule as stores keep it and clients see it
+    "shared": 10,  # one call at a time, shared by those who ask meanwhile (the manager's server-wide figures)
     "outages": 10,  # the one rule for background work while the store fails (retry with backoff, never exit)
     "store": 20,
     "metrics": 25,  # stores do not import metrics: the manager keeps the figures

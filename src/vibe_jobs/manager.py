@@ -51,6 +51,7 @@ from vibe_jobs.results import (
     text_result,
 )
 from vibe_jobs.settings import Settings
+from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
 from vibe_jobs.store.base import NO_GUARD, ScheduleStore, VersionGuard
@@ -130,6 +131,9 @@ class JobManager:
         # the beat (lease, durations, recovery) and retention, through store failures (outages.py)
         beat = max(0.05, self.settings.lease_ms / 3000)
         self._maintaining = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
+        # the figures asked for by nobody in particular (/health, /metrics, the dashboard: unauthenticated
+        # probes at any rate): one count of the store at a time, shared by those who ask meanwhile
+        self._all_figures = SharedCall(self._statistics)
 
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
@@ -843,6 +847,11 @@ class JobManager:
         """The figures. Counts by status: `viewer`'s own jobs (every job for admin or no viewer). The figures made
         of every principal's jobs (per tool, throughput, error rate, the queue, learned durations) are left
         empty unless `server_wide` (default: admin or no viewer): `Statistics.own_only`."""
+        if viewer is None and server_wide is None:
+            return await self._all_figures()
+        return await self._statistics(viewer, server_wide)
+
+    async def _statistics(self, viewer: Viewer | None = None, server_wide: bool | None = None) -> Statistics:
         queue = await self.runner.queue_view() if self.runner is not None else None
         cluster = await self.runner.cluster_figures() if self.runner is not None else None
         try:

@@ -1,0 +1,39 @@
+"""One call at a time, shared by the callers that ask while it waits: a read that anybody may ask for as often
+as they like (a health probe, a metrics scrape: unauthenticated, at any rate) costs the store one call at a
+time, however many ask, and every answer is still as fresh as the caller's own call would have been."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class SharedCall(Generic[T]):
+    """`await shared()` answers what `fn()` returned in a call that began after the caller asked.
+
+    One call runs at a time. Callers that ask while one runs cannot use it (it may have read before they
+    asked): they wait for it to end and share the one call that begins next. A call that raises (or is
+    cancelled) gives nobody its outcome: the next caller in line makes a call of its own.
+    """
+
+    def __init__(self, fn: Callable[[], Awaitable[T]]) -> None:
+        self._fn = fn
+        self._lock = anyio.Lock()  # fair: callers take turns in the order they asked
+        self._begun = 0  # calls begun so far; the number of a call is its place in that count
+        self._last: tuple[int, T] | None = None  # (the number of the call, what it returned)
+
+    async def __call__(self) -> T:
+        asked = self._begun  # a call numbered higher than this began after this caller asked
+        async with self._lock:
+            last = self._last
+            if last is not None and last[0] > asked:
+                return last[1]
+            self._begun += 1
+            number = self._begun
+            value = await self._fn()
+            self._last = (number, value)
+            return value
