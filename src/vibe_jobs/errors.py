@@ -217,3 +217,10 @@ class InvalidSchedule(InvalidParams):
 class BadJobTool(TypeError):
     """A job tool declared wrong (a parameter it cannot take, a schedule that is not a cron): raised where it
     is declared. A TypeError, as a wrong signature is."""
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first error inside `exc`, looking through exception groups (task groups wrap what they raise)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc

@@ -216,6 +216,45 @@ def test_a_port_in_use_is_one_line_and_exit_2(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        ["dashboard", "--store", "memory://"],
+        ["serve", "--store", "memory://", "--transport", "sse"],
+        ["serve", "--store", "memory://", "--transport", "streamable-http"],
+    ],
+)
+def test_of_two_servers_started_together_on_one_port_the_second_says_one_line_and_exit_2(command: list[str]) -> None:
+    """Both may bind the port (SO_REUSEADDR binds a port nobody listens on yet): the one that listened second
+    ended in uvicorn's exception-group traceback with exit status 1."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vibe_jobs", *command]
+    env = {**os.environ, "VIBE_JOBS_LOG_LEVEL": "warning"}
+    both = [
+        subprocess.Popen([*cmd, "--port", str(port)], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        lost = None
+        while lost is None:  # the loser ends; the winner serves until stopped
+            for proc in both:
+                try:
+                    proc.wait(0.1)
+                    lost = proc
+                except subprocess.TimeoutExpired:
+                    continue
+        winner = both[1 - both.index(lost)]
+        assert winner.poll() is None, "one of them serves"
+        said = lost.stderr.read() if lost.stderr else ""
+        assert lost.returncode == 2, said
+        assert said.strip() == f"vibe-jobs: cannot listen on 127.0.0.1:{port}: Address already in use"
+    finally:
+        for proc in both:
+            stop(proc)
+            if proc.stderr:
+                proc.stderr.close()
+
+
+@pytest.mark.parametrize(
     ("command", "said"),
     [
         (["dashboard", "--store", "memory://"], r"vibe-jobs: dashboard of memory:// at http://127\.0\.0\.1:(\d+)/"),

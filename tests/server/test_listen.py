@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import resource
+import socket
 import subprocess
 import sys
 
-from vibe_jobs.server.listen import RESERVED_FILES, open_files_limit
+import pytest
+from starlette.applications import Starlette
+
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.server.listen import RESERVED_FILES, bind, open_files_limit, serve_http
 
 
 def test_the_open_files_limit_is_raised_to_the_hard_one_and_connections_leave_files_for_jobs() -> None:
@@ -25,3 +30,22 @@ def test_the_open_files_limit_is_raised_to_the_hard_one_and_connections_leave_fi
     expected = hard if hard != resource.RLIM_INFINITY else low
     assert int(done.stdout) == expected
     assert open_files_limit() > RESERVED_FILES
+
+
+async def test_a_server_that_lost_the_port_to_one_started_with_it_says_so_in_one_line() -> None:
+    """Two servers started together on one port can both bind it (SO_REUSEADDR binds a port nobody listens on
+    yet); the one that listens second used to end in uvicorn's traceback, exit status 1."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    rival = socket.socket()
+    try:
+        rival.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rival.bind(("127.0.0.1", port))  # the other server: bound as well, and listening first
+        rival.listen()
+        app = Starlette()
+        with pytest.raises(ConfigError) as refused:
+            await serve_http(app, sock, log_level="warning", header_timeout=5.0)
+        assert str(refused.value) == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+    finally:
+        rival.close()
+        sock.close()

@@ -26,6 +26,7 @@ import anyio
 
 from vibe_jobs.cli.ask import TerminalAsker
 from vibe_jobs.cli.jobs import result_text, say
+from vibe_jobs.errors import first_leaf
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
 
@@ -404,8 +405,7 @@ async def _call(args: argparse.Namespace, arguments: dict[str, Any], errlog: Tex
 
 def describe(exc: BaseException) -> str:
     """One line for an error, looking inside exception groups (task groups wrap errors)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    exc = first_leaf(exc)
     error = getattr(exc, "error", None)
     text = getattr(error, "message", None) or str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"

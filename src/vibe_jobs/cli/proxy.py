@@ -40,7 +40,7 @@ def add_proxy_parser(sub: Any) -> None:
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.cli.identity import with_identity_options
     from vibe_jobs.cli.main import build_server
-    from vibe_jobs.errors import JobError
+    from vibe_jobs.errors import JobError, first_leaf
     from vibe_jobs.server.proxy import ConfigError, ProxyServer, UpstreamUnavailable
     from vibe_jobs.server.stdio import stdout_to_stderr
 
@@ -54,7 +54,7 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     except (ConfigError, UpstreamUnavailable) as exc:
         raise SystemExit(f"vibe-jobs proxy: {exc}") from None
     except BaseExceptionGroup as group:
-        first = _first(group)
+        first = first_leaf(group)
         if isinstance(first, ConfigError | UpstreamUnavailable):
             raise SystemExit(f"vibe-jobs proxy: {first}") from None
         if isinstance(first, JobError):  # a setting the server refused (a port in use): one line, exit 2
@@ -75,8 +75,3 @@ def _upstreams(args: argparse.Namespace) -> list[Any]:
 
 def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text is not None else None
-
-
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
-    first = group.exceptions[0]
-    return _first(first) if isinstance(first, BaseExceptionGroup) else first

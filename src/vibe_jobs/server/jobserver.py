@@ -21,6 +21,7 @@ from vibe_jobs.engine.claims import ClaimSource
 from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
+from vibe_jobs.errors import ConfigError, first_leaf
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -149,7 +150,13 @@ class JobServer:
             if transport != "stdio":
                 check_bind(host, auth.enabled, allow_unauthenticated)
             security = transport_security(host, self.settings.allowed_hosts)
-            await self._serve(auth, transport, sock, security, url)
+            try:
+                await self._serve(auth, transport, sock, security, url)
+            except BaseExceptionGroup as group:  # from the manager's task group: a refusal comes out as itself
+                refused, other = group.split(ConfigError)
+                if refused is None or other is not None:
+                    raise
+                raise first_leaf(refused) from None
         log.info("server.stopped")
 
     async def _serve(

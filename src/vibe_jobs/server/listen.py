@@ -95,17 +95,35 @@ class HeaderDeadline(H11Protocol):
 
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to `host:port`, or ConfigError naming the address and why (in use, no such address):
-    bound before anything starts, so a taken port is one clear line. It listens once uvicorn serves on it,
-    so an open port still means a server that answers."""
+    bound before anything starts, so a taken port is one clear line. It listens when it is served
+    (`serve_http`), so an open port still means a server about to answer."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)  # gaierror: < 0
-        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+        raise _cannot_listen(host, port, exc) from None
     return sock
+
+
+def listen(sock: socket.socket) -> None:
+    """Listen on a socket from `bind`, or ConfigError as `bind`'s. Two servers started together on one port
+    can both bind it (SO_REUSEADDR binds a port nobody listens on yet): the one that listens second learns
+    here that it lost, before uvicorn would (with a traceback)."""
+    try:
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        host, port = sock.getsockname()[:2]
+        raise _cannot_listen(host, port, exc) from None
+
+
+BACKLOG = 2048  # uvicorn's own
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)  # gaierror: < 0
+    return ConfigError(f"cannot listen on {host}:{port}: {why}")
 
 
 RESERVED_FILES = 256  # open files kept for the store, jobs' pipes and files, logs: never taken by connections
@@ -136,6 +154,7 @@ async def serve_http(
         timeout_keep_alive=5,
         limit_concurrency=max(64, open_files_limit() - RESERVED_FILES),  # past it: 503, not EMFILE in a job
     )
+    listen(sock)
     if announce is not None:
         print(announce, file=sys.stderr, flush=True)
     await uvicorn.Server(config).serve(sockets=[sock])
