@@ -827,12 +827,18 @@ class JobManager:
         limit: int = 50,
         cursor: str | None = None,
         viewer: Viewer | None = None,
+        *,
+        with_result: bool = True,
     ) -> JobPage:
-        """Jobs newest first (only `viewer`'s, when given), `limit` a page; pass `next_cursor` back for the next."""
+        """Jobs newest first (only `viewer`'s, when given), `limit` a page; pass `next_cursor` back for the next.
+        `with_result=False`: the jobs' results are not read (each `result` is None), for lists that do not show
+        them."""
         if not 1 <= limit <= 500:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
         scope = viewer.scope if viewer is not None else None
-        query = JobQuery(JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope)
+        query = JobQuery(
+            JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope, with_result
+        )
         try:
             records = await self.store.query(query)
         except StoreError as exc:

@@ -11,6 +11,7 @@ import asyncio
 import copy
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,23 @@ async def test_query_follows_status_changes(store: JobStore) -> None:
     assert [r.id for r in await store.query(JobQuery(status=P))] == ["b"]
     assert [r.id for r in await store.query(JobQuery(status=R))] == []
     assert [r.id for r in await store.query(JobQuery(status=C))] == ["a"]
+
+
+async def test_a_query_without_results_leaves_them_out_and_keeps_the_jobs_whole(store: JobStore) -> None:
+    """`with_result=False`, for lists that do not show results (a page of 500 with results of up to 4 MiB each
+    was gigabytes to read): every other field as stored, the result None; such a view is never the base of a
+    job's next version, so the job keeps its result."""
+    result = {"content": [{"type": "text", "text": "x" * 100_000}], "isError": False}
+    await insert_all(store, [full_record(), record("done", created_at=2_000_000_000_000, status=C, result=result)])
+    views = await store.query(JobQuery(with_result=False))
+    whole = await store.query(JobQuery())
+    assert [v.id for v in views] == ["done", "job-full"] == [w.id for w in whole]
+    assert views == [replace(w, result=None) for w in whole]
+    assert [w.result for w in whole] == [result, full_record().result]
+    changed = await store.update("job-full", {"progress_message": "later"})  # a running job that holds a result
+    assert changed is not None and changed.result == full_record().result
+    done = await store.get("done")
+    assert done is not None and done.result == result
 
 
 async def test_before_cursor_pages_are_stable(store: JobStore) -> None:

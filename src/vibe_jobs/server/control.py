@@ -188,7 +188,9 @@ class ControlTools:
     ) -> CallToolResult:
         """List jobs, newest first, a page at a time."""
         try:
-            page = await self.m.list_jobs(status, toolName, limit, cursor, viewer=self.identity.viewer())
+            page = await self.m.list_jobs(
+                status, toolName, limit, cursor, viewer=self.identity.viewer(), with_result=False
+            )
         except JobError as exc:
             return job_error_result(exc)
         jobs = [job_summary(j) for j in page.jobs]

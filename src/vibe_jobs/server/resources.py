@@ -228,7 +228,7 @@ def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
     async def read_recent() -> str:
-        page = await manager.list_jobs(viewer=identity.viewer())
+        page = await manager.list_jobs(viewer=identity.viewer(), with_result=False)
         return json.dumps({"jobs": [job_summary(j) for j in page.jobs], "nextCursor": page.next_cursor})
 
 

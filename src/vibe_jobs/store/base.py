@@ -113,6 +113,10 @@ class JobQuery:
     limit: int = 50
     before: tuple[int, str] | None = None  # (created_at, id) of the last job of the previous page
     principal: str | None = None  # only jobs this principal created (None: every job)
+    # False: each record's `result` is None, not read (a list that does not show results: a page of 500 jobs
+    # with results of up to max_result_bytes each is gigabytes to read and decode). Such a record is a view
+    # for showing: a store never builds a job's next version from it.
+    with_result: bool = True
 
 
 @runtime_checkable

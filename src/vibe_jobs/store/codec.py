@@ -31,6 +31,12 @@ COLUMNS = (
 Row = Sequence[Any]
 
 
+def select_list(with_result: bool = True, table: str = "") -> str:
+    """The columns a SELECT of whole records names (`table.`-qualified when given); without the result,
+    NULL in its place (the row still decodes positionally, its `result` None)."""
+    return ", ".join("NULL" if c == "result" and not with_result else f"{table}{c}" for c in COLUMNS)
+
+
 def _unserialisable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 

@@ -25,6 +25,8 @@ from vibe_jobs.store.base import (
     check_updatable,
 )
 
+_NO_RESULT = {"result": None}  # a query's view without results (`JobQuery.with_result`)
+
 # `update`'s record builder by the fields a change sets, each shape checked once (`check_updatable`)
 _UPDATES: dict[tuple[str, ...], RecordBuilder] = {}
 
@@ -108,7 +110,7 @@ class MemoryStore:
                 continue
             if query.principal is not None and rec.principal != query.principal:
                 continue
-            out.append(rec)
+            out.append(rec if query.with_result or rec.result is None else rec.changed(_NO_RESULT, bump=False))
             if len(out) >= query.limit:
                 break
         return out

@@ -120,7 +120,7 @@ class Dashboard:
         status, tool = q.get("status") or None, q.get("tool") or None
         if status is not None and status not in pages.STATUSES:
             raise InvalidParams(f"status must be one of {', '.join(pages.STATUSES)}, not {status!r}")
-        page = await self.m.list_jobs(status, tool, PAGE_SIZE, q.get("cursor") or None)
+        page = await self.m.list_jobs(status, tool, PAGE_SIZE, q.get("cursor") or None, with_result=False)
         known = {*self.tools, *(view.stats.by_tool if view.stats else {})}
         return HTMLResponse(pages.jobs_page(page, view, status, tool, known))
 

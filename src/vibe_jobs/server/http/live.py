@@ -26,7 +26,7 @@ from vibe_jobs.store.base import JobQuery
 
 STATS_SECONDS = 2.0
 WATCH_SECONDS = 1.0  # how often a job page's job is read for changes other processes made (until it finishes)
-WATCH_LIST_SECONDS = 5.0  # how often the list page's first rows are (each read is WATCH_ROWS whole records)
+WATCH_LIST_SECONDS = 5.0  # how often the list page's first rows are read (WATCH_ROWS records, without results)
 WATCH_ROWS = 50  # the jobs the list page shows first
 
 
@@ -87,7 +87,7 @@ class StoreWatch:
 
     async def _records(self) -> list[JobRecord]:
         if self.job_id is None:
-            return await self.m.store.query(JobQuery(limit=WATCH_ROWS))
+            return await self.m.store.query(JobQuery(limit=WATCH_ROWS, with_result=False))
         if self.done:
             return []
         rec = await self.m.store.get(self.job_id)

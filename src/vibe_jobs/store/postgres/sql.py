@@ -28,13 +28,13 @@ from vibe_jobs.models import JobRecord, ResourceRequirements
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, ClaimLimits
-from vibe_jobs.store.codec import COLUMNS
+from vibe_jobs.store.codec import COLUMNS, select_list
 from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
 
 DEFAULT_NEEDS = ResourceRequirements()
 _EXTRA = ("deps", "need_memory_mb", "need_cpu_weight", "need_disk_mb")
-_COLS = ", ".join(COLUMNS)
-_JCOLS = ", ".join(f"jobs.{c}" for c in COLUMNS)
+_COLS = select_list()
+_JCOLS = select_list(table="jobs.")
 
 SELECT = f"SELECT {_COLS} FROM jobs"
 RETURNING = f" RETURNING {_COLS}"
@@ -233,7 +233,7 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 
 
 @lru_cache(maxsize=64)
-def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
+def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True) -> str:
     where: list[str] = []
     conds = (
         (by_status, "status = $?"),
@@ -245,7 +245,7 @@ def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = 
         if on:
             where.append(cond)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    sql = f"{SELECT}{clause} ORDER BY created_at DESC, id DESC LIMIT $?"
+    sql = f"SELECT {select_list(with_result)} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT $?"
     parts = sql.split("$?")
     return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
 

@@ -413,7 +413,11 @@ class PostgresStore(SharedJobStore):
             args += query.before
         args.append(query.limit)
         text = sql.query_sql(
-            query.status is not None, query.tool_name is not None, query.before is not None, query.principal is not None
+            query.status is not None,
+            query.tool_name is not None,
+            query.before is not None,
+            query.principal is not None,
+            query.with_result,
         )
         return await self._records(text, *args)
 

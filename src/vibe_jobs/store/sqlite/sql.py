@@ -7,12 +7,12 @@ from functools import lru_cache
 from typing import Any
 
 from vibe_jobs.states import ACTIVE, JobStatus
-from vibe_jobs.store.codec import COLUMNS, status_text
+from vibe_jobs.store.codec import COLUMNS, select_list, status_text
 from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL
 
-SELECT = f"SELECT {', '.join(COLUMNS)} FROM jobs"
+SELECT = f"SELECT {select_list()} FROM jobs"
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_RETURNING = f" RETURNING {', '.join(COLUMNS)}"
+_RETURNING = f" RETURNING {select_list()}"
 
 
 @lru_cache(maxsize=512)
@@ -40,16 +40,19 @@ def guard_values(
 
 
 @lru_cache(maxsize=64)
-def query_sql(status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False) -> str:
+def query_sql(
+    status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True
+) -> str:
     """Newest first; the status filter repeats its partial index's condition so SQLite uses it.
     Parameters in order: status, tool name, principal, the page's (created_at, id), the limit."""
+    select = f"SELECT {select_list(with_result)} FROM jobs"
     if status is not None and status in ACTIVE and not by_principal:
-        return _query_sql(" INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged, by_principal)
+        return _query_sql(f"{select} INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged, by_principal)
     where = [] if status is None else ["status = ?", ACTIVE_SQL if status in ACTIVE else FINAL_SQL]
-    return _query_sql("", where, by_tool, paged, by_principal)
+    return _query_sql(select, where, by_tool, paged, by_principal)
 
 
-def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool, by_principal: bool) -> str:
+def _query_sql(select: str, where: list[str], by_tool: bool, paged: bool, by_principal: bool) -> str:
     if by_tool:
         where.append("tool_name = ?")
     if by_principal:
@@ -57,4 +60,4 @@ def _query_sql(index: str, where: list[str], by_tool: bool, paged: bool, by_prin
     if paged:
         where.append("(created_at, id) < (?, ?)")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"{SELECT}{index}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"
+    return f"{select}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"

@@ -306,7 +306,9 @@ class SQLiteStore:
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         by_principal = query.principal is not None
-        text = sql.query_sql(query.status, query.tool_name is not None, query.before is not None, by_principal)
+        text = sql.query_sql(
+            query.status, query.tool_name is not None, query.before is not None, by_principal, query.with_result
+        )
         args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
         if query.tool_name is not None:
             args.append(query.tool_name)
@@ -315,7 +317,8 @@ class SQLiteStore:
         if query.before is not None:
             args += query.before
         args.append(query.limit)
-        return self._decoded(await self._run(statement(text, False), args, ALL))
+        rows = await self._run(statement(text, False), args, ALL)
+        return self._decoded(rows) if query.with_result else [codec.decode(row) for row in rows]  # views: not kept
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         found = self._decoded(await self._run(_S["find_active"], (dedupe_key,), ALL))
