@@ -93,6 +93,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
     "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
+    "VIBE_JOBS_MAX_ANSWER_BYTES": ("8388608", "max_answer_bytes", 8388608),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
@@ -152,6 +153,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_QUOTA_PARAMS_BYTES", "-1"),
         ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
         ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
+        ("VIBE_JOBS_MAX_ANSWER_BYTES", "4096"),  # under 65536: three copies and the answer's frame do not fit
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
@@ -175,6 +177,7 @@ COUNTS = {
     "max_concurrent",
     "max_params_bytes",
     "max_result_bytes",
+    "max_answer_bytes",
     "max_pending",
     "poll_factor",
     "health_max_queue_depth",

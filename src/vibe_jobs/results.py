@@ -221,14 +221,41 @@ def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return result if size <= max_bytes else truncated_result(result, size, max_bytes)
 
 
-def truncated_result(result: dict[str, Any], size: int, max_bytes: int) -> dict[str, Any]:
+# An answer that shows a result holds it up to three times: its text blocks, and in the structured status message
+# the result's content and its structuredContent (which a dict result's text repeats).
+ANSWER_COPIES = 3
+ANSWER_SLACK = 16 * 1024  # the rest of an answer: the status text, the message's other fields, the JSON-RPC frame
+
+
+def within_answer(result: dict[str, Any], max_bytes: int, whole_from: str) -> dict[str, Any]:
+    """A stored result as an answer of at most `max_bytes` shows it: whole when its copies fit, else its start
+    with a note saying how large it is and where it is read whole (`whole_from`)."""
+    budget = max(4096, max_bytes // ANSWER_COPIES - ANSWER_SLACK)
+    if _plain_text_within(result, budget) or (size := _encoded_size(result)) <= budget:
+        return result
     note = (
+        f"[shown in part: the result is {size:,} bytes of JSON, more than one answer here carries "
+        f"({max_bytes:,} bytes, VIBE_JOBS_MAX_ANSWER_BYTES); the text above is its start. Whole: {whole_from}]"
+    )
+    structured = {"truncated": True, "originalBytes": size, "maxAnswerBytes": max_bytes}
+    return truncated_result(result, size, budget, note, structured)
+
+
+def truncated_result(
+    result: dict[str, Any],
+    size: int,
+    max_bytes: int,
+    note: str | None = None,
+    structured: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The start of `result`'s text and `note` (default: the stored result's cap), within `max_bytes` of JSON."""
+    note = note or (
         f"[result truncated: {size:,} bytes of JSON, over the limit of {max_bytes:,} bytes "
         "(VIBE_JOBS_MAX_RESULT_BYTES); the text above is its start]"
     )
     texts = [b.get("text", "") for b in result.get("content", ()) if isinstance(b, dict) and b.get("type") == "text"]
     whole = "\n".join(str(t) for t in texts).encode()
-    structured = {"truncated": True, "originalBytes": size, "maxResultBytes": max_bytes}
+    structured = structured or {"truncated": True, "originalBytes": size, "maxResultBytes": max_bytes}
     budget = max(0, max_bytes - len(note) - 200)
     while True:  # JSON escapes may make the text longer than its bytes: halve until it fits
         preview = whole[:budget].decode(errors="ignore")

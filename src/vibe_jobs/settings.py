@@ -75,6 +75,9 @@ class Settings:
     quota_params_bytes: int | None = None
     secret_pattern: str = DEFAULT_SECRET_PATTERN
     max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
+    # one answer over HTTP at most: the MCP Python client reads server-sent events of up to 1 MiB by default, so
+    # a larger result is shown in part there (results.within_answer); over stdio results are shown whole
+    max_answer_bytes: int = MIB
     progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
     question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
     http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
@@ -212,6 +215,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
     "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
+    "VIBE_JOBS_MAX_ANSWER_BYTES": ("max_answer_bytes", lambda raw: _at_least(raw, 65536)),
     "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),

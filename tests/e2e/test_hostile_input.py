@@ -275,6 +275,35 @@ async def test_a_result_over_the_cap_is_cut_with_a_clear_marker(mode: str) -> No
     assert "truncated" not in texts(small_result) and "z" * 10240 in texts(small_result)
 
 
+KB_UNDER_THE_CAP = 3000  # a 3 MB result: stored whole (the cap is 4 MiB), three times the client's 1 MiB event
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_result_larger_than_one_http_answer_is_shown_in_part_there_and_whole_over_stdio(mode: str) -> None:
+    """The MCP Python client reads no server-sent event over 1 MiB: a job's result of 3 MB (under the 4 MiB cap;
+    map-codebase of 1,500 files is one) failed get-job-result and job:// over HTTP with "SSE stream failed:
+    Server-sent event exceeded the 1048576 byte limit", for good. Over HTTP it is shown in part, saying so."""
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": HOSTILE}) as server:
+        async with Client(server.url, mode=mode, read_timeout_seconds=60) as client:
+            job_id = await start(client, "big", {"kb": KB_UNDER_THE_CAP})
+            result, body = await finish(client, job_id)
+            resource = json.loads((await client.read_resource(f"job://{job_id}")).contents[0].text)  # type: ignore[union-attr]
+    assert body["status"] == "completed" and not result.is_error
+    for shown in (body["result"], resource["result"]):
+        marker = shown["structuredContent"]
+        assert marker["truncated"] is True and marker["maxAnswerBytes"] == 1024 * 1024
+        assert marker["originalBytes"] > KB_UNDER_THE_CAP * 1024
+        assert "z" * 100_000 in shown["content"][0]["text"], "the start of the text is shown"
+    assert "[shown in part: the result is " in texts(result) and f"vibe-jobs jobs show {job_id}" in texts(result)
+    answer = result.model_dump_json(by_alias=True, exclude_none=True)
+    assert len(answer) < 1024 * 1024, len(answer)
+    async with stdio_client_for(mode, {"VIBE_JOBS_TOOLS": HOSTILE}) as client:
+        job_id = await start(client, "big", {"kb": KB_UNDER_THE_CAP})
+        result, body = await finish(client, job_id)
+    assert body["result"]["content"][0]["text"] == "z" * KB_UNDER_THE_CAP * 1024, "whole over stdio"
+    assert "shown in part" not in texts(result)
+
+
 # --- 9. the SQLite store is the owner's only ----------------------------------------------------------
 
 

@@ -15,6 +15,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
 from vibe_jobs.logs import get_logger
+from vibe_jobs.models import JobStatusMessage
+from vibe_jobs.results import within_answer
 
 log = get_logger("vibe_jobs.server.answers")
 
@@ -48,3 +50,21 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
         return result
 
     return check
+
+
+def carried_result(
+    result: dict[str, Any] | None, request: object, max_bytes: int, job_id: str
+) -> dict[str, Any] | None:
+    """A job's result as an answer shows it: whole over stdio; over HTTP (`request`: the request the SDK read it
+    from) within `max_bytes` (`within_answer`): the MCP Python client reads no server-sent event over 1 MiB, and
+    a result of up to max_result_bytes (4 MiB) would leave it unreadable there for good."""
+    if result is None or request is None:
+        return result
+    return within_answer(result, max_bytes, f"`vibe-jobs jobs show {job_id}` where its store is")
+
+
+def carried_status(msg: JobStatusMessage, request: object, max_bytes: int) -> JobStatusMessage:
+    """A job's status message as an answer shows it: its result as `carried_result` shows it."""
+    if msg.result is None or request is None:
+        return msg
+    return msg.model_copy(update={"result": carried_result(msg.result, request, max_bytes, msg.job_id)})

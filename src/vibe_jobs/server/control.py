@@ -33,6 +33,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
+from vibe_jobs.server.answers import carried_status
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
@@ -132,6 +133,7 @@ class ControlTools:
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
+        msg = carried_status(msg, ctx.request_context.request, self.m.settings.max_answer_bytes)
         return status_result(msg, includeDetails, served=msg.tool_name in self.specs)
 
     async def _long_poll(self, ctx: Context, job_id: str, seconds: float, viewer: Viewer) -> InputRequiredResult | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, SubscriptionBus
@@ -29,6 +29,7 @@ from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.server.answers import carried_status
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import job_summary
 from vibe_jobs.server.sdk import add_request_handler, connection_of
@@ -219,12 +220,12 @@ def register_job_resources(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
 
 def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -> None:
     @mcp.resource(JOB_TEMPLATE, name="job", description=JOB_DESCRIPTION, mime_type="application/json")
-    async def read_job(jobId: str) -> str:
+    async def read_job(jobId: str, ctx: Context) -> str:
         try:
             msg = await manager.status_message(jobId, viewer=identity.viewer())
         except JobNotFound:
             raise ResourceNotFoundError(f"no job with id '{jobId}'") from None
-        return json.dumps(msg.wire())
+        return json.dumps(carried_status(msg, ctx.request_context.request, manager.settings.max_answer_bytes).wire())
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
     async def read_recent() -> str:

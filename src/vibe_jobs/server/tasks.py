@@ -32,6 +32,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
 from vibe_jobs.models import JobRecord, JobStatusMessage
 from vibe_jobs.questions import pending_question
+from vibe_jobs.server.answers import carried_result
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.states import JobStatus
 
@@ -119,6 +120,9 @@ class TasksExtension(Extension):
         except JobNotFound:
             raise not_found("retrieve", params.task_id) from None
         reco = msg.polling_recommendation
+        if rec.result is not None:  # a view for this answer (records are read-only)
+            shown = carried_result(rec.result, ctx.request, self.manager.settings.max_answer_bytes, rec.id)
+            rec = rec.changed({"result": shown}, bump=False)
         return {"resultType": "complete", **self.task(rec, reco.interval if reco else None), **payload(rec, msg)}
 
     async def update_task(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
