@@ -21,6 +21,7 @@ its identity: each tick fires at most once).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,8 +65,14 @@ class Overlap(StrEnum):
     QUEUE = "queue"
 
 
+MAX_CRON_CHARS = 200  # croniter parses an expression at every evaluation: a 100 KB one took half a second
+_RANDOM = re.compile(r"r(\(\d+-\d+\))?(/\d+)?", re.IGNORECASE)  # croniter's R: a new draw at every parse
+
+
 def check_cron(expr: str) -> str:
     """The expression, normalised, or ValueError naming what is wrong with it."""
+    if len(expr) > MAX_CRON_CHARS:
+        raise ValueError(f"cron is {len(expr):,} characters long: at most {MAX_CRON_CHARS}")
     text = " ".join(expr.split())
     if text.startswith("@"):
         if text.lower() not in CRON_NAMES:
@@ -76,6 +83,8 @@ def check_cron(expr: str) -> str:
             f"cron {expr!r}: expected 5 fields (minute hour day-of-month month day-of-week), "
             f"or 6 with a leading seconds field; got {len(text.split())}"
         )
+    if any(_RANDOM.fullmatch(part) for field in text.split(" ") for part in field.split(",")):
+        raise ValueError(f"cron {expr!r}: R (a random value) is not supported; name the value")
     try:
         _cron(text)
     except (ValueError, KeyError) as exc:  # croniter's errors are ValueErrors

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from vibe_jobs.firing import Misfire, Overlap, Timing, check_cron, next_tick, zone
+from vibe_jobs.firing import MAX_CRON_CHARS, Misfire, Overlap, Timing, check_cron, next_tick, zone
 from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.models import MAX_EPOCH_MS, EpochMs, OperationType, Priority, WireModel
 from vibe_jobs.redact import redact_params
@@ -20,14 +20,19 @@ from vibe_jobs.redact import redact_params
 __all__ = ["SCHEDULE_FIELDS", "Misfire", "Overlap", "Schedule", "ScheduleRecord", "ScheduleSpec"]
 
 
+MAX_TOOL_CHARS = 256
+MAX_ZONE_CHARS = 64  # the longest IANA name has 32
+
+
 class ScheduleSpec(WireModel):
     """A schedule as a client asks for it (the tool's arguments are checked by the tool, not here)."""
 
-    tool: str
+    # lengths capped before anything is parsed: a refusal that names a value stays short
+    tool: Annotated[str, Field(max_length=MAX_TOOL_CHARS)]
     arguments: dict[str, Any] = Field(default_factory=dict)
-    cron: str | None = None
+    cron: Annotated[str, Field(max_length=MAX_CRON_CHARS)] | None = None
     every_seconds: Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000)] | None = None
-    timezone: str = "UTC"
+    timezone: Annotated[str, Field(max_length=MAX_ZONE_CHARS)] = "UTC"
     start_at: EpochMs | None = None
     end_at: EpochMs | None = None
     paused: bool = False

@@ -32,7 +32,7 @@ def _text(content: str) -> TextContent:
 def _answer(rec: ScheduleRecord, what: str) -> CallToolResult:
     wire = Schedule.from_record(rec).wire()
     return CallToolResult(
-        content=[_text(f"Schedule {rec.schedule_id} {what}; next firing at {rec.next_fire_at}.")],
+        content=[_text(f"Schedule {rec.schedule_id} {what}; {_next(rec.next_fire_at)}.")],
         structured_content=wire,
     )
 
@@ -44,6 +44,10 @@ async def _guarded(call: Callable[[], Awaitable[CallToolResult]]) -> CallToolRes
         return error_result(f"invalid schedule: {exc}", exc.code, unknown=exc.unknown, accepted=exc.accepted)
     except JobError as exc:
         return job_error_result(exc)
+
+
+def _next(at: int | None) -> str:
+    return f"next firing at {at}" if at is not None else "it fires no more (past its endAt)"
 
 
 def _line(s: dict[str, Any]) -> str:
