@@ -240,9 +240,12 @@ class JobManager:
         """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
         (after the store has it). Dedupe, dependencies and quotas are the principal's own. `trace_context`:
         the W3C traceparent of the call that creates it, kept so that each attempt's span links to it;
-        `run_at` (epoch ms) defers it: it is not runnable before then."""
+        `run_at` (epoch ms) defers it: it is not runnable before then. A deadline (`task.deadline`) that is not
+        after both now and `run_at` is refused: the job could never start."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
+        if task is not None and task.deadline is not None:
+            self._check_deadline(task.deadline, run_at)
         params = self.check_params(tool_name, params)
         principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         key = self._dedupe_key(tool_name, params, principal) if dedupe else None
@@ -300,6 +303,13 @@ class JobManager:
         if self.runner is not None:
             await self.runner.enqueue(rec)
         return True
+
+    def _check_deadline(self, deadline: int, run_at: int | None) -> None:
+        now = self.now()
+        if run_at is not None and run_at >= now and deadline <= run_at:
+            raise InvalidParams(f"deadline {deadline} is not after runAt {run_at}: the job could never start")
+        if deadline <= now:
+            raise InvalidParams(f"deadline {deadline} has passed (now {now}): the job could never start")
 
     def check_params(self, tool_name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """The params a job of `tool_name` stores (a copy), or InvalidParams / ParamsTooLarge: an object that

@@ -142,9 +142,9 @@ def test_a_retry_of_a_job_whose_deadline_passed_is_not_failed_by_it_again(tmp_pa
     """The retry copied the job's absolute deadline: it failed at once, "deadline passed", every time."""
     url = f"sqlite:///{tmp_path}/jobs.db"
 
-    async def missed() -> str:
-        async with JobManager(open_store(url)) as m:
-            job_id = await m.create_job("demo", {}, task=TaskSpec(deadline=m.now() - 1, priority=Priority.HIGH))
+    async def missed() -> str:  # made an hour ago (its clock), with a deadline a minute after that
+        async with JobManager(open_store(url), clock=lambda: time.time() - 3600) as m:
+            job_id = await m.create_job("demo", {}, task=TaskSpec(deadline=m.now() + 60_000, priority=Priority.HIGH))
             await m.start_job(job_id)
             await m.fail_job(job_id, "deadline passed before it started")
             return job_id

@@ -136,6 +136,19 @@ async def test_deadline_cancels_a_job_still_running_and_fails_one_never_started(
         assert refused.is_error and "could never start" in texts(refused)
 
 
+async def test_a_deadline_already_past_is_refused_and_creates_no_job(mode: str) -> None:
+    """It was accepted, and the job failed at once ("deadline passed before it started"), counting as an error."""
+    async with stdio_client_for(mode) as client:
+        refused = await client.call_tool("submit-job", {"tool": "noop", "deadline": now_ms() - 60_000})
+        late_run = await client.call_tool(
+            "submit-job", {"tool": "noop", "runAt": now_ms() - 120_000, "deadline": now_ms() - 60_000}
+        )
+        jobs = structured(await client.call_tool("list-jobs", {}))["jobs"]
+    assert refused.is_error and "has passed" in texts(refused) and "could never start" in texts(refused)
+    assert late_run.is_error and "has passed" in texts(late_run)
+    assert jobs == []
+
+
 async def test_a_schedules_secret_arguments_are_never_shown(mode: str) -> None:
     """What schedule-job, list-schedules and job-stats answer hides secret-named arguments and env values, as
     list-jobs does; the jobs it fires still get them."""

@@ -306,10 +306,6 @@ class ControlTools:
             metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
             deadline=deadline,
         )
-        if runAt is not None and deadline is not None and deadline <= runAt:
-            return error_result(
-                f"deadline {deadline} is not after runAt {runAt}: the job could never start", "invalid_params"
-            )
         return await start_job(self.m, spec, params, task, self.identity.viewer(), run_at=runAt)
 
     def tools(self) -> list[Tool]:
