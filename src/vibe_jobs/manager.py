@@ -761,11 +761,22 @@ class JobManager:
         reads = rec.access_count + (1 if d.counted else 0)
         self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
         if d.counted:
-            await self.store.touch(job_id, reads, now, d.next_check_time)
+            await self._touch(job_id, reads, now, d.next_check_time)
         rec_reco = None
         if d.interval is not None and d.next_check_time is not None:
             rec_reco = PollingRecommendation(interval=d.interval, next_check_time=d.next_check_time)
         return self._status_message(rec, now, rec_reco, d.rate_limited, include_details, reads)
+
+    async def _touch(self, job_id: str, reads: int, now: int, next_check_time: int | None) -> None:
+        """Record a read. A store that cannot take the write now (locked by another process, full) does not
+        cost the reader its answer: the job was read; health names the failure."""
+        try:
+            await self.store.touch(job_id, reads, now, next_check_time)
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            self.store_failed(exc)
+            log.warning("poll.read_not_recorded", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
 
     def expected_duration(self, rec: JobRecord) -> int | None:
         """The job's own estimatedDuration, else what its tool's completed runs taught (None: unknown)."""

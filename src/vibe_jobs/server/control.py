@@ -12,7 +12,7 @@ from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import AfterValidator, Field
 
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.errors import JobError
+from vibe_jobs.errors import JobError, StoreError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
@@ -252,9 +252,14 @@ class ControlTools:
     async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
         viewer = self.identity.viewer()
-        stats = await self.m.statistics(viewer, server_wide=self.identity.sees_server_figures(viewer))
+        schedules = []
         if self.schedules is not None:
-            stats = stats.model_copy(update={"schedules": await self.schedules.list(viewer)})
+            try:
+                schedules = await self.schedules.list(viewer)
+            except StoreError as exc:  # health names it (degraded) instead of the figures failing
+                self.m.store_failed(exc)
+        stats = await self.m.statistics(viewer, server_wide=self.identity.sees_server_figures(viewer))
+        stats = stats.model_copy(update={"schedules": schedules})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
         for s in stats.schedules:

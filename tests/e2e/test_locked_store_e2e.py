@@ -1,0 +1,41 @@
+"""Another process holding the SQLite file's write lock (a `vibe-jobs jobs purge`, a backup tool, a second
+server's long transaction) costs a reader of `vibe-jobs serve` neither a finished job's result nor its figures."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import HttpServer, http_client_for
+from tests.e2e.test_health_metrics_e2e import serve_store
+from tests.e2e.test_jobs_e2e import start, structured, texts
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_finished_job_and_the_figures_are_read_while_another_process_holds_the_write_lock() -> None:
+    """get-job-result records each read (a write): it waited out the busy time-out and failed with "the database
+    is locked by another process", and job-stats failed with "Error executing tool job-stats"."""
+    with tempfile.TemporaryDirectory(prefix="vj-locked-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with serve_store(f"sqlite:///{db}?busy_timeout=0.5") as (port, _pid):
+            async with http_client_for(HttpServer("streamable-http", port, None, None), "auto") as client:  # type: ignore[arg-type]
+                job_id = await start(client, "echo", {"text": "kept"})
+                done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+                assert structured(done)["status"] == "completed"
+                other = sqlite3.connect(db, isolation_level=None)
+                try:
+                    other.execute("BEGIN IMMEDIATE")  # the write lock, held
+                    read = await client.call_tool("get-job-result", {"jobId": job_id})
+                    stats = await client.call_tool("job-stats", {})
+                finally:
+                    other.execute("ROLLBACK")
+                    other.close()
+    assert not read.is_error, texts(read)
+    assert structured(read)["status"] == "completed" and "kept" in texts(read)
+    assert not stats.is_error, texts(stats)
+    health = structured(stats)["health"]
+    assert health["status"] != "healthy" and any("locked" in reason for reason in health["reasons"]), health
