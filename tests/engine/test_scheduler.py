@@ -926,6 +926,20 @@ async def test_statistics_report_the_queue_by_priority_and_its_oldest_job(backen
         gates.open(*gates.release, "low", "high", "critical")
 
 
+@on_stores()
+async def test_a_job_deferred_on_purpose_does_not_make_the_queue_look_stuck(backend: Backend) -> None:
+    """A job with runAt an hour ahead counted as waiting since its creation: health went degraded after five
+    minutes ("oldest pending job waited ..."). A job waits from when it may run."""
+    gates, clock = Gates(), FakeClock()
+    async with backend.running([gated_tool(gates)], Settings(max_concurrent=1), clock) as (m, _):
+        m.stats.thresholds = HealthThresholds(max_oldest_pending_ms=60_000)
+        await m.create_job("gated", {"key": "later"}, run_at=m.now() + 3_600_000)
+        clock.advance(120)
+        stats = await m.statistics()
+        assert stats.queue_depth == 1 and stats.oldest_pending_age_ms is None
+        assert stats.health.status == "healthy", stats.health.reasons
+
+
 @on_stores("postgres")  # a cluster concern: several processes, each running some of the tools
 async def test_health_reports_pending_jobs_of_a_tool_no_live_worker_runs(backend: Backend) -> None:
     gates = Gates()

@@ -100,7 +100,7 @@ class ClaimSource:
         now, limit = anyio.current_time(), self.m.settings.max_pending
         estimate = self._pending_counted + self._submitted_since_count
         if now - self._counted_at > PENDING_COUNT_SECONDS or estimate >= 0.9 * limit:
-            rows = await self.store.pending_by_priority()
+            rows = await self.store.pending_by_priority(self.m.now())
             self._pending_counted, self._counted_at = sum(count for _, count, _ in rows), now
             self._submitted_since_count = 0
             estimate = self._pending_counted
@@ -113,12 +113,13 @@ class ClaimSource:
     async def queue_view(self) -> QueueView:
         """The shared queue by priority, its oldest job and the tools no live process runs, as the database
         holds them now."""
-        rows = await self.store.pending_by_priority()
+        rows = await self.store.pending_by_priority(self.m.now())
         depth = {priority_of(rank).value: count for rank, count, _ in rows}
         unserved = await self.store.unserved_tools(self.m.now()) if rows else {}
         if self.run_jobs:  # this process is alive whatever its lease says: its own tools are served
             unserved = {tool: n for tool, n in unserved.items() if tool not in self.tools}
-        return QueueView(depth, min((oldest for _, _, oldest in rows), default=None), unserved)
+        waiting = [since for _, _, since in rows if since is not None]
+        return QueueView(depth, min(waiting, default=None), unserved)
 
     async def enqueue(self, rec: JobRecord) -> None:
         self.executor.watch_deadline(rec)

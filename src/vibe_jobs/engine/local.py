@@ -14,7 +14,7 @@ import heapq
 import itertools
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -295,5 +295,11 @@ class LocalSource:
 
     async def queue_view(self) -> QueueView:
         depth: Counter[str] = Counter(e.priority.value for e in self.queued.values())
-        oldest = min((e.created_at for e in self.queued.values()), default=None)
-        return QueueView(dict(depth), oldest, left_tools=self._left)
+        return QueueView(dict(depth), waiting_since(self.queued.values(), self.m.now()), left_tools=self._left)
+
+
+def waiting_since(queued: Iterable[QueuedJob], now: int) -> int | None:
+    """Since when the longest-waiting runnable job has waited: a job waits from its creation or its run_after,
+    whichever is later; one deferred past `now` does not wait yet (health's "oldest pending job")."""
+    since = [max(e.created_at, e.run_after or 0) for e in queued if e.run_after is None or e.run_after <= now]
+    return min(since, default=None)

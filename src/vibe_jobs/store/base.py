@@ -282,8 +282,10 @@ class SharedJobStore(JobStore, Protocol):
     def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
         """`async with store.sweeper_lock() as held:` held in exactly one session at a time."""
 
-    async def pending_by_priority(self) -> list[tuple[int, int, int]]:
-        """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs."""
+    async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
+        """(priority rank, pending jobs, since when the longest-waiting runnable one has waited) for every rank
+        with pending jobs: a job waits from its creation or its run_after, whichever is later; one deferred past
+        `now` does not wait yet (None when no job of the rank does)."""
 
     async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
         """Record on `owner`'s lease the tools it runs."""

@@ -51,7 +51,11 @@ ACTIVE_BY = f"{SELECT} WHERE principal = $1 AND {ACTIVE_SQL} ORDER BY created_at
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
 COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
-PENDING_BY_PRIORITY = "SELECT priority, count(*), min(created_at) FROM jobs WHERE status = 'pending' GROUP BY priority"
+# a job waits from its creation or its run_after, whichever is later; one deferred past now ($1) does not wait yet
+PENDING_BY_PRIORITY = (
+    "SELECT priority, count(*), min(greatest(created_at, coalesce(run_after, 0)))"
+    " FILTER (WHERE run_after IS NULL OR run_after <= $1) FROM jobs WHERE status = 'pending' GROUP BY priority"
+)
 DELETE_FINISHED = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
     f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"

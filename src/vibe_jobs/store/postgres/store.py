@@ -475,9 +475,9 @@ class PostgresStore(SharedJobStore):
         done_1m, failed_1m, done_5m, failed_5m = recent[0]
         return ClusterFigures(groups[False], groups[True], done_1m + failed_1m, done_5m, failed_5m)
 
-    async def pending_by_priority(self) -> list[tuple[int, int, int]]:
-        """(priority rank, pending jobs, oldest created_at) for every rank with pending jobs: the shared queue."""
-        return [(row[0], row[1], row[2]) for row in await self._fetch(sql.PENDING_BY_PRIORITY)]
+    async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
+        """(priority rank, pending jobs, waiting since) for every rank with pending jobs: the shared queue."""
+        return [(row[0], row[1], row[2]) for row in await self._fetch(sql.PENDING_BY_PRIORITY, now)]
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         return [row[0] for row in await self._fetch(sql.DELETE_FINISHED, before, limit)]
