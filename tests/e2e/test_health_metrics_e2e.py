@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -239,6 +240,37 @@ async def test_a_deleted_write_ahead_log_or_an_emptied_database_file_is_reported
             assert any(said in r for r in via_mcp), via_mcp
             code, body = await ready(server.port)
             assert code == 503 and said in body["reason"], body
+
+
+async def test_a_deleted_shared_memory_index_is_reported_and_no_second_opener_corrupts_the_database() -> None:
+    """With the `-shm` deleted under a running server, one `vibe-jobs jobs list` (a second opener makes a new
+    index, and the two overwrite each other's writes) left the file "database disk image is malformed" and lost
+    acknowledged jobs, while /health and /readyz said healthy and ready."""
+    with tempfile.TemporaryDirectory(prefix="vj-shm-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        url = f"sqlite:///{db}"
+        with start_http("streamable-http", args=["--store", url]) as server:
+            async with http_client_for(server, "auto") as client:
+                before = [await start(client, "echo", {"text": f"a{i}"}) for i in range(20)]
+                os.unlink(f"{db}-shm")
+                status, reasons, via_mcp = await health_reasons(server)
+                said = f"the shared-memory index {db}-shm was deleted or replaced while open"
+                assert status != "healthy" and any(said in r for r in reasons), reasons
+                assert any(said in r for r in via_mcp), via_mcp
+                cli = [*SERVER[:3], "jobs", "list", "--store", url]
+                second = await anyio.run_process(cli, cwd=ROOT, env={**os.environ, **BASE_ENV}, check=False)
+                said = second.stderr.decode()
+                (holder,) = children(server.proc.pid)  # the store's own process has the file open
+                assert second.returncode == 1 and f"is open in process {holder}, whose shared-memory index" in said
+                assert "opening it now would corrupt it" in said
+                after = [await start(client, "echo", {"text": f"b{i}"}) for i in range(20)]
+                for job_id in before + after:
+                    done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+                    assert structured(done)["status"] == "completed"
+        with sqlite3.connect(db) as check:
+            assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
+            stored = {row[0] for row in check.execute("SELECT id FROM jobs")}
+    assert set(before + after) <= stored
 
 
 @pytest.mark.postgres

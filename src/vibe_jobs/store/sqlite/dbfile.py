@@ -4,11 +4,18 @@ A connection keeps working on its file after the file was deleted or replaced: i
 file nobody can open again, and the jobs are gone when the server stops. It also keeps working when
 nobody else could open the file any more (its mode, a directory made read-only, the file overwritten).
 `problem` says which, for health and /readyz (`JobStore.problem`).
+
+The shared-memory index (`-shm`) is how the processes that have a database open in WAL mode agree on what
+the write-ahead log holds. Deleted while one has it open, a second opener makes a new one, and the two
+overwrite each other's writes: the file is corrupt. `unsafe_to_open` refuses that second opening.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
+import sys
 from dataclasses import dataclass
 
 MAGIC = b"SQLite format 3\x00"
@@ -23,6 +30,7 @@ class Opened:
     db: FileId | None
     wal: FileId | None
     had_header: bool
+    shm: FileId | None = None
 
 
 def file_id(path: str) -> FileId | None:
@@ -39,28 +47,84 @@ def opened(path: str) -> Opened:
         had_header = os.path.getsize(path) > 0
     except OSError:
         had_header = False
-    return Opened(file_id(path), file_id(path + "-wal"), had_header)
+    return Opened(file_id(path), file_id(path + "-wal"), had_header, file_id(path + "-shm"))
+
+
+LOST = "jobs written now are lost when the server stops; restore the file or restart the server"
+
+
+def moved(path: str, was: Opened | None) -> str | None:
+    """Whether the file at `path` is gone or another one than the store opened (`was`)."""
+    now = file_id(path)
+    if now is None and not os.path.lexists(path):
+        return f"the database file {path} was deleted while the store had it open: {LOST}"
+    if was is not None and was.db is not None and now is not None and now != was.db:
+        return f"the database file {path} was replaced while the store had it open: {LOST}"
+    return None
 
 
 def problem(path: str, was: Opened | None) -> str | None:
     """What is wrong with the file at `path` for a store that opened it as `was`; None: nothing."""
-    lost = "jobs written now are lost when the server stops; restore the file or restart the server"
-    now = file_id(path)
-    if now is None and not os.path.lexists(path):
-        return f"the database file {path} was deleted while the store had it open: {lost}"
-    if was is not None and was.db is not None and now is not None and now != was.db:
-        return f"the database file {path} was replaced while the store had it open: {lost}"
+    if (gone := moved(path, was)) is not None:
+        return gone
     if was is not None and was.wal is not None and file_id(path + "-wal") != was.wal:
-        return f"the write-ahead log {path}-wal (the newest writes) was deleted or replaced while open: {lost}"
+        return f"the write-ahead log {path}-wal (the newest writes) was deleted or replaced while open: {LOST}"
+    if was is not None and was.shm is not None and file_id(path + "-shm") != was.shm:
+        return (
+            f"the shared-memory index {path}-shm was deleted or replaced while open: another program that opens "
+            "the database now would corrupt it (vibe-jobs refuses to); restart this server, which keeps its jobs"
+        )
     try:
         with open(path, "rb") as f:
             head = f.read(len(MAGIC))
     except OSError as exc:
         return f"the database file cannot be opened: {exc}"
     if not head and was is not None and was.had_header:
-        return f"the database file {path} was emptied while the store had it open: {lost}"
+        return f"the database file {path} was emptied while the store had it open: {LOST}"
     if head and head != MAGIC:
         return f"{path} is not a SQLite database any more"
     if not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
         return f"the directory of {path} is not writable"
     return None
+
+
+WAL_MODE = 2  # header bytes 18 and 19 (read and write format versions) of a database in WAL mode
+_SHARED_LOCKS = (0x40000000, 512)  # SQLite's lock bytes: an open connection holds a lock among them
+
+
+def unsafe_to_open(path: str) -> str | None:
+    """Why opening the database at `path` now would corrupt it, or None: it is in WAL mode, its `-shm` is gone,
+    and another process has it open (that process still uses the index that was deleted)."""
+    if not sys.platform.startswith("linux") or os.path.exists(path + "-shm"):  # struct flock as Linux lays it out
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if head[: len(MAGIC)] != MAGIC or head[18] != WAL_MODE:
+        return None
+    holder = lock_holder(path)
+    if holder is None:
+        return None
+    return (
+        f"the database {path} is open in process {holder}, whose shared-memory index ({path}-shm) was deleted: "
+        "opening it now would corrupt it; stop that process first (it keeps its jobs), then try again"
+    )
+
+
+def lock_holder(path: str) -> int | None:
+    """The pid of another process holding a lock on the database file (an open SQLite connection), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        start, length = _SHARED_LOCKS
+        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, asked))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return pid if kind != fcntl.F_UNLCK else None

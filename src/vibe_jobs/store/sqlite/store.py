@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 
-from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreCorrupt, StoreError, StoreUnavailable
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.recent import RecentRecords
@@ -193,6 +193,7 @@ class SQLiteStore:
         if old is not None and old.lost is None:
             return
         self._make_parent()
+        self._check_file_to_open(restart=old is not None)
         config = Config(
             path=self.path,
             pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)),
@@ -208,6 +209,17 @@ class SQLiteStore:
         self._known.clear()
         if old is not None:
             await old.stop()
+
+    def _check_file_to_open(self, restart: bool) -> None:
+        """Refuse to open a database another process would corrupt with us (its `-shm` deleted under it), and
+        to restart on a file other than the one the store opened: a server process started again on a deleted
+        database made a new empty one and went on as if nothing was lost."""
+        if self.path == ":memory:":
+            return
+        if (unsafe := dbfile.unsafe_to_open(self.path)) is not None:
+            raise StoreUnavailable(unsafe)
+        if restart and (gone := dbfile.moved(self.path, self._file)) is not None:
+            raise StoreCorrupt(f"{gone}; the store's process ended, and is not started on another file")
 
     async def close(self) -> None:
         self._closed = True
