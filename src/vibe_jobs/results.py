@@ -139,7 +139,9 @@ def _is_call_tool_result(value: Any) -> bool:
 
 # -- what a stored result may be: JSON-safe and bounded (one rule, applied where a result is stored) --------
 
-_MAX_DEPTH = 200  # deeper than this is not a result anyone reads; the JSON encoders give up near 1000
+# Deeper than this is not a result anyone reads, and its readers fail on it well before the JSON encoders
+# give up (near 1,000): the MCP Python client could not parse an answer holding a result 250 levels deep.
+_MAX_DEPTH = 100
 
 
 def encodable(text: str) -> bool:
@@ -218,7 +220,23 @@ def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     except (TypeError, ValueError):  # NaN, a lone surrogate (UnicodeEncodeError), a foreign object, too deep
         result = json_safe(result)
         size = _encoded_size(result)
+    else:
+        if _deeper_than(result, _MAX_DEPTH):  # encodable, but no reader could parse the answer
+            result = json_safe(result)
+            size = _encoded_size(result)
     return result if size <= max_bytes else truncated_result(result, size, max_bytes)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether containers nest in `value` more than `limit` levels deep (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        inner = item.values() if isinstance(item, dict) else item
+        stack.extend((x, depth + 1) for x in inner if isinstance(x, dict | list | tuple))
+    return False
 
 
 # An answer that shows a result holds it up to three times: its text blocks, and in the structured status message

@@ -41,3 +41,11 @@ job_tool(name="typed-fuzz", description="Report the type each argument arrived a
 @job_tool(description="Return `kb` kilobytes of text")
 async def big(kb: int, job: JobContext) -> str:
     return "z" * (kb * 1024)
+
+
+@job_tool(description="Return a result nested `depth` levels deep")
+async def nested(depth: int, job: JobContext) -> dict[str, Any]:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"down": value}
+    return {"top": value}

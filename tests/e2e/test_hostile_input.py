@@ -304,6 +304,22 @@ async def test_a_result_larger_than_one_http_answer_is_shown_in_part_there_and_w
     assert "shown in part" not in texts(result)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_result_nested_too_deep_for_its_readers_is_kept_to_a_depth_they_read(mode: str) -> None:
+    """A result 250-900 levels deep encoded, so it was stored whole, and nobody could read it: the MCP client
+    failed to parse the answer ("Failed to parse SSE message"), the server failed to serialise it at 500."""
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": HOSTILE}) as server:
+        async with Client(server.url, mode=mode, read_timeout_seconds=60) as client:
+            job_id = await start(client, "nested", {"depth": 300})
+            result, body = await finish(client, job_id)
+            resource = json.loads((await client.read_resource(f"job://{job_id}")).contents[0].text)  # type: ignore[union-attr]
+    assert body["status"] == "completed" and not result.is_error
+    for shown in (body["result"]["structuredContent"], resource["result"]["structuredContent"]):
+        text = json.dumps(shown)
+        assert text.startswith('{"top": {"down": {"down": ') and "<nested too deep>" in text
+        assert text.count('"down"') < 100
+
+
 # --- 9. the SQLite store is the owner's only ----------------------------------------------------------
 
 
