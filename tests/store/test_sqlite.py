@@ -7,6 +7,7 @@ import enum
 import json
 import os
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -521,6 +522,34 @@ def test_parse_url() -> None:
             parse_url(bad)
     with pytest.raises(ConfigError, match="synchronous"):
         SQLiteStore("sqlite:///x.db?synchronous=off")
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("?synchronus=full", "has no option 'synchronus'; its options: synchronous, busy_timeout"),
+        ("?busy_timeout=abc", "busy_timeout must be seconds from 0 to 3600, not 'abc'"),
+        ("?busy_timeout=nan", "not 'nan'"),  # a traceback (ValueError) before
+        ("?busy_timeout=1e308", "not '1e308'"),  # a traceback (OverflowError) before
+        ("?busy_timeout=-5", "not '-5'"),
+    ],
+)
+def test_a_mistyped_or_impossible_url_option_is_refused_naming_it(query: str, said: str) -> None:
+    """A misspelt option was ignored silently (the store ran with its default), and some values ended in a
+    traceback."""
+    with pytest.raises(ConfigError) as refused:
+        SQLiteStore(f"sqlite:///x.db{query}")
+    assert said in str(refused.value)
+
+
+def test_a_serve_on_a_url_with_an_unknown_option_says_so_in_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--store", f"sqlite:///{tmp_path}/j.db?synchronus=full"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "vibe-jobs: the SQLite store URL has no option 'synchronus'; its options: synchronous, busy_timeout"
+    )
+    assert not (tmp_path / "j.db").exists()
 
 
 async def test_memory_database_and_open_store() -> None:

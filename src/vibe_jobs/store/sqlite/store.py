@@ -15,6 +15,7 @@ since the new record is that one with the changes applied.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,15 +150,35 @@ def _names(tools: Collection[str]) -> str:
     return json.dumps(list(tools))
 
 
+URL_OPTIONS = ("synchronous", "busy_timeout")
+MAX_BUSY_TIMEOUT = 3600.0  # seconds
+
+
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """`sqlite:///<path>?opt=value` -> (path, options)."""
+    """`sqlite:///<path>?opt=value` -> (path, options), or ConfigError naming an option it does not know."""
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"a SQLite store URL looks like sqlite:///path/to/jobs.db, not {url!r}")
     parts = urlsplit(url)
     path = url[len("sqlite:///") :].split("?", 1)[0]
     if not path:
         raise ConfigError(f"the SQLite store URL {url!r} names no file")
-    return path, {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    unknown = sorted(set(options) - set(URL_OPTIONS))
+    if unknown:
+        names = ", ".join(repr(name[:64]) for name in unknown[:5])
+        raise ConfigError(f"the SQLite store URL has no option {names}; its options: {', '.join(URL_OPTIONS)}")
+    return path, options
+
+
+def busy_timeout_of(raw: str) -> float:
+    """`?busy_timeout=` in seconds, or ConfigError: a number from 0 to MAX_BUSY_TIMEOUT."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_BUSY_TIMEOUT:  # NaN fails both
+        raise ConfigError(f"busy_timeout must be seconds from 0 to {MAX_BUSY_TIMEOUT:g}, not {raw[:64]!r}")
+    return seconds
 
 
 class SQLiteStore:
@@ -169,8 +190,9 @@ class SQLiteStore:
         self.path, options = parse_url(url)
         self.synchronous = (synchronous or options.get("synchronous", "normal")).upper()
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
-            raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous!r}")
-        self.busy_timeout = busy_timeout if busy_timeout is not None else float(options.get("busy_timeout", 5))
+            raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous[:64]!r}")
+        given = options.get("busy_timeout", "5")
+        self.busy_timeout = busy_timeout if busy_timeout is not None else busy_timeout_of(given)
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
         self._known = RecentRecords(KNOWN_RECORDS)
