@@ -231,7 +231,7 @@ async def test_a_deleted_write_ahead_log_or_an_emptied_database_file_is_reported
             assert (await health_reasons(server))[0] == "healthy"
             if harm == "wal deleted":
                 os.unlink(f"{db}-wal")
-                said = f"the write-ahead log {db}-wal (the newest writes) was deleted or replaced"
+                said = f"the write-ahead log {db}-wal (the writes since the last checkpoint) was deleted or replaced"
             else:
                 os.truncate(db, 0)
                 said = f"the database file {db} was emptied"
@@ -240,6 +240,7 @@ async def test_a_deleted_write_ahead_log_or_an_emptied_database_file_is_reported
             assert any(said in r for r in via_mcp), via_mcp
             code, body = await ready(server.port)
             assert code == 503 and said in body["reason"], body
+            assert "a restart does not" in body["reason"] or "before and after it went" in body["reason"], body
 
 
 async def test_a_deleted_shared_memory_index_is_reported_and_no_second_opener_corrupts_the_database() -> None:

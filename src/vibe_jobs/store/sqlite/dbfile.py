@@ -50,7 +50,9 @@ def opened(path: str) -> Opened:
     return Opened(file_id(path), file_id(path + "-wal"), had_header, file_id(path + "-shm"))
 
 
-LOST = "jobs written now are lost when the server stops; restore the file or restart the server"
+# What is lost and what helps: the open file still holds every job (also those written before it went), and a
+# restart does not bring them back (it starts on the file now at the path, or on none).
+LOST = "every job in it is lost when this server stops, and a restart does not bring them back"
 
 
 def moved(path: str, was: Opened | None) -> str | None:
@@ -68,7 +70,10 @@ def problem(path: str, was: Opened | None) -> str | None:
     if (gone := moved(path, was)) is not None:
         return gone
     if was is not None and was.wal is not None and file_id(path + "-wal") != was.wal:
-        return f"the write-ahead log {path}-wal (the newest writes) was deleted or replaced while open: {LOST}"
+        return (
+            f"the write-ahead log {path}-wal (the writes since the last checkpoint) was deleted or replaced while "
+            "open: every job written since then, before and after it went, is lost when this server stops"
+        )
     if was is not None and was.shm is not None and file_id(path + "-shm") != was.shm:
         return (
             f"the shared-memory index {path}-shm was deleted or replaced while open: another program that opens "
