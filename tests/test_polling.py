@@ -329,3 +329,18 @@ async def test_custom_policy_from_settings(make_manager: ManagerFactory) -> None
     msg = await manager.poll(job_id)
     assert msg.polling_recommendation is not None
     assert msg.polling_recommendation.interval == 250
+
+
+@pytest.mark.parametrize(
+    ("runnable_at", "expected_next"),
+    [
+        (1_000 + 3_600_000, 1_000 + 3_600_000),  # deferred an hour: nothing to read before it runs
+        (1_500, 2_000),  # runs before the backoff's next read anyway: the backoff stands
+        (500, 2_000),  # its runAt passed: an ordinary pending job
+        (None, 2_000),
+    ],
+)
+def test_a_deferred_job_is_not_read_before_it_may_run(runnable_at: int | None, expected_next: int) -> None:
+    """A job with runAt an hour ahead was read every 1, 2, 4 ... 30 s for an hour, each read saying "queued"."""
+    d = decide(PollingPolicy(), now=1_000, finished=False, reads=0, next_check_time=None, runnable_at=runnable_at)
+    assert d.next_check_time == expected_next and d.interval == expected_next - 1_000 and not d.rate_limited

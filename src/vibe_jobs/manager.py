@@ -757,6 +757,7 @@ class JobManager:
             next_check_time=rec.next_check_time,
             remaining_ms=remaining,
             long_poll=long_poll,
+            runnable_at=rec.run_after if rec.status is PENDING else None,
         )
         reads = rec.access_count + (1 if d.counted else 0)
         self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1

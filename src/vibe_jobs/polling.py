@@ -6,7 +6,8 @@ Pure functions of (policy, job facts, now). The rule (docs/architecture.md, "Pol
   clamped to a remaining-time estimate when one exists: max(base, min(backoff, remaining));
 - a read before nextCheckTime (less a small tolerance) is rate-limited: answered, not counted,
   and the schedule does not move;
-- finished jobs and long-polls are never limited.
+- finished jobs and long-polls are never limited;
+- a job deferred to a time (runAt) cannot finish before it: the next read is recommended no earlier.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def decide(
     next_check_time: int | None,
     remaining_ms: float | None = None,
     long_poll: bool = False,
+    runnable_at: int | None = None,
 ) -> PollDecision:
-    """Decide one read of a job that has had `reads` counted reads so far."""
+    """Decide one read of a job that has had `reads` counted reads so far (`runnable_at`: a pending job's
+    runAt, when it is still ahead)."""
     if finished:
         return PollDecision(rate_limited=False, counted=True, interval=None, next_check_time=None)
     too_early = next_check_time is not None and now < next_check_time - policy.tolerance_ms
@@ -64,6 +67,8 @@ def decide(
         assert next_check_time is not None
         return PollDecision(True, False, max(0, next_check_time - now), next_check_time)
     interval = policy.interval(reads + 1, remaining_ms)
+    if runnable_at is not None and now + interval < runnable_at:
+        interval = runnable_at - now
     return PollDecision(rate_limited=False, counted=True, interval=interval, next_check_time=now + interval)
 
 

@@ -136,6 +136,19 @@ async def test_deadline_cancels_a_job_still_running_and_fails_one_never_started(
         assert refused.is_error and "could never start" in texts(refused)
 
 
+async def test_a_deferred_job_says_when_it_runs_and_is_not_read_before(mode: str) -> None:
+    """It answered "Job started" and recommended reads after 1, 2, 4 ... s for the whole hour before runAt."""
+    async with stdio_client_for(mode) as client:
+        run_at = now_ms() + 3_600_000
+        answer = await client.call_tool("submit-job", {"tool": "noop", "runAt": run_at})
+        started = structured(answer)
+        _, first = await read(client, started["jobId"])
+    assert started["message"].startswith(f"Job deferred to runAt {run_at}")
+    assert started["pollingRecommendation"]["nextCheckTime"] == run_at
+    assert f"is deferred: it does not run before runAt {run_at}" in texts(answer)
+    assert first["status"] == "pending" and first["pollingRecommendation"]["nextCheckTime"] == run_at
+
+
 async def test_a_deadline_already_past_is_refused_and_creates_no_job(mode: str) -> None:
     """It was accepted, and the job failed at once ("deadline passed before it started"), counting as an error."""
     async with stdio_client_for(mode) as client:

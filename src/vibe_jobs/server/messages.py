@@ -11,10 +11,14 @@ from vibe_jobs.states import JobStatus
 
 def when(reco: PollingRecommendation) -> str:
     ms = reco.next_check_time
+    return f"in {reco.interval / 1000:g} s (nextCheckTime {ms}, {utc_clock(ms)})"
+
+
+def utc_clock(ms: int) -> str:
+    """Epoch milliseconds as the UTC wall clock: HH:MM:SS.mmm UTC (epoch days are whole UTC days)."""
     seconds, millis = divmod(ms, 1000)
-    hours, rest = divmod(seconds % 86_400, 3600)  # UTC wall clock (epoch days are whole UTC days)
-    at = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{millis:03d}"
-    return f"in {reco.interval / 1000:g} s (nextCheckTime {ms}, {at} UTC)"
+    hours, rest = divmod(seconds % 86_400, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{millis:03d} UTC"
 
 
 def call_hint(job_id: str) -> str:
@@ -24,7 +28,15 @@ def call_hint(job_id: str) -> str:
 _JOB_ID_KEY = json.dumps("jobId")
 
 
-def started_text(job_id: str, tool_name: str, reco: PollingRecommendation, max_wait: float) -> str:
+def started_text(
+    job_id: str, tool_name: str, reco: PollingRecommendation, max_wait: float, deferred: bool = False
+) -> str:
+    if deferred:
+        return (
+            f"Job {job_id} for tool '{tool_name}' is deferred: it does not run before runAt {reco.next_check_time} "
+            f"({utc_clock(reco.next_check_time)}), so there is nothing to read before then. "
+            f"Next: call {call_hint(job_id)} {when(reco)}. Do not guess the result."
+        )
     return (
         f"Job {job_id} started for tool '{tool_name}'; it runs in the background and its result is not known yet. "
         f"Next: call {call_hint(job_id)} {when(reco)}. To wait instead, call get-job-result with "

@@ -81,20 +81,25 @@ async def start_job(
         return job_error_result(exc)
     if traceparent is not None:
         tracing.tag_job(job_id)
-    return started_result(manager, job_id, spec.name)
+    return started_result(manager, job_id, spec.name, run_at)
 
 
-def started_result(manager: JobManager, job_id: str, tool_name: str) -> CallToolResult:
-    interval = manager.settings.poll_base_ms
-    reco = PollingRecommendation.model_construct(interval=interval, next_check_time=manager.now() + interval)
+def started_result(manager: JobManager, job_id: str, tool_name: str, run_at: int | None = None) -> CallToolResult:
+    now, interval = manager.now(), manager.settings.poll_base_ms
+    deferred = run_at is not None and run_at > now + interval  # nothing to read before it runs
+    if deferred:
+        assert run_at is not None
+        interval = run_at - now
+    reco = PollingRecommendation.model_construct(interval=interval, next_check_time=now + interval)
+    said = f"deferred to runAt {run_at}" if deferred else "started"
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
         "jobId": job_id,
         "status": JobStatus.PENDING.value,
         "toolName": tool_name,
-        "message": f"Job started; poll get-job-result with jobId {job_id}",
+        "message": f"Job {said}; poll get-job-result with jobId {job_id}",
         "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
     }
-    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000)
+    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000, deferred)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 
