@@ -149,6 +149,21 @@ async def test_a_deferred_job_says_when_it_runs_and_is_not_read_before(mode: str
     assert first["status"] == "pending" and first["pollingRecommendation"]["nextCheckTime"] == run_at
 
 
+async def test_ticks_refused_by_a_full_queue_are_counted_as_skipped(mode: str) -> None:
+    """They were lost with no sign but a warning in the log: `skipped` 0, no job, health healthy."""
+    async with stdio_client_for(mode, {"VIBE_JOBS_MAX_PENDING": "2"}) as client:
+        for _ in range(2):  # the queue is full: two jobs deferred for an hour
+            await client.call_tool("submit-job", {"tool": "noop", "runAt": now_ms() + 3_600_000})
+        made = structured(await client.call_tool("schedule-job", {"tool": "noop", "everySeconds": 1}))
+        with anyio.fail_after(20):
+            while True:  # the ticker fires on the wall clock: read until a tick came due and was refused
+                (sch,) = structured(await client.call_tool("list-schedules", {}))["schedules"]
+                if sch["skipped"] >= 1:
+                    break
+                await client.call_tool("get-job-result", {"jobId": made["scheduleId"], "waitSeconds": 0.5})
+    assert sch.get("lastJobId") is None and sch["nextFireAt"] > made["nextFireAt"]
+
+
 async def test_a_deadline_already_past_is_refused_and_creates_no_job(mode: str) -> None:
     """It was accepted, and the job failed at once ("deadline passed before it started"), counting as an error."""
     async with stdio_client_for(mode) as client:

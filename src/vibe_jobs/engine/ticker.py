@@ -87,7 +87,8 @@ class Ticker:
         p = await self._plan(rec)
         if p.held:
             return rec
-        return await self._move_on(rec, p, await self._fire_ticks(rec, p))
+        last, refused = await self._fire_ticks(rec, p)
+        return await self._move_on(rec, p, last, refused)
 
     async def _plan(self, rec: ScheduleRecord) -> Plan:
         return plan(
@@ -101,19 +102,27 @@ class Ticker:
             grace_ms=self.grace_ms,
         )
 
-    async def _fire_ticks(self, rec: ScheduleRecord, p: Plan) -> dict[str, Any]:
-        """Fire the planned ticks; the last firing of this process ({last_job_id, last_tick, last_fired_at}),
-        empty when another process fired them all."""
+    async def _fire_ticks(self, rec: ScheduleRecord, p: Plan) -> tuple[dict[str, Any], int]:
+        """Fire the planned ticks: the last firing of this process ({last_job_id, last_tick, last_fired_at}),
+        empty when another process fired them all, and how many admission refused (lost: counted as skipped)."""
         last: dict[str, Any] = {}
+        refused = 0
         for tick in p.ticks:
-            job_id = await self._fire(rec, tick)
+            try:
+                job_id = await self._fire(rec, tick)
+            except JobError as exc:  # refused by admission (queue full, resources, quota): this tick is lost
+                log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
+                refused += 1
+                continue
             if job_id is not None:
                 last = {"last_job_id": job_id, "last_tick": tick, "last_fired_at": self.m.now()}
-        return last
+        return last, refused
 
-    async def _move_on(self, rec: ScheduleRecord, p: Plan, last: dict[str, Any]) -> ScheduleRecord:
-        """Move the schedule to its next tick (compare-and-set) with the firing this process made."""
-        changes = {"next_fire_at": p.next_fire_at, "skipped": rec.skipped + p.dropped, "updated_at": self.m.now()}
+    async def _move_on(self, rec: ScheduleRecord, p: Plan, last: dict[str, Any], refused: int = 0) -> ScheduleRecord:
+        """Move the schedule to its next tick (compare-and-set) with the firing this process made; ticks dropped
+        by its misfire or overlap rule or refused by admission count as skipped."""
+        skipped = rec.skipped + p.dropped + refused
+        changes = {"next_fire_at": p.next_fire_at, "skipped": skipped, "updated_at": self.m.now()}
         new = await self.schedules.store.update_schedule(rec.schedule_id, changes | last, rec.version)
         if p.dropped:
             log.info("schedule.ticks_skipped", schedule_id=rec.schedule_id, count=p.dropped)
@@ -136,12 +145,9 @@ class Ticker:
         return None
 
     async def _fire(self, rec: ScheduleRecord, tick: int) -> str | None:
+        """The job fired for `tick`, or None when another process fired it; JobError when it is refused."""
         task = TaskSpec(priority=Priority(rec.priority), operation_type=_op(rec.operation_type))
-        try:
-            job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick, rec.principal)
-        except JobError as exc:  # refused by admission (queue full, resources): this tick is lost
-            log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
-            return None
+        job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick, rec.principal)
         if job_id is not None:
             self.fired += 1
             log.info("schedule.fired", schedule_id=rec.schedule_id, tick=tick, job_id=job_id)
