@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import json
 import os
@@ -550,6 +551,23 @@ def test_a_serve_on_a_url_with_an_unknown_option_says_so_in_one_line(tmp_path: P
         "vibe-jobs: the SQLite store URL has no option 'synchronus'; its options: synchronous, busy_timeout"
     )
     assert not (tmp_path / "j.db").exists()
+
+
+@pytest.mark.parametrize("tables", [["customers"], ["jobs", "orders"]])
+async def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path: Path, tables: list[str]) -> None:
+    """`vibe-jobs jobs list` on an application's database switched it to WAL and added six tables; one with a
+    `jobs` table of its own failed on it, after the switch to WAL."""
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as app:
+        for table in tables:
+            app.execute(f"CREATE TABLE {table} (id INTEGER)")
+        app.commit()
+    with pytest.raises(ConfigError, match=r"is another program's database, not a vibe-jobs job store"):
+        await SQLiteStore(url(path)).open()
+    with contextlib.closing(sqlite3.connect(path)) as app:
+        assert app.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+        assert app.execute("PRAGMA user_version").fetchone() == (0,)
+        assert sorted(r[0] for r in app.execute("SELECT name FROM sqlite_master")) == sorted(tables)
 
 
 async def test_memory_database_and_open_store() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 
-from vibe_jobs.errors import DuplicateJob, StoreCorrupt, StoreError, StoreFull, StoreLocked
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreCorrupt, StoreError, StoreFull, StoreLocked
 from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
 from vibe_jobs.store.sqlite.server import Failure
 
@@ -43,6 +43,11 @@ def failure_error(failure: Failure, where: str) -> Exception:
         return StoreError(
             f"the job store at {where} was written by a newer vibe-jobs "
             f"(schema {message} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
+        )
+    if kind == "foreign":
+        return ConfigError(
+            f"{where} is another program's database, not a vibe-jobs job store (it holds the tables {message} and "
+            "no vibe-jobs schema); it was left as it was: name another file"
         )
     if kind == "python":
         cls = getattr(builtins, name, None)

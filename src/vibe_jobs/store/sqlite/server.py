@@ -61,9 +61,15 @@ class Newer(Exception):
     """The database was written by a newer schema than this program knows."""
 
 
+class Foreign(Exception):
+    """The file is another program's database (tables, no vibe-jobs schema): nothing in it is changed."""
+
+
 def sqlite_failure(exc: BaseException) -> Failure:
     if isinstance(exc, Newer):
         return ("newer", "NEWER", str(exc))
+    if isinstance(exc, Foreign):
+        return ("foreign", "FOREIGN", str(exc))
     if isinstance(exc, sqlite3.Error):
         return ("sqlite", getattr(exc, "sqlite_errorname", None) or "SQLITE_ERROR", str(exc))
     return ("python", type(exc).__name__, str(exc))
@@ -82,6 +88,7 @@ def connect(config: Config) -> sqlite3.Connection:
     conn = sqlite3.connect(config["path"], isolation_level=None, cached_statements=512)
     conn.text_factory = _text
     try:
+        _refuse_foreign(conn)  # before anything is changed (WAL mode, tables)
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table exists
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):
             raise sqlite3.OperationalError("the database refused WAL mode")
@@ -93,6 +100,16 @@ def connect(config: Config) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _refuse_foreign(conn: sqlite3.Connection) -> None:
+    """Foreign when the database has tables but no vibe-jobs schema step (`user_version` 0)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+        return
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    if tables:
+        shown = ", ".join(repr(name[:64]) for name in tables[:5])
+        raise Foreign(shown + (f" and {len(tables) - 5} more" if len(tables) > 5 else ""))
 
 
 def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool:
