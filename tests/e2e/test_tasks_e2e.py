@@ -17,7 +17,7 @@ from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams
 
-from tests.e2e.conftest import BASE_ENV, HttpServer, stdio_params
+from tests.e2e.conftest import BASE_ENV, HttpServer, start_http, stdio_params
 from vibe_jobs.client import (
     TASKS_EXTENSION,
     TaskHandle,
@@ -311,3 +311,19 @@ async def test_call_and_wait_over_streamable_http(http_server: HttpServer) -> No
         assert (await until_terminal(client, handle.task_id))["status"] == "completed"
         result = await call_and_wait(client, "sleepy", {"seconds": 0.4, "steps": 2}, progress)
     assert result.structured_content == {"seconds": 0.4, "steps": 2}
+
+
+async def test_over_http_tasks_get_shows_a_result_larger_than_one_answer_in_part() -> None:
+    """tasks/get inlines the job's result: one of 3 MB (under the 4 MiB cap) could not be read over HTTP by the
+    MCP Python client, which reads no server-sent event over 1 MiB (VIBE_JOBS_MAX_ANSWER_BYTES)."""
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": "tests.e2e.hostile_tools"}) as server:
+        async with Client(server.url, mode="auto", read_timeout_seconds=60, extensions=[TasksClientExtension()]) as c:
+            handle = await start_task(c, "big", {"kb": 3000})
+            done = await until_terminal(c, handle.task_id)
+    assert done["status"] == "completed"
+    marker = done["result"]["structuredContent"]
+    assert marker["truncated"] is True and marker["maxAnswerBytes"] == 1024 * 1024
+    assert (
+        marker["originalBytes"] > 3000 * 1024
+        and "[shown in part: the result is " in done["result"]["content"][0]["text"]
+    )
