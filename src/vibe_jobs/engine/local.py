@@ -30,6 +30,7 @@ from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.states import FINAL, JobStatus
+from vibe_jobs.store.base import waits_since
 
 CANCEL_CHECK_SECONDS = 0.5  # how often running jobs are checked for cancels and takeovers written elsewhere
 SCAN_LIMIT = 256  # ready jobs one decision looks at past a blocked head or a full tool
@@ -299,7 +300,6 @@ class LocalSource:
 
 
 def waiting_since(queued: Iterable[QueuedJob], now: int) -> int | None:
-    """Since when the longest-waiting runnable job has waited: a job waits from its creation or its run_after,
-    whichever is later; one deferred past `now` does not wait yet (health's "oldest pending job")."""
-    since = [max(e.created_at, e.run_after or 0) for e in queued if e.run_after is None or e.run_after <= now]
+    """Since when the longest-waiting queued job has waited (`store.base.waits_since`)."""
+    since = [s for e in queued if (s := waits_since(e.created_at, e.run_after, now)) is not None]
     return min(since, default=None)

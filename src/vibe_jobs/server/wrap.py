@@ -16,6 +16,7 @@ from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
+from vibe_jobs.polling import decide
 from vibe_jobs.server import tracing
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import started_text
@@ -86,10 +87,12 @@ async def start_job(
 
 def started_result(manager: JobManager, job_id: str, tool_name: str, run_at: int | None = None) -> CallToolResult:
     now, interval = manager.now(), manager.settings.poll_base_ms
-    deferred = run_at is not None and run_at > now + interval  # nothing to read before it runs
-    if deferred:
-        assert run_at is not None
-        interval = run_at - now
+    if run_at is not None:  # a deferred job is first read when it may run (the polling rule)
+        first = decide(
+            manager.settings.polling, now=now, finished=False, reads=0, next_check_time=None, runnable_at=run_at
+        )
+        interval = first.interval or interval
+    deferred = run_at is not None and now + interval == run_at
     reco = PollingRecommendation.model_construct(interval=interval, next_check_time=now + interval)
     said = f"deferred to runAt {run_at}" if deferred else "started"
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call

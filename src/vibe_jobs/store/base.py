@@ -106,6 +106,21 @@ def cancelled_without_run(rec: JobRecord) -> bool:
 CANCELLED_WITHOUT_RUN_SQL = "status = 'pending' AND cancel_requested IS NOT NULL"
 
 
+def waits_since(created_at: int, run_after: int | None, now: int) -> int | None:
+    """Since when a pending job has waited to run (health's "oldest pending job"): from its creation or its
+    run_after, whichever is later; None while it is deferred past `now` (it does not wait yet). Here and in
+    SQL for PostgreSQL (`WAITS_SINCE_SQL`)."""
+    if run_after is None:
+        return created_at
+    return None if run_after > now else max(created_at, run_after)
+
+
+# `waits_since` in PostgreSQL's SQL, `now` a parameter placeholder given to format()
+WAITS_SINCE_SQL = (
+    "CASE WHEN run_after IS NULL THEN created_at WHEN run_after <= {now} THEN greatest(created_at, run_after) END"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class JobQuery:
     status: JobStatus | None = None

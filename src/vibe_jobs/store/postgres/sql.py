@@ -27,7 +27,7 @@ from typing import Any
 from vibe_jobs.models import JobRecord, ResourceRequirements
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
-from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, ClaimLimits
+from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, WAITS_SINCE_SQL, ClaimLimits
 from vibe_jobs.store.codec import COLUMNS, select_list
 from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
 
@@ -51,10 +51,9 @@ ACTIVE_BY = f"{SELECT} WHERE principal = $1 AND {ACTIVE_SQL} ORDER BY created_at
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
 COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
-# a job waits from its creation or its run_after, whichever is later; one deferred past now ($1) does not wait yet
 PENDING_BY_PRIORITY = (
-    "SELECT priority, count(*), min(greatest(created_at, coalesce(run_after, 0)))"
-    " FILTER (WHERE run_after IS NULL OR run_after <= $1) FROM jobs WHERE status = 'pending' GROUP BY priority"
+    f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='$1')})"
+    " FROM jobs WHERE status = 'pending' GROUP BY priority"
 )
 DELETE_FINISHED = (
     "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
