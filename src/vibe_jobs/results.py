@@ -245,10 +245,11 @@ ANSWER_COPIES = 3
 ANSWER_SLACK = 16 * 1024  # the rest of an answer: the status text, the message's other fields, the JSON-RPC frame
 
 
-def within_answer(result: dict[str, Any], max_bytes: int, whole_from: str) -> dict[str, Any]:
-    """A stored result as an answer of at most `max_bytes` shows it: whole when its copies fit, else its start
-    with a note saying how large it is and where it is read whole (`whole_from`)."""
-    budget = max(4096, max_bytes // ANSWER_COPIES - ANSWER_SLACK)
+def within_answer(result: dict[str, Any], max_bytes: int, whole_from: str, taken: int = 0) -> dict[str, Any]:
+    """A stored result as an answer of at most `max_bytes` shows it, `taken` of them by the rest of the answer:
+    whole when its copies fit, else its start with a note saying how large it is and where it is read whole
+    (`whole_from`)."""
+    budget = max(4096, (max_bytes - taken) // ANSWER_COPIES - ANSWER_SLACK)
     if _plain_text_within(result, budget) or (size := _encoded_size(result)) <= budget:
         return result
     note = (

@@ -49,3 +49,16 @@ async def nested(depth: int, job: JobContext) -> dict[str, Any]:
     for _ in range(depth):
         value = {"down": value}
     return {"top": value}
+
+
+@job_tool(description="Return `n` emoji (4 bytes of UTF-8 each)")
+async def emoji(n: int, job: JobContext) -> str:
+    return "\U0001f600" * n
+
+
+@job_tool(description="Report `metadata_kb` of progress metadata and `diagnostics` long lines, return `kb` of text")
+async def chatty(metadata_kb: int, kb: int, job: JobContext, diagnostics: int = 0) -> str:
+    await job.progress(50, "half way", metadata={"blob": "m" * (metadata_kb * 1024)})
+    for i in range(diagnostics):
+        job.diagnostic(f"{i} " + "d" * 1990)
+    return "r" * (kb * 1024)

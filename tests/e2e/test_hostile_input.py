@@ -320,6 +320,34 @@ async def test_a_result_nested_too_deep_for_its_readers_is_kept_to_a_depth_they_
         assert text.count('"down"') < 100
 
 
+@pytest.mark.parametrize("n", [80_000, 500_000])  # 320 KB whole, 2 MB shown in part
+async def test_a_result_of_non_ascii_text_is_read_over_http_by_job_and_job_resource_alike(n: int) -> None:
+    """The budget counted UTF-8 bytes, and job:// escaped every non-ASCII character: one emoji of 4 bytes went
+    out as 14, and a result that fit (or had been cut to fit) passed the client's 1 MiB event limit."""
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": HOSTILE}) as server:
+        async with Client(server.url, mode="legacy", read_timeout_seconds=60) as client:
+            job_id = await start(client, "emoji", {"n": n})
+            _, body = await finish(client, job_id)
+            resource = json.loads((await client.read_resource(f"job://{job_id}")).contents[0].text)  # type: ignore[union-attr]
+    assert body["status"] == resource["status"] == "completed"
+    for shown in (body["result"], resource["result"]):
+        assert shown["content"][0]["text"].startswith("\U0001f600" * 1000)
+        assert ("shown in part" in shown["content"][0]["text"]) == (n == 500_000)
+
+
+async def test_large_progress_metadata_and_diagnostics_leave_room_for_the_result_over_http() -> None:
+    """The answer's budget counted the result only: 600 KB of progress metadata beside a 300 KB result passed
+    the client's 1 MiB event limit (get-job-result with its default includeDetails failed)."""
+    with start_http("streamable-http", {"VIBE_JOBS_TOOLS": HOSTILE}) as server:
+        async with Client(server.url, mode="legacy", read_timeout_seconds=60) as client:
+            job_id = await start(client, "chatty", {"metadata_kb": 600, "kb": 300, "diagnostics": 100})
+            result, body = await finish(client, job_id)
+    assert body["status"] == "completed" and not result.is_error
+    assert body["details"]["metadata"] == {"truncated": True, "originalBytes": 614_411, "maxShownBytes": 65_536}
+    assert body["result"]["content"][0]["text"].startswith("r" * 100_000)
+    assert len(result.model_dump_json(by_alias=True, exclude_none=True)) < 1024 * 1024
+
+
 # --- 9. the SQLite store is the owner's only ----------------------------------------------------------
 
 

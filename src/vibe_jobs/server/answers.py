@@ -16,7 +16,7 @@ from mcp_types.jsonrpc import INTERNAL_ERROR
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobStatusMessage
-from vibe_jobs.results import within_answer
+from vibe_jobs.results import json_size, within_answer
 
 log = get_logger("vibe_jobs.server.answers")
 
@@ -52,19 +52,31 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
     return check
 
 
+MAX_SHOWN_METADATA = 64 * 1024  # of a job's progress metadata in one answer over HTTP (it has no cap of its own)
+
+
 def carried_result(
-    result: dict[str, Any] | None, request: object, max_bytes: int, job_id: str
+    result: dict[str, Any] | None, request: object, max_bytes: int, job_id: str, taken: int = 0
 ) -> dict[str, Any] | None:
     """A job's result as an answer shows it: whole over stdio; over HTTP (`request`: the request the SDK read it
-    from) within `max_bytes` (`within_answer`): the MCP Python client reads no server-sent event over 1 MiB, and
-    a result of up to max_result_bytes (4 MiB) would leave it unreadable there for good."""
+    from) within `max_bytes`, `taken` of them by the rest of the answer (`within_answer`): the MCP Python client
+    reads no server-sent event over 1 MiB, and a result of up to max_result_bytes (4 MiB) would leave it
+    unreadable there for good."""
     if result is None or request is None:
         return result
-    return within_answer(result, max_bytes, f"`vibe-jobs jobs show {job_id}` where its store is")
+    return within_answer(result, max_bytes, f"`vibe-jobs jobs show {job_id}` where its store is", taken)
 
 
 def carried_status(msg: JobStatusMessage, request: object, max_bytes: int) -> JobStatusMessage:
-    """A job's status message as an answer shows it: its result as `carried_result` shows it."""
-    if msg.result is None or request is None:
+    """A job's status message as an answer over HTTP shows it: its progress metadata within MAX_SHOWN_METADATA,
+    its result within what the rest leaves (the rest shows twice: in the message and, as text, beside it)."""
+    if request is None:
         return msg
-    return msg.model_copy(update={"result": carried_result(msg.result, request, max_bytes, msg.job_id)})
+    details = msg.details
+    if details is not None and details.metadata and (size := json_size(details.metadata)) > MAX_SHOWN_METADATA:
+        marker = {"truncated": True, "originalBytes": size, "maxShownBytes": MAX_SHOWN_METADATA}
+        msg = msg.model_copy(update={"details": details.model_copy(update={"metadata": marker})})
+    if msg.result is None:
+        return msg
+    taken = 2 * json_size(msg.model_copy(update={"result": None}).wire())
+    return msg.model_copy(update={"result": carried_result(msg.result, request, max_bytes, msg.job_id, taken)})

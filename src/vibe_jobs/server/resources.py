@@ -225,7 +225,8 @@ def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -
             msg = await manager.status_message(jobId, viewer=identity.viewer())
         except JobNotFound:
             raise ResourceNotFoundError(f"no job with id '{jobId}'") from None
-        return json.dumps(carried_status(msg, ctx.request_context.request, manager.settings.max_answer_bytes).wire())
+        shown = carried_status(msg, ctx.request_context.request, manager.settings.max_answer_bytes)
+        return json.dumps(shown.wire(), ensure_ascii=False)  # escaped, a character of 4 bytes took 12 (14 framed)
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
     async def read_recent() -> str:
