@@ -70,7 +70,7 @@ async def test_a_caller_after_the_last_call_ended_gets_a_call_of_its_own() -> No
     assert [await shared(), await shared(), await shared()] == [1, 2, 3]
 
 
-async def test_a_failed_call_gives_nobody_its_outcome_and_the_next_caller_calls_again() -> None:
+async def test_those_who_asked_while_a_call_failed_share_the_next_call() -> None:
     gate = anyio.Event()
     calls = 0
 
@@ -100,6 +100,35 @@ async def test_a_failed_call_gives_nobody_its_outcome_and_the_next_caller_calls_
         gate.set()
     assert outcomes == ["the store failed", 2, 2]
     assert calls == 2
+
+
+async def test_a_failed_calls_error_goes_to_every_caller_it_was_made_for() -> None:
+    """Ten probes at once while the store was down took ten failures in turn (each caller in line called
+    again), ten times the failure's time-out; the call made for all of them fails all of them, once."""
+    gate = anyio.Event()
+    calls = 0
+
+    async def fn() -> int:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        raise RuntimeError("the store failed")
+
+    shared = SharedCall(fn)
+    outcomes: list[str] = []
+
+    async def ask() -> None:
+        with pytest.raises(RuntimeError) as failed:
+            await shared()
+        outcomes.append(str(failed.value))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):  # all ask before the call begins: it is made for all of them
+            tg.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    assert outcomes == ["the store failed"] * 10
+    assert calls == 1
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")

@@ -227,6 +227,14 @@ def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     return result if size <= max_bytes else truncated_result(result, size, max_bytes)
 
 
+def readable(value: Any, text: str) -> Any:
+    """`value`, decoded from `text`, cut past `_MAX_DEPTH` levels (`json_safe`) when it nests that deep: what a
+    store reads back (a result stored before the cut, or written by hand) is what its readers can parse."""
+    if text.count("{") + text.count("[") > _MAX_DEPTH and _deeper_than(value, _MAX_DEPTH):
+        return json_safe(value)
+    return value
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     """Whether containers nest in `value` more than `limit` levels deep (iterative: no recursion limit)."""
     stack = [(value, 1)]

@@ -235,7 +235,9 @@ def test_of_two_servers_started_together_on_one_port_the_second_says_one_line_an
     ]
     try:
         lost = None
+        deadline = time.monotonic() + 30
         while lost is None:  # the loser ends; the winner serves until stopped
+            assert time.monotonic() < deadline, "neither server ended"
             for proc in both:
                 try:
                     proc.wait(0.1)

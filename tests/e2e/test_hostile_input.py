@@ -175,6 +175,12 @@ def plant_bad_results(db: Path, job_id: str) -> list[str]:
         "nan": '{"content":[{"type":"text","text":"n"}],"structuredContent":{"x":NaN,"y":Infinity},"isError":false}',
         "bytes": b'{"content":[{"type":"text","text":"raw \xff\xfe bytes"}],"isError":false}',
         "text": b'{"content":[{"type":"text","text":"raw \xff\xfe text"}],"isError":false}',
+        # 300 levels deep, plain ASCII: stored before results were cut at 100 levels, it could not be read
+        "deep": '{"content":[{"type":"text","text":"deep"}],"structuredContent":'
+        + '{"d":' * 300
+        + "1"
+        + "}" * 300
+        + ',"isError":false}',
     }
     with sqlite3.connect(db) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
@@ -196,7 +202,7 @@ async def test_results_written_into_sqlite_by_hand_do_not_kill_later_servers(tmp
     for _ in range(2):  # and again: reading them changed nothing
         async with stdio_server(env, f"sqlite:///{db}") as client:
             listed = await client.call_tool("list-jobs", {})
-            assert len((listed.structured_content or {}).get("jobs", ())) == 5, texts(listed)
+            assert len((listed.structured_content or {}).get("jobs", ())) == 6, texts(listed)
             for bad in planted:
                 result, body = await read(client, bad)
                 assert body["status"] == "completed", texts(result)
@@ -204,6 +210,8 @@ async def test_results_written_into_sqlite_by_hand_do_not_kill_later_servers(tmp
             assert (await read(client, planted[1]))[1]["result"]["structuredContent"] == {"x": None, "y": None}
             assert "raw \ufffd\ufffd bytes" in texts((await read(client, planted[2]))[0])
             assert "raw \ufffd\ufffd text" in texts((await read(client, planted[3]))[0])
+            deep = json.dumps((await read(client, planted[4]))[1]["result"]["structuredContent"])
+            assert deep.count('"d"') < 100 and "<nested too deep>" in deep
 
 
 # --- 15. tracebacks stay in the server log ---------------------------------------------------------

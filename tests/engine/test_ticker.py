@@ -3,6 +3,9 @@ hour of downtime, overlap, pause and resume, endAt, two processes ticking togeth
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +19,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.store import JobQuery, JobStore
+from vibe_jobs.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.every_store
 
@@ -150,6 +154,49 @@ async def test_end_at_stops_the_schedule(manager: JobManager, clock: FakeClock, 
     assert after.next_fire_at is None
     clock.advance(60)
     assert await t.tick() is None and len(await ticks(store)) == 2
+
+
+async def test_a_schedule_stored_with_a_cron_longer_than_the_cap_still_fires(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """The cap (200 characters) is for schedules made from now on; one stored before it failed every tick."""
+    t = ticker_of(manager)
+    long_cron = ",".join(["*/1"] * 60) + " * * * *"  # every minute, in 247 characters
+    sch = await create(t, cron="* * * * *")
+    stored = replace(await t.schedules.get(sch.schedule_id), schedule_id="long", cron=long_cron)
+    assert len(stored.cron or "") > 200
+    await t.schedules.store.insert_schedule(stored)
+    clock.advance(60)
+    await t.tick()
+    assert {j.schedule_id for j in await fired(store)} == {sch.schedule_id, "long"}
+
+
+async def test_a_tick_the_store_could_not_take_is_fired_later_not_counted_as_skipped(
+    make_manager: ManagerFactory, clock: FakeClock, store_kind: str, tmp_path: Path
+) -> None:
+    """A store that cannot take the firing's writes (another process holds the lock) is not a refusal by
+    admission (those ticks are lost, counted as skipped): the tick fires once the store takes writes again."""
+    if store_kind != "sqlite":
+        pytest.skip("a write lock held by another process: SQLite")
+    db = tmp_path / "locked.db"
+    sqlite_store = SQLiteStore(f"sqlite:///{db}?busy_timeout=0.2")
+    await sqlite_store.open()
+    try:
+        t = ticker_of(make_manager(store=sqlite_store))
+        sch = await create(t, everySeconds=10)
+        clock.advance(10)
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock through this pass
+        try:
+            await t.tick()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert (await t.schedules.get(sch.schedule_id)).skipped == 0
+        await t.tick()  # the store takes writes again: the tick is fired now
+        assert await ticks(sqlite_store) == [sch.next_fire_at]
+    finally:
+        await sqlite_store.close()
 
 
 async def test_two_processes_ticking_together_fire_each_tick_once(

@@ -177,7 +177,7 @@ def _emit(data: Any) -> None:
 
 
 async def cmd_list(m: JobManager, args: argparse.Namespace) -> int:
-    page = await m.list_jobs(args.status, args.tool, args.limit)
+    page = await m.list_jobs(args.status, args.tool, args.limit, with_result=args.json)  # the table shows none
     if args.json:
         _emit({"jobs": [j.shown() for j in page.jobs], "more": page.next_cursor is not None})
     elif page.jobs:

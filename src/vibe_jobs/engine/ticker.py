@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.errors import JobError
+from vibe_jobs.errors import JobError, StoreError
 from vibe_jobs.firing import DEFAULT_GRACE_MS, Misfire, Overlap, Plan, plan
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import OperationType, Priority, TaskSpec
@@ -111,6 +111,8 @@ class Ticker:
             try:
                 job_id = await self._fire(rec, tick)
             except JobError as exc:  # refused by admission (queue full, resources, quota): this tick is lost
+                if isinstance(exc, StoreError):
+                    raise  # not a refusal: the pass fails and the tick is fired at a later one
                 log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
                 refused += 1
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
-from vibe_jobs.results import json_safe
+from vibe_jobs.results import json_safe, readable
 from vibe_jobs.states import JobStatus
 
 # Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
@@ -72,7 +72,7 @@ def loads_safe(text: str | bytes) -> Any:
     value = loads(text)
     if "\\ud" in text or "NaN" in text or "Infinity" in text or not text.isascii():
         return json_safe(value)
-    return value
+    return readable(value, text)
 
 
 _STATUS: dict[str, JobStatus] = {s.value: s for s in JobStatus}

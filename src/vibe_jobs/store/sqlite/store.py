@@ -151,6 +151,7 @@ def _names(tools: Collection[str]) -> str:
 
 
 URL_OPTIONS = ("synchronous", "busy_timeout")
+UNSAFE_LOOKS, UNSAFE_LOOK_SECONDS = 3, 0.05  # `dbfile.unsafe_to_open` must hold this long to refuse
 MAX_BUSY_TIMEOUT = 3600.0  # seconds
 
 
@@ -167,7 +168,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if unknown:
         names = ", ".join(repr(name[:64]) for name in unknown[:5])
         raise ConfigError(f"the SQLite store URL has no option {names}; its options: {', '.join(URL_OPTIONS)}")
-    return path, options
+    return path, {name: value for name, value in options.items() if value}  # `?synchronous=`: the default
 
 
 def busy_timeout_of(raw: str) -> float:
@@ -215,7 +216,7 @@ class SQLiteStore:
         if old is not None and old.lost is None:
             return
         self._make_parent()
-        self._check_file_to_open(restart=old is not None)
+        await self._check_file_to_open(restart=old is not None)
         config = Config(
             path=self.path,
             pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)),
@@ -232,13 +233,18 @@ class SQLiteStore:
         if old is not None:
             await old.stop()
 
-    def _check_file_to_open(self, restart: bool) -> None:
+    async def _check_file_to_open(self, restart: bool) -> None:
         """Refuse to open a database another process would corrupt with us (its `-shm` deleted under it), and
         to restart on a file other than the one the store opened: a server process started again on a deleted
         database made a new empty one and went on as if nothing was lost."""
         if self.path == ":memory:":
             return
-        if (unsafe := dbfile.unsafe_to_open(self.path)) is not None:
+        for look in range(UNSAFE_LOOKS):
+            if (unsafe := dbfile.unsafe_to_open(self.path)) is None:
+                break
+            if look + 1 < UNSAFE_LOOKS:  # another connection opening or closing passes through it for an instant
+                await anyio.sleep(UNSAFE_LOOK_SECONDS)
+        else:
             raise StoreUnavailable(unsafe)
         if restart and (gone := dbfile.moved(self.path, self._file)) is not None:
             raise StoreCorrupt(f"{gone}; the store's process ended, and is not started on another file")
