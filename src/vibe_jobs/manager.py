@@ -275,15 +275,18 @@ class JobManager:
         schedule_id: str,
         tick: int,
         principal: str = LOCAL_PRINCIPAL,
+        *,
+        version: int,
     ) -> str | None:
-        """Store the job a schedule fires for `tick`, unless that tick fired already (then None): the
-        store writes the job and the (schedule, tick) key together (`ScheduleStore.fire`)."""
+        """Store the job a schedule fires for `tick`, unless that tick fired already or the schedule is no
+        longer at `version` (paused, changed, deleted since it was read): then None. The store writes the
+        job and the (schedule, tick) key together, checking the version in the same step (`ScheduleStore.fire`)."""
         store = self.store
         if not isinstance(store, ScheduleStore):
             raise StoreError(f"the store {store.url} keeps no schedules")
         rec = self._new_record(tool_name, self.check_params(tool_name, params), task, None)
         rec.schedule_id, rec.tick, rec.principal = schedule_id, tick, principal
-        return rec.id if await self._add(rec, store.fire) else None
+        return rec.id if await self._add(rec, lambda job: store.fire(job, version)) else None
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job."""

@@ -142,6 +142,26 @@ async def test_pause_and_resume(manager: JobManager, clock: FakeClock, store: Jo
     assert await ticks(store) == [resumed.next_fire_at]  # the ticks of the pause were not fired
 
 
+async def test_a_pass_that_read_the_schedule_before_a_pause_answered_fires_nothing(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """The race a pause can lose: the ticker read the schedule (due), then `pause-schedule` answered, then
+    the ticker fired. A job appeared after the pause had answered; now the firing checks the version."""
+    t = ticker_of(manager)
+    sch = await create(t, everySeconds=10)
+    clock.advance(10)
+    read = await t.schedules.store.get_schedule(sch.schedule_id)  # what the pass read, before the pause
+    assert read is not None and read.next_fire_at is not None and read.next_fire_at <= clock.ms
+    await t.schedules.pause(sch.schedule_id)
+    await t._fire_due(read)
+    assert await ticks(store) == []
+    still = await t.schedules.get(sch.schedule_id)
+    assert still.paused and still.next_fire_at == read.next_fire_at  # the stale pass moved nothing on
+    await t.schedules.delete(sch.schedule_id)
+    await t._fire_due(read)  # a pass that read it before a delete answered
+    assert await ticks(store) == []
+
+
 async def test_end_at_stops_the_schedule(manager: JobManager, clock: FakeClock, store: JobStore) -> None:
     t = ticker_of(manager)
     start = clock.ms

@@ -54,10 +54,11 @@ async def test_a_schedule_changes_by_compare_and_set(store: JobStore) -> None:  
 
 async def test_a_tick_fires_once(store: JobStore) -> None:  # noqa: F811
     s = as_schedules(store)
+    await s.insert_schedule(schedule())
     first, again, other = fired("s1", 60_000), fired("s1", 60_000), fired("s1", 120_000)
-    assert await s.fire(first)
-    assert not await s.fire(again)
-    assert await s.fire(other)
+    assert await s.fire(first, 1)
+    assert not await s.fire(again, 1)
+    assert await s.fire(other, 1)
     assert await store.get(again.id) is None
     jobs = await store.query(JobQuery(limit=10))
     assert sorted((j.schedule_id, j.tick) for j in jobs) == [("s1", 60_000), ("s1", 120_000)]
@@ -68,13 +69,15 @@ async def test_a_fired_job_keeps_every_field(store: JobStore) -> None:  # noqa: 
     rec = full_record()
     rec.schedule_id, rec.tick, rec.principal, rec.trace_context = "s1", 9_000, "alice", "00-" + "ab" * 16 + "-01"
     rec.stage_history = [{"stage": "one", "at": 5, "progress": 10.0}]
-    assert await as_schedules(store).fire(rec)
+    await as_schedules(store).insert_schedule(schedule())
+    assert await as_schedules(store).fire(rec, 1)
     assert await store.get(rec.id) == rec
 
 
 async def test_racing_firings_of_one_tick_let_one_in(store: JobStore) -> None:  # noqa: F811
     s = as_schedules(store)
-    results = await asyncio.gather(*(s.fire(fired("s1", 7_000)) for _ in range(12)))
+    await s.insert_schedule(schedule())
+    results = await asyncio.gather(*(s.fire(fired("s1", 7_000), 1) for _ in range(12)))
     assert sorted(results) == [False] * 11 + [True]
     assert len(await store.query(JobQuery(limit=100))) == 1
 
@@ -83,12 +86,13 @@ async def test_the_tick_key_outlives_a_restart_of_sqlite(tmp_path: Path) -> None
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     one = SQLiteStore(url)
     await one.open()
-    assert await one.fire(fired("s1", 5_000))
+    await one.insert_schedule(schedule())
+    assert await one.fire(fired("s1", 5_000), 1)
     await one.close()
     two = SQLiteStore(url)
     await two.open()
     try:
-        assert not await two.fire(fired("s1", 5_000))
+        assert not await two.fire(fired("s1", 5_000), 1)
         assert len(await two.query(JobQuery(limit=10))) == 1
     finally:
         await two.close()
@@ -99,9 +103,28 @@ async def test_prune_deletes_only_keys_no_firing_can_come_back_to(store: JobStor
     await s.insert_schedule(schedule())
     assert await s.update_schedule("s1", {"next_fire_at": 2_500}, version=1) is not None
     for tick in (1_000, 2_000, 3_000):
-        assert await s.fire(fired("s1", tick))  # fired at created_at 1_000
-    assert await s.fire(fired("gone", 1_000))  # a deleted schedule's key
+        assert await s.fire(fired("s1", tick), 2)  # fired at created_at 1_000
     assert await s.prune_ticks(before=1_000) == 0  # none fired long enough ago
-    assert await s.prune_ticks(before=10_000) == 3  # s1's 1_000 and 2_000 (it is past them), and gone's
-    assert not await s.fire(fired("s1", 3_000))  # the key of a tick still ahead of the schedule is kept
-    assert await s.fire(fired("s1", 2_000))  # (a pruned key: the schedule never comes back to it)
+    assert await s.prune_ticks(before=10_000) == 2  # s1's 1_000 and 2_000 (it is past them)
+    assert not await s.fire(fired("s1", 3_000), 2)  # the key of a tick still ahead of the schedule is kept
+    assert await s.fire(fired("s1", 2_000), 2)  # (a pruned key: the schedule never comes back to it)
+
+
+async def test_a_paused_changed_or_deleted_schedule_fires_nothing(store: JobStore) -> None:  # noqa: F811
+    """A firing planned on a schedule read before a pause, an edit or a delete answered writes no job: the
+    store checks the version it was planned on in the same step as the insert."""
+    s = as_schedules(store)
+    await s.insert_schedule(schedule())
+    paused = await s.update_schedule("s1", {"paused": True}, version=1)
+    assert paused is not None
+    assert not await s.fire(fired("s1", 1_000), 1)  # planned before the pause
+    assert not await s.fire(fired("s1", 1_000), 2)  # paused: not even at its own version
+    resumed = await s.update_schedule("s1", {"paused": False}, version=2)
+    assert resumed is not None
+    assert await s.fire(fired("s1", 1_000), 3)
+    assert await s.update_schedule("s1", {"arguments": {"text": "new"}}, version=3) is not None
+    assert not await s.fire(fired("s1", 2_000), 3)  # planned with the old arguments
+    assert await s.delete_schedule("s1")
+    assert not await s.fire(fired("s1", 3_000), 4)
+    jobs = await store.query(JobQuery(limit=10))
+    assert [(j.schedule_id, j.tick) for j in jobs] == [("s1", 1_000)]

@@ -147,9 +147,12 @@ class Ticker:
         return None
 
     async def _fire(self, rec: ScheduleRecord, tick: int) -> str | None:
-        """The job fired for `tick`, or None when another process fired it; JobError when it is refused."""
+        """The job fired for `tick`, or None when another process fired it or the schedule changed since `rec`
+        was read (paused, edited, deleted: the next pass reads it again); JobError when it is refused."""
         task = TaskSpec(priority=Priority(rec.priority), operation_type=_op(rec.operation_type))
-        job_id = await self.m.fire_job(rec.tool, rec.arguments, task, rec.schedule_id, tick, rec.principal)
+        job_id = await self.m.fire_job(
+            rec.tool, rec.arguments, task, rec.schedule_id, tick, rec.principal, version=rec.version
+        )
         if job_id is not None:
             self.fired += 1
             log.info("schedule.fired", schedule_id=rec.schedule_id, tick=tick, job_id=job_id)

@@ -338,9 +338,11 @@ class ScheduleStore(Protocol):
 
     async def delete_schedule(self, schedule_id: str) -> bool: ...
 
-    async def fire(self, job: JobRecord) -> bool:
+    async def fire(self, job: JobRecord, version: int) -> bool:
         """Insert `job` (with its schedule_id and tick) unless that tick fired already, in one transaction
-        with the tick's key; False when it had fired (nothing is written then)."""
+        with the tick's key, and only while its schedule is stored unpaused at `version` (the one the firing
+        was planned on): a pause, change or delete that answered first stops it. False when nothing was
+        written."""
 
     async def prune_ticks(self, before: int) -> int:
         """Delete the keys of ticks fired before `before` that no firing can come back to (the schedule

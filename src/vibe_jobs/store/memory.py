@@ -221,10 +221,11 @@ class MemoryStore:
         self.ticks = {key: job for key, job in self.ticks.items() if key[0] != schedule_id}
         return self.schedules.pop(schedule_id, None) is not None
 
-    async def fire(self, job: JobRecord) -> bool:
+    async def fire(self, job: JobRecord, version: int) -> bool:
         assert job.schedule_id is not None and job.tick is not None
         key = (job.schedule_id, job.tick)
-        if key in self.ticks:
+        sch = self.schedules.get(job.schedule_id)
+        if key in self.ticks or sch is None or sch.paused or sch.version != version:
             return False
         await self.insert(job)
         self.ticks[key] = (job.id, job.created_at)

@@ -121,6 +121,9 @@ _TICK = (
     " ON CONFLICT (schedule_id, tick) DO NOTHING RETURNING job_id"
 )
 _TICK_JOB = "SELECT job_id FROM schedule_ticks WHERE schedule_id = $1 AND tick = $2"
+# FOR SHARE: a pause, change or delete of the schedule waits for this firing's commit (it answers after the job
+# exists, never before it is written)
+_SCHEDULE_AT = "SELECT 1 FROM schedules WHERE schedule_id = $1 AND version = $2 AND NOT paused FOR SHARE"
 
 
 class _Write:
@@ -723,14 +726,16 @@ class PostgresStore(SharedJobStore):
         await self._execute("DELETE FROM schedule_ticks WHERE schedule_id = $1", schedule_id)
         return await self._execute("DELETE FROM schedules WHERE schedule_id = $1", schedule_id) != "DELETE 0"
 
-    async def fire(self, job: JobRecord) -> bool:
-        """The tick's key and the job in one transaction: the key's primary key lets one firing of the tick
-        in, cluster-wide; the others insert nothing. Idempotent across a lost connection (the key names
-        the job that fired it)."""
+    async def fire(self, job: JobRecord, version: int) -> bool:
+        """The tick's key and the job in one transaction, while the schedule is unpaused at `version`: the
+        key's primary key lets one firing of the tick in, cluster-wide; the others insert nothing.
+        Idempotent across a lost connection (the key names the job that fired it)."""
         args = sql.insert_args(job)
 
         async def run() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
+                if await conn.fetchval(_SCHEDULE_AT, job.schedule_id, version) is None:
+                    return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
                 if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
                     return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
                 await conn.execute(sql.INSERT, *args)

@@ -116,6 +116,7 @@ _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 _FIRE = (
     f"INSERT INTO fired_jobs ({', '.join(codec.COLUMNS)}) SELECT {', '.join('?' * len(codec.COLUMNS))}"
     " WHERE NOT EXISTS (SELECT 1 FROM schedule_ticks WHERE schedule_id = ? AND tick = ?)"
+    " AND EXISTS (SELECT 1 FROM schedules WHERE schedule_id = ? AND version = ? AND paused = 0)"
 )
 _FIRED_BY = "SELECT job_id FROM schedule_ticks WHERE schedule_id = ? AND tick = ?"
 _TOUCH = "UPDATE jobs SET access_count = ?, last_access_time = ?, next_check_time = ? WHERE id = ?"
@@ -465,11 +466,12 @@ class SQLiteStore:
         await ticks
         return bool(await deleted)
 
-    async def fire(self, job: JobRecord) -> bool:
-        """One statement: the job, unless the tick fired already; with it the tick's key (so a second firing
-        of the tick, from this or another process, inserts nothing). True when this job is the tick's."""
+    async def fire(self, job: JobRecord, version: int) -> bool:
+        """One statement: the job, unless the tick fired already or the schedule moved from `version`; with it
+        the tick's key (so a second firing of the tick, from this or another process, inserts nothing). True
+        when this job is the tick's."""
         key = (job.schedule_id, job.tick)
-        insert = self._run(_S["fire"], [*codec.encode(job), *key], NONE)
+        insert = self._run(_S["fire"], [*codec.encode(job), *key, job.schedule_id, version], NONE)
         fired_by = self._run(_S["fired_by"], key, ONE)  # queued right behind it: it reads what the insert did
         try:
             await insert
