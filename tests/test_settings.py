@@ -89,6 +89,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_AUTH_AUDIENCE": ("https://jobs/mcp", "auth_audience", "https://jobs/mcp"),
     "VIBE_JOBS_ALLOWED_HOSTS": ("jobs.example, 10.0.0.5", "allowed_hosts", ("jobs.example", "10.0.0.5")),
     "VIBE_JOBS_QUOTA_PENDING": ("10", "quota_pending", 10),
+    "VIBE_JOBS_QUOTA_SCHEDULES": ("5", "quota_schedules", 5),
     "VIBE_JOBS_QUOTA_RUNNING": ("2", "quota_running", 2),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("65536", "quota_params_bytes", 65536),
     "VIBE_JOBS_SECRET_PATTERN": ("apikey|cred", "secret_pattern", "apikey|cred"),

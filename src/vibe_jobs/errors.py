@@ -71,11 +71,13 @@ class QuotaExceeded(JobError):
 
     code = "quota_exceeded"
 
-    def __init__(self, principal: str, what: str, used: int, limit: int, setting: str) -> None:
+    def __init__(
+        self, principal: str, what: str, used: int, limit: int, setting: str, nothing_made: str = "no job was created"
+    ) -> None:
         self.principal, self.what, self.used, self.limit, self.setting = principal, what, used, limit, setting
         super().__init__(
             f"quota exceeded: principal '{principal}' has {used} {what}, the limit is {limit} ({setting}); "
-            "no job was created"
+            + nothing_made
         )
 
 

@@ -73,6 +73,9 @@ class Settings:
     quota_pending: int | None = None
     quota_running: int | None = None
     quota_params_bytes: int | None = None
+    # schedules a principal may keep (None: no quota); on by default: each one is read by every ticker pass,
+    # in every process, for as long as it exists
+    quota_schedules: int | None = 1000
     secret_pattern: str = DEFAULT_SECRET_PATTERN
     max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)
     # one answer over HTTP at most: the MCP Python client reads server-sent events of up to 1 MiB by default, so
@@ -213,6 +216,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", _positive_int),
     "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
+    "VIBE_JOBS_QUOTA_SCHEDULES": ("quota_schedules", _positive_int),
     "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
     "VIBE_JOBS_MAX_ANSWER_BYTES": ("max_answer_bytes", lambda raw: _at_least(raw, 65536)),

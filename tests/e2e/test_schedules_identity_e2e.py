@@ -37,3 +37,21 @@ async def test_a_schedule_and_its_jobs_are_its_creators(tmp_path: Path, mode: st
             bobs = structured(await bob.call_tool("list-jobs", {"toolName": "echo"}))["jobs"]
             assert [j for j in bobs if j.get("scheduleId") == sid] == []
             assert not (await alice.call_tool("delete-schedule", {"scheduleId": sid})).is_error
+
+
+async def test_a_principal_keeps_at_most_its_quota_of_schedules(tmp_path: Path, mode: str) -> None:
+    """Every schedule is read by every ticker pass for as long as it exists: one principal may not make the
+    ticker's work (and the others' firings) grow without bound. The quota is per principal."""
+    every = {"tool": "echo", "arguments": {"text": "a"}, "everySeconds": 3600}
+    with serve(tmp_path, VIBE_JOBS_QUOTA_SCHEDULES="2") as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            kept = [structured(await alice.call_tool("schedule-job", every))["scheduleId"] for _ in range(2)]
+            refused = await alice.call_tool("schedule-job", every)
+            assert refused.is_error and structured(refused)["error"]["code"] == "quota_exceeded"
+            assert "has 2 schedules, the limit is 2 (VIBE_JOBS_QUOTA_SCHEDULES)" in texts(refused), texts(refused)
+            assert "no schedule was created" in texts(refused)
+            listed = structured(await alice.call_tool("list-schedules", {}))["schedules"]
+            assert sorted(s["scheduleId"] for s in listed) == sorted(kept)
+            assert not (await bob.call_tool("schedule-job", every)).is_error  # bob's own quota
+            assert not (await alice.call_tool("delete-schedule", {"scheduleId": kept[0]})).is_error
+            assert not (await alice.call_tool("schedule-job", every)).is_error  # room again

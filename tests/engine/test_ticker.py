@@ -299,3 +299,32 @@ async def test_a_schedule_is_its_creators_and_so_are_its_jobs(
     await t.tick()
     (job,) = await fired(store)
     assert job.principal == "alice"
+
+
+async def test_by_default_a_principal_keeps_at_most_1000_schedules_and_concurrent_creates_cannot_pass_it(
+    manager: JobManager, store: JobStore
+) -> None:
+    import anyio
+
+    from vibe_jobs.errors import QuotaExceeded
+    from vibe_jobs.identity import Viewer
+
+    t, alice = ticker_of(manager), Viewer("alice")
+    spec = parse_spec({"tool": "echo", "arguments": {"text": "a"}, "everySeconds": 60})
+    assert manager.settings.quota_schedules == 1000
+    for _ in range(990):
+        await t.schedules.create(spec, alice)
+    refused: list[QuotaExceeded] = []
+
+    async def one() -> None:
+        try:
+            await t.schedules.create(spec, alice)
+        except QuotaExceeded as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    assert len(refused) == 10 and "VIBE_JOBS_QUOTA_SCHEDULES" in str(refused[0])
+    assert len(await t.schedules.store.list_schedules()) == 1000
+    await t.schedules.create(spec, Viewer("bob"))  # the quota is alice's

@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
-from vibe_jobs.errors import InvalidSchedule, ScheduleNotFound, StaleWrite, StoreError
+from vibe_jobs.errors import InvalidSchedule, QuotaExceeded, ScheduleNotFound, StaleWrite, StoreError
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
@@ -55,6 +56,7 @@ class Schedules:
 
     def __init__(self, manager: JobManager, tools: Mapping[str, JobToolSpec]) -> None:
         self.m, self.tools = manager, tools
+        self._quota_lock = anyio.Lock()  # the count and the insert as one step (in this process)
 
     @property
     def store(self) -> ScheduleStore:
@@ -83,9 +85,21 @@ class Schedules:
         rec.principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         if rec.next_fire_at is None:
             raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt or the year 10000)")
-        await self.store.insert_schedule(rec)
+        async with self._quota_lock:
+            await self._check_quota(rec.principal)
+            await self.store.insert_schedule(rec)
         log.info("schedule.created", schedule_id=rec.schedule_id, tool=rec.tool, next_fire_at=rec.next_fire_at)
         return rec
+
+    async def _check_quota(self, principal: str) -> None:
+        """Refuse a new schedule of `principal` at `quota_schedules` (VIBE_JOBS_QUOTA_SCHEDULES)."""
+        limit = self.m.settings.quota_schedules
+        if limit is None:
+            return
+        held = sum(1 for r in await self.store.list_schedules() if r.principal == principal)
+        if held >= limit:
+            setting, nothing = "VIBE_JOBS_QUOTA_SCHEDULES", "no schedule was created"
+            raise QuotaExceeded(principal, "schedules", held, limit, setting, nothing)
 
     async def get(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
         """The schedule; one `viewer` may not see answers as an unknown id (no viewer: sees all)."""
