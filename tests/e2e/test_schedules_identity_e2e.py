@@ -55,3 +55,26 @@ async def test_a_principal_keeps_at_most_its_quota_of_schedules(tmp_path: Path, 
             assert not (await bob.call_tool("schedule-job", every)).is_error  # bob's own quota
             assert not (await alice.call_tool("delete-schedule", {"scheduleId": kept[0]})).is_error
             assert not (await alice.call_tool("schedule-job", every)).is_error  # room again
+
+
+async def test_schedules_with_large_arguments_leave_list_schedules_and_job_stats_readable_over_http(
+    tmp_path: Path, mode: str
+) -> None:
+    """Two schedules each keeping 900 KB of arguments (within max_params_bytes) made list-schedules and
+    job-stats answers of 1.8 MB, past what the MCP client reads from one server-sent event: neither could be
+    read again. Over HTTP the large arguments are now shown as a marker; small ones stay whole."""
+    big = {"tool": "echo", "arguments": {"text": "x" * 900_000}, "everySeconds": 3600}
+    small = {"tool": "echo", "arguments": {"text": "small"}, "everySeconds": 3600}
+    with serve(tmp_path, VIBE_JOBS_MAX_PARAMS_BYTES="1048576") as server:
+        async with client_as(server, ALICE, mode) as alice:
+            for spec in (big, big, small):
+                made = await alice.call_tool("schedule-job", spec)
+                assert not made.is_error, texts(made)[:300]
+            for tool in ("list-schedules", "job-stats"):
+                with anyio.fail_after(30):
+                    answer = await alice.call_tool(tool, {})
+                assert not answer.is_error, texts(answer)[:300]
+                shown = sorted((s["arguments"] for s in structured(answer)["schedules"]), key=len)
+                assert shown[0]["text"] == "small"  # whole (with the tool's defaults)
+                marker = {"truncated": True, "originalBytes": 900_021, "maxAnswerBytes": 1_048_576}
+                assert shown[1:] == [marker, marker], tool

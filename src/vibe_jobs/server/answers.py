@@ -52,6 +52,28 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
     return check
 
 
+SHOWN_ARGUMENTS_SHARE = 4  # schedules' arguments take at most 1/4 of an answer over HTTP (list-schedules, job-stats)
+
+
+def carried_schedules(schedules: list[dict[str, Any]], request: object, max_bytes: int) -> list[dict[str, Any]]:
+    """Schedules (as on the wire) as an answer shows them: whole over stdio; over HTTP their arguments, smallest
+    first, while they fit in a quarter of `max_bytes`, and the arguments of the rest as a marker
+    ({"truncated", "originalBytes", "maxAnswerBytes"}): a schedule may keep up to max_params_bytes (1 MiB) of
+    arguments, and one answer over 1 MiB leaves the MCP Python client unable to read any of them."""
+    if request is None:
+        return schedules
+    budget = max_bytes // SHOWN_ARGUMENTS_SHARE
+    sizes = [json_size(s.get("arguments")) for s in schedules]
+    shown = [dict(s) for s in schedules]
+    for i in sorted(range(len(schedules)), key=sizes.__getitem__):
+        if sizes[i] <= budget:
+            budget -= sizes[i]
+        else:
+            budget = 0  # the rest are larger still: shown as markers
+            shown[i]["arguments"] = {"truncated": True, "originalBytes": sizes[i], "maxAnswerBytes": max_bytes}
+    return shown
+
+
 MAX_SHOWN_METADATA = 64 * 1024  # of a job's progress metadata in one answer over HTTP (it has no cap of its own)
 
 

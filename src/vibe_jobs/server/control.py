@@ -33,7 +33,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
-from vibe_jobs.server.answers import carried_status
+from vibe_jobs.server.answers import carried_schedules, carried_status
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
@@ -249,7 +249,7 @@ class ControlTools:
         hint = f'Answer delivered; the job resumes. Next: call get-job-result with {{"jobId": "{jobId}"}}.'
         return CallToolResult(content=[text(hint)], structured_content=body)
 
-    async def job_stats(self) -> Annotated[CallToolResult, Statistics]:
+    async def job_stats(self, ctx: Context) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
         viewer = self.identity.viewer()
         schedules = []
@@ -266,7 +266,11 @@ class ControlTools:
             line += (
                 f"\nSchedule {s.schedule_id}: last fired {s.last_fired_at} ({s.last_outcome}), next {s.next_fire_at}"
             )
-        return CallToolResult(content=[text(line)], structured_content=stats.wire())
+        body = stats.wire()
+        body["schedules"] = carried_schedules(
+            body["schedules"], ctx.request_context.request, self.m.settings.max_answer_bytes
+        )
+        return CallToolResult(content=[text(line)], structured_content=body)
 
     async def submit_job(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, TextContent
 from pydantic import Field
@@ -14,6 +15,7 @@ from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.firing import Misfire, Overlap
 from vibe_jobs.models import OperationType, Priority
 from vibe_jobs.schedules import Schedule, ScheduleRecord
+from vibe_jobs.server.answers import carried_schedules
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import Name
 from vibe_jobs.server.wrap import checked_tool, error_result, job_error_result
@@ -108,9 +110,10 @@ class ScheduleTools:
 
         return await _guarded(create)
 
-    async def list_schedules(self) -> CallToolResult:
+    async def list_schedules(self, ctx: Context) -> CallToolResult:
         """Every schedule: its timing, last and next firing, and the outcome of its last job."""
         schedules = [s.wire() for s in await self.s.list(self.identity.viewer())]
+        schedules = carried_schedules(schedules, ctx.request_context.request, self.s.m.settings.max_answer_bytes)
         lines = [_line(s) for s in schedules]
         return CallToolResult(
             content=[_text("\n".join(lines) or "no schedules")], structured_content={"schedules": schedules}
