@@ -118,6 +118,15 @@ def _left(queue: QueueView | None) -> list[str]:
     return [f"jobs wait for a server that has their tool (their own server stopped): {jobs}"]
 
 
+def _unfired(tools: dict[str, int]) -> list[str]:
+    """Health's words for due schedules nobody fires (the ticker's `unfired_schedules`), by tool: no schedule id
+    (health is read unauthenticated, and a schedule is its creator's), one reason however many tools."""
+    if not tools:
+        return []
+    named = ", ".join(f"{n} of tool '{tool}'" for tool, n in sorted(tools.items()))
+    return [f"schedules are overdue and fire nothing (no job tool here runs their tool): {named}"]
+
+
 def percentile(ordered: list[int], pct: float) -> float | None:
     """Nearest-rank percentile of sorted values."""
     if not ordered:
@@ -150,6 +159,7 @@ class StatsCollector:
         self.counters = Counters()  # what /metrics exports
         self.learned = Durations()  # run times of completed jobs, per tool (vibe_jobs.durations)
         self.store_trouble: tuple[int, str, bool] | None = None  # (when, what, transient) of the last store error
+        self.unfired_schedules: dict[str, int] = {}  # tool -> schedules overdue that no job tool here fires
 
     def store_failed(self, now: int, what: str, transient: bool) -> None:
         """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS."""
@@ -236,7 +246,12 @@ class StatsCollector:
                 error_rate,
                 oldest_age,
                 queue.unserved_tools if queue else None,
-                [*([store_problem] if store_problem else []), *self._store_reason(now), *_left(queue)],
+                [
+                    *([store_problem] if store_problem else []),
+                    *self._store_reason(now),
+                    *_left(queue),
+                    *_unfired(self.unfired_schedules),
+                ],
             ),
         )
 

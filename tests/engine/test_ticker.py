@@ -328,3 +328,30 @@ async def test_by_default_a_principal_keeps_at_most_1000_schedules_and_concurren
     assert len(refused) == 10 and "VIBE_JOBS_QUOTA_SCHEDULES" in str(refused[0])
     assert len(await t.schedules.store.list_schedules()) == 1000
     await t.schedules.create(spec, Viewer("bob"))  # the quota is alice's
+
+
+async def test_a_schedule_whose_tool_this_process_lacks_is_left_to_one_that_has_it_and_health_names_it(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """A server restarted without a schedule's tool fired its jobs anyway: pending for ever, piling up, while
+    health said healthy. Now a ticker fires only the schedules of its own job tools; one overdue past the grace
+    is named (by tool, no schedule id) by health, until a process with the tool fires it."""
+    has = ticker_of(manager)
+    lacks = Ticker(Schedules(manager, {}))
+    sch = await create(has, everySeconds=10)
+    clock.advance(10)
+    await lacks.tick()
+    assert await ticks(store) == []
+    assert (await manager.statistics()).health.status == "healthy"  # within the grace: another process may fire it
+    clock.advance(60)  # engine.ticker.UNFIRED_GRACE_MS
+    await lacks.tick()
+    assert await ticks(store) == []
+    health = (await manager.statistics()).health
+    assert health.status == "degraded" and sch.schedule_id not in " ".join(health.reasons)
+    assert health.reasons == [
+        "schedules are overdue and fire nothing (no job tool here runs their tool): 1 of tool 'echo'"
+    ]
+    await has.tick()  # a process with the tool fires it (its misfire rule decides which ticks) and moves it on
+    assert await ticks(store) != []
+    await lacks.tick()
+    assert (await manager.statistics()).health.status == "healthy"

@@ -28,6 +28,7 @@ log = get_logger("vibe_jobs.engine.ticker")
 POLL_SECONDS = 1.0  # schedules created, paused or moved on by other processes are seen this soon
 PRUNE_EVERY_MS = 600_000  # how often tick keys no firing can come back to are deleted ...
 KEEP_TICKS_MS = 3_600_000  # ... once they are this old (a process that read the schedule before is long done)
+UNFIRED_GRACE_MS = 60_000  # a due schedule of a tool this process lacks is named by health once this overdue
 RECORD_LAST_TRIES = 5  # compare-and-set attempts to record a firing on a schedule other processes move on
 
 
@@ -55,10 +56,17 @@ class Ticker:
         await self.prune()
 
     async def tick(self) -> int | None:
-        """One pass at the manager's clock: fire what is due; answer the earliest tick still to come."""
+        """One pass at the manager's clock: fire what is due; answer the earliest tick still to come. A schedule
+        whose tool this process has no job tool for is left to a process that has (a worker, another server):
+        fired here, its jobs would wait for ever; overdue past UNFIRED_GRACE_MS, health names it."""
         upcoming: int | None = None
+        unfired: dict[str, int] = {}
         for rec in await self.schedules.store.list_schedules():
             if rec.paused or rec.next_fire_at is None:
+                continue
+            if rec.tool not in self.schedules.tools:  # a process that has the tool fires it (or health says none)
+                if rec.next_fire_at <= self.m.now() - UNFIRED_GRACE_MS:
+                    unfired[rec.tool] = unfired.get(rec.tool, 0) + 1
                 continue
             if rec.next_fire_at <= self.m.now():
                 try:
@@ -67,6 +75,7 @@ class Ticker:
                     log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
             if not rec.paused and rec.next_fire_at is not None:
                 upcoming = rec.next_fire_at if upcoming is None else min(upcoming, rec.next_fire_at)
+        self.m.stats.unfired_schedules = unfired
         return upcoming
 
     async def prune(self) -> int:
