@@ -4,6 +4,7 @@ are the creator's (listed for alice, not for bob)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,26 @@ async def test_schedules_with_large_arguments_leave_list_schedules_and_job_stats
                 assert shown[0]["text"] == "small"  # whole (with the tool's defaults)
                 marker = {"truncated": True, "originalBytes": 900_021, "maxAnswerBytes": 1_048_576}
                 assert shown[1:] == [marker, marker], tool
+
+
+async def test_many_schedules_are_shown_within_one_answer_over_http_and_the_rest_counted(
+    tmp_path: Path, mode: str
+) -> None:
+    """The whole answer is budgeted, not only the arguments: long crons, many schedules (an admin sees every
+    principal's) made list-schedules and job-stats pass 1 MiB. Here at the smallest limit (65,536 bytes),
+    180 schedules with 177-character crons: each answer stays within it and counts the schedules left out."""
+    limit = 65_536
+    cron = ",".join(str(m) for m in range(60)) + " * * * *"
+    spec = {"tool": "echo", "arguments": {"text": "a"}, "cron": cron, "timezone": "America/Argentina/ComodRivadavia"}
+    with serve(tmp_path, VIBE_JOBS_MAX_ANSWER_BYTES=str(limit)) as server:
+        async with client_as(server, ALICE, mode) as alice:
+            for _ in range(180):
+                made = await alice.call_tool("schedule-job", spec)
+                assert not made.is_error, texts(made)[:300]
+            for tool, omitted_key in (("list-schedules", "omitted"), ("job-stats", "schedulesOmitted")):
+                answer = await alice.call_tool(tool, {})
+                body = structured(answer)
+                size = len(json.dumps(body)) + len(json.dumps(texts(answer)))
+                assert size <= limit, (tool, size)
+                assert body[omitted_key] > 0 and len(body["schedules"]) + body[omitted_key] == 180, tool
+                assert f"{body[omitted_key]} more schedules not shown" in texts(answer)

@@ -53,16 +53,29 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
 
 
 SHOWN_ARGUMENTS_SHARE = 4  # schedules' arguments take at most 1/4 of an answer over HTTP (list-schedules, job-stats)
+SHOWN_SCHEDULES_EIGHTHS = 3  # the schedules at most 3/8 of it (their text lines, a subset of their fields, as much)
 
 
-def carried_schedules(schedules: list[dict[str, Any]], request: object, max_bytes: int) -> list[dict[str, Any]]:
-    """Schedules (as on the wire) as an answer shows them: whole over stdio; over HTTP their arguments, smallest
-    first, while they fit in a quarter of `max_bytes`, and the arguments of the rest as a marker
-    ({"truncated", "originalBytes", "maxAnswerBytes"}): a schedule may keep up to max_params_bytes (1 MiB) of
-    arguments, and one answer over 1 MiB leaves the MCP Python client unable to read any of them."""
+def carried_schedules(
+    schedules: list[dict[str, Any]], request: object, max_bytes: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Schedules (as on the wire) as an answer shows them, and how many it leaves out: whole over stdio; over HTTP
+    their arguments, smallest first, while they fit in a quarter of `max_bytes`, the arguments of the rest as a
+    marker ({"truncated", "originalBytes", "maxAnswerBytes"}), and the schedules, oldest first, while they fit
+    in 3/8 of it. A schedule may keep up to max_params_bytes (1 MiB) of arguments, an admin sees every
+    principal's schedules, and one answer over 1 MiB leaves the MCP Python client unable to read any of them."""
     if request is None:
-        return schedules
-    budget = max_bytes // SHOWN_ARGUMENTS_SHARE
+        return schedules, 0
+    shown = _arguments_within(schedules, max_bytes // SHOWN_ARGUMENTS_SHARE, max_bytes)
+    budget = max_bytes * SHOWN_SCHEDULES_EIGHTHS // 8
+    for kept, schedule in enumerate(shown):
+        budget -= json_size(schedule)
+        if budget < 0:
+            return shown[:kept], len(shown) - kept
+    return shown, 0
+
+
+def _arguments_within(schedules: list[dict[str, Any]], budget: int, max_bytes: int) -> list[dict[str, Any]]:
     sizes = [json_size(s.get("arguments")) for s in schedules]
     shown = [dict(s) for s in schedules]
     for i in sorted(range(len(schedules)), key=sizes.__getitem__):
@@ -72,6 +85,13 @@ def carried_schedules(schedules: list[dict[str, Any]], request: object, max_byte
             budget = 0  # the rest are larger still: shown as markers
             shown[i]["arguments"] = {"truncated": True, "originalBytes": sizes[i], "maxAnswerBytes": max_bytes}
     return shown
+
+
+def omitted_line(omitted: int) -> str:
+    return (
+        f"{omitted} more schedules not shown: the answer would pass VIBE_JOBS_MAX_ANSWER_BYTES "
+        "(`vibe-jobs schedules list` shows them all)"
+    )
 
 
 MAX_SHOWN_METADATA = 64 * 1024  # of a job's progress metadata in one answer over HTTP (it has no cap of its own)

@@ -33,7 +33,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
-from vibe_jobs.server.answers import carried_schedules, carried_status
+from vibe_jobs.server.answers import carried_schedules, carried_status, omitted_line
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
@@ -262,14 +262,17 @@ class ControlTools:
         stats = stats.model_copy(update={"schedules": schedules})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
-        for s in stats.schedules:
-            line += (
-                f"\nSchedule {s.schedule_id}: last fired {s.last_fired_at} ({s.last_outcome}), next {s.next_fire_at}"
-            )
         body = stats.wire()
-        body["schedules"] = carried_schedules(
+        shown, omitted = carried_schedules(
             body["schedules"], ctx.request_context.request, self.m.settings.max_answer_bytes
         )
+        for s in shown:
+            fired, outcome, upcoming = s.get("lastFiredAt"), s.get("lastOutcome"), s.get("nextFireAt")
+            line += f"\nSchedule {s['scheduleId']}: last fired {fired} ({outcome}), next {upcoming}"
+        if omitted:
+            line += "\n" + omitted_line(omitted)
+            body["schedulesOmitted"] = omitted
+        body["schedules"] = shown
         return CallToolResult(content=[text(line)], structured_content=body)
 
     async def submit_job(

@@ -15,7 +15,7 @@ from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.firing import Misfire, Overlap
 from vibe_jobs.models import OperationType, Priority
 from vibe_jobs.schedules import Schedule, ScheduleRecord
-from vibe_jobs.server.answers import carried_schedules
+from vibe_jobs.server.answers import carried_schedules, omitted_line
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import Name
 from vibe_jobs.server.wrap import checked_tool, error_result, job_error_result
@@ -113,11 +113,12 @@ class ScheduleTools:
     async def list_schedules(self, ctx: Context) -> CallToolResult:
         """Every schedule: its timing, last and next firing, and the outcome of its last job."""
         schedules = [s.wire() for s in await self.s.list(self.identity.viewer())]
-        schedules = carried_schedules(schedules, ctx.request_context.request, self.s.m.settings.max_answer_bytes)
-        lines = [_line(s) for s in schedules]
-        return CallToolResult(
-            content=[_text("\n".join(lines) or "no schedules")], structured_content={"schedules": schedules}
+        schedules, omitted = carried_schedules(
+            schedules, ctx.request_context.request, self.s.m.settings.max_answer_bytes
         )
+        lines = [_line(s) for s in schedules] + ([omitted_line(omitted)] if omitted else [])
+        body: dict[str, Any] = {"schedules": schedules, **({"omitted": omitted} if omitted else {})}
+        return CallToolResult(content=[_text("\n".join(lines) or "no schedules")], structured_content=body)
 
     async def pause_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Pause a schedule: it fires nothing until resumed."""
