@@ -355,3 +355,24 @@ async def test_a_schedule_whose_tool_this_process_lacks_is_left_to_one_that_has_
     assert await ticks(store) != []
     await lacks.tick()
     assert (await manager.statistics()).health.status == "healthy"
+
+
+async def test_a_pass_that_read_a_declared_schedule_before_it_was_deleted_and_declared_again_fires_nothing(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """A schedule declared in code has a fixed id: deleted and declared again, it came back at version 1, so a
+    pass that read the old one passed the firing's version check, fired the old cadence's tick after the delete
+    answered and wrote the old next firing onto the new schedule (helper-46 #3)."""
+    t = ticker_of(manager)
+    old = await t.schedules.declare(parse_spec({"tool": "echo", "arguments": {"text": "a"}, "everySeconds": 10,
+                                                "scheduleId": "code:echo"}))  # fmt: skip
+    clock.advance(10)
+    read = await t.schedules.store.get_schedule(old.schedule_id)  # what the pass read
+    assert read is not None
+    await t.schedules.delete(old.schedule_id)
+    clock.advance(0.001)
+    new = await t.schedules.declare(parse_spec({"tool": "echo", "arguments": {"text": "a"}, "cron": "0 3 * * *",
+                                                "scheduleId": "code:echo"}))  # fmt: skip
+    await t._fire_due(read)
+    assert await ticks(store) == []
+    assert await t.schedules.store.get_schedule(old.schedule_id) == new  # untouched by the stale pass

@@ -155,6 +155,10 @@ class Schedules:
         assert spec.schedule_id is not None
         self.check(spec)
         want = ScheduleRecord.from_spec(spec, spec.schedule_id, self.m.now())
+        # Its id comes back after a delete: its versions must not (a pass that read the deleted one would pass
+        # the firing's version check on the new one). A version starts at the clock's ms, far past any change
+        # count of an earlier record of the id.
+        want.version = max(1, want.created_at)
         old = await self.store.get_schedule(spec.schedule_id)
         if old is None:
             try:
