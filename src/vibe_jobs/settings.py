@@ -73,8 +73,8 @@ class Settings:
     quota_pending: int | None = None
     quota_running: int | None = None
     quota_params_bytes: int | None = None
-    # schedules a principal may keep (None: no quota); on by default: each one is read by every ticker pass,
-    # in every process, for as long as it exists
+    # schedules a principal may keep (None: no quota); on by default: each one fires jobs for as long as it
+    # exists, and list-schedules and job-stats read all of a principal's schedules
     quota_schedules: int | None = 1000
     secret_pattern: str = DEFAULT_SECRET_PATTERN
     max_result_bytes: int = 4 * MIB  # a stored result's JSON at most; a larger one is cut (results.bounded_result)

@@ -128,3 +128,19 @@ async def test_a_paused_changed_or_deleted_schedule_fires_nothing(store: JobStor
     assert not await s.fire(fired("s1", 3_000), 4)
     jobs = await store.query(JobQuery(limit=10))
     assert [(j.schedule_id, j.tick) for j in jobs] == [("s1", 1_000)]
+
+
+async def test_a_ticker_reads_the_schedules_due_and_the_next_firing_not_every_schedule(
+    store: JobStore,  # noqa: F811
+) -> None:
+    s = as_schedules(store)
+    for sid, at, paused in (("late", 3_000, False), ("early", 1_000, False), ("held", 500, True),
+                            ("later", 9_000, False), ("same", 3_000, False), ("never", None, False)):  # fmt: skip
+        rec = schedule(sid, paused=paused)
+        rec.next_fire_at = at
+        await s.insert_schedule(rec)
+    assert [r.schedule_id for r in await s.due_schedules(3_000)] == ["early", "late", "same"]  # earliest first
+    assert await s.due_schedules(999) == []  # the paused one is never due
+    assert await s.next_fire_after(3_000) == 9_000
+    assert await s.next_fire_after(0) == 1_000  # not the paused one's 500
+    assert await s.next_fire_after(9_000) is None

@@ -59,24 +59,19 @@ class Ticker:
         """One pass at the manager's clock: fire what is due; answer the earliest tick still to come. A schedule
         whose tool this process has no job tool for is left to a process that has (a worker, another server):
         fired here, its jobs would wait for ever; overdue past UNFIRED_GRACE_MS, health names it."""
-        upcoming: int | None = None
+        store = self.schedules.store
         unfired: dict[str, int] = {}
-        for rec in await self.schedules.store.list_schedules():
-            if rec.paused or rec.next_fire_at is None:
-                continue
+        for rec in await store.due_schedules(self.m.now()):
             if rec.tool not in self.schedules.tools:  # a process that has the tool fires it (or health says none)
-                if rec.next_fire_at <= self.m.now() - UNFIRED_GRACE_MS:
+                if rec.next_fire_at is not None and rec.next_fire_at <= self.m.now() - UNFIRED_GRACE_MS:
                     unfired[rec.tool] = unfired.get(rec.tool, 0) + 1
                 continue
-            if rec.next_fire_at <= self.m.now():
-                try:
-                    rec = await self._fire_due(rec)
-                except (JobError, ValueError) as exc:  # one schedule's trouble must not stop the others
-                    log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
-            if not rec.paused and rec.next_fire_at is not None:
-                upcoming = rec.next_fire_at if upcoming is None else min(upcoming, rec.next_fire_at)
+            try:
+                await self._fire_due(rec)
+            except (JobError, ValueError) as exc:  # one schedule's trouble must not stop the others
+                log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
         self.m.stats.unfired_schedules = unfired
-        return upcoming
+        return await store.next_fire_after(self.m.now())
 
     async def prune(self) -> int:
         """Now and then, delete the tick keys no firing can come back to (the table stays small)."""

@@ -331,6 +331,13 @@ class ScheduleStore(Protocol):
     async def list_schedules(self) -> list[ScheduleRecord]:
         """Every schedule, oldest first."""
 
+    async def due_schedules(self, now: int) -> list[ScheduleRecord]:
+        """The unpaused schedules whose next firing is at or before `now`, earliest first: what a ticker pass
+        fires (an index keeps the pass's cost to the schedules due, not all of them)."""
+
+    async def next_fire_after(self, now: int) -> int | None:
+        """The earliest next firing after `now` of an unpaused schedule: when a ticker has work again."""
+
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int
     ) -> ScheduleRecord | None:

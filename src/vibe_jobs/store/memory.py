@@ -217,6 +217,16 @@ class MemoryStore:
         new = self.schedules[schedule_id] = rec.changed(changes)
         return new
 
+    async def due_schedules(self, now: int) -> list[ScheduleRecord]:
+        due = [
+            r for r in self.schedules.values() if not r.paused and r.next_fire_at is not None and r.next_fire_at <= now
+        ]
+        return sorted(due, key=lambda r: (r.next_fire_at, r.schedule_id))
+
+    async def next_fire_after(self, now: int) -> int | None:
+        later = (r.next_fire_at for r in self.schedules.values() if not r.paused and r.next_fire_at is not None)
+        return min((at for at in later if at > now), default=None)
+
     async def delete_schedule(self, schedule_id: str) -> bool:
         self.ticks = {key: job for key, job in self.ticks.items() if key[0] != schedule_id}
         return self.schedules.pop(schedule_id, None) is not None

@@ -183,7 +183,10 @@ _V10 = ["ALTER TABLE schedules ADD COLUMN principal TEXT NOT NULL DEFAULT 'local
 # i17-dashboard: the stages a job went through (the dashboard's job page).
 _V11 = ["ALTER TABLE jobs ADD COLUMN stage_history JSON"]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11]
+# i18-schedules: a ticker pass reads the schedules due (and the next firing), not every schedule.
+_V12 = ["CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE NOT paused"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

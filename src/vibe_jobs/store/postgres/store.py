@@ -709,6 +709,18 @@ class PostgresStore(SharedJobStore):
         rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
         return [schedulerows.decode(tuple(row)) for row in rows]
 
+    async def due_schedules(self, now: int) -> list[ScheduleRecord]:
+        rows = await self._fetch(
+            f"{_S_SELECT} WHERE NOT paused AND next_fire_at <= $1 ORDER BY next_fire_at, schedule_id", now
+        )
+        return [schedulerows.decode(tuple(row)) for row in rows]
+
+    async def next_fire_after(self, now: int) -> int | None:
+        row = await self._fetchrow(
+            "SELECT min(next_fire_at) FROM schedules WHERE NOT paused AND next_fire_at > $1", now
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int
     ) -> ScheduleRecord | None:

@@ -125,7 +125,10 @@ _V11 = [
     END""",
 ]
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11]
+# Schedules, again: a ticker pass reads the schedules due (and the next firing), not every schedule.
+_V12 = ["CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0"]
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

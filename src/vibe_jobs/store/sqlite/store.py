@@ -138,6 +138,9 @@ _S = {
          True),
         ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
         ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
+        ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? ORDER BY next_fire_at, schedule_id",
+         False),
+        ("next_fire_after", "SELECT min(next_fire_at) FROM schedules WHERE paused = 0 AND next_fire_at > ?", False),
         ("delete_schedule", "DELETE FROM schedules WHERE schedule_id = ?", True),
         ("delete_ticks", "DELETE FROM schedule_ticks WHERE schedule_id = ?", True),
         ("fire", _FIRE, True), ("fired_by", _FIRED_BY, False),
@@ -446,6 +449,13 @@ class SQLiteStore:
 
     async def list_schedules(self) -> list[ScheduleRecord]:
         return [schedulerows.decode(row) for row in await self._run(_S["list_schedules"], (), ALL)]
+
+    async def due_schedules(self, now: int) -> list[ScheduleRecord]:
+        return [schedulerows.decode(row) for row in await self._run(_S["due_schedules"], (now,), ALL)]
+
+    async def next_fire_after(self, now: int) -> int | None:
+        row = await self._run(_S["next_fire_after"], (now,), ONE)
+        return None if row is None or row[0] is None else int(row[0])
 
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int
