@@ -191,6 +191,23 @@ async def test_a_schedule_stored_with_a_cron_longer_than_the_cap_still_fires(
     assert {j.schedule_id for j in await fired(store)} == {sch.schedule_id, "long"}
 
 
+async def test_a_schedule_that_cannot_fire_does_not_make_the_ticker_spin(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """A stored schedule whose firing fails (here a cron no parser takes, written by hand) stayed due, and the
+    pass answered its past firing as the next one: the ticker woke again at once, a busy loop. It is retried at
+    the next pass; the next firing a pass answers is always ahead."""
+    t = ticker_of(manager)
+    sch = await create(t, everySeconds=60)
+    broken = replace(await t.schedules.get(sch.schedule_id), schedule_id="broken", cron="61 * * * *",
+                     every_seconds=None)  # fmt: skip
+    await t.schedules.store.insert_schedule(broken)
+    clock.advance(60)
+    upcoming = await t.tick()
+    assert [j.schedule_id for j in await fired(store)] == [sch.schedule_id]
+    assert upcoming is not None and upcoming > clock.ms
+
+
 async def test_a_tick_the_store_could_not_take_is_fired_later_not_counted_as_skipped(
     make_manager: ManagerFactory, clock: FakeClock, store_kind: str, tmp_path: Path
 ) -> None:
