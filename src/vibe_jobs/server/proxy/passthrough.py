@@ -137,8 +137,8 @@ class PassThrough:
         if found is None:
             return await call_next(ctx)
         upstream, name = found
-        conn = await upstream.connection()
-        return _as_dict(await conn.client.get_prompt(name, params.get("arguments")))
+        async with upstream.calling() as conn:
+            return _as_dict(await conn.client.get_prompt(name, params.get("arguments")))
 
     async def _complete(
         self,
@@ -157,9 +157,9 @@ class PassThrough:
             if not served:
                 return None
             upstream = served[0]
-        conn = await upstream.connection()
         arguments = context.arguments if context is not None else None
-        result = await conn.client.complete(ref, {argument.name: argument.value}, context_arguments=arguments)
+        async with upstream.calling() as conn:
+            result = await conn.client.complete(ref, {argument.name: argument.value}, context_arguments=arguments)
         return result.completion
 
     def _prompt_owner(self, name: str) -> tuple[Upstream, str] | None:
@@ -207,25 +207,25 @@ class PassThrough:
 
 
 async def _read(upstream: Upstream, uri: str) -> dict[str, Any]:
-    conn = await upstream.connection()
-    return _as_dict(await conn.client.read_resource(uri))
+    async with upstream.calling() as conn:
+        return _as_dict(await conn.client.read_resource(uri))
 
 
 async def _pages(upstream: Upstream, method: str, key: str) -> list[dict[str, Any]]:
     """Every item of an upstream listing (all pages), as wire dicts."""
-    conn = await upstream.connection()
     items: list[dict[str, Any]] = []
     cursor: str | None = None
-    while True:
-        try:
-            page = await getattr(conn.client, method)(cursor=cursor)
-        except MCPError as exc:
-            if exc.code == INVALID_PARAMS:
+    async with upstream.calling() as conn:
+        while True:
+            try:
+                page = await getattr(conn.client, method)(cursor=cursor)
+            except MCPError as exc:
+                if exc.code == INVALID_PARAMS:
+                    return items
+                raise
+            items += _as_dict(page).get(key, [])
+            if not (cursor := page.next_cursor):
                 return items
-            raise
-        items += _as_dict(page).get(key, [])
-        if not (cursor := page.next_cursor):
-            return items
 
 
 def _as_dict(result: HandlerResult) -> dict[str, Any]:

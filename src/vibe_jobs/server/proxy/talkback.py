@@ -5,8 +5,10 @@ to one of the proxy's calls (over stdio a server-to-client request has no relate
 callback gets only the upstream's own request id), so the job is found by elimination: when exactly one job is
 calling that upstream, the request is that job's and is asked of its client (`JobContext.elicit` /
 `JobContext.sample`: the job waits with `waitingFor` set until the client answers); the answer goes back upstream.
-With no job or several jobs in flight on that upstream (or a request the job cannot ask: a URL-mode elicitation,
-a schema that is not flat), it is declined, and each job running on that upstream gets a diagnostic saying why.
+A call that is no job's (a direct tool, a passthrough request) counts too (`Upstream.sole_job`): the request may
+be its caller's, perhaps another principal's. With no job, several calls in flight on that upstream, or a request
+the job cannot ask (a URL-mode elicitation, a schema that is not flat, a question too large), it is declined, and
+each job running on that upstream gets a diagnostic saying why (not what was asked).
 """
 
 from __future__ import annotations
@@ -41,13 +43,22 @@ def declined_text(kind: Kind, upstream: str, why: str) -> str:
     )
 
 
-async def answer_upstream_request(kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext]) -> Answer:
-    """The answer to an upstream's `elicitation/create` or `sampling/createMessage` made while `jobs` ran."""
+async def answer_upstream_request(
+    kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext], sole: JobContext | None
+) -> Answer:
+    """The answer to an upstream's `elicitation/create` or `sampling/createMessage` made while `jobs` ran; `sole`:
+    the job whose call was the only one in flight (`Upstream.sole_job`), the only one it can be asked of."""
     running = list(jobs)
-    if len(running) != 1:
-        why = "no job is calling that upstream" if not running else f"{len(running)} jobs are calling that upstream"
+    if sole is None:
+        why = (
+            "no job is calling that upstream"
+            if not running
+            else f"{len(running)} jobs are calling that upstream"
+            if len(running) > 1
+            else "a call that is not a job is in flight on that upstream too"
+        )
         return _decline(kind, upstream, running, f"{why}, so the proxy cannot tell whose request it is")
-    (ctx,) = running
+    ctx = sole
     try:
         if kind == "elicitation":
             return await _elicit(ctx, params)

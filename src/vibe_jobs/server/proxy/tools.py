@@ -79,8 +79,8 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
             checked = rule.check(arguments)
         except InvalidArguments as exc:
             return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
-        conn = await upstream.connection()  # a cancelled request cancels the call: notifications/cancelled upstream
-        return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
+        async with upstream.calling() as conn:  # a cancelled request cancels the call: notifications/cancelled upstream
+            return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
 
     return Tool(
         fn=handler,

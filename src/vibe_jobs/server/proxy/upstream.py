@@ -104,7 +104,8 @@ class Upstream:
         self.tools: list[Tool] = []
         self.capabilities: Any = None
         self.restarts = 0
-        self.jobs: set[JobContext] = set()  # running a call now: upstream logs become their diagnostics
+        self.jobs: set[JobContext] = set()  # running a call now (see `sole_job`)
+        self.others = 0  # calls in flight that are no job's: direct tools, passthrough requests (`calling`)
         self.notify: Callable[[IncomingMessage], Awaitable[None]] | None = None  # list_changed and the like
         self.tools_changed: Callable[[Upstream], Awaitable[None]] | None = None  # its tool list is new
         self._up = anyio.Event()
@@ -208,6 +209,25 @@ class Upstream:
 
     # -- calls -----------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def calling(self) -> AsyncIterator[Connection]:
+        """The live connection for a call that is no job's (a direct tool, a passthrough request), counted while it
+        is in flight: meanwhile no request or log line of the upstream can be told to be one job's."""
+        conn = await self.connection()
+        self.others += 1
+        try:
+            yield conn
+        finally:
+            self.others -= 1
+
+    def sole_job(self) -> JobContext | None:
+        """The job whose call is the only one in flight here: the one an upstream's request or log line can only
+        belong to (nothing on the wire ties them to a call). None with no call, several, or one no job's: the
+        request or line may be another caller's, perhaps another principal's."""
+        if self.others or len(self.jobs) != 1:
+            return None
+        return next(iter(self.jobs))
+
     async def call_tool(
         self, name: str, arguments: dict[str, Any], ctx: JobContext, progress: ProgressFn
     ) -> CallToolResult:
@@ -246,7 +266,7 @@ class Upstream:
 
     async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
         text = f"upstream {params.level}: {params.data}" + (f" ({params.logger})" if params.logger else "")
-        for ctx in list(self.jobs):
+        if (ctx := self.sole_job()) is not None:
             ctx.diagnostic(text)
         log.debug("proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data))
 
@@ -267,7 +287,7 @@ class Upstream:
         return await self._talkback("sampling", params)
 
     async def _talkback(self, kind: Kind, params: Any) -> Answer:
-        return await answer_upstream_request(kind, self.spec.label, params, list(self.jobs))
+        return await answer_upstream_request(kind, self.spec.label, params, list(self.jobs), self.sole_job())
 
     async def _on_roots(self, context: ClientRequestContext) -> ListRootsResult | ErrorData:
         assert self.roots is not None

@@ -1,0 +1,55 @@
+"""An upstream MCP server for the proxy's talk-back with several callers: `hold` logs a line, reports progress and
+waits until `release` is called; `noisy` logs its argument (a secret of its caller); `ask` elicits a PIN naming its topic;
+`bigask` elicits with a message of `size` characters."""
+
+from __future__ import annotations
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel
+
+mcp: MCPServer = MCPServer("talkback-test-upstream")
+released = anyio.Event()
+
+
+@mcp.tool(name="hold")
+async def hold(ctx: Context) -> str:
+    await ctx.info("holding")
+    await ctx.report_progress(1, 2, "holding")  # the job's progress: its caller sees the call is in flight
+    await released.wait()
+    return "held"
+
+
+@mcp.tool(name="release")
+async def release() -> str:
+    global released
+    released.set()
+    released = anyio.Event()
+    return "released"
+
+
+@mcp.tool(name="noisy")
+async def noisy(secret: str, ctx: Context) -> str:
+    for _ in range(3):
+        await ctx.info(f"processing {secret}")
+    return "done"
+
+
+class Pin(BaseModel):
+    pin: str
+
+
+@mcp.tool(name="ask")
+async def ask(topic: str, ctx: Context) -> str:
+    answer = await ctx.elicit(f"please give the PIN for {topic}", Pin)
+    return f"got {answer.action} {getattr(answer, 'data', None)}"
+
+
+@mcp.tool(name="bigask")
+async def bigask(size: int, ctx: Context) -> str:
+    answer = await ctx.elicit("m" * size, Pin)
+    return f"got {answer.action}"
+
+
+if __name__ == "__main__":
+    mcp.run()

@@ -1,0 +1,85 @@
+"""The proxy over authenticated HTTP with two principals: nothing an upstream sends during one caller's call
+reaches another caller's job. Nothing on the wire ties an upstream's log line or elicitation to one of the
+proxy's calls, so the proxy gives one to a job only when that job's call is the only one in flight there
+(a direct call or a passthrough request counts too)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, HttpServer, free_port, stop, wait_for_port
+from tests.e2e.proxy_fixtures import started, status, until
+from tests.e2e.test_identity_e2e import ALICE, BOB, client_as, token_file
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.parametrize("mode", MODES)]
+UPSTREAM = [sys.executable, str(ROOT / "tests" / "e2e" / "talkback_upstream.py")]
+
+
+@contextmanager
+def proxy(directory: Path) -> Iterator[HttpServer]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--transport", "streamable-http",
+           "--port", str(port), "--auth-tokens", str(token_file(directory)), "--direct", "ask,release",
+           "--", *UPSTREAM]  # fmt: skip
+    with (directory / "proxy.log").open("wb") as errlog:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **BASE_ENV}, stdout=subprocess.DEVNULL, stderr=errlog)
+        try:
+            wait_for_port(port, proc, 30)
+            yield HttpServer("streamable-http", port, proc, errlog)
+        finally:
+            stop(proc)
+
+
+def diagnostics(msg: dict[str, Any]) -> list[str]:
+    return list((msg.get("details") or {}).get("diagnostics") or [])
+
+
+async def holding(client: Client) -> str:
+    """Alice's job that waits upstream until `release`, once its call is in flight there."""
+    job_id = started(await client.call_tool("hold", {}))
+    with anyio.fail_after(30):
+        while True:
+            if "holding" in json.dumps(await status(client, job_id)):  # its progress
+                return job_id
+            await anyio.sleep(0.05)  # polling a condition under a deadline: the call reaching the upstream
+
+
+async def test_an_upstream_log_line_of_one_principals_call_is_never_another_principals_diagnostic(
+    tmp_path: Path, mode: str
+) -> None:
+    with proxy(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            held = await holding(alice)
+            noisy = started(await bob.call_tool("noisy", {"secret": "BOB-SECRET-123"}))
+            await until(bob, noisy, ("completed",))
+            assert not (await alice.call_tool("release", {})).is_error
+            msg = await until(alice, held, ("completed",))
+    assert not [d for d in diagnostics(msg) if "BOB-SECRET" in d], diagnostics(msg)
+
+
+async def test_an_elicitation_during_another_principals_direct_call_is_not_asked_of_a_running_job(
+    tmp_path: Path, mode: str
+) -> None:
+    """Alice's job was the only job on the upstream when Bob's direct call elicited: Bob's question (naming his
+    account) became Alice's job's question, and Alice's answer went to Bob's call."""
+    with proxy(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            held = await holding(alice)
+            with anyio.fail_after(30):
+                asked = await bob.call_tool("ask", {"topic": "BOB-BANK-ACCOUNT"})
+            assert not asked.is_error and "got decline" in str(asked.content), asked.content
+            assert (await status(alice, held)).get("waitingFor") is None
+            assert not (await alice.call_tool("release", {})).is_error
+            msg = await until(alice, held, ("completed",))
+    assert [d for d in diagnostics(msg) if "declined: a call that is not a job is in flight" in d], diagnostics(msg)
