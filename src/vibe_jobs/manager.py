@@ -62,6 +62,7 @@ MAX_DIAGNOSTICS = 100
 MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
 MAX_STAGES = 50  # stage changes a job keeps (its history on the dashboard)
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
+QUESTION_SHARE = 4  # a job's question takes at most 1/4 of an answer (every read of the job shows it)
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
 
@@ -665,8 +666,16 @@ class JobManager:
     async def ask(self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None) -> str:
         """Store a question of the running job (`request`: method and params, see `questions`); its id.
 
-        A job asks one question at a time; the status stays running while it waits."""
+        A job asks one question at a time; the status stays running while it waits. A question is at most a
+        quarter of `max_answer_bytes` of JSON (InvalidParams): every read of the job shows it, and one that
+        could not be shown would leave the job unreadable over HTTP (the proxy declines an upstream's)."""
         key = os.urandom(8).hex()
+        limit = self.settings.max_answer_bytes // QUESTION_SHARE
+        if (size := json_size(request)) > limit:
+            raise InvalidParams(
+                f"the question is {size:,} bytes of JSON, more than a job may ask ({limit:,}: a quarter of "
+                "VIBE_JOBS_MAX_ANSWER_BYTES, so that every read of the job can show it)"
+            )
 
         def plan(rec: JobRecord) -> dict[str, Any]:
             if rec.status is not RUNNING:

@@ -83,3 +83,17 @@ async def test_an_elicitation_during_another_principals_direct_call_is_not_asked
             assert not (await alice.call_tool("release", {})).is_error
             msg = await until(alice, held, ("completed",))
     assert [d for d in diagnostics(msg) if "declined: a call that is not a job is in flight" in d], diagnostics(msg)
+
+
+async def test_a_question_too_large_for_an_answer_is_declined_and_the_job_stays_readable(
+    tmp_path: Path, mode: str
+) -> None:
+    """An upstream's elicitation of 5 MB was stored as the job's question: every read of the job over HTTP passed
+    the client's 1 MiB event limit and ended the client's session."""
+    with proxy(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice:
+            job_id = started(await alice.call_tool("bigask", {"size": 5_000_000}))
+            msg = await until(alice, job_id, ("completed", "failed"))
+            assert "got decline" in str(msg["result"]), msg["result"]
+            assert any("the question is" in d and "bytes" in d for d in diagnostics(msg)), diagnostics(msg)
+            assert not (await alice.call_tool("list-jobs", {})).is_error  # the session lives on
