@@ -1,6 +1,6 @@
-"""An upstream MCP server for the proxy's talk-back with several callers: `hold` logs a line, reports progress and
-waits until `release` is called; `noisy` logs its argument (a secret of its caller); `ask` elicits a PIN naming its topic;
-`bigask` elicits with a message of `size` characters."""
+"""An upstream MCP server for the proxy's talk-back with several callers: `hold` logs a line, reports progress
+and waits until `release` is called; `noisy` logs its argument (a secret of its caller); `ask` elicits a PIN
+naming its topic; `bigask` elicits with a message of `size` characters."""
 
 from __future__ import annotations
 
