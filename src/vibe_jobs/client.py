@@ -346,6 +346,8 @@ async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], a
     params = {k: v for k, v in question.items() if k not in ("requestId", "kind")}
     reply = await answerer.answer(method, params)
     args: dict[str, Any] = {"jobId": job_id, "action": reply.get("action", "accept")}
+    if question.get("requestId"):
+        args["requestId"] = question["requestId"]  # a question asked since (this one timed out) refuses it
     if args["action"] == "accept":
         args["answer"] = reply.get("content") if method == ELICIT else reply
     result = await client.call_tool("answer-job", args)

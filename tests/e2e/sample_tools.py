@@ -78,6 +78,13 @@ async def confirm(job: JobContext, question: str = "Delete 312 files?", wait: fl
     return f"no answer: {answer.action}"
 
 
+@job_tool(description="Ask a first question (answered within `wait` seconds or not at all), then a second one")
+async def two_questions(job: JobContext, wait: float = 0.5) -> str:
+    first = await job.elicit("Delete ALL production data?", Confirm, timeout_seconds=wait)
+    second = await job.elicit("Keep a backup first?", Confirm)
+    return f"first {first.action} {first.data}; second {second.action} {second.data}"
+
+
 class Count(BaseModel):
     count: int = Field(ge=0, le=10)
     label: str = Field(default="", max_length=8)

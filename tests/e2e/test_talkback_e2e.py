@@ -233,6 +233,36 @@ async def test_a_question_nobody_answers_times_out_as_a_value(mode: str) -> None
         assert done["status"] == "completed" and result_text(done) == "no answer: timeout"
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_to_a_question_that_timed_out_never_answers_the_next_one(mode: str) -> None:
+    """answer-job took any open question: an agent's late yes to "Delete ALL production data?" (timed out) was
+    taken as the yes to "Keep a backup first?". With the requestId it read, the late answer is refused and the
+    question now open stays open; the text of get-job-result names the requestId to send."""
+    async with connect(mode) as client:
+        job_id = await start(client, "two_questions", {"wait": 0.5})
+        first = (await until_waiting(client, job_id))["waitingFor"]
+        now = await asked_again(client, job_id, first["requestId"])
+        late = {"jobId": job_id, "requestId": first["requestId"], "answer": {"confirm": True}}
+        refused = await client.call_tool("answer-job", late)
+        assert refused.is_error and "not waiting for this answer" in str(refused.content), refused.content
+        msg = await read(client, job_id)
+        assert msg["waitingFor"]["requestId"] == now["requestId"] and now["message"] == "Keep a backup first?"
+        assert f'"requestId": "{now["requestId"]}"' in msg["_text"]
+        ok = {"jobId": job_id, "requestId": now["requestId"], "action": "decline"}
+        assert not (await client.call_tool("answer-job", ok)).is_error
+        assert result_text(await finish(client, job_id)) == "first timeout None; second decline None"
+
+
+async def asked_again(client: Client, job_id: str, before: str) -> dict[str, Any]:
+    """The job's next question, once the one with requestId `before` is over (read at its recommendation)."""
+    with anyio.fail_after(20):
+        while True:
+            msg = await read(client, job_id)
+            if msg["waitingFor"]["requestId"] != before:
+                return dict(msg["waitingFor"])
+            await anyio.sleep(msg["pollingRecommendation"]["interval"] / 1000)
+
+
 async def finish_allowing_question(client: Client, job_id: str) -> dict[str, Any]:
     with anyio.fail_after(20):
         while True:  # the long-poll returns at once while the job waits: read at its recommendation

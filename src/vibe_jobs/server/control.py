@@ -239,10 +239,18 @@ class ControlTools:
             Literal["accept", "decline", "cancel"],
             Field(description="accept (with answer), or decline / cancel to refuse the question."),
         ] = "accept",
+        requestId: Annotated[
+            Name | None,
+            Field(
+                description="waitingFor.requestId of the question you answer: refused when the job asks another "
+                "one now (the one you read timed out or was answered)."
+            ),
+        ] = None,
     ) -> CallToolResult:
         """Answer the question a running job waits on; the job resumes with it."""
         try:
-            await self.m.answer(jobId, answer, action=action, viewer=self.identity.viewer())
+            viewer = self.identity.viewer()
+            await self.m.answer(jobId, answer, request_id=requestId, action=action, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
         body = {"jobId": jobId, "status": "running", "answered": True, "action": action}

@@ -90,20 +90,21 @@ def diagnostics_text(details: Any) -> str | None:
 def waiting_text(job_id: str, tool_name: str, question: dict[str, Any]) -> str:
     """A job that waits for an answer: the question, and exactly how to answer or cancel it."""
     jid = json.dumps(job_id)
+    rid = f', "requestId": {json.dumps(question["requestId"])}' if question.get("requestId") else ""
     if question.get("kind") == "sampling":
         asked = _last_text(question.get("messages") or [])
         system = f" (system prompt: {question['systemPrompt']})" if question.get("systemPrompt") else ""
         return (
             f"Job {job_id} ({tool_name}) is waiting for a model reply (sampling, at most {question.get('maxTokens')} "
             f"tokens){system}: {asked!r}. Write the reply and call answer-job with "
-            f'{{"jobId": {jid}, "answer": "<the reply>"}}, or {{"jobId": {jid}, "action": "decline"}}; '
+            f'{{"jobId": {jid}{rid}, "answer": "<the reply>"}}, or {{"jobId": {jid}{rid}, "action": "decline"}}; '
             f"or stop the job with cancel-job. Do not guess the job's result."
         )
     schema = json.dumps(question.get("requestedSchema") or {}, separators=(",", ":"))
     return (
         f"Job {job_id} ({tool_name}) is waiting for an answer: {question.get('message')!r}. Ask the user, then call "
-        f'answer-job with {{"jobId": {jid}, "answer": {{...}}}} where answer matches this schema: {schema}; '
-        f'or {{"jobId": {jid}, "action": "decline"}} if the user declines; or stop the job with cancel-job. '
+        f'answer-job with {{"jobId": {jid}{rid}, "answer": {{...}}}} where answer matches this schema: {schema}; '
+        f'or {{"jobId": {jid}{rid}, "action": "decline"}} if the user declines; or stop the job with cancel-job. '
         f"Do not answer for the user."
     )
 
