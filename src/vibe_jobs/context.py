@@ -10,13 +10,15 @@ import anyio
 import anyio.lowlevel
 from pydantic import BaseModel
 
-from vibe_jobs.manager import MAX_DIAGNOSTICS
+from vibe_jobs.errors import InvalidParams
+from vibe_jobs.manager import MAX_DIAGNOSTICS, AnswerCheck
 from vibe_jobs.questions import Elicitation, Sample, elicit_request, elicitation, sample, sample_request
 
 if TYPE_CHECKING:
     from vibe_jobs.manager import JobManager
 
 M = TypeVar("M", bound=BaseModel)
+MAX_ASKS = 3  # an elicitation asked again when an answer given elsewhere did not fit its model (`elicit`)
 
 
 class JobContext:
@@ -106,9 +108,21 @@ class JobContext:
         primitives (elicitation allows nothing else). The job waits (status running, `waitingFor` set)
         until someone answers, declines or cancels, or `timeout_seconds` pass (default: the
         question_timeout setting): each is a value of the answer's `action`. Waiting does not count
-        against the job's own time-out."""
-        answer = await self._ask(elicit_request(message, schema), timeout_seconds)
-        return elicitation(answer, schema if isinstance(schema, type) else None)
+        against the job's own time-out. An answer that does not fit the model is refused where it is given when
+        that is this process; given in another one (a replica), the question is asked again, saying why, up to
+        MAX_ASKS times."""
+        model = schema if isinstance(schema, type) else None
+        check = None if model is None else (lambda answer: elicitation(answer, model))
+        request = elicit_request(message, schema)
+        for asked in range(1, MAX_ASKS + 1):
+            answer = await self._ask(request, timeout_seconds, check)
+            try:
+                return elicitation(answer, model)
+            except InvalidParams as exc:
+                if asked == MAX_ASKS:
+                    raise
+                request = elicit_request(f"The last answer did not fit ({str(exc)[:500]}). {message}", schema)
+        raise AssertionError("unreachable")
 
     async def sample(
         self,
@@ -133,9 +147,11 @@ class JobContext:
         )
         return sample(await self._ask(request, timeout_seconds))
 
-    async def _ask(self, request: dict[str, Any], timeout_seconds: float | None) -> dict[str, Any] | None:
+    async def _ask(
+        self, request: dict[str, Any], timeout_seconds: float | None, check: AnswerCheck | None = None
+    ) -> dict[str, Any] | None:
         seconds = timeout_seconds if timeout_seconds is not None else self.manager.settings.question_timeout_ms / 1000
-        key = await self.manager.ask(self.job_id, request, attempt=self.attempt)
+        key = await self.manager.ask(self.job_id, request, attempt=self.attempt, check=check)
         self._waiting(True)
         try:
             return await self.manager.await_answer(self.job_id, key, seconds, attempt=self.attempt)

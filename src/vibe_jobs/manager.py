@@ -65,6 +65,7 @@ RECENT_RECORDS = 4096  # records remembered for the next change of their job
 QUESTION_SHARE = 4  # a job's question takes at most 1/4 of an answer (every read of the job shows it)
 MAX_RACES = 32  # compare-and-set attempts of one change before it gives up (StaleWrite)
 Plan = Callable[[JobRecord], dict[str, Any] | None]
+AnswerCheck = Callable[[Mapping[str, Any]], object]  # raises InvalidParams for an answer its job cannot take
 
 
 class Runner(Protocol):
@@ -110,6 +111,7 @@ class JobManager:
         # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost
         # one missed update and a re-read, never a lost change.
         self._recent = RecentRecords(RECENT_RECORDS)
+        self._answer_checks: dict[str, AnswerCheck] = {}  # question id -> its job's own check (`ask`)
         self.settings = settings or Settings()
         s = self.settings
         self._quotas = any(q is not None for q in (s.quota_pending, s.quota_running, s.quota_params_bytes))
@@ -663,12 +665,16 @@ class JobManager:
 
     # -- questions (a running job waits for an answer) ---------------------------------------
 
-    async def ask(self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None) -> str:
+    async def ask(
+        self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None, check: AnswerCheck | None = None
+    ) -> str:
         """Store a question of the running job (`request`: method and params, see `questions`); its id.
 
         A job asks one question at a time; the status stays running while it waits. A question is at most a
         quarter of `max_answer_bytes` of JSON (InvalidParams): every read of the job shows it, and one that
-        could not be shown would leave the job unreadable over HTTP (the proxy declines an upstream's)."""
+        could not be shown would leave the job unreadable over HTTP (the proxy declines an upstream's).
+        `check`: the asking job's own test of an answer (its pydantic model), run by `answer` in this process
+        until `await_answer` ends: an answer that fails it is refused and the question stays open."""
         key = os.urandom(8).hex()
         limit = self.settings.max_answer_bytes // QUESTION_SHARE
         if (size := json_size(request)) > limit:
@@ -684,7 +690,13 @@ class JobManager:
                 raise InvalidParams("the job is waiting for an answer already: one question at a time")
             return {"waiting_for": {"id": key, **request, "askedAt": self.now()}}
 
-        await self.mutate(job_id, plan, _fence(attempt))
+        if check is not None:
+            self._answer_checks[key] = check  # before the question can be read
+        try:
+            await self.mutate(job_id, plan, _fence(attempt))
+        except BaseException:
+            self._answer_checks.pop(key, None)
+            raise
         return key
 
     async def answer(
@@ -710,6 +722,8 @@ class JobManager:
                 )
             given = answer if action is None else plain_answer(question, answer, action)
             checked = check_answer(question, given)
+            if (own := self._answer_checks.get(question["id"])) is not None:
+                own(checked)  # the asking job's model (pattern, format, validators): InvalidParams
             self.check_size(checked, "the answer")
             return {"waiting_for": {**question, "answer": checked}}
 
@@ -720,11 +734,14 @@ class JobManager:
     ) -> dict[str, Any] | None:
         """Wait up to `seconds` for the answer to question `request_id`, then take the question
         off the job. None when nobody answered in time."""
-        with self.subscribe(job_id) as sub, anyio.move_on_after(seconds):
-            while await self._answer_of(job_id, request_id) is None:
-                with anyio.move_on_after(refresh):  # re-read now and then: answers given in other processes
-                    await sub.__anext__()
-        return await self._take_question(job_id, request_id, attempt)
+        try:
+            with self.subscribe(job_id) as sub, anyio.move_on_after(seconds):
+                while await self._answer_of(job_id, request_id) is None:
+                    with anyio.move_on_after(refresh):  # re-read now and then: answers given in other processes
+                        await sub.__anext__()
+            return await self._take_question(job_id, request_id, attempt)
+        finally:
+            self._answer_checks.pop(request_id, None)
 
     async def _answer_of(self, job_id: str, request_id: str) -> dict[str, Any] | None:
         waiting = (await self.get_record(job_id)).waiting_for

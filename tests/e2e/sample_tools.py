@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import anyio
@@ -83,6 +84,17 @@ async def two_questions(job: JobContext, wait: float = 0.5) -> str:
     first = await job.elicit("Delete ALL production data?", Confirm, timeout_seconds=wait)
     second = await job.elicit("Keep a backup first?", Confirm)
     return f"first {first.action} {first.data}; second {second.action} {second.data}"
+
+
+class Code(BaseModel):
+    code: str = Field(pattern=r"^[0-9]{4}$", description="four digits")
+    when: dt.date
+
+
+@job_tool(description="Ask for a four-digit code and a date (a pattern and a format the flat check cannot test)")
+async def ask_code(job: JobContext) -> str:
+    answer = await job.elicit("Code and date?", Code)
+    return f"{answer.data.code} {answer.data.when.isoformat()}" if answer.data is not None else answer.action
 
 
 class Count(BaseModel):

@@ -200,6 +200,23 @@ async def test_an_answer_outside_the_schemas_bounds_is_refused_and_the_question_
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_its_jobs_model_refuses_is_refused_and_the_question_stays(mode: str) -> None:
+    """A pattern, a date format: the flat check let such an answer through, and the job failed when its model
+    refused it. The job's own model now checks the answer where it is given."""
+    async with connect(mode) as client:
+        job_id = await start(client, "ask_code")
+        asked = (await until_waiting(client, job_id))["waitingFor"]
+        for bad in ({"code": "12a4", "when": "2026-12-04"}, {"code": "1234", "when": "next tuesday"}):
+            refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": bad})
+            assert refused.is_error and "does not fit Code" in str(refused.content), refused.content
+            assert (await read(client, job_id))["waitingFor"]["requestId"] == asked["requestId"]
+        good = {"code": "1234", "when": "2026-12-04"}
+        assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": good})).is_error
+        done = await finish(client, job_id)
+        assert done["status"] == "completed" and result_text(done) == "1234 2026-12-04"
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_an_answer_over_the_size_limit_is_refused_and_the_question_stays(mode: str) -> None:
     """An answer is kept on the job as its params are, under the same limit (VIBE_JOBS_MAX_PARAMS_BYTES): a
     sampling reply of any size was stored whole. Refused, naming the sizes; the job still waits."""

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.engine import test_scheduler
 from tests.engine.test_scheduler import WAIT, Backend, FakeClock, finished
@@ -210,3 +210,36 @@ async def test_another_replica_takes_the_answer(backend: Backend) -> None:
             await other.answer(job_id, {"confirm": True}, action="accept")
         done = await finished(m, job_id)
     assert done.result is not None and done.result["content"][0]["text"] == "True/safe"
+
+
+class Code4(BaseModel):
+    code: str = Field(pattern=r"^[0-9]{4}$")
+
+
+async def code_body(job: JobContext) -> str:
+    answer = await job.elicit("Code?", Code4)
+    return answer.data.code if answer.data is not None else answer.action
+
+
+CODE = make_spec(code_body, name="code")
+
+
+async def test_an_answer_its_model_refuses_is_refused_here_and_asked_again_when_given_elsewhere(
+    backend: Backend,
+) -> None:
+    """The flat check cannot test a pattern: such an answer failed the job. In the job's process its model
+    refuses the answer (the question stays); given in another process (a replica, where the model is not
+    known), the job asks again, saying why."""
+    async with backend.running([CODE]) as (m, _):
+        job_id = await m.create_job("code")
+        first = await until_asked(m, job_id)
+        with pytest.raises(InvalidParams, match="does not fit Code4"):
+            await m.answer(job_id, {"code": "12a4"}, action="accept")
+        elsewhere = JobManager(m.store, m.settings)  # another process's manager: it has no check for the question
+        await elsewhere.answer(job_id, {"code": "12a4"}, action="accept")
+        again = await until_asked(m, job_id, before=first["id"])
+        assert again["params"]["message"].startswith("The last answer did not fit (the accepted answer does not fit Code4")
+        await m.answer(job_id, {"code": "1234"}, action="accept")
+        done = await finished(m, job_id)
+    assert done.status is JobStatus.COMPLETED and done.result is not None
+    assert done.result["content"][0]["text"] == "1234"
