@@ -238,7 +238,8 @@ async def test_an_answer_its_model_refuses_is_refused_here_and_asked_again_when_
         elsewhere = JobManager(m.store, m.settings)  # another process's manager: it has no check for the question
         await elsewhere.answer(job_id, {"code": "12a4"}, action="accept")
         again = await until_asked(m, job_id, before=first["id"])
-        assert again["params"]["message"].startswith("The last answer did not fit (the accepted answer does not fit Code4")
+        said = again["params"]["message"]
+        assert said.startswith("The last answer did not fit (the accepted answer does not fit Code4"), said
         await m.answer(job_id, {"code": "1234"}, action="accept")
         done = await finished(m, job_id)
     assert done.status is JobStatus.COMPLETED and done.result is not None
