@@ -277,11 +277,39 @@ def _allowed(prop: Mapping[str, Any]) -> set[Any] | None:
 
 
 def _sample_answer(answer: Any) -> dict[str, Any]:
+    """A sampling answer as the job takes it: the reply's text, or a CreateMessageResult whose content the job
+    can read (a job given a text block whose text was 5 failed with a TypeError); role is the assistant's."""
     if isinstance(answer, str):
         return {"role": "assistant", "content": {"type": "text", "text": answer}, "model": "unknown"}
-    if not isinstance(answer, Mapping) or not isinstance(answer.get("content"), Mapping | list):
+    if not isinstance(answer, Mapping):
         raise InvalidParams("a sampling answer must be the text, or a CreateMessageResult {role, content, model}")
-    return {"role": "assistant", "model": "unknown", **answer}
+    content = answer.get("content")
+    blocks = content if isinstance(content, list) else [content]
+    problem = next(filter(None, map(_block_problem, blocks)), None) if blocks else "the list is empty"
+    if problem is not None:
+        raise InvalidParams(
+            "a sampling answer must be the text, or a CreateMessageResult {role, content, model} whose content is a "
+            f"block or a non-empty list of blocks: {problem}"
+        )
+    if answer.get("role", "assistant") != "assistant":
+        raise InvalidParams(f"a sampling answer's role must be 'assistant', not {answer.get('role')!r}")
+    for field in ("model", "stopReason"):
+        if field in answer and not isinstance(answer[field], str):
+            raise InvalidParams(f"a sampling answer's {field} must be a string, not {answer[field]!r}")
+    return {"model": "unknown", **answer, "role": "assistant"}
+
+
+_BLOCK_FIELDS = {"text": ("text",), "image": ("data", "mimeType"), "audio": ("data", "mimeType")}
+
+
+def _block_problem(block: Any) -> str | None:
+    """Why `block` is no content block a job can read (a text, image or audio block, or another typed one)."""
+    if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
+        return f"a block is an object with a type, not {block!r:.80}"
+    for field in _BLOCK_FIELDS.get(block["type"], ()):
+        if not isinstance(block.get(field), str):
+            return f"a {block['type']} block's {field} must be a string, not {block.get(field)!r:.80}"
+    return None
 
 
 def elicitation(answer: Mapping[str, Any] | None, model: type[M] | None) -> Elicitation[M]:

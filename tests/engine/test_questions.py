@@ -192,6 +192,22 @@ def test_answers_are_checked_against_the_question() -> None:
     assert check_answer(sampled, "hello")["content"] == {"type": "text", "text": "hello"}
     with pytest.raises(InvalidParams, match="sampling answer"):
         check_answer(sampled, {"role": "assistant"})
+    # what a job could not read (a TypeError in the job) or would misread: refused while the question is open
+    text_hi = {"type": "text", "text": "hi"}
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"content": {"type": "text", "text": 5}}, "text block's text must be a string, not 5"),
+        ({"content": []}, "the list is empty"),
+        ({"content": [3]}, "an object with a type"),
+        ({"content": {"type": "image", "data": "x"}}, "image block's mimeType must be a string"),
+        ({"content": text_hi, "role": "user"}, "role must be 'assistant'"),
+        ({"content": text_hi, "model": {"x": 1}}, "model must be a string"),
+    ]
+    for bad, problem in refused:
+        with pytest.raises(InvalidParams, match=problem):
+            check_answer(sampled, {"action": "accept", **bad})
+    reply = {"action": "accept", "content": [{"type": "text", "text": "a"}, {"type": "image", "data": "AA==",
+             "mimeType": "image/png"}], "model": "m1", "stopReason": "endTurn"}  # fmt: skip
+    assert check_answer(sampled, reply)["model"] == "m1"
     with pytest.raises(InvalidParams, match="max_tokens"):
         sample_request("hi", max_tokens=0)
 
