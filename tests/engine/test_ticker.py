@@ -393,3 +393,44 @@ async def test_a_pass_that_read_a_declared_schedule_before_it_was_deleted_and_de
     await t._fire_due(read)
     assert await ticks(store) == []
     assert await t.schedules.store.get_schedule(old.schedule_id) == new  # untouched by the stale pass
+
+
+async def test_a_schedule_due_while_a_pass_fires_another_is_the_next_firing_it_answers(
+    manager: JobManager, clock: FakeClock, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pass reads the schedules due when it starts; one that comes due while it fires (the clock moves
+    10 ms per firing here) is answered as the next firing, so the ticker passes again at once, not a second
+    later."""
+    t = ticker_of(manager)
+    first = await create(t, everySeconds=10)
+    clock.advance(0.003)
+    second = await create(t, everySeconds=10)
+    assert first.next_fire_at is not None and second.next_fire_at == first.next_fire_at + 3
+    fire = manager.fire_job
+
+    async def slow_fire(*args: Any, **kwargs: Any) -> str | None:
+        clock.advance(0.01)  # the store takes 10 ms
+        return await fire(*args, **kwargs)
+
+    monkeypatch.setattr(manager, "fire_job", slow_fire)
+    clock.advance(9.997)
+    upcoming = await t.tick()
+    assert await ticks(store) == [first.next_fire_at]
+    assert upcoming == first.next_fire_at + 3 and upcoming < clock.ms  # due now: the next pass is at once
+    await t.tick()
+    assert await ticks(store) == [first.next_fire_at, first.next_fire_at + 3]
+
+
+async def test_a_queued_schedule_held_for_its_running_job_is_not_reported_as_unfired(
+    manager: JobManager, clock: FakeClock, store: JobStore
+) -> None:
+    """overlap queue holds a due tick while the previous job runs: the process with the tool leaves it due on
+    purpose. A process without the tool took it for one nobody fires and made health degraded."""
+    has, lacks = ticker_of(manager), Ticker(Schedules(manager, {}))
+    await create(has, everySeconds=10, overlap="queue")
+    for _ in range(8):  # its first job stays pending: every later tick is held
+        clock.advance(10)
+        await has.tick()
+        await lacks.tick()
+    assert len(await ticks(store)) == 1
+    assert (await manager.statistics()).health.status == "healthy"

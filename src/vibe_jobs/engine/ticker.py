@@ -59,11 +59,11 @@ class Ticker:
         """One pass at the manager's clock: fire what is due; answer the earliest tick still to come. A schedule
         whose tool this process has no job tool for is left to a process that has (a worker, another server):
         fired here, its jobs would wait for ever; overdue past UNFIRED_GRACE_MS, health names it."""
-        store = self.schedules.store
+        store, start = self.schedules.store, self.m.now()
         unfired: dict[str, int] = {}
-        for rec in await store.due_schedules(self.m.now()):
+        for rec in await store.due_schedules(start):
             if rec.tool not in self.schedules.tools:  # a process that has the tool fires it (or health says none)
-                if rec.next_fire_at is not None and rec.next_fire_at <= self.m.now() - UNFIRED_GRACE_MS:
+                if await self._unfired(rec):
                     unfired[rec.tool] = unfired.get(rec.tool, 0) + 1
                 continue
             try:
@@ -71,7 +71,13 @@ class Ticker:
             except (JobError, ValueError) as exc:  # one schedule's trouble must not stop the others
                 log.warning("schedule.tick_failed", schedule_id=rec.schedule_id, error=str(exc))
         self.m.stats.unfired_schedules = unfired
-        return await store.next_fire_after(self.m.now())
+        return await store.next_fire_after(start)  # one that came due during the pass: at once
+
+    async def _unfired(self, rec: ScheduleRecord) -> bool:
+        """Whether a due schedule of a tool this process lacks is overdue past the grace with nobody firing it
+        (one that holds its tick for a running previous job, overlap queue, is not overdue)."""
+        overdue = rec.next_fire_at is not None and rec.next_fire_at <= self.m.now() - UNFIRED_GRACE_MS
+        return overdue and not (rec.overlap == Overlap.QUEUE and await self._previous_active(rec))
 
     async def prune(self) -> int:
         """Now and then, delete the tick keys no firing can come back to (the table stays small)."""
