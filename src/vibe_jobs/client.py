@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
@@ -38,6 +38,7 @@ from mcp.client.session import ClientSession
 from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams, Result, TextContent
+from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import ConfigDict
 
 from vibe_jobs.states import FINAL
@@ -60,6 +61,7 @@ GET_JOB_RESULT = "get-job-result"
 WAIT_SECONDS = 30.0
 DEFAULT_POLL_MS = 1000
 TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+MAX_REFUSED = 3  # answers refused for one question before call_and_wait gives up (`Refusals`)
 # Their answers may name a job (get-job-result, cancel-job) but start none.
 CONTROL_TOOLS = frozenset({GET_JOB_RESULT, "cancel-job", "list-jobs", "job-stats"})
 MessageFn = Callable[[dict[str, Any]], Awaitable[None]]
@@ -221,10 +223,17 @@ async def follow_task(
     task: dict[str, Any] = handle.model_dump(by_alias=True, exclude_none=True)
     task_id = handle.task_id
     reporter = Reporter(on_progress)
+    refusals = Refusals()
     try:
         while (final := terminal_result(task, answerer)) is None:
             if task.get("status") == "input_required" and answerer is not None:
-                await answer_task(session, task_id, task.get("inputRequests") or {}, answerer)
+                requests = task.get("inputRequests") or {}
+                try:
+                    await answer_task(session, task_id, requests, answerer)
+                except MCPError as exc:
+                    if exc.code != INVALID_PARAMS:
+                        raise
+                    refusals.count(",".join(sorted(requests)), exc.error.message)  # asked again, or given up
             elif task.get("status") not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
                 await reporter.report(_task_percent(task), task.get("statusMessage"))
                 await anyio.sleep(_interval_ms(task.get("pollIntervalMs")) / 1000)
@@ -307,12 +316,16 @@ async def follow_job(
     """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished;
     a question the job waits on (`waitingFor`) is answered with answer-job when `answerer` can."""
     reporter = Reporter(on_progress)
+    refusals = Refusals()
     while True:
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
         question = last.get("waitingFor")
         if question and answerer is not None and answerer.can(_METHODS.get(question.get("kind"), "")):
-            await answer_job(client, job_id, question, answerer)
-            question = None
+            why = await answer_job(client, job_id, question, answerer)
+            if why is None:
+                question = None
+            else:  # the question stays (or the job moved on): read again, and answer what it asks then
+                refusals.count(str(question.get("requestId")), why)
         if wait_seconds > 0 and not question:  # (a question nobody here answers: read at the recommendation)
             reply = await client.call_tool(
                 GET_JOB_RESULT,
@@ -340,8 +353,22 @@ async def follow_job(
 _METHODS = {"elicitation": ELICIT, "sampling": SAMPLE}
 
 
-async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer) -> None:
-    """Answer a job's `waitingFor` with answer-job (a refused answer is reported, and the job asks again)."""
+@dataclass
+class Refusals:
+    """Answers refused per question: the answerer is asked again (a person may correct a typo) up to
+    MAX_REFUSED times, then the call gives up with the last refusal (an answerer that repeats itself)."""
+
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def count(self, question_id: str, why: str) -> None:
+        self.seen[question_id] = self.seen.get(question_id, 0) + 1
+        if self.seen[question_id] >= MAX_REFUSED:
+            raise MCPError(code=INVALID_PARAMS, message=why)
+
+
+async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer) -> str | None:
+    """Answer a job's `waitingFor` with answer-job: None when it was taken, else why not (the question stays
+    open and is asked again, or the job asks another by now)."""
     method = _METHODS[question["kind"]]
     params = {k: v for k, v in question.items() if k not in ("requestId", "kind")}
     reply = await answerer.answer(method, params)
@@ -351,8 +378,7 @@ async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], a
     if args["action"] == "accept":
         args["answer"] = reply.get("content") if method == ELICIT else reply
     result = await client.call_tool("answer-job", args)
-    if result.is_error:
-        raise MCPError(code=-32602, message=first_text(result) or "answer-job refused the answer")
+    return (first_text(result) or "answer-job refused the answer") if result.is_error else None
 
 
 def first_text(result: CallToolResult) -> str | None:

@@ -723,7 +723,7 @@ class JobManager:
             given = answer if action is None else plain_answer(question, answer, action)
             checked = check_answer(question, given)
             if (own := self._answer_checks.get(question["id"])) is not None:
-                own(checked)  # the asking job's model (pattern, format, validators): InvalidParams
+                _run_check(own, checked)  # the asking job's model (pattern, format, validators)
             self.check_size(checked, "the answer")
             return {"waiting_for": {**question, "answer": checked}}
 
@@ -946,6 +946,17 @@ class JobManager:
 
 _RUNNING_ONLY = (JobStatus.RUNNING,)
 _at_version = functools.lru_cache(maxsize=1024)(VersionGuard)  # immutable, built once per version
+
+
+def _run_check(check: AnswerCheck, answer: Mapping[str, Any]) -> None:
+    """A job's own check of an answer: InvalidParams when it refuses it, whatever its model's validators raise
+    (a TypeError in one is the job's bug; the answer is refused, the question stays, the server goes on)."""
+    try:
+        check(answer)
+    except JobError:
+        raise
+    except Exception as exc:
+        raise InvalidParams(f"the job's check of the answer failed: {type(exc).__name__}: {exc}"[:2000]) from None
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:

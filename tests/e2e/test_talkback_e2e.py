@@ -22,6 +22,7 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPError
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult, TextContent
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, stdio_params
@@ -370,6 +371,34 @@ async def test_call_and_wait_answers_with_answer_job_on_the_job_id_protocol(mode
         assert result.content[0].text == "deleted"  # type: ignore[union-attr]
         sampled = await call_and_wait(client, "ask_model", {"topic": "y"}, on_sample=sample_reply)
         assert sampled.structured_content == {"result": [f"re: question {i} about y" for i in (1, 2, 3)]}
+
+
+def code_answers(*codes: str) -> tuple[Any, list[str]]:
+    """An on_elicit callback giving these codes in turn (the last one for ever after), and what it was asked."""
+    asked: list[str] = []
+
+    async def on_elicit(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        asked.append(message)
+        return {"action": "accept", "content": {"code": codes[min(len(asked), len(codes)) - 1], "when": "2026-12-04"}}
+
+    return on_elicit, asked
+
+
+@pytest.mark.parametrize("protocol", ["legacy", "auto", "tasks"])
+async def test_call_and_wait_asks_again_after_a_refused_answer_and_gives_up_after_three(protocol: str) -> None:
+    """A refused answer (a typo the job's model refuses) ended call_and_wait (vibe-jobs call) with an error while
+    the job went on waiting; now the answerer is asked again, and an answerer that repeats itself is given up
+    on after three refusals."""
+    extensions = [TasksClientExtension()] if protocol == "tasks" else []
+    mode = "legacy" if protocol == "legacy" else "auto"
+    async with connect(mode, extensions=extensions) as client:
+        typo_then_right, asked = code_answers("12a4", "1234")
+        result = await call_and_wait(client, "ask_code", {}, on_elicit=typo_then_right)
+        assert result.content[0].text == "1234 2026-12-04" and len(asked) == 2  # type: ignore[union-attr]
+        always_wrong, asked = code_answers("12a4")
+        with pytest.raises(MCPError, match="does not fit Code"):
+            await call_and_wait(client, "ask_code", {}, on_elicit=always_wrong)
+        assert len(asked) == 3
 
 
 # -- progress keeps a long-poll alive ---------------------------------------------------------------

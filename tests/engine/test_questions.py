@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tests.engine import test_scheduler
 from tests.engine.test_scheduler import WAIT, Backend, FakeClock, finished
@@ -260,3 +260,35 @@ async def test_an_answer_its_model_refuses_is_refused_here_and_asked_again_when_
         done = await finished(m, job_id)
     assert done.status is JobStatus.COMPLETED and done.result is not None
     assert done.result["content"][0]["text"] == "1234"
+
+
+class Buggy(BaseModel):
+    word: str
+
+    @field_validator("word")
+    @classmethod
+    def no_type(cls, value: str) -> str:
+        if value == "type":
+            raise TypeError("validator bug")  # not a ValueError: pydantic passes it through
+        return value
+
+
+async def buggy_body(job: JobContext) -> str:
+    answer = await job.elicit("Word?", Buggy)
+    return answer.data.word if answer.data is not None else answer.action
+
+
+async def test_an_answer_check_that_raises_something_else_refuses_the_answer_and_the_question_stays(
+    backend: Backend,
+) -> None:
+    """A validator raising TypeError escaped answer-job (an internal error) and every long-poll that delivered
+    the answer; now the answer is refused naming it, and the job goes on waiting."""
+    async with backend.running([make_spec(buggy_body, name="buggy")]) as (m, _):
+        job_id = await m.create_job("buggy")
+        asked = await until_asked(m, job_id)
+        with pytest.raises(InvalidParams, match="the job's check of the answer failed: TypeError: validator bug"):
+            await m.answer(job_id, {"word": "type"}, action="accept")
+        assert (await m.get_record(job_id)).waiting_for == asked
+        await m.answer(job_id, {"word": "fine"}, action="accept")
+        done = await finished(m, job_id)
+    assert done.result is not None and done.result["content"][0]["text"] == "fine"
