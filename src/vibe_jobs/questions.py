@@ -45,6 +45,7 @@ PRIMITIVES: dict[str, type | tuple[type, ...]] = {
 ACTIONS = ("accept", "decline", "cancel")
 Action = Literal["accept", "decline", "cancel", "timeout"]
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,15 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
 def pending_question(waiting_for: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The stored question when nobody has answered it yet."""
     return waiting_for if waiting_for is not None and waiting_for.get("answer") is None else None
+
+
+def response_to_pending(waiting_for: Mapping[str, Any] | None, responses: Mapping[str, R]) -> tuple[str, R] | None:
+    """The one response (key, value) among `responses` that answers the question the job waits on now; the other
+    keys answer nothing and cost nothing (a request may name any number of them)."""
+    question = pending_question(waiting_for)
+    if question is None or question["id"] not in responses:
+        return None
+    return question["id"], responses[question["id"]]
 
 
 def question_view(waiting_for: Mapping[str, Any] | None) -> dict[str, Any] | None:

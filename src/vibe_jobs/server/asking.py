@@ -41,7 +41,7 @@ from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
-from vibe_jobs.questions import ELICIT, SAMPLE, pending_question
+from vibe_jobs.questions import ELICIT, SAMPLE, pending_question, response_to_pending
 
 log = get_logger("vibe_jobs.server.asking")
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
@@ -126,12 +126,18 @@ async def take_responses(
     """A 2026-07-28 retry's `inputResponses`: each the answer to the question its key names, from `viewer`
     (another principal's job answers as an unknown id, its question untouched). A key the job no longer waits
     on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused."""
-    for key, response in (responses or {}).items():
-        answer = response.model_dump(by_alias=True, mode="json", exclude_none=True)
-        try:
-            await manager.answer(job_id, answer, request_id=key, viewer=viewer)
-        except NotWaiting:
-            log.info("job.answer_unused", job_id=job_id, request_id=key)
+    if not responses:
+        return
+    rec = await manager.get_record(job_id, viewer)  # one read, whatever number of keys the request names
+    if (found := response_to_pending(rec.waiting_for, responses)) is None:
+        log.info("job.answer_unused", job_id=job_id, keys=len(responses))
+        return
+    key, response = found
+    answer = response.model_dump(by_alias=True, mode="json", exclude_none=True)
+    try:
+        await manager.answer(job_id, answer, request_id=key, viewer=viewer)
+    except NotWaiting:
+        log.info("job.answer_unused", job_id=job_id, request_id=key)
 
 
 class Keepalive:

@@ -31,7 +31,7 @@ from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotF
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
 from vibe_jobs.models import JobRecord, JobStatusMessage
-from vibe_jobs.questions import pending_question
+from vibe_jobs.questions import pending_question, response_to_pending
 from vibe_jobs.server.answers import carried_result
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.states import JobStatus
@@ -128,9 +128,9 @@ class TasksExtension(Extension):
     async def update_task(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
-            await self.manager.get_record(params.task_id, self.identity.viewer())
-            for key, response in params.input_responses.items():
-                await self._answer(params.task_id, key, response)
+            rec = await self.manager.get_record(params.task_id, self.identity.viewer())
+            if (found := response_to_pending(rec.waiting_for, params.input_responses)) is not None:
+                await self._answer(params.task_id, *found)  # keys not outstanding are ignored, as the spec says
         except JobNotFound:
             raise not_found("update", params.task_id) from None
         return {"resultType": "complete"}
