@@ -22,7 +22,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, SubscriptionBus
+from mcp.shared.exceptions import MCPError
 from mcp_types import EmptyResult, SubscribeRequestParams, SubscriptionsListenRequestParams, UnsubscribeRequestParams
+from mcp_types.jsonrpc import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
 from vibe_jobs.errors import JobNotFound
@@ -32,7 +34,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import carried_status
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import job_summary
-from vibe_jobs.server.sdk import add_request_handler, connection_of
+from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
 from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.resources")
@@ -41,6 +43,10 @@ JOB_TEMPLATE = "job://{jobId}"
 RECENT_URI = "jobs://recent"
 JOB_PREFIX = "job://"
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
+# 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
+# job URIs one stream may name (each is looked up when the stream opens)
+MAX_LISTEN_STREAMS = 64
+MAX_LISTEN_URIS = 256
 JOB_DESCRIPTION = (
     "A background job's status as JSON (the JobStatusMessage: status, message, progress, details and, once "
     "finished, result). Reading it is not a poll. Subscribe to hear of each state change and of progress."
@@ -68,6 +74,7 @@ class JobResourceHub:
         self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()  # pass it to MCPServer(subscriptions=...)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
         self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
+        self._streams: Counter[str] = Counter()  # principal -> its open listen streams
         self._last_sent: dict[str, float] = {}
         self._due: dict[str, float] = {}  # uri -> when its held-back progress update goes out
         self._running = False
@@ -81,7 +88,16 @@ class JobResourceHub:
         if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
             return
         self._sessions.setdefault(uri, {})[connection_of(session)] = session
+        at_connection_close(session, "vibe_jobs.resources", self._connection_closed)
         self._ensure_running()
+
+    def _connection_closed(self, connection: object) -> None:
+        """A client went away: its legacy subscriptions go with it (the SDK drops sends to it silently, so
+        they would stay, and its session in memory, until each job ended)."""
+        for uri in [u for u, sessions in self._sessions.items() if connection in sessions]:
+            self._sessions[uri].pop(connection, None)
+            if not self._sessions[uri]:
+                del self._sessions[uri]
 
     def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
         sessions = self._sessions.get(uri, {})
@@ -98,29 +114,35 @@ class JobResourceHub:
         self._listening.subtract(uris)
         self._listening = +self._listening  # drop zero counts
 
-    async def visible(self, uri: str) -> bool:
-        """Whether the caller may hear of `uri`: a job URI names a job it sees; other URIs stay quiet anyway."""
+    async def visible(self, uri: str, *, unfinished: bool = False) -> bool:
+        """Whether the caller may hear of `uri`: a job URI names a job it sees (`unfinished`: that has more to
+        tell); other URIs stay quiet anyway."""
         if not uri.startswith(JOB_PREFIX):
             return True
         try:
-            await self.manager.get_record(uri[len(JOB_PREFIX) :], self.identity.viewer())
+            rec = await self.manager.get_record(uri[len(JOB_PREFIX) :], self.identity.viewer())
         except JobNotFound:
             return False
-        return True
+        return not (unfinished and rec.status in FINAL)
 
     async def track_listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted.
         A job URI the caller cannot see (unknown, or another principal's) is dropped from the stream."""
         if ctx.method != "subscriptions/listen":
             return await call_next(ctx)
-        named = _listened_job_uris(ctx.params)
+        principal = self.identity.viewer().principal
+        named = list(dict.fromkeys(_listened_job_uris(ctx.params)))  # each once, however often it is named
+        _check_listen(len(named), self._streams[principal])
         uris = [uri for uri in named if await self.visible(uri)]
         if len(uris) != len(named):
             ctx = replace(ctx, params=_without_uris(ctx.params, set(named) - set(uris)))
         self.listen_started(uris)
+        self._streams[principal] += 1
         try:
             return await call_next(ctx)
         finally:
+            self._streams[principal] -= 1
+            self._streams = +self._streams  # drop zero counts
             self.listen_ended(uris)
 
     def _ensure_running(self) -> None:
@@ -192,6 +214,16 @@ class JobResourceHub:
                 log.warning("resources.send_timeout", uri=uri)
 
 
+def _check_listen(uris: int, open_streams: int) -> None:
+    """Refuse a listen stream naming too many job URIs, or one more for a principal at its cap: one principal
+    must not shut the others out of the SDK's streams (1,024 for all) or cost a store read per URI named."""
+    if uris > MAX_LISTEN_URIS:
+        raise MCPError(code=INVALID_PARAMS, message=f"a listen stream names at most {MAX_LISTEN_URIS} job resources")
+    if open_streams >= MAX_LISTEN_STREAMS:
+        message = f"at most {MAX_LISTEN_STREAMS} listen streams may be open per principal; close one first"
+        raise MCPError(code=INVALID_REQUEST, message=message)
+
+
 def _listened_job_uris(params: Mapping[str, Any] | None) -> list[str]:
     """The job URIs a listen request names (middleware sees raw params; the handler refuses bad ones)."""
     try:
@@ -238,8 +270,8 @@ def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
     """resources/subscribe and resources/unsubscribe (MCPServer has no public hook for them)."""
 
     async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-        if await hub.visible(str(params.uri)):  # else accepted and quiet, as for an unknown job
-            hub.subscribe_session(str(params.uri), ctx.session)
+        if await hub.visible(str(params.uri), unfinished=True):  # else accepted and quiet (an unknown job, or one
+            hub.subscribe_session(str(params.uri), ctx.session)  # finished: nothing more to tell)
         return EmptyResult()
 
     async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

@@ -69,6 +69,16 @@ def connection_of(session: ServerSession) -> object:
     return session._connection
 
 
+def at_connection_close(session: ServerSession, key: str, fn: Callable[[object], object]) -> None:
+    """Call `fn(connection)` once, when the connection `session` speaks on closes (the SDK's per-connection
+    teardown, `Connection.exit_stack`); `key` marks it registered in the connection's `state`."""
+    connection = session._connection
+    if connection.state.get(key):
+        return
+    connection.state[key] = True
+    connection.exit_stack.callback(fn, connection)
+
+
 def stdio_environment(params: StdioServerParameters) -> dict[str, str]:
     """The environment `mcp.stdio_client` gives a server: the SDK's safe inherited variables under `params.env`."""
     return stdio.get_default_environment() | (params.env or {})
