@@ -6,8 +6,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
@@ -15,14 +17,15 @@ from mcp.shared.exceptions import MCPError
 
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.server.resources import MAX_LISTEN_STREAMS, JobResourceHub, job_uri, register_job_resources
-from vibe_jobs.store import MemoryStore
+from vibe_jobs.store import JobStore, MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore
 
 RESULT = {"content": [{"type": "text", "text": "ok"}], "isError": False}
 
 
 @asynccontextmanager
-async def served() -> AsyncIterator[tuple[JobManager, JobResourceHub, MCPServer[Any]]]:
-    async with JobManager(MemoryStore(), Settings()) as manager:
+async def served(store: JobStore | None = None) -> AsyncIterator[tuple[JobManager, JobResourceHub, MCPServer[Any]]]:
+    async with JobManager(store or MemoryStore(), Settings()) as manager:
         hub = JobResourceHub(manager)
         mcp: MCPServer[Any] = MCPServer("hub-check", subscriptions=hub.bus, middleware=[hub.track_listen])
         register_job_resources(mcp, hub)
@@ -60,3 +63,24 @@ async def test_one_principal_holds_at_most_its_share_of_listen_streams() -> None
         await streams.aclose()
         async with client.listen(resource_subscriptions=[job_uri(job_id), job_uri(job_id)]):
             assert hub.wants(job_uri(job_id))  # named twice, counted once: it is looked up once
+
+
+async def test_concurrent_listen_requests_of_one_principal_cannot_all_pass_its_cap(tmp_path: Path) -> None:
+    """The count was taken before the job lookups and raised after them: on SQLite (a lookup waits for the store)
+    requests made at once all passed one count."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    async with served(store) as (m, _, mcp), Client(mcp, mode="auto") as client, AsyncExitStack() as streams:
+        job_id = await m.create_job("t")
+        opened: list[bool] = []
+
+        async def listen() -> None:
+            try:
+                await streams.enter_async_context(client.listen(resource_subscriptions=[job_uri(job_id)]))
+                opened.append(True)
+            except MCPError:
+                opened.append(False)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(MAX_LISTEN_STREAMS + 16):
+                tg.start_soon(listen)
+        assert opened.count(True) == MAX_LISTEN_STREAMS and opened.count(False) == 16

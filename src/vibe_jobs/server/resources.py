@@ -133,17 +133,19 @@ class JobResourceHub:
         principal = self.identity.viewer().principal
         named = list(dict.fromkeys(_listened_job_uris(ctx.params)))  # each once, however often it is named
         _check_listen(len(named), self._streams[principal])
-        uris = [uri for uri in named if await self.visible(uri)]
-        if len(uris) != len(named):
-            ctx = replace(ctx, params=_without_uris(ctx.params, set(named) - set(uris)))
-        self.listen_started(uris)
-        self._streams[principal] += 1
+        self._streams[principal] += 1  # before the lookups: concurrent requests cannot all pass one count
         try:
-            return await call_next(ctx)
+            uris = [uri for uri in named if await self.visible(uri)]
+            if len(uris) != len(named):
+                ctx = replace(ctx, params=_without_uris(ctx.params, set(named) - set(uris)))
+            self.listen_started(uris)
+            try:
+                return await call_next(ctx)
+            finally:
+                self.listen_ended(uris)
         finally:
             self._streams[principal] -= 1
             self._streams = +self._streams  # drop zero counts
-            self.listen_ended(uris)
 
     def _ensure_running(self) -> None:
         if not self._running:
