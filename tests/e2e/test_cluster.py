@@ -351,6 +351,37 @@ async def test_a_paused_worker_cannot_overwrite_the_new_attempt(cluster: Cluster
     assert runs[safe] == [(1, paused.pid), (2, other.pid)]
 
 
+async def test_a_worker_waiting_on_the_claim_lock_keeps_its_running_job(cluster: Cluster) -> None:
+    """Claims queue on one cluster-wide lock. A worker whose claim waits there past its lease (other workers'
+    claims, a slow database) still renews the leases of the jobs it runs: its running job is not taken for
+    an orphan (failed as "worker lost", or run twice), and it completes once, as attempt 1."""
+    from vibe_jobs.store.postgres.schema import lock_key
+
+    c = cluster
+    c.serve()
+    c.worker()
+    c.wait_ready()
+    async with client_of(c.servers[0]) as a:
+        job = await submit(a, "slow_unsafe", {"seconds": 6, "tag": "held"})
+        await wait_for(a, job, ("running",), within=15)
+        lock = await asyncpg.connect(c.base)
+        try:
+            await lock.execute("SELECT pg_advisory_lock($1)", lock_key(c.schema, "claim"))
+            await submit(a, "slow_unsafe", {"seconds": 0.01, "tag": "wakes the claim"})
+            waiting = f"SELECT count(*) {SESSIONS} AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            deadline = time.monotonic() + 15
+            while not await c.connect(waiting, c.app):  # bounded polling: nothing tells a test a claim waits
+                assert time.monotonic() < deadline, "the worker's claim never waited on the lock"
+                await anyio.sleep(0.05)
+            await anyio.sleep(3)  # the fault: the claim waits three leases (VIBE_JOBS_LEASE_SECONDS=1)
+        finally:
+            await lock.close()
+        end = await wait_for(a, job, within=30)
+    assert end["status"] == "completed", error_text(end)
+    assert end["result"]["structuredContent"]["attempt"] == 1
+    assert executions(c.exec_log)[job] == [(1, c.workers[0].pid)]
+
+
 async def test_dropped_database_connections_lose_and_duplicate_nothing(cluster: Cluster) -> None:
     """Terminate every session of this test's processes (pg_terminate_backend, by application_name)
     twice while jobs run: pools reconnect, listeners are re-opened, every job runs exactly once, as attempt 1."""

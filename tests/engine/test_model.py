@@ -566,6 +566,7 @@ async def _decide(source: Any) -> None:
     if isinstance(source, ClaimSource):
         source._next_sweep = 0.0
         await source._round()
+        await source._renew()
     else:
         assert isinstance(source, LocalSource)
         source.pump()

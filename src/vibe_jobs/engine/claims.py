@@ -84,6 +84,8 @@ class ClaimSource:
         self._claiming = anyio.Lock()
         self._wake = anyio.Event()
         self._rounds = StoreRetry("worker.round_failed", on_failure=manager.store_failed)  # outages.py: back off
+        self._renewing = StoreRetry("worker.renewal_failed", on_failure=manager.store_failed)
+        self._renew_wake = anyio.Event()
         manager.runner = self
 
     # -- the local queue is the database ---------------------------------------------------
@@ -168,36 +170,55 @@ class ClaimSource:
     # -- claiming --------------------------------------------------------------------------
 
     async def run_timers(self) -> None:
-        """Claim, renew leases, honour remote cancels and sweep, until the manager stops."""
+        """Claim, honour remote cancels and sweep, until the manager stops; renew the leases beside that."""
         self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
         try:
-            while True:
-                if not await self._rounds.attempt(self._round):
-                    continue  # the store failed (a restart): tried again after the backoff, whatever wakes this loop
-                # wake for the next renewal too: a job lease (VIBE_JOBS_LEASE_SECONDS) may be shorter than the poll
-                now = anyio.current_time()
-                wait = min(POLL_SECONDS, max(0.01, self._next_renew - now))
-                if self._linger_until is not None:
-                    wait = min(wait, max(0.0, self._linger_until - now))
-                with anyio.move_on_after(wait):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renewals)
+                await self._rounds_loop()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 if self._listener is not None:
                     await self._listener.close()
 
+    async def _rounds_loop(self) -> None:
+        while True:
+            if not await self._rounds.attempt(self._round):
+                continue  # the store failed (a restart): tried again after the backoff, whatever wakes this loop
+            wait = POLL_SECONDS
+            if self._linger_until is not None:
+                wait = min(wait, max(0.0, self._linger_until - anyio.current_time()))
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def _renewals(self) -> None:
+        """Renew the leases every lease/3, or at once when asked, in a loop of their own: a claim waiting on
+        the cluster-wide claim lock (other workers' claims, a slow database), a slow sweep or a listener
+        reconnecting never delays them, so a job running here is not taken for an orphan meanwhile
+        (failed as "worker lost", or run twice) while this process is alive."""
+        while True:
+            if not await self._renewing.attempt(self._renew):
+                continue  # backed off; renewed again at once
+            with anyio.move_on_after(max(0.01, self._next_renew - anyio.current_time())):
+                await self._renew_wake.wait()
+            self._renew_wake = anyio.Event()
+
+    def _renew_soon(self) -> None:
+        """Renew now (a cancel request to read, notifications that may have been lost)."""
+        self._renew_wake.set()
+
     async def _round(self) -> None:
-        """Listen, claim, renew and sweep."""
+        """Listen, claim and sweep."""
         await self._keep_listening()
         if self.run_jobs:
             await self._claim_available()
-        await self._renew()
         await self._sweep()
 
     async def _keep_listening(self) -> None:
         """(Re)open the LISTEN session: at start, and after it was lost (a restart, a terminated session).
-        Notifications sent meanwhile are lost, so the round that follows claims, renews and sweeps."""
+        Notifications sent meanwhile are lost, so the round that follows claims and sweeps, and the leases
+        are renewed at once (a cancel request may have been missed)."""
         if self._listener is not None and self._listener.alive:
             return
         if self._listener is not None:
@@ -205,7 +226,8 @@ class ClaimSource:
                 await self._listener.close()
             self._listener = None
         self._listener = await self.store.listen(self._changed, self._lost)
-        self._next_renew = self._next_sweep = 0.0
+        self._next_sweep = 0.0
+        self._renew_soon()
 
     async def _claim_available(self) -> None:
         async with self._claiming:  # one claim round at a time: free slots are counted before the claim
@@ -265,15 +287,12 @@ class ClaimSource:
         self.executor.launch(rec.id, rec.tool_name, NO_NEEDS, rec, start_by)
 
     async def _renew(self) -> None:
-        """Renew this process's lease and its jobs' leases (every lease/3, or at once when asked).
+        """Renew this process's lease and its jobs' leases (`_renewals` calls it every lease/3).
 
         A job no longer held (adopted by another process while this one was paused, or a claim the
         database lost in a crash) is stopped and its outcome discarded; a cancel request written
         elsewhere stops its work. One round trip for all running jobs."""
-        now = anyio.current_time()
-        if now < self._next_renew:
-            return
-        self._next_renew = now + self.lease_ms / 3000  # a third of the lease, in seconds
+        self._next_renew = anyio.current_time() + self.lease_ms / 3000  # a third of the lease, in seconds
         running = self.executor.running
         sent = dict(running)
         expires_at = self.m.now() + self.lease_ms
@@ -308,7 +327,7 @@ class ClaimSource:
         if change.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             self._next_sweep = 0.0  # its dependents may be blocked now
         if change.cancel_requested and change.job_id in self.executor.running:
-            self._next_renew = 0.0  # the renewal reads the cancel request
+            self._renew_soon()  # the renewal reads the cancel request
         if self.m.bus.wants(change.job_id):
             kind = STATUS_EVENTS.get(change.status, EventType.PROGRESS) if change.op == "update" else EventType.CREATED
             event = JobEvent(kind, change.job_id, change.tool_name, change.status, 0, self.m.now())
