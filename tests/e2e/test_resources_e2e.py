@@ -142,6 +142,18 @@ async def test_reading_an_unknown_job_is_an_invalid_params_error(mode: str) -> N
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_huge_unknown_job_uri_is_not_echoed_whole(mode: str) -> None:
+    """A caller may name a job of megabytes: the refusal names it cut short, and the server goes on
+    (the legacy era's SDK adds the URI as sent to the error's data: the caller's own bytes, not ours)."""
+    async with connect(mode) as (client, _):
+        with pytest.raises(MCPError) as caught:
+            await client.read_resource("job://" + "n" * 50_000)
+        assert caught.value.error.code == -32602 and "nnnn" in caught.value.error.message
+        assert len(caught.value.error.message) < 1_000
+        assert (await client.read_resource("jobs://recent")).contents
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_recent_jobs_lists_the_newest_first(mode: str) -> None:
     async with connect(mode) as (client, _):
         older = await start(client, "noop", {})

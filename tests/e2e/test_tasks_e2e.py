@@ -166,6 +166,19 @@ async def test_unknown_task_is_invalid_params(method: Literal["tasks/get", "task
         assert "Task not found" in err.value.error.message
 
 
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/cancel", "tasks/update"])
+async def test_a_huge_unknown_task_id_is_not_echoed_whole(
+    method: Literal["tasks/get", "tasks/cancel", "tasks/update"],
+) -> None:
+    """A caller may send a task id of megabytes: the refusal names it cut short, not whole."""
+    async with declaring() as client:
+        with pytest.raises(MCPError) as err:
+            await send(client, method, task_id="7" * 200_000)
+        assert err.value.error.code == -32602 and "Task not found" in err.value.error.message
+        echoed = repr(err.value.error.data)
+        assert "7777" in echoed and len(echoed) < 1_000, len(echoed)
+
+
 async def test_tasks_methods_need_the_declared_extension() -> None:
     async with tasks_client("auto") as client:
         handle = await client.call_tool("sleepy", {"seconds": 0.1, "steps": 1})

@@ -27,6 +27,7 @@ from mcp_types import EmptyResult, SubscribeRequestParams, SubscriptionsListenRe
 from mcp_types.jsonrpc import INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ValidationError
 
+from vibe_jobs.arguments import shown
 from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
@@ -258,9 +259,9 @@ def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -
         try:
             msg = await manager.status_message(jobId, viewer=identity.viewer())
         except JobNotFound:
-            raise ResourceNotFoundError(f"no job with id '{jobId}'") from None
-        shown = carried_status(msg, ctx.request_context.request, manager.settings.max_answer_bytes)
-        return json.dumps(shown.wire(), ensure_ascii=False)  # escaped, a character of 4 bytes took 12 (14 framed)
+            raise ResourceNotFoundError(f"no job with id {shown(jobId)!r}") from None
+        carried = carried_status(msg, ctx.request_context.request, manager.settings.max_answer_bytes)
+        return json.dumps(carried.wire(), ensure_ascii=False)  # escaped, a character of 4 bytes took 12 (14 framed)
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
     async def read_recent() -> str:

@@ -27,6 +27,7 @@ from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
+from vibe_jobs.arguments import shown
 from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound, NotWaiting
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
@@ -71,7 +72,9 @@ def declared_tasks(ctx: ServerRequestContext[Any, Any]) -> bool:
 
 
 def not_found(action: str, job_id: str) -> MCPError:
-    return MCPError(code=INVALID_PARAMS, message=f"Failed to {action} task: Task not found", data={"taskId": job_id})
+    """The refusal of an unknown task id, naming it cut short (a caller may send one of megabytes)."""
+    message = f"Failed to {action} task: Task not found"
+    return MCPError(code=INVALID_PARAMS, message=message, data={"taskId": shown(job_id)})
 
 
 class TasksExtension(Extension):
