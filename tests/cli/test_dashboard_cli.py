@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +325,40 @@ def test_the_dashboard_alone_streams_changes_other_processes_make(tmp_path: Path
             new_id = anyio.run(_create, url)
             created = _events_until(lines, lambda ev: ev["jobId"] == new_id)
         assert created["type"] == "created" and created["status"] == "pending"
+
+
+def _hello(http: httpx.Client, stack: ExitStack) -> tuple[httpx.Response, Iterator[str]]:
+    """Open /events and read up to its hello (a refused stream answers at once, with no event). The lines
+    are handed back with the response: the stream stays open only while its reader is kept."""
+    response = stack.enter_context(http.stream("GET", "/events"))
+    lines = response.iter_lines()
+    if response.status_code == 200:
+        assert next(line for line in lines if line.startswith("event:")) == "event: hello"
+    else:
+        response.read()
+    return response, lines
+
+
+def test_live_event_streams_are_capped_and_a_closed_one_gives_its_place_back(tmp_path: Path) -> None:
+    """Each /events stream reads the store every few seconds: a client opening them without end is refused
+    past the cap (429, saying why), the streams already open go on, and a closed stream's place is free again."""
+    from vibe_jobs.server.http.live import MAX_EVENT_STREAMS
+
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    fill(url, 1)
+    limits = httpx.Limits(max_connections=MAX_EVENT_STREAMS + 10)
+    with dashboard(url) as base, httpx.Client(base_url=base, timeout=15, limits=limits) as http, ExitStack() as opened:
+        streams = [_hello(http, opened) for _ in range(MAX_EVENT_STREAMS)]
+        assert all(response.status_code == 200 for response, _ in streams)
+        with ExitStack() as extra:
+            refused, _ = _hello(http, extra)
+        assert refused.status_code == 429 and f"at most {MAX_EVENT_STREAMS}" in refused.text
+        assert http.get("/").status_code == 200  # the pages still answer
+        streams[0][0].close()
+        deadline = time.monotonic() + 10  # the server hears of the closed connection on its own time
+        while True:
+            with ExitStack() as again:
+                if _hello(http, again)[0].status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "a closed stream's place never came back"
+            time.sleep(0.05)

@@ -28,6 +28,9 @@ STATS_SECONDS = 2.0
 WATCH_SECONDS = 1.0  # how often a job page's job is read for changes other processes made (until it finishes)
 WATCH_LIST_SECONDS = 5.0  # how often the list page's first rows are read (WATCH_ROWS records, without results)
 WATCH_ROWS = 50  # the jobs the list page shows first
+# /events streams open at once in one process: each reads the store every few seconds, so a client opening
+# thousands (a script, a tab reloading in a loop) would cost every other reader; a tab holds one
+MAX_EVENT_STREAMS = 64
 
 
 def event_data(ev: JobEvent) -> dict[str, Any]:
@@ -128,15 +131,50 @@ async def _watched(watch: StoreWatch) -> list[JobEvent]:
         return []
 
 
+class OpenStreams:
+    """How many /events streams are open; `take` refuses one past `most`."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.open = most, 0
+
+    def take(self) -> bool:
+        if self.open >= self.most:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
+
+
+class _CountedEvents(EventSourceResponse):
+    """An event stream that gives its place back however it ends (the client gone, the server stopping)."""
+
+    def __init__(self, streams: OpenStreams, content: AsyncIterator[dict[str, str]]) -> None:
+        super().__init__(content, ping=15)
+        self.streams = streams
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.streams.give_back()
+
+
 def events_endpoint(
     manager: JobManager, check: Callable[[Request], Awaitable[None]], stats_every: float = STATS_SECONDS
 ) -> Callable[[Request], Awaitable[Response]]:
+    streams = OpenStreams(MAX_EVENT_STREAMS)
+
     async def events(request: Request) -> Response:
         try:
             await check(request)
         except Refused as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
+        if not streams.take():
+            message = f"at most {streams.most} live event streams may be open at once: close one (a dashboard tab)"
+            return PlainTextResponse(message, status_code=429, headers={"Retry-After": "5"})
         job_id = request.query_params.get("job") or None
-        return EventSourceResponse(stream(manager, job_id, stats_every), ping=15)
+        return _CountedEvents(streams, stream(manager, job_id, stats_every))
 
     return events
