@@ -86,8 +86,10 @@ async def beats_of(store: Any, beats: int, more_tools: int) -> None:
     manager = JobManager(store, Settings(), owner="here")
     link = getattr(store, "_link", None)  # SQLite: its server process runs the SQL
     server = link._proc.pid if link is not None else None
+    began = time.perf_counter()
     first = await recover_orphans(manager, tools, RetryPolicy())
-    print(f"first beat: {len(first.adopted)} adopted, left {first.left}")
+    took = (time.perf_counter() - began) * 1000
+    print(f"first beat: {len(first.adopted)} adopted in {took:,.0f} ms, left {first.left}")
     walls, cpus, servers = [], [], []
     for _ in range(beats):
         wall, cpu, sql = time.perf_counter(), time.process_time(), cpu_seconds(server)

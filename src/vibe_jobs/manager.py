@@ -131,8 +131,9 @@ class JobManager:
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
-        # the beat (lease, durations, recovery) and retention, through store failures (outages.py)
+        # the lease's renewals, and the beat (durations, recovery) and retention, through store failures (outages.py)
         beat = max(0.05, self.settings.lease_ms / 3000)
+        self._renewing = StoreRetry("lease.renewal_failed", most=beat, on_failure=self.store_failed)
         self._maintaining = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
         # the figures asked for by nobody in particular (/health, /metrics, the dashboard: unauthenticated
         # probes at any rate): one count of the store at a time, shared by those who ask meanwhile
@@ -148,11 +149,13 @@ class JobManager:
         await self.store.open()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._tg.start_soon(self._renewals)
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-        for step in (self._load_durations, self._beat):  # the store may have gone away since it opened, or a
-            await self._maintaining.attempt(step, pause=False)  # part is damaged: the next beats try again
+        # the store may have gone away since it opened, or a part is damaged: the next beats try again
+        for step in (self._load_durations, self.renew_lease, self._beat):
+            await self._maintaining.attempt(step, pause=False)
         return self
 
     async def __aexit__(
@@ -184,6 +187,16 @@ class JobManager:
             raise RuntimeError("the JobManager is not running; use `async with manager:`")
         return self._tg
 
+    async def _renewals(self) -> None:
+        """Renew this process's lease every lease/3, in a loop of its own: a slow beat (a long recovery pass,
+        a tool's hook ending a dead run's leftovers, retention) never lets it lapse while the process lives,
+        which another process on the store would take for this one's death (and adopt the jobs it runs)."""
+        every = max(0.05, self.settings.lease_ms / 3000)  # a third of the lease, in seconds
+        while True:
+            await anyio.sleep(every)
+            while not await self._renewing.attempt(self.renew_lease):
+                pass  # a failing store never stops the process: renewed again after a backoff
+
     async def _maintenance(self) -> None:
         lease_ms = self.settings.lease_ms
         beat = max(0.05, lease_ms / 3000)  # a third of the lease, in seconds
@@ -197,14 +210,13 @@ class JobManager:
                 await self._maintaining.attempt(self.cleanup)
 
     async def _beat(self) -> None:
-        await self.renew_lease()
         await self.save_durations()
         self.stats.store_worked()
         if self.runner is not None:
             await self.runner.recover()
 
     async def renew_lease(self) -> None:
-        """Renew this process's lease now (the maintenance loop does every lease / 3)."""
+        """Renew this process's lease now (`_renewals` does every lease / 3)."""
         expires_at = self.now() + self.settings.lease_ms
         await self.store.heartbeat(self.owner, expires_at)
         self.lease_renewed(expires_at)

@@ -15,13 +15,13 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, make_store
+from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, Gates, gated_tool, make_store, on_stores
 from vibe_jobs import JobManager, JobRecord, JobStatus, Settings
 from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.recovery import recover_orphans
-from vibe_jobs.engine.sources import JobSource
-from vibe_jobs.jobtool import make_spec
+from vibe_jobs.engine.sources import JobSource, make_source
+from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
 
@@ -251,3 +251,48 @@ async def test_recovery_counts_the_orphans_it_leaves_only_when_asked(
             found = await recover_orphans(adopter, {"quick": spec}, RetryPolicy(), count_left=False)
         assert ([rec.id for rec in found.adopted], found.left) == ([mine], {})
         assert (await recover_orphans(adopter, {"quick": spec}, RetryPolicy())).left == {"absent": 1}
+
+
+@on_stores("sqlite", "postgres")
+async def test_a_slow_maintenance_beat_never_lets_a_live_process_s_lease_lapse(backend: Backend) -> None:
+    """A beat's recovery may wait (here on a tool's hook that ends a dead run's leftover processes): this
+    process's lease is renewed meanwhile, so another process on the store never takes the job it runs for an
+    orphan (a tool that is not retry_safe: it would fail as interrupted) and the job completes, as attempt 1."""
+    gates, store = Gates(), backend.store
+    in_hook, hook_done = anyio.Event(), anyio.Event()
+
+    async def end_leftovers(_metadata: Mapping[str, Any] | None) -> None:
+        in_hook.set()
+        await hook_done.wait()
+
+    work = gated_tool(gates, "work")
+    leftovers = gated_tool(gates, "leftovers", on_interrupted=end_leftovers)
+    settings = Settings(lease_ms=300)  # a beat every 0.1 s
+    here = JobManager(store, settings, owner="here")
+    make_source(here, {"work": work, "leftovers": leftovers})
+    async with here:
+        job_id = await here.create_job("work", {"key": "job"})
+        await gates.wait_started("job")
+        now = here.now()
+        dead = JobRecord("dead-run", "leftovers", {"key": "x"}, JobStatus.RUNNING, now, now, owner="gone-host:1")
+        dead.attempt, dead.started_at = 1, now
+        await store.insert(dead)  # the next beat adopts it, and waits in its tool's hook
+        with anyio.fail_after(WAIT):
+            await in_hook.wait()
+        async with other_process(backend, settings, {"work": work}):
+            await anyio.sleep(1.5)  # the fault: five leases in the hook, while the other process beats
+        hook_done.set()
+        gates.open("job")
+        rec = await here.wait(job_id, WAIT)
+    assert rec.status is JobStatus.COMPLETED, rec.progress_message
+    assert rec.attempt == 1 and gates.order.count("job") == 1
+
+
+@asynccontextmanager
+async def other_process(b: Backend, settings: Settings, tools: Mapping[str, JobToolSpec]) -> AsyncIterator[JobManager]:
+    """A second server on the backend's store (a store object of its own), running `tools`."""
+    store = open_store(b.store.url)
+    manager = JobManager(store, settings, owner="other")
+    make_source(manager, tools)
+    async with manager:
+        yield manager
