@@ -10,6 +10,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -590,3 +592,37 @@ async def test_job_manager_results_readable_after_reopen(db: Path) -> None:
     async with JobManager(store=SQLiteStore(url(db)), settings=Settings()) as manager:
         job = await manager.get_job(job_id)
     assert (job.status, job.result, job.params, job.progress_percentage) == (C, result, {"text": "héllo"}, 100.0)
+
+
+def test_servers_opening_one_new_file_at_once_all_open_it() -> None:
+    """Two servers started together on a new file: one read the schema step (none yet) and the tables (the
+    other's first step, committed between the two reads) apart, and refused the file as another program's
+    database. Eight openers at once on each of 30 new files: every one opens it, at the latest schema step."""
+    from vibe_jobs.store.sqlite.schema import pragmas
+    from vibe_jobs.store.sqlite.server import Config, connect
+    from vibe_jobs.store.sqlite.store import MAX_OPS
+
+    failures: list[BaseException] = []
+    for round_ in range(30):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Config(
+                path=f"{tmp}/jobs.db", pragmas=pragmas("NORMAL", 5000), migrations=MIGRATIONS, max_ops=MAX_OPS
+            )
+            start = threading.Barrier(8)
+
+            def opener(config: Config = config, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    conn = connect(config)
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+                with contextlib.closing(conn):
+                    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+            threads = [threading.Thread(target=opener) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert not failures, f"round {round_}: {failures[:3]}"

@@ -103,11 +103,16 @@ def connect(config: Config) -> sqlite3.Connection:
 
 
 def _refuse_foreign(conn: sqlite3.Connection) -> None:
-    """Foreign when the database has tables but no vibe-jobs schema step (`user_version` 0)."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
-        return
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    if tables:
+    """Foreign when the database has tables but no vibe-jobs schema step (`user_version` 0). Both are read in
+    one transaction: read apart, another server's first schema step (tables and step at once) committed in
+    between made a new file look foreign to a server started at the same moment."""
+    conn.execute("BEGIN")
+    try:
+        step = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    finally:
+        conn.execute("COMMIT")
+    if step == 0 and tables:
         shown = ", ".join(repr(name[:64]) for name in tables[:5])
         raise Foreign(shown + (f" and {len(tables) - 5} more" if len(tables) > 5 else ""))
 
