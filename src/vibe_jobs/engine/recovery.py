@@ -14,6 +14,7 @@ A pending job whose cancel was asked is ended by any process (the rule: `store.b
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ import anyio
 from vibe_jobs.engine.failures import retry_limit
 from vibe_jobs.errors import InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
-from vibe_jobs.logs import get_logger
+from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics
 from vibe_jobs.models import JobRecord
 from vibe_jobs.results import text_result
@@ -122,11 +123,14 @@ async def recover_orphans(
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
     adopted: dict[str, JobRecord] = {}
+    outcomes: Counter[str] = Counter()
     for group in (running, pending):
         for i in range(0, len(group), ADOPT_BATCH):
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
-                    tg.start_soon(_adopt, manager, rec, tools, default_retry, adopted, shared)
+                    tg.start_soon(_adopt, manager, rec, tools, default_retry, (adopted, outcomes), shared)
+    if outcomes:  # one line a pass (each job's at debug): a restart may adopt tens of thousands
+        log.info("recovery.adopted", jobs=sum(outcomes.values()), **{f"now_{k}": n for k, n in outcomes.items()})
     return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], left)
 
 
@@ -135,17 +139,21 @@ async def _adopt(
     rec: JobRecord,
     tools: Mapping[str, JobToolSpec],
     default_retry: RetryPolicy,
-    adopted: dict[str, JobRecord],
+    noted: tuple[dict[str, JobRecord], Counter[str]],
     shared: bool,
 ) -> None:
-    """Adopt one orphan (noting it in `adopted` when it is pending now), unless another process did first."""
+    """Adopt one orphan, unless another process did first: noted in `adopted` when it is pending now, and
+    counted by the status it has now."""
     await _end_leftovers(rec, tools.get(rec.tool_name))
     changes = plan_recovery(manager, rec, tools, default_retry, shared)
     try:
         new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
     except (InvalidTransition, StaleWrite):
         return  # someone else adopted it first
-    log.info("job.recovered", job_id=rec.id, was=rec.status.value, now=new.status.value)
+    if debug_enabled():
+        log.debug("job.recovered", job_id=rec.id, was=rec.status.value, now=new.status.value)
+    adopted, outcomes = noted
+    outcomes[new.status.value] += 1
     if new.status is JobStatus.PENDING:
         adopted[rec.id] = new
 
