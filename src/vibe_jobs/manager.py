@@ -52,7 +52,7 @@ from vibe_jobs.results import (
 )
 from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
-from vibe_jobs.states import ACTIVE, COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
+from vibe_jobs.states import COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
 from vibe_jobs.store.base import NO_GUARD, ScheduleStore, VersionGuard
 
@@ -304,9 +304,20 @@ class JobManager:
         return rec.id if await self._add(rec, lambda job: store.fire(job, version)) else None
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
-        """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job."""
+        """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job.
+
+        Storing and queueing are one step a cancel cannot split (a tool call cancelled by its client, a dropped
+        HTTP request): the insert commits in the store whatever happens to its caller, and a stored job that
+        was never queued would wait, pending and owned by this live process, until a restart."""
         if self.runner is not None:
             await self.runner.admit(rec)
+        if not self.store.waits:  # nothing yields: no cancel can land in between (and a shield costs 4 us)
+            return await self._store_and_queue(rec, insert)
+        with anyio.CancelScope(shield=True):
+            stored = await self._store_and_queue(rec, insert)
+        return stored
+
+    async def _store_and_queue(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         try:
             stored = await insert(rec)
         except StoreError as exc:
@@ -537,12 +548,15 @@ class JobManager:
 
         A job that is running already is refused (`InvalidTransition`): two claims never both win.
         `owned=True` (the scheduler) also refuses a job another process owns (`StaleWrite`): one it
-        adopted while this process's lease had lapsed is no longer ours to run.
+        adopted while this process's lease had lapsed is no longer ours to run. A pending job whose cancel
+        was asked for ends cancelled instead: the record answered is then not running (not to be run).
         """
 
         def plan(rec: JobRecord) -> dict[str, Any]:
             if owned and rec.owner is not None and rec.owner != self.owner:
                 raise StaleWrite(f"the job is owned by {rec.owner}, not by this process", job_id=rec.id)
+            if rec.cancel_requested is not None and rec.status is PENDING:
+                return self._cancelled_changes(rec, rec.cancel_requested)  # asked before it started: never runs
             return self._status_changes(rec, RUNNING)  # raises unless the job is pending
 
         return await self.mutate(job_id, plan)
@@ -634,9 +648,16 @@ class JobManager:
                 return {"cancel_requested": why}
             return self._cancelled_changes(rec, why)
 
+        def stopping(rec: JobRecord) -> dict[str, Any] | None:
+            """Its run here is stopped (and writes it cancelled); a run that had finished may have written a
+            retry meanwhile: that pending job is cancelled here, or it would run again (or wait for ever)."""
+            if rec.status is JobStatus.RUNNING:
+                return {"cancel_requested": why}
+            return None if rec.status in FINAL else self._cancelled_changes(rec, why)
+
         rec = await self.get_record(job_id, viewer)
         if rec.status is JobStatus.RUNNING and self.runner is not None and self.runner.cancel_running(job_id, why):
-            return await self.mutate(job_id, lambda r: {"cancel_requested": why} if r.status in ACTIVE else None)
+            return await self.mutate(job_id, stopping)
         return await self.mutate(job_id, plan)
 
     def _runs_elsewhere(self, rec: JobRecord) -> bool:

@@ -52,7 +52,7 @@ from vibe_jobs.metrics import HealthThresholds
 from vibe_jobs.models import JobQueueConfig, ResourceLimits, RetryPolicyConfig, TimeoutPolicyConfig
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
-from vibe_jobs.store.base import SharedJobStore
+from vibe_jobs.store.base import JobQuery, SharedJobStore
 from vibe_jobs.store.sqlite import SQLiteStore
 
 WAIT = 5.0  # upper bound for any awaited state change (a hang fails instead of blocking)
@@ -1109,3 +1109,27 @@ async def test_recovery_never_adopts_this_processs_own_jobs_after_a_late_heartbe
         gates.open("r")
         assert (await finished(m, job_id)).status is JobStatus.COMPLETED
     assert gates.order == ["r"]
+
+
+async def test_a_call_cancelled_while_its_job_is_stored_leaves_no_job_unqueued(backend: Backend) -> None:
+    """A tool call cancelled by its client (notifications/cancelled, a dropped HTTP request) while `create_job`
+    stores the job: the insert commits in the store whatever happens to its caller, so the job is queued
+    too and runs; none is left pending, owned by this live process, until a restart (130 of 200 were)."""
+
+    async def cancel_soon(scope: anyio.CancelScope) -> None:
+        await anyio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
+        scope.cancel()
+
+    async with backend.running([]) as (m, _):
+        cancelled = 0
+        for _ in range(100):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(cancel_soon, scope)
+                    await m.create_job("probe", {})
+            cancelled += scope.cancelled_caught
+        stored = await m.store.query(JobQuery(limit=200))
+        outcomes = Counter([(await m.wait(rec.id, WAIT)).status for rec in stored])
+    assert cancelled, "no call was cancelled: the test proves nothing"
+    assert set(outcomes) <= {JobStatus.COMPLETED}, outcomes

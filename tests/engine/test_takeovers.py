@@ -7,6 +7,7 @@ deployment on it uses (product bugs the fault runs found, tests/faults).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -296,3 +297,66 @@ async def other_process(b: Backend, settings: Settings, tools: Mapping[str, JobT
     make_source(manager, tools)
     async with manager:
         yield manager
+
+
+_CANCELLING: contextvars.ContextVar[bool] = contextvars.ContextVar("cancelling", default=False)
+
+
+class _CancelAtRetry:
+    """A store (a real one, subclassed) that makes a client's cancel arrive while a failed run's retry is
+    written: the retry's write waits until the cancel (a task of its own, tagged) has read the job still
+    running, and so stops its run (which had finished: its work over, its retry not written yet)."""
+
+    manager: JobManager
+    read_running: anyio.Event
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        rec = await super().get(job_id)  # type: ignore[misc]
+        if _CANCELLING.get() and rec is not None and rec.status is JobStatus.RUNNING:
+            self.read_running.set()
+        return rec  # type: ignore[no-any-return]
+
+    async def update(self, job_id: str, changes: Mapping[str, Any], guard: Any = None) -> JobRecord | None:
+        if (
+            changes.get("status") is JobStatus.PENDING
+            and "retry_count" in changes
+            and not hasattr(self, "read_running")
+        ):
+            self.read_running = anyio.Event()
+            self.manager.task_group.start_soon(self._cancel, job_id)
+            with anyio.fail_after(WAIT):
+                await self.read_running.wait()
+        return await super().update(job_id, changes, guard)  # type: ignore[misc, no-any-return]
+
+    async def _cancel(self, job_id: str) -> None:
+        _CANCELLING.set(True)
+        await self.manager.cancel_job(job_id)
+
+
+@on_stores("sqlite", "postgres")
+async def test_a_cancel_that_arrives_while_a_retry_is_written_ends_the_job_cancelled(backend: Backend) -> None:
+    """The job's run failed (retryable) and its retry is being written when the client cancels: the cancel
+    stops the (finished) run and reaches the job, pending again by then, which ends cancelled. The retry
+    never runs (SQLite ran it to completion) and the job never waits for ever (PostgreSQL: claims pass
+    over a pending job whose cancel was asked)."""
+    store = type("CancelAtRetry", (_CancelAtRetry, type(backend.store)), {})(backend.store.url)
+    runs: list[int] = []
+
+    async def flaky(job: JobContext) -> str:
+        runs.append(job.attempt)
+        if job.attempt == 1:
+            raise RuntimeError("flaky")
+        return "the retry ran"
+
+    spec = make_spec(flaky, name="flaky", retry=RetryPolicy(max_retries=3, initial_delay_ms=10, jitter=0))
+    manager = JobManager(store, Settings(), owner="here")
+    store.manager = manager
+    make_source(manager, {"flaky": spec})
+    try:
+        async with manager:
+            job_id = await manager.create_job("flaky", {})
+            rec = await manager.wait(job_id, WAIT)
+    finally:
+        await store.close()
+    assert rec.status is JobStatus.CANCELLED, (rec.status, rec.progress_message)
+    assert runs == [1]

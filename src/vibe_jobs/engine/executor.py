@@ -141,7 +141,9 @@ class Executor:
 
         async def claim() -> None:
             with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
-                claimed.append(await self.m.start_job(job_id, owned=True))
+                rec = await self.m.start_job(job_id, owned=True)
+                if rec.status is JobStatus.RUNNING:  # else its cancel was asked for: it ended cancelled
+                    claimed.append(rec)
 
         retry = StoreRetry("job.claim_retry", first=0.05, on_failure=self.m.store_failed)
         try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.figures import ClusterFigures
@@ -139,6 +139,9 @@ class JobStore(Protocol):
     """Persistence for job records; records follow the rule in the module docstring."""
 
     url: str
+    # whether a call may wait (I/O, another process): False only for a store whose every call answers without
+    # yielding to the event loop (memory), so a cancel can never land between two of its steps
+    waits: ClassVar[bool]
 
     async def open(self) -> None: ...
 

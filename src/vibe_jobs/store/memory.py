@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from vibe_jobs.errors import DuplicateJob
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
@@ -39,6 +39,8 @@ def _update_of(job_id: str, changes: Mapping[str, Any]) -> RecordBuilder:
 
 
 class MemoryStore:
+    waits: ClassVar[bool] = False  # store/base.py: JobStore.waits
+
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
         self.jobs: dict[str, JobRecord] = {}

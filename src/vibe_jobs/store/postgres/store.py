@@ -25,7 +25,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
@@ -171,6 +171,8 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
 class PostgresStore(SharedJobStore):
     """A `JobStore` in a PostgreSQL schema. Records returned are decoded afresh from each answer, so
     none is shared or changed afterwards (`store.base`)."""
+
+    waits: ClassVar[bool] = True  # store/base.py: JobStore.waits
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -189,6 +189,8 @@ def busy_timeout_of(raw: str) -> float:
 class SQLiteStore:
     """A `JobStore` in one SQLite file. A record it returns (or remembers) is never changed: an update
     makes a new one (`store.base`)."""
+
+    waits: ClassVar[bool] = True  # store/base.py: JobStore.waits
 
     def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
         self.url = url
