@@ -22,6 +22,7 @@ from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.engine.sources import JobSource, make_source
+from vibe_jobs.errors import StoreUnavailable
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
@@ -148,6 +149,47 @@ async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: 
             rec = await here.wait(job_id, WAIT)
     assert (rec.status, started, rec.attempt) == (JobStatus.COMPLETED, [2], 2)
     assert rec.retry_count == (1 if adopted else 0)
+
+
+async def test_a_lapsed_claim_whose_give_back_fails_once_is_given_back_when_the_store_answers(tmp_path: Path) -> None:
+    """The claim lapsed (answered late: a slow database) and the write that gives it back fails too (the same
+    trouble): it is written again while the failure is transient. Left running, owned by this live worker,
+    the job was no one's to recover (a process never adopts its own) and never ran (review helper-50 F5)."""
+    clock, started = FakeClock(), []
+    settings = Settings(lease_ms=10_000)
+
+    async def work(job: JobContext) -> str:
+        started.append(job.attempt)
+        return "done"
+
+    spec = make_spec(work, name="work", retry_safe=True, max_retries=3)
+    async with postgres_backend(tmp_path) as b:
+
+        async def stall() -> None:
+            clock.advance(settings.lease_ms / 1000 + 1)
+            fail_next_give_back(b.store)
+
+        stall_after_first_claim(b.store, stall)
+        async with b.running([spec], settings, clock) as (here, _):
+            job_id = await here.create_job("work")
+            rec = await here.wait(job_id, WAIT)
+    assert (rec.status, started, rec.attempt, rec.retry_count) == (JobStatus.COMPLETED, [2], 2, 0)
+
+
+def fail_next_give_back(store: JobStore) -> None:
+    """The next write that moves a running job back to pending (and counts no retry) fails, once, as a
+    connection lost on the way."""
+    update = store.update
+    failed = False
+
+    async def failing_update(job_id: str, changes: Mapping[str, Any], guard: Any = None) -> JobRecord | None:
+        nonlocal failed
+        if not failed and changes.get("status") is JobStatus.PENDING and "retry_count" not in changes:
+            failed = True
+            raise StoreUnavailable("the connection was lost (injected)")
+        return await update(job_id, changes, guard)
+
+    store.update = failing_update  # type: ignore[method-assign]
 
 
 @asynccontextmanager

@@ -157,13 +157,21 @@ class Executor:
         answer came late): another process may have adopted the job, so it is not run here. While still
         ours it is queued again, as it was (it never ran: no retry is counted); else recovery has it."""
         log.warning("job.claim_lapsed", job_id=rec.id, attempt=rec.attempt)
+        given: list[JobRecord] = []
+
+        async def give_back() -> None:
+            given.append(await self.m.requeue(rec.id, _pending_again, _attempt_guard(rec.attempt)))
+
+        # written again while the store fails transiently (the trouble that made the claim late, likely): left
+        # running and owned by this live process, the job would be no one's to recover
+        retry = StoreRetry("job.give_back_retry", first=0.05, on_failure=self.m.store_failed)
         try:
-            new = await self.m.requeue(rec.id, lambda r: {"status": JobStatus.PENDING}, _attempt_guard(rec.attempt))
-        except (InvalidTransition, StaleWrite, StoreError) as exc:
+            await retry.until_done(give_back, job_id=rec.id)
+        except (InvalidTransition, StaleWrite) as exc:
             log.info("job.claim_lapsed_taken", job_id=rec.id, reason=str(exc))
             return
-        if new.status is JobStatus.PENDING:
-            await self.feeder.requeued(new)
+        if given and given[0].status is JobStatus.PENDING:
+            await self.feeder.requeued(given[0])
 
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
@@ -439,6 +447,10 @@ class Executor:
 
 class _ClaimLapsing(Exception):
     """A claimed job not started: its claim is about to lapse (`Executor._check_start`)."""
+
+
+def _pending_again(_rec: JobRecord) -> dict[str, Any]:
+    return {"status": JobStatus.PENDING}
 
 
 def _attempt_guard(attempt: int) -> Guard:
