@@ -193,7 +193,8 @@ class JobManager:
         which another process on the store would take for this one's death (and adopt the jobs it runs)."""
         every = max(0.05, self.settings.lease_ms / 3000)  # a third of the lease, in seconds
         while True:
-            await anyio.sleep(every)
+            if self.lease_until - self.now() > self.settings.lease_ms * 2 // 3:  # else behind (a renewal failed)
+                await anyio.sleep(every)
             while not await self._renewing.attempt(self.renew_lease):
                 pass  # a failing store never stops the process: renewed again after a backoff
 

@@ -22,7 +22,7 @@ from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.engine.sources import JobSource, make_source
-from vibe_jobs.errors import StoreUnavailable
+from vibe_jobs.errors import StoreLocked, StoreUnavailable
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
@@ -402,3 +402,29 @@ async def test_a_cancel_that_arrives_while_a_retry_is_written_ends_the_job_cance
         await store.close()
     assert rec.status is JobStatus.CANCELLED, (rec.status, rec.progress_message)
     assert runs == [1]
+
+
+@on_stores("sqlite", "postgres")
+async def test_a_first_lease_renewal_that_fails_is_tried_again_at_once(backend: Backend) -> None:
+    """The store failed the renewal a server makes as it starts (a file locked past its busy timeout): the
+    server runs jobs meanwhile, with no live lease (on SQLite nothing else renews it), so another process would
+    take them for orphans. It renews again after the backoff (0.1 s), not a third of the lease later (10 s by
+    default). Review helper-50 F4."""
+    store, renewed = backend.store, anyio.Event()
+    heartbeat, failed = store.heartbeat, False
+
+    async def first_fails(owner: str, expires_at: int) -> None:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise StoreLocked("the database is locked (injected)")
+        await heartbeat(owner, expires_at)
+        renewed.set()
+
+    store.heartbeat = first_fails  # type: ignore[method-assign]
+    manager = JobManager(store, Settings(), owner="here")
+    async with manager:
+        with anyio.fail_after(3):
+            await renewed.wait()
+        assert manager.lease_until > manager.now()
+    assert failed
