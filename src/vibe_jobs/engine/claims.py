@@ -248,6 +248,8 @@ class ClaimSource:
             found, valid_until = await self._claim(names, free)
             for rec in found:
                 self._launch(rec, valid_until)
+            if found:
+                self._renew_if_late(valid_until)
             self._backlog = len(found) == free
             if not self._backlog:
                 self._look_at_head = True  # a short claim: something may not have fitted
@@ -280,6 +282,15 @@ class ClaimSource:
         now = self.m.now()
         found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
         return found, min(now + self.lease_ms, self.m.lease_until) - self.lease_ms // START_MARGIN_FRACTION
+
+    def _renew_if_late(self, start_by: int) -> None:
+        """A claim answered late (it waited on the claim lock, a slow database) leaves its jobs less lease than
+        the wait for the next renewal plus a margin: renew now (the launched runs are counted by then), not up
+        to a third of the lease later, when the lease may have lapsed under a running job."""
+        lease_end = start_by + self.lease_ms // START_MARGIN_FRACTION
+        next_renewal = self.m.now() + max(0.0, self._next_renew - anyio.current_time()) * 1000
+        if lease_end - next_renewal < self.lease_ms / 3:
+            self._renew_soon()
 
     def _launch(self, rec: JobRecord, start_by: int) -> None:
         # the claim enforced the limits in the database: nothing to account here; the run starts only
