@@ -149,13 +149,14 @@ class JobManager:
         await self.store.open()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._renewals)
+        # the store may have gone away since it opened, or a part is damaged: the loops try again
+        for step in (self._load_durations, self.renew_lease):
+            await self._maintaining.attempt(step, pause=False)
+        self._tg.start_soon(self._renewals)  # at once if that renewal failed, else a third of the lease on
         self._tg.start_soon(self._maintenance)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
-        # the store may have gone away since it opened, or a part is damaged: the next beats try again
-        for step in (self._load_durations, self.renew_lease, self._beat):
-            await self._maintaining.attempt(step, pause=False)
+        await self._maintaining.attempt(self._beat, pause=False)
         return self
 
     async def __aexit__(
@@ -657,8 +658,12 @@ class JobManager:
             return None if rec.status in FINAL else self._cancelled_changes(rec, why)
 
         rec = await self.get_record(job_id, viewer)
-        if rec.status is JobStatus.RUNNING and self.runner is not None and self.runner.cancel_running(job_id, why):
-            return await self.mutate(job_id, stopping)
+        runner = self.runner
+        if rec.status is JobStatus.RUNNING and runner is not None and runner.cancel_running(job_id, why):
+            new = await self.mutate(job_id, stopping)
+            if new.status is JobStatus.RUNNING and new.attempt != rec.attempt:  # its retry started here meanwhile
+                runner.cancel_running(job_id, why)
+            return new
         return await self.mutate(job_id, plan)
 
     def _runs_elsewhere(self, rec: JobRecord) -> bool:
