@@ -203,7 +203,8 @@ def test_the_dashboard_alone_closes_a_connection_whose_headers_never_end(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "command", [["dashboard", "--store", "memory://"], ["serve", "--transport", "streamable-http"]]
+    "command",
+    [["dashboard", "--store", "memory://"], ["serve", "--store", "memory://", "--transport", "streamable-http"]],
 )
 def test_a_port_in_use_is_one_line_and_exit_2(command: list[str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -260,7 +261,10 @@ def test_of_two_servers_started_together_on_one_port_the_second_says_one_line_an
     ("command", "said"),
     [
         (["dashboard", "--store", "memory://"], r"vibe-jobs: dashboard of memory:// at http://127\.0\.0\.1:(\d+)/"),
-        (["serve", "--transport", "streamable-http"], r"vibe-jobs: serving MCP at http://127\.0\.0\.1:(\d+)/mcp"),
+        (
+            ["serve", "--store", "memory://", "--transport", "streamable-http"],
+            r"vibe-jobs: serving MCP at http://127\.0\.0\.1:(\d+)/mcp",
+        ),
     ],
 )
 def test_port_0_announces_the_port_it_was_given(command: list[str], said: str) -> None:

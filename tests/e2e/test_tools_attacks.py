@@ -163,8 +163,9 @@ async def test_a_hostile_source_file_maps_fast_and_the_server_keeps_answering(tm
             _, body = await read(client, job_id, waitSeconds=0.05)
         took = time.monotonic() - began
     assert body["status"] == "completed", body.get("message")
-    assert took < 2.0, f"mapping one 120 KB file took {took:.1f} s"
-    assert slowest < 1.0, f"list-jobs waited {slowest:.2f} s while the map ran"
+    # linear, not quadratic (it took 18 s): bounds with room for a loaded machine's wall clock
+    assert took < 6.0, f"mapping one 120 KB file took {took:.1f} s"
+    assert slowest < 3.0, f"list-jobs waited {slowest:.2f} s while the map ran"
     files = {entry["path"]: entry for entry in body["result"]["structuredContent"]["files"]}
     assert files["ok.js"]["symbols"][0]["name"] == "fine"
 

@@ -316,18 +316,18 @@ ATTACKS: dict[str, str] = {
 def test_hostile_input_is_read_in_linear_time(attack: str) -> None:
     data = ATTACKS[attack].encode()
     for language in BRACE:
-        began = time.perf_counter()
+        began = time.process_time()  # CPU time: what other processes on the machine take does not count
         extraction = extract_symbols(language, data)
-        took = time.perf_counter() - began
+        took = time.process_time() - began
         assert took < 0.75, f"{language}: {took:.2f} s for {len(data):,} bytes"
         assert extraction.error is None
 
 
 def test_the_reported_hostile_file_is_fast() -> None:
     """'/*a' * 40000: 120 KB that took 18 s (holding the GIL) in the old comment stripper."""
-    began = time.perf_counter()
+    began = time.process_time()
     assert extract_symbols("JavaScript", ("/*a" * 40000).encode()).symbols == []
-    assert time.perf_counter() - began < 0.25
+    assert time.process_time() - began < 0.25
 
 
 LARGE_PYTHON = {
@@ -342,9 +342,9 @@ LARGE_PYTHON = {
 def test_large_python_files_are_outlined_in_linear_time(attack: str) -> None:
     data = LARGE_PYTHON[attack].encode()
     assert len(data) > AST_MAX_BYTES
-    began = time.perf_counter()
+    began = time.process_time()
     assert extract_symbols("Python", data).error is None
-    assert time.perf_counter() - began < 1.0
+    assert time.process_time() - began < 1.0
 
 
 def test_large_python_files_get_the_same_outline_as_small_ones() -> None:
