@@ -121,6 +121,10 @@ def stall_after_first_claim(store: JobStore, stall: Callable[[], Awaitable[None]
     store.claim_many = late_claim  # type: ignore[attr-defined]
 
 
+# The clock jumps past the lease here, so both renewal loops renew at once while the claim runs, and the pool
+# opens a connection for them; a manager stopped while asyncpg connects it leaves that socket to the garbage
+# collector, whose warning (not the product's: asyncio's cancelled connect) failed this test 1 run in 5.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("adopted", [True, False], ids=["adopted-elsewhere", "nobody-adopted"])
 async def test_a_claim_answered_after_its_lease_lapsed_is_not_started(tmp_path: Path, adopted: bool) -> None:
     """The claim's lease lapsed before its answer arrived: the claimed attempt never starts (another process

@@ -172,6 +172,9 @@ class ClaimSource:
     async def run_timers(self) -> None:
         """Claim, honour remote cancels and sweep, until the manager stops; renew the leases beside that."""
         self.limits = self._claim_limits()  # of the tools registered by now (a server adds them after building this)
+        # the first renewal a third of the lease on (the manager renewed this process's lease as it started, and a
+        # claim writes its jobs' leases): not at once beside the first claim, a second connection as the pool grows
+        self._next_renew = anyio.current_time() + self.lease_ms / 3000
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renewals)
@@ -198,11 +201,11 @@ class ClaimSource:
         reconnecting never delays them, so a job running here is not taken for an orphan meanwhile
         (failed as "worker lost", or run twice) while this process is alive."""
         while True:
-            if not await self._renewing.attempt(self._renew):
-                continue  # backed off; renewed again at once
             with anyio.move_on_after(max(0.01, self._next_renew - anyio.current_time())):
                 await self._renew_wake.wait()
             self._renew_wake = anyio.Event()
+            while not await self._renewing.attempt(self._renew):
+                pass  # backed off; renewed again at once
 
     def _renew_soon(self) -> None:
         """Renew now (a cancel request to read, notifications that may have been lost)."""
@@ -221,13 +224,15 @@ class ClaimSource:
         are renewed at once (a cancel request may have been missed)."""
         if self._listener is not None and self._listener.alive:
             return
+        reopened = self._listener is not None
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
         self._listener = await self.store.listen(self._changed, self._lost)
         self._next_sweep = 0.0
-        self._renew_soon()
+        if reopened:
+            self._renew_soon()
 
     async def _claim_available(self) -> None:
         async with self._claiming:  # one claim round at a time: free slots are counted before the claim
