@@ -60,6 +60,11 @@ def _dumps(message: Any) -> bytes:
     return buf.getvalue()
 
 
+class AnswerLost(StoreUnavailable):
+    """The server process died after this op was sent and before its answer came: the op may have been
+    committed or not (the store reads the row to tell, `SQLiteStore`)."""
+
+
 class Statement(NamedTuple):
     """A SQL text the server prepares once per connection; `writes`: it needs a write transaction."""
 
@@ -272,10 +277,10 @@ class Link(asyncio.Protocol):
             return
         self._accepting = False
         self._lost = f"the SQLite server process for {self._name} stopped unexpectedly"
-        error = StoreUnavailable(self._lost)
-        for fut in [*self._waiting, *self._futures]:
-            if not fut.done():
-                fut.set_exception(error)
+        for futures, error in ((self._waiting, AnswerLost), (self._futures, StoreUnavailable)):
+            for fut in futures:  # sent (committed, or not) and not yet sent (surely not); one error each (its
+                if not fut.done():  # traceback is its caller's)
+                    fut.set_exception(error(self._lost))
         self._waiting.clear()
         self._ops, self._futures = [], []
         if self._control is not None and not self._control.done():

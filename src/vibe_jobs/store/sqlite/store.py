@@ -10,6 +10,12 @@ awaits its future, which resolves after the commit. Every change is a compare-an
 `UPDATE ... WHERE id = ? AND <guards>` that bumps `version`. The store remembers the last record it
 read or wrote of each recent job: an update guarded by that record's version needs no RETURNING,
 since the new record is that one with the changes applied.
+
+A write whose answer was lost, because the server process died after the write was sent (killed, out of
+memory), may have been committed or not. `insert`, `update` and `fire` read the row back after the restart to
+tell: one that was committed answers as it would have; one that was not fails as any write does. Before, every
+one failed "unavailable": a claim that had landed was then taken for a lost race and its job never ran, a
+retry that had landed was never queued, and a created job was reported failed but stored.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
 from vibe_jobs.store.sqlite import dbfile, sql
 from vibe_jobs.store.sqlite.change import Change
 from vibe_jobs.store.sqlite.errors import failure_error, open_error
-from vibe_jobs.store.sqlite.link import Link, Statement, statement
+from vibe_jobs.store.sqlite.link import AnswerLost, Link, Statement, statement
 from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pragmas
 from vibe_jobs.store.sqlite.server import ALL, COLUMN, NONE, ONE, ROWCOUNT, VACUUM, Config, Failure
 
@@ -319,16 +325,31 @@ class SQLiteStore:
             await self._run(_S["insert"], row, NONE)
         except DuplicateJob:
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+        except AnswerLost:
+            found = await self._run(_S["get"], (job.id,), ONE)
+            if found is None:  # not committed: the caller is told, and nothing is stored
+                raise
+            # committed: job ids are random, so the row is this insert's
         self._known.remember(job)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        row = await self._run(_S["get"], (job_id,), ONE)
+        try:
+            row = await self._run(_S["get"], (job_id,), ONE)
+        except AnswerLost:  # a read is safe to repeat, and the server is started again for it
+            row = await self._run(_S["get"], (job_id,), ONE)
         return None if row is None else self._known.remember(codec.decode(row))
 
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         check_updatable(job_id, changes)
         guard = guard or NO_GUARD
         change = Change(job_id, changes)
+        try:
+            return await self._update(change, guard)
+        except AnswerLost as lost:
+            return await self._update_landed(change, guard, lost)
+
+    async def _update(self, change: Change, guard: Guard) -> JobRecord | None:
+        job_id = change.job_id
         base = self._known.get(job_id)
         if base is not None and guard.version is not None and base.version == guard.version:
             # the row is at the version of the record we hold: on success, the new record is that one changed
@@ -343,6 +364,22 @@ class SQLiteStore:
             self._known.pop(job_id, None)
             return None
         return self._known.remember(codec.decode(row))
+
+    async def _update_landed(self, change: Change, guard: Guard, lost: AnswerLost) -> JobRecord | None:
+        """What an update whose answer was `lost` did, read after the server's restart: the job as it made it, or
+        None when another write came first (its guard failed). Not committed, or without a version to pin (the
+        manager's writes all have one), or with the job moved on since: `lost`, as for any write that failed."""
+        if guard.version is None:
+            raise lost
+        self._known.pop(change.job_id, None)
+        row = await self._run(_S["get"], (change.job_id,), ONE)
+        if row is None:
+            return None  # deleted: the guard fails
+        rec = codec.decode(row)
+        if rec.version != guard.version + 1:
+            raise lost
+        mine = change.values == codec.change_values({key: getattr(rec, key) for key in change.keys})
+        return self._known.remember(rec) if mine else None
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         # A touch keeps the version: the next update reads the row back instead of building on a record
@@ -485,10 +522,19 @@ class SQLiteStore:
         key = (job.schedule_id, job.tick)
         insert = self._run(_S["fire"], [*codec.encode(job), *key, job.schedule_id, version], NONE)
         fired_by = self._run(_S["fired_by"], key, ONE)  # queued right behind it: it reads what the insert did
+        lost = False
         try:
             await insert
+        except AnswerLost:
+            lost = True  # the server died: whether the job is the tick's is read after its restart
         finally:
-            row = await fired_by
+            try:
+                row = await fired_by
+            except StoreUnavailable:
+                if not lost:
+                    raise
+        if lost:
+            row = await self._run(_S["fired_by"], key, ONE)
         inserted = row is not None and row[0] == job.id
         if inserted:
             self._known.remember(job)
