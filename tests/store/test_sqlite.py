@@ -527,6 +527,19 @@ def test_parse_url() -> None:
         SQLiteStore("sqlite:///x.db?synchronous=off")
 
 
+def test_a_path_from_home_is_the_user_s_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was a directory named `~` in the working directory (Claude Desktop's config passes the URL as written)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert parse_url("sqlite:///~/jobs/j.db?busy_timeout=1") == (f"{tmp_path}/jobs/j.db", {"busy_timeout": "1"})
+    assert SQLiteStore("sqlite:///~/j.db").path == f"{tmp_path}/j.db"
+    assert parse_url("sqlite:///not~home.db")[0] == "not~home.db"
+
+
+def test_a_question_mark_in_a_file_name_is_refused_saying_why() -> None:
+    with pytest.raises(ConfigError, match=r"no option '2026.db'.*'\?' starts the URL's options"):
+        parse_url("sqlite:///report?2026.db")
+
+
 @pytest.mark.parametrize(
     ("query", "said"),
     [

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Awaitable, Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 
@@ -166,18 +167,24 @@ MAX_BUSY_TIMEOUT = 3600.0  # seconds
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """`sqlite:///<path>?opt=value` -> (path, options), or ConfigError naming an option it does not know."""
+    """`sqlite:///<path>?opt=value` -> (path, options), or ConfigError naming an option it does not know.
+    A path starting with `~` is the user's home (`sqlite:///~/jobs.db`), as a shell would read it: a config
+    file (Claude Desktop's) passes it unexpanded, and a directory named `~` in the working directory was made."""
     if not url.startswith("sqlite:///"):
         raise ConfigError(f"a SQLite store URL looks like sqlite:///path/to/jobs.db, not {url!r}")
     parts = urlsplit(url)
     path = url[len("sqlite:///") :].split("?", 1)[0]
     if not path:
         raise ConfigError(f"the SQLite store URL {url!r} names no file")
-    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    if path.startswith("~"):
+        path = os.path.expanduser(path)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    options = dict(pairs)
     unknown = sorted(set(options) - set(URL_OPTIONS))
     if unknown:
         names = ", ".join(repr(name[:64]) for name in unknown[:5])
-        raise ConfigError(f"the SQLite store URL has no option {names}; its options: {', '.join(URL_OPTIONS)}")
+        hint = "" if "=" in parts.query else " (a '?' starts the URL's options: it cannot be part of the file's name)"
+        raise ConfigError(f"the SQLite store URL has no option {names}; its options: {', '.join(URL_OPTIONS)}{hint}")
     return path, {name: value for name, value in options.items() if value}  # `?synchronous=`: the default
 
 
