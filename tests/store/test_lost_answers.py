@@ -9,6 +9,8 @@ the write, and those answers are dropped unread, as they are when the process di
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -193,3 +195,53 @@ async def test_a_created_job_whose_insert_answer_died_is_created_and_runs(store:
         rec = await finished(manager, job_id)
     assert lost.fired.is_set()
     assert (rec.status, runs) == (JobStatus.COMPLETED, [1])
+
+
+# -- a server that hangs ------------------------------------------------------------------------
+
+
+async def test_a_hung_server_process_is_replaced_and_no_call_waits_for_ever(tmp_path: Path) -> None:
+    """Stopped (SIGSTOP: a debugger, a frozen container, a deadlock): every call waited for ever before, a tool
+    call and a poll alike. Now the process that answers nothing for the answer time-out is killed, and the
+    calls are answered by the next one: a read at once, a write by what it did."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.5)
+    await store.open()
+    try:
+        await store.insert(record("a"))
+        link = store._link
+        assert link is not None and link._proc is not None
+        os.kill(link._proc.pid, signal.SIGSTOP)
+        with anyio.fail_after(WAIT):
+            read = await store.get("a")
+            with pytest.raises(AnswerLost):  # sent to the stopped process: never committed, so it fails
+                await _write_while_hung(store)
+            written = await store.update("a", {"progress_message": "after"}, Guard(version=1))
+        assert read is not None and read.id == "a"
+        assert written is not None and written.progress_message == "after"
+        assert link._proc.returncode is not None, "the hung process is gone"
+    finally:
+        await store.close()
+
+
+async def _write_while_hung(store: SQLiteStore) -> None:
+    link = store._link
+    assert link is not None and link._proc is not None
+    os.kill(link._proc.pid, signal.SIGSTOP)
+    await store.update("a", {"progress_message": "during"}, Guard(version=1))
+
+
+async def test_a_store_whose_server_hangs_still_closes(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.5)
+    await store.open()
+    link = store._link
+    assert link is not None and link._proc is not None
+    os.kill(link._proc.pid, signal.SIGSTOP)
+    with anyio.fail_after(WAIT):
+        await store.close()
+    assert link._proc.returncode is not None
+
+
+def test_the_answer_time_out_outlasts_the_busy_time_out() -> None:
+    """A write waiting out another process's lock is not a hang (the busy time-out, up to an hour)."""
+    assert SQLiteStore("sqlite:///x.db").answer_timeout == 60
+    assert SQLiteStore("sqlite:///x.db?busy_timeout=600").answer_timeout == 1210

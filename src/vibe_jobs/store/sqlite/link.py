@@ -4,6 +4,10 @@ resolve each op's future when its answer arrives (after the commit of its transa
 Ops queued during one event-loop iteration go out together at the next one, or sooner in chunks
 (see MIN_CHUNK): the server starts on the first ops while the loop still prepares the rest, and it
 commits whatever has arrived by then in one transaction (group commit).
+
+A server that answers nothing for `answer_timeout` seconds while ops wait is hung (stopped, deadlocked) and is
+killed: its ops fail with `AnswerLost`, and the store starts another process for the next op (a VACUUM in flight
+may take longer: the watch waits for it). Every op would have waited for ever.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from typing import Any, NamedTuple
 import anyio
 
 from vibe_jobs.errors import StoreError, StoreUnavailable
-from vibe_jobs.store.sqlite.server import HEADER, Config, Failure, take_messages
+from vibe_jobs.logs import get_logger
+from vibe_jobs.store.sqlite.server import HEADER, VACUUM, Config, Failure, take_messages
+
+log = get_logger("vibe_jobs.store.sqlite")
 
 SERVER = str(Path(__file__).with_name("server.py"))
 # Queued ops go out at once when they are as many as those the server has in hand (and at least
@@ -87,8 +94,14 @@ def statement(sql: str, writes: bool) -> Statement:
 class Link(asyncio.Protocol):
     """One server process and the ops in flight to it. `start()`, `submit()`, `stop()`."""
 
-    def __init__(self, config: Config, map_failure: Callable[[Failure], Exception], *, name: str) -> None:
+    def __init__(
+        self, config: Config, map_failure: Callable[[Failure], Exception], *, name: str, answer_timeout: float
+    ) -> None:
         self._config, self._map_failure, self._name = config, map_failure, name
+        self._answer_timeout = answer_timeout
+        self._answered_at = 0.0  # loop time of the last answer, or of the first op sent to an idle server
+        self._watch: asyncio.TimerHandle | None = None
+        self._long = 0  # ops in flight that may take long (VACUUM): the watch waits for them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -155,7 +168,11 @@ class Link(asyncio.Protocol):
                 assert self._loop is not None
                 self._control = self._loop.create_future()
                 self._send(None)
-                await self._control
+                with anyio.move_on_after(self._answer_timeout) as late:
+                    await self._control
+                if late.cancelled_caught and self._proc is not None:  # hung: it would hold the stop for ever
+                    log.warning("sqlite.server_hung", path=self._name, quiet_s=self._answer_timeout, ops=0)
+                    self._proc.kill()
         except StoreUnavailable:
             pass  # the process died: nothing is left to close
         finally:
@@ -181,6 +198,9 @@ class Link(asyncio.Protocol):
                 raise StoreUnavailable(self._lost)
             raise StoreError(f"the job store at {self._name} is not open (use `await store.open()` first)")
         fut = loop.create_future()
+        if mode == VACUUM:
+            self._long += 1
+            fut.add_done_callback(self._long_done)
         if st.sid not in self._defined:
             self._defined.add(st.sid)
             self._new_defs.append(st)
@@ -204,8 +224,39 @@ class Link(asyncio.Protocol):
         except Exception:  # some op holds a value the server cannot take: fail those ops alone
             ops, futures = self._refuse_unsendable(ops, futures)
             data = _dumps((defs, ops))
+        if not self._waiting:
+            self._idle_ends()
         self._waiting.extend(futures)  # before the write: an answer can only follow it
         self._write(data)
+
+    # -- the watch on a hung server --------------------------------------------------------------
+
+    def _long_done(self, _fut: asyncio.Future[Any]) -> None:
+        self._long -= 1
+        self._answered_at = self._now()
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _idle_ends(self) -> None:
+        """Ops go to a server that has nothing in hand: the time it takes to answer counts from now."""
+        self._answered_at = self._now()
+        if self._watch is None and self._loop is not None:
+            self._watch = self._loop.call_later(self._answer_timeout, self._look_at_answers)
+
+    def _look_at_answers(self) -> None:
+        self._watch = None
+        if not self._waiting or self._transport is None or self._proc is None:
+            return  # idle (the next op watches again), or gone
+        quiet = self._now() - self._answered_at
+        if quiet < self._answer_timeout or self._long:
+            assert self._loop is not None
+            wait = self._answer_timeout if self._long else max(0.01, self._answer_timeout - quiet)
+            self._watch = self._loop.call_later(wait, self._look_at_answers)
+            return
+        log.warning("sqlite.server_hung", path=self._name, quiet_s=round(quiet, 1), ops=len(self._waiting))
+        self._proc.kill()  # its ops fail (AnswerLost); the store starts another process for the next
 
     def _refuse_unsendable(
         self, ops: list[tuple[int, Any, int]], futures: list[asyncio.Future[Any]]
@@ -251,6 +302,7 @@ class Link(asyncio.Protocol):
         values: list[Any] = first
         failures: dict[int, Failure] = second
         waiting = self._waiting
+        self._answered_at = self._now()
         for i, value in enumerate(values):
             fut = waiting.popleft()
             if fut.cancelled():
@@ -273,6 +325,9 @@ class Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._gone.set()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._closed:
             return
         self._accepting = False

@@ -60,6 +60,7 @@ MAX_OPS = 4000  # ops in one transaction at most
 KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
 PROBLEM_SECONDS = 2.0  # how long `problem` waits for the file system
 PROBLEM_RETRY_SECONDS = 60.0  # while a check hangs, another starts after this long (one that never ran)
+ANSWER_SECONDS = 60.0  # the least time a server process may answer nothing while ops wait (see Link)
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
 # margin keeps a lease that a clock stepped back could still find live.
@@ -205,7 +206,14 @@ class SQLiteStore:
 
     waits: ClassVar[bool] = True  # store/base.py: JobStore.waits
 
-    def __init__(self, url: str, *, busy_timeout: float | None = None, synchronous: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float | None = None,
+        synchronous: str | None = None,
+        answer_timeout: float | None = None,
+    ) -> None:
         self.url = url
         self.path, options = parse_url(url)
         self.synchronous = (synchronous or options.get("synchronous", "normal")).upper()
@@ -213,6 +221,9 @@ class SQLiteStore:
             raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous[:64]!r}")
         given = options.get("busy_timeout", "5")
         self.busy_timeout = busy_timeout if busy_timeout is not None else busy_timeout_of(given)
+        # a server process silent this long while ops wait is hung, and is replaced (`Link`): long enough for
+        # a write that waits out the busy timeout on another process's lock, twice
+        self.answer_timeout = answer_timeout or max(ANSWER_SECONDS, 2 * self.busy_timeout + 10)
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
         self._known = RecentRecords(KNOWN_RECORDS)
@@ -242,7 +253,7 @@ class SQLiteStore:
             migrations=MIGRATIONS,
             max_ops=MAX_OPS,
         )
-        link = Link(config, self._failure, name=self.path)
+        link = Link(config, self._failure, name=self.path, answer_timeout=self.answer_timeout)
         await link.start()
         if self._closed:  # closed while it started
             await link.stop()
