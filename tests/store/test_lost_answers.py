@@ -28,7 +28,8 @@ from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.models import JobQueueConfig, RetryPolicyConfig
 from vibe_jobs.store.base import Guard
 from vibe_jobs.store.sqlite import SQLiteStore
-from vibe_jobs.store.sqlite.link import AnswerLost
+from vibe_jobs.store.sqlite.link import AnswerLost, statement
+from vibe_jobs.store.sqlite.server import VACUUM
 
 WAIT = 10.0
 Pick = Callable[[str, Any], bool]
@@ -110,6 +111,37 @@ async def test_an_update_that_another_write_beat_answers_none(store: SQLiteStore
     assert lost.fired.is_set() and new is None
     rec = await store.get("a")
     assert rec is not None and (rec.status, rec.version) == (JobStatus.PENDING, 2)
+
+
+async def test_an_update_that_landed_with_values_read_back_changed_still_answers_that_it_landed(
+    store: SQLiteStore,
+) -> None:
+    """A stage from a file name that is not UTF-8 (a lone surrogate) is stored as sent but read back made
+    JSON-safe: compared decoded, the update was taken for a lost race, and the manager applied it again
+    (review helper-52 F1)."""
+    await store.insert(record("a"))
+    lost = LoseAnswer(store, lambda sql, args: sql.lstrip().upper().startswith("UPDATE"))
+    history = [{"stage": "file-\udcff.txt", "at": 1}]
+    new = await store.update("a", {"current_stage": "x", "stage_history": history}, Guard(version=1))
+    assert lost.fired.is_set()
+    assert new is not None and new.version == 2
+
+
+async def test_of_two_writes_alike_whose_answers_were_lost_one_is_told_it_won(store: SQLiteStore) -> None:
+    """Both were sent at one version; exactly one matched in the server (review helper-52 F2)."""
+    await store.insert(record("a"))
+    lost = LoseAnswer(store, updating_to(JobStatus.RUNNING))
+    claim = {"status": JobStatus.RUNNING, "attempt": 1, "owner": "me", "updated_at": 123}
+    answers: list[Any] = []
+
+    async def write() -> None:
+        answers.append(await store.update("a", dict(claim), Guard(version=1)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write)
+        tg.start_soon(write)
+    assert lost.fired.is_set()
+    assert sorted(a is None for a in answers) == [False, True], answers
 
 
 async def test_an_insert_that_landed_returns(store: SQLiteStore) -> None:
@@ -239,6 +271,25 @@ async def test_a_store_whose_server_hangs_still_closes(tmp_path: Path) -> None:
     with anyio.fail_after(WAIT):
         await store.close()
     assert link._proc.returncode is not None
+
+
+async def test_a_server_hung_during_a_vacuum_is_replaced_after_ten_answer_time_outs(tmp_path: Path) -> None:
+    """A VACUUM may be silent for long, but not for ever (review helper-52 F3: it turned the watch off)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.2)
+    await store.open()
+    try:
+        await store.insert(record("a"))
+        link = store._link
+        assert link is not None and link._proc is not None
+        vacuum = link.submit(statement("VACUUM", False), (), VACUUM)  # what delete_finished sends after many
+        os.kill(link._proc.pid, signal.SIGSTOP)
+        with anyio.fail_after(WAIT):
+            assert await store.get("a") is not None
+            with pytest.raises(AnswerLost):
+                await vacuum
+        assert link._proc.returncode is not None
+    finally:
+        await store.close()
 
 
 def test_the_answer_time_out_outlasts_the_busy_time_out() -> None:

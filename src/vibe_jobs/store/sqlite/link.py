@@ -7,7 +7,7 @@ commits whatever has arrived by then in one transaction (group commit).
 
 A server that answers nothing for `answer_timeout` seconds while ops wait is hung (stopped, deadlocked) and is
 killed: its ops fail with `AnswerLost`, and the store starts another process for the next op (a VACUUM in flight
-may take longer: the watch waits for it). Every op would have waited for ever.
+may take LONG_OP_TIMES longer). Every op would have waited for ever.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ SERVER = str(Path(__file__).with_name("server.py"))
 # MIN_CHUNK): the server works on one half while the loop prepares the other, at any concurrency
 # (a fixed chunk falls back to lockstep when it exceeds the ops in flight; bench/MEASUREMENTS.md).
 MIN_CHUNK = 8
+LONG_OP_TIMES = 10  # a long op (VACUUM) in flight may leave the server silent this many answer time-outs
 
 
 class _PlainPickler(pickle.Pickler):
@@ -250,10 +251,10 @@ class Link(asyncio.Protocol):
         if not self._waiting or self._transport is None or self._proc is None:
             return  # idle (the next op watches again), or gone
         quiet = self._now() - self._answered_at
-        if quiet < self._answer_timeout or self._long:
+        limit = self._answer_timeout * (LONG_OP_TIMES if self._long else 1)
+        if quiet < limit:
             assert self._loop is not None
-            wait = self._answer_timeout if self._long else max(0.01, self._answer_timeout - quiet)
-            self._watch = self._loop.call_later(wait, self._look_at_answers)
+            self._watch = self._loop.call_later(max(0.01, limit - quiet), self._look_at_answers)
             return
         log.warning("sqlite.server_hung", path=self._name, quiet_s=round(quiet, 1), ops=len(self._waiting))
         self._proc.kill()  # its ops fail (AnswerLost); the store starts another process for the next

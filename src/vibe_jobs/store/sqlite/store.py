@@ -33,7 +33,7 @@ import anyio
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreCorrupt, StoreError, StoreUnavailable
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
-from vibe_jobs.recent import RecentRecords
+from vibe_jobs.recent import Recent, RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
@@ -60,6 +60,9 @@ MAX_OPS = 4000  # ops in one transaction at most
 KNOWN_RECORDS = 20_000  # records remembered as the base of the next update of their job
 PROBLEM_SECONDS = 2.0  # how long `problem` waits for the file system
 PROBLEM_RETRY_SECONDS = 60.0  # while a check hangs, another starts after this long (one that never ran)
+_COLUMN_AT = {name: i for i, name in enumerate(codec.COLUMNS)}  # a row's raw columns, as `get` reads them
+_VERSION_AT = _COLUMN_AT["version"]
+LANDINGS_KEPT = 1024  # updates settled by a read-back, remembered so that two alike are not both told they won
 ANSWER_SECONDS = 60.0  # the least time a server process may answer nothing while ops wait (see Link)
 VACUUM_AFTER = 1000  # deleted rows that make `delete_finished` give the free pages back to the disk
 # `orphans` deletes leases that expired this long before its `now`: their owners are gone, and the
@@ -227,6 +230,7 @@ class SQLiteStore:
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
         self._known = RecentRecords(KNOWN_RECORDS)
+        self._landed: Recent[bool] = Recent(LANDINGS_KEPT)  # "job@version" an update whose answer was lost made
         self._lifecycle = anyio.Lock()  # open, and restart after the server process died
         self._closed = False
         self._file: dbfile.Opened | None = None  # the files opened (a restart must not start on other ones)
@@ -393,11 +397,16 @@ class SQLiteStore:
         row = await self._run(_S["get"], (change.job_id,), ONE)
         if row is None:
             return None  # deleted: the guard fails
-        rec = codec.decode(row)
-        if rec.version != guard.version + 1:
+        version = row[_VERSION_AT]
+        if version != guard.version + 1:
             raise lost
-        mine = change.values == codec.change_values({key: getattr(rec, key) for key in change.keys})
-        return self._known.remember(rec) if mine else None
+        # the values as stored, compared with those sent (decoded ones may differ: made JSON-safe on reading)
+        mine = all(row[_COLUMN_AT[key]] == value for key, value in zip(change.keys, change.values, strict=True))
+        landing = f"{change.job_id}@{version}"
+        if not mine or landing in self._landed:  # another write came first, or another of ours claimed it
+            return None
+        self._landed.put(landing, True)  # two writes alike lost at once: exactly one of them matched
+        return self._known.remember(codec.decode(row))
 
     async def touch(self, job_id: str, access_count: int, last_access_time: int, next_check_time: int | None) -> None:
         # A touch keeps the version: the next update reads the row back instead of building on a record
@@ -548,8 +557,10 @@ class SQLiteStore:
         finally:
             try:
                 row = await fired_by
-            except StoreUnavailable:
-                if not lost:
+            except StoreUnavailable as exc:
+                if isinstance(exc, AnswerLost):
+                    lost = True  # the insert may be answered and this not (sent apart): read after the restart
+                elif not lost:
                     raise
         if lost:
             row = await self._run(_S["fired_by"], key, ONE)
