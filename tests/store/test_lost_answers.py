@@ -9,6 +9,7 @@ the write, and those answers are dropped unread, as they are when the process di
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -232,64 +233,63 @@ async def test_a_created_job_whose_insert_answer_died_is_created_and_runs(store:
 # -- a server that hangs ------------------------------------------------------------------------
 
 
-async def test_a_hung_server_process_is_replaced_and_no_call_waits_for_ever(tmp_path: Path) -> None:
-    """Stopped (SIGSTOP: a debugger, a frozen container, a deadlock): every call waited for ever before, a tool
-    call and a poll alike. Now the process that answers nothing for the answer time-out is killed, and the
-    calls are answered by the next one: a read at once, a write by what it did."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.5)
+@asynccontextmanager
+async def impatient(tmp_path: Path, answer_timeout: float) -> AsyncIterator[SQLiteStore]:
+    """A store on a new file whose server process may be silent `answer_timeout` seconds while ops wait."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=answer_timeout)
     await store.open()
     try:
-        await store.insert(record("a"))
-        link = store._link
-        assert link is not None and link._proc is not None
-        os.kill(link._proc.pid, signal.SIGSTOP)
-        with anyio.fail_after(WAIT):
-            read = await store.get("a")
-            with pytest.raises(AnswerLost):  # sent to the stopped process: never committed, so it fails
-                await _write_while_hung(store)
-            written = await store.update("a", {"progress_message": "after"}, Guard(version=1))
-        assert read is not None and read.id == "a"
-        assert written is not None and written.progress_message == "after"
-        assert link._proc.returncode is not None, "the hung process is gone"
+        yield store
     finally:
         await store.close()
 
 
-async def _write_while_hung(store: SQLiteStore) -> None:
+def freeze(store: SQLiteStore) -> asyncio.subprocess.Process:
+    """Stop (SIGSTOP) the store's current server process, as a debugger, a frozen container or a deadlock does."""
     link = store._link
     assert link is not None and link._proc is not None
     os.kill(link._proc.pid, signal.SIGSTOP)
-    await store.update("a", {"progress_message": "during"}, Guard(version=1))
+    return link._proc
+
+
+async def test_a_hung_server_process_is_replaced_and_no_call_waits_for_ever(tmp_path: Path) -> None:
+    """Every call waited for ever before, a tool call and a poll alike. Now the process that answers nothing for
+    the answer time-out is killed, and the calls are answered by the next one: a read at once, a write by what
+    it did."""
+    async with impatient(tmp_path, 0.5) as store:
+        await store.insert(record("a"))
+        hung = freeze(store)
+        with anyio.fail_after(WAIT):
+            read = await store.get("a")
+            again = freeze(store)
+            with pytest.raises(AnswerLost):  # sent to the stopped process: never committed, so it fails
+                await store.update("a", {"progress_message": "during"}, Guard(version=1))
+            written = await store.update("a", {"progress_message": "after"}, Guard(version=1))
+        assert read is not None and read.id == "a"
+        assert written is not None and written.progress_message == "after"
+        assert hung.returncode is not None and again.returncode is not None, "the hung processes are gone"
 
 
 async def test_a_store_whose_server_hangs_still_closes(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.5)
-    await store.open()
-    link = store._link
-    assert link is not None and link._proc is not None
-    os.kill(link._proc.pid, signal.SIGSTOP)
-    with anyio.fail_after(WAIT):
-        await store.close()
-    assert link._proc.returncode is not None
+    async with impatient(tmp_path, 0.5) as store:
+        hung = freeze(store)
+        with anyio.fail_after(WAIT):
+            await store.close()
+    assert hung.returncode is not None
 
 
 async def test_a_server_hung_during_a_vacuum_is_replaced_after_ten_answer_time_outs(tmp_path: Path) -> None:
     """A VACUUM may be silent for long, but not for ever (review helper-52 F3: it turned the watch off)."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=0.2)
-    await store.open()
-    try:
+    async with impatient(tmp_path, 0.2) as store:
         await store.insert(record("a"))
-        link = store._link
-        assert link is not None and link._proc is not None
-        vacuum = link.submit(statement("VACUUM", False), (), VACUUM)  # what delete_finished sends after many
-        os.kill(link._proc.pid, signal.SIGSTOP)
+        assert store._link is not None
+        vacuum = store._link.submit(statement("VACUUM", False), (), VACUUM)  # what delete_finished sends
+        hung = freeze(store)
         with anyio.fail_after(WAIT):
             assert await store.get("a") is not None
             with pytest.raises(AnswerLost):
                 await vacuum
-        assert link._proc.returncode is not None
-    finally:
-        await store.close()
+        assert hung.returncode is not None
 
 
 def test_the_answer_time_out_outlasts_the_busy_time_out() -> None:
