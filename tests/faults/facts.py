@@ -18,7 +18,7 @@ from typing import Any
 from tests.faults.history import FINAL, Attempt, Event, Run
 
 __all__ = ["FINAL", "ORPHANING", "Claim", "Facts", "Fault", "derive"]
-FAULT_KINDS = ("kill-worker", "kill-replica", "stop-worker", "cut-worker", "restart-pg", "kill-server")
+FAULT_KINDS = ("kill-worker", "kill-replica", "stop-worker", "cut-worker", "restart-pg", "kill-server", "kill-store")
 # faults after which a process's jobs must be taken over by another (the process holds them but cannot run them)
 ORPHANING = ("kill-worker", "stop-worker", "cut-worker", "kill-server")
 

@@ -10,11 +10,16 @@ Cluster faults (`run_cluster`), one every `gap` seconds (uniform), several at on
 The first five faults are one of each kind (in a seeded order), so even a short run has them all; then
 kinds are drawn by WEIGHTS. At least one worker and one replica stay unfaulted, and PostgreSQL
 restarts one at a time.
-The SQLite flavour (`run_sqlite`): kill-server `kills` times, each 1.5-3 s apart, restarting at once.
+The SQLite flavour (`run_sqlite`): `kills` faults, each 1.5-3 s apart, one of:
+  kill-server   SIGKILL the server; start a new one at once
+  kill-store    SIGKILL the server's SQLite store process (the server starts another for its next op; writes
+                whose answers died with it are read back, `store/sqlite/store.py`)
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import signal
 from collections.abc import Callable, Coroutine
@@ -154,6 +159,18 @@ class Nemesis:
                     tg.start_soon(fault)
 
     async def run_sqlite(self, server: Slot, kills: int, gap: tuple[float, float] = (1.5, 3.0)) -> None:
-        for _ in range(kills):
+        for i in range(kills):
             await anyio.sleep(self.rng.uniform(*gap))
-            await self.kill("kill-server", server, 0.0)
+            if i % 2:  # every other one: the two kinds alike in number, whatever the seed
+                await self.kill_store(server)
+            else:
+                await self.kill("kill-server", server, 0.0)
+
+    async def kill_store(self, server: Slot) -> None:
+        pid = await anyio.to_thread.run_sync(server.store_process)
+        if pid is None:
+            return  # between two store processes (one was just killed): nothing to kill now
+        fault = self._begin("kill-store", server.name, pid, server_pid=server.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._end(fault, server.name)

@@ -75,6 +75,19 @@ class Slot:
         self.signal(signal.SIGKILL)
         self.proc.wait(30)
 
+    def store_process(self) -> int | None:
+        """The pid of its SQLite store's server process (a child running store/sqlite/server.py), if one runs."""
+        if self.proc is None:
+            return None
+        for child in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue  # it ended meanwhile
+            if b"sqlite/server.py" in cmdline:
+                return int(child)
+        return None
+
     def exited_unexpectedly(self) -> int | None:
         """The exit code of a process that ended without the harness killing it (once), else None."""
         if self.proc is None or self.expected_exit:

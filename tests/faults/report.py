@@ -43,7 +43,7 @@ def recovery(f: Facts, fault: Fault) -> float | None:
     elif fault.kind == "restart-pg":
         times = [c.end for cs in f.claims.values() for c in cs if c.end_status == "completed" and c.end >= fault.end]
     else:
-        pid = fault.new_pid or fault.pid
+        pid = int(fault.values.get("server_pid", 0)) or fault.new_pid or fault.pid  # kill-store: its server's
         times = [c.start for cs in f.claims.values() for c in cs if c.pid == pid and c.start >= fault.end]
     return min(times) - fault.end if times else None
 
