@@ -182,8 +182,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"the SQLite store URL {url!r} names no file")
     if path.startswith("~"):
         path = os.path.expanduser(path)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    options = dict(pairs)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))  # the last of a repeated option
     unknown = sorted(set(options) - set(URL_OPTIONS))
     if unknown:
         names = ", ".join(repr(name[:64]) for name in unknown[:5])
@@ -226,7 +225,8 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout if busy_timeout is not None else busy_timeout_of(given)
         # a server process silent this long while ops wait is hung, and is replaced (`Link`): long enough for
         # a write that waits out the busy timeout on another process's lock, twice
-        self.answer_timeout = answer_timeout or max(ANSWER_SECONDS, 2 * self.busy_timeout + 10)
+        default_timeout = max(ANSWER_SECONDS, 2 * self.busy_timeout + 10)
+        self.answer_timeout = answer_timeout if answer_timeout is not None else default_timeout
         self._link: Link | None = None
         # the last record read or written of each recent job, oldest first (see the module docstring)
         self._known = RecentRecords(KNOWN_RECORDS)
