@@ -548,6 +548,8 @@ def test_a_question_mark_in_a_file_name_is_refused_saying_why() -> None:
         ("?busy_timeout=nan", "not 'nan'"),  # a traceback (ValueError) before
         ("?busy_timeout=1e308", "not '1e308'"),  # a traceback (OverflowError) before
         ("?busy_timeout=-5", "not '-5'"),
+        ("?answer_timeout=0", "answer_timeout must be seconds from 1 to 86400, not '0'"),
+        ("?answer_timeout=soon", "answer_timeout must be seconds from 1 to 86400, not 'soon'"),
     ],
 )
 def test_a_mistyped_or_impossible_url_option_is_refused_naming_it(query: str, said: str) -> None:
@@ -563,7 +565,8 @@ def test_a_serve_on_a_url_with_an_unknown_option_says_so_in_one_line(tmp_path: P
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "vibe-jobs: the SQLite store URL has no option 'synchronus'; its options: synchronous, busy_timeout"
+        "vibe-jobs: the SQLite store URL has no option 'synchronus'; its options: synchronous, busy_timeout, "
+        "answer_timeout"
     )
     assert not (tmp_path / "j.db").exists()
 

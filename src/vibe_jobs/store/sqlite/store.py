@@ -165,9 +165,10 @@ def _names(tools: Collection[str]) -> str:
     return json.dumps(list(tools))
 
 
-URL_OPTIONS = ("synchronous", "busy_timeout")
+URL_OPTIONS = ("synchronous", "busy_timeout", "answer_timeout")
 UNSAFE_LOOKS, UNSAFE_LOOK_SECONDS = 3, 0.05  # `dbfile.unsafe_to_open` must hold this long to refuse
 MAX_BUSY_TIMEOUT = 3600.0  # seconds
+MAX_ANSWER_TIMEOUT = 86_400.0  # seconds
 
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -191,14 +192,14 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     return path, {name: value for name, value in options.items() if value}  # `?synchronous=`: the default
 
 
-def busy_timeout_of(raw: str) -> float:
-    """`?busy_timeout=` in seconds, or ConfigError: a number from 0 to MAX_BUSY_TIMEOUT."""
+def seconds_of(name: str, raw: str, least: float, most: float) -> float:
+    """`?name=` in seconds, or ConfigError: a number from `least` to `most`."""
     try:
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds <= MAX_BUSY_TIMEOUT:  # NaN fails both
-        raise ConfigError(f"busy_timeout must be seconds from 0 to {MAX_BUSY_TIMEOUT:g}, not {raw[:64]!r}")
+    if not least <= seconds <= most:  # NaN fails both
+        raise ConfigError(f"{name} must be seconds from {least:g} to {most:g}, not {raw[:64]!r}")
     return seconds
 
 
@@ -222,9 +223,13 @@ class SQLiteStore:
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError(f"synchronous must be normal, full or extra, not {self.synchronous[:64]!r}")
         given = options.get("busy_timeout", "5")
-        self.busy_timeout = busy_timeout if busy_timeout is not None else busy_timeout_of(given)
-        # a server process silent this long while ops wait is hung, and is replaced (`Link`): long enough for
-        # a write that waits out the busy timeout on another process's lock, twice
+        self.busy_timeout = (
+            busy_timeout if busy_timeout is not None else seconds_of("busy_timeout", given, 0, MAX_BUSY_TIMEOUT)
+        )
+        # a server process silent this long while ops wait is hung, and is replaced (`Link`): by default long
+        # enough for a write that waits out the busy timeout on another process's lock, twice
+        if answer_timeout is None and "answer_timeout" in options:
+            answer_timeout = seconds_of("answer_timeout", options["answer_timeout"], 1, MAX_ANSWER_TIMEOUT)
         default_timeout = max(ANSWER_SECONDS, 2 * self.busy_timeout + 10)
         self.answer_timeout = answer_timeout if answer_timeout is not None else default_timeout
         self._link: Link | None = None
