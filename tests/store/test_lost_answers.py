@@ -81,14 +81,21 @@ def inserting(sql: str, args: Any) -> bool:
     return sql.lstrip().upper().startswith("INSERT")
 
 
+@asynccontextmanager
+async def opened(tmp_path: Path, answer_timeout: float | None = None) -> AsyncIterator[SQLiteStore]:
+    """A store on a new file; `answer_timeout`: how long its server process may be silent while ops wait."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=answer_timeout)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
-    await s.open()
-    try:
+    async with opened(tmp_path) as s:
         yield s
-    finally:
-        await s.close()
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -233,17 +240,6 @@ async def test_a_created_job_whose_insert_answer_died_is_created_and_runs(store:
 # -- a server that hangs ------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def impatient(tmp_path: Path, answer_timeout: float) -> AsyncIterator[SQLiteStore]:
-    """A store on a new file whose server process may be silent `answer_timeout` seconds while ops wait."""
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}", answer_timeout=answer_timeout)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 def freeze(store: SQLiteStore) -> asyncio.subprocess.Process:
     """Stop (SIGSTOP) the store's current server process, as a debugger, a frozen container or a deadlock does."""
     link = store._link
@@ -256,7 +252,7 @@ async def test_a_hung_server_process_is_replaced_and_no_call_waits_for_ever(tmp_
     """Every call waited for ever before, a tool call and a poll alike. Now the process that answers nothing for
     the answer time-out is killed, and the calls are answered by the next one: a read at once, a write by what
     it did."""
-    async with impatient(tmp_path, 0.5) as store:
+    async with opened(tmp_path, 0.5) as store:
         await store.insert(record("a"))
         hung = freeze(store)
         with anyio.fail_after(WAIT):
@@ -271,7 +267,7 @@ async def test_a_hung_server_process_is_replaced_and_no_call_waits_for_ever(tmp_
 
 
 async def test_a_store_whose_server_hangs_still_closes(tmp_path: Path) -> None:
-    async with impatient(tmp_path, 0.5) as store:
+    async with opened(tmp_path, 0.5) as store:
         hung = freeze(store)
         with anyio.fail_after(WAIT):
             await store.close()
@@ -280,7 +276,7 @@ async def test_a_store_whose_server_hangs_still_closes(tmp_path: Path) -> None:
 
 async def test_a_server_hung_during_a_vacuum_is_replaced_after_ten_answer_time_outs(tmp_path: Path) -> None:
     """A VACUUM may be silent for long, but not for ever (review helper-52 F3: it turned the watch off)."""
-    async with impatient(tmp_path, 0.2) as store:
+    async with opened(tmp_path, 0.2) as store:
         await store.insert(record("a"))
         assert store._link is not None
         vacuum = store._link.submit(statement("VACUUM", False), (), VACUUM)  # what delete_finished sends
