@@ -223,6 +223,14 @@ class JobManager:
         await self.store.heartbeat(self.owner, expires_at)
         self.lease_renewed(expires_at)
 
+    async def renew_if_late(self) -> None:
+        """Renew this process's lease now if a renewal was missed (less than a third of it left; the loop renews
+        every third): the process stalled (suspended, stopped, swapped out) or the store failed. Work is started
+        only under a live lease: under a lapsed one, another process would take it for an orphan's and run it
+        again."""
+        if self.lease_until - self.now() < self.settings.lease_ms // 3:
+            await self.renew_lease()
+
     def lease_renewed(self, expires_at: int) -> None:
         """The store answered a renewal of this process's lease until `expires_at`."""
         self.lease_until = max(self.lease_until, expires_at)

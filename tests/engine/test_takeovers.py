@@ -471,3 +471,26 @@ async def test_a_first_lease_renewal_that_fails_is_tried_again_at_once(backend: 
             await renewed.wait()
         assert manager.lease_until > manager.now()
     assert failed
+
+
+async def test_a_job_started_after_a_stall_starts_under_a_renewed_lease(backend: Backend) -> None:
+    """The process stalled past its lease (a suspended laptop, SIGSTOP, a swapped-out VM) and a job comes up
+    before the renewal loop wakes (a third of the lease: 100 s here). The job starts only once this process's
+    lease is live again: started under a lapsed lease, another process on the store would take the running job
+    for an orphan and run it a second time. Every source renews first (the claim source did; the local queue,
+    used on SQLite and memory, did not)."""
+    clock = FakeClock()
+    settings = Settings(lease_ms=300_000)
+    left_at_start: list[int] = []
+
+    async def body(job: JobContext) -> str:
+        left_at_start.append(job.manager.lease_until - job.manager.now())
+        return "ran"
+
+    spec = make_spec(body, name="work")
+    async with backend.running([spec], settings, clock) as (here, _):
+        first = await here.wait(await here.create_job("work", {}), WAIT)  # the renewal loop is asleep by now
+        clock.advance(settings.lease_ms / 1000 + 1)  # the stall: the lease lapsed a second ago
+        rec = await here.wait(await here.create_job("work", {}), WAIT)
+    assert first.status is rec.status is JobStatus.COMPLETED, rec.progress_message
+    assert left_at_start[1] > settings.lease_ms // 2, left_at_start

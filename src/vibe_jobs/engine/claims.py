@@ -282,8 +282,7 @@ class ClaimSource:
         """Claim up to `k` jobs; answer them and by when their work must start (epoch ms): a margin before
         the earlier of the job leases the claim wrote and this process's lease (renewed first when a stall
         let it lag: a job whose owner's lease lapsed is an orphan however fresh its own lease)."""
-        if self.m.lease_until - self.m.now() < self.lease_ms // 3:  # a renewal was missed
-            await self.m.renew_lease()
+        await self.m.renew_if_late()
         now = self.m.now()
         found = await self.store.claim_many(self.m.owner, self.lease_ms, self.limits, names, k, now=now)
         return found, min(now + self.lease_ms, self.m.lease_until) - self.lease_ms // START_MARGIN_FRACTION

@@ -140,6 +140,7 @@ class Executor:
         claimed: list[JobRecord] = []
 
         async def claim() -> None:
+            await self.m.renew_if_late()  # after a stall: started under a lapsed lease, it could run twice
             with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
                 rec = await self.m.start_job(job_id, owned=True)
                 if rec.status is JobStatus.RUNNING:  # else its cancel was asked for: it ended cancelled
