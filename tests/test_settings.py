@@ -96,6 +96,8 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_MAX_RESULT_BYTES": ("65536", "max_result_bytes", 65536),
     "VIBE_JOBS_MAX_ANSWER_BYTES": ("8388608", "max_answer_bytes", 8388608),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
+    "VIBE_JOBS_MAX_SESSIONS": ("50", "max_sessions", 50),
+    "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("3", "max_sessions_per_principal", 3),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("0.25", "health_max_error_rate", 0.25),
@@ -145,6 +147,7 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_AGING_SECONDS", "soon"),
         ("VIBE_JOBS_AGING_SECONDS", "0"),
         ("VIBE_JOBS_MAX_PENDING", "0"),
+        ("VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL", "0"),
         ("VIBE_JOBS_MAX_PARAMS_BYTES", "0"),
         ("JOB_MANAGER_MAX_RETENTION", "-5"),
         ("VIBE_JOBS_LOG_LEVEL", "verbose"),
@@ -176,6 +179,8 @@ def test_the_error_says_what_is_expected() -> None:
 
 COUNTS = {
     "max_concurrent",
+    "max_sessions",
+    "max_sessions_per_principal",
     "max_params_bytes",
     "max_result_bytes",
     "max_answer_bytes",

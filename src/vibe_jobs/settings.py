@@ -84,6 +84,10 @@ class Settings:
     progress_keepalive_ms: int = 10_000  # a long-poll notifies progress at least this often
     question_timeout_ms: int = 3_600_000  # how long a job's question waits for an answer by default
     http_header_timeout_ms: int = 10_000  # an HTTP request's headers must be complete within this
+    # stateful streamable-HTTP sessions open at once: for every caller (the SDK's limit), and (with authentication
+    # on) for one principal, so that one cannot lock the others out (server/http/sessions.py)
+    max_sessions: int = 10_000
+    max_sessions_per_principal: int = 1000
     proxy_start_timeout_ms: int = 60_000  # a proxied upstream must answer `initialize` and list its tools within this
     # health (job-stats, /readyz): degraded past one threshold, unhealthy past two
     health_max_queue_depth: int = 1000
@@ -223,6 +227,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
+    "VIBE_JOBS_MAX_SESSIONS": ("max_sessions", _positive_int),
+    "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("max_sessions_per_principal", _positive_int),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", _positive_int),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("health_max_error_rate", _fraction),

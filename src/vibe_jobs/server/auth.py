@@ -40,6 +40,11 @@ def token_principal(name: str) -> bool:
     return PRINCIPAL.fullmatch(name) is not None and name != LOCAL_PRINCIPAL
 
 
+def principal_of(token: AccessToken) -> str:
+    """The principal a verified token acts for: its subject, else its client."""
+    return token.subject or token.client_id
+
+
 LOOPBACK_NAMES = ("localhost",)
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
 
@@ -55,7 +60,7 @@ class Identity:
         token = get_access_token()
         if token is None:
             return Viewer(NOBODY) if self.required else LOCAL
-        return Viewer(token.subject or token.client_id, ADMIN_SCOPE in token.scopes)
+        return Viewer(principal_of(token), ADMIN_SCOPE in token.scopes)
 
     def sees_server_figures(self, viewer: Viewer) -> bool:
         """May `viewer` see the figures made of every principal's jobs (per tool, throughput, error rate)? An

@@ -8,7 +8,7 @@ import gc
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, Literal
 
 import anyio
@@ -32,8 +32,9 @@ from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_s
 from vibe_jobs.server.http.hosts import HostCheck
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.server.http.requestids import look_after_authentication
+from vibe_jobs.server.http.sessions import limit_sessions
 from vibe_jobs.server.listen import bind, serve_http
-from vibe_jobs.server.sdk import run_session
+from vibe_jobs.server.sdk import open_sessions, run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
@@ -183,7 +184,7 @@ class JobServer:
             if sock is None:
                 await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
             else:
-                await self._serve_http(mcp, transport, sock, security, url)
+                await self._serve_http(mcp, transport, sock, security, url, auth.enabled)
 
     async def _serve_http(
         self,
@@ -192,14 +193,22 @@ class JobServer:
         sock: socket.socket,
         security: TransportSecuritySettings,
         url: str,
+        authenticated: bool,
     ) -> None:
         """Serve SSE or streamable HTTP on `sock` until cancelled: the header deadline (`listen`), the Host
-        check on every route (`http.hosts`)."""
+        check on every route (`http.hosts`), with authentication a limit of open sessions per principal
+        (`http.sessions`)."""
+        settings = self.settings
+        sessions: Callable[[], Container[str]] | None = None
         if transport == "sse":
             app, path = mcp.sse_app(transport_security=security), "/sse"
         else:
-            app, path = mcp.streamable_http_app(transport_security=security, **hooks.http_options), "/mcp"
-        level, timeout = self.settings.log_level, self.settings.http_header_timeout_ms / 1000
+            options = {"max_sessions": settings.max_sessions, **hooks.http_options}
+            app, path = mcp.streamable_http_app(transport_security=security, **options), "/mcp"
+            sessions = functools.partial(open_sessions, mcp)
+        if authenticated:
+            limit_sessions(app, settings.max_sessions_per_principal, sessions)
+        level, timeout = settings.log_level, settings.http_header_timeout_ms / 1000
         guarded = HostCheck(look_after_authentication(app), security)
         announce = f"vibe-jobs: serving MCP at {url}{path}"
         await serve_http(guarded, sock, log_level=level, header_timeout=timeout, announce=announce)

@@ -18,6 +18,10 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   its own, the shutdown order) is worth keeping: `_create_platform_compatible_process`, `_stop_server_process`.
 - the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
   the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
+- which streamable-HTTP sessions are still open (`StreamableHTTPSessionManager._server_instances`): a principal's
+  sessions that ended (DELETE, idle time-out) no longer count against its limit (`server/http/sessions.py`). That
+  middleware also mirrors the session manager's routing: only a POST without a session id, whose protocol version
+  header is absent or one of `HANDSHAKE_PROTOCOL_VERSIONS`, may open a session.
 
 tests/server/test_sdk.py exercises each of them and fails while the installed mcp is another version:
 after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
@@ -25,7 +29,7 @@ after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any, TextIO, TypeVar
 
 from anyio.abc import Process
@@ -98,3 +102,8 @@ async def spawn_stdio_server(params: StdioServerParameters, errlog: TextIO) -> P
 async def stop_stdio_server(process: Process) -> None:
     """Stop it as `mcp.stdio_client` does: stdin closed, a grace period, then the process group killed."""
     await stdio._stop_server_process(process)
+
+
+def open_sessions(mcp: MCPServer[Any]) -> Container[str]:
+    """The ids of the stateful streamable-HTTP sessions `mcp` keeps open now (after `streamable_http_app()`)."""
+    return mcp.session_manager._server_instances
