@@ -66,3 +66,43 @@ def test_the_listed_schema_is_the_upstreams_own() -> None:
 
 def test_the_job_function_gets_the_checked_arguments_under_one_name() -> None:
     assert SchemaArguments("get-sum", SUM).typed({"a": 1, "b": 2}) == {"arguments": {"a": 1, "b": 2}}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object schema `depth` objects deep (valid JSON Schema, deeper than the validator's recursion allows)."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"x": schema}}
+    return schema
+
+
+def test_a_schema_nested_too_deep_for_the_validator_leaves_the_shape_check() -> None:
+    """It raised RecursionError out of the constructor: the proxy stopped at start, or (a tool added at run time)
+    its upstream was restarted for ever (review helper-54)."""
+    rule = SchemaArguments("deep", nested(200))
+    assert rule.schema_problem is not None and "deeper" in rule.schema_problem
+    assert rule.check({"x": {}}) == {"x": {}}
+    assert "arguments must be an object" in str(refusal(nested(200), []))
+
+
+def test_a_ref_the_validator_cannot_follow_refuses_the_call_naming_the_schema() -> None:
+    """A `$ref` loop and a remote `$ref` failed every call with the SDK's generic "Error executing tool"."""
+    for ref in ("#/$defs/a", "https://example.invalid/schema.json"):
+        schema = {"type": "object", "properties": {"v": {"$ref": ref}}, "$defs": {"a": {"$ref": "#/$defs/a"}}}
+        assert "cannot be checked against the upstream's schema" in str(refusal(schema, {"v": 1}))
+
+
+def test_no_regular_expression_of_the_upstreams_runs_on_the_callers_arguments() -> None:
+    """`^(a+)+$` took 7 s on 28 characters, on the event loop (every client waited), doubling per character:
+    patterns are the upstream's to check. Here 60 characters would take years."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "pattern": "^(a+)+$"}, "n": {"type": "integer"}},
+        "patternProperties": {"^(b+)+$": {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    hostile = "a" * 60 + "!"
+    assert SchemaArguments("slow", schema).check({"name": hostile, "b" * 60 + "!": "x"})["name"] == hostile
+    nested_names = {"type": "object", "properties": {"o": {"propertyNames": {"pattern": "^(a+)+$"}}}}
+    assert SchemaArguments("slow", nested_names).check({"o": {hostile: 1}}) == {"o": {hostile: 1}}
+    assert "n: 'x' is not of type 'integer'" in str(refusal(schema, {"n": "x"}))  # the rest is still checked

@@ -3,12 +3,23 @@
 The same shape of refusal as our own tools' (`InvalidArguments` naming each unknown, missing or mistyped
 argument, and the accepted ones). An upstream schema rarely says `additionalProperties: false`; an
 argument the schema does not name is refused all the same (a misspelt name must not be dropped, nor reach a
-job), unless the schema opens the object on purpose (`additionalProperties` given, true or a schema).
+job), unless the schema opens the object on purpose (`additionalProperties` given, true or a schema, or
+`patternProperties`).
+
+The upstream's schema is hostile input, and so are the arguments checked against it:
+- no regular expression runs here. Python's `re` backtracks: a pattern such as `^(a+)+$` (which a careless
+  upstream writes too) held the event loop for seconds on a 28-character argument, and every client with it. So
+  `pattern` is left to the upstream, which checks its own arguments; so are `patternProperties` and the keywords
+  that consult it (`additionalProperties`, `unevaluatedProperties` beside it): such an object is open here;
+- a schema the validator cannot take (not valid, nested too deep for it, a `$ref` it cannot resolve) leaves the
+  shape check (an object) and `schema_problem`; an evaluation that fails on some arguments refuses them, naming
+  the problem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
@@ -16,6 +27,7 @@ from jsonschema.exceptions import SchemaError
 
 from vibe_jobs.arguments import not_an_object, refusal, shown
 
+UNCHECKABLE = "arguments: cannot be checked against the upstream's schema"
 CONTEXT_KWARG = "arguments"  # the job function's one parameter: the arguments as they were checked
 
 
@@ -27,16 +39,21 @@ class SchemaArguments:
         self._schema = dict(schema) if schema else {"type": "object"}
         properties = self._schema.get("properties")
         self.accepted: list[str] = list(properties) if isinstance(properties, Mapping) else []
-        self._closed = isinstance(properties, Mapping) and "additionalProperties" not in self._schema
-        cls = validators.validator_for(self._schema, default=Draft202012Validator)
+        opened = ("additionalProperties", "patternProperties")
+        self._closed = isinstance(properties, Mapping) and not any(k in self._schema for k in opened)
+        self.schema_problem: str | None = None
         try:
-            cls.check_schema(self._schema)
-            self._validator: Any = cls(self._schema)
+            self._validator: Any = _without_regexes(self._schema)
         except SchemaError as exc:  # the upstream's schema is broken: check the object's shape only
-            self._validator = Draft202012Validator({"type": "object"})
-            self.schema_problem: str | None = exc.message
-        else:
-            self.schema_problem = None
+            self._shape_only(exc.message)
+        except RecursionError:
+            self._shape_only("the schema nests deeper than the validator can follow")
+        except Exception as exc:  # what else the validator's machinery raises on a schema it cannot take
+            self._shape_only(f"{type(exc).__name__}: {exc}")
+
+    def _shape_only(self, problem: str) -> None:
+        self._validator = Draft202012Validator({"type": "object"})
+        self.schema_problem = shown(problem) if len(problem) > 200 else problem
 
     def schema(self) -> dict[str, Any]:
         """The upstream's input schema, unchanged: what the proxy's tool lists."""
@@ -48,7 +65,12 @@ class SchemaArguments:
             raise not_an_object(self.tool, arguments)
         values = dict(arguments)
         unknown = [shown(k) for k in values if k not in self.accepted] if self._closed else []
-        problems = [_problem(e) for e in self._validator.iter_errors(values)]
+        try:
+            problems = [_problem(e) for e in self._validator.iter_errors(values)]
+        except RecursionError:
+            problems = [f"{UNCHECKABLE} (it recurses, or they nest, too deep)"]
+        except Exception as exc:  # a $ref the validator cannot resolve, and the like: the schema's fault
+            problems = [f"{UNCHECKABLE} ({type(exc).__name__})"]
         if unknown or problems:
             raise refusal(self.tool, self.accepted, unknown, problems)
         return values
@@ -62,3 +84,45 @@ def _problem(error: Any) -> str:
     """`path: message`, as our own tools' refusals read (`arguments` for the object itself)."""
     where = ".".join(map(str, error.absolute_path)) or "arguments"
     return f"{where}: {shown(error.message) if len(error.message) > 200 else error.message}"
+
+
+def _without_regexes(schema: dict[str, Any]) -> Any:
+    """A validator of `schema` (its own draft's, checked first) that runs no regular expression (module doc)."""
+    cls = validators.validator_for(schema, default=Draft202012Validator)
+    cls.check_schema(schema)
+    patterned = "patternProperties" in json.dumps(schema)  # a property of that name too: then more is open
+    return _regex_free(cls, patterned)(schema)
+
+
+_REGEX_FREE: dict[tuple[Any, bool], Any] = {}
+_extend: Any = validators.extend
+
+
+def _regex_free(cls: Any, patterned: bool) -> Any:
+    """`cls` with the keywords that run regular expressions left to the upstream (a class per draft): `pattern`,
+    `patternProperties`, `additionalProperties` beside it, and (`patterned`: the schema has some) every
+    `unevaluatedProperties`, which looks for them in the subschemas it applies."""
+    found = _REGEX_FREE.get((cls, patterned))
+    if found is None:
+        changed = {"pattern": _unchecked, "patternProperties": _unchecked}
+        if "additionalProperties" in cls.VALIDATORS:
+            changed["additionalProperties"] = _open_beside_patterns(cls.VALIDATORS["additionalProperties"])
+        if patterned and "unevaluatedProperties" in cls.VALIDATORS:
+            changed["unevaluatedProperties"] = _unchecked
+        found = _REGEX_FREE[(cls, patterned)] = _extend(cls, changed)
+    return found
+
+
+def _unchecked(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    return iter(())
+
+
+def _open_beside_patterns(keyword: Any) -> Any:
+    """`keyword`, checked only in a schema without `patternProperties` (which it would match names against)."""
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if isinstance(schema, Mapping) and "patternProperties" in schema:
+            return iter(())
+        return iter(keyword(validator, value, instance, schema) or ())
+
+    return check
