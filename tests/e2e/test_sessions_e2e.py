@@ -24,7 +24,7 @@ from tests.e2e.test_resources_e2e import LEGACY_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 
-LIMITS = {"VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": "2", "VIBE_JOBS_MAX_SESSIONS": "5"}
+LIMITS = {"VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": "3", "VIBE_JOBS_MAX_SESSIONS": "8"}
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -58,8 +58,8 @@ def refusal(response: httpx2.Response) -> dict[str, Any]:
 async def test_a_principal_at_its_session_limit_is_refused_and_others_are_not(tmp_path: Path) -> None:
     with serve(tmp_path, **LIMITS) as server:
         async with http_client() as http:
-            opened = [await open_session(http, server, ALICE) for _ in range(2)]
-            assert [r.status_code for r in opened] == [200, 200], [r.text for r in opened]
+            opened = [await open_session(http, server, ALICE) for _ in range(3)]  # back to back, up to the limit
+            assert [r.status_code for r in opened] == [200, 200, 200], [r.text for r in opened]
             sessions = [r.headers["mcp-session-id"] for r in opened]
 
             error = refusal(await open_session(http, server, ALICE))
@@ -85,14 +85,28 @@ async def test_a_principal_at_its_session_limit_is_refused_and_others_are_not(tm
             refusal(await open_session(http, server, ALICE))
 
 
+async def test_a_repeated_protocol_version_header_does_not_slip_a_session_past_the_limit(tmp_path: Path) -> None:
+    """The SDK routes on a header's first copy: a handshake version first and a 2026 one after opened a session
+    the limit took for a sessionless call, and bob filled the server (503 for alice). Review helper-53."""
+    with serve(tmp_path, **LIMITS) as server:
+        async with http_client() as http:
+            raw = [(k, v) for k, v in headers(BOB).items()]
+            raw += [("MCP-Protocol-Version", LEGACY_VERSION), ("MCP-Protocol-Version", "2026-07-28")]
+            answers = [await http.post(server.url, json=INITIALIZE, headers=raw) for _ in range(5)]
+            assert [r.status_code for r in answers] == [200, 200, 200, 429, 429], [r.text for r in answers]
+            assert (await open_session(http, server, ALICE)).status_code == 200
+
+
 async def test_a_principal_holds_at_most_its_limit_of_sse_streams(tmp_path: Path) -> None:
     with serve(tmp_path, "sse", VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL="1") as server:
         async with client_as(server, ALICE) as alice, http_client() as http:
             assert structured(await alice.call_tool("list-jobs", {}))["jobs"] == []
-            async with http.stream("GET", server.url, headers=headers(ALICE)) as second:  # opened, it would not end
-                assert second.status_code == 429, second.status_code
-                await second.aread()
-            assert "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL" in refusal(second)["message"]
+            for method in ("GET", "HEAD"):  # each opens a stream, which would not end
+                async with http.stream(method, server.url, headers=headers(ALICE)) as second:
+                    assert second.status_code == 429, (method, second.status_code)
+                    if method == "GET":
+                        await second.aread()
+                        assert "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL" in refusal(second)["message"]
             async with client_as(server, BOB) as bob:
                 assert structured(await bob.call_tool("list-jobs", {}))["jobs"] == []
         async with client_as(server, ALICE) as alice:  # her stream ended: her place is free again

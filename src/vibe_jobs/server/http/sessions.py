@@ -10,7 +10,7 @@ principal's own open sessions, and everyone else's, go on as before.
 
 Counted: on streamable HTTP, the sessions the SDK opened for the principal (an answer to a request without a
 session id that carries a new `Mcp-Session-Id`) that are still open (the SDK's table, `sdk.open_sessions`), plus
-its requests opening one right now; over SSE, its open `GET /sse` streams (each is a session).
+its requests opening one right now; over SSE, its open `GET /sse` streams (each is a session; `HEAD` too).
 Without authentication every caller is the local principal: there is no one to protect from anyone, and the
 SDK's own limit applies alone.
 """
@@ -54,24 +54,36 @@ class SessionQuota:
             await _refuse(send, principal, self.limit)
             return
         self._opening[principal] += 1
+        opening = True
+
+        def opened(session: str | None) -> None:
+            """The request opened `session` (None: it ended, having opened none that counts apart from it)."""
+            nonlocal opening
+            if session is not None:
+                held.add(session)
+            if opening:  # counted once: as opening until its session is held, and no longer
+                opening = False
+                self._opening[principal] -= 1
+                if not self._opening[principal]:
+                    del self._opening[principal]
+
         try:
-            await self.app(scope, receive, send if self.open_sessions is None else _noting(send, held))
+            await self.app(scope, receive, send if self.open_sessions is None else _noting(send, opened))
         finally:
-            self._opening[principal] -= 1
-            if not self._opening[principal]:
-                del self._opening[principal]
+            opened(None)
 
     def _opens_session(self, scope: Scope) -> bool:
-        """A request that opens a session: `GET /sse`; on streamable HTTP, a POST without a session id in the
-        legacy era (no protocol version header, or a handshake one: the SDK's own routing, `sdk.py`)."""
+        """A request that opens a session: `GET` (or `HEAD`) `/sse`; on streamable HTTP, a POST without a session
+        id in the legacy era (no protocol version header, or a handshake one: the SDK's own routing, `sdk.py`).
+        A repeated header is read as the SDK reads it: its first copy."""
+        method: str = scope["method"]
         if self.open_sessions is None:
             path: str = scope["path"]
-            return scope["method"] == "GET" and path.rstrip("/").endswith("/sse")
-        if scope["method"] != "POST":
+            return method in ("GET", "HEAD") and path.rstrip("/").endswith("/sse")
+        if method != "POST" or _first(scope, SESSION_HEADER) is not None:
             return False
-        headers = dict(scope["headers"])
-        version = headers.get(VERSION_HEADER)
-        return SESSION_HEADER not in headers and (version is None or version.decode("latin-1") in _HANDSHAKES)
+        version = _first(scope, VERSION_HEADER)
+        return version is None or version.decode("latin-1") in _HANDSHAKES
 
     def _held_by(self, principal: str) -> set[str]:
         """The principal's sessions that are still open (those that ended, by DELETE or idling out, are dropped)."""
@@ -96,14 +108,18 @@ def _principal(scope: Scope) -> str:
     return principal_of(user.access_token) if isinstance(user, AuthenticatedUser) else LOCAL_PRINCIPAL
 
 
-def _noting(send: Send, held: set[str]) -> Send:
-    """`send`, noting the id of a session the answer opened."""
+def _first(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def _noting(send: Send, opened: Callable[[str], None]) -> Send:
+    """`send`, telling `opened` the id of a session the answer opened."""
 
     async def noting(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] < 400:
             for name, value in message.get("headers", ()):
                 if name.lower() == SESSION_HEADER:
-                    held.add(value.decode("latin-1"))
+                    opened(value.decode("latin-1"))
         await send(message)
 
     return noting
