@@ -518,3 +518,29 @@ async def test_a_retry_from_the_dashboard_belongs_to_the_failed_jobs_principal(t
             assert new_id in {job["id"] for job in structured(await alice.call_tool("list-jobs", {}))["jobs"]}
             hidden = await bob.call_tool("get-job-result", {"jobId": new_id})
             assert structured(hidden)["error"]["code"] == "job_not_found"
+
+
+# -- the server's own log is the operator's ---------------------------------------------------------
+
+
+async def explode_logged(server: HttpServer, client: Client, message: str) -> bool:
+    """Run a job that raises `message`: whether its warning (`job.raised`, with the traceback) reached the log."""
+    job_id = structured(await client.call_tool("explode", {"message": message}))["jobId"]
+    assert (await wait_status(client, job_id, ("failed",)))["status"] == "failed"
+    server.errlog.seek(0)
+    return message in server.errlog.read().decode()
+
+
+async def test_only_an_admin_sets_the_servers_log_level(tmp_path: Path) -> None:
+    """logging/setLevel set the whole process's log: bob (no admin) sent `critical`, and every warning (a failed
+    job's traceback, a slow client cut off) went unwritten, for every principal. Review helper-53."""
+    with serve(tmp_path, VIBE_JOBS_LOG_LEVEL="info") as server:
+        async with client_as(server, BOB) as bob, client_as(server, ALICE) as alice, client_as(server, ROOT) as root:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the SDK marks the client helper deprecated
+                await bob.set_logging_level("critical")  # answered, as the protocol asks
+            assert await explode_logged(server, alice, "after bob's setLevel")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                await root.set_logging_level("critical")
+            assert not await explode_logged(server, alice, "after root's setLevel")

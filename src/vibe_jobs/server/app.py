@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.jobtool import JobToolSpec
-from vibe_jobs.logs import configure_logging, own_stdlib_logging
+from vibe_jobs.logs import configure_logging, get_logger, own_stdlib_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import encodable_answers
 from vibe_jobs.server.auth import AuthSetup, Identity
@@ -35,6 +35,8 @@ LEVELS = {
     "debug": "debug", "info": "info", "notice": "info", "warning": "warning",
     "error": "error", "critical": "critical", "alert": "critical", "emergency": "critical",
 }  # fmt: skip
+
+log = get_logger("vibe_jobs.server")
 
 
 def build_mcp(
@@ -80,7 +82,7 @@ def build_mcp(
         token_verifier=auth.verifier,
         auth=auth.settings,
     )
-    _add_set_level(mcp, manager)
+    _add_set_level(mcp, manager, identity)
     _add_health(mcp, manager)
     add_dashboard(mcp, Dashboard(manager, Guard(bearer=auth.admin_check()), tools=specs))  # admin only with auth
     register_job_resources(mcp, hub)
@@ -94,11 +96,19 @@ def _version() -> str:
     return __version__
 
 
-def _add_set_level(mcp: MCPServer[Any], manager: JobManager) -> None:
-    """Answer logging/setLevel (the SDK's MCPServer has no public hook for it)."""
+def _add_set_level(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -> None:
+    """Answer logging/setLevel (the SDK's MCPServer has no public hook for it). It sets the level of the server's
+    own log (stderr), which is the operator's: only a caller who may see the server's figures changes it (an
+    admin, or the one user of a server without authentication). Another principal's request is answered and
+    changes nothing: it silenced every warning, for everyone (review helper-53)."""
 
     async def set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
-        configure_logging(LEVELS.get(str(params.level), "info"), manager.settings.log_format)
+        level = LEVELS.get(str(params.level), "info")
+        viewer = identity.viewer()
+        if identity.sees_server_figures(viewer):
+            configure_logging(level, manager.settings.log_format)
+        else:
+            log.info("logging.set_level_ignored", principal=viewer.principal, level=level)
         return EmptyResult()
 
     add_request_handler(mcp, "logging/setLevel", SetLevelRequestParams, set_level)
