@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,12 @@ async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_stdio() -> N
         assert jobs["result"]["structuredContent"]["jobs"] == [], "a refused request ran"
 
 
+async def _chunks(frame: bytes) -> AsyncIterator[bytes]:
+    """`frame` as a body that declares no length (Transfer-Encoding: chunked), in two parts."""
+    yield frame[:10]
+    yield frame[10:]
+
+
 async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_http() -> None:
     with start_http("streamable-http") as http:
         async with Client(http.url, mode="legacy") as client:
@@ -129,10 +136,13 @@ async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_http() -> No
                                   headers=headers)  # fmt: skip
             assert done.status_code == 202
             for request_id in WRONG_IDS:
-                response = await raw.post(http.url, content=wrong_id_frame(request_id), headers=headers)
-                assert response.status_code == 400, (request_id, response.status_code, response.text[:200])
-                error = response.json()["error"]
-                assert error["code"] == -32600 and "id must be a string or an integer" in error["message"]
+                frame = wrong_id_frame(request_id)
+                # with a length, and chunked (no length: it was not looked at, answered 202, never answered)
+                for body in (frame, _chunks(frame)):
+                    response = await raw.post(http.url, content=body, headers=headers)
+                    assert response.status_code == 400, (request_id, response.status_code, response.text[:200])
+                    error = response.json()["error"]
+                    assert error["code"] == -32600 and "id must be a string or an integer" in error["message"]
         async with Client(http.url, mode="legacy") as client:
             assert (await client.call_tool("list-jobs", {})).structured_content == before.structured_content
         assert http.proc.poll() is None

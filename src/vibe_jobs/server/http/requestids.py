@@ -4,8 +4,8 @@ A JSON-RPC request's id is a string or an integer. The SDK's message model leave
 (null, a float, a bool, an object, an array) out and takes the request for a notification: the HTTP
 transports answer 202 with no body, the method is never answered, and the client waits for ever. This
 middleware answers such a POST with HTTP 400 and a JSON-RPC error -32600 (id null), as the stdio transport
-does (`server.stdio`). Only bodies that declare their length, up to the SDK's own limit, are looked at;
-the SDK refuses a longer one (413).
+does (`server.stdio`). A body is looked at up to the SDK's own limit (a chunked one, which declares no length,
+too); the SDK refuses a longer one (413).
 
 It runs after authentication (`look_after_authentication`), and looks at no body of a request whose token
 was refused: read before the check, a client with no token held up to 4 MiB and a connection for as long
@@ -31,11 +31,11 @@ class RequestIds:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _small(scope) or _refused(scope):
+        if scope["type"] != "http" or scope["method"] != "POST" or _large(scope) or _refused(scope):
             await self.app(scope, receive, send)
             return
         messages, body = await _read_body(receive)
-        if _id_of_a_wrong_type(body):
+        if body is not None and _id_of_a_wrong_type(body):
             await _refuse(send)
             return
         await self.app(scope, _replay(messages, receive), send)
@@ -55,23 +55,30 @@ def _refused(scope: Scope) -> bool:
     return user is not None and not getattr(user, "is_authenticated", False)
 
 
-def _small(scope: Scope) -> bool:
+def _large(scope: Scope) -> bool:
+    """A body declared longer than the SDK takes (a chunked one declares no length: it is read up to the limit)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            return value.isdigit() and int(value) <= MAX_LOOKED_AT
+            return not value.isdigit() or int(value) > MAX_LOOKED_AT
     return False
 
 
-async def _read_body(receive: Receive) -> tuple[list[Message], bytes]:
-    """The request's messages up to its last body part, and the body."""
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
+    """The request's messages up to its last body part, and the body (None: it runs past MAX_LOOKED_AT; the
+    messages then end where it did, and the rest is left to be received)."""
     messages: list[Message] = []
     parts: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
             return messages, b"".join(parts)
-        parts.append(message.get("body", b""))
+        part = message.get("body", b"")
+        size += len(part)
+        if size > MAX_LOOKED_AT:
+            return messages, None
+        parts.append(part)
         if not message.get("more_body", False):
             return messages, b"".join(parts)
 
