@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vibe_jobs.redact import redact_url
+
 
 class ConfigError(ValueError):
     """A proxy configuration that cannot be used (the message names the problem)."""
@@ -35,7 +37,9 @@ class UpstreamSpec:
 
     @property
     def label(self) -> str:
-        return self.name or (self.url or self.command or "upstream")
+        """How logs, errors, diagnostics and tool descriptions name the upstream: a URL's password and
+        secret-named query parameters shown as `***` (`--upstream-url https://u:pw@host/mcp?token=...`)."""
+        return self.name or (redact_url(self.url) if self.url else self.command or "upstream")
 
 
 def parse_header(text: str) -> tuple[str, str]:

@@ -31,6 +31,8 @@ from mcp_types import (
 from pydantic import BaseModel
 
 from vibe_jobs.logs import get_logger
+from vibe_jobs.results import json_size
+from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.upstream import Upstream, notification_method
 from vibe_jobs.server.sdk import connection_of
 
@@ -212,20 +214,20 @@ async def _read(upstream: Upstream, uri: str) -> dict[str, Any]:
 
 
 async def _pages(upstream: Upstream, method: str, key: str) -> list[dict[str, Any]]:
-    """Every item of an upstream listing (all pages), as wire dicts."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
+    """Every item of an upstream listing (all pages, within `pages.read_pages`' bounds), as wire dicts; a page
+    refused as invalid params (the method not served, a cursor refused) ends it."""
     async with upstream.calling() as conn:
-        while True:
+
+        async def page(cursor: str | None) -> Page[dict[str, Any]]:
             try:
-                page = await getattr(conn.client, method)(cursor=cursor)
+                found = await getattr(conn.client, method)(cursor=cursor)
             except MCPError as exc:
                 if exc.code == INVALID_PARAMS:
-                    return items
+                    return [], None
                 raise
-            items += _as_dict(page).get(key, [])
-            if not (cursor := page.next_cursor):
-                return items
+            return _as_dict(found).get(key, []), found.next_cursor
+
+        return await read_pages(page, json_size, upstream.spec.label, key)
 
 
 def _as_dict(result: HandlerResult) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from mcp_types import (
 from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.proxy.config import UpstreamSpec
+from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
 from vibe_jobs.server.proxy.wire import stdio_upstream
 
@@ -149,7 +150,7 @@ class Upstream:
         """Connect and list the tools (within `starting`'s deadline, which is then lifted); serve until the
         connection ends."""
         async with self._client(ended) as client, anyio.create_task_group() as tg:
-            self.tools = await _all_tools(client)
+            self.tools = await _all_tools(client, self.spec.label)
             starting.deadline = math.inf
             self.capabilities = client.server_capabilities
             self.conn = Connection(client, ended)
@@ -170,11 +171,23 @@ class Upstream:
             self.conn, self._up = None, anyio.Event()  # the old _up was set: nobody waits on it
 
     async def _follow_tool_changes(self, client: Client) -> None:
-        """On the upstream's `tools/list_changed`, list its tools again and tell `tools_changed`."""
+        """On the upstream's `tools/list_changed`, list its tools again and tell `tools_changed`. A listing that
+        fails or takes longer than the start time-out keeps the tools listed before: the upstream lives on (its
+        running calls with it) and the next change is followed."""
         while True:
             await self._tools_dirty.wait()
             self._tools_dirty = anyio.Event()
-            self.tools = await _all_tools(client)
+            with anyio.move_on_after(self.start_timeout) as listing:
+                try:
+                    tools = await _all_tools(client, self.spec.label)
+                except Exception as exc:  # an error answer, a page that is not a tool list
+                    log.warning("proxy.upstream_tools_unlisted", upstream=self.spec.label, error=_describe(exc))
+                    continue
+            if listing.cancelled_caught:
+                why = f"no answer within {self.start_timeout:g} s"
+                log.warning("proxy.upstream_tools_unlisted", upstream=self.spec.label, error=why)
+                continue
+            self.tools = tools
             log.info("proxy.upstream_tools_changed", upstream=self.spec.label, tools=len(self.tools))
             if self.tools_changed is not None:
                 await self.tools_changed(self)
@@ -316,13 +329,12 @@ async def _unless_ended(conn: Connection, call: Awaitable[CallToolResult]) -> Ca
     return outcome
 
 
-async def _all_tools(client: Client) -> list[Tool]:
-    tools, cursor = [], None
-    while True:
-        page = await client.list_tools(cursor=cursor)
-        tools += page.tools
-        if not (cursor := page.next_cursor):
-            return tools
+async def _all_tools(client: Client, upstream: str) -> list[Tool]:
+    async def page(cursor: str | None) -> Page[Tool]:
+        found = await client.list_tools(cursor=cursor)
+        return found.tools, found.next_cursor
+
+    return await read_pages(page, lambda tool: len(tool.model_dump_json(by_alias=True)), upstream, "tools")
 
 
 @asynccontextmanager

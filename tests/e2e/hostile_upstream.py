@@ -1,0 +1,104 @@
+"""A hostile upstream MCP server over stdio, written frame by frame (review helper-54's attacks on the proxy).
+
+Flags (argv):
+- `--tools-forever`: every `tools/list` answer names a next page (a new cursor each time), for ever;
+- `--resources-forever`: likewise for `resources/list`;
+- `--relist error|forever`: once `change` was called, `tools/list` answers an error, or pages for ever.
+Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while the tool list changes);
+`change` announces `tools/list_changed` and from then on lists `late` (whose schema nests 150 deep, as `deep`'s) too;
+`deep` has a schema nested 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+FLAGS = sys.argv[1:]
+RELIST = FLAGS[FLAGS.index("--relist") + 1] if "--relist" in FLAGS else None
+OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
+LOCK = threading.Lock()
+STATE = {"changed": False, "pages": 0}
+
+
+def notted(depth: int) -> dict[str, Any]:
+    """An object schema under `depth` (even) `not`s: one JSON level each, so the message stays within the JSON
+    reader's depth (about 200) while the validator's recursion gives out (about 100)."""
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(depth):
+        schema = {"not": schema}
+    return {"type": "object", "allOf": [schema]}  # a tool's schema names its type (the SDK's client checks)
+
+
+LOOP = {"type": "object", "properties": {"v": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/a"}}}
+PATTERN = {"type": "object", "properties": {"name": {"type": "string", "pattern": "^(a+)+$"}}}
+TOOLS = [
+    {"name": "ok", "description": "answers at once", "inputSchema": OBJECT},
+    {"name": "slow", "description": "answers after 1.5 s", "inputSchema": OBJECT},
+    {"name": "change", "description": "changes the tool list", "inputSchema": OBJECT},
+    {"name": "deep", "description": "a schema 150 deep", "inputSchema": notted(150)},
+    {"name": "loop", "description": "a $ref loop", "inputSchema": LOOP},
+    {"name": "pat", "description": "a pattern that backtracks", "inputSchema": PATTERN},
+]
+LATE = {"name": "late", "description": "added at run time, 150 deep", "inputSchema": notted(150)}
+
+
+def send(message: dict[str, Any]) -> None:
+    with LOCK:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+
+def answer(rid: Any, result: dict[str, Any]) -> None:
+    send({"jsonrpc": "2.0", "id": rid, "result": result})
+
+
+def next_page() -> str:
+    STATE["pages"] += 1
+    return f"page-{STATE['pages']}"
+
+
+def tools_list(rid: Any) -> None:
+    tools = [*TOOLS, LATE] if STATE["changed"] else TOOLS
+    if STATE["changed"] and RELIST == "error":
+        send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": "tools unavailable for now"}})
+    elif (STATE["changed"] and RELIST == "forever") or "--tools-forever" in FLAGS:
+        answer(rid, {"tools": tools, "nextCursor": next_page()})
+    else:
+        answer(rid, {"tools": tools})
+
+
+def call(rid: Any, name: str) -> None:
+    if name == "slow":
+        time.sleep(1.5)
+    if name == "change":
+        STATE["changed"] = True
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    answer(rid, {"content": [{"type": "text", "text": f"{name} done"}], "isError": False})
+
+
+def handle(request: dict[str, Any]) -> None:
+    method, rid = request.get("method"), request.get("id")
+    if method == "initialize":
+        capabilities = {"tools": {"listChanged": True}, "resources": {}}
+        info = {"name": "hostile-upstream", "version": "1"}
+        answer(rid, {"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": info})
+    elif method == "tools/list":
+        tools_list(rid)
+    elif method == "tools/call":
+        threading.Thread(target=call, args=(rid, request["params"]["name"]), daemon=True).start()
+    elif method == "resources/list":
+        page: dict[str, Any] = {"resources": [{"uri": f"file:///r/{STATE['pages']}", "name": "r"}]}
+        if "--resources-forever" in FLAGS:
+            page["nextCursor"] = next_page()
+        answer(rid, page)
+    elif rid is not None and method is not None:
+        answer(rid, {})
+
+
+for line in sys.stdin:
+    if line.strip():
+        handle(json.loads(line))

@@ -1,0 +1,118 @@
+"""`vibe-jobs proxy` in front of a hostile upstream (tests/e2e/hostile_upstream.py), driven by the real MCP client:
+what the upstream lists, and when, costs the proxy neither its memory, its start, its running jobs nor its event
+loop (review helper-54)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from tests.e2e.conftest import BASE_ENV, ROOT, free_port
+from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+HOSTILE = [sys.executable, str(ROOT / "tests" / "e2e" / "hostile_upstream.py")]
+
+
+@asynccontextmanager
+async def proxied(*flags: str, **callbacks: Any) -> AsyncIterator[tuple[Client, Any]]:
+    """The real client on a proxy (stdio, memory store) in front of the hostile upstream run with `flags`; and
+    the proxy's log (stderr)."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, "VIBE_JOBS_LOG_LEVEL": "info"}
+    args = proxy_args([*HOSTILE, *flags], None)
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="legacy", **callbacks) as client:
+            yield client, errlog
+
+
+def logged(errlog: Any) -> str:
+    errlog.seek(0)
+    return str(errlog.read())
+
+
+async def completed(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> list[str]:
+    msg = await until(client, started(await client.call_tool(tool, arguments or {})), ("completed", "failed"))
+    assert msg["status"] == "completed", msg
+    return texts(msg["result"])
+
+
+async def test_an_upstream_that_lists_page_after_page_for_ever_is_read_within_bounds() -> None:
+    """It kept the proxy reading for ever (its memory growing 50 MB a second): the start, each tools/list_changed,
+    and each client's resources/list, which never answered."""
+    async with proxied("--tools-forever", "--resources-forever") as (client, errlog):
+        assert "ok" in {tool.name for tool in (await client.list_tools()).tools}
+        assert await completed(client, "ok") == ["ok done"]
+        with anyio.fail_after(30):
+            resources = (await client.list_resources()).resources
+        assert 1 <= len(resources) <= 10_000
+        assert "proxy.upstream_listing_cut" in logged(errlog)
+
+
+@pytest.mark.parametrize("relist", ["error", "forever"])
+async def test_a_tool_list_that_fails_after_a_change_keeps_the_upstream_and_its_running_job(relist: str) -> None:
+    """An error answer to the re-listing ended a live upstream's connection: it was restarted, and its running
+    jobs failed as "interrupted: upstream exited"."""
+    async with proxied("--relist", relist) as (client, errlog):
+        slow = started(await client.call_tool("slow", {}))
+        assert await completed(client, "change") == ["change done"]
+        msg = await until(client, slow, ("completed", "failed"))
+        assert msg["status"] == "completed", msg
+        assert await completed(client, "ok") == ["ok done"]  # the same upstream, serving on
+        log = logged(errlog)
+        assert "proxy.upstream_exited" not in log, log
+        if relist == "error":
+            assert "proxy.upstream_tools_unlisted" in log and "tools unavailable for now" in log, log
+
+
+async def test_schemas_the_validator_cannot_take_cost_neither_the_start_nor_the_upstream() -> None:
+    """A schema nested 150 deep raised RecursionError out of the proxy's start (it exited); added at run time, it
+    restarted the upstream for ever. A `$ref` loop failed each call with "Error executing tool"."""
+    changed = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if getattr(getattr(message, "root", message), "method", None) == "notifications/tools/list_changed":
+            changed.set()
+
+    async with proxied(message_handler=on_message) as (client, errlog):
+        assert await completed(client, "deep", {"x": {}}) == ["deep done"]  # the object's shape is checked
+        loop = await client.call_tool("loop", {"v": 1})
+        assert loop.is_error and "cannot be checked against the upstream's schema" in " ".join(texts(loop))
+        assert await completed(client, "change") == ["change done"]
+        with anyio.fail_after(20):
+            await changed.wait()
+        assert "late" in {tool.name for tool in (await client.list_tools()).tools}
+        assert await completed(client, "late", {"x": {}}) == ["late done"]
+        assert "proxy.upstream_exited" not in logged(errlog)
+
+
+async def test_a_pattern_that_backtracks_does_not_hold_the_proxy() -> None:
+    """`^(a+)+$` held the event loop 7 s on 28 characters, every client waiting; 40 took hours. The pattern is
+    the upstream's to check."""
+    async with proxied() as (client, _):
+        with anyio.fail_after(10):
+            job_id = started(await client.call_tool("pat", {"name": "a" * 40 + "!"}))
+        msg = await until(client, job_id, ("completed", "failed"))
+    assert msg["status"] == "completed", msg
+
+
+def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
+    """`--upstream-url https://user:pw@host/mcp?token=...`: the start failure printed them whole; tool descriptions,
+    diagnostics and log lines carried them too (the upstream's label)."""
+    url = f"http://alice:hunter2-pw@127.0.0.1:{free_port()}/mcp?token=SECRET-TOKEN-123"
+    command = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", url]
+    env = {**os.environ, **BASE_ENV, "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": "5"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, input="")
+    assert done.returncode != 0 and "127.0.0.1" in done.stderr, done.stderr
+    assert "hunter2-pw" not in done.stderr + done.stdout and "SECRET-TOKEN-123" not in done.stderr, done.stderr
