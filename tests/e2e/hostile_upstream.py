@@ -5,8 +5,8 @@ Flags (argv):
 - `--resources-forever`: likewise for `resources/list`;
 - `--relist error|forever`: once `change` was called, `tools/list` answers an error, or pages for ever.
 Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while the tool list changes);
-`change` announces `tools/list_changed` and from then on lists `late` (whose schema nests 150 deep, as `deep`'s) too;
-`deep` has a schema nested 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
+`change` announces `tools/list_changed` and from then on lists `late` too; `deep` and `late` have a schema nested
+150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
 """
 
 from __future__ import annotations
