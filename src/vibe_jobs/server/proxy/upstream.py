@@ -158,8 +158,8 @@ class Upstream:
             log.info("proxy.upstream_started", upstream=self.spec.label, tools=len(self.tools))
             if task_status is not None:
                 task_status.started()
-            elif self.tools_changed is not None:  # a restarted upstream may list other tools
-                await self.tools_changed(self)
+            else:  # a restarted upstream may list other tools
+                await self._tell_tools_changed()
             tg.start_soon(self._follow_tool_changes, client)
             await ended.wait()
             tg.cancel_scope.cancel()
@@ -189,8 +189,17 @@ class Upstream:
                 continue
             self.tools = tools
             log.info("proxy.upstream_tools_changed", upstream=self.spec.label, tools=len(self.tools))
-            if self.tools_changed is not None:
-                await self.tools_changed(self)
+            await self._tell_tools_changed()
+
+    async def _tell_tools_changed(self) -> None:
+        """Tell `tools_changed` (the proxy serves the new list). Its failure (a tool the proxy cannot serve) is
+        logged: it must not end a live upstream's connection, its running calls with it."""
+        if self.tools_changed is None:
+            return
+        try:
+            await self.tools_changed(self)
+        except Exception as exc:
+            log.error("proxy.upstream_tools_not_served", upstream=self.spec.label, error=_describe(exc), exc_info=exc)
 
     def _client(self, ended: anyio.Event) -> Client:
         return Client(
