@@ -158,6 +158,13 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
         ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
         ("VIBE_JOBS_MAX_ANSWER_BYTES", "4096"),  # under 65536: three copies and the answer's frame do not fit
+        # past the bounds: a worker's claims failed for ever (PostgreSQL: out of int64 range), a heartbeat raised
+        # OverflowError, a duration overflowed to inf (review helper-56)
+        ("JOB_MANAGER_MAX_CONCURRENT", "99999999999999999999"),
+        ("VIBE_JOBS_MAX_RESULT_BYTES", "99999999999999999999"),
+        ("JOB_MANAGER_MAX_RETENTION", "99999999999999999999"),
+        ("VIBE_JOBS_LEASE_SECONDS", "1e300"),
+        ("VIBE_JOBS_AGING_SECONDS", "1e306"),
     ],
 )
 def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -> None:
@@ -166,6 +173,14 @@ def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -
     assert info.value.code == "config_error"
     assert var in str(info.value)
     assert repr(raw) in str(info.value)
+
+
+def test_a_store_url_s_password_is_not_shown_in_its_error() -> None:
+    """A mistyped scheme printed the whole URL, password and all (review helper-56)."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"VIBE_JOBS_STORE": "postgressql://app:Sup3rSecretPw@db.internal/jobs?password=Pw2"})
+    assert "Sup3rSecretPw" not in str(info.value) and "Pw2" not in str(info.value)
+    assert "postgressql://app:***@db.internal/jobs" in str(info.value)
 
 
 def test_the_error_says_what_is_expected() -> None:
@@ -237,7 +252,13 @@ maxMemoryMB = 4096
 
 def _check_loaded(queue: JobQueueConfig) -> None:
     assert queue.max_concurrent_jobs == 7
-    assert queue.priority_weights == {Priority.LOW: 0.5, Priority.CRITICAL: 10.0}
+    # the weights given over the defaults (the others were 1.0: high and medium level with low)
+    assert queue.priority_weights == {
+        Priority.LOW: 0.5,
+        Priority.MEDIUM: 2.0,
+        Priority.HIGH: 3.0,
+        Priority.CRITICAL: 10,
+    }
     assert (queue.retry_policy.max_retries, queue.retry_policy.initial_delay_ms) == (5, 250)
     assert queue.retry_policy.backoff_multiplier == 2  # unset keys keep their defaults
     assert queue.timeout_policy.default_timeout_ms == 60_000
@@ -284,6 +305,10 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
         ('{"retryPolicy": {"jitter": 3}}', ".json", "retryPolicy.jitter", "3"),
         ('{"priorityWeights": {"urgent": 1}}', ".json", "priorityWeights.urgent.[key]", "'urgent'"),
         ('{"maxConcurentJobs": 4}', ".json", "maxConcurentJobs", "4"),  # a misspelt key is refused
+        ('{"maxConcurrentJobs": 99999999999999999999}', ".json", "maxConcurrentJobs", "99999999999999999999"),
+        ("[priorityWeights]\nlow = nan", ".toml", "priorityWeights.low", "nan"),
+        ("[priorityWeights]\nhigh = -5.0", ".toml", "priorityWeights.high", "-5.0"),
+        ("[priorityWeights]\ncritical = inf", ".toml", "priorityWeights.critical", "inf"),
     ],
 )
 def test_a_bad_key_value_names_the_key(tmp_path: Path, text: str, suffix: str, key: str, value: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from vibe_jobs.identity import LOCAL_PRINCIPAL
@@ -45,6 +45,7 @@ NonNegative = Annotated[float, Field(ge=0)]
 # The latest instant a job's times may name: 9999-12-31T23:59:59.999Z, the last a datetime can show. Times and
 # durations a caller gives are bounded by it, so that a sum of them stays an integer every store can hold.
 MAX_EPOCH_MS = 253_402_300_799_999
+MAX_COUNT = 2**31 - 1  # a count at most (concurrency, sizes, quotas): past it, a typo no store column takes
 EpochMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]  # an instant, epoch milliseconds
 DurationMs = Annotated[int, Field(ge=0, le=MAX_EPOCH_MS)]  # a span of time in milliseconds
 PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_EPOCH_MS / 1000)]  # a span of time in seconds
@@ -259,19 +260,22 @@ class ResourceLimits(WireModel):
     max_disk_space_mb: NonNegative = Field(default=1024, alias="maxDiskSpaceMB")
 
 
+PRIORITY_WEIGHTS = {Priority.LOW: 1.0, Priority.MEDIUM: 2.0, Priority.HIGH: 3.0, Priority.CRITICAL: 4.0}
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class JobQueueConfig(WireModel):
-    max_concurrent_jobs: Annotated[int, Field(ge=1)] = 5
-    priority_weights: dict[Priority, float] = Field(
-        default_factory=lambda: {
-            Priority.LOW: 1.0,
-            Priority.MEDIUM: 2.0,
-            Priority.HIGH: 3.0,
-            Priority.CRITICAL: 4.0,
-        }
-    )
+    max_concurrent_jobs: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 5
+    # the weights given over the defaults: `critical = 10` alone left high and medium at 1, level with low
+    priority_weights: dict[Priority, Weight] = Field(default_factory=lambda: dict(PRIORITY_WEIGHTS))
     retry_policy: RetryPolicyConfig = Field(default_factory=RetryPolicyConfig)
     timeout_policy: TimeoutPolicyConfig = Field(default_factory=TimeoutPolicyConfig)
     resource_limits: ResourceLimits = Field(default_factory=ResourceLimits)
+
+    @field_validator("priority_weights", mode="after")
+    @classmethod
+    def _over_the_defaults(cls, given: dict[Priority, float]) -> dict[Priority, float]:
+        return {**PRIORITY_WEIGHTS, **given}
 
 
 @dataclass(slots=True)

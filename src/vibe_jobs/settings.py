@@ -20,9 +20,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from vibe_jobs.errors import ConfigError
-from vibe_jobs.models import JobQueueConfig
+from vibe_jobs.models import MAX_COUNT, JobQueueConfig
 from vibe_jobs.polling import PollingPolicy
-from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern
+from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern, redact_urls_in
 
 MIB = 1024 * 1024
 MAX_WAIT_SECONDS = 50  # the most get-job-result waits in one call (its schema says so; the setting may lower it)
@@ -118,21 +118,30 @@ class Settings:
 def _parse(var: str, raw: str, parse: Callable[[str], Any]) -> Any:
     try:
         return parse(raw.strip())
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the value shown with any URL's password masked (a mistyped store)
+        raise ConfigError(f"{var}={redact_urls_in(raw)!r} is invalid: {exc}") from None
 
 
-def _positive_int(raw: str) -> int:
+MAX_SECONDS = 10 * 365 * 24 * 3600  # past ten years a duration is a typo (and overflows the stores' integers)
+
+
+def positive_int(raw: str, most: int = MAX_COUNT) -> int:
+    """A count: a whole number from 1 to `most` (the rule of every count setting, and of the CLI's count flags)."""
     value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
+    if not 0 < value <= most:
+        raise ValueError(f"must be a positive whole number, at most {most:,}")
     return value
+
+
+def _positive_ms(raw: str) -> int:
+    """Milliseconds (a whole number), at most ten years."""
+    return positive_int(raw, MAX_SECONDS * 1000)
 
 
 def _at_least(raw: str, low: int) -> int:
     value = int(raw)
-    if value < low:
-        raise ValueError(f"must be a whole number of at least {low}")
+    if not low <= value <= MAX_COUNT:
+        raise ValueError(f"must be a whole number from {low:,} to {MAX_COUNT:,}")
     return value
 
 
@@ -151,8 +160,11 @@ def _fraction(raw: str) -> float:
 
 
 def _seconds_as_ms(raw: str) -> int:
-    """A positive number of seconds (fractions allowed), as whole milliseconds."""
-    ms = round(_positive_float(raw) * 1000)
+    """A positive number of seconds (fractions allowed), at most ten years, as whole milliseconds."""
+    seconds = _positive_float(raw)
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"must be at most {MAX_SECONDS:,} (ten years)")
+    ms = round(seconds * 1000)
     if ms < 1:
         raise ValueError("must be at least 0.001 (one millisecond)")
     return ms
@@ -194,16 +206,16 @@ def split_names(raw: str | None) -> tuple[str, ...]:
 
 
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "JOB_MANAGER_MAX_CONCURRENT": ("max_concurrent", _positive_int),
-    "JOB_MANAGER_CLEANUP_INTERVAL": ("cleanup_interval_ms", _positive_int),
-    "JOB_MANAGER_MAX_RETENTION": ("max_retention_ms", _positive_int),
+    "JOB_MANAGER_MAX_CONCURRENT": ("max_concurrent", positive_int),
+    "JOB_MANAGER_CLEANUP_INTERVAL": ("cleanup_interval_ms", _positive_ms),
+    "JOB_MANAGER_MAX_RETENTION": ("max_retention_ms", _positive_ms),
     "VIBE_JOBS_STORE": ("store_url", _store_url),
-    "VIBE_JOBS_POLL_BASE_MS": ("poll_base_ms", _positive_int),
+    "VIBE_JOBS_POLL_BASE_MS": ("poll_base_ms", positive_int),
     "VIBE_JOBS_POLL_FACTOR": ("poll_factor", _factor),
-    "VIBE_JOBS_POLL_MAX_MS": ("poll_max_ms", _positive_int),
-    "VIBE_JOBS_MAX_PARAMS_BYTES": ("max_params_bytes", _positive_int),
+    "VIBE_JOBS_POLL_MAX_MS": ("poll_max_ms", positive_int),
+    "VIBE_JOBS_MAX_PARAMS_BYTES": ("max_params_bytes", positive_int),
     "VIBE_JOBS_MAX_WAIT_SECONDS": ("max_wait_ms", _wait_cap_ms),
-    "VIBE_JOBS_MAX_PENDING": ("max_pending", _positive_int),
+    "VIBE_JOBS_MAX_PENDING": ("max_pending", positive_int),
     "VIBE_JOBS_LEASE_SECONDS": ("lease_ms", _seconds_as_ms),
     "VIBE_JOBS_AGING_SECONDS": ("aging_ms", _seconds_as_ms),
     "VIBE_JOBS_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
@@ -217,20 +229,20 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
     "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
     "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", split_names),
-    "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", _positive_int),
-    "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", _positive_int),
-    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", _positive_int),
-    "VIBE_JOBS_QUOTA_SCHEDULES": ("quota_schedules", _positive_int),
+    "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", positive_int),
+    "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", positive_int),
+    "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", positive_int),
+    "VIBE_JOBS_QUOTA_SCHEDULES": ("quota_schedules", positive_int),
     "VIBE_JOBS_SECRET_PATTERN": ("secret_pattern", check_pattern),
     "VIBE_JOBS_MAX_RESULT_BYTES": ("max_result_bytes", lambda raw: _at_least(raw, 4096)),
     "VIBE_JOBS_MAX_ANSWER_BYTES": ("max_answer_bytes", lambda raw: _at_least(raw, 65536)),
     "VIBE_JOBS_PROGRESS_KEEPALIVE_SECONDS": ("progress_keepalive_ms", _seconds_as_ms),
     "VIBE_JOBS_QUESTION_TIMEOUT_SECONDS": ("question_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
-    "VIBE_JOBS_MAX_SESSIONS": ("max_sessions", _positive_int),
-    "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("max_sessions_per_principal", _positive_int),
+    "VIBE_JOBS_MAX_SESSIONS": ("max_sessions", positive_int),
+    "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("max_sessions_per_principal", positive_int),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
-    "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", _positive_int),
+    "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", positive_int),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("health_max_error_rate", _fraction),
     "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("health_max_oldest_pending_ms", _seconds_as_ms),
 }

@@ -24,9 +24,11 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from vibe_jobs.cli import flags
 from vibe_jobs.cli.ask import TerminalAsker
 from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.errors import first_leaf
+from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
 
@@ -68,7 +70,7 @@ def add_call_parser(sub: Any) -> None:
         help="with a JSON object: the tool's arguments; bare: print JSON (the final JobStatusMessage)",
     )
     call.add_argument("--output", choices=["text", "json"], default="text", help="how to print the result")
-    call.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this many seconds")
+    call.add_argument("--timeout", type=flags.seconds, metavar="SECONDS", help="give up after this many seconds")
     call.add_argument("--legacy", action="store_true", help="use the 2025-11-25 protocol (initialize handshake)")
 
 
@@ -152,7 +154,7 @@ async def _streamable(url: str, headers: dict[str, str] | None) -> AsyncIterator
     async def refused(response: httpx2.Response) -> None:
         if response.status_code in (401, 403):
             what = "a valid bearer token" if headers else "a bearer token: set VIBE_JOBS_TOKEN (or --token)"
-            raise Unauthorized(f"{url} answered HTTP {response.status_code}: the server wants {what}")
+            raise Unauthorized(f"{redact_url(url)} answered HTTP {response.status_code}: the server wants {what}")
 
     timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults: a response stream may stay open
     async with (

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 
+from vibe_jobs.cli import flags
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import configure_logging
@@ -25,11 +26,11 @@ def add_dashboard_parsers(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="serve the dashboard, /metrics and the health probes for a store")
     dash.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
     dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=int, default=8080)
+    dash.add_argument("--port", type=flags.port, default=8080)
     add_identity_options(dash)  # an admin token for everything but the probes, when tokens are configured
     health = sub.add_parser("health", help="exit 0 when the store answers in time, 1 (with the reason) otherwise")
     health.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
-    health.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_SECONDS, help="seconds (default 5)")
+    health.add_argument("--timeout", type=flags.seconds, default=HEALTH_TIMEOUT_SECONDS, help="seconds (default 5)")
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> Settings:

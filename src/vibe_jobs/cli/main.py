@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from vibe_jobs.cli import flags
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
@@ -40,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="import job tools from these modules (repeatable, or comma-separated)",
     )
     worker.add_argument(
-        "--concurrency", type=int, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
+        "--concurrency", type=flags.count, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
     )
     worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
-    worker.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, wait this long for running jobs")
+    worker.add_argument(
+        "--drain-seconds", type=flags.seconds_or_zero, default=30.0, help="on SIGTERM, wait this long for running jobs"
+    )
     add_jobs_parser(sub)
     add_schedules_parser(sub)
     add_call_parser(sub)
@@ -56,7 +59,7 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     """The options of a serving command (`serve`, `proxy`): transport, address, store, tool modules."""
     serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=flags.port, default=8000)
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument(
         "--tools",

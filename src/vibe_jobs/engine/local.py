@@ -122,7 +122,7 @@ class LocalSource:
             heapq.heappush(self._delayed, (run_after, next(self._seq), entry.job_id))
             self._wake.set()
             return
-        weight = self.cfg.priority_weights.get(entry.priority, 1.0)
+        weight = self.cfg.priority_weights[entry.priority]
         heapq.heappush(self._ready, (entry.created_at - weight * self.aging_ms, next(self._seq), entry.job_id))
 
     def on_finished(self, rec: JobRecord) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from vibe_jobs.errors import ConfigError
+from vibe_jobs.redact import redact_url
 from vibe_jobs.store.base import Guard, JobQuery, JobStore
 from vibe_jobs.store.memory import MemoryStore
 
@@ -29,7 +30,7 @@ def open_store(url: str) -> JobStore:
             ) from None
         pg: JobStore = PostgresStore(url)
         return pg
-    raise ConfigError(f"unknown store URL {url!r}: use memory://, sqlite:///path or postgresql://...")
+    raise ConfigError(f"unknown store URL {redact_url(url)!r}: use memory://, sqlite:///path or postgresql://...")
 
 
 def missing_database(store: JobStore) -> str | None:

@@ -229,7 +229,7 @@ class ClaimLimits:
         """From the settings' max_concurrent, queue.resource_limits, aging and priority weights."""
         q = settings.queue
         lim = q.resource_limits
-        weights = [float(q.priority_weights.get(p, 1.0)) for p in sorted(Priority, key=lambda p: p.rank)]
+        weights = [float(q.priority_weights[p]) for p in sorted(Priority, key=lambda p: p.rank)]
         return cls(
             max_running=settings.max_concurrent,
             max_memory_mb=lim.max_memory_mb,

@@ -1,0 +1,45 @@
+"""Argument types of the CLI's numeric flags: the settings' rules (one place), refused by argparse with the reason
+(`--concurrency -1` had a worker take its place in the cluster and never claim a job; `--drain-seconds nan` crashed
+its stop, leaving its lease; `--port 70000` ended in a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from vibe_jobs.settings import MAX_SECONDS, positive_int
+
+T = TypeVar("T")
+
+
+def _flag(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
+    def convert(raw: str) -> T:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
+
+    convert.__name__ = name  # what argparse names in its own messages
+    return convert
+
+
+def _seconds(raw: str, zero: bool) -> float:
+    value = float(raw)
+    if not (value >= 0 if zero else value > 0) or not value <= MAX_SECONDS:  # also refuses nan
+        low = "0" if zero else "more than 0"
+        raise ValueError(f"must be a number of seconds from {low} to {MAX_SECONDS:,} (ten years)")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 0 to 65535 (0: any free port)")
+    return value
+
+
+count = _flag(positive_int, "count")
+seconds = _flag(lambda raw: _seconds(raw, zero=False), "seconds")
+seconds_or_zero = _flag(lambda raw: _seconds(raw, zero=True), "seconds")
+port = _flag(_port, "port")

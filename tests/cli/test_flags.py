@@ -1,0 +1,45 @@
+"""The CLI's numeric flags and store URLs refused with one line that names the problem (review helper-56):
+`worker --concurrency -1` took its place in the cluster and never claimed a job, `--drain-seconds nan` crashed the
+worker's stop and left its lease, `--port 70000` ended in a traceback, and a mistyped store URL printed its
+password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+VIBE_JOBS = [sys.executable, "-m", "vibe_jobs"]
+
+
+def refused(*argv: str) -> str:
+    """The command's error (it must fail at once, with one line and no traceback)."""
+    done = subprocess.run([*VIBE_JOBS, *argv], capture_output=True, text=True, timeout=60, check=False, input="")
+    assert done.returncode != 0, (argv, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["worker", "--concurrency", "-1"], "--concurrency: '-1': must be a positive whole number"),
+        (["worker", "--concurrency", "0"], "--concurrency: '0': must be a positive whole number"),
+        (["worker", "--concurrency", "99999999999999999999"], "at most 2,147,483,647"),
+        (["worker", "--drain-seconds", "nan"], "--drain-seconds: 'nan': must be a number of seconds from 0"),
+        (["worker", "--drain-seconds", "-1"], "--drain-seconds: '-1'"),
+        (["serve", "--port", "70000"], "--port: '70000': must be a port number from 0 to 65535"),
+        (["dashboard", "--port", "-1"], "--port: '-1'"),
+        (["health", "--timeout", "-1"], "--timeout: '-1': must be a number of seconds from more than 0"),
+        (["call", "echo", "--timeout", "nan"], "--timeout: 'nan'"),
+    ],
+)
+def test_a_number_out_of_its_range_is_refused_naming_the_flag(argv: list[str], says: str) -> None:
+    assert says in refused(*argv)
+
+
+def test_a_mistyped_store_url_is_refused_without_its_password() -> None:
+    error = refused("jobs", "list", "--store", "postgressql://app:Sup3rSecretPw@db.internal/jobs")
+    assert "unknown store URL" in error and "app:***@db.internal" in error, error
+    assert "Sup3rSecretPw" not in error
