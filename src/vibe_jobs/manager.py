@@ -283,13 +283,7 @@ class JobManager:
         rec.run_after = run_at
         if task is not None and task.dependencies:
             await self._check_dependencies(rec, viewer)
-        if not self._quotas:
-            await self._add(rec, self.store.insert)
-            return rec.id
-        lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
-        async with lock:  # the check and the insert as one step: concurrent calls cannot all pass one count
-            await self._check_quotas(principal, params)
-            await self._add(rec, self.store.insert)
+        await self._add_within_quotas(rec, self.store.insert)
         return rec.id
 
     async def fire_job(
@@ -311,7 +305,19 @@ class JobManager:
             raise StoreError(f"the store {store.url} keeps no schedules")
         rec = self._new_record(tool_name, self.check_params(tool_name, params), task, None)
         rec.schedule_id, rec.tick, rec.principal = schedule_id, tick, principal
-        return rec.id if await self._add(rec, lambda job: store.fire(job, version)) else None
+        return rec.id if await self._add_within_quotas(rec, lambda job: store.fire(job, version)) else None
+
+    async def _add_within_quotas(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
+        """`_add`, after the principal's quotas (QuotaExceeded), for a call's job and a schedule's alike (a
+        schedule's firings went past them: a principal held every run slot through one). The check and the
+        insert are one step: concurrent calls cannot all pass one count."""
+        if not self._quotas:
+            return await self._add(rec, insert)
+        principal = rec.principal
+        lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
+        async with lock:
+            await self._check_quotas(principal, rec.params)
+            return await self._add(rec, insert)
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job.

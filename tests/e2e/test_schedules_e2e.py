@@ -163,6 +163,24 @@ async def test_ticks_refused_by_a_full_queue_are_counted_as_skipped(mode: str) -
     assert sch.get("lastJobId") is None and sch["nextFireAt"] > made["nextFireAt"]
 
 
+async def test_ticks_past_the_principal_s_pending_quota_are_counted_as_skipped(mode: str) -> None:
+    """A schedule's firings went past the principal's job quotas (only calls were checked): one principal could
+    hold every run slot and fill the queue through a schedule. Review helper-55."""
+    async with stdio_client_for(mode, {"VIBE_JOBS_QUOTA_PENDING": "2"}) as client:
+        for _ in range(2):  # at the quota: two jobs deferred for an hour
+            await client.call_tool("submit-job", {"tool": "noop", "runAt": now_ms() + 3_600_000})
+        made = structured(await client.call_tool("schedule-job", {"tool": "noop", "everySeconds": 1}))
+        with anyio.fail_after(20):
+            while True:  # the ticker fires on the wall clock: read until a tick came due and was refused
+                (sch,) = structured(await client.call_tool("list-schedules", {}))["schedules"]
+                if sch["skipped"] >= 1 or sch.get("lastJobId") is not None:
+                    break
+                await anyio.sleep(0.2)  # the tick comes due on the wall clock: no event to wait on from outside
+        jobs = structured(await client.call_tool("list-jobs", {}))["jobs"]
+    assert sch.get("lastJobId") is None and sch["skipped"] >= 1, sch
+    assert len(jobs) == 2 and made["nextFireAt"] < sch["nextFireAt"]
+
+
 async def test_a_deadline_already_past_is_refused_and_creates_no_job(mode: str) -> None:
     """It was accepted, and the job failed at once ("deadline passed before it started"), counting as an error."""
     async with stdio_client_for(mode) as client:
