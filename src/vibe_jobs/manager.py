@@ -93,6 +93,13 @@ class JobPage:
     jobs: list[Job]
     next_cursor: str | None
 
+    def first(self, kept: int) -> JobPage:
+        """The page cut to its first `kept` jobs, its cursor going on after the last one kept."""
+        if kept >= len(self.jobs):
+            return self
+        last = self.jobs[kept - 1]
+        return JobPage(self.jobs[:kept], _encode_cursor(last.created_at, last.id))
+
 
 class JobManager:
     """Create, update, read, cancel and clean up jobs. Use `async with JobManager(...)` to run it."""
@@ -950,7 +957,7 @@ class JobManager:
             raise
         more = len(records) > limit
         page = records[:limit]
-        next_cursor = _encode_cursor(page[-1]) if more and page else None
+        next_cursor = _encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
         return JobPage([Job.from_record(r) for r in page], next_cursor)
 
     async def statistics(self, viewer: Viewer | None = None, *, server_wide: bool | None = None) -> Statistics:
@@ -1091,8 +1098,8 @@ def status_text(rec: JobRecord) -> str:
     }[rec.status]
 
 
-def _encode_cursor(rec: JobRecord) -> str:
-    return base64.urlsafe_b64encode(f"{rec.created_at}:{rec.id}".encode()).decode().rstrip("=")
+def _encode_cursor(created_at: int, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at}:{job_id}".encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:

@@ -52,8 +52,10 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
     return check
 
 
-SHOWN_ARGUMENTS_SHARE = 4  # schedules' arguments take at most 1/4 of an answer over HTTP (list-schedules, job-stats)
-SHOWN_SCHEDULES_EIGHTHS = 3  # the schedules at most 3/8 of it (their text lines, a subset of their fields, as much)
+SHOWN_ARGUMENTS_SHARE = (
+    4  # schedules' arguments (jobs' params, questions, details) take at most 1/4 of an answer over HTTP
+)
+SHOWN_ITEMS_EIGHTHS = 3  # the schedules (jobs) at most 3/8 of it (their text lines, a subset of their fields, as much)
 
 
 def carried_schedules(
@@ -66,24 +68,49 @@ def carried_schedules(
     principal's schedules, and one answer over 1 MiB leaves the MCP Python client unable to read any of them."""
     if request is None:
         return schedules, 0
-    shown = _arguments_within(schedules, max_bytes // SHOWN_ARGUMENTS_SHARE, max_bytes)
-    budget = max_bytes * SHOWN_SCHEDULES_EIGHTHS // 8
-    for kept, schedule in enumerate(shown):
-        budget -= json_size(schedule)
+    shown = _fields_within(schedules, ("arguments",), max_bytes // SHOWN_ARGUMENTS_SHARE, max_bytes)
+    kept = _fitting(shown, max_bytes)
+    return shown[:kept], len(shown) - kept
+
+
+JOB_FIELDS_SHOWN = ("params", "waitingFor", "details")  # a job's parts without a bound of their own in a list
+
+
+def carried_jobs(jobs: list[dict[str, Any]], bounded: bool, max_bytes: int) -> tuple[list[dict[str, Any]], int]:
+    """A page of jobs (as `job_summary` shows them) as list-jobs and `jobs://recent` answer, and how many of them
+    it keeps (the rest: from the next page's cursor): whole unless `bounded` (list-jobs over HTTP; jobs://recent,
+    whose reader cannot be told); else their params, questions and details, smallest first, while they fit in a
+    quarter of `max_bytes` (the rest as markers, as schedules' arguments), and the jobs, newest first, while
+    they fit in 3/8 of it. A job may keep 1 MiB of params and a question of 256 KiB: two such jobs on one page
+    left the owner, and the admin who sees every job, unable to read any page (review helper-55)."""
+    if not bounded:
+        return jobs, len(jobs)
+    shown = _fields_within(jobs, JOB_FIELDS_SHOWN, max_bytes // SHOWN_ARGUMENTS_SHARE, max_bytes)
+    return shown, max(1, _fitting(shown, max_bytes))
+
+
+def _fitting(items: list[dict[str, Any]], max_bytes: int) -> int:
+    """How many of `items`, from the first, fit in 3/8 of `max_bytes`."""
+    budget = max_bytes * SHOWN_ITEMS_EIGHTHS // 8
+    for kept, item in enumerate(items):
+        budget -= json_size(item)
         if budget < 0:
-            return shown[:kept], len(shown) - kept
-    return shown, 0
+            return kept
+    return len(items)
 
 
-def _arguments_within(schedules: list[dict[str, Any]], budget: int, max_bytes: int) -> list[dict[str, Any]]:
-    sizes = [json_size(s.get("arguments")) for s in schedules]
-    shown = [dict(s) for s in schedules]
-    for i in sorted(range(len(schedules)), key=sizes.__getitem__):
-        if sizes[i] <= budget:
-            budget -= sizes[i]
+def _fields_within(
+    items: list[dict[str, Any]], keys: tuple[str, ...], budget: int, max_bytes: int
+) -> list[dict[str, Any]]:
+    """Copies of `items` whose `keys`, smallest first, are shown while they fit in `budget`; the rest as markers."""
+    sizes = {(i, key): json_size(item[key]) for i, item in enumerate(items) for key in keys if item.get(key)}
+    shown = [dict(item) for item in items]
+    for (i, key), size in sorted(sizes.items(), key=lambda entry: entry[1]):
+        if size <= budget:
+            budget -= size
         else:
             budget = 0  # the rest are larger still: shown as markers
-            shown[i]["arguments"] = {"truncated": True, "originalBytes": sizes[i], "maxAnswerBytes": max_bytes}
+            shown[i][key] = {"truncated": True, "originalBytes": size, "maxAnswerBytes": max_bytes}
     return shown
 
 

@@ -33,7 +33,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.questions import pending_question
-from vibe_jobs.server.answers import carried_schedules, carried_status, omitted_line
+from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
 from vibe_jobs.server.asking import Asker, Keepalive, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
@@ -183,6 +183,7 @@ class ControlTools:
 
     async def list_jobs(
         self,
+        ctx: Context,
         status: Annotated[JobStatus | None, Field(description="Only jobs in this status.")] = None,
         toolName: Annotated[Name | None, Field(description="Only jobs of this tool.")] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size (max 500).")] = 50,
@@ -195,7 +196,12 @@ class ControlTools:
             )
         except JobError as exc:
             return job_error_result(exc)
-        jobs = [job_summary(j) for j in page.jobs]
+        jobs, kept = carried_jobs(
+            [job_summary(j) for j in page.jobs],
+            ctx.request_context.request is not None,
+            self.m.settings.max_answer_bytes,
+        )
+        page, jobs = page.first(kept), jobs[:kept]
         summary = "\n".join(f"{j['id']} {j['toolName']} {j['status']}" for j in jobs) or "no jobs"
         more = f"\nMore: call list-jobs with cursor {page.next_cursor!r}" if page.next_cursor else ""
         return CallToolResult(

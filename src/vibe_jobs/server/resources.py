@@ -32,7 +32,7 @@ from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
-from vibe_jobs.server.answers import carried_status
+from vibe_jobs.server.answers import carried_jobs, carried_status
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import job_summary
 from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
@@ -264,9 +264,11 @@ def _add_readers(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -
         return json.dumps(carried.wire(), ensure_ascii=False)  # escaped, a character of 4 bytes took 12 (14 framed)
 
     @mcp.resource(RECENT_URI, name="recent-jobs", description=RECENT_DESCRIPTION, mime_type="application/json")
-    async def read_recent() -> str:
+    async def read_recent() -> str:  # a static resource gets no context: bounded on every transport
         page = await manager.list_jobs(viewer=identity.viewer(), with_result=False)
-        return json.dumps({"jobs": [job_summary(j) for j in page.jobs], "nextCursor": page.next_cursor})
+        summaries = [job_summary(j) for j in page.jobs]
+        jobs, kept = carried_jobs(summaries, True, manager.settings.max_answer_bytes)
+        return json.dumps({"jobs": jobs[:kept], "nextCursor": page.first(kept).next_cursor})
 
 
 def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
