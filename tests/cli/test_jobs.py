@@ -286,3 +286,33 @@ def test_the_store_flag_wins_over_a_bad_store_variable(tmp_path: Path) -> None:
     assert flagged.returncode == 0 and len(json.loads(flagged.stdout)["jobs"]) == 1, flagged.stderr
     alone = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert alone.returncode == 2 and "VIBE_JOBS_STORE='bogus' is invalid" in alone.stderr, alone.stderr
+
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31mRED"  # set the window title, clear the screen, red
+
+
+async def _with_escapes(url: str) -> str:
+    async with JobManager(open_store(url), Settings()) as m:
+        job_id = await m.create_job("run-command", {"command": "echo"})
+        await m.update_job_status(job_id, JobStatus.RUNNING, message=f"working {ESCAPES}")
+        await m.add_diagnostic(job_id, f"said {ESCAPES}")
+        await m.set_job_result(job_id, {"content": [{"type": "text", "text": f"line one\nline {ESCAPES}"}]})
+        running = await m.create_job("run-command", {"command": "echo"})  # `jobs list` shows its message
+        await m.update_job_status(running, JobStatus.RUNNING, message=f"working {ESCAPES}")
+        return job_id
+
+
+def test_what_a_job_wrote_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """A job's message, diagnostics and result (what an agent's arguments can make a tool print) went to the
+    operator's terminal raw: its escape sequences cleared the screen and set the window title (review helper-56)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    job_id = anyio.run(_with_escapes, url)
+    base = [sys.executable, "-m", "vibe_jobs", "jobs"]
+    shown = {}
+    for argv in (["show", job_id], ["list"]):
+        done = subprocess.run([*base, *argv, "--store", url], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "\x1b" not in done.stdout and "\x07" not in done.stdout, done.stdout
+        assert "\\x1b[2J" in done.stdout, done.stdout
+        shown[argv[0]] = done.stdout
+    assert "\n  line one\n" in shown["show"], shown["show"]  # the result's lines stay lines
