@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import re
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -130,6 +131,21 @@ def test_url_options() -> None:
     for bad in ("postgresql://h/db?schema=a;drop", "postgresql://h/db?pool_max=x", "postgresql://h/db?pool_max=0"):
         with pytest.raises(ConfigError):
             PostgresStore(bad)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("schema=", "?schema= is empty"),  # `?schema=$SCHEMA` with the variable unset: the jobs went to public
+        ("schema=a&schema=b", "?schema= twice"),  # the last one was taken
+        ("pool_min=5&pool_max=2", "?pool_max=2 is below its ?pool_min=5"),  # pool_max was raised to 5
+    ],
+)
+def test_an_option_given_empty_twice_or_against_another_is_refused_by_name(query: str, says: str) -> None:
+    """Review helper-56: each was taken silently for something other than what was asked."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        PostgresStore(f"postgresql://u:secret@h/db?{query}")
+    assert PostgresStore("postgresql://h/db?pool_min=20").pool_max == 20  # a larger minimum raises the default
 
 
 async def test_unreachable_server_is_a_clear_error() -> None:

@@ -87,7 +87,14 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in pairs if k in _OPTIONS}
+    ours: dict[str, str] = {}
+    for key, value in pairs:  # refused by name: a `?schema=$SCHEMA` with the variable unset put the jobs in public
+        if key in _OPTIONS and key in ours:
+            raise ConfigError(f"the store URL gives ?{key}= twice: give it once")
+        if key in _OPTIONS and not value.strip():
+            raise ConfigError(f"the store URL's ?{key}= is empty: give a value, or leave the option out")
+        if key in _OPTIONS:
+            ours[key] = value
     rest = [(k, v) for k, v in pairs if k not in _OPTIONS]
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
 
@@ -179,7 +186,9 @@ class PostgresStore(SharedJobStore):
         self.dsn, options = parse_url(url)
         self.schema = check_schema_name(options.get("schema") or "public")
         self.pool_min = _int_option(options, "pool_min", 1)
-        self.pool_max = max(self.pool_min, _int_option(options, "pool_max", 10))
+        self.pool_max = _int_option(options, "pool_max", max(10, self.pool_min))
+        if self.pool_max < self.pool_min:
+            raise ConfigError(f"the store URL's ?pool_max={self.pool_max} is below its ?pool_min={self.pool_min}")
         self.where = redact(url)
         self.channel = channel(self.schema)
         self._claim_key = lock_key(self.schema, "claim")
