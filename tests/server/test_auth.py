@@ -40,6 +40,9 @@ async def test_the_verifier_answers_the_principal_of_a_listed_token_and_nothing_
         assert await verifier.verify_token(wrong) is None
 
 
+ALICE_DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -51,6 +54,15 @@ async def test_the_verifier_answers_the_principal_of_a_listed_token_and_nothing_
         ("sha256:abcd alice\n", "64 hex digits"),
         (f"\n{ALICE} al/ice\n", "t:2: principal 'al/ice'"),
         (f"{ALICE} local\n", "t:1: principal 'local' is not a plain name .* other than 'local' .the server's own"),
+        # review helper-56: a token no client could send (it was accepted, and never matched), one listed twice (the
+        # second principal and scopes silently won: an admin scope lost), a `#` inside a token (cut as a comment)
+        ("t\u00f6ken-0123456789abcdef alice\n", "t:1: a token is letters, digits"),
+        (f"{ALICE} alice admin\n{ALICE} bob\n", "t:2: the same token as t:1"),
+        (
+            f"sha256:{hashlib.sha256(ALICE.encode()).hexdigest()} root admin\n{ALICE} bob\n",
+            "t:2: the same token as t:1",
+        ),
+        ("abc#defghijklmnopqrstu alice\n", "t:1: expected .*a `#` starts a comment"),
     ],
 )
 def test_a_malformed_token_file_stops_start_up_naming_the_line(text: str, problem: str) -> None:

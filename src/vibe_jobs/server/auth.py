@@ -79,22 +79,39 @@ class TokenEntry:
 
 
 def parse_token_file(text: str, where: str) -> list[TokenEntry]:
-    """The entries of a token file; a malformed line stops start-up naming the file and the line."""
-    entries = []
+    """The entries of a token file (`#` starts a comment); a malformed line stops start-up naming the file and the
+    line, and so does a token listed twice (one of its two principals or scope sets would be dropped silently)."""
+    entries: list[TokenEntry] = []
+    seen: dict[bytes, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            entries.append(_entry(line, f"{where}:{number}"))
+        line, hash_sign, _ = raw.partition("#")
+        if not line.strip():
+            continue
+        at = f"{where}:{number}"
+        entry = _entry(line.strip(), at, hash_sign)
+        if entry.digest in seen:
+            raise ConfigError(f"{at}: the same token as {seen[entry.digest]}: list each token once")
+        seen[entry.digest] = at
+        entries.append(entry)
     if not entries:
         raise ConfigError(f"{where} holds no token (one `TOKEN PRINCIPAL [SCOPES]` a line)")
     return entries
 
 
-def _entry(line: str, where: str) -> TokenEntry:
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization header can carry
+
+
+def _entry(line: str, where: str, comment: str = "") -> TokenEntry:
     parts = line.split()
     if len(parts) not in (2, 3):
-        raise ConfigError(f"{where}: expected `TOKEN PRINCIPAL [SCOPES]`, got {len(parts)} fields")
+        cut = " (a `#` starts a comment: a token cannot hold one)" if comment else ""
+        raise ConfigError(f"{where}: expected `TOKEN PRINCIPAL [SCOPES]`, got {len(parts)} fields{cut}")
     token, principal = parts[0], parts[1]
+    if not token.startswith("sha256:") and not TOKEN.fullmatch(token):
+        raise ConfigError(
+            f"{where}: a token is letters, digits and -._~+/ (a bearer token's characters; no client could send"
+            " another one)"
+        )
     if not token_principal(principal):
         raise ConfigError(
             f"{where}: principal {principal!r} is not a plain name (letters, digits, ._@:+-) other than"
