@@ -33,9 +33,11 @@ def refused(*argv: str) -> str:
         (["dashboard", "--port", "-1"], "--port: '-1'"),
         (["health", "--timeout", "-1"], "--timeout: '-1': must be a number of seconds from more than 0"),
         (["call", "echo", "--timeout", "nan"], "--timeout: 'nan'"),
+        (["jobs", "purge", "--older-than", "99999999999999999999w"], "is more than ten years"),  # OverflowError
+        (["serve", "--tools", "../mytools"], "cannot import tools module '../mytools'"),  # a TypeError's traceback
     ],
 )
-def test_a_number_out_of_its_range_is_refused_naming_the_flag(argv: list[str], says: str) -> None:
+def test_a_value_out_of_its_range_is_refused_naming_it(argv: list[str], says: str) -> None:
     assert says in refused(*argv)
 
 

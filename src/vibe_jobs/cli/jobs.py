@@ -23,7 +23,7 @@ from vibe_jobs.errors import ConfigError, JobError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Job
-from vibe_jobs.settings import Settings
+from vibe_jobs.settings import MAX_SECONDS, Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, missing_database, open_store
 from vibe_jobs.tools.printable import printable
@@ -49,7 +49,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
-    return float(match.group(1)) * UNITS[(match.group(2) or "s").lower()]
+    seconds = float(match.group(1)) * UNITS[(match.group(2) or "s").lower()]
+    if seconds > MAX_SECONDS:  # the stores' integers overflowed: "Python int too large to convert"
+        raise ValueError(f"{text!r} is more than ten years ({MAX_SECONDS:,} s)")
+    return seconds
 
 
 def _duration_arg(text: str) -> float:

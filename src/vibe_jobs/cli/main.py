@@ -78,7 +78,7 @@ def load_tool_modules(names: Sequence[str]) -> None:
     for name in (part for entry in names for part in split_names(entry)):
         try:
             importlib.import_module(name)
-        except ImportError as exc:
+        except (ImportError, TypeError, ValueError) as exc:  # a path or a relative name ('../tools') is no module
             raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
         except BadJobTool as exc:
             raise SystemExit(f"vibe-jobs: tools module '{name}': {exc}") from None
