@@ -41,6 +41,20 @@ async def test_a_schedule_round_trips_with_every_field(store: JobStore) -> None:
     assert await s.get_schedule("nope") is None
 
 
+async def test_a_principal_s_schedules_are_listed_without_anyone_else_s(store: JobStore) -> None:  # noqa: F811
+    """One principal's list-schedules, job-stats and schedule quota read its own only: another's 1,000 schedules
+    of 1 MiB arguments each made every call of everyone's decode them all (review helper-55 F3)."""
+    s = as_schedules(store)
+    for n, principal in enumerate(["alice", "bob", "alice", "local"]):
+        rec = schedule(f"s{n}")
+        rec.principal = principal
+        await s.insert_schedule(rec)
+    assert [r.schedule_id for r in await s.list_schedules("alice")] == ["s0", "s2"]
+    assert [r.schedule_id for r in await s.list_schedules("bob")] == ["s1"]
+    assert await s.list_schedules("carol") == []
+    assert [r.schedule_id for r in await s.list_schedules()] == ["s0", "s1", "s2", "s3"]
+
+
 async def test_a_schedule_changes_by_compare_and_set(store: JobStore) -> None:  # noqa: F811
     s = as_schedules(store)
     await s.insert_schedule(schedule())

@@ -96,7 +96,7 @@ class Schedules:
         limit = self.m.settings.quota_schedules
         if limit is None:
             return
-        held = sum(1 for r in await self.store.list_schedules() if r.principal == principal)
+        held = len(await self.store.list_schedules(principal))
         if held >= limit:
             setting, nothing = "VIBE_JOBS_QUOTA_SCHEDULES", "no schedule was created"
             raise QuotaExceeded(principal, "schedules", held, limit, setting, nothing)
@@ -111,9 +111,8 @@ class Schedules:
     async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
         """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
         out = []
-        for rec in await self.store.list_schedules():
-            if viewer is not None and not viewer.sees(rec.principal):
-                continue
+        only = viewer.scope if viewer is not None else None  # the viewer's own (an admin's: None, every one)
+        for rec in await self.store.list_schedules(only):
             job = await self.m.store.get(rec.last_job_id) if rec.last_job_id else None
             out.append(Schedule.from_record(rec, job.status.value if job is not None else None))
         return out

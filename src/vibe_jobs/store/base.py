@@ -331,8 +331,9 @@ class ScheduleStore(Protocol):
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
 
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        """Every schedule, oldest first."""
+    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+        """Every schedule (only `principal`'s, when given), oldest first. One principal's list and quota read its
+        own schedules only: another's (up to a quota of them, each with 1 MiB of arguments) cost it nothing."""
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         """The unpaused schedules whose next firing is at or before `now`, earliest first: what a ticker pass

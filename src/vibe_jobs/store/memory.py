@@ -207,8 +207,9 @@ class MemoryStore:
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         return self.schedules.get(schedule_id)
 
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        return sorted(self.schedules.values(), key=lambda r: (r.created_at, r.schedule_id))
+    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+        found = (r for r in self.schedules.values() if principal is None or r.principal == principal)
+        return sorted(found, key=lambda r: (r.created_at, r.schedule_id))
 
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int

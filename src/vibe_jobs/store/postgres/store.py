@@ -716,8 +716,11 @@ class PostgresStore(SharedJobStore):
         row = await self._fetchrow(f"{_S_SELECT} WHERE schedule_id = $1", schedule_id)
         return None if row is None else schedulerows.decode(tuple(row))
 
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
+    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+        if principal is None:
+            rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
+        else:
+            rows = await self._fetch(f"{_S_SELECT} WHERE principal = $1 ORDER BY created_at, schedule_id", principal)
         return [schedulerows.decode(tuple(row)) for row in rows]
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:

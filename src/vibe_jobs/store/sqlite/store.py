@@ -149,6 +149,7 @@ _S = {
          True),
         ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
         ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
+        ("list_schedules_of", f"{_S_SELECT} WHERE principal = ? ORDER BY created_at, schedule_id", False),
         ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? ORDER BY next_fire_at, schedule_id",
          False),
         ("next_fire_after", "SELECT min(next_fire_at) FROM schedules WHERE paused = 0 AND next_fire_at > ?", False),
@@ -518,8 +519,12 @@ class SQLiteStore:
         row = await self._run(_S["get_schedule"], (schedule_id,), ONE)
         return None if row is None else schedulerows.decode(row)
 
-    async def list_schedules(self) -> list[ScheduleRecord]:
-        return [schedulerows.decode(row) for row in await self._run(_S["list_schedules"], (), ALL)]
+    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+        if principal is None:
+            rows = await self._run(_S["list_schedules"], (), ALL)
+        else:
+            rows = await self._run(_S["list_schedules_of"], (principal,), ALL)
+        return [schedulerows.decode(row) for row in rows]
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         return [schedulerows.decode(row) for row in await self._run(_S["due_schedules"], (now,), ALL)]
