@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -106,3 +108,50 @@ def test_no_regular_expression_of_the_upstreams_runs_on_the_callers_arguments() 
     nested_names = {"type": "object", "properties": {"o": {"propertyNames": {"pattern": "^(a+)+$"}}}}
     assert SchemaArguments("slow", nested_names).check({"o": {hostile: 1}}) == {"o": {hostile: 1}}
     assert "n: 'x' is not of type 'integer'" in str(refusal(schema, {"n": "x"}))  # the rest is still checked
+
+
+def test_a_subschema_naming_its_own_dialect_runs_no_regular_expression_either() -> None:
+    """A nested `$schema` made the validator check that subschema with the dialect's stock class, which ran
+    `pattern` again: 9 s on 29 characters (review helper-57). A property named `$schema` is still a property."""
+    dialect = "https://json-schema.org/draft/2020-12/schema"
+    schema = {
+        "type": "object",
+        "properties": {
+            "x": {"$schema": dialect, "type": "string", "pattern": "^(a+)+$"},
+            "$schema": {"type": "string"},
+        },
+    }
+    hostile = "a" * 60 + "!"
+    assert SchemaArguments("slow", schema).check({"x": hostile})["x"] == hostile
+    assert "$schema: 5 is not of type 'string'" in str(refusal(schema, {"x": "a", "$schema": 5}))
+
+
+def test_a_ref_to_a_url_is_not_fetched() -> None:
+    """jsonschema's default registry fetched a `$ref`'s URL on every call: blocking, with no time-out, on the event
+    loop, at any address the upstream names (review helper-57). It is refused, and nothing is fetched."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = b'{"type": "integer"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
+        schema = {"type": "object", "properties": {"v": {"$ref": url}}}
+        assert "cannot be checked against the upstream's schema" in str(refusal(schema, {"v": 1}))
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+    assert hits == []

@@ -11,9 +11,9 @@ The upstream's schema is hostile input, and so are the arguments checked against
   upstream writes too) held the event loop for seconds on a 28-character argument, and every client with it. So
   `pattern` is left to the upstream, which checks its own arguments; so are `patternProperties` and the keywords
   that consult it (`additionalProperties`, `unevaluatedProperties` beside it): such an object is open here;
-- a schema the validator cannot take (not valid, nested too deep for it, a `$ref` it cannot resolve) leaves the
-  shape check (an object) and `schema_problem`; an evaluation that fails on some arguments refuses them, naming
-  the problem.
+- a schema the validator cannot take (not valid, nested too deep for it) leaves the shape check (an object) and
+  `schema_problem`; an evaluation that fails on some arguments (a `$ref` it cannot resolve: nothing is fetched)
+  refuses them, naming the problem.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
 
 from vibe_jobs.arguments import not_an_object, refusal, shown
 
@@ -87,11 +88,35 @@ def _problem(error: Any) -> str:
 
 
 def _without_regexes(schema: dict[str, Any]) -> Any:
-    """A validator of `schema` (its own draft's, checked first) that runs no regular expression (module doc)."""
+    """A validator of `schema` (its own draft's, checked first) that runs no regular expression (module doc), and
+    fetches nothing: a `$ref` to a URL is unresolvable (jsonschema's default registry fetched it, blocking and
+    with no time-out, on every call: any address the upstream names, the proxy's network included)."""
     cls = validators.validator_for(schema, default=Draft202012Validator)
     cls.check_schema(schema)
     patterned = "patternProperties" in json.dumps(schema)  # a property of that name too: then more is open
-    return _regex_free(cls, patterned)(schema)
+    return _regex_free(cls, patterned)(_one_dialect(schema), registry=_NOTHING_FETCHED)
+
+
+_NOTHING_FETCHED: Any = Registry()  # the drafts' own metaschemas still resolve: jsonschema adds them
+
+
+def _one_dialect(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `schema` whose subschemas name no dialect of their own (a string `$schema` below the root): the
+    validator checks a subschema that names one with that dialect's stock class, which runs `pattern` again
+    (review helper-57). A property named `$schema` (its value an object) stays."""
+    copy: dict[str, Any] = dict(schema)
+    stack: list[Any] = [copy]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in list(items):
+            if isinstance(value, dict):
+                value = node[key] = {k: v for k, v in value.items() if not (k == "$schema" and isinstance(v, str))}
+                stack.append(value)
+            elif isinstance(value, list):
+                value = node[key] = list(value)
+                stack.append(value)
+    return copy
 
 
 _REGEX_FREE: dict[tuple[Any, bool], Any] = {}
