@@ -5,8 +5,10 @@ password."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +36,10 @@ def refused(*argv: str) -> str:
         (["health", "--timeout", "-1"], "--timeout: '-1': must be a number of seconds from more than 0"),
         (["call", "echo", "--timeout", "nan"], "--timeout: 'nan'"),
         (["jobs", "purge", "--older-than", "99999999999999999999w"], "is more than ten years"),  # OverflowError
-        (["serve", "--tools", "../mytools"], "cannot import tools module '../mytools'"),  # a TypeError's traceback
+        (
+            ["serve", "--tools", "../mytools"],
+            "tools module '../mytools' is not a module name",
+        ),  # a TypeError's traceback
     ],
 )
 def test_a_value_out_of_its_range_is_refused_naming_it(argv: list[str], says: str) -> None:
@@ -45,3 +50,16 @@ def test_a_mistyped_store_url_is_refused_without_its_password() -> None:
     error = refused("jobs", "list", "--store", "postgressql://app:Sup3rSecretPw@db.internal/jobs")
     assert "unknown store URL" in error and "app:***@db.internal" in error, error
     assert "Sup3rSecretPw" not in error
+
+
+def test_a_bug_in_a_tools_module_is_shown_where_it_is(tmp_path: Path) -> None:
+    """The refusal of a path as a module name must not hide a tools module's own error as "cannot import" with no
+    file or line (review helper-57)."""
+    (tmp_path / "buggytools.py").write_text('import os\nLIMIT = int(os.environ.get("LIMIT", "ten"))\n')
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [*VIBE_JOBS, "serve", "--store", "memory://", "--tools", "buggytools"],
+        capture_output=True, text=True, timeout=60, check=False, input="", env=env,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert 'buggytools.py", line 2' in done.stderr and "invalid literal for int()" in done.stderr, done.stderr

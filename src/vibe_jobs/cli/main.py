@@ -76,9 +76,14 @@ def load_tool_modules(names: Sequence[str]) -> None:
     """Import user tool modules (each name may list several, comma-separated, as VIBE_JOBS_TOOLS does);
     their @job_tool and @plain_tool functions register themselves."""
     for name in (part for entry in names for part in split_names(entry)):
+        if not all(part.isidentifier() for part in name.split(".")):  # a path ('../tools') raised a TypeError
+            raise SystemExit(
+                f"vibe-jobs: tools module '{name}' is not a module name: a dotted Python name such as mypkg.tools"
+                " (found on PYTHONPATH or in the working directory), not a path"
+            )
         try:
             importlib.import_module(name)
-        except (ImportError, TypeError, ValueError) as exc:  # a path or a relative name ('../tools') is no module
+        except ImportError as exc:
             raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
         except BadJobTool as exc:
             raise SystemExit(f"vibe-jobs: tools module '{name}': {exc}") from None
