@@ -29,6 +29,7 @@ BAD_SERVER = shlex.join([sys.executable, "-c", "import sys; sys.exit('bad server
 CASES: dict[str, list[str]] = {
     "sleepy": ["sleepy", "--arg", "seconds=0.5"],
     "explode": ["explode", "--arg", "message=kaboom"],
+    "explode_escapes": ["explode", "--arg", "message=kaboom \x1b]0;owned\x07\x1b[2J"],
     "no_wait": ["sleepy", "--arg", "seconds=0.2", "--no-wait"],
     "json": ["echo", "--json-args", '{"text": "hi"}', "--arg", "count=2", "--json", "--legacy"],
     "plain": ["plain-noop"],
@@ -143,6 +144,14 @@ def test_failed_job_exits_1_with_its_message(runs: Runs) -> None:
     res = runs.outcome("explode")
     assert res.code == 1 and res.out == ""
     assert "failed" in res.err and "kaboom" in res.err and "Traceback" not in res.err
+
+
+def test_a_failed_job_s_words_reach_the_terminal_escaped(runs: Runs) -> None:
+    """What the job wrote (here its error message) went to the terminal raw: its escape sequences set the title
+    and cleared the screen (review helper-56, for `jobs show`; the same for `call`)."""
+    res = runs.outcome("explode_escapes")
+    assert res.code == 1 and "kaboom" in res.err
+    assert "\x1b" not in res.err and "\x07" not in res.err and "\\x1b[2J" in res.err, res.err
 
 
 def test_no_wait_without_a_running_server_is_refused(runs: Runs) -> None:

@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 import anyio.to_thread
 
+from vibe_jobs.tools.printable import printable_lines
+
 DECLINE = "!decline"
 YES, NO = {"y", "yes", "true", "1"}, {"n", "no", "false", "0"}
 
@@ -79,7 +81,7 @@ class TerminalAsker:
                 self.say(f"  {exc}")
 
     def line(self, prompt: str) -> str:
-        self.out.write(prompt)
+        self.out.write(printable_lines(prompt))
         self.out.flush()
         text = self.inp.readline()
         if not text:
@@ -89,7 +91,8 @@ class TerminalAsker:
         return text.strip()
 
     def say(self, text: str) -> None:
-        self.out.write(text + "\n")
+        """A line to the operator's terminal: what the job asks (the tool's or an upstream's words) escaped."""
+        self.out.write(printable_lines(text) + "\n")
         self.out.flush()
 
 

@@ -31,6 +31,7 @@ from vibe_jobs.errors import first_leaf
 from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
+from vibe_jobs.tools.printable import printable_lines
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -346,7 +347,7 @@ def print_plain(result: CallToolResult, as_json: bool) -> int:
     if as_json:
         say(json.dumps(data, indent=2))
     elif result.is_error:
-        print(f"vibe-jobs: {result_text(data) or 'the tool reported an error'}", file=sys.stderr)
+        print(printable_lines(f"vibe-jobs: {result_text(data) or 'the tool reported an error'}"), file=sys.stderr)
     else:
         say(result_text(data))
     return EXIT_FAILED if result.is_error else EXIT_OK
@@ -358,7 +359,7 @@ def print_started(result: CallToolResult, job_id: str, as_json: bool) -> int:
         return EXIT_OK
     say(job_id)
     if text := result_text({"content": dump(result).get("content")}):
-        print(text, file=sys.stderr)
+        print(printable_lines(text), file=sys.stderr)
     return EXIT_OK
 
 
@@ -371,7 +372,8 @@ def print_final(msg: dict[str, Any], as_json: bool) -> int:
         say(text)
     else:
         detail = text or msg.get("message") or ""
-        print(f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}", file=sys.stderr)
+        said = f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}"
+        print(printable_lines(said), file=sys.stderr)  # for a person: a job's words escaped (cli/jobs.py)
     return EXIT_OK if status == "completed" else EXIT_FAILED
 
 

@@ -26,7 +26,7 @@ from vibe_jobs.models import Job
 from vibe_jobs.settings import MAX_SECONDS, Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, missing_database, open_store
-from vibe_jobs.tools.printable import printable
+from vibe_jobs.tools.printable import printable, printable_lines
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?", re.IGNORECASE)
@@ -113,12 +113,6 @@ def _shorten(text: str, width: int = MESSAGE_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _shown_lines(text: str) -> str:
-    """`text` line by line as the terminal shows it: what a job wrote (its messages, diagnostics, result) may
-    hold escape sequences that a terminal obeys (clear the screen, set its title): they are shown escaped."""
-    return "\n".join(printable(line) for line in text.split("\n"))
-
-
 def _progress(job: Job) -> str:
     return f"{job.progress_percentage:.0f}%" if job.progress_percentage is not None else "-"
 
@@ -172,7 +166,7 @@ def job_details(job: Job, now_ms: int) -> str:
         lines += ["diagnostics:", *(f"  {line}" for line in d.diagnostics)]
     if job.result is not None:
         lines += ["result:" + (" (error)" if job.result.get("isError") else ""), _indent(result_text(job.result))]
-    return _shown_lines("\n".join(lines))
+    return printable_lines("\n".join(lines))
 
 
 def _indent(text: str) -> str:

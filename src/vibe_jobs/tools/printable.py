@@ -26,6 +26,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def printable_lines(text: str) -> str:
+    """`printable` line by line: what a job wrote (a message, a question, a result) as a terminal shows it, its
+    lines kept; escape sequences a terminal would obey (clear the screen, set its title) shown escaped."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def shortened(text: str, limit: int = 200) -> str:
     """`printable(text)`, cut to `limit` characters with an ellipsis (for echoing input in messages)."""
     shown = printable(text[: limit + 1])
