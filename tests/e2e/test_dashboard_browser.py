@@ -148,3 +148,19 @@ async def test_the_pages_read_at_phone_width(server: HttpServer) -> None:
         await page.goto(base(server) + "/")
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the jobs page scrolls sideways at phone width ({width} px)"
+
+
+async def test_a_tab_goes_from_page_to_page_without_running_out_of_connections(server: HttpServer) -> None:
+    """Each page left kept its live stream open in the browser's back/forward cache: after six page views in one tab
+    (a browser keeps six connections to a host) the next page never loaded (review helper-58)."""
+    async with client_of(server) as client:
+        done = await start(client, "echo", {"text": "page to page"})
+        await follow(client, done)
+    pages = [f"{base(server)}/", f"{base(server)}/jobs/{done}"] * 5
+    async with browser_page() as page:
+        page.set_default_timeout(10_000)
+        for url in pages:
+            await page.goto(url)
+            await page.locator('body[data-live="1"]').wait_for()  # its own stream is open
+        await page.go_back()  # a page shown again from the cache is current (reloaded), and live
+        await page.locator('body[data-live="1"]').wait_for()

@@ -112,6 +112,12 @@
     source.addEventListener("job", function (m) { onJob(JSON.parse(m.data)); });
     source.addEventListener("stats", function (m) { onStats(JSON.parse(m.data)); });
     source.addEventListener("hello", function () { document.body.dataset.live = "1"; });
+    // A page left for another stays in the browser's back/forward cache with its stream open: one of the six
+    // connections a browser keeps to a host, and one of the server's event streams. Six page views in a tab
+    // and the next page never loaded. Closed when the page is left; a page shown again from the cache reloads
+    // (what changed meanwhile was not heard).
+    window.addEventListener("pagehide", function () { source.close(); });
+    window.addEventListener("pageshow", function (e) { if (e.persisted) window.location.reload(); });
   }
 
   confirmForms();
