@@ -145,13 +145,6 @@ def _at_least(raw: str, low: int) -> int:
     return value
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value < math.inf:  # also refuses nan and inf
-        raise ValueError("must be a positive number")
-    return value
-
-
 def _fraction(raw: str) -> float:
     value = float(raw)
     if not 0 <= value <= 1:
@@ -159,12 +152,19 @@ def _fraction(raw: str) -> float:
     return value
 
 
+def seconds(raw: str, *, zero: bool = False) -> float:
+    """A number of seconds (fractions allowed): more than 0 (0 too when `zero`), at most ten years; nan and inf
+    refused. The rule of every `*_SECONDS` setting and of the CLI's seconds flags."""
+    value = float(raw)
+    if not (value >= 0 if zero else value > 0) or not value <= MAX_SECONDS:
+        low = "0" if zero else "more than 0"
+        raise ValueError(f"must be a number of seconds from {low} to {MAX_SECONDS:,} (ten years)")
+    return value
+
+
 def _seconds_as_ms(raw: str) -> int:
-    """A positive number of seconds (fractions allowed), at most ten years, as whole milliseconds."""
-    seconds = _positive_float(raw)
-    if seconds > MAX_SECONDS:
-        raise ValueError(f"must be at most {MAX_SECONDS:,} (ten years)")
-    ms = round(seconds * 1000)
+    """`seconds`, as whole milliseconds."""
+    ms = round(seconds(raw) * 1000)
     if ms < 1:
         raise ValueError("must be at least 0.001 (one millisecond)")
     return ms

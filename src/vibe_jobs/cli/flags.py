@@ -8,7 +8,8 @@ import argparse
 from collections.abc import Callable
 from typing import TypeVar
 
-from vibe_jobs.settings import MAX_SECONDS, positive_int
+from vibe_jobs import settings
+from vibe_jobs.settings import positive_int
 
 T = TypeVar("T")
 
@@ -24,14 +25,6 @@ def _flag(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
     return convert
 
 
-def _seconds(raw: str, zero: bool) -> float:
-    value = float(raw)
-    if not (value >= 0 if zero else value > 0) or not value <= MAX_SECONDS:  # also refuses nan
-        low = "0" if zero else "more than 0"
-        raise ValueError(f"must be a number of seconds from {low} to {MAX_SECONDS:,} (ten years)")
-    return value
-
-
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -40,6 +33,6 @@ def _port(raw: str) -> int:
 
 
 count = _flag(positive_int, "count")
-seconds = _flag(lambda raw: _seconds(raw, zero=False), "seconds")
-seconds_or_zero = _flag(lambda raw: _seconds(raw, zero=True), "seconds")
+seconds = _flag(settings.seconds, "seconds")
+seconds_or_zero = _flag(lambda raw: settings.seconds(raw, zero=True), "seconds")
 port = _flag(_port, "port")
