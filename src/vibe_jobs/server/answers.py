@@ -52,10 +52,10 @@ def encodable_answers(plain_tools: Collection[str]) -> ServerMiddleware[Any]:
     return check
 
 
-SHOWN_ARGUMENTS_SHARE = (
-    4  # schedules' arguments (jobs' params, questions, details) take at most 1/4 of an answer over HTTP
-)
-SHOWN_ITEMS_EIGHTHS = 3  # the schedules (jobs) at most 3/8 of it (their text lines, a subset of their fields, as much)
+# Over HTTP, a list's large parts (schedules' arguments; jobs' params, questions, details) take at most a quarter of
+# an answer, and the items (their text lines, a subset of their fields, as much again) at most 3/8 of it.
+SHOWN_ARGUMENTS_SHARE = 4
+SHOWN_ITEMS_EIGHTHS = 3
 
 
 def carried_schedules(

@@ -36,7 +36,7 @@ class RequestIds:
             return
         messages, body = await _read_body(receive)
         if body is not None and _id_of_a_wrong_type(body):
-            await _refuse(send)
+            await send_refusal(send, 400, "Invalid Request: the id must be a string or an integer")
             return
         await self.app(scope, _replay(messages, receive), send)
 
@@ -108,9 +108,11 @@ def wrong_request_id(parsed: Any) -> bool:
     return isinstance(found, bool) or not isinstance(found, str | int)
 
 
-async def _refuse(send: Send) -> None:
-    error = {"code": INVALID_REQUEST, "message": "Invalid Request: the id must be a string or an integer"}
+async def send_refusal(send: Send, status: int, message: str, *extra: tuple[bytes, bytes]) -> None:
+    """Answer an HTTP request with `status` and a JSON-RPC error -32600 (id null) saying `message`: a refusal made
+    before the SDK sees the request (here, and a session past its principal's limit: `http.sessions`)."""
+    error = {"code": INVALID_REQUEST, "message": message}
     body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,6 @@ SDK's own limit applies alone.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Container
 
@@ -29,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.server.auth import principal_of
+from vibe_jobs.server.http.requestids import send_refusal
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
@@ -90,7 +90,7 @@ class SessionQuota:
         held = self._held.setdefault(principal, set())
         if self.open_sessions is not None and held:
             still_open = self.open_sessions()
-            held.intersection_update(sid for sid in held if sid in still_open)
+            held.difference_update([sid for sid in held if sid not in still_open])
         return held
 
 
@@ -130,7 +130,4 @@ async def _refuse(send: Send, principal: str, limit: int) -> None:
         f"too many open sessions: principal '{principal}' has {limit} open, the most one principal may hold "
         f"({LIMIT_SETTING}); end one (HTTP DELETE with its Mcp-Session-Id) or let one idle out, then open another"
     )
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 429, "headers": [*headers, (b"retry-after", b"60")]})
-    await send({"type": "http.response.body", "body": body})
+    await send_refusal(send, 429, message, (b"retry-after", b"60"))
