@@ -337,7 +337,8 @@ class ScheduleStore(Protocol):
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         """The unpaused schedules whose next firing is at or before `now`, earliest first: what a ticker pass
-        fires (an index keeps the pass's cost to the schedules due, not all of them)."""
+        fires (an index keeps the pass's cost to the schedules due, not all of them). A schedule held by its
+        previous job (overlap queue, that job pending or running) is left out: it fires once that job ends."""
 
     async def next_fire_after(self, now: int) -> int | None:
         """The earliest next firing after `now` of an unpaused schedule: when a ticker has work again."""

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any, ClassVar
 
 from vibe_jobs.errors import DuplicateJob
+from vibe_jobs.firing import Overlap
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, JobStatus
@@ -222,9 +223,16 @@ class MemoryStore:
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         due = [
-            r for r in self.schedules.values() if not r.paused and r.next_fire_at is not None and r.next_fire_at <= now
+            r
+            for r in self.schedules.values()
+            if not r.paused and r.next_fire_at is not None and r.next_fire_at <= now and not self._held(r)
         ]
         return sorted(due, key=lambda r: (r.next_fire_at, r.schedule_id))
+
+    def _held(self, rec: ScheduleRecord) -> bool:
+        """Held by its previous job (the SQL stores' `schedulerows.NOT_HELD_SQL`)."""
+        job = None if rec.overlap != Overlap.QUEUE or rec.last_job_id is None else self.jobs.get(rec.last_job_id)
+        return job is not None and job.status in ACTIVE
 
     async def next_fire_after(self, now: int) -> int | None:
         later = (r.next_fire_at for r in self.schedules.values() if not r.paused and r.next_fire_at is not None)

@@ -6,13 +6,25 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from vibe_jobs.firing import Overlap
 from vibe_jobs.schedules import SCHEDULE_FIELDS, ScheduleRecord
+from vibe_jobs.states import ACTIVE
 from vibe_jobs.store.codec import loads
 
 COLUMNS = SCHEDULE_FIELDS
 _JSON = "arguments"
 _BOOL = "paused"
 _I_JSON, _I_BOOL = COLUMNS.index(_JSON), COLUMNS.index(_BOOL)
+
+
+_ACTIVE_IN = ", ".join(sorted(f"'{status.value}'" for status in ACTIVE))
+# `due_schedules` leaves out a schedule its previous job holds (overlap queue, that job pending or running):
+# `firing.plan` would hold it anyway, and reading it (up to 1 MiB of arguments) and its job on every pass kept a
+# server busy.
+NOT_HELD_SQL = (
+    f"NOT (overlap = '{Overlap.QUEUE.value}' AND EXISTS (SELECT 1 FROM jobs"
+    f" WHERE jobs.id = schedules.last_job_id AND jobs.status IN ({_ACTIVE_IN})))"
+)
 
 
 def _value(name: str, value: Any) -> Any:

@@ -725,7 +725,9 @@ class PostgresStore(SharedJobStore):
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         rows = await self._fetch(
-            f"{_S_SELECT} WHERE NOT paused AND next_fire_at <= $1 ORDER BY next_fire_at, schedule_id", now
+            f"{_S_SELECT} WHERE NOT paused AND next_fire_at <= $1 AND {schedulerows.NOT_HELD_SQL}"
+            " ORDER BY next_fire_at, schedule_id",
+            now,
         )
         return [schedulerows.decode(tuple(row)) for row in rows]
 

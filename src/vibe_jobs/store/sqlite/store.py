@@ -150,8 +150,8 @@ _S = {
         ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
         ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
         ("list_schedules_of", f"{_S_SELECT} WHERE principal = ? ORDER BY created_at, schedule_id", False),
-        ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? ORDER BY next_fire_at, schedule_id",
-         False),
+        ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? AND {schedulerows.NOT_HELD_SQL}"
+         " ORDER BY next_fire_at, schedule_id", False),
         ("next_fire_after", "SELECT min(next_fire_at) FROM schedules WHERE paused = 0 AND next_fire_at > ?", False),
         ("delete_schedule", "DELETE FROM schedules WHERE schedule_id = ?", True),
         ("delete_ticks", "DELETE FROM schedule_ticks WHERE schedule_id = ?", True),
