@@ -433,6 +433,22 @@ async def test_delete_finished_only_old_finished(store: JobStore) -> None:
     assert await store.delete_finished(before=200) == []
 
 
+async def test_delete_finished_keeps_what_a_pending_job_depends_on(store: JobStore) -> None:
+    """A finished dependency of a pending job outlives the retention: deleted, the dependent failed with "dependency
+    ... no longer exists" though it had completed (review helper-60 F2, a dependent deferred past the retention)."""
+    waits = TaskSpec(dependencies=["dep-done", "dep-failed"])
+    await insert_all(store, [
+        record("dep-done", status=C, finished_at=100), record("dep-failed", status=F, finished_at=100),
+        record("other", status=C, finished_at=100), record("needy", task=waits),
+        record("ran", status=R, task=TaskSpec(dependencies=["dep-of-running"])),
+        record("dep-of-running", status=C, finished_at=100),
+    ])  # fmt: skip
+    assert sorted(await store.delete_finished(before=200)) == ["dep-of-running", "other"]
+    assert await store.get("dep-done") is not None and await store.get("dep-failed") is not None
+    await store.update("needy", {"status": X, "finished_at": 150})  # it no longer waits: its dependencies may go
+    assert sorted(await store.delete_finished(before=200)) == ["dep-done", "dep-failed", "needy"]
+
+
 async def test_delete_finished_respects_limit(store: JobStore) -> None:
     await insert_all(store, [record(f"d{i}", status=C, finished_at=i + 1) for i in range(10)])
     first = await store.delete_finished(before=1_000, limit=4)

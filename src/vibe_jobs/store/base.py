@@ -172,7 +172,9 @@ class JobStore(Protocol):
         """Jobs by status (of one principal when given)."""
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
-        """Delete up to `limit` jobs that finished before `before`; return their ids."""
+        """Delete up to `limit` jobs that finished before `before`; return their ids. A finished job that a
+        pending job depends on is kept until that job no longer waits for it: deleted, its dependent would fail
+        for a dependency that "no longer exists" though it completed."""
 
     async def heartbeat(self, owner: str, expires_at: int) -> None:
         """Create or renew the lease of a process (the calling one: a store on one machine records

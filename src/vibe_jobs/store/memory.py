@@ -16,7 +16,7 @@ from vibe_jobs.errors import DuplicateJob
 from vibe_jobs.firing import Overlap
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
 from vibe_jobs.schedules import ScheduleRecord
-from vibe_jobs.states import ACTIVE, FINAL, JobStatus
+from vibe_jobs.states import ACTIVE, FINAL, PENDING, JobStatus
 from vibe_jobs.store.base import (
     DurationRow,
     Guard,
@@ -156,8 +156,13 @@ class MemoryStore:
         return counts
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        needed = {
+            dep for rec in self.jobs.values() if rec.status is PENDING and rec.task for dep in rec.task.dependencies
+        }
         doomed = [
-            rec.id for rec in self.jobs.values() if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before
+            rec.id
+            for rec in self.jobs.values()
+            if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before and rec.id not in needed
         ][:limit]
         for job_id in doomed:
             self._counts[self.jobs.pop(job_id).status] -= 1

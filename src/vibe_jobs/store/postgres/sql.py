@@ -55,9 +55,11 @@ PENDING_BY_PRIORITY = (
     f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='$1')})"
     " FROM jobs WHERE status = 'pending' GROUP BY priority"
 )
+# the dependencies of pending jobs are kept past the retention (store/base.py: delete_finished)
+_NEEDED = "SELECT unnest(deps) FROM jobs WHERE status = 'pending' AND cardinality(deps) > 0"
 DELETE_FINISHED = (
-    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE "
-    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
+    f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {FINAL_SQL} AND coalesce(finished_at, updated_at) < $1"
+    f" AND id NOT IN ({_NEEDED}) LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
 )
 # A lease only ever moves forward: renewals of one process race (the maintenance beat and the claim round
 # renew concurrently, and a write retried through a reconnect may commit after a newer one), and a lease

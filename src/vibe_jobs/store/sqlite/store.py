@@ -81,9 +81,13 @@ _COUNTS = (
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
 )
 _COUNTS_OF = "SELECT status, count(*) FROM jobs INDEXED BY jobs_principal WHERE principal = ? GROUP BY status"
+_NEEDED = (  # the dependencies of pending jobs: kept past the retention (store/base.py: delete_finished)
+    "SELECT d.value FROM jobs AS p, json_each(p.task, '$.dependencies') AS d"
+    f" WHERE p.{ACTIVE_SQL} AND p.status = 'pending' AND p.task IS NOT NULL"
+)
 _DELETE_FINISHED = (
     "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_expiry WHERE "
-    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? LIMIT ?) RETURNING id"
+    f"{FINAL_SQL} AND coalesce(finished_at, updated_at) < ? AND id NOT IN ({_NEEDED}) LIMIT ?) RETURNING id"
 )
 _HEARTBEAT = (
     "INSERT INTO leases (owner, expires_at, host, pid, started) VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE"
