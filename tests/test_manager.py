@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
@@ -174,6 +175,15 @@ async def test_dedupe_returns_the_active_job(manager: JobManager) -> None:
     assert await manager.create_job("echo", {"a": 2, "b": [1, 2]}, dedupe=True) != first
     assert await manager.create_job("other", {"a": 1, "b": [1, 2]}, dedupe=True) != first
     assert await manager.create_job("echo", {"a": 1, "b": [1, 2]}) != first  # dedupe is opt-in
+
+
+async def test_equal_calls_at_once_share_one_job(make_manager: ManagerFactory, store: JobStore) -> None:
+    """Two managers on one store (two processes), ten equal calls each at once: one job. Before, each call found no
+    job and each stored one (review helper-60 F4: 15 of 20 pairs across two servers made two active jobs)."""
+    managers = (make_manager(), make_manager())
+    ids = await asyncio.gather(*(m.create_job("echo", {"a": 1}, dedupe=True) for m in managers for _ in range(10)))
+    assert len(set(ids)) == 1
+    assert [rec.id for rec in await store.active()] == [ids[0]]
 
 
 @pytest.mark.parametrize("finish", ["completed", "failed", "cancelled"])

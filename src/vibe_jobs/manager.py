@@ -270,7 +270,8 @@ class JobManager:
         run_at: int | None = None,
     ) -> str:
         """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
-        (after the store has it). Dedupe, dependencies and quotas are the principal's own. `trace_context`:
+        (after the store has it). Dedupe, dependencies and quotas are the principal's own; with `dedupe`, equal
+        calls share the active job, also when they come at once (the store keeps one active job per key). `trace_context`:
         the W3C traceparent of the call that creates it, kept so that each attempt's span links to it;
         `run_at` (epoch ms) defers it: it is not runnable before then. A deadline (`task.deadline`) that is not
         after both now and `run_at` is refused: the job could never start."""
@@ -281,17 +282,20 @@ class JobManager:
         params = self.check_params(tool_name, params)
         principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         key = self._dedupe_key(tool_name, params, principal) if dedupe else None
-        if key is not None and (existing := await self.store.find_active(key)) is not None:
-            return existing.id
-        rec = self._new_record(tool_name, params, task, key)
-        if trace_context is not None:
-            rec.trace_context = trace_context
-        rec.principal = principal
-        rec.run_after = run_at
-        if task is not None and task.dependencies:
-            await self._check_dependencies(rec, viewer)
-        await self._add_within_quotas(rec, self.store.insert)
-        return rec.id
+        for _ in range(MAX_RACES):
+            if key is not None and (existing := await self.store.find_active(key)) is not None:
+                return existing.id
+            rec = self._new_record(tool_name, params, task, key)
+            if trace_context is not None:
+                rec.trace_context = trace_context
+            rec.principal = principal
+            rec.run_after = run_at
+            if task is not None and task.dependencies:
+                await self._check_dependencies(rec, viewer)
+            if await self._add_within_quotas(rec, self.store.insert):
+                return rec.id
+            # not stored: an equal call's job was stored first (the store keeps one active job per key)
+        raise StaleWrite("equal calls' jobs kept starting and finishing under this call")
 
     async def fire_job(
         self,

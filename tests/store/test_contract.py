@@ -367,6 +367,21 @@ async def test_find_active_only_while_active(store: JobStore) -> None:
     assert await store.find_active("missing") is None
 
 
+async def test_an_insert_whose_dedupe_key_an_active_job_holds_stores_nothing(store: JobStore) -> None:
+    """One active job per dedupe key, kept by the insert itself: equal calls at once each found no job and each
+    stored one, in one process and across processes (review helper-60 F4)."""
+    assert await store.insert(record("first", dedupe_key="k"))
+    assert not await store.insert(record("second", dedupe_key="k"))
+    assert await store.get("second") is None and (await store.counts())[P] == 1
+    assert await store.insert(record("finished", dedupe_key="k", status=C, finished_at=1))  # only active jobs count
+    await store.update("first", {"status": C, "finished_at": 2})
+    assert await store.insert(record("third", dedupe_key="k"))
+    found = await store.find_active("k")
+    assert found is not None and found.id == "third"
+    with pytest.raises(DuplicateJob):  # a taken id is still an error
+        await store.insert(record("third"))
+
+
 async def test_find_active_ignores_finished_insert(store: JobStore) -> None:
     await store.insert(record("done", dedupe_key="k", status=C, finished_at=1))
     assert await store.find_active("k") is None

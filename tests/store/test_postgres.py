@@ -190,6 +190,27 @@ async def test_migrations_idempotent_and_concurrent(schema_url: str, make_store:
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
 
 
+async def test_schema_13_keeps_the_newest_active_job_of_each_dedupe_key(make_store: StoreFactory) -> None:
+    """A database that holds equal active jobs already (schema 12 let them in) keeps its newest one's key."""
+    store = await make_store()
+    for rec in (
+        record("older", dedupe_key="k", created_at=1),
+        record("newer", dedupe_key="k2", status=R, created_at=2),
+        record("done", dedupe_key="k", status=C, finished_at=3),
+        record("alone", dedupe_key="j", created_at=3),
+    ):
+        assert await store.insert(rec)  # fmt: skip
+    await raw(store, "DROP INDEX jobs_dedupe")  # back to schema 12's index, which let equal active jobs in
+    await raw(store, "CREATE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL"
+                     " AND status IN ('pending', 'running')")  # fmt: skip
+    await raw(store, "UPDATE jobs SET dedupe_key = 'k' WHERE id = 'newer'")
+    await raw(store, "DELETE FROM vibe_jobs_migrations WHERE version = 13")
+    upgraded = await make_store()
+    assert [(r.id, r.dedupe_key) for r in await upgraded.active()] == [("older", None), ("newer", "k"),
+                                                                        ("alone", "j")]  # fmt: skip
+    assert not await upgraded.insert(record("another", dedupe_key="k"))
+
+
 async def test_newer_schema_refused(store: PostgresStore, schema_url: str) -> None:
     await raw(store, "INSERT INTO vibe_jobs_migrations (version) VALUES ($1)", SCHEMA_VERSION + 5)
     with pytest.raises(StoreError, match="newer vibe-jobs"):

@@ -249,6 +249,32 @@ async def test_schema_1_database_is_upgraded_with_its_jobs(db: Path) -> None:
     assert "NOT IN ('pending', 'running')" in final[0]
 
 
+async def test_schema_13_keeps_the_newest_active_job_of_each_dedupe_key(db: Path) -> None:
+    """A database that holds equal active jobs already (schema 12 let them in) keeps its newest one's key."""
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db, isolation_level=None)
+    for sql in [*(sql for step in MIGRATIONS[:12] for sql in step), "PRAGMA user_version = 12"]:
+        conn.execute(sql)
+    jobs = [
+        record("older", dedupe_key="k", created_at=1),
+        record("newer", dedupe_key="k", status=R, created_at=2),
+        record("done", dedupe_key="k", status=C, finished_at=1),
+        record("alone", dedupe_key="j", created_at=3),
+    ]
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+    insert = f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    conn.executemany(insert, [[codec.encode(rec)[codec.COLUMNS.index(c)] for c in columns] for rec in jobs])
+    conn.close()
+    upgraded = await reopened(db)
+    try:
+        assert [(r.id, r.dedupe_key) for r in await upgraded.active()] == [("older", None), ("newer", "k"),
+                                                                            ("alone", "j")]  # fmt: skip
+        assert not await upgraded.insert(record("another", dedupe_key="k"))
+        assert (await upgraded.get("done")).dedupe_key == "k"  # type: ignore[union-attr]
+    finally:
+        await upgraded.close()
+
+
 async def test_reopen_keeps_schema_version(store: SQLiteStore, db: Path) -> None:
     await store.close()
     again = await reopened(db)
@@ -437,7 +463,7 @@ async def test_values_the_database_cannot_hold_fail_only_their_own_op(store: SQL
         store.update("a", {"current_stage": Stage.LOAD}),  # stored as its value
     ]  # in one batch, as the loop sends them
     before, surrogate, generator, after, stage = await asyncio.gather(*(op(c) for c in ops))
-    assert (before, after) == (None, None)
+    assert (before, after) == (True, True)
     assert isinstance(surrogate, (StoreError, UnicodeEncodeError)) and "surrogate" in str(surrogate)
     assert isinstance(generator, StoreError) and "tuple_iterator" in str(generator)
     assert isinstance(stage, JobRecord) and stage.current_stage == "load"

@@ -147,8 +147,10 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, job: JobRecord) -> None:
-        """Store a new job; it is durable when this returns."""
+    async def insert(self, job: JobRecord) -> bool:
+        """Store a new job; it is durable when this returns True. False: nothing was stored, because a pending
+        or running job holds the same `dedupe_key` (the check and the insert are one step, across processes:
+        equal calls at once make one job). `DuplicateJob` when the id is taken."""
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 

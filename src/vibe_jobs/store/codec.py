@@ -30,6 +30,12 @@ COLUMNS = (
 
 Row = Sequence[Any]
 
+# What an insert of a job does when an active job holds its dedupe key: nothing (store/base.py: JobStore.insert).
+# Both SQL stores' unique index `jobs_dedupe` has this condition, word for word (schema 13 of each).
+DEDUPE_CONFLICT = (
+    " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING"
+)
+
 
 def select_list(with_result: bool = True, table: str = "") -> str:
     """The columns a SELECT of whole records names (`table.`-qualified when given); without the result,

@@ -63,9 +63,11 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def insert(self, job: JobRecord) -> None:
+    async def insert(self, job: JobRecord) -> bool:
         if job.id in self.jobs:
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id)
+        if job.dedupe_key is not None and job.dedupe_key in self._dedupe and job.status in ACTIVE:
+            return False
         self.jobs[job.id] = job
         order = self._order
         if order and not self._unsorted and job.created_at <= order[-1][0]:
@@ -74,6 +76,7 @@ class MemoryStore:
         self._counts[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
+        return True
 
     async def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
@@ -253,7 +256,8 @@ class MemoryStore:
         sch = self.schedules.get(job.schedule_id)
         if key in self.ticks or sch is None or sch.paused or sch.version != version:
             return False
-        await self.insert(job)
+        if not await self.insert(job):
+            return False
         self.ticks[key] = (job.id, job.created_at)
         return True
 

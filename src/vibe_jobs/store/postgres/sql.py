@@ -40,7 +40,7 @@ SELECT = f"SELECT {_COLS} FROM jobs"
 RETURNING = f" RETURNING {_COLS}"
 INSERT = (
     f"INSERT INTO jobs ({_COLS}, {', '.join(_EXTRA)}) "
-    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS) + len(_EXTRA)))})"
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS) + len(_EXTRA)))}){codec.DEDUPE_CONFLICT}"
 )
 GET = f"{SELECT} WHERE id = $1"
 TOUCH = "UPDATE jobs SET access_count = $1, last_access_time = $2, next_check_time = $3 WHERE id = $4"

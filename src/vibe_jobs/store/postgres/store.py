@@ -284,9 +284,10 @@ class PostgresStore(SharedJobStore):
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def insert(self, job: JobRecord) -> None:
+    async def insert(self, job: JobRecord) -> bool:
         """Store a new job. Idempotent across a lost connection: when a retried insert finds the job
-        there already, the lost try had committed, and the job stored is this one."""
+        there already, the lost try had committed, and the job stored is this one (a retry that finds
+        its dedupe key held answers False: that job may be this one, as `find_active` tells)."""
         args = sql.insert_args(job)
         tries = 0
 
@@ -296,11 +297,12 @@ class PostgresStore(SharedJobStore):
             return await self.pool.execute(sql.INSERT, *args)
 
         try:
-            await self._retrying(run)
+            status: str = await self._retrying(run)
         except DuplicateJob:
             if tries > 1 and await self._stored_as(job):
-                return
+                return True
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
+        return status != "INSERT 0 0"  # nothing inserted: an active job holds its dedupe key
 
     async def _stored_as(self, job: JobRecord) -> bool:
         found = await self.get(job.id)

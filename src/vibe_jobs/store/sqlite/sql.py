@@ -7,11 +7,11 @@ from functools import lru_cache
 from typing import Any
 
 from vibe_jobs.states import ACTIVE, JobStatus
-from vibe_jobs.store.codec import COLUMNS, select_list, status_text
+from vibe_jobs.store.codec import COLUMNS, DEDUPE_CONFLICT, select_list, status_text
 from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL
 
 SELECT = f"SELECT {select_list()} FROM jobs"
-INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}){DEDUPE_CONFLICT}"
 _RETURNING = f" RETURNING {select_list()}"
 
 

@@ -351,18 +351,20 @@ class SQLiteStore:
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def insert(self, job: JobRecord) -> None:
+    async def insert(self, job: JobRecord) -> bool:
         row = codec.encode(job)
         try:
-            await self._run(_S["insert"], row, NONE)
+            stored: bool = await self._run(_S["insert"], row, ROWCOUNT) == 1  # 0: an active job holds its dedupe key
         except DuplicateJob:
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
         except AnswerLost:
             found = await self._run(_S["get"], (job.id,), ONE)
             if found is None:  # not committed: the caller is told, and nothing is stored
                 raise
-            # committed: job ids are random, so the row is this insert's
-        self._known.remember(job)
+            stored = True  # committed: job ids are random, so the row is this insert's
+        if stored:
+            self._known.remember(job)
+        return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
         try:
