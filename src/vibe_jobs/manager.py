@@ -271,8 +271,9 @@ class JobManager:
     ) -> str:
         """Store a new pending job of `viewer`'s principal (default: the local one) and return its id
         (after the store has it). Dedupe, dependencies and quotas are the principal's own; with `dedupe`, equal
-        calls share the active job, also when they come at once (the store keeps one active job per key). `trace_context`:
-        the W3C traceparent of the call that creates it, kept so that each attempt's span links to it;
+        calls share the active job, also when they come at once (the store keeps one active job per key).
+        `trace_context`: the W3C traceparent of the call that creates it, kept so that each attempt's span links
+        to it;
         `run_at` (epoch ms) defers it: it is not runnable before then. A deadline (`task.deadline`) that is not
         after both now and `run_at` is refused: the job could never start."""
         if self.runner is not None and self._tg is None:
