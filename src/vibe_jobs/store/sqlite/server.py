@@ -30,6 +30,7 @@ import socket
 import sqlite3
 import struct
 import sys
+import time
 from collections import deque
 from typing import Any, TypedDict
 
@@ -90,7 +91,7 @@ def connect(config: Config) -> sqlite3.Connection:
     try:
         _refuse_foreign(conn)  # before anything is changed (WAL mode, tables)
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table exists
-        if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] not in ("wal", "memory"):
+        if _wal_mode(conn) not in ("wal", "memory"):
             raise sqlite3.OperationalError("the database refused WAL mode")
         for pragma in config["pragmas"]:
             conn.execute(pragma)
@@ -100,6 +101,22 @@ def connect(config: Config) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+WAL_TRIES, WAL_PAUSE = 200, 0.01  # about 2 s for servers opening one new file at once
+
+
+def _wal_mode(conn: sqlite3.Connection) -> str:
+    """Switch to WAL. Openers of one new file at once race for the switch, and SQLite answers the loser "database
+    is locked" at once, without waiting its busy time-out (seen: 4 of 480 openers, eight at a time): try again."""
+    for _ in range(WAL_TRIES - 1):
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        time.sleep(WAL_PAUSE)
+    return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
 
 
 def _refuse_foreign(conn: sqlite3.Connection) -> None:
