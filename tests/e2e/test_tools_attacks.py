@@ -8,8 +8,10 @@ no process outlives the job that started it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +30,8 @@ from mcp.client.stdio import stdio_client
 from tests.e2e.conftest import BASE_ENV, ROOT, free_port, wait_for_port
 from tests.e2e.test_builtin_tools import finish, job_count, write_tree
 from tests.e2e.test_jobs_e2e import read, start, texts, until_running
+from tests.store.test_sqlite import server_process
+from vibe_jobs.store.sqlite import SQLiteStore
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
 
@@ -118,6 +122,58 @@ async def test_the_child_sees_no_secret_and_env_values_never_reach_the_log(tmp_p
     assert not names & {"AWS_SECRET_ACCESS_KEY", "VIBE_JOBS_ROOTS", "VIBE_JOBS_ALLOWED_COMMANDS", "PYTHONPATH"}, out
     assert "job" in log, "the debug log was written"
     assert token not in log
+
+
+@contextmanager
+def nobody_dir() -> Iterator[Path]:
+    """A directory the server may write when it runs as nobody (see `as_user`)."""
+    path = Path(tempfile.mkdtemp(prefix="vibe-jobs-nobody-"))
+    try:
+        if os.geteuid() == 0:
+            os.chown(path, 65534, 65534)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def as_user() -> list[str]:
+    """The command prefix that runs the server as an unprivileged user: root reads every /proc entry anyway."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+
+
+async def test_a_child_cannot_read_the_server_s_environment_from_proc() -> None:
+    """An allowed `cat` learnt the server's pid from its own /proc/self/stat and read the server's tokens from
+    /proc/<pid>/environ: the environment run-command never passes on (review helper-59 F1)."""
+    with nobody_dir() as root:
+        env = server_env(root, VIBE_JOBS_ALLOWED_COMMANDS="cat", AWS_SECRET_ACCESS_KEY=SECRET, HOME=str(root))
+        args = [*as_user()[1:], sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://"]
+        command = as_user()[0] if as_user() else args.pop(0)
+        params = StdioServerParameters(command=command, args=args, env=env, cwd=str(ROOT))
+        with tempfile.TemporaryFile("w+") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), mode="auto", read_timeout_seconds=60) as client:
+                stat, _ = await run(client, {"command": ["cat", "/proc/self/stat"]})
+                server = int(stat.rpartition(")")[2].split()[1])
+                job_id = await start(client, "run-command", {"command": ["cat", f"/proc/{server}/environ"]})
+                result, body = await finish(client, job_id)
+    outcome = body["result"]["structuredContent"]
+    assert outcome["exitCode"] != 0 and SECRET not in json.dumps(body), texts(result)
+    assert "Permission denied" in outcome["stderrTail"]
+
+
+async def test_the_sqlite_store_s_process_holds_none_of_the_server_s_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's process needs no token or key of the server's: one more /proc/PID/environ that a same-user
+    program could read held them all."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        pid = server_process(store).pid
+        environ = await anyio.Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        await store.close()
+    assert SECRET.encode() not in environ and b"PATH=" in environ
 
 
 # --- 3. a file name that is not UTF-8 -----------------------------------------------------------

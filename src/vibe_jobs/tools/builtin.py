@@ -20,6 +20,7 @@ from vibe_jobs.settings import Settings
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
 from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
 from vibe_jobs.tools.command import CommandFailedToStart, kill_leftovers, run_process
+from vibe_jobs.tools.contain import hide_from_children
 from vibe_jobs.tools.printable import printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
@@ -211,6 +212,8 @@ def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     for program in sorted(name for name, found in allowlist.programs.items() if found is None):
         log.warning("run_command.program_not_found", program=program, setting="VIBE_JOBS_ALLOWED_COMMANDS")
     if allowlist.programs:
+        if not hide_from_children():
+            log.warning("run_command.environ_readable", why="prctl(PR_SET_DUMPABLE) is not available here")
         runner = RunCommand(roots, allowlist)
         spec = _spec(runner, "run-command", "execution")
         spec.on_interrupted = kill_leftovers

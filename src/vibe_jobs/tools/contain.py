@@ -46,6 +46,17 @@ def _libc_prctl() -> Callable[[int, int], int] | None:
 
 
 _PRCTL = _libc_prctl()
+_PR_SET_DUMPABLE = 4
+
+
+def hide_from_children() -> bool:
+    """Make this process's /proc entries (environ, fds, memory, maps) unreadable by the commands it starts.
+
+    They run as the server's user, and a process may read a same-user process's /proc/PID/environ: an allowed
+    `cat` read the server's tokens and keys from its parent's, the environment run-command never passes on.
+    Not dumpable, the server's entries belong to root (no core dumps either; a same-user debugger cannot attach).
+    No defence against root, which reads them anyway. False where prctl is missing (not Linux)."""
+    return _PRCTL is not None and _PRCTL(_PR_SET_DUMPABLE, 0) == 0
 
 
 # --- cgroups ----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +38,15 @@ SERVER = str(Path(__file__).with_name("server.py"))
 # (a fixed chunk falls back to lockstep when it exceeds the ops in flight; bench/MEASUREMENTS.md).
 MIN_CHUNK = 8
 LONG_OP_TIMES = 10  # a long op (VACUUM) in flight may leave the server silent this many answer time-outs
+
+
+# What the store's process is given of the server's environment: it needs none of the server's tokens, keys
+# or store URLs, and a process holding them is one more /proc/PID/environ a same-user program could read.
+STORE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SQLITE_TMPDIR")
+
+
+def store_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: environ[name] for name in STORE_ENVIRONMENT if name in environ}
 
 
 class _PlainPickler(pickle.Pickler):
@@ -133,6 +142,7 @@ class Link(asyncio.Protocol):
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,  # stdout may carry a protocol (stdio)
+                env=store_environment(os.environ),
             )
             self._control = loop.create_future()
             await loop.create_connection(lambda: self, sock=ours)
