@@ -76,4 +76,4 @@ async def raw_stdio(
         if proc.returncode is None:
             proc.kill()
         with anyio.move_on_after(10):
-            await proc.wait()
+            await proc.aclose()  # its pipes too: one with unread answers left open warns when collected

@@ -7,6 +7,7 @@ nothing but the error's own request is affected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -487,6 +488,77 @@ async def test_a_tools_module_that_prints_when_imported_does_not_reach_stdout_on
         errlog.seek(0)
         logged = errlog.read().decode()
     assert "printed while the module is imported" in logged and "written to sys.stdout too" in logged
+
+
+NOISY = """
+import anyio
+from vibe_jobs import JobContext, job_tool
+
+
+@job_tool(description="prints as it starts and as it is cancelled")
+async def noisy(job: JobContext) -> str:
+    print("noisy: started", flush=True)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        print("noisy: cleaning up after cancellation", flush=True)
+    return "never"
+"""
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "EOF"])
+async def test_a_job_printing_as_shutdown_cancels_it_does_not_reach_stdout(tmp_path: Path, stop: str) -> None:
+    """The wire was handed back to fd 1 before the running jobs were cancelled, so what they printed then was a
+    line of the protocol stream that is not JSON-RPC (review helper-61 F1)."""
+    (tmp_path / "noisy_tools.py").write_text(NOISY)
+    env = {"PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(tools="noisy_tools", env=env, stderr=errlog) as server:
+            job_id = (await server.call("noisy", {}))["result"]["structuredContent"]["jobId"]
+            await until_status(server, job_id, "running")
+            if stop == "SIGTERM":
+                server.proc.send_signal(signal.SIGTERM)
+            else:
+                assert server.proc.stdin is not None
+                await server.proc.stdin.aclose()
+            with anyio.fail_after(10):
+                await server.proc.wait()
+                rest = b"".join([chunk async for chunk in server.out])
+        errlog.seek(0)
+        logged = errlog.read().decode()
+    assert "noisy: cleaning up after cancellation" in logged
+    assert not [line for line in rest.splitlines() if line.strip() and not line.startswith(b'{"jsonrpc"')], rest
+
+
+async def blocked_writing(pid: int) -> None:
+    """Until a thread of process `pid` waits in a write to a full pipe (its /proc wait channel)."""
+    with anyio.fail_after(20):
+        while True:
+            channels = set()
+            async for task in anyio.Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    channels.add(await (task / "wchan").read_text())
+            if any(channel.endswith("pipe_write") for channel in channels):
+                return
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "EOF"])
+async def test_a_client_that_stops_reading_does_not_keep_the_server_alive(stop: str) -> None:
+    """Answers nobody read filled the pipe; the thread writing them blocked for ever, and the interpreter waited
+    for it after SIGTERM or EOF: the process never ended (review helper-61 F2)."""
+    async with raw_stdio() as server:
+        for n in range(400):  # a few MB of tools/list answers, far past a pipe's 64 KiB; none of them read
+            await server.send({"jsonrpc": "2.0", "id": n, "method": "tools/list"})
+        await blocked_writing(server.proc.pid)
+        if stop == "SIGTERM":
+            server.proc.send_signal(signal.SIGTERM)
+        else:
+            assert server.proc.stdin is not None
+            await server.proc.stdin.aclose()
+        with anyio.fail_after(15):
+            code = await server.proc.wait()
+    assert code == 0
 
 
 def test_over_http_stdout_stays_empty_and_the_access_log_is_json_on_stderr() -> None:

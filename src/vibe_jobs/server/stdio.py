@@ -6,16 +6,20 @@ Replaces the SDK's `stdio_server` for three reasons:
   HTTP transports answer it; the SDK's stdio drops it, and the client waits forever;
 - an answer that cannot be encoded (a lone surrogate in a result) fails its own request with a clear
   error; in the SDK's writer it raises and ends the server;
-- stdin is read by a daemon thread, so a signal stops the server at once, not at the next input line.
+- stdin is read, and stdout written, by daemon threads, so a signal stops the server at once: not at the
+  next input line, nor never when the client stops reading (a write blocked on a full pipe held the exit).
 
 While serving, fd 0 reads the null device and fd 1 writes to stderr (children and stray prints miss the
-wire); the wire is served from private duplicates of both.
+wire); the wire is served from private duplicates of both. fd 1 stays on stderr once serving ends: jobs
+cancelled at shutdown may still print, and a client reading stdout must see nothing but the protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import sys
 import threading
@@ -39,6 +43,8 @@ log = get_logger("vibe_jobs.server.stdio")
 PARSE_ERROR, INVALID_REQUEST, INTERNAL_ERROR = -32700, -32600, -32603
 MIN_FRAME_BYTES = 4 * 1024 * 1024  # a frame longer than this (or twice the params limit) is refused unread
 _ID_SCAN_BYTES = 64 * 1024
+WRITE_QUEUE, WRITE_WAIT = 64, 0.01  # lines waiting for a client that reads slowly; how often a full queue is tried
+DRAIN_SECONDS = 1.0  # at the end, how long what was answered may take to reach the client
 # The top-level "id" of an object, looked for before any nested object or array (linear: the alternatives
 # start with different characters).
 _TOP_ID = re.compile(rb'\A\s*\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*?"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,256}")')
@@ -183,8 +189,8 @@ def claim_wire() -> Iterator[tuple[BinaryIO, BinaryIO]]:
         yield os.fdopen(wire_in, "rb", closefd=False), os.fdopen(wire_out, "wb", closefd=False)
     finally:
         os.dup2(wire_in, 0)
-        os.dup2(wire_out, 1)
-        # wire_in stays open: the reader thread may still block on it until the process exits
+        # fd 1 stays on stderr (module docstring); wire_in stays open: the reader thread may still block on it
+        # until the process exits, as the writer thread may on wire_out
 
 
 @asynccontextmanager
@@ -195,20 +201,25 @@ async def stdio_streams(
     read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
     with claim_wire() as (wire_in, wire_out):
-        async with BlockingPortal() as portal, anyio.create_task_group() as tg:
-            answers = write_stream.clone()
-            reader = threading.Thread(
-                target=_read_wire,
-                args=(wire_in, max_frame_bytes, portal, read_send, answers),
-                name="vibe-jobs-stdin",
-                daemon=True,
-            )
-            reader.start()
-            tg.start_soon(_write_wire, wire_out, write_receive)
-            try:
-                yield read_stream, write_stream
-            finally:
-                tg.cancel_scope.cancel()
+        writer = WireWriter(wire_out)
+        try:
+            async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+                answers = write_stream.clone()
+                reader = threading.Thread(
+                    target=_read_wire,
+                    args=(wire_in, max_frame_bytes, portal, read_send, answers),
+                    name="vibe-jobs-stdin",
+                    daemon=True,
+                )
+                reader.start()
+                tg.start_soon(_write_wire, writer, write_receive)
+                try:
+                    yield read_stream, write_stream
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await writer.drain(DRAIN_SECONDS)
 
 
 def _read_wire(
@@ -237,14 +248,41 @@ def _read_wire(
         pass  # the server is stopping (the portal or the streams are closed) or stdin broke
 
 
-async def _write_wire(wire: BinaryIO, messages: ObjectReceiveStream[SessionMessage]) -> None:
+async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionMessage]) -> None:
     async with messages:
         async for item in messages:
             data = encode_message(item.message)
             if data is not None:
-                await anyio.to_thread.run_sync(_write_all, wire, data, abandon_on_cancel=True)
+                await writer.send(data)
 
 
-def _write_all(wire: BinaryIO, data: bytes) -> None:
-    wire.write(data)
-    wire.flush()
+class WireWriter:
+    """Writes lines to the wire in order from a daemon thread of its own: a client that stops reading fills the
+    pipe and blocks the write for ever, and a thread the interpreter waits for would keep the process alive after
+    a signal or EOF. At most WRITE_QUEUE lines wait; a sender beyond that waits for room."""
+
+    def __init__(self, wire: BinaryIO) -> None:
+        self._lines: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._thread = threading.Thread(target=self._run, args=(wire,), name="vibe-jobs-stdout", daemon=True)
+        self._thread.start()
+
+    def _run(self, wire: BinaryIO) -> None:
+        while (data := self._lines.get()) is not None:
+            try:
+                wire.write(data)
+                wire.flush()
+            except OSError:  # the client closed its end: nobody reads what follows
+                return
+
+    async def send(self, data: bytes) -> None:
+        while self._thread.is_alive():
+            try:
+                return self._lines.put_nowait(data)
+            except queue.Full:
+                await anyio.sleep(WRITE_WAIT)
+
+    async def drain(self, seconds: float) -> None:
+        """Let what was sent reach the wire, for `seconds` at most (a client that reads nothing gets nothing)."""
+        with contextlib.suppress(queue.Full):
+            self._lines.put_nowait(None)
+        await anyio.to_thread.run_sync(self._thread.join, seconds)
