@@ -429,3 +429,13 @@ def test_every_language_against_the_attack_matrix() -> None:
             if (took := time.process_time() - began) > 1.0:  # linear inputs take 0.3 s at most; a blowup, seconds
                 slow.append(f"{language} {name}: {took:.2f} s")
     assert slow == []
+
+
+def test_control_characters_in_signatures_and_names_are_shown_escaped() -> None:
+    """Declarations were copied verbatim: a hostile file's escape sequences (set the title, clear the screen)
+    reached the terminal of whoever read the map."""
+    js = 'export function greet(name = "\x1b]0;PWNED\x07\x1b[2J") {}\n'
+    (greet,) = _symbols("JavaScript", js)
+    assert greet.signature == 'export function greet(name = "\\x1b]0;PWNED\\x07\\x1b[2J")'
+    (impl,) = _symbols("Rust", "impl Foo\x1b\x07 {}\n")
+    assert (impl.name, impl.signature) == ("Foo\\x1b\\x07", "impl Foo\\x1b\\x07")

@@ -30,6 +30,7 @@ from vibe_jobs.tools.codemap.scan import (
     raw_hashes,
     until,
 )
+from vibe_jobs.tools.printable import printable, shortened
 
 SIGNATURE_MAX = 200
 _SIGNATURE_SPAN = 1000
@@ -69,9 +70,9 @@ def signature_end(masked: str, start: int, stops: re.Pattern[str] = _SIG_STOP, l
 
 
 def render_signature(text: str, start: int, end: int) -> str:
-    """The source between `start` and `end`, whitespace collapsed, trailing `=`/`:` dropped, capped."""
-    head = " ".join(text[start:end].split()).rstrip(" =")
-    return head if len(head) <= SIGNATURE_MAX else head[: SIGNATURE_MAX - 1] + "…"
+    """The source between `start` and `end`, whitespace collapsed, trailing `=`/`:` dropped, capped, and
+    control characters escaped (`printable`: an escape sequence in a hostile file never reaches a terminal)."""
+    return shortened(" ".join(text[start:end].split()).rstrip(" ="), SIGNATURE_MAX)
 
 
 def matching(masked: str, opener: str, closer: str) -> dict[int, int]:
@@ -116,7 +117,7 @@ class Source:
         """A symbol whose signature runs from `start` to `end` (found, before `limit`, when not given)."""
         stop = signature_end(self.masked, start, limit=limit) if end is None else end
         signature = render_signature(self.text, start, stop)
-        return Symbol(kind=kind, name=name, signature=signature, line=self.lines.line(start))
+        return Symbol(kind=kind, name=printable(name), signature=signature, line=self.lines.line(start))
 
 
 Hook = Callable[[Source, list[int]], list[tuple[int, Symbol]]]
