@@ -503,3 +503,17 @@ def test_a_hostile_glob_cannot_freeze_the_walk(tmp_path: Path) -> None:
     walked = Walker(tmp_path, roots=[tmp_path], include=[hostile, "**/" + hostile], exclude=[hostile + "/"]).walk()
     assert time.monotonic() - began < 1.0
     assert walked.files == []
+
+
+async def test_a_map_keeps_a_bounded_number_of_symbols_and_lists_every_file(tmp_path: Path) -> None:
+    """Symbols were kept without bound (six 2 MiB Go files: 1.2 GB of server memory, a result that listed no file):
+    past 20,000, the files after are listed with their line counts and without symbols."""
+    _write(tmp_path, {f"f{i:02}.go": "func a()\n" * 2_000 for i in range(11)})
+    code_map = await _map(tmp_path)
+    assert [(f.path, f.lines, len(f.symbols)) for f in code_map.files] == [
+        *((f"f{i:02}.go", 2_000, 2_000) for i in range(10)),
+        ("f10.go", 2_000, 0),
+    ]
+    message = "f10.go and the files after it are listed without their symbols: a map keeps at most 20,000 symbols"
+    assert code_map.diagnostics == [message]
+    assert code_map.languages["Go"].symbols == 20_000

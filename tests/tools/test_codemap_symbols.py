@@ -287,6 +287,7 @@ def test_detect_language_and_count_lines() -> None:
 
 BRACE = ["JavaScript", "TypeScript", "Go", "Rust", "Java"]
 SIZE = 60_000
+EVERY = 1 << 30  # no cap on symbols: these tests time the reading of every declaration
 # Inputs that made a backtracking pattern quadratic (or worse): openers that never close, keywords
 # followed by long runs, repeated prefixes of a declaration on every line.
 ATTACKS: dict[str, str] = {
@@ -317,7 +318,7 @@ def test_hostile_input_is_read_in_linear_time(attack: str) -> None:
     data = ATTACKS[attack].encode()
     for language in BRACE:
         began = time.process_time()  # CPU time: what other processes on the machine take does not count
-        extraction = extract_symbols(language, data)
+        extraction = extract_symbols(language, data, max_symbols=EVERY)
         took = time.process_time() - began
         assert took < 0.75, f"{language}: {took:.2f} s for {len(data):,} bytes"
         assert extraction.error is None
@@ -343,7 +344,7 @@ def test_large_python_files_are_outlined_in_linear_time(attack: str) -> None:
     data = LARGE_PYTHON[attack].encode()
     assert len(data) > AST_MAX_BYTES
     began = time.process_time()
-    assert extract_symbols("Python", data).error is None
+    assert extract_symbols("Python", data, max_symbols=EVERY).error is None
     assert time.process_time() - began < 1.0
 
 
@@ -425,7 +426,7 @@ def test_every_language_against_the_attack_matrix() -> None:
         for name, text in _matrix():
             data = text.encode() * (4 if language == "Python" else 1)  # Python: past AST_MAX_BYTES
             began = time.process_time()  # CPU time: what other processes on a shared machine take does not count
-            extract_symbols(language, data)
+            extract_symbols(language, data, max_symbols=EVERY)
             if (took := time.process_time() - began) > 1.0:  # linear inputs take 0.3 s at most; a blowup, seconds
                 slow.append(f"{language} {name}: {took:.2f} s")
     assert slow == []
@@ -439,3 +440,26 @@ def test_control_characters_in_signatures_and_names_are_shown_escaped() -> None:
     assert greet.signature == 'export function greet(name = "\\x1b]0;PWNED\\x07\\x1b[2J")'
     (impl,) = _symbols("Rust", "impl Foo\x1b\x07 {}\n")
     assert (impl.name, impl.signature) == ("Foo\\x1b\\x07", "impl Foo\\x1b\\x07")
+
+
+def test_a_file_keeps_its_first_symbols_and_says_how_many_it_left_out() -> None:
+    """A 2 MiB Go file of `func a()` lines gave 233,000 symbols (160 MB of the server's memory)."""
+    for language, line in (("Go", "func a()\n"), ("Python", "def a(): pass\n")):  # Python: past AST_MAX_BYTES
+        extraction = extract_symbols(language, (line * 30_000).encode())
+        assert extraction.symbols and (extraction.symbols[0].line, extraction.symbols[-1].line) == (1, 2_000)
+        assert extraction.error == "kept its first 2,000 symbols; 28,000 more left out", language
+
+
+def test_classes_and_their_methods_share_the_cap() -> None:
+    source = "class A:\n" + "    def m(self): pass\n" * 2_010 + "class B:\n    def n(self): pass\n"
+    extraction = extract_symbols("Python", source.encode())
+    (a,) = extraction.symbols
+    assert len(a.children or ()) == 1_999
+    assert extraction.error == "kept its first 2,000 symbols; 12 more left out"
+
+
+def test_the_time_budget_holds_while_declarations_are_built() -> None:
+    """Finding declarations checked the budget; building them (signatures, members) did not."""
+    data = "".join(f"function f{i}() {{}}\nclass C{i} {{}}\ninterface I{i} {{}}\n" for i in range(200)).encode()
+    assert extract_symbols("JavaScript", data).error is None
+    assert extract_symbols("JavaScript", data, budget=0.0).error == "symbols left out: reading them took over 0 s"

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vibe_jobs.tools.codemap.model import Symbol
+from vibe_jobs.tools.codemap.quota import Quota
 from vibe_jobs.tools.codemap.scan import (
     Syntax,
     blank_noise,
@@ -100,10 +101,11 @@ class Decl:
 
 
 class Source:
-    """One file: its text, the text with noise blanked, line numbers, bracket pairs (built once)."""
+    """One file: its text, the text with noise blanked, line numbers, bracket pairs (built once), and the
+    room left for its symbols (`quota`: take a place before building a symbol)."""
 
-    def __init__(self, text: str, masked: str, check: Check) -> None:
-        self.text, self.masked, self.check = text, masked, check
+    def __init__(self, text: str, masked: str, check: Check, quota: Quota) -> None:
+        self.text, self.masked, self.check, self.quota = text, masked, check, quota
         self.lines = LineIndex(text)
         self._pairs: dict[str, dict[int, int]] = {}
 
@@ -132,12 +134,20 @@ class LanguageSpec:
     extra: tuple[Hook, ...] = ()
 
 
-def brace_symbols(text: str, spec: LanguageSpec, check: Check = lambda: None) -> list[Symbol]:
-    """Symbols of one file in a brace language, in source order."""
-    source = Source(text, blank_noise(text, spec.syntax, check), check)
+def brace_symbols(
+    text: str, spec: LanguageSpec, check: Check = lambda: None, quota: Quota | None = None
+) -> list[Symbol]:
+    """Symbols of one file in a brace language, in source order: the first ones `quota` has room for."""
+    source = Source(text, blank_noise(text, spec.syntax, check), check, quota or Quota())
     matches = [(m, decl) for decl in spec.decls if decl.keyword in source.masked for m in _each(decl, source)]
-    starts = sorted(m.start() for m, _ in matches)
-    found = [(m.start(), _declaration(source, decl, m, _next(starts, m.start()))) for m, decl in matches]
+    matches.sort(key=lambda item: item[0].start())
+    starts = [m.start() for m, _ in matches]
+    found: list[tuple[int, Symbol]] = []
+    for index, (match, decl) in enumerate(matches):
+        if index % 256 == 255:  # building declarations costs more than finding them: the budget holds here too
+            source.check()
+        if source.quota.take():
+            found.append((match.start(), _declaration(source, decl, match, _next(starts, match.start()))))
     for hook in spec.extra:
         found.extend(hook(source, starts))
     found.sort(key=lambda item: item[0])
@@ -189,7 +199,7 @@ def _members(source: Source, after: int, decl: Decl, limit: int | None) -> list[
     for index, match in enumerate(found):
         depth += source.masked.count("{", cursor, match.start()) - source.masked.count("}", cursor, match.start())
         cursor = match.start()
-        if depth == 0 and match["name"] not in NOT_NAMES:
+        if depth == 0 and match["name"] not in NOT_NAMES and source.quota.take():
             until = found[index + 1].start() if index + 1 < len(found) else close
             members.append(source.symbol(decl.member_kind, match["name"], match.start("head"), limit=until))
         if index % 256 == 255:
@@ -220,7 +230,11 @@ def _go_type_groups(source: Source, starts: list[int]) -> list[tuple[int, Symbol
         close = source.close_of(group.end() - 1, "(", ")")
         if index + 1 < len(groups):
             close = min(close, groups[index + 1].start())
-        for spec in _GO_TYPE_SPEC.finditer(source.masked, group.end(), close):
+        for count, spec in enumerate(_GO_TYPE_SPEC.finditer(source.masked, group.end(), close)):
+            if count % 256 == 255:
+                source.check()
+            if not source.quota.take():
+                continue
             kind = KIND_WORDS.get(spec["what"] or "", "type")
             line_end = source.masked.find("\n", spec.start("name"))
             found.append((spec.start("name"), source.symbol(kind, spec["name"], spec.start("name"), limit=line_end)))

@@ -33,6 +33,7 @@ MAX_FILE_BYTES = 2 * 1024 * 1024
 FILE_BUDGET_SECONDS = 1.0
 DEFAULT_MAX_FILES = 10_000
 MAX_DIAGNOSTICS = 200
+MAX_MAP_SYMBOLS = 20_000  # about 15 MB held and 3 MB of JSON: the result keeps room to list every file
 REPORT_STEP = 1.0
 REPORT_INTERVAL = 0.1
 
@@ -131,6 +132,8 @@ class _Builder:
         self.skipped: Counter[str] = Counter(walked.skipped)
         self.diagnostics: list[str] = []
         self._dropped = 0
+        self._symbols = 0
+        self._symbols_full = False
         for message in walked.diagnostics:
             self.note(message)
 
@@ -150,11 +153,24 @@ class _Builder:
             self._add_entry(outcome.entry)
 
     def _add_entry(self, entry: FileEntry) -> None:
+        entry = self._within_symbol_cap(entry)
         self.files.append(entry)
         summary = self.languages.setdefault(entry.language, LanguageSummary())
         summary.files += 1
         summary.lines += entry.lines
         summary.symbols += entry.symbol_count()
+
+    def _within_symbol_cap(self, entry: FileEntry) -> FileEntry:
+        """The entry, without its symbols once the map holds `MAX_MAP_SYMBOLS` (noted at the first file cut)."""
+        count = entry.symbol_count()
+        if count and (self._symbols_full or self._symbols + count > MAX_MAP_SYMBOLS):
+            if not self._symbols_full:
+                limit = f"a map keeps at most {MAX_MAP_SYMBOLS:,} symbols"
+                self.note(f"{entry.path} and the files after it are listed without their symbols: {limit}")
+            self._symbols_full = True
+            return entry.model_copy(update={"symbols": []})
+        self._symbols += count
+        return entry
 
     def build(self, root: str, truncated: bool, max_files: int) -> CodeMap:
         if self._dropped:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from vibe_jobs.tools.codemap.braces import BRACE_LANGUAGES, LineIndex, brace_symbols, render_signature, signature_end
 from vibe_jobs.tools.codemap.model import Symbol
+from vibe_jobs.tools.codemap.quota import MAX_SYMBOLS_PER_FILE, Quota
 from vibe_jobs.tools.codemap.scan import OverBudget, Syntax, blank_noise, line_comment, quoted
 
 AST_MAX_BYTES = 128 * 1024
@@ -66,7 +67,7 @@ def count_lines(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class Extraction:
-    """Symbols found in one file, and why extraction failed (if it did)."""
+    """Symbols found in one file, and why some or all were left out (if any were)."""
 
     symbols: list[Symbol]
     error: str | None = None
@@ -75,11 +76,15 @@ class Extraction:
 Check = Callable[[], None]
 
 
-def extract_symbols(language: str, data: bytes, *, budget: float | None = None) -> Extraction:
-    """Extract the symbols of `data` written in `language` within `budget` seconds; never raises for bad input."""
-    check = _deadline(budget)
+def extract_symbols(
+    language: str, data: bytes, *, budget: float | None = None, max_symbols: int = MAX_SYMBOLS_PER_FILE
+) -> Extraction:
+    """Extract the first `max_symbols` symbols of `data` written in `language` within `budget` seconds (nested
+    ones count); never raises for bad input."""
+    check, quota = _deadline(budget), Quota(max_symbols)
     try:
-        return _extract(language, data, check)
+        found = _extract(language, data, check, quota)
+        return found if found.error else Extraction(found.symbols, quota.note())
     except OverBudget:
         return Extraction([], f"symbols left out: reading them took over {budget:g} s")
     except (RecursionError, MemoryError) as exc:  # nesting too deep for ast.unparse, say
@@ -98,9 +103,9 @@ def _deadline(budget: float | None) -> Check:
     return check
 
 
-def _extract(language: str, data: bytes, check: Check) -> Extraction:
+def _extract(language: str, data: bytes, check: Check, quota: Quota) -> Extraction:
     if language == "Python" and len(data) <= AST_MAX_BYTES:
-        return _python(data)
+        return _python(data, quota)
     spec = BRACE_LANGUAGES.get(language)
     if spec is None and language != "Python":
         return Extraction([])
@@ -108,7 +113,7 @@ def _extract(language: str, data: bytes, check: Check) -> Extraction:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return Extraction([], f"not valid UTF-8 (byte {exc.start})")
-    return Extraction(python_outline(text, check) if spec is None else brace_symbols(text, spec, check))
+    return Extraction(python_outline(text, check, quota) if spec is None else brace_symbols(text, spec, check, quota))
 
 
 # --- Python -------------------------------------------------------------------------------------
@@ -118,7 +123,7 @@ _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 _WARNINGS_LOCK = threading.Lock()
 
 
-def _python(data: bytes) -> Extraction:
+def _python(data: bytes, quota: Quota) -> Extraction:
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escapes in parsed sources
@@ -127,19 +132,19 @@ def _python(data: bytes) -> Extraction:
         return Extraction([], f"syntax error at line {exc.lineno}: {exc.msg}")
     except (ValueError, RecursionError, MemoryError) as exc:
         return Extraction([], f"cannot parse: {type(exc).__name__}: {exc}")
-    return Extraction([s for node in tree.body if (s := _python_symbol(node, in_class=False))])
+    return Extraction([s for node in tree.body if (s := _python_symbol(node, quota, in_class=False))])
 
 
-def _python_symbol(node: ast.stmt, *, in_class: bool) -> Symbol | None:
-    if isinstance(node, _FunctionNode):
-        kind = "method" if in_class else "function"
-        return Symbol(kind=kind, name=node.name, signature=python_signature(node), line=node.lineno)
+def _python_symbol(node: ast.stmt, quota: Quota, *, in_class: bool) -> Symbol | None:
+    if not isinstance(node, _FunctionNode | ast.ClassDef) or not quota.take():
+        return None
     if isinstance(node, ast.ClassDef):
-        members = [s for child in node.body if (s := _python_symbol(child, in_class=True))]
+        members = [s for child in node.body if (s := _python_symbol(child, quota, in_class=True))]
         bases = [_expr(base) for base in node.bases] + [ast.unparse(kw) for kw in node.keywords]
         signature = f"class {node.name}({', '.join(bases)})" if bases else f"class {node.name}"
         return Symbol(kind="class", name=node.name, signature=signature, line=node.lineno, children=members or None)
-    return None
+    kind = "method" if in_class else "function"
+    return Symbol(kind=kind, name=node.name, signature=python_signature(node), line=node.lineno)
 
 
 def python_signature(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
@@ -210,8 +215,10 @@ class _Frame:
     head_end: int
 
 
-def python_outline(text: str, check: Check = lambda: None) -> list[Symbol]:
-    """Top-level classes and functions, the methods and classes inside classes (as `ast` finds them), by scan."""
+def python_outline(text: str, check: Check = lambda: None, quota: Quota | None = None) -> list[Symbol]:
+    """Top-level classes and functions, the methods and classes inside classes (as `ast` finds them), by scan:
+    the first ones `quota` has room for."""
+    quota = quota or Quota()
     masked = blank_noise(text, PYTHON, check)
     lines, tops = LineIndex(text), [m.start() for m in _PY_TOP.finditer(masked)]
     found: list[Symbol] = []
@@ -227,6 +234,8 @@ def python_outline(text: str, check: Check = lambda: None) -> list[Symbol]:
             frames.pop()
         if (frames and indent != frames[-1].body) or (not frames and indent):
             continue  # inside a function, or a block that is no class body (`if`, `for`, ...)
+        if not quota.take():
+            continue
         limit = matches[count + 1].start() if count + 1 < len(matches) else None
         end = signature_end(masked, start, _PY_HEAD_STOP, limit)
         symbol = _outlined(match, render_signature(text, start, end).rstrip(":"), lines.line(start), bool(frames))
