@@ -210,6 +210,18 @@ async def test_map_codebase_refusals_create_no_job_and_no_run_command_by_default
         assert await job_count(client) == 0
 
 
+async def test_map_codebase_refuses_globs_past_their_limits_before_a_job(tmp_path: Path) -> None:
+    """300 KB of exclude globs were compiled on the server's event loop: every client waited ~4 s."""
+    hostile = ["x" + "*y" * 500 + str(i) for i in range(300)]
+    async with server("auto", tmp_path) as client:
+        result = await client.call_tool("map-codebase", {"path": str(tmp_path), "exclude": hostile})
+        assert result.is_error, texts(result)
+        limits = "at most 1,000 patterns of 16,384 characters together"
+        size = sum(map(len, hostile))
+        assert texts(result) == f"map-codebase refused: exclude: 300 patterns of {size:,} characters; {limits}"
+        assert await job_count(client) == 0
+
+
 def write_big_tree(root: Path, count: int) -> None:
     per_dir = 500
     for d in range(0, count, per_dir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -517,3 +518,85 @@ async def test_a_map_keeps_a_bounded_number_of_symbols_and_lists_every_file(tmp_
     message = "f10.go and the files after it are listed without their symbols: a map keeps at most 20,000 symbols"
     assert code_map.diagnostics == [message]
     assert code_map.languages["Go"].symbols == 20_000
+
+
+# --- bounded patterns, a walk that stops ----------------------------------------------------------
+
+HOSTILE_GLOB = "x" + "*y" * 500  # about 8 ms to compile: ~13 us a character in a plain alternation
+
+
+def test_globs_past_the_limits_are_refused_naming_the_argument(tmp_path: Path) -> None:
+    """300 KB of globs were compiled on the event loop: every client of the server waited ~4 s."""
+    hostile = [f"{HOSTILE_GLOB}{i}" for i in range(20)]
+    message = r"exclude: 20 patterns of 20,\d{3} characters; at most 1,000 patterns of 16,384 characters together"
+    with pytest.raises(ValueError, match=message):
+        Walker(tmp_path, roots=[tmp_path], exclude=hostile)
+    with pytest.raises(ValueError, match="include: 1,001 patterns"):
+        Walker(tmp_path, roots=[tmp_path], include=["*.py"] * 1_001)
+    assert Walker(tmp_path, roots=[tmp_path], include=["*.py"] * 1_000, exclude=hostile[:16]).walk().files == []
+
+
+async def test_globs_are_compiled_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path, {"a.py": "", "b.log": ""})
+    compiled_on: list[str] = []
+    compile_ = re.compile
+
+    def watched(pattern: Any, flags: int = 0) -> Any:
+        if isinstance(pattern, str) and "marker" in pattern:
+            compiled_on.append(threading.current_thread().name)
+        return compile_(pattern, flags)
+
+    monkeypatch.setattr(re, "compile", watched)
+    code_map = await _map(tmp_path, include=["*.py", "*.log"], exclude=["marker*.py", "*.log"])
+    assert [f.path for f in code_map.files] == ["a.py"]
+    assert compiled_on and threading.main_thread().name not in compiled_on
+
+
+def test_a_gitignore_is_honoured_up_to_its_limits_and_says_so(tmp_path: Path) -> None:
+    """Each .gitignore (up to 1 MiB) became one regex: 200 KB of hostile patterns took 2.7 s to compile."""
+    patterns = "".join(f"/f{i}.py\n" for i in range(1_200))
+    _write(tmp_path, {".gitignore": "# comment\n\n" + patterns, "f999.py": "", "f1000.py": "", "f1199.py": ""})
+    walked = Walker(tmp_path, roots=[tmp_path]).walk()
+    assert [rel for _, rel in walked.files] == [".gitignore", "f1000.py", "f1199.py"]
+    limits = "at most 1,000 patterns of 16,384 characters together"
+    assert walked.diagnostics == [f".gitignore: 200 more patterns ignored ({limits})"]
+    _write(tmp_path, {"sub/.gitignore": "".join(f"{HOSTILE_GLOB}{i}\n" for i in range(30)) + "*.py\n"})
+    walked = Walker(tmp_path / "sub", roots=[tmp_path]).walk()
+    assert walked.diagnostics == [f".gitignore: 15 more patterns ignored ({limits})"]
+
+
+def test_escaped_trailing_spaces_in_a_gitignore_are_kept(tmp_path: Path) -> None:
+    _write(tmp_path, {".gitignore": "a\\  \nb   \n", "a ": "", "b": "", "b ": ""})
+    assert _walk(tmp_path) == [".gitignore", "b "]
+
+
+async def test_cancelling_a_map_stops_its_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk's thread had no stop flag: a cancelled map went on compiling every folder's .gitignore."""
+    _write(tmp_path, {f"d{i:02}/{name}": "*.log\n" for i in range(40) for name in (".gitignore", "m.py")})
+    read_from: list[str] = []
+    first, release, step_over = threading.Event(), threading.Event(), threading.Event()
+    parse, step = PatternSet.parse, Walker.step
+
+    def held(lines: Any, base: str = "") -> PatternSet:
+        if base:  # a folder's .gitignore: the first is still being read when the job is cancelled
+            read_from.append(base)
+            first.set()
+            release.wait(10)
+        return parse(lines, base)
+
+    def watched(walker: Walker, *args: Any) -> bool:
+        try:
+            return step(walker, *args)
+        finally:
+            step_over.set()
+
+    monkeypatch.setattr(PatternSet, "parse", held)
+    monkeypatch.setattr(Walker, "step", watched)
+    with anyio.fail_after(5):  # the cancel does not wait for the step
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_map, tmp_path)
+            await anyio.to_thread.run_sync(first.wait)
+            tg.cancel_scope.cancel()
+    release.set()
+    assert await anyio.to_thread.run_sync(step_over.wait, 10), "the walk's thread went on"
+    assert read_from == ["d00/"], "the walk went on after the cancel"

@@ -18,7 +18,16 @@ from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.results import json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused
-from vibe_jobs.tools.codemap import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILES, CodeMap, map_codebase, render_markdown
+from vibe_jobs.tools.codemap import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_FILES,
+    CodeMap,
+    PatternsRefused,
+    check_globs,
+    map_codebase,
+    render_markdown,
+)
+from vibe_jobs.tools.codemap.walk import PATTERNS_MAX
 from vibe_jobs.tools.command import CommandFailedToStart, kill_leftovers, run_process
 from vibe_jobs.tools.contain import hide_from_children
 from vibe_jobs.tools.printable import printable
@@ -27,7 +36,7 @@ from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 log = get_logger("vibe_jobs.tools.builtin")
 
 MAX_FILES_CAP = 1_000_000
-MAX_GLOBS = 1000
+MAX_GLOBS = PATTERNS_MAX
 Glob = Annotated[str, Field(max_length=4096)]
 MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
@@ -60,16 +69,19 @@ class MapCodebase:
         async def report(percent: float, message: str, *, stage: str, sub_progress: float) -> None:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
 
-        code_map = await map_codebase(
-            root,
-            roots=self.roots,
-            include=include,
-            exclude=exclude,
-            max_files=maxFiles or DEFAULT_MAX_FILES,
-            report=report,
-            checkpoint=job.checkpoint,
-            diagnostic=job.diagnostic,
-        )
+        try:
+            code_map = await map_codebase(
+                root,
+                roots=self.roots,
+                include=include,
+                exclude=exclude,
+                max_files=maxFiles or DEFAULT_MAX_FILES,
+                report=report,
+                checkpoint=job.checkpoint,
+                diagnostic=job.diagnostic,
+            )
+        except PatternsRefused as exc:  # a job whose arguments were not checked at call time (a schedule's)
+            raise NonRetryableError(f"map-codebase refused: {exc}") from None
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
         text_budget = DEFAULT_MAX_CHARS * 6 + 4096  # the Markdown as JSON text at most (every character escaped)
@@ -83,7 +95,9 @@ class MapCodebase:
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
             resolve_within_roots(params["path"], self.roots, must_be_dir=True)
-        except PathRefused as exc:
+            check_globs("include", params.get("include"))
+            check_globs("exclude", params.get("exclude"))
+        except (PathRefused, PatternsRefused) as exc:
             return f"map-codebase refused: {exc}"
         return None
 

@@ -1,9 +1,9 @@
 """The `map-codebase` driver: walk, then read and parse files in worker-thread batches.
 
-The work runs in worker threads, off the event loop. A cancelled map stops its thread between
-files (a flag the thread checks), without waiting for the batch; each file has a time budget
-(`FILE_BUDGET_SECONDS`) and any failure on one file becomes that file's diagnostic, so one
-pathological file never fails or freezes the map.
+The work runs in worker threads, off the event loop (compiling the caller's globs too). A cancelled
+map stops its thread at the next folder or file (a flag the thread checks), without waiting for the
+step or batch; each file has a time budget (`FILE_BUDGET_SECONDS`) and any failure on one file
+becomes that file's diagnostic, so one pathological file never fails or freezes the map.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -192,7 +193,7 @@ class _Builder:
 async def _scan(walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]]) -> WalkResult:
     """Stage "scan": walk in worker-thread steps; the total is unknown, so progress is an estimate."""
     await progress(0.0, "scanning files", stage="scan", sub=0.0, force=True)
-    while not await in_thread(walker.step):  # a step is short: an abandoned one ends on its own
+    while not await in_thread(walker.step, stop=walker.stop):  # cancelled, the step ends at its next folder
         await checkpoint()
         found = len(walker.result.files)
         share = found / (found + 2000)
@@ -240,9 +241,10 @@ async def map_codebase(
     At most `max_files` files are mapped; the result says when more were left out.
     `checkpoint` is awaited between steps and batches (it raises when the job is cancelled);
     `diagnostic` receives notes about unreadable or unparsable files (also kept in the result).
+    Raises `PatternsRefused` for `include` or `exclude` globs past the walk's limits.
     """
     progress = _Progress(report)
-    walker = Walker(root, roots=roots, include=include, exclude=exclude, max_files=max_files)
+    walker = await in_thread(partial(Walker, root, roots=roots, include=include, exclude=exclude, max_files=max_files))
     walked = await _scan(walker, progress, checkpoint)
     builder = _Builder(diagnostic, walked)
     if walked.truncated:

@@ -5,12 +5,18 @@ negation `!`, directory-only `dir/`, anchoring (a `/` anywhere but at the end), 
 `[...]`, and `**` (leading `**/`, trailing `/**`, inner `/**/`). A deeper .gitignore overrides
 a shallower one; inside one file the last matching pattern wins; an ignored directory is not
 entered, so nothing below it can be re-included (as in git).
+
+Compiling patterns costs the server up to ~9 us a character (a regex alternation of them all), so a
+set of patterns is bounded: a .gitignore's first `PATTERNS_MAX` patterns of `PATTERNS_MAX_CHARS`
+characters are honoured (a diagnostic says the rest were ignored), and include/exclude globs past
+them are refused. The walk runs in a worker thread and checks its `stop` flag at every folder.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +52,9 @@ BINARY_EXTENSIONS = frozenset("." + word for word in _BINARY_EXTENSION_WORDS.spl
 
 BINARY_SNIFF_BYTES = 8192
 GITIGNORE_MAX_BYTES = 1024 * 1024
+PATTERNS_MAX = 1_000  # patterns in one set: a .gitignore, the include or the exclude globs
+PATTERNS_MAX_CHARS = 16 * 1024  # their text together: at most about 0.15 s of compiling
+LIMITS = f"at most {PATTERNS_MAX:,} patterns of {PATTERNS_MAX_CHARS:,} characters together"
 
 
 def looks_binary(head: bytes) -> bool:
@@ -141,11 +150,44 @@ class _Rule:
     dir_only: bool
 
 
+def _trimmed(line: str) -> str:
+    """The line without its line break and trailing spaces, but for one escaped (`\\ `)."""
+    line = line.rstrip("\r\n")
+    trimmed = line.rstrip(" ")
+    return trimmed + " " if trimmed.endswith("\\") and len(trimmed) < len(line) else trimmed
+
+
+def _is_pattern(line: str) -> bool:
+    return bool(line.strip(" \r\n")) and not line.startswith("#")
+
+
+def honoured(lines: Iterable[str]) -> tuple[list[str], int]:
+    """The first pattern lines (no blanks or comments) within `LIMITS`, and how many pattern lines come after."""
+    kept: list[str] = []
+    chars = past = 0
+    for line in filter(_is_pattern, lines):
+        chars += len(line)
+        if past or len(kept) >= PATTERNS_MAX or chars > PATTERNS_MAX_CHARS:
+            past += 1
+        else:
+            kept.append(line)
+    return kept, past
+
+
+class PatternsRefused(ValueError):
+    """Include or exclude globs past `LIMITS`."""
+
+
+def check_globs(name: str, globs: Sequence[str] | None) -> None:
+    """Raise `PatternsRefused` (naming the argument `name` and the limits) when `globs` are past `LIMITS`."""
+    if globs and honoured(globs)[1]:
+        size = sum(map(len, globs))
+        raise PatternsRefused(f"{name}: {len(globs):,} patterns of {size:,} characters; {LIMITS}")
+
+
 def _parse_line(line: str) -> _Rule | None:
     """One .gitignore line as a rule, or None for blanks and comments."""
-    line = line.rstrip("\r\n")
-    while line.endswith(" ") and not line.endswith("\\ "):
-        line = line[:-1]
+    line = _trimmed(line)
     if not line or line.startswith("#"):
         return None
     negated = line.startswith("!")
@@ -257,10 +299,13 @@ class Walker:
         exclude: Sequence[str] | None = None,
         max_files: int | None = None,
     ) -> None:
+        check_globs("include", include)
+        check_globs("exclude", exclude)
         real = os.path.realpath(root)
         if not os.path.isdir(real):
             raise NotADirectoryError(f"'{root}' is not a directory")
         self.result = WalkResult()
+        self.stop = threading.Event()  # set, the walk ends at the next folder (its job was cancelled)
         self._roots = tuple(Path(r).resolve() for r in roots)
         self._include = PatternSet.parse(include) if include else None
         self._exclude = PatternSet.parse(exclude or ())
@@ -277,14 +322,14 @@ class Walker:
         return not self._stack
 
     def step(self, budget: int = 2000) -> bool:
-        """Walk until about `budget` directory entries were looked at; True when finished."""
-        while self._stack and budget > 0:
+        """Walk until about `budget` directory entries were looked at or `stop` is set; True when finished."""
+        while self._stack and budget > 0 and not self.stop.is_set():
             budget -= self._visit(self._stack.pop())
         return self.done
 
     def walk(self) -> WalkResult:
-        """Walk everything at once."""
-        while not self.step():
+        """Walk everything at once (or until `stop` is set)."""
+        while not self.step() and not self.stop.is_set():
             pass
         return self.result
 
@@ -328,7 +373,10 @@ class Walker:
             reason = exc.reason if isinstance(exc, Refused) else exc.strerror or str(exc)
             self.result.diagnostics.append(f"cannot read {folder.rel}.gitignore: {reason}")
             return ()
-        return (PatternSet.parse(data.decode("utf-8", errors="replace").splitlines(), folder.rel),)
+        patterns, past = honoured(data.decode("utf-8", errors="replace").splitlines())
+        if past:
+            self.result.diagnostics.append(f"{folder.rel}.gitignore: {past:,} more patterns ignored ({LIMITS})")
+        return (PatternSet.parse(patterns, folder.rel),)
 
     def _entry(self, folder: _Dir, rules: tuple[PatternSet, ...], entry: _Found, out: list[_Dir]) -> None:
         rel = folder.rel + entry.name
