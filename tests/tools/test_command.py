@@ -170,19 +170,34 @@ async def test_nonzero_exit_and_stderr(tmp_path: Path) -> None:
     assert outcome.stdout_tail == ""
 
 
-async def test_on_line_in_order_sync_and_async(tmp_path: Path) -> None:
+async def test_on_lines_in_order_sync_and_async(tmp_path: Path) -> None:
     seen: list[tuple[str, str]] = []
 
-    async def on_line(stream: str, line: str) -> None:
-        seen.append((stream, line))
+    async def on_lines(stream: str, lines: list[str]) -> None:
+        seen.extend((stream, line) for line in lines)
 
-    script = "printf 'a\\nb\\r\\n'; printf 'e\\n' >&2; printf 'c'"
-    await run_process(["sh", "-c", script], cwd=tmp_path, on_line=on_line)
+    script = "printf 'a\\nb\\r\\n'; printf 'e\\n' >&2; printf 'c\\r'"
+    await run_process(["sh", "-c", script], cwd=tmp_path, on_lines=on_lines)
     assert [line for stream, line in seen if stream == "stdout"] == ["a", "b", "c"]
     assert [line for stream, line in seen if stream == "stderr"] == ["e"]
     plain: list[str] = []
-    await run_process(["printf", "x\\ny\\n"], cwd=tmp_path, on_line=lambda _s, line: plain.append(line))
+    await run_process(["printf", "x\\ny\\n"], cwd=tmp_path, on_lines=lambda _s, lines: plain.extend(lines))
     assert plain == ["x", "y"]
+
+
+async def test_a_flood_of_lines_arrives_a_read_at_a_time_every_line_in_order(tmp_path: Path) -> None:
+    """`yes` wrote 32,768 lines per 64 KiB read and each went through a Python call on the event loop (other
+    clients waited 0.3-1.8 s): now the lines of a read come in one call, none lost, none reordered."""
+    batches: list[int] = []
+    seen: list[str] = []
+
+    def on_lines(_stream: str, lines: list[str]) -> None:
+        batches.append(len(lines))
+        seen.extend(lines)
+
+    await run_process(["seq", "200000"], cwd=tmp_path, on_lines=on_lines)
+    assert seen == [str(n) for n in range(1, 200_001)]
+    assert len(batches) <= 1_288_895 // 1024, f"{len(batches)} calls for 1.3 MB of output"  # seq writes 4 KiB
 
 
 async def test_tail_is_bounded_and_flagged(tmp_path: Path) -> None:
@@ -232,10 +247,10 @@ async def test_missing_program_fails_to_start(tmp_path: Path) -> None:
 async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     groups: dict[int, list[int]] = {}
 
-    def on_line(_stream: str, line: str) -> None:
-        groups[int(line)] = live_members(int(line))
+    def on_lines(_stream: str, lines: list[str]) -> None:
+        groups.update((int(line), live_members(int(line))) for line in lines)
 
-    outcome = await run_process(["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, timeout=0.5, grace=1.0, on_line=on_line)
+    outcome = await run_process(["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, timeout=0.5, grace=1.0, on_lines=on_lines)
     assert outcome.timed_out and outcome.signal == signal.SIGTERM and outcome.exit_code is None
     ((pgid, members),) = groups.items()
     assert len(members) >= 2, "the shell and its background sleep were running"
@@ -247,11 +262,11 @@ async def test_cancellation_kills_the_whole_group(tmp_path: Path, prefix: str) -
     pgids: list[int] = []
     with anyio.CancelScope() as scope:
 
-        def on_line(_stream: str, line: str) -> None:
-            pgids.append(int(line))
+        def on_lines(_stream: str, lines: list[str]) -> None:
+            pgids.extend(map(int, lines))
             scope.cancel()
 
-        await run_process(["sh", "-c", prefix + GROUP_SCRIPT], cwd=tmp_path, grace=0.3, on_line=on_line)
+        await run_process(["sh", "-c", prefix + GROUP_SCRIPT], cwd=tmp_path, grace=0.3, on_lines=on_lines)
     assert scope.cancelled_caught
     assert live_members(pgids[0]) == []
 
@@ -260,11 +275,11 @@ async def test_asyncio_task_cancel_kills_the_group_and_propagates(tmp_path: Path
     pgids: list[int] = []
     ready = asyncio.Event()
 
-    def on_line(_stream: str, line: str) -> None:
-        pgids.append(int(line))
+    def on_lines(_stream: str, lines: list[str]) -> None:
+        pgids.extend(map(int, lines))
         ready.set()
 
-    task = asyncio.create_task(run_process(["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, on_line=on_line))
+    task = asyncio.create_task(run_process(["sh", "-c", GROUP_SCRIPT], cwd=tmp_path, on_lines=on_lines))
     await ready.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -280,7 +295,7 @@ async def test_term_ignored_is_killed_after_grace(tmp_path: Path) -> None:
         cwd=tmp_path,
         timeout=0.5,
         grace=0.3,
-        on_line=lambda _s, ln: pgids.append(int(ln)),
+        on_lines=lambda _s, lines: pgids.extend(map(int, lines)),
     )
     assert outcome.timed_out and outcome.signal == signal.SIGKILL
     assert outcome.duration_ms >= 800
@@ -360,7 +375,7 @@ async def test_a_grandchild_in_its_own_session_ends_at_the_time_out(tmp_path: Pa
     escaped: list[int] = []
     outcome = await run_process(
         ["sh", "-c", ESCAPE_SCRIPT], cwd=tmp_path, timeout=0.5, grace=0.5, cgroups=cgroups,
-        on_line=lambda _s, line: escaped.append(int(line)),
+        on_lines=lambda _s, lines: escaped.extend(map(int, lines)),
     )  # fmt: skip
     assert outcome.timed_out
     assert not alive(escaped[0]), "the setsid grandchild survived the time-out"
@@ -371,11 +386,11 @@ async def test_a_grandchild_in_its_own_session_ends_at_cancellation(tmp_path: Pa
     escaped: list[int] = []
     with anyio.CancelScope() as scope:
 
-        def on_line(_stream: str, line: str) -> None:
-            escaped.append(int(line))
+        def on_lines(_stream: str, lines: list[str]) -> None:
+            escaped.extend(map(int, lines))
             scope.cancel()
 
-        await run_process(["sh", "-c", ESCAPE_SCRIPT], cwd=tmp_path, grace=0.5, cgroups=cgroups, on_line=on_line)
+        await run_process(["sh", "-c", ESCAPE_SCRIPT], cwd=tmp_path, grace=0.5, cgroups=cgroups, on_lines=on_lines)
     assert scope.cancelled_caught
     assert not alive(escaped[0]), "the setsid grandchild survived the cancellation"
 
@@ -407,10 +422,10 @@ async def main() -> None:
     async def started(record):
         print(json.dumps(record), flush=True)
 
-    def line(stream, text):
-        print(text, flush=True)
+    def lines(stream, texts):
+        print(*texts, sep="\\n", flush=True)
 
-    await run_process(["sh", "-c", sys.argv[1]], cwd=Path("."), on_start=started, on_line=line,
+    await run_process(["sh", "-c", sys.argv[1]], cwd=Path("."), on_start=started, on_lines=lines,
                       cgroups=sys.argv[2] == "1")
 
 anyio.run(main)

@@ -157,7 +157,7 @@ class RunCommand:
                 env=child_env,
                 executable=executable,
                 timeout=timeoutSeconds,
-                on_line=stream.line,
+                on_lines=stream.lines,
                 on_start=started,
             )
         except CommandFailedToStart as exc:
@@ -191,24 +191,26 @@ class RunCommand:
 class _Stream:
     """Streamed output: the progress message is the last line; the last lines become diagnostics.
 
-    Output without line breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
+    The lines of one read arrive together and only their last `KEEP_LINES` are looked at: the work per
+    read is bounded, whatever the number of lines (`yes` writes 32,768 in 64 KiB). Output without line
+    breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
     (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`.
     """
 
     def __init__(self, job: JobContext) -> None:
-        self.job, self.lines, self.written = job, list[str](), 0.0
+        self.job, self.kept, self.written = job, list[str](), 0.0
 
-    async def line(self, stream: str, text: str) -> None:
-        self.lines.append(diagnostic_line(f"{stream}: {text}"))  # cut once, as the job keeps it
-        del self.lines[:-KEEP_LINES]
-        while sum(map(len, self.lines)) > KEEP_CHARS:
-            del self.lines[0]
+    async def lines(self, stream: str, lines: list[str]) -> None:
+        self.kept += [diagnostic_line(f"{stream}: {text}") for text in lines[-KEEP_LINES:]]  # cut once, as kept
+        del self.kept[:-KEEP_LINES]
+        while sum(map(len, self.kept)) > KEEP_CHARS:
+            del self.kept[0]
         if time.monotonic() - self.written >= PROGRESS_EVERY:
             self.written = time.monotonic()
-            await self.job.progress(None, text[:500], stage="running")
+            await self.job.progress(None, lines[-1][:500], stage="running")
 
     def last_lines(self) -> list[str]:
-        return list(self.lines)
+        return list(self.kept)
 
 
 class SpecRegistry(Protocol):
