@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from vibe_jobs.tools.allowlist import Allowlist
+from vibe_jobs.tools.builtin import MapCodebase, RunCommand
 from vibe_jobs.tools.printable import printable
 from vibe_jobs.tools.roots import PathRefused, resolve_within_roots
 
@@ -17,6 +19,8 @@ def tree(tmp_path: Path) -> Path:
     (tmp_path / "outside").mkdir()
     (tmp_path / "root" / "escape").symlink_to(tmp_path / "outside")
     (tmp_path / "root" / "loop").symlink_to(tmp_path / "root" / "loop")
+    (tmp_path / "root" / "inner").symlink_to("sub")
+    (tmp_path / "root" / "dangling").symlink_to(tmp_path / "missing")
     return tmp_path
 
 
@@ -30,6 +34,10 @@ def test_inside_paths_resolve(tree: Path) -> None:
     root = tree / "root"
     assert resolve_within_roots("sub", [root], must_be_dir=True) == root / "sub"
     assert resolve_within_roots(str(root / "file.py"), [root]) == root / "file.py"
+    assert resolve_within_roots("sub/../file.py", [root]) == root / "file.py"
+    assert resolve_within_roots(f"{root}/../root/sub/", [root]) == root / "sub"  # above the root is on the way
+    assert resolve_within_roots("inner", [root]) == root / "sub"
+    assert resolve_within_roots("inner/../file.py", [root]) == root / "file.py"  # `..` from where the link led
 
 
 def test_outside_and_missing_read_the_same_and_name_no_root(tree: Path) -> None:
@@ -40,6 +48,34 @@ def test_outside_and_missing_read_the_same_and_name_no_root(tree: Path) -> None:
     }
     assert messages == {"path 'P' does not exist or is outside the allowed roots"}
     assert refusal("file.py", root, must_be_dir=True) == "path 'file.py' is not a directory"
+
+
+def tool_refusal(tool: str, root: Path, path: str) -> str | None:
+    """What the tool answers for `path` as its directory argument (map-codebase's path, run-command's cwd)."""
+    if tool == "map-codebase":
+        return MapCodebase([root]).refuse({"path": path})
+    allowlist = Allowlist.build("true", None, root=root, environ={"PATH": "/usr/bin:/bin"})
+    return RunCommand([root], allowlist).refuse({"command": ["true"], "cwd": path})
+
+
+@pytest.mark.parametrize("tool", ["map-codebase", "run-command"])
+def test_whether_a_path_outside_the_roots_exists_changes_no_answer(tree: Path, tool: str) -> None:
+    """`Path.resolve` looked `<outside>` up to resolve `<outside>/../root/sub`: the path was accepted when
+    `<outside>` existed and refused when it did not. A way out of the roots is now refused whatever lies there."""
+    root = tree / "root"
+    answers = {
+        (tool_refusal(tool, root, path) or "accepted").replace(path, "P")
+        for path in (
+            f"{tree}/outside/../root/sub",
+            f"{tree}/missing/../root/sub",
+            f"{tree}/root/file.py/../../outside/../root/sub",
+            f"{tree}/root/sub/../../missing/../root/sub",
+            "escape/../root/sub",  # a link out, and back in: its target's existence is outside too
+            "dangling/../root/sub",
+        )
+    }
+    assert answers == {f"{tool} refused: path 'P' does not exist or is outside the allowed roots"}
+    assert tool_refusal(tool, root, f"{tree}/root/sub/../../root/sub") is None
 
 
 def test_hostile_paths_get_a_clear_refusal(tree: Path) -> None:

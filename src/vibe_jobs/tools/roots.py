@@ -2,15 +2,19 @@
 
 `VIBE_JOBS_ROOTS` (path-separator separated) names them; the default is the directory the
 server started in. A path is served only when its real location (symbolic links resolved)
-lies inside one of the roots.
+lies inside one of the roots, and the way to it never leaves them (nor the directories above them).
 
 A refusal says the same thing whether a path outside the roots exists or not, and never lists
-the roots: a caller learns nothing about the machine beyond what it may already read.
+the roots: a caller learns nothing about the machine beyond what it may already read. So a path
+is resolved a component at a time and refused at the first step out, before anything outside is
+looked at: `Path.resolve` looked up `/etc/x` to resolve `/etc/x/../../root`, and accepted it
+only when `/etc/x` existed.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from vibe_jobs.errors import ConfigError
 from vibe_jobs.tools.printable import shortened
 
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux: no longer path can be opened anyway
+MAX_LINKS = 40  # symbolic links followed for one path (Linux's own limit): past it, a loop
 
 
 class PathRefused(ValueError):
@@ -67,10 +72,37 @@ def resolve_within_roots(path: str | Path, roots: Sequence[Path], *, must_be_dir
 
 
 def _existing(text: str, roots: Sequence[Path]) -> Path | None:
-    """The real location of `text` (relative to the first root), or None when it cannot be found."""
+    """The real location of `text` (relative to the first root), or None when it cannot be found without
+    stepping out of the roots."""
     try:
         raw = Path(text).expanduser()
-        candidate = raw if raw.is_absolute() else roots[0] / raw
-        return candidate.resolve(strict=True)
-    except (OSError, RuntimeError, ValueError):  # missing, a loop, a name too long, an unknown ~user, a lone surrogate
+        return _walk(raw if raw.is_absolute() else roots[0] / raw, roots)
+    except (OSError, RuntimeError, ValueError):  # missing, a name too long, an unknown ~user, a lone surrogate
         return None
+
+
+def _walk(path: Path, roots: Sequence[Path]) -> Path | None:
+    """Resolve the absolute `path` as the kernel would (`..` from where a symbolic link led), a component at
+    a time; None at the first step to a place neither in a root nor above one (nothing there is looked at),
+    or past MAX_LINKS links. Raises OSError for a missing component."""
+    here, todo, links = Path(os.sep), list(reversed(path.parts[1:])), 0
+    while todo:
+        name = todo.pop()
+        step = here.parent if name == ".." else here / name
+        if not _on_the_way(step, roots):
+            return None
+        if not stat.S_ISLNK(os.lstat(step).st_mode):
+            here = step
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            return None
+        target = Path(os.readlink(step))
+        here = Path(os.sep) if target.is_absolute() else here
+        todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+    return here
+
+
+def _on_the_way(path: Path, roots: Sequence[Path]) -> bool:
+    """True in a root or in a directory above one (those exist whenever the roots do: nothing is learnt)."""
+    return is_within(path, roots) or any(root.is_relative_to(path) for root in roots)
