@@ -24,14 +24,35 @@ if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.settings import Settings, split_names
 
+BUILTIN_HELP = f"""\
+built-in tools (none with --no-builtin):
+  map-codebase  always registered: maps a directory inside the allowed roots (each file's
+                language, line count and top-level symbols)
+  run-command   registered only when VIBE_JOBS_ALLOWED_COMMANDS names programs: runs one of
+                them directly (no shell) in a directory inside the allowed roots
+
+environment variables of the built-in tools:
+  VIBE_JOBS_ROOTS             the directories they may touch, separated by {os.pathsep!r}
+                              (default: the directory the server starts in)
+  VIBE_JOBS_ALLOWED_COMMANDS  the programs run-command may run, comma separated: a name
+                              on PATH (git) or a path under the first root
+                              (./scripts/build.sh); default: none, and no run-command
+  VIBE_JOBS_COMMAND_ENV       the names of the environment variables a caller may give
+                              the program, comma separated (default: none)
+"""
+NO_BUILTIN_HELP = "do not register the built-in tools (map-codebase, run-command: see below)"
+RAW = argparse.RawDescriptionHelpFormatter  # the epilog keeps its layout
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vibe-jobs", description="Turn any tool into a background job (MCP).")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the MCP server")
+    serve = sub.add_parser("serve", help="run the MCP server", epilog=BUILTIN_HELP, formatter_class=RAW)
     add_serve_options(serve)
-    serve.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
-    worker = sub.add_parser("worker", help="run jobs from a shared store without serving MCP")
+    serve.add_argument("--no-builtin", action="store_true", help=NO_BUILTIN_HELP)
+    worker = sub.add_parser(
+        "worker", help="run jobs from a shared store without serving MCP", epilog=BUILTIN_HELP, formatter_class=RAW
+    )
     worker.add_argument("--store", help="postgresql://... (env VIBE_JOBS_STORE)")
     worker.add_argument(
         "--tools",
@@ -43,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=flags.count, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
     )
-    worker.add_argument("--no-builtin", action="store_true", help="do not register the built-in tools")
+    worker.add_argument("--no-builtin", action="store_true", help=NO_BUILTIN_HELP)
     worker.add_argument(
         "--drain-seconds", type=flags.seconds_or_zero, default=30.0, help="on SIGTERM, wait this long for running jobs"
     )
