@@ -26,6 +26,8 @@ the job's immediate answer, and every status message get-job-result gives on the
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -60,6 +62,7 @@ PROGRESS_META_KEY = "vibe-jobs/progress"
 GET_JOB_RESULT = "get-job-result"
 WAIT_SECONDS = 30.0
 DEFAULT_POLL_MS = 1000
+MIN_POLL_MS, MAX_POLL_MS = 50, 60_000  # the range of a server's poll interval that the client keeps to
 TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 MAX_REFUSED = 3  # answers refused for one question before call_and_wait gives up (`Refusals`)
 # Their answers may name a job (get-job-result, cancel-job) but start none.
@@ -70,6 +73,7 @@ OnSample = Callable[[dict[str, Any]], Awaitable[str | Mapping[str, Any]]]
 ELICIT, SAMPLE = "elicitation/create", "sampling/createMessage"
 _on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
 _answerer: ContextVar[Answerer | None] = ContextVar("vibe_jobs_task_answerer", default=None)
+log = logging.getLogger(__name__)  # a library's: silent unless the application sets logging up
 
 
 @dataclass(frozen=True)
@@ -234,16 +238,25 @@ async def follow_task(
                     if exc.code != INVALID_PARAMS:
                         raise
                     refusals.count(",".join(sorted(requests)), exc.error.message)  # asked again, or given up
-            elif task.get("status") not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
+            elif status_of(task) not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
                 await reporter.report(_task_percent(task), task.get("statusMessage"))
-                await anyio.sleep(_interval_ms(task.get("pollIntervalMs")) / 1000)
+                await anyio.sleep(interval_ms(task.get("pollIntervalMs")) / 1000)
             request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
             task = (await session.send_request(request, WireResult)).wire()
     except anyio.get_cancelled_exc_class():
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-            await session.send_request(CancelTaskRequest(params=TaskIdParams(task_id=task_id)), WireResult)
+        await _cancel_task(session, task_id)
         raise
     return final
+
+
+async def _cancel_task(session: ClientSession, task_id: str) -> None:
+    """Ask the server to cancel the task of a cancelled caller; the caller's cancellation goes on whatever the
+    server answers (a task it no longer knows, an error): a refusal here must not replace it."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await session.send_request(CancelTaskRequest(params=TaskIdParams(task_id=task_id)), WireResult)
+        except Exception as exc:  # any failure of a courtesy call
+            log.debug("tasks/cancel of task %s failed: %s: %s", task_id, type(exc).__name__, exc)
 
 
 async def answer_task(session: ClientSession, task_id: str, requests: Mapping[str, Any], answerer: Answerer) -> None:
@@ -256,7 +269,7 @@ async def answer_task(session: ClientSession, task_id: str, requests: Mapping[st
 
 def terminal_result(task: Mapping[str, Any], answerer: Answerer | None = None) -> CallToolResult | None:
     """The CallToolResult a terminal DetailedTask stands for; None while it is not (yet) one."""
-    status = task.get("status")
+    status = status_of(task)
     if status == "completed" and isinstance(task.get("result"), dict):
         return CallToolResult.model_validate(task["result"])
     if status == "failed" and isinstance(error := task.get("error"), dict):
@@ -279,8 +292,21 @@ def _task_percent(task: Mapping[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _interval_ms(value: Any) -> int:
-    return max(50, int(value)) if isinstance(value, int | float) else DEFAULT_POLL_MS
+def interval_ms(value: Any) -> int:
+    """The one rule for a poll interval a server gives (pollIntervalMs, pollingRecommendation.interval): kept
+    within MIN_POLL_MS..MAX_POLL_MS (0 would spin, 1e308 sleep for ever); DEFAULT_POLL_MS for anything but a
+    finite number (NaN, infinity, a text, true)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return DEFAULT_POLL_MS
+    if isinstance(value, float) and not math.isfinite(value):
+        return DEFAULT_POLL_MS
+    return int(min(max(value, MIN_POLL_MS), MAX_POLL_MS))
+
+
+def status_of(msg: Mapping[str, Any]) -> str | None:
+    """The status of a status message or task; a status that is no text (an object, a number) is none."""
+    status = msg.get("status")
+    return status if isinstance(status, str) else None
 
 
 # -- the jobId protocol ----------------------------------------------------------------------
@@ -319,25 +345,16 @@ async def follow_job(
     refusals = Refusals()
     while True:
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
-        question = last.get("waitingFor")
-        if question and answerer is not None and answerer.can(_METHODS.get(question.get("kind"), "")):
+        question = _question(last)
+        if question and answerer is not None and answerer.can(_METHODS.get(str(question.get("kind")), "")):
             why = await answer_job(client, job_id, question, answerer)
             if why is None:
                 question = None
             else:  # the question stays (or the job moved on): read again, and answer what it asks then
                 refusals.count(str(question.get("requestId")), why)
-        if wait_seconds > 0 and not question:  # (a question nobody here answers: read at the recommendation)
-            reply = await client.call_tool(
-                GET_JOB_RESULT,
-                {**args, "waitSeconds": wait_seconds},
-                read_timeout_seconds=wait_seconds + 30,
-                progress_callback=on_progress,
-            )
-        else:
-            await anyio.sleep(_recommended_ms(last) / 1000)
-            reply = await client.call_tool(GET_JOB_RESULT, args)
+        reply = await _read_job(client, args, last, wait_seconds if not question else 0, on_progress)
         msg = reply.structured_content
-        if not msg or "status" not in msg:
+        if not msg or status_of(msg) is None:
             return reply  # e.g. job_not_found (the job expired): the isError answer says so
         if on_status is not None:
             await on_status(msg)
@@ -348,6 +365,28 @@ async def follow_job(
         elif msg.get("rateLimited"):  # never for a long-poll by the rule; a server may still say so
             await anyio.sleep(_recommended_ms(msg) / 1000)
         last = msg
+
+
+async def _read_job(
+    client: Client, args: dict[str, Any], last: Mapping[str, Any], wait_seconds: float, on_progress: ProgressFn | None
+) -> CallToolResult:
+    """One read of get-job-result: a long-poll when wait_seconds > 0, else a read at the last answer's
+    recommendation."""
+    if wait_seconds <= 0:
+        await anyio.sleep(_recommended_ms(last) / 1000)
+        return await client.call_tool(GET_JOB_RESULT, args)
+    return await client.call_tool(
+        GET_JOB_RESULT,
+        {**args, "waitSeconds": wait_seconds},
+        read_timeout_seconds=wait_seconds + 30,
+        progress_callback=on_progress,
+    )
+
+
+def _question(msg: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The question a job waits on (`waitingFor`), if the answer names one."""
+    question = msg.get("waitingFor")
+    return question if isinstance(question, Mapping) and question else None
 
 
 _METHODS = {"elicitation": ELICIT, "sampling": SAMPLE}
@@ -387,7 +426,7 @@ def first_text(result: CallToolResult) -> str | None:
 
 def _recommended_ms(msg: Mapping[str, Any]) -> int:
     reco = msg.get("pollingRecommendation") or {}
-    return _interval_ms(reco.get("interval"))
+    return interval_ms(reco.get("interval") if isinstance(reco, Mapping) else None)
 
 
 class Reporter:
