@@ -352,7 +352,7 @@ async def follow_job(
                 question = None
             else:  # the question stays (or the job moved on): read again, and answer what it asks then
                 refusals.count(str(question.get("requestId")), why)
-        reply = await _read_job(client, args, last, wait_seconds if not question else 0, on_progress)
+        reply, unused = await _read_job(client, args, last, wait_seconds if not question else 0, on_progress)
         msg = reply.structured_content
         if not msg or status_of(msg) is None:
             return reply  # e.g. job_not_found (the job expired): the isError answer says so
@@ -362,25 +362,40 @@ async def follow_job(
             return CallToolResult.model_validate(msg["result"]) if isinstance(msg.get("result"), dict) else reply
         if wait_seconds <= 0:
             await reporter.report(msg.get("progress"), msg.get("message"))
-        elif msg.get("rateLimited"):  # never for a long-poll by the rule; a server may still say so
-            await anyio.sleep(_recommended_ms(msg) / 1000)
+        else:
+            await anyio.sleep(_pause_after_long_poll(msg, unused))
         last = msg
+
+
+def _pause_after_long_poll(msg: Mapping[str, Any], unused: float) -> float:
+    """Seconds to wait before reading again after a long-poll's unfinished answer. Its time used up: none. Answered
+    early (the server waits less than asked, or not at all): the answer's recommendation, no longer than the time
+    left unused, so a server that answers at once is not read in a busy loop. Rate-limited (never for a long-poll
+    by the rule; a server may still say so): the recommendation. A question the job waits on is answered (or read
+    at the recommendation) at once."""
+    if msg.get("rateLimited"):
+        return _recommended_ms(msg) / 1000
+    if _question(msg) or unused <= 0:
+        return 0.0
+    return min(_recommended_ms(msg) / 1000, unused)
 
 
 async def _read_job(
     client: Client, args: dict[str, Any], last: Mapping[str, Any], wait_seconds: float, on_progress: ProgressFn | None
-) -> CallToolResult:
+) -> tuple[CallToolResult, float]:
     """One read of get-job-result: a long-poll when wait_seconds > 0, else a read at the last answer's
-    recommendation."""
+    recommendation. With the seconds of the long-poll left unused (the server answered before them)."""
     if wait_seconds <= 0:
         await anyio.sleep(_recommended_ms(last) / 1000)
-        return await client.call_tool(GET_JOB_RESULT, args)
-    return await client.call_tool(
+        return await client.call_tool(GET_JOB_RESULT, args), 0.0
+    began = anyio.current_time()
+    reply = await client.call_tool(
         GET_JOB_RESULT,
         {**args, "waitSeconds": wait_seconds},
         read_timeout_seconds=wait_seconds + 30,
         progress_callback=on_progress,
     )
+    return reply, wait_seconds - (anyio.current_time() - began)
 
 
 def _question(msg: Mapping[str, Any]) -> Mapping[str, Any] | None:

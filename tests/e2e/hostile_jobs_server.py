@@ -3,6 +3,7 @@
 scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tasks/get and tasks/cancel is logged
 (`METHOD MONOTONIC_SECONDS`, one a line):
 
+- `early`: long-polls answered at once (running, recommendation 200 ms); the job completes at the 4th read;
 - `nan`: no long-polls (get-job-result has no waitSeconds); the job's recommendation is NaN; it completes at once;
 - `status_object`: the job's status is an object;
 - `task_inf`: the tasks extension; tasks/get says pollIntervalMs Infinity, then the task completes;

@@ -1,9 +1,11 @@
 """The client side against a hostile job server (tests/e2e/hostile_jobs_server.py, a real MCP server over stdio):
-`vibe-jobs call` run as a person runs it, and `vibe_jobs.client.call_and_wait` in process. A server that gives poll
-intervals that are no numbers or refuses a cancel must neither crash nor hang the client (review helper-61 F5)."""
+`vibe-jobs call` run as a person runs it, and `vibe_jobs.client.call_and_wait` in process. A server that answers
+long-polls at once, gives poll intervals that are no numbers or refuses a cancel must neither spin, crash nor hang
+the client (review helper-61 F3, F5)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import subprocess
@@ -60,6 +62,18 @@ def reads(log: Path, method: str) -> list[float]:
 def test_a_server_s_poll_interval_is_kept_within_bounds(given: object, kept: int) -> None:
     """1e308 ms slept for ever, 0 spun; NaN raised ValueError and infinity OverflowError."""
     assert interval_ms(given) == kept
+
+
+def test_long_polls_answered_at_once_are_read_at_the_recommendation(tmp_path: Path) -> None:
+    """A server that answers every long-poll at once (its cap is lower, or it is hostile) was read in a busy loop:
+    thousands of get-job-result a second. Each read now waits the answer's recommendation (200 ms)."""
+    log = tmp_path / "reads.log"
+    done = run_call("early", log)
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    times = reads(log, "get-job-result")
+    assert len(times) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.15, gaps  # before: a millisecond or two
 
 
 def test_a_recommendation_that_is_no_number_is_read_at_the_default(tmp_path: Path) -> None:
