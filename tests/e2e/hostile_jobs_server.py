@@ -6,6 +6,8 @@ scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tas
 - `early`: long-polls answered at once (running, recommendation 200 ms); the job completes at the 4th read;
 - `nan`: no long-polls (get-job-result has no waitSeconds); the job's recommendation is NaN; it completes at once;
 - `status_object`: the job's status is an object;
+- `escapes`: the job's message, stage and result are full of terminal control sequences; it completes at the 3rd;
+- `error_escapes`: the call answers a JSON-RPC error with control sequences, after writing some to stderr;
 - `task_inf`: the tasks extension; tasks/get says pollIntervalMs Infinity, then the task completes;
 - `task_refuses_cancel`: the tasks extension; the task works for ever and tasks/cancel answers "Task not found".
 """

@@ -1,12 +1,14 @@
 """The client side against a hostile job server (tests/e2e/hostile_jobs_server.py, a real MCP server over stdio):
 `vibe-jobs call` run as a person runs it, and `vibe_jobs.client.call_and_wait` in process. A server that answers
-long-polls at once, gives poll intervals that are no numbers or refuses a cancel must neither spin, crash nor hang
-the client (review helper-61 F3, F5)."""
+long-polls at once, gives poll intervals that are no numbers, refuses a cancel or writes escape sequences must
+neither spin, crash, hang nor drive the person's terminal (review helper-61 F3-F5, helper-59 F6)."""
 
 from __future__ import annotations
 
 import itertools
 import os
+import pty
+import select
 import shlex
 import subprocess
 import sys
@@ -22,7 +24,8 @@ from vibe_jobs.client import DEFAULT_POLL_MS, MAX_POLL_MS, MIN_POLL_MS, TasksCli
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = ROOT / "tests" / "e2e" / "hostile_jobs_server.py"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VIBE_JOBS_LOG_LEVEL": "warning"}
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VIBE_JOBS_LOG_LEVEL": "warning", "COLUMNS": "60"}
+ESCAPES = "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m\r\x1b[Kspoofed"  # what the server writes
 
 
 def call_command(scenario: str, log: Path | None = None) -> list[str]:
@@ -116,3 +119,50 @@ async def test_a_refused_tasks_cancel_does_not_replace_the_cancellation(tmp_path
     log = tmp_path / "reads.log"
     assert await follow_task("task_refuses_cancel", log, 0.5) == (None, True)
     assert len(reads(log, "tasks/cancel")) == 1
+
+
+# -- what reaches the person's terminal ---------------------------------------------------
+
+
+def test_a_job_s_words_reach_stderr_escaped_and_a_pipe_gets_the_result_as_it_is() -> None:
+    """Progress lines carried the job's message and stage raw. The result on stdout, a pipe here, is the tool's
+    exact text (`call ... > out.txt`); on a terminal it is escaped (the test below)."""
+    done = run_call("escapes")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr, done.stderr
+    assert "[\\x1b]0;PWNED-TITLE\\x07" in done.stderr and "spoofed step 2" in done.stderr
+    assert done.stdout.startswith(f"done {ESCAPES[:20]}"), done.stdout  # byte for byte (text mode reads \r as \n)
+
+
+def test_a_server_s_error_and_its_log_reach_stderr_escaped() -> None:
+    """An MCPError's message and the server's stderr tail were printed raw."""
+    done = run_call("error_escapes")
+    assert done.returncode == 2
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr, done.stderr
+    assert "MCPError: boom \\x1b]0;PWNED-TITLE" in done.stderr and "server: hostile log line \\x1b" in done.stderr
+
+
+def test_on_a_terminal_the_bar_and_the_result_are_escaped() -> None:
+    """On a TTY the bar (cut to the terminal's width, 60 columns here) and the result carried raw escape
+    sequences: the title was set and the screen cleared. Only the bar's own redraw (`\\r\\x1b[K`) is left."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        call_command("escapes"), cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=child, stderr=child
+    )
+    os.close(child)
+    seen = b""
+    while select.select([main], [], [], 30)[0]:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    assert proc.wait(20) == 0, seen
+    shown = seen.replace(b"\r\x1b[K", b"")
+    assert b"\x1b" not in shown and b"\x07" not in shown, seen
+    assert b"done \\x1b]0;PWNED-TITLE\\x07" in shown
+    bars = [drawn for drawn in seen.split(b"\r\x1b[K") if drawn.startswith(b"[##")]
+    assert bars and all(len(bar) == 59 for bar in bars), bars  # escaped, then cut: no half sequence

@@ -31,7 +31,7 @@ from vibe_jobs.errors import first_leaf
 from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
-from vibe_jobs.tools.printable import printable_lines
+from vibe_jobs.tools.printable import printable, printable_lines
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -195,14 +195,16 @@ class ProgressView:
             self.show()
 
     def line(self) -> str:
+        """One line for a person: the job's stage and message escaped (`printable`), so they never drive the
+        terminal, and a bar cut to its width never cuts an escape sequence in half."""
         pct = f"{self.percent:3.0f}%" if self.percent is not None else "  ?%"
-        stage = f"[{self.stage}] " if self.stage else ""
-        return f"{pct} {stage}{self.message or ''}".rstrip()
+        stage = f"[{printable(str(self.stage))}] " if self.stage else ""
+        return f"{pct} {stage}{printable(str(self.message or ''))}".rstrip()
 
     def bar(self) -> str:
         filled = round(BAR_WIDTH * min(max(self.percent or 0, 0), 100) / 100)
         text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.line()}"
-        return text[: shutil.get_terminal_size().columns - 1]
+        return text[: shutil.get_terminal_size().columns - 1]  # escaped already: a cut leaves no half sequence
 
     def show(self) -> None:
         text = self.line()
@@ -230,7 +232,7 @@ def ask_cancel(job_id: str) -> bool:
     """Ask on the terminal; without one (stdin not a TTY) the answer is yes."""
     if not sys.stdin.isatty():
         return True
-    sys.stderr.write(f"\nCancel job {job_id}? [y/N] ")
+    sys.stderr.write(f"\nCancel job {printable(job_id)}? [y/N] ")
     sys.stderr.flush()
     try:
         with open("/dev/tty", encoding="utf-8") as tty:
@@ -320,7 +322,7 @@ class Follower:
         try:
             if await anyio.to_thread.run_sync(ask_cancel, job_id, abandon_on_cancel=True):
                 self.cancel_sent = True
-                print(f"vibe-jobs: cancelling job {job_id} ...", file=sys.stderr, flush=True)
+                print(f"vibe-jobs: cancelling job {printable(job_id)} ...", file=sys.stderr, flush=True)
                 reason = "interrupted from the command line"
                 await self.client.call_tool("cancel-job", {"jobId": job_id, "reason": reason})
         finally:
@@ -328,6 +330,12 @@ class Follower:
 
 
 # -- output --------------------------------------------------------------------------------
+
+
+def show(text: str) -> None:
+    """A result on stdout: escaped for a terminal (`printable_lines`: a tool's escape sequences must not drive the
+    person's terminal), as it came for a pipe or a file (`call ... > out.txt` keeps the tool's exact text)."""
+    say(printable_lines(text) if sys.stdout.isatty() else text)
 
 
 def dump(result: CallToolResult) -> dict[str, Any]:
@@ -349,7 +357,7 @@ def print_plain(result: CallToolResult, as_json: bool) -> int:
     elif result.is_error:
         print(printable_lines(f"vibe-jobs: {result_text(data) or 'the tool reported an error'}"), file=sys.stderr)
     else:
-        say(result_text(data))
+        show(result_text(data))
     return EXIT_FAILED if result.is_error else EXIT_OK
 
 
@@ -357,7 +365,7 @@ def print_started(result: CallToolResult, job_id: str, as_json: bool) -> int:
     if as_json:
         say(json.dumps(result.structured_content, indent=2))
         return EXIT_OK
-    say(job_id)
+    show(job_id)
     if text := result_text({"content": dump(result).get("content")}):
         print(printable_lines(text), file=sys.stderr)
     return EXIT_OK
@@ -369,7 +377,7 @@ def print_final(msg: dict[str, Any], as_json: bool) -> int:
     if as_json:
         say(json.dumps(msg, indent=2))
     elif status == "completed":
-        say(text)
+        show(text)
     else:
         detail = text or msg.get("message") or ""
         said = f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}"
@@ -412,13 +420,13 @@ def describe(exc: BaseException) -> str:
     exc = first_leaf(exc)
     error = getattr(exc, "error", None)
     text = getattr(error, "message", None) or str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
+    return printable(f"{type(exc).__name__}: {text}")  # a server's words (an MCPError's message) escaped
 
 
 def _server_log_tail(errlog: IO[str], lines: int = 15) -> str:
     errlog.seek(0)
     tail = errlog.read().strip().splitlines()[-lines:]
-    return "".join(f"\n  server: {line}" for line in tail)
+    return "".join(f"\n  server: {printable(line)}" for line in tail)
 
 
 def run_call(args: argparse.Namespace, settings: Settings) -> int:
