@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,14 @@ class RawStdio:
             message = await self.answer()
             if message.get("id") == request_id:
                 return message
+
+    async def stop(self, how: str) -> None:
+        """Ask the server to stop: by "SIGTERM", or by "EOF" (stdin closed)."""
+        if how == "SIGTERM":
+            self.proc.send_signal(signal.SIGTERM)
+        else:
+            assert how == "EOF" and self.proc.stdin is not None
+            await self.proc.stdin.aclose()
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return await self.request("tools/call", {"name": tool, "arguments": arguments})

@@ -516,11 +516,7 @@ async def test_a_job_printing_as_shutdown_cancels_it_does_not_reach_stdout(tmp_p
         async with raw_stdio(tools="noisy_tools", env=env, stderr=errlog) as server:
             job_id = (await server.call("noisy", {}))["result"]["structuredContent"]["jobId"]
             await until_status(server, job_id, "running")
-            if stop == "SIGTERM":
-                server.proc.send_signal(signal.SIGTERM)
-            else:
-                assert server.proc.stdin is not None
-                await server.proc.stdin.aclose()
+            await server.stop(stop)
             with anyio.fail_after(10):
                 await server.proc.wait()
                 rest = b"".join([chunk async for chunk in server.out])
@@ -551,11 +547,7 @@ async def test_a_client_that_stops_reading_does_not_keep_the_server_alive(stop: 
         for n in range(400):  # a few MB of tools/list answers, far past a pipe's 64 KiB; none of them read
             await server.send({"jsonrpc": "2.0", "id": n, "method": "tools/list"})
         await blocked_writing(server.proc.pid)
-        if stop == "SIGTERM":
-            server.proc.send_signal(signal.SIGTERM)
-        else:
-            assert server.proc.stdin is not None
-            await server.proc.stdin.aclose()
+        await server.stop(stop)
         with anyio.fail_after(15):
             code = await server.proc.wait()
     assert code == 0

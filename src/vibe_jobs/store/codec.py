@@ -30,11 +30,20 @@ COLUMNS = (
 
 Row = Sequence[Any]
 
+# Dedupe is one step: at most one active job per dedupe key, which the insert keeps (`DEDUPE_CONFLICT`). Equal
+# calls at once, in one process or several, each found no job and each inserted one (review helper-60 F4).
+# Schema step 13 of both SQL stores (released: never edited); duplicates a database holds already keep their
+# newest job's key.
+_ACTIVE_KEY = "dedupe_key IS NOT NULL AND status IN ('pending', 'running')"
+ONE_ACTIVE_PER_DEDUPE_KEY = [
+    f"""UPDATE jobs SET dedupe_key = NULL WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (
+        PARTITION BY dedupe_key ORDER BY created_at DESC, id DESC) AS n FROM jobs WHERE {_ACTIVE_KEY}) AS ranked
+        WHERE n > 1)""",
+    "DROP INDEX jobs_dedupe",
+    f"CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE {_ACTIVE_KEY}",
+]
 # What an insert of a job does when an active job holds its dedupe key: nothing (store/base.py: JobStore.insert).
-# Both SQL stores' unique index `jobs_dedupe` has this condition, word for word (schema 13 of each).
-DEDUPE_CONFLICT = (
-    " ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING"
-)
+DEDUPE_CONFLICT = f" ON CONFLICT (dedupe_key) WHERE {_ACTIVE_KEY} DO NOTHING"
 
 
 def select_list(with_result: bool = True, table: str = "") -> str:

@@ -22,6 +22,7 @@ import re
 import asyncpg
 
 from vibe_jobs.errors import ConfigError, StoreError
+from vibe_jobs.store import codec
 
 ACTIVE_SQL = "status IN ('pending', 'running')"
 FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
@@ -186,16 +187,8 @@ _V11 = ["ALTER TABLE jobs ADD COLUMN stage_history JSON"]
 # i18-schedules: a ticker pass reads the schedules due (and the next firing), not every schedule.
 _V12 = ["CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE NOT paused"]
 
-# Dedupe is one step: at most one active job per dedupe key, which the insert keeps (`codec.DEDUPE_CONFLICT`). Equal
-# calls at once, on one server or several, each found no job and each inserted one (review helper-60 F4).
-# Duplicates a database holds already keep their newest job's key.
-_V13 = [
-    f"""UPDATE jobs SET dedupe_key = NULL WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (
-        PARTITION BY dedupe_key ORDER BY created_at DESC, id DESC) AS n FROM jobs
-        WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}) AS ranked WHERE n > 1)""",
-    "DROP INDEX jobs_dedupe",
-    f"CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}",
-]
+# Dedupe is one step: one active job per dedupe key (`codec.ONE_ACTIVE_PER_DEDUPE_KEY`, the same in both stores).
+_V13 = codec.ONE_ACTIVE_PER_DEDUPE_KEY
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13]
 SCHEMA_VERSION = len(MIGRATIONS)

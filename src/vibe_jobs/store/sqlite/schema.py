@@ -7,6 +7,8 @@ SQLite server process (`sqlite.server.connect`) applies them.
 
 from __future__ import annotations
 
+from vibe_jobs.store import codec
+
 ACTIVE_SQL = "status IN ('pending', 'running')"
 # Finished, as the partial indexes of schema 2 spell it: SQLite tests a two-value list with two
 # comparisons but builds a temporary b-tree for a longer one, at every evaluation: an UPDATE that
@@ -128,16 +130,8 @@ _V11 = [
 # Schedules, again: a ticker pass reads the schedules due (and the next firing), not every schedule.
 _V12 = ["CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE paused = 0"]
 
-# Dedupe is one step: at most one active job per dedupe key, which the insert keeps (`codec.DEDUPE_CONFLICT`). Equal
-# calls at once, in one process or several, each found no job and each inserted one (review helper-60 F4).
-# Duplicates a database holds already keep their newest job's key.
-_V13 = [
-    f"""UPDATE jobs SET dedupe_key = NULL WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER (
-        PARTITION BY dedupe_key ORDER BY created_at DESC, id DESC) AS n FROM jobs
-        WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}) AS ranked WHERE n > 1)""",
-    "DROP INDEX jobs_dedupe",
-    f"CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND {ACTIVE_SQL}",
-]
+# Dedupe is one step: one active job per dedupe key (`codec.ONE_ACTIVE_PER_DEDUPE_KEY`, the same in both stores).
+_V13 = codec.ONE_ACTIVE_PER_DEDUPE_KEY
 
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13]
 SCHEMA_VERSION = len(MIGRATIONS)
