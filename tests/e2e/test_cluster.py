@@ -324,6 +324,26 @@ async def test_a_killed_worker_s_jobs_are_recovered_elsewhere(cluster: Cluster) 
     assert runs[safe][1][1] in {w.pid for w in c.workers[1:]}
 
 
+async def test_a_pending_job_fails_at_its_deadline_after_the_server_that_took_it_is_gone(cluster: Cluster) -> None:
+    """Only the server that created a pending job watched its deadline: killed, the job stayed pending past it
+    until a worker had room (review helper-60 F3). The server that adopts it watches it now."""
+    c = cluster
+    c.env["JOB_MANAGER_MAX_CONCURRENT"] = "1"
+    creator, other = c.serve(), c.serve()
+    c.worker(concurrency=1)
+    c.wait_ready()
+    async with client_of(creator) as a:
+        busy = await submit(a, "slow_safe", {"seconds": 600, "retry_seconds": 0.1, "tag": "busy"})
+        await wait_for(a, busy, ("running",), within=15)  # the only run slot of the cluster is taken
+        deadline = int(time.time() * 1000) + 3000
+        late = await submit(a, "submit-job", {"tool": "slow_safe", "arguments": {"seconds": 0}, "deadline": deadline})
+    creator.kill()
+    async with client_of(other) as b:
+        end = await wait_for(b, late, within=30)
+    assert end["status"] == "failed" and "deadline passed" in error_text(end), end
+    assert late not in executions(c.exec_log)
+
+
 async def test_a_paused_worker_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None:
     """SIGSTOP a worker past its lease: its jobs are recovered elsewhere; after SIGCONT it learns at its
     next renewal that they are not its own any more, stops that work and writes nothing."""

@@ -162,10 +162,9 @@ class ClaimSource:
         # orphans left for a process with their tool are not counted: nothing here reports them (health names
         # the pending jobs of tools no live lease offers, `queue_view`)
         found = await recover_orphans(self.m, self.tools, self.executor.retry, shared=True, count_left=False)
-        adopted = found.adopted
-        if adopted:
-            self._wake.set()
-        return len(adopted)
+        for rec in found.adopted:  # pending: claimable by any process; its deadline is watched here now (only its
+            await self.enqueue(rec)  # creator watched it, and a job outlived its deadline once that one was gone)
+        return len(found.adopted)
 
     # -- claiming --------------------------------------------------------------------------
 
