@@ -54,9 +54,15 @@ from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD, ScheduleStore, VersionGuard
+from vibe_jobs.store.base import NO_GUARD, ScheduleStore, SharedJobStore, VersionGuard
 
 log = get_logger("vibe_jobs.manager")
+CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
+
+
+def _offset_time(offset: float) -> float:
+    return time.time() + offset
+
 
 MAX_DIAGNOSTICS = 100
 MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
@@ -150,10 +156,29 @@ class JobManager:
         """Epoch milliseconds by the injected clock."""
         return math.trunc(self.clock() * 1000)  # what int() gives, cheaper for a float
 
+    async def _keep_the_store_s_time(self) -> None:
+        """On a store that processes of several machines share, keep the database's time (`clock_ms`): every
+        process judged leases by its own wall clock, so a worker whose clock ran 10 s behind had its live jobs
+        taken for orphans and run again elsewhere, over and over (review helper-60 F1). Measured once, at open;
+        an injected clock is taken as given."""
+        if self.clock is not time.time or not isinstance(self.store, SharedJobStore):
+            return
+        try:
+            before = time.time()
+            theirs = await self.store.clock_ms() / 1000
+            offset = theirs - (before + time.time()) / 2
+        except StoreError as exc:
+            log.warning("clock.unread", error=str(exc), why="this machine's clock is used")
+            return
+        if abs(offset) >= CLOCK_SKEW_WARN_S:
+            log.warning("clock.skewed", seconds=round(offset, 3), why="times are the database's, this machine's differ")
+        self.clock = functools.partial(_offset_time, offset)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobManager:
         await self.store.open()
+        await self._keep_the_store_s_time()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         # the store may have gone away since it opened, or a part is damaged: the loops try again

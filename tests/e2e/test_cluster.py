@@ -77,13 +77,12 @@ class Cluster:
     def exec_log(self) -> Path:
         return self.tmp / "executions.log"
 
-    def spawn(self, *args: str, port: int = 0) -> Server:
+    def spawn(self, *args: str, port: int = 0, env: dict[str, str] | None = None) -> Server:
         errlog = self.tmp / f"proc-{len(self.servers) + len(self.workers)}-{port}.stderr"
         cmd = [sys.executable, "-m", "vibe_jobs", *args, "--store", self.store, *TOOLS]
+        full_env = {**os.environ, **BASE_ENV, **self.env, **(env or {})}
         with errlog.open("ab") as err:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env={**os.environ, **BASE_ENV, **self.env}, stdout=subprocess.DEVNULL, stderr=err
-            )
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=err)
         return Server(proc, port, errlog)
 
     def serve(self) -> Server:
@@ -92,8 +91,8 @@ class Cluster:
         self.servers.append(server)
         return server
 
-    def worker(self, concurrency: int = 3) -> Server:
-        worker = self.spawn("worker", "--concurrency", str(concurrency), "--drain-seconds", "1")
+    def worker(self, concurrency: int = 3, env: dict[str, str] | None = None) -> Server:
+        worker = self.spawn("worker", "--concurrency", str(concurrency), "--drain-seconds", "1", env=env)
         self.workers.append(worker)
         return worker
 
@@ -342,6 +341,36 @@ async def test_a_pending_job_fails_at_its_deadline_after_the_server_that_took_it
         end = await wait_for(b, late, within=30)
     assert end["status"] == "failed" and "deadline passed" in error_text(end), end
     assert late not in executions(c.exec_log)
+
+
+SKEWED_CLOCK = """
+import os, time
+
+_wall, _shift = time.time, float(os.environ["VJ_TEST_CLOCK_SHIFT"])
+time.time = lambda: _wall() + _shift
+"""
+
+
+async def test_a_worker_whose_clock_runs_behind_keeps_its_jobs(cluster: Cluster) -> None:
+    """Each process judged leases by its own wall clock: a worker 10 s behind (leases of 1 s) had its live,
+    renewed jobs taken for orphans by a server whose clock was right, and a retry_safe job started four times
+    at once (review helper-60 F1). The processes sharing a store keep the database's time."""
+    c = cluster
+    skewed = c.tmp / "skewed"
+    skewed.mkdir()
+    (skewed / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    c.serve()
+    worker = c.worker(env={"VJ_TEST_CLOCK_SHIFT": "-10", "PYTHONPATH": f"{skewed}{os.pathsep}{BASE_ENV['PYTHONPATH']}"})
+    c.wait_ready()
+    async with client_of(c.servers[0]) as a:
+        safe = await submit(a, "slow_safe", {"seconds": 3, "retry_seconds": 0.1, "tag": "safe"})
+        unsafe = await submit(a, "slow_unsafe", {"seconds": 3, "tag": "unsafe"})
+        safe_end, unsafe_end = await wait_for(a, safe, within=30), await wait_for(a, unsafe, within=30)
+    assert safe_end["status"] == "completed" and safe_end["result"]["structuredContent"]["attempt"] == 1, safe_end
+    assert unsafe_end["status"] == "completed", unsafe_end
+    runs = executions(c.exec_log)
+    assert runs[safe] == [(1, worker.pid)] and runs[unsafe] == [(1, worker.pid)], runs
+    assert "clock.skewed" in worker.stderr()
 
 
 async def test_a_paused_worker_cannot_overwrite_the_new_attempt(cluster: Cluster) -> None:

@@ -296,6 +296,11 @@ class SharedJobStore(JobStore, Protocol):
     async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
         """Renew `owner`'s lease and its jobs' leases: {job id still held: its cancel request or None}."""
 
+    async def clock_ms(self) -> int:
+        """Epoch milliseconds by the database's clock: the one clock of every process that shares the store
+        (`JobManager` keeps its time, so that one machine's clock running behind cannot make its live leases
+        look expired to the others)."""
+
     async def listen(
         self, callback: Callable[[JobChange], object], on_lost: Callable[[], object] | None = None
     ) -> Listening:

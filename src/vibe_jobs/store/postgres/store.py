@@ -252,6 +252,11 @@ class PostgresStore(SharedJobStore):
     def _error(self, exc: BaseException) -> StoreError:
         return store_error(exc, f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
 
+    async def clock_ms(self) -> int:
+        row = await self._fetchrow(f"SELECT {sql.NOW_MS}")
+        assert row is not None
+        return int(row[0])
+
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return await self._retrying(lambda: self.pool.fetch(query, *args))  # type: ignore[no-any-return]
 
