@@ -9,7 +9,8 @@ scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tas
 - `escapes`: the job's message, stage and result are full of terminal control sequences; it completes at the 3rd;
 - `error_escapes`: the call answers a JSON-RPC error with control sequences, after writing some to stderr;
 - `task_inf`: the tasks extension; tasks/get says pollIntervalMs Infinity, then the task completes;
-- `task_refuses_cancel`: the tasks extension; the task works for ever and tasks/cancel answers "Task not found".
+- `task_refuses_cancel`: the tasks extension; the task works for ever and tasks/cancel answers "Task not found";
+- `odd_shapes`: the job's progress is a text and its details a list; it completes at the 2nd read.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ TOOLS = [
     {"name": "get-job-result", "inputSchema": {"type": "object", "properties": RESULT_PROPS}},
 ]
 INTERVAL = {"early": 200, "nan": float("nan")}.get(SCENARIO, 50)
-FINISH_AT = {"early": 4, "escapes": 3}.get(SCENARIO, 1)
+FINISH_AT = {"early": 4, "escapes": 3, "odd_shapes": 2}.get(SCENARIO, 1)
 READS = {"get-job-result": 0, "tasks/get": 0}
 
 
@@ -73,6 +74,8 @@ def status(reads: int) -> dict[str, Any]:
         msg["status"] = {"no": "status"}
     if SCENARIO == "escapes":
         msg["message"], msg["details"] = f"{ESC} step {reads}", {"currentStage": ESC}
+    if SCENARIO == "odd_shapes":
+        msg["progress"], msg["details"] = "half way", ["not", "an", "object"]
     if reads >= FINISH_AT and SCENARIO != "status_object":
         msg["status"], msg["result"] = "completed", text(f"done {ESC}" if SCENARIO == "escapes" else "done")
     return msg

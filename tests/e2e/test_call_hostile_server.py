@@ -93,6 +93,14 @@ def test_a_status_that_is_no_text_is_no_status_message() -> None:
     assert "a status of no kind" in done.stderr and "TypeError" not in done.stderr, done.stderr
 
 
+def test_a_job_s_progress_and_details_of_odd_shapes_do_not_end_the_call() -> None:
+    """A progress that is a text raised ValueError in the progress line, and details that are a list an
+    AttributeError: each ended the call (exit 2) instead of showing the job (review helper-64's leftovers)."""
+    done = run_call("odd_shapes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "done\n" and "Error" not in done.stderr, done.stderr
+
+
 # -- the tasks extension -------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import shutil
@@ -187,9 +188,14 @@ class ProgressView:
         self.show()
 
     def update_from(self, msg: dict[str, Any]) -> None:
-        details = msg.get("details") or {}
-        self.percent = msg.get("progress", self.percent)
-        self.stage = details.get("currentStage") or self.stage
+        """Take what a get-job-result answer says of the job; a field of a shape no server of ours sends (a text
+        as progress, a list as details) is no news."""
+        details = msg.get("details")
+        progress = msg.get("progress")
+        if type(progress) in (int, float) and math.isfinite(progress):
+            self.percent = progress
+        if isinstance(details, dict):
+            self.stage = details.get("currentStage") or self.stage
         self.message = msg.get("message") or self.message
         if msg.get("status") not in FINAL:
             self.show()
