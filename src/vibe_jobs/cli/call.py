@@ -192,7 +192,7 @@ class ProgressView:
         as progress, a list as details) is no news."""
         details = msg.get("details")
         progress = msg.get("progress")
-        if type(progress) in (int, float) and math.isfinite(progress):
+        if isinstance(progress, int | float) and not isinstance(progress, bool) and math.isfinite(progress):
             self.percent = progress
         if isinstance(details, dict):
             self.stage = details.get("currentStage") or self.stage
