@@ -78,6 +78,26 @@ def test_whether_a_path_outside_the_roots_exists_changes_no_answer(tree: Path, t
     assert tool_refusal(tool, root, f"{tree}/root/sub/../../root/sub") is None
 
 
+def test_a_root_reached_through_a_link_is_served_by_that_spelling(tree: Path) -> None:
+    """Roots are kept resolved, and the walk refused the first step outside them: a project reached through a
+    link (a linked home, macOS's /tmp, the server started in a linked directory and given its $PWD) was refused
+    by the spelling its user types (review helper-65 F1). A link that leads into the roots is followed; any other
+    place outside still answers alike, there or not."""
+    root = tree / "root"
+    (tree / "linked").symlink_to(root)
+    (tree / "outside" / "back").symlink_to(root / "sub")
+    (tree / "hop").symlink_to("linked")  # a link to a link into the root
+    assert resolve_within_roots(str(tree / "linked"), [root], must_be_dir=True) == root
+    assert resolve_within_roots(str(tree / "linked" / "sub"), [root]) == root / "sub"
+    assert resolve_within_roots(str(tree / "hop" / "file.py"), [root]) == root / "file.py"
+    assert resolve_within_roots(f"{tree}/linked/../root/sub", [root]) == root / "sub"
+    messages = {
+        refusal(path, root).replace(path, "P")
+        for path in (f"{tree}/outside/back", f"{tree}/missing/back", f"{tree}/linked/../outside", "escape/x")
+    }
+    assert messages == {"path 'P' does not exist or is outside the allowed roots"}
+
+
 def test_hostile_paths_get_a_clear_refusal(tree: Path) -> None:
     root = tree / "root"
     assert refusal("a/" * 3000, root) == "path is 6,000 characters long; the limit is 4,096"

@@ -83,13 +83,17 @@ def _existing(text: str, roots: Sequence[Path]) -> Path | None:
 
 def _walk(path: Path, roots: Sequence[Path]) -> Path | None:
     """Resolve the absolute `path` as the kernel would (`..` from where a symbolic link led), a component at
-    a time; None at the first step to a place neither in a root nor above one (nothing there is looked at),
-    or past MAX_LINKS links. Raises OSError for a missing component."""
+    a time; None at the first step to a place neither in a root nor above one, unless that place is a symbolic
+    link that leads into (or above) a root, or past MAX_LINKS links. Raises OSError for a missing component.
+
+    So a place outside answers alike whether it exists or not (missing, a file, a directory: refused), and a
+    root is still reached by a linked spelling (`/tmp` on macOS, a linked home, the directory the server
+    started in given as its $PWD). All a caller can learn is whether a path is a link into the roots."""
     here, todo, links = Path(os.sep), list(reversed(path.parts[1:])), 0
     while todo:
         name = todo.pop()
         step = here.parent if name == ".." else here / name
-        if not _on_the_way(step, roots):
+        if not _on_the_way(step, roots) and not _leads_in(step, roots):
             return None
         if not stat.S_ISLNK(os.lstat(step).st_mode):
             here = step
@@ -101,6 +105,11 @@ def _walk(path: Path, roots: Sequence[Path]) -> Path | None:
         here = Path(os.sep) if target.is_absolute() else here
         todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
     return here
+
+
+def _leads_in(path: Path, roots: Sequence[Path]) -> bool:
+    """True for a symbolic link whose real location is in a root or above one."""
+    return path.is_symlink() and _on_the_way(Path(os.path.realpath(path)), roots)
 
 
 def _on_the_way(path: Path, roots: Sequence[Path]) -> bool:
