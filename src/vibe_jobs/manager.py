@@ -60,8 +60,30 @@ log = get_logger("vibe_jobs.manager")
 CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
 
 
-def _offset_time(offset: float) -> float:
-    return time.time() + offset
+class StoreClock:
+    """This machine's wall clock moved to a shared store's (`SharedJobStore.clock_ms`) by the offset last measured."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    async def measure(self, store: JobStore) -> bool:
+        """Measure the offset again (half a round trip off at most); False when the store's clock cannot be read."""
+        if not isinstance(store, SharedJobStore):
+            return False
+        try:
+            before = time.time()
+            theirs = await store.clock_ms() / 1000
+            offset = theirs - (before + time.time()) / 2
+        except StoreError as exc:
+            log.warning("clock.unread", error=str(exc), why="the offset measured last is kept")
+            return False
+        if abs(offset - self.offset) >= CLOCK_SKEW_WARN_S:
+            log.warning("clock.skewed", seconds=round(offset, 3), why="times are the database's, this machine's differ")
+        self.offset = offset
+        return True
 
 
 MAX_DIAGNOSTICS = 100
@@ -159,20 +181,15 @@ class JobManager:
     async def _keep_the_store_s_time(self) -> None:
         """On a store that processes of several machines share, keep the database's time (`clock_ms`): every
         process judged leases by its own wall clock, so a worker whose clock ran 10 s behind had its live jobs
-        taken for orphans and run again elsewhere, over and over (review helper-60 F1). Measured once, at open;
-        an injected clock is taken as given."""
-        if self.clock is not time.time or not isinstance(self.store, SharedJobStore):
-            return
-        try:
-            before = time.time()
-            theirs = await self.store.clock_ms() / 1000
-            offset = theirs - (before + time.time()) / 2
-        except StoreError as exc:
-            log.warning("clock.unread", error=str(exc), why="this machine's clock is used")
-            return
-        if abs(offset) >= CLOCK_SKEW_WARN_S:
-            log.warning("clock.skewed", seconds=round(offset, 3), why="times are the database's, this machine's differ")
-        self.clock = functools.partial(_offset_time, offset)
+        taken for orphans and run again elsewhere, over and over (review helper-60 F1). Measured at open and at
+        every beat (a clock stepped by NTP after the start is followed: helper-65 F3); an injected clock is taken
+        as given."""
+        if isinstance(self.clock, StoreClock):
+            await self.clock.measure(self.store)
+        elif self.clock is time.time and isinstance(self.store, SharedJobStore):
+            clock = StoreClock()
+            if await clock.measure(self.store):
+                self.clock = clock
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -244,6 +261,7 @@ class JobManager:
                 await self._maintaining.attempt(self.cleanup)
 
     async def _beat(self) -> None:
+        await self._keep_the_store_s_time()
         await self.save_durations()
         self.stats.store_worked()
         if self.runner is not None:

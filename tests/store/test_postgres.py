@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import re
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ import pytest
 from tests.pg import postgres_url, with_new_schema
 from tests.store.test_contract import record
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked, StoreUnavailable
+from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
@@ -209,6 +211,26 @@ async def test_schema_13_keeps_the_newest_active_job_of_each_dedupe_key(make_sto
     assert [(r.id, r.dedupe_key) for r in await upgraded.active()] == [("older", None), ("newer", "k"),
                                                                         ("alone", "j")]  # fmt: skip
     assert not await upgraded.insert(record("another", dedupe_key="k"))
+
+
+async def test_a_manager_keeps_the_database_s_time_when_its_clock_is_stepped(
+    schema_url: str, make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes sharing the store keep its time (helper-60 F1). Measured only at open, the offset of a machine
+    10 s behind stayed after NTP stepped its clock right, and the manager ran 10 s ahead of the database for the
+    rest of its life (review helper-65 F3): it is measured again at every beat."""
+    db = await make_store()
+    shift, wall = [-10.0], time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + shift[0])
+    async with JobManager(PostgresStore(schema_url), Settings(lease_ms=300), clock=time.time) as manager:
+        assert abs(manager.now() - await db.clock_ms()) < 1_000  # the database's time, not this clock's
+        shift[0] = 0.0  # NTP steps this machine's clock right
+        for _ in range(200):  # a beat comes every 100 ms
+            if abs(manager.now() - await db.clock_ms()) < 1_000:
+                break
+            await anyio.sleep(0.05)
+        else:
+            raise AssertionError(f"still {manager.now() - await db.clock_ms()} ms off the database's time")
 
 
 async def test_newer_schema_refused(store: PostgresStore, schema_url: str) -> None:
