@@ -526,6 +526,19 @@ async def test_a_job_printing_as_shutdown_cancels_it_does_not_reach_stdout(tmp_p
     assert not [line for line in rest.splitlines() if line.strip() and not line.startswith(b'{"jsonrpc"')], rest
 
 
+async def test_every_request_read_before_eof_is_answered() -> None:
+    """`printf ... | vibe-jobs serve`: closing stdin ended the session at once, and the requests it was still
+    answering went unanswered (review helper-65 F4: 1,001 sent, 907 answered)."""
+    async with raw_stdio() as server:
+        for n in range(600):
+            await server.send({"jsonrpc": "2.0", "id": n, "method": "tools/list" if n % 2 else "ping"})
+        await server.stop("EOF")
+        with anyio.fail_after(30):
+            rest = b"".join([chunk async for chunk in server.out])
+    answered = {json.loads(line)["id"] for line in rest.splitlines() if line.strip()}
+    assert answered >= set(range(600)), sorted(set(range(600)) - answered)[:10]
+
+
 async def blocked_writing(pid: int) -> None:
     """Until a thread of process `pid` waits in a write to a full pipe (its /proc wait channel)."""
     with anyio.fail_after(20):

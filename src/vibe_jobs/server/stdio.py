@@ -45,6 +45,7 @@ MIN_FRAME_BYTES = 4 * 1024 * 1024  # a frame longer than this (or twice the para
 _ID_SCAN_BYTES = 64 * 1024
 WRITE_QUEUE, WRITE_WAIT = 64, 0.01  # lines waiting for a client that reads slowly; how often a full queue is tried
 DRAIN_SECONDS = 1.0  # at the end, how long what was answered may take to reach the client
+EOF_GRACE_SECONDS = 2.0  # at EOF, how long the requests read may take to be answered before the session ends
 # The top-level "id" of an object, looked for before any nested object or array (linear: the alternatives
 # start with different characters).
 _TOP_ID = re.compile(rb'\A\s*\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*?"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,256}")')
@@ -205,14 +206,15 @@ async def stdio_streams(
         try:
             async with BlockingPortal() as portal, anyio.create_task_group() as tg:
                 answers = write_stream.clone()
+                inflight = InFlight()
                 reader = threading.Thread(
                     target=_read_wire,
-                    args=(wire_in, max_frame_bytes, portal, read_send, answers),
+                    args=(wire_in, max_frame_bytes, portal, read_send, answers, inflight),
                     name="vibe-jobs-stdin",
                     daemon=True,
                 )
                 reader.start()
-                tg.start_soon(_write_wire, writer, write_receive)
+                tg.start_soon(_write_wire, writer, write_receive, inflight)
                 try:
                     yield read_stream, write_stream
                 finally:
@@ -228,8 +230,10 @@ def _read_wire(
     portal: BlockingPortal,
     messages: ObjectSendStream[SessionMessage | Exception],
     answers: ObjectSendStream[SessionMessage],
+    inflight: InFlight,
 ) -> None:
-    """The reader thread: each line to the session, or its error answer to the writer; EOF closes the session."""
+    """The reader thread: each line to the session, or its error answer to the writer; EOF closes the session
+    once the requests read are answered (EOF_GRACE_SECONDS at most)."""
     try:
         for line in read_lines(wire, limit):
             if isinstance(line, tuple):
@@ -239,21 +243,50 @@ def _read_wire(
                 continue
             item = parse_frame(line)
             if isinstance(item, SessionMessage):
-                portal.call(messages.send, item)
+                portal.call(inflight.deliver, messages, item)
             elif item is not None:
                 log.warning("stdio.bad_frame", error=item.error.message[:200])
                 portal.call(answers.send, SessionMessage(item))
+        portal.call(inflight.settled, EOF_GRACE_SECONDS)
         portal.call(messages.aclose)
     except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
         pass  # the server is stopping (the portal or the streams are closed) or stdin broke
 
 
-async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionMessage]) -> None:
+async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionMessage], inflight: InFlight) -> None:
     async with messages:
         async for item in messages:
             data = encode_message(item.message)
             if data is not None:
                 await writer.send(data)
+            inflight.answered(item.message)
+
+
+class InFlight:
+    """The requests read and not answered yet. At EOF the session is closed (which cancels what it still runs)
+    only once they are answered, or after a grace: closed at once, `printf ... | vibe-jobs serve` lost its last
+    answers (review helper-65 F4). A long-poll still waiting then is cut, as before."""
+
+    def __init__(self) -> None:
+        self.ids: set[types.RequestId] = set()
+        self._changed = anyio.Event()
+
+    async def deliver(self, messages: ObjectSendStream[SessionMessage | Exception], item: SessionMessage) -> None:
+        if isinstance(item.message, types.JSONRPCRequest):
+            self.ids.add(item.message.id)
+        await messages.send(item)
+
+    def answered(self, message: types.JSONRPCMessage) -> None:
+        request_id = getattr(message, "id", None)
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and request_id in self.ids:
+            self.ids.discard(request_id)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def settled(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            while self.ids:
+                await self._changed.wait()
 
 
 class WireWriter:
