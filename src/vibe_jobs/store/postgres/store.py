@@ -290,9 +290,8 @@ class PostgresStore(SharedJobStore):
     # -- jobs ------------------------------------------------------------------------------
 
     async def insert(self, job: JobRecord) -> bool:
-        """Store a new job. Idempotent across a lost connection: when a retried insert finds the job
-        there already, the lost try had committed, and the job stored is this one (a retry that finds
-        its dedupe key held answers False: that job may be this one, as `find_active` tells)."""
+        """Store a new job. Idempotent across a lost connection: when a retried insert finds the job (or its
+        dedupe key held by it) there already, the lost try had committed, and the job stored is this one."""
         args = sql.insert_args(job)
         tries = 0
 
@@ -307,7 +306,10 @@ class PostgresStore(SharedJobStore):
             if tries > 1 and await self._stored_as(job):
                 return True
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
-        return status != "INSERT 0 0"  # nothing inserted: an active job holds its dedupe key
+        if status != "INSERT 0 0":
+            return True
+        # nothing inserted: an active job holds its dedupe key; after a lost try that had committed, this one
+        return tries > 1 and await self._stored_as(job)
 
     async def _stored_as(self, job: JobRecord) -> bool:
         found = await self.get(job.id)
