@@ -95,6 +95,17 @@ async def test_concurrent_creates_never_pass_a_quota(make_manager: ManagerFactor
     assert await manager.create_job("t", {}, viewer=BOB)  # another principal is not held up
 
 
+async def test_a_principal_s_quota_lock_goes_when_nobody_holds_it(make_manager: ManagerFactory) -> None:
+    """Each principal ever seen kept a lock for ever (review helper-66 F1: every new `sub` of a JWT issuer). The
+    lock is internal; what is asserted is that the table it lives in does not grow with the principals."""
+    manager = make_manager(settings=Settings(quota_pending=3))
+    for n in range(200):
+        await manager.create_job("t", {}, viewer=Viewer(f"user-{n}"))
+    results = await asyncio.gather(*(manager.create_job("t", {}, viewer=ALICE) for _ in range(3)))
+    assert len(results) == 3
+    assert manager._quota_locks == {}
+
+
 async def test_quotas_refuse_naming_the_limit_and_create_nothing(make_manager: ManagerFactory) -> None:
     manager = make_manager(settings=Settings(quota_pending=2, quota_running=1, quota_params_bytes=200))
     await manager.create_job("t", {}, viewer=ALICE)

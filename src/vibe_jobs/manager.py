@@ -370,9 +370,13 @@ class JobManager:
             return await self._add(rec, insert)
         principal = rec.principal
         lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
-        async with lock:
-            await self._check_quotas(principal, rec.params)
-            return await self._add(rec, insert)
+        try:
+            async with lock:
+                await self._check_quotas(principal, rec.params)
+                return await self._add(rec, insert)
+        finally:  # a lock nobody holds or waits for goes (each principal ever seen kept one: helper-66 F1)
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._quota_locks.get(principal) is lock:
+                del self._quota_locks[principal]
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job.

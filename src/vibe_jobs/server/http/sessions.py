@@ -33,6 +33,7 @@ from vibe_jobs.server.http.requestids import send_refusal
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
 LIMIT_SETTING = "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL"
+SWEEP_AT_LEAST = 64
 
 
 class SessionQuota:
@@ -43,6 +44,7 @@ class SessionQuota:
         self.app, self.limit, self.open_sessions = app, limit, open_sessions
         self._held: dict[str, set[str]] = {}  # streamable HTTP: the session ids each principal opened
         self._opening: Counter[str] = Counter()  # requests that may open a session, or open SSE streams
+        self._sweep_at = SWEEP_AT_LEAST  # principals in `_held` that start a sweep (`_sweep`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._opens_session(scope):
@@ -87,11 +89,25 @@ class SessionQuota:
 
     def _held_by(self, principal: str) -> set[str]:
         """The principal's sessions that are still open (those that ended, by DELETE or idling out, are dropped)."""
+        if len(self._held) >= self._sweep_at:
+            self._sweep()
         held = self._held.setdefault(principal, set())
         if self.open_sessions is not None and held:
             still_open = self.open_sessions()
             held.difference_update([sid for sid in held if sid not in still_open])
         return held
+
+    def _sweep(self) -> None:
+        """Forget the principals that hold no open session and open none now: each principal ever seen kept its
+        entry, and its ended sessions' ids, for ever (a JWT issuer's every new `sub`: review helper-66 F1). Run
+        when the table has doubled since the last sweep, so its cost per session opened stays constant."""
+        still_open = self.open_sessions() if self.open_sessions is not None else None
+        for principal, held in list(self._held.items()):
+            if still_open is not None:
+                held.difference_update([sid for sid in held if sid not in still_open])
+            if not held and not self._opening[principal]:
+                del self._held[principal]
+        self._sweep_at = max(SWEEP_AT_LEAST, 2 * len(self._held))
 
 
 _HANDSHAKES = frozenset(HANDSHAKE_PROTOCOL_VERSIONS)
