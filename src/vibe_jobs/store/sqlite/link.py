@@ -42,7 +42,7 @@ LONG_OP_TIMES = 10  # a long op (VACUUM) in flight may leave the server silent t
 
 # What the store's process is given of the server's environment: it needs none of the server's tokens, keys
 # or store URLs, and a process holding them is one more /proc/PID/environ a same-user program could read.
-STORE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SQLITE_TMPDIR")
+STORE_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "SQLITE_TMPDIR", "LD_LIBRARY_PATH")
 
 
 def store_environment(environ: Mapping[str, str]) -> dict[str, str]:
