@@ -319,3 +319,5 @@ class WireWriter:
         with contextlib.suppress(queue.Full):
             self._lines.put_nowait(None)
         await anyio.to_thread.run_sync(self._thread.join, seconds)
+        if self._thread.is_alive():
+            log.warning("stdio.answers_unwritten", queued=self._lines.qsize(), why="the client reads no more")
