@@ -61,6 +61,7 @@ TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 PROGRESS_META_KEY = "vibe-jobs/progress"
 GET_JOB_RESULT = "get-job-result"
 WAIT_SECONDS = 30.0
+HELD_LONG_POLL_SECONDS = 1.0  # a long-poll held this long is followed by the next at once (_pause_after_long_poll)
 DEFAULT_POLL_MS = 1000
 MIN_POLL_MS, MAX_POLL_MS = 50, 60_000  # the range of a server's poll interval that the client keeps to
 TASK_TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -352,7 +353,8 @@ async def follow_job(
                 question = None
             else:  # the question stays (or the job moved on): read again, and answer what it asks then
                 refusals.count(str(question.get("requestId")), why)
-        reply, unused = await _read_job(client, args, last, wait_seconds if not question else 0, on_progress)
+        asked = wait_seconds if not question else 0
+        reply, held = await _read_job(client, args, last, asked, on_progress)
         msg = reply.structured_content
         if not msg or status_of(msg) is None:
             return reply  # e.g. job_not_found (the job expired): the isError answer says so
@@ -363,19 +365,20 @@ async def follow_job(
         if wait_seconds <= 0:
             await reporter.report(msg.get("progress"), msg.get("message"))
         else:
-            await anyio.sleep(_pause_after_long_poll(msg, unused))
+            await anyio.sleep(_pause_after_long_poll(msg, held, asked - held))
         last = msg
 
 
-def _pause_after_long_poll(msg: Mapping[str, Any], unused: float) -> float:
-    """Seconds to wait before reading again after a long-poll's unfinished answer. Its time used up: none. Answered
-    early (the server waits less than asked, or not at all): the answer's recommendation, no longer than the time
-    left unused, so a server that answers at once is not read in a busy loop. Rate-limited (never for a long-poll
-    by the rule; a server may still say so): the recommendation. A question the job waits on is answered (or read
-    at the recommendation) at once."""
+def _pause_after_long_poll(msg: Mapping[str, Any], held: float, unused: float) -> float:
+    """Seconds to wait before reading again after a long-poll's unfinished answer. Held a second or more (its time
+    used up, or the server's own cap on a long-poll is below what was asked): none, the next long-poll waits for
+    the change. Answered within a second (the server does not long-poll, or hardly): the answer's recommendation, no
+    longer than the time left unused, so such a server is not read in a busy loop. Rate-limited (never for a
+    long-poll by the rule; a server may still say so): the recommendation. A question the job waits on is answered
+    (or read at the recommendation) at once."""
     if msg.get("rateLimited"):
         return _recommended_ms(msg) / 1000
-    if _question(msg) or unused <= 0:
+    if _question(msg) or unused <= 0 or held >= HELD_LONG_POLL_SECONDS:
         return 0.0
     return min(_recommended_ms(msg) / 1000, unused)
 
@@ -384,7 +387,7 @@ async def _read_job(
     client: Client, args: dict[str, Any], last: Mapping[str, Any], wait_seconds: float, on_progress: ProgressFn | None
 ) -> tuple[CallToolResult, float]:
     """One read of get-job-result: a long-poll when wait_seconds > 0, else a read at the last answer's
-    recommendation. With the seconds of the long-poll left unused (the server answered before them)."""
+    recommendation. With the seconds the server held the long-poll."""
     if wait_seconds <= 0:
         await anyio.sleep(_recommended_ms(last) / 1000)
         return await client.call_tool(GET_JOB_RESULT, args), 0.0
@@ -395,7 +398,7 @@ async def _read_job(
         read_timeout_seconds=wait_seconds + 30,
         progress_callback=on_progress,
     )
-    return reply, wait_seconds - (anyio.current_time() - began)
+    return reply, anyio.current_time() - began
 
 
 def _question(msg: Mapping[str, Any]) -> Mapping[str, Any] | None:

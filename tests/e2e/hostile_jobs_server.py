@@ -10,7 +10,9 @@ scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tas
 - `error_escapes`: the call answers a JSON-RPC error with control sequences, after writing some to stderr;
 - `task_inf`: the tasks extension; tasks/get says pollIntervalMs Infinity, then the task completes;
 - `task_refuses_cancel`: the tasks extension; the task works for ever and tasks/cancel answers "Task not found";
-- `odd_shapes`: the job's progress is a text and its details a list; it completes at the 2nd read.
+- `odd_shapes`: the job's progress is a text and its details a list; it completes at the 2nd read;
+- `capped`: each long-poll is held 1.2 s (the server's cap, below what the client asks) and answered running with a
+  recommendation of 5 s; the job completes at the 3rd read.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ TOOLS = [
     {"name": "work", "inputSchema": {"type": "object"}},
     {"name": "get-job-result", "inputSchema": {"type": "object", "properties": RESULT_PROPS}},
 ]
-INTERVAL = {"early": 200, "nan": float("nan")}.get(SCENARIO, 50)
-FINISH_AT = {"early": 4, "escapes": 3, "odd_shapes": 2}.get(SCENARIO, 1)
+INTERVAL = {"early": 200, "nan": float("nan"), "capped": 5000}.get(SCENARIO, 50)
+FINISH_AT = {"early": 4, "escapes": 3, "odd_shapes": 2, "capped": 3}.get(SCENARIO, 1)
 READS = {"get-job-result": 0, "tasks/get": 0}
+CAP_SECONDS = 1.2
 
 
 def send(message: dict[str, Any]) -> None:
@@ -84,6 +87,8 @@ def status(reads: int) -> dict[str, Any]:
 def call_tool(rid: Any, params: dict[str, Any], modern: bool) -> None:
     if params.get("name") == "get-job-result":
         msg = status(logged("get-job-result"))
+        if SCENARIO == "capped":
+            time.sleep(CAP_SECONDS)  # the server's own cap on a long-poll: what it holds, not a wait for state
         answer(rid, {**text("a status of no kind"), "structuredContent": msg}, modern)
     elif SCENARIO == "error_escapes":
         sys.stderr.write(f"hostile log line {ESC}\n")

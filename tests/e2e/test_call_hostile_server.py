@@ -79,6 +79,19 @@ def test_long_polls_answered_at_once_are_read_at_the_recommendation(tmp_path: Pa
     assert min(gaps) >= 0.15, gaps  # before: a millisecond or two
 
 
+def test_a_long_poll_held_to_the_server_s_cap_is_followed_by_the_next_at_once(tmp_path: Path) -> None:
+    """A server whose cap on a long-poll is below the client's 30 s (VIBE_JOBS_MAX_WAIT_SECONDS) answers each one
+    unfinished after holding it: the client paused the answer's recommendation (5 s here) before the next, so it
+    learnt of the finish up to that late. A long-poll that held a second or more is followed at once."""
+    log = tmp_path / "reads.log"
+    done = run_call("capped", log)
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    times = reads(log, "get-job-result")
+    assert len(times) == 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert max(gaps) < 1.2 + 1.0, gaps  # before: 1.2 s held + 5 s paused
+
+
 def test_a_recommendation_that_is_no_number_is_read_at_the_default(tmp_path: Path) -> None:
     """pollingRecommendation.interval NaN (get-job-result without long-polls): ValueError before."""
     done = run_call("nan")
