@@ -98,6 +98,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("2.5", "http_header_timeout_ms", 2500),
     "VIBE_JOBS_MAX_SESSIONS": ("50", "max_sessions", 50),
     "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("3", "max_sessions_per_principal", 3),
+    "VIBE_JOBS_SESSION_IDLE_SECONDS": ("120", "session_idle_ms", 120_000),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("0.25", "health_max_error_rate", 0.25),
@@ -211,7 +212,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
         "progress_keepalive_ms", "question_timeout_ms",
-        "http_header_timeout_ms",
+        "http_header_timeout_ms", "session_idle_ms",
         "proxy_start_timeout_ms",
         "health_max_oldest_pending_ms",
     }  # fmt: skip

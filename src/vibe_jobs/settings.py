@@ -88,6 +88,8 @@ class Settings:
     # on) for one principal, so that one cannot lock the others out (server/http/sessions.py)
     max_sessions: int = 10_000
     max_sessions_per_principal: int = 1000
+    # a legacy-era streamable-HTTP session no request has used for this long is closed (the SDK's idle time-out)
+    session_idle_ms: int = 1_800_000
     proxy_start_timeout_ms: int = 60_000  # a proxied upstream must answer `initialize` and list its tools within this
     # health (job-stats, /readyz): degraded past one threshold, unhealthy past two
     health_max_queue_depth: int = 1000
@@ -241,6 +243,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": ("http_header_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_MAX_SESSIONS": ("max_sessions", positive_int),
     "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("max_sessions_per_principal", positive_int),
+    "VIBE_JOBS_SESSION_IDLE_SECONDS": ("session_idle_ms", _seconds_as_ms),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", positive_int),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("health_max_error_rate", _fraction),

@@ -1,9 +1,10 @@
 """One principal cannot hold every session of the real `vibe-jobs serve` (server/http/sessions.py).
 
 The SDK keeps at most VIBE_JOBS_MAX_SESSIONS sessions for all callers together; a session is one POST to open and
-lasts 30 idle minutes, so one token's client could take them all and every other principal got 503. With
-authentication on, each principal holds at most VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL: its next one is refused
-with 429 naming the limit, other principals open theirs as before, and a session it ends frees its place.
+lasts 30 idle minutes (VIBE_JOBS_SESSION_IDLE_SECONDS), so one token's client could take them all and every other
+principal got 503. With authentication on, each principal holds at most VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL: its
+next one is refused with 429 naming the limit, other principals open theirs as before, and a session it ends frees
+its place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -111,3 +113,19 @@ async def test_a_principal_holds_at_most_its_limit_of_sse_streams(tmp_path: Path
                 assert structured(await bob.call_tool("list-jobs", {}))["jobs"] == []
         async with client_as(server, ALICE) as alice:  # her stream ended: her place is free again
             assert structured(await alice.call_tool("list-jobs", {}))["jobs"] == []
+
+
+async def test_a_session_nobody_uses_is_closed_after_the_idle_time_out(tmp_path: Path) -> None:
+    """A session its client never ends held its place for the SDK's fixed 30 minutes (left alone in earlier notes:
+    ~25 KB and two tasks each, up to VIBE_JOBS_MAX_SESSIONS of them). VIBE_JOBS_SESSION_IDLE_SECONDS sets it."""
+    with serve(tmp_path, VIBE_JOBS_MAX_SESSIONS="1", VIBE_JOBS_SESSION_IDLE_SECONDS="1") as server:
+        async with http_client() as http:
+            assert (await open_session(http, server, ALICE)).status_code == 200  # opened, then left alone
+            assert (await open_session(http, server, BOB)).status_code == 503  # the server is full
+            began = anyio.current_time()
+            with anyio.fail_after(15):  # before: full for 30 minutes
+                while True:  # the server's table is what changes: asked again every 100 ms
+                    if (await open_session(http, server, BOB)).status_code == 200:
+                        break
+                    await anyio.sleep(0.1)
+            assert anyio.current_time() - began >= 0.5  # closed by its time-out, not at once

@@ -203,7 +203,11 @@ class JobServer:
         if transport == "sse":
             app, path = mcp.sse_app(transport_security=security), "/sse"
         else:
-            options = {"max_sessions": settings.max_sessions, **hooks.http_options}
+            options = {
+                "max_sessions": settings.max_sessions,
+                "session_idle_timeout": settings.session_idle_ms / 1000,
+                **hooks.http_options,
+            }
             app, path = mcp.streamable_http_app(transport_security=security, **options), "/mcp"
             sessions = functools.partial(open_sessions, mcp)
         if authenticated:
