@@ -29,9 +29,11 @@ from pydantic import AnyHttpUrl
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, Viewer
+from vibe_jobs.server.jwks import JwksKeys
 from vibe_jobs.settings import Settings
 
 PRINCIPAL = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 
 
 def token_principal(name: str) -> bool:
@@ -169,24 +171,40 @@ class TokenFileVerifier(TokenVerifier):
 
 
 class JwtVerifier(TokenVerifier):
-    """JWT access tokens signed by a key of the issuer's JWKS, for this audience and issuer (PyJWT)."""
+    """JWT access tokens signed by a key of the issuer's JWKS, for this audience and issuer (PyJWT). A token whose
+    key is known is checked on the event loop (no I/O: a signature check); one that needs a fetch of the JWKS
+    waits for it in a thread of the verifier's own (`FETCH_THREADS`), so a flood of unknown key ids cannot take
+    the threads that sync job tools run on (server/jwks.py: the keys through an outage)."""
 
-    def __init__(self, jwks_url: str, issuer: str, audience: str) -> None:
+    def __init__(self, jwks_url: str, issuer: str, audience: str, refresh_seconds: float = 300.0) -> None:
         try:
             import jwt
         except ImportError:  # pragma: no cover - mcp itself requires pyjwt[crypto]
             raise ConfigError("JWT verification needs PyJWT: pip install 'vibe-jobs[oauth]'") from None
         self.jwt, self.issuer, self.audience = jwt, issuer, audience
-        self.keys = jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=10)
+        self.keys = JwksKeys(jwks_url, refresh_seconds)
+        self._fetch_threads: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        return await anyio.to_thread.run_sync(self.verify, token)
-
-    def verify(self, token: str) -> AccessToken | None:
-        """(Blocking: the first token of a key fetches the JWKS; keys are cached for 5 minutes.)"""
         jwt = self.jwt
         try:
-            key = self.keys.get_signing_key_from_jwt(token)
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            return None
+        if not isinstance(kid, str):
+            return None
+        key = self.keys.known(kid)
+        if key is None:
+            if self._fetch_threads is None:
+                self._fetch_threads = anyio.CapacityLimiter(FETCH_THREADS)
+            asked = self.keys.clock()
+            key = await anyio.to_thread.run_sync(self.keys.fetched, kid, asked, limiter=self._fetch_threads)
+        return None if key is None else self.verify(token, key)
+
+    def verify(self, token: str, key: Any) -> AccessToken | None:
+        """The token's claims checked with `key` (a `jwt.PyJWK`): signature, expiry, audience, issuer."""
+        jwt = self.jwt
+        try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
@@ -263,7 +281,7 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         issuer_url = _http_url(issuer, "--auth-issuer (VIBE_JOBS_AUTH_ISSUER)")
         _http_url(jwks, "--auth-jwks (VIBE_JOBS_AUTH_JWKS)")
         return AuthSetup(
-            JwtVerifier(jwks, issuer, audience),
+            JwtVerifier(jwks, issuer, audience, settings.auth_jwks_refresh_ms / 1000),
             AuthSettings(
                 issuer_url=issuer_url,
                 resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
