@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import hashlib
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -365,15 +366,26 @@ class JobManager:
     async def _add_within_quotas(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         """`_add`, after the principal's quotas (QuotaExceeded), for a call's job and a schedule's alike (a
         schedule's firings went past them: a principal held every run slot through one). The check and the
-        insert are one step: concurrent calls cannot all pass one count."""
+        insert are one step (`principal_held`): concurrent calls cannot all pass one count."""
         if not self._quotas:
             return await self._add(rec, insert)
-        principal = rec.principal
+        async with self.principal_held(rec.principal):
+            await self._check_quotas(rec.principal, rec.params)
+            return await self._add(rec, insert)
+
+    @contextlib.asynccontextmanager
+    async def principal_held(self, principal: str) -> AsyncIterator[None]:
+        """Hold `principal` while its quota is counted and what the count admits is stored: in this process (a
+        lock per principal), and on a store that processes share, across them (`SharedJobStore.principal_lock`;
+        before, servers sharing a store each let one more in at the same moment)."""
         lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
         try:
             async with lock:
-                await self._check_quotas(principal, rec.params)
-                return await self._add(rec, insert)
+                if isinstance(self.store, SharedJobStore):
+                    async with self.store.principal_lock(principal):
+                        yield
+                else:
+                    yield
         finally:  # a lock nobody holds or waits for goes (each principal ever seen kept one: helper-66 F1)
             if not lock.locked() and not lock.statistics().tasks_waiting and self._quota_locks.get(principal) is lock:
                 del self._quota_locks[principal]

@@ -463,3 +463,24 @@ async def test_dropped_database_connections_lose_and_duplicate_nothing(cluster: 
         for p in [*c.servers, *c.workers]:
             assert p.proc.poll() is None, f"a process died: {p.stderr()[-3000:]}"
         assert any("listener_lost" in w.stderr() for w in c.workers), "no worker noticed the lost listener"
+
+
+async def test_a_quota_holds_across_the_servers_that_share_the_store(cluster: Cluster) -> None:
+    """VIBE_JOBS_QUOTA_PENDING was counted within each process: calls at once through two servers each passed
+    their own count (helper-60 measured 4 of 16 let in at a quota of 3). The count and the insert are one step
+    across the servers now (the store's advisory lock per principal)."""
+    cluster.env["VIBE_JOBS_QUOTA_PENDING"] = "3"
+    with running(cluster, servers=2, workers=0):  # no worker: every job admitted stays pending
+        outcomes: list[str] = []
+        async with client_of(cluster.servers[0]) as one, client_of(cluster.servers[1]) as other:
+
+            async def call(client: Client, i: int) -> None:
+                result = await client.call_tool("timed", {"seconds": 0, "tag": str(i)})
+                body = result.structured_content or {}
+                outcomes.append(body["error"]["code"] if result.is_error else body["status"])
+
+            async with anyio.create_task_group() as tg:
+                for i in range(24):
+                    tg.start_soon(call, (one, other)[i % 2], i)
+        assert sorted(outcomes) == ["pending"] * 3 + ["quota_exceeded"] * 21, outcomes
+        assert await cluster.connect("SELECT count(*) FROM jobs") == 3

@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio
 from pydantic import ValidationError
 
 from vibe_jobs.errors import InvalidSchedule, QuotaExceeded, ScheduleNotFound, StaleWrite, StoreError
@@ -56,7 +55,6 @@ class Schedules:
 
     def __init__(self, manager: JobManager, tools: Mapping[str, JobToolSpec]) -> None:
         self.m, self.tools = manager, tools
-        self._quota_lock = anyio.Lock()  # the count and the insert as one step (in this process)
 
     @property
     def store(self) -> ScheduleStore:
@@ -85,7 +83,7 @@ class Schedules:
         rec.principal = viewer.principal if viewer is not None else LOCAL_PRINCIPAL
         if rec.next_fire_at is None:
             raise InvalidSchedule("invalid schedule: it would never fire (no tick before endAt or the year 10000)")
-        async with self._quota_lock:
+        async with self.m.principal_held(rec.principal):  # the count and the insert as one step
             await self._check_quota(rec.principal)
             await self.store.insert_schedule(rec)
         log.info("schedule.created", schedule_id=rec.schedule_id, tool=rec.tool, next_fire_at=rec.next_fire_at)

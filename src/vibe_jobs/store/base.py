@@ -309,6 +309,10 @@ class SharedJobStore(JobStore, Protocol):
     def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
         """`async with store.sweeper_lock() as held:` held in exactly one session at a time."""
 
+    def principal_lock(self, principal: str) -> AbstractAsyncContextManager[bool]:
+        """`async with store.principal_lock(principal):` held by one session at a time across every process, and
+        waited for: what a principal's quota counts and the insert it admits are one step cluster-wide."""
+
     async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
         """(priority rank, pending jobs, since when the longest-waiting runnable one has waited) for every rank
         with pending jobs: a job waits from its creation or its run_after, whichever is later; one deferred past

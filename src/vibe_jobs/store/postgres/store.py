@@ -25,6 +25,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -192,6 +193,9 @@ class PostgresStore(SharedJobStore):
         self.where = redact(url)
         self.channel = channel(self.schema)
         self._claim_key = lock_key(self.schema, "claim")
+        # principal locks held at once: each holds a pooled connection while its holder counts and inserts on
+        # another, so they may take at most half the pool (a pool of one cannot hold any: `principal_lock`)
+        self._principal_locks = anyio.CapacityLimiter(max(1, self.pool_max // 2))
         self.application_name = options.get("application_name") or "vibe-jobs"
         self._pool: asyncpg.Pool | None = None
         self._listeners: set[Listener] = set()
@@ -672,20 +676,32 @@ class PostgresStore(SharedJobStore):
         self._listeners.add(listener)
         return listener
 
-    @contextlib.asynccontextmanager
-    async def sweeper_lock(self) -> AsyncIterator[bool]:
-        """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time.
+    def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
+        """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time."""
+        return self._advisory_lock(lock_key(self.schema, "sweeper"), wait=False)
 
-        A session-level advisory lock on a pooled connection, released on exit (and by PostgreSQL
-        when that session dies, so a crashed sweeper never blocks the others). The pool does not reset
-        connections, so a session that may hold the lock without knowing it (the answer to the
-        lock request was cut off) is closed rather than put back.
-        """
-        key = lock_key(self.schema, "sweeper")
+    @contextlib.asynccontextmanager
+    async def principal_lock(self, principal: str) -> AsyncIterator[bool]:
+        """`async with store.principal_lock(principal) as held:` held by one session at a time, waited for: a
+        quota's count and the insert it admits are one step across every process that shares the store. With a
+        pool of one connection (`?pool_max=1`) it is not taken (held False): its holder could not count."""
+        if self.pool_max < 2:
+            yield False
+            return
+        key = lock_key(self.schema, f"principal:{principal}")
+        async with self._principal_locks, self._advisory_lock(key, wait=True) as held:
+            yield held
+
+    @contextlib.asynccontextmanager
+    async def _advisory_lock(self, key: int, *, wait: bool) -> AsyncIterator[bool]:
+        """A session-level advisory lock on a pooled connection (taken, or with `wait` waited for), released on
+        exit (and by PostgreSQL when that session dies, so a crashed holder never blocks the others). The pool
+        does not reset connections, so a session that may hold the lock without knowing it (the answer to the
+        lock request was cut off) is closed rather than put back."""
         try:
             async with self.pool.acquire() as conn:
                 try:
-                    held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+                    held = await _take_advisory_lock(conn, key, wait)
                 except BaseException:
                     conn.terminate()
                     raise
@@ -791,3 +807,11 @@ class PostgresStore(SharedJobStore):
             await drop_schema(conn, self.schema)
         finally:
             await conn.close()
+
+
+async def _take_advisory_lock(conn: Any, key: int, wait: bool) -> bool:
+    """Take the advisory lock `key` in `conn`'s session (waiting for it, or with `wait` False only trying): held?"""
+    if wait:
+        await conn.execute("SELECT pg_advisory_lock($1)", key)
+        return True
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
