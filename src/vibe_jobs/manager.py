@@ -34,6 +34,7 @@ from vibe_jobs.errors import (
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription, job_event
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
+from vibe_jobs.ids import new_job_id
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
@@ -460,7 +461,7 @@ class JobManager:
     def _new_record(self, tool_name: str, params: dict[str, Any], task: TaskSpec | None, key: str | None) -> JobRecord:
         now = self.now()
         rec = JobRecord(
-            os.urandom(16).hex(), tool_name, params, PENDING, now, now
+            new_job_id(), tool_name, params, PENDING, now, now
         )  # positional (bench/MEASUREMENTS.md: record construction)
         rec.owner = self.owner
         if task is not None:
