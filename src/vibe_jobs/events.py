@@ -132,6 +132,8 @@ class EventBus:
         self._maxsize = maxsize
         self._all: list[Subscription] = []
         self._by_job: dict[str, list[Subscription]] = {}
+        # anybody subscribed at all: per-job publishers test this attribute before calling `wants`
+        self.listened = False
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
         sub = Subscription(self, job_id, self._maxsize)
@@ -139,6 +141,7 @@ class EventBus:
             self._all.append(sub)
         else:
             self._by_job.setdefault(job_id, []).append(sub)
+        self.listened = True
         return sub
 
     def remove(self, sub: Subscription) -> None:
@@ -147,6 +150,7 @@ class EventBus:
             subs.remove(sub)
         if sub.job_id is not None and not subs:
             self._by_job.pop(sub.job_id, None)
+        self.listened = bool(self._all or self._by_job)
 
     def wants(self, job_id: str) -> bool:
         """Whether anybody listens to this job (so publishers can skip building the event)."""

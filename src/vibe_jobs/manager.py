@@ -415,7 +415,7 @@ class JobManager:
             return False
         self.stats.counters.created[rec.tool_name] += 1
         self._recent.remember(rec)
-        if self.bus.wants(rec.id):
+        if self.bus.listened and self.bus.wants(rec.id):
             self._publish(EventType.CREATED, rec)
         if self.runner is not None:
             await self.runner.enqueue(rec)
@@ -581,18 +581,19 @@ class JobManager:
             kind = STATUS_EVENTS[status]
             if status in FINAL:
                 self.stats.record_finish(rec)  # counts, histograms, learned durations
-                if self.bus.wants(rec.id):
+                if self.bus.listened and self.bus.wants(rec.id):
                     self._publish(kind, rec)
                 if self.runner is not None:
                     self.runner.on_finished(rec)
                 return
             if rec.attempt == 1 and rec.started_at is not None:  # the first start: how long it queued
                 self.stats.counters.started(rec.tool_name, rec.started_at - rec.created_at)
-        if self.bus.wants(rec.id):
+        if self.bus.listened and self.bus.wants(rec.id):
             self._publish(kind, rec)
 
     def _publish(self, kind: EventType, rec: JobRecord) -> None:
-        """Publish a change (callers on the hot path ask `bus.wants` first: nobody listens, nothing is built)."""
+        """Publish a change (callers on the hot path ask `bus.listened` and `bus.wants` first: nobody listens,
+        nothing is built)."""
         self.bus.publish(job_event(kind, rec))
 
     async def update_job_status(
