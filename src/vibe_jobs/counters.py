@@ -74,17 +74,16 @@ class Counters:
         self.store_ops: dict[str, Histogram] = {}
 
     def finished(self, tool: str, duration_ms: int) -> None:
-        # `Histogram.observe` written out (these two run once per job each)
-        pending = (self.duration.get(tool) or _hist(self.duration, tool, JOB_BUCKETS)).pending
-        pending.append(duration_ms / 1000)
-        if len(pending) > PENDING_MAX:
-            self.duration[tool].fold()
+        hist = self.duration.get(tool)
+        if hist is None:
+            hist = self.duration[tool] = Histogram(JOB_BUCKETS)
+        hist.observe(duration_ms / 1000)
 
     def started(self, tool: str, waited_ms: int) -> None:
-        pending = (self.queue_wait.get(tool) or _hist(self.queue_wait, tool, JOB_BUCKETS)).pending
-        pending.append(max(0, waited_ms) / 1000)
-        if len(pending) > PENDING_MAX:
-            self.queue_wait[tool].fold()
+        hist = self.queue_wait.get(tool)
+        if hist is None:
+            hist = self.queue_wait[tool] = Histogram(JOB_BUCKETS)
+        hist.observe(max(0, waited_ms) / 1000)
 
     def store_op(self, op: str, seconds: float) -> None:
         _hist(self.store_ops, op, STORE_BUCKETS).observe(seconds)

@@ -84,16 +84,16 @@ class Durations:
         self.dirty: set[str] = set()
 
     def add(self, tool: str, operation_type: str | None, ms: int) -> None:
-        (self.by_key.get(tool) or self._learned(tool)).pending.append(ms)  # `Learned.add`, once per completed job
-        self.dirty.add(tool)
+        self._add(tool, ms)
         if operation_type:
-            key = key_of(tool, operation_type)
-            (self.by_key.get(key) or self._learned(key)).pending.append(ms)
-            self.dirty.add(key)
+            self._add(key_of(tool, operation_type), ms)
 
-    def _learned(self, key: str) -> Learned:
-        learned = self.by_key[key] = Learned()
-        return learned
+    def _add(self, key: str, ms: int) -> None:
+        learned = self.by_key.get(key)
+        if learned is None:
+            learned = self.by_key[key] = Learned()
+        learned.pending.append(ms)
+        self.dirty.add(key)
 
     def estimate(self, tool: str, operation_type: str | None = None) -> int | None:
         """The tool's learned estimate (of its operation type when known), in ms; None without history."""

@@ -45,13 +45,8 @@ class RecentRecords(Recent["JobRecord"]):
     collector would walk it, until pushed out)."""
 
     def remember(self, rec: JobRecord) -> JobRecord:
-        key = rec.id
         if rec.status in FINAL:
-            self.pop(key, None)
-        else:  # `put`, written out: this runs at each change of every job
-            if key in self:
-                self.move_to_end(key)
-            self[key] = rec
-            if len(self) > self.limit:
-                self.popitem(last=False)
+            self.pop(rec.id, None)
+        else:
+            self.put(rec.id, rec)
         return rec
