@@ -41,7 +41,7 @@ from mcp.shared.dispatcher import ProgressFnT as ProgressFn
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams, Result, TextContent
 from mcp_types.jsonrpc import INVALID_PARAMS
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from vibe_jobs.states import FINAL
 
@@ -70,7 +70,7 @@ MAX_REFUSED = 3  # answers refused for one question before call_and_wait gives u
 CONTROL_TOOLS = frozenset({GET_JOB_RESULT, "cancel-job", "list-jobs", "job-stats"})
 MessageFn = Callable[[dict[str, Any]], Awaitable[None]]
 OnElicit = Callable[[str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
-OnSample = Callable[[dict[str, Any]], Awaitable[str | Mapping[str, Any]]]
+OnSample = Callable[[dict[str, Any]], Awaitable[str | Mapping[str, Any] | BaseModel]]  # text or CreateMessageResult
 ELICIT, SAMPLE = "elicitation/create", "sampling/createMessage"
 _on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
 _answerer: ContextVar[Answerer | None] = ContextVar("vibe_jobs_task_answerer", default=None)
@@ -101,6 +101,8 @@ class Answerer:
             result = await self.on_sample(dict(params))
             if isinstance(result, str):
                 return {"role": "assistant", "content": {"type": "text", "text": result}, "model": "unknown"}
+            if isinstance(result, BaseModel):  # a CreateMessageResult: its wire keys (stopReason), not its fields'
+                return result.model_dump(by_alias=True, exclude_none=True, mode="json")
             return dict(result)
         raise MCPError(code=-32603, message=f"no callback answers {method}")
 

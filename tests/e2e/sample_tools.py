@@ -115,3 +115,8 @@ async def ask_model(job: JobContext, topic: str = "jobs") -> list[str]:
         reply = await job.sample(f"question {i + 1} about {topic}", max_tokens=50, system="be brief")
         replies.append(reply.text if reply.text is not None else f"<{reply.action}>")
     return replies
+
+@job_tool(description="Sample once and report the reply's text and the keys of the result the client sent")
+async def sample_keys(job: JobContext) -> str:
+    reply = await job.sample("hello", max_tokens=10)
+    return f"{reply.action} {reply.text} {sorted(reply.result or {})}"
