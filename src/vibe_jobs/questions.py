@@ -211,9 +211,11 @@ def _elicit_answer(schema: Mapping[str, Any], answer: Any) -> dict[str, Any]:
     action = answer.get("action", "accept")
     if action not in ACTIONS:
         raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-    content = answer.get("content") or {}
-    if not isinstance(content, Mapping):
-        raise InvalidParams("content must be an object of the requested fields")
+    content = answer.get("content")
+    if content is None:  # an accept with no content: the schema's required fields say whether that fits
+        content = {}
+    if not isinstance(content, Mapping):  # [], 0, false, "" were taken as {}
+        raise InvalidParams(f"content must be an object of the requested fields, not {content!r:.80}")
     return {"action": "accept", "content": check_content(schema, content)}
 
 

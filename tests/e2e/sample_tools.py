@@ -120,3 +120,13 @@ async def ask_model(job: JobContext, topic: str = "jobs") -> list[str]:
 async def sample_keys(job: JobContext) -> str:
     reply = await job.sample("hello", max_tokens=10)
     return f"{reply.action} {reply.text} {sorted(reply.result or {})}"
+
+
+class Note(BaseModel):
+    note: str = ""
+
+
+@job_tool(description="Ask for an optional note (a schema with no required field), then report the content given")
+async def ask_note(job: JobContext) -> str:
+    answer = await job.elicit("Any note?", Note)
+    return f"{answer.action} {answer.content}"
