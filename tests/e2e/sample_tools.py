@@ -116,6 +116,7 @@ async def ask_model(job: JobContext, topic: str = "jobs") -> list[str]:
         replies.append(reply.text if reply.text is not None else f"<{reply.action}>")
     return replies
 
+
 @job_tool(description="Sample once and report the reply's text and the keys of the result the client sent")
 async def sample_keys(job: JobContext) -> str:
     reply = await job.sample("hello", max_tokens=10)
@@ -130,3 +131,10 @@ class Note(BaseModel):
 async def ask_note(job: JobContext) -> str:
     answer = await job.elicit("Any note?", Note)
     return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Sample with a message whose content is a list of blocks, then report the reply")
+async def sample_blocks(job: JobContext) -> str:
+    blocks = [{"type": "text", "text": "first block"}, {"type": "text", "text": "second block"}]
+    reply = await job.sample([{"role": "user", "content": blocks}], max_tokens=10)
+    return f"{reply.action} {reply.text}"

@@ -56,8 +56,7 @@ class TerminalAsker:
         if params.get("systemPrompt"):
             self.say(f"  system: {params['systemPrompt']}")
         for message in params.get("messages") or ():
-            content = message.get("content") or {}
-            self.say(f"  {message.get('role')}: {content.get('text', json.dumps(content))}")
+            self.say(f"  {message.get('role')}: {shown_content(message.get('content'))}")
         try:
             return self.line("reply: ")
         except Refused as exc:
@@ -94,6 +93,13 @@ class TerminalAsker:
         """A line to the operator's terminal: what the job asks (the tool's or an upstream's words) escaped."""
         self.out.write(printable_lines(text) + "\n")
         self.out.flush()
+
+
+def shown_content(content: Any) -> str:
+    """A sampling message's content as the terminal shows it: a block's text, each block of a list in turn."""
+    blocks = content if isinstance(content, list) else [content]
+    shown = [b["text"] if isinstance(b, Mapping) and isinstance(b.get("text"), str) else json.dumps(b) for b in blocks]
+    return "\n    ".join(shown)
 
 
 def convert(text: str, kind: Any, choices: list[Any]) -> Any:

@@ -1,0 +1,25 @@
+"""`vibe-jobs call` asks the person at the terminal what a job asks, against the real `vibe-jobs serve` (stdio,
+started by `vibe-jobs call --server-cmd`), with typed answers piped in."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+
+from tests.e2e.conftest import BASE_ENV, ROOT, SERVER
+
+
+def vibe_jobs_call(tool: str, typed: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "vibe_jobs", "call", tool, "--server-cmd", shlex.join(SERVER)]
+    env = {**os.environ, **BASE_ENV}
+    return subprocess.run(cmd, cwd=ROOT, env=env, input=typed, capture_output=True, text=True, timeout=50)
+
+
+def test_a_sampling_question_whose_content_is_a_list_of_blocks_is_shown() -> None:
+    """A message whose content is a list of blocks crashed `vibe-jobs call` (AttributeError, exit 2)."""
+    done = vibe_jobs_call("sample_blocks", "a reply\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "accept a reply"
+    assert "user: first block" in done.stderr and "second block" in done.stderr
