@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Literal
 
 import anyio
 from pydantic import BaseModel, Field
@@ -131,6 +132,16 @@ class Note(BaseModel):
 async def ask_note(job: JobContext) -> str:
     answer = await job.elicit("Any note?", Note)
     return f"{answer.action} {answer.content}"
+
+
+class Colours(BaseModel):
+    colours: list[Literal["red", "green", "blue"]]
+
+
+@job_tool(description="Ask for any number of colours (a multi-select), then report them")
+async def pick_colours(job: JobContext) -> str:
+    answer = await job.elicit("Which colours?", Colours)
+    return ",".join(answer.data.colours) if answer.data is not None else answer.action
 
 
 @job_tool(description="Sample with a message whose content is a list of blocks, then report the reply")

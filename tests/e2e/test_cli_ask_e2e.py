@@ -8,6 +8,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.conftest import BASE_ENV, ROOT, SERVER
 
 
@@ -15,6 +17,19 @@ def vibe_jobs_call(tool: str, typed: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "vibe_jobs", "call", tool, "--server-cmd", shlex.join(SERVER)]
     env = {**os.environ, **BASE_ENV}
     return subprocess.run(cmd, cwd=ROOT, env=env, input=typed, capture_output=True, text=True, timeout=50)
+
+
+@pytest.mark.parametrize(
+    ("typed", "out"), [("red, blue\n", "red,blue"), ("purple\ngreen\n", "green"), ("\nred\n", "red")]
+)
+def test_a_multi_select_field_shows_its_choices_and_takes_them_comma_separated(typed: str, out: str) -> None:
+    """An array-of-enum field showed `(array)` and took the typed text as one string, which the server refused
+    each time (three refusals, exit 1): nobody could answer it at the terminal."""
+    done = vibe_jobs_call("pick_colours", typed)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == out
+    assert "red|green|blue" in done.stderr and "comma separated" in done.stderr
+    assert ("choose from red, green, blue" in done.stderr) == typed.startswith("purple")
 
 
 def test_a_sampling_question_whose_content_is_a_list_of_blocks_is_shown() -> None:

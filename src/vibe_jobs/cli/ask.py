@@ -2,7 +2,8 @@
 (sampling): the answers go back through `vibe_jobs.client.call_and_wait`'s `on_elicit` / `on_sample`.
 
 Prompts go to stderr and answers are read a line at a time from stdin (the terminal, or a pipe). An empty
-line takes a field's default; `!decline` declines the question, end of input cancels it.
+line takes a field's default; a multi-select field (an array of choices) takes its choices comma separated;
+`!decline` declines the question, end of input cancels it.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class TerminalAsker:
 
     def field(self, name: str, prop: Mapping[str, Any], required: bool) -> Any:
         kind, default = prop.get("type"), prop.get("default")
-        choices = prop.get("enum") or [o.get("const") for o in prop.get("oneOf") or () if "const" in o]
+        choices = choices_of(prop.get("items") if kind == "array" else prop)
         hint = "y/n" if kind == "boolean" else "|".join(map(str, choices)) if choices else kind
+        if kind == "array":
+            hint = f"any of {hint}, comma separated"
         shown = f" [{default}]" if default is not None else ""
         while True:
             text = self.line(f"  {prop.get('title') or name} ({hint}){shown}: ")
@@ -95,6 +98,14 @@ class TerminalAsker:
         self.out.flush()
 
 
+def choices_of(prop: Any) -> list[Any]:
+    """The values a field (or a multi-select's items) may take: its enum, or the consts of its oneOf / anyOf."""
+    if not isinstance(prop, Mapping):
+        return []
+    options = prop.get("oneOf") or prop.get("anyOf") or ()
+    return list(prop.get("enum") or [o.get("const") for o in options if isinstance(o, Mapping) and "const" in o])
+
+
 def shown_content(content: Any) -> str:
     """A sampling message's content as the terminal shows it: a block's text, each block of a list in turn."""
     blocks = content if isinstance(content, list) else [content]
@@ -103,6 +114,11 @@ def shown_content(content: Any) -> str:
 
 
 def convert(text: str, kind: Any, choices: list[Any]) -> Any:
+    if kind == "array":
+        picked = [part.strip() for part in text.split(",") if part.strip()]
+        if choices and any(p not in choices for p in picked):
+            raise ValueError(f"choose from {', '.join(map(str, choices))}, comma separated")
+        return picked
     if kind == "boolean":
         if text.lower() in YES | NO:
             return text.lower() in YES
