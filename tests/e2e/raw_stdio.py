@@ -71,13 +71,15 @@ async def raw_stdio(
     tools: str = "tests.e2e.sample_tools",
     env: dict[str, str] | None = None,
     stderr: Any = None,
+    capabilities: dict[str, Any] | None = None,
 ) -> AsyncIterator[RawStdio]:
-    """The real server over stdio, initialized (legacy handshake), driven frame by frame."""
+    """The real server over stdio, initialized (legacy handshake, declaring `capabilities`), driven frame by
+    frame."""
     full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(env or {})}
     proc = await anyio.open_process(server_command(store, tools), env=full_env, cwd=ROOT, stderr=stderr)
     try:
         client = RawStdio(proc)
-        init = await client.request("initialize", INIT)
+        init = await client.request("initialize", {**INIT, "capabilities": capabilities or {}})
         assert "result" in init, init
         await client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         yield client

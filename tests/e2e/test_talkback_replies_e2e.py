@@ -3,9 +3,12 @@ refused with the reason, the question stays open, and the server answers on (no 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.e2e.conftest import MODES
+from tests.e2e.raw_stdio import raw_stdio
 from tests.e2e.test_talkback_e2e import connect, finish, result_text, start, until_waiting
 
 
@@ -23,3 +26,49 @@ async def test_an_accepted_elicitation_whose_content_is_no_object_is_refused(mod
         assert "waitingFor" in (await until_waiting(client, job_id))
         assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": {"note": "hi"}})).is_error
         assert result_text(await finish(client, job_id)) == "accept {'note': 'hi'}"
+
+
+# replies the SDK's own validation refuses; a raw client sends them as they are
+BAD_SAMPLES = {
+    "content a number": {"role": "assistant", "content": 5, "model": "m"},
+    "no content": {"role": "assistant", "model": "m"},
+    "a text block without text": {"role": "assistant", "content": {"type": "text"}, "model": "m"},
+    "an unknown block type": {"role": "assistant", "content": {"type": "evil", "x": 1}, "model": "m"},
+    "model a number": {"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": 7},
+}
+BAD_ELICITS = {
+    "nested content": {"action": "accept", "content": {"count": {"a": 1}}},
+    "action maybe": {"action": "maybe"},
+}
+CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}}}
+
+
+@pytest.mark.parametrize("case", [*BAD_SAMPLES, *BAD_ELICITS])
+async def test_a_reply_the_sdk_refuses_is_refused_and_the_long_poll_answers(case: str) -> None:
+    """2025-11-25: the long-poll's elicitation/sampling request answered with a reply that fails the SDK's own
+    validation crashed get-job-result ("Error executing tool get-job-result", a traceback in the log). Now it
+    is refused like any wrong answer: the long-poll answers with waitingFor, and the question stays open."""
+    sampling = case in BAD_SAMPLES
+    async with raw_stdio(capabilities=CAPABILITIES) as raw:
+        started = await raw.call("sample_keys" if sampling else "ask_count", {})
+        job_id = started["result"]["structuredContent"]["jobId"]
+        poll_id = next(raw.ids)
+        arguments = {"jobId": job_id, "waitSeconds": 10}
+        await raw.send(
+            {
+                "jsonrpc": "2.0",
+                "id": poll_id,
+                "method": "tools/call",
+                "params": {"name": "get-job-result", "arguments": arguments},
+            }
+        )
+        while (asked := await raw.answer()).get("method") not in ("sampling/createMessage", "elicitation/create"):
+            pass
+        reply = BAD_SAMPLES[case] if sampling else BAD_ELICITS[case]
+        await raw.send({"jsonrpc": "2.0", "id": asked["id"], "result": reply})
+        while (answer := await raw.answer()).get("id") != poll_id:
+            pass
+        result = answer["result"]
+        assert not result.get("isError"), result
+        assert result["structuredContent"]["status"] == "running" and "waitingFor" in result["structuredContent"]
+        assert (await raw.call("cancel-job", {"jobId": job_id}))["result"]["structuredContent"]["status"] == "cancelled"

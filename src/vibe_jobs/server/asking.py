@@ -34,6 +34,7 @@ from mcp_types import (
     SamplingCapability,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from vibe_jobs.errors import InvalidParams, JobError, NotWaiting
 from vibe_jobs.events import JobEvent
@@ -98,8 +99,19 @@ class Asker:
         except MCPError as exc:  # the client refused (no handler, the person closed it): a decline
             log.info("job.question_refused", job_id=self.job_id, error=str(exc))
             return {"action": "decline"}
+        except ValidationError as exc:  # a reply that is no ElicitResult / CreateMessageResult: refused, as
+            # one that fails our own checks is (the question stays open)
+            log.warning("job.answer_refused", job_id=self.job_id, error=_reply_problem(exc))
+            return None
         dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         return dumped
+
+
+def _reply_problem(exc: ValidationError) -> str:
+    """What is wrong with a client's reply, in one line (the first of pydantic's errors, where it is)."""
+    first = exc.errors()[0]
+    where = ".".join(map(str, first.get("loc") or ())) or "the reply"
+    return f"the reply is no {exc.title}: {where}: {first.get('msg')}"
 
 
 def _request_of(question: Mapping[str, Any]) -> ElicitRequest | CreateMessageRequest:
