@@ -83,6 +83,7 @@ class Answerer:
 
     on_elicit: OnElicit | None = None
     on_sample: OnSample | None = None
+    on_refused: Callable[[str], Awaitable[None]] | None = None  # told why each refused answer was refused
 
     def can(self, method: str) -> bool:
         return (self.on_elicit if method == ELICIT else self.on_sample if method == SAMPLE else None) is not None
@@ -185,16 +186,18 @@ async def call_and_wait(
     include_details: bool = False,
     on_elicit: OnElicit | None = None,
     on_sample: OnSample | None = None,
+    on_refused: Callable[[str], Awaitable[None]] | None = None,
 ) -> CallToolResult:
     """Call `tool` and return its final CallToolResult (a job's result once the job has finished).
-    `on_elicit` and `on_sample` answer the questions the job asks on the way (see the module's text).
+    `on_elicit` and `on_sample` answer the questions the job asks on the way (see the module's text); `on_refused`
+    is told why an answer was refused before they are asked again.
 
     On the jobId protocol, `on_started` gets the job's immediate answer (its structuredContent: jobId,
     pollingRecommendation ...) before the job is followed, and `on_status` every get-job-result status
     message (a JobStatusMessage, with details when `include_details`), the final one included. The tasks
     extension reads no status messages: neither is called there.
     """
-    answerer = Answerer(on_elicit, on_sample)
+    answerer = Answerer(on_elicit, on_sample, on_refused)
     token, asked = _on_progress.set(on_progress), _answerer.set(answerer)
     try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads the context vars
         result = await client.call_tool(tool, dict(args or {}), progress_callback=on_progress)
@@ -230,7 +233,7 @@ async def follow_task(
     task: dict[str, Any] = handle.model_dump(by_alias=True, exclude_none=True)
     task_id = handle.task_id
     reporter = Reporter(on_progress)
-    refusals = Refusals()
+    refusals = Refusals(answerer.on_refused if answerer is not None else None)
     try:
         while (final := terminal_result(task, answerer)) is None:
             if task.get("status") == "input_required" and answerer is not None:
@@ -240,7 +243,7 @@ async def follow_task(
                 except MCPError as exc:
                     if exc.code != INVALID_PARAMS:
                         raise
-                    refusals.count(",".join(sorted(requests)), exc.error.message)  # asked again, or given up
+                    await refusals.count(",".join(sorted(requests)), exc.error.message)  # asked again, or given up
             elif status_of(task) not in TASK_TERMINAL:  # a terminal handle without its payload: read it at once
                 await reporter.report(_task_percent(task), task.get("statusMessage"))
                 await anyio.sleep(interval_ms(task.get("pollIntervalMs")) / 1000)
@@ -345,7 +348,7 @@ async def follow_job(
     """Read get-job-result (long-polls when wait_seconds > 0, else at each recommendation) until finished;
     a question the job waits on (`waitingFor`) is answered with answer-job when `answerer` can."""
     reporter = Reporter(on_progress)
-    refusals = Refusals()
+    refusals = Refusals(answerer.on_refused if answerer is not None else None)
     while True:
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
         question = _question(last)
@@ -354,7 +357,7 @@ async def follow_job(
             if why is None:
                 question = None
             else:  # the question stays (or the job moved on): read again, and answer what it asks then
-                refusals.count(str(question.get("requestId")), why)
+                await refusals.count(str(question.get("requestId")), why)
         asked = wait_seconds if not question else 0
         reply, held = await _read_job(client, args, last, asked, on_progress)
         msg = reply.structured_content
@@ -415,14 +418,18 @@ _METHODS = {"elicitation": ELICIT, "sampling": SAMPLE}
 @dataclass
 class Refusals:
     """Answers refused per question: the answerer is asked again (a person may correct a typo) up to
-    MAX_REFUSED times, then the call gives up with the last refusal (an answerer that repeats itself)."""
+    MAX_REFUSED times, then the call gives up with the last refusal (an answerer that repeats itself). `tell`
+    hears why each answer before that was refused, before the answerer is asked again."""
 
+    tell: Callable[[str], Awaitable[None]] | None = None
     seen: dict[str, int] = field(default_factory=dict)
 
-    def count(self, question_id: str, why: str) -> None:
+    async def count(self, question_id: str, why: str) -> None:
         self.seen[question_id] = self.seen.get(question_id, 0) + 1
         if self.seen[question_id] >= MAX_REFUSED:
             raise MCPError(code=INVALID_PARAMS, message=why)
+        if self.tell is not None:
+            await self.tell(why)
 
 
 async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer) -> str | None:

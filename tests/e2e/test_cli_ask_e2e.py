@@ -38,3 +38,15 @@ def test_a_sampling_question_whose_content_is_a_list_of_blocks_is_shown() -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "accept a reply"
     assert "user: first block" in done.stderr and "second block" in done.stderr
+
+
+def test_vibe_jobs_call_tells_the_person_why_an_answer_was_refused() -> None:
+    """An answer the server refused (50, out of 0..10) was asked for again without a word; the reason was shown
+    only at the third refusal, as the error the call ended with."""
+    done = vibe_jobs_call("ask_count", "50\n\n5\n\n")  # count, then the optional label
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    refused = done.stderr.index("Your answer was refused: ")
+    assert "'count' must be at most 10, got 50" in done.stderr[refused:]
+    assert done.stderr.count("The job asks: How many (0-10)?") == 2
+    assert refused < done.stderr.rindex("The job asks: How many (0-10)?")

@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from mcp import Client
+from mcp.client.session import ClientRequestContext
+from mcp_types import ElicitRequestParams, ElicitResult
 
-from tests.e2e.conftest import MODES
+from tests.e2e.conftest import MODES, HttpServer
 from tests.e2e.raw_stdio import raw_stdio
-from tests.e2e.test_talkback_e2e import connect, finish, result_text, start, until_waiting
+from tests.e2e.test_talkback_e2e import connect, finish, read, result_text, start, until_waiting
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -72,3 +75,30 @@ async def test_a_reply_the_sdk_refuses_is_refused_and_the_long_poll_answers(case
         assert not result.get("isError"), result
         assert result["structuredContent"]["status"] == "running" and "waitingFor" in result["structuredContent"]
         assert (await raw.call("cancel-job", {"jobId": job_id}))["result"]["structuredContent"]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_a_refused_answer_on_the_long_poll_tells_the_caller_why(transport: str, http_server: HttpServer) -> None:
+    """2025-11-25 callback path: an answer refused (out of bounds) was only logged; the long-poll answered
+    with the same question and the next one asked it again unchanged, so the person never learnt why. Now the
+    long-poll's answer carries the reason (`waitingFor.answerRefused`, and its text), and the question asked
+    again says it."""
+    asked: list[str] = []
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"count": 50 if len(asked) == 1 else 5})
+
+    target: Any = connect("legacy", elicitation_callback=on_elicit)
+    if transport != "stdio":
+        target = Client(http_server.url, mode="legacy", read_timeout_seconds=60, elicitation_callback=on_elicit)
+    async with target as client:
+        job_id = await start(client, "ask_count")
+        refused = await read(client, job_id, wait=10)
+        assert "'count' must be at most 10" in refused["waitingFor"]["answerRefused"], refused
+        assert refused["_text"].startswith("Your last answer was refused: ") and "at most 10" in refused["_text"]
+        done = await finish(client, job_id)
+    assert result_text(done) == "5"
+    assert asked[0] == "How many (0-10)?"
+    assert asked[1].startswith("Your last answer was refused (") and "'count' must be at most 10" in asked[1]
+    assert asked[1].endswith("). How many (0-10)?")

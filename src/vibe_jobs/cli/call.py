@@ -276,6 +276,7 @@ class Follower:
                 include_details=True,
                 on_elicit=self._elicit,
                 on_sample=self._sample,
+                on_refused=self._refused,
             )
             tg.cancel_scope.cancel()
         return result
@@ -313,6 +314,10 @@ class Follower:
             return await TerminalAsker().on_sample(params)
         finally:
             self.view.paused = False
+
+    async def _refused(self, why: str) -> None:
+        self.view.clear()
+        TerminalAsker().say(f"\nYour answer was refused: {why}")
 
     async def _guard_interrupts(self, job_id: str) -> None:
         with anyio.open_signal_receiver(signal.SIGINT) as signals:

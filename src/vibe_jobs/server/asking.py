@@ -9,6 +9,10 @@ call carries the answer in `inputResponses` (`take_responses`). Either way the a
 `JobManager.answer`, checked there like any other. A caller that cannot answer is told by `waitingFor` in
 the answer (see `messages.waiting_text`).
 
+An answer given on the call and refused (it fails the question's checks, or is no ElicitResult /
+CreateMessageResult at all) is remembered for the caller's connection (`refusal`): the long-poll answers with
+the reason in `waitingFor.answerRefused`, and the next long-poll that asks the same elicitation again says why.
+
 `Keepalive` sends the job's progress at least every `progress_keepalive_ms`, the unchanged value when the
 job reported nothing, so that clients that reset their time-out on progress keep waiting.
 """
@@ -20,6 +24,7 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context
+from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
@@ -43,8 +48,11 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
 from vibe_jobs.questions import ELICIT, SAMPLE, pending_question, response_to_pending
+from vibe_jobs.server.sdk import connection_state
 
 log = get_logger("vibe_jobs.server.asking")
+REFUSED = "vibe_jobs.answer_refused"  # in the connection's state: (question id, why its last answer was refused)
+MAX_REASON_CHARS = 1_000
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 CAPABILITY = {
     ELICIT: ClientCapabilities(elicitation=ElicitationCapability()),
@@ -83,14 +91,14 @@ class Asker:
         try:
             await self.m.answer(self.job_id, answer, request_id=question["id"])
         except InvalidParams as exc:
-            log.warning("job.answer_refused", job_id=self.job_id, error=str(exc))
+            self._refused(question["id"], str(exc))
         except JobError as exc:  # answered elsewhere meanwhile, or the job moved on: this answer is not needed
             log.info("job.answer_unused", job_id=self.job_id, reason=str(exc))
 
     async def _request(self, question: Mapping[str, Any]) -> dict[str, Any] | None:
         session = self.ctx.request_context.session
         meta = ServerMessageMetadata(related_request_id=self.ctx.request_context.request_id)
-        request = _request_of(question)
+        request = _request_of(question, refusal(self.ctx.request_context.session, question["id"]))
         try:
             if isinstance(request, ElicitRequest):
                 result: Any = await session.send_request(request, ElicitResult, metadata=meta)
@@ -101,10 +109,20 @@ class Asker:
             return {"action": "decline"}
         except ValidationError as exc:  # a reply that is no ElicitResult / CreateMessageResult: refused, as
             # one that fails our own checks is (the question stays open)
-            log.warning("job.answer_refused", job_id=self.job_id, error=_reply_problem(exc))
+            self._refused(question["id"], _reply_problem(exc))
             return None
         dumped: dict[str, Any] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
         return dumped
+
+    def _refused(self, question_id: str, reason: str) -> None:
+        log.warning("job.answer_refused", job_id=self.job_id, error=reason)
+        connection_state(self.ctx.request_context.session)[REFUSED] = (question_id, reason[:MAX_REASON_CHARS])
+
+
+def refusal(session: ServerSession, question_id: str | None) -> str | None:
+    """Why the last answer this client's connection gave to question `question_id` was refused, if it was."""
+    refused = connection_state(session).get(REFUSED)
+    return refused[1] if refused is not None and refused[0] == question_id else None
 
 
 def _reply_problem(exc: ValidationError) -> str:
@@ -114,8 +132,12 @@ def _reply_problem(exc: ValidationError) -> str:
     return f"the reply is no {exc.title}: {where}: {first.get('msg')}"
 
 
-def _request_of(question: Mapping[str, Any]) -> ElicitRequest | CreateMessageRequest:
-    wire = {"method": question["method"], "params": question["params"]}
+def _request_of(question: Mapping[str, Any], refused: str | None = None) -> ElicitRequest | CreateMessageRequest:
+    """The question as its MCP request; an elicitation whose last answer was refused says why first."""
+    params = question["params"]
+    if refused is not None and question["method"] == ELICIT:
+        params = {**params, "message": f"Your last answer was refused ({refused}). {params['message']}"}
+    wire = {"method": question["method"], "params": params}
     return (
         ElicitRequest.model_validate(wire)
         if question["method"] == ELICIT

@@ -34,7 +34,7 @@ from vibe_jobs.models import (
 )
 from vibe_jobs.questions import pending_question
 from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
-from vibe_jobs.server.asking import Asker, Keepalive, take_responses
+from vibe_jobs.server.asking import Asker, Keepalive, refusal, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
 from vibe_jobs.server.wrap import admit, checked_tool, error_result, job_error_result, start_job
@@ -87,6 +87,13 @@ def status_result(msg: JobStatusMessage, include_details: bool, served: bool = T
     return CallToolResult(content=[text(said)], structured_content=wire)
 
 
+def with_refusal(msg: JobStatusMessage, refused: str | None) -> JobStatusMessage:
+    """The status with why this caller's last answer to the question it shows was refused (`answerRefused`)."""
+    if refused is None or msg.waiting_for is None:
+        return msg
+    return msg.model_copy(update={"waiting_for": {**msg.waiting_for, "answerRefused": refused}})
+
+
 def job_summary(job: Job) -> dict[str, Any]:
     """A job as list-jobs and `jobs://recent` show it: no result, secret-named arguments redacted."""
     return job.shown(result=False)
@@ -133,6 +140,7 @@ class ControlTools:
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
+        msg = with_refusal(msg, refusal(ctx.request_context.session, (msg.waiting_for or {}).get("requestId")))
         msg = carried_status(msg, ctx.request_context.request, self.m.settings.max_answer_bytes)
         return status_result(msg, includeDetails, served=msg.tool_name in self.specs)
 

@@ -89,6 +89,11 @@ def diagnostics_text(details: Any) -> str | None:
 
 def waiting_text(job_id: str, tool_name: str, question: dict[str, Any]) -> str:
     """A job that waits for an answer: the question, and exactly how to answer or cancel it."""
+    refused = f"Your last answer was refused: {question['answerRefused']}. " if question.get("answerRefused") else ""
+    return refused + _asked_text(job_id, tool_name, question)
+
+
+def _asked_text(job_id: str, tool_name: str, question: dict[str, Any]) -> str:
     jid = json.dumps(job_id)
     rid = f', "requestId": {json.dumps(question["requestId"])}' if question.get("requestId") else ""
     if question.get("kind") == "sampling":

@@ -17,7 +17,8 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   replace its reader, and its process handling (the executable, the inherited environment, a process group of
   its own, the shutdown order) is worth keeping: `_create_platform_compatible_process`, `_stop_server_process`.
 - the identity of the client connection a (per-request) `ServerSession` speaks on (`_connection`):
-  the key of a legacy resource subscriber, so that unsubscribe finds the subscription.
+  the key of a legacy resource subscriber, so that unsubscribe finds the subscription; and its `state`, where the
+  last answer of that client a job refused is kept (`server/asking.py`), for its next long-poll to tell.
 - which streamable-HTTP sessions are still open (`StreamableHTTPSessionManager._server_instances`): a principal's
   sessions that ended (DELETE, idle time-out) no longer count against its limit (`server/http/sessions.py`). That
   middleware also mirrors the session manager's routing: only a POST without a session id, whose protocol version
@@ -71,6 +72,12 @@ def add_tool_object(mcp: MCPServer[Any], tool: Tool) -> None:
 def connection_of(session: ServerSession) -> object:
     """The connection `session` speaks on: one object for every request of one client connection."""
     return session._connection
+
+
+def connection_state(session: ServerSession) -> dict[str, Any]:
+    """The per-connection dict `session`'s connection keeps while it lives (the SDK's `Connection.state`)."""
+    state: dict[str, Any] = session._connection.state
+    return state
 
 
 def at_connection_close(session: ServerSession, key: str, fn: Callable[[object], object]) -> None:
