@@ -289,7 +289,7 @@ class Executor:
     # -- time-outs: warn at 80 %, cancel at 100 %, abandon after the grace period ----------
 
     def _at(self, delay: float, callback: Callable[[], None]) -> Timer:
-        return self.timers.call_at(anyio.current_time() + delay, callback, self.m.task_group)
+        return self.timers.call_later(delay, callback, self.m.task_group)
 
     def _pause(self, run: Run) -> None:
         """The job waits for an answer: its time-out clock stops (the stage due next keeps its time left)."""

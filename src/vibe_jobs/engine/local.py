@@ -98,10 +98,10 @@ class LocalSource:
         )
         self.queued[rec.id] = entry
         self.executor.watch_deadline(rec)
-        deps = set(rec.task.dependencies) if rec.task else set()
+        deps = rec.task.dependencies if rec.task else None
         if deps:
             # It becomes ready (honouring run_after) when its last dependency completes.
-            await self._wait_for(rec.id, deps)
+            await self._wait_for(rec.id, set(deps))
         else:
             self._make_ready(entry, rec.run_after)
         self.pump()
@@ -132,7 +132,10 @@ class LocalSource:
         self._dependency_finished(rec.id, rec.status)
 
     def _dependency_finished(self, dep: str, status: JobStatus | None) -> None:
-        for job_id in self._dependents.pop(dep, set()):
+        dependents = self._dependents.pop(dep, None)
+        if dependents is None:
+            return  # nobody waits on it: nothing became ready
+        for job_id in dependents:
             waiting = self._waiting.get(job_id)
             if waiting is None:
                 continue

@@ -8,6 +8,7 @@ task for anything that awaits).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
@@ -58,6 +59,10 @@ class Timers:
         elif when < earliest:
             self._wake.set()
         return timer
+
+    def call_later(self, delay: float, callback: Callable[[], None], tg: TaskGroup) -> Timer:
+        """`call_at` `delay` seconds from now (the loop's clock read directly: this runs for every job)."""
+        return self.call_at(asyncio.get_running_loop().time() + delay, callback, tg)
 
     def cancel(self, timer: Timer | None) -> None:
         """The timer will not fire. It stays in the heap until it comes up or the heap is compacted, but
