@@ -377,27 +377,26 @@ class SQLiteStore:
         check_updatable(job_id, changes)
         guard = guard or NO_GUARD
         change = Change(job_id, changes)
+        base = self._known.get(job_id)
+        if base is not None and (guard.version is None or base.version != guard.version):
+            base = None  # only a record at the version the update is guarded by is its base
+        # the row is at the version of the base we hold: on success, the new record is that one changed
+        st, args = change.statement(guard, returning=base is None)
         try:
-            return await self._update(change, guard)
+            answer = await self._run(st, args, ONE if base is None else ROWCOUNT)
         except AnswerLost as lost:
             return await self._update_landed(change, guard, lost)
+        return self._updated(change, base, answer)
 
-    async def _update(self, change: Change, guard: Guard) -> JobRecord | None:
-        job_id = change.job_id
-        base = self._known.get(job_id)
-        if base is not None and guard.version is not None and base.version == guard.version:
-            # the row is at the version of the record we hold: on success, the new record is that one changed
-            st, args = change.statement(guard, returning=False)
-            if await self._run(st, args, ROWCOUNT) == 1:
-                return self._known.remember(change.apply(base))
-            self._known.pop(job_id, None)  # another process moved the job on
-            return None
-        st, args = change.statement(guard, returning=True)
-        row = await self._run(st, args, ONE)
-        if row is None:
-            self._known.pop(job_id, None)
-            return None
-        return self._known.remember(codec.decode(row))
+    def _updated(self, change: Change, base: JobRecord | None, answer: Any) -> JobRecord | None:
+        """The record an update made (`answer`: its row count on `base`, else the row it returned), or None
+        when its guard failed (another process moved the job on)."""
+        if base is not None and answer == 1:
+            return self._known.remember(change.apply(base))
+        if base is None and answer is not None:
+            return self._known.remember(codec.decode(answer))
+        self._known.pop(change.job_id, None)
+        return None
 
     async def _update_landed(self, change: Change, guard: Guard, lost: AnswerLost) -> JobRecord | None:
         """What an update whose answer was `lost` did, read after the server's restart: the job as it made it, or
