@@ -34,9 +34,6 @@ def check_room(pending: int, max_pending: int) -> None:
 
 def check_fits(rec: JobRecord, limits: ResourceLimits) -> None:
     """Refuse a job that could never fit the resource limits, even alone."""
-    needs, caps = needs_of(rec), caps_of(limits)
-    if needs[0] <= caps[0] and needs[1] <= caps[1] and needs[2] <= caps[2]:
-        return  # the usual case, written out: it runs for every job submitted
-    for name, need, cap in zip(NEED_NAMES, needs, caps, strict=True):
+    for name, need, cap in zip(NEED_NAMES, needs_of(rec), caps_of(limits), strict=True):
         if need > cap:
             raise ResourceLimitExceeded(f"the job needs {name}={need:g} but the limit is {cap:g}", resource=name)

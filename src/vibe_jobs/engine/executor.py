@@ -137,21 +137,24 @@ class Executor:
     async def _claim(self, job_id: str) -> JobRecord | None:
         """Claim the job (pending -> running); while the store fails transiently (full, locked, restarting)
         try again with backoff (outages.py), so that an accepted job never waits for a restart."""
-        claimed: list[JobRecord] = []
+        claimed: JobRecord | None = None
 
         async def claim() -> None:
+            nonlocal claimed
             await self.m.renew_if_late()  # after a stall: started under a lapsed lease, it could run twice
-            with contextlib.suppress(InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
+            try:
                 rec = await self.m.start_job(job_id, owned=True)
-                if rec.status is JobStatus.RUNNING:  # else its cancel was asked for: it ended cancelled
-                    claimed.append(rec)
+            except (InvalidTransition, StaleWrite):  # cancelled (or taken) before it started
+                return
+            if rec.status is JobStatus.RUNNING:  # else its cancel was asked for: it ended cancelled
+                claimed = rec
 
         retry = StoreRetry("job.claim_retry", first=0.05, on_failure=self.m.store_failed)
         try:
             await retry.until_done(claim, job_id=job_id)
         except JobError:  # gone (deleted) before it started
             return None
-        return claimed[0] if claimed else None
+        return claimed
 
     async def _give_back(self, rec: JobRecord) -> None:
         """A claim whose lease lapsed before its work could start (this process stalled, or the claim's
