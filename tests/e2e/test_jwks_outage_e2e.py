@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -30,6 +29,7 @@ from tests.e2e.conftest import HttpServer, start_http
 from tests.e2e.test_identity_e2e import client_as
 from tests.e2e.test_jobs_e2e import structured
 from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, KEY, KID, OTHER_KEY, token
+from tests.json_server import json_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,34 +50,20 @@ class Jwks:
 def idp() -> Iterator[Jwks]:
     state = Jwks()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.fetches += 1
-            if state.hang.is_set():
-                state.hanging.set()
-                state.release.wait(30)  # an outage: the fetch's time-out ends it, not an answer
-                return
-            body = jwks_of(state.keys)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
+    def answer(path: str) -> bytes | None:
+        state.fetches += 1
+        if state.hang.is_set():
+            state.hanging.set()
+            state.release.wait(30)  # an outage: the fetch's time-out ends it, not an answer
             return None
+        return jwks_of(state.keys)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    try:
-        yield state
-    finally:
-        state.release.set()
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with json_server(answer) as base:
+        state.url = f"{base}/jwks.json"
+        try:
+            yield state
+        finally:
+            state.release.set()
 
 
 def jwks_of(keys: list[Any]) -> bytes:

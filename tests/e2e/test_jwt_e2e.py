@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx2
@@ -21,6 +19,7 @@ from jwt.algorithms import RSAAlgorithm
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
 from tests.e2e.test_identity_e2e import UNKNOWN_ID, assert_answers_as_unknown, client_as, listed
 from tests.e2e.test_jobs_e2e import start, structured
+from tests.json_server import json_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,27 +35,8 @@ def jwks() -> bytes:
 
 @pytest.fixture(scope="module")
 def jwks_url() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = jwks()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with json_server(lambda path: jwks()) as base:
+        yield f"{base}/jwks.json"
 
 
 @pytest.fixture(scope="module")

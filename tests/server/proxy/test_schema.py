@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
+from tests.json_server import json_server
 from vibe_jobs.errors import InvalidArguments
 from vibe_jobs.server.proxy.schema import SchemaArguments
 
@@ -131,27 +130,11 @@ def test_a_ref_to_a_url_is_not_fetched() -> None:
     loop, at any address the upstream names (review helper-57). It is refused, and nothing is fetched."""
     hits: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            body = b'{"type": "integer"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> bytes:
+        hits.append(path)
+        return b'{"type": "integer"}'
 
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
-        schema = {"type": "object", "properties": {"v": {"$ref": url}}}
+    with json_server(answer) as base:
+        schema = {"type": "object", "properties": {"v": {"$ref": f"{base}/schema.json"}}}
         assert "cannot be checked against the upstream's schema" in str(refusal(schema, {"v": 1}))
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
     assert hits == []
