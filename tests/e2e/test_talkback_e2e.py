@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -114,6 +114,61 @@ async def test_a_long_poll_ends_on_time_while_the_callers_reply_is_outstanding()
             assert msg["status"] == "completed" and result_text(msg) == "no answer: timeout", msg
         finally:
             released.set()
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_a_person_slower_than_the_long_poll_still_answers_the_job(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    """2025-11-25: the elicitation stays outstanding past the long-poll that sent it. A person who takes 2 s
+    while the client long-polls for 1 s at a time answers the job (before its 8 s question time-out), and is
+    asked once, not again by each long-poll."""
+    calls: list[str] = []
+
+    async def slow_person(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        calls.append(params.message)
+        await anyio.sleep(2)  # the person thinks: longer than a long-poll lasts
+        return ElicitResult(action="accept", content={"confirm": True})
+
+    async with slow_client(transport, request, slow_person) as client:
+        job_id = await start(client, "confirm", {"question": "Delete?", "wait": 8})
+        with anyio.fail_after(20):
+            while (msg := await read(client, job_id, wait=1))["status"] in ("pending", "running"):
+                pass
+    assert msg["status"] == "completed" and result_text(msg) == "deleted", msg
+    assert calls == ["Delete?"]
+
+
+async def test_a_connection_that_closes_with_the_question_outstanding_leaves_it_unanswered(
+    http_server: HttpServer,
+) -> None:
+    """The client whose request is outstanding goes away: no answer (not a decline); the question waits for
+    the next reader, who answers it with answer-job."""
+    asked = anyio.Event()
+
+    async def gone(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with Client(http_server.url, mode="legacy", read_timeout_seconds=60, elicitation_callback=gone) as c:
+        job_id = await start(c, "confirm", {"question": "Delete?", "wait": 30})
+        while not asked.is_set():
+            await read(c, job_id, wait=1)
+    async with Client(http_server.url, mode="legacy", read_timeout_seconds=60) as c:
+        waiting = await read(c, job_id, wait=1)
+        assert waiting["status"] == "running" and waiting["waitingFor"]["message"] == "Delete?", waiting
+        await c.call_tool("answer-job", {"jobId": job_id, "answer": {"confirm": True}})
+        done = await finish(c, job_id)
+    assert result_text(done) == "deleted", done
+
+
+def slow_client(transport: str, request: pytest.FixtureRequest, on_elicit: Any) -> AbstractAsyncContextManager[Client]:
+    """A 2025-11-25 client with `on_elicit`, over stdio or streamable HTTP."""
+    if transport == "stdio":
+        return connect("legacy", elicitation_callback=on_elicit)
+    server: HttpServer = request.getfixturevalue("http_server")
+    return Client(server.url, mode="legacy", read_timeout_seconds=60, elicitation_callback=on_elicit)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -3,7 +3,10 @@ progress notifications keep the call alive.
 
 `Asker` delivers a job's pending question (elicitation or sampling) to a `get-job-result` caller that
 declared the capability, the way its era allows: on 2025-11-25 a server-to-client request related to the
-long-poll's own request, whose answer goes to the job at once; on 2026-07-28 (no server-to-client requests)
+long-poll's own request, whose answer goes to the job at once; the request stays outstanding past that long-poll
+(a person may take longer than it lasts) until it is answered, the job no longer asks the question or the
+connection closes, and a later long-poll of the connection waits for it instead of asking again
+(`server/outstanding.py`); on 2026-07-28 (no server-to-client requests)
 the call answers `input_required` with the question in `inputRequests`, and the client's retry of the same
 call carries the answer in `inputResponses` (`take_responses`). Either way the answer goes to the job through
 `JobManager.answer`, checked there like any other. A caller that cannot answer is told by `waitingFor` in
@@ -20,14 +23,16 @@ job reported nothing, so that clients that reset their time-out on progress keep
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.session import ServerSession
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
+    CONNECTION_CLOSED,
     ClientCapabilities,
     CreateMessageRequest,
     CreateMessageResult,
@@ -48,11 +53,13 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
 from vibe_jobs.questions import ELICIT, SAMPLE, pending_question, response_to_pending
+from vibe_jobs.server.outstanding import Outstanding, outstanding, put
 from vibe_jobs.server.sdk import connection_state
 
 log = get_logger("vibe_jobs.server.asking")
 REFUSED = "vibe_jobs.answer_refused"  # in the connection's state: (question id, why its last answer was refused)
 MAX_REASON_CHARS = 1_000
+MOOT_CHECK_SECONDS = 3_600.0  # an outstanding request's watch on its question: one wait at most this long
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 CAPABILITY = {
     ELICIT: ClientCapabilities(elicitation=ElicitationCapability()),
@@ -61,7 +68,8 @@ CAPABILITY = {
 
 
 class Asker:
-    """Delivers the questions of one job to the caller of one long-poll, each question once."""
+    """Delivers the questions of one job to the caller of one long-poll, each question once (and not at all while
+    the caller's connection has it outstanding from an earlier long-poll)."""
 
     def __init__(self, ctx: Context, manager: JobManager, job_id: str) -> None:
         self.ctx, self.m, self.job_id = ctx, manager, job_id
@@ -81,17 +89,52 @@ class Asker:
             return None
         return InputRequiredResult(input_requests={question["id"]: _request_of(question)})
 
-    async def deliver(self, rec: JobRecord) -> None:
+    def deliver(self, rec: JobRecord) -> Outstanding:
+        """Put the job's question to the caller as a request related to this call, unless this connection has it
+        outstanding already (asked by an earlier long-poll): either way that request, which outlives this call
+        until it is answered, the question ends or the connection closes (`server/outstanding.py`)."""
         question = pending_question(rec.waiting_for)
         assert question is not None
         self.tried.add(question["id"])
-        answer = await self._request(question)
-        if answer is None:
-            return
+        key = (self.job_id, question["id"])
+        session = self.ctx.request_context.session
+        if (found := outstanding(session, key)) is not None:
+            return found
+        return put(session, key, self.m.task_group, partial(self._ask, question))
+
+    async def _ask(self, question: Mapping[str, Any]) -> None:
+        """Ask and feed the reply to the job; the request is withdrawn (cancelled) once the job no longer asks
+        this question (answered elsewhere, timed out, the job ended)."""
+        async with anyio.create_task_group() as tg:
+
+            async def until_moot() -> None:
+                await self._until_moot(question["id"])
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_moot)
+            answer = await self._request(question)
+            if answer is not None:
+                await self._answer(question["id"], answer)
+            tg.cancel_scope.cancel()
+
+    async def _until_moot(self, question_id: str) -> None:
+        """Return once the job no longer asks question `question_id` (or cannot be read)."""
+
+        def moot(rec: JobRecord) -> bool:
+            question = pending_question(rec.waiting_for) if not rec.finished else None
+            return question is None or question["id"] != question_id
+
         try:
-            await self.m.answer(self.job_id, answer, request_id=question["id"])
+            while not moot(await self.m.wait(self.job_id, MOOT_CHECK_SECONDS, stop=moot)):
+                pass
+        except JobError as exc:  # the job went away (or cannot be read now): the request is withdrawn
+            log.info("job.question_moot", job_id=self.job_id, reason=str(exc))
+
+    async def _answer(self, question_id: str, answer: dict[str, Any]) -> None:
+        try:
+            await self.m.answer(self.job_id, answer, request_id=question_id)
         except InvalidParams as exc:
-            self._refused(question["id"], str(exc))
+            self._refused(question_id, str(exc))
         except JobError as exc:  # answered elsewhere meanwhile, or the job moved on: this answer is not needed
             log.info("job.answer_unused", job_id=self.job_id, reason=str(exc))
 
@@ -104,7 +147,11 @@ class Asker:
                 result: Any = await session.send_request(request, ElicitResult, metadata=meta)
             else:
                 result = await session.send_request(request, CreateMessageResult, metadata=meta)
-        except MCPError as exc:  # the client refused (no handler, the person closed it): a decline
+        except MCPError as exc:
+            if isinstance(exc, NoBackChannelError) or exc.code == CONNECTION_CLOSED:  # no answer, no decline
+                log.info("job.question_undelivered", job_id=self.job_id, error=str(exc))
+                return None
+            # the client refused (no handler, the person closed it): a decline
             log.info("job.question_refused", job_id=self.job_id, error=str(exc))
             return {"action": "decline"}
         except ValidationError as exc:  # a reply that is no ElicitResult / CreateMessageResult: refused, as

@@ -169,9 +169,9 @@ class ControlTools:
         return asked
 
     async def _deliver_while_asked(self, asker: Asker, rec: JobRecord, seconds: float, viewer: Viewer) -> None:
-        """Put the job's question to the caller (a request tied to this call), but wait for the reply only while
-        the job still asks it, and within the long-poll's time: once it is answered elsewhere, timed out,
-        cancelled or the job ended, the request is abandoned (cancelled) and the long-poll answers."""
+        """Put the job's question to the caller (a request tied to this call; or find it outstanding on this
+        connection, put by an earlier long-poll), and wait, within the long-poll's time, while the reply is
+        outstanding and the job still asks it. The request itself outlives this call (`server/outstanding.py`)."""
         asking = pending_question(rec.waiting_for)
         assert asking is not None
 
@@ -179,6 +179,7 @@ class ControlTools:
             question = pending_question(now.waiting_for)
             return question is None or question["id"] != asking["id"]
 
+        request = asker.deliver(rec)
         async with anyio.create_task_group() as tg:
 
             async def until_moot() -> None:
@@ -186,7 +187,7 @@ class ControlTools:
                 tg.cancel_scope.cancel()
 
             tg.start_soon(until_moot)
-            await asker.deliver(rec)
+            await request.done.wait()
             tg.cancel_scope.cancel()
 
     async def list_jobs(
