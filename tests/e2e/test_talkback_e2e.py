@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,9 +32,13 @@ from vibe_jobs.client import TasksClientExtension, call_and_wait
 
 
 @asynccontextmanager
-async def connect(mode: str, env: dict[str, str] | None = None, **callbacks: Any) -> AsyncIterator[Client]:
+async def connect(
+    mode: str, env: dict[str, str] | None = None, *, store: str = "memory://", **callbacks: Any
+) -> AsyncIterator[Client]:
     with tempfile.TemporaryFile("w+") as errlog:
-        transport = stdio_client(stdio_params(env), errlog=errlog)
+        params = stdio_params(env)
+        params.args = [store if arg == "memory://" else arg for arg in params.args]  # SERVER's --store
+        transport = stdio_client(params, errlog=errlog)
         async with Client(transport, mode=mode, read_timeout_seconds=60, **callbacks) as client:
             yield client
 
@@ -270,6 +275,30 @@ async def test_an_answer_its_jobs_model_refuses_is_refused_and_the_question_stay
         assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": good})).is_error
         done = await finish(client, job_id)
         assert done["status"] == "completed" and result_text(done) == "1234 2026-12-04"
+
+
+async def test_an_answer_given_to_another_server_does_not_claim_the_job_resumes(tmp_path: Path) -> None:
+    """Two servers share a SQLite file; the job runs on the first, answer-job is called on the second, where the
+    job's model is not known. The second said "Answer delivered; the job resumes" of an answer the job then
+    refused: it now says the answer is checked where the job runs, and the job asks again saying why."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with connect("legacy", store=store) as runs, connect("auto", store=store) as other:
+        job_id = await start(runs, "ask_code")
+        asked = (await until_waiting(runs, job_id))["waitingFor"]
+        stored = await other.call_tool(
+            "answer-job", {"jobId": job_id, "answer": {"code": "12a4", "when": "2026-12-04"}}
+        )
+        said = stored.content[0].text  # type: ignore[union-attr]
+        assert not stored.is_error and "resumes, or asks again" in said and "Answer delivered" not in said, said
+        assert stored.structured_content is not None and stored.structured_content["checkedHere"] is False
+        with anyio.fail_after(20):
+            while (again := (await until_waiting(runs, job_id))["waitingFor"])["requestId"] == asked["requestId"]:
+                pass
+        assert "did not fit" in again["message"], again
+        good = {"jobId": job_id, "answer": {"code": "1234", "when": "2026-12-04"}}
+        taken = await runs.call_tool("answer-job", good)
+        assert taken.structured_content is not None and taken.structured_content["checkedHere"] is True, taken
+        assert result_text(await finish(runs, job_id)) == "1234 2026-12-04"
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -265,11 +265,19 @@ class ControlTools:
         """Answer the question a running job waits on; the job resumes with it."""
         try:
             viewer = self.identity.viewer()
-            await self.m.answer(jobId, answer, request_id=requestId, action=action, viewer=viewer)
+            rec = await self.m.answer(jobId, answer, request_id=requestId, action=action, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
-        body = {"jobId": jobId, "status": "running", "answered": True, "action": action}
-        hint = f'Answer delivered; the job resumes. Next: call get-job-result with {{"jobId": "{jobId}"}}.'
+        here = rec.owner == self.m.owner  # the job's own model checked the answer in this process: it is taken
+        body = {"jobId": jobId, "status": "running", "answered": True, "action": action, "checkedHere": here}
+        nxt = f'Next: call get-job-result with {{"jobId": "{jobId}"}}'
+        if here:
+            hint = f"Answer delivered; the job resumes. {nxt}."
+        else:  # another server runs the job; its model checks the answer there (`JobContext.elicit`)
+            hint = (
+                "Answer stored; another server runs this job and checks it there: the job resumes, or asks again "
+                f"saying why it did not fit. {nxt} to see which."
+            )
         return CallToolResult(content=[text(hint)], structured_content=body)
 
     async def job_stats(self, ctx: Context) -> Annotated[CallToolResult, Statistics]:
