@@ -692,6 +692,81 @@ async def test_sweeper_lock_freed_when_the_session_dies(store: PostgresStore) ->
     raise AssertionError("the lock of a dead session was not released")
 
 
+async def test_sweeps_and_quota_counts_at_once_finish_on_a_pool_of_two(schema_url: str) -> None:
+    """Each lock holder keeps a pooled connection while its work takes another. With ?pool_max=2 the sweeper's
+    lock and a principal's took one connection each, then both waited for a third: every call of the server
+    hung for good (helper-73 F1). Holders now share one budget of half the pool."""
+    store = PostgresStore(f"{schema_url}&pool_max=2")
+    await store.open()
+    try:
+
+        async def counts(principal: str) -> None:
+            for _ in range(60):
+                async with store.principal_lock(principal) as held:
+                    assert held
+                    await store.counts(principal)
+
+        async def sweeps() -> None:
+            for _ in range(60):
+                async with store.sweeper_lock() as held:
+                    if held:
+                        await store.dependency_blocked()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for who in ("alice", "bob", "carol"):
+                    tg.start_soon(counts, who)
+                tg.start_soon(sweeps)
+                tg.start_soon(sweeps)
+    finally:
+        await store.close()
+        await store.drop_schema()
+
+
+async def _lock_waiters(store: PostgresStore, name: str) -> int:
+    rows = await raw(
+        store, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'", name
+    )
+    return int(rows[0][0])
+
+
+async def test_a_principal_lock_a_stalled_process_holds_is_refused_after_a_bounded_wait(schema_url: str) -> None:
+    """A replica that stalls (SIGSTOP, a hang) holding a principal's lock held that principal's every call on
+    every other replica for as long as it stalled, with no time-out; each call its client gave up on left a
+    backend queued on the lock (helper-73 F2, F3). The wait is bounded: the call is refused, saying why, and a
+    wait given up on leaves no backend behind past that bound. Other principals are not held up."""
+    from vibe_jobs.store.postgres.schema import lock_key
+    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_WAIT_MS
+
+    name = f"vj_stall_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(f"{schema_url}&application_name={name}")
+    await store.open()
+    stalled = await asyncpg.connect(store.dsn)  # the stalled replica's session, holding alice's lock
+    try:
+        await stalled.execute("SELECT pg_advisory_lock($1)", lock_key(store.schema, "principal:alice"))
+        with anyio.fail_after(PRINCIPAL_LOCK_WAIT_MS / 1000 + 10):
+            async with store.principal_lock("bob") as held:
+                assert held
+            with anyio.move_on_after(0.5):  # a client that gives up on its call while it waits
+                async with store.principal_lock("alice"):
+                    raise AssertionError("alice's lock is held by the stalled session")
+            start = time.monotonic()
+            with pytest.raises(StoreLocked, match=r"held this caller's quota count for over 5 s.*try again"):
+                async with store.principal_lock("alice"):
+                    raise AssertionError("alice's lock is held by the stalled session")
+            assert time.monotonic() - start < PRINCIPAL_LOCK_WAIT_MS / 1000 + 2
+            for _ in range(100):  # the given-up wait's backend ends by the bound too (the database has no event)
+                if not await _lock_waiters(store, name):
+                    break
+                await anyio.sleep(0.1)
+            else:
+                raise AssertionError("a backend still waits for the lock")
+    finally:
+        stalled.terminate()
+        await store.close()
+        await store.drop_schema()
+
+
 # -- notifications --------------------------------------------------------------------------
 
 

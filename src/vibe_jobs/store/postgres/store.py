@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 import asyncpg
 
-from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreUnavailable
+from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked, StoreUnavailable
 from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
@@ -61,6 +61,9 @@ log = get_logger("vibe_jobs.store.postgres")
 
 _OPTIONS = ("schema", "pool_min", "pool_max", "application_name")
 _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
+# The longest a principal's lock is waited for (ms): its holder only counts and inserts, so a longer wait means
+# a holder that stalled (a paused or hung process); the call is then refused (StoreLocked) instead of hanging.
+PRINCIPAL_LOCK_WAIT_MS = 5_000
 _PAYLOAD_BYTES = 7_000  # a NOTIFY payload holds less than 8,000 bytes
 
 
@@ -193,9 +196,9 @@ class PostgresStore(SharedJobStore):
         self.where = redact(url)
         self.channel = channel(self.schema)
         self._claim_key = lock_key(self.schema, "claim")
-        # principal locks held at once: each holds a pooled connection while its holder counts and inserts on
-        # another, so they may take at most half the pool (a pool of one cannot hold any: `principal_lock`)
-        self._principal_locks = anyio.CapacityLimiter(max(1, self.pool_max // 2))
+        # advisory locks held (or waited for) at once, the sweeper's and principals' alike: each keeps a pooled
+        # connection while its holder works on another, so they take at most half the pool (`_advisory_lock`)
+        self._lock_holders = anyio.Semaphore(max(1, self.pool_max // 2))
         self.application_name = options.get("application_name") or "vibe-jobs"
         self._pool: asyncpg.Pool | None = None
         self._listeners: set[Listener] = set()
@@ -677,42 +680,58 @@ class PostgresStore(SharedJobStore):
         return listener
 
     def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
-        """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time."""
-        return self._advisory_lock(lock_key(self.schema, "sweeper"), wait=False)
+        """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time (with
+        `?pool_max=1` in every process: the sweep's own work needs the one connection, and two sweeps at once
+        only repeat compare-and-sets)."""
+        return self._advisory_lock(lock_key(self.schema, "sweeper"), None, unaffordable=True)
 
     @contextlib.asynccontextmanager
     async def principal_lock(self, principal: str) -> AsyncIterator[bool]:
         """`async with store.principal_lock(principal) as held:` held by one session at a time, waited for: a
         quota's count and the insert it admits are one step across every process that shares the store. With a
-        pool of one connection (`?pool_max=1`) it is not taken (held False): its holder could not count."""
-        if self.pool_max < 2:
-            yield False
-            return
+        pool of one connection (`?pool_max=1`) it is not taken (held False): its holder could not count. A
+        holder that keeps it over PRINCIPAL_LOCK_WAIT_MS (a stalled process) gets the call refused (StoreLocked)."""
         key = lock_key(self.schema, f"principal:{principal}")
-        async with self._principal_locks, self._advisory_lock(key, wait=True) as held:
-            yield held
+        try:
+            async with self._advisory_lock(key, PRINCIPAL_LOCK_WAIT_MS, unaffordable=False) as held:
+                yield held
+        except StoreLocked:
+            raise StoreLocked(
+                f"another server sharing the job store at {self.where} has held this caller's quota count for over "
+                f"{PRINCIPAL_LOCK_WAIT_MS / 1000:g} s (it counts and stores a job under it): nothing was created; "
+                "try again"
+            ) from None
 
     @contextlib.asynccontextmanager
-    async def _advisory_lock(self, key: int, *, wait: bool) -> AsyncIterator[bool]:
-        """A session-level advisory lock on a pooled connection (taken, or with `wait` waited for), released on
-        exit (and by PostgreSQL when that session dies, so a crashed holder never blocks the others). The pool
-        does not reset connections, so a session that may hold the lock without knowing it (the answer to the
-        lock request was cut off) is closed rather than put back."""
-        try:
-            async with self.pool.acquire() as conn:
-                try:
-                    held = await _take_advisory_lock(conn, key, wait)
-                except BaseException:
-                    conn.terminate()
-                    raise
-                try:
-                    yield held
-                finally:
-                    if held:
-                        with anyio.CancelScope(shield=True):
-                            await conn.execute("SELECT pg_advisory_unlock($1)", key)
-        except DB_ERRORS as exc:
-            raise self._error(exc) from None
+    async def _advisory_lock(self, key: int, wait_ms: int | None, *, unaffordable: bool) -> AsyncIterator[bool]:
+        """A session-level advisory lock on a pooled connection (taken, or with `wait_ms` waited for that long:
+        StoreLocked after), released on exit (and by PostgreSQL when that session dies, so a crashed holder never
+        blocks the others). A holder keeps its connection while its work takes another: holders are at most half
+        the pool (`_lock_holders`; more, and the holders and their work waited on each other for ever), and a
+        pool of one connection takes none (held `unaffordable`). The pool does not reset connections, so a
+        session that may hold the lock without knowing it (the answer to the lock request was cut off) is closed
+        rather than put back; its backend ends when its wait does (`wait_ms`)."""
+        if self.pool_max < 2:
+            yield unaffordable
+            return
+        async with self._lock_holders:
+            try:
+                async with self.pool.acquire() as conn:
+                    try:
+                        held = await _take_advisory_lock(conn, key, wait_ms)
+                    except asyncpg.PostgresError:
+                        raise  # the server answered: not held, and the session is as it was
+                    except BaseException:
+                        conn.terminate()
+                        raise
+                    try:
+                        yield held
+                    finally:
+                        if held:
+                            with anyio.CancelScope(shield=True):
+                                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except DB_ERRORS as exc:
+                raise self._error(exc) from None
 
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
@@ -809,9 +828,11 @@ class PostgresStore(SharedJobStore):
             await conn.close()
 
 
-async def _take_advisory_lock(conn: Any, key: int, wait: bool) -> bool:
-    """Take the advisory lock `key` in `conn`'s session (waiting for it, or with `wait` False only trying): held?"""
-    if wait:
-        await conn.execute("SELECT pg_advisory_lock($1)", key)
+async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None) -> bool:
+    """Take the advisory lock `key` in `conn`'s session (waiting up to `wait_ms` for it, LockNotAvailableError
+    after; or with None only trying): held? The time-out is local to the statements' one implicit transaction
+    (the pool does not reset sessions), and the session lock outlives it."""
+    if wait_ms is not None:
+        await conn.execute(f"SET LOCAL lock_timeout = {int(wait_ms)}; SELECT pg_advisory_lock({int(key)})")
         return True
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
