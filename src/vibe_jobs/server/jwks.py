@@ -89,10 +89,30 @@ class JwksKeys:
 
         self._tried = self.clock()
         try:
-            keys = jwt.PyJWKSet.from_dict(self._client.fetch_data()).keys
+            keys = signing_keys(self._client.fetch_data())
         except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError) as exc:
             url, error = redact_url(self.url), type(exc).__name__
-            log.warning("auth.jwks_unavailable", url=url, error=error, keys_kept=len(self._keys))
+            log.warning("auth.jwks_unavailable", url=url, error=error, kept=len(self._keys))
             return
-        self._keys = {key.key_id: key for key in keys if key.key_id and key.public_key_use in ("sig", None)}
+        self._keys = keys
         self._fetched = self.clock()
+
+
+def signing_keys(document: Any) -> dict[str, Any]:
+    """The signing keys of a fetched JWKS by key id. A set with no key this server can use (`{"keys": []}`: the
+    issuer revoked its only key) is an answer, and replaces the keys known; a document that is no JWK Set is a
+    failure (PyJWKSetError) that keeps them. PyJWT's own `PyJWKSet` refuses an empty set, as if it were an outage."""
+    import jwt
+
+    members = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(members, list):
+        raise jwt.PyJWKSetError("the document is not a JWK Set (it has no list of keys)")
+    keys: dict[str, Any] = {}
+    for member in members:
+        try:
+            key = jwt.PyJWK(member) if isinstance(member, dict) else None
+        except jwt.PyJWTError:
+            continue  # a key this server cannot use (its type or algorithm)
+        if key is not None and key.key_id and key.public_key_use in ("sig", None):
+            keys[key.key_id] = key
+    return keys
