@@ -25,8 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# two pytest processes (pytest-xdist): most tests wait on a server subprocess, so two keep both cores busy;
+# TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # unit runs tests/test_architecture.py too: the import contract of docs/architecture.md
 test: lint typecheck unit
