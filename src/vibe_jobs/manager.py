@@ -690,10 +690,12 @@ class JobManager:
         extra: Mapping[str, Any] | None = None,
         diagnostics: list[str] | None = None,
         known: JobRecord | None = None,
+        guard: Guard | None = None,
     ) -> JobRecord:
         """Finish a job with a CallToolResult-shaped value: `isError` decides completed or failed.
 
-        `diagnostics` are appended to the job's own (as stored when the result lands)."""
+        `diagnostics` are appended to the job's own (as stored when the result lands). The write lands only
+        while `guard` holds (default: the `attempt`'s fence)."""
         value = bounded_result(as_result_dict(result), self.settings.max_result_bytes)
         target = FAILED if value.get("isError") else COMPLETED
 
@@ -711,7 +713,7 @@ class JobManager:
                 changes["progress_percentage"] = 100.0
             return changes
 
-        return await self.mutate(job_id, plan, _fence(attempt), known=known)
+        return await self.mutate(job_id, plan, _fence(attempt) if guard is None else guard, known=known)
 
     async def fail_job(
         self,
@@ -721,10 +723,13 @@ class JobManager:
         attempt: int | None = None,
         diagnostics: list[str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        guard: Guard | None = None,
     ) -> JobRecord:
         """Finish a job as failed with an error result carrying `message`."""
         result = text_result(message, is_error=True)
-        return await self.set_job_result(job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics)
+        return await self.set_job_result(
+            job_id, result, attempt=attempt, extra=extra, diagnostics=diagnostics, guard=guard
+        )
 
     async def cancel_job(self, job_id: str, reason: str | None = None, viewer: Viewer | None = None) -> JobRecord:
         """Cancel a job: a pending one never runs; a running one is stopped by whoever runs it."""

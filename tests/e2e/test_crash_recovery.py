@@ -316,6 +316,42 @@ async def test_a_restart_on_the_same_machine_recovers_at_once_not_after_the_leas
     assert [runs[job_id] for job_id in queued] == [[(1, second.pid)], [(1, second.pid)]]
 
 
+async def test_a_recovered_job_too_big_for_the_restarted_servers_limits_fails_and_blocks_nobody(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A job accepted under maxMemoryMB 8192 and recovered by a server with the default 2048: it fails with the
+    refusal a new call gets, naming this server's limit, and the queue behind it runs (it held the head for
+    ever: past the 5 s reservation window nothing started, and health said healthy)."""
+    config = tmp_path / "big.json"
+    config.write_text('{"resourceLimits": {"maxMemoryMB": 8192}}')
+    setup.env["VIBE_JOBS_CONFIG"] = str(config)
+    with serve(setup) as first:
+        async with client_of(first) as client:
+            for tag in ("a", "b"):  # MAX_CONCURRENT=2: these take both slots, so the big job waits
+                await wait_for(client, await submit(client, "slow_unsafe", {"seconds": 600, "tag": tag}), ("running",))
+            big_call = {"seconds": 0, "tag": "big"}
+            big = await submit(
+                client,
+                "submit-job",
+                {
+                    "tool": "slow_safe",
+                    "arguments": big_call,
+                    "priority": "high",
+                    "resourceRequirements": {"memoryMB": 4096},
+                },
+            )
+        first.kill()
+    del setup.env["VIBE_JOBS_CONFIG"]
+
+    with serve(setup) as second:
+        async with client_of(second) as client:
+            failed = await wait_for(client, big, within=20)
+            small = await wait_for(client, await submit(client, "slow_safe", {"seconds": 0, "tag": "small"}))
+    assert failed["status"] == "failed"
+    assert error_text(failed) == "ResourceLimitExceeded: the job needs memoryMB=4096 but the limit is 2048"
+    assert small["status"] == "completed" and big not in executions(setup.exec_log)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(

@@ -600,6 +600,30 @@ async def test_small_jobs_backfill_but_do_not_starve_a_large_job_at_the_head(bac
             assert (await finished(m, job_id)).status is JobStatus.COMPLETED
 
 
+async def test_a_stored_job_that_could_never_fit_here_fails_and_blocks_nobody(backend: Backend) -> None:
+    """A pending job accepted under larger limits (another configuration, another program on the store) and
+    adopted by a process whose limits it can never fit: it fails with the refusal a new call gets, naming this
+    process's limit, instead of holding the head of the queue (past the reservation window: no job starts)."""
+    gates, clock, store = Gates(), FakeClock(), backend.store
+    now = int(clock.now * 1000)
+    big = JobRecord(
+        "big", "gated", {"key": "big"}, JobStatus.PENDING, now - 10_000, now - 10_000,
+        task=task(Priority.HIGH, needs=needs(memory=4096)), owner="dead-host:1",
+    )  # fmt: skip
+    await store.open()
+    await store.insert(big)
+    gates.open("small")
+    settings = Settings(max_concurrent=10, queue=limits(memory=2048))
+    async with backend.running([gated_tool(gates)], settings, clock, reservation_ms=0) as (m, _):
+        failed = await finished(m, "big")
+        small = await finished(m, await m.create_job("gated", {"key": "small"}, task=task(needs=needs(memory=100))))
+    assert failed.status is JobStatus.FAILED and gates.order == ["small"]
+    text = "ResourceLimitExceeded: the job needs memoryMB=4096 but the limit is 2048"
+    assert failed.result is not None and failed.result["content"][0]["text"] == text
+    assert failed.progress_message == f"Job failed: {text}"
+    assert small.status is JobStatus.COMPLETED
+
+
 # -- 6. retries ------------------------------------------------------------------------------
 
 NO_JITTER = Settings(queue=JobQueueConfig(retry_policy=RetryPolicyConfig(jitter=0)))

@@ -380,7 +380,7 @@ async def test_a_process_with_many_tools_claims_its_tools_jobs_and_no_others(sto
         await store.insert(record(f"m{i:02d}", tool_name=tool, created_at=100 + 2 * i))
         await store.insert(record(f"y{i:02d}", tool_name=others[i % len(others)], created_at=101 + 2 * i))
     limits = ClaimLimits(max_running=100, max_memory_mb=1e6, max_cpu_weight=1e6, max_disk_space_mb=1e6)
-    assert await store.head_fits(tools, limits, now=10_000) is True
+    assert await store.head_fits(tools, limits, now=10_000) == ("m00", True)
     first = await store.claim_many("w1", 30_000, limits, tools, 3, now=10_000)  # the limited statement
     assert [rec.id for rec in first] == ["m00", "m01", "m02"]
     assert await claim_ids(store, tools=tools) == [f"m{i:02d}" for i in range(3, len(mine))]

@@ -1,10 +1,16 @@
 """Admission rules every job source applies: a job's resource needs and priority level, a queue
-that is full, and a job too big for the resource limits ever to run."""
+that is full, and a job too big for the resource limits ever to run (refused when called; failed when
+stored by a process with larger limits and queued here: it would hold the head of the queue for ever)."""
 
 from __future__ import annotations
 
-from vibe_jobs.errors import QueueFull, ResourceLimitExceeded
+import contextlib
+
+from vibe_jobs.engine.failures import error_text
+from vibe_jobs.errors import InvalidTransition, QueueFull, ResourceLimitExceeded, StaleWrite
+from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, Priority, ResourceLimits, ResourceRequirements
+from vibe_jobs.store.base import Guard
 
 Needs = tuple[float, float, float]  # (memoryMB, cpuWeight, diskSpaceMB)
 NO_NEEDS: Needs = (0.0, 0.0, 0.0)
@@ -32,8 +38,22 @@ def check_room(pending: int, max_pending: int) -> None:
         raise QueueFull(f"the queue holds its maximum of {max_pending} pending jobs")
 
 
-def check_fits(rec: JobRecord, limits: ResourceLimits) -> None:
-    """Refuse a job that could never fit the resource limits, even alone."""
+def misfit(rec: JobRecord, limits: ResourceLimits) -> ResourceLimitExceeded | None:
+    """The refusal of a job that could never fit the resource limits, even alone; None when it fits."""
     for name, need, cap in zip(NEED_NAMES, needs_of(rec), caps_of(limits), strict=True):
         if need > cap:
-            raise ResourceLimitExceeded(f"the job needs {name}={need:g} but the limit is {cap:g}", resource=name)
+            return ResourceLimitExceeded(f"the job needs {name}={need:g} but the limit is {cap:g}", resource=name)
+    return None
+
+
+def check_fits(rec: JobRecord, limits: ResourceLimits) -> None:
+    """Refuse a job that could never fit the resource limits, even alone."""
+    if (refusal := misfit(rec, limits)) is not None:
+        raise refusal
+
+
+async def fail_unfit(manager: JobManager, rec: JobRecord, refusal: ResourceLimitExceeded) -> None:
+    """Fail a stored pending job that could never fit this process's limits (`misfit`) with the refusal a new
+    call of it gets; only as read (claimed, cancelled or changed meanwhile: left alone)."""
+    with contextlib.suppress(InvalidTransition, StaleWrite):
+        await manager.fail_job(rec.id, error_text(refusal), guard=Guard(version=rec.version))

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import anyio
 
-from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, priority_of
+from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, fail_unfit, misfit, priority_of
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
@@ -263,19 +263,31 @@ class ClaimSource:
         """The reservation window across the cluster: once the head of the queue (the job a claim takes
         first) has not fitted the resource limits for `reservation_ms`, claim nothing behind it until
         running jobs have freed enough for it (small jobs backfill only within the window).
-        Looked at only after a short claim or while the head is blocked (one query then)."""
+        Looked at only after a short claim or while the head is blocked (one query then). A head that could
+        never fit, even alone, is failed instead (`_failed_unfit`): nothing would ever free enough for it."""
         lim = self.limits
         watching = self._look_at_head or self._head_blocked_since is not None
         if all(cap is None for cap in lim.resource_caps) or not watching:
             return False
         self._look_at_head = False
         now = self.m.now()
-        if await self.store.head_fits(names, lim, now=now) is not False:
+        head = await self.store.head_fits(names, lim, now=now)
+        if head is None or head[1] or await self._failed_unfit(head[0]):
             self._head_blocked_since = None
             return False
         if self._head_blocked_since is None:
             self._head_blocked_since = now
         return now - self._head_blocked_since >= self.reservation_ms
+
+    async def _failed_unfit(self, job_id: str) -> bool:
+        """Fail the head of the queue if it could never fit this process's limits (`admission.misfit`: stored by
+        a process with larger ones); True when it could not. The claims skip it: only the reservation waits."""
+        rec = await self.store.get(job_id)
+        if rec is None or (refusal := misfit(rec, self.m.settings.queue.resource_limits)) is None:
+            return False
+        await fail_unfit(self.m, rec, refusal)
+        self._look_at_head = True  # the next head is looked at in the next round
+        return True
 
     async def _claim(self, names: list[str], k: int) -> tuple[list[JobRecord], int]:
         """Claim up to `k` jobs; answer them and by when their work must start (epoch ms): a margin before

@@ -10,17 +10,27 @@ shift is the same for every job, the order never needs recomputing: one heap, O(
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import anyio
 
-from vibe_jobs.engine.admission import Needs, caps_of, check_fits, check_room, needs_of, priority_of
+from vibe_jobs.engine.admission import (
+    Needs,
+    caps_of,
+    check_fits,
+    check_room,
+    fail_unfit,
+    misfit,
+    needs_of,
+    priority_of,
+)
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
@@ -93,6 +103,9 @@ class LocalSource:
         """Queue a stored pending job; it waits for its dependencies first."""
         if rec.tool_name not in self.tools or rec.status is not JobStatus.PENDING:
             return
+        if (refusal := misfit(rec, self.cfg.resource_limits)) is not None:  # stored under larger limits
+            self._fail_soon("job.unfit_not_failed", lambda: fail_unfit(self.m, rec, refusal), rec.id)
+            return  # never queued: at the head it would hold every other job back for ever
         entry = QueuedJob(
             rec.id, rec.tool_name, priority_of(rec.priority), rec.created_at, needs_of(rec), rec.run_after
         )
@@ -148,14 +161,14 @@ class LocalSource:
             else:
                 self._waiting.pop(job_id, None)
                 self.queued.pop(job_id, None)  # it must never start; the failure follows
-                self.executor.runs.spawn(self.m.task_group, self._fail_dependent, job_id, dep, status)
+                fail = functools.partial(fail_dependent, self.m, job_id, dep, status)
+                self._fail_soon("job.dependent_not_failed", fail, job_id)
         self.pump()
 
-    async def _fail_dependent(self, job_id: str, dep: str, status: JobStatus | None) -> None:
-        """Fail a job whose dependency did not complete, however long the store fails meanwhile: it left
-        the queue, so nothing else would."""
-        retry = StoreRetry("job.dependent_not_failed", on_failure=self.m.store_failed)
-        await retry.until_done(lambda: fail_dependent(self.m, job_id, dep, status), job_id=job_id)
+    def _fail_soon(self, event: str, fail: Callable[[], Awaitable[None]], job_id: str) -> None:
+        """Fail a job that is not queued, however long the store fails meanwhile: nothing else would."""
+        retry = StoreRetry(event, on_failure=self.m.store_failed)
+        self.executor.runs.spawn(self.m.task_group, functools.partial(retry.until_done, fail, job_id=job_id))
 
     # -- picking ---------------------------------------------------------------------------
 

@@ -321,8 +321,11 @@ class SharedJobStore(JobStore, Protocol):
     async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
         """Record on `owner`'s lease the tools it runs."""
 
-    async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:
-        """Whether the job a claim of `tools` would take first fits the resource limits now (None: no job)."""
+    async def head_fits(
+        self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None
+    ) -> tuple[str, bool] | None:
+        """The job a claim of `tools` would take first (its id) and whether it fits the resource limits now
+        (None: no job)."""
 
     async def unserved_tools(self, now: int) -> dict[str, int]:
         """{tool: pending jobs} for tools that no process with a live lease runs."""

@@ -468,14 +468,16 @@ class PostgresStore(SharedJobStore):
         found = {row[0]: row[1] for row in rows}
         return {status: found.get(status.value, 0) for status in JobStatus}
 
-    async def head_fits(self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None) -> bool | None:
-        """Whether the job a claim of `tools` would take first (resources aside) fits the resource limits
-        beside the running jobs now; None when no job is runnable."""
+    async def head_fits(
+        self, tools: Collection[str], limits: ClaimLimits, *, now: int | None = None
+    ) -> tuple[str, bool] | None:
+        """The job a claim of `tools` would take first (resources aside: its id) and whether it fits the resource
+        limits beside the running jobs now; None when no job is runnable."""
         caps = (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
         names = list(tools)
         args = [names, now, list(limits.priority_weights), limits.aging_ms, *caps]
         rows = await self._fetch(sql.head_fits_sql(len(names)), *args)
-        return bool(rows[0][1]) if rows else None
+        return (str(rows[0][0]), bool(rows[0][1])) if rows else None
 
     async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
         """Record on `owner`'s lease the tools it runs (health reports pending jobs nobody runs)."""
