@@ -12,6 +12,7 @@ import structlog
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.redact import (
     DEFAULT_SECRET_PATTERN,
+    hide_secrets,
     is_secret,
     redact_params,
     redact_url,
@@ -24,6 +25,22 @@ from vibe_jobs.redact import (
 def default_pattern() -> Iterator[None]:
     yield
     set_secret_pattern(DEFAULT_SECRET_PATTERN)
+
+
+def test_the_values_hidden_in_params_are_hidden_in_error_text_when_eight_characters_or_longer() -> None:
+    params = {
+        "api_token": "sk-live-123456", "user": "alice-sk-live", "pin": "1234", "env": {"CI_TOKEN": "ci-secret-9"},
+        "nested": {"client_secret": {"a": "short", "b": ["long-secret-b", 12345678901]}},
+        "apiKey": "sk-live-123456-extended", "dsn": "postgresql://u:hunter22@db/x",
+    }  # fmt: skip
+    text = (
+        "token sk-live-123456-extended and sk-live-123456 for alice-sk-live (pin 1234, short), ci-secret-9,"
+        " long-secret-b, 12345678901; connecting to postgresql://u:hunter22@db/x"
+    )
+    assert hide_secrets(text, params) == (
+        "token *** and *** for alice-sk-live (pin 1234, short), ***, ***, ***; connecting to postgresql://u:***@db/x"
+    )
+    assert hide_secrets("nothing secret", {"user": "alice"}) == "nothing secret"
 
 
 def test_secret_named_arguments_and_env_values_are_masked_at_any_depth() -> None:

@@ -3,17 +3,19 @@
 One module, used by every surface that renders params (list-jobs, `jobs://recent`, the operator CLI, logs,
 the dashboard). The stored job keeps the real values: the tool receives them. The pattern of secret names
 is `VIBE_JOBS_SECRET_PATTERN` (default `token|secret|password|key|auth`, case-insensitive, searched
-anywhere in the name), set once at start-up with `set_secret_pattern`.
+anywhere in the name), set once at start-up with `set_secret_pattern`. The values hidden in params are
+hidden in a failed job's error text too (`hide_secrets`), when long enough to be told from other text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
+MIN_SECRET_CHARS = 8  # shorter values are not hidden in free text: a secret "1" would blank every digit
 DEFAULT_SECRET_PATTERN = "token|secret|password|key|auth"
 ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every value is hidden, names kept
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
@@ -41,27 +43,63 @@ def is_secret(name: str) -> bool:
     return _pattern.search(name) is not None
 
 
-def redact_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `params` with secret-named values (at any depth) and `env` values replaced by `***`."""
-    return {str(k): _redact_entry(str(k), v) for k, v in params.items()}
+def redact_params(params: Mapping[str, Any], hidden: list[Any] | None = None) -> dict[str, Any]:
+    """A copy of `params` with secret-named values (at any depth) and `env` values replaced by `***`
+    (the values replaced are added to `hidden` when given)."""
+    return {str(k): _redact_entry(str(k), v, hidden) for k, v in params.items()}
 
 
-def _redact_entry(name: str, value: Any) -> Any:
+def _redact_entry(name: str, value: Any, hidden: list[Any] | None) -> Any:
     if is_secret(name):
-        return MASK
+        return _masked(value, hidden)
     if name in ENV_NAMES and isinstance(value, Mapping):
-        return dict.fromkeys((str(k) for k in value), MASK)
-    return _redact_value(value)
+        return {str(k): _masked(v, hidden) for k, v in value.items()}
+    return _redact_value(value, hidden)
 
 
-def _redact_value(value: Any) -> Any:
+def _masked(value: Any, hidden: list[Any] | None) -> str:
+    if hidden is not None:
+        hidden.append(value)
+    return MASK
+
+
+def _redact_value(value: Any, hidden: list[Any] | None) -> Any:
     if isinstance(value, Mapping):
-        return redact_params(value)
+        return redact_params(value, hidden)
     if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
+        return [_redact_value(v, hidden) for v in value]
     if isinstance(value, str) and may_hold_url_secret(value):
         return redact_urls_in(value)
     return value
+
+
+def secret_values(params: Mapping[str, Any]) -> list[str]:
+    """The literal values `redact_params` hides in `params` (strings, numbers as written) of at least
+    MIN_SECRET_CHARS characters, longest first (one holding another is hidden whole)."""
+    hidden: list[Any] = []
+    redact_params(params, hidden)
+    found = {text for value in hidden for text in _texts(value) if len(text) >= MIN_SECRET_CHARS}
+    return sorted(found, key=len, reverse=True)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield str(value)
+
+
+def hide_secrets(text: str, params: Mapping[str, Any]) -> str:
+    """`text` (an error's message, a traceback) with the values `redact_params` hides in `params`
+    (`secret_values`) and URL passwords (`redact_urls_in`) replaced by `***`."""
+    for value in secret_values(params):
+        text = text.replace(value, MASK)
+    return redact_urls_in(text) if may_hold_url_secret(text) else text
 
 
 def may_hold_url_secret(text: str) -> bool:

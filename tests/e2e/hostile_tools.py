@@ -30,6 +30,14 @@ async def deep_raise(job: JobContext) -> str:
     return down(50)
 
 
+@job_tool(description="Fail to log in, naming the token in the error (retried once)", retry_safe=True, max_retries=1)
+async def leak_token(api_token: str, user: str, job: JobContext) -> str:
+    try:
+        raise ValueError(f"the server refused {api_token}")
+    except ValueError as exc:
+        raise RuntimeError(f"login of {user} failed with token {api_token}") from exc
+
+
 @plain_tool(name="plain-surrogate", description="An ordinary tool whose answer holds a lone surrogate")
 async def plain_surrogate() -> str:
     return "bad \udcff end"

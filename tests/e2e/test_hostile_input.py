@@ -243,6 +243,30 @@ async def test_a_job_that_raises_gives_one_line_and_the_traceback_goes_to_the_lo
     assert "Traceback" in log and "boom at the bottom" in log, "the traceback is in the server's log"
 
 
+async def test_a_secret_argument_in_an_error_is_masked_on_the_job_and_in_the_log() -> None:
+    """The token named in the tool's error (and in its cause) is `***` in the job's result, message, progress
+    message and diagnostics (the retry note too), in list-jobs, and in the logged traceback."""
+    secret = "sk-SECRET-123456"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "VIBE_JOBS_TOOLS": HOSTILE}
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with stdio_server(env, errlog=errlog) as client:
+            job_id = await start(client, "leak_token", {"api_token": secret, "user": "alice"})
+            result, body = await finish(client, job_id)
+            listed = (await client.call_tool("list-jobs", {})).structured_content
+            assert listed is not None
+        errlog.seek(0)
+        log = errlog.read()
+    shown = "RuntimeError: login of alice failed with token ***"
+    assert body["status"] == "failed" and body["message"].endswith(shown), body["message"]
+    assert (
+        listed["jobs"][0]["progressMessage"] == f"Job failed: {shown}" and body["result"]["content"][0]["text"] == shown
+    )
+    assert any(line.startswith("retry 1/1 in ") for line in body["details"]["diagnostics"])
+    assert secret not in json.dumps(body) + texts(result) + json.dumps(listed)
+    assert "Traceback" in log and "the server refused ***" in log and shown in log
+    assert secret not in log
+
+
 # --- 13. SIGTERM on stdio -------------------------------------------------------------------------
 
 

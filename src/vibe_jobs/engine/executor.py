@@ -35,6 +35,7 @@ from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
 from vibe_jobs.models import JobRecord
 from vibe_jobs.outages import StoreRetry
+from vibe_jobs.redact import hide_secrets
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
@@ -225,7 +226,8 @@ class Executor:
             run.lapsed = True
         except Exception as exc:
             run.error, run.error_where = exc, _raised_at(exc)
-            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exc_info=exc)  # the traceback: logs only
+            trace = hide_secrets("".join(traceback.format_exception(exc)), rec.params)  # the traceback: logs only
+            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=trace)
         finally:
             run.done = True
             self.timers.cancel(run.timer)
@@ -389,7 +391,7 @@ class Executor:
         current = await self.m.get_record(rec.id)
         limit = retry_limit(rec, spec, self.retry)
         delay = retry_policy(spec, self.retry).decide(exc, current.retry_count, limit)
-        message = error_text(exc)
+        message = hide_secrets(error_text(exc), rec.params)
         diags = [*run.ctx.take_diagnostics(), *([run.error_where] if run.error_where else [])]
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
