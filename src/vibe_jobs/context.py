@@ -27,6 +27,9 @@ class JobContext:
     def __init__(self, manager: JobManager, job_id: str, attempt: int, tool_name: str) -> None:
         self.manager, self.job_id, self.attempt, self.tool_name = manager, job_id, attempt, tool_name
         self.cancel_scope: anyio.CancelScope | None = None
+        # the worker threads of jobs (the executor's, sized to its concurrency): blocking work of a job goes
+        # there, `anyio.to_thread.run_sync(fn, limiter=job.threads)`, not to the server's own pool (None: those)
+        self.threads: anyio.CapacityLimiter | None = None
         self.cancel_reason: str | None = None
         self.child_cpu_seconds = 0.0
         self.child_peak_memory_mb = 0.0

@@ -7,7 +7,10 @@ built when the tool is declared: the MCP input schema, and the validation of eve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints, overload
@@ -63,12 +66,23 @@ class JobToolSpec:
                 raise BadJobTool(f"job tool {self.name}: schedule: {exc}") from None
         self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
 
+    @property
+    def runs_in_thread(self) -> bool:
+        """A plain (sync) function: it runs in a worker thread."""
+        return not self._is_async
+
     async def invoke(
-        self, params: dict[str, Any], ctx: JobContext, before_call: Callable[[], None] | None = None
+        self,
+        params: dict[str, Any],
+        ctx: JobContext,
+        before_call: Callable[[], None] | None = None,
+        thread: ThreadCall | None = None,
     ) -> dict[str, Any]:
         """Call the function with `params` (the job's stored JSON, validated here into the values its
         parameters declare) and the context; return its CallToolResult dict. Raises InvalidArguments.
-        `before_call()` runs last before the function (nothing awaited between): it may raise to stop it."""
+        `before_call()` runs last before the function (nothing awaited between): it may raise to stop it.
+        A plain (sync) function runs in a worker thread of `ctx.threads` (the jobs' own, not the server's),
+        as `thread` (a cancelled run stops waiting for it, but the thread goes on: see `ThreadCall`)."""
         kwargs = self.arguments.typed(params)
         if self.context_param is not None:
             kwargs[self.context_param] = ctx
@@ -77,8 +91,50 @@ class JobToolSpec:
         if self._is_async:
             value = await self.fn(**kwargs)
         else:
-            value = await anyio.to_thread.run_sync(lambda: self.fn(**kwargs), abandon_on_cancel=True)
+            value = await (thread or ThreadCall()).run(lambda: self.fn(**kwargs), ctx.threads)
         return to_call_result(value)
+
+
+class ThreadCall:
+    """A sync job tool's call in a worker thread. A thread cannot be stopped: a cancelled run stops waiting
+    for it at once (`run`), then asks `going_on()`; when the call had started, it goes on, and `returned` is
+    set when it ends (the executor keeps the job's slot until then). A call not started by then never starts."""
+
+    def __init__(self) -> None:
+        self.returned = anyio.Event()
+        self._lock = threading.Lock()
+        self._state = "waiting"  # -> "running" -> "returned", or -> "given up" (it never starts)
+        self._loop = asyncio.get_running_loop()
+
+    async def run(self, fn: Callable[[], Any], limiter: anyio.CapacityLimiter | None) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(self._call, fn, abandon_on_cancel=True, limiter=limiter)
+        except _Raised as exc:
+            raise exc.raised from None  # out of anyio's frames: raised on as itself
+
+    def going_on(self) -> bool:
+        """True while the call runs in its thread (a call that has not started is given up: it never will)."""
+        with self._lock:
+            if self._state == "waiting":
+                self._state = "given up"
+            return self._state == "running"
+
+    def _call(self, fn: Callable[[], Any]) -> Any:  # in the worker thread
+        with self._lock:
+            if self._state == "given up":
+                return None  # nobody waits for it: its run ended before it started
+            self._state = "running"
+        try:
+            return fn()
+        except Exception:
+            raise
+        except BaseException as exc:  # SystemExit, GeneratorExit...: not through anyio's thread machinery
+            raise _Raised(exc) from None  # (a GeneratorExit raised through its coroutines ends the event loop)
+        finally:
+            with self._lock:
+                self._state = "returned"
+            with contextlib.suppress(RuntimeError):  # the event loop closed meanwhile: nobody waits
+                self._loop.call_soon_threadsafe(self.returned.set)
 
 
 def find_context_param(fn: Callable[..., Any]) -> str | None:
@@ -170,3 +226,11 @@ def plain_tool(name: str | None = None, description: str | None = None) -> Calla
         return f
 
     return mark
+
+
+class _Raised(Exception):
+    """What a sync tool raised that is not an Exception, carried out of its thread (`ThreadCall`)."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(raised)
+        self.raised = raised

@@ -66,8 +66,8 @@ class ClaimSource:
         if not isinstance(store, SharedJobStore):
             raise TypeError(f"claims need a shared store (postgresql://...), not {store.url}")
         self.m, self.tools, self.store = manager, tools, store
-        self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds)
         self.concurrency = concurrency or manager.settings.max_concurrent
+        self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds, concurrency=self.concurrency)
         self.run_jobs = run_jobs
         self.reservation_ms = reservation_ms
         self.limits = self._claim_limits()

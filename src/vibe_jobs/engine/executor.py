@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.admission import Needs
@@ -30,7 +31,7 @@ from vibe_jobs.engine.failures import error_text, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
 from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite, StoreError
-from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.jobtool import JobToolSpec, ThreadCall
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
 from vibe_jobs.models import JobRecord
@@ -65,7 +66,10 @@ class Run:
     error_where: str | None = None  # where the work raised, one line (the traceback goes to the log only)
     timed_out: bool = False
     lost: bool = False  # another process adopted the job (our lease had lapsed): write nothing
-    abandoned: bool = False  # the work ignored its time-out's cancellation: settled without it
+    stopping: bool = False  # its work was told to stop (a cancel, its time-out, a takeover): the grace runs
+    abandoned: bool = False  # the work ignored its cancellation for the grace period: settled without it
+    thread: ThreadCall | None = None  # a sync tool's call in a worker thread
+    thread_goes_on: bool = False  # the run stopped waiting for that thread, which still runs (it cannot be stopped)
     start_by: int | None = None  # a claim's work starts before this (epoch ms), or the claim is given back
     lapsed: bool = False  # it was not started: its claim was about to lapse
     released: bool = False  # its slot (concurrency, resources) is given back
@@ -80,9 +84,17 @@ class Executor:
     """Runs jobs of `tools` for `feeder`, under the time-out and retry policies of the manager's settings."""
 
     def __init__(
-        self, manager: JobManager, tools: Mapping[str, JobToolSpec], feeder: Feeder, *, grace_seconds: float = 5.0
+        self,
+        manager: JobManager,
+        tools: Mapping[str, JobToolSpec],
+        feeder: Feeder,
+        *,
+        grace_seconds: float = 5.0,
+        concurrency: int | None = None,
     ) -> None:
         self.m, self.tools, self.feeder = manager, tools, feeder
+        self.concurrency = concurrency or manager.settings.max_concurrent
+        self._threads: anyio.CapacityLimiter | None = None
         self.timeouts = manager.settings.queue.timeout_policy
         self.retry = RetryPolicy.from_config(manager.settings.queue.retry_policy)
         self.grace_seconds = grace_seconds
@@ -94,6 +106,15 @@ class Executor:
         self._idle = anyio.Event()
         # wraps each attempt's run (server/tracing.py installs a span per attempt); None: nothing
         self.attempt_hook: Callable[[JobRecord], AbstractContextManager[Any]] | None = None
+
+    @property
+    def threads(self) -> anyio.CapacityLimiter:
+        """The worker threads of this executor's jobs (sync tools, `JobContext.threads`): one per job it runs
+        at once, apart from the server's own (anyio's default limiter, which the server's blocking work uses:
+        the SQLite store's health check), so that blocking jobs never starve the server."""
+        if self._threads is None:  # made on the event loop, at first use
+            self._threads = anyio.CapacityLimiter(self.concurrency)
+        return self._threads
 
     @property
     def busy(self) -> int:
@@ -130,6 +151,10 @@ class Executor:
                 run = self._begin(rec, needs)
                 run.start_by = valid_until
                 await self._execute(run)
+        except Exception as exc:  # a fault past the work (writing its outcome): the job must not stay running
+            if run is None:
+                raise
+            await self._unsettled(run, exc)
         finally:
             if run is None:
                 self.starting -= 1
@@ -181,7 +206,9 @@ class Executor:
     def _begin(self, rec: JobRecord, needs: Needs) -> Run:
         """Account a job this process now runs (claimed as `rec`) and build its run."""
         run = Run(JobContext(self.m, rec.id, rec.attempt, rec.tool_name), needs, rec)
-        run.ctx.cancel_scope = run.scope
+        run.ctx.cancel_scope, run.ctx.threads = run.scope, self.threads
+        if self.tools[rec.tool_name].runs_in_thread:
+            run.thread = ThreadCall()
         run.ctx.on_wait = lambda waiting: self._pause(run) if waiting else self._resume(run)
         self.starting -= 1
         self.running[rec.id] = run
@@ -213,21 +240,11 @@ class Executor:
         run.cpu0, run.wall0 = time.process_time(), time.monotonic()
         timeout = self.timeout_for(rec, spec)
         run.timer = self._at(timeout * 0.8, lambda: self._warn(run, timeout))
-        hook = self.attempt_hook
-        check = None if run.start_by is None else lambda: self._check_start(run)
         try:
             with run.scope:
-                if hook is None:
-                    run.result = await spec.invoke(rec.params, run.ctx, check)
-                else:
-                    with hook(rec):
-                        run.result = await spec.invoke(rec.params, run.ctx, check)
+                await self._work(run, spec)
         except _ClaimLapsing:
             run.lapsed = True
-        except Exception as exc:
-            run.error, run.error_where = exc, _raised_at(exc)
-            trace = hide_secrets("".join(traceback.format_exception(exc)), rec.params)  # the traceback: logs only
-            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=trace)
         finally:
             run.done = True
             self.timers.cancel(run.timer)
@@ -235,10 +252,37 @@ class Executor:
             # the timers' and the context's callbacks hold the run: let go of them, so that a finished run
             # is freed when its task ends rather than left in a reference cycle for the garbage collector
             run.timer = run.deadline_timer = run.ctx.on_wait = None
+            run.thread_goes_on = run.thread is not None and run.thread.going_on()
         if run.lapsed:
             await self._give_back(rec)
         elif not run.abandoned:
             await self._settle_durably(run, False)
+        if run.thread is not None and run.thread_goes_on:  # its slot stays taken until the thread returns
+            log.warning("job.thread_goes_on", job_id=rec.id, tool=rec.tool_name)
+            await run.thread.returned.wait()
+
+    async def _work(self, run: Run, spec: JobToolSpec) -> None:
+        """Call the tool. Whatever it raises is the run's error, BaseException too (SystemExit, KeyboardInterrupt,
+        GeneratorExit, a CancelledError of its own making): only a cancellation the engine asked for goes
+        through, this run's (a cancel, its time-out, a takeover) or the server's (it stops). The server's own
+        SIGINT and SIGTERM go to its signal receivers and reach a run as that cancellation, never as a
+        KeyboardInterrupt in a job's code: a job raising one stops itself, not the server."""
+        rec, hook = run.rec, self.attempt_hook
+        check = None if run.start_by is None else lambda: self._check_start(run)
+        try:
+            if hook is None:  # (no nullcontext: this is every job's path)
+                run.result = await spec.invoke(rec.params, run.ctx, check, run.thread)
+            else:
+                with hook(rec):
+                    run.result = await spec.invoke(rec.params, run.ctx, check, run.thread)
+        except _ClaimLapsing:
+            raise
+        except BaseException as exc:
+            if _holds_cancellation(exc):
+                await anyio.lowlevel.checkpoint_if_cancelled()  # a cancellation asked for is raised again here
+            run.error, run.error_where = exc, _raised_at(exc)
+            trace = hide_secrets("".join(traceback.format_exception(exc)), rec.params)  # the traceback: logs only
+            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=trace)
 
     def _check_start(self, run: Run) -> None:
         """The last look before a claimed job's function is called (its arguments validated, nothing awaited
@@ -297,14 +341,15 @@ class Executor:
         return self.timers.call_later(delay, callback, self.m.task_group)
 
     def _pause(self, run: Run) -> None:
-        """The job waits for an answer: its time-out clock stops (the stage due next keeps its time left)."""
+        """The job waits for an answer: its time-out clock stops (the stage due next keeps its time left);
+        the grace of work told to stop does not."""
         timer = run.timer
-        if timer is not None and not timer.cancelled:
+        if timer is not None and not timer.cancelled and not run.stopping:
             run.paused = (max(0.0, timer.when - anyio.current_time()), timer.callback)
             self.timers.cancel(timer)
 
     def _resume(self, run: Run) -> None:
-        if run.paused is not None and not run.done:
+        if run.paused is not None and not run.done and not run.stopping:
             left, stage = run.paused
             run.timer = self._at(left, stage)
         run.paused = None
@@ -316,18 +361,30 @@ class Executor:
 
     def _expire(self, run: Run) -> None:
         run.timed_out = True
+        self._stop(run)
+
+    def _stop(self, run: Run) -> None:
+        """Cancel the run's work (a cancel, its time-out, a takeover), and give it the grace period: work that
+        ignores its cancellation that long is abandoned (`_abandon`). Told again, the grace is not restarted."""
         run.scope.cancel()
+        if run.stopping or run.done:
+            return
+        run.stopping = True
+        self.timers.cancel(run.timer)  # the time-out's next stage, if any
         run.timer = self._at(self.grace_seconds, lambda: self._abandon(run))
 
     def _abandon(self, run: Run) -> None:
-        """The work ignored its cancellation for the grace period: fail the job and free its slot now
-        (the work itself goes on until it returns, and its outcome is then discarded)."""
+        """The work ignored its cancellation for the grace period: settle the job (cancelled, timed out, or
+        nothing for a run taken over) and free its slot now (the work itself goes on until it returns, and
+        its outcome is then discarded)."""
         run.abandoned = True
         self.runs.spawn(self.m.task_group, self._settle_abandoned, run)
 
     async def _settle_abandoned(self, run: Run) -> None:
         try:
             await self._settle_durably(run, True)
+        except Exception as exc:
+            await self._unsettled(run, exc)
         finally:
             self._release(run.rec.tool_name, run.needs, run)
 
@@ -355,9 +412,20 @@ class Executor:
 
     async def _settle_refused(self, run: Run, refused: StoreError | None) -> None:
         """Fail the job saying its outcome was refused (text only: whatever the store could not take is left out)."""
+        await self._fail_plainly(run, f"the job's outcome could not be stored ({type(refused).__name__}: {refused})")
+
+    async def _unsettled(self, run: Run, exc: Exception) -> None:
+        """The last resort: writing the run's outcome failed on a fault of ours (the store's are retried), so
+        the job is failed plainly rather than left running for ever (this process renews its lease: no
+        recovery would adopt it). Fenced by attempt: an outcome that did land stays."""
+        log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exc_info=exc)
+        why = f"the job's run ended without an outcome ({type(exc).__name__} in vibe-jobs; see the server log)"
+        retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
+        await retry.until_done(lambda: self._fail_plainly(run, why), job_id=run.rec.id)
+
+    async def _fail_plainly(self, run: Run, why: str) -> None:
         if run.lost:
             return
-        why = f"the job's outcome could not be stored ({type(refused).__name__}: {refused})"
         with contextlib.suppress(InvalidTransition, StaleWrite):
             await self.m.fail_job(run.rec.id, diagnostic_line(why), attempt=run.ctx.attempt)
 
@@ -368,17 +436,25 @@ class Executor:
             return
         try:
             if ctx.cancel_reason is not None:
-                diags = ctx.take_diagnostics()
+                diags = [*ctx.take_diagnostics(), *self._goes_on(run, abandoned)]
                 await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
             elif abandoned or run.timed_out:
                 self.m.stats.counters.timed_out[rec.tool_name] += 1
-                await self._failed(run, _timeout_error(rec, abandoned, self.grace_seconds), usage)
+                await self._failed(run, _timeout_error(rec, self._goes_on(run, abandoned)), usage)
             elif run.error is not None:
                 await self._failed(run, run.error, usage)
             else:
                 await self._completed(run, usage)
         except (InvalidTransition, StaleWrite) as exc:
             log.info("job.write_lost", job_id=rec.id, reason=str(exc))
+
+    def _goes_on(self, run: Run, abandoned: bool) -> list[str]:
+        """What a stopped run says of its work that did not stop: abandoned, or a thread that cannot be."""
+        if abandoned:
+            return [f"the work ignored cancellation for {self.grace_seconds:g} s: abandoned"]
+        if run.thread_goes_on:
+            return ["the tool's thread cannot be stopped: it goes on until it returns (keeping the job's slot)"]
+        return []
 
     async def _completed(self, run: Run, usage: dict[str, float]) -> None:
         diags = run.ctx.take_diagnostics()
@@ -427,7 +503,7 @@ class Executor:
         if run is None:
             return False
         run.ctx.cancel_reason = reason
-        run.scope.cancel()
+        self._stop(run)
         return True
 
     def held_elsewhere(self, run: Run, held: bool, cancel_requested: str | None) -> None:
@@ -436,7 +512,7 @@ class Executor:
         discards its outcome; a cancel request written elsewhere (the jobs CLI, another replica) stops it."""
         if not held:
             run.lost = True
-            run.scope.cancel()
+            self._stop(run)
         elif cancel_requested is not None:
             self.cancel_running(run.rec.id, cancel_requested)
 
@@ -463,12 +539,20 @@ def _attempt_guard(attempt: int) -> Guard:
     return Guard(attempt=attempt, statuses=(JobStatus.RUNNING,))
 
 
-def _timeout_error(rec: JobRecord, abandoned: bool, grace: float) -> JobTimeout:
-    if abandoned:
-        err = JobTimeout(f"timed out, and the work ignored cancellation for {grace:g} s: abandoned", job_id=rec.id)
-        err.retryable = False  # type: ignore[attr-defined]  # the abandoned work may still be running
+def _timeout_error(rec: JobRecord, goes_on: list[str]) -> JobTimeout:
+    if goes_on:  # its work did not stop
+        err = JobTimeout(f"timed out, and {goes_on[0]}", job_id=rec.id)
+        err.retryable = False  # type: ignore[attr-defined]  # never run again beside work that may still run
         return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _holds_cancellation(exc: BaseException) -> bool:
+    """`exc` is a cancellation, or a group with one (work with a task group of its own)."""
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(cancelled) is not None
+    return isinstance(exc, cancelled)
 
 
 def _raised_at(exc: BaseException) -> str | None:

@@ -1,0 +1,230 @@
+"""Work that misbehaves, and the executor's rules for it (engine/executor.py): what a tool raises, BaseException
+too, is its job's failure; work told to stop (a cancel, a time-out) that goes on is abandoned after the grace
+period; a sync tool's thread, which cannot be stopped, keeps its slot and is never run again beside itself;
+and job threads never take the server's own.
+
+In-process on purpose for what cannot kill the test process; SystemExit and KeyboardInterrupt, which did
+kill the server, are tested against the real server (tests/e2e/test_hostile_work_e2e.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import anyio.from_thread
+import pytest
+
+from tests.engine.test_scheduler import (
+    STORES,
+    WAIT,
+    Backend,
+    decide_now,
+    finished,
+    make_store,
+    needs,
+    on_stores,
+    probe,
+    task,
+)
+from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs.context import JobContext
+from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.store.sqlite import SQLiteStore
+
+
+@pytest.fixture(params=STORES)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    store = make_store(request.param, tmp_path)
+    try:
+        yield Backend(request.param, store)
+    finally:
+        await store.close()
+        if request.param == "postgres":
+            await store.drop_schema()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def gate() -> Iterator[threading.Event]:
+    """What blocked threads wait on: opened by the test, and at its end whatever happened."""
+    opened = threading.Event()
+    yield opened
+    opened.set()
+
+
+class CustomBase(BaseException):
+    pass
+
+
+RAISED: dict[str, tuple[Callable[[], BaseException], str]] = {
+    "custom": (lambda: CustomBase("not an Exception"), "CustomBase: not an Exception"),
+    "generatorexit": (GeneratorExit, "GeneratorExit"),
+    "cancelled": (asyncio.CancelledError, "CancelledError"),  # its own: nobody cancelled it
+}
+
+
+def stuck(gate: threading.Event) -> None:
+    """A sync tool's body: blocks its thread until `gate` is set (bounded, should the fixture not run)."""
+    gate.wait(30)
+
+
+@on_stores("memory", "postgres")
+@pytest.mark.parametrize("kind", sorted(RAISED))
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_what_a_tool_raises_is_its_jobs_failure_even_a_base_exception(
+    backend: Backend, kind: str, sync: bool
+) -> None:
+    make, text = RAISED[kind]
+
+    async def raising() -> None:
+        raise make()
+
+    def raising_in_thread() -> None:
+        raise make()
+
+    spec = make_spec(raising_in_thread if sync else raising, name="raising")
+    async with backend.running([spec], Settings(max_concurrent=1)) as (m, _):
+        rec = await finished(m, await m.create_job("raising", {}))
+        await probe(m)  # the engine goes on, its one slot free
+    assert rec.status is JobStatus.FAILED, rec.status
+    assert rec.progress_message == f"Job failed: {text}"
+
+
+async def test_a_running_job_is_left_for_recovery_when_the_server_stops(tmp_path: Path) -> None:
+    """The server's own cancellation still goes through the run (it is not taken for the tool's error)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    started = anyio.Event()
+
+    async def waits() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    manager = JobManager(SQLiteStore(url), Settings())
+    LocalSource(manager, {"waits": make_spec(waits, name="waits")})
+    async with manager:
+        job_id = await manager.create_job("waits")
+        with anyio.fail_after(WAIT):
+            await started.wait()
+    store = SQLiteStore(url)
+    await store.open()
+    try:
+        rec = await store.get(job_id)
+    finally:
+        await store.close()
+    assert rec is not None and rec.status is JobStatus.RUNNING, rec and rec.progress_message
+
+
+@on_stores("memory", "postgres")
+async def test_a_cancelled_job_that_ignores_its_cancellation_is_abandoned_after_the_grace(backend: Backend) -> None:
+    release, started = threading.Event(), anyio.Event()
+    swallowed: list[str] = []
+
+    async def swallow() -> str:
+        started.set()
+        while not release.is_set():
+            try:
+                await anyio.sleep(0.01)
+            except BaseException:  # hostile on purpose
+                swallowed.append("cancel")
+        return "late"
+
+    spec = make_spec(swallow, name="swallow", retry_safe=True)
+    async with backend.running([spec], Settings(max_concurrent=1), grace_seconds=0.2) as (m, _):
+        try:
+            job_id = await m.create_job("swallow", {})
+            with anyio.fail_after(WAIT):
+                await started.wait()
+            await m.cancel_job(job_id, "user asked")
+            rec = await finished(m, job_id)
+            await probe(m)  # the only slot is free again, while the work still runs
+            assert swallowed
+        finally:
+            release.set()  # else the work would hold up the manager's stop for ever
+    assert rec.status is JobStatus.CANCELLED and rec.progress_message == "Job cancelled: user asked"
+    assert "the work ignored cancellation for 0.2 s: abandoned" in (rec.diagnostics or [])
+    assert rec.retry_count == 0
+
+
+@on_stores("memory", "postgres")
+async def test_a_sync_tool_past_its_time_out_is_not_run_again_while_its_thread_goes_on(
+    backend: Backend, gate: threading.Event
+) -> None:
+    calls = []
+
+    def blocking() -> str:
+        calls.append(1)
+        stuck(gate)
+        return "done"
+
+    spec = make_spec(blocking, name="blocking", retry_safe=True)  # a retry would run beside the first thread
+    async with backend.running([spec], Settings(max_concurrent=1)) as (m, sched):
+        job_id = await m.create_job("blocking", {}, task=task(timeout_seconds=0.3))
+        rec = await finished(m, job_id)
+        after = await m.create_job("blocking", {})
+        await decide_now(sched)
+        assert (await m.get_record(after)).status is JobStatus.PENDING  # the thread keeps the only slot
+        gate.set()
+        assert (await finished(m, after)).status is JobStatus.COMPLETED
+    assert rec.status is JobStatus.FAILED and rec.retry_count == 0 and len(calls) == 2
+    assert rec.progress_message == (
+        "Job failed: JobTimeout: timed out, and the tool's thread cannot be stopped: it goes on until it returns"
+        " (keeping the job's slot)"
+    )
+
+
+@on_stores("memory", "postgres")
+async def test_a_cancelled_sync_tool_ends_at_once_and_its_thread_keeps_the_slot(
+    backend: Backend, gate: threading.Event
+) -> None:
+    started = anyio.Event()
+
+    def blocking(job: JobContext) -> str:
+        anyio.from_thread.run_sync(started.set)
+        stuck(gate)
+        return "done"
+
+    spec = make_spec(blocking, name="blocking")
+    async with backend.running([spec], Settings(max_concurrent=1)) as (m, sched):
+        job_id = await m.create_job("blocking", {})
+        with anyio.fail_after(WAIT):
+            await started.wait()
+        await m.cancel_job(job_id, "user asked")
+        rec = await finished(m, job_id)
+        after = await m.create_job("blocking", {})
+        await decide_now(sched)
+        assert (await m.get_record(after)).status is JobStatus.PENDING
+        gate.set()
+        assert (await finished(m, after)).status is JobStatus.COMPLETED
+    assert rec.status is JobStatus.CANCELLED
+    assert "the tool's thread cannot be stopped: it goes on until it returns (keeping the job's slot)" in (
+        rec.diagnostics or []
+    )
+
+
+@on_stores("sqlite")
+async def test_blocking_sync_jobs_leave_the_servers_own_threads_free(backend: Backend, gate: threading.Event) -> None:
+    """anyio's default limiter has 40 threads, which the server's own blocking work shares (the SQLite store's
+    health check): 41 blocking jobs, within the concurrency limit, all run, and the check still answers."""
+    jobs, lock = 41, threading.Lock()
+    started, all_started = [0], anyio.Event()
+
+    def blocking() -> str:
+        with lock:
+            started[0] += 1
+            if started[0] == jobs:
+                anyio.from_thread.run_sync(all_started.set)
+        stuck(gate)
+        return "done"
+
+    spec = make_spec(blocking, name="blocking")
+    async with backend.running([spec], Settings(max_concurrent=jobs + 5)) as (m, _):
+        ids = [await m.create_job("blocking", {}, task=task(needs=needs())) for _ in range(jobs)]
+        with anyio.fail_after(WAIT):
+            await all_started.wait()
+            assert await m.store.problem() is None
+        gate.set()
+        assert all([(await finished(m, job_id)).status is JobStatus.COMPLETED for job_id in ids])
