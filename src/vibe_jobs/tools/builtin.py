@@ -79,6 +79,7 @@ class MapCodebase:
                 report=report,
                 checkpoint=job.checkpoint,
                 diagnostic=job.diagnostic,
+                threads=job.threads,
             )
         except PatternsRefused as exc:  # a job whose arguments were not checked at call time (a schedule's)
             raise NonRetryableError(f"map-codebase refused: {exc}") from None

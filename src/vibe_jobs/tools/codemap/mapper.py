@@ -26,6 +26,7 @@ from vibe_jobs.tools.codemap.symbols import Extraction, count_lines, detect_lang
 from vibe_jobs.tools.codemap.walk import Walker, WalkResult, looks_binary
 from vibe_jobs.tools.printable import printable
 
+Threads = anyio.CapacityLimiter | None
 SCAN_END = 10.0
 PARSE_END = 95.0
 BATCH_FILES = 256
@@ -97,10 +98,13 @@ def parse_batch(
     return outcomes
 
 
-async def in_thread(fn: Callable[..., T], *args: object, stop: threading.Event | None = None) -> T:
-    """Run `fn` in a worker thread; on cancellation do not wait for it, and set `stop` (which it checks)."""
+async def in_thread(
+    fn: Callable[..., T], *args: object, stop: threading.Event | None = None, threads: Threads = None
+) -> T:
+    """Run `fn` in a worker thread of `threads` (the job's: None, the server's own); on cancellation do not wait
+    for it, and set `stop` (which it checks)."""
     try:
-        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=threads)
     except BaseException:
         if stop is not None:
             stop.set()
@@ -190,10 +194,14 @@ class _Builder:
         )
 
 
-async def _scan(walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]]) -> WalkResult:
+async def _scan(
+    walker: Walker, progress: _Progress, checkpoint: Callable[[], Awaitable[None]], threads: Threads
+) -> WalkResult:
     """Stage "scan": walk in worker-thread steps; the total is unknown, so progress is an estimate."""
     await progress(0.0, "scanning files", stage="scan", sub=0.0, force=True)
-    while not await in_thread(walker.step, stop=walker.stop):  # cancelled, the step ends at its next folder
+    while not await in_thread(
+        walker.step, stop=walker.stop, threads=threads
+    ):  # cancelled, the step ends at its next folder
         await checkpoint()
         found = len(walker.result.files)
         share = found / (found + 2000)
@@ -210,13 +218,14 @@ async def _parse(
     builder: _Builder,
     progress: _Progress,
     checkpoint: Callable[[], Awaitable[None]],
+    threads: Threads,
 ) -> None:
     """Stage "parse": analyse files in batches, checking for cancellation between them."""
     done, total = 0, len(files)
     stop = threading.Event()
     while done < total:
         await checkpoint()
-        for outcome in await in_thread(parse_batch, files, done, roots, stop, stop=stop):
+        for outcome in await in_thread(parse_batch, files, done, roots, stop, stop=stop, threads=threads):
             builder.add(outcome)
             done += 1
         share = done / total
@@ -235,19 +244,23 @@ async def map_codebase(
     report: Reporter,
     checkpoint: Callable[[], Awaitable[None]],
     diagnostic: Callable[[str], None],
+    threads: Threads = None,
 ) -> CodeMap:
     """Map the source files below `root`: languages, line counts and top-level symbols.
 
     At most `max_files` files are mapped; the result says when more were left out.
     `checkpoint` is awaited between steps and batches (it raises when the job is cancelled);
-    `diagnostic` receives notes about unreadable or unparsable files (also kept in the result).
+    `diagnostic` receives notes about unreadable or unparsable files (also kept in the result);
+    `threads`, the worker threads to work in (a job's, `JobContext.threads`; None: anyio's default).
     Raises `PatternsRefused` for `include` or `exclude` globs past the walk's limits.
     """
     progress = _Progress(report)
-    walker = await in_thread(partial(Walker, root, roots=roots, include=include, exclude=exclude, max_files=max_files))
-    walked = await _scan(walker, progress, checkpoint)
+    walker = await in_thread(
+        partial(Walker, root, roots=roots, include=include, exclude=exclude, max_files=max_files), threads=threads
+    )
+    walked = await _scan(walker, progress, checkpoint, threads)
     builder = _Builder(diagnostic, walked)
     if walked.truncated:
         builder.note(f"stopped at maxFiles={max_files:,} files; more files were not mapped (raise maxFiles for them)")
-    await _parse(walked.files, walker.roots, builder, progress, checkpoint)
+    await _parse(walked.files, walker.roots, builder, progress, checkpoint, threads)
     return builder.build(str(root), walked.truncated, max_files)
