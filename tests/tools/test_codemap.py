@@ -245,6 +245,23 @@ async def test_map_codebase_collects_files_languages_and_progress(tmp_path: Path
     assert percents == sorted(percents)
 
 
+async def test_a_map_works_in_the_jobs_threads_when_the_servers_are_all_taken(tmp_path: Path) -> None:
+    """Given the job's threads (`JobContext.threads`), a map never waits for anyio's default pool, which the
+    server's own blocking work shares (every token of it borrowed here)."""
+    _write(tmp_path, {"app.py": "def f(): pass\n"})
+    default = anyio.to_thread.current_default_thread_limiter()
+    holders = [object() for _ in range(int(default.total_tokens))]
+    for holder in holders:
+        default.acquire_on_behalf_of_nowait(holder)
+    try:
+        with anyio.fail_after(10):
+            code_map = await _map(tmp_path, threads=anyio.CapacityLimiter(1))
+    finally:
+        for holder in holders:
+            default.release_on_behalf_of(holder)
+    assert [f.path for f in code_map.files] == ["app.py"]
+
+
 async def test_reports_are_throttled_on_many_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(tmp_path, {f"m{i}.py": f"def f{i}(): pass\n" for i in range(500)})
     monkeypatch.setattr(mapper_module, "BATCH_FILES", 1)
