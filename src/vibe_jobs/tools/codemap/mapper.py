@@ -199,9 +199,7 @@ async def _scan(
 ) -> WalkResult:
     """Stage "scan": walk in worker-thread steps; the total is unknown, so progress is an estimate."""
     await progress(0.0, "scanning files", stage="scan", sub=0.0, force=True)
-    while not await in_thread(
-        walker.step, stop=walker.stop, threads=threads
-    ):  # cancelled, the step ends at its next folder
+    while not await in_thread(walker.step, stop=walker.stop, threads=threads):  # cancelled: ends at its next folder
         await checkpoint()
         found = len(walker.result.files)
         share = found / (found + 2000)
