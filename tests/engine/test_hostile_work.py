@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import anyio.from_thread
 import pytest
 
+from tests.engine import test_scheduler
 from tests.engine.test_scheduler import (
-    STORES,
     WAIT,
     Backend,
     decide_now,
     finished,
-    make_store,
     needs,
     on_stores,
     probe,
@@ -36,16 +35,7 @@ from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.store.sqlite import SQLiteStore
 
-
-@pytest.fixture(params=STORES)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    store = make_store(request.param, tmp_path)
-    try:
-        yield Backend(request.param, store)
-    finally:
-        await store.close()
-        if request.param == "postgres":
-            await store.drop_schema()  # type: ignore[attr-defined]
+backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.engine.test_scheduler import STORES, WAIT, Backend, FakeClock, Gates, gated_tool, make_store, on_stores
+from tests.engine import test_scheduler
+from tests.engine.test_scheduler import WAIT, Backend, FakeClock, Gates, gated_tool, make_store, on_stores
 from vibe_jobs import JobManager, JobRecord, JobStatus, Settings
 from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.context import JobContext
@@ -27,16 +28,7 @@ from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
 
-
-@pytest.fixture(params=STORES)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    store = make_store(request.param, tmp_path)
-    try:
-        yield Backend(request.param, store)
-    finally:
-        await store.close()
-        if request.param == "postgres":
-            await store.drop_schema()  # type: ignore[attr-defined]
+backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
 
 
 @asynccontextmanager
