@@ -57,9 +57,11 @@ async def finished(client: Client, job_id: str, seconds: float = 20) -> tuple[st
 
 
 async def running(client: Client, job_id: str) -> None:
+    """Until the job runs: a read, then long-polls while it is pending (one on a running job would hold 1 s)."""
     with anyio.fail_after(20):
-        while (await read(client, job_id, waitSeconds=1))[1]["status"] == "pending":
-            pass
+        status = (await read(client, job_id))[1]["status"]
+        while status == "pending":
+            status = (await read(client, job_id, waitSeconds=1))[1]["status"]
 
 
 async def test_a_tool_raising_systemexit_or_keyboardinterrupt_fails_its_job_and_the_server_lives() -> None:
