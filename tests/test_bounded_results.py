@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vibe_jobs.results import bounded_result, canonical_json, json_safe, text_result
+from vibe_jobs.results import bounded_result, canonical_json, json_safe, text_result, to_call_result
 
 
 def encodes(value: object) -> int:
@@ -65,3 +67,81 @@ def test_plain_text_results_are_kept_when_they_fit_and_cut_when_they_do_not(
     out = bounded_result(result, limit)
     assert encodes(out) <= limit
     assert (out is result) == (encodes(result) <= limit)
+
+
+def shared_lists(depth: int) -> list[Any]:
+    """Lists `depth` deep, each holding the one below twice: no cycle, 2^depth values walked as a tree."""
+    shared: list[Any] = []
+    for _ in range(depth):
+        shared = [shared, shared]
+    return shared
+
+
+def count_values(value: Any) -> int:
+    """The values inside `value`, walked as a tree."""
+    if not isinstance(value, dict | list):
+        return 0
+    inner = value.values() if isinstance(value, dict) else value
+    return sum(1 + count_values(item) for item in inner)
+
+
+def test_a_cycle_becomes_a_marker_and_shared_values_without_one_are_kept() -> None:
+    cycle: dict[str, Any] = {"n": 1}
+    cycle["a"] = cycle
+    cycle["b"] = [cycle, (cycle,)]
+    assert json_safe(cycle) == {"n": 1, "a": "<cycle>", "b": ["<cycle>", ["<cycle>"]]}
+    twice = {"k": [1]}
+    assert json_safe([twice, twice]) == [{"k": [1]}, {"k": [1]}]
+    result = bounded_result(text_result("c", structured=cycle), 1 << 20)
+    assert result["structuredContent"] == json_safe(cycle)
+
+
+@pytest.mark.timeout(60)  # it walked 2^40 values: never ended
+def test_shared_references_are_walked_at_most_a_million_values() -> None:
+    dag = shared_lists(40)
+    safe = json_safe(dag)
+    text = canonical_json(safe)
+    assert "<too many values>" in text and count_values(safe) <= 1_000_000
+    assert json_safe(safe) == safe, "what json_safe makes is kept as it is"
+    stored = bounded_result(text_result("d", structured={"v": dag}), 4 << 20)
+    assert encodes(stored) <= 4 << 20
+
+
+@pytest.mark.timeout(60)
+def test_a_plain_return_value_with_shared_references_becomes_a_result() -> None:
+    cycle: dict[str, Any] = {"n": 1}
+    cycle["self"] = cycle
+    made = to_call_result(cycle)
+    assert made["structuredContent"] == {"n": 1, "self": "<cycle>"}
+    assert json.loads(made["content"][0]["text"]) == made["structuredContent"]
+    assert "<too many values>" in to_call_result(shared_lists(40))["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("value", "structured"),
+    [
+        ({"x": math.nan, "y": [math.inf]}, {"x": None, "y": [None]}),
+        ([math.nan], {"result": [None]}),
+        ({"b": b"\xff\x00"}, {"b": "b'\\xff\\x00'"}),
+        ({"s": {1}}, {"s": "{1}"}),
+        ({"n": 10**5000}, {"n": "<integer too large>"}),
+        ({10**5000: 1}, {"<int: str() failed>": 1}),
+        (range(2), {"result": "range(0, 2)"}),
+    ],
+)
+def test_a_plain_return_value_json_cannot_carry_is_made_safe_as_a_stored_result_is(
+    value: object, structured: dict[str, Any]
+) -> None:
+    """README: NaN and infinities become null, other objects their repr: a plain dict or list too."""
+    made = to_call_result(value)
+    assert made["structuredContent"] == structured and made["isError"] is False
+    text = made["content"][0]["text"]
+    assert json.loads(text) == (structured if isinstance(value, dict) else structured["result"])
+
+
+def test_an_object_whose_repr_raises_is_named_by_its_type() -> None:
+    class Unshowable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    assert json_safe({"o": Unshowable()}) == {"o": "<Unshowable: repr() failed>"}

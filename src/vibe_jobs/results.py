@@ -111,7 +111,8 @@ def to_call_result(value: Any) -> dict[str, Any]:
     """A job function's return value as a CallToolResult dict.
 
     A CallToolResult passes through; a pydantic model or dict becomes structured content plus JSON
-    text; a str becomes text; other JSON values become `{"result": value}`.
+    text; a str becomes text; other values become `{"result": value}`. What JSON cannot carry is made
+    safe first, as a stored result is (`safe_json`).
     """
     if _is_call_tool_result(value):
         return as_result_dict(value)
@@ -121,8 +122,8 @@ def to_call_result(value: Any) -> dict[str, Any]:
         return text_result(value)
     if value is None:
         return {"content": [], "isError": False}
-    structured = value if isinstance(value, dict) else {"result": value}
-    return text_result(canonical_json(value), structured=structured)
+    value, text, _size = safe_json(value)
+    return text_result(text, structured=value if isinstance(value, dict) else {"result": value})
 
 
 def _is_call_tool_result(value: Any) -> bool:
@@ -142,6 +143,13 @@ def _is_call_tool_result(value: Any) -> bool:
 # Deeper than this is not a result anyone reads, and its readers fail on it well before the JSON encoders
 # give up (near 1,000): the MCP Python client could not parse an answer holding a result 250 levels deep.
 _MAX_DEPTH = 100
+# At most this many values in a result, counted as its encoder walks it: a value referred to from n places
+# counts n times. A few lists holding each other twice, 40 deep, are 2^40 values to every reader; a cycle is
+# endless. A million values are at least 2 MB of JSON.
+_MAX_VALUES = 1_000_000
+CYCLE = "<cycle>"
+TOO_DEEP = "<nested too deep>"
+TOO_MANY = "<too many values>"
 
 
 def encodable(text: str) -> bool:
@@ -159,29 +167,81 @@ def safe_text(text: str) -> str:
     return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
-def json_safe(value: Any, depth: int = 0) -> Any:
+def described(obj: object, how: Callable[[object], str] = repr) -> str:
+    """`how(obj)` (`repr` or `str`), or `<Type: how() failed>` when the object's own method raises."""
+    try:
+        return how(obj)
+    except Exception:
+        return f"<{type(obj).__name__}: {getattr(how, '__name__', 'text')}() failed>"
+
+
+def json_safe(value: Any) -> Any:
     """`value` with everything JSON (as UTF-8) cannot carry replaced: lone surrogates escaped, NaN and
-    infinities as null, keys as text, other objects by their repr, nesting past `_MAX_DEPTH` cut."""
-    if isinstance(value, str):
-        return safe_text(value)
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if value.bit_length() < 4000 else "<integer too large>"
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if depth >= _MAX_DEPTH:
-        return "<nested too deep>"
-    if isinstance(value, dict):
-        return {safe_text(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v, depth + 1) for v in value]
-    return safe_text(repr(value)[:1000])
+    infinities as null, keys as text, other objects by their repr; a container met again inside itself
+    becomes `<cycle>`, nesting past `_MAX_DEPTH` `<nested too deep>`, and after `_MAX_VALUES` values the rest
+    of each open container one `<too many values>`."""
+    return _SafeCopy().copy(value, 0)
+
+
+class _SafeCopy:
+    """One `json_safe` walk: the containers on the way down (a cycle) and the values still allowed."""
+
+    __slots__ = ("left", "path")
+
+    def __init__(self) -> None:
+        self.path: set[int] = set()
+        self.left = _MAX_VALUES - _MAX_DEPTH  # room for one TOO_MANY in each container open when it runs out
+
+    def copy(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return safe_text(value)
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value if value.bit_length() < 4000 else "<integer too large>"
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if not isinstance(value, dict | list | tuple):
+            return safe_text(described(value)[:1000])
+        if depth >= _MAX_DEPTH:
+            return TOO_DEEP
+        if id(value) in self.path:
+            return CYCLE
+        self.path.add(id(value))
+        try:
+            return self._dict(value, depth + 1) if isinstance(value, dict) else self._list(value, depth + 1)
+        finally:
+            self.path.discard(id(value))
+
+    def _dict(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if self.left <= 0:
+                out[TOO_MANY] = None
+                break
+            self.left -= 1
+            out[safe_text(described(key, str))] = self.copy(item, depth)
+        return out
+
+    def _list(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+        out: list[Any] = []
+        for item in value:
+            if self.left <= 0:
+                out.append(TOO_MANY)
+                break
+            self.left -= 1
+            out.append(self.copy(item, depth))
+        return out
+
+
+def _json_sized(value: Any) -> tuple[str, int]:
+    """`canonical_json(value)` and its UTF-8 size (raising UnicodeEncodeError for a lone surrogate)."""
+    text = canonical_json(value)
+    return text, len(text) if text.isascii() else len(text.encode())
 
 
 def _encoded_size(value: Any) -> int:
-    text = canonical_json(value)
-    return len(text) if text.isascii() else len(text.encode())
+    return _json_sized(value)[1]
 
 
 _PLAIN_KEYS = frozenset({"content", "isError"})
@@ -215,34 +275,45 @@ def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`)."""
     if _plain_text_within(result, max_bytes):
         return result
-    try:
-        size = _encoded_size(result)
-    except (TypeError, ValueError):  # NaN, a lone surrogate (UnicodeEncodeError), a foreign object, too deep
-        result = json_safe(result)
-        size = _encoded_size(result)
-    else:
-        if _deeper_than(result, _MAX_DEPTH):  # encodable, but no reader could parse the answer
-            result = json_safe(result)
-            size = _encoded_size(result)
+    result, _text, size = safe_json(result)
     return result if size <= max_bytes else truncated_result(result, size, max_bytes)
+
+
+def safe_json(value: Any) -> tuple[Any, str, int]:
+    """`value` as JSON carries it, its JSON text and that text's UTF-8 size. Made safe (`json_safe`) first
+    when it is unwieldy (`_unwieldy`: walking it would never end, or no reader could parse it), else when
+    the encoder refuses it: NaN, a lone surrogate (UnicodeEncodeError), a foreign object."""
+    if _unwieldy(value):
+        value = json_safe(value)
+    try:
+        return value, *_json_sized(value)
+    except (TypeError, ValueError):
+        value = json_safe(value)
+        return value, *_json_sized(value)
 
 
 def readable(value: Any, text: str) -> Any:
     """`value`, decoded from `text`, cut past `_MAX_DEPTH` levels (`json_safe`) when it nests that deep: what a
     store reads back (a result stored before the cut, or written by hand) is what its readers can parse."""
-    if text.count("{") + text.count("[") > _MAX_DEPTH and _deeper_than(value, _MAX_DEPTH):
+    if text.count("{") + text.count("[") > _MAX_DEPTH and _unwieldy(value):
         return json_safe(value)
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether containers nest in `value` more than `limit` levels deep (iterative: no recursion limit)."""
-    stack = [(value, 1)]
+def _unwieldy(value: Any) -> bool:
+    """Whether containers nest in `value` more than `_MAX_DEPTH` levels deep or it holds more than `_MAX_VALUES`
+    values as an encoder walks it (a cycle does both): what `json_safe` cuts. Iterative (no recursion limit),
+    and it stops at either limit, so a value with shared references costs at most the budget."""
+    left = _MAX_VALUES
+    stack = [(value, 1)] if isinstance(value, dict | list | tuple) else []
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
+        if depth > _MAX_DEPTH:
             return True
         inner = item.values() if isinstance(item, dict) else item
+        left -= len(inner)
+        if left < 0:
+            return True
         stack.extend((x, depth + 1) for x in inner if isinstance(x, dict | list | tuple))
     return False
 

@@ -70,3 +70,49 @@ async def chatty(metadata_kb: int, kb: int, job: JobContext, diagnostics: int = 
     for i in range(diagnostics):
         job.diagnostic(f"{i} " + "d" * 1990)
     return "r" * (kb * 1024)
+
+
+def _shared(kind: str) -> Any:
+    """A value holding shared references: a dict that refers to itself twice, or lists 40 levels deep each
+    holding the one below twice (no cycle, 2^40 values to whatever walks it as a tree)."""
+    if kind == "cycle":
+        cycle: dict[str, Any] = {"n": 1}
+        cycle["a"] = cycle
+        cycle["b"] = cycle
+        return cycle
+    shared: list[Any] = []
+    for _ in range(40):
+        shared = [shared, shared]
+    return shared
+
+
+@job_tool(description="Return a CallToolResult whose structuredContent has shared references (kind: cycle, dag)")
+async def shared_structured(kind: str, job: JobContext) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": kind}], "structuredContent": {"v": _shared(kind)}}
+
+
+@job_tool(description="Return a plain value with shared references (kind: cycle, dag)")
+async def shared_plain(kind: str, job: JobContext) -> Any:
+    return _shared(kind)
+
+
+@job_tool(description="Report progress metadata with shared references (kind: cycle, dag), then return")
+async def shared_metadata(kind: str, job: JobContext) -> str:
+    await job.progress(10, "shared", metadata={"v": _shared(kind)})
+    return "reported"
+
+
+def _unencodable(kind: str) -> Any:
+    values: dict[str, Any] = {
+        "nan": {"x": float("nan"), "y": [float("inf")]},
+        "bytes": {"b": b"\xff\x00"},
+        "set": {"s": {1}},
+        "bigint": {"n": 10**5000},
+        "generator": (i for i in range(3)),
+    }
+    return values[kind]
+
+
+@job_tool(description="Return a plain value JSON cannot carry (kind: nan, bytes, set, bigint, generator)")
+async def unencodable(kind: str, job: JobContext) -> Any:
+    return _unencodable(kind)
