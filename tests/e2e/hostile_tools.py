@@ -116,3 +116,8 @@ def _unencodable(kind: str) -> Any:
 @job_tool(description="Return a plain value JSON cannot carry (kind: nan, bytes, set, bigint, generator)")
 async def unencodable(kind: str, job: JobContext) -> Any:
     return _unencodable(kind)
+
+
+@job_tool(description="Raise an exception whose message is `mb` megabytes long")
+async def raise_huge(mb: int, job: JobContext) -> str:
+    raise ValueError("x" * (mb << 20))

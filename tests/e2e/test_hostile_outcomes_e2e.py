@@ -1,20 +1,22 @@
 """Job outcomes a hostile tool makes, against the real server: results and progress metadata with shared
-references or values JSON cannot carry. Each job ends (it is never left running) and the server goes on
-answering everyone."""
+references or values JSON cannot carry, exceptions whose text is huge. Each job ends (it is never left
+running) and the server goes on answering everyone."""
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import stdio_client_for
+from tests.e2e.conftest import BASE_ENV, stdio_client_for
 from tests.e2e.test_builtin_tools import finish
 from tests.e2e.test_jobs_e2e import start, texts
+from tests.e2e.test_tools_attacks import stdio_server
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
 
@@ -96,3 +98,15 @@ async def test_a_plain_result_json_cannot_carry_completes_as_the_readme_says(
         assert shown["result"].startswith(structured["result"])
     else:
         assert shown == structured and json.loads(stored_text(body)) == structured
+
+
+async def test_a_huge_exception_message_is_cut_in_the_log_as_on_the_job() -> None:
+    env = {"PATH": "/usr/bin:/bin", **BASE_ENV, **HOSTILE}
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with stdio_server(env, errlog=errlog) as client:
+            text, body = await ended(client, "raise_huge", {"mb": 10})
+        errlog.seek(0)
+        log = errlog.read()
+    assert body["status"] == "failed" and "ValueError: xxx" in text and "x [cut]" in text
+    assert "Traceback" in log and '"job.raised"' in log and "xxxx" in log
+    assert len(log) < 50_000, f"the log holds {len(log):,} characters for one failure"

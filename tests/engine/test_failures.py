@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vibe_jobs import JobRecord, JobStatus, TaskMetadata, TaskSpec
-from vibe_jobs.engine.failures import dependency_failed, error_text, retry_limit
+from vibe_jobs.engine.failures import MAX_ERROR_CHARS, dependency_failed, error_text, logged_traceback, retry_limit
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.retry import RetryPolicy
 
@@ -52,3 +52,18 @@ def test_the_dependency_failed_message() -> None:
 def test_error_text_names_the_type_and_the_message() -> None:
     assert error_text(RuntimeError("boom")) == "RuntimeError: boom"
     assert error_text(KeyError()) == "KeyError"
+
+
+def raised(exc: Exception) -> Exception:
+    try:
+        raise exc
+    except Exception as caught:
+        return caught
+
+
+def test_the_logged_traceback_keeps_its_frames_and_cuts_a_huge_message_as_error_text_does() -> None:
+    exc = raised(ValueError("x" * 10_000_000))
+    logged = logged_traceback(exc)
+    assert logged.startswith("Traceback (most recent call last):") and "in raised" in logged
+    assert len(logged) < 5 * MAX_ERROR_CHARS and logged.endswith(" [cut]")
+    assert error_text(exc).endswith(" [cut]")

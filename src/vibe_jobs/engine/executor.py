@@ -27,7 +27,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.engine.admission import Needs
 from vibe_jobs.engine.deadlines import MESSAGE as DEADLINE
 from vibe_jobs.engine.deadlines import deadline_of, expire_pending
-from vibe_jobs.engine.failures import error_text, retry_limit, retry_policy
+from vibe_jobs.engine.failures import error_text, logged_traceback, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
 from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite, StoreError
@@ -281,7 +281,7 @@ class Executor:
             if _holds_cancellation(exc):
                 await anyio.lowlevel.checkpoint_if_cancelled()  # a cancellation asked for is raised again here
             run.error, run.error_where = exc, _raised_at(exc)
-            trace = hide_secrets("".join(traceback.format_exception(exc)), rec.params)  # the traceback: logs only
+            trace = hide_secrets(logged_traceback(exc), rec.params)  # the traceback: logs only
             log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=trace)
 
     def _check_start(self, run: Run) -> None:

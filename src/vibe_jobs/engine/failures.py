@@ -5,6 +5,7 @@ how an error reads on the job, how often a job runs again, and the dependency-fa
 from __future__ import annotations
 
 import contextlib
+import traceback
 
 from vibe_jobs.errors import DependencyFailed, InvalidTransition, JobError, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
@@ -19,10 +20,19 @@ MAX_ERROR_CHARS = 1000
 def error_text(exc: BaseException) -> str:
     """`ErrorType: message` (the type alone when the message is empty) on one line of at most
     MAX_ERROR_CHARS, as a failed job shows it (a multi-line message is joined; tracebacks go to the log)."""
-    message = " ".join(str(exc).split())
-    if len(message) > MAX_ERROR_CHARS:
-        message = message[:MAX_ERROR_CHARS] + " [cut]"
+    message = cut(" ".join(str(exc).split()))
     return f"{type(exc).__name__}: {message}" if message or isinstance(exc, JobError) else type(exc).__name__
+
+
+def logged_traceback(exc: BaseException) -> str:
+    """`exc`'s traceback as the log shows it: each part (a frame, an exception's message) cut as `error_text`
+    cuts a message, so a huge message costs the log no more than it costs the job."""
+    return "\n".join(cut(part.rstrip("\n")) for part in traceback.TracebackException.from_exception(exc).format())
+
+
+def cut(text: str) -> str:
+    """`text`, or its first MAX_ERROR_CHARS characters marked ` [cut]`."""
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " [cut]"
 
 
 def retry_policy(spec: JobToolSpec, default: RetryPolicy) -> RetryPolicy:
