@@ -118,6 +118,31 @@ async def unencodable(kind: str, job: JobContext) -> Any:
     return _unencodable(kind)
 
 
+class UnprintableError(Exception):
+    """An exception whose own text cannot be had: its __str__ raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+class UndecidableError(Exception):
+    """An exception whose `retryable` (read when its job's outcome is decided) raises."""
+
+    @property
+    def retryable(self) -> bool:
+        raise RuntimeError("retryable exploded")
+
+
+@job_tool(description="Raise an exception whose __str__ raises")
+async def raise_unprintable(job: JobContext) -> str:
+    raise UnprintableError
+
+
+@job_tool(description="Raise an exception whose `retryable` raises")
+async def raise_undecidable(job: JobContext) -> str:
+    raise UndecidableError("cannot tell")
+
+
 @job_tool(description="Raise an exception whose message is `mb` megabytes long")
 async def raise_huge(mb: int, job: JobContext) -> str:
     raise ValueError("x" * (mb << 20))

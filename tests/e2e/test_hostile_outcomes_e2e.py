@@ -1,6 +1,6 @@
 """Job outcomes a hostile tool makes, against the real server: results and progress metadata with shared
-references or values JSON cannot carry, exceptions whose text is huge. Each job ends (it is never left
-running) and the server goes on answering everyone."""
+references or values JSON cannot carry, exceptions whose text cannot be had or is huge. Each job ends (it is
+never left running) and the server goes on answering everyone."""
 
 from __future__ import annotations
 
@@ -98,6 +98,21 @@ async def test_a_plain_result_json_cannot_carry_completes_as_the_readme_says(
         assert shown["result"].startswith(structured["result"])
     else:
         assert shown == structured and json.loads(stored_text(body)) == structured
+
+
+async def test_an_exception_whose_text_cannot_be_had_fails_its_job() -> None:
+    async with stdio_client_for("auto", HOSTILE) as client:
+        text, body = await ended(client, "raise_unprintable", {})
+    assert body["status"] == "failed", body
+    assert "failed: UnprintableError: <UnprintableError: str() failed>" in text
+
+
+async def test_a_bug_while_deciding_a_failed_jobs_outcome_still_fails_the_job() -> None:
+    """The exception's `retryable` raises while the outcome is decided: the job fails saying so, not left running."""
+    async with stdio_client_for("auto", HOSTILE) as client:
+        text, body = await ended(client, "raise_undecidable", {})
+    assert body["status"] == "failed", body
+    assert "ended without an outcome" in text and "RuntimeError: retryable exploded" in text
 
 
 async def test_a_huge_exception_message_is_cut_in_the_log_as_on_the_job() -> None:

@@ -54,6 +54,15 @@ def test_error_text_names_the_type_and_the_message() -> None:
     assert error_text(KeyError()) == "KeyError"
 
 
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ exploded")
+
+
+def test_error_text_of_an_exception_whose_str_raises_names_its_type() -> None:
+    assert error_text(UnprintableError()) == "UnprintableError: <UnprintableError: str() failed>"
+
+
 def raised(exc: Exception) -> Exception:
     try:
         raise exc
@@ -67,3 +76,4 @@ def test_the_logged_traceback_keeps_its_frames_and_cuts_a_huge_message_as_error_
     assert logged.startswith("Traceback (most recent call last):") and "in raised" in logged
     assert len(logged) < 5 * MAX_ERROR_CHARS and logged.endswith(" [cut]")
     assert error_text(exc).endswith(" [cut]")
+    assert "<exception str() failed>" in logged_traceback(raised(UnprintableError()))

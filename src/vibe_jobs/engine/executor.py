@@ -281,8 +281,7 @@ class Executor:
             if _holds_cancellation(exc):
                 await anyio.lowlevel.checkpoint_if_cancelled()  # a cancellation asked for is raised again here
             run.error, run.error_where = exc, _raised_at(exc)
-            trace = hide_secrets(logged_traceback(exc), rec.params)  # the traceback: logs only
-            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=trace)
+            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=_logged(exc, rec))
 
     def _check_start(self, run: Run) -> None:
         """The last look before a claimed job's function is called (its arguments validated, nothing awaited
@@ -418,8 +417,8 @@ class Executor:
         """The last resort: writing the run's outcome failed on a fault of ours (the store's are retried), so
         the job is failed plainly rather than left running for ever (this process renews its lease: no
         recovery would adopt it). Fenced by attempt: an outcome that did land stays."""
-        log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exc_info=exc)
-        why = f"the job's run ended without an outcome ({type(exc).__name__} in vibe-jobs; see the server log)"
+        log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exception=_logged(exc, run.rec))
+        why = f"the job's run ended without an outcome ({error_text(exc)}; a fault in vibe-jobs: see the server log)"
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
         await retry.until_done(lambda: self._fail_plainly(run, why), job_id=run.rec.id)
 
@@ -553,6 +552,11 @@ def _holds_cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(cancelled) is not None
     return isinstance(exc, cancelled)
+
+
+def _logged(exc: BaseException, rec: JobRecord) -> str:
+    """`exc`'s traceback as the log shows it: each part cut (`logged_traceback`), the job's secrets hidden."""
+    return hide_secrets(logged_traceback(exc), rec.params)
 
 
 def _raised_at(exc: BaseException) -> str | None:

@@ -11,6 +11,7 @@ from vibe_jobs.errors import DependencyFailed, InvalidTransition, JobError, Stal
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
+from vibe_jobs.results import described
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 
@@ -19,8 +20,9 @@ MAX_ERROR_CHARS = 1000
 
 def error_text(exc: BaseException) -> str:
     """`ErrorType: message` (the type alone when the message is empty) on one line of at most
-    MAX_ERROR_CHARS, as a failed job shows it (a multi-line message is joined; tracebacks go to the log)."""
-    message = cut(" ".join(str(exc).split()))
+    MAX_ERROR_CHARS, as a failed job shows it (a multi-line message is joined; tracebacks go to the log). An
+    exception whose `__str__` raises reads `Type: <Type: str() failed>`."""
+    message = cut(" ".join(described(exc, str).split()))
     return f"{type(exc).__name__}: {message}" if message or isinstance(exc, JobError) else type(exc).__name__
 
 
