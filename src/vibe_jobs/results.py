@@ -168,10 +168,11 @@ def safe_text(text: str) -> str:
 
 
 def described(obj: object, how: Callable[[object], str] = repr) -> str:
-    """`how(obj)` (`repr` or `str`), or `<Type: how() failed>` when the object's own method raises."""
+    """`how(obj)` (`repr` or `str`), or `<Type: how() failed>` when the object's own method raises (anything: a
+    tool's object raising SystemExit there must not end the server when its job's outcome is written)."""
     try:
         return how(obj)
-    except Exception:
+    except BaseException:
         return f"<{type(obj).__name__}: {getattr(how, '__name__', 'text')}() failed>"
 
 

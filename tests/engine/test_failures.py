@@ -59,8 +59,15 @@ class UnprintableError(Exception):
         raise RuntimeError("__str__ exploded")
 
 
+class ExitingError(Exception):
+    def __str__(self) -> str:
+        raise SystemExit(3)  # not an Exception: it would end the server where the outcome is written
+
+
 def test_error_text_of_an_exception_whose_str_raises_names_its_type() -> None:
     assert error_text(UnprintableError()) == "UnprintableError: <UnprintableError: str() failed>"
+    assert error_text(ExitingError()) == "ExitingError: <ExitingError: str() failed>"
+    assert logged_traceback(ExitingError()).endswith("ExitingError: <exception str() failed>")
 
 
 def raised(exc: Exception) -> Exception:
