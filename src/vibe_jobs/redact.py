@@ -10,7 +10,7 @@ hidden in a failed job's error text too (`hide_secrets`), when long enough to be
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -78,7 +78,9 @@ def secret_values(params: Mapping[str, Any]) -> list[str]:
     MIN_SECRET_CHARS characters, longest first (one holding another is hidden whole)."""
     hidden: list[Any] = []
     redact_params(params, hidden)
-    found = {text for value in hidden for text in _texts(value) if len(text) >= MIN_SECRET_CHARS}
+    found: set[str] = set()
+    for text in (text for value in hidden for text in _texts(value)):  # as given, and as a repr shows it
+        found.update(form for form in (text, repr(text)[1:-1]) if len(form) >= MIN_SECRET_CHARS)
     return sorted(found, key=len, reverse=True)
 
 
@@ -97,9 +99,20 @@ def _texts(value: Any) -> Iterator[str]:
 def hide_secrets(text: str, params: Mapping[str, Any]) -> str:
     """`text` (an error's message, a traceback) with the values `redact_params` hides in `params`
     (`secret_values`) and URL passwords (`redact_urls_in`) replaced by `***`."""
-    for value in secret_values(params):
-        text = text.replace(value, MASK)
-    return redact_urls_in(text) if may_hold_url_secret(text) else text
+    return secret_hider(params)(text)
+
+
+def secret_hider(params: Mapping[str, Any]) -> Callable[[str], str]:
+    """`hide_secrets` for many texts of one job (its secret values found once). Apply it to text as raised,
+    before it is joined onto one line or cut: a secret over several lines, or cut in two, would show."""
+    values = secret_values(params)
+
+    def hide(text: str) -> str:
+        for value in values:
+            text = text.replace(value, MASK)
+        return redact_urls_in(text) if may_hold_url_secret(text) else text
+
+    return hide
 
 
 def may_hold_url_secret(text: str) -> bool:

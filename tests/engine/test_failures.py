@@ -9,6 +9,7 @@ import pytest
 from vibe_jobs import JobRecord, JobStatus, TaskMetadata, TaskSpec
 from vibe_jobs.engine.failures import MAX_ERROR_CHARS, dependency_failed, error_text, logged_traceback, retry_limit
 from vibe_jobs.jobtool import make_spec
+from vibe_jobs.redact import secret_hider
 from vibe_jobs.retry import RetryPolicy
 
 SERVER = RetryPolicy(max_retries=3)
@@ -84,3 +85,31 @@ def test_the_logged_traceback_keeps_its_frames_and_cuts_a_huge_message_as_error_
     assert len(logged) < 5 * MAX_ERROR_CHARS and logged.endswith(" [cut]")
     assert error_text(exc).endswith(" [cut]")
     assert "<exception str() failed>" in logged_traceback(raised(UnprintableError()))
+
+
+PEM = (
+    "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcw\n"
+    "ZZZSECRETLINE2abcdefghijkl\n-----END PRIVATE KEY-----"
+)
+TOKEN = "sk-live-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@pytest.mark.parametrize(
+    ("params", "message", "kept_out"),
+    [
+        ({"private_key": PEM}, f"could not load key {PEM}", "ZZZSECRETLINE2"),  # over several lines
+        ({"passphrase_secret": "correct  horse battery"}, "bad passphrase correct  horse battery", "horse"),
+        ({"api_token": TOKEN}, "x" * 980 + " token=" + TOKEN, "sk-live-A"),  # across the cut
+        ({"password": "pa'ss\\word-12345"}, "refused " + repr("pa'ss\\word-12345"), "word-12345"),  # as a repr
+    ],
+    ids=["multi-line", "double-space", "cut", "repr"],
+)
+def test_a_secret_is_hidden_in_the_error_text_and_the_log_before_they_are_joined_or_cut(
+    params: dict[str, str], message: str, kept_out: str
+) -> None:
+    """helper-78: the secrets were hidden in the text as the job shows it, after its whitespace was joined and it
+    was cut: a key over several lines, a passphrase with two spaces, a token cut in two and a repr all showed."""
+    exc = raised(ValueError(message))
+    shown, logged = error_text(exc, secret_hider(params)), logged_traceback(exc, secret_hider(params))
+    assert kept_out not in shown and "***" in shown, shown
+    assert kept_out not in logged, logged

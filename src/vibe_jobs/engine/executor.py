@@ -36,7 +36,7 @@ from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
 from vibe_jobs.models import JobRecord
 from vibe_jobs.outages import StoreRetry
-from vibe_jobs.redact import hide_secrets
+from vibe_jobs.redact import secret_hider
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
@@ -418,7 +418,8 @@ class Executor:
         the job is failed plainly rather than left running for ever (this process renews its lease: no
         recovery would adopt it). Fenced by attempt: an outcome that did land stays."""
         log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exception=_logged(exc, run.rec))
-        why = f"the job's run ended without an outcome ({error_text(exc)}; a fault in vibe-jobs: see the server log)"
+        error = error_text(exc, secret_hider(run.rec.params))
+        why = f"the job's run ended without an outcome ({error}; a fault in vibe-jobs: see the server log)"
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
         await retry.until_done(lambda: self._fail_plainly(run, why), job_id=run.rec.id)
 
@@ -466,7 +467,7 @@ class Executor:
         current = await self.m.get_record(rec.id)
         limit = retry_limit(rec, spec, self.retry)
         delay = retry_policy(spec, self.retry).decide(exc, current.retry_count, limit)
-        message = hide_secrets(error_text(exc), rec.params)
+        message = error_text(exc, secret_hider(rec.params))
         diags = [*run.ctx.take_diagnostics(), *([run.error_where] if run.error_where else [])]
         if delay is None:
             await self.m.fail_job(rec.id, message, attempt=run.ctx.attempt, diagnostics=[message, *diags], extra=usage)
@@ -556,7 +557,7 @@ def _holds_cancellation(exc: BaseException) -> bool:
 
 def _logged(exc: BaseException, rec: JobRecord) -> str:
     """`exc`'s traceback as the log shows it: each part cut (`logged_traceback`), the job's secrets hidden."""
-    return hide_secrets(logged_traceback(exc), rec.params)
+    return logged_traceback(exc, secret_hider(rec.params))
 
 
 def _raised_at(exc: BaseException) -> str | None:

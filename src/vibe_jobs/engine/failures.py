@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
+from collections.abc import Callable
 
 from vibe_jobs.errors import DependencyFailed, InvalidTransition, JobError, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
@@ -16,20 +17,23 @@ from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 
 MAX_ERROR_CHARS = 1000
+Hide = Callable[[str], str]  # what hides a job's secrets in a text (`redact.secret_hider`); `str`: nothing
 
 
-def error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException, hide: Hide = str) -> str:
     """`ErrorType: message` (the type alone when the message is empty) on one line of at most
     MAX_ERROR_CHARS, as a failed job shows it (a multi-line message is joined; tracebacks go to the log). An
-    exception whose `__str__` raises reads `Type: <Type: str() failed>`."""
-    message = cut(" ".join(described(exc, str).split()))
+    exception whose `__str__` raises reads `Type: <Type: str() failed>`. `hide` (the job's
+    `redact.secret_hider`) is applied to the message as raised, before it is joined and cut."""
+    message = cut(" ".join(hide(described(exc, str)).split()))
     return f"{type(exc).__name__}: {message}" if message or isinstance(exc, JobError) else type(exc).__name__
 
 
-def logged_traceback(exc: BaseException) -> str:
+def logged_traceback(exc: BaseException, hide: Hide = str) -> str:
     """`exc`'s traceback as the log shows it: each part (a frame, an exception's message) cut as `error_text`
-    cuts a message, so a huge message costs the log no more than it costs the job."""
-    return "\n".join(cut(part.rstrip("\n")) for part in traceback.TracebackException.from_exception(exc).format())
+    cuts a message, so a huge message costs the log no more than it costs the job; `hide` as for `error_text`."""
+    parts = traceback.TracebackException.from_exception(exc).format()
+    return "\n".join(cut(hide(part).rstrip("\n")) for part in parts)
 
 
 def cut(text: str) -> str:
