@@ -43,6 +43,7 @@ from tests.e2e.test_crash_recovery import (
     submit,
     wait_for,
     wait_until,
+    work_started,
 )
 from tests.pg import postgres_url
 
@@ -308,8 +309,7 @@ async def test_a_killed_worker_s_jobs_are_recovered_elsewhere(cluster: Cluster) 
     async with client_of(c.servers[0]) as a, client_of(c.servers[1]) as b:
         safe = await submit(a, "slow_safe", {"seconds": 600, "retry_seconds": 0.1, "tag": "safe"})
         unsafe = await submit(b, "slow_unsafe", {"seconds": 600, "tag": "unsafe"})
-        for job_id in (safe, unsafe):
-            await wait_for(a, job_id, ("running",), within=15)
+        await work_started(c.exec_log, safe, unsafe)
         c.worker(), c.worker()  # the survivors: started once the victim holds both jobs
         victim.kill()
         safe_end = await wait_for(b, safe, within=30)
@@ -385,8 +385,7 @@ async def test_a_paused_worker_cannot_overwrite_the_new_attempt(cluster: Cluster
         # The safe job's retry runs long enough that the resumed worker is back while it runs.
         safe = await submit(a, "slow_safe", {"seconds": 600, "retry_seconds": 3, "tag": "safe"})
         unsafe = await submit(b, "slow_unsafe", {"seconds": 600, "tag": "unsafe"})
-        for job_id in (safe, unsafe):
-            await wait_for(a, job_id, ("running",), within=15)
+        await work_started(c.exec_log, safe, unsafe)
         other = c.worker()
         paused.proc.send_signal(signal.SIGSTOP)
         try:

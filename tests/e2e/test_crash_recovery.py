@@ -199,6 +199,13 @@ async def wait_until(check: Callable[[], bool], within: float, what: str) -> Non
         await anyio.sleep(0.05)
 
 
+async def work_started(exec_log: Path, *job_ids: str, within: float = 15) -> None:
+    """Wait until each job's tool has run its first line. A job reads `running` from its claim, a moment before
+    its tool is called: a process killed or stopped in between ran nothing of it, and a test that counts the
+    executions (or their pids) would see one fewer on a loaded machine."""
+    await wait_until(lambda: all(executions(exec_log)[j] for j in job_ids), within, "the jobs' tools started")
+
+
 def error_text(body: dict[str, Any]) -> str:
     result = body.get("result") or {}
     return "\n".join(str(block.get("text", "")) for block in result.get("content", []))
@@ -245,8 +252,7 @@ async def test_kill_9_then_restart_keeps_every_job_and_applies_the_recovery_rule
             # MAX_CONCURRENT=2: these two take both slots ...
             safe = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "safe"})
             unsafe = await submit(client, "slow_unsafe", {"seconds": 600, "tag": "unsafe"})
-            for job_id in (safe, unsafe):
-                await wait_for(client, job_id, ("running",), within=10)
+            await work_started(setup.exec_log, safe, unsafe)
             # ... so these wait in the queue.
             queued = [await submit(client, "slow_safe", {"seconds": 0.1, "tag": "q-safe"})]
             queued.append(await submit(client, "slow_unsafe", {"seconds": 0.1, "tag": "q-unsafe"}))
@@ -291,8 +297,7 @@ async def test_a_restart_on_the_same_machine_recovers_at_once_not_after_the_leas
             # MAX_CONCURRENT=2: these two take both slots ...
             unsafe = await submit(client, "slow_unsafe", {"seconds": 600, "tag": "unsafe"})
             safe = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0, "tag": "safe"})
-            for job_id in (unsafe, safe):
-                await wait_for(client, job_id, ("running",), within=10)
+            await work_started(setup.exec_log, unsafe, safe)
             # ... so these wait in the queue.
             queued = [await submit(client, tool, {"seconds": 0, "tag": "q"}) for tool in ("slow_safe", "slow_unsafe")]
             for job_id in queued:
