@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import re
+import signal
+import sys
 import time
 import uuid
 import warnings
@@ -18,6 +21,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.pg import postgres_url, with_new_schema
 from tests.store.test_contract import record
@@ -765,6 +769,91 @@ async def test_a_principal_lock_a_stalled_process_holds_is_refused_after_a_bound
         stalled.terminate()
         await store.close()
         await store.drop_schema()
+
+
+# A process firing two ticks of a schedule on one pooled connection. The second firing is caught in its transaction
+# waiting on a table lock the test holds (its statements are prepared already: a statement's first parse waits
+# outside the transaction's idle state), the process is stopped there and the lock released: its session then
+# holds the tick's key, idle in its transaction.
+_FIRING_PROCESS = """
+import asyncio, sys
+from tests.store.test_schedule_contract import fired
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.store.postgres import PostgresStore
+
+async def main():
+    configure_logging("warning")  # to stderr: stdout answers the test
+    store = PostgresStore(sys.argv[1])
+    await store.open()
+    print(await store.fire(fired("s1", 6_000), 1), flush=True)
+    sys.stdin.readline()
+    print(await store.fire(fired("s1", 7_000), 1), flush=True)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def _session_of(store: PostgresStore, name: str, where: str) -> bool:
+    found = await raw(store, f"SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND {where}", name)
+    return bool(found[0][0])
+
+
+async def test_a_process_stalled_inside_a_firing_holds_the_tick_and_the_schedule_only_briefly(schema_url: str) -> None:
+    """A ticker that stalled (SIGSTOP, a frozen VM) between its firing's statements held the tick's key and a share
+    lock on the schedule for as long as it stalled: every other process's firing of that tick waited (their ticker
+    passes with it: no schedule fired anywhere), and so did a pause of the schedule. PostgreSQL now ends such a
+    session after FIRE_STALL_MS: the others go on, the tick fires once, and the stalled one, resumed, finds it
+    fired."""
+    from tests.e2e.conftest import BASE_ENV, ROOT
+    from tests.store.test_schedule_contract import fired, schedule
+    from vibe_jobs.store.postgres.store import FIRE_STALL_MS
+
+    name = f"vj_fire_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(schema_url)
+    await store.open()
+    await store.insert_schedule(schedule())
+    blocker = await asyncpg.connect(store.dsn)
+    proc = None
+    try:
+        proc = await anyio.open_process(
+            [sys.executable, "-c", _FIRING_PROCESS, f"{schema_url}&application_name={name}&pool_max=1"], cwd=ROOT,
+            env={**os.environ, **BASE_ENV},
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        answers = BufferedByteReceiveStream(proc.stdout)
+        with anyio.fail_after(30):
+            assert await answers.receive_until(b"\n", 100) == b"True"  # the first tick: its statements are prepared
+        await blocker.execute(f'BEGIN; LOCK TABLE "{store.schema}".jobs IN SHARE MODE')
+        await proc.stdin.send(b"fire\n")
+        await _until(lambda: _session_of(store, name, "wait_event_type = 'Lock'"), "the firing waits on the table")
+        proc.send_signal(signal.SIGSTOP)
+        await blocker.execute("COMMIT")
+        await _until(lambda: _session_of(store, name, "state = 'idle in transaction'"), "the firing holds the tick")
+        with anyio.fail_after(FIRE_STALL_MS / 1000 + 10):  # before: for as long as the process stalled
+            assert await store.fire(fired("s1", 7_000), 1)
+            assert await store.update_schedule("s1", {"paused": True}, version=1) is not None
+        proc.send_signal(signal.SIGCONT)
+        with anyio.fail_after(30):
+            assert await answers.receive_until(b"\n", 100) == b"False"  # resumed, it finds the tick fired
+            assert await proc.wait() == 0
+        assert len(await store.query(JobQuery(limit=10))) == 2
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        await blocker.close()
+        await store.close()
+        await store.drop_schema()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll the database (it has no event for what its sessions do) until `check` holds, at most 15 s."""
+    for _ in range(300):
+        if await check():
+            return
+        await anyio.sleep(0.05)
+    raise AssertionError(f"not within 15 s: {what}")
 
 
 # -- notifications --------------------------------------------------------------------------

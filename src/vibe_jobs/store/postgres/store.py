@@ -64,6 +64,11 @@ _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
 # The longest a principal's lock is waited for (ms): its holder only counts and inserts, so a longer wait means
 # a holder that stalled (a paused or hung process); the call is then refused (StoreLocked) instead of hanging.
 PRINCIPAL_LOCK_WAIT_MS = 5_000
+# The longest a firing's transaction may wait on its own process between statements (ms): it holds the tick's key
+# and a share lock on the schedule, so a process that stalls there (paused, frozen, swapped out) would hold every
+# other process's firing of that tick, and every pause, change or delete of that schedule, until it resumed.
+# Past this PostgreSQL ends its session (the firing rolls back; its retry finds the tick fired, or fires it).
+FIRE_STALL_MS = 5_000
 _PAYLOAD_BYTES = 7_000  # a NOTIFY payload holds less than 8,000 bytes
 
 
@@ -803,11 +808,13 @@ class PostgresStore(SharedJobStore):
     async def fire(self, job: JobRecord, version: int) -> bool:
         """The tick's key and the job in one transaction, while the schedule is unpaused at `version`: the
         key's primary key lets one firing of the tick in, cluster-wide; the others insert nothing.
-        Idempotent across a lost connection (the key names the job that fired it)."""
+        Idempotent across a lost connection (the key names the job that fired it). A process that stalls inside
+        the transaction holds the others for at most FIRE_STALL_MS."""
         args = sql.insert_args(job)
 
         async def run() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {FIRE_STALL_MS}")
                 if await conn.fetchval(_SCHEDULE_AT, job.schedule_id, version) is None:
                     return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
                 if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
