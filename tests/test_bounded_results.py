@@ -7,10 +7,10 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from vibe_jobs.results import bounded_result, canonical_json, json_safe, text_result, to_call_result
+from vibe_jobs.results import bounded_result, canonical_json, json_safe, safe_json, text_result, to_call_result
 
 
 def encodes(value: object) -> int:
@@ -145,3 +145,109 @@ def test_an_object_whose_repr_raises_is_named_by_its_type() -> None:
             raise RuntimeError("no")
 
     assert json_safe({"o": Unshowable()}) == {"o": "<Unshowable: repr() failed>"}
+
+
+def walked_twice(value: object, max_bytes: int) -> dict[str, Any]:
+    """A plain value stored as before its result was measured once: made safe for its text, then the call
+    result walked and encoded again, as any dict given to `bounded_result` is."""
+    safe, text, _size = safe_json(value)
+    return bounded_result(text_result(text, structured=safe if isinstance(safe, dict) else {"result": safe}), max_bytes)
+
+
+def nested_dicts(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"bottom": 1}
+    for _ in range(depth - 1):
+        value = {"down": value}
+    return value
+
+
+def nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def stored_as_before(value: object, max_bytes: int) -> None:
+    new, old = bounded_result(to_call_result(value), max_bytes), walked_twice(value, max_bytes)
+    assert type(new) is dict and canonical_json(new) == canonical_json(old)
+
+
+def looped() -> dict[str, Any]:
+    loop: dict[str, Any] = {"n": 1, "é": [math.nan]}
+    loop["self"] = [loop]
+    return loop
+
+
+STORED_ALIKE = {
+    "small dict": {"path": "src/app.py", "lines": 120, "ok": True, "score": 0.93, "tags": ["a", "b"]},
+    "rows": {"rows": [{"id": i, "name": f"row {i}", "score": i / 3} for i in range(500)]},
+    "non-ASCII": {"name": "héllo ✓ 日本語", "emoji": "🙂" * 50},
+    "NaN and infinities": {"x": math.nan, "y": [math.inf, -math.inf]},
+    "a lone surrogate": {"k\udcff": "v\udcff"},
+    "int keys, bytes, sets": {1: b"\xff", "s": {1}, "t": (1, 2)},
+    "a cycle": looped(),
+    "shared, no cycle": {"a": (shared := [1, 2]), "b": shared},
+    "a list": [1, "two", 3.0, None, True],
+    "a scalar": 12.5,
+    "a large int": 10**5000,
+    "dicts 99 deep": nested_dicts(99),
+    "dicts 100 deep": nested_dicts(100),  # whole as text; cut a level short as structured content (one level down)
+    "lists 99 deep": nested_lists(99),
+    "lists 150 deep": nested_lists(150),
+}
+
+
+@pytest.mark.parametrize("value", STORED_ALIKE.values(), ids=STORED_ALIKE.keys())
+def test_a_plain_value_is_stored_as_when_its_result_was_walked_twice(value: object) -> None:
+    """`to_call_result` measures the result it makes, and `bounded_result` keeps it without walking it again: the
+    same result to the byte, at any limit, and around the size where it is cut."""
+    size = encodes(walked_twice(value, 1 << 30))
+    for max_bytes in (size - 1, size, size + 1, 4096, 4 << 20):
+        stored_as_before(value, max_bytes)
+
+
+@pytest.mark.parametrize("values", [999_993, 999_994, 1_000_000])
+def test_a_plain_value_near_the_values_walked_is_stored_as_when_its_result_was_walked_twice(values: int) -> None:
+    """The result holds 6 values more than the value ({"flags": [...]}: 1 + n): 999,993 flags are walked whole
+    twice; from 999,994 the result's second walk cuts them."""
+    stored_as_before({"flags": [0] * values}, 4 << 20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSONISH, st.integers(100, 3000))
+def test_any_plain_value_is_stored_as_when_its_result_was_walked_twice(value: object, max_bytes: int) -> None:
+    assume(value is not None and not isinstance(value, str))  # text and None: no structured content
+    stored_as_before(value, max_bytes)
+
+
+class ReadsCounted(dict[str, Any]):
+    """A job's dict that notes each time it is read whole: walked (`values`) or encoded (`items`)."""
+
+    def __init__(self, **items: Any) -> None:
+        super().__init__(**items)
+        self.reads: list[str] = []
+
+    def values(self) -> Any:
+        self.reads.append("walked")
+        return super().values()
+
+    def items(self) -> Any:
+        self.reads.append("encoded")
+        return super().items()
+
+
+def test_a_plain_dict_is_walked_once_and_encoded_once_on_its_way_to_the_store() -> None:
+    value = ReadsCounted(rows=[{"id": 1}, {"id": 2}], note="x")
+    stored = bounded_result(to_call_result(value), 4 << 20)
+    assert value.reads == ["walked", "encoded"]
+    assert stored["structuredContent"] == value and json.loads(stored["content"][0]["text"]) == value
+
+
+def test_a_dict_given_to_be_stored_is_walked_and_encoded_even_when_a_plain_value_made_it() -> None:
+    """Only a result this module made and measured is kept unwalked: a copy of one, or a dict shaped like it, is
+    made safe and bounded as any result is."""
+    made = dict(to_call_result({"x": 1}))
+    made["structuredContent"] = {"x": math.nan, "big": "y" * 10_000}
+    stored = bounded_result(made, 4096)
+    assert stored["structuredContent"]["truncated"] is True and encodes(stored) <= 4096

@@ -111,8 +111,9 @@ def to_call_result(value: Any) -> dict[str, Any]:
     """A job function's return value as a CallToolResult dict.
 
     A CallToolResult passes through; a pydantic model or dict becomes structured content plus JSON
-    text; a str becomes text; other values become `{"result": value}`. What JSON cannot carry is made
-    safe first, as a stored result is (`safe_json`).
+    text; a str becomes text; other values become `{"result": value}`. A value's result is made what a stored
+    result may be here, and measured (`_value_result`): storing it (`bounded_result`) does not walk or encode
+    it again.
     """
     if _is_call_tool_result(value):
         return as_result_dict(value)
@@ -122,8 +123,7 @@ def to_call_result(value: Any) -> dict[str, Any]:
         return text_result(value)
     if value is None:
         return {"content": [], "isError": False}
-    value, text, _size = safe_json(value)
-    return text_result(text, structured=value if isinstance(value, dict) else {"result": value})
+    return _value_result(value)
 
 
 def _is_call_tool_result(value: Any) -> bool:
@@ -273,11 +273,51 @@ def _plain_text_within(result: dict[str, Any], max_bytes: int) -> bool:
 def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
     """The result as a job stores it: JSON-safe (`json_safe`) and at most `max_bytes` of JSON. A larger
     one is replaced by the start of its text and a truncation marker, in the text and in
-    `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`)."""
-    if _plain_text_within(result, max_bytes):
+    `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`). A result `to_call_result` made of a
+    plain value is made so already, and measured: it is not walked or encoded again; any other dict is."""
+    if type(result) is _Stored:
+        safe, size = dict(result), result.size
+    elif _plain_text_within(result, max_bytes):
         return result
-    result, _text, size = safe_json(result)
-    return result if size <= max_bytes else truncated_result(result, size, max_bytes)
+    else:
+        safe, _text, size = safe_json(result)
+    return safe if size <= max_bytes else truncated_result(safe, size, max_bytes)
+
+
+class _Stored(dict[str, Any]):
+    """A result made what a stored result may be (JSON-safe) by this module's own code (`_value_result`), with
+    its `size` in bytes of JSON, so that `bounded_result` keeps it without walking or encoding it again. Only
+    this module makes one (and nothing changes it: its size would be wrong); a dict from anywhere else is walked
+    and measured."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, result: dict[str, Any], size: int) -> None:
+        super().__init__(result)
+        self.size = size
+
+
+def _value_result(value: Any) -> dict[str, Any]:
+    """A plain value's result (`to_call_result`): its JSON as text and, as structured content, itself (a dict)
+    or `{"result": value}`, made what a stored result may be and measured. When the whole result is within
+    the limits (`_unwieldy`) and the encoder takes the value as it is (what a job's dict mostly is), that is
+    one walk and one encoding of the value; else the value is made safe for its text (`safe_json`), then the
+    result as any result is."""
+    wrap = not isinstance(value, dict)
+    if not _unwieldy(_shaped(value, "", wrap)):  # a text is one value, whatever it holds: "" stands for it
+        try:
+            text, size = _json_sized(value)
+        except (TypeError, ValueError):
+            pass
+        else:  # the result's JSON is its shell's, the value's JSON in place of the empty dict standing for it
+            return _Stored(_shaped(value, text, wrap), _encoded_size(_shaped({}, text, wrap)) - len("{}") + size)
+    value, text, _size = safe_json(value)
+    result, _text, size = safe_json(_shaped(value, text, wrap))
+    return _Stored(result, size)
+
+
+def _shaped(value: Any, text: str, wrap: bool) -> dict[str, Any]:
+    return text_result(text, structured={"result": value} if wrap else value)
 
 
 def safe_json(value: Any) -> tuple[Any, str, int]:
