@@ -251,3 +251,21 @@ def test_a_dict_given_to_be_stored_is_walked_and_encoded_even_when_a_plain_value
     made["structuredContent"] = {"x": math.nan, "big": "y" * 10_000}
     stored = bounded_result(made, 4096)
     assert stored["structuredContent"]["truncated"] is True and encodes(stored) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("value", "whole"),
+    [
+        (nested_lists(100), True),
+        (nested_lists(101), False),
+        (nested_dicts(100), True),
+        (nested_dicts(101), False),
+        ([[0] * 499_999, [0] * 499_999], True),  # 1,000,000 values, on two levels
+        ([[0] * 499_999, [0] * 500_000], False),
+        (shared_lists(18), True),  # 2^19 - 2 values as an encoder walks it
+        (shared_lists(19), False),  # 2^20 - 2
+    ],
+)
+def test_a_value_is_kept_whole_up_to_100_levels_and_a_million_values(value: object, whole: bool) -> None:
+    """What the walk that decides whether a value must be made safe (`_unwieldy`) lets through as it is."""
+    assert (safe_json(value)[0] is value) is whole

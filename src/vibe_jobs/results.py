@@ -344,19 +344,25 @@ def readable(value: Any, text: str) -> Any:
 def _unwieldy(value: Any) -> bool:
     """Whether containers nest in `value` more than `_MAX_DEPTH` levels deep or it holds more than `_MAX_VALUES`
     values as an encoder walks it (a cycle does both): what `json_safe` cuts. Iterative (no recursion limit),
-    and it stops at either limit, so a value with shared references costs at most the budget."""
+    and it stops at either limit, so a value with shared references costs at most the budget. Level by level:
+    half the cost of a stack of (container, depth) pairs (bench/stored_result.py)."""
     left = _MAX_VALUES
-    stack = [(value, 1)] if isinstance(value, dict | list | tuple) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            return True
-        inner = item.values() if isinstance(item, dict) else item
-        left -= len(inner)
-        if left < 0:
-            return True
-        stack.extend((x, depth + 1) for x in inner if isinstance(x, dict | list | tuple))
-    return False
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    for _depth in range(_MAX_DEPTH):
+        below: list[Any] = []
+        for item in level:
+            inner = item.values() if isinstance(item, dict) else item
+            left -= len(inner)
+            if left < 0:
+                return True
+            below += [x for x in inner if isinstance(x, _CONTAINERS)]
+        if not below:
+            return False
+        level = below
+    return True
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 # An answer that shows a result holds it up to three times: its text blocks, and in the structured status message
