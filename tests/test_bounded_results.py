@@ -149,8 +149,9 @@ def test_an_object_whose_repr_raises_is_named_by_its_type() -> None:
 
 def walked_twice(value: object, max_bytes: int) -> dict[str, Any]:
     """A plain value stored as before its result was measured once: made safe for its text, then the call
-    result walked and encoded again, as any dict given to `bounded_result` is."""
-    safe, text, _size = safe_json(value)
+    result walked and encoded again, as any dict given to `bounded_result` is. (That walk does not know what the
+    first one cut: a value cut to the values walked for its text is tested with its mark, below.)"""
+    safe, text, _size, _cuts = safe_json(value)
     return bounded_result(text_result(text, structured=safe if isinstance(safe, dict) else {"result": safe}), max_bytes)
 
 
@@ -207,10 +208,10 @@ def test_a_plain_value_is_stored_as_when_its_result_was_walked_twice(value: obje
         stored_as_before(value, max_bytes)
 
 
-@pytest.mark.parametrize("values", [999_993, 999_994, 1_000_000])
+@pytest.mark.parametrize("values", [999_993, 999_994, 999_999])
 def test_a_plain_value_near_the_values_walked_is_stored_as_when_its_result_was_walked_twice(values: int) -> None:
     """The result holds 6 values more than the value ({"flags": [...]}: 1 + n): 999,993 flags are walked whole
-    twice; from 999,994 the result's second walk cuts them."""
+    twice; from 999,994 to 999,999 the value is whole for its text and the result's walk cuts them."""
     stored_as_before({"flags": [0] * values}, 4 << 20)
 
 
@@ -269,3 +270,68 @@ def test_a_dict_given_to_be_stored_is_walked_and_encoded_even_when_a_plain_value
 def test_a_value_is_kept_whole_up_to_100_levels_and_a_million_values(value: object, whole: bool) -> None:
     """What the walk that decides whether a value must be made safe (`_unwieldy`) lets through as it is."""
     assert (safe_json(value)[0] is value) is whole
+
+
+MARKED_VALUES = {"truncated": True, "maxValues": 1_000_000}
+MARKED_DEPTH = {"truncated": True, "maxDepth": 100}
+
+
+def notes(result: dict[str, Any]) -> list[str]:
+    """The notes of a result's cut: its text blocks that say so."""
+    return [b["text"] for b in result["content"] if b["text"].startswith("[result truncated: ")]
+
+
+@pytest.fixture(scope="module")
+def flags() -> dict[str, Any]:
+    """A flat result of 3 MB of JSON (within the 4 MiB default) holding more values than a stored result keeps."""
+    return to_call_result({"flags": [0] * 1_500_000})
+
+
+def test_a_result_cut_to_the_values_walked_says_so_as_one_cut_to_its_size_does(flags: dict[str, Any]) -> None:
+    stored = bounded_result(flags, 4 << 20)
+    kept = json_safe({"flags": [0] * 1_500_000})
+    assert len(kept["flags"]) == 999_900 and kept["flags"][-1] == "<too many values>"
+    assert stored["structuredContent"] == {**kept, **MARKED_VALUES}
+    assert json.loads(stored["content"][0]["text"]) == kept, "a dict's JSON text stays its JSON"
+    assert notes(stored) == [
+        "[result truncated: cut to 1,000,000 values (one referred to from n places counts n times): "
+        'each container still open there ends with "<too many values>"]'
+    ]
+    assert encodes(stored) <= 4 << 20
+
+
+def test_a_result_cut_to_the_values_walked_and_then_to_its_size_says_both(flags: dict[str, Any]) -> None:
+    stored = bounded_result(flags, 1 << 20)
+    size = encodes(bounded_result(flags, 4 << 20))
+    assert stored["structuredContent"] == {
+        "truncated": True, "originalBytes": size, "maxResultBytes": 1 << 20, "maxValues": 1_000_000
+    }  # fmt: skip
+    assert encodes(stored) <= 1 << 20
+
+
+def test_a_result_nested_too_deep_says_so() -> None:
+    result = text_result("deep", structured={"v": nested_lists(150)})
+    stored = bounded_result(result, 1 << 20)
+    assert stored["structuredContent"] == {**json_safe(result)["structuredContent"], **MARKED_DEPTH}
+    assert stored["content"][0]["text"] == "deep"
+    assert notes(stored) == [
+        '[result truncated: cut at 100 levels of nesting: a container deeper is "<nested too deep>"]'
+    ]
+    made = bounded_result(to_call_result(nested_lists(150)), 1 << 20)
+    assert made["structuredContent"]["truncated"] is True and made["structuredContent"]["maxDepth"] == 100
+
+
+@pytest.mark.timeout(60)
+def test_a_result_cut_anywhere_says_so_in_structured_content_made_for_it() -> None:
+    """A result without structured content, cut in its `_meta`: structured content is made to say so."""
+    stored = bounded_result({"content": [{"type": "text", "text": "d"}], "_meta": {"v": shared_lists(40)}}, 4 << 20)
+    assert stored["structuredContent"] == MARKED_VALUES
+    assert stored["content"][0] == {"type": "text", "text": "d"} and len(notes(stored)) == 1
+
+
+def test_a_cycle_made_safe_is_not_a_cut() -> None:
+    """A cycle loses nothing JSON could carry (every value is there, once): like NaN as null, it is not marked."""
+    cycle: dict[str, Any] = {"n": 1}
+    cycle["self"] = cycle
+    stored = bounded_result(to_call_result(cycle), 4 << 20)
+    assert stored["structuredContent"] == {"n": 1, "self": "<cycle>"} and notes(stored) == []

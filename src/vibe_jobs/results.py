@@ -185,13 +185,15 @@ def json_safe(value: Any) -> Any:
 
 
 class _SafeCopy:
-    """One `json_safe` walk: the containers on the way down (a cycle) and the values still allowed."""
+    """One `json_safe` walk: the containers on the way down (a cycle), the values still allowed and the limits
+    that cut the value (`cuts`: "maxValues", "maxDepth")."""
 
-    __slots__ = ("left", "path")
+    __slots__ = ("cuts", "left", "path")
 
     def __init__(self) -> None:
         self.path: set[int] = set()
         self.left = _MAX_VALUES - _MAX_DEPTH  # room for one TOO_MANY in each container open when it runs out
+        self.cuts: set[str] = set()
 
     def copy(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
@@ -205,6 +207,7 @@ class _SafeCopy:
         if not isinstance(value, dict | list | tuple):
             return safe_text(described(value)[:1000])
         if depth >= _MAX_DEPTH:
+            self.cuts.add("maxDepth")
             return TOO_DEEP
         if id(value) in self.path:
             return CYCLE
@@ -219,6 +222,7 @@ class _SafeCopy:
         for key, item in value.items():
             if self.left <= 0:
                 out[TOO_MANY] = None
+                self.cuts.add("maxValues")
                 break
             self.left -= 1
             out[safe_text(described(key, str))] = self.copy(item, depth)
@@ -229,6 +233,7 @@ class _SafeCopy:
         for item in value:
             if self.left <= 0:
                 out.append(TOO_MANY)
+                self.cuts.add("maxValues")
                 break
             self.left -= 1
             out.append(self.copy(item, depth))
@@ -271,30 +276,40 @@ def _plain_text_within(result: dict[str, Any], max_bytes: int) -> bool:
 
 
 def bounded_result(result: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """The result as a job stores it: JSON-safe (`json_safe`) and at most `max_bytes` of JSON. A larger
-    one is replaced by the start of its text and a truncation marker, in the text and in
-    `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`). A result `to_call_result` made of a
-    plain value is made so already, and measured: it is not walked or encoded again; any other dict is."""
+    """The result as a job stores it: JSON-safe (`json_safe`), marked when a limit of that walk cut it
+    (`_made_safe`), and at most `max_bytes` of JSON. A larger one is replaced by the start of its text and a
+    truncation marker, in the text and in `structuredContent` (`truncated`, `originalBytes`, `maxResultBytes`,
+    and the walk's limits that cut it). A result `to_call_result` made of a plain value is made so already, and
+    measured: it is not walked or encoded again; any other dict is."""
     if type(result) is _Stored:
-        safe, size = dict(result), result.size
+        safe, size, cuts = dict(result), result.size, result.cuts
     elif _plain_text_within(result, max_bytes):
         return result
     else:
-        safe, _text, size = safe_json(result)
-    return safe if size <= max_bytes else truncated_result(safe, size, max_bytes)
+        safe, size, cuts = _made_safe(result)
+    return safe if size <= max_bytes else _cut_to_size(safe, size, max_bytes, cuts)
+
+
+def _cut_to_size(result: dict[str, Any], size: int, max_bytes: int, cuts: set[str]) -> dict[str, Any]:
+    note = (
+        f"[result truncated: {size:,} bytes of JSON, over the limit of {max_bytes:,} bytes "
+        "(VIBE_JOBS_MAX_RESULT_BYTES); the text above is its start]"
+    )
+    marker = {"truncated": True, "originalBytes": size, "maxResultBytes": max_bytes, **_limits(cuts)}
+    return truncated_result(result, max_bytes, note, marker)
 
 
 class _Stored(dict[str, Any]):
-    """A result made what a stored result may be (JSON-safe) by this module's own code (`_value_result`), with
-    its `size` in bytes of JSON, so that `bounded_result` keeps it without walking or encoding it again. Only
-    this module makes one (and nothing changes it: its size would be wrong); a dict from anywhere else is walked
-    and measured."""
+    """A result made what a stored result may be (`_made_safe`) by this module's own code (`_value_result`), with
+    its `size` in bytes of JSON and the `cuts` it says it had, so that `bounded_result` keeps it without walking
+    or encoding it again. Only this module makes one (and nothing changes it: its size would be wrong); a dict
+    from anywhere else is walked and measured."""
 
-    __slots__ = ("size",)
+    __slots__ = ("cuts", "size")
 
-    def __init__(self, result: dict[str, Any], size: int) -> None:
+    def __init__(self, result: dict[str, Any], size: int, cuts: set[str]) -> None:
         super().__init__(result)
-        self.size = size
+        self.size, self.cuts = size, cuts
 
 
 def _value_result(value: Any) -> dict[str, Any]:
@@ -310,27 +325,68 @@ def _value_result(value: Any) -> dict[str, Any]:
         except (TypeError, ValueError):
             pass
         else:  # the result's JSON is its shell's, the value's JSON in place of the empty dict standing for it
-            return _Stored(_shaped(value, text, wrap), _encoded_size(_shaped({}, text, wrap)) - len("{}") + size)
-    value, text, _size = safe_json(value)
-    result, _text, size = safe_json(_shaped(value, text, wrap))
-    return _Stored(result, size)
+            size += _encoded_size(_shaped({}, text, wrap)) - len("{}")
+            return _Stored(_shaped(value, text, wrap), size, set())
+    value, text, _size, cuts = safe_json(value)
+    return _Stored(*_made_safe(_shaped(value, text, wrap), cuts))
 
 
 def _shaped(value: Any, text: str, wrap: bool) -> dict[str, Any]:
     return text_result(text, structured={"result": value} if wrap else value)
 
 
-def safe_json(value: Any) -> tuple[Any, str, int]:
-    """`value` as JSON carries it, its JSON text and that text's UTF-8 size. Made safe (`json_safe`) first
-    when it is unwieldy (`_unwieldy`: walking it would never end, or no reader could parse it), else when
-    the encoder refuses it: NaN, a lone surrogate (UnicodeEncodeError), a foreign object."""
-    if _unwieldy(value):
-        value = json_safe(value)
-    try:
-        return value, *_json_sized(value)
-    except (TypeError, ValueError):
-        value = json_safe(value)
-        return value, *_json_sized(value)
+def _made_safe(result: dict[str, Any], cuts: set[str] | None = None) -> tuple[dict[str, Any], int, set[str]]:
+    """`result` JSON-safe (`safe_json`) and saying so when a limit of that walk cut it (here, or its value before,
+    for its text: `cuts`), its size in bytes of JSON, and the limits that cut it. A cycle made `<cycle>` is not a
+    cut: every value is there, as NaN made null is."""
+    safe, _text, size, more = safe_json(result)
+    cuts = more | (cuts or set())
+    if not cuts:
+        return safe, size, cuts
+    marked = _marked(safe, cuts)
+    return marked, _encoded_size(marked), cuts
+
+
+# what a cut result says in its structured content (`truncated` and each limit, as a cut to size names its own)
+# and in its text
+_LIMITS = {"maxValues": _MAX_VALUES, "maxDepth": _MAX_DEPTH}
+_CUT_NOTES = {
+    "maxValues": f"cut to {_MAX_VALUES:,} values (one referred to from n places counts n times): "
+    f'each container still open there ends with "{TOO_MANY}"',
+    "maxDepth": f'cut at {_MAX_DEPTH} levels of nesting: a container deeper is "{TOO_DEEP}"',
+}
+
+
+def _limits(cuts: set[str]) -> dict[str, int]:
+    return {name: limit for name, limit in _LIMITS.items() if name in cuts}
+
+
+def _marked(result: dict[str, Any], cuts: set[str]) -> dict[str, Any]:
+    """`result` saying which limits cut it: `truncated` and each limit in its structured content (made for it
+    when there is none), and a note in a text block of its own (a dict's JSON text stays JSON). Content that is
+    not a list, or structured content that is not an object, is left as it is."""
+    note = "[result truncated: " + "; ".join(_CUT_NOTES[name] for name in _LIMITS if name in cuts) + "]"
+    marked = dict(result)
+    content, structured = result.get("content", []), result.get("structuredContent")
+    if isinstance(content, list):
+        marked["content"] = [*content, {"type": "text", "text": note}]
+    if structured is None or isinstance(structured, dict):
+        marked["structuredContent"] = {**(structured or {}), "truncated": True, **_limits(cuts)}
+    return marked
+
+
+def safe_json(value: Any) -> tuple[Any, str, int, set[str]]:
+    """`value` as JSON carries it, its JSON text, that text's UTF-8 size and the limits that cut it (`_SafeCopy`).
+    Made safe (`json_safe`) first when it is unwieldy (`_unwieldy`: walking it would never end, or no reader could
+    parse it), else when the encoder refuses it: NaN, a lone surrogate (UnicodeEncodeError), a foreign object."""
+    if not _unwieldy(value):
+        try:
+            return value, *_json_sized(value), set()
+        except (TypeError, ValueError):
+            pass
+    walk = _SafeCopy()
+    value = walk.copy(value, 0)
+    return value, *_json_sized(value), walk.cuts
 
 
 def readable(value: Any, text: str) -> Any:
@@ -339,6 +395,9 @@ def readable(value: Any, text: str) -> Any:
     if text.count("{") + text.count("[") > _MAX_DEPTH and _unwieldy(value):
         return json_safe(value)
     return value
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def _unwieldy(value: Any) -> bool:
@@ -362,9 +421,6 @@ def _unwieldy(value: Any) -> bool:
     return True
 
 
-_CONTAINERS = (dict, list, tuple)
-
-
 # An answer that shows a result holds it up to three times: its text blocks, and in the structured status message
 # the result's content and its structuredContent (which a dict result's text repeats).
 ANSWER_COPIES = 3
@@ -383,24 +439,14 @@ def within_answer(result: dict[str, Any], max_bytes: int, whole_from: str, taken
         f"({max_bytes:,} bytes, VIBE_JOBS_MAX_ANSWER_BYTES); the text above is its start. Whole: {whole_from}]"
     )
     structured = {"truncated": True, "originalBytes": size, "maxAnswerBytes": max_bytes}
-    return truncated_result(result, size, budget, note, structured)
+    return truncated_result(result, budget, note, structured)
 
 
-def truncated_result(
-    result: dict[str, Any],
-    size: int,
-    max_bytes: int,
-    note: str | None = None,
-    structured: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The start of `result`'s text and `note` (default: the stored result's cap), within `max_bytes` of JSON."""
-    note = note or (
-        f"[result truncated: {size:,} bytes of JSON, over the limit of {max_bytes:,} bytes "
-        "(VIBE_JOBS_MAX_RESULT_BYTES); the text above is its start]"
-    )
+def truncated_result(result: dict[str, Any], max_bytes: int, note: str, structured: dict[str, Any]) -> dict[str, Any]:
+    """The start of `result`'s text and `note`, with `structured` as its structured content, within `max_bytes`
+    of JSON."""
     texts = [b.get("text", "") for b in result.get("content", ()) if isinstance(b, dict) and b.get("type") == "text"]
     whole = "\n".join(str(t) for t in texts).encode()
-    structured = structured or {"truncated": True, "originalBytes": size, "maxResultBytes": max_bytes}
     budget = max(0, max_bytes - len(note) - 200)
     while True:  # JSON escapes may make the text longer than its bytes: halve until it fits
         preview = whole[:budget].decode(errors="ignore")

@@ -96,6 +96,11 @@ async def shared_plain(kind: str, job: JobContext) -> Any:
     return _shared(kind)
 
 
+@job_tool(description="Return a dict of 1,500,000 flags: 3 MB of JSON, more values than a stored result keeps")
+async def many_flags(job: JobContext) -> dict[str, Any]:
+    return {"flags": [0] * 1_500_000}
+
+
 @job_tool(description="Report progress metadata with shared references (kind: cycle, dag), then return")
 async def shared_metadata(kind: str, job: JobContext) -> str:
     await job.progress(10, "shared", metadata={"v": _shared(kind)})

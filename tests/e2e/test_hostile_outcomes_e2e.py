@@ -63,6 +63,19 @@ async def test_shared_references_in_a_plain_result_are_stored_cut_and_the_server
         assert "<too many values>" in text
 
 
+async def test_a_result_cut_to_the_values_a_result_keeps_says_so() -> None:
+    """A flat result within the size limit, but past the values walked: kept to its first values and marked as a
+    result cut by its size is, in its structured content and in its text."""
+    async with stdio_client_for("auto", HOSTILE) as client:
+        text, body = await ended(client, "many_flags", {})
+    assert body["status"] == "completed", body
+    structured = body["result"]["structuredContent"]
+    assert structured["truncated"] is True and structured["maxValues"] == 1_000_000
+    assert len(structured["flags"]) == 999_900 and structured["flags"][-1] == "<too many values>"
+    assert json.loads(stored_text(body)) == {"flags": structured["flags"]}, "its JSON text is still JSON"
+    assert "[result truncated: cut to 1,000,000 values" in text
+
+
 @pytest.mark.parametrize("kind", ["cycle", "dag"])
 async def test_shared_references_in_progress_metadata_are_stored_cut_and_the_server_answers(kind: str) -> None:
     async with stdio_client_for("auto", HOSTILE) as client:
