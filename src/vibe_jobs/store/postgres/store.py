@@ -14,7 +14,7 @@ coordination point of a cluster:
   answering which it still holds and their cancel requests;
 - `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request
   (the insert trigger announces new jobs; the store announces the changes it made, after they committed);
-- `sweeper_lock()`: a session advisory lock, so one process at a time sweeps (recovery, retention);
+- `sweeper_lock()`: a session advisory lock, so one process at a time fails the pending jobs a dependency blocks;
 - `dependency_blocked()`: pending jobs a failed, cancelled or deleted dependency keeps from ever running.
 """
 
