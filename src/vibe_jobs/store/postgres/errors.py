@@ -19,6 +19,15 @@ CONNECTION_LOST = (
     ConnectionError,
 )
 
+
+def connection_lost(exc: BaseException) -> bool:
+    """A session lost (`CONNECTION_LOST`), also as a transaction block reports it: asyncpg's rollback on the way out
+    of `conn.transaction()` raises InterfaceError ("the underlying connection is closed") in place of the loss."""
+    if isinstance(exc, CONNECTION_LOST):
+        return True
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc.__context__, CONNECTION_LOST)
+
+
 _BY_SQLSTATE: dict[str, type[StoreError]] = {
     "23505": DuplicateJob,  # unique_violation
     "40001": StoreLocked,  # serialization_failure
@@ -39,7 +48,7 @@ _BY_CLASS: dict[str, type[StoreError]] = {
 
 def error_class(exc: BaseException) -> type[StoreError]:
     """The `StoreError` subclass that names the condition of a driver error."""
-    if isinstance(exc, (*CONNECTION_LOST, OSError)):  # OSError: the server cannot be reached at all
+    if connection_lost(exc) or isinstance(exc, OSError):  # OSError: the server cannot be reached at all
         return StoreUnavailable
     state = getattr(exc, "sqlstate", None)
     if not isinstance(state, str):

@@ -51,7 +51,7 @@ from vibe_jobs.store.base import (
     check_updatable,
 )
 from vibe_jobs.store.postgres import sql
-from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, store_error
+from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, connection_lost, store_error
 from vibe_jobs.store.postgres.notify import Listener
 from vibe_jobs.store.postgres.schema import channel, check_schema_name, drop_schema, lock_key, migrate
 
@@ -140,6 +140,7 @@ _TICK_JOB = "SELECT job_id FROM schedule_ticks WHERE schedule_id = $1 AND tick =
 # FOR SHARE: a pause, change or delete of the schedule waits for this firing's commit (it answers after the job
 # exists, never before it is written)
 _SCHEDULE_AT = "SELECT 1 FROM schedules WHERE schedule_id = $1 AND version = $2 AND NOT paused FOR SHARE"
+_FIRING = (_SCHEDULE_AT, _TICK, _TICK_JOB, sql.INSERT)  # a firing's statements, in `fire`'s order
 
 
 class _Write:
@@ -287,13 +288,13 @@ class PostgresStore(SharedJobStore):
         for delay in (*_RECONNECT_DELAYS, None):
             try:
                 return await call()
-            except CONNECTION_LOST as exc:
+            except (*CONNECTION_LOST, *DB_ERRORS) as exc:
+                if not connection_lost(exc):
+                    raise self._error(exc) from None
                 if delay is None:
                     raise StoreUnavailable(self._error(exc).message) from None
                 log.info("store.reconnecting", error=f"{type(exc).__name__}: {exc}")
                 await anyio.sleep(delay)
-            except DB_ERRORS as exc:
-                raise self._error(exc) from None
         raise AssertionError("unreachable")
 
     async def _records(self, query: str, *args: Any) -> list[JobRecord]:
@@ -813,14 +814,18 @@ class PostgresStore(SharedJobStore):
         args = sql.insert_args(job)
 
         async def run() -> bool:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {FIRE_STALL_MS}")
-                if await conn.fetchval(_SCHEDULE_AT, job.schedule_id, version) is None:
-                    return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
-                if await conn.fetchval(_TICK, job.schedule_id, job.tick, job.id, job.created_at) is None:
-                    return bool(await conn.fetchval(_TICK_JOB, job.schedule_id, job.tick) == job.id)
-                await conn.execute(sql.INSERT, *args)
-                return True
+            async with self.pool.acquire() as conn:
+                # prepared before the transaction: a statement's first use on a connection (parse, then wait for
+                # the client) leaves the session `active`, where no time-out acts, holding what it holds
+                at, tick, tick_job, insert = [await conn.prepare(q) for q in _FIRING]
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {FIRE_STALL_MS}")
+                    if await at.fetchval(job.schedule_id, version) is None:
+                        return bool(await tick_job.fetchval(job.schedule_id, job.tick) == job.id)
+                    if await tick.fetchval(job.schedule_id, job.tick, job.id, job.created_at) is None:
+                        return bool(await tick_job.fetchval(job.schedule_id, job.tick) == job.id)
+                    await insert.fetch(*args)
+                    return True
 
         fired: bool = await self._retrying(run)
         return fired
