@@ -335,3 +335,17 @@ def test_a_cycle_made_safe_is_not_a_cut() -> None:
     cycle["self"] = cycle
     stored = bounded_result(to_call_result(cycle), 4 << 20)
     assert stored["structuredContent"] == {"n": 1, "self": "<cycle>"} and notes(stored) == []
+
+
+def test_a_value_the_tool_changes_after_returning_is_stored_as_it_was_returned() -> None:
+    """A plain value's result is measured when the tool returns. A tool that goes on writing to what it returned
+    (shared state, a task it left running) while its outcome waited for the store (locked: retried) had it stored
+    past max_result_bytes, uncut, or its job failed on a NaN written late (review helper-80 F1)."""
+    limit = 64 * 1024
+    state: dict[str, Any] = {"log": ["x"], "n": 1}
+    result = to_call_result(state)
+    state["log"].extend(["x" * 1000] * 200)
+    state["late"] = float("nan")
+    stored = bounded_result(result, limit)
+    assert stored == bounded_result(to_call_result({"log": ["x"], "n": 1}), limit)
+    assert len(canonical_json(stored)) < limit

@@ -326,7 +326,9 @@ def _value_result(value: Any) -> dict[str, Any]:
             pass
         else:  # the result's JSON is its shell's, the value's JSON in place of the empty dict standing for it
             size += _encoded_size(_shaped({}, text, wrap)) - len("{}")
-            return _Stored(_shaped(value, text, wrap), size, set())
+            # its structured content read back from that JSON, not the tool's own objects: a tool that goes on
+            # writing to what it returned (shared state, a task it left) would change what was measured
+            return _Stored(_shaped(json.loads(text), text, wrap), size, set())
     value, text, _size, cuts = safe_json(value)
     return _Stored(*_made_safe(_shaped(value, text, wrap), cuts))
 
