@@ -851,6 +851,75 @@ async def test_a_process_stalled_inside_a_firing_holds_the_tick_and_the_schedule
         await store.drop_schema()
 
 
+# A process holding a lock of its store (the principal's, or the sweeper's with its bound set short), then
+# stopped: its session sits idle holding the lock. Resumed, it leaves the lock and uses its store again.
+_HOLDING_PROCESS = """
+import asyncio, sys
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.store.postgres import PostgresStore, store as pg
+
+async def main():
+    configure_logging("warning")  # to stderr: stdout answers the test
+    pg.SWEEPER_LOCK_HOLD_MS = 2_000  # its own bound (30 s) is too long for a test
+    store = PostgresStore(sys.argv[1])
+    await store.open()
+    lock = store.principal_lock("alice") if sys.argv[2] == "principal" else store.sweeper_lock()
+    async with lock as held:
+        print(held, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    print(sum((await store.counts()).values()), flush=True)
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("lock", ["principal", "sweeper"])
+async def test_a_process_stalled_holding_a_lock_holds_it_only_briefly(schema_url: str, lock: str) -> None:
+    """A server that stalled (SIGSTOP, a frozen VM) holding a principal's lock had that principal's every call on
+    every other server refused (after 5 s each) for as long as it stalled; one holding the sweeper's lock stopped
+    the dependency sweep everywhere. PostgreSQL now ends a lock's session once it has been idle its bound
+    (PRINCIPAL_LOCK_HOLD_MS; the sweeper's set short here), so the others take the lock; the stalled one, resumed,
+    finds its lock gone with its session, and goes on."""
+    from tests.e2e.conftest import BASE_ENV, ROOT
+    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_HOLD_MS, PRINCIPAL_LOCK_WAIT_MS
+
+    assert PRINCIPAL_LOCK_HOLD_MS < PRINCIPAL_LOCK_WAIT_MS  # a waiter behind a stalled holder is not refused
+    store = PostgresStore(schema_url)
+    await store.open()
+    proc = await anyio.open_process(
+        [sys.executable, "-c", _HOLDING_PROCESS, schema_url, lock], cwd=ROOT, env={**os.environ, **BASE_ENV}
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        answers = BufferedByteReceiveStream(proc.stdout)
+        with anyio.fail_after(30):
+            assert await answers.receive_until(b"\n", 100) == b"True"
+        proc.send_signal(signal.SIGSTOP)
+        with anyio.fail_after(PRINCIPAL_LOCK_WAIT_MS / 1000 + 10):  # before: refused, for as long as it stalled
+            if lock == "principal":
+                async with store.principal_lock("alice") as held:
+                    assert held
+            else:
+                await _until(lambda: _sweeper_lock_taken(store), "the sweeper's lock is free")
+        proc.send_signal(signal.SIGCONT)
+        await proc.stdin.send(b"\n")
+        with anyio.fail_after(30):
+            assert await answers.receive_until(b"\n", 100) == b"0"  # no store error: the lock went with its session
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        await store.close()
+        await store.drop_schema()
+
+
+async def _sweeper_lock_taken(store: PostgresStore) -> bool:
+    async with store.sweeper_lock() as held:
+        return held
+
+
 async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll the database (it has no event for what its sessions do) until `check` holds, at most 15 s."""
     for _ in range(300):

@@ -64,6 +64,13 @@ _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
 # The longest a principal's lock is waited for (ms): its holder only counts and inserts, so a longer wait means
 # a holder that stalled (a paused or hung process); the call is then refused (StoreLocked) instead of hanging.
 PRINCIPAL_LOCK_WAIT_MS = 5_000
+# The longest a lock's holder may leave the lock's session idle (ms), on PostgreSQL 14+ (`idle_session_timeout`):
+# past it PostgreSQL ends the session and the lock goes with it, so a holder that stalls (paused, frozen, swapped
+# out) holds the others for this long, not for as long as it stalls. A principal's holder only counts and
+# inserts: within the waiters' PRINCIPAL_LOCK_WAIT_MS, a waiter behind a stalled holder gets the lock. The sweep
+# may take longer, and two sweeps at once only repeat compare-and-sets.
+PRINCIPAL_LOCK_HOLD_MS = 3_000
+SWEEPER_LOCK_HOLD_MS = 30_000
 # The longest a firing's transaction may wait on its own process between statements (ms): it holds the tick's key
 # and a share lock on the schedule, so a process that stalls there (paused, frozen, swapped out) would hold every
 # other process's firing of that tick, and every pause, change or delete of that schedule, until it resumed.
@@ -691,17 +698,20 @@ class PostgresStore(SharedJobStore):
         """`async with store.sweeper_lock() as held:` - held is True in exactly one session at a time (with
         `?pool_max=1` in every process: the sweep's own work needs the one connection, and two sweeps at once
         only repeat compare-and-sets)."""
-        return self._advisory_lock(lock_key(self.schema, "sweeper"), None, unaffordable=True)
+        return self._advisory_lock(lock_key(self.schema, "sweeper"), None, SWEEPER_LOCK_HOLD_MS, unaffordable=True)
 
     @contextlib.asynccontextmanager
     async def principal_lock(self, principal: str) -> AsyncIterator[bool]:
         """`async with store.principal_lock(principal) as held:` held by one session at a time, waited for: a
         quota's count and the insert it admits are one step across every process that shares the store. With a
         pool of one connection (`?pool_max=1`) it is not taken (held False): its holder could not count. A
-        holder that keeps it over PRINCIPAL_LOCK_WAIT_MS (a stalled process) gets the call refused (StoreLocked)."""
+        holder that keeps it over PRINCIPAL_LOCK_WAIT_MS gets the call refused (StoreLocked); one that stalls loses
+        it after PRINCIPAL_LOCK_HOLD_MS (PostgreSQL 14+; a stalled holder may then let one more job in)."""
         key = lock_key(self.schema, f"principal:{principal}")
         try:
-            async with self._advisory_lock(key, PRINCIPAL_LOCK_WAIT_MS, unaffordable=False) as held:
+            async with self._advisory_lock(
+                key, PRINCIPAL_LOCK_WAIT_MS, PRINCIPAL_LOCK_HOLD_MS, unaffordable=False
+            ) as held:
                 yield held
         except StoreLocked:
             raise StoreLocked(
@@ -711,10 +721,13 @@ class PostgresStore(SharedJobStore):
             ) from None
 
     @contextlib.asynccontextmanager
-    async def _advisory_lock(self, key: int, wait_ms: int | None, *, unaffordable: bool) -> AsyncIterator[bool]:
+    async def _advisory_lock(
+        self, key: int, wait_ms: int | None, hold_ms: int, *, unaffordable: bool
+    ) -> AsyncIterator[bool]:
         """A session-level advisory lock on a pooled connection (taken, or with `wait_ms` waited for that long:
         StoreLocked after), released on exit (and by PostgreSQL when that session dies, so a crashed holder never
-        blocks the others). A holder keeps its connection while its work takes another: holders are at most half
+        blocks the others; on PostgreSQL 14+ it ends the session once it has been idle `hold_ms`, so a stalled
+        holder does not either). A holder keeps its connection while its work takes another: holders are at most half
         the pool (`_lock_holders`; more, and the holders and their work waited on each other for ever), and a
         pool of one connection takes none (held `unaffordable`). The pool does not reset connections, so a
         session that may hold the lock without knowing it (the answer to the lock request was cut off) is closed
@@ -726,7 +739,7 @@ class PostgresStore(SharedJobStore):
             try:
                 async with self.pool.acquire() as conn:
                     try:
-                        held = await _take_advisory_lock(conn, key, wait_ms)
+                        held = await _take_advisory_lock(conn, key, wait_ms, hold_ms)
                     except asyncpg.PostgresError:
                         raise  # the server answered: not held, and the session is as it was
                     except BaseException:
@@ -737,7 +750,7 @@ class PostgresStore(SharedJobStore):
                     finally:
                         if held:
                             with anyio.CancelScope(shield=True):
-                                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                                await _release_advisory_lock(conn, key)
             except DB_ERRORS as exc:
                 raise self._error(exc) from None
 
@@ -842,11 +855,40 @@ class PostgresStore(SharedJobStore):
             await conn.close()
 
 
-async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None) -> bool:
+async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None, hold_ms: int) -> bool:
     """Take the advisory lock `key` in `conn`'s session (waiting up to `wait_ms` for it, LockNotAvailableError
-    after; or with None only trying): held? The time-out is local to the statements' one implicit transaction
-    (the pool does not reset sessions), and the session lock outlives it."""
+    after; or with None only trying), with the session's idle bound (`_idle_bound`): held? Waited for, the bound
+    and the lock are taken in one implicit transaction, all or nothing; the wait's time-out is local to it (the
+    pool does not reset sessions), the lock and the bound outlive it (`_release_advisory_lock` resets the bound)."""
+    bound = _idle_bound(conn, hold_ms)
     if wait_ms is not None:
-        await conn.execute(f"SET LOCAL lock_timeout = {int(wait_ms)}; SELECT pg_advisory_lock({int(key)})")
+        await conn.execute(f"SET LOCAL lock_timeout = {int(wait_ms)}; {bound}SELECT pg_advisory_lock({int(key)})")
         return True
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    if held and bound:
+        try:
+            await conn.execute(bound)
+        except BaseException:
+            conn.terminate()  # the lock goes with the session
+            raise
+    return held
+
+
+async def _release_advisory_lock(conn: Any, key: int) -> None:
+    """Release the advisory lock `key` held in `conn`'s session, and the session's idle bound. A session that
+    ended (PostgreSQL ended it idle past its bound: its holder stalled) released the lock as it ended."""
+    reset = "RESET idle_session_timeout; " if _bounds_idle_sessions(conn) else ""
+    try:
+        await conn.execute(f"{reset}SELECT pg_advisory_unlock({int(key)})")
+    except DB_ERRORS:
+        if not conn.is_closed():
+            raise
+
+
+def _idle_bound(conn: Any, hold_ms: int) -> str:
+    """The statement that ends `conn`'s session once it has been idle `hold_ms` ("" before PostgreSQL 14)."""
+    return f"SET idle_session_timeout = {int(hold_ms)}; " if _bounds_idle_sessions(conn) else ""
+
+
+def _bounds_idle_sessions(conn: Any) -> bool:
+    return bool(conn.get_server_version().major >= 14)  # `idle_session_timeout` came in 14
