@@ -739,8 +739,8 @@ async def test_a_principal_lock_a_stalled_process_holds_is_refused_after_a_bound
     every other replica for as long as it stalled, with no time-out; each call its client gave up on left a
     backend queued on the lock (helper-73 F2, F3). The wait is bounded: the call is refused, saying why, and a
     wait given up on leaves no backend behind past that bound. Other principals are not held up."""
+    from vibe_jobs.store.base import PRINCIPAL_LOCK_WAIT_MS
     from vibe_jobs.store.postgres.schema import lock_key
-    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_WAIT_MS
 
     name = f"vj_stall_{uuid.uuid4().hex[:8]}"
     store = PostgresStore(f"{schema_url}&application_name={name}")
@@ -882,7 +882,8 @@ async def test_a_process_stalled_holding_a_lock_holds_it_only_briefly(schema_url
     (PRINCIPAL_LOCK_HOLD_MS; the sweeper's set short here), so the others take the lock; the stalled one, resumed,
     finds its lock gone with its session, and goes on."""
     from tests.e2e.conftest import BASE_ENV, ROOT
-    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_HOLD_MS, PRINCIPAL_LOCK_WAIT_MS
+    from vibe_jobs.store.base import PRINCIPAL_LOCK_WAIT_MS
+    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_HOLD_MS
 
     assert PRINCIPAL_LOCK_HOLD_MS < PRINCIPAL_LOCK_WAIT_MS  # a waiter behind a stalled holder is not refused
     store = PostgresStore(schema_url)

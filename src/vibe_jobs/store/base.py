@@ -8,6 +8,8 @@ processes share one store and recover each other's jobs.
 `SharedJobStore` is what a store shared by a cluster (PostgreSQL) offers on top: claims of runnable
 jobs under cluster-wide limits (`ClaimLimits`), job leases, wake-ups (`JobChange` over `listen`) and
 the cluster's queue and figures. The engine picks its job source by `isinstance(store, SharedJobStore)`.
+`PrincipalLocking` is the one part of it a store that processes of one machine share (SQLite) offers
+too: a lock per principal across them, under which the manager counts a quota and stores what it admits.
 
 Records, one rule for every store: a record a store returns (from `get`, `update`, `query`,
 `find_active`, `active`, `orphans`, or any method of its own) is the caller's to keep and never
@@ -25,7 +27,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
-from vibe_jobs.errors import StoreError
+from vibe_jobs.errors import StoreError, StoreLocked
 from vibe_jobs.figures import ClusterFigures
 from vibe_jobs.models import JobRecord, Priority
 from vibe_jobs.schedules import ScheduleRecord
@@ -33,6 +35,11 @@ from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 
 DurationRow = tuple[int, float, str]  # a learned duration: (runs, mean ms, recent run times as JSON)
+
+# The longest a principal's lock (`PrincipalLocking`) is waited for (ms): its holder only counts and inserts, so a
+# longer wait means a holder that stalled (a paused or hung process); the call is then refused (StoreLocked, "try
+# again") instead of hanging.
+PRINCIPAL_LOCK_WAIT_MS = 5_000
 
 # Fields an `update` may change (the store rejects anything else).
 UPDATABLE = frozenset(
@@ -277,7 +284,28 @@ class Listening(Protocol):
 
 
 @runtime_checkable
-class SharedJobStore(JobStore, Protocol):
+class PrincipalLocking(Protocol):
+    """A store that several processes share and that locks a principal across them (PostgreSQL, SQLite): the
+    manager holds it while it counts the principal's quotas and stores the job the count admits, so that
+    processes calling at the same moment cannot each pass one count."""
+
+    def principal_lock(self, principal: str) -> AbstractAsyncContextManager[bool]:
+        """`async with store.principal_lock(principal) as held:` held by one holder at a time across every process
+        (`held` False: the store took no lock, as none was needed or affordable), released on exit and when its
+        holder's process or session dies. Waited for at most PRINCIPAL_LOCK_WAIT_MS: past that (a holder that
+        stalled) StoreLocked, saying to try again (`principal_lock_refused`)."""
+
+
+def principal_lock_refused(where: str) -> StoreLocked:
+    """The refusal of a call whose principal's lock another process held past PRINCIPAL_LOCK_WAIT_MS."""
+    return StoreLocked(
+        f"another process sharing the job store at {where} has held this caller's quota count for over "
+        f"{PRINCIPAL_LOCK_WAIT_MS / 1000:g} s (it counts and stores a job under it): nothing was created; try again"
+    )
+
+
+@runtime_checkable
+class SharedJobStore(PrincipalLocking, JobStore, Protocol):
     """A store that several processes on several machines share (PostgreSQL), on top of `JobStore`."""
 
     async def claim_many(
@@ -308,10 +336,6 @@ class SharedJobStore(JobStore, Protocol):
 
     def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
         """`async with store.sweeper_lock() as held:` held in exactly one session at a time."""
-
-    def principal_lock(self, principal: str) -> AbstractAsyncContextManager[bool]:
-        """`async with store.principal_lock(principal):` held by one session at a time across every process, and
-        waited for: what a principal's quota counts and the insert it admits are one step cluster-wide."""
 
     async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
         """(priority rank, pending jobs, since when the longest-waiting runnable one has waited) for every rank

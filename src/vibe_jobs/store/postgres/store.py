@@ -41,6 +41,7 @@ from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import schedulerows
 from vibe_jobs.store.base import (
+    PRINCIPAL_LOCK_WAIT_MS,
     ClaimLimits,
     DurationRow,
     Guard,
@@ -49,6 +50,7 @@ from vibe_jobs.store.base import (
     SharedJobStore,
     check_active_filter,
     check_updatable,
+    principal_lock_refused,
 )
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, connection_lost, store_error
@@ -61,9 +63,6 @@ log = get_logger("vibe_jobs.store.postgres")
 
 _OPTIONS = ("schema", "pool_min", "pool_max", "application_name")
 _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
-# The longest a principal's lock is waited for (ms): its holder only counts and inserts, so a longer wait means
-# a holder that stalled (a paused or hung process); the call is then refused (StoreLocked) instead of hanging.
-PRINCIPAL_LOCK_WAIT_MS = 5_000
 # The longest a lock's holder may leave the lock's session idle (ms), on PostgreSQL 14+ (`idle_session_timeout`):
 # past it PostgreSQL ends the session and the lock goes with it, so a holder that stalls (paused, frozen, swapped
 # out) holds the others for this long, not for as long as it stalls. A principal's holder only counts and
@@ -714,11 +713,7 @@ class PostgresStore(SharedJobStore):
             ) as held:
                 yield held
         except StoreLocked:
-            raise StoreLocked(
-                f"another server sharing the job store at {self.where} has held this caller's quota count for over "
-                f"{PRINCIPAL_LOCK_WAIT_MS / 1000:g} s (it counts and stores a job under it): nothing was created; "
-                "try again"
-            ) from None
+            raise principal_lock_refused(self.where) from None
 
     @contextlib.asynccontextmanager
     async def _advisory_lock(
