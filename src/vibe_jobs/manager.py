@@ -56,7 +56,7 @@ from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD, ScheduleStore, SharedJobStore, VersionGuard
+from vibe_jobs.store.base import NO_GUARD, PrincipalLocking, ScheduleStore, SharedJobStore, VersionGuard
 
 log = get_logger("vibe_jobs.manager")
 CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
@@ -152,7 +152,7 @@ class JobManager:
         self.settings = settings or Settings()
         s = self.settings
         self._quotas = any(q is not None for q in (s.quota_pending, s.quota_running, s.quota_params_bytes))
-        # per principal (in this process; replicas of a cluster may still pass a quota by a few together)
+        # per principal, in this process (`principal_held`: across processes too, on a store that locks principals)
         self._quota_locks: dict[str, anyio.Lock] = {}
         self.clock = clock
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
@@ -377,12 +377,12 @@ class JobManager:
     @contextlib.asynccontextmanager
     async def principal_held(self, principal: str) -> AsyncIterator[None]:
         """Hold `principal` while its quota is counted and what the count admits is stored: in this process (a
-        lock per principal), and on a store that processes share, across them (`SharedJobStore.principal_lock`;
-        before, servers sharing a store each let one more in at the same moment)."""
+        lock per principal), and on a store that processes share, across them (`PrincipalLocking`: PostgreSQL,
+        SQLite; before, servers sharing a store each let one more in at the same moment)."""
         lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
         try:
             async with lock:
-                if isinstance(self.store, SharedJobStore):
+                if isinstance(self.store, PrincipalLocking):
                     async with self.store.principal_lock(principal):
                         yield
                 else:

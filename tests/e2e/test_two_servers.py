@@ -8,6 +8,7 @@ jobs once its lease expires (VIBE_JOBS_LEASE_SECONDS=1), by the recovery rule.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -221,3 +222,40 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
     runs = executions(setup.exec_log)
     assert runs[safe] == [(1, first.pid), (2, back.pid)] and runs[doomed] == [(1, first.pid)]
     assert queued not in runs
+
+
+async def test_a_pending_quota_holds_across_the_servers_on_one_file(setup: Setup) -> None:
+    """VIBE_JOBS_QUOTA_PENDING was counted within each server: calls at once through two servers on one SQLite file
+    each passed their own count (before, 6 runs of 6 let a fourth in within these rounds, 2 of 5 in the first). The
+    count and the insert are one step across the servers now (a lock per principal on a file beside the database,
+    `store/sqlite/principals.py`). Deferred jobs (runAt) stay pending; each round's are cancelled before the next."""
+    setup.env["VIBE_JOBS_QUOTA_PENDING"] = "3"
+    with serve_many(setup, 2) as (a, b):
+        async with client_of(a) as ca, client_of(b) as cb:
+
+            async def call(client: Client, i: int, answers: dict[str, str]) -> None:
+                args = {"tool": "slow_unsafe", "arguments": {"seconds": 0, "tag": f"{i}"}, "runAt": 4 * 10**12}
+                result = await client.call_tool("submit-job", args)
+                body = result.structured_content or {}
+                answers[f"call {i}"] = body["error"]["code"] if result.is_error else body["jobId"]
+
+            for _ in range(ROUNDS):
+                answers: dict[str, str] = {}
+                async with anyio.create_task_group() as tg:
+                    for i in range(24):
+                        tg.start_soon(call, (ca, cb)[i % 2], i, answers)
+                admitted = [answer for answer in answers.values() if answer != "quota_exceeded"]
+                assert (len(admitted), len(answers), pending_jobs(setup.db)) == (3, 24, 3), answers
+                for job_id in admitted:
+                    assert not (await ca.call_tool("cancel-job", {"jobId": job_id})).is_error
+
+
+ROUNDS = 8
+
+
+def pending_jobs(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM jobs WHERE status = 'pending'").fetchone()[0])
+    finally:
+        conn.close()

@@ -24,9 +24,10 @@ from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.errors import ConfigError, StoreCorrupt, StoreError, StoreFull, StoreLocked, StoreUnavailable
 from vibe_jobs.models import JobRecord
 from vibe_jobs.store import codec, open_store
-from vibe_jobs.store.base import Guard, JobQuery
+from vibe_jobs.store.base import Guard, JobQuery, PrincipalLocking, SharedJobStore
 from vibe_jobs.store.codec import COLUMNS
-from vibe_jobs.store.sqlite import SQLiteStore, parse_url
+from vibe_jobs.store.memory import MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore, parse_url, principals
 from vibe_jobs.store.sqlite import sql as sqlite_sql
 from vibe_jobs.store.sqlite import store as sqlite_module
 from vibe_jobs.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
@@ -668,3 +669,69 @@ def test_servers_opening_one_new_file_at_once_all_open_it() -> None:
             for thread in threads:
                 thread.join()
         assert not failures, f"round {round_}: {failures[:3]}"
+
+
+# -- a principal's lock across processes (sqlite.principals; across real processes: tests/test_quotas_*.py) ----
+
+
+def listing(directory: Path) -> dict[str, int]:
+    """{name: size} of the files in `directory` (a link's size: its target's)."""
+    return {p.name: p.stat().st_size for p in directory.iterdir()}
+
+
+async def refused_at_once(db: Path, principal: str, byte_ranges: bool = principals.BYTE_RANGES) -> bool:
+    """Whether another holder (a descriptor of its own: as in another process) is refused `principal` now."""
+    try:
+        async with principals.principal_held(str(db), principal, byte_ranges=byte_ranges, wait_ms=0):
+            return False
+    except StoreLocked:
+        return True
+
+
+async def test_a_principal_s_lock_excludes_every_other_holder_and_only_its_own_close_releases_it(
+    store: SQLiteStore, db: Path
+) -> None:
+    """An open-file-description lock: a second holder in this same process is refused (a process's POSIX lock
+    would not exclude it); closing another descriptor of the lock file leaves it held (it would drop a POSIX
+    lock); another principal's is free."""
+    async with store.principal_lock("alice") as held:
+        assert held
+        assert await refused_at_once(db, "alice")
+        os.close(os.open(principals.lock_path(str(db)), os.O_RDONLY))
+        assert await refused_at_once(db, "alice")
+        assert not await refused_at_once(db, "bob")
+    assert not await refused_at_once(db, "alice")
+    assert listing(db.parent)[f"{db.name}{principals.SUFFIX}"] == 0  # an empty file
+
+
+async def test_without_byte_range_locks_every_principal_shares_the_one_lock(db: Path) -> None:
+    """Where there is no open-file-description lock (not Linux), flock on the whole file: still exact, coarser."""
+    db.parent.mkdir(parents=True)
+    async with principals.principal_held(str(db), "alice", byte_ranges=False):
+        assert await refused_at_once(db, "alice", byte_ranges=False)
+        assert await refused_at_once(db, "bob", byte_ranges=False)
+    assert not await refused_at_once(db, "bob", byte_ranges=False)
+
+
+async def test_the_lock_file_is_beside_the_database_a_link_names(tmp_path: Path) -> None:
+    """As SQLite's -wal and -shm: two processes naming one file by two paths lock the same file."""
+    real, link = tmp_path / "real.db", tmp_path / "link.db"
+    real.touch()
+    link.symlink_to(real)
+    async with principals.principal_held(str(link), "alice"):
+        assert await refused_at_once(real, "alice")
+    assert sorted(listing(tmp_path)) == ["link.db", "real.db", "real.db-quota"]
+
+
+async def test_a_database_in_memory_takes_no_principal_lock() -> None:
+    store = SQLiteStore("sqlite:///:memory:")
+    async with store.principal_lock("alice") as held:
+        assert not held
+
+
+def test_the_sqlite_store_locks_principals_and_is_no_cluster_store() -> None:
+    """The manager takes a store's principal lock by `PrincipalLocking`; the engine's job source stays the local
+    one (`SharedJobStore` is PostgreSQL's). The memory store is one process's: the manager's own lock is enough."""
+    store = SQLiteStore("sqlite:///:memory:")
+    assert isinstance(store, PrincipalLocking) and not isinstance(store, SharedJobStore)
+    assert not isinstance(MemoryStore(), PrincipalLocking)

@@ -20,10 +20,12 @@ retry that had landed was never queued, and a created job was reported failed bu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from collections.abc import Awaitable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
@@ -47,7 +49,7 @@ from vibe_jobs.store.base import (
     check_updatable,
 )
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
-from vibe_jobs.store.sqlite import dbfile, sql
+from vibe_jobs.store.sqlite import dbfile, principals, sql
 from vibe_jobs.store.sqlite.change import Change
 from vibe_jobs.store.sqlite.errors import failure_error, open_error
 from vibe_jobs.store.sqlite.link import AnswerLost, Link, Statement, statement
@@ -586,6 +588,15 @@ class SQLiteStore:
 
     async def prune_ticks(self, before: int) -> int:
         return int(await self._run(_S["prune_ticks"], (before,), ROWCOUNT))
+
+    # -- quotas ----------------------------------------------------------------------------
+
+    def principal_lock(self, principal: str) -> AbstractAsyncContextManager[bool]:
+        """`PrincipalLocking`: held by one holder at a time across every process that shares the file, a lock file
+        beside it (`sqlite.principals`). A database in memory is one process's: nothing to take (held False)."""
+        if self.path == ":memory:":
+            return contextlib.nullcontext(False)
+        return principals.principal_held(self.path, principal)
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the store's own connection and return its rows: a back door for tests."""
