@@ -733,8 +733,9 @@ class PostgresStore(SharedJobStore):
         async with self._lock_holders:
             try:
                 async with self.pool.acquire() as conn:
+                    bound_ms = hold_ms if _bounds_idle_sessions(conn) else None
                     try:
-                        held = await _take_advisory_lock(conn, key, wait_ms, hold_ms)
+                        held = await _take_advisory_lock(conn, key, wait_ms, bound_ms)
                     except asyncpg.PostgresError:
                         raise  # the server answered: not held, and the session is as it was
                     except BaseException:
@@ -745,7 +746,7 @@ class PostgresStore(SharedJobStore):
                     finally:
                         if held:
                             with anyio.CancelScope(shield=True):
-                                await _release_advisory_lock(conn, key)
+                                await _release_advisory_lock(conn, key, bound_ms is not None)
             except DB_ERRORS as exc:
                 raise self._error(exc) from None
 
@@ -850,12 +851,13 @@ class PostgresStore(SharedJobStore):
             await conn.close()
 
 
-async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None, hold_ms: int) -> bool:
+async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None, bound_ms: int | None) -> bool:
     """Take the advisory lock `key` in `conn`'s session (waiting up to `wait_ms` for it, LockNotAvailableError
-    after; or with None only trying), with the session's idle bound (`_idle_bound`): held? Waited for, the bound
-    and the lock are taken in one implicit transaction, all or nothing; the wait's time-out is local to it (the
-    pool does not reset sessions), the lock and the bound outlive it (`_release_advisory_lock` resets the bound)."""
-    bound = _idle_bound(conn, hold_ms)
+    after; or with None only trying), with the session's idle bound (`bound_ms`, None: none): held? Waited for,
+    the bound and the lock are taken in one implicit transaction, all or nothing; the wait's time-out is local to
+    it (the pool does not reset sessions), the lock and the bound outlive it (`_release_advisory_lock` resets
+    the bound)."""
+    bound = "" if bound_ms is None else f"SET idle_session_timeout = {int(bound_ms)}; "
     if wait_ms is not None:
         await conn.execute(f"SET LOCAL lock_timeout = {int(wait_ms)}; {bound}SELECT pg_advisory_lock({int(key)})")
         return True
@@ -869,20 +871,26 @@ async def _take_advisory_lock(conn: Any, key: int, wait_ms: int | None, hold_ms:
     return held
 
 
-async def _release_advisory_lock(conn: Any, key: int) -> None:
+async def _release_advisory_lock(conn: Any, key: int, bounded: bool) -> None:
     """Release the advisory lock `key` held in `conn`'s session, and the session's idle bound. A session that
     ended (PostgreSQL ended it idle past its bound: its holder stalled) released the lock as it ended."""
-    reset = "RESET idle_session_timeout; " if _bounds_idle_sessions(conn) else ""
+    if _session_gone(conn):
+        return
+    reset = "RESET idle_session_timeout; " if bounded else ""
     try:
         await conn.execute(f"{reset}SELECT pg_advisory_unlock({int(key)})")
     except DB_ERRORS:
-        if not conn.is_closed():
+        if not _session_gone(conn):
             raise
 
 
-def _idle_bound(conn: Any, hold_ms: int) -> str:
-    """The statement that ends `conn`'s session once it has been idle `hold_ms` ("" before PostgreSQL 14)."""
-    return f"SET idle_session_timeout = {int(hold_ms)}; " if _bounds_idle_sessions(conn) else ""
+def _session_gone(conn: Any) -> bool:
+    """The pooled connection's session ended: closed, or already taken back by the pool (as it does when its
+    connection closes under it: then the proxy answers nothing)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _bounds_idle_sessions(conn: Any) -> bool:
