@@ -385,19 +385,12 @@ async def test_an_upstream_that_exits_while_its_child_holds_its_output_ends_its_
             msg = await until(client, gone, ("completed", "failed"), seconds=20)
             assert msg["status"] == "failed" and "upstream exited" in " ".join(texts(msg["result"])), msg
             child = int(pidfile.read_text())
-            assert _gone_or_zombie(child), f"the child {child} the upstream left still runs"
+            # killed before its output could end; on a loaded machine the end of its exit can come a moment later
+            assert _ends_within(child, 5), f"the child {child} the upstream left still runs"
             after = started(await client.call_tool("ok", {}))
             assert texts((await until(client, after, ("completed",), seconds=30))["result"]) == ["after ok"]
         errlog.seek(0)
         assert "proxy.upstream_output_held" in errlog.read()
-
-
-def _gone_or_zombie(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
 
 
 async def test_an_upstream_that_ignores_its_stdin_closing_dies_with_the_proxy_that_its_client_killed() -> None:
