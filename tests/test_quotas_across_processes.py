@@ -203,4 +203,4 @@ async def test_a_holder_that_stalled_gets_the_call_refused_after_the_bound_and_n
                     await manager.create_job("t", {}, viewer=Viewer("alice"))
         assert PRINCIPAL_LOCK_WAIT_MS / 1000 <= time.monotonic() - start < PRINCIPAL_LOCK_WAIT_MS / 1000 + 3
         assert await manager.store.active(principal="alice") == []
-        assert len(await manager.store.active(principal="bob")) == 1 and bob_took[0] < 2
+        assert len(await manager.store.active(principal="bob")) == 1 and bob_took[0] < PRINCIPAL_LOCK_WAIT_MS / 1000
