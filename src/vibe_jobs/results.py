@@ -89,14 +89,15 @@ def json_size(value: Any) -> int:
 def _flat_size(obj: dict[Any, Any]) -> int | None:
     """`json_size` of a flat object of ASCII strings, ints, bools and None; None for anything else."""
     size = 1 + 2 * len(obj) if obj else 2  # braces, a colon per member and a comma between members
-    for key, value in obj.items():
-        kind = type(value)
+    for key in obj:
         if type(key) is not str or not key.isascii():
             return None
+        value = obj[key]
+        kind = type(value)
         if kind is str and value.isascii():
             size += len(encode_basestring(value))
         elif kind is int:
-            size += len(int.__repr__(value))  # what the encoder writes (it raises likewise past the digit limit)
+            size += len(str(value))  # what the encoder writes (it raises likewise past the digit limit)
         elif value is None or value is True:
             size += 4
         elif value is False:
