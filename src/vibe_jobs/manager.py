@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import hashlib
 import math
 import os
@@ -538,8 +537,10 @@ class JobManager:
                 if read:
                     return rec
             else:
+                version = rec.version
+                at_version = _AT_VERSION[version] if version < _GUARDED_VERSIONS else VersionGuard(version)
                 try:
-                    new = await self.store.update(job_id, changes, _at_version(rec.version))
+                    new = await self.store.update(job_id, changes, at_version)
                 except StoreError as exc:
                     self.store_failed(exc)
                     raise
@@ -1076,7 +1077,9 @@ class JobManager:
 
 
 _RUNNING_ONLY = (JobStatus.RUNNING,)
-_at_version = functools.lru_cache(maxsize=1024)(VersionGuard)  # immutable, built once per version
+# the guards of a job's first versions, built once (immutable): a lookup, where a cache's was a call
+_GUARDED_VERSIONS = 1024
+_AT_VERSION = tuple(VersionGuard(version) for version in range(_GUARDED_VERSIONS))
 
 
 def _run_check(check: AnswerCheck, answer: Mapping[str, Any]) -> None:
