@@ -83,7 +83,7 @@ class Counters:
         hist = self.queue_wait.get(tool)
         if hist is None:
             hist = self.queue_wait[tool] = Histogram(JOB_BUCKETS)
-        hist.observe(max(0, waited_ms) / 1000)
+        hist.observe(waited_ms / 1000 if waited_ms > 0 else 0.0)
 
     def store_op(self, op: str, seconds: float) -> None:
         _hist(self.store_ops, op, STORE_BUCKETS).observe(seconds)
