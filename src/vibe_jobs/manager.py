@@ -363,12 +363,16 @@ class JobManager:
         rec.schedule_id, rec.tick, rec.principal = schedule_id, tick, principal
         return rec.id if await self._add_within_quotas(rec, lambda job: store.fire(job, version)) else None
 
-    async def _add_within_quotas(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
+    def _add_within_quotas(
+        self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]
+    ) -> Awaitable[bool]:
         """`_add`, after the principal's quotas (QuotaExceeded), for a call's job and a schedule's alike (a
         schedule's firings went past them: a principal held every run slot through one). The check and the
-        insert are one step (`principal_held`): concurrent calls cannot all pass one count."""
-        if not self._quotas:
-            return await self._add(rec, insert)
+        insert are one step (`principal_held`): concurrent calls cannot all pass one count. Without quotas,
+        `_add` itself (not a coroutine awaiting it: one layer less on every creation)."""
+        return self._add_held(rec, insert) if self._quotas else self._add(rec, insert)
+
+    async def _add_held(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         async with self.principal_held(rec.principal):
             await self._check_quotas(rec.principal, rec.params)
             return await self._add(rec, insert)
