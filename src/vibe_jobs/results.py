@@ -11,10 +11,11 @@ from typing import Any
 
 def as_result_dict(value: Any) -> dict[str, Any]:
     """Normalise a CallToolResult (pydantic model) or dict into the wire dict form."""
-    if type(value) is not dict and hasattr(value, "model_dump"):  # a dict: no failed attribute lookup
-        value = value.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not isinstance(value, dict):
-        raise TypeError(f"a result must be a CallToolResult or a dict, not {type(value).__name__}")
+    if type(value) is not dict:  # a dict: no failed attribute lookup, nothing more to ask
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if not isinstance(value, dict):
+            raise TypeError(f"a result must be a CallToolResult or a dict, not {type(value).__name__}")
     content = value.get("content", _NO_CONTENT)
     if content is not _NO_CONTENT and not isinstance(content, list):
         raise TypeError("a result's 'content' must be a list")
