@@ -916,6 +916,52 @@ async def test_a_process_stalled_holding_a_lock_holds_it_only_briefly(schema_url
         await store.drop_schema()
 
 
+async def test_a_holder_whose_insert_waits_on_the_database_keeps_the_principal_s_lock(schema_url: str) -> None:
+    """The principal's lock session sits idle while its holder counts and inserts on other connections: with only
+    the idle bound, a holder whose insert waited on the database (a table lock, a slow commit) lost the lock after
+    PRINCIPAL_LOCK_HOLD_MS, and another server's call took it, counted 0 (the first insert not committed yet) and
+    stored a second job past quota_pending=1 (review helper-83 F1). A holder that runs keeps its session busy."""
+    from vibe_jobs.errors import QuotaExceeded
+    from vibe_jobs.identity import Viewer
+    from vibe_jobs.store.postgres.store import PRINCIPAL_LOCK_HOLD_MS
+
+    name = f"vj_busy_{uuid.uuid4().hex[:8]}"
+    stores = [PostgresStore(f"{schema_url}&application_name={name}") for _ in range(2)]
+    for store in stores:
+        await store.open()
+    managers = [JobManager(store, Settings(quota_pending=1)) for store in stores]
+    answers: list[str] = []
+
+    async def create(manager: JobManager) -> None:
+        try:
+            answers.append(await manager.create_job("t", {}, viewer=Viewer("alice")))
+        except QuotaExceeded:
+            answers.append("quota_exceeded")
+
+    admin = await asyncpg.connect(stores[0].dsn)
+    try:
+        await admin.execute(f'BEGIN; LOCK TABLE "{stores[0].schema}".jobs IN SHARE MODE')
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(create, managers[0])
+                await _until(lambda: _waiting(stores[0], name, 1), "the first insert waits on the table")
+                await anyio.sleep(PRINCIPAL_LOCK_HOLD_MS / 1000 + 1)  # the time the bound needs to act, if it did
+                tg.start_soon(create, managers[1])
+                await _until(lambda: _waiting(stores[0], name, 2), "the second call waits (on the lock, or the table)")
+                await admin.execute("ROLLBACK")
+        assert sorted(answer == "quota_exceeded" for answer in answers) == [False, True], answers
+        assert len(await stores[0].active(principal="alice")) == 1
+    finally:
+        await admin.close()
+        for store in stores:
+            await store.close()
+        await stores[0].drop_schema()
+
+
+async def _waiting(store: PostgresStore, name: str, sessions: int) -> bool:
+    return await _lock_waiters(store, name) >= sessions
+
+
 async def _sweeper_lock_taken(store: PostgresStore) -> bool:
     async with store.sweeper_lock() as held:
         return held

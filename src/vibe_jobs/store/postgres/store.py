@@ -65,9 +65,8 @@ _OPTIONS = ("schema", "pool_min", "pool_max", "application_name")
 _RECONNECT_DELAYS = (0.0, 0.05, 0.2, 0.5, 1.0)
 # The longest a lock's holder may leave the lock's session idle (ms), on PostgreSQL 14+ (`idle_session_timeout`):
 # past it PostgreSQL ends the session and the lock goes with it, so a holder that stalls (paused, frozen, swapped
-# out) holds the others for this long, not for as long as it stalls. A principal's holder only counts and
-# inserts: within the waiters' PRINCIPAL_LOCK_WAIT_MS, a waiter behind a stalled holder gets the lock. The sweep
-# may take longer, and two sweeps at once only repeat compare-and-sets.
+# out) holds the others for this long, not for as long as it stalls; a holder that runs keeps its session busy
+# (`_kept_busy`). Within the waiters' PRINCIPAL_LOCK_WAIT_MS, a waiter behind a stalled holder gets the lock.
 PRINCIPAL_LOCK_HOLD_MS = 3_000
 SWEEPER_LOCK_HOLD_MS = 30_000
 # The longest a firing's transaction may wait on its own process between statements (ms): it holds the tick's key
@@ -742,7 +741,8 @@ class PostgresStore(SharedJobStore):
                         conn.terminate()
                         raise
                     try:
-                        yield held
+                        async with _kept_busy(conn, bound_ms if held else None):
+                            yield held
                     finally:
                         if held:
                             with anyio.CancelScope(shield=True):
@@ -882,6 +882,39 @@ async def _release_advisory_lock(conn: Any, key: int, bounded: bool) -> None:
     except DB_ERRORS:
         if not _session_gone(conn):
             raise
+
+
+@contextlib.asynccontextmanager
+async def _kept_busy(conn: Any, bound_ms: int | None) -> AsyncIterator[None]:
+    """While a lock is held with an idle bound, a statement on its session every third of the bound: the session
+    is idle only when its holder's process is (stopped, frozen), not while the holder's work waits on the database
+    on other connections (a table lock, a slow commit), which would lose the lock under a holder that still
+    counts on it (review helper-83 F1). A beat is never cut off (the session stays usable for the release); one
+    that fails ends the beating (the session is gone, and the lock with it)."""
+    if bound_ms is None:
+        yield
+        return
+    stop = anyio.Event()
+    beating = asyncio.get_running_loop().create_task(_beat(conn, bound_ms / 3000, stop))  # not a task group: the
+    try:  # holder's own errors (QuotaExceeded) must leave as they are, not in an ExceptionGroup
+        yield
+    finally:
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await beating
+
+
+async def _beat(conn: Any, every_s: float, stop: anyio.Event) -> None:
+    while True:
+        with anyio.move_on_after(every_s):
+            await stop.wait()
+        if stop.is_set() or _session_gone(conn):
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await conn.execute("SELECT 1")
+        except DB_ERRORS:
+            return
 
 
 def _session_gone(conn: Any) -> bool:
