@@ -542,7 +542,7 @@ class JobManager:
                     return rec
             else:
                 version = rec.version
-                at_version = _AT_VERSION[version] if version < _GUARDED_VERSIONS else VersionGuard(version)
+                at_version = _AT_VERSION[version] if 0 <= version < _GUARDED_VERSIONS else VersionGuard(version)
                 try:
                     new = await self.store.update(job_id, changes, at_version)
                 except StoreError as exc:

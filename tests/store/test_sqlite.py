@@ -735,3 +735,34 @@ def test_the_sqlite_store_locks_principals_and_is_no_cluster_store() -> None:
     store = SQLiteStore("sqlite:///:memory:")
     assert isinstance(store, PrincipalLocking) and not isinstance(store, SharedJobStore)
     assert not isinstance(MemoryStore(), PrincipalLocking)
+
+
+async def test_a_principal_utf_8_cannot_encode_is_a_store_error_with_quotas_on(tmp_path: Path) -> None:
+    """A lone surrogate (a JWT `sub` of "\\ud800" decodes to one) reached the quota lock's hash, which encoded it
+    strictly: a bare UnicodeEncodeError left create_job, an error no surface answers (review helper-83 F2). Now it
+    meets the store as without quotas, which refuses it (StoreError, a JobError the surfaces answer)."""
+    from vibe_jobs.identity import Viewer
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        for settings in (Settings(), Settings(quota_pending=5)):
+            with pytest.raises(StoreError):
+                await JobManager(store, settings).create_job("t", {}, viewer=Viewer("a\ud800"))
+    finally:
+        await store.close()
+
+
+async def test_a_job_of_a_negative_version_is_changed_under_its_own_guard(tmp_path: Path) -> None:
+    """A version below 0 (a row someone wrote by hand) took the cached guard of version 1023 from the end of the
+    guards' tuple: no change of the job could ever land (StaleWrite), where before it was guarded as itself
+    (review helper-83 F3)."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    await store.open()
+    try:
+        job_id = await JobManager(store, Settings()).create_job("t", {})
+        await store._sql("UPDATE jobs SET version = -1 WHERE id = ?", (job_id,))
+        rec = await JobManager(store, Settings()).cancel_job(job_id)  # a manager that read the job afresh
+        assert rec.status is JobStatus.CANCELLED
+    finally:
+        await store.close()

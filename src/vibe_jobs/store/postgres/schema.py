@@ -202,7 +202,7 @@ def check_schema_name(name: str) -> str:
 
 def lock_key(schema: str, purpose: str) -> int:
     """A stable signed 64-bit advisory-lock key for (schema, purpose)."""
-    digest = hashlib.blake2b(f"vibe_jobs:{schema}:{purpose}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"vibe_jobs:{schema}:{purpose}".encode(errors="surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 

@@ -55,7 +55,10 @@ def lock_path(db_path: str) -> str:
 
 
 def offset_of(principal: str) -> int:
-    return int.from_bytes(hashlib.blake2b(principal.encode(), digest_size=8).digest(), "big") % _OFFSETS
+    return (
+        int.from_bytes(hashlib.blake2b(principal.encode(errors="surrogatepass"), digest_size=8).digest(), "big")
+        % _OFFSETS
+    )
 
 
 class _Attempts:
