@@ -766,3 +766,21 @@ async def test_a_job_of_a_negative_version_is_changed_under_its_own_guard(tmp_pa
         assert rec.status is JobStatus.CANCELLED
     finally:
         await store.close()
+
+
+async def test_a_link_planted_as_the_quota_lock_file_is_not_followed(tmp_path: Path) -> None:
+    """`<db>-quota` is opened to lock a principal: a symbolic link planted there (to a file that does not exist
+    yet, or to one of the server's) was followed, creating or opening its target (review helper-83). Now the call
+    is refused, naming the lock file, and nothing is made at the target."""
+    from vibe_jobs.identity import Viewer
+
+    db, target = tmp_path / "jobs.db", tmp_path / "elsewhere"
+    store = SQLiteStore(f"sqlite:///{db}")
+    await store.open()
+    try:
+        (tmp_path / "jobs.db-quota").symlink_to(target)
+        with pytest.raises(StoreError, match="quota lock file"):
+            await JobManager(store, Settings(quota_pending=5)).create_job("t", {}, viewer=Viewer("alice"))
+        assert not target.exists()
+    finally:
+        await store.close()

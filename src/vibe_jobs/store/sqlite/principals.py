@@ -73,7 +73,8 @@ class _Attempts:
     def take(self) -> bool:
         """Take the lock if nobody holds it: True when taken."""
         if self.fd is None:  # kept here at once: whoever gave up waiting for this thread still closes it
-            self.fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # a link planted there is not followed
+            self.fd = os.open(lock_path(self.path), flags, 0o600)
         try:
             if self.byte_ranges:  # struct flock as Linux lays it out (l_pid 0, as an OFD lock needs)
                 asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, self.offset, 1, 0)
