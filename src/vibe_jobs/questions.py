@@ -198,7 +198,7 @@ def plain_answer(question: Mapping[str, Any], answer: Any, action: str) -> Any:
     """An agent's answer (the content alone, and an action) in the shape `check_answer` takes."""
     if action != "accept":
         if action not in ACTIONS:
-            raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+            raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r:.80}")
         return {"action": action}
     if question["method"] == ELICIT:
         return {"action": "accept", "content": answer}
@@ -210,7 +210,7 @@ def _elicit_answer(schema: Mapping[str, Any], answer: Any) -> dict[str, Any]:
         raise InvalidParams("an elicitation answer must be an object: {action, content}")
     action = answer.get("action", "accept")
     if action not in ACTIONS:
-        raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        raise InvalidParams(f"action must be one of {', '.join(ACTIONS)}, not {action!r:.80}")
     content = answer.get("content")
     if content is None:  # an accept with no content: the schema's required fields say whether that fits
         content = {}
@@ -224,7 +224,7 @@ def check_content(schema: Mapping[str, Any], content: Mapping[str, Any]) -> dict
     props: Mapping[str, Any] = schema.get("properties") or {}
     unknown = sorted(set(content) - set(props))
     if unknown:
-        raise InvalidParams(f"unknown field {unknown[0]!r}; the schema asks for {', '.join(props) or 'nothing'}")
+        raise InvalidParams(f"unknown field {unknown[0]!r:.80}; the schema asks for {', '.join(props) or 'nothing'}")
     missing = [name for name in schema.get("required") or () if name not in content]
     if missing:
         raise InvalidParams(f"required field {missing[0]!r} is missing")
@@ -241,12 +241,13 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
     else:
         ok = expected is None or (isinstance(value, expected) and not (kind != "boolean" and isinstance(value, bool)))
     if not ok:
-        raise InvalidParams(f"field {name!r} must be {'a list of strings' if kind == 'array' else kind}, got {value!r}")
+        wanted = "a list of strings" if kind == "array" else kind
+        raise InvalidParams(f"field {name!r} must be {wanted}, got {value!r:.80}")
     allowed = _allowed(prop)
     if allowed is not None and any(v not in allowed for v in (value if isinstance(value, list) else [value])):
-        raise InvalidParams(f"field {name!r} must be one of {sorted(allowed)!r}, got {value!r}")
+        raise InvalidParams(f"field {name!r} must be one of {sorted(allowed)!r:.200}, got {value!r:.80}")
     if (problem := _out_of_bounds(prop, value)) is not None:
-        raise InvalidParams(f"field {name!r} must be {problem}, got {value!r}")
+        raise InvalidParams(f"field {name!r} must be {problem}, got {value!r:.80}")
 
 
 # the bounds a field's schema may set, what a value is measured by for each, and whether the bound is met
@@ -304,10 +305,10 @@ def _sample_answer(answer: Any) -> dict[str, Any]:
             f"block or a non-empty list of blocks: {problem}"
         )
     if answer.get("role", "assistant") != "assistant":
-        raise InvalidParams(f"a sampling answer's role must be 'assistant', not {answer.get('role')!r}")
+        raise InvalidParams(f"a sampling answer's role must be 'assistant', not {answer.get('role')!r:.80}")
     for field in ("model", "stopReason"):
         if field in answer and not isinstance(answer[field], str):
-            raise InvalidParams(f"a sampling answer's {field} must be a string, not {answer[field]!r}")
+            raise InvalidParams(f"a sampling answer's {field} must be a string, not {answer[field]!r:.80}")
     return {"model": "unknown", **answer, "role": "assistant"}
 
 

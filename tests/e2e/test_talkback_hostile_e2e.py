@@ -1,0 +1,60 @@
+"""Hostile answers to a job's question, against the real `vibe-jobs serve` over streamable HTTP with the real
+MCP client: a refused answer is told to its caller in an answer the caller can read, naming the problem, and
+the question stays open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_types import TextContent
+
+from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http
+from tests.e2e.test_talkback_e2e import read, start
+
+pytestmark = pytest.mark.timeout(120)
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def roomy_server() -> Any:
+    """A server with the default limits: answers (like params) up to 1 MiB, and 1 MiB to an HTTP answer."""
+    with start_http("streamable-http", {"VIBE_JOBS_MAX_PARAMS_BYTES": str(MIB)}) as server:
+        yield server
+
+
+async def waiting(client: Client, job_id: str) -> dict[str, Any]:
+    with anyio.fail_after(30):
+        while "waitingFor" not in (msg := await read(client, job_id, wait=5)):
+            assert msg["status"] in ("pending", "running"), msg
+        return msg
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
+    roomy_server: HttpServer, mode: str
+) -> None:
+    """A refusal quoted the answer whole (`got 'xxx...'`), twice (text and structured error): a 600 kB string for
+    a yes/no field made a reply past the 1 MiB an HTTP client reads, so the caller got no answer at all
+    ("Server-sent event exceeded the 1048576 byte limit") instead of the reason. Each refusal is now short."""
+    big = "x" * 600_000
+    async with http_client_for(roomy_server, mode) as client:
+        elicit, sampling = await start(client, "confirm"), await start(client, "sample_keys")
+        await waiting(client, elicit)
+        await waiting(client, sampling)
+        cases = [
+            (elicit, {"confirm": big}, "field 'confirm' must be boolean"),
+            (elicit, {big: True}, "unknown field 'xxxx"),
+            (sampling, {"role": big, "content": {"type": "text", "text": "hi"}}, "role must be 'assistant'"),
+            (sampling, {"content": {"type": "text", "text": "hi"}, "model": [big]}, "model must be a string"),
+        ]
+        for job_id, answer, reason in cases:
+            refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})
+            assert refused.is_error and isinstance(refused.content[0], TextContent), refused
+            text = refused.content[0].text
+            assert reason in text and len(text) < 1_000, text[:300]
+            assert "waitingFor" in await read(client, job_id)  # the question stays open
+        for job_id, answer in ((elicit, {"confirm": True}), (sampling, "a short reply")):
+            assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})).is_error
