@@ -106,6 +106,43 @@ def test_the_repeated_hour_fires_once_per_wall_time(zone: str, fold_start_utc: i
     assert prev_tick(t, fold_start_utc + 2 * H) == fold_start_utc + 3 * q
 
 
+@pytest.mark.parametrize(("zone", "fold_start_utc"), [("Europe/Berlin", utc(2026, 10, 25, 0)),
+                                                      ("America/New_York", utc(2026, 11, 1, 5))])  # fmt: skip
+@pytest.mark.parametrize(
+    ("misfire", "fired", "skipped"), [(Misfire.RUN_ONCE, [3], 2), (Misfire.CATCH_UP, [1, 2, 3], 0)]
+)
+def test_downtime_that_ends_in_the_second_pass_of_the_repeated_hour_fires_what_it_missed(
+    zone: str, fold_start_utc: int, misfire: Misfire, fired: list[int], skipped: int
+) -> None:
+    """A server down from the first pass of the repeated hour to its second (back at the second 02:10): the first
+    pass's 02:15, 02:30 and 02:45 were missed. The walk back from the second 02:10 began at wall time 02:10, found
+    02:00 (the first pass's, before the missed ticks) and stopped: run_once fired nothing, and nothing was counted
+    as skipped. It now begins where the first pass's ticks before now end."""
+    t = Timing(cron="*/15 * * * *", timezone=zone)
+    q = 15 * 60 * S
+    now = fold_start_utc + H + 10 * 60 * S  # the second 02:10 (01:10 wall time in New York)
+    assert prev_tick(t, now) == fold_start_utc + 3 * q
+    p = plan(t, fold_start_utc + q, now, misfire=misfire, max_catch_up=10)
+    assert p.ticks == [fold_start_utc + k * q for k in fired]
+    assert p.dropped == skipped and p.next_fire_at == fold_start_utc + 2 * H
+
+
+@pytest.mark.parametrize(("zone", "fold_start_utc"), [("Europe/Berlin", utc(2026, 10, 25, 0)),
+                                                      ("America/New_York", utc(2026, 11, 1, 5))])  # fmt: skip
+@pytest.mark.parametrize("cron", ["*/15 * * * *", "45 1 * * *", "30 2 * * *"])
+def test_the_walk_back_finds_the_tick_the_walk_forward_made_last_around_the_repeated_hour(
+    zone: str, fold_start_utc: int, cron: str
+) -> None:
+    """prev_tick(p) is the last tick before p as next_tick makes them, at every 5 minutes of the day around the
+    fall-back night: in the second pass of the repeated hour it was a tick of the first pass before the last one
+    (or, for a daily 01:45 in New York, the day before's), so a misfire walk from there stopped short."""
+    t = Timing(cron=cron, timezone=zone)
+    start, end = fold_start_utc - 12 * H, fold_start_utc + 12 * H
+    made = [tick for tick in ticks(t, start - 25 * H, 200) if tick <= end]
+    for p in range(start, end, 5 * 60 * S):
+        assert prev_tick(t, p + 7) == max(tick for tick in made if tick < p + 7), p
+
+
 def test_end_at_stops_the_ticks() -> None:
     t = Timing(every_ms=10 * S, created_at=0, end_at=35 * S)
     assert ticks(t, 0, 10) == [10 * S, 20 * S, 30 * S]

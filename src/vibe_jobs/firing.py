@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -162,13 +162,25 @@ def instant_of(wall: datetime, tz: ZoneInfo) -> int:
     return hi
 
 
+def _latest_wall_before(ms: int, tz: ZoneInfo) -> datetime:
+    """Where a backward walk from instant `ms` begins: its wall time, or, in the second pass of a repeated hour
+    (fall back), that wall time plus the hour repeated: a tick fires at its wall time's first pass, so the first
+    pass's ticks at later wall times (02:45 when `ms` is the second 02:10) are before `ms` too."""
+    at = datetime.fromtimestamp(ms / 1000, tz)
+    if not at.fold:
+        return at.replace(tzinfo=None)
+    first, second = at.replace(fold=0).utcoffset(), at.utcoffset()
+    assert first is not None and second is not None
+    return at.replace(tzinfo=None) + max(first - second, timedelta(0))
+
+
 def _cron_walk(t: Timing, start: int, forward: bool) -> Iterator[int]:
     """Cron ticks after (or before) `start`, strictly, in order; each distinct."""
     assert t.cron is not None
     tz = zone(t.timezone)
     text = check_cron(t.cron)
     try:
-        begin = _wall(start, tz)
+        begin = _wall(start, tz) if forward else _latest_wall_before(start, tz)
     except (OverflowError, ValueError):  # past year 9999 where the zone is (ahead of UTC): no ticks
         return
     it = croniter(text, begin, second_at_beginning=len(text.split(" ")) == 6)
