@@ -31,8 +31,13 @@ def _text(content: str) -> TextContent:
     return TextContent(type="text", text=content)
 
 
-def _answer(rec: ScheduleRecord, what: str) -> CallToolResult:
+def _answer(rec: ScheduleRecord, what: str, ctx: Context, max_bytes: int) -> CallToolResult:
+    """A schedule-job, pause or resume answer: the schedule, its arguments within what one answer carries over
+    HTTP (`carried_schedules`; up to max_params_bytes of them made an answer the client could not read, so a
+    schedule made, paused or resumed answered its caller as a failure)."""
     wire = Schedule.from_record(rec).wire()
+    shown, _ = carried_schedules([wire], ctx.request_context.request, max_bytes)
+    wire = shown[0] if shown else wire
     return CallToolResult(
         content=[_text(f"Schedule {rec.schedule_id} {what}; {_next(rec.next_fire_at)}.")],
         structured_content=wire,
@@ -67,6 +72,7 @@ class ScheduleTools:
 
     async def schedule_job(
         self,
+        ctx: Context,
         tool: Annotated[str, Field(description="The job tool to run on the schedule.")],
         arguments: Annotated[dict[str, Any], Field(description="The tool's arguments (checked now).")] = {},  # noqa: B006
         cron: Annotated[
@@ -106,7 +112,7 @@ class ScheduleTools:
                     "operationType": operationType,
                 }
             )
-            return _answer(await self.s.create(spec, self.identity.viewer()), "created")
+            return self._answer(await self.s.create(spec, self.identity.viewer()), "created", ctx)
 
         return await _guarded(create)
 
@@ -120,13 +126,13 @@ class ScheduleTools:
         body: dict[str, Any] = {"schedules": schedules, **({"omitted": omitted} if omitted else {})}
         return CallToolResult(content=[_text("\n".join(lines) or "no schedules")], structured_content=body)
 
-    async def pause_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
+    async def pause_schedule(self, ctx: Context, scheduleId: ScheduleId) -> CallToolResult:
         """Pause a schedule: it fires nothing until resumed."""
-        return await _guarded(lambda: self._then(self.s.pause(scheduleId, self.identity.viewer()), "paused"))
+        return await _guarded(lambda: self._then(self.s.pause(scheduleId, self.identity.viewer()), "paused", ctx))
 
-    async def resume_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
+    async def resume_schedule(self, ctx: Context, scheduleId: ScheduleId) -> CallToolResult:
         """Resume a paused schedule from now (ticks that came due while paused are not fired)."""
-        return await _guarded(lambda: self._then(self.s.resume(scheduleId, self.identity.viewer()), "resumed"))
+        return await _guarded(lambda: self._then(self.s.resume(scheduleId, self.identity.viewer()), "resumed", ctx))
 
     async def delete_schedule(self, scheduleId: ScheduleId) -> CallToolResult:
         """Delete a schedule: it fires no more (jobs it fired already are kept)."""
@@ -140,9 +146,11 @@ class ScheduleTools:
 
         return await _guarded(delete)
 
-    @staticmethod
-    async def _then(change: Awaitable[ScheduleRecord], what: str) -> CallToolResult:
-        return _answer(await change, what)
+    async def _then(self, change: Awaitable[ScheduleRecord], what: str, ctx: Context) -> CallToolResult:
+        return self._answer(await change, what, ctx)
+
+    def _answer(self, rec: ScheduleRecord, what: str, ctx: Context) -> CallToolResult:
+        return _answer(rec, what, ctx, self.s.m.settings.max_answer_bytes)
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any]]] = [

@@ -1,0 +1,48 @@
+"""Schedules at their limits, against the real `vibe-jobs serve` over streamable HTTP with the real MCP client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, http_client_for, start_http
+
+pytestmark = pytest.mark.timeout(120)
+MIB = 1 << 20
+
+
+def body(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text[:300]
+    structured: dict[str, Any] = result.structured_content
+    return structured
+
+
+async def call(client: Client, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+    with anyio.fail_after(30):
+        return body(await client.call_tool(tool, args))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_schedule_with_arguments_at_the_params_limit_is_answered_readably_when_made_paused_and_resumed(
+    mode: str,
+) -> None:
+    """schedule-job, pause-schedule and resume-schedule answer with the schedule, its arguments whole: arguments
+    within VIBE_JOBS_MAX_PARAMS_BYTES (1 MiB) made an answer past the 1 MiB the MCP client reads from one
+    server-sent event, so the caller was told the call failed ("Server-sent event exceeded the 1048576 byte
+    limit") while the schedule was made (it fires for ever; a retry makes a second one), paused or resumed. Over
+    HTTP large arguments are now shown as list-schedules shows them (a marker); the schedule is whole in the
+    store and fires with them."""
+    spec = {"tool": "echo", "arguments": {"text": "x" * 1_048_500}, "cron": "0 0 1 1 *"}
+    marker = {"truncated": True, "originalBytes": 1_048_521, "maxAnswerBytes": MIB}
+    with start_http("streamable-http", {"VIBE_JOBS_MAX_PARAMS_BYTES": str(MIB)}) as server:
+        async with http_client_for(server, mode) as client:
+            made = await call(client, "schedule-job", spec)
+            assert made["arguments"] == marker
+            schedule_id = made["scheduleId"]
+            assert (await call(client, "pause-schedule", {"scheduleId": schedule_id}))["paused"] is True
+            assert (await call(client, "resume-schedule", {"scheduleId": schedule_id}))["paused"] is False
+            listed = (await call(client, "list-schedules", {}))["schedules"]
+            assert [s["scheduleId"] for s in listed] == [schedule_id]
