@@ -812,8 +812,11 @@ class PostgresStore(SharedJobStore):
         return None if row is None else schedulerows.decode(tuple(row))
 
     async def delete_schedule(self, schedule_id: str) -> bool:
+        # The schedule first: a firing then finds it gone (or, holding it FOR SHARE, is waited for and its tick's
+        # key deleted after). Its keys first let a process that had read it fire a tick fired already, again.
+        deleted = await self._execute("DELETE FROM schedules WHERE schedule_id = $1", schedule_id) != "DELETE 0"
         await self._execute("DELETE FROM schedule_ticks WHERE schedule_id = $1", schedule_id)
-        return await self._execute("DELETE FROM schedules WHERE schedule_id = $1", schedule_id) != "DELETE 0"
+        return deleted
 
     async def fire(self, job: JobRecord, version: int) -> bool:
         """The tick's key and the job in one transaction, while the schedule is unpaused at `version`: the
