@@ -139,7 +139,34 @@ def sample_request(
         "modelPreferences": dict(model_preferences) if model_preferences is not None else None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
+    if (problem := _sampling_options_problem(params)) is not None:  # as a content block's: no request is made of it
+        raise InvalidParams(f"sampling's {problem}")
     return {"method": SAMPLE, "params": params}
+
+
+_PRIORITIES = ("costPriority", "speedPriority", "intelligencePriority")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sampling_options_problem(params: Mapping[str, Any]) -> str | None:
+    """Why the options of a sampling request are not those an MCP request carries, else None."""
+    if not isinstance(params.get("systemPrompt", ""), str):
+        return f"system must be a string, not {params['systemPrompt']!r:.80}"
+    if not _number(params.get("temperature", 0)):
+        return f"temperature must be a number, not {params['temperature']!r:.80}"
+    if not all(isinstance(s, str) for s in params.get("stopSequences", ())):
+        return f"stop_sequences must be strings, not {params['stopSequences']!r:.80}"
+    prefs = params.get("modelPreferences", {})
+    hints = prefs.get("hints") or []
+    names = [h.get("name") for h in hints if isinstance(h, Mapping)] if isinstance(hints, list) else [0]
+    if len(names) != len(hints) or not all(n is None or isinstance(n, str) for n in names):
+        return f"model_preferences hints must be a list of {{name}} objects, not {hints!r:.80}"
+    if not all(prefs.get(k) is None or _number(prefs[k]) for k in _PRIORITIES):
+        return f"model_preferences priorities ({', '.join(_PRIORITIES)}) must be numbers"
+    return None
 
 
 def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -153,6 +180,10 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
         content = {"type": "text", "text": content}
     if not isinstance(content, Mapping | list):
         raise InvalidParams("a sampling message needs content (a string or content blocks)")
+    blocks = content if isinstance(content, list) else [content]
+    problem = next(filter(None, map(_request_block_problem, blocks)), None)
+    if problem is not None:  # the MCP request could not be made of it: every long-poll of the job failed
+        raise InvalidParams(f"a sampling message's content must be a block or a list of blocks: {problem}")
     return {"role": role, "content": content}
 
 
@@ -322,6 +353,18 @@ def _block_problem(block: Any) -> str | None:
     for field in _BLOCK_FIELDS.get(block["type"], ()):
         if not isinstance(block.get(field), str):
             return f"a {block['type']} block's {field} must be a string, not {block.get(field)!r:.80}"
+    return None
+
+
+_REQUEST_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
+
+
+def _request_block_problem(block: Any) -> str | None:
+    """Why `block` is no content block a sampling request can carry."""
+    if (problem := _block_problem(block)) is not None:
+        return problem
+    if block["type"] not in _REQUEST_BLOCKS:
+        return f"a block's type is one of {', '.join(_REQUEST_BLOCKS)}, not {block['type']!r:.80}"
     return None
 
 

@@ -4,14 +4,17 @@ the question stays open."""
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
-from mcp_types import TextContent
+from mcp.client.session import ClientRequestContext
+from mcp.client.stdio import stdio_client
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
-from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http
+from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http, stdio_params
 from tests.e2e.test_talkback_e2e import read, start
 
 pytestmark = pytest.mark.timeout(120)
@@ -58,3 +61,33 @@ async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
             assert "waitingFor" in await read(client, job_id)  # the question stays open
         for job_id, answer in ((elicit, {"confirm": True}), (sampling, "a short reply")):
             assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})).is_error
+
+
+@pytest.mark.parametrize(
+    ("tool", "says"),
+    [
+        ("sample_number_text", "a sampling message's content must be a block"),
+        ("sample_video", "a sampling message's content must be a block"),
+        ("sample_hot", "sampling's temperature must be a number"),
+    ],
+)
+async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_every_read(tool: str, says: str) -> None:
+    """A job sampled with what the MCP's CreateMessageRequest cannot hold (a text block whose text is 5, a "video"
+    block, a temperature of "hot"): stored as its question, it made every long-poll of a 2026-07-28 client with
+    the sampling capability fail ("Error executing tool get-job-result": the input_required request could not be
+    built), for as long as the job waited (an hour by default). The job's sample() now refuses it, naming it."""
+
+    async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="hi"), model="m")
+
+    params = stdio_params()
+    params.args = ["tests.e2e.talkback_hostile_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
+    with tempfile.TemporaryFile("w+") as errlog:
+        transport = stdio_client(params, errlog=errlog)
+        async with Client(transport, mode="auto", read_timeout_seconds=30, sampling_callback=on_sample) as client:
+            job_id = await start(client, tool)
+            with anyio.fail_after(30):
+                while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                    pass
+    assert msg["status"] == "failed", msg
+    assert says in msg["message"], msg["message"]

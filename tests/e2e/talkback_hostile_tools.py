@@ -1,0 +1,23 @@
+"""Job tools that ask questions the MCP cannot carry (loaded with --tools by test_talkback_hostile_e2e)."""
+
+from __future__ import annotations
+
+from vibe_jobs import JobContext, job_tool
+
+
+@job_tool(description="Sample with a text block whose text is a number")
+async def sample_number_text(job: JobContext) -> str:
+    reply = await job.sample([{"role": "user", "content": {"type": "text", "text": 5}}], max_tokens=10)
+    return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a block of a type no sampling message holds")
+async def sample_video(job: JobContext) -> str:
+    reply = await job.sample([{"role": "user", "content": [{"type": "video", "url": "x"}]}], max_tokens=10)
+    return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample at a temperature that is no number")
+async def sample_hot(job: JobContext) -> str:
+    reply = await job.sample("hi", max_tokens=10, temperature="hot")  # type: ignore[arg-type]
+    return f"{reply.action} {reply.text}"
