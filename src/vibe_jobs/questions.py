@@ -276,7 +276,7 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
         raise InvalidParams(f"field {name!r} must be {wanted}, got {value!r:.80}")
     allowed = _allowed(prop)
     if allowed is not None and any(v not in allowed for v in (value if isinstance(value, list) else [value])):
-        raise InvalidParams(f"field {name!r} must be one of {sorted(allowed)!r:.200}, got {value!r:.80}")
+        raise InvalidParams(f"field {name!r} must be one of {allowed!r:.200}, got {value!r:.80}")
     if (problem := _out_of_bounds(prop, value)) is not None:
         raise InvalidParams(f"field {name!r} must be {problem}, got {value!r:.80}")
 
@@ -310,14 +310,17 @@ def _out_of_bounds(prop: Mapping[str, Any], value: Any) -> str | None:
     # upstream's pattern would run on an answerer's text)
 
 
-def _allowed(prop: Mapping[str, Any]) -> set[Any] | None:
+def _allowed(prop: Mapping[str, Any]) -> list[Any] | None:
+    """The values a field's schema allows (its enum, or its options' consts), in the schema's order; a list, not a
+    set: a schema's values need not be hashable, nor of one type (["a", 1]: sorting them failed the answer-job
+    call with no reason given)."""
     source = prop.get("items") if prop.get("type") == "array" else prop
     if not isinstance(source, Mapping):
         return None
-    if source.get("enum"):
-        return set(source["enum"])
+    if enum := source.get("enum"):
+        return list(enum) if isinstance(enum, list | tuple) else [enum]
     consts = [o.get("const") for o in source.get("oneOf") or source.get("anyOf") or () if isinstance(o, Mapping)]
-    return set(consts) if consts else None
+    return consts or None
 
 
 def _sample_answer(answer: Any) -> dict[str, Any]:

@@ -21,3 +21,10 @@ async def sample_video(job: JobContext) -> str:
 async def sample_hot(job: JobContext) -> str:
     reply = await job.sample("hi", max_tokens=10, temperature="hot")  # type: ignore[arg-type]
     return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Ask to pick from choices of mixed types (a string and a number)")
+async def pick_mixed(job: JobContext) -> str:
+    schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["a", 1]}}, "required": ["pick"]}
+    answer = await job.elicit("Pick one", schema)
+    return f"{answer.action} {answer.content}"

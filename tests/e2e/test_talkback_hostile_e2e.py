@@ -5,6 +5,8 @@ the question stays open."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -63,6 +65,17 @@ async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
             assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": answer})).is_error
 
 
+@asynccontextmanager
+async def hostile_tools_client(mode: str, **callbacks: Any) -> AsyncIterator[Client]:
+    """The real server over stdio with the job tools of `talkback_hostile_tools`."""
+    params = stdio_params()
+    params.args = ["tests.e2e.talkback_hostile_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
+    with tempfile.TemporaryFile("w+") as errlog:
+        transport = stdio_client(params, errlog=errlog)
+        async with Client(transport, mode=mode, read_timeout_seconds=30, **callbacks) as client:
+            yield client
+
+
 @pytest.mark.parametrize(
     ("tool", "says"),
     [
@@ -80,14 +93,28 @@ async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_ev
     async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
         return CreateMessageResult(role="assistant", content=TextContent(type="text", text="hi"), model="m")
 
-    params = stdio_params()
-    params.args = ["tests.e2e.talkback_hostile_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
-    with tempfile.TemporaryFile("w+") as errlog:
-        transport = stdio_client(params, errlog=errlog)
-        async with Client(transport, mode="auto", read_timeout_seconds=30, sampling_callback=on_sample) as client:
-            job_id = await start(client, tool)
-            with anyio.fail_after(30):
-                while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
-                    pass
+    async with hostile_tools_client("auto", sampling_callback=on_sample) as client:
+        job_id = await start(client, tool)
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                pass
     assert msg["status"] == "failed", msg
     assert says in msg["message"], msg["message"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_outside_choices_of_mixed_types_is_refused_naming_them(mode: str) -> None:
+    """A question whose choices are of mixed types (["a", 1]: a flat JSON schema a job may give) refused a wrong
+    answer with "Error executing tool answer-job" and no reason: sorting the choices for the message raised a
+    TypeError. It is refused naming the field and its choices; the question stays, and a right answer is taken."""
+    async with hostile_tools_client(mode) as client:
+        job_id = await start(client, "pick_mixed")
+        await waiting(client, job_id)
+        refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": {"pick": "b"}})
+        assert refused.is_error and isinstance(refused.content[0], TextContent), refused
+        assert refused.content[0].text == "field 'pick' must be one of ['a', 1], got 'b'"
+        assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": {"pick": "a"}})).is_error
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                pass
+        assert msg["result"]["content"][0]["text"] == "accept {'pick': 'a'}", msg
