@@ -554,10 +554,13 @@ class SQLiteStore:
         return None if row is None else schedulerows.decode(row)
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        ticks = self._run(_S["delete_ticks"], (schedule_id,), NONE)
+        # the schedule before its keys, as on PostgreSQL: a firing between them finds it gone, not a fired tick's
+        # key gone (the two statements usually share a transaction; another process's may come between them)
         deleted = self._run(_S["delete_schedule"], (schedule_id,), ROWCOUNT)
+        ticks = self._run(_S["delete_ticks"], (schedule_id,), NONE)
+        found = bool(await deleted)
         await ticks
-        return bool(await deleted)
+        return found
 
     async def fire(self, job: JobRecord, version: int) -> bool:
         """One statement: the job, unless the tick fired already or the schedule moved from `version`; with it
