@@ -532,6 +532,84 @@ async def test_a_lease_never_moves_back(store: JobStore) -> None:
     assert [r.id for r in await store.orphans(now=2_000)] == ["held"]
 
 
+# -- adopting pending orphans many at once ---------------------------------------------------
+
+
+async def test_adopt_pending_adopts_the_pending_orphans_at_the_version_read(store: JobStore) -> None:
+    await insert_all(store, [record(f"o{i}", owner="dead", created_at=i) for i in range(5)])
+    await store.update("o3", {"progress_message": "moved once"}, Guard(version=1))  # read at version 2 below
+    found = await store.orphans(now=600)
+    adopted = await store.adopt_pending(list(reversed(found)), "me", 7_000)
+    assert [r.id for r in adopted] == ["o4", "o3", "o2", "o1", "o0"]  # in the order given
+    for rec, was in zip(adopted, reversed(found), strict=True):
+        assert (rec.owner, rec.updated_at, rec.version, rec.status) == ("me", 7_000, was.version + 1, P)
+        assert rec == replace(was, owner="me", updated_at=7_000, version=was.version + 1)  # nothing else changed
+        assert await store.get(rec.id) == rec
+    assert (await store.counts())[P] == 5
+    await store.heartbeat("me", expires_at=1_000)
+    assert await store.orphans(now=600) == []  # ours now
+
+
+async def test_a_job_changed_since_it_was_read_is_not_adopted_nor_answered(store: JobStore) -> None:
+    await insert_all(store, [record(f"o{i}", owner="dead", created_at=i) for i in range(4)])
+    found = await store.orphans(now=600)
+    other = await store.adopt_pending([found[1]], "another", 6_000)  # another process, first
+    assert [r.id for r in other] == ["o1"]
+    started = await store.update("o2", {"status": R, "attempt": 1, "owner": "claimer"}, Guard(version=1))
+    assert started is not None
+    adopted = await store.adopt_pending(found, "me", 7_000)
+    assert [r.id for r in adopted] == ["o0", "o3"]
+    o1, o2 = await store.get("o1"), await store.get("o2")
+    assert o1 is not None and (o1.owner, o1.updated_at, o1.version) == ("another", 6_000, 2)  # left alone
+    assert o2 == started
+
+
+async def test_adopt_pending_takes_only_pending_jobs_without_a_cancel_each_once(store: JobStore) -> None:
+    await insert_all(store, [
+        record("p", owner="dead"), record("r", owner="dead", status=R),
+        record("c", owner="dead", cancel_requested="stop"),
+    ])  # fmt: skip
+    by_id = {rec.id: rec for rec in await store.orphans(now=600)}
+    p, r, c = by_id["p"], by_id["r"], by_id["c"]
+    for bad in ([p, r], [c], [p, p]):
+        with pytest.raises(ValueError, match="adopt_pending"):
+            await store.adopt_pending(bad, "me", 7_000)
+    assert [(j.owner, j.version) for j in await store.orphans(now=600)] == [("dead", 1)] * 3  # nothing changed
+    assert await store.adopt_pending([], "me", 7_000) == []
+    gone = record("never-stored")
+    assert await store.adopt_pending([gone], "me", 7_000) == []
+
+
+async def test_two_adopters_at_once_adopt_each_job_exactly_once(store: JobStore) -> None:
+    """Two processes recover the same orphans at the same moment, each given them in another order (on
+    PostgreSQL its own pool and transactions, on SQLite its own server process): every job is adopted by one of
+    them, once (its version moved by one), and each answers exactly the jobs it won."""
+    twin = await another_on(store)
+    try:
+        await insert_all(store, [record(f"o{i:04d}", owner="dead", created_at=i) for i in range(600)])
+        found = await store.orphans(now=600)
+        assert found == await twin.orphans(now=600)
+        a, b = await asyncio.gather(
+            store.adopt_pending(found, "a", 7_000), twin.adopt_pending(list(reversed(found)), "b", 7_001)
+        )
+        won = {rec.id: "a" for rec in a} | {rec.id: "b" for rec in b}
+        assert len(won) == len(a) + len(b) == 600  # no job adopted twice, none left
+        for rec in await store.active():
+            assert (rec.owner, rec.version) == (won[rec.id], 2)
+    finally:
+        if twin is not store:
+            await twin.close()
+
+
+async def another_on(store: JobStore) -> JobStore:
+    """Another store on the same jobs, as another process opens it (the memory store: itself)."""
+    if isinstance(store, MemoryStore):
+        return store
+    twin = open_store(store.url)
+    await twin.open()
+    return twin
+
+
 async def test_learned_durations_are_saved_and_replaced_by_key(store: JobStore) -> None:
     assert await store.load_durations() == {}
     await store.save_durations({"echo": (3, 120.5, "[100, 120, 140]"), "echo|analysis": (1, 9.0, "[9]")}, 1_000)

@@ -152,6 +152,22 @@ async def test_of_two_writes_alike_whose_answers_were_lost_one_is_told_it_won(st
     assert sorted(a is None for a in answers) == [False, True], answers
 
 
+async def test_an_adoption_that_landed_answers_the_jobs_it_adopted(store: SQLiteStore) -> None:
+    """Pending orphans adopted many at once (`adopt_pending`), the answer lost with the server process: the jobs
+    it adopted are read back as ours and answered, and one another write had moved on is not."""
+    for i in range(4):
+        await store.insert(record(f"o{i}", owner="dead", created_at=i))
+    found = await store.orphans(now=600)
+    await store.update("o2", {"progress_message": "elsewhere"}, Guard(version=1))
+    lost = LoseAnswer(store, lambda sql, args: sql.lstrip().startswith("UPDATE jobs SET owner"))
+    adopted = await store.adopt_pending(found, "me", 7_000)
+    assert lost.fired.is_set()
+    assert [(r.id, r.owner, r.version) for r in adopted] == [("o0", "me", 2), ("o1", "me", 2), ("o3", "me", 2)]
+    assert [await store.get(r.id) for r in adopted] == adopted
+    o2 = await store.get("o2")
+    assert o2 is not None and (o2.owner, o2.version) == ("dead", 2)
+
+
 async def test_an_insert_that_landed_returns(store: SQLiteStore) -> None:
     """(One that did not land fails as before: test_sqlite.py's killed-server test.)"""
     lost = LoseAnswer(store, inserting)

@@ -113,6 +113,38 @@ def cancelled_without_run(rec: JobRecord) -> bool:
 CANCELLED_WITHOUT_RUN_SQL = "status = 'pending' AND cancel_requested IS NOT NULL"
 
 
+def adopted_alone(rec: JobRecord) -> bool:
+    """An orphan whose adoption changes only its owner (and `updated_at`, `adoption`): pending, no cancel asked.
+    Such orphans are adopted many at once (`JobStore.adopt_pending`); the others need a plan of their own (a
+    running one is requeued or failed, a cancelled one ended) and are adopted one at a time (`engine.recovery`)."""
+    return rec.status is JobStatus.PENDING and rec.cancel_requested is None
+
+
+def adoption(owner: str, now: int) -> dict[str, Any]:
+    """What adopting a pending orphan changes (`engine.recovery.plan_recovery`, `JobStore.adopt_pending`)."""
+    return {"owner": owner, "updated_at": now}
+
+
+def check_adoptable(jobs: Sequence[JobRecord]) -> None:
+    """`adopt_pending` takes distinct jobs that are each `adopted_alone` (ValueError before anything changes)."""
+    ids: set[str] = set()
+    for rec in jobs:
+        if not adopted_alone(rec):
+            raise ValueError(f"adopt_pending(): job {rec.id} is {rec.status.value}, or its cancel was asked")
+        if rec.id in ids:
+            raise ValueError(f"adopt_pending(): job {rec.id} is given twice")
+        ids.add(rec.id)
+
+
+def adopted_records(jobs: Sequence[JobRecord], won: Collection[str], owner: str, now: int) -> list[JobRecord]:
+    """The records `adopt_pending` answers: those of `jobs` whose id is in `won`, in the order given, each with
+    the adoption's changes and the next version (a new record). The figures a read records without a new version
+    (`touch`: access count and times) are as read, as in a record the SQLite store's `update` builds on one it
+    holds (a store may answer them as stored: the memory store does)."""
+    changes = adoption(owner, now)
+    return [rec.changed(changes) for rec in jobs if rec.id in won]
+
+
 def waits_since(created_at: int, run_after: int | None, now: int) -> int | None:
     """Since when a pending job has waited to run (health's "oldest pending job"): from its creation or its
     run_after, whichever is later; None while it is deferred past `now` (it does not wait yet). Here and in
@@ -200,6 +232,13 @@ class JobStore(Protocol):
         With `tools`: only the orphans a process that has these tools adopts, those of one of `tools` and
         those any process ends (`cancelled_without_run`); the others wait for a process that has their tool
         and are only counted (`orphans_left`), so they are not read, let alone decoded, at every beat."""
+
+    async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
+        """Adopt these pending orphans (as read by `orphans`) for `owner`, many in one statement: each a
+        compare-and-set on the version of its record given (`owner` and `updated_at = now` set, as `adoption`
+        says, and the version bumped), so a job changed since it was read (adopted by another process, claimed,
+        cancelled) is left alone. Answers the records of those adopted (`adopted_records`), in the order given.
+        Each job given is pending without a cancel asked (`adopted_alone`), and given once (ValueError)."""
 
     async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
         """The orphans `orphans(now, tools)` leaves out, by tool: those a process with `tools` leaves for one

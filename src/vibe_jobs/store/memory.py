@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from vibe_jobs.errors import DuplicateJob
@@ -21,8 +21,10 @@ from vibe_jobs.store.base import (
     DurationRow,
     Guard,
     JobQuery,
+    adoption,
     cancelled_without_run,
     check_active_filter,
+    check_adoptable,
     check_updatable,
 )
 
@@ -192,6 +194,17 @@ class MemoryStore:
             if rec.tool_name not in tools and not cancelled_without_run(rec) and rec.owner != owner
         )
         return dict(left)
+
+    async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
+        check_adoptable(jobs)
+        changes = adoption(owner, now)
+        adopted: list[JobRecord] = []
+        for job in jobs:  # nothing awaited: no other writer comes in between
+            rec = self.jobs.get(job.id)
+            if rec is not None and rec.version == job.version:
+                new = self.jobs[job.id] = rec.changed(changes)  # the status stays: counts and dedupe keys too
+                adopted.append(new)
+        return adopted
 
     def _orphans(self, now: int) -> list[JobRecord]:
         live = {owner for owner, expires in self.leases.items() if expires > now}

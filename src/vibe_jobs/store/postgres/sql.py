@@ -128,6 +128,20 @@ ORPHANS_LEFT = (
     f"SELECT tool_name, count(*) FROM jobs WHERE {_ORPHAN} AND NOT ({tool_set('$2')} ? tool_name)"
     f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND owner IS DISTINCT FROM $3 GROUP BY tool_name"
 )
+# `adopt_pending`, in one transaction: the jobs' rows locked in id order first (two processes adopting the same
+# orphans at once then wait for each other instead of each holding rows the other needs: a deadlock), then each
+# adopted as a compare-and-set on its version ($3 ids, $4 versions). ADOPTED: after a lost connection, the ones
+# a try that had committed adopted (ours, at the next version, stamped with this call's time).
+LOCK_ADOPTED = "SELECT 1 FROM jobs WHERE id = ANY($1::TEXT[]) ORDER BY id FOR UPDATE"
+_PAIRS = "unnest($3::TEXT[], $4::BIGINT[]) AS w(id, v)"
+ADOPT = (
+    f"UPDATE jobs SET owner = $1, updated_at = $2, version = jobs.version + 1 FROM {_PAIRS}"
+    " WHERE jobs.id = w.id AND jobs.version = w.v RETURNING jobs.id"
+)
+ADOPTED = (
+    f"SELECT jobs.id FROM jobs, {_PAIRS} WHERE jobs.id = w.id AND jobs.version = w.v + 1 AND jobs.owner = $1"
+    " AND jobs.updated_at = $2"
+)
 # One round trip per beat: the process lease and the leases of the given jobs it still runs, answering
 # (id, cancel_requested) for each job still held.
 RENEW_STATE = """WITH beat AS (

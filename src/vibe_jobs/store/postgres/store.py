@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -48,7 +48,9 @@ from vibe_jobs.store.base import (
     JobChange,
     JobQuery,
     SharedJobStore,
+    adopted_records,
     check_active_filter,
+    check_adoptable,
     check_updatable,
     principal_lock_refused,
 )
@@ -129,6 +131,7 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 
 _WRITE_BATCH = 500  # updates sent in one statement at most
+_ADOPT_CHUNK = 5_000  # orphans adopted in one transaction at most (`adopt_pending`)
 _S_COLS = ", ".join(schedulerows.COLUMNS)
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 _S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
@@ -553,6 +556,33 @@ class PostgresStore(SharedJobStore):
 
     async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
         return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
+
+    async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
+        """A transaction per _ADOPT_CHUNK jobs (`sql.ADOPT`). Processes adopting the same jobs at once: the first
+        to lock a row adopts it; the other then finds the row at the next version and leaves it. A try whose
+        connection was lost may have committed: the next try first reads back which of its jobs are ours now.
+        No job changes status: nothing to announce."""
+        check_adoptable(jobs)
+        won: set[str] = set()
+        for i in range(0, len(jobs), _ADOPT_CHUNK):
+            chunk = jobs[i : i + _ADOPT_CHUNK]
+            won.update(await self._adopt_chunk([rec.id for rec in chunk], [rec.version for rec in chunk], owner, now))
+        return adopted_records(jobs, won, owner, now)
+
+    async def _adopt_chunk(self, ids: list[str], versions: list[int], owner: str, now: int) -> list[str]:
+        tries = 0
+
+        async def run() -> list[str]:
+            nonlocal tries
+            tries += 1
+            async with self.pool.acquire() as conn, conn.transaction():
+                landed = await conn.fetch(sql.ADOPTED, owner, now, ids, versions) if tries > 1 else []
+                await conn.execute(sql.LOCK_ADOPTED, ids)
+                rows = await conn.fetch(sql.ADOPT, owner, now, ids, versions)
+            return [row[0] for row in (*landed, *rows)]
+
+        found: list[str] = await self._retrying(run)
+        return found
 
     # -- cluster coordination --------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,7 +45,9 @@ from vibe_jobs.store.base import (
     DurationRow,
     Guard,
     JobQuery,
+    adopted_records,
     check_active_filter,
+    check_adoptable,
     check_updatable,
 )
 from vibe_jobs.store.liveness import ProcessId, has_ended, this_process
@@ -113,6 +115,18 @@ _ORPHANS_LEFT = (
     f"SELECT tool_name, count(*) FROM jobs INDEXED BY jobs_active WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
     f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND (owner IS NULL OR owner != ?) GROUP BY tool_name"
 )
+# `adopt_pending`: [[id, version], ...] as one JSON parameter, each row a compare-and-set on its version (a lookup
+# by id for each pair); and, after a lost answer, those the statement had adopted (at the next version, ours)
+_PAIRS = "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS v FROM json_each(?)) AS w"
+_ADOPT = (
+    f"UPDATE jobs SET owner = ?, updated_at = ?, version = version + 1 FROM {_PAIRS}"
+    " WHERE jobs.id = w.id AND jobs.version = w.v RETURNING jobs.id"
+)
+_ADOPTED = (
+    f"SELECT jobs.id FROM {_PAIRS}, jobs WHERE jobs.id = w.id AND jobs.version = w.v + 1 AND owner = ?"
+    " AND updated_at = ?"
+)
+ADOPT_CHUNK = 5_000  # jobs adopted in one statement at most (about 10 ms of the file's write lock each)
 
 _GET = f"{sql.SELECT} WHERE id = ?"
 _LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
@@ -149,6 +163,7 @@ _S = {
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("orphans_of", _ORPHANS_OF, False), ("orphans_left", _ORPHANS_LEFT, False),
+        ("adopt", _ADOPT, True), ("adopted", _ADOPTED, False),
         ("vacuum", "PRAGMA incremental_vacuum", False),
         ("load_durations", _LOAD_DURATIONS, False), ("save_duration", _SAVE_DURATION, True),
         ("insert_schedule", f"INSERT INTO schedules ({_S_COLS}) VALUES ({', '.join('?' * len(schedulerows.COLUMNS))})",
@@ -497,6 +512,25 @@ class SQLiteStore:
 
     async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
         return dict(await self._run(_S["orphans_left"], (now, _names(tools), owner), ALL))
+
+    async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
+        """One statement per ADOPT_CHUNK jobs. An answer lost with the server process is settled by reading back
+        which of them are ours at the next version, and adopting the others again (each still a compare-and-set)."""
+        check_adoptable(jobs)
+        won: set[str] = set()
+        for i in range(0, len(jobs), ADOPT_CHUNK):
+            chunk = jobs[i : i + ADOPT_CHUNK]
+            pairs = json.dumps([[rec.id, rec.version] for rec in chunk])
+            try:
+                won.update(await self._run(_S["adopt"], (owner, now, pairs), COLUMN))
+            except AnswerLost:
+                landed = set(await self._run(_S["adopted"], (pairs, owner, now), COLUMN))
+                rest = json.dumps([[rec.id, rec.version] for rec in chunk if rec.id not in landed])
+                won.update(landed, await self._run(_S["adopt"], (owner, now, rest), COLUMN))
+        adopted = adopted_records(jobs, won, owner, now)
+        for rec in adopted:
+            self._known.remember(rec)  # the base of the job's next update (its start), as `update` keeps it
+        return adopted
 
     async def _drop_ended(self, now: int) -> None:
         """Delete the unexpired leases of processes on this machine that have ended."""
