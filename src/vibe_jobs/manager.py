@@ -8,7 +8,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -798,6 +798,26 @@ class JobManager:
             return changes
 
         return await self.mutate(job_id, plan, _fence(attempt))
+
+    async def adopt_pending(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        """Adopt pending orphans for this process in one store call (`JobStore.adopt_pending`, `engine.recovery`):
+        each a compare-and-set on the version it was read at, the change `mutate` makes of it with recovery's plan
+        (owner and updated_at), so a job another process changed since is left alone and not answered. Each
+        record adopted is remembered and its change published, as `mutate` does (a status kept: a progress event)."""
+        recent = self._recent
+        for rec in jobs:
+            recent.pop(rec.id, None)  # as `mutate` takes it: a copy this manager holds is not the job's any more
+        try:
+            adopted = await self.store.adopt_pending(jobs, self.owner, self.now())
+        except StoreError as exc:
+            self.store_failed(exc)
+            raise
+        if self.stats.store_trouble is not None:
+            self.stats.store_worked()
+        for new in adopted:
+            recent.remember(new)
+            self._after_change(new, PENDING)
+        return adopted
 
     # -- questions (a running job waits for an answer) ---------------------------------------
 

@@ -7,14 +7,18 @@ deployment on it uses (product bugs the fault runs found, tests/faults).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from tests.engine import test_scheduler
 from tests.engine.test_scheduler import WAIT, Backend, FakeClock, Gates, gated_tool, make_store, on_stores
@@ -24,7 +28,9 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.errors import StoreLocked, StoreUnavailable
+from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.logs import configure_logging
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.store import JobStore, MemoryStore, open_store
 
@@ -32,15 +38,15 @@ backend = test_scheduler.backend  # the fixture: every store, with the scheduler
 
 
 @asynccontextmanager
-async def elsewhere(b: Backend) -> AsyncIterator[JobManager]:
+async def elsewhere(b: Backend, owner: str = "elsewhere") -> AsyncIterator[JobManager]:
     """Another process on the backend's store (the same store object in memory, a store of its own else)."""
     if isinstance(b.store, MemoryStore):
-        yield JobManager(b.store, Settings(), owner="elsewhere")
+        yield JobManager(b.store, Settings(), owner=owner)
         return
     store = open_store(b.store.url)
     await store.open()
     try:
-        yield JobManager(store, Settings(), owner="elsewhere")
+        yield JobManager(store, Settings(), owner=owner)
     finally:
         # shielded: used inside a job whose cancel it asks for, the close was cancelled and the pool leaked (its
         # connection's warning failed whichever test the garbage collector ran in)
@@ -300,6 +306,75 @@ async def test_recovery_adopts_running_orphans_before_the_pending_ones(backend: 
     requeued = records[running]
     assert (requeued.status, requeued.retry_count) == (JobStatus.PENDING, 1)
     assert requeued.updated_at < min(records[job_id].updated_at for job_id in pending)
+
+
+async def test_recovery_adopts_pending_orphans_many_at_once_as_it_did_one_by_one(backend: Backend) -> None:
+    """Pending orphans that only change owner are adopted in one store call (`JobManager.adopt_pending`): what is
+    adopted, the order they are queued in (the orphans'), the log line, the event a subscriber to one of them is
+    told, and the record the manager keeps as the base of its next change are those the one-by-one adoption
+    gave. A pending orphan whose cancel was asked still ends cancelled, and a running one is requeued first."""
+    spec = make_spec(_quick, name="quick", retry_safe=True, max_retries=3)
+    clock = TickingClock()
+    async with elsewhere(backend) as dead:  # a process that never renews its lease: gone
+        dead.clock = clock
+        jobs = [await dead.create_job("quick") for _ in range(40)]
+        unwanted = jobs[7]
+        await dead.mutate(unwanted, lambda _rec: {"cancel_requested": "not wanted"})
+        running = await dead.create_job("quick")
+        await dead.start_job(running)
+        adopter = JobManager(backend.store, Settings(), clock=clock, owner="adopter")
+        await backend.store.open()
+        with adopter.subscribe(jobs[0]) as told, info_logs() as logs:
+            found = await recover_orphans(adopter, {"quick": spec}, RetryPolicy(), shared=backend.shared)
+            with anyio.fail_after(WAIT):
+                event = await told.__anext__()
+        records = {job_id: await adopter.get_record(job_id) for job_id in [*jobs, running]}
+    expected = [job_id for job_id in [*jobs, running] if job_id != unwanted]
+    assert [rec.id for rec in found.adopted] == expected  # the orphans' order (creation), the requeued one too
+    assert found.adopted == [records[job_id] for job_id in expected]
+    assert all(rec.owner == "adopter" and rec.status is JobStatus.PENDING for rec in found.adopted)
+    assert {records[job_id].version for job_id in jobs if job_id != unwanted} == {2}
+    assert records[unwanted].status is JobStatus.CANCELLED
+    assert records[running].retry_count == 1
+    assert records[running].updated_at < min(records[job_id].updated_at for job_id in jobs if job_id != unwanted)
+    adopted = [e for e in logs if e["event"] == "recovery.adopted"]
+    assert adopted == [{"event": "recovery.adopted", "log_level": "info", "jobs": 41, "now_pending": 40,
+                        "now_cancelled": 1}]  # fmt: skip
+    assert (event.type, event.job_id, event.version) == (EventType.PROGRESS, jobs[0], 2)
+    assert adopter._recent.get(jobs[0]) == records[jobs[0]]  # the base of its start: not read again
+
+
+@contextlib.contextmanager
+def info_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """The log events at info and above while it is held (the tests log warnings only)."""
+    before = structlog.get_config()
+    configure_logging("info")
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        configure_logging("warning")
+        structlog.configure(**before)
+
+
+async def test_two_processes_recovering_at_once_adopt_each_pending_orphan_once(backend: Backend) -> None:
+    """Two processes find the same pending orphans at the same beat: each job is adopted by exactly one, and each
+    queues exactly the ones it adopted."""
+    spec = make_spec(_quick, name="quick")
+    async with elsewhere(backend) as dead, elsewhere(backend, "b") as b:  # dead: it never renews its lease
+        jobs = {await dead.create_job("quick") for _ in range(300)}
+        await backend.store.open()
+        a = JobManager(backend.store, Settings(), owner="a")
+        for alive in (a, b):  # live processes: the jobs one adopts are not orphans to the other
+            await alive.store.heartbeat(alive.owner, alive.now() + 60_000)
+        found_a, found_b = await asyncio.gather(
+            recover_orphans(a, {"quick": spec}, RetryPolicy(), shared=backend.shared),
+            recover_orphans(b, {"quick": spec}, RetryPolicy(), shared=backend.shared),
+        )
+        records = [await a.get_record(job_id) for job_id in jobs]
+    won = {rec.id: "a" for rec in found_a.adopted} | {rec.id: "b" for rec in found_b.adopted}
+    assert len(found_a.adopted) + len(found_b.adopted) == len(won) and set(won) == jobs
+    assert all((rec.owner, rec.version) == (won[rec.id], 2) for rec in records)
 
 
 async def _quick() -> str:

@@ -30,7 +30,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import Guard
+from vibe_jobs.store.base import Guard, adopted_alone, adoption
 
 log = get_logger("vibe_jobs.engine.recovery")
 
@@ -51,7 +51,7 @@ def plan_recovery(
 ) -> dict[str, Any]:
     """The changes that adopt one orphaned job for this process (`shared`: from a cluster's shared store)."""
     now = manager.now()
-    base: dict[str, Any] = {"owner": manager.owner, "updated_at": now}
+    base: dict[str, Any] = adoption(manager.owner, now)
     if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that (no tool needed)
         text = f"Job cancelled: {rec.cancel_requested}"
         return {
@@ -62,7 +62,7 @@ def plan_recovery(
             "result": text_result(text, is_error=True),
         }
     if rec.status is JobStatus.PENDING:
-        return base
+        return base  # (`recover_orphans` adopts these many at once: `adopted_alone`)
     limit = retry_limit(rec, tools[rec.tool_name], default_retry)
     if rec.retry_count < limit:
         note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
@@ -107,9 +107,11 @@ async def recover_orphans(
     """Adopt every active job without a live owner whose tool this process has (or pending with a cancel asked).
 
     Running orphans first (their work stopped: they are recovered within the lease bound however many
-    pending jobs the dead process had accepted), then the pending ones. Each group is adopted
-    concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group commit)
-    instead of one round trip each. `shared`: the store is a cluster's (the words of a lost run).
+    pending jobs the dead process had accepted), then the pending ones whose cancel was asked: each is adopted
+    by a plan of its own, concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group
+    commit) instead of one round trip each. Then the other pending ones, whose adoption only makes them this
+    process's (`store.base.adopted_alone`): all in one call (`JobManager.adopt_pending`), a few statements for
+    tens of thousands (a restart's). `shared`: the store is a cluster's (the words of a lost run).
 
     Only those orphans are read: the store counts the ones left for a process that has their tool (they wait,
     read again every beat, as long as no such process comes; bench/recovery.py, bench/MEASUREMENTS.md).
@@ -121,14 +123,17 @@ async def recover_orphans(
     # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process; not counted either)
     left = await manager.store.orphans_left(now, tools, manager.owner) if count_left else {}
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
-    pending = [rec for rec in found if rec.status is not JobStatus.RUNNING]
+    cancelled = [rec for rec in found if rec.status is not JobStatus.RUNNING and not adopted_alone(rec)]
+    alone = [rec for rec in found if adopted_alone(rec)]
     adopted: dict[str, JobRecord] = {}
     outcomes: Counter[str] = Counter()
-    for group in (running, pending):
+    for group in (running, cancelled):
         for i in range(0, len(group), ADOPT_BATCH):
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
                     tg.start_soon(_adopt, manager, rec, tools, default_retry, (adopted, outcomes), shared)
+    if alone:
+        await _adopt_alone(manager, alone, (adopted, outcomes))
     if outcomes:  # one line a pass (each job's at debug): a restart may adopt tens of thousands
         log.info("recovery.adopted", jobs=sum(outcomes.values()), **{f"now_{k}": n for k, n in outcomes.items()})
     return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], left)
@@ -156,6 +161,19 @@ async def _adopt(
     outcomes[new.status.value] += 1
     if new.status is JobStatus.PENDING:
         adopted[rec.id] = new
+
+
+async def _adopt_alone(
+    manager: JobManager, found: list[JobRecord], noted: tuple[dict[str, JobRecord], Counter[str]]
+) -> None:
+    """Adopt pending orphans that only change owner, in one call; those another process changed first are left."""
+    adopted, outcomes = noted
+    debug = debug_enabled()
+    for new in await manager.adopt_pending(found):
+        if debug:
+            log.debug("job.recovered", job_id=new.id, was=JobStatus.PENDING.value, now=new.status.value)
+        adopted[new.id] = new
+        outcomes[new.status.value] += 1
 
 
 async def _end_leftovers(rec: JobRecord, spec: JobToolSpec | None) -> None:
