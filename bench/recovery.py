@@ -10,6 +10,12 @@ the event loop's process, and CPU of the SQLite server process that runs the SQL
 
 Run: .venv/bin/python bench/recovery.py [--left N] [--mine K] [--beats B] [--tools T] [--postgres URL] [TREE]
      TREE: another checkout (its src/ is imported instead of this one's), to compare two commits.
+
+--restart N: a restart's recovery instead, the first beat over N pending jobs of a process that is gone (killed
+with its queue full): wall time, CPU of the event loop's process and of the SQLite server process, each round on
+a new store. --against OLD: this checkout and OLD measured in turn (each round a process of its own), on SQLite
+and, with --postgres, on PostgreSQL, printed side by side.
+     .venv/bin/python bench/recovery.py --restart 50000 --rounds 3 --against /tmp/old --postgres URL
 """
 
 from __future__ import annotations
@@ -103,6 +109,69 @@ async def beats_of(store: Any, beats: int, more_tools: int) -> None:
     print(f"a later beat, median of {beats}: wall {ms[0]}, event loop CPU {ms[1]}{sql_cpu}")
 
 
+async def restart_round(pending: int, postgres: str | None) -> dict[str, float]:
+    """One restart: `pending` pending jobs of a gone owner, adopted by the first beat of a new process."""
+    from vibe_jobs import JobManager, Settings
+    from vibe_jobs.engine.recovery import recover_orphans
+    from vibe_jobs.jobtool import make_spec
+    from vibe_jobs.retry import RetryPolicy
+    from vibe_jobs.store import open_store
+
+    async def present() -> str:
+        return "ok"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"{postgres}{'&' if '?' in postgres else '?'}schema=bench_{os.urandom(4).hex()}" if postgres else ""
+        store = open_store(url or f"sqlite:///{tmp}/jobs.db")
+        await store.open()
+        try:
+            await fill(store, 0, pending, int(time.time() * 1000))
+            manager = JobManager(store, Settings(), owner="here")
+            link = getattr(store, "_link", None)
+            server = link._proc.pid if link is not None else None
+            wall, cpu, sql = time.perf_counter(), time.process_time(), cpu_seconds(server)
+            found = await recover_orphans(manager, {"present": make_spec(present, name="present")}, RetryPolicy())
+            figures = {
+                "wall_ms": (time.perf_counter() - wall) * 1000,
+                "loop_cpu_ms": (time.process_time() - cpu) * 1000,
+                "sql_cpu_ms": (cpu_seconds(server) - sql) * 1000,
+            }
+            assert len(found.adopted) == pending, len(found.adopted)
+            return figures
+        finally:
+            await store.close()
+            if postgres:
+                await store.drop_schema()  # type: ignore[attr-defined]
+
+
+def compare(pending: int, rounds: int, old: str, postgres: str | None) -> None:
+    """This checkout and `old`, a round of each in turn (a process each), on SQLite and PostgreSQL."""
+    import json
+    import subprocess
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stores = [("SQLite", None)] + ([("PostgreSQL", postgres)] if postgres else [])
+    print(f"restart: {pending:,} pending orphans adopted by the first beat, median of {rounds} alternated rounds")
+    for name, pg in stores:
+        got: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+        for _ in range(rounds):
+            for label, tree in (("before", old), ("after", here)):
+                cmd = [sys.executable, __file__, tree, "--restart", str(pending), "--json"]
+                out = subprocess.run(cmd + (["--postgres", pg] if pg else []), capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"{label} ({tree}) failed:\n{out.stderr}")
+                got[label].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for label in ("before", "after"):
+            runs = got[label]
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            each = " / ".join(f"{r['wall_ms']:,.0f}" for r in runs)
+            sql_cpu = f", SQLite server CPU {med['sql_cpu_ms']:,.0f} ms" if pg is None else ""
+            print(
+                f"{name:10} {label:6} wall {med['wall_ms']:,.0f} ms ({each}), event loop CPU"
+                f" {med['loop_cpu_ms']:,.0f} ms{sql_cpu}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("tree", nargs="?", help="another checkout to measure instead of this one")
@@ -111,13 +180,27 @@ def main() -> None:
     ap.add_argument("--beats", type=int, default=10)
     ap.add_argument("--tools", type=int, default=0, help="tools the process has besides the one of its jobs")
     ap.add_argument("--postgres", help="a PostgreSQL URL (a schema of its own, dropped after) instead of SQLite")
+    ap.add_argument("--restart", type=int, help="time a restart's first beat over this many pending orphans")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--against", help="with --restart: an older checkout, measured in turn with this one")
+    ap.add_argument("--json", action="store_true", help="with --restart: one round's figures as one JSON line")
     args = ap.parse_args()
+    if args.restart and args.against:
+        compare(args.restart, args.rounds, args.against, args.postgres)
+        return
     if args.tree:
         sys.path.insert(0, os.path.join(os.path.abspath(args.tree), "src"))
     from vibe_jobs.logs import configure_logging
 
     configure_logging("warning")
     where = args.tree or "this checkout"
+    if args.restart:
+        import json
+
+        for _ in range(1 if args.json else args.rounds):
+            figures = asyncio.run(restart_round(args.restart, args.postgres))
+            print(json.dumps(figures) if args.json else f"{where}: {figures}")
+        return
     print(f"{args.left:,} jobs of a tool this process lacks, {args.mine} of one of its {args.tools + 1} ({where})")
     asyncio.run(run(args.left, args.mine, args.beats, args.tools, args.postgres))
 
