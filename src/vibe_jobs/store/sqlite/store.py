@@ -126,7 +126,7 @@ _ADOPTED = (
     f"SELECT jobs.id FROM {_PAIRS}, jobs WHERE jobs.id = w.id AND jobs.version = w.v + 1 AND owner = ?"
     " AND updated_at = ?"
 )
-ADOPT_CHUNK = 5_000  # jobs adopted in one statement at most (about 10 ms of the file's write lock each)
+ADOPT_CHUNK = 5_000  # jobs adopted in one statement at most (about 40 ms of the server process, holding the write lock)
 
 _GET = f"{sql.SELECT} WHERE id = ?"
 _LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
