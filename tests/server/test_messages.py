@@ -22,11 +22,12 @@ def test_the_call_hint_is_valid_json_arguments() -> None:
     hint = call_hint('odd"id')
     assert hint.startswith("get-job-result with ")
     assert json.loads(hint.removeprefix("get-job-result with ")) == {"jobId": 'odd"id'}
+    for job_id in ("0123456789abcdef0123456789abcdef", "j\u00e9", "a b", ""):  # the plain-id shortcut, and not
+        assert json.loads(call_hint(job_id).removeprefix("get-job-result with ")) == {"jobId": job_id}
 
 
 def test_the_started_text_names_the_job_the_next_call_and_the_wait_form() -> None:
-    reco = PollingRecommendation(interval=1000, next_check_time=1_795_885_508_355)
-    text = started_text("j1", "noop", reco, 50)
+    text = started_text("j1", "noop", 1000, 1_795_885_508_355, 50)
     assert 'get-job-result with {"jobId": "j1"} in 1 s (nextCheckTime 1795885508355, ' in text
     assert '{"jobId": "j1", "waitSeconds": 50}' in text
     assert "Do not guess the result." in text

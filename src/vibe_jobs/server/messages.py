@@ -10,8 +10,11 @@ from vibe_jobs.states import JobStatus
 
 
 def when(reco: PollingRecommendation) -> str:
-    ms = reco.next_check_time
-    return f"in {reco.interval / 1000:g} s (nextCheckTime {ms}, {utc_clock(ms)})"
+    return _when(reco.interval, reco.next_check_time)
+
+
+def _when(interval: int, next_check_time: int) -> str:
+    return f"in {interval / 1000:g} s (nextCheckTime {next_check_time}, {utc_clock(next_check_time)})"
 
 
 def utc_clock(ms: int) -> str:
@@ -22,25 +25,31 @@ def utc_clock(ms: int) -> str:
 
 
 def call_hint(job_id: str) -> str:
-    return f"get-job-result with {{{_JOB_ID_KEY}: {json.dumps(job_id)}}}"
+    return f"get-job-result with {{{_JOB_ID_KEY}: {_quoted(job_id)}}}"
+
+
+def _quoted(text: str) -> str:
+    """`text` as a JSON string (an id of letters and digits, as every job id is, needs no encoder)."""
+    return f'"{text}"' if text.isascii() and text.isalnum() else json.dumps(text)
 
 
 _JOB_ID_KEY = json.dumps("jobId")
 
 
 def started_text(
-    job_id: str, tool_name: str, reco: PollingRecommendation, max_wait: float, deferred: bool = False
+    job_id: str, tool_name: str, interval: int, next_check_time: int, max_wait: float, deferred: bool = False
 ) -> str:
+    """What a job tool answers: read the job in `interval` ms, at `next_check_time` (its polling recommendation)."""
     if deferred:
         return (
-            f"Job {job_id} for tool '{tool_name}' is deferred: it does not run before runAt {reco.next_check_time} "
-            f"({utc_clock(reco.next_check_time)}), so there is nothing to read before then. "
-            f"Next: call {call_hint(job_id)} {when(reco)}. Do not guess the result."
+            f"Job {job_id} for tool '{tool_name}' is deferred: it does not run before runAt {next_check_time} "
+            f"({utc_clock(next_check_time)}), so there is nothing to read before then. "
+            f"Next: call {call_hint(job_id)} {_when(interval, next_check_time)}. Do not guess the result."
         )
     return (
         f"Job {job_id} started for tool '{tool_name}'; it runs in the background and its result is not known yet. "
-        f"Next: call {call_hint(job_id)} {when(reco)}. To wait instead, call get-job-result with "
-        f'{{"jobId": "{job_id}", "waitSeconds": {max_wait:g}}}. Do not guess the result.'
+        f"Next: call {call_hint(job_id)} {_when(interval, next_check_time)}. To wait instead, call get-job-result "
+        f'with {{"jobId": "{job_id}", "waitSeconds": {max_wait:g}}}. Do not guess the result.'
     )
 
 

@@ -15,7 +15,7 @@ from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import JobStarted, JobStatus, PollingRecommendation, TaskSpec
+from vibe_jobs.models import JobStarted, JobStatus, TaskSpec
 from vibe_jobs.polling import decide
 from vibe_jobs.server import tracing
 from vibe_jobs.server.auth import Identity
@@ -93,16 +93,16 @@ def started_result(manager: JobManager, job_id: str, tool_name: str, run_at: int
         )
         interval = first.interval or interval
     deferred = run_at is not None and now + interval == run_at
-    reco = PollingRecommendation.model_construct(interval=interval, next_check_time=now + interval)
+    next_check_time = now + interval
     said = f"deferred to runAt {run_at}" if deferred else "started"
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
         "jobId": job_id,
         "status": JobStatus.PENDING.value,
         "toolName": tool_name,
         "message": f"Job {said}; poll get-job-result with jobId {job_id}",
-        "pollingRecommendation": {"interval": reco.interval, "nextCheckTime": reco.next_check_time},
+        "pollingRecommendation": {"interval": interval, "nextCheckTime": next_check_time},
     }
-    text = started_text(job_id, tool_name, reco, manager.settings.max_wait_ms / 1000, deferred)
+    text = started_text(job_id, tool_name, interval, next_check_time, manager.settings.max_wait_ms / 1000, deferred)
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=started)
 
 
