@@ -106,3 +106,44 @@ async def test_an_outcome_the_store_can_never_take_ends_the_job_failed_naming_wh
         finally:
             await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             await admin.close()
+
+
+# A rule that refuses a job's first completion only: its count outlives the refused statement (nextval is not
+# rolled back).
+REFUSE_FIRST_COMPLETION = """
+CREATE SEQUENCE {schema}.completions;
+CREATE FUNCTION {schema}.refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status = 'completed' AND nextval('{schema}.completions') = 1 THEN
+        RAISE EXCEPTION 'refused once by a rule of this database' USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_first BEFORE UPDATE ON {schema}.jobs
+    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_first();
+"""
+
+
+async def test_an_outcome_refused_once_lands_when_the_store_takes_it_again_not_a_failure_in_its_place() -> None:
+    """The store refuses the job's outcome (not transiently) and takes writes again at once (a permission given
+    back, a rule lifted). The outcome is what lands: a plain failure ("could not be stored") is written only
+    while the outcome itself is still refused. It was written at the first refusal's next step, so a store that
+    came back in between (the permission test's GRANT, under load) ended a completed job failed."""
+    base = postgres_url("the outcome retry test")
+    url = with_new_schema(base, "vj_once")
+    schema = url.rpartition("schema=")[2]
+    with start_http(
+        "streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, ["--store", url, "--tools", "tests.e2e.crash_tools"]
+    ) as server:
+        admin = await asyncpg.connect(base)
+        try:
+            await admin.execute(REFUSE_FIRST_COMPLETION.format(schema=schema))
+            async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+                job_id = await submit(client, "slow_unsafe", {"seconds": 0.05, "tag": "once"})
+                done = await wait_for(client, job_id, within=20)
+                assert done["status"] == "completed", done
+                assert done["result"]["structuredContent"]["tag"] == "once"
+                assert await admin.fetchval(f"SELECT last_value FROM {schema}.completions") >= 2  # it was refused
+        finally:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await admin.close()

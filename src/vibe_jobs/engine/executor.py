@@ -30,12 +30,12 @@ from vibe_jobs.engine.deadlines import deadline_of, expire_pending
 from vibe_jobs.engine.failures import error_text, logged_traceback, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
-from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite, StoreError
+from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec, ThreadCall
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
 from vibe_jobs.models import JobRecord
-from vibe_jobs.outages import StoreRetry
+from vibe_jobs.outages import StoreRetry, store_failure
 from vibe_jobs.redact import secret_hider
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
@@ -404,13 +404,23 @@ class Executor:
         usage = _usage(run.ctx, run.cpu0, run.wall0)
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
         while not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
-            plain = functools.partial(self._settle_refused, run, retry.refused)
+            plain = functools.partial(self._settle_refused, run, abandoned, usage)
             if await retry.until_done(plain, job_id=run.rec.id):
                 return
             await anyio.sleep(retry.most)
 
-    async def _settle_refused(self, run: Run, refused: StoreError | None) -> None:
-        """Fail the job saying its outcome was refused (text only: whatever the store could not take is left out)."""
+    async def _settle_refused(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
+        """The outcome once more, else (refused again, not transiently) a failure saying it was refused (text only:
+        whatever the store could not take is left out). Tried first, the outcome lands when the store takes writes
+        again (a permission given back) however soon after its refusal: a store that came back just then ended a
+        completed job failed."""
+        try:
+            await self._settle(run, abandoned, usage)
+            return
+        except Exception as exc:
+            refused = store_failure(exc)
+            if refused is None or refused.transient:
+                raise
         await self._fail_plainly(run, f"the job's outcome could not be stored ({type(refused).__name__}: {refused})")
 
     async def _unsettled(self, run: Run, exc: Exception) -> None:
