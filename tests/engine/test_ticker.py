@@ -230,6 +230,8 @@ async def test_a_tick_the_store_could_not_take_is_fired_later_not_counted_as_ski
             other.execute("ROLLBACK")
             other.close()
         assert (await t.schedules.get(sch.schedule_id)).skipped == 0
+        reasons = (await t.m.statistics()).health.reasons  # health names it (the firing's own failure was only logged)
+        assert any("the job store failed" in reason for reason in reasons), reasons
         await t.tick()  # the store takes writes again: the tick is fired now
         assert await ticks(sqlite_store) == [sch.next_fire_at]
     finally:
