@@ -362,12 +362,42 @@ def _block_problem(block: Any) -> str | None:
 _REQUEST_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
 
 
+# the fields a sampling message's tool blocks must have (the MCP's ToolUseContent, ToolResultContent)
+_REQUEST_FIELDS: dict[str, tuple[tuple[str, type, str], ...]] = {
+    "tool_use": (("id", str, "a string"), ("name", str, "a string"), ("input", Mapping, "an object")),
+    "tool_result": (("toolUseId", str, "a string"),),
+}
+
+
 def _request_block_problem(block: Any) -> str | None:
     """Why `block` is no content block a sampling request can carry."""
     if (problem := _block_problem(block)) is not None:
         return problem
-    if block["type"] not in _REQUEST_BLOCKS:
-        return f"a block's type is one of {', '.join(_REQUEST_BLOCKS)}, not {block['type']!r:.80}"
+    kind = block["type"]
+    if kind not in _REQUEST_BLOCKS:
+        return f"a block's type is one of {', '.join(_REQUEST_BLOCKS)}, not {kind!r:.80}"
+    for field, wanted, words in _REQUEST_FIELDS.get(kind, ()):
+        if not isinstance(block.get(field), wanted):
+            return f"a {kind} block's {field} must be {words}, not {block.get(field)!r:.80}"
+    for field in ("annotations", "_meta"):  # objects, when given
+        if block.get(field) is not None and not isinstance(block[field], Mapping):
+            return f"a {kind} block's {field} must be an object, not {block[field]!r:.80}"
+    if kind == "tool_result" and block.get("content") is not None:
+        inner = block["content"]
+        if not isinstance(inner, list):
+            return f"a tool_result block's content must be a list of blocks, not {inner!r:.80}"
+        return next(filter(None, map(_result_block_problem, inner)), None)
+    return None
+
+
+_RESULT_BLOCKS = ("text", "image", "audio", "resource_link", "resource")  # what a tool result's content holds
+
+
+def _result_block_problem(block: Any) -> str | None:
+    if (problem := _block_problem(block)) is not None:
+        return problem
+    if block["type"] not in _RESULT_BLOCKS:
+        return f"a tool result's block's type is one of {', '.join(_RESULT_BLOCKS)}, not {block['type']!r:.80}"
     return None
 
 

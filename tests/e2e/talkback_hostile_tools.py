@@ -23,6 +23,27 @@ async def sample_hot(job: JobContext) -> str:
     return f"{reply.action} {reply.text}"
 
 
+@job_tool(description="Sample with a tool_use block that names no tool")
+async def sample_nameless_tool_use(job: JobContext) -> str:
+    content = {"type": "tool_use", "id": "call-1", "input": {}}
+    reply = await job.sample([{"role": "assistant", "content": content}, "go on"], max_tokens=10)
+    return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a tool_result block that names no tool call")
+async def sample_unbound_tool_result(job: JobContext) -> str:
+    reply = await job.sample([{"role": "user", "content": {"type": "tool_result", "content": []}}], max_tokens=10)
+    return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a text block whose annotations are a number")
+async def sample_numbered_annotations(job: JobContext) -> str:
+    reply = await job.sample(
+        [{"role": "user", "content": {"type": "text", "text": "hi", "annotations": 5}}], max_tokens=10
+    )
+    return f"{reply.action} {reply.text}"
+
+
 @job_tool(description="Ask to pick from choices of mixed types (a string and a number)")
 async def pick_mixed(job: JobContext) -> str:
     schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["a", 1]}}, "required": ["pick"]}
