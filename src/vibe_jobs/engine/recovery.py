@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 
 from vibe_jobs.engine.failures import retry_limit
-from vibe_jobs.errors import InvalidTransition, StaleWrite
+from vibe_jobs.errors import InvalidTransition, StaleWrite, StoreError
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics
@@ -40,6 +40,9 @@ log = get_logger("vibe_jobs.engine.recovery")
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 WORKER_LOST = "interrupted: worker lost"
 ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
+# pending orphans adopted in one store call (`adopt_pending`); those of a call that failed wait for a later beat,
+# and those adopted before it are queued (adopted and never queued, a job would wait, ours, until a restart)
+ADOPT_CHUNK = 5_000
 
 
 def plan_recovery(
@@ -110,8 +113,12 @@ async def recover_orphans(
     pending jobs the dead process had accepted), then the pending ones whose cancel was asked: each is adopted
     by a plan of its own, concurrently, ADOPT_BATCH at a time, so the store sends them as a few statements (group
     commit) instead of one round trip each. Then the other pending ones, whose adoption only makes them this
-    process's (`store.base.adopted_alone`): all in one call (`JobManager.adopt_pending`), a few statements for
-    tens of thousands (a restart's). `shared`: the store is a cluster's (the words of a lost run).
+    process's (`store.base.adopted_alone`): ADOPT_CHUNK in one call (`JobManager.adopt_pending`), a few statements
+    for tens of thousands (a restart's). `shared`: the store is a cluster's (the words of a lost run).
+
+    A store failure does not end the pass: the orphans it hit stay orphans for a later beat, and those adopted
+    are answered (to be queued). Raised, it lost them: adopted, they were this process's, and no later pass
+    takes a job of its own, so they waited until a restart.
 
     Only those orphans are read: the store counts the ones left for a process that has their tool (they wait,
     read again every beat, as long as no such process comes; bench/recovery.py, bench/MEASUREMENTS.md).
@@ -155,6 +162,9 @@ async def _adopt(
         new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
     except (InvalidTransition, StaleWrite):
         return  # someone else adopted it first
+    except StoreError as exc:  # noted for health by `mutate`; the job stays an orphan, for a later beat
+        log.warning("recovery.not_adopted", job_id=rec.id, error=f"{type(exc).__name__}: {exc}")
+        return
     if debug_enabled():
         log.debug("job.recovered", job_id=rec.id, was=rec.status.value, now=new.status.value)
     adopted, outcomes = noted
@@ -169,11 +179,17 @@ async def _adopt_alone(
     """Adopt pending orphans that only change owner, in one call; those another process changed first are left."""
     adopted, outcomes = noted
     debug = debug_enabled()
-    for new in await manager.adopt_pending(found):
-        if debug:
-            log.debug("job.recovered", job_id=new.id, was=JobStatus.PENDING.value, now=new.status.value)
-        adopted[new.id] = new
-        outcomes[new.status.value] += 1
+    for i in range(0, len(found), ADOPT_CHUNK):
+        try:
+            done = await manager.adopt_pending(found[i : i + ADOPT_CHUNK])
+        except StoreError as exc:  # noted for health; these and the rest stay orphans, for a later beat
+            log.warning("recovery.not_adopted", jobs=len(found) - i, error=f"{type(exc).__name__}: {exc}")
+            return
+        for new in done:
+            if debug:
+                log.debug("job.recovered", job_id=new.id, was=JobStatus.PENDING.value, now=new.status.value)
+            adopted[new.id] = new
+            outcomes[new.status.value] += 1
 
 
 async def _end_leftovers(rec: JobRecord, spec: JobToolSpec | None) -> None:
