@@ -265,9 +265,10 @@ async def test_the_firing_is_recorded_when_the_process_that_lost_it_moves_the_sc
     p = await one._plan(rec)
     last, refused = await one._fire_ticks(rec, p)  # one fires the tick ...
     assert last["last_tick"] == sch.next_fire_at and refused == 0
-    await two.tick()  # ... two loses its firing and moves the schedule on first
+    await two.tick()  # ... two loses its firing and moves the schedule on first, naming one's job (the tick's key)
     moved = await schedules.get_schedule(sch.schedule_id)
-    assert moved is not None and moved.next_fire_at == p.next_fire_at and moved.last_job_id is None
+    assert moved is not None and moved.next_fire_at == p.next_fire_at
+    assert moved.last_job_id == last["last_job_id"]
     await one._move_on(rec, p, last)  # one's compare-and-set misses: it records its firing on the new version
     after = await schedules.get_schedule(sch.schedule_id)
     assert after is not None and after.next_fire_at == p.next_fire_at
@@ -436,3 +437,26 @@ async def test_a_queued_schedule_held_for_its_running_job_is_not_reported_as_unf
         await lacks.tick()
     assert len(await ticks(store)) == 1
     assert (await manager.statistics()).health.status == "healthy"
+
+
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+async def test_a_tick_whose_firing_process_died_before_moving_the_schedule_on_is_recorded_as_its_last(
+    manager: JobManager, clock: FakeClock, store: JobStore, overlap: str
+) -> None:
+    """A process fired a tick (its job and the tick's key, one transaction), then died before moving the
+    schedule on. The next pass finds the tick fired and records that job as the schedule's last: the overlap
+    rule then sees it running. It moved the schedule on naming no job, so the next tick ran beside it."""
+    t = ticker_of(manager)
+    sch = await create(t, everySeconds=10, overlap=overlap)
+    clock.advance(10)
+    tick = sch.next_fire_at
+    assert tick is not None
+    job_id = await manager.fire_job("echo", {"text": "hi"}, None, sch.schedule_id, tick, version=sch.version)
+    assert job_id is not None  # the dead process's firing
+    await manager.start_job(job_id)  # its job runs (adopted, run again by a live process)
+    await t.tick()  # the tick fired already: nothing fired, the schedule moved on
+    moved = await t.schedules.get(sch.schedule_id)
+    assert (moved.last_job_id, moved.last_tick) == (job_id, tick)
+    clock.advance(10)
+    await t.tick()  # the next tick while that job runs: skipped, or held for it
+    assert await ticks(store) == [tick]

@@ -98,6 +98,9 @@ async def test_a_tick_fires_once(store: JobStore) -> None:  # noqa: F811
     assert await store.get(again.id) is None
     jobs = await store.query(JobQuery(limit=10))
     assert sorted((j.schedule_id, j.tick) for j in jobs) == [("s1", 60_000), ("s1", 120_000)]
+    # the tick's key names the job that fired it (what a firing that finds the tick fired records as the last)
+    assert await s.fired_job("s1", 60_000) == first.id and await s.fired_job("s1", 120_000) == other.id
+    assert await s.fired_job("s1", 180_000) is None and await s.fired_job("s2", 60_000) is None
 
 
 async def test_a_fired_job_keeps_every_field(store: JobStore) -> None:  # noqa: F811

@@ -113,8 +113,9 @@ class Ticker:
         )
 
     async def _fire_ticks(self, rec: ScheduleRecord, p: Plan) -> tuple[dict[str, Any], int]:
-        """Fire the planned ticks: the last firing of this process ({last_job_id, last_tick, last_fired_at}),
-        empty when another process fired them all, and how many admission refused (lost: counted as skipped)."""
+        """Fire the planned ticks: the last firing ({last_job_id, last_tick, last_fired_at}; a tick another process
+        fired counts, as it may have died before recording it), empty when none fired, and how many admission
+        refused (lost: counted as skipped)."""
         last: dict[str, Any] = {}
         refused = 0
         for tick in p.ticks:
@@ -126,6 +127,8 @@ class Ticker:
                 log.warning("schedule.fire_refused", schedule_id=rec.schedule_id, tick=tick, error=str(exc))
                 refused += 1
                 continue
+            if job_id is None:  # fired already: by a process that may have died before moving the schedule on
+                job_id = await self.schedules.store.fired_job(rec.schedule_id, tick)
             if job_id is not None:
                 last = {"last_job_id": job_id, "last_tick": tick, "last_fired_at": self.m.now()}
         return last, refused

@@ -435,6 +435,10 @@ class ScheduleStore(Protocol):
         was planned on): a pause, change or delete that answered first stops it. False when nothing was
         written."""
 
+    async def fired_job(self, schedule_id: str, tick: int) -> str | None:
+        """The id of the job fired for the schedule's `tick` (its key names it), None when the tick did not fire
+        (or its key was pruned): what a firing that found the tick fired already records as the schedule's last."""
+
     async def prune_ticks(self, before: int) -> int:
         """Delete the keys of ticks fired before `before` that no firing can come back to (the schedule
         moved past them, ended or is gone); answer how many."""

@@ -274,6 +274,10 @@ class MemoryStore:
         self.ticks[key] = (job.id, job.created_at)
         return True
 
+    async def fired_job(self, schedule_id: str, tick: int) -> str | None:
+        fired = self.ticks.get((schedule_id, tick))
+        return None if fired is None else fired[0]
+
     async def prune_ticks(self, before: int) -> int:
         def done(key: tuple[str, int], fired_at: int) -> bool:
             sch = self.schedules.get(key[0])

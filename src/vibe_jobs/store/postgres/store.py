@@ -872,6 +872,10 @@ class PostgresStore(SharedJobStore):
         fired: bool = await self._retrying(run)
         return fired
 
+    async def fired_job(self, schedule_id: str, tick: int) -> str | None:
+        found = await self._retrying(lambda: self.pool.fetchval(_TICK_JOB, schedule_id, tick))
+        return None if found is None else str(found)
+
     async def prune_ticks(self, before: int) -> int:
         return int((await self._execute(_PRUNE_TICKS, before)).split()[-1])
 

@@ -623,6 +623,10 @@ class SQLiteStore:
             self._known.remember(job)
         return inserted
 
+    async def fired_job(self, schedule_id: str, tick: int) -> str | None:
+        row = await self._run(_S["fired_by"], (schedule_id, tick), ONE)
+        return None if row is None else str(row[0])
+
     async def prune_ticks(self, before: int) -> int:
         return int(await self._run(_S["prune_ticks"], (before,), ROWCOUNT))
 
