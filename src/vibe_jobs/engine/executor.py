@@ -397,17 +397,19 @@ class Executor:
         """Write the outcome, retrying with backoff while the store fails transiently (outages.py). A failure
         that is not transient is either this outcome's (a value the store cannot take) or the store's for a
         while (an I/O error, a permission taken away): a plain failure naming it is written instead, and while
-        that is refused too, both are tried again at the slowest pace until one is taken. The run keeps its
-        slot and its lease meanwhile, so the job is neither lost nor left running once the store works (this
-        process renews its lease: nobody would recover it). The writes are fenced by attempt, so a late one is
+        that is refused too, both are tried again at the slowest pace until one is taken. After a refusal the
+        outcome is tried again, at that pace, before the plain failure is written in its place: a store that takes
+        writes again meanwhile (a permission given back) gets the outcome. The run keeps its slot and its lease
+        meanwhile, so the job is neither lost nor left running once the store works (this process renews its
+        lease: nobody would recover it). The writes are fenced by attempt, so a late one is
         refused, not applied; the server stopping ends the retries (the job is recovered at the next start)."""
         usage = _usage(run.ctx, run.cpu0, run.wall0)
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
         while not await retry.until_done(lambda: self._settle(run, abandoned, usage), job_id=run.rec.id):
+            await anyio.sleep(retry.most)  # the store's for a moment, maybe (a permission being given back)
             plain = functools.partial(self._settle_refused, run, abandoned, usage)
             if await retry.until_done(plain, job_id=run.rec.id):
                 return
-            await anyio.sleep(retry.most)
 
     async def _settle_refused(self, run: Run, abandoned: bool, usage: dict[str, float]) -> None:
         """The outcome once more, else (refused again, not transiently) a failure saying it was refused (text only:
