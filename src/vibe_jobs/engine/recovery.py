@@ -30,7 +30,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import Guard, adopted_alone, adoption
+from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption
 
 log = get_logger("vibe_jobs.engine.recovery")
 
@@ -40,9 +40,6 @@ log = get_logger("vibe_jobs.engine.recovery")
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 WORKER_LOST = "interrupted: worker lost"
 ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
-# pending orphans adopted in one store call (`adopt_pending`); those of a call that failed wait for a later beat,
-# and those adopted before it are queued (adopted and never queued, a job would wait, ours, until a restart)
-ADOPT_CHUNK = 5_000
 
 
 def plan_recovery(

@@ -113,6 +113,11 @@ def cancelled_without_run(rec: JobRecord) -> bool:
 CANCELLED_WITHOUT_RUN_SQL = "status = 'pending' AND cancel_requested IS NOT NULL"
 
 
+# pending orphans adopted at once: one SQLite statement (about 40 ms of its server process, holding the write lock)
+# or one PostgreSQL transaction; recovery hands them over this many at a time (a failure costs at most these)
+ADOPT_CHUNK = 5_000
+
+
 def adopted_alone(rec: JobRecord) -> bool:
     """An orphan whose adoption changes only its owner (and `updated_at`, `adoption`): pending, no cancel asked.
     Such orphans are adopted many at once (`JobStore.adopt_pending`); the others need a plan of their own (a

@@ -41,6 +41,7 @@ from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import schedulerows
 from vibe_jobs.store.base import (
+    ADOPT_CHUNK,
     PRINCIPAL_LOCK_WAIT_MS,
     ClaimLimits,
     DurationRow,
@@ -131,7 +132,6 @@ def _int_option(options: Mapping[str, str], name: str, default: int) -> int:
 
 
 _WRITE_BATCH = 500  # updates sent in one statement at most
-_ADOPT_CHUNK = 5_000  # orphans adopted in one transaction at most (`adopt_pending`)
 _S_COLS = ", ".join(schedulerows.COLUMNS)
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 _S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
@@ -558,14 +558,14 @@ class PostgresStore(SharedJobStore):
         return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
 
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
-        """A transaction per _ADOPT_CHUNK jobs (`sql.ADOPT`). Processes adopting the same jobs at once: the first
+        """A transaction per ADOPT_CHUNK jobs (`sql.ADOPT`). Processes adopting the same jobs at once: the first
         to lock a row adopts it; the other then finds the row at the next version and leaves it. A try whose
         connection was lost may have committed: the next try first reads back which of its jobs are ours now.
         No job changes status: nothing to announce."""
         check_adoptable(jobs)
         won: set[str] = set()
-        for i in range(0, len(jobs), _ADOPT_CHUNK):
-            chunk = jobs[i : i + _ADOPT_CHUNK]
+        for i in range(0, len(jobs), ADOPT_CHUNK):
+            chunk = jobs[i : i + ADOPT_CHUNK]
             won.update(await self._adopt_chunk([rec.id for rec in chunk], [rec.version for rec in chunk], owner, now))
         return adopted_records(jobs, won, owner, now)
 

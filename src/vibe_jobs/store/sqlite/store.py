@@ -40,6 +40,7 @@ from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
 from vibe_jobs.store.base import (
+    ADOPT_CHUNK,
     CANCELLED_WITHOUT_RUN_SQL,
     NO_GUARD,
     DurationRow,
@@ -126,7 +127,6 @@ _ADOPTED = (
     f"SELECT jobs.id FROM {_PAIRS}, jobs WHERE jobs.id = w.id AND jobs.version = w.v + 1 AND owner = ?"
     " AND updated_at = ?"
 )
-ADOPT_CHUNK = 5_000  # jobs adopted in one statement at most (about 40 ms of the server process, holding the write lock)
 
 _GET = f"{sql.SELECT} WHERE id = ?"
 _LOAD_DURATIONS = "SELECT key, runs, ewma_ms, recent FROM durations"
