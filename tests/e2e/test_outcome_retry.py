@@ -71,17 +71,24 @@ async def test_an_outcome_the_store_refused_is_written_once_the_store_takes_it_a
                 assert (await read(client, job_id))["status"] == "completed"
 
 
-REFUSE_POISON = """
-CREATE FUNCTION {schema}.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+def refusing_rule(name: str, when: str, message: str) -> str:
+    """SQL (with `{schema}` to fill) for a rule of the database that refuses a jobs update `when` (a condition on
+    NEW), not transiently (check_violation), with `message`."""
+    return f"""
+CREATE FUNCTION {{schema}}.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.progress_message LIKE '%poison%' THEN
-        RAISE EXCEPTION 'refused by a rule of this database' USING ERRCODE = 'check_violation';
+    IF {when} THEN
+        RAISE EXCEPTION '{message}' USING ERRCODE = 'check_violation';
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER refuse_poison BEFORE UPDATE ON {schema}.jobs
-    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_poison();
+CREATE TRIGGER {name} BEFORE UPDATE ON {{schema}}.jobs FOR EACH ROW EXECUTE FUNCTION {{schema}}.{name}();
 """
+
+
+REFUSE_POISON = refusing_rule(
+    "refuse_poison", "NEW.progress_message LIKE '%poison%'", "refused by a rule of this database"
+)
 
 
 async def test_an_outcome_the_store_can_never_take_ends_the_job_failed_naming_why_and_frees_its_slot() -> None:
@@ -110,18 +117,11 @@ async def test_an_outcome_the_store_can_never_take_ends_the_job_failed_naming_wh
 
 # A rule that refuses a job's first completion only: its count outlives the refused statement (nextval is not
 # rolled back).
-REFUSE_FIRST_COMPLETION = """
-CREATE SEQUENCE {schema}.completions;
-CREATE FUNCTION {schema}.refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.status = 'completed' AND nextval('{schema}.completions') = 1 THEN
-        RAISE EXCEPTION 'refused once by a rule of this database' USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_first BEFORE UPDATE ON {schema}.jobs
-    FOR EACH ROW EXECUTE FUNCTION {schema}.refuse_first();
-"""
+REFUSE_FIRST_COMPLETION = "CREATE SEQUENCE {schema}.completions;" + refusing_rule(
+    "refuse_first",
+    "NEW.status = 'completed' AND nextval('{schema}.completions') = 1",
+    "refused once by a rule of this database",
+)
 
 
 async def test_an_outcome_refused_once_lands_when_the_store_takes_it_again_not_a_failure_in_its_place() -> None:
