@@ -39,7 +39,7 @@ from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Stati
 from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.polling import decide, estimate_remaining
-from vibe_jobs.questions import check_answer, pending_question, plain_answer, question_view
+from vibe_jobs.questions import check_answer, open_question, pending_question, plain_answer, question_view
 from vibe_jobs.recent import RecentRecords
 from vibe_jobs.results import (
     as_result_dict,
@@ -871,7 +871,9 @@ class JobManager:
         def plan(rec: JobRecord) -> dict[str, Any]:
             if viewer is not None and not viewer.sees(rec.principal):
                 raise JobNotFound(job_id)  # another principal's job answers as an unknown id
-            question = pending_question(rec.waiting_for) if rec.status is RUNNING else None
+            question = open_question(rec)
+            if question is None and rec.cancel_requested is not None and pending_question(rec.waiting_for):
+                raise NotWaiting(f"Job '{rec.id}' is being cancelled: its question is withdrawn", job_id=rec.id)
             if question is None or (request_id is not None and request_id != question["id"]):
                 raise NotWaiting(
                     f"Job '{rec.id}' is not waiting for {'this ' if request_id else 'an '}answer", job_id=rec.id
@@ -997,7 +999,7 @@ class JobManager:
             created_at=rec.created_at,
             updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
-            waiting_for=question_view(rec.waiting_for) if rec.status is RUNNING else None,
+            waiting_for=question_view(rec),
         )
 
     async def wait(

@@ -200,7 +200,7 @@ class Job(WireModel):
             tick=rec.tick,
             run_at=rec.run_after if rec.status is JobStatus.PENDING else None,
             deadline=task.deadline,
-            waiting_for=question_view(rec.waiting_for) if rec.status is JobStatus.RUNNING else None,
+            waiting_for=question_view(rec),
         )
 
 

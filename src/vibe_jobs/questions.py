@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from vibe_jobs.errors import InvalidParams
+from vibe_jobs.states import RUNNING
+
+if TYPE_CHECKING:
+    from vibe_jobs.models import JobRecord
 
 __all__ = [
     "ELICIT",
@@ -27,6 +31,7 @@ __all__ = [
     "check_answer",
     "elicit_request",
     "elicitation_schema",
+    "open_question",
     "pending_question",
     "plain_answer",
     "question_view",
@@ -195,18 +200,28 @@ def pending_question(waiting_for: Mapping[str, Any] | None) -> Mapping[str, Any]
     return waiting_for if waiting_for is not None and waiting_for.get("answer") is None else None
 
 
-def response_to_pending(waiting_for: Mapping[str, Any] | None, responses: Mapping[str, R]) -> tuple[str, R] | None:
+def open_question(rec: JobRecord) -> Mapping[str, Any] | None:
+    """The question `rec`'s run waits on and that may still be answered: the job runs, nobody answered it, and no
+    cancel was asked for it (the cancel wins: the run is stopping). The one rule for whoever shows, puts or answers
+    a job's question."""
+    if rec.status is not RUNNING or rec.cancel_requested is not None:
+        return None
+    return pending_question(rec.waiting_for)
+
+
+def response_to_pending(rec: JobRecord, responses: Mapping[str, R]) -> tuple[str, R] | None:
     """The one response (key, value) among `responses` that answers the question the job waits on now; the other
     keys answer nothing and cost nothing (a request may name any number of them)."""
-    question = pending_question(waiting_for)
+    question = open_question(rec)
     if question is None or question["id"] not in responses:
         return None
     return question["id"], responses[question["id"]]
 
 
-def question_view(waiting_for: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """`waitingFor` as clients see it: the request id, its kind, and the request's params."""
-    question = pending_question(waiting_for)
+def question_view(rec: JobRecord) -> dict[str, Any] | None:
+    """`waitingFor` as clients see it (the job's open question): the request id, its kind, and the request's
+    params."""
+    question = open_question(rec)
     if question is None:
         return None
     return {"requestId": question["id"], "kind": KINDS[question["method"]], **question["params"]}

@@ -126,6 +126,34 @@ async def test_cancel_while_waiting_ends_the_job_and_its_question(backend: Backe
     assert done.status is JobStatus.CANCELLED and done.waiting_for is None
 
 
+async def test_an_answer_after_the_cancel_was_asked_is_refused_while_the_job_stops(backend: Backend) -> None:
+    """The cancel wins: an answer given while a cancelled job is still stopping (here its clean-up holds it; in a
+    cluster, until the process running it hears of the cancel) is refused naming the cancel, not accepted with "the
+    job resumes", and the question is no longer shown."""
+    release = anyio.Event()
+
+    async def slow_to_stop(job: JobContext) -> str:
+        try:
+            return await ask_body(job)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await release.wait()
+
+    async with backend.running([make_spec(slow_to_stop, name="slow-to-stop")]) as (m, _):
+        job_id = await m.create_job("slow-to-stop")
+        await until_asked(m, job_id)
+        await m.cancel_job(job_id, "no longer needed")
+        try:
+            with pytest.raises(NotWaiting, match="being cancelled: its question is withdrawn"):
+                await m.answer(job_id, {"confirm": True}, action="accept")
+            msg = await m.status_message(job_id)  # nor is it shown to be answered
+            assert msg.status is JobStatus.RUNNING and msg.waiting_for is None
+        finally:
+            release.set()
+        done = await finished(m, job_id)
+    assert done.status is JobStatus.CANCELLED and done.waiting_for is None
+
+
 async def test_a_stored_question_ends_with_an_interrupted_run(backend: Backend) -> None:
     """After a restart the waiting job is recovered like any interrupted job: a retry_safe one runs again
     (and asks again), another fails; the old question is gone either way."""

@@ -52,7 +52,7 @@ from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
-from vibe_jobs.questions import ELICIT, SAMPLE, pending_question, response_to_pending
+from vibe_jobs.questions import ELICIT, SAMPLE, open_question, response_to_pending
 from vibe_jobs.server.outstanding import Outstanding, outstanding, put
 from vibe_jobs.server.sdk import connection_state
 
@@ -79,12 +79,12 @@ class Asker:
 
     def wants(self, rec: JobRecord) -> bool:
         """Is there a question this caller can answer on this call (and was not asked already)?"""
-        question = pending_question(rec.waiting_for) if not rec.finished else None
+        question = open_question(rec)
         return question is not None and question["method"] in self.methods and question["id"] not in self.tried
 
     def input_required(self, rec: JobRecord) -> InputRequiredResult | None:
         """On 2026-07-28: the question as this call's `input_required` answer (the client retries with it)."""
-        question = pending_question(rec.waiting_for)
+        question = open_question(rec)
         if not self.modern or question is None:
             return None
         return InputRequiredResult(input_requests={question["id"]: _request_of(question)})
@@ -93,7 +93,7 @@ class Asker:
         """Put the job's question to the caller as a request related to this call, unless this connection has it
         outstanding already (asked by an earlier long-poll): either way that request, which outlives this call
         until it is answered, the question ends or the connection closes (`server/outstanding.py`)."""
-        question = pending_question(rec.waiting_for)
+        question = open_question(rec)
         assert question is not None
         self.tried.add(question["id"])
         key = (self.job_id, question["id"])
@@ -121,7 +121,7 @@ class Asker:
         """Return once the job no longer asks question `question_id` (or cannot be read)."""
 
         def moot(rec: JobRecord) -> bool:
-            question = pending_question(rec.waiting_for) if not rec.finished else None
+            question = open_question(rec)
             return question is None or question["id"] != question_id
 
         try:
@@ -210,7 +210,7 @@ async def take_responses(
     if not responses:
         return
     rec = await manager.get_record(job_id, viewer)  # one read, whatever number of keys the request names
-    if (found := response_to_pending(rec.waiting_for, responses)) is None:
+    if (found := response_to_pending(rec, responses)) is None:
         log.info("job.answer_unused", job_id=job_id, keys=len(responses))
         return
     key, response = found

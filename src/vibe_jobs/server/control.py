@@ -32,7 +32,7 @@ from vibe_jobs.models import (
     TaskMetadata,
     TaskSpec,
 )
-from vibe_jobs.questions import pending_question
+from vibe_jobs.questions import open_question
 from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
 from vibe_jobs.server.asking import Asker, Keepalive, refusal, take_responses
 from vibe_jobs.server.auth import Identity
@@ -172,11 +172,11 @@ class ControlTools:
         """Put the job's question to the caller (a request tied to this call; or find it outstanding on this
         connection, put by an earlier long-poll), and wait, within the long-poll's time, while the reply is
         outstanding and the job still asks it. The request itself outlives this call (`server/outstanding.py`)."""
-        asking = pending_question(rec.waiting_for)
+        asking = open_question(rec)
         assert asking is not None
 
         def moot(now: JobRecord) -> bool:
-            question = pending_question(now.waiting_for)
+            question = open_question(now)
             return question is None or question["id"] != asking["id"]
 
         request = asker.deliver(rec)
@@ -392,4 +392,4 @@ def _only_job_error(group: ExceptionGroup[Exception]) -> Exception:
 
 
 def _asks(rec: Any) -> bool:
-    return pending_question(rec.waiting_for) is not None
+    return open_question(rec) is not None

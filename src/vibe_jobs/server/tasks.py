@@ -32,7 +32,7 @@ from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotF
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
 from vibe_jobs.models import JobRecord, JobStatusMessage
-from vibe_jobs.questions import pending_question, response_to_pending
+from vibe_jobs.questions import open_question, response_to_pending
 from vibe_jobs.server.answers import carried_result
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.states import JobStatus
@@ -132,7 +132,7 @@ class TasksExtension(Extension):
         require_client_extension(ctx, TASKS_EXTENSION)
         try:
             rec = await self.manager.get_record(params.task_id, self.identity.viewer())
-            if (found := response_to_pending(rec.waiting_for, params.input_responses)) is not None:
+            if (found := response_to_pending(rec, params.input_responses)) is not None:
                 await self._answer(params.task_id, *found)  # keys not outstanding are ignored, as the spec says
         except JobNotFound:
             raise not_found("update", params.task_id) from None
@@ -189,7 +189,7 @@ class TasksExtension(Extension):
 
 
 def _status_message(rec: JobRecord) -> str:
-    question = pending_question(rec.waiting_for) if rec.status is JobStatus.RUNNING else None
+    question = open_question(rec)
     if question is None:
         return status_text(rec)
     asked = question["params"].get("message") or "a model reply (sampling)"
@@ -199,7 +199,7 @@ def _status_message(rec: JobRecord) -> str:
 def task_status(rec: JobRecord) -> str:
     if rec.status is JobStatus.FAILED and rec.result is None:
         return "failed"
-    if rec.status is JobStatus.RUNNING and pending_question(rec.waiting_for) is not None:
+    if open_question(rec) is not None:
         return "input_required"
     return TASK_STATUS[rec.status]
 
@@ -211,6 +211,6 @@ def payload(rec: JobRecord, msg: JobStatusMessage) -> dict[str, Any]:
         return {"result": rec.result}
     if status == "failed":
         return {"error": {"code": INTERNAL_ERROR, "message": msg.message or "Job failed"}}
-    if status == "input_required" and (question := pending_question(rec.waiting_for)) is not None:
+    if status == "input_required" and (question := open_question(rec)) is not None:
         return {"inputRequests": {question["id"]: {"method": question["method"], "params": question["params"]}}}
     return {}
