@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "vibe_jobs"
 LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
+    "blocks": 10,  # content blocks and numbers as the MCP carries them, checked without the SDK
     "testing": 55,  # fixtures loaded with --tools (the conformance "everything" server): above server, below cli
     "recent": 10,  # a bounded map of the values last remembered (manager, SQLite store)
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from vibe_jobs.blocks import block_problem, carried_block_problem, finite_number
 from vibe_jobs.errors import InvalidParams
 from vibe_jobs.states import RUNNING
 
@@ -137,6 +138,10 @@ def sample_request(
     if not items:
         raise InvalidParams("sampling needs at least one message")
     params: dict[str, Any] = {"messages": [_message(m) for m in items], "maxTokens": max_tokens}
+    if stop_sequences is not None and (isinstance(stop_sequences, str) or not isinstance(stop_sequences, Sequence)):
+        raise InvalidParams(f"sampling's stop_sequences must be a list of strings, not {stop_sequences!r:.80}")
+    if model_preferences is not None and not isinstance(model_preferences, Mapping):
+        raise InvalidParams(f"sampling's model_preferences must be an object, not {model_preferences!r:.80}")
     optional = {
         "systemPrompt": system,
         "temperature": temperature,
@@ -152,24 +157,23 @@ def sample_request(
 _PRIORITIES = ("costPriority", "speedPriority", "intelligencePriority")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _model_hint(hint: Any) -> bool:
+    return isinstance(hint, Mapping) and (hint.get("name") is None or isinstance(hint["name"], str))
 
 
 def _sampling_options_problem(params: Mapping[str, Any]) -> str | None:
     """Why the options of a sampling request are not those an MCP request carries, else None."""
     if not isinstance(params.get("systemPrompt", ""), str):
         return f"system must be a string, not {params['systemPrompt']!r:.80}"
-    if not _number(params.get("temperature", 0)):
-        return f"temperature must be a number, not {params['temperature']!r:.80}"
+    if not finite_number(params.get("temperature", 0)):
+        return f"temperature must be a finite number, not {params['temperature']!r:.80}"
     if not all(isinstance(s, str) for s in params.get("stopSequences", ())):
         return f"stop_sequences must be strings, not {params['stopSequences']!r:.80}"
     prefs = params.get("modelPreferences", {})
-    hints = prefs.get("hints") or []
-    names = [h.get("name") for h in hints if isinstance(h, Mapping)] if isinstance(hints, list) else [0]
-    if len(names) != len(hints) or not all(n is None or isinstance(n, str) for n in names):
+    hints = prefs.get("hints")
+    if hints is not None and not (isinstance(hints, list) and all(map(_model_hint, hints))):
         return f"model_preferences hints must be a list of {{name}} objects, not {hints!r:.80}"
-    if not all(prefs.get(k) is None or _number(prefs[k]) for k in _PRIORITIES):
+    if not all(prefs.get(k) is None or finite_number(prefs[k]) for k in _PRIORITIES):
         return f"model_preferences priorities ({', '.join(_PRIORITIES)}) must be numbers"
     return None
 
@@ -178,6 +182,8 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
     """A SamplingMessage: a plain string is the user's text; a string content becomes a text block."""
     if isinstance(item, str):
         return {"role": "user", "content": {"type": "text", "text": item}}
+    if not isinstance(item, Mapping):
+        raise InvalidParams(f"a sampling message is a string or an object {{role, content}}, not {item!r:.80}")
     role, content = item.get("role", "user"), item.get("content")
     if role not in ("user", "assistant"):
         raise InvalidParams(f"a sampling message's role must be user or assistant, not {role!r}")
@@ -186,7 +192,7 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(content, Mapping | list):
         raise InvalidParams("a sampling message needs content (a string or content blocks)")
     blocks = content if isinstance(content, list) else [content]
-    problem = next(filter(None, map(_request_block_problem, blocks)), None)
+    problem = next(filter(None, map(carried_block_problem, blocks)), None)
     if problem is not None:  # the MCP request could not be made of it: every long-poll of the job failed
         raise InvalidParams(f"a sampling message's content must be a block or a list of blocks: {problem}")
     return {"role": role, "content": content}
@@ -347,7 +353,7 @@ def _sample_answer(answer: Any) -> dict[str, Any]:
         raise InvalidParams("a sampling answer must be the text, or a CreateMessageResult {role, content, model}")
     content = answer.get("content")
     blocks = content if isinstance(content, list) else [content]
-    problem = next(filter(None, map(_block_problem, blocks)), None) if blocks else "the list is empty"
+    problem = next(filter(None, map(block_problem, blocks)), None) if blocks else "the list is empty"
     if problem is not None:
         raise InvalidParams(
             "a sampling answer must be the text, or a CreateMessageResult {role, content, model} whose content is a "
@@ -359,61 +365,6 @@ def _sample_answer(answer: Any) -> dict[str, Any]:
         if field in answer and not isinstance(answer[field], str):
             raise InvalidParams(f"a sampling answer's {field} must be a string, not {answer[field]!r:.80}")
     return {"model": "unknown", **answer, "role": "assistant"}
-
-
-_BLOCK_FIELDS = {"text": ("text",), "image": ("data", "mimeType"), "audio": ("data", "mimeType")}
-
-
-def _block_problem(block: Any) -> str | None:
-    """Why `block` is no content block a job can read (a text, image or audio block, or another typed one)."""
-    if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
-        return f"a block is an object with a type, not {block!r:.80}"
-    for field in _BLOCK_FIELDS.get(block["type"], ()):
-        if not isinstance(block.get(field), str):
-            return f"a {block['type']} block's {field} must be a string, not {block.get(field)!r:.80}"
-    return None
-
-
-_REQUEST_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
-
-
-# the fields a sampling message's tool blocks must have (the MCP's ToolUseContent, ToolResultContent)
-_REQUEST_FIELDS: dict[str, tuple[tuple[str, type, str], ...]] = {
-    "tool_use": (("id", str, "a string"), ("name", str, "a string"), ("input", Mapping, "an object")),
-    "tool_result": (("toolUseId", str, "a string"),),
-}
-
-
-def _request_block_problem(block: Any) -> str | None:
-    """Why `block` is no content block a sampling request can carry."""
-    if (problem := _block_problem(block)) is not None:
-        return problem
-    kind = block["type"]
-    if kind not in _REQUEST_BLOCKS:
-        return f"a block's type is one of {', '.join(_REQUEST_BLOCKS)}, not {kind!r:.80}"
-    for field, wanted, words in _REQUEST_FIELDS.get(kind, ()):
-        if not isinstance(block.get(field), wanted):
-            return f"a {kind} block's {field} must be {words}, not {block.get(field)!r:.80}"
-    for field in ("annotations", "_meta"):  # objects, when given
-        if block.get(field) is not None and not isinstance(block[field], Mapping):
-            return f"a {kind} block's {field} must be an object, not {block[field]!r:.80}"
-    if kind == "tool_result" and block.get("content") is not None:
-        inner = block["content"]
-        if not isinstance(inner, list):
-            return f"a tool_result block's content must be a list of blocks, not {inner!r:.80}"
-        return next(filter(None, map(_result_block_problem, inner)), None)
-    return None
-
-
-_RESULT_BLOCKS = ("text", "image", "audio", "resource_link", "resource")  # what a tool result's content holds
-
-
-def _result_block_problem(block: Any) -> str | None:
-    if (problem := _block_problem(block)) is not None:
-        return problem
-    if block["type"] not in _RESULT_BLOCKS:
-        return f"a tool result's block's type is one of {', '.join(_RESULT_BLOCKS)}, not {block['type']!r:.80}"
-    return None
 
 
 def elicitation(answer: Mapping[str, Any] | None, model: type[M] | None) -> Elicitation[M]:

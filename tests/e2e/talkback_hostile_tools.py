@@ -49,3 +49,10 @@ async def pick_mixed(job: JobContext) -> str:
     schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["a", 1]}}, "required": ["pick"]}
     answer = await job.elicit("Pick one", schema)
     return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Sample with a text block whose priority is past 1 and a temperature past any float")
+async def sample_out_of_range(job: JobContext) -> str:
+    content = {"type": "text", "text": "hi", "annotations": {"priority": 2}}
+    reply = await job.sample([{"role": "user", "content": content}], max_tokens=10, temperature=10**400)
+    return f"{reply.action} {reply.text}"

@@ -81,10 +81,11 @@ async def hostile_tools_client(mode: str, **callbacks: Any) -> AsyncIterator[Cli
     [
         ("sample_number_text", "a sampling message's content must be a block"),
         ("sample_video", "a sampling message's content must be a block"),
-        ("sample_hot", "sampling's temperature must be a number"),
+        ("sample_hot", "sampling's temperature must be a finite number"),
         ("sample_nameless_tool_use", "a tool_use block's name must be a string"),
         ("sample_unbound_tool_result", "a tool_result block's toolUseId must be a string"),
         ("sample_numbered_annotations", "a text block's annotations must be an object"),
+        ("sample_out_of_range", "a text block's annotation's priority must be a number from 0 to 1"),
     ],
 )
 async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_every_read(tool: str, says: str) -> None:

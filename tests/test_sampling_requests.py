@@ -1,0 +1,135 @@
+"""A job's sampling question is stored only if the MCP's CreateMessageRequest can carry it.
+
+`questions.sample_request` checks what a job gives `JobContext.sample()` without the SDK (the core imports no
+MCP). What it lets through is put to clients as `sampling/createMessage` (and shown in `waitingFor`): a value the
+SDK's model refuses made every long-poll of the job fail for as long as it waited. Here the check is compared with
+the SDK's own model on generated inputs, good and hostile: whatever it accepts, the SDK accepts, and whatever it
+refuses, it refuses with InvalidParams (never a crash)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp_types import CreateMessageRequestParams
+
+from vibe_jobs.errors import InvalidParams
+from vibe_jobs.questions import sample_request
+
+ODD = st.sampled_from(
+    [None, True, 0, 1, -1, 0.5, 2, 10**400, math.inf, math.nan, "", "x", "user", [], {}, [1], {"a": 1}]
+)
+
+
+def mostly(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Usually a good value, now and then a hostile one: enough well-formed blocks reach the comparison."""
+    return st.integers(0, 9).flatmap(lambda i: good if i else ODD)
+
+
+S = mostly(st.text(max_size=3))
+ANNOTATIONS = mostly(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "audience": mostly(st.lists(st.sampled_from(["user", "assistant"]), max_size=2)),
+            "priority": mostly(st.floats(0, 1)),
+            "lastModified": S,
+        },
+    )
+)
+COMMON = {"annotations": ANNOTATIONS, "_meta": mostly(st.just({"k": 1}))}
+RESOURCE = mostly(
+    st.one_of(
+        st.fixed_dictionaries({"uri": S, "text": S}, optional={"mimeType": S}),
+        st.fixed_dictionaries({"uri": S, "blob": S}, optional={"_meta": mostly(st.just({}))}),
+    )
+)
+
+
+def typed(kind: Any, required: dict[str, Any], optional: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
+    fields = st.fixed_dictionaries(required, optional={**COMMON, **(optional or {})})
+    return st.builds(lambda t, rest: {"type": t, **rest}, mostly(st.just(kind)), fields)
+
+
+INNER = st.one_of(
+    typed("text", {"text": S}),
+    typed("image", {"data": S, "mimeType": S}),
+    typed(
+        "resource_link",
+        {"uri": S, "name": S},
+        {"title": S, "description": S, "mimeType": S, "size": mostly(st.integers())},
+    ),
+    typed("resource", {"resource": RESOURCE}),
+    typed(st.sampled_from(["tool_use", "video"]), {}),
+    ODD,
+)
+BLOCK = st.one_of(
+    typed("text", {"text": S}),
+    typed("audio", {"data": S, "mimeType": S}),
+    typed("tool_use", {"id": S, "name": S, "input": mostly(st.just({"a": 1}))}),
+    typed(
+        "tool_result",
+        {"toolUseId": S},
+        {"content": mostly(st.lists(INNER, max_size=3)), "isError": mostly(st.booleans())},
+    ),
+    typed(st.sampled_from(["resource", "resource_link", "video"]), {"uri": S}),
+    ODD,
+)
+NUMBER = mostly(st.one_of(st.floats(), st.integers(), st.just(10**400)))
+
+
+MESSAGE = mostly(
+    st.one_of(
+        st.text(max_size=5),
+        st.fixed_dictionaries(
+            {"content": mostly(st.one_of(st.text(max_size=3), BLOCK, st.lists(BLOCK, max_size=3)))},
+            optional={"role": mostly(st.sampled_from(["user", "assistant"]))},
+        ),
+    )
+)
+HINTS = mostly(st.lists(mostly(st.fixed_dictionaries({}, optional={"name": S})), max_size=2))
+PRIORITIES = {name: NUMBER for name in ("costPriority", "speedPriority", "intelligencePriority")}
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "system": S,
+        "temperature": NUMBER,
+        "stop_sequences": mostly(st.lists(S, max_size=2)),
+        "model_preferences": mostly(st.fixed_dictionaries({}, optional={"hints": HINTS, **PRIORITIES})),
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.one_of(st.lists(MESSAGE, min_size=1, max_size=3), st.text(max_size=3)), options=OPTIONS)
+def test_what_sample_accepts_the_mcp_request_carries_and_what_it_refuses_it_names(
+    messages: Any, options: dict[str, Any]
+) -> None:
+    try:
+        request = sample_request(messages, max_tokens=10, **options)
+    except InvalidParams:
+        return
+    params = request["params"]
+    json.dumps(params, allow_nan=False)  # stored and sent as JSON: no NaN or infinity
+    CreateMessageRequestParams.model_validate(params)
+
+
+@pytest.mark.parametrize(
+    ("messages", "options", "says"),
+    [
+        ("hi", {"temperature": 10**400}, "temperature must be a finite number"),
+        ("hi", {"temperature": math.nan}, "temperature must be a finite number"),
+        ([5], {}, "a sampling message is a string or an object {role, content}"),
+        ([{"content": {"type": "text", "text": "x", "annotations": {"priority": 2}}}], {}, "priority"),
+        ([{"content": {"type": "text", "text": "x", "annotations": {"audience": "user"}}}], {}, "audience"),
+    ],
+)
+def test_a_sampling_question_the_mcp_cannot_carry_is_refused_naming_the_problem(
+    messages: Any, options: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(InvalidParams, match=says):
+        sample_request(messages, max_tokens=10, **options)
