@@ -124,6 +124,7 @@ def test_what_sample_accepts_the_mcp_request_carries_and_what_it_refuses_it_name
         ("hi", {"temperature": 10**400}, "temperature must be a finite number"),
         ("hi", {"temperature": math.nan}, "temperature must be a finite number"),
         ([5], {}, "a sampling message is a string or an object {role, content}"),
+        ("hi", {"stop_sequences": "END"}, "stop_sequences must be a list of strings"),  # not E, N and D
         ([{"content": {"type": "text", "text": "x", "annotations": {"priority": 2}}}], {}, "priority"),
         ([{"content": {"type": "text", "text": "x", "annotations": {"audience": "user"}}}], {}, "audience"),
     ],
