@@ -1,0 +1,90 @@
+"""The docs tell the truth where it can be checked: every environment variable the code reads is in the README's
+configuration table with the default the code has, and docs/architecture.md names files and functions that exist."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vibe_jobs.settings import ENV_VARS, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "src" / "vibe_jobs"
+# Named in src/ but set by vibe-jobs, not read as configuration: the marker run-command gives its children.
+NOT_CONFIGURATION = {"VIBE_JOBS_RUN_ID"}
+# Defaults the table words instead of giving a value (a path of the user's machine, "the start directory").
+WORDED = ("<", "the start directory", "none")
+
+
+def configuration_rows() -> dict[str, str]:
+    """The README's configuration table: each variable named in a row's first cell, with its default cell."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        defaults = cells[1].split(" / ") if len(names) > 1 else [cells[1]]
+        assert len(defaults) in (1, len(names)), f"README row of {names}: one default each, or one for all"
+        for name, default in zip(names, defaults * len(names) if len(defaults) == 1 else defaults, strict=True):
+            rows[name] = default.strip().strip("`").replace("\\|", "|")
+    return rows
+
+
+def variables_in_source() -> set[str]:
+    found: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        found |= set(re.findall(r"\b(?:VIBE_JOBS|JOB_MANAGER)_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    return found - NOT_CONFIGURATION
+
+
+def test_every_variable_the_code_reads_is_in_the_configuration_table() -> None:
+    missing = sorted(variables_in_source() - set(configuration_rows()))
+    assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_the_table_gives_each_setting_the_default_the_code_has() -> None:
+    """A documented default given as the variable's value changes nothing (its unit is the variable's)."""
+    rows, defaults = configuration_rows(), Settings.from_env({})
+    for var, (name, _parse) in ENV_VARS.items():
+        shown = rows[var]
+        if not shown or any(word in shown for word in WORDED):
+            continue
+        given = getattr(Settings.from_env({var: shown}), name)
+        assert given == getattr(defaults, name), f"README says {var} defaults to {shown!r}: that is not the default"
+
+
+def test_the_settings_without_a_documented_value_default_to_none() -> None:
+    rows, defaults = configuration_rows(), Settings.from_env({})
+    for var, (name, _parse) in ENV_VARS.items():
+        if rows[var] in ("", "none"):
+            assert getattr(defaults, name) in (None, ()), f"README gives {var} no default, the code has one"
+
+
+def named_file(path: str) -> Path | None:
+    """`path` under src/vibe_jobs/, or the one file whose path ends so (the page's Stores part names
+    `link.py` of store/sqlite/ in its paragraph)."""
+    if (PACKAGE / path).is_file():
+        return PACKAGE / path
+    candidates = [found for found in PACKAGE.rglob(path) if found.is_file()]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def test_the_architecture_page_names_files_and_functions_that_exist() -> None:
+    """Each `path.py` (`name`, ...) of docs/architecture.md: the file is under src/vibe_jobs/ and defines each name."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    wrong: list[str] = []
+    for match in re.finditer(r"`([\w/]+\.py)`\s*\(([^()]*)\)", text):
+        found, names = named_file(match.group(1)), re.findall(r"`(\w+)`", match.group(2))
+        if found is None:
+            wrong.append(f"{match.group(1)}: no such file")
+            continue
+        source = found.read_text()
+        wrong += [
+            f"{match.group(1)}: no {name}"
+            for name in names
+            if not re.search(rf"^\s*(?:async def|def|class)\s+{name}\b|^\s*{name}\b[^=\n]*=", source, re.M)
+        ]
+    assert not wrong, f"docs/architecture.md names what is not there: {wrong}"
