@@ -21,3 +21,23 @@ def test_the_help_names_the_built_in_tools_and_their_variables(
     assert "VIBE_JOBS_ROOTS" in shown and "(default: the directory the server starts in)" in shown
     assert "VIBE_JOBS_COMMAND_ENV" in shown
     assert "do not register the built-in tools (map-codebase," in " ".join(shown.split())  # --no-builtin
+
+
+@pytest.mark.parametrize(
+    ("command", "defaults"),
+    [
+        (["serve"], ["default stdio", "(default 127.0.0.1)", "(default 8000)", "env VIBE_JOBS_TOOLS"]),
+        (["proxy"], ["default stdio", "(default 8000)"]),
+        (["worker"], ["(default 30)", "env VIBE_JOBS_TOOLS"]),
+        (["dashboard"], ["(default 127.0.0.1)", "default 8080"]),
+    ],
+)
+def test_the_help_shows_the_defaults_of_the_options(
+    command: list[str], defaults: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--help` said nothing of what --transport, --host, --port or --drain-seconds are when not given."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for default in defaults:
+        assert default in shown

@@ -25,8 +25,8 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 def add_dashboard_parsers(sub: Any) -> None:
     dash = sub.add_parser("dashboard", help="serve the dashboard, /metrics and the health probes for a store")
     dash.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
-    dash.add_argument("--host", default="127.0.0.1")
-    dash.add_argument("--port", type=flags.port, default=8080)
+    dash.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    dash.add_argument("--port", type=flags.port, default=8080, help="default 8080")
     add_identity_options(dash)  # an admin token for everything but the probes, when tokens are configured
     health = sub.add_parser("health", help="exit 0 when the store answers in time, 1 (with the reason) otherwise")
     health.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")

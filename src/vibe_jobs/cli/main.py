@@ -59,14 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import job tools from these modules (repeatable, or comma-separated)",
+        help="import job tools from these modules (repeatable, or comma-separated); env VIBE_JOBS_TOOLS",
     )
     worker.add_argument(
         "--concurrency", type=flags.count, help="jobs this worker runs at once (default JOB_MANAGER_MAX_CONCURRENT)"
     )
     worker.add_argument("--no-builtin", action="store_true", help=NO_BUILTIN_HELP)
     worker.add_argument(
-        "--drain-seconds", type=flags.seconds_or_zero, default=30.0, help="on SIGTERM, wait this long for running jobs"
+        "--drain-seconds",
+        type=flags.seconds_or_zero,
+        default=30.0,
+        help="on SIGTERM, wait this long for running jobs (default 30)",
     )
     add_jobs_parser(sub)
     add_schedules_parser(sub)
@@ -78,16 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_serve_options(serve: argparse.ArgumentParser) -> None:
     """The options of a serving command (`serve`, `proxy`): transport, address, store, tool modules."""
-    serve.add_argument("--transport", choices=["stdio", "sse", "streamable-http"], default="stdio")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=flags.port, default=8000)
+    serve.add_argument(
+        "--transport", choices=["stdio", "sse", "streamable-http"], default="stdio", help="default stdio"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP: the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=flags.port, default=8000, help="HTTP: the port (default 8000)")
     serve.add_argument("--store", help="store URL (memory://, sqlite:///path, postgresql://...); env VIBE_JOBS_STORE")
     serve.add_argument(
         "--tools",
         action="append",
         default=[],
         metavar="MODULE",
-        help="import job tools from these modules (repeatable, or comma-separated)",
+        help="import job tools from these modules (repeatable, or comma-separated); env VIBE_JOBS_TOOLS",
     )
     serve.add_argument("--no-worker", action="store_true", help="serve MCP only; workers run the jobs (PostgreSQL)")
     add_identity_options(serve)
