@@ -77,6 +77,19 @@ async def test_a_principal_s_schedules_are_listed_without_anyone_else_s(store: J
     assert [r.schedule_id for r in await s.list_schedules()] == ["s0", "s1", "s2", "s3"]
 
 
+async def test_a_principal_s_schedules_are_counted_without_reading_them(store: JobStore) -> None:  # noqa: F811
+    """The schedule quota's count: the quota read each of the principal's schedules whole to count them, under
+    its lock, at every create (1,000 schedules of 100 kB on SQLite: 1.1-1.3 s a create; a count reads 10 ms)."""
+    s = as_schedules(store)
+    for n, principal in enumerate(["alice", "bob", "alice", "local"]):
+        rec = schedule(f"s{n}")
+        rec.principal = principal
+        await s.insert_schedule(rec)
+    assert [await s.count_schedules(p) for p in ("alice", "bob", "local", "carol")] == [2, 1, 1, 0]
+    await s.delete_schedule("s0")
+    assert await s.count_schedules("alice") == 1
+
+
 async def test_a_schedule_changes_by_compare_and_set(store: JobStore) -> None:  # noqa: F811
     s = as_schedules(store)
     await s.insert_schedule(schedule())

@@ -94,7 +94,7 @@ class Schedules:
         limit = self.m.settings.quota_schedules
         if limit is None:
             return
-        held = len(await self.store.list_schedules(principal))
+        held = await self.store.count_schedules(principal)
         if held >= limit:
             setting, nothing = "VIBE_JOBS_QUOTA_SCHEDULES", "no schedule was created"
             raise QuotaExceeded(principal, "schedules", held, limit, setting, nothing)

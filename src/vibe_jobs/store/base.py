@@ -419,6 +419,9 @@ class ScheduleStore(Protocol):
         """Every schedule (only `principal`'s, when given), oldest first. One principal's list and quota read its
         own schedules only: another's (up to a quota of them, each with 1 MiB of arguments) cost it nothing."""
 
+    async def count_schedules(self, principal: str) -> int:
+        """How many schedules `principal` has (its quota's count: no schedule is read, whatever its arguments)."""
+
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         """The unpaused schedules whose next firing is at or before `now`, earliest first: what a ticker pass
         fires (an index keeps the pass's cost to the schedules due, not all of them). A schedule held by its

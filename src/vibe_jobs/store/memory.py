@@ -233,6 +233,9 @@ class MemoryStore:
         found = (r for r in self.schedules.values() if principal is None or r.principal == principal)
         return sorted(found, key=lambda r: (r.created_at, r.schedule_id))
 
+    async def count_schedules(self, principal: str) -> int:
+        return sum(1 for r in self.schedules.values() if r.principal == principal)
+
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int
     ) -> ScheduleRecord | None:

@@ -814,6 +814,10 @@ class PostgresStore(SharedJobStore):
             rows = await self._fetch(f"{_S_SELECT} WHERE principal = $1 ORDER BY created_at, schedule_id", principal)
         return [schedulerows.decode(tuple(row)) for row in rows]
 
+    async def count_schedules(self, principal: str) -> int:
+        row = await self._fetchrow("SELECT count(*) FROM schedules WHERE principal = $1", principal)
+        return int(row[0]) if row is not None else 0
+
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         rows = await self._fetch(
             f"{_S_SELECT} WHERE NOT paused AND next_fire_at <= $1 AND {schedulerows.NOT_HELD_SQL}"

@@ -171,6 +171,7 @@ _S = {
         ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
         ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
         ("list_schedules_of", f"{_S_SELECT} WHERE principal = ? ORDER BY created_at, schedule_id", False),
+        ("count_schedules_of", "SELECT count(*) FROM schedules WHERE principal = ?", False),
         ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? AND {schedulerows.NOT_HELD_SQL}"
          " ORDER BY next_fire_at, schedule_id", False),
         ("next_fire_after", "SELECT min(next_fire_at) FROM schedules WHERE paused = 0 AND next_fire_at > ?", False),
@@ -566,6 +567,10 @@ class SQLiteStore:
         else:
             rows = await self._run(_S["list_schedules_of"], (principal,), ALL)
         return [schedulerows.decode(row) for row in rows]
+
+    async def count_schedules(self, principal: str) -> int:
+        row = await self._run(_S["count_schedules_of"], (principal,), ONE)
+        return int(row[0])
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         return [schedulerows.decode(row) for row in await self._run(_S["due_schedules"], (now,), ALL)]
