@@ -11,11 +11,12 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from vibe_jobs import JobManager, Settings
@@ -204,3 +205,110 @@ async def test_a_holder_that_stalled_gets_the_call_refused_after_the_bound_and_n
         assert PRINCIPAL_LOCK_WAIT_MS / 1000 <= time.monotonic() - start < PRINCIPAL_LOCK_WAIT_MS / 1000 + 3
         assert await manager.store.active(principal="alice") == []
         assert len(await manager.store.active(principal="bob")) == 1 and bob_took[0] < PRINCIPAL_LOCK_WAIT_MS / 1000
+
+
+# -- waiting in line (sqlite.principals: a holder that has waited LINE_AFTER holds a ticket, a byte of the lock file) --
+
+
+def locks_on(path: str) -> int:
+    """How many locks the kernel lists (/proc/locks) on the file at `path`: a holder's, and each waiting one's
+    ticket."""
+    st = os.stat(path)
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as listing:
+        return sum(line.split()[5] == ident for line in listing if "->" not in line)
+
+
+def stopped(pid: int) -> bool:
+    """Whether the process `pid` is stopped (its state in /proc, after its name in parentheses)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Poll `check` with a deadline (the kernel's locks and a process's state have no event to wait on)."""
+    with anyio.fail_after(20):
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+def in_line(db: Path, locks: int) -> Callable[[], bool]:
+    """Whether `locks` locks are held on `db`'s lock file (the holder's and the tickets of those in line)."""
+    return lambda: locks_on(principals.lock_path(str(db))) >= locks
+
+
+needs_byte_ranges = pytest.mark.skipif(not principals.BYTE_RANGES, reason="a line needs byte-range locks (Linux)")
+
+
+@needs_byte_ranges
+async def test_a_holder_waiting_in_line_takes_the_lock_before_any_that_came_after_it(tmp_path: Path) -> None:
+    """Waiting is polling, yet in turn: once a holder has waited LINE_AFTER it is in line, and nobody who came
+    after it takes the lock first, however often they try (here a holder whose attempts follow each other, as the
+    creates of a busy process do: each gives it up and at once asks again). Before, such a process took the lock
+    again and again while another process's wait, pauses of up to 16 ms between attempts, reached seconds (two
+    holders in this one process stand for two processes: each has an open file description of its own)."""
+    db = tmp_path / "jobs.db"
+    took: list[str] = []
+    asked, first_took = anyio.Event(), anyio.Event()
+
+    async def first() -> None:
+        async with principals.principal_held(str(db), "alice", wait_ms=60_000):
+            took.append("first")
+            first_took.set()
+
+    async def later() -> None:
+        while True:
+            asked.set()
+            async with principals.principal_held(str(db), "alice", wait_ms=60_000):
+                took.append("later")
+                await anyio.lowlevel.checkpoint()  # a holder's work: others run meanwhile
+
+    async with anyio.create_task_group() as tg:
+        async with principals.principal_held(str(db), "alice"):
+            tg.start_soon(first)
+            await until(in_line(db, 2))  # the holder's lock and the ticket of `first`
+            tg.start_soon(later)
+            await asked.wait()
+        with anyio.fail_after(20):
+            await first_took.wait()
+        tg.cancel_scope.cancel()
+    assert took[0] == "first", took
+
+
+# A process waiting for a principal's lock of the shared file; it says when it took it
+_WAITER = """
+import asyncio, sys
+from vibe_jobs.store.sqlite import principals
+
+async def main():
+    async with principals.principal_held(sys.argv[1], sys.argv[2], wait_ms=600_000):
+        print("took", flush=True)
+
+asyncio.run(main())
+"""
+
+
+@needs_byte_ranges
+async def test_a_holder_that_stalled_in_line_holds_the_others_up_half_the_bound_at_most(tmp_path: Path) -> None:
+    """A process stopped (SIGSTOP) while it waits in line: the others wait for it no longer than half the bound,
+    then take the lock when it is free (first come, as without a line), and are not refused."""
+    db, bound_ms = tmp_path / "jobs.db", 2_000
+    async with principals.principal_held(str(db), "alice"):
+        waiter = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WAITER, str(db), "alice", stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            await until(in_line(db, 2))
+            os.kill(waiter.pid, signal.SIGSTOP)
+            await until(lambda: stopped(waiter.pid))  # before the lock is let go: it tries every millisecond
+        except BaseException:
+            waiter.kill()
+            raise
+    try:
+        start = time.monotonic()
+        async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
+            waited = time.monotonic() - start
+        assert bound_ms / 2000 <= waited < bound_ms / 1000, waited  # behind the stalled one's ticket until then
+    finally:
+        waiter.kill()
+        os.kill(waiter.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
+        await waiter.wait()

@@ -17,14 +17,26 @@ Released by closing the descriptor: on leaving, and by the kernel when the holde
 memory), so a crashed holder never blocks the others. The file is empty and stays (deleting a lock file others
 may hold is how two holders end up on two files).
 
-Waiting: non-blocking attempts, the first at once, then after pauses doubling from 1 ms up to 16 ms, for at most
-PRINCIPAL_LOCK_WAIT_MS; a holder that keeps it longer has stalled (a stopped or hung process) and the call is
-refused (StoreLocked, "try again"). A blocking wait (F_OFD_SETLKW) could not be given up on: it would keep its
-thread until the stalled holder went on, then take the lock for nobody. The attempts run on a worker thread (they
-open a file), the pauses on the event loop (no thread waits).
+Waiting: polling, in turn. Non-blocking attempts, the first at once, then after pauses doubling from 1 ms up to
+16 ms. A holder that has waited LINE_AFTER (50 ms) gets in line: it takes a ticket, a byte of the principal's line
+in the lock file (past the principals' bytes) at this microsecond of CLOCK_MONOTONIC, one clock for every process
+of the machine, and from then on attempts every 1 ms; it takes the lock only when nobody holds a ticket before
+its own, and a holder out of line only when nobody is in line. So nobody who came after a holder in line takes
+the lock before it: before, a process whose creates followed each other took it again at once each time, and
+another process's wait for it, pauses of 16 ms between attempts, reached seconds (bench/quota_lock.py). The
+ticket goes with the lock taken, or with the descriptor. Lines are 2**22 (principals whose lines collide wait
+in turn with each other) and the microseconds wrap every 12.7 days (who waits across that moment may go once out
+of turn). A holder in line that stalled would hold up those behind it: at half of PRINCIPAL_LOCK_WAIT_MS a
+waiter leaves the line and takes the lock whenever it is free, as if there were no line. Past
+PRINCIPAL_LOCK_WAIT_MS the holder has stalled (a stopped or hung process) and the call is refused (StoreLocked,
+"try again"). A blocking wait (F_OFD_SETLKW) could not be given up on: it would keep its thread until the
+stalled holder went on, then take the lock for nobody (a signal could interrupt it only through a handler the
+main thread installs for the whole process, and `fcntl.fcntl` tries again after EINTR in any other thread). The
+first attempt runs on a worker thread (it opens the file), the others on the event loop (a non-blocking fcntl on
+an open file: microseconds), the pauses there too (no thread waits).
 
 Where there is no open-file-description lock (not Linux), the whole file is locked (`flock`, also held by the open
-description): every principal shares the one lock there.
+description): every principal shares the one lock there, and there is no line.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ import fcntl
 import hashlib
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 
 import anyio
@@ -43,8 +56,10 @@ from vibe_jobs.errors import StoreError
 from vibe_jobs.store.base import PRINCIPAL_LOCK_WAIT_MS, principal_lock_refused
 
 SUFFIX = "-quota"
-FIRST_PAUSE, LONGEST_PAUSE = 0.001, 0.016  # seconds between attempts
+FIRST_PAUSE, LONGEST_PAUSE = 0.001, 0.016  # seconds between attempts (in line: FIRST_PAUSE)
+LINE_AFTER = 0.05  # seconds of waiting after which a holder gets in line
 _OFFSETS = 1 << 62  # a byte in [0, 2**62): a lock's start and end stay within off_t
+_LINES, _TICKETS = 1 << 62, 1 << 40  # lines from byte 2**62 on, 2**40 bytes each: 2**22 lines up to 2**63
 _BUSY = (errno.EAGAIN, errno.EACCES)
 BYTE_RANGES = hasattr(fcntl, "F_OFD_SETLK")  # Linux
 
@@ -62,25 +77,74 @@ def offset_of(principal: str) -> int:
 
 
 class _Attempts:
-    """One holder's descriptor and its attempts to take the lock (each on a worker thread)."""
+    """One holder's descriptor, its ticket in the principal's line while it has one, and its attempts."""
 
-    __slots__ = ("byte_ranges", "fd", "offset", "path")
+    __slots__ = ("byte_ranges", "fd", "in_turn", "line", "offset", "path", "ticket")
 
     def __init__(self, path: str, offset: int, byte_ranges: bool) -> None:
         self.path, self.offset, self.byte_ranges = path, offset, byte_ranges
-        self.fd: int | None = None
+        self.line = _LINES + offset - offset % _TICKETS  # principals whose lines collide share one
+        self.fd = -1
+        self.ticket: int | None = None
+        self.in_turn = byte_ranges  # whether it lets those in line go first (no line without byte ranges)
 
-    def take(self) -> bool:
-        """Take the lock if nobody holds it: True when taken."""
-        if self.fd is None:  # kept here at once: whoever gave up waiting for this thread still closes it
+    def first(self) -> bool:
+        """Open the lock file (on a worker thread), then `take`."""
+        if self.fd < 0:  # kept here at once: whoever gave up waiting for this thread still closes it
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # a link planted there is not followed
             self.fd = os.open(lock_path(self.path), flags, 0o600)
+        return self.take()
+
+    def take(self) -> bool:
+        """Take the lock if nobody holds it and nobody waits in line before this holder: True when taken."""
+        if self.in_turn and self._waiting(self.line + _TICKETS if self.ticket is None else self.ticket):
+            return False
+        taken = self._set(fcntl.F_WRLCK, self.offset) if self.byte_ranges else self._flock()
+        if taken:
+            self.leave_line()
+        return taken
+
+    def get_in_line(self) -> None:
+        """Take a ticket, the byte of the line at this microsecond of CLOCK_MONOTONIC (one clock for every
+        process) or the next one free: the tickets before it are those who got in line first."""
+        if self.in_turn and self.ticket is None:
+            at = time.monotonic_ns() // 1000
+            while not self._set(fcntl.F_WRLCK, self.line + at % _TICKETS):
+                at += 1
+            self.ticket = self.line + at % _TICKETS
+
+    def out_of_turn(self) -> None:
+        """Leave the line and take the lock whenever it is free, as if there were no line."""
+        self.leave_line()
+        self.in_turn = False
+
+    def leave_line(self) -> None:
+        if self.ticket is not None:
+            self._set(fcntl.F_UNLCK, self.ticket)
+            self.ticket = None
+
+    def _waiting(self, before: int) -> bool:
+        """Whether another holder has a ticket in the line before byte `before`."""
+        if before == self.line:
+            return False
+        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, self.line, before - self.line, 0)
+        got = fcntl.fcntl(self.fd, fcntl.F_OFD_GETLK, asked)
+        return bool(struct.unpack("hhqqi", got)[0] != fcntl.F_UNLCK)
+
+    def _set(self, kind: int, start: int) -> bool:
+        """Lock (or unlock) byte `start`, as struct flock lays it out on Linux (l_pid 0, as an OFD lock needs)."""
+        asked = struct.pack("hhqqi", kind, os.SEEK_SET, start, 1, 0)
         try:
-            if self.byte_ranges:  # struct flock as Linux lays it out (l_pid 0, as an OFD lock needs)
-                asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, self.offset, 1, 0)
-                fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, asked)
-            else:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, asked)
+        except OSError as exc:
+            if exc.errno in _BUSY:
+                return False
+            raise
+        return True
+
+    def _flock(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in _BUSY:
                 return False
@@ -88,9 +152,9 @@ class _Attempts:
         return True
 
     def close(self) -> None:
-        """Release the lock (closing the only descriptor of its open description)."""
-        fd, self.fd = self.fd, None
-        if fd is not None:
+        """Release the lock and the ticket (closing the only descriptor of its open description)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
             os.close(fd)
 
 
@@ -102,17 +166,28 @@ async def principal_held(
     `wait_ms`, StoreError when the lock file cannot be opened or locked."""
     attempts = _Attempts(db_path, offset_of(principal), byte_ranges)
     try:
-        deadline = anyio.current_time() + wait_ms / 1000
-        pause = FIRST_PAUSE
         try:
-            while not await anyio.to_thread.run_sync(attempts.take):
-                left = deadline - anyio.current_time()
-                if left <= 0:
-                    raise principal_lock_refused(db_path)
-                await anyio.sleep(min(pause, left))
-                pause = min(2 * pause, LONGEST_PAUSE)
+            await _wait_turn(attempts, db_path, wait_ms / 1000)
         except OSError as exc:
             raise StoreError(f"the quota lock file {lock_path(db_path)} cannot be locked: {exc}") from None
         yield True
     finally:
         attempts.close()  # a local file's close: at once, and nothing to await (a cancel cannot cut it short)
+
+
+async def _wait_turn(attempts: _Attempts, db_path: str, bound: float) -> None:
+    """Attempt until the lock is taken: in line after LINE_AFTER, out of turn after half the bound (`bound` s),
+    refused after the bound."""
+    start, pause = anyio.current_time(), FIRST_PAUSE
+    if await anyio.to_thread.run_sync(attempts.first):
+        return
+    while not attempts.take():
+        waited = anyio.current_time() - start
+        if waited >= bound:
+            raise principal_lock_refused(db_path)
+        if waited >= bound / 2:  # one of those before may have stalled
+            attempts.out_of_turn()
+        elif waited >= LINE_AFTER:
+            attempts.get_in_line()
+        await anyio.sleep(min(FIRST_PAUSE if attempts.ticket is not None else pause, bound - waited))
+        pause = min(2 * pause, LONGEST_PAUSE)
