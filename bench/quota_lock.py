@@ -9,8 +9,9 @@ the calls refused for waiting past PRINCIPAL_LOCK_WAIT_MS (StoreLocked), and job
 (first start to last end) and the CPU time of their event loops' processes per job (not the SQLite server
 processes'), with the load average before each run (on a 2-core machine anything else running
 shows up directly in these figures).
-2026-12-05 (helper-83's figures, 20-50 creates at once in 3 busy processes): waits of a median of about 3 ms
-reached 3.3 s, not far from the 5 s refusal.
+2026-12-05 (helper-83's runs, 20-50 creates at once in 3 busy processes): waits of a median of about 3 ms
+reached 3.3 s, not far from the 5 s refusal. Here, load 14-16: the longest wait of a run 196-836 ms before the
+line of waiters (`sqlite.principals`), 67-82 ms after (bench/MEASUREMENTS.md).
 
 Run: .venv/bin/python bench/quota_lock.py [--procs N] [--concurrent C] [--jobs J] [--runs R] [TREE]
      TREE: another checkout (its src/ is imported instead of this one's), to compare two commits.
