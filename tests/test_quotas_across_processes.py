@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import anyio
@@ -145,7 +145,8 @@ async def holder_of(db: Path, principal: str) -> AsyncIterator[asyncio.subproces
     finally:
         if proc.returncode is None:
             proc.kill()
-            os.kill(proc.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
+            with suppress(ProcessLookupError):  # already reaped (asyncio's watcher waits for it)
+                os.kill(proc.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
         await proc.wait()
 
 
@@ -310,5 +311,6 @@ async def test_a_holder_that_stalled_in_line_holds_the_others_up_half_the_bound_
         assert bound_ms / 2000 <= waited < bound_ms / 1000, waited  # behind the stalled one's ticket until then
     finally:
         waiter.kill()
-        os.kill(waiter.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
+        with suppress(ProcessLookupError):  # already reaped (asyncio's watcher waits for it)
+            os.kill(waiter.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
         await waiter.wait()
