@@ -7,6 +7,7 @@ timing's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from vibe_jobs.store.base import Guard
 
 asyncpg = pytest.importorskip("asyncpg")
 
-from vibe_jobs.store.postgres import PostgresStore  # noqa: E402
+from vibe_jobs.store.postgres import PostgresStore, sql  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -30,13 +31,13 @@ P, R, F = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED
 
 @pytest.fixture
 async def named(make_store: StoreFactory, schema_url: str) -> AsyncIterator[Callable[[str], Awaitable[PostgresStore]]]:  # noqa: F811
-    """Stores on one schema, as processes would open them, each session named (`application_name`) so the test
-    can tell which one waits for a lock."""
-    await make_store()  # creates the schema, and drops it after
+    """Stores on one schema, as processes would open them, each session named (`application_name`: the schema and
+    `name`) so the test can tell which one waits for a lock."""
+    schema = (await make_store()).schema  # creates the schema, and drops it after
     opened: list[PostgresStore] = []
 
     async def open_named(name: str) -> PostgresStore:
-        store = PostgresStore(f"{schema_url}&application_name={name}")
+        store = PostgresStore(f"{schema_url}&application_name={schema}-{name}")
         await store.open()
         opened.append(store)
         return store
@@ -48,17 +49,21 @@ async def named(make_store: StoreFactory, schema_url: str) -> AsyncIterator[Call
             await store.close()
 
 
-async def waits(watch: Any, name: str) -> None:
-    """Until a session of the store named `name` waits for a lock (a database wait: no event to wait on)."""
-    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'"
-    with anyio.fail_after(10):
-        while not await watch.fetchval(query, name):  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
 async def session(store: PostgresStore) -> Any:
     """A session of the test's own on the store's schema."""
     return await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+
+
+async def waits(store: PostgresStore) -> None:
+    """Until a session of `store` waits for a lock (a database wait: no event to wait on)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'"
+    watch = await session(store)
+    try:
+        with anyio.fail_after(10):
+            while not await watch.fetchval(query, store.application_name):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        await watch.close()
 
 
 async def row_lock(conn: Any, job_id: str) -> Any:
@@ -69,13 +74,46 @@ async def row_lock(conn: Any, job_id: str) -> Any:
     return tx
 
 
+@contextlib.asynccontextmanager
+async def batch_held_at(
+    writer: PostgresStore, changes: dict[str, Any], ids: list[str], held: str
+) -> AsyncIterator[list[asyncio.Task[JobRecord | None]]]:
+    """`writer` writes `changes` to the jobs `ids` (each at version 1) as one group-committed
+    statement, in that order: yields the writes while the statement waits for the row of `held` (one of `ids`),
+    which a session of the test holds, and lets it go on leaving. (A first write to "w0", held alone, keeps the
+    others queued until they go as one batch.)"""
+    hold_first, hold_mid = await session(writer), await session(writer)
+    try:
+        first = await row_lock(hold_first, "w0")
+        lead = asyncio.ensure_future(writer.update("w0", changes, Guard(version=1)))
+        await waits(writer)  # w0's write in flight: the next ones queue behind it
+        writes = [asyncio.ensure_future(writer.update(i, changes, Guard(version=1))) for i in ids]
+        with anyio.fail_after(10):
+            while len(writer._writes) < len(ids):  # noqa: ASYNC110 - the writes' first steps queue them
+                await asyncio.sleep(0)
+        mid = await row_lock(hold_mid, held)
+        await first.commit()
+        assert await lead is not None
+        await waits(writer)  # the batch is sent, and waits at `held`
+        yield writes
+        await mid.commit()
+    finally:
+        for conn in (hold_first, hold_mid):
+            await conn.close()
+
+
 def expired(now: int) -> dict[str, Any]:
     """What a process writes to a pending job whose deadline passed (`engine.deadlines.expire_pending`)."""
     return {"status": F, "updated_at": now, "finished_at": now, "progress_message": "Job failed: deadline passed"}
 
 
+def requeued(owner: str, now: int) -> dict[str, Any]:
+    """What recovery writes to a running orphan it runs again (`engine.recovery.plan_recovery`)."""
+    return {"owner": owner, "updated_at": now, "status": P, "retry_count": 1, "progress_message": "requeued"}
+
+
 async def test_an_adoption_and_a_batch_of_writes_to_the_same_jobs_do_not_deadlock(
-    named: Callable[[str], Awaitable[PostgresStore]], schema_url: str  # noqa: F811
+    named: Callable[[str], Awaitable[PostgresStore]],
 ) -> None:
     """A process stalled past its lease resumes and its overdue deadline timers fail its pending jobs (one
     group-committed statement, in the order the timers fired: j2, x, j1) while another process adopts them as
@@ -89,27 +127,40 @@ async def test_an_adoption_and_a_batch_of_writes_to_the_same_jobs_do_not_deadloc
     await insert_all(writer, [record(i, owner="stalled", created_at=n) for n, i in enumerate(("w0", "j2", "x", "j1"))])
     await writer.heartbeat("stalled", expires_at=500)  # its lease lapsed
     found = [rec for rec in await adopter.orphans(now=600) if rec.id in ("j1", "j2")]
-    hold_first, hold_mid, watch = [await session(writer) for _ in range(3)]
-    try:
-        first = await row_lock(hold_first, "w0")
-        writes = [asyncio.ensure_future(writer.update("w0", expired(700), Guard(version=1)))]
-        await waits(watch, "writer")  # w0's write in flight: the next writes queue behind it, to go as one batch
-        writes += [asyncio.ensure_future(writer.update(i, expired(700), Guard(version=1))) for i in ("j2", "x", "j1")]
-        with anyio.fail_after(10):
-            while len(writer._writes) < 3:  # noqa: ASYNC110 - the tasks' first steps queue them
-                await asyncio.sleep(0)
-        mid = await row_lock(hold_mid, "x")
-        await first.commit()
-        await writes[0]  # the batch is sent
-        await waits(watch, "writer")  # held at x
+    async with batch_held_at(writer, expired(700), ["j2", "x", "j1"], held="x") as writes:
         adopting = asyncio.ensure_future(adopter.adopt_pending(found, "adopter", 800))
-        await waits(watch, "adopter")
-        await mid.commit()
-        with anyio.fail_after(20):
-            done = await asyncio.gather(*writes)
-            adopted = await adopting
-    finally:
-        for conn in (hold_first, hold_mid, watch):
-            await conn.close()
-    assert [rec is not None and rec.status for rec in done] == [F] * 4, "a write of the batch was lost"
+        await waits(adopter)
+    with anyio.fail_after(20):
+        done = await asyncio.gather(*writes)
+        adopted = await adopting
+    assert [rec is not None and rec.status for rec in done] == [F] * 3, "a write of the batch was lost"
     assert adopted == []  # failed since the adopter read them: left alone
+
+
+async def test_a_renewal_and_a_recovery_of_the_same_jobs_do_not_deadlock(
+    named: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """A process stalled past its lease renews its running jobs' leases (`renew_state`: j1, j9 and 40 more) while
+    another process's recovery requeues them (group-committed, in id order here: j1, j5, j9). The renewal locked rows as
+    its plan met them, in the table's order (a bitmap scan in a table of some size; rows move in the table as
+    they are updated): j9 first. The batch locked j1 and waited (for j5, held by the test), the renewal locked j9
+    and waited for j1, the batch reached j9: a deadlock. In id order, the renewal waits for the batch, then finds
+    the jobs no longer its own and answers them not held."""
+    writer, stalled = await named("writer"), await named("stalled")
+    held = ["j9", "j1", *(f"s{n:02d}" for n in range(40))]  # the jobs it runs, as a worker runs tens at once
+    running = [record(i, owner="stalled", status=R, attempt=1) for i in ("j9", "w0", "j5", "j1", *held[2:])]
+    others = [record(f"other-{n:05d}", owner="alive", status=R, attempt=1) for n in range(3_000)]
+    filler = await session(writer)
+    try:
+        await filler.executemany(sql.INSERT, [sql.insert_args(rec) for rec in [*running, *others]])
+        await filler.execute("ANALYZE jobs")  # the plans of a table of that size
+    finally:
+        await filler.close()
+    async with batch_held_at(writer, requeued("recoverer", 700), ["j1", "j5", "j9"], held="j5") as writes:
+        renewing = asyncio.ensure_future(stalled.renew_state("stalled", held, 10_000))
+        await waits(stalled)
+    with anyio.fail_after(20):
+        done = await asyncio.gather(*writes)
+        renewed = await renewing
+    assert [rec is not None and (rec.status, rec.owner) for rec in done] == [(P, "recoverer")] * 3
+    assert sorted(renewed) == held[2:]  # j1 and j9 requeued by the recoverer: no longer the stalled process's
