@@ -114,7 +114,7 @@ CANCELLED_WITHOUT_RUN_SQL = "status = 'pending' AND cancel_requested IS NOT NULL
 
 
 # pending orphans adopted at once: one SQLite statement (about 40 ms of its server process, holding the write lock)
-# or one PostgreSQL transaction; recovery hands them over this many at a time (a failure costs at most these)
+# or one PostgreSQL statement; recovery hands them over this many at a time (a failure costs at most these)
 ADOPT_CHUNK = 5_000
 
 

@@ -558,10 +558,10 @@ class PostgresStore(SharedJobStore):
         return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
 
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
-        """A transaction per ADOPT_CHUNK jobs (`sql.ADOPT`). Processes adopting the same jobs at once: the first
-        to lock a row adopts it; the other then finds the row at the next version and leaves it. A try whose
-        connection was lost may have committed: the next try first reads back which of its jobs are ours now.
-        No job changes status: nothing to announce."""
+        """A statement per ADOPT_CHUNK jobs (`sql.ADOPT`, rows locked in id order). Processes adopting the same jobs
+        at once: the first to lock a row adopts it; the other then finds the row at the next version and leaves it.
+        A try whose connection was lost may have committed: the next try first reads back which of its jobs are ours
+        now. No job changes status: nothing to announce."""
         check_adoptable(jobs)
         won: set[str] = set()
         for i in range(0, len(jobs), ADOPT_CHUNK):
@@ -575,9 +575,8 @@ class PostgresStore(SharedJobStore):
         async def run() -> list[str]:
             nonlocal tries
             tries += 1
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn:
                 landed = await conn.fetch(sql.ADOPTED, owner, now, ids, versions) if tries > 1 else []
-                await conn.execute(sql.LOCK_ADOPTED, ids)
                 rows = await conn.fetch(sql.ADOPT, owner, now, ids, versions)
             return [row[0] for row in (*landed, *rows)]
 
