@@ -153,10 +153,10 @@ def locked_first(ids: str) -> tuple[str, str]:
 # a compare-and-set on its version ($3 ids, $4 versions). ADOPTED: after a lost connection, the ones a try that had
 # committed adopted (ours, at the next version, stamped with this call's time).
 _PAIRS = "unnest($3::TEXT[], $4::BIGINT[]) AS w(id, v)"
-_LOCK, _LOCKED = locked_first("$3")
+_ADOPT_LOCK, _ADOPT_LOCKED = locked_first("$3")
 ADOPT = (
-    f"WITH {_LOCK} UPDATE jobs SET owner = $1, updated_at = $2, version = jobs.version + 1 FROM {_PAIRS}"
-    f" WHERE jobs.id = w.id AND jobs.version = w.v AND {_LOCKED} RETURNING jobs.id"
+    f"WITH {_ADOPT_LOCK} UPDATE jobs SET owner = $1, updated_at = $2, version = jobs.version + 1 FROM {_PAIRS}"
+    f" WHERE jobs.id = w.id AND jobs.version = w.v AND {_ADOPT_LOCKED} RETURNING jobs.id"
 )
 ADOPTED = (
     f"SELECT jobs.id FROM jobs, {_PAIRS} WHERE jobs.id = w.id AND jobs.version = w.v + 1 AND jobs.owner = $1"
@@ -165,13 +165,13 @@ ADOPTED = (
 # One round trip per beat: the process lease and the leases of the given jobs it still runs, answering
 # (id, cancel_requested) for each job still held. (Every row of the ids is locked, its own or not: the update
 # waits for no other row.)
-_LOCK, _LOCKED = locked_first("$2")
+_RENEW_LOCK, _RENEW_LOCKED = locked_first("$2")
 RENEW_STATE = f"""WITH beat AS (
     INSERT INTO leases (owner, expires_at) VALUES ($1, $3)
     ON CONFLICT (owner) DO UPDATE SET expires_at = greatest(leases.expires_at, excluded.expires_at)
-), {_LOCK}
+), {_RENEW_LOCK}
 UPDATE jobs SET lease_expires_at = greatest(lease_expires_at, $3)
-WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' AND {_LOCKED} RETURNING id, cancel_requested"""
+WHERE id = ANY($2::TEXT[]) AND owner = $1 AND status = 'running' AND {_RENEW_LOCKED} RETURNING id, cancel_requested"""
 # Pending jobs that can never run: a dependency failed, was cancelled or no longer exists.
 DEPENDENCY_BLOCKED = f"""SELECT {_JCOLS}, d.dep, x.status FROM jobs
 CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep
