@@ -164,3 +164,39 @@ async def test_a_renewal_and_a_recovery_of_the_same_jobs_do_not_deadlock(
         renewed = await renewing
     assert [rec is not None and (rec.status, rec.owner) for rec in done] == [(P, "recoverer")] * 3
     assert sorted(renewed) == held[2:]  # j1 and j9 requeued by the recoverer: no longer the stalled process's
+
+
+async def durations_held(conn: Any, key: str) -> Any:
+    """Hold the learned durations' row of `key` in a transaction of `conn` (commit it to let go)."""
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("SELECT 1 FROM durations WHERE key = $1 FOR UPDATE", key)
+    return tx
+
+
+async def test_two_processes_saving_the_same_learned_durations_in_other_orders_do_not_deadlock(
+    named: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """Each process saves the durations it learned as one upsert of many keys, in the order its tools' jobs
+    finished: A k1 then k2, B k2 then k1. Held by the test's sessions (k1, then k2, let go in turn) A took k1 and
+    waited for k2, which B took first and then waited for k1: deadlock detected, and one process's figures were
+    not saved. Keys are saved in one order, so B waits for A."""
+    a, b = await named("a"), await named("b")
+    await a.save_durations({"k1": (1, 10.0, "[10]"), "k2": (1, 20.0, "[20]")}, 1_000)
+    hold_1, hold_2 = await session(a), await session(a)
+    try:
+        tx_1, tx_2 = await durations_held(hold_1, "k1"), await durations_held(hold_2, "k2")
+        saving_a = asyncio.ensure_future(a.save_durations({"k1": (2, 11.0, "[12]"), "k2": (2, 21.0, "[22]")}, 2_000))
+        await waits(a)  # at k1
+        saving_b = asyncio.ensure_future(b.save_durations({"k2": (3, 22.0, "[24]"), "k1": (3, 12.0, "[14]")}, 3_000))
+        await waits(b)  # at k2 (sorted: at k1)
+        await tx_1.commit()  # A takes k1 and waits for k2
+        await waits(a)
+        await tx_2.commit()
+        with anyio.fail_after(10):
+            await asyncio.gather(saving_a, saving_b)
+    finally:
+        for conn in (hold_1, hold_2):
+            await conn.close()
+    saved = {key: row[0] for key, row in (await a.load_durations()).items()}
+    assert saved == {"k1": 3, "k2": 3}  # B saved last

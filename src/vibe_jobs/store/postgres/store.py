@@ -540,8 +540,9 @@ class PostgresStore(SharedJobStore):
         return {row[0]: (row[1], row[2], row[3]) for row in await self._fetch(sql.LOAD_DURATIONS)}
 
     async def save_durations(self, rows: Mapping[str, DurationRow], now: int) -> None:
-        if rows:
-            keys, values = list(rows), list(rows.values())
+        if rows:  # in key order: two processes saving keys in common wait for each other, never deadlock
+            keys = sorted(rows)
+            values = [rows[key] for key in keys]
             runs, ewma, recent = ([v[i] for v in values] for i in range(3))
             await self._execute(sql.SAVE_DURATIONS, keys, runs, ewma, recent, now)
 
