@@ -288,14 +288,13 @@ asyncio.run(main())
 """
 
 
-@needs_byte_ranges
-async def test_a_holder_that_stalled_in_line_holds_the_others_up_half_the_bound_at_most(tmp_path: Path) -> None:
-    """A process stopped (SIGSTOP) while it waits in line: the others wait for it no longer than half the bound,
-    then take the lock when it is free (first come, as without a line), and are not refused."""
-    db, bound_ms = tmp_path / "jobs.db", 2_000
-    async with principals.principal_held(str(db), "alice"):
+@asynccontextmanager
+async def stalled_in_line(db: Path, principal: str) -> AsyncIterator[None]:
+    """A process that waits in line for `principal`'s lock, stopped (SIGSTOP) there: its ticket stays held, and
+    the lock is free."""
+    async with principals.principal_held(str(db), principal):
         waiter = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WAITER, str(db), "alice", stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", _WAITER, str(db), principal, stdout=asyncio.subprocess.PIPE
         )
         try:
             await until(in_line(db, 2))
@@ -305,12 +304,39 @@ async def test_a_holder_that_stalled_in_line_holds_the_others_up_half_the_bound_
             waiter.kill()
             raise
     try:
-        start = time.monotonic()
-        async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
-            waited = time.monotonic() - start
-        assert bound_ms / 2000 <= waited < bound_ms / 1000, waited  # behind the stalled one's ticket until then
+        yield
     finally:
         waiter.kill()
         with suppress(ProcessLookupError):  # already reaped (asyncio's watcher waits for it)
             os.kill(waiter.pid, signal.SIGCONT)  # a stopped process ends only once it runs again
         await waiter.wait()
+
+
+@needs_byte_ranges
+async def test_a_holder_that_stalled_in_line_holds_the_others_up_half_the_bound_at_most(tmp_path: Path) -> None:
+    """A process stopped (SIGSTOP) while it waits in line: the others wait for it no longer than half the bound,
+    then take the lock when it is free (first come, as without a line), and are not refused."""
+    db, bound_ms = tmp_path / "jobs.db", 2_000
+    async with stalled_in_line(db, "alice"):
+        start = time.monotonic()
+        async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
+            waited = time.monotonic() - start
+        assert waited < bound_ms / 1000, waited  # behind the stalled one's ticket until it is half the bound old
+
+
+@needs_byte_ranges
+async def test_a_ticket_older_than_half_the_bound_holds_nobody_up(tmp_path: Path) -> None:
+    """Once the stopped process's ticket is half the bound old (a holder that runs has left the line by then),
+    nobody waits for it: the calls that follow take the free lock at once. Before, each waited half the bound
+    behind it for as long as the process stayed stopped, one after the other in a process (four creates of one
+    principal: 10 s)."""
+    db, bound_ms = tmp_path / "jobs.db", 2_000
+    async with stalled_in_line(db, "alice"):
+        with anyio.fail_after(bound_ms / 1000 + 10):
+            async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
+                pass  # behind the ticket until it is half the bound old
+            for _ in range(3):
+                start = time.monotonic()
+                async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
+                    waited = time.monotonic() - start
+                assert waited < bound_ms / 4000, waited

@@ -17,23 +17,26 @@ Released by closing the descriptor: on leaving, and by the kernel when the holde
 memory), so a crashed holder never blocks the others. The file is empty and stays (deleting a lock file others
 may hold is how two holders end up on two files).
 
-Waiting: polling, in turn. Non-blocking attempts, the first at once, then after pauses doubling from 1 ms up to
-16 ms. A holder that has waited LINE_AFTER (50 ms) gets in line: it takes a ticket, a byte of the principal's line
-in the lock file (past the principals' bytes) at this microsecond of CLOCK_MONOTONIC, one clock for every process
-of the machine, and from then on attempts every 1 ms; it takes the lock only when nobody holds a ticket before
-its own, and a holder out of line only when nobody is in line. So nobody who came after a holder in line takes
-the lock before it: before, a process whose creates followed each other took it again at once each time, and
-another process's wait for it, pauses of 16 ms between attempts, reached seconds (bench/quota_lock.py). The
-ticket goes with the lock taken, or with the descriptor. Lines are 2**22 (principals whose lines collide wait
-in turn with each other) and the microseconds wrap every 12.7 days (who waits across that moment may go once out
-of turn). A holder in line that stalled would hold up those behind it: at half of PRINCIPAL_LOCK_WAIT_MS a
-waiter leaves the line and takes the lock whenever it is free, as if there were no line. Past
-PRINCIPAL_LOCK_WAIT_MS the holder has stalled (a stopped or hung process) and the call is refused (StoreLocked,
-"try again"). A blocking wait (F_OFD_SETLKW) could not be given up on: it would keep its thread until the
-stalled holder went on, then take the lock for nobody (a signal could interrupt it only through a handler the
-main thread installs for the whole process, and `fcntl.fcntl` tries again after EINTR in any other thread). The
-first attempt runs on a worker thread (it opens the file), the others on the event loop (a non-blocking fcntl on
-an open file: microseconds), the pauses there too (no thread waits).
+Waiting: polling, in turn. Non-blocking attempts, the first at once, then after pauses doubling from 1 ms up to 16
+ms. A holder that has waited LINE_AFTER (50 ms) gets in line: it takes a ticket, a byte of the principal's line in
+the lock file (past the principals' bytes) at this microsecond of CLOCK_MONOTONIC, one clock for every process of
+the machine, and from then on attempts every 1 ms; it takes the lock only when nobody holds a ticket before its own,
+and a holder out of line only when nobody is in line. So nobody who came after a holder in line takes the lock
+before it: before, a process whose creates followed each other took it again at once each time, and another
+process's wait for it, pauses of 16 ms between attempts, reached seconds (bench/quota_lock.py). The ticket goes with
+the lock taken, or with the descriptor. Lines are 2**22 (principals whose lines collide wait in turn with each
+other) and the microseconds wrap every 12.7 days (a line is read as a ring, from half the bound ago: the order holds
+across that moment). A holder in line that stalled would hold up those behind it: at half of PRINCIPAL_LOCK_WAIT_MS
+a waiter leaves the line and takes the lock whenever it is free, as if there were no line; and a ticket older than
+half of a waiter's bound counts for nothing to it (a holder that runs has left the line by then: that one stopped,
+or hangs), so a stopped process's ticket costs only those who came within half the bound after it, not every later
+call as long as it stays stopped (2.5 s each, one after the other in a process). Past PRINCIPAL_LOCK_WAIT_MS the
+holder has stalled (a stopped or hung process) and the call is refused (StoreLocked, "try again"). A blocking wait
+(F_OFD_SETLKW) could not be given up on: it would keep its thread until the stalled holder went on, then take the
+lock for nobody (a signal could interrupt it only through a handler the main thread installs for the whole process,
+and `fcntl.fcntl` tries again after EINTR in any other thread). The first attempt runs on a worker thread (it opens
+the file), the others on the event loop (a non-blocking fcntl on an open file: microseconds), the pauses there too
+(no thread waits).
 
 Where there is no open-file-description lock (not Linux), the whole file is locked (`flock`, also held by the open
 description): every principal shares the one lock there, and there is no line.
@@ -60,6 +63,7 @@ FIRST_PAUSE, LONGEST_PAUSE = 0.001, 0.016  # seconds between attempts (in line: 
 LINE_AFTER = 0.05  # seconds of waiting after which a holder gets in line
 _OFFSETS = 1 << 62  # a byte in [0, 2**62): a lock's start and end stay within off_t
 _LINES, _TICKETS = 1 << 62, 1 << 40  # lines from byte 2**62 on, 2**40 bytes each: 2**22 lines up to 2**63
+_LATE = 1_000_000  # µs past the clock a ticket's byte may be (taken by a holder whose clock was read just after)
 _BUSY = (errno.EAGAIN, errno.EACCES)
 BYTE_RANGES = hasattr(fcntl, "F_OFD_SETLK")  # Linux
 
@@ -79,10 +83,11 @@ def offset_of(principal: str) -> int:
 class _Attempts:
     """One holder's descriptor, its ticket in the principal's line while it has one, and its attempts."""
 
-    __slots__ = ("byte_ranges", "fd", "in_turn", "line", "offset", "path", "ticket")
+    __slots__ = ("byte_ranges", "fd", "fresh", "in_turn", "line", "offset", "path", "ticket")
 
-    def __init__(self, path: str, offset: int, byte_ranges: bool) -> None:
+    def __init__(self, path: str, offset: int, byte_ranges: bool, fresh: float) -> None:
         self.path, self.offset, self.byte_ranges = path, offset, byte_ranges
+        self.fresh = min(int(fresh * 1_000_000), _TICKETS // 4)  # µs: an older ticket's holder has stalled
         self.line = _LINES + offset - offset % _TICKETS  # principals whose lines collide share one
         self.fd = -1
         self.ticket: int | None = None
@@ -97,7 +102,7 @@ class _Attempts:
 
     def take(self) -> bool:
         """Take the lock if nobody holds it and nobody waits in line before this holder: True when taken."""
-        if self.in_turn and self._waiting(self.line + _TICKETS if self.ticket is None else self.ticket):
+        if self.in_turn and self._waiting():
             return False
         taken = self._set(fcntl.F_WRLCK, self.offset) if self.byte_ranges else self._flock()
         if taken:
@@ -123,11 +128,22 @@ class _Attempts:
             self._set(fcntl.F_UNLCK, self.ticket)
             self.ticket = None
 
-    def _waiting(self, before: int) -> bool:
-        """Whether another holder has a ticket in the line before byte `before`."""
-        if before == self.line:
+    def _waiting(self) -> bool:
+        """Whether another holder has a ticket taken in the last `fresh` µs before this holder's ticket (anywhere
+        in the line, for a holder out of line): the tickets of the line as a ring, from `fresh` µs ago on."""
+        start = (time.monotonic_ns() // 1000 - self.fresh) % _TICKETS
+        span = self.fresh + _LATE  # a ticket is never taken later than now, give or take a thread's delay
+        length = span if self.ticket is None else (self.ticket - self.line - start) % _TICKETS
+        if length > span:  # this holder's own ticket is older than that: nobody fresh is before it
             return False
-        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, self.line, before - self.line, 0)
+        first = min(length, _TICKETS - start)  # up to the end of the line, then on from its start
+        return self._held(start, first) or self._held(0, length - first)
+
+    def _held(self, start: int, length: int) -> bool:
+        """Whether another holder has a ticket among `length` bytes of the line from its byte `start`."""
+        if length <= 0:
+            return False
+        asked = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, self.line + start, length, 0)
         got = fcntl.fcntl(self.fd, fcntl.F_OFD_GETLK, asked)
         return bool(struct.unpack("hhqqi", got)[0] != fcntl.F_UNLCK)
 
@@ -164,7 +180,7 @@ async def principal_held(
 ) -> AsyncIterator[bool]:
     """Hold `principal`'s lock of the database at `db_path` (see the module docstring): StoreLocked after waiting
     `wait_ms`, StoreError when the lock file cannot be opened or locked."""
-    attempts = _Attempts(db_path, offset_of(principal), byte_ranges)
+    attempts = _Attempts(db_path, offset_of(principal), byte_ranges, fresh=wait_ms / 2000)
     try:
         try:
             await _wait_turn(attempts, db_path, wait_ms / 1000)
