@@ -340,3 +340,24 @@ async def test_a_ticket_older_than_half_the_bound_holds_nobody_up(tmp_path: Path
                 async with principals.principal_held(str(db), "alice", wait_ms=bound_ms):
                     waited = time.monotonic() - start
                 assert waited < bound_ms / 4000, waited
+
+
+async def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(tmp_path: Path) -> None:
+    """A job's process forks (a `multiprocessing` pool: fork is the start method on Linux) while a create holds
+    the principal's lock: the child's copy of the descriptor is of the same open description, and kept it held
+    for as long as the child lived, after the parent let it go: every call of that principal was refused."""
+    db = tmp_path / "jobs.db"
+    go_on_read, go_on = os.pipe()
+    async with principals.principal_held(str(db), "alice"):
+        child = os.fork()
+        if child == 0:  # the child: waits to be told, then ends (nothing else of the parent's runs here)
+            os.read(go_on_read, 1)
+            os._exit(0)
+    try:
+        async with principals.principal_held(str(db), "alice", wait_ms=0) as held:
+            assert held
+    finally:
+        os.write(go_on, b"x")
+        os.waitpid(child, 0)
+        os.close(go_on_read)
+        os.close(go_on)

@@ -14,7 +14,8 @@ holder opens for it:
   and a lock file leaves them alone.
 
 Released by closing the descriptor: on leaving, and by the kernel when the holder's process dies (killed, out of
-memory), so a crashed holder never blocks the others. The file is empty and stays (deleting a lock file others
+memory), so a crashed holder never blocks the others. A child forked meanwhile closes its copy at once (a copy
+would keep it held for as long as the child lived). The file is empty and stays (deleting a lock file others
 may hold is how two holders end up on two files).
 
 Waiting: polling, in turn. Non-blocking attempts, the first at once, then after pauses doubling from 1 ms up to 16
@@ -97,6 +98,7 @@ class _Attempts:
         """Open the lock file (on a worker thread), then `take`."""
         if self.fd < 0:  # kept here at once: whoever gave up waiting for this thread still closes it
             flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # a link planted there is not followed
+            _OPEN.add(self)
             self.fd = os.open(lock_path(self.path), flags, 0o600)
         return self.take()
 
@@ -170,8 +172,23 @@ class _Attempts:
     def close(self) -> None:
         """Release the lock and the ticket (closing the only descriptor of its open description)."""
         fd, self.fd = self.fd, -1
+        _OPEN.discard(self)
         if fd >= 0:
             os.close(fd)
+
+
+_OPEN: set[_Attempts] = set()  # the holders whose descriptor is open in this process
+
+
+def _close_in_child() -> None:
+    """In a child forked from this process (a job's `multiprocessing` pool, `os.fork`): its copies of the holders'
+    descriptors, closed. A copy is a descriptor of the same open description: the child would keep the lock, or a
+    ticket, held once the parent let it go, for as long as it lived (every call of that principal refused)."""
+    for attempts in list(_OPEN):
+        attempts.close()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 @contextlib.asynccontextmanager
