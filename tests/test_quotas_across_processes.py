@@ -358,6 +358,6 @@ async def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(tmp_path: 
             assert held
     finally:
         os.write(go_on, b"x")
-        os.waitpid(child, 0)
+        await anyio.to_thread.run_sync(os.waitpid, child, 0)
         os.close(go_on_read)
         os.close(go_on)
