@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from vibe_jobs.errors import InvalidParams
 from vibe_jobs.questions import sample_request
 
 ODD = st.sampled_from(
-    [None, True, 0, 1, -1, 0.5, 2, 10**400, math.inf, math.nan, "", "x", "user", [], {}, [1], {"a": 1}]
+    [None, True, 0, 1, -1, 0.5, 2, 10**400, math.inf, math.nan, "", "x", "user", [], {}, [1], {"a": 1}, {1: "a"}]
 )
 
 
@@ -55,13 +56,28 @@ def typed(kind: Any, required: dict[str, Any], optional: dict[str, Any] | None =
     return st.builds(lambda t, rest: {"type": t, **rest}, mostly(st.just(kind)), fields)
 
 
+ICONS = mostly(
+    st.lists(
+        mostly(
+            st.fixed_dictionaries(
+                {"src": S},
+                optional={
+                    "mimeType": S,
+                    "sizes": mostly(st.lists(S, max_size=2)),
+                    "theme": mostly(st.sampled_from(["light", "dark"])),
+                },
+            )
+        ),
+        max_size=2,
+    )
+)
 INNER = st.one_of(
     typed("text", {"text": S}),
     typed("image", {"data": S, "mimeType": S}),
     typed(
         "resource_link",
         {"uri": S, "name": S},
-        {"title": S, "description": S, "mimeType": S, "size": mostly(st.integers())},
+        {"title": S, "description": S, "mimeType": S, "size": mostly(st.integers()), "icons": ICONS},
     ),
     typed("resource", {"resource": RESOURCE}),
     typed(st.sampled_from(["tool_use", "video"]), {}),
@@ -118,6 +134,14 @@ def test_what_sample_accepts_the_mcp_request_carries_and_what_it_refuses_it_name
     CreateMessageRequestParams.model_validate(params)
 
 
+TOOL_USE = {"type": "tool_use", "id": "call-1", "name": "lookup", "input": {}}
+LINK = {"type": "resource_link", "uri": "file:///a", "name": "a"}
+
+
+def tool_result(*blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_result", "toolUseId": "call-1", "content": list(blocks)}
+
+
 @pytest.mark.parametrize(
     ("messages", "options", "says"),
     [
@@ -127,10 +151,25 @@ def test_what_sample_accepts_the_mcp_request_carries_and_what_it_refuses_it_name
         ("hi", {"stop_sequences": "END"}, "stop_sequences must be a list of strings"),  # not E, N and D
         ([{"content": {"type": "text", "text": "x", "annotations": {"priority": 2}}}], {}, "priority"),
         ([{"content": {"type": "text", "text": "x", "annotations": {"audience": "user"}}}], {}, "audience"),
+        ([{"content": {"type": "text", "text": "x", "_meta": {1: "a"}}}], {}, "_meta must be an object"),
+        ([{"role": "assistant", "content": TOOL_USE | {"input": {1: 2}}}], {}, "input must be an object"),
+        ([{"content": tool_result(LINK | {"icons": 5})}], {}, "a resource_link block's icons must be a list"),
+        ([{"content": tool_result(LINK | {"icons": [{"sizes": ["1x1"]}]})}], {}, "icons must be a list"),
+        ([{"content": tool_result(LINK | {"icons": [{"src": "s", "theme": "blue"}]})}], {}, "icons must be a list"),
+        (None, {}, "messages are a string or a list of messages"),
+        (5, {}, "messages are a string or a list of messages"),
+        ({"role": "user", "content": "hi"}, {}, "messages are a string or a list of messages"),  # not its keys
+        ("hi", {"max_tokens": True}, "max_tokens must be a positive whole number"),
     ],
 )
 def test_a_sampling_question_the_mcp_cannot_carry_is_refused_naming_the_problem(
     messages: Any, options: dict[str, Any], says: str
 ) -> None:
-    with pytest.raises(InvalidParams, match=says):
-        sample_request(messages, max_tokens=10, **options)
+    with pytest.raises(InvalidParams, match=re.escape(says) if "{" in says else says):
+        sample_request(messages, **{"max_tokens": 10, **options})
+
+
+def test_a_resource_link_with_icons_is_carried() -> None:
+    icons = [{"src": "https://x/i.png", "mimeType": "image/png", "sizes": ["48x48"], "theme": "dark"}]
+    params = sample_request([{"content": tool_result(LINK | {"icons": icons})}], max_tokens=10)["params"]
+    CreateMessageRequestParams.model_validate(params)

@@ -39,7 +39,8 @@ def _string(value: Any) -> bool:
 
 
 def _object(value: Any) -> bool:
-    return isinstance(value, Mapping)
+    """A JSON object: its keys are strings (the MCP's dict[str, Any] refuses any other, as JSON has none)."""
+    return isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
 
 
 def _whole(value: Any) -> bool:
@@ -52,6 +53,14 @@ def _fraction(value: Any) -> bool:
 
 def _roles(value: Any) -> bool:
     return isinstance(value, list) and all(role in ROLES for role in value)
+
+
+def _icons(value: Any) -> bool:
+    """A resource link's icons: a list of Icon {src, mimeType?, sizes?, theme?}."""
+    return isinstance(value, list) and all(
+        _object(icon) and _string(icon.get("src")) and _optional_problem(icon, _ICON_OPTIONAL, "icon") is None
+        for icon in value
+    )
 
 
 def _resource(value: Any) -> bool:
@@ -86,8 +95,14 @@ _OPTIONAL: dict[str, tuple[Field, ...]] = {
         ("description", _string, _STRING),
         ("mimeType", _string, _STRING),
         ("size", _whole, "a whole number"),
+        ("icons", _icons, "a list of {src, mimeType, sizes, theme} objects (strings; sizes a list of them)"),
     ),
 }
+_ICON_OPTIONAL: tuple[Field, ...] = (
+    ("mimeType", _string, _STRING),
+    ("sizes", lambda v: isinstance(v, list) and all(map(_string, v)), "a list of strings"),
+    ("theme", lambda v: v in ("light", "dark"), "'light' or 'dark'"),
+)
 _CONTENTS_OPTIONAL: tuple[Field, ...] = (("mimeType", _string, _STRING), ("_meta", _object, _OBJECT))
 _READ_FIELDS = {kind: _REQUIRED[kind] for kind in ("text", "image", "audio")}
 

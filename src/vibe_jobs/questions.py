@@ -10,7 +10,7 @@ No MCP imports: these are plain dicts in the wire shapes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -132,8 +132,10 @@ def sample_request(
     stop_sequences: Sequence[str] | None = None,
     model_preferences: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidParams(f"max_tokens must be a positive whole number, got {max_tokens!r}")
+    if isinstance(messages, Mapping) or not isinstance(messages, str | Iterable):  # a lone message: its keys
+        raise InvalidParams(f"sampling's messages are a string or a list of messages, not {messages!r:.80}")
     items = [messages] if isinstance(messages, str) else list(messages)
     if not items:
         raise InvalidParams("sampling needs at least one message")

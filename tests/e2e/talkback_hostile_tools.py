@@ -56,3 +56,11 @@ async def sample_out_of_range(job: JobContext) -> str:
     content = {"type": "text", "text": "hi", "annotations": {"priority": 2}}
     reply = await job.sample([{"role": "user", "content": content}], max_tokens=10, temperature=10**400)
     return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a tool result whose resource link has icons that are a number")
+async def sample_iconic_link(job: JobContext) -> str:
+    link = {"type": "resource_link", "uri": "file:///a", "name": "a", "icons": 5}
+    content = {"type": "tool_result", "toolUseId": "call-1", "content": [link]}
+    reply = await job.sample([{"role": "user", "content": content}], max_tokens=10)
+    return f"{reply.action} {reply.text}"

@@ -86,6 +86,7 @@ async def hostile_tools_client(mode: str, **callbacks: Any) -> AsyncIterator[Cli
         ("sample_unbound_tool_result", "a tool_result block's toolUseId must be a string"),
         ("sample_numbered_annotations", "a text block's annotations must be an object"),
         ("sample_out_of_range", "a text block's annotation's priority must be a number from 0 to 1"),
+        ("sample_iconic_link", "a resource_link block's icons must be a list"),
     ],
 )
 async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_every_read(tool: str, says: str) -> None:
