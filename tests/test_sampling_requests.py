@@ -173,3 +173,12 @@ def test_a_resource_link_with_icons_is_carried() -> None:
     icons = [{"src": "https://x/i.png", "mimeType": "image/png", "sizes": ["48x48"], "theme": "dark"}]
     params = sample_request([{"content": tool_result(LINK | {"icons": icons})}], max_tokens=10)["params"]
     CreateMessageRequestParams.model_validate(params)
+
+
+def test_a_sampling_question_the_mcp_carries_is_not_refused() -> None:
+    """What the SDK's model takes as it is (a size of 5.0, an audience as a tuple) is kept (a job asking it failed)."""
+    link = {"type": "resource_link", "uri": "file:///a", "name": "a", "size": 5.0}
+    link["annotations"] = {"audience": ("user",), "priority": 1}
+    block = {"type": "tool_result", "toolUseId": "t1", "content": [link]}
+    request = sample_request([{"role": "user", "content": block}], max_tokens=10)
+    CreateMessageRequestParams.model_validate(request["params"])

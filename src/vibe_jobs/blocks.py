@@ -44,7 +44,8 @@ def _object(value: Any) -> bool:
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """A whole number, as the MCP's int fields take it (5.0 too)."""
+    return finite_number(value) and value == int(value)
 
 
 def _fraction(value: Any) -> bool:
@@ -52,7 +53,7 @@ def _fraction(value: Any) -> bool:
 
 
 def _roles(value: Any) -> bool:
-    return isinstance(value, list) and all(role in ROLES for role in value)
+    return isinstance(value, list | tuple) and all(role in ROLES for role in value)
 
 
 def _icons(value: Any) -> bool:
