@@ -17,7 +17,7 @@ from mcp.client.stdio import stdio_client
 from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
 
 from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http, stdio_params
-from tests.e2e.test_talkback_e2e import read, start
+from tests.e2e.test_talkback_e2e import read, start, until_waiting
 
 pytestmark = pytest.mark.timeout(120)
 MIB = 1 << 20
@@ -30,13 +30,6 @@ def roomy_server() -> Any:
         yield server
 
 
-async def waiting(client: Client, job_id: str) -> dict[str, Any]:
-    with anyio.fail_after(30):
-        while "waitingFor" not in (msg := await read(client, job_id, wait=5)):
-            assert msg["status"] in ("pending", "running"), msg
-        return msg
-
-
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
     roomy_server: HttpServer, mode: str
@@ -47,8 +40,8 @@ async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
     big = "x" * 600_000
     async with http_client_for(roomy_server, mode) as client:
         elicit, sampling = await start(client, "confirm"), await start(client, "sample_keys")
-        await waiting(client, elicit)
-        await waiting(client, sampling)
+        await until_waiting(client, elicit)
+        await until_waiting(client, sampling)
         cases = [
             (elicit, {"confirm": big}, "field 'confirm' must be boolean"),
             (elicit, {big: True}, "unknown field 'xxxx"),
@@ -114,7 +107,7 @@ async def test_an_answer_outside_choices_of_mixed_types_is_refused_naming_them(m
     TypeError. It is refused naming the field and its choices; the question stays, and a right answer is taken."""
     async with hostile_tools_client(mode) as client:
         job_id = await start(client, "pick_mixed")
-        await waiting(client, job_id)
+        await until_waiting(client, job_id)
         refused = await client.call_tool("answer-job", {"jobId": job_id, "answer": {"pick": "b"}})
         assert refused.is_error and isinstance(refused.content[0], TextContent), refused
         assert refused.content[0].text == "field 'pick' must be one of ['a', 1], got 'b'"

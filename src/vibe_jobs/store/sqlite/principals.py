@@ -52,7 +52,7 @@ import hashlib
 import os
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
@@ -152,22 +152,10 @@ class _Attempts:
     def _set(self, kind: int, start: int) -> bool:
         """Lock (or unlock) byte `start`, as struct flock lays it out on Linux (l_pid 0, as an OFD lock needs)."""
         asked = struct.pack("hhqqi", kind, os.SEEK_SET, start, 1, 0)
-        try:
-            fcntl.fcntl(self.fd, fcntl.F_OFD_SETLK, asked)
-        except OSError as exc:
-            if exc.errno in _BUSY:
-                return False
-            raise
-        return True
+        return _unless_busy(fcntl.fcntl, self.fd, fcntl.F_OFD_SETLK, asked)
 
     def _flock(self) -> bool:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in _BUSY:
-                return False
-            raise
-        return True
+        return _unless_busy(fcntl.flock, self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def close(self) -> None:
         """Release the lock and the ticket (closing the only descriptor of its open description)."""
@@ -175,6 +163,17 @@ class _Attempts:
         _OPEN.discard(self)
         if fd >= 0:
             os.close(fd)
+
+
+def _unless_busy(call: Callable[..., object], *args: object) -> bool:
+    """Make a non-blocking lock call: True when it took (or let go), False when another holder has it."""
+    try:
+        call(*args)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return False
+        raise
+    return True
 
 
 _OPEN: set[_Attempts] = set()  # the holders whose descriptor is open in this process
