@@ -446,10 +446,10 @@ class JobManager:
     def check_size(self, value: Any, what: str = "params") -> None:
         """InvalidParams unless `value` (what a client gives a job to keep: params, an answer) serialises as JSON
         within `max_params_bytes`."""
-        try:
+        try:  # written out, not a helper's call: every job's creation passes here
             size = json_size(value)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-            raise InvalidParams(f"{what} must be JSON-serialisable: {exc}") from None
+            raise not_json(what, exc) from None
         if size > self.settings.max_params_bytes:
             raise ParamsTooLarge(size, self.settings.max_params_bytes, f"{what} {'are' if what == 'params' else 'is'}")
 
@@ -833,7 +833,11 @@ class JobManager:
         until `await_answer` ends: an answer that fails it is refused and the question stays open."""
         key = os.urandom(8).hex()
         limit = self.settings.max_answer_bytes // QUESTION_SHARE
-        if (size := json_size(request)) > limit:
+        try:
+            size = json_size(request)
+        except (TypeError, ValueError) as exc:  # NaN, a lone surrogate: no client could be asked it
+            raise not_json("the question", exc) from None
+        if size > limit:
             raise InvalidParams(
                 f"the question is {size:,} bytes of JSON, more than a job may ask ({limit:,}: a quarter of "
                 "VIBE_JOBS_MAX_ANSWER_BYTES, so that every read of the job can show it)"
@@ -1117,6 +1121,11 @@ def _run_check(check: AnswerCheck, answer: Mapping[str, Any]) -> None:
         raise
     except Exception as exc:
         raise InvalidParams(f"the job's check of the answer failed: {type(exc).__name__}: {exc}"[:2000]) from None
+
+
+def not_json(what: str, exc: Exception) -> InvalidParams:
+    """The refusal of `what`, a value JSON cannot carry (NaN, a lone surrogate, an object): `exc` says why."""
+    return InvalidParams(f"{what} must be JSON-serialisable: {exc}")
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:

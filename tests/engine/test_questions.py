@@ -154,6 +154,28 @@ async def test_an_answer_after_the_cancel_was_asked_is_refused_while_the_job_sto
     assert done.status is JobStatus.CANCELLED and done.waiting_for is None
 
 
+async def lone_surrogate_body(job: JobContext) -> str:
+    answer = await job.elicit("Go on? \ud800", Choice)
+    return answer.action
+
+
+async def nan_body(job: JobContext) -> str:
+    tool_use = {"type": "tool_use", "id": "t1", "name": "calc", "input": {"x": float("nan")}}
+    reply = await job.sample([{"role": "assistant", "content": tool_use}, "go on"], max_tokens=5)
+    return reply.action
+
+
+@pytest.mark.parametrize("body", [lone_surrogate_body, nan_body])
+async def test_a_question_json_cannot_carry_fails_its_job_naming_it(backend: Backend, body: Any) -> None:
+    """A question with a lone surrogate or a NaN in it could be shown to no client: the job failed with the
+    encoder's UnicodeEncodeError or ValueError; it fails with a refusal that names the question."""
+    async with backend.running([make_spec(body, name="odd")]) as (m, _):
+        done = await finished(m, await m.create_job("odd"))
+    assert done.status is JobStatus.FAILED and done.result is not None, done
+    text = done.result["content"][0]["text"]
+    assert "the question must be JSON-serialisable" in text and done.waiting_for is None, text
+
+
 async def test_a_stored_question_ends_with_an_interrupted_run(backend: Backend) -> None:
     """After a restart the waiting job is recovered like any interrupted job: a retry_safe one runs again
     (and asks again), another fails; the old question is gone either way."""
