@@ -12,7 +12,15 @@ from pydantic import BaseModel
 
 from vibe_jobs.errors import InvalidParams
 from vibe_jobs.manager import MAX_DIAGNOSTICS, AnswerCheck
-from vibe_jobs.questions import Elicitation, Sample, elicit_request, elicitation, sample, sample_request
+from vibe_jobs.questions import (
+    WITHDRAWN,
+    Elicitation,
+    Sample,
+    elicit_request,
+    elicitation,
+    sample,
+    sample_request,
+)
 
 if TYPE_CHECKING:
     from vibe_jobs.manager import JobManager
@@ -155,6 +163,8 @@ class JobContext:
     ) -> dict[str, Any] | None:
         seconds = timeout_seconds if timeout_seconds is not None else self.manager.settings.question_timeout_ms / 1000
         key = await self.manager.ask(self.job_id, request, attempt=self.attempt, check=check)
+        if key is None:  # the job's cancel was asked for: nobody can answer
+            return dict(WITHDRAWN)
         self._waiting(True)
         try:
             return await self.manager.await_answer(self.job_id, key, seconds, attempt=self.attempt)

@@ -823,8 +823,9 @@ class JobManager:
 
     async def ask(
         self, job_id: str, request: Mapping[str, Any], *, attempt: int | None = None, check: AnswerCheck | None = None
-    ) -> str:
-        """Store a question of the running job (`request`: method and params, see `questions`); its id.
+    ) -> str | None:
+        """Store a question of the running job (`request`: method and params, see `questions`); its id, or None
+        when the job's cancel was asked for: nobody can answer it then (`open_question`), the run is stopping.
 
         A job asks one question at a time; the status stays running while it waits. A question is at most a
         quarter of `max_answer_bytes` of JSON (InvalidParams): every read of the job shows it, and one that
@@ -843,9 +844,15 @@ class JobManager:
                 "VIBE_JOBS_MAX_ANSWER_BYTES, so that every read of the job can show it)"
             )
 
-        def plan(rec: JobRecord) -> dict[str, Any]:
+        withdrawn = False
+
+        def plan(rec: JobRecord) -> dict[str, Any] | None:
+            nonlocal withdrawn
             if rec.status is not RUNNING:
                 raise InvalidTransition(rec.id, rec.status.value, "waiting", "only a running job asks")
+            withdrawn = rec.cancel_requested is not None
+            if withdrawn:
+                return None
             if pending_question(rec.waiting_for) is not None:
                 raise InvalidParams("the job is waiting for an answer already: one question at a time")
             return {"waiting_for": {"id": key, **request, "askedAt": self.now()}}
@@ -857,6 +864,9 @@ class JobManager:
         except BaseException:
             self._answer_checks.pop(key, None)
             raise
+        if withdrawn:
+            self._answer_checks.pop(key, None)
+            return None
         return key
 
     async def answer(
@@ -895,15 +905,26 @@ class JobManager:
         self, job_id: str, request_id: str, seconds: float, *, attempt: int | None = None, refresh: float = 1.0
     ) -> dict[str, Any] | None:
         """Wait up to `seconds` for the answer to question `request_id`, then take the question
-        off the job. None when nobody answered in time."""
+        off the job. None when nobody answered in time. Cancelled while it waits, it takes the question off
+        too: the run's clean-up may ask one of its own."""
+        taken = False
         try:
             with self.subscribe(job_id) as sub, anyio.move_on_after(seconds):
                 while await self._answer_of(job_id, request_id) is None:
                     with anyio.move_on_after(refresh):  # re-read now and then: answers given in other processes
                         await sub.__anext__()
+            taken = True
             return await self._take_question(job_id, request_id, attempt)
         finally:
             self._answer_checks.pop(request_id, None)
+            if not taken:
+                await self._withdraw_question(job_id, request_id, attempt)
+
+    async def _withdraw_question(self, job_id: str, request_id: str, attempt: int | None) -> None:
+        """Take a question off a wait that ended by an exception (the exception goes on: this one's is dropped,
+        and the run's end takes the question off anyway)."""
+        with contextlib.suppress(JobError):
+            await self._take_question(job_id, request_id, attempt)
 
     async def _answer_of(self, job_id: str, request_id: str) -> dict[str, Any] | None:
         waiting = (await self.get_record(job_id)).waiting_for

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ELICIT",
     "SAMPLE",
+    "WITHDRAWN",
     "Action",
     "Elicitation",
     "Sample",
@@ -215,6 +216,10 @@ def open_question(rec: JobRecord) -> Mapping[str, Any] | None:
     if rec.status is not RUNNING or rec.cancel_requested is not None:
         return None
     return pending_question(rec.waiting_for)
+
+
+# What a job's question gets when it is asked after the job's cancel: nobody can answer it (`open_question`).
+WITHDRAWN: Mapping[str, Any] = {"action": "cancel"}
 
 
 def response_to_pending(rec: JobRecord, responses: Mapping[str, R]) -> tuple[str, R] | None:

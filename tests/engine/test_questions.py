@@ -154,6 +154,28 @@ async def test_an_answer_after_the_cancel_was_asked_is_refused_while_the_job_sto
     assert done.status is JobStatus.CANCELLED and done.waiting_for is None
 
 
+async def test_a_question_asked_after_the_cancel_is_answered_cancel_at_once(backend: Backend) -> None:
+    """A job whose clean-up asks (in a shielded scope, after its cancel was asked for) can be answered by nobody:
+    the question is withdrawn with the cancel. It waited until its time-out or the grace period abandoned the run;
+    it is answered "cancel" at once, and nothing is shown as waiting."""
+    actions: list[str] = []
+
+    async def asks_in_clean_up(job: JobContext) -> str:
+        try:
+            return await ask_body(job)
+        finally:
+            with anyio.CancelScope(shield=True):
+                actions.append((await job.elicit("Keep the partial output?", Choice, timeout_seconds=600)).action)
+
+    async with backend.running([make_spec(asks_in_clean_up, name="asks-in-clean-up")]) as (m, _):
+        job_id = await m.create_job("asks-in-clean-up")
+        await until_asked(m, job_id)
+        await m.cancel_job(job_id, "no longer needed")
+        done = await finished(m, job_id)
+    assert actions == ["cancel"]
+    assert done.status is JobStatus.CANCELLED and done.waiting_for is None
+
+
 async def lone_surrogate_body(job: JobContext) -> str:
     answer = await job.elicit("Go on? \ud800", Choice)
     return answer.action
