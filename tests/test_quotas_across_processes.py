@@ -208,6 +208,33 @@ async def test_a_holder_that_stalled_gets_the_call_refused_after_the_bound_and_n
         assert len(await manager.store.active(principal="bob")) == 1 and bob_took[0] < PRINCIPAL_LOCK_WAIT_MS / 1000
 
 
+async def test_calls_queued_in_one_process_behind_a_stalled_holder_are_all_refused_within_two_bounds(
+    tmp_path: Path,
+) -> None:
+    """Calls of one principal made at once in one process wait for each other before they wait for the store's
+    lock: behind a holder stopped in another process, each waited its own bound after those before it, so the
+    k-th call was refused after about k x PRINCIPAL_LOCK_WAIT_MS (20 s for the fourth here). Every call is
+    refused within two bounds now (its wait in the process, then the store's), and nothing is created."""
+    db = tmp_path / "jobs.db"
+    bound = PRINCIPAL_LOCK_WAIT_MS / 1000
+    async with holder_of(db, "alice") as holder, manager_on(db) as manager:
+        os.kill(holder.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        took: list[float] = []
+
+        async def alice() -> None:
+            with pytest.raises(StoreLocked, match="try again"):
+                await manager.create_job("t", {}, viewer=Viewer("alice"))
+            took.append(time.monotonic() - start)
+
+        with anyio.fail_after(5 * bound + 10):
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(alice)
+        assert len(took) == 4 and max(took) < 2 * bound + 2, took
+        assert await manager.store.active(principal="alice") == []
+
+
 # -- waiting in line (sqlite.principals: a holder that has waited LINE_AFTER holds a ticket, a byte of the lock file) --
 
 

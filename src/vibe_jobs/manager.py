@@ -29,6 +29,7 @@ from vibe_jobs.errors import (
     ResultAlreadySet,
     StaleWrite,
     StoreError,
+    StoreLocked,
     UnknownDependency,
 )
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription, job_event
@@ -55,7 +56,14 @@ from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
 from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
-from vibe_jobs.store.base import NO_GUARD, PrincipalLocking, ScheduleStore, SharedJobStore, VersionGuard
+from vibe_jobs.store.base import (
+    NO_GUARD,
+    PRINCIPAL_LOCK_WAIT_MS,
+    PrincipalLocking,
+    ScheduleStore,
+    SharedJobStore,
+    VersionGuard,
+)
 
 log = get_logger("vibe_jobs.manager")
 CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
@@ -384,7 +392,7 @@ class JobManager:
         SQLite; before, servers sharing a store each let one more in at the same moment)."""
         lock = self._quota_locks.get(principal) or self._quota_locks.setdefault(principal, anyio.Lock())
         try:
-            async with lock:
+            async with self._in_turn(lock):
                 if isinstance(self.store, PrincipalLocking):
                     async with self.store.principal_lock(principal):
                         yield
@@ -393,6 +401,25 @@ class JobManager:
         finally:  # a lock nobody holds or waits for goes (each principal ever seen kept one: helper-66 F1)
             if not lock.locked() and not lock.statistics().tasks_waiting and self._quota_locks.get(principal) is lock:
                 del self._quota_locks[principal]
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _in_turn(lock: anyio.Lock) -> AsyncIterator[None]:
+        """Hold a principal's lock of this process, waited for PRINCIPAL_LOCK_WAIT_MS at most (StoreLocked after):
+        the calls ahead each wait up to that long for the store's lock, so without a bound of its own the k-th
+        call behind a stalled holder in another process was refused only after k bounds."""
+        with anyio.move_on_after(PRINCIPAL_LOCK_WAIT_MS / 1000) as waiting:
+            await lock.acquire()
+        if waiting.cancelled_caught:
+            raise StoreLocked(
+                f"this caller's earlier calls in this process have held its quota count for over "
+                f"{PRINCIPAL_LOCK_WAIT_MS / 1000:g} s (another process sharing the job store holds it, or the store "
+                "is slow): nothing was created; try again"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def _add(self, rec: JobRecord, insert: Callable[[JobRecord], Awaitable[bool | None]]) -> bool:
         """Admit, store (by `insert`; False from it: nothing was stored), announce and queue a new job.
