@@ -200,3 +200,37 @@ async def test_two_processes_saving_the_same_learned_durations_in_other_orders_d
             await conn.close()
     saved = {key: row[0] for key, row in (await a.load_durations()).items()}
     assert saved == {"k1": 3, "k2": 3}  # B saved last
+
+
+async def test_deleting_a_schedule_while_old_ticks_are_pruned_does_not_deadlock(
+    named: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """`delete_schedule` deletes the schedule's tick keys in key order (t1, t2, t3); `prune_ticks` deleted old keys as
+    its scan met them, in the table's order (t3 first, as stored). Held by the test at t2, the deletion took t1 and
+    waited; the pruning took t3 and waited; let go, the deletion reached t3: a deadlock, and PostgreSQL failed one of
+    them (StoreLocked: the delete-schedule call refused, or a sweep's step). Both lock keys in one order now."""
+    deleter, pruner = await named("deleter"), await named("pruner")
+    conn = await session(deleter)
+    try:
+        # laid out t3, t2, t1, then other schedules' old keys: a table of a size where the deletion reads its
+        # schedule's keys by the primary key and the pruning reads the table as laid out
+        ticks = [("s", tick, f"job-{tick}", n) for n, tick in enumerate((3, 2, 1))]
+        others = [(f"other-{n:04d}", 1, f"o-{n}", 10 + n) for n in range(3_000)]
+        await conn.executemany(
+            "INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at) VALUES ($1, $2, $3, $4)",
+            [*ticks, *others],
+        )
+        await conn.execute("ANALYZE schedule_ticks")
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT 1 FROM schedule_ticks WHERE schedule_id = 's' AND tick = 2 FOR UPDATE")
+        deleting = asyncio.ensure_future(deleter.delete_schedule("s"))
+        await waits(deleter)
+        pruning = asyncio.ensure_future(pruner.prune_ticks(before=100))
+        await waits(pruner)
+        await tx.commit()
+        with anyio.fail_after(20):
+            await asyncio.gather(deleting, pruning)
+        assert await conn.fetchval("SELECT count(*) FROM schedule_ticks WHERE schedule_id = 's'") == 0
+    finally:
+        await conn.close()
