@@ -23,6 +23,7 @@ import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from tests.engine.test_takeovers import info_logs
 from tests.pg import postgres_url, with_new_schema
 from tests.store.test_contract import record
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked, StoreUnavailable
@@ -613,11 +614,15 @@ async def test_concurrent_updates_share_statements_and_each_keeps_its_guards(sto
 async def test_a_refused_value_fails_only_its_own_update_in_a_shared_statement(store: PostgresStore) -> None:
     for i in range(6):
         await store.insert(record(f"v{i}"))
-    outcomes = await asyncio.gather(
-        *(store.update(f"v{i}", {"progress_percentage": "not a number" if i == 3 else float(i)}) for i in range(6)),
-        return_exceptions=True,
-    )
+    with info_logs() as logs:
+        outcomes = await asyncio.gather(
+            *(store.update(f"v{i}", {"progress_percentage": "not a number" if i == 3 else float(i)}) for i in range(6)),
+            return_exceptions=True,
+        )
     assert isinstance(outcomes[3], StoreError)
+    # the batch's refusal is told (each write then went alone; a lost deadlock did so silently)
+    refused = [line for line in logs if line["event"] == "store.batch_refused"]
+    assert len(refused) == 1 and refused[0]["writes"] >= 2, logs
     for i in (0, 1, 2, 4, 5):
         done = outcomes[i]
         assert isinstance(done, JobRecord) and done.progress_percentage == float(i)

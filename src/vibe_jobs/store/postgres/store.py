@@ -438,7 +438,8 @@ class PostgresStore(SharedJobStore):
             except StoreUnavailable as exc:  # no statement gets through now
                 for r in group:
                     r.error = exc
-            except StoreError:  # a value the database refused: only its own write fails
+            except StoreError as exc:  # a value the database refused (only its own write fails), a lost deadlock
+                log.info("store.batch_refused", writes=len(group), error=exc.message)
                 for r in group:
                     await self._send_one(r)
             else:
