@@ -1,6 +1,7 @@
 """An upstream MCP server for the proxy's talk-back with several callers: `hold` logs a line, reports progress
 and waits until `release` is called; `noisy` logs its argument (a secret of its caller); `ask` elicits a PIN
-naming its topic; `bigask` elicits with a message of `size` characters."""
+naming its topic; `bigask` elicits with a message of `size` characters; `roots` waits until `release` is called,
+then answers with the roots its client (the proxy) gives it."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ async def ask(topic: str, ctx: Context) -> str:
 async def bigask(size: int, ctx: Context) -> str:
     answer = await ctx.elicit("m" * size, Pin)
     return f"got {answer.action}"
+
+
+@mcp.tool(name="roots")
+async def roots(ctx: Context) -> str:
+    await ctx.report_progress(1, 2, "holding")
+    await released.wait()
+    listed = await ctx.session.list_roots()
+    return "roots: " + " ".join(str(root.uri) for root in listed.roots)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
+from mcp_types import ListRootsResult, Root
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, HttpServer, free_port, stop, wait_for_port
-from tests.e2e.proxy_fixtures import started, status, until
+from tests.e2e.proxy_fixtures import started, status, texts, until
 from tests.e2e.test_identity_e2e import ALICE, BOB, client_as, token_file
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.parametrize("mode", MODES)]
@@ -45,9 +46,9 @@ def diagnostics(msg: dict[str, Any]) -> list[str]:
     return list((msg.get("details") or {}).get("diagnostics") or [])
 
 
-async def holding(client: Client) -> str:
-    """Alice's job that waits upstream until `release`, once its call is in flight there."""
-    job_id = started(await client.call_tool("hold", {}))
+async def holding(client: Client, tool: str = "hold") -> str:
+    """Alice's job (of `tool`) that waits upstream until `release`, once its call is in flight there."""
+    job_id = started(await client.call_tool(tool, {}))
     with anyio.fail_after(30):
         while True:
             if "holding" in json.dumps(await status(client, job_id)):  # its progress
@@ -97,3 +98,25 @@ async def test_a_question_too_large_for_an_answer_is_declined_and_the_job_stays_
             assert "got decline" in str(msg["result"]), msg["result"]
             assert any("the question is" in d and "bytes" in d for d in diagnostics(msg)), diagnostics(msg)
             assert not (await alice.call_tool("list-jobs", {})).is_error  # the session lives on
+
+
+async def test_one_principals_roots_never_reach_the_upstream_another_principals_job_runs_on(
+    tmp_path: Path, mode: str
+) -> None:
+    """The upstream's roots/list was asked of whichever client had spoken last, of any principal: Bob's roots (his
+    paths, and for a filesystem server the directories it may touch) became the roots of the upstream Alice's job
+    ran on. With several principals no client's roots are the shared upstream's."""
+
+    async def bobs_roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///home/bob/BOB-SECRET-PROJECT", name="bob")])
+
+    with proxy(tmp_path) as server:
+        async with (
+            client_as(server, ALICE, mode) as alice,
+            client_as(server, BOB, mode, list_roots_callback=bobs_roots) as bob,
+        ):
+            job_id = await holding(alice, "roots")
+            assert not (await bob.call_tool("release", {})).is_error  # bob spoke last
+            msg = await until(alice, job_id, ("completed", "failed"))
+    assert msg["status"] == "completed", msg
+    assert "BOB-SECRET" not in json.dumps(msg["result"]), texts(msg["result"])

@@ -1,6 +1,8 @@
 """Everything but tools passes through: upstream resources, resource templates, prompts and completions are
 listed and served by the proxy as the upstream serves them (next to the proxy's own `job://` resources);
-`list_changed` notifications reach the proxy's clients; an upstream's `roots/list` is asked of the client.
+`list_changed` notifications reach the proxy's clients; an upstream's `roots/list` is asked of the client (of the one
+user, stdio or HTTP without authentication: with authentication the upstream serves several principals, and
+no client's roots, its paths and the directories a filesystem server may touch, are everybody's).
 
 With several upstreams, prompt names carry the upstream's `NAME.` prefix (as tool names do); a resource is
 read from the upstream that listed it.
@@ -30,8 +32,10 @@ from mcp_types import (
 )
 from pydantic import BaseModel
 
+from vibe_jobs.identity import LOCAL
 from vibe_jobs.logs import get_logger
 from vibe_jobs.results import json_size
+from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.upstream import Upstream, notification_method
 from vibe_jobs.server.sdk import connection_of
@@ -50,7 +54,8 @@ class PassThrough:
     def __init__(self, upstreams: Sequence[Upstream]) -> None:
         self.upstreams = list(upstreams)
         self.sessions: weakref.WeakKeyDictionary[object, ServerSession] = weakref.WeakKeyDictionary()  # by connection
-        self.latest: ServerSession | None = None
+        self.latest: ServerSession | None = None  # the client asked for the upstreams' roots (the local one's)
+        self.identity = Identity()
         self.owner: dict[str, Upstream] = {}  # resource URI -> the upstream that listed it
         self.handlers: dict[str, Handler] = {
             "resources/list": self._list_resources,
@@ -76,6 +81,8 @@ class PassThrough:
         connection = connection_of(session)
         new = connection not in self.sessions
         self.sessions[connection] = session
+        if self.identity.viewer() != LOCAL:  # a principal among several: its roots are its own (review helper-94)
+            return
         self.latest = session
         if new or roots_changed:
             for upstream in self.upstreams:
@@ -196,7 +203,8 @@ class PassThrough:
                 log.debug("proxy.notify_failed", method=method, error=str(exc))
 
     async def client_roots(self) -> ListRootsResult:
-        """An upstream's `roots/list`, asked of the client that spoke last (no roots when it has none)."""
+        """An upstream's `roots/list`, asked of the client that spoke last (no roots when it has none, and with
+        authentication, where the client that spoke last may be any principal's, none: `_seen`)."""
         session = self.latest
         wanted = ClientCapabilities(roots=RootsCapability())
         if session is None or not session.check_client_capability(wanted):
