@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 from mcp_types import ListRootsResult, Root
 
-from tests.e2e.conftest import BASE_ENV, MODES, ROOT, HttpServer, free_port, stop, wait_for_port
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, stop, wait_for_port
 from tests.e2e.proxy_fixtures import started, status, texts, until
 from tests.e2e.test_identity_e2e import ALICE, BOB, client_as, token_file
 
@@ -28,11 +28,12 @@ UPSTREAM = [sys.executable, str(ROOT / "tests" / "e2e" / "talkback_upstream.py")
 
 
 @contextmanager
-def proxy(directory: Path) -> Iterator[HttpServer]:
+def proxy(directory: Path, upstream: list[str] | None = None) -> Iterator[HttpServer]:
     port = free_port()
+    direct = [] if upstream else ["--direct", "ask,release"]
     cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--transport", "streamable-http",
-           "--port", str(port), "--auth-tokens", str(token_file(directory)), "--direct", "ask,release",
-           "--", *UPSTREAM]  # fmt: skip
+           "--port", str(port), "--auth-tokens", str(token_file(directory)), *direct,
+           "--", *(upstream or UPSTREAM)]  # fmt: skip
     with (directory / "proxy.log").open("wb") as errlog:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **BASE_ENV}, stdout=subprocess.DEVNULL, stderr=errlog)
         try:
@@ -120,3 +121,19 @@ async def test_one_principals_roots_never_reach_the_upstream_another_principals_
             msg = await until(alice, job_id, ("completed", "failed"))
     assert msg["status"] == "completed", msg
     assert "BOB-SECRET" not in json.dumps(msg["result"]), texts(msg["result"])
+
+
+async def test_an_upstreams_recent_jobs_never_stand_in_for_the_proxys_own(tmp_path: Path, mode: str) -> None:
+    """An upstream that lists `jobs://recent` too (another vibe-jobs server) took the URI over once a client had
+    listed resources: every principal's read of `jobs://recent` was the upstream's list, where the jobs of every
+    principal's calls stand (the proxy calls the upstream as one client), Alice's arguments among them."""
+    with proxy(tmp_path, SERVER) as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            job_id = started(await alice.call_tool("echo", {"text": "ALICE-SECRET"}))
+            await until(alice, job_id, ("completed",))
+            mine = started(await bob.call_tool("noop", {}))
+            await bob.list_resources()  # the proxy lists the upstream's resources beside its own
+            read = await bob.read_resource("jobs://recent")
+    recent = json.loads(getattr(read.contents[0], "text", ""))
+    assert [j["id"] for j in recent["jobs"]] == [mine], recent
+    assert "ALICE-SECRET" not in json.dumps(recent)
