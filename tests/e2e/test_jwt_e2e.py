@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -18,8 +19,9 @@ from jwt.algorithms import RSAAlgorithm
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
 from tests.e2e.test_identity_e2e import UNKNOWN_ID, assert_answers_as_unknown, client_as, listed
-from tests.e2e.test_jobs_e2e import start, structured
+from tests.e2e.test_jobs_e2e import start, structured, texts
 from tests.json_server import json_server
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,8 +78,11 @@ async def test_valid_tokens_name_their_subject_and_scope(jwt_server: HttpServer,
         token("alice", key=OTHER_KEY),
         "not-a-jwt",
         token("local"),  # the server's own principal (stdio, the library, schedules in code): no token's
+        token("alice smith"),  # whitespace: the token file's separator
+        token("alice\nbob"),  # a control character: a forged line in the server's console log
+        token("x" * 256),  # longer than OIDC allows a `sub`
     ],
-    ids=["audience", "issuer", "expired", "signature", "garbage", "sub local"],
+    ids=["audience", "issuer", "expired", "signature", "garbage", "sub local", "sub space", "sub newline", "sub 256"],
 )
 async def test_a_token_for_another_audience_issuer_or_key_is_401(jwt_server: HttpServer, bad: str) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
@@ -112,3 +117,65 @@ def test_a_jwt_option_that_is_not_a_url_is_one_line_at_start_up(jwks: str, issue
     env = {**os.environ, **BASE_ENV}
     done = subprocess.run([*SERVER, *args, *auth], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"vibe-jobs: {named}", done.stderr
+
+
+# -- the subjects identity providers issue (review helper-96) -------------------------------------
+
+# Auth0 (a database user, a social connection) and GitHub Actions OIDC: each was 401 under the old rule
+# (`[A-Za-z0-9._@:+-]{1,128}`), which refused `|` and `/`: every user of such a deployment was locked out.
+AUTH0, GOOGLE_VIA_AUTH0 = "auth0|5f7c8ec7c33c6c004bbafe82", "google-oauth2|112233445566778899000"
+GITHUB_OIDC = "repo:octo-org/octo-repo:ref:refs/heads/main"
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return with_new_schema(postgres_url("JWT subjects on PostgreSQL"), "vj_jwt_subjects")
+
+
+async def test_subjects_of_real_identity_providers_authenticate_and_see_only_their_own_jobs(
+    jwks_url: str, store_url: str
+) -> None:
+    """Over streamable HTTP, on every store, with a quota on (each create takes the principal's lock: a byte of
+    SQLite's lock file, a PostgreSQL advisory lock): each subject is its own principal, with its own jobs, dedupe
+    and schedules."""
+    args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE, "--store", store_url]
+    with start_http("streamable-http", {"VIBE_JOBS_QUOTA_PENDING": "100"}, args) as server:
+        async with (
+            client_as(server, token(AUTH0)) as auth0,
+            client_as(server, token(GOOGLE_VIA_AUTH0)) as google,
+            client_as(server, token(GITHUB_OIDC)) as github,
+        ):
+            jobs = {}
+            for name, client in (("auth0", auth0), ("google", google), ("github", github)):
+                jobs[name] = await start(client, "echo", {"text": "same"})  # equal calls: one job each, never shared
+                assert structured(await client.call_tool("get-job-result", {"jobId": jobs[name]}))["jobId"]
+            assert len(set(jobs.values())) == 3, jobs
+            assert await listed(auth0) == {jobs["auth0"]} and await listed(github) == {jobs["github"]}
+            assert await listed(google) == {jobs["google"]}
+            await assert_answers_as_unknown(github, "get-job-result", {}, "jobId", jobs["auth0"])
+            await assert_answers_as_unknown(auth0, "cancel-job", {}, "jobId", jobs["github"])
+            made = await github.call_tool("schedule-job", {"tool": "noop", "arguments": {}, "everySeconds": 3600})
+            assert not made.is_error, texts(made)
+            sid = structured(made)["scheduleId"]
+            assert [s["scheduleId"] for s in structured(await github.call_tool("list-schedules", {}))["schedules"]] == [
+                sid
+            ]
+            assert structured(await auth0.call_tool("list-schedules", {}))["schedules"] == []
+
+
+async def test_a_refused_subject_is_named_in_the_servers_log(jwt_server: HttpServer) -> None:
+    """A token the issuer signed for a subject no principal may be is 401, and the operator reads why."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {token('alice smith')}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        assert (await http.post(jwt_server.url, json=body, headers=headers)).status_code == 401
+    jwt_server.errlog.seek(0)
+    lines = jwt_server.errlog.read().decode().splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    refused = [entry for entry in logged if entry.get("event") == "auth.subject_refused"]
+    assert refused and "'alice smith'" in refused[-1]["problem"], logged
+    assert "printable ASCII without spaces" in refused[-1]["problem"], refused

@@ -21,6 +21,31 @@ from vibe_jobs.settings import Settings
 ALICE = "alice-token-0123456789abcdef"
 
 
+# What identity providers issue as `sub`, and what an operator may name in the token file (review helper-96: all but
+# the first were refused, `[A-Za-z0-9._@:+-]{1,128}`): Auth0, GitHub Actions OIDC (a branch may hold quotes and `&`),
+# Kubernetes, SPIFFE, a Windows account, Azure AD's pairwise base64url id, the longest OIDC allows.
+IDP_SUBJECTS = [
+    "alice",
+    "auth0|5f7c8ec7c33c6c004bbafe82",
+    "google-oauth2|112233445566778899000",
+    "repo:octo-org/octo-repo:ref:refs/heads/main",
+    'repo:octo-org/octo-repo:ref:refs/heads/it\'s-"quoted"&<b>',
+    "system:serviceaccount:jobs:runner",
+    "spiffe://example.org/ns/jobs/sa/runner",
+    "CONTOSO\\jdoe",
+    "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+    "x" * 255,
+]
+
+
+@pytest.mark.parametrize("principal", IDP_SUBJECTS)
+async def test_a_token_file_may_name_any_principal_an_identity_provider_issues(principal: str) -> None:
+    (entry,) = parse_token_file(f"{ALICE} {principal} read\n", "t")
+    assert (entry.principal, entry.scopes) == (principal, ("read",))
+    found = await TokenFileVerifier([entry]).verify_token(ALICE)
+    assert found is not None and found.subject == principal
+
+
 def test_a_token_file_names_principals_and_scopes_and_may_hold_digests_only() -> None:
     digest = hashlib.sha256(b"root-token-0123456789abcdef").hexdigest()
     text = f"# team tokens\n\n{ALICE} alice\n  sha256:{digest.upper()}   root   admin,read  # the operator\n"
@@ -52,8 +77,14 @@ ALICE_DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
         (f"{ALICE} alice admin extra\n", "t:1: expected"),
         ("short alice\n", "at least 16 characters"),
         ("sha256:abcd alice\n", "64 hex digits"),
-        (f"\n{ALICE} al/ice\n", "t:2: principal 'al/ice'"),
-        (f"{ALICE} local\n", "t:1: principal 'local' is not a plain name .* other than 'local' .the server's own"),
+        (
+            f"\n{ALICE} al\x07ice\n",
+            "t:2: a token cannot name this principal: principal 'al.+x07ice' .6 characters. is"
+            " not 1 to 255 characters of printable ASCII without spaces",
+        ),
+        (f"{ALICE} al\u00efce\n", "t:1: .*principal 'al\u00efce' .*printable ASCII"),
+        (f"{ALICE} {'a' * 256}\n", f"t:1: .*principal '{'a' * 40}...' .256 characters. is not 1 to 255"),
+        (f"{ALICE} local\n", "t:1: a token cannot name this principal: 'local' is the server's own principal"),
         # review helper-56: a token no client could send (it was accepted, and never matched), one listed twice (the
         # second principal and scopes silently won: an admin scope lost), a `#` inside a token (cut as a comment)
         ("t\u00f6ken-0123456789abcdef alice\n", "t:1: a token is letters, digits"),

@@ -29,17 +29,39 @@ from pydantic import AnyHttpUrl
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, Viewer
+from vibe_jobs.logs import get_logger
 from vibe_jobs.server.jwks import JwksKeys
 from vibe_jobs.settings import Settings
 
-PRINCIPAL = re.compile(r"[A-Za-z0-9._@:+-]{1,128}")
+# What a token's principal may be: what identity providers issue as `sub` (OIDC Core: a case-sensitive string of at
+# most 255 ASCII characters), e.g. `auth0|5f7c8e...`, `google-oauth2|1234`, GitHub Actions'
+# `repo:octo-org/octo-repo:ref:refs/heads/main` (a branch may hold quotes, `#`, `&`...), `system:serviceaccount:ns:sa`,
+# `spiffe://domain/path`, `DOMAIN\user`, UUIDs and opaque base64url ids: printable ASCII. A principal only ever goes
+# into bound SQL parameters, hashes (dedupe keys after a NUL, lock offsets and advisory-lock keys), JSON (answers,
+# logs) and refusal messages; no file name, URL, header, metric label or HTML holds one. Refused: whitespace (the
+# token file's separator), control characters (the unauthenticated `NOBODY` is "\x00nobody"; a NUL separates the
+# principal in a dedupe key; a newline would forge a log line in the console format), anything not ASCII, and more
+# than 255 characters (review helper-96: `[A-Za-z0-9._@:+-]{1,128}` refused every user of Auth0 and GitHub OIDC).
+PRINCIPAL_CHARS = "printable ASCII without spaces"
+PRINCIPAL_MAX = 255
+PRINCIPAL = re.compile(rf"[!-~]{{1,{PRINCIPAL_MAX}}}")
+log = get_logger("vibe_jobs.auth")
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 
 
-def token_principal(name: str) -> bool:
-    """Whether a token may name `name` as its principal: a plain name, and not the server's own local principal
-    (stdio, the library, code-declared schedules and their jobs): a token named `local` acted as the operator."""
-    return PRINCIPAL.fullmatch(name) is not None and name != LOCAL_PRINCIPAL
+def principal_problem(name: str) -> str | None:
+    """Why a token may not name `name` as its principal (None: it may): not `PRINCIPAL`, or the server's own local
+    principal (stdio, the library, code-declared schedules and their jobs): a token named `local` acted as the
+    operator."""
+    if name == LOCAL_PRINCIPAL:
+        return f"{LOCAL_PRINCIPAL!r} is the server's own principal (stdio, the library, schedules declared in code)"
+    if PRINCIPAL.fullmatch(name) is None:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        return (
+            f"principal {shown!r} ({len(name)} characters) is not 1 to {PRINCIPAL_MAX} characters of"
+            f" {PRINCIPAL_CHARS} (no whitespace, control characters or non-ASCII)"
+        )
+    return None
 
 
 def principal_of(token: AccessToken) -> str:
@@ -114,11 +136,9 @@ def _entry(line: str, where: str, comment: str = "") -> TokenEntry:
             f"{where}: a token is letters, digits and -._~+/ (a bearer token's characters; no client could send"
             " another one)"
         )
-    if not token_principal(principal):
-        raise ConfigError(
-            f"{where}: principal {principal!r} is not a plain name (letters, digits, ._@:+-) other than"
-            f" {LOCAL_PRINCIPAL!r} (the server's own: stdio, the library, schedules declared in code)"
-        )
+    problem = principal_problem(principal)
+    if problem is not None:
+        raise ConfigError(f"{where}: a token cannot name this principal: {problem}")
     scopes = tuple(s for s in parts[2].split(",") if s) if len(parts) == 3 else ()
     return TokenEntry(_digest_of(token, where), principal, scopes)
 
@@ -216,7 +236,9 @@ class JwtVerifier(TokenVerifier):
         except jwt.PyJWTError:
             return None
         subject = str(claims["sub"])
-        if not token_principal(subject):
+        problem = principal_problem(subject)
+        if problem is not None:  # signed by the issuer: the operator needs to know why its user is refused
+            log.warning("auth.subject_refused", issuer=self.issuer, problem=problem)
             return None
         return AccessToken(
             token=token,
