@@ -124,3 +124,30 @@ async def test_quotas_refuse_naming_the_limit_and_create_nothing(make_manager: M
     assert (
         len((await manager.list_jobs(viewer=ALICE)).jobs) == 3 and len((await manager.list_jobs(viewer=BOB)).jobs) == 1
     )
+
+
+# What identity providers issue as `sub` (review helper-96): `|` (Auth0), `/` (GitHub Actions OIDC, whose branch
+# may hold a quote), `\` (a Windows account). Each is its own principal in every store: its jobs, dedupe, counts and
+# quota (under the principal's lock: a byte of SQLite's lock file, a PostgreSQL advisory lock).
+IDP_VIEWERS = [
+    Viewer("auth0|5f7c8ec7c33c6c004bbafe82"),
+    Viewer("google-oauth2|112233445566778899000"),
+    Viewer("repo:octo-org/octo-repo:ref:refs/heads/it's"),
+    Viewer("CONTOSO\\jdoe"),
+]
+
+
+async def test_principals_that_identity_providers_issue_keep_their_own_jobs(make_manager: ManagerFactory) -> None:
+    manager = make_manager(settings=Settings(quota_pending=1))
+    ids = [await manager.create_job("t", {"same": 1}, dedupe=True, viewer=v) for v in IDP_VIEWERS]
+    assert len(set(ids)) == len(IDP_VIEWERS)  # equal calls of two principals never share a job
+    for viewer, job_id in zip(IDP_VIEWERS, ids, strict=True):
+        assert [j.id for j in (await manager.list_jobs(viewer=viewer)).jobs] == [job_id]
+        assert (await manager.statistics(viewer)).counts["pending"] == 1
+        others = [i for i in ids if i != job_id]
+        for foreign in others:
+            with pytest.raises(JobNotFound):
+                await manager.get_record(foreign, viewer)
+    quoted = 'principal "repo:octo-org/octo-repo:ref:refs/heads/it\'s" has 1 pending jobs'  # one quote inside
+    with pytest.raises(QuotaExceeded, match=quoted):
+        await manager.create_job("t", {"other": 1}, viewer=IDP_VIEWERS[2])

@@ -76,7 +76,7 @@ class QuotaExceeded(JobError):
     ) -> None:
         self.principal, self.what, self.used, self.limit, self.setting = principal, what, used, limit, setting
         super().__init__(
-            f"quota exceeded: principal '{principal}' has {used} {what}, the limit is {limit} ({setting}); "
+            f"quota exceeded: principal {principal!r} has {used} {what}, the limit is {limit} ({setting}); "
             + nothing_made
         )
 

@@ -143,7 +143,7 @@ def _noting(send: Send, opened: Callable[[str], None]) -> Send:
 
 async def _refuse(send: Send, principal: str, limit: int) -> None:
     message = (
-        f"too many open sessions: principal '{principal}' has {limit} open, the most one principal may hold "
+        f"too many open sessions: principal {principal!r} has {limit} open, the most one principal may hold "
         f"({LIMIT_SETTING}); end one (HTTP DELETE with its Mcp-Session-Id) or let one idle out, then open another"
     )
     await send_refusal(send, 429, message, (b"retry-after", b"60"))
