@@ -102,10 +102,12 @@ def format_age(ms: int) -> str:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
+    """Left-aligned columns separated by two spaces; the last column is not padded. Every cell is `printable`: a
+    tool's name (an upstream's, through the proxy), a schedule's, a message never drives the terminal or breaks
+    its row."""
+    cells = [[printable(str(c)) for c in row] for row in [headers, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
 def _shorten(text: str, width: int = MESSAGE_WIDTH) -> str:
@@ -161,9 +163,11 @@ def job_details(job: Job, now_ms: int) -> str:
         ("finished", _when(job.finished_at, now_ms)),
         ("params", json.dumps(job.shown()["params"])),
     ]
-    lines = [f"{k + ':':<10} {v}" for k, v in pairs]
+    # a field is one line (a newline in it shown as \\n); a diagnostic or the result indented: no line a job wrote
+    # passes for one of ours (`status:    completed` in a failed job's error)
+    lines = [f"{k + ':':<10} {printable(v)}" for k, v in pairs]
     if d and d.diagnostics:
-        lines += ["diagnostics:", *(f"  {line}" for line in d.diagnostics)]
+        lines += ["diagnostics:", *(_indent(line) for line in d.diagnostics)]
     if job.result is not None:
         lines += ["result:" + (" (error)" if job.result.get("isError") else ""), _indent(result_text(job.result))]
     return printable_lines("\n".join(lines))
