@@ -62,6 +62,10 @@ def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.Capture
     assert "not ready" in capsys.readouterr().err
     assert main(["health", "--store", "bogus://x"]) == 1  # a probe answers 0 or 1 (it was 2, a usage error)
     assert "not ready: unknown store URL 'bogus://x'" in capsys.readouterr().err
+    malformed = "postgresql://u:hunter2-pw@[::1/test"  # urlsplit's ValueError went up as a traceback (helper-95)
+    assert main(["health", "--store", malformed]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vibe-jobs: not ready: ") and "Invalid IPv6 URL" in err and "hunter2" not in err, err
 
 
 @contextmanager

@@ -100,7 +100,10 @@ def _payloads(changes: list[dict[str, Any]]) -> list[str]:
 
 def parse_url(url: str) -> tuple[str, dict[str, str]]:
     """`postgresql://...?schema=x&pool_max=4&sslmode=...` -> (asyncpg DSN without our options, our options)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": a ConfigError, one line wherever the URL is given
+        raise ConfigError(f"not a store URL: {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
