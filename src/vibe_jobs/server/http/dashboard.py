@@ -14,6 +14,8 @@ from typing import Any, cast
 
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -25,7 +27,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
 from vibe_jobs.models import Job
 from vibe_jobs.server.http import pages
-from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused
+from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused, check_origin
 from vibe_jobs.server.http.health import healthz, readyz_endpoint
 from vibe_jobs.server.http.live import events_endpoint
 from vibe_jobs.server.http.prom import metrics_endpoint
@@ -44,6 +46,10 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+# a change's form as the pages post it: one CSRF field (64 characters), no file. Read with these limits, a body of
+# anything else is refused at its first field past them; Starlette's own (1,000 fields of 1 MiB each, files of any
+# size spooled to disk) let one post hold a gigabyte
+FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 4, "max_part_size": 1024}
 STATS_TTL_MS = 1000  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
 
 
@@ -151,7 +157,12 @@ class Dashboard:
         return RedirectResponse(f"/jobs/{new_id}", status_code=303)
 
     async def _check_change(self, request: Request) -> None:
-        form = await request.form()
+        check_origin(request)  # a cross-site post costs no read of its body
+        try:
+            form = await request.form(**FORM_LIMITS)
+        except (HTTPException, MultiPartException) as exc:  # past a limit: the rest of the body is never read
+            why = exc.detail if isinstance(exc, HTTPException) else exc.message
+            raise InvalidParams(f"not a form of this dashboard: {why}") from None
         token = form.get(CSRF_FIELD)
         await self.guard.check_change(request, token if isinstance(token, str) else None)
 

@@ -62,11 +62,16 @@ class Guard:
     async def check_change(self, request: Request, form_token: str | None) -> None:
         """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""
         await self.check_read(request)
-        if not same_origin(request):
-            raise Refused(403, "cross-origin request refused (Origin/Referer must match the host)")
+        check_origin(request)
         cookie = request.cookies.get(CSRF_COOKIE) or ""
         if not form_token or not cookie or not hmac.compare_digest(form_token, self.csrf_token(cookie)):
             raise Refused(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a request that is not same-origin (`same_origin`): before its body is read."""
+    if not same_origin(request):
+        raise Refused(403, "cross-origin request refused (Origin/Referer must match the host)")
 
 
 def same_origin(request: Request) -> bool:
