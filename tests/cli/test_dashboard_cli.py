@@ -398,3 +398,38 @@ def test_live_event_streams_are_capped_and_a_closed_one_gives_its_place_back(tmp
                     break
             assert time.monotonic() < deadline, "a closed stream's place never came back"
             time.sleep(0.05)
+
+
+async def _reversing(url: str) -> str:
+    """A running job whose tool name and stage start with a right-to-left override (U+202E) they never close."""
+    async with JobManager(open_store(url)) as m:
+        job_id = await m.create_job("\u202edemo", {})
+        await m.start_job(job_id)
+        await m.update_progress(job_id, 10, message="copying 12 files", stage="\u202estage")
+        return job_id
+
+
+READS_LEFT_TO_RIGHT = """(sel) => {
+  const node = document.querySelector(sel).firstChild, range = document.createRange();
+  const left = (i) => {
+    range.setStart(node, i); range.setEnd(node, i + 1); return range.getBoundingClientRect().left;
+  };
+  return left(0) < left(node.length - 1);
+}"""
+
+
+async def test_a_job_s_bidi_override_turns_no_text_around_it(tmp_path: Path) -> None:
+    """A tool name's or a stage's unclosed U+202E ran on past it: the job page showed the job's id written right
+    to left after the tool name, and the progress message after the stage, on the page and in the jobs list
+    (review helper-95). Each job-written text is isolated: its override ends where it does."""
+    from tests.e2e.browser import browser_page
+
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    job_id = await _reversing(url)
+    with dashboard(url) as base:
+        async with browser_page() as page:
+            await page.goto(f"{base}/jobs/{job_id}")
+            assert await page.evaluate(READS_LEFT_TO_RIGHT, "h1 small"), "the job's id reads right to left"
+            assert await page.evaluate(READS_LEFT_TO_RIGHT, "#job .msg"), "the message reads right to left"
+            await page.goto(base + "/")
+            assert await page.evaluate(READS_LEFT_TO_RIGHT, f'tr[data-job="{job_id}"] .msg')

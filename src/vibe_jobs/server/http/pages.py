@@ -192,7 +192,8 @@ def job_page(
     d = job.details
     diags = "".join(f"<li>{e(x)}</li>" for x in (d.diagnostics if d else [])) or "<li>none</li>"
     body = (
-        f'<p><a href="/">← all jobs</a></p><h1>{e(job.tool_name)} <small>{e(job.id)}</small></h1>'
+        f'<p><a href="/">← all jobs</a></p>'
+        f'<h1><span class="tool">{e(job.tool_name)}</span> <small>{e(job.id)}</small></h1>'
         f'<section id="job" data-job="{e(job.id)}" data-status="{e(job.status.value)}" aria-label="state">'
         f'<p>Status: <span class="status {e(job.status.value)}" id="job-status">{e(job.status.value)}</span></p>'
         f'<p class="progress">{progress_cell(job)}</p>{actions(job, view.csrf)}</section>'
