@@ -9,6 +9,9 @@ Flags (argv):
 Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while the tool list changes);
 `change` announces `tools/list_changed` and from then on lists `late` too; `deep` and `late` have a schema nested
 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
+Review helper-93: `redos` answers structured content that its output schema's pattern `^(a+)+$` backtracks on;
+`stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `--bad-names` also lists tools
+of names nobody can name (a NUL in it, empty, 300 characters, a newline).
 """
 
 from __future__ import annotations
@@ -49,6 +52,14 @@ TERMINAL = "ok\x1b]52;c;cHduZWQ=\x07\x1b[1A\x1b[2K"  # set the clipboard, go up 
 FORGED = "boom\nstatus:    completed"  # a line of its own in `vibe-jobs jobs show`, it would pass for the job's status
 if "--terminal" in FLAGS:
     TOOLS.append({"name": TERMINAL, "description": "named with escape sequences", "inputSchema": OBJECT})
+REDOS = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}
+TOOLS += [
+    {"name": "redos", "description": "output the pattern backtracks on", "inputSchema": OBJECT, "outputSchema": REDOS},
+    {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
+]
+BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
+if "--bad-names" in FLAGS:
+    TOOLS += [{"name": name, "description": "a name nobody can name", "inputSchema": OBJECT} for name in BAD_NAMES]
 LATE = {"name": "late", "description": "added at run time, 150 deep", "inputSchema": notted(150)}
 
 
@@ -77,7 +88,15 @@ def tools_list(rid: Any) -> None:
         answer(rid, {"tools": tools})
 
 
-def call(rid: Any, name: str) -> None:
+def call(rid: Any, name: str, token: Any) -> None:
+    if name == "redos":  # 2^32 steps for Python's `re` (hours), whose match holds the thread that runs it
+        answer(rid, {"content": [], "structuredContent": {"s": "a" * 32 + "!"}})
+        return
+    if name == "stages":
+        for step in range(60):
+            params = {"progressToken": token, "progress": step, "total": 60, "message": f"{step:02d}" + "s" * 2**20}
+            send({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+            time.sleep(0.01)
     if name == "slow":
         time.sleep(1.5)
     if name == "change":
@@ -98,7 +117,9 @@ def handle(request: dict[str, Any]) -> None:
     elif method == "tools/list":
         tools_list(rid)
     elif method == "tools/call":
-        threading.Thread(target=call, args=(rid, request["params"]["name"]), daemon=True).start()
+        params = request["params"]
+        token = (params.get("_meta") or {}).get("progressToken")
+        threading.Thread(target=call, args=(rid, params["name"], token), daemon=True).start()
     elif method == "resources/list":
         page: dict[str, Any] = {"resources": [{"uri": f"file:///r/{STATE['pages']}", "name": "r"}]}
         if "--resources-forever" in FLAGS:
@@ -108,6 +129,7 @@ def handle(request: dict[str, Any]) -> None:
         answer(rid, {})
 
 
-for line in sys.stdin:
-    if line.strip():
-        handle(json.loads(line))
+if __name__ == "__main__":
+    for line in sys.stdin:
+        if line.strip():
+            handle(json.loads(line))

@@ -18,7 +18,10 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, free_port
+from tests.e2e.hostile_upstream import BAD_NAMES
 from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
+from tests.e2e.test_hostile_input import drop_schema
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -26,11 +29,11 @@ HOSTILE = [sys.executable, str(ROOT / "tests" / "e2e" / "hostile_upstream.py")]
 
 
 @asynccontextmanager
-async def proxied(*flags: str, **callbacks: Any) -> AsyncIterator[tuple[Client, Any]]:
-    """The real client on a proxy (stdio, memory store) in front of the hostile upstream run with `flags`; and
-    the proxy's log (stderr)."""
+async def proxied(*flags: str, store: str = "memory://", **callbacks: Any) -> AsyncIterator[tuple[Client, Any]]:
+    """The real client on a proxy (stdio, memory store unless `store`) in front of the hostile upstream run with
+    `flags`; and the proxy's log (stderr)."""
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, "VIBE_JOBS_LOG_LEVEL": "info"}
-    args = proxy_args([*HOSTILE, *flags], None)
+    args = proxy_args([*HOSTILE, *flags], None, "--store", store)
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy", **callbacks) as client:
@@ -116,3 +119,22 @@ def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, input="")
     assert done.returncode != 0 and "127.0.0.1" in done.stderr, done.stderr
     assert "hunter2-pw" not in done.stderr + done.stdout and "SECRET-TOKEN-123" not in done.stderr, done.stderr
+
+
+@pytest.mark.postgres
+async def test_tool_names_nobody_can_name_are_not_served_and_the_other_tools_run() -> None:
+    """A tool named with a NUL became a job tool: the worker offers its tools on its PostgreSQL lease, whose
+    TEXT[] cannot hold a NUL, so every round of it failed and no job of any tool ran again (review helper-93).
+    An empty name, one longer than a caller may send (list-jobs' toolName) and one with a newline were listed."""
+    base = postgres_url("the proxy's tool names on PostgreSQL")
+    url = with_new_schema(base, "vj_proxy_names")
+    try:
+        async with proxied("--bad-names", store=url) as (client, errlog):
+            listed = {tool.name for tool in (await client.list_tools()).tools}
+            assert "ok" in listed and not listed & set(BAD_NAMES), sorted(listed, key=len)[-1][:50]
+            assert await completed(client, "ok") == ["ok done"]
+            log = logged(errlog)
+            assert log.count("proxy.tool_name_unusable") == len(BAD_NAMES), log[-3000:]
+            assert "worker.round_failed" not in log, log[-3000:]
+    finally:
+        await drop_schema(base, url)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import signal
 import sys
+import unicodedata
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -14,8 +15,9 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Tool as UpstreamTool
 
+from vibe_jobs.arguments import shown
 from vibe_jobs.logs import configure_logging, get_logger
-from vibe_jobs.server.control import CONTROL_TOOL_NAMES
+from vibe_jobs.server.control import CONTROL_TOOL_NAMES, MAX_NAME_CHARS
 from vibe_jobs.server.jobserver import JobServer, Transport
 from vibe_jobs.server.proxy import tether
 from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
@@ -147,11 +149,16 @@ class ProxyServer:
             await self.passthrough.notify_clients(TOOLS_CHANGED)
 
     def _listed(self, upstream: Upstream) -> dict[str, UpstreamTool]:
-        """The upstream's tools by the names the proxy serves them under, but for the proxy's own names."""
+        """The upstream's tools by the names the proxy serves them under, but for the proxy's own names and the
+        names nobody can name (`unusable_name`)."""
         listed = {upstream.spec.prefixed(tool.name): tool for tool in upstream.tools}
         for name in sorted(self.own.intersection(listed)):
             log.warning("proxy.tool_name_taken", upstream=upstream.spec.label, tool=name)
             del listed[name]
+        for name in list(listed):
+            if (why := unusable_name(name)) is not None:
+                log.warning("proxy.tool_name_unusable", upstream=upstream.spec.label, tool=repr(shown(name)), why=why)
+                del listed[name]
         return listed
 
     def _mcp_tool(self, upstream: Upstream, name: str, tool: UpstreamTool) -> Tool:
@@ -159,6 +166,21 @@ class ProxyServer:
             return direct_tool(upstream, tool)
         spec = self.server.specs[name] = job_spec(upstream, tool)  # a tool back after a while may have changed
         return job_mcp_tool(self.server.manager, spec)
+
+
+def unusable_name(name: str) -> str | None:
+    """Why the proxy cannot serve a tool of this (upstream-given) name, or None. A job keeps its tool's name,
+    the worker offers it on its lease, callers name it (list-jobs' `toolName`): a NUL cannot be stored in
+    PostgreSQL (the lease's write failed, and with it every job of every tool), a caller may send at most
+    MAX_NAME_CHARS, and a control character (a newline, an escape) names no tool but rewrites a list or a log."""
+    if not name:
+        return "it is empty"
+    if len(name) > MAX_NAME_CHARS:
+        return f"it is {len(name):,} characters, more than the {MAX_NAME_CHARS} a caller may send"
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        return f"it holds a control character (U+{ord(control):04X})"
+    return None
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
