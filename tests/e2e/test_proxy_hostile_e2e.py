@@ -138,3 +138,15 @@ async def test_tool_names_nobody_can_name_are_not_served_and_the_other_tools_run
             assert "worker.round_failed" not in log, log[-3000:]
     finally:
         await drop_schema(base, url)
+
+
+async def test_an_output_pattern_that_backtracks_does_not_hold_the_proxy() -> None:
+    """The SDK's client checks a result's structured content against the tool's output schema, `pattern` too:
+    the upstream's `^(a+)+$` on its own 33 characters held the proxy's event loop for hours, every client and
+    every job with it. The pattern is the upstream's to check, as an input schema's is (review helper-93)."""
+    async with proxied() as (client, _):
+        job_id = started(await client.call_tool("redos", {}))
+        with anyio.fail_after(10):
+            msg = await until(client, job_id, ("completed", "failed"))
+            assert await completed(client, "ok") == ["ok done"]
+    assert msg["status"] == "completed" and msg["result"]["structuredContent"] == {"s": "a" * 32 + "!"}, msg

@@ -14,15 +14,17 @@ from importlib.metadata import version
 from typing import Any
 
 import anyio
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp_types import EmptyResult, SetLevelRequestParams, SubscribeRequestParams
+from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, SubscribeRequestParams
 
 from vibe_jobs.server.sdk import (
     SDK_VERSION,
     add_request_handler,
     add_tool_object,
+    check_outputs_with,
     connection_of,
     spawn_stdio_server,
     stop_stdio_server,
@@ -95,6 +97,33 @@ async def test_a_tool_object_added_to_a_running_server_is_listed_and_called() ->
         assert [t.name for t in (await client.list_tools()).tools] == ["shout"]
         result = await client.call_tool("shout", {"text": "hi"})
     assert [getattr(c, "text", None) for c in result.content] == ["HI"]
+
+
+async def test_a_clients_output_check_uses_the_validator_given_built_once_per_schema() -> None:
+    from jsonschema import Draft202012Validator
+    from mcp.server.mcpserver.tools import Tool
+
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}, "required": ["n"]}
+
+    def count(n: int) -> CallToolResult:
+        return CallToolResult(content=[], structured_content={"n": n})
+
+    mcp: MCPServer[Any] = MCPServer("sdk-check")
+    add_tool_object(mcp, Tool.from_function(count, name="count", structured_output=False))
+    mcp._tool_manager._tools["count"].fn_metadata.output_schema = schema
+    built: list[dict[str, Any]] = []
+
+    def build(output_schema: dict[str, Any]) -> Any:
+        built.append(output_schema)
+        return Draft202012Validator(output_schema)
+
+    async with Client(mcp, mode="legacy") as client:
+        check_outputs_with(client.session, build)
+        await client.list_tools()
+        assert (await client.call_tool("count", {"n": 1})).structured_content == {"n": 1}
+        with pytest.raises(RuntimeError, match="Invalid structured content returned by tool count"):
+            await client.call_tool("count", {"n": -1})
+    assert built == [schema]
 
 
 CHILD = """

@@ -23,6 +23,10 @@ Everything else uses MCPServer's public hooks: the subscription bus is passed at
   sessions that ended (DELETE, idle time-out) no longer count against its limit (`server/http/sessions.py`). That
   middleware also mirrors the session manager's routing: only a POST without a session id, whose protocol version
   header is absent or one of `HANDSHAKE_PROTOCOL_VERSIONS`, may open a session.
+- how a client checks a tool's structured content against the tool's output schema
+  (`ClientSession._output_schema_validator`, its cache `_tool_output_validators`): the stock validator of the
+  schema's draft runs its `pattern`s with Python's `re`, so an upstream's backtracking pattern on its own result
+  held the proxy's event loop for hours; the proxy builds a validator of its own (`check_outputs_with`).
 
 tests/server/test_sdk.py exercises each of them and fails while the installed mcp is another version:
 after an upgrade, re-run those tests against it, then move `SDK_VERSION`.
@@ -35,7 +39,7 @@ from typing import Any, TextIO, TypeVar
 
 from anyio.abc import Process
 from mcp import StdioServerParameters
-from mcp.client import stdio
+from mcp.client import ClientSession, stdio
 from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
@@ -114,3 +118,22 @@ async def stop_stdio_server(process: Process) -> None:
 def open_sessions(mcp: MCPServer[Any]) -> Container[str]:
     """The ids of the stateful streamable-HTTP sessions `mcp` keeps open now (after `streamable_http_app()`)."""
     return mcp.session_manager._server_instances
+
+
+def check_outputs_with(session: ClientSession, build: Callable[[dict[str, Any]], Any]) -> None:
+    """`session` checks a tool's structured content with `build(output_schema)` (a jsonschema validator; it raises
+    `jsonschema.SchemaError` for a schema that is not one), built once per schema as the SDK builds its own, and
+    a broken schema reported as the SDK reports it (a RuntimeError on each call)."""
+    from jsonschema import SchemaError
+
+    def validator(name: str, output_schema: dict[str, Any]) -> Any:
+        if (found := session._tool_output_validators.get(name)) is not None:
+            return found
+        try:
+            found = build(output_schema)
+        except SchemaError as exc:
+            raise RuntimeError(f"Invalid schema for tool {name}: {exc}") from None
+        session._tool_output_validators[name] = found
+        return found
+
+    session._output_schema_validator = validator  # type: ignore[method-assign]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jsonschema.exceptions import SchemaError
 
 from tests.json_server import json_server
 from vibe_jobs.errors import InvalidArguments
-from vibe_jobs.server.proxy.schema import SchemaArguments
+from vibe_jobs.server.proxy.schema import SchemaArguments, output_validator
 
 SUM: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -138,3 +139,14 @@ def test_a_ref_to_a_url_is_not_fetched() -> None:
         schema = {"type": "object", "properties": {"v": {"$ref": f"{base}/schema.json"}}}
         assert "cannot be checked against the upstream's schema" in str(refusal(schema, {"v": 1}))
     assert hits == []
+
+
+def test_an_output_schema_is_checked_without_its_patterns_and_a_deep_one_is_a_schema_error() -> None:
+    """The SDK's client checked an upstream's structured content with the stock validator: `^(a+)+$` on its own
+    result held the proxy's event loop for hours (review helper-93)."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}, "n": {"type": "integer"}}}
+    validator = output_validator(schema)
+    assert not list(validator.iter_errors({"s": "a" * 60 + "!"}))
+    assert [e.message for e in validator.iter_errors({"n": "x"})] == ["'x' is not of type 'integer'"]
+    with pytest.raises(SchemaError, match="deeper"):
+        output_validator(nested(2000))

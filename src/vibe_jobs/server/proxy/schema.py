@@ -81,6 +81,15 @@ class SchemaArguments:
         return {CONTEXT_KWARG: self.check(params)}
 
 
+def output_validator(schema: dict[str, Any]) -> Any:
+    """The validator of an upstream tool's output schema (the SDK's client checks each result's structured content
+    with it): as for its input schema, no regular expression runs and nothing is fetched. Raises SchemaError."""
+    try:
+        return _without_regexes(schema)
+    except RecursionError:
+        raise SchemaError("the schema nests deeper than the validator can follow") from None
+
+
 def _problem(error: Any) -> str:
     """`path: message`, as our own tools' refusals read (`arguments` for the object itself)."""
     where = ".".join(map(str, error.absolute_path)) or "arguments"

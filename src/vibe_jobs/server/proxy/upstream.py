@@ -37,8 +37,10 @@ from mcp_types import (
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
+from vibe_jobs.server import sdk
 from vibe_jobs.server.proxy.config import UpstreamSpec
 from vibe_jobs.server.proxy.pages import Page, read_pages
+from vibe_jobs.server.proxy.schema import output_validator
 from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
 from vibe_jobs.server.proxy.wire import stdio_upstream
 
@@ -150,6 +152,7 @@ class Upstream:
         """Connect and list the tools (within `starting`'s deadline, which is then lifted); serve until the
         connection ends."""
         async with self._client(ended) as client, anyio.create_task_group() as tg:
+            sdk.check_outputs_with(client.session, output_validator)  # runs none of the upstream's patterns
             self.tools = await _all_tools(client, self.spec.label)
             starting.deadline = math.inf
             self.capabilities = client.server_capabilities
