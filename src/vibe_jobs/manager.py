@@ -703,8 +703,9 @@ class JobManager:
                 raise InvalidTransition(rec.id, rec.status.value, rec.status.value, "the job is finished")
             changes = _progress_changes({}, message, percent)
             changes.update(_detail_changes(rec, stage, sub_progress, diagnostic, metadata))
-            if stage is not None and stage != rec.current_stage:
-                entry = {"stage": stage, "at": self.now(), "progress": percent}
+            kept = changes.get("current_stage")  # the stage as the job keeps it (a line: cut, no NUL)
+            if kept is not None and kept != rec.current_stage:
+                entry = {"stage": kept, "at": self.now(), "progress": percent}
                 changes["stage_history"] = [*(rec.stage_history or ()), entry][-MAX_STAGES:]
             return changes
 

@@ -4,12 +4,15 @@ loop (review helper-54)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -150,3 +153,18 @@ async def test_an_output_pattern_that_backtracks_does_not_hold_the_proxy() -> No
             msg = await until(client, job_id, ("completed", "failed"))
             assert await completed(client, "ok") == ["ok done"]
     assert msg["status"] == "completed" and msg["result"]["structuredContent"] == {"s": "a" * 32 + "!"}, msg
+
+
+async def test_progress_messages_of_a_megabyte_keep_the_stage_history_small(tmp_path: Path) -> None:
+    """Each upstream progress message is the job's stage; the stage was cut for the record, but its history
+    kept each stage whole: 60 stages of 1 MB wrote 16 MB into the record at every step (32 MB of SQLite, 48 s
+    for a 1 s job, each read of it waiting seconds) (review helper-93)."""
+    db = tmp_path / "jobs.db"
+    async with proxied(store=f"sqlite:///{db}") as (client, _):
+        job_id = started(await client.call_tool("stages", {}))
+        msg = await until(client, job_id, ("completed", "failed"), seconds=30)
+    assert msg["status"] == "completed" and len(msg["details"]["currentStage"]) <= 2_000, msg["status"]
+    with closing(sqlite3.connect(db)) as conn:
+        (history,) = conn.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    stages = json.loads(history)
+    assert 1 <= len(stages) <= 50 and all(len(entry["stage"]) <= 2_000 for entry in stages), len(history)
