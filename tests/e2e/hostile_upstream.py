@@ -10,7 +10,8 @@ Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while 
 `change` announces `tools/list_changed` and from then on lists `late` too; `deep` and `late` have a schema nested
 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
 Review helper-93: `redos` answers structured content that its output schema's pattern `^(a+)+$` backtracks on;
-`stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `--bad-names` also lists tools
+`stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `flood` 5,000 progress steps at
+once (`step 0001`...), then answers; `--bad-names` also lists tools
 of names nobody can name (a NUL in it, empty, 300 characters, a newline).
 """
 
@@ -56,6 +57,7 @@ REDOS = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(
 TOOLS += [
     {"name": "redos", "description": "output the pattern backtracks on", "inputSchema": OBJECT, "outputSchema": REDOS},
     {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
+    {"name": "flood", "description": "5,000 progress steps at once", "inputSchema": OBJECT},
 ]
 BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
 if "--bad-names" in FLAGS:
@@ -97,6 +99,10 @@ def call(rid: Any, name: str, token: Any) -> None:
             params = {"progressToken": token, "progress": step, "total": 60, "message": f"{step:02d}" + "s" * 2**20}
             send({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
             time.sleep(0.01)
+    if name == "flood":
+        for step in range(1, 5001):
+            params = {"progressToken": token, "progress": step, "total": 5000, "message": f"step {step:04d}"}
+            send({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
     if name == "slow":
         time.sleep(1.5)
     if name == "change":

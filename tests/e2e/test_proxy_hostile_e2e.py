@@ -168,3 +168,39 @@ async def test_progress_messages_of_a_megabyte_keep_the_stage_history_small(tmp_
         (history,) = conn.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
     stages = json.loads(history)
     assert 1 <= len(stages) <= 50 and all(len(entry["stage"]) <= 2_000 for entry in stages), len(history)
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_flood_of_progress_is_written_in_order_and_does_not_hold_its_job(store: str, tmp_path: Path) -> None:
+    """The SDK runs each progress callback as a task of its own: 5,000 notifications at once were 5,000 writes of
+    one record racing each other, landing out of order (the history went 296, 257, 258...: a client saw its job
+    go back) and, on PostgreSQL, keeping the job from its result for minutes (review helper-93)."""
+    base = postgres_url("a progress flood on PostgreSQL") if store == "postgres" else ""
+    url = with_new_schema(base, "vj_proxy_flood") if base else f"sqlite:///{tmp_path / 'jobs.db'}"
+    try:
+        async with proxied(store=url) as (client, _):
+            job_id = started(await client.call_tool("flood", {}))
+            msg = await until(client, job_id, ("completed", "failed"), seconds=30)
+        assert msg["status"] == "completed", msg
+        steps = [int(entry["stage"].split()[1]) for entry in await stage_history(url, job_id)]
+        assert steps and steps == sorted(set(steps)), steps
+    finally:
+        if base:
+            await drop_schema(base, url)
+
+
+async def stage_history(url: str, job_id: str) -> list[dict[str, Any]]:
+    """The job's stage history, as its store holds it."""
+    if url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            (history,) = conn.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    else:
+        import asyncpg
+
+        base, _, schema = url.rpartition("?schema=")
+        conn = await asyncpg.connect(base)
+        try:
+            history = await conn.fetchval(f"SELECT stage_history FROM {schema}.jobs WHERE id = $1", job_id)
+        finally:
+            await conn.close()
+    return list(json.loads(history))

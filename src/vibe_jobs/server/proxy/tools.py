@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
@@ -58,12 +59,24 @@ def call_result(result: CallToolResult) -> dict[str, Any]:
 
 
 def job_progress(ctx: JobContext) -> ProgressFn:
-    """Upstream `notifications/progress` -> the job's progress: percent from progress/total, message as stage."""
+    """Upstream `notifications/progress` -> the job's progress: percent from progress/total, message as stage.
+
+    The SDK runs each progress callback as a task of its own, so a burst of notifications was as many writes of
+    one record racing each other: out of order (the job's progress went back) and, on PostgreSQL, thousands of
+    retried compare-and-sets keeping the job from its result for minutes. Here one write runs at a time, of the
+    latest report: a report that came while another was written waits, and gives way to a later one."""
+    latest: list[tuple[float, float | None, str | None]] = []  # the newest report not written yet
+    writing = anyio.Lock()  # fair: writes in the order the reports came
 
     async def report(progress: float, total: float | None, message: str | None) -> None:
-        percent = max(0.0, min(100.0, progress / total * 100)) if total else None
-        with contextlib.suppress(InvalidTransition, StaleWrite):  # the job ended meanwhile
-            await ctx.progress(percent, message, stage=message)
+        latest[:] = [(progress, total, message)]
+        async with writing:
+            if not latest:
+                return  # written already, by the write that found it the latest
+            progress, total, message = latest.pop()
+            percent = max(0.0, min(100.0, progress / total * 100)) if total else None
+            with contextlib.suppress(InvalidTransition, StaleWrite):  # the job ended meanwhile
+                await ctx.progress(percent, message, stage=message)
 
     return report
 
