@@ -159,15 +159,13 @@ async def test_progress_messages_of_a_megabyte_keep_the_stage_history_small(tmp_
     """Each upstream progress message is the job's stage; the stage was cut for the record, but its history
     kept each stage whole: 60 stages of 1 MB wrote 16 MB into the record at every step (32 MB of SQLite, 48 s
     for a 1 s job, each read of it waiting seconds) (review helper-93)."""
-    db = tmp_path / "jobs.db"
-    async with proxied(store=f"sqlite:///{db}") as (client, _):
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with proxied(store=url) as (client, _):
         job_id = started(await client.call_tool("stages", {}))
         msg = await until(client, job_id, ("completed", "failed"), seconds=30)
     assert msg["status"] == "completed" and len(msg["details"]["currentStage"]) <= 2_000, msg["status"]
-    with closing(sqlite3.connect(db)) as conn:
-        (history,) = conn.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    stages = json.loads(history)
-    assert 1 <= len(stages) <= 50 and all(len(entry["stage"]) <= 2_000 for entry in stages), len(history)
+    stages = await stage_history(url, job_id)
+    assert 1 <= len(stages) <= 50 and all(len(entry["stage"]) <= 2_000 for entry in stages), len(stages)
 
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -192,15 +190,15 @@ async def test_a_flood_of_progress_is_written_in_order_and_does_not_hold_its_job
 async def stage_history(url: str, job_id: str) -> list[dict[str, Any]]:
     """The job's stage history, as its store holds it."""
     if url.startswith("sqlite:///"):
-        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-            (history,) = conn.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            (history,) = db.execute("SELECT stage_history FROM jobs WHERE id = ?", (job_id,)).fetchone()
     else:
         import asyncpg
 
         base, _, schema = url.rpartition("?schema=")
-        conn = await asyncpg.connect(base)
+        pg = await asyncpg.connect(base)
         try:
-            history = await conn.fetchval(f"SELECT stage_history FROM {schema}.jobs WHERE id = $1", job_id)
+            history = await pg.fetchval(f"SELECT stage_history FROM {schema}.jobs WHERE id = $1", job_id)
         finally:
-            await conn.close()
+            await pg.close()
     return list(json.loads(history))
