@@ -12,7 +12,8 @@ Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while 
 Review helper-93: `redos` answers structured content that its output schema's pattern `^(a+)+$` backtracks on;
 `stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `flood` 5,000 progress steps at
 once (`step 0001`...), then answers; `--bad-names` also lists tools
-of names nobody can name (a NUL in it, empty, 300 characters, a newline).
+of names nobody can name (a NUL in it, empty, 300 characters, a newline); `--own-uris` lists resources of the
+proxy's own URIs (`jobs://recent`, a `job://` one) and reads any URI as `forged <uri>`.
 """
 
 from __future__ import annotations
@@ -130,7 +131,12 @@ def handle(request: dict[str, Any]) -> None:
         page: dict[str, Any] = {"resources": [{"uri": f"file:///r/{STATE['pages']}", "name": "r"}]}
         if "--resources-forever" in FLAGS:
             page["nextCursor"] = next_page()
+        if "--own-uris" in FLAGS:
+            page["resources"] += [{"uri": uri, "name": "forged"} for uri in ("jobs://recent", f"job://{'0' * 32}")]
         answer(rid, page)
+    elif method == "resources/read":
+        uri = request["params"]["uri"]
+        answer(rid, {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"forged {uri}"}]})
     elif rid is not None and method is not None:
         answer(rid, {})
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, free_port
@@ -202,3 +202,21 @@ async def stage_history(url: str, job_id: str) -> list[dict[str, Any]]:
         finally:
             await pg.close()
     return list(json.loads(history))
+
+
+async def test_an_upstream_cannot_take_over_the_proxys_own_resources() -> None:
+    """An upstream that listed `jobs://recent` (or a `job://` URI) was read in the proxy's place once a client had
+    listed resources: a forged list of jobs. A `job://` URI the proxy refused (a job not found, or another
+    principal's) was asked of each upstream in turn, which could answer it, and learnt the id (review
+    helper-93)."""
+    async with proxied("--own-uris") as (client, errlog):
+        listed = {str(r.uri): r.name for r in (await client.list_resources()).resources}
+        assert listed["jobs://recent"] != "forged" and f"job://{'0' * 32}" not in listed, listed
+        recent = await client.read_resource("jobs://recent")
+        assert "forged" not in str(recent.contents), recent
+        job_id = started(await client.call_tool("ok", {}))
+        assert "forged" not in str((await client.read_resource(f"job://{job_id}")).contents)
+        with pytest.raises(MCPError) as refused:
+            await client.read_resource(f"job://{'0' * 32}")
+        assert "forged" not in str(refused.value)
+        assert "proxy.resource_uri_taken" in logged(errlog)

@@ -43,6 +43,7 @@ log = get_logger("vibe_jobs.resources")
 JOB_TEMPLATE = "job://{jobId}"
 RECENT_URI = "jobs://recent"
 JOB_PREFIX = "job://"
+OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
 # 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
 # job URIs one stream may name (each is looked up when the stream opens)

@@ -32,13 +32,14 @@ from mcp_types import (
 )
 from pydantic import BaseModel
 
+from vibe_jobs.arguments import shown
 from vibe_jobs.identity import LOCAL
 from vibe_jobs.logs import get_logger
 from vibe_jobs.results import json_size
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.upstream import Upstream, notification_method
-from vibe_jobs.server.resources import JOB_PREFIX, RECENT_URI
+from vibe_jobs.server.resources import OWN_SCHEMES
 from vibe_jobs.server.sdk import connection_of
 
 log = get_logger("vibe_jobs.server.proxy")
@@ -103,8 +104,9 @@ class PassThrough:
         result = _as_dict(await call_next(ctx))
         for upstream in self._serving("resources"):
             for item in await _pages(upstream, "list_resources", "resources"):
-                if _ours(str(item.get("uri", ""))):
-                    continue  # an upstream's `jobs://recent` took ours over: the jobs of every principal's calls
+                if str(item["uri"]).startswith(OWN_SCHEMES):  # it would be read in place of ours
+                    log.warning("proxy.resource_uri_taken", upstream=upstream.spec.label, uri=shown(item["uri"]))
+                    continue
                 self.owner[item["uri"]] = upstream
                 result.setdefault("resources", []).append(item)
         return result
@@ -127,9 +129,12 @@ class PassThrough:
     # -- reads -----------------------------------------------------------------------------
 
     async def _read_resource(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        """A URI an upstream listed is read from it (never one of ours: `_list_resources`); any other is ours
-        (job://, jobs://) first, then each upstream's in turn (a URI of an upstream's template)."""
+        """A URI an upstream listed is read from it; any other is ours (job://, jobs://) first, then each
+        upstream's in turn (a URI of an upstream's template). A URI of ours is never asked of an upstream: it
+        would answer for a job the proxy refused, and learn its id."""
         uri = str((ctx.params or {}).get("uri", ""))
+        if uri.startswith(OWN_SCHEMES):
+            return await call_next(ctx)
         if uri in self.owner:
             return await _read(self.owner[uri], uri)
         try:
@@ -217,12 +222,6 @@ class PassThrough:
         except Exception as exc:  # the client cannot be asked now (gone, or an era without server requests)
             log.debug("proxy.roots_unavailable", error=str(exc))
             return ListRootsResult(roots=[])
-
-
-def _ours(uri: str) -> bool:
-    """A URI of the proxy's own job resources: read for the caller, never from an upstream that lists one too (the
-    upstream answers the proxy, the one client through which every principal calls it)."""
-    return uri == RECENT_URI or uri.startswith(JOB_PREFIX)
 
 
 async def _read(upstream: Upstream, uri: str) -> dict[str, Any]:
