@@ -13,7 +13,8 @@ Review helper-93: `redos` answers structured content that its output schema's pa
 `stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `flood` 5,000 progress steps at
 once (`step 0001`...), then answers; `--bad-names` also lists tools
 of names nobody can name (a NUL in it, empty, 300 characters, a newline); `--own-uris` lists resources of the
-proxy's own URIs (`jobs://recent`, a `job://` one) and reads any URI as `forged <uri>`.
+proxy's own URIs (`jobs://recent`, a `job://` one) and reads any URI as `forged <uri>`; `bogus` answers a content
+block of a type MCP has not got.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ TOOLS += [
     {"name": "redos", "description": "output the pattern backtracks on", "inputSchema": OBJECT, "outputSchema": REDOS},
     {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
     {"name": "flood", "description": "5,000 progress steps at once", "inputSchema": OBJECT},
+    {"name": "bogus", "description": "a content block of no MCP type", "inputSchema": OBJECT},
 ]
 BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
 if "--bad-names" in FLAGS:
@@ -100,6 +102,9 @@ def call(rid: Any, name: str, token: Any) -> None:
             params = {"progressToken": token, "progress": step, "total": 60, "message": f"{step:02d}" + "s" * 2**20}
             send({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
             time.sleep(0.01)
+    if name == "bogus":
+        answer(rid, {"content": [{"type": "bogus", "x": 1}]})
+        return
     if name == "flood":
         for step in range(1, 5001):
             params = {"progressToken": token, "progress": step, "total": 5000, "message": f"step {step:04d}"}

@@ -20,7 +20,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.e2e.conftest import BASE_ENV, ROOT, free_port
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port
 from tests.e2e.hostile_upstream import BAD_NAMES
 from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
 from tests.e2e.test_hostile_input import drop_schema
@@ -32,14 +32,16 @@ HOSTILE = [sys.executable, str(ROOT / "tests" / "e2e" / "hostile_upstream.py")]
 
 
 @asynccontextmanager
-async def proxied(*flags: str, store: str = "memory://", **callbacks: Any) -> AsyncIterator[tuple[Client, Any]]:
-    """The real client on a proxy (stdio, memory store unless `store`) in front of the hostile upstream run with
-    `flags`; and the proxy's log (stderr)."""
+async def proxied(
+    *flags: str, store: str = "memory://", options: tuple[str, ...] = (), mode: str = "legacy", **callbacks: Any
+) -> AsyncIterator[tuple[Client, Any]]:
+    """The real client (`mode`) on a proxy (stdio, memory store unless `store`, `options`) in front of the hostile
+    upstream run with `flags`; and the proxy's log (stderr)."""
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, "VIBE_JOBS_LOG_LEVEL": "info"}
-    args = proxy_args([*HOSTILE, *flags], None, "--store", store)
+    args = proxy_args([*HOSTILE, *flags], None, "--store", store, *options)
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
     with tempfile.TemporaryFile("w+") as errlog:
-        async with Client(stdio_client(params, errlog=errlog), mode="legacy", **callbacks) as client:
+        async with Client(stdio_client(params, errlog=errlog), mode=mode, **callbacks) as client:
             yield client, errlog
 
 
@@ -220,3 +222,14 @@ async def test_an_upstream_cannot_take_over_the_proxys_own_resources() -> None:
             await client.read_resource(f"job://{'0' * 32}")
         assert "forged" not in str(refused.value)
         assert "proxy.resource_uri_taken" in logged(errlog)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_result_the_sdk_cannot_take_is_named_to_a_direct_tools_caller(mode: str) -> None:
+    """A job's failure named it (`ValidationError: ... content.0 ...`); a direct tool's caller got the SDK's bare
+    "Error executing tool bogus", the reason kept on the proxy's side (review helper-93)."""
+    async with proxied(options=("--direct", "bogus"), mode=mode) as (client, _):
+        direct = await client.call_tool("bogus", {})
+    said = " ".join(texts(direct))
+    assert direct.is_error and "upstream" in said and "ValidationError" in said and "bogus" in said, said
+    assert direct.structured_content is not None and direct.structured_content["error"]["code"] == "upstream_result"

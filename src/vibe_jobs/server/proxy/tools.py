@@ -18,10 +18,12 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Tool as UpstreamTool
+from pydantic import ValidationError
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import InvalidArguments, InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.server.proxy.schema import SchemaArguments
 from vibe_jobs.server.proxy.upstream import ProgressFn, Upstream
 from vibe_jobs.server.schemas import or_error
@@ -93,7 +95,10 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
         except InvalidArguments as exc:
             return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
         async with upstream.calling() as conn:  # a cancelled request cancels the call: notifications/cancelled upstream
-            return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
+            try:
+                return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
+            except (ValidationError, RuntimeError) as exc:  # its result: not MCP's shape, not its output schema's
+                return error_result(unusable_result(upstream, tool.name, exc), "upstream_result")
 
     return Tool(
         fn=handler,
@@ -106,6 +111,13 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
         context_kwarg="ctx",
         annotations=tool.annotations,
     )
+
+
+def unusable_result(upstream: Upstream, tool: str, exc: Exception) -> str:
+    """Why the SDK's client could not take `tool`'s result (a direct tool's caller reads it; the SDK's server would
+    say only "Error executing tool", as for a crash of its own)."""
+    said = diagnostic_line(f"{type(exc).__name__}: {exc}")
+    return f"upstream {upstream.spec.label} answered {tool} with a result that cannot be used: {said}"
 
 
 def or_error_of(schema: dict[str, Any] | None) -> dict[str, Any] | None:
