@@ -1,6 +1,7 @@
-"""What reaches the operator's terminal from the store (`vibe-jobs jobs list|show`, `schedules list`) when an
-upstream of `vibe-jobs proxy` is hostile (tests/e2e/hostile_upstream.py --terminal): its tool's name and its
-words are shown, escaped, and never drive the terminal or pass for a line of ours."""
+"""What reaches the operator's terminal from the store (`vibe-jobs jobs list|show`, `schedules list`): what a job
+or a tool wrote is shown escaped, and never drives the terminal or passes for a line of ours. The words come from
+a hostile upstream of `vibe-jobs proxy` (tests/e2e/hostile_upstream.py --terminal); a tool's name from a library
+user's tool (the proxy serves no upstream tool whose name holds a control character)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT
 from tests.e2e.proxy_fixtures import proxy_args, started, until
+from vibe_jobs.engine.schedules import Schedules, parse_spec
+from vibe_jobs.jobtool import make_spec
+from vibe_jobs.manager import JobManager
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import open_store
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -30,26 +36,44 @@ def cli(url: str, *argv: str) -> str:
     return done.stdout
 
 
-async def test_an_upstream_s_tool_name_and_error_reach_the_operator_s_terminal_escaped(tmp_path: Path) -> None:
-    """An upstream's tool name is its jobs' tool and its schedules': `jobs list` and `schedules list` printed it
-    raw (the clipboard written, the line above erased), and the second line of a failed job's error stood in
-    `jobs show` as a line of its own, `status:    completed` under the job's `status:    failed` (review
-    helper-95)."""
+def echo(text: str) -> str:
+    return text
+
+
+async def library_job_and_schedule(url: str) -> str:
+    """A failed job and a schedule of a tool a library user named with escape sequences; the job's id."""
+    store = open_store(url)
+    await store.open()
+    try:
+        manager = JobManager(store)
+        job_id = await manager.create_job(TERMINAL, {"text": "x"})
+        await manager.update_job_status(job_id, JobStatus.RUNNING)
+        await manager.fail_job(job_id, "no")
+        schedules = Schedules(manager, {TERMINAL: make_spec(echo, name=TERMINAL)})
+        await schedules.create(parse_spec({"tool": TERMINAL, "arguments": {"text": "x"}, "cron": "@daily"}))
+    finally:
+        await store.close()
+    return job_id
+
+
+async def test_a_tool_s_name_and_a_job_s_error_reach_the_operator_s_terminal_escaped(tmp_path: Path) -> None:
+    """A tool's name is its jobs' tool and its schedules': `jobs list` and `schedules list` printed it raw (the
+    clipboard written, the line above erased), and the second line of a failed job's error stood in `jobs show` as
+    a line of its own, `status:    completed` under the job's `status:    failed` (review helper-95)."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    named = await library_job_and_schedule(url)
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
     params = StdioServerParameters(
         command=sys.executable, args=proxy_args(HOSTILE, None, "--store", url), env=env, cwd=str(ROOT)
     )
     with tempfile.TemporaryFile("w+") as errlog:
         async with Client(stdio_client(params, errlog=errlog), mode="legacy") as client:
-            job_id = started(await client.call_tool(TERMINAL, {}))
+            job_id = started(await client.call_tool("forge", {}))
             assert (await until(client, job_id, ("completed", "failed")))["status"] == "failed"
-            scheduled = await client.call_tool("schedule-job", {"tool": TERMINAL, "cron": "@daily"})
-            assert not scheduled.is_error, scheduled.content
-    for argv in (["jobs", "list"], ["jobs", "show", job_id], ["schedules", "list"]):
+    for argv in (["jobs", "list"], ["jobs", "show", job_id], ["jobs", "show", named], ["schedules", "list"]):
         out = cli(url, *argv)
         assert "\x1b" not in out and "\x07" not in out, (argv, out)
         assert "ok\\x1b]52;c;cHduZWQ=\\x07" in out, (argv, out)  # shown, escaped
     show = cli(url, "jobs", "show", job_id).splitlines()
     assert [line for line in show if line.startswith("status:")] == ["status:    failed"], show
-    assert "message:   Job failed: boom\\nstatus:    completed" in show, show
+    assert any(line.endswith("\\x1b[2K\\nstatus:    completed") for line in show), show
