@@ -8,7 +8,6 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -17,11 +16,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.e2e import test_identity_e2e
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
-from tests.e2e.test_identity_e2e import UNKNOWN_ID, assert_answers_as_unknown, client_as, listed
+from tests.e2e.test_identity_e2e import (
+    UNKNOWN_ID,
+    assert_answers_as_unknown,
+    client_as,
+    listed,
+)
 from tests.e2e.test_jobs_e2e import start, structured, texts
 from tests.json_server import json_server
-from tests.pg import postgres_url, with_new_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,19 +125,12 @@ def test_a_jwt_option_that_is_not_a_url_is_one_line_at_start_up(jwks: str, issue
 
 # -- the subjects identity providers issue (review helper-96) -------------------------------------
 
+store_url = test_identity_e2e.store_url  # the fixture: every store
+
 # Auth0 (a database user, a social connection) and GitHub Actions OIDC: each was 401 under the old rule
 # (`[A-Za-z0-9._@:+-]{1,128}`), which refused `|` and `/`: every user of such a deployment was locked out.
 AUTH0, GOOGLE_VIA_AUTH0 = "auth0|5f7c8ec7c33c6c004bbafe82", "google-oauth2|112233445566778899000"
 GITHUB_OIDC = "repo:octo-org/octo-repo:ref:refs/heads/main"
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "memory":
-        return "memory://"
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.db'}"
-    return with_new_schema(postgres_url("JWT subjects on PostgreSQL"), "vj_jwt_subjects")
 
 
 async def test_subjects_of_real_identity_providers_authenticate_and_see_only_their_own_jobs(
