@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -155,11 +156,17 @@ class HttpDriver:
             self.proc.wait()
 
 
+# What ends a line of server-sent events, and nothing else: not str.splitlines, which splits at U+0085, U+2028...
+# too, which a JSON message carries raw (as the real client, httpx2's EventSource, reads them).
+SSE_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def messages_of(response: httpx.Response) -> list[dict[str, Any]]:
     """The JSON-RPC messages of an HTTP answer (a JSON body or server-sent events)."""
     text = response.text
     if "text/event-stream" in response.headers.get("content-type", ""):
-        return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:") and line[5:].strip()]
+        lines = SSE_LINE_END.split(text)
+        return [json.loads(line[5:]) for line in lines if line.startswith("data:") and line[5:].strip()]
     if not text.strip():
         return []
     body = json.loads(text)

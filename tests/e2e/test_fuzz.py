@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.fuzz_drivers import Answered, HttpDriver, StdioDriver
@@ -177,6 +177,7 @@ def test_every_tool_survives_any_arguments(driver: Driver, tool_schemas: dict[st
 
     @FUZZ
     @given(calls | st.tuples(TEXT, JSON.filter(lambda v: isinstance(v, dict))))
+    @example(("answer-job", {"\x85\u2028\x1c": None}))  # echoed raw in a server-sent event: no line break in SSE
     def prop(call: tuple[str, dict[str, Any]]) -> None:
         exchange_and_check(driver, call_frame(*call))
 
