@@ -139,22 +139,21 @@ _S_COLS = ", ".join(schedulerows.COLUMNS)
 _S_SELECT = f"SELECT {_S_COLS} FROM schedules"
 _S_ARGS = ", ".join(f"${i + 1}" for i in range(len(schedulerows.COLUMNS)))
 _S_INSERT = f"INSERT INTO schedules ({_S_COLS}) VALUES ({_S_ARGS})"
-# The statements that delete many tick keys lock them first in key order, as `sql.locked_first` does for jobs (then
-# delete, gated on the locked rows' count: their own plan unchanged): a schedule's deletion and a pruning of old keys
-# wait for each other. In the order each one's plan met the keys, they deadlocked (one of them failed).
+# The statements that delete many tick keys lock them first in key order (`sql.locked_in_order`, as jobs are locked
+# in id order): a schedule's deletion and a pruning of old keys wait for each other. In the order each one's plan
+# met the keys, they deadlocked (one of them failed).
 _OLD_TICKS = (
     "fired_at < $1 AND NOT EXISTS (SELECT 1 FROM schedules s"
     " WHERE s.schedule_id = t.schedule_id AND s.next_fire_at IS NOT NULL AND t.tick >= s.next_fire_at)"
 )
-_PRUNE_TICKS = (
-    f"WITH locked AS MATERIALIZED (SELECT 1 FROM schedule_ticks t WHERE {_OLD_TICKS}"
-    " ORDER BY schedule_id, tick FOR UPDATE OF t)"
-    f" DELETE FROM schedule_ticks t WHERE {_OLD_TICKS} AND (SELECT count(*) FROM locked) >= 0"
+_PRUNE_LOCK, _PRUNE_LOCKED = sql.locked_in_order(
+    f"SELECT 1 FROM schedule_ticks t WHERE {_OLD_TICKS} ORDER BY schedule_id, tick FOR UPDATE OF t"
 )
-_DELETE_TICKS = (
-    "WITH locked AS MATERIALIZED (SELECT 1 FROM schedule_ticks WHERE schedule_id = $1 ORDER BY tick FOR UPDATE)"
-    " DELETE FROM schedule_ticks WHERE schedule_id = $1 AND (SELECT count(*) FROM locked) >= 0"
+_PRUNE_TICKS = f"WITH {_PRUNE_LOCK} DELETE FROM schedule_ticks t WHERE {_OLD_TICKS} AND {_PRUNE_LOCKED}"
+_DELETE_LOCK, _DELETE_LOCKED = sql.locked_in_order(
+    "SELECT 1 FROM schedule_ticks WHERE schedule_id = $1 ORDER BY tick FOR UPDATE"
 )
+_DELETE_TICKS = f"WITH {_DELETE_LOCK} DELETE FROM schedule_ticks WHERE schedule_id = $1 AND {_DELETE_LOCKED}"
 _TICK = (
     "INSERT INTO schedule_ticks (schedule_id, tick, job_id, fired_at) VALUES ($1, $2, $3, $4)"
     " ON CONFLICT (schedule_id, tick) DO NOTHING RETURNING job_id"
