@@ -94,6 +94,10 @@ ALICE_DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
             "t:2: the same token as t:1",
         ),
         ("abc#defghijklmnopqrstu alice\n", "t:1: expected .*a `#` starts a comment"),
+        # a line ends at a newline only: U+0085 (which str.splitlines takes for one) made one line two tokens, both
+        # accepted, and shifted the line numbers every later error names
+        (f"{ALICE} alice\u0085{ALICE[::-1]} bob\n", "t:1: .*principal 'alice.x85.*printable ASCII"),
+        (f"{ALICE} alice\n# a note\u2028\nshort\n", "t:3: expected `TOKEN PRINCIPAL"),
     ],
 )
 def test_a_malformed_token_file_stops_start_up_naming_the_line(text: str, problem: str) -> None:

@@ -390,10 +390,16 @@ def print_final(msg: dict[str, Any], as_json: bool) -> int:
     elif status == "completed":
         show(text)
     else:
-        detail = text or msg.get("message") or ""
-        said = f"vibe-jobs: job {msg['jobId']} ({msg.get('toolName')}) {status}: {detail}"
-        print(printable_lines(said), file=sys.stderr)  # for a person: a job's words escaped (cli/jobs.py)
+        print(verdict(msg, status, text or msg.get("message") or ""), file=sys.stderr)
     return EXIT_OK if status == "completed" else EXIT_FAILED
+
+
+def verdict(msg: dict[str, Any], status: str, detail: str) -> str:
+    """The line that says how a job ended, for a person: the server's names on it each one line, and the job's
+    words after it indented, so that no line a job or server wrote passes for this one (as `jobs show`)."""
+    head, *rest = str(detail).split("\n")
+    said = f"vibe-jobs: job {printable(str(msg['jobId']))} ({printable(str(msg.get('toolName')))}) {status}: {head}"
+    return printable_lines("\n  ".join([said, *rest]))
 
 
 # -- the command ---------------------------------------------------------------------------

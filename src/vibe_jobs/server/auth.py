@@ -107,7 +107,7 @@ def parse_token_file(text: str, where: str) -> list[TokenEntry]:
     line, and so does a token listed twice (one of its two principals or scope sets would be dropped silently)."""
     entries: list[TokenEntry] = []
     seen: dict[bytes, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(text.split("\n"), 1):  # a line ends at a newline only (not at U+0085, U+2028)
         line, hash_sign, _ = raw.partition("#")
         if not line.strip():
             continue
@@ -122,11 +122,12 @@ def parse_token_file(text: str, where: str) -> list[TokenEntry]:
     return entries
 
 
+FIELD_GAP = re.compile(r"[ \t\r\f\v]+")  # ASCII white space: str.split() would also split at U+0085 or U+3000
 TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token: what an Authorization header can carry
 
 
 def _entry(line: str, where: str, comment: str = "") -> TokenEntry:
-    parts = line.split()
+    parts = FIELD_GAP.split(line)
     if len(parts) not in (2, 3):
         cut = " (a `#` starts a comment: a token cannot hold one)" if comment else ""
         raise ConfigError(f"{where}: expected `TOKEN PRINCIPAL [SCOPES]`, got {len(parts)} fields{cut}")
