@@ -14,7 +14,8 @@ Review helper-93: `redos` answers structured content that its output schema's pa
 once (`step 0001`...), then answers; `--bad-names` also lists tools
 of names nobody can name (a NUL in it, empty, 300 characters, a newline); `--own-uris` lists resources of the
 proxy's own URIs (`jobs://recent`, a `job://` one) and reads any URI as `forged <uri>`; `bogus` answers a content
-block of a type MCP has not got.
+block of a type MCP has not got. `--bad-shapes` also lists tools the SDK's client cannot take (BAD_SHAPES: a schema
+that is no object, an icon's `sizes` as one text, a hint that is no bool, a name that is no text).
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ TOOLS += [
 BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
 if "--bad-names" in FLAGS:
     TOOLS += [{"name": name, "description": "a name nobody can name", "inputSchema": OBJECT} for name in BAD_NAMES]
+BAD_SHAPES: list[dict[str, Any]] = [
+    {"name": "text_schema", "inputSchema": "an object, honestly"},
+    {"name": "old_icon", "inputSchema": OBJECT, "icons": [{"src": "https://example.com/i.png", "sizes": "48x48"}]},
+    {"name": "odd_hint", "inputSchema": OBJECT, "annotations": {"readOnlyHint": [1]}},
+    {"name": 42, "inputSchema": OBJECT},
+]
+if "--bad-shapes" in FLAGS:
+    TOOLS += BAD_SHAPES
 LATE = {"name": "late", "description": "added at run time, 150 deep", "inputSchema": notted(150)}
 
 

@@ -21,7 +21,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port
-from tests.e2e.hostile_upstream import BAD_NAMES
+from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES
 from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
 from tests.e2e.test_hostile_input import drop_schema
 from tests.pg import postgres_url, with_new_schema
@@ -143,6 +143,22 @@ async def test_tool_names_nobody_can_name_are_not_served_and_the_other_tools_run
             assert "worker.round_failed" not in log, log[-3000:]
     finally:
         await drop_schema(base, url)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tools_the_sdk_cannot_take_are_left_out_and_the_others_are_served(mode: str) -> None:
+    """One tool the SDK's client refuses (a schema that is no object, an icon's `sizes` written as one text, as
+    drafts had it) made the whole tools/list fail: the proxy did not start, and every tool of that upstream was
+    lost. Each such tool is left out and named in the log; the rest are served."""
+    async with proxied("--bad-shapes", mode=mode) as (client, errlog):
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+        assert {"ok", "slow", "redos"} <= listed, listed
+        assert not listed & {"text_schema", "old_icon", "odd_hint", "42"}, listed
+        assert await completed(client, "ok") == ["ok done"]
+        log = logged(errlog)
+        assert log.count("proxy.tool_unusable") == len(BAD_SHAPES), log[-3000:]
+        for name in ("text_schema", "old_icon", "odd_hint", "42"):
+            assert name in log, log[-3000:]
 
 
 async def test_an_output_pattern_that_backtracks_does_not_hold_the_proxy() -> None:

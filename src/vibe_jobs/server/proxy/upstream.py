@@ -39,6 +39,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server import sdk
 from vibe_jobs.server.proxy.config import UpstreamSpec
+from vibe_jobs.server.proxy.listing import Sieve
 from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.schema import output_validator
 from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
@@ -206,7 +207,7 @@ class Upstream:
 
     def _client(self, ended: anyio.Event) -> Client:
         return Client(
-            _watched(self._transport(), lambda: self._lost(ended)),
+            _watched(self._transport(), lambda: self._lost(ended), Sieve(self.spec.label)),
             mode="legacy",  # upstreams of every era speak it; the proxy's own clients may use either
             logging_callback=self._on_log,
             message_handler=self._on_message,
@@ -350,15 +351,16 @@ async def _all_tools(client: Client, upstream: str) -> list[Tool]:
 
 
 @asynccontextmanager
-async def _watched(transport: Transport, on_end: Callable[[], None]) -> AsyncIterator[tuple[Any, Any]]:
-    """`transport`, with `on_end()` called when its read stream ends (the upstream's stdout closed)."""
+async def _watched(transport: Transport, on_end: Callable[[], None], sift: Sieve) -> AsyncIterator[tuple[Any, Any]]:
+    """`transport`, with `on_end()` called when its read stream ends (the upstream's stdout closed), and each
+    message read passed through `sift` (tool lists: as much as the SDK's client can take)."""
     async with transport as (read, write):
         send, receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
 
         async def pump() -> None:
             try:
                 async for item in read:
-                    await send.send(item)
+                    await send.send(sift(item))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
                 pass
             finally:
