@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port
+from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, wait_for_port
 from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES
 from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
 from tests.e2e.test_hostile_input import drop_schema
@@ -113,6 +113,34 @@ async def test_a_pattern_that_backtracks_does_not_hold_the_proxy() -> None:
             job_id = started(await client.call_tool("pat", {"name": "a" * 40 + "!"}))
         msg = await until(client, job_id, ("completed", "failed"))
     assert msg["status"] == "completed", msg
+
+
+@pytest.fixture
+def http_upstream() -> Iterator[str]:
+    """The URL of tests/e2e/hostile_http_upstream.py, listening."""
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "tests" / "e2e" / "hostile_http_upstream.py"), str(port)])
+    try:
+        wait_for_port(port, upstream)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        upstream.kill()
+        upstream.wait()
+
+
+@pytest.mark.parametrize("tool", ["big", "big_stream"])
+async def test_an_http_upstream_s_answer_is_held_to_the_size_a_stdio_one_is(http_upstream: str, tool: str) -> None:
+    """The SDK's HTTP client read a JSON answer whole: a 300 MB one took the proxy to 1.2 GB, a larger one would
+    end it and every job with it. An answer over the stdio wire's limit (64 MiB) fails its call naming the limit,
+    declared (`Content-Length`) or not (read as it streams); the upstream serves the next call."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    async with Client(stdio_client(params), mode="legacy", read_timeout_seconds=60) as client:
+        msg = await until(client, started(await client.call_tool(tool, {})), ("completed", "failed"))
+        assert msg["status"] == "failed", str(msg)[:300]
+        assert "over the proxy's limit of 67,108,864" in texts(msg["result"])[0], msg["result"]
+        assert await completed(client, "ok") == ["ok done"]
 
 
 def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:

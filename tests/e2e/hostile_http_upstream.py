@@ -1,0 +1,80 @@
+"""A hostile streamable-HTTP upstream (argv[1]: the port), written request by request with the standard library.
+
+Tools: `ok` answers at once; `big` answers a valid result of 65 MiB of text with its `Content-Length`; `big_stream`
+the same without one (the body ends when the connection closes), so that only reading it shows its size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
+TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream")]
+BIG = 65 * 2**20
+INFO = {"name": "hostile-http", "version": "1"}
+
+
+class Upstream(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def answer(self, rid: Any, result: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def empty(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.empty(405)  # no listen stream
+
+    def do_DELETE(self) -> None:
+        self.empty(200)
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        method, rid = request.get("method"), request.get("id")
+        if rid is None:
+            self.empty(202)
+        elif method == "initialize":
+            result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": INFO}
+            self.answer(rid, result, {"Mcp-Session-Id": "s1"})
+        elif method == "tools/list":
+            self.answer(rid, {"tools": TOOLS})
+        elif method == "tools/call" and request["params"]["name"] == "big":
+            self.answer(rid, {"content": [{"type": "text", "text": "a" * BIG}]})
+        elif method == "tools/call" and request["params"]["name"] == "big_stream":
+            self.big_stream(rid)
+        else:
+            self.answer(rid, {"content": [{"type": "text", "text": "ok done"}]})
+
+    def big_stream(self, rid: Any) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        head = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": ""}]}}
+        start, end = json.dumps(head).encode().split(b'""')
+        self.wfile.write(start + b'"')
+        chunk = b"a" * 2**20
+        for _ in range(BIG // len(chunk)):
+            self.wfile.write(chunk)
+        self.wfile.write(b'"' + end)
+
+
+if __name__ == "__main__":
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Upstream).serve_forever()
