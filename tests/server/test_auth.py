@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.server.auth import (
@@ -68,6 +69,18 @@ async def test_the_verifier_answers_the_principal_of_a_listed_token_and_nothing_
 ALICE_DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
 
 
+def test_a_short_token_is_served_with_a_warning_naming_its_line_and_never_the_token() -> None:
+    """A token file of short tokens (`alice-token alice`, as a test rig writes one) stopped the server's start:
+    "a token must be at least 16 characters". Guessable, it is the operator's to choose: the start says so."""
+    with capture_logs() as logs:
+        entries = parse_token_file(f"{ALICE} root admin\nalice-tok alice\n", "tokens")
+    assert [(e.principal, e.scopes) for e in entries] == [("root", ("admin",)), ("alice", ())]
+    assert entries[1].digest == hashlib.sha256(b"alice-tok").digest()
+    (warning,) = [line for line in logs if line["event"] == "auth.token_guessable"]
+    assert (warning["at"], warning["chars"], warning["log_level"]) == ("tokens:2", 9, "warning")
+    assert "alice-tok" not in str(logs)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -75,7 +88,6 @@ ALICE_DIGEST = hashlib.sha256(ALICE.encode()).hexdigest()
         ("# only a comment\n", "holds no token"),
         (f"{ALICE}\n", "t:1: expected `TOKEN PRINCIPAL [SCOPES]`"),
         (f"{ALICE} alice admin extra\n", "t:1: expected"),
-        ("short alice\n", "at least 16 characters"),
         ("sha256:abcd alice\n", "64 hex digits"),
         (
             f"\n{ALICE} al\x07ice\n",
