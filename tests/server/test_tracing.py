@@ -79,3 +79,25 @@ def test_tracing_is_off_without_an_sdk_provider() -> None:
     assert tracing.parse_traceparent("garbage") is None
     ctx = tracing.parse_traceparent(TRACEPARENT)
     assert ctx is not None and ctx.trace_id == TRACE_ID and ctx.span_id == PARENT_SPAN
+
+
+async def test_a_library_server_traces_attempts_without_being_told_to(spans: InMemorySpanExporter) -> None:
+    """A library user who configures a tracer provider and serves `JobServer.build()` gets the attempt spans too
+    (issue 17's "one job call yields the linked spans"), not only `vibe-jobs serve` and `worker`."""
+    server = JobServer(settings=Settings(store_url="memory://"))
+
+    @server.job_tool
+    async def hello(name: str) -> str:
+        return f"hello {name}"
+
+    async with server.manager as m, Client(server.build()) as client:
+        answer = await client.call_tool("hello", {"name": "x"}, meta=RequestParamsMeta(traceparent=TRACEPARENT))  # type: ignore[typeddict-unknown-key]
+        job_id = answer.structured_content["jobId"] if answer.structured_content else ""
+        with anyio.fail_after(10):
+            assert (await m.wait(job_id, 10)).status is JobStatus.COMPLETED
+    finished = spans.get_finished_spans()
+    (call,) = [s for s in finished if s.name == "tools/call hello"]
+    attempts = [s for s in finished if s.name == "job hello attempt 1"]
+    assert len(attempts) == 1, [s.name for s in finished]
+    assert call.context is not None and call.parent is not None and call.parent.span_id == PARENT_SPAN
+    assert {link.context.span_id for link in attempts[0].links} == {call.context.span_id}

@@ -130,6 +130,7 @@ class JobServer:
         )
         for setup in self._setups:
             setup(mcp)
+        tracing.install(self.source.executor)  # a library user's tracer provider traces the attempts too
         return mcp
 
     async def serve(
@@ -171,7 +172,6 @@ class JobServer:
         mcp = self.build(auth)
         if sock is not None:  # /metrics is served: time the store's calls
             instrument_store(self.manager.store, self.manager.stats.counters)
-        tracing.install(self.source.executor)
         async with self.manager:
             await self.start_schedules()
             log.info(

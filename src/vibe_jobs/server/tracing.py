@@ -110,8 +110,10 @@ class AttemptSpans:
 
 
 def install(executor: Any) -> bool:
-    """Put a span around each attempt the executor runs, when tracing is on; whether it was installed."""
+    """Put a span around each attempt the executor runs, when tracing is on; whether it is installed. Called again,
+    it keeps the hook it installed (and the first attempts that hook remembers)."""
     if not enabled():
         return False
-    executor.attempt_hook = AttemptSpans()
+    if not isinstance(executor.attempt_hook, AttemptSpans):
+        executor.attempt_hook = AttemptSpans()
     return True
