@@ -37,7 +37,15 @@ from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.ids import new_job_id
 from vibe_jobs.logs import get_logger
 from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
-from vibe_jobs.models import Job, JobMetrics, JobRecord, JobStatusMessage, PollingRecommendation, TaskSpec
+from vibe_jobs.models import (
+    Job,
+    JobMetrics,
+    JobRecord,
+    JobStatusMessage,
+    PollingRecommendation,
+    TaskSpec,
+    priority_of,
+)
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.questions import check_answer, open_question, pending_question, plain_answer, question_view
@@ -1120,8 +1128,7 @@ class JobManager:
         return await self._statistics(viewer, server_wide)
 
     async def _statistics(self, viewer: Viewer | None = None, server_wide: bool | None = None) -> Statistics:
-        queue = await self.runner.queue_view() if self.runner is not None else None
-        cluster = await self.runner.cluster_figures() if self.runner is not None else None
+        queue, cluster = await self._queue_figures()
         try:
             counts = await self.store.counts(viewer.scope if viewer is not None else None)
         except StoreError as exc:  # health names the failure instead of the statistics failing
@@ -1131,6 +1138,16 @@ class JobManager:
         if not (server_wide if server_wide is not None else viewer is None or viewer.scope is None):
             return snapshot.own_only()
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})
+
+    async def _queue_figures(self) -> tuple[QueueView | None, ClusterFigures | None]:
+        """The queue and the figures of every process's jobs, as the runner knows them. A manager that runs no
+        jobs (`vibe-jobs dashboard` alone) on a shared store reads them from the shared table, as a worker does."""
+        if self.runner is not None:
+            return await self.runner.queue_view(), await self.runner.cluster_figures()
+        if isinstance(self.store, SharedJobStore):
+            now = self.now()
+            return await shared_queue_view(self.store, now), await self.store.finished_figures(now)
+        return None, None
 
     def store_failed(self, exc: StoreError) -> None:
         """Note a store failure for health (degraded, naming it)."""
@@ -1274,3 +1291,13 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     if not 0 <= at < 2**63 or not job_id or "\x00" in job_id:
         raise InvalidParams(f"cursor {cursor!r} is not a cursor this server gave out")
     return at, job_id
+
+
+async def shared_queue_view(store: SharedJobStore, now: int) -> QueueView:
+    """The shared queue by priority, its oldest job and the tools no process with a live lease runs, as the
+    database holds them now."""
+    rows = await store.pending_by_priority(now)
+    depth = {priority_of(rank).value: count for rank, count, _ in rows}
+    unserved = await store.unserved_tools(now) if rows else {}
+    waiting = [since for _, _, since in rows if since is not None]
+    return QueueView(depth, min(waiting, default=None), unserved)

@@ -63,6 +63,13 @@ class Priority(StrEnum):
 
 
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
+_PRIORITY_BY_RANK = {rank: priority for priority, rank in _PRIORITY_RANK.items()}
+
+
+def priority_of(rank: int) -> Priority:
+    """The priority level of a stored rank (an unknown rank counts as medium)."""
+    return _PRIORITY_BY_RANK.get(rank, Priority.MEDIUM)
+
 
 OperationType = Literal["decomposition", "execution", "validation", "analysis", "codemap", "context_enrichment"]
 

@@ -20,6 +20,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.e2e.conftest import ROOT, free_port, stop, wait_for_port
+from tests.pg import postgres_url, with_new_schema
 from vibe_jobs.cli import main
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Priority, TaskSpec
@@ -433,3 +434,35 @@ async def test_a_job_s_bidi_override_turns_no_text_around_it(tmp_path: Path) -> 
             assert await page.evaluate(READS_LEFT_TO_RIGHT, "#job .msg"), "the message reads right to left"
             await page.goto(base + "/")
             assert await page.evaluate(READS_LEFT_TO_RIGHT, f'tr[data-job="{job_id}"] .msg')
+
+
+@pytest.mark.postgres
+def test_the_dashboard_alone_on_postgresql_reports_the_shared_queue_by_priority(tmp_path: Path) -> None:
+    """`vibe-jobs dashboard --store postgresql://...` is the dashboard of every replica and worker (issue 17): its
+    `vibe_jobs_jobs_pending{priority}` and its health come from the shared table. It runs no jobs, so it has no
+    queue of its own: it put every pending job under `medium` and named no tool that nobody runs."""
+    url = with_new_schema(postgres_url("the dashboard on PostgreSQL"), "vj_dash")
+
+    async def submit() -> None:
+        async with JobManager(open_store(url)) as m:
+            for priority in (Priority.HIGH, Priority.HIGH, Priority.LOW):
+                await m.create_job("nobody-runs-this", {}, task=TaskSpec(priority=priority))
+
+    anyio.run(submit)
+    try:
+        with dashboard(url) as base, httpx.Client(base_url=base) as http:
+            metrics = http.get("/metrics").text
+            page = http.get("/").text
+    finally:
+        anyio.run(drop_schema, url)
+    pending = re.findall(r'^vibe_jobs_jobs_pending\{priority="(\w+)"\} (\S+)$', metrics, re.M)
+    assert {p: float(n) for p, n in pending} == {"low": 1, "medium": 0, "high": 2, "critical": 0}, pending
+    assert "no live worker runs tool &#x27;nobody-runs-this&#x27; (3 pending)" in page, page
+
+
+async def drop_schema(url: str) -> None:
+    from vibe_jobs.store.postgres import PostgresStore
+
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    await store.drop_schema()

@@ -9,14 +9,13 @@ import contextlib
 from vibe_jobs.engine.failures import error_text
 from vibe_jobs.errors import InvalidTransition, QueueFull, ResourceLimitExceeded, StaleWrite
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import JobRecord, Priority, ResourceLimits, ResourceRequirements
+from vibe_jobs.models import JobRecord, ResourceLimits, ResourceRequirements
 from vibe_jobs.store.base import Guard
 
 Needs = tuple[float, float, float]  # (memoryMB, cpuWeight, diskSpaceMB)
 NO_NEEDS: Needs = (0.0, 0.0, 0.0)
 DEFAULT_REQUIREMENTS = ResourceRequirements()
 NEED_NAMES = ("memoryMB", "cpuWeight", "diskSpaceMB")
-_BY_RANK = {p.rank: p for p in Priority}
 
 
 def needs_of(rec: JobRecord) -> Needs:
@@ -26,11 +25,6 @@ def needs_of(rec: JobRecord) -> Needs:
 
 def caps_of(limits: ResourceLimits) -> Needs:
     return (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
-
-
-def priority_of(rank: int) -> Priority:
-    """The priority level of a stored rank (an unknown rank counts as medium)."""
-    return _BY_RANK.get(rank, Priority.MEDIUM)
 
 
 def check_room(pending: int, max_pending: int) -> None:

@@ -10,20 +10,21 @@ event bus, so a long-poll on one replica sees a job that runs on another.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import ClassVar
 
 import anyio
 
-from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, fail_unfit, misfit, priority_of
+from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, fail_unfit, misfit
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
-from vibe_jobs.manager import JobManager
+from vibe_jobs.manager import JobManager, shared_queue_view
 from vibe_jobs.metrics import ClusterFigures, QueueView
 from vibe_jobs.models import JobRecord
 from vibe_jobs.outages import StoreRetry
@@ -115,13 +116,11 @@ class ClaimSource:
     async def queue_view(self) -> QueueView:
         """The shared queue by priority, its oldest job and the tools no live process runs, as the database
         holds them now."""
-        rows = await self.store.pending_by_priority(self.m.now())
-        depth = {priority_of(rank).value: count for rank, count, _ in rows}
-        unserved = await self.store.unserved_tools(self.m.now()) if rows else {}
+        view = await shared_queue_view(self.store, self.m.now())
         if self.run_jobs:  # this process is alive whatever its lease says: its own tools are served
-            unserved = {tool: n for tool, n in unserved.items() if tool not in self.tools}
-        waiting = [since for _, _, since in rows if since is not None]
-        return QueueView(depth, min(waiting, default=None), unserved)
+            unserved = {tool: n for tool, n in view.unserved_tools.items() if tool not in self.tools}
+            view = dataclasses.replace(view, unserved_tools=unserved)
+        return view
 
     async def enqueue(self, rec: JobRecord) -> None:
         self.executor.watch_deadline(rec)

@@ -29,7 +29,6 @@ from vibe_jobs.engine.admission import (
     fail_unfit,
     misfit,
     needs_of,
-    priority_of,
 )
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
@@ -37,7 +36,7 @@ from vibe_jobs.engine.recovery import recover_orphans
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import ClusterFigures, QueueView
-from vibe_jobs.models import JobRecord, Priority
+from vibe_jobs.models import JobRecord, Priority, priority_of
 from vibe_jobs.outages import StoreRetry
 from vibe_jobs.states import FINAL, JobStatus
 from vibe_jobs.store.base import waits_since
