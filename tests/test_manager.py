@@ -217,6 +217,18 @@ async def test_update_job_status_starts_and_reports_progress(manager: JobManager
     assert rec.attempt == 1  # a progress update is not a new attempt
 
 
+async def test_get_job_result_always_says_progress_from_0_to_100(manager: JobManager) -> None:
+    """DESIGN.md's JobStatusMessage has `progress (0-100)`: it was left out until the job first reported one, and a
+    reader of `msg["progress"]` on a pending or quiet running job got a KeyError."""
+    job_id = await manager.create_job("echo")
+    seen = [(await manager.poll(job_id)).model_dump(by_alias=True, exclude_none=True)["progress"]]
+    await manager.update_job_status(job_id, "running")
+    seen.append((await manager.status_message(job_id)).model_dump(by_alias=True, exclude_none=True)["progress"])
+    await manager.set_job_result(job_id, {"content": [], "isError": False})
+    seen.append((await manager.status_message(job_id)).model_dump(by_alias=True, exclude_none=True)["progress"])
+    assert seen == [0, 0, 100]
+
+
 async def test_update_progress_details(manager: JobManager) -> None:
     job_id = await manager.create_job("echo")
     await manager.start_job(job_id)

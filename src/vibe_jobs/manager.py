@@ -1050,7 +1050,7 @@ class JobManager:
             tool_name=rec.tool_name,
             status=rec.status,
             message=status_text(rec),
-            progress=rec.progress_percentage,
+            progress=rec.progress_percentage or 0.0,  # always on the wire (DESIGN.md): 0 until the job says more
             timestamp=now,
             polling_recommendation=reco,
             details=rec.details() if details else None,
