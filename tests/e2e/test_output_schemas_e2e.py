@@ -18,6 +18,7 @@ from tests.e2e.conftest import MODES, stdio_client_for
 
 pytestmark = pytest.mark.timeout(120)
 
+CONTROL_TOOLS = ("get-job-result", "list-jobs", "cancel-job", "submit-job", "job-stats")
 UNKNOWN = {"notAnArgument": 1}  # refused by every tool that checks its arguments itself
 CALLS: dict[str, list[dict[str, Any]]] = {  # successes and refusals besides the unknown argument
     "sleepy": [{"seconds": 0.01, "steps": 1}, {"seconds": "soon"}, {}],
@@ -75,3 +76,37 @@ async def test_every_answer_validates_against_the_advertised_output_schema(mode:
         refused = {name for name, is_error in checked if is_error}
         assert {"sleepy", "echo", "submit-job", "get-job-result"} <= refused  # the refusals were exercised
         assert {"sleepy", "echo", "submit-job"} <= {name for name, is_error in checked if not is_error}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_control_tool_advertises_an_output_schema_its_answers_fit(mode: str) -> None:
+    """Issue 3: each control tool has input and output schemas. list-jobs and cancel-job had none."""
+    async with stdio_client_for(mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        missing = sorted(name for name in CONTROL_TOOLS if tools[name].output_schema is None)
+        assert not missing, f"control tools without an outputSchema: {missing}"
+        job_id = str(((await client.call_tool("sleepy", {"seconds": 10})).structured_content or {})["jobId"])
+        await client.call_tool("noop", {})
+        answered = {
+            "cancel-job": [
+                await client.call_tool("cancel-job", {"jobId": job_id, "reason": "schema check"}),
+                await client.call_tool("cancel-job", {"jobId": job_id}),  # finished: refused
+            ],
+            "list-jobs": [
+                first := await client.call_tool("list-jobs", {"limit": 1}),
+                await client.call_tool(
+                    "list-jobs", {"limit": 1, "cursor": (first.structured_content or {})["nextCursor"]}
+                ),
+                await client.call_tool("list-jobs", {"status": "bogus"}),  # refused
+            ],
+        }
+    assert [r.is_error for r in answered["cancel-job"]] == [False, True]
+    assert [r.is_error for r in answered["list-jobs"]] == [False, False, True]
+    for name, results in answered.items():
+        schema = tools[name].output_schema
+        assert schema is not None
+        for result in results:
+            structured = result.structured_content
+            assert structured is not None, (name, result.content)
+            errors = list(jsonschema.Draft202012Validator(schema).iter_errors(structured))
+            assert not errors, f"{name} answered {structured}: {errors[0].message}"

@@ -9,7 +9,7 @@ import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, TextContent
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError, StoreError
@@ -31,6 +31,7 @@ from vibe_jobs.models import (
     ResourceRequirements,
     TaskMetadata,
     TaskSpec,
+    WireModel,
 )
 from vibe_jobs.questions import open_question
 from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
@@ -92,6 +93,33 @@ def with_refusal(msg: JobStatusMessage, refused: str | None) -> JobStatusMessage
     if refused is None or msg.waiting_for is None:
         return msg
     return msg.model_copy(update={"waiting_for": {**msg.waiting_for, "answerRefused": refused}})
+
+
+class JobListed(WireModel):
+    """A job as list-jobs shows it: the wire Job without its result (large params, details and questions
+    may be shown as markers when the page must stay small)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    tool_name: str
+    status: JobStatus
+
+
+class JobListAnswer(WireModel):
+    """list-jobs' structured answer: a page of jobs, newest first, and the cursor of the next page."""
+
+    jobs: list[JobListed]
+    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+
+
+class CancelAnswer(WireModel):
+    """cancel-job's structured answer: the job's status after the cancel (cancelled, unless it was still
+    stopping after 5 s)."""
+
+    job_id: str
+    status: JobStatus
+    message: str
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -197,7 +225,7 @@ class ControlTools:
         toolName: Annotated[Name | None, Field(description="Only jobs of this tool.")] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size (max 500).")] = 50,
         cursor: Annotated[Name | None, Field(description="nextCursor from the previous page.")] = None,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, JobListAnswer]:
         """List jobs, newest first, a page at a time."""
         try:
             page = await self.m.list_jobs(
@@ -223,7 +251,7 @@ class ControlTools:
         reason: Annotated[
             str | None, Field(max_length=MAX_REASON_CHARS, description="Why; recorded with the job.")
         ] = None,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, CancelAnswer]:
         """Cancel a job: a pending job never runs; running work is stopped. A finished job cannot be cancelled."""
         viewer = self.identity.viewer()
         try:
