@@ -162,6 +162,13 @@ async def test_task_fields_are_kept(manager: JobManager) -> None:
     assert (await manager.get_record(job.id)).priority == 3
 
 
+async def test_create_task_job_is_the_issues_name_for_a_task_job(manager: JobManager) -> None:
+    """Issue 4 names `JobManager.create_task_job(tool_name, params, spec)`: the same job as create_job(task=)."""
+    spec = TaskSpec.model_validate({"priority": "high", "taskId": "t-7", "dependencies": []})
+    job = await manager.get_job(await manager.create_task_job("analyse", {"p": 1}, spec))
+    assert (job.tool_name, job.params, job.priority, job.task_id) == ("analyse", {"p": 1}, "high", "t-7")
+
+
 # -- dedupe ----------------------------------------------------------------------------------
 
 

@@ -358,6 +358,13 @@ class JobManager:
             # not stored: an equal call's job was stored first (the store keeps one active job per key)
         raise StaleWrite("equal calls' jobs kept starting and finishing under this call")
 
+    async def create_task_job(
+        self, tool_name: str, params: Mapping[str, Any] | None, spec: TaskSpec, *, viewer: Viewer | None = None
+    ) -> str:
+        """A task job (priority, dependencies, resources, retries, time-out: `spec`): `create_job(..., task=spec)`
+        under the name the scheduler's specification gives it."""
+        return await self.create_job(tool_name, params, task=spec, viewer=viewer)
+
     async def fire_job(
         self,
         tool_name: str,
