@@ -99,3 +99,12 @@ def test_a_bad_schedule_is_refused_where_the_tool_is_declared(tmp_path: Path) ->
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "job tool nightly: schedule: cron '99 * * * *' is not valid" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_tools_retry_policy_comes_from_the_package_root() -> None:
+    """Issue 4's RetryPolicy (per tool) is importable where job_tool is: `from vibe_jobs import RetryPolicy`."""
+    import vibe_jobs
+
+    policy = vibe_jobs.RetryPolicy(max_retries=2, initial_delay_ms=500)
+    spec = make_spec(typed, name="typed", retry_safe=True, retry=policy)
+    assert spec.retry is policy and "RetryPolicy" in vibe_jobs.__all__

@@ -45,6 +45,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 
@@ -95,6 +96,7 @@ __all__ = [
     "ResourceLimitExceeded",
     "ResourceRequirements",
     "ResultAlreadySet",
+    "RetryPolicy",
     "Settings",
     "StaleWrite",
     "StoreCorrupt",
