@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import warnings
 from typing import Any
 
@@ -9,7 +11,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import MODES, HttpServer, http_client_for, stdio_client_for
+from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http, stdio_client_for
 from tests.e2e.test_jobs_e2e import start, structured, texts
 
 pytestmark = pytest.mark.timeout(120)
@@ -104,3 +106,23 @@ async def _finished(client: Client, job_id: str) -> dict[str, Any]:
     body = structured(result)
     assert body["status"] == "completed", texts(result)
     return body
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_an_http_server_stops_gracefully_on_sigterm_and_sigint(transport: str, sig: signal.Signals) -> None:
+    """Issue 3: graceful stop on SIGINT/SIGTERM. uvicorn re-raised the signal once it had shut down: SIGTERM's
+    default action then killed the process before the job manager stopped (exit -15, no lease released, no
+    `server.stopped`), and SIGINT with a job running ended it as a KeyboardInterrupt (exit 130)."""
+    with start_http(transport, {"VIBE_JOBS_LOG_LEVEL": "info"}) as server:
+        async with http_client_for(server, "legacy") as client:
+            job_id = await start(client, "wait_forever", {})
+            running = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+            while structured(running)["status"] == "pending":
+                running = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+        server.proc.send_signal(sig)
+        code = server.proc.wait(20)
+        server.errlog.seek(0)
+        events = [json.loads(line).get("event") for line in server.errlog.read().splitlines() if line.startswith(b"{")]
+    assert code == 0, f"exit {code}; last events {events[-4:]}"
+    assert events[-1] == "server.stopped", events[-4:]

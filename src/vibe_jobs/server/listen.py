@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import os
 import resource
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -121,6 +124,27 @@ def listen(sock: socket.socket) -> None:
 BACKLOG = 2048  # uvicorn's own
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping on SIGINT/SIGTERM as it does, without raising the signal again once it has
+    shut down: that re-raise met SIGTERM's default action, which killed the process before the job manager
+    stopped (exit -15: no lease released, no learned durations saved, no `server.stopped`), and SIGINT's
+    KeyboardInterrupt, which cut the manager's stop short (exit 130). The caller's own stop follows instead,
+    as over stdio; a second signal during it acts as the signal does (SIGTERM kills)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
     why = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)  # gaierror: < 0
     return ConfigError(f"cannot listen on {host}:{port}: {why}")
@@ -143,8 +167,8 @@ def open_files_limit() -> int:
 async def serve_http(
     app: ASGIApp, sock: socket.socket, *, log_level: str, header_timeout: float, announce: str | None = None
 ) -> None:
-    """Serve `app` on the bound `sock` until cancelled (SIGINT/SIGTERM end uvicorn as usual); `announce` is
-    printed to stderr once it listens."""
+    """Serve `app` on the bound `sock` until cancelled or SIGINT/SIGTERM (then it returns, and the caller
+    stops); `announce` is printed to stderr once it listens."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
     config = uvicorn.Config(
         app,
@@ -157,4 +181,4 @@ async def serve_http(
     listen(sock)
     if announce is not None:
         print(announce, file=sys.stderr, flush=True)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await _Server(config).serve(sockets=[sock])
