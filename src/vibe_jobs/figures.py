@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic.alias_generators import to_camel
 
 
@@ -26,6 +26,13 @@ class GroupStats(Snapshot):
     p50_duration_ms: float | None = Field(default=None, alias="p50DurationMs")
     p95_duration_ms: float | None = Field(default=None, alias="p95DurationMs")
     average_duration_ms: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def error_rate(self) -> float | None:
+        """The share of failed jobs among those that completed or failed (1 - success rate): None before any."""
+        decided = self.completed + self.failed
+        return self.failed / decided if decided else None
 
 
 @dataclass(frozen=True, slots=True)

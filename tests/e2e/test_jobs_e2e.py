@@ -169,6 +169,19 @@ async def test_job_stats_shows_the_servers_figures_to_its_one_user(connect: Clie
     assert stats["errorRate5m"] is not None and stats["learnedDurations"], stats
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_job_stats_gives_each_tools_completion_and_error_rates(mode: str) -> None:
+    """Issue 3: job-stats shows per-tool completion and error rates (successRate and errorRate, of the jobs
+    that completed or failed); only the success rate was there."""
+    async with stdio_client_for(mode) as client:
+        for tool, args in (("echo", {"text": "ok"}), ("explode", {"message": "no"}), ("explode", {"message": "no"})):
+            job_id = await start(client, tool, args)
+            await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+        by_tool = structured(await client.call_tool("job-stats", {}))["byTool"]
+    assert (by_tool["echo"]["successRate"], by_tool["echo"]["errorRate"]) == (1.0, 0.0), by_tool["echo"]
+    assert (by_tool["explode"]["successRate"], by_tool["explode"]["errorRate"]) == (0.0, 1.0), by_tool["explode"]
+
+
 async def test_health_thresholds_are_configurable() -> None:
     """VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH (and the error-rate and oldest-pending ones): issue 4's "configurable
     thresholds"; they were fixed at 1000, 50 % and 5 minutes."""
