@@ -32,6 +32,9 @@ CASES: dict[str, list[str]] = {
     "explode_escapes": ["explode", "--arg", "message=kaboom \x1b]0;owned\x07\x1b[2J"],
     "no_wait": ["sleepy", "--arg", "seconds=0.2", "--no-wait"],
     "json": ["echo", "--json-args", '{"text": "hi"}', "--arg", "count=2", "--json", "--legacy"],
+    # the two spellings of --json in one command: the arguments object, and JSON output
+    "json_twice": ["echo", "--json", '{"text": "hi", "count": 3}', "--json"],
+    "json_first": ["--json", "echo", "--arg", "text=ho"],
     "plain": ["plain-noop"],
     "codemap": ["map-codebase", "--arg", "path=src"],
     "interrupt": ["sleepy", "--arg", "seconds=30", "--arg", "steps=60"],
@@ -183,6 +186,15 @@ def test_json_prints_the_status_message(runs: Runs) -> None:
     assert msg["result"]["structuredContent"]["text"] == "hihi"
 
 
+@pytest.mark.parametrize(("case", "text"), [("json_twice", "hihihi"), ("json_first", "ho")])
+def test_json_as_arguments_and_as_output_flag_together(runs: Runs, case: str, text: str) -> None:
+    res = runs.outcome(case)
+    assert res.code == 0, res.err
+    msg = json.loads(res.out)
+    assert msg["status"] == "completed" and msg["toolName"] == "echo"
+    assert msg["result"]["structuredContent"]["text"] == text
+
+
 def test_plain_tool_result_is_printed(runs: Runs) -> None:
     res = runs.outcome("plain")
     assert (res.code, res.out.strip()) == (0, "ok"), res.err
@@ -225,6 +237,10 @@ def test_map_codebase(runs: Runs) -> None:
         (["echo", "--json", '{"text": "hi"}', "--output", "json"], {"text": "hi"}, True),
         (["echo", "--arg", "text=hi", "--json"], {"text": "hi"}, True),
         (["echo", "--json-args", '{"text": "hi"}'], {"text": "hi"}, False),
+        (["echo", "--json", '{"text": "hi"}', "--json"], {"text": "hi"}, True),
+        (["echo", "--json", "--json", '{"text": "hi"}'], {"text": "hi"}, True),
+        (["--json", "echo", "--arg", "text=hi"], {"text": "hi"}, True),
+        (["--json", '{"text": "hi"}', "echo"], {"text": "hi"}, False),
     ],
 )
 def test_json_flag_gives_arguments_or_json_output(

@@ -51,7 +51,7 @@ class Interrupted(Exception):
 def add_call_parser(sub: Any) -> None:
     """Register `call` on the top-level subparsers."""
     call = sub.add_parser("call", help="call a tool and follow its job to the end")
-    call.add_argument("tool", metavar="TOOL")
+    call.add_argument("tool", metavar="TOOL", nargs="?")  # required; `--json TOOL` may take it (split_json_flag)
     call.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="JSON value or string; repeat")
     call.add_argument("--json-args", metavar="JSON", help="the arguments as one JSON object (--arg overrides keys)")
     target = call.add_mutually_exclusive_group()
@@ -65,9 +65,10 @@ def add_call_parser(sub: Any) -> None:
     call.add_argument("--no-wait", action="store_true", help="print the jobId and exit (with --url)")
     call.add_argument(
         "--json",
+        action="append",
         nargs="?",
         const=True,
-        default=False,
+        default=[],
         metavar="OBJECT",
         help="with a JSON object: the tool's arguments; bare: print JSON (the final JobStatusMessage)",
     )
@@ -88,13 +89,21 @@ def parse_value(text: str) -> Any:
 
 
 def split_json_flag(args: argparse.Namespace) -> None:
-    """`--json '{...}'` gives the arguments (the issue's form); a bare `--json` asks for JSON output."""
-    if isinstance(args.json, str):
-        if args.json_args:
-            raise ValueError("give the arguments once: --json OBJECT or --json-args OBJECT")
-        args.json_args, args.json = args.json, args.output == "json"
-    else:
-        args.json = bool(args.json) or args.output == "json"
+    """`--json '{...}'` gives the arguments (the issue's form); a bare `--json` asks for JSON output. Both may
+    be given (`--json '{...}' --json`). A bare `--json` just before the tool's name (`call --json TOOL ...`)
+    takes that name as its value: the name is the tool and the `--json` a bare one. Raises ValueError."""
+    values: list[str | bool] = list(args.json)
+    if args.tool is None:
+        names = [i for i, v in enumerate(values) if isinstance(v, str) and not v.lstrip().startswith("{")]
+        if not names:
+            raise ValueError("the following arguments are required: TOOL")
+        args.tool, values[names[-1]] = values[names[-1]], True
+    objects = [v for v in values if isinstance(v, str)]
+    if len(objects) + bool(args.json_args) > 1:
+        raise ValueError("give the arguments once: --json OBJECT or --json-args OBJECT")
+    if objects:
+        args.json_args = objects[0]
+    args.json = True in values or args.output == "json"
 
 
 def build_arguments(pairs: list[str], json_args: str | None) -> dict[str, Any]:
