@@ -26,6 +26,7 @@ the job's immediate answer, and every status message get-job-result gives on the
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -72,6 +73,25 @@ MessageFn = Callable[[dict[str, Any]], Awaitable[None]]
 OnElicit = Callable[[str, dict[str, Any]], Awaitable[Mapping[str, Any]]]
 OnSample = Callable[[dict[str, Any]], Awaitable[str | Mapping[str, Any] | BaseModel]]  # text or CreateMessageResult
 ELICIT, SAMPLE = "elicitation/create", "sampling/createMessage"
+# what `on_progress` may be: the SDK's async callback, or a plain function (called; nothing awaited)
+AnyProgressFn = Callable[[float, float | None, str | None], Awaitable[None] | None]
+
+
+def as_progress_fn(on_progress: AnyProgressFn | None) -> ProgressFn | None:
+    """`on_progress` as the SDK's async progress callback: a plain function is wrapped (its result awaited
+    when it is awaitable), so `call_and_wait(..., on_progress=print_it)` works on every path."""
+    if on_progress is None:
+        return None
+    fn = on_progress
+
+    async def call(progress: float, total: float | None, message: str | None) -> None:
+        outcome = fn(progress, total, message)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    return call
+
+
 _on_progress: ContextVar[ProgressFn | None] = ContextVar("vibe_jobs_task_progress", default=None)
 _answerer: ContextVar[Answerer | None] = ContextVar("vibe_jobs_task_answerer", default=None)
 log = logging.getLogger(__name__)  # a library's: silent unless the application sets logging up
@@ -178,7 +198,7 @@ async def call_and_wait(
     client: Client,
     tool: str,
     args: Mapping[str, Any] | None = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: AnyProgressFn | None = None,
     *,
     wait_seconds: float = WAIT_SECONDS,
     on_started: MessageFn | None = None,
@@ -198,9 +218,10 @@ async def call_and_wait(
     extension reads no status messages: neither is called there.
     """
     answerer = Answerer(on_elicit, on_sample, on_refused)
-    token, asked = _on_progress.set(on_progress), _answerer.set(answerer)
+    progress = as_progress_fn(on_progress)
+    token, asked = _on_progress.set(progress), _answerer.set(answerer)
     try:  # a task handle is resolved inside call_tool by TasksClientExtension, which reads the context vars
-        result = await client.call_tool(tool, dict(args or {}), progress_callback=on_progress)
+        result = await client.call_tool(tool, dict(args or {}), progress_callback=progress)
     finally:
         _on_progress.reset(token)
         _answerer.reset(asked)
@@ -214,7 +235,7 @@ async def call_and_wait(
         client,
         started["jobId"],
         started,
-        on_progress,
+        progress,
         wait,
         on_status=on_status,
         include_details=include_details,

@@ -261,6 +261,22 @@ async def test_call_and_wait_over_long_polls(mode: str) -> None:
     assert any(message and "step" in message for _, _, message in progress.seen)
 
 
+@pytest.mark.parametrize("path", ["tasks", "long-poll", "legacy long-poll", "polling"])
+async def test_call_and_wait_takes_a_plain_function_as_on_progress(path: str) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    def on_progress(progress: float, total: float | None, message: str | None) -> None:  # not async
+        seen.append((progress, total, message))
+
+    client_cm = declaring() if path == "tasks" else tasks_client("legacy" if path.startswith("legacy") else "auto")
+    async with client_cm as client:
+        result = await call_and_wait(
+            client, "sleepy", {"seconds": 2.0, "steps": 4}, on_progress, wait_seconds=0 if path == "polling" else 30
+        )
+    assert result.structured_content == {"seconds": 2.0, "steps": 4}
+    assert seen and all(total == 100.0 for _, total, _ in seen)
+
+
 @pytest.mark.parametrize("wait_seconds", [30.0, 0.0])
 async def test_call_and_wait_tells_when_the_job_started_and_each_status(wait_seconds: float) -> None:
     started: list[dict[str, Any]] = []
