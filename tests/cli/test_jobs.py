@@ -173,6 +173,18 @@ def test_list_filters_and_json(filled: Filled, capsys: pytest.CaptureFixture[str
     assert len(data["jobs"]) == 1 and data["more"] is True
 
 
+@pytest.mark.parametrize("sub", ["list", "stats"])
+def test_store_and_json_may_come_before_the_subcommand(
+    filled: Filled, capsys: pytest.CaptureFixture[str], sub: str
+) -> None:
+    assert main(["jobs", sub, "--store", filled.url, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert main(["jobs", "--store", filled.url, "--json", sub]) == 0
+    assert json.loads(capsys.readouterr().out) == after
+    assert main(["jobs", "--json", sub, "--store", filled.url]) == 0
+    assert json.loads(capsys.readouterr().out) == after
+
+
 def test_show_human_and_json(filled: Filled, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(filled, capsys, "show", filled.failed)
     assert code == 0
