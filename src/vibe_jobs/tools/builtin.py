@@ -163,9 +163,10 @@ class RunCommand:
             )
         except CommandFailedToStart as exc:
             raise NonRetryableError(str(exc)) from None
+        finally:  # however the run ends (a cancel too): its last lines are stored with the job's outcome
+            for line in stream.last_lines():
+                job.diagnostic(line)
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
-        for line in stream.last_lines():
-            job.diagnostic(line)
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
         shown = printable(" ".join(command))
