@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import anyio
+import httpx2 as httpx
 import pytest
 from mcp import Client
 from mcp.client import advertise
@@ -340,6 +341,43 @@ async def test_call_and_wait_over_streamable_http(http_server: HttpServer) -> No
         assert (await until_terminal(client, handle.task_id))["status"] == "completed"
         result = await call_and_wait(client, "sleepy", {"seconds": 0.4, "steps": 2}, progress)
     assert result.structured_content == {"seconds": 0.4, "steps": 2}
+
+
+def _raw_tasks_post(server: HttpServer, method: str, params: dict[str, Any], name: str | None) -> httpx.Response:
+    """One 2026-07-28 request of a client declaring the extension, with `Mcp-Name` as given (None: left out)."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS_EXTENSION: {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": method,
+        **({"Mcp-Name": name} if name is not None else {}),
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    return httpx.post(server.url, headers=headers, json=body, timeout=30)
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
+def test_over_http_a_routing_header_naming_another_task_is_refused(http_server: HttpServer, method: str) -> None:
+    """The spec's routing header: `Mcp-Name` is the task's id. One naming another task is refused as the SDK
+    refuses a mismatched `Mcp-Name` on tools/call (400, -32020), and nothing is done to either task; a client
+    that sends none (FastMCP 4) is served."""
+    started = _raw_tasks_post(http_server, "tools/call", {"name": "wait_forever", "arguments": {}}, "wait_forever")
+    task_id = started.json()["result"]["taskId"]
+    params: dict[str, Any] = {"taskId": task_id, **({"inputResponses": {}} if method == "tasks/update" else {})}
+    refused = _raw_tasks_post(http_server, method, params, "someone-elses-task")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == -32020 and "mcp-name" in refused.json()["error"]["message"].lower()
+    assert _raw_tasks_post(http_server, "tasks/get", {"taskId": task_id}, task_id).json()["result"]["status"] == (
+        "working"
+    ), "the refused request did nothing"
+    for name in (task_id, None):
+        served = _raw_tasks_post(http_server, method, params, name)
+        assert served.status_code == 200 and "result" in served.json(), served.text
+    _raw_tasks_post(http_server, "tasks/cancel", {"taskId": task_id}, task_id)
 
 
 async def test_over_http_tasks_get_shows_a_result_larger_than_one_answer_in_part() -> None:

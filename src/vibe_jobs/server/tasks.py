@@ -22,8 +22,9 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.server.mcpserver.server import require_client_extension
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp_types import CallToolRequestParams, CallToolResult, RequestParams
-from mcp_types.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types.jsonrpc import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
@@ -77,6 +78,17 @@ def not_found(action: str, job_id: str) -> MCPError:
     return MCPError(code=INVALID_PARAMS, message=message, data={"taskId": shown(job_id)})
 
 
+def check_routing_header(ctx: ServerRequestContext[Any, Any], task_id: str) -> None:
+    """The spec's routing header over streamable HTTP: a tasks/* request's `Mcp-Name` is its taskId. One naming
+    another task is refused as the SDK refuses a mismatched `Mcp-Name` on tools/call (-32020, HTTP 400), since
+    an intermediary routed the request by it. A request without one is served (FastMCP 4 sends none)."""
+    headers = getattr(ctx.request, "headers", None)
+    raw = headers.get(MCP_NAME_HEADER) if headers is not None else None
+    if raw is not None and decode_header_value(raw) != task_id:
+        message = f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter"
+        raise MCPError(code=HEADER_MISMATCH, message=message)
+
+
 class TasksExtension(Extension):
     """Serve job tools as tasks to clients that declare `io.modelcontextprotocol/tasks`."""
 
@@ -116,6 +128,7 @@ class TasksExtension(Extension):
 
     async def get_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
+        check_routing_header(ctx, params.task_id)
         viewer = self.identity.viewer()
         try:
             msg = await self.manager.poll(params.task_id, include_details=False, viewer=viewer)
@@ -130,6 +143,7 @@ class TasksExtension(Extension):
 
     async def update_task(self, ctx: ServerRequestContext[Any, Any], params: UpdateTaskParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
+        check_routing_header(ctx, params.task_id)
         try:
             rec = await self.manager.get_record(params.task_id, self.identity.viewer())
             if (found := response_to_pending(rec, params.input_responses)) is not None:
@@ -148,6 +162,7 @@ class TasksExtension(Extension):
 
     async def cancel_task(self, ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
+        check_routing_header(ctx, params.task_id)
         try:
             await self.manager.cancel_job(params.task_id, "cancelled by tasks/cancel", self.identity.viewer())
         except JobNotFound:
