@@ -364,20 +364,22 @@ async def test_run_command_time_out_fails_the_job(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_cancelled_command_keeps_its_last_output_lines_as_diagnostics(mode: str, tmp_path: Path) -> None:
-    script = "echo first; echo second >&2; echo third; sleep 30"
+    # (the progress message is written at most every 0.2 s: "ready", after a pause, is written whatever came before)
+    script = "echo first; echo second >&2; echo third; sleep 0.5; echo ready; sleep 30"
     async with server(mode, tmp_path, ALLOWED) as client:
         job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
         deadline = time.monotonic() + 15
         body: dict[str, Any] = {}
-        while body.get("message") != "third" and time.monotonic() < deadline:  # the last line, streamed
+        while body.get("message") != "ready" and time.monotonic() < deadline:  # the last line, streamed
             _, body = await read(client, job_id, waitSeconds=0.3)
-        assert body.get("message") == "third", body
+        assert body.get("message") == "ready", body
         await client.call_tool("cancel-job", {"jobId": job_id})
         result, body = await finish(client, job_id)
     assert body["status"] == "cancelled", texts(result)
     kept = [line for line in body["details"]["diagnostics"] if line.startswith(("stdout:", "stderr:"))]
     # (the two pipes are read apart: their lines' order between the streams is not the program's)
-    assert sorted(kept) == ["stderr: second", "stdout: first", "stdout: third"], body["details"]["diagnostics"]
+    expected = ["stderr: second", "stdout: first", "stdout: ready", "stdout: third"]
+    assert sorted(kept) == expected, body["details"]["diagnostics"]
 
 
 def live_members(pgid: int) -> list[int]:
