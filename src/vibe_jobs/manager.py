@@ -1068,6 +1068,8 @@ class JobManager:
             updated_at=rec.updated_at,
             metrics=job_metrics(rec).wire() if rec.finished and details else None,
             waiting_for=question_view(rec),
+            schedule_id=rec.schedule_id,
+            tick=rec.tick,
         )
 
     async def wait(

@@ -230,6 +230,8 @@ class JobStatusMessage(WireModel):
     updated_at: int | None = None
     metrics: dict[str, Any] | None = None
     waiting_for: dict[str, Any] | None = None  # the unanswered question of a running job (question_view)
+    schedule_id: str | None = None  # a fired job's link back to its schedule (list-jobs shows it too)
+    tick: int | None = None
 
 
 class ResourceUsage(WireModel):

@@ -3,6 +3,7 @@ protocol eras (a server of its own per test, so no test sees another's schedules
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -43,6 +44,11 @@ async def test_every_second_fires_three_jobs_that_complete_and_delete_stops_it(m
         for job in jobs[:3]:
             _, final = await read(client, job["id"], waitSeconds=10)
             assert final["status"] == "completed" and final["result"]["structuredContent"]["text"] == "tick"
+            # get-job-result and job://{jobId} link the job back to its schedule too, not only list-jobs
+            assert (final.get("scheduleId"), final.get("tick")) == (sid, job["tick"]), final
+            resource = await client.read_resource(f"job://{job['id']}")
+            shown = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+            assert (shown.get("scheduleId"), shown.get("tick")) == (sid, job["tick"]), shown
         listed = structured(await client.call_tool("list-schedules", {}))["schedules"]
         assert [s["scheduleId"] for s in listed] == [sid] and listed[0]["lastFiredAt"] is not None
         stats = structured(await client.call_tool("job-stats", {}))
