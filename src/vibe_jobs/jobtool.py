@@ -54,6 +54,8 @@ class JobToolSpec:
     # the arguments rule when it is not the function's signature (a proxied tool's JSON schema)
     argument_rule: Arguments | None = field(default=None, repr=False)
     annotations: dict[str, Any] | None = None  # MCP tool annotations (readOnlyHint, idempotentHint, ...)
+    # the description is listed as given, without the note that the tool runs as a job (a proxied tool's)
+    verbatim_description: bool = False
 
     def __post_init__(self) -> None:
         if self.context_param is None:

@@ -62,7 +62,8 @@ async def test_every_upstream_tool_is_listed_with_its_schema_and_annotations(mod
     for name, tool in theirs.items():
         assert ours[name].input_schema == tool.input_schema, name
         assert ours[name].annotations == tool.annotations, name
-        assert (ours[name].description or "").startswith(tool.description or ""), name
+        assert ours[name].description == tool.description, name  # the same description (issue 21), no suffix
+        assert ours[name].title == tool.title, name
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -119,14 +119,21 @@ def make_handler(
     return handler
 
 
+JOB_NOTE = (
+    "\n\nRuns as a background job: answers at once with a jobId; "
+    "then call get-job-result with that jobId at the recommended time (or with waitSeconds)."
+)
+
+
 def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | None = None) -> Tool:
-    """The MCP tool for a job function: its input schema is the job tool's arguments model."""
+    """The MCP tool for a job function: its input schema is the job tool's arguments model. Its description
+    gets a note that it runs as a job, unless the spec's is `verbatim` (a proxied tool keeps its upstream's
+    description as it is; its immediate answer says what to call next)."""
     return Tool(
         fn=make_handler(manager, spec, identity or Identity()),
         name=spec.name,
         title=spec.title,
-        description=f"{spec.description}\n\nRuns as a background job: answers at once with a jobId; "
-        "then call get-job-result with that jobId at the recommended time (or with waitSeconds).",
+        description=spec.description if spec.verbatim_description else f"{spec.description}{JOB_NOTE}",
         parameters=spec.arguments.schema(),
         annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused

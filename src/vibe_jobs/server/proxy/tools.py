@@ -47,6 +47,7 @@ def job_spec(upstream: Upstream, tool: UpstreamTool) -> JobToolSpec:
         title=tool.title,
         argument_rule=SchemaArguments(name, tool.input_schema),
         annotations=annotations_of(tool),
+        verbatim_description=True,  # the upstream's description, unchanged (its answer says what to call next)
     )
 
 
