@@ -149,6 +149,11 @@ class Schedule(WireModel):
     last_outcome: str | None = None
     skipped: int = 0
 
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict: None fields left out, but for `lastFiredAt` and `nextFireAt`, always there
+        (null before the first firing, and once past endAt), as job-stats shows them."""
+        return {"lastFiredAt": None, "nextFireAt": None, **super().wire()}
+
     @classmethod
     def from_record(cls, rec: ScheduleRecord, last_outcome: str | None = None) -> Schedule:
         values = {f: getattr(rec, f) for f in SCHEDULE_FIELDS if f not in ("updated_at", "version", "principal")}

@@ -105,6 +105,10 @@ async def test_pause_and_resume_over_mcp(mode: str) -> None:
     async with stdio_client_for(mode) as client:
         made = structured(await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "p"},
                                                                   "cron": "0 0 1 1 *"}))  # fmt: skip
+        # a schedule's fields (issue 18) are there before its first firing too, as job-stats shows them: null
+        listed = structured(await client.call_tool("list-schedules", {}))["schedules"]
+        assert made["lastFiredAt"] is None and listed[0]["lastFiredAt"] is None, (made, listed)
+        assert listed[0]["nextFireAt"] == made["nextFireAt"] > now_ms()
         paused = structured(await client.call_tool("pause-schedule", {"scheduleId": made["scheduleId"]}))
         assert paused["paused"] is True
         resumed = structured(await client.call_tool("resume-schedule", {"scheduleId": made["scheduleId"]}))
