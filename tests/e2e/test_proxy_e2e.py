@@ -5,12 +5,15 @@ both installed by scripts/upstreams.sh. The real MCP client drives the real prox
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
+from mcp_types import PromptReference, ResourceTemplateReference
 
 from tests.e2e.conftest import MODES
 from tests.e2e.proxy_fixtures import (
@@ -158,6 +161,33 @@ async def test_resources_and_prompts_read_through_the_proxy_match_the_upstreams(
     assert _stamped(our_templated.contents) == _stamped(templated.contents)  # the upstream stamps the time it made it
     assert recent.contents and str(recent.contents[0].uri) == "jobs://recent"
     assert our_prompt.messages == prompt.messages
+
+
+async def _completions(client: Client, prefix: str = "") -> list[list[str]]:
+    """completion/complete of a prompt's arguments (the second given the first) and of a template's variable."""
+    prompt = PromptReference(type="ref/prompt", name=f"{prefix}completable-prompt")
+    template = ResourceTemplateReference(type="ref/resource", uri="demo://resource/dynamic/text/{resourceId}")
+    asked = [
+        await client.complete(prompt, {"name": "department", "value": "E"}),
+        await client.complete(prompt, {"name": "name", "value": ""}, {"department": "Engineering"}),
+        await client.complete(template, {"name": "resourceId", "value": "1"}),
+    ]
+    return [result.completion.values for result in asked]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_completions_pass_through_to_the_upstream(mode: str, everything: list[str]) -> None:
+    """Issue 21: completions pass through. The proxy sent the upstream `{department: "E"}` as the argument
+    (not `{name, value}`), so every completion/complete answered "Error completing argument department"."""
+    async with direct_client(everything) as upstream:
+        theirs = await _completions(upstream)
+    async with proxy_client(mode, proxy_args(everything, None)) as client:
+        ours = await _completions(client)
+    named = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream", f"ev={shlex.join(everything)}"]
+    async with proxy_client(mode, named) as client:
+        prefixed = await _completions(client, "ev.")
+    assert theirs[0] == ["Engineering"] and theirs[1] and theirs[2], theirs
+    assert ours == theirs and prefixed == theirs
 
 
 def _stamped(contents: Any) -> list[tuple[str, str]]:

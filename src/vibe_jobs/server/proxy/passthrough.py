@@ -59,6 +59,7 @@ class PassThrough:
         self.latest: ServerSession | None = None  # the client asked for the upstreams' roots (the local one's)
         self.identity = Identity()
         self.owner: dict[str, Upstream] = {}  # resource URI -> the upstream that listed it
+        self.template_owner: dict[str, Upstream] = {}  # URI template -> the upstream that listed it
         self.handlers: dict[str, Handler] = {
             "resources/list": self._list_resources,
             "resources/templates/list": self._list_templates,
@@ -114,9 +115,10 @@ class PassThrough:
     async def _list_templates(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = _as_dict(await call_next(ctx))
         for upstream in self._serving("resources"):
-            result.setdefault("resourceTemplates", []).extend(
-                await _pages(upstream, "list_resource_templates", "resourceTemplates")
-            )
+            templates = await _pages(upstream, "list_resource_templates", "resourceTemplates")
+            for item in templates:
+                self.template_owner.setdefault(str(item.get("uriTemplate")), upstream)
+            result.setdefault("resourceTemplates", []).extend(templates)
         return result
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -173,10 +175,12 @@ class PassThrough:
             served = self._serving("completions")
             if not served:
                 return None
-            upstream = served[0]
+            listed = self.template_owner.get(ref.uri)  # the upstream that listed the template, once listed
+            upstream = listed if listed is not None and listed in served else served[0]
         arguments = context.arguments if context is not None else None
-        async with upstream.calling() as conn:
-            result = await conn.client.complete(ref, {argument.name: argument.value}, context_arguments=arguments)
+        async with upstream.calling() as conn:  # the argument as MCP sends it: {name, value}
+            said = {"name": argument.name, "value": argument.value}
+            result = await conn.client.complete(ref, said, context_arguments=arguments)
         return result.completion
 
     def _prompt_owner(self, name: str) -> tuple[Upstream, str] | None:
