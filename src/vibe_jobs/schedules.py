@@ -152,7 +152,10 @@ class Schedule(WireModel):
     def wire(self) -> dict[str, Any]:
         """The JSON-ready dict: None fields left out, but for `lastFiredAt` and `nextFireAt`, always there
         (null before the first firing, and once past endAt), as job-stats shows them."""
-        return {"lastFiredAt": None, "nextFireAt": None, **super().wire()}
+        wire = super().wire()
+        wire.setdefault("lastFiredAt", None)
+        wire.setdefault("nextFireAt", None)
+        return wire
 
     @classmethod
     def from_record(cls, rec: ScheduleRecord, last_outcome: str | None = None) -> Schedule:
