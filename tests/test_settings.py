@@ -104,6 +104,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("0.25", "health_max_error_rate", 0.25),
     "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("30", "health_max_oldest_pending_ms", 30_000),
+    "VIBE_JOBS_PROGRAM": ("my-app_2.0", "program", "my-app_2.0"),
 }
 
 
@@ -124,6 +125,8 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
     ("var", "raw"),
     [
         ("JOB_MANAGER_MAX_CONCURRENT", "0"),
+        ("VIBE_JOBS_PROGRAM", "my app"),
+        ("VIBE_JOBS_PROGRAM", "a@b"),
         ("JOB_MANAGER_MAX_CONCURRENT", "-3"),
         ("JOB_MANAGER_MAX_CONCURRENT", "five"),
         ("JOB_MANAGER_MAX_CONCURRENT", "2.5"),

@@ -47,6 +47,7 @@ from vibe_jobs.models import (
     priority_of,
 )
 from vibe_jobs.outages import StoreRetry
+from vibe_jobs.owners import DEFAULT_PROGRAM, new_owner
 from vibe_jobs.polling import decide, estimate_remaining
 from vibe_jobs.questions import check_answer, open_question, pending_question, plain_answer, question_view
 from vibe_jobs.recent import RecentRecords
@@ -170,7 +171,8 @@ class JobManager:
         # per principal, in this process (`principal_held`: across processes too, on a store that locks principals)
         self._quota_locks: dict[str, anyio.Lock] = {}
         self.clock = clock
-        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.program = s.program or DEFAULT_PROGRAM
+        self.owner = owner or new_owner(self.program)
         self.bus = bus or EventBus()
         self.stats = StatsCollector(
             HealthThresholds(

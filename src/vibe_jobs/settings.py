@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.models import MAX_COUNT, JobQueueConfig
+from vibe_jobs.owners import check_program
 from vibe_jobs.polling import PollingPolicy
 from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern, redact_urls_in
 
@@ -59,6 +60,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
     tools: tuple[str, ...] = ()
+    program: str | None = None  # the program this process is (vibe_jobs.owners); None: its JobServer's name
     roots: str | None = None
     allowed_commands: str | None = None
     command_env: str | None = None
@@ -224,6 +226,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error", "critical")),
     "VIBE_JOBS_LOG_FORMAT": ("log_format", _choice("auto", "json", "console")),
     "VIBE_JOBS_TOOLS": ("tools", split_names),
+    "VIBE_JOBS_PROGRAM": ("program", check_program),
     "VIBE_JOBS_ROOTS": ("roots", str),
     "VIBE_JOBS_ALLOWED_COMMANDS": ("allowed_commands", str),
     "VIBE_JOBS_COMMAND_ENV": ("command_env", str),

@@ -188,7 +188,9 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
 ) -> None:
     """Every program of a user shares the default SQLite file. One that lacked a tool failed the jobs of a stopped
     program that had it ("the tool ... is not registered on this server"): the second program cost the first its
-    jobs. It leaves them, says so in its health, and can still cancel one; the first runs the rest when it is back."""
+    jobs. It leaves them, says so in its health, and can still cancel one; the first runs the rest when it is back.
+    (Another program: VIBE_JOBS_PROGRAM, a library server's name. The same program back without a tool fails its
+    jobs naming the tool: the next test.)"""
     with serve(setup) as first:
         async with client_of(first) as client:
             safe = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "safe"})
@@ -198,6 +200,7 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
             queued = await submit(client, "slow_unsafe", {"seconds": 0.1, "tag": "queued"})  # both slots are busy
         first.kill()
 
+    setup.env["VIBE_JOBS_PROGRAM"] = "another-program"
     with serve(setup, "tests.e2e.sample_tools") as other:
         reasons = await health_reasons_within(other.port, "jobs wait for a server that has their tool")
         # one reason however many tools (degraded, not unhealthy: this server itself is fine)
@@ -214,6 +217,7 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
             ).structured_content
             assert cancelled is not None and cancelled["status"] == "cancelled", cancelled
 
+    del setup.env["VIBE_JOBS_PROGRAM"]
     with serve(setup) as back:
         async with client_of(back) as client:
             safe_end, doomed_end = await wait_for(client, safe), await wait_for(client, doomed)
@@ -222,6 +226,28 @@ async def test_a_program_without_a_tool_leaves_a_stopped_programs_jobs_for_the_p
     runs = executions(setup.exec_log)
     assert runs[safe] == [(1, first.pid), (2, back.pid)] and runs[doomed] == [(1, first.pid)]
     assert queued not in runs
+
+
+async def test_the_same_program_back_without_a_tool_fails_its_jobs_naming_the_tool(setup: Setup) -> None:
+    """Issue 5: "Jobs whose tool is no longer registered end failed with a message naming the tool". A server
+    killed with a job running and one queued, started again without that tool: both end failed at once, naming
+    it; nothing waits for a server that will not come."""
+    with serve(setup) as first:
+        async with client_of(first) as client:
+            running = await submit(client, "slow_unsafe", {"seconds": 600, "tag": "running"})
+            await wait_for(client, running, ("running",), within=10)
+            blocker = await submit(client, "slow_safe", {"seconds": 600, "retry_seconds": 0.2, "tag": "blocker"})
+            await wait_for(client, blocker, ("running",), within=10)
+            queued = await submit(client, "slow_unsafe", {"seconds": 0.1, "tag": "queued"})  # both slots are busy
+        first.kill()
+
+    with serve(setup, "tests.e2e.sample_tools") as back:  # the same program (vibe-jobs), other tools
+        async with client_of(back) as client:
+            ends = [await wait_for(client, job_id, within=10) for job_id in (running, queued, blocker)]
+    assert [end["status"] for end in ends] == ["failed"] * 3, ends
+    for end, tool in zip(ends, ("slow_unsafe", "slow_unsafe", "slow_safe"), strict=True):
+        assert f"the tool '{tool}' is no longer registered on this server" in error_text(end), end
+    assert queued not in executions(setup.exec_log)
 
 
 async def test_a_pending_quota_holds_across_the_servers_on_one_file(setup: Setup) -> None:

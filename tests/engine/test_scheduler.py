@@ -11,6 +11,7 @@ reason when that is unset (and fails instead when VIBE_JOBS_REQUIRE_POSTGRES=1).
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import time
@@ -1080,6 +1081,46 @@ async def test_recovery_adopts_the_jobs_of_a_dead_owner(backend: Backend) -> Non
         assert "jobs wait for a server that has their tool (their own server stopped): 2 of tool 'gone'" in reasons, (
             reasons
         )
+
+
+async def test_a_job_of_a_tool_no_longer_registered_fails_naming_it_when_its_program_is_this_one(
+    backend: Backend,
+) -> None:
+    """Issue 5: a job whose tool is no longer registered ends failed naming the tool, on a server's own store,
+    when its dead owner was this same program (`vibe_jobs.owners`); another program's (the SQLite file is every
+    program's of its user) is left for it, and so is every one on a cluster's store (its workers serve different
+    tools)."""
+    clock, store = FakeClock(), backend.store
+    now = int(clock.now * 1000)
+
+    def orphan(job_id: str, status: JobStatus, program: str) -> JobRecord:
+        running = status is JobStatus.RUNNING
+        return JobRecord(
+            job_id, "gone", {}, status, now - 10_000, now - 5000, owner=f"{program}@dead-host:1:0a0b",
+            attempt=int(running), started_at=now - 5000 if running else None,
+        )  # fmt: skip
+
+    await store.open()
+    for rec in (
+        orphan("mine-pending", JobStatus.PENDING, "vibe-jobs"),
+        orphan("mine-running", JobStatus.RUNNING, "vibe-jobs"),
+        orphan("theirs", JobStatus.PENDING, "another-program"),
+    ):
+        await store.insert(rec)
+    async with backend.running([], clock=clock) as (m, _):
+        assert m.program == "vibe-jobs"
+        read = m.get_record if backend.shared else functools.partial(finished, m)  # left, or failed at start
+        mine = [await read(job_id) for job_id in ("mine-pending", "mine-running")]
+        theirs = await m.get_record("theirs")
+        reasons = (await m.statistics()).health.reasons
+    if backend.shared:
+        assert [rec.status for rec in (*mine, theirs)] == [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.PENDING]
+        return
+    for rec in mine:
+        assert rec.status is JobStatus.FAILED, rec
+        assert "the tool 'gone' is no longer registered on this server" in (rec.progress_message or ""), rec
+    assert theirs.status is JobStatus.PENDING and theirs.owner == "another-program@dead-host:1:0a0b"
+    assert "jobs wait for a server that has their tool (their own server stopped): 1 of tool 'gone'" in reasons
 
 
 async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:

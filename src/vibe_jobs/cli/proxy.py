@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ def add_proxy_parser(sub: Any) -> None:
     proxy.add_argument("upstream_command", nargs="*", metavar="COMMAND [ARGS...]", help="the upstream server, after --")
 
 
+PROGRAM = "vibe-jobs-proxy"
+
+
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.cli.identity import with_identity_options
     from vibe_jobs.cli.main import build_server
@@ -47,6 +51,8 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     try:
         upstreams = _upstreams(args)
         settings = with_identity_options(args, settings)
+        if settings.program is None:  # a program of its own: its jobs' tools are its upstreams' (vibe_jobs.owners)
+            settings = replace(settings, program=PROGRAM)
         with stdout_to_stderr() if args.transport == "stdio" else contextlib.nullcontext():
             server = build_server(args, settings, run_jobs=not args.no_worker)  # tool modules may print
         proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())

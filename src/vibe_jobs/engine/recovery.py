@@ -5,11 +5,12 @@ Pending jobs are queued again here. Running jobs are requeued while retries rema
 limit, `failures.retry_limit`: a tool that did not opt in to being run again gets none), otherwise
 they fail with "interrupted: ...". A job whose cancel was asked for ends cancelled (its leftovers ended).
 
-Jobs of a tool this process does not have are left for a process that has it, on every store: a cluster's
-workers serve different tools, and one SQLite file (the default one is in the user's data dir) is shared by
-every program of its user, so a program that lacks a tool cannot tell a tool removed from one that another
-program (stopped for now) serves. Health names them (`Recovered.left`) until such a process takes them.
-A pending job whose cancel was asked is ended by any process (the rule: `store.base.cancelled_without_run`).
+Jobs of a tool this process does not have: on a store of one machine (`shared` False: SQLite, whose default
+file in the user's data dir is shared by every program of its user) a job whose owner was this same program
+(`vibe_jobs.owners`) fails with a message naming the tool: the tool is no longer registered. One of another
+program, and on a cluster's store (whose workers serve different tools) any, is left for a process that has
+the tool; health names them (`Recovered.left`) until such a process takes them. A pending job whose cancel was
+asked is ended by any process (the rule: `store.base.cancelled_without_run`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics
 from vibe_jobs.models import JobRecord
+from vibe_jobs.owners import program_of
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
@@ -61,6 +63,8 @@ def plan_recovery(
             "progress_message": text,
             "result": text_result(text, is_error=True),
         }
+    if rec.tool_name not in tools:  # its own program's job (`_unregistered`): the tool is no longer registered
+        return {**base, **_failed(rec, now, unregistered(rec.tool_name))}
     if rec.status is JobStatus.PENDING:
         return base  # (`recover_orphans` adopts these many at once: `adopted_alone`)
     limit = retry_limit(rec, tools[rec.tool_name], default_retry)
@@ -74,6 +78,10 @@ def plan_recovery(
             "diagnostics": capped_diagnostics(rec.diagnostics, (note,)),
         }
     return {**base, **_failed(rec, now, WORKER_LOST if shared else INTERRUPTED)}
+
+
+def unregistered(tool: str) -> str:
+    return f"the tool {tool!r} is no longer registered on this server (its program stopped and came back without it)"
 
 
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
@@ -126,12 +134,15 @@ async def recover_orphans(
     found = [rec for rec in await manager.store.orphans(now, tools) if rec.owner != manager.owner]
     # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process; not counted either)
     left = await manager.store.orphans_left(now, tools, manager.owner) if count_left else {}
+    gone = await _unregistered(manager, now, tools) if left and not shared else []
+    if gone:  # failed below, each naming its tool; the rest are left for their own program
+        left = dict(Counter(left) - Counter(rec.tool_name for rec in gone))
     running = [rec for rec in found if rec.status is JobStatus.RUNNING]
     cancelled = [rec for rec in found if rec.status is not JobStatus.RUNNING and not adopted_alone(rec)]
     alone = [rec for rec in found if adopted_alone(rec)]
     adopted: dict[str, JobRecord] = {}
     outcomes: Counter[str] = Counter()
-    for group in (running, cancelled):
+    for group in (running, cancelled, gone):
         for i in range(0, len(group), ADOPT_BATCH):
             async with anyio.create_task_group() as tg:
                 for rec in group[i : i + ADOPT_BATCH]:
@@ -141,6 +152,15 @@ async def recover_orphans(
     if outcomes:  # one line a pass (each job's at debug): a restart may adopt tens of thousands
         log.info("recovery.adopted", jobs=sum(outcomes.values()), **{f"now_{k}": n for k, n in outcomes.items()})
     return Recovered([adopted[rec.id] for rec in found if rec.id in adopted], left)
+
+
+async def _unregistered(manager: JobManager, now: int, tools: Mapping[str, JobToolSpec]) -> list[JobRecord]:
+    """The orphans of tools this process lacks whose owner was this same program (read only when some are left)."""
+    return [
+        rec
+        for rec in await manager.store.orphans(now)
+        if rec.tool_name not in tools and rec.owner != manager.owner and program_of(rec.owner) == manager.program
+    ]
 
 
 async def _adopt(

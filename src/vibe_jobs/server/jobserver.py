@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Container
+from dataclasses import replace
 from typing import Any, Literal
 
 import anyio
@@ -25,6 +26,7 @@ from vibe_jobs.errors import ConfigError, first_leaf
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.owners import program_named
 from vibe_jobs.redact import redact_url, set_secret_pattern
 from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
@@ -59,6 +61,8 @@ class JobServer:
         self.name, self.instructions = name, instructions
         # no settings: the environment's, as `vibe-jobs serve` reads them (the SQLite store by default)
         self.settings = settings if settings is not None else Settings.from_env()
+        if self.settings.program is None:  # this server's program, on a store other programs share: its name
+            self.settings = replace(self.settings, program=program_named(name))
         set_secret_pattern(self.settings.secret_pattern)
         self.manager = JobManager(store or open_store(self.settings.store_url), self.settings)
         self.specs: dict[str, JobToolSpec] = {}
