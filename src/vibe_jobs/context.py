@@ -66,7 +66,7 @@ class JobContext:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Report progress (0-100) with an optional stage and progress within the stage."""
-        diagnostic = self._take_diagnostics()
+        diagnostic = self.take_diagnostics() or None  # each its own line, as with the result
         await self.manager.update_progress(
             self.job_id,
             percent,
@@ -81,13 +81,6 @@ class JobContext:
     def diagnostic(self, text: str) -> None:
         """Add a diagnostic line; it is stored with the next progress update or the result."""
         self._pending_diagnostics.append(text)
-
-    def _take_diagnostics(self) -> str | None:
-        if not self._pending_diagnostics:
-            return None
-        text = "\n".join(self._pending_diagnostics)
-        self._pending_diagnostics.clear()
-        return text
 
     def take_diagnostics(self) -> list[str]:
         """Diagnostics not yet stored (the runner stores them with the result)."""

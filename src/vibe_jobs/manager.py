@@ -707,11 +707,12 @@ class JobManager:
         *,
         stage: str | None = None,
         sub_progress: float | None = None,
-        diagnostic: str | None = None,
+        diagnostic: str | Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         attempt: int | None = None,
     ) -> JobRecord:
-        """Record progress of an active job; refused once the job is finished."""
+        """Record progress of an active job; refused once the job is finished. `diagnostic`: a line, or lines
+        (each its own diagnostic)."""
         _check_percent("progress", percent)
         _check_percent("sub_progress", sub_progress)
 
@@ -1250,7 +1251,7 @@ def _detail_changes(
     rec: JobRecord,
     stage: str | None,
     sub_progress: float | None,
-    diagnostic: str | None,
+    diagnostic: str | Sequence[str] | None,
     metadata: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
@@ -1259,7 +1260,8 @@ def _detail_changes(
     if sub_progress is not None:
         changes["sub_progress"] = float(sub_progress)
     if diagnostic is not None:
-        changes["diagnostics"] = capped_diagnostics(rec.diagnostics, (diagnostic,))
+        lines = (diagnostic,) if isinstance(diagnostic, str) else diagnostic
+        changes["diagnostics"] = capped_diagnostics(rec.diagnostics, lines)
     if metadata:
         changes["detail_metadata"] = json_safe({**(rec.detail_metadata or {}), **metadata})
     return changes

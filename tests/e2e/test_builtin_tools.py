@@ -362,6 +362,25 @@ async def test_run_command_time_out_fails_the_job(tmp_path: Path) -> None:
     assert took < 15
 
 
+async def test_a_running_command_s_output_streams_into_its_diagnostics(tmp_path: Path) -> None:
+    """Issue 6: "Output streams into the job: the progress message is the last line, diagnostics keep the last
+    lines". The lines became diagnostics only once the command ended: a reader of a running command saw none.
+    Each line is given once, in order, as it comes, and the rest when the command ends."""
+    script = "echo one; echo two; sleep 0.5; echo three; sleep 30"
+    async with server("auto", tmp_path, ALLOWED) as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
+        deadline = time.monotonic() + 15
+        body: dict[str, Any] = {}
+        while body.get("message") != "three" and time.monotonic() < deadline:
+            _, body = await read(client, job_id, waitSeconds=0.3)
+        running = [line for line in body["details"]["diagnostics"] if line.startswith("stdout:")]
+        assert (body["status"], running) == ("running", ["stdout: one", "stdout: two", "stdout: three"]), body
+        await client.call_tool("cancel-job", {"jobId": job_id})
+        _, body = await finish(client, job_id)
+    kept = [line for line in body["details"]["diagnostics"] if line.startswith("stdout:")]
+    assert kept == ["stdout: one", "stdout: two", "stdout: three"], body["details"]["diagnostics"]
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_cancelled_command_keeps_its_last_output_lines_as_diagnostics(mode: str, tmp_path: Path) -> None:
     # (the progress message is written at most every 0.2 s: "ready", after a pause, is written whatever came before)

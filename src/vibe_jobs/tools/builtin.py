@@ -164,8 +164,7 @@ class RunCommand:
         except CommandFailedToStart as exc:
             raise NonRetryableError(str(exc)) from None
         finally:  # however the run ends (a cancel too): its last lines are stored with the job's outcome
-            for line in stream.last_lines():
-                job.diagnostic(line)
+            stream.flush()
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
@@ -191,28 +190,39 @@ class RunCommand:
 
 
 class _Stream:
-    """Streamed output: the progress message is the last line; the last lines become diagnostics.
+    """Streamed output: the progress message is the last line, and the lines become diagnostics as they come.
 
     The lines of one read arrive together and only their last `KEEP_LINES` are looked at: the work per
     read is bounded, whatever the number of lines (`yes` writes 32,768 in 64 KiB). Output without line
     breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
-    (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`.
+    (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`. The kept lines
+    not yet given are added to the job's diagnostics with each progress write (at most every `PROGRESS_EVERY`)
+    and when the command ends, however it ends (`flush`): each line once, in the order read.
     """
 
     def __init__(self, job: JobContext) -> None:
-        self.job, self.kept, self.written = job, list[str](), 0.0
+        self.job, self.kept, self.written = job, list[tuple[int, str]](), 0.0
+        self.read = self.given = 0  # lines read, and lines up to which the kept ones were given as diagnostics
 
     async def lines(self, stream: str, lines: list[str]) -> None:
-        self.kept += [diagnostic_line(f"{stream}: {text}") for text in lines[-KEEP_LINES:]]  # cut once, as kept
+        first = self.read + max(0, len(lines) - KEEP_LINES)
+        self.read += len(lines)
+        cut = [diagnostic_line(f"{stream}: {text}") for text in lines[-KEEP_LINES:]]  # cut once, as kept
+        self.kept += enumerate(cut, first)
         del self.kept[:-KEEP_LINES]
-        while sum(map(len, self.kept)) > KEEP_CHARS:
+        while sum(len(line) for _, line in self.kept) > KEEP_CHARS:
             del self.kept[0]
         if time.monotonic() - self.written >= PROGRESS_EVERY:
             self.written = time.monotonic()
+            self.flush()
             await self.job.progress(None, lines[-1][:500], stage="running")
 
-    def last_lines(self) -> list[str]:
-        return list(self.kept)
+    def flush(self) -> None:
+        """Give the kept lines not given yet as diagnostics (stored with the job's next write)."""
+        for number, line in self.kept:
+            if number >= self.given:
+                self.job.diagnostic(line)
+        self.given = self.read
 
 
 class SpecRegistry(Protocol):
