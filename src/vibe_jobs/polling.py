@@ -63,13 +63,30 @@ def decide(
     if finished:
         return PollDecision(rate_limited=False, counted=True, interval=None, next_check_time=None)
     too_early = next_check_time is not None and now < next_check_time - policy.tolerance_ms
-    if reads > 0 and too_early and not long_poll:
+    if (
+        reads > 0
+        and too_early
+        and not long_poll
+        and not _set_by_a_clock_ahead(policy, now, next_check_time, runnable_at)
+    ):
         assert next_check_time is not None
         return PollDecision(True, False, max(0, next_check_time - now), next_check_time)
     interval = policy.interval(reads + 1, remaining_ms)
     if runnable_at is not None and now + interval < runnable_at:
         interval = runnable_at - now
     return PollDecision(rate_limited=False, counted=True, interval=interval, next_check_time=now + interval)
+
+
+def _set_by_a_clock_ahead(
+    policy: PollingPolicy, now: int, next_check_time: int | None, runnable_at: int | None
+) -> bool:
+    """`next_check_time` lies further ahead than this rule ever sets it from `now` (the longest interval, or a
+    runAt): it was set before the clock was stepped back (NTP, a VM resumed). Limited by it, every read would be
+    refused, and told to wait, for as long as the step: the read is counted and the schedule set again instead."""
+    if next_check_time is None:
+        return False
+    furthest = max(now + max(policy.base_ms, policy.max_ms), runnable_at or 0) + policy.tolerance_ms
+    return next_check_time > furthest
 
 
 def estimate_remaining(
