@@ -4,11 +4,21 @@ while the server runs. The manager's clock is injected (`SteppedClock` steps bot
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import pytest
 
 from tests.conftest import ManagerFactory
+from vibe_jobs.context import JobContext
+from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.polling import PollingPolicy, decide
+from vibe_jobs.settings import Settings
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import JobStore, MemoryStore
+from vibe_jobs.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.every_store
 
@@ -64,3 +74,66 @@ async def test_reads_after_the_clock_went_back_are_not_limited_for_the_step(make
         assert not again.rate_limited, "told to wait an hour, each read refused meanwhile"
         reco = again.polling_recommendation
         assert reco is not None and reco.interval == 2000 and reco.next_check_time == manager.now() + 2000
+
+
+# -- leases: a step forward on a store the processes of one machine share -----------------------
+
+
+class Ticks:
+    """The monotonic clock (`JobManager(ticks=...)`): seconds that only go on, never stepped."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _store(kind: str, tmp_path: Path, memory: MemoryStore) -> JobStore:
+    return memory if kind == "memory" else SQLiteStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_step_forward_does_not_take_a_live_processs_running_job(kind: str, tmp_path: Path) -> None:
+    """Two servers on one job file (the default one is every program's of its user); the machine's clock steps
+    an hour forward (a VM resumed, NTP). Every lease looks an hour expired: the first recovery pass after the step
+    took the other server's running job for an orphan's and failed it as interrupted, while it ran."""
+    clock, ticks, gate, started = SteppedClock(), Ticks(), anyio.Event(), anyio.Event()
+
+    async def work(job: JobContext) -> str:
+        started.set()
+        await gate.wait()
+        return "done"
+
+    spec = make_spec(work, name="work")
+    memory = MemoryStore()
+    here = JobManager(_store(kind, tmp_path, memory), Settings(), clock=clock, ticks=ticks, owner="here")
+    there = JobManager(_store(kind, tmp_path, memory), Settings(), clock=clock, ticks=ticks, owner="there")
+    LocalSource(here, {"work": spec})
+    recovering = LocalSource(there, {"work": spec})
+    async with here, there:
+        job_id = await here.create_job("work")
+        with anyio.fail_after(5):
+            await started.wait()
+        clock.step(HOUR)
+        assert await recovering.recover() == 0
+        rec = await there.get_record(job_id)
+        assert (rec.status, rec.owner) == (JobStatus.RUNNING, "here"), rec.result
+        # the live process renews under the new time within a third of its lease: its job stays its own
+        clock.advance(10)
+        ticks.advance(10)
+        await here.renew_lease()
+        clock.advance(25)
+        ticks.advance(25)
+        await recovering.recover()
+        assert (await there.get_record(job_id)).owner == "here"
+        # one that renews no more is recovered, a lease after the step was seen: not kept for ever
+        clock.advance(30)
+        ticks.advance(30)
+        await recovering.recover()
+        rec = await there.get_record(job_id)
+        assert (rec.owner, rec.status) == ("there", JobStatus.FAILED)
+        gate.set()

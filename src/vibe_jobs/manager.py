@@ -76,6 +76,7 @@ from vibe_jobs.store.base import (
 
 log = get_logger("vibe_jobs.manager")
 CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
+CLOCK_STEP_MS = 1000  # the wall clock moving this much more (or less) than the monotonic one: a step
 
 
 class StoreClock:
@@ -102,6 +103,31 @@ class StoreClock:
             log.warning("clock.skewed", seconds=round(offset, 3), why="times are the database's, this machine's differ")
         self.offset = offset
         return True
+
+
+class ClockSteps:
+    """Steps of a wall clock, seen against one that never steps (the monotonic clock) between two readings:
+    a forward step is forgiven (taken off the time leases are judged by) until a lease has passed since it was
+    seen. A step back needs nothing: leases judged at an earlier time only look live for longer (the limit:
+    README, "Clock steps")."""
+
+    def __init__(self, now_ms: int, ticks: float) -> None:
+        self._seen = (now_ms, ticks)
+        self._ahead = 0  # ms of forward steps forgiven
+        self._until = 0.0  # (ticks) when the forgiveness ends
+
+    def judged(self, now_ms: int, ticks: float, lease_ms: int) -> int:
+        last_ms, last_ticks = self._seen
+        self._seen = (now_ms, ticks)
+        step = (now_ms - last_ms) - round((ticks - last_ticks) * 1000)
+        if step >= CLOCK_STEP_MS:
+            self._ahead += step
+            self._until = ticks + lease_ms / 1000
+        elif step <= -CLOCK_STEP_MS:
+            self._ahead = max(0, self._ahead + step)  # stepped back again (a correction of a correction)
+        if self._ahead and ticks >= self._until:
+            self._ahead = 0
+        return now_ms - self._ahead
 
 
 MAX_DIAGNOSTICS = 100
@@ -158,6 +184,7 @@ class JobManager:
         clock: Callable[[], float] = time.time,
         owner: str | None = None,
         bus: EventBus | None = None,
+        ticks: Callable[[], float] | None = None,
     ) -> None:
         self.store: JobStore = store or MemoryStore()
         # The last record this manager wrote of each active job, tried first by the next change of that
@@ -171,6 +198,10 @@ class JobManager:
         # per principal, in this process (`principal_held`: across processes too, on a store that locks principals)
         self._quota_locks: dict[str, anyio.Lock] = {}
         self.clock = clock
+        # seconds that never step (the monotonic clock), read beside the clock to see it stepped (`lease_now`); an
+        # injected clock is its own unless given (its moves are time passing, as the tests that inject one mean)
+        self.ticks: Callable[[], float] = ticks or (time.monotonic if clock is time.time else clock)
+        self._steps = ClockSteps(self.now(), self.ticks())
         self.program = s.program or DEFAULT_PROGRAM
         self.owner = owner or new_owner(self.program)
         self.bus = bus or EventBus()
@@ -196,6 +227,13 @@ class JobManager:
     def now(self) -> int:
         """Epoch milliseconds by the injected clock."""
         return math.trunc(self.clock() * 1000)  # what int() gives, cheaper for a float
+
+    def lease_now(self) -> int:
+        """The time other processes' leases are judged by (recovery): now, less a forward step of the clock seen
+        within the last lease. After a step forward (NTP, a VM resumed) every lease written before it looks expired
+        for as long as the step: a live process is given a lease's time to renew under the new clock before its
+        jobs are taken for an orphan's (recovery failed or ran again a job that was running)."""
+        return self._steps.judged(self.now(), self.ticks(), self.settings.lease_ms)
 
     async def _keep_the_store_s_time(self) -> None:
         """On a store that processes of several machines share, keep the database's time (`clock_ms`): every

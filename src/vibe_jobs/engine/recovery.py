@@ -130,7 +130,7 @@ async def recover_orphans(
     `count_left=False`: not even counted (`left` is empty), for a caller that does not report them (a cluster's
     health names the pending jobs of tools that no live lease offers instead: `unserved_tools`).
     """
-    now = manager.now()
+    now = manager.lease_now()  # a step forward of the clock does not expire a live process's lease
     found = [rec for rec in await manager.store.orphans(now, tools) if rec.owner != manager.owner]
     # (an owner of our own is a late heartbeat of ours: those jobs are alive in this process; not counted either)
     left = await manager.store.orphans_left(now, tools, manager.owner) if count_left else {}
