@@ -79,29 +79,43 @@ CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is
 CLOCK_STEP_MS = 1000  # the wall clock moving this much more (or less) than the monotonic one: a step
 
 
-class StoreClock:
-    """This machine's wall clock moved to a shared store's (`SharedJobStore.clock_ms`) by the offset last measured."""
+def _since_boot() -> float:
+    """Seconds by a clock that is never stepped and counts a suspended machine's sleep (Linux's CLOCK_BOOTTIME);
+    elsewhere the wall clock (steps and all: README, "Clock steps")."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
-    def __init__(self) -> None:
+
+class StoreClock:
+    """A shared store's time (`SharedJobStore.clock_ms`), as last measured, carried on by a clock that is never
+    stepped: a step of this machine's wall clock (NTP, a VM resumed) between two measures does not move it (it
+    did: renewed then, this process's lease was written as far ahead as the step, and a lease never moves back,
+    so the jobs of a worker that died next were kept from recovery for as long as the step). `offset`: the
+    store's time less this machine's wall clock, as last measured (named in the log when they differ)."""
+
+    def __init__(self, wall: Callable[[], float] | None = None, ticks: Callable[[], float] | None = None) -> None:
         self.offset = 0.0
+        self._wall = wall = wall or time.time
+        self._ticks = ticks or (_since_boot if hasattr(time, "CLOCK_BOOTTIME") else wall)
+        self._base = wall() - self._ticks()  # the store's time less `ticks`
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self._ticks() + self._base
 
     async def measure(self, store: JobStore) -> bool:
-        """Measure the offset again (half a round trip off at most); False when the store's clock cannot be read."""
+        """Measure the store's time again (half a round trip off at most); False when it cannot be read."""
         if not isinstance(store, SharedJobStore):
             return False
         try:
-            before = time.time()
+            before, wall = self._ticks(), self._wall()
             theirs = await store.clock_ms() / 1000
-            offset = theirs - (before + time.time()) / 2
+            base = theirs - (before + self._ticks()) / 2
         except StoreError as exc:
-            log.warning("clock.unread", error=str(exc), why="the offset measured last is kept")
+            log.warning("clock.unread", error=str(exc), why="the time measured last is kept")
             return False
+        offset = theirs - wall
         if abs(offset - self.offset) >= CLOCK_SKEW_WARN_S:
             log.warning("clock.skewed", seconds=round(offset, 3), why="times are the database's, this machine's differ")
-        self.offset = offset
+        self.offset, self._base = offset, base
         return True
 
 

@@ -1100,3 +1100,21 @@ async def test_a_key_holding_a_nul_finds_nothing_rather_than_failing(store: Post
     assert await store.query(JobQuery(principal="local\x00")) == []
     assert await store.get_schedule("s\x00") is None
     assert [r.id for r in await store.query(JobQuery(tool_name="echo"))] == ["n1"]
+
+
+async def test_a_step_of_this_machine_s_clock_between_beats_does_not_move_its_time(
+    schema_url: str, make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database's time was this machine's wall clock plus the offset last measured: an hour's step (NTP, a VM
+    resumed) moved it an hour until the next beat, and a renewal meanwhile wrote this process's lease an hour ahead
+    (a lease never moves back): had it died next, its jobs were nobody's to recover for an hour (helper-98)."""
+    db = await make_store()
+    shift, wall = [0.0], time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + shift[0])
+    settings = Settings()  # a beat every 10 s: none comes during the test
+    async with JobManager(PostgresStore(schema_url), settings, clock=time.time, owner="stepped") as manager:
+        shift[0] = 3600.0  # NTP steps this machine's clock an hour forward
+        assert abs(manager.now() - await db.clock_ms()) < 1_000
+        await manager.renew_lease()
+        [[expires_at]] = await raw(db, "SELECT expires_at FROM leases WHERE owner = 'stepped'")
+        assert expires_at - await db.clock_ms() <= settings.lease_ms + 1_000
