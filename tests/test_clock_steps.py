@@ -14,7 +14,10 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
+from vibe_jobs.models import TaskSpec
 from vibe_jobs.polling import PollingPolicy, decide
+from vibe_jobs.results import text_result
+from vibe_jobs.server.http.pages import duration
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, MemoryStore
@@ -137,3 +140,34 @@ async def test_a_step_forward_does_not_take_a_live_processs_running_job(kind: st
         rec = await there.get_record(job_id)
         assert (rec.owner, rec.status) == ("there", JobStatus.FAILED)
         gate.set()
+
+
+# -- durations: a job that ends after the clock went back ----------------------------------------
+
+
+async def test_a_job_finished_after_a_step_back_has_no_negative_duration(make_manager: ManagerFactory) -> None:
+    """Started, then the clock went back an hour, then finished: its finish was stamped before its start, and its
+    duration (metrics, statistics, the /metrics histogram, the learned run time polling uses) was minus an hour."""
+    clock = SteppedClock()
+    manager: JobManager = make_manager(clock=clock)
+    async with manager:
+        for _ in range(3):  # three runs teach a tool's duration
+            job_id = await manager.create_job("stepped", task=TaskSpec(estimated_duration=1000))
+            await manager.start_job(job_id)
+            clock.advance(2.0)
+            clock.step(-HOUR)
+            rec = await manager.set_job_result(job_id, text_result("done"))
+            assert rec.finished_at is not None and rec.started_at is not None
+            assert rec.finished_at >= rec.started_at
+            metrics = await manager.get_metrics(job_id)
+            assert metrics.duration is not None and metrics.duration >= 0 and metrics.performance_score >= 0
+        stats = await manager.statistics()
+        group = stats.by_tool["stepped"]
+        assert group.p50_duration_ms is not None and group.p50_duration_ms >= 0
+        assert stats.learned_durations["stepped"]["typicalMs"] >= 0
+        assert manager.durations.estimate("stepped") is not None and manager.durations.estimate("stepped") >= 0
+        assert manager.stats.counters.duration["stepped"].total >= 0
+
+
+def test_the_dashboard_shows_no_negative_duration() -> None:
+    assert duration(-3_600_000) == "0 ms"

@@ -730,7 +730,12 @@ class JobManager:
                 "attempt": rec.attempt + 1,
             }
         if target in FINAL:
-            return {"status": target, "updated_at": now, "finished_at": now}
+            started = rec.started_at  # (`finished_at` written out: every job's finish passes here)
+            return {
+                "status": target,
+                "updated_at": now,
+                "finished_at": now if started is None or now >= started else started,
+            }
         return {"status": target, "updated_at": now}
 
     async def start_job(self, job_id: str, *, owned: bool = False) -> JobRecord:
@@ -1251,6 +1256,13 @@ def _run_check(check: AnswerCheck, answer: Mapping[str, Any]) -> None:
         raise
     except Exception as exc:
         raise InvalidParams(f"the job's check of the answer failed: {type(exc).__name__}: {exc}"[:2000]) from None
+
+
+def finished_at(rec: JobRecord, now: int) -> int:
+    """When a job that ends `now` finished: never before it started (the clock stepped back since: its duration
+    is 0, not negative; statistics, /metrics and the run times polling learns take it)."""
+    started = rec.started_at
+    return now if started is None or now >= started else started
 
 
 def not_json(what: str, exc: Exception) -> InvalidParams:

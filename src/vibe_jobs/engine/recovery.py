@@ -26,7 +26,7 @@ from vibe_jobs.engine.failures import retry_limit
 from vibe_jobs.errors import InvalidTransition, StaleWrite, StoreError
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
-from vibe_jobs.manager import JobManager, capped_diagnostics
+from vibe_jobs.manager import JobManager, capped_diagnostics, finished_at
 from vibe_jobs.models import JobRecord
 from vibe_jobs.owners import program_of
 from vibe_jobs.results import text_result
@@ -59,7 +59,7 @@ def plan_recovery(
         return {
             **base,
             "status": JobStatus.CANCELLED,
-            "finished_at": now,
+            "finished_at": finished_at(rec, now),
             "progress_message": text,
             "result": text_result(text, is_error=True),
         }
@@ -87,7 +87,7 @@ def unregistered(tool: str) -> str:
 def _failed(rec: JobRecord, now: int, message: str) -> dict[str, Any]:
     return {
         "status": JobStatus.FAILED,
-        "finished_at": now,
+        "finished_at": finished_at(rec, now),
         "progress_message": f"Job failed: {message}",
         "result": text_result(message, is_error=True),
         "diagnostics": capped_diagnostics(rec.diagnostics, (message,)),

@@ -39,6 +39,7 @@ class View:
 def duration(ms: int | float | None) -> str:
     if ms is None:
         return ""
+    ms = max(0, ms)  # a running job's time, read after the clock stepped back
     s = ms / 1000
     if s < 1:
         return f"{ms:.0f} ms"
