@@ -45,6 +45,9 @@ class SteppedClock:
     def step(self, seconds: float) -> None:
         self._us += round(seconds * 1_000_000)
 
+    def ms(self) -> int:
+        return self._us // 1000
+
 
 # -- polling: a schedule set before a step back ------------------------------------------------
 
@@ -165,9 +168,48 @@ async def test_a_job_finished_after_a_step_back_has_no_negative_duration(make_ma
         group = stats.by_tool["stepped"]
         assert group.p50_duration_ms is not None and group.p50_duration_ms >= 0
         assert stats.learned_durations["stepped"]["typicalMs"] >= 0
-        assert manager.durations.estimate("stepped") is not None and manager.durations.estimate("stepped") >= 0
+        learned = manager.durations.estimate("stepped")
+        assert learned is not None and learned >= 0
         assert manager.stats.counters.duration["stepped"].total >= 0
 
 
 def test_the_dashboard_shows_no_negative_duration() -> None:
     assert duration(-3_600_000) == "0 ms"
+
+
+# -- deadlines: absolute times, kept by timers on the loop's clock ------------------------------
+
+
+async def test_deadlines_follow_the_clock_through_a_step_back(make_manager: ManagerFactory) -> None:
+    """A deadline is an epoch time; its timers run on the loop's clock for the time left when armed. After the
+    clock went back an hour, they failed a pending job as "deadline passed" and cancelled a running one an hour
+    before the deadline by the clock. The timers are fired here as the loop's clock would fire them (as of a time
+    ahead), not waited for."""
+    clock, gate = SteppedClock(), anyio.Event()
+
+    async def work(job: JobContext) -> str:
+        await gate.wait()
+        return "done"
+
+    manager: JobManager = make_manager(clock=clock)
+    sched = LocalSource(manager, {"work": make_spec(work, name="work")})
+    timers = sched.executor.timers
+    async with manager:
+        deadline = clock.ms() + 10_000
+        running = await manager.create_job("work", task=TaskSpec(deadline=deadline))
+        waiting = await manager.create_job("work", task=TaskSpec(dependencies=[running], deadline=deadline))
+        with anyio.fail_after(5):
+            while running not in sched.executor.running:
+                await manager.wait(running, 5, stop=lambda r: r.status is JobStatus.RUNNING)
+        clock.step(-HOUR)
+        timers._fire_due(anyio.current_time() + 11)  # the loop's clock reaches the deadlines
+        assert len(sched.executor.runs) == 1, "an expiry was started an hour early"  # the running job's run only
+        assert sched.executor.running[running].ctx.cancel_reason is None
+        assert (await manager.get_record(waiting)).status is JobStatus.PENDING
+        # the clock reaches the deadline (stepped forward past it): both end within a minute of the loop's clock
+        clock.step(HOUR + 11)
+        timers._fire_due(anyio.current_time() + 11 + 61)
+        ended = await manager.wait(waiting, 5)
+        assert ended.status is JobStatus.FAILED and "deadline passed" in (ended.progress_message or "")
+        ended = await manager.wait(running, 5)
+        assert ended.status is JobStatus.CANCELLED, ended.progress_message

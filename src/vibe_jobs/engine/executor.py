@@ -41,6 +41,7 @@ from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
+DEADLINE_CHECK_SECONDS = 60.0  # a deadline's timer reads the clock again at least this often (`_at_deadline`)
 log = get_logger("vibe_jobs.engine.executor")
 
 
@@ -293,9 +294,12 @@ class Executor:
     async def _past_deadline(self, run: Run, deadline: int) -> bool:
         """A job started after its deadline fails ("deadline passed") without running; one started before
         it is cancelled when the deadline comes."""
-        left = deadline - self.m.now()
-        if left > 0:
-            run.deadline_timer = self._at(left / 1000, lambda: self._cancel_at_deadline(run))
+        if deadline > self.m.now():
+
+            def armed(timer: Timer) -> None:
+                run.deadline_timer = timer
+
+            armed(self._at_deadline(deadline, lambda: self._cancel_at_deadline(run), armed))
             return False
 
         async def expired() -> None:
@@ -313,10 +317,26 @@ class Executor:
         deadline = deadline_of(rec)
         if deadline is not None:
             job_id = rec.id
-            self._at(
-                max(0.0, (deadline - self.m.now()) / 1000),
-                lambda: self.runs.spawn(self.m.task_group, self._expire_pending, job_id),
-            )
+            self._at_deadline(deadline, lambda: self.runs.spawn(self.m.task_group, self._expire_pending, job_id))
+
+    def _at_deadline(
+        self, deadline: int, due: Callable[[], None], armed: Callable[[Timer], None] | None = None
+    ) -> Timer:
+        """Call `due()` once the clock reaches `deadline` (epoch ms, the job's). The timer runs on the loop's clock
+        for the time left, at most DEADLINE_CHECK_SECONDS at a time, and the clock is read again when it fires: a
+        step of the clock (NTP, a VM resumed) neither brings a deadline early (an hour's step back failed pending
+        jobs and cancelled running ones an hour before their deadline) nor lets one pass unnoticed for longer than
+        that. `armed` is told of each timer armed again (to be cancelled when the run ends)."""
+
+        def check() -> None:
+            if self.m.now() >= deadline:
+                due()
+                return
+            timer = self._at_deadline(deadline, due, armed)
+            if armed is not None:
+                armed(timer)
+
+        return self._at(min(max(0.0, (deadline - self.m.now()) / 1000), DEADLINE_CHECK_SECONDS), check)
 
     async def _expire_pending(self, job_id: str) -> None:
         retry = StoreRetry("job.deadline_retry", on_failure=self.m.store_failed)
