@@ -12,11 +12,13 @@ import pytest
 from tests.conftest import ManagerFactory
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import TaskSpec
 from vibe_jobs.polling import PollingPolicy, decide
 from vibe_jobs.results import text_result
+from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.server.http.pages import duration
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
@@ -213,3 +215,39 @@ async def test_deadlines_follow_the_clock_through_a_step_back(make_manager: Mana
         assert ended.status is JobStatus.FAILED and "deadline passed" in (ended.progress_message or "")
         ended = await manager.wait(running, 5)
         assert ended.status is JobStatus.CANCELLED, ended.progress_message
+
+
+# -- retries: a backoff is a delay, not a time of day -----------------------------------------
+
+
+async def test_a_retry_after_a_step_back_waits_its_backoff_not_the_step(make_manager: ManagerFactory) -> None:
+    """A retry is written as due at now + its backoff (0.2 s here). The clock then went back an hour: the job
+    waited pending for the hour ("retry 1/1 in 0.2 s"). A user's runAt is a time of day and follows the clock;
+    a backoff is a delay and is kept by the monotonic clock (`ticks`)."""
+    clock, ticks, attempts = SteppedClock(), Ticks(), []
+
+    async def flaky(job: JobContext) -> str:
+        attempts.append(job.attempt)
+        if len(attempts) == 1:
+            raise RuntimeError("flaky")
+        return "done"
+
+    backoff = RetryPolicy(max_retries=1, initial_delay_ms=200, jitter=0)
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+    sched = LocalSource(manager, {"flaky": make_spec(flaky, name="flaky", retry_safe=True, retry=backoff)})
+    async with manager:
+        job_id = await manager.create_job("flaky")
+        with manager.subscribe(job_id) as events, anyio.fail_after(5):
+            async for event in events:
+                if event.type is EventType.RETRIED:
+                    break
+        clock.step(-HOUR)
+        ticks.advance(0.1)
+        sched.pump()
+        assert (await manager.get_record(job_id)).status is JobStatus.PENDING, "retried before its backoff"
+        ticks.advance(0.1)
+        clock.advance(0.2)
+        sched.pump()  # the backoff has passed, by the monotonic clock: due now
+        ended = await manager.wait(job_id, 5)
+        assert ended.status is JobStatus.COMPLETED, ended.progress_message
+        assert attempts == [1, 2]

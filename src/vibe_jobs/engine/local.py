@@ -54,6 +54,7 @@ class QueuedJob:
     created_at: int
     needs: Needs
     run_after: int | None = None
+    due: float | None = None  # a retry's run_after by the manager's ticks (`requeued`): its backoff is a delay
 
 
 class LocalSource:
@@ -77,7 +78,8 @@ class LocalSource:
         self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds)
         self.queued: dict[str, QueuedJob] = {}
         self._ready: list[tuple[float, int, str]] = []
-        self._delayed: list[tuple[int, int, str]] = []
+        self._delayed: list[tuple[int, int, str]] = []  # by run_after: runAt, a time of day (the clock's)
+        self._backoffs: list[tuple[float, int, str]] = []  # by `QueuedJob.due`: retries' backoffs (never stepped)
         self._parked: dict[str, list[tuple[float, int, str]]] = {}  # ready jobs of a tool at its limit
         self._waiting: dict[str, set[str]] = {}
         self._dependents: dict[str, set[str]] = {}
@@ -98,15 +100,15 @@ class LocalSource:
         check_room(len(self.queued), self.m.settings.max_pending)
         check_fits(rec, self.cfg.resource_limits)
 
-    async def enqueue(self, rec: JobRecord) -> None:
-        """Queue a stored pending job; it waits for its dependencies first."""
+    async def enqueue(self, rec: JobRecord, due: float | None = None) -> None:
+        """Queue a stored pending job; it waits for its dependencies first (`due`: see `requeued`)."""
         if rec.tool_name not in self.tools or rec.status is not JobStatus.PENDING:
             return
         if (refusal := misfit(rec, self.cfg.resource_limits)) is not None:  # stored under larger limits
             self._fail_soon("job.unfit_not_failed", lambda: fail_unfit(self.m, rec, refusal), rec.id)
             return  # never queued: at the head it would hold every other job back for ever
         entry = QueuedJob(
-            rec.id, rec.tool_name, priority_of(rec.priority), rec.created_at, needs_of(rec), rec.run_after
+            rec.id, rec.tool_name, priority_of(rec.priority), rec.created_at, needs_of(rec), rec.run_after, due
         )
         self.queued[rec.id] = entry
         self.executor.watch_deadline(rec)
@@ -130,10 +132,16 @@ class LocalSource:
                 self._dependency_finished(dep, dep_rec.status)
 
     def _make_ready(self, entry: QueuedJob, run_after: int | None) -> None:
-        if run_after is not None and run_after > self.m.now():
-            heapq.heappush(self._delayed, (run_after, next(self._seq), entry.job_id))
-            self._wake.set()
-            return
+        if run_after is not None:
+            if entry.due is not None:  # a retry's backoff: a delay, kept through a step of the clock
+                if entry.due > self.m.ticks():
+                    heapq.heappush(self._backoffs, (entry.due, next(self._seq), entry.job_id))
+                    self._wake.set()
+                    return
+            elif run_after > self.m.now():
+                heapq.heappush(self._delayed, (run_after, next(self._seq), entry.job_id))
+                self._wake.set()
+                return
         weight = self.cfg.priority_weights[entry.priority]
         heapq.heappush(self._ready, (entry.created_at - weight * self.aging_ms, next(self._seq), entry.job_id))
 
@@ -175,7 +183,7 @@ class LocalSource:
         """Start as many ready jobs as the limits allow (none once the manager is stopping)."""
         if self.m.closing:
             return  # a run ending in the shutdown must not claim the next queued job
-        if self._delayed:
+        if self._delayed or self._backoffs:
             self._release_delayed(self.m.now())
         running, executor = self.executor.running, self.executor
         while self._ready and len(running) + executor.starting < self.max_concurrent:
@@ -186,9 +194,15 @@ class LocalSource:
 
     def _release_delayed(self, now: int) -> None:
         while self._delayed and self._delayed[0][0] <= now:
-            _, _, job_id = heapq.heappop(self._delayed)
-            if (entry := self.queued.get(job_id)) is not None and job_id not in self._waiting:
-                self._make_ready(entry, None)
+            self._release(heapq.heappop(self._delayed)[2])
+        if self._backoffs:
+            ticks = self.m.ticks()
+            while self._backoffs and self._backoffs[0][0] <= ticks:
+                self._release(heapq.heappop(self._backoffs)[2])
+
+    def _release(self, job_id: str) -> None:
+        if (entry := self.queued.get(job_id)) is not None and job_id not in self._waiting:
+            self._make_ready(entry, None)
 
     def _pick(self) -> QueuedJob | None:
         """The first ready job that fits; smaller jobs backfill past a blocked head only for a while."""
@@ -262,7 +276,12 @@ class LocalSource:
         self.pump()
 
     async def requeued(self, rec: JobRecord) -> None:
-        await self.enqueue(rec)
+        """A job this process queues again: a retry (due after its backoff: a delay, so kept by the manager's ticks,
+        which are never stepped; an hour's step back of the clock held a 1 s retry for the hour), or a claim given
+        back. (A runAt, a time of day, follows the clock.)"""
+        run_after, now = rec.run_after, self.m.now()
+        due = self.m.ticks() + (run_after - now) / 1000 if run_after is not None and run_after > now else None
+        await self.enqueue(rec, due)
 
     # -- the manager's Runner --------------------------------------------------------------
 
@@ -281,6 +300,8 @@ class LocalSource:
             if self._dependents:
                 await self._checks.attempt(self._check_foreign_dependencies)
             delay = (self._delayed[0][0] - self.m.now()) / 1000 if self._delayed else 3600.0
+            if self._backoffs:
+                delay = min(delay, self._backoffs[0][0] - self.m.ticks())
             with anyio.move_on_after(max(0.001, min(delay, CANCEL_CHECK_SECONDS))):
                 await self._wake.wait()
             self._wake = anyio.Event()
