@@ -251,3 +251,48 @@ async def test_a_retry_after_a_step_back_waits_its_backoff_not_the_step(make_man
         ended = await manager.wait(job_id, 5)
         assert ended.status is JobStatus.COMPLETED, ended.progress_message
         assert attempts == [1, 2]
+
+
+# -- retention: finished jobs are kept `max_retention_ms` of time that passed ---------------------
+
+
+async def test_a_step_forward_does_not_delete_a_job_that_just_finished(make_manager: ManagerFactory) -> None:
+    """A job finished a second ago; the clock then stepped a day forward (a machine with no real-time clock
+    booted with a stale time, then NTP): the next clean-up deleted it, and the agent about to read its result
+    was told no such job exists. It is kept for the retention, as time passes, then deleted."""
+    clock, ticks = SteppedClock(), Ticks()
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+    retention = manager.settings.max_retention_ms / 1000
+    async with manager:
+        job_id = await manager.create_job("done")
+        await manager.start_job(job_id)
+        await manager.set_job_result(job_id, text_result("done"))
+        clock.advance(1)
+        ticks.advance(1)
+        clock.step(24 * HOUR)
+        assert await manager.cleanup() == 0
+        assert (await manager.poll(job_id)).result is not None
+        clock.advance(retention)
+        ticks.advance(retention)
+        assert await manager.cleanup() == 1
+
+
+async def test_clean_up_comes_every_interval_of_time_passed_after_a_step_back(make_manager: ManagerFactory) -> None:
+    """The next clean-up was due at a time by the clock: an hour's step back put it off for the hour (finished
+    jobs past their retention were kept that long). It is due after the interval of time passed."""
+    clock, ticks = SteppedClock(), Ticks()
+    settings = Settings(lease_ms=150, cleanup_interval_ms=1000, max_retention_ms=1000)  # a beat every 50 ms
+    manager: JobManager = make_manager(clock=clock, ticks=ticks, settings=settings)
+    async with manager:
+        await anyio.wait_all_tasks_blocked()  # the maintenance loop waits for its first beat
+        clock.step(-HOUR)
+        job_id = await manager.create_job("done")
+        await manager.start_job(job_id)
+        await manager.set_job_result(job_id, text_result("done"))
+        with manager.subscribe(job_id) as events:
+            clock.advance(2)
+            ticks.advance(2)
+            with anyio.fail_after(5):
+                async for event in events:
+                    if event.type is EventType.EXPIRED:
+                        break

@@ -77,6 +77,7 @@ from vibe_jobs.store.base import (
 log = get_logger("vibe_jobs.manager")
 CLOCK_SKEW_WARN_S = 1.0  # a machine's clock this far from the shared store's is named in the log
 CLOCK_STEP_MS = 1000  # the wall clock moving this much more (or less) than the monotonic one: a step
+MAX_STEPS = 16  # clock steps remembered (`ClockSteps`)
 
 
 def _since_boot() -> float:
@@ -120,28 +121,25 @@ class StoreClock:
 
 
 class ClockSteps:
-    """Steps of a wall clock, seen against one that never steps (the monotonic clock) between two readings:
-    a forward step is forgiven (taken off the time leases are judged by) until a lease has passed since it was
-    seen. A step back needs nothing: leases judged at an earlier time only look live for longer (the limit:
-    README, "Clock steps")."""
+    """Steps of a wall clock, seen against one that never steps (the monotonic clock) between two readings. A
+    judge of times other processes wrote (a lease's expiry, a job's finish) forgives the forward steps seen within
+    its window: it judges at now less them, until the window has passed since each was seen. A step back needs
+    nothing: times judged at an earlier time only look younger, for as long as the step (the limit: README,
+    "Clock steps")."""
 
     def __init__(self, now_ms: int, ticks: float) -> None:
         self._seen = (now_ms, ticks)
-        self._ahead = 0  # ms of forward steps forgiven
-        self._until = 0.0  # (ticks) when the forgiveness ends
+        self._steps: list[tuple[float, int]] = []  # (ticks when seen, ms: + forward, - back), the last MAX_STEPS
 
-    def judged(self, now_ms: int, ticks: float, lease_ms: int) -> int:
+    def judged(self, now_ms: int, ticks: float, window_ms: int) -> int:
         last_ms, last_ticks = self._seen
         self._seen = (now_ms, ticks)
         step = (now_ms - last_ms) - round((ticks - last_ticks) * 1000)
-        if step >= CLOCK_STEP_MS:
-            self._ahead += step
-            self._until = ticks + lease_ms / 1000
-        elif step <= -CLOCK_STEP_MS:
-            self._ahead = max(0, self._ahead + step)  # stepped back again (a correction of a correction)
-        if self._ahead and ticks >= self._until:
-            self._ahead = 0
-        return now_ms - self._ahead
+        if abs(step) >= CLOCK_STEP_MS:
+            self._steps = [*self._steps[1 - MAX_STEPS :], (ticks, step)]
+        window = window_ms / 1000
+        ahead = sum(ms for at, ms in self._steps if ticks - at < window)
+        return now_ms - ahead if ahead > 0 else now_ms  # (a step back, then forward again: the two cancel)
 
 
 MAX_DIAGNOSTICS = 100
@@ -322,13 +320,14 @@ class JobManager:
     async def _maintenance(self) -> None:
         lease_ms = self.settings.lease_ms
         beat = max(0.05, lease_ms / 3000)  # a third of the lease, in seconds
-        next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+        # by the ticks (never stepped): an hour's step back of the clock put the next clean-up off for the hour
+        next_cleanup = self.ticks() + self.settings.cleanup_interval_ms / 1000
         while True:
             await anyio.sleep(beat)
             while not await self._maintaining.attempt(self._beat):
                 pass  # a failing store never stops the process: the beat is tried again after a backoff
-            if self.clock() >= next_cleanup:
-                next_cleanup = self.clock() + self.settings.cleanup_interval_ms / 1000
+            if self.ticks() >= next_cleanup:
+                next_cleanup = self.ticks() + self.settings.cleanup_interval_ms / 1000
                 await self._maintaining.attempt(self.cleanup)
 
     async def _beat(self) -> None:
@@ -1225,7 +1224,10 @@ class JobManager:
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""
-        cutoff = (self.now() if now is None else now) - self.settings.max_retention_ms
+        retention = self.settings.max_retention_ms
+        # a forward step of the clock seen within the retention does not age the finished jobs (a day's step
+        # deleted one that had finished a second before, its result unread)
+        cutoff = (self._steps.judged(self.now(), self.ticks(), retention) if now is None else now) - retention
         removed = 0
         while ids := await self.store.delete_finished(cutoff):
             removed += len(ids)
