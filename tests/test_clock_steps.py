@@ -296,3 +296,23 @@ async def test_clean_up_comes_every_interval_of_time_passed_after_a_step_back(ma
                 async for event in events:
                     if event.type is EventType.EXPIRED:
                         break
+
+
+async def test_the_oldest_pending_age_is_not_negative_after_a_step_back(make_manager: ManagerFactory) -> None:
+    """A job waiting since before an hour's step back was shown as waiting minus an hour (statistics, the
+    dashboard, /metrics)."""
+    clock, gate = SteppedClock(), anyio.Event()
+
+    async def work(job: JobContext) -> str:
+        await gate.wait()
+        return "done"
+
+    manager: JobManager = make_manager(clock=clock)
+    LocalSource(manager, {"work": make_spec(work, name="work")})
+    async with manager:
+        first = await manager.create_job("work")
+        await manager.create_job("work", task=TaskSpec(dependencies=[first]))
+        clock.step(-HOUR)
+        stats = await manager.statistics()
+        assert stats.oldest_pending_age_ms is not None and stats.oldest_pending_age_ms >= 0
+        gate.set()

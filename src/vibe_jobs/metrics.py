@@ -228,7 +228,7 @@ class StatsCollector:
         error_rate = failed_5m / (done_5m + failed_5m) if done_5m + failed_5m else None
         pending = counts.get(JobStatus.PENDING, 0)
         oldest = queue.oldest_pending_created_at if queue else None
-        oldest_age = now - oldest if oldest is not None else None
+        oldest_age = max(0, now - oldest) if oldest is not None else None  # (the clock stepped back since)
         return Statistics(
             counts={s.value: counts.get(s, 0) for s in JobStatus},
             total=sum(counts.values()),
