@@ -10,12 +10,25 @@ import anyio
 import pytest
 
 from tests.conftest import ManagerFactory
+from tests.engine import test_scheduler
+from tests.engine.test_scheduler import (
+    Backend,
+    Gates,
+    decide_now,
+    finished,
+    gated_tool,
+    limits,
+    needs,
+    on_stores,
+    status,
+    task,
+)
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import TaskSpec
+from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.polling import PollingPolicy, decide
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
@@ -316,3 +329,39 @@ async def test_the_oldest_pending_age_is_not_negative_after_a_step_back(make_man
         stats = await manager.statistics()
         assert stats.oldest_pending_age_ms is not None and stats.oldest_pending_age_ms >= 0
         gate.set()
+
+
+# -- the reservation window: how long small jobs may pass a large one waiting at the head ------------
+
+backend = test_scheduler.backend  # every store, with the scheduler a deployment on it uses
+
+
+@on_stores()
+async def test_a_step_back_does_not_stretch_the_reservation_window(backend: Backend) -> None:
+    """The head of the queue (900 of 1000 MB) has waited since a time by the clock; small jobs backfill past it
+    for 5 s. After an hour's step back the window lasted the hour too, and small jobs kept the large one waiting."""
+    gates, clock, ticks = Gates(), SteppedClock(), Ticks()
+    settings = Settings(max_concurrent=10, queue=limits(memory=1000))
+    small, large = task(Priority.LOW, needs=needs(memory=300)), task(Priority.HIGH, needs=needs(memory=900))
+    async with backend.running([gated_tool(gates)], settings, clock, ticks, reservation_ms=5000) as (m, s):
+        ids = {k: await m.create_job("gated", {"key": k}, task=small) for k in ("s1", "s2", "s3")}
+        await gates.wait_count(3)
+        ids["L"] = await m.create_job("gated", {"key": "L"}, task=large)
+        for k in ("s4", "s5"):
+            ids[k] = await m.create_job("gated", {"key": k}, task=small)
+        gates.open("s1")  # the head does not fit; s4 backfills inside the window
+        await gates.wait_started("s4")
+        clock.step(-HOUR)
+        clock.advance(6)
+        ticks.advance(6)  # past the window, as time passes
+        await decide_now(s)
+        for k in ("s2", "s3", "s4"):
+            gates.open(k)
+            await finished(m, ids[k])
+            await decide_now(s)
+            assert await status(m, ids["s5"]) is JobStatus.PENDING, "a small job passed the head past its window"
+        await gates.wait_count(5)
+        assert gates.order == ["s1", "s2", "s3", "s4", "L"]
+        gates.open("L", "s5")
+        for job_id in ids.values():
+            assert (await finished(m, job_id)).status is JobStatus.COMPLETED

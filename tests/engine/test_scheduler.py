@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -176,10 +176,11 @@ class Backend:
         self,
         tools: Iterable[JobToolSpec],
         settings: Settings | None = None,
-        clock: FakeClock | None = None,
+        clock: Callable[[], float] | None = None,
+        ticks: Callable[[], float] | None = None,  # the monotonic clock (tests/test_clock_steps.py); default: `clock`
         **scheduler_options: Any,
     ) -> AsyncIterator[tuple[JobManager, JobSource]]:
-        manager = JobManager(self.store, settings or Settings(), clock=clock or FakeClock())
+        manager = JobManager(self.store, settings or Settings(), clock=clock or FakeClock(), ticks=ticks)
         specs = {spec.name: spec for spec in (*tools, PROBE)}
         sched = make_source(manager, specs, **scheduler_options)  # as a server on this store does
         listening = self._tell_when_listening()

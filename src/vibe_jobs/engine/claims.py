@@ -269,11 +269,11 @@ class ClaimSource:
         if all(cap is None for cap in lim.resource_caps) or not watching:
             return False
         self._look_at_head = False
-        now = self.m.now()
-        head = await self.store.head_fits(names, lim, now=now)
+        head = await self.store.head_fits(names, lim, now=self.m.now())
         if head is None or head[1] or await self._failed_unfit(head[0]):
             self._head_blocked_since = None
             return False
+        now = round(self.m.ticks() * 1000)  # the window by the ticks: a step back of the clock stretched it
         if self._head_blocked_since is None:
             self._head_blocked_since = now
         return now - self._head_blocked_since >= self.reservation_ms

@@ -223,7 +223,8 @@ class LocalSource:
             skipped.append(item)
             if not head_blocked:
                 head_blocked = True
-                if not self._may_backfill(self.m.now()):
+                if not self._may_backfill(round(self.m.ticks() * 1000)):  # (never stepped: an hour's step back of
+                    # the clock stretched the window by the hour, small jobs passing the head meanwhile)
                     break
         if chosen is not None and not head_blocked:
             self._head_blocked_since = None
@@ -232,6 +233,7 @@ class LocalSource:
         return chosen
 
     def _may_backfill(self, now: int) -> bool:
+        """Whether small jobs may still pass the blocked head (`now`: the manager's ticks, in ms)."""
         if self._head_blocked_since is None:
             self._head_blocked_since = now
         return now - self._head_blocked_since < self.reservation_ms
