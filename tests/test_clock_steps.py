@@ -23,6 +23,8 @@ from tests.engine.test_scheduler import (
     status,
     task,
 )
+from tests.engine.test_ticker import create as create_schedule
+from tests.engine.test_ticker import ticker_of, ticks
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.events import EventType
@@ -365,3 +367,31 @@ async def test_a_step_back_does_not_stretch_the_reservation_window(backend: Back
         gates.open("L", "s5")
         for job_id in ids.values():
             assert (await finished(m, job_id)).status is JobStatus.COMPLETED
+
+
+# -- schedules: no tick fires twice --------------------------------------------------------------
+
+
+async def test_a_schedule_resumed_after_a_step_back_fires_no_tick_again(make_manager: ManagerFactory) -> None:
+    """Every 10 minutes for three hours; the clock then went back two hours, and the schedule was paused and
+    resumed: it resumed from the clock, at ticks it had fired two hours before, whose keys (kept an hour) were
+    gone, and fired each of them again. It resumes after its last tick (and fires nothing until the clock is back
+    there: the limit of a step back)."""
+    clock = SteppedClock()
+    manager: JobManager = make_manager(clock=clock)
+    t = ticker_of(manager)
+    sch = await create_schedule(t, everySeconds=600)
+    for _ in range(18):
+        clock.advance(600)
+        await t.tick()
+        await t.prune()
+    clock.step(-2 * HOUR)
+    await t.schedules.pause(sch.schedule_id)
+    resumed = await t.schedules.resume(sch.schedule_id)
+    for _ in range(15):
+        clock.advance(600)
+        await t.tick()
+        await t.prune()
+    fired = await ticks(manager.store)
+    assert len(fired) == len(set(fired)) == 21, fired  # 18, then 3 once the clock is past the last again
+    assert resumed.next_fire_at == fired[17] + 600_000

@@ -120,10 +120,13 @@ class Schedules:
         return await self.change(schedule_id, lambda r: None if r.paused else {"paused": True})
 
     async def resume(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
-        """Resume from now: ticks that came due while paused are not fired."""
+        """Resume from now: ticks that came due while paused are not fired. Never at or before its last tick: after a
+        step back of the clock, from the clock it fired again the ticks it had fired (their keys, which refuse a
+        second firing, are kept an hour)."""
 
         def plan(r: ScheduleRecord) -> dict[str, Any] | None:
-            return {"paused": False, "next_fire_at": r.first_tick(self.m.now())} if r.paused else None
+            since = max(self.m.now(), r.last_tick or 0)
+            return {"paused": False, "next_fire_at": r.first_tick(since)} if r.paused else None
 
         await self.get(schedule_id, viewer)
         return await self.change(schedule_id, plan)
