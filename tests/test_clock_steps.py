@@ -395,3 +395,24 @@ async def test_a_schedule_resumed_after_a_step_back_fires_no_tick_again(make_man
     fired = await ticks(manager.store)
     assert len(fired) == len(set(fired)) == 21, fired  # 18, then 3 once the clock is past the last again
     assert resumed.next_fire_at == fired[17] + 600_000
+
+
+async def test_a_retry_s_reader_is_not_told_to_wait_for_the_step(make_manager: ManagerFactory) -> None:
+    """A pending retry is next read when its backoff ends (it cannot finish before). Read again after an hour's
+    step back, that time was an hour ahead: the read was refused and told to wait the hour, while the retry ran
+    after its backoff (kept by the monotonic clock)."""
+    clock = SteppedClock()
+    manager: JobManager = make_manager(clock=clock)
+    async with manager:
+        job_id = await manager.create_job("flaky")
+        await manager.start_job(job_id)
+        await manager.requeue(
+            job_id, lambda r: {"status": JobStatus.PENDING, "retry_count": 1, "run_after": manager.now() + 2000}
+        )
+        first = await manager.poll(job_id)
+        assert first.polling_recommendation is not None and first.polling_recommendation.interval == 2000
+        clock.step(-HOUR)
+        clock.advance(2)
+        again = await manager.poll(job_id)
+        assert not again.rate_limited
+        assert again.polling_recommendation is not None and again.polling_recommendation.interval <= 2000

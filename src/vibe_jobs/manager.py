@@ -1071,7 +1071,7 @@ class JobManager:
             next_check_time=rec.next_check_time,
             remaining_ms=remaining,
             long_poll=long_poll,
-            runnable_at=rec.run_after if rec.status is PENDING else None,
+            runnable_at=_runnable_at(rec, now) if rec.status is PENDING else None,
         )
         reads = rec.access_count + (1 if d.counted else 0)
         self.stats.counters.polls["long_poll" if long_poll else "rate_limited" if d.rate_limited else "served"] += 1
@@ -1258,6 +1258,17 @@ def _run_check(check: AnswerCheck, answer: Mapping[str, Any]) -> None:
         raise
     except Exception as exc:
         raise InvalidParams(f"the job's check of the answer failed: {type(exc).__name__}: {exc}"[:2000]) from None
+
+
+def _runnable_at(rec: JobRecord, now: int) -> int | None:
+    """When a pending job may run at the earliest (its run_after), as the clock reads now: when `now` is before the
+    job's last write, the clock went back since, and the run_after (a retry's backoff end, kept by the monotonic
+    clock) is brought back as far, at least (else its reader was told to wait, and refused meanwhile, for the
+    step)."""
+    run_after = rec.run_after
+    if run_after is None or now >= rec.updated_at:
+        return run_after
+    return run_after - (rec.updated_at - now)
 
 
 def finished_at(rec: JobRecord, now: int) -> int:
