@@ -29,7 +29,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.manager import JobManager
+from vibe_jobs.manager import ClockSteps, JobManager
 from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.polling import PollingPolicy, decide
 from vibe_jobs.results import text_result
@@ -416,3 +416,20 @@ async def test_a_retry_s_reader_is_not_told_to_wait_for_the_step(make_manager: M
         again = await manager.poll(job_id)
         assert not again.rate_limited
         assert again.polling_recommendation is not None and again.polling_recommendation.interval <= 2000
+
+
+def test_clock_steps_forgive_a_forward_step_for_the_window_and_a_correction_cancels_it() -> None:
+    steps, now, ticks = ClockSteps(1_000_000, 100.0), 1_000_000, 100.0
+    now, ticks = now + 3_600_000 + 1000, ticks + 1  # an hour forward, and a second passing
+    assert steps.judged(now, ticks, 30_000) == now - 3_600_000
+    now, ticks = now + 29_000, ticks + 29  # within the window: still forgiven
+    assert steps.judged(now, ticks, 30_000) == now - 3_600_000
+    assert steps.judged(now, ticks, 1000) == now  # a shorter window has passed
+    now, ticks = now + 1000, ticks + 1
+    assert steps.judged(now, ticks, 30_000) == now  # the window has passed
+    now, ticks = now + 3_600_000, ticks  # forward again, then back (the correction's correction)
+    assert steps.judged(now, ticks, 30_000) == now - 3_600_000
+    now = now - 3_600_000
+    assert steps.judged(now, ticks, 30_000) == now
+    now = now - 3_600_000  # back alone: nothing to forgive
+    assert steps.judged(now, ticks, 30_000) == now

@@ -123,9 +123,9 @@ class StoreClock:
 class ClockSteps:
     """Steps of a wall clock, seen against one that never steps (the monotonic clock) between two readings. A
     judge of times other processes wrote (a lease's expiry, a job's finish) forgives the forward steps seen within
-    its window: it judges at now less them, until the window has passed since each was seen. A step back needs
-    nothing: times judged at an earlier time only look younger, for as long as the step (the limit: README,
-    "Clock steps")."""
+    its window: it judges at now less them, until the window has passed since each was seen. A step back is
+    counted only against a forward one (a correction of a correction): on its own, times judged at an earlier time
+    only look younger, for as long as the step (the limit: README, "Clock steps")."""
 
     def __init__(self, now_ms: int, ticks: float) -> None:
         self._seen = (now_ms, ticks)
@@ -259,6 +259,7 @@ class JobManager:
             clock = StoreClock()
             if await clock.measure(self.store):
                 self.clock = clock
+                self._steps = ClockSteps(self.now(), self.ticks())  # the store's time is no step of this clock
 
     # -- lifecycle -------------------------------------------------------------------------
 
