@@ -433,3 +433,26 @@ def test_clock_steps_forgive_a_forward_step_for_the_window_and_a_correction_canc
     assert steps.judged(now, ticks, 30_000) == now
     now = now - 3_600_000  # back alone: nothing to forgive
     assert steps.judged(now, ticks, 30_000) == now
+
+
+# -- health: the last five minutes ------------------------------------------------------------------
+
+
+@on_stores()
+async def test_failures_before_a_step_back_do_not_count_as_recent_for_the_step(backend: Backend) -> None:
+    """Two jobs failed; the clock then went back an hour. Their finishes lay ahead of the clock, so for the whole
+    hour they counted as "the last 5 minutes": error rate 100%, health degraded, long after the failures."""
+
+    async def boom() -> str:
+        raise RuntimeError("boom")
+
+    clock = SteppedClock()
+    async with backend.running([make_spec(boom, name="boom")], Settings(), clock) as (m, _):
+        for _ in range(2):
+            assert (await finished(m, await m.create_job("boom"))).status is JobStatus.FAILED
+        assert (await m.statistics()).error_rate_5m == 1.0
+        clock.step(-HOUR)
+        clock.advance(6 * 60)
+        stats = await m.statistics()
+        assert stats.error_rate_5m is None, stats.health
+        assert not any("error rate" in reason for reason in stats.health.reasons)

@@ -204,8 +204,10 @@ class StatsCollector:
         return buckets[-1]
 
     def _window(self, now: int, seconds: int) -> tuple[int, int]:
-        since = now // 1000 - seconds
-        recent = [b for b in self._buckets if b[0] > since]
+        second = now // 1000
+        since = second - seconds
+        # not those ahead of now: finished before the clock stepped back, they were "recent" for the whole step
+        recent = [b for b in self._buckets if since < b[0] <= second]
         return sum(b[1] for b in recent), sum(b[2] for b in recent)
 
     def snapshot(

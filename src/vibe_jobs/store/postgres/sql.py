@@ -92,12 +92,15 @@ FINISHED_BY_GROUP = f"""SELECT GROUPING(tool_name) = 1 AS by_op, coalesce(tool_n
     avg({_DURATION}) FILTER (WHERE {_HAS_DURATION})
 FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')
 GROUP BY GROUPING SETS ((tool_name), (task->>'operationType'))"""
-# completed and failed in the last minute, and in the last 5 minutes ($1 now)
+# completed and failed in the last minute, and in the last 5 minutes ($1 now); not those finished over a minute
+# ahead of now (the database's clock went back since: they were "recent" for the whole step; the minute allows for
+# the processes' clocks, each the database's measured half a round trip off)
 FINISHED_RECENTLY = """SELECT
     count(*) FILTER (WHERE status = 'completed' AND finished_at > $1::BIGINT - 60000),
     count(*) FILTER (WHERE status = 'failed' AND finished_at > $1::BIGINT - 60000),
     count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed')
-FROM jobs WHERE status IN ('completed', 'failed') AND finished_at > $1::BIGINT - 300000"""
+FROM jobs WHERE status IN ('completed', 'failed') AND finished_at > $1::BIGINT - 300000
+    AND finished_at <= $1::BIGINT + 60000"""
 # pending jobs of tools that no live process offers ($1 now)
 UNSERVED = """SELECT j.tool_name, count(*) FROM jobs j WHERE j.status = 'pending' AND NOT EXISTS
     (SELECT 1 FROM leases l WHERE l.expires_at > $1::BIGINT AND j.tool_name = ANY(l.tools))
