@@ -30,6 +30,7 @@ LEVELS: dict[str, int] = {
     "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager
     "ids": 10,  # job ids: random bits from the operating system, read a pool at a time
     "owners": 10,  # owner ids: a process of a program (recovery reads the program back)
+    "clocks": 25,  # a shared store's time and the steps of this machine's clock (the manager's)
     "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
     "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
     "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)

@@ -25,11 +25,12 @@ from tests.engine.test_scheduler import (
 )
 from tests.engine.test_ticker import create as create_schedule
 from tests.engine.test_ticker import ticker_of, ticks
+from vibe_jobs.clocks import ClockSteps
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.manager import ClockSteps, JobManager
+from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.polling import PollingPolicy, decide
 from vibe_jobs.results import text_result
