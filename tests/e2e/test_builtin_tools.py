@@ -366,7 +366,7 @@ async def test_a_running_command_s_output_streams_into_its_diagnostics(tmp_path:
     """Issue 6: "Output streams into the job: the progress message is the last line, diagnostics keep the last
     lines". The lines became diagnostics only once the command ended: a reader of a running command saw none.
     Each line is given once, in order, as it comes, and the rest when the command ends."""
-    script = "echo one; echo two; sleep 0.5; echo three; sleep 30"
+    script = "echo one; echo two; sleep 1.2; echo three; sleep 30"  # (the lines are added at most every second)
     async with server("auto", tmp_path, ALLOWED) as client:
         job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
         deadline = time.monotonic() + 15

@@ -40,6 +40,7 @@ MAX_GLOBS = PATTERNS_MAX
 Glob = Annotated[str, Field(max_length=4096)]
 MAX_FILES_HELP = f"Stop after this many files (default {DEFAULT_MAX_FILES:,}); the result says when it stopped there."
 PROGRESS_EVERY = 0.2  # seconds between progress writes of streamed output
+DIAGNOSTICS_EVERY = 1.0  # seconds between those that add its lines to the diagnostics (each write rewrites them)
 KEEP_LINES = 20
 KEEP_CHARS = 16_000  # all kept lines together
 ENV_HELP = "Environment variables for the program: only names the server lists in VIBE_JOBS_COMMAND_ENV."
@@ -196,12 +197,13 @@ class _Stream:
     read is bounded, whatever the number of lines (`yes` writes 32,768 in 64 KiB). Output without line
     breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
     (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`. The kept lines
-    not yet given are added to the job's diagnostics with each progress write (at most every `PROGRESS_EVERY`)
-    and when the command ends, however it ends (`flush`): each line once, in the order read.
+    not yet given are added to the job's diagnostics with a progress write (at most every `DIAGNOSTICS_EVERY`:
+    each such write rewrites them) and when the command ends, however it ends (`flush`): each line once, in the
+    order read. Of a flood, the diagnostics keep the last lines of each second (the job keeps its last 100).
     """
 
     def __init__(self, job: JobContext) -> None:
-        self.job, self.kept, self.written = job, list[tuple[int, str]](), 0.0
+        self.job, self.kept, self.written, self.flushed = job, list[tuple[int, str]](), 0.0, 0.0
         self.read = self.given = 0  # lines read, and lines up to which the kept ones were given as diagnostics
 
     async def lines(self, stream: str, lines: list[str]) -> None:
@@ -212,9 +214,12 @@ class _Stream:
         del self.kept[:-KEEP_LINES]
         while sum(len(line) for _, line in self.kept) > KEEP_CHARS:
             del self.kept[0]
-        if time.monotonic() - self.written >= PROGRESS_EVERY:
-            self.written = time.monotonic()
-            self.flush()
+        now = time.monotonic()
+        if now - self.written >= PROGRESS_EVERY:
+            self.written = now
+            if now - self.flushed >= DIAGNOSTICS_EVERY:
+                self.flushed = now
+                self.flush()
             await self.job.progress(None, lines[-1][:500], stage="running")
 
     def flush(self) -> None:
