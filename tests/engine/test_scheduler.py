@@ -1124,6 +1124,35 @@ async def test_a_job_of_a_tool_no_longer_registered_fails_naming_it_when_its_pro
     assert "jobs wait for a server that has their tool (their own server stopped): 1 of tool 'gone'" in reasons
 
 
+async def test_a_cancelled_pending_job_of_this_program_does_not_hide_another_program_s_waiting_one(
+    backend: Backend,
+) -> None:
+    """A pending job of this program asked to be cancelled, of a tool no longer registered, is ended cancelled
+    (any process ends such a one) and is no job left waiting: it is not taken off the count of the jobs that wait
+    for another program (health named none of them until the next recovery pass)."""
+    clock, store = FakeClock(), backend.store
+    if backend.shared:
+        pytest.skip("a cluster's store leaves every job of a tool a process lacks (no program fails them)")
+    now = int(clock.now * 1000)
+
+    def orphan(job_id: str, program: str, cancel: str | None = None) -> JobRecord:
+        return JobRecord(
+            job_id, "gone", {}, JobStatus.PENDING, now - 10_000, now - 5000, owner=f"{program}@dead-host:1:0a0b",
+            cancel_requested=cancel,
+        )  # fmt: skip
+
+    await store.open()
+    for rec in (orphan("mine", "vibe-jobs", cancel="by the agent"), orphan("theirs", "another-program")):
+        await store.insert(rec)
+    async with backend.running([], clock=clock) as (m, _):
+        mine = await finished(m, "mine")
+        theirs = await m.get_record("theirs")
+        reasons = (await m.statistics()).health.reasons
+    assert mine.status is JobStatus.CANCELLED, mine
+    assert theirs.status is JobStatus.PENDING
+    assert "jobs wait for a server that has their tool (their own server stopped): 1 of tool 'gone'" in reasons
+
+
 async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:
     """An interrupted job runs again exactly when a failed one would: the tool's own RetryPolicy
     counts as opting in and its max_retries is the limit; the job's diagnostics keep their cap."""

@@ -32,7 +32,7 @@ from vibe_jobs.owners import program_of
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption
+from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption, cancelled_without_run
 
 log = get_logger("vibe_jobs.engine.recovery")
 
@@ -155,11 +155,15 @@ async def recover_orphans(
 
 
 async def _unregistered(manager: JobManager, now: int, tools: Mapping[str, JobToolSpec]) -> list[JobRecord]:
-    """The orphans of tools this process lacks whose owner was this same program (read only when some are left)."""
+    """The orphans of tools this process lacks whose owner was this same program (read only when some are left):
+    those `orphans_left` counts (a pending one asked to be cancelled is ended with the others `orphans` finds)."""
     return [
         rec
         for rec in await manager.store.orphans(now)
-        if rec.tool_name not in tools and rec.owner != manager.owner and program_of(rec.owner) == manager.program
+        if rec.tool_name not in tools
+        and not cancelled_without_run(rec)
+        and rec.owner != manager.owner
+        and program_of(rec.owner) == manager.program
     ]
 
 
