@@ -1153,6 +1153,37 @@ async def test_a_cancelled_pending_job_of_this_program_does_not_hide_another_pro
     assert "jobs wait for a server that has their tool (their own server stopped): 1 of tool 'gone'" in reasons
 
 
+async def test_a_recovery_pass_does_not_read_the_jobs_left_for_another_program(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs left for another program (their tool is not this process's) are only counted at each beat, never read
+    (`JobStore.orphans`): a stopped program's 50,000 waiting jobs were read and decoded every 10 s, for as long as
+    they waited, to find this program's among them."""
+    clock, store = FakeClock(), backend.store
+    if backend.shared:
+        pytest.skip("a cluster's store fails no job of a tool a process lacks")
+    now = int(clock.now * 1000)
+    await store.open()
+    for job_id, program in (("mine", "vibe-jobs"), ("theirs", "another-program")):
+        owner = f"{program}@dead-host:1:0a0b"
+        await store.insert(JobRecord(job_id, "gone", {}, JobStatus.PENDING, now - 10_000, now - 5000, owner=owner))
+    async with backend.running([], clock=clock) as (m, source):
+        assert (await finished(m, "mine")).status is JobStatus.FAILED
+        read: list[str] = []
+        orphans = store.orphans
+
+        async def reading(*args: Any, **kwargs: Any) -> list[JobRecord]:
+            found = await orphans(*args, **kwargs)
+            read.extend(rec.id for rec in found)
+            return found
+
+        monkeypatch.setattr(store, "orphans", reading)
+        assert isinstance(source, LocalSource)
+        await source.recover()  # a beat's pass
+        assert "theirs" not in read
+        assert (await m.get_record("theirs")).status is JobStatus.PENDING
+
+
 async def test_recovery_applies_the_retry_limit_a_failure_would(backend: Backend) -> None:
     """An interrupted job runs again exactly when a failed one would: the tool's own RetryPolicy
     counts as opting in and its max_retries is the limit; the job's diagnostics keep their cap."""

@@ -521,6 +521,28 @@ async def test_orphans_of_some_tools_are_read_and_the_others_counted(store: JobS
     assert await store.orphans_left(1_000, ["here"], "me") == {"there": 3, "elsewhere": 1}  # alive's lease ended
 
 
+async def test_the_orphans_left_of_one_program_are_read_by_their_owner_ids(store: JobStore) -> None:
+    """`orphans_of_program`: of the orphans `orphans_left` counts, those whose owner id starts `program@` (not a
+    program whose name it only starts with, nor an owner id of no program), in creation order."""
+    await insert_all(store, [
+        record("mine", tool_name="gone", owner="prog@host:1:aa", created_at=1),
+        record("mine-running", tool_name="gone", owner="prog@host:2:bb", status=R, created_at=2),
+        record("mine-cancel-asked", tool_name="gone", owner="prog@host:1:aa", cancel_requested="stop", created_at=3),
+        record("mine-of-a-tool-here", tool_name="here", owner="prog@host:1:aa", created_at=4),
+        record("longer-program", tool_name="gone", owner="prog-2@host:1:aa", created_at=5),
+        record("no-program", tool_name="gone", owner="prog", created_at=6),
+        record("nobodys", tool_name="gone", owner=None, created_at=7),
+        record("own", tool_name="gone", owner="prog@me", created_at=8),  # the caller's heartbeat came late
+        record("alive", tool_name="gone", owner="prog@alive", created_at=9),
+        record("done", tool_name="gone", owner="prog@host:1:aa", status=C, created_at=10),
+    ])  # fmt: skip
+    await store.heartbeat("prog@alive", expires_at=1_000)
+    found = await store.orphans_of_program(600, ["here"], "prog@me", "prog")
+    assert [r.id for r in found] == ["mine", "mine-running"]
+    assert [r.id for r in await store.orphans_of_program(600, ["here"], "prog@me", "prog-2")] == ["longer-program"]
+    assert await store.orphans_of_program(600, ["here", "gone"], "prog@me", "prog") == []
+
+
 async def test_a_lease_never_moves_back(store: JobStore) -> None:
     """A process's renewals race (its maintenance beat and its claim round renew concurrently; a write
     retried across a reconnect commits late): one that lands after a later one must not set the lease

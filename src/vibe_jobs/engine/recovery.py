@@ -28,11 +28,10 @@ from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, finished_at
 from vibe_jobs.models import JobRecord
-from vibe_jobs.owners import program_of
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption, cancelled_without_run
+from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption
 
 log = get_logger("vibe_jobs.engine.recovery")
 
@@ -155,16 +154,10 @@ async def recover_orphans(
 
 
 async def _unregistered(manager: JobManager, now: int, tools: Mapping[str, JobToolSpec]) -> list[JobRecord]:
-    """The orphans of tools this process lacks whose owner was this same program (read only when some are left):
-    those `orphans_left` counts (a pending one asked to be cancelled is ended with the others `orphans` finds)."""
-    return [
-        rec
-        for rec in await manager.store.orphans(now)
-        if rec.tool_name not in tools
-        and not cancelled_without_run(rec)
-        and rec.owner != manager.owner
-        and program_of(rec.owner) == manager.program
-    ]
+    """The orphans of tools this process lacks whose owner was this same program (asked only when some are left):
+    of those `orphans_left` counts (a pending one asked to be cancelled is ended with the others `orphans` finds),
+    the store's filter reads only this program's, not the jobs that wait for another one at every beat."""
+    return await manager.store.orphans_of_program(now, tools, manager.owner, manager.program)
 
 
 async def _adopt(

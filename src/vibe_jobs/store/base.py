@@ -251,6 +251,12 @@ class JobStore(Protocol):
         caller's own is its heartbeat come late, the job alive in it. Call it after `orphans` of the same beat:
         that is where a store on one machine ends the leases of processes known to have ended."""
 
+    async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
+        """Of the orphans `orphans_left` counts, those whose owner id names `program` (`vibe_jobs.owners`: it starts
+        `program@`), in creation order: read by a process of that program on a store of one machine, which fails
+        them (their tool is no longer registered: `engine.recovery`). The store filters them: the others (another
+        program's, waiting for it) are not read at every beat."""
+
     async def load_durations(self) -> dict[str, DurationRow]:
         """The learned durations (`vibe_jobs.durations`) by key."""
 

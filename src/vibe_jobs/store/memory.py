@@ -195,6 +195,18 @@ class MemoryStore:
         )
         return dict(left)
 
+    async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
+        prefix = f"{program}@"
+        return [
+            rec
+            for rec in self._orphans(now)
+            if rec.tool_name not in tools
+            and not cancelled_without_run(rec)
+            and rec.owner != owner
+            and rec.owner is not None
+            and rec.owner.startswith(prefix)
+        ]
+
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
         check_adoptable(jobs)
         changes = adoption(owner, now)

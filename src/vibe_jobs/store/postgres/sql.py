@@ -131,6 +131,11 @@ ORPHANS_LEFT = (
     f"SELECT tool_name, count(*) FROM jobs WHERE {_ORPHAN} AND NOT ({tool_set('$2')} ? tool_name)"
     f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND owner IS DISTINCT FROM $3 GROUP BY tool_name"
 )
+# those of ORPHANS_LEFT whose owner id starts with $4 (`program@`)
+ORPHANS_OF_PROGRAM = (
+    f"{SELECT} WHERE {_ORPHAN} AND NOT ({tool_set('$2')} ? tool_name) AND NOT ({CANCELLED_WITHOUT_RUN_SQL})"
+    " AND owner IS DISTINCT FROM $3 AND left(owner, length($4)) = $4 ORDER BY created_at, id"
+)
 
 
 # Statements that lock many job rows at once take them in ONE order, id order: two of them (two processes', or two

@@ -573,6 +573,9 @@ class PostgresStore(SharedJobStore):
     async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
         return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
 
+    async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
+        return await self._records(sql.ORPHANS_OF_PROGRAM, now, list(tools), owner, f"{program}@")
+
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
         """A statement per ADOPT_CHUNK jobs (`sql.ADOPT`, rows locked in id order). Processes adopting the same jobs
         at once: the first to lock a row adopts it; the other then finds the row at the next version and leaves it.

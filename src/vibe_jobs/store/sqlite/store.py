@@ -116,6 +116,11 @@ _ORPHANS_LEFT = (
     f"SELECT tool_name, count(*) FROM jobs INDEXED BY jobs_active WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
     f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND (owner IS NULL OR owner != ?) GROUP BY tool_name"
 )
+# `orphans_left`'s of one program (its owner ids start `program@`: `?` its length, `?` itself)
+_ORPHANS_OF_PROGRAM = (
+    f"{sql.SELECT} INDEXED BY jobs_active WHERE {_ORPHAN} AND tool_name NOT IN {_TOOLS}"
+    f" AND NOT ({CANCELLED_WITHOUT_RUN_SQL}) AND owner != ? AND substr(owner, 1, ?) = ? ORDER BY created_at, id"
+)
 # `adopt_pending`: [[id, version], ...] as one JSON parameter, each row a compare-and-set on its version (a lookup
 # by id for each pair); and, after a lost answer, those the statement had adopted (at the next version, ours)
 _PAIRS = "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS v FROM json_each(?)) AS w"
@@ -163,6 +168,7 @@ _S = {
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("orphans_of", _ORPHANS_OF, False), ("orphans_left", _ORPHANS_LEFT, False),
+        ("orphans_of_program", _ORPHANS_OF_PROGRAM, False),
         ("adopt", _ADOPT, True), ("adopted", _ADOPTED, False),
         ("vacuum", "PRAGMA incremental_vacuum", False),
         ("load_durations", _LOAD_DURATIONS, False), ("save_duration", _SAVE_DURATION, True),
@@ -513,6 +519,11 @@ class SQLiteStore:
 
     async def orphans_left(self, now: int, tools: Collection[str], owner: str) -> dict[str, int]:
         return dict(await self._run(_S["orphans_left"], (now, _names(tools), owner), ALL))
+
+    async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
+        prefix = f"{program}@"
+        args = (now, _names(tools), owner, len(prefix), prefix)
+        return self._decoded(await self._run(_S["orphans_of_program"], args, ALL))
 
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
         """One statement per ADOPT_CHUNK jobs. An answer lost with the server process is settled by reading back
