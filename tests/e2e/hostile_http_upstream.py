@@ -1,18 +1,20 @@
 """A hostile streamable-HTTP upstream (argv[1]: the port), written request by request with the standard library.
 
 Tools: `ok` answers at once; `big` answers a valid result of 65 MiB of text with its `Content-Length`; `big_stream`
-the same without one (the body ends when the connection closes), so that only reading it shows its size.
+the same without one (the body ends when the connection closes), so that only reading it shows its size; `big_gzip`
+the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the wire).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
-TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream")]
+TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip")]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
 
@@ -56,10 +58,22 @@ class Upstream(BaseHTTPRequestHandler):
             self.answer(rid, {"tools": TOOLS})
         elif method == "tools/call" and request["params"]["name"] == "big":
             self.answer(rid, {"content": [{"type": "text", "text": "a" * BIG}]})
+        elif method == "tools/call" and request["params"]["name"] == "big_gzip":
+            self.big_gzip(rid)
         elif method == "tools/call" and request["params"]["name"] == "big_stream":
             self.big_stream(rid)
         else:
             self.answer(rid, {"content": [{"type": "text", "text": "ok done"}]})
+
+    def big_gzip(self, rid: Any) -> None:
+        answer = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "a" * BIG}]}}
+        body = gzip.compress(json.dumps(answer).encode(), compresslevel=1)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def big_stream(self, rid: Any) -> None:
         self.send_response(200)

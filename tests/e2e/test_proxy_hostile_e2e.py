@@ -128,11 +128,12 @@ def http_upstream() -> Iterator[str]:
         upstream.wait()
 
 
-@pytest.mark.parametrize("tool", ["big", "big_stream"])
+@pytest.mark.parametrize("tool", ["big", "big_stream", "big_gzip"])
 async def test_an_http_upstream_s_answer_is_held_to_the_size_a_stdio_one_is(http_upstream: str, tool: str) -> None:
     """The SDK's HTTP client read a JSON answer whole: a 300 MB one took the proxy to 1.2 GB, a larger one would
     end it and every job with it. An answer over the stdio wire's limit (64 MiB) fails its call naming the limit,
-    declared (`Content-Length`) or not (read as it streams); the upstream serves the next call."""
+    declared (`Content-Length`) or not (read as it streams), and as decoded (a gzip answer of 65 KiB is 65 MiB
+    once decoded: it passed a limit held to the bytes on the wire); the upstream serves the next call."""
     env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
     args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))

@@ -4,11 +4,13 @@ The SDK's streamable HTTP client reads a JSON answer whole (`response.aread()`):
 to 1.2 GB, and a larger one would end it, every job with it. Server-sent events are read an event at a time,
 each within the SDK's own limit; any other body is cut at `MAX_LINE_BYTES` as it streams (at once when its
 `Content-Length` says so), and the call it answers fails with the reason (the SDK turns a `StreamError` while
-reading an answer into that call's error).
+reading an answer into that call's error). A compressed body is held to the limit as decoded (gzip, deflate: the
+encodings the proxy asks for): on the wire a 65 MiB answer of one letter is 65 KiB.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
@@ -18,6 +20,10 @@ from vibe_jobs.server.proxy.wire import MAX_LINE_BYTES
 
 class AnswerTooLarge(httpx2.StreamError):
     """An upstream's HTTP answer over the proxy's limit."""
+
+
+class AnswerUndecodable(httpx2.StreamError):
+    """An upstream's HTTP answer encoded otherwise than the proxy asked, or not as it says (the call fails)."""
 
 
 class _Capped(httpx2.AsyncByteStream):
@@ -38,6 +44,44 @@ class _Capped(httpx2.AsyncByteStream):
         await self.inner.aclose()
 
 
+ACCEPT_ENCODING = "gzip, deflate"  # what the proxy decodes itself, within the limit (`_Inflated`)
+_INFLATE = zlib.MAX_WBITS | 32  # a gzip or zlib header, told apart by zlib
+
+
+class _Inflated(httpx2.AsyncByteStream):
+    """A gzip or deflate body, decoded here a bounded piece at a time and held to `limit` bytes as decoded (the
+    response no longer says it is encoded: httpx2 would decode it again, whole, past any limit)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int, layers: int) -> None:
+        self.inner, self.limit, self.layers = inner, limit, layers
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        pieces: AsyncIterator[bytes] = self.inner.__aiter__()
+        for _ in range(self.layers):
+            pieces = self._inflate(pieces)
+        seen = 0
+        async for piece in pieces:
+            seen += len(piece)
+            if seen > self.limit:
+                raise AnswerTooLarge(too_large(f"over {self.limit:,} (decoded)", self.limit))
+            yield piece
+
+    async def _inflate(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        inflater, step = zlib.decompressobj(_INFLATE), 2**20
+        try:
+            async for chunk in pieces:
+                while chunk and not inflater.eof:
+                    yield inflater.decompress(chunk, step)  # at most `step` bytes of output at a time
+                    chunk = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise AnswerUndecodable(f"the upstream's answer cannot be decoded: {exc}") from None
+        if not inflater.eof:
+            raise AnswerUndecodable("the upstream's answer ends within its compressed data")
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def too_large(size: str, limit: int) -> str:
     return f"the upstream's answer is {size} bytes, over the proxy's limit of {limit:,}"
 
@@ -51,6 +95,28 @@ def capping(limit: int = MAX_LINE_BYTES) -> dict[str, list[Callable[[httpx2.Resp
             return  # read an event at a time, each within the SDK's `max_sse_event_size`
         declared = response.headers.get("content-length", "")
         assert isinstance(response.stream, httpx2.AsyncByteStream)
-        response.stream = _Capped(response.stream, limit, int(declared) if declared.isdigit() else None)
+        stream: httpx2.AsyncByteStream = _Capped(response.stream, limit, int(declared) if declared.isdigit() else None)
+        codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+        codings = [c for c in codings if c != "identity"]
+        if codings:  # decoded here, within the limit (httpx2 would decode it whole)
+            if not set(codings) <= {"gzip", "x-gzip", "deflate"}:
+                why = f"the upstream's answer is encoded {', '.join(codings)}, not as the proxy asked"
+                stream = _Refused(stream, why)
+            else:
+                stream = _Inflated(stream, limit, len(codings))
+            del response.headers["content-encoding"]
+        response.stream = stream
 
     return {"response": [cap]}
+
+
+class _Refused(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, why: str) -> None:
+        self.inner, self.why = inner, why
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        raise AnswerUndecodable(self.why)
+        yield b""  # (a generator)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

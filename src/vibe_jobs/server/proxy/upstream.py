@@ -39,7 +39,7 @@ from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server import sdk
 from vibe_jobs.server.proxy.config import UpstreamSpec
-from vibe_jobs.server.proxy.httpwire import capping
+from vibe_jobs.server.proxy.httpwire import ACCEPT_ENCODING, capping
 from vibe_jobs.server.proxy.listing import Sieve
 from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.schema import output_validator
@@ -222,7 +222,10 @@ class Upstream:
         spec = self.spec
         if spec.url is not None:
             timeout = httpx2.Timeout(30.0, read=300.0)
-            http = httpx2.AsyncClient(headers=dict(spec.headers), timeout=timeout, event_hooks=capping())
+            headers = dict(spec.headers)
+            if not any(name.lower() == "accept-encoding" for name in headers):  # those decoded within the limit
+                headers["Accept-Encoding"] = ACCEPT_ENCODING
+            http = httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=capping())
             return _owning(streamable_http_client(spec.url, http_client=http), http)
         assert spec.command is not None
         env = dict(spec.env) or None
