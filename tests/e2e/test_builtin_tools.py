@@ -381,6 +381,27 @@ async def test_a_running_command_s_output_streams_into_its_diagnostics(tmp_path:
     assert kept == ["stdout: one", "stdout: two", "stdout: three"], body["details"]["diagnostics"]
 
 
+async def test_a_line_before_a_quiet_spell_reaches_the_diagnostics_and_the_message_during_it(tmp_path: Path) -> None:
+    """Lines within the second after a write were held for the next write: a command that then went quiet (a
+    build step, a download) showed its last lines neither as diagnostics nor as its message until it ended. Held
+    lines are written when the write limits allow, output or not."""
+    script = "echo one; sleep 0.4; echo two; echo three; sleep 30"
+    async with server("auto", tmp_path, ALLOWED) as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
+        deadline = time.monotonic() + 15
+        body: dict[str, Any] = {}
+        seen: list[str] = []
+        while "stdout: three" not in seen and time.monotonic() < deadline:
+            _, body = await read(client, job_id, waitSeconds=0.3)
+            seen = [line for line in body.get("details", {}).get("diagnostics", []) if line.startswith("stdout:")]
+        assert (body["status"], body["message"]) == ("running", "three"), body
+        assert seen == ["stdout: one", "stdout: two", "stdout: three"], body
+        await client.call_tool("cancel-job", {"jobId": job_id})
+        _, body = await finish(client, job_id)
+    kept = [line for line in body["details"]["diagnostics"] if line.startswith("stdout:")]
+    assert kept == ["stdout: one", "stdout: two", "stdout: three"], body["details"]["diagnostics"]
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_a_cancelled_command_keeps_its_last_output_lines_as_diagnostics(mode: str, tmp_path: Path) -> None:
     # (the progress message is written at most every 0.2 s: "ready", after a pause, is written whatever came before)

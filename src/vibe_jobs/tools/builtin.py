@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
+import anyio
 from pydantic import Field
 
 from vibe_jobs.context import JobContext
@@ -165,7 +166,7 @@ class RunCommand:
         except CommandFailedToStart as exc:
             raise NonRetryableError(str(exc)) from None
         finally:  # however the run ends (a cancel too): its last lines are stored with the job's outcome
-            stream.flush()
+            await stream.end()
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
@@ -198,13 +199,17 @@ class _Stream:
     breaks arrives as 64 KiB pieces: each kept line is cut as the job keeps a diagnostic
     (`manager.diagnostic_line`, saying so), and the kept lines together stay within `KEEP_CHARS`. The kept lines
     not yet given are added to the job's diagnostics with a progress write (at most every `DIAGNOSTICS_EVERY`:
-    each such write rewrites them) and when the command ends, however it ends (`flush`): each line once, in the
+    each such write rewrites them) and when the command ends, however it ends (`end`): each line once, in the
     order read. Of a flood, the diagnostics keep the last lines of each second (the job keeps its last 100).
+    What the limits hold back is written once they allow it, whether more output comes or not (`_trail`).
     """
 
     def __init__(self, job: JobContext) -> None:
         self.job, self.kept, self.written, self.flushed = job, list[tuple[int, str]](), 0.0, 0.0
         self.read = self.given = 0  # lines read, and lines up to which the kept ones were given as diagnostics
+        self.last, self.unwritten = "", False  # the last line, and whether a progress write has shown it
+        self.ended = self._trailing = False
+        self._writing = anyio.Lock()  # one write at a time, the diagnostics in the order read
 
     async def lines(self, stream: str, lines: list[str]) -> None:
         first = self.read + max(0, len(lines) - KEEP_LINES)
@@ -214,13 +219,51 @@ class _Stream:
         del self.kept[:-KEEP_LINES]
         while sum(len(line) for _, line in self.kept) > KEEP_CHARS:
             del self.kept[0]
-        now = time.monotonic()
-        if now - self.written >= PROGRESS_EVERY:
-            self.written = now
+        self.last, self.unwritten = lines[-1][:500], True
+        if time.monotonic() - self.written >= PROGRESS_EVERY:
+            await self._write()
+        if self._owed() and not self._trailing:  # written once the limits allow, more output or not (`_trail`)
+            self._trailing = True
+            self.job.manager.task_group.start_soon(self._trail)
+
+    def _owed(self) -> bool:
+        return not self.ended and (self.unwritten or self.given < self.read)
+
+    async def _write(self) -> None:
+        async with self._writing:
+            if self.ended:
+                return  # the lines go with the job's outcome (`end`)
+            now = self.written = time.monotonic()
             if now - self.flushed >= DIAGNOSTICS_EVERY:
                 self.flushed = now
                 self.flush()
-            await self.job.progress(None, lines[-1][:500], stage="running")
+            self.unwritten = False
+            await self.job.progress(None, self.last, stage="running")
+
+    async def _trail(self) -> None:
+        """Write what a write's limits held back once they allow it: a command that goes quiet after a line
+        showed it neither as its message nor in its diagnostics until it ended."""
+        try:
+            while self._owed():
+                due = self.written + PROGRESS_EVERY if self.unwritten else 0.0
+                if self.given < self.read:
+                    due = max(due, self.flushed + DIAGNOSTICS_EVERY)
+                await anyio.sleep(max(0.0, due - time.monotonic()))
+                if self._owed():
+                    await self._write()
+        except Exception as exc:  # the job ended meanwhile (its outcome keeps the lines): nothing more to show
+            log.debug("run_command.trail_ended", job_id=self.job.job_id, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._trailing = False
+
+    async def end(self) -> None:
+        """The command ended, however: no more writes (one under way is waited for), and the lines not given yet
+        are given, to be stored with the job's outcome."""
+        self.ended = True
+        with anyio.CancelScope(shield=True):
+            async with self._writing:
+                pass
+        self.flush()
 
     def flush(self) -> None:
         """Give the kept lines not given yet as diagnostics (stored with the job's next write)."""
