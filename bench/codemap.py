@@ -6,6 +6,7 @@ once under tracemalloc for the peak of Python allocations; ru_maxrss is the proc
 
 from __future__ import annotations
 
+import argparse
 import random
 import resource
 import sysconfig
@@ -209,4 +210,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -7,10 +7,10 @@ Run: .venv/bin/python bench/core.py [N]
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import statistics
-import sys
 import time
 import tracemalloc
 
@@ -67,4 +67,6 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000))
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("jobs", type=int, nargs="?", default=100_000, help="jobs per run (default 100,000)")
+    asyncio.run(main(cli.parse_args().jobs))

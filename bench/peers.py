@@ -12,6 +12,7 @@ Run: .venv/bin/python bench/peers.py   (creates or checks the venv and prints th
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -193,5 +194,6 @@ class PeerSeries:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     ensure()
     print(json.dumps(versions(), indent=2))

@@ -11,11 +11,11 @@ Run: .venv/bin/python bench/scheduler.py [N]
 
 from __future__ import annotations
 
+import argparse
 import gc
 import heapq
 import math
 import random
-import sys
 import time
 
 import anyio
@@ -144,4 +144,6 @@ def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("jobs", type=int, nargs="?", default=100_000, help="jobs in the throughput run (default 100,000)")
+    main(cli.parse_args().jobs)

@@ -11,10 +11,10 @@ Run: .venv/bin/python bench/store.py [N] [W]
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -88,5 +88,8 @@ async def main(n: int, workers: int) -> None:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    asyncio.run(main(*(args + [20_000, 200][len(args) :])))
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("jobs", type=int, nargs="?", default=20_000, help="jobs per run (default 20,000)")
+    cli.add_argument("workers", type=int, nargs="?", default=200, help="concurrent workers (default 200)")
+    args = cli.parse_args()
+    asyncio.run(main(args.jobs, args.workers))

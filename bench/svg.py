@@ -10,9 +10,9 @@ Run: .venv/bin/python bench/svg.py bench/results/latest.json out.svg   (redraws 
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
@@ -189,4 +189,8 @@ def render(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    Path(sys.argv[2]).write_text(render(json.loads(Path(sys.argv[1]).read_text())))
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("report", type=Path, help="a bench report (bench/results/latest.json)")
+    cli.add_argument("svg", type=Path, help="the picture to write")
+    args = cli.parse_args()
+    args.svg.write_text(render(json.loads(args.report.read_text())))

@@ -10,7 +10,7 @@ Run: .venv/bin/python bench/ticker.py [N] [SIZE]   (default 120 1000000)
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -52,5 +52,8 @@ async def main(n: int, size: int) -> None:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    anyio.run(main, *(args + [120, 1_000_000][len(args) :]))
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("schedules", type=int, nargs="?", default=120, help="held schedules (default 120)")
+    cli.add_argument("size", type=int, nargs="?", default=1_000_000, help="bytes per schedule (default 1,000,000)")
+    args = cli.parse_args()
+    anyio.run(main, args.schedules, args.size)
