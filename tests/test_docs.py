@@ -88,3 +88,15 @@ def test_the_architecture_page_names_files_and_functions_that_exist() -> None:
             if not re.search(rf"^\s*(?:async def|def|class)\s+{name}\b|^\s*{name}\b[^=\n]*=", source, re.M)
         ]
     assert not wrong, f"docs/architecture.md names what is not there: {wrong}"
+
+
+def test_the_code_speaks_of_what_and_why_and_its_micro_benchmark_figures_live_in_bench() -> None:
+    """Issue 14: figures such as "~25 µs each" or "2.7 us per eviction" in src move to bench/MEASUREMENTS.md."""
+    figure = re.compile(r"\d(?:[.,]\d+)?\s?(?:µs|us|ns)\b|\d[\d,.]*\s?jobs/s\b")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "src" / "vibe_jobs").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if figure.search(line)
+    ]
+    assert not found, "micro-benchmark figures in the code (move them to bench/MEASUREMENTS.md):\n" + "\n".join(found)

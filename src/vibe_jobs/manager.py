@@ -432,7 +432,7 @@ class JobManager:
         was never queued would wait, pending and owned by this live process, until a restart."""
         if self.runner is not None:
             await self.runner.admit(rec)
-        if not self.store.waits:  # nothing yields: no cancel can land in between (and a shield costs 4 us)
+        if not self.store.waits:  # nothing yields, no cancel can land in between (a shield costs)
             return await self._store_and_queue(rec, insert)
         with anyio.CancelScope(shield=True):
             stored = await self._store_and_queue(rec, insert)

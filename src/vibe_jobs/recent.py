@@ -3,9 +3,8 @@
 The manager keeps the records it last wrote (the base of a job's next change) and the SQLite store the rows
 it last read or wrote (the base of an update without a read-back). Both evict the oldest entry on every
 insert once full. A plain dict is the wrong tool for that: deleting from its front leaves dummy slots that
-`next(iter(d))` walks over until the dict is rebuilt, so eviction cost grows with the churn (measured:
-2.7 us per eviction at 4,096 entries, which made a job's start 2.7x slower). An OrderedDict unlinks its
-oldest entry in constant time.
+`next(iter(d))` walks over until the dict is rebuilt, so eviction cost grows with the churn (the figure is
+in bench/MEASUREMENTS.md). An OrderedDict unlinks its oldest entry in constant time.
 """
 
 from __future__ import annotations

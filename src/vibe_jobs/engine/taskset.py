@@ -1,7 +1,7 @@
 """TaskSet: many short child tasks (one per job run) at the cost of a bare asyncio task.
 
 An anyio task group's `start_soon` builds a task handle, a cancel scope, an event and a wrapper
-coroutine per task (~25 µs each on this machine, against ~4 µs for `asyncio.create_task`): too much
+coroutine per task, several times the cost of `asyncio.create_task` (bench/MEASUREMENTS.md): too much
 when every job runs in a task of its own. A TaskSet keeps the structure that matters: its tasks
 are cancelled and awaited when the task group that holds its guardian stops (a server shutting
 down), and a task that fails is logged instead of tearing down the server.

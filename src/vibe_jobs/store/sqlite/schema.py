@@ -105,7 +105,7 @@ _V10 = ["ALTER TABLE jobs ADD COLUMN stage_history TEXT"]
 
 # Schedules, again: a firing writes its (schedule, tick) key through a view instead of a trigger on `jobs`.
 # Any AFTER INSERT trigger on the 36-column jobs table, even one whose WHEN is false, made every insert
-# build the NEW row for it: 21 us -> 40 us per insert (bench/MEASUREMENTS.md), for the few jobs a schedule
+# build the NEW row for it, nearly doubling an insert's cost (bench/MEASUREMENTS.md), for the few jobs a schedule
 # fires. A firing inserts into `fired_jobs`, whose INSTEAD OF trigger writes the key and the job in that one
 # statement (they commit together, or neither does); a plain insert into `jobs` runs no trigger.
 # FIRED_COLUMNS: the job columns the trigger copies, as of this step. A column added later must be added

@@ -6,10 +6,11 @@ negation `!`, directory-only `dir/`, anchoring (a `/` anywhere but at the end), 
 a shallower one; inside one file the last matching pattern wins; an ignored directory is not
 entered, so nothing below it can be re-included (as in git).
 
-Compiling patterns costs the server up to ~9 us a character (a regex alternation of them all), so a
-set of patterns is bounded: a .gitignore's first `PATTERNS_MAX` patterns of `PATTERNS_MAX_CHARS`
-characters are honoured (a diagnostic says the rest were ignored), and include/exclude globs past
-them are refused. The walk runs in a worker thread and checks its `stop` flag at every folder.
+Compiling patterns costs the server time by the character (a regex alternation of them all; the figure
+is in bench/MEASUREMENTS.md), so a set of patterns is bounded: a .gitignore's first `PATTERNS_MAX`
+patterns of `PATTERNS_MAX_CHARS` characters are honoured (a diagnostic says the rest were ignored), and
+include/exclude globs past them are refused. The walk runs in a worker thread and checks its `stop` flag
+at every folder.
 """
 
 from __future__ import annotations
