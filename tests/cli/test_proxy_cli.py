@@ -100,3 +100,19 @@ def test_sigterm_while_the_upstream_starts_stops_the_upstream_too(tmp_path: Path
             proc.kill()
     assert proc.returncode == 0, (tmp_path / "proxy.stderr").read_text()[-2000:]
     wait_for(lambda: gone(int(pidfile.read_text())), seconds=10)
+
+
+def test_proxies_of_other_upstreams_are_other_programs_and_the_same_one_is_the_same() -> None:
+    """Every proxy was the one program `vibe-jobs-proxy`: on the SQLite file two proxies share (Claude Desktop's
+    default), one back before the other failed the other's stopped jobs as tools no longer registered. A proxy's
+    program names what it fronts (vibe_jobs.owners: the jobs of another program are left for it)."""
+    from vibe_jobs.cli.proxy import program_of_upstreams
+    from vibe_jobs.owners import check_program
+    from vibe_jobs.server.proxy.config import UpstreamSpec
+
+    files = UpstreamSpec(command="npx", args=("-y", "@modelcontextprotocol/server-filesystem", "/tmp"))
+    web = UpstreamSpec(url="https://example.com/mcp", headers={"Authorization": "Bearer secret-1"})
+    programs = {program_of_upstreams([files]), program_of_upstreams([web]), program_of_upstreams([files, web])}
+    assert len(programs) == 3 and all(check_program(p).startswith("vibe-jobs-proxy-") for p in programs), programs
+    rotated = UpstreamSpec(url="https://example.com/mcp", headers={"Authorization": "Bearer secret-2"})
+    assert program_of_upstreams([rotated]) == program_of_upstreams([web])  # a header (a token rotated) is no other

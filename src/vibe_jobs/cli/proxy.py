@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vibe_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from vibe_jobs.server.proxy.config import UpstreamSpec
 
 
 def add_proxy_parser(sub: Any) -> None:
@@ -41,6 +47,15 @@ def add_proxy_parser(sub: Any) -> None:
 PROGRAM = "vibe-jobs-proxy"
 
 
+def program_of_upstreams(upstreams: Sequence[UpstreamSpec]) -> str:
+    """The program a proxy is: `vibe-jobs-proxy-` and a digest of what it fronts (names, commands, arguments, URLs;
+    not their environments or headers). Two proxies of other upstreams on one SQLite file are two programs: one
+    leaves the other's stopped jobs for it, and the same proxy back without a tool fails its jobs (README)."""
+    fronted = [(u.name, u.command, list(u.args), u.url) for u in upstreams]
+    digest = hashlib.sha256(json.dumps(fronted).encode()).hexdigest()[:12]
+    return f"{PROGRAM}-{digest}"
+
+
 def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
     from vibe_jobs.cli.identity import with_identity_options
     from vibe_jobs.cli.main import build_server
@@ -52,7 +67,7 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         upstreams = _upstreams(args)
         settings = with_identity_options(args, settings)
         if settings.program is None:  # a program of its own: its jobs' tools are its upstreams' (vibe_jobs.owners)
-            settings = replace(settings, program=PROGRAM)
+            settings = replace(settings, program=program_of_upstreams(upstreams))
         with stdout_to_stderr() if args.transport == "stdio" else contextlib.nullcontext():
             server = build_server(args, settings, run_jobs=not args.no_worker)  # tool modules may print
         proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())
