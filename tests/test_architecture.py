@@ -29,7 +29,7 @@ LEVELS: dict[str, int] = {
     "durations": 10,  # learned run times per tool: plain data and arithmetic, persisted by the stores
     "counters": 25,  # the process's counters and histograms (/metrics), kept by the manager
     "ids": 10,  # job ids: random bits from the operating system, read a pool at a time
-    "owners": 10,  # owner ids: a process of a program (recovery reads the program back)
+    "owners": 10,  # owner ids: a process of a program (stores find a program's jobs by their start)
     "clocks": 25,  # a shared store's time and the steps of this machine's clock (the manager's)
     "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
     "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard

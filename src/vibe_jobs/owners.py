@@ -1,10 +1,10 @@
 """Who owns a job: a process of a program.
 
 A process's owner id is `PROGRAM@HOST:PID:RANDOM`: the program (`Settings.program`, `VIBE_JOBS_PROGRAM`; a
-`JobServer`'s name by default, so `vibe-jobs serve` is `vibe-jobs`) and the process. Recovery reads the program
-back from a dead owner's id: on a store of one machine (SQLite, shared by every program of its user), a job of a
-tool that this process lacks is failed when its owner was this same program (the tool is no longer registered),
-and left for the program that has it when its owner was another one.
+`JobServer`'s name by default, so `vibe-jobs serve` is `vibe-jobs`) and the process. Recovery finds a program's
+jobs by that start of their owner ids (`owner_prefix`, in the stores' queries): on a store of one machine (SQLite,
+shared by every program of its user), a job of a tool that this process lacks is failed when its owner was this
+same program (the tool is no longer registered), and left for the program that has it when its owner was another.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 
-PROGRAM = re.compile(r"[A-Za-z0-9._-]{1,64}")  # what a program may be called: it is the start of an owner id
+_CHARS = "A-Za-z0-9._-"  # what a program's name may hold: it is the start of an owner id
+PROGRAM = re.compile(f"[{_CHARS}]{{1,64}}")
 DEFAULT_PROGRAM = "vibe-jobs"
 
 
@@ -25,17 +26,14 @@ def check_program(name: str) -> str:
 
 def program_named(name: str) -> str:
     """The program of a server called `name` (a `JobServer`'s): its characters a program may hold, others as `-`."""
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name)[:64] or DEFAULT_PROGRAM
+    return re.sub(f"[^{_CHARS}]", "-", name)[:64] or DEFAULT_PROGRAM
 
 
 def new_owner(program: str = DEFAULT_PROGRAM) -> str:
     """A new owner id for this process of `program`."""
-    return f"{check_program(program)}@{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
+    return f"{owner_prefix(check_program(program))}{os.uname().nodename}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
-def program_of(owner: str | None) -> str | None:
-    """The program an owner id names, None for one of no program (older ids, and ids given by hand)."""
-    if owner is None or "@" not in owner:
-        return None
-    program = owner.partition("@")[0]
-    return program if PROGRAM.fullmatch(program) else None
+def owner_prefix(program: str) -> str:
+    """What every owner id of `program`'s processes starts with (the stores find a program's jobs by it)."""
+    return f"{program}@"

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from vibe_jobs.errors import DuplicateJob
 from vibe_jobs.firing import Overlap
 from vibe_jobs.models import JobRecord, RecordBuilder, record_builder
+from vibe_jobs.owners import owner_prefix
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import ACTIVE, FINAL, PENDING, JobStatus
 from vibe_jobs.store.base import (
@@ -196,7 +197,7 @@ class MemoryStore:
         return dict(left)
 
     async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
-        prefix = f"{program}@"
+        prefix = owner_prefix(program)
         return [
             rec
             for rec in self._orphans(now)

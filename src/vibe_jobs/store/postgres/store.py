@@ -36,6 +36,7 @@ from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked,
 from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.owners import owner_prefix
 from vibe_jobs.redact import redact_url
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
@@ -574,7 +575,7 @@ class PostgresStore(SharedJobStore):
         return {row[0]: row[1] for row in await self._fetch(sql.ORPHANS_LEFT, now, list(tools), owner)}
 
     async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
-        return await self._records(sql.ORPHANS_OF_PROGRAM, now, list(tools), owner, f"{program}@")
+        return await self._records(sql.ORPHANS_OF_PROGRAM, now, list(tools), owner, owner_prefix(program))
 
     async def adopt_pending(self, jobs: Sequence[JobRecord], owner: str, now: int) -> list[JobRecord]:
         """A statement per ADOPT_CHUNK jobs (`sql.ADOPT`, rows locked in id order). Processes adopting the same jobs

@@ -35,6 +35,7 @@ import anyio
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreCorrupt, StoreError, StoreUnavailable
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
+from vibe_jobs.owners import owner_prefix
 from vibe_jobs.recent import Recent, RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
@@ -521,7 +522,7 @@ class SQLiteStore:
         return dict(await self._run(_S["orphans_left"], (now, _names(tools), owner), ALL))
 
     async def orphans_of_program(self, now: int, tools: Collection[str], owner: str, program: str) -> list[JobRecord]:
-        prefix = f"{program}@"
+        prefix = owner_prefix(program)
         args = (now, _names(tools), owner, len(prefix), prefix)
         return self._decoded(await self._run(_S["orphans_of_program"], args, ALL))
 
