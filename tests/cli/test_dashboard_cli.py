@@ -104,6 +104,23 @@ def test_the_dashboard_alone_pages_through_a_store_newest_first(tmp_path: Path) 
         assert http.get("/jobs/" + "0" * 32).status_code == 404
 
 
+def test_the_jobs_page_filters_by_tool_under_its_name_and_under_list_jobs_name(tmp_path: Path) -> None:
+    """The filter is `tool` on the page and `toolName` in list-jobs: a link written with either filters."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    demo = fill(url, 3)
+
+    async def other() -> str:
+        async with JobManager(open_store(url)) as m:
+            return await m.create_job("other", {})
+
+    other_id = anyio.run(other)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        assert set(rows(http.get("/").text)) == {*demo, other_id}
+        for name in ("tool", "toolName"):
+            assert rows(http.get("/", params={name: "other"}).text) == [other_id], name
+            assert set(rows(http.get("/", params={name: "demo"}).text)) == set(demo), name
+
+
 def test_no_page_may_be_framed_by_another_site_or_leak_its_url(tmp_path: Path) -> None:
     """A page's cancel and retry buttons could be clicked through from another site's frame (helper-42's note)."""
     url = f"sqlite:///{tmp_path}/jobs.db"

@@ -123,7 +123,8 @@ class Dashboard:
 
     async def jobs(self, request: Request, view: pages.View) -> Response:
         q = request.query_params
-        status, tool = q.get("status") or None, q.get("tool") or None
+        # `tool` (the page's own filter) or `toolName`, list-jobs' name for it
+        status, tool = q.get("status") or None, q.get("tool") or q.get("toolName") or None
         if status is not None and status not in pages.STATUSES:
             raise InvalidParams(f"status must be one of {', '.join(pages.STATUSES)}, not {status!r}")
         page = await self.m.list_jobs(status, tool, PAGE_SIZE, q.get("cursor") or None, with_result=False)
