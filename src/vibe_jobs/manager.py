@@ -70,6 +70,7 @@ from vibe_jobs.store.base import (
     NO_GUARD,
     PRINCIPAL_LOCK_WAIT_MS,
     PrincipalLocking,
+    QueueReading,
     ScheduleStore,
     SharedJobStore,
     VersionGuard,
@@ -1145,6 +1146,8 @@ class JobManager:
         if isinstance(self.store, SharedJobStore):
             now = self.now()
             return await shared_queue_view(self.store, now), await self.store.finished_figures(now)
+        if isinstance(self.store, QueueReading):  # one machine's file: the queue by priority, no leases' tools
+            return await pending_queue_view(self.store, self.now()), None
         return None, None
 
     def store_failed(self, exc: StoreError) -> None:
@@ -1316,8 +1319,14 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
 async def shared_queue_view(store: SharedJobStore, now: int) -> QueueView:
     """The shared queue by priority, its oldest job and the tools no process with a live lease runs, as the
     database holds them now."""
+    queue = await pending_queue_view(store, now)
+    unserved = await store.unserved_tools(now) if queue.depth_by_priority else {}
+    return QueueView(queue.depth_by_priority, queue.oldest_pending_created_at, unserved)
+
+
+async def pending_queue_view(store: QueueReading, now: int) -> QueueView:
+    """The queue every process sharing `store` feeds: pending jobs by priority and its oldest job."""
     rows = await store.pending_by_priority(now)
     depth = {priority_of(rank).value: count for rank, count, _ in rows}
-    unserved = await store.unserved_tools(now) if rows else {}
     waiting = [since for _, _, since in rows if since is not None]
-    return QueueView(depth, min(waiting, default=None), unserved)
+    return QueueView(depth, min(waiting, default=None), {})

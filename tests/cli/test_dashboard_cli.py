@@ -477,6 +477,34 @@ def test_the_dashboard_alone_on_postgresql_reports_the_shared_queue_by_priority(
     assert "no live worker runs tool &#x27;nobody-runs-this&#x27; (3 pending)" in page, page
 
 
+def test_the_dashboard_alone_on_sqlite_reports_the_queue_of_the_file_by_priority(tmp_path: Path) -> None:
+    """Every server on one SQLite file feeds one queue: the dashboard alone (which runs no job) put all of it
+    under `medium` and knew no oldest pending job. A job deferred past now is pending but does not wait yet."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+
+    async def submit() -> None:
+        async with JobManager(open_store(url)) as m:
+            for priority in (Priority.HIGH, Priority.HIGH, Priority.LOW):
+                await m.create_job("queued", {}, task=TaskSpec(priority=priority))
+            later = m.now() + 3_600_000
+            await m.create_job("queued", {}, task=TaskSpec(priority=Priority.CRITICAL), run_at=later)
+
+    anyio.run(submit)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        metrics = http.get("/metrics").text
+    pending = re.findall(r'^vibe_jobs_jobs_pending\{priority="(\w+)"\} (\S+)$', metrics, re.M)
+    assert {p: float(n) for p, n in pending} == {"low": 1, "medium": 0, "high": 2, "critical": 1}, pending
+
+    async def stats() -> tuple[dict[str, int], int | None]:
+        async with JobManager(open_store(url)) as m:
+            figures = await m.statistics()
+            return figures.queue_depth_by_priority, figures.oldest_pending_age_ms
+
+    depth, age = anyio.run(stats)
+    assert depth == {"high": 2, "low": 1, "critical": 1}
+    assert age is not None and age >= 0
+
+
 async def drop_schema(url: str) -> None:
     from vibe_jobs.store.postgres import PostgresStore
 

@@ -28,7 +28,7 @@ from vibe_jobs.models import (
 )
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, MemoryStore, open_store
-from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery
+from vibe_jobs.store.base import UPDATABLE, Guard, JobQuery, QueueReading, waits_since
 from vibe_jobs.store.sqlite import SQLiteStore
 
 P, R, C, F, X = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED,
@@ -519,6 +519,26 @@ async def test_orphans_of_some_tools_are_read_and_the_others_counted(store: JobS
     assert await store.orphans_left(600, ["here", "there", "elsewhere"], "me") == {}
     assert len(await store.orphans(600)) == 7  # no filter: every orphan, as before
     assert await store.orphans_left(1_000, ["here"], "me") == {"there": 3, "elsewhere": 1}  # alive's lease ended
+
+
+async def test_the_queue_of_a_shared_store_is_read_by_priority_with_its_longest_wait(store: JobStore) -> None:
+    """`pending_by_priority` (SQLite and PostgreSQL: the queue every process on the store feeds): pending jobs by
+    rank, each rank's longest wait by `waits_since` (from creation or run_after, whichever is later; a job deferred
+    past now waits not yet); running and finished jobs are no queue."""
+    if not isinstance(store, QueueReading):
+        pytest.skip("a store no process shares: the runner's own queue is the queue")
+    await insert_all(store, [
+        record("high-old", priority=3, created_at=100),
+        record("high-new", priority=3, created_at=300),
+        record("low-run-after", priority=1, created_at=50, run_after=400),
+        record("low-deferred", priority=1, created_at=10, run_after=10_000),
+        record("critical-deferred", priority=4, created_at=20, run_after=9_000),
+        record("running", priority=2, status=R, created_at=1),
+        record("done", priority=2, status=C, created_at=1),
+    ])  # fmt: skip
+    rows = {rank: (count, since) for rank, count, since in await store.pending_by_priority(1_000)}
+    assert rows == {3: (2, 100), 1: (2, 400), 4: (1, None)}
+    assert rows[1][1] == waits_since(50, 400, 1_000) and waits_since(10, 10_000, 1_000) is None
 
 
 async def test_the_orphans_left_of_one_program_are_read_by_their_owner_ids(store: JobStore) -> None:

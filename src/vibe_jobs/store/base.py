@@ -153,15 +153,16 @@ def adopted_records(jobs: Sequence[JobRecord], won: Collection[str], owner: str,
 def waits_since(created_at: int, run_after: int | None, now: int) -> int | None:
     """Since when a pending job has waited to run (health's "oldest pending job"): from its creation or its
     run_after, whichever is later; None while it is deferred past `now` (it does not wait yet). Here and in
-    SQL for PostgreSQL (`WAITS_SINCE_SQL`)."""
+    SQL for PostgreSQL and SQLite (`WAITS_SINCE_SQL`)."""
     if run_after is None:
         return created_at
     return None if run_after > now else max(created_at, run_after)
 
 
-# `waits_since` in PostgreSQL's SQL, `now` a parameter placeholder given to format()
+# `waits_since` in SQL, given to format(): `now` a parameter placeholder, `greatest` the dialect's two-argument
+# maximum (PostgreSQL's `greatest`, SQLite's scalar `max`)
 WAITS_SINCE_SQL = (
-    "CASE WHEN run_after IS NULL THEN created_at WHEN run_after <= {now} THEN greatest(created_at, run_after) END"
+    "CASE WHEN run_after IS NULL THEN created_at WHEN run_after <= {now} THEN {greatest}(created_at, run_after) END"
 )
 
 
@@ -355,7 +356,18 @@ def principal_lock_refused(where: str) -> StoreLocked:
 
 
 @runtime_checkable
-class SharedJobStore(PrincipalLocking, JobStore, Protocol):
+class QueueReading(Protocol):
+    """A store whose pending jobs are the queue of every process that shares it (PostgreSQL, SQLite), read as
+    a whole by a process that runs none of them (`vibe-jobs dashboard` alone)."""
+
+    async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
+        """(priority rank, pending jobs, since when the longest-waiting runnable one has waited) for every rank
+        with pending jobs: a job waits from its creation or its run_after, whichever is later; one deferred past
+        `now` does not wait yet (None when no job of the rank does)."""
+
+
+@runtime_checkable
+class SharedJobStore(PrincipalLocking, QueueReading, JobStore, Protocol):
     """A store that several processes on several machines share (PostgreSQL), on top of `JobStore`."""
 
     async def claim_many(
@@ -386,11 +398,6 @@ class SharedJobStore(PrincipalLocking, JobStore, Protocol):
 
     def sweeper_lock(self) -> AbstractAsyncContextManager[bool]:
         """`async with store.sweeper_lock() as held:` held in exactly one session at a time."""
-
-    async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
-        """(priority rank, pending jobs, since when the longest-waiting runnable one has waited) for every rank
-        with pending jobs: a job waits from its creation or its run_after, whichever is later; one deferred past
-        `now` does not wait yet (None when no job of the rank does)."""
 
     async def offer_tools(self, owner: str, tools: Collection[str]) -> None:
         """Record on `owner`'s lease the tools it runs."""

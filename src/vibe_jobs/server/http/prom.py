@@ -42,7 +42,8 @@ async def scrape(manager: JobManager) -> Scrape:
     pending = dict.fromkeys((p.value for p in Priority), 0)
     pending.update(stats.queue_depth_by_priority)
     if not stats.queue_depth_by_priority and stats.queue_depth:
-        pending[Priority.MEDIUM.value] = stats.queue_depth  # no queue view (a dashboard alone on SQLite): unsplit
+        # no queue view (a manager that runs no jobs on a store no other process shares): unsplit
+        pending[Priority.MEDIUM.value] = stats.queue_depth
     finished = {
         (tool, status): n
         for tool, group in manager.stats.by_tool.items()

@@ -52,7 +52,7 @@ COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
 COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
 PENDING_BY_PRIORITY = (
-    f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='$1')})"
+    f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='$1', greatest='greatest')})"
     " FROM jobs WHERE status = 'pending' GROUP BY priority"
 )
 # The dependencies of pending jobs are kept past the retention (store/base.py: delete_finished). NOT EXISTS, not

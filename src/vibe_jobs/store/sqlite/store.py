@@ -44,6 +44,7 @@ from vibe_jobs.store.base import (
     ADOPT_CHUNK,
     CANCELLED_WITHOUT_RUN_SQL,
     NO_GUARD,
+    WAITS_SINCE_SQL,
     DurationRow,
     Guard,
     JobQuery,
@@ -82,6 +83,12 @@ _FIND_ACTIVE = (
 _ACTIVE = f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 _ACTIVE_OF = f"{sql.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
 _ACTIVE_BY = f"{sql.SELECT} INDEXED BY jobs_principal WHERE principal = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
+# the queue every process on the file feeds: pending jobs by priority rank, with since when the longest-waiting
+# one of each has waited (`store.base.QueueReading`)
+_PENDING_BY_PRIORITY = (
+    f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='?', greatest='max')})"
+    f" FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} AND status = 'pending' GROUP BY priority"
+)
 _COUNTS = (
     f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
@@ -165,7 +172,8 @@ _S = {
         ("insert", sql.INSERT, True), ("get", _GET, False), ("touch", _TOUCH, True),
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
         ("active_by", _ACTIVE_BY, False),
-        ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False), ("delete_finished", _DELETE_FINISHED, True),
+        ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False),
+        ("pending_by_priority", _PENDING_BY_PRIORITY, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
         ("orphans", _ORPHANS, False), ("orphans_of", _ORPHANS_OF, False), ("orphans_left", _ORPHANS_LEFT, False),
@@ -484,6 +492,12 @@ class SQLiteStore:
         else:
             found = dict(await self._run(_S["counts_of"], (principal,), ALL))
         return {status: found.get(status.value, 0) for status in JobStatus}
+
+    async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
+        """(priority rank, pending jobs, waiting since) for every rank with pending jobs, of every process on
+        the file (`store.base.QueueReading`)."""
+        rows = await self._run(_S["pending_by_priority"], (now,), ALL)
+        return [(row[0], row[1], row[2]) for row in rows]
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         ids: list[str] = await self._run(_S["delete_finished"], (before, limit), COLUMN)
