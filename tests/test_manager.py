@@ -169,6 +169,44 @@ async def test_create_task_job_is_the_issues_name_for_a_task_job(manager: JobMan
     assert (job.tool_name, job.params, job.priority, job.task_id) == ("analyse", {"p": 1}, "high", "t-7")
 
 
+async def test_a_task_job_spec_may_be_the_specifications_mapping(manager: JobManager) -> None:
+    """The specification creates a task job with a plain object of TaskJob fields (camelCase); issue 4's
+    `create_task_job(tool_name, params, spec)` and issue 2's `create_job(..., task=)` take that mapping too (it
+    raised AttributeError: 'dict' object has no attribute 'deadline'), snake_case keys as well; a bad value is
+    refused naming its field, and no job is stored."""
+    dep = await manager.create_job("setup", {})
+    spec = {
+        "taskId": "TSK-001",
+        "projectId": "PRJ-001",
+        "operationType": "decomposition",
+        "priority": "high",
+        "estimatedDuration": 300000,
+        "resourceRequirements": {"memoryMB": 512, "cpuWeight": 2},
+        "dependencies": [dep],
+        "metadata": {"sessionId": "session-123", "retryCount": 0, "maxRetries": 3},
+    }
+    job = await manager.get_job(await manager.create_task_job("vibe-task-manager", {"a": 1}, spec))
+    wire = job.wire()
+    assert {k: wire[k] for k in ("taskId", "projectId", "operationType", "priority", "estimatedDuration")} == {
+        "taskId": "TSK-001",
+        "projectId": "PRJ-001",
+        "operationType": "decomposition",
+        "priority": "high",
+        "estimatedDuration": 300000,
+    }
+    assert (wire["resourceRequirements"]["memoryMB"], wire["resourceRequirements"]["cpuWeight"]) == (512, 2)
+    meta = wire["metadata"]
+    assert (wire["dependencies"], meta["sessionId"], meta["maxRetries"]) == ([dep], "session-123", 3)
+
+    snake = await manager.get_job(await manager.create_job("x", {}, task={"priority": "critical", "task_id": "t-9"}))
+    assert (snake.priority, snake.task_id) == ("critical", "t-9")
+
+    before = await stored_ids(manager.store)
+    with pytest.raises(ValueError, match="priority"):
+        await manager.create_task_job("x", {}, {"priority": "urgent"})
+    assert await stored_ids(manager.store) == before
+
+
 # -- dedupe ----------------------------------------------------------------------------------
 
 

@@ -312,7 +312,7 @@ class JobManager:
         tool_name: str,
         params: Mapping[str, Any] | None = None,
         *,
-        task: TaskSpec | None = None,
+        task: TaskSpec | Mapping[str, Any] | None = None,
         dedupe: bool = False,
         trace_context: str | None = None,
         viewer: Viewer | None = None,
@@ -324,9 +324,12 @@ class JobManager:
         `trace_context`: the W3C traceparent of the call that creates it, kept so that each attempt's span links
         to it;
         `run_at` (epoch ms) defers it: it is not runnable before then. A deadline (`task.deadline`) that is not
-        after both now and `run_at` is refused: the job could never start."""
+        after both now and `run_at` is refused: the job could never start. `task` may be a mapping of the
+        specification's TaskJob fields (camelCase or snake_case), validated as a `TaskSpec`."""
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
+        if task is not None and not isinstance(task, TaskSpec):
+            task = TaskSpec.model_validate(task)
         if task is not None and task.deadline is not None:
             self._check_deadline(task.deadline, run_at)
         params = self.check_params(tool_name, params)
@@ -348,7 +351,12 @@ class JobManager:
         raise StaleWrite("equal calls' jobs kept starting and finishing under this call")
 
     async def create_task_job(
-        self, tool_name: str, params: Mapping[str, Any] | None, spec: TaskSpec, *, viewer: Viewer | None = None
+        self,
+        tool_name: str,
+        params: Mapping[str, Any] | None,
+        spec: TaskSpec | Mapping[str, Any],
+        *,
+        viewer: Viewer | None = None,
     ) -> str:
         """A task job (priority, dependencies, resources, retries, time-out: `spec`): `create_job(..., task=spec)`
         under the name the scheduler's specification gives it."""
