@@ -55,6 +55,19 @@ def test_settings_are_frozen() -> None:
     assert (s.max_concurrent, changed.max_concurrent) == (5, 9)
 
 
+def test_one_concurrency_limit_whether_given_as_max_concurrent_or_the_queue_configs() -> None:
+    """`max_concurrent` and JobQueueConfig's maxConcurrentJobs (issue 4 item 10) are one limit: the queue config's
+    sets it when max_concurrent is not given (it was ignored), and the queue config states max_concurrent."""
+    given = Settings(queue=JobQueueConfig(max_concurrent_jobs=2))
+    assert (given.max_concurrent, given.queue.max_concurrent_jobs) == (2, 2)
+    assert given.with_(program="p").max_concurrent == 2
+    for s, limit in ((Settings(max_concurrent=3), 3), (given.with_(max_concurrent=5), 5), (Settings(), 5)):
+        assert (s.max_concurrent, s.queue.max_concurrent_jobs) == (limit, limit)
+    assert Settings(max_concurrent=3).with_(max_concurrent=5).queue.max_concurrent_jobs == 5
+    both = Settings(max_concurrent=7, queue=JobQueueConfig(max_concurrent_jobs=2))  # max_concurrent wins, as the
+    assert (both.max_concurrent, both.queue.max_concurrent_jobs) == (7, 7)  # environment's wins over the file's
+
+
 def test_blank_values_are_ignored() -> None:
     s = Settings.from_env({"JOB_MANAGER_MAX_CONCURRENT": "  ", "VIBE_JOBS_STORE": ""})
     assert s.max_concurrent == 5

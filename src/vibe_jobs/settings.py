@@ -26,6 +26,7 @@ from vibe_jobs.polling import PollingPolicy
 from vibe_jobs.redact import DEFAULT_SECRET_PATTERN, check_pattern, redact_urls_in
 
 MIB = 1024 * 1024
+DEFAULT_MAX_CONCURRENT = JobQueueConfig().max_concurrent_jobs  # 5, the specification's default
 MAX_WAIT_SECONDS = 50  # the most get-job-result waits in one call (its schema says so; the setting may lower it)
 
 
@@ -45,7 +46,7 @@ def user_data_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    max_concurrent: int = 5
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
     cleanup_interval_ms: int = 300_000
     max_retention_ms: int = 3_600_000
     store_url: str = "memory://"
@@ -99,11 +100,22 @@ class Settings:
     health_max_error_rate: float = 0.5  # of the jobs finished in the last 5 minutes
     health_max_oldest_pending_ms: int = 300_000
 
+    def __post_init__(self) -> None:
+        """One concurrency limit, `max_concurrent` (JOB_MANAGER_MAX_CONCURRENT): a queue config that gives its own
+        maxConcurrentJobs sets it while it is left at its default, and the queue config then states it too."""
+        queue = self.queue
+        if self.max_concurrent == DEFAULT_MAX_CONCURRENT and "max_concurrent_jobs" in queue.model_fields_set:
+            object.__setattr__(self, "max_concurrent", queue.max_concurrent_jobs)
+        elif queue.max_concurrent_jobs != self.max_concurrent:
+            object.__setattr__(self, "queue", _stating(queue, self.max_concurrent))
+
     @property
     def polling(self) -> PollingPolicy:
         return PollingPolicy(base_ms=self.poll_base_ms, factor=self.poll_factor, max_ms=self.poll_max_ms)
 
     def with_(self, **changes: Any) -> Settings:
+        if "max_concurrent" in changes and "queue" not in changes:  # the queue config states the new limit
+            changes["queue"] = _stating(self.queue, changes["max_concurrent"])
         return replace(self, **changes)
 
     @classmethod
@@ -118,6 +130,13 @@ class Settings:
         values["queue"] = _queue_config(env, values.get("max_concurrent"))
         values.setdefault("max_concurrent", values["queue"].max_concurrent_jobs)
         return cls(**values)
+
+
+def _stating(queue: JobQueueConfig, max_concurrent: int) -> JobQueueConfig:
+    """`queue` stating `max_concurrent`, as a value it follows, not one it gives (Settings.__post_init__)."""
+    copy = queue.model_copy(update={"max_concurrent_jobs": max_concurrent})
+    copy.model_fields_set.discard("max_concurrent_jobs")
+    return copy
 
 
 def _parse(var: str, raw: str, parse: Callable[[str], Any]) -> Any:

@@ -505,6 +505,23 @@ async def test_a_tool_at_its_limit_does_not_block_other_tools_queued_behind_it(b
         assert queued(s) == {}
 
 
+async def test_the_queue_configs_max_concurrent_jobs_is_the_limit(backend: Backend) -> None:
+    """Issue 4 item 10: the specification's JobQueueConfig (maxConcurrentJobs, ...) configures the queue. Given in
+    Python (`Settings(queue=JobQueueConfig(max_concurrent_jobs=1))`) it was ignored: five jobs ran at once, as
+    only the environment's and the config file's value reached `Settings.max_concurrent`."""
+    gates = Gates()
+    settings = Settings(queue=JobQueueConfig(max_concurrent_jobs=1))
+    async with backend.running([gated_tool(gates)], settings) as (m, s):
+        first = await m.create_job("gated", {"key": "first"})
+        await gates.wait_started("first")
+        second = await m.create_job("gated", {"key": "second"})
+        await decide_now(s)
+        assert await status(m, second) is JobStatus.PENDING and gates.order == ["first"]
+        gates.open("first", "second")
+        assert (await finished(m, first)).status is (await finished(m, second)).status is JobStatus.COMPLETED
+    assert (settings.max_concurrent, settings.queue.max_concurrent_jobs) == (1, 1)
+
+
 @on_stores()
 async def test_queue_full_refuses_and_creates_nothing(backend: Backend) -> None:
     gates = Gates()
