@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from vibe_jobs.models import TaskSpec
 from vibe_jobs.results import canonical_json, json_size, text_result
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import JobStore
+from vibe_jobs.store import JobStore, MemoryStore, open_store
 
 pytestmark = pytest.mark.every_store
 
@@ -205,6 +206,17 @@ async def test_a_task_job_spec_may_be_the_specifications_mapping(manager: JobMan
     with pytest.raises(ValueError, match="priority"):
         await manager.create_task_job("x", {}, {"priority": "urgent"})
     assert await stored_ids(manager.store) == before
+
+
+async def test_the_settings_store_url_is_the_managers_store(tmp_path: Path) -> None:
+    """Issue 2's settings carry VIBE_JOBS_STORE, issue 5 makes SQLite the default: a JobManager given only settings
+    keeps its jobs in the store they name (it kept them in memory, lost at exit); no settings: memory."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with JobManager(settings=Settings.from_env({"VIBE_JOBS_STORE": url})) as first:
+        job_id = await first.create_job("echo", {"text": "kept"})
+    async with JobManager(open_store(url)) as second:
+        assert (await second.get_job(job_id)).params == {"text": "kept"}
+    assert isinstance(JobManager().store, MemoryStore)
 
 
 # -- dedupe ----------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ from vibe_jobs.results import (
 from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import COMPLETED, FAILED, FINAL, PENDING, RUNNING, JobStatus, check_transition
-from vibe_jobs.store import Guard, JobQuery, JobStore, MemoryStore
+from vibe_jobs.store import Guard, JobQuery, JobStore, open_store
 from vibe_jobs.store.base import (
     NO_GUARD,
     PRINCIPAL_LOCK_WAIT_MS,
@@ -133,13 +133,13 @@ class JobManager:
         bus: EventBus | None = None,
         ticks: Callable[[], float] | None = None,
     ) -> None:
-        self.store: JobStore = store or MemoryStore()
+        self.settings = settings or Settings()
+        self.store: JobStore = store or open_store(self.settings.store_url)  # Settings(): memory://
         # The last record this manager wrote of each active job, tried first by the next change of that
         # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost
         # one missed update and a re-read, never a lost change.
         self._recent = RecentRecords(RECENT_RECORDS)
         self._answer_checks: dict[str, AnswerCheck] = {}  # question id -> its job's own check (`ask`)
-        self.settings = settings or Settings()
         s = self.settings
         self._quotas = any(q is not None for q in (s.quota_pending, s.quota_running, s.quota_params_bytes))
         # per principal, in this process (`principal_held`: across processes too, on a store that locks principals)
