@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 import tracemalloc
 
 import anyio
@@ -86,6 +87,22 @@ async def test_expired_jobs_are_published(manager: JobManager, clock: FakeClock)
         await manager.cleanup()
         events = [sub._buffer.popleft() for _ in range(len(sub._buffer))]
     assert [(e.type, e.job_id) for e in events] == [(EventType.EXPIRED, done)]
+
+
+async def test_the_cleanup_task_runs_on_its_interval(make_manager: ManagerFactory) -> None:
+    """JOB_MANAGER_CLEANUP_INTERVAL: the cleanup task runs every interval. An interval shorter than a third of the
+    lease (10 s by default) ran only at that third, so a job past a retention of 0.1 s stayed for 10 s."""
+    settings = Settings(cleanup_interval_ms=100, max_retention_ms=100)  # the default lease: a beat every 10 s
+    async with make_manager(clock=time.time, settings=settings) as manager:
+        with manager.subscribe() as events:
+            job_id = await _finished(manager, JobStatus.COMPLETED)
+            active = await manager.create_job("echo")
+            with anyio.fail_after(5):
+                async for event in events:
+                    if event.type is EventType.EXPIRED and event.job_id == job_id:
+                        break
+        assert await manager.store.get(job_id) is None
+        assert (await manager.get_job(active)).status is JobStatus.PENDING
 
 
 async def test_a_removed_job_is_not_found_and_dedupe_starts_afresh(manager: JobManager, clock: FakeClock) -> None:

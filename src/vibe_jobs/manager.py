@@ -164,9 +164,10 @@ class JobManager:
         self._tg: TaskGroup | None = None
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
         # the lease's renewals, and the beat (durations, recovery) and retention, through store failures (outages.py)
-        beat = max(0.05, self.settings.lease_ms / 3000)
+        self._beat_seconds = beat = max(0.05, self.settings.lease_ms / 3000)  # a third of the lease
         self._renewing = StoreRetry("lease.renewal_failed", most=beat, on_failure=self.store_failed)
         self._maintaining = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
+        self._cleaning = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
         # the figures asked for by nobody in particular (/health, /metrics, the dashboard: unauthenticated
         # probes at any rate): one count of the store at a time, shared by those who ask meanwhile
         self._all_figures = SharedCall(self._statistics)
@@ -208,6 +209,7 @@ class JobManager:
             await self._maintaining.attempt(step, pause=False)
         self._tg.start_soon(self._renewals)  # at once if that renewal failed, else a third of the lease on
         self._tg.start_soon(self._maintenance)
+        self._tg.start_soon(self._cleanups)
         if self.runner is not None:
             self._tg.start_soon(self.runner.run_timers)
         await self._maintaining.attempt(self._beat, pause=False)
@@ -246,25 +248,29 @@ class JobManager:
         """Renew this process's lease every lease/3, in a loop of its own: a slow beat (a long recovery pass,
         a tool's hook ending a dead run's leftovers, retention) never lets it lapse while the process lives,
         which another process on the store would take for this one's death (and adopt the jobs it runs)."""
-        every = max(0.05, self.settings.lease_ms / 3000)  # a third of the lease, in seconds
         while True:
             if self.lease_until - self.now() > self.settings.lease_ms * 2 // 3:  # else behind (a renewal failed)
-                await anyio.sleep(every)
+                await anyio.sleep(self._beat_seconds)
             while not await self._renewing.attempt(self.renew_lease):
                 pass  # a failing store never stops the process: renewed again after a backoff
 
     async def _maintenance(self) -> None:
-        lease_ms = self.settings.lease_ms
-        beat = max(0.05, lease_ms / 3000)  # a third of the lease, in seconds
-        # by the ticks (never stepped): an hour's step back of the clock put the next clean-up off for the hour
-        next_cleanup = self.ticks() + self.settings.cleanup_interval_ms / 1000
+        """The beat, every lease/3: the store's time, learned durations, recovery of gone processes' jobs."""
         while True:
-            await anyio.sleep(beat)
+            await anyio.sleep(self._beat_seconds)
             while not await self._maintaining.attempt(self._beat):
                 pass  # a failing store never stops the process: the beat is tried again after a backoff
+
+    async def _cleanups(self) -> None:
+        """Retention: `cleanup` every cleanup interval, by the ticks (never stepped: an hour's step back of the clock
+        put the next clean-up off for the hour); awake at least every beat, as injected ticks may leap."""
+        interval = self.settings.cleanup_interval_ms / 1000
+        next_cleanup = self.ticks() + interval
+        while True:
+            await anyio.sleep(min(self._beat_seconds, max(0.0, next_cleanup - self.ticks())))
             if self.ticks() >= next_cleanup:
-                next_cleanup = self.ticks() + self.settings.cleanup_interval_ms / 1000
-                await self._maintaining.attempt(self.cleanup)
+                next_cleanup = self.ticks() + interval
+                await self._cleaning.attempt(self.cleanup)
 
     async def _beat(self) -> None:
         await self._keep_the_store_s_time()
