@@ -306,6 +306,16 @@ def test_config_from_json(tmp_path: Path) -> None:
     _check_loaded(Settings.from_env({"VIBE_JOBS_CONFIG": str(path)}).queue)
 
 
+@pytest.mark.parametrize("name", ["queue.JSON", "queue.conf", "queue"])
+def test_a_json_config_is_read_whatever_its_name(tmp_path: Path, name: str) -> None:
+    """Issue 4: "a TOML or JSON file given by VIBE_JOBS_CONFIG". JSON was read only from a name ending in `.json`;
+    any other was parsed as TOML ("Invalid statement"). An object's text (a TOML file never starts with `{`) is JSON."""
+    path = tmp_path / name
+    path.write_text('\n  {"maxConcurrentJobs": 7, "resourceLimits": {"maxMemoryMB": 4096}}')
+    s = Settings.from_env({"VIBE_JOBS_CONFIG": str(path)})
+    assert (s.max_concurrent, s.queue.resource_limits.max_memory_mb) == (7, 4096)
+
+
 def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
     path = tmp_path / "queue.toml"
     path.write_text(TOML)

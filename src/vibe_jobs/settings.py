@@ -292,7 +292,9 @@ def _queue_config(env: Mapping[str, str], max_concurrent: int | None) -> JobQueu
 def _read_config_file(path: str) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
+        # JSON by its name, or by an object's text whatever the name (no TOML file starts with `{`)
+        is_json = path.lower().endswith(".json") or text.lstrip().startswith("{")
+        data = json.loads(text) if is_json else tomllib.loads(text)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"VIBE_JOBS_CONFIG={path!r} cannot be read: {exc}") from None
     if not isinstance(data, dict):
