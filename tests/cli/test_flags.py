@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 VIBE_JOBS = [sys.executable, "-m", "vibe_jobs"]
 
@@ -63,3 +66,27 @@ def test_a_bug_in_a_tools_module_is_shown_where_it_is(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0
     assert 'buggytools.py", line 2' in done.stderr and "invalid literal for int()" in done.stderr, done.stderr
+
+
+async def test_the_vibe_jobs_script_finds_a_tools_module_in_the_working_directory(tmp_path: Path) -> None:
+    """README: a module of job tools next to you, `vibe-jobs serve --tools mymodule` registers it. The installed
+    `vibe-jobs` script's import path starts at the script's own directory, not the working directory (as
+    `python -m vibe_jobs` has it), so it answered "cannot import tools module 'mymodule'"."""
+    script = Path(sys.executable).with_name("vibe-jobs")
+    assert script.exists(), f"the console script is not installed at {script}"
+    (tmp_path / "mymodule.py").write_text(
+        "from vibe_jobs import job_tool\n\n"
+        "@job_tool(description='Map a code base')\nasync def map_code(path: str) -> str:\n    return path\n"
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "VIBE_JOBS_LOG_LEVEL": "warning"}  # no PYTHONPATH: as a user runs it
+    params = StdioServerParameters(
+        command=str(script), args=["serve", "--store", "memory://", "--tools", "mymodule"], env=env, cwd=str(tmp_path)
+    )
+    with tempfile.TemporaryFile("w+") as errlog:
+        try:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy", read_timeout_seconds=60) as client:
+                tools = {tool.name for tool in (await client.list_tools()).tools}
+        except Exception:
+            errlog.seek(0)
+            raise AssertionError(errlog.read()) from None
+    assert "map_code" in tools

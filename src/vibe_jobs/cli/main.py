@@ -101,7 +101,10 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
 def load_tool_modules(names: Sequence[str]) -> None:
     """Import user tool modules (each name may list several, comma-separated, as VIBE_JOBS_TOOLS does);
     their @job_tool and @plain_tool functions register themselves."""
-    for name in (part for entry in names for part in split_names(entry)):
+    modules = [part for entry in names for part in split_names(entry)]
+    if modules:
+        _look_in_the_working_directory()
+    for name in modules:
         if not all(part.isidentifier() for part in name.split(".")):  # a path ('../tools') raised a TypeError
             raise SystemExit(
                 f"vibe-jobs: tools module '{name}' is not a module name: a dotted Python name such as mypkg.tools"
@@ -113,6 +116,15 @@ def load_tool_modules(names: Sequence[str]) -> None:
             raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
         except BadJobTool as exc:
             raise SystemExit(f"vibe-jobs: tools module '{name}': {exc}") from None
+
+
+def _look_in_the_working_directory() -> None:
+    """Tools modules are found in the working directory, as `python -m vibe_jobs` finds them (the installed
+    `vibe-jobs` script's path starts at its own directory instead); last on the path, so that a file there shadows
+    no installed module."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.append(here)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
