@@ -325,6 +325,17 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
     assert s.queue.retry_policy.max_retries == 5
 
 
+def test_the_environment_overrides_the_files_snake_case_key(tmp_path: Path) -> None:
+    """The file's keys may be snake_case (`max_concurrent_jobs`, as JobQueueConfig takes them); with
+    JOB_MANAGER_MAX_CONCURRENT set too, start-up was refused: "key 'max_concurrent_jobs': Extra inputs are not
+    permitted", the variable's value having been added under the other spelling."""
+    path = tmp_path / "queue.toml"
+    path.write_text("max_concurrent_jobs = 7\n[resource_limits]\nmax_memory_mb = 4096\n")
+    s = Settings.from_env({"VIBE_JOBS_CONFIG": str(path), "JOB_MANAGER_MAX_CONCURRENT": "3"})
+    assert (s.max_concurrent, s.queue.max_concurrent_jobs, s.queue.resource_limits.max_memory_mb) == (3, 3, 4096)
+    assert Settings.from_env({"VIBE_JOBS_CONFIG": str(path)}).max_concurrent == 7
+
+
 @pytest.mark.parametrize(
     ("text", "suffix", "key", "value"),
     [

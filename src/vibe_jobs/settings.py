@@ -281,7 +281,8 @@ def _queue_config(env: Mapping[str, str], max_concurrent: int | None) -> JobQueu
     """The JobQueueConfig from the VIBE_JOBS_CONFIG file (TOML or JSON), env overrides applied."""
     path = env.get("VIBE_JOBS_CONFIG", "").strip()
     data = _read_config_file(path) if path else {}
-    if max_concurrent is not None:
+    if max_concurrent is not None:  # the environment's over the file's, in whichever spelling the file has it
+        data.pop("max_concurrent_jobs", None)
         data["maxConcurrentJobs"] = max_concurrent
     try:
         return JobQueueConfig.model_validate(data)
