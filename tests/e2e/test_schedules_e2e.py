@@ -158,6 +158,22 @@ async def test_a_deferred_job_says_when_it_runs_and_is_not_read_before(mode: str
     assert first["status"] == "pending" and first["pollingRecommendation"]["nextCheckTime"] == run_at
 
 
+async def test_a_run_at_within_a_second_is_deferred_too(mode: str) -> None:
+    """A runAt 400 ms ahead answered "Job started" (deferred only when the first read fell on runAt itself)."""
+    async with stdio_client_for(mode) as client:
+        run_at = now_ms() + 400
+        answer = await client.call_tool("submit-job", {"tool": "noop", "runAt": run_at})
+        started = structured(answer)
+        _, final = await read(client, started["jobId"], waitSeconds=10)
+        job = next(
+            j for j in structured(await client.call_tool("list-jobs", {}))["jobs"] if j["id"] == started["jobId"]
+        )
+    assert started["message"].startswith(f"Job deferred to runAt {run_at}"), started
+    assert f"is deferred: it does not run before runAt {run_at}" in texts(answer), texts(answer)
+    assert started["pollingRecommendation"]["nextCheckTime"] >= run_at  # never read before it may run
+    assert final["status"] == "completed" and job["startedAt"] >= run_at
+
+
 async def test_ticks_refused_by_a_full_queue_are_counted_as_skipped(mode: str) -> None:
     """They were lost with no sign but a warning in the log: `skipped` 0, no job, health healthy."""
     async with stdio_client_for(mode, {"VIBE_JOBS_MAX_PENDING": "2"}) as client:

@@ -37,13 +37,14 @@ _JOB_ID_KEY = json.dumps("jobId")
 
 
 def started_text(
-    job_id: str, tool_name: str, interval: int, next_check_time: int, max_wait: float, deferred: bool = False
+    job_id: str, tool_name: str, interval: int, next_check_time: int, max_wait: float, deferred: int | None = None
 ) -> str:
-    """What a job tool answers: read the job in `interval` ms, at `next_check_time` (its polling recommendation)."""
-    if deferred:
+    """What a job tool answers: read the job in `interval` ms, at `next_check_time` (its polling recommendation);
+    `deferred`: the job's runAt, when it is still ahead."""
+    if deferred is not None:
         return (
-            f"Job {job_id} for tool '{tool_name}' is deferred: it does not run before runAt {next_check_time} "
-            f"({utc_clock(next_check_time)}), so there is nothing to read before then. "
+            f"Job {job_id} for tool '{tool_name}' is deferred: it does not run before runAt {deferred} "
+            f"({utc_clock(deferred)}), so there is nothing to read before then. "
             f"Next: call {call_hint(job_id)} {_when(interval, next_check_time)}. Do not guess the result."
         )
     return (

@@ -92,9 +92,9 @@ def started_result(manager: JobManager, job_id: str, tool_name: str, run_at: int
             manager.settings.polling, now=now, finished=False, reads=0, next_check_time=None, runnable_at=run_at
         )
         interval = first.interval or interval
-    deferred = run_at is not None and now + interval == run_at
+    deferred = run_at if run_at is not None and run_at > now else None  # any runAt still ahead, however near
     next_check_time = now + interval
-    said = f"deferred to runAt {run_at}" if deferred else "started"
+    said = f"deferred to runAt {run_at}" if deferred is not None else "started"
     started = {  # the JobStarted shape, built directly: this is the hot path of every job tool call
         "jobId": job_id,
         "status": JobStatus.PENDING.value,
