@@ -102,3 +102,28 @@ async def test_a_refused_answer_on_the_long_poll_tells_the_caller_why(transport:
     assert asked[0] == "How many (0-10)?"
     assert asked[1].startswith("Your last answer was refused (") and "'count' must be at most 10" in asked[1]
     assert asked[1].endswith("). How many (0-10)?")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_callbacks_refused_answer_is_told_alike_in_both_eras(mode: str) -> None:
+    """2026-07-28: the retried long-poll whose `inputResponses` carried an answer outside the question's bounds
+    answered isError (`invalid_params`, no status, no question), where 2025-11-25 answers the job's status with
+    the reason in `waitingFor.answerRefused`; the question stays open either way and the next long-poll asks it
+    again (saying why on 2025-11-25, whose connection outlives the call)."""
+    asked: list[str] = []
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"count": 50 if len(asked) == 1 else 5})
+
+    async with connect(mode, elicitation_callback=on_elicit) as client:
+        job_id = await start(client, "ask_count")
+        refused = await read(client, job_id, wait=10)
+        assert refused.get("status") == "running", refused
+        assert "'count' must be at most 10" in refused["waitingFor"]["answerRefused"], refused
+        assert refused["_text"].startswith("Your last answer was refused: "), refused["_text"]
+        done = await finish(client, job_id)
+    assert result_text(done) == "5"
+    assert asked[0] == "How many (0-10)?"
+    assert len(asked) == 2 and asked[1].endswith("How many (0-10)?"), asked
+    assert asked[1].startswith("Your last answer was refused (") == (mode == "legacy"), asked

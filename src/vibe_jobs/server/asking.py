@@ -15,6 +15,8 @@ the answer (see `messages.waiting_text`).
 An answer given on the call and refused (it fails the question's checks, or is no ElicitResult /
 CreateMessageResult at all) is remembered for the caller's connection (`refusal`): the long-poll answers with
 the reason in `waitingFor.answerRefused`, and the next long-poll that asks the same elicitation again says why.
+On 2026-07-28 the retry whose `inputResponses` is refused answers so too (not an error); as no connection
+outlives its request in that era, the question asked again there does not repeat why.
 
 `Keepalive` sends the job's progress at least every `progress_keepalive_ms`, the unchanged value when the
 job reported nothing, so that clients that reset their time-out on progress keep waiting.
@@ -162,8 +164,13 @@ class Asker:
         return dumped
 
     def _refused(self, question_id: str, reason: str) -> None:
-        log.warning("job.answer_refused", job_id=self.job_id, error=reason)
-        connection_state(self.ctx.request_context.session)[REFUSED] = (question_id, reason[:MAX_REASON_CHARS])
+        remember_refusal(self.ctx.request_context.session, self.job_id, question_id, reason)
+
+
+def remember_refusal(session: ServerSession, job_id: str, question_id: str, reason: str) -> None:
+    """Remember, for `session`'s connection, why its answer to question `question_id` was refused (`refusal`)."""
+    log.warning("job.answer_refused", job_id=job_id, error=reason)
+    connection_state(session)[REFUSED] = (question_id, reason[:MAX_REASON_CHARS])
 
 
 def refusal(session: ServerSession, question_id: str | None) -> str | None:
@@ -202,23 +209,28 @@ def answerable(ctx: Context) -> frozenset[str]:
 
 
 async def take_responses(
-    manager: JobManager, job_id: str, responses: InputResponses | None, viewer: Viewer | None
-) -> None:
+    manager: JobManager, ctx: Context, job_id: str, responses: InputResponses | None, viewer: Viewer | None
+) -> bool:
     """A 2026-07-28 retry's `inputResponses`: each the answer to the question its key names, from `viewer`
     (another principal's job answers as an unknown id, its question untouched). A key the job no longer waits
-    on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused."""
+    on is ignored (answered elsewhere, or the job moved on); a wrong answer is refused, as one on a 2025-11-25
+    long-poll's request is (`refusal`): True then, and the call answers with the reason."""
     if not responses:
-        return
+        return False
     rec = await manager.get_record(job_id, viewer)  # one read, whatever number of keys the request names
     if (found := response_to_pending(rec, responses)) is None:
         log.info("job.answer_unused", job_id=job_id, keys=len(responses))
-        return
+        return False
     key, response = found
     answer = response.model_dump(by_alias=True, mode="json", exclude_none=True)
     try:
         await manager.answer(job_id, answer, request_id=key, viewer=viewer)
     except NotWaiting:
         log.info("job.answer_unused", job_id=job_id, request_id=key)
+    except InvalidParams as exc:
+        remember_refusal(ctx.request_context.session, job_id, key, str(exc))
+        return True
+    return False
 
 
 class Keepalive:

@@ -160,8 +160,8 @@ class ControlTools:
         """Read a background job: its status, progress, and its result once finished."""
         viewer = self.identity.viewer()
         try:
-            await take_responses(self.m, jobId, ctx.input_responses, viewer)
-            if waitSeconds > 0:
+            refused = await take_responses(self.m, ctx, jobId, ctx.input_responses, viewer)
+            if waitSeconds > 0 and not refused:  # a refused answer is told at once, as on 2025-11-25
                 asked = await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
                 if asked is not None:  # 2026-07-28: the SDK sends it as `input_required`; the retry answers
                     return cast(CallToolResult, asked)
