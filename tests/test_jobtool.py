@@ -101,6 +101,28 @@ def test_a_bad_schedule_is_refused_where_the_tool_is_declared(tmp_path: Path) ->
     assert "job tool nightly: schedule: cron '99 * * * *' is not valid" in done.stderr, done.stderr[-2000:]
 
 
+def test_a_schedule_on_a_tool_that_needs_arguments_is_refused_where_it_is_declared(tmp_path: Path) -> None:
+    """A declared schedule runs its tool with no arguments: one on a tool with a required argument crashed
+    `vibe-jobs serve` at start (an ExceptionGroup traceback, "Invalid arguments for 'resize': width: Field
+    required"). Now it is refused where it is written, naming the tool and the argument."""
+
+    def resize(width: int, height: int = 10) -> str:
+        return "ok"
+
+    with pytest.raises(TypeError, match=r"job tool resize: schedule: .*no arguments.*width: Field required"):
+        make_spec(resize, schedule="0 3 * * *")
+    assert make_spec(resize).schedule is None
+    (tmp_path / "needsargs.py").write_text(
+        "from vibe_jobs import job_tool\n\n@job_tool(schedule='0 3 * * *')\n"
+        "def resize(width: int) -> str:\n    return 'ok'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "VIBE_JOBS_STORE": "memory://"}
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--tools", "needsargs"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "job tool resize: schedule: " in done.stderr and "width: Field required" in done.stderr, done.stderr
+
+
 def test_a_tools_retry_policy_comes_from_the_package_root() -> None:
     """Issue 4's RetryPolicy (per tool) is importable where job_tool is: `from vibe_jobs import RetryPolicy`."""
     import vibe_jobs

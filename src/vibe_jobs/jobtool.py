@@ -19,7 +19,7 @@ import anyio
 
 from vibe_jobs.arguments import Arguments, ToolArguments
 from vibe_jobs.context import JobContext
-from vibe_jobs.errors import BadJobTool
+from vibe_jobs.errors import BadJobTool, InvalidArguments
 from vibe_jobs.firing import check_cron
 from vibe_jobs.models import OperationType
 from vibe_jobs.results import to_call_result
@@ -62,11 +62,20 @@ class JobToolSpec:
             self.context_param = find_context_param(self.fn)
         self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
         if self.schedule is not None:  # refused where it is written, not when a server starts
-            try:
-                self.schedule = check_cron(self.schedule)
-            except ValueError as exc:
-                raise BadJobTool(f"job tool {self.name}: schedule: {exc}") from None
+            self.schedule = self._checked_schedule(self.schedule)
         self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
+
+    def _checked_schedule(self, cron: str) -> str:
+        """The declared schedule, normalised; BadJobTool when its cron is bad or the tool cannot run with no
+        arguments (as each of its firings does)."""
+        try:
+            normal = check_cron(cron)
+            self.arguments.check({})
+        except InvalidArguments as exc:
+            raise BadJobTool(f"job tool {self.name}: schedule: it runs the tool with no arguments: {exc}") from None
+        except ValueError as exc:
+            raise BadJobTool(f"job tool {self.name}: schedule: {exc}") from None
+        return normal
 
     @property
     def runs_in_thread(self) -> bool:
