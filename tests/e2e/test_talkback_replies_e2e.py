@@ -127,3 +127,28 @@ async def test_a_callbacks_refused_answer_is_told_alike_in_both_eras(mode: str) 
     assert asked[0] == "How many (0-10)?"
     assert len(asked) == 2 and asked[1].endswith("How many (0-10)?"), asked
     assert asked[1].startswith("Your last answer was refused (") == (mode == "legacy"), asked
+
+
+async def test_a_client_that_takes_only_url_elicitation_is_not_sent_a_form_and_answers_with_answer_job() -> None:
+    """A 2025-11-25 client that declared `elicitation: {url: {}}` (no form mode) was sent the job's form
+    elicitation on its long-poll (the spec: a server must not send a mode the client did not declare); its error
+    reply was taken as a decline, and the job went on as if the person had said no. Now it is told by
+    `waitingFor` (answer-job), as a client without the capability is, and the question stays open."""
+    async with raw_stdio(capabilities={"elicitation": {"url": {}}}) as raw:
+        started = await raw.call("confirm", {})
+        job_id = started["result"]["structuredContent"]["jobId"]
+        poll_id = next(raw.ids)
+        arguments = {"jobId": job_id, "waitSeconds": 10}
+        call = {"name": "get-job-result", "arguments": arguments}
+        await raw.send({"jsonrpc": "2.0", "id": poll_id, "method": "tools/call", "params": call})
+        while (message := await raw.answer()).get("id") != poll_id:
+            assert message.get("method") != "elicitation/create", message
+            if "method" in message and "id" in message:  # any other request: no handler here
+                await raw.send({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32601, "message": "no"}})
+        polled = message["result"]["structuredContent"]
+        assert polled["status"] == "running" and polled["waitingFor"]["kind"] == "elicitation", polled
+        assert "answer-job" in message["result"]["content"][0]["text"]
+        answered = await raw.call("answer-job", {"jobId": job_id, "answer": {"confirm": True}})
+        assert not answered["result"].get("isError"), answered
+        done = await raw.call("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+        assert done["result"]["structuredContent"]["result"]["content"][0]["text"] == "deleted", done

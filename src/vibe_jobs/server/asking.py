@@ -200,12 +200,21 @@ def _request_of(question: Mapping[str, Any], refused: str | None = None) -> Elic
 
 
 def answerable(ctx: Context) -> frozenset[str]:
-    """The question methods this caller can answer on its long-poll: those it declared the capability of,
-    on 2025-11-25 only when its connection carries server-to-client requests."""
+    """The question methods this caller can answer on its long-poll: those it declared the capability of
+    (elicitation: form mode, the only one a job asks in), on 2025-11-25 only when its connection carries
+    server-to-client requests."""
     rc = ctx.request_context
     if rc.protocol_version not in MODERN and not rc.session.can_send_request:
         return frozenset()
-    return frozenset(m for m, cap in CAPABILITY.items() if rc.session.check_client_capability(cap))
+    declared = frozenset(m for m, cap in CAPABILITY.items() if rc.session.check_client_capability(cap))
+    return declared if takes_forms(rc.session.client_capabilities) else declared - {ELICIT}
+
+
+def takes_forms(capabilities: ClientCapabilities | None) -> bool:
+    """Does a client take form-mode elicitation: it declared `form`, or `elicitation: {}` (an empty object means
+    form mode, says the spec). One that declared only `url` must not be sent a form."""
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
 
 
 async def take_responses(
