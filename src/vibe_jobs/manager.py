@@ -1074,6 +1074,8 @@ class JobManager:
             waiting_for=question_view(rec),
             schedule_id=rec.schedule_id,
             tick=rec.tick,
+            run_at=rec.run_after if rec.status is JobStatus.PENDING else None,
+            deadline=rec.task.deadline if rec.task is not None else None,
         )
 
     async def wait(

@@ -232,6 +232,8 @@ class JobStatusMessage(WireModel):
     waiting_for: dict[str, Any] | None = None  # the unanswered question of a running job (question_view)
     schedule_id: str | None = None  # a fired job's link back to its schedule (list-jobs shows it too)
     tick: int | None = None
+    run_at: int | None = None  # a pending job's runAt (not runnable before then), as list-jobs shows it
+    deadline: int | None = None
 
 
 class ResourceUsage(WireModel):

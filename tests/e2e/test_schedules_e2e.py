@@ -156,6 +156,7 @@ async def test_a_deferred_job_says_when_it_runs_and_is_not_read_before(mode: str
     assert started["pollingRecommendation"]["nextCheckTime"] == run_at
     assert f"is deferred: it does not run before runAt {run_at}" in texts(answer)
     assert first["status"] == "pending" and first["pollingRecommendation"]["nextCheckTime"] == run_at
+    assert first.get("runAt") == run_at, first  # get-job-result shows runAt, as list-jobs does
 
 
 async def test_a_run_at_within_a_second_is_deferred_too(mode: str) -> None:
