@@ -149,6 +149,12 @@ class Schedule(WireModel):
     last_outcome: str | None = None
     skipped: int = 0
 
+    def timing_text(self) -> str:
+        """Its timing as tables show it: the cron with the zone it is read in (unless UTC), or its period."""
+        if self.cron is None:
+            return f"every {self.every_seconds:g} s"
+        return self.cron if self.timezone == "UTC" else f"{self.cron} ({self.timezone})"
+
     def wire(self) -> dict[str, Any]:
         """The JSON-ready dict: None fields left out, but for `lastFiredAt` and `nextFireAt`, always there
         (null before the first firing, and once past endAt), as job-stats shows them."""

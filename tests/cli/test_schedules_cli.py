@@ -22,20 +22,20 @@ def echo(text: str) -> str:
     return text
 
 
-async def fill(tmp_path: Path) -> tuple[str, str]:
+async def fill(tmp_path: Path, timing: dict[str, str]) -> tuple[str, str]:
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     store = open_store(url)
     await store.open()
     try:
         s = Schedules(JobManager(store), {"echo": make_spec(echo)})
-        rec = await s.create(parse_spec({"tool": "echo", "arguments": {"text": "x"}, "cron": "@daily"}))
+        rec = await s.create(parse_spec({"tool": "echo", "arguments": {"text": "x"}, **timing}))
     finally:
         await store.close()
     return url, rec.schedule_id
 
 
-def filled(tmp_path: Path) -> tuple[str, str]:
-    return anyio.run(fill, tmp_path)
+def filled(tmp_path: Path, **timing: str) -> tuple[str, str]:
+    return anyio.run(fill, tmp_path, timing or {"cron": "@daily"})
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -58,6 +58,17 @@ def test_list_pause_resume_delete(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0 and "deleted" in out
     code, out, _ = run(capsys, "schedules", "list", "--store", url)
     assert out.strip() == "no schedules"
+
+
+def test_a_cron_read_in_another_zone_is_listed_with_its_zone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TIMING showed "0 3 * * *" beside a NEXT of 02:00 UTC (Berlin's 03:00): the zone the cron is read in was
+    nowhere in the table."""
+    url, sid = filled(tmp_path, cron="0 3 * * *", timezone="Europe/Berlin")
+    code, out, _ = run(capsys, "schedules", "list", "--store", url)
+    assert code == 0 and f"{sid}  echo  0 3 * * * (Europe/Berlin)" in out, out
+    assert re.search(r" 0[12]:00:00 UTC", out), out  # 03:00 in Berlin, in winter or in summer
 
 
 def test_an_unknown_schedule_is_one_line_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

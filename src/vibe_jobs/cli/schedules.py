@@ -57,7 +57,7 @@ def schedules_table(schedules: list[Schedule]) -> str:
         [
             s.schedule_id,
             s.tool,
-            s.cron or f"every {s.every_seconds:g} s",
+            s.timing_text(),
             "paused" if s.paused else "active",
             _when(s.last_fired_at),
             _when(s.next_fire_at),

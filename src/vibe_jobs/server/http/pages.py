@@ -152,7 +152,7 @@ def schedules_table(stats: Statistics | None) -> str:
         return ""
     rows = "".join(
         f'<tr data-schedule="{e(s.schedule_id)}"><td>{e(s.schedule_id)}</td><td>{e(s.tool)}</td>'
-        f"<td>{e(s.cron or f'every {s.every_seconds:g} s')}{' (paused)' if s.paused else ''}</td>"
+        f"<td>{e(s.timing_text())}{' (paused)' if s.paused else ''}</td>"
         f"<td>{e(when(s.last_fired_at))}</td><td>{e(s.last_outcome)}</td><td>{e(when(s.next_fire_at))}</td></tr>"
         for s in stats.schedules
     )
