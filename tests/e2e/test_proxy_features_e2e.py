@@ -250,6 +250,29 @@ async def test_the_upstream_asks_the_client_for_its_roots(everything: list[str],
     assert "file:///work/project" in texts(msg["result"])[0]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_relaying_roots_writes_no_sdk_warning_to_the_proxys_stderr(
+    mode: str, everything: list[str], tmp_path: Path
+) -> None:
+    """The proxy relays roots on purpose, for clients of either era; the SDK's deprecated roots calls printed
+    their raw `MCPDeprecationWarning` (two lines each, with source) on the proxy's stderr, where logs are
+    structlog lines."""
+
+    async def roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri="file:///work/project", name="project")])
+
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    params = StdioServerParameters(command=sys.executable, args=proxy_args(everything, None), env=env, cwd=str(ROOT))
+    log = tmp_path / "proxy.log"
+    with log.open("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode=mode, list_roots_callback=roots) as client:
+            job_id = started(await client.call_tool("get-roots-list", {}))
+            msg = await until(client, job_id, ("completed", "failed"))
+    assert msg["status"] == "completed", msg
+    said = log.read_text()
+    assert "Warning" not in said and "deprecated" not in said, said
+
+
 async def test_upstream_log_messages_become_the_running_jobs_diagnostics(everything: list[str]) -> None:
     async with proxy_client("legacy", proxy_args(everything, None)) as client:
         toggle = started(await client.call_tool("toggle-simulated-logging", {}))

@@ -25,10 +25,12 @@ from mcp_types import (
     Completion,
     CompletionArgument,
     CompletionContext,
+    ListRootsRequest,
     ListRootsResult,
     PromptReference,
     ResourceTemplateReference,
     RootsCapability,
+    RootsListChangedNotification,
 )
 from pydantic import BaseModel
 
@@ -80,7 +82,11 @@ class PassThrough:
 
     async def _seen(self, session: ServerSession, *, roots_changed: bool) -> None:
         """Remember the client; a new one (or its roots/list_changed) tells the upstreams its roots changed,
-        so that they ask for them (they reach this client: `client_roots`)."""
+        so that they ask for them (they reach this client: `client_roots`).
+
+        Roots are relayed on purpose, for clients and upstreams of either era: by the plain request and
+        notification, not the SDK's `list_roots()` / `send_roots_list_changed()`, deprecated as of 2026-07-28,
+        whose warning reached stderr raw (not as a log line) each time."""
         connection = connection_of(session)
         new = connection not in self.sessions
         self.sessions[connection] = session
@@ -91,7 +97,7 @@ class PassThrough:
             for upstream in self.upstreams:
                 if upstream.conn is not None:
                     try:
-                        await upstream.conn.client.send_roots_list_changed()
+                        await upstream.conn.client.session.send_notification(RootsListChangedNotification())
                     except Exception as exc:  # an upstream going down: it asks again when it is back
                         log.debug("proxy.roots_changed_not_sent", upstream=upstream.spec.label, error=str(exc))
 
@@ -222,7 +228,7 @@ class PassThrough:
         if session is None or not session.check_client_capability(wanted):
             return ListRootsResult(roots=[])
         try:
-            return await session.list_roots()
+            return await session.send_request(ListRootsRequest(), ListRootsResult)
         except Exception as exc:  # the client cannot be asked now (gone, or an era without server requests)
             log.debug("proxy.roots_unavailable", error=str(exc))
             return ListRootsResult(roots=[])
