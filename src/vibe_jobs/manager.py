@@ -761,8 +761,10 @@ class JobManager:
                 changes.update(extra)
             if diagnostics:
                 changes["diagnostics"] = capped_diagnostics(rec.diagnostics, diagnostics)
-            if target is COMPLETED:
+            if target is COMPLETED:  # done: all of it, and all of the stage it ended in (not "0 of render")
                 changes["progress_percentage"] = 100.0
+                if rec.sub_progress is not None:
+                    changes["sub_progress"] = 100.0
             return changes
 
         return await self.mutate(job_id, plan, _fence(attempt) if guard is None else guard, known=known)
