@@ -563,6 +563,37 @@ async def test_every_request_read_before_eof_is_answered() -> None:
     assert answered >= set(range(600)), sorted(set(range(600)) - answered)[:10]
 
 
+async def left_stdin(pid: int) -> None:
+    """Until no thread of process `pid` waits in a read of a pipe (its stdin reader saw the end of it)."""
+    with anyio.fail_after(20):
+        while True:
+            channels = set()
+            async for task in anyio.Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    channels.add(await (task / "wchan").read_text())
+            if not any("pipe_read" in channel or channel == "pipe_wait" for channel in channels):
+                return
+            await anyio.sleep(0.05)
+
+
+async def test_sigterm_while_eof_waits_for_a_long_poll_prints_no_traceback() -> None:
+    """The MCP client's stdio exit: stdin closed, 2 s, SIGTERM. With a long-poll still in flight the server waited
+    up to 2 s too for its answer, and SIGTERM in that wait printed the stdin thread's CancelledError traceback."""
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(stderr=errlog) as server:
+            job_id = (await server.call("sleepy", {"seconds": 60}))["result"]["structuredContent"]["jobId"]
+            poll = {"name": "get-job-result", "arguments": {"jobId": job_id, "waitSeconds": 30}}
+            await server.send({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": poll})
+            await server.stop("EOF")
+            await left_stdin(server.proc.pid)
+            await server.stop("SIGTERM")
+            with anyio.fail_after(10):
+                code = await server.proc.wait()
+        errlog.seek(0)
+        logged = errlog.read().decode()
+    assert code == 0 and "Traceback" not in logged and "CancelledError" not in logged, logged
+
+
 async def blocked_writing(pid: int) -> None:
     """Until a thread of process `pid` waits in a write to a full pipe (its /proc wait channel)."""
     with anyio.fail_after(20):

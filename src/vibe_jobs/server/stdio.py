@@ -24,6 +24,7 @@ import re
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import CancelledError
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, BinaryIO
 
@@ -249,8 +250,8 @@ def _read_wire(
                 portal.call(answers.send, SessionMessage(item))
         portal.call(inflight.settled, EOF_GRACE_SECONDS)
         portal.call(messages.aclose)
-    except (RuntimeError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-        pass  # the server is stopping (the portal or the streams are closed) or stdin broke
+    except (RuntimeError, CancelledError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+        pass  # the server is stopping (the portal or the streams are closed, or a signal cancelled the wait at EOF)
 
 
 async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionMessage], inflight: InFlight) -> None:
