@@ -134,3 +134,29 @@ async def test_a_streamable_http_upstream_that_dies_mid_job_is_connected_again()
     assert msg["status"] == "completed", "\n".join(msg["details"]["diagnostics"])
     assert texts(msg["result"]) == [LONG_TEXT]
     assert texts(echoed["result"]) == ["Echo: back"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_restarted_http_upstream_serves_direct_tools_and_prompts_again(mode: str) -> None:
+    """Only a job's call noticed that a streamable-HTTP upstream had restarted (its session unknown there): with
+    direct tools and pass-through requests only, every call failed for ever with the SDK's "Server returned an
+    error response", as a JSON-RPC error of the proxy's own. The first call to find the session gone now fails
+    naming the upstream, and the proxy connects again for the next."""
+    everything = upstream_command("everything")
+    upstream_port, port = free_port(), free_port()
+    upstream, env = [*everything[:-1], "streamableHttp"], {"PORT": str(upstream_port)}
+    url = f"http://127.0.0.1:{upstream_port}/mcp"
+    proxy = proxy_cmd(port, "--upstream-url", url, "--direct", "echo")
+    with running(upstream, upstream_port, env) as first, running(proxy, port):
+        async with Client(f"http://127.0.0.1:{port}/mcp", mode=mode, read_timeout_seconds=60) as client:
+            assert texts(await client.call_tool("echo", {"message": "before"})) == ["Echo: before"]
+            first.kill()
+            first.wait(10)
+            with running(upstream, upstream_port, env):
+                found_gone = await client.call_tool("echo", {"message": "lost"})
+                again = await client.call_tool("echo", {"message": "again"})
+                prompts = (await client.list_prompts()).prompts
+    assert found_gone.is_error and "interrupted: upstream" in texts(found_gone)[0], found_gone
+    assert url in texts(found_gone)[0], found_gone
+    assert texts(again) == ["Echo: again"] and not again.is_error, again
+    assert "simple-prompt" in {p.name for p in prompts}

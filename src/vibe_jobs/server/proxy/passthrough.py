@@ -20,6 +20,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.session import ServerSession
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     ClientCapabilities,
     Completion,
@@ -40,7 +41,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.results import json_size
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.proxy.pages import Page, read_pages
-from vibe_jobs.server.proxy.upstream import Upstream, notification_method
+from vibe_jobs.server.proxy.upstream import Upstream, UpstreamExited, notification_method
 from vibe_jobs.server.resources import OWN_SCHEMES
 from vibe_jobs.server.sdk import connection_of
 
@@ -75,7 +76,10 @@ class PassThrough:
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         handler = self.handlers.get(ctx.method)
-        result = await (handler(ctx, call_next) if handler is not None else call_next(ctx))
+        try:
+            result = await (handler(ctx, call_next) if handler is not None else call_next(ctx))
+        except UpstreamExited as exc:  # the request found the upstream gone; it is being connected again
+            raise MCPError(code=INTERNAL_ERROR, message=f"upstream {exc.upstream}: {exc}") from None
         if ctx.method != "initialize":
             await self._seen(ctx.session, roots_changed=ctx.method == ROOTS_CHANGED)
         return result

@@ -25,7 +25,7 @@ from vibe_jobs.errors import InvalidArguments, InvalidTransition, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.server.proxy.schema import SchemaArguments
-from vibe_jobs.server.proxy.upstream import ProgressFn, Upstream
+from vibe_jobs.server.proxy.upstream import ProgressFn, Upstream, UpstreamExited
 from vibe_jobs.server.schemas import or_error
 from vibe_jobs.server.wrap import RawArguments, error_result
 
@@ -95,11 +95,14 @@ def direct_tool(upstream: Upstream, tool: UpstreamTool) -> Tool:
             checked = rule.check(arguments)
         except InvalidArguments as exc:
             return error_result(str(exc), exc.code, unknown=exc.unknown, accepted=exc.accepted)
-        async with upstream.calling() as conn:  # a cancelled request cancels the call: notifications/cancelled upstream
-            try:
-                return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
-            except (ValidationError, RuntimeError) as exc:  # its result: not MCP's shape, not its output schema's
-                return error_result(unusable_result(upstream, tool.name, exc), "upstream_result")
+        try:
+            async with upstream.calling() as conn:  # a cancelled request cancels the call: notifications/cancelled
+                try:
+                    return await conn.client.call_tool(tool.name, checked, progress_callback=ctx.report_progress)
+                except (ValidationError, RuntimeError) as exc:  # its result: not MCP's shape, not its output schema's
+                    return error_result(unusable_result(upstream, tool.name, exc), "upstream_result")
+        except UpstreamExited as exc:  # as a job's call fails; the upstream is being connected again
+            return error_result(f"upstream {exc.upstream}: {exc}", "upstream_exited")
 
     return Tool(
         fn=handler,

@@ -247,7 +247,8 @@ class Upstream:
         conn = await self.connection()
         self.others += 1
         try:
-            yield conn
+            async with self._losing(conn):
+                yield conn
         finally:
             self.others -= 1
 
@@ -266,14 +267,24 @@ class Upstream:
         conn = await self.connection()
         self.jobs.add(ctx)
         try:
-            return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
+            async with self._losing(conn):
+                return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
+        finally:
+            self.jobs.discard(ctx)
+
+    @asynccontextmanager
+    async def _losing(self, conn: Connection) -> AsyncIterator[None]:
+        """A call on `conn` (a job's, a direct tool's, a pass-through request): an error of it that says the
+        connection is gone ends that connection, so that the upstream is connected again (an HTTP connection
+        does not end by itself: a restarted upstream's lost session was noticed by job calls only, and direct tools
+        and pass-through requests failed for ever), and is raised as UpstreamExited."""
+        try:
+            yield
         except (MCPError, httpx2.TransportError) as exc:
             if not await self._connection_lost(conn, exc):
                 raise
-            self._lost(conn.ended)  # connect again (an HTTP connection does not end by itself)
+            self._lost(conn.ended)
             raise UpstreamExited(self.spec.label) from None
-        finally:
-            self.jobs.discard(ctx)
 
     async def _connection_lost(self, conn: Connection, exc: Exception) -> bool:
         """The connection is gone, not the call refused: closed, or (HTTP) unreachable, or its session unknown to
