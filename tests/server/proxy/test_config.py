@@ -67,6 +67,11 @@ def test_a_toml_file(tmp_path: Path) -> None:
         ('{"mcpServers": {"a": {"args": []}}}', "mcpServers.a: expected 'command'"),
         ('{"mcpServers": {"a": {"command": "x", "args": "y"}}}', "'args' must be a list of strings"),
         ("{not json", "config"),
+        ('{"mcpServers": {"a": {"command": "x", "cwd": 5}}}', "'cwd' a string"),
+        (
+            '{"mcpServers": {"a": {"command": "x", "url": "http://h/mcp"}}}',
+            "mcpServers.a: give 'command' or 'url', not",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_problem(tmp_path: Path, content: str, problem: str) -> None:

@@ -78,15 +78,20 @@ def _entry(path: Path, name: str, entry: Any) -> UpstreamSpec:
     _check_name(name, where)
     if not isinstance(entry, dict) or not (isinstance(entry.get("command"), str) or isinstance(entry.get("url"), str)):
         raise ConfigError(f"{where}: expected 'command' (with 'args', 'env') or 'url' (with 'headers')")
+    if "command" in entry and "url" in entry:  # one of them would be ignored
+        raise ConfigError(f"{where}: give 'command' or 'url', not both")
     args, env, headers = entry.get("args", []), entry.get("env", {}), entry.get("headers", {})
-    if not _strings(args) or not _string_map(env) or not _string_map(headers):
-        raise ConfigError(f"{where}: 'args' must be a list of strings, 'env' and 'headers' objects of strings")
+    cwd = entry.get("cwd")
+    if not _strings(args) or not _string_map(env) or not _string_map(headers) or not isinstance(cwd, str | None):
+        raise ConfigError(
+            f"{where}: 'args' must be a list of strings, 'env' and 'headers' objects of strings, 'cwd' a string"
+        )
     return UpstreamSpec(
         name=name,
         command=entry.get("command"),
         args=tuple(args),
         env=env,
-        cwd=entry.get("cwd"),
+        cwd=cwd,
         url=entry.get("url"),
         headers=headers,
     )
