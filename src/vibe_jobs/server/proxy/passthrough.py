@@ -156,7 +156,7 @@ class PassThrough:
         for upstream in self._serving("resources"):
             try:
                 return await _read(upstream, uri)
-            except MCPError:
+            except (MCPError, UpstreamExited):  # not its URI, or it is gone (connected again): the next may serve it
                 continue
         raise error
 
