@@ -2,7 +2,8 @@
 
 Tools: `ok` answers at once; `big` answers a valid result of 65 MiB of text with its `Content-Length`; `big_stream`
 the same without one (the body ends when the connection closes), so that only reading it shows its size; `big_gzip`
-the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the wire).
+the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the wire); `misaddressed` answers its
+call in the POST's JSON body, under another request's id (its own plus 1000).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
-TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip")]
+TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed")]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
 
@@ -62,6 +63,8 @@ class Upstream(BaseHTTPRequestHandler):
             self.big_gzip(rid)
         elif method == "tools/call" and request["params"]["name"] == "big_stream":
             self.big_stream(rid)
+        elif method == "tools/call" and request["params"]["name"] == "misaddressed":
+            self.answer(rid + 1000, {"content": [{"type": "text", "text": "misaddressed done"}]})
         else:
             self.answer(rid, {"content": [{"type": "text", "text": "ok done"}]})
 

@@ -144,6 +144,24 @@ async def test_an_http_upstream_s_answer_is_held_to_the_size_a_stdio_one_is(http
         assert await completed(client, "ok") == ["ok done"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_http_upstream_answering_a_post_under_another_id_fails_that_call(
+    http_upstream: str, mode: str
+) -> None:
+    """A POST's JSON body answers that POST's request: the SDK passed an answer under another id on as it was, no
+    call took it, and the job waited for its time-out (an hour by default). On an event stream the SDK gives the
+    answer the request's id; here the call fails, naming both ids (it is the upstream's fault, and its answer may
+    be another call's)."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=60) as client:
+        msg = await until(client, started(await client.call_tool("misaddressed", {})), ("completed", "failed"))
+        assert msg["status"] == "failed", str(msg)[:300]
+        assert "answered this request under another id" in texts(msg["result"])[0], msg["result"]
+        assert await completed(client, "ok") == ["ok done"]
+
+
 def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
     """`--upstream-url https://user:pw@host/mcp?token=...`: the start failure printed them whole; tool descriptions,
     diagnostics and log lines carried them too (the upstream's label)."""

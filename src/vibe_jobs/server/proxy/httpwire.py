@@ -6,16 +6,23 @@ each within the SDK's own limit; any other body is cut at `MAX_LINE_BYTES` as it
 `Content-Length` says so), and the call it answers fails with the reason (the SDK turns a `StreamError` while
 reading an answer into that call's error). A compressed body is held to the limit as decoded (gzip, deflate: the
 encodings the proxy asks for): on the wire a 65 MiB answer of one letter is 65 KiB.
+
+A POST's JSON body answers that POST's request. One that answers under another id was passed on as it was: no call
+took it, and the request waited for its time-out (the SDK gives an answer on an event stream the request's id).
+Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another call's.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
+from mcp.shared.dispatcher import coerce_request_id
+from mcp_types import INTERNAL_ERROR, RequestId
 
-from vibe_jobs.server.proxy.wire import MAX_LINE_BYTES
+from vibe_jobs.server.proxy.wire import MAX_LINE_BYTES, whose_message
 
 
 class AnswerTooLarge(httpx2.StreamError):
@@ -105,6 +112,9 @@ def capping(limit: int = MAX_LINE_BYTES) -> dict[str, list[Callable[[httpx2.Resp
             else:
                 stream = _Inflated(stream, limit, len(codings))
             del response.headers["content-encoding"]
+        asked = _request_id(response.request)
+        if asked is not None and response.headers.get("content-type", "").lower().startswith("application/json"):
+            stream = _Addressed(stream, asked)
         response.stream = stream
 
     return {"response": [cap]}
@@ -117,6 +127,36 @@ class _Refused(httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         raise AnswerUndecodable(self.why)
         yield b""  # (a generator)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _request_id(request: httpx2.Request) -> RequestId | None:
+    """The id of the JSON-RPC request a POST carries (None: a notification, an answer, no body read)."""
+    try:
+        sent = json.loads(request.content) if request.method == "POST" else None
+    except (httpx2.RequestNotRead, ValueError):
+        return None
+    found = sent.get("id") if isinstance(sent, dict) and "method" in sent else None
+    return found if isinstance(found, int | str) and not isinstance(found, bool) else None
+
+
+class _Addressed(httpx2.AsyncByteStream):
+    """The JSON answer to the request `asked`: under another id, an error answering `asked` instead (module doc)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, asked: RequestId) -> None:
+        self.inner, self.asked = inner, asked
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = b"".join([chunk async for chunk in self.inner])  # held to the limit by the streams within
+        said = whose_message(body)
+        if said is None or said.request or coerce_request_id(said.id) == coerce_request_id(self.asked):
+            yield body  # its own answer, or what the SDK refuses itself (not JSON-RPC)
+            return
+        why = f"the upstream answered this request under another id ({said.id!r})"
+        error = {"code": INTERNAL_ERROR, "message": why}
+        yield json.dumps({"jsonrpc": "2.0", "id": self.asked, "error": error}).encode()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -158,6 +158,12 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | Reply |
         return _unusable(_whose(line), why, drops)
 
 
+def whose_message(message: bytes) -> Whose | None:
+    """Whom one whole message concerns: read from its ends where the SDKs write its id (linear), else parsed."""
+    found = _overlong_whose(Overlong(len(message), message[:HEAD_BYTES], message[-HEAD_BYTES:]))
+    return found if found is not None else _whose(message)
+
+
 def _overlong_whose(line: Overlong) -> Whose | None:
     """Whom an over-long line concerns, when its ends show its id and its kind (`_FIRST`, `_START`, `_ID_LAST`)."""
     if (found := _FIRST.match(line.head)) is not None:
