@@ -308,6 +308,24 @@ async def test_update_progress_details(manager: JobManager) -> None:
     }
 
 
+async def test_a_completed_job_is_done_with_its_last_stage_a_failed_one_stays_where_it_stopped(
+    manager: JobManager,
+) -> None:
+    """A finished map-codebase job read `currentStage: render, subProgress: 0`, as if stuck at its last stage."""
+    staged, failed, plain = [await manager.create_job("echo") for _ in range(3)]
+    for job_id in (staged, failed, plain):
+        await manager.start_job(job_id)
+    for job_id in (staged, failed):
+        await manager.update_progress(job_id, 97, "rendering", stage="render", sub_progress=0)
+    await manager.set_job_result(staged, {"content": [], "isError": False})
+    await manager.set_job_result(failed, {"content": [], "isError": True})
+    await manager.set_job_result(plain, {"content": [], "isError": False})
+    done, stopped, bare = [(await manager.get_job(j)).details for j in (staged, failed, plain)]
+    assert done is not None and (done.current_stage, done.sub_progress) == ("render", 100)
+    assert stopped is not None and (stopped.current_stage, stopped.sub_progress) == ("render", 0)
+    assert bare is None or bare.sub_progress is None  # no stage reported: none made up
+
+
 async def test_diagnostics_are_appended_and_bounded(manager: JobManager) -> None:
     job_id = await manager.create_job("echo")
     await manager.start_job(job_id)
