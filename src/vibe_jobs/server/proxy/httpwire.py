@@ -134,12 +134,13 @@ class _Refused(httpx2.AsyncByteStream):
 
 def _request_id(request: httpx2.Request) -> RequestId | None:
     """The id of the JSON-RPC request a POST carries (None: a notification, an answer, no body read)."""
-    try:
-        sent = json.loads(request.content) if request.method == "POST" else None
-    except (httpx2.RequestNotRead, ValueError):
+    if request.method != "POST":
         return None
-    found = sent.get("id") if isinstance(sent, dict) and "method" in sent else None
-    return found if isinstance(found, int | str) and not isinstance(found, bool) else None
+    try:
+        found = whose_message(request.content)
+    except httpx2.RequestNotRead:
+        return None
+    return found.id if found is not None and found.request else None
 
 
 class _Addressed(httpx2.AsyncByteStream):
