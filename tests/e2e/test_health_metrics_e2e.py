@@ -155,6 +155,27 @@ async def test_readyz_turns_503_when_the_sqlite_file_is_unreadable_and_200_after
             await until_ready(port, 200)
 
 
+async def test_readyz_probes_at_once_on_a_healthy_sqlite_store_all_answer_ready() -> None:
+    """/readyz is unauthenticated, and a kubelet, a load balancer and a person may ask at the same moment: a
+    probe that came while another one's check of the file ran answered 503 "did not answer within 2 s" at
+    once, so anybody who reached the port could take a healthy server out of rotation (helper-106)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="vj-readyz-") as tmp,
+        serve_store(f"sqlite:///{Path(tmp) / 'jobs.db'}") as (port, _),
+    ):
+        answers: list[tuple[int, str]] = []
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+
+            async def probe() -> None:
+                answer = await http.get(f"http://127.0.0.1:{port}/readyz")
+                answers.append((answer.status_code, answer.text))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(20):
+                    tg.start_soon(probe)
+    assert answers == [(200, '{"status":"ready"}')] * 20, sorted(set(answers))
+
+
 async def test_a_flood_of_health_probes_costs_the_store_one_count_at_a_time() -> None:
     """/health and /metrics are unauthenticated and count the store's jobs (about 15 ms at 100,000 SQLite jobs):
     40 probes at once, while the store is slow (its process stopped), cost it a count or two, not 40."""

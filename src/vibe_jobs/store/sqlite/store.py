@@ -38,6 +38,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.owners import owner_prefix
 from vibe_jobs.recent import Recent, RecentRecords
 from vibe_jobs.schedules import ScheduleRecord
+from vibe_jobs.shared import SharedCall
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
 from vibe_jobs.store.base import (
@@ -278,6 +279,8 @@ class SQLiteStore:
         self._closed = False
         self._file: dbfile.Opened | None = None  # the files opened (a restart must not start on other ones)
         self._checking: float | None = None  # since when a `problem` check runs (a hung file system keeps it)
+        # callers who ask while a check runs share the next one: they took the running one for a hung file system
+        self._problem = SharedCall(self._check_problem)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -343,6 +346,9 @@ class SQLiteStore:
     async def problem(self) -> str | None:
         if self.path == ":memory:":
             return None
+        return await self._problem()
+
+    async def _check_problem(self) -> str | None:
         hung = f"the database file {self.path} did not answer within {PROBLEM_SECONDS:g} s"
         now = anyio.current_time()
         if self._checking is not None and now - self._checking < PROBLEM_RETRY_SECONDS:
