@@ -431,6 +431,43 @@ def test_the_postgres_password_is_not_logged(tmp_path: Path) -> None:
     assert password not in logged and "***" in logged, logged
 
 
+async def test_one_argument_shaped_against_url_redaction_does_not_freeze_the_server(tmp_path: Path) -> None:
+    """list-jobs shows arguments through URL redaction: 200 KB of `http://x` in one argument (within the default
+    1 MiB of params) took the quadratic regular expressions about 15 s on the event loop, in each list-jobs,
+    `jobs://recent` or dashboard page, and every other principal's calls waited (helper-106)."""
+    with serve(tmp_path, VIBE_JOBS_MAX_PARAMS_BYTES=str(1 << 20)) as server:
+        async with client_as(server, BOB) as bob, client_as(server, ALICE) as alice:
+            assert not (await bob.call_tool("echo", {"text": "http://x" * 25_000 + " ?="})).is_error
+            waited: list[float] = []
+
+            async def alice_calls() -> None:
+                started = anyio.current_time()
+                assert not (await alice.call_tool("plain-noop", {})).is_error
+                waited.append(anyio.current_time() - started)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(bob.call_tool, "list-jobs", {})
+                    tg.start_soon(alice_calls)
+    assert waited[0] < 5.0, waited
+
+
+async def test_a_token_sent_in_the_url_query_is_not_logged(tmp_path: Path) -> None:
+    """RFC 6750 lets a client send its bearer token as `?access_token=` (and a browser's EventSource sends no
+    header, so a page that wants /events may try that): refused, and written in clear into the access log line
+    on stderr (the log kept secret-named query parameters only of URLs with a scheme)."""
+    with serve(tmp_path, VIBE_JOBS_LOG_LEVEL="info") as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx2.AsyncClient(timeout=10) as http:
+            for path in ("/mcp", "/events", "/", "/metrics"):
+                answer = await http.get(f"{base}{path}?access_token={ALICE}&status=running")
+                assert answer.status_code in (200, 401), (path, answer.status_code)
+        server.errlog.seek(0)
+        logged = server.errlog.read().decode()
+    assert "/events?access_token=***" in logged, logged
+    assert ALICE not in logged, logged
+
+
 @pytest.mark.postgres
 def test_a_postgres_password_in_the_query_is_not_logged_or_printed() -> None:
     """`?password=` opened the store and was logged in clear (only `user:pw@` was masked)."""
