@@ -97,6 +97,23 @@ async def test_the_same_frames_over_http_are_answered_as_errors_too() -> None:
         assert http.proc.poll() is None
 
 
+async def test_a_dashboard_post_with_a_malformed_referer_is_refused_not_a_server_error() -> None:
+    """The same-origin check read a Referer (sent without Origin) with `urlsplit`, which raises on an unclosed IPv6
+    bracket: 500 and a logged traceback for every such post, from anyone who reaches a loopback server without
+    authentication (helper-106). It is not this origin: 403."""
+    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}) as http:
+        base = f"http://127.0.0.1:{http.port}"
+        async with httpx.AsyncClient(timeout=10) as client:
+            for referer in ("http://[::1/jobs/x", "http://[", "http://127.0.0.1:99999999/"):
+                answer = await client.post(
+                    f"{base}/jobs/{'0' * 32}/cancel", data={"csrf": "x"}, headers={"Referer": referer}
+                )
+                assert answer.status_code == 403, (referer, answer.status_code, answer.text[:200])
+        http.errlog.seek(0)
+        logged = http.errlog.read().decode()
+    assert "Traceback" not in logged and "Exception in ASGI application" not in logged, logged
+
+
 # requests whose id no request may have: the SDK's model took them for notifications, which nobody answers
 WRONG_IDS = [b"null", b"1.5", b"true", b"{}", b"[]"]
 

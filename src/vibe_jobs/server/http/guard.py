@@ -82,7 +82,10 @@ def same_origin(request: Request) -> bool:
     if not source or source == "null":
         return False
     host = request.headers.get("host", "")
-    parts = urlsplit(source)
+    try:
+        parts = urlsplit(source)
+    except ValueError:  # no URL (`http://[::1`: an unclosed bracket raised, a 500 and a traceback each time)
+        return False
     return parts.netloc == host and parts.scheme == request.url.scheme
 
 
