@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from vibe_jobs.blocks import block_problem, carried_block_problem, finite_number
 from vibe_jobs.errors import InvalidParams
+from vibe_jobs.redact import MASK, is_secret
 from vibe_jobs.states import RUNNING
 
 if TYPE_CHECKING:
@@ -299,14 +300,16 @@ def _check_value(name: str, prop: Mapping[str, Any], value: Any) -> None:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     else:
         ok = expected is None or (isinstance(value, expected) and not (kind != "boolean" and isinstance(value, bool)))
+    # a refusal is logged (job.answer_refused) and repeated when the question is asked again: never a secret
+    got = MASK if is_secret(name) else f"{value!r:.80}"
     if not ok:
         wanted = "a list of strings" if kind == "array" else kind
-        raise InvalidParams(f"field {name!r} must be {wanted}, got {value!r:.80}")
+        raise InvalidParams(f"field {name!r} must be {wanted}, got {got}")
     allowed = _allowed(prop)
     if allowed is not None and any(v not in allowed for v in (value if isinstance(value, list) else [value])):
-        raise InvalidParams(f"field {name!r} must be one of {allowed!r:.200}, got {value!r:.80}")
+        raise InvalidParams(f"field {name!r} must be one of {allowed!r:.200}, got {got}")
     if (problem := _out_of_bounds(prop, value)) is not None:
-        raise InvalidParams(f"field {name!r} must be {problem}, got {value!r:.80}")
+        raise InvalidParams(f"field {name!r} must be {problem}, got {got}")
 
 
 # the bounds a field's schema may set, what a value is measured by for each, and whether the bound is met

@@ -27,6 +27,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitRequestParams, ElicitResult
 
 from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
 from tests.e2e.raw_stdio import raw_stdio
@@ -42,6 +43,7 @@ from tests.pg import postgres_url, with_new_schema
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
 
 HOSTILE = "tests.e2e.hostile_tools"
+SECRET_QUESTIONS = "tests.e2e.secret_question_tools"
 DEEP = b"[" * 10_000 + b"]" * 10_000
 MALFORMED: list[tuple[bytes, int | str | None]] = [
     (b"{not json", None),
@@ -112,6 +114,32 @@ async def test_a_dashboard_post_with_a_malformed_referer_is_refused_not_a_server
         http.errlog.seek(0)
         logged = http.errlog.read().decode()
     assert "Traceback" not in logged and "Exception in ASGI application" not in logged, logged
+
+
+async def test_a_refused_answer_to_a_question_for_a_secret_does_not_put_the_secret_in_the_log() -> None:
+    """A job asks its user for an API key; the client's first reply is too short. The refusal ("must be at least
+    20 characters long, got '...'") was logged at warning with the value as given, and sent back in the question
+    asked again: the answer to a field named like a secret (VIBE_JOBS_SECRET_PATTERN) is `***` there, as
+    arguments are (helper-106)."""
+    short, good = "sk-LEAKED-0123", "sk-GOOD-0123456789abcdef"
+    asked: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"api_key": short if len(asked) == 1 else good})
+
+    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}, ["--tools", SECRET_QUESTIONS]) as http:
+        async with Client(http.url, mode="legacy", read_timeout_seconds=60, elicitation_callback=answer) as client:
+            job_id = await start(client, "ask_api_key", {})
+            with anyio.fail_after(60):
+                while (body := (await read(client, job_id, waitSeconds=5))[1])["status"] not in ("completed", "failed"):
+                    pass
+        http.errlog.seek(0)
+        logged = http.errlog.read().decode()
+    assert body["status"] == "completed" and f"a key of {len(good)} characters" in json.dumps(body["result"]), body
+    assert len(asked) == 2 and "api_key" in asked[1] and "***" in asked[1], asked
+    assert "job.answer_refused" in logged and "***" in logged, logged
+    assert short not in logged and short not in asked[1] and good not in logged, (logged, asked)
 
 
 # requests whose id no request may have: the SDK's model took them for notifications, which nobody answers
