@@ -386,8 +386,12 @@ def elicitation(answer: Mapping[str, Any] | None, model: type[M] | None) -> Elic
     content = dict(answer.get("content") or {})
     try:
         data = model.model_validate(content) if model is not None else None
-    except ValidationError as exc:
-        raise InvalidParams(f"the accepted answer does not fit {model.__name__}: {exc}") from None  # type: ignore[union-attr]
+    except ValidationError as exc:  # without the values: the refusal is logged and put to the answerer again
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'content'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise InvalidParams(f"the accepted answer does not fit {model.__name__}: {problems}") from None  # type: ignore[union-attr]
     return Elicitation("accept", content, data)
 
 

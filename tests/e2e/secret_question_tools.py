@@ -8,7 +8,7 @@ from vibe_jobs import JobContext, job_tool
 
 
 class ApiKey(BaseModel):
-    api_key: str = Field(min_length=20, description="the service's API key")
+    api_key: str = Field(min_length=20, pattern=r"^sk-[A-Za-z0-9-]+$", description="the service's API key")
 
 
 @job_tool(description="Ask for an API key (20 characters at least), then report how long the accepted one was")
