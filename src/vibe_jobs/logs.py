@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from vibe_jobs.redact import MASK, is_secret, may_hold_url_secret, redact_params, redact_urls_in
+from vibe_jobs.redact import MASK, is_secret, may_hold_url_secret, redact_bearer, redact_params, redact_urls_in
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _level = logging.INFO
@@ -105,8 +105,9 @@ def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
             event[key] = MASK  # a yes or no is no secret (`authenticated=True` was shown as ***)
         elif isinstance(value, dict):
             event[key] = redact_params(value)
-        elif isinstance(value, str) and may_hold_url_secret(value):
-            event[key] = redact_urls_in(value)
+        elif isinstance(value, str):
+            value = redact_urls_in(value) if may_hold_url_secret(value) else value
+            event[key] = redact_bearer(value)
     return event
 
 

@@ -21,6 +21,9 @@ ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every valu
 # a scheme starts where no scheme character is before it (`\b` let one start at every letter of `a.a.a...`, each read
 # to the run's end: 80 KB of it took 21 s)
 _USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+# a bearer token as an Authorization header carries it (RFC 6750's b64token), in free text: a refused Host or
+# Origin header is logged with its value, and a line folded onto it (obs-fold) brought `Authorization: Bearer ...`
+_BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 _PIECE = re.compile(r"[^\s\"<>]+")  # what a URL or a request target may span: no white space, quote or angle bracket
 
 _pattern = re.compile(DEFAULT_SECRET_PATTERN, re.IGNORECASE)
@@ -121,6 +124,11 @@ def may_hold_url_secret(text: str) -> bool:
     """Whether `text` may hold a URL with a password, or a URL or request target with a secret-named query
     parameter (a cheap test first)."""
     return ("://" in text and "@" in text) or ("?" in text and "=" in text)
+
+
+def redact_bearer(text: str) -> str:
+    """`text` with every `Bearer <token>` in it as `Bearer ***`."""
+    return _BEARER.sub(lambda m: m[1] + MASK, text) if "earer" in text or "EARER" in text else text
 
 
 def redact_url(url: str) -> str:

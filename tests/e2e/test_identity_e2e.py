@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -429,6 +430,24 @@ def test_the_postgres_password_is_not_logged(tmp_path: Path) -> None:
         logged = s.errlog.read().decode()
     assert "server.started" in logged, logged
     assert password not in logged and "***" in logged, logged
+
+
+def test_a_bearer_token_in_a_refused_header_is_not_logged(tmp_path: Path) -> None:
+    """The SDK logs a refused Host or Origin header with its value ("Invalid Host header: ..."). A header line
+    folded onto Host (obs-fold, a line that starts with a space: the HTTP parser joins it to the one before)
+    put a client's `Authorization: Bearer <token>` into that warning, in clear (helper-106)."""
+    with serve(tmp_path, VIBE_JOBS_LOG_LEVEL="info") as server:
+        for folded in (
+            b"Host: 127.0.0.1\r\n Authorization: Bearer " + ALICE.encode(),
+            b"Host: 127.0.0.1\r\nOrigin: Bearer " + BOB.encode(),
+        ):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as http:
+                http.sendall(b"GET /mcp HTTP/1.1\r\n" + folded + b"\r\nConnection: close\r\n\r\n")
+                assert http.recv(100).split(b" ")[1] in (b"400", b"401", b"403", b"421")
+        server.errlog.seek(0)
+        logged = server.errlog.read().decode()
+    assert "Invalid Host header" in logged and "Invalid Origin header" in logged and "Bearer ***" in logged, logged
+    assert ALICE not in logged and BOB not in logged, logged
 
 
 async def test_one_argument_shaped_against_url_redaction_does_not_freeze_the_server(tmp_path: Path) -> None:
