@@ -42,9 +42,10 @@ class Arguments(Protocol):
 
 
 class ArgumentsModel(BaseModel):
-    """The base of every job tool's arguments model: unknown arguments are an error."""
+    """The base of every job tool's arguments model: unknown arguments are an error, and so is a float no JSON
+    carries (NaN, or 1e400 read as infinity), refused naming its argument (a job keeps its params as JSON)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", allow_inf_nan=False)
 
 
 class ToolArguments:

@@ -196,6 +196,35 @@ async def test_a_request_with_an_id_of_a_wrong_type_is_refused_over_http() -> No
         assert http.proc.poll() is None
 
 
+# numbers a float cannot hold (1e400 is valid JSON; NaN and Infinity are what Python's json writes by default)
+NON_FINITE = [b"1e400", b"-1e400", b"NaN", b"Infinity"]
+
+
+def call_frame(request_id: int, tool: str, arguments: bytes) -> bytes:
+    params = b'{"name":"' + tool.encode() + b'","arguments":' + arguments + b"}"
+    return b'{"jsonrpc":"2.0","id":' + str(request_id).encode() + b',"method":"tools/call","params":' + params + b"}"
+
+
+@pytest.mark.parametrize("number", NON_FINITE, ids=lambda n: n.decode())
+async def test_a_number_no_float_holds_is_refused_naming_its_argument(number: bytes) -> None:
+    """Issue 3: a bad call is answered with isError naming the field. A job tool's float argument of 1e400 was
+    refused as 'params must be JSON-serialisable: Out of range float values...' (no field named), and
+    get-job-result's waitSeconds of NaN as 'should be less than or equal to 50'."""
+    calls = [
+        ("sleepy", b'{"seconds":' + number + b"}", "sleepy': seconds"),
+        ("submit-job", b'{"tool":"sleepy","arguments":{"seconds":' + number + b"}}", "sleepy': seconds"),
+        ("get-job-result", b'{"jobId":"nope","waitSeconds":' + number + b"}", "waitSeconds"),
+    ]
+    async with raw_stdio() as server:
+        for request_id, (tool, arguments, field) in enumerate(calls, 1):
+            await server.send(call_frame(request_id, tool, arguments))
+            answer = await server.answer(seconds=5)
+            assert answer["id"] == request_id and answer["result"]["isError"], answer
+            assert f"{field}: Input should be a finite number" in answer["result"]["content"][0]["text"], answer
+        jobs = await server.call("list-jobs", {})
+        assert jobs["result"]["structuredContent"]["jobs"] == [], "a refused call created a job"
+
+
 # --- 3. answers that JSON cannot carry ----------------------------------------------------------------
 
 
