@@ -19,6 +19,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, Request, RequestParams
 
 from tests.e2e.conftest import BASE_ENV, HttpServer, start_http, stdio_params
+from tests.e2e.test_jobs_e2e import structured
 from vibe_jobs.client import (
     TASKS_EXTENSION,
     TaskHandle,
@@ -188,6 +189,33 @@ async def test_tasks_methods_need_the_declared_extension() -> None:
             await send(client, "tasks/get", task_id=handle.structured_content["jobId"])
         assert err.value.error.code == -32021
         assert err.value.error.data == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+
+
+class ListenParams(RequestParams):
+    notifications: dict[str, Any]
+
+
+class ListenRequest(Request[ListenParams, Literal["subscriptions/listen"]]):
+    method: Literal["subscriptions/listen"] = "subscriptions/listen"
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_task_notifications_need_the_declared_extension(transport: str, request: pytest.FixtureRequest) -> None:
+    """The spec: a client that asks `subscriptions/listen` for task status notifications (`taskIds`) without
+    declaring the extension MUST get -32021 naming it. It was acknowledged (with nothing honoured), so a client
+    that forgot to declare it waited for notifications that never came. Nothing else about listening changes."""
+    stdio = transport == "stdio"
+    connection = tasks_client("auto") if stdio else Client(request.getfixturevalue("http_server").url, mode="auto")
+    async with connection as client:
+        task_id = structured(await client.call_tool("wait_forever", {}))["jobId"]
+        with anyio.fail_after(10), pytest.raises(MCPError) as err:
+            listen = ListenRequest(params=ListenParams(notifications={"taskIds": [task_id]}))
+            await client.session.send_request(listen, WireResult)
+        async with client.listen(resource_subscriptions=[f"job://{task_id}"]) as sub:  # still served as before
+            assert sub.honored.resource_subscriptions == [f"job://{task_id}"]
+        await client.call_tool("cancel-job", {"jobId": task_id})
+    assert err.value.error.code == -32021, err.value.error
+    assert err.value.error.data == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
 
 
 # -- who is not served tasks -----------------------------------------------------------------

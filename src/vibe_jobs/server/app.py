@@ -75,6 +75,7 @@ def build_mcp(
         subscriptions=hub.bus,
         middleware=[
             tasks.list_tools_middleware,
+            tasks.listen_middleware,
             hub.track_listen,
             encodable_answers({t.name for t in plain_tools}),
             *middleware,

@@ -183,6 +183,15 @@ class TasksExtension(Extension):
                     tool.pop("outputSchema", None)
         return result
 
+    async def listen_middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Server middleware: a `subscriptions/listen` asking for task status notifications (`taskIds`) from a
+        client that did not declare the extension is refused with -32021 naming it, as the spec requires (a
+        declaring client's stream is served; this server honours no `taskIds`, which the spec allows)."""
+        listen = ctx.method == "subscriptions/listen" and ctx.protocol_version in MODERN
+        if listen and _asks_task_notifications(ctx.params):
+            require_client_extension(ctx, TASKS_EXTENSION)
+        return await call_next(ctx)
+
     # -- shapes ----------------------------------------------------------------------------
 
     def task(self, rec: JobRecord, poll_interval_ms: int | None) -> dict[str, Any]:
@@ -201,6 +210,12 @@ class TasksExtension(Extension):
         if not rec.finished and rec.progress_percentage is not None:  # a vendor hint; Task has no progress field
             task["_meta"] = {PROGRESS_META_KEY: rec.progress_percentage}
         return task
+
+
+def _asks_task_notifications(params: Mapping[str, Any] | None) -> bool:
+    """Whether listen params (raw: middleware sees them before the handler checks them) name task ids."""
+    notifications = (params or {}).get("notifications")
+    return isinstance(notifications, Mapping) and notifications.get("taskIds") is not None
 
 
 def _status_message(rec: JobRecord) -> str:
