@@ -8,6 +8,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from vibe_jobs.redact import MASK, is_secret, may_hold_url_secret, redact_bearer, redact_params, redact_urls_in
 
@@ -35,6 +36,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             redact_event,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            without_validation_input,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -63,8 +65,9 @@ def uvicorn_log_config() -> dict[str, Any]:
 
 
 # Libraries that log whole request or response bodies at debug level (sse_starlette: every event it sends, job
-# results and questions with whatever secrets a tool returned): never below info.
-BODY_LOGGERS = ("sse_starlette",)
+# results and questions with whatever secrets a tool returned; the SDK's SSE transport: every request body and
+# every answer): never below info.
+BODY_LOGGERS = ("sse_starlette", "mcp.server.sse")
 
 
 def own_stdlib_logging() -> None:
@@ -92,6 +95,7 @@ def _formatter_args() -> dict[str, Any]:
         "processors": [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             redact_event,
+            without_validation_input,
             structlog.processors.format_exc_info,  # "Exception in ASGI application" keeps its traceback
             _renderer,
         ],
@@ -109,6 +113,26 @@ def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
             value = redact_urls_in(value) if may_hold_url_secret(value) else value
             event[key] = redact_bearer(value)
     return event
+
+
+def without_validation_input(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: a pydantic ValidationError logged with its traceback (the SDK's SSE transport logs
+    one for each body it cannot parse) is written as its errors without the input, which its text quotes (the
+    start and end of a request body: a secret argument)."""
+    exc = _logged_exception(event.get("exc_info"))
+    if isinstance(exc, ValidationError):
+        del event["exc_info"]
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        event["error"] = "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in errors[:5])
+    return event
+
+
+def _logged_exception(exc_info: Any) -> BaseException | None:
+    if exc_info is True:
+        return sys.exc_info()[1]
+    if isinstance(exc_info, tuple):
+        return exc_info[1] if len(exc_info) > 1 else None
+    return exc_info if isinstance(exc_info, BaseException) else None
 
 
 def get_logger(name: str = "vibe_jobs") -> Any:

@@ -25,6 +25,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitRequestParams, ElicitResult
@@ -546,13 +547,16 @@ def test_a_request_without_a_valid_token_is_refused_before_its_body_is_read(tmp_
             assert sock.recv(1024) == b""
 
 
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 @pytest.mark.parametrize("mode", MODES)
-async def test_at_debug_level_no_answer_reaches_the_log_over_http(mode: str) -> None:
+async def test_at_debug_level_no_answer_reaches_the_log_over_http(mode: str, transport: str) -> None:
     """sse_starlette logs every event it sends at debug level, and the SDK had Python's logging print it
-    unredacted: a job's result (and whatever secret a tool returned in it) reached the server's log."""
+    unredacted: a job's result (and whatever secret a tool returned in it) reached the server's log. Over SSE the
+    SDK's transport (mcp.server.sse) logged every request body and every answer at debug level too."""
     secret = "sk-" + os.urandom(8).hex()
-    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "debug"}) as http:
-        async with Client(streamable_http_client(http.url), mode=mode) as client:
+    with start_http(transport, {"VIBE_JOBS_LOG_LEVEL": "debug"}) as http:
+        target = sse_client(http.url) if transport == "sse" else streamable_http_client(http.url)
+        async with Client(target, mode=mode) as client:
             job_id = await start(client, "echo", {"text": secret})
             result, _ = await finish(client, job_id)
             assert secret in texts(result)
@@ -560,6 +564,45 @@ async def test_at_debug_level_no_answer_reaches_the_log_over_http(mode: str) -> 
         log = http.errlog.read().decode()
     assert "job" in log, "the debug log was written"
     assert secret not in log
+
+
+async def test_a_malformed_sse_post_is_refused_without_its_body_in_the_log() -> None:
+    """Over SSE the SDK logs a body it cannot parse with the parser's traceback, whose error quotes the body's
+    start and end: a secret argument in a request with one bad escape (a lone surrogate) reached the server's
+    log at the default level. The log keeps what was wrong, not the body; the session goes on."""
+    secret = "sk-" + os.urandom(8).hex()
+    call = '"method":"tools/call","params":{"name":"login","arguments":{"user":"u","api_token":"' + secret
+    with start_http("sse") as http:
+        base = f"http://127.0.0.1:{http.port}"
+        async with httpx.AsyncClient(timeout=10) as raw, raw.stream("GET", http.url) as stream:
+            lines = stream.aiter_lines()
+            endpoint = await anext(line[len("data:") :].strip() async for line in lines if line.startswith("data:"))
+
+            async def post(body: bytes) -> httpx.Response:
+                return await raw.post(base + endpoint, content=body, headers={"Content-Type": "application/json"})
+
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+            assert (await post(json.dumps(init).encode())).status_code == 202
+            for body in ('{"jsonrpc":"2.0","id":2,' + call + '\\ud800"}}}', '{"jsonrpc":"2.0","id":3,' + call + '"}}'):
+                refused = await post(body.encode())
+                assert refused.status_code == 400 and secret not in refused.text, refused.text
+            assert (await post(b'{"jsonrpc":"2.0","id":4,"method":"ping"}')).status_code == 202
+            answers = [line async for line in _until(lines, '"id":4')]
+            assert any('"id":1' in line for line in answers) and secret not in "".join(answers)
+        http.errlog.seek(0)
+        log = http.errlog.read().decode()
+    assert "Failed to parse message" in log and "Invalid JSON" in log, log[-2000:]
+    assert secret not in log
+
+
+async def _until(lines: AsyncIterator[str], needle: str) -> AsyncIterator[str]:
+    """The SSE stream's lines up to the first one holding `needle` (failing after 10 s)."""
+    with anyio.fail_after(10):
+        async for line in lines:
+            yield line
+            if needle in line:
+                return
 
 
 PRINTY = """
