@@ -106,7 +106,7 @@ def translate_glob(pattern: str) -> str:
             out.append(ANY_DIRS)
             i += 3
         elif at_boundary and pattern.startswith("**", i) and i + 2 == n:
-            out.append(".*")
+            out.append("[\\s\\S]*")  # anything, a newline in a name too (`.` stops at one)
             i += 2
         else:
             piece, i = _component(pattern, i)

@@ -1,0 +1,80 @@
+"""The built-in tools against hostile file trees and children, over the real server in both protocol eras.
+
+What a file name, a file's content or a command's fate can do to the answer a person or an agent reads:
+the Markdown map must stay the map (no name or signature closes its code span and turns into HTML or a
+link), `.gitignore` and `exclude` must hide what they name whatever bytes the name holds, and a command's
+summary must say how it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import MODES
+from tests.e2e.test_builtin_tools import finish, server, write_tree
+from tests.e2e.test_jobs_e2e import start, texts
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
+
+HTML = "<img src=x onerror=alert(1)>"
+
+
+def write_bytes(root: Path, rel: bytes, data: bytes) -> None:
+    path = os.path.join(os.fsencode(root), rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as file:
+        file.write(data)
+
+
+async def mapped(mode: str, root: Path, **args: Any) -> tuple[str, dict[str, Any]]:
+    """Map `root` to its end: (the Markdown text, the structured map)."""
+    async with server(mode, root) as client:
+        job_id = await start(client, "map-codebase", {"path": str(root), **args})
+        result, body = await finish(client, job_id)
+    assert body["status"] == "completed", texts(result)
+    return texts(result), body["result"]["structuredContent"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_no_file_name_or_signature_breaks_out_of_the_markdown_map(mode: str, tmp_path: Path) -> None:
+    """A name or a signature holding backticks closed its one-backtick (or two-backtick) code span, and what
+    followed was read as Markdown: raw HTML, a link or an image (a tracking pixel) in the rendered map. So was a
+    file name in a diagnostic line, which had no code span at all."""
+    root = tmp_path / "root"
+    write_tree(
+        root,
+        {
+            f"tick`` {HTML} ``.py": "def e():\n    pass\n",
+            "sig.py": f'def g(a="`` {HTML} ``"):\n    pass\n',
+            f"{HTML}.py": "def broken(:\n",
+            "![pixel](http:evil.example)": "",
+        },
+    )
+    text, code_map = await mapped(mode, root)
+    assert f"### ``` tick`` {HTML} ``.py ``` (Python, 2 lines)" in text, text
+    assert f"- ``` def g(a='`` {HTML} ``') ``` L1" in text, text
+    diagnostic = next(line for line in text.splitlines() if "syntax error" in line)
+    assert diagnostic.startswith(f"- `{HTML}.py: syntax error") and diagnostic.endswith("`"), diagnostic
+    assert "### `![pixel](http:evil.example)` (other, 0 lines)" in text, text
+    assert f"\n# Code map of `{root}`\n" in text, text
+    assert len(code_map["files"]) == 4
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_gitignore_and_exclude_hide_names_holding_a_newline(mode: str, tmp_path: Path) -> None:
+    """`secret/**` (and `**` alone) matched a name up to a newline only: `secret/a\\nb.py` was mapped and listed,
+    its name and symbols shown, though the .gitignore (or the exclude glob) named its whole folder."""
+    root = tmp_path / "root"
+    write_tree(root, {".gitignore": "secret/**\n", "keep.py": "def kept():\n    pass\n"})
+    write_bytes(root, b"secret/a\nb.py", b"def hidden():\n    pass\n")
+    write_bytes(root, b"private/c\nd.py", b"def also_hidden():\n    pass\n")
+    write_tree(root, {"nested/.gitignore": "**\n"})
+    write_bytes(root, b"nested/e\nf.py", b"def nested_hidden():\n    pass\n")
+    text, code_map = await mapped(mode, root, exclude=["private/**"])
+    assert [entry["path"] for entry in code_map["files"]] == [".gitignore", "keep.py"], code_map["files"]
+    assert "hidden" not in text, text
