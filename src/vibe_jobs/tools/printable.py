@@ -10,6 +10,10 @@ drives the terminal that shows it.
 
 from __future__ import annotations
 
+import re
+
+_BACKTICKS = re.compile("`+")
+
 
 def printable(text: str) -> str:
     """`text` as valid UTF-8 that shows what it holds: undecodable bytes and lone surrogates escaped (`\\xff`,
@@ -36,3 +40,12 @@ def shortened(text: str, limit: int = 200) -> str:
     """`printable(text)`, cut to `limit` characters with an ellipsis (for echoing input in messages)."""
     shown = printable(text[: limit + 1])
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def code_span(text: str) -> str:
+    """`text` as one Markdown code span: fenced by more backticks than its longest run of them (and padded by a
+    space, which Markdown takes off), so no name or signature closes the span early and has the rest read as
+    Markdown: raw HTML, a link, an image."""
+    longest = max(map(len, _BACKTICKS.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"`{text}`"

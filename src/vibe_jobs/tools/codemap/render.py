@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vibe_jobs.tools.codemap.model import CodeMap, FileEntry, Symbol
+from vibe_jobs.tools.printable import code_span
 
 DEFAULT_MAX_CHARS = 100_000
 MAX_DIAGNOSTIC_LINES = 20
@@ -45,7 +46,7 @@ def _cut_note(body: str, omitted: int, code_map: CodeMap, max_chars: int) -> str
 
 
 def _header(code_map: CodeMap) -> str:
-    lines = [f"# Code map of `{code_map.root}`", "", _totals(code_map), "", *_table(code_map), ""]
+    lines = [f"# Code map of {code_span(code_map.root)}", "", _totals(code_map), "", *_table(code_map), ""]
     lines += _diagnostics(code_map.diagnostics)
     lines += ["## Files", ""]
     return "\n".join(lines) + "\n"
@@ -73,14 +74,14 @@ def _diagnostics(diagnostics: list[str]) -> list[str]:
     if not diagnostics:
         return []
     lines = [f"## Diagnostics ({len(diagnostics)})", ""]
-    lines += [f"- {message}" for message in diagnostics[:MAX_DIAGNOSTIC_LINES]]
+    lines += [f"- {code_span(message)}" for message in diagnostics[:MAX_DIAGNOSTIC_LINES]]  # they name files
     if len(diagnostics) > MAX_DIAGNOSTIC_LINES:
         lines.append(f"- ... {len(diagnostics) - MAX_DIAGNOSTIC_LINES} more in the structured result")
     return [*lines, ""]
 
 
 def _file_section(entry: FileEntry) -> str:
-    lines = [f"### {_code(entry.path)} ({entry.language}, {entry.lines:,} lines)"]
+    lines = [f"### {code_span(entry.path)} ({entry.language}, {entry.lines:,} lines)"]
     for symbol in entry.symbols:
         _symbol_lines(symbol, 0, lines)
     return "\n".join(lines) + "\n\n"
@@ -88,10 +89,7 @@ def _file_section(entry: FileEntry) -> str:
 
 def _symbol_lines(symbol: Symbol, depth: int, out: list[str]) -> None:
     label = symbol.signature or f"{symbol.kind} {symbol.name}"
-    out.append(f"{'  ' * depth}- {_code(label)} L{symbol.line}")
+    out.append(f"{'  ' * depth}- {code_span(label)} L{symbol.line}")
     for child in symbol.children or ():
         _symbol_lines(child, depth + 1, out)
 
-
-def _code(text: str) -> str:
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
