@@ -78,3 +78,17 @@ async def test_gitignore_and_exclude_hide_names_holding_a_newline(mode: str, tmp
     text, code_map = await mapped(mode, root, exclude=["private/**"])
     assert [entry["path"] for entry in code_map["files"]] == [".gitignore", "keep.py"], code_map["files"]
     assert "hidden" not in text, text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_command_killed_by_a_signal_says_so_not_exit_code_none(mode: str, tmp_path: Path) -> None:
+    """A command that died of a signal completed with the text "`sh -c ...` exited with code None"."""
+    async with server(mode, tmp_path, allowed="sh") as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", "echo bye; kill -9 $$"]})
+        result, body = await finish(client, job_id)
+    assert body["status"] == "completed", texts(result)
+    outcome = body["result"]["structuredContent"]
+    assert (outcome["exitCode"], outcome["signal"]) == (None, 9)
+    summary = texts(result).split("\n")[1]
+    assert summary.startswith("`sh -c echo bye; kill -9 $$` was killed by signal 9 (SIGKILL) after "), summary
+    assert "None" not in summary

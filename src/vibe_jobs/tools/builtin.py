@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,9 +30,9 @@ from vibe_jobs.tools.codemap import (
     render_markdown,
 )
 from vibe_jobs.tools.codemap.walk import PATTERNS_MAX
-from vibe_jobs.tools.command import CommandFailedToStart, kill_leftovers, run_process
+from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, kill_leftovers, run_process
 from vibe_jobs.tools.contain import hide_from_children
-from vibe_jobs.tools.printable import printable
+from vibe_jobs.tools.printable import code_span, printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
 log = get_logger("vibe_jobs.tools.builtin")
@@ -170,8 +171,7 @@ class RunCommand:
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
-        shown = printable(" ".join(command))
-        summary = f"`{shown}` exited with code {outcome.exit_code} after {outcome.duration_ms} ms"
+        summary = f"{code_span(printable(' '.join(command)))} {_ended(outcome)} after {outcome.duration_ms} ms"
         tails = f"\n\nstdout (tail):\n{outcome.stdout_tail}\n\nstderr (tail):\n{outcome.stderr_tail}"
         return text_result(summary + tails, structured=outcome.to_dict())
 
@@ -189,6 +189,17 @@ class RunCommand:
         except (CommandRefused, PathRefused) as exc:
             return f"run-command refused: {exc}"
         return None
+
+
+def _ended(outcome: CommandOutcome) -> str:
+    """How the command ended, for its summary: its exit code, or the signal that killed it."""
+    if outcome.exit_code is None and outcome.signal is not None:
+        try:
+            name = f" ({signal.Signals(outcome.signal).name})"
+        except ValueError:  # a real-time signal has no name
+            name = ""
+        return f"was killed by signal {outcome.signal}{name}"
+    return f"exited with code {outcome.exit_code}"
 
 
 class _Stream:
