@@ -92,4 +92,3 @@ def _symbol_lines(symbol: Symbol, depth: int, out: list[str]) -> None:
     out.append(f"{'  ' * depth}- {code_span(label)} L{symbol.line}")
     for child in symbol.children or ():
         _symbol_lines(child, depth + 1, out)
-
