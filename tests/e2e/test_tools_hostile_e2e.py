@@ -92,3 +92,12 @@ async def test_a_command_killed_by_a_signal_says_so_not_exit_code_none(mode: str
     summary = texts(result).split("\n")[1]
     assert summary.startswith("`sh -c echo bye; kill -9 $$` was killed by signal 9 (SIGKILL) after "), summary
     assert "None" not in summary
+
+
+async def test_a_source_file_with_a_late_nul_byte_gets_a_diagnostic_without_a_line_none(tmp_path: Path) -> None:
+    """A NUL past the binary sniff (8 KiB) reached the parser, whose error has no line: "syntax error at line
+    None: source code string cannot contain null bytes"."""
+    root = tmp_path / "root"
+    write_bytes(root, b"late.py", b"def f():\n    pass\n" + b"#" * 9000 + b"\0\n")
+    _, code_map = await mapped("auto", root)
+    assert code_map["diagnostics"] == ["late.py: syntax error: source code string cannot contain null bytes"]

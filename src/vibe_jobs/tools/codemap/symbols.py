@@ -129,7 +129,8 @@ def _python(data: bytes, quota: Quota) -> Extraction:
             warnings.simplefilter("ignore")  # e.g. SyntaxWarning for invalid escapes in parsed sources
             tree = ast.parse(data)
     except SyntaxError as exc:
-        return Extraction([], f"syntax error at line {exc.lineno}: {exc.msg}")
+        where = f" at line {exc.lineno}" if exc.lineno is not None else ""  # a NUL byte's error has no line
+        return Extraction([], f"syntax error{where}: {exc.msg}")
     except (ValueError, RecursionError, MemoryError) as exc:
         return Extraction([], f"cannot parse: {type(exc).__name__}: {exc}")
     return Extraction([s for node in tree.body if (s := _python_symbol(node, quota, in_class=False))])
