@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import MODES
 from tests.e2e.test_builtin_tools import finish, server, write_tree
-from tests.e2e.test_jobs_e2e import start, texts
+from tests.e2e.test_jobs_e2e import read, start, texts
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
 
@@ -101,3 +102,20 @@ async def test_a_source_file_with_a_late_nul_byte_gets_a_diagnostic_without_a_li
     write_bytes(root, b"late.py", b"def f():\n    pass\n" + b"#" * 9000 + b"\0\n")
     _, code_map = await mapped("auto", root)
     assert code_map["diagnostics"] == ["late.py: syntax error: source code string cannot contain null bytes"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_redrawn_with_carriage_returns_becomes_the_job_s_message(mode: str, tmp_path: Path) -> None:
+    """Progress drawn in place (`\\r`, as git, pip, curl and tqdm draw it) was no line end: the job's message kept
+    "started sh" for the whole run, and 64 KiB of redraws later became one line beginning with the oldest."""
+    script = "printf 'step 1\\r'; printf 'step 2\\r'; exec sleep 30"
+    async with server(mode, tmp_path, allowed="sh") as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
+        deadline = time.monotonic() + 15
+        _, body = await read(client, job_id, waitSeconds=0.2)
+        while body.get("message") != "step 2" and time.monotonic() < deadline:
+            _, body = await read(client, job_id, waitSeconds=0.2)
+        await client.call_tool("cancel-job", {"jobId": job_id})
+        _, ended = await finish(client, job_id)
+    assert body.get("message") == "step 2", body.get("message")
+    assert ended["details"]["diagnostics"][:2] == ["stdout: step 1", "stdout: step 2"], ended["details"]

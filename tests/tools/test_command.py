@@ -18,7 +18,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused, parse_names
-from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, kill_leftovers, run_process
+from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, _Stream, kill_leftovers, run_process
 from vibe_jobs.tools.contain import MARKER, own_cgroup
 from vibe_jobs.tools.peakmem import status_kib
 
@@ -183,6 +183,18 @@ async def test_on_lines_in_order_sync_and_async(tmp_path: Path) -> None:
     plain: list[str] = []
     await run_process(["printf", "x\\ny\\n"], cwd=tmp_path, on_lines=lambda _s, lines: plain.extend(lines))
     assert plain == ["x", "y"]
+
+
+async def test_a_carriage_return_ends_a_line_and_a_crlf_split_across_reads_ends_one(tmp_path: Path) -> None:
+    """Progress redrawn with `\\r` is a line per redraw; a CRLF cut between two reads is one line end, not two."""
+    seen: list[str] = []
+    stream = _Stream("stdout", 1024, lambda _s, lines: seen.extend(lines))
+    for chunk in (b"one\r", b"\ntwo\r", b"three\r", b"\r\n", b"four\rfive"):
+        await stream.feed(chunk)
+    assert seen == ["one", "two", "three", "", "four"]
+    await stream.feed(b"", final=True)
+    assert seen == ["one", "two", "three", "", "four", "five"]
+    assert stream.text() == "one\r\ntwo\rthree\r\r\nfour\rfive"
 
 
 async def test_a_flood_of_lines_arrives_a_read_at_a_time_every_line_in_order(tmp_path: Path) -> None:

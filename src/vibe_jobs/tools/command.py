@@ -100,15 +100,24 @@ class _Stream:
         self._on_lines = on_lines
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
+        self._after_cr = False  # the text so far ended with a carriage return
 
     async def feed(self, chunk: bytes, *, final: bool = False) -> None:
-        """Add a chunk (or flush at EOF with `final`), handing on its complete lines, line endings removed."""
+        """Add a chunk (or flush at EOF with `final`), handing on its complete lines, line endings removed.
+
+        A carriage return alone ends a line too: progress drawn in place (`git`, `pip`, `curl`) is a line per
+        redraw, the newest last. A chunk that ends with one ends its line at once (a progress bar then waits),
+        and a line feed that starts the next chunk completes that CRLF: it ends no second line."""
         self._keep(chunk)
         text = self._pending + self._decoder.decode(chunk, final=final)
-        lines = text.replace("\r\n", "\n").split("\n")
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        if text:
+            self._after_cr = text.endswith("\r")
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         self._pending = lines.pop()
         if (final and self._pending) or len(self._pending) > _MAX_LINE:
-            lines.append(self._pending.removesuffix("\r"))
+            lines.append(self._pending)
             self._pending = ""
         if lines:
             await self._emit(lines)
