@@ -36,6 +36,8 @@ CASES: dict[str, list[str]] = {
     "json_twice": ["echo", "--json", '{"text": "hi", "count": 3}', "--json"],
     "json_first": ["--json", "echo", "--arg", "text=ho"],
     "plain": ["plain-noop"],
+    # a text parameter given a value that reads as JSON of another type (a folder named 2024, a version 1.10)
+    "text_arg": ["echo", "--arg", "text=2024", "--arg", "count=2"],
     "codemap": ["map-codebase", "--arg", "path=src"],
     "interrupt": ["sleepy", "--arg", "seconds=30", "--arg", "steps=60"],
     "bad_server": ["noop", "--server-cmd", BAD_SERVER],
@@ -92,6 +94,21 @@ def runs() -> Iterator[Runs]:
 )
 def test_parse_value(text: str, value: object) -> None:
     assert parse_value(text) == value
+
+
+def test_an_arg_is_read_as_the_tool_s_schema_says() -> None:
+    schema = {
+        "properties": {
+            "path": {"type": "string"},
+            "cwd": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "maxFiles": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+            "anything": {},
+        }
+    }
+    pairs = ["path=2024", "cwd=null", "maxFiles=5", "anything=7", "unknown=true", "command=[1]"]
+    arguments = build_arguments(pairs, None, schema)
+    assert arguments == {"path": "2024", "cwd": None, "maxFiles": 5, "anything": 7, "unknown": True, "command": [1]}
+    assert build_arguments(["path=2024"], None) == {"path": 2024}  # no schema known: JSON when it parses
 
 
 def test_build_arguments_merges_json_and_pairs() -> None:
@@ -193,6 +210,13 @@ def test_json_as_arguments_and_as_output_flag_together(runs: Runs, case: str, te
     msg = json.loads(res.out)
     assert msg["status"] == "completed" and msg["toolName"] == "echo"
     assert msg["result"]["structuredContent"]["text"] == text
+
+
+def test_an_arg_for_a_text_parameter_stays_text_whatever_it_looks_like(runs: Runs) -> None:
+    """`--arg text=2024` sent the number 2024 and the call was refused: "text: Input should be a valid string"."""
+    res = runs.outcome("text_arg")
+    assert res.code == 0, res.err
+    assert "20242024" in res.out
 
 
 def test_plain_tool_result_is_printed(runs: Runs) -> None:

@@ -80,12 +80,37 @@ def add_call_parser(sub: Any) -> None:
 # -- arguments -----------------------------------------------------------------------------
 
 
-def parse_value(text: str) -> Any:
-    """JSON when it parses (numbers, true, lists, objects, quoted strings), else the text itself."""
+def parse_value(text: str, accepted: frozenset[str] = frozenset()) -> Any:
+    """JSON when it parses (numbers, true, lists, objects, quoted strings), else the text itself; the text too
+    when the parameter takes text (`accepted`: its schema's JSON types) and not what the JSON is: `--arg
+    path=2024` names a folder, not a number."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
+    return text if "string" in accepted and not accepted & _json_types(value) else value
+
+
+def _json_types(value: Any) -> set[str]:
+    if isinstance(value, bool):
+        return {"boolean"}
+    if isinstance(value, int):
+        return {"integer", "number"}
+    names = {float: "number", str: "string", list: "array", dict: "object", type(None): "null"}
+    return {names[type(value)]} if type(value) in names else set()
+
+
+def accepted_types(schema: dict[str, Any] | None, key: str) -> frozenset[str]:
+    """The JSON types the tool's input `schema` accepts for `key` (empty: unknown, or any)."""
+    prop = ((schema or {}).get("properties") or {}).get(key)
+    branches = (prop.get("anyOf") or prop.get("oneOf") or [prop]) if isinstance(prop, dict) else []
+    types: set[str] = set()
+    for branch in branches:
+        named = branch.get("type") if isinstance(branch, dict) else None
+        if named is None:
+            return frozenset()  # a branch of any type
+        types.update([named] if isinstance(named, str) else named)
+    return frozenset(types)
 
 
 def split_json_flag(args: argparse.Namespace) -> None:
@@ -106,8 +131,9 @@ def split_json_flag(args: argparse.Namespace) -> None:
     args.json = True in values or args.output == "json"
 
 
-def build_arguments(pairs: list[str], json_args: str | None) -> dict[str, Any]:
-    """`--json-args` as the base, each `--arg key=value` on top. Raises ValueError on bad input."""
+def build_arguments(pairs: list[str], json_args: str | None, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--json-args` as the base, each `--arg key=value` on top, read as the tool's input `schema` says when known
+    (`parse_value`). Raises ValueError on bad input."""
     arguments: dict[str, Any] = {}
     if json_args:
         loaded = json.loads(json_args)
@@ -118,7 +144,7 @@ def build_arguments(pairs: list[str], json_args: str | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--arg expects KEY=VALUE, got {pair!r}")
-        arguments[key] = parse_value(value)
+        arguments[key] = parse_value(value, accepted_types(schema, key))
     return arguments
 
 
@@ -419,6 +445,8 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
 
     mode = "legacy" if args.legacy else "auto"
     async with Client(connect_target(args, errlog), mode=mode, read_timeout_seconds=WAIT_SECONDS + 30) as client:
+        if args.arg:  # each --arg read as the tool's schema says (`--arg path=2024` is text for a text parameter)
+            arguments = build_arguments(args.arg, args.json_args, await _input_schema(client, args.tool))
         if args.no_wait:
             result = await client.call_tool(args.tool, arguments)
             job_id = started_job(args.tool, result)
@@ -431,6 +459,11 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
         if follower.job_id is None:
             return print_plain(result, args.json)
         return print_final(follower.final(result), args.json)
+
+
+async def _input_schema(client: Client, tool: str) -> dict[str, Any] | None:
+    listed = {item.name: item for item in (await client.list_tools()).tools}
+    return listed[tool].input_schema if tool in listed else None
 
 
 async def _call(args: argparse.Namespace, arguments: dict[str, Any], errlog: TextIO) -> int:
