@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import MODES
-from tests.e2e.test_builtin_tools import finish, server, write_tree
+from tests.e2e.test_builtin_tools import _serve_stdio_and_close, finish, server, write_tree
 from tests.e2e.test_jobs_e2e import read, start, texts
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")]
@@ -119,3 +119,12 @@ async def test_progress_redrawn_with_carriage_returns_becomes_the_job_s_message(
         _, ended = await finish(client, job_id)
     assert body.get("message") == "step 2", body.get("message")
     assert ended["details"]["diagnostics"][:2] == ["stdout: step 1", "stdout: step 2"], ended["details"]
+
+
+def test_a_root_that_is_a_symbolic_link_loop_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    """`VIBE_JOBS_ROOTS` naming a link to itself stopped `serve` with a traceback ("RuntimeError: Symlink loop")."""
+    (tmp_path / "loop").symlink_to("loop")
+    done = _serve_stdio_and_close({"VIBE_JOBS_ROOTS": str(tmp_path / "loop")})
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert "VIBE_JOBS_ROOTS=" in done.stderr and "is not a directory" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -36,12 +36,22 @@ def parse_roots(value: str | None, *, cwd: Path | None = None) -> tuple[Path, ..
     parts = [p for p in (value or "").split(os.pathsep) if p.strip()]
     if not parts:
         return (base.resolve(),)
-    roots = tuple((base / p.strip()).resolve() for p in parts)
-    for part, root in zip(parts, roots, strict=True):
-        if not _is_dir(root):
+    roots: list[Path] = []
+    for part in parts:
+        root = _resolved(base / part.strip())
+        if root is None or not _is_dir(root):
             hint = f" (roots are separated by {os.pathsep!r}, not ',')" if "," in part else ""
             raise ConfigError(f"VIBE_JOBS_ROOTS={value!r} is invalid: {part.strip()!r} is not a directory{hint}")
-    return roots
+        roots.append(root)
+    return tuple(roots)
+
+
+def _resolved(path: Path) -> Path | None:
+    """`path` with its links resolved; None for a link loop (Python 3.11 raises RuntimeError for one)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _is_dir(path: Path) -> bool:
