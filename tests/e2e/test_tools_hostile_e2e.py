@@ -8,7 +8,11 @@ summary must say how it ended.
 
 from __future__ import annotations
 
+import json
 import os
+import pty
+import select
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import MODES
+from tests.e2e.conftest import MODES, ROOT
 from tests.e2e.test_builtin_tools import _serve_stdio_and_close, finish, server, write_tree
 from tests.e2e.test_jobs_e2e import read, start, texts
 
@@ -128,3 +132,44 @@ def test_a_root_that_is_a_symbolic_link_loop_stops_start_up_naming_the_variable(
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert "VIBE_JOBS_ROOTS=" in done.stderr and "is not a directory" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+# --- `vibe-jobs call` on a terminal ---------------------------------------------------------------
+
+
+def on_a_terminal(root: Path, *call_args: str, columns: int = 60) -> tuple[int, bytes]:
+    """Run `vibe-jobs call` (which starts the real server over stdio) with stdout and stderr on a terminal:
+    its exit code and all it drew there."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "VIBE_JOBS_LOG_LEVEL": "warning",
+        "VIBE_JOBS_STORE": "memory://",
+        "VIBE_JOBS_ROOTS": str(root),
+        "VIBE_JOBS_ALLOWED_COMMANDS": "printf,sh",
+        "COLUMNS": str(columns),
+    }
+    main, child = pty.openpty()
+    cmd = [sys.executable, "-m", "vibe_jobs", "call", *call_args]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    seen = b""
+    while select.select([main], [], [], 40)[0]:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    return proc.wait(20), seen
+
+
+def test_a_result_s_tabs_reach_the_terminal_as_tabs(tmp_path: Path) -> None:
+    """On a terminal the result was escaped whole, tabs too: `git status` read `\\tmodified:   README.md`."""
+    command = json.dumps({"command": ["printf", "\\tmodified:   README.md\\n\\x1b]0;PWNED\\x07"]})
+    code, seen = on_a_terminal(tmp_path, "run-command", "--json", command)
+    assert code == 0, seen
+    assert b"stdout (tail):\r\n\tmodified:   README.md\r\n" in seen, seen
+    assert b"\x1b]0;" not in seen and b"\x07" not in seen, seen

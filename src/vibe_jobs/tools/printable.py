@@ -32,8 +32,9 @@ def printable(text: str) -> str:
 
 def printable_lines(text: str) -> str:
     """`printable` line by line: what a job wrote (a message, a question, a result) as a terminal shows it, its
-    lines kept; escape sequences a terminal would obey (clear the screen, set its title) shown escaped."""
-    return "\n".join(printable(line) for line in text.split("\n"))
+    lines and tabs kept (a tab only moves to the next column stop); escape sequences a terminal would obey (clear
+    the screen, set its title) shown escaped."""
+    return "\n".join("\t".join(map(printable, line.split("\t"))) for line in text.split("\n"))
 
 
 def shortened(text: str, limit: int = 200) -> str:
