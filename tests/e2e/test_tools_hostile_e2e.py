@@ -15,6 +15,7 @@ import select
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,44 @@ def test_a_result_s_tabs_reach_the_terminal_as_tabs(tmp_path: Path) -> None:
     assert code == 0, seen
     assert b"stdout (tail):\r\n\tmodified:   README.md\r\n" in seen, seen
     assert b"\x1b]0;" not in seen and b"\x07" not in seen, seen
+
+
+def test_the_bar_fits_the_terminal_when_the_message_is_wide_characters(tmp_path: Path) -> None:
+    """The bar was cut to the terminal's width in characters, but a CJK character takes two columns: the bar
+    wrapped, and each redraw (which clears one line) left a line behind."""
+    wide = "漢字" * 30
+    code, seen = on_a_terminal(
+        tmp_path, "run-command", "--json", json.dumps({"command": ["sh", "-c", f"echo {wide}; sleep 2"]})
+    )
+    assert code == 0, seen
+    bars = [drawn.decode() for drawn in seen.split(b"\r\x1b[K") if drawn.startswith(b"[")]
+    drawn = [bar for bar in bars if "漢" in bar]
+    assert drawn, bars
+    assert all(columns(bar) <= 59 for bar in drawn), [columns(bar) for bar in drawn]
+    assert all(columns(bar) >= 58 for bar in drawn), [columns(bar) for bar in drawn]  # cut, not dropped
+
+
+def columns(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_long_poll_begins_with_the_job_s_last_line(mode: str, tmp_path: Path) -> None:
+    """A long-poll told only of changes after it began: a command that printed "compiling" and then worked in
+    silence showed `vibe-jobs call` (which follows by long-poll) no message and no stage until it ended."""
+    notes: list[str | None] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append(message)
+
+    async with server(mode, tmp_path, allowed="sh") as client:
+        job_id = await start(client, "run-command", {"command": ["sh", "-c", "echo compiling; exec sleep 30"]})
+        deadline = time.monotonic() + 15
+        _, body = await read(client, job_id, waitSeconds=0.2)
+        while body.get("message") != "compiling" and time.monotonic() < deadline:
+            _, body = await read(client, job_id, waitSeconds=0.2)
+        args = {"jobId": job_id, "waitSeconds": 1}
+        await client.call_tool("get-job-result", args, progress_callback=on_progress)
+        await client.call_tool("cancel-job", {"jobId": job_id})
+    assert body.get("message") == "compiling", body
+    assert notes and notes[0] == "[running] compiling", notes

@@ -49,7 +49,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from vibe_jobs.errors import InvalidParams, JobError, NotWaiting
-from vibe_jobs.events import JobEvent
+from vibe_jobs.events import EventType, JobEvent, job_event
 from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
@@ -57,6 +57,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.questions import ELICIT, SAMPLE, open_question, response_to_pending
 from vibe_jobs.server.outstanding import Outstanding, outstanding, put
 from vibe_jobs.server.sdk import connection_state
+from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.server.asking")
 REFUSED = "vibe_jobs.answer_refused"  # in the connection's state: (question id, why its last answer was refused)
@@ -250,6 +251,12 @@ class Keepalive:
         self.ctx, self.interval = ctx, interval
         self.percent, self.text = 0.0, ""
         self.sent_at = anyio.current_time()
+
+    async def begin(self, rec: JobRecord) -> None:
+        """Tell where the unfinished job stands as the long-poll begins: a command that printed its last line
+        before was otherwise shown nothing until its next line (or its end)."""
+        if rec.status not in FINAL:
+            await self.on_event(job_event(EventType.PROGRESS, rec))
 
     async def on_event(self, event: JobEvent) -> None:
         if event.progress is None and not event.message:
