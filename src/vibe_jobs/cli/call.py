@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import unicodedata
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -245,7 +246,7 @@ class ProgressView:
     def bar(self) -> str:
         filled = round(BAR_WIDTH * min(max(self.percent or 0, 0), 100) / 100)
         text = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.line()}"
-        return text[: shutil.get_terminal_size().columns - 1]  # escaped already: a cut leaves no half sequence
+        return fitted(text, shutil.get_terminal_size().columns - 1)  # escaped already: a cut leaves no half sequence
 
     def show(self) -> None:
         text = self.line()
@@ -264,6 +265,17 @@ class ProgressView:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self._drawn = False
+
+
+def fitted(text: str, columns: int) -> str:
+    """`text` cut to what `columns` terminal columns hold: a wide character (CJK, most emoji) takes two, a
+    combining mark none. A bar wider than its line wraps, and each redraw (which clears one line) leaves a line."""
+    used = 0
+    for at, char in enumerate(text):
+        used += 0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used > columns:
+            return text[:at]
+    return text
 
 
 # -- following a job -----------------------------------------------------------------------
