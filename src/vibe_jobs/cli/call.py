@@ -474,7 +474,13 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
 
 
 async def _input_schema(client: Client, tool: str) -> dict[str, Any] | None:
-    listed = {item.name: item for item in (await client.list_tools()).tools}
+    """The tool's listed input schema; None when the server lists no such tool, or no tools (the call says why)."""
+    from mcp.shared.exceptions import MCPError
+
+    try:
+        listed = {item.name: item for item in (await client.list_tools()).tools}
+    except MCPError:
+        return None
     return listed[tool].input_schema if tool in listed else None
 
 
