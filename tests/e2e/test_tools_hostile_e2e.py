@@ -215,3 +215,13 @@ async def test_a_long_poll_begins_with_the_job_s_last_line(mode: str, tmp_path: 
         await client.call_tool("cancel-job", {"jobId": job_id})
     assert body.get("message") == "compiling", body
     assert notes and notes[0] == "[running] compiling", notes
+
+
+async def test_a_gitignore_saved_with_a_byte_order_mark_hides_its_first_pattern(tmp_path: Path) -> None:
+    """Git skips a UTF-8 byte order mark at the start of a .gitignore (as Windows editors save it); the map read
+    it as part of the first pattern, so `secret/` hid nothing and its files were mapped."""
+    root = tmp_path / "root"
+    write_bytes(root, b".gitignore", b"\xef\xbb\xbfsecret/\n*.log\n")
+    write_tree(root, {"secret/keys.py": "def private():\n    pass\n", "app.py": "def public():\n    pass\n"})
+    _, code_map = await mapped("legacy", root)
+    assert [entry["path"] for entry in code_map["files"]] == [".gitignore", "app.py"], code_map["files"]

@@ -374,7 +374,8 @@ class Walker:
             reason = exc.reason if isinstance(exc, Refused) else exc.strerror or str(exc)
             self.result.diagnostics.append(f"cannot read {folder.rel}.gitignore: {reason}")
             return ()
-        patterns, past = honoured(data.decode("utf-8", errors="replace").splitlines())
+        text = data.decode("utf-8-sig", errors="replace")  # a byte order mark is skipped, as git does
+        patterns, past = honoured(text.splitlines())
         if past:
             self.result.diagnostics.append(f"{folder.rel}.gitignore: {past:,} more patterns ignored ({LIMITS})")
         return (PatternSet.parse(patterns, folder.rel),)
