@@ -225,3 +225,17 @@ async def test_a_gitignore_saved_with_a_byte_order_mark_hides_its_first_pattern(
     write_tree(root, {"secret/keys.py": "def private():\n    pass\n", "app.py": "def public():\n    pass\n"})
     _, code_map = await mapped("legacy", root)
     assert [entry["path"] for entry in code_map["files"]] == [".gitignore", "app.py"], code_map["files"]
+
+
+async def test_links_to_special_files_and_link_loops_are_counted_as_what_they_are(tmp_path: Path) -> None:
+    """A link to a FIFO or a device was counted as a "broken-symlink", and a link loop as a "special" file."""
+    root = tmp_path / "root"
+    write_tree(root, {"app.py": "def public():\n    pass\n"})
+    os.mkfifo(root / "pipe.py")
+    (root / "to-pipe.py").symlink_to("pipe.py")
+    (root / "to-null.py").symlink_to(os.devnull)
+    (root / "loop.py").symlink_to("loop.py")
+    (root / "dangling.py").symlink_to("missing.py")
+    _, code_map = await mapped("auto", root)
+    assert [entry["path"] for entry in code_map["files"]] == ["app.py"], code_map["files"]
+    assert code_map["skipped"] == {"broken-symlink": 2, "special": 3}, code_map["skipped"]

@@ -278,14 +278,20 @@ class _Found:
 
 
 def _classify(base: str, entry: os.DirEntry[str]) -> _Found:
+    path = os.path.join(base, entry.name)
+    try:
+        link = entry.is_symlink()
+    except OSError:
+        link = False
     try:
         is_dir = entry.is_dir()
         is_file = not is_dir and entry.is_file()
-        link = entry.is_symlink()
-    except OSError:
-        is_dir = is_file = link = False
-    kind = "dir" if is_dir else "file" if is_file else "broken-symlink" if link else "special"
-    return _Found(entry.name, os.path.join(base, entry.name), kind, link)
+    except OSError:  # a link loop
+        is_dir = is_file = False
+    # a link that leads nowhere (missing, a loop) is broken; one to a FIFO or a device is special, as they are
+    broken = link and not (is_dir or is_file) and not os.path.exists(path)
+    kind = "dir" if is_dir else "file" if is_file else "broken-symlink" if broken else "special"
+    return _Found(entry.name, path, kind, link)
 
 
 class Walker:
