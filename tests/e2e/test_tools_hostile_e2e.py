@@ -239,3 +239,20 @@ async def test_links_to_special_files_and_link_loops_are_counted_as_what_they_ar
     _, code_map = await mapped("auto", root)
     assert [entry["path"] for entry in code_map["files"]] == ["app.py"], code_map["files"]
     assert code_map["skipped"] == {"broken-symlink": 2, "special": 3}, code_map["skipped"]
+
+
+async def test_a_gitignore_that_cannot_be_read_is_named_with_the_reason_in_words(tmp_path: Path) -> None:
+    """The diagnostic gave the skip counter's name: "cannot read sub/.gitignore: special"."""
+    root = tmp_path / "root"
+    write_tree(root, {"app.py": "", "big/.gitignore": "x\n" * 600_000, "link/app.py": ""})
+    os.mkfifo(root / "app.py.fifo")
+    (root / "fifo").mkdir()
+    os.mkfifo(root / "fifo" / ".gitignore")
+    (root / "link" / ".gitignore").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside").write_text("*\n")
+    _, code_map = await mapped("auto", root)
+    assert sorted(code_map["diagnostics"]) == [
+        "cannot read big/.gitignore: larger than 1,048,576 bytes",
+        "cannot read fifo/.gitignore: not a regular file",
+        "cannot read link/.gitignore: a link out of the allowed roots",
+    ], code_map["diagnostics"]

@@ -454,7 +454,7 @@ def test_a_fifo_named_gitignore_does_not_hang_the_walk(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / ".gitignore")
     walked = Walker(tmp_path, roots=[tmp_path]).walk()
     assert [rel for _, rel in walked.files] == ["a.py"]
-    assert walked.diagnostics == ["cannot read .gitignore: special"]
+    assert walked.diagnostics == ["cannot read .gitignore: not a regular file"]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/kmsg"), reason="needs /proc/kmsg")

@@ -53,6 +53,11 @@ BINARY_EXTENSIONS = frozenset("." + word for word in _BINARY_EXTENSION_WORDS.spl
 
 BINARY_SNIFF_BYTES = 8192
 GITIGNORE_MAX_BYTES = 1024 * 1024
+_GITIGNORE_REFUSED = {  # why a .gitignore was not read, in words (the keys are skip counters)
+    "special": "not a regular file",
+    "too-large": f"larger than {GITIGNORE_MAX_BYTES:,} bytes",
+    "symlink-outside-roots": "a link out of the allowed roots",
+}
 PATTERNS_MAX = 1_000  # patterns in one set: a .gitignore, the include or the exclude globs
 PATTERNS_MAX_CHARS = 16 * 1024  # their text together: at most about 0.15 s of compiling
 LIMITS = f"at most {PATTERNS_MAX:,} patterns of {PATTERNS_MAX_CHARS:,} characters together"
@@ -377,7 +382,8 @@ class Walker:
         try:
             data = read_regular(os.path.join(folder.path, ".gitignore"), self._roots, GITIGNORE_MAX_BYTES)
         except (Refused, OSError) as exc:
-            reason = exc.reason if isinstance(exc, Refused) else exc.strerror or str(exc)
+            reason = _GITIGNORE_REFUSED.get(exc.reason, exc.reason) if isinstance(exc, Refused) else exc.strerror
+            reason = reason or str(exc)
             self.result.diagnostics.append(f"cannot read {folder.rel}.gitignore: {reason}")
             return ()
         text = data.decode("utf-8-sig", errors="replace")  # a byte order mark is skipped, as git does
