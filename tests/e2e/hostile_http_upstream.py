@@ -3,7 +3,8 @@
 Tools: `ok` answers at once; `big` answers a valid result of 65 MiB of text with its `Content-Length`; `big_stream`
 the same without one (the body ends when the connection closes), so that only reading it shows its size; `big_gzip`
 the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the wire); `misaddressed` answers its
-call in the POST's JSON body, under another request's id (its own plus 1000).
+call in the POST's JSON body, under another request's id (its own plus 1000); `refused` refuses its call with HTTP
+400 and a JSON-RPC error under the id `server-error`, as the Python SDK 1.x writes its transport's errors.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
-TOOLS = [{"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed")]
+TOOLS = [
+    {"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused")
+]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
 
@@ -33,6 +36,15 @@ class Upstream(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def refused(self, status: int, message: str) -> None:
+        error = {"code": -32600, "message": message}
+        body = json.dumps({"jsonrpc": "2.0", "id": "server-error", "error": error}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -65,6 +77,8 @@ class Upstream(BaseHTTPRequestHandler):
             self.big_stream(rid)
         elif method == "tools/call" and request["params"]["name"] == "misaddressed":
             self.answer(rid + 1000, {"content": [{"type": "text", "text": "misaddressed done"}]})
+        elif method == "tools/call" and request["params"]["name"] == "refused":
+            self.refused(400, "Bad Request: the upstream's own reason")
         else:
             self.answer(rid, {"content": [{"type": "text", "text": "ok done"}]})
 

@@ -162,6 +162,21 @@ async def test_an_http_upstream_answering_a_post_under_another_id_fails_that_cal
         assert await completed(client, "ok") == ["ok done"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_http_upstream_s_error_status_keeps_its_own_reason(http_upstream: str, mode: str) -> None:
+    """An error status's JSON-RPC error is the SDK's to re-address (it gives it the request's id: the Python SDK 1.x
+    writes its transport's errors under the id "server-error"); the check of a POST's answer id took it for an
+    answer under another id and replaced the upstream's reason with that."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=60) as client:
+        msg = await until(client, started(await client.call_tool("refused", {})), ("completed", "failed"))
+        assert msg["status"] == "failed", str(msg)[:300]
+        said = texts(msg["result"])[0]
+        assert "the upstream's own reason" in said and "another id" not in said, said
+
+
 def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
     """`--upstream-url https://user:pw@host/mcp?token=...`: the start failure printed them whole; tool descriptions,
     diagnostics and log lines carried them too (the upstream's label)."""

@@ -7,9 +7,10 @@ each within the SDK's own limit; any other body is cut at `MAX_LINE_BYTES` as it
 reading an answer into that call's error). A compressed body is held to the limit as decoded (gzip, deflate: the
 encodings the proxy asks for): on the wire a 65 MiB answer of one letter is 65 KiB.
 
-A POST's JSON body answers that POST's request. One that answers under another id was passed on as it was: no call
-took it, and the request waited for its time-out (the SDK gives an answer on an event stream the request's id).
-Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another call's.
+A POST's JSON body at a success status answers that POST's request. One that answers under another id was passed on
+as it was: no call took it, and the request waited for its time-out (the SDK gives an answer on an event stream the
+request's id). Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another
+call's. An error status's body is left to the SDK, which gives its JSON-RPC error the request's id itself.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def capping(limit: int = MAX_LINE_BYTES) -> dict[str, list[Callable[[httpx2.Resp
             else:
                 stream = _Inflated(stream, limit, len(codings))
             del response.headers["content-encoding"]
-        asked = _request_id(response.request)
+        # an error status's JSON-RPC error is the SDK's to give the request's id (servers write one under id null or
+        # "server-error", the Python SDK 1.x's): only a success's answer is held to the POST's id
+        asked = _request_id(response.request) if response.is_success else None
         if asked is not None and response.headers.get("content-type", "").lower().startswith("application/json"):
             stream = _Addressed(stream, asked)
         response.stream = stream
