@@ -132,3 +132,12 @@ def test_url_redaction_reads_hostile_text_in_linear_time(text: str) -> None:
     redact_urls_in(text)
     redact_params({"text": text})
     assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("before", [".", "-", "+", "x-", "db."])
+def test_a_url_password_is_hidden_whatever_scheme_character_comes_before_the_url(before: str) -> None:
+    """A URL glued to a word by '.', '-' or '+' (`--dsn=x-postgres://...`, `name.https://...`): the scheme's start
+    read only where no scheme character is before it (linear time) found none there, and the password showed."""
+    shown = redact_urls_in(f"dsn {before}postgresql://app:s3cret-pw@db:5432/jobs")
+    assert "s3cret" not in shown and shown == f"dsn {before}postgresql://app:***@db:5432/jobs"
+    assert "s3cret" not in redact_params({"dsn": f"{before}postgresql://app:s3cret-pw@db/jobs"})["dsn"]

@@ -18,9 +18,10 @@ MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter values are not hidden in free text: a secret "1" would blank every digit
 DEFAULT_SECRET_PATTERN = "token|secret|password|key|auth"
 ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every value is hidden, names kept
-# a scheme starts where no scheme character is before it (`\b` let one start at every letter of `a.a.a...`, each read
-# to the run's end: 80 KB of it took 21 s)
-_USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+# the scheme is read from the start of a run of scheme characters, possessively (`\b` let one start at every letter
+# of `a.a.a...`, each read to the run's end: 80 KB of it took 21 s); the run is kept whole as the "scheme", so that a
+# URL glued on by '.', '-' or '+' (`x.postgres://u:pw@`) still loses its password
+_USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z0-9+.-]++://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
 # a bearer token as an Authorization header carries it (RFC 6750's b64token), in free text: a refused Host or
 # Origin header is logged with its value, and a line folded onto it (obs-fold) brought `Authorization: Bearer ...`
 _BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
