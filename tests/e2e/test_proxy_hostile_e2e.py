@@ -128,19 +128,31 @@ def http_upstream() -> Iterator[str]:
         upstream.wait()
 
 
+@asynccontextmanager
+async def over_http(http_upstream: str, mode: str) -> AsyncIterator[Client]:
+    """The real client (`mode`) on a proxy (stdio, memory store) in front of the hostile HTTP upstream."""
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
+    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=60) as client:
+        yield client
+
+
+async def failure(client: Client, tool: str) -> str:
+    """The text of the failed job a call of `tool` started."""
+    msg = await until(client, started(await client.call_tool(tool, {})), ("completed", "failed"))
+    assert msg["status"] == "failed", str(msg)[:300]
+    return str(texts(msg["result"])[0])
+
+
 @pytest.mark.parametrize("tool", ["big", "big_stream", "big_gzip"])
 async def test_an_http_upstream_s_answer_is_held_to_the_size_a_stdio_one_is(http_upstream: str, tool: str) -> None:
     """The SDK's HTTP client read a JSON answer whole: a 300 MB one took the proxy to 1.2 GB, a larger one would
     end it and every job with it. An answer over the stdio wire's limit (64 MiB) fails its call naming the limit,
     declared (`Content-Length`) or not (read as it streams), and as decoded (a gzip answer of 65 KiB is 65 MiB
     once decoded: it passed a limit held to the bytes on the wire); the upstream serves the next call."""
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
-    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
-    async with Client(stdio_client(params), mode="legacy", read_timeout_seconds=60) as client:
-        msg = await until(client, started(await client.call_tool(tool, {})), ("completed", "failed"))
-        assert msg["status"] == "failed", str(msg)[:300]
-        assert "over the proxy's limit of 67,108,864" in texts(msg["result"])[0], msg["result"]
+    async with over_http(http_upstream, "legacy") as client:
+        assert "over the proxy's limit of 67,108,864" in await failure(client, tool)
         assert await completed(client, "ok") == ["ok done"]
 
 
@@ -152,13 +164,8 @@ async def test_an_http_upstream_answering_a_post_under_another_id_fails_that_cal
     call took it, and the job waited for its time-out (an hour by default). On an event stream the SDK gives the
     answer the request's id; here the call fails, naming both ids (it is the upstream's fault, and its answer may
     be another call's)."""
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
-    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
-    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=60) as client:
-        msg = await until(client, started(await client.call_tool("misaddressed", {})), ("completed", "failed"))
-        assert msg["status"] == "failed", str(msg)[:300]
-        assert "answered this request under another id" in texts(msg["result"])[0], msg["result"]
+    async with over_http(http_upstream, mode) as client:
+        assert "answered this request under another id" in await failure(client, "misaddressed")
         assert await completed(client, "ok") == ["ok done"]
 
 
@@ -167,13 +174,8 @@ async def test_an_http_upstream_s_error_status_keeps_its_own_reason(http_upstrea
     """An error status's JSON-RPC error is the SDK's to re-address (it gives it the request's id: the Python SDK 1.x
     writes its transport's errors under the id "server-error"); the check of a POST's answer id took it for an
     answer under another id and replaced the upstream's reason with that."""
-    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV}
-    args = ["-m", "vibe_jobs", "proxy", "--store", "memory://", "--upstream-url", http_upstream]
-    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
-    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=60) as client:
-        msg = await until(client, started(await client.call_tool("refused", {})), ("completed", "failed"))
-        assert msg["status"] == "failed", str(msg)[:300]
-        said = texts(msg["result"])[0]
+    async with over_http(http_upstream, mode) as client:
+        said = await failure(client, "refused")
         assert "the upstream's own reason" in said and "another id" not in said, said
 
 
