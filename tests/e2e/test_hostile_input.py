@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -682,17 +682,22 @@ async def test_every_request_read_before_eof_is_answered() -> None:
     assert answered >= set(range(600)), sorted(set(range(600)) - answered)[:10]
 
 
-async def left_stdin(pid: int) -> None:
-    """Until no thread of process `pid` waits in a read of a pipe (its stdin reader saw the end of it)."""
+async def wait_channels(pid: int, done: Callable[[set[str]], bool]) -> None:
+    """Until the /proc wait channels of the threads of process `pid` are `done` (20 s at most)."""
     with anyio.fail_after(20):
         while True:
             channels = set()
             async for task in anyio.Path(f"/proc/{pid}/task").iterdir():
                 with contextlib.suppress(OSError):
                     channels.add(await (task / "wchan").read_text())
-            if not any("pipe_read" in channel or channel == "pipe_wait" for channel in channels):
+            if done(channels):
                 return
             await anyio.sleep(0.05)
+
+
+async def left_stdin(pid: int) -> None:
+    """Until no thread of process `pid` waits in a read of a pipe (its stdin reader saw the end of it)."""
+    await wait_channels(pid, lambda channels: not any("pipe_read" in c or c == "pipe_wait" for c in channels))
 
 
 async def test_sigterm_while_eof_waits_for_a_long_poll_prints_no_traceback() -> None:
@@ -715,15 +720,7 @@ async def test_sigterm_while_eof_waits_for_a_long_poll_prints_no_traceback() -> 
 
 async def blocked_writing(pid: int) -> None:
     """Until a thread of process `pid` waits in a write to a full pipe (its /proc wait channel)."""
-    with anyio.fail_after(20):
-        while True:
-            channels = set()
-            async for task in anyio.Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(OSError):
-                    channels.add(await (task / "wchan").read_text())
-            if any(channel.endswith("pipe_write") for channel in channels):
-                return
-            await anyio.sleep(0.05)
+    await wait_channels(pid, lambda channels: any(c.endswith("pipe_write") for c in channels))
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "EOF"])
