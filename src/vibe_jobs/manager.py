@@ -1076,7 +1076,7 @@ class JobManager:
             waiting_for=question_view(rec),
             schedule_id=rec.schedule_id,
             tick=rec.tick,
-            run_at=rec.run_after if rec.status is JobStatus.PENDING else None,
+            run_at=rec.run_at,
             deadline=rec.task.deadline if rec.task is not None else None,
         )
 

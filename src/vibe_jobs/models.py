@@ -205,7 +205,7 @@ class Job(WireModel):
             attempt=rec.attempt,
             schedule_id=rec.schedule_id,
             tick=rec.tick,
-            run_at=rec.run_after if rec.status is JobStatus.PENDING else None,
+            run_at=rec.run_at,
             deadline=task.deadline,
             waiting_for=question_view(rec),
         )
@@ -333,6 +333,11 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.status.finished
+
+    @property
+    def run_at(self) -> int | None:
+        """A pending job's runAt as list-jobs and get-job-result show it: not runnable before then."""
+        return self.run_after if self.status is JobStatus.PENDING else None
 
     def changed(self, changes: Mapping[str, Any], *, bump: bool = True) -> JobRecord:
         """A new record: this one with `changes` applied and (with `bump`) the next version; this one is
