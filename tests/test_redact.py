@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
@@ -141,3 +141,22 @@ def test_a_url_password_is_hidden_whatever_scheme_character_comes_before_the_url
     shown = redact_urls_in(f"dsn {before}postgresql://app:s3cret-pw@db:5432/jobs")
     assert "s3cret" not in shown and shown == f"dsn {before}postgresql://app:***@db:5432/jobs"
     assert "s3cret" not in redact_params({"dsn": f"{before}postgresql://app:s3cret-pw@db/jobs"})["dsn"]
+
+
+def test_code_with_question_marks_and_equals_signs_costs_about_what_writing_it_as_json_does() -> None:
+    """A request target's query made every text with a `?` and a `=` a candidate (code: `a ? b : c`, `x == y`), and
+    each of its pieces cost a Python call: 200 KB of code took 30 ms to redact where JSON took 0.5 ms, in every
+    list-jobs, jobs://recent and dashboard page of a job holding it (the event loop held meanwhile). Measured
+    against JSON of the same params on the same machine (the better of three tries of each), not a fixed time."""
+    params = {"code": "const x = a ? b : c; let url = foo(y) == z; // check\n" * 40_000}
+
+    def best(work: Callable[[], object]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    assert redact_params(params) == params
+    assert best(lambda: redact_params(params)) < 10 * best(lambda: json.dumps(params))

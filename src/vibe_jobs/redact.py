@@ -25,7 +25,11 @@ _USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z0-9+.-]++://)([^/@\s:]*)(:[^/@\s]*
 # a bearer token as an Authorization header carries it (RFC 6750's b64token), in free text: a refused Host or
 # Origin header is logged with its value, and a line folded onto it (obs-fold) brought `Authorization: Bearer ...`
 _BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
-_PIECE = re.compile(r"[^\s\"<>]+")  # what a URL or a request target may span: no white space, quote or angle bracket
+# what a URL or a request target may span: no white space, quote or angle bracket; from a piece's first `?` to its end
+# (found at C speed: the other pieces of text, such as code's `x == y`, cost nothing), and the piece's head before
+# that `?`, read backwards
+_QUERIED = re.compile(r"\?[^\s\"<>]*")
+_HEAD_REVERSED = re.compile(r"[^\s\"<>]*")
 
 _pattern = re.compile(DEFAULT_SECRET_PATTERN, re.IGNORECASE)
 
@@ -158,14 +162,30 @@ def _redact_query(query: str) -> str:
 def redact_urls_in(text: str) -> str:
     """Every `scheme://user:password@` in free text with its password as `***` (whatever characters it
     holds), and every secret-named query parameter of a URL or a request target (`/path?token=`) in it."""
-    text = _mask_userinfo(text)
-    if "=" in text:
-        text = _PIECE.sub(lambda m: _masked_queries(m[0]) if "?" in m[0] else m[0], text)
-    return text
+    if "@" in text and "://" in text:  # a password needs both
+        text = _mask_userinfo(text)
+    return _masked_pieces(text) if "=" in text else text
 
 
 def _mask_userinfo(text: str) -> str:
     return _USERINFO.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], text)
+
+
+def _masked_pieces(text: str) -> str:
+    """`text` with each piece that holds a `?` and then a `=` through `_masked_queries`, in linear time: a piece's
+    head is read back from its first `?`, never past the end of the last piece masked (a Python call per piece of
+    all text took 30 ms for 200 KB of code, in every list-jobs)."""
+    out: list[str] = []
+    done = 0
+    for tail in _QUERIED.finditer(text):
+        if "=" not in tail[0]:
+            continue
+        head = _HEAD_REVERSED.match(text[done : tail.start()][::-1])
+        start = tail.start() - (len(head[0]) if head is not None else 0)
+        out += [text[done:start], _masked_queries(text[start : tail.end()])]
+        done = tail.end()
+    out.append(text[done:])
+    return "".join(out)
 
 
 def _masked_queries(piece: str) -> str:
