@@ -141,7 +141,8 @@ async def test_a_restarted_http_upstream_serves_direct_tools_and_prompts_again(m
     """Only a job's call noticed that a streamable-HTTP upstream had restarted (its session unknown there): with
     direct tools and pass-through requests only, every call failed for ever with the SDK's "Server returned an
     error response", as a JSON-RPC error of the proxy's own. The first call to find the session gone now fails
-    naming the upstream, and the proxy connects again for the next."""
+    naming the upstream, and the proxy connects again for the next. (Whether a call finds it gone is a race with the
+    standing stream's end: in about two runs of three in the auto mode the proxy had connected again first.)"""
     everything = upstream_command("everything")
     upstream_port, port = free_port(), free_port()
     upstream, env = [*everything[:-1], "streamableHttp"], {"PORT": str(upstream_port)}
@@ -156,7 +157,9 @@ async def test_a_restarted_http_upstream_serves_direct_tools_and_prompts_again(m
                 found_gone = await client.call_tool("echo", {"message": "lost"})
                 again = await client.call_tool("echo", {"message": "again"})
                 prompts = (await client.list_prompts()).prompts
-    assert found_gone.is_error and "interrupted: upstream" in texts(found_gone)[0], found_gone
-    assert url in texts(found_gone)[0], found_gone
+    if found_gone.is_error:  # the call found the session gone: it fails naming the upstream
+        assert "interrupted: upstream" in texts(found_gone)[0] and url in texts(found_gone)[0], found_gone
+    else:  # the proxy saw the connection end first (its standing stream broke) and had connected again
+        assert texts(found_gone) == ["Echo: lost"], found_gone
     assert texts(again) == ["Echo: again"] and not again.is_error, again
     assert "simple-prompt" in {p.name for p in prompts}
