@@ -68,6 +68,18 @@ def test_one_concurrency_limit_whether_given_as_max_concurrent_or_the_queue_conf
     assert (both.max_concurrent, both.queue.max_concurrent_jobs) == (7, 7)  # environment's wins over the file's
 
 
+def test_a_queue_config_given_to_with_sets_its_own_limit() -> None:
+    """`with_(max_concurrent=...)` made the queue config state the new limit, but `with_(queue=...)` with a queue
+    config giving its own maxConcurrentJobs kept the old limit (7 jobs at once, the queue config saying 3, silently)
+    unless that was the default; a queue config that gives none keeps the limit."""
+    s = Settings(max_concurrent=7)
+    changed = s.with_(queue=JobQueueConfig(max_concurrent_jobs=3))
+    assert (changed.max_concurrent, changed.queue.max_concurrent_jobs) == (3, 3)
+    kept = s.with_(queue=JobQueueConfig(retry_policy={"max_retries": 1}))
+    assert (kept.max_concurrent, kept.queue.max_concurrent_jobs, kept.queue.retry_policy.max_retries) == (7, 7, 1)
+    assert s.with_(program="p").max_concurrent == 7
+
+
 def test_blank_values_are_ignored() -> None:
     s = Settings.from_env({"JOB_MANAGER_MAX_CONCURRENT": "  ", "VIBE_JOBS_STORE": ""})
     assert s.max_concurrent == 5

@@ -114,8 +114,12 @@ class Settings:
         return PollingPolicy(base_ms=self.poll_base_ms, factor=self.poll_factor, max_ms=self.poll_max_ms)
 
     def with_(self, **changes: Any) -> Settings:
-        if "max_concurrent" in changes and "queue" not in changes:  # the queue config states the new limit
+        """These settings with `changes`; a new limit given one way is the other's too (one concurrency limit)."""
+        queue = changes.get("queue")
+        if "max_concurrent" in changes and queue is None:  # the queue config states the new limit
             changes["queue"] = _stating(self.queue, changes["max_concurrent"])
+        elif queue is not None and "max_concurrent" not in changes and "max_concurrent_jobs" in queue.model_fields_set:
+            changes["max_concurrent"] = queue.max_concurrent_jobs  # a new queue config's own limit is the limit
         return replace(self, **changes)
 
     @classmethod
