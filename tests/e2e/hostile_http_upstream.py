@@ -4,7 +4,9 @@ Tools: `ok` answers at once; `big` answers a valid result of 65 MiB of text with
 the same without one (the body ends when the connection closes), so that only reading it shows its size; `big_gzip`
 the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the wire); `misaddressed` answers its
 call in the POST's JSON body, under another request's id (its own plus 1000); `refused` refuses its call with HTTP
-400 and a JSON-RPC error under the id `server-error`, as the Python SDK 1.x writes its transport's errors.
+400 and a JSON-RPC error under the id `server-error`, as the Python SDK 1.x writes its transport's errors; `null_id`
+answers its call (HTTP 200) with a JSON-RPC error under the id null, as a server that could not read the request's id
+does.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 TOOLS = [
-    {"name": name, "inputSchema": OBJECT} for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused")
+    {"name": name, "inputSchema": OBJECT}
+    for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused", "null_id")
 ]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
@@ -39,9 +42,9 @@ class Upstream(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def refused(self, status: int, message: str) -> None:
+    def refused(self, status: int, message: str, rid: Any = "server-error") -> None:
         error = {"code": -32600, "message": message}
-        body = json.dumps({"jsonrpc": "2.0", "id": "server-error", "error": error}).encode()
+        body = json.dumps({"jsonrpc": "2.0", "id": rid, "error": error}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -77,6 +80,8 @@ class Upstream(BaseHTTPRequestHandler):
             self.big_stream(rid)
         elif method == "tools/call" and request["params"]["name"] == "misaddressed":
             self.answer(rid + 1000, {"content": [{"type": "text", "text": "misaddressed done"}]})
+        elif method == "tools/call" and request["params"]["name"] == "null_id":
+            self.refused(200, "Parse error: the upstream's own reason", None)
         elif method == "tools/call" and request["params"]["name"] == "refused":
             self.refused(400, "Bad Request: the upstream's own reason")
         else:

@@ -179,6 +179,19 @@ async def test_an_http_upstream_s_error_status_keeps_its_own_reason(http_upstrea
         assert "the upstream's own reason" in said and "another id" not in said, said
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_http_upstream_s_error_under_id_null_fails_that_call_with_its_reason(
+    http_upstream: str, mode: str
+) -> None:
+    """A JSON-RPC error under the id null (a server that could not read the request's id) in a POST's JSON answer
+    at HTTP 200: the SDK passed it on as it was, no call took it, and the job waited for its time-out (an hour by
+    default). At an error status the SDK gives such an error the request's id; so it is here, reason kept."""
+    async with over_http(http_upstream, mode) as client:
+        said = await failure(client, "null_id")
+        assert "the upstream's own reason" in said, said
+        assert await completed(client, "ok") == ["ok done"]
+
+
 def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
     """`--upstream-url https://user:pw@host/mcp?token=...`: the start failure printed them whole; tool descriptions,
     diagnostics and log lines carried them too (the upstream's label)."""

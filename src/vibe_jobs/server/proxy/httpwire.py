@@ -10,14 +10,16 @@ encodings the proxy asks for): on the wire a 65 MiB answer of one letter is 65 K
 A POST's JSON body at a success status answers that POST's request. One that answers under another id was passed on
 as it was: no call took it, and the request waited for its time-out (the SDK gives an answer on an event stream the
 request's id). Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another
-call's. An error status's body is left to the SDK, which gives its JSON-RPC error the request's id itself.
+call's. An error under the id null (its server could not read the request's id) is given the request's id, reason
+kept. An error status's body is left to the SDK, which gives its JSON-RPC error the request's id itself.
 """
 
 from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx2
 from mcp.shared.dispatcher import coerce_request_id
@@ -155,12 +157,29 @@ class _Addressed(httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body = b"".join([chunk async for chunk in self.inner])  # held to the limit by the streams within
         said = whose_message(body)
-        if said is None or said.request or coerce_request_id(said.id) == coerce_request_id(self.asked):
-            yield body  # its own answer, or what the SDK refuses itself (not JSON-RPC)
-            return
-        why = f"the upstream answered this request under another id ({said.id!r})"
-        error = {"code": INTERNAL_ERROR, "message": why}
-        yield json.dumps({"jsonrpc": "2.0", "id": self.asked, "error": error}).encode()
+        if said is None:  # an error under the id null is this request's, as the SDK has it at an error status
+            error = _error_without_id(body)  # anything else is no JSON-RPC answer: the SDK refuses it itself
+            yield body if error is None else self._answer(error)
+        elif said.request or coerce_request_id(said.id) == coerce_request_id(self.asked):
+            yield body  # its own answer, or a request of the upstream's
+        else:
+            why = f"the upstream answered this request under another id ({said.id!r})"
+            yield self._answer({"code": INTERNAL_ERROR, "message": why})
+
+    def _answer(self, error: Mapping[str, Any]) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "id": self.asked, "error": error}).encode()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+def _error_without_id(body: bytes) -> dict[str, Any] | None:
+    """The error of a JSON-RPC error message under the id null (a server that could not read the request's id)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or "id" not in message or message["id"] is not None:
+        return None
+    error = message.get("error")
+    return error if isinstance(error, dict) and "result" not in message else None
