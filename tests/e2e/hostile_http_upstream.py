@@ -6,7 +6,8 @@ the same answer gzip-compressed (`Content-Encoding: gzip`, about 65 KiB on the w
 call in the POST's JSON body, under another request's id (its own plus 1000); `refused` refuses its call with HTTP
 400 and a JSON-RPC error under the id `server-error`, as the Python SDK 1.x writes its transport's errors; `null_id`
 answers its call (HTTP 200) with a JSON-RPC error under the id null, as a server that could not read the request's id
-does.
+does; `forget` answers, then forgets the session (as a restarted server has), so that each later request of it is
+answered HTTP 404 with a JSON-RPC error, as the Python SDK's server answers an unknown session.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 TOOLS = [
     {"name": name, "inputSchema": OBJECT}
-    for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused", "null_id")
+    for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused", "null_id", "forget")
 ]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
+SESSIONS: dict[str, Any] = {"started": 0, "live": None}  # how many began, and the one this server knows
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -68,8 +70,15 @@ class Upstream(BaseHTTPRequestHandler):
         if rid is None:
             self.empty(202)
         elif method == "initialize":
+            SESSIONS["started"] += 1
+            SESSIONS["live"] = f"s{SESSIONS['started']}"
             result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": INFO}
-            self.answer(rid, result, {"Mcp-Session-Id": "s1"})
+            self.answer(rid, result, {"Mcp-Session-Id": SESSIONS["live"]})
+        elif self.headers.get("Mcp-Session-Id") != SESSIONS["live"]:
+            self.refused(404, "Session not found", None)
+        elif method == "tools/call" and request["params"]["name"] == "forget":
+            self.answer(rid, {"content": [{"type": "text", "text": "forgotten"}]})
+            SESSIONS["live"] = None
         elif method == "tools/list":
             self.answer(rid, {"tools": TOOLS})
         elif method == "tools/call" and request["params"]["name"] == "big":

@@ -192,6 +192,18 @@ async def test_an_http_upstream_s_error_under_id_null_fails_that_call_with_its_r
         assert await completed(client, "ok") == ["ok done"]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_http_upstream_that_forgot_the_session_is_connected_again(http_upstream: str, mode: str) -> None:
+    """An HTTP 404 to a request with a session id says the session is gone (a restarted server): the client starts
+    a new one, says the spec. The Python SDK's server answers it with a JSON-RPC error ("Session not found"), which
+    the SDK's client passes on as that error: not taken for a lost session, every later call failed the same way."""
+    async with over_http(http_upstream, mode) as client:
+        assert await completed(client, "forget") == ["forgotten"]
+        said = await failure(client, "ok")
+        assert "interrupted: upstream" in said, said
+        assert await completed(client, "ok") == ["ok done"]
+
+
 def test_an_upstream_url_s_credentials_stay_out_of_the_proxy_s_errors() -> None:
     """`--upstream-url https://user:pw@host/mcp?token=...`: the start failure printed them whole; tool descriptions,
     diagnostics and log lines carried them too (the upstream's label)."""

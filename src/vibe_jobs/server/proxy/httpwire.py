@@ -11,7 +11,8 @@ A POST's JSON body at a success status answers that POST's request. One that ans
 as it was: no call took it, and the request waited for its time-out (the SDK gives an answer on an event stream the
 request's id). Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another
 call's. An error under the id null (its server could not read the request's id) is given the request's id, reason
-kept. An error status's body is left to the SDK, which gives its JSON-RPC error the request's id itself.
+kept. An error status's body is left to the SDK, which gives its JSON-RPC error the request's id itself; but a 404 to
+a request in a session says that session is gone (the spec), whatever error its body holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx2
+from mcp.client.streamable_http import MCP_SESSION_ID
 from mcp.shared.dispatcher import coerce_request_id
 from mcp_types import INTERNAL_ERROR, RequestId
 
@@ -101,6 +103,11 @@ def capping(limit: int = MAX_LINE_BYTES) -> dict[str, list[Callable[[httpx2.Resp
     hook only wraps the body: the SDK reads it where it turns a `StreamError` into the error of the call."""
 
     async def cap(response: httpx2.Response) -> None:
+        if response.status_code == 404 and MCP_SESSION_ID in response.request.headers:
+            # the session is gone (a restarted server): the SDK says "Session terminated", the loss the upstream
+            # connects again after, only when the body is no JSON-RPC error; the Python and TypeScript SDKs' servers
+            # send one ("Session not found"), which was passed on as the call's error, and every later call failed
+            response.headers.pop("content-type", None)
         if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
             return  # read an event at a time, each within the SDK's `max_sse_event_size`
         declared = response.headers.get("content-length", "")
