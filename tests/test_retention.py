@@ -105,6 +105,32 @@ async def test_the_cleanup_task_runs_on_its_interval(make_manager: ManagerFactor
         assert (await manager.get_job(active)).status is JobStatus.PENDING
 
 
+class _CleanupTimes(MemoryStore):
+    """The memory store, noting when each clean-up pass asks it for finished jobs to delete."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[float] = []
+        self.third = anyio.Event()
+
+    async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
+        self.passes.append(anyio.current_time())
+        if len(self.passes) >= 3:
+            self.third.set()
+        return await super().delete_finished(before, limit)
+
+
+async def test_a_cleanup_interval_of_0_given_in_python_is_no_busy_loop() -> None:
+    """The environment refuses an interval of 0, Python's Settings took it: the clean-up loop then ran a pass per
+    turn of the event loop, a store query each, burning a core for as long as the server ran."""
+    store = _CleanupTimes()
+    async with JobManager(store, Settings(cleanup_interval_ms=0)):
+        with anyio.fail_after(5):
+            await store.third.wait()
+    gaps = [b - a for a, b in zip(store.passes, store.passes[1:], strict=False)]
+    assert min(gaps[:2]) >= 0.04, gaps
+
+
 async def test_a_removed_job_is_not_found_and_dedupe_starts_afresh(manager: JobManager, clock: FakeClock) -> None:
     first = await manager.create_job("echo", {"a": 1}, dedupe=True)
     await manager.start_job(first)

@@ -78,6 +78,7 @@ from vibe_jobs.store.base import (
 
 log = get_logger("vibe_jobs.manager")
 MAX_DIAGNOSTICS = 100
+MIN_PERIOD_SECONDS = 0.05  # the shortest beat and clean-up interval (settings of 0 given in Python: no busy loop)
 MAX_DIAGNOSTIC_CHARS = 2000  # a diagnostic (or progress message) line longer than this is cut
 MAX_STAGES = 50  # stage changes a job keeps (its history on the dashboard)
 RECENT_RECORDS = 4096  # records remembered for the next change of their job
@@ -164,7 +165,7 @@ class JobManager:
         self._tg: TaskGroup | None = None
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
         # the lease's renewals, and the beat (durations, recovery) and retention, through store failures (outages.py)
-        self._beat_seconds = beat = max(0.05, self.settings.lease_ms / 3000)  # a third of the lease
+        self._beat_seconds = beat = max(MIN_PERIOD_SECONDS, self.settings.lease_ms / 3000)  # a third of the lease
         self._renewing = StoreRetry("lease.renewal_failed", most=beat, on_failure=self.store_failed)
         self._maintaining = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
         self._cleaning = StoreRetry("maintenance.failed", most=beat, on_failure=self.store_failed)
@@ -264,7 +265,7 @@ class JobManager:
     async def _cleanups(self) -> None:
         """Retention: `cleanup` every cleanup interval, by the ticks (never stepped: an hour's step back of the clock
         put the next clean-up off for the hour); awake at least every beat, as injected ticks may leap."""
-        interval = self.settings.cleanup_interval_ms / 1000
+        interval = max(MIN_PERIOD_SECONDS, self.settings.cleanup_interval_ms / 1000)  # 0 from Python: no busy loop
         next_cleanup = self.ticks() + interval
         while True:
             await anyio.sleep(min(self._beat_seconds, max(0.0, next_cleanup - self.ticks())))
