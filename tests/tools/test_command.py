@@ -197,6 +197,16 @@ async def test_a_carriage_return_ends_a_line_and_a_crlf_split_across_reads_ends_
     assert stream.text() == "one\r\ntwo\rthree\r\r\nfour\rfive"
 
 
+async def test_a_lone_line_feed_completing_a_split_crlf_leaves_the_next_line_feed_a_line_end(tmp_path: Path) -> None:
+    """A read of just the LF of a CR|LF split across reads completed that CRLF but left the stream thinking the
+    text still ended with a CR: the next read's LF was swallowed too, and an empty line lost."""
+    seen: list[str] = []
+    stream = _Stream("stdout", 1024, lambda _s, lines: seen.extend(lines))
+    for chunk in (b"one\r", b"\n", b"\n", b"two\n"):
+        await stream.feed(chunk)
+    assert seen == ["one", "", "two"]
+
+
 async def test_a_flood_of_lines_arrives_a_read_at_a_time_every_line_in_order(tmp_path: Path) -> None:
     """`yes` wrote 32,768 lines per 64 KiB read and each went through a Python call on the event loop (other
     clients waited 0.3-1.8 s): now the lines of a read come in one call, none lost, none reordered."""

@@ -111,7 +111,7 @@ class _Stream:
         self._keep(chunk)
         text = self._pending + self._decoder.decode(chunk, final=final)
         if self._after_cr and text.startswith("\n"):
-            text = text[1:]
+            text, self._after_cr = text[1:], False  # that CRLF is complete: a read of its LF alone ends here
         if text:
             self._after_cr = text.endswith("\r")
         lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
