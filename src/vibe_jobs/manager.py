@@ -1090,10 +1090,14 @@ class JobManager:
         refresh: float = 1.0,
         viewer: Viewer | None = None,
         stop: Callable[[JobRecord], bool] | None = None,
+        on_start: Callable[[JobRecord], Awaitable[None]] | None = None,
     ) -> JobRecord:
-        """Wait until the job finishes, `stop(record)` holds, or `seconds` pass; `on_event` sees each change."""
+        """Wait until the job finishes, `stop(record)` holds, or `seconds` pass; `on_start` sees the job as the
+        wait begins (read once subscribed: `on_event` then sees each change after it, none missed between)."""
         with self.subscribe(job_id) as sub:
             rec = await self.get_record(job_id, viewer)
+            if on_start is not None:
+                await on_start(rec)
             with anyio.move_on_after(seconds):
                 while not rec.finished and not (stop is not None and stop(rec)):
                     event = None

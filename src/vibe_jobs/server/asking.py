@@ -253,8 +253,9 @@ class Keepalive:
         self.sent_at = anyio.current_time()
 
     async def begin(self, rec: JobRecord) -> None:
-        """Tell where the unfinished job stands as the long-poll begins: a command that printed its last line
-        before was otherwise shown nothing until its next line (or its end)."""
+        """Tell where the unfinished job stands as a wait of the long-poll begins (`JobManager.wait`'s `on_start`,
+        read once subscribed, so no change is missed between): a command that printed its last line before was
+        otherwise shown nothing until its next line (or its end); after a question, what changed meanwhile."""
         if rec.status not in FINAL:
             await self.on_event(job_event(EventType.PROGRESS, rec))
 

@@ -176,17 +176,18 @@ class ControlTools:
         """Wait for the job to finish; meanwhile deliver its questions to a caller that can answer them on
         this call (on 2026-07-28 by answering `input_required`, returned here), and return at once when it
         waits on one this caller cannot (`waitingFor` says what)."""
-        rec = await self.m.get_record(job_id, viewer)  # an unknown (or another's) job is refused before waiting
+        await self.m.get_record(job_id, viewer)  # an unknown (or another's) job is refused before waiting
         asker = Asker(ctx, self.m, job_id)
         keepalive = Keepalive(ctx, self.m.settings.progress_keepalive_ms / 1000)
         end = anyio.current_time() + seconds
         asked = None
         try:
             async with anyio.create_task_group() as tg:
-                await keepalive.begin(rec)
                 tg.start_soon(keepalive.run)
                 while (left := end - anyio.current_time()) > 0:
-                    rec = await self.m.wait(job_id, left, keepalive.on_event, stop=_asks, viewer=viewer)
+                    rec = await self.m.wait(
+                        job_id, left, keepalive.on_event, stop=_asks, viewer=viewer, on_start=keepalive.begin
+                    )
                     if not asker.wants(rec):
                         break
                     if (asked := asker.input_required(rec)) is not None:
