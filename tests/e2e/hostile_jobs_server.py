@@ -13,6 +13,7 @@ scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tas
 - `odd_shapes`: the job's progress is a text and its details a list; it completes at the 2nd read;
 - `forged_failure`: the job fails at once; its tool name and its error each carry a line that reads as `vibe-jobs
   call`'s own verdict (`vibe-jobs: job job1 (work) completed: ...`);
+- `odd_schema`: `work`'s input schema names JSON types that are no type names (`"type": 5`, `"type": true`);
 - `capped`: each long-poll is held 1.2 s (the server's cap, below what the client asks) and answered running with a
   recommendation of 5 s; the job completes at the 3rd read.
 """
@@ -31,8 +32,9 @@ META = {"_meta": {"io.modelcontextprotocol/serverInfo": {"name": "hostile-jobs",
 RESULT_PROPS: dict[str, Any] = {"jobId": {"type": "string"}, "includeDetails": {"type": "boolean"}}
 if SCENARIO != "nan":
     RESULT_PROPS["waitSeconds"] = {"type": "number"}
+WORK_PROPS: dict[str, Any] = {"n": {"type": 5}, "m": {"anyOf": [{"type": True}]}} if SCENARIO == "odd_schema" else {}
 TOOLS = [
-    {"name": "work", "inputSchema": {"type": "object"}},
+    {"name": "work", "inputSchema": {"type": "object", **({"properties": WORK_PROPS} if WORK_PROPS else {})}},
     {"name": "get-job-result", "inputSchema": {"type": "object", "properties": RESULT_PROPS}},
 ]
 INTERVAL = {"early": 200, "nan": float("nan"), "capped": 5000}.get(SCENARIO, 50)

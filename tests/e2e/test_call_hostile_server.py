@@ -95,6 +95,15 @@ def test_a_recommendation_that_is_no_number_is_read_at_the_default(tmp_path: Pat
     assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
 
 
+def test_an_input_schema_with_types_of_no_name_does_not_end_the_call() -> None:
+    """Each --arg is read by the tool's listed schema: a `type` that is a number or a boolean (a list of names or
+    one name, says JSON Schema) raised `TypeError: 'int' object is not iterable` and ended the call (exit 2)."""
+    cmd = [*call_command("odd_schema"), "--arg", "n=1", "--arg", "m=two"]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=50)
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    assert "Error" not in done.stderr, done.stderr
+
+
 def test_a_status_that_is_no_text_is_no_status_message() -> None:
     """An object as the status raised `TypeError: unhashable type: 'dict'`; the answer is now shown for what it is
     (no status message), as an answer without a status always was."""

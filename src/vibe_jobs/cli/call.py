@@ -102,15 +102,18 @@ def _json_types(value: Any) -> set[str]:
 
 
 def accepted_types(schema: dict[str, Any] | None, key: str) -> frozenset[str]:
-    """The JSON types the tool's input `schema` accepts for `key` (empty: unknown, or any)."""
-    prop = ((schema or {}).get("properties") or {}).get(key)
+    """The JSON types the tool's input `schema` accepts for `key` (empty: unknown, or any). The schema is the
+    server's: a part of a shape JSON Schema has not (`"type": 5`, properties as a list) is unknown."""
+    properties = (schema or {}).get("properties")
+    prop = properties.get(key) if isinstance(properties, dict) else None
     branches = (prop.get("anyOf") or prop.get("oneOf") or [prop]) if isinstance(prop, dict) else []
     types: set[str] = set()
-    for branch in branches:
+    for branch in branches if isinstance(branches, list) else ():
         named = branch.get("type") if isinstance(branch, dict) else None
-        if named is None:
-            return frozenset()  # a branch of any type
-        types.update([named] if isinstance(named, str) else named)
+        names = [named] if isinstance(named, str) else named if isinstance(named, list) else None
+        if names is None or not all(isinstance(name, str) for name in names):
+            return frozenset()  # a branch of any type, or of no type we can name
+        types.update(names)
     return frozenset(types)
 
 
