@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,25 @@ def stop(proc: subprocess.Popen[Any]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def on_a_terminal(cmd: list[str], cwd: Path, env: Mapping[str, str], quiet: float = 30) -> tuple[int, bytes]:
+    """Run `cmd` with stdout and stderr on a pseudo-terminal until it closes it (or draws nothing for `quiet`
+    seconds): its exit code and all it drew there."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    seen = b""
+    while select.select([main], [], [], quiet)[0]:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(main)
+    return proc.wait(20), seen
 
 
 def stdio_params(extra_env: dict[str, str] | None = None) -> StdioServerParameters:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pty
-import select
 import shlex
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from tests.e2e.conftest import on_a_terminal
 from vibe_jobs.client import DEFAULT_POLL_MS, MAX_POLL_MS, MIN_POLL_MS, TasksClientExtension, call_and_wait, interval_ms
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,22 +182,8 @@ def test_a_server_s_error_and_its_log_reach_stderr_escaped() -> None:
 def test_on_a_terminal_the_bar_and_the_result_are_escaped() -> None:
     """On a TTY the bar (cut to the terminal's width, 60 columns here) and the result carried raw escape
     sequences: the title was set and the screen cleared. Only the bar's own redraw (`\\r\\x1b[K`) is left."""
-    main, child = pty.openpty()
-    proc = subprocess.Popen(
-        call_command("escapes"), cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=child, stderr=child
-    )
-    os.close(child)
-    seen = b""
-    while select.select([main], [], [], 30)[0]:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
-    assert proc.wait(20) == 0, seen
+    code, seen = on_a_terminal(call_command("escapes"), ROOT, ENV)
+    assert code == 0, seen
     shown = seen.replace(b"\r\x1b[K", b"")
     assert b"\x1b" not in shown and b"\x07" not in shown, seen
     assert b"done \\x1b]0;PWNED-TITLE\\x07" in shown

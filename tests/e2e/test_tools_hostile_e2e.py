@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
-import subprocess
 import sys
 import time
 import unicodedata
@@ -21,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import MODES, ROOT
+from tests.e2e.conftest import MODES, ROOT, on_a_terminal
 from tests.e2e.test_builtin_tools import _serve_stdio_and_close, finish, server, write_tree
 from tests.e2e.test_jobs_e2e import read, start, texts
 
@@ -138,7 +135,7 @@ def test_a_root_that_is_a_symbolic_link_loop_stops_start_up_naming_the_variable(
 # --- `vibe-jobs call` on a terminal ---------------------------------------------------------------
 
 
-def on_a_terminal(root: Path, *call_args: str, columns: int = 60) -> tuple[int, bytes]:
+def call_on_a_terminal(root: Path, *call_args: str, columns: int = 60) -> tuple[int, bytes]:
     """Run `vibe-jobs call` (which starts the real server over stdio) with stdout and stderr on a terminal:
     its exit code and all it drew there."""
     env = {
@@ -150,27 +147,13 @@ def on_a_terminal(root: Path, *call_args: str, columns: int = 60) -> tuple[int, 
         "VIBE_JOBS_ALLOWED_COMMANDS": "printf,sh",
         "COLUMNS": str(columns),
     }
-    main, child = pty.openpty()
-    cmd = [sys.executable, "-m", "vibe_jobs", "call", *call_args]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
-    os.close(child)
-    seen = b""
-    while select.select([main], [], [], 40)[0]:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(main)
-    return proc.wait(20), seen
+    return on_a_terminal([sys.executable, "-m", "vibe_jobs", "call", *call_args], root, env, quiet=40)
 
 
 def test_a_result_s_tabs_reach_the_terminal_as_tabs(tmp_path: Path) -> None:
     """On a terminal the result was escaped whole, tabs too: `git status` read `\\tmodified:   README.md`."""
     command = json.dumps({"command": ["printf", "\\tmodified:   README.md\\n\\x1b]0;PWNED\\x07"]})
-    code, seen = on_a_terminal(tmp_path, "run-command", "--json", command)
+    code, seen = call_on_a_terminal(tmp_path, "run-command", "--json", command)
     assert code == 0, seen
     assert b"stdout (tail):\r\n\tmodified:   README.md\r\n" in seen, seen
     assert b"\x1b]0;" not in seen and b"\x07" not in seen, seen
@@ -180,7 +163,7 @@ def test_the_bar_fits_the_terminal_when_the_message_is_wide_characters(tmp_path:
     """The bar was cut to the terminal's width in characters, but a CJK character takes two columns: the bar
     wrapped, and each redraw (which clears one line) left a line behind."""
     wide = "漢字" * 30
-    code, seen = on_a_terminal(
+    code, seen = call_on_a_terminal(
         tmp_path, "run-command", "--json", json.dumps({"command": ["sh", "-c", f"echo {wide}; sleep 2"]})
     )
     assert code == 0, seen
