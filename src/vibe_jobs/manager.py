@@ -1096,9 +1096,9 @@ class JobManager:
         wait begins (read once subscribed: `on_event` then sees each change after it, none missed between)."""
         with self.subscribe(job_id) as sub:
             rec = await self.get_record(job_id, viewer)
-            if on_start is not None:
-                await on_start(rec)
             with anyio.move_on_after(seconds):
+                if on_start is not None:
+                    await on_start(rec)  # within the wait's time, as each `on_event`
                 while not rec.finished and not (stop is not None and stop(rec)):
                     event = None
                     with anyio.move_on_after(refresh):  # re-read now and then: other processes' changes
