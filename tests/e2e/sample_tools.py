@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from enum import Enum
 from typing import Literal
 
 import anyio
@@ -57,6 +58,18 @@ async def echo(text: str, count: int = 1) -> dict[str, object]:
 @job_tool(description="Sign in: answers what it received (the tool sees secrets that listings redact)")
 async def login(user: str, api_token: str, env: dict[str, str] | None = None) -> dict[str, object]:
     return {"user": user, "apiToken": api_token, "env": env or {}}
+
+
+class Python(Enum):
+    """Values that read as JSON numbers (`3.10` as JSON is 3.1)."""
+
+    OLD = "3.10"
+    NEW = "3.12"
+
+
+@job_tool(name="pick-python", description="Answer the Python version picked (an enum: a $ref in the input schema)")
+async def pick_python(version: Python, fallback: Python | None = None) -> str:
+    return f"{version.value} {fallback.value if fallback else '-'}"
 
 
 @plain_tool(name="plain-noop", description="An ordinary tool that answers at once")

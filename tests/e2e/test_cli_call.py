@@ -38,6 +38,8 @@ CASES: dict[str, list[str]] = {
     "plain": ["plain-noop"],
     # a text parameter given a value that reads as JSON of another type (a folder named 2024, a version 1.10)
     "text_arg": ["echo", "--arg", "text=2024", "--arg", "count=2"],
+    # an enum's values are text in a definition the parameter names by $ref ("3.10" read as JSON is 3.1)
+    "enum_arg": ["pick-python", "--arg", "version=3.10", "--arg", "fallback=3.12"],
     "codemap": ["map-codebase", "--arg", "path=src"],
     "interrupt": ["sleepy", "--arg", "seconds=30", "--arg", "steps=60"],
     "bad_server": ["noop", "--server-cmd", BAD_SERVER],
@@ -217,6 +219,13 @@ def test_an_arg_for_a_text_parameter_stays_text_whatever_it_looks_like(runs: Run
     res = runs.outcome("text_arg")
     assert res.code == 0, res.err
     assert "20242024" in res.out
+
+
+def test_an_arg_for_an_enum_parameter_is_read_by_its_definition(runs: Runs) -> None:
+    """An enum parameter's schema is a `$ref` to its definition: its type was unknown, `--arg version=3.10` sent
+    the number 3.1 and the call was refused ("Input should be '3.10' or '3.12'")."""
+    res = runs.outcome("enum_arg")
+    assert (res.code, res.out.strip()) == (0, "3.10 3.12"), res.err
 
 
 def test_plain_tool_result_is_printed(runs: Runs) -> None:

@@ -109,12 +109,22 @@ def accepted_types(schema: dict[str, Any] | None, key: str) -> frozenset[str]:
     branches = (prop.get("anyOf") or prop.get("oneOf") or [prop]) if isinstance(prop, dict) else []
     types: set[str] = set()
     for branch in branches if isinstance(branches, list) else ():
-        named = branch.get("type") if isinstance(branch, dict) else None
+        named = _defined(schema or {}, branch).get("type") if isinstance(branch, dict) else None
         names = [named] if isinstance(named, str) else named if isinstance(named, list) else None
         if names is None or not all(isinstance(name, str) for name in names):
             return frozenset()  # a branch of any type, or of no type we can name
         types.update(names)
     return frozenset(types)
+
+
+def _defined(schema: dict[str, Any], branch: dict[str, Any]) -> dict[str, Any]:
+    """`branch`, or the definition its local `$ref` names (pydantic gives an enum or a model as one)."""
+    ref = branch.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+        return branch
+    definitions = schema.get("$defs")
+    definition = definitions.get(ref.removeprefix("#/$defs/")) if isinstance(definitions, dict) else None
+    return definition if isinstance(definition, dict) else branch
 
 
 def split_json_flag(args: argparse.Namespace) -> None:
