@@ -81,6 +81,7 @@ def own_stdlib_logging() -> None:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(**_formatter_args()))
+    handler.addFilter(validation_args_without_input)
     root.addHandler(handler)
     root.setLevel(_level)
 
@@ -122,9 +123,23 @@ def without_validation_input(_logger: Any, _method: str, event: MutableMapping[s
     exc = _logged_exception(event.get("exc_info"))
     if isinstance(exc, ValidationError):
         del event["exc_info"]
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        event["error"] = "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in errors[:5])
+        event["error"] = without_input(exc)
     return event
+
+
+def validation_args_without_input(record: logging.LogRecord) -> bool:
+    """A logging filter: a ValidationError given as an argument of a record's message (the SDK's dispatcher logs
+    `transport yielded exception: %r` at debug level for each body it cannot parse) is formatted as its errors
+    without the input, as one logged with its traceback is (`without_validation_input`)."""
+    if isinstance(record.args, tuple) and any(isinstance(arg, ValidationError) for arg in record.args):
+        record.args = tuple(without_input(arg) if isinstance(arg, ValidationError) else arg for arg in record.args)
+    return True
+
+
+def without_input(exc: ValidationError) -> str:
+    """What a ValidationError says is wrong, without the input its text quotes (a request body's start and end)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in errors[:5])
 
 
 def _logged_exception(exc_info: Any) -> BaseException | None:

@@ -566,13 +566,15 @@ async def test_at_debug_level_no_answer_reaches_the_log_over_http(mode: str, tra
     assert secret not in log
 
 
-async def test_a_malformed_sse_post_is_refused_without_its_body_in_the_log() -> None:
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_a_malformed_sse_post_is_refused_without_its_body_in_the_log(level: str) -> None:
     """Over SSE the SDK logs a body it cannot parse with the parser's traceback, whose error quotes the body's
     start and end: a secret argument in a request with one bad escape (a lone surrogate) reached the server's
-    log at the default level. The log keeps what was wrong, not the body; the session goes on."""
+    log at the default level. The log keeps what was wrong, not the body; the session goes on. At debug level
+    the SDK's dispatcher logged the same error again, as its repr ('transport yielded exception: ...')."""
     secret = "sk-" + os.urandom(8).hex()
     call = '"method":"tools/call","params":{"name":"login","arguments":{"user":"u","api_token":"' + secret
-    with start_http("sse") as http:
+    with start_http("sse", {"VIBE_JOBS_LOG_LEVEL": level}) as http:
         base = f"http://127.0.0.1:{http.port}"
         async with httpx.AsyncClient(timeout=10) as raw, raw.stream("GET", http.url) as stream:
             lines = stream.aiter_lines()
@@ -593,6 +595,7 @@ async def test_a_malformed_sse_post_is_refused_without_its_body_in_the_log() -> 
         http.errlog.seek(0)
         log = http.errlog.read().decode()
     assert "Failed to parse message" in log and "Invalid JSON" in log, log[-2000:]
+    assert level == "info" or "transport yielded exception: " in log, log[-2000:]  # what was wrong, not the body
     assert secret not in log
 
 
