@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -119,11 +120,12 @@ def redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) ->
 def without_validation_input(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """A structlog processor: a pydantic ValidationError logged with its traceback (the SDK's SSE transport logs
     one for each body it cannot parse) is written as its errors without the input, which its text quotes (the
-    start and end of a request body: a secret argument)."""
+    start and end of a request body: a secret argument). Where it was raised stays: its stack, without values."""
     exc = _logged_exception(event.get("exc_info"))
     if isinstance(exc, ValidationError):
         del event["exc_info"]
         event["error"] = without_input(exc)
+        event["stack"] = "".join(traceback.format_tb(exc.__traceback__)) or None
     return event
 
 

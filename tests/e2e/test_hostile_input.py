@@ -596,6 +596,7 @@ async def test_a_malformed_sse_post_is_refused_without_its_body_in_the_log(level
         log = http.errlog.read().decode()
     assert "Failed to parse message" in log and "Invalid JSON" in log, log[-2000:]
     assert level == "info" or "transport yielded exception: " in log, log[-2000:]  # what was wrong, not the body
+    assert "mcp/server/sse.py" in log, log[-2000:]  # and where: the stack stays, without values
     assert secret not in log
 
 
