@@ -97,6 +97,21 @@ async def test_a_command_killed_by_a_signal_says_so_not_exit_code_none(mode: str
     assert "None" not in summary
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_command_s_output_stays_output_in_the_markdown_of_its_result(mode: str, tmp_path: Path) -> None:
+    """The output's tails were put in the result's text as they were: a client that renders Markdown showed a
+    command's `# heading`, links and raw HTML (a tracking pixel) as such, and output holding a fence of its own
+    could not be fenced by three backticks."""
+    printed = f"# not a heading\n```\n{HTML}\n![pixel](http:evil.example)\n"
+    async with server(mode, tmp_path, allowed="printf") as client:
+        job_id = await start(client, "run-command", {"command": ["printf", "%s", printed]})
+        result, body = await finish(client, job_id)
+    assert body["status"] == "completed", texts(result)
+    text = texts(result)
+    assert f"stdout (tail):\n````\n{printed}````\n\nstderr (tail):\n```\n```" in text, text
+    assert body["result"]["structuredContent"]["stdoutTail"] == printed
+
+
 async def test_a_source_file_with_a_late_nul_byte_gets_a_diagnostic_without_a_line_none(tmp_path: Path) -> None:
     """A NUL past the binary sniff (8 KiB) reached the parser, whose error has no line: "syntax error at line
     None: source code string cannot contain null bytes"."""
@@ -155,7 +170,7 @@ def test_a_result_s_tabs_reach_the_terminal_as_tabs(tmp_path: Path) -> None:
     command = json.dumps({"command": ["printf", "\\tmodified:   README.md\\n\\x1b]0;PWNED\\x07"]})
     code, seen = call_on_a_terminal(tmp_path, "run-command", "--json", command)
     assert code == 0, seen
-    assert b"stdout (tail):\r\n\tmodified:   README.md\r\n" in seen, seen
+    assert b"stdout (tail):\r\n```\r\n\tmodified:   README.md\r\n" in seen, seen
     assert b"\x1b]0;" not in seen and b"\x07" not in seen, seen
 
 

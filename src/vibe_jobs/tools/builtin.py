@@ -32,7 +32,7 @@ from vibe_jobs.tools.codemap import (
 from vibe_jobs.tools.codemap.walk import PATTERNS_MAX
 from vibe_jobs.tools.command import CommandFailedToStart, CommandOutcome, kill_leftovers, run_process
 from vibe_jobs.tools.contain import hide_from_children
-from vibe_jobs.tools.printable import code_span, printable
+from vibe_jobs.tools.printable import code_block, code_span, printable
 from vibe_jobs.tools.roots import PathRefused, parse_roots, resolve_within_roots
 
 log = get_logger("vibe_jobs.tools.builtin")
@@ -172,7 +172,9 @@ class RunCommand:
         if outcome.timed_out:
             raise JobTimeout(f"the command ran past its {timeoutSeconds:g} s time-out and was stopped")
         summary = f"{code_span(printable(' '.join(command)))} {_ended(outcome)} after {outcome.duration_ms} ms"
-        tails = f"\n\nstdout (tail):\n{outcome.stdout_tail}\n\nstderr (tail):\n{outcome.stderr_tail}"
+        # fenced: a client that renders Markdown shows the output as it was, not as Markdown or HTML
+        out, err = code_block(outcome.stdout_tail), code_block(outcome.stderr_tail)
+        tails = f"\n\nstdout (tail):\n{out}\n\nstderr (tail):\n{err}"
         return text_result(summary + tails, structured=outcome.to_dict())
 
     def _checked(

@@ -47,6 +47,18 @@ def code_span(text: str) -> str:
     """`text` as one Markdown code span: fenced by more backticks than its longest run of them (and padded by a
     space, which Markdown takes off), so no name or signature closes the span early and has the rest read as
     Markdown: raw HTML, a link, an image."""
-    longest = max(map(len, _BACKTICKS.findall(text)), default=0)
+    longest = _longest_backticks(text)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}" if longest else f"`{text}`"
+
+
+def code_block(text: str) -> str:
+    """`text` (lines: a command's output) as one fenced Markdown code block: a fence of more backticks than any
+    run in it (at least three), so that no line of it ends the block and has the rest read as Markdown."""
+    fence = "`" * max(3, _longest_backticks(text) + 1)
+    body = text if not text or text.endswith("\n") else text + "\n"
+    return f"{fence}\n{body}{fence}"
+
+
+def _longest_backticks(text: str) -> int:
+    return max(map(len, _BACKTICKS.findall(text)), default=0)
