@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -90,3 +91,30 @@ async def test_the_vibe_jobs_script_finds_a_tools_module_in_the_working_director
             errlog.seek(0)
             raise AssertionError(errlog.read()) from None
     assert "map_code" in tools
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"env": {"VIBE_JOBS_TOOLS": "nosuch_tools_mod"}}, "VIBE_JOBS_TOOLS"),
+        ({"argv": ["--tools", "nosuch_tools_mod"]}, "--tools"),
+        ({"argv": ["--tools=nosuch_tools_mod"]}, "--tools"),
+        ({"env": {"VIBE_JOBS_TOOLS": " ../mytools "}}, "VIBE_JOBS_TOOLS"),
+    ],
+)
+def test_a_tools_module_that_cannot_be_loaded_stops_start_up_as_any_invalid_setting(
+    given: dict[str, Any], named: str
+) -> None:
+    """README: an invalid value stops start-up with an error naming the variable and the value, and bad conditions
+    at start-up are one line and exit code 2. An unknown module in VIBE_JOBS_TOOLS (or --tools) exited 1 with a
+    line that named neither the variable nor the flag (review helper-111)."""
+    env = {**os.environ, "VIBE_JOBS_LOG_LEVEL": "warning", **given.get("env", {})}
+    done = subprocess.run(
+        [*VIBE_JOBS, "serve", "--store", "memory://", *given.get("argv", [])],
+        capture_output=True, text=True, timeout=60, check=False, input="", env=env,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"vibe-jobs: {named}: "), done.stderr
+    assert "tools_mod" in lines[0] or "../mytools" in lines[0], done.stderr
+    assert done.stdout == ""

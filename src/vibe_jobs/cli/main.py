@@ -18,7 +18,7 @@ from vibe_jobs.cli.identity import add_identity_options, with_identity_options
 from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
-from vibe_jobs.errors import BadJobTool, JobError
+from vibe_jobs.errors import BadJobTool, ConfigError, JobError
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
@@ -98,24 +98,25 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     add_identity_options(serve)
 
 
-def load_tool_modules(names: Sequence[str]) -> None:
+def load_tool_modules(names: Sequence[str], source: str = "--tools") -> None:
     """Import user tool modules (each name may list several, comma-separated, as VIBE_JOBS_TOOLS does);
-    their @job_tool and @plain_tool functions register themselves."""
+    their @job_tool and @plain_tool functions register themselves. A module that cannot be loaded stops start-up
+    as an invalid setting does: a ConfigError naming `source` (the variable or the flag) and the module."""
     modules = [part for entry in names for part in split_names(entry)]
     if modules:
         _look_in_the_working_directory()
     for name in modules:
         if not all(part.isidentifier() for part in name.split(".")):  # a path ('../tools') raised a TypeError
-            raise SystemExit(
-                f"vibe-jobs: tools module '{name}' is not a module name: a dotted Python name such as mypkg.tools"
+            raise ConfigError(
+                f"{source}: tools module '{name}' is not a module name: a dotted Python name such as mypkg.tools"
                 " (found on PYTHONPATH or in the working directory), not a path"
             )
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise SystemExit(f"vibe-jobs: cannot import tools module '{name}': {exc}") from None
+            raise ConfigError(f"{source}: cannot import tools module '{name}': {exc}") from None
         except BadJobTool as exc:
-            raise SystemExit(f"vibe-jobs: tools module '{name}': {exc}") from None
+            raise ConfigError(f"{source}: tools module '{name}': {exc}") from None
 
 
 def _look_in_the_working_directory() -> None:
@@ -147,7 +148,8 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
 
     if args.store:
         settings = replace(settings, store_url=args.store)
-    load_tool_modules([*settings.tools, *args.tools])
+    load_tool_modules(settings.tools, "VIBE_JOBS_TOOLS")
+    load_tool_modules(args.tools)
     try:
         server = JobServer(settings=settings, run_jobs=run_jobs, concurrency=getattr(args, "concurrency", None))
     except ValueError as exc:
