@@ -525,6 +525,31 @@ def test_vibe_jobs_call_sends_its_token(tmp_path: Path, transport: str) -> None:
         assert json.loads(done.stdout)["status"] == "completed"
 
 
+def test_vibe_jobs_call_takes_a_token_as_a_shell_leaves_it_and_never_shows_one_it_cannot_send(tmp_path: Path) -> None:
+    """A token with a trailing space or newline (pasted, read from a file) failed the call with
+    `LocalProtocolError: Illegal header value b'Bearer <the token>'`: the secret on stderr, and neither the variable
+    nor the flag named (review helper-111). Around it, whitespace is dropped, as every setting's is; a token that
+    still holds a space or a control character is refused naming where it came from, never its value."""
+    with serve(tmp_path) as server:
+        base = [*SERVER[:3], "call", "echo", "--arg", "text=hi", "--url", server.url, "--output", "json"]
+        env = {**os.environ, **BASE_ENV}
+        for padded in (f"{ALICE} ", f" {ALICE}\n"):
+            done = subprocess.run(
+                base, cwd=REPO, env={**env, "VIBE_JOBS_TOKEN": padded}, capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["status"] == "completed"
+        for given, named in (({"VIBE_JOBS_TOKEN": f"{ALICE} x"}, []), ({}, ["--token", f"{ALICE}\x01"])):
+            done = subprocess.run(
+                [*base, *named], cwd=REPO, env={**env, **given}, capture_output=True, text=True, timeout=60,
+                check=False,
+            )  # fmt: skip
+            said = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(said) == 1, done.stderr
+            assert ("--token" if named else "VIBE_JOBS_TOKEN") in said[0] and ALICE not in done.stderr, done.stderr
+
+
 # -- the dashboard beside /mcp -------------------------------------------------------------------
 
 

@@ -60,7 +60,6 @@ def add_call_parser(sub: Any) -> None:
     target.add_argument("--url", help="connect to a running server (streamable HTTP; a /sse path uses SSE)")
     call.add_argument(
         "--token",
-        default=os.environ.get("VIBE_JOBS_TOKEN"),
         help="bearer token for --url (default: env VIBE_JOBS_TOKEN; the environment keeps it out of `ps`)",
     )
     call.add_argument("--no-wait", action="store_true", help="print the jobId and exit (with --url)")
@@ -163,6 +162,19 @@ def build_arguments(pairs: list[str], json_args: str | None, schema: dict[str, A
 
 
 # -- connection ----------------------------------------------------------------------------
+
+
+def bearer_token(given: str | None) -> str | None:
+    """`--token`, else VIBE_JOBS_TOKEN, without the whitespace around it (as every setting), None when blank.
+    Raises ValueError naming where it came from, never its value (a secret), when a header cannot carry it."""
+    source, raw = ("--token", given) if given is not None else ("VIBE_JOBS_TOKEN", os.environ.get("VIBE_JOBS_TOKEN"))
+    token = (raw or "").strip()
+    if any(not "!" <= char <= "~" for char in token):
+        raise ValueError(
+            f"{source} holds a space, a control character or a character that is not ASCII: a bearer token is"
+            " printable ASCII (the token is not shown)"
+        )
+    return token or None
 
 
 def server_command(server_cmd: str | None) -> list[str]:
@@ -525,6 +537,7 @@ def run_call(args: argparse.Namespace, settings: Settings) -> int:
         split_json_flag(args)
         arguments = build_arguments(args.arg, args.json_args)
         server_command(args.server_cmd)
+        args.token = bearer_token(args.token)
         if args.no_wait and not args.url:
             raise ValueError(
                 "--no-wait needs --url (a running server): the server `call` starts over stdio stops when "
