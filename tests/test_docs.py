@@ -100,3 +100,16 @@ def test_the_code_speaks_of_what_and_why_and_its_micro_benchmark_figures_live_in
         if figure.search(line)
     ]
     assert not found, "micro-benchmark figures in the code (move them to bench/MEASUREMENTS.md):\n" + "\n".join(found)
+
+
+def test_the_configuration_table_says_where_a_sqlite_url_s_file_is() -> None:
+    """`sqlite:///tmp/jobs.db` is `tmp/jobs.db` under the working directory, not /tmp (a newcomer's store appeared
+    in ./tmp/): the table says which URL is relative and which absolute, and the code reads each so."""
+    from vibe_jobs.store.sqlite.store import parse_url
+
+    row = configuration_rows()
+    text = (ROOT / "README.md").read_text()
+    assert "VIBE_JOBS_STORE" in row
+    for url, path in (("sqlite:///jobs.db", "jobs.db"), ("sqlite:////var/lib/jobs.db", "/var/lib/jobs.db")):
+        assert f"`{url}`" in text, f"README's configuration table does not show {url}"
+        assert parse_url(url)[0] == path
