@@ -40,6 +40,8 @@ def refused(*argv: str) -> str:
         (["health", "--timeout", "-1"], "--timeout: '-1': must be a number of seconds from more than 0"),
         (["call", "echo", "--timeout", "nan"], "--timeout: 'nan'"),
         (["jobs", "purge", "--older-than", "99999999999999999999w"], "is more than ten years"),  # OverflowError
+        (["jobs", "list", "--limit", "abc"], "--limit: 'abc': invalid literal"),  # "invalid _limit_arg value"
+        (["jobs", "list", "--limit=0"], "--limit: '0': must be between 1 and 500"),
         (
             ["serve", "--tools", "../mytools"],
             "tools module '../mytools' is not a module name",

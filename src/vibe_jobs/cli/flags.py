@@ -14,7 +14,7 @@ from vibe_jobs.settings import positive_int
 T = TypeVar("T")
 
 
-def _flag(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
+def typed(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
     def convert(raw: str) -> T:
         try:
             return parse(raw)
@@ -32,7 +32,7 @@ def _port(raw: str) -> int:
     return value
 
 
-count = _flag(positive_int, "count")
-seconds = _flag(settings.seconds, "seconds")
-seconds_or_zero = _flag(lambda raw: settings.seconds(raw, zero=True), "seconds")
-port = _flag(_port, "port")
+count = typed(positive_int, "count")
+seconds = typed(settings.seconds, "seconds")
+seconds_or_zero = typed(lambda raw: settings.seconds(raw, zero=True), "seconds")
+port = typed(_port, "port")

@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import structlog
 
+from vibe_jobs.cli import flags
 from vibe_jobs.errors import ConfigError, JobError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
@@ -62,11 +63,14 @@ def _duration_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _limit_arg(text: str) -> int:
-    value = int(text)
+def _limit(raw: str) -> int:
+    value = int(raw)
     if not 1 <= value <= 500:
-        raise argparse.ArgumentTypeError("must be between 1 and 500")
+        raise ValueError("must be between 1 and 500")
     return value
+
+
+_limit_arg = flags.typed(_limit, "limit")  # `--limit abc` named an internal function ("invalid _limit_arg value")
 
 
 def add_jobs_parser(sub: Any) -> None:
