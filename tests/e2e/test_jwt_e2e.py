@@ -123,6 +123,19 @@ def test_a_jwt_option_that_is_not_a_url_is_one_line_at_start_up(jwks: str, issue
     assert done.returncode == 2 and done.stderr.strip() == f"vibe-jobs: {named}", done.stderr
 
 
+def test_a_jwt_option_given_alone_names_what_is_missing_as_it_may_be_given() -> None:
+    """VIBE_JOBS_AUTH_ISSUER alone was refused naming only the flags (--auth-jwks, ...), which the operator never
+    used (review helper-111): the line names each missing option with its variable."""
+    args = ["--transport", "streamable-http", "--port", str(free_port())]
+    env = {**os.environ, **BASE_ENV, "VIBE_JOBS_AUTH_ISSUER": "https://issuer.example"}
+    done = subprocess.run([*SERVER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    said = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(said) == 1, done.stderr
+    assert said[0].endswith(
+        "missing: --auth-jwks (VIBE_JOBS_AUTH_JWKS), --auth-audience (VIBE_JOBS_AUTH_AUDIENCE)"
+    ), said
+
+
 # -- the subjects identity providers issue (review helper-96) -------------------------------------
 
 store_url = test_identity_e2e.store_url  # the fixture: every store

@@ -16,9 +16,15 @@ def add_identity_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="bearer tokens, `TOKEN PRINCIPAL [SCOPES]` a line; env VIBE_JOBS_AUTH_TOKENS",
     )
-    auth.add_argument("--auth-jwks", metavar="URL", help="verify JWT access tokens with this JWKS")
-    auth.add_argument("--auth-issuer", metavar="ISS", help="the JWT issuer (iss) to accept")
-    auth.add_argument("--auth-audience", metavar="AUD", help="the JWT audience (aud) to accept: this server")
+    auth.add_argument(
+        "--auth-jwks", metavar="URL", help="verify JWT access tokens with this JWKS; env VIBE_JOBS_AUTH_JWKS"
+    )
+    auth.add_argument("--auth-issuer", metavar="ISS", help="the JWT issuer (iss) to accept; env VIBE_JOBS_AUTH_ISSUER")
+    auth.add_argument(
+        "--auth-audience",
+        metavar="AUD",
+        help="the JWT audience (aud) to accept: this server; env VIBE_JOBS_AUTH_AUDIENCE",
+    )
     auth.add_argument(
         "--allowed-hosts", metavar="NAMES", help="Host names clients use, comma-separated; env VIBE_JOBS_ALLOWED_HOSTS"
     )

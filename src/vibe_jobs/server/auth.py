@@ -294,6 +294,14 @@ class AuthSetup:
         return is_admin
 
 
+# the JWT options as a refusal names them: the flag, and the variable that gives it too
+JWT_OPTIONS = (
+    "--auth-jwks (VIBE_JOBS_AUTH_JWKS)",
+    "--auth-issuer (VIBE_JOBS_AUTH_ISSUER)",
+    "--auth-audience (VIBE_JOBS_AUTH_AUDIENCE)",
+)
+
+
 def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
     """The authentication `settings` ask for (token file, or JWKS + issuer + audience), for a server at
     `base_url` (http://host:port; its `/mcp` is the protected resource of the metadata)."""
@@ -305,10 +313,13 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         return AuthSetup(verifier, AuthSettings(issuer_url=AnyHttpUrl(base_url), resource_server_url=None))
     if any(jwt_options):
         if not all(jwt_options):
-            raise ConfigError("JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience")
+            missing = ", ".join(name for name, given in zip(JWT_OPTIONS, jwt_options, strict=True) if not given)
+            raise ConfigError(
+                f"JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience; missing: {missing}"
+            )
         jwks, issuer, audience = (str(o) for o in jwt_options)
-        issuer_url = _http_url(issuer, "--auth-issuer (VIBE_JOBS_AUTH_ISSUER)")
-        _http_url(jwks, "--auth-jwks (VIBE_JOBS_AUTH_JWKS)")
+        issuer_url = _http_url(issuer, JWT_OPTIONS[1])
+        _http_url(jwks, JWT_OPTIONS[0])
         return AuthSetup(
             JwtVerifier(jwks, issuer, audience, settings.auth_jwks_refresh_ms / 1000),
             AuthSettings(
