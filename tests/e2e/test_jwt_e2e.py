@@ -131,9 +131,9 @@ def test_a_jwt_option_given_alone_names_what_is_missing_as_it_may_be_given() -> 
     done = subprocess.run([*SERVER, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     said = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(said) == 1, done.stderr
-    assert said[0].endswith(
-        "missing: --auth-jwks (VIBE_JOBS_AUTH_JWKS), --auth-audience (VIBE_JOBS_AUTH_AUDIENCE)"
-    ), said
+    assert said[0].endswith("missing: --auth-jwks (VIBE_JOBS_AUTH_JWKS), --auth-audience (VIBE_JOBS_AUTH_AUDIENCE)"), (
+        said
+    )
 
 
 # -- the subjects identity providers issue (review helper-96) -------------------------------------

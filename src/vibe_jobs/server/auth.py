@@ -315,7 +315,8 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         if not all(jwt_options):
             missing = ", ".join(name for name, given in zip(JWT_OPTIONS, jwt_options, strict=True) if not given)
             raise ConfigError(
-                f"JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience; missing: {missing}"
+                "JWT verification needs all three of --auth-jwks, --auth-issuer and --auth-audience;"
+                f" missing: {missing}"
             )
         jwks, issuer, audience = (str(o) for o in jwt_options)
         issuer_url = _http_url(issuer, JWT_OPTIONS[1])
