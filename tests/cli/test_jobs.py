@@ -302,6 +302,20 @@ def test_the_store_flag_wins_over_a_bad_store_variable(tmp_path: Path) -> None:
     assert alone.returncode == 2 and "VIBE_JOBS_STORE='bogus' is invalid" in alone.stderr, alone.stderr
 
 
+def test_the_store_flag_is_read_as_the_variable_is_without_the_whitespace_around_it(tmp_path: Path) -> None:
+    """VIBE_JOBS_STORE drops the spaces around its value; `--store` did not: `serve --store 'sqlite:///.../jobs.db '`
+    made a file named `jobs.db ` and `jobs list --store ' sqlite:///...'` was an unknown store URL (review
+    helper-111)."""
+    path = tmp_path / "jobs.db"
+    serve = [sys.executable, "-m", "vibe_jobs", "serve", "--store", f"sqlite:///{path} "]
+    done = subprocess.run(serve, capture_output=True, text=True, timeout=60, input="", env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    assert path.exists() and not (tmp_path / "jobs.db ").exists()
+    for argv in (["jobs", "list", "--store", f" sqlite:///{path}\t"], ["jobs", "--store", f" sqlite:///{path}", "list"]):
+        listed = subprocess.run([sys.executable, "-m", "vibe_jobs", *argv], capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "no jobs" in listed.stderr, listed.stderr
+
+
 ESCAPES = "\x1b]0;owned\x07\x1b[2J\x1b[31mRED"  # set the window title, clear the screen, red
 
 

@@ -175,8 +175,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _store_flags_as_the_variable(args: argparse.Namespace) -> None:
+    """`--store` (before or after a subcommand) read as VIBE_JOBS_STORE is: without the whitespace around it, and
+    a blank one as none (`--store 'sqlite:///jobs.db '` made a file named `jobs.db `)."""
+    for name in ("store", "jobs_store"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, getattr(args, name).strip() or None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _store_flags_as_the_variable(args)
     try:
         env = dict(os.environ)
         if getattr(args, "store", None):
