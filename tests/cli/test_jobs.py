@@ -311,7 +311,8 @@ def test_the_store_flag_is_read_as_the_variable_is_without_the_whitespace_around
     done = subprocess.run(serve, capture_output=True, text=True, timeout=60, input="", env={**os.environ})
     assert done.returncode == 0, done.stderr
     assert path.exists() and not (tmp_path / "jobs.db ").exists()
-    for argv in (["jobs", "list", "--store", f" sqlite:///{path}\t"], ["jobs", "--store", f" sqlite:///{path}", "list"]):
+    padded = f" sqlite:///{path}\t"
+    for argv in (["jobs", "list", "--store", padded], ["jobs", "--store", padded, "list"]):
         listed = subprocess.run([sys.executable, "-m", "vibe_jobs", *argv], capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0 and "no jobs" in listed.stderr, listed.stderr
 
