@@ -3,7 +3,10 @@ configuration table with the default the code has, and docs/architecture.md name
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from vibe_jobs.settings import ENV_VARS, Settings
@@ -113,3 +116,22 @@ def test_the_configuration_table_says_where_a_sqlite_url_s_file_is() -> None:
     for url, path in (("sqlite:///jobs.db", "jobs.db"), ("sqlite:////var/lib/jobs.db", "/var/lib/jobs.db")):
         assert f"`{url}`" in text, f"README's configuration table does not show {url}"
         assert parse_url(url)[0] == path
+
+
+def test_an_invalid_value_stops_start_up_as_the_configuration_section_shows() -> None:
+    """The section's example line and exit code are what `vibe-jobs serve` gives; an empty value, or one with
+    spaces around it, is taken as the section says."""
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    example = re.search(r"\(`(vibe-jobs: (\w+)='([^']*)' is invalid: [^`]*?)(?:, \.\.\.)?`\)", section)
+    assert example, "the configuration section shows no example of an invalid value"
+    line, var, raw = example.groups()
+    serve = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://"]
+    for value in (raw, "", f" {Settings().max_concurrent} "):
+        done = subprocess.run(
+            serve, capture_output=True, text=True, timeout=60, input="", env={**os.environ, var: value}
+        )
+        if value == raw:
+            assert done.returncode == 2 and done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+            assert done.stderr.startswith(line), done.stderr
+        else:
+            assert done.returncode == 0, (value, done.stderr)
