@@ -186,6 +186,9 @@ def test_each_variable_is_parsed(var: str, raw: str, name: str, expected: Any) -
         ("VIBE_JOBS_QUOTA_RUNNING", "many"),
         ("VIBE_JOBS_QUOTA_PARAMS_BYTES", "-1"),
         ("VIBE_JOBS_SECRET_PATTERN", "(unclosed"),
+        # a URL never matches a request's Host: every client was answered 421 (review helper-111)
+        ("VIBE_JOBS_ALLOWED_HOSTS", "https://jobs.example/"),
+        ("VIBE_JOBS_ALLOWED_HOSTS", "jobs.example, user@10.0.0.5"),
         ("VIBE_JOBS_MAX_RESULT_BYTES", "100"),  # under 4096: no room for a truncation marker
         ("VIBE_JOBS_MAX_ANSWER_BYTES", "4096"),  # under 65536: three copies and the answer's frame do not fit
         # past the bounds: a worker's claims failed for ever (PostgreSQL: out of int64 range), a heartbeat raised

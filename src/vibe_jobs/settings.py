@@ -233,6 +233,16 @@ def split_names(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def host_names(raw: str) -> tuple[str, ...]:
+    """Host names clients use (VIBE_JOBS_ALLOWED_HOSTS, --allowed-hosts), comma separated: a name or an address,
+    with a port or not; a URL (`https://jobs.example/`) is refused, as it would never match a request's Host."""
+    names = split_names(raw)
+    for name in names:
+        if any(char in name for char in "/@") or any(char.isspace() for char in name):
+            raise ValueError(f"{name!r} is not a host name: give it as clients write Host (jobs.example, 10.0.0.5)")
+    return names
+
+
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "JOB_MANAGER_MAX_CONCURRENT": ("max_concurrent", positive_int),
     "JOB_MANAGER_CLEANUP_INTERVAL": ("cleanup_interval_ms", _positive_ms),
@@ -258,7 +268,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
     "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
     "VIBE_JOBS_AUTH_JWKS_REFRESH_SECONDS": ("auth_jwks_refresh_ms", _seconds_as_ms),
-    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", split_names),
+    "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", host_names),
     "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", positive_int),
     "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", positive_int),
     "VIBE_JOBS_QUOTA_PARAMS_BYTES": ("quota_params_bytes", positive_int),

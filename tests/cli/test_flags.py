@@ -41,6 +41,7 @@ def refused(*argv: str) -> str:
         (["call", "echo", "--timeout", "nan"], "--timeout: 'nan'"),
         (["jobs", "purge", "--older-than", "99999999999999999999w"], "is more than ten years"),  # OverflowError
         (["jobs", "list", "--limit", "abc"], "--limit: 'abc': invalid literal"),  # "invalid _limit_arg value"
+        (["serve", "--allowed-hosts", "jobs.example,http://x"], "--allowed-hosts 'jobs.example,http://x' is invalid"),
         (["jobs", "list", "--limit=0"], "--limit: '0': must be between 1 and 500"),
         (
             ["serve", "--tools", "../mytools"],

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from vibe_jobs.settings import Settings, split_names
+from vibe_jobs.errors import ConfigError
+from vibe_jobs.settings import Settings, host_names
 
 
 def add_identity_options(parser: argparse.ArgumentParser) -> None:
@@ -41,5 +42,8 @@ def with_identity_options(args: argparse.Namespace, settings: Settings) -> Setti
         if getattr(args, name)
     }
     if args.allowed_hosts:
-        changes["allowed_hosts"] = split_names(args.allowed_hosts)
+        try:
+            changes["allowed_hosts"] = host_names(args.allowed_hosts)
+        except ValueError as exc:
+            raise ConfigError(f"--allowed-hosts {args.allowed_hosts!r} is invalid: {exc}") from None
     return replace(settings, **changes)
