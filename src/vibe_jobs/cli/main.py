@@ -19,7 +19,7 @@ from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import BadJobTool, ConfigError, JobError
-from vibe_jobs.logs import configure_logging
+from vibe_jobs.logs import configure_logging, get_logger
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
@@ -112,12 +112,29 @@ def load_tool_modules(names: Sequence[str], source: str = "--tools") -> None:
                 f"{source}: tools module '{name}' is not a module name: a dotted Python name such as mypkg.tools"
                 " (found on PYTHONPATH or in the working directory), not a path"
             )
+        fresh, before = name not in sys.modules, _registered()
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"{source}: cannot import tools module '{name}': {exc}") from None
         except BadJobTool as exc:
             raise ConfigError(f"{source}: tools module '{name}': {exc}") from None
+        if fresh and _registered() == before:  # `--tools sched` imported the standard library's sched, silently
+            get_logger().warning(
+                "tools.module_registered_nothing",
+                module=name,
+                file=getattr(module, "__file__", None),
+                setting=source,
+                why="no @job_tool or @plain_tool in it; a file of the working directory does not shadow an installed"
+                " or standard module of the same name",
+            )
+
+
+def _registered() -> int:
+    """How many tools the tool modules imported so far registered."""
+    from vibe_jobs.jobtool import PLAIN_REGISTRY, REGISTRY
+
+    return len(REGISTRY) + len(PLAIN_REGISTRY)
 
 
 def _look_in_the_working_directory() -> None:
