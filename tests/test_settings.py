@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,23 @@ def test_an_invalid_value_names_the_variable_and_the_value(var: str, raw: str) -
     assert info.value.code == "config_error"
     assert var in str(info.value)
     assert repr(raw) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"VIBE_JOBS_POLL_BASE_MS": "5000", "VIBE_JOBS_POLL_MAX_MS": "1000"}, "BASE_MS=5000 is more than "),
+        ({"VIBE_JOBS_POLL_BASE_MS": "40000"}, "VIBE_JOBS_POLL_BASE_MS=40000 is more than VIBE_JOBS_POLL_MAX_MS=30000"),
+        ({"VIBE_JOBS_POLL_MAX_MS": "500"}, "VIBE_JOBS_POLL_BASE_MS=1000 is more than VIBE_JOBS_POLL_MAX_MS=500"),
+    ],
+)
+def test_a_polling_base_past_its_maximum_is_refused_naming_both(env: dict[str, str], said: str) -> None:
+    """README: the interval is min(base * factor^(n-1), max), and max(base, ...) once the remaining time is known:
+    with the base past the maximum the two contradict, and reads were told to wait past the maximum (review
+    helper-111)."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        Settings.from_env(env)
+    assert Settings.from_env({"VIBE_JOBS_POLL_BASE_MS": "2000", "VIBE_JOBS_POLL_MAX_MS": "2000"}).poll_max_ms == 2000
 
 
 def test_a_store_url_s_password_is_not_shown_in_its_error() -> None:

@@ -133,7 +133,13 @@ class Settings:
                 values[name] = _parse(var, raw, parse)
         values["queue"] = _queue_config(env, values.get("max_concurrent"))
         values.setdefault("max_concurrent", values["queue"].max_concurrent_jobs)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.poll_base_ms > settings.poll_max_ms:  # the first interval would pass the longest (a swap?)
+            raise ConfigError(
+                f"VIBE_JOBS_POLL_BASE_MS={settings.poll_base_ms} is more than VIBE_JOBS_POLL_MAX_MS="
+                f"{settings.poll_max_ms}: the first polling interval cannot be longer than the longest"
+            )
+        return settings
 
 
 def _stating(queue: JobQueueConfig, max_concurrent: int) -> JobQueueConfig:
