@@ -121,3 +121,17 @@ def test_a_tools_module_that_cannot_be_loaded_stops_start_up_as_any_invalid_sett
     assert len(lines) == 1 and lines[0].startswith(f"vibe-jobs: {named}: "), done.stderr
     assert "tools_mod" in lines[0] or "../mytools" in lines[0], done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["worker", "--store", "memory://"], "vibe-jobs: `worker` needs a shared store: --store postgresql://"),
+        (["serve", "--no-worker", "--store", "memory://"], "vibe-jobs: --no-worker needs a shared store"),
+    ],
+)
+def test_a_store_a_command_cannot_run_on_is_one_line_and_exit_2(argv: list[str], says: str) -> None:
+    """README: bad conditions give one clear line and exit code 2 at start-up; these exited 1 (review helper-111)."""
+    done = subprocess.run([*VIBE_JOBS, *argv], capture_output=True, text=True, timeout=60, check=False, input="")
+    assert done.returncode == 2 and done.stderr.strip().startswith(says), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", done.stderr

@@ -171,8 +171,8 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
     load_tool_modules(args.tools)
     try:
         server = JobServer(settings=settings, run_jobs=run_jobs, concurrency=getattr(args, "concurrency", None))
-    except ValueError as exc:
-        raise SystemExit(f"vibe-jobs: {exc}") from None
+    except ValueError as exc:  # a setting this server cannot run with (--no-worker on a store of its own)
+        raise ConfigError(str(exc)) from None
     if not getattr(args, "no_builtin", True):
         from vibe_jobs.tools.builtin import register_builtins
 
@@ -187,7 +187,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     server = build_server(args, settings)
     if not server.source.shared:
-        raise SystemExit("vibe-jobs: `worker` needs a shared store: --store postgresql://...")
+        raise ConfigError("`worker` needs a shared store: --store postgresql://... (or VIBE_JOBS_STORE)")
     run_worker(server, args.drain_seconds)
     return 0
 
