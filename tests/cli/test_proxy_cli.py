@@ -7,12 +7,22 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.e2e.proxy_fixtures import wait_for
 from vibe_jobs.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """`main(["proxy", ...])` in this process configures logging as the proxy starts (to this test's captured
+    stderr, at info): the other commands' tests in this process must not find it so."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.mark.parametrize(
