@@ -298,6 +298,10 @@ def test_the_store_flag_wins_over_a_bad_store_variable(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "vibe_jobs", "jobs", "list", "--json"]
     flagged = subprocess.run([*cmd, "--store", url], env=env, capture_output=True, text=True, timeout=60)
     assert flagged.returncode == 0 and len(json.loads(flagged.stdout)["jobs"]) == 1, flagged.stderr
+    # README: `--store` may come before the subcommand too; there the bad variable still failed it (helper-111)
+    before = [sys.executable, "-m", "vibe_jobs", "jobs", "--store", url, "list", "--json"]
+    flagged = subprocess.run(before, env=env, capture_output=True, text=True, timeout=60)
+    assert flagged.returncode == 0 and len(json.loads(flagged.stdout)["jobs"]) == 1, flagged.stderr
     alone = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert alone.returncode == 2 and "VIBE_JOBS_STORE='bogus' is invalid" in alone.stderr, alone.stderr
 

@@ -275,7 +275,6 @@ def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `jobs` subcommand; errors are one line on stderr and exit code 1 (never a traceback)."""
     if not structlog.is_configured():  # keep stdout clean for --json; routine info logs are noise here
         configure_logging("warning", settings.log_format)
-    args.store = args.store or getattr(args, "jobs_store", None)
     args.json = args.json or getattr(args, "jobs_json", False)
     try:
         return anyio.run(_run, args, settings, existing_store(args.store or settings.store_url))
