@@ -137,11 +137,18 @@ def by_name(symbols: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_map_codebase_finds_symbols_in_every_language(mode: str, tmp_path: Path) -> None:
+    """...and reads as done once finished: a completed job read `currentStage: render, subProgress: 0`, as if stuck
+    at its start, in get-job-result and list-jobs."""
     write_tree(tmp_path, SOURCES)
     async with server(mode, tmp_path) as client:
         job_id = await start(client, "map-codebase", {"path": str(tmp_path)})
         result, body = await finish(client, job_id)
+        listed = structured(await client.call_tool("list-jobs", {"limit": 5}))["jobs"]
     assert body["status"] == "completed" and not result.is_error, texts(result)
+    assert body["progress"] == 100 and body["details"]["currentStage"] == "render", body
+    assert body["details"]["subProgress"] == 100, body["details"]
+    job = next(j for j in listed if j["id"] == job_id)
+    assert job.get("details", {}).get("subProgress", 100) == 100, job
     code_map = body["result"]["structuredContent"]
     files = {entry["path"]: entry for entry in code_map["files"]}
     assert "secret/hidden.py" not in files and "generated.py" not in files
@@ -185,20 +192,6 @@ async def test_map_codebase_finds_symbols_in_every_language(mode: str, tmp_path:
     for needle in ("Listen", "Engine", "Drivable", "ignite", "Ledger", "balance"):
         assert needle in markdown, needle
     assert "should_not_appear" not in markdown and "also_hidden" not in markdown
-
-
-@pytest.mark.parametrize("mode", MODES)
-async def test_a_finished_map_reads_as_done_not_stuck_at_0_of_its_last_stage(mode: str, tmp_path: Path) -> None:
-    """A completed map-codebase job read `currentStage: render, subProgress: 0`, as if stuck at its start."""
-    write_tree(tmp_path, SOURCES)
-    async with server(mode, tmp_path) as client:
-        job_id = await start(client, "map-codebase", {"path": str(tmp_path)})
-        _, body = await finish(client, job_id)
-        listed = structured(await client.call_tool("list-jobs", {"limit": 5}))["jobs"]
-    assert body["status"] == "completed" and body["progress"] == 100, body
-    assert body["details"]["currentStage"] == "render" and body["details"]["subProgress"] == 100, body["details"]
-    job = next(j for j in listed if j["id"] == job_id)
-    assert job.get("details", {}).get("subProgress", 100) == 100, job
 
 
 async def test_map_codebase_refusals_create_no_job_and_no_run_command_by_default(tmp_path: Path) -> None:

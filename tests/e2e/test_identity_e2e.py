@@ -509,18 +509,20 @@ def test_a_postgres_password_in_the_query_is_not_logged_or_printed() -> None:
 # -- the command-line client -------------------------------------------------------------------
 
 
+def run_call(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`vibe-jobs call` as a user runs it, with `env` as its whole environment."""
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize("transport", ["streamable-http", "sse"])
 def test_vibe_jobs_call_sends_its_token(tmp_path: Path, transport: str) -> None:
     with serve(tmp_path, transport) as server:
         base = [*SERVER[:3], "call", "echo", "--arg", "text=hi", "--url", server.url, "--output", "json"]
         env = {**os.environ, **BASE_ENV}
         env.pop("VIBE_JOBS_TOKEN", None)
-        refused = subprocess.run(base, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+        refused = run_call(base, env)
         assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout, refused
-        done = subprocess.run(
-            base, cwd=REPO, env={**env, "VIBE_JOBS_TOKEN": ALICE}, capture_output=True, text=True, timeout=60,
-            check=False,
-        )  # fmt: skip
+        done = run_call(base, {**env, "VIBE_JOBS_TOKEN": ALICE})
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["status"] == "completed"
 
@@ -534,17 +536,11 @@ def test_vibe_jobs_call_takes_a_token_as_a_shell_leaves_it_and_never_shows_one_i
         base = [*SERVER[:3], "call", "echo", "--arg", "text=hi", "--url", server.url, "--output", "json"]
         env = {**os.environ, **BASE_ENV}
         for padded in (f"{ALICE} ", f" {ALICE}\n"):
-            done = subprocess.run(
-                base, cwd=REPO, env={**env, "VIBE_JOBS_TOKEN": padded}, capture_output=True, text=True, timeout=60,
-                check=False,
-            )  # fmt: skip
+            done = run_call(base, {**env, "VIBE_JOBS_TOKEN": padded})
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout)["status"] == "completed"
         for given, named in (({"VIBE_JOBS_TOKEN": f"{ALICE} x"}, []), ({}, ["--token", f"{ALICE}\x01"])):
-            done = subprocess.run(
-                [*base, *named], cwd=REPO, env={**env, **given}, capture_output=True, text=True, timeout=60,
-                check=False,
-            )  # fmt: skip
+            done = run_call([*base, *named], {**env, **given})
             said = done.stderr.strip().splitlines()
             assert done.returncode == 2 and len(said) == 1, done.stderr
             assert ("--token" if named else "VIBE_JOBS_TOKEN") in said[0] and ALICE not in done.stderr, done.stderr
