@@ -107,6 +107,27 @@ async def test_long_poll_returns_at_completion_and_sends_progress(connect: Clien
     assert len(notes) >= 2 and any(message and "step" in message for _, message in notes)
 
 
+async def test_a_long_poll_sends_at_most_ten_progress_notifications_a_second(connect: ClientFactory) -> None:
+    """A job reporting progress a thousand times a second sent the long-polling client as many notifications (a
+    JSON line each, 1,900 a second seen): at most one per PROGRESS_GAP_SECONDS now, the latest of a burst at the
+    gap's end, none out of order."""
+    notes: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append(progress)
+
+    async with connect() as client:
+        job_id = await start(client, "sleepy", {"seconds": 1.0, "steps": 1000})
+        began = time.perf_counter()
+        result = await client.call_tool(
+            "get-job-result", {"jobId": job_id, "waitSeconds": 30}, progress_callback=on_progress
+        )
+        waited = time.perf_counter() - began
+    assert structured(result)["status"] == "completed"
+    assert 3 <= len(notes) <= 10 * waited + 5, (len(notes), waited)
+    assert notes == sorted(notes), notes
+
+
 async def test_a_failing_tool_gives_a_failed_job_naming_the_cause(connect: ClientFactory) -> None:
     async with connect() as client:
         job_id = await start(client, "explode", {"message": "the disk is on fire"})

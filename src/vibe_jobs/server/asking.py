@@ -62,6 +62,7 @@ from vibe_jobs.states import FINAL
 log = get_logger("vibe_jobs.server.asking")
 REFUSED = "vibe_jobs.answer_refused"  # in the connection's state: (question id, why its last answer was refused)
 MAX_REASON_CHARS = 1_000
+PROGRESS_GAP_SECONDS = 0.1  # a long-poll's progress notifications: at most ten a second, the latest never dropped
 MOOT_CHECK_SECONDS = 3_600.0  # an outstanding request's watch on its question: one wait at most this long
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 CAPABILITY = {
@@ -244,35 +245,45 @@ async def take_responses(
 
 
 class Keepalive:
-    """Progress notifications of one long-poll: each change the job reports, and the last value again
+    """Progress notifications of one long-poll: each change the job reports, at most one every
+    `PROGRESS_GAP_SECONDS` (the latest of a burst is sent at the end of the gap), and the last value again
     whenever `interval` seconds passed without one."""
 
     def __init__(self, ctx: Context, interval: float) -> None:
         self.ctx, self.interval = ctx, interval
         self.percent, self.text = 0.0, ""
         self.sent_at = anyio.current_time()
+        self.held = False  # a change came within the gap: the run loop sends it when the gap is over
+        self._changed = anyio.Event()
 
     async def begin(self, rec: JobRecord) -> None:
         """Tell where the unfinished job stands as a wait of the long-poll begins (`JobManager.wait`'s `on_start`,
         read once subscribed, so no change is missed between): a command that printed its last line before was
         otherwise shown nothing until its next line (or its end); after a question, what changed meanwhile."""
         if rec.status not in FINAL:
-            await self.on_event(job_event(EventType.PROGRESS, rec))
+            await self.on_event(job_event(EventType.PROGRESS, rec), at_once=True)
 
-    async def on_event(self, event: JobEvent) -> None:
+    async def on_event(self, event: JobEvent, *, at_once: bool = False) -> None:
         if event.progress is None and not event.message:
             return
         self.percent = event.progress if event.progress is not None else self.percent  # never backwards
         stage = f"[{event.stage}] " if event.stage else ""
         self.text = f"{stage}{event.message or ''}".strip()
-        await self._send()
+        if at_once or anyio.current_time() >= self.sent_at + PROGRESS_GAP_SECONDS:
+            await self._send()
+        else:  # a job reporting thousands of times a second sent as many notifications, each a line to the client
+            self.held = True
+            self._changed.set()
 
     async def run(self) -> None:
         while True:
-            await anyio.sleep(max(0.0, self.sent_at + self.interval - anyio.current_time()))
-            if anyio.current_time() >= self.sent_at + self.interval:
+            due = self.sent_at + (PROGRESS_GAP_SECONDS if self.held else self.interval)
+            with anyio.move_on_after(max(0.0, due - anyio.current_time())):
+                await self._changed.wait()
+            self._changed = anyio.Event()
+            if anyio.current_time() >= self.sent_at + (PROGRESS_GAP_SECONDS if self.held else self.interval):
                 await self._send()
 
     async def _send(self) -> None:
-        self.sent_at = anyio.current_time()
+        self.sent_at, self.held = anyio.current_time(), False
         await self.ctx.report_progress(self.percent, 100.0, self.text or None)
