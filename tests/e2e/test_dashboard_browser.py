@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +14,7 @@ import pytest
 from mcp import Client
 
 from tests.e2e.browser import browser_page, screenshot
-from tests.e2e.conftest import HttpServer, http_client_for, start_http
+from tests.e2e.conftest import BASE_ENV, HttpServer, http_client_for, start_http
 from tests.e2e.test_jobs_e2e import follow, read, start, until_running
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -164,3 +167,35 @@ async def test_a_tab_goes_from_page_to_page_without_running_out_of_connections(s
             await page.locator('body[data-live="1"]').wait_for()  # its own stream is open
         await page.go_back()  # a page shown again from the cache is current (reloaded), and live
         await page.locator('body[data-live="1"]').wait_for()
+
+
+async def scroll_width(page: Any, url: str) -> int:
+    await page.goto(url)
+    return int(await page.evaluate("document.documentElement.scrollWidth"))
+
+
+async def test_a_long_unbroken_error_does_not_widen_the_pages_at_phone_width(server: HttpServer) -> None:
+    """An error without spaces (a path, a URL) is the job's progress message and diagnostics: the jobs page and the
+    job page scrolled sideways by 2,400 px at 375 px (UX walk, helper-115)."""
+    async with client_of(server) as client:
+        job_id = await start(client, "explode", {"message": "/var/data/" + "x" * 300})
+        await follow(client, job_id)
+    async with browser_page(375, 800) as page:
+        for url in (f"{base(server)}/", f"{base(server)}/jobs/{job_id}"):
+            width = await scroll_width(page, url)
+            assert width <= 375, f"{url} scrolls sideways at 375 px ({width} px)"
+
+
+async def test_a_job_page_with_a_dependency_reads_at_phone_width(server: HttpServer) -> None:
+    """The run facts' second column (a dependency's 32-character id, a time) did not shrink: 432 px at 375 px."""
+    async with client_of(server) as client:
+        first = await start(client, "echo", {"text": "first"})
+        answer = await client.call_tool(
+            "submit-job", {"tool": "echo", "arguments": {"text": "then"}, "dependsOn": [first]}
+        )
+        second = str((answer.structured_content or {})["jobId"])
+        await follow(client, second)
+    async with browser_page(375, 800) as page:
+        width = await scroll_width(page, f"{base(server)}/jobs/{second}")
+        assert width <= 375, f"the job page scrolls sideways at 375 px ({width} px)"
+        assert first in await page.locator("dl").inner_text()
