@@ -199,3 +199,18 @@ async def test_a_job_page_with_a_dependency_reads_at_phone_width(server: HttpSer
         width = await scroll_width(page, f"{base(server)}/jobs/{second}")
         assert width <= 375, f"the job page scrolls sideways at 375 px ({width} px)"
         assert first in await page.locator("dl").inner_text()
+
+
+async def test_the_pages_log_no_console_error(server: HttpServer) -> None:
+    """Every page load logged `Failed to load resource: 404` (the browser's /favicon.ico)."""
+    async with client_of(server) as client:
+        job_id = await start(client, "echo", {"text": "quiet"})
+        await follow(client, job_id)
+    errors: list[str] = []
+    async with browser_page() as page:
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        for url in (f"{base(server)}/", f"{base(server)}/jobs/{job_id}"):
+            await page.goto(url)
+            await page.locator('body[data-live="1"]').wait_for()
+        assert errors == []

@@ -55,10 +55,12 @@ def when(ms: int | None) -> str:
 
 
 def layout(title: str, body: str, view: View) -> str:
+    # the icon `data:,` (none): the browser's own ask for /favicon.ico was a 404, a console error on every page
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} · vibe-jobs</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/dashboard.css">
 <script src="/static/dashboard.js" defer></script>
 </head><body data-csrf="{e(view.csrf)}">
