@@ -68,9 +68,10 @@ class HttpServer:
 
 @contextmanager
 def start_http(
-    transport: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None
+    transport: str, extra_env: dict[str, str] | None = None, args: list[str] | None = None, port: int | None = None
 ) -> Iterator[HttpServer]:
-    port = free_port()
+    """A `vibe-jobs serve` on `port` (a free one when not given: a restart passes its predecessor's)."""
+    port = port or free_port()
     env = {**os.environ, **BASE_ENV, **(extra_env or {})}
     cmd = [*SERVER, "--transport", transport, "--port", str(port), *(args or [])]
     with tempfile.TemporaryFile() as errlog:

@@ -214,3 +214,25 @@ async def test_the_pages_log_no_console_error(server: HttpServer) -> None:
             await page.goto(url)
             await page.locator('body[data-live="1"]').wait_for()
         assert errors == []
+
+
+async def test_a_page_shows_what_changed_while_its_server_restarted(tmp_path: Any) -> None:
+    """The stream reconnects after a restart, but a change made meanwhile was never shown: the reconnected stream
+    takes the store as it finds it for what the page shows (UX walk, helper-115)."""
+    store = ["--store", f"sqlite:///{tmp_path}/jobs.db"]
+    with start_http("streamable-http", args=store) as first:
+        async with client_of(first) as client:
+            blocker = await start(client, "wait_forever", {})
+            answer = await client.call_tool("submit-job", {"tool": "noop", "arguments": {}, "dependsOn": [blocker]})
+            waiting = str((answer.structured_content or {})["jobId"])
+        async with browser_page() as page:
+            await page.goto(f"{base(first)}/jobs/{waiting}")
+            await page.locator('body[data-live="1"] #job[data-status="pending"]').wait_for()
+            first.proc.terminate()
+            first.proc.wait(10)
+            cancel = [sys.executable, "-m", "vibe_jobs", "jobs", *store, "cancel", waiting]
+            done = subprocess.run(cancel, env={**os.environ, **BASE_ENV}, capture_output=True, text=True, check=False)
+            assert done.returncode == 0, done.stderr
+            with start_http("streamable-http", args=store, port=first.port):
+                await page.locator('#job[data-status="cancelled"]').wait_for(timeout=20_000)
+                await page.locator('body[data-live="1"]').wait_for()

@@ -111,7 +111,15 @@
     const source = new EventSource(url);
     source.addEventListener("job", function (m) { onJob(JSON.parse(m.data)); });
     source.addEventListener("stats", function (m) { onStats(JSON.parse(m.data)); });
-    source.addEventListener("hello", function () { document.body.dataset.live = "1"; });
+    let heard = false;
+    source.addEventListener("hello", function () {
+      // a second hello is a reconnection (the server restarted): what changed while the stream was down was
+      // never sent, and the new stream starts from the store as it is now, so the page is rendered again
+      if (heard && !leaving) window.location.reload();
+      heard = true;
+      document.body.dataset.live = "1";
+    });
+    source.addEventListener("error", function () { document.body.dataset.live = "0"; });  // retrying
     // A page left for another stays in the browser's back/forward cache with its stream open: one of the six
     // connections a browser keeps to a host, and one of the server's event streams. Six page views in a tab
     // and the next page never loaded. Closed when the page is left; a page shown again from the cache reloads
