@@ -236,3 +236,22 @@ async def test_a_page_shows_what_changed_while_its_server_restarted(tmp_path: An
             with start_http("streamable-http", args=store, port=first.port):
                 await page.locator('#job[data-status="cancelled"]').wait_for(timeout=20_000)
                 await page.locator('body[data-live="1"]').wait_for()
+
+
+async def test_a_new_job_is_not_put_on_a_page_of_older_jobs(server: HttpServer) -> None:
+    """The second page ("Older jobs →") took every new job at its top, above jobs older than those of page one."""
+    async with client_of(server) as client:
+        for i in range(51):  # more than a page, whatever the other tests left
+            await start(client, "noop", {})
+        async with browser_page() as page:
+            await page.goto(base(server) + "/")
+            await page.click("a.next")
+            await page.wait_for_url(re.compile(r"cursor="))
+            await page.locator('body[data-live="1"]').wait_for()
+            first_page = await page.context.new_page()
+            await first_page.goto(base(server) + "/")
+            await first_page.locator('body[data-live="1"]').wait_for()
+            job_id = await start(client, "echo", {"text": "newest"})
+            await follow(client, job_id)
+            await first_page.locator(f'tr[data-job="{job_id}"][data-status="completed"]').wait_for()
+            assert await page.locator(f'tr[data-job="{job_id}"]').count() == 0, "a new job on the page of older jobs"

@@ -127,9 +127,10 @@ class Dashboard:
         status, tool = q.get("status") or None, q.get("tool") or q.get("toolName") or None
         if status is not None and status not in pages.STATUSES:
             raise InvalidParams(f"status must be one of {', '.join(pages.STATUSES)}, not {status!r}")
-        page = await self.m.list_jobs(status, tool, PAGE_SIZE, q.get("cursor") or None, with_result=False)
+        cursor = q.get("cursor") or None
+        page = await self.m.list_jobs(status, tool, PAGE_SIZE, cursor, with_result=False)
         known = {*self.tools, *(view.stats.by_tool if view.stats else {})}
-        return HTMLResponse(pages.jobs_page(page, view, status, tool, known))
+        return HTMLResponse(pages.jobs_page(page, view, status, tool, known, first=cursor is None))
 
     async def job(self, request: Request, view: pages.View) -> Response:
         job_id = request.path_params["jobId"]

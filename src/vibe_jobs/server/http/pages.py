@@ -130,13 +130,16 @@ def filters(status: str | None, tool: str | None, tools: Iterable[str]) -> str:
     )
 
 
-def jobs_page(page: JobPage, view: View, status: str | None, tool: str | None, tools: Iterable[str]) -> str:
+def jobs_page(
+    page: JobPage, view: View, status: str | None, tool: str | None, tools: Iterable[str], first: bool = True
+) -> str:
+    """`first`: the newest page (no cursor), the only one a new job belongs on; unfiltered, the script adds it live."""
     rows = "".join(job_row(j, view.now) for j in page.jobs) or '<tr class="empty"><td colspan="6">no jobs</td></tr>'
     more = ""
     if page.next_cursor:
         query = urlencode({k: v for k, v in {"status": status, "tool": tool, "cursor": page.next_cursor}.items() if v})
         more = f'<p><a class="next" rel="next" href="/?{e(query)}">Older jobs →</a></p>'
-    live = "1" if not status and not tool else "0"
+    live = "1" if first and not status and not tool else "0"
     body = (
         f"<h1>Jobs</h1>{summary(view.stats)}{schedules_table(view.stats)}{learned_table(view.learned)}"
         f"{filters(status, tool, tools)}"
