@@ -255,3 +255,25 @@ async def test_a_new_job_is_not_put_on_a_page_of_older_jobs(server: HttpServer) 
             await follow(client, job_id)
             await first_page.locator(f'tr[data-job="{job_id}"][data-status="completed"]').wait_for()
             assert await page.locator(f'tr[data-job="{job_id}"]').count() == 0, "a new job on the page of older jobs"
+
+
+async def test_the_health_banner_changes_only_when_the_health_does(server: HttpServer) -> None:
+    """The banner is a live region (role=status): it was written anew with every stats event (every 2 s), so a
+    screen reader announced the same health over and over."""
+    async with browser_page() as page:
+        await page.goto(base(server) + "/")
+        initial = await page.locator("#health").text_content() or ""
+        await page.evaluate(
+            """() => { window.writes = [];
+               new MutationObserver(() => window.writes.push(document.getElementById('health').textContent))
+                 .observe(document.getElementById('health'), {childList: true, subtree: true, characterData: true,
+                                                             attributes: true}); }"""
+        )
+        # three stats events: the sparkline has three points
+        await page.wait_for_function(
+            "(document.querySelector('#spark-queue polyline')?.getAttribute('points') || '').split(' ').length >= 3",
+            timeout=15_000,
+        )
+        writes: list[str] = [initial, *await page.evaluate("window.writes")]
+        repeated = [text for before, text in zip(writes, writes[1:], strict=False) if before == text]
+        assert not repeated, f"the banner was written {len(writes) - 1} times: {writes}"

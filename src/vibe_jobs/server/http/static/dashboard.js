@@ -97,11 +97,13 @@
       drawSpark(key, key === "errors" ? (s.errors || 0) : shown[key]);
     });
     const banner = document.getElementById("health");
-    if (banner) {
+    const reasons = s.reasons.join("; ") || "queue and error rate within limits";
+    // a live region (role=status): written only when the health changes, or a screen reader says it every 2 s
+    if (banner && banner.textContent !== "Health: " + s.health + " — " + reasons) {
       banner.className = "health " + s.health;
       banner.innerHTML = "Health: <b></b> — <span></span>";
       banner.querySelector("b").textContent = s.health;
-      banner.querySelector("span").textContent = s.reasons.join("; ") || "queue and error rate within limits";
+      banner.querySelector("span").textContent = reasons;
     }
   }
 
