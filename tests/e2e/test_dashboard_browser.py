@@ -198,7 +198,9 @@ async def test_a_job_page_with_a_dependency_reads_at_phone_width(server: HttpSer
     async with browser_page(375, 800) as page:
         width = await scroll_width(page, f"{base(server)}/jobs/{second}")
         assert width <= 375, f"the job page scrolls sideways at 375 px ({width} px)"
-        assert first in await page.locator("dl").inner_text()
+        async with page.expect_navigation():
+            await page.click(f'dl a[href="/jobs/{first}"]')  # a dependency's id was text, not a link to its page
+        await page.locator(f'#job[data-job="{first}"]').wait_for()
 
 
 async def test_the_pages_log_no_console_error(server: HttpServer) -> None:

@@ -188,8 +188,17 @@ def pre(value: Any) -> str:
     return f"<pre>{e(json.dumps(value, indent=2, ensure_ascii=False, default=str))}</pre>"
 
 
+class Html(str):
+    """Markup built here with every value escaped (`e`): shown as it is."""
+
+
 def dl(items: Iterable[tuple[str, object]]) -> str:
-    return "<dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items if v not in (None, "")) + "</dl>"
+    shown = (f"<dt>{e(k)}</dt><dd>{v if isinstance(v, Html) else e(v)}</dd>" for k, v in items if v not in (None, ""))
+    return "<dl>" + "".join(shown) + "</dl>"
+
+
+def job_links(ids: Iterable[str]) -> Html:
+    return Html(", ".join(f'<a href="/jobs/{e(i)}">{e(i)}</a>' for i in ids))
 
 
 def job_page(
@@ -224,7 +233,7 @@ def run_facts(job: Job, m: JobMetrics, expected: int | None) -> list[tuple[str, 
         ("Expected duration", expect),
         ("CPU", f"{m.resource_usage.average_cpu_usage:.0f}% average"),
         ("Peak memory", f"{m.resource_usage.peak_memory_mb:.1f} MB"),
-        ("Dependencies", ", ".join(job.dependencies)),
+        ("Dependencies", job_links(job.dependencies)),
         ("Created", when(job.created_at)),
         ("Started", when(job.started_at)),
         ("Finished", when(job.finished_at)),
