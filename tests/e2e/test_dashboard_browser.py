@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
 from tests.e2e.browser import browser_page, screenshot
-from tests.e2e.conftest import BASE_ENV, HttpServer, http_client_for, start_http
+from tests.e2e.conftest import BASE_ENV, HttpServer, http_client_for, start_http, stop
 from tests.e2e.test_jobs_e2e import follow, read, start, until_running
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -230,11 +231,10 @@ async def test_a_page_shows_what_changed_while_its_server_restarted(tmp_path: An
         async with browser_page() as page:
             await page.goto(f"{base(first)}/jobs/{waiting}")
             await page.locator('body[data-live="1"] #job[data-status="pending"]').wait_for()
-            first.proc.terminate()
-            first.proc.wait(10)
+            stop(first.proc)
             cancel = [sys.executable, "-m", "vibe_jobs", "jobs", *store, "cancel", waiting]
-            done = subprocess.run(cancel, env={**os.environ, **BASE_ENV}, capture_output=True, text=True, check=False)
-            assert done.returncode == 0, done.stderr
+            done = await anyio.run_process(cancel, env={**os.environ, **BASE_ENV}, check=False)
+            assert done.returncode == 0, done.stderr.decode()
             with start_http("streamable-http", args=store, port=first.port):
                 await page.locator('#job[data-status="cancelled"]').wait_for(timeout=20_000)
                 await page.locator('body[data-live="1"]').wait_for()
@@ -243,7 +243,7 @@ async def test_a_page_shows_what_changed_while_its_server_restarted(tmp_path: An
 async def test_a_new_job_is_not_put_on_a_page_of_older_jobs(server: HttpServer) -> None:
     """The second page ("Older jobs →") took every new job at its top, above jobs older than those of page one."""
     async with client_of(server) as client:
-        for i in range(51):  # more than a page, whatever the other tests left
+        for _ in range(51):  # more than a page, whatever the other tests left
             await start(client, "noop", {})
         async with browser_page() as page:
             await page.goto(base(server) + "/")
@@ -277,5 +277,5 @@ async def test_the_health_banner_changes_only_when_the_health_does(server: HttpS
             timeout=15_000,
         )
         writes: list[str] = [initial, *await page.evaluate("window.writes")]
-        repeated = [text for before, text in zip(writes, writes[1:], strict=False) if before == text]
+        repeated = [text for before, text in itertools.pairwise(writes) if before == text]
         assert not repeated, f"the banner was written {len(writes) - 1} times: {writes}"
