@@ -10,7 +10,8 @@ import anyio
 import anyio.lowlevel
 from pydantic import BaseModel
 
-from vibe_jobs.errors import InvalidParams
+from vibe_jobs.errors import InvalidParams, StoreError
+from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import MAX_DIAGNOSTICS, AnswerCheck
 from vibe_jobs.questions import (
     WITHDRAWN,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from vibe_jobs.manager import JobManager
 
 M = TypeVar("M", bound=BaseModel)
+log = get_logger("vibe_jobs.context")
 MAX_ASKS = 3  # an elicitation asked again when an answer given elsewhere did not fit its model (`elicit`)
 
 
@@ -65,18 +67,35 @@ class JobContext:
         sub_progress: float | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Report progress (0-100) with an optional stage and progress within the stage."""
+        """Report progress (0-100) with an optional stage and progress within the stage.
+
+        While the store is out (a transient `StoreError`: the database restarting, a connection cut) the report
+        is not stored and the job goes on: the next report (or the outcome) carries the job's state, and the
+        diagnostics not stored are kept for it. A store outage must not end a run that its lease still covers."""
         diagnostic = self.take_diagnostics() or None  # each its own line, as with the result
-        await self.manager.update_progress(
-            self.job_id,
-            percent,
-            message,
-            stage=stage,
-            sub_progress=sub_progress,
-            diagnostic=diagnostic,
-            metadata=metadata,
-            attempt=self.attempt,
-        )
+        try:
+            await self.manager.update_progress(
+                self.job_id,
+                percent,
+                message,
+                stage=stage,
+                sub_progress=sub_progress,
+                diagnostic=diagnostic,
+                metadata=metadata,
+                attempt=self.attempt,
+            )
+        except StoreError as exc:
+            if not exc.transient:
+                raise
+            self._not_stored(exc, diagnostic or [])
+
+    def _not_stored(self, exc: StoreError, diagnostics: Sequence[str]) -> None:
+        """A progress report the store could not take for now: its diagnostics wait for the next write."""
+        kept = [*diagnostics, *self._pending_diagnostics]
+        self._pending_diagnostics.clear()
+        self._pending_diagnostics.extend(kept)
+        self.manager.store_failed(exc)
+        log.warning("job.progress_not_stored", job_id=self.job_id, error=f"{type(exc).__name__}: {exc}")
 
     def diagnostic(self, text: str) -> None:
         """Add a diagnostic line; it is stored with the next progress update or the result."""

@@ -27,3 +27,13 @@ async def timed(seconds: float, job: JobContext, tag: str = "") -> dict[str, obj
     await anyio.sleep(seconds)
     _record("end", job)
     return {"tag": tag, "attempt": job.attempt, "pid": os.getpid()}
+
+
+@job_tool(description="Report progress `steps` times, `step_seconds` apart; NOT safe to re-run")
+async def stepping(steps: int, step_seconds: float, job: JobContext) -> dict[str, object]:
+    _record("start", job)
+    for i in range(steps):
+        await anyio.sleep(step_seconds)
+        await job.progress(100 * (i + 1) / steps, f"step {i + 1} of {steps}")
+    _record("end", job)
+    return {"attempt": job.attempt, "pid": os.getpid()}

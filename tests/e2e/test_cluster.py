@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
@@ -45,6 +46,7 @@ from tests.e2e.test_crash_recovery import (
     wait_until,
     work_started,
 )
+from tests.faults.proxy import Proxies
 from tests.pg import postgres_url
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -78,9 +80,9 @@ class Cluster:
     def exec_log(self) -> Path:
         return self.tmp / "executions.log"
 
-    def spawn(self, *args: str, port: int = 0, env: dict[str, str] | None = None) -> Server:
+    def spawn(self, *args: str, port: int = 0, env: dict[str, str] | None = None, store: str = "") -> Server:
         errlog = self.tmp / f"proc-{len(self.servers) + len(self.workers)}-{port}.stderr"
-        cmd = [sys.executable, "-m", "vibe_jobs", *args, "--store", self.store, *TOOLS]
+        cmd = [sys.executable, "-m", "vibe_jobs", *args, "--store", store or self.store, *TOOLS]
         full_env = {**os.environ, **BASE_ENV, **self.env, **(env or {})}
         with errlog.open("ab") as err:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=err)
@@ -92,8 +94,9 @@ class Cluster:
         self.servers.append(server)
         return server
 
-    def worker(self, concurrency: int = 3, env: dict[str, str] | None = None) -> Server:
-        worker = self.spawn("worker", "--concurrency", str(concurrency), "--drain-seconds", "1", env=env)
+    def worker(self, concurrency: int = 3, env: dict[str, str] | None = None, store: str = "") -> Server:
+        """`store`: the database URL this worker connects to (a relay's: see `relayed`); default the cluster's."""
+        worker = self.spawn("worker", "--concurrency", str(concurrency), "--drain-seconds", "1", env=env, store=store)
         self.workers.append(worker)
         return worker
 
@@ -283,6 +286,20 @@ async def wait_sessions(c: Cluster, at_least: int, within: float) -> None:
         await anyio.sleep(0.05)
 
 
+@contextmanager
+def relayed(url: str) -> Iterator[tuple[Proxies, int, str]]:
+    """A TCP relay of this test's own to the database: (the relay, its port, `url` through it). `cut` resets the
+    connections it carries and refuses new ones until `heal` (tests/faults/proxy.py)."""
+    parts = urlsplit(url)
+    relays, port = Proxies(parts.port or 5432), free_port()
+    relays.add(port)
+    try:
+        user = parts.netloc.rpartition("@")[0]
+        yield relays, port, urlunsplit(parts._replace(netloc=f"{user}{'@' if user else ''}127.0.0.1:{port}"))
+    finally:
+        relays.close()
+
+
 # -- the tests -------------------------------------------------------------------------------------
 
 
@@ -462,6 +479,30 @@ async def test_dropped_database_connections_lose_and_duplicate_nothing(cluster: 
         for p in [*c.servers, *c.workers]:
             assert p.proc.poll() is None, f"a process died: {p.stderr()[-3000:]}"
         assert any("listener_lost" in w.stderr() for w in c.workers), "no worker noticed the lost listener"
+
+
+async def test_a_worker_cut_from_the_database_for_less_than_its_lease_finishes_its_job_once(cluster: Cluster) -> None:
+    """The worker's connections are cut (reset, new ones refused) for 3 s while its job reports progress, well
+    within its lease: the job goes on, completes as attempt 1, ran once, and its progress reads on. A progress
+    report the store could not take raised StoreUnavailable into the tool: a job not safe to re-run failed
+    (a retry_safe one ran again from the start) although its worker was alive and its lease held (helper-114)."""
+    c = cluster
+    c.env["VIBE_JOBS_LEASE_SECONDS"] = "20"
+    with relayed(c.store) as (relay, port, through):
+        c.serve()
+        worker = c.worker(store=through)
+        c.wait_ready()
+        async with client_of(c.servers[0]) as a:
+            job = await submit(a, "stepping", {"steps": 50, "step_seconds": 0.1})
+            await wait_until(lambda: job in timeline(c.exec_log), within=15, what="the job started")
+            assert relay.cut(port) > 0, "the worker held no connection through the relay"
+            await anyio.sleep(3)  # the fault: the worker cannot reach the database for 3 s (< its lease)
+            relay.heal(port)
+            end = await wait_for(a, job, within=30)
+    assert end["status"] == "completed", error_text(end)
+    assert end["result"]["structuredContent"]["attempt"] == 1 and end["progress"] == 100
+    assert [(r.attempt, r.pid) for r in timeline(c.exec_log)[job]] == [(1, worker.pid)]
+    assert worker.proc.poll() is None and "job.progress_not_stored" in worker.stderr()
 
 
 async def test_a_quota_holds_across_the_servers_that_share_the_store(cluster: Cluster) -> None:
