@@ -503,6 +503,10 @@ async def test_a_worker_cut_from_the_database_for_less_than_its_lease_finishes_i
     assert end["result"]["structuredContent"]["attempt"] == 1 and end["progress"] == 100
     assert [(r.attempt, r.pid) for r in timeline(c.exec_log)[job]] == [(1, worker.pid)]
     assert worker.proc.poll() is None and "job.progress_not_stored" in worker.stderr()
+    # the libraries' logging (asyncpg's pool, refused while the relay was cut) is logged as ours: JSON, redacted,
+    # not printed raw by Python's last-resort handler, traceback and all
+    raw = [line for line in worker.stderr().splitlines() if not line.startswith("{")]
+    assert not raw, "\n".join(raw[:20])
 
 
 async def test_a_quota_holds_across_the_servers_that_share_the_store(cluster: Cluster) -> None:

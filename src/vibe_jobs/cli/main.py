@@ -19,7 +19,7 @@ from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import BadJobTool, ConfigError, JobError
-from vibe_jobs.logs import configure_logging, get_logger
+from vibe_jobs.logs import configure_logging, get_logger, own_stdlib_logging
 
 if TYPE_CHECKING:
     from vibe_jobs.server.jobserver import JobServer
@@ -167,6 +167,7 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
     if args.store:
         settings = replace(settings, store_url=args.store)
     configure_logging(settings.log_level, settings.log_format)  # what the start-up logs, as the server will
+    own_stdlib_logging()  # the libraries' logging too (a worker builds no MCPServer, whose app set it up)
     load_tool_modules(settings.tools, "VIBE_JOBS_TOOLS")
     load_tool_modules(args.tools)
     try:
