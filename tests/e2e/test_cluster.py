@@ -509,6 +509,32 @@ async def test_a_worker_cut_from_the_database_for_less_than_its_lease_finishes_i
     assert not raw, "\n".join(raw[:20])
 
 
+async def test_a_job_that_ends_while_its_table_is_locked_past_the_statement_timeout_completes(cluster: Cluster) -> None:
+    """A worker whose URL sets `statement_timeout` (as operators do) while its job table is locked for writes for 3 s
+    (a migration, an operator's LOCK TABLE): its job goes on and completes, as attempt 1. The timed-out statement
+    (SQLSTATE 57014) was taken for a lasting store failure: the progress write ended the run and the outcome was
+    given up, so a job that had done its work ended failed, "the job's outcome could not be stored" (helper-114)."""
+    c = cluster
+    c.env["VIBE_JOBS_LEASE_SECONDS"] = "20"
+    c.serve()
+    worker = c.worker(store=f"{c.store}&statement_timeout=300")
+    c.wait_ready()
+    async with client_of(c.servers[0]) as a:
+        job = await submit(a, "stepping", {"steps": 20, "step_seconds": 0.1})
+        await wait_until(lambda: job in timeline(c.exec_log), within=15, what="the job started")
+        lock = await asyncpg.connect(c.base)
+        try:
+            async with lock.transaction():
+                await lock.execute(f'LOCK TABLE "{c.schema}".jobs IN EXCLUSIVE MODE')  # reads go on, writes wait
+                await anyio.sleep(3)  # the fault: the job ends (2 s of steps) while its row cannot be written
+        finally:
+            await lock.close()
+        end = await wait_for(a, job, within=30)
+    assert end["status"] == "completed", error_text(end)
+    assert end["result"]["structuredContent"]["attempt"] == 1 and end["progress"] == 100
+    assert [(r.attempt, r.pid) for r in timeline(c.exec_log)[job]] == [(1, worker.pid)]
+
+
 async def test_a_quota_holds_across_the_servers_that_share_the_store(cluster: Cluster) -> None:
     """VIBE_JOBS_QUOTA_PENDING was counted within each process: calls at once through two servers each passed
     their own count (helper-60 measured 4 of 16 let in at a quota of 3). The count and the insert are one step

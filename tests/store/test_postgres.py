@@ -187,6 +187,19 @@ async def test_a_row_locked_elsewhere_is_a_transient_lock_error_and_recovers(sch
         await s.drop_schema()
 
 
+async def test_a_statement_past_the_statement_timeout_is_a_transient_lock_error(schema_url: str) -> None:
+    """SQLSTATE 57014 (query_canceled: `statement_timeout`) was a plain StoreError, so no retry loop tried again."""
+    s = PostgresStore(f"{schema_url}&statement_timeout=50")
+    await s.open()
+    try:
+        with pytest.raises(StoreLocked, match="statement timeout") as info:
+            await s._fetch("SELECT pg_sleep(1)")
+        assert info.value.transient
+    finally:
+        await s.close()
+        await s.drop_schema()
+
+
 async def test_migrations_idempotent_and_concurrent(schema_url: str, make_store: StoreFactory) -> None:
     stores = await asyncio.gather(*(make_store() for _ in range(4)))  # four replicas start together
     await stores[0].insert(record("kept"))

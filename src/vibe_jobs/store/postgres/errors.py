@@ -33,6 +33,7 @@ _BY_SQLSTATE: dict[str, type[StoreError]] = {
     "40001": StoreLocked,  # serialization_failure
     "40P01": StoreLocked,  # deadlock_detected
     "55P03": StoreLocked,  # lock_not_available
+    "57014": StoreLocked,  # query_canceled: `statement_timeout` ran out (held up by a locked table, a busy server)
     "53300": StoreUnavailable,  # too_many_connections
     "57P01": StoreUnavailable,  # admin_shutdown
     "57P02": StoreUnavailable,  # crash_shutdown
