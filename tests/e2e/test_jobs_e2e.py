@@ -88,22 +88,29 @@ async def test_a_second_read_right_away_is_rate_limited(connect: ClientFactory) 
     assert "Too early" in texts(limited_result)
 
 
-async def test_long_poll_returns_at_completion_and_sends_progress(connect: ClientFactory) -> None:
+async def long_poll_sleepy(
+    connect: ClientFactory, seconds: float, steps: int
+) -> tuple[dict[str, Any], list[tuple[float, str | None]], float]:
+    """A `sleepy` job long-polled with a progress callback: its status, the notifications heard, the seconds waited."""
     notes: list[tuple[float, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         notes.append((progress, message))
 
     async with connect() as client:
-        # 8 steps over 2.4 s: on a loaded machine the long-poll may begin a second late and still hear several
-        job_id = await start(client, "sleepy", {"seconds": 2.4, "steps": 8})
+        job_id = await start(client, "sleepy", {"seconds": seconds, "steps": steps})
         began = time.perf_counter()
         result = await client.call_tool(
-            "get-job-result", {"jobId": job_id, "waitSeconds": 20}, progress_callback=on_progress
+            "get-job-result", {"jobId": job_id, "waitSeconds": 30}, progress_callback=on_progress
         )
-        waited = time.perf_counter() - began
-    assert structured(result)["status"] == "completed"
-    assert waited < 10, "the long-poll should return as soon as the job finishes (not after its 20 s)"
+        return structured(result), notes, time.perf_counter() - began
+
+
+async def test_long_poll_returns_at_completion_and_sends_progress(connect: ClientFactory) -> None:
+    # 8 steps over 2.4 s: on a loaded machine the long-poll may begin a second late and still hear several
+    status, notes, waited = await long_poll_sleepy(connect, 2.4, 8)
+    assert status["status"] == "completed"
+    assert waited < 10, "the long-poll should return as soon as the job finishes (not after its 30 s)"
     assert len(notes) >= 2 and any(message and "step" in message for _, message in notes)
 
 
@@ -111,21 +118,10 @@ async def test_a_long_poll_sends_at_most_ten_progress_notifications_a_second(con
     """A job reporting progress a thousand times a second sent the long-polling client as many notifications (a
     JSON line each, 1,900 a second seen): at most one per PROGRESS_GAP_SECONDS now, the latest of a burst at the
     gap's end, none out of order."""
-    notes: list[float] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        notes.append(progress)
-
-    async with connect() as client:
-        job_id = await start(client, "sleepy", {"seconds": 1.0, "steps": 1000})
-        began = time.perf_counter()
-        result = await client.call_tool(
-            "get-job-result", {"jobId": job_id, "waitSeconds": 30}, progress_callback=on_progress
-        )
-        waited = time.perf_counter() - began
-    assert structured(result)["status"] == "completed"
+    status, notes, waited = await long_poll_sleepy(connect, 1.0, 1000)
+    assert status["status"] == "completed"
     assert 3 <= len(notes) <= 10 * waited + 5, (len(notes), waited)
-    assert notes == sorted(notes), notes
+    assert [p for p, _ in notes] == sorted(p for p, _ in notes), notes
 
 
 async def test_a_failing_tool_gives_a_failed_job_naming_the_cause(connect: ClientFactory) -> None:
