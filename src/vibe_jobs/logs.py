@@ -23,6 +23,21 @@ def debug_enabled() -> bool:
     return _level <= logging.DEBUG
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written, not the stream it was when logging was set up: an
+    application's redirect, or a test's capture that was closed since (a line then raised "I/O operation on
+    closed file" in whatever code logged it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+STDERR = _Stderr()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Send structlog output to stderr; never to stdout (stdout carries the MCP protocol on stdio)."""
     global _level
@@ -42,7 +57,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 
@@ -80,7 +95,7 @@ def own_stdlib_logging() -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(STDERR)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(**_formatter_args()))
     handler.addFilter(validation_args_without_input)
     root.addHandler(handler)
