@@ -233,10 +233,20 @@ def plain_tool(name: str | None = None, description: str | None = None) -> Calla
     """Mark a function as an ordinary MCP tool (answers within the request) for `--tools` modules."""
 
     def mark(f: F) -> F:
+        check_plain(f, name)
         PLAIN_REGISTRY[name or f.__name__] = (f, description)
         return f
 
     return mark
+
+
+def check_plain(fn: Callable[..., Any], name: str | None = None) -> None:
+    """BadJobTool for an ordinary tool that takes a `JobContext`: it was meant as a job tool."""
+    if (param := find_context_param(fn)) is not None:
+        raise BadJobTool(
+            f"tool {name or fn.__name__}: it takes a JobContext ({param}), so it is a job tool: declare it with "
+            "@job_tool (JobServer.job_tool); an ordinary tool (@plain_tool, JobServer.tool) answers within the request"
+        )
 
 
 class _Raised(Exception):

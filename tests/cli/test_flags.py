@@ -72,6 +72,36 @@ def test_a_bug_in_a_tools_module_is_shown_where_it_is(tmp_path: Path) -> None:
     assert 'buggytools.py", line 2' in done.stderr and "invalid literal for int()" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "from vibe_jobs import JobContext, plain_tool\n@plain_tool()\n"
+            "async def slow(n: int, job: JobContext) -> str:\n"
+            "    return 'x'\n",
+            "tool slow: it takes a JobContext (job), so it is a job tool: declare it with @job_tool",
+        ),
+        (
+            "from vibe_jobs import plain_tool\nclass Thing: ...\n@plain_tool()\nasync def odd(t: Thing) -> str:\n"
+            "    return 'x'\n",
+            "tool odd: Cannot generate a JsonSchema",
+        ),
+    ],
+)
+def test_an_ordinary_tool_declared_wrong_is_refused_at_start_naming_it(tmp_path: Path, source: str, says: str) -> None:
+    """A @plain_tool taking a JobContext (meant as a job tool) or an argument no schema describes stopped
+    `serve` with pydantic's traceback (exit 1); it is an invalid setting: one line naming the tool, exit 2."""
+    (tmp_path / "plaintools.py").write_text(source)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [*VIBE_JOBS, "serve", "--store", "memory://", "--tools", "plaintools"],
+        capture_output=True, text=True, timeout=60, check=False, input="", env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
 async def test_the_vibe_jobs_script_finds_a_tools_module_in_the_working_directory(tmp_path: Path) -> None:
     """README: a module of job tools next to you, `vibe-jobs serve --tools mymodule` registers it. The installed
     `vibe-jobs` script's import path starts at the script's own directory, not the working directory (as

@@ -17,7 +17,8 @@ from mcp import Client
 from mcp_types import TextContent
 
 from tests.pg import postgres_url, with_new_schema
-from vibe_jobs import JobStatus, Settings
+from vibe_jobs import JobContext, JobStatus, Settings
+from vibe_jobs.errors import BadJobTool
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.store import JobStore, MemoryStore, open_store
@@ -89,6 +90,20 @@ async def test_plain_tools_answer_within_the_request() -> None:
     assert tools["add"].description == "Adds two numbers"
     assert isinstance(loud.content[0], TextContent) and loud.content[0].text == "HI"
     assert not total.is_error and total.structured_content == {"result": 5}
+
+
+def test_an_ordinary_tool_that_takes_a_job_context_is_refused_as_it_is_registered() -> None:
+    """`@server.tool` on a function taking a JobContext (meant as `@server.job_tool`) failed with pydantic's
+    "Cannot generate a JsonSchema for IsInstanceSchema"; the refusal now says which decorator it needs."""
+    server = JobServer(settings=Settings(store_url="memory://"))
+
+    async def slow(n: int, job: JobContext) -> str:
+        return str(n)
+
+    with pytest.raises(BadJobTool, match=r"tool slow: it takes a JobContext \(job\), so it is a job tool"):
+        server.tool()(slow)
+    server.job_tool(slow)
+    assert "slow" in server.specs
 
 
 SERVE_AND_REPORT = """

@@ -154,7 +154,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with stdout_to_stderr() if args.transport == "stdio" else contextlib.nullcontext():
         server = build_server(args, settings, run_jobs=not args.no_worker)  # tool modules may print
     for name, (fn, description) in PLAIN_REGISTRY.items():
-        server.add_plain_tool(fn, name, description)
+        try:
+            server.add_plain_tool(fn, name, description)
+        except BadJobTool as exc:
+            raise ConfigError(f"--tools: {exc}") from None
     server.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     return 0
 

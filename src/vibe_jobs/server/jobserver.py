@@ -17,13 +17,14 @@ from mcp.server.context import ServerMiddleware
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import PydanticUserError
 
 from vibe_jobs.engine.claims import ClaimSource
 from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
-from vibe_jobs.errors import ConfigError, first_leaf
-from vibe_jobs.jobtool import JobToolSpec, make_spec
+from vibe_jobs.errors import BadJobTool, ConfigError, first_leaf
+from vibe_jobs.jobtool import JobToolSpec, check_plain, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.owners import program_named
@@ -107,8 +108,14 @@ class JobServer:
         return register
 
     def add_plain_tool(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
-        """Register `fn` as an ordinary MCP tool that answers within the request (name: the function's)."""
-        self._plain.append(Tool.from_function(fn, name=name, description=description))
+        """Register `fn` as an ordinary MCP tool that answers within the request (name: the function's).
+        BadJobTool for a function that cannot be one (it takes a JobContext, or a parameter no schema describes)."""
+        check_plain(fn, name)
+        try:
+            tool = Tool.from_function(fn, name=name, description=description)
+        except PydanticUserError as exc:  # an argument type no JSON schema describes
+            raise BadJobTool(f"tool {name or fn.__name__}: {str(exc).splitlines()[0]}") from None
+        self._plain.append(tool)
 
     def add_mcp_tool(self, tool: Tool) -> None:
         """Register an MCP tool built elsewhere (it answers within the request)."""
