@@ -18,7 +18,15 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
 
 from vibe_jobs.errors import BadJobTool, InvalidArguments
 
@@ -54,6 +62,7 @@ class ToolArguments:
     def __init__(self, tool: str, fn: Callable[..., Any], skip: str | None = None) -> None:
         self.tool = tool
         self.model = arguments_model(fn, skip)
+        self.schema()  # a type no JSON schema describes is refused as the tool is declared, not as a server builds
         fields = self.model.model_fields
         self.accepted = [info.alias or name for name, info in fields.items()]
         self._kwargs = [(name, info.alias or name) for name, info in fields.items()]
@@ -63,7 +72,13 @@ class ToolArguments:
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of the arguments (the MCP tool's input schema)."""
-        return self.model.model_json_schema(by_alias=True)
+        try:
+            return self.model.model_json_schema(by_alias=True)
+        except PydanticUserError as exc:
+            raise BadJobTool(
+                f"job tool {self.tool}: an argument's type has no JSON schema, so no caller could give it "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
 
     def check(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """A caller's arguments, validated, as JSON with the defaults filled in: what a job stores.

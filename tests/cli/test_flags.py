@@ -86,11 +86,16 @@ def test_a_bug_in_a_tools_module_is_shown_where_it_is(tmp_path: Path) -> None:
             "    return 'x'\n",
             "tool odd: Cannot generate a JsonSchema",
         ),
+        (
+            "from vibe_jobs import job_tool\nclass Thing: ...\n@job_tool()\nasync def odd(t: Thing) -> str:\n"
+            "    return 'x'\n",
+            "job tool odd: an argument's type has no JSON schema, so no caller could give it",
+        ),
     ],
 )
 def test_an_ordinary_tool_declared_wrong_is_refused_at_start_naming_it(tmp_path: Path, source: str, says: str) -> None:
-    """A @plain_tool taking a JobContext (meant as a job tool) or an argument no schema describes stopped
-    `serve` with pydantic's traceback (exit 1); it is an invalid setting: one line naming the tool, exit 2."""
+    """A @plain_tool taking a JobContext (meant as a job tool), or a tool with an argument no schema describes,
+    stopped `serve` with pydantic's traceback (exit 1); it is an invalid setting: one line naming the tool, exit 2."""
     (tmp_path / "plaintools.py").write_text(source)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(
