@@ -221,6 +221,10 @@ class BadJobTool(TypeError):
     is declared. A TypeError, as a wrong signature is."""
 
 
+class ToolNameTaken(BadJobTool, ValueError):
+    """A tool registered under a name another tool of the server has (the server's own tools included)."""
+
+
 def first_leaf(exc: BaseException) -> BaseException:
     """The first error inside `exc`, looking through exception groups (task groups wrap what they raise)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:

@@ -91,9 +91,25 @@ def test_a_bug_in_a_tools_module_is_shown_where_it_is(tmp_path: Path) -> None:
             "    return 'x'\n",
             "job tool odd: an argument's type has no JSON schema, so no caller could give it",
         ),
+        (  # the control tool took the name silently: the server said it served a job tool 'list-jobs'
+            "from vibe_jobs import job_tool\n@job_tool(name='list-jobs')\nasync def mine() -> str:\n    return 'x'\n",
+            "job tool list-jobs: the name is one of the server's own tools; choose another",
+        ),
+        (  # a ValueError's traceback
+            "from vibe_jobs import job_tool\n@job_tool(name='map-codebase')\nasync def mine() -> str:\n"
+            "    return 'x'\n",
+            "job tool map-codebase: a tool of that name is registered already (a built-in tool's: --no-builtin",
+        ),
+    ],
+    ids=[
+        "plain-tool-taking-a-job-context",
+        "plain-tool-of-a-class",
+        "job-tool-of-a-class",
+        "own-name",
+        "built-in-name",
     ],
 )
-def test_an_ordinary_tool_declared_wrong_is_refused_at_start_naming_it(tmp_path: Path, source: str, says: str) -> None:
+def test_a_tool_declared_wrong_is_refused_at_start_naming_it(tmp_path: Path, source: str, says: str) -> None:
     """A @plain_tool taking a JobContext (meant as a job tool), or a tool with an argument no schema describes,
     stopped `serve` with pydantic's traceback (exit 1); it is an invalid setting: one line naming the tool, exit 2."""
     (tmp_path / "plaintools.py").write_text(source)

@@ -18,7 +18,7 @@ from mcp_types import TextContent
 
 from tests.pg import postgres_url, with_new_schema
 from vibe_jobs import JobContext, JobStatus, Settings
-from vibe_jobs.errors import BadJobTool
+from vibe_jobs.errors import BadJobTool, ToolNameTaken
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.store import JobStore, MemoryStore, open_store
@@ -104,6 +104,33 @@ def test_an_ordinary_tool_that_takes_a_job_context_is_refused_as_it_is_registere
         server.tool()(slow)
     server.job_tool(slow)
     assert "slow" in server.specs
+
+
+async def test_two_tools_of_one_name_are_refused_as_the_second_is_registered() -> None:
+    """A plain tool named as a job tool (or as get-job-result) was kept by the MCP server in place of the other,
+    with only a warning in the log, while the job tool's spec stayed registered (submit-job and the tasks
+    extension still took it)."""
+    server = JobServer(settings=Settings(store_url="memory://"))
+
+    async def twin(job: JobContext) -> str:
+        return "job"
+
+    async def plain() -> str:
+        return "plain"
+
+    server.job_tool(twin)
+    with pytest.raises(ToolNameTaken, match="tool twin: a tool of that name is registered already"):
+        server.add_plain_tool(plain, "twin")
+    with pytest.raises(ToolNameTaken, match="tool get-job-result: the name is one of the server's own tools"):
+        server.add_plain_tool(plain, "get-job-result")
+    with pytest.raises(ToolNameTaken, match="job tool schedule-job: the name is one of the server's own tools"):
+        server.job_tool(twin, name="schedule-job")
+    with pytest.raises(ValueError, match="job tool twin"):  # as before: a second job tool of the name
+        server.job_tool(twin)
+    async with server.manager, Client(server.build()) as client:
+        answer = await client.call_tool("twin", {})
+        assert not answer.is_error and answer.structured_content is not None
+        assert answer.structured_content["jobId"]  # the job tool, still
 
 
 SERVE_AND_REPORT = """

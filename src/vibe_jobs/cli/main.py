@@ -181,8 +181,13 @@ def build_server(args: argparse.Namespace, settings: Settings, *, run_jobs: bool
         from vibe_jobs.tools.builtin import register_builtins
 
         register_builtins(server, settings)
+    built_in = set(server.specs)
     for spec in REGISTRY.values():
-        server.add_spec(spec)
+        try:
+            server.add_spec(spec)
+        except BadJobTool as exc:
+            hint = " (a built-in tool's: --no-builtin leaves them out)" if spec.name in built_in else ""
+            raise ConfigError(f"--tools: {exc}{hint}") from None
     return server
 
 

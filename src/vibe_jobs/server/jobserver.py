@@ -23,7 +23,7 @@ from vibe_jobs.engine.claims import ClaimSource
 from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
-from vibe_jobs.errors import BadJobTool, ConfigError, first_leaf
+from vibe_jobs.errors import BadJobTool, ConfigError, ToolNameTaken, first_leaf
 from vibe_jobs.jobtool import JobToolSpec, check_plain, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -32,17 +32,20 @@ from vibe_jobs.redact import redact_url, set_secret_pattern
 from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
+from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.http.hosts import HostCheck
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.server.http.requestids import look_after_authentication
 from vibe_jobs.server.http.sessions import limit_sessions
 from vibe_jobs.server.listen import bind, serve_http
+from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import open_sessions, run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
 Transport = Literal["stdio", "sse", "streamable-http"]
+OWN_TOOL_NAMES = CONTROL_TOOL_NAMES | SCHEDULE_TOOL_NAMES
 log = get_logger("vibe_jobs.server")
 
 
@@ -84,10 +87,17 @@ class JobServer:
         self.manager.task_group.start_soon(self.ticker.run)
 
     def add_spec(self, spec: JobToolSpec) -> JobToolSpec:
-        if spec.name in self.specs:
-            raise ValueError(f"a job tool named '{spec.name}' is registered already")
+        self._check_name_free(spec.name, "job tool")
         self.specs[spec.name] = spec
         return spec
+
+    def _check_name_free(self, name: str, kind: str) -> None:
+        """ToolNameTaken when another tool has `name`: one of this server's own, or one registered before (the
+        MCP server kept only the later of two, with a warning, while the job tool's spec stayed registered)."""
+        if name in OWN_TOOL_NAMES:
+            raise ToolNameTaken(f"{kind} {name}: the name is one of the server's own tools; choose another")
+        if name in self.specs or any(tool.name == name for tool in self._plain):
+            raise ToolNameTaken(f"{kind} {name}: a tool of that name is registered already")
 
     def job_tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Decorator: register `fn` as a job tool (options as for `vibe_jobs.job_tool`)."""
@@ -115,10 +125,12 @@ class JobServer:
             tool = Tool.from_function(fn, name=name, description=description)
         except PydanticUserError as exc:  # an argument type no JSON schema describes
             raise BadJobTool(f"tool {name or fn.__name__}: {str(exc).splitlines()[0]}") from None
-        self._plain.append(tool)
+        self.add_mcp_tool(tool)
 
     def add_mcp_tool(self, tool: Tool) -> None:
-        """Register an MCP tool built elsewhere (it answers within the request)."""
+        """Register an MCP tool built elsewhere (it answers within the request); ToolNameTaken when another tool
+        has its name."""
+        self._check_name_free(tool.name, "tool")
         self._plain.append(tool)
 
     def add_middleware(self, middleware: ServerMiddleware[Any]) -> None:
