@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from tests.arg_types import RAW, TYPED, Color, Shape, arrived, typed
-from vibe_jobs import JobManager, JobStatus, Settings
+from vibe_jobs import JobManager, JobStatus, Settings, jobtool
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
 from vibe_jobs.jobtool import make_spec
@@ -130,3 +130,42 @@ def test_a_tools_retry_policy_comes_from_the_package_root() -> None:
     policy = vibe_jobs.RetryPolicy(max_retries=2, initial_delay_ms=500)
     spec = make_spec(typed, name="typed", retry_safe=True, retry=policy)
     assert spec.retry is policy and "RetryPolicy" in vibe_jobs.__all__
+
+
+def test_plain_tool_used_bare_registers_the_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`@plain_tool` without parentheses took the function as the tool's name: nothing was registered and the
+    module's name was bound to the decorator's inner function (`@job_tool` works bare)."""
+    monkeypatch.setattr(jobtool, "PLAIN_REGISTRY", {})
+
+    @jobtool.plain_tool
+    def ping() -> str:
+        return "pong"
+
+    assert ping() == "pong"
+    assert {"ping": (ping, None)} == jobtool.PLAIN_REGISTRY
+
+
+def test_one_tool_name_declared_by_two_modules_is_refused_naming_both(tmp_path: Path) -> None:
+    """Two `--tools` modules declaring a tool of one name: the later silently replaced the earlier (its jobs ran
+    the other module's function). Now serve stops in one line naming both; a module run twice is no conflict."""
+    for module in ("teama", "teamb"):
+        (tmp_path / f"{module}.py").write_text(
+            "from vibe_jobs import job_tool\n\n@job_tool(name='build')\n"
+            f"def {module}_build() -> str:\n    return 'ok'\n"
+        )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "VIBE_JOBS_STORE": "memory://"}
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--tools", "teama,teamb"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "tool build: declared twice, by teama.teama_build and by teamb.teamb_build" in done.stderr, done.stderr
+
+
+def test_one_function_declared_twice_is_no_conflict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module run twice (reloaded, or imported under two names in a notebook) declares the same function again."""
+    monkeypatch.setattr(jobtool, "REGISTRY", {})
+
+    def build() -> str:
+        return "ok"
+
+    assert jobtool.job_tool(build) is build and jobtool.job_tool(build) is build
+    assert jobtool.REGISTRY["build"].fn is build

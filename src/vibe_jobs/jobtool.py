@@ -220,6 +220,7 @@ def job_tool(
             max_concurrent=max_concurrent,
             schedule=schedule,
         )
+        _check_unclaimed(spec.name, f)
         REGISTRY[spec.name] = spec
         return f
 
@@ -229,15 +230,40 @@ def job_tool(
 PLAIN_REGISTRY: dict[str, tuple[Callable[..., Any], str | None]] = {}
 
 
-def plain_tool(name: str | None = None, description: str | None = None) -> Callable[[F], F]:
-    """Mark a function as an ordinary MCP tool (answers within the request) for `--tools` modules."""
+@overload
+def plain_tool(fn: F, /) -> F: ...
+
+
+@overload
+def plain_tool(name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+
+def plain_tool(name: Any = None, description: str | None = None) -> Any:
+    """Mark a function as an ordinary MCP tool (answers within the request) for `--tools` modules (usable bare,
+    `@plain_tool`, or with a name and description)."""
 
     def mark(f: F) -> F:
         check_plain(f, name)
+        _check_unclaimed(name or f.__name__, f)
         PLAIN_REGISTRY[name or f.__name__] = (f, description)
         return f
 
+    if callable(name):  # bare: the function itself (it went in as the name, and nothing was registered)
+        fn, name = name, None
+        return mark(fn)
     return mark
+
+
+def _check_unclaimed(name: str, fn: Callable[..., Any]) -> None:
+    """BadJobTool when another function (of another module, or another name in one) declared a tool of `name`
+    (the later one took the name silently); the same function declared again (a module run twice) replaces it."""
+    found = REGISTRY[name].fn if name in REGISTRY else PLAIN_REGISTRY.get(name, (None, None))[0]
+    if found is not None and _where(found) != _where(fn):
+        raise BadJobTool(f"tool {name}: declared twice, by {_where(found)} and by {_where(fn)}; one name, one tool")
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def check_plain(fn: Callable[..., Any], name: str | None = None) -> None:

@@ -92,6 +92,21 @@ async def test_plain_tools_answer_within_the_request() -> None:
     assert not total.is_error and total.structured_content == {"result": 5}
 
 
+async def test_server_tool_used_bare_registers_the_function() -> None:
+    """`@server.tool` without parentheses took the function as the name: no tool, and the name bound to the
+    decorator's inner function."""
+    server = JobServer(settings=Settings(store_url="memory://"))
+
+    @server.tool
+    def ping() -> str:
+        return "pong"
+
+    assert ping() == "pong"
+    async with server.manager, Client(server.build()) as client:
+        answer = await client.call_tool("ping", {})
+    assert not answer.is_error and answer.structured_content == {"result": "pong"}
+
+
 def test_an_ordinary_tool_that_takes_a_job_context_is_refused_as_it_is_registered() -> None:
     """`@server.tool` on a function taking a JobContext (meant as `@server.job_tool`) failed with pydantic's
     "Cannot generate a JsonSchema for IsInstanceSchema"; the refusal now says which decorator it needs."""

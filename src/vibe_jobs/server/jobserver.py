@@ -10,7 +10,7 @@ import socket
 import sys
 from collections.abc import Callable, Container
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import anyio
 from mcp.server.context import ServerMiddleware
@@ -24,7 +24,7 @@ from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.errors import BadJobTool, ConfigError, ToolNameTaken, first_leaf
-from vibe_jobs.jobtool import JobToolSpec, check_plain, make_spec
+from vibe_jobs.jobtool import F, JobToolSpec, check_plain, make_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.owners import program_named
@@ -108,13 +108,23 @@ class JobServer:
 
         return register(fn) if fn is not None else register
 
-    def tool(self, name: str | None = None, description: str | None = None) -> Callable[[Any], Any]:
-        """Decorator: register an ordinary MCP tool that answers within the request."""
+    @overload
+    def tool(self, name: F, /) -> F: ...
+
+    @overload
+    def tool(self, name: str | None = None, description: str | None = None) -> Callable[[F], F]: ...
+
+    def tool(self, name: Any = None, description: str | None = None) -> Any:
+        """Decorator: register an ordinary MCP tool that answers within the request (usable bare, `@server.tool`,
+        or with a name and description)."""
 
         def register(f: Callable[..., Any]) -> Callable[..., Any]:
             self.add_plain_tool(f, name, description)
             return f
 
+        if callable(name):  # bare: the function went in as the name, and nothing was registered
+            fn, name = name, None
+            return register(fn)
         return register
 
     def add_plain_tool(self, fn: Callable[..., Any], name: str | None = None, description: str | None = None) -> None:
