@@ -121,8 +121,9 @@ def test_the_jobs_page_filters_by_tool_under_its_name_and_under_list_jobs_name(t
             assert set(rows(http.get("/", params={name: "demo"}).text)) == set(demo), name
 
 
-def test_no_page_may_be_framed_by_another_site_or_leak_its_url(tmp_path: Path) -> None:
-    """A page's cancel and retry buttons could be clicked through from another site's frame (helper-42's note)."""
+def test_no_page_may_be_framed_by_another_site_leak_its_url_or_be_cached(tmp_path: Path) -> None:
+    """A page's cancel and retry buttons could be clicked through from another site's frame (helper-42's note);
+    a page (jobs' arguments and results) was kept by a browser's or a shared proxy's cache (helper-106's note)."""
     url = f"sqlite:///{tmp_path}/jobs.db"
     [job_id] = fill(url, 1)
     with dashboard(url) as base, httpx.Client(base_url=base) as http:
@@ -132,6 +133,9 @@ def test_no_page_may_be_framed_by_another_site_or_leak_its_url(tmp_path: Path) -
             assert page.headers["x-frame-options"] == "DENY", path
             assert page.headers["content-security-policy"] == "frame-ancestors 'none'", path
             assert page.headers["referrer-policy"] == "same-origin", path
+            assert page.headers["cache-control"] == "no-store", path
+        bad_cursor = http.get("/", params={"cursor": "not-a-cursor"})
+        assert bad_cursor.status_code == 400 and "<title>Bad request" in bad_cursor.text, bad_cursor.text[:300]
 
 
 def test_changes_need_same_origin_and_the_csrf_token(tmp_path: Path) -> None:

@@ -50,6 +50,8 @@ def test_with_tokens_only_an_admin_token_reads_it(tmp_path: Path) -> None:
         for headers, code in (({}, 401), ({"Authorization": f"Bearer {ALICE}"}, 403)):  # 403: no scope admin
             refused = httpx2.get(f"{base}/jobs/{job_id}", headers=headers, timeout=10)
             assert refused.status_code == code and job_id not in refused.text
+            # the refusal is a page as every other: never framed, never cached (it had none of the page headers)
+            assert refused.headers["x-frame-options"] == "DENY" and refused.headers["cache-control"] == "no-store"
         admin = httpx2.get(f"{base}/jobs/{job_id}", headers={"Authorization": f"Bearer {ROOT_TOKEN}"}, timeout=10)
         assert admin.status_code == 200 and job_id in admin.text and "hunter2" not in admin.text
 

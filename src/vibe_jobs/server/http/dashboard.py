@@ -39,8 +39,10 @@ STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
 # Every page: never inside another site's frame (its buttons cancel and retry jobs: a framed page could be
 # clicked through), its type as said, and no job URL (ids) in a Referer to another site ("no-referrer" would also
-# make the browser send `Origin: null` with the page's own form posts, which the same-origin check refuses).
+# make the browser send `Origin: null` with the page's own form posts, which the same-origin check refuses); never
+# kept by a browser's or a proxy's cache (a page shows jobs' arguments and results, and is stale a moment later).
 PAGE_HEADERS = {
+    "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -82,11 +84,13 @@ class Dashboard:
         """Run a handler with the guard's read check, its View, and errors answered as pages."""
 
         async def endpoint(request: Request) -> Response:
-            cookie, new = self.guard.csrf_cookie(request)
             try:
                 await self.guard.check_read(request)  # before anything is read for the page
             except Refused as exc:
-                return _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
+                refused = _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
+                refused.headers.update(PAGE_HEADERS)
+                return refused
+            cookie, new = self.guard.csrf_cookie(request)
             stats = await self._stats()
             learned = stats.learned_durations if stats is not None else None
             view = pages.View(self.guard.csrf_token(cookie), self.m.now(), stats, learned)
@@ -96,8 +100,10 @@ class Dashboard:
                 response = _page("Refused", str(exc), view, exc.status)
             except JobNotFound as exc:
                 response = _page("No such job", str(exc), view, 404)
-            except (InvalidParams, InvalidTransition) as exc:
-                response = _page("Not done", str(exc), view, 400 if isinstance(exc, InvalidParams) else 409)
+            except InvalidParams as exc:  # a filter or cursor of the URL
+                response = _page("Bad request", str(exc), view, 400)
+            except InvalidTransition as exc:
+                response = _page("Not done", str(exc), view, 409)
             except JobError as exc:  # a retry refused (a quota, a full queue, a dependency gone): say why
                 response = _page("Not done", str(exc), view, 429 if isinstance(exc, QuotaExceeded | QueueFull) else 409)
             if new:
