@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import (
     ConfigError,
@@ -48,6 +50,9 @@ from vibe_jobs.polling import PollingPolicy
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
+
+if TYPE_CHECKING:  # what `JobServer` is to a type checker; at run time it is imported on first use (below)
+    from vibe_jobs.server.jobserver import JobServer
 
 __version__ = "0.1.0"
 

@@ -227,6 +227,11 @@ def job_tool(
     return mark(fn) if fn is not None else mark
 
 
+def marked_spec(fn: Callable[..., Any]) -> JobToolSpec | None:
+    """The spec `@job_tool(...)` made of `fn`, with the options written there; None when `fn` is not marked."""
+    return next((spec for spec in REGISTRY.values() if spec.fn is fn), None)
+
+
 PLAIN_REGISTRY: dict[str, tuple[Callable[..., Any], str | None]] = {}
 
 

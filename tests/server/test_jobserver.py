@@ -17,9 +17,9 @@ from mcp import Client
 from mcp_types import TextContent
 
 from tests.pg import postgres_url, with_new_schema
-from vibe_jobs import JobContext, JobStatus, Settings
+from vibe_jobs import JobContext, JobStatus, Settings, job_tool
 from vibe_jobs.errors import BadJobTool, ToolNameTaken
-from vibe_jobs.jobtool import make_spec
+from vibe_jobs.jobtool import REGISTRY, make_spec
 from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.store import JobStore, MemoryStore, open_store
 
@@ -146,6 +146,34 @@ async def test_two_tools_of_one_name_are_refused_as_the_second_is_registered() -
         answer = await client.call_tool("twin", {})
         assert not answer.is_error and answer.structured_content is not None
         assert answer.structured_content["jobId"]  # the job tool, still
+
+
+def test_a_function_marked_job_tool_keeps_its_options_on_a_server() -> None:
+    """`server.job_tool(f)` of a function marked `@job_tool(...)` (the README's library form) made a new spec without
+    the options written there: the description, operation type, time-out and retry opt-in were gone. Options given
+    to `server.job_tool` replace the marked ones."""
+
+    @job_tool(description="Map a code base", operation_type="codemap", timeout=600, retry_safe=True)
+    async def marked_map(path: str) -> str:
+        return path
+
+    kept, changed = (
+        JobServer(settings=Settings(store_url="memory://")),
+        JobServer(settings=Settings(store_url="memory://")),
+    )
+    try:
+        kept.job_tool(marked_map)
+        changed.job_tool(marked_map, timeout=5)
+    finally:
+        REGISTRY.pop("marked_map")  # marked here, not in a tools module: no other test's `--tools` serves it
+    spec = kept.specs["marked_map"]
+    assert (spec.description, spec.operation_type, spec.timeout, spec.retry_safe) == (
+        "Map a code base",
+        "codemap",
+        600,
+        True,
+    )
+    assert changed.specs["marked_map"].timeout == 5 and changed.specs["marked_map"].description == "Map a code base"
 
 
 SERVE_AND_REPORT = """

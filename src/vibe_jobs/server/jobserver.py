@@ -24,11 +24,13 @@ from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.errors import BadJobTool, ConfigError, ToolNameTaken, first_leaf
-from vibe_jobs.jobtool import F, JobToolSpec, check_plain, make_spec
+from vibe_jobs.jobtool import F, JobToolSpec, check_plain, make_spec, marked_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.models import OperationType
 from vibe_jobs.owners import program_named
 from vibe_jobs.redact import redact_url, set_secret_pattern
+from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
@@ -99,11 +101,47 @@ class JobServer:
         if name in self.specs or any(tool.name == name for tool in self._plain):
             raise ToolNameTaken(f"{kind} {name}: a tool of that name is registered already")
 
-    def job_tool(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Decorator: register `fn` as a job tool (options as for `vibe_jobs.job_tool`)."""
+    @overload
+    def job_tool(
+        self,
+        fn: F,
+        /,
+        *,
+        name: str = ...,
+        description: str = ...,
+        operation_type: OperationType = ...,
+        timeout: float = ...,
+        retry_safe: bool = ...,
+        max_retries: int = ...,
+        retry: RetryPolicy = ...,
+        max_concurrent: int = ...,
+        schedule: str = ...,
+    ) -> F: ...
 
-        def register(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_spec(make_spec(f, **options))
+    @overload
+    def job_tool(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str = ...,
+        description: str = ...,
+        operation_type: OperationType = ...,
+        timeout: float = ...,
+        retry_safe: bool = ...,
+        max_retries: int = ...,
+        retry: RetryPolicy = ...,
+        max_concurrent: int = ...,
+        schedule: str = ...,
+    ) -> Callable[[F], F]: ...
+
+    def job_tool(self, fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+        """Register `fn` as a job tool (options as for `vibe_jobs.job_tool`), or decorate with `@server.job_tool(...)`.
+        A function marked `@job_tool(...)` keeps the options written there (those given here replace them)."""
+
+        def register(f: F) -> F:
+            marked = marked_spec(f)
+            self.add_spec(make_spec(f, **options) if marked is None else replace(marked, **options))
             return f
 
         return register(fn) if fn is not None else register
@@ -118,7 +156,7 @@ class JobServer:
         """Decorator: register an ordinary MCP tool that answers within the request (usable bare, `@server.tool`,
         or with a name and description)."""
 
-        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+        def register(f: F) -> F:
             self.add_plain_tool(f, name, description)
             return f
 
