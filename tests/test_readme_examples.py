@@ -1,0 +1,186 @@
+"""The README's Python, run as written: each block of README.md and docs/*.md compiles; the job tool and the
+library form (`JobServer`) serve what the text says over stdio with the real client; the talk-back example and
+the declared schedule work through `vibe-jobs serve --tools MODULE`. Also a library user's program written from
+the README (tests/library_app.py, type-checked with the tests) over stdio and streamable HTTP."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp_types import CallToolResult, TextContent
+
+from tests.e2e.conftest import free_port, stop, wait_for_port
+from vibe_jobs.client import call_and_wait
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+ENV = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+ENV |= {"VIBE_JOBS_STORE": "memory://", "VIBE_JOBS_LOG_LEVEL": "warning"}
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    return [
+        (f"{page.name}:{page.read_text()[: found.start()].count(chr(10)) + 1}", found.group(1))
+        for page in PAGES
+        for found in re.finditer(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)
+    ]
+
+
+def block_with(text: str) -> str:
+    """The README's one Python block holding `text`."""
+    (block,) = [code for _where, code in python_blocks() if text in code]
+    return block
+
+
+def server_program() -> str:
+    """The README's job tool and its `JobServer` block: one program, as a reader puts them together."""
+    return block_with("async def map_code") + block_with("server = JobServer()")
+
+
+def tools_module() -> str:
+    """A `--tools` module of the README's job tools: the talk-back one (with the `find_stale` it leaves to the
+    reader) and the one that declares its schedule."""
+    module = block_with("async def map_code") + TALK_BACK_MODULE + block_with("async def clean")
+    return module + block_with("async def sweep_tmp")
+
+
+TALK_BACK_MODULE = """
+def find_stale(path: str) -> list[str]:
+    return ["a.tmp", "b.tmp"]
+"""
+
+
+def text_of(result: CallToolResult) -> str:
+    assert isinstance(result.content[0], TextContent), result
+    return result.content[0].text
+
+
+@asynccontextmanager
+async def stdio(args: list[str], cwd: Path) -> AsyncIterator[Client]:
+    params = StdioServerParameters(command=sys.executable, args=args, env=ENV, cwd=str(cwd))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=60) as client:
+            yield client
+
+
+@pytest.mark.parametrize(("where", "code"), python_blocks(), ids=[where for where, _code in python_blocks()])
+def test_every_python_block_of_the_docs_is_python(where: str, code: str) -> None:
+    ast.parse(code, where)
+
+
+def test_the_readme_python_type_checks_for_a_user_of_the_typed_package(tmp_path: Path) -> None:
+    """vibe-jobs ships `py.typed`: the README's code passes `mypy --strict` as a user's own code (`...` bodies
+    aside). `JobServer` was `object` to mypy, its decorators untyped, and `answer.data.confirm` an error."""
+    (tmp_path / "readme_server.py").write_text(server_program())
+    (tmp_path / "readme_tools.py").write_text(tools_module())
+    checks = ["--strict", "--disable-error-code", "empty-body", "--cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", *checks, "readme_server.py", "readme_tools.py"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_the_library_form_serves_the_job_tool_as_declared(tmp_path: Path) -> None:
+    """The README's job tool and its `JobServer` block, one program as written: `server.job_tool(map_code)` of a
+    function marked `@job_tool(description=..., timeout=600, ...)` registered it without those options (the tool
+    read "Run map_code as a job", with no time-out)."""
+    program = tmp_path / "readme_server.py"
+    program.write_text(server_program())
+    async with stdio([str(program)], tmp_path) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        started = await client.call_tool("map_code", {"path": "src"})
+        result = await call_and_wait(client, "map_code", {"path": "src"})
+        status = await client.call_tool("get-job-result", {"jobId": (started.structured_content or {})["jobId"]})
+        version = await client.call_tool("version", {})
+    assert (tools["map_code"].description or "").startswith("Map a code base")
+    answer = started.structured_content or {}
+    assert sorted(answer) == ["jobId", "message", "pollingRecommendation", "status", "toolName"]
+    assert result.structured_content == {"files": 42}
+    shown = status.structured_content or {}
+    assert shown["status"] == "completed" and shown["progress"] == 100
+    assert shown["details"]["currentStage"] == "scan" and shown["details"]["subProgress"] == 100
+    assert "skipped 3 binary files" in shown["details"]["diagnostics"]
+    assert text_of(version) == "1.0"
+
+
+async def test_the_talk_back_example_and_the_declared_schedule_serve_with_tools(tmp_path: Path) -> None:
+    """`vibe-jobs serve --tools mymodule` of the README's blocks: `clean` asks, samples and answers as its text
+    says; `sweep_tmp`'s schedule exists as `code:sweep_tmp`."""
+    (tmp_path / "readme_tools.py").write_text(tools_module())
+    asked: list[str] = []
+
+    async def on_elicit(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        asked.append(message)
+        return {"action": "accept", "content": {"confirm": True}}
+
+    async def decline(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"action": "decline"}
+
+    async def on_sample(params: dict[str, Any]) -> str:
+        return "two stale temp files"
+
+    async with stdio(["-m", "vibe_jobs", "serve", "--tools", "readme_tools"], tmp_path) as client:
+        deleted = await call_and_wait(client, "clean", {"path": "."}, on_elicit=on_elicit, on_sample=on_sample)
+        kept = await call_and_wait(client, "clean", {"path": "."}, on_elicit=decline)
+        schedules = await client.call_tool("list-schedules", {})
+    assert asked == ["Delete 2 files?"]
+    assert text_of(deleted) == "deleted; two stale temp files"
+    assert text_of(kept) == "kept them (decline)"
+    assert [s["scheduleId"] for s in (schedules.structured_content or {})["schedules"]] == ["code:sweep_tmp"]
+
+
+async def follow_the_library_app(client: Client) -> None:
+    """What tests/library_app.py's three job tools and plain tool answer, as its author expects."""
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert (tools["build_report"].description or "").startswith("Build a report from a request")
+    request = {"title": "Q3", "sections": ["sales"], "pages": 4}
+    report = await call_and_wait(client, "build_report", {"request": request})
+    assert report.structured_content == {"title": "Q3", "words": 1000}
+    refused = await client.call_tool("build_report", {"request": {**request, "pages": 400}})
+    assert refused.is_error and "request.pages" in text_of(refused)
+    heard: list[str | None] = []
+    indexed = await call_and_wait(client, "index_corpus", {"documents": 3}, on_progress=lambda p, t, m: heard.append(m))
+    assert indexed.structured_content == {"indexed": 3}
+    assert all(m is None or re.match(r"\[(fetch|tokenize|embed)\] ", m) for m in heard), heard
+    fetched = await call_and_wait(client, "flaky_fetch", {"url": "https://example.com"})
+    assert not fetched.is_error and text_of(fetched) == "fetched https://example.com on attempt 3"
+    assert text_of(await client.call_tool("version", {})) == "1.0"
+
+
+async def test_a_library_app_written_from_the_readme_runs_over_stdio() -> None:
+    async with stdio([str(ROOT / "tests" / "library_app.py")], ROOT) as client:
+        await follow_the_library_app(client)
+
+
+@pytest.fixture
+def library_app_over_http() -> Iterator[str]:
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "tests" / "library_app.py"), "streamable-http", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        stop(proc)
+
+
+async def test_a_library_app_written_from_the_readme_runs_over_http(library_app_over_http: str) -> None:
+    async with Client(library_app_over_http, read_timeout_seconds=60) as client:
+        await follow_the_library_app(client)
