@@ -80,6 +80,15 @@ def test_every_python_block_of_the_docs_is_python(where: str, code: str) -> None
     ast.parse(code, where)
 
 
+def test_what_the_readme_names_of_the_library_comes_from_the_package() -> None:
+    """`JobContext.elicit` and `.sample` answer `Elicitation(action, content, data)` and `Sample(...)`, as the README
+    says: a user who annotates a helper with them had to find them in `vibe_jobs.questions`."""
+    import vibe_jobs
+
+    for name in ("JobContext", "JobServer", "RetryPolicy", "Elicitation", "Sample", "job_tool"):
+        assert name in vibe_jobs.__all__ and getattr(vibe_jobs, name) is not None, name
+
+
 def test_the_readme_python_type_checks_for_a_user_of_the_typed_package(tmp_path: Path) -> None:
     """vibe-jobs ships `py.typed`: the README's code passes `mypy --strict` as a user's own code (`...` bodies
     aside). `JobServer` was `object` to mypy, its decorators untyped, and `answer.data.confirm` an error."""

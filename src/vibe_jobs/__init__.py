@@ -47,6 +47,7 @@ from vibe_jobs.models import (
     TaskSpec,
 )
 from vibe_jobs.polling import PollingPolicy
+from vibe_jobs.questions import Elicitation, Sample
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import JobStatus
@@ -70,6 +71,7 @@ __all__ = [
     "ConfigError",
     "DependencyFailed",
     "DuplicateJob",
+    "Elicitation",
     "EventBus",
     "EventType",
     "InvalidArguments",
@@ -102,6 +104,7 @@ __all__ = [
     "ResourceRequirements",
     "ResultAlreadySet",
     "RetryPolicy",
+    "Sample",
     "Settings",
     "StaleWrite",
     "StoreCorrupt",

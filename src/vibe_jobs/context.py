@@ -159,7 +159,8 @@ class JobContext:
         timeout_seconds: float | None = None,
     ) -> Sample:
         """Ask the client's model (MCP sampling): `messages` a string, or strings and
-        `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline or timeout."""
+        `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline, cancel (asked
+        after the job's cancel) or timeout."""
         request = sample_request(
             messages,
             max_tokens=max_tokens,

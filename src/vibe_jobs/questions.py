@@ -73,7 +73,8 @@ class Elicitation(Generic[M]):
 @dataclass(frozen=True, slots=True)
 class Sample:
     """The answer to `JobContext.sample`: `action` accept (with the model's `text`), decline (the client
-    refused) or timeout; `result` the client's CreateMessageResult as sent."""
+    refused), cancel (asked after the job's cancel: nobody can answer) or timeout; `result` the client's
+    CreateMessageResult as sent."""
 
     action: Action
     text: str | None = None
