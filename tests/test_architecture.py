@@ -10,6 +10,8 @@ only server/sdk.py reaches into the SDK's private parts.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +64,8 @@ PRIVATE_NAMES_OF_PUBLIC_API = {"_replace", "_asdict", "_fields", "_make", "_exit
 
 # Known upward arrows, each with the branch that removes it. Nothing else is allowed.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("vibe_jobs", "vibe_jobs.server.jobserver"): "by design: `vibe_jobs.JobServer` is imported on first use only, "
-    "so `import vibe_jobs` never imports mcp",
+    ("vibe_jobs", "vibe_jobs.server.jobserver"): "by design: `vibe_jobs.JobServer` is imported on first use only "
+    "(and under TYPE_CHECKING, for type checkers), so `import vibe_jobs` never imports mcp",
 }
 
 
@@ -248,3 +250,11 @@ def test_relative_imports_resolve_to_their_module() -> None:
 def test_reaching_in_is_seen() -> None:
     found = [_reaches_in(n) for n in ast.walk(ast.parse("mcp._lowlevel_server; self._x; t._replace(); o.__dict__"))]
     assert found.count(True) == 1
+
+
+def test_importing_the_package_imports_no_mcp_sdk() -> None:
+    """`import vibe_jobs` (a core user: JobManager, job_tool) loads no MCP SDK: `JobServer` comes on first use,
+    and for type checkers only under TYPE_CHECKING."""
+    probe = f"import sys, vibe_jobs; print(sorted(m for m in sys.modules if m.split('.')[0] in {SDK_PACKAGES}))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
