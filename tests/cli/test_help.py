@@ -41,3 +41,13 @@ def test_the_help_shows_the_defaults_of_the_options(
     shown = " ".join(capsys.readouterr().out.split())
     for default in defaults:
         assert default in shown
+
+
+def test_the_proxy_usage_names_every_way_to_give_an_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    """The usage line showed `-- COMMAND [ARGS...]` only; the README's `--upstream-url`, `--upstream NAME=...` and
+    `--config FILE` forms (and the error for none) need no command."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["proxy", "--help"])
+    usage = capsys.readouterr().out.split("\n\n", 1)[0]
+    for form in ("-- COMMAND [ARGS...]", "--upstream-url URL", "--upstream NAME=COMMAND", "--config FILE"):
+        assert form in usage, usage

@@ -28,7 +28,9 @@ def add_proxy_parser(sub: Any) -> None:
     proxy = sub.add_parser(
         "proxy",
         help="make any MCP server's tools background jobs",
-        usage="vibe-jobs proxy [serve options] [--store URL] -- COMMAND [ARGS...]",
+        usage="vibe-jobs proxy [serve options] [--store URL] [--jobs NAME,... | --direct NAME,...]\n"
+        + " " * 23
+        + "(-- COMMAND [ARGS...] | --upstream-url URL | --upstream NAME=COMMAND ... | --config FILE)",
     )
     add_serve_options(proxy)
     proxy.add_argument("--upstream-url", metavar="URL", help="a streamable-HTTP upstream instead of a command")
