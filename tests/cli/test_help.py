@@ -3,6 +3,8 @@ neither the tools nor the variables that set them up (review helper-59 F8)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from vibe_jobs.cli.main import build_parser
@@ -51,3 +53,20 @@ def test_the_proxy_usage_names_every_way_to_give_an_upstream(capsys: pytest.Capt
     usage = capsys.readouterr().out.split("\n\n", 1)[0]
     for form in ("-- COMMAND [ARGS...]", "--upstream-url URL", "--upstream NAME=COMMAND", "--config FILE"):
         assert form in usage, usage
+
+
+def test_every_option_and_argument_of_every_command_says_what_it_is() -> None:
+    """`jobs list --help` listed `--status` and `--tool NAME` with no word; `jobs cancel`, `jobs show`, the
+    `schedules` commands and `call` their positional ID / TOOL likewise."""
+    silent: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                silent.append(" ".join([*path, action.option_strings[0] if action.option_strings else action.dest]))
+
+    walk(build_parser(), ["vibe-jobs"])
+    assert not silent, silent

@@ -52,7 +52,8 @@ class Interrupted(Exception):
 def add_call_parser(sub: Any) -> None:
     """Register `call` on the top-level subparsers."""
     call = sub.add_parser("call", help="call a tool and follow its job to the end")
-    call.add_argument("tool", metavar="TOOL", nargs="?")  # required; `--json TOOL` may take it (split_json_flag)
+    # required; `--json TOOL` may take it (split_json_flag)
+    call.add_argument("tool", metavar="TOOL", nargs="?", help="the tool to call (a job tool, or any other)")
     call.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE", help="JSON value or string; repeat")
     call.add_argument("--json-args", metavar="JSON", help="the arguments as one JSON object (--arg overrides keys)")
     target = call.add_mutually_exclusive_group()

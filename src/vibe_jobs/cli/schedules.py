@@ -40,7 +40,9 @@ def add_schedules_parser(sub: Any) -> None:
         ("resume", "resume a paused schedule from now"),
         ("delete", "delete a schedule"),
     ):
-        cmds.add_parser(name, parents=[common], help=text).add_argument("schedule_id", metavar="ID")
+        cmds.add_parser(name, parents=[common], help=text).add_argument(
+            "schedule_id", metavar="ID", help="the schedule's id (scheduleId)"
+        )
 
 
 def _when(ms: int | None) -> str:
