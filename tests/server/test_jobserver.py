@@ -148,6 +148,27 @@ async def test_two_tools_of_one_name_are_refused_as_the_second_is_registered() -
         assert answer.structured_content["jobId"]  # the job tool, still
 
 
+async def test_concurrency_limits_the_jobs_a_server_on_its_own_store_runs_at_once() -> None:
+    """`JobServer(concurrency=1)` applied to the PostgreSQL claims only: on a memory or SQLite store three jobs ran
+    at once (the settings' max_concurrent, 5)."""
+    server = JobServer(settings=Settings(store_url="memory://"), concurrency=1)
+    running: list[str] = []
+    release = anyio.Event()
+
+    @server.job_tool
+    async def hold(job: JobContext) -> str:
+        running.append(job.job_id)
+        await release.wait()
+        return "done"
+
+    async with server.manager:
+        ids = [await server.manager.create_job("hold", {}) for _ in range(3)]
+        await anyio.wait_all_tasks_blocked()  # the source has started whatever it would start
+        started = list(running)
+        release.set()
+    assert started == ids[:1]
+
+
 def test_a_function_marked_job_tool_keeps_its_options_on_a_server() -> None:
     """`server.job_tool(f)` of a function marked `@job_tool(...)` (the README's library form) made a new spec without
     the options written there: the description, operation type, time-out and retry opt-in were gone. Options given

@@ -67,15 +67,16 @@ class LocalSource:
         manager: JobManager,
         tools: Mapping[str, JobToolSpec],
         *,
+        concurrency: int | None = None,
         grace_seconds: float = 5.0,
         reservation_ms: int = 5_000,
     ) -> None:
         self.m, self.tools = manager, tools
         self.cfg = manager.settings.queue
-        self.max_concurrent = manager.settings.max_concurrent
+        self.max_concurrent = concurrency or manager.settings.max_concurrent
         self.aging_ms = manager.settings.aging_ms
         self.reservation_ms = reservation_ms
-        self.executor = Executor(manager, tools, self, grace_seconds=grace_seconds)
+        self.executor = Executor(manager, tools, self, concurrency=self.max_concurrent, grace_seconds=grace_seconds)
         self.queued: dict[str, QueuedJob] = {}
         self._ready: list[tuple[float, int, str]] = []
         self._delayed: list[tuple[int, int, str]] = []  # by run_after: runAt, a time of day (the clock's)

@@ -25,8 +25,8 @@ def make_source(
     reservation_ms: int = 5_000,
 ) -> JobSource:
     """The source for the manager's store; `run_jobs=False` (serve only) needs a shared store, where
-    other processes run the jobs. `concurrency` (jobs this process runs at once) applies to claims;
-    the local queue takes the settings' `max_concurrent`."""
+    other processes run the jobs. `concurrency`: the jobs this process runs at once (default: the settings'
+    `max_concurrent`), on either source."""
     if isinstance(manager.store, SharedJobStore):
         return ClaimSource(
             manager,
@@ -38,4 +38,6 @@ def make_source(
         )
     if not run_jobs:
         raise ValueError("--no-worker needs a shared store (postgresql://): nothing else would run the jobs")
-    return LocalSource(manager, tools, grace_seconds=grace_seconds, reservation_ms=reservation_ms)
+    return LocalSource(
+        manager, tools, concurrency=concurrency, grace_seconds=grace_seconds, reservation_ms=reservation_ms
+    )

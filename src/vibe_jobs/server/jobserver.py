@@ -64,6 +64,11 @@ class JobServer:
         run_jobs: bool = True,
         concurrency: int | None = None,
     ) -> None:
+        """`name`: the MCP server's name (and its program on a shared store, unless the settings give one);
+        `settings`: default the environment's, as `vibe-jobs serve` reads them; `store`: default the settings'
+        store URL; `instructions`: told to clients at initialize; `run_jobs=False`: serve only, where workers
+        run the jobs (a shared store: PostgreSQL); `concurrency`: the jobs this process runs at once (default the
+        settings' `max_concurrent`)."""
         self.name, self.instructions = name, instructions
         # no settings: the environment's, as `vibe-jobs serve` reads them (the SQLite store by default)
         self.settings = settings if settings is not None else Settings.from_env()
