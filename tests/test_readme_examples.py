@@ -130,8 +130,8 @@ async def test_the_library_form_serves_the_job_tool_as_declared(tmp_path: Path) 
 
 
 async def test_the_talk_back_example_and_the_declared_schedule_serve_with_tools(tmp_path: Path) -> None:
-    """`vibe-jobs serve --tools mymodule` of the README's blocks: `clean` asks, samples and answers as its text
-    says; `sweep_tmp`'s schedule exists as `code:sweep_tmp`."""
+    """`vibe-jobs serve --tools mymodule` of the README's blocks: it registers `map_code`; `clean` asks, samples and
+    answers as its text says; `sweep_tmp`'s schedule exists as `code:sweep_tmp`."""
     (tmp_path / "readme_tools.py").write_text(tools_module())
     asked: list[str] = []
 
@@ -149,6 +149,8 @@ async def test_the_talk_back_example_and_the_declared_schedule_serve_with_tools(
         deleted = await call_and_wait(client, "clean", {"path": "."}, on_elicit=on_elicit, on_sample=on_sample)
         kept = await call_and_wait(client, "clean", {"path": "."}, on_elicit=decline)
         schedules = await client.call_tool("list-schedules", {})
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert (tools["map_code"].description or "").startswith("Map a code base")  # "registers it"
     assert asked == ["Delete 2 files?"]
     assert text_of(deleted) == "deleted; two stale temp files"
     assert text_of(kept) == "kept them (decline)"
