@@ -169,3 +169,23 @@ def test_one_function_declared_twice_is_no_conflict(monkeypatch: pytest.MonkeyPa
 
     assert jobtool.job_tool(build) is build and jobtool.job_tool(build) is build
     assert jobtool.REGISTRY["build"].fn is build
+
+
+def count_in_stages(job: JobContext, stages: int) -> str:
+    """A sync job tool (run in a worker thread) reporting progress as an async one does, without `await`."""
+    for i in range(stages):
+        job.progress(100 * (i + 1) / stages, f"stage {i + 1}", stage=f"s{i + 1}", sub_progress=50)
+    return "counted"
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_sync_job_tool_reports_progress_without_await(kind: str, tmp_path: Path) -> None:
+    """`job.progress(...)` in a sync tool made a coroutine that nobody awaited: nothing was stored (and Python
+    warned "never awaited" at the end). Each report is now stored before the call returns."""
+    manager = JobManager(local_store(kind, tmp_path), Settings())
+    LocalSource(manager, {"count": make_spec(count_in_stages, name="count")})
+    async with manager:
+        rec = await manager.wait(await manager.create_job("count", {"stages": 3}), WAIT)
+    assert rec.status is JobStatus.COMPLETED, rec.progress_message
+    assert [entry["stage"] for entry in rec.stage_history or ()] == ["s1", "s2", "s3"]
+    assert rec.current_stage == "s3"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 from pydantic import BaseModel
 
@@ -31,6 +34,17 @@ log = get_logger("vibe_jobs.context")
 MAX_ASKS = 3  # an elicitation asked again when an answer given elsewhere did not fit its model (`elicit`)
 
 
+class _Reported:
+    """What `progress` answers a sync job tool's thread: the report is stored; awaiting it is a no-op."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
+REPORTED = _Reported()
+
+
 class JobContext:
     """Handed to a running job function (hidden from the tool's input schema)."""
 
@@ -48,6 +62,7 @@ class JobContext:
         # told True when the job starts waiting for an answer and False when it stops (the executor
         # stops the job's time-out clock meanwhile)
         self.on_wait: Callable[[bool], None] | None = None
+        self._loop_thread = threading.get_ident()  # made where the job runs: its event loop's thread
 
     @property
     def cancelled(self) -> bool:
@@ -58,7 +73,7 @@ class JobContext:
         """Raise the cancellation here if the job was cancelled (call it between units of work)."""
         await anyio.lowlevel.checkpoint_if_cancelled()
 
-    async def progress(
+    def progress(
         self,
         percent: float | None,
         message: str | None = None,
@@ -66,12 +81,28 @@ class JobContext:
         stage: str | None = None,
         sub_progress: float | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Report progress (0-100) with an optional stage and progress within the stage.
+    ) -> Awaitable[None]:
+        """Report progress (0-100) with an optional stage and progress within the stage: `await job.progress(...)`.
+        A sync job tool (run in a worker thread) calls it without `await`: the report is stored before it returns
+        (before, the call made a coroutine nobody awaited, and no progress was ever stored).
 
         While the store is out (a transient `StoreError`: the database restarting, a connection cut) the report
         is not stored and the job goes on: the next report (or the outcome) carries the job's state, and the
         diagnostics not stored are kept for it. A store outage must not end a run that its lease still covers."""
+        report = functools.partial(self._progress, percent, message, stage, sub_progress, metadata)
+        if threading.get_ident() == self._loop_thread:
+            return report()
+        anyio.from_thread.run(report)
+        return REPORTED
+
+    async def _progress(
+        self,
+        percent: float | None,
+        message: str | None,
+        stage: str | None,
+        sub_progress: float | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> None:
         diagnostic = self.take_diagnostics() or None  # each its own line, as with the result
         try:
             await self.manager.update_progress(
