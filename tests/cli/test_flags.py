@@ -178,7 +178,10 @@ def test_a_tools_module_that_cannot_be_loaded_stops_start_up_as_any_invalid_sett
     ("argv", "says"),
     [
         (["worker", "--store", "memory://"], "vibe-jobs: `worker` needs a shared store: --store postgresql://"),
-        (["serve", "--no-worker", "--store", "memory://"], "vibe-jobs: --no-worker needs a shared store"),
+        (
+            ["serve", "--no-worker", "--store", "memory://"],
+            "vibe-jobs: --no-worker (run_jobs=False) needs a shared store",
+        ),
     ],
 )
 def test_a_store_a_command_cannot_run_on_is_one_line_and_exit_2(argv: list[str], says: str) -> None:

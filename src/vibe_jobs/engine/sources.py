@@ -37,7 +37,9 @@ def make_source(
             reservation_ms=reservation_ms,
         )
     if not run_jobs:
-        raise ValueError("--no-worker needs a shared store (postgresql://): nothing else would run the jobs")
+        raise ValueError(
+            "--no-worker (run_jobs=False) needs a shared store (postgresql://): nothing else would run the jobs"
+        )
     return LocalSource(
         manager, tools, concurrency=concurrency, grace_seconds=grace_seconds, reservation_ms=reservation_ms
     )
