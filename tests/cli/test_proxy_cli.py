@@ -39,17 +39,17 @@ def _logging_left_as_found() -> Iterator[None]:
 def test_a_proxy_that_cannot_run_says_why(
     args: tuple[str, ...], problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["proxy", "--store", "memory://", *args])
-    assert problem in str(exited.value.code)
-    assert capsys.readouterr().out == ""  # stdout is the protocol's, even when the proxy refuses to start
+    assert main(["proxy", "--store", "memory://", *args]) == 2  # as every command's start-up refusal
+    said = capsys.readouterr()
+    assert problem in said.err and said.err.startswith("vibe-jobs proxy: ")
+    assert said.out == ""  # stdout is the protocol's, even when the proxy refuses to start
 
 
 def test_an_upstream_that_cannot_start_stops_the_proxy_naming_it() -> None:
     cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--", "/no/such/server"]
     root = Path(__file__).resolve().parents[2]
     run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert "vibe-jobs proxy: upstream /no/such/server: cannot start: FileNotFoundError" in run.stderr
     assert run.stdout == ""
 
@@ -91,7 +91,7 @@ def test_an_upstream_that_never_answers_stops_the_proxy_after_the_start_timeout(
     """It hung silently for ever, and left the upstream behind when killed."""
     cmd, env, pidfile = proxy_of_hanging_upstream(tmp_path, VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS="2")
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert run.returncode == 1 and run.stdout == "", run.stderr[-2000:]
+    assert run.returncode == 2 and run.stdout == "", run.stderr[-2000:]
     assert "cannot start: TimeoutError: no answer to initialize and tools/list within 2 s" in run.stderr, run.stderr
     wait_for(lambda: gone(int(pidfile.read_text())), seconds=10)
 

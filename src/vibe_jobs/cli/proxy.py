@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -75,15 +76,22 @@ def run_proxy(args: argparse.Namespace, settings: Settings) -> int:
         proxy = ProxyServer(server, upstreams, jobs=_names(args.jobs), direct=_names(args.direct) or ())
         proxy.run(args.transport, args.host, args.port, allow_unauthenticated=args.allow_unauthenticated)
     except (ConfigError, UpstreamUnavailable) as exc:
-        raise SystemExit(f"vibe-jobs proxy: {exc}") from None
+        return _cannot_start(exc)
     except BaseExceptionGroup as group:
         first = first_leaf(group)
         if isinstance(first, ConfigError | UpstreamUnavailable):
-            raise SystemExit(f"vibe-jobs proxy: {first}") from None
+            return _cannot_start(first)
         if isinstance(first, JobError):  # a setting the server refused (a port in use): one line, exit 2
             raise first from None
         raise
     return 0
+
+
+def _cannot_start(exc: BaseException) -> int:
+    """A proxy that cannot start (a bad setting, an upstream that does not start): one line, exit code 2, as
+    every command's start-up refusal (it was 1 here)."""
+    print(f"vibe-jobs proxy: {exc}", file=sys.stderr)
+    return 2
 
 
 def _upstreams(args: argparse.Namespace) -> list[Any]:
