@@ -44,6 +44,18 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_store_and_json_may_come_before_the_subcommand_as_for_jobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vibe-jobs schedules --store URL --json list` was a usage error (exit 2), where `jobs` takes either place."""
+    url, sid = filled(tmp_path)
+    code, out, err = run(capsys, "schedules", "--store", url, "--json", "list")
+    assert code == 0, err
+    assert [s["scheduleId"] for s in json.loads(out)] == [sid]
+    code, out, _ = run(capsys, "schedules", "--json", "pause", sid, "--store", url)
+    assert code == 0 and json.loads(out)["paused"] is True
+
+
 def test_list_pause_resume_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url, sid = filled(tmp_path)
     code, out, _ = run(capsys, "schedules", "list", "--store", url)

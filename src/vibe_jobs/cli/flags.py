@@ -36,3 +36,32 @@ count = typed(positive_int, "count")
 seconds = typed(settings.seconds, "seconds")
 seconds_or_zero = typed(lambda raw: settings.seconds(raw, zero=True), "seconds")
 port = typed(_port, "port")
+
+
+def add_store_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--store` and `--json` of a command whose subcommands take them too, given before the subcommand
+    (`vibe-jobs jobs --json list`). Their own names, since a subcommand's defaults would overwrite them;
+    `cli.main` merges them into the subcommand's (`merge_store_options`). Returns the common parser that each
+    subcommand takes as a parent."""
+    command.add_argument("--store", dest="outer_store", metavar="URL", help="store URL (also after the subcommand)")
+    command.add_argument(
+        "--json", dest="outer_json", action="store_true", help="JSON output (also after the subcommand)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    return common
+
+
+def merge_store_options(args: argparse.Namespace) -> None:
+    """`--store` read as VIBE_JOBS_STORE is: without the whitespace around it, and a blank one as none
+    (`--store 'sqlite:///jobs.db '` made a file named `jobs.db `); given before the subcommand (`jobs --store URL
+    list`) it is the command's `--store`, which then replaces the variable (a bad one failed that form); `--json`
+    before it is the command's `--json`."""
+    for name in ("store", "outer_store"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, getattr(args, name).strip() or None)
+    if getattr(args, "outer_store", None) and not args.store:
+        args.store = args.outer_store
+    if getattr(args, "outer_json", False):
+        args.json = True

@@ -75,14 +75,8 @@ _limit_arg = flags.typed(_limit, "limit")  # `--limit abc` named an internal fun
 
 def add_jobs_parser(sub: Any) -> None:
     """Register `jobs` and its subcommands on the top-level subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
-    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     jobs = sub.add_parser("jobs", help="list, inspect, cancel and purge jobs in a store")
-    # the same two options before the subcommand (`vibe-jobs jobs --json list`); own names, because a
-    # subcommand's defaults would overwrite them (run_jobs merges them)
-    jobs.add_argument("--store", dest="jobs_store", metavar="URL", help="store URL (also after the subcommand)")
-    jobs.add_argument("--json", dest="jobs_json", action="store_true", help="JSON output (also after the subcommand)")
+    common = flags.add_store_options(jobs)
     cmds = jobs.add_subparsers(dest="jobs_command", required=True)
     ls = cmds.add_parser("list", parents=[common], help="list jobs, newest first")
     ls.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this status")
@@ -278,7 +272,6 @@ def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `jobs` subcommand; errors are one line on stderr and exit code 1 (never a traceback)."""
     if not structlog.is_configured():  # keep stdout clean for --json; routine info logs are noise here
         configure_logging("warning", settings.log_format)
-    args.json = args.json or getattr(args, "jobs_json", False)
     try:
         return anyio.run(_run, args, settings, existing_store(args.store or settings.store_url))
     except JobError as exc:

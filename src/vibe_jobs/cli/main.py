@@ -201,20 +201,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _store_flags_as_the_variable(args: argparse.Namespace) -> None:
-    """`--store` read as VIBE_JOBS_STORE is: without the whitespace around it, and a blank one as none
-    (`--store 'sqlite:///jobs.db '` made a file named `jobs.db `); given before the subcommand (`jobs --store URL
-    list`) it is the command's `--store`, which then replaces the variable (a bad one failed that form)."""
-    for name in ("store", "jobs_store"):
-        if isinstance(getattr(args, name, None), str):
-            setattr(args, name, getattr(args, name).strip() or None)
-    if getattr(args, "jobs_store", None) and not args.store:
-        args.store = args.jobs_store
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _store_flags_as_the_variable(args)
+    flags.merge_store_options(args)
     try:
         env = dict(os.environ)
         if getattr(args, "store", None):

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import structlog
 
+from vibe_jobs.cli import flags
 from vibe_jobs.cli.jobs import existing_store, format_table, say
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import JobError
@@ -29,10 +30,8 @@ Command = Callable[[Schedules, argparse.Namespace], Awaitable[int]]
 
 
 def add_schedules_parser(sub: Any) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="URL", help="store URL (default: VIBE_JOBS_STORE or the user data dir)")
-    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
     schedules = sub.add_parser("schedules", help="list, pause, resume and delete schedules in a store")
+    common = flags.add_store_options(schedules)
     cmds = schedules.add_subparsers(dest="schedules_command", required=True)
     cmds.add_parser("list", parents=[common], help="list schedules with their last and next firing")
     for name, text in (
