@@ -15,7 +15,9 @@ scenario, argv[1]; argv[2], when given, is a file where each get-job-result, tas
   call`'s own verdict (`vibe-jobs: job job1 (work) completed: ...`);
 - `odd_schema`: `work`'s input schema names JSON types that are no type names (`"type": 5`, `"type": true`);
 - `capped`: each long-poll is held 1.2 s (the server's cap, below what the client asks) and answered running with a
-  recommendation of 5 s; the job completes at the 3rd read.
+  recommendation of 5 s; the job completes at the 3rd read;
+- `paged`: tools/list pages, one tool a page, `work` (its `n` a string) on the last; the arguments of the call to
+  `work` are logged (`arguments JSON`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ RESULT_PROPS: dict[str, Any] = {"jobId": {"type": "string"}, "includeDetails": {
 if SCENARIO != "nan":
     RESULT_PROPS["waitSeconds"] = {"type": "number"}
 WORK_PROPS: dict[str, Any] = {"n": {"type": 5}, "m": {"anyOf": [{"type": True}]}} if SCENARIO == "odd_schema" else {}
+if SCENARIO == "paged":
+    WORK_PROPS = {"n": {"type": "string"}}
 TOOLS = [
     {"name": "work", "inputSchema": {"type": "object", **({"properties": WORK_PROPS} if WORK_PROPS else {})}},
     {"name": "get-job-result", "inputSchema": {"type": "object", "properties": RESULT_PROPS}},
@@ -92,7 +96,18 @@ def status(reads: int) -> dict[str, Any]:
     return msg
 
 
+def tool_page(cursor: str | None) -> dict[str, Any]:
+    """Every tool at once; in the `paged` scenario one a page, the cursor being the next one's index."""
+    if SCENARIO != "paged":
+        return {"tools": TOOLS}
+    at = int(cursor or 0)
+    return {"tools": TOOLS[::-1][at : at + 1], **({"nextCursor": str(at + 1)} if at + 1 < len(TOOLS) else {})}
+
+
 def call_tool(rid: Any, params: dict[str, Any], modern: bool) -> None:
+    if params.get("name") == "work" and LOG:
+        with open(LOG, "a", encoding="utf-8") as log:
+            log.write(f"arguments {json.dumps(params.get('arguments'), separators=(',', ':'))}\n")
     if params.get("name") == "get-job-result":
         msg = status(logged("get-job-result"))
         if SCENARIO == "capped":
@@ -140,7 +155,11 @@ def handle(request: dict[str, Any]) -> None:
             capabilities["extensions"] = {"io.modelcontextprotocol/tasks": {}}
         answer(rid, {"capabilities": capabilities, "supportedVersions": ["2026-07-28"], "ttlMs": 0}, True)
     elif method == "tools/list":
-        answer(rid, {"tools": TOOLS, **({"ttlMs": 0, "cacheScope": "private"} if modern else {})}, modern)
+        answer(
+            rid,
+            {**tool_page(params.get("cursor")), **({"ttlMs": 0, "cacheScope": "private"} if modern else {})},
+            modern,
+        )
     elif method == "tools/call":
         call_tool(rid, params, modern)
     elif method == "tasks/get":

@@ -103,6 +103,17 @@ def test_an_input_schema_with_types_of_no_name_does_not_end_the_call() -> None:
     assert "Error" not in done.stderr, done.stderr
 
 
+def test_each_arg_is_read_by_the_schema_of_a_tool_listed_on_a_later_page(tmp_path: Path) -> None:
+    """`call` read the tool's schema from the first page of tools/list only: a tool listed later had its
+    `--arg n=5` sent as the number 5 where its schema asks for a string (helper-113's note)."""
+    log = tmp_path / "reads.log"
+    cmd = [*call_command("paged", log), "--arg", "n=5"]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=50)
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    sent = [line.split(" ", 1)[1] for line in log.read_text(encoding="utf-8").splitlines() if line.startswith("arg")]
+    assert sent == ['{"n":"5"}']
+
+
 def test_a_status_that_is_no_text_is_no_status_message() -> None:
     """An object as the status raised `TypeError: unhashable type: 'dict'`; the answer is now shown for what it is
     (no status message), as an answer without a status always was."""

@@ -499,15 +499,25 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
         return print_final(follower.final(result), args.json)
 
 
+MAX_TOOL_PAGES = 1_000  # pages of tools/list read for one tool's schema (a server that pages for ever is given up)
+
+
 async def _input_schema(client: Client, tool: str) -> dict[str, Any] | None:
     """The tool's listed input schema; None when the server lists no such tool, or no tools (the call says why)."""
     from mcp.shared.exceptions import MCPError
 
-    try:
-        listed = {item.name: item for item in (await client.list_tools()).tools}
-    except MCPError:
-        return None
-    return listed[tool].input_schema if tool in listed else None
+    cursor: str | None = None
+    for _ in range(MAX_TOOL_PAGES):  # every page (a proxy of many upstream tools pages its list)
+        try:
+            page = await client.list_tools(cursor=cursor)
+        except MCPError:
+            return None
+        found = next((item for item in page.tools if item.name == tool), None)
+        if found is not None:
+            return found.input_schema
+        if not (cursor := page.next_cursor):
+            return None
+    return None
 
 
 async def _call(args: argparse.Namespace, arguments: dict[str, Any], errlog: TextIO) -> int:
