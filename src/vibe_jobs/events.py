@@ -53,6 +53,8 @@ class JobEvent:
     progress: float | None = None
     message: str | None = None
     stage: str | None = None
+    priority: int | None = None  # the stored rank (None: not known to whoever made the event)
+    attempt: int | None = None
 
 
 def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
@@ -67,6 +69,8 @@ def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
         rec.progress_percentage,
         rec.progress_message,
         rec.current_stage,
+        rec.priority,
+        rec.attempt,
     )
 
 

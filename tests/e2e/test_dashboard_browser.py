@@ -90,6 +90,25 @@ async def test_the_jobs_page_shows_a_new_job_and_its_progress_live(server: HttpS
         await page.wait_for_function("document.getElementById('spark-queue').innerHTML.includes('polyline')")
 
 
+async def test_a_row_added_live_shows_its_priority_and_attempt(server: HttpServer) -> None:
+    """A row inserted from a `created` event had empty priority and attempt cells, and no row's attempt moved
+    until the page was loaded again (helper-115's note)."""
+    async with client_of(server) as client, browser_page() as page:
+        await page.goto(base(server) + "/")
+        await page.wait_for_function("document.body.dataset.live === '1'")
+        submitted = await client.call_tool(
+            "submit-job", {"tool": "sleepy", "arguments": {"seconds": 2, "steps": 4}, "priority": "high"}
+        )
+        assert not submitted.is_error and submitted.structured_content is not None
+        job_id = submitted.structured_content["jobId"]
+        cells = f'tr[data-job="{job_id}"] td'
+        await page.locator(f'tr[data-job="{job_id}"]').wait_for(timeout=10_000)
+        assert await page.locator(cells).nth(2).inner_text() == "high"
+        await page.wait_for_function(
+            f"document.querySelectorAll('{cells}')[5].textContent === '1'", timeout=15_000
+        )  # its first attempt, from the event of its start
+
+
 async def test_cancel_from_the_page_ends_the_job_cancelled(server: HttpServer) -> None:
     async with client_of(server) as client, browser_page() as page:
         job_id = await start(client, "wait_forever", {})

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from vibe_jobs.errors import StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent, job_event
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import JobRecord
+from vibe_jobs.models import JobRecord, priority_of
 from vibe_jobs.server.http.guard import Refused
 from vibe_jobs.store.base import JobQuery
 
@@ -44,6 +44,8 @@ def event_data(ev: JobEvent) -> dict[str, Any]:
         "progress": ev.progress,
         "message": ev.message,
         "stage": ev.stage,
+        "priority": None if ev.priority is None else priority_of(ev.priority).value,
+        "attempt": ev.attempt,
     }
 
 

@@ -113,7 +113,7 @@ def job_row(job: Job, now: int) -> str:
         f'<td><span class="status {e(job.status.value)}">{e(job.status.value)}</span></td>'
         f'<td><a href="/jobs/{e(job.id)}">{e(job.tool_name)}</a><br><small>{e(job.id[:12])}</small></td>'
         f'<td>{e(job.priority.value)}</td><td class="progress">{progress_cell(job)}</td>'
-        f"<td>{e(age)}{' / ' + e(ran) if ran else ''}</td><td>{job.attempt}</td></tr>"
+        f'<td>{e(age)}{" / " + e(ran) if ran else ""}</td><td class="attempt">{job.attempt}</td></tr>'
     )
 
 

@@ -50,8 +50,15 @@
     cells[3].innerHTML = '<progress max="100" value="0" aria-label="progress">0%</progress> ' +
       '<span class="pct">0%</span> <span class="stage"></span> <span class="msg"></span>';
     cells[4].textContent = "just now";
+    cells[5].className = "attempt";
+    if (ev.priority) cells[2].textContent = ev.priority;
     cells.forEach(function (c) { row.appendChild(c); });
     return row;
+  }
+
+  function setAttempt(row, ev) {
+    const cell = row.querySelector("td.attempt");
+    if (cell && ev.attempt !== null && ev.attempt !== undefined) cell.textContent = String(ev.attempt);
   }
 
   function onJob(ev) {
@@ -77,6 +84,7 @@
     if (!row) return;
     setProgress(row, ev);
     setStatus(row, ev.status);
+    setAttempt(row, ev);
   }
 
   function drawSpark(key, value) {
