@@ -52,6 +52,7 @@ def token_file(directory: Path) -> Path:
     path.write_text(
         f"# principals of the identity tests\n{ALICE} alice\n{BOB} bob read,write\nsha256:{root_digest} root admin\n"
     )
+    path.chmod(0o600)  # as the README asks (a file others can read is warned of)
     return path
 
 

@@ -154,3 +154,21 @@ def test_host_checks_stay_on_for_every_bind_with_the_allowed_names() -> None:
     assert "0.0.0.0" not in wide.allowed_hosts
     assert {"https://jobs.example", "http://jobs.example:*"} <= set(wide.allowed_origins)
     assert "10.0.0.7:*" in transport_security("10.0.0.7", ()).allowed_hosts
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, None), (0o640, "its group"), (0o644, "every user")])
+def test_a_token_file_other_users_can_read_is_warned_of(tmp_path: Path, mode: int, warned: str | None) -> None:
+    """Its tokens are every principal's keys: a file left world-readable (a plain `echo > tokens` gives 644) let
+    any user of the machine act as admin, and nothing said so (helper-106's note). The server still starts."""
+    path = tmp_path / "tokens"
+    path.write_text(f"{ALICE} alice\n")
+    path.chmod(mode)
+    with capture_logs() as logs:
+        verifier = TokenFileVerifier.load(str(path))
+    assert verifier.verify(ALICE) is not None
+    said = [entry for entry in logs if entry["event"] == "auth.token_file_readable"]
+    if warned is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and warned in said[0]["why"] and said[0]["mode"] == oct(mode), said
+        assert ALICE not in str(said)

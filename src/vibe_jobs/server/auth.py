@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,23 @@ def _digest_of(token: str, where: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _warn_if_others_read(path: str) -> None:
+    """A warning when users other than its owner may read the token file (its tokens are every principal's
+    keys): as ssh does for a private key, though the server still starts (a group may be meant to read it)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        readers = "every user" if mode & stat.S_IROTH else "its group"
+        log.warning(
+            "auth.token_file_readable",
+            path=path,
+            mode=oct(stat.S_IMODE(mode)),
+            why=f"{readers} of this machine can read every principal's token; chmod 600 it",
+        )
+
+
 class TokenFileVerifier(TokenVerifier):
     """Bearer tokens listed in a file. Every entry is compared (in constant time) whatever matches."""
 
@@ -178,6 +196,7 @@ class TokenFileVerifier(TokenVerifier):
             raise ConfigError(
                 f"the token file {path!r} (--auth-tokens, VIBE_JOBS_AUTH_TOKENS) cannot be read: {exc}"
             ) from None
+        _warn_if_others_read(path)
         return cls(parse_token_file(text, path))
 
     async def verify_token(self, token: str) -> AccessToken | None:
