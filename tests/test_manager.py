@@ -75,6 +75,10 @@ def _circular() -> dict[str, Any]:
         ({"raw": b"bytes"}, "JSON-serialisable"),
         (_circular(), "JSON-serialisable: Circular reference"),
         ({"s": "\ud800"}, "JSON-serialisable"),  # a lone surrogate has no UTF-8 form
+        # where, once nested (a NaN in a pydantic model argument's float field was named nowhere: helper-113)
+        ({"shape": {"x": math.nan}}, r"Out of range float values .* \(at params\.shape\.x\)$"),
+        ({"a": [1, {"b": "\ud800"}]}, r"surrogates not allowed \(at params\.a\[1\]\.b\)$"),
+        ({"k": {1: 2, "z": object()}}, r"not JSON serializable \(at params\.k\.z\)$"),
         ([1, 2, 3], "params must be an object, not list"),
         ("text", "params must be an object, not str"),
     ],

@@ -61,6 +61,7 @@ from vibe_jobs.results import (
     json_size,
     safe_text,
     text_result,
+    where_not_json,
 )
 from vibe_jobs.settings import Settings
 from vibe_jobs.shared import SharedCall
@@ -495,7 +496,7 @@ class JobManager:
         try:  # written out, not a helper's call: every job's creation passes here
             size = json_size(value)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-            raise not_json(what, exc) from None
+            raise not_json(what, exc, value) from None
         if size > self.settings.max_params_bytes:
             raise ParamsTooLarge(size, self.settings.max_params_bytes, f"{what} {'are' if what == 'params' else 'is'}")
 
@@ -887,7 +888,7 @@ class JobManager:
         try:
             size = json_size(request)
         except (TypeError, ValueError) as exc:  # NaN, a lone surrogate: no client could be asked it
-            raise not_json("the question", exc) from None
+            raise not_json("the question", exc, request) from None
         if size > limit:
             raise InvalidParams(
                 f"the question is {size:,} bytes of JSON, more than a job may ask ({limit:,}: a quarter of "
@@ -1234,9 +1235,12 @@ def finished_at(rec: JobRecord, now: int) -> int:
     return now if started is None or now >= started else started
 
 
-def not_json(what: str, exc: Exception) -> InvalidParams:
-    """The refusal of `what`, a value JSON cannot carry (NaN, a lone surrogate, an object): `exc` says why."""
-    return InvalidParams(f"{what} must be JSON-serialisable: {exc}")
+def not_json(what: str, exc: Exception, value: Any = None) -> InvalidParams:
+    """The refusal of `what`, a value JSON cannot carry (NaN, a lone surrogate, an object): `exc` says why, and
+    the place in `value` where it is, when found (`p.x`: a NaN in a nested model's field was named nowhere)."""
+    place = where_not_json(value) if value is not None else None
+    at = f" (at {what}{place})" if place else ""
+    return InvalidParams(f"{what} must be JSON-serialisable: {exc}{at}")
 
 
 def capped_diagnostics(old: Iterable[str] | None, new: Iterable[str]) -> list[str]:

@@ -73,6 +73,44 @@ def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
 _FLAT_MAX = 8  # past this many keys the encoder is the quicker
 
 
+def where_not_json(value: Any, depth: int = 0) -> str | None:
+    """Where in `value` (a dotted path, `[i]` for a list's item) the first thing JSON cannot carry is: a NaN or an
+    infinity, a string with a lone surrogate, a key of no JSON kind, an object of no JSON type. None: nowhere
+    found (within 100 levels). Read only once a value was refused, to name the place."""
+    if depth > 100:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _at(f".{key}", item, depth) if _fits(key) and not isinstance(key, float) else f".{key!r}"
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if (found := _at(f"[{i}]", item, depth)) is not None:
+                return found
+        return None
+    return None if _fits(value) else ""
+
+
+def _at(step: str, item: Any, depth: int) -> str | None:
+    inner = where_not_json(item, depth + 1)
+    return None if inner is None else step + inner
+
+
+def _fits(leaf: Any) -> bool:
+    """A leaf JSON carries: None, a bool, an int, a finite float, a string without a lone surrogate."""
+    if isinstance(leaf, float):
+        return math.isfinite(leaf)
+    if isinstance(leaf, str):
+        try:
+            leaf.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    return leaf is None or isinstance(leaf, bool | int)
+
+
 def json_size(value: Any) -> int:
     """The UTF-8 size of `canonical_json(value)`, raising as it does (and UnicodeEncodeError for a lone surrogate).
 
