@@ -671,6 +671,41 @@ def test_servers_opening_one_new_file_at_once_all_open_it() -> None:
         assert not failures, f"round {round_}: {failures[:3]}"
 
 
+def test_openers_of_one_old_file_at_once_see_the_schema_they_migrated_to(tmp_path: Path) -> None:
+    """Servers (or `vibe-jobs jobs`) started together on a file of schema 1: the one whose migration found every
+    step done by another read its schema before that, kept it (PRAGMA user_version does not check it), and its
+    first read through a partial index changed since (`jobs stats`: INDEXED BY jobs_final) failed with "no query
+    solution". Eight openers at once on each of 20 schema-1 files: every one counts and lists its jobs."""
+    from vibe_jobs.store.sqlite.schema import pragmas
+    from vibe_jobs.store.sqlite.server import Config, connect
+    from vibe_jobs.store.sqlite.store import MAX_OPS
+
+    failures: list[BaseException] = []
+    for round_ in range(20):
+        path = tmp_path / f"old-{round_}.db"
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as old:
+            for sql in ["PRAGMA journal_mode = WAL", *MIGRATIONS[0], "PRAGMA user_version = 1"]:
+                old.execute(sql)
+        config = Config(path=str(path), pragmas=pragmas("NORMAL", 5000), migrations=MIGRATIONS, max_ops=MAX_OPS)
+        start = threading.Barrier(8)
+
+        def opener(config: Config = config, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                with contextlib.closing(connect(config)) as conn:
+                    conn.execute(sqlite_module._COUNTS).fetchall()
+                    conn.execute(sqlite_sql.query_sql(C, False, False), ("completed", 10)).fetchall()
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=opener) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, f"round {round_}: {failures[:3]}"
+
+
 # -- a principal's lock across processes (sqlite.principals; across real processes: tests/test_quotas_*.py) ----
 
 

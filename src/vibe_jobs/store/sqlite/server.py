@@ -138,7 +138,7 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
     """One schema step per transaction (safe against another process migrating at the same time)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = _schema_step(conn)
         if version > len(migrations):
             raise Newer(str(version))
         if version < len(migrations):
@@ -150,6 +150,16 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
         conn.execute("ROLLBACK")
         raise
     return version + 1 < len(migrations)
+
+
+def _schema_step(conn: sqlite3.Connection) -> int:
+    """The database's schema step, with this connection's copy of the schema brought up to date first.
+    `PRAGMA user_version` reads the file header without checking that copy: an opener that had read the schema
+    (`_refuse_foreign`) before another process migrated the file kept the old one, and SQLite plans a query by
+    it, so a read through an index changed since failed ("no query solution", INDEXED BY jobs_final)."""
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reloads a schema another process changed
+    step: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return step
 
 
 # -- the socket ----------------------------------------------------------------------------------
