@@ -305,13 +305,14 @@ async def test_corrupt_file_refused(db: Path) -> None:
 async def test_unwritable_directory_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     write_file(blocker, b"not a directory")
-    target = blocker / "sub" / "jobs.db"
-    with pytest.raises(StoreError, match=f"cannot open the job store at {target}"):
-        await SQLiteStore(url(target)).open()
+    for target in (blocker / "sub" / "jobs.db", blocker / "jobs.db"):  # said "[Errno 17] File exists" for the 2nd
+        with pytest.raises(StoreError, match=f"cannot open the job store at {target}: {blocker} is a file, not a dir"):
+            await SQLiteStore(url(target)).open()
 
 
 async def test_directory_as_database_refused(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match=f"cannot open the job store at {tmp_path}"):
+    """SQLite's own words were "the file cannot be opened or created (unable to open database file)"."""
+    with pytest.raises(StoreError, match=f"cannot open the job store at {tmp_path}: it is a directory; name a file"):
         await SQLiteStore(url(tmp_path)).open()
 
 

@@ -338,10 +338,14 @@ class SQLiteStore:
     def _make_parent(self) -> None:
         if self.path == ":memory:":
             return
+        path = Path(self.path)
+        if path.is_dir():  # SQLite says only "unable to open database file"
+            raise open_error(self.path, f"it is a directory; name a file in it (sqlite:///{path / 'jobs.db'})")
         try:
-            Path(self.path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's own dir: owner only
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the store's own dir: owner only
         except OSError as exc:
-            raise open_error(self.path, exc) from None
+            blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), None)
+            raise open_error(self.path, exc if blocker is None else f"{blocker} is a file, not a directory") from None
 
     async def problem(self) -> str | None:
         if self.path == ":memory:":
