@@ -276,6 +276,78 @@ async def test_schema_13_keeps_the_newest_active_job_of_each_dedupe_key(db: Path
         await upgraded.close()
 
 
+# The SQLite store's first commit (8779c40, on main before 447a0cc) had a schema step 1 of its own; branches merged
+# later (identity, talkback, schedules, stage history) numbered their steps otherwise. Written out as they were.
+_FIRST_STEP_1 = [
+    MIGRATIONS[0][0],  # the same jobs table
+    "CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC)",
+    "CREATE INDEX jobs_status ON jobs (status, created_at DESC, id DESC)",
+    "CREATE INDEX jobs_tool ON jobs (tool_name, created_at DESC, id DESC)",
+    "CREATE INDEX jobs_active ON jobs (owner, created_at) WHERE status IN ('pending', 'running')",
+    "CREATE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'running')",
+    "CREATE INDEX jobs_finished ON jobs (coalesce(finished_at, updated_at))"
+    " WHERE status IN ('completed', 'failed', 'cancelled')",
+    "CREATE TABLE leases (owner TEXT PRIMARY KEY, expires_at INTEGER NOT NULL) WITHOUT ROWID",
+]
+_SCHEDULES_WITHOUT_FIRED_AT = [  # 2fccba9: schedules as step 4, its tick keys without `fired_at`
+    sql.replace(",\n        fired_at INTEGER NOT NULL", "")
+    .replace(", fired_at)", ")")
+    .replace(", NEW.created_at)", ")")
+    for sql in MIGRATIONS[6]
+]
+OTHER_NUMBERINGS = {
+    "first store (8779c40)": [_FIRST_STEP_1],
+    "identity at 4 (4992207)": [*MIGRATIONS[:3], MIGRATIONS[5]],
+    "talkback at 4 (7ce6871)": [*MIGRATIONS[:3], MIGRATIONS[7]],
+    "schedules at 4 (2fccba9)": [*MIGRATIONS[:3], _SCHEDULES_WITHOUT_FIRED_AT],
+    "stage history at 5 (ce301e5)": [*MIGRATIONS[:4], MIGRATIONS[9]],
+    "stage history at 6 (9a5b1ab)": [*MIGRATIONS[:5], MIGRATIONS[9]],
+}
+
+
+def shape(db: Path) -> dict[str, Any]:
+    """Each table's column names, each index's, view's and trigger's SQL (whitespace aside)."""
+    rows = raw(db, "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'")
+    return {
+        name: sorted(c[1] for c in raw(db, f"PRAGMA table_info({name})")) if kind == "table" else " ".join(sql.split())
+        for kind, name, sql in rows
+    }
+
+
+@pytest.mark.parametrize("steps", OTHER_NUMBERINGS.values(), ids=OTHER_NUMBERINGS.keys())
+async def test_a_file_of_another_numbering_of_steps_is_upgraded_with_its_jobs(
+    tmp_path: Path, steps: list[list[str]]
+) -> None:
+    """Such a file failed every start, naming no way out: "no such index: jobs_final" (the first store's file),
+    "duplicate column name: principal" (and waiting_for, schedule_id, stage_history)."""
+    db = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for sql in [*(sql for step in steps for sql in step), f"PRAGMA user_version = {len(steps)}"]:
+            conn.execute(sql)
+        jobs = [record("done", status=C, finished_at=100), record("waiting", dedupe_key="k"), record("busy", status=R)]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+        insert = f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        conn.executemany(insert, [[codec.encode(rec)[codec.COLUMNS.index(c)] for c in columns] for rec in jobs])
+    fresh = await reopened(tmp_path / "fresh.db")
+    await fresh.close()
+    upgraded = await reopened(db)
+    try:
+        counts = await upgraded.counts()
+        assert (counts[C], counts[JobStatus.PENDING], counts[R]) == (1, 1, 1)
+        assert [r.id for r in await upgraded.query(JobQuery(status=C))] == ["done"]
+        assert sorted((r.id, r.dedupe_key) for r in await upgraded.active()) == [("busy", None), ("waiting", "k")]
+        await upgraded.insert(full_record())
+        assert await upgraded.get("job-full") == full_record()
+        assert sorted(await upgraded.delete_finished(before=200)) == ["done"]
+    finally:
+        await upgraded.close()
+    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert shape(db) == shape(tmp_path / "fresh.db")
+    again = await reopened(db)  # nothing left to do
+    await again.close()
+    assert shape(db) == shape(tmp_path / "fresh.db")
+
+
 async def test_reopen_keeps_schema_version(store: SQLiteStore, db: Path) -> None:
     await store.close()
     again = await reopened(db)

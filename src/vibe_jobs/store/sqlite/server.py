@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import socket
 import sqlite3
@@ -135,15 +136,20 @@ def _refuse_foreign(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool:
-    """One schema step per transaction (safe against another process migrating at the same time)."""
+    """One schema step per transaction (safe against another process migrating at the same time). A file whose
+    steps so far are not ours (built by a commit that numbered its steps otherwise) gets every step at once."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _schema_step(conn)
         if version > len(migrations):
             raise Newer(str(version))
         if version < len(migrations):
-            for sql in migrations[version]:
-                conn.execute(sql)
+            if version and _schema(conn) != _schema(_reference(migrations[:version])):
+                _replay(conn, migrations)
+                version = len(migrations) - 1
+            else:
+                for sql in migrations[version]:
+                    conn.execute(sql)
             conn.execute(f"PRAGMA user_version = {version + 1}")
         conn.execute("COMMIT")
     except BaseException:
@@ -160,6 +166,79 @@ def _schema_step(conn: sqlite3.Connection) -> int:
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reloads a schema another process changed
     step: int = conn.execute("PRAGMA user_version").fetchone()[0]
     return step
+
+
+# A step's statement that makes or removes a named thing: CREATE [UNIQUE] kind name, DROP kind name, ALTER TABLE
+# table ADD COLUMN name (any other statement changes data, and runs as it is)
+_DDL = re.compile(
+    r"\s*(?:CREATE\s+(?:UNIQUE\s+)?(?P<make>INDEX|TABLE|VIEW|TRIGGER)|DROP\s+(?P<drop>INDEX|TRIGGER|VIEW)"
+    r"|ALTER\s+TABLE\s+(?P<table>\w+)\s+ADD\s+COLUMN)\s+(?P<name>\w+)",
+    re.IGNORECASE,
+)
+_ZERO = {"INTEGER": "0", "REAL": "0", "TEXT": "''"}  # the value a NOT NULL column added without a default gets
+
+
+def _schema(conn: sqlite3.Connection) -> dict[str, object]:
+    """By name: each table's columns (in any order), each index's, view's and trigger's SQL (whitespace aside)."""
+    rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'").fetchall()
+    return {name: _columns(conn, name) if kind == "table" else " ".join(sql.split()) for kind, name, sql in rows}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
+    """(name, type, not null, default, primary key) of each column, sorted."""
+    return sorted(tuple(row[1:]) for row in conn.execute(f'PRAGMA table_info("{table}")'))
+
+
+def _reference(steps: list[list[str]]) -> sqlite3.Connection:
+    """A database in memory that had exactly `steps`."""
+    ref = sqlite3.connect(":memory:")
+    for sql in (sql for step in steps for sql in step):
+        ref.execute(sql)
+    return ref
+
+
+def _replay(conn: sqlite3.Connection, migrations: list[list[str]]) -> None:
+    """Every step again, each statement kept where the file has what it makes already and redone where that
+    differs (no table or column is dropped); then the indexes, views and triggers of no step are dropped. The
+    SQLite store's first commit, and branches merged later, numbered their steps otherwise: a file of theirs
+    failed every start ("no such index: jobs_final", "duplicate column name")."""
+    for sql in (sql for step in migrations for sql in step):
+        _replay_statement(conn, sql)
+    wanted = _schema(_reference(migrations))
+    extra = "SELECT type, name FROM sqlite_master WHERE type != 'table' AND name NOT LIKE 'sqlite%'"
+    for kind, name in conn.execute(extra).fetchall():
+        if name not in wanted:
+            conn.execute(f'DROP {kind} IF EXISTS "{name}"')
+
+
+def _replay_statement(conn: sqlite3.Connection, sql: str) -> None:
+    made = _DDL.match(sql)
+    if made is None:
+        conn.execute(sql)
+        return
+    name = made["name"]
+    if made["table"]:
+        if name not in (column[0] for column in _columns(conn, made["table"])):
+            conn.execute(sql)
+    elif made["drop"]:
+        conn.execute(f"DROP {made['drop']} IF EXISTS {name}")
+    elif (have := conn.execute("SELECT type, sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()) is None:
+        conn.execute(sql)
+    elif made["make"].upper() == "TABLE":
+        _add_columns(conn, name, sql)
+    elif " ".join(have[1].split()) != " ".join(sql.split()):
+        conn.execute(f"DROP {have[0]} {name}")
+        conn.execute(sql)
+
+
+def _add_columns(conn: sqlite3.Connection, table: str, create: str) -> None:
+    """The columns of `create` that `table` lacks (a NOT NULL one without a default gets its type's zero)."""
+    have = {column[0] for column in _columns(conn, table)}
+    for name, kind, not_null, default, _ in _columns(_reference([[create]]), table):
+        if name not in have:
+            default = default if default is not None or not not_null else _ZERO.get(kind.upper(), "''")
+            constraint = (" NOT NULL" if not_null else "") + ("" if default is None else f" DEFAULT {default}")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{constraint}")
 
 
 # -- the socket ----------------------------------------------------------------------------------
