@@ -37,7 +37,7 @@ from vibe_jobs.store.base import Guard, JobQuery
 asyncpg = pytest.importorskip("asyncpg")
 
 from vibe_jobs.store.postgres import ClaimLimits, JobChange, PostgresStore, parse_url, redact  # noqa: E402
-from vibe_jobs.store.postgres.schema import SCHEMA_VERSION  # noqa: E402
+from vibe_jobs.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
 from vibe_jobs.store.postgres.sql import MANY_TOOLS  # noqa: E402
 
 pytestmark = pytest.mark.postgres
@@ -229,6 +229,58 @@ async def test_schema_13_keeps_the_newest_active_job_of_each_dedupe_key(make_sto
     assert [(r.id, r.dedupe_key) for r in await upgraded.active()] == [("older", None), ("newer", "k"),
                                                                         ("alone", "j")]  # fmt: skip
     assert not await upgraded.insert(record("another", dedupe_key="k"))
+
+
+# Branches merged later (identity, talkback, schedules, stage history) numbered their steps otherwise; their
+# steps, written out as they were (each is one of ours, or ours without a column).
+OTHER_NUMBERINGS = {
+    "identity at 5 (4992207)": [*MIGRATIONS[:4], MIGRATIONS[6]],
+    "talkback at 5 (7ce6871)": [*MIGRATIONS[:4], MIGRATIONS[8]],
+    "schedules at 5 (2fccba9)": [
+        *MIGRATIONS[:4],
+        [sql.replace(", fired_at BIGINT NOT NULL", "") for sql in MIGRATIONS[7]],
+    ],
+    "stage history in 6 (ce301e5)": [*MIGRATIONS[:5], [*MIGRATIONS[5], *MIGRATIONS[10]]],
+    "stage history at 7 (9a5b1ab)": [*MIGRATIONS[:6], MIGRATIONS[10]],
+}
+SHAPE = """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i') AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY 1, 2"""
+
+
+@pytest.mark.parametrize("steps", OTHER_NUMBERINGS.values(), ids=OTHER_NUMBERINGS.keys())
+async def test_a_schema_of_another_numbering_of_steps_is_upgraded_with_its_jobs(
+    make_store: StoreFactory, steps: list[list[str]]
+) -> None:
+    """Such a schema failed every open ('column "principal" of relation "jobs" already exists'), or would have
+    been read as having steps it never had (the durations table, trace_context)."""
+    fresh = await make_store()
+    want = await raw(fresh, SHAPE)
+    await raw(fresh, f'DROP SCHEMA "{fresh.schema}" CASCADE')
+    conn = await asyncpg.connect(fresh.dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{fresh.schema}"; SET search_path = "{fresh.schema}"')
+        for sql in (sql for step in steps for sql in step):
+            await conn.execute(sql)
+        await conn.execute("CREATE TABLE vibe_jobs_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ"
+                           " NOT NULL DEFAULT now())")  # fmt: skip
+        await conn.execute("INSERT INTO vibe_jobs_migrations SELECT generate_series(1, $1)", len(steps))
+        await conn.execute(
+            "INSERT INTO jobs (id, tool_name, params, status, created_at, updated_at, version, access_count, priority,"
+            " attempt, retry_count, error_count, finished_at, dedupe_key) VALUES"
+            " ('done', 'echo', '{}', 'completed', 1, 2, 1, 0, 1, 1, 0, 0, 2, NULL),"
+            " ('waiting', 'echo', '{}', 'pending', 3, 3, 1, 0, 1, 0, 0, 0, NULL, 'k')"
+        )
+    finally:
+        await conn.close()
+    upgraded = await make_store()
+    assert (await upgraded.get("done")).status is C  # type: ignore[union-attr]
+    assert [(r.id, r.dedupe_key, r.principal) for r in await upgraded.active()] == [("waiting", "k", "local")]
+    assert not await upgraded.insert(record("another", dedupe_key="k"))
+    assert await raw(upgraded, SHAPE) == want
+    rows = await raw(upgraded, "SELECT version FROM vibe_jobs_migrations ORDER BY version")
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
 
 
 async def test_a_manager_keeps_the_database_s_time_when_its_clock_is_stepped(

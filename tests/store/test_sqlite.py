@@ -300,7 +300,7 @@ OTHER_NUMBERINGS = {
     "identity at 4 (4992207)": [*MIGRATIONS[:3], MIGRATIONS[5]],
     "talkback at 4 (7ce6871)": [*MIGRATIONS[:3], MIGRATIONS[7]],
     "schedules at 4 (2fccba9)": [*MIGRATIONS[:3], _SCHEDULES_WITHOUT_FIRED_AT],
-    "stage history at 5 (ce301e5)": [*MIGRATIONS[:4], MIGRATIONS[9]],
+    "stage history in 5 (ce301e5)": [*MIGRATIONS[:4], [*MIGRATIONS[4], *MIGRATIONS[9]]],
     "stage history at 6 (9a5b1ab)": [*MIGRATIONS[:5], MIGRATIONS[9]],
 }
 

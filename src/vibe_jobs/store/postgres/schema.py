@@ -17,7 +17,9 @@ keeps them exact):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from typing import Any
 
 import asyncpg
 
@@ -227,11 +229,79 @@ async def migrate(conn: asyncpg.Connection, schema: str, where: str) -> int:
                 f"the job store at {where} was written by a newer vibe-jobs "
                 f"(schema {version} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
             )
-        for step in range(version, SCHEMA_VERSION):
-            for sql in MIGRATIONS[step]:
+        if 0 < version < SCHEMA_VERSION and await _shape(conn, schema) != await _reference_shape(conn, version):
+            await _replay(conn, schema)  # its steps so far are not ours
+        else:
+            for sql in (sql for step in MIGRATIONS[version:] for sql in step):
                 await conn.execute(sql)
+        for step in range(version, SCHEMA_VERSION):
             await conn.execute(f'INSERT INTO "{schema}".vibe_jobs_migrations (version) VALUES ($1)', step + 1)
         return SCHEMA_VERSION - version
+
+
+# Another numbering of steps: branches merged later (identity, talkback, schedules, stage history) recorded their
+# own steps under numbers ours give other steps; reading them as ours, `migrate` failed every open ("column
+# "principal" of relation "jobs" already exists") or would skip a step. Such a schema gets every step again, each
+# statement in a form that keeps what the schema has already (no table or column is dropped), then the columns
+# it still lacks.
+_TOLERANT = [
+    (re.compile(r"^(\s*ALTER TABLE \w+ ADD COLUMN) "), r"\1 IF NOT EXISTS "),
+    (re.compile(r"^(\s*CREATE TABLE) "), r"\1 IF NOT EXISTS "),
+    (re.compile(r"^(\s*CREATE (?:UNIQUE )?INDEX) "), r"\1 IF NOT EXISTS "),
+    (re.compile(r"^(\s*DROP (?:TRIGGER|INDEX)) "), r"\1 IF EXISTS "),
+    (re.compile(r"^(\s*CREATE) FUNCTION "), r"\1 OR REPLACE FUNCTION "),
+    (re.compile(r"^(\s*INSERT INTO .*)$", re.DOTALL), r"\1 ON CONFLICT DO NOTHING"),
+]
+_TRIGGER = re.compile(r"^\s*CREATE TRIGGER (\w+) .*? ON (\w+) ", re.DOTALL)
+_ZERO = {"bigint": "0", "integer": "0", "double precision": "0", "boolean": "false", "text": "''", "json": "'null'"}
+# (table, column, type, not null) of every column of the schema on the search path first
+_COLUMNS = """SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1) AND c.relkind = 'r'
+        AND a.attnum > 0 AND NOT a.attisdropped AND c.relname != 'vibe_jobs_migrations'"""
+_NAMES = """SELECT relname FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $1)
+    AND relkind IN ('r', 'i') AND relname NOT LIKE 'vibe_jobs_migrations%'"""
+
+
+def _tolerant(sql: str) -> list[str]:
+    """`sql` in a form that keeps what it makes when the schema has it already."""
+    if trigger := _TRIGGER.match(sql):
+        return [f"DROP TRIGGER IF EXISTS {trigger[1]} ON {trigger[2]}", sql]
+    for pattern, replacement in _TOLERANT:
+        if pattern.match(sql):
+            return [pattern.sub(replacement, sql, count=1)]
+    return [sql]
+
+
+async def _shape(conn: asyncpg.Connection, schema: str) -> tuple[set[tuple[Any, ...]], set[str]]:
+    """The schema's columns (table, name, type, not null) and the names of its tables and indexes."""
+    columns = {tuple(row) for row in await conn.fetch(_COLUMNS, schema)}
+    return columns, {row[0] for row in await conn.fetch(_NAMES, schema)}
+
+
+async def _reference_shape(conn: asyncpg.Connection, steps: int) -> tuple[set[tuple[Any, ...]], set[str]]:
+    """The shape our first `steps` steps make, built in a schema of its own under a savepoint rolled back."""
+    scratch = f"vj_reference_{os.urandom(6).hex()}"
+    savepoint = conn.transaction()
+    await savepoint.start()
+    try:
+        await conn.execute(f"CREATE SCHEMA {scratch}; SET LOCAL search_path = {scratch}")
+        for sql in (sql for step in MIGRATIONS[:steps] for sql in step):
+            await conn.execute(sql)
+        return await _shape(conn, scratch)
+    finally:
+        await savepoint.rollback()  # the scratch schema, and the search_path with it
+
+
+async def _replay(conn: asyncpg.Connection, schema: str) -> None:
+    for sql in (sql for step in MIGRATIONS for sql in step):
+        for statement in _tolerant(sql):
+            await conn.execute(statement)
+    wanted, _ = await _reference_shape(conn, SCHEMA_VERSION)
+    have = {column[:2] for column in (await _shape(conn, schema))[0]}
+    for table, name, kind, not_null in sorted(column for column in wanted if column[:2] not in have):
+        default = f" NOT NULL DEFAULT {_ZERO.get(kind, _ZERO['text'])}" if not_null else ""
+        await conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{default}")
 
 
 async def drop_schema(conn: asyncpg.Connection, schema: str) -> None:
