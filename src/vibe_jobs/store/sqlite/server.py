@@ -23,6 +23,7 @@ transaction; the next one starts afresh.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -144,7 +145,7 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
         if version > len(migrations):
             raise Newer(str(version))
         if version < len(migrations):
-            if version and _schema(conn) != _schema(_reference(migrations[:version])):
+            if version and _schema(conn) != _reference(migrations[:version]):
                 _replay(conn, migrations)
                 version = len(migrations) - 1
             else:
@@ -178,7 +179,7 @@ _DDL = re.compile(
 _ZERO = {"INTEGER": "0", "REAL": "0", "TEXT": "''"}  # the value a NOT NULL column added without a default gets
 
 
-def _schema(conn: sqlite3.Connection) -> dict[str, object]:
+def _schema(conn: sqlite3.Connection) -> dict[str, Any]:
     """By name: each table's columns (in any order), each index's, view's and trigger's SQL (whitespace aside)."""
     rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'").fetchall()
     return {name: _columns(conn, name) if kind == "table" else " ".join(sql.split()) for kind, name, sql in rows}
@@ -189,12 +190,12 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
     return sorted(tuple(row[1:]) for row in conn.execute(f'PRAGMA table_info("{table}")'))
 
 
-def _reference(steps: list[list[str]]) -> sqlite3.Connection:
-    """A database in memory that had exactly `steps`."""
-    ref = sqlite3.connect(":memory:")
-    for sql in (sql for step in steps for sql in step):
-        ref.execute(sql)
-    return ref
+def _reference(steps: list[list[str]]) -> dict[str, Any]:
+    """The `_schema` of a database in memory that had exactly `steps`."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as ref:
+        for sql in (sql for step in steps for sql in step):
+            ref.execute(sql)
+        return _schema(ref)
 
 
 def _replay(conn: sqlite3.Connection, migrations: list[list[str]]) -> None:
@@ -204,7 +205,7 @@ def _replay(conn: sqlite3.Connection, migrations: list[list[str]]) -> None:
     failed every start ("no such index: jobs_final", "duplicate column name")."""
     for sql in (sql for step in migrations for sql in step):
         _replay_statement(conn, sql)
-    wanted = _schema(_reference(migrations))
+    wanted = _reference(migrations)
     extra = "SELECT type, name FROM sqlite_master WHERE type != 'table' AND name NOT LIKE 'sqlite%'"
     for kind, name in conn.execute(extra).fetchall():
         if name not in wanted:
@@ -234,7 +235,8 @@ def _replay_statement(conn: sqlite3.Connection, sql: str) -> None:
 def _add_columns(conn: sqlite3.Connection, table: str, create: str) -> None:
     """The columns of `create` that `table` lacks (a NOT NULL one without a default gets its type's zero)."""
     have = {column[0] for column in _columns(conn, table)}
-    for name, kind, not_null, default, _ in _columns(_reference([[create]]), table):
+    columns: list[tuple[Any, ...]] = _reference([[create]])[table]
+    for name, kind, not_null, default, _ in columns:
         if name not in have:
             default = default if default is not None or not not_null else _ZERO.get(kind.upper(), "''")
             constraint = (" NOT NULL" if not_null else "") + ("" if default is None else f" DEFAULT {default}")
