@@ -123,7 +123,9 @@ async def test_cancel_from_the_page_ends_the_job_cancelled(server: HttpServer) -
         page.on("dialog", accept)
         async with page.expect_navigation():
             await page.click("button.cancel")
-        assert dialogs == ["Cancel this job?"]
+        assert dialogs == [
+            "Stop this job? OK stops it; Cancel keeps it running."
+        ]  # "Cancel" of a cancel read both ways
         _, seen = await follow(client, job_id)
         assert seen[-1]["status"] == "cancelled"
         assert "cancelled from the dashboard" in seen[-1]["message"]

@@ -273,7 +273,9 @@ def stage_history(history: list[dict[str, Any]] | None) -> str:
 def actions(job: Job, csrf: str) -> str:
     forms = []
     if not job.status.finished:
-        forms.append(_form(job.id, "cancel", "Cancel job", csrf, confirm="Cancel this job?"))
+        forms.append(
+            _form(job.id, "cancel", "Cancel job", csrf, confirm="Stop this job? OK stops it; Cancel keeps it running.")
+        )
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         forms.append(_form(job.id, "retry", "Retry as a new job", csrf))
     return f'<div class="actions">{"".join(forms)}</div>' if forms else ""
