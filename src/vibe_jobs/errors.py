@@ -151,6 +151,20 @@ class StoreError(JobError):
     code = "store_error"
     transient: ClassVar[bool] = False
 
+    def __init__(self, message: str | None = None, *, told: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.told = told
+
+    def for_caller(self) -> str:
+        """What a caller of the server (an MCP client) is told: the words written for one (`told`), else the
+        condition's, with advice when trying again may help. The message itself is the operator's (the server
+        log, the CLI): it names the store's place (a host, a schema, a path) and quotes the driver, whose words
+        may hold a row's values."""
+        if self.told is not None:
+            return self.told
+        said = (type(self).__doc__ or "The job store failed.").strip().splitlines()[0]
+        return f"{said} Try again in a few seconds." if self.transient else f"{said} The server's log says more."
+
 
 class StoreUnavailable(StoreError):
     """The job store cannot be reached (the connection or its server process was lost)."""

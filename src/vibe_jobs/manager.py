@@ -431,11 +431,12 @@ class JobManager:
         with anyio.move_on_after(PRINCIPAL_LOCK_WAIT_MS / 1000) as waiting:
             await lock.acquire()
         if waiting.cancelled_caught:
-            raise StoreLocked(
+            said = (
                 f"this caller's earlier calls in this process have held its quota count for over "
                 f"{PRINCIPAL_LOCK_WAIT_MS / 1000:g} s (another process sharing the job store holds it, or the store "
                 "is slow): nothing was created; try again"
             )
+            raise StoreLocked(said, told=said)
         try:
             yield
         finally:

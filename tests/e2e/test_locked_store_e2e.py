@@ -39,3 +39,27 @@ async def test_a_finished_job_and_the_figures_are_read_while_another_process_hol
     assert not stats.is_error, texts(stats)
     health = structured(stats)["health"]
     assert health["status"] != "healthy" and any("locked" in reason for reason in health["reasons"]), health
+
+
+async def test_a_store_failure_is_told_to_a_caller_by_its_condition_without_the_store_s_place() -> None:
+    """A call the store failed answered with the store's own message: its file path here, on PostgreSQL its host,
+    port and schema and the driver's words (whose DETAIL may quote a row) — the operator's, not a caller's
+    (helper-114's note). The caller is told the condition and what to do; the code stays `store_error`."""
+    with tempfile.TemporaryDirectory(prefix="vj-locked-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with serve_store(f"sqlite:///{db}?busy_timeout=0.3") as (port, _pid):
+            async with http_client_for(HttpServer("streamable-http", port, None, None), "auto") as client:  # type: ignore[arg-type]
+                other = sqlite3.connect(db, isolation_level=None)
+                try:
+                    other.execute("BEGIN IMMEDIATE")  # the write lock, held: no job can be stored
+                    refused = await client.call_tool("echo", {"text": "not stored"})
+                finally:
+                    other.execute("ROLLBACK")
+                    other.close()
+                listed = await client.call_tool("list-jobs", {})
+    assert refused.is_error
+    said = texts(refused)
+    assert said.startswith("The job store is locked by another process") and "Try again" in said, said
+    assert tmp not in said and "jobs.db" not in said and "sqlite" not in said.lower(), said
+    assert structured(refused)["error"]["code"] == "store_error"
+    assert structured(listed)["jobs"] == [], "the refused call stored a job"

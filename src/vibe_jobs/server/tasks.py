@@ -36,6 +36,7 @@ from vibe_jobs.models import JobRecord, JobStatusMessage
 from vibe_jobs.questions import open_question, response_to_pending
 from vibe_jobs.server.answers import carried_result
 from vibe_jobs.server.auth import Identity
+from vibe_jobs.server.wrap import caller_text
 from vibe_jobs.states import JobStatus
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -170,7 +171,7 @@ class TasksExtension(Extension):
         except InvalidTransition:
             pass  # already finished: acknowledged, the task keeps its terminal status
         except JobError as exc:
-            raise MCPError(code=INTERNAL_ERROR, message=f"Failed to cancel task: {exc}") from None
+            raise MCPError(code=INTERNAL_ERROR, message=f"Failed to cancel task: {caller_text(exc)}") from None
         return {"resultType": "complete"}
 
     async def list_tools_middleware(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:

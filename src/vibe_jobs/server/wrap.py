@@ -11,9 +11,10 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from vibe_jobs.arguments import ToolArguments
-from vibe_jobs.errors import InvalidArguments, JobError
+from vibe_jobs.errors import InvalidArguments, JobError, StoreError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
+from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobStarted, JobStatus, TaskSpec
 from vibe_jobs.polling import decide
@@ -22,6 +23,7 @@ from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import started_text
 from vibe_jobs.server.schemas import flat_schema, or_error
 
+log = get_logger("vibe_jobs.server")
 STARTED_SCHEMA = or_error(flat_schema(JobStarted.model_json_schema(by_alias=True)))  # or a refusal
 
 
@@ -34,7 +36,18 @@ def error_result(message: str, code: str, **extra: Any) -> CallToolResult:
 
 
 def job_error_result(exc: JobError) -> CallToolResult:
-    return error_result(str(exc), exc.code, **({"jobId": exc.job_id} if exc.job_id else {}))
+    """The isError answer to a refused or failed call. A store's failure is told by its condition (the
+    server's log has its message: the store's host, schema or path and the driver's words are no caller's)."""
+    return error_result(caller_text(exc), exc.code, **({"jobId": exc.job_id} if exc.job_id else {}))
+
+
+def caller_text(exc: JobError) -> str:
+    """`exc` as a caller of the server is told it (logged whole when that is not its message)."""
+    if not isinstance(exc, StoreError):
+        return str(exc)
+    if exc.told is None:
+        log.warning("mcp.store_error", error=f"{type(exc).__name__}: {exc}")
+    return exc.for_caller()
 
 
 class RawArguments(FuncMetadata):
