@@ -22,22 +22,30 @@ __all__ = ["SCHEDULE_FIELDS", "Misfire", "Overlap", "Schedule", "ScheduleRecord"
 
 MAX_TOOL_CHARS = 256
 MAX_ZONE_CHARS = 64  # the longest IANA name has 32
+MAX_CATCH_UP = 1000
+
+# a schedule's bounded fields: the one rule for ScheduleSpec and for the schedule-job tool's input schema
+ToolName = Annotated[str, Field(max_length=MAX_TOOL_CHARS)]
+CronText = Annotated[str, Field(max_length=MAX_CRON_CHARS)]
+EverySeconds = Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000)]
+ZoneName = Annotated[str, Field(max_length=MAX_ZONE_CHARS)]
+CatchUp = Annotated[int, Field(ge=1, le=MAX_CATCH_UP)]
 
 
 class ScheduleSpec(WireModel):
     """A schedule as a client asks for it (the tool's arguments are checked by the tool, not here)."""
 
     # lengths capped before anything is parsed: a refusal that names a value stays short
-    tool: Annotated[str, Field(max_length=MAX_TOOL_CHARS)]
+    tool: ToolName
     arguments: dict[str, Any] = Field(default_factory=dict)
-    cron: Annotated[str, Field(max_length=MAX_CRON_CHARS)] | None = None
-    every_seconds: Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000)] | None = None
-    timezone: Annotated[str, Field(max_length=MAX_ZONE_CHARS)] = "UTC"
+    cron: CronText | None = None
+    every_seconds: EverySeconds | None = None
+    timezone: ZoneName = "UTC"
     start_at: EpochMs | None = None
     end_at: EpochMs | None = None
     paused: bool = False
     misfire: Misfire = Misfire.RUN_ONCE
-    max_catch_up: Annotated[int, Field(ge=1, le=1000)] = 10
+    max_catch_up: CatchUp = 10
     overlap: Overlap = Overlap.ALLOW
     priority: Priority = Priority.MEDIUM
     operation_type: OperationType | None = None

@@ -13,8 +13,8 @@ from pydantic import Field
 from vibe_jobs.engine.schedules import Schedules, parse_spec
 from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.firing import Misfire, Overlap
-from vibe_jobs.models import OperationType, Priority
-from vibe_jobs.schedules import Schedule, ScheduleRecord
+from vibe_jobs.models import EpochMs, OperationType, Priority
+from vibe_jobs.schedules import CatchUp, CronText, EverySeconds, Schedule, ScheduleRecord, ToolName, ZoneName
 from vibe_jobs.server.answers import carried_schedules, omitted_line
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import Name
@@ -73,20 +73,26 @@ class ScheduleTools:
     async def schedule_job(
         self,
         ctx: Context,
-        tool: Annotated[str, Field(description="The job tool to run on the schedule.")],
+        tool: Annotated[ToolName, Field(description="The job tool to run on the schedule.")],
         arguments: Annotated[dict[str, Any], Field(description="The tool's arguments (checked now).")] = {},  # noqa: B006
         cron: Annotated[
-            str | None,
-            Field(description="5 fields (min hour dom mon dow), 6 with leading seconds, or @hourly/@daily/..."),
+            CronText | None,
+            Field(
+                description="5 fields (min hour dom mon dow), 6 with leading seconds, or @hourly/@daily/...; "
+                "give exactly one of cron and everySeconds."
+            ),
         ] = None,
-        everySeconds: Annotated[float | None, Field(description="Fire every N seconds (N >= 1).")] = None,
-        timezone: Annotated[str, Field(description="IANA timezone the cron is read in.")] = "UTC",
-        startAt: Annotated[int | None, Field(description="No firing before this time (epoch ms).")] = None,
-        endAt: Annotated[int | None, Field(description="No firing after this time (epoch ms).")] = None,
+        everySeconds: Annotated[
+            EverySeconds | None,
+            Field(description="Fire every N seconds (N >= 1); give exactly one of cron and everySeconds."),
+        ] = None,
+        timezone: Annotated[ZoneName, Field(description="IANA timezone the cron is read in.")] = "UTC",
+        startAt: Annotated[EpochMs | None, Field(description="No firing before this time (epoch ms).")] = None,
+        endAt: Annotated[EpochMs | None, Field(description="No firing after this time (epoch ms).")] = None,
         misfire: Annotated[Misfire, Field(description="Ticks missed (downtime): skip, run_once or catch_up.")] = (
             Misfire.RUN_ONCE
         ),
-        maxCatchUp: Annotated[int, Field(description="catch_up fires at most this many missed ticks.")] = 10,
+        maxCatchUp: Annotated[CatchUp, Field(description="catch_up fires at most this many missed ticks.")] = 10,
         overlap: Annotated[Overlap, Field(description="Previous run still going: allow, skip or queue.")] = (
             Overlap.ALLOW
         ),
