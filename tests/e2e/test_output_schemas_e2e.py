@@ -110,3 +110,23 @@ async def test_every_control_tool_advertises_an_output_schema_its_answers_fit(mo
             assert structured is not None, (name, result.content)
             errors = list(jsonschema.Draft202012Validator(schema).iter_errors(structured))
             assert not errors, f"{name} answered {structured}: {errors[0].message}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_answer_job_advertises_an_output_schema_its_answers_fit(mode: str) -> None:
+    """answer-job is a control tool (issue 3: each has input and output schemas); it advertised no outputSchema,
+    so a client could not know or check the shape of its answer."""
+    async with stdio_client_for(mode) as client:
+        schema = next(t for t in (await client.list_tools()).tools if t.name == "answer-job").output_schema
+        assert schema is not None, "answer-job advertises no outputSchema"
+        job_id = str(((await client.call_tool("confirm", {})).structured_content or {})["jobId"])
+        asked = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+        assert (asked.structured_content or {}).get("waitingFor"), asked.content
+        answers = [
+            await client.call_tool("answer-job", {"jobId": job_id, "answer": {"confirm": "perhaps"}}),  # refused
+            await client.call_tool("answer-job", {"jobId": job_id, "answer": {"confirm": True}}),
+        ]
+    assert [a.is_error for a in answers] == [True, False]
+    for answer in answers:
+        errors = list(jsonschema.Draft202012Validator(schema).iter_errors(answer.structured_content))
+        assert not errors, f"answer-job answered {answer.structured_content}: {errors[0].message}"

@@ -122,6 +122,21 @@ class CancelAnswer(WireModel):
     message: str
 
 
+AnswerAction = Literal["accept", "decline", "cancel"]
+
+
+class AnswerTaken(WireModel):
+    """answer-job's structured answer: the job took the answer (or the refusal of its question)."""
+
+    job_id: str
+    status: Literal["running"]
+    answered: bool
+    action: AnswerAction
+    checked_here: bool = Field(
+        description="This server runs the job and checked the answer; false: the server that runs it checks it."
+    )
+
+
 def job_summary(job: Job) -> dict[str, Any]:
     """A job as list-jobs and `jobs://recent` show it: no result, secret-named arguments redacted."""
     return job.shown(result=False)
@@ -281,8 +296,7 @@ class ControlTools:
             ),
         ] = None,
         action: Annotated[
-            Literal["accept", "decline", "cancel"],
-            Field(description="accept (with answer), or decline / cancel to refuse the question."),
+            AnswerAction, Field(description="accept (with answer), or decline / cancel to refuse the question.")
         ] = "accept",
         requestId: Annotated[
             Name | None,
@@ -291,7 +305,7 @@ class ControlTools:
                 "one now (the one you read timed out or was answered)."
             ),
         ] = None,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, AnswerTaken]:
         """Answer the question a running job waits on; the job resumes with it."""
         try:
             viewer = self.identity.viewer()
