@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Protocol
 
 from pydantic import (
@@ -145,8 +145,27 @@ def _unknown_text(unknown: list[str], accepted: list[str]) -> str:
 
 
 def _named(unknown: str, accepted: list[str]) -> str:
-    close = difflib.get_close_matches(unknown, accepted, n=1)
-    return f"{unknown!r} (did you mean {close[0]!r}?)" if close else repr(unknown)
+    meant = closest(unknown, accepted)
+    return f"{unknown!r} (did you mean {meant!r}?)" if meant is not None else repr(unknown)
+
+
+def closest(name: str, choices: Sequence[str]) -> str | None:
+    """The choice `name` was most likely meant as: the one it equals but for case and separators (`job_id` or
+    `JobId` for `jobId`, `get_job_result` or `getJobResult` for `get-job-result`), else the closest spelling;
+    None when none is close."""
+    loose = {_loose(choice): choice for choice in reversed(choices)}  # the first choice wins a tie
+    key = _loose(name)
+    if key in loose:
+        return loose[key]
+    close = difflib.get_close_matches(key, list(loose), n=1)
+    return loose[close[0]] if close else None
+
+
+def _loose(name: str) -> str:
+    return name.translate(_SEPARATORS).lower()
+
+
+_SEPARATORS = str.maketrans("", "", "-_ .")
 
 
 def _is_unknown(error: Any) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from mcp.server.context import ServerMiddleware, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import EmptyResult, SetLevelRequestParams
+from mcp_types import CallToolResult, EmptyResult, SetLevelRequestParams, TextContent
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -22,6 +22,7 @@ from vibe_jobs.server.control import PROTOCOL, ControlTools
 from vibe_jobs.server.hooks import EXTRA_TOOLS, run_build_hooks
 from vibe_jobs.server.http.dashboard import Dashboard, add_dashboard
 from vibe_jobs.server.http.guard import Guard
+from vibe_jobs.server.messages import unknown_tool_text
 from vibe_jobs.server.resources import JobResourceHub, register_job_resources
 from vibe_jobs.server.scheduletools import ScheduleTools
 from vibe_jobs.server.sdk import add_request_handler
@@ -83,6 +84,7 @@ def build_mcp(
         token_verifier=auth.verifier,
         auth=auth.settings,
     )
+    mcp.middleware.append(_unknown_tool_hint(mcp))
     _add_set_level(mcp, manager, identity)
     _add_health(mcp, manager)
     add_dashboard(mcp, Dashboard(manager, Guard(bearer=auth.admin_check()), tools=specs))  # admin only with auth
@@ -95,6 +97,29 @@ def _version() -> str:
     from vibe_jobs import __version__
 
     return __version__
+
+
+def _unknown_tool_hint(mcp: MCPServer[Any]) -> ServerMiddleware[Any]:
+    """Server middleware: a call to a tool this server does not have is refused naming the tool most likely meant
+    and the tools it has (the SDK said only 'Unknown tool: get_job_result'). Only a refused call pays for it."""
+
+    async def hint(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        name = ctx.params.get("name") if ctx.method == "tools/call" and isinstance(ctx.params, dict) else None
+        if not isinstance(name, str) or not _is_error(result):
+            return result
+        tools = [tool.name for tool in await mcp.list_tools()]
+        if name in tools:
+            return result
+        return CallToolResult(content=[TextContent(type="text", text=unknown_tool_text(name, tools))], is_error=True)
+
+    return hint
+
+
+def _is_error(result: HandlerResult) -> bool:
+    if isinstance(result, CallToolResult):
+        return result.is_error
+    return isinstance(result, dict) and result.get("isError") is True
 
 
 def _add_set_level(mcp: MCPServer[Any], manager: JobManager, identity: Identity) -> None:

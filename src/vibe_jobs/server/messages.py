@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vibe_jobs.arguments import closest, shown
 from vibe_jobs.models import JobStatusMessage, PollingRecommendation
 from vibe_jobs.states import JobStatus
 
@@ -130,3 +131,15 @@ def _last_text(messages: list[Any]) -> str:
         if isinstance(content, dict) and content.get("type") == "text":
             return str(content.get("text"))
     return ""
+
+
+MAX_TOOLS_NAMED = 50  # of a server's tools, in the refusal of an unknown one (a proxy may serve hundreds)
+
+
+def unknown_tool_text(name: str, tools: list[str]) -> str:
+    """The refusal of a call to a tool this server does not have: the tool most likely meant, and the tools."""
+    name = shown(name)
+    meant = closest(name, tools)
+    hint = f" (did you mean '{meant}'?)" if meant is not None else ""
+    more = f" and {len(tools) - MAX_TOOLS_NAMED} more (tools/list)" if len(tools) > MAX_TOOLS_NAMED else ""
+    return f"Unknown tool: {name}{hint}. This server's tools: {', '.join(tools[:MAX_TOOLS_NAMED])}{more}"

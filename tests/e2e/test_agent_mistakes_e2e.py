@@ -1,0 +1,41 @@
+"""Mistakes an agent makes when it writes a call from memory, against the real server over every transport and
+era: each refusal is isError, names the problem and says what is accepted instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import ClientFactory
+from tests.e2e.test_jobs_e2e import texts
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize(
+    ("called", "meant"),
+    [
+        ("get_job_result", "get-job-result"),  # the snake_case of a kebab-case name
+        ("getJobResult", "get-job-result"),  # its camelCase
+        ("cancel_job", "cancel-job"),
+        ("list-job", "list-jobs"),
+        ("pick_python", "pick-python"),
+    ],
+)
+async def test_a_misspelt_tool_name_is_refused_naming_the_tool_meant(
+    connect: ClientFactory, called: str, meant: str
+) -> None:
+    """The SDK answered 'Unknown tool: get_job_result' and nothing else: an agent that wrote the name from memory
+    was not told which name this server has."""
+    async with connect() as client:
+        result = await client.call_tool(called, {"jobId": "x"})
+    said = texts(result)
+    assert result.is_error, said
+    assert f"Unknown tool: {called}" in said and f"did you mean '{meant}'?" in said, said
+
+
+async def test_an_unknown_tool_is_refused_listing_the_tools(connect: ClientFactory) -> None:
+    async with connect() as client:
+        result = await client.call_tool("frobnicate", {})
+    said = texts(result)
+    assert result.is_error and "Unknown tool: frobnicate" in said, said
+    assert "did you mean" not in said and all(name in said for name in ("get-job-result", "sleepy", "list-jobs"))
