@@ -31,6 +31,21 @@ async def test_every_tool_is_listed_with_a_description_and_schemas(mode: str) ->
     assert "nextCheckTime" in (tools["get-job-result"].description or "")
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_control_tool_description_teaches_the_polling_protocol(mode: str) -> None:
+    """Issue 3: the control tools, each with a description that teaches an agent the protocol (wait until
+    nextCheckTime; never invent a result while a job runs). Only get-job-result's and submit-job's did: an agent
+    that lists jobs or cancels one was not told how to read a job, nor not to invent its result."""
+    async with stdio_client_for(mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    untaught = [
+        name
+        for name in sorted(CONTROL_TOOLS | {"answer-job"})
+        if not all(word in (tools[name].description or "") for word in ("get-job-result", "nextCheckTime", "invent"))
+    ]
+    assert not untaught, f"control tools whose description does not teach the protocol: {untaught}"
+
+
 async def test_legacy_clients_can_ping_and_set_the_log_level() -> None:
     async with stdio_client_for("legacy") as client:
         with warnings.catch_warnings():

@@ -397,7 +397,7 @@ class ControlTools:
 
     def tools(self) -> list[Tool]:
         entries: list[tuple[str, Callable[..., Any], str]] = [
-            ("get-job-result", self.get_job_result, f"Read a background job's status and result. {PROTOCOL}"),
+            ("get-job-result", self.get_job_result, "Read a background job's status and result."),
             (
                 "list-jobs",
                 self.list_jobs,
@@ -411,7 +411,7 @@ class ControlTools:
             (
                 "submit-job",
                 self.submit_job,
-                f"Run a job tool with scheduling options; answers with a jobId. {PROTOCOL}",
+                "Run a job tool with scheduling options; answers with a jobId.",
             ),
             (
                 "answer-job",
@@ -426,7 +426,7 @@ class ControlTools:
             ),
         ]
         assert {name for name, _, _ in entries} == CONTROL_TOOL_NAMES
-        return [checked_tool(fn, name, desc) for name, fn, desc in entries]
+        return [checked_tool(fn, name, f"{desc} {PROTOCOL}") for name, fn, desc in entries]  # each teaches it
 
 
 def _only_job_error(group: ExceptionGroup[Exception]) -> Exception:
