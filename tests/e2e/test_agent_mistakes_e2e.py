@@ -39,3 +39,19 @@ async def test_an_unknown_tool_is_refused_listing_the_tools(connect: ClientFacto
     said = texts(result)
     assert result.is_error and "Unknown tool: frobnicate" in said, said
     assert "did you mean" not in said and all(name in said for name in ("get-job-result", "sleepy", "list-jobs"))
+
+
+@pytest.mark.parametrize("tool", ["get-job-result", "cancel-job", "answer-job"])
+async def test_a_job_id_of_another_shape_is_refused_saying_which_ids_are_known(
+    connect: ClientFactory, tool: str
+) -> None:
+    """An id copied wrong (upper case, or written as a UUID) got only "No job with id '...'":
+    nothing said where the ids this caller can use are found."""
+    async with connect() as client:
+        job_id = str(((await client.call_tool("noop", {})).structured_content or {})["jobId"])
+        for wrong in (job_id.upper(), f"{job_id[:8]}-{job_id[8:12]}-{job_id[12:16]}-{job_id[16:20]}-{job_id[20:]}"):
+            result = await client.call_tool(tool, {"jobId": wrong})
+            said = texts(result)
+            assert result.is_error and f"No job with id '{wrong}'" in said, said
+            assert "list-jobs" in said and "jobId" in said, said
+            assert (result.structured_content or {})["error"]["code"] == "job_not_found"

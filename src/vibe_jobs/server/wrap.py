@@ -11,7 +11,7 @@ from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetad
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 
 from vibe_jobs.arguments import ToolArguments
-from vibe_jobs.errors import InvalidArguments, JobError, StoreError
+from vibe_jobs.errors import InvalidArguments, JobError, JobNotFound, StoreError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
@@ -41,8 +41,17 @@ def job_error_result(exc: JobError) -> CallToolResult:
     return error_result(caller_text(exc), exc.code, **({"jobId": exc.job_id} if exc.job_id else {}))
 
 
+# what a caller whose job id is unknown is told (another principal's job answers the same: it is unknown to them)
+UNKNOWN_JOB_HINT = (
+    "Pass the jobId exactly as a job tool or submit-job answered it; list-jobs lists the jobs you can read "
+    "(finished jobs are kept for a limited time)."
+)
+
+
 def caller_text(exc: JobError) -> str:
-    """`exc` as a caller of the server is told it (logged whole when that is not its message)."""
+    """`exc` as a caller of the server is told it (a store's failure logged whole, as it is not its message)."""
+    if isinstance(exc, JobNotFound):
+        return f"{exc}. {UNKNOWN_JOB_HINT}"
     if not isinstance(exc, StoreError):
         return str(exc)
     if exc.told is None:
