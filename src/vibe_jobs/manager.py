@@ -1340,7 +1340,10 @@ def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     # a forged one never reaches a store: a time no store column holds (int64) or an id holding a NUL
     # failed there as the store's error, and counted against its health
     if not 0 <= at < 2**63 or not job_id or "\x00" in job_id:
-        raise InvalidParams(f"cursor {cursor!r} is not a cursor this server gave out")
+        raise InvalidParams(
+            f"cursor {cursor!r} is not a cursor this server gave out: pass the nextCursor of the previous page "
+            "as it came, or no cursor for the first page"
+        )
     return at, job_id
 
 

@@ -55,3 +55,12 @@ async def test_a_job_id_of_another_shape_is_refused_saying_which_ids_are_known(
             assert result.is_error and f"No job with id '{wrong}'" in said, said
             assert "list-jobs" in said and "jobId" in said, said
             assert (result.structured_content or {})["error"]["code"] == "job_not_found"
+
+
+async def test_a_made_up_cursor_is_refused_saying_which_cursor_is_accepted(connect: ClientFactory) -> None:
+    """An agent that guessed a cursor ("2", a job id) was told it was not one, not what to pass instead."""
+    async with connect() as client:
+        result = await client.call_tool("list-jobs", {"cursor": "2"})
+    said = texts(result)
+    assert result.is_error and "is not a cursor this server gave out" in said, said
+    assert "nextCursor" in said and "first page" in said, said
