@@ -110,6 +110,30 @@ async def test_submit_job_runs_by_priority_after_dependencies(mode: str) -> None
     assert error["code"] == "unknown_dependency" and "jobId" not in error, "no job was made: none is named"
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_submit_job_takes_the_specification_s_task_job_field_names(mode: str) -> None:
+    """The specification's TaskJob names `dependencies` and `metadata{sessionId, userId, batchId, retryCount,
+    maxRetries}`; submit-job took only `dependsOn`, `batchId` and `maxRetries`, and refused a call written from the
+    specification's createTaskJob example (helper-117's note). Both names are taken; two that disagree are refused."""
+    async with stdio_client_for(mode) as client:
+        first = await _submit(client, {"tool": "noop"})
+        meta = {"sessionId": "session-123", "userId": "u-7", "batchId": "b-1", "retryCount": 0, "maxRetries": 3}
+        job_id = await _submit(client, {"tool": "noop", "dependencies": [first], "metadata": meta})
+        await _finished(client, job_id)
+        listed = structured(await client.call_tool("list-jobs", {}))["jobs"]
+        mixed = await client.call_tool("submit-job", {"tool": "noop", "dependsOn": [first], "dependencies": [job_id]})
+        counted = await client.call_tool("submit-job", {"tool": "noop", "metadata": {"retryCount": 2}})
+        twice = await client.call_tool("submit-job", {"tool": "noop", "maxRetries": 1, "metadata": {"maxRetries": 2}})
+        after = structured(await client.call_tool("list-jobs", {}))["jobs"]
+    job = next(j for j in listed if j["id"] == job_id)
+    assert job["dependencies"] == [first]
+    assert {k: job["metadata"].get(k) for k in meta} == meta, job["metadata"]
+    assert mixed.is_error and "dependsOn and dependencies" in texts(mixed)
+    assert counted.is_error and "retryCount" in texts(counted)
+    assert twice.is_error and "maxRetries and metadata.maxRetries" in texts(twice)
+    assert len(after) == len(listed) == 2, "a refused call created a job"
+
+
 async def _submit(client: Client, args: dict[str, Any]) -> str:
     result = await client.call_tool("submit-job", args)
     assert not result.is_error, texts(result)

@@ -12,7 +12,7 @@ from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import AfterValidator, ConfigDict, Field
 
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.errors import JobError, StoreError
+from vibe_jobs.errors import InvalidParams, JobError, StoreError
 from vibe_jobs.identity import Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
@@ -134,6 +134,37 @@ class AnswerTaken(WireModel):
     action: AnswerAction
     checked_here: bool = Field(
         description="This server runs the job and checked the answer; false: the server that runs it checks it."
+    )
+
+
+class SubmitMetadata(WireModel):
+    """submit-job's `metadata`: the specification's TaskJob metadata. `retryCount` is the server's count of a
+    job's retries: a new job's is 0 (the specification's example gives it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: Name | None = None
+    user_id: Name | None = None
+    batch_id: Name | None = None
+    retry_count: Literal[0] = 0
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+
+
+def _one_of(name: str, value: Any, other_name: str, other: Any) -> Any:
+    """The value given under either of two names for one field; InvalidParams when both are given and differ."""
+    if value is not None and other is not None and value != other:
+        raise InvalidParams(f"{name} and {other_name} name one field and were given different values: give one")
+    return value if value is not None else other
+
+
+def _task_metadata(given: SubmitMetadata | None, batch_id: str | None, max_retries: int | None) -> TaskMetadata:
+    """The job's TaskMetadata from submit-job's `metadata` and its own `batchId` and `maxRetries`."""
+    meta = given or SubmitMetadata()
+    return TaskMetadata(
+        session_id=meta.session_id,
+        user_id=meta.user_id,
+        batch_id=_one_of("batchId", batch_id, "metadata.batchId", meta.batch_id),
+        max_retries=_one_of("maxRetries", max_retries, "metadata.maxRetries", meta.max_retries),
     )
 
 
@@ -371,6 +402,14 @@ class ControlTools:
             EpochMs | None,
             Field(description="Epoch ms: not started by then -> failed; still running then -> cancelled."),
         ] = None,
+        dependencies: Annotated[
+            list[Name] | None,
+            Field(max_length=MAX_DEPENDENCIES, description="dependsOn by the specification's TaskJob name."),
+        ] = None,
+        metadata: Annotated[
+            SubmitMetadata | None,
+            Field(description="The specification's TaskJob metadata (batchId and maxRetries may be given here)."),
+        ] = None,
     ) -> Annotated[CallToolResult, JobStarted]:
         """Submit a job tool call with scheduling options (priority, dependencies, resources, retries, time-out)."""
         spec = self.specs.get(tool)
@@ -381,6 +420,11 @@ class ControlTools:
         params = admit(spec, arguments)
         if isinstance(params, CallToolResult):
             return params
+        try:
+            depends = _one_of("dependsOn", dependsOn or None, "dependencies", dependencies) or []
+            meta = _task_metadata(metadata, batchId, maxRetries)
+        except InvalidParams as exc:
+            return job_error_result(exc)
         task = TaskSpec(
             task_id=taskId,
             project_id=projectId,
@@ -388,9 +432,9 @@ class ControlTools:
             priority=priority,
             estimated_duration=estimatedDuration,
             resource_requirements=resourceRequirements,
-            dependencies=dependsOn,
+            dependencies=depends,
             timeout_seconds=timeoutSeconds,
-            metadata=TaskMetadata(batch_id=batchId, max_retries=maxRetries),
+            metadata=meta,
             deadline=deadline,
         )
         return await start_job(self.m, spec, params, task, self.identity.viewer(), run_at=runAt)
