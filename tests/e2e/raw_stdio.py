@@ -72,11 +72,12 @@ async def raw_stdio(
     env: dict[str, str] | None = None,
     stderr: Any = None,
     capabilities: dict[str, Any] | None = None,
+    args: tuple[str, ...] = (),
 ) -> AsyncIterator[RawStdio]:
-    """The real server over stdio, initialized (legacy handshake, declaring `capabilities`), driven frame by
-    frame."""
+    """The real server over stdio (`args` added to its command line), initialized (legacy handshake, declaring
+    `capabilities`), driven frame by frame."""
     full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(env or {})}
-    proc = await anyio.open_process(server_command(store, tools), env=full_env, cwd=ROOT, stderr=stderr)
+    proc = await anyio.open_process([*server_command(store, tools), *args], env=full_env, cwd=ROOT, stderr=stderr)
     try:
         client = RawStdio(proc)
         init = await client.request("initialize", {**INIT, "capabilities": capabilities or {}})

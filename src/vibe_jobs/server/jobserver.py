@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import signal
 import socket
 import sys
 from collections.abc import Callable, Container
@@ -43,6 +42,7 @@ from vibe_jobs.server.listen import bind, serve_http
 from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import open_sessions, run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
+from vibe_jobs.server.stopping import STOP_SIGNALS, stop_signals
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -217,7 +217,7 @@ class JobServer:
         *,
         allow_unauthenticated: bool = False,
     ) -> None:
-        """Run until stdin closes (stdio) or SIGINT/SIGTERM; jobs live for the whole process.
+        """Run until stdin closes (stdio) or SIGINT/SIGTERM/SIGHUP; jobs live for the whole process.
 
         Over HTTP: authentication as the settings say (a token file or JWT), refused beyond loopback
         without it (unless `allow_unauthenticated`), Host/Origin checks always on (`allowed_hosts`)."""
@@ -248,19 +248,23 @@ class JobServer:
         mcp = self.build(auth)
         if sock is not None:  # /metrics is served: time the store's calls
             instrument_store(self.manager.store, self.manager.stats.counters)
-        async with self.manager:
-            await self.start_schedules()
-            log.info(
-                "server.started",
-                transport=transport,
-                store=redact_url(self.manager.store.url),
-                tools=sorted(self.specs),
-                authenticated=auth.enabled,
-            )
-            if sock is None:
-                await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
-            else:
-                await self._serve_http(mcp, transport, sock, security, url, auth.enabled)
+        with stop_signals() as stopping:
+            async with self.manager:
+                await self.start_schedules()
+                log.info(
+                    "server.started",
+                    transport=transport,
+                    store=redact_url(self.manager.store.url),
+                    tools=sorted(self.specs),
+                    authenticated=auth.enabled,
+                )
+                try:
+                    if sock is None:
+                        await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
+                    else:
+                        await self._serve_http(mcp, transport, sock, security, url, auth.enabled)
+                finally:
+                    stopping.arm()  # the manager stops next: a signal meanwhile hurries it (`stopping.py`)
 
     async def _serve_http(
         self,
@@ -322,11 +326,11 @@ def _base_url(host: str, port: int) -> str:
 
 
 async def _until_signal(run: Callable[[], Any]) -> None:
-    """Run `run()` until it returns (stdin closed) or SIGINT/SIGTERM arrives."""
+    """Run `run()` until it returns (stdin closed) or a stop signal (SIGINT, SIGTERM, SIGHUP) arrives."""
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
                 async for signum in signals:
                     print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr)
                     tg.cancel_scope.cancel()
@@ -344,7 +348,7 @@ async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
 
 
 def run_worker(server: JobServer, drain_seconds: float) -> None:
-    """Run jobs from the shared store until SIGINT/SIGTERM, then drain (see `work_until_signal`)."""
+    """Run jobs from the shared store until SIGINT/SIGTERM/SIGHUP, then drain (see `work_until_signal`)."""
     configure_logging(server.settings.log_level, server.settings.log_format)
     freeze_startup_heap()
     anyio.run(work_until_signal, server, drain_seconds)
@@ -360,14 +364,16 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     if not isinstance(source, ClaimSource):
         raise ValueError("a worker needs a shared store (postgresql://): it runs jobs that others submit")
     tracing.install(source.executor)
-    async with server.manager:
-        await server.start_schedules()
-        log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("worker.draining", signal=int(signum), running=len(source.executor.running))
-                break
-        source.stop_claiming()
-        with anyio.move_on_after(drain_seconds):
-            await source.drained()
+    with stop_signals() as stopping:
+        async with server.manager:
+            await server.start_schedules()
+            log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
+            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                async for signum in signals:
+                    log.info("worker.draining", signal=int(signum), running=len(source.executor.running))
+                    break
+            source.stop_claiming()
+            with anyio.move_on_after(drain_seconds) as drain:
+                stopping.arm(drain.cancel)  # a signal while draining ends the drain, and the commands at once
+                await source.drained()
     log.info("worker.stopped")

@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import get_logger, uvicorn_log_config
+from vibe_jobs.server.stopping import STOP_SIGNALS
 
 log = get_logger("vibe_jobs.server.listen")
 
@@ -136,8 +137,7 @@ class _Server(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
             yield
             return
-        stops = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
         try:
             yield
         finally:

@@ -24,7 +24,7 @@ import shutil
 import signal as signals
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,39 @@ def _spawn(
         raise CommandFailedToStart(argv[0], detail) from exc
 
 
+class _Hurry:
+    """Whether this process hurries its stop (`hurry_commands`): each command's grace between SIGTERM and
+    SIGKILL then ends at once, the graces being waited out and those to come."""
+
+    def __init__(self) -> None:
+        self.now = False
+        self._graces: set[anyio.CancelScope] = set()
+
+    def __call__(self) -> None:
+        self.now = True
+        for scope in list(self._graces):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def grace(self, seconds: float) -> Iterator[None]:
+        with anyio.move_on_after(0 if self.now else seconds) as scope:
+            self._graces.add(scope)
+            try:
+                yield
+            finally:
+                self._graces.discard(scope)
+
+
+_HURRY = _Hurry()
+
+
+def hurry_commands() -> None:
+    """From now on, a command ended (by a cancel: a stopping server cancels its jobs) gets SIGKILL, with all it
+    started, right after its SIGTERM, instead of after its grace; so do those in their grace now. For a stop that
+    was told to hurry (a signal while stopping): call it on the event loop's thread."""
+    _HURRY()
+
+
 class _Child:
     """The started process: waiting for it, reaping it with wait4, ending everything it started."""
 
@@ -223,7 +256,7 @@ class _Child:
         if self.reaped and not self.contain.alive():
             return
         self.contain.signal(signals.SIGTERM)
-        with anyio.move_on_after(grace):
+        with _HURRY.grace(grace):
             await self.wait_gone()
         with anyio.move_on_after(grace):
             while not self.reaped or self.contain.alive():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -26,6 +25,7 @@ from vibe_jobs.server.proxy.tools import direct_tool, job_spec
 from vibe_jobs.server.proxy.upstream import TOOLS_CHANGED, Backoff, Upstream
 from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import add_tool_object
+from vibe_jobs.server.stopping import STOP_SIGNALS
 from vibe_jobs.server.wrap import job_mcp_tool
 
 log = get_logger("vibe_jobs.server.proxy")
@@ -184,7 +184,7 @@ def unusable_name(name: str) -> str | None:
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr)
             scope.cancel()

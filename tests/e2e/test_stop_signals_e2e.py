@@ -1,0 +1,233 @@
+"""How the real `vibe-jobs serve` stops on the signals its parents send, with run-command jobs running.
+
+Who sends what: a terminal closed under a shell user sends SIGHUP; Ctrl-C is SIGINT, twice when the first seems
+slow; Docker and systemd send SIGTERM; an MCP client (Claude Desktop, the SDK's stdio client) closes stdin, waits
+2 s, then sends SIGTERM, then SIGKILL. Whatever the order, the server must stop as a stop (exit 0, the lease
+released) and no process a job started may outlive it: the command's own process dies with the server (its
+parent-death signal), but what the command started does not, and only a restart on the same store would end it.
+
+Each command here says it started, then waits on a grandchild (a subshell running `sleep`) that ignores SIGTERM,
+as a build tool's helper that finishes its work first may; the command writes `term` to a file when it gets
+SIGTERM, which shows that the server's stop has begun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import Process
+from mcp import Client
+
+from tests.e2e.conftest import BASE_ENV, ROOT, start_http
+from tests.e2e.raw_stdio import RawStdio, raw_stdio
+from tests.pg import postgres_url, with_new_schema
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")]
+
+# $0 is the file the command writes `term` to on SIGTERM; the grandchild ignores SIGTERM
+COMMAND = "(trap '' TERM; exec sleep 300) & trap 'echo term > \"$0\"' TERM; echo started; while :; do wait; done"
+
+
+def run_processes(marker: str) -> list[int]:
+    """The live processes of the run whose environment carries `marker` (zombies are gone)."""
+    tag = f"VIBE_JOBS_RUN_ID={marker}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if state not in ("Z", "X") and tag in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def ended(pids: list[int]) -> list[int]:
+    """`pids`, each killed (so that a failing test leaves no `sleep 300` behind)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def command_env(tmp: Path) -> dict[str, str]:
+    return {"VIBE_JOBS_ALLOWED_COMMANDS": "sh", "VIBE_JOBS_ROOTS": str(tmp), "VIBE_JOBS_LOG_LEVEL": "info"}
+
+
+async def started_command(server: RawStdio, tmp: Path) -> tuple[str, str, Path]:
+    """Start the command; once it runs: its job id, its run marker and the file it writes on SIGTERM."""
+    mark = tmp / "term"
+    answer = await server.call("run-command", {"command": ["sh", "-c", COMMAND, str(mark)], "cwd": str(tmp)})
+    job_id = answer["result"]["structuredContent"]["jobId"]
+    with anyio.fail_after(15):
+        while True:
+            answer = await server.call("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+            details = answer["result"]["structuredContent"].get("details") or {}
+            process = (details.get("metadata") or {}).get("process")
+            if process and "stdout: started" in details.get("diagnostics", []):  # its trap is set
+                return job_id, process["marker"], mark
+
+
+async def until_exists(path: Path, seconds: float = 10.0) -> None:
+    with anyio.fail_after(seconds):
+        while not await anyio.Path(path).exists():  # noqa: ASYNC110 - written by another process: no event
+            await anyio.sleep(0.02)
+
+
+async def exit_code(server: RawStdio, seconds: float = 15.0) -> int:
+    with anyio.fail_after(seconds):
+        return await server.proc.wait()
+
+
+@asynccontextmanager
+async def stdio_with_stderr(store: str, tmp: Path) -> AsyncIterator[tuple[RawStdio, Any]]:
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(store, env=command_env(tmp), stderr=errlog) as server:
+            yield server, errlog
+
+
+def stderr_text(errlog: Any) -> str:
+    errlog.seek(0)
+    return str(errlog.read().decode(errors="replace"))
+
+
+async def interrupted_after_restart(store: str, tmp: Path, job_id: str) -> dict[str, Any]:
+    async with raw_stdio(store, env=command_env(tmp)) as again:
+        answer = await again.call("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+    body: dict[str, Any] = answer["result"]["structuredContent"]
+    return body
+
+
+async def test_sighup_stops_a_stdio_server_as_sigterm_does(tmp_path: Path) -> None:
+    """A terminal closed under `vibe-jobs serve` sent SIGHUP, whose default action killed the server outright
+    (exit -1): no `server.stopped`, no lease released, and the command's grandchild ran on (sleep 300 here)."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with stdio_with_stderr(store, tmp_path) as (server, errlog):
+        job_id, marker, _ = await started_command(server, tmp_path)
+        server.proc.send_signal(signal.SIGHUP)
+        code = await exit_code(server)
+        left = ended(run_processes(marker))
+        log = stderr_text(errlog)
+    assert code == 0, f"exit {code}"
+    assert left == [], f"processes of the job outlived the server: {left}"
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+    body = await interrupted_after_restart(store, tmp_path, job_id)
+    assert body["status"] == "failed" and "interrupted" in body["message"], body
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("EOF", signal.SIGTERM), (signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGTERM)],
+    ids=["client-EOF-then-SIGTERM", "ctrl-c-twice", "SIGTERM-twice"],
+)
+async def test_a_signal_while_the_server_stops_ends_every_process_of_its_jobs(
+    tmp_path: Path, first: str | signal.Signals, second: signal.Signals
+) -> None:
+    """An MCP client closes stdin, waits 2 s, then sends SIGTERM; a command slow to end on SIGTERM holds the
+    stop for its grace (2 s), so the SIGTERM came while the server stopped. Its default action then killed the
+    server (exit -15; Ctrl-C twice: 130) and the command's grandchild ran on, the server gone. A signal while
+    stopping now ends the commands at once (SIGKILL to all they started) and the stop completes."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with stdio_with_stderr(store, tmp_path) as (server, errlog):
+        job_id, marker, mark = await started_command(server, tmp_path)
+        if first == "EOF":
+            await server.stop("EOF")
+        else:
+            assert isinstance(first, signal.Signals)
+            server.proc.send_signal(first)
+        await until_exists(mark)  # the stop has begun: the command got its SIGTERM, and ignores it
+        began = time.monotonic()
+        server.proc.send_signal(second)
+        code = await exit_code(server)
+        took = time.monotonic() - began
+        left = ended(run_processes(marker))
+        log = stderr_text(errlog)
+    assert code == 0, f"exit {code}"
+    assert left == [], f"processes of the job outlived the server: {left}"
+    assert took < 1.5, f"the stop took {took:.1f} s after the second signal"
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+    body = await interrupted_after_restart(store, tmp_path, job_id)
+    assert body["status"] == "failed" and "interrupted" in body["message"], body
+
+
+async def test_sighup_stops_an_http_server_as_sigterm_does(tmp_path: Path) -> None:
+    """Over HTTP, uvicorn's signal handling (SIGINT, SIGTERM) left SIGHUP to its default action too."""
+    with start_http("streamable-http", command_env(tmp_path)) as server:
+        async with Client(server.url, mode="auto", read_timeout_seconds=30) as client:
+            started = await client.call_tool("run-command", {"command": ["sh", "-c", "sleep 300 & wait"]})
+            job_id = (started.structured_content or {})["jobId"]
+            marker = await run_marker(client, job_id)
+        server.proc.send_signal(signal.SIGHUP)
+        code = server.proc.wait(15)
+        left = ended(run_processes(marker))
+        log = stderr_text(server.errlog)
+    assert code == 0, f"exit {code}"
+    assert left == [], f"processes of the job outlived the server: {left}"
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+
+
+async def run_marker(client: Client, job_id: str) -> str:
+    with anyio.fail_after(15):
+        while True:
+            read = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 0.5})
+            metadata = ((read.structured_content or {}).get("details") or {}).get("metadata") or {}
+            if "process" in metadata:
+                return str(metadata["process"]["marker"])
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+async def test_a_signal_while_a_worker_drains_ends_the_drain_and_every_process_of_its_jobs(
+    tmp_path: Path, first: signal.Signals
+) -> None:
+    """`vibe-jobs worker` drains on SIGTERM (30 s by default, Docker's own stop waits 10 s); a second SIGTERM
+    (or Ctrl-C twice) met the default action: exit -15, and the command's grandchild ran on. Now it ends the
+    drain: the jobs are stopped as at the drain's end, their commands killed at once, the lease released (another
+    process fails the job as interrupted), exit 0. SIGHUP starts the drain as SIGTERM does."""
+    from vibe_jobs.store.postgres import PostgresStore
+
+    store = with_new_schema(postgres_url("the worker's stop signals"), "vj_stop")
+    env = {**command_env(tmp_path), "VIBE_JOBS_LEASE_SECONDS": "2"}
+    worker_cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", store, "--drain-seconds", "30"]
+    try:
+        async with raw_stdio(store, env=env, args=("--no-worker",)) as server:
+            with tempfile.TemporaryFile() as errlog:
+                full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **env}
+                worker = await anyio.open_process(worker_cmd, env=full_env, cwd=ROOT, stderr=errlog)
+                async with worker:
+                    job_id, marker, _ = await started_command(server, tmp_path)
+                    worker.send_signal(first)
+                    await until_logged(errlog, '"worker.draining"', worker)
+                    assert worker.returncode is None, f"{first.name} ended the worker (exit {worker.returncode})"
+                    worker.send_signal(signal.SIGTERM)
+                    with anyio.fail_after(15):
+                        code = await worker.wait()
+                left = ended(run_processes(marker))
+                log = stderr_text(errlog)
+            answer = await server.call("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+    finally:
+        await PostgresStore(store).drop_schema()
+    assert code == 0, f"exit {code}"
+    assert left == [], f"processes of the job outlived the worker: {left}"
+    assert '"worker.stopped"' in log and "Traceback" not in log, log[-2000:]
+    body = answer["result"]["structuredContent"]
+    assert body["status"] == "failed" and "interrupted" in body["message"], body
+
+
+async def until_logged(errlog: Any, event: str, proc: Process, seconds: float = 10.0) -> None:
+    """Until `proc` logged `event`, or has exited."""
+    with anyio.fail_after(seconds):
+        while event not in stderr_text(errlog) and proc.returncode is None:  # noqa: ASYNC110 - no event to wait on
+            await anyio.sleep(0.05)
