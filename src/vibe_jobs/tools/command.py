@@ -32,7 +32,14 @@ from typing import Any
 import anyio
 
 from vibe_jobs.tools.allowlist import CommandRefused, minimal_env
-from vibe_jobs.tools.contain import Containment, kill_cgroup, leftovers, remove_cgroup
+from vibe_jobs.tools.contain import (
+    Containment,
+    adopts_orphans,
+    kill_cgroup,
+    leftovers,
+    reap_orphans,
+    remove_cgroup,
+)
 from vibe_jobs.tools.peakmem import PeakMemory, own_hwm_kib
 
 LinesCallback = Callable[[str, list[str]], Awaitable[None] | None]
@@ -42,6 +49,7 @@ _POLL = 0.02
 _READ_SIZE = 65536
 _MAX_LINE = 65536
 _LEFTOVER_WAIT = 2.0
+_REAP_EVERY = 1.0
 
 
 class CommandFailedToStart(RuntimeError):
@@ -388,13 +396,25 @@ async def run_process(
         async with anyio.create_task_group() as tg:
             tg.start_soon(run.pumps)
             tg.start_soon(memory.follow, lambda: not child.reaped)
+            tg.start_soon(_reap_orphans_while, lambda: not child.reaped)
             await run.supervise(timeout, grace)
             tg.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await child.terminate(grace)
             child.close()
+        reap_orphans()  # what it left behind, ended with it, when they came to this process (PID 1)
     return run.outcome()
+
+
+async def _reap_orphans_while(running: Callable[[], bool]) -> None:
+    """Where this process adopts orphans (PID 1), those the command leaves behind while it runs (`(cmd &)` in a
+    script) are reaped once a second, not only when it ends."""
+    if not adopts_orphans():
+        return
+    while running():
+        reap_orphans()
+        await anyio.sleep(_REAP_EVERY)
 
 
 async def kill_leftovers(metadata: Mapping[str, Any] | None) -> int:

@@ -47,6 +47,7 @@ def _libc_prctl() -> Callable[[int, int], int] | None:
 
 _PRCTL = _libc_prctl()
 _PR_SET_DUMPABLE = 4
+_PR_GET_CHILD_SUBREAPER = 37
 
 
 def hide_from_children() -> bool:
@@ -140,6 +141,39 @@ def process_stat(pid: int) -> tuple[str, int, int] | None:
     except OSError:
         return None
     return fields[0], int(fields[2]), int(fields[19])
+
+
+def adopts_orphans() -> bool:
+    """Whether the processes a command leaves behind become this process's children when their parent ends:
+    it is the init of a PID namespace (`docker run` without `--init` makes the server PID 1) or a child
+    subreaper (a supervisor's child may be one)."""
+    if os.getpid() == 1:
+        return True
+    flag = ctypes.c_int(0)
+    try:
+        asked = ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return False
+    return asked == 0 and flag.value != 0
+
+
+def reap_orphans() -> int:
+    """Reap the zombies among this process's children that it did not start (the orphans it adopted, see
+    `adopts_orphans`): nothing else ever waits for them. A child this process started is in its session or
+    leads one of its own (run-command's, an upstream's), so a zombie that does neither was adopted, and reaping
+    it takes nobody's exit status. The count reaped."""
+    if not adopts_orphans():
+        return 0
+    me, session, reaped = os.getpid(), os.getsid(0), 0
+    for pid in _pids():
+        try:
+            fields = (_PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me and int(fields[3]) not in (session, pid):
+            with contextlib.suppress(ChildProcessError):
+                reaped += os.waitpid(pid, os.WNOHANG)[0] == pid
+    return reaped
 
 
 def boot_id() -> str:
