@@ -31,6 +31,7 @@ from mcp import Client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, start_http
 from tests.e2e.raw_stdio import RawStdio, raw_stdio
+from tests.e2e.test_hostile_input import until_status
 from tests.pg import postgres_url, with_new_schema
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")]
@@ -231,3 +232,21 @@ async def until_logged(errlog: Any, event: str, proc: Process, seconds: float = 
     with anyio.fail_after(seconds):
         while event not in stderr_text(errlog) and proc.returncode is None:  # noqa: ASYNC110 - no event to wait on
             await anyio.sleep(0.05)
+
+
+async def test_ctrl_c_three_times_ends_a_stop_that_a_job_holds() -> None:
+    """A job that swallows its cancellation holds the stop for ever; the third Ctrl-C (the second while stopping)
+    must end the process. Raised as a KeyboardInterrupt, it met the job's `except BaseException` or the loop's
+    wait for that job, and the process ran on."""
+    with tempfile.TemporaryFile() as errlog:
+        env = {"VIBE_JOBS_LOG_LEVEL": "info"}
+        async with raw_stdio(tools="tests.e2e.hostile_work_tools", env=env, stderr=errlog) as server:
+            started = await server.call("swallow", {})
+            job_id = started["result"]["structuredContent"]["jobId"]
+            await until_status(server, job_id, "running")
+            for logged in ("stopping on signal 2", '"server.stop_hurried"'):
+                server.proc.send_signal(signal.SIGINT)
+                await until_logged(errlog, logged, server.proc)
+            server.proc.send_signal(signal.SIGINT)
+            code = await exit_code(server, 10)
+    assert code == -signal.SIGINT, f"exit {code}"

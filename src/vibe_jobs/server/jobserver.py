@@ -6,7 +6,6 @@ import contextlib
 import functools
 import gc
 import socket
-import sys
 from collections.abc import Callable, Container
 from dataclasses import replace
 from typing import Any, Literal, overload
@@ -42,7 +41,7 @@ from vibe_jobs.server.listen import bind, serve_http
 from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import open_sessions, run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
-from vibe_jobs.server.stopping import STOP_SIGNALS, stop_signals
+from vibe_jobs.server.stopping import stop_signals
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -260,9 +259,13 @@ class JobServer:
                 )
                 try:
                     if sock is None:
-                        await _until_signal(lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes)))
+                        await stopping.until_signal(
+                            lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes))
+                        )
                     else:
-                        await self._serve_http(mcp, transport, sock, security, url, auth.enabled)
+                        await stopping.until_signal(
+                            lambda: self._serve_http(mcp, transport, sock, security, url, auth.enabled)
+                        )
                 finally:
                     stopping.arm()  # the manager stops next: a signal meanwhile hurries it (`stopping.py`)
 
@@ -325,22 +328,6 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{f'[{name}]' if ':' in name and not name.startswith('[') else name}:{port}"
 
 
-async def _until_signal(run: Callable[[], Any]) -> None:
-    """Run `run()` until it returns (stdin closed) or a stop signal (SIGINT, SIGTERM, SIGHUP) arrives."""
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                async for signum in signals:
-                    print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(watch)
-        await run()
-        tg.cancel_scope.cancel()
-
-
 async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
     """Serve one client over stdin/stdout until stdin closes."""
     async with stdio_streams(max_frame_bytes) as (read_stream, write_stream):
@@ -368,10 +355,8 @@ async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
         async with server.manager:
             await server.start_schedules()
             log.info("worker.started", owner=server.manager.owner, tools=sorted(server.specs))
-            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                async for signum in signals:
-                    log.info("worker.draining", signal=int(signum), running=len(source.executor.running))
-                    break
+            await stopping.until_signal(anyio.sleep_forever)
+            log.info("worker.draining", signal=stopping.received, running=len(source.executor.running))
             source.stop_claiming()
             with anyio.move_on_after(drain_seconds) as drain:
                 stopping.arm(drain.cancel)  # a signal while draining ends the drain, and the commands at once

@@ -5,20 +5,25 @@ user closed) each start a stop. A stop takes a while: a worker drains, and every
 and a grace before SIGKILL. A stop signal that comes meanwhile (an MCP client closes stdin, then sends SIGTERM
 2 s later; Ctrl-C pressed twice) hurries it: the drain ends, and every command is killed at once with all it
 started; the stop then completes (exit 0). Before, that signal met its default action and killed the process
-mid-stop, leaving what the commands had started running. One more signal after that ends the process as the
-signal does, for a stop that hangs.
+mid-stop, leaving what the commands had started running. One more signal after that ends the process by the
+signal's default action, for a stop that hangs (a job that swallows its cancellation).
+
+One handler serves the whole run, from the first signal to the end of the stop: a signal between two phases
+(the serving ended, the manager not stopping yet) is never left to its default action.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 from typing import Any
+
+import anyio
 
 from vibe_jobs.logs import get_logger
 from vibe_jobs.tools.command import hurry_commands
@@ -28,37 +33,58 @@ log = get_logger("vibe_jobs.server")
 
 
 class StopSignals:
-    """The handlers of the stop signals while a stop runs (`arm`), and the handlers they replaced."""
+    """The stop signals' handler for one run: the first stops the serving (`until_signal`), one while stopping
+    (after `arm`) hurries the stop, the next ends the process."""
 
     def __init__(self) -> None:
         self._previous: dict[int, Any] = {}
-        self._hurried = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._serving: anyio.CancelScope | None = None
+        self._also: tuple[Callable[[], None], ...] = ()
+        self.received: int | None = None  # the signal that started the stop
+        self._stopping = self._hurried = False
+
+    async def until_signal(self, run: Callable[[], Awaitable[Any]]) -> None:
+        """Run `run()` until it returns or a stop signal comes."""
+        with anyio.CancelScope() as self._serving:
+            self._install()
+            await run()
 
     def arm(self, *also: Callable[[], None]) -> None:
-        """The stop has begun: a stop signal from now on hurries it (`also` runs then too, on the event loop);
-        the next ends the process. Only on the main thread of an asyncio loop (where signals are handled)."""
+        """The stop has begun: a stop signal from now on hurries it (`also` runs then too, on the event loop)."""
+        self._stopping, self._also = True, also
+
+    def _install(self) -> None:
+        """Only on the main thread of an asyncio loop (where Python handles signals)."""
         if threading.current_thread() is not threading.main_thread() or self._previous:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio: the signals keep their handlers
-            return
+        with contextlib.suppress(RuntimeError):  # not asyncio: the signals keep their handlers
+            self._loop = asyncio.get_running_loop()
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
 
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            if self._hurried:
-                self.restore()
-                signal.raise_signal(signum)
-                return
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """In the main thread, between two bytecodes: what it does runs on the loop (`call_soon_threadsafe`)."""
+        assert self._loop is not None
+        if self._hurried:  # the default action: a KeyboardInterrupt might be caught by a job, or waited out
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        elif self._stopping:
             self._hurried = True
-            loop.call_soon_threadsafe(self._hurry, signum, also)
+            self._loop.call_soon_threadsafe(self._hurry, signum)
+        else:
+            self._stopping, self.received = True, signum
+            self._loop.call_soon_threadsafe(self._stop, signum)
 
-        self._previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    def _stop(self, signum: int) -> None:
+        print(f"vibe-jobs: stopping on signal {signum}", file=sys.stderr, flush=True)
+        if self._serving is not None:
+            self._serving.cancel()
 
-    def _hurry(self, signum: int, also: tuple[Callable[[], None], ...]) -> None:
-        os.write(2, f"vibe-jobs: signal {signum} while stopping: ending the jobs' commands now\n".encode())
+    def _hurry(self, signum: int) -> None:
+        print(f"vibe-jobs: signal {signum} while stopping: ending the jobs' commands now", file=sys.stderr, flush=True)
         log.warning("server.stop_hurried", signal=signum, why="a stop signal came while stopping")
         hurry_commands()
-        for call in also:
+        for call in self._also:
             call()
 
     def restore(self) -> None:
@@ -69,7 +95,8 @@ class StopSignals:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[StopSignals]:
-    """For a process's whole run: `arm()` it when the stop begins; the handlers it replaced are back at the end."""
+    """For a process's run: serve with `until_signal`, `arm()` once the stop begins; the handlers replaced are
+    back at the end."""
     signals = StopSignals()
     try:
         yield signals
