@@ -27,7 +27,8 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import Process
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, start_http
 from tests.e2e.raw_stdio import RawStdio, raw_stdio
@@ -250,3 +251,44 @@ async def test_ctrl_c_three_times_ends_a_stop_that_a_job_holds() -> None:
             server.proc.send_signal(signal.SIGINT)
             code = await exit_code(server, 10)
     assert code == -signal.SIGINT, f"exit {code}"
+
+
+async def test_an_mcp_client_that_quits_during_a_long_poll_leaves_no_process_of_the_job(tmp_path: Path) -> None:
+    """The SDK's stdio client (as Claude Desktop) quitting: stdin closed, 2 s, SIGTERM, 2 s, SIGKILL. With a
+    long-poll in flight the server waits up to 2 s at EOF for its answer, so the SIGTERM came first, as a plain
+    stop: the command got its 2 s grace and the SIGKILL came first. The server died mid-stop (no
+    `server.stopped`) and the command's grandchild ran on, or it won that race by a hair: the server's exit took
+    4 s either way. Closed stdin has begun the stop: the SIGTERM hurries it, and the server exits at once."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **command_env(tmp_path)}
+    args = ["-m", "vibe_jobs", "serve", "--store", store]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
+    mark = tmp_path / "term"
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with anyio.create_task_group() as tg:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy", read_timeout_seconds=60) as client:
+                started = await client.call_tool("run-command", {"command": ["sh", "-c", COMMAND, str(mark)]})
+                job_id = (started.structured_content or {})["jobId"]
+                marker = await run_marker(client, job_id)
+                polling = anyio.Event()  # the server has the long-poll: it tells it the job's last line
+
+                async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                    polling.set()
+
+                async def long_poll() -> None:
+                    with contextlib.suppress(Exception):
+                        args = {"jobId": job_id, "waitSeconds": 30}
+                        await client.call_tool("get-job-result", args, progress_callback=on_progress)
+
+                tg.start_soon(long_poll)
+                with anyio.fail_after(10):
+                    await polling.wait()
+                quitting = time.monotonic()
+            took = time.monotonic() - quitting  # the client waits for the server to exit (killing it at 4 s)
+            tg.cancel_scope.cancel()
+        left = ended(run_processes(marker))
+        errlog.seek(0)
+        log = errlog.read()
+    assert left == [], f"processes of the job outlived the server: {left}"
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+    assert took < 3.5, f"the server took {took:.1f} s to exit after its client closed stdin"

@@ -259,9 +259,8 @@ class JobServer:
                 )
                 try:
                     if sock is None:
-                        await stopping.until_signal(
-                            lambda: serve_stdio(mcp, frame_limit(self.settings.max_params_bytes))
-                        )
+                        limit = frame_limit(self.settings.max_params_bytes)
+                        await stopping.until_signal(lambda: serve_stdio(mcp, limit, on_eof=stopping.arm))
                     else:
                         await stopping.until_signal(
                             lambda: self._serve_http(mcp, transport, sock, security, url, auth.enabled)
@@ -328,9 +327,9 @@ def _base_url(host: str, port: int) -> str:
     return f"http://{f'[{name}]' if ':' in name and not name.startswith('[') else name}:{port}"
 
 
-async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int) -> None:
-    """Serve one client over stdin/stdout until stdin closes."""
-    async with stdio_streams(max_frame_bytes) as (read_stream, write_stream):
+async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int, on_eof: Callable[[], None] | None = None) -> None:
+    """Serve one client over stdin/stdout until stdin closes (`on_eof()` then)."""
+    async with stdio_streams(max_frame_bytes, on_eof) as (read_stream, write_stream):
         await run_session(mcp, read_stream, write_stream)
 
 

@@ -23,7 +23,7 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import CancelledError
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, BinaryIO
@@ -197,9 +197,10 @@ def claim_wire() -> Iterator[tuple[BinaryIO, BinaryIO]]:
 
 @asynccontextmanager
 async def stdio_streams(
-    max_frame_bytes: int,
+    max_frame_bytes: int, on_eof: Callable[[], None] | None = None
 ) -> AsyncIterator[tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]]:
-    """The (read, write) streams of a server session over stdio, until the block ends or stdin closes."""
+    """The (read, write) streams of a server session over stdio, until the block ends or stdin closes
+    (`on_eof()` is called then, on the event loop: the client has begun the server's stop)."""
     read_send, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write_stream, write_receive = anyio.create_memory_object_stream[SessionMessage](0)
     with claim_wire() as (wire_in, wire_out):
@@ -207,7 +208,7 @@ async def stdio_streams(
         try:
             async with BlockingPortal() as portal, anyio.create_task_group() as tg:
                 answers = write_stream.clone()
-                inflight = InFlight()
+                inflight = InFlight(on_eof)
                 reader = threading.Thread(
                     target=_read_wire,
                     args=(wire_in, max_frame_bytes, portal, read_send, answers, inflight),
@@ -248,7 +249,7 @@ def _read_wire(
             elif item is not None:
                 log.warning("stdio.bad_frame", error=item.error.message[:200])
                 portal.call(answers.send, SessionMessage(item))
-        portal.call(inflight.settled, EOF_GRACE_SECONDS)
+        portal.call(inflight.at_eof, EOF_GRACE_SECONDS)
         portal.call(messages.aclose)
     except (RuntimeError, CancelledError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
         pass  # the server is stopping (the portal or the streams are closed, or a signal cancelled the wait at EOF)
@@ -268,9 +269,10 @@ class InFlight:
     only once they are answered, or after a grace: closed at once, `printf ... | vibe-jobs serve` lost its last
     answers (review helper-65 F4). A long-poll still waiting then is cut, as before."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_eof: Callable[[], None] | None = None) -> None:
         self.ids: set[types.RequestId] = set()
         self._changed = anyio.Event()
+        self._on_eof = on_eof
 
     async def deliver(self, messages: ObjectSendStream[SessionMessage | Exception], item: SessionMessage) -> None:
         if isinstance(item.message, types.JSONRPCRequest):
@@ -283,6 +285,11 @@ class InFlight:
             self.ids.discard(request_id)
             self._changed.set()
             self._changed = anyio.Event()
+
+    async def at_eof(self, seconds: float) -> None:
+        if self._on_eof is not None:
+            self._on_eof()
+        await self.settled(seconds)
 
     async def settled(self, seconds: float) -> None:
         with anyio.move_on_after(seconds):

@@ -51,7 +51,8 @@ class StopSignals:
             await run()
 
     def arm(self, *also: Callable[[], None]) -> None:
-        """The stop has begun: a stop signal from now on hurries it (`also` runs then too, on the event loop)."""
+        """The stop has begun (the serving ended, or a client closed stdin, after which it sends SIGTERM when the
+        server is not gone within 2 s): a stop signal from now on hurries it (`also` runs then too, on the loop)."""
         self._stopping, self._also = True, also
 
     def _install(self) -> None:
@@ -83,6 +84,8 @@ class StopSignals:
     def _hurry(self, signum: int) -> None:
         print(f"vibe-jobs: signal {signum} while stopping: ending the jobs' commands now", file=sys.stderr, flush=True)
         log.warning("server.stop_hurried", signal=signum, why="a stop signal came while stopping")
+        if self._serving is not None:  # stdin closed, the answers owed still awaited: awaited no more
+            self._serving.cancel()
         hurry_commands()
         for call in self._also:
             call()
