@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,7 @@ class StopSignals:
         if self._hurried:  # the default action: a KeyboardInterrupt might be caught by a job, or waited out
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
+            os._exit(128 + signum)  # still here: PID 1 (a container's), whom the kernel spares default actions
         elif self._stopping:
             self._hurried = True
             self._loop.call_soon_threadsafe(self._hurry, signum)
