@@ -851,3 +851,18 @@ async def test_a_nul_in_an_id_or_a_filter_or_a_forged_cursor_is_refused_and_cost
     finally:
         if store == "postgres":
             await drop_schema(base, url)
+
+
+async def test_a_cancelled_request_is_not_awaited_for_ever() -> None:
+    """A request the client cancels (notifications/cancelled) is never answered, and the stdio session kept its id
+    as in flight for as long as it ran (a client that stops 20 long-polls left 20) and, at EOF, waited the whole
+    grace for their answers. The state probe counts the ids held: itself only, after any number of cancels."""
+    async with raw_stdio(tools="tests.e2e.sample_tools,tests.e2e.state_probe") as server:
+        job_id = (await server.call("sleepy", {"seconds": 60}))["result"]["structuredContent"]["jobId"]
+        poll = {"name": "get-job-result", "arguments": {"jobId": job_id, "waitSeconds": 30}}
+        for n in range(20):
+            await server.send({"jsonrpc": "2.0", "id": f"poll-{n}", "method": "tools/call", "params": poll})
+            cancel = {"requestId": f"poll-{n}", "reason": "the user stopped it"}
+            await server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+        probe = (await server.call("state-probe", {}))["result"]["structuredContent"]
+    assert probe["sizes"]["InFlight.ids"] == 1, probe["sizes"]  # the probe's own request

@@ -267,7 +267,8 @@ async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionM
 class InFlight:
     """The requests read and not answered yet. At EOF the session is closed (which cancels what it still runs)
     only once they are answered, or after a grace: closed at once, `printf ... | vibe-jobs serve` lost its last
-    answers (review helper-65 F4). A long-poll still waiting then is cut, as before."""
+    answers (review helper-65 F4). A long-poll still waiting then is cut, as before. A request the client cancels
+    is not answered (notifications/cancelled): it leaves at once, or its id stayed for the session's life."""
 
     def __init__(self, on_eof: Callable[[], None] | None = None) -> None:
         self.ids: set[types.RequestId] = set()
@@ -275,13 +276,19 @@ class InFlight:
         self._on_eof = on_eof
 
     async def deliver(self, messages: ObjectSendStream[SessionMessage | Exception], item: SessionMessage) -> None:
-        if isinstance(item.message, types.JSONRPCRequest):
-            self.ids.add(item.message.id)
+        message = item.message
+        if isinstance(message, types.JSONRPCRequest):
+            self.ids.add(message.id)
+        elif isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled":
+            self._done((message.params or {}).get("requestId"))
         await messages.send(item)
 
     def answered(self, message: types.JSONRPCMessage) -> None:
-        request_id = getattr(message, "id", None)
-        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError) and request_id in self.ids:
+        if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+            self._done(getattr(message, "id", None))
+
+    def _done(self, request_id: Any) -> None:
+        if request_id in self.ids:
             self.ids.discard(request_id)
             self._changed.set()
             self._changed = anyio.Event()
