@@ -2,8 +2,14 @@
 process's own figures after each round (tests/e2e/state_probe.py, loaded as a tool). Prints RSS, fds, threads, asyncio
 tasks and the containers and live objects that grew since the first round; growth that does not level off is a leak.
 
-    python bench/churn.py [--rounds 6] [--sessions 30] [--store memory://|sqlite] [--transport streamable-http|stdio]
-    python bench/churn.py --ci     # 3 short rounds: a smoke run, not a figure
+    python bench/churn.py [--rounds 6] [--sessions 35] [--store sqlite|memory://] [--transport streamable-http|stdio]
+                          [--steps name,...] [--settle SECONDS]
+    python bench/churn.py --quick   # 2 short rounds: a smoke run, not a figure
+
+Over stdio one session lives for the whole run (a desktop client's) and its requests are cancelled and dropped;
+legacy-era steps are skipped there. Retention and idle time-outs come from the environment as for `serve`
+(JOB_MANAGER_MAX_RETENTION, JOB_MANAGER_CLEANUP_INTERVAL, VIBE_JOBS_SESSION_IDLE_SECONDS); --settle waits that long
+and probes once more.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 
 import anyio
 import httpx2 as httpx
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from vibe_jobs.client import TasksClientExtension
 
@@ -126,6 +133,8 @@ class Churn:
         await stream.aclose()  # half a body, then gone
 
     def steps(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        if self.base is None:  # stdio: one auto-era session; nothing but its own requests
+            return [self.listen_and_cancel, self.dropped_long_poll, self.dropped_listen]
         return [
             self.legacy_subscribe_and_long_poll,
             self.listen_and_cancel,
@@ -156,77 +165,99 @@ def growth(first: dict[str, Any], last: dict[str, Any], key: str) -> list[str]:
     return [f"    {k}: {x} -> {y}" for k, x, y in sorted(rows, key=lambda r: r[1] - r[2])[:25]]
 
 
+def children_rss_kb(pid: int) -> int:
+    """The RSS of the server's child processes (the SQLite store runs in one of its own)."""
+    total = 0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with open(f"/proc/{child}/status") as f:
+            total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    return total
+
+
 def db_bytes(db: Path | None) -> str:
     return str(sum(f.stat().st_size for f in db.parent.glob(db.name + "*"))) if db else "-"
 
 
-async def run(args: argparse.Namespace, base: str, db: Path | None) -> None:
-    churn = Churn(http_opener(f"{base}/mcp"), base)
+async def run(args: argparse.Namespace, churn: Churn, db: Path | None, pid: int) -> None:
     rounds: list[dict[str, Any]] = [await churn.probe()]
-    print("round  rss_kb  fds  threads  tasks  objects  db_bytes  (after N sessions)")
+    print("round  rss_kb  fds  threads  tasks  objects  db_bytes  child_rss_kb  (after N sessions)")
+    steps = [s for s in churn.steps() if not args.steps or s.__name__ in args.steps.split(",")]
     for r in range(args.rounds):
-        steps = [s for s in churn.steps() if not args.steps or s.__name__ in args.steps.split(",")]
         for i in range(args.sessions):
             await steps[i % len(steps)]()
         rounds.append(await churn.probe())
         p = rounds[-1]
         figures = f"{p['rss_kb']:6}  {p['fds']:3}  {p['threads']:7}  {p['tasks']:5}  {p['objects']:7}"
-        print(f"{r + 1:5}  {figures}  {db_bytes(db):>8}  ({(r + 1) * args.sessions})", flush=True)
+        print(f"{r + 1:5}  {figures}  {db_bytes(db):>8}  {children_rss_kb(pid):12}  ({(r + 1) * args.sessions})")
     if args.settle:
-        await anyio.sleep(args.settle)
+        await anyio.sleep(args.settle)  # a bench, not a test: the idle time-outs are what is measured
         p = await churn.probe()
         print(f"settled {p['rss_kb']:6}  {p['fds']:3}  {p['threads']:7}  {p['tasks']:5}  {p['objects']:7}")
         rounds.append(p)
-    print("containers that grew (first probe after churn -> last):")
-    print("\n".join(growth(rounds[1], rounds[-1], "sizes")) or "    none")
-    print("live objects that grew (first probe after churn -> last):")
-    print("\n".join(growth(rounds[1], rounds[-1], "instances")) or "    none")
+    for what, key in (("containers", "sizes"), ("live objects", "instances"), ("asyncio tasks", "task_names")):
+        print(f"{what} that grew (first probe after churn -> last):")
+        print("\n".join(growth(rounds[1], rounds[-1], key)) or "    none")
+
+
+def serve_command(store: str, *transport: str) -> list[str]:
+    return [sys.executable, "-m", "vibe_jobs", "serve", "--store", store, "--tools", TOOLS, *transport]
+
+
+async def over_stdio(args: argparse.Namespace, store: str, db: Path | None) -> None:
+    """One stdio session for the whole run (a desktop client's): its requests are cancelled and dropped instead."""
+    cmd = serve_command(store)
+    params = StdioServerParameters(command=cmd[0], args=cmd[1:], env={**os.environ, **ENV}, cwd=str(ROOT))
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode="auto", read_timeout_seconds=30) as client:
+
+            @asynccontextmanager
+            async def same(mode: str, extensions: Any = None) -> AsyncIterator[Client]:
+                yield client
+
+            pid = int(structured(await client.call_tool("state-probe", {}))["pid"])
+            await run(args, Churn(same, None), db, pid)
+
+
+def over_http(args: argparse.Namespace, store: str, db: Path | None) -> None:
+    port = free_port()
+    cmd = serve_command(store, "--transport", "streamable-http", "--port", str(port))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)  # nothing to wait on before the port opens
+        base = f"http://127.0.0.1:{port}"
+        anyio.run(run, args, Churn(http_opener(f"{base}/mcp"), base), db, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="Many short client sessions against one server: its figures per round")
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--sessions", type=int, default=35)
-    ap.add_argument("--store", default="sqlite")
-    ap.add_argument("--ci", action="store_true")
+    ap.add_argument("--sessions", type=int, default=35, help="sessions (steps) per round")
+    ap.add_argument("--store", default="sqlite", help="sqlite (a file in a temporary directory) or a store URL")
+    ap.add_argument("--transport", default="streamable-http", choices=["streamable-http", "stdio"])
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 7: a smoke run, not a figure")
     ap.add_argument("--steps", default="", help="comma-separated step names (default: all)")
     ap.add_argument("--settle", type=float, default=0.0, help="seconds idle before one more probe")
     args = ap.parse_args()
-    if args.ci:
+    if args.quick:
         args.rounds, args.sessions = 2, 7
     with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite:///{tmp}/jobs.db" if args.store == "sqlite" else args.store
-        port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "vibe_jobs",
-            "serve",
-            "--store",
-            store,
-            "--tools",
-            TOOLS,
-            "--transport",
-            "streamable-http",
-            "--port",
-            str(port),
-        ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise
-                    time.sleep(0.05)
-            db = Path(tmp) / "jobs.db" if args.store == "sqlite" else None
-            anyio.run(run, args, f"http://127.0.0.1:{port}", db)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        db = Path(tmp) / "jobs.db" if args.store == "sqlite" else None
+        store = f"sqlite:///{db}" if db else args.store
+        if args.transport == "stdio":
+            anyio.run(over_stdio, args, store, db)
+        else:
+            over_http(args, store, db)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A plain tool that reports the serving process's own state (loaded with `--tools tests.e2e.state_probe`, by
 leak tests and bench/churn.py): RSS, open fds, threads, asyncio tasks, live objects of vibe_jobs/mcp classes, and
-the size of every container attribute those objects hold. Read-only; nothing of the product is changed."""
+the size of every container attribute those objects hold. Nothing of the product is changed; the objects
+frozen at start-up are unfrozen (only the collector's work changes)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,19 @@ def _containers(obj: object, sizes: Counter[str]) -> None:
             sizes[f"{type(obj).__qualname__}.{name}"] += len(value)
 
 
+def _task_name(task: asyncio.Task[Any]) -> str:
+    """The task's first frame in vibe_jobs or mcp code (anyio wraps every coroutine in one of its own)."""
+    names: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and (frame := getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)):
+        names.append(f"{frame.f_globals.get('__name__')}.{frame.f_code.co_qualname}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return next((n for n in names if n.split(".")[0] in OWN), names[0] if names else "?")
+
+
 @plain_tool(name="state-probe", description="The serving process's own figures (leak tests, bench/churn.py)")
 async def state_probe() -> dict[str, Any]:
+    gc.unfreeze()  # the server froze what start-up made (jobserver), out of gc.get_objects(): the manager too
     gc.collect()
     instances: Counter[str] = Counter()
     sizes: Counter[str] = Counter()
@@ -46,10 +58,12 @@ async def state_probe() -> dict[str, Any]:
             instances[f"{type(obj).__module__}.{type(obj).__qualname__}"] += 1
             _containers(obj, sizes)
     return {
+        "pid": os.getpid(),
         "rss_kb": _rss_kb(),
         "fds": len(os.listdir("/proc/self/fd")),
         "threads": threading.active_count(),
         "tasks": len(asyncio.all_tasks()),
+        "task_names": dict(Counter(_task_name(t) for t in asyncio.all_tasks())),
         "objects": len(gc.get_objects()),
         "instances": dict(instances),
         "sizes": dict(sizes),
