@@ -98,6 +98,7 @@ def own_stdlib_logging() -> None:
     handler = logging.StreamHandler(STDERR)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(**_formatter_args()))
     handler.addFilter(validation_args_without_input)
+    handler.addFilter(client_gone_without_traceback)
     root.addHandler(handler)
     root.setLevel(_level)
 
@@ -151,6 +152,20 @@ def validation_args_without_input(record: logging.LogRecord) -> bool:
     if isinstance(record.args, tuple) and any(isinstance(arg, ValidationError) for arg in record.args):
         record.args = tuple(without_input(arg) if isinstance(arg, ValidationError) else arg for arg in record.args)
     return True
+
+
+def client_gone_without_traceback(record: logging.LogRecord) -> bool:
+    """A logging filter: a request whose client went away before its body was read (Starlette's ClientDisconnect,
+    which the SDK's streamable HTTP transport logs as an error with a 30-line traceback) is one info line: a
+    flaky network or a client killed mid-request is no error of the server's, and over weeks those tracebacks
+    filled the log. Dropped below info, as any info line is."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is None or type(exc).__name__ != "ClientDisconnect" or not type(exc).__module__.startswith("starlette"):
+        return True
+    record.exc_info, record.exc_text, record.stack_info = None, None, None
+    record.levelno, record.levelname = logging.INFO, "INFO"
+    record.msg, record.args = "a client disconnected before its request was read", ()
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO
 
 
 def without_input(exc: ValidationError) -> str:

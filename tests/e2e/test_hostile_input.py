@@ -31,6 +31,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitRequestParams, ElicitResult
 
 from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
+from tests.e2e.proxy_fixtures import wait_for as wait_until
 from tests.e2e.raw_stdio import raw_stdio
 from tests.e2e.test_builtin_tools import finish
 from tests.e2e.test_crash_recovery import error_text, submit, wait_for
@@ -533,6 +534,26 @@ def test_a_body_that_never_ends_is_cut_off() -> None:
             assert sock.recv(1024) == b"", "the server closes it (EOF)"
         assert time.monotonic() - began < 8
         assert http.proc.poll() is None
+
+
+def test_a_client_gone_mid_request_is_one_info_line_not_an_error_with_a_traceback() -> None:
+    """The SDK's transport logged each request whose client went away before its body was read (a flaky network,
+    a client killed mid-request) as an error with Starlette's 30-line ClientDisconnect traceback: over weeks the
+    log filled with them, and an operator watching for errors saw the clients' troubles (helper-121's note)."""
+    with start_http("streamable-http", {"VIBE_JOBS_LOG_LEVEL": "info"}) as http:
+        _half_sent_post(http.port).close()
+
+        def read_log() -> str:
+            http.errlog.seek(0)
+            return str(http.errlog.read().decode())
+
+        wait_until(lambda: "client disconnected" in read_log() or "Error handling POST" in read_log(), seconds=10)
+        logged = read_log()
+    lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    gone = [line for line in lines if line["event"] == "a client disconnected before its request was read"]
+    assert len(gone) == 1 and gone[0]["level"] == "info", logged[-3000:]
+    assert "Traceback" not in logged and "ClientDisconnect" not in logged, logged[-3000:]
+    assert not [line for line in lines if line["level"] == "error"], logged[-3000:]
 
 
 def test_a_request_without_a_valid_token_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
