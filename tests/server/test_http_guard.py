@@ -6,7 +6,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from vibe_jobs.server.http.guard import CSRF_COOKIE, Guard, Refused, same_origin
+from vibe_jobs.server.http.guard import CSRF_COOKIE, Bearer, Guard, Refused, same_origin
 
 
 def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
@@ -16,9 +16,9 @@ def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
     )
 
 
-async def verify(token: str) -> bool | None:
+async def verify(token: str) -> Bearer | None:
     """s3cret: an admin's token; user: a valid token without scope admin; anything else: no token."""
-    return True if token == "s3cret" else False if token == "user" else None
+    return Bearer(True) if token == "s3cret" else Bearer(False) if token == "user" else None
 
 
 def test_same_origin_is_the_host_itself() -> None:

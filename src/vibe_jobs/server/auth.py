@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import re
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from pydantic import AnyHttpUrl
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, Viewer
 from vibe_jobs.logs import get_logger
+from vibe_jobs.server.http.guard import Bearer
 from vibe_jobs.server.jwks import JwksKeys
 from vibe_jobs.settings import Settings
 
@@ -47,6 +50,7 @@ PRINCIPAL_CHARS = "printable ASCII without spaces"
 PRINCIPAL_MAX = 255
 PRINCIPAL = re.compile(rf"[!-~]{{1,{PRINCIPAL_MAX}}}")
 log = get_logger("vibe_jobs.auth")
+ANSWER_MARGIN = 0.5  # seconds a long-poll ends before its token expires, for its answer to go out
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 
 
@@ -86,6 +90,14 @@ class Identity:
         if token is None:
             return Viewer(NOBODY) if self.required else LOCAL
         return Viewer(principal_of(token), ADMIN_SCOPE in token.scopes)
+
+    def seconds_left(self) -> float:
+        """Seconds until the current request's token expires, when the request is cut (`http.lifetime`), less
+        ANSWER_MARGIN for its answer to go out: what a long-poll may wait (inf: the token does not expire)."""
+        token = get_access_token()
+        if token is None or token.expires_at is None:
+            return math.inf
+        return token.expires_at - time.time() - ANSWER_MARGIN
 
     def sees_server_figures(self, viewer: Viewer) -> bool:
         """May `viewer` see the figures made of every principal's jobs (per tool, throughput, error rate)? An
@@ -298,17 +310,17 @@ class AuthSetup:
     def enabled(self) -> bool:
         return self.verifier is not None
 
-    def admin_check(self) -> Callable[[str], Awaitable[bool | None]] | None:
-        """For the HTTP routes beside /mcp that show every job (the dashboard): does a bearer token hold
-        scope `admin` (True), is it valid without it (False), or no valid token at all (None)? None when
-        there is no authentication (loopback, one user)."""
+    def admin_check(self) -> Callable[[str], Awaitable[Bearer | None]] | None:
+        """For the HTTP routes beside /mcp that show every job (the dashboard): is a bearer token valid (None:
+        not), does it hold scope `admin`, and when does it expire? None when there is no authentication
+        (loopback, one user)."""
         verifier = self.verifier
         if verifier is None:
             return None
 
-        async def is_admin(token: str) -> bool | None:
+        async def is_admin(token: str) -> Bearer | None:
             found = await verifier.verify_token(token)  # JWT: off the event loop (the JWKS may be fetched)
-            return None if found is None else ADMIN_SCOPE in found.scopes
+            return None if found is None else Bearer(ADMIN_SCOPE in found.scopes, found.expires_at)
 
         return is_admin
 

@@ -208,7 +208,8 @@ class ControlTools:
         try:
             refused = await take_responses(self.m, ctx, jobId, ctx.input_responses, viewer)
             if waitSeconds > 0 and not refused:  # a refused answer is told at once, as on 2025-11-25
-                asked = await self._long_poll(ctx, jobId, min(waitSeconds, self.m.settings.max_wait_ms / 1000), viewer)
+                seconds = min(waitSeconds, self.m.settings.max_wait_ms / 1000, self.identity.seconds_left())
+                asked = await self._long_poll(ctx, jobId, seconds, viewer)
                 if asked is not None:  # 2026-07-28: the SDK sends it as `input_required`; the retry answers
                     return cast(CallToolResult, asked)
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)

@@ -34,6 +34,7 @@ from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.http.hosts import HostCheck
+from vibe_jobs.server.http.lifetime import end_at_expiry
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.server.http.requestids import look_after_authentication
 from vibe_jobs.server.http.sessions import limit_sessions
@@ -294,6 +295,7 @@ class JobServer:
             sessions = functools.partial(open_sessions, mcp)
         if authenticated:
             limit_sessions(app, settings.max_sessions_per_principal, sessions)
+            end_at_expiry(app)
         level, timeout = settings.log_level, settings.http_header_timeout_ms / 1000
         guarded = HostCheck(look_after_authentication(app), security)
         announce = f"vibe-jobs: serving MCP at {url}{path}"

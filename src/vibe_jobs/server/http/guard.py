@@ -21,9 +21,18 @@ from starlette.requests import Request
 CSRF_COOKIE = "vibe_jobs_csrf"
 CSRF_FIELD = "csrf"
 TOKEN_COOKIE = "vibe_jobs_token"
-# the auth's check of a token (async, as the SDK's TokenVerifier): True admin, False valid without scope
-# `admin`, None not a valid token
-BearerCheck = Callable[[str], Awaitable[bool | None]]
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """A valid bearer token: does it hold scope `admin`, and when does it expire (epoch seconds; None: never)."""
+
+    admin: bool
+    expires_at: float | None = None
+
+
+# the auth's check of a token (async, as the SDK's TokenVerifier): None when it is not a valid token
+BearerCheck = Callable[[str], Awaitable[Bearer | None]]
 
 
 class Refused(Exception):
@@ -49,15 +58,18 @@ class Guard:
     def csrf_token(self, cookie: str) -> str:
         return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
 
-    async def check_read(self, request: Request) -> None:
+    async def check_read(self, request: Request) -> float | None:
+        """Refuse a request without an admin's bearer token; return when that token expires (None: never, or
+        no authentication), when what the request streams must end."""
         if self.bearer is None:
-            return
+            return None
         token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
-        admin = await self.bearer(token) if token else None
-        if admin is None:
+        found = await self.bearer(token) if token else None
+        if found is None:
             raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
-        if not admin:
+        if not found.admin:
             raise Refused(403, "this token lacks scope `admin`: the dashboard shows every principal's jobs")
+        return found.expires_at
 
     async def check_change(self, request: Request, form_token: str | None) -> None:
         """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""

@@ -1,0 +1,127 @@
+"""A stream lives no longer than the JWT that opened it, against the real server.
+
+Before, a token was checked once, when a request began: a streamable-HTTP `GET` stream (notifications), a
+legacy SSE session (`GET /sse`: every answer of the session rides on it), a long-poll and the dashboard's
+`/events` (every principal's job changes, for an admin) went on delivering after the token's `exp`, for as
+long as the client kept the connection open. Now each ends at `exp`: a stream that has begun ends there (the
+client reconnects with a fresh token, and an expired one is 401), a request not yet answered is 401
+`invalid_token`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from tests.e2e.conftest import HttpServer, start_http
+from tests.e2e.test_identity_e2e import client_as
+from tests.e2e.test_jobs_e2e import start
+from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, jwks_url, token
+
+pytestmark = pytest.mark.timeout(120)
+_ = jwks_url  # the module's JWKS fixture
+LIFE = 4  # seconds a short-lived token is valid for: long enough to open what the test holds open
+SLACK = 3  # seconds after `exp` by which an open stream has ended
+
+
+def short_lived(sub: str, **claims: Any) -> str:
+    return token(sub, exp=int(time.time()) + LIFE, **claims)
+
+
+def expiry_of(bearer: str) -> float:
+    import jwt
+
+    return float(jwt.decode(bearer, options={"verify_signature": False})["exp"])
+
+
+@pytest.fixture(params=["streamable-http", "sse"])
+def server(request: pytest.FixtureRequest, jwks_url: str) -> Iterator[HttpServer]:
+    args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
+    with start_http(request.param, args=args) as running:
+        yield running
+
+
+@asynccontextmanager
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(60, read=60)) as client:
+        yield client
+
+
+async def assert_ends_by_expiry(response: Any, bearer: str) -> None:
+    """The open event stream `response` ends no later than SLACK seconds after `bearer`'s `exp`."""
+    deadline = expiry_of(bearer) + SLACK
+    with anyio.fail_after(max(0.0, deadline - time.time())):  # before: it went on for as long as it was read
+        async for _ in response.aiter_bytes():
+            pass
+    assert time.time() >= expiry_of(bearer) - 1  # it ended at the expiry, not at once
+
+
+async def test_the_dashboard_event_stream_ends_when_the_admin_token_expires(server: HttpServer) -> None:
+    """An admin's `/events` shows every principal's job changes: an expired token saw them for ever."""
+    bearer = short_lived("root", scope="admin")
+    url = f"http://127.0.0.1:{server.port}/events"
+    async with http() as client, client.stream("GET", url, headers={"Authorization": f"Bearer {bearer}"}) as events:
+        assert events.status_code == 200, await events.aread()
+        await assert_ends_by_expiry(events, bearer)
+        response = await client.get(url, headers={"Authorization": f"Bearer {bearer}"})
+        assert response.status_code == 401  # and it cannot be opened again with that token
+
+
+async def test_the_dashboard_event_stream_opened_with_the_cookie_ends_too(server: HttpServer) -> None:
+    bearer = short_lived("root", scope="admin")
+    url = f"http://127.0.0.1:{server.port}/events"
+    async with http() as client, client.stream("GET", url, cookies={"vibe_jobs_token": bearer}) as events:
+        assert events.status_code == 200, await events.aread()
+        await assert_ends_by_expiry(events, bearer)
+
+
+async def test_an_mcp_event_stream_ends_when_its_token_expires(server: HttpServer) -> None:
+    """Streamable HTTP: the session's `GET` stream (notifications: subscriptions' updates, questions). SSE: the
+    session's stream, which carries every answer of the session."""
+    bearer = short_lived("alice")
+    headers = {"Authorization": f"Bearer {bearer}", "Accept": "text/event-stream"}
+    async with http() as client:
+        if server.transport == "sse":
+            opened = client.stream("GET", server.url, headers=headers)
+        else:
+            session = await _session(client, server, bearer)
+            opened = client.stream("GET", server.url, headers={**headers, "Mcp-Session-Id": session})
+        async with opened as stream:
+            assert stream.status_code == 200, await stream.aread()
+            await assert_ends_by_expiry(stream, bearer)
+
+
+async def test_a_long_poll_is_answered_before_its_token_expires(server: HttpServer) -> None:
+    """`get-job-result` waiting (up to 50 s) on the caller's own running job is answered, the job still running,
+    just before the token's `exp` (the request would be cut there: "SSE stream ended without a response")."""
+    bearer = short_lived("alice")
+    async with client_as(server, token("alice")) as owner:
+        job = await start(owner, "wait_forever", {})
+        async with client_as(server, bearer) as client:
+            with anyio.fail_after(expiry_of(bearer) + SLACK - time.time()):
+                answer = await client.call_tool("get-job-result", {"jobId": job, "waitSeconds": 50})
+            assert time.time() >= expiry_of(bearer) - 2, "it waited"
+            assert answer.structured_content and answer.structured_content["status"] == "running", answer
+        await owner.call_tool("cancel-job", {"jobId": job})
+
+
+async def _session(client: httpx2.AsyncClient, server: HttpServer, bearer: str) -> str:
+    headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json, text/event-stream"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    answer = await client.post(server.url, json=hello, headers=headers)
+    assert answer.status_code == 200, answer.text
+    session = answer.headers["mcp-session-id"]
+    done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    await client.post(server.url, json=done, headers={**headers, "Mcp-Session-Id": session})
+    return session
