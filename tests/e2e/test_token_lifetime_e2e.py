@@ -22,7 +22,8 @@ import pytest
 from tests.e2e.conftest import HttpServer, start_http
 from tests.e2e.test_identity_e2e import client_as
 from tests.e2e.test_jobs_e2e import start
-from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, jwks_url, token
+from tests.e2e.test_jwks_outage_e2e import Jwks, idp
+from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, OTHER_KEY, jwks_url, token
 
 pytestmark = pytest.mark.timeout(120)
 _ = jwks_url  # the module's JWKS fixture
@@ -125,3 +126,45 @@ async def _session(client: httpx2.AsyncClient, server: HttpServer, bearer: str) 
     done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
     await client.post(server.url, json=done, headers={**headers, "Mcp-Session-Id": session})
     return session
+
+
+# -- a key the issuer withdraws ends the streams its tokens opened ---------------------------------
+
+_ = idp  # the outage module's JWKS fixture (its keys can be changed)
+
+
+@pytest.mark.parametrize("transport", ["streamable-http", "sse"])
+async def test_streams_opened_with_a_withdrawn_key_end_after_the_next_refresh(idp: Jwks, transport: str) -> None:
+    """Before: new requests were refused after the refresh, but the streams already open went on until `exp`
+    (the dashboard's `/events`: every principal's job changes)."""
+    args = ["--auth-jwks", idp.url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
+    env = {"VIBE_JOBS_AUTH_JWKS_REFRESH_SECONDS": "0.2"}
+    with start_http(transport, env, args) as server:
+        admin, alice = token("root", scope="admin"), token("alice")
+        events_url = f"http://127.0.0.1:{server.port}/events"
+        async with http() as client:
+            if transport == "sse":
+                mcp_stream = client.stream("GET", server.url, headers=_streaming(alice))
+            else:
+                session = await _session(client, server, alice)
+                mcp_stream = client.stream("GET", server.url, headers={**_streaming(alice), "Mcp-Session-Id": session})
+            async with (
+                client.stream("GET", events_url, headers=_streaming(admin)) as events,
+                mcp_stream as stream,
+            ):
+                assert events.status_code == stream.status_code == 200
+                idp.keys = [("key-2", OTHER_KEY)]  # key-1 withdrawn
+                with anyio.fail_after(10):  # refetched every 0.2 s; before: until `exp`, 300 s away
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_drain, events)
+                        tg.start_soon(_drain, stream)
+            assert (await client.get(events_url, headers=_streaming(admin))).status_code == 401
+
+
+def _streaming(bearer: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {bearer}", "Accept": "text/event-stream"}
+
+
+async def _drain(response: Any) -> None:
+    async for _ in response.aiter_bytes():
+        pass

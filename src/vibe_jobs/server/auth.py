@@ -34,6 +34,7 @@ from vibe_jobs.errors import ConfigError
 from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.http.guard import Bearer
+from vibe_jobs.server.http.lifetime import Lease
 from vibe_jobs.server.jwks import JwksKeys
 from vibe_jobs.settings import Settings
 
@@ -50,6 +51,7 @@ PRINCIPAL_CHARS = "printable ASCII without spaces"
 PRINCIPAL_MAX = 255
 PRINCIPAL = re.compile(rf"[!-~]{{1,{PRINCIPAL_MAX}}}")
 log = get_logger("vibe_jobs.auth")
+RECHECK_SECONDS = 30.0  # a JWT is checked again this often (or each JWKS refresh) while a stream it opened lasts
 ANSWER_MARGIN = 0.5  # seconds a long-poll ends before its token expires, for its answer to go out
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 
@@ -305,10 +307,23 @@ class AuthSetup:
 
     verifier: TokenVerifier | None = None
     settings: AuthSettings | None = None
+    recheck_seconds: float | None = None  # how often a token is checked again while a request it opened lasts
 
     @property
     def enabled(self) -> bool:
         return self.verifier is not None
+
+    def lease(self, token: AccessToken) -> Lease:
+        """How long a request `token` opened may last: until its expiry, and, for a JWT, while its key is still
+        in the issuer's JWKS (checked every `recheck_seconds`: the keys are fetched again every refresh)."""
+        verifier = self.verifier
+        if self.recheck_seconds is None or verifier is None:
+            return Lease(token.expires_at)
+
+        async def still_valid() -> bool:
+            return await verifier.verify_token(token.token) is not None
+
+        return Lease(token.expires_at, still_valid, self.recheck_seconds)
 
     def admin_check(self) -> Callable[[str], Awaitable[Bearer | None]] | None:
         """For the HTTP routes beside /mcp that show every job (the dashboard): is a bearer token valid (None:
@@ -320,7 +335,7 @@ class AuthSetup:
 
         async def is_admin(token: str) -> Bearer | None:
             found = await verifier.verify_token(token)  # JWT: off the event loop (the JWKS may be fetched)
-            return None if found is None else Bearer(ADMIN_SCOPE in found.scopes, found.expires_at)
+            return None if found is None else Bearer(ADMIN_SCOPE in found.scopes, self.lease(found))
 
         return is_admin
 
@@ -352,13 +367,15 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         jwks, issuer, audience = (str(o) for o in jwt_options)
         issuer_url = _http_url(issuer, JWT_OPTIONS[1])
         _http_url(jwks, JWT_OPTIONS[0])
+        refresh = settings.auth_jwks_refresh_ms / 1000
         return AuthSetup(
-            JwtVerifier(jwks, issuer, audience, settings.auth_jwks_refresh_ms / 1000),
+            JwtVerifier(jwks, issuer, audience, refresh),
             AuthSettings(
                 issuer_url=issuer_url,
                 resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
                 validate_token_resource=False,  # the verifier checks the audience itself
             ),
+            min(refresh, RECHECK_SECONDS),
         )
     return AuthSetup()
 

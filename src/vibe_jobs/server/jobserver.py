@@ -34,7 +34,7 @@ from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.http.hosts import HostCheck
-from vibe_jobs.server.http.lifetime import end_at_expiry
+from vibe_jobs.server.http.lifetime import end_with_token
 from vibe_jobs.server.http.prom import instrument_store
 from vibe_jobs.server.http.requestids import look_after_authentication
 from vibe_jobs.server.http.sessions import limit_sessions
@@ -264,7 +264,7 @@ class JobServer:
                         await stopping.until_signal(lambda: serve_stdio(mcp, limit, on_eof=stopping.arm))
                     else:
                         await stopping.until_signal(
-                            lambda: self._serve_http(mcp, transport, sock, security, url, auth.enabled)
+                            lambda: self._serve_http(mcp, transport, sock, security, url, auth)
                         )
                 finally:
                     stopping.arm()  # the manager stops next: a signal meanwhile hurries it (`stopping.py`)
@@ -276,7 +276,7 @@ class JobServer:
         sock: socket.socket,
         security: TransportSecuritySettings,
         url: str,
-        authenticated: bool,
+        auth: AuthSetup,
     ) -> None:
         """Serve SSE or streamable HTTP on `sock` until cancelled: the header deadline (`listen`), the Host
         check on every route (`http.hosts`), with authentication a limit of open sessions per principal
@@ -293,9 +293,9 @@ class JobServer:
             }
             app, path = mcp.streamable_http_app(transport_security=security, **options), "/mcp"
             sessions = functools.partial(open_sessions, mcp)
-        if authenticated:
+        if auth.enabled:
             limit_sessions(app, settings.max_sessions_per_principal, sessions)
-            end_at_expiry(app)
+            end_with_token(app, auth.lease)
         level, timeout = settings.log_level, settings.http_header_timeout_ms / 1000
         guarded = HostCheck(look_after_authentication(app), security)
         announce = f"vibe-jobs: serving MCP at {url}{path}"

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from vibe_jobs.server.http.lifetime import Lease
+
 CSRF_COOKIE = "vibe_jobs_csrf"
 CSRF_FIELD = "csrf"
 TOKEN_COOKIE = "vibe_jobs_token"
@@ -25,10 +27,11 @@ TOKEN_COOKIE = "vibe_jobs_token"
 
 @dataclass(frozen=True)
 class Bearer:
-    """A valid bearer token: does it hold scope `admin`, and when does it expire (epoch seconds; None: never)."""
+    """A valid bearer token: does it hold scope `admin`, and how long may what it opens last (None: as long as
+    the client holds it)."""
 
     admin: bool
-    expires_at: float | None = None
+    lease: Lease | None = None
 
 
 # the auth's check of a token (async, as the SDK's TokenVerifier): None when it is not a valid token
@@ -58,9 +61,9 @@ class Guard:
     def csrf_token(self, cookie: str) -> str:
         return hmac.new(self.secret, cookie.encode(), hashlib.sha256).hexdigest()
 
-    async def check_read(self, request: Request) -> float | None:
-        """Refuse a request without an admin's bearer token; return when that token expires (None: never, or
-        no authentication), when what the request streams must end."""
+    async def check_read(self, request: Request) -> Lease | None:
+        """Refuse a request without an admin's bearer token; return how long what it streams may last (None: as
+        long as the client holds it; no authentication)."""
         if self.bearer is None:
             return None
         token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
@@ -69,7 +72,7 @@ class Guard:
             raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
         if not found.admin:
             raise Refused(403, "this token lacks scope `admin`: the dashboard shows every principal's jobs")
-        return found.expires_at
+        return found.lease
 
     async def check_change(self, request: Request, form_token: str | None) -> None:
         """Refuse a state change that is not same-origin, lacks the CSRF token, or lacks the bearer token."""

@@ -22,7 +22,7 @@ from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent, job_event
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, priority_of
 from vibe_jobs.server.http.guard import Refused
-from vibe_jobs.server.http.lifetime import serve_until
+from vibe_jobs.server.http.lifetime import Lease, serve_until
 from vibe_jobs.store.base import JobQuery
 
 STATS_SECONDS = 2.0
@@ -152,33 +152,33 @@ class OpenStreams:
 
 class _CountedEvents(EventSourceResponse):
     """An event stream that gives its place back however it ends (the client gone, the server stopping, the
-    token that opened it expiring at `expires_at`: `lifetime.serve_until`)."""
+    `lease` of the token that opened it ending: `lifetime.serve_until`)."""
 
-    def __init__(self, streams: OpenStreams, content: AsyncIterator[dict[str, str]], expires_at: float | None) -> None:
+    def __init__(self, streams: OpenStreams, content: AsyncIterator[dict[str, str]], lease: Lease | None) -> None:
         super().__init__(content, ping=15)
-        self.streams, self.expires_at = streams, expires_at
+        self.streams, self.lease = streams, lease
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await serve_until(self.expires_at, super().__call__, scope, receive, send)
+            await serve_until(self.lease, super().__call__, scope, receive, send)
         finally:
             self.streams.give_back()
 
 
 def events_endpoint(
-    manager: JobManager, check: Callable[[Request], Awaitable[float | None]], stats_every: float = STATS_SECONDS
+    manager: JobManager, check: Callable[[Request], Awaitable[Lease | None]], stats_every: float = STATS_SECONDS
 ) -> Callable[[Request], Awaitable[Response]]:
     streams = OpenStreams(MAX_EVENT_STREAMS)
 
     async def events(request: Request) -> Response:
         try:
-            expires_at = await check(request)
+            lease = await check(request)
         except Refused as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         if not streams.take():
             message = f"at most {streams.most} live event streams may be open at once: close one (a dashboard tab)"
             return PlainTextResponse(message, status_code=429, headers={"Retry-After": "5"})
         job_id = request.query_params.get("job") or None
-        return _CountedEvents(streams, stream(manager, job_id, stats_every), expires_at)
+        return _CountedEvents(streams, stream(manager, job_id, stats_every), lease)
 
     return events
