@@ -10,6 +10,7 @@ client reconnects with a fresh token, and an expired one is 401), a request not 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,11 +20,12 @@ import anyio
 import httpx2
 import pytest
 
-from tests.e2e.conftest import HttpServer, start_http
+from tests.e2e.conftest import MODES, HttpServer, start_http
 from tests.e2e.test_identity_e2e import client_as
 from tests.e2e.test_jobs_e2e import start
 from tests.e2e.test_jwks_outage_e2e import Jwks, idp
 from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, OTHER_KEY, jwks_url, token
+from tests.e2e.test_resources_e2e import Watcher, job_uri, subscribed
 
 pytestmark = pytest.mark.timeout(120)
 _ = jwks_url  # the module's JWKS fixture
@@ -110,6 +112,37 @@ async def test_a_long_poll_is_answered_before_its_token_expires(server: HttpServ
             assert time.time() >= expiry_of(bearer) - 2, "it waited"
             assert answer.structured_content and answer.structured_content["status"] == "running", answer
         await owner.call_tool("cancel-job", {"jobId": job})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_subscription_hears_nothing_after_its_token_expires(server: HttpServer, mode: str) -> None:
+    """Legacy: `resources/subscribe`, heard on the session's `GET` stream (SSE: the session's stream);
+    2026-07-28: a `subscriptions/listen` stream. A job's change after the token's `exp` reaches its other
+    subscriber (the same principal, with a valid token), not the expired one."""
+    expired, current = Watcher(), Watcher()
+    bearer, heard = short_lived("alice"), []
+    with expired.send, expired.recv, current.send, current.recv:
+        async with client_as(server, token("alice"), mode, message_handler=current) as owner:
+            job = await start(owner, "wait_forever", {})
+            async with subscribed(owner, job_uri(job)):
+                with contextlib.suppress(Exception):  # the client may report its stream's end as it likes
+                    async with (
+                        client_as(server, bearer, mode, message_handler=expired) as client,
+                        subscribed(client, job_uri(job)),
+                    ):
+                        await anyio.sleep(max(0.0, expiry_of(bearer) + 1 - time.time()))  # the token expires
+                        heard.append(await _cancel_and_hear(owner, current, job))
+                if not heard:  # the client ended before the change was made: it is made after
+                    await _cancel_and_hear(owner, current, job)
+    assert expired.counts[job_uri(job)] == 0, expired.counts
+
+
+async def _cancel_and_hear(owner: Any, current: Watcher, job: str) -> bool:
+    await owner.call_tool("cancel-job", {"jobId": job})
+    with anyio.fail_after(20):
+        await current.next_update(job_uri(job))
+    await owner.call_tool("get-job-result", {"jobId": job})  # a round trip: time for a stray update to come
+    return True
 
 
 async def _session(client: httpx2.AsyncClient, server: HttpServer, bearer: str) -> str:
