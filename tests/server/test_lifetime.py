@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import pytest
 
 from vibe_jobs.server.http.lifetime import Lease, serve_until
 
@@ -65,3 +66,16 @@ async def test_a_failed_recheck_ends_the_stream_before_its_expiry() -> None:
 async def test_without_a_lease_or_before_it_ends_the_app_answers_as_it_would() -> None:
     assert (await get(quick, None)).text == "done"
     assert (await get(quick, Lease(time.time() + 60))).text == "done"
+
+
+async def test_an_error_of_the_app_reaches_the_server_as_raised_not_in_a_group() -> None:
+    """Starlette's and uvicorn's error handling (a 500, a logged traceback) see the app's own error."""
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise ValueError("the app's own")
+
+    async def still_valid() -> bool:
+        return True
+
+    with pytest.raises(ValueError, match="the app's own"):
+        await serve_until(Lease(time.time() + 60, still_valid), broken, {"type": "http"}, None, None)  # type: ignore[arg-type]

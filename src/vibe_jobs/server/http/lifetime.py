@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vibe_jobs.errors import first_leaf
 from vibe_jobs.logs import get_logger
 
 log = get_logger("vibe_jobs.auth")
@@ -56,11 +57,14 @@ async def serve_until(lease: Lease | None, app: ASGIApp, scope: Scope, receive: 
 
     deadline = math.inf if lease.expires_at is None else anyio.current_time() + lease.expires_at - time.time()
     with anyio.CancelScope(deadline=deadline) as limit:
-        async with anyio.create_task_group() as tg:
-            if lease.recheck is not None:
-                tg.start_soon(_watch, lease.recheck, lease.every, limit)
-            await app(scope, receive, sending)
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                if lease.recheck is not None:
+                    tg.start_soon(_watch, lease.recheck, lease.every, limit)
+                await app(scope, receive, sending)
+                tg.cancel_scope.cancel()
+        except ExceptionGroup as group:  # the app's own error, as the server's error handling expects it
+            raise first_leaf(group) from None
     if limit.cancelled_caught and not ended:
         log.info("auth.token_ended_request", path=scope.get("path"), streaming=begun)
         await (_end(send) if begun else _refuse(send))
