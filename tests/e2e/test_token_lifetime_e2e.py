@@ -29,7 +29,7 @@ from tests.e2e.test_resources_e2e import Watcher, job_uri, subscribed
 
 pytestmark = pytest.mark.timeout(120)
 _ = jwks_url  # the module's JWKS fixture
-LIFE = 4  # seconds a short-lived token is valid for: long enough to open what the test holds open
+LIFE = 6  # seconds a short-lived token is valid for: long enough to open what the test holds open
 SLACK = 3  # seconds after `exp` by which an open stream has ended
 
 
@@ -123,17 +123,22 @@ async def test_a_subscription_hears_nothing_after_its_token_expires(server: Http
     bearer, heard = short_lived("alice"), []
     with expired.send, expired.recv, current.send, current.recv:
         async with client_as(server, token("alice"), mode, message_handler=current) as owner:
-            job = await start(owner, "wait_forever", {})
-            async with subscribed(owner, job_uri(job)):
+            job, before = await start(owner, "wait_forever", {}), await start(owner, "wait_forever", {})
+            async with subscribed(owner, job_uri(job)), subscribed(owner, job_uri(before)):
                 with contextlib.suppress(Exception):  # the client may report its stream's end as it likes
                     async with (
                         client_as(server, bearer, mode, message_handler=expired) as client,
                         subscribed(client, job_uri(job)),
+                        subscribed(client, job_uri(before)),
                     ):
+                        await _cancel_and_hear(owner, current, before)
+                        with anyio.fail_after(20):  # heard while the token is valid
+                            await expired.next_update(job_uri(before))
                         await anyio.sleep(max(0.0, expiry_of(bearer) + 1 - time.time()))  # the token expires
                         heard.append(await _cancel_and_hear(owner, current, job))
                 if not heard:  # the client ended before the change was made: it is made after
                     await _cancel_and_hear(owner, current, job)
+    assert expired.counts[job_uri(before)] >= 1, "the subscription was heard before the expiry"
     assert expired.counts[job_uri(job)] == 0, expired.counts
 
 
