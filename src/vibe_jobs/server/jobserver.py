@@ -263,9 +263,7 @@ class JobServer:
                         limit = frame_limit(self.settings.max_params_bytes)
                         await stopping.until_signal(lambda: serve_stdio(mcp, limit, on_eof=stopping.arm))
                     else:
-                        await stopping.until_signal(
-                            lambda: self._serve_http(mcp, transport, sock, security, url, auth)
-                        )
+                        await stopping.until_signal(lambda: self._serve_http(mcp, transport, sock, security, url, auth))
                 finally:
                     stopping.arm()  # the manager stops next: a signal meanwhile hurries it (`stopping.py`)
 
