@@ -13,7 +13,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints, overload
+from typing import Any, TypedDict, TypeVar, Unpack, get_type_hints, overload
 
 import anyio
 
@@ -170,56 +170,35 @@ def make_spec(
     )
 
 
+class JobToolOptions(TypedDict, total=False):
+    """A job tool's options, as `job_tool`, `JobServer.job_tool` and `make_spec` take them."""
+
+    name: str | None
+    description: str | None
+    operation_type: OperationType | None
+    timeout: float | None
+    retry_safe: bool
+    max_retries: int | None
+    retry: RetryPolicy | None
+    max_concurrent: int | None
+    schedule: str | None
+
+
 @overload
 def job_tool(fn: F, /) -> F: ...
 
 
 @overload
-def job_tool(
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    operation_type: OperationType | None = None,
-    timeout: float | None = None,
-    retry_safe: bool = False,
-    max_retries: int | None = None,
-    retry: RetryPolicy | None = None,
-    max_concurrent: int | None = None,
-    schedule: str | None = None,
-) -> Callable[[F], F]: ...
+def job_tool(**options: Unpack[JobToolOptions]) -> Callable[[F], F]: ...
 
 
-def job_tool(
-    fn: F | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    operation_type: OperationType | None = None,
-    timeout: float | None = None,
-    retry_safe: bool = False,
-    max_retries: int | None = None,
-    retry: RetryPolicy | None = None,
-    max_concurrent: int | None = None,
-    schedule: str | None = None,
-) -> Any:
+def job_tool(fn: F | None = None, /, **options: Unpack[JobToolOptions]) -> Any:
     """Mark a function as a job tool (usable bare, `@job_tool`, or with options). `schedule` (a cron
     expression, read in UTC) also runs it on that schedule, with no arguments: the schedule is created
     or updated when a server or worker starts (`vibe_jobs.engine.schedules.Schedules.declare`)."""
 
     def mark(f: F) -> F:
-        spec = make_spec(
-            f,
-            name=name,
-            description=description,
-            operation_type=operation_type,
-            timeout=timeout,
-            retry_safe=retry_safe,
-            max_retries=max_retries,
-            retry=retry,
-            max_concurrent=max_concurrent,
-            schedule=schedule,
-        )
+        spec = make_spec(f, **options)
         _check_unclaimed(spec.name, f)
         REGISTRY[spec.name] = spec
         return f

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -710,6 +710,15 @@ async def test_job_manager_results_readable_after_reopen(db: Path) -> None:
     assert (job.status, job.result, job.params, job.progress_percentage) == (C, result, {"text": "héllo"}, 100.0)
 
 
+def at_once(opener: Callable[[], None], threads: int) -> None:
+    """Run `opener` in `threads` threads (it waits on a barrier of that many to start them together)."""
+    started = [threading.Thread(target=opener) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+
+
 def test_servers_opening_one_new_file_at_once_all_open_it() -> None:
     """Two servers started together on a new file: one read the schema step (none yet) and the tables (the
     other's first step, committed between the two reads) apart, and refused the file as another program's
@@ -736,11 +745,7 @@ def test_servers_opening_one_new_file_at_once_all_open_it() -> None:
                 with contextlib.closing(conn):
                     assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
-            threads = [threading.Thread(target=opener) for _ in range(8)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            at_once(opener, 8)
         assert not failures, f"round {round_}: {failures[:3]}"
 
 
@@ -771,11 +776,7 @@ def test_openers_of_one_old_file_at_once_see_the_schema_they_migrated_to(tmp_pat
             except BaseException as exc:
                 failures.append(exc)
 
-        threads = [threading.Thread(target=opener) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        at_once(opener, 8)
         assert not failures, f"round {round_}: {failures[:3]}"
 
 

@@ -8,7 +8,7 @@ import gc
 import socket
 from collections.abc import Callable, Container
 from dataclasses import replace
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import anyio
 from mcp.server.context import ServerMiddleware
@@ -22,13 +22,11 @@ from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
 from vibe_jobs.errors import BadJobTool, ConfigError, ToolNameTaken, first_leaf
-from vibe_jobs.jobtool import F, JobToolSpec, check_plain, make_spec, marked_spec
+from vibe_jobs.jobtool import F, JobToolOptions, JobToolSpec, check_plain, make_spec, marked_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import OperationType
 from vibe_jobs.owners import program_named
 from vibe_jobs.redact import redact_url, set_secret_pattern
-from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.server import hooks, tracing
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
@@ -107,46 +105,20 @@ class JobServer:
             raise ToolNameTaken(f"{kind} {name}: a tool of that name is registered already")
 
     @overload
-    def job_tool(
-        self,
-        fn: F,
-        /,
-        *,
-        name: str = ...,
-        description: str = ...,
-        operation_type: OperationType = ...,
-        timeout: float = ...,
-        retry_safe: bool = ...,
-        max_retries: int = ...,
-        retry: RetryPolicy = ...,
-        max_concurrent: int = ...,
-        schedule: str = ...,
-    ) -> F: ...
+    def job_tool(self, fn: F, /, **options: Unpack[JobToolOptions]) -> F: ...
 
     @overload
-    def job_tool(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str = ...,
-        description: str = ...,
-        operation_type: OperationType = ...,
-        timeout: float = ...,
-        retry_safe: bool = ...,
-        max_retries: int = ...,
-        retry: RetryPolicy = ...,
-        max_concurrent: int = ...,
-        schedule: str = ...,
-    ) -> Callable[[F], F]: ...
+    def job_tool(self, fn: None = None, /, **options: Unpack[JobToolOptions]) -> Callable[[F], F]: ...
 
-    def job_tool(self, fn: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+    def job_tool(self, fn: F | None = None, /, **options: Unpack[JobToolOptions]) -> F | Callable[[F], F]:
         """Register `fn` as a job tool (options as for `vibe_jobs.job_tool`), or decorate with `@server.job_tool(...)`.
         A function marked `@job_tool(...)` keeps the options written there (those given here replace them)."""
 
+        given: dict[str, Any] = {key: value for key, value in options.items() if value is not None}
+
         def register(f: F) -> F:
             marked = marked_spec(f)
-            self.add_spec(make_spec(f, **options) if marked is None else replace(marked, **options))
+            self.add_spec(make_spec(f, **given) if marked is None else replace(marked, **given))
             return f
 
         return register(fn) if fn is not None else register
