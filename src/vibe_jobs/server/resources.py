@@ -5,6 +5,12 @@ A client subscribed to `job://ID` hears of every state change and of progress (t
 (answered by `session.send_resource_updated`) and 2026-07-28 `subscriptions/listen` streams (fed through the
 SubscriptionBus the hub hands the MCPServer at construction). One background task, started by the first
 subscriber, reads the manager's event bus and fans out; a finished job's final update is its last.
+
+A legacy subscription outlives the request that made it, and a session's token may change meanwhile: the SDK binds
+a session to its principal, not to its scopes, so a refreshed token may have lost `admin`. Each request notes its
+viewer on its connection (`track_viewer`), and an update goes to a session only while that latest viewer may read
+the job (`Viewer.sees`, the one rule, on the job's principal noted at subscribe time: no store read per update); a
+subscription it may no longer read ends.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ from pydantic import ValidationError
 from vibe_jobs.arguments import shown
 from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
+from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import carried_jobs, carried_status
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import job_summary
-from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
+from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of, connection_state
 from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.resources")
@@ -43,6 +50,7 @@ log = get_logger("vibe_jobs.resources")
 JOB_TEMPLATE = "job://{jobId}"
 RECENT_URI = "jobs://recent"
 JOB_PREFIX = "job://"
+VIEWER_KEY = "vibe_jobs.viewer"  # a connection's state: the viewer of its latest request (`track_viewer`)
 OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
 # 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
@@ -75,6 +83,7 @@ class JobResourceHub:
         self.identity = identity or Identity()
         self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()  # pass it to MCPServer(subscriptions=...)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
+        self._owners: dict[str, str] = {}  # uri of a legacy subscription -> its job's principal
         self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
         self._streams: Counter[str] = Counter()  # principal -> its open listen streams
         self._last_sent: dict[str, float] = {}
@@ -86,10 +95,12 @@ class JobResourceHub:
     def wants(self, uri: str) -> bool:
         return uri in self._sessions or self._listening[uri] > 0
 
-    def subscribe_session(self, uri: str, session: ServerSession) -> None:
+    def subscribe_session(self, uri: str, session: ServerSession, principal: str) -> None:
+        """`session` hears of the job at `uri`, created by `principal`, while its connection's viewer sees it."""
         if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
             return
         self._sessions.setdefault(uri, {})[connection_of(session)] = session
+        self._owners[uri] = principal
         at_connection_close(session, "vibe_jobs.resources", self._connection_closed)
         self._ensure_running()
 
@@ -97,15 +108,17 @@ class JobResourceHub:
         """A client went away: its legacy subscriptions go with it (the SDK drops sends to it silently, so
         they would stay, and its session in memory, until each job ended)."""
         for uri in [u for u, sessions in self._sessions.items() if connection in sessions]:
-            self._sessions[uri].pop(connection, None)
-            if not self._sessions[uri]:
-                del self._sessions[uri]
+            self._drop_session(uri, connection)
 
     def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
+        self._drop_session(uri, connection_of(session))
+
+    def _drop_session(self, uri: str, connection: object) -> None:
         sessions = self._sessions.get(uri, {})
-        sessions.pop(connection_of(session), None)
+        sessions.pop(connection, None)
         if not sessions:
             self._sessions.pop(uri, None)
+            self._owners.pop(uri, None)
 
     def listen_started(self, uris: list[str]) -> None:
         self._listening.update(uris)
@@ -121,11 +134,22 @@ class JobResourceHub:
         tell); other URIs stay quiet anyway."""
         if not uri.startswith(JOB_PREFIX):
             return True
+        return await self.principal_of(uri, unfinished=unfinished) is not None
+
+    async def principal_of(self, uri: str, *, unfinished: bool = False) -> str | None:
+        """The principal of the job at the job URI `uri` when the caller sees it (`unfinished`: and it has more to
+        tell); else None."""
         try:
             rec = await self.manager.get_record(uri[len(JOB_PREFIX) :], self.identity.viewer())
         except JobNotFound:
-            return False
-        return not (unfinished and rec.status in FINAL)
+            return None
+        return None if unfinished and rec.status in FINAL else rec.principal
+
+    async def track_viewer(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Server middleware: note the viewer of each request on its connection, the one a legacy subscription's
+        updates are then checked against (a refreshed token may hold other scopes than the subscribing one's)."""
+        connection_state(ctx.session)[VIEWER_KEY] = self.identity.viewer()
+        return await call_next(ctx)
 
     async def track_listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted.
@@ -203,17 +227,24 @@ class JobResourceHub:
         self._due.pop(uri, None)
         self._last_sent.pop(uri, None)
         self._sessions.pop(uri, None)  # the job is done (or gone): its legacy subscriptions end
+        self._owners.pop(uri, None)
 
     async def _send(self, uri: str) -> None:
         if self._listening[uri] > 0:
             await self.bus.publish(ResourceUpdated(uri=uri))
+        owner = self._owners.get(uri)
         for key, session in list(self._sessions.get(uri, {}).items()):
+            viewer = connection_state(session).get(VIEWER_KEY)
+            if owner is None or (isinstance(viewer, Viewer) and not viewer.sees(owner)):
+                log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
+                self._drop_session(uri, key)
+                continue
             with anyio.move_on_after(SEND_TIMEOUT) as scope:  # a stuck client must not hold up the others
                 try:
                     await session.send_resource_updated(uri)
                 except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
                     log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
-                    self._sessions.get(uri, {}).pop(key, None)
+                    self._drop_session(uri, key)
             if scope.cancelled_caught:
                 log.warning("resources.send_timeout", uri=uri)
 
@@ -276,8 +307,12 @@ def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
     """resources/subscribe and resources/unsubscribe (MCPServer has no public hook for them)."""
 
     async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-        if await hub.visible(str(params.uri), unfinished=True):  # else accepted and quiet (an unknown job, or one
-            hub.subscribe_session(str(params.uri), ctx.session)  # finished: nothing more to tell)
+        uri = str(params.uri)
+        if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
+            return EmptyResult()
+        principal = await hub.principal_of(uri, unfinished=True)
+        if principal is not None:  # else accepted and quiet (an unknown job, or one finished: nothing more to tell)
+            hub.subscribe_session(uri, ctx.session, principal)
         return EmptyResult()
 
     async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

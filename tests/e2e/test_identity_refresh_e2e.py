@@ -1,0 +1,99 @@
+"""A session's identity is its latest token's, against the real `vibe-jobs serve` over HTTP.
+
+The SDK binds a session to its principal (client, issuer, subject), not to its scopes: a client that refreshes its
+token keeps its session when the new token names the same principal, and its scopes may differ (an IdP that took
+`admin` away). A legacy `resources/subscribe` to another principal's job, made while the session's token held
+`admin`, was checked once: after the refresh the session went on hearing that job's updates. Now an update goes to
+a session only while its latest token may read the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import AsyncIterator, Generator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.e2e.conftest import HttpServer, start_http
+from tests.e2e.test_identity_e2e import ALICE, client_as
+from tests.e2e.test_jobs_e2e import start
+from tests.e2e.test_resources_e2e import Watcher, job_uri
+
+pytestmark = pytest.mark.timeout(120)
+
+BOB_ADMIN, BOB = "bob-admin-token-0123456789abcdef", "bob-plain-token-0123456789abcdef"
+
+
+class Bearer(httpx2.Auth):
+    """A bearer token the client can change between requests (a refreshed access token)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
+
+
+@pytest.fixture(params=["streamable-http", "sse"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HttpServer]:
+    path = tmp_path / "tokens"
+    admin = hashlib.sha256(BOB_ADMIN.encode()).hexdigest()
+    path.write_text(f"{ALICE} alice\nsha256:{admin} bob admin\n{BOB} bob\n")
+    path.chmod(0o600)
+    with start_http(request.param, args=["--auth-tokens", str(path)]) as running:
+        yield running
+
+
+@asynccontextmanager
+async def refreshable(server: HttpServer, bearer: Bearer, **options: Any) -> AsyncIterator[Client]:
+    """A legacy client whose every request (the SSE stream and POSTs alike) carries `bearer`'s current token."""
+    async with create_mcp_http_client(auth=bearer) as http:
+        if server.transport == "sse":
+            target: Any = sse_client(server.url, auth=bearer)
+        else:
+            target = streamable_http_client(server.url, http_client=http)
+        async with Client(target, mode="legacy", read_timeout_seconds=60, **options) as client:
+            yield client
+
+
+async def subscribe(client: Client, uri: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MCPDeprecationWarning: resources/subscribe is gone in 2026-07-28
+        await client.subscribe_resource(uri)
+
+
+async def cancel_and_hear(client: Client, watcher: Watcher, job: str) -> None:
+    await client.call_tool("cancel-job", {"jobId": job})
+    with anyio.fail_after(20):
+        await watcher.next_update(job_uri(job))
+
+
+async def test_a_subscription_made_as_admin_ends_when_the_refreshed_token_drops_admin(server: HttpServer) -> None:
+    bearer, watcher = Bearer(BOB_ADMIN), Watcher()
+    with watcher.send, watcher.recv:
+        async with client_as(server, ALICE) as alice, refreshable(server, bearer, message_handler=watcher) as bob:
+            before, after = await start(alice, "wait_forever", {}), await start(alice, "wait_forever", {})
+            own = await start(bob, "wait_forever", {})
+            for job in (before, after, own):
+                await subscribe(bob, job_uri(job))
+            await cancel_and_hear(alice, watcher, before)  # heard while the token holds admin
+            bearer.token = BOB  # refreshed: the same principal, no longer admin
+            listed = (await bob.call_tool("list-jobs", {})).structured_content or {}
+            assert {j["id"] for j in listed["jobs"]} == {own}, "the session now acts without admin"
+            await alice.call_tool("cancel-job", {"jobId": after})
+            ended = await alice.call_tool("get-job-result", {"jobId": after, "waitSeconds": 20})
+            assert (ended.structured_content or {}).get("status") == "cancelled", ended
+            await cancel_and_hear(bob, watcher, own)  # told after alice's job's end (one fan-out, in order)
+    assert watcher.counts[job_uri(before)] >= 1
+    assert watcher.counts[job_uri(after)] == 0, "alice's job was told to a session that may no longer read it"
