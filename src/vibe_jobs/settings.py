@@ -110,6 +110,12 @@ class Settings:
             object.__setattr__(self, "queue", _stating(queue, self.max_concurrent))
 
     @property
+    def authenticated(self) -> bool:
+        """Whether HTTP callers need a token (a token file, or a JWT issuer): callers are then principals apart
+        from the operator who configured this server."""
+        return any((self.auth_tokens, self.auth_jwks, self.auth_issuer, self.auth_audience))
+
+    @property
     def polling(self) -> PollingPolicy:
         return PollingPolicy(base_ms=self.poll_base_ms, factor=self.poll_factor, max_ms=self.poll_max_ms)
 

@@ -18,7 +18,8 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import MODES, ROOT, stdio_client_for
+from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
+from tests.e2e.test_identity_e2e import ALICE, client_as
 from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
 
 pytestmark = pytest.mark.timeout(90)
@@ -215,6 +216,31 @@ async def test_map_codebase_refusals_create_no_job_and_no_run_command_by_default
             assert result.is_error, (case, texts(result))
             assert "map-codebase refused" in texts(result) and needle in texts(result), (case, texts(result))
         assert await job_count(client) == 0
+
+
+async def test_a_refusal_names_the_roots_to_the_operator_only(tmp_path: Path) -> None:
+    """The roots are the operator's configuration: a server without authentication has one caller, the operator,
+    whose agent is told them and can correct its path (it was told nothing); a principal with a token is not."""
+    first, second, outside = tmp_path / "first", tmp_path / "second", tmp_path / "outside"
+    for directory in (first, second, outside):
+        directory.mkdir()
+    roots = os.pathsep.join(map(str, (first, second)))
+    named = f"outside the allowed roots ('{first}', '{second}'; a relative path starts at the first)"
+    async with stdio_client_for("auto", {"VIBE_JOBS_ROOTS": roots}) as client:
+        result = await client.call_tool("map-codebase", {"path": str(outside)})
+        assert result.is_error and named in texts(result), texts(result)
+        assert not (await client.call_tool("map-codebase", {"path": str(second)})).is_error
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    tokens.chmod(0o600)
+    with start_http("streamable-http", {"VIBE_JOBS_ROOTS": roots}, ["--auth-tokens", str(tokens)]) as http:
+        async with client_as(http, ALICE) as alice:
+            result = await alice.call_tool("map-codebase", {"path": str(outside)})
+            assert result.is_error, texts(result)
+            assert (
+                texts(result)
+                == f"map-codebase refused: path '{outside}' does not exist or is outside the allowed roots"
+            )
 
 
 async def test_map_codebase_refuses_globs_past_their_limits_before_a_job(tmp_path: Path) -> None:

@@ -49,8 +49,10 @@ ENV_HELP = "Environment variables for the program: only names the server lists i
 
 
 class MapCodebase:
-    def __init__(self, roots: Sequence[Path], max_result_bytes: int = 4 * 1024 * 1024) -> None:
-        self.roots = tuple(roots)
+    def __init__(
+        self, roots: Sequence[Path], max_result_bytes: int = 4 * 1024 * 1024, name_roots: bool = False
+    ) -> None:
+        self.roots, self.name_roots = tuple(roots), name_roots  # name_roots: refusals name them (roots.py)
         self.max_result_bytes = max_result_bytes  # the job's result is cut whole past this (results.bounded_result)
 
     async def __call__(
@@ -67,7 +69,7 @@ class MapCodebase:
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:
         """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
-        root = resolve_within_roots(path, self.roots, must_be_dir=True)
+        root = resolve_within_roots(path, self.roots, must_be_dir=True, name_roots=self.name_roots)
 
         async def report(percent: float, message: str, *, stage: str, sub_progress: float) -> None:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
@@ -98,7 +100,7 @@ class MapCodebase:
 
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
-            resolve_within_roots(params["path"], self.roots, must_be_dir=True)
+            resolve_within_roots(params["path"], self.roots, must_be_dir=True, name_roots=self.name_roots)
             check_globs("include", params.get("include"))
             check_globs("exclude", params.get("exclude"))
         except (PathRefused, PatternsRefused) as exc:
@@ -133,8 +135,8 @@ def _summary(code_map: CodeMap) -> str:
 
 
 class RunCommand:
-    def __init__(self, roots: Sequence[Path], allowlist: Allowlist) -> None:
-        self.roots, self.allowlist = tuple(roots), allowlist
+    def __init__(self, roots: Sequence[Path], allowlist: Allowlist, name_roots: bool = False) -> None:
+        self.roots, self.allowlist, self.name_roots = tuple(roots), allowlist, name_roots
 
     async def __call__(
         self,
@@ -182,7 +184,7 @@ class RunCommand:
     ) -> tuple[str, Path, dict[str, str]]:
         """The file to run, the working directory and the child's environment; raises the refusal."""
         executable = self.allowlist.executable(command)
-        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True)
+        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True, name_roots=self.name_roots)
         return executable, workdir, self.allowlist.child_env(env, workdir)
 
     def refuse(self, params: dict[str, Any]) -> str | None:
@@ -293,9 +295,10 @@ class SpecRegistry(Protocol):
 
 
 def register_builtins(server: SpecRegistry, settings: Settings) -> None:
-    """Add map-codebase always, run-command when VIBE_JOBS_ALLOWED_COMMANDS names programs."""
-    roots = parse_roots(settings.roots)
-    mapper = MapCodebase(roots, settings.max_result_bytes)
+    """Add map-codebase always, run-command when VIBE_JOBS_ALLOWED_COMMANDS names programs. Their refusals name
+    the roots only on a server without authentication: its one caller is the operator who set them."""
+    roots, name_roots = parse_roots(settings.roots), not settings.authenticated
+    mapper = MapCodebase(roots, settings.max_result_bytes, name_roots)
     server.add_spec(_spec(mapper, "map-codebase", "codemap"))
     allowlist = Allowlist.build(settings.allowed_commands, settings.command_env, root=roots[0], environ=os.environ)
     for program in sorted(name for name, found in allowlist.programs.items() if found is None):
@@ -303,7 +306,7 @@ def register_builtins(server: SpecRegistry, settings: Settings) -> None:
     if allowlist.programs:
         if not hide_from_children():
             log.warning("run_command.environ_readable", why="prctl(PR_SET_DUMPABLE) is not available here")
-        runner = RunCommand(roots, allowlist)
+        runner = RunCommand(roots, allowlist, name_roots)
         spec = _spec(runner, "run-command", "execution")
         spec.on_interrupted = kill_leftovers
         server.add_spec(spec)

@@ -4,8 +4,11 @@
 server started in. A path is served only when its real location (symbolic links resolved)
 lies inside one of the roots, and the way to it never leaves them (nor the directories above them).
 
-A refusal says the same thing whether a path outside the roots exists or not, and never lists
-the roots: a caller learns nothing about the machine beyond what it may already read. So a path
+A refusal says the same thing whether a path outside the roots exists or not, and lists the roots
+only when they are the caller's own (`name_roots`: a server without authentication, whose one caller is
+the operator who configured them, so an agent can correct itself); to a principal with a token they are
+another's configuration and are not named: it learns nothing about the machine beyond what it may
+already read. So a path
 is resolved a component at a time and refused at the first step out, before anything outside is
 looked at: `Path.resolve` looked up `/etc/x` to resolve `/etc/x/../../root`, and accepted it
 only when `/etc/x` existed.
@@ -66,8 +69,11 @@ def is_within(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def resolve_within_roots(path: str | Path, roots: Sequence[Path], *, must_be_dir: bool = False) -> Path:
-    """Resolve `path` (relative paths against the first root) and refuse it outside the roots."""
+def resolve_within_roots(
+    path: str | Path, roots: Sequence[Path], *, must_be_dir: bool = False, name_roots: bool = False
+) -> Path:
+    """Resolve `path` (relative paths against the first root) and refuse it outside the roots (the refusal names
+    them with `name_roots`: only for a caller whose own they are)."""
     text = str(path)
     if len(text) > MAX_PATH_CHARS:
         raise PathRefused(f"path is {len(text):,} characters long; the limit is {MAX_PATH_CHARS:,}")
@@ -75,10 +81,19 @@ def resolve_within_roots(path: str | Path, roots: Sequence[Path], *, must_be_dir
         raise PathRefused("path contains a NUL character")
     resolved = _existing(text, roots)
     if resolved is None or not is_within(resolved, roots):
-        raise PathRefused(f"path '{shortened(text)}' does not exist or is outside the allowed roots")
+        raise PathRefused(
+            f"path '{shortened(text)}' does not exist or is outside the allowed roots{_named(roots, name_roots)}"
+        )
     if must_be_dir and not resolved.is_dir():
         raise PathRefused(f"path '{shortened(text)}' is not a directory")
     return resolved
+
+
+def _named(roots: Sequence[Path], name_roots: bool) -> str:
+    if not name_roots:
+        return ""
+    listed = ", ".join(f"'{shortened(str(root))}'" for root in roots)
+    return f" ({listed}; a relative path starts at the first)"
 
 
 def _existing(text: str, roots: Sequence[Path]) -> Path | None:
