@@ -4,7 +4,8 @@ The SDK binds a session to its principal (client, issuer, subject), not to its s
 token keeps its session when the new token names the same principal, and its scopes may differ (an IdP that took
 `admin` away). A legacy `resources/subscribe` to another principal's job, made while the session's token held
 `admin`, was checked once: after the refresh the session went on hearing that job's updates. Now an update goes to
-a session only while its latest token may read the job.
+a session only while its latest token may read the job. So for a job's question put to an admin's long-poll, which
+stays outstanding past it: its reply goes to the job only while the session's latest token may read the job.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import anyio
 import httpx2
 import pytest
 from mcp import Client
+from mcp.client.session import ClientRequestContext
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import ElicitRequestParams, ElicitResult
 
 from tests.e2e.conftest import HttpServer, start_http
 from tests.e2e.test_identity_e2e import ALICE, client_as
@@ -97,3 +100,33 @@ async def test_a_subscription_made_as_admin_ends_when_the_refreshed_token_drops_
             await cancel_and_hear(bob, watcher, own)  # told after alice's job's end (one fan-out, in order)
     assert watcher.counts[job_uri(before)] >= 1
     assert watcher.counts[job_uri(after)] == 0, "alice's job was told to a session that may no longer read it"
+
+
+async def test_a_question_asked_of_an_admin_is_not_answered_once_its_token_drops_admin(server: HttpServer) -> None:
+    """bob, as admin, long-polls alice's job and is asked its question (the request outlives the long-poll); his
+    token is refreshed without admin before he replies: his reply no longer answers alice's job."""
+    bearer, asked, released = Bearer(BOB_ADMIN), anyio.Event(), anyio.Event()
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.set()
+        await released.wait()
+        return ElicitResult(action="accept", content={"confirm": True})
+
+    async with client_as(server, ALICE) as alice, refreshable(server, bearer, elicitation_callback=on_elicit) as bob:
+        job = await start(alice, "confirm", {"question": "Delete?", "wait": 8})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bob.call_tool, "get-job-result", {"jobId": job, "waitSeconds": 1})
+            with anyio.fail_after(20):
+                await asked.wait()
+            bearer.token = BOB  # refreshed before bob replies: the same principal, no longer admin
+            listed = (await bob.call_tool("list-jobs", {})).structured_content or {}
+            assert listed["jobs"] == [], "the session now acts without admin"
+            released.set()
+        with anyio.fail_after(30):
+            while (
+                done := (await alice.call_tool("get-job-result", {"jobId": job, "waitSeconds": 10}))
+            ).structured_content["status"] not in ("completed", "failed"):
+                pass
+    result = done.structured_content["result"]
+    assert "deleted" not in str(result), "bob's reply answered alice's job, which he may no longer read"
+    assert "no answer: timeout" in str(result), result

@@ -77,7 +77,7 @@ def build_mcp(
         middleware=[
             tasks.list_tools_middleware,
             tasks.listen_middleware,
-            hub.track_viewer,
+            identity.track,
             hub.track_listen,
             encodable_answers({t.name for t in plain_tools}),
             *middleware,

@@ -55,6 +55,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
 from vibe_jobs.questions import ELICIT, SAMPLE, open_question, response_to_pending
+from vibe_jobs.server.auth import latest_viewer
 from vibe_jobs.server.outstanding import Outstanding, outstanding, put
 from vibe_jobs.server.sdk import connection_state
 from vibe_jobs.states import FINAL
@@ -135,8 +136,11 @@ class Asker:
             log.info("job.question_moot", job_id=self.job_id, reason=str(exc))
 
     async def _answer(self, question_id: str, answer: dict[str, Any]) -> None:
+        """Feed the reply to the job, for the viewer of the connection's latest request: one whose token was
+        refreshed without `admin` since it was asked answers no other principal's job (as if it were unknown)."""
+        viewer = latest_viewer(self.ctx.request_context.session)
         try:
-            await self.m.answer(self.job_id, answer, request_id=question_id)
+            await self.m.answer(self.job_id, answer, request_id=question_id, viewer=viewer)
         except InvalidParams as exc:
             self._refused(question_id, str(exc))
         except JobError as exc:  # answered elsewhere meanwhile, or the job moved on: this answer is not needed

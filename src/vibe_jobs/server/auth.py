@@ -27,6 +27,8 @@ import anyio
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.session import ServerSession
 from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import AnyHttpUrl
 
@@ -36,6 +38,7 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.server.http.guard import Bearer
 from vibe_jobs.server.http.lifetime import Lease
 from vibe_jobs.server.jwks import JwksKeys
+from vibe_jobs.server.sdk import connection_state
 from vibe_jobs.settings import Settings
 
 # What a token's principal may be: what identity providers issue as `sub` (OIDC Core: a case-sensitive string of at
@@ -54,6 +57,7 @@ log = get_logger("vibe_jobs.auth")
 RECHECK_SECONDS = 30.0  # a JWT is checked again this often (or each JWKS refresh) while a stream it opened lasts
 ANSWER_MARGIN = 0.5  # seconds a long-poll ends before its token expires, for its answer to go out
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
+VIEWER_KEY = "vibe_jobs.viewer"  # in a connection's state: the viewer of its latest request (`Identity.track`)
 
 
 def principal_problem(name: str) -> str | None:
@@ -93,6 +97,13 @@ class Identity:
             return Viewer(NOBODY) if self.required else LOCAL
         return Viewer(principal_of(token), ADMIN_SCOPE in token.scopes)
 
+    async def track(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Server middleware: note the viewer of each request on its connection (`latest_viewer`). What outlives
+        the request that made it (a legacy subscription, a question put to a long-poll) acts for that viewer: the
+        SDK binds a session to its principal, not to its scopes, so a refreshed token may have lost `admin`."""
+        connection_state(ctx.session)[VIEWER_KEY] = self.viewer()
+        return await call_next(ctx)
+
     def seconds_left(self) -> float:
         """Seconds until the current request's token expires, when the request is cut (`http.lifetime`), less
         ANSWER_MARGIN for its answer to go out: what a long-poll may wait (inf: the token does not expire)."""
@@ -105,6 +116,12 @@ class Identity:
         """May `viewer` see the figures made of every principal's jobs (per tool, throughput, error rate)? An
         admin may; so may the one user of a server without authentication (stdio, loopback HTTP)."""
         return viewer.admin or not self.required
+
+
+def latest_viewer(session: ServerSession) -> Viewer | None:
+    """The viewer of the latest request on `session`'s connection (`Identity.track`; None: none noted)."""
+    viewer = connection_state(session).get(VIEWER_KEY)
+    return viewer if isinstance(viewer, Viewer) else None
 
 
 # -- the token file ------------------------------------------------------------------------------

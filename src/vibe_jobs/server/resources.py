@@ -7,10 +7,10 @@ SubscriptionBus the hub hands the MCPServer at construction). One background tas
 subscriber, reads the manager's event bus and fans out; a finished job's final update is its last.
 
 A legacy subscription outlives the request that made it, and a session's token may change meanwhile: the SDK binds
-a session to its principal, not to its scopes, so a refreshed token may have lost `admin`. Each request notes its
-viewer on its connection (`track_viewer`), and an update goes to a session only while that latest viewer may read
-the job (`Viewer.sees`, the one rule, on the job's principal noted at subscribe time: no store read per update); a
-subscription it may no longer read ends.
+a session to its principal, not to its scopes, so a refreshed token may have lost `admin`. An update goes to a
+session only while the viewer of its latest request (`auth.latest_viewer`) may read the job (`Viewer.sees`, the one
+rule, on the job's principal noted at subscribe time: no store read per update); a subscription it may no longer
+read ends.
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ from pydantic import ValidationError
 from vibe_jobs.arguments import shown
 from vibe_jobs.errors import JobNotFound
 from vibe_jobs.events import EventType, JobEvent, Subscription
-from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import carried_jobs, carried_status
-from vibe_jobs.server.auth import Identity
+from vibe_jobs.server.auth import Identity, latest_viewer
 from vibe_jobs.server.control import job_summary
-from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of, connection_state
+from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
 from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.resources")
@@ -50,7 +49,6 @@ log = get_logger("vibe_jobs.resources")
 JOB_TEMPLATE = "job://{jobId}"
 RECENT_URI = "jobs://recent"
 JOB_PREFIX = "job://"
-VIEWER_KEY = "vibe_jobs.viewer"  # a connection's state: the viewer of its latest request (`track_viewer`)
 OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
 # 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
@@ -145,12 +143,6 @@ class JobResourceHub:
             return None
         return None if unfinished and rec.status in FINAL else rec.principal
 
-    async def track_viewer(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        """Server middleware: note the viewer of each request on its connection, the one a legacy subscription's
-        updates are then checked against (a refreshed token may hold other scopes than the subscribing one's)."""
-        connection_state(ctx.session)[VIEWER_KEY] = self.identity.viewer()
-        return await call_next(ctx)
-
     async def track_listen(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: while a `subscriptions/listen` stream is open, the job URIs it names are wanted.
         A job URI the caller cannot see (unknown, or another principal's) is dropped from the stream."""
@@ -234,8 +226,8 @@ class JobResourceHub:
             await self.bus.publish(ResourceUpdated(uri=uri))
         owner = self._owners.get(uri)
         for key, session in list(self._sessions.get(uri, {}).items()):
-            viewer = connection_state(session).get(VIEWER_KEY)
-            if owner is None or (isinstance(viewer, Viewer) and not viewer.sees(owner)):
+            viewer = latest_viewer(session)
+            if owner is None or (viewer is not None and not viewer.sees(owner)):
                 log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
                 self._drop_session(uri, key)
                 continue
