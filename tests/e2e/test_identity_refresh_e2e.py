@@ -11,6 +11,7 @@ stays outstanding past it: its reply goes to the job only while the session's la
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager
@@ -30,9 +31,11 @@ from mcp_types import ElicitRequestParams, ElicitResult
 from tests.e2e.conftest import HttpServer, start_http
 from tests.e2e.test_identity_e2e import ALICE, client_as
 from tests.e2e.test_jobs_e2e import start
+from tests.e2e.test_jwt_e2e import AUDIENCE, ISSUER, jwks_url, token
 from tests.e2e.test_resources_e2e import Watcher, job_uri
 
 pytestmark = pytest.mark.timeout(120)
+_ = jwks_url  # the JWT module's JWKS fixture
 
 BOB_ADMIN, BOB = "bob-admin-token-0123456789abcdef", "bob-plain-token-0123456789abcdef"
 
@@ -130,3 +133,40 @@ async def test_a_question_asked_of_an_admin_is_not_answered_once_its_token_drops
     result = done.structured_content["result"]
     assert "deleted" not in str(result), "bob's reply answered alice's job, which he may no longer read"
     assert "no answer: timeout" in str(result), result
+
+
+async def test_a_subscription_made_with_an_expired_admin_token_hears_only_the_principals_own(jwks_url: str) -> None:
+    """Streamable HTTP: the session's `GET` stream ends at the admin token's `exp` and the client opens it again
+    with its refreshed token, sending no request. The admin token's viewer, noted at its last request, no longer
+    counts past its `exp`: the session hears only of its principal's own jobs (the SDK binds it to that principal)."""
+    args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
+    life = 6  # seconds: long enough to subscribe (test_token_lifetime_e2e's LIFE)
+    admin = token("bob", scope="admin", exp=int(time.time()) + life)
+    bearer, watcher = Bearer(admin), Watcher()
+    with start_http("streamable-http", args=args) as server, watcher.send, watcher.recv:
+        async with (
+            client_as(server, token("alice")) as alice,
+            client_as(server, token("root", scope="admin")) as root,
+            refreshable(server, bearer, message_handler=watcher) as bob,
+        ):
+            before, after = await start(alice, "wait_forever", {}), await start(alice, "wait_forever", {})
+            probe, own = await start(bob, "wait_forever", {}), await start(bob, "wait_forever", {})
+            for job in (before, after, probe, own):
+                await subscribe(bob, job_uri(job))
+            await cancel_and_hear(alice, watcher, before)  # heard while the token holds admin
+            bearer.token = token("bob")  # refreshed, without admin; bob sends no request from here on
+            await anyio.sleep(max(0.0, admin_expiry(admin) + 1 - time.time()))  # the admin token expires
+            with anyio.fail_after(30):  # bob's stream is open again: root cancels bob's job, bob hears it
+                await root.call_tool("cancel-job", {"jobId": probe})
+                await watcher.next_update(job_uri(probe))
+            await alice.call_tool("cancel-job", {"jobId": after})
+            ended = await alice.call_tool("get-job-result", {"jobId": after, "waitSeconds": 20})
+            assert (ended.structured_content or {}).get("status") == "cancelled", ended
+            await cancel_and_hear(root, watcher, own)  # told after alice's job's end (one fan-out, in order)
+    assert watcher.counts[job_uri(after)] == 0, "alice's job was told on the strength of an expired admin token"
+
+
+def admin_expiry(bearer: str) -> float:
+    import jwt
+
+    return float(jwt.decode(bearer, options={"verify_signature": False})["exp"])

@@ -101,7 +101,9 @@ class Identity:
         """Server middleware: note the viewer of each request on its connection (`latest_viewer`). What outlives
         the request that made it (a legacy subscription, a question put to a long-poll) acts for that viewer: the
         SDK binds a session to its principal, not to its scopes, so a refreshed token may have lost `admin`."""
-        connection_state(ctx.session)[VIEWER_KEY] = self.viewer()
+        token = get_access_token()
+        expires_at = None if token is None else token.expires_at
+        connection_state(ctx.session)[VIEWER_KEY] = Noted(self.viewer(), expires_at)
         return await call_next(ctx)
 
     def seconds_left(self) -> float:
@@ -118,10 +120,24 @@ class Identity:
         return viewer.admin or not self.required
 
 
+@dataclass(frozen=True, slots=True)
+class Noted:
+    """The viewer of a connection's latest request, and when its token expires (epoch seconds; None: never)."""
+
+    viewer: Viewer
+    expires_at: float | None
+
+
 def latest_viewer(session: ServerSession) -> Viewer | None:
-    """The viewer of the latest request on `session`'s connection (`Identity.track`; None: none noted)."""
-    viewer = connection_state(session).get(VIEWER_KEY)
-    return viewer if isinstance(viewer, Viewer) else None
+    """The viewer of the latest request on `session`'s connection (`Identity.track`; None: none noted). Past its
+    token's expiry, its principal without `admin`: the SDK binds the session to that principal, and the client may
+    go on with a refreshed token (a streamable-HTTP `GET` stream opened again) without a request that says which."""
+    noted = connection_state(session).get(VIEWER_KEY)
+    if not isinstance(noted, Noted):
+        return None
+    if noted.expires_at is not None and time.time() >= noted.expires_at:
+        return Viewer(noted.viewer.principal)
+    return noted.viewer
 
 
 # -- the token file ------------------------------------------------------------------------------
