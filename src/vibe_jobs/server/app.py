@@ -75,9 +75,9 @@ def build_mcp(
         extensions=[tasks],
         subscriptions=hub.bus,
         middleware=[
+            identity.track,  # first: every request notes its viewer on its connection
             tasks.list_tools_middleware,
             tasks.listen_middleware,
-            identity.track,
             hub.track_listen,
             encodable_answers({t.name for t in plain_tools}),
             *middleware,
