@@ -236,9 +236,9 @@ async def until_logged(errlog: Any, event: str, proc: Process, seconds: float = 
 
 
 async def test_ctrl_c_three_times_ends_a_stop_that_a_job_holds() -> None:
-    """A job that swallows its cancellation holds the stop for ever; the third Ctrl-C (the second while stopping)
-    must end the process. Raised as a KeyboardInterrupt, it met the job's `except BaseException` or the loop's
-    wait for that job, and the process ran on."""
+    """A job that swallows its cancellation holds the stop for the grace period (5 s); the third Ctrl-C (the second
+    while stopping) meanwhile must end the process. Raised as a KeyboardInterrupt, it met the job's `except
+    BaseException` or the loop's wait for that job, and the process ran on."""
     with tempfile.TemporaryFile() as errlog:
         env = {"VIBE_JOBS_LOG_LEVEL": "info"}
         async with raw_stdio(tools="tests.e2e.hostile_work_tools", env=env, stderr=errlog) as server:
@@ -251,6 +251,28 @@ async def test_ctrl_c_three_times_ends_a_stop_that_a_job_holds() -> None:
             server.proc.send_signal(signal.SIGINT)
             code = await exit_code(server, 10)
     assert code == -signal.SIGINT, f"exit {code}"
+
+
+async def test_a_job_that_swallows_its_cancellation_holds_a_stop_for_the_grace_only(tmp_path: Path) -> None:
+    """A job that catches its cancellation and goes on held a one-signal stop for ever: no exit, no lease released,
+    until a third signal killed the process. The stop now waits the executor's grace (5 s) for the job, names it in
+    the log, and completes: exit 0, `server.stopped`, the job left running for recovery as every job the stop
+    cancels (failed as interrupted at the next start)."""
+    store, tools = f"sqlite:///{tmp_path / 'jobs.db'}", "tests.e2e.hostile_work_tools"
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(store, tools=tools, env={"VIBE_JOBS_LOG_LEVEL": "info"}, stderr=errlog) as server:
+            started = await server.call("swallow", {})
+            job_id = started["result"]["structuredContent"]["jobId"]
+            await until_status(server, job_id, "running")
+            server.proc.send_signal(signal.SIGTERM)
+            code = await exit_code(server, 20)
+        log = stderr_text(errlog)
+    assert code == 0, f"exit {code}"
+    assert '"job.ignored_stop"' in log and job_id in log, log[-2000:]
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+    async with raw_stdio(store, tools=tools) as again:
+        body = await until_status(again, job_id, "failed")
+    assert "interrupted" in body["message"], body
 
 
 async def test_an_mcp_client_that_quits_during_a_long_poll_leaves_no_process_of_the_job(tmp_path: Path) -> None:

@@ -54,3 +54,32 @@ async def run_both(tasks: TaskSet, boom: Any, fine: Any, done: anyio.Event) -> N
         while len(tasks):
             await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
+
+
+async def test_with_a_grace_a_task_that_ignores_its_cancellation_is_left_behind_and_named() -> None:
+    """A job that catches its cancellation and goes on held the holding group's stop (a server's) for ever."""
+    release, started, ended, told = anyio.Event(), anyio.Event(), anyio.Event(), list[list[str]]()
+    tasks = TaskSet(grace=0.2, left_behind=told.append)
+
+    async def swallows() -> None:
+        started.set()
+        try:
+            while not release.is_set():
+                try:
+                    await anyio.sleep(0.01)
+                except BaseException:  # hostile on purpose
+                    pass
+        finally:
+            ended.set()
+
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tasks.spawn(tg, swallows, name="the swallower")
+                await started.wait()
+                tg.cancel_scope.cancel()
+        assert told == [["the swallower"]] and len(tasks) == 1
+    finally:
+        release.set()  # the task ends, and the test's loop with it
+    with anyio.fail_after(5):
+        await ended.wait()

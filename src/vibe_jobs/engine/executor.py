@@ -15,7 +15,7 @@ import functools
 import resource
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +41,7 @@ from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
+RUN_TASK = "run of "  # a job run's task is named this and its job's id (`_left_at_stop`)
 DEADLINE_CHECK_SECONDS = 60.0  # a deadline's timer reads the clock again at least this often (`_at_deadline`)
 log = get_logger("vibe_jobs.engine.executor")
 
@@ -103,7 +104,9 @@ class Executor:
         self.starting = 0  # launched, not yet running (the claim is being written)
         self.max_running_seen = 0
         self.timers = Timers()
-        self.runs = TaskSet()  # one task per job run
+        # one task per job run; at the stop, runs whose work ignores its cancellation are left behind after the grace
+        self.runs = TaskSet(grace_seconds, self._left_at_stop)
+        self.left_at_stop: list[str] = []  # the tasks still running at the end of the stop's grace (by name)
         self._idle = anyio.Event()
         # wraps each attempt's run (server/tracing.py installs a span per attempt); None: nothing
         self.attempt_hook: Callable[[JobRecord], AbstractContextManager[Any]] | None = None
@@ -129,7 +132,23 @@ class Executor:
         started before `valid_until`, epoch ms, or given back), else the run claims it (pending -> running).
         Its slot is given back through `feeder.released`."""
         self.starting += 1
-        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until)
+        self.runs.spawn(self.m.task_group, self._run, job_id, tool, needs, claimed, valid_until, name=RUN_TASK + job_id)
+
+    def _left_at_stop(self, names: Sequence[str]) -> None:
+        """The process stops, and these tasks (a run's is named RUN_TASK and its job's id) ignored their cancellation
+        for the grace: the stop goes on without them. Their jobs stay running in the store, as those of every run
+        the stop cancelled: the lease released, recovery settles them as interrupted (or runs them again). A process
+        that owns its loop then exits without waiting for them (`jobserver.leave_work_behind`)."""
+        self.left_at_stop.extend(names)
+        for job_id in sorted({name.removeprefix(RUN_TASK) for name in names if name.startswith(RUN_TASK)}):
+            run = self.running.get(job_id)
+            log.warning(
+                "job.ignored_stop",
+                job_id=job_id,
+                tool=run.rec.tool_name if run is not None else None,
+                grace_seconds=self.grace_seconds,
+                why="its work ignored its cancellation: the stop goes on without it, the job left to recovery",
+            )
 
     async def drained(self) -> None:
         """Return once no job is starting or running."""

@@ -5,6 +5,10 @@ coroutine per task, several times the cost of `asyncio.create_task` (bench/MEASU
 when every job runs in a task of its own. A TaskSet keeps the structure that matters: its tasks
 are cancelled and awaited when the task group that holds its guardian stops (a server shutting
 down), and a task that fails is logged instead of tearing down the server.
+
+With a `grace`, a task that ignores its cancellation (a job catching it and going on) is awaited that
+long, then left behind: `left_behind` is told the names of those still running, and the stop goes on.
+Awaited for ever, such a task held the server's stop (only a third signal ended the process).
 """
 
 from __future__ import annotations
@@ -22,20 +26,24 @@ log = get_logger("vibe_jobs.engine.taskset")
 
 
 class TaskSet:
-    def __init__(self) -> None:
+    def __init__(self, grace: float | None = None, left_behind: Callable[[list[str]], None] | None = None) -> None:
         self._tasks: dict[asyncio.Task[Any], anyio.CancelScope] = {}
         self._guarded = False
+        self.grace, self._left_behind = grace, left_behind
 
     def __len__(self) -> int:
         return len(self._tasks)
 
-    def spawn(self, tg: TaskGroup, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
-        """Run `fn(*args)` now; its lifetime is bounded by `tg` (the guardian is started there)."""
+    def spawn(
+        self, tg: TaskGroup, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """Run `fn(*args)` now; its lifetime is bounded by `tg` (the guardian is started there). `name`: what
+        `left_behind` is told of it."""
         if not self._guarded:
             self._guarded = True
             tg.start_soon(self._guard)
         scope = anyio.CancelScope()
-        task = asyncio.get_running_loop().create_task(_within(scope, fn(*args)))
+        task = asyncio.get_running_loop().create_task(_within(scope, fn(*args)), name=name)
         self._tasks[task] = scope
         task.add_done_callback(self._finished)
 
@@ -50,15 +58,24 @@ class TaskSet:
         finally:
             self._guarded = False
             with anyio.CancelScope(shield=True):
-                await self.aclose()
+                left = await self.aclose()
+            if left and self._left_behind is not None:
+                self._left_behind([task.get_name() for task in left])
 
-    async def aclose(self) -> None:
-        """Cancel every task (as an anyio cancellation: shielded parts finish) and wait until all end."""
+    async def aclose(self) -> list[asyncio.Task[Any]]:
+        """Cancel every task (as an anyio cancellation: shielded parts finish) and wait until all end, or for the
+        grace at most: answers the tasks still running then (their cancellation stays asked: anyio's is asked
+        again at each of their checkpoints)."""
+        until = None if self.grace is None else asyncio.get_running_loop().time() + self.grace
         while self._tasks:
             pending = list(self._tasks.items())
             for _, scope in pending:
                 scope.cancel()
-            await asyncio.wait([task for task, _ in pending])
+            left = None if until is None else until - asyncio.get_running_loop().time()
+            if left is not None and left <= 0:
+                return [task for task, _ in pending]
+            await asyncio.wait([task for task, _ in pending], timeout=left)
+        return []
 
 
 async def _within(scope: anyio.CancelScope, coro: Coroutine[Any, Any, Any]) -> Any:

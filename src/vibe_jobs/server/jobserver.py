@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import os
 import socket
+import sys
 from collections.abc import Callable, Container
 from dataclasses import replace
 from typing import Any, Literal, Unpack, overload
@@ -281,7 +283,24 @@ class JobServer:
     ) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format)
         freeze_startup_heap()
-        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+        async def serve() -> None:
+            await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
+            leave_work_behind(self)
+
+        anyio.run(serve)
+
+
+def leave_work_behind(server: JobServer) -> None:
+    """For a process that owns its event loop, once `server` has stopped: work that ignored its cancellation past
+    the stop's grace (`job.ignored_stop`) still runs on the loop, and the loop's end (`anyio.run` returning)
+    cancels it once more and waits for it, for ever. The stop is complete (its lease released, its store closed):
+    the process exits now (0), what it wrote flushed."""
+    if server.source.executor.left_at_stop:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 def freeze_startup_heap() -> None:
@@ -309,7 +328,12 @@ def run_worker(server: JobServer, drain_seconds: float) -> None:
     """Run jobs from the shared store until SIGINT/SIGTERM/SIGHUP, then drain (see `work_until_signal`)."""
     configure_logging(server.settings.log_level, server.settings.log_format)
     freeze_startup_heap()
-    anyio.run(work_until_signal, server, drain_seconds)
+
+    async def work() -> None:
+        await work_until_signal(server, drain_seconds)
+        leave_work_behind(server)
+
+    anyio.run(work)
 
 
 async def work_until_signal(server: JobServer, drain_seconds: float) -> None:

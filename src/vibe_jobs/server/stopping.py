@@ -6,7 +6,8 @@ and a grace before SIGKILL. A stop signal that comes meanwhile (an MCP client cl
 2 s later; Ctrl-C pressed twice) hurries it: the drain ends, and every command is killed at once with all it
 started; the stop then completes (exit 0). Before, that signal met its default action and killed the process
 mid-stop, leaving what the commands had started running. One more signal after that ends the process by the
-signal's default action, for a stop that hangs (a job that swallows its cancellation).
+signal's default action, for a stop that hangs. (A job that swallows its cancellation holds a stop for the
+executor's grace period only: `engine/taskset.py`.)
 
 One handler serves the whole run, from the first signal to the end of the stop: a signal between two phases
 (the serving ended, the manager not stopping yet) is never left to its default action.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -17,7 +16,7 @@ from mcp_types import Tool as UpstreamTool
 from vibe_jobs.arguments import shown
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES, MAX_NAME_CHARS
-from vibe_jobs.server.jobserver import JobServer, Transport
+from vibe_jobs.server.jobserver import JobServer, Transport, leave_work_behind
 from vibe_jobs.server.proxy import tether
 from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
 from vibe_jobs.server.proxy.passthrough import PassThrough
@@ -106,7 +105,12 @@ class ProxyServer:
         allow_unauthenticated: bool = False,
     ) -> None:
         configure_logging(self.server.settings.log_level, self.server.settings.log_format)
-        anyio.run(functools.partial(self.serve, allow_unauthenticated=allow_unauthenticated), transport, host, port)
+
+        async def serve() -> None:
+            await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
+            leave_work_behind(self.server)
+
+        anyio.run(serve)
 
     def register_tools(self) -> None:
         """A job tool (or a direct one) for each upstream tool; unknown names in --jobs/--direct are an error."""
