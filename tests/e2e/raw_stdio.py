@@ -73,11 +73,14 @@ async def raw_stdio(
     stderr: Any = None,
     capabilities: dict[str, Any] | None = None,
     args: tuple[str, ...] = (),
+    launcher: tuple[str, ...] = (),
 ) -> AsyncIterator[RawStdio]:
     """The real server over stdio (`args` added to its command line), initialized (legacy handshake, declaring
-    `capabilities`), driven frame by frame."""
+    `capabilities`), driven frame by frame. `launcher`: a command that starts the server (its words then the
+    server's command line), passing it its stdin and stdout: `proc` is the launcher's process then."""
     full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(env or {})}
-    proc = await anyio.open_process([*server_command(store, tools), *args], env=full_env, cwd=ROOT, stderr=stderr)
+    command = [*launcher, *server_command(store, tools), *args]
+    proc = await anyio.open_process(command, env=full_env, cwd=ROOT, stderr=stderr)
     try:
         client = RawStdio(proc)
         init = await client.request("initialize", {**INIT, "capabilities": capabilities or {}})

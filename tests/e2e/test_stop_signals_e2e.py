@@ -164,6 +164,48 @@ async def test_a_signal_while_the_server_stops_ends_every_process_of_its_jobs(
     assert body["status"] == "failed" and "interrupted" in body["message"], body
 
 
+# starts the server with its own stdin and stdout (the test's pipes), names it on stderr, waits for it
+LAUNCHER = (
+    sys.executable,
+    "-c",
+    "import subprocess, sys; server = subprocess.Popen(sys.argv[1:]);"
+    " print(f'launched {server.pid}', file=sys.stderr, flush=True); server.wait()",
+)
+
+
+async def test_a_stdio_server_whose_client_died_stops_though_its_stdin_stays_open(tmp_path: Path) -> None:
+    """Claude Desktop crashed while another process held the server's stdin open (one that inherited the pipe): no
+    EOF came, and the server ran on for ever, an orphan, the processes of its jobs with it. It now sees the process
+    that started it go (its parent changes) and stops as at EOF: every process of its jobs ended, `server.stopped`,
+    its lease released (the job interrupted at the next start)."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with tempfile.TemporaryFile() as errlog:
+        async with raw_stdio(store, env=command_env(tmp_path), stderr=errlog, launcher=LAUNCHER) as server:
+            job_id, marker, _ = await started_command(server, tmp_path)
+            pid = int(stderr_text(errlog).split("launched ", 1)[1].split()[0])
+            try:
+                server.proc.kill()  # the client dies: this test still holds the server's stdin (and stdout)
+                await server.proc.wait()
+                began = time.monotonic()
+                await output_closed(server, 20)  # the server has exited
+                took = time.monotonic() - began
+            finally:  # else a failing test leaves the server running, and its command's `sleep 300`
+                left, _ = ended(run_processes(marker)), ended([pid])
+            log = stderr_text(errlog)
+    assert left == [], f"processes of the job outlived the server: {left}"
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+    assert took < 10, f"the server took {took:.1f} s to stop after its client died"
+    body = await interrupted_after_restart(store, tmp_path, job_id)
+    assert body["status"] == "failed" and "interrupted" in body["message"], body
+
+
+async def output_closed(server: RawStdio, seconds: float) -> None:
+    """Until the server's stdout ends (every line it writes before is skipped)."""
+    with anyio.fail_after(seconds), contextlib.suppress(anyio.EndOfStream):
+        while True:
+            await server.out.receive()
+
+
 async def test_sighup_stops_an_http_server_as_sigterm_does(tmp_path: Path) -> None:
     """Over HTTP, uvicorn's signal handling (SIGINT, SIGTERM) left SIGHUP to its default action too."""
     with start_http("streamable-http", command_env(tmp_path)) as server:

@@ -9,6 +9,9 @@ Replaces the SDK's `stdio_server` for three reasons:
 - stdin is read, and stdout written, by daemon threads, so a signal stops the server at once: not at the
   next input line, nor never when the client stops reading (a write blocked on a full pipe held the exit).
 
+The session ends at EOF, or when the process that started the server exits while another holds stdin open (no
+EOF comes then: the server ran on for ever after its client crashed).
+
 While serving, fd 0 reads the null device and fd 1 writes to stderr (children and stray prints miss the
 wire); the wire is served from private duplicates of both. fd 1 stays on stderr once serving ends: jobs
 cancelled at shutdown may still print, and a client reading stdout must see nothing but the protocol.
@@ -47,6 +50,7 @@ _ID_SCAN_BYTES = 64 * 1024
 WRITE_QUEUE, WRITE_WAIT = 64, 0.01  # lines waiting for a client that reads slowly; how often a full queue is tried
 DRAIN_SECONDS = 1.0  # at the end, how long what was answered may take to reach the client
 EOF_GRACE_SECONDS = 2.0  # at EOF, how long the requests read may take to be answered before the session ends
+PARENT_CHECK_SECONDS = 1.0  # how often the server looks whether the process that started it is gone
 # The top-level "id" of an object, looked for before any nested object or array (linear: the alternatives
 # start with different characters).
 _TOP_ID = re.compile(rb'\A\s*\{(?:[^{}\[\]"]|"(?:[^"\\]|\\.)*")*?"id"\s*:\s*(-?\d{1,15}|"(?:[^"\\]|\\.){0,256}")')
@@ -217,6 +221,7 @@ async def stdio_streams(
                 )
                 reader.start()
                 tg.start_soon(_write_wire, writer, write_receive, inflight)
+                tg.start_soon(_until_parent_gone, os.getppid(), inflight, read_send)
                 try:
                     yield read_stream, write_stream
                 finally:
@@ -253,6 +258,20 @@ def _read_wire(
         portal.call(messages.aclose)
     except (RuntimeError, CancelledError, anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
         pass  # the server is stopping (the portal or the streams are closed, or a signal cancelled the wait at EOF)
+
+
+async def _until_parent_gone(
+    parent: int, inflight: InFlight, messages: ObjectSendStream[SessionMessage | Exception]
+) -> None:
+    """The process that started the server (its client) is gone, while another holds stdin open (Claude Desktop
+    crashed, a process it started having inherited the pipe): no EOF comes, and the server ran on for ever, an
+    orphan with its jobs. It is seen by the parent changing (the server adopted by init or a subreaper), one look
+    a PARENT_CHECK_SECONDS, and ends the session as EOF does (`_read_wire`)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells of a parent's exit (pidfd: Linux only)
+        await anyio.sleep(PARENT_CHECK_SECONDS)
+    log.warning("stdio.client_gone", parent=parent, why="the process that started the server has exited")
+    await inflight.at_eof(EOF_GRACE_SECONDS)
+    await messages.aclose()
 
 
 async def _write_wire(writer: WireWriter, messages: ObjectReceiveStream[SessionMessage], inflight: InFlight) -> None:
