@@ -301,7 +301,10 @@ class Executor:
             if _holds_cancellation(exc):
                 await anyio.lowlevel.checkpoint_if_cancelled()  # a cancellation asked for is raised again here
             run.error, run.error_where = exc, _raised_at(exc)
-            log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=_logged(exc, rec))
+            if isinstance(exc, JobTimeout):  # the tool's own time-out (run-command's): an outcome, not a fault
+                _log_timeout(rec, error_text(exc, secret_hider(rec.params)))
+            else:
+                log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=_logged(exc, rec))
 
     def _check_start(self, run: Run) -> None:
         """The last look before a claimed job's function is called (its arguments validated, nothing awaited
@@ -395,9 +398,11 @@ class Executor:
     def _warn(self, run: Run, timeout: float) -> None:
         run.ctx.diagnostic(f"warning: 80% of the {timeout:g} s time-out used")
         self.runs.spawn(self.m.task_group, self._flush_diagnostics, run)
-        run.timer = self._at(timeout * 0.2, lambda: self._expire(run))
+        run.timer = self._at(timeout * 0.2, lambda: self._expire(run, timeout))
 
-    def _expire(self, run: Run) -> None:
+    def _expire(self, run: Run, timeout: float) -> None:
+        if not run.done:
+            _log_timeout(run.rec, f"the job ran past its {timeout:g} s time-out: cancelled")
         run.timed_out = True
         self._stop(run)
 
@@ -596,6 +601,12 @@ def _timeout_error(rec: JobRecord, goes_on: list[str]) -> JobTimeout:
         err.retryable = False  # type: ignore[attr-defined]  # never run again beside work that may still run
         return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _log_timeout(rec: JobRecord, error: str) -> None:
+    """A time-out, the job's or its tool's own (run-command's `timeoutSeconds`): an outcome the caller set, logged in
+    one line naming the job and the time-out; a traceback (`job.raised`) is for what a tool raises otherwise."""
+    log.warning("job.timed_out", job_id=rec.id, tool=rec.tool_name, error=error)
 
 
 def _holds_cancellation(exc: BaseException) -> bool:
