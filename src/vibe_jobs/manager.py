@@ -108,6 +108,8 @@ class Runner(Protocol):
 
     async def recover(self) -> int: ...
 
+    async def hand_back(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
@@ -225,6 +227,11 @@ class JobManager:
         await self._tg.__aexit__(et, e, tb)
         self._tg = None
         with anyio.CancelScope(shield=True):
+            if self.runner is not None:  # the jobs the stop interrupted, settled while the lease still holds them
+                try:
+                    await self.runner.hand_back()
+                except Exception as exc:  # a fault of ours: they are left to recovery, the lease is released still
+                    log.error("jobs.not_handed_back", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             try:
                 await self.save_durations()
             except StoreError as exc:  # what was learned since the last beat is lost, the job states are not

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -268,6 +269,53 @@ async def test_a_signal_while_a_worker_drains_ends_the_drain_and_every_process_o
     assert '"worker.stopped"' in log and "Traceback" not in log, log[-2000:]
     body = answer["result"]["structuredContent"]
     assert body["status"] == "failed" and "interrupted" in body["message"], body
+
+
+@pytest.mark.postgres
+async def test_a_job_released_at_a_worker_s_stop_says_so(tmp_path: Path) -> None:
+    """A job still running when a worker's drain ends is released (its lease dropped) and recovered by another
+    process, which failed it as "interrupted: worker lost" (the words of a worker that died) or requeued it "after
+    an interruption". It now reads that it was released at its worker's stop: requeued to run again when its tool
+    opted in to retries, else failed (it does not run again)."""
+    from vibe_jobs.store.postgres import PostgresStore
+
+    store = with_new_schema(postgres_url("a worker's released jobs"), "vj_released")
+    env = {"VIBE_JOBS_LEASE_SECONDS": "2", "VIBE_JOBS_LOG_LEVEL": "info"}
+    tools = ("--tools", "tests.e2e.cluster_tools", "--no-builtin")
+    worker_cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", store, "--drain-seconds", "0.5", *tools]
+    try:
+        async with raw_stdio(store, tools="tests.e2e.cluster_tools", env=env, args=("--no-worker",)) as server:
+            with tempfile.TemporaryFile() as errlog:
+                full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **env}
+                worker = await anyio.open_process(worker_cmd, env=full_env, cwd=ROOT, stderr=errlog)
+                async with worker:
+                    unsafe = await server.call("stepping", {"steps": 1000, "step_seconds": 0.5})
+                    safe = await server.call("timed", {"seconds": 600})
+                    ids = [answer["result"]["structuredContent"]["jobId"] for answer in (unsafe, safe)]
+                    for job_id in ids:
+                        await until_status(server, job_id, "running")
+                    worker.send_signal(signal.SIGTERM)
+                    with anyio.fail_after(15):
+                        code = await worker.wait()
+                log = stderr_text(errlog)
+            failed = await until_status(server, ids[0], "failed")
+            requeued = await until_status(server, ids[1], "pending")
+            another = await anyio.open_process(worker_cmd, env=full_env, cwd=ROOT, stderr=subprocess.DEVNULL)
+            async with another:  # the requeued job runs again there
+                try:
+                    again = await until_status(server, ids[1], "running", 15)
+                finally:
+                    another.send_signal(signal.SIGTERM)
+                    with anyio.fail_after(15):
+                        await another.wait()
+    finally:
+        await PostgresStore(store).drop_schema()
+    assert code == 0 and '"worker.stopped"' in log, log[-2000:]
+    assert "worker lost" not in failed["message"] and "stop" in failed["message"], failed
+    assert "does not run again" in failed["message"], failed
+    note = requeued["details"]["diagnostics"][-1]
+    assert "stop" in note and "runs again" in note, requeued
+    assert again["status"] == "running" and "retry 1/3" in note, again
 
 
 async def until_logged(errlog: Any, event: str, proc: Process, seconds: float = 10.0) -> None:

@@ -20,7 +20,7 @@ import anyio
 from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, fail_unfit, misfit
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
-from vibe_jobs.engine.recovery import recover_orphans
+from vibe_jobs.engine.recovery import hand_back, recover_orphans
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
@@ -164,6 +164,11 @@ class ClaimSource:
         for rec in found.adopted:  # pending: claimable by any process; its deadline is watched here now (only its
             await self.enqueue(rec)  # creator watched it, and a job outlived its deadline once that one was gone)
         return len(found.adopted)
+
+    async def hand_back(self) -> None:
+        """As the process stops: the jobs its stop interrupted (the drain over) are settled here, in words of the
+        stop, not left to read "worker lost" when another process recovers them (`recovery.hand_back`)."""
+        await hand_back(self.m, self.executor.interrupted, self.tools, self.executor.retry)
 
     # -- claiming --------------------------------------------------------------------------
 

@@ -329,6 +329,10 @@ class LocalSource:
             await self.enqueue(rec)
         return len(recovered.adopted)
 
+    async def hand_back(self) -> None:
+        """Nothing: the jobs a stop interrupts stay running for the next start's recovery, whose words ("the
+        server stopped while the job was running") tell the story on this process's own store."""
+
     async def cluster_figures(self) -> ClusterFigures | None:
         """None: this process's own figures are the whole picture."""
         return None

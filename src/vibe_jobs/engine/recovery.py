@@ -40,6 +40,10 @@ log = get_logger("vibe_jobs.engine.recovery")
 # cluster found its worker's lease expired)
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 WORKER_LOST = "interrupted: worker lost"
+# what a job running when its process stopped on a shared store reads (a worker's drain over, a server's stop): that
+# process settles it as it stops (`hand_back`), requeued while retries remain, else failed; recovered by another
+# process, it read "worker lost" (the words of a worker that died)
+RELEASED = "interrupted: released unfinished at its worker's stop; it does not run again (no retry left)"
 ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
 
 
@@ -49,8 +53,10 @@ def plan_recovery(
     tools: Mapping[str, JobToolSpec],
     default_retry: RetryPolicy,
     shared: bool = False,
+    released: bool = False,
 ) -> dict[str, Any]:
-    """The changes that adopt one orphaned job for this process (`shared`: from a cluster's shared store)."""
+    """The changes that adopt one orphaned job for this process (`shared`: from a cluster's shared store;
+    `released`: a job of this process's own that its stop interrupted, `hand_back`)."""
     now = manager.now()
     base: dict[str, Any] = adoption(manager.owner, now)
     if rec.cancel_requested is not None:  # cancelled while its dead owner ran it: honour that (no tool needed)
@@ -68,7 +74,12 @@ def plan_recovery(
         return base  # (`recover_orphans` adopts these many at once: `adopted_alone`)
     limit = retry_limit(rec, tools[rec.tool_name], default_retry)
     if rec.retry_count < limit:
-        note = f"requeued after an interruption (retry {rec.retry_count + 1}/{limit})"
+        retry = f"retry {rec.retry_count + 1}/{limit}"
+        note = (
+            f"released at its worker's stop: runs again ({retry})"
+            if released
+            else f"requeued after an interruption ({retry})"
+        )
         return {
             **base,
             "status": JobStatus.PENDING,
@@ -76,7 +87,7 @@ def plan_recovery(
             "progress_message": note,
             "diagnostics": capped_diagnostics(rec.diagnostics, (note,)),
         }
-    return {**base, **_failed(rec, now, WORKER_LOST if shared else INTERRUPTED)}
+    return {**base, **_failed(rec, now, RELEASED if released else WORKER_LOST if shared else INTERRUPTED)}
 
 
 def unregistered(tool: str) -> str:
@@ -160,6 +171,27 @@ async def _unregistered(manager: JobManager, now: int, tools: Mapping[str, JobTo
     return await manager.store.orphans_of_program(now, tools, manager.owner, manager.program)
 
 
+async def hand_back(
+    manager: JobManager, interrupted: Mapping[str, int], tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy
+) -> None:
+    """Settle the jobs this process's stop interrupted (job id: the attempt it ran), as it stops on a shared store
+    and before its lease is released: as recovery would (`plan_recovery`: requeued while retries remain, else
+    failed), in words that tell of the stop (`RELEASED`). Left to another process's recovery, they read "worker
+    lost". A job that moved on meanwhile (settled, taken over) is left as it is; those the store fails on are left to
+    recovery."""
+    noted: tuple[dict[str, JobRecord], Counter[str]] = ({}, Counter())
+    for job_id, attempt in interrupted.items():
+        try:
+            rec = await manager.store.get(job_id)
+        except StoreError as exc:  # the store is down as the process stops: the rest wait for recovery too
+            log.warning("recovery.not_handed_back", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
+            break
+        if rec is not None and rec.status is JobStatus.RUNNING and (rec.owner, rec.attempt) == (manager.owner, attempt):
+            await _adopt(manager, rec, tools, default_retry, noted, True, released=True)
+    if noted[1]:
+        log.info("recovery.handed_back", jobs=sum(noted[1].values()), **{f"now_{k}": n for k, n in noted[1].items()})
+
+
 async def _adopt(
     manager: JobManager,
     rec: JobRecord,
@@ -167,11 +199,12 @@ async def _adopt(
     default_retry: RetryPolicy,
     noted: tuple[dict[str, JobRecord], Counter[str]],
     shared: bool,
+    released: bool = False,
 ) -> None:
     """Adopt one orphan, unless another process did first: noted in `adopted` when it is pending now, and
-    counted by the status it has now."""
+    counted by the status it has now (`released`: one of this process's own, `hand_back`)."""
     await _end_leftovers(rec, tools.get(rec.tool_name))
-    changes = plan_recovery(manager, rec, tools, default_retry, shared)
+    changes = plan_recovery(manager, rec, tools, default_retry, shared, released)
     try:
         new = await manager.mutate(rec.id, _const(changes), Guard(version=rec.version))
     except (InvalidTransition, StaleWrite):

@@ -339,8 +339,9 @@ def run_worker(server: JobServer, drain_seconds: float) -> None:
 async def work_until_signal(server: JobServer, drain_seconds: float) -> None:
     """Claim and run jobs; on a signal stop claiming and give running jobs `drain_seconds` to finish.
 
-    Jobs still running after that are released: this process's lease is dropped on exit, so another
-    worker recovers them at once (requeued when their tool opted in to retries, otherwise failed as interrupted).
+    Jobs still running after that are stopped and released: settled by this process as it stops (requeued when
+    their tool opted in to retries, otherwise failed as interrupted, in words of the stop: `recovery.hand_back`),
+    its lease then dropped.
     """
     source = server.source
     if not isinstance(source, ClaimSource):
