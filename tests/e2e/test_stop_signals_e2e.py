@@ -365,6 +365,24 @@ async def test_a_job_that_swallows_its_cancellation_holds_a_stop_for_the_grace_o
     assert "interrupted" in body["message"], body
 
 
+async def test_a_sync_job_s_thread_that_goes_on_holds_the_exit_for_the_grace_only() -> None:
+    """A sync tool's thread cannot be stopped: at a stop its job was left to recovery and `server.stopped` logged at
+    once, but the process did not exit until the thread returned (the interpreter waits for it): for ever, for a
+    thread blocked for good. The process now waits the grace (5 s) for it, names its job, and exits 0."""
+    with tempfile.TemporaryFile() as errlog:
+        env = {"VIBE_JOBS_LOG_LEVEL": "info"}
+        async with raw_stdio(tools="tests.e2e.hostile_work_tools", env=env, stderr=errlog) as server:
+            started = await server.call("block_sync_long", {})
+            job_id = started["result"]["structuredContent"]["jobId"]
+            await until_status(server, job_id, "running")
+            server.proc.send_signal(signal.SIGTERM)
+            code = await exit_code(server, 15)  # the thread gives up after 60 s (`GATE_SECONDS`)
+        log = stderr_text(errlog)
+    assert code == 0, f"exit {code}"
+    assert '"job.ignored_stop"' in log and job_id in log, log[-2000:]
+    assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
+
+
 async def test_an_mcp_client_that_quits_during_a_long_poll_leaves_no_process_of_the_job(tmp_path: Path) -> None:
     """The SDK's stdio client (as Claude Desktop) quitting: stdin closed, 2 s, SIGTERM, 2 s, SIGKILL. With a
     long-poll in flight the server waits up to 2 s at EOF for its answer, so the SIGTERM came first, as a plain

@@ -108,6 +108,7 @@ class Executor:
         self.runs = TaskSet(grace_seconds, self._left_at_stop)
         self.interrupted: dict[str, int] = {}  # job id: attempt, of the runs the stop ended (`recovery.hand_back`)
         self.left_at_stop: list[str] = []  # the tasks still running at the end of the stop's grace (by name)
+        self.threads_going_on: dict[str, ThreadCall] = {}  # by job id: sync tools' calls that cannot be stopped
         self._idle = anyio.Event()
         # wraps each attempt's run (server/tracing.py installs a span per attempt); None: nothing
         self.attempt_hook: Callable[[JobRecord], AbstractContextManager[Any]] | None = None
@@ -150,6 +151,23 @@ class Executor:
                 grace_seconds=self.grace_seconds,
                 why="its work ignored its cancellation: the stop goes on without it, the job left to recovery",
             )
+
+    async def threads_left(self) -> list[str]:
+        """For a process that ends after its stop: the jobs whose thread (a sync tool's call, which cannot be stopped)
+        still runs after the grace, each logged (`job.ignored_stop`); the interpreter would wait for them at exit, for
+        ever for a thread blocked for good."""
+        with anyio.move_on_after(self.grace_seconds):
+            for thread in list(self.threads_going_on.values()):
+                await thread.returned.wait()
+        left = sorted(job_id for job_id, thread in self.threads_going_on.items() if not thread.returned.is_set())
+        for job_id in left:
+            log.warning(
+                "job.ignored_stop",
+                job_id=job_id,
+                grace_seconds=self.grace_seconds,
+                why="its thread cannot be stopped: the process ends without waiting for it",
+            )
+        return left
 
     async def drained(self) -> None:
         """Return once no job is starting or running."""
@@ -278,6 +296,8 @@ class Executor:
             # is freed when its task ends rather than left in a reference cycle for the garbage collector
             run.timer = run.deadline_timer = run.ctx.on_wait = None
             run.thread_goes_on = run.thread is not None and run.thread.going_on()
+            if run.thread is not None and run.thread_goes_on:
+                self.threads_going_on[rec.id] = run.thread  # until it returns (`_execute`), or the process ends
         if run.lapsed:
             await self._give_back(rec)
         elif not run.abandoned:
@@ -285,6 +305,8 @@ class Executor:
         if run.thread is not None and run.thread_goes_on:  # its slot stays taken until the thread returns
             log.warning("job.thread_goes_on", job_id=rec.id, tool=rec.tool_name)
             await run.thread.returned.wait()
+            if self.threads_going_on.get(rec.id) is run.thread:
+                del self.threads_going_on[rec.id]
 
     async def _work(self, run: Run, spec: JobToolSpec) -> None:
         """Call the tool. Whatever it raises is the run's error, BaseException too (SystemExit, KeyboardInterrupt,

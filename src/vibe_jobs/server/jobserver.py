@@ -286,17 +286,19 @@ class JobServer:
 
         async def serve() -> None:
             await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
-            leave_work_behind(self)
+            await leave_work_behind(self)
 
         anyio.run(serve)
 
 
-def leave_work_behind(server: JobServer) -> None:
+async def leave_work_behind(server: JobServer) -> None:
     """For a process that owns its event loop, once `server` has stopped: work that ignored its cancellation past
     the stop's grace (`job.ignored_stop`) still runs on the loop, and the loop's end (`anyio.run` returning)
-    cancels it once more and waits for it, for ever. The stop is complete (its lease released, its store closed):
-    the process exits now (0), what it wrote flushed."""
-    if server.source.executor.left_at_stop:
+    cancels it once more and waits for it, for ever; so does the interpreter's end for a sync tool's thread, which
+    cannot be stopped (given the grace here). The stop is complete (its lease released, its store closed): the
+    process exits now (0), what it wrote flushed."""
+    executor = server.source.executor
+    if await executor.threads_left() or executor.left_at_stop:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -331,7 +333,7 @@ def run_worker(server: JobServer, drain_seconds: float) -> None:
 
     async def work() -> None:
         await work_until_signal(server, drain_seconds)
-        leave_work_behind(server)
+        await leave_work_behind(server)
 
     anyio.run(work)
 

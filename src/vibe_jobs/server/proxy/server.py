@@ -108,7 +108,7 @@ class ProxyServer:
 
         async def serve() -> None:
             await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
-            leave_work_behind(self.server)
+            await leave_work_behind(self.server)
 
         anyio.run(serve)
 
