@@ -76,7 +76,7 @@ def plan_recovery(
     if rec.retry_count < limit:
         retry = f"retry {rec.retry_count + 1}/{limit}"
         note = (
-            f"released at its worker's stop: runs again ({retry})"
+            f"released unfinished at its worker's stop: runs again ({retry})"
             if released
             else f"requeued after an interruption ({retry})"
         )
