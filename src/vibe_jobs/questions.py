@@ -95,24 +95,49 @@ def elicitation_schema(schema: type[BaseModel] | Mapping[str, Any]) -> dict[str,
     raw = schema.model_json_schema() if isinstance(schema, type) else dict(schema)
     if raw.get("type") != "object" or not isinstance(raw.get("properties"), Mapping):
         raise InvalidParams("an elicitation schema must be an object schema with properties")
-    props = {name: _primitive(name, prop) for name, prop in raw["properties"].items()}
+    defs = raw.get("$defs")
+    defs = defs if isinstance(defs, Mapping) else {}
+    props = {name: _primitive(name, prop, defs) for name, prop in raw["properties"].items()}
     out: dict[str, Any] = {"type": "object", "properties": props}
     if raw.get("required"):
         out["required"] = list(raw["required"])
     return out
 
 
-def _primitive(name: str, prop: Any) -> dict[str, Any]:
+# the string formats the MCP's StringSchema names: a client checks a form against that list (the TypeScript SDK's
+# refuses the whole request for another), so another format (uuid, time, ...) is not sent; the job's model checks it
+FORMATS = frozenset({"email", "uri", "date", "date-time"})
+
+
+def _primitive(name: str, prop: Any, defs: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(prop, Mapping):
         raise InvalidParams(f"elicitation property {name!r} must be a schema object")
-    options = [p for p in prop.get("anyOf") or () if isinstance(p, Mapping) and p.get("type") != "null"]
+    prop = _resolved(prop, defs)
+    options = [_resolved(p, defs) for p in prop.get("anyOf") or () if isinstance(p, Mapping)]
+    options = [p for p in options if p.get("type") != "null"]
     merged = {**{k: v for k, v in prop.items() if k != "anyOf"}, **(options[0] if len(options) == 1 else {})}
+    if isinstance(merged.get("items"), Mapping):  # a multi-select of an Enum class: its items are a `$ref`
+        merged["items"] = _resolved(merged["items"], defs)
     if merged.get("type") not in PRIMITIVES and not (merged.get("type") == "array" and _enum_items(merged)):
         raise InvalidParams(
             f"elicitation property {name!r} must be a string, number, integer, boolean or enum "
             f"(flat, no nesting), not {dict(prop)!r}"
         )
+    if merged.get("default", 0) is None:  # an optional field (`X | None = None`): the spec's defaults are values
+        del merged["default"]
+    if merged.get("type") == "string" and merged.get("format") not in FORMATS:
+        merged.pop("format", None)
     return merged
+
+
+def _resolved(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """A property whose schema is a `$ref` into the model's `$defs` (an Enum class) as that definition, with the
+    property's own keys (its default, description) over it; another `$ref` is left for the flatness check."""
+    ref = prop.get("$ref")
+    target = defs.get(ref.removeprefix("#/$defs/")) if isinstance(ref, str) and ref.startswith("#/$defs/") else None
+    if not isinstance(target, Mapping):
+        return dict(prop)
+    return {**target, **{k: v for k, v in prop.items() if k != "$ref"}}
 
 
 def _enum_items(prop: Mapping[str, Any]) -> bool:
