@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["SAMPLING_BLOCKS", "block_problem", "carried_block_problem", "finite_number"]
+__all__ = ["SAMPLING_BLOCKS", "block_problem", "carried_block_problem", "finite_number", "fraction"]
 
 SAMPLING_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
 RESULT_BLOCKS = ("text", "image", "audio", "resource_link", "resource")  # what a tool result's content holds
@@ -48,7 +48,8 @@ def _whole(value: Any) -> bool:
     return finite_number(value) and value == int(value)
 
 
-def _fraction(value: Any) -> bool:
+def fraction(value: Any) -> bool:
+    """A finite number from 0 to 1 (an annotation's priority, a model preference's)."""
     return finite_number(value) and 0 <= value <= 1
 
 
@@ -85,7 +86,7 @@ _REQUIRED: dict[str, tuple[Field, ...]] = {
 }
 _ANNOTATIONS: tuple[Field, ...] = (
     ("audience", _roles, "a list of 'user' and 'assistant'"),
-    ("priority", _fraction, "a number from 0 to 1"),
+    ("priority", fraction, "a number from 0 to 1"),
     ("lastModified", _string, _STRING),
 )
 _EVERY_OPTIONAL: tuple[Field, ...] = (("annotations", _object, _OBJECT), ("_meta", _object, _OBJECT))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vibe_jobs.blocks import block_problem, carried_block_problem, finite_number
+from vibe_jobs.blocks import block_problem, carried_block_problem, finite_number, fraction
 from vibe_jobs.errors import InvalidParams
 from vibe_jobs.redact import MASK, is_secret
 from vibe_jobs.states import RUNNING
@@ -187,8 +187,8 @@ def sample_request(
 _PRIORITIES = ("costPriority", "speedPriority", "intelligencePriority")
 
 
-def _model_hint(hint: Any) -> bool:
-    return isinstance(hint, Mapping) and (hint.get("name") is None or isinstance(hint["name"], str))
+def _model_hint(hint: Any) -> bool:  # the name, when given, a string: a client refuses a null one (-32602)
+    return isinstance(hint, Mapping) and ("name" not in hint or isinstance(hint["name"], str))
 
 
 def _sampling_options_problem(params: Mapping[str, Any]) -> str | None:
@@ -203,8 +203,8 @@ def _sampling_options_problem(params: Mapping[str, Any]) -> str | None:
     hints = prefs.get("hints")
     if hints is not None and not (isinstance(hints, list) and all(map(_model_hint, hints))):
         return f"model_preferences hints must be a list of {{name}} objects, not {hints!r:.80}"
-    if not all(prefs.get(k) is None or finite_number(prefs[k]) for k in _PRIORITIES):
-        return f"model_preferences priorities ({', '.join(_PRIORITIES)}) must be numbers"
+    if not all(k not in prefs or fraction(prefs[k]) for k in _PRIORITIES):  # as the spec's ModelPreferences
+        return f"model_preferences priorities ({', '.join(_PRIORITIES)}) must be numbers from 0 to 1"
     return None
 
 

@@ -64,3 +64,15 @@ async def sample_iconic_link(job: JobContext) -> str:
     content = {"type": "tool_result", "toolUseId": "call-1", "content": [link]}
     reply = await job.sample([{"role": "user", "content": content}], max_tokens=10)
     return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample preferring a cost priority past 1")
+async def sample_costly(job: JobContext) -> str:
+    reply = await job.sample("hi", max_tokens=10, model_preferences={"costPriority": 5})
+    return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a model hint whose name is null")
+async def sample_null_hint(job: JobContext) -> str:
+    reply = await job.sample("hi", max_tokens=10, model_preferences={"hints": [{"name": None}]})
+    return f"{reply.action} {reply.text}"

@@ -80,13 +80,18 @@ async def hostile_tools_client(mode: str, **callbacks: Any) -> AsyncIterator[Cli
         ("sample_numbered_annotations", "a text block's annotations must be an object"),
         ("sample_out_of_range", "a text block's annotation's priority must be a number from 0 to 1"),
         ("sample_iconic_link", "a resource_link block's icons must be a list"),
+        ("sample_costly", "model_preferences priorities (costPriority, speedPriority, intelligencePriority) must be"),
+        ("sample_null_hint", "model_preferences hints must be a list of {name} objects"),
     ],
 )
 async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_every_read(tool: str, says: str) -> None:
     """A job sampled with what the MCP's CreateMessageRequest cannot hold (a text block whose text is 5, a "video"
     block, a temperature of "hot"): stored as its question, it made every long-poll of a 2026-07-28 client with
     the sampling capability fail ("Error executing tool get-job-result": the input_required request could not be
-    built), for as long as the job waited (an hour by default). The job's sample() now refuses it, naming it."""
+    built), for as long as the job waited (an hour by default). The job's sample() now refuses it, naming it.
+    A model preference outside the specification (a priority of 5, a hint whose name is null) was sent as it was:
+    the TypeScript SDK's client refuses such a request (-32602) before its callback runs, and the job was told
+    `decline` though nobody declined."""
 
     async def on_sample(context: ClientRequestContext, params: CreateMessageRequestParams) -> CreateMessageResult:
         return CreateMessageResult(role="assistant", content=TextContent(type="text", text="hi"), model="m")
