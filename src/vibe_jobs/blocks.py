@@ -7,15 +7,20 @@ models (TextContent, ImageContent, AudioContent, ToolUseContent, ToolResultConte
 EmbeddedResource, Annotations). tests/test_sampling_requests.py compares these checks with the SDK's own models
 on generated inputs: what passes here, the SDK takes. Each problem is told as a short sentence (values cut at 80
 characters) naming the block and the field.
+
+The same checks decide which of a job's result blocks get-job-result shows as they are (`RESULT_BLOCKS`): one
+that fails them made the whole answer fail, for every reader. Binary data (an image's, an audio's, a blob's) must
+be base64 as a client decodes it: the TypeScript SDK's client refuses a whole message holding one that is not.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["SAMPLING_BLOCKS", "block_problem", "carried_block_problem", "finite_number", "fraction"]
+__all__ = ["RESULT_BLOCKS", "SAMPLING_BLOCKS", "block_problem", "carried_block_problem", "finite_number", "fraction"]
 
 SAMPLING_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
 RESULT_BLOCKS = ("text", "image", "audio", "resource_link", "resource")  # what a tool result's content holds
@@ -65,11 +70,28 @@ def _icons(value: Any) -> bool:
     )
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*")
+_ASCII_SPACE = str.maketrans("", "", "\t\n\f\r ")
+
+
+def _base64(value: Any) -> bool:
+    """Base64 as the WHATWG forgiving decoder (`atob`, what the TypeScript SDK checks with) takes it: ASCII
+    whitespace ignored, padding optional, nothing outside the standard alphabet."""
+    if not isinstance(value, str):
+        return False
+    data = value.translate(_ASCII_SPACE)
+    if len(data) % 4 == 0:
+        data = data[:-2] if data.endswith("==") else data.removesuffix("=")
+    return len(data) % 4 != 1 and _BASE64.fullmatch(data) is not None
+
+
 def _resource(value: Any) -> bool:
-    """TextResourceContents or BlobResourceContents: a uri, and a text or a blob, all strings."""
+    """TextResourceContents or BlobResourceContents: a uri, and a text or a blob, all strings (a blob base64)."""
     if not isinstance(value, Mapping) or not _string(value.get("uri")):
         return False
     if not any(_string(value.get(k)) for k in ("text", "blob")):
+        return False
+    if value.get("blob") is not None and not _base64(value["blob"]):
         return False
     return _optional_problem(value, _CONTENTS_OPTIONAL, "resource") is None
 
@@ -82,8 +104,9 @@ _REQUIRED: dict[str, tuple[Field, ...]] = {
     "tool_use": (("id", _string, _STRING), ("name", _string, _STRING), ("input", _object, _OBJECT)),
     "tool_result": (("toolUseId", _string, _STRING),),
     "resource_link": (("uri", _string, _STRING), ("name", _string, _STRING)),
-    "resource": (("resource", _resource, "an object with a uri and a text or a blob (strings)"),),
+    "resource": (("resource", _resource, "an object with a uri and a text or a blob (strings; a blob base64)"),),
 }
+_ENCODED: dict[str, tuple[Field, ...]] = {kind: (("data", _base64, "base64"),) for kind in ("image", "audio")}
 _ANNOTATIONS: tuple[Field, ...] = (
     ("audience", _roles, "a list of 'user' and 'assistant'"),
     ("priority", fraction, "a number from 0 to 1"),
@@ -124,7 +147,7 @@ def carried_block_problem(block: Any, types: tuple[str, ...] = SAMPLING_BLOCKS) 
     kind, where = block["type"], f"a {block['type']} block"
     if kind not in types:
         return f"a block's type is one of {', '.join(types)}, not {kind!r:.80}"
-    problem = _fields_problem(block, _REQUIRED.get(kind, ()), where) or _optional_problem(
+    problem = _fields_problem(block, (*_REQUIRED.get(kind, ()), *_ENCODED.get(kind, ())), where) or _optional_problem(
         block, (*_EVERY_OPTIONAL, *_OPTIONAL.get(kind, ())), where
     )
     if problem is None and isinstance(block.get("annotations"), Mapping):
