@@ -20,7 +20,17 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["RESULT_BLOCKS", "SAMPLING_BLOCKS", "block_problem", "carried_block_problem", "finite_number", "fraction"]
+from vibe_jobs.results import safe_text
+
+__all__ = [
+    "RESULT_BLOCKS",
+    "SAMPLING_BLOCKS",
+    "block_problem",
+    "carried_block_problem",
+    "finite_number",
+    "fraction",
+    "shown_blocks",
+]
 
 SAMPLING_BLOCKS = ("text", "image", "audio", "tool_use", "tool_result")  # what a SamplingMessage's content holds
 RESULT_BLOCKS = ("text", "image", "audio", "resource_link", "resource")  # what a tool result's content holds
@@ -158,6 +168,26 @@ def carried_block_problem(block: Any, types: tuple[str, ...] = SAMPLING_BLOCKS) 
             return f"a tool_result block's content must be a list of blocks, not {inner!r:.80}"
         return next(filter(None, (carried_block_problem(b, RESULT_BLOCKS) for b in inner)), None)
     return problem
+
+
+def shown_blocks(blocks: Any) -> list[dict[str, Any]]:
+    """A job's result blocks as a reader is given them (get-job-result's content, `vibe_jobs.client`'s result):
+    each the MCP can carry, as it is; another (a type it has no model for, a missing field, data that is not
+    base64) as a text saying why. Sent or parsed as it was, one such block failed the whole answer for every
+    reader, for as long as the job was kept."""
+    shown: list[dict[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else ():
+        if not isinstance(block, Mapping):
+            continue
+        problem = carried_block_problem(block, RESULT_BLOCKS)
+        if problem is None:
+            shown.append(dict(block))
+        else:
+            kind = str(block.get("type"))[:80]
+            shown.append(
+                {"type": "text", "text": safe_text(f"[a {kind} block of the result cannot be shown: {problem}]")}
+            )
+    return shown
 
 
 def _fields_problem(found: Mapping[str, Any], fields: tuple[Field, ...], where: str) -> str | None:

@@ -44,6 +44,7 @@ from mcp_types import CallToolResult, Request, RequestParams, Result, TextConten
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import BaseModel, ConfigDict
 
+from vibe_jobs.blocks import shown_blocks
 from vibe_jobs.states import FINAL
 
 __all__ = [
@@ -294,11 +295,17 @@ async def answer_task(session: ClientSession, task_id: str, requests: Mapping[st
     await session.send_request(update, WireResult)
 
 
+def _call_result(result: Mapping[str, Any]) -> CallToolResult:
+    """A job's stored result as the CallToolResult it stands for, each block one the MCP can carry (a block of
+    a type it has no model for failed `call_and_wait` with a ValidationError, whatever the job did)."""
+    return CallToolResult.model_validate({**result, "content": shown_blocks(result.get("content"))})
+
+
 def terminal_result(task: Mapping[str, Any], answerer: Answerer | None = None) -> CallToolResult | None:
     """The CallToolResult a terminal DetailedTask stands for; None while it is not (yet) one."""
     status = status_of(task)
     if status == "completed" and isinstance(task.get("result"), dict):
-        return CallToolResult.model_validate(task["result"])
+        return _call_result(task["result"])
     if status == "failed" and isinstance(error := task.get("error"), dict):
         raise MCPError(code=int(error.get("code", -32603)), message=str(error.get("message")), data=error.get("data"))
     if status == "cancelled":
@@ -387,7 +394,7 @@ async def follow_job(
         if on_status is not None:
             await on_status(msg)
         if msg["status"] in FINAL:
-            return CallToolResult.model_validate(msg["result"]) if isinstance(msg.get("result"), dict) else reply
+            return _call_result(msg["result"]) if isinstance(msg.get("result"), dict) else reply
         if wait_seconds <= 0:
             await reporter.report(msg.get("progress"), msg.get("message"))
         else:

@@ -11,7 +11,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, TextContent
 from pydantic import AfterValidator, ConfigDict, Field
 
-from vibe_jobs.blocks import RESULT_BLOCKS, carried_block_problem
+from vibe_jobs.blocks import shown_blocks
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.errors import InvalidParams, JobError, StoreError
 from vibe_jobs.identity import Viewer
@@ -35,7 +35,6 @@ from vibe_jobs.models import (
     WireModel,
 )
 from vibe_jobs.questions import open_question
-from vibe_jobs.results import safe_text
 from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
 from vibe_jobs.server.asking import Asker, Keepalive, refusal, take_responses
 from vibe_jobs.server.auth import Identity
@@ -176,21 +175,9 @@ def job_summary(job: Job) -> dict[str, Any]:
 
 
 def _result_blocks(result: Mapping[str, Any] | None) -> list[Any]:
-    """The job's result blocks as get-job-result shows them: one the MCP cannot carry (a type it has no model for,
-    a missing field, data that is not base64) is told as a text, not sent: it failed the whole answer, for every
-    reader, for as long as the job was kept (structuredContent.result keeps it as the tool gave it)."""
-    blocks = [b for b in (result or {}).get("content") or [] if isinstance(b, dict)]
-    return [
-        text(b["text"]) if b.get("type") == "text" and isinstance(b.get("text"), str) else _shown_block(b)
-        for b in blocks
-    ]
-
-
-def _shown_block(block: dict[str, Any]) -> Any:
-    problem = carried_block_problem(block, RESULT_BLOCKS)
-    if problem is None:
-        return block
-    return text(safe_text(f"[a {str(block.get('type'))[:80]} block of the result cannot be shown: {problem}]"))
+    """The job's result blocks as get-job-result shows them (`blocks.shown_blocks`: one the MCP cannot carry is
+    told as a text; structuredContent.result keeps the result as the tool gave it)."""
+    return [text(b["text"]) if b["type"] == "text" else b for b in shown_blocks((result or {}).get("content"))]
 
 
 class ControlTools:
