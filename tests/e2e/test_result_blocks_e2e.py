@@ -8,7 +8,8 @@ image, audio or blob whose data is not base64 was sent as it was: the TypeScript
 each block's base64 and fails the whole call ("Invalid Base64 string"), so its agent could not read the job
 either. Such a block is shown as a text saying why; the stored result (structuredContent.result) is unchanged.
 `vibe_jobs.client.call_and_wait` (what `vibe-jobs call` runs) built its CallToolResult from that stored result
-and failed with a ValidationError, in both eras and through the tasks extension: it gives the same text.
+and failed with a ValidationError, in both eras and through the tasks extension: it gives the same text. So
+does the tasks extension's `tasks/get`, whose result a client reads as a CallToolResult.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import binascii
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
-from mcp_types import TextContent
+from mcp_types import CallToolResult, TextContent
 
 from tests.e2e.block_tools import BLOCKS, IMAGE
 from tests.e2e.conftest import stdio_params
 from tests.e2e.raw_stdio import raw_stdio
+from tests.e2e.test_tasks_e2e import start_task, until_terminal
 from vibe_jobs.client import TasksClientExtension, call_and_wait
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,14 +60,28 @@ async def test_a_result_block_the_mcp_cannot_carry_leaves_the_job_readable(kind:
             assert "blob" not in block["resource"] or base64_ok(block["resource"]["blob"]), block
 
 
+def block_tools_client(mode: str, tasks: bool) -> Client:
+    params = stdio_params()
+    params.args = ["tests.e2e.block_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
+    extensions = [TasksClientExtension()] if tasks else None
+    return Client(stdio_client(params), mode=mode, read_timeout_seconds=30, extensions=extensions)
+
+
+@pytest.mark.parametrize("kind", ["video", "text_not_string", "not_base64"])
+async def test_a_tasks_result_holds_the_block_told_as_a_text(kind: str) -> None:
+    async with block_tools_client("auto", tasks=True) as client:
+        handle = await start_task(client, f"returns_{kind}", {})
+        task = await until_terminal(client, handle.task_id)
+    assert task["status"] == "completed", task
+    result = CallToolResult.model_validate(task["result"])
+    said = [b.text for b in result.content if isinstance(b, TextContent)]
+    assert said[0] == "see" and "cannot be shown" in said[1], result.content
+
+
 @pytest.mark.parametrize("kind", ["video", "text_not_string", "not_base64"])
 @pytest.mark.parametrize("how", ["legacy", "auto", "tasks"])
 async def test_call_and_wait_gives_the_result_with_the_block_told_as_a_text(kind: str, how: str) -> None:
-    params = stdio_params()
-    params.args = ["tests.e2e.block_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
-    extensions = [TasksClientExtension()] if how == "tasks" else None
-    mode = "legacy" if how == "legacy" else "auto"
-    async with Client(stdio_client(params), mode=mode, read_timeout_seconds=30, extensions=extensions) as client:
+    async with block_tools_client("legacy" if how == "legacy" else "auto", tasks=how == "tasks") as client:
         result = await call_and_wait(client, f"returns_{kind}", {})
     assert not result.is_error
     said = [b.text for b in result.content if isinstance(b, TextContent)]

@@ -29,6 +29,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from vibe_jobs.arguments import shown
+from vibe_jobs.blocks import shown_blocks
 from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotFound, NotWaiting
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager, status_text
@@ -139,6 +140,8 @@ class TasksExtension(Extension):
         reco = msg.polling_recommendation
         if rec.result is not None:  # a view for this answer (records are read-only)
             shown = carried_result(rec.result, ctx.request, self.manager.settings.max_answer_bytes, rec.id)
+            if shown is not None and "content" in shown:  # read as a CallToolResult: each block one it can hold
+                shown = {**shown, "content": shown_blocks(shown["content"])}
             rec = rec.changed({"result": shown}, bump=False)
         return {"resultType": "complete", **self.task(rec, reco.interval if reco else None), **payload(rec, msg)}
 
