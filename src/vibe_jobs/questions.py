@@ -34,6 +34,7 @@ __all__ = [
     "check_answer",
     "elicit_request",
     "elicitation_schema",
+    "first_version",
     "open_question",
     "pending_question",
     "plain_answer",
@@ -234,6 +235,25 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
 def pending_question(waiting_for: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The stored question when nobody has answered it yet."""
     return waiting_for if waiting_for is not None and waiting_for.get("answer") is None else None
+
+
+NEWER = "2025-11-25"  # multi-selects and titled choices, sampling messages of several blocks or of tool use
+
+
+def first_version(question: Mapping[str, Any]) -> str:
+    """The first MCP protocol version whose request carries `question` as it is: a client of an older one
+    refuses the request (its schema has no such shape), so it must be asked another way (answer-job)."""
+    params = question["params"]
+    if question["method"] == ELICIT:
+        props = (params.get("requestedSchema") or {}).get("properties") or {}
+        newer = any(isinstance(p, Mapping) and (p.get("type") == "array" or "oneOf" in p) for p in props.values())
+        return NEWER if newer else "2025-06-18"
+    contents = [m.get("content") for m in params.get("messages") or () if isinstance(m, Mapping)]
+    newer = any(
+        isinstance(c, list) or (isinstance(c, Mapping) and c.get("type") in ("tool_use", "tool_result"))
+        for c in contents
+    )
+    return NEWER if newer else "2024-11-05"
 
 
 def open_question(rec: JobRecord) -> Mapping[str, Any] | None:

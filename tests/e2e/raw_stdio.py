@@ -18,7 +18,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.e2e.conftest import BASE_ENV, ROOT
 
-INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+PROTOCOL = "2025-11-25"
+INIT = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
 
 
 class RawStdio:
@@ -74,17 +75,20 @@ async def raw_stdio(
     capabilities: dict[str, Any] | None = None,
     args: tuple[str, ...] = (),
     launcher: tuple[str, ...] = (),
+    protocol: str = PROTOCOL,
 ) -> AsyncIterator[RawStdio]:
-    """The real server over stdio (`args` added to its command line), initialized (legacy handshake, declaring
-    `capabilities`), driven frame by frame. `launcher`: a command that starts the server (its words then the
-    server's command line), passing it its stdin and stdout: `proc` is the launcher's process then."""
+    """The real server over stdio (`args` added to its command line), initialized (legacy handshake at
+    `protocol`, declaring `capabilities`), driven frame by frame. `launcher`: a command that starts the server (its
+    words then the server's command line), passing it its stdin and stdout: `proc` is the launcher's process then."""
     full_env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, **(env or {})}
     command = [*launcher, *server_command(store, tools), *args]
     proc = await anyio.open_process(command, env=full_env, cwd=ROOT, stderr=stderr)
     try:
         client = RawStdio(proc)
-        init = await client.request("initialize", {**INIT, "capabilities": capabilities or {}})
-        assert "result" in init, init
+        init = await client.request(
+            "initialize", {**INIT, "protocolVersion": protocol, "capabilities": capabilities or {}}
+        )
+        assert init.get("result", {}).get("protocolVersion") == protocol, init
         await client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         yield client
     finally:

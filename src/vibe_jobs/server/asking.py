@@ -54,7 +54,7 @@ from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
-from vibe_jobs.questions import ELICIT, SAMPLE, open_question, response_to_pending
+from vibe_jobs.questions import ELICIT, SAMPLE, first_version, open_question, response_to_pending
 from vibe_jobs.server.auth import latest_viewer
 from vibe_jobs.server.outstanding import Outstanding, outstanding, put
 from vibe_jobs.server.sdk import connection_state
@@ -79,13 +79,18 @@ class Asker:
     def __init__(self, ctx: Context, manager: JobManager, job_id: str) -> None:
         self.ctx, self.m, self.job_id = ctx, manager, job_id
         self.methods = answerable(ctx)
-        self.modern = ctx.request_context.protocol_version in MODERN
+        self.version = ctx.request_context.protocol_version
+        self.modern = self.version in MODERN
         self.tried: set[str] = set()
 
     def wants(self, rec: JobRecord) -> bool:
-        """Is there a question this caller can answer on this call (and was not asked already)?"""
+        """Is there a question this caller can answer on this call (and was not asked already)? Not one its
+        protocol version has no request for (a 2025-06-18 client refused a multi-select, and that was taken as
+        a decline): `waitingFor` shows it, and answer-job answers it."""
         question = open_question(rec)
-        return question is not None and question["method"] in self.methods and question["id"] not in self.tried
+        if question is None or question["method"] not in self.methods or question["id"] in self.tried:
+            return False
+        return self.version is None or self.modern or self.version >= first_version(question)
 
     def input_required(self, rec: JobRecord) -> InputRequiredResult | None:
         """On 2026-07-28: the question as this call's `input_required` answer (the client retries with it)."""
