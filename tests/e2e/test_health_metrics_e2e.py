@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import anyio
@@ -289,7 +289,7 @@ async def test_a_deleted_shared_memory_index_is_reported_and_no_second_opener_co
                 for job_id in before + after:
                     done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
                     assert structured(done)["status"] == "completed"
-        with sqlite3.connect(db) as check:
+        with closing(sqlite3.connect(db)) as check:
             assert check.execute("PRAGMA quick_check").fetchone() == ("ok",)
             stored = {row[0] for row in check.execute("SELECT id FROM jobs")}
     assert set(before + after) <= stored

@@ -271,7 +271,7 @@ def plant_bad_results(db: Path, job_id: str) -> list[str]:
         + "}" * 300
         + ',"isError":false}',
     }
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:  # committed, then closed
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
         row = dict(zip(columns, conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone(), strict=True))
         for suffix, text in bad.items():

@@ -3,6 +3,7 @@ tick on time, and no tick fires twice (the tick's key is in the file with the jo
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 
@@ -18,7 +19,7 @@ PERIOD_MS = 4000
 
 def fired(db: str, schedule_id: str) -> list[tuple[int, int, int]]:
     """(tick, jobs for it, ms from tick to the job's creation), read from the file as another process."""
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(
             "SELECT tick, count(*), max(created_at - tick) FROM jobs WHERE schedule_id = ? GROUP BY tick ORDER BY tick",
             (schedule_id,),
