@@ -54,6 +54,9 @@ class MemoryStore:
         self.durations: dict[str, DurationRow] = {}
         self._dedupe: dict[str, str] = {}
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)  # a plain dict: Counter is slower
+        # the same by principal, of the principals with jobs stored: a quota's count read them all (with quotas on,
+        # a create took 0.6 ms beside 10,000 retained jobs, 5.2 ms beside 100,000)
+        self._counts_of: dict[str, dict[JobStatus, int]] = {}
         # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
         # millisecond are ordered by id (not by insertion), so a `before` cursor neither skips nor repeats.
         # Inserts append; the list is sorted when next read (nearly sorted data: timsort is linear).
@@ -83,6 +86,10 @@ class MemoryStore:
             self._unsorted = True  # same millisecond (ids are random) or an older timestamp
         order.append((job.created_at, job.id))
         self._counts[job.status] += 1
+        of = self._counts_of.get(job.principal) or self._counts_of.setdefault(
+            job.principal, dict.fromkeys(JobStatus, 0)
+        )
+        of[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
         return True
@@ -99,6 +106,9 @@ class MemoryStore:
         status = new.status
         if status is not rec.status:  # the counts by status, and the dedupe key of a job that finished
             counts = self._counts
+            counts[rec.status] -= 1
+            counts[status] += 1
+            counts = self._counts_of[rec.principal]  # a change never moves a job to another principal
             counts[rec.status] -= 1
             counts[status] += 1
             key = new.dedupe_key
@@ -159,13 +169,8 @@ class MemoryStore:
         ]
 
     async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
-        if principal is None:
-            return dict(self._counts)
-        counts = dict.fromkeys(JobStatus, 0)
-        for rec in self.jobs.values():
-            if rec.principal == principal:
-                counts[rec.status] += 1
-        return counts
+        counts = self._counts if principal is None else self._counts_of.get(principal)
+        return dict(counts) if counts is not None else dict.fromkeys(JobStatus, 0)
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         """A batch costs one pass over the jobs and a bounded part of the paging order: the scan stops at `limit`,
@@ -183,8 +188,14 @@ class MemoryStore:
             if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before and rec.id not in needed
         )
         doomed = list(itertools.islice(expired, limit))
+        counts, counts_of = self._counts, self._counts_of
         for job_id in doomed:
-            self._counts[jobs.pop(job_id).status] -= 1
+            rec = jobs.pop(job_id)
+            counts[rec.status] -= 1
+            of = counts_of[rec.principal]
+            of[rec.status] -= 1
+            if not any(of.values()):
+                del counts_of[rec.principal]  # a principal gone with its last job
         self._gone.update(doomed)
         if self._gone:
             self._drop_gone(COMPACT_STEP)
