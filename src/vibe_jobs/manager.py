@@ -539,7 +539,7 @@ class JobManager:
         """Refuse a new job of `principal` at one of its quotas (settings `quota_*`; None: no quota)."""
         s = self.settings
         if s.quota_pending is not None or s.quota_running is not None:
-            counts = await self.store.counts(principal)
+            counts = await self.store.counts(principal, active=True)
             for limit, status, setting in (
                 (s.quota_pending, PENDING, "VIBE_JOBS_QUOTA_PENDING"),
                 (s.quota_running, RUNNING, "VIBE_JOBS_QUOTA_RUNNING"),

@@ -215,8 +215,9 @@ class JobStore(Protocol):
         """Pending and running jobs, oldest first: of one owner (the process running them) or of one
         principal (who created them) when given, not both (ValueError)."""
 
-    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
-        """Jobs by status (of one principal when given)."""
+    async def counts(self, principal: str | None = None, *, active: bool = False) -> dict[JobStatus, int]:
+        """Jobs by status (of one principal when given); `active`: pending and running jobs only, the others
+        answered 0 (a quota's count: it costs what the active jobs are, not every job retained)."""
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         """Delete up to `limit` jobs that finished before `before`; return their ids. A finished job that a

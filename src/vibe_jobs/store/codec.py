@@ -42,6 +42,13 @@ ONE_ACTIVE_PER_DEDUPE_KEY = [
     "DROP INDEX jobs_dedupe",
     f"CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key) WHERE {_ACTIVE_KEY}",
 ]
+# A principal's active jobs, its own index: a quota's count (`JobStore.counts(principal, active=True)`) and
+# `active(principal=...)` read them, not every job the principal ever had (a create of a principal with 10,000
+# retained jobs took 3.7 ms on SQLite; with 100,000, creates waiting in line for its quota were refused).
+# Schema step 14 of both SQL stores.
+ACTIVE_BY_PRINCIPAL = [
+    "CREATE INDEX jobs_active_by ON jobs (principal, created_at, id) WHERE status IN ('pending', 'running')"
+]
 # What an insert of a job does when an active job holds its dedupe key: nothing (store/base.py: JobStore.insert).
 DEDUPE_CONFLICT = f" ON CONFLICT (dedupe_key) WHERE {_ACTIVE_KEY} DO NOTHING"
 

@@ -168,9 +168,12 @@ class MemoryStore:
             and (principal is None or rec.principal == principal)
         ]
 
-    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+    async def counts(self, principal: str | None = None, *, active: bool = False) -> dict[JobStatus, int]:
         counts = self._counts if principal is None else self._counts_of.get(principal)
-        return dict(counts) if counts is not None else dict.fromkeys(JobStatus, 0)
+        found = dict(counts) if counts is not None else dict.fromkeys(JobStatus, 0)
+        if active:
+            found.update(dict.fromkeys(FINAL, 0))
+        return found
 
     async def delete_finished(self, before: int, limit: int = 10_000) -> list[str]:
         """A batch costs one pass over the jobs and a bounded part of the paging order: the scan stops at `limit`,

@@ -192,7 +192,10 @@ _V12 = ["CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE NOT paused
 # Dedupe is one step: one active job per dedupe key (`codec.ONE_ACTIVE_PER_DEDUPE_KEY`, the same in both stores).
 _V13 = codec.ONE_ACTIVE_PER_DEDUPE_KEY
 
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13]
+# A principal's active jobs, an index of their own (`codec.ACTIVE_BY_PRINCIPAL`, the same in both stores).
+_V14 = codec.ACTIVE_BY_PRINCIPAL
+
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11, _V12, _V13, _V14]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -50,6 +50,8 @@ ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id
 ACTIVE_BY = f"{SELECT} WHERE principal = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
 COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"
+ACTIVE_COUNTS = f"SELECT status, count(*) FROM jobs WHERE {ACTIVE_SQL} GROUP BY status"
+ACTIVE_COUNTS_OF = f"SELECT status, count(*) FROM jobs WHERE principal = $1 AND {ACTIVE_SQL} GROUP BY status"
 # the shared queue: pending jobs by priority rank, with the creation time of the oldest of each
 PENDING_BY_PRIORITY = (
     f"SELECT priority, count(*), min({WAITS_SINCE_SQL.format(now='$1', greatest='greatest')})"

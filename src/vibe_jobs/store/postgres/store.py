@@ -493,8 +493,11 @@ class PostgresStore(SharedJobStore):
             return await self._records(sql.ACTIVE_BY, principal)
         return await self._records(sql.ACTIVE)
 
-    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
-        rows = await (self._fetch(sql.COUNTS) if principal is None else self._fetch(sql.COUNTS_OF, principal))
+    async def counts(self, principal: str | None = None, *, active: bool = False) -> dict[JobStatus, int]:
+        if principal is None:
+            rows = await self._fetch(sql.ACTIVE_COUNTS if active else sql.COUNTS)
+        else:
+            rows = await self._fetch(sql.ACTIVE_COUNTS_OF if active else sql.COUNTS_OF, principal)
         found = {row[0]: row[1] for row in rows}
         return {status: found.get(status.value, 0) for status in JobStatus}
 

@@ -83,7 +83,7 @@ _FIND_ACTIVE = (
 )
 _ACTIVE = f"{sql.SELECT} INDEXED BY jobs_active WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 _ACTIVE_OF = f"{sql.SELECT} INDEXED BY jobs_active WHERE owner = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
-_ACTIVE_BY = f"{sql.SELECT} INDEXED BY jobs_principal WHERE principal = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
+_ACTIVE_BY = f"{sql.SELECT} INDEXED BY jobs_active_by WHERE principal = ? AND {ACTIVE_SQL} ORDER BY created_at, id"
 # the queue every process on the file feeds: pending jobs by priority rank, with since when the longest-waiting
 # one of each has waited (`store.base.QueueReading`)
 _PENDING_BY_PRIORITY = (
@@ -95,6 +95,10 @@ _COUNTS = (
     f" UNION ALL SELECT status, count(*) FROM jobs INDEXED BY jobs_final WHERE {FINAL_SQL} GROUP BY status"
 )
 _COUNTS_OF = "SELECT status, count(*) FROM jobs INDEXED BY jobs_principal WHERE principal = ? GROUP BY status"
+_ACTIVE_COUNTS = f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active WHERE {ACTIVE_SQL} GROUP BY status"
+_ACTIVE_COUNTS_OF = (
+    f"SELECT status, count(*) FROM jobs INDEXED BY jobs_active_by WHERE principal = ? AND {ACTIVE_SQL} GROUP BY status"
+)
 _NEEDED = (  # the dependencies of pending jobs: kept past the retention (store/base.py: delete_finished)
     "SELECT d.value FROM jobs AS p, json_each(p.task, '$.dependencies') AS d"
     f" WHERE p.{ACTIVE_SQL} AND p.status = 'pending' AND p.task IS NOT NULL"
@@ -174,6 +178,7 @@ _S = {
         ("find_active", _FIND_ACTIVE, False), ("active", _ACTIVE, False), ("active_of", _ACTIVE_OF, False),
         ("active_by", _ACTIVE_BY, False),
         ("counts", _COUNTS, False), ("counts_of", _COUNTS_OF, False),
+        ("active_counts", _ACTIVE_COUNTS, False), ("active_counts_of", _ACTIVE_COUNTS_OF, False),
         ("pending_by_priority", _PENDING_BY_PRIORITY, False), ("delete_finished", _DELETE_FINISHED, True),
         ("heartbeat", _HEARTBEAT, True), ("release", _RELEASE, True), ("drop_expired", _DROP_EXPIRED, True),
         ("live_here", _LIVE_HERE, False), ("drop_ended", _DROP_ENDED, True),
@@ -496,11 +501,12 @@ class SQLiteStore:
             return self._decoded(await self._run(_S["active_by"], (principal,), ALL))
         return self._decoded(await self._run(_S["active"], (), ALL))
 
-    async def counts(self, principal: str | None = None) -> dict[JobStatus, int]:
+    async def counts(self, principal: str | None = None, *, active: bool = False) -> dict[JobStatus, int]:
+        prefix = "active_counts" if active else "counts"
         if principal is None:
-            found = dict(await self._run(_S["counts"], (), ALL))
+            found = dict(await self._run(_S[prefix], (), ALL))
         else:
-            found = dict(await self._run(_S["counts_of"], (principal,), ALL))
+            found = dict(await self._run(_S[f"{prefix}_of"], (principal,), ALL))
         return {status: found.get(status.value, 0) for status in JobStatus}
 
     async def pending_by_priority(self, now: int) -> list[tuple[int, int, int | None]]:
