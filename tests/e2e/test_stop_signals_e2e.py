@@ -14,6 +14,7 @@ SIGTERM, which shows that the server's stop has begun.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -422,3 +423,24 @@ async def test_an_mcp_client_that_quits_during_a_long_poll_leaves_no_process_of_
     assert left == [], f"processes of the job outlived the server: {left}"
     assert '"server.stopped"' in log and "Traceback" not in log, log[-2000:]
     assert took < 3.5, f"the server took {took:.1f} s to exit after its client closed stdin"
+
+
+def test_a_stdio_server_stopped_by_eof_leaves_nothing_unclosed() -> None:
+    """Run as a developer runs it (`PYTHONDEVMODE=1`: resource warnings shown), a stdio server that stops at EOF
+    printed `ResourceWarning: Unclosed <MemoryObjectSendStream ...>` (the reader thread's answer stream was never
+    closed) on its stderr: the first thing a user investigating a stop would see, and a leak per session."""
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    frame = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}) + "\n"
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, "PYTHONDEVMODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://"],
+        input=frame,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[0])["id"] == 1
+    assert "Warning" not in done.stderr and "Unclosed" not in done.stderr, done.stderr

@@ -226,6 +226,7 @@ async def stdio_streams(
                     yield read_stream, write_stream
                 finally:
                     tg.cancel_scope.cancel()
+                    answers.close()  # the reader thread's clone (its sends after this end it quietly: `_read_wire`)
         finally:
             with anyio.CancelScope(shield=True):
                 await writer.drain(DRAIN_SECONDS)
