@@ -18,6 +18,12 @@ the reason in `waitingFor.answerRefused`, and the next long-poll that asks the s
 On 2026-07-28 the retry whose `inputResponses` is refused answers so too (not an error); as no connection
 outlives its request in that era, the question asked again there does not repeat why.
 
+A request the client answers with an error saying it could not take it (`NOT_TAKEN`: invalid params, say a schema
+it cannot read; method not found; invalid request) was never shown to anyone: it is no decline. The question
+stays open, is not put to that connection again (`not_taken`; `Asker.wants`), and the long-poll answers with it
+in `waitingFor.notDelivered` and a text saying answer-job answers it. In the 2026-07-28 era no such error reaches
+the server: `inputResponses` hold results only, and a client that cannot take a question fails its own call.
+
 `Keepalive` sends the job's progress at least every `progress_keepalive_ms`, the unchanged value when the
 job reported nothing, so that clients that reset their time-out on progress keep waiting.
 """
@@ -35,6 +41,9 @@ from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types import (
     CONNECTION_CLOSED,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
     ClientCapabilities,
     CreateMessageRequest,
     CreateMessageResult,
@@ -63,6 +72,11 @@ from vibe_jobs.states import FINAL
 log = get_logger("vibe_jobs.server.asking")
 REFUSED = "vibe_jobs.answer_refused"  # in the connection's state: (question id, why its last answer was refused)
 MAX_REASON_CHARS = 1_000
+NOT_TAKEN_KEY = "vibe_jobs.questions_not_taken"  # in the connection's state: {question id: why it could not take it}
+MAX_NOT_TAKEN = 1_000  # questions remembered per connection (the oldest forgotten first: it is asked once more)
+# a client's error reply to a question's request that says it could not take the request (nobody was asked); its
+# other errors (sampling's -1 "User rejected", an internal error) are a decline, as before
+NOT_TAKEN = {INVALID_REQUEST: "invalid request", METHOD_NOT_FOUND: "method not found", INVALID_PARAMS: "invalid params"}
 PROGRESS_GAP_SECONDS = 0.1  # a long-poll's progress notifications: at most ten a second, the latest never dropped
 MOOT_CHECK_SECONDS = 3_600.0  # an outstanding request's watch on its question: one wait at most this long
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
@@ -86,9 +100,12 @@ class Asker:
     def wants(self, rec: JobRecord) -> bool:
         """Is there a question this caller can answer on this call (and was not asked already)? Not one its
         protocol version has no request for (a 2025-06-18 client refused a multi-select, and that was taken as
-        a decline): `waitingFor` shows it, and answer-job answers it."""
+        a decline), nor one this connection answered with an error saying it could not take it (`NOT_TAKEN`):
+        `waitingFor` shows it, and answer-job answers it."""
         question = open_question(rec)
         if question is None or question["method"] not in self.methods or question["id"] in self.tried:
+            return False
+        if not_taken(self.ctx.request_context.session, question["id"]) is not None:  # it said it cannot take it
             return False
         return self.version is None or self.modern or self.version >= first_version(question)
 
@@ -164,6 +181,9 @@ class Asker:
             if isinstance(exc, NoBackChannelError) or exc.code == CONNECTION_CLOSED:  # no answer, no decline
                 log.info("job.question_undelivered", job_id=self.job_id, error=str(exc))
                 return None
+            if exc.code in NOT_TAKEN:  # nobody was asked: no decline; left to answer-job, not asked here again
+                self._not_taken(question, exc)
+                return None
             # the client refused (no handler, the person closed it): a decline
             log.info("job.question_refused", job_id=self.job_id, error=str(exc))
             return {"action": "decline"}
@@ -176,6 +196,31 @@ class Asker:
 
     def _refused(self, question_id: str, reason: str) -> None:
         remember_refusal(self.ctx.request_context.session, self.job_id, question_id, reason)
+
+    def _not_taken(self, question: Mapping[str, Any], exc: MCPError) -> None:
+        """Remember, for this connection, that its client could not take `question` (logged: the code, never the
+        client's message, which may quote the question)."""
+        log.warning(
+            "job.question_not_taken",
+            job_id=self.job_id,
+            request_id=question["id"],
+            method=question["method"],
+            code=exc.code,
+            reason=NOT_TAKEN[exc.code],
+        )
+        said = f": {exc.message}" if exc.message else ""
+        why = f"it answered the {question['method']} request with error {exc.code} ({NOT_TAKEN[exc.code]}{said})"
+        table: dict[str, str] = connection_state(self.ctx.request_context.session).setdefault(NOT_TAKEN_KEY, {})
+        table[question["id"]] = why[:MAX_REASON_CHARS]
+        while len(table) > MAX_NOT_TAKEN:
+            del table[next(iter(table))]
+
+
+def not_taken(session: ServerSession, question_id: str | None) -> str | None:
+    """Why this client's connection could not take question `question_id` (it answered its request with an error
+    of `NOT_TAKEN`), if it could not: it is not put to the connection again."""
+    table = connection_state(session).get(NOT_TAKEN_KEY) or {}
+    return table.get(question_id) if question_id is not None else None
 
 
 def remember_refusal(session: ServerSession, job_id: str, question_id: str, reason: str) -> None:

@@ -36,7 +36,7 @@ from vibe_jobs.models import (
 )
 from vibe_jobs.questions import open_question
 from vibe_jobs.server.answers import carried_jobs, carried_schedules, carried_status, omitted_line
-from vibe_jobs.server.asking import Asker, Keepalive, refusal, take_responses
+from vibe_jobs.server.asking import Asker, Keepalive, not_taken, refusal, take_responses
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import diagnostics_text, finished_text, not_served_text, unfinished_text
 from vibe_jobs.server.wrap import admit, checked_tool, error_result, job_error_result, start_job
@@ -89,11 +89,13 @@ def status_result(msg: JobStatusMessage, include_details: bool, served: bool = T
     return CallToolResult(content=[text(said)], structured_content=wire)
 
 
-def with_refusal(msg: JobStatusMessage, refused: str | None) -> JobStatusMessage:
-    """The status with why this caller's last answer to the question it shows was refused (`answerRefused`)."""
-    if refused is None or msg.waiting_for is None:
+def with_refusal(msg: JobStatusMessage, refused: str | None, not_taken: str | None = None) -> JobStatusMessage:
+    """The status with why this caller's last answer to the question it shows was refused (`answerRefused`), and
+    why its client could not take that question's request (`notDelivered`: answer-job answers it)."""
+    notes = {k: v for k, v in (("answerRefused", refused), ("notDelivered", not_taken)) if v is not None}
+    if not notes or msg.waiting_for is None:
         return msg
-    return msg.model_copy(update={"waiting_for": {**msg.waiting_for, "answerRefused": refused}})
+    return msg.model_copy(update={"waiting_for": {**msg.waiting_for, **notes}})
 
 
 class JobListed(WireModel):
@@ -217,7 +219,8 @@ class ControlTools:
             msg = await self.m.poll(jobId, long_poll=waitSeconds > 0, include_details=includeDetails, viewer=viewer)
         except JobError as exc:
             return job_error_result(exc)
-        msg = with_refusal(msg, refusal(ctx.request_context.session, (msg.waiting_for or {}).get("requestId")))
+        shown, session = (msg.waiting_for or {}).get("requestId"), ctx.request_context.session
+        msg = with_refusal(msg, refusal(session, shown), not_taken(session, shown))
         msg = carried_status(msg, ctx.request_context.request, self.m.settings.max_answer_bytes)
         return status_result(msg, includeDetails, served=msg.tool_name in self.specs)
 

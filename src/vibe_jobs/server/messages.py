@@ -101,6 +101,11 @@ def diagnostics_text(details: Any) -> str | None:
 def waiting_text(job_id: str, tool_name: str, question: dict[str, Any]) -> str:
     """A job that waits for an answer: the question, and exactly how to answer or cancel it."""
     refused = f"Your last answer was refused: {question['answerRefused']}. " if question.get("answerRefused") else ""
+    if question.get("notDelivered"):  # nobody saw it: the caller's client could not take the request
+        refused += (
+            f"Your client could not take this question ({question['notDelivered']}), so nobody was asked and it is "
+            "not put to this connection again: answer-job answers it. "
+        )
     return refused + _asked_text(job_id, tool_name, question)
 
 
