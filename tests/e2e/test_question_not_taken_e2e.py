@@ -15,8 +15,13 @@ import tempfile
 from typing import Any
 
 import pytest
+from mcp.client.session import ClientRequestContext
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, ElicitRequestParams, ErrorData
 
+from tests.e2e.conftest import MODES
 from tests.e2e.raw_stdio import RawStdio, raw_stdio
+from tests.e2e.test_talkback_e2e import connect, read, result_text, start
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -110,3 +115,29 @@ async def test_a_person_rejecting_sampling_with_an_error_is_still_a_decline() ->
         job_id = started["result"]["structuredContent"]["jobId"]
         done = await long_poll(raw, job_id, reject)
     assert done["result"]["structuredContent"]["result"]["structuredContent"]["result"] == ["<decline>"] * 3, done
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_real_client_whose_callback_cannot_take_the_question_leaves_it_to_answer_job(mode: str) -> None:
+    """The SDK's own client, its elicitation callback answering -32602. On 2025-11-25 that error is the reply to
+    the long-poll's request: the long-poll answers with the question (`notDelivered`). On 2026-07-28 no error
+    reaches the server (`inputResponses` carry results only): the client fails its own call, and the job, never
+    told anything, still waits; either way answer-job answers it."""
+
+    async def cannot_take(context: ClientRequestContext, params: ElicitRequestParams) -> ErrorData:
+        return ErrorData(code=INVALID_PARAMS, message="cannot read this schema")
+
+    async with connect(mode, elicitation_callback=cannot_take) as client:
+        job_id = await start(client, "confirm")
+        if mode == "legacy":
+            polled = await read(client, job_id, wait=10)
+            assert "-32602" in polled["waitingFor"]["notDelivered"], polled
+        else:
+            with pytest.raises(MCPError, match="cannot read this schema"):
+                await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+            polled = await read(client, job_id)
+            assert "notDelivered" not in polled["waitingFor"], polled
+        assert polled["status"] == "running", polled
+        taken = await client.call_tool("answer-job", {"jobId": job_id, "answer": {"confirm": True}})
+        assert not taken.is_error, taken
+        assert result_text(await read(client, job_id, wait=10)) == "deleted"
