@@ -127,6 +127,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("3", "max_sessions_per_principal", 3),
     "VIBE_JOBS_SESSION_IDLE_SECONDS": ("120", "session_idle_ms", 120_000),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("90", "proxy_start_timeout_ms", 90_000),
+    "VIBE_JOBS_PROXY_LATE_LINE_SECONDS": ("0.5", "proxy_late_line_ms", 500),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("50", "health_max_queue_depth", 50),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("0.25", "health_max_error_rate", 0.25),
     "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("30", "health_max_oldest_pending_ms", 30_000),
@@ -263,7 +264,7 @@ def test_every_duration_is_in_milliseconds() -> None:
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
         "progress_keepalive_ms", "question_timeout_ms",
         "http_header_timeout_ms", "session_idle_ms", "auth_jwks_refresh_ms",
-        "proxy_start_timeout_ms",
+        "proxy_start_timeout_ms", "proxy_late_line_ms",
         "health_max_oldest_pending_ms",
     }  # fmt: skip
 

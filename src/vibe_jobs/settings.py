@@ -95,6 +95,9 @@ class Settings:
     # a legacy-era streamable-HTTP session no request has used for this long is closed (the SDK's idle time-out)
     session_idle_ms: int = 1_800_000
     proxy_start_timeout_ms: int = 60_000  # a proxied upstream must answer `initialize` and list its tools within this
+    # after a call on a proxied upstream ends, its log lines are no job's diagnostics for this long (a late line may
+    # be the ended call's, perhaps another principal's)
+    proxy_late_line_ms: int = 2_000
     # health (job-stats, /readyz): degraded past one threshold, unhealthy past two
     health_max_queue_depth: int = 1000
     health_max_error_rate: float = 0.5  # of the jobs finished in the last 5 minutes
@@ -295,6 +298,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": ("max_sessions_per_principal", positive_int),
     "VIBE_JOBS_SESSION_IDLE_SECONDS": ("session_idle_ms", _seconds_as_ms),
     "VIBE_JOBS_PROXY_START_TIMEOUT_SECONDS": ("proxy_start_timeout_ms", _seconds_as_ms),
+    "VIBE_JOBS_PROXY_LATE_LINE_SECONDS": ("proxy_late_line_ms", _seconds_as_ms),
     "VIBE_JOBS_HEALTH_MAX_QUEUE_DEPTH": ("health_max_queue_depth", positive_int),
     "VIBE_JOBS_HEALTH_MAX_ERROR_RATE": ("health_max_error_rate", _fraction),
     "VIBE_JOBS_HEALTH_MAX_OLDEST_PENDING_SECONDS": ("health_max_oldest_pending_ms", _seconds_as_ms),

@@ -28,14 +28,15 @@ UPSTREAM = [sys.executable, str(ROOT / "tests" / "e2e" / "talkback_upstream.py")
 
 
 @contextmanager
-def proxy(directory: Path, upstream: list[str] | None = None) -> Iterator[HttpServer]:
+def proxy(directory: Path, upstream: list[str] | None = None, **env: str) -> Iterator[HttpServer]:
     port = free_port()
     direct = [] if upstream else ["--direct", "ask,release"]
     cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--transport", "streamable-http",
            "--port", str(port), "--auth-tokens", str(token_file(directory)), *direct,
            "--", *(upstream or UPSTREAM)]  # fmt: skip
     with (directory / "proxy.log").open("wb") as errlog:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **BASE_ENV}, stdout=subprocess.DEVNULL, stderr=errlog)
+        environment = {**os.environ, **BASE_ENV, **env}
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=errlog)
         try:
             wait_for_port(port, proc, 30)
             yield HttpServer("streamable-http", port, proc, errlog)
@@ -48,7 +49,7 @@ def diagnostics(msg: dict[str, Any]) -> list[str]:
 
 
 async def holding(client: Client, tool: str = "hold") -> str:
-    """Alice's job (of `tool`) that waits upstream until `release`, once its call is in flight there."""
+    """The job (of `tool`) of `client` that waits upstream until `release`, once its call is in flight there."""
     job_id = started(await client.call_tool(tool, {}))
     with anyio.fail_after(30):
         while True:
@@ -68,6 +69,26 @@ async def test_an_upstream_log_line_of_one_principals_call_is_never_another_prin
             assert not (await alice.call_tool("release", {})).is_error
             msg = await until(alice, held, ("completed",))
     assert not [d for d in diagnostics(msg) if "BOB-SECRET" in d], diagnostics(msg)
+
+
+async def test_an_upstream_log_line_written_after_one_principals_call_ended_is_not_the_next_callers_diagnostic(
+    tmp_path: Path, mode: str
+) -> None:
+    """A line the upstream logs after Alice's call ended (a background task of its own) came while Bob's call was
+    the only one in flight there: it became Bob's job's diagnostic, Alice's secret in it. A line that comes during
+    Alice's call, with no call of anyone else's ended just before, is still her job's. (The window is made long
+    enough for a loaded machine to start Bob's call within it.)"""
+    with proxy(tmp_path, VIBE_JOBS_PROXY_LATE_LINE_SECONDS="60") as server:
+        async with client_as(server, ALICE, mode) as alice, client_as(server, BOB, mode) as bob:
+            noisy = started(await alice.call_tool("noisy", {"secret": "ALICE-LINE"}))
+            mine = await until(alice, noisy, ("completed",))
+            lingered = started(await alice.call_tool("linger", {"secret": "ALICE-SECRET-456"}))
+            await until(alice, lingered, ("completed",))
+            held = await holding(bob)  # the upstream writes Alice's line before its answer to Bob's call
+            assert not (await bob.call_tool("release", {})).is_error
+            msg = await until(bob, held, ("completed",))
+    assert [d for d in diagnostics(mine) if "processing ALICE-LINE" in d], diagnostics(mine)
+    assert not [d for d in diagnostics(msg) if "ALICE-SECRET" in d], diagnostics(msg)
 
 
 async def test_an_elicitation_during_another_principals_direct_call_is_not_asked_of_a_running_job(

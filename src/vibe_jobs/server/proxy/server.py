@@ -56,7 +56,12 @@ class ProxyServer:
         # would take over get-job-result or cancel-job, and see every job id the clients send)
         self.own = CONTROL_TOOL_NAMES | SCHEDULE_TOOL_NAMES | set(server.specs)
         start_timeout = server.settings.proxy_start_timeout_ms / 1000
-        self.upstreams = [Upstream(spec, backoff, start_timeout=start_timeout) for spec in upstreams]
+        # a late log line is held back only where callers are principals apart (with authentication): without it
+        # every caller is the operator, whose next call's first lines would be lost for nothing
+        late_line = server.settings.proxy_late_line_ms / 1000 if server.settings.authenticated else 0.0
+        self.upstreams = [
+            Upstream(spec, backoff, start_timeout=start_timeout, late_line=late_line) for spec in upstreams
+        ]
         self.passthrough = PassThrough(self.upstreams)
         self.mcp: MCPServer[Any] | None = None  # the MCPServer serving now (tools change on it)
         self.served: dict[int, set[str]] = {}  # per upstream (by index): the tool names the proxy lists

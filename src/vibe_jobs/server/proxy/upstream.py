@@ -102,15 +102,20 @@ class Upstream:
         backoff: Backoff | None = None,
         roots: RootsFn | None = None,
         start_timeout: float = 60.0,
+        late_line: float = 2.0,
     ) -> None:
         self.spec, self.backoff, self.roots = spec, backoff or Backoff(), roots
         self.start_timeout = start_timeout  # seconds to answer initialize and list its tools
+        # after a call here ends, how long a log line of it may still come (a task of the upstream's that outlives
+        # the call): meanwhile no line is any job's (`_on_log`), for it may be the ended call's, another principal's
+        self.late_line = late_line
         self.conn: Connection | None = None
         self.tools: list[Tool] = []
         self.capabilities: Any = None
         self.restarts = 0
         self.jobs: set[JobContext] = set()  # running a call now (see `sole_job`)
         self.others = 0  # calls in flight that are no job's: direct tools, passthrough requests (`calling`)
+        self.last_ended = -math.inf  # when a call here last ended (anyio's clock; `sole_job`)
         self.notify: Callable[[IncomingMessage], Awaitable[None]] | None = None  # list_changed and the like
         self.tools_changed: Callable[[Upstream], Awaitable[None]] | None = None  # its tool list is new
         self._up = anyio.Event()
@@ -251,12 +256,16 @@ class Upstream:
                 yield conn
         finally:
             self.others -= 1
+            self.last_ended = anyio.current_time()
 
-    def sole_job(self) -> JobContext | None:
+    def sole_job(self, settled: float = 0.0) -> JobContext | None:
         """The job whose call is the only one in flight here: the one an upstream's request or log line can only
         belong to (nothing on the wire ties them to a call). None with no call, several, or one no job's: the
-        request or line may be another caller's, perhaps another principal's."""
+        request or line may be another caller's, perhaps another principal's. With `settled`, None too while
+        another call ended less than `settled` seconds ago: what comes may still be that call's (`_on_log`)."""
         if self.others or len(self.jobs) != 1:
+            return None
+        if anyio.current_time() - self.last_ended < settled:
             return None
         return next(iter(self.jobs))
 
@@ -271,6 +280,7 @@ class Upstream:
                 return await _unless_ended(conn, conn.client.call_tool(name, arguments, progress_callback=progress))
         finally:
             self.jobs.discard(ctx)
+            self.last_ended = anyio.current_time()
 
     @asynccontextmanager
     async def _losing(self, conn: Connection) -> AsyncIterator[None]:
@@ -307,10 +317,21 @@ class Upstream:
     # -- what the upstream sends -----------------------------------------------------------
 
     async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
+        """An upstream's log line: a job's diagnostic when it surely is that job's, else only the proxy's own log.
+
+        Nothing on the wire ties a log line to a call (the SDK's client gives only its params), so it is the job
+        whose call is the only one in flight, and only once no other call has ended for `late_line` seconds: a line
+        an upstream writes just after a call ended (a task of its own that outlives the call) came while the next
+        caller's call ran, and became that caller's diagnostic, perhaps another principal's. Progress needs no
+        such rule: its token is the call's own request id."""
         text = f"upstream {params.level}: {params.data}" + (f" ({params.logger})" if params.logger else "")
-        if (ctx := self.sole_job()) is not None:
+        ctx = self.sole_job(settled=self.late_line)
+        if ctx is not None:
             ctx.diagnostic(text)
-        log.debug("proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data))
+        whose = {"job_id": ctx.job_id} if ctx is not None else {}
+        log.debug(
+            "proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data), **whose
+        )
 
     async def _on_message(self, message: IncomingMessage) -> None:
         if isinstance(message, Exception):
