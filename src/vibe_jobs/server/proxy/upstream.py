@@ -317,13 +317,14 @@ class Upstream:
     # -- what the upstream sends -----------------------------------------------------------
 
     async def _on_log(self, params: LoggingMessageNotificationParams) -> None:
-        """An upstream's log line: a job's diagnostic when it surely is that job's, else only the proxy's own log.
+        """An upstream's log line: a job's diagnostic when it can only be that job's, else only the proxy's own log.
 
         Nothing on the wire ties a log line to a call (the SDK's client gives only its params), so it is the job
         whose call is the only one in flight, and only once no other call has ended for `late_line` seconds: a line
         an upstream writes just after a call ended (a task of its own that outlives the call) came while the next
-        caller's call ran, and became that caller's diagnostic, perhaps another principal's. Progress needs no
-        such rule: its token is the call's own request id."""
+        caller's call ran, and became that caller's diagnostic, perhaps another principal's. (A line written later
+        than that after its call still reaches the job running then: nothing on the wire can tell.) Progress needs
+        no such rule: its token is the call's own request id."""
         text = f"upstream {params.level}: {params.data}" + (f" ({params.logger})" if params.logger else "")
         ctx = self.sole_job(settled=self.late_line)
         if ctx is not None:
