@@ -28,12 +28,12 @@ UPSTREAM = [sys.executable, str(ROOT / "tests" / "e2e" / "talkback_upstream.py")
 
 
 @contextmanager
-def proxy(directory: Path, upstream: list[str] | None = None, **env: str) -> Iterator[HttpServer]:
+def proxy(directory: Path, upstream: list[str] | None = None, auth: bool = True, **env: str) -> Iterator[HttpServer]:
     port = free_port()
     direct = [] if upstream else ["--direct", "ask,release"]
+    tokens = ["--auth-tokens", str(token_file(directory))] if auth else []
     cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--transport", "streamable-http",
-           "--port", str(port), "--auth-tokens", str(token_file(directory)), *direct,
-           "--", *(upstream or UPSTREAM)]  # fmt: skip
+           "--port", str(port), *tokens, *direct, "--", *(upstream or UPSTREAM)]  # fmt: skip
     with (directory / "proxy.log").open("wb") as errlog:
         environment = {**os.environ, **BASE_ENV, **env}
         proc = subprocess.Popen(cmd, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=errlog)
@@ -89,6 +89,20 @@ async def test_an_upstream_log_line_written_after_one_principals_call_ended_is_n
             msg = await until(bob, held, ("completed",))
     assert [d for d in diagnostics(mine) if "processing ALICE-LINE" in d], diagnostics(mine)
     assert not [d for d in diagnostics(msg) if "ALICE-SECRET" in d], diagnostics(msg)
+
+
+async def test_without_authentication_a_job_started_right_after_another_call_keeps_its_log_lines(
+    tmp_path: Path, mode: str
+) -> None:
+    """Without authentication every caller is the operator: a late line cannot cross to another principal, and
+    holding lines back after each call (as with tokens) only lost the first lines of the operator's next job."""
+    with proxy(tmp_path, auth=False, VIBE_JOBS_PROXY_LATE_LINE_SECONDS="60") as server:
+        async with Client(server.url, mode=mode, read_timeout_seconds=60) as client:
+            first = started(await client.call_tool("noisy", {"secret": "FIRST"}))
+            await until(client, first, ("completed",))
+            second = started(await client.call_tool("noisy", {"secret": "SECOND"}))
+            msg = await until(client, second, ("completed",))
+    assert [d for d in diagnostics(msg) if "processing SECOND" in d], diagnostics(msg)
 
 
 async def test_an_elicitation_during_another_principals_direct_call_is_not_asked_of_a_running_job(
