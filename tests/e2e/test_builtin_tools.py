@@ -404,9 +404,11 @@ async def test_a_running_command_s_output_streams_into_its_diagnostics(tmp_path:
         job_id = await start(client, "run-command", {"command": ["sh", "-c", script]})
         deadline = time.monotonic() + 15
         body: dict[str, Any] = {}
-        while body.get("message") != "three" and time.monotonic() < deadline:
+        running: list[str] = []
+        # the message shows a line at once, the diagnostics within DIAGNOSTICS_EVERY (1 s) of it: wait for both
+        while (body.get("message") != "three" or len(running) < 3) and time.monotonic() < deadline:
             _, body = await read(client, job_id, waitSeconds=0.3)
-        running = [line for line in body["details"]["diagnostics"] if line.startswith("stdout:")]
+            running = [line for line in body["details"]["diagnostics"] if line.startswith("stdout:")]
         assert (body["status"], running) == ("running", ["stdout: one", "stdout: two", "stdout: three"]), body
         await client.call_tool("cancel-job", {"jobId": job_id})
         _, body = await finish(client, job_id)
