@@ -10,7 +10,7 @@ event per job. Publishing never blocks and never awaits.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -55,6 +55,10 @@ class JobEvent:
     stage: str | None = None
     priority: int | None = None  # the stored rank (None: not known to whoever made the event)
     attempt: int | None = None
+    # The record the change made, when whoever published the event stored it (None: a change made elsewhere, a job
+    # deleted). Read-only, as every record (store/base.py): the subscribers share it with the writer, so that a
+    # waiter judges the job by it instead of each reading the job again (`JobManager.wait`).
+    record: JobRecord | None = field(default=None, compare=False, repr=False)
 
 
 def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
@@ -71,6 +75,7 @@ def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
         rec.current_stage,
         rec.priority,
         rec.attempt,
+        rec,
     )
 
 
@@ -97,6 +102,11 @@ class Subscription:
                 del self._buffer[i]
                 self.dropped += 1
                 return
+
+    @property
+    def pending(self) -> bool:
+        """Whether an event is buffered (the next `__anext__` answers without waiting)."""
+        return bool(self._buffer)
 
     def close(self) -> None:
         self._closed = True

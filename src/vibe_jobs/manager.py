@@ -1103,19 +1103,30 @@ class JobManager:
         on_start: Callable[[JobRecord], Awaitable[None]] | None = None,
     ) -> JobRecord:
         """Wait until the job finishes, `stop(record)` holds, or `seconds` pass; `on_start` sees the job as the
-        wait begins (read once subscribed: `on_event` then sees each change after it, none missed between)."""
+        wait begins (read once subscribed: `on_event` then sees each change after it, none missed between).
+
+        A change published here carries the record it stored: the wait judges the job by that one (shared by every
+        waiter, none reads the job again: many long-polls of one job cost no store reads as it reports), once no
+        newer change is buffered behind it. The job is read when an event carries no record (a change made in
+        another process, a job deleted), and at least every `refresh` seconds: other processes' changes. (A read
+        is no change: the read counts of the record answered may lag behind the store's.)"""
         with self.subscribe(job_id) as sub:
             rec = await self.get_record(job_id, viewer)
+            read_at = anyio.current_time()
             with anyio.move_on_after(seconds):
                 if on_start is not None:
                     await on_start(rec)  # within the wait's time, as each `on_event`
                 while not rec.finished and not (stop is not None and stop(rec)):
                     event = None
-                    with anyio.move_on_after(refresh):  # re-read now and then: other processes' changes
+                    with anyio.move_on_after(read_at + refresh - anyio.current_time()):
                         event = await sub.__anext__()
                     if event is not None and on_event is not None:
                         await on_event(event)  # outside the refresh scope: it must not cut a notification short
-                    rec = await self.get_record(job_id)
+                    if event is None or event.record is None or anyio.current_time() >= read_at + refresh:
+                        rec = await self.get_record(job_id)
+                        read_at = anyio.current_time()
+                    elif not sub.pending and event.record.version > rec.version:
+                        rec = event.record  # (an older one: a change stored before the wait's read, published after)
         return rec
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
