@@ -4,9 +4,9 @@ timed from its store write until every waiter has judged the job as that report 
 record); store reads (`get`) are counted over the whole run. A waiter that re-reads the job at each wake costs a
 read per waiter per report (N x R); one that takes the record the event carries costs none.
 
-2026-12-06 (helper-130), 30 reports, us a report before / after (bench/MEASUREMENTS.md): memory 10 / 100 / 1,000
-waiters 127 / 130, 1,141 / 1,148, 15,028 / 13,255; SQLite 452 / 200, 3,356 / 1,316, 52,036 / 15,147. Store reads
-N x R + N before, N after (each waiter's first; a waiter also re-reads the job once a `refresh` second).
+2026-12-06 (helper-130), 30 reports, medians of 3 interleaved runs, us a report before / after (bench/MEASUREMENTS.md):
+memory 100 / 1,000 waiters 1,215 / 783, 14,325 / 11,619 (8.7-9.6k in single runs); SQLite 3,390 / 919, 35,119 /
+10,732. Store reads N x R + N before, N after (each waiter's first; a waiter also re-reads once a `refresh` second).
 
 Run: .venv/bin/python bench/longpoll_waiters.py [--waiters 10,100,1000] [--reports 50] [--stores memory,sqlite]
 """

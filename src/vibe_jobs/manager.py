@@ -1117,11 +1117,9 @@ class JobManager:
                 if on_start is not None:
                     await on_start(rec)  # within the wait's time, as each `on_event`
                 while not rec.finished and not (stop is not None and stop(rec)):
-                    event = None
-                    with anyio.move_on_after(read_at + refresh - anyio.current_time()):
-                        event = await sub.__anext__()
+                    event = await sub.next_by(read_at + refresh)  # re-read now and then: other processes' changes
                     if event is not None and on_event is not None:
-                        await on_event(event)  # outside the refresh scope: it must not cut a notification short
+                        await on_event(event)
                     if event is None or event.record is None or anyio.current_time() >= read_at + refresh:
                         rec = await self.get_record(job_id)
                         read_at = anyio.current_time()

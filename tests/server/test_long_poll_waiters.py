@@ -160,3 +160,24 @@ async def test_another_principal_s_job_answers_a_long_poll_as_unknown(make_manag
         assert await manager.wait(job_id, 0.01, viewer=Viewer("alice")) is not None
     with pytest.raises(JobNotFound):
         await manager.wait(job_id, 60, viewer=Viewer("bob"))
+
+
+async def test_a_wait_sees_a_change_made_elsewhere_by_reading_the_job_again(make_manager: ManagerFactory) -> None:
+    """A change another process made publishes nothing here: the wait reads the job again every `refresh` seconds,
+    also while the job keeps reporting here (each report's event carries a record, none is read for it)."""
+    here, elsewhere = make_manager(), make_manager()  # one store, a bus each: as two processes
+    job_id = await running_job(here)
+    done = anyio.Event()
+
+    async def waiter() -> None:
+        rec = await here.wait(job_id, 30, refresh=0.05)
+        assert rec.finished
+        done.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await here.update_progress(job_id, 50, "half")
+            await anyio.lowlevel.checkpoint()
+            await elsewhere.set_job_result(job_id, text_result("built"))
+            await done.wait()
