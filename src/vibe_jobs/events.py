@@ -57,9 +57,17 @@ class JobEvent:
     priority: int | None = None  # the stored rank (None: not known to whoever made the event)
     attempt: int | None = None
     # The record the change made, when whoever published the event stored it (None: a change made elsewhere, a job
-    # deleted). Read-only, as every record (store/base.py): the subscribers share it with the writer, so that a
-    # waiter judges the job by it instead of each reading the job again (`JobManager.wait`).
+    # deleted). Read-only, as every record (store/base.py): the subscribers of the job share it with the writer, so
+    # that a waiter judges the job by it instead of each reading the job again (`JobManager.wait`). Subscribers of
+    # all jobs get the event without it (`EventBus.publish`): a slow one's buffer of events of every job would hold
+    # as many records, results and all (up to max_result_bytes each).
     record: JobRecord | None = field(default=None, compare=False, repr=False)
+
+    def without_record(self) -> JobEvent:
+        return JobEvent(
+            self.type, self.job_id, self.tool_name, self.status, self.version, self.at,
+            self.progress, self.message, self.stage, self.priority, self.attempt,
+        )  # fmt: skip
 
 
 def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
@@ -185,8 +193,10 @@ class EventBus:
         return bool(self._all) or job_id in self._by_job
 
     def publish(self, event: JobEvent) -> None:
-        for sub in self._all:
-            sub.push(event)
+        if self._all:
+            bare = event if event.record is None else event.without_record()  # (see JobEvent.record)
+            for sub in self._all:
+                sub.push(bare)
         for sub in self._by_job.get(event.job_id, ()):
             sub.push(event)
 

@@ -181,3 +181,14 @@ async def test_a_wait_sees_a_change_made_elsewhere_by_reading_the_job_again(make
             await anyio.lowlevel.checkpoint()
             await elsewhere.set_job_result(job_id, text_result("built"))
             await done.wait()
+
+
+async def test_the_record_goes_to_the_job_s_subscribers_only(manager: JobManager) -> None:
+    """A subscriber of every job buffers events of every job (up to 1,024 when slow): with their records, results
+    and all, it would hold as many records; a subscriber of the job is the one that judges the job by them."""
+    job_id = await running_job(manager)
+    with manager.subscribe() as every, manager.subscribe(job_id) as one:
+        await manager.set_job_result(job_id, text_result("x" * 10_000))
+        seen_by_every, seen_by_one = await every.__anext__(), await one.__anext__()
+    assert seen_by_every == seen_by_one and seen_by_every.record is None
+    assert seen_by_one.record is not None and seen_by_one.record.finished
