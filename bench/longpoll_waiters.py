@@ -6,15 +6,17 @@ read per waiter per report (N x R); one that takes the record the event carries 
 
 2026-12-06 (helper-130), 30 reports, medians of 3 interleaved runs, us a report before / after (bench/MEASUREMENTS.md):
 memory 100 / 1,000 waiters 1,215 / 783, 14,325 / 11,619 (8.7-9.6k in single runs); SQLite 3,390 / 919, 35,119 /
-10,732. Store reads N x R + N before, N after (each waiter's first; a waiter also re-reads once a `refresh` second).
+10,732; PostgreSQL (local) 1,000 waiters 229,564-290,951 / 10,587-30,680. Store reads N x R + N before, N after
+(each waiter's first; a waiter also re-reads the job once a `refresh` second).
 
-Run: .venv/bin/python bench/longpoll_waiters.py [--waiters 10,100,1000] [--reports 50] [--stores memory,sqlite]
+Run: .venv/bin/python bench/longpoll_waiters.py [--waiters 10,100,1000] [--reports 50] [--stores memory,sqlite,postgres]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +28,7 @@ from vibe_jobs.events import JobEvent
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.models import JobRecord
 from vibe_jobs.store import MemoryStore
+from vibe_jobs.store.postgres import PostgresStore
 from vibe_jobs.store.sqlite import SQLiteStore
 
 
@@ -45,7 +48,27 @@ class CountingSQLite(SQLiteStore):
         return await super().get(job_id)
 
 
-async def measure(store: CountingMemory | CountingSQLite, waiters: int, reports: int) -> tuple[float, int]:
+class CountingPostgres(PostgresStore):
+    reads = 0
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        self.reads += 1
+        return await super().get(job_id)
+
+
+Counting = CountingMemory | CountingSQLite | CountingPostgres
+
+
+def open_store(kind: str, folder: Path, n: int, postgres_url: str) -> Counting:
+    if kind == "memory":
+        return CountingMemory()
+    if kind == "sqlite":
+        return CountingSQLite(f"sqlite:///{folder / f'w{n}.db'}")
+    schema = f"vj_longpoll_{os.urandom(4).hex()}"  # a schema of its own, dropped afterwards
+    return CountingPostgres(f"{postgres_url}{'&' if '?' in postgres_url else '?'}schema={schema}")
+
+
+async def measure(store: Counting, waiters: int, reports: int) -> tuple[float, int]:
     """Median microseconds from a report's write until all `waiters` saw it, and the store reads of the run."""
     manager = JobManager(store, Settings())
     job_id = await manager.create_job("echo", {})
@@ -91,19 +114,20 @@ async def measure(store: CountingMemory | CountingSQLite, waiters: int, reports:
     return times[len(times) // 2], reads
 
 
-async def main(counts: list[int], reports: int, kinds: list[str]) -> None:
+async def main(counts: list[int], reports: int, kinds: list[str], postgres_url: str) -> None:
     configure_logging("warning")
     print(f"long-poll waiters: N waiters on one job, {reports} progress reports; us a report, store reads in all")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             for n in counts:
-                path = Path(tmp) / f"w{n}.db"
-                store = CountingMemory() if kind == "memory" else CountingSQLite(f"sqlite:///{path}")
+                store = open_store(kind, Path(tmp), n, postgres_url)
                 await store.open()
                 try:
                     await measure(store, min(n, 10), 5)  # warm-up
                     us, reads = await measure(store, n, reports)
                 finally:
+                    if isinstance(store, PostgresStore):
+                        await store.drop_schema()
                     await store.close()
                 per = reads / reports
                 print(f"  {kind:7} {n:6,} waiters  {us:10,.0f} us a report  {reads:8,} reads ({per:,.1f} a report)")
@@ -113,6 +137,15 @@ if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--waiters", default="10,100,1000", help="comma-separated waiter counts (default 10,100,1000)")
     cli.add_argument("--reports", type=int, default=50, help="progress reports of each run (default 50)")
-    cli.add_argument("--stores", default="memory,sqlite", help="comma-separated: memory, sqlite (default both)")
+    cli.add_argument(
+        "--stores", default="memory,sqlite", help="comma-separated: memory, sqlite, postgres (default memory,sqlite)"
+    )
+    cli.add_argument(
+        "--postgres-url",
+        default=os.environ.get("VIBE_JOBS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+        help="the database of --stores postgres, a schema of its own made and dropped (default "
+        "$VIBE_JOBS_TEST_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test)",
+    )
     args = cli.parse_args()
-    asyncio.run(main([int(n) for n in args.waiters.split(",")], args.reports, args.stores.split(",")))
+    waiters = [int(n) for n in args.waiters.split(",")]
+    asyncio.run(main(waiters, args.reports, args.stores.split(","), args.postgres_url))
