@@ -1124,7 +1124,7 @@ class JobManager:
                         rec = await self.get_record(job_id)
                         read_at = anyio.current_time()
                     elif not sub.pending and event.record.version > rec.version:
-                        rec = event.record  # (an older one: a change stored before the wait's read, published after)
+                        rec = event.record  # (not an older one: stored before the wait read the job, published after)
         return rec
 
     def subscribe(self, job_id: str | None = None) -> Subscription:
