@@ -132,12 +132,19 @@ def latest_viewer(session: ServerSession) -> Viewer | None:
     """The viewer of the latest request on `session`'s connection (`Identity.track`; None: none noted). Past its
     token's expiry, its principal without `admin`: the SDK binds the session to that principal, and the client may
     go on with a refreshed token (a streamable-HTTP `GET` stream opened again) without a request that says which."""
-    noted = connection_state(session).get(VIEWER_KEY)
-    if not isinstance(noted, Noted):
+    noted = noted_viewer(session)
+    if noted is None:
         return None
     if noted.expires_at is not None and time.time() >= noted.expires_at:
         return Viewer(noted.viewer.principal)
     return noted.viewer
+
+
+def noted_viewer(session: ServerSession) -> Noted | None:
+    """What `Identity.track` noted of the latest request on `session`'s connection, its token's expiry
+    whatever (`latest_viewer` is what it counts for now)."""
+    noted = connection_state(session).get(VIEWER_KEY)
+    return noted if isinstance(noted, Noted) else None
 
 
 # -- the token file ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ A legacy subscription outlives the request that made it, and a session's token m
 a session to its principal, not to its scopes, so a refreshed token may have lost `admin`. An update goes to a
 session only while the viewer of its latest request (`auth.latest_viewer`) may read the job (`Viewer.sees`, the one
 rule, on the job's principal noted at subscribe time: no store read per update); a subscription it may no longer
-read ends.
+read ends. Past the expiry of a token that read it (an admin's), its updates are withheld, not ended: the client
+may have refreshed the token without a request, and its next request says whether it still reads the job.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from vibe_jobs.events import EventType, JobEvent, Subscription
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import carried_jobs, carried_status
-from vibe_jobs.server.auth import Identity, latest_viewer
+from vibe_jobs.server.auth import Identity, latest_viewer, noted_viewer
 from vibe_jobs.server.control import job_summary
 from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
 from vibe_jobs.states import FINAL
@@ -227,6 +228,8 @@ class JobResourceHub:
         owner = self._owners.get(uri)
         for key, session in list(self._sessions.get(uri, {}).items()):
             viewer = latest_viewer(session)
+            if owner is not None and viewer is not None and not viewer.sees(owner) and _lapsed(session, owner):
+                continue  # withheld, not withdrawn: its next request may show a refreshed token that reads it
             if owner is None or (viewer is not None and not viewer.sees(owner)):
                 log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
                 self._drop_session(uri, key)
@@ -313,3 +316,12 @@ def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
 
     add_request_handler(mcp, "resources/subscribe", SubscribeRequestParams, subscribe)
     add_request_handler(mcp, "resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+def _lapsed(session: ServerSession, owner: str) -> bool:
+    """`session`'s latest request read jobs of `owner` (an admin's token), which has expired since: the client may
+    have refreshed it without a request to say so (a streamable-HTTP `GET` stream opened again). Its updates are
+    withheld until a request shows the token it holds now; a subscription dropped then stayed dropped, and an
+    admin whose token was refreshed, admin still, heard nothing more of the job."""
+    noted = noted_viewer(session)
+    return noted is not None and noted.viewer.sees(owner)
