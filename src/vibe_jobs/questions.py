@@ -210,7 +210,8 @@ def _sampling_options_problem(params: Mapping[str, Any]) -> str | None:
 
 
 def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
-    """A SamplingMessage: a plain string is the user's text; a string content becomes a text block."""
+    """A SamplingMessage: a plain string is the user's text; a string content becomes a text block, a list of one
+    block that block."""
     if isinstance(item, str):
         return {"role": "user", "content": {"type": "text", "text": item}}
     if not isinstance(item, Mapping):
@@ -220,6 +221,8 @@ def _message(item: str | Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidParams(f"a sampling message's role must be user or assistant, not {role!r}")
     if isinstance(content, str):
         content = {"type": "text", "text": content}
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], Mapping):
+        content = content[0]  # that block: a list came with 2025-11-25, an older client is not asked (`first_version`)
     if not isinstance(content, Mapping | list):
         raise InvalidParams("a sampling message needs content (a string or content blocks)")
     blocks = content if isinstance(content, list) else [content]

@@ -162,3 +162,9 @@ async def sample_blocks(job: JobContext) -> str:
     blocks = [{"type": "text", "text": "first block"}, {"type": "text", "text": "second block"}]
     reply = await job.sample([{"role": "user", "content": blocks}], max_tokens=10)
     return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Sample with a message whose content is a list of one block, then report the reply")
+async def sample_one_block(job: JobContext) -> str:
+    reply = await job.sample([{"role": "user", "content": [{"type": "text", "text": "one block"}]}], max_tokens=10)
+    return f"{reply.action} {reply.text}"

@@ -75,3 +75,29 @@ async def test_a_question_the_clients_protocol_carries_is_still_put_to_it() -> N
         while (message := await raw.answer()).get("id") != poll_id:
             pass
     assert message["result"]["structuredContent"]["result"]["content"][0]["text"] == "deleted"
+
+
+async def test_a_sampling_message_of_one_block_in_a_list_is_put_to_a_2025_06_18_client() -> None:
+    """A list of one block is that block: a 2025-06-18 client's SamplingMessage carries it (it was left to
+    answer-job as if it were a message of several blocks, though the client could have been asked)."""
+    async with raw_stdio(capabilities=CAPABILITIES, protocol="2025-06-18") as raw:
+        started = await raw.call("sample_one_block", {})
+        job_id = started["result"]["structuredContent"]["jobId"]
+        poll_id = next(raw.ids)
+        arguments = {"jobId": job_id, "waitSeconds": 10}
+        await raw.send(
+            {
+                "jsonrpc": "2.0",
+                "id": poll_id,
+                "method": "tools/call",
+                "params": {"name": "get-job-result", "arguments": arguments},
+            }
+        )
+        while (asked := await raw.answer()).get("method") != "sampling/createMessage":
+            assert asked.get("id") != poll_id, asked
+        assert asked["params"]["messages"][0]["content"] == {"type": "text", "text": "one block"}, asked
+        reply = {"role": "assistant", "content": {"type": "text", "text": "a reply"}, "model": "m"}
+        await raw.send({"jsonrpc": "2.0", "id": asked["id"], "result": reply})
+        while (message := await raw.answer()).get("id") != poll_id:
+            pass
+    assert message["result"]["structuredContent"]["result"]["content"][0]["text"] == "accept a reply"
