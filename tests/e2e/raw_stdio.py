@@ -61,6 +61,14 @@ class RawStdio:
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return await self.request("tools/call", {"name": tool, "arguments": arguments})
 
+    async def call_later(self, tool: str, arguments: dict[str, Any]) -> int:
+        """Send a tools/call without reading its answer (a long-poll, during which the test answers the server's
+        requests itself); its request id."""
+        request_id = next(self.ids)
+        params = {"name": tool, "arguments": arguments}
+        await self.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params})
+        return request_id
+
 
 def server_command(store: str, tools: str) -> list[str]:
     return [sys.executable, "-m", "vibe_jobs", "serve", "--store", store, "--tools", tools]

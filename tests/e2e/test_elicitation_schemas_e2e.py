@@ -126,16 +126,7 @@ async def test_the_form_a_job_asks_with_is_one_the_specification_allows(tool: st
     async with raw_stdio(tools="tests.e2e.form_tools", capabilities={"elicitation": {"form": {}}}) as raw:
         started = await raw.call(tool, {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 20}
-        await raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": poll_id,
-                "method": "tools/call",
-                "params": {"name": "get-job-result", "arguments": arguments},
-            }
-        )
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 20})
         while (asked := await raw.answer()).get("method") != "elicitation/create":
             assert asked.get("id") != poll_id, f"the job was not asked: {asked}"
         jsonschema.validate(asked["params"]["requestedSchema"], REQUESTED_SCHEMA)

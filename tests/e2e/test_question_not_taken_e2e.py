@@ -32,9 +32,7 @@ SECRET = "hunter2-do-not-log"
 async def long_poll(raw: RawStdio, job_id: str, on_request: Any, seconds: float = 10) -> dict[str, Any]:
     """get-job-result with `waitSeconds`; each server-to-client request meanwhile is answered by `on_request`
     (the frame's reply fields); returns the long-poll's answer."""
-    poll_id = next(raw.ids)
-    call = {"name": "get-job-result", "arguments": {"jobId": job_id, "waitSeconds": seconds}}
-    await raw.send({"jsonrpc": "2.0", "id": poll_id, "method": "tools/call", "params": call})
+    poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": seconds})
     while (message := await raw.answer()).get("id") != poll_id:
         if "method" in message and "id" in message:
             await raw.send({"jsonrpc": "2.0", "id": message["id"], **on_request(message)})

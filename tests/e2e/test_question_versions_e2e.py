@@ -31,16 +31,7 @@ async def test_a_question_newer_than_the_clients_protocol_waits_for_answer_job(t
     async with raw_stdio(capabilities=CAPABILITIES, protocol="2025-06-18") as raw:
         started = await raw.call(tool, {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 10}
-        await raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": poll_id,
-                "method": "tools/call",
-                "params": {"name": "get-job-result", "arguments": arguments},
-            }
-        )
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 10})
         while (message := await raw.answer()).get("id") != poll_id:
             assert message.get("method") not in ("elicitation/create", "sampling/createMessage"), message
         status = message["result"]["structuredContent"]
@@ -57,16 +48,7 @@ async def test_a_question_the_clients_protocol_carries_is_still_put_to_it() -> N
     async with raw_stdio(capabilities=CAPABILITIES, protocol="2025-06-18") as raw:
         started = await raw.call("confirm", {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 10}
-        await raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": poll_id,
-                "method": "tools/call",
-                "params": {"name": "get-job-result", "arguments": arguments},
-            }
-        )
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 10})
         while (asked := await raw.answer()).get("method") != "elicitation/create":
             assert asked.get("id") != poll_id, asked
         await raw.send(
@@ -83,16 +65,7 @@ async def test_a_sampling_message_of_one_block_in_a_list_is_put_to_a_2025_06_18_
     async with raw_stdio(capabilities=CAPABILITIES, protocol="2025-06-18") as raw:
         started = await raw.call("sample_one_block", {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 10}
-        await raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": poll_id,
-                "method": "tools/call",
-                "params": {"name": "get-job-result", "arguments": arguments},
-            }
-        )
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 10})
         while (asked := await raw.answer()).get("method") != "sampling/createMessage":
             assert asked.get("id") != poll_id, asked
         assert asked["params"]["messages"][0]["content"] == {"type": "text", "text": "one block"}, asked

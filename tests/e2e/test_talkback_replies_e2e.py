@@ -55,16 +55,7 @@ async def test_a_reply_the_sdk_refuses_is_refused_and_the_long_poll_answers(case
     async with raw_stdio(capabilities=CAPABILITIES) as raw:
         started = await raw.call("sample_keys" if sampling else "ask_count", {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 10}
-        await raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": poll_id,
-                "method": "tools/call",
-                "params": {"name": "get-job-result", "arguments": arguments},
-            }
-        )
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 10})
         while (asked := await raw.answer()).get("method") not in ("sampling/createMessage", "elicitation/create"):
             pass
         reply = BAD_SAMPLES[case] if sampling else BAD_ELICITS[case]
@@ -137,10 +128,7 @@ async def test_a_client_that_takes_only_url_elicitation_is_not_sent_a_form_and_a
     async with raw_stdio(capabilities={"elicitation": {"url": {}}}) as raw:
         started = await raw.call("confirm", {})
         job_id = started["result"]["structuredContent"]["jobId"]
-        poll_id = next(raw.ids)
-        arguments = {"jobId": job_id, "waitSeconds": 10}
-        call = {"name": "get-job-result", "arguments": arguments}
-        await raw.send({"jsonrpc": "2.0", "id": poll_id, "method": "tools/call", "params": call})
+        poll_id = await raw.call_later("get-job-result", {"jobId": job_id, "waitSeconds": 10})
         while (message := await raw.answer()).get("id") != poll_id:
             assert message.get("method") != "elicitation/create", message
             if "method" in message and "id" in message:  # any other request: no handler here
