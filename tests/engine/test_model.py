@@ -256,8 +256,12 @@ class JobModel(RuleBasedStateMachine):
         self.procs.append(Process(manager, source, stop, done))
 
     def _stop_all(self) -> None:
+        """Every process stops at once (a restart of the whole system): each is told before any is waited for. One
+        by one, a job the first hands back as it stops (requeued: `recovery.hand_back`) was claimed and run by a
+        process still running, and interrupted again as that one stopped: a second retry the model, which stops
+        them together, does not count."""
+        self.portal.call(_set_all, [p.stop for p in self.procs])  # in one step of the loop
         for p in self.procs:
-            self.portal.call(p.stop.set)
             p.done.result(timeout=60)
         self.procs.clear()
 
@@ -537,6 +541,11 @@ class JobModel(RuleBasedStateMachine):
 
 
 # -- helpers that run on the event loop ---------------------------------------------------------
+
+
+async def _set_all(events: list[anyio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 async def _host(manager: JobManager, stop: anyio.Event, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
