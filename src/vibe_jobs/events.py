@@ -56,6 +56,7 @@ class JobEvent:
     stage: str | None = None
     priority: int | None = None  # the stored rank (None: not known to whoever made the event)
     attempt: int | None = None
+    principal: str | None = None  # who created the job (None: not known to whoever made the event)
     # The record the change made, when whoever published the event stored it (None: a change made elsewhere, a job
     # deleted). Read-only, as every record (store/base.py): the subscribers of the job share it with the writer, so
     # that a waiter judges the job by it instead of each reading the job again (`JobManager.wait`). Subscribers of
@@ -66,7 +67,7 @@ class JobEvent:
     def without_record(self) -> JobEvent:
         return JobEvent(
             self.type, self.job_id, self.tool_name, self.status, self.version, self.at,
-            self.progress, self.message, self.stage, self.priority, self.attempt,
+            self.progress, self.message, self.stage, self.priority, self.attempt, self.principal,
         )  # fmt: skip
 
 
@@ -84,6 +85,7 @@ def job_event(kind: EventType, rec: JobRecord) -> JobEvent:
         rec.current_stage,
         rec.priority,
         rec.attempt,
+        rec.principal,
         rec,
     )
 

@@ -58,9 +58,9 @@ def token_file(directory: Path) -> Path:
 
 @contextmanager
 def serve(
-    directory: Path, transport: str = "streamable-http", store: str = "memory://", **env: str
+    directory: Path, transport: str = "streamable-http", store: str = "memory://", *flags: str, **env: str
 ) -> Iterator[HttpServer]:
-    args = ["--auth-tokens", str(token_file(directory)), "--store", store]
+    args = ["--auth-tokens", str(token_file(directory)), "--store", store, *flags]
     with start_http(transport, {"JOB_MANAGER_MAX_CONCURRENT": "4", **env}, args) as server:
         yield server
 
@@ -274,6 +274,64 @@ async def test_subscribing_to_another_principals_job_hears_nothing(tmp_path: Pat
                         await bob_hears.next_update(job_uri(mine))
                     await wait_status(bob, mine, ("completed",))
             assert bob_hears.counts[job_uri(jobs.running)] == 0
+
+
+@asynccontextmanager
+async def subscribed_to_all(client: Client, uris: list[str]) -> AsyncIterator[None]:
+    """Subscribe to `uris` on one ordered stream: one listen stream (2026-07-28), or the session's (legacy)."""
+    if client.protocol_version != LEGACY_VERSION:
+        async with client.listen(resource_subscriptions=uris):
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MCPDeprecationWarning: resources/subscribe is gone in 2026-07-28
+        for uri in uris:
+            await client.subscribe_resource(uri)
+    yield
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_recent_jobs_subscriber_hears_only_of_the_jobs_it_sees(tmp_path: Path, mode: str) -> None:
+    """`jobs://recent` is a different list for each principal: an update goes only to a subscriber that sees a job
+    that changed."""
+    with serve(tmp_path) as server:
+        await recent_updates_kept_apart(server, server, mode)
+
+
+async def test_recent_jobs_updates_follow_jobs_made_on_another_replica(tmp_path: Path) -> None:
+    """On PostgreSQL a job made and run on another replica reaches this one as a change without its principal: it
+    is read to tell who may hear of it (replica a runs no job)."""
+    store = with_new_schema(postgres_url("identity tests on PostgreSQL"), "vj_identity")
+    with serve(tmp_path, "streamable-http", store, "--no-worker") as a, serve(tmp_path, store=store) as b:
+        await recent_updates_kept_apart(a, b, "legacy")
+
+
+async def recent_updates_kept_apart(bobs: HttpServer, alices: HttpServer, mode: str) -> None:
+    """Alice's new job tells her list's subscribers, not bob. Bob's updates of his own job and of the list share
+    one ordered stream, so an update about alice's job, sent as she heard hers, reaches him before the one about
+    his own job's end."""
+    bob_hears, alice_hears = Watcher(), Watcher()
+    with bob_hears.send, bob_hears.recv, alice_hears.send, alice_hears.recv:
+        async with (
+            client_as(alices, ALICE, mode, message_handler=alice_hears) as alice,
+            client_as(bobs, BOB, mode, message_handler=bob_hears) as bob,
+            client_as(bobs, ALICE, mode, message_handler=alice_hears) as alice_by_bob,
+        ):
+            his = await start(bob, "wait_forever", {})
+            await wait_status(bob, his, ("running",))
+            async with (
+                subscribed_to_all(bob, ["jobs://recent", job_uri(his)]),
+                subscribed_to_all(alice_by_bob, ["jobs://recent"]),
+            ):
+                await start(alice, "noop", {})
+                with anyio.fail_after(20):
+                    await alice_hears.next_update("jobs://recent")  # her list changed: told her, and only her
+                await bob.call_tool("cancel-job", {"jobId": his})
+                with anyio.fail_after(20):
+                    await bob_hears.next_update(job_uri(his))
+                assert bob_hears.counts["jobs://recent"] == 0, bob_hears.counts
+                with anyio.fail_after(20):
+                    await bob_hears.next_update("jobs://recent")  # his own job's end changed his list
 
 
 # -- tasks ---------------------------------------------------------------------------------------

@@ -241,3 +241,23 @@ async def test_fast_progress_is_coalesced(mode: str) -> None:
     heard = watcher.counts[job_uri(job_id)]
     assert seen[-1]["status"] == "completed" and seen[-1]["progress"] == 100
     assert 3 <= heard <= 9, heard  # 40 progress steps in 1 s -> about 4 updates, plus started and completed
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_recent_jobs_subscriber_hears_of_new_jobs_and_their_ends_thinned(mode: str) -> None:
+    """Subscribing to `jobs://recent` was accepted and then silent: a client showing the list never heard that it
+    changed. It now hears of each job created, changed or progressing, at most once a second."""
+    async with connect(mode) as (client, watcher), subscribed(client, "jobs://recent"):
+        job_id = await start(client, "sleepy", {"seconds": 1.0, "steps": 40})
+        with anyio.fail_after(20):
+            await watcher.next_update("jobs://recent")
+            while (await recent_status(client, job_id)) != "completed":
+                await watcher.next_update("jobs://recent")
+    # created, started, 40 progress reports and completed in about 1 s: the first at once, then one a second
+    assert 2 <= watcher.counts["jobs://recent"] <= 4, watcher.counts
+
+
+async def recent_status(client: Client, job_id: str) -> str | None:
+    content = (await client.read_resource("jobs://recent")).contents[0]
+    assert isinstance(content, TextResourceContents)
+    return next((j["status"] for j in json.loads(content.text)["jobs"] if j["id"] == job_id), None)

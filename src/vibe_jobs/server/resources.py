@@ -1,4 +1,5 @@
-"""Job resources: `job://{jobId}` (the JobStatusMessage) and `jobs://recent`, with update notifications.
+"""Job resources: `job://{jobId}` (the JobStatusMessage) and `jobs://recent`, with update notifications (those of
+`jobs://recent`: `server/recent_feed.py`).
 
 A client subscribed to `job://ID` hears of every state change and of progress (thinned to one update per
 `min_interval` per job, the last one always delivered), in both protocol eras: legacy `resources/subscribe`
@@ -28,7 +29,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, SubscriptionBus
+from mcp.server.subscriptions import ResourceUpdated
 from mcp.shared.exceptions import MCPError
 from mcp_types import EmptyResult, SubscribeRequestParams, SubscriptionsListenRequestParams, UnsubscribeRequestParams
 from mcp_types.jsonrpc import INVALID_PARAMS, INVALID_REQUEST
@@ -42,13 +43,13 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.server.answers import carried_jobs, carried_status
 from vibe_jobs.server.auth import Identity, latest_viewer, noted_viewer
 from vibe_jobs.server.control import job_summary
+from vibe_jobs.server.recent_feed import RECENT_URI, RecentFeed, ViewerBus
 from vibe_jobs.server.sdk import add_request_handler, at_connection_close, connection_of
 from vibe_jobs.states import FINAL
 
 log = get_logger("vibe_jobs.resources")
 
 JOB_TEMPLATE = "job://{jobId}"
-RECENT_URI = "jobs://recent"
 JOB_PREFIX = "job://"
 OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
@@ -60,7 +61,10 @@ JOB_DESCRIPTION = (
     "A background job's status as JSON (the JobStatusMessage: status, message, progress, details and, once "
     "finished, result). Reading it is not a poll. Subscribe to hear of each state change and of progress."
 )
-RECENT_DESCRIPTION = "The most recent jobs, newest first, as JSON: {jobs: [...], nextCursor}."
+RECENT_DESCRIPTION = (
+    "The most recent jobs, newest first, as JSON: {jobs: [...], nextCursor}. Subscribe to hear (at most once a "
+    "second) that jobs you can see were created, changed state or reported progress."
+)
 
 
 def job_uri(job_id: str) -> str:
@@ -73,14 +77,14 @@ class JobResourceHub:
     def __init__(
         self,
         manager: JobManager,
-        bus: SubscriptionBus | None = None,
         *,
         min_interval: float = 0.25,
         identity: Identity | None = None,
     ) -> None:
         self.manager, self.min_interval = manager, min_interval
         self.identity = identity or Identity()
-        self.bus: SubscriptionBus = bus or InMemorySubscriptionBus()  # pass it to MCPServer(subscriptions=...)
+        self.bus = ViewerBus(self.identity)  # pass it to MCPServer(subscriptions=...)
+        self.recent = RecentFeed(manager, self.bus)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> connection -> a session on it
         self._owners: dict[str, str] = {}  # uri of a legacy subscription -> its job's principal
         self._listening: Counter[str] = Counter()  # uri -> open 2026-07-28 listen streams naming it
@@ -100,6 +104,14 @@ class JobResourceHub:
             return
         self._sessions.setdefault(uri, {})[connection_of(session)] = session
         self._owners[uri] = principal
+        self._watch(session)
+
+    def subscribe_recent(self, session: ServerSession) -> None:
+        """`session` hears that `jobs://recent` changed, for the jobs its connection's viewer sees."""
+        self.recent.subscribe_session(session)
+        self._watch(session)
+
+    def _watch(self, session: ServerSession) -> None:
         at_connection_close(session, "vibe_jobs.resources", self._connection_closed)
         self._ensure_running()
 
@@ -108,25 +120,33 @@ class JobResourceHub:
         they would stay, and its session in memory, until each job ended)."""
         for uri in [u for u, sessions in self._sessions.items() if connection in sessions]:
             self._drop_session(uri, connection)
+        self.recent.drop_session(connection)
 
     def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
         self._drop_session(uri, connection_of(session))
 
     def _drop_session(self, uri: str, connection: object) -> None:
+        if uri == RECENT_URI:
+            self.recent.drop_session(connection)
+            return
         sessions = self._sessions.get(uri, {})
         sessions.pop(connection, None)
         if not sessions:
             self._sessions.pop(uri, None)
             self._owners.pop(uri, None)
 
-    def listen_started(self, uris: list[str]) -> None:
+    def listen_started(self, uris: list[str], *, recent: bool = False) -> None:
         self._listening.update(uris)
-        if uris:
+        if recent:
+            self.recent.listen_started()
+        if uris or recent:
             self._ensure_running()
 
-    def listen_ended(self, uris: list[str]) -> None:
+    def listen_ended(self, uris: list[str], *, recent: bool = False) -> None:
         self._listening.subtract(uris)
         self._listening = +self._listening  # drop zero counts
+        if recent:
+            self.recent.listen_ended()
 
     async def visible(self, uri: str, *, unfinished: bool = False) -> bool:
         """Whether the caller may hear of `uri`: a job URI names a job it sees (`unfinished`: that has more to
@@ -150,18 +170,20 @@ class JobResourceHub:
         if ctx.method != "subscriptions/listen":
             return await call_next(ctx)
         principal = self.identity.viewer().principal
-        named = list(dict.fromkeys(_listened_job_uris(ctx.params)))  # each once, however often it is named
+        listened = _listened_uris(ctx.params)
+        named = list(dict.fromkeys(u for u in listened if u.startswith(JOB_PREFIX)))  # each once, however often
         _check_listen(len(named), self._streams[principal])
         self._streams[principal] += 1  # before the lookups: concurrent requests cannot all pass one count
         try:
             uris = [uri for uri in named if await self.visible(uri)]
             if len(uris) != len(named):
                 ctx = replace(ctx, params=_without_uris(ctx.params, set(named) - set(uris)))
-            self.listen_started(uris)
+            recent = RECENT_URI in listened
+            self.listen_started(uris, recent=recent)
             try:
                 return await call_next(ctx)
             finally:
-                self.listen_ended(uris)
+                self.listen_ended(uris, recent=recent)
         finally:
             self._streams[principal] -= 1
             self._streams = +self._streams  # drop zero counts
@@ -187,12 +209,13 @@ class JobResourceHub:
 
     async def _next_event(self, events: Subscription) -> JobEvent | None:
         """The next job event, or None when a held-back progress update falls due first."""
-        wait = min(self._due.values(), default=math.inf) - anyio.current_time()
+        wait = min(self.recent.due, min(self._due.values(), default=math.inf)) - anyio.current_time()
         with anyio.move_on_after(max(0.0, wait)):
             return await events.__anext__()
         return None
 
     async def _on_event(self, event: JobEvent) -> None:
+        await self.recent.note(event)
         uri = job_uri(event.job_id)
         if event.type is EventType.EXPIRED or not self.wants(uri):
             self._forget(uri)
@@ -215,6 +238,8 @@ class JobResourceHub:
             del self._due[uri]
             self._last_sent[uri] = now
             await self._send(uri)
+        for key, session in (await self.recent.flush(now)).items():
+            await self._tell(RECENT_URI, key, session)
 
     def _forget(self, uri: str) -> None:
         self._due.pop(uri, None)
@@ -234,14 +259,18 @@ class JobResourceHub:
                 log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
                 self._drop_session(uri, key)
                 continue
-            with anyio.move_on_after(SEND_TIMEOUT) as scope:  # a stuck client must not hold up the others
-                try:
-                    await session.send_resource_updated(uri)
-                except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
-                    log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
-                    self._drop_session(uri, key)
-            if scope.cancelled_caught:
-                log.warning("resources.send_timeout", uri=uri)
+            await self._tell(uri, key, session)
+
+    async def _tell(self, uri: str, key: object, session: ServerSession) -> None:
+        """Send one legacy update; a session it cannot reach loses its subscription to `uri`."""
+        with anyio.move_on_after(SEND_TIMEOUT) as scope:  # a stuck client must not hold up the others
+            try:
+                await session.send_resource_updated(uri)
+            except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
+                log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
+                self._drop_session(uri, key)
+        if scope.cancelled_caught:
+            log.warning("resources.send_timeout", uri=uri)
 
 
 def _check_listen(uris: int, open_streams: int) -> None:
@@ -254,13 +283,13 @@ def _check_listen(uris: int, open_streams: int) -> None:
         raise MCPError(code=INVALID_REQUEST, message=message)
 
 
-def _listened_job_uris(params: Mapping[str, Any] | None) -> list[str]:
-    """The job URIs a listen request names (middleware sees raw params; the handler refuses bad ones)."""
+def _listened_uris(params: Mapping[str, Any] | None) -> list[str]:
+    """The resource URIs a listen request names (middleware sees raw params; the handler refuses bad ones)."""
     try:
         parsed = SubscriptionsListenRequestParams.model_validate(params or {})
     except ValidationError:
         return []
-    return [u for u in parsed.notifications.resource_subscriptions or () if u.startswith(JOB_PREFIX)]
+    return list(parsed.notifications.resource_subscriptions or ())
 
 
 def _without_uris(params: Mapping[str, Any] | None, dropped: set[str]) -> dict[str, Any]:
@@ -303,7 +332,9 @@ def _add_legacy_subscribe(mcp: MCPServer[Any], hub: JobResourceHub) -> None:
 
     async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)
-        if not uri.startswith(JOB_PREFIX):  # only job resources change; others are accepted and stay quiet
+        if uri == RECENT_URI:
+            hub.subscribe_recent(ctx.session)
+        if not uri.startswith(JOB_PREFIX):  # other resources do not change: accepted and quiet
             return EmptyResult()
         principal = await hub.principal_of(uri, unfinished=True)
         if principal is not None:  # else accepted and quiet (an unknown job, or one finished: nothing more to tell)
