@@ -18,7 +18,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import MODES, ROOT, start_http, stdio_client_for
+from tests.e2e.conftest import MODES, ROOT, http_client_for, start_http, stdio_client_for
 from tests.e2e.test_identity_e2e import ALICE, client_as
 from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
 
@@ -393,6 +393,27 @@ async def test_run_command_time_out_fails_the_job(tmp_path: Path) -> None:
     assert body["status"] == "failed" and result.is_error, texts(result)
     assert "time-out" in texts(result)
     assert took < 15
+
+
+async def test_run_command_s_own_time_out_is_a_time_out_not_a_fault(tmp_path: Path) -> None:
+    """run-command's `timeoutSeconds` is a time-out its caller set, as the job's own is: the job's diagnostics
+    said so and then where in vibe-jobs it was raised ("raised at builtin.py:175 in __call__", as for a bug), and
+    `vibe_jobs_jobs_timed_out` did not count it. One line names the time-out, no code location; it is counted."""
+    from tests.e2e.test_health_metrics_e2e import moved, scrape
+
+    with start_http("streamable-http", env_for(tmp_path, ALLOWED)) as http:
+        async with http_client_for(http, "auto") as client:
+            before = await scrape(http)
+            job_id = await start(client, "run-command", {"command": ["sleep", "30"], "timeoutSeconds": 0.5})
+            _, body = await finish(client, job_id)
+            after = await scrape(http)
+    diagnostics = body["details"]["diagnostics"]
+    assert body["status"] == "failed", body
+    assert [line for line in diagnostics if "time-out" in line] == [
+        "JobTimeout: the command ran past its 0.5 s time-out and was stopped"
+    ], diagnostics
+    assert not [line for line in diagnostics if "raised at" in line], diagnostics
+    assert moved(before, after, "vibe_jobs_jobs_timed_out_total", tool="run-command") == 1
 
 
 async def test_a_running_command_s_output_streams_into_its_diagnostics(tmp_path: Path) -> None:

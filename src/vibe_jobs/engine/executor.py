@@ -327,10 +327,11 @@ class Executor:
         except BaseException as exc:
             if _holds_cancellation(exc):
                 await anyio.lowlevel.checkpoint_if_cancelled()  # a cancellation asked for is raised again here
-            run.error, run.error_where = exc, _raised_at(exc)
+            run.error = exc
             if isinstance(exc, JobTimeout):  # the tool's own time-out (run-command's): an outcome, not a fault
-                _log_timeout(rec, error_text(exc, secret_hider(rec.params)))
+                _log_timeout(rec, error_text(exc, secret_hider(rec.params)))  # (nowhere in the code to name)
             else:
+                run.error_where = _raised_at(exc)
                 log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=_logged(exc, rec))
 
     def _check_start(self, run: Run) -> None:
@@ -521,15 +522,22 @@ class Executor:
             if ctx.cancel_reason is not None:
                 diags = [*ctx.take_diagnostics(), *self._goes_on(run, abandoned)]
                 await self.m.finish_cancelled(rec.id, ctx.cancel_reason, attempt=ctx.attempt, diagnostics=diags)
-            elif abandoned or run.timed_out:
+            elif abandoned or run.timed_out or isinstance(run.error, JobTimeout):  # its own time-out, or its tool's
                 self.m.stats.counters.timed_out[rec.tool_name] += 1
-                await self._failed(run, _timeout_error(rec, self._goes_on(run, abandoned)), usage)
+                await self._failed(run, self._timeout(run, abandoned), usage)
             elif run.error is not None:
                 await self._failed(run, run.error, usage)
             else:
                 await self._completed(run, usage)
         except (InvalidTransition, StaleWrite) as exc:
             log.info("job.write_lost", job_id=rec.id, reason=str(exc))
+
+    def _timeout(self, run: Run, abandoned: bool) -> BaseException:
+        """What a timed-out run failed with: its job's time-out (and what of its work goes on), else the
+        JobTimeout its tool raised (run-command's `timeoutSeconds`), which says what it timed out after."""
+        if abandoned or run.timed_out or run.error is None:
+            return _timeout_error(run.rec, self._goes_on(run, abandoned))
+        return run.error
 
     def _goes_on(self, run: Run, abandoned: bool) -> list[str]:
         """What a stopped run says of its work that did not stop: abandoned, or a thread that cannot be."""
