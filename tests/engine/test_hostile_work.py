@@ -218,3 +218,45 @@ async def test_blocking_sync_jobs_leave_the_servers_own_threads_free(backend: Ba
             assert await m.store.problem() is None
         gate.set()
         assert all([(await finished(m, job_id)).status is JobStatus.COMPLETED for job_id in ids])
+
+
+@on_stores("memory")
+async def test_a_stop_held_by_a_job_and_a_thread_that_ignore_it_takes_one_grace(
+    backend: Backend, gate: threading.Event
+) -> None:
+    """A stop waited the grace for the runs (work that ignores its cancellation), then the grace again for a
+    sync tool's thread still going (`Executor.threads_left`, before the process exits): two graces where one
+    is enough (the thread's job was settled or handed back with the others; its outcome is refused whatever it
+    does). The thread is given what is left of the stop's grace."""
+    grace, release, started = 0.6, threading.Event(), anyio.Event()
+    threads_going = threading.Semaphore(0)
+
+    async def swallow() -> str:
+        started.set()
+        while not release.is_set():
+            try:
+                await anyio.sleep(0.01)
+            except BaseException:  # hostile on purpose
+                pass
+        return "late"
+
+    def blocking() -> str:
+        threads_going.release()
+        stuck(gate)
+        return "done"
+
+    specs = [make_spec(swallow, name="swallow"), make_spec(blocking, name="blocking")]
+    try:
+        async with backend.running(specs, Settings(max_concurrent=2), grace_seconds=grace) as (m, sched):
+            await m.create_job("swallow", {})
+            await m.create_job("blocking", {})
+            with anyio.fail_after(WAIT):
+                await started.wait()
+                await anyio.to_thread.run_sync(threads_going.acquire)
+            began = anyio.current_time()
+        left = await sched.executor.threads_left()
+        took = anyio.current_time() - began
+    finally:
+        release.set()
+    assert left and sched.executor.left_at_stop, (left, sched.executor.left_at_stop)
+    assert grace <= took < 1.5 * grace, f"the stop took {took:.2f} s, the grace is {grace} s"

@@ -155,8 +155,10 @@ class Executor:
     async def threads_left(self) -> list[str]:
         """For a process that ends after its stop: the jobs whose thread (a sync tool's call, which cannot be stopped)
         still runs after the grace, each logged (`job.ignored_stop`); the interpreter would wait for them at exit, for
-        ever for a thread blocked for good."""
-        with anyio.move_on_after(self.grace_seconds):
+        ever for a thread blocked for good. One grace in all: the stop's, which began as the runs were cancelled (their
+        jobs are settled or left to recovery by then, a thread's too; it only waited a second grace)."""
+        ends = self.runs.grace_ends
+        with anyio.CancelScope(deadline=anyio.current_time() + self.grace_seconds if ends is None else ends):
             for thread in list(self.threads_going_on.values()):
                 await thread.returned.wait()
         left = sorted(job_id for job_id, thread in self.threads_going_on.items() if not thread.returned.is_set())

@@ -30,6 +30,7 @@ class TaskSet:
         self._tasks: dict[asyncio.Task[Any], anyio.CancelScope] = {}
         self._guarded = False
         self.grace, self._left_behind = grace, left_behind
+        self.grace_ends: float | None = None  # the loop's time the grace of the first `aclose` ends
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -67,6 +68,8 @@ class TaskSet:
         grace at most: answers the tasks still running then (their cancellation stays asked: anyio's is asked
         again at each of their checkpoints)."""
         until = None if self.grace is None else asyncio.get_running_loop().time() + self.grace
+        if self.grace_ends is None:
+            self.grace_ends = until
         while self._tasks:
             pending = list(self._tasks.items())
             for _, scope in pending:
