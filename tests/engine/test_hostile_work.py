@@ -32,7 +32,9 @@ from tests.engine.test_scheduler import (
 from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.engine.recovery import RELEASED
 from vibe_jobs.jobtool import make_spec
+from vibe_jobs.store import open_store
 from vibe_jobs.store.sqlite import SQLiteStore
 
 backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
@@ -260,3 +262,46 @@ async def test_a_stop_held_by_a_job_and_a_thread_that_ignore_it_takes_one_grace(
         release.set()
     assert left and sched.executor.left_at_stop, (left, sched.executor.left_at_stop)
     assert grace <= took < 1.5 * grace, f"the stop took {took:.2f} s, the grace is {grace} s"
+
+
+@on_stores("postgres")
+async def test_jobs_left_behind_or_claimed_as_a_stop_began_are_handed_back_in_words_of_the_stop(
+    backend: Backend,
+) -> None:
+    """A worker's stop hands back the jobs it interrupted (`recovery.hand_back`: "released unfinished at its worker's
+    stop"), but not one whose work ignored its cancellation past the grace (left behind), nor one whose claim was
+    written as the stop began (the claim's answer never came back: no run knew of it). Both stayed running, owned by
+    a process gone, and another process's recovery failed them as "interrupted: worker lost", the words of a worker
+    that died. Each reads what the stop's other jobs read now."""
+    release, started = threading.Event(), anyio.Event()
+
+    async def swallow() -> str:
+        started.set()
+        while not release.is_set():
+            try:
+                await anyio.sleep(0.01)
+            except BaseException:  # hostile on purpose
+                pass
+        return "late"
+
+    specs = [make_spec(swallow, name="swallow"), make_spec(swallow, name="claimed")]
+    try:
+        async with backend.running(specs, Settings(max_concurrent=1), grace_seconds=0.2) as (m, _):
+            left_behind = await m.create_job("swallow", {})
+            with anyio.fail_after(WAIT):
+                await started.wait()
+            in_flight = await m.create_job("claimed", {})  # its one slot taken: this process claims nothing more
+            # a claim of this process that its claim loop, stopped, never heard the answer of
+            claimed = await m.store.claim_many(m.owner, m.settings.lease_ms, None, ["claimed"], 1, now=m.now())  # type: ignore[attr-defined]
+            assert [rec.id for rec in claimed] == [in_flight], claimed
+    finally:
+        release.set()
+    store = open_store(backend.store.url)
+    await store.open()
+    try:
+        ends = {job_id: await store.get(job_id) for job_id in (left_behind, in_flight)}
+    finally:
+        await store.close()
+    for job_id, rec in ends.items():
+        assert rec is not None and rec.status is JobStatus.FAILED, (job_id, rec and rec.status)
+        assert rec.progress_message == f"Job failed: {RELEASED}", rec.progress_message

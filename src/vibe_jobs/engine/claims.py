@@ -166,9 +166,9 @@ class ClaimSource:
         return len(found.adopted)
 
     async def hand_back(self) -> None:
-        """As the process stops: the jobs its stop interrupted (the drain over) are settled here, in words of the
-        stop, not left to read "worker lost" when another process recovers them (`recovery.hand_back`)."""
-        await hand_back(self.m, self.executor.interrupted, self.tools, self.executor.retry)
+        """As the process stops: the jobs it still holds (its stop ended them: the drain over) are settled here, in
+        words of the stop, not left to read "worker lost" when another process recovers them (`recovery.hand_back`)."""
+        await hand_back(self.m, self.store, self.tools, self.executor.retry)
 
     # -- claiming --------------------------------------------------------------------------
 

@@ -106,7 +106,6 @@ class Executor:
         self.timers = Timers()
         # one task per job run; at the stop, runs whose work ignores its cancellation are left behind after the grace
         self.runs = TaskSet(grace_seconds, self._left_at_stop)
-        self.interrupted: dict[str, int] = {}  # job id: attempt, of the runs the stop ended (`recovery.hand_back`)
         self.left_at_stop: list[str] = []  # the tasks still running at the end of the stop's grace (by name)
         self.threads_going_on: dict[str, ThreadCall] = {}  # by job id: sync tools' calls that cannot be stopped
         self._idle = anyio.Event()
@@ -192,10 +191,6 @@ class Executor:
                 run = self._begin(rec, needs)
                 run.start_by = valid_until
                 await self._execute(run)
-        except anyio.get_cancelled_exc_class():  # the stop's (a run's own ends in its scope): the job left running
-            if run is not None and not run.lost:
-                self.interrupted[run.rec.id] = run.ctx.attempt
-            raise
         except Exception as exc:  # a fault past the work (writing its outcome): the job must not stay running
             if run is None:
                 raise

@@ -31,7 +31,7 @@ from vibe_jobs.models import JobRecord
 from vibe_jobs.results import text_result
 from vibe_jobs.retry import RetryPolicy
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store.base import ADOPT_CHUNK, Guard, adopted_alone, adoption
+from vibe_jobs.store.base import ADOPT_CHUNK, Guard, SharedJobStore, adopted_alone, adoption
 
 log = get_logger("vibe_jobs.engine.recovery")
 
@@ -41,8 +41,9 @@ log = get_logger("vibe_jobs.engine.recovery")
 INTERRUPTED = "interrupted: the server stopped while the job was running"
 WORKER_LOST = "interrupted: worker lost"
 # what a job running when its process stopped on a shared store reads (a worker's drain over, a server's stop): that
-# process settles it as it stops (`hand_back`), requeued while retries remain, else failed; recovered by another
-# process, it read "worker lost" (the words of a worker that died)
+# process settles it as it stops (`hand_back`: every job it still holds, left behind or claimed as the stop began
+# too), requeued while retries remain, else failed; recovered by another process, it read "worker lost" (the words
+# of a worker that died)
 RELEASED = "interrupted: released unfinished at its worker's stop; it does not run again (no retry left)"
 ADOPT_BATCH = 500  # orphans adopted at once (a PostgreSQL group commit sends up to 500 in one statement)
 
@@ -172,22 +173,23 @@ async def _unregistered(manager: JobManager, now: int, tools: Mapping[str, JobTo
 
 
 async def hand_back(
-    manager: JobManager, interrupted: Mapping[str, int], tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy
+    manager: JobManager, store: SharedJobStore, tools: Mapping[str, JobToolSpec], default_retry: RetryPolicy
 ) -> None:
-    """Settle the jobs this process's stop interrupted (job id: the attempt it ran), as it stops on a shared store
-    and before its lease is released: as recovery would (`plan_recovery`: requeued while retries remain, else
-    failed), in words that tell of the stop (`RELEASED`). Left to another process's recovery, they read "worker
-    lost". A job that moved on meanwhile (settled, taken over) is left as it is; those the store fails on are left to
-    recovery."""
+    """Settle the jobs this process still holds as it stops on a shared store, before its lease is released: as
+    recovery would (`plan_recovery`: requeued while retries remain, else failed), in words that tell of the stop
+    (`RELEASED`). Nothing of this process runs a job any more by then: every job it holds is one its stop ended,
+    whether its run was cancelled, its work ignored the cancellation past the grace (left behind), or its claim was
+    written as the stop began (no run heard of it). Left to another process's recovery, they read "worker lost".
+    Each is adopted by compare-and-set on the version read (`_adopt`): a job that moved on meanwhile (a late
+    outcome, a cancel asked elsewhere) is left as it is, for recovery; so are all when the store fails."""
+    try:
+        held = await store.held(manager.owner)
+    except StoreError as exc:  # the store is down as the process stops: they wait for recovery
+        log.warning("recovery.not_handed_back", error=f"{type(exc).__name__}: {exc}")
+        return
     noted: tuple[dict[str, JobRecord], Counter[str]] = ({}, Counter())
-    for job_id, attempt in interrupted.items():
-        try:
-            rec = await manager.store.get(job_id)
-        except StoreError as exc:  # the store is down as the process stops: the rest wait for recovery too
-            log.warning("recovery.not_handed_back", job_id=job_id, error=f"{type(exc).__name__}: {exc}")
-            break
-        if rec is not None and rec.status is JobStatus.RUNNING and (rec.owner, rec.attempt) == (manager.owner, attempt):
-            await _adopt(manager, rec, tools, default_retry, noted, True, released=True)
+    for rec in held:
+        await _adopt(manager, rec, tools, default_retry, noted, True, released=True)
     if noted[1]:
         log.info("recovery.handed_back", jobs=sum(noted[1].values()), **{f"now_{k}": n for k, n in noted[1].items()})
 

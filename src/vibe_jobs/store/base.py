@@ -387,6 +387,9 @@ class SharedJobStore(PrincipalLocking, QueueReading, JobStore, Protocol):
     async def renew_state(self, owner: str, job_ids: Collection[str], expires_at: int) -> dict[str, str | None]:
         """Renew `owner`'s lease and its jobs' leases: {job id still held: its cancel request or None}."""
 
+    async def held(self, owner: str) -> list[JobRecord]:
+        """The running jobs `owner` holds (claimed and not settled), in no particular order."""
+
     async def clock_ms(self) -> int:
         """Epoch milliseconds by the database's clock: the one clock of every process that shares the store
         (`JobManager` keeps its time, so that one machine's clock running behind cannot make its live leases

@@ -47,6 +47,7 @@ TOUCH = "UPDATE jobs SET access_count = $1, last_access_time = $2, next_check_ti
 FIND_ACTIVE = f"{SELECT} WHERE dedupe_key = $1 AND {ACTIVE_SQL} ORDER BY created_at DESC, id DESC LIMIT 1"
 ACTIVE = f"{SELECT} WHERE {ACTIVE_SQL} ORDER BY created_at, id"
 ACTIVE_OF = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
+HELD = f"{SELECT} WHERE owner = $1 AND {ACTIVE_SQL} AND status = 'running'"  # (the index of active jobs by owner)
 ACTIVE_BY = f"{SELECT} WHERE principal = $1 AND {ACTIVE_SQL} ORDER BY created_at, id"
 COUNTS = "SELECT status, count(*) FROM jobs GROUP BY status"
 COUNTS_OF = "SELECT status, count(*) FROM jobs WHERE principal = $1 GROUP BY status"

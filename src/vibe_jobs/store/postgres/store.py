@@ -493,6 +493,9 @@ class PostgresStore(SharedJobStore):
             return await self._records(sql.ACTIVE_BY, principal)
         return await self._records(sql.ACTIVE)
 
+    async def held(self, owner: str) -> list[JobRecord]:
+        return await self._records(sql.HELD, owner)
+
     async def counts(self, principal: str | None = None, *, active: bool = False) -> dict[JobStatus, int]:
         if principal is None:
             rows = await self._fetch(sql.ACTIVE_COUNTS if active else sql.COUNTS)
