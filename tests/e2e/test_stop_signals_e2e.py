@@ -33,7 +33,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, start_http
-from tests.e2e.raw_stdio import RawStdio, raw_stdio
+from tests.e2e.raw_stdio import INIT, RawStdio, raw_stdio
 from tests.e2e.test_hostile_input import until_status
 from tests.pg import postgres_url, with_new_schema
 
@@ -444,3 +444,30 @@ def test_a_stdio_server_stopped_by_eof_leaves_nothing_unclosed() -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[0])["id"] == 1
     assert "Warning" not in done.stderr and "Unclosed" not in done.stderr, done.stderr
+
+
+async def test_a_stop_that_leaves_work_behind_still_runs_the_exit_handlers(tmp_path: Path) -> None:
+    """A process whose stop leaves work behind (a job that ignores its cancellation past the grace) ends with
+    `os._exit(0)`, lest the loop's end or the interpreter's wait for that work for ever: the exit handlers were
+    skipped with it, so the spans an OpenTelemetry BatchSpanProcessor held were never exported and a program's own
+    `atexit` handlers never ran. They run now, bounded, before the process ends."""
+    spans, mark = tmp_path / "spans.json", tmp_path / "mark"
+    cmd = [sys.executable, str(ROOT / "tests" / "e2e" / "exit_flush_app.py"), str(spans), str(mark)]
+    env = {"PATH": os.environ.get("PATH", ""), **BASE_ENV, "VIBE_JOBS_LOG_LEVEL": "info"}
+    with tempfile.TemporaryFile() as errlog:
+        async with await anyio.open_process(cmd, env=env, cwd=ROOT, stderr=errlog) as proc:
+            server = RawStdio(proc)
+            await server.request("initialize", INIT)
+            await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            quick = (await server.call("quick", {}))["result"]["structuredContent"]["jobId"]
+            await until_status(server, quick, "completed")
+            swallow = (await server.call("swallow", {}))["result"]["structuredContent"]["jobId"]
+            await until_status(server, swallow, "running")
+            proc.send_signal(signal.SIGTERM)
+            code = await exit_code(server, 15)
+        log = stderr_text(errlog)
+    assert code == 0, f"exit {code}: {log[-2000:]}"
+    assert '"job.ignored_stop"' in log and swallow in log, log[-2000:]  # the stop left its work behind
+    assert mark.read_text() == "exit handlers ran\n"
+    exported = spans.read_text()
+    assert '"name": "job quick attempt 1"' in exported and quick in exported, exported[-2000:]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import os
 import socket
-import sys
 from collections.abc import Callable, Container
 from dataclasses import replace
 from typing import Any, Literal, Unpack, overload
@@ -42,7 +40,7 @@ from vibe_jobs.server.listen import bind, serve_http
 from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
 from vibe_jobs.server.sdk import open_sessions, run_session
 from vibe_jobs.server.stdio import frame_limit, stdio_streams
-from vibe_jobs.server.stopping import stop_signals
+from vibe_jobs.server.stopping import exit_now, stop_signals
 from vibe_jobs.settings import Settings
 from vibe_jobs.store import JobStore, open_store
 
@@ -295,14 +293,12 @@ async def leave_work_behind(server: JobServer) -> None:
     """For a process that owns its event loop, once `server` has stopped: work that ignored its cancellation past
     the stop's grace (`job.ignored_stop`) still runs on the loop, and the loop's end (`anyio.run` returning)
     cancels it once more and waits for it, for ever; so does the interpreter's end for a sync tool's thread, which
-    cannot be stopped (given the grace here). The stop is complete (its lease released, its store closed): the
-    process exits now (0), what it wrote flushed."""
+    cannot be stopped (given what is left of the grace here). The stop is complete (its lease released, its store
+    closed): the process exits now (0), its exit handlers run first (`exit_now`). A program's code after `run()` does
+    not run then."""
     executor = server.source.executor
     if await executor.threads_left() or executor.left_at_stop:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(0)
+        exit_now(0, executor.grace_seconds)
 
 
 def freeze_startup_heap() -> None:

@@ -7,7 +7,8 @@ and a grace before SIGKILL. A stop signal that comes meanwhile (an MCP client cl
 started; the stop then completes (exit 0). Before, that signal met its default action and killed the process
 mid-stop, leaving what the commands had started running. One more signal after that ends the process by the
 signal's default action, for a stop that hangs. (A job that swallows its cancellation holds a stop for the
-executor's grace period only: `engine/taskset.py`.)
+executor's grace period only: `engine/taskset.py`; a process that leaves such work behind ends with `exit_now`,
+its exit handlers run first.)
 
 One handler serves the whole run, from the first signal to the end of the stop: a signal between two phases
 (the serving ended, the manager not stopping yet) is never left to its default action.
@@ -16,6 +17,7 @@ One handler serves the whole run, from the first signal to the end of the stop: 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -23,7 +25,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -108,3 +110,26 @@ def stop_signals() -> Iterator[StopSignals]:
         yield signals
     finally:
         signals.restore()
+
+
+def exit_now(code: int, within: float) -> NoReturn:
+    """End the process with `code` without waiting for its threads and tasks, once the interpreter's exit handlers
+    have run (`atexit`: logging's shutdown, an OpenTelemetry tracer provider's, which exports the spans it batched,
+    the program's own), as they would at a normal exit; `os._exit` alone skipped them. A handler that hangs (an
+    exporter whose collector does not answer, one that waits for the work left behind) is cut short: the process
+    ends `within` seconds on whatever the handlers did."""
+    _flush_std_streams()
+    watchdog = threading.Timer(within, os._exit, (code,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        atexit._run_exitfuncs()  # each run once, in the order a normal exit runs them; what one raises is printed
+    finally:
+        _flush_std_streams()
+        os._exit(code)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
