@@ -338,6 +338,22 @@ async def test_claim_sets_owner_lease_attempt(store: PostgresStore) -> None:
     assert rec is not None and (rec.owner, rec.attempt, rec.started_at) == ("worker-b", 2, 2_000)
 
 
+async def test_held_is_the_running_jobs_of_one_owner(store: PostgresStore) -> None:
+    """What a stopping process hands back (`recovery.hand_back`): its running jobs, claimed or adopted, and nothing
+    pending, finished or another owner's."""
+    for job_id in ("mine", "ours-too", "theirs", "pending"):  # claimed in this order
+        await store.insert(record(job_id, created_at=1))
+    claimed = await store.claim_many("w", 5_000, NO_LIMITS, ["echo"], 2, now=2_000)
+    assert [rec.id for rec in claimed] == ["mine", "ours-too"]
+    theirs = await claim_one(store, "other", 5_000, NO_LIMITS, now=2_000)
+    assert theirs is not None and theirs.id == "theirs"
+    assert await store.update("pending", {"owner": "w"}) is not None
+    done = await store.update("ours-too", {"status": JobStatus.COMPLETED, "finished_at": 3_000})
+    assert done is not None
+    assert [rec.id for rec in await store.held("w")] == ["mine"]
+    assert await store.held("nobody") == []
+
+
 async def test_claim_uses_database_clock_by_default(store: PostgresStore) -> None:
     await store.insert(record("j", run_after=None))
     rec = await claim_one(store, "w", 1_000, NO_LIMITS)
