@@ -18,7 +18,7 @@ import anyio.lowlevel
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourceUpdated, ServerEvent
 
-from vibe_jobs.errors import JobNotFound
+from vibe_jobs.errors import JobNotFound, StoreError
 from vibe_jobs.events import EventType, JobEvent
 from vibe_jobs.identity import Viewer
 from vibe_jobs.logs import get_logger
@@ -126,6 +126,8 @@ class RecentFeed:
         try:
             return (await self.manager.get_record(job_id)).principal
         except JobNotFound:
+            return None
+        except StoreError:  # the store is failing: the hub's one task must not end with it (told at the next change)
             return None
 
     async def flush(self, now: float) -> dict[object, ServerSession]:
