@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -241,6 +242,30 @@ async def test_a_refusal_names_the_roots_to_the_operator_only(tmp_path: Path) ->
                 texts(result)
                 == f"map-codebase refused: path '{outside}' does not exist or is outside the allowed roots"
             )
+
+
+async def test_a_map_names_its_directory_as_the_principal_gave_it_not_the_servers_path(tmp_path: Path) -> None:
+    """With authentication the roots are not told to a principal (the operator's configuration), yet the map of
+    "." said "Code map of /the/operator's/first/root" (its text, `structured.root`): it names the directory as the
+    caller gave it now. Over stdio (the operator) the map keeps naming the resolved directory."""
+    first = tmp_path / "operators-private-dir"
+    (first / "pkg").mkdir(parents=True)
+    (first / "pkg" / "a.py").write_text("def f() -> int:\n    return 1\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    tokens.chmod(0o600)
+    with start_http("streamable-http", {"VIBE_JOBS_ROOTS": str(first)}, ["--auth-tokens", str(tokens)]) as http:
+        async with client_as(http, ALICE) as alice:
+            for path in (".", "pkg"):
+                job_id = await start(alice, "map-codebase", {"path": path})
+                result = await alice.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
+                body = structured(result)
+                assert body["status"] == "completed" and body["result"]["structuredContent"]["root"] == path, body
+                assert str(tmp_path) not in json.dumps([texts(result), body]), texts(result)
+    async with stdio_client_for("auto", {"VIBE_JOBS_ROOTS": str(first)}) as client:
+        job_id = await start(client, "map-codebase", {"path": "."})
+        result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
+        assert structured(result)["result"]["structuredContent"]["root"] == str(first.resolve()), structured(result)
 
 
 async def test_map_codebase_refuses_globs_past_their_limits_before_a_job(tmp_path: Path) -> None:

@@ -85,6 +85,7 @@ class MapCodebase:
                 checkpoint=job.checkpoint,
                 diagnostic=job.diagnostic,
                 threads=job.threads,
+                shown_as=None if self.name_roots else path,  # a principal is not told where the roots are
             )
         except PatternsRefused as exc:  # a job whose arguments were not checked at call time (a schedule's)
             raise NonRetryableError(f"map-codebase refused: {exc}") from None

@@ -243,8 +243,10 @@ async def map_codebase(
     checkpoint: Callable[[], Awaitable[None]],
     diagnostic: Callable[[str], None],
     threads: Threads = None,
+    shown_as: str | None = None,
 ) -> CodeMap:
-    """Map the source files below `root`: languages, line counts and top-level symbols.
+    """Map the source files below `root`: languages, line counts and top-level symbols. The map names its root
+    `shown_as` (None: `root` itself).
 
     At most `max_files` files are mapped; the result says when more were left out.
     `checkpoint` is awaited between steps and batches (it raises when the job is cancelled);
@@ -261,4 +263,4 @@ async def map_codebase(
     if walked.truncated:
         builder.note(f"stopped at maxFiles={max_files:,} files; more files were not mapped (raise maxFiles for them)")
     await _parse(walked.files, walker.roots, builder, progress, checkpoint, threads)
-    return builder.build(str(root), walked.truncated, max_files)
+    return builder.build(str(root) if shown_as is None else shown_as, walked.truncated, max_files)
