@@ -91,7 +91,7 @@ def connect(config: Config) -> sqlite3.Connection:
     conn = sqlite3.connect(config["path"], isolation_level=None, cached_statements=512)
     conn.text_factory = _text
     try:
-        _refuse_foreign(conn)  # before anything is changed (WAL mode, tables)
+        _refuse_unknown(conn, len(config["migrations"]))  # before anything is changed (WAL mode, tables)
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect before the first table exists
         if _wal_mode(conn) not in ("wal", "memory"):
             raise sqlite3.OperationalError("the database refused WAL mode")
@@ -121,8 +121,10 @@ def _wal_mode(conn: sqlite3.Connection) -> str:
     return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
 
 
-def _refuse_foreign(conn: sqlite3.Connection) -> None:
-    """Foreign when the database has tables but no vibe-jobs schema step (`user_version` 0). Both are read in
+def _refuse_unknown(conn: sqlite3.Connection, steps: int) -> None:
+    """Newer when the database had more schema steps than this program knows (a rollback opening a file of the
+    version it rolled back from: refused with not a byte written; setting WAL mode and `auto_vacuum` first rewrote
+    the file's header). Foreign when it has tables but no vibe-jobs schema step (`user_version` 0). Both are read in
     one transaction: read apart, another server's first schema step (tables and step at once) committed in
     between made a new file look foreign to a server started at the same moment."""
     conn.execute("BEGIN")
@@ -131,6 +133,8 @@ def _refuse_foreign(conn: sqlite3.Connection) -> None:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     finally:
         conn.execute("COMMIT")
+    if step > steps:
+        raise Newer(str(step))
     if step == 0 and tables:
         shown = ", ".join(repr(name[:64]) for name in tables[:5])
         raise Foreign(shown + (f" and {len(tables) - 5} more" if len(tables) > 5 else ""))
@@ -162,7 +166,7 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
 def _schema_step(conn: sqlite3.Connection) -> int:
     """The database's schema step, with this connection's copy of the schema brought up to date first.
     `PRAGMA user_version` reads the file header without checking that copy: an opener that had read the schema
-    (`_refuse_foreign`) before another process migrated the file kept the old one, and SQLite plans a query by
+    (`_refuse_unknown`) before another process migrated the file kept the old one, and SQLite plans a query by
     it, so a read through an index changed since failed ("no query solution", INDEXED BY jobs_final)."""
     conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reloads a schema another process changed
     step: int = conn.execute("PRAGMA user_version").fetchone()[0]
