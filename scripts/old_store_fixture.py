@@ -1,6 +1,7 @@
 """Make an upgrade fixture: jobs in every state written by an older vibe-jobs, as a small SQL dump.
 
     .venv/bin/python scripts/old_store_fixture.py REV [REV ...]
+    .venv/bin/python scripts/old_store_fixture.py --postgres postgresql://postgres@127.0.0.1:5432/test REV [REV ...]
 
 For each revision: a worktree of it (in a temporary directory), its `vibe-jobs serve` on a new SQLite file with
 this checkout's .venv and `--tools tests.e2e.upgrade_tools`; through the real MCP client it makes a job completed
@@ -8,7 +9,9 @@ with a result, one failed, one cancelled while running, one cancelled while queu
 run again, two safe) with progress and a stage, one waiting on a question and a schedule (where the revision has
 them), one pending on a dependency and two queued behind the concurrency limit; then SIGKILL. The file is dumped to
 tests/fixtures/upgrade/sqlite-REV.sql (with its PRAGMA user_version), and what get-job-result answered before the
-kill to sqlite-REV.json. tests/e2e/test_upgrade_e2e.py opens each with this version's server.
+kill to sqlite-REV.json. With --postgres, the store is a new schema of that database instead, dumped by pg_dump
+(INSERTs, the schema's name written SCHEMA_NAME) to postgres-REV.sql and .json, and the schema dropped.
+tests/e2e/test_upgrade_e2e.py opens each with this version's server.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mcp import Client
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "upgrade"
 FINAL = ("completed", "failed", "cancelled")
+PLACEHOLDER = "SCHEMA_NAME"
 
 
 def free_port() -> int:
@@ -39,13 +43,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(src: Path, db: Path, mark: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(src: Path, store: str, cwd: Path, mark: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}", "VIBE_JOBS_LOG_LEVEL": "warning",
            "VIBE_JOBS_TEST_UPGRADE_MARK": str(mark), "JOB_MANAGER_MAX_CONCURRENT": "4"}  # fmt: skip
-    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--store", f"sqlite:///{db}", "--tools",
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", "--store", store, "--tools",
            "tests.e2e.upgrade_tools", "--transport", "streamable-http", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, cwd=db.parent, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -125,12 +129,24 @@ def dump(db: Path) -> str:
         return f"PRAGMA user_version = {step};\n" + "\n".join(conn.iterdump()) + "\n"
 
 
-def make(rev: str) -> None:
+def pg_dump(postgres: str, schema: str) -> str:
+    cmd = ["pg_dump", "--schema", schema, "--no-owner", "--no-privileges", "--inserts", postgres]
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    # comments, blank lines and psql's own commands (\restrict) left out: the text runs as one query string
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("--", "\\"))]
+    drop = ["psql", "-q", postgres, "-c", f"SET client_min_messages = warning; DROP SCHEMA {schema} CASCADE"]
+    subprocess.run(drop, check=True)
+    return "\n".join(lines).replace(schema, PLACEHOLDER) + "\n"
+
+
+def make(rev: str, postgres: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="vj-fixture-") as tmp:
         tree, db, mark = Path(tmp) / "tree", Path(tmp) / "jobs.db", Path(tmp) / "mark"
+        schema = f"vj_fixture_{os.urandom(4).hex()}"
+        store = f"{postgres}?schema={schema}" if postgres else f"sqlite:///{db}"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), rev], check=True)
         try:
-            proc, url = start(tree / "src", db, mark)
+            proc, url = start(tree / "src", store, Path(tmp), mark)
             try:
                 made = asyncio.run(scenario(url, mark))
             finally:
@@ -140,10 +156,12 @@ def make(rev: str) -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"sqlite-{rev}.sql").write_text(dump(db))
-        (OUT / f"sqlite-{rev}.json").write_text(json.dumps(made, indent=1, ensure_ascii=False) + "\n")
+        kind = "postgres" if postgres else "sqlite"
+        (OUT / f"{kind}-{rev}.sql").write_text(pg_dump(postgres, schema) if postgres else dump(db))
+        (OUT / f"{kind}-{rev}.json").write_text(json.dumps(made, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":
-    for rev in sys.argv[1:]:
-        make(rev)
+    postgres = sys.argv[2] if sys.argv[1:2] == ["--postgres"] else None
+    for rev in sys.argv[3 if postgres else 1 :]:
+        make(rev, postgres)

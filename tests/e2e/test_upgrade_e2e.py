@@ -1,6 +1,6 @@
-"""Upgrades: this version's server opens a SQLite file that an older vibe-jobs wrote and was killed on (jobs
-finished, running, waiting on a question, queued, pending on a dependency; a schedule), each kept in
-tests/fixtures/upgrade as a SQL dump made with that version by scripts/old_store_fixture.py.
+"""Upgrades: this version's server opens a SQLite file (or a PostgreSQL schema) that an older vibe-jobs wrote and
+was killed on (jobs finished, running, waiting on a question, queued, pending on a dependency; a schedule), each kept
+in tests/fixtures/upgrade as a SQL dump made with that version by scripts/old_store_fixture.py.
 
 Every job is there and listed; a finished one reads as the old server answered it; queued ones run; running ones
 are recovered as this version recovers a killed server's (a job safe to run again runs again, one not safe fails
@@ -10,44 +10,76 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT
 from tests.e2e.upgrade_tools import MARK_ENV
-from vibe_jobs.engine.recovery import INTERRUPTED
+from tests.pg import postgres_url
+from vibe_jobs.engine.recovery import INTERRUPTED, WORKER_LOST
+from vibe_jobs.store.postgres import schema as pg_schema
 from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
 
 FIXTURES = ROOT / "tests" / "fixtures" / "upgrade"
-# revision: its SQLite schema step (447a0cc: the first store on main; e3048ff: step 10, questions and schedules;
-# 32bde7a: the step before the last)
-REVISIONS = {"447a0cc": 1, "e3048ff": 10, "32bde7a": 13}
+PLACEHOLDER = "SCHEMA_NAME"  # the PostgreSQL dumps' schema
+# (store, revision): its schema step. 447a0cc: the first SQLite store on main, 83b1458: the first PostgreSQL one;
+# e3048ff: questions and schedules; 32bde7a: the step before the last
+REVISIONS = {
+    ("sqlite", "447a0cc"): 1, ("sqlite", "e3048ff"): 10, ("sqlite", "32bde7a"): 13,
+    ("postgres", "83b1458"): 1, ("postgres", "e3048ff"): 11, ("postgres", "32bde7a"): 13,
+}  # fmt: skip
 FINAL = ("completed", "failed", "cancelled")
 # what a finished job's answer keeps across the upgrade (reads, timestamps and polling advice move on)
 # (the first store's server answered a job that never reported progress with progress null, this one with 0)
 KEPT = ("jobId", "toolName", "status", "message", "details", "result", "createdAt")
 
 
-def restore(rev: str, db: Path) -> dict[str, Any]:
+def restore_sqlite(rev: str, db: Path) -> None:
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
         conn.executescript((FIXTURES / f"sqlite-{rev}.sql").read_text())
-        assert conn.execute("PRAGMA user_version").fetchone() == (REVISIONS[rev],)
-    made: dict[str, Any] = json.loads((FIXTURES / f"sqlite-{rev}.json").read_text())
-    return made
+        assert conn.execute("PRAGMA user_version").fetchone() == (REVISIONS["sqlite", rev],)
+
+
+async def restore_postgres(rev: str, url: str, schema: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute((FIXTURES / f"postgres-{rev}.sql").read_text().replace(PLACEHOLDER, schema))
+        step = await conn.fetchval(f"SELECT max(version) FROM {schema}.vibe_jobs_migrations")
+        assert step == REVISIONS["postgres", rev]
+    finally:
+        await conn.close()
+
+
+async def schema_step(url: str, schema: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(f"SELECT max(version) FROM {schema}.vibe_jobs_migrations"))
+    finally:
+        await conn.close()
+
+
+async def drop(url: str, schema: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await pg_schema.drop_schema(conn, schema)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
-async def server_on(db: Path, mark: Path) -> Any:
-    args = ["-m", "vibe_jobs", "serve", "--store", f"sqlite:///{db}", "--tools", "tests.e2e.upgrade_tools"]
+async def server_on(store: str, mark: Path) -> Any:
+    args = ["-m", "vibe_jobs", "serve", "--store", store, "--tools", "tests.e2e.upgrade_tools"]
     env = {"PATH": "", **BASE_ENV, MARK_ENV: str(mark)}
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
-    with (db.parent / "server.err").open("w") as errlog:
+    with (mark.parent / "server.err").open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=30) as client:
             yield client
 
@@ -70,13 +102,33 @@ def said(answer: dict[str, Any]) -> str:
     return " ".join(part.get("text", "") for part in answer["result"]["content"])
 
 
-@pytest.mark.parametrize("rev", REVISIONS)
-async def test_a_file_an_older_version_was_killed_on_opens_with_every_job(rev: str, tmp_path: Path) -> None:
-    db, mark = tmp_path / "jobs.db", tmp_path / "mark"
-    made = restore(rev, db)
+@pytest.mark.parametrize(("kind", "rev"), REVISIONS, ids=[f"{kind}-{rev}" for kind, rev in REVISIONS])
+async def test_a_store_an_older_version_was_killed_on_opens_with_every_job(kind: str, rev: str, tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
     mark.touch()  # a job run again finishes at once
+    if kind == "sqlite":
+        db = tmp_path / "jobs.db"
+        restore_sqlite(rev, db)
+        await upgraded(kind, rev, f"sqlite:///{db}", mark)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return
+    url, schema = postgres_url("the PostgreSQL upgrade tests"), f"vj_upgrade_{os.urandom(6).hex()}"
+    await restore_postgres(rev, url, schema)
+    try:
+        await upgraded(kind, rev, f"{url}{'&' if '?' in url else '?'}schema={schema}", mark)
+        assert await schema_step(url, schema) == pg_schema.SCHEMA_VERSION
+    finally:
+        await drop(url, schema)
+
+
+async def upgraded(kind: str, rev: str, store: str, mark: Path) -> None:
+    """This version's server on `store`, restored from the fixture of (kind, rev): every job as it should be."""
+    made = json.loads((FIXTURES / f"{kind}-{rev}.json").read_text())
     jobs, before = made["jobs"], made["answers"]
-    async with server_on(db, mark) as client:
+    interrupted = INTERRUPTED if kind == "sqlite" else WORKER_LOST
+    async with server_on(store, mark) as client:
         listed = {job["id"] for job in (await call(client, "list-jobs", {"limit": 100}))["jobs"]}
         assert listed == set(jobs.values())
         after = {key: await finished(client, job) for key, job in jobs.items()}
@@ -87,13 +139,11 @@ async def test_a_file_an_older_version_was_killed_on_opens_with_every_job(rev: s
             assert after[key]["status"] == "completed" and f'"tag":"{key}"' in said(after[key]), after[key]
         for key in ("running_safe", "running_safe2"):
             assert after[key]["status"] == "completed" and said(after[key]) == f"released {key}", after[key]
-        assert after["running"]["status"] == "failed" and INTERRUPTED in said(after["running"]), after["running"]
-        if rev != "447a0cc":  # a job waiting on a question (not safe to run again) is a running one, interrupted
-            assert before["asking"]["waitingFor"] and after["asking"]["status"] == "failed", after["asking"]
-            assert INTERRUPTED in said(after["asking"])
+        assert after["running"]["status"] == "failed" and interrupted in said(after["running"]), after["running"]
+        if before["asking"].get("waitingFor"):  # waiting on a question (not safe to run again): interrupted
+            assert after["asking"]["status"] == "failed" and interrupted in said(after["asking"]), after["asking"]
+        else:  # (a version without questions: a job safe to run again in its place)
+            assert rev in ("447a0cc", "83b1458") and after["asking"]["status"] == "completed"
         if made["schedule"] is not None:
             schedules = await call(client, "list-schedules", {})
             assert made["schedule"] in json.dumps(schedules)
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
