@@ -12,7 +12,9 @@ import contextlib
 import json
 import os
 import sqlite3
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.e2e.conftest import BASE_ENV, ROOT
+from tests.e2e.conftest import BASE_ENV, ROOT, free_port, stop, wait_for_port
 from tests.e2e.upgrade_tools import MARK_ENV
 from tests.pg import postgres_url
 from vibe_jobs.engine.recovery import INTERRUPTED, WORKER_LOST
@@ -147,3 +149,61 @@ async def upgraded(kind: str, rev: str, store: str, mark: Path) -> None:
         if made["schedule"] is not None:
             schedules = await call(client, "list-schedules", {})
             assert made["schedule"] in json.dumps(schedules)
+
+
+@contextlib.contextmanager
+def servers_at_once(store: str, mark: Path, count: int) -> Iterator[list[str]]:
+    """`count` servers on `store`, all started before any is waited for (they open and migrate it together)."""
+    ports = [free_port() for _ in range(count)]
+    env = {**os.environ, **BASE_ENV, MARK_ENV: str(mark)}
+    args = ["--store", store, "--tools", "tests.e2e.upgrade_tools", "--transport", "streamable-http", "--port"]
+    cmd = [sys.executable, "-m", "vibe_jobs", "serve", *args]
+    out = mark.parent / "servers.out"
+    with out.open("w") as outlog, (mark.parent / "servers.err").open("w") as errlog:
+        procs = [subprocess.Popen([*cmd, str(port)], cwd=ROOT, env=env, stdout=outlog, stderr=errlog) for port in ports]
+        try:
+            for port, proc in zip(ports, procs, strict=True):
+                wait_for_port(port, proc)
+            yield [f"http://127.0.0.1:{port}/mcp" for port in ports]
+        finally:
+            for proc in procs:
+                stop(proc)
+    assert out.read_text() == ""  # nothing on stdout (a failed migration's traceback went there once elsewhere)
+
+
+@pytest.mark.parametrize(("kind", "rev"), [("sqlite", "447a0cc"), ("postgres", "83b1458")], ids=["sqlite", "postgres"])
+async def test_servers_started_together_on_an_old_store_migrate_it_once_and_serve_every_job(
+    kind: str, rev: str, tmp_path: Path
+) -> None:
+    mark = tmp_path / "mark"
+    mark.touch()
+    made = json.loads((FIXTURES / f"{kind}-{rev}.json").read_text())
+    if kind == "sqlite":
+        restore_sqlite(rev, tmp_path / "jobs.db")
+        store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url, schema = postgres_url("the PostgreSQL upgrade tests"), f"vj_upgrade_{os.urandom(6).hex()}"
+        await restore_postgres(rev, url, schema)
+        store = f"{url}{'&' if '?' in url else '?'}schema={schema}"
+    try:
+        with servers_at_once(store, mark, 2) as urls:
+            for url_ in urls:
+                async with Client(url_, read_timeout_seconds=30) as client:
+                    listed = {job["id"] for job in (await call(client, "list-jobs", {"limit": 100}))["jobs"]}
+                    assert listed == set(made["jobs"].values())
+                    done = await finished(client, made["jobs"]["queued"])
+                    assert done["status"] == "completed", done
+        if kind == "postgres":
+            conn = await asyncpg.connect(url)
+            try:
+                steps = await conn.fetch(f"SELECT version FROM {schema}.vibe_jobs_migrations ORDER BY version")
+            finally:
+                await conn.close()
+            assert [row[0] for row in steps] == list(range(1, pg_schema.SCHEMA_VERSION + 1))
+        else:
+            with contextlib.closing(sqlite3.connect(tmp_path / "jobs.db")) as conn_:
+                assert conn_.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+                assert conn_.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        if kind == "postgres":
+            await drop(url, schema)
