@@ -362,14 +362,17 @@ async def test_newer_schema_refused(db: Path) -> None:
         await SQLiteStore(url(db)).open()
 
 
-async def test_a_file_of_a_newer_schema_is_refused_without_a_byte_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+async def test_a_file_of_a_newer_schema_is_refused_without_a_byte_written(tmp_path: Path, journal: str) -> None:
     """A rollback to this version opening a newer vibe-jobs's file: refused before anything is changed. The step was
     checked only after WAL mode and `auto_vacuum` were set, which rewrote the file's header (its change counter, its
     journal mode: a newer version's choice of rollback journal was switched to WAL)."""
     db = tmp_path / "newer.db"
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA journal_mode = {journal}")
         for sql in [*(sql for step in MIGRATIONS for sql in step), f"PRAGMA user_version = {SCHEMA_VERSION + 1}"]:
             conn.execute(sql)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     before = db.read_bytes()
     with pytest.raises(StoreError, match=rf"newer vibe-jobs \(schema {SCHEMA_VERSION + 1} > {SCHEMA_VERSION}\)"):
         await SQLiteStore(url(db)).open()
