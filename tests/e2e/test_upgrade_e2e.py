@@ -33,6 +33,8 @@ from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
 
 FIXTURES = ROOT / "tests" / "fixtures" / "upgrade"
 PLACEHOLDER = "SCHEMA_NAME"  # the PostgreSQL dumps' schema
+# the fixtures' finished jobs are older than the default retention (an hour) at every run but the first: kept
+KEEP_FINISHED = {"JOB_MANAGER_MAX_RETENTION": str(10 * 365 * 86_400_000)}
 # A fixture's schedule (every hour, misfire: run once) is made two hours older, as if the upgrade came that long
 # after the old server stopped: its firing is due at every run of the test, not only at runs an hour after the
 # fixture was made (it counts its ticks from its creation)
@@ -88,7 +90,7 @@ async def drop(url: str, schema: str) -> None:
 @contextlib.asynccontextmanager
 async def server_on(store: str, mark: Path) -> Any:
     args = ["-m", "vibe_jobs", "serve", "--store", store, "--tools", "tests.e2e.upgrade_tools"]
-    env = {"PATH": "", **BASE_ENV, MARK_ENV: str(mark)}
+    env = {"PATH": "", **BASE_ENV, **KEEP_FINISHED, MARK_ENV: str(mark)}
     params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(ROOT))
     with (mark.parent / "server.err").open("w") as errlog:
         async with Client(stdio_client(params, errlog=errlog), read_timeout_seconds=30) as client:
@@ -180,7 +182,7 @@ async def upgraded(kind: str, rev: str, store: str, mark: Path) -> None:
 def servers_at_once(store: str, mark: Path, count: int) -> Iterator[list[str]]:
     """`count` servers on `store`, all started before any is waited for (they open and migrate it together)."""
     ports = [free_port() for _ in range(count)]
-    env = {**os.environ, **BASE_ENV, MARK_ENV: str(mark)}
+    env = {**os.environ, **BASE_ENV, **KEEP_FINISHED, MARK_ENV: str(mark)}
     args = ["--store", store, "--tools", "tests.e2e.upgrade_tools", "--transport", "streamable-http", "--port"]
     cmd = [sys.executable, "-m", "vibe_jobs", "serve", *args]
     out = mark.parent / "servers.out"
