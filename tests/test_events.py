@@ -309,3 +309,33 @@ async def test_a_slow_subscriber_does_not_hold_back_a_fast_one(make_manager: Man
             seen.extend(e.progress for e in drain(fast))
     assert seen == list(range(10))
     assert [e.progress for e in drain(slow)] == [6, 7, 8, 9]
+
+
+class CountedId(str):
+    """A job id that counts how often it is hashed: a buffer that looks an event up (or every event) hashes its id."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        CountedId.hashed += 1
+        return str.__hash__(self)
+
+
+def test_past_the_bound_an_event_does_not_cost_a_pass_over_the_buffer() -> None:
+    bus = EventBus(maxsize=100)
+    sub = bus.subscribe()
+    for i in range(2_000):  # jobs that report once: none of their events is ever superseded (never dropped)
+        bus.publish(ev(CountedId(f"quiet{i}"), 1))
+    CountedId.hashed = 0
+    for v in range(2, 1_002):  # one busy job, past the bound: each of its events supersedes its previous one
+        bus.publish(ev("busy", v))
+    # before: each event past the bound went over the whole buffer (1,000 x 2,000 hashes of the quiet ids)
+    assert CountedId.hashed < 2_000
+    assert sub.dropped == 999
+    assert [e.job_id for e in sub._buffer][-3:] == ["quiet1998", "quiet1999", "busy"]
+    assert len(sub._buffer) == 2_001
+    read = [sub._take() for _ in range(len(sub._buffer))]  # the reader catches up: the plain buffer again
+    assert read[0].job_id == "quiet0" and read[-1].version == 1_001
+    assert not sub.pending
+    bus.publish(ev("busy", 1_002))
+    assert labels(sub) == ["busy1002"]
