@@ -515,3 +515,27 @@ async def drop_schema(url: str) -> None:
     store = open_store(url)
     assert isinstance(store, PostgresStore)
     await store.drop_schema()
+
+
+async def _large_result(url: str, text: str) -> str:
+    async with JobManager(open_store(url)) as m:
+        job_id = await m.create_job("demo", {"n": 1})
+        await m.start_job(job_id)
+        await m.set_job_result(job_id, {"content": [{"type": "text", "text": text}]})
+        return job_id
+
+
+def test_a_job_page_shows_a_large_result_in_part_not_whole(tmp_path: Path) -> None:
+    """A page is an answer over HTTP: it shows at most max_answer_bytes of a result (its start and where to read it
+    whole), as get-job-result does; the whole result (up to max_result_bytes, 4 MiB) was escaped into the page."""
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    text = "".join(f"line {i:07d} of a large result\n" for i in range(10_000))  # 320 kB
+    job_id = anyio.run(_large_result, url, text)
+    with dashboard(url, {"VIBE_JOBS_MAX_ANSWER_BYTES": "65536"}) as base, httpx.Client(base_url=base, timeout=15) as http:
+        page = http.get(f"/jobs/{job_id}")
+        listing = http.get("/")
+    assert page.status_code == 200
+    assert len(page.content) < 65536, len(page.content)
+    assert "line 0000000 of a large result" in page.text and "line 0009999" not in page.text
+    assert "shown in part" in page.text and f"vibe-jobs jobs show {job_id}" in page.text
+    assert listing.status_code == 200 and "of a large result" not in listing.text and job_id in listing.text

@@ -25,7 +25,8 @@ from vibe_jobs.errors import InvalidParams, InvalidTransition, JobError, JobNotF
 from vibe_jobs.identity import Viewer
 from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
-from vibe_jobs.models import Job
+from vibe_jobs.models import Job, JobRecord
+from vibe_jobs.results import within_answer
 from vibe_jobs.server.http import pages
 from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused, check_origin
 from vibe_jobs.server.http.health import healthz, readyz_endpoint
@@ -141,7 +142,7 @@ class Dashboard:
     async def job(self, request: Request, view: pages.View) -> Response:
         job_id = request.path_params["jobId"]
         rec = await self.m.get_record(job_id)
-        job, metrics = Job.from_record(rec), job_metrics(rec)
+        job, metrics = Job.from_record(shown_result(rec, self.m.settings.max_answer_bytes)), job_metrics(rec)
         page = pages.job_page(job, metrics, view, self.m.expected_duration(rec), rec.stage_history)
         return HTMLResponse(page)
 
@@ -173,6 +174,16 @@ class Dashboard:
             raise InvalidParams(f"not a form of this dashboard: {why}") from None
         token = form.get(CSRF_FIELD)
         await self.guard.check_change(request, token if isinstance(token, str) else None)
+
+
+def shown_result(rec: JobRecord, max_bytes: int) -> JobRecord:
+    """The job as its page shows it: its result within `max_bytes` (`within_answer`, as other answers over HTTP show
+    it), not whole: a result of up to max_result_bytes was escaped into the page whole, 10 MB of HTML, the event
+    loop held 125 ms per view of it."""
+    if rec.result is None:
+        return rec
+    shown = within_answer(rec.result, max_bytes, f"`vibe-jobs jobs show {rec.id}` where its store is")
+    return rec if shown is rec.result else rec.changed({"result": shown}, bump=False)
 
 
 def _page(title: str, text: str, view: pages.View, status: int) -> Response:
