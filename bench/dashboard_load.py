@@ -23,7 +23,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,18 +30,16 @@ from pathlib import Path
 import anyio
 import httpx2 as httpx
 import uvicorn
+from dashboard import fill, free_port, until_started
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dashboard import fill, free_port, until_started  # noqa: E402 (bench/ on the path just above)
-
-from vibe_jobs import JobManager, Settings  # noqa: E402
-from vibe_jobs.logs import configure_logging  # noqa: E402
-from vibe_jobs.models import JobRecord  # noqa: E402
-from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app  # noqa: E402
-from vibe_jobs.states import JobStatus  # noqa: E402
-from vibe_jobs.store import JobStore, MemoryStore  # noqa: E402
-from vibe_jobs.store.base import JobQuery  # noqa: E402
-from vibe_jobs.store.sqlite import SQLiteStore  # noqa: E402
+from vibe_jobs import JobManager, Settings
+from vibe_jobs.logs import configure_logging
+from vibe_jobs.models import JobRecord
+from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app
+from vibe_jobs.states import JobStatus
+from vibe_jobs.store import JobStore, MemoryStore
+from vibe_jobs.store.base import JobQuery
+from vibe_jobs.store.sqlite import SQLiteStore
 
 MIB = 1024 * 1024
 
@@ -188,7 +185,7 @@ async def storm(kind: str, store: JobStore, jobs: int, rate: int, seconds: float
         sock = stalled_reader(port)
         out = Path(tempfile.mkdtemp(prefix="vj-bench-dl-")) / "events.txt"
         reader = reading_client(f"http://127.0.0.1:{port}", out)
-        while manager.bus.subscriber_count < 2:
+        while manager.bus.subscriber_count < 2:  # noqa: ASYNC110 (no event tells of a new subscriber)
             await anyio.sleep(0.01)
         tg.start_soon(probe.run)
         rss0, cpu0, t0 = rss_mb(), time.process_time(), time.perf_counter()
@@ -204,13 +201,14 @@ async def storm(kind: str, store: JobStore, jobs: int, rate: int, seconds: float
                 reports += 1
             await asyncio.sleep(0)
         elapsed = time.perf_counter() - t0
-        buffered = [len(sub._buffer) for sub in manager.bus._all]  # noqa: SLF001 (a figure of the bench)
-        dropped = [sub.dropped for sub in manager.bus._all]  # noqa: SLF001
+        buffered = [len(sub._buffer) for sub in manager.bus._all]
+        dropped = [sub.dropped for sub in manager.bus._all]
         print(
             f"\n{kind}: {jobs} running jobs, asked {rate:,}/s for {seconds:g} s:\n"
             f"  reports/s {reports / elapsed:,.0f}; server CPU {(time.process_time() - cpu0) / reports * 1e6:.1f} us a"
             f" report; loop held at most {probe.worst * 1000:.1f} ms\n"
-            f"  events read by the reading client {count_events(reader, out):,}; buffered per /events subscription {buffered},"
+            f"  events read by the reading client {count_events(reader, out):,}; buffered per /events subscription"
+            f" {buffered},"
             f" dropped {dropped}\n  RSS {rss0:.1f} -> {rss_mb():.1f} MB"
         )
         sock.close()
@@ -234,8 +232,10 @@ def main() -> None:
     for kind in args.stores.split(","):
         with tempfile.TemporaryDirectory(prefix="vj-bench-dl-") as tmp:
 
-            def make() -> JobStore:
-                return MemoryStore() if kind == "memory" else SQLiteStore(f"sqlite:///{Path(tmp) / os.urandom(4).hex()}")
+            def make(kind: str = kind, tmp: str = tmp) -> JobStore:
+                return (
+                    MemoryStore() if kind == "memory" else SQLiteStore(f"sqlite:///{Path(tmp) / os.urandom(4).hex()}")
+                )
 
             if args.part in ("pages", "both"):
                 anyio.run(pages, kind, make(), args.jobs, args.big, args.big_mb, args.rounds)

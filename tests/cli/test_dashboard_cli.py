@@ -531,7 +531,8 @@ def test_a_job_page_shows_a_large_result_in_part_not_whole(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path}/jobs.db"
     text = "".join(f"line {i:07d} of a large result\n" for i in range(10_000))  # 320 kB
     job_id = anyio.run(_large_result, url, text)
-    with dashboard(url, {"VIBE_JOBS_MAX_ANSWER_BYTES": "65536"}) as base, httpx.Client(base_url=base, timeout=15) as http:
+    small_answers = {"VIBE_JOBS_MAX_ANSWER_BYTES": "65536"}
+    with dashboard(url, small_answers) as base, httpx.Client(base_url=base, timeout=15) as http:
         page = http.get(f"/jobs/{job_id}")
         listing = http.get("/")
     assert page.status_code == 200
