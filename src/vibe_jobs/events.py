@@ -127,6 +127,13 @@ class Subscription:
         """Whether an event is buffered (the next `__anext__` answers without waiting)."""
         return bool(self._buffer)
 
+    def take_buffered(self, most: int) -> list[JobEvent]:
+        """Up to `most` of the events buffered now, oldest first, without waiting."""
+        taken: list[JobEvent] = []
+        while self._buffer and len(taken) < most:
+            taken.append(self._take())
+        return taken
+
     def close(self) -> None:
         self._closed = True
         self._bus.remove(self)

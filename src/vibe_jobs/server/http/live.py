@@ -3,7 +3,8 @@
 `/events` streams every job's changes (`?job=ID`: one job's) as `event: job`, and the queue figures every
 few seconds as `event: stats` (depth, running, throughput, error rate, health) for the sparklines and banner.
 The bus coalesces a slow reader's backlog (progress first, never a job's latest state), so a stalled
-browser costs a bounded buffer.
+browser costs a bounded buffer; the events buffered are sent together, a job's progress superseded by a later
+event of it left out (`job_events`), and a reader that takes nothing for SEND_TIMEOUT_SECONDS is dropped.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-from sse_starlette import EventSourceResponse
+import anyio.lowlevel
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.events import STATUS_EVENTS, EventType, JobEvent, job_event
+from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, priority_of
 from vibe_jobs.server.http.guard import Refused
@@ -32,6 +36,11 @@ WATCH_ROWS = 50  # the jobs the list page shows first
 # /events streams open at once in one process: each reads the store every few seconds, so a client opening
 # thousands (a script, a tab reloading in a loop) would cost every other reader; a tab holds one
 MAX_EVENT_STREAMS = 64
+BATCH = 256  # events buffered for a stream, sent as one write (one event each was one write: 25 us an event)
+# a reader that takes no write of its stream for this long (its socket's buffers full) is dropped: its subscription
+# would hold up to one event of every job that changed meanwhile
+SEND_TIMEOUT_SECONDS = 30.0
+log = get_logger("vibe_jobs.dashboard")
 
 
 def event_data(ev: JobEvent) -> dict[str, Any]:
@@ -48,6 +57,17 @@ def event_data(ev: JobEvent) -> dict[str, Any]:
         "priority": None if ev.priority is None else priority_of(ev.priority).value,
         "attempt": ev.attempt,
     }
+
+
+def job_events(batch: list[JobEvent]) -> bytes:
+    """`batch` as `job` events in one chunk, a progress event left out where a later event of its job follows (it
+    says all the progress one says: the page shows a job's latest)."""
+    last = {ev.job_id: i for i, ev in enumerate(batch)}
+    return b"".join(
+        ServerSentEvent(json.dumps(event_data(ev)), event="job").encode()
+        for i, ev in enumerate(batch)
+        if ev.type is not EventType.PROGRESS or last[ev.job_id] == i
+    )
 
 
 async def stats_data(manager: JobManager) -> dict[str, Any]:
@@ -101,7 +121,7 @@ class StoreWatch:
         return [rec] if rec is not None else []
 
 
-async def stream(manager: JobManager, job_id: str | None, stats_every: float) -> AsyncIterator[dict[str, str]]:
+async def stream(manager: JobManager, job_id: str | None, stats_every: float) -> AsyncIterator[dict[str, str] | bytes]:
     watch = StoreWatch(manager, job_id)
     with manager.subscribe(job_id) as sub:
         await _watched(watch)  # what the page shows: changes come after it (and after hello)
@@ -122,8 +142,11 @@ async def stream(manager: JobManager, job_id: str | None, stats_every: float) ->
             with anyio.move_on_after(max(0.0, until - anyio.current_time())):
                 event = await sub.__anext__()
             if event is not None:
-                watch.saw(event)
-                yield {"event": "job", "data": json.dumps(event_data(event))}
+                batch = [event, *sub.take_buffered(BATCH - 1)]
+                for each in batch:
+                    watch.saw(each)
+                yield job_events(batch)
+                await anyio.lowlevel.checkpoint()  # a write that does not wait lets the loop's other work go on
 
 
 async def _watched(watch: StoreWatch) -> list[JobEvent]:
@@ -154,19 +177,30 @@ class _CountedEvents(EventSourceResponse):
     """An event stream that gives its place back however it ends (the client gone, the server stopping, the
     `lease` of the token that opened it ending: `lifetime.serve_until`)."""
 
-    def __init__(self, streams: OpenStreams, content: AsyncIterator[dict[str, str]], lease: Lease | None) -> None:
-        super().__init__(content, ping=15)
+    def __init__(
+        self,
+        streams: OpenStreams,
+        content: AsyncIterator[dict[str, str] | bytes],
+        lease: Lease | None,
+        send_timeout: float,
+    ) -> None:
+        super().__init__(content, ping=15, send_timeout=send_timeout)
         self.streams, self.lease = streams, lease
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await serve_until(self.lease, super().__call__, scope, receive, send)
+        except SendTimeoutError:  # the server closes the connection (its answer not complete)
+            log.info("events.reader_dropped", path=scope.get("path"), seconds=self.send_timeout)
         finally:
             self.streams.give_back()
 
 
 def events_endpoint(
-    manager: JobManager, check: Callable[[Request], Awaitable[Lease | None]], stats_every: float = STATS_SECONDS
+    manager: JobManager,
+    check: Callable[[Request], Awaitable[Lease | None]],
+    stats_every: float = STATS_SECONDS,
+    send_timeout: float = SEND_TIMEOUT_SECONDS,
 ) -> Callable[[Request], Awaitable[Response]]:
     streams = OpenStreams(MAX_EVENT_STREAMS)
 
@@ -179,6 +213,6 @@ def events_endpoint(
             message = f"at most {streams.most} live event streams may be open at once: close one (a dashboard tab)"
             return PlainTextResponse(message, status_code=429, headers={"Retry-After": "5"})
         job_id = request.query_params.get("job") or None
-        return _CountedEvents(streams, stream(manager, job_id, stats_every), lease)
+        return _CountedEvents(streams, stream(manager, job_id, stats_every), lease, send_timeout)
 
     return events
