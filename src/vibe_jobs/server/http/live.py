@@ -10,7 +10,7 @@ event of it left out (`job_events`), and a reader that takes nothing for SEND_TI
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -121,7 +121,9 @@ class StoreWatch:
         return [rec] if rec is not None else []
 
 
-async def stream(manager: JobManager, job_id: str | None, stats_every: float) -> AsyncIterator[dict[str, str] | bytes]:
+async def stream(
+    manager: JobManager, job_id: str | None, stats_every: float
+) -> AsyncGenerator[dict[str, str] | bytes, None]:
     watch = StoreWatch(manager, job_id)
     with manager.subscribe(job_id) as sub:
         await _watched(watch)  # what the page shows: changes come after it (and after hello)
