@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from vibe_jobs.errors import DuplicateJob
@@ -30,6 +30,7 @@ from vibe_jobs.store.base import (
     check_updatable,
 )
 
+FEW_PART = 16  # a status held by at most 1/16 of the jobs is listed from the index of jobs by status (`_few_of`)
 COMPACT_STEP = 50_000  # keys of the paging order looked at per `delete_finished` batch (about 25 ms at most)
 _NO_RESULT = {"result": None}  # a query's view without results (`JobQuery.with_result`)
 
@@ -57,6 +58,9 @@ class MemoryStore:
         # the same and the active jobs by principal (`_Principals`), built when first asked for (quotas): kept as
         # jobs change from then on; None until then (a store without quotas pays nothing for it)
         self._by: _Principals | None = None
+        # the job ids by status (`_ByStatus`), built on the first query by status, kept from then on
+        self._statuses: _ByStatus | None = None
+        self._indexes: tuple[_Principals | _ByStatus, ...] = ()  # those built: told of every added, moved, removed job
         # (created_at, id) of every job, ascending: the order `query` pages in. Jobs created in the same
         # millisecond are ordered by id (not by insertion), so a `before` cursor neither skips nor repeats.
         # Inserts append; the list is sorted when next read (nearly sorted data: timsort is linear).
@@ -88,8 +92,8 @@ class MemoryStore:
         self._counts[job.status] += 1
         if job.dedupe_key is not None and job.status in ACTIVE:
             self._dedupe[job.dedupe_key] = job.id
-        if self._by is not None:
-            self._by.added(job)
+        for index in self._indexes:
+            index.added(job)
         return True
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -106,8 +110,8 @@ class MemoryStore:
             counts = self._counts
             counts[rec.status] -= 1
             counts[status] += 1
-            if self._by is not None:
-                self._by.moved(rec, status)
+            for index in self._indexes:
+                index.moved(rec, status)
             key = new.dedupe_key
             if key is not None and status in FINAL and self._dedupe.get(key) == job_id:
                 del self._dedupe[key]
@@ -125,7 +129,8 @@ class MemoryStore:
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         out: list[JobRecord] = []
-        for rec in self._newest_first(query.before):
+        few = None if query.status is None else self._few_of(query.status, query.before)
+        for rec in few if few is not None else self._newest_first(query.before):
             if query.status is not None and rec.status is not query.status:
                 continue
             if query.tool_name is not None and rec.tool_name != query.tool_name:
@@ -145,6 +150,23 @@ class MemoryStore:
             if rec is not None:
                 yield rec
 
+    def _few_of(self, status: JobStatus, before: tuple[int, str] | None) -> list[JobRecord] | None:
+        """The jobs of `status` newest first, from the index, when they are few (at most 1/FEW_PART of the jobs);
+        None when they are not: the scan of every job newest first meets a page of them sooner. A status held by few
+        jobs had the scan go through every job (25.7 ms at 100,000, 108 ms on a loaded machine) for a page of them."""
+        ids = self._by_status().ids[status]
+        if len(ids) * FEW_PART > len(self.jobs):
+            return None
+        jobs = self.jobs
+        keys = sorted(((jobs[job_id].created_at, job_id) for job_id in ids), reverse=True)
+        return [jobs[key[1]] for key in keys if before is None or key < before]
+
+    def _by_status(self) -> _ByStatus:
+        if self._statuses is None:
+            self._statuses = _ByStatus(self.jobs.values())
+            self._indexes = (*self._indexes, self._statuses)
+        return self._statuses
+
     def _sorted_order(self) -> list[tuple[int, str]]:
         if self._unsorted:
             self._order.sort()
@@ -161,6 +183,7 @@ class MemoryStore:
             self._by = _Principals()
             for rec in self.jobs.values():
                 self._by.added(rec)
+            self._indexes = (*self._indexes, self._by)
         return self._by
 
     async def active(self, owner: str | None = None, *, principal: str | None = None) -> list[JobRecord]:
@@ -198,12 +221,12 @@ class MemoryStore:
             if rec.status in FINAL and (rec.finished_at or rec.updated_at) < before and rec.id not in needed
         )
         doomed = list(itertools.islice(expired, limit))
-        counts, by = self._counts, self._by
+        counts, indexes = self._counts, self._indexes
         for job_id in doomed:
             rec = jobs.pop(job_id)
             counts[rec.status] -= 1
-            if by is not None:
-                by.removed(rec)
+            for index in indexes:
+                index.removed(rec)
         self._gone.update(doomed)
         if self._gone:
             self._drop_gone(COMPACT_STEP)
@@ -396,3 +419,25 @@ class _Principals:
             ids.pop(rec.id, None)
             if not ids:
                 del self.active[rec.principal]
+
+
+class _ByStatus:
+    """A memory store's job ids by status, of every job stored."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, records: Iterable[JobRecord]) -> None:
+        self.ids: dict[JobStatus, dict[str, None]] = {status: {} for status in JobStatus}
+        for rec in records:
+            self.ids[rec.status][rec.id] = None
+
+    def added(self, rec: JobRecord) -> None:
+        self.ids[rec.status][rec.id] = None
+
+    def moved(self, rec: JobRecord, status: JobStatus) -> None:
+        """`rec` (as it was) now has `status`."""
+        del self.ids[rec.status][rec.id]
+        self.ids[status][rec.id] = None
+
+    def removed(self, rec: JobRecord) -> None:
+        del self.ids[rec.status][rec.id]
