@@ -30,7 +30,6 @@ from vibe_jobs.store.base import (
     check_updatable,
 )
 
-FEW_PART = 16  # a status held by at most 1/16 of the jobs is listed from the index of jobs by status (`_few_of`)
 COMPACT_STEP = 50_000  # keys of the paging order looked at per `delete_finished` batch (about 25 ms at most)
 _NO_RESULT = {"result": None}  # a query's view without results (`JobQuery.with_result`)
 
@@ -129,7 +128,7 @@ class MemoryStore:
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         out: list[JobRecord] = []
-        few = None if query.status is None else self._few_of(query.status, query.before)
+        few = None if query.status is None else self._few_of(query.status, query.before, query.limit)
         for rec in few if few is not None else self._newest_first(query.before):
             if query.status is not None and rec.status is not query.status:
                 continue
@@ -150,12 +149,14 @@ class MemoryStore:
             if rec is not None:
                 yield rec
 
-    def _few_of(self, status: JobStatus, before: tuple[int, str] | None) -> list[JobRecord] | None:
-        """The jobs of `status` newest first, from the index, when they are few (at most 1/FEW_PART of the jobs);
-        None when they are not: the scan of every job newest first meets a page of them sooner. A status held by few
-        jobs had the scan go through every job (25.7 ms at 100,000, 108 ms on a loaded machine) for a page of them."""
+    def _few_of(self, status: JobStatus, before: tuple[int, str] | None, limit: int) -> list[JobRecord] | None:
+        """The jobs of `status` newest first, from the index, when they are few; None when they are not: the scan of
+        every job newest first meets a page of them sooner. Sorting k of them costs about 0.3 us each, the scan about
+        0.07 us a job for n * limit / k jobs (k spread evenly; n when they are not: a status held by few jobs had the
+        scan go through every job, 25.7 ms at 100,000 jobs). 100,000 jobs, limit 51: 235 running 6.8 -> 0.04 ms;
+        1,882 pending (scanned) 0.3 ms, sorted 0.6; 5,883 failed (scanned) 0.08 ms, sorted 1.9."""
         ids = self._by_status().ids[status]
-        if len(ids) * FEW_PART > len(self.jobs):
+        if 4 * len(ids) * len(ids) > len(self.jobs) * limit:
             return None
         jobs = self.jobs
         keys = sorted(((jobs[job_id].created_at, job_id) for job_id in ids), reverse=True)
