@@ -10,7 +10,12 @@ request, the longest the loop was held while they ran (ms), and the bytes of one
 Part 2 (`--part storm`): J running jobs report progress (`JobManager.update_progress`) as fast as the store takes
 them, up to `--rate` a second, for `--seconds`, while one /events client reads and one never reads (its socket's
 buffers full, its stream blocked in `send`). Figures: reports a second, the longest loop hold, events buffered for the
-stalled reader's subscription, and the process's RSS before and after.
+stalled reader's subscription, and the process's RSS before and after; another process GETs /healthz every 10 ms
+meanwhile (how long a request waits for the loop).
+
+2026-12-06 (helper-133), figures before / after in bench/MEASUREMENTS.md: storm, 2,000 running jobs, 6,018 / 9,994
+reports a second reached of 10,000 asked, /healthz meanwhile median 20.3 / 2.6 ms; pages at 100,000 jobs, memory:
+`/?status=running` 108 / 1.0 ms, a job page with a 10 MB result 10.5 MB / 168 kB, 199 / 71 ms.
 
 Run: .venv/bin/python bench/dashboard_load.py [--jobs 100000] [--part pages|storm|both] [--stores memory,sqlite]
 """
@@ -23,6 +28,7 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -162,6 +168,27 @@ def reading_client(base: str, out: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["curl", "-sN", f"{base}/events"], stdout=sink)
 
 
+PROBE = """
+import http.client, statistics, sys, time
+port, until = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+times = []
+while time.monotonic() < until:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    t = time.perf_counter()
+    c.request("GET", "/healthz")
+    c.getresponse().read()
+    times.append((time.perf_counter() - t) * 1000)
+    c.close()
+    time.sleep(0.01)
+print(f"{statistics.median(times):.1f} {max(times):.1f} {len(times)}")
+"""
+
+
+def other_requests(port: int, seconds: float) -> subprocess.Popen[str]:
+    """Another client's requests meanwhile (GET /healthz every 10 ms, from its own process): how long each waits."""
+    return subprocess.Popen([sys.executable, "-c", PROBE, str(port), str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
 def count_events(reader: subprocess.Popen[bytes], out: Path) -> int:
     reader.terminate()
     reader.wait()
@@ -188,6 +215,7 @@ async def storm(kind: str, store: JobStore, jobs: int, rate: int, seconds: float
         while manager.bus.subscriber_count < 2:  # noqa: ASYNC110 (no event tells of a new subscriber)
             await anyio.sleep(0.01)
         tg.start_soon(probe.run)
+        others = other_requests(port, seconds - 0.5)
         rss0, cpu0, t0 = rss_mb(), time.process_time(), time.perf_counter()
         reports, warm = 0, True
         deadline = t0 + seconds
@@ -201,12 +229,14 @@ async def storm(kind: str, store: JobStore, jobs: int, rate: int, seconds: float
                 reports += 1
             await asyncio.sleep(0)
         elapsed = time.perf_counter() - t0
+        median_ms, worst_ms, asked = (await anyio.to_thread.run_sync(others.communicate))[0].split()
         buffered = [len(sub._buffer) for sub in manager.bus._all]
         dropped = [sub.dropped for sub in manager.bus._all]
         print(
             f"\n{kind}: {jobs} running jobs, asked {rate:,}/s for {seconds:g} s:\n"
             f"  reports/s {reports / elapsed:,.0f}; server CPU {(time.process_time() - cpu0) / reports * 1e6:.1f} us a"
             f" report; loop held at most {probe.worst * 1000:.1f} ms\n"
+            f"  another client's GET /healthz meanwhile ({asked}): median {median_ms} ms, at most {worst_ms} ms\n"
             f"  events read by the reading client {count_events(reader, out):,}; buffered per /events subscription"
             f" {buffered},"
             f" dropped {dropped}\n  RSS {rss0:.1f} -> {rss_mb():.1f} MB"
