@@ -13,7 +13,12 @@ buffers full, its stream blocked in `send`). Figures: reports a second, the long
 stalled reader's subscription, and the process's RSS before and after; another process GETs /healthz every 10 ms
 meanwhile (how long a request waits for the loop).
 
-2026-12-06 (helper-133), figures before / after in bench/MEASUREMENTS.md: storm, 2,000 running jobs, 6,018 / 9,994
+Part 3 (`--part streams`): `--readers` /events streams (curl) open on N retained jobs: the store's counts a second
+(each stream reads the statistics every 2 s) and another client's job page meanwhile, against no stream.
+
+2026-12-06 (helper-133): streams, 100,000 jobs, 64 readers: SQLite 2.3 counts/s (1.0 with none: concurrent reads
+share one count, `shared.SharedCall`), a job page median 2.0 ms (2.1 with none); memory 5.4 / 1.0 counts/s, 2.3 / 1.9
+ms. Figures before / after in bench/MEASUREMENTS.md: storm, 2,000 running jobs, 6,018 / 9,994
 reports a second reached of 10,000 asked, /healthz meanwhile median 20.3 / 2.6 ms; pages at 100,000 jobs, memory:
 `/?status=running` 108 / 1.0 ms, a job page with a 10 MB result 10.5 MB / 168 kB, 199 / 71 ms.
 
@@ -170,12 +175,12 @@ def reading_client(base: str, out: Path) -> subprocess.Popen[bytes]:
 
 PROBE = """
 import http.client, statistics, sys, time
-port, until = int(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+port, until, path = int(sys.argv[1]), time.monotonic() + float(sys.argv[2]), sys.argv[3]
 times = []
 while time.monotonic() < until:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     t = time.perf_counter()
-    c.request("GET", "/healthz")
+    c.request("GET", path)
     c.getresponse().read()
     times.append((time.perf_counter() - t) * 1000)
     c.close()
@@ -184,9 +189,49 @@ print(f"{statistics.median(times):.1f} {max(times):.1f} {len(times)}")
 """
 
 
-def other_requests(port: int, seconds: float) -> subprocess.Popen[str]:
-    """Another client's requests meanwhile (GET /healthz every 10 ms, from its own process): how long each waits."""
-    return subprocess.Popen([sys.executable, "-c", PROBE, str(port), str(seconds)], stdout=subprocess.PIPE, text=True)
+def other_requests(port: int, seconds: float, path: str = "/healthz") -> subprocess.Popen[str]:
+    """Another client's requests meanwhile (GET `path` every 10 ms, from its own process): how long each waits."""
+    command = [sys.executable, "-c", PROBE, str(port), str(seconds), path]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+async def streams(kind: str, store: JobStore, n: int, readers: int, seconds: float) -> None:
+    """`readers` /events streams open on N retained jobs: what they cost the store (statistics every 2 s each) and
+    another client's job page meanwhile."""
+    await store.open()
+    await fill(store, n)
+    job_id = (await store.query(JobQuery(limit=1)))[0].id
+    await store.close()
+    manager = JobManager(store, Settings())
+    calls = [0]
+    counts = store.counts
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        return await counts(*args, **kwargs)
+
+    store.counts = counted  # type: ignore[method-assign]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(dashboard_app(Dashboard(manager)), port=port, log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        await until_started(server)
+        for label, opened in (("no stream", 0), (f"{readers} /events streams", readers)):
+            tmp = Path(tempfile.mkdtemp(prefix="vj-bench-dl-"))
+            clients = [reading_client(f"http://127.0.0.1:{port}", tmp / f"{i}.txt") for i in range(opened)]
+            await anyio.sleep(2.5)  # every stream past its first statistics
+            probe, calls[0], t0 = other_requests(port, seconds, f"/jobs/{job_id}"), 0, time.perf_counter()
+            median_ms, worst_ms, asked = (await anyio.to_thread.run_sync(probe.communicate))[0].split()
+            rate = calls[0] / (time.perf_counter() - t0)
+            print(
+                f"{kind}, {n:,} jobs, {label}: store counts {rate:.1f}/s; another client's job page ({asked}):"
+                f" median {median_ms} ms, at most {worst_ms} ms"
+            )
+            for client in clients:
+                client.terminate()
+                client.wait()
+        server.should_exit = True
+        tg.cancel_scope.cancel()
 
 
 def count_events(reader: subprocess.Popen[bytes], out: Path) -> int:
@@ -252,7 +297,8 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=3)
     ap.add_argument("--big-mb", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--part", default="both", choices=("pages", "storm", "both"))
+    ap.add_argument("--part", default="both", choices=("pages", "storm", "both", "streams"))
+    ap.add_argument("--readers", type=int, default=64, help="/events streams open (--part streams)")
     ap.add_argument("--stores", default="memory,sqlite")
     ap.add_argument("--running", type=int, default=2000, help="running jobs reporting in the storm")
     ap.add_argument("--rate", type=int, default=10_000)
@@ -269,6 +315,8 @@ def main() -> None:
 
             if args.part in ("pages", "both"):
                 anyio.run(pages, kind, make(), args.jobs, args.big, args.big_mb, args.rounds)
+            if args.part == "streams":
+                anyio.run(streams, kind, make(), args.jobs, args.readers, args.seconds)
             if args.part in ("storm", "both"):
                 anyio.run(storm, kind, make(), args.running, args.rate, args.seconds)
 
