@@ -28,6 +28,7 @@ from tests.engine.test_ticker import ticker_of, ticks
 from vibe_jobs.clocks import ClockSteps
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.errors import StoreError
 from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.manager import JobManager
@@ -457,3 +458,55 @@ async def test_failures_before_a_step_back_do_not_count_as_recent_for_the_step(b
         stats = await m.statistics()
         assert stats.error_rate_5m is None, stats.health
         assert not any("error rate" in reason for reason in stats.health.reasons)
+
+
+# -- health and the dashboard: how long ago, by time passed ------------------------------------------------
+
+
+async def test_a_store_failure_is_reported_for_its_time_whatever_the_clock_steps(make_manager: ManagerFactory) -> None:
+    """Health names a store failure (damage: no write clears it) for 5 minutes. Its age was read by the clock: a
+    step back of an hour named it for an hour and 5 minutes ('failed 0 s ago' all along), and a step forward
+    dropped it at once, the store damaged still."""
+    clock, ticks = SteppedClock(), Ticks()
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+
+    async def reasons() -> list[str]:
+        return [r for r in (await manager.statistics()).health.reasons if "the job store failed" in r]
+
+    async with manager:
+        manager.store_failed(StoreError("disk I/O error"))
+        clock.step(HOUR)
+        assert await reasons(), "a step forward is no time passed: the failure is still recent"
+        clock.step(-2 * HOUR)
+        clock.advance(60)
+        ticks.advance(60)
+        assert await reasons() == ["the job store failed 60 s ago: StoreError: disk I/O error"]
+        clock.advance(5 * 60)
+        ticks.advance(5 * 60)
+        assert await reasons() == [], "reported past its 5 minutes, an hour behind the clock"
+
+
+async def test_the_dashboard_s_figures_are_fresh_after_a_step_back(make_manager: ManagerFactory) -> None:
+    """The pages share one statistics snapshot a second: its age was read by the clock, so after an hour's step back
+    the page header showed the figures from before the step for the whole hour."""
+    import httpx2 as httpx
+    from starlette.applications import Starlette
+
+    from vibe_jobs.server.http.dashboard import Dashboard
+
+    clock, ticks = SteppedClock(), Ticks()
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+    app = Starlette(routes=Dashboard(manager).routes())
+    async with manager, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+
+        async def queue_depth() -> str:
+            page = (await http.get("/")).text
+            return page.split('id="fig-queue">', 1)[1].split("<", 1)[0]
+
+        await manager.create_job("t", {})
+        assert await queue_depth() == "1"
+        clock.step(-HOUR)
+        await manager.create_job("t", {})
+        clock.advance(2)
+        ticks.advance(2)
+        assert await queue_depth() == "2", "the snapshot from before the step, an hour 'young'"

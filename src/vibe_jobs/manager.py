@@ -162,7 +162,8 @@ class JobManager:
                 max_queue_depth=s.health_max_queue_depth,
                 max_error_rate=s.health_max_error_rate,
                 max_oldest_pending_ms=s.health_max_oldest_pending_ms,
-            )
+            ),
+            self.ticks,
         )
         self.durations: Durations = self.stats.learned  # learned run times per tool, saved by maintenance
         self.runner: Runner | None = None
@@ -1195,7 +1196,7 @@ class JobManager:
     def store_failed(self, exc: StoreError) -> None:
         """Note a store failure for health (degraded, naming it)."""
         if not isinstance(exc, DuplicateJob):
-            self.stats.store_failed(self.now(), f"{type(exc).__name__}: {exc}"[:300], exc.transient)
+            self.stats.store_failed(f"{type(exc).__name__}: {exc}"[:300], exc.transient)
 
     async def cleanup(self, now: int | None = None) -> int:
         """Delete finished jobs older than the retention; pending and running jobs are never removed."""

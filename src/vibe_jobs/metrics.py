@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -151,30 +153,34 @@ STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a t
 class StatsCollector:
     """Per-tool and per-operation counters plus per-second finish buckets for the last 5 minutes."""
 
-    def __init__(self, thresholds: HealthThresholds | None = None) -> None:
+    def __init__(self, thresholds: HealthThresholds | None = None, ticks: Callable[[], float] = time.monotonic) -> None:
         self.thresholds = thresholds or HealthThresholds()
+        self._ticks = ticks  # seconds never stepped (`JobManager.ticks`): how long ago a store failed
         self.by_tool: dict[str, _Group] = {}
         self.by_op: dict[str, _Group] = {}
         self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
         self.counters = Counters()  # what /metrics exports
         self.learned = Durations()  # run times of completed jobs, per tool (vibe_jobs.durations)
-        self.store_trouble: tuple[int, str, bool] | None = None  # (when, what, transient) of the last store error
+        # (when, by the ticks; what; transient) of the last store error
+        self.store_trouble: tuple[float, str, bool] | None = None
         self.unfired_schedules: dict[str, int] = {}  # tool -> schedules overdue that no job tool here fires
 
-    def store_failed(self, now: int, what: str, transient: bool) -> None:
-        """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS."""
-        self.store_trouble = (now, what, transient)
+    def store_failed(self, what: str, transient: bool) -> None:
+        """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS of time passed (by
+        the ticks: read by the clock, an hour's step back named it for the hour, a step forward dropped it at once)."""
+        self.store_trouble = (self._ticks(), what, transient)
 
     def store_worked(self) -> None:
         """A store write succeeded: a transient trouble (full, locked, unreachable) is over; damage is not."""
         if self.store_trouble is not None and self.store_trouble[2]:
             self.store_trouble = None
 
-    def _store_reason(self, now: int) -> list[str]:
-        if self.store_trouble is None or now - self.store_trouble[0] > STORE_TROUBLE_MS:
+    def _store_reason(self) -> list[str]:
+        if self.store_trouble is None:
             return []
         when, what, _ = self.store_trouble
-        return [f"the job store failed {max(0, now - when) // 1000} s ago: {what}"]
+        ago = round((self._ticks() - when) * 1000)
+        return [] if ago > STORE_TROUBLE_MS else [f"the job store failed {max(0, ago) // 1000} s ago: {what}"]
 
     def record_finish(self, rec: JobRecord) -> None:
         end = rec.finished_at or rec.updated_at
@@ -250,7 +256,7 @@ class StatsCollector:
                 queue.unserved_tools if queue else None,
                 [
                     *([store_problem] if store_problem else []),
-                    *self._store_reason(now),
+                    *self._store_reason(),
                     *_left(queue),
                     *_unfired(self.unfired_schedules),
                 ],

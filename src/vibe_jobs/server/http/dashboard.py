@@ -7,6 +7,7 @@ GET `/` (jobs, newest first, filters, cursor paging), GET `/jobs/{jobId}`, POST 
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -53,7 +54,7 @@ PAGE_HEADERS = {
 # anything else is refused at its first field past them; Starlette's own (1,000 fields of 1 MiB each, files of any
 # size spooled to disk) let one post hold a gigabyte
 FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 4, "max_part_size": 1024}
-STATS_TTL_MS = 1000  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
+STATS_TTL_SECONDS = 1.0  # pages share one statistics snapshot a second (counting 100,000 jobs in SQLite is ~15 ms)
 
 
 class Dashboard:
@@ -66,7 +67,7 @@ class Dashboard:
         tools: Iterable[str] = (),
     ) -> None:
         self.m, self.guard, self.tools = manager, guard or Guard(), tuple(tools)
-        self._stats_at, self._stats_cache = -STATS_TTL_MS, cast(Statistics | None, None)
+        self._stats_at, self._stats_cache = -math.inf, cast(Statistics | None, None)
 
     def routes(self) -> list[Route]:
         return [
@@ -115,9 +116,10 @@ class Dashboard:
         return endpoint
 
     async def _stats(self) -> Statistics | None:
-        """The queue figures for the page header (live pages get fresh ones over /events every 2 s)."""
-        now = self.m.now()
-        if self._stats_cache is not None and now - self._stats_at < STATS_TTL_MS:
+        """The queue figures for the page header (live pages get fresh ones over /events every 2 s). The snapshot's
+        age is time passed (the manager's ticks): read by the clock, an hour's step back served it for the hour."""
+        now = self.m.ticks()
+        if self._stats_cache is not None and now - self._stats_at < STATS_TTL_SECONDS:
             return self._stats_cache
         try:
             stats = await self.m.statistics()
