@@ -510,3 +510,29 @@ async def test_the_dashboard_s_figures_are_fresh_after_a_step_back(make_manager:
         clock.advance(2)
         ticks.advance(2)
         assert await queue_depth() == "2", "the snapshot from before the step, an hour 'young'"
+
+
+async def test_failures_just_before_a_step_forward_still_count_as_the_last_5_minutes(
+    make_manager: ManagerFactory,
+) -> None:
+    """The error rate and throughput are of the finishes of the last 5 minutes: kept by the second of the clock they
+    were stamped at, an hour's step forward made every one of them an hour old at once (error rate 100% -> none,
+    health healthy again, throughput 0) seconds after the failures."""
+
+    async def boom() -> str:
+        raise RuntimeError("boom")
+
+    clock, ticks = SteppedClock(), Ticks()
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+    LocalSource(manager, {"boom": make_spec(boom, name="boom")})
+    async with manager:
+        for _ in range(2):
+            assert (await finished(manager, await manager.create_job("boom"))).status is JobStatus.FAILED
+        clock.step(HOUR)
+        clock.advance(1)
+        ticks.advance(1)
+        stats = await manager.statistics()
+        assert (stats.error_rate_5m, stats.throughput_per_minute) == (1.0, 2), stats.health
+        clock.advance(5 * 60)
+        ticks.advance(5 * 60)
+        assert (await manager.statistics()).error_rate_5m is None

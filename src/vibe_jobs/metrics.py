@@ -158,7 +158,7 @@ class StatsCollector:
         self._ticks = ticks  # seconds never stepped (`JobManager.ticks`): how long ago a store failed
         self.by_tool: dict[str, _Group] = {}
         self.by_op: dict[str, _Group] = {}
-        self._buckets: deque[list[int]] = deque()  # [second, completed, failed]
+        self._buckets: deque[list[int]] = deque()  # [second of the ticks, completed, failed]
         self.counters = Counters()  # what /metrics exports
         self.learned = Durations()  # run times of completed jobs, per tool (vibe_jobs.durations)
         # (when, by the ticks; what; transient) of the last store error
@@ -195,7 +195,7 @@ class StatsCollector:
             if status is COMPLETED and rec.finished_at is not None:
                 self.learned.add(rec.tool_name, op, duration)
         buckets = self._buckets
-        second = end // 1000
+        second = int(self._ticks())  # the second it is known here, by the ticks: the last 5 minutes are time passed
         bucket = buckets[-1] if buckets and buckets[-1][0] == second else self._new_bucket(second)
         if status is COMPLETED:
             bucket[1] += 1
@@ -209,10 +209,13 @@ class StatsCollector:
             buckets.popleft()
         return buckets[-1]
 
-    def _window(self, now: int, seconds: int) -> tuple[int, int]:
-        second = now // 1000
+    def _window(self, seconds: int) -> tuple[int, int]:
+        """The finishes (completed, failed) of the last `seconds` of time passed (the ticks: by the seconds of the
+        clock they were stamped at, an hour's step forward aged every one of them by the hour at once, and a step
+        back kept them "recent" for the hour)."""
+        second = int(self._ticks())
         since = second - seconds
-        # not those ahead of now: finished before the clock stepped back, they were "recent" for the whole step
+        # not those ahead of now (injected ticks that go back, as a test's clock may)
         recent = [b for b in self._buckets if since < b[0] <= second]
         return sum(b[1] for b in recent), sum(b[2] for b in recent)
 
@@ -231,8 +234,8 @@ class StatsCollector:
         else:
             by_tool = {k: g.snapshot() for k, g in self.by_tool.items()}
             by_op = {k: g.snapshot() for k, g in self.by_op.items()}
-            throughput = sum(self._window(now, 60))
-            done_5m, failed_5m = self._window(now, 300)
+            throughput = sum(self._window(60))
+            done_5m, failed_5m = self._window(300)
         error_rate = failed_5m / (done_5m + failed_5m) if done_5m + failed_5m else None
         pending = counts.get(JobStatus.PENDING, 0)
         oldest = queue.oldest_pending_created_at if queue else None
