@@ -536,3 +536,28 @@ async def test_failures_just_before_a_step_forward_still_count_as_the_last_5_min
         clock.advance(5 * 60)
         ticks.advance(5 * 60)
         assert (await manager.statistics()).error_rate_5m is None
+
+
+async def test_a_step_forward_does_not_age_the_pending_jobs_by_the_step(make_manager: ManagerFactory) -> None:
+    """A job waiting a second when the clock stepped an hour forward was shown as waiting an hour (statistics,
+    /metrics, the dashboard) and health said degraded ('oldest pending job waited 3601000 ms, over 300000 ms')
+    for as long as it waited. The age is judged at the time less a step seen within health's threshold."""
+    clock, ticks, gate = SteppedClock(), Ticks(), anyio.Event()
+
+    async def work(job: JobContext) -> str:
+        await gate.wait()
+        return "done"
+
+    manager: JobManager = make_manager(clock=clock, ticks=ticks)
+    LocalSource(manager, {"work": make_spec(work, name="work")})
+    async with manager:
+        first = await manager.create_job("work")
+        await manager.create_job("work", task=TaskSpec(dependencies=[first]))
+        await manager.statistics()  # a reading of the clock before the step
+        clock.advance(1)
+        ticks.advance(1)
+        clock.step(HOUR)
+        stats = await manager.statistics()
+        assert stats.oldest_pending_age_ms == 1000, stats.health
+        assert stats.health.status == "healthy", stats.health
+        gate.set()

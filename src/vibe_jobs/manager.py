@@ -1176,7 +1176,10 @@ class JobManager:
         except StoreError as exc:  # health names the failure instead of the statistics failing
             self.store_failed(exc)
             counts = {}
-        snapshot = self.stats.snapshot(counts, self.now(), queue, cluster, await self.store.problem())
+        # the oldest pending job's age at now less a forward step seen within health's threshold: a job waiting a
+        # second showed an hour's wait after an hour's step, and health said degraded for as long as it waited
+        aged_at = self._steps.judged(self.now(), self.ticks(), self.settings.health_max_oldest_pending_ms)
+        snapshot = self.stats.snapshot(counts, aged_at, queue, cluster, await self.store.problem())
         if not (server_wide if server_wide is not None else viewer is None or viewer.scope is None):
             return snapshot.own_only()
         return snapshot.model_copy(update={"learned_durations": self.durations.summary()})

@@ -227,7 +227,8 @@ class StatsCollector:
         cluster: ClusterFigures | None = None,
         store_problem: str | None = None,
     ) -> Statistics:
-        """The figures at `now`; `store_problem` (`JobStore.problem`) is a health reason of its own."""
+        """The figures at `now` (the time pending jobs are aged at); `store_problem` (`JobStore.problem`) is a health
+        reason of its own."""
         if cluster is not None:
             by_tool, by_op = cluster.by_tool, cluster.by_operation_type
             throughput, done_5m, failed_5m = cluster.finished_last_minute, cluster.completed_5m, cluster.failed_5m
