@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, cast
 
@@ -113,7 +114,9 @@ class JobListAnswer(WireModel):
     """list-jobs' structured answer: a page of jobs, newest first, and the cursor of the next page."""
 
     jobs: list[JobListed]
-    next_cursor: str | None = Field(description="Pass as cursor for the next page; null on the last page.")
+    next_cursor: str | None = Field(
+        description="Pass as cursor (with the same status and toolName) for the next page; null on the last."
+    )
 
 
 class CancelAnswer(WireModel):
@@ -169,6 +172,13 @@ def _task_metadata(given: SubmitMetadata | None, batch_id: str | None, max_retri
         batch_id=_one_of("batchId", batch_id, "metadata.batchId", meta.batch_id),
         max_retries=_one_of("maxRetries", max_retries, "metadata.maxRetries", meta.max_retries),
     )
+
+
+def _next_page(status: JobStatus | None, tool_name: str | None, limit: int, cursor: str | None) -> str:
+    """list-jobs' arguments for the next page, as JSON: the cursor keeps only the position, so the filter and the
+    page size are said again (following 'call list-jobs with cursor X' alone listed every status)."""
+    given = {"status": status.value if status else None, "toolName": tool_name, "limit": limit, "cursor": cursor}
+    return json.dumps({k: v for k, v in given.items() if v is not None})
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -278,7 +288,9 @@ class ControlTools:
         status: Annotated[JobStatus | None, Field(description="Only jobs in this status.")] = None,
         toolName: Annotated[Name | None, Field(description="Only jobs of this tool.")] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size (max 500).")] = 50,
-        cursor: Annotated[Name | None, Field(description="nextCursor from the previous page.")] = None,
+        cursor: Annotated[
+            Name | None, Field(description="nextCursor from the previous page (give its status and toolName again).")
+        ] = None,
     ) -> Annotated[CallToolResult, JobListAnswer]:
         """List jobs, newest first, a page at a time."""
         try:
@@ -294,7 +306,11 @@ class ControlTools:
         )
         page, jobs = page.first(kept), jobs[:kept]
         summary = "\n".join(f"{j['id']} {j['toolName']} {j['status']}" for j in jobs) or "no jobs"
-        more = f"\nMore: call list-jobs with cursor {page.next_cursor!r}" if page.next_cursor else ""
+        more = (
+            f"\nMore: call list-jobs with {_next_page(status, toolName, limit, page.next_cursor)}"
+            if page.next_cursor
+            else ""
+        )
         return CallToolResult(
             content=[text(summary + more)], structured_content={"jobs": jobs, "nextCursor": page.next_cursor}
         )

@@ -62,8 +62,9 @@ JOB_DESCRIPTION = (
     "finished, result). Reading it is not a poll. Subscribe to hear of each state change and of progress."
 )
 RECENT_DESCRIPTION = (
-    "The most recent jobs, newest first, as JSON: {jobs: [...], nextCursor}. Subscribe to hear (at most once a "
-    "second) that jobs you can see were created, changed state or reported progress."
+    "The most recent jobs, newest first, as JSON: {jobs: [...], nextCursor} (older ones: list-jobs with that "
+    "cursor). Subscribe to hear (at most once a second) that jobs you can see were created, changed state or "
+    "reported progress."
 )
 
 

@@ -1,0 +1,68 @@
+"""The words an agent reads (tool descriptions, resource descriptions, answer texts), read from the real server
+over stdio in both protocol eras, and each claim they make checked by doing what they say, literally."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from tests.e2e.conftest import MODES, stdio_client_for
+from tests.e2e.test_jobs_e2e import start, structured, texts
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _finished(client: Client, job_id: str) -> dict[str, Any]:
+    body = structured(await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20}))
+    assert body["status"] in {"completed", "failed", "cancelled"}, body
+    return body
+
+
+def _next_call(said: str, tool: str) -> dict[str, Any]:
+    """The arguments a text tells the agent to call `tool` with next: `call TOOL with {...}` (JSON), or
+    `call TOOL with NAME 'VALUE'` (one argument)."""
+    found = re.search(rf"call {re.escape(tool)} with (\{{.*?\}})", said)
+    if found:
+        return dict(json.loads(found.group(1)))
+    one = re.search(rf"call {re.escape(tool)} with (\w+) '([^']*)'", said)
+    assert one, f"no 'call {tool} with ...' in: {said}"
+    return {one.group(1): one.group(2)}
+
+
+TOOLS = ["noop", "explode", "noop", "explode"]  # completed and failed jobs, interleaved
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_following_list_jobs_more_hint_pages_on_through_the_same_filter(mode: str) -> None:
+    """list-jobs said 'More: call list-jobs with cursor ...' and nothing of the filter: an agent that listed its
+    failed jobs and did as told got the next page of every status (the cursor keeps only the position)."""
+    async with stdio_client_for(mode) as client:
+        made = [await start(client, tool, {"message": "boom"} if tool == "explode" else {}) for tool in TOOLS]
+        for job_id in made:
+            await _finished(client, job_id)
+        failed = made[1::2]
+        first = await client.call_tool("list-jobs", {"status": "failed", "limit": 1})
+        assert [j["id"] for j in structured(first)["jobs"]] == [failed[1]], texts(first)
+        told = _next_call(texts(first), "list-jobs")
+        second = await client.call_tool("list-jobs", told)
+    shown = [(j["id"], j["status"]) for j in structured(second)["jobs"]]
+    assert shown == [(failed[0], "failed")], f"following {told} listed {shown}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_recent_jobs_next_cursor_is_said_where_to_pass_and_pages_on_there(mode: str) -> None:
+    """jobs://recent answers {jobs, nextCursor}, but a resource takes no cursor and its description did not say
+    what nextCursor is for: an agent could not reach the jobs past the first page."""
+    async with stdio_client_for(mode) as client:
+        resources = {r.uri: r for r in (await client.list_resources()).resources}
+        described = resources["jobs://recent"].description or ""
+        ids = [await start(client, "noop", {}) for _ in range(51)]
+        recent = json.loads((await client.read_resource("jobs://recent")).contents[0].text)  # type: ignore[union-attr]
+        assert "list-jobs" in described and "cursor" in described, described
+        older = await client.call_tool("list-jobs", {"cursor": recent["nextCursor"]})
+    assert [j["id"] for j in recent["jobs"]] == ids[:0:-1]
+    assert [j["id"] for j in structured(older)["jobs"]] == [ids[0]], texts(older)
