@@ -12,6 +12,9 @@ from mcp import Client
 
 from tests.e2e.conftest import MODES, stdio_client_for
 from tests.e2e.test_jobs_e2e import start, structured, texts
+from vibe_jobs.server.control import CONTROL_TOOL_NAMES
+from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
+from vibe_jobs.server.wrap import JOB_NOTE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,3 +69,38 @@ async def test_recent_jobs_next_cursor_is_said_where_to_pass_and_pages_on_there(
         older = await client.call_tool("list-jobs", {"cursor": recent["nextCursor"]})
     assert [j["id"] for j in recent["jobs"]] == ids[:0:-1]
     assert [j["id"] for j in structured(older)["jobs"]] == [ids[0]], texts(older)
+
+
+def _generated_titles(schema: Any, where: str = "") -> list[str]:
+    """The titles pydantic made up from a name (`jobId` -> "Jobid", a function's `__call__Arguments`): words an
+    agent pays for in every tools/list that say nothing the property's name does not."""
+    found: list[str] = []
+    if isinstance(schema, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if isinstance(sub, dict) and sub.get("title") == key.title().replace("_", " "):
+                found.append(f"{where}.{key}: {sub['title']}")
+        for key, sub in schema.items():
+            found += _generated_titles(sub, f"{where}.{key}")
+    elif isinstance(schema, list):
+        for i, sub in enumerate(schema):
+            found += _generated_titles(sub, f"{where}[{i}]")
+    return found
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tool_schemas_carry_no_titles_made_up_from_names(mode: str) -> None:
+    """Every property's title was its name capitalised ("Jobid", "Maxfiles", "Errorrate5M") and every input schema
+    was titled after a Python function ("__call__Arguments", "get_job_resultArguments"): 196 titles, 15% of the
+    built-in server's tools/list, read by an agent on every connection and telling it nothing."""
+    async with stdio_client_for(mode) as client:
+        listed = (await client.list_tools()).tools
+    ours = CONTROL_TOOL_NAMES | SCHEDULE_TOOL_NAMES  # and the job tools; a plain tool's schema is the SDK's
+    tools = [t for t in listed if t.name in ours or JOB_NOTE in (t.description or "")]
+    assert len(tools) > len(ours)
+    made_up = [
+        f"{tool.name}{found}"
+        for tool in tools
+        for found in _generated_titles(tool.input_schema, ".in") + _generated_titles(tool.output_schema, ".out")
+    ]
+    python_named = [f"{t.name}: {t.input_schema['title']}" for t in tools if "title" in t.input_schema]
+    assert not made_up and not python_named, (made_up[:10], python_named)

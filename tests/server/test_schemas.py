@@ -10,7 +10,7 @@ from jsonschema import validators
 from pydantic import BaseModel
 
 from vibe_jobs.models import JobStarted, JobStatusMessage
-from vibe_jobs.server.schemas import flat_schema, or_error
+from vibe_jobs.server.schemas import flat_schema, or_error, untitled
 
 STARTED = {
     "jobId": "a" * 32, "status": "pending", "toolName": "noop", "message": "Job started",
@@ -109,3 +109,26 @@ def test_or_error_keeps_defs_at_the_top_where_refs_point() -> None:
     either = or_error(recursive)
     assert "$defs" in either and valid(either, {"next": {"next": None}}) and valid(either, REFUSAL)
     assert not valid(either, {"next": {"next": 3}})
+
+
+def test_untitled_drops_only_the_titles_made_up_from_names() -> None:
+    schema = {
+        "title": "fnArguments",
+        "type": "object",
+        "properties": {
+            "jobId": {"title": "Jobid", "type": "string"},
+            "max_files": {"title": "Max Files", "type": "integer"},
+            "named": {"title": "A title given on purpose", "type": "string"},
+            "properties": {"title": "Properties", "type": "object", "properties": {"x": {"title": "X"}}},
+        },
+    }
+    assert untitled(schema, top=True) == {
+        "type": "object",
+        "properties": {
+            "jobId": {"type": "string"},
+            "max_files": {"type": "integer"},
+            "named": {"title": "A title given on purpose", "type": "string"},
+            "properties": {"type": "object", "properties": {"x": {}}},
+        },
+    }
+    assert untitled(schema)["title"] == "fnArguments"  # an output schema keeps its model's name

@@ -16,6 +16,7 @@ from vibe_jobs import JobManager, JobStatus, Settings
 from vibe_jobs.context import JobContext
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.server.jobserver import JobServer
+from vibe_jobs.server.schemas import untitled
 from vibe_jobs.server.wrap import job_mcp_tool
 from vibe_jobs.store import MemoryStore
 from vibe_jobs.store.sqlite import SQLiteStore
@@ -59,7 +60,7 @@ def test_the_input_schema_is_the_sdks_plus_no_unknown_arguments(fn: Any) -> None
 def test_the_mcp_tool_advertises_the_job_tools_own_schema() -> None:
     spec = make_spec(typed, name="typed")
     tool = job_mcp_tool(JobManager(MemoryStore(), Settings()), spec)
-    assert tool.parameters == spec.arguments.schema()
+    assert tool.parameters == untitled(spec.arguments.schema(), top=True)  # its words, without made-up titles
     assert tool.parameters["additionalProperties"] is False
     started, refused = (tool.output_schema or {})["anyOf"]  # the started answer, or a refusal's error
     assert "jobId" in started["properties"] and refused["required"] == ["error"]

@@ -43,6 +43,35 @@ def or_error(schema: dict[str, Any]) -> dict[str, Any]:
     return either
 
 
+def untitled(schema: dict[str, Any], *, top: bool = False) -> dict[str, Any]:
+    """`schema` without the titles pydantic makes up from names (a property `jobId` titled "Jobid"), and without
+    its own title when `top` (an input schema's is the arguments model's, named after a Python function:
+    "__call__Arguments"). A title is an annotation: the schema admits the same instances, in fewer words that an
+    agent reads on every tools/list. A title given on purpose (any other text) stays."""
+    out = _untitled(schema)
+    if top:
+        out.pop("title", None)
+    return out
+
+
+def _untitled(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_untitled(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _untitled(value) for key, value in node.items()}
+    props = out.get("properties")
+    if isinstance(props, dict):
+        out["properties"] = {key: _without_made_up_title(key, sub) for key, sub in props.items()}
+    return out
+
+
+def _without_made_up_title(name: str, prop: Any) -> Any:
+    if isinstance(prop, dict) and prop.get("title") == name.title().replace("_", " "):  # pydantic's, from the name
+        return {key: value for key, value in prop.items() if key != "title"}
+    return prop
+
+
 def flat_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with its local `$ref`s inlined and nullable `anyOf`s folded (`$defs` dropped when unused)."""
     defs = schema.get("$defs", {})

@@ -21,10 +21,10 @@ from vibe_jobs.polling import decide
 from vibe_jobs.server import tracing
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.messages import started_text
-from vibe_jobs.server.schemas import flat_schema, or_error
+from vibe_jobs.server.schemas import flat_schema, or_error, untitled
 
 log = get_logger("vibe_jobs.server")
-STARTED_SCHEMA = or_error(flat_schema(JobStarted.model_json_schema(by_alias=True)))  # or a refusal
+STARTED_SCHEMA = or_error(untitled(flat_schema(JobStarted.model_json_schema(by_alias=True))))  # or a refusal
 
 
 def error_result(message: str, code: str, **extra: Any) -> CallToolResult:
@@ -156,7 +156,7 @@ def job_mcp_tool(manager: JobManager, spec: JobToolSpec, identity: Identity | No
         name=spec.name,
         title=spec.title,
         description=spec.description if spec.verbatim_description else f"{spec.description}{JOB_NOTE}",
-        parameters=spec.arguments.schema(),
+        parameters=untitled(spec.arguments.schema(), top=True),
         annotations=ToolAnnotations.model_validate(spec.annotations) if spec.annotations else None,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=STARTED_SCHEMA),  # arg_model: unused
         is_async=True,
@@ -183,13 +183,13 @@ def checked_tool(fn: Callable[..., Awaitable[Any]], name: str, description: str 
         return await fn(**kwargs)
 
     output = base.fn_metadata.output_schema
-    advertised = or_error(flat_schema(output)) if output is not None else None
+    advertised = or_error(untitled(flat_schema(output))) if output is not None else None
     return Tool(
         fn=handler,
         name=name,
         title=base.title,
         description=base.description,
-        parameters=rule.schema(),
+        parameters=untitled(rule.schema(), top=True),
         annotations=base.annotations,
         fn_metadata=RawArguments(arg_model=ArgModelBase, output_schema=advertised),
         is_async=True,
