@@ -104,3 +104,20 @@ async def test_tool_schemas_carry_no_titles_made_up_from_names(mode: str) -> Non
     ]
     python_named = [f"{t.name}: {t.input_schema['title']}" for t in tools if "title" in t.input_schema]
     assert not made_up and not python_named, (made_up[:10], python_named)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_paused_schedule_is_not_said_to_fire_next(mode: str) -> None:
+    """pause-schedule answered 'Schedule S paused; next firing at T.': an agent told the user it would run at T,
+    and at T nothing ran (the tool's own description: 'it fires nothing until resumed')."""
+    async with stdio_client_for(mode) as client:
+        made = await client.call_tool("schedule-job", {"tool": "noop", "everySeconds": 1})
+        schedule_id = structured(made)["scheduleId"]
+        paused = await client.call_tool("pause-schedule", {"scheduleId": schedule_id})
+        said, planned = texts(paused), structured(paused)["nextFireAt"]
+        fired = await client.call_tool("submit-job", {"tool": "noop", "runAt": planned + 500})  # read past T
+        await _finished(client, structured(fired)["jobId"])
+        jobs = structured(await client.call_tool("list-jobs", {"toolName": "noop"}))["jobs"]
+    ran = [j["id"] for j in jobs if j["id"] != structured(fired)["jobId"]]
+    assert not ran, f"fired while paused: {ran}"  # what the description promises, so the answer must not say more
+    assert "next firing" not in said and "resume-schedule" in said, said

@@ -39,7 +39,7 @@ def _answer(rec: ScheduleRecord, what: str, ctx: Context, max_bytes: int) -> Cal
     shown, _ = carried_schedules([wire], ctx.request_context.request, max_bytes)
     wire = shown[0] if shown else wire
     return CallToolResult(
-        content=[_text(f"Schedule {rec.schedule_id} {what}; {_next(rec.next_fire_at)}.")],
+        content=[_text(f"Schedule {rec.schedule_id} {what}; {_next(rec.next_fire_at, rec.paused)}.")],
         structured_content=wire,
     )
 
@@ -53,7 +53,11 @@ async def _guarded(call: Callable[[], Awaitable[CallToolResult]]) -> CallToolRes
         return job_error_result(exc)
 
 
-def _next(at: int | None) -> str:
+def _next(at: int | None, paused: bool) -> str:
+    """When the schedule fires next, as its answer says it (a paused one does not: 'next firing at' its planned
+    tick told an agent it would run then)."""
+    if paused:
+        return "it fires nothing until resumed (resume-schedule)"
     return f"next firing at {at}" if at is not None else "it fires no more (past its endAt)"
 
 
