@@ -35,7 +35,7 @@ class HealthReport(_Snapshot):
 
 
 class Statistics(_Snapshot):
-    """A frozen snapshot: counts, per-tool and per-operation figures, throughput and health."""
+    """Counts, per-tool and per-operation figures, throughput and health."""  # a frozen snapshot
 
     counts: dict[str, int]
     total: int

@@ -212,7 +212,7 @@ class Job(WireModel):
 
 
 class JobStatusMessage(WireModel):
-    """What `get-job-result` answers. Extra fields are allowed on the wire."""
+    """What get-job-result answers; it may carry more fields than these."""
 
     model_config = ConfigDict(extra="allow")
     job_id: str

@@ -132,8 +132,11 @@ SCHEDULE_FIELDS = tuple(f.name for f in fields(ScheduleRecord))
 
 
 class Schedule(WireModel):
-    """A schedule as clients (and the operator CLI) see it: secret-named arguments and `env` values are
-    `***` (`redact_params`); `lastOutcome` is the status of the job it fired last."""
+    """A schedule: secret-named arguments and env values are shown as ***; lastOutcome is the status of the job
+    it fired last."""
+
+      # this docstring is its schema's description, read by agents; clients and the operator
+    # CLI see it so (`redact_params`)
 
     schedule_id: str
     tool: str

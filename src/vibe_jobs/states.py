@@ -8,7 +8,7 @@ from vibe_jobs.errors import InvalidTransition
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life. Values are the wire values."""
+    """Where a job is in its life."""  # the values are the wire's; the docstring is the schemas' description
 
     PENDING = "pending"
     RUNNING = "running"

@@ -146,3 +146,33 @@ async def test_a_map_told_to_a_principal_with_a_token_does_not_name_where_the_ro
     assert structured(done)["status"] == "completed", told
     assert "a.py" in told and "pkg" in told, told
     assert str(tmp_path) not in told, told
+
+
+def _descriptions(schema: Any) -> list[str]:
+    if isinstance(schema, dict):
+        own = [schema["description"]] if isinstance(schema.get("description"), str) else []
+        return own + [d for value in schema.values() for d in _descriptions(value)]
+    if isinstance(schema, list):
+        return [d for item in schema for d in _descriptions(item)]
+    return []
+
+
+# the code's words: a function (`redact_params`), the developers' reference ("the specification's TaskJob"), the
+# Python side of a model ("the wire values"): a docstring written for this code's readers, shown to every agent
+CODE_WORDS = re.compile(r"`[a-z]+_[a-z_]+`|specification|wire|frozen|operator CLI")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_schema_descriptions_speak_to_the_agent_not_of_the_code(mode: str) -> None:
+    """The schemas' descriptions were the models' docstrings: 'Values are the wire values' (7 times), a schedule
+    '`***` (`redact_params`)', submit-job's `dependencies` 'dependsOn by the specification's TaskJob name': an
+    agent has no specification nor code to look these up in."""
+    async with stdio_client_for(mode) as client:
+        tools = (await client.list_tools()).tools
+    said = {
+        f"{tool.name}: {text}"
+        for tool in tools
+        for text in _descriptions(tool.input_schema) + _descriptions(tool.output_schema) + [tool.description or ""]
+        if CODE_WORDS.search(text)
+    }
+    assert not said, sorted(said)

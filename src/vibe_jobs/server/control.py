@@ -100,7 +100,7 @@ def with_refusal(msg: JobStatusMessage, refused: str | None, not_taken: str | No
 
 
 class JobListed(WireModel):
-    """A job as list-jobs shows it: the wire Job without its result (large params, details and questions
+    """A job as list-jobs shows it: its fields without its result (large params, details and questions
     may be shown as markers when the page must stay small)."""
 
     model_config = ConfigDict(extra="allow")
@@ -144,8 +144,8 @@ class AnswerTaken(WireModel):
 
 
 class SubmitMetadata(WireModel):
-    """submit-job's `metadata`: the specification's TaskJob metadata. `retryCount` is the server's count of a
-    job's retries: a new job's is 0 (the specification's example gives it)."""
+    """The job's session, user and batch, and its retry limit; retryCount is the server's count of the job's
+    retries, 0 for a new job."""  # the specification's TaskJob metadata; its example gives retryCount
 
     model_config = ConfigDict(extra="forbid")
 
@@ -426,11 +426,11 @@ class ControlTools:
         ] = None,
         dependencies: Annotated[
             list[Name] | None,
-            Field(max_length=MAX_DEPENDENCIES, description="dependsOn by the specification's TaskJob name."),
+            Field(max_length=MAX_DEPENDENCIES, description="Another name of dependsOn: give one of them."),
         ] = None,
         metadata: Annotated[
             SubmitMetadata | None,
-            Field(description="The specification's TaskJob metadata (batchId and maxRetries may be given here)."),
+            Field(description="sessionId, userId, batchId, maxRetries (the last two may be given here or above)."),
         ] = None,
     ) -> Annotated[CallToolResult, JobStarted]:
         """Submit a job tool call with scheduling options (priority, dependencies, resources, retries, time-out)."""
