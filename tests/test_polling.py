@@ -168,7 +168,8 @@ def test_following_the_recommendation_is_never_limited() -> None:
         (NOW - 10_000, 100.0, 15_000, 5000.0),  # 100 %: by the estimated duration
         (NOW - 10_000, None, 15_000, 5000.0),
         (NOW, 50.0, 15_000, 15_000.0),  # no time elapsed: no rate yet
-        (NOW - 20_000, None, 15_000, 0.0),  # overdue: zero, not negative
+        (NOW - 20_000, None, 15_000, 5000.0),  # 5 s past its estimate: about as long again, not 0 (base reads)
+        (NOW - 15_000, None, 15_000, 0.0),  # due now
         (NOW + 5000, 50.0, 15_000, 15_000.0),  # a start in the future counts as just started
         (NOW - 10_000, None, None, None),  # nothing to go by
         (NOW - 10_000, 0.0, None, None),

@@ -3,9 +3,10 @@
 Each key keeps an exponentially weighted mean (`ewma_ms`, the typical run) and the last RECENT run
 times, whose nearest-rank 90th percentile (`high_ms`) is the estimate polling uses for a job that gave
 no `estimatedDuration`: a job rarely outruns it, so the polling recommendation clamps to the expected
-finish without falling back to base-rate reads past it. Rows are persisted in the store (`durations`
-table) by the manager's maintenance; each process keeps learning from its own completions and the last
-writer of a key wins (a cluster converges on the most recent learner's view).
+finish; one that does is expected to need about as long again as it overran (`polling.estimate_remaining`).
+Rows are persisted in the store (`durations` table) by the manager's maintenance; each process keeps learning
+from its own completions and the last writer of a key wins (a cluster converges on the most recent learner's
+view).
 """
 
 from __future__ import annotations

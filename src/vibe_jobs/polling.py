@@ -96,12 +96,14 @@ def estimate_remaining(
     progress: float | None,
     estimated_duration: int | None,
 ) -> float | None:
-    """Milliseconds left by the progress rate, else by the estimated duration; None when unknown."""
+    """Milliseconds left by the progress rate, else by the estimated duration; None when unknown. A run past its
+    estimated duration is expected to need about as long again as it overran (it was not 0: every read past the
+    estimate was then recommended at the base interval, to the end of a run however long)."""
     if started_at is None:
         return None
     elapsed = max(0, now - started_at)
     if progress is not None and 0 < progress < 100 and elapsed > 0:
         return elapsed * (100 - progress) / progress
     if estimated_duration is not None:
-        return max(0.0, float(estimated_duration - elapsed))
+        return float(abs(estimated_duration - elapsed))
     return None

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -176,3 +178,26 @@ async def test_schema_descriptions_speak_to_the_agent_not_of_the_code(mode: str)
         if CODE_WORDS.search(text)
     }
     assert not said, sorted(said)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_run_past_its_tools_usual_time_is_not_read_every_second_to_the_end(mode: str) -> None:
+    """The recommendation clamps to the time a run is expected to need (learned from the tool's runs); once a
+    run went past it, the remaining time was 0 and every recommendation the base interval, for the rest of the
+    run: after three `echo`s, an agent obeying it read a 10-minute `run-command` 600 times (each answer in its
+    context) instead of about 25. Past its estimate, a run is expected to need about as long again as it
+    overran: still never above the backoff, never below the base, and an obeying agent is never limited."""
+    env = {"VIBE_JOBS_ALLOWED_COMMANDS": "echo,sleep", "VIBE_JOBS_POLL_BASE_MS": "200", "VIBE_JOBS_POLL_MAX_MS": "5000"}
+    async with stdio_client_for(mode, env) as client:
+        for _ in range(3):  # the tool's usual run: a few milliseconds
+            await _finished(client, await start(client, "run-command", {"command": ["echo", "quick"]}))
+        started = await client.call_tool("run-command", {"command": ["sleep", "1.6"]})
+        body, intervals = structured(started), []
+        while body.get("pollingRecommendation"):
+            reco = body["pollingRecommendation"]
+            intervals.append(reco["interval"])
+            await anyio.sleep(max(0.0, reco["nextCheckTime"] / 1000 - time.time()))  # as told, to the ms
+            body = structured(await client.call_tool("get-job-result", {"jobId": body["jobId"]}))
+            assert not body.get("rateLimited"), (intervals, body)
+    assert body["status"] == "completed", body
+    assert max(intervals) > 200 and len(intervals) <= 6, intervals  # at the base: 9 reads
