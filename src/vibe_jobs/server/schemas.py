@@ -48,7 +48,7 @@ def untitled(schema: dict[str, Any], *, top: bool = False) -> dict[str, Any]:
     its own title when `top` (an input schema's is the arguments model's, named after a Python function:
     "__call__Arguments"). A title is an annotation: the schema admits the same instances, in fewer words that an
     agent reads on every tools/list. A title given on purpose (any other text) stays."""
-    out = _untitled(schema)
+    out: dict[str, Any] = _untitled(schema)
     if top:
         out.pop("title", None)
     return out
