@@ -135,7 +135,7 @@ class Schedule(WireModel):
     """A schedule: secret-named arguments and env values are shown as ***; lastOutcome is the status of the job
     it fired last."""
 
-      # this docstring is its schema's description, read by agents; clients and the operator
+    # this docstring is its schema's description, read by agents; clients and the operator
     # CLI see it so (`redact_params`)
 
     schedule_id: str
