@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import MODES, start_http, stdio_client_for
-from tests.e2e.test_identity_e2e import ALICE, client_as
+from tests.e2e.conftest import MODES, stdio_client_for
 from tests.e2e.test_jobs_e2e import start, structured, texts
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES
 from vibe_jobs.server.scheduletools import SCHEDULE_TOOL_NAMES
@@ -125,29 +123,6 @@ async def test_a_paused_schedule_is_not_said_to_fire_next(mode: str) -> None:
     ran = [j["id"] for j in jobs if j["id"] != structured(fired)["jobId"]]
     assert not ran, f"fired while paused: {ran}"  # what the description promises, so the answer must not say more
     assert "next firing" not in said and "resume-schedule" in said, said
-
-
-@pytest.mark.parametrize("fmt", ["markdown", "json"])
-async def test_a_map_told_to_a_principal_with_a_token_does_not_name_where_the_roots_are(
-    tmp_path: Path, fmt: str
-) -> None:
-    """With authentication the roots are the operator's configuration and a refusal does not name them (roots.py),
-    yet a map of "." began '# Code map of `/the/root`' (its `root` the same): asking for one told a principal
-    where the server keeps its files. The map names the directory as the caller did."""
-    root = tmp_path / "hidden-root-name"
-    (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "a.py").write_text("def f() -> int:\n    return 1\n")
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n")
-    tokens.chmod(0o600)
-    with start_http("streamable-http", {"VIBE_JOBS_ROOTS": str(root)}, ["--auth-tokens", str(tokens)]) as http:
-        async with client_as(http, ALICE, "auto") as client:
-            job_id = await start(client, "map-codebase", {"path": "pkg", "format": fmt})
-            done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
-    told = texts(done) + json.dumps(done.structured_content)
-    assert structured(done)["status"] == "completed", told
-    assert "a.py" in told and "pkg" in told, told
-    assert str(tmp_path) not in told, told
 
 
 def _descriptions(schema: Any) -> list[str]:

@@ -256,8 +256,8 @@ async def test_a_map_names_its_directory_as_the_principal_gave_it_not_the_server
     tokens.chmod(0o600)
     with start_http("streamable-http", {"VIBE_JOBS_ROOTS": str(first)}, ["--auth-tokens", str(tokens)]) as http:
         async with client_as(http, ALICE) as alice:
-            for path in (".", "pkg"):
-                job_id = await start(alice, "map-codebase", {"path": path})
+            for path, fmt in ((".", "markdown"), ("pkg", "json")):
+                job_id = await start(alice, "map-codebase", {"path": path, "format": fmt})
                 result = await alice.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
                 body = structured(result)
                 assert body["status"] == "completed" and body["result"]["structuredContent"]["root"] == path, body

@@ -89,8 +89,6 @@ class MapCodebase:
             )
         except PatternsRefused as exc:  # a job whose arguments were not checked at call time (a schedule's)
             raise NonRetryableError(f"map-codebase refused: {exc}") from None
-        if not self.name_roots:  # where the roots are is the operator's to tell (roots.py): named as the caller did
-            code_map.root = path
         await job.progress(97, "rendering", stage="render", sub_progress=0)
         structured = code_map.model_dump(mode="json", by_alias=True)
         text_budget = DEFAULT_MAX_CHARS * 6 + 4096  # the Markdown as JSON text at most (every character escaped)
