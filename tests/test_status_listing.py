@@ -90,3 +90,47 @@ async def _every_page(store: MemoryStore, status: JobStatus) -> list[str]:
         if len(page) < 7:
             return found
         before = _key(page[-1])
+
+
+async def test_lists_by_status_are_those_of_a_plain_scan_whatever_the_changes() -> None:
+    """A differential check, many seeds: every page by status (each size, from any cursor, with the other filters)
+    is the one a plain scan of the jobs newest first gives, through inserts (same millisecond, older timestamps,
+    an id deleted and used again), status changes, reads (`touch`), adoptions and the retention's deletes."""
+    statuses = list(JobStatus)
+    for seed in range(40):
+        rng = random.Random(seed)
+        store, made = MemoryStore(), 0
+        for step in range(250):
+            roll = rng.random()
+            if roll < 0.35 or not store.jobs:
+                used = [job_id for job_id in (f"{i:04x}" for i in range(made)) if job_id not in store.jobs]
+                job_id = rng.choice(used) if used and rng.random() < 0.1 else f"{made:04x}"
+                made += job_id == f"{made:04x}"
+                at = rng.choice((step, step, step - 5, 3))  # the same millisecond as others, or older
+                rec = JobRecord(job_id, rng.choice("ab"), {}, rng.choice(statuses), at, at, principal=rng.choice("pq"))
+                await store.insert(rec)
+            elif roll < 0.7:
+                job_id = rng.choice(list(store.jobs))
+                await store.update(job_id, {"status": rng.choice(statuses), "finished_at": step, "updated_at": step})
+            elif roll < 0.8:
+                await store.touch(rng.choice(list(store.jobs)), step, step, None)
+            elif roll < 0.85:
+                pending = [r for r in store.jobs.values() if r.status is JobStatus.PENDING]
+                await store.adopt_pending(pending[:3], "other", step)
+            elif roll < 0.9:
+                await store.delete_finished(step - rng.randrange(40), limit=rng.randrange(1, 20))
+            else:
+                status, limit = rng.choice(statuses), rng.randrange(1, 60)
+                keys = sorted(((r.created_at, r.id) for r in store.jobs.values()), reverse=True)
+                cut = rng.choice([None, *keys])
+                tool, principal = rng.choice((None, "a")), rng.choice((None, "q"))
+                query = JobQuery(status, tool, limit, cut, principal)
+                scan = [
+                    job_id
+                    for key in keys
+                    if (cut is None or key < cut)
+                    and (rec := store.jobs[job_id := key[1]]).status is status
+                    and tool in (None, rec.tool_name)
+                    and principal in (None, rec.principal)
+                ][:limit]
+                assert [rec.id for rec in await store.query(query)] == scan, (seed, step, query)
