@@ -117,12 +117,15 @@ def exit_now(code: int, within: float) -> NoReturn:
     have run (`atexit`: logging's shutdown, an OpenTelemetry tracer provider's, which exports the spans it batched,
     the program's own), as they would at a normal exit; `os._exit` alone skipped them. A handler that hangs (an
     exporter whose collector does not answer, one that waits for the work left behind) is cut short: the process
-    ends `within` seconds on whatever the handlers did."""
+    ends `within` seconds on whatever the handlers did. Called from inside the event loop, the handlers run as
+    after it (no loop running): one that runs a loop of its own (`asyncio.run`: an async client's last flush) met
+    this one and failed ("cannot be called from a running event loop")."""
     _flush_std_streams()
     watchdog = threading.Timer(within, os._exit, (code,))
     watchdog.daemon = True
     watchdog.start()
     try:
+        asyncio.events._set_running_loop(None)  # (the process ends below: the loop never runs again)
         atexit._run_exitfuncs()  # each run once, in the order a normal exit runs them; what one raises is printed
     finally:
         _flush_std_streams()
