@@ -22,6 +22,7 @@ from mcp import Client
 from tests.e2e.conftest import MODES, ROOT, http_client_for, start_http, stdio_client_for
 from tests.e2e.test_identity_e2e import ALICE, client_as
 from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -266,6 +267,41 @@ async def test_a_map_names_its_directory_as_the_principal_gave_it_not_the_server
         job_id = await start(client, "map-codebase", {"path": "."})
         result = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
         assert structured(result)["result"]["structuredContent"]["root"] == str(first.resolve()), structured(result)
+
+
+@pytest.mark.postgres
+async def test_a_map_run_by_a_worker_names_its_directory_as_the_principal_gave_it(tmp_path: Path) -> None:
+    """The cluster layout (README): authenticated `serve --no-worker` replicas, `vibe-jobs worker`s that serve
+    nothing and so hold no token settings. The worker named the roots (it has no authentication: "the operator is
+    its one caller"), so alice's map of "." said "Code map of /the/operator's/root" again, run there. Whether the
+    roots are named is the job's creator's: a principal with a token is not told them, whoever runs the job."""
+    from vibe_jobs.store.postgres import PostgresStore
+
+    first = tmp_path / "operators-private-dir"
+    (first / "pkg").mkdir(parents=True)
+    (first / "pkg" / "a.py").write_text("def f() -> int:\n    return 1\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    tokens.chmod(0o600)
+    store = with_new_schema(postgres_url("a worker's map-codebase"), "vj_map")
+    env = {**os.environ, "VIBE_JOBS_ROOTS": str(first), "VIBE_JOBS_STORE": store}
+    worker_cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", store, "--drain-seconds", "0.5"]
+    args = ["--auth-tokens", str(tokens), "--no-worker", "--store", store]
+    try:
+        async with await anyio.open_process(worker_cmd, cwd=ROOT, env=env, stdout=None, stderr=None) as worker:
+            with start_http("streamable-http", {"VIBE_JOBS_ROOTS": str(first)}, args) as http:
+                async with client_as(http, ALICE) as alice:
+                    job_id = await start(alice, "map-codebase", {"path": "."})
+                    result = await alice.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+            worker.terminate()
+            with anyio.fail_after(15):
+                await worker.wait()
+    finally:
+        await PostgresStore(store).drop_schema()
+    body = structured(result)
+    assert body["status"] == "completed", body
+    assert body["result"]["structuredContent"]["root"] == ".", body  # before: the worker's resolved path
+    assert str(tmp_path) not in json.dumps([texts(result), body]), texts(result)
 
 
 async def test_map_codebase_refuses_globs_past_their_limits_before_a_job(tmp_path: Path) -> None:

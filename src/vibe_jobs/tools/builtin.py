@@ -13,7 +13,8 @@ import anyio
 from pydantic import Field
 
 from vibe_jobs.context import JobContext
-from vibe_jobs.errors import JobTimeout, NonRetryableError
+from vibe_jobs.errors import JobNotFound, JobTimeout, NonRetryableError, StoreError
+from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import diagnostic_line
@@ -69,7 +70,8 @@ class MapCodebase:
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:
         """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
-        root = resolve_within_roots(path, self.roots, must_be_dir=True, name_roots=self.name_roots)
+        name_roots = await self._names_roots(job)
+        root = resolve_within_roots(path, self.roots, must_be_dir=True, name_roots=name_roots)
 
         async def report(percent: float, message: str, *, stage: str, sub_progress: float) -> None:
             await job.progress(percent, message, stage=stage, sub_progress=sub_progress)
@@ -85,7 +87,7 @@ class MapCodebase:
                 checkpoint=job.checkpoint,
                 diagnostic=job.diagnostic,
                 threads=job.threads,
-                shown_as=None if self.name_roots else path,  # a principal is not told where the roots are
+                shown_as=None if name_roots else path,  # a principal is not told where the roots are
             )
         except PatternsRefused as exc:  # a job whose arguments were not checked at call time (a schedule's)
             raise NonRetryableError(f"map-codebase refused: {exc}") from None
@@ -98,6 +100,17 @@ class MapCodebase:
             structured = code_map.model_dump(mode="json", by_alias=True)
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
         return text_result(body or _summary(code_map), structured=structured)
+
+    async def _names_roots(self, job: JobContext) -> bool:
+        """Whether this run may name the roots: in a process without authentication (`name_roots`), for a job the
+        operator created (the local principal). A `vibe-jobs worker` serves nothing and holds no token settings, yet
+        runs the jobs principals with tokens created on an authenticated replica: it named the roots to them."""
+        if not self.name_roots:
+            return False
+        try:
+            return (await job.manager.get_record(job.job_id)).principal == LOCAL_PRINCIPAL
+        except (JobNotFound, StoreError):  # not known: not named
+            return False
 
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
