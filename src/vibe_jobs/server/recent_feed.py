@@ -30,6 +30,7 @@ log = get_logger("vibe_jobs.resources")
 
 RECENT_URI = "jobs://recent"
 RECENT_EVERY = 1.0  # seconds between two updates of jobs://recent
+KNOWN_PRINCIPALS = 10_000  # jobs changed elsewhere whose principal is kept (read once each: it never changes)
 Listener = Callable[[ServerEvent], None]
 
 
@@ -80,6 +81,7 @@ class RecentFeed:
         self._sessions: dict[object, ServerSession] = {}  # connection -> a session on it
         self._listens = 0  # open listen streams naming jobs://recent
         self._changed: set[str] = set()
+        self._known: dict[str, str] = {}  # job id -> principal, of jobs changed by other processes (read once)
         self._last_sent = -math.inf
         self.due = math.inf
 
@@ -101,7 +103,10 @@ class RecentFeed:
 
     async def note(self, event: JobEvent) -> None:
         """A job changed: the subscribers who see it hear so at the next `due`."""
-        if not self.wanted or event.type is EventType.EXPIRED:
+        if event.type is EventType.EXPIRED:
+            self._known.pop(event.job_id, None)
+            return
+        if not self.wanted:
             return
         principal = event.principal
         if principal is None:  # a change made by another process
@@ -122,13 +127,21 @@ class RecentFeed:
         return bool(self._changed) and all(v is None or any(map(v.sees, self._changed)) for v in viewers)
 
     async def _principal_of(self, job_id: str) -> str | None:
-        """The principal of a job changed by another process (its event does not say): one read."""
+        """The principal of a job changed by another process (its event does not say): one read a job, not one a
+        change (a busy job's progress elsewhere was a read of its whole record at each report)."""
+        known = self._known.get(job_id)
+        if known is not None:
+            return known
         try:
-            return (await self.manager.get_record(job_id)).principal
+            principal = (await self.manager.get_record(job_id)).principal
         except JobNotFound:
             return None
         except StoreError:  # the store is failing: the hub's one task must not end with it (told at the next change)
             return None
+        if len(self._known) >= KNOWN_PRINCIPALS:
+            del self._known[next(iter(self._known))]  # the longest known
+        self._known[job_id] = principal
+        return principal
 
     async def flush(self, now: float) -> dict[object, ServerSession]:
         """Once `due`: tell the listen streams whose viewer sees a changed job, and answer the legacy sessions to
