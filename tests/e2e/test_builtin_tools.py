@@ -304,6 +304,46 @@ async def test_a_map_run_by_a_worker_names_its_directory_as_the_principal_gave_i
     assert str(tmp_path) not in json.dumps([texts(result), body]), texts(result)
 
 
+@pytest.mark.postgres
+async def test_a_worker_s_refusal_at_run_time_names_no_root_to_a_principal(tmp_path: Path) -> None:
+    """A directory accepted when alice asked (an authenticated replica) and gone when a worker runs the job: the
+    worker's refusal named the operator's roots to her ("outside the allowed roots ('/the/root'; ...)"), map-codebase's
+    and run-command's alike: the worker holds no token settings. It names them only in the operator's jobs now."""
+    from vibe_jobs.store.postgres import PostgresStore
+
+    first = tmp_path / "operators-private-dir"
+    (first / "gone").mkdir(parents=True)
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ALICE} alice\n")
+    tokens.chmod(0o600)
+    store = with_new_schema(postgres_url("a worker's refusals"), "vj_refusal")
+    shared = {"VIBE_JOBS_ROOTS": str(first), "VIBE_JOBS_ALLOWED_COMMANDS": "sh"}
+    worker_cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", store, "--drain-seconds", "0.5"]
+    args = ["--auth-tokens", str(tokens), "--no-worker", "--store", store]
+    answers = []
+    try:
+        with start_http("streamable-http", shared, args) as http:
+            async with client_as(http, ALICE) as alice:
+                ids = [
+                    await start(alice, "map-codebase", {"path": "gone"}),
+                    await start(alice, "run-command", {"command": ["sh", "-c", "true"], "cwd": "gone"}),
+                ]
+                (first / "gone").rmdir()  # after the call's own check, before any run
+                env = {**os.environ, **shared}
+                async with await anyio.open_process(worker_cmd, cwd=ROOT, env=env, stdout=None, stderr=None) as worker:
+                    for job_id in ids:
+                        answers.append(await alice.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30}))
+                    worker.terminate()
+                    with anyio.fail_after(15):
+                        await worker.wait()
+    finally:
+        await PostgresStore(store).drop_schema()
+    for answer in answers:
+        body = structured(answer)
+        assert body["status"] == "failed" and "outside the allowed roots" in json.dumps(body), body
+        assert str(tmp_path) not in json.dumps([texts(answer), body]), body  # before: the worker named the root
+
+
 async def test_map_codebase_refuses_globs_past_their_limits_before_a_job(tmp_path: Path) -> None:
     """300 KB of exclude globs were compiled on the server's event loop: every client waited ~4 s."""
     hostile = ["x" + "*y" * 500 + str(i) for i in range(300)]

@@ -70,7 +70,7 @@ class MapCodebase:
         format: Literal["markdown", "json"] = "markdown",
     ) -> dict[str, Any]:
         """Map a code base: per file its language, line count and top-level symbols, plus a Markdown map."""
-        name_roots = await self._names_roots(job)
+        name_roots = await _names_roots(self.name_roots, job)
         root = resolve_within_roots(path, self.roots, must_be_dir=True, name_roots=name_roots)
 
         async def report(percent: float, message: str, *, stage: str, sub_progress: float) -> None:
@@ -101,17 +101,6 @@ class MapCodebase:
         body = render_markdown(code_map, max_chars=DEFAULT_MAX_CHARS) if format == "markdown" else None
         return text_result(body or _summary(code_map), structured=structured)
 
-    async def _names_roots(self, job: JobContext) -> bool:
-        """Whether this run may name the roots: in a process without authentication (`name_roots`), for a job the
-        operator created (the local principal). A `vibe-jobs worker` serves nothing and holds no token settings, yet
-        runs the jobs principals with tokens created on an authenticated replica: it named the roots to them."""
-        if not self.name_roots:
-            return False
-        try:
-            return (await job.manager.get_record(job.job_id)).principal == LOCAL_PRINCIPAL
-        except (JobNotFound, StoreError):  # not known: not named
-            return False
-
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
             resolve_within_roots(params["path"], self.roots, must_be_dir=True, name_roots=self.name_roots)
@@ -120,6 +109,18 @@ class MapCodebase:
         except (PathRefused, PatternsRefused) as exc:
             return f"map-codebase refused: {exc}"
         return None
+
+
+async def _names_roots(name_roots: bool, job: JobContext) -> bool:
+    """Whether a run of `job` may name the roots: in a process without authentication (`name_roots`), for a job the
+    operator created (the local principal). A `vibe-jobs worker` serves nothing and holds no token settings, yet
+    runs the jobs that principals with tokens created on an authenticated replica: it named the roots to them."""
+    if not name_roots:
+        return False
+    try:
+        return (await job.manager.get_record(job.job_id)).principal == LOCAL_PRINCIPAL
+    except (JobNotFound, StoreError):  # not known: not named
+        return False
 
 
 def _files_within(structured: dict[str, Any], budget: int) -> int | None:
@@ -162,7 +163,7 @@ class RunCommand:
     ) -> dict[str, Any]:
         """Run an allowed program (no shell) and report its exit code and the tails of its output."""
         try:
-            executable, workdir, child_env = self._checked(command, cwd, env)
+            executable, workdir, child_env = await self._checked_for(job, command, cwd, env)
         except (CommandRefused, PathRefused) as exc:
             raise NonRetryableError(f"run-command refused: {exc}") from None
         stream = _Stream(job)
@@ -193,17 +194,30 @@ class RunCommand:
         tails = f"\n\nstdout (tail):\n{out}\n\nstderr (tail):\n{err}"
         return text_result(summary + tails, structured=outcome.to_dict())
 
-    def _checked(
-        self, command: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+    async def _checked_for(
+        self, job: JobContext, command: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
     ) -> tuple[str, Path, dict[str, str]]:
-        """The file to run, the working directory and the child's environment; raises the refusal."""
+        """`_checked` for a run of `job`: a refusal names the roots only to the operator (`_names_roots`, read only
+        for a refusal)."""
+        try:
+            return self._checked(command, cwd, env, False)
+        except PathRefused:
+            if not await _names_roots(self.name_roots, job):
+                raise
+            return self._checked(command, cwd, env, True)  # refused again, naming them
+
+    def _checked(
+        self, command: Sequence[str], cwd: str | None, env: Mapping[str, str] | None, name_roots: bool
+    ) -> tuple[str, Path, dict[str, str]]:
+        """The file to run, the working directory and the child's environment; raises the refusal (naming the
+        roots with `name_roots`)."""
         executable = self.allowlist.executable(command)
-        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True, name_roots=self.name_roots)
+        workdir = resolve_within_roots(cwd or self.roots[0], self.roots, must_be_dir=True, name_roots=name_roots)
         return executable, workdir, self.allowlist.child_env(env, workdir)
 
     def refuse(self, params: dict[str, Any]) -> str | None:
         try:
-            self._checked(params["command"], params.get("cwd"), params.get("env"))
+            self._checked(params["command"], params.get("cwd"), params.get("env"), self.name_roots)
         except (CommandRefused, PathRefused) as exc:
             return f"run-command refused: {exc}"
         return None
