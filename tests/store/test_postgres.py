@@ -38,7 +38,7 @@ asyncpg = pytest.importorskip("asyncpg")
 
 from vibe_jobs.store.postgres import ClaimLimits, JobChange, PostgresStore, parse_url, redact  # noqa: E402
 from vibe_jobs.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION  # noqa: E402
-from vibe_jobs.store.postgres.sql import MANY_TOOLS  # noqa: E402
+from vibe_jobs.store.postgres.sql import INSERT, MANY_TOOLS, insert_args  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
@@ -417,6 +417,89 @@ async def test_dependency_blocked_lists_jobs_that_can_never_run(store: PostgresS
     blocked = [(rec.id, dep, status) for rec, dep, status in await store.dependency_blocked()]
     assert blocked == [("needs-bad", "bad", F), ("needs-ghost", "ghost", None)]
     assert await claim_ids(store) == ["ok"]
+
+
+async def held_back(store: PostgresStore) -> list[str]:
+    """The jobs flagged `blocked` (schema step 15): pending, with a dependency not completed."""
+    return [r[0] for r in await raw(store, "SELECT id FROM jobs WHERE blocked ORDER BY id")]
+
+
+async def test_a_chain_is_claimed_link_by_link_each_released_by_its_dependency_s_completion(
+    store: PostgresStore,
+) -> None:
+    """Only the pending jobs a dependency holds back are flagged (the claim's index leaves them out); completing
+    a job releases its dependants whose dependencies are all completed, in the completing write."""
+    await store.insert(task_job("a", created_at=1))
+    for prev, name in zip("abcd", "bcde", strict=True):
+        await store.insert(task_job(name, created_at=0, dependencies=[prev]))  # older than a: each would go first
+    await store.insert(task_job("f", created_at=0, dependencies=["a", "e"]))
+    assert await held_back(store) == ["b", "c", "d", "e", "f"]
+    for name in "abcde":
+        assert await claim_ids(store) == [name]
+        await store.update(name, {"status": C, "finished_at": 9})
+    assert await claim_ids(store) == ["f"]
+    assert await held_back(store) == []
+    await store.update("f", {"status": C, "finished_at": 9})
+    await store.insert(task_job("g", created_at=10, dependencies=["a", "f"]))  # a and f completed: not held back
+    await store.insert(task_job("h", created_at=11, dependencies=["imported"]))  # not there yet
+    assert await held_back(store) == ["h"]
+    await store.insert(record("imported", status=C, finished_at=1))  # a job inserted completed releases it
+    assert await held_back(store) == []
+    assert await claim_ids(store) == ["g", "h"]
+
+
+async def test_a_dependant_inserted_while_its_dependency_completes_is_released_by_the_sweep(
+    store: PostgresStore,
+) -> None:
+    """The insert reads its dependency running and flags the job; the dependency completes (its release cannot see
+    the insert, not committed yet), then the insert commits: nothing would ever release the job but the sweeper's
+    `release_ready`."""
+    await store.insert(task_job("dep", created_at=1))
+    assert await claim_ids(store) == ["dep"]
+    conn = await asyncpg.connect(store.dsn, server_settings={"search_path": store.schema})
+    try:
+        async with conn.transaction():
+            await conn.execute(INSERT, *insert_args(task_job("late", created_at=2, dependencies=["dep"])))
+            await store.update("dep", {"status": C, "finished_at": 5})
+    finally:
+        await conn.close()
+    assert await held_back(store) == ["late"]
+    assert await claim_ids(store) == []
+    assert await store.release_ready() == 1
+    assert await held_back(store) == []
+    assert await claim_ids(store) == ["late"]
+    assert await store.release_ready() == 0
+
+
+async def test_step_15_flags_the_pending_jobs_a_dependency_holds_back(make_store: StoreFactory) -> None:
+    """A database of step 14 holding jobs that wait on dependencies comes out of step 15 with those (and only
+    those) flagged: the claim takes the ready ones, a completion releases the others, a failed one is found."""
+    fresh = await make_store()
+    await raw(fresh, f'DROP SCHEMA "{fresh.schema}" CASCADE')
+    conn = await asyncpg.connect(fresh.dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{fresh.schema}"; SET search_path = "{fresh.schema}"')
+        for statement in (statement for step in MIGRATIONS[:14] for statement in step):
+            await conn.execute(statement)
+        await conn.execute("CREATE TABLE vibe_jobs_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ"
+                           " NOT NULL DEFAULT now())")  # fmt: skip
+        await conn.execute("INSERT INTO vibe_jobs_migrations SELECT generate_series(1, 14)")
+        await conn.executemany(
+            "INSERT INTO jobs (id, tool_name, params, status, created_at, updated_at, version, access_count, priority,"
+            " attempt, retry_count, error_count, deps) VALUES ($1, 'echo', '{}', $2, $3, $3, 1, 0, 1, 0, 0, 0, $4)",
+            [("done", "completed", 1, []), ("runs", "running", 2, []), ("bad", "failed", 3, []),
+             ("ready", "pending", 4, ["done"]), ("free", "pending", 5, []), ("waits", "pending", 6, ["runs"]),
+             ("waits-2", "pending", 7, ["done", "runs"]), ("doomed", "pending", 8, ["bad"]),
+             ("ended", "cancelled", 9, ["runs"])],
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    upgraded = await make_store()
+    assert await held_back(upgraded) == ["doomed", "waits", "waits-2"]
+    assert await claim_ids(upgraded) == ["ready", "free"]
+    await upgraded.update("runs", {"status": C, "finished_at": 10})
+    assert await claim_ids(upgraded) == ["waits", "waits-2"]
+    assert [(rec.id, dep) for rec, dep, _ in await upgraded.dependency_blocked()] == [("doomed", "bad")]
 
 
 async def test_resource_limits(store: PostgresStore) -> None:

@@ -334,7 +334,8 @@ class ClaimSource:
             self.executor.held_elsewhere(run, job_id in held, held.get(job_id))
 
     async def _sweep(self) -> None:
-        """Fail pending jobs whose dependency failed, was cancelled or is gone (one sweeper at a time)."""
+        """Release pending jobs an insert left held back although their dependencies completed, and fail those
+        whose dependency failed, was cancelled or is gone (one sweeper at a time)."""
         now = anyio.current_time()
         if now < self._next_sweep:
             return
@@ -342,6 +343,7 @@ class ClaimSource:
         async with self.store.sweeper_lock() as held:
             if not held:
                 return
+            await self.store.release_ready()
             for rec, dep, status in await self.store.dependency_blocked():
                 await fail_dependent(self.m, rec.id, dep, status)
 

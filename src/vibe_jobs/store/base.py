@@ -421,6 +421,10 @@ class SharedJobStore(PrincipalLocking, QueueReading, JobStore, Protocol):
     async def dependency_blocked(self, limit: int = 1000) -> list[tuple[JobRecord, str, JobStatus | None]]:
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
 
+    async def release_ready(self) -> int:
+        """Make claimable the pending jobs whose dependencies all completed but that are still held back (an
+        insert that raced the completion of its last dependency); how many (the sweeper's, once a second)."""
+
 
 @runtime_checkable
 class ScheduleStore(Protocol):

@@ -29,7 +29,7 @@ from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, WAITS_SINCE_SQL, ClaimLimits
 from vibe_jobs.store.codec import COLUMNS, select_list
-from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL
+from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL, unmet
 
 DEFAULT_NEEDS = ResourceRequirements()
 _EXTRA = ("deps", "need_memory_mb", "need_cpu_weight", "need_disk_mb")
@@ -38,9 +38,12 @@ _JCOLS = select_list(table="jobs.")
 
 SELECT = f"SELECT {_COLS} FROM jobs"
 RETURNING = f" RETURNING {_COLS}"
+# A pending job is inserted `blocked` when a dependency of it is not completed (schema step 15).
+_BLOCKED = f"${COLUMNS.index('status') + 1} = 'pending' AND {unmet(f'${len(COLUMNS) + 1}::TEXT[]')}"
 INSERT = (
-    f"INSERT INTO jobs ({_COLS}, {', '.join(_EXTRA)}) "
-    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS) + len(_EXTRA)))}){codec.DEDUPE_CONFLICT}"
+    f"INSERT INTO jobs ({_COLS}, {', '.join(_EXTRA)}, blocked) "
+    f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COLUMNS) + len(_EXTRA)))}, {_BLOCKED})"
+    f"{codec.DEDUPE_CONFLICT}"
 )
 GET = f"{SELECT} WHERE id = $1"
 TOUCH = "UPDATE jobs SET access_count = $1, last_access_time = $2, next_check_time = $3 WHERE id = $4"
@@ -194,6 +197,29 @@ CROSS JOIN LATERAL unnest(jobs.deps) AS d(dep) LEFT JOIN jobs x ON x.id = d.dep
 WHERE jobs.status = 'pending' AND cardinality(jobs.deps) > 0 AND (x.id IS NULL OR x.status IN
     ('failed', 'cancelled'))
 ORDER BY jobs.created_at, jobs.id LIMIT $1"""
+# The dependants of the jobs $1 (just completed) that no dependency holds back any more, made claimable: found by
+# `jobs_blocked_deps`, locked in id order (`locked_in_order`; waited for: two writers releasing a dependant in
+# common queue there, and a row is locked only by statements of one row or of rows in id order, so briefly).
+# Run after the completions committed: of two jobs completed at once by two processes, the release that comes
+# last sees both, whatever the order of their commits.
+_DEPENDANTS_LOCK, _ = locked_in_order(
+    "SELECT id FROM jobs WHERE deps && $1::TEXT[] AND status = 'pending' AND blocked"
+    f" AND NOT {unmet('deps')} ORDER BY id FOR UPDATE"
+)
+RELEASE_DEPENDANTS = (
+    f"WITH {_DEPENDANTS_LOCK} UPDATE jobs SET blocked = false WHERE id = ANY(ARRAY(SELECT id FROM locked))"
+)
+# The sweeper's backstop: every blocked pending job whose dependencies are all completed (an insert that read a
+# dependency as unfinished while that dependency completed and released its dependants, before the insert
+# committed; a writer that died between a completion and its release). Rows locked elsewhere are left for the next
+# sweep. Answers the jobs released (announced: claimers wake).
+_READY_LOCK, _ = locked_in_order(
+    f"SELECT id FROM jobs WHERE status = 'pending' AND blocked AND NOT {unmet('deps')}"
+    " ORDER BY id FOR UPDATE SKIP LOCKED"
+)
+RELEASE_READY = (
+    f"WITH {_READY_LOCK} UPDATE jobs SET blocked = false WHERE id = ANY(ARRAY(SELECT id FROM locked)){RETURNING}"
+)
 # What the limited claim sees (`vj_claim_usage`), for inspection: a scan of the table (not for hot paths).
 USAGE = """SELECT coalesce(sum(n), 0)::BIGINT AS running, coalesce(sum(mem), 0)::FLOAT8 AS memory_mb,
     coalesce(sum(cpu), 0)::FLOAT8 AS cpu_weight, coalesce(sum(disk), 0)::FLOAT8 AS disk_mb,
@@ -319,7 +345,7 @@ def limit_args(limits: ClaimLimits) -> list[Any]:
 # $1 tools, $2 now (NULL: the database clock), $3 weights, $4 aging_ms, [$5..$9 limits], then owner, lease_ms, k,
 # [$13 the claim lock key], the claim token.
 # Within a priority level the order is (created_at, seq), so the best k jobs of a level are the first k
-# eligible rows of the `jobs_claim` index for that level: one short index scan per level (LIMIT k,
+# eligible rows of the `jobs_claim_ready` index for that level: one short index scan per level (LIMIT k,
 # SKIP LOCKED), then the best k of those (at most 4k) by the aged key. No sort of the whole queue.
 # A batch honours the limits cumulatively: the n-th job of the batch (in claim order) is taken only
 # when the running count, the summed resource needs and its tool's count, with the n - 1 before it
@@ -337,11 +363,13 @@ _TOOLS_MANY = f"{tool_set('$1')} ? j.tool_name"
 
 
 def _eligible(many: bool) -> str:
-    """The claimable rows of a level (the same for the claim and the head of the queue)."""
+    """The claimable rows of a level (the same for the claim and the head of the queue): of `jobs_claim_ready`,
+    not `blocked` (schema step 15), so the scan never meets the jobs a dependency holds back. The dependencies
+    are tested again on the rows it meets (a lookup or two each): a job whose completed dependency was deleted
+    since waits, and is failed by the sweeper, as before."""
     return f"""j.status = 'pending' AND {LEVEL} = lv.level AND {_TOOLS_MANY if many else _TOOLS_FEW}
           AND (j.run_after IS NULL OR j.run_after <= t.now) AND j.cancel_requested IS NULL
-          AND (cardinality(j.deps) = 0 OR NOT EXISTS (SELECT 1 FROM unnest(j.deps) AS d(dep)
-              WHERE NOT EXISTS (SELECT 1 FROM jobs x WHERE x.id = d.dep AND x.status = 'completed')))"""
+          AND NOT j.blocked AND (cardinality(j.deps) = 0 OR NOT {unmet("j.deps")})"""
 
 
 _FITS = """

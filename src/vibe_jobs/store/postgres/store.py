@@ -15,7 +15,8 @@ coordination point of a cluster:
 - `listen(callback)`: wake-ups over LISTEN/NOTIFY on job creation, status change and cancel request
   (the insert trigger announces new jobs; the store announces the changes it made, after they committed);
 - `sweeper_lock()`: a session advisory lock, so one process at a time fails the pending jobs a dependency blocks;
-- `dependency_blocked()`: pending jobs a failed, cancelled or deleted dependency keeps from ever running.
+- `dependency_blocked()`: pending jobs a failed, cancelled or deleted dependency keeps from ever running;
+- `release_ready()`: the sweeper's backstop for jobs left `blocked` although their dependencies completed.
 """
 
 from __future__ import annotations
@@ -343,6 +344,7 @@ class PostgresStore(SharedJobStore):
                 return True
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
         if status != "INSERT 0 0":
+            await self._release_dependants([job])  # a job inserted completed (an import) releases its dependants
             return True
         # nothing inserted: an active job holds its dedupe key; after a lost try that had committed, this one
         return tries > 1 and await self._stored_as(job)
@@ -375,7 +377,8 @@ class PostgresStore(SharedJobStore):
         is in flight queue, and when it is done the first of them sends the whole queue (up to
         `_WRITE_BATCH`) as one `UPDATE ... FROM unnest(...)` per shape of change: one round trip and one
         durable commit for many jobs, each row still its own compare-and-set. Every caller returns once
-        the statement holding its change committed. Listeners are told after the commit, as ever."""
+        the statement holding its change committed, and the dependants of the jobs it completed were
+        released (`_release_dependants`; the next batch goes meanwhile). Listeners are told after that."""
         self._writes.append(req)
         if self._writing:
             try:
@@ -393,9 +396,12 @@ class PostgresStore(SharedJobStore):
         batch = self._take_batch()
         try:
             with anyio.CancelScope(shield=True):
-                await self._send(batch)
+                try:
+                    await self._send(batch)
+                finally:
+                    self._pass_lead()
+                await self._release_dependants([r.result for r in batch if r.result is not None and r.announce])
         finally:
-            self._pass_lead()
             for other in batch:
                 if other is not req:
                     other.done.set()
@@ -403,6 +409,17 @@ class PostgresStore(SharedJobStore):
         if changed:
             self._announce(changed)
         return req.outcome()
+
+    async def _release_dependants(self, records: list[JobRecord]) -> None:
+        """Make claimable the dependants that the completed jobs of `records` held back (schema step 15), after
+        the completions committed and before they are announced (the claimers they wake find the dependants).
+        A failure leaves them to the sweeper's `release_ready`."""
+        done = [r.id for r in records if r.status is JobStatus.COMPLETED]
+        if done:
+            try:
+                await self._execute(sql.RELEASE_DEPENDANTS, done)
+            except StoreError as exc:
+                log.info("store.release_deferred", jobs=len(done), error=exc.message)
 
     def _take_batch(self) -> list[_Write]:
         """The queued writes to send now: in order, at most one per job, at most `_WRITE_BATCH`."""
@@ -809,6 +826,16 @@ class PostgresStore(SharedJobStore):
         """Pending jobs that can never run: (job, dependency id, its status or None when deleted)."""
         rows = await self._fetch(sql.DEPENDENCY_BLOCKED, limit)
         return [(sql.decode_first(r), r[-2], None if r[-1] is None else JobStatus(r[-1])) for r in rows]
+
+    async def release_ready(self) -> int:
+        """Make claimable the pending jobs a dependency held back whose dependencies are all completed now, that
+        the writers of those completions did not release (an insert that raced the last one); how many. The
+        sweeper's, about once a second."""
+        released = await self._records(sql.RELEASE_READY)
+        if released:
+            log.info("store.released_late", jobs=len(released))
+            self._announce(released)
+        return len(released)
 
     async def usage(self) -> dict[str, Any]:
         """Cluster usage, summed from the running jobs: running, memory_mb, cpu_weight, disk_mb, and
