@@ -14,9 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.engine.test_takeovers import info_logs
 from tests.store.test_contract import insert_all, record
 from tests.store.test_postgres import StoreFactory, make_store, schema_url  # noqa: F401  # the fixtures
-from vibe_jobs.models import JobRecord
+from vibe_jobs.models import JobRecord, TaskSpec
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import Guard
 
@@ -234,3 +235,27 @@ async def test_deleting_a_schedule_while_old_ticks_are_pruned_does_not_deadlock(
         assert await conn.fetchval("SELECT count(*) FROM schedule_ticks WHERE schedule_id = 's'") == 0
     finally:
         await conn.close()
+
+
+async def test_a_completion_releasing_its_dependants_and_a_batch_of_writes_to_them_do_not_deadlock(
+    named: Callable[[str], Awaitable[PostgresStore]],
+) -> None:
+    """A process completes d and releases its dependants j1 and j2 (schema step 15) while another one's deadline
+    timers fail them, with a job between them, as one group-committed batch (j2, j15, j1, held by the test at
+    j15). The release takes its rows in id order: it waits for j1, which the batch holds, instead of taking j2 (met
+    first in the table) and waiting for j1 while the batch waits for j2. The batch then fails them, and the release
+    finds them failed and leaves them."""
+    writer, completer = await named("writer"), await named("completer")
+    await insert_all(writer, [record("d", status=R), record("w0"), record("j15")])
+    for job_id in ("j2", "j1"):  # laid out in the table in that order
+        await writer.insert(record(job_id, task=TaskSpec(dependencies=["d"])))
+    with info_logs() as logs:
+        async with batch_held_at(writer, expired(700), ["j2", "j15", "j1"], held="j15") as writes:
+            completing = asyncio.ensure_future(completer.update("d", {"status": JobStatus.COMPLETED}))
+            await waits(completer)  # its release, at j1
+        with anyio.fail_after(20):
+            done = await asyncio.gather(*writes)
+            assert (await completing) is not None
+    assert [rec is not None and rec.status for rec in done] == [F] * 3, "a write of the batch was lost"
+    refused = [e["event"] for e in logs if e["event"] in ("store.batch_refused", "store.release_deferred")]
+    assert refused == [], "a deadlock failed one of them"
