@@ -25,7 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests.engine.test_takeovers import info_logs
 from tests.pg import postgres_url, with_new_schema
-from tests.store.test_contract import record
+from tests.store.test_contract import insert_all, record
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreError, StoreLocked, StoreUnavailable
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, Priority, ResourceRequirements, TaskSpec
@@ -446,6 +446,19 @@ async def test_a_chain_is_claimed_link_by_link_each_released_by_its_dependency_s
     await store.insert(record("imported", status=C, finished_at=1))  # a job inserted completed releases it
     assert await held_back(store) == []
     assert await claim_ids(store) == ["g", "h"]
+
+
+async def test_completions_sent_as_one_statement_release_the_dependants_of_each(store: PostgresStore) -> None:
+    """Writes that queue behind one in flight go as one statement (`update_many_sql`): the completed jobs of such
+    a batch release their dependants too, and only completed ones."""
+    await insert_all(store, [task_job(f"d{n}", created_at=1) for n in range(6)])
+    await insert_all(store, [task_job(f"after-d{n}", created_at=2, dependencies=[f"d{n}"]) for n in range(6)])
+    assert len(await claim_ids(store)) == 6
+    ends = [C, C, F, C, X, C]
+    writes = [store.update(f"d{n}", {"status": end, "finished_at": 5}) for n, end in enumerate(ends)]
+    assert all(await asyncio.gather(*writes))
+    assert await held_back(store) == ["after-d2", "after-d4"]  # failed, cancelled: for the sweeper to fail
+    assert sorted(await claim_ids(store)) == ["after-d0", "after-d1", "after-d3", "after-d5"]
 
 
 async def test_a_dependant_inserted_while_its_dependency_completes_is_released_by_the_sweep(

@@ -170,7 +170,7 @@ _FIRING = (_SCHEDULE_AT, _TICK, _TICK_JOB, sql.INSERT)  # a firing's statements,
 class _Write:
     """One `update` call waiting for (or sent in) a group-committed statement."""
 
-    __slots__ = ("announce", "args", "done", "error", "job_id", "lead", "result", "shape")
+    __slots__ = ("announce", "args", "done", "error", "holds_back", "job_id", "lead", "result", "shape")
 
     def __init__(self, job_id: str, shape: tuple[tuple[str, ...], bool, bool, bool], args: list[Any]) -> None:
         self.job_id, self.shape, self.args = job_id, shape, args
@@ -178,6 +178,7 @@ class _Write:
         self.done = anyio.Event()
         self.lead = False  # woken to send the queue, not with an outcome
         self.result: JobRecord | None = None
+        self.holds_back = False  # it completed a job that may hold back dependants (`sql.decode_update`)
         self.error: StoreError | None = None
 
     def outcome(self) -> JobRecord | None:
@@ -344,7 +345,8 @@ class PostgresStore(SharedJobStore):
                 return True
             raise DuplicateJob(f"a job with id '{job.id}' exists already", job_id=job.id) from None
         if status != "INSERT 0 0":
-            await self._release_dependants([job])  # a job inserted completed (an import) releases its dependants
+            if job.status is JobStatus.COMPLETED:  # inserted completed (an import): it releases its dependants
+                await self._release_dependants([job.id])
             return True
         # nothing inserted: an active job holds its dedupe key; after a lost try that had committed, this one
         return tries > 1 and await self._stored_as(job)
@@ -400,7 +402,7 @@ class PostgresStore(SharedJobStore):
                     await self._send(batch)
                 finally:
                     self._pass_lead()
-                await self._release_dependants([r.result for r in batch if r.result is not None and r.announce])
+                await self._release_dependants([r.job_id for r in batch if r.holds_back])
         finally:
             for other in batch:
                 if other is not req:
@@ -410,11 +412,10 @@ class PostgresStore(SharedJobStore):
             self._announce(changed)
         return req.outcome()
 
-    async def _release_dependants(self, records: list[JobRecord]) -> None:
-        """Make claimable the dependants that the completed jobs of `records` held back (schema step 15), after
-        the completions committed and before they are announced (the claimers they wake find the dependants).
-        A failure leaves them to the sweeper's `release_ready`."""
-        done = [r.id for r in records if r.status is JobStatus.COMPLETED]
+    async def _release_dependants(self, done: list[str]) -> None:
+        """Make claimable the dependants that the completed jobs `done` held back (schema step 15), after the
+        completions committed and before they are announced (the claimers they wake find the dependants). A
+        failure leaves them to the sweeper's `release_ready`."""
         if done:
             try:
                 await self._execute(sql.RELEASE_DEPENDANTS, done)
@@ -454,7 +455,8 @@ class PostgresStore(SharedJobStore):
                 continue
             columns = [list(col) for col in zip(*(r.args for r in group), strict=True)]
             try:
-                found = {rec.id: rec for rec in await self._records(sql.update_many_sql(*shape), *columns)}
+                rows = await self._fetch(sql.update_many_sql(*shape), *columns)
+                found = {rec.id: (rec, holds) for rec, holds in map(sql.decode_update, rows)}
             except StoreUnavailable as exc:  # no statement gets through now
                 for r in group:
                     r.error = exc
@@ -464,12 +466,13 @@ class PostgresStore(SharedJobStore):
                     await self._send_one(r)
             else:
                 for r in group:
-                    r.result = found.get(r.job_id)
+                    r.result, r.holds_back = found.get(r.job_id, (None, False))
 
     async def _send_one(self, r: _Write) -> None:
         try:
             row = await self._fetchrow(sql.update_sql(*r.shape), *_single_args(r))
-            r.result = None if row is None else sql.decode(row)
+            if row is not None:
+                r.result, r.holds_back = sql.decode_update(row)
         except StoreError as exc:
             r.error = exc
 
