@@ -178,7 +178,7 @@ class _Write:
         self.done = anyio.Event()
         self.lead = False  # woken to send the queue, not with an outcome
         self.result: JobRecord | None = None
-        self.holds_back = False  # it completed a job that may hold back dependants (`sql.decode_update`)
+        self.holds_back = False  # it completed a job that holds back dependants (`sql.decode_update`)
         self.error: StoreError | None = None
 
     def outcome(self) -> JobRecord | None:
