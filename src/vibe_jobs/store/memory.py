@@ -151,10 +151,9 @@ class MemoryStore:
 
     def _few_of(self, status: JobStatus, before: tuple[int, str] | None, limit: int) -> list[JobRecord] | None:
         """The jobs of `status` newest first, from the index, when they are few; None when they are not: the scan of
-        every job newest first meets a page of them sooner. Sorting k of them costs about 0.3 us each, the scan about
-        0.07 us a job for n * limit / k jobs (k spread evenly; n when they are not: a status held by few jobs had the
-        scan go through every job, 25.7 ms at 100,000 jobs). 100,000 jobs, limit 51: 235 running 6.8 -> 0.04 ms;
-        1,882 pending (scanned) 0.3 ms, sorted 0.6; 5,883 failed (scanned) 0.08 ms, sorted 1.9."""
+        every job newest first meets a page of them sooner. Sorting k of them costs about four times what the scan
+        costs a job, and the scan reads n * limit / k jobs (k spread evenly; n when they are not: a status held by
+        few jobs had the scan go through every job). The figures: bench/MEASUREMENTS.md (`_few_of`)."""
         ids = self._by_status().ids[status]
         if 4 * len(ids) * len(ids) > len(self.jobs) * limit:
             return None

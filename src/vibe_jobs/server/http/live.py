@@ -36,7 +36,7 @@ WATCH_ROWS = 50  # the jobs the list page shows first
 # /events streams open at once in one process: each reads the store every few seconds, so a client opening
 # thousands (a script, a tab reloading in a loop) would cost every other reader; a tab holds one
 MAX_EVENT_STREAMS = 64
-BATCH = 256  # events buffered for a stream, sent as one write (one event each was one write: 25 us an event)
+BATCH = 256  # events buffered for a stream, sent as one write (one write an event cost most of an event's time)
 # a reader that takes no write of its stream for this long (its socket's buffers full) is dropped: its subscription
 # would hold up to one event of every job that changed meanwhile
 SEND_TIMEOUT_SECONDS = 30.0
