@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import get_logger, uvicorn_log_config
+from vibe_jobs.server.accepting import Listener, quiet_accept_errors
 from vibe_jobs.server.stopping import STOP_SIGNALS
 
 log = get_logger("vibe_jobs.server.listen")
@@ -101,7 +102,7 @@ def bind(host: str, port: int) -> socket.socket:
     """A socket bound to `host:port`, or ConfigError naming the address and why (in use, no such address):
     bound before anything starts, so a taken port is one clear line. It listens when it is served
     (`serve_http`), so an open port still means a server about to answer."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock = Listener(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)  # accepting.py
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -179,6 +180,7 @@ async def serve_http(
         limit_concurrency=max(64, open_files_limit() - RESERVED_FILES),  # past it: 503, not EMFILE in a job
     )
     listen(sock)
+    quiet_accept_errors(asyncio.get_running_loop())
     if announce is not None:
         print(announce, file=sys.stderr, flush=True)
     await _Server(config).serve(sockets=[sock])
