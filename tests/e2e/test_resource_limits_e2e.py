@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from mcp import Client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, SERVER, free_port, stop, wait_for_port
+from tests.e2e.test_jobs_e2e import read, start
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,3 +104,39 @@ def test_more_clients_than_open_files_neither_spin_nor_flood_and_the_server_reco
     assert log.count("http.out_of_files") == 1, log[-2000:]
     assert "out of system resource" not in log and "Traceback" not in log, log[-3000:]
     assert len(log.splitlines()) < 60, log[-2000:]
+
+
+def test_a_store_that_cannot_grow_at_start_names_the_file_size_limit(tmp_path: Path) -> None:
+    """Under RLIMIT_FSIZE the schema's COMMIT failed and rolled back itself; the ROLLBACK after it then failed
+    ("cannot rollback - no transaction is active") and hid why. Now the refusal names the limit."""
+    env = {**os.environ, **BASE_ENV}
+    cmd = [*SERVER[:3], "serve", "--store", f"sqlite:///{tmp_path / 'jobs.db'}"]
+    done = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        preexec_fn=limited(fsize=200_000),
+    )
+    said = done.stderr.decode(errors="replace")
+    assert done.returncode != 0 and done.stdout == b"", said
+    assert "RLIMIT_FSIZE" in said and "200,000 bytes" in said and "cannot rollback" not in said, said
+    assert "Traceback" not in said, said
+
+
+async def test_a_write_ahead_log_at_the_file_size_limit_is_emptied_and_jobs_are_stored(tmp_path: Path) -> None:
+    """SQLite copies its write-ahead log into the database once a commit finds it past 4 MiB. Under a smaller
+    RLIMIT_FSIZE the log reached the limit first: every write failed from then on (jobs stayed running, calls
+    failed) while the database itself was 4 KiB. Now a write that finds no room empties the log and is retried."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with limited_http(limited(fsize=3_000_000), store=store) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
+            ids = [await start(client, "echo", {"text": f"{i:x}" * 8, "count": 3_000}) for i in range(15)]
+            for job_id in ids:  # about 100 KB each: 1.2 MB on top of what the server wrote at start
+                answer, body = await read(client, job_id, waitSeconds=10)
+                assert body.get("status") == "completed", (answer.content, server.stderr()[-3000:])
+        assert server.proc.poll() is None
+        log = server.stderr()
+    assert "store_error" not in log and "Traceback" not in log, log[-3000:]

@@ -9,6 +9,7 @@ newer vibe-jobs. The condition comes from the result code, never from the messag
 from __future__ import annotations
 
 import builtins
+import resource
 
 from vibe_jobs.errors import ConfigError, DuplicateJob, StoreCorrupt, StoreError, StoreFull, StoreLocked
 from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
@@ -70,7 +71,16 @@ def sqlite_error(name: str, message: str, where: str) -> StoreError:
     if cond in _CANNOT_OPEN:
         return open_error(where, f"{_CANNOT_OPEN[cond]} ({message})")
     cls, text = _CONDITIONS.get(cond, (StoreError, "the database failed"))
-    return cls(f"the job store at {where} failed: {text} (SQLITE_{cond}: {message})")
+    return cls(f"the job store at {where} failed: {text} (SQLITE_{cond}: {message}){_size_limit(cond)}")
+
+
+def _size_limit(cond: str) -> str:
+    """A write that failed while this process may write files of a limited size names that limit: past it a
+    write fails (EFBIG: SQLITE_IOERR, or SQLITE_FULL) though the disk has room."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if cond not in ("FULL", "IOERR") or limit == resource.RLIM_INFINITY:
+        return ""
+    return f"; this process may write files of at most {limit:,} bytes (RLIMIT_FSIZE, ulimit -f): raise the limit"
 
 
 def open_error(where: str, why: object) -> StoreError:

@@ -68,6 +68,13 @@ class Foreign(Exception):
     """The file is another program's database (tables, no vibe-jobs schema): nothing in it is changed."""
 
 
+def _no_room(exc: sqlite3.Error) -> bool:
+    """A write that found no room: the disk is full, or a file reached this process's size limit (EFBIG: an I/O
+    error of its write)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_FULL") or name.startswith("SQLITE_IOERR")
+
+
 def sqlite_failure(exc: BaseException) -> Failure:
     if isinstance(exc, Newer):
         return ("newer", "NEWER", str(exc))
@@ -158,7 +165,8 @@ def _migrate_step(conn: sqlite3.Connection, migrations: list[list[str]]) -> bool
             conn.execute(f"PRAGMA user_version = {version + 1}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a COMMIT that failed (SQLITE_FULL: no room to grow) may have rolled back itself
+            conn.execute("ROLLBACK")
         raise
     return version + 1 < len(migrations)
 
@@ -325,7 +333,7 @@ class Server:
             block = False
         return ops, False
 
-    def _transaction(self, ops: list[tuple[int, Any, int]]) -> tuple[list[Any], dict[int, Failure]]:
+    def _transaction(self, ops: list[tuple[int, Any, int]], again: bool = True) -> tuple[list[Any], dict[int, Failure]]:
         statements = self.statements
         writes = any(statements[sid][1] for sid, _, mode in ops if mode != VACUUM)
         try:
@@ -336,6 +344,8 @@ class Server:
                 self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
+            if again and _no_room(exc) and self._emptied_wal():
+                return self._transaction(ops, again=False)
             failure = sqlite_failure(exc)
             return [None] * len(ops), dict.fromkeys(range(len(ops)), failure)
         if vacuum:
@@ -373,6 +383,17 @@ class Server:
             self.conn.executescript("PRAGMA incremental_vacuum;")
         except sqlite3.Error:
             pass  # housekeeping only (e.g. the disk is full): the next batch reports real trouble
+
+    def _emptied_wal(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it; whether it did (no reader held it).
+        The log grows until a commit finds it past 1,000 pages (4 MiB): under a smaller file-size limit
+        (RLIMIT_FSIZE) it reached the limit first, and every write failed from then on, the database itself
+        still a few pages."""
+        try:
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # then 0 frames: emptied
+        except sqlite3.Error:
+            return False
+        return not busy
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:
