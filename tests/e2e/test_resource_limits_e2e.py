@@ -55,15 +55,19 @@ class Limited:
 
 
 @contextmanager
-def limited_http(preexec: Callable[[], None], store: str = "memory://") -> Iterator[Limited]:
+def limited_http(
+    preexec: Callable[[], None], store: str = "memory://", env: dict[str, str] | None = None
+) -> Iterator[Limited]:
     """A streamable-HTTP `vibe-jobs serve` started under the limits `preexec` sets; stderr kept."""
     port = free_port()
     with ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         errlog = stack.enter_context(tempfile.TemporaryFile())
-        env = {**os.environ, **BASE_ENV, "VIBE_JOBS_ROOTS": str(home)}
+        environ = {**os.environ, **BASE_ENV, "VIBE_JOBS_ROOTS": str(home), **(env or {})}
         cmd = [*SERVER, "--store", store, "--transport", "streamable-http", "--port", str(port)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog, preexec_fn=preexec)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=errlog, preexec_fn=preexec
+        )
         try:
             wait_for_port(port, proc)
             yield Limited(proc, port, errlog, home)
@@ -140,3 +144,25 @@ async def test_a_write_ahead_log_at_the_file_size_limit_is_emptied_and_jobs_are_
         assert server.proc.poll() is None
         log = server.stderr()
     assert "store_error" not in log and "Traceback" not in log, log[-3000:]
+
+
+async def test_commands_past_the_open_files_limit_fail_naming_it_and_later_ones_run() -> None:
+    """Each running command holds its pipes (and a pidfd): past RLIMIT_NOFILE a command cannot start. Its job
+    fails at once, naming the limit and its value (it said only "Too many open files"); the jobs that started
+    complete, the server serves on, and once they ended a command starts again."""
+    env = {"VIBE_JOBS_ALLOWED_COMMANDS": "sleep"}
+    with limited_http(limited(nofile=24), env=env) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
+            ids = [await start(client, "run-command", {"command": ["sleep", "0.5"]}) for _ in range(12)]
+            messages = {}
+            for job_id in ids:
+                _, body = await read(client, job_id, waitSeconds=10)
+                messages[job_id] = (body["status"], body["message"])
+            failed = [message for status, message in messages.values() if status == "failed"]
+            assert failed and all("RLIMIT_NOFILE" in m and "is 24" in m for m in failed), messages
+            assert any(status == "completed" for status, _ in messages.values()), messages
+            _, body = await read(
+                client, await start(client, "run-command", {"command": ["sleep", "0"]}), waitSeconds=10
+            )
+            assert body["status"] == "completed", body
+        assert server.proc.poll() is None

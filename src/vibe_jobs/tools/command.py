@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import inspect
 import os
 import resource
@@ -180,7 +181,26 @@ def _spawn(
         )
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
-        raise CommandFailedToStart(argv[0], detail) from exc
+        raise CommandFailedToStart(argv[0], detail + _limit_reached(exc)) from exc
+
+
+# errno of a start that found a limit of the server's process reached -> that limit, as setrlimit names it
+_LIMITS = {
+    errno.EMFILE: ("RLIMIT_NOFILE", "open files", "ulimit -n"),
+    errno.EAGAIN: ("RLIMIT_NPROC", "processes of its user", "ulimit -u"),
+    errno.ENOMEM: ("RLIMIT_AS", "bytes of address space", "ulimit -v"),
+}
+
+
+def _limit_reached(exc: OSError) -> str:
+    """For a start that failed on a limit of this process (open files for the pipes, processes for the fork,
+    memory): the limit and its value; it frees up as other commands end. Else ""."""
+    if exc.errno not in _LIMITS:
+        return ""
+    name, what, ulimit = _LIMITS[exc.errno]
+    soft = resource.getrlimit(getattr(resource, name))[0]
+    value = "unlimited" if soft == resource.RLIM_INFINITY else f"{soft:,}"
+    return f" (the server's limit of {what}, {name} / {ulimit}, is {value}; commands running now hold some)"
 
 
 class _Hurry:
