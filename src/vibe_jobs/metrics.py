@@ -164,6 +164,7 @@ class StatsCollector:
         # (when, by the ticks; what; transient) of the last store error
         self.store_trouble: tuple[float, str, bool] | None = None
         self.unfired_schedules: dict[str, int] = {}  # tool -> schedules overdue that no job tool here fires
+        self.limits_reached: list[Callable[[], str | None]] = []  # the server's (its listener out of open files)
 
     def store_failed(self, what: str, transient: bool) -> None:
         """A store operation failed: health says so (degraded, naming it) for STORE_TROUBLE_MS of time passed (by
@@ -263,6 +264,7 @@ class StatsCollector:
                     *self._store_reason(),
                     *_left(queue),
                     *_unfired(self.unfired_schedules),
+                    *[reason for reached in self.limits_reached if (reason := reached())],
                 ],
             ),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import resource
 import socket
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from mcp import Client
@@ -75,6 +77,12 @@ def limited_http(
             stop(proc)
 
 
+def health(connection: http.client.HTTPConnection) -> dict[str, Any]:
+    connection.request("GET", "/health")
+    answer = connection.getresponse()
+    return dict(json.loads(answer.read()))
+
+
 def until_answered(server: Limited, path: str, seconds: float) -> float:
     """Seconds until `path` answers 200 (each try given up after a second), or AssertionError at `seconds`."""
     began = time.monotonic()
@@ -89,10 +97,13 @@ def until_answered(server: Limited, path: str, seconds: float) -> float:
 
 def test_more_clients_than_open_files_neither_spin_nor_flood_and_the_server_recovers() -> None:
     """Past RLIMIT_NOFILE, accepting fails with EMFILE: asyncio retried it 2,048 times per wake-up (65,000 log
-    lines with tracebacks in 17 s, the loop at 44 % CPU). Now: one line naming the limit, an idle loop, and once
-    the clients leave, new connections are served again."""
+    lines with tracebacks in 17 s, the loop at 44 % CPU). Now: one line naming the limit, an idle loop, health
+    degraded naming it (asked on a connection opened before), and once the clients leave, new connections are
+    served again."""
     with limited_http(limited(nofile=64)) as server, ExitStack() as clients:
-        assert server.get("/healthz") == 200
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)  # opened before the files ran out
+        clients.callback(kept.close)
+        assert health(kept)["status"] == "healthy"
         for _ in range(100):  # idle connections, twice the limit: each the server accepts takes a file
             clients.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=2))
         began = server.cpu_seconds()
@@ -101,6 +112,8 @@ def test_more_clients_than_open_files_neither_spin_nor_flood_and_the_server_reco
             time.sleep(0.05)  # polling the log: there is no event for a line another process writes
         time.sleep(0.7)  # the measured time: CPU used while out of files
         assert server.cpu_seconds() - began < 0.2
+        said = health(kept)
+        assert said["status"] == "degraded" and "RLIMIT_NOFILE 64" in " ".join(said["reasons"]), said
         clients.close()
         until_answered(server, "/healthz", 4.0)
         assert server.proc.poll() is None

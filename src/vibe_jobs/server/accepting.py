@@ -36,6 +36,7 @@ class Listener(socket.socket):
     _batch_ended = False
     short_since: float | None = None  # when accepting began to fail (monotonic), None while it works
     _warned_at = -REPEAT_AFTER  # when the log last named the limit (monotonic)
+    _short_last = -2 * REPEAT_AFTER  # when accepting last failed for want of files (monotonic)
     _told = False  # the log named the limit and has not said that accepting works again
 
     def accept(self) -> tuple[socket.socket, Any]:
@@ -56,8 +57,15 @@ class Listener(socket.socket):
             self.short_since = None
         return accepted
 
+    def limit_reached(self) -> str | None:
+        """Health's words while accepting fails for want of files, and for a minute after (`REPEAT_AFTER`)."""
+        if time.monotonic() - self._short_last > REPEAT_AFTER:
+            return None
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"new HTTP connections waited: the server reached its limit of open files (RLIMIT_NOFILE {limit})"
+
     def _short(self, exc: OSError) -> None:
-        now = time.monotonic()
+        now = self._short_last = time.monotonic()
         if self.short_since is None:
             self.short_since = now
         if now - self._warned_at >= REPEAT_AFTER:  # a listener that comes and goes at the limit: once a minute

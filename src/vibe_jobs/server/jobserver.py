@@ -28,6 +28,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.owners import program_named
 from vibe_jobs.redact import redact_url, set_secret_pattern
 from vibe_jobs.server import hooks, tracing
+from vibe_jobs.server.accepting import Listener
 from vibe_jobs.server.app import build_mcp
 from vibe_jobs.server.auth import AuthSetup, auth_setup, check_bind, transport_security
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES
@@ -269,6 +270,8 @@ class JobServer:
         level, timeout = settings.log_level, settings.http_header_timeout_ms / 1000
         guarded = HostCheck(look_after_authentication(app), security)
         announce = f"vibe-jobs: serving MCP at {url}{path}"
+        if isinstance(sock, Listener):  # its limit of open files reached: health says so (`accepting.py`)
+            self.manager.stats.limits_reached.append(sock.limit_reached)
         await serve_http(guarded, sock, log_level=level, header_timeout=timeout, announce=announce)
 
     def run(
