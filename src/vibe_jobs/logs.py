@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from collections.abc import MutableMapping
 from typing import Any
@@ -62,22 +63,55 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     )
 
 
-def uvicorn_log_config() -> dict[str, Any]:
+def uvicorn_log_config(connections: int | None = None) -> dict[str, Any]:
     """uvicorn's logging (its start-up lines, errors, the access log) as structlog writes: to stderr, JSON when
-    ours is, redacted. uvicorn's own configuration sends the access log to stdout as plain text."""
+    ours is, redacted. uvicorn's own configuration sends the access log to stdout as plain text. `connections`:
+    its limit of connections, named by `ConnectionsRefused`."""
     formatter = {"()": structlog.stdlib.ProcessorFormatter, **_formatter_args()}
-    handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "structlog"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "structlog",
+        "filters": ["refused"],
+    }
     level = logging.getLevelName(_level)
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"structlog": formatter},
+        "filters": {"refused": {"()": ConnectionsRefused, "limit": connections}},
         "handlers": {"stderr": handler},
         "loggers": {
             name: {"handlers": ["stderr"], "level": level, "propagate": False}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
         },
     }
+
+
+class ConnectionsRefused(logging.Filter):
+    """A logging filter: uvicorn answers 503 to each request past its limit of connections (`limit_concurrency`)
+    and logged "Exceeded concurrency limit." for each, a line per request under the load that causes them. Said
+    once a minute instead, naming the limit."""
+
+    EVERY = 60.0  # seconds
+
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__()
+        self.limit = limit
+        self._said = -self.EVERY  # when it was last said (monotonic)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "Exceeded concurrency limit.":
+            return True
+        now = time.monotonic()
+        if now - self._said < self.EVERY:
+            return False
+        self._said = now
+        record.msg = (
+            f"http.connections_limit: requests past the limit of {self.limit} connections are answered 503 "
+            "(the open-files limit, RLIMIT_NOFILE, less what jobs keep); said once a minute"
+        )
+        return True
 
 
 # Libraries that log whole request or response bodies at debug level (sse_starlette: every event it sends, job

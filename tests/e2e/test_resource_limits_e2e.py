@@ -179,3 +179,22 @@ async def test_commands_past_the_open_files_limit_fail_naming_it_and_later_ones_
             )
             assert body["status"] == "completed", body
         assert server.proc.poll() is None
+
+
+def test_requests_past_the_connection_limit_are_refused_and_said_once() -> None:
+    """Past uvicorn's connection limit (the open-files limit less what jobs keep: 64 at least) each request is
+    answered 503, and uvicorn logged "Exceeded concurrency limit." for each one: a flood under load. Now the
+    log says it once a minute, naming the limit."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with limited_http(limited(nofile=256)) as server, ExitStack() as clients:
+        answers = []
+        for _ in range(100):  # each kept alive after its answer: 64 held (this one counted), the rest refused
+            client = clients.enter_context(socket.create_connection(("127.0.0.1", server.port), timeout=2))
+            client.sendall(request)
+            answers.append(client.recv(4096).split(b" ", 2)[1])
+        assert 60 <= answers.count(b"200") <= 64 and answers.count(b"503") == 100 - answers.count(b"200"), answers
+        clients.close()
+        until_answered(server, "/healthz", 4.0)
+        log = server.stderr()
+    assert log.count("Exceeded concurrency limit") + log.count("http.connections_limit") == 1, log[-2000:]
+    assert "limit of 64 connections" in log, log[-2000:]

@@ -171,13 +171,14 @@ async def serve_http(
     """Serve `app` on the bound `sock` until cancelled or SIGINT/SIGTERM (then it returns, and the caller
     stops); `announce` is printed to stderr once it listens."""
     protocol: Any = type("HeaderDeadlineProtocol", (HeaderDeadline,), {"header_timeout": header_timeout})
+    connections = max(64, open_files_limit() - RESERVED_FILES)  # past it: 503, not EMFILE in a job
     config = uvicorn.Config(
         app,
         log_level=log_level,
-        log_config=uvicorn_log_config(),
+        log_config=uvicorn_log_config(connections),
         http=protocol,
         timeout_keep_alive=5,
-        limit_concurrency=max(64, open_files_limit() - RESERVED_FILES),  # past it: 503, not EMFILE in a job
+        limit_concurrency=connections,
     )
     listen(sock)
     quiet_accept_errors(asyncio.get_running_loop())
