@@ -139,6 +139,13 @@ class NonRetryableError(JobError):
     code = "non_retryable"
 
 
+class ProcessLimit(NonRetryableError):
+    """The server's process reached one of its limits (open files, processes, memory): the job could not go on.
+
+    An outcome of the load, not a fault of the tool: logged without a traceback, once a minute (`job.limit_reached`).
+    """
+
+
 class StoreError(JobError):
     """The job store failed.
 

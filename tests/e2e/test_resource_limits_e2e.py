@@ -162,7 +162,8 @@ async def test_a_write_ahead_log_at_the_file_size_limit_is_emptied_and_jobs_are_
 async def test_commands_past_the_open_files_limit_fail_naming_it_and_later_ones_run() -> None:
     """Each running command holds its pipes (and a pidfd): past RLIMIT_NOFILE a command cannot start. Its job
     fails at once, naming the limit and its value (it said only "Too many open files"); the jobs that started
-    complete, the server serves on, and once they ended a command starts again."""
+    complete, the server serves on, and once they ended a command starts again. The log names the limit once a
+    minute, not with a traceback per job."""
     env = {"VIBE_JOBS_ALLOWED_COMMANDS": "sleep"}
     with limited_http(limited(nofile=24), env=env) as server:
         async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
@@ -179,6 +180,9 @@ async def test_commands_past_the_open_files_limit_fail_naming_it_and_later_ones_
             )
             assert body["status"] == "completed", body
         assert server.proc.poll() is None
+        log = server.stderr()
+    assert log.count("job.limit_reached") == 1 and "RLIMIT_NOFILE" in log, log[-3000:]  # not a traceback a job
+    assert "job.raised" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_requests_past_the_connection_limit_are_refused_and_said_once() -> None:

@@ -30,7 +30,7 @@ from vibe_jobs.engine.deadlines import deadline_of, expire_pending
 from vibe_jobs.engine.failures import error_text, logged_traceback, retry_limit, retry_policy
 from vibe_jobs.engine.taskset import TaskSet
 from vibe_jobs.engine.timers import Timer, Timers
-from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, StaleWrite
+from vibe_jobs.errors import InvalidTransition, JobError, JobTimeout, ProcessLimit, StaleWrite
 from vibe_jobs.jobtool import JobToolSpec, ThreadCall
 from vibe_jobs.logs import debug_enabled, get_logger
 from vibe_jobs.manager import JobManager, capped_diagnostics, diagnostic_line
@@ -327,6 +327,8 @@ class Executor:
             run.error = exc
             if isinstance(exc, JobTimeout):  # the tool's own time-out (run-command's): an outcome, not a fault
                 _log_timeout(rec, error_text(exc, secret_hider(rec.params)))  # (nowhere in the code to name)
+            elif isinstance(exc, ProcessLimit):  # the load's outcome: a line a minute, not a traceback a job
+                _LIMITS_SAID(rec, error_text(exc, secret_hider(rec.params)))
             else:
                 run.error_where = _raised_at(exc)
                 log.warning("job.raised", job_id=rec.id, tool=rec.tool_name, exception=_logged(exc, rec))
@@ -639,6 +641,27 @@ def _log_timeout(rec: JobRecord, error: str) -> None:
     """A time-out, the job's or its tool's own (run-command's `timeoutSeconds`): an outcome the caller set, logged in
     one line naming the job and the time-out; a traceback (`job.raised`) is for what a tool raises otherwise."""
     log.warning("job.timed_out", job_id=rec.id, tool=rec.tool_name, error=error)
+
+
+class _SaidOnceAMinute:
+    """`job.limit_reached`: the first job a process limit failed, then the first a minute after (with how many
+    it failed meanwhile): under the load that reaches a limit, a line per job would flood the log."""
+
+    EVERY = 60.0  # seconds
+
+    def __init__(self) -> None:
+        self.said, self.unsaid = -self.EVERY, 0
+
+    def __call__(self, rec: JobRecord, error: str) -> None:
+        now = time.monotonic()
+        if now - self.said < self.EVERY:
+            self.unsaid += 1
+            return
+        log.warning("job.limit_reached", job_id=rec.id, tool=rec.tool_name, error=error, not_logged=self.unsaid)
+        self.said, self.unsaid = now, 0
+
+
+_LIMITS_SAID = _SaidOnceAMinute()
 
 
 def _holds_cancellation(exc: BaseException) -> bool:

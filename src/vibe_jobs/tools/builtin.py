@@ -13,7 +13,7 @@ import anyio
 from pydantic import Field
 
 from vibe_jobs.context import JobContext
-from vibe_jobs.errors import JobNotFound, JobTimeout, NonRetryableError, StoreError
+from vibe_jobs.errors import JobNotFound, JobTimeout, NonRetryableError, ProcessLimit, StoreError
 from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.jobtool import JobToolSpec, make_spec
 from vibe_jobs.logs import get_logger
@@ -182,7 +182,7 @@ class RunCommand:
                 on_start=started,
             )
         except CommandFailedToStart as exc:
-            raise NonRetryableError(str(exc)) from None
+            raise (ProcessLimit if exc.limit else NonRetryableError)(str(exc)) from None
         finally:  # however the run ends (a cancel too): its last lines are stored with the job's outcome
             await stream.end()
         job.add_child_usage(outcome.cpu_seconds, outcome.peak_memory_mb)

@@ -56,10 +56,11 @@ _REAP_EVERY = 1.0
 class CommandFailedToStart(RuntimeError):
     """The program could not be started (not found, not executable, bad cwd, ...)."""
 
-    def __init__(self, program: str, reason: str) -> None:
+    def __init__(self, program: str, reason: str, limit: str | None = None) -> None:
         super().__init__(f"could not start '{program}': {reason}")
         self.program = program
         self.reason = reason
+        self.limit = limit  # the limit of the server's process reached (RLIMIT_NOFILE, ...), if that was why
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def _spawn(
         )
     except OSError as exc:
         detail = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
-        raise CommandFailedToStart(argv[0], detail + _limit_reached(exc)) from exc
+        limit = _LIMITS.get(exc.errno or 0)
+        raise CommandFailedToStart(argv[0], detail + _limit_reached(exc), limit and limit[0]) from exc
 
 
 # errno of a start that found a limit of the server's process reached -> that limit, as setrlimit names it
