@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -27,13 +28,19 @@ def debug_enabled() -> bool:
 class _Stderr:
     """Whatever `sys.stderr` is when a line is written, not the stream it was when logging was set up: an
     application's redirect, or a test's capture that was closed since (a line then raised "I/O operation on
-    closed file" in whatever code logged it)."""
+    closed file" in whatever code logged it). A line that cannot be written (a log file at the file-size limit,
+    RLIMIT_FSIZE: EFBIG; a full disk; a closed pipe) is dropped: it raised in the code that logged it, and a
+    job whose failure was being logged stayed running for ever."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        try:
+            return sys.stderr.write(text)
+        except OSError:
+            return 0
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
 
 
 STDERR = _Stderr()

@@ -58,13 +58,16 @@ class Limited:
 
 @contextmanager
 def limited_http(
-    preexec: Callable[[], None], store: str = "memory://", env: dict[str, str] | None = None
+    preexec: Callable[[], None], store: str = "memory://", env: dict[str, str] | None = None, logged: int = 0
 ) -> Iterator[Limited]:
-    """A streamable-HTTP `vibe-jobs serve` started under the limits `preexec` sets; stderr kept."""
+    """A streamable-HTTP `vibe-jobs serve` started under the limits `preexec` sets; stderr kept in a file that
+    holds `logged` bytes already."""
     port = free_port()
     with ExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         errlog = stack.enter_context(tempfile.TemporaryFile())
+        errlog.write(b"x" * logged)
+        errlog.flush()
         environ = {**os.environ, **BASE_ENV, "VIBE_JOBS_ROOTS": str(home), **(env or {})}
         cmd = [*SERVER, "--store", store, "--transport", "streamable-http", "--port", str(port)]
         proc = subprocess.Popen(
@@ -202,3 +205,20 @@ def test_requests_past_the_connection_limit_are_refused_and_said_once() -> None:
         log = server.stderr()
     assert log.count("Exceeded concurrency limit") + log.count("http.connections_limit") == 1, log[-2000:]
     assert "limit of 64 connections" in log, log[-2000:]
+
+
+async def test_a_log_file_at_the_file_size_limit_drops_lines_and_the_jobs_go_on(tmp_path: Path) -> None:
+    """stderr to a file that reached RLIMIT_FSIZE: each log line failed with EFBIG, raised in the code that logged
+    it; the executor's `job.raised` then ended the run's task, the job stayed running for ever and its caller's
+    long-poll waited. A line that cannot be written is dropped: logging never stops the work."""
+    limit = 3_000_000
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {"VIBE_JOBS_LOG_LEVEL": "info"}  # the server's first lines fill the room left
+    with limited_http(limited(fsize=limit), store=store, env=env, logged=limit - 1000) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=10) as client:
+            for _ in range(3):
+                job_id = await start(client, "explode", {"message": "boom " * 200})
+                _, body = await read(client, job_id, waitSeconds=5)
+                assert body["status"] == "failed" and "boom" in body["message"], body
+        assert server.proc.poll() is None
+        assert len(server.stderr()) == limit

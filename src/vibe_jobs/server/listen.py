@@ -15,7 +15,6 @@ import os
 import resource
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vibe_jobs.errors import ConfigError
-from vibe_jobs.logs import get_logger, uvicorn_log_config
+from vibe_jobs.logs import STDERR, get_logger, uvicorn_log_config
 from vibe_jobs.server.accepting import Listener, quiet_accept_errors
 from vibe_jobs.server.stopping import STOP_SIGNALS
 
@@ -183,5 +182,5 @@ async def serve_http(
     listen(sock)
     quiet_accept_errors(asyncio.get_running_loop())
     if announce is not None:
-        print(announce, file=sys.stderr, flush=True)
+        print(announce, file=STDERR, flush=True)  # a full log file drops it (logs.py)
     await _Server(config).serve(sockets=[sock])
