@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, SERVER, free_port, stop, wait_for_port
-from tests.e2e.test_jobs_e2e import read, start
+from tests.e2e.test_jobs_e2e import read, start, texts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -222,3 +222,28 @@ async def test_a_log_file_at_the_file_size_limit_drops_lines_and_the_jobs_go_on(
                 assert body["status"] == "failed" and "boom" in body["message"], body
         assert server.proc.poll() is None
         assert len(server.stderr()) == limit
+
+
+async def test_a_store_at_the_file_size_limit_still_answers_reads_of_finished_jobs(tmp_path: Path) -> None:
+    """Once the database itself reached RLIMIT_FSIZE, a write fails with an I/O error (EFBIG), not SQLITE_FULL,
+    and was taken for a fault of the store: even reading a finished job (its read is recorded) failed. It is
+    the store being full now (`StoreFull`: transient, the log naming the limit): reads are answered, and an
+    outcome that finds no room is retried."""
+    store = f"sqlite:///{tmp_path / 'jobs.db'}"
+    with limited_http(limited(fsize=3_000_000), store=store) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
+            args = {"text": "0123456789abcdef", "count": 16_000}  # about 250 KB stored a job: full within a dozen
+            first = await start(client, "echo", args)
+            _, body = await read(client, first, waitSeconds=10)
+            assert body["status"] == "completed", body
+            for _ in range(30):
+                _, body = await read(client, await start(client, "echo", args), waitSeconds=2)
+                if body["status"] != "completed":
+                    break  # its outcome found no room: retried meanwhile
+            else:
+                raise AssertionError("the store never filled")
+            answer, body = await read(client, first)
+            assert not answer.is_error and body["status"] == "completed", texts(answer)
+        assert server.proc.poll() is None
+        log = server.stderr()
+    assert "RLIMIT_FSIZE" in log, log[-2000:]

@@ -66,6 +66,8 @@ def sqlite_error(name: str, message: str, where: str) -> StoreError:
     if name in _DUPLICATE:
         return DuplicateJob(f"the job store at {where} holds a row with that key already ({message})")
     cond = condition(name)
+    if name == "SQLITE_IOERR_WRITE" and _file_size_limit() is not None:
+        cond = "FULL"  # most likely EFBIG: a file at the limit (SQLite reports ENOSPC alone as SQLITE_FULL)
     if cond in _CORRUPT:
         return StoreCorrupt(f"the job store at {where} is not a SQLite database or is corrupt ({message})")
     if cond in _CANNOT_OPEN:
@@ -76,11 +78,16 @@ def sqlite_error(name: str, message: str, where: str) -> StoreError:
 
 def _size_limit(cond: str) -> str:
     """A write that failed while this process may write files of a limited size names that limit: past it a
-    write fails (EFBIG: SQLITE_IOERR, or SQLITE_FULL) though the disk has room."""
-    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if cond not in ("FULL", "IOERR") or limit == resource.RLIM_INFINITY:
+    write fails (EFBIG: SQLITE_IOERR_WRITE, taken for SQLITE_FULL) though the disk has room."""
+    limit = _file_size_limit()
+    if cond not in ("FULL", "IOERR") or limit is None:
         return ""
     return f"; this process may write files of at most {limit:,} bytes (RLIMIT_FSIZE, ulimit -f): raise the limit"
+
+
+def _file_size_limit() -> int | None:
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
 
 
 def open_error(where: str, why: object) -> StoreError:
