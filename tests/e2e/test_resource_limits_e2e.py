@@ -247,3 +247,22 @@ async def test_a_store_at_the_file_size_limit_still_answers_reads_of_finished_jo
         assert server.proc.poll() is None
         log = server.stderr()
     assert "RLIMIT_FSIZE" in log, log[-2000:]
+
+
+@pytest.mark.parametrize("files", [7, 9])
+def test_a_store_process_that_cannot_start_for_want_of_files_is_one_line(tmp_path: Path, files: int) -> None:
+    """The SQLite store runs in a child process reached through a socket pair: under RLIMIT_NOFILE 7 the pair
+    could not be made and `serve` died with a traceback (9: the child could not start, one line already)."""
+    cmd = [*SERVER[:3], "serve", "--store", f"sqlite:///{tmp_path / 'jobs.db'}"]
+    done = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **BASE_ENV},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        preexec_fn=limited(nofile=files),
+    )
+    said = done.stderr.decode(errors="replace")
+    assert done.returncode != 0 and done.stdout == b"", said
+    assert "Traceback" not in said and "Too many open files" in said and len(said.splitlines()) == 1, said

@@ -129,9 +129,15 @@ class Link(asyncio.Protocol):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def _cannot_start(self, exc: OSError) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot start the SQLite server process for {self._name}: {exc}")
+
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
+        try:
+            ours, theirs = socket.socketpair()
+        except OSError as exc:  # EMFILE under a low RLIMIT_NOFILE: one line, as a process that cannot start
+            raise self._cannot_start(exc) from None
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -150,7 +156,7 @@ class Link(asyncio.Protocol):
             ours.close()
             await self._reap()
             if isinstance(exc, OSError):
-                raise StoreUnavailable(f"cannot start the SQLite server process for {self._name}: {exc}") from None
+                raise self._cannot_start(exc) from None
             raise
         finally:
             theirs.close()
