@@ -62,6 +62,24 @@ async def test_every_second_fires_three_jobs_that_complete_and_delete_stops_it(m
         assert structured(await client.call_tool("list-schedules", {}))["schedules"] == []
 
 
+async def test_list_schedules_says_in_words_what_comes_next_and_what_came_last(mode: str) -> None:
+    """Its text read "... next 1798761600000 last None" (Python's None, for a schedule that never fired) and, for a
+    paused one, "(paused) next <its planned tick>": the words schedule-job and pause-schedule use now."""
+    async with stdio_client_for(mode) as client:
+        made = await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "t"},
+                                                       "cron": "0 0 1 1 *"})  # fmt: skip
+        sid = structured(made)["scheduleId"]
+        paused = await client.call_tool("schedule-job", {"tool": "echo", "arguments": {"text": "p"},
+                                                         "everySeconds": 3600})  # fmt: skip
+        await client.call_tool("pause-schedule", {"scheduleId": structured(paused)["scheduleId"]})
+        lines = texts(await client.call_tool("list-schedules", {})).splitlines()
+    mine = next(line for line in lines if line.startswith(sid))
+    assert "None" not in "\n".join(lines), lines
+    assert f"next firing at {structured(made)['nextFireAt']}; last outcome: none yet" in mine, mine
+    paused_line = next(line for line in lines if line.startswith(structured(paused)["scheduleId"]))
+    assert "fires nothing until resumed" in paused_line and "next firing" not in paused_line, paused_line
+
+
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"cron": "61 * * * *"}, "not valid"),
     ({"cron": "*/5 * * * *", "timezone": "Mars/Olympus"}, "unknown timezone 'Mars/Olympus'"),

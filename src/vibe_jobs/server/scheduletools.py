@@ -62,9 +62,11 @@ def _next(at: int | None, paused: bool) -> str:
 
 
 def _line(s: dict[str, Any]) -> str:
-    timing = s.get("cron") or f"every {s.get('everySeconds')} s"
-    paused = " (paused)" if s["paused"] else ""
-    return f"{s['scheduleId']} {s['tool']} {timing}{paused} next {s.get('nextFireAt')} last {s.get('lastOutcome')}"
+    """A schedule as list-schedules' text shows it, in the words schedule-job and pause-schedule use (it read "next
+    <a paused one's planned tick>" and "last None" for one that never fired)."""
+    timing = s.get("cron") or f"every {s.get('everySeconds'):g} s"
+    last = s.get("lastOutcome") or "none yet"
+    return f"{s['scheduleId']} {s['tool']} {timing}; {_next(s.get('nextFireAt'), s['paused'])}; last outcome: {last}"
 
 
 class ScheduleTools:
