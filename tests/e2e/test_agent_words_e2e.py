@@ -176,3 +176,18 @@ async def test_a_run_past_its_tools_usual_time_is_not_read_every_second_to_the_e
             assert not body.get("rateLimited"), (intervals, body)
     assert body["status"] == "completed", body
     assert max(intervals) > 200 and len(intervals) <= 6, intervals  # at the base: 9 reads
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_failed_job_s_answer_says_its_error_once_beside_its_result(mode: str) -> None:
+    """A failed job's get-job-result said its error three times (the heading, the result, and again as the first
+    line of its diagnostics): the diagnostics block now leaves out what the answer said already."""
+    async with stdio_client_for(mode) as client:
+        job_id = await start(client, "explode", {"message": "the disk is on fire"})
+        answer = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 20})
+    said = [getattr(block, "text", "") for block in answer.content]
+    assert answer.is_error and said[-1].startswith("Diagnostics:"), said
+    assert "\n".join(said).count("ValueError: the disk is on fire") == 2, said  # the heading, the result
+    assert "about to explode" in said[-1] and "raised at sample_tools.py" in said[-1], said
+    diagnostics = structured(answer)["details"]["diagnostics"]
+    assert diagnostics[0] == "ValueError: the disk is on fire", diagnostics  # the structured answer keeps them all

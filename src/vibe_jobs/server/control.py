@@ -83,7 +83,7 @@ def status_result(msg: JobStatusMessage, include_details: bool, served: bool = T
         return CallToolResult(content=blocks, structured_content=wire)
     if msg.status.finished:
         blocks = [text(finished_text(msg)), *_result_blocks(msg.result)]
-        if include_details and (diag := diagnostics_text(msg.details)):
+        if include_details and (diag := diagnostics_text(msg.details, {b.text for b in blocks if b.type == "text"})):
             blocks.append(text(diag))
         return CallToolResult(content=blocks, structured_content=wire, is_error=True)
     said = unfinished_text(msg) if served else f"{unfinished_text(msg)} {not_served_text(msg)}"

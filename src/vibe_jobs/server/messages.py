@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 from vibe_jobs.arguments import closest, shown
@@ -93,8 +94,10 @@ def finished_text(msg: JobStatusMessage) -> str:
     return f"Job {msg.job_id} ({msg.tool_name}) failed: {reason}"
 
 
-def diagnostics_text(details: Any) -> str | None:
-    lines = list(getattr(details, "diagnostics", None) or [])
+def diagnostics_text(details: Any, said: Collection[str] = ()) -> str | None:
+    """The job's last diagnostics as a text, without the lines the answer `said` already (a failed job's error is
+    its result and its first diagnostic: it was said three times)."""
+    lines = [line for line in getattr(details, "diagnostics", None) or [] if line not in said]
     return "Diagnostics:\n" + "\n".join(lines[-20:]) if lines else None
 
 
