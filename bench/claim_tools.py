@@ -2,13 +2,13 @@
 
 A process that serves TOOLS tools (a `vibe-jobs proxy` in front of an MCP server has thousands) claims from a
 schema of its own where FOREIGN pending jobs of tools it does not serve were created before MINE pending jobs
-of its own: the claim's scan of a priority level (`jobs_claim`, oldest first) passes the foreign jobs before it
+of its own: the claim's scan of a priority level (`jobs_claim_ready`, oldest first) passes the foreign jobs before it
 reaches one of its own, testing each against the process's tools. Each claim takes K jobs (`claim_many` with
 the default settings' limits, the statement a worker runs; --unlimited: the other one); the jobs it took are
 then marked completed (not timed), so the next claim finds the same queue ahead of it. The store has one
 connection, so its prepared statement is reused: executions 1-5 get custom plans (the tools a constant array,
 which PostgreSQL hashes); from the 6th it may keep a generic plan (the tools a parameter). Which one it keeps,
-and whether that plan scans `jobs_claim` testing each row against the tools, depends on the table's statistics:
+and whether that plan scans `jobs_claim_ready` testing each row against the tools, depends on the table's statistics:
 few distinct tools in the table (the default: the foreign jobs of one tool, the process's of one) make the
 generic plan such a scan. With --generic every execution runs on the generic plan (`plan_cache_mode =
 force_generic_plan`). Printed per claim (wall ms): the first, the median of executions 2-5 and the median and
