@@ -13,6 +13,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -62,6 +63,23 @@ RAISED: dict[str, tuple[Callable[[], BaseException], str]] = {
 def stuck(gate: threading.Event) -> None:
     """A sync tool's body: blocks its thread until `gate` is set (bounded, should the fixture not run)."""
     gate.wait(30)
+
+
+def swallowing(release: threading.Event, started: anyio.Event, swallowed: list[str] | None = None) -> Callable[[], Any]:
+    """A job function that swallows every cancellation (noted in `swallowed`) until `release`; `started` is set as
+    it begins."""
+
+    async def swallow() -> str:
+        started.set()
+        while not release.is_set():
+            try:
+                await anyio.sleep(0.01)
+            except BaseException:  # hostile on purpose
+                if swallowed is not None:
+                    swallowed.append("cancel")
+        return "late"
+
+    return swallow
 
 
 @on_stores("memory", "postgres")
@@ -114,17 +132,7 @@ async def test_a_running_job_is_left_for_recovery_when_the_server_stops(tmp_path
 async def test_a_cancelled_job_that_ignores_its_cancellation_is_abandoned_after_the_grace(backend: Backend) -> None:
     release, started = threading.Event(), anyio.Event()
     swallowed: list[str] = []
-
-    async def swallow() -> str:
-        started.set()
-        while not release.is_set():
-            try:
-                await anyio.sleep(0.01)
-            except BaseException:  # hostile on purpose
-                swallowed.append("cancel")
-        return "late"
-
-    spec = make_spec(swallow, name="swallow", retry_safe=True)
+    spec = make_spec(swallowing(release, started, swallowed), name="swallow", retry_safe=True)
     async with backend.running([spec], Settings(max_concurrent=1), grace_seconds=0.2) as (m, _):
         try:
             job_id = await m.create_job("swallow", {})
@@ -232,15 +240,7 @@ async def test_a_stop_held_by_a_job_and_a_thread_that_ignore_it_takes_one_grace(
     does). The thread is given what is left of the stop's grace."""
     grace, release, started = 0.6, threading.Event(), anyio.Event()
     threads_going = threading.Semaphore(0)
-
-    async def swallow() -> str:
-        started.set()
-        while not release.is_set():
-            try:
-                await anyio.sleep(0.01)
-            except BaseException:  # hostile on purpose
-                pass
-        return "late"
+    swallow = swallowing(release, started)
 
     def blocking() -> str:
         threads_going.release()
@@ -274,16 +274,7 @@ async def test_jobs_left_behind_or_claimed_as_a_stop_began_are_handed_back_in_wo
     a process gone, and another process's recovery failed them as "interrupted: worker lost", the words of a worker
     that died. Each reads what the stop's other jobs read now."""
     release, started = threading.Event(), anyio.Event()
-
-    async def swallow() -> str:
-        started.set()
-        while not release.is_set():
-            try:
-                await anyio.sleep(0.01)
-            except BaseException:  # hostile on purpose
-                pass
-        return "late"
-
+    swallow = swallowing(release, started)
     specs = [make_spec(swallow, name="swallow"), make_spec(swallow, name="claimed")]
     try:
         async with backend.running(specs, Settings(max_concurrent=1), grace_seconds=0.2) as (m, _):
