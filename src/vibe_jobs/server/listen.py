@@ -182,5 +182,6 @@ async def serve_http(
     listen(sock)
     quiet_accept_errors(asyncio.get_running_loop())
     if announce is not None:
-        print(announce, file=STDERR, flush=True)  # a full log file drops it (logs.py)
+        STDERR.write(f"{announce}\n")  # stderr, never stdout; a full log file drops it (logs.py)
+        STDERR.flush()
     await _Server(config).serve(sockets=[sock])
