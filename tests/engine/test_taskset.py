@@ -83,3 +83,19 @@ async def test_with_a_grace_a_task_that_ignores_its_cancellation_is_left_behind_
         release.set()  # the task ends, and the test's loop with it
     with anyio.fail_after(5):
         await ended.wait()
+
+
+async def test_a_second_life_after_a_stop_has_a_grace_of_its_own() -> None:
+    """The grace's end (which a sync tool's thread is given at a process's exit) was that of the set's first stop
+    for ever: a set used again after a stop (a server served twice in one process) gave its next stop no grace."""
+    tasks = TaskSet(grace=30.0)
+    ends = []
+    for _ in range(2):
+        async with anyio.create_task_group() as tg:
+            tasks.spawn(tg, anyio.sleep_forever)
+            await anyio.lowlevel.checkpoint()
+            stopped = anyio.current_time()
+            tg.cancel_scope.cancel()
+        assert tasks.grace_ends is not None and tasks.grace_ends >= stopped + 30.0
+        ends.append(tasks.grace_ends)
+    assert ends[1] > ends[0]

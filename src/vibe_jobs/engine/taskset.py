@@ -30,7 +30,7 @@ class TaskSet:
         self._tasks: dict[asyncio.Task[Any], anyio.CancelScope] = {}
         self._guarded = False
         self.grace, self._left_behind = grace, left_behind
-        self.grace_ends: float | None = None  # the loop's time the grace of the first `aclose` ends
+        self.grace_ends: float | None = None  # the loop's time the grace of this life's first `aclose` ends
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -40,8 +40,8 @@ class TaskSet:
     ) -> None:
         """Run `fn(*args)` now; its lifetime is bounded by `tg` (the guardian is started there). `name`: what
         `left_behind` is told of it."""
-        if not self._guarded:
-            self._guarded = True
+        if not self._guarded:  # a new life (a first, or one after a stop): its stop has a grace of its own
+            self._guarded, self.grace_ends = True, None
             tg.start_soon(self._guard)
         scope = anyio.CancelScope()
         task = asyncio.get_running_loop().create_task(_within(scope, fn(*args)), name=name)
