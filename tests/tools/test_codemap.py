@@ -621,3 +621,12 @@ async def test_cancelling_a_map_stops_its_walk(tmp_path: Path, monkeypatch: pyte
     release.set()
     assert await anyio.to_thread.run_sync(step_over.wait, 10), "the walk's thread went on"
     assert read_from == ["d00/"], "the walk went on after the cancel"
+
+
+async def test_a_root_gone_before_the_walk_is_named_as_the_caller_gave_it(tmp_path: Path) -> None:
+    """A directory removed between the call's check and the walk was refused by its resolved path: the operator's
+    root, which a principal is not told (the map itself names the directory as given)."""
+    root = tmp_path / "secret-root"
+    with pytest.raises(NotADirectoryError) as refused:
+        await _map(root / "pkg", roots=[root], shown_as="pkg")
+    assert str(refused.value) == "'pkg' is not a directory"

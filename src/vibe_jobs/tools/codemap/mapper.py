@@ -254,13 +254,12 @@ async def map_codebase(
     `threads`, the worker threads to work in (a job's, `JobContext.threads`; None: anyio's default).
     Raises `PatternsRefused` for `include` or `exclude` globs past the walk's limits.
     """
-    progress = _Progress(report)
-    walker = await in_thread(
-        partial(Walker, root, roots=roots, include=include, exclude=exclude, max_files=max_files), threads=threads
-    )
+    progress, shown = _Progress(report), str(root) if shown_as is None else shown_as
+    walking = partial(Walker, root, roots=roots, include=include, exclude=exclude, max_files=max_files)
+    walker = await in_thread(partial(walking, shown_as=shown), threads=threads)
     walked = await _scan(walker, progress, checkpoint, threads)
     builder = _Builder(diagnostic, walked)
     if walked.truncated:
         builder.note(f"stopped at maxFiles={max_files:,} files; more files were not mapped (raise maxFiles for them)")
     await _parse(walked.files, walker.roots, builder, progress, checkpoint, threads)
-    return builder.build(str(root) if shown_as is None else shown_as, walked.truncated, max_files)
+    return builder.build(shown, walked.truncated, max_files)

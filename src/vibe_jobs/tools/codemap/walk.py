@@ -310,12 +310,14 @@ class Walker:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         max_files: int | None = None,
+        shown_as: str | None = None,
     ) -> None:
+        """`shown_as`: how a refusal names `root` (None: `root` itself; a principal is not told where roots are)."""
         check_globs("include", include)
         check_globs("exclude", exclude)
         real = os.path.realpath(root)
         if not os.path.isdir(real):
-            raise NotADirectoryError(f"'{root}' is not a directory")
+            raise NotADirectoryError(f"'{root if shown_as is None else shown_as}' is not a directory")
         self.result = WalkResult()
         self.stop = threading.Event()  # set, the walk ends at the next folder (its job was cancelled)
         self._roots = tuple(Path(r).resolve() for r in roots)
