@@ -139,11 +139,14 @@ class NonRetryableError(JobError):
     code = "non_retryable"
 
 
-class ProcessLimit(NonRetryableError):
+class ProcessLimit(JobError):
     """The server's process reached one of its limits (open files, processes, memory): the job could not go on.
 
     An outcome of the load, not a fault of the tool: logged without a traceback, once a minute (`job.limit_reached`).
+    Retried as the job's retry policy allows (the limit frees as the work running now ends).
     """
+
+    code = "process_limit"
 
 
 class StoreError(JobError):

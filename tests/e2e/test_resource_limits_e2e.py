@@ -21,7 +21,7 @@ import pytest
 from mcp import Client
 
 from tests.e2e.conftest import BASE_ENV, ROOT, SERVER, free_port, stop, wait_for_port
-from tests.e2e.test_jobs_e2e import read, start, texts
+from tests.e2e.test_jobs_e2e import read, start, structured, texts
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,6 +186,19 @@ async def test_commands_past_the_open_files_limit_fail_naming_it_and_later_ones_
         log = server.stderr()
     assert log.count("job.limit_reached") == 1 and "RLIMIT_NOFILE" in log, log[-3000:]  # not a traceback a job
     assert "job.raised" not in log and "Traceback" not in log, log[-3000:]
+
+
+async def test_a_command_that_could_not_start_on_a_limit_is_retried_when_its_job_allows_retries() -> None:
+    """A start that failed on a limit of the server's process (nothing of the command ran; the limit frees as the
+    commands running end) failed its job for good, though the caller asked for retries (maxRetries)."""
+    env = {"VIBE_JOBS_ALLOWED_COMMANDS": "sleep"}
+    with limited_http(limited(nofile=24), env=env) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
+            args = {"tool": "run-command", "arguments": {"command": ["sleep", "0.5"]}, "maxRetries": 5}
+            ids = [str(structured(await client.call_tool("submit-job", args))["jobId"]) for _ in range(12)]
+            outcomes = [(await read(client, job_id, waitSeconds=30))[1] for job_id in ids]
+    assert all(body["status"] == "completed" for body in outcomes), [body["message"] for body in outcomes]
+    assert any(body["metrics"]["retryCount"] > 0 for body in outcomes), "no start failed: the test proves nothing"
 
 
 def test_requests_past_the_connection_limit_are_refused_and_said_once() -> None:
