@@ -9,11 +9,13 @@ as interrupted); the file is at this version's schema step."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.e2e.conftest import BASE_ENV, ROOT, free_port, stop, wait_for_port
 from tests.e2e.upgrade_tools import MARK_ENV
 from tests.pg import postgres_url
 from vibe_jobs.engine.recovery import INTERRUPTED, WORKER_LOST
+from vibe_jobs.store import liveness
 from vibe_jobs.store.postgres import schema as pg_schema
 from vibe_jobs.store.sqlite.schema import SCHEMA_VERSION
 
@@ -233,3 +236,91 @@ async def test_servers_started_together_on_an_old_store_migrate_it_once_and_serv
     finally:
         if kind == "postgres":
             await drop(url, schema)
+
+
+def _serve_until_exit(store: str, mark: Path) -> subprocess.CompletedProcess[str]:
+    """`vibe-jobs serve` on `store` over stdio with no client (its stdin at end): it exits once open, or refusing."""
+    args = [sys.executable, "-m", "vibe_jobs", "serve", "--store", store, "--tools", "tests.e2e.upgrade_tools"]
+    env = {"PATH": "", **BASE_ENV, **KEEP_FINISHED, MARK_ENV: str(mark)}
+    return subprocess.run(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def _older_process_leasing(db: Path, owner: str) -> subprocess.Popen[bytes]:
+    """The SQLite fixture e3048ff at `db`, with a live lease of a process of this machine (which is returned)."""
+    restore_sqlite("e3048ff", db)
+    older = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    row = (owner, int(time.time() * 1000) + 120_000, liveness.this_process().host, older.pid)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("INSERT INTO leases (owner, expires_at, host, pid) VALUES (?, ?, ?, ?)", row)
+    return older
+
+
+@dataclasses.dataclass
+class _Older:
+    """A store of the fixture (kind, e3048ff) with a live lease of an older server: on SQLite a process of this
+    machine (it ends: killed), on PostgreSQL a lease of another machine (it stops: its lease is released)."""
+
+    kind: str
+    store: str
+    owner: str
+    process: subprocess.Popen[bytes] | None = None
+    url: str = ""
+    schema: str = ""
+
+    async def end(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            await anyio.to_thread.run_sync(self.process.wait)
+        else:
+            await _execute(self.url, f"DELETE FROM {self.schema}.leases WHERE owner = $1", self.owner)
+
+    async def step(self) -> int:
+        if self.process is not None:
+            with contextlib.closing(sqlite3.connect(self.store.removeprefix("sqlite:///"))) as conn:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        return await schema_step(self.url, self.schema)
+
+
+async def _older_server_on(kind: str, tmp_path: Path, owner: str) -> _Older:
+    if kind == "sqlite":
+        db = tmp_path / "jobs.db"
+        return _Older(kind, f"sqlite:///{db}", owner, process=_older_process_leasing(db, owner))
+    url, schema = postgres_url("the PostgreSQL upgrade tests"), f"vj_upgrade_{os.urandom(6).hex()}"
+    await restore_postgres("e3048ff", url, schema)
+    live = f"INSERT INTO {schema}.leases (owner, expires_at) VALUES ($1, {pg_schema.NOW_MS} + 120000)"
+    await _execute(url, live, owner)
+    return _Older(kind, f"{url}{'&' if '?' in url else '?'}schema={schema}", owner, url=url, schema=schema)
+
+
+async def _execute(url: str, statement: str, *args: Any) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_store_an_older_server_still_runs_on_is_not_upgraded_under_it(kind: str, tmp_path: Path) -> None:
+    """A newer server upgraded a store while a server of the older version still ran on it: the older one went on
+    writing to a schema it did not know (a version from before step 11 fired a schedule's tick twice). The newer
+    one now refuses, naming the older server and what to do, and changes nothing; once the older one is gone
+    (stopped, or killed on this machine) it upgrades the store and serves."""
+    mark, owner = tmp_path / "mark", "vibe-jobs@older-host:4242:0badc0de"
+    mark.touch()
+    older = await _older_server_on(kind, tmp_path, owner)
+    before = await older.step()
+    try:
+        refused = await anyio.to_thread.run_sync(_serve_until_exit, older.store, mark)
+        assert refused.returncode != 0 and refused.stdout == "", (refused.returncode, refused.stdout)
+        assert owner in refused.stderr and "older vibe-jobs" in refused.stderr and "Traceback" not in refused.stderr
+        assert await older.step() == before  # not a statement of the upgrade ran
+        await older.end()
+        served = await anyio.to_thread.run_sync(_serve_until_exit, older.store, mark)
+        assert served.returncode == 0, served.stderr[-2000:]
+        assert await older.step() == (SCHEMA_VERSION if kind == "sqlite" else pg_schema.SCHEMA_VERSION) > before
+    finally:
+        if kind == "postgres":
+            await drop(older.url, older.schema)
+        else:
+            await older.end()

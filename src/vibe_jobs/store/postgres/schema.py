@@ -25,6 +25,7 @@ import asyncpg
 
 from vibe_jobs.errors import ConfigError, StoreError
 from vibe_jobs.store import codec
+from vibe_jobs.store.upgrades import older_servers_message
 
 ACTIVE_SQL = "status IN ('pending', 'running')"
 FINAL_SQL = "status IN ('completed', 'failed', 'cancelled')"
@@ -238,6 +239,9 @@ def check_schema_name(name: str) -> str:
     return name
 
 
+NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"  # the database's clock, in ms
+
+
 def lock_key(schema: str, purpose: str) -> int:
     """A stable signed 64-bit advisory-lock key for (schema, purpose)."""
     digest = hashlib.blake2b(f"vibe_jobs:{schema}:{purpose}".encode(errors="surrogatepass"), digest_size=8).digest()
@@ -265,6 +269,8 @@ async def migrate(conn: asyncpg.Connection, schema: str, where: str) -> int:
                 f"the job store at {where} was written by a newer vibe-jobs "
                 f"(schema {version} > {SCHEMA_VERSION}); upgrade vibe-jobs to open it"
             )
+        if 0 < version < SCHEMA_VERSION:
+            await _refuse_beside_older(conn, schema, version, where)
         if 0 < version < SCHEMA_VERSION and await _shape(conn, schema) != await _reference_shape(conn, version):
             await _replay(conn, schema)  # its steps so far are not ours
         else:
@@ -273,6 +279,17 @@ async def migrate(conn: asyncpg.Connection, schema: str, where: str) -> int:
         for step in range(version, SCHEMA_VERSION):
             await conn.execute(f'INSERT INTO "{schema}".vibe_jobs_migrations (version) VALUES ($1)', step + 1)
         return SCHEMA_VERSION - version
+
+
+async def _refuse_beside_older(conn: asyncpg.Connection, schema: str, version: int, where: str) -> None:
+    """Refuse to migrate while a server of the older version still holds its lease on the store: it would go on
+    writing to a schema it does not know (one from before step 11 fired a schedule's tick twice beside a newer
+    server). Its lease ends when it stops (or, killed, when the lease expires)."""
+    rows = await conn.fetch(
+        f'SELECT owner, expires_at - {NOW_MS} FROM "{schema}".leases WHERE expires_at > {NOW_MS} ORDER BY owner'
+    )
+    if rows:
+        raise StoreError(older_servers_message(where, version, [(owner, int(left)) for owner, left in rows]))
 
 
 # Another numbering of steps: branches merged later (identity, talkback, schedules, stage history) recorded their

@@ -29,7 +29,7 @@ from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, WAITS_SINCE_SQL, ClaimLimits
 from vibe_jobs.store.codec import COLUMNS, select_list
-from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL, unmet
+from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL, NOW_MS, unmet
 
 DEFAULT_NEEDS = ResourceRequirements()
 _EXTRA = ("deps", "need_memory_mb", "need_cpu_weight", "need_disk_mb")
@@ -236,7 +236,6 @@ FROM (SELECT tool_name, count(*) FILTER (WHERE status = 'running') AS n,
         sum(need_disk_mb) FILTER (WHERE status = 'running') AS disk
     FROM jobs GROUP BY tool_name) g"""
 NOTIFY = "SELECT count(pg_notify($1, p)) FROM unnest($2::TEXT[]) AS p"
-NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT"
 
 
 def insert_args(rec: JobRecord) -> list[Any]:

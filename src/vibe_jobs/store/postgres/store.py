@@ -60,7 +60,7 @@ from vibe_jobs.store.base import (
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, connection_lost, store_error
 from vibe_jobs.store.postgres.notify import Listener
-from vibe_jobs.store.postgres.schema import channel, check_schema_name, drop_schema, lock_key, migrate
+from vibe_jobs.store.postgres.schema import NOW_MS, channel, check_schema_name, drop_schema, lock_key, migrate
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
@@ -291,7 +291,7 @@ class PostgresStore(SharedJobStore):
         return store_error(exc, f"the job store at {self.where} failed: {type(exc).__name__}: {exc}")
 
     async def clock_ms(self) -> int:
-        row = await self._fetchrow(f"SELECT {sql.NOW_MS}")
+        row = await self._fetchrow(f"SELECT {NOW_MS}")
         assert row is not None
         return int(row[0])
 

@@ -59,8 +59,10 @@ from vibe_jobs.store.sqlite import dbfile, principals, sql
 from vibe_jobs.store.sqlite.change import Change
 from vibe_jobs.store.sqlite.errors import failure_error, open_error
 from vibe_jobs.store.sqlite.link import AnswerLost, Link, Statement, statement
-from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, pragmas
+from vibe_jobs.store.sqlite.older import older_servers
+from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL, MIGRATIONS, SCHEMA_VERSION, pragmas
 from vibe_jobs.store.sqlite.server import ALL, COLUMN, NONE, ONE, ROWCOUNT, VACUUM, Config, Failure
+from vibe_jobs.store.upgrades import older_servers_message
 
 log = get_logger("vibe_jobs.store.sqlite")
 
@@ -302,6 +304,9 @@ class SQLiteStore:
             return
         self._make_parent()
         await self._check_file_to_open(restart=old is not None)
+        step, live = await anyio.to_thread.run_sync(older_servers, self.path, SCHEMA_VERSION)
+        if live:
+            raise StoreError(older_servers_message(self.path, step, live))
         config = Config(
             path=self.path,
             pragmas=pragmas(self.synchronous, int(self.busy_timeout * 1000)),
