@@ -12,6 +12,7 @@ import anyio
 
 from vibe_jobs.cli import flags
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
+from vibe_jobs.cli.jobs import say
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
@@ -81,7 +82,7 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
     if problem is not None:
         print(f"vibe-jobs: not ready: {problem}", file=sys.stderr)
         return 1
-    print("ready")
+    say("ready")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -37,9 +38,25 @@ MESSAGE_WIDTH = 60
 Command = Callable[[JobManager, argparse.Namespace], Awaitable[int]]
 
 
+EXIT_OUTPUT_CLOSED = 141  # a shell's status for a command a SIGPIPE ended (128 + 13)
+
+
+class OutputClosed(BaseException):
+    """stdout's reader went away (`vibe-jobs jobs show ID | head`): the command ends without a word, as Unix tools
+    do, with EXIT_OUTPUT_CLOSED (`cli.main`). Not an Exception: a command's `except Exception` (which reports an
+    error in one line) let a BrokenPipeError through as `vibe-jobs: BrokenPipeError: [Errno 32] Broken pipe`,
+    and `health` as a traceback."""
+
+
 def say(text: object) -> None:
-    """Command output for people and scripts: stdout (this is the CLI, not the stdio server)."""
-    sys.stdout.write(f"{text}\n")
+    """Command output for people and scripts: stdout (this is the CLI, not the stdio server), written now, so that
+    a reader that went away is seen here (OutputClosed) and not by the interpreter's flush at exit."""
+    try:
+        sys.stdout.write(f"{text}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
+        raise OutputClosed from None
 
 
 # -- parsing -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from vibe_jobs.cli import flags
 from vibe_jobs.cli.call import add_call_parser, run_call
 from vibe_jobs.cli.dashboard import add_dashboard_parsers, run_dashboard, run_health
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
-from vibe_jobs.cli.jobs import add_jobs_parser, run_jobs
+from vibe_jobs.cli.jobs import EXIT_OUTPUT_CLOSED, OutputClosed, add_jobs_parser, run_jobs
 from vibe_jobs.cli.proxy import add_proxy_parser, run_proxy
 from vibe_jobs.cli.schedules import add_schedules_parser, run_schedules
 from vibe_jobs.errors import BadJobTool, ConfigError, JobError
@@ -221,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OutputClosed:
+        return EXIT_OUTPUT_CLOSED
+    except BaseExceptionGroup as group:  # `call` prints inside its client's task groups
+        closed, rest = group.split(OutputClosed)
+        if closed is None or rest is not None:
+            raise
+        return EXIT_OUTPUT_CLOSED
 
 
 if __name__ == "__main__":
