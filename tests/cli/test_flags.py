@@ -189,3 +189,20 @@ def test_a_store_a_command_cannot_run_on_is_one_line_and_exit_2(argv: list[str],
     done = subprocess.run([*VIBE_JOBS, *argv], capture_output=True, text=True, timeout=60, check=False, input="")
     assert done.returncode == 2 and done.stderr.strip().startswith(says), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == "", done.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+@pytest.mark.parametrize("command", ["serve", "worker", "jobs list", "health"])
+def test_a_postgresql_url_whose_port_is_no_port_is_one_line_naming_it(command: str, port: str) -> None:
+    """`serve --store postgresql://...:99999/db` (or `:abc`) ended in asyncpg's traceback when it connected
+    (OverflowError, ValueError); `jobs` printed `vibe-jobs: OverflowError: connect(): port must be 0-65535.`"""
+    url = f"postgresql://app:Sup3rSecretPw@127.0.0.1:{port}/test"
+    done = subprocess.run(
+        [*VIBE_JOBS, *command.split(), "--store", url],
+        capture_output=True, text=True, timeout=60, check=False, input="",
+        env={**os.environ, "VIBE_JOBS_LOG_LEVEL": "warning"},
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert f"port '{port}' is not a port number (1 to 65535" in lines[0], done.stderr
+    assert "Sup3rSecretPw" not in done.stderr and "app:***@127.0.0.1" in done.stderr, done.stderr

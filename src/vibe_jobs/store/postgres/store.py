@@ -108,6 +108,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"not a store URL: {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
+    _check_ports(parts.netloc, url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours: dict[str, str] = {}
     for key, value in pairs:  # refused by name: a `?schema=$SCHEMA` with the variable unset put the jobs in public
@@ -119,6 +120,19 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
             ours[key] = value
     rest = [(k, v) for k, v in pairs if k not in _OPTIONS]
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+def _check_ports(netloc: str, url: str) -> None:
+    """Each host's port (`host:5432`, `[::1]:5432`, several comma separated) a number from 1 to 65535: asyncpg
+    raised OverflowError for 99999 and ValueError for `abc` when it connected, a traceback of `serve`."""
+    for host in netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.partition(":")[2]  # none, or empty: the default port
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(
+                f"the store URL's port {port!r} is not a port number (1 to 65535; PostgreSQL's is 5432):"
+                f" {redact_url(url)!r}"
+            )
 
 
 def redact(url: str) -> str:
