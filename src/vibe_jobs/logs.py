@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import traceback
@@ -46,13 +47,31 @@ class _Stderr:
 STDERR = _Stderr()
 
 
+def terminal(stream: Any) -> bool:
+    """Whether `stream` is a terminal that takes control sequences (a redrawn line, colours): a TTY whose TERM is
+    not `dumb`."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
+
+
+def colours(stream: Any) -> bool:
+    """Whether what is written to `stream` may be coloured: a `terminal`, and NO_COLOR unset or empty
+    (no-color.org)."""
+    return terminal(stream) and not os.environ.get("NO_COLOR")
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """Send structlog output to stderr; never to stdout (stdout carries the MCP protocol on stdio)."""
+    """Send structlog output to stderr; never to stdout (stdout carries the MCP protocol on stdio). The console
+    format is coloured only where `colours` allows (it was always: escape codes in a log file, under NO_COLOR,
+    on TERM=dumb)."""
     global _level
     _level = _LEVELS.get(level, logging.INFO)
     global _renderer
     json_output = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=colours(sys.stderr))
+    )
     _renderer = renderer
     structlog.configure(
         processors=[

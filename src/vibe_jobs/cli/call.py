@@ -30,6 +30,7 @@ from vibe_jobs.cli import flags
 from vibe_jobs.cli.ask import TerminalAsker
 from vibe_jobs.cli.jobs import result_text, say
 from vibe_jobs.errors import first_leaf
+from vibe_jobs.logs import terminal
 from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
@@ -489,7 +490,7 @@ async def _session(args: argparse.Namespace, arguments: dict[str, Any], errlog: 
             result = await client.call_tool(args.tool, arguments)
             job_id = started_job(args.tool, result)
             return print_plain(result, args.json) if job_id is None else print_started(result, job_id, args.json)
-        follower = Follower(client, ProgressView(sys.stderr, sys.stderr.isatty()))
+        follower = Follower(client, ProgressView(sys.stderr, terminal(sys.stderr)))
         try:
             result = await follower.run(args.tool, arguments)
         finally:
