@@ -43,6 +43,10 @@ def refused(*argv: str) -> str:
         (["jobs", "list", "--limit", "abc"], "--limit: 'abc': invalid literal"),  # "invalid _limit_arg value"
         (["serve", "--allowed-hosts", "jobs.example,http://x"], "--allowed-hosts 'jobs.example,http://x' is invalid"),
         (["jobs", "list", "--limit=0"], "--limit: '0': must be between 1 and 500"),
+        # `call --url`: these ended as `OverflowError: connect(): port must be 0-65535.` and `UnsupportedProtocol`
+        (["call", "echo", "--url", "http://127.0.0.1:99999/mcp"], "--url 'http://127.0.0.1:99999/mcp' is not a URL"),
+        (["call", "echo", "--url", "localhost:8000/mcp"], "is not the URL of a server: give http(s)://HOST:PORT/mcp"),
+        (["call", "echo", "--url", "http://u:Sup3rSecretPw@h:x/mcp"], "--url 'http://u:***@h:x/mcp' is not a URL"),
         (
             ["serve", "--tools", "../mytools"],
             "tools module '../mytools' is not a module name",

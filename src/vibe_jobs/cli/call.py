@@ -188,6 +188,23 @@ def server_command(server_cmd: str | None) -> list[str]:
     return [sys.executable, "-m", "vibe_jobs", "serve"]
 
 
+def server_url(url: str | None) -> None:
+    """`--url` names an HTTP server: http(s), a host, a port from 1 to 65535 if any. Raises ValueError (the URL shown
+    without its password): `ftp://...` ended as `UnsupportedProtocol`, a port of 99999 as `OverflowError`."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is no number, or out of range; a bad IPv6 host
+        raise ValueError(f"--url {redact_url(url)!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(
+            f"--url {redact_url(url)!r} is not the URL of a server: give http(s)://HOST:PORT/mcp"
+            " (or its /sse path), as the server printed it"
+        )
+
+
 def connect_target(args: argparse.Namespace, errlog: TextIO) -> Any:
     """What `Client(...)` connects to: a URL, an SSE transport, or a stdio server started here."""
     if args.url:
@@ -549,6 +566,7 @@ def run_call(args: argparse.Namespace, settings: Settings) -> int:
         split_json_flag(args)
         arguments = build_arguments(args.arg, args.json_args)
         server_command(args.server_cmd)
+        server_url(args.url)
         args.token = bearer_token(args.token)
         if args.no_wait and not args.url:
             raise ValueError(
