@@ -249,6 +249,13 @@ class ToolNameTaken(BadJobTool, ValueError):
     """A tool registered under a name another tool of the server has (the server's own tools included)."""
 
 
+def refusal_in(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The ConfigError a task group raised when it is all the group holds (a refusal, such as a port another
+    server took, then comes out as itself: one line and exit 2), else None."""
+    refused, other = group.split(ConfigError)
+    return first_leaf(refused) if refused is not None and other is None else None
+
+
 def first_leaf(exc: BaseException) -> BaseException:
     """The first error inside `exc`, looking through exception groups (task groups wrap what they raise)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:

@@ -311,6 +311,20 @@ def test_of_two_servers_started_together_on_one_port_the_second_says_one_line_an
                 proc.stderr.close()
 
 
+@pytest.mark.parametrize("store", ["postgresql://app:Sup3rSecretPw@127.0.0.1:1/test", "sqlite:///{file}/jobs.db"])
+def test_a_store_the_dashboard_cannot_open_is_one_line_and_exit_2(tmp_path: Path, store: str) -> None:
+    """As `serve`: the dashboard said where it served, then uvicorn logged the store's error as a traceback and the
+    process exited 3 (the store was opened in the app's lifespan)."""
+    (tmp_path / "file").write_text("not a directory")
+    url = store.format(file=tmp_path / "file")
+    cmd = [sys.executable, "-m", "vibe_jobs", "dashboard", "--store", url, "--port", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("vibe-jobs: cannot open the job store at "), done.stderr
+    assert "Sup3rSecretPw" not in done.stderr and done.stdout == ""
+
+
 @pytest.mark.parametrize(
     ("command", "said"),
     [

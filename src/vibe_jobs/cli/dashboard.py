@@ -13,7 +13,7 @@ import anyio
 from vibe_jobs.cli import flags
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
 from vibe_jobs.cli.jobs import say
-from vibe_jobs.errors import ConfigError
+from vibe_jobs.errors import ConfigError, refusal_in
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.redact import redact_url
@@ -59,15 +59,22 @@ def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     )
     where = f"http://{args.host}:{sock.getsockname()[1]}/"  # port 0: the one given
     announce = f"vibe-jobs: dashboard of {redact_url(settings.store_url)} at {where}"
-    anyio.run(serve_dashboard, app, sock, settings, announce)
+    anyio.run(serve_dashboard, app, manager, sock, announce)
     return 0
 
 
-async def serve_dashboard(app: Any, sock: Any, settings: Settings, announce: str) -> None:
+async def serve_dashboard(app: Any, manager: JobManager, sock: Any, announce: str) -> None:
+    """Serve the dashboard while its manager runs: the store is open before the dashboard says where it is."""
     from vibe_jobs.server.listen import serve_http
 
-    timeout = settings.http_header_timeout_ms / 1000
-    await serve_http(app, sock, log_level=settings.log_level, header_timeout=timeout, announce=announce)
+    timeout = manager.settings.http_header_timeout_ms / 1000
+    try:
+        async with manager:
+            await serve_http(app, sock, log_level=manager.settings.log_level, header_timeout=timeout, announce=announce)
+    except BaseExceptionGroup as group:  # from the manager's task group: a port taken meanwhile is one line
+        if (refused := refusal_in(group)) is None:
+            raise
+        raise refused from None
 
 
 def run_health(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,7 +21,7 @@ from vibe_jobs.engine.claims import ClaimSource
 from vibe_jobs.engine.schedules import Schedules, code_schedule_id, parse_spec
 from vibe_jobs.engine.sources import JobSource, make_source
 from vibe_jobs.engine.ticker import Ticker
-from vibe_jobs.errors import BadJobTool, ConfigError, ToolNameTaken, first_leaf
+from vibe_jobs.errors import BadJobTool, ToolNameTaken, refusal_in
 from vibe_jobs.jobtool import F, JobToolOptions, JobToolSpec, check_plain, make_spec, marked_spec
 from vibe_jobs.logs import configure_logging, get_logger
 from vibe_jobs.manager import JobManager
@@ -204,10 +204,9 @@ class JobServer:
             try:
                 await self._serve(auth, transport, sock, security, url)
             except BaseExceptionGroup as group:  # from the manager's task group: a refusal comes out as itself
-                refused, other = group.split(ConfigError)
-                if refused is None or other is not None:
+                if (refused := refusal_in(group)) is None:
                     raise
-                raise first_leaf(refused) from None
+                raise refused from None
         log.info("server.stopped")
 
     async def _serve(

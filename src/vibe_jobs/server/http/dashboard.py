@@ -8,8 +8,7 @@ GET `/` (jobs, newest first, filters, cursor paging), GET `/jobs/{jobId}`, POST 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import resources
 from typing import Any, cast
 
@@ -207,11 +206,7 @@ def add_dashboard(mcp: MCPServer[Any], dashboard: Dashboard) -> None:
 
 
 def dashboard_app(dashboard: Dashboard) -> Starlette:
-    """The dashboard alone (`vibe-jobs dashboard`): the manager runs for the app's lifetime."""
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with dashboard.m:
-            yield
-
-    return Starlette(routes=dashboard.routes(), lifespan=lifespan)
+    """The dashboard alone (`vibe-jobs dashboard`), its manager run by the caller: the command opens the store
+    before it listens, so that a store that cannot open is its one-line error (opened in the app's lifespan, it
+    was uvicorn's logged traceback and exit 3, after the dashboard had said where it served)."""
+    return Starlette(routes=dashboard.routes())
