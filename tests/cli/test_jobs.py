@@ -349,3 +349,24 @@ def test_what_a_job_wrote_reaches_the_terminal_escaped(tmp_path: Path) -> None:
         assert "\\x1b[2J" in done.stdout, done.stdout
         shown[argv[0]] = done.stdout
     assert "\n  line one\n" in shown["show"], shown["show"]  # the result's lines stay lines
+
+
+async def _with_text(url: str, text: str) -> str:
+    async with JobManager(open_store(url), Settings()) as m:
+        job_id = await m.create_job("map-codebase", {"path": "src"})
+        await m.update_job_status(job_id, JobStatus.RUNNING)
+        await m.set_job_result(job_id, {"content": [{"type": "text", "text": text}]})
+        return job_id
+
+
+def test_a_job_s_text_reaches_a_terminal_whose_locale_cannot_hold_it_escaped(tmp_path: Path) -> None:
+    """In a locale that cannot encode a job's text (LC_ALL=C with Python's UTF-8 mode off) `jobs show` printed
+    only `vibe-jobs: UnicodeEncodeError: 'ascii' codec can't encode character ...` and exited 1."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    job_id = anyio.run(_with_text, url, "def héllo() ✓")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENCODING"))}
+    env.update(LC_ALL="C", PYTHONUTF8="0")
+    cmd = [sys.executable, "-m", "vibe_jobs", "jobs", "show", job_id, "--store", url]
+    done = subprocess.run(cmd, capture_output=True, timeout=60, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert b"  def h\\xe9llo() \\u2713\n" in done.stdout, done.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -203,7 +204,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _unencodable_escaped() -> None:
+    """stdout in a locale that cannot hold a job's text (LC_ALL=C with Python's UTF-8 mode off, a Latin-1 locale)
+    writes what it cannot encode as `\\u` escapes, as stderr does: `call` ended in a UnicodeEncodeError (exit 2)
+    after its job had completed, and `jobs show` printed nothing but that error. (`serve` writes its protocol as
+    UTF-8 bytes, not through sys.stdout.)"""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _unencodable_escaped()
     args = build_parser().parse_args(argv)
     flags.merge_store_options(args)
     try:
