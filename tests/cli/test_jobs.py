@@ -370,3 +370,15 @@ def test_a_job_s_text_reaches_a_terminal_whose_locale_cannot_hold_it_escaped(tmp
     done = subprocess.run(cmd, capture_output=True, timeout=60, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert b"  def h\\xe9llo() \\u2713\n" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("command", [["jobs", "show"], ["jobs", "cancel"], ["schedules", "pause"]])
+def test_an_id_given_with_escape_sequences_is_echoed_escaped(tmp_path: Path, command: list[str]) -> None:
+    """`jobs show ID` of an id pasted with a terminal's escape sequences in it wrote them raw to the terminal in
+    `No job with id '...'` (clear the screen, set the window title)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    anyio.run(_many, url, 1)
+    cmd = [sys.executable, "-m", "vibe_jobs", *command, f"x{ESCAPES}", "--store", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "with id 'x\\x1b]0;owned" in done.stderr, done.stderr
+    assert "\x1b" not in done.stderr and "\x07" not in done.stderr, done.stderr

@@ -291,8 +291,14 @@ def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
         configure_logging("warning", settings.log_format)
     try:
         return anyio.run(_run, args, settings, existing_store(args.store or settings.store_url))
-    except JobError as exc:
-        print(f"vibe-jobs: {exc}", file=sys.stderr)
     except Exception as exc:  # a command line never shows a traceback
-        print(f"vibe-jobs: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return failed(exc)
+
+
+def failed(exc: Exception) -> int:
+    """A `jobs` or `schedules` command's error, one line on stderr, exit code 1. Escaped (`printable`): it may
+    quote what was given (`jobs show ID` of an id pasted with a terminal's escape sequences in it, which went to
+    the terminal raw: `No job with id '<ESC>[2J'` cleared the screen)."""
+    text = str(exc) if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+    print(f"vibe-jobs: {printable_lines(text)}", file=sys.stderr)
     return 1

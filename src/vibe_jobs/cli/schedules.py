@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,9 +16,8 @@ import anyio
 import structlog
 
 from vibe_jobs.cli import flags
-from vibe_jobs.cli.jobs import existing_store, format_table, say
+from vibe_jobs.cli.jobs import existing_store, failed, format_table, say
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.errors import JobError
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.schedules import Schedule
@@ -121,8 +119,5 @@ def run_schedules(args: argparse.Namespace, settings: Settings) -> int:
         configure_logging("warning", settings.log_format)
     try:
         return anyio.run(_run, args, settings)
-    except JobError as exc:
-        print(f"vibe-jobs: {exc}", file=sys.stderr)
     except Exception as exc:  # a command line never shows a traceback
-        print(f"vibe-jobs: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1
+        return failed(exc)
