@@ -6,6 +6,7 @@ password."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -210,3 +211,14 @@ def test_a_postgresql_url_whose_port_is_no_port_is_one_line_naming_it(command: s
     assert done.returncode != 0 and len(lines) == 1, done.stderr
     assert f"port '{port}' is not a port number (1 to 65535" in lines[0], done.stderr
     assert "Sup3rSecretPw" not in done.stderr and "app:***@127.0.0.1" in done.stderr, done.stderr
+
+
+def test_call_to_a_url_where_no_server_listens_names_the_url() -> None:
+    """`call --url` where nothing listens said only `ConnectError: All connection attempts failed`."""
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # free once closed: nothing listens there
+    url = f"http://app:Sup3rSecretPw@127.0.0.1:{port}/mcp"
+    error = refused("call", "echo", "--url", url)
+    said = f"vibe-jobs: no server answers at http://app:***@127.0.0.1:{port}/mcp (is it running"
+    assert error.startswith(said), error
+    assert "Sup3rSecretPw" not in error

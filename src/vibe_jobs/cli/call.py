@@ -586,11 +586,21 @@ def run_call(args: argparse.Namespace, settings: Settings) -> int:
                 return EXIT_INTERRUPTED
             if not isinstance(group, Exception):
                 raise
-            return _report(group, errlog)
+            return _report(group, errlog, args.url)
         except Exception as exc:
-            return _report(exc, errlog)
+            return _report(exc, errlog, args.url)
 
 
-def _report(exc: BaseException, errlog: IO[str]) -> int:
-    print(f"vibe-jobs: {describe(exc)}{_server_log_tail(errlog)}", file=sys.stderr)
+def _report(exc: BaseException, errlog: IO[str], url: str | None) -> int:
+    print(f"vibe-jobs: {_unreached(exc, url)}{describe(exc)}{_server_log_tail(errlog)}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _unreached(exc: BaseException, url: str | None) -> str:
+    """The start of the line when `--url` could not be reached: which server, and the likely fix (it said only
+    `ConnectError: All connection attempts failed`)."""
+    import httpx2
+
+    if url is None or not isinstance(first_leaf(exc), httpx2.ConnectError | httpx2.ConnectTimeout):
+        return ""
+    return f"no server answers at {redact_url(url)} (is it running, at the address it printed?): "
