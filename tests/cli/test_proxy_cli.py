@@ -16,6 +16,8 @@ import structlog
 from tests.e2e.proxy_fixtures import wait_for
 from vibe_jobs.cli.main import main
 
+VIBE_JOBS = [sys.executable, "-m", "vibe_jobs"]
+
 
 @pytest.fixture(autouse=True)
 def _logging_left_as_found() -> Iterator[None]:
@@ -43,6 +45,16 @@ def test_a_proxy_that_cannot_run_says_why(
     said = capsys.readouterr()
     assert problem in said.err and said.err.startswith("vibe-jobs proxy: ")
     assert said.out == ""  # stdout is the protocol's, even when the proxy refuses to start
+
+
+def test_a_malformed_upstream_header_is_refused_without_showing_it() -> None:
+    """`--upstream-header 'Authorization Bearer TOKEN'` (its colon left out) was echoed whole in the refusal,
+    the token with it, to stderr (a container's log)."""
+    header = "Authorization Bearer Sup3rSecretTok"
+    cmd = [*VIBE_JOBS, "proxy", "--store", "memory://", "--upstream-url", "http://h/mcp", "--upstream-header", header]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 2 and "an --upstream-header is not 'Name: value'" in run.stderr, run.stderr
+    assert "Sup3rSecretTok" not in run.stderr
 
 
 def test_an_upstream_that_cannot_start_stops_the_proxy_naming_it() -> None:

@@ -24,7 +24,7 @@ def test_a_malformed_named_upstream_is_refused_naming_the_option(text: str) -> N
 
 def test_headers_are_name_colon_value() -> None:
     assert parse_header("Authorization: Bearer abc:def") == ("Authorization", "Bearer abc:def")
-    with pytest.raises(ConfigError, match="expected 'Name: value'"):
+    with pytest.raises(ConfigError, match="is not 'Name: value'"):
         parse_header("Authorization Bearer")
 
 

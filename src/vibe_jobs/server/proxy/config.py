@@ -43,10 +43,14 @@ class UpstreamSpec:
 
 
 def parse_header(text: str) -> tuple[str, str]:
-    """`Name: value` -> (name, value)."""
+    """`Name: value` -> (name, value). A header that is not is refused without being shown: it is often a
+    credential (`--upstream-header 'Authorization Bearer TOKEN'`, its colon left out, was echoed whole)."""
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise ConfigError(f"--upstream-header {text!r}: expected 'Name: value'")
+        raise ConfigError(
+            "an --upstream-header is not 'Name: value' (such as 'Authorization: Bearer TOKEN'); it is not shown"
+            " here, as it may hold a secret"
+        )
     return name.strip(), value.strip()
 
 
