@@ -151,7 +151,10 @@ def build_arguments(pairs: list[str], json_args: str | None, schema: dict[str, A
     (`parse_value`). Raises ValueError on bad input."""
     arguments: dict[str, Any] = {}
     if json_args:
-        loaded = json.loads(json_args)
+        try:
+            loaded = json.loads(json_args)
+        except ValueError as exc:  # it said only `Expecting property name ...`, naming neither flag
+            raise ValueError(f"the arguments (--json OBJECT or --json-args) are not JSON: {exc}") from None
         if not isinstance(loaded, dict):
             raise ValueError("--json-args must be a JSON object")
         arguments.update(loaded)
