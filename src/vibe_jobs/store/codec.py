@@ -11,12 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from json.scanner import make_scanner
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vibe_jobs.errors import StoreError
 from vibe_jobs.models import JobRecord, TaskSpec
 from vibe_jobs.results import json_safe, readable
 from vibe_jobs.states import JobStatus
+
+if TYPE_CHECKING:
+    from vibe_jobs.store.base import JobQuery
 
 # Columns in `JobRecord` field order, so a row maps onto the dataclass positionally.
 COLUMNS = (
@@ -157,3 +160,17 @@ def decode(row: Row) -> JobRecord:
 def change_values(changes: Mapping[str, Any]) -> list[Any]:
     get = ENCODE.get
     return [v if (fn := get(k)) is None else fn(v) for k, v in changes.items()]
+
+
+def query_args(query: JobQuery) -> list[Any]:
+    """The parameters of a `JobQuery`'s statement (each dialect's `query_sql`), in its order: the status, the
+    tool name, the principal, the page's (created_at, id), the limit; a filter not given has none."""
+    args: list[Any] = [] if query.status is None else [ENCODE["status"](query.status)]
+    if query.tool_name is not None:
+        args.append(query.tool_name)
+    if query.principal is not None:
+        args.append(query.principal)
+    if query.before is not None:
+        args += query.before
+    args.append(query.limit)
+    return args

@@ -356,6 +356,7 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 
 @lru_cache(maxsize=64)
 def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True) -> str:
+    """Newest first; parameters in the order `codec.query_args` gives them."""
     where: list[str] = []
     conds = (
         (by_status, "status = $?"),

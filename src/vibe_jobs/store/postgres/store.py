@@ -41,7 +41,7 @@ from vibe_jobs.owners import owner_prefix
 from vibe_jobs.redact import redact_url
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import schedulerows
+from vibe_jobs.store import codec, schedulerows
 from vibe_jobs.store.base import (
     ADOPT_CHUNK,
     PRINCIPAL_LOCK_WAIT_MS,
@@ -496,16 +496,6 @@ class PostgresStore(SharedJobStore):
     async def query(self, query: JobQuery) -> list[JobRecord]:
         if _unholdable(query.tool_name, query.principal):
             return []
-        args: list[Any] = []
-        if query.status is not None:
-            args.append(sql.status_texts([query.status])[0])
-        if query.tool_name is not None:
-            args.append(query.tool_name)
-        if query.principal is not None:
-            args.append(query.principal)
-        if query.before is not None:
-            args += query.before
-        args.append(query.limit)
         text = sql.query_sql(
             query.status is not None,
             query.tool_name is not None,
@@ -513,7 +503,7 @@ class PostgresStore(SharedJobStore):
             query.principal is not None,
             query.with_result,
         )
-        return await self._records(text, *args)
+        return await self._records(text, *codec.query_args(query))
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         found = await self._records(sql.FIND_ACTIVE, dedupe_key)

@@ -44,7 +44,7 @@ def query_sql(
     status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True
 ) -> str:
     """Newest first; the status filter repeats its partial index's condition so SQLite uses it.
-    Parameters in order: status, tool name, principal, the page's (created_at, id), the limit."""
+    Parameters in the order `codec.query_args` gives them."""
     select = f"SELECT {select_list(with_result)} FROM jobs"
     if status is not None and status in ACTIVE and not by_principal:
         return _query_sql(f"{select} INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged, by_principal)

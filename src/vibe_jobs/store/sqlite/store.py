@@ -483,15 +483,7 @@ class SQLiteStore:
         text = sql.query_sql(
             query.status, query.tool_name is not None, query.before is not None, by_principal, query.with_result
         )
-        args: list[Any] = [codec.ENCODE["status"](query.status)] if query.status is not None else []
-        if query.tool_name is not None:
-            args.append(query.tool_name)
-        if query.principal is not None:
-            args.append(query.principal)
-        if query.before is not None:
-            args += query.before
-        args.append(query.limit)
-        rows = await self._run(statement(text, False), args, ALL)
+        rows = await self._run(statement(text, False), codec.query_args(query), ALL)
         return self._decoded(rows) if query.with_result else [codec.decode(row) for row in rows]  # views: not kept
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
