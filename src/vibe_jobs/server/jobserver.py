@@ -6,7 +6,7 @@ import contextlib
 import functools
 import gc
 import socket
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import replace
 from typing import Any, Literal, Unpack, overload
 
@@ -281,14 +281,23 @@ class JobServer:
         *,
         allow_unauthenticated: bool = False,
     ) -> None:
-        configure_logging(self.settings.log_level, self.settings.log_format)
-        freeze_startup_heap()
+        run_whole_process(
+            self, functools.partial(self.serve, transport, host, port, allow_unauthenticated=allow_unauthenticated)
+        )
 
-        async def serve() -> None:
-            await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
-            await leave_work_behind(self)
 
-        anyio.run(serve)
+def run_whole_process(server: JobServer, main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main` as the whole life of a process that owns its event loop (`JobServer.run`, `run_worker`, the
+    proxy's `run`): logging as `server`'s settings say, the start-up heap frozen (`freeze_startup_heap`), and once
+    `main` returns, work that ignored its stop left behind (`leave_work_behind`)."""
+    configure_logging(server.settings.log_level, server.settings.log_format)
+    freeze_startup_heap()
+
+    async def whole() -> None:
+        await main()
+        await leave_work_behind(server)
+
+    anyio.run(whole)
 
 
 async def leave_work_behind(server: JobServer) -> None:
@@ -307,7 +316,7 @@ def freeze_startup_heap() -> None:
     """Leave what start-up built (modules, classes, the SDK's and pydantic's schemas: most of the process's
     objects, and permanent) out of every later garbage collection: a full collection walks every tracked
     object, and over a server's start-up heap that is a pause of tens of milliseconds in the middle of
-    answering calls. Called by the entry points that own the process (`run`, `run_worker`), not by `serve`,
+    answering calls. Called for the entry points that own the process (`run_whole_process`), not by `serve`,
     which a program may await in a process of its own."""
     gc.collect()
     gc.freeze()
@@ -326,14 +335,7 @@ async def serve_stdio(mcp: MCPServer[Any], max_frame_bytes: int, on_eof: Callabl
 
 def run_worker(server: JobServer, drain_seconds: float) -> None:
     """Run jobs from the shared store until SIGINT/SIGTERM/SIGHUP, then drain (see `work_until_signal`)."""
-    configure_logging(server.settings.log_level, server.settings.log_format)
-    freeze_startup_heap()
-
-    async def work() -> None:
-        await work_until_signal(server, drain_seconds)
-        await leave_work_behind(server)
-
-    anyio.run(work)
+    run_whole_process(server, functools.partial(work_until_signal, server, drain_seconds))
 
 
 async def work_until_signal(server: JobServer, drain_seconds: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -14,9 +15,9 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import Tool as UpstreamTool
 
 from vibe_jobs.arguments import shown
-from vibe_jobs.logs import configure_logging, get_logger
+from vibe_jobs.logs import get_logger
 from vibe_jobs.server.control import CONTROL_TOOL_NAMES, MAX_NAME_CHARS
-from vibe_jobs.server.jobserver import JobServer, Transport, leave_work_behind
+from vibe_jobs.server.jobserver import JobServer, Transport, run_whole_process
 from vibe_jobs.server.proxy import tether
 from vibe_jobs.server.proxy.config import ConfigError, UpstreamSpec
 from vibe_jobs.server.proxy.passthrough import PassThrough
@@ -109,13 +110,10 @@ class ProxyServer:
         *,
         allow_unauthenticated: bool = False,
     ) -> None:
-        configure_logging(self.server.settings.log_level, self.server.settings.log_format)
-
-        async def serve() -> None:
-            await self.serve(transport, host, port, allow_unauthenticated=allow_unauthenticated)
-            await leave_work_behind(self.server)
-
-        anyio.run(serve)
+        run_whole_process(
+            self.server,
+            functools.partial(self.serve, transport, host, port, allow_unauthenticated=allow_unauthenticated),
+        )
 
     def register_tools(self) -> None:
         """A job tool (or a direct one) for each upstream tool; unknown names in --jobs/--direct are an error."""
