@@ -12,6 +12,7 @@ import os
 
 import anyio
 
+from tests.e2e.exec_log import append_line
 from vibe_jobs import JobContext, job_tool
 
 EXEC_LOG_ENV = "VIBE_JOBS_TEST_EXEC_LOG"
@@ -20,14 +21,7 @@ SAFE_RETRIES = 3
 
 def append_exec_log(line: str) -> None:
     """One line to the execution log named by VIBE_JOBS_TEST_EXEC_LOG (one write: safe across processes)."""
-    path = os.environ.get(EXEC_LOG_ENV)
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{line}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(EXEC_LOG_ENV, line)
 
 
 def log_execution(job: JobContext) -> None:

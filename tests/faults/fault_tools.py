@@ -22,6 +22,7 @@ import time
 
 import anyio
 
+from tests.e2e.exec_log import append_line
 from vibe_jobs import JobContext, job_tool
 from vibe_jobs.retry import RetryPolicy
 
@@ -36,14 +37,7 @@ class InjectedFailure(Exception):
 
 
 def _append(line: str) -> None:
-    path = os.environ.get(EXEC_LOG_ENV)
-    if not path:
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, f"{line}\n".encode())
-    finally:
-        os.close(fd)
+    append_line(EXEC_LOG_ENV, line)
 
 
 def _fails(fail: str, attempt: int) -> bool:
