@@ -27,33 +27,12 @@ from vibe_jobs import JobManager, Settings
 from vibe_jobs.events import JobEvent
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.models import JobRecord
-from vibe_jobs.store import MemoryStore
 from vibe_jobs.store.postgres import PostgresStore
-from vibe_jobs.store.sqlite import SQLiteStore
+from vibe_jobs.testing.counting import CountingMemory, CountingReads, CountingSQLite
 
 
-class CountingMemory(MemoryStore):
-    reads = 0
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self.reads += 1
-        return await super().get(job_id)
-
-
-class CountingSQLite(SQLiteStore):
-    reads = 0
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self.reads += 1
-        return await super().get(job_id)
-
-
-class CountingPostgres(PostgresStore):
-    reads = 0
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self.reads += 1
-        return await super().get(job_id)
+class CountingPostgres(CountingReads, PostgresStore):
+    """The PostgreSQL store, counting the jobs read."""
 
 
 Counting = CountingMemory | CountingSQLite | CountingPostgres

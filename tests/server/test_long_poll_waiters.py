@@ -19,36 +19,17 @@ from tests.conftest import ManagerFactory
 from vibe_jobs.errors import JobNotFound
 from vibe_jobs.identity import Viewer
 from vibe_jobs.manager import JobManager
-from vibe_jobs.models import JobRecord
 from vibe_jobs.questions import elicit_request
 from vibe_jobs.results import text_result
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import ControlTools
 from vibe_jobs.settings import Settings
-from vibe_jobs.store import JobStore, MemoryStore
-from vibe_jobs.store.sqlite import SQLiteStore
+from vibe_jobs.store import JobStore
+from vibe_jobs.testing.counting import CountingMemory, CountingSQLite
 
 pytestmark = pytest.mark.every_store
 
 WAITERS, REPORTS = 20, 30
-
-
-class CountingMemory(MemoryStore):
-    """The memory store, counting the jobs read (instrumentation: every call goes to the real store)."""
-
-    reads = 0
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self.reads += 1
-        return await super().get(job_id)
-
-
-class CountingSQLite(SQLiteStore):
-    reads = 0
-
-    async def get(self, job_id: str) -> JobRecord | None:
-        self.reads += 1
-        return await super().get(job_id)
 
 
 @pytest.fixture
