@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -34,6 +32,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from vibe_jobs.client import TasksClientExtension
+from vibe_jobs.testing.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = "tests.e2e.sample_tools,tests.e2e.state_probe"
@@ -44,12 +43,6 @@ ENV = {
     "VIBE_JOBS_MAX_SESSIONS_PER_PRINCIPAL": "100000",
 }
 Opener = Callable[..., Any]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -223,15 +216,7 @@ def over_http(args: argparse.Namespace, store: str, db: Path | None) -> None:
     cmd = serve_command(store, "--transport", "streamable-http", "--port", str(port))
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)  # nothing to wait on before the port opens
+        wait_for_port(port, proc)
         base = f"http://127.0.0.1:{port}"
         anyio.run(run, args, Churn(http_opener(f"{base}/mcp"), base), db, proc.pid)
     finally:

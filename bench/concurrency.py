@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/concurrency.py [--quick] [--json]
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,26 +24,9 @@ import common
 from common import Row, percentile, ratios, row
 from mcp import Client
 
+from vibe_jobs.testing.ports import free_port, wait_for_port
+
 CLIENTS, IN_FLIGHT = 4, 50
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)  # the port is not open yet: nothing to wait on but time
-    raise TimeoutError(f"server did not listen on {port} within {seconds} s")
 
 
 @contextmanager
@@ -56,7 +38,7 @@ def http_server() -> Iterator[str]:
     with tempfile.TemporaryFile() as errlog:
         proc = subprocess.Popen(cmd, cwd=common.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errlog)
         try:
-            wait_for_port(port, proc)
+            wait_for_port(port, proc, seconds=60)
             yield f"http://127.0.0.1:{port}/mcp"
         finally:
             proc.terminate()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from vibe_jobs.server.http.dashboard import Dashboard, dashboard_app
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import JobStore, MemoryStore
 from vibe_jobs.store.sqlite import SQLiteStore
+from vibe_jobs.testing.ports import free_port
 
 GOAL_MS = 50.0
 TOOLS = ("map-codebase", "run-command", "echo", "sleepy")
@@ -58,12 +58,6 @@ async def fill(store: JobStore, n: int) -> None:
 
         for lo in range(0, n, 1000):
             tg.start_soon(insert, lo)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def timed(http: httpx.AsyncClient, path: str, rounds: int) -> tuple[float, str]:

@@ -25,7 +25,7 @@ LEVELS: dict[str, int] = {
     **dict.fromkeys(["models", "states", "errors", "events", "results", "settings", "retry", "polling", "logs"], 10),
     "questions": 10,  # what a running job asks (elicitation, sampling) and the checks of answers
     "blocks": 10,  # content blocks and numbers as the MCP carries them, checked without the SDK
-    "testing": 55,  # fixtures loaded with --tools (the conformance "everything" server): above server, below cli
+    "testing": 55,  # fixtures (the conformance "everything" server, counting stores, ports): above server, below cli
     "recent": 10,  # a bounded map of the values last remembered (manager, SQLite store)
     "figures": 10,  # plain data of the statistics, shared by metrics and the stores that compute them
     "durations": 10,  # learned run times per tool: plain data and arithmetic, persisted by the stores

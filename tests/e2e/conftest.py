@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import pty
 import select
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +18,9 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
+
+from vibe_jobs.testing.ports import free_port as free_port  # the e2e tests take them from here
+from vibe_jobs.testing.ports import wait_for_port as wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = [sys.executable, "-m", "vibe_jobs", "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
@@ -36,25 +37,6 @@ BASE_ENV = {
 }
 MODES = ["legacy", "auto"]
 ClientFactory = Callable[[], AbstractAsyncContextManager[Client]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)  # polling a port that is not open yet: there is no event to wait on
-    raise TimeoutError(f"server did not listen on {port} within {seconds} s")
 
 
 @dataclass
