@@ -23,6 +23,7 @@ from tests.e2e.conftest import MODES, ROOT, http_client_for, start_http, stdio_c
 from tests.e2e.test_identity_e2e import ALICE, client_as
 from tests.e2e.test_jobs_e2e import read, start, structured, texts, until_running
 from tests.pg import postgres_url, with_new_schema
+from tests.process_groups import live_members
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -577,19 +578,6 @@ async def test_a_cancelled_command_keeps_its_last_output_lines_as_diagnostics(mo
     # (the two pipes are read apart: their lines' order between the streams is not the program's)
     expected = ["stderr: second", "stdout: first", "stdout: ready", "stdout: third"]
     assert sorted(kept) == expected, body["details"]["diagnostics"]
-
-
-def live_members(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in group `pgid` (orphaned zombies are never reaped here)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
 
 
 async def until_gone(pgid: int, seconds: float = 10.0) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
+from tests.process_groups import live_members
 
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.tools.allowlist import Allowlist, CommandRefused, parse_names
@@ -31,19 +32,6 @@ CONTAINMENTS = [
     pytest.param(True, id="cgroup", marks=pytest.mark.skipif(own_cgroup() is None, reason="no writable cgroup v2")),
     pytest.param(False, id="process"),
 ]
-
-
-def live_members(pgid: int) -> list[int]:
-    """Pids of non-zombie processes in group `pgid` (orphaned zombies may never be reaped here)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            found.append(int(stat.parent.name))
-    return found
 
 
 def alive(pid: int) -> bool:
