@@ -246,16 +246,23 @@ async def test_a_refusal_names_the_roots_to_the_operator_only(tmp_path: Path) ->
             )
 
 
-async def test_a_map_names_its_directory_as_the_principal_gave_it_not_the_servers_path(tmp_path: Path) -> None:
-    """With authentication the roots are not told to a principal (the operator's configuration), yet the map of
-    "." said "Code map of /the/operator's/first/root" (its text, `structured.root`): it names the directory as the
-    caller gave it now. Over stdio (the operator) the map keeps naming the resolved directory."""
+def private_root_and_alices_token(tmp_path: Path) -> tuple[Path, Path]:
+    """The operator's root (a directory whose path no principal is told, holding `pkg/a.py`) and a token file
+    naming alice: the setting of the tests of how a map names its directory."""
     first = tmp_path / "operators-private-dir"
     (first / "pkg").mkdir(parents=True)
     (first / "pkg" / "a.py").write_text("def f() -> int:\n    return 1\n")
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{ALICE} alice\n")
     tokens.chmod(0o600)
+    return first, tokens
+
+
+async def test_a_map_names_its_directory_as_the_principal_gave_it_not_the_servers_path(tmp_path: Path) -> None:
+    """With authentication the roots are not told to a principal (the operator's configuration), yet the map of
+    "." said "Code map of /the/operator's/first/root" (its text, `structured.root`): it names the directory as the
+    caller gave it now. Over stdio (the operator) the map keeps naming the resolved directory."""
+    first, tokens = private_root_and_alices_token(tmp_path)
     with start_http("streamable-http", {"VIBE_JOBS_ROOTS": str(first)}, ["--auth-tokens", str(tokens)]) as http:
         async with client_as(http, ALICE) as alice:
             for path, fmt in ((".", "markdown"), ("pkg", "json")):
@@ -278,12 +285,7 @@ async def test_a_map_run_by_a_worker_names_its_directory_as_the_principal_gave_i
     roots are named is the job's creator's: a principal with a token is not told them, whoever runs the job."""
     from vibe_jobs.store.postgres import PostgresStore
 
-    first = tmp_path / "operators-private-dir"
-    (first / "pkg").mkdir(parents=True)
-    (first / "pkg" / "a.py").write_text("def f() -> int:\n    return 1\n")
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{ALICE} alice\n")
-    tokens.chmod(0o600)
+    first, tokens = private_root_and_alices_token(tmp_path)
     store = with_new_schema(postgres_url("a worker's map-codebase"), "vj_map")
     env = {**os.environ, "VIBE_JOBS_ROOTS": str(first), "VIBE_JOBS_STORE": store}
     worker_cmd = [sys.executable, "-m", "vibe_jobs", "worker", "--store", store, "--drain-seconds", "0.5"]
