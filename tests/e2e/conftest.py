@@ -128,6 +128,22 @@ def sse_server() -> Iterator[HttpServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def everything() -> list[str]:
+    """The command of the reference `@modelcontextprotocol/server-everything`, an upstream of the proxy tests."""
+    from tests.e2e.proxy_fixtures import upstream_command  # it imports this module
+
+    return upstream_command("everything")
+
+
+@pytest.fixture(scope="module")
+def time_server() -> list[str]:
+    """The command of `mcp-server-time`, an upstream of the proxy tests."""
+    from tests.e2e.proxy_fixtures import upstream_command
+
+    return upstream_command("time")
+
+
 @pytest.fixture(
     params=[(t, m) for t in ("stdio", "streamable-http", "sse") for m in MODES], ids=lambda p: f"{p[0]}-{p[1]}"
 )

@@ -28,7 +28,6 @@ from tests.e2e.proxy_fixtures import (
     temp_tap,
     texts,
     until,
-    upstream_command,
     wait_for,
 )
 
@@ -36,16 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 LONG = "trigger-long-running-operation"
 LONG_TEXT = "Long running operation completed. Duration: 4 seconds, Steps: 4."
-
-
-@pytest.fixture(scope="module")
-def everything() -> list[str]:
-    return upstream_command("everything")
-
-
-@pytest.fixture(scope="module")
-def time_server() -> list[str]:
-    return upstream_command("time")
 
 
 @pytest.fixture

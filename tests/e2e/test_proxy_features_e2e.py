@@ -41,20 +41,9 @@ from tests.e2e.proxy_fixtures import (
     temp_tap,
     texts,
     until,
-    upstream_command,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def everything() -> list[str]:
-    return upstream_command("everything")
-
-
-@pytest.fixture(scope="module")
-def time_server() -> list[str]:
-    return upstream_command("time")
 
 
 def config_args(path: Path) -> list[str]:
