@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_types import CallToolResult, TextContent
 
 from tests.e2e.conftest import free_port, stop, wait_for_port
+from tests.e2e.raw_stdio import INIT, RawStdio
 from vibe_jobs.client import call_and_wait
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +197,50 @@ def library_app_over_http() -> Iterator[str]:
 async def test_a_library_app_written_from_the_readme_runs_over_http(library_app_over_http: str) -> None:
     async with Client(library_app_over_http, read_timeout_seconds=60) as client:
         await follow_the_library_app(client)
+
+
+OWN_LOOP_PROGRAM = """
+import anyio
+from vibe_jobs import JobContext, JobServer
+
+server = JobServer("own-loop")
+
+
+@server.job_tool()
+async def fails(job: JobContext) -> str:
+    raise RuntimeError("it broke")
+
+
+anyio.run(server.serve)  # stdio, in a program that set up no logging of its own
+"""
+
+
+async def test_a_program_awaiting_serve_on_stdio_writes_only_the_protocol_to_stdout(tmp_path: Path) -> None:
+    """`JobServer.serve` awaited by a program of its own (not `run`, which sets up logging) that set up no logging:
+    structlog's default wrote `server.started` to stdout, the protocol's stream, before the first answer (the
+    client read a line that is not JSON-RPC); the lines go to stderr."""
+    program = tmp_path / "own_loop.py"
+    program.write_text(OWN_LOOP_PROGRAM)
+    with tempfile.TemporaryFile("w+") as errlog:
+        proc = await anyio.open_process(
+            [sys.executable, str(program)], env=ENV | {"VIBE_JOBS_LOG_LEVEL": "info"}, cwd=tmp_path, stderr=errlog
+        )
+        try:
+            wire = RawStdio(proc)  # every line it reads must be JSON-RPC
+            init = await wire.request("initialize", INIT)
+            await wire.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            started = await wire.call("fails", {})
+            job_id = started["result"]["structuredContent"]["jobId"]
+            failed = await wire.call("get-job-result", {"jobId": job_id, "waitSeconds": 10})
+            await wire.stop("EOF")
+            with anyio.fail_after(20):
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.aclose()
+        errlog.seek(0)
+        err = errlog.read()
+    assert init["result"]["serverInfo"]["name"] == "own-loop"
+    assert failed["result"]["structuredContent"]["status"] == "failed"
+    assert "server.started" in err and "job.raised" in err, err

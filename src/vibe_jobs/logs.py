@@ -89,6 +89,14 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     )
 
 
+def default_logging(level: str = "info", fmt: str = "auto") -> None:
+    """`configure_logging`, unless the program set structlog up itself: structlog's own default writes to stdout,
+    which a stdio server's protocol holds (a library user's program that awaits `JobServer.serve`, or runs a
+    `JobManager` beside an MCP server of its own, wrote log lines into the protocol's stream)."""
+    if not structlog.is_configured():
+        configure_logging(level, fmt)
+
+
 def uvicorn_log_config(connections: int | None = None) -> dict[str, Any]:
     """uvicorn's logging (its start-up lines, errors, the access log) as structlog writes: to stderr, JSON when
     ours is, redacted. uvicorn's own configuration sends the access log to stdout as plain text. `connections`:

@@ -37,7 +37,7 @@ from vibe_jobs.errors import (
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription, job_event
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.ids import new_job_id
-from vibe_jobs.logs import get_logger
+from vibe_jobs.logs import default_logging, get_logger
 from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import (
     Job,
@@ -139,6 +139,7 @@ class JobManager:
         ticks: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        default_logging(self.settings.log_level, self.settings.log_format)  # never stdout: a program's own loop
         self.store: JobStore = store or open_store(self.settings.store_url)  # Settings(): memory://
         # The last record this manager wrote of each active job, tried first by the next change of that
         # job instead of a read. Compare-and-set makes a stale copy (another process wrote since) cost

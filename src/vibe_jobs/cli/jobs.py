@@ -18,11 +18,10 @@ from dataclasses import replace
 from typing import Any
 
 import anyio
-import structlog
 
 from vibe_jobs.cli import flags
 from vibe_jobs.errors import ConfigError, JobError
-from vibe_jobs.logs import configure_logging
+from vibe_jobs.logs import default_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Job
 from vibe_jobs.settings import MAX_SECONDS, Settings
@@ -287,8 +286,7 @@ async def _run(args: argparse.Namespace, settings: Settings, store: JobStore) ->
 
 def run_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `jobs` subcommand; errors are one line on stderr and exit code 1 (never a traceback)."""
-    if not structlog.is_configured():  # keep stdout clean for --json; routine info logs are noise here
-        configure_logging("warning", settings.log_format)
+    default_logging("warning", settings.log_format)  # routine info logs are noise here
     try:
         return anyio.run(_run, args, settings, existing_store(args.store or settings.store_url))
     except Exception as exc:  # a command line never shows a traceback

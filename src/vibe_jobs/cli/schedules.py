@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import structlog
 
 from vibe_jobs.cli import flags
 from vibe_jobs.cli.jobs import existing_store, failed, format_table, say
 from vibe_jobs.engine.schedules import Schedules
-from vibe_jobs.logs import configure_logging
+from vibe_jobs.logs import default_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.schedules import Schedule
 from vibe_jobs.settings import Settings
@@ -115,8 +114,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_schedules(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `schedules` subcommand; errors are one line on stderr and exit code 1."""
-    if not structlog.is_configured():
-        configure_logging("warning", settings.log_format)
+    default_logging("warning", settings.log_format)
     try:
         return anyio.run(_run, args, settings)
     except Exception as exc:  # a command line never shows a traceback
