@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from tests.arg_types import RAW, TYPED, Color, Shape, arrived, typed
-from vibe_jobs import JobManager, JobStatus, Settings, jobtool
+from vibe_jobs import JobManager, JobServer, JobStatus, Settings, jobtool
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.errors import BadJobTool
 from vibe_jobs.jobtool import make_spec
 from vibe_jobs.results import first_text
 from vibe_jobs.store import JobStore, MemoryStore
@@ -189,3 +191,61 @@ async def test_a_sync_job_tool_reports_progress_without_await(kind: str, tmp_pat
     assert rec.status is JobStatus.COMPLETED, rec.progress_message
     assert [entry["stage"] for entry in rec.stage_history or ()] == ["s1", "s2", "s3"]
     assert rec.current_stage == "s3"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("timeout", 0, "greater than 0"),
+        ("timeout", -1, "greater than 0"),
+        ("max_retries", -1, "greater than or equal to 0"),
+        ("max_concurrent", 0, "greater than or equal to 1"),
+        ("operation_type", "bogus", "'decomposition'"),
+    ],
+)
+async def test_a_job_tool_option_no_job_could_run_under_is_refused_where_it_is_declared(
+    option: str, value: object, problem: str
+) -> None:
+    """`timeout=0` (or -1) was taken, and every job of the tool then failed as "ran past its -1 s time-out";
+    `max_concurrent=0` left every job pending for ever, with no word; a negative `max_retries` or an operation type
+    no job has passed silently. Each is refused as the tool is declared, naming the tool, the option and the rule."""
+    server = JobServer("options", settings=Settings())
+
+    async def quick(job: JobContext) -> str:
+        return "ok"
+
+    with pytest.raises(BadJobTool, match=rf"job tool quick: {option}={value!r}: .*{problem}"):
+        server.job_tool(quick, **{option: value})  # type: ignore[call-overload]
+    assert server.specs == {}
+    with pytest.raises(BadJobTool, match=rf"job tool quick: {option}="):
+        jobtool.job_tool(**{option: value})(quick)  # type: ignore[call-overload]
+    server.job_tool(quick, timeout=0.5, max_retries=0, max_concurrent=1, operation_type="analysis")
+    async with server.manager as manager:  # what is accepted runs
+        rec = await manager.wait(await manager.create_job("quick"), WAIT)
+    assert rec.status is JobStatus.COMPLETED, rec
+
+
+def test_a_generator_function_is_refused_where_it_is_declared() -> None:
+    """A generator (sync or async) was taken as a job tool, and its jobs "completed" with the text
+    "<generator object ...>": the generator never ran. It is refused as it is declared, saying what to do."""
+
+    def lines(job: JobContext) -> Iterator[str]:
+        yield "one"
+
+    async def chunks(job: JobContext) -> AsyncIterator[str]:
+        yield "one"
+
+    for fn in (lines, chunks):
+        with pytest.raises(BadJobTool, match=rf"job tool {fn.__name__}: .*generator.*return its result"):
+            make_spec(fn)
+
+
+def test_a_job_context_annotated_optional_is_refused_naming_the_parameter() -> None:
+    """`job: JobContext | None = None` (a function also called outside jobs) was refused as "an argument's type
+    has no JSON schema (... IsInstanceSchema ...)", naming neither the parameter nor what to write."""
+
+    async def index(path: str, job: JobContext | None = None) -> str:
+        return path
+
+    with pytest.raises(BadJobTool, match=r"job tool index: parameter job: .*annotate it JobContext"):
+        make_spec(index)

@@ -13,15 +13,16 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeVar, Unpack, get_type_hints, overload
+from typing import Annotated, Any, TypedDict, TypeVar, Unpack, get_args, get_type_hints, overload
 
 import anyio
+from pydantic import BaseModel, Field, ValidationError
 
 from vibe_jobs.arguments import Arguments, ToolArguments
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import BadJobTool, InvalidArguments
 from vibe_jobs.firing import check_cron
-from vibe_jobs.models import OperationType
+from vibe_jobs.models import OperationType, PositiveSeconds
 from vibe_jobs.results import to_call_result
 from vibe_jobs.retry import RetryPolicy
 
@@ -58,12 +59,41 @@ class JobToolSpec:
     verbatim_description: bool = False
 
     def __post_init__(self) -> None:
+        self._check_options()
         if self.context_param is None:
             self.context_param = find_context_param(self.fn)
+        if self.argument_rule is None:
+            self._check_function()
         self.arguments = self.argument_rule or ToolArguments(self.name, self.fn, self.context_param)
         if self.schedule is not None:  # refused where it is written, not when a server starts
             self.schedule = self._checked_schedule(self.schedule)
         self._is_async = inspect.iscoroutinefunction(self.fn)  # asked once: it is asked on every run otherwise
+
+    def _check_options(self) -> None:
+        """BadJobTool naming an option no job could run under (`timeout=0`: every job timed out at once;
+        `max_concurrent=0`: every job pending for ever)."""
+        values = {option: getattr(self, option) for option in _OptionRules.model_fields}
+        try:
+            _OptionRules.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            option = str(error["loc"][0])
+            raise BadJobTool(f"job tool {self.name}: {option}={values[option]!r}: {error['msg']}") from None
+
+    def _check_function(self) -> None:
+        """BadJobTool for a function no job can run as: a generator (its job's result was the generator object,
+        never run), or a parameter other than the context that mentions JobContext (`JobContext | None`)."""
+        if inspect.isgeneratorfunction(self.fn) or inspect.isasyncgenfunction(self.fn):
+            raise BadJobTool(
+                f"job tool {self.name}: it is a generator function, and a job's result is what its function "
+                "returns: return its result (report progress with job.progress)"
+            )
+        for name, annotation in _annotations(self.fn).items():
+            if name != self.context_param and _mentions_context(annotation):
+                raise BadJobTool(
+                    f"job tool {self.name}: parameter {name}: every run of a job tool is given one JobContext, "
+                    "never None: annotate it JobContext"
+                )
 
     def _checked_schedule(self, cron: str) -> str:
         """The declared schedule, normalised; BadJobTool when its cron is bad or the tool cannot run with no
@@ -148,17 +178,33 @@ class ThreadCall:
                 self._loop.call_soon_threadsafe(self.returned.set)
 
 
-def find_context_param(fn: Callable[..., Any]) -> str | None:
-    """The name of the parameter annotated `JobContext`, if any."""
+class _OptionRules(BaseModel):
+    """A job tool's options that a job runs under, as `JobToolSpec._check_options` holds them to."""
+
+    timeout: PositiveSeconds | None
+    max_retries: Annotated[int, Field(ge=0)] | None
+    max_concurrent: Annotated[int, Field(ge=1)] | None
+    operation_type: OperationType | None
+
+
+def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Each parameter's annotation, resolved where it can be."""
     try:
         hints = get_type_hints(fn)
     except (NameError, TypeError):
         hints = {}
-    for name, param in inspect.signature(fn).parameters.items():
-        annotation = hints.get(name, param.annotation)
-        if annotation is JobContext or annotation == "JobContext":
-            return name
-    return None
+    return {name: hints.get(name, param.annotation) for name, param in inspect.signature(fn).parameters.items()}
+
+
+def _mentions_context(annotation: Any) -> bool:
+    if annotation is JobContext or annotation == "JobContext":
+        return True
+    return any(_mentions_context(arg) for arg in get_args(annotation))
+
+
+def find_context_param(fn: Callable[..., Any]) -> str | None:
+    """The name of the parameter annotated `JobContext`, if any."""
+    return next((name for name, a in _annotations(fn).items() if a is JobContext or a == "JobContext"), None)
 
 
 def make_spec(
