@@ -227,8 +227,16 @@ class JobManager:
     ) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(et, e, tb)
-        self._tg = None
+        try:
+            await self._tg.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:  # the body's own error comes out as itself (returning lets it go on)
+            if e is None or group.exceptions != (e,):
+                raise
+        finally:  # whatever the body raised: the stop completes (jobs handed back, lease released, store closed)
+            self._tg = None
+            await self._stopped()
+
+    async def _stopped(self) -> None:
         with anyio.CancelScope(shield=True):
             if self.runner is not None:  # the jobs the stop interrupted, settled while the lease still holds them
                 try:

@@ -251,3 +251,49 @@ def test_the_library_form_reads_the_environment_as_serve_does(tmp_path: Path) ->
         [sys.executable, "-c", LIBRARY_SERVER], env=bad, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode != 0 and "JOB_MANAGER_MAX_CONCURRENT" in refused.stderr, refused.stderr
+
+
+def child_processes() -> set[int]:
+    """This process's children (the SQLite store's server process is one)."""
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+                children.add(int(entry))
+    return children
+
+
+async def test_an_error_in_the_body_of_async_with_manager_comes_out_as_itself_and_the_stop_completes(
+    tmp_path: Path,
+) -> None:
+    """A library user's own exception inside `async with server.manager:` came out as an ExceptionGroup (the
+    manager's task group wrapped it: `except KeyError` outside missed it), and the stop stopped there: the lease
+    was kept (the next start on the file left the job running until the lease expired, instead of recovering it at
+    once) and the SQLite store never closed, its server process left running (one more each time)."""
+    store_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    server = JobServer("body-error", settings=Settings(store_url=store_url))
+    started = anyio.Event()
+
+    @server.job_tool()
+    async def waits(job: JobContext) -> str:
+        started.set()
+        await anyio.sleep_forever()
+        return "never"
+
+    before = child_processes()
+    with pytest.raises(KeyError, match="the user's own"):
+        async with server.manager as manager:
+            job_id = await manager.create_job("waits")
+            with anyio.fail_after(WAIT):
+                await started.wait()
+            raise KeyError("the user's own")
+    assert child_processes() == before  # the store's process ended with it
+    again = JobServer("body-error", settings=Settings(store_url=store_url))
+    again.job_tool(waits)
+    async with again.manager as manager:  # the lease released: its job is recovered at once, not after the lease
+        rec = await manager.wait(job_id, WAIT)
+    assert rec.status is JobStatus.FAILED and "interrupted" in (rec.progress_message or ""), rec
