@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import math
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -169,6 +171,7 @@ class JobManager:
         self.durations: Durations = self.stats.learned  # learned run times per tool, saved by maintenance
         self.runner: Runner | None = None
         self._tg: TaskGroup | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None  # the event loop it runs on (`_check_loop`)
         self.lease_until = 0  # when this process's lease ends, as of its last renewal the store answered
         # the lease's renewals, and the beat (durations, recovery) and retention, through store failures (outages.py)
         self._beat_seconds = beat = max(MIN_PERIOD_SECONDS, self.settings.lease_ms / 3000)  # a third of the lease
@@ -207,6 +210,7 @@ class JobManager:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> JobManager:
+        self._check_loop()
         await self.store.open()
         await self._keep_the_store_s_time()
         self._tg = anyio.create_task_group()
@@ -221,6 +225,18 @@ class JobManager:
             self._tg.start_soon(self.runner.run_timers)
         await self._maintaining.attempt(self._beat, pause=False)
         return self
+
+    def _check_loop(self) -> None:
+        """RuntimeError on an event loop other than the one this manager first ran on: its engine's and store's
+        events and locks are bound to that loop (a second `asyncio.run` failed on them, as a CancelledError)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = weakref.ref(loop)
+        elif self._loop() is not loop:
+            raise RuntimeError(
+                "this JobManager ran on another event loop (an earlier asyncio.run or anyio.run), and its engine and "
+                "store are bound to that one: make a new JobServer (or JobManager) for each event loop"
+            )
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None

@@ -3,6 +3,7 @@ engine it builds for its store runs the tools registered on it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -297,3 +298,25 @@ async def test_an_error_in_the_body_of_async_with_manager_comes_out_as_itself_an
     async with again.manager as manager:  # the lease released: its job is recovered at once, not after the lease
         rec = await manager.wait(job_id, WAIT)
     assert rec.status is JobStatus.FAILED and "interrupted" in (rec.progress_message or ""), rec
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_job_server_used_again_on_another_event_loop_is_refused_saying_so(kind: str, tmp_path: Path) -> None:
+    """A module-level `JobServer` used by two `asyncio.run` calls (two scripts' phases, two tests with loops of
+    their own): its second `async with server.manager` failed on the first loop's events and locks, as an
+    ExceptionGroup "Event ... is bound to a different event loop" (memory) or a bare CancelledError "Cancelled via
+    cancel scope" (SQLite). It is refused as it is entered, saying what to do; the first loop's use is unharmed."""
+    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+    server = JobServer("two-loops", settings=Settings(store_url=url))
+
+    @server.job_tool()
+    async def double(n: int) -> int:
+        return 2 * n
+
+    async def use() -> JobStatus:
+        async with server.manager as manager:
+            return (await manager.wait(await manager.create_job("double", {"n": 2}), WAIT)).status
+
+    assert asyncio.run(use()) is JobStatus.COMPLETED
+    with pytest.raises(RuntimeError, match=r"ran on another event loop.*a new JobServer"):
+        asyncio.run(use())
