@@ -3,6 +3,8 @@ that name each unknown, missing or mistyped argument (and, for unknown ones, the
 
 from __future__ import annotations
 
+import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from tests.arg_types import RAW, TYPED, Color, Shape, arrived, typed
 from vibe_jobs.arguments import MAX_NAME_CHARS, MAX_UNKNOWN_SHOWN, ToolArguments
 from vibe_jobs.context import JobContext
-from vibe_jobs.errors import InvalidArguments, InvalidParams
+from vibe_jobs.errors import BadJobTool, InvalidArguments, InvalidParams
 
 ARGS = ToolArguments("typed", typed)
 
@@ -112,3 +114,20 @@ def test_a_signature_that_cannot_take_its_arguments_by_keyword_is_refused_when_d
     for fn in (variadic, keywords, private):
         with pytest.raises(TypeError, match=f"job tool {fn.__name__}: parameter"):
             ToolArguments(fn.__name__, fn)
+
+
+class _Size(typing.TypedDict):  # typing's, which pydantic cannot validate before Python 3.12
+    width: int
+
+
+def test_a_parameter_type_pydantic_cannot_validate_is_refused_naming_the_tool_and_parameter() -> None:
+    """A `typing.TypedDict` parameter on Python 3.11 raised pydantic's own PydanticUserError ("Please use
+    `typing_extensions.TypedDict`...") out of the model's making, naming neither the tool nor the parameter.
+    Whatever type pydantic refuses is a BadJobTool naming both and pydantic's reason."""
+
+    def resize(path: str, size: _Size) -> None: ...
+
+    if sys.version_info >= (3, 12):
+        pytest.skip("typing.TypedDict is validated on Python 3.12+")
+    with pytest.raises(BadJobTool, match=r"job tool resize: parameter size: .*typing_extensions.TypedDict"):
+        ToolArguments("resize", resize)

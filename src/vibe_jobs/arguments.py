@@ -187,7 +187,20 @@ def arguments_model(fn: Callable[..., Any], skip: str | None = None) -> type[Bas
     except NameError as exc:
         raise BadJobTool(f"job tool {name}: cannot resolve its annotations ({exc})") from None
     fields = dict(_field(name, p) for p in signature.parameters.values() if p.name != skip)
-    return create_model(f"{name}Arguments", __base__=ArgumentsModel, **fields)
+    try:
+        return create_model(f"{name}Arguments", __base__=ArgumentsModel, **fields)
+    except PydanticUserError as exc:  # a type pydantic cannot validate (typing.TypedDict before Python 3.12)
+        raise BadJobTool(f"job tool {name}: {_refused_field(name, fields)}{str(exc).splitlines()[0]}") from None
+
+
+def _refused_field(fn_name: str, fields: dict[str, Any]) -> str:
+    """`parameter NAME: ` of the first field pydantic cannot make a model of, or nothing when none alone is."""
+    for field_name, spec in fields.items():
+        try:
+            create_model(f"{fn_name}Arguments", __base__=ArgumentsModel, **{field_name: spec})
+        except PydanticUserError:
+            return f"parameter {field_name}: "
+    return ""
 
 
 def _field(fn_name: str, param: inspect.Parameter) -> tuple[str, Any]:
