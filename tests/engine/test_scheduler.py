@@ -990,8 +990,9 @@ async def test_health_reports_pending_jobs_of_a_tool_no_live_worker_runs(backend
         await m.create_job("gated", {"key": "blocker"})
         await gates.wait_started("blocker")
         await m.create_job("gated", {"key": "queued"})  # pending, but a live worker runs its tool
-        for _ in range(2):
-            await m.create_job("nobody-runs-this", {})
+        async with JobManager(open_store(backend.store.url), Settings()) as submitter:  # runs no jobs itself
+            for _ in range(2):
+                await submitter.create_job("nobody-runs-this", {})
         stats = await m.statistics()
         assert stats.unserved_tools == {"nobody-runs-this": 2}
         assert "no live worker runs tool 'nobody-runs-this' (2 pending)" in stats.health.reasons

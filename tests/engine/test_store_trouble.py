@@ -97,7 +97,7 @@ async def test_health_names_a_full_disk(tmp_path: Path) -> None:
 
 async def test_health_names_a_damaged_database(tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
-    async with running(db) as manager:
+    async with JobManager(SQLiteStore(f"sqlite:///{db}"), Settings()) as manager:  # rows no process runs
         for n in range(300):
             await manager.create_job("noop-unknown", {"pad": "y" * 500, "n": n})
     size = db.stat().st_size

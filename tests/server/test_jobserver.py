@@ -19,7 +19,7 @@ from mcp_types import TextContent
 
 from tests.pg import postgres_url, with_new_schema
 from vibe_jobs import JobContext, JobStatus, Settings, job_tool
-from vibe_jobs.errors import BadJobTool, ToolNameTaken
+from vibe_jobs.errors import BadJobTool, ToolNameTaken, UnknownTool
 from vibe_jobs.jobtool import REGISTRY, make_spec
 from vibe_jobs.server.jobserver import JobServer
 from vibe_jobs.store import JobStore, MemoryStore, open_store
@@ -320,3 +320,22 @@ def test_a_job_server_used_again_on_another_event_loop_is_refused_saying_so(kind
     assert asyncio.run(use()) is JobStatus.COMPLETED
     with pytest.raises(RuntimeError, match=r"ran on another event loop.*a new JobServer"):
         asyncio.run(use())
+
+
+async def test_a_job_of_a_tool_the_server_lacks_is_refused_as_it_is_created(store: JobStore) -> None:
+    """`server.manager.create_job("indx", ...)` (a misspelt tool) stored the job and left it pending for ever: no
+    process here could run it and nothing said so. A process that runs jobs refuses to create one of a tool it
+    has not, naming its tools; nothing is stored."""
+    server = JobServer("library", settings=Settings(), store=store)
+
+    @server.job_tool()
+    async def index(documents: int) -> int:
+        return documents
+
+    async with server.manager as manager:
+        with pytest.raises(UnknownTool, match=r"no job tool named 'indx' here; its job tools: index"):
+            await manager.create_job("indx", {"documents": 3})
+        assert (await manager.list_jobs()).jobs == []
+        assert (
+            await manager.wait(await manager.create_job("index", {"documents": 3}), WAIT)
+        ).status.value == "completed"

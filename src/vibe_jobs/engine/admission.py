@@ -5,9 +5,11 @@ stored by a process with larger limits and queued here: it would hold the head o
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from vibe_jobs.engine.failures import error_text
-from vibe_jobs.errors import InvalidTransition, QueueFull, ResourceLimitExceeded, StaleWrite
+from vibe_jobs.errors import InvalidTransition, QueueFull, ResourceLimitExceeded, StaleWrite, UnknownTool
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord, ResourceLimits, ResourceRequirements
 from vibe_jobs.store.base import Guard
@@ -25,6 +27,14 @@ def needs_of(rec: JobRecord) -> Needs:
 
 def caps_of(limits: ResourceLimits) -> Needs:
     return (limits.max_memory_mb, limits.max_cpu_weight, limits.max_disk_space_mb)
+
+
+def check_known(tool: str, tools: Mapping[str, Any]) -> None:
+    """UnknownTool when this process has no job tool `tool`: a job created for it here (a library's
+    `create_job` with a misspelt name) was stored and stayed pending for ever, with no word."""
+    if tool not in tools:
+        known = ", ".join(sorted(tools)) or "none"
+        raise UnknownTool(f"no job tool named '{tool}' here; its job tools: {known}")
 
 
 def check_room(pending: int, max_pending: int) -> None:

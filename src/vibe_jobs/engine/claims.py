@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import anyio
 
-from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_room, fail_unfit, misfit
+from vibe_jobs.engine.admission import NO_NEEDS, Needs, check_fits, check_known, check_room, fail_unfit, misfit
 from vibe_jobs.engine.executor import Executor
 from vibe_jobs.engine.failures import fail_dependent
 from vibe_jobs.engine.recovery import hand_back, recover_orphans
@@ -95,6 +95,7 @@ class ClaimSource:
         """`max_pending` bounds the shared queue (every server's pending jobs): counted in the database
         whenever the last count is over a second old or the queue is within 10 % of the limit, and
         estimated from that count plus this process's submissions in between otherwise."""
+        check_known(rec.tool_name, self.tools)
         check_fits(rec, self.m.settings.queue.resource_limits)
         check_room(await self._pending_estimate(), self.m.settings.max_pending)
         self._submitted_since_count += 1

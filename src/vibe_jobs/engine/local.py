@@ -25,6 +25,7 @@ from vibe_jobs.engine.admission import (
     Needs,
     caps_of,
     check_fits,
+    check_known,
     check_room,
     fail_unfit,
     misfit,
@@ -98,6 +99,7 @@ class LocalSource:
 
     async def admit(self, rec: JobRecord) -> None:
         """Refuse a job that the queue cannot take or that could never fit the resource limits."""
+        check_known(rec.tool_name, self.tools)
         check_room(len(self.queued), self.m.settings.max_pending)
         check_fits(rec, self.cfg.resource_limits)
 
