@@ -51,6 +51,11 @@ def server_program() -> str:
     return block_with("async def map_code") + block_with("server = JobServer()")
 
 
+def in_process_program() -> str:
+    """The README's job tool and its block that runs the jobs in the program itself."""
+    return block_with("async def map_code") + block_with("server.manager as manager")
+
+
 def tools_module() -> str:
     """A `--tools` module of the README's job tools: the talk-back one (with the `find_stale` it leaves to the
     reader) and the one that declares its schedule."""
@@ -96,9 +101,10 @@ def test_the_readme_python_type_checks_for_a_user_of_the_typed_package(tmp_path:
     aside). `JobServer` was `object` to mypy, its decorators untyped, and `answer.data.confirm` an error."""
     (tmp_path / "readme_server.py").write_text(server_program())
     (tmp_path / "readme_tools.py").write_text(tools_module())
+    (tmp_path / "readme_in_process.py").write_text(in_process_program())
     checks = ["--strict", "--disable-error-code", "empty-body", "--cache-dir", str(tmp_path / "cache")]
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", *checks, "readme_server.py", "readme_tools.py"],
+        [sys.executable, "-m", "mypy", *checks, "readme_server.py", "readme_tools.py", "readme_in_process.py"],
         cwd=tmp_path,
         env=ENV,
         capture_output=True,
@@ -244,3 +250,16 @@ async def test_a_program_awaiting_serve_on_stdio_writes_only_the_protocol_to_std
     assert init["result"]["serverInfo"]["name"] == "own-loop"
     assert failed["result"]["structuredContent"]["status"] == "failed"
     assert "server.started" in err and "job.raised" in err, err
+
+
+def test_the_readme_program_that_runs_its_jobs_itself_prints_what_it_says(tmp_path: Path) -> None:
+    """The README's job tool and its in-process block, one program as written: it prints the finished job's status
+    and result, and nothing else reaches stdout (the log goes to stderr)."""
+    program = tmp_path / "readme_in_process.py"
+    program.write_text(in_process_program())
+    done = subprocess.run(
+        [sys.executable, str(program)], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    status, result = done.stdout.rstrip("\n").split(" ", 1)
+    assert status == "completed" and "'structuredContent': {'files': 42}" in result, done.stdout
