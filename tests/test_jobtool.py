@@ -249,3 +249,21 @@ def test_a_job_context_annotated_optional_is_refused_naming_the_parameter() -> N
 
     with pytest.raises(BadJobTool, match=r"job tool index: parameter job: .*annotate it JobContext"):
         make_spec(index)
+
+
+@pytest.mark.parametrize("name", ["map code", "résumé", "a" * 129, "tool,2", "<lambda>"])
+def test_a_tool_name_clients_may_refuse_is_refused_where_it_is_declared(name: str) -> None:
+    """A job tool named "map code" (or a lambda's "<lambda>") was listed as it was: the MCP's tool names are 1 to 128
+    ASCII letters, digits, '_', '-' and '.' (SEP-986), and a client that holds to it refuses the tool, or the whole
+    list, only when an agent first uses the server. An ordinary tool of such a name is refused the same way."""
+    server = JobServer("names", settings=Settings())
+
+    async def quick() -> str:
+        return "ok"
+
+    with pytest.raises(BadJobTool, match=r"tool .*: its name must be 1 to 128 of the letters A-Z"):
+        server.job_tool(quick, name=name)
+    with pytest.raises(BadJobTool, match=r"tool .*: its name must be 1 to 128 of the letters A-Z"):
+        server.tool(name=name)(quick)
+    assert server.specs == {}
+    server.job_tool(quick, name="Map_code-2.v1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class JobToolSpec:
     verbatim_description: bool = False
 
     def __post_init__(self) -> None:
+        if self.argument_rule is None:  # a function declared here (a proxied tool keeps its upstream's name)
+            check_tool_name(self.name, "job tool")
         self._check_options()
         if self.context_param is None:
             self.context_param = find_context_param(self.fn)
@@ -296,8 +299,22 @@ def _where(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
+TOOL_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")  # the MCP's tool names (SEP-986)
+
+
+def check_tool_name(name: str, kind: str) -> None:
+    """BadJobTool for a name that is no MCP tool name: a client that holds to them refuses the tool (or the list)."""
+    if not TOOL_NAME.fullmatch(name):
+        raise BadJobTool(
+            f"{kind} {name[:64]!r}: its name must be 1 to 128 of the letters A-Z and a-z, digits, '_', '-' and '.' "
+            "(MCP tool names, SEP-986): a client may refuse any other"
+        )
+
+
 def check_plain(fn: Callable[..., Any], name: str | None = None) -> None:
-    """BadJobTool for an ordinary tool that takes a `JobContext`: it was meant as a job tool."""
+    """BadJobTool for an ordinary tool that takes a `JobContext` (it was meant as a job tool) or whose name is no MCP
+    tool name."""
+    check_tool_name(name or fn.__name__, "tool")
     if (param := find_context_param(fn)) is not None:
         raise BadJobTool(
             f"tool {name or fn.__name__}: it takes a JobContext ({param}), so it is a job tool: declare it with "

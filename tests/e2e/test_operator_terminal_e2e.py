@@ -1,7 +1,8 @@
 """What reaches the operator's terminal from the store (`vibe-jobs jobs list|show`, `schedules list`): what a job
 or a tool wrote is shown escaped, and never drives the terminal or passes for a line of ours. The words come from
-a hostile upstream of `vibe-jobs proxy` (tests/e2e/hostile_upstream.py --terminal); a tool's name from a library
-user's tool (the proxy serves no upstream tool whose name holds a control character)."""
+a hostile upstream of `vibe-jobs proxy` (tests/e2e/hostile_upstream.py --terminal); a tool's name from the store as
+an older version let a library user write it (the proxy serves no upstream tool whose name holds a control
+character, and a tool is now refused such a name where it is declared: tests/test_jobtool.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, ROOT
 from tests.e2e.proxy_fixtures import proxy_args, started, until
+from vibe_jobs.arguments import ToolArguments
 from vibe_jobs.engine.schedules import Schedules, parse_spec
-from vibe_jobs.jobtool import make_spec
+from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.manager import JobManager
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import open_store
@@ -49,7 +51,8 @@ async def library_job_and_schedule(url: str) -> str:
         job_id = await manager.create_job(TERMINAL, {"text": "x"})
         await manager.update_job_status(job_id, JobStatus.RUNNING)
         await manager.fail_job(job_id, "no")
-        schedules = Schedules(manager, {TERMINAL: make_spec(echo, name=TERMINAL)})
+        spec = JobToolSpec(TERMINAL, echo, "echo", argument_rule=ToolArguments(TERMINAL, echo))  # the name unchecked
+        schedules = Schedules(manager, {TERMINAL: spec})
         await schedules.create(parse_spec({"tool": TERMINAL, "arguments": {"text": "x"}, "cron": "@daily"}))
     finally:
         await store.close()
