@@ -17,6 +17,7 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
+from tests.e2e.conftest import free_port
 from tests.pg import postgres_url, with_new_schema
 from vibe_jobs import JobContext, JobStatus, Settings, job_tool
 from vibe_jobs.errors import BadJobTool, ToolNameTaken, UnknownTool
@@ -339,3 +340,50 @@ async def test_a_job_of_a_tool_the_server_lacks_is_refused_as_it_is_created(stor
         assert (
             await manager.wait(await manager.create_job("index", {"documents": 3}), WAIT)
         ).status.value == "completed"
+
+
+SERVES_TWICE = """
+import sys
+
+import anyio
+from mcp import Client
+
+from vibe_jobs import JobServer, Settings
+
+
+async def serve_until_answered(port: int) -> None:
+    server = JobServer("served-twice", settings=Settings())
+    async with anyio.create_task_group() as serving:
+        serving.start_soon(server.serve, "streamable-http", "127.0.0.1", port)
+        with anyio.fail_after(10):
+            while True:  # until it listens
+                try:
+                    await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                    break
+                except OSError:
+                    await anyio.sleep(0.05)
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                print(len((await client.list_tools()).tools), flush=True)
+        serving.cancel_scope.cancel()  # the program's own stop of the server it runs in a task
+
+
+async def main() -> None:
+    for port in sys.argv[1:]:  # one event loop
+        await serve_until_answered(int(port))
+
+
+anyio.run(main)
+"""
+
+
+def test_a_program_serves_http_again_after_cancelling_its_first_serving(tmp_path: Path) -> None:
+    """A program that runs `await server.serve("streamable-http")` in a task and cancels it (its own stop, a test's
+    fixture), then serves again in the same event loop: uvicorn left its listener registered on the loop while the
+    socket closed, so the next server's socket, given the same file number, was never accepted from (every
+    connection hung). A program of its own: inside pytest another file took that number in between."""
+    program = tmp_path / "serves_twice.py"
+    program.write_text(SERVES_TWICE)
+    ports = [str(free_port()), str(free_port())]
+    env = {**os.environ, "VIBE_JOBS_STORE": "memory://", "VIBE_JOBS_LOG_LEVEL": "warning"}
+    done = subprocess.run([sys.executable, str(program), *ports], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["11", "11"], done.stdout + done.stderr[-3000:]

@@ -184,4 +184,9 @@ async def serve_http(
     if announce is not None:
         STDERR.write(f"{announce}\n")  # stderr, never stdout; a full log file drops it (logs.py)
         STDERR.flush()
-    await _Server(config).serve(sockets=[sock])
+    server = _Server(config)
+    try:
+        await server.serve(sockets=[sock])
+    finally:  # cancelled (a stop): uvicorn leaves its listener on the event loop, and the socket closes next; a
+        for listener in server.servers:  # later server's socket of that file number was never accepted from
+            listener.close()
