@@ -39,6 +39,8 @@ def filled(tmp_path: Path, **timing: str) -> tuple[str, str]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The command's exit code, stdout and stderr (not what setting up the store logged before it)."""
+    capsys.readouterr()
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
@@ -49,7 +51,6 @@ def test_store_and_json_may_come_before_the_subcommand_as_for_jobs(
 ) -> None:
     """`vibe-jobs schedules --store URL --json list` was a usage error (exit 2), where `jobs` takes either place."""
     url, sid = filled(tmp_path)
-    capsys.readouterr()  # what filling the store logged (structlog unset in this process writes to stdout)
     code, out, err = run(capsys, "schedules", "--store", url, "--json", "list")
     assert code == 0, err
     assert [s["scheduleId"] for s in json.loads(out)] == [sid]
