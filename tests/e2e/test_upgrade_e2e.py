@@ -324,3 +324,19 @@ async def test_a_store_an_older_server_still_runs_on_is_not_upgraded_under_it(ki
             await drop(older.url, older.schema)
         else:
             await older.end()
+
+
+async def test_an_older_server_is_seen_on_a_file_whose_name_a_uri_would_read_otherwise(tmp_path: Path) -> None:
+    """The look for older servers opened the file as a URI: a name with '#' (a fragment) or '%' (an escape) named
+    another file, the look found no schema step there, and the store was upgraded under the older server."""
+    mark, owner = tmp_path / "mark", "vibe-jobs@older-host:4242:0badc0de"
+    mark.touch()
+    for name in ("jobs#1.db", "jobs%41.db"):
+        db = tmp_path / name
+        older = _Older("sqlite", f"sqlite:///{db}", owner, process=_older_process_leasing(db, owner))
+        try:
+            refused = await anyio.to_thread.run_sync(_serve_until_exit, older.store, mark)
+            assert refused.returncode == 2 and owner in refused.stderr, (name, refused.returncode, refused.stderr)
+            assert await older.step() == REVISIONS["sqlite", "e3048ff"]
+        finally:
+            await older.end()

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from pathlib import Path
 
 from vibe_jobs.store.liveness import ProcessId, has_ended
 
@@ -23,13 +24,18 @@ def older_servers(path: str, steps: int) -> tuple[int, Live]:
     if path == ":memory:" or not os.path.isfile(path) or os.path.getsize(path) == 0:
         return 0, []
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)) as conn:
+        with contextlib.closing(sqlite3.connect(_read_only(path), uri=True, isolation_level=None)) as conn:
             step = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if not 0 < step < steps:
                 return step, []
             return step, _live(conn, int(time.time() * 1000))
     except sqlite3.Error:  # unreadable now: the server process says why as it opens the file
         return 0, []
+
+
+def _read_only(path: str) -> str:
+    """The URI that opens `path` read-only: its name escaped ('#' or '%' in it named another file)."""
+    return f"{Path(path).absolute().as_uri()}?mode=ro"
 
 
 def _live(conn: sqlite3.Connection, now: int) -> Live:
