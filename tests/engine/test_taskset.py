@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from structlog.testing import capture_logs
 
 from vibe_jobs.engine.taskset import TaskSet
@@ -99,3 +100,25 @@ async def test_a_second_life_after_a_stop_has_a_grace_of_its_own() -> None:
         assert tasks.grace_ends is not None and tasks.grace_ends >= stopped + 30.0
         ends.append(tasks.grace_ends)
     assert ends[1] > ends[0]
+
+
+async def test_a_task_spawned_during_a_stop_does_not_move_that_stops_grace() -> None:
+    """A run ending during the stop may spawn (a failed job's dependents are failed by a task of the set): that
+    spawn started a new life inside the stop, which reset the grace's end to its own, later, so a sync tool's
+    thread was given more than the one grace of the stop."""
+    tasks = TaskSet(grace=30.0)
+
+    async def slow_to_stop(tg: TaskGroup) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.3)  # its own work on the way out, as a run writing its outcome
+            tasks.spawn(tg, anyio.sleep, 0)
+
+    async with anyio.create_task_group() as tg:
+        tasks.spawn(tg, slow_to_stop, tg)
+        await anyio.lowlevel.checkpoint()
+        stopped = anyio.current_time()
+        tg.cancel_scope.cancel()
+    assert tasks.grace_ends is not None and tasks.grace_ends < stopped + 30.2, (tasks.grace_ends, stopped)

@@ -57,9 +57,9 @@ class TaskSet:
         try:
             await anyio.sleep_forever()
         finally:
-            self._guarded = False
             with anyio.CancelScope(shield=True):
-                left = await self.aclose()
+                left = await self.aclose()  # a task spawned meanwhile (a run's way out) is in this stop
+            self._guarded = False
             if left and self._left_behind is not None:
                 self._left_behind([task.get_name() for task in left])
 
