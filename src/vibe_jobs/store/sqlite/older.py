@@ -25,6 +25,7 @@ def older_servers(path: str, steps: int) -> tuple[int, Live]:
         return 0, []
     try:
         with contextlib.closing(sqlite3.connect(_read_only(path), uri=True, isolation_level=None)) as conn:
+            conn.execute("BEGIN")  # one snapshot: a new server's upgrade and its lease in between are not read apart
             step = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if not 0 < step < steps:
                 return step, []
