@@ -296,3 +296,22 @@ async def test_jobs_left_behind_or_claimed_as_a_stop_began_are_handed_back_in_wo
     for job_id, rec in ends.items():
         assert rec is not None and rec.status is JobStatus.FAILED, (job_id, rec and rec.status)
         assert rec.progress_message == f"Job failed: {RELEASED}", rec.progress_message
+
+
+@on_stores("memory")
+async def test_a_job_failed_by_a_misuse_of_its_context_names_the_tool_s_line_not_vibe_jobs(backend: Backend) -> None:
+    """`job.progress(150)` is refused inside vibe-jobs (InvalidParams), and its job's diagnostics said "raised at
+    manager.py:... in _check_percent": the line to fix is the tool's own call."""
+
+    async def overshooting(job: JobContext) -> None:
+        await job.progress(150)
+
+    async with backend.running([make_spec(overshooting, name="overshooting")], Settings()) as (m, _):
+        rec = await finished(m, await m.create_job("overshooting", {}))
+    assert rec.status is JobStatus.FAILED and "between 0 and 100" in (rec.progress_message or "")
+    where = [line for line in rec.diagnostics or () if line.startswith("raised at ")]
+    assert where == [f"raised at {Path(__file__).name}:{_line_of('await job.progress(150)')} in overshooting"]
+
+
+def _line_of(text: str) -> int:
+    return next(n for n, line in enumerate(Path(__file__).read_text().splitlines(), 1) if line.strip() == text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import resource
 import time
 import traceback
@@ -43,6 +44,8 @@ from vibe_jobs.store.base import Guard
 
 RUN_TASK = "run of "  # a job run's task is named this and its job's id (`_left_at_stop`)
 DEADLINE_CHECK_SECONDS = 60.0  # a deadline's timer reads the clock again at least this often (`_at_deadline`)
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # vibe_jobs/
+_BUILT_IN_TOOLS = os.path.join(_PACKAGE, "tools") + os.sep
 log = get_logger("vibe_jobs.engine.executor")
 
 
@@ -678,12 +681,18 @@ def _logged(exc: BaseException, rec: JobRecord) -> str:
 
 
 def _raised_at(exc: BaseException) -> str | None:
-    """`raised at FILE:LINE in FUNCTION` of the innermost frame (the file's name only), or None."""
+    """`raised at FILE:LINE in FUNCTION` (the file's name only) of the innermost frame outside vibe-jobs' own API
+    (a tool's `job.progress(150)` is refused in the manager: the line to fix is the tool's call), or None."""
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return None
-    last = frames[-1]
+    last = next((frame for frame in reversed(frames) if not _ours(frame.filename)), frames[-1])
     return f"raised at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+
+
+def _ours(filename: str) -> bool:
+    """Whether a frame is in vibe-jobs itself, but for its built-in tools (whose own lines are theirs to name)."""
+    return filename.startswith(_PACKAGE) and not filename.startswith(_BUILT_IN_TOOLS)
 
 
 def _usage(ctx: JobContext, cpu0: float, wall0: float) -> dict[str, float]:
