@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import (
+    BadJobTool,
     ConfigError,
     DependencyFailed,
     DuplicateJob,
@@ -18,6 +19,7 @@ from vibe_jobs.errors import (
     JobTimeout,
     NonRetryableError,
     ParamsTooLarge,
+    ProcessLimit,
     QueueFull,
     ResourceLimitExceeded,
     ResultAlreadySet,
@@ -68,6 +70,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "BadJobTool",
     "ConfigError",
     "DependencyFailed",
     "DuplicateJob",
@@ -99,6 +102,7 @@ __all__ = [
     "PollingPolicy",
     "PollingRecommendation",
     "Priority",
+    "ProcessLimit",
     "QueueFull",
     "ResourceLimitExceeded",
     "ResourceRequirements",
