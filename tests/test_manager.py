@@ -529,6 +529,20 @@ async def test_an_invalid_cursor_is_refused(manager: JobManager, cursor: str) ->
         await manager.list_jobs(cursor=cursor)
 
 
+@pytest.mark.parametrize(
+    ("task", "named"),
+    [({"priorty": "high"}, "priorty: Extra inputs are not permitted"), ({"priority": "urgent"}, "priority: Input")],
+)
+async def test_a_task_mapping_that_is_no_task_is_refused_naming_the_field(
+    manager: JobManager, task: dict[str, Any], named: str
+) -> None:
+    """A library caller's `task={...}` with a misspelt or bad field raised pydantic's ValidationError (quoting the
+    input, not a JobError): InvalidParams naming the field, and no job."""
+    with pytest.raises(InvalidParams, match=f"^task: {named}"):
+        await manager.create_job("echo", {}, task=task)
+    assert (await manager.list_jobs()).jobs == []
+
+
 async def test_an_invalid_status_filter_is_refused(manager: JobManager) -> None:
     with pytest.raises(ValueError, match="'done' is not a valid JobStatus"):
         await manager.list_jobs(status="done")

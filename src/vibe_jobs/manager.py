@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
+from pydantic import ValidationError
 
 from vibe_jobs.clocks import ClockSteps, StoreClock
 from vibe_jobs.durations import Durations
@@ -39,7 +40,7 @@ from vibe_jobs.errors import (
 from vibe_jobs.events import STATUS_EVENTS, EventBus, EventType, JobEvent, Subscription, job_event
 from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.ids import new_job_id
-from vibe_jobs.logs import default_logging, get_logger
+from vibe_jobs.logs import default_logging, get_logger, without_input
 from vibe_jobs.metrics import ClusterFigures, HealthThresholds, QueueView, Statistics, StatsCollector, job_metrics
 from vibe_jobs.models import (
     Job,
@@ -371,7 +372,7 @@ class JobManager:
         if self.runner is not None and self._tg is None:
             raise RuntimeError("the JobManager runs jobs only inside `async with manager:`")
         if task is not None and not isinstance(task, TaskSpec):
-            task = TaskSpec.model_validate(task)
+            task = _task_spec(task)
         if task is not None and task.deadline is not None:
             self._check_deadline(task.deadline, run_at)
         params = self.check_params(tool_name, params)
@@ -1318,6 +1319,15 @@ def _fence(attempt: int | None) -> Guard:
     (A requeued job keeps its attempt number until it is claimed again, so the status matters too.)
     """
     return NO_GUARD if attempt is None else Guard(attempt=attempt, statuses=_RUNNING_ONLY)
+
+
+def _task_spec(task: Mapping[str, Any]) -> TaskSpec:
+    """A `task` mapping as its TaskSpec; InvalidParams naming each field that is unknown or wrong (pydantic's own
+    ValidationError, quoting the input, reached a library caller)."""
+    try:
+        return TaskSpec.model_validate(task)
+    except ValidationError as exc:
+        raise InvalidParams(f"task: {without_input(exc)}") from None
 
 
 def _check_percent(name: str, value: float | None) -> None:
