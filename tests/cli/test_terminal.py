@@ -6,15 +6,14 @@ drawn with `ESC [K` on any TTY."""
 from __future__ import annotations
 
 import os
-import pty
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.e2e.conftest import ROOT, on_a_terminal
+
 VIBE_JOBS = [sys.executable, "-m", "vibe_jobs"]
 START_UP = [*VIBE_JOBS, "serve", "--store", "memory://"]  # logs server.started on stderr, then stops (stdin empty)
 SERVER = [*VIBE_JOBS, "serve", "--store", "memory://", "--tools", "tests.e2e.sample_tools"]
@@ -23,22 +22,10 @@ ESC = "\x1b["
 
 def stderr_on_a_terminal(argv: list[str], **env: str) -> str:
     """What `argv` writes to its stderr when that is a terminal (a pseudo-terminal read to its end)."""
-    main, other = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VIBE_JOBS_LOG_FORMAT": "console", "TERM": "xterm", **env}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=other, env=env, cwd=ROOT)
-    os.close(other)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main)
-    assert proc.wait(timeout=60) == 0
-    return b"".join(chunks).decode("utf-8", "replace")
+    code, drawn = on_a_terminal(argv, ROOT, env, stdout_too=False)
+    assert code == 0
+    return drawn.decode("utf-8", "replace")
 
 
 def test_the_console_log_is_coloured_on_a_terminal_only() -> None:

@@ -77,11 +77,14 @@ def stop(proc: subprocess.Popen[Any]) -> None:
         proc.wait()
 
 
-def on_a_terminal(cmd: list[str], cwd: Path, env: Mapping[str, str], quiet: float = 30) -> tuple[int, bytes]:
-    """Run `cmd` with stdout and stderr on a pseudo-terminal until it closes it (or draws nothing for `quiet`
-    seconds): its exit code and all it drew there."""
+def on_a_terminal(
+    cmd: list[str], cwd: Path, env: Mapping[str, str], quiet: float = 30, stdout_too: bool = True
+) -> tuple[int, bytes]:
+    """Run `cmd` with stderr (and with `stdout_too` stdout; else stdout goes nowhere) on a pseudo-terminal until it
+    closes it (or draws nothing for `quiet` seconds): its exit code and all it drew there."""
     main, child = pty.openpty()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    stdout = child if stdout_too else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=child)
     os.close(child)
     seen = b""
     while select.select([main], [], [], quiet)[0]:
