@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import FakeClock, ManagerFactory, stored_ids
 from vibe_jobs.errors import (
     InvalidParams,
+    InvalidTask,
     InvalidTransition,
     JobNotFound,
     ParamsTooLarge,
@@ -537,9 +538,10 @@ async def test_a_task_mapping_that_is_no_task_is_refused_naming_the_field(
     manager: JobManager, task: dict[str, Any], named: str
 ) -> None:
     """A library caller's `task={...}` with a misspelt or bad field raised pydantic's ValidationError (quoting the
-    input, not a JobError): InvalidParams naming the field, and no job."""
-    with pytest.raises(InvalidParams, match=f"^task: {named}"):
+    input, not a JobError): InvalidParams naming the field (a ValueError still, as before), and no job."""
+    with pytest.raises(InvalidTask, match=f"^task: {named}") as refused:
         await manager.create_job("echo", {}, task=task)
+    assert isinstance(refused.value, InvalidParams) and isinstance(refused.value, ValueError)
     assert (await manager.list_jobs()).jobs == []
 
 

@@ -56,6 +56,13 @@ class InvalidParams(JobError):
     code = "invalid_params"
 
 
+class InvalidTask(InvalidParams, ValueError):
+    """A task mapping (`create_job(task={...})`) with a field that is unknown or wrong: a ValueError too, as
+    pydantic's ValidationError it replaces was."""
+
+    code = "invalid_task"
+
+
 class ParamsTooLarge(InvalidParams):
     """The job's parameters (or an answer to its question: both are stored on the job) are larger than allowed."""
 

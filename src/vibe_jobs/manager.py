@@ -25,6 +25,7 @@ from vibe_jobs.durations import Durations
 from vibe_jobs.errors import (
     DuplicateJob,
     InvalidParams,
+    InvalidTask,
     InvalidTransition,
     JobError,
     JobNotFound,
@@ -1322,12 +1323,12 @@ def _fence(attempt: int | None) -> Guard:
 
 
 def _task_spec(task: Mapping[str, Any]) -> TaskSpec:
-    """A `task` mapping as its TaskSpec; InvalidParams naming each field that is unknown or wrong (pydantic's own
-    ValidationError, quoting the input, reached a library caller)."""
+    """A `task` mapping as its TaskSpec; InvalidTask (an InvalidParams and a ValueError) naming each field that is
+    unknown or wrong (pydantic's own ValidationError quoted the input)."""
     try:
         return TaskSpec.model_validate(task)
     except ValidationError as exc:
-        raise InvalidParams(f"task: {without_input(exc)}") from None
+        raise InvalidTask(f"task: {without_input(exc)}") from None
 
 
 def _check_percent(name: str, value: float | None) -> None:
