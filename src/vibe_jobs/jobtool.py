@@ -199,15 +199,17 @@ def _annotations(fn: Callable[..., Any]) -> dict[str, Any]:
     return {name: hints.get(name, param.annotation) for name, param in inspect.signature(fn).parameters.items()}
 
 
+def _is_context(annotation: Any) -> bool:
+    return annotation is JobContext or annotation == "JobContext"
+
+
 def _mentions_context(annotation: Any) -> bool:
-    if annotation is JobContext or annotation == "JobContext":
-        return True
-    return any(_mentions_context(arg) for arg in get_args(annotation))
+    return _is_context(annotation) or any(_mentions_context(arg) for arg in get_args(annotation))
 
 
 def find_context_param(fn: Callable[..., Any]) -> str | None:
     """The name of the parameter annotated `JobContext`, if any."""
-    return next((name for name, a in _annotations(fn).items() if a is JobContext or a == "JobContext"), None)
+    return next((name for name, a in _annotations(fn).items() if _is_context(a)), None)
 
 
 def make_spec(
