@@ -114,6 +114,7 @@ VALID: dict[str, tuple[str, str, Any]] = {
     "VIBE_JOBS_AUTH_ISSUER": ("https://idp", "auth_issuer", "https://idp"),
     "VIBE_JOBS_AUTH_AUDIENCE": ("https://jobs/mcp", "auth_audience", "https://jobs/mcp"),
     "VIBE_JOBS_AUTH_JWKS_REFRESH_SECONDS": ("60", "auth_jwks_refresh_ms", 60_000),
+    "VIBE_JOBS_AUTH_JWKS_RETRY_SECONDS": ("2", "auth_jwks_retry_ms", 2000),
     "VIBE_JOBS_ALLOWED_HOSTS": ("jobs.example, 10.0.0.5", "allowed_hosts", ("jobs.example", "10.0.0.5")),
     "VIBE_JOBS_QUOTA_PENDING": ("10", "quota_pending", 10),
     "VIBE_JOBS_QUOTA_SCHEDULES": ("5", "quota_schedules", 5),
@@ -263,7 +264,7 @@ def test_every_duration_is_in_milliseconds() -> None:
     assert durations == {
         "cleanup_interval_ms", "max_retention_ms", "poll_base_ms", "poll_max_ms", "max_wait_ms", "lease_ms", "aging_ms",
         "progress_keepalive_ms", "question_timeout_ms",
-        "http_header_timeout_ms", "session_idle_ms", "auth_jwks_refresh_ms",
+        "http_header_timeout_ms", "session_idle_ms", "auth_jwks_refresh_ms", "auth_jwks_retry_ms",
         "proxy_start_timeout_ms", "proxy_late_line_ms",
         "health_max_oldest_pending_ms",
     }  # fmt: skip

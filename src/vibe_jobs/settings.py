@@ -73,6 +73,9 @@ class Settings:
     auth_issuer: str | None = None
     auth_audience: str | None = None
     auth_jwks_refresh_ms: int = 300_000  # the JWKS's keys are fetched again this often (kept when a fetch fails)
+    # after a fetch of the JWKS was tried, none other for this long (at most the refresh interval): a flood of
+    # unknown key ids costs one fetch per period
+    auth_jwks_retry_ms: int = 30_000
     allowed_hosts: tuple[str, ...] = ()
     quota_pending: int | None = None
     quota_running: int | None = None
@@ -283,6 +286,7 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VIBE_JOBS_AUTH_ISSUER": ("auth_issuer", str),
     "VIBE_JOBS_AUTH_AUDIENCE": ("auth_audience", str),
     "VIBE_JOBS_AUTH_JWKS_REFRESH_SECONDS": ("auth_jwks_refresh_ms", _seconds_as_ms),
+    "VIBE_JOBS_AUTH_JWKS_RETRY_SECONDS": ("auth_jwks_retry_ms", _seconds_as_ms),
     "VIBE_JOBS_ALLOWED_HOSTS": ("allowed_hosts", host_names),
     "VIBE_JOBS_QUOTA_PENDING": ("quota_pending", positive_int),
     "VIBE_JOBS_QUOTA_RUNNING": ("quota_running", positive_int),

@@ -110,14 +110,14 @@ def forged(i: int) -> str:
     return jwt.encode(claims, OTHER_KEY, algorithm="RS256", headers={"kid": f"forged-{i}"})
 
 
-@pytest.mark.slow
 async def test_forged_key_ids_during_an_outage_do_not_hold_up_valid_tokens(idp: Jwks) -> None:
-    """With the default settings. The 31 s pause lets the server's own period between two fetches pass (30 s:
-    PyJWT's cooldown before, `RETRY_SECONDS` now); a subprocess's clock cannot be set from here."""
-    with jwt_server(idp) as server:
+    """The keys are fresh (refreshed every 300 s, the default); the pause lets the server's period between two
+    fetches pass (`VIBE_JOBS_AUTH_JWKS_RETRY_SECONDS`, 30 s by default: PyJWT's cooldown before; a subprocess's
+    clock cannot be set from here), so each forged key id asks for a fetch, which hangs."""
+    with jwt_server(idp, VIBE_JOBS_AUTH_JWKS_RETRY_SECONDS="1") as server:
         await list_jobs_as(server, token("alice"))  # the keys are fetched
         idp.hang.set()
-        await anyio.sleep(31)
+        await anyio.sleep(1.1)
         async with anyio.create_task_group() as tg:
             tg.start_soon(forge, server, 45)  # more than the 40 worker threads
             assert await anyio.to_thread.run_sync(idp.hanging.wait, 30)  # a forged token's fetch hangs

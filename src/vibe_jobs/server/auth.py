@@ -276,13 +276,13 @@ class JwtVerifier(TokenVerifier):
     waits for it in a thread of the verifier's own (`FETCH_THREADS`), so a flood of unknown key ids cannot take
     the threads that sync job tools run on (server/jwks.py: the keys through an outage)."""
 
-    def __init__(self, jwks_url: str, issuer: str, audience: str, refresh_seconds: float = 300.0) -> None:
+    def __init__(self, jwks_url: str, issuer: str, audience: str, refresh_seconds: float, retry_seconds: float) -> None:
         try:
             import jwt
         except ImportError:  # pragma: no cover - mcp itself requires pyjwt[crypto]
             raise ConfigError("JWT verification needs PyJWT: pip install 'vibe-jobs[oauth]'") from None
         self.jwt, self.issuer, self.audience = jwt, issuer, audience
-        self.keys = JwksKeys(jwks_url, refresh_seconds)
+        self.keys = JwksKeys(jwks_url, refresh_seconds, retry_seconds)
         self._fetch_threads: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -409,7 +409,7 @@ def auth_setup(settings: Settings, base_url: str) -> AuthSetup:
         _http_url(jwks, JWT_OPTIONS[0])
         refresh = settings.auth_jwks_refresh_ms / 1000
         return AuthSetup(
-            JwtVerifier(jwks, issuer, audience, refresh),
+            JwtVerifier(jwks, issuer, audience, refresh, settings.auth_jwks_retry_ms / 1000),
             AuthSettings(
                 issuer_url=issuer_url,
                 resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),

@@ -27,16 +27,17 @@ from vibe_jobs.redact import redact_url
 log = get_logger("vibe_jobs.auth")
 
 FETCH_TIMEOUT_SECONDS = 5.0
-RETRY_SECONDS = 30.0  # at most one fetch this often (at most the refresh interval)
 
 
 class JwksKeys:
-    """Signing keys by key id (`kid`), fetched from `url` every `refresh_seconds` and kept when a fetch fails."""
+    """Signing keys by key id (`kid`), fetched from `url` every `refresh_seconds` and kept when a fetch fails; at
+    most one fetch every `retry_seconds` (Settings.auth_jwks_retry_ms; at most the refresh interval)."""
 
     def __init__(
         self,
         url: str,
-        refresh_seconds: float = 300.0,
+        refresh_seconds: float,
+        retry_seconds: float,
         *,
         timeout_seconds: float = FETCH_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -44,7 +45,7 @@ class JwksKeys:
         import jwt  # mcp itself requires pyjwt[crypto]
 
         self.url, self.refresh_seconds, self.clock = url, refresh_seconds, clock
-        self.retry_seconds = min(RETRY_SECONDS, refresh_seconds)
+        self.retry_seconds = min(retry_seconds, refresh_seconds)
         self._client = jwt.PyJWKClient(url, cache_keys=False, cache_jwk_set=False, timeout=timeout_seconds)
         self._wait_seconds = timeout_seconds + 1  # for a fetch another caller is making
         self._keys: dict[str, Any] = {}  # kid -> jwt.PyJWK
