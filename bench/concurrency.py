@@ -24,7 +24,7 @@ import common
 from common import Row, percentile, ratios, row
 from mcp import Client
 
-from vibe_jobs.testing.ports import free_port, wait_for_port
+from vibe_jobs.testing.ports import free_port, stop, wait_for_port
 
 CLIENTS, IN_FLIGHT = 4, 50
 
@@ -41,12 +41,7 @@ def http_server() -> Iterator[str]:
             wait_for_port(port, proc, seconds=60)
             yield f"http://127.0.0.1:{port}/mcp"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 async def one_client(client: Client, tool: str, calls: int, out: list[float]) -> None:

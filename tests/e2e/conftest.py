@@ -20,6 +20,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 
 from vibe_jobs.testing.ports import free_port as free_port  # the e2e tests take them from here
+from vibe_jobs.testing.ports import stop as stop
 from vibe_jobs.testing.ports import wait_for_port as wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,15 +67,6 @@ def start_http(
             yield HttpServer(transport, port, proc, errlog)
         finally:
             stop(proc)
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def on_a_terminal(

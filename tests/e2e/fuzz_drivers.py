@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx2 as httpx
 
-from tests.e2e.conftest import BASE_ENV, ROOT, free_port, wait_for_port
+from tests.e2e.conftest import BASE_ENV, ROOT, free_port, stop, wait_for_port
 
 INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
 TOOLS = "tests.e2e.hostile_tools"
@@ -148,12 +148,7 @@ class HttpDriver:
 
     def close(self) -> None:
         self.http.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
 
 
 # What ends a line of server-sent events, and nothing else: not str.splitlines, which splits at U+0085, U+2028...

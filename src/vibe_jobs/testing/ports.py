@@ -1,5 +1,5 @@
 """Ports of the servers a test or a benchmark starts as a process of its own (`vibe-jobs serve --transport
-streamable-http --port N`). Not loaded by default."""
+streamable-http --port N`), and how such a process is stopped. Not loaded by default."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[Any], seconds: float = 20.0)
         except OSError:
             time.sleep(0.05)  # polling a port that is not open yet: there is no event to wait on
     raise TimeoutError(f"server did not listen on {port} within {seconds} s")
+
+
+def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it has not exited after `grace` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
