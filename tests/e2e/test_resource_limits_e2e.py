@@ -279,3 +279,22 @@ def test_a_store_process_that_cannot_start_for_want_of_files_is_one_line(tmp_pat
     said = done.stderr.decode(errors="replace")
     assert done.returncode != 0 and done.stdout == b"", said
     assert "Traceback" not in said and "Too many open files" in said and len(said.splitlines()) == 1, said
+
+
+async def test_a_result_the_server_has_no_memory_to_store_fails_its_job_saying_so() -> None:
+    """A result of 400 MB of JSON that is one 4 MB string held 100 times over, under a 250 MB RLIMIT_AS: storing it
+    ran out of memory, and the job failed as "a fault in vibe-jobs", which tells its caller nothing to act on. Now it
+    fails saying the server ran out of memory storing its result; the server answers on and runs the next job."""
+    env = {"VIBE_JOBS_TOOLS": "tests.e2e.memory_tools"}
+    with limited_http(limited(**{"as": 250 << 20}), env=env) as server:
+        async with Client(f"http://127.0.0.1:{server.port}/mcp", read_timeout_seconds=30) as client:
+            job_id = await start(client, "repeated_blocks", {"mb": 4, "times": 100})
+            _, body = await read(client, job_id, waitSeconds=20)
+            assert body["status"] == "failed", body
+            assert "out of memory storing its result" in body["message"], body["message"]
+            assert "fault in vibe-jobs" not in body["message"], body["message"]
+            _, body = await read(client, await start(client, "echo", {"text": "after"}), waitSeconds=10)
+            assert body["status"] == "completed", body
+        assert server.proc.poll() is None
+        log = server.stderr()
+    assert log.count("job.out_of_memory") == 1 and "job.unsettled" not in log, log[-3000:]

@@ -502,10 +502,14 @@ class Executor:
     async def _unsettled(self, run: Run, exc: Exception) -> None:
         """The last resort: writing the run's outcome failed on a fault of ours (the store's are retried), so
         the job is failed plainly rather than left running for ever (this process renews its lease: no
-        recovery would adopt it). Fenced by attempt: an outcome that did land stays."""
-        log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exception=_logged(exc, run.rec))
-        error = error_text(exc, secret_hider(run.rec.params))
-        why = f"the job's run ended without an outcome ({error}; a fault in vibe-jobs: see the server log)"
+        recovery would adopt it). Fenced by attempt: an outcome that did land stays. Running out of memory is no
+        fault of ours but the outcome's size against the process's memory: the job says so, as something its caller
+        can act on (a smaller result, more memory), and the log has one line without a traceback."""
+        why = _out_of_memory(run) if isinstance(exc, MemoryError) else None
+        if why is None:
+            log.error("job.unsettled", job_id=run.rec.id, tool=run.rec.tool_name, exception=_logged(exc, run.rec))
+            error = error_text(exc, secret_hider(run.rec.params))
+            why = f"the job's run ended without an outcome ({error}; a fault in vibe-jobs: see the server log)"
         retry = StoreRetry("job.outcome_retry", first=0.05, on_failure=self.m.store_failed)
         await retry.until_done(lambda: self._fail_plainly(run, why), job_id=run.rec.id)
 
@@ -638,6 +642,18 @@ def _timeout_error(rec: JobRecord, goes_on: list[str]) -> JobTimeout:
         err.retryable = False  # type: ignore[attr-defined]  # never run again beside work that may still run
         return err
     return JobTimeout("timed out: the job ran past its time-out and was cancelled", job_id=rec.id)
+
+
+def _out_of_memory(run: Run) -> str:
+    """Why a run whose outcome the server had no memory to store failed (logged once, no traceback); the outcome
+    is let go of, so that the plain failure has room."""
+    what = "result" if run.error is None else "error"
+    run.result = None
+    log.warning("job.out_of_memory", job_id=run.rec.id, tool=run.rec.tool_name, storing=what)
+    return (
+        f"the server ran out of memory storing its {what} (MemoryError): a smaller {what}, or more memory for the "
+        "server, lets it be stored"
+    )
 
 
 def _log_timeout(rec: JobRecord, error: str) -> None:
