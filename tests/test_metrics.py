@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import FakeClock
 from vibe_jobs import JobManager, JobStatus, TaskSpec
-from vibe_jobs.metrics import performance_score
+from vibe_jobs.metrics import STORE_CALM_MS, StatsCollector, performance_score
 
 OK = {"content": [{"type": "text", "text": "ok"}], "isError": False}
 
@@ -37,3 +37,27 @@ async def test_metrics_come_from_the_job_record(manager: JobManager, clock: Fake
     message = await manager.poll(job_id)
     assert message.metrics is not None and message.metrics["duration"] == 2000
     assert "performanceScore" in message.metrics
+
+
+def test_a_transient_store_failure_is_reported_until_the_store_has_worked_for_the_calm_period() -> None:
+    now = [1000.0]
+    stats = StatsCollector(ticks=lambda: now[0])
+
+    def reasons() -> list[str]:
+        return stats.snapshot({}, 0).health.reasons
+
+    stats.store_failed("StoreLocked: the database is locked", transient=True)
+    now[0] += STORE_CALM_MS / 1000 - 1
+    stats.store_worked()  # too soon: still reported
+    assert reasons() == [f"the job store failed {STORE_CALM_MS // 1000 - 1} s ago: StoreLocked: the database is locked"]
+    stats.store_failed("StoreLocked: again", transient=True)  # failing again starts the calm period again
+    now[0] += STORE_CALM_MS / 1000 - 1
+    stats.store_worked()
+    assert reasons() and "again" in reasons()[0]
+    now[0] += 1
+    stats.store_worked()  # worked the whole calm period after the last failure: over
+    assert reasons() == []
+    stats.store_failed("StoreCorrupt: damaged", transient=False)
+    now[0] += STORE_CALM_MS / 1000
+    stats.store_worked()  # damage is not cleared by a write
+    assert reasons() and "damaged" in reasons()[0]

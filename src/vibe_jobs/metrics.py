@@ -147,7 +147,10 @@ class QueueView:
     left_tools: dict[str, int] = field(default_factory=dict)  # a stopped server's jobs of tools nobody here runs
 
 
-STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a transient one until a write works)
+STORE_TROUBLE_MS = 300_000  # a store error is reported by health this long (a transient one: see STORE_CALM_MS)
+# a transient store error is reported until a write works this long after the last failure: a store failing now and
+# then (a lock taken in turns, a connection cut again and again) keeps health degraded, not flapping at each write
+STORE_CALM_MS = 10_000
 
 
 class StatsCollector:
@@ -172,8 +175,10 @@ class StatsCollector:
         self.store_trouble = (self._ticks(), what, transient)
 
     def store_worked(self) -> None:
-        """A store write succeeded: a transient trouble (full, locked, unreachable) is over; damage is not."""
-        if self.store_trouble is not None and self.store_trouble[2]:
+        """A store write succeeded: a transient trouble (full, locked, unreachable) is over once STORE_CALM_MS
+        passed since its last failure (one sooner leaves it reported); damage is not."""
+        trouble = self.store_trouble
+        if trouble is not None and trouble[2] and (self._ticks() - trouble[0]) * 1000 >= STORE_CALM_MS:
             self.store_trouble = None
 
     def _store_reason(self) -> list[str]:

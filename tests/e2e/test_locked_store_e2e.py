@@ -63,3 +63,28 @@ async def test_a_store_failure_is_told_to_a_caller_by_its_condition_without_the_
     assert tmp not in said and "jobs.db" not in said and "sqlite" not in said.lower(), said
     assert structured(refused)["error"]["code"] == "store_error"
     assert structured(listed)["jobs"] == [], "the refused call stored a job"
+
+
+async def test_health_stays_degraded_when_the_store_works_again_just_after_failing() -> None:
+    """A transient store failure (the write lock held by another process) was cleared by the next write that
+    worked, a moment later: a store failing every other write made health flap between healthy and degraded at
+    each one, and a monitor polling it saw healthy half the time. Now the failure stays reported until the store has
+    worked for STORE_CALM_MS after it."""
+    with tempfile.TemporaryDirectory(prefix="vj-locked-") as tmp:
+        db = Path(tmp) / "jobs.db"
+        with serve_store(f"sqlite:///{db}?busy_timeout=0.3") as (port, _pid):
+            async with http_client_for(HttpServer("streamable-http", port, None, None), "auto") as client:  # type: ignore[arg-type]
+                other = sqlite3.connect(db, isolation_level=None)
+                try:
+                    other.execute("BEGIN IMMEDIATE")  # the write lock, held: the job cannot be stored
+                    assert (await client.call_tool("echo", {"text": "not stored"})).is_error
+                finally:
+                    other.execute("ROLLBACK")
+                    other.close()
+                job_id = await start(client, "echo", {"text": "stored"})  # its start and outcome: writes that work
+                done = await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30})
+                assert structured(done)["status"] == "completed"
+                stats = await client.call_tool("job-stats", {})
+    health = structured(stats)["health"]
+    assert health["status"] == "degraded", health
+    assert any("the job store failed" in reason and "locked" in reason for reason in health["reasons"]), health
