@@ -19,8 +19,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification, TextResourceContents
 
-from tests.e2e.conftest import MODES, stdio_params
+from tests.e2e.conftest import MODES, start_http, stdio_params
 from tests.e2e.test_jobs_e2e import start, structured, texts
+from tests.pg import postgres_url, with_new_schema
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -261,3 +262,51 @@ async def recent_status(client: Client, job_id: str) -> str | None:
     content = (await client.read_resource("jobs://recent")).contents[0]
     assert isinstance(content, TextResourceContents)
     return next((j["status"] for j in json.loads(content.text)["jobs"] if j["id"] == job_id), None)
+
+
+# wake-ups no vibe-jobs sends: any role that may connect to the database may NOTIFY on the store's channel
+FORGED_NOTIFICATIONS = (
+    '{"op": "update", "id": 5, "status": "running", "tool": "sleepy", "cancel": false}',
+    '[{"op": "update", "id": null, "status": "failed", "tool": "sleepy", "cancel": false}]',
+    '{"op": "insert", "id": "x", "status": "pending", "tool": ["sleepy"], "cancel": false}',
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_forged_wake_up_on_the_store_s_channel_costs_the_subscribers_nothing(mode: str) -> None:
+    """A PostgreSQL notification on the store's channel whose job id is not a string (sent by anyone who may
+    connect to the database) reached the resources hub's one task as an event, which raised building the job's
+    URI and ended the server with every client's connection. It is now refused as unreadable where it is read (one
+    warning each); the subscriber goes on hearing of its job, and the server answers."""
+    from tests.e2e.test_hostile_input import drop_schema
+
+    asyncpg = pytest.importorskip("asyncpg")
+    base = postgres_url("the forged wake-up test")
+    url = with_new_schema(base, "vj_forged")
+    watcher = Watcher()
+    try:
+        with start_http("streamable-http", {}, ["--store", url]) as server, watcher.send, watcher.recv:
+            async with Client(server.url, mode=mode, read_timeout_seconds=60, message_handler=watcher) as client:
+                job_id = await start(client, "sleepy", {"seconds": 1.5, "steps": 3})
+                async with subscribed(client, job_uri(job_id)):
+                    forger = await asyncpg.connect(base)
+                    try:
+                        for payload in FORGED_NOTIFICATIONS:
+                            await forger.execute("SELECT pg_notify($1, $2)", f"vibe_jobs.{schema_of(url)}", payload)
+                    finally:
+                        await forger.close()
+                    seen = await follow_updates(client, watcher, job_id)
+                assert seen[-1]["status"] == "completed", seen
+                assert (await client.call_tool("job-stats", {})).structured_content is not None
+            assert server.proc.poll() is None
+            server.errlog.seek(0)
+            log = server.errlog.read().decode(errors="replace")
+    finally:
+        await drop_schema(base, url)
+    assert log.count("store.notify_unreadable") == len(FORGED_NOTIFICATIONS), log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def schema_of(url: str) -> str:
+    return url.rpartition("schema=")[2]

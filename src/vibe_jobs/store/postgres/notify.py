@@ -37,14 +37,26 @@ def parse(payload: str) -> JobChange | None:
 
 def parse_all(payload: str) -> list[JobChange]:
     """The changes of one payload: one object (the insert trigger) or a list of them (the store
-    batches the changes it announces, so each listener gets one notification per batch)."""
+    batches the changes it announces, so each listener gets one notification per batch). Anyone who may connect
+    to the database may notify on the channel: a payload not of that shape (a job id or tool name that is not a
+    string, an unknown op) is unreadable as a whole, not handed on (a number for a job id ended the server)."""
     try:
         data = json.loads(payload)
         items = data if isinstance(data, list) else [data]
-        return [JobChange(d["op"], d["id"], _STATUS[d["status"]], d["tool"], d["cancel"] is True) for d in items]
+        return [_change(d) for d in items]
     except (ValueError, KeyError, TypeError):
         log.warning("store.notify_unreadable", payload=payload[:200])
         return []
+
+
+def _change(d: Any) -> JobChange:
+    """One change of a payload; TypeError or ValueError for one not of the shape the store sends."""
+    op, job_id, tool = d["op"], d["id"], d["tool"]
+    if not (isinstance(job_id, str) and isinstance(tool, str)):
+        raise TypeError("a job id and a tool name are strings")
+    if op not in ("insert", "update"):
+        raise ValueError(f"unknown op {op!r}")
+    return JobChange(op, job_id, _STATUS[d["status"]], tool, d["cancel"] is True)
 
 
 class Listener:
