@@ -223,3 +223,36 @@ def test_call_to_a_url_where_no_server_listens_names_the_url() -> None:
     said = f"vibe-jobs: no server answers at http://app:***@127.0.0.1:{port}/mcp (is it running"
     assert error.startswith(said), error
     assert "Sup3rSecretPw" not in error
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "purge", "--older-than", "-1d"],
+        ["jobs", "list", "--limit", "-1e3"],
+        ["worker", "--concurrency", "-1e3"],
+        ["worker", "--drain-seconds", "-inf"],
+        ["serve", "--port", "-1e3"],
+        ["proxy", "--port", "-1e3"],
+        ["dashboard", "--port", "-1e3"],
+        ["call", "echo", "--timeout", "-inf"],
+        ["health", "--timeout", "-1.5e1"],
+    ],
+)
+def test_a_negative_looking_value_after_its_flag_is_refused_as_the_flag_says(argv: list[str]) -> None:
+    """`jobs purge --older-than -1d` said only argparse's "expected one argument": a word that starts with '-' and
+    is not a plain negative number (-1d, -inf, -1e3) was taken for an option. Given as the flag's next word it is
+    the flag's value, refused by the flag's own rule exactly as `--older-than=-1d` is: exit 2, naming both."""
+    *head, flag, value = argv
+    spaced = subprocess.run([*VIBE_JOBS, *argv], capture_output=True, text=True, timeout=60, check=False, input="")
+    joined = subprocess.run(
+        [*VIBE_JOBS, *head, f"{flag}={value}"], capture_output=True, text=True, timeout=60, check=False, input=""
+    )
+    assert spaced.returncode == joined.returncode == 2, (spaced.stderr, joined.stderr)
+    assert spaced.stderr == joined.stderr, spaced.stderr
+    assert flag in spaced.stderr and repr(value) in spaced.stderr, spaced.stderr
+
+
+def test_a_negative_age_to_purge_is_refused_as_negative() -> None:
+    error = refused("jobs", "purge", "--store", "memory://", "--older-than", "-1d")
+    assert "argument --older-than: not a duration: '-1d' is negative" in error, error

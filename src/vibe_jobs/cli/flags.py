@@ -5,13 +5,34 @@ its stop, leaving its lease; `--port 70000` ended in a traceback)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from vibe_jobs import settings
 from vibe_jobs.settings import positive_int
 
 T = TypeVar("T")
+
+# a word that starts with '-' and then a digit, a point or inf/nan: a value, not an option (argparse itself takes
+# only plain negative numbers, -1 and -1.5, for values; no option of ours is named so)
+_NEGATIVE_LOOKING = re.compile(r"-(?:\.?\d|inf|nan)", re.IGNORECASE)
+
+
+def negative_values_joined(argv: Sequence[str]) -> list[str]:
+    """`argv` with each negative-looking word that follows a long option joined to it (`--older-than -1d` ->
+    `--older-than=-1d`), so that the flag's own rule refuses it naming the flag and the value: argparse took
+    `-1d`, `-inf`, `-1e3` for options and said only "expected one argument". One rule for every flag of every
+    command; nothing after `--` (the proxy's upstream command and its arguments) is touched."""
+    words, joined = list(argv), list[str]()
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            return [*joined, word, *words]
+        if word.startswith("--") and "=" not in word and words and _NEGATIVE_LOOKING.match(words[0]):
+            word = f"{word}={words.pop(0)}"
+        joined.append(word)
+    return joined
 
 
 def typed(parse: Callable[[str], T], name: str) -> Callable[[str], T]:

@@ -30,7 +30,7 @@ from vibe_jobs.store import JobStore, missing_database, open_store
 from vibe_jobs.tools.printable import printable, printable_lines
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?", re.IGNORECASE)
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?", re.IGNORECASE)
 HEADERS = ("ID", "TOOL", "STATUS", "PROGRESS", "AGE", "MESSAGE")
 MESSAGE_WIDTH = 60
 
@@ -67,6 +67,8 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
     seconds = float(match.group(1)) * UNITS[(match.group(2) or "s").lower()]
+    if seconds < 0:  # named as what it is (it was "not a duration"): a negative age would purge every finished job
+        raise ValueError(f"not a duration: {text!r} is negative (give an age of 0 or more: 7d; 0s, every finished job)")
     if seconds > MAX_SECONDS:  # the stores' integers overflowed: "Python int too large to convert"
         raise ValueError(f"{text!r} is more than ten years ({MAX_SECONDS:,} s)")
     return seconds

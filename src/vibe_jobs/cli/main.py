@@ -215,7 +215,7 @@ def _unencodable_escaped() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _unencodable_escaped()
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(flags.negative_values_joined(sys.argv[1:] if argv is None else argv))
     flags.merge_store_options(args)
     try:
         env = dict(os.environ)
