@@ -78,6 +78,9 @@ def test_the_pattern_is_configurable() -> None:
             "postgresql://a:b@db/j?sslpassword=s&sslmode=require",
             "postgresql://a:***@db/j?sslpassword=***&sslmode=require",
         ),
+        ("app:s3cret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),  # no scheme: it was shown whole
+        ("app@localhost:8000/mcp", "app@localhost:8000/mcp"),
+        ("app:s3cret@localhost/mcp?token=t0k&x=1", "app:***@localhost/mcp?token=***&x=1"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

@@ -28,6 +28,9 @@ _BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 # what a URL or a request target may span: no white space, quote or angle bracket; from a piece's first `?` to its end
 # (found at C speed: the other pieces of text, such as code's `x == y`, cost nothing), and the piece's head before
 # that `?`, read backwards
+# `user:password@host...` given without its scheme (`app:pw@localhost:8000/mcp`): urlsplit reads `app` as the scheme
+# and the rest as a path, no password
+_BARE_USERINFO = re.compile(r"([^/@\s:]*):[^/@\s]*@")
 _QUERIED = re.compile(r"\?[^\s\"<>]*")
 _HEAD_REVERSED = re.compile(r"[^\s\"<>]*")
 
@@ -144,6 +147,8 @@ def redact_url(url: str) -> str:
         password = parts.password
     except ValueError:  # not a URL urlsplit reads (a bad IPv6 host): its password, at least
         return _mask_userinfo(url)
+    if not parts.netloc and (bare := _BARE_USERINFO.match(url)):
+        return f"{bare[1]}:{MASK}@{redact_url(url[bare.end() :])}"
     shown = parts
     if password:
         user, _, host = parts.netloc.rpartition("@")
