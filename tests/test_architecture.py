@@ -35,6 +35,7 @@ LEVELS: dict[str, int] = {
     "clocks": 25,  # a shared store's time and the steps of this machine's clock (the manager's)
     "identity": 10,  # who is asking (Viewer) and what it may see: used by the manager and every surface
     "redact": 10,  # secrets kept out of what is shown (params, URLs): logs, surfaces, the dashboard
+    "urls": 10,  # the shape of a server's URL to connect to (call --url, the proxy's upstream URLs)
     "firing": 10,  # when a schedule fires: pure functions of its timing and a given time (croniter, zoneinfo)
     "schedules": 10,  # a schedule as stores keep it and clients see it
     "shared": 10,  # one call at a time, shared by those who ask meanwhile (the manager's server-wide figures)

@@ -48,6 +48,7 @@ def refused(*argv: str) -> str:
         (["call", "echo", "--url", "http://127.0.0.1:99999/mcp"], "--url 'http://127.0.0.1:99999/mcp' is not a URL"),
         (["call", "echo", "--url", "localhost:8000/mcp"], "is not the URL of a server: give http(s)://HOST:PORT/mcp"),
         (["call", "echo", "--url", "http://u:Sup3rSecretPw@h:x/mcp"], "--url 'http://u:***@h:x/mcp' is not a URL"),
+        (["call", "echo", "--url", "u:Sup3rSecretPw@h:80/mcp"], "--url 'u:***@h:80/mcp' is not the URL of a server"),
         (["call", "echo", "--json", "{'path': 1}"], "(--json OBJECT or --json-args) are not JSON: Expect"),
         (
             ["serve", "--tools", "../mytools"],

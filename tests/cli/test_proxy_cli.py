@@ -57,6 +57,37 @@ def test_a_malformed_upstream_header_is_refused_without_showing_it() -> None:
     assert "Sup3rSecretTok" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://app:Sup3rSecretPw@127.0.0.1:99999/mcp", "is not a URL: Port out of range 0-65535"),
+        ("http://app:Sup3rSecretPw@127.0.0.1:abc/mcp", "is not a URL: Port could not be cast to integer value"),
+        ("app:Sup3rSecretPw@localhost:8000/mcp", "is not the URL of a server: give http(s)://HOST:PORT/"),
+        ("ftp://app:Sup3rSecretPw@files.example/mcp", "is not the URL of a server: give http(s)://HOST:PORT/"),
+    ],
+)
+def test_an_upstream_url_of_no_server_is_refused_as_call_refuses_its_url(url: str, problem: str) -> None:
+    """`--upstream-url` with a port of 99999 or `abc`, no scheme or `ftp://` was refused in the HTTP library's words
+    (`OverflowError: connect(): port must be 0-65535.`, `InvalidURL`, `UnsupportedProtocol`) once the proxy tried
+    to connect, where `call --url` checks the URL's shape first: one rule (vibe_jobs.urls), naming the flag."""
+    cmd = [*VIBE_JOBS, "proxy", "--store", "memory://", "--upstream-url", url]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("vibe-jobs proxy: --upstream-url '") and problem in lines[0], run.stderr
+    assert "Sup3rSecretPw" not in run.stderr and "app:***@" in run.stderr, run.stderr
+
+
+def test_a_config_file_s_url_of_no_server_is_refused_naming_its_entry(tmp_path: Path) -> None:
+    config = tmp_path / "servers.json"
+    config.write_text('{"mcpServers": {"web": {"url": "https://u:Sup3rSecretPw@example.com:0/mcp"}}}')
+    cmd = [*VIBE_JOBS, "proxy", "--store", "memory://", "--config", str(config)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 2, run.stderr
+    assert f"config {config}: mcpServers.web: url 'https://u:***@example.com:0/mcp' is not the URL" in run.stderr
+    assert "Sup3rSecretPw" not in run.stderr
+
+
 def test_an_upstream_that_cannot_start_stops_the_proxy_naming_it() -> None:
     cmd = [sys.executable, "-m", "vibe_jobs", "proxy", "--store", "memory://", "--", "/no/such/server"]
     root = Path(__file__).resolve().parents[2]

@@ -35,6 +35,7 @@ from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
 from vibe_jobs.states import FINAL
 from vibe_jobs.tools.printable import printable, printable_lines
+from vibe_jobs.urls import check_server_url
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -192,20 +193,10 @@ def server_command(server_cmd: str | None) -> list[str]:
 
 
 def server_url(url: str | None) -> None:
-    """`--url` names an HTTP server: http(s), a host, a port from 1 to 65535 if any. Raises ValueError (the URL shown
-    without its password): `ftp://...` ended as `UnsupportedProtocol`, a port of 99999 as `OverflowError`."""
-    if url is None:
-        return
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:  # a port that is no number, or out of range; a bad IPv6 host
-        raise ValueError(f"--url {redact_url(url)!r} is not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(
-            f"--url {redact_url(url)!r} is not the URL of a server: give http(s)://HOST:PORT/mcp"
-            " (or its /sse path), as the server printed it"
-        )
+    """`--url` names an HTTP server (vibe_jobs.urls). Raises ValueError (the URL shown without its password):
+    `ftp://...` ended as `UnsupportedProtocol`, a port of 99999 as `OverflowError`."""
+    if url is not None:
+        check_server_url(url, "--url", "http(s)://HOST:PORT/mcp (or its /sse path), as the server printed it")
 
 
 def connect_target(args: argparse.Namespace, errlog: TextIO) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vibe_jobs.redact import redact_url
+from vibe_jobs.urls import check_server_url
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,8 @@ def _entry(path: Path, name: str, entry: Any) -> UpstreamSpec:
         raise ConfigError(
             f"{where}: 'args' must be a list of strings, 'env' and 'headers' objects of strings, 'cwd' a string"
         )
+    if isinstance(entry.get("url"), str):
+        _check_url(entry["url"], f"{where}: url")
     return UpstreamSpec(
         name=name,
         command=entry.get("command"),
@@ -99,6 +102,13 @@ def _entry(path: Path, name: str, entry: Any) -> UpstreamSpec:
         url=entry.get("url"),
         headers=headers,
     )
+
+
+def _check_url(url: str, given_as: str) -> None:
+    try:
+        check_server_url(url, given_as, "http(s)://HOST:PORT/PATH, the upstream's streamable-HTTP endpoint")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_name(name: str, where: str) -> None:
@@ -119,6 +129,7 @@ def single(command: Sequence[str], url: str | None, headers: Sequence[str]) -> U
     if command and url:
         raise ConfigError("give either -- COMMAND or --upstream-url, not both")
     if url:
+        _check_url(url, "--upstream-url")
         return UpstreamSpec(url=url, headers=dict(parse_header(h) for h in headers))
     if headers:
         raise ConfigError("--upstream-header needs --upstream-url")
