@@ -69,6 +69,23 @@ def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("vibe-jobs: not ready: ") and "Invalid IPv6 URL" in err and "hunter2" not in err, err
 
 
+def test_the_dashboard_refuses_a_sqlite_file_that_does_not_exist_as_jobs_does(tmp_path: Path) -> None:
+    """`dashboard --store sqlite:///typo.db` created an empty database and served an empty dashboard, where `jobs`,
+    `schedules` and `health` refuse a file that does not exist: the same refusal, exit 2, no file made."""
+    url = f"sqlite:///{tmp_path}/typo.db"
+    cmd = [sys.executable, "-m", "vibe_jobs", "dashboard", "--store", url, "--port", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20, check=False, input="")
+    listed = subprocess.run(
+        [sys.executable, "-m", "vibe_jobs", "jobs", "list", "--store", url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, input="",
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr == listed.stderr, (done.stderr, listed.stderr)
+    assert done.stderr.startswith(f"vibe-jobs: no SQLite database at {tmp_path}/typo.db"), done.stderr
+    assert "start `vibe-jobs serve` on it first" in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "typo.db").exists(), "the dashboard created the store it was to show"
+
+
 @contextmanager
 def dashboard(url: str, env: dict[str, str] | None = None) -> Iterator[str]:
     port = free_port()
@@ -245,6 +262,7 @@ async def status_of(url: str, job_id: str) -> str:
 
 def test_the_dashboard_alone_closes_a_connection_whose_headers_never_end(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
+    fill(url, 0)  # the store, made as a server makes it: the dashboard refuses a file that does not exist
     with dashboard(url, {"VIBE_JOBS_HTTP_HEADER_TIMEOUT_SECONDS": "1"}) as base:
         port = int(base.rsplit(":", 1)[1])
         slow = socket.create_connection(("127.0.0.1", port))
@@ -311,12 +329,13 @@ def test_of_two_servers_started_together_on_one_port_the_second_says_one_line_an
                 proc.stderr.close()
 
 
-@pytest.mark.parametrize("store", ["postgresql://app:Sup3rSecretPw@127.0.0.1:1/test", "sqlite:///{file}/jobs.db"])
+@pytest.mark.parametrize("store", ["postgresql://app:Sup3rSecretPw@127.0.0.1:1/test", "sqlite:///{dir}"])
 def test_a_store_the_dashboard_cannot_open_is_one_line_and_exit_2(tmp_path: Path, store: str) -> None:
     """As `serve`: the dashboard said where it served, then uvicorn logged the store's error as a traceback and the
-    process exited 3 (the store was opened in the app's lifespan)."""
-    (tmp_path / "file").write_text("not a directory")
-    url = store.format(file=tmp_path / "file")
+    process exited 3 (the store was opened in the app's lifespan). A path that is there but no file (one not there
+    is refused before it is opened: test_the_dashboard_refuses_a_sqlite_file_that_does_not_exist_as_jobs_does)."""
+    (tmp_path / "dir").mkdir()
+    url = store.format(dir=tmp_path / "dir")
     cmd = [sys.executable, "-m", "vibe_jobs", "dashboard", "--store", url, "--port", "0"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     lines = done.stderr.strip().splitlines()

@@ -12,7 +12,7 @@ import anyio
 
 from vibe_jobs.cli import flags
 from vibe_jobs.cli.identity import add_identity_options, with_identity_options
-from vibe_jobs.cli.jobs import say
+from vibe_jobs.cli.jobs import existing_store, say
 from vibe_jobs.errors import ConfigError, refusal_in
 from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
@@ -50,8 +50,9 @@ def run_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     auth = auth_setup(settings, f"http://127.0.0.1:{args.port}")  # tokens or JWT, as `serve`: admin only
     check_bind(args.host, auth.enabled, args.allow_unauthenticated)
+    store = existing_store(settings.store_url)  # a mistyped file is refused, not made and shown empty
     sock = bind(args.host, args.port)
-    manager = JobManager(open_store(settings.store_url), settings)
+    manager = JobManager(store, settings)
     instrument_store(manager.store, manager.stats.counters)
     app = HostCheck(
         dashboard_app(Dashboard(manager, Guard(bearer=auth.admin_check()))),

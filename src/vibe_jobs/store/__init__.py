@@ -35,11 +35,11 @@ def open_store(url: str) -> JobStore:
 
 def missing_database(store: JobStore) -> str | None:
     """What is missing when `store` is a SQLite file that does not exist, else None: the operator's commands
-    (`jobs`, `schedules`, `health`) refuse it rather than create an empty database for a mistyped path."""
+    (`jobs`, `schedules`, `health`, `dashboard`) refuse it rather than create an empty database for a mistyped path."""
     path = getattr(store, "path", None)
     if store.url.startswith("sqlite:") and isinstance(path, str) and path != ":memory:" and not os.path.exists(path):
         return (
-            f"no SQLite database at {path}: no job store at that path; check --store "
-            "(a server creates its store when it first starts)"
+            f"no SQLite database at {path}: no job store at that path; check --store, or start `vibe-jobs serve` "
+            "on it first (a server creates its store when it first starts)"
         )
     return None
