@@ -236,10 +236,17 @@ def client_gone_without_traceback(record: logging.LogRecord) -> bool:
     return logging.getLogger().getEffectiveLevel() <= logging.INFO
 
 
-def without_input(exc: ValidationError) -> str:
-    """What a ValidationError says is wrong, without the input its text quotes (a request body's start and end)."""
+SHOWN_PROBLEMS = 5  # a ValidationError's problems named; past them, how many more
+
+
+def without_input(exc: ValidationError, whole: str | None = None) -> str:
+    """What a ValidationError says is wrong, without the input its text quotes (a request body's start and end):
+    each problem's place (`whole`, default the model's title, for the input as a whole) and message, the first
+    SHOWN_PROBLEMS of them and how many more."""
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in errors[:5])
+    shown = [f"{'.'.join(map(str, e['loc'])) or whole or exc.title}: {e['msg']}" for e in errors[:SHOWN_PROBLEMS]]
+    more = len(errors) - SHOWN_PROBLEMS
+    return "; ".join([*shown, f"and {more} more"] if more > 0 else shown)
 
 
 def _logged_exception(exc_info: Any) -> BaseException | None:

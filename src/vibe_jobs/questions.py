@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from vibe_jobs.blocks import block_problem, carried_block_problem, finite_number, fraction
 from vibe_jobs.errors import InvalidParams
+from vibe_jobs.logs import without_input
 from vibe_jobs.redact import MASK, is_secret
 from vibe_jobs.states import RUNNING
 
@@ -436,10 +437,7 @@ def elicitation(answer: Mapping[str, Any] | None, model: type[M] | None) -> Elic
     try:
         data = model.model_validate(content) if model is not None else None
     except ValidationError as exc:  # without the values: the refusal is logged and put to the answerer again
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'content'}: {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False, include_context=False)
-        )
+        problems = without_input(exc, whole="content")
         raise InvalidParams(f"the accepted answer does not fit {model.__name__}: {problems}") from None  # type: ignore[union-attr]
     return Elicitation("accept", content, data)
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import anyio
 import pytest
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tests.engine import test_scheduler
 from tests.engine.test_scheduler import WAIT, Backend, FakeClock, finished
@@ -17,7 +17,7 @@ from vibe_jobs import InvalidParams, JobManager, JobRecord, JobStatus, Settings,
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import NotWaiting
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.questions import check_answer, elicit_request, elicitation_schema, sample_request
+from vibe_jobs.questions import check_answer, elicit_request, elicitation, elicitation_schema, sample_request
 from vibe_jobs.store import open_store
 
 backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
@@ -364,3 +364,37 @@ async def test_an_answer_check_that_raises_something_else_refuses_the_answer_and
         await m.answer(job_id, {"word": "fine"}, action="accept")
         done = await finished(m, job_id)
     assert done.result is not None and done.result["content"][0]["text"] == "fine"
+
+
+class Seven(BaseModel):
+    a: int
+    b: int
+    c: int
+    d: int
+    e: int
+    f: int
+    g: int
+
+
+class Whole(BaseModel):
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def ordered(self) -> Whole:
+        if self.low > self.high:
+            raise ValueError("low is above high")
+        return self
+
+
+def test_an_answer_its_model_refuses_is_told_why_by_the_one_rule_of_validation_errors() -> None:
+    """The refusal is logs.without_input's rule (questions.py had a copy of it): no value quoted, a problem of
+    the whole answer named `content`, at most five problems and how many more (all of them were listed)."""
+    with pytest.raises(InvalidParams) as whole:
+        elicitation({"action": "accept", "content": {"low": 5, "high": 1}}, Whole)
+    assert str(whole.value) == "the accepted answer does not fit Whole: content: Value error, low is above high"
+    with pytest.raises(InvalidParams) as seven:
+        elicitation({"action": "accept", "content": {"a": "SECRET-VALUE"}}, Seven)
+    said = str(seven.value)
+    assert said.startswith("the accepted answer does not fit Seven: a: Input should be a valid integer"), said
+    assert said.endswith("; e: Field required; and 2 more") and "SECRET-VALUE" not in said, said
