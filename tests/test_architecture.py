@@ -269,3 +269,16 @@ def test_every_module_imports_on_its_own_without_a_warning() -> None:
     probe = f"import importlib\nfor name in {names!r}:\n    importlib.import_module(name)"
     done = subprocess.run([sys.executable, "-W", "error", "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_starting_the_cli_or_a_server_runs_no_other_program() -> None:
+    """Importing what `vibe-jobs serve` and the other commands import starts no process: croniter's import ran
+    `file` on the interpreter (platform.architecture) at every command's start; it is imported at first use."""
+    probe = (
+        "import sys; seen = []\n"
+        "sys.addaudithook(lambda event, args: seen.append(args[1]) if event == 'subprocess.Popen' else None)\n"
+        "import vibe_jobs.cli.main, vibe_jobs.server.jobserver, vibe_jobs.tools, vibe_jobs.firing\n"
+        "print(seen)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from vibe_jobs.models import MAX_EPOCH_MS
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 __all__ = [
     "CRON_NAMES",
@@ -94,9 +96,17 @@ def check_cron(expr: str) -> str:
 
 @lru_cache(maxsize=256)
 def _cron(text: str) -> croniter:
-    it = croniter(text, datetime(2000, 1, 1), second_at_beginning=len(text.split(" ")) == 6)
+    it = _iterator(text, datetime(2000, 1, 1))
     it.get_next(datetime)  # an expression that can never match fails here, not at its first tick
     return it
+
+
+def _iterator(text: str, begin: datetime) -> croniter:
+    """croniter's iterator of a checked expression from `begin`. Imported at first use: importing croniter runs
+    `file` on the interpreter (platform.architecture), a process for every command and server started."""
+    from croniter import croniter
+
+    return croniter(text, begin, second_at_beginning=len(text.split(" ")) == 6)
 
 
 @lru_cache(maxsize=256)
@@ -183,7 +193,7 @@ def _cron_walk(t: Timing, start: int, forward: bool) -> Iterator[int]:
         begin = _wall(start, tz) if forward else _latest_wall_before(start, tz)
     except (OverflowError, ValueError):  # past year 9999 where the zone is (ahead of UTC): no ticks
         return
-    it = croniter(text, begin, second_at_beginning=len(text.split(" ")) == 6)
+    it = _iterator(text, begin)
     last = start
     for _ in range(_SCAN_LIMIT):
         try:
