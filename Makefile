@@ -87,7 +87,8 @@ bench-publish:
 
 # Fault injection (tests/faults): `make faults` is the long run, MINUTES of faults on a PostgreSQL cluster of its
 # own, then the SQLite server killed KILLS times; it prints the checker's tables and fails on a violation.
-# `make faults-ci` is the bounded profile (a few minutes, fixed seed) that .ci/run runs.
+# `make faults-ci` is the bounded profile (a few minutes, fixed seed; its two runs side by side, each table printed)
+# that .ci/run runs.
 SEED ?= 1
 MINUTES ?= 20
 KILLS ?= 60
@@ -95,7 +96,7 @@ faults: $(STAMP)
 	$(BIN)/python -m tests.faults.run --seed $(SEED) --seconds $$(( $(MINUTES) * 60 )) --kills $(KILLS) $(FAULTS_ARGS)
 
 faults-ci: $(STAMP)
-	RUN_SLOW=1 $(BIN)/pytest -q -s tests/faults/test_faults.py
+	RUN_SLOW=1 $(BIN)/pytest -q -n $(TEST_WORKERS) -rP tests/faults/test_faults.py
 
 # Property-based fuzzing of the real server (tests/e2e/test_fuzz.py: every tool's arguments, raw JSON-RPC frames,
 # stdio and HTTP). `make test` runs 60 fixed examples per property; `make fuzz` runs EXAMPLES fresh ones;
