@@ -81,6 +81,17 @@ def test_the_pattern_is_configurable() -> None:
         ("app:s3cret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),  # no scheme: it was shown whole
         ("app@localhost:8000/mcp", "app@localhost:8000/mcp"),
         ("app:s3cret@localhost/mcp?token=t0k&x=1", "app:***@localhost/mcp?token=***&x=1"),
+        # a password holding '/', '?' or '#' unescaped (base64): urlsplit ends the host at it, reads the password's
+        # start as a port and the rest as a path, query or fragment; all was shown
+        ("https://app:s3c/ret+x=@host/mcp", "https://app:***@host/mcp"),
+        ("https://app:s3c?ret@host/mcp", "https://app:***@host/mcp"),
+        ("https://app:s3c#ret@host:8000/mcp?token=t", "https://app:***@host:8000/mcp?token=***"),
+        ("app:s3c/ret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),
+        ("app:s3c@ret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),  # '@' in it: 'ret' was shown
+        ("http:/app:s3cret@localhost/mcp", "http:***@localhost/mcp"),  # one slash: urlsplit read no host
+        # an '@' in a path is no password
+        ("https://host:8000/@scope/pkg", "https://host:8000/@scope/pkg"),
+        ("sqlite:///home/u/C:/a@b.db", "sqlite:///home/u/C:/a@b.db"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:

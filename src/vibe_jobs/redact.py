@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter values are not hidden in free text: a secret "1" would blank every digit
@@ -28,9 +28,8 @@ _BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
 # what a URL or a request target may span: no white space, quote or angle bracket; from a piece's first `?` to its end
 # (found at C speed: the other pieces of text, such as code's `x == y`, cost nothing), and the piece's head before
 # that `?`, read backwards
-# `user:password@host...` given without its scheme (`app:pw@localhost:8000/mcp`): urlsplit reads `app` as the scheme
-# and the rest as a path, no password
-_BARE_USERINFO = re.compile(r"([^/@\s:]*):[^/@\s]*@")
+# where a URL's user and password start: after its `scheme://`, else at its start
+_AUTHORITY = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _QUERIED = re.compile(r"\?[^\s\"<>]*")
 _HEAD_REVERSED = re.compile(r"[^\s\"<>]*")
 
@@ -147,8 +146,8 @@ def redact_url(url: str) -> str:
         password = parts.password
     except ValueError:  # not a URL urlsplit reads (a bad IPv6 host): its password, at least
         return _mask_userinfo(url)
-    if not parts.netloc and (bare := _BARE_USERINFO.match(url)):
-        return f"{bare[1]}:{MASK}@{redact_url(url[bare.end() :])}"
+    if not password and (misread := _misread_userinfo(url, parts)) is not None:
+        return misread
     shown = parts
     if password:
         user, _, host = parts.netloc.rpartition("@")
@@ -157,6 +156,30 @@ def redact_url(url: str) -> str:
     if parts.query:
         shown = shown._replace(query=_redact_query(parts.query))
     return url if shown == parts else urlunsplit(shown)  # unchanged as written (urlunsplit drops an empty //)
+
+
+def _misread_userinfo(url: str, parts: SplitResult) -> str | None:
+    """`url` with its password as `***` when urlsplit read none where one is: given without the scheme
+    (`app:pw@host:8000/mcp`: `app` read as the scheme, the rest as a path), with one slash (`http:/app:pw@host`), or
+    holding a `/`, `?`, `#` or `@` unescaped (a base64 one: `https://app:ab/cd@host` read `ab` as the port). Then the
+    host is not read, or its port is no number: the user is up to the first `:`, the password up to the last `@`
+    (more hidden than less). None for a URL read as it is written (an `@` in its path: `https://host:8000/@scope`)."""
+    at = url.rfind("@")
+    if at < 0 or (parts.netloc and _port_read(parts)):
+        return None
+    start = authority.end() if (authority := _AUTHORITY.match(url)) is not None else 0
+    colon = url.find(":", start, at)
+    if colon < 0 or url.startswith("/", start):  # no password; a path (`sqlite:///C:/a@b.db`)
+        return None
+    return f"{url[:colon]}:{MASK}@{redact_url(url[at + 1 :])}"
+
+
+def _port_read(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - read for its ValueError
+    except ValueError:
+        return False
+    return True
 
 
 def _redact_query(query: str) -> str:

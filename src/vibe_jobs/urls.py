@@ -13,10 +13,16 @@ def check_server_url(url: str, given_as: str, example: str = "http(s)://HOST:POR
     """Raises ValueError unless `url` is http(s), with a host and, if any, a port from 1 to 65535. The message
     starts with `given_as` (the flag, or where in a file), shows the URL without its password and ends with
     `example`, the URL to give instead."""
+    # urlsplit's own words are not shown: they quote what it read as the port, which may be a password's start
+    # (`https://app:ab/cd@host`, a password holding a '/')
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
+    except ValueError:  # a bad IPv6 host
+        raise ValueError(f"{given_as} {shown!r} is not a URL: its host is not read (an IPv6 one goes in [])") from None
+    try:
         port = parts.port
-    except ValueError as exc:  # a port that is no number, or out of range; a bad IPv6 host
-        raise ValueError(f"{given_as} {redact_url(url)!r} is not a URL: {exc}") from None
+    except ValueError:  # no number, or out of range
+        raise ValueError(f"{given_as} {shown!r} is not a URL: its port is not a number from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f"{given_as} {redact_url(url)!r} is not the URL of a server: give {example}")
+        raise ValueError(f"{given_as} {shown!r} is not the URL of a server: give {example}")

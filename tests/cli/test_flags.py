@@ -215,6 +215,15 @@ def test_a_postgresql_url_whose_port_is_no_port_is_one_line_naming_it(command: s
     assert "Sup3rSecretPw" not in done.stderr and "app:***@127.0.0.1" in done.stderr, done.stderr
 
 
+def test_a_postgresql_url_whose_password_holds_a_slash_is_refused_without_showing_it() -> None:
+    """A password holding '/' (base64) unescaped: urlsplit reads its start as the port, which the refusal quoted
+    ("the store URL's port 'Sup3rSecretPw' is not a port number")."""
+    url = "postgresql://app:Sup3rSecretPw/x+y=@127.0.0.1:5432/test"
+    error = refused("jobs", "list", "--store", url)
+    assert "a password holding '/'" in error and "'postgresql://app:***@127.0.0.1:5432/test'" in error, error
+    assert "Sup3rSecretPw" not in error, error
+
+
 def test_call_to_a_url_where_no_server_listens_names_the_url() -> None:
     """`call --url` where nothing listens said only `ConnectError: All connection attempts failed`."""
     with socket.create_server(("127.0.0.1", 0)) as closed:

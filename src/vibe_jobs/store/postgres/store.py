@@ -129,6 +129,12 @@ def _check_ports(netloc: str, url: str) -> None:
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.partition(":")[2]  # none, or empty: the default port
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            shown = redact_url(url)
+            if f":{port}" not in urlsplit(shown).netloc:  # the start of a password holding a '/', '?' or '#'
+                raise ConfigError(
+                    "the store URL's host is not read: a password holding '/', '?', '#' or '@' is written"
+                    f" %2F, %3F, %23, %40 there: {shown!r}"
+                )
             raise ConfigError(
                 f"the store URL's port {port!r} is not a port number (1 to 65535; PostgreSQL's is 5432):"
                 f" {redact_url(url)!r}"
