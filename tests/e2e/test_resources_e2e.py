@@ -269,6 +269,7 @@ FORGED_NOTIFICATIONS = (
     '{"op": "update", "id": 5, "status": "running", "tool": "sleepy", "cancel": false}',
     '[{"op": "update", "id": null, "status": "failed", "tool": "sleepy", "cancel": false}]',
     '{"op": "insert", "id": "x", "status": "pending", "tool": ["sleepy"], "cancel": false}',
+    "[" * 7000,  # nested past the JSON reader's depth: RecursionError, logged with a traceback by the event loop
 )
 
 

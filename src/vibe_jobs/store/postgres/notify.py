@@ -44,7 +44,7 @@ def parse_all(payload: str) -> list[JobChange]:
         data = json.loads(payload)
         items = data if isinstance(data, list) else [data]
         return [_change(d) for d in items]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested thousands deep
         log.warning("store.notify_unreadable", payload=payload[:200])
         return []
 
