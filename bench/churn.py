@@ -32,7 +32,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from vibe_jobs.client import TasksClientExtension
-from vibe_jobs.testing.ports import free_port, wait_for_port
+from vibe_jobs.testing.ports import free_port, stop, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = "tests.e2e.sample_tools,tests.e2e.state_probe"
@@ -220,8 +220,7 @@ def over_http(args: argparse.Namespace, store: str, db: Path | None) -> None:
         base = f"http://127.0.0.1:{port}"
         anyio.run(run, args, Churn(http_opener(f"{base}/mcp"), base), db, proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def main() -> None:

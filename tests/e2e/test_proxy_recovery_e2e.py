@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from tests.e2e.conftest import BASE_ENV, ROOT, free_port, wait_for_port
+from tests.e2e.conftest import BASE_ENV, ROOT, free_port, stop, wait_for_port
 from tests.e2e.proxy_fixtures import FAKE, TAP, Tap, started, texts, until, upstream_command, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -40,9 +40,7 @@ def proxy(db: Path, tap: Tap, everything: list[str]) -> Iterator[tuple[subproces
         wait_for_port(port, proc, 30)
         yield proc, f"http://127.0.0.1:{port}/mcp"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        stop(proc)  # not a second time when the test killed it
 
 
 async def test_a_killed_proxy_recovers_its_jobs_on_restart(tmp_path: Path) -> None:

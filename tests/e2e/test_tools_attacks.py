@@ -27,7 +27,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from tests.e2e.conftest import BASE_ENV, ROOT, free_port, wait_for_port
+from tests.e2e.conftest import BASE_ENV, ROOT, free_port, stop, wait_for_port
 from tests.e2e.test_builtin_tools import finish, job_count, write_tree
 from tests.e2e.test_jobs_e2e import read, start, texts, until_running
 from tests.store.test_sqlite import server_process
@@ -391,9 +391,7 @@ def http_server(env: dict[str, str], store: str) -> Iterator[tuple[subprocess.Po
         wait_for_port(port, proc)
         yield proc, f"http://127.0.0.1:{port}/mcp"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        stop(proc)  # not a second time when the test killed it
 
 
 async def test_after_the_server_is_killed_its_commands_end_or_are_killed_at_restart(tmp_path: Path) -> None:
