@@ -382,3 +382,16 @@ def test_an_id_given_with_escape_sequences_is_echoed_escaped(tmp_path: Path, com
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1 and "with id 'x\\x1b]0;owned" in done.stderr, done.stderr
     assert "\x1b" not in done.stderr and "\x07" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("age", ["-0", "-0s", "-0.0d"])
+def test_purge_refuses_a_minus_zero_age_and_deletes_nothing(
+    filled: Filled, capsys: pytest.CaptureFixture[str], age: str
+) -> None:
+    """`--older-than -0` was refused (no duration had a sign); once a sign was read, for negative ages to be named
+    as negative, -0 was 0 and purged every finished job: an age given with a minus sign is refused, whatever its
+    number."""
+    with pytest.raises(SystemExit) as exited:
+        main(["jobs", "purge", "--store", filled.url, "--older-than", age])
+    assert exited.value.code == 2 and f"not a duration: {age!r} is negative" in capsys.readouterr().err
+    assert len(run_json(filled, capsys, "list")["jobs"]) == 4

@@ -67,7 +67,7 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 10m, 2h, 7d)")
     seconds = float(match.group(1)) * UNITS[(match.group(2) or "s").lower()]
-    if seconds < 0:  # named as what it is (it was "not a duration"): a negative age would purge every finished job
+    if match.group(1).startswith("-"):  # named as what it is (it was "not a duration"); -0 too, which purged all
         raise ValueError(f"not a duration: {text!r} is negative (give an age of 0 or more: 7d; 0s, every finished job)")
     if seconds > MAX_SECONDS:  # the stores' integers overflowed: "Python int too large to convert"
         raise ValueError(f"{text!r} is more than ten years ({MAX_SECONDS:,} s)")
