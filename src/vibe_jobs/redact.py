@@ -174,6 +174,20 @@ def _misread_userinfo(url: str, parts: SplitResult) -> str | None:
     return f"{url[:colon]}:{MASK}@{redact_url(url[at + 1 :])}"
 
 
+# what a refusal of such a URL says instead of naming a port that is the password's start
+PASSWORD_UNESCAPED = "a password holding '/', '?', '#' or '@' is written %2F, %3F, %23, %40 in a URL"
+
+
+def password_misread(url: str) -> bool:
+    """Whether urlsplit read the start of `url`'s password as its port (`https://app:ab/cd@host`: the password holds
+    a '/', '?' or '#' unescaped): an error about that port would be about the password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return bool(parts.netloc) and not parts.password and _misread_userinfo(url, parts) is not None
+
+
 def _port_read(parts: SplitResult) -> bool:
     try:
         parts.port  # noqa: B018 - read for its ValueError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from vibe_jobs.redact import redact_url
+from vibe_jobs.redact import PASSWORD_UNESCAPED, password_misread, redact_url
 
 
 def check_server_url(url: str, given_as: str, example: str = "http(s)://HOST:PORT/PATH") -> None:
@@ -22,7 +22,8 @@ def check_server_url(url: str, given_as: str, example: str = "http(s)://HOST:POR
         raise ValueError(f"{given_as} {shown!r} is not a URL: its host is not read (an IPv6 one goes in [])") from None
     try:
         port = parts.port
-    except ValueError:  # no number, or out of range
-        raise ValueError(f"{given_as} {shown!r} is not a URL: its port is not a number from 1 to 65535") from None
+    except ValueError:  # no number, or out of range; or the start of a password holding a '/'
+        why = PASSWORD_UNESCAPED if password_misread(url) else "its port is not a number from 1 to 65535"
+        raise ValueError(f"{given_as} {shown!r} is not a URL: {why}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise ValueError(f"{given_as} {shown!r} is not the URL of a server: give {example}")

@@ -38,7 +38,7 @@ from vibe_jobs.figures import ClusterFigures, GroupStats
 from vibe_jobs.logs import get_logger
 from vibe_jobs.models import JobRecord
 from vibe_jobs.owners import owner_prefix
-from vibe_jobs.redact import redact_url
+from vibe_jobs.redact import PASSWORD_UNESCAPED, password_misread, redact_url
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec, schedulerows
@@ -129,12 +129,8 @@ def _check_ports(netloc: str, url: str) -> None:
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.partition(":")[2]  # none, or empty: the default port
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-            shown = redact_url(url)
-            if f":{port}" not in urlsplit(shown).netloc:  # the start of a password holding a '/', '?' or '#'
-                raise ConfigError(
-                    "the store URL's host is not read: a password holding '/', '?', '#' or '@' is written"
-                    f" %2F, %3F, %23, %40 there: {shown!r}"
-                )
+            if password_misread(url):  # not a port: the start of a password holding a '/' (not shown)
+                raise ConfigError(f"the store URL's host is not read ({PASSWORD_UNESCAPED}): {redact_url(url)!r}")
             raise ConfigError(
                 f"the store URL's port {port!r} is not a port number (1 to 65535; PostgreSQL's is 5432):"
                 f" {redact_url(url)!r}"
