@@ -21,7 +21,10 @@ ENV_NAMES = frozenset({"env"})  # an argument holding an environment: every valu
 # the scheme is read from the start of a run of scheme characters, possessively (`\b` let one start at every letter
 # of `a.a.a...`, each read to the run's end: 80 KB of it took 21 s); the run is kept whole as the "scheme", so that a
 # URL glued on by '.', '-' or '+' (`x.postgres://u:pw@`) still loses its password
-_USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z0-9+.-]++://)([^/@\s:]*)(:[^/@\s]*)?@", re.IGNORECASE)
+# a `scheme://user` and what follows a `:` after it up to white space, a quote, an angle bracket, `?` or `#`, each run
+# read once (possessively); `_masked_userinfo` takes the password to the run's last `@`: one written unescaped may hold
+# '/' (base64) or '@', where a URL's own rules would end it sooner and show the rest
+_USERINFO = re.compile(r"(?<![a-z0-9+.-])([a-z0-9+.-]++://)([^/@\s:]*+)(:[^\s\"'<>?#]*+)?", re.IGNORECASE)
 # a bearer token as an Authorization header carries it (RFC 6750's b64token), in free text: a refused Host or
 # Origin header is logged with its value, and a line folded onto it (obs-fold) brought `Authorization: Bearer ...`
 _BEARER = re.compile(r"\b(bearer\s+)[A-Za-z0-9\-._~+/]+=*", re.IGNORECASE)
@@ -210,7 +213,15 @@ def redact_urls_in(text: str) -> str:
 
 
 def _mask_userinfo(text: str) -> str:
-    return _USERINFO.sub(lambda m: f"{m[1]}{m[2]}:{MASK}@" if m[3] else m[0], text)
+    return _USERINFO.sub(_masked_userinfo, text)
+
+
+def _masked_userinfo(m: re.Match[str]) -> str:
+    """A `scheme://user:...` run with all before its last `@` after the user as `***` (more hidden than less: a
+    port and path before an `@` in a path go too); unchanged without an `@` (no password)."""
+    rest = m[3]
+    at = rest.rfind("@") if rest else -1
+    return m[0] if at < 0 else f"{m[1]}{m[2]}:{MASK}{rest[at:]}"
 
 
 def _masked_pieces(text: str) -> str:

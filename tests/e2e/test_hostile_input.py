@@ -38,7 +38,7 @@ from tests.e2e.test_crash_recovery import error_text, submit, wait_for
 from tests.e2e.test_crash_recovery import read as read_job
 from tests.e2e.test_identity_e2e import ALICE
 from tests.e2e.test_identity_e2e import serve as serve_with_tokens
-from tests.e2e.test_jobs_e2e import read, start, texts
+from tests.e2e.test_jobs_e2e import read, start, structured, texts
 from tests.e2e.test_tools_attacks import stdio_server
 from tests.pg import postgres_url, with_new_schema
 
@@ -887,3 +887,29 @@ async def test_a_cancelled_request_is_not_awaited_for_ever() -> None:
             await server.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
         probe = (await server.call("state-probe", {}))["result"]["structuredContent"]
     assert probe["sizes"]["InFlight.ids"] == 1, probe["sizes"]  # the probe's own request
+
+
+# URL passwords a tool's error or a job's arguments may hold as written, unescaped: a base64 one holds '/' and '+'
+# (urlsplit then reads its start as the port), and one holding '@' goes to the URL's last '@'
+MISWRITTEN_PASSWORDS = ["Zq9/xK+e7Q==", "p@ssW0rd-77"]
+
+
+@pytest.mark.parametrize("password", MISWRITTEN_PASSWORDS)
+async def test_a_url_password_written_unescaped_reaches_neither_the_answer_nor_the_log(password: str) -> None:
+    """A job failed naming a database URL whose password holds a '/' or an '@' as written: the error answered and
+    logged showed the password (or its end), and so did the job's arguments where list-jobs shows them. The
+    free-text rule hides it to the URL's last '@'."""
+    url = f"postgresql://app:{password}@db.internal:5432/jobs"
+    with start_http("streamable-http") as http:
+        async with Client(http.url, mode="auto") as client:
+            failed = await start(client, "explode", {"message": f"cannot reach {url}: timed out"})
+            result, body = await finish(client, failed)
+            echoed = await start(client, "echo", {"text": f"connect to {url} then"})
+            listed = structured(await client.call_tool("list-jobs", {}))["jobs"]
+        http.errlog.seek(0)
+        log = http.errlog.read().decode()
+    assert body["status"] == "failed" and "db.internal:5432/jobs" in json.dumps(body), body
+    params = next(job["params"] for job in listed if job["id"] == echoed)
+    assert "db.internal:5432/jobs" in json.dumps(params), params
+    for shown in (json.dumps(body), texts(result), json.dumps(params), log):
+        assert password not in shown and password.rpartition("/")[2].rpartition("@")[2] not in shown, shown[-2000:]
