@@ -263,6 +263,17 @@ def test_a_negative_looking_value_after_its_flag_is_refused_as_the_flag_says(arg
     assert flag in spaced.stderr and repr(value) in spaced.stderr, spaced.stderr
 
 
+@pytest.mark.parametrize("number", ["-1", "-1.5", "-.5"])
+def test_a_plain_negative_number_after_a_valueless_flag_stays_a_positional(number: str, tmp_path: Path) -> None:
+    """argparse reads a plain negative number as a value itself: after `--json` (which takes none) it is the job id
+    it was, not joined to `--json` ("ignored explicit argument")."""
+    store = ["--store", f"sqlite:///{tmp_path / 'none.db'}"]
+    after = subprocess.run([*VIBE_JOBS, "jobs", "show", "--json", number, *store], capture_output=True, text=True)
+    before = subprocess.run([*VIBE_JOBS, "jobs", "show", number, "--json", *store], capture_output=True, text=True)
+    assert (after.returncode, after.stderr) == (before.returncode, before.stderr), after.stderr
+    assert "ignored explicit argument" not in after.stderr
+
+
 def test_a_negative_age_to_purge_is_refused_as_negative() -> None:
     error = refused("jobs", "purge", "--store", "memory://", "--older-than", "-1d")
     assert "argument --older-than: not a duration: '-1d' is negative" in error, error

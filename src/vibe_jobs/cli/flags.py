@@ -14,9 +14,11 @@ from vibe_jobs.settings import positive_int
 
 T = TypeVar("T")
 
-# a word that starts with '-' and then a digit, a point or inf/nan: a value, not an option (argparse itself takes
-# only plain negative numbers, -1 and -1.5, for values; no option of ours is named so)
+# a word that starts with '-' and then a digit, a point or inf/nan: a value, not an option (no option of ours is named
+# so); argparse itself takes only plain negative numbers for values (-1, -1.5: its own rule, left to it, so that such a
+# word after a flag that takes no value stays the positional it was: `jobs show --json -1`)
 _NEGATIVE_LOOKING = re.compile(r"-(?:\.?\d|inf|nan)", re.IGNORECASE)
+_PLAIN_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")
 
 
 def negative_values_joined(argv: Sequence[str]) -> list[str]:
@@ -29,10 +31,14 @@ def negative_values_joined(argv: Sequence[str]) -> list[str]:
         word = words.pop(0)
         if word == "--":
             return [*joined, word, *words]
-        if word.startswith("--") and "=" not in word and words and _NEGATIVE_LOOKING.match(words[0]):
+        if word.startswith("--") and "=" not in word and words and _taken_for_an_option(words[0]):
             word = f"{word}={words.pop(0)}"
         joined.append(word)
     return joined
+
+
+def _taken_for_an_option(word: str) -> bool:
+    return bool(_NEGATIVE_LOOKING.match(word)) and not _PLAIN_NEGATIVE_NUMBER.fullmatch(word)
 
 
 def typed(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
