@@ -43,8 +43,9 @@ def expiry_of(bearer: str) -> float:
     return float(jwt.decode(bearer, options={"verify_signature": False})["exp"])
 
 
-@pytest.fixture(params=["streamable-http", "sse"])
+@pytest.fixture(params=["streamable-http", "sse"], scope="module")
 def server(request: pytest.FixtureRequest, jwks_url: str) -> Iterator[HttpServer]:
+    """One server of each transport for the module's tests: each test mints its own tokens and makes its own jobs."""
     args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
     with start_http(request.param, args=args) as running:
         yield running
