@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import resource
 import socket
 import subprocess
@@ -49,3 +50,29 @@ async def test_a_server_that_lost_the_port_to_one_started_with_it_says_so_in_one
     finally:
         rival.close()
         sock.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_the_listener_s_connections_send_small_writes_at_once(host: str) -> None:
+    """uvicorn serves the socket `bind` made through asyncio, which turns Nagle's algorithm off (TCP_NODELAY) only
+    on connections of a socket that names its protocol. `bind` named none, so a JSON answer's body (uvicorn writes
+    the headers, then the body) waited for the client's delayed ACK of the headers: about 45 ms a call in the
+    2026-07-28 era over streamable HTTP, against 2 ms (bench/MEASUREMENTS.md)."""
+    if host == "::1" and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    sock = bind(host, 0)
+    sock.listen()
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Accepted(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nodelay.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Accepted, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection(host, sock.getsockname()[1])
+        assert await asyncio.wait_for(nodelay, 10) != 0
+        writer.close()
+    finally:
+        server.close()
