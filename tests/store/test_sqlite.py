@@ -434,6 +434,26 @@ async def test_locked_database_is_a_clear_error_and_recovers(db: Path) -> None:
         await s.close()
 
 
+async def test_a_read_sent_with_a_write_the_database_refuses_is_answered(db: Path) -> None:
+    """The store's process runs the ops that arrive together in one transaction: when it failed as a whole (the
+    write lock held by another process here; the disk full, or the file at RLIMIT_FSIZE, in
+    tests/e2e/test_resource_limits_e2e.py), a read that came with a write got the write's failure, and
+    get-job-result answered "the job store has no room" for a job it could read. The reads are answered."""
+    s = SQLiteStore(url(db, "?busy_timeout=0.05"))
+    await s.open()
+    await s.insert(record("kept"))
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        write, read = s.insert(record("blocked")), s.get("kept")  # sent together: one batch
+        results = await asyncio.gather(write, read, return_exceptions=True)
+        assert isinstance(results[0], StoreLocked), results
+        assert isinstance(results[1], JobRecord) and results[1].id == "kept", results
+    finally:
+        blocker.close()
+        await s.close()
+
+
 async def test_disk_full_is_a_clear_error_and_recovers(store: SQLiteStore) -> None:
     await store.insert(record("before"))
     ((pages,),) = await store._sql("PRAGMA page_count")

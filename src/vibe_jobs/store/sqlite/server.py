@@ -347,6 +347,8 @@ class Server:
             if again and _no_room(exc) and self._emptied_wal():
                 return self._transaction(ops, again=False)
             failure = sqlite_failure(exc)
+            if writes:
+                return self._reads_alone(ops, failure)
             return [None] * len(ops), dict.fromkeys(range(len(ops)), failure)
         if vacuum:
             self._vacuum()
@@ -375,6 +377,25 @@ class Server:
                 failures[i] = sqlite_failure(exc)
                 add(None)
         return values, failures, vacuum
+
+    def _reads_alone(self, ops: list[tuple[int, Any, int]], failure: Failure) -> tuple[list[Any], dict[int, Failure]]:
+        """A batch with writes that failed as a whole (the disk full, the write lock held by another process): its
+        writes (and a vacuum) get `failure`; its reads run again, each on its own outside any transaction, so that
+        a read never fails for the writes it arrived with (they were rolled back: it reads what is stored)."""
+        values: list[Any] = []
+        failures: dict[int, Failure] = {}
+        statements, cur = self.statements, self.cur
+        for i, (sid, args, mode) in enumerate(ops):
+            values.append(None)
+            if mode == VACUUM or statements[sid][1]:
+                failures[i] = failure
+                continue
+            try:
+                cur.execute(statements[sid][0], args)
+                values[i] = None if mode == NONE else _answer(cur, mode)
+            except Exception as exc:  # this read's own failure (the database may fail reads too)
+                failures[i] = sqlite_failure(exc)
+        return values, failures
 
     def _vacuum(self) -> None:
         """Give deleted jobs' pages back to the file system (auto_vacuum = INCREMENTAL), outside any
