@@ -39,6 +39,7 @@ from tests.e2e.test_resources_e2e import LEGACY_VERSION, Watcher, job_uri, read_
 from tests.e2e.test_tasks_e2e import send
 from tests.pg import postgres_url, with_new_schema
 from vibe_jobs.client import TasksClientExtension
+from vibe_jobs.states import FINAL
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,16 +113,13 @@ async def resource_error(client: Client, job_id: str) -> str:
     return anonymised({"code": info.value.error.code, "message": info.value.error.message}, job_id)
 
 
-FINISHED = {"completed", "failed", "cancelled"}
-
-
 async def wait_status(client: Client, job_id: str, statuses: tuple[str, ...], seconds: float = 20) -> dict[str, Any]:
     """Wait until the job's status is one of `statuses`: its end by long-polls (get-job-result's answer, as the job
     ends), a status on the way (running) by reads of its `job://` resource, answered at once (a long-poll of a
     running job waits out its whole time, and a read between long-polls would be early: rate limited)."""
     with anyio.fail_after(seconds):
         while True:
-            if FINISHED.issuperset(statuses):
+            if FINAL.issuperset(statuses):
                 body = structured(await client.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 5}))
             else:
                 body = await read_job(client, job_id)
