@@ -89,8 +89,12 @@ def test_the_pattern_is_configurable() -> None:
         ("app:s3c/ret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),
         ("app:s3c@ret@localhost:8000/mcp", "app:***@localhost:8000/mcp"),  # '@' in it: 'ret' was shown
         ("http:/app:s3cret@localhost/mcp", "http:***@localhost/mcp"),  # one slash: urlsplit read no host
-        # an '@' in a path is no password
-        ("https://host:8000/@scope/pkg", "https://host:8000/@scope/pkg"),
+        # a password starting with '/' or digits then '/': urlsplit read a port (none, or the digits); shown whole
+        ("postgresql://app:/Pw5ecret+x=@db/jobs", "postgresql://app:***@db/jobs"),
+        ("postgresql://app:123/Pw5ecret@db/jobs?password=p&x=1", "postgresql://app:***@db/jobs?password=***&x=1"),
+        ("https://host:8000/@scope/pkg", "https://host:***@scope/pkg"),  # as in free text: more hidden than less
+        ("https://host:8000/x?email=a@b.c", "https://host:8000/x?email=a@b.c"),  # not past a query
+        ("https://u@host:8000/@scope/pkg", "https://u@host:8000/@scope/pkg"),  # a user without a password
         ("sqlite:///home/u/C:/a@b.db", "sqlite:///home/u/C:/a@b.db"),
     ],
 )

@@ -166,10 +166,15 @@ def _misread_userinfo(url: str, parts: SplitResult) -> str | None:
     (`app:pw@host:8000/mcp`: `app` read as the scheme, the rest as a path), with one slash (`http:/app:pw@host`), or
     holding a `/`, `?`, `#` or `@` unescaped (a base64 one: `https://app:ab/cd@host` read `ab` as the port). Then the
     host is not read, or its port is no number: the user is up to the first `:`, the password up to the last `@`
-    (more hidden than less). None for a URL read as it is written (an `@` in its path: `https://host:8000/@scope`)."""
+    (more hidden than less). Where the port is read (empty, or digits: a password starting `/` or `123/`), the rule
+    for free text decides (an `@` in the path after a port hides it: `https://host:8000/@scope`). None for a URL
+    without a `user:` or an `@`."""
     at = url.rfind("@")
-    if at < 0 or (parts.netloc and _port_read(parts)):
+    if at < 0:
         return None
+    if parts.netloc and _port_read(parts):
+        masked = _mask_userinfo(url)
+        return None if masked == url else redact_url(masked)
     start = authority.end() if (authority := _AUTHORITY.match(url)) is not None else 0
     colon = url.find(":", start, at)
     if colon < 0 or url.startswith("/", start):  # no password; a path (`sqlite:///C:/a@b.db`)

@@ -215,11 +215,15 @@ def test_a_postgresql_url_whose_port_is_no_port_is_one_line_naming_it(command: s
     assert "Sup3rSecretPw" not in done.stderr and "app:***@127.0.0.1" in done.stderr, done.stderr
 
 
-def test_a_postgresql_url_whose_password_holds_a_slash_is_refused_without_showing_it() -> None:
+@pytest.mark.parametrize("start", ["Sup3rSecretPw/", "/", "123/"])
+@pytest.mark.parametrize("command", ["serve", "jobs list"])
+def test_a_postgresql_url_whose_password_holds_a_slash_is_refused_without_showing_it(command: str, start: str) -> None:
     """A password holding '/' (base64) unescaped: urlsplit reads its start as the port, which the refusal quoted
-    ("the store URL's port 'Sup3rSecretPw' is not a port number")."""
-    url = "postgresql://app:Sup3rSecretPw/x+y=@127.0.0.1:5432/test"
-    error = refused("jobs", "list", "--store", url)
+    ("the store URL's port 'Sup3rSecretPw' is not a port number"); a password starting with '/' or digits and '/'
+    read as a port (none, or the digits) with the host `app`: the connection's failure showed the whole URL
+    ("cannot open the job store at postgresql://app:/Sup3rSecretPw...: Name or service not known")."""
+    url = f"postgresql://app:{start}Sup3rSecretPw+y=@127.0.0.1:5432/test"
+    error = refused(*command.split(), "--store", url)
     assert "a password holding '/'" in error and "'postgresql://app:***@127.0.0.1:5432/test'" in error, error
     assert "Sup3rSecretPw" not in error, error
 

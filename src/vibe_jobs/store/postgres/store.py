@@ -108,6 +108,8 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(f"not a store URL: {redact_url(url)!r} ({exc})") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
+    if password_misread(url):  # its start read as a port (`app:ab/cd@`, `app:12/cd@`, `app:/cd@`): not shown
+        raise ConfigError(f"the store URL's host is not read ({PASSWORD_UNESCAPED}): {redact_url(url)!r}")
     _check_ports(parts.netloc, url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours: dict[str, str] = {}
@@ -129,8 +131,6 @@ def _check_ports(netloc: str, url: str) -> None:
         port = host.rpartition("]")[2] if host.startswith("[") else host
         port = port.partition(":")[2]  # none, or empty: the default port
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-            if password_misread(url):  # not a port: the start of a password holding a '/' (not shown)
-                raise ConfigError(f"the store URL's host is not read ({PASSWORD_UNESCAPED}): {redact_url(url)!r}")
             raise ConfigError(
                 f"the store URL's port {port!r} is not a port number (1 to 65535; PostgreSQL's is 5432):"
                 f" {redact_url(url)!r}"
