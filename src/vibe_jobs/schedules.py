@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from vibe_jobs.firing import MAX_CRON_CHARS, Misfire, Overlap, Timing, check_cron, next_tick, zone
 from vibe_jobs.identity import LOCAL_PRINCIPAL
@@ -24,12 +24,23 @@ MAX_TOOL_CHARS = 256
 MAX_ZONE_CHARS = 64  # the longest IANA name has 32
 MAX_CATCH_UP = 1000
 
+
+def _no_bool(value: Any) -> Any:
+    """A number given as JSON true or false is refused: taken as 1, `everySeconds: true` fired every second."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+_NUMBER = BeforeValidator(_no_bool)  # after a Field's bounds: before them, they were left out of the JSON schema
+
 # a schedule's bounded fields: the one rule for ScheduleSpec and for the schedule-job tool's input schema
 ToolName = Annotated[str, Field(max_length=MAX_TOOL_CHARS)]
 CronText = Annotated[str, Field(max_length=MAX_CRON_CHARS)]
-EverySeconds = Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000)]
+EverySeconds = Annotated[float, Field(ge=1, le=MAX_EPOCH_MS / 1000), _NUMBER]
 ZoneName = Annotated[str, Field(max_length=MAX_ZONE_CHARS)]
-CatchUp = Annotated[int, Field(ge=1, le=MAX_CATCH_UP)]
+CatchUp = Annotated[int, Field(ge=1, le=MAX_CATCH_UP), _NUMBER]
+At = Annotated[EpochMs, _NUMBER]
 
 
 class ScheduleSpec(WireModel):
@@ -41,8 +52,8 @@ class ScheduleSpec(WireModel):
     cron: CronText | None = None
     every_seconds: EverySeconds | None = None
     timezone: ZoneName = "UTC"
-    start_at: EpochMs | None = None
-    end_at: EpochMs | None = None
+    start_at: At | None = None
+    end_at: At | None = None
     paused: bool = False
     misfire: Misfire = Misfire.RUN_ONCE
     max_catch_up: CatchUp = 10

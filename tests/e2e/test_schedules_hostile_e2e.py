@@ -9,6 +9,7 @@ import pytest
 from mcp import Client
 
 from tests.e2e.conftest import MODES, http_client_for, start_http
+from tests.e2e.test_jobs_e2e import texts
 
 pytestmark = pytest.mark.timeout(120)
 MIB = 1 << 20
@@ -46,3 +47,24 @@ async def test_a_schedule_with_arguments_at_the_params_limit_is_answered_readabl
             assert (await call(client, "resume-schedule", {"scheduleId": schedule_id}))["paused"] is False
             listed = (await call(client, "list-schedules", {}))["schedules"]
             assert [s["scheduleId"] for s in listed] == [schedule_id]
+
+
+async def refused_and_nothing_stored(client: Client, fields: dict[str, Any], needle: str) -> None:
+    spec = {"tool": "echo", "arguments": {"text": "x"}, **fields}
+    with anyio.fail_after(30):
+        result = await client.call_tool("schedule-job", spec)
+    text = texts(result)
+    assert result.is_error and needle in text, (fields, text[:500])
+    assert (await call(client, "list-schedules", {}))["schedules"] == [], fields
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("field", ["everySeconds", "startAt", "endAt", "maxCatchUp"])
+async def test_true_is_no_period_time_or_count_of_a_schedule(mode: str, field: str) -> None:
+    """JSON `true` is no number, but it was taken as 1: `everySeconds: true` made a schedule firing every second (the
+    fastest there is), `startAt: true` one anchored at 1 ms past 1970, `maxCatchUp: true` a catch-up of one tick.
+    Each is now refused by name and nothing is stored."""
+    fields: dict[str, Any] = {"everySeconds": 3600, field: True}
+    with start_http("streamable-http") as server:
+        async with http_client_for(server, mode) as client:
+            await refused_and_nothing_stored(client, fields, f"{field}: ")

@@ -13,8 +13,8 @@ from pydantic import Field
 from vibe_jobs.engine.schedules import Schedules, parse_spec
 from vibe_jobs.errors import InvalidArguments, JobError
 from vibe_jobs.firing import Misfire, Overlap
-from vibe_jobs.models import EpochMs, OperationType, Priority
-from vibe_jobs.schedules import CatchUp, CronText, EverySeconds, Schedule, ScheduleRecord, ToolName, ZoneName
+from vibe_jobs.models import OperationType, Priority
+from vibe_jobs.schedules import At, CatchUp, CronText, EverySeconds, Schedule, ScheduleRecord, ToolName, ZoneName
 from vibe_jobs.server.answers import carried_schedules, omitted_line
 from vibe_jobs.server.auth import Identity
 from vibe_jobs.server.control import Name
@@ -93,8 +93,8 @@ class ScheduleTools:
             Field(description="Fire every N seconds (N >= 1); give exactly one of cron and everySeconds."),
         ] = None,
         timezone: Annotated[ZoneName, Field(description="IANA timezone the cron is read in.")] = "UTC",
-        startAt: Annotated[EpochMs | None, Field(description="No firing before this time (epoch ms).")] = None,
-        endAt: Annotated[EpochMs | None, Field(description="No firing after this time (epoch ms).")] = None,
+        startAt: Annotated[At | None, Field(description="No firing before this time (epoch ms).")] = None,
+        endAt: Annotated[At | None, Field(description="No firing after this time (epoch ms).")] = None,
         misfire: Annotated[Misfire, Field(description="Ticks missed (downtime): skip, run_once or catch_up.")] = (
             Misfire.RUN_ONCE
         ),
