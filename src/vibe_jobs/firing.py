@@ -43,6 +43,7 @@ __all__ = [
     "Plan",
     "Timing",
     "check_cron",
+    "check_zone",
     "instant_of",
     "next_tick",
     "plan",
@@ -116,6 +117,20 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a directory ("Etc"), a name too long
         raise ValueError(f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'") from None
+
+
+def check_zone(name: str) -> ZoneInfo:
+    """The IANA timezone a new schedule may name, or ValueError: also refused are the names of files that each
+    machine's copy of the zone database has its own way (`localtime`: a link to the machine's own zone;
+    `posixrules`: a file some builds have and the tzdata package lacks; the `posix/` and `right/` directories), so
+    one schedule fired at different instants, or never, on the processes that share its store. (Where a stored
+    schedule is read, `zone` takes them: one made before keeps firing.)"""
+    if name in ("localtime", "posixrules") or name.startswith(("posix/", "right/")):
+        raise ValueError(
+            f"timezone {name!r} is read differently on each machine, not an IANA name: use one such as 'UTC' or "
+            "'Europe/Berlin'"
+        )
+    return zone(name)
 
 
 @dataclass(frozen=True, slots=True)

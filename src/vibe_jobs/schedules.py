@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from vibe_jobs.firing import MAX_CRON_CHARS, Misfire, Overlap, Timing, check_cron, next_tick, zone
+from vibe_jobs.firing import MAX_CRON_CHARS, Misfire, Overlap, Timing, check_cron, check_zone, next_tick
 from vibe_jobs.identity import LOCAL_PRINCIPAL
 from vibe_jobs.models import MAX_EPOCH_MS, EpochMs, OperationType, Priority, WireModel
 from vibe_jobs.redact import redact_params
@@ -68,7 +68,7 @@ class ScheduleSpec(WireModel):
             raise ValueError("give exactly one of cron and everySeconds")
         if self.cron is not None:
             self.cron = check_cron(self.cron)
-        zone(self.timezone)
+        check_zone(self.timezone)
         if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
             raise ValueError("endAt is before startAt")
         return self

@@ -68,3 +68,18 @@ async def test_true_is_no_period_time_or_count_of_a_schedule(mode: str, field: s
     with start_http("streamable-http") as server:
         async with http_client_for(server, mode) as client:
             await refused_and_nothing_stored(client, fields, f"{field}: ")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_zone_name_each_machine_reads_its_own_way_is_refused(mode: str) -> None:
+    """`localtime` is a link to the machine's own zone (/etc/localtime), `posixrules` a file some builds of the zone
+    database have (a link to America/New_York) and others (the tzdata package) lack, `posix/...` and `right/...`
+    directories of a system's copy: they were taken, so one schedule fired at one instant on a server in Berlin and
+    at another on one in UTC (two jobs a day), or never on a worker without that file. An IANA name is taken."""
+    with start_http("streamable-http") as server:
+        async with http_client_for(server, mode) as client:
+            for name in ("localtime", "posixrules", "posix/Europe/Berlin", "right/UTC"):
+                await refused_and_nothing_stored(client, {"cron": "0 2 * * *", "timezone": name}, repr(name))
+            made = await call(client, "schedule-job", {"tool": "echo", "arguments": {"text": "x"},
+                                                       "cron": "0 2 * * *", "timezone": "EST5EDT"})  # fmt: skip
+            assert made["timezone"] == "EST5EDT"
