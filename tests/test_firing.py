@@ -224,6 +224,15 @@ def test_overlap_skip_drops_the_tick_while_the_previous_runs() -> None:
     assert plan(EVERY_MINUTE, 60 * S, 60 * S, overlap=Overlap.SKIP).ticks == [60 * S]
 
 
+@pytest.mark.parametrize("misfire", [Misfire.RUN_ONCE, Misfire.CATCH_UP])
+def test_overlap_skip_fires_one_of_the_ticks_due_together(misfire: Misfire) -> None:
+    """After downtime, the ticks a misfire rule picks were fired at once: that many jobs side by side."""
+    p = plan(EVERY_MINUTE, DOWN_AT, BACK_AT, misfire=misfire, max_catch_up=3, overlap=Overlap.SKIP)
+    fired_first = BACK_AT - 500 - 60 * S * (3 if misfire is Misfire.CATCH_UP else 1)
+    assert p.ticks == [fired_first] and p.next_fire_at == BACK_AT - 500 + 60 * S
+    assert p.dropped == 60, p  # the hour's 61 ticks but the one fired
+
+
 def test_overlap_queue_holds_the_tick_until_the_previous_finishes_then_fires_one_at_a_time() -> None:
     held = plan(EVERY_MINUTE, 60 * S, 150 * S, overlap=Overlap.QUEUE, previous_active=True)
     assert held.held and held.ticks == [] and held.next_fire_at == 60 * S

@@ -320,4 +320,8 @@ def plan(
         return Plan([], after, dropped=passed + len(ticks))
     if overlap is Overlap.QUEUE and len(ticks) > 1:
         return Plan(ticks[:1], ticks[1], dropped=passed)  # one at a time; the rest wait their turn
+    if overlap is Overlap.SKIP and len(ticks) > 1:
+        # the first fires; each later one is due while that job is pending: dropped (all fired at once, they ran
+        # side by side, what skip is there to prevent)
+        return Plan(ticks[:1], after, dropped=passed + len(ticks) - 1)
     return Plan(ticks, after, dropped=passed)
