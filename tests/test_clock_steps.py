@@ -28,6 +28,7 @@ from tests.engine.test_ticker import ticker_of, ticks
 from vibe_jobs.clocks import ClockSteps
 from vibe_jobs.context import JobContext
 from vibe_jobs.engine.local import LocalSource
+from vibe_jobs.engine.schedules import parse_spec
 from vibe_jobs.errors import StoreError
 from vibe_jobs.events import EventType
 from vibe_jobs.jobtool import make_spec
@@ -397,6 +398,34 @@ async def test_a_schedule_resumed_after_a_step_back_fires_no_tick_again(make_man
     fired = await ticks(manager.store)
     assert len(fired) == len(set(fired)) == 21, fired  # 18, then 3 once the clock is past the last again
     assert resumed.next_fire_at == fired[17] + 600_000
+
+
+async def test_a_code_schedule_changed_after_a_step_back_fires_no_tick_again(make_manager: ManagerFactory) -> None:
+    """A schedule declared in code (`@job_tool(schedule=...)`) fired every 10 minutes for three hours; the server
+    then started again with its clock two hours behind (a board that booted with a stale clock) and a changed
+    definition (every 5 minutes): the change restarted it from the clock, at ticks it had fired two hours before,
+    whose keys (kept an hour) were gone, and fired each of them again. As a resumed one, it goes on after its
+    last tick."""
+    clock = SteppedClock()
+    manager: JobManager = make_manager(clock=clock)
+    t = ticker_of(manager)
+    code = {"tool": "echo", "arguments": {"text": "hi"}, "scheduleId": "code:echo"}
+    await t.schedules.declare(parse_spec({**code, "cron": "*/10 * * * *"}))
+    for _ in range(18):
+        clock.advance(600)
+        await t.tick()
+        await t.prune()
+    before = await ticks(manager.store)
+    clock.step(-2 * HOUR)
+    changed = await t.schedules.declare(parse_spec({**code, "cron": "*/5 * * * *"}))
+    assert changed.cron == "*/5 * * * *"
+    for _ in range(30):
+        clock.advance(300)
+        await t.tick()
+        await t.prune()
+    fired = await ticks(manager.store)
+    assert len(fired) == len(set(fired)), sorted(x for x in fired if fired.count(x) > 1)
+    assert changed.next_fire_at == before[-1] + 300_000
 
 
 async def test_a_retry_s_reader_is_not_told_to_wait_for_the_step(make_manager: ManagerFactory) -> None:

@@ -169,8 +169,14 @@ class Schedules:
         if _definition(old) == _definition(want):
             return old
         fresh = {k: v for k, v in _definition(want).items() if k != "paused"}
-        reset = {**fresh, "created_at": want.created_at, "next_fire_at": want.next_fire_at}
-        return await self.change(spec.schedule_id, lambda r: reset)
+
+        def reset(r: ScheduleRecord) -> dict[str, Any]:
+            # from the clock, but never at or before its last tick, as `resume` (after a step back of the clock it
+            # fired again the ticks it had fired, their keys pruned)
+            since = max(want.created_at, r.last_tick or 0)
+            return {**fresh, "created_at": want.created_at, "next_fire_at": want.first_tick(since)}
+
+        return await self.change(spec.schedule_id, reset)
 
 
 _DEFINITION = (
