@@ -428,6 +428,27 @@ async def test_a_code_schedule_changed_after_a_step_back_fires_no_tick_again(mak
     assert changed.next_fire_at == before[-1] + 300_000
 
 
+async def test_tick_keys_are_pruned_every_interval_of_time_passed_after_a_step_back(
+    make_manager: ManagerFactory,
+) -> None:
+    """The ticker's next pruning of (schedule, tick) keys was due at a time by the clock: a day's step back put it
+    off for the day, and the keys of every firing meanwhile (a minutely schedule: 1,440) were kept. It is due
+    after the interval of time passed, as the manager's clean-up is."""
+    clock, ticks_ = SteppedClock(), Ticks()
+    manager: JobManager = make_manager(clock=clock, ticks=ticks_)
+    t = ticker_of(manager)
+    assert await t.prune() == 0  # the first pruning: the next is due in PRUNE_EVERY_MS
+    clock.step(-24 * HOUR)
+    await create_schedule(t, everySeconds=60)
+    pruned = 0
+    for _ in range(120):  # two hours: the keys of the first hour's firings are past KEEP_TICKS_MS
+        clock.advance(60)
+        ticks_.advance(60)
+        await t.tick()
+        pruned += await t.prune()
+    assert pruned > 0
+
+
 async def test_a_retry_s_reader_is_not_told_to_wait_for_the_step(make_manager: ManagerFactory) -> None:
     """A pending retry is next read when its backoff ends (it cannot finish before). Read again after an hour's
     step back, that time was an hour ahead: the read was refused and told to wait the hour, while the retry ran

@@ -36,7 +36,7 @@ class Ticker:
     def __init__(self, schedules: Schedules, *, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.schedules, self.m, self.grace_ms = schedules, schedules.m, grace_ms
         self.fired = 0  # jobs this process fired
-        self._next_prune = 0
+        self._next_prune = 0.0  # by the clock that never steps (`JobManager.ticks`), in seconds
         self._upcoming: int | None = None  # the earliest tick still to come, as of the last pass
 
     async def run(self) -> None:
@@ -80,12 +80,14 @@ class Ticker:
         return overdue and not (rec.overlap == Overlap.QUEUE and await self._previous_active(rec))
 
     async def prune(self) -> int:
-        """Now and then, delete the tick keys no firing can come back to (the table stays small)."""
-        now = self.m.now()
-        if now < self._next_prune:
+        """Now and then, delete the tick keys no firing can come back to (the table stays small). How often is
+        measured by the clock that never steps: by the wall clock, a step back put the next pruning off for the
+        step (a day's: a day of keys kept)."""
+        passed = self.m.ticks()
+        if passed < self._next_prune:
             return 0
-        self._next_prune = now + PRUNE_EVERY_MS
-        return await self.schedules.store.prune_ticks(now - KEEP_TICKS_MS)
+        self._next_prune = passed + PRUNE_EVERY_MS / 1000
+        return await self.schedules.store.prune_ticks(self.m.now() - KEEP_TICKS_MS)
 
     async def _previous_active(self, rec: ScheduleRecord) -> bool:
         if rec.last_job_id is None:
