@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -129,3 +132,59 @@ def test_the_dashboard_lists_schedules_with_last_and_next_firing(tmp_path: Path)
     row = re.search(rf'<tr data-schedule="{sid}">(.*?)</tr>', page)
     assert row is not None, page[:2000]
     assert "echo" in row.group(1) and "@daily" in row.group(1) and " UTC" in row.group(1)  # its next firing
+
+
+SKEWED_CLOCK = """
+import os, time
+
+_wall, _offset = time.time, float(os.environ["VJ_TEST_CLOCK_OFFSET"])
+time.time = lambda: _wall() + _offset
+"""
+
+
+@pytest.mark.postgres
+def test_resume_on_postgresql_resumes_from_the_database_s_time_not_the_operator_machine_s(tmp_path: Path) -> None:
+    """The servers of a PostgreSQL store keep the database's time; `vibe-jobs schedules resume` took its own
+    machine's. Run where the clock is an hour behind, it resumed a minutely schedule at a tick an hour past, so the
+    servers fired at once what came due while it was paused ("resuming fires from now on"); an hour ahead, it
+    fired nothing for the hour."""
+    from tests.cli.test_dashboard_cli import drop_schema
+    from tests.e2e.conftest import ROOT
+    from tests.pg import postgres_url, with_new_schema
+    from vibe_jobs.store.postgres import PostgresStore
+
+    url = with_new_schema(postgres_url("schedules resume on PostgreSQL"), "vj_sched_cli")
+
+    async def paused() -> str:
+        store = open_store(url)
+        await store.open()
+        try:
+            s = Schedules(JobManager(store), {"echo": make_spec(echo)})
+            spec = {"tool": "echo", "arguments": {"text": "x"}, "everySeconds": 60, "startAt": 0}  # on the minute
+            rec = await s.create(parse_spec(spec))
+            await s.pause(rec.schedule_id)
+        finally:
+            await store.close()
+        return rec.schedule_id
+
+    async def database_ms() -> int:
+        store = open_store(url)
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            return await store.clock_ms()
+        finally:
+            await store.close()
+
+    (tmp_path / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT / 'src'}", "VJ_TEST_CLOCK_OFFSET": "-3600"}
+    try:
+        sid = anyio.run(paused)
+        cli = [sys.executable, "-m", "vibe_jobs", "schedules", "resume", sid, "--store", url, "--json"]
+        done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60, check=False)
+        now = anyio.run(database_ms)
+    finally:
+        anyio.run(drop_schema, url)
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads(done.stdout)
+    assert now < resumed["nextFireAt"] <= now + 60_000 + 5_000, (resumed["nextFireAt"] - now, resumed)

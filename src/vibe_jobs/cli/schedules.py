@@ -16,6 +16,7 @@ import anyio
 
 from vibe_jobs.cli import flags
 from vibe_jobs.cli.jobs import existing_store, failed, format_table, say
+from vibe_jobs.clocks import StoreClock
 from vibe_jobs.engine.schedules import Schedules
 from vibe_jobs.logs import default_logging
 from vibe_jobs.manager import JobManager
@@ -106,7 +107,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     store = existing_store(args.store or settings.store_url)
     await store.open()
     try:
-        return await COMMANDS[args.schedules_command](Schedules(JobManager(store, settings), {}), args)
+        # a store that processes of several machines share: its time, as its servers keep it (a resume from this
+        # machine's clock, behind by an hour, fired at once the hour of ticks due while paused)
+        clock = StoreClock()
+        shared = await clock.measure(store)
+        manager = JobManager(store, settings, clock=clock) if shared else JobManager(store, settings)
+        return await COMMANDS[args.schedules_command](Schedules(manager, {}), args)
     finally:
         with anyio.CancelScope(shield=True):
             await store.close()
