@@ -61,6 +61,7 @@ from vibe_jobs.results import (
     as_result_dict,
     bounded_result,
     canonical_json,
+    encodable,
     first_text,
     json_safe,
     json_size,
@@ -585,6 +586,10 @@ class JobManager:
     async def get_record(self, job_id: str, viewer: Viewer | None = None) -> JobRecord:
         """The job; `JobNotFound` when there is none, or when `viewer` (if given) may not see it: the one
         place where another principal's job answers exactly as an unknown id."""
+        if not job_id.isascii() and not encodable(job_id):
+            # a lone surrogate (JSON's "\ud800", passed on over HTTP): no job has one (ids are made here), and the
+            # SQLite and PostgreSQL stores fail on it, which read as the store failing (health degraded)
+            raise JobNotFound(job_id)
         try:
             rec = await self.store.get(job_id)
         except StoreError as exc:

@@ -8,9 +8,11 @@ import warnings
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2 as httpx
 import pytest
 from mcp import Client
 from mcp.client.session import IncomingMessage
@@ -21,6 +23,7 @@ from mcp_types import ResourceUpdatedNotification, TextResourceContents
 
 from tests.e2e.conftest import MODES, start_http, stdio_params
 from tests.e2e.test_jobs_e2e import start, structured, texts
+from tests.e2e.test_tasks_e2e import STORES, health, served_on
 from tests.pg import postgres_url, with_new_schema
 
 pytestmark = pytest.mark.timeout(90)
@@ -311,3 +314,35 @@ async def test_a_forged_wake_up_on_the_store_s_channel_costs_the_subscribers_not
 
 def schema_of(url: str) -> str:
     return url.rpartition("schema=")[2]
+
+
+async def raw_listen_ack(http: httpx.AsyncClient, url: str, uris: list[str]) -> Any:
+    """The first message of a 2026-07-28 listen stream naming `uris` (its ack, or its refusal), sent as ASCII JSON (a
+    lone surrogate goes as its escape, as a hostile client sends it); the stream is closed then."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}}  # fmt: skip
+    params = {"notifications": {"resourceSubscriptions": uris}, "_meta": meta}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": params})
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"}  # fmt: skip
+    async with http.stream("POST", url, content=body, headers=headers) as response:
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            return json.loads(await response.aread())
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+    raise AssertionError("the listen stream ended without a message")
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_listen_stream_naming_a_job_uri_that_is_no_valid_unicode_opens(tmp_path: Path, store: str) -> None:
+    """JSON may carry a lone surrogate (`"\\ud800"`), which the MCP SDK passes on to a 2026-07-28 request over HTTP
+    (a legacy one is refused as unparsable) and no store can look up: a listen stream naming `job://\\ud800` was
+    refused with -32603 (the job store failed) instead of opening without it, as for an unknown job, and the
+    server's health said "degraded: the job store failed" for 5 minutes, for every principal."""
+    async with served_on(store, tmp_path) as server, httpx.AsyncClient(timeout=30) as http:
+        for uri in ("job://\ud800", "job://a\udfffb"):
+            ack = await raw_listen_ack(http, server.url, [uri, "jobs://recent"])
+            assert ack.get("method") == "notifications/subscriptions/acknowledged", ack
+            assert ack["params"]["notifications"]["resourceSubscriptions"] == ["jobs://recent"], ack
+        assert health(server) == {"status": "healthy", "reasons": []}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -20,6 +22,7 @@ from mcp_types import CallToolResult, Request, RequestParams
 
 from tests.e2e.conftest import BASE_ENV, HttpServer, start_http, stdio_params
 from tests.e2e.test_jobs_e2e import structured
+from tests.pg import postgres_url, with_new_schema
 from vibe_jobs.client import (
     TASKS_EXTENSION,
     TaskHandle,
@@ -385,7 +388,8 @@ def _raw_tasks_post(server: HttpServer, method: str, params: dict[str, Any], nam
         **({"Mcp-Name": name} if name is not None else {}),
     }
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
-    return httpx.post(server.url, headers=headers, json=body, timeout=30)
+    content = json.dumps(body)  # ASCII: a lone surrogate goes as its escape, as a hostile client sends it
+    return httpx.post(server.url, headers={**headers, "Content-Type": "application/json"}, content=content, timeout=30)
 
 
 @pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
@@ -422,3 +426,45 @@ async def test_over_http_tasks_get_shows_a_result_larger_than_one_answer_in_part
         marker["originalBytes"] > 3000 * 1024
         and "[shown in part: the result is " in done["result"]["content"][0]["text"]
     )
+
+
+STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@asynccontextmanager
+async def served_on(store: str, directory: Path) -> AsyncIterator[HttpServer]:
+    """A streamable-HTTP server on a SQLite file in `directory`, or on a PostgreSQL schema of its own (dropped)."""
+    from tests.e2e.test_hostile_input import drop_schema
+
+    if store == "sqlite":
+        with start_http("streamable-http", args=["--store", f"sqlite:///{directory / 'jobs.db'}"]) as server:
+            yield server
+        return
+    base = postgres_url("a server on PostgreSQL")
+    url = with_new_schema(base, "vj_hostile_ids")
+    try:
+        with start_http("streamable-http", args=["--store", url]) as server:
+            yield server
+    finally:
+        await drop_schema(base, url)
+
+
+def health(server: HttpServer) -> Any:
+    stats = _raw_tasks_post(server, "tools/call", {"name": "job-stats", "arguments": {}}, "job-stats").json()
+    return stats["result"]["structuredContent"]["health"]
+
+
+@pytest.mark.parametrize("store", STORES)
+async def test_a_task_id_that_is_no_valid_unicode_is_an_unknown_task(tmp_path: Path, store: str) -> None:
+    """JSON may carry a lone surrogate (`"\\ud800"`), which the MCP SDK passes on over HTTP and no store can look
+    up: tasks/get, tasks/update and tasks/cancel of such an id answered -32603 (the job store failed), not the
+    spec's -32602 "Task not found", and the server's health said "degraded: the job store failed" for 5 minutes,
+    for every principal, after one such request of any client."""
+    async with served_on(store, tmp_path) as server:
+        for method, action in (("tasks/get", "retrieve"), ("tasks/update", "update"), ("tasks/cancel", "cancel")):
+            for task_id in ("\ud800", "job\udfff", "\udbff" * 40):
+                extra: dict[str, Any] = {"inputResponses": {}} if method == "tasks/update" else {}
+                answer = _raw_tasks_post(server, method, {"taskId": task_id, **extra}, None)
+                error = answer.json()["error"]
+                assert (error["code"], error["message"]) == (-32602, f"Failed to {action} task: Task not found")
+        assert health(server) == {"status": "healthy", "reasons": []}
