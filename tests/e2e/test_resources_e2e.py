@@ -21,10 +21,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ResourceUpdatedNotification, TextResourceContents
 
-from tests.e2e.conftest import MODES, start_http, stdio_params
+from tests.e2e.conftest import MODES, HttpServer, start_http, stdio_params
 from tests.e2e.test_jobs_e2e import start, structured, texts
 from tests.e2e.test_tasks_e2e import STORES, health, served_on
 from tests.pg import postgres_url, with_new_schema
+from vibe_jobs.server.resources import MAX_LISTEN_URIS
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -346,3 +347,35 @@ async def test_a_listen_stream_naming_a_job_uri_that_is_no_valid_unicode_opens(t
             assert ack.get("method") == "notifications/subscriptions/acknowledged", ack
             assert ack["params"]["notifications"]["resourceSubscriptions"] == ["jobs://recent"], ack
         assert health(server) == {"status": "healthy", "reasons": []}
+
+
+@asynccontextmanager
+async def modern_client(transport: str, request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A 2026-07-28 client of the real server over `transport` (stdio or the session's streamable-HTTP server)."""
+    if transport == "stdio":
+        async with connect("auto") as (client, _):
+            yield client
+        return
+    server: HttpServer = request.getfixturevalue("http_server")
+    async with Client(server.url, mode="auto", read_timeout_seconds=60) as client:
+        yield client
+
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable-http"])
+async def test_a_listen_stream_names_at_most_its_share_of_resources(
+    transport: str, request: pytest.FixtureRequest
+) -> None:
+    """Only job URIs counted against a stream's cap: one naming 110,000 other URIs (a 3 MB request, under the 4 MiB
+    body cap) was honored and echoed whole in its ack, and held in the server's memory while it stayed open (RSS
+    +98 MB for 4 such streams left unread: 64 of them, one principal's share, about 1.6 GB). Every URI named counts
+    now; a stream at the cap opens."""
+    uris = [f"file:///nothing/{i}" for i in range(MAX_LISTEN_URIS)]
+    async with modern_client(transport, request) as client:
+        async with client.listen(resource_subscriptions=uris) as sub:  # at the cap: served
+            assert sub.honored.resource_subscriptions == uris
+        for over in (["job://x", *uris], [*uris, *uris]):
+            with pytest.raises(MCPError) as err:
+                async with client.listen(resource_subscriptions=over):
+                    pass
+            assert err.value.error.code == -32602, err.value.error
+            assert f"at most {MAX_LISTEN_URIS} resources" in err.value.error.message

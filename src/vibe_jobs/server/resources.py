@@ -54,7 +54,8 @@ JOB_PREFIX = "job://"
 OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
 SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
 # 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
-# job URIs one stream may name (each is looked up when the stream opens)
+# resource URIs one stream may name (a job URI is looked up when the stream opens; every URI is kept, and echoed in
+# the ack, while it is open)
 MAX_LISTEN_STREAMS = 64
 MAX_LISTEN_URIS = 256
 JOB_DESCRIPTION = (
@@ -172,8 +173,8 @@ class JobResourceHub:
             return await call_next(ctx)
         principal = self.identity.viewer().principal
         listened = _listened_uris(ctx.params)
+        _check_listen(len(listened), self._streams[principal])
         named = list(dict.fromkeys(u for u in listened if u.startswith(JOB_PREFIX)))  # each once, however often
-        _check_listen(len(named), self._streams[principal])
         self._streams[principal] += 1  # before the lookups: concurrent requests cannot all pass one count
         try:
             uris = [uri for uri in named if await self.visible(uri)]
@@ -275,10 +276,11 @@ class JobResourceHub:
 
 
 def _check_listen(uris: int, open_streams: int) -> None:
-    """Refuse a listen stream naming too many job URIs, or one more for a principal at its cap: one principal
-    must not shut the others out of the SDK's streams (1,024 for all) or cost a store read per URI named."""
+    """Refuse a listen stream naming too many resource URIs, or one more for a principal at its cap: one principal
+    must not shut the others out of the SDK's streams (1,024 for all), cost a store read per job URI named, or hold
+    a request body's worth of URIs (any URI, never told of: 4 MiB, about ten times that in memory) per stream."""
     if uris > MAX_LISTEN_URIS:
-        raise MCPError(code=INVALID_PARAMS, message=f"a listen stream names at most {MAX_LISTEN_URIS} job resources")
+        raise MCPError(code=INVALID_PARAMS, message=f"a listen stream names at most {MAX_LISTEN_URIS} resources")
     if open_streams >= MAX_LISTEN_STREAMS:
         message = f"at most {MAX_LISTEN_STREAMS} listen streams may be open per principal; close one first"
         raise MCPError(code=INVALID_REQUEST, message=message)
