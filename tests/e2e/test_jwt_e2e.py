@@ -3,6 +3,7 @@ by the test: the audience, issuer, expiry and signature are checked; the protect
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -13,8 +14,8 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tests.e2e import test_identity_e2e
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
@@ -32,11 +33,14 @@ pytestmark = pytest.mark.timeout(120)
 ISSUER, AUDIENCE, KID = "https://idp.test", "https://jobs.test/mcp", "key-1"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KID, EC_KEY = "key-ec", ec.generate_private_key(ec.SECP256R1())
 
 
 def jwks() -> bytes:
     public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
-    return json.dumps({"keys": [{**public, "kid": KID, "use": "sig", "alg": "RS256"}]}).encode()
+    ec_public = json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key()))
+    keys = [{**public, "kid": KID, "use": "sig", "alg": "RS256"}, {**ec_public, "kid": EC_KID, "use": "sig"}]
+    return json.dumps({"keys": keys}).encode()
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +193,43 @@ async def test_a_refused_subject_is_named_in_the_servers_log(jwt_server: HttpSer
     refused = [entry for entry in logged if entry.get("event") == "auth.subject_refused"]
     assert refused and "'alice smith'" in refused[-1]["problem"], logged
     assert "printable ASCII without spaces" in refused[-1]["problem"], refused
+
+
+# -- a token whose algorithm is not its key's kind (review helper-152) ---------------------------
+
+
+def forged(alg: str, kid: str) -> str:
+    """A token naming `alg` and the key `kid` (key ids are public: the JWKS lists them), signed by no key."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "iat": now, "exp": now + 300}
+    parts = [json.dumps(part).encode() for part in ({"alg": alg, "kid": kid, "typ": "JWT"}, claims)]
+    return ".".join(base64.urlsafe_b64encode(part).rstrip(b"=").decode() for part in [*parts, b"x" * 64])
+
+
+@pytest.mark.parametrize(("alg", "kid"), [("ES256", KID), ("ES512", KID), ("RS256", EC_KID), ("PS256", EC_KID)])
+async def test_a_token_naming_an_algorithm_of_another_kind_of_key_is_401(
+    jwt_server: HttpServer, alg: str, kid: str
+) -> None:
+    """An EC algorithm named for the issuer's RSA key, or the reverse, was PyJWT's TypeError ("Expecting a
+    PEM-formatted key"): anyone who read a key id in the JWKS had every such request answered 500, with a
+    traceback logged at error level, on /mcp and on the dashboard. It is refused as any token that is not valid."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {forged(alg, kid)}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.post(jwt_server.url, json=body, headers=headers)
+        page = await http.get(f"http://127.0.0.1:{jwt_server.port}/", headers=headers)  # the dashboard
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
+    assert page.status_code == 401, page.text
+    jwt_server.errlog.seek(0)
+    assert b"Exception in ASGI application" not in jwt_server.errlog.read()
+
+
+async def test_a_token_signed_by_the_issuers_ec_key_authenticates(jwt_server: HttpServer) -> None:
+    """The key of each kind still verifies the algorithms of its kind."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "erin", "iat": now, "exp": now + 300}
+    signed = jwt.encode(claims, EC_KEY, algorithm="ES256", headers={"kid": EC_KID})
+    async with client_as(jwt_server, signed) as erin:
+        mine = await start(erin, "noop", {})
+        assert await listed(erin) == {mine}

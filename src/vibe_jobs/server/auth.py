@@ -81,7 +81,14 @@ def principal_of(token: AccessToken) -> str:
 
 
 LOOPBACK_NAMES = ("localhost",)
-JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"]
+# the algorithms a key of each JWK type (`kty`) verifies. Given one list for every key, PyJWT met a token naming an
+# algorithm of another kind of key (ES256 with the issuer's RSA key id: key ids are public) with a TypeError, not a
+# refusal: a 500 and a traceback logged at error level, for anyone, on every route (review helper-152)
+KEY_ALGORITHMS: dict[str, list[str]] = {
+    "RSA": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
+    "EC": ["ES256", "ES384", "ES512"],
+    "OKP": ["EdDSA"],
+}
 
 
 class Identity:
@@ -302,13 +309,17 @@ class JwtVerifier(TokenVerifier):
         return None if key is None else self.verify(token, key)
 
     def verify(self, token: str, key: Any) -> AccessToken | None:
-        """The token's claims checked with `key` (a `jwt.PyJWK`): signature, expiry, audience, issuer."""
+        """The token's claims checked with `key` (a `jwt.PyJWK`): signature, by an algorithm of the key's kind,
+        expiry, audience, issuer."""
         jwt = self.jwt
+        algorithms = KEY_ALGORITHMS.get(key.key_type)
+        if algorithms is None:  # a symmetric (`oct`) key in a JWKS verifies nothing here
+            return None
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
-                algorithms=JWT_ALGORITHMS,
+                algorithms=algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "sub", "aud", "iss"]},
