@@ -233,3 +233,28 @@ async def test_a_token_signed_by_the_issuers_ec_key_authenticates(jwt_server: Ht
     async with client_as(jwt_server, signed) as erin:
         mine = await start(erin, "noop", {})
         assert await listed(erin) == {mine}
+
+
+# -- where the scopes are (review helper-152) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "admin"),
+    [
+        ({"scope": "read admin"}, True),
+        ({"scp": ["read", "admin"]}, True),  # Okta
+        ({"scp": "read admin"}, True),  # Entra ID: `scp` is one space-separated string
+        ({"scope": "read\u00a0admin"}, False),  # one scope (RFC 6749: scopes are apart at spaces only)
+        ({"scope": "group:x\tadmin"}, False),  # a dynamic scope whose parameter the client chose
+        ({"scp": ["read admin"]}, False),
+    ],
+    ids=["scope", "scp list", "scp string", "nbsp", "tab", "scp item with a space"],
+)
+async def test_scope_admin_is_read_where_identity_providers_put_it(
+    jwt_server: HttpServer, claims: dict[str, Any], admin: bool
+) -> None:
+    """Entra ID's `scp` (a string) gave no scope at all: its admins saw only their own jobs. A scope holding a
+    non-breaking space or a tab before `admin` was split there (`str.split`), as if the issuer had granted `admin`."""
+    async with client_as(jwt_server, token("carol")) as carol, client_as(jwt_server, token("dave", **claims)) as dave:
+        theirs = await start(carol, "noop", {})
+        assert (theirs in await listed(dave)) is admin

@@ -342,11 +342,15 @@ class JwtVerifier(TokenVerifier):
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        return scope.split()
-    scp = claims.get("scp")
-    return [str(s) for s in scp] if isinstance(scp, list) else []
+    """The token's scopes: `scope` (RFC 9068), else `scp`, a list (Okta) or a string as `scope` (Entra ID, which
+    was read as no scope). A string is apart at spaces only (RFC 6749 3.3): `str.split` also split at a tab or a
+    non-breaking space, which a scope may not hold, so a dynamic scope's parameter `x<TAB>admin` granted `admin`."""
+    found = claims.get("scope")
+    if not isinstance(found, str | list):
+        found = claims.get("scp")
+    if isinstance(found, str):
+        return [s for s in found.split(" ") if s]
+    return [s for s in found if isinstance(s, str)] if isinstance(found, list) else []
 
 
 # -- what the MCPServer is built with ------------------------------------------------------------
