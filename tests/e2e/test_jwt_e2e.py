@@ -258,3 +258,33 @@ async def test_scope_admin_is_read_where_identity_providers_put_it(
     async with client_as(jwt_server, token("carol")) as carol, client_as(jwt_server, token("dave", **claims)) as dave:
         theirs = await start(carol, "noop", {})
         assert (theirs in await listed(dave)) is admin
+
+
+# -- the issuer's clock (review helper-152) ------------------------------------------------------
+
+AHEAD = 5  # seconds the issuer's clock is ahead of the server's: a token it has just issued is from the future here
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+async def test_a_token_just_issued_by_an_issuer_whose_clock_is_ahead_authenticates(
+    jwt_server: HttpServer, claim: str
+) -> None:
+    """A token whose `iat` (or `nbf`) was a few seconds ahead of the server's clock was 401 (PyJWT allows no
+    leeway): each fresh token of an issuer whose clock runs ahead was refused until the server's clock caught up,
+    and a client that fetched another on the 401 was refused again."""
+    now = int(time.time())
+    async with client_as(jwt_server, token("frank", **{claim: now + AHEAD})) as frank:
+        assert await listed(frank) == set()
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"nbf": int(time.time()) + 600}, {"exp": int(time.time()) - 2}],
+    ids=["not before in ten minutes", "expired two seconds ago"],
+)
+async def test_a_token_not_yet_or_no_longer_valid_is_still_401(jwt_server: HttpServer, claims: dict[str, int]) -> None:
+    """The leeway is for clocks a little apart: not for a token valid only later, nor for one past its `exp`."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {token('frank', **claims)}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        assert (await http.post(jwt_server.url, json=body, headers=headers)).status_code == 401

@@ -56,6 +56,9 @@ PRINCIPAL = re.compile(rf"[!-~]{{1,{PRINCIPAL_MAX}}}")
 log = get_logger("vibe_jobs.auth")
 RECHECK_SECONDS = 30.0  # a JWT is checked again this often (or each JWKS refresh) while a stream it opened lasts
 ANSWER_MARGIN = 0.5  # seconds a long-poll ends before its token expires, for its answer to go out
+# seconds the issuer's clock may be ahead of ours: a token just issued has its `iat` (and `nbf`) that far in our
+# future, and was refused until our clock caught up. Not for `exp`: a request lasts no longer than its token
+CLOCK_SKEW_SECONDS = 60
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 VIEWER_KEY = "vibe_jobs.viewer"  # in a connection's state: the viewer of its latest request (`Identity.track`)
 
@@ -322,9 +325,12 @@ class JwtVerifier(TokenVerifier):
                 algorithms=algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
+                leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
         except jwt.PyJWTError:
+            return None
+        if int(claims["exp"]) <= time.time():  # the leeway is for `iat` and `nbf` (PyJWT gives `exp` it too)
             return None
         subject = str(claims["sub"])
         problem = principal_problem(subject)
