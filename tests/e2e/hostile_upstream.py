@@ -10,6 +10,8 @@ Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while 
 `change` announces `tools/list_changed` and from then on lists `late` too; `deep` and `late` have a schema nested
 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
 Review helper-93: `redos` answers structured content that its output schema's pattern `^(a+)+$` backtracks on;
+Review helper-150: `doubling`'s input schema and `doubled`'s output schema check a value 2^60 times (`$ref`s
+under `allOf`, each `$defs` entry naming the next twice); `doubled` answers `{"v": "x"}`.
 `stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `flood` 5,000 progress steps at
 once (`step 0001`...), then answers; `--bad-names` also lists tools
 of names nobody can name (a NUL in it, empty, 300 characters, a newline); `--own-uris` lists resources of the
@@ -58,11 +60,24 @@ FORGED = f"boom {TERMINAL}\nstatus:    completed"
 if "--terminal" in FLAGS:
     TOOLS.append({"name": "forge", "description": "fails with escape sequences", "inputSchema": OBJECT})
 REDOS = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}
+
+
+def doubling(levels: int) -> dict[str, Any]:
+    """An object schema whose `v` is checked 2^levels times: each `$defs` entry refers twice to the next (under
+    `allOf`), so a schema of a few kilobytes costs the validator years."""
+    defs: dict[str, Any] = {f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(levels)}
+    defs[f"d{levels}"] = {"type": "string"}
+    return {"type": "object", "properties": {"v": {"$ref": "#/$defs/d0"}}, "$defs": defs}
+
+
+DOUBLING = doubling(60)
 TOOLS += [
     {"name": "redos", "description": "output the pattern backtracks on", "inputSchema": OBJECT, "outputSchema": REDOS},
     {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
     {"name": "flood", "description": "5,000 progress steps at once", "inputSchema": OBJECT},
     {"name": "bogus", "description": "a content block of no MCP type", "inputSchema": OBJECT},
+    {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
+    {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
 BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
 if "--bad-names" in FLAGS:
@@ -112,6 +127,9 @@ def call(rid: Any, name: str, token: Any) -> None:
             params = {"progressToken": token, "progress": step, "total": 60, "message": f"{step:02d}" + "s" * 2**20}
             send({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
             time.sleep(0.01)
+    if name == "doubled":
+        answer(rid, {"content": [], "structuredContent": {"v": "x"}})
+        return
     if name == "bogus":
         answer(rid, {"content": [{"type": "bogus", "x": 1}]})
         return

@@ -338,3 +338,18 @@ async def test_a_result_the_sdk_cannot_take_is_named_to_a_direct_tools_caller(mo
     said = " ".join(texts(direct))
     assert direct.is_error and "upstream" in said and "ValidationError" in said and "bogus" in said, said
     assert direct.structured_content is not None and direct.structured_content["error"]["code"] == "upstream_result"
+
+
+async def test_a_schema_whose_checks_double_at_each_reference_does_not_hold_the_proxy() -> None:
+    """An input schema of 61 `$defs`, each naming the next twice under `allOf`, has the validator check an argument
+    2^60 times: the first call held the proxy's event loop for good (every client and job with it; 16 levels took
+    2.4 s). So did an output schema of that shape on the upstream's own result. The checks are held to a cost
+    (review helper-150): the call is refused naming the problem, the result fails its job, the proxy serves on."""
+    async with proxied() as (client, _):
+        with anyio.fail_after(15):
+            refused = await client.call_tool("doubling", {"v": "x"})
+            assert refused.is_error, refused
+            assert "cannot be checked against the upstream's schema" in " ".join(texts(refused)), refused
+            msg = await until(client, started(await client.call_tool("doubled", {})), ("completed", "failed"))
+            assert msg["status"] == "failed" and "output schema" in " ".join(texts(msg["result"])), msg
+            assert await completed(client, "ok") == ["ok done"]

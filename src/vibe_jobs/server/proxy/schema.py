@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
@@ -30,6 +31,17 @@ from vibe_jobs.arguments import not_an_object, refusal, shown
 
 UNCHECKABLE = "arguments: cannot be checked against the upstream's schema"
 CONTEXT_KWARG = "arguments"  # the job function's one parameter: the arguments as they were checked
+# what one check may cost, in keywords evaluated: a fixed part, and a part per JSON value checked (its size is the
+# caller's or the result's; the schema, the upstream's, cannot multiply it beyond this)
+STEPS = 5_000
+STEPS_PER_VALUE = 100
+
+
+class TooCostly(Exception):
+    """Checking this value against the upstream's schema costs more than the check may."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(f"checking it takes more than {steps:,} steps")
 
 
 class SchemaArguments:
@@ -67,7 +79,9 @@ class SchemaArguments:
         values = dict(arguments)
         unknown = [shown(k) for k in values if k not in self.accepted] if self._closed else []
         try:
-            problems = [_problem(e) for e in self._validator.iter_errors(values)]
+            problems = [_problem(e) for e in within_cost(self._validator, values)]
+        except TooCostly as exc:
+            problems = [f"{UNCHECKABLE} ({exc})"]
         except RecursionError:
             problems = [f"{UNCHECKABLE} (it recurses, or they nest, too deep)"]
         except Exception as exc:  # a $ref the validator cannot resolve, and the like: the schema's fault
@@ -83,11 +97,67 @@ class SchemaArguments:
 
 def output_validator(schema: dict[str, Any]) -> Any:
     """The validator of an upstream tool's output schema (the SDK's client checks each result's structured content
-    with it): as for its input schema, no regular expression runs and nothing is fetched. Raises SchemaError."""
+    with it, through `iter_errors`): as for its input schema, no regular expression runs, nothing is fetched, and
+    a check is held to its cost (a RuntimeError past it, as the SDK reports a result it cannot use). Raises
+    SchemaError."""
     try:
-        return _without_regexes(schema)
+        return _CostedOutput(_without_regexes(schema))
     except RecursionError:
         raise SchemaError("the schema nests deeper than the validator can follow") from None
+
+
+class _CostedOutput:
+    def __init__(self, validator: Any) -> None:
+        self._validator = validator
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]:
+        try:
+            return iter(within_cost(self._validator, instance))
+        except TooCostly as exc:
+            raise RuntimeError(f"the structured content cannot be checked against the output schema: {exc}") from None
+
+
+_LEFT: ContextVar[list[int] | None] = ContextVar("schema_steps_left", default=None)
+
+
+def within_cost(validator: Any, instance: Any) -> list[Any]:
+    """`validator`'s errors on `instance`, all of them, or TooCostly once the check has evaluated more keywords
+    than `STEPS` and `STEPS_PER_VALUE` for each value of `instance` allow."""
+    steps = STEPS + STEPS_PER_VALUE * _values(instance)
+    token = _LEFT.set([steps])
+    try:
+        return list(validator.iter_errors(instance))
+    except TooCostly:
+        raise TooCostly(steps) from None
+    finally:
+        _LEFT.reset(token)
+
+
+def _values(instance: Any) -> int:
+    """How many JSON values `instance` holds (itself included)."""
+    count, stack = 0, [instance]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
+
+
+def _costed(keyword: Any) -> Any:
+    """`keyword`, each evaluation of it counted against the running check's steps (`within_cost`)."""
+
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        left = _LEFT.get()
+        if left is not None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise TooCostly(0)
+        return keyword(validator, value, instance, schema)
+
+    return check
 
 
 def _problem(error: Any) -> str:
@@ -135,7 +205,8 @@ _extend: Any = validators.extend
 def _regex_free(cls: Any, patterned: bool) -> Any:
     """`cls` with the keywords that run regular expressions left to the upstream (a class per draft): `pattern`,
     `patternProperties`, `additionalProperties` beside it, and (`patterned`: the schema has some) every
-    `unevaluatedProperties`, which looks for them in the subschemas it applies."""
+    `unevaluatedProperties`, which looks for them in the subschemas it applies; every keyword counted
+    (`_costed`)."""
     found = _REGEX_FREE.get((cls, patterned))
     if found is None:
         changed = {"pattern": _unchecked, "patternProperties": _unchecked}
@@ -143,7 +214,8 @@ def _regex_free(cls: Any, patterned: bool) -> Any:
             changed["additionalProperties"] = _open_beside_patterns(cls.VALIDATORS["additionalProperties"])
         if patterned and "unevaluatedProperties" in cls.VALIDATORS:
             changed["unevaluatedProperties"] = _unchecked
-        found = _REGEX_FREE[(cls, patterned)] = _extend(cls, changed)
+        costed = {name: _costed(keyword) for name, keyword in (cls.VALIDATORS | changed).items()}
+        found = _REGEX_FREE[(cls, patterned)] = _extend(cls, costed)
     return found
 
 
