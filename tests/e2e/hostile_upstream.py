@@ -10,14 +10,16 @@ Tools: `ok` answers at once; `slow` answers after 1.5 s (a call in flight while 
 `change` announces `tools/list_changed` and from then on lists `late` too; `deep` and `late` have a schema nested
 150 deep, past the validator's recursion; `loop` a `$ref` loop; `pat` a pattern that backtracks (`^(a+)+$`).
 Review helper-93: `redos` answers structured content that its output schema's pattern `^(a+)+$` backtracks on;
-Review helper-150: `doubling`'s input schema and `doubled`'s output schema check a value 2^60 times (`$ref`s
-under `allOf`, each `$defs` entry naming the next twice); `doubled` answers `{"v": "x"}`.
 `stages` reports 60 progress steps, each message (its stage) a different 1 MB text; `flood` 5,000 progress steps at
 once (`step 0001`...), then answers; `--bad-names` also lists tools
 of names nobody can name (a NUL in it, empty, 300 characters, a newline); `--own-uris` lists resources of the
 proxy's own URIs (`jobs://recent`, a `job://` one) and reads any URI as `forged <uri>`; `bogus` answers a content
 block of a type MCP has not got. `--bad-shapes` also lists tools the SDK's client cannot take (BAD_SHAPES: a schema
 that is no object, an icon's `sizes` as one text, a hint that is no bool, a name that is no text).
+Review helper-150: `doubling`'s input schema and `doubled`'s output schema check a value 2^60 times (`$ref`s under
+`allOf`, each `$defs` entry naming the next twice); `doubled` answers `{"v": "x"}`. `--costly` also lists `choices`
+(an array of an enum of 200,000 values) and `unique` (its output schema's `uniqueItems` array: it answers 20,000
+objects).
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ TOOLS += [
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
+CHOICES = [f"c{n}" for n in range(200_000)]
+COSTLY: list[dict[str, Any]] = [
+    {"name": "choices", "description": "an enum of 200,000", "inputSchema": {
+        "type": "object", "properties": {"v": {"type": "array", "items": {"enum": CHOICES}}}}},
+    {"name": "unique", "description": "20,000 objects, unique", "inputSchema": OBJECT, "outputSchema": {
+        "type": "object", "properties": {"s": {"type": "array", "uniqueItems": True}}}},
+]  # fmt: skip
+if "--costly" in FLAGS:
+    TOOLS += COSTLY
 BAD_NAMES = ["bad\x00name", "", "n" * 300, "two\nlines"]
 if "--bad-names" in FLAGS:
     TOOLS += [{"name": name, "description": "a name nobody can name", "inputSchema": OBJECT} for name in BAD_NAMES]
@@ -129,6 +140,9 @@ def call(rid: Any, name: str, token: Any) -> None:
             time.sleep(0.01)
     if name == "doubled":
         answer(rid, {"content": [], "structuredContent": {"v": "x"}})
+        return
+    if name == "unique":
+        answer(rid, {"content": [], "structuredContent": {"s": [{"k": n} for n in range(20_000)]}})
         return
     if name == "bogus":
         answer(rid, {"content": [{"type": "bogus", "x": 1}]})

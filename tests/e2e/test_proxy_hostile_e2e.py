@@ -353,3 +353,21 @@ async def test_a_schema_whose_checks_double_at_each_reference_does_not_hold_the_
             msg = await until(client, started(await client.call_tool("doubled", {})), ("completed", "failed"))
             assert msg["status"] == "failed" and "output schema" in " ".join(texts(msg["result"])), msg
             assert await completed(client, "ok") == ["ok done"]
+
+
+async def test_an_enum_of_many_values_and_unique_items_cost_a_look_up_not_a_comparison_with_each() -> None:
+    """jsonschema compared an argument with each value of its `enum` (an upstream's of 200,000: 1,000 arguments held
+    the proxy's event loop about a minute), and each item of a `uniqueItems` array with every other (the upstream's
+    own result of 20,000 objects: a quarter of an hour), every client and job waiting. Both are set look-ups now
+    (review helper-150): the checks pass at once, a value not listed is still refused, naming it."""
+    async with proxied("--costly") as (client, _):
+        with anyio.fail_after(15):
+            assert await completed(client, "choices", {"v": ["c199999"] * 1000}) == ["choices done"]
+            refused = await client.call_tool("choices", {"v": ["c1", 1, "nope"]})
+            said = " ".join(texts(refused))
+            assert refused.is_error and "v.1: 1 is not one of the 200,000 values" in said, said
+            assert "v.2: 'nope' is not one of" in said, said
+            msg = await until(client, started(await client.call_tool("unique", {})), ("completed", "failed"))
+            assert msg["status"] == "completed" and len(msg["result"]["structuredContent"]["s"]) == 20_000, str(msg)[
+                :300
+            ]

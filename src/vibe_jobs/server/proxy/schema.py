@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from jsonschema import Draft202012Validator, validators
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry
 
 from vibe_jobs.arguments import not_an_object, refusal, shown
@@ -192,12 +192,56 @@ def _one_dialect(schema: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, dict):
                 value = node[key] = {k: v for k, v in value.items() if not (k == "$schema" and isinstance(v, str))}
                 stack.append(value)
+            elif key == "enum" and isinstance(node, dict) and isinstance(value, list):
+                node[key] = _Choices(value)  # its values, not schemas: kept as they are
             elif isinstance(value, list):
                 value = node[key] = list(value)
                 stack.append(value)
     return copy
 
 
+class _Choices(list[Any]):
+    """An `enum`'s values, and the set of their `_same` forms: a value is looked up in it, not compared with each
+    (jsonschema's `enum` compared an argument with every value in Python: 0.2 s a value for an enum of a million,
+    an argument of a hundred values held the event loop 20 s)."""
+
+    def __init__(self, values: list[Any]) -> None:
+        super().__init__(values)
+        self.same = frozenset(map(_same, values))
+
+
+def _same(value: Any) -> Any:
+    """A hashable form of a JSON value, equal for values jsonschema holds equal (`jsonschema._utils.equal`): a bool
+    is no number, 1 is 1.0, an object's keys in any order."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float:  # most values: first, and no further look
+        return value
+    if kind is bool or value is None:
+        return ("const", value)
+    if isinstance(value, Mapping):
+        return ("object", frozenset((k, _same(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return ("array", tuple(map(_same, value)))
+    return ("other", repr(value))
+
+
+def _enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not isinstance(enums, _Choices):  # an enum the copy did not reach (a schema met through a metaschema)
+        yield from _STOCK_ENUM(validator, enums, instance, schema)
+    elif _same(instance) not in enums.same:
+        listed = repr(enums) if len(enums) <= MAX_LISTED else f"the {len(enums):,} values the schema lists"
+        yield ValidationError(f"{instance!r} is not one of {listed}")
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    """jsonschema's `uniqueItems` compared each item with every other (20,000 objects: an hour): a set of their
+    `_same` forms instead."""
+    if unique and validator.is_type(instance, "array") and len(set(map(_same, instance))) < len(instance):
+        yield ValidationError(f"{instance!r} has non-unique elements")
+
+
+MAX_LISTED = 100  # an enum longer than this is not written out in full in a refusal
+_STOCK_ENUM: Any = Draft202012Validator.VALIDATORS["enum"]
 _REGEX_FREE: dict[tuple[Any, bool], Any] = {}
 _extend: Any = validators.extend
 
@@ -209,7 +253,7 @@ def _regex_free(cls: Any, patterned: bool) -> Any:
     (`_costed`)."""
     found = _REGEX_FREE.get((cls, patterned))
     if found is None:
-        changed = {"pattern": _unchecked, "patternProperties": _unchecked}
+        changed = {"pattern": _unchecked, "patternProperties": _unchecked, "enum": _enum, "uniqueItems": _unique_items}
         if "additionalProperties" in cls.VALIDATORS:
             changed["additionalProperties"] = _open_beside_patterns(cls.VALIDATORS["additionalProperties"])
         if patterned and "unevaluatedProperties" in cls.VALIDATORS:
