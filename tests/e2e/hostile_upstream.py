@@ -19,12 +19,13 @@ that is no object, an icon's `sizes` as one text, a hint that is no bool, a name
 Review helper-150: `doubling`'s input schema and `doubled`'s output schema check a value 2^60 times (`$ref`s under
 `allOf`, each `$defs` entry naming the next twice); `doubled` answers `{"v": "x"}`. `--costly` also lists `choices`
 (an array of an enum of 200,000 values) and `unique` (its output schema's `uniqueItems` array: it answers 20,000
-objects).
+objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's peak memory in kB (Linux).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -78,6 +79,8 @@ TOOLS += [
     {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
     {"name": "flood", "description": "5,000 progress steps at once", "inputSchema": OBJECT},
     {"name": "bogus", "description": "a content block of no MCP type", "inputSchema": OBJECT},
+    {"name": "swarm", "description": "400,000 empty text blocks", "inputSchema": OBJECT},
+    {"name": "peak", "description": "the proxy's peak memory (kB)", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
@@ -143,6 +146,14 @@ def call(rid: Any, name: str, token: Any) -> None:
         return
     if name == "unique":
         answer(rid, {"content": [], "structuredContent": {"s": [{"k": n} for n in range(20_000)]}})
+        return
+    if name == "swarm":  # 10 MB on the wire
+        answer(rid, {"content": [{"type": "text", "text": ""}] * 400_000})
+        return
+    if name == "peak":  # the upstream's parent is the proxy (its launcher became the upstream)
+        with open(f"/proc/{os.getppid()}/status", encoding="utf-8") as status:
+            kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+        answer(rid, {"content": [{"type": "text", "text": kb}]})
         return
     if name == "bogus":
         answer(rid, {"content": [{"type": "bogus", "x": 1}]})

@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, wait_for_port
 from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES
-from tests.e2e.proxy_fixtures import proxy_args, started, texts, until
+from tests.e2e.proxy_fixtures import FINAL, proxy_args, started, texts, until
 from tests.e2e.test_hostile_input import drop_schema
 from tests.pg import postgres_url, with_new_schema
 
@@ -371,3 +371,17 @@ async def test_an_enum_of_many_values_and_unique_items_cost_a_look_up_not_a_comp
             assert msg["status"] == "completed" and len(msg["result"]["structuredContent"]["s"]) == 20_000, str(msg)[
                 :300
             ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the proxy's peak memory is read from /proc")
+async def test_an_answer_of_many_small_values_fails_its_call_and_costs_the_proxy_little_memory() -> None:
+    """Each JSON value of an upstream's answer became Python objects several times over (parsed, validated as
+    pydantic models, dumped): 10 MB of empty text blocks took the proxy to 800 MB and seconds of its event loop,
+    52 MB to 3.8 GB (a 64 MB line of `{}`s, more). An answer of more values than a stored result keeps fails its
+    call, naming the limit, and is never parsed (review helper-150)."""
+    async with proxied() as (client, _):
+        with anyio.fail_after(20):
+            text = " ".join(texts((await until(client, started(await client.call_tool("swarm", {})), FINAL))["result"]))
+            assert "JSON values or more, over the proxy's limit of 1,000,000" in text, text[:300]
+            peak = await completed(client, "peak")
+    assert int(peak[0]) < 300_000, f"the proxy's peak memory: {peak[0]} kB"

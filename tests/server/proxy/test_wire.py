@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import anyio
 import mcp_types as types
 import pytest
@@ -10,7 +13,17 @@ from hypothesis import strategies as st
 from mcp.shared.message import SessionMessage
 from structlog.testing import capture_logs
 
-from vibe_jobs.server.proxy.wire import HEAD_BYTES, INVALID_REQUEST, Drops, Overlong, Reply, lines, message_of
+from vibe_jobs.server.proxy.wire import (
+    HEAD_BYTES,
+    INVALID_REQUEST,
+    MAX_VALUES,
+    Drops,
+    Overlong,
+    Reply,
+    lines,
+    message_of,
+    values_in,
+)
 
 LIMIT = 16
 
@@ -112,3 +125,47 @@ def test_a_flood_of_broken_lines_is_logged_as_it_doubles_not_line_by_line() -> N
             assert message_of(b"not json at all", drops) is None
     assert [entry["dropped"] for entry in logs] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     assert all(entry["event"] == "proxy.upstream_line_dropped" and entry["upstream"] == "up" for entry in logs)
+
+
+def structure_outside_texts(line: bytes) -> int:
+    """The commas, `[` and `{` of a JSON line outside its texts, read a byte at a time."""
+    count, within, escaped = 0, False, False
+    for byte in line:
+        char = chr(byte)
+        if within:
+            within, escaped = (within, False) if escaped else (char != '"', char == "\\")
+        elif char == '"':
+            within = True
+        else:
+            count += char in ",[{"
+    return count
+
+
+TEXT = st.text(alphabet='ab,[{"\\\n', max_size=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.integers() | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=3),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_the_values_of_a_line_are_counted_outside_its_texts(value: Any) -> None:
+    """`values_in` counts what a reader of each byte counts (review helper-150), whatever texts hold: commas,
+    brackets, quotes and backslashes, escaped or not."""
+    line = json.dumps(value, ensure_ascii=False).encode()
+    assert values_in(line, limit=0) == structure_outside_texts(line)
+
+
+def test_a_line_of_more_values_than_the_limit_fails_the_call_it_answers_unparsed() -> None:
+    """Each value became Python objects several times over: 52 MB of empty text blocks took the proxy to 3.8 GB. A
+    text of many commas is one value."""
+    blocks = b",".join([b'{"type":"text","text":""}'] * (MAX_VALUES // 2))
+    answer = message_of(b'{"jsonrpc":"2.0","id":7,"result":{"content":[' + blocks + b"]}}", Drops("up"))
+    assert isinstance(answer, SessionMessage) and isinstance(error := answer.message, types.JSONRPCError)
+    assert error.id == 7 and "JSON values or more, over the proxy's limit of 1,000,000" in error.error.message
+    text = json.dumps(
+        {"jsonrpc": "2.0", "id": 8, "result": {"content": [{"type": "text", "text": ",[{" * MAX_VALUES}]}}
+    )
+    assert isinstance(message_of(text.encode(), Drops("up")), SessionMessage)
