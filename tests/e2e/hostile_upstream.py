@@ -19,7 +19,8 @@ that is no object, an icon's `sizes` as one text, a hint that is no bool, a name
 Review helper-150: `doubling`'s input schema and `doubled`'s output schema check a value 2^60 times (`$ref`s under
 `allOf`, each `$defs` entry naming the next twice); `doubled` answers `{"v": "x"}`. `--costly` also lists `choices`
 (an array of an enum of 200,000 values) and `unique` (its output schema's `uniqueItems` array: it answers 20,000
-objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's peak memory in kB (Linux).
+objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's peak memory in kB (Linux); `chatty` logs
+40 lines of 8 MB during its call.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ TOOLS += [
     {"name": "bogus", "description": "a content block of no MCP type", "inputSchema": OBJECT},
     {"name": "swarm", "description": "400,000 empty text blocks", "inputSchema": OBJECT},
     {"name": "peak", "description": "the proxy's peak memory (kB)", "inputSchema": OBJECT},
+    {"name": "chatty", "description": "40 log lines of 8 MB", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
@@ -147,6 +149,10 @@ def call(rid: Any, name: str, token: Any) -> None:
     if name == "unique":
         answer(rid, {"content": [], "structuredContent": {"s": [{"k": n} for n in range(20_000)]}})
         return
+    if name == "chatty":
+        for line in range(40):
+            params = {"level": "info", "logger": "chatty", "data": f"{line:02d}" + "x" * 8_000_000}
+            send({"jsonrpc": "2.0", "method": "notifications/message", "params": params})
     if name == "swarm":  # 10 MB on the wire
         answer(rid, {"content": [{"type": "text", "text": ""}] * 400_000})
         return

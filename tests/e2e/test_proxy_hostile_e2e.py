@@ -385,3 +385,18 @@ async def test_an_answer_of_many_small_values_fails_its_call_and_costs_the_proxy
             assert "JSON values or more, over the proxy's limit of 1,000,000" in text, text[:300]
             peak = await completed(client, "peak")
     assert int(peak[0]) < 300_000, f"the proxy's peak memory: {peak[0]} kB"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the proxy's peak memory is read from /proc")
+async def test_log_lines_of_megabytes_are_cut_as_they_come_not_held_whole_until_the_job_writes() -> None:
+    """An upstream's log line during a job becomes one of its diagnostics, cut to 2,000 characters when stored;
+    until then (the job's next progress or its end) the last 100 were held whole: 40 of 8 MB took the proxy
+    past 400 MB, 100 of 60 MB would take it to 6 GB. Each is cut as it comes (review helper-150)."""
+    async with proxied() as (client, _):
+        with anyio.fail_after(30):
+            msg = await until(client, started(await client.call_tool("chatty", {})), FINAL)
+            peak = await completed(client, "peak")
+    diagnostics = msg["details"]["diagnostics"]
+    assert msg["status"] == "completed" and len(diagnostics) == 40, str(msg)[:500]
+    assert diagnostics[-1].startswith("upstream info: 39xxx") and len(diagnostics[-1]) <= 2000, diagnostics[-1][:100]
+    assert int(peak[0]) < 300_000, f"the proxy's peak memory: {peak[0]} kB"

@@ -37,6 +37,7 @@ from mcp_types import (
 
 from vibe_jobs.context import JobContext
 from vibe_jobs.logs import get_logger
+from vibe_jobs.manager import diagnostic_line
 from vibe_jobs.server import sdk
 from vibe_jobs.server.proxy.config import UpstreamSpec
 from vibe_jobs.server.proxy.httpwire import ACCEPT_ENCODING, capping
@@ -325,13 +326,16 @@ class Upstream:
         caller's call ran, and became that caller's diagnostic, perhaps another principal's. (A line written later
         than that after its call still reaches the job running then: nothing on the wire can tell.) Progress needs
         no such rule: its token is the call's own request id."""
-        text = f"upstream {params.level}: {params.data}" + (f" ({params.logger})" if params.logger else "")
+        # cut as it comes (a job stores each diagnostic cut anyway): the last 100 waited whole for the job's next
+        # write, and an upstream's lines of 8 MB each held 320 MB of the proxy until then (review helper-150)
+        said = str(params.data)
+        text = diagnostic_line(f"upstream {params.level}: {said}" + (f" ({params.logger})" if params.logger else ""))
         ctx = self.sole_job(settled=self.late_line)
         if ctx is not None:
             ctx.diagnostic(text)
         whose = {"job_id": ctx.job_id} if ctx is not None else {}
         log.debug(
-            "proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=str(params.data), **whose
+            "proxy.upstream_log", upstream=self.spec.label, level=str(params.level), data=diagnostic_line(said), **whose
         )
 
     async def _on_message(self, message: IncomingMessage) -> None:
