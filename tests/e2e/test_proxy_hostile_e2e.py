@@ -21,7 +21,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, wait_for_port
-from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES
+from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES, POSING
 from tests.e2e.proxy_fixtures import FINAL, proxy_args, started, texts, until
 from tests.e2e.test_hostile_input import drop_schema
 from tests.pg import postgres_url, with_new_schema
@@ -400,3 +400,16 @@ async def test_log_lines_of_megabytes_are_cut_as_they_come_not_held_whole_until_
     assert msg["status"] == "completed" and len(diagnostics) == 40, str(msg)[:500]
     assert diagnostics[-1].startswith("upstream info: 39xxx") and len(diagnostics[-1]) <= 2000, diagnostics[-1][:100]
     assert int(peak[0]) < 300_000, f"the proxy's peak memory: {peak[0]} kB"
+
+
+async def test_tool_names_shown_as_the_proxys_own_are_not_served() -> None:
+    """A name with an invisible character (a zero-width space, a word joiner), a right-to-left override or a line
+    separator was served: the client listed a second `get-job-result` or `cancel-job`, the upstream's, for an agent
+    to send its job ids to (review helper-150). Such a name is not served, as one with a control character is not."""
+    async with proxied("--posing") as (client, errlog):
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+        assert "ok" in listed and not listed & set(POSING), sorted(listed)
+        assert await completed(client, "ok") == ["ok done"]
+        log = logged(errlog)
+        assert log.count("proxy.tool_name_unusable") == len(POSING), log[-3000:]
+        assert "U+200B" in log and "U+202E" in log, log[-3000:]

@@ -179,15 +179,20 @@ def unusable_name(name: str) -> str | None:
     """Why the proxy cannot serve a tool of this (upstream-given) name, or None. A job keeps its tool's name,
     the worker offers it on its lease, callers name it (list-jobs' `toolName`): a NUL cannot be stored in
     PostgreSQL (the lease's write failed, and with it every job of every tool), a caller may send at most
-    MAX_NAME_CHARS, and a control character (a newline, an escape) names no tool but rewrites a list or a log."""
+    MAX_NAME_CHARS, and a control character (a newline, an escape) names no tool but rewrites a list or a log; an
+    invisible one (a zero-width space, a right-to-left override, a line separator) shows the name as another, the
+    proxy's own `get-job-result` or `cancel-job` among them (review helper-150)."""
     if not name:
         return "it is empty"
     if len(name) > MAX_NAME_CHARS:
         return f"it is {len(name):,} characters, more than the {MAX_NAME_CHARS} a caller may send"
-    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    control = next((c for c in name if unicodedata.category(c) in UNSHOWN), None)
     if control is not None:
-        return f"it holds a control character (U+{ord(control):04X})"
+        return f"it holds a control or invisible character (U+{ord(control):04X})"
     return None
+
+
+UNSHOWN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control, format (invisible, direction), line and paragraph breaks
 
 
 async def _cancel_on_signal(scope: anyio.CancelScope) -> None:
