@@ -21,6 +21,8 @@ Review helper-150: `doubling`'s input schema and `doubled`'s output schema check
 (an array of an enum of 200,000 values) and `unique` (its output schema's `uniqueItems` array: it answers 20,000
 objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's peak memory in kB (Linux); `chatty` logs
 40 lines of 8 MB during its call. `--posing` also lists tools of names shown as the proxy's own (POSING).
+`asker` asks an elicitation (`ask-1`) and answers its call once `release` is called (the question still open);
+`reply` answers the proxy's answer to `ask-1`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ RELIST = FLAGS[FLAGS.index("--relist") + 1] if "--relist" in FLAGS else None
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 LOCK = threading.Lock()
 STATE = {"changed": False, "pages": 0}
+RELEASED = threading.Event()  # `release` was called: `asker` answers its call
+REPLIES: dict[Any, Any] = {}  # the proxy's answers to our own requests, by their id
 
 
 def notted(depth: int) -> dict[str, Any]:
@@ -83,6 +87,9 @@ TOOLS += [
     {"name": "swarm", "description": "400,000 empty text blocks", "inputSchema": OBJECT},
     {"name": "peak", "description": "the proxy's peak memory (kB)", "inputSchema": OBJECT},
     {"name": "chatty", "description": "40 log lines of 8 MB", "inputSchema": OBJECT},
+    {"name": "asker", "description": "asks, and answers its call once released", "inputSchema": OBJECT},
+    {"name": "release", "description": "lets asker answer", "inputSchema": OBJECT},
+    {"name": "reply", "description": "the proxy's answer to asker's question", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
@@ -154,6 +161,15 @@ def call(rid: Any, name: str, token: Any) -> None:
     if name == "unique":
         answer(rid, {"content": [], "structuredContent": {"s": [{"k": n} for n in range(20_000)]}})
         return
+    if name == "asker":
+        question = {"message": "which?", "requestedSchema": {"type": "object", "properties": {}}}
+        send({"jsonrpc": "2.0", "id": "ask-1", "method": "elicitation/create", "params": question})
+        RELEASED.wait()
+    if name == "reply":
+        answer(rid, {"content": [{"type": "text", "text": json.dumps(REPLIES.get("ask-1"))}]})
+        return
+    if name == "release":
+        RELEASED.set()
     if name == "chatty":
         for line in range(40):
             params = {"level": "info", "logger": "chatty", "data": f"{line:02d}" + "x" * 8_000_000}
@@ -186,7 +202,9 @@ def call(rid: Any, name: str, token: Any) -> None:
 
 def handle(request: dict[str, Any]) -> None:
     method, rid = request.get("method"), request.get("id")
-    if method == "initialize":
+    if method is None:
+        REPLIES[rid] = request.get("result", request.get("error"))
+    elif method == "initialize":
         capabilities = {"tools": {"listChanged": True}, "resources": {}}
         info = {"name": "hostile-upstream", "version": "1"}
         answer(rid, {"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": info})

@@ -22,7 +22,7 @@ from mcp.client.stdio import stdio_client
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, wait_for_port
 from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES, POSING
-from tests.e2e.proxy_fixtures import FINAL, proxy_args, started, texts, until
+from tests.e2e.proxy_fixtures import FINAL, proxy_args, started, status, texts, until
 from tests.e2e.test_hostile_input import drop_schema
 from tests.pg import postgres_url, with_new_schema
 
@@ -413,3 +413,26 @@ async def test_tool_names_shown_as_the_proxys_own_are_not_served() -> None:
         log = logged(errlog)
         assert log.count("proxy.tool_name_unusable") == len(POSING), log[-3000:]
         assert "U+200B" in log and "U+202E" in log, log[-3000:]
+
+
+async def test_a_question_left_open_by_the_call_that_asked_it_is_cancelled_without_an_error() -> None:
+    """An upstream that asks an elicitation during a call and then answers the call (its own time-out, or it did
+    not need the answer after all) ended the job with its question open: the proxy's handler of the request
+    raised NotWaiting, logged as an error with a traceback, and the upstream got an internal error naming the
+    proxy's job id and question id. The upstream is answered `cancel` (review helper-150)."""
+    async with proxied() as (client, errlog):
+        asker = started(await client.call_tool("asker", {}))
+        with anyio.fail_after(20):
+            while True:
+                if "waitingFor" in await status(client, asker):
+                    break
+                await anyio.sleep(0.05)  # polling a condition under a deadline: the question reaching the job
+            assert await completed(client, "release") == ["release done"]
+            assert (await until(client, asker, FINAL))["status"] == "completed"
+            while True:
+                if (reply := await completed(client, "reply")) != ["null"]:
+                    break
+                await anyio.sleep(0.05)  # the same: the proxy's answer reaching the upstream
+        log = logged(errlog)
+    assert json.loads(reply[0]) == {"action": "cancel"}, reply
+    assert '"level": "error"' not in log and "Traceback" not in log, log[-3000:]

@@ -27,7 +27,7 @@ from mcp_types import (
 )
 
 from vibe_jobs.context import JobContext
-from vibe_jobs.errors import InvalidParams
+from vibe_jobs.errors import InvalidParams, JobError
 from vibe_jobs.logs import get_logger
 
 log = get_logger("vibe_jobs.server.proxy")
@@ -65,6 +65,8 @@ async def answer_upstream_request(
         return await _sample(ctx, params)
     except InvalidParams as exc:
         return _decline(kind, upstream, running, str(exc))
+    except JobError as exc:  # the job ended (its call answered) or moved on while its question was open
+        return _withdrawn(kind, upstream, exc)
 
 
 async def _elicit(ctx: JobContext, params: Any) -> ElicitResult:
@@ -95,6 +97,16 @@ async def _sample(ctx: JobContext, params: CreateMessageRequestParams) -> Create
         result["content"] = TextContent(type="text", text=answer.text or "").model_dump()
     result.update(role="assistant", model=answer.model or result.get("model") or "unknown")
     return CreateMessageResult.model_validate(result)
+
+
+def _withdrawn(kind: Kind, upstream: str, exc: JobError) -> ElicitResult | ErrorData:
+    """The answer to a question its job can no longer take: an upstream that answered the call that asked it, its
+    question still open, ended the job. The handler raised, logged as an error with a traceback, and the upstream
+    got the proxy's job and question ids (review helper-150). It is cancelled, as a question nobody answered."""
+    log.info("proxy.upstream_request_withdrawn", upstream=upstream, kind=kind, reason=str(exc))
+    if kind == "elicitation":
+        return ElicitResult(action="cancel")
+    return ErrorData(code=INVALID_REQUEST, message="sampling request not answered: its job ended first")
 
 
 def _decline(kind: Kind, upstream: str, jobs: list[JobContext], why: str) -> ElicitResult | ErrorData:
