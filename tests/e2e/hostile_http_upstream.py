@@ -7,7 +7,8 @@ call in the POST's JSON body, under another request's id (its own plus 1000); `r
 400 and a JSON-RPC error under the id `server-error`, as the Python SDK 1.x writes its transport's errors; `null_id`
 answers its call (HTTP 200) with a JSON-RPC error under the id null, as a server that could not read the request's id
 does; `forget` answers, then forgets the session (as a restarted server has), so that each later request of it is
-answered HTTP 404 with a JSON-RPC error, as the Python SDK's server answers an unknown session.
+answered HTTP 404 with a JSON-RPC error, as the Python SDK's server answers an unknown session. Review helper-150:
+`swarm` answers 400,000 empty text blocks (10 MB).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 TOOLS = [
     {"name": name, "inputSchema": OBJECT}
-    for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused", "null_id", "forget")
+    for name in ("ok", "big", "big_stream", "big_gzip", "misaddressed", "refused", "null_id", "forget", "swarm")
 ]
 BIG = 65 * 2**20
 INFO = {"name": "hostile-http", "version": "1"}
@@ -83,6 +84,8 @@ class Upstream(BaseHTTPRequestHandler):
             self.answer(rid, {"tools": TOOLS})
         elif method == "tools/call" and request["params"]["name"] == "big":
             self.answer(rid, {"content": [{"type": "text", "text": "a" * BIG}]})
+        elif method == "tools/call" and request["params"]["name"] == "swarm":
+            self.answer(rid, {"content": [{"type": "text", "text": ""}] * 400_000})
         elif method == "tools/call" and request["params"]["name"] == "big_gzip":
             self.big_gzip(rid)
         elif method == "tools/call" and request["params"]["name"] == "big_stream":

@@ -7,6 +7,9 @@ each within the SDK's own limit; any other body is cut at `MAX_LINE_BYTES` as it
 reading an answer into that call's error). A compressed body is held to the limit as decoded (gzip, deflate: the
 encodings the proxy asks for): on the wire a 65 MiB answer of one letter is 65 KiB.
 
+A JSON answer to a POST of more JSON values than a stdio line may hold fails that POST's request, unparsed (each
+value became Python objects several times over: 10 MB of empty text blocks took the proxy to 800 MB).
+
 A POST's JSON body at a success status answers that POST's request. One that answers under another id was passed on
 as it was: no call took it, and the request waited for its time-out (the SDK gives an answer on an event stream the
 request's id). Here it fails that request, naming both ids: the upstream is at fault, and its answer may be another
@@ -27,7 +30,7 @@ from mcp.client.streamable_http import MCP_SESSION_ID
 from mcp.shared.dispatcher import coerce_request_id
 from mcp_types import INTERNAL_ERROR, RequestId
 
-from vibe_jobs.server.proxy.wire import MAX_LINE_BYTES, whose_message
+from vibe_jobs.server.proxy.wire import MAX_LINE_BYTES, MAX_VALUES, too_many_values, values_in, whose_message
 
 
 class AnswerTooLarge(httpx2.StreamError):
@@ -163,6 +166,9 @@ class _Addressed(httpx2.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body = b"".join([chunk async for chunk in self.inner])  # held to the limit by the streams within
+        if (values := values_in(body)) > MAX_VALUES:  # as a stdio line is held, before anything parses it
+            yield self._answer({"code": INTERNAL_ERROR, "message": too_many_values(values)})
+            return
         said = whose_message(body)
         if said is None:  # an error under the id null is this request's, as the SDK has it at an error status
             error = _error_without_id(body)  # anything else is no JSON-RPC answer: the SDK refuses it itself

@@ -157,7 +157,7 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | Reply |
     if not line.strip():
         return None
     if (values := values_in(line)) > MAX_VALUES:
-        why = f"the upstream's message holds {values:,} JSON values or more, over the proxy's limit of {MAX_VALUES:,}"
+        why = too_many_values(values)
         return _unusable(_overlong_whose(Overlong(len(line), line[:HEAD_BYTES], line[-HEAD_BYTES:])), why, drops)
     text = line.decode(errors="replace")
     try:
@@ -167,6 +167,10 @@ def message_of(line: bytes | Overlong, drops: Drops) -> SessionMessage | Reply |
         where = ".".join(str(part) for part in first["loc"])
         why = f"the upstream's message is not JSON-RPC: {first['msg']}" + (f" (at {where})" if where else "")
         return _unusable(_whose(line), why, drops)
+
+
+def too_many_values(values: int) -> str:
+    return f"the upstream's message holds {values:,} JSON values or more, over the proxy's limit of {MAX_VALUES:,}"
 
 
 def values_in(line: bytes, limit: int = MAX_VALUES) -> int:
