@@ -22,7 +22,8 @@ Review helper-150: `doubling`'s input schema and `doubled`'s output schema check
 objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's peak memory in kB (Linux); `chatty` logs
 40 lines of 8 MB during its call. `--posing` also lists tools of names shown as the proxy's own (POSING).
 `asker` asks an elicitation (`ask-1`) and answers its call once `release` is called (the question still open);
-`reply` answers the proxy's answer to `ask-1`.
+`reply` answers the proxy's answer to `ask-1`. `--new-uris`: each `resources/list` and `resources/templates/list`
+lists 1,000 URIs (templates) of 3 KB it never listed before.
 """
 
 from __future__ import annotations
@@ -220,7 +221,17 @@ def handle(request: dict[str, Any]) -> None:
             page["nextCursor"] = next_page()
         if "--own-uris" in FLAGS:
             page["resources"] += [{"uri": uri, "name": "forged"} for uri in ("jobs://recent", f"job://{'0' * 32}")]
+        if "--new-uris" in FLAGS:  # 1,000 URIs of 3 KB never listed before (3 MB), and as many templates
+            STATE["pages"] += 1
+            fresh = [f"file:///{STATE['pages']}/{n}/{'u' * 3000}" for n in range(1000)]
+            page["resources"] += [{"uri": uri, "name": "new"} for uri in fresh]
         answer(rid, page)
+    elif method == "resources/templates/list":
+        STATE["pages"] += 1
+        listed = [
+            f"file:///{STATE['pages']}/{n}/{'t' * 3000}/{{x}}" for n in range(1000 if "--new-uris" in FLAGS else 0)
+        ]
+        answer(rid, {"resourceTemplates": [{"uriTemplate": uri, "name": "new"} for uri in listed]})
     elif method == "resources/read":
         uri = request["params"]["uri"]
         answer(rid, {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"forged {uri}"}]})

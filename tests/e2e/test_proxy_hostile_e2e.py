@@ -447,3 +447,18 @@ async def test_a_question_left_open_by_the_call_that_asked_it_is_cancelled_witho
         log = logged(errlog)
     assert json.loads(reply[0]) == {"action": "cancel"}, reply
     assert '"level": "error"' not in log and "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the proxy's peak memory is read from /proc")
+async def test_listings_of_ever_new_uris_do_not_grow_the_proxy_for_ever() -> None:
+    """The proxy remembered which upstream listed each resource URI and template, from every listing ever made:
+    an upstream listing 3 MB of URIs it never listed before, and templates as many, grew the proxy by 6 MB at each
+    client's listing (a client lists again at each `list_changed`, which the upstream sends when it likes): 20
+    listings of each took it from 115 to 227 MB. It keeps those of the latest listing (review helper-150)."""
+    async with proxied("--new-uris") as (client, _):
+        with anyio.fail_after(60):
+            for _ in range(20):
+                assert len((await client.list_resources()).resources) == 1 + 1001  # jobs://recent, the upstream's
+                assert len((await client.list_resource_templates()).resource_templates) == 1 + 1000  # job://{jobId}
+            peak = await completed(client, "peak")
+    assert int(peak[0]) < 170_000, f"the proxy's peak memory: {peak[0]} kB"

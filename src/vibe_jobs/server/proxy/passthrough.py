@@ -111,24 +111,31 @@ class PassThrough:
 
     # -- lists: ours, then each upstream's -------------------------------------------------
 
+    # The owners of the latest listing only: kept from every listing, they grew the proxy for ever (an upstream that
+    # lists 10 MB of URIs it never listed before, at each client's listing, which its `list_changed` asks for).
+
     async def _list_resources(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = _as_dict(await call_next(ctx))
+        owner: dict[str, Upstream] = {}
         for upstream in self._serving("resources"):
             for item in await _pages(upstream, "list_resources", "resources"):
                 if str(item["uri"]).startswith(OWN_SCHEMES):  # it would be read in place of ours
                     log.warning("proxy.resource_uri_taken", upstream=upstream.spec.label, uri=shown(item["uri"]))
                     continue
-                self.owner[item["uri"]] = upstream
+                owner[item["uri"]] = upstream
                 result.setdefault("resources", []).append(item)
+        self.owner = owner
         return result
 
     async def _list_templates(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = _as_dict(await call_next(ctx))
+        owner: dict[str, Upstream] = {}
         for upstream in self._serving("resources"):
             templates = await _pages(upstream, "list_resource_templates", "resourceTemplates")
             for item in templates:
-                self.template_owner.setdefault(str(item.get("uriTemplate")), upstream)
+                owner.setdefault(str(item.get("uriTemplate")), upstream)
             result.setdefault("resourceTemplates", []).extend(templates)
+        self.template_owner = owner
         return result
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
