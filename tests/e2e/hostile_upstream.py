@@ -23,7 +23,8 @@ objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's 
 40 lines of 8 MB during its call. `--posing` also lists tools of names shown as the proxy's own (POSING).
 `asker` asks an elicitation (`ask-1`) and answers its call once `release` is called (the question still open);
 `reply` answers the proxy's answer to `ask-1`. `--new-uris`: each `resources/list` and `resources/templates/list`
-lists 1,000 URIs (templates) of 3 KB it never listed before.
+lists 1,000 URIs (templates) of 3 KB it never listed before. It completes any argument with a job id of zeros;
+`asked` answers the last completion asked of it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ FLAGS = sys.argv[1:]
 RELIST = FLAGS[FLAGS.index("--relist") + 1] if "--relist" in FLAGS else None
 OBJECT: dict[str, Any] = {"type": "object", "properties": {}}
 LOCK = threading.Lock()
-STATE = {"changed": False, "pages": 0}
+STATE: dict[str, Any] = {"changed": False, "pages": 0}
 RELEASED = threading.Event()  # `release` was called: `asker` answers its call
 REPLIES: dict[Any, Any] = {}  # the proxy's answers to our own requests, by their id
 
@@ -91,6 +92,7 @@ TOOLS += [
     {"name": "asker", "description": "asks, and answers its call once released", "inputSchema": OBJECT},
     {"name": "release", "description": "lets asker answer", "inputSchema": OBJECT},
     {"name": "reply", "description": "the proxy's answer to asker's question", "inputSchema": OBJECT},
+    {"name": "asked", "description": "the last completion asked of it", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
@@ -166,6 +168,9 @@ def call(rid: Any, name: str, token: Any) -> None:
         question = {"message": "which?", "requestedSchema": {"type": "object", "properties": {}}}
         send({"jsonrpc": "2.0", "id": "ask-1", "method": "elicitation/create", "params": question})
         RELEASED.wait()
+    if name == "asked":
+        answer(rid, {"content": [{"type": "text", "text": json.dumps(STATE.get("completed"))}]})
+        return
     if name == "reply":
         answer(rid, {"content": [{"type": "text", "text": json.dumps(REPLIES.get("ask-1"))}]})
         return
@@ -206,7 +211,7 @@ def handle(request: dict[str, Any]) -> None:
     if method is None:
         REPLIES[rid] = request.get("result", request.get("error"))
     elif method == "initialize":
-        capabilities = {"tools": {"listChanged": True}, "resources": {}}
+        capabilities = {"tools": {"listChanged": True}, "resources": {}, "completions": {}}
         info = {"name": "hostile-upstream", "version": "1"}
         answer(rid, {"protocolVersion": "2025-11-25", "capabilities": capabilities, "serverInfo": info})
     elif method == "tools/list":
@@ -232,6 +237,9 @@ def handle(request: dict[str, Any]) -> None:
             f"file:///{STATE['pages']}/{n}/{'t' * 3000}/{{x}}" for n in range(1000 if "--new-uris" in FLAGS else 0)
         ]
         answer(rid, {"resourceTemplates": [{"uriTemplate": uri, "name": "new"} for uri in listed]})
+    elif method == "completion/complete":
+        STATE["completed"] = request["params"]
+        answer(rid, {"completion": {"values": ["0" * 32]}})
     elif method == "resources/read":
         uri = request["params"]["uri"]
         answer(rid, {"contents": [{"uri": uri, "mimeType": "text/plain", "text": f"forged {uri}"}]})

@@ -19,6 +19,7 @@ import anyio
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp_types import ResourceTemplateReference
 
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, free_port, wait_for_port
 from tests.e2e.hostile_upstream import BAD_NAMES, BAD_SHAPES, POSING
@@ -462,3 +463,16 @@ async def test_listings_of_ever_new_uris_do_not_grow_the_proxy_for_ever() -> Non
                 assert len((await client.list_resource_templates()).resource_templates) == 1 + 1000  # job://{jobId}
             peak = await completed(client, "peak")
     assert int(peak[0]) < 170_000, f"the proxy's peak memory: {peak[0]} kB"
+
+
+async def test_a_completion_of_the_proxys_own_job_template_is_never_asked_of_an_upstream() -> None:
+    """A client completing the `jobId` of the proxy's `job://{jobId}` template had its request sent to the upstream,
+    which learnt the id being typed and answered ids of its own choosing; the proxy's own URIs are never asked of
+    an upstream, as for reads (review helper-150). Another template's completion still reaches it."""
+    async with proxied() as (client, _):
+        own = ResourceTemplateReference(type="ref/resource", uri="job://{jobId}")
+        assert (await client.complete(own, {"name": "jobId", "value": "1a2b"})).completion.values == []
+        assert await completed(client, "asked") == ["null"]
+        theirs = ResourceTemplateReference(type="ref/resource", uri="file:///{x}")
+        assert (await client.complete(theirs, {"name": "x", "value": "a"})).completion.values == ["0" * 32]
+        assert json.loads((await completed(client, "asked"))[0])["argument"] == {"name": "x", "value": "a"}

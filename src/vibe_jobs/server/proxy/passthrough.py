@@ -190,7 +190,7 @@ class PassThrough:
             ref = PromptReference(type="ref/prompt", name=name)
         else:
             served = self._serving("completions")
-            if not served:
+            if not served or ref.uri.startswith(OWN_SCHEMES):  # ours (`job://{jobId}`): the id typed is not theirs
                 return None
             listed = self.template_owner.get(ref.uri)  # the upstream that listed the template, once listed
             upstream = listed if listed is not None and listed in served else served[0]
