@@ -24,7 +24,8 @@ objects). `swarm` answers 400,000 empty text blocks (10 MB); `peak` the proxy's 
 `asker` asks an elicitation (`ask-1`) and answers its call once `release` is called (the question still open);
 `reply` answers the proxy's answer to `ask-1`. `--new-uris`: each `resources/list` and `resources/templates/list`
 lists 1,000 URIs (templates) of 3 KB it never listed before. It completes any argument with a job id of zeros;
-`asked` answers the last completion asked of it.
+`asked` answers the last completion asked of it. `pester` sends 2,000 sampling requests
+at once and answers its call once 1,999 were answered.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ TOOLS += [
     {"name": "release", "description": "lets asker answer", "inputSchema": OBJECT},
     {"name": "reply", "description": "the proxy's answer to asker's question", "inputSchema": OBJECT},
     {"name": "asked", "description": "the last completion asked of it", "inputSchema": OBJECT},
+    {"name": "pester", "description": "asks 2,000 sampling requests at once", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
@@ -168,6 +170,12 @@ def call(rid: Any, name: str, token: Any) -> None:
         question = {"message": "which?", "requestedSchema": {"type": "object", "properties": {}}}
         send({"jsonrpc": "2.0", "id": "ask-1", "method": "elicitation/create", "params": question})
         RELEASED.wait()
+    if name == "pester":  # the first becomes the job's question; the others are declined: answered once all are
+        for n in range(2000):
+            params = {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 1}
+            send({"jsonrpc": "2.0", "id": f"pester-{n}", "method": "sampling/createMessage", "params": params})
+        while sum(str(key).startswith("pester-") for key in list(REPLIES)) < 1999:
+            time.sleep(0.01)
     if name == "asked":
         answer(rid, {"content": [{"type": "text", "text": json.dumps(STATE.get("completed"))}]})
         return

@@ -476,3 +476,18 @@ async def test_a_completion_of_the_proxys_own_job_template_is_never_asked_of_an_
         theirs = ResourceTemplateReference(type="ref/resource", uri="file:///{x}")
         assert (await client.complete(theirs, {"name": "x", "value": "a"})).completion.values == ["0" * 32]
         assert json.loads((await completed(client, "asked"))[0])["argument"] == {"name": "x", "value": "a"}
+
+
+async def test_a_flood_of_requests_the_proxy_declines_is_logged_as_it_doubles() -> None:
+    """Each request of an upstream's that the proxy declined was a warning line of its own: 2,000 sampling
+    requests asked at once (the job takes one question at a time) wrote 1,999, and a million would write a
+    million. They are logged as they double, with their count, as the upstream's broken lines are (review
+    helper-150); each is still answered."""
+    async with proxied() as (client, errlog):
+        with anyio.fail_after(60):
+            msg = await until(client, started(await client.call_tool("pester", {})), FINAL)
+        log = logged(errlog)
+    assert msg["status"] == "completed", str(msg)[:300]
+    declined = [json.loads(line) for line in log.splitlines() if "proxy.upstream_request_declined" in line]
+    assert [line["declined"] for line in declined] == [2**n for n in range(11)], [d.get("declined") for d in declined]
+    assert "one question at a time" in declined[0]["reason"], declined[0]

@@ -43,11 +43,25 @@ def declined_text(kind: Kind, upstream: str, why: str) -> str:
     )
 
 
+class Declines:
+    """How many of one upstream's requests were declined; logged as they double (the 1st, 2nd, 4th...): each was a
+    warning line, and an upstream asking a million wrote a million (review helper-150)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self) -> bool:
+        """Count one; whether to log it."""
+        self.count += 1
+        return self.count & (self.count - 1) == 0
+
+
 async def answer_upstream_request(
-    kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext], sole: JobContext | None
+    kind: Kind, upstream: str, params: Any, jobs: Iterable[JobContext], sole: JobContext | None, declines: Declines
 ) -> Answer:
     """The answer to an upstream's `elicitation/create` or `sampling/createMessage` made while `jobs` ran; `sole`:
-    the job whose call was the only one in flight (`Upstream.sole_job`), the only one it can be asked of."""
+    the job whose call was the only one in flight (`Upstream.sole_job`), the only one it can be asked of;
+    `declines`: that upstream's."""
     running = list(jobs)
     if sole is None:
         why = (
@@ -57,14 +71,14 @@ async def answer_upstream_request(
             if len(running) > 1
             else "a call that is not a job is in flight on that upstream too"
         )
-        return _decline(kind, upstream, running, f"{why}, so the proxy cannot tell whose request it is")
+        return _decline(kind, upstream, running, f"{why}, so the proxy cannot tell whose request it is", declines)
     ctx = sole
     try:
         if kind == "elicitation":
             return await _elicit(ctx, params)
         return await _sample(ctx, params)
     except InvalidParams as exc:
-        return _decline(kind, upstream, running, str(exc))
+        return _decline(kind, upstream, running, str(exc), declines)
     except JobError as exc:  # the job ended (its call answered) or moved on while its question was open
         return _withdrawn(kind, upstream, exc)
 
@@ -109,11 +123,16 @@ def _withdrawn(kind: Kind, upstream: str, exc: JobError) -> ElicitResult | Error
     return ErrorData(code=INVALID_REQUEST, message="sampling request not answered: its job ended first")
 
 
-def _decline(kind: Kind, upstream: str, jobs: list[JobContext], why: str) -> ElicitResult | ErrorData:
+def _decline(
+    kind: Kind, upstream: str, jobs: list[JobContext], why: str, declines: Declines
+) -> ElicitResult | ErrorData:
     text = declined_text(kind, upstream, why)
     for ctx in jobs:
         ctx.diagnostic(text)
-    log.warning("proxy.upstream_request_declined", upstream=upstream, kind=kind, reason=why)
+    if declines.add():
+        log.warning(
+            "proxy.upstream_request_declined", upstream=upstream, kind=kind, reason=why, declined=declines.count
+        )
     if kind == "elicitation":
         return ElicitResult(action="decline")
     return ErrorData(code=INVALID_REQUEST, message=text)

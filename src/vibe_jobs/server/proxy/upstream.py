@@ -44,7 +44,7 @@ from vibe_jobs.server.proxy.httpwire import ACCEPT_ENCODING, capping
 from vibe_jobs.server.proxy.listing import Sieve
 from vibe_jobs.server.proxy.pages import Page, read_pages
 from vibe_jobs.server.proxy.schema import output_validator
-from vibe_jobs.server.proxy.talkback import Answer, Kind, answer_upstream_request
+from vibe_jobs.server.proxy.talkback import Answer, Declines, Kind, answer_upstream_request
 from vibe_jobs.server.proxy.wire import stdio_upstream
 
 log = get_logger("vibe_jobs.server.proxy")
@@ -119,6 +119,7 @@ class Upstream:
         self.last_ended = -math.inf  # when a call here last ended (anyio's clock; `sole_job`)
         self.notify: Callable[[IncomingMessage], Awaitable[None]] | None = None  # list_changed and the like
         self.tools_changed: Callable[[Upstream], Awaitable[None]] | None = None  # its tool list is new
+        self.declines = Declines()  # its requests the proxy declined (logged as they double)
         self._up = anyio.Event()
         self._tools_dirty = anyio.Event()
 
@@ -355,7 +356,9 @@ class Upstream:
         return await self._talkback("sampling", params)
 
     async def _talkback(self, kind: Kind, params: Any) -> Answer:
-        return await answer_upstream_request(kind, self.spec.label, params, list(self.jobs), self.sole_job())
+        return await answer_upstream_request(
+            kind, self.spec.label, params, list(self.jobs), self.sole_job(), self.declines
+        )
 
     async def _on_roots(self, context: ClientRequestContext) -> ListRootsResult | ErrorData:
         assert self.roots is not None
