@@ -87,17 +87,20 @@ TOOLS += [
     {"name": "stages", "description": "60 stages of 1 MB", "inputSchema": OBJECT},
     {"name": "flood", "description": "5,000 progress steps at once", "inputSchema": OBJECT},
     {"name": "bogus", "description": "a content block of no MCP type", "inputSchema": OBJECT},
-    {"name": "swarm", "description": "400,000 empty text blocks", "inputSchema": OBJECT},
-    {"name": "peak", "description": "the proxy's peak memory (kB)", "inputSchema": OBJECT},
-    {"name": "chatty", "description": "40 log lines of 8 MB", "inputSchema": OBJECT},
-    {"name": "asker", "description": "asks, and answers its call once released", "inputSchema": OBJECT},
-    {"name": "release", "description": "lets asker answer", "inputSchema": OBJECT},
-    {"name": "reply", "description": "the proxy's answer to asker's question", "inputSchema": OBJECT},
-    {"name": "asked", "description": "the last completion asked of it", "inputSchema": OBJECT},
-    {"name": "pester", "description": "asks 2,000 sampling requests at once", "inputSchema": OBJECT},
     {"name": "doubling", "description": "an input schema checked 2^60 times", "inputSchema": DOUBLING},
     {"name": "doubled", "description": "output checked 2^60 times", "inputSchema": OBJECT, "outputSchema": DOUBLING},
 ]
+PLAIN = {  # review helper-150's tools that take no argument, and what they do
+    "swarm": "400,000 empty text blocks",
+    "peak": "the proxy's peak memory (kB)",
+    "chatty": "40 log lines of 8 MB",
+    "asker": "asks, and answers its call once released",
+    "release": "lets asker answer",
+    "reply": "the proxy's answer to asker's question",
+    "asked": "the last completion asked of it",
+    "pester": "asks 2,000 sampling requests at once",
+}
+TOOLS += [{"name": name, "description": what, "inputSchema": OBJECT} for name, what in PLAIN.items()]
 CHOICES = [f"c{n}" for n in range(200_000)]
 COSTLY: list[dict[str, Any]] = [
     {"name": "choices", "description": "an enum of 200,000", "inputSchema": {
