@@ -102,8 +102,21 @@ def elicitation_schema(schema: type[BaseModel] | Mapping[str, Any]) -> dict[str,
     props = {name: _primitive(name, prop, defs) for name, prop in raw["properties"].items()}
     out: dict[str, Any] = {"type": "object", "properties": props}
     if raw.get("required"):
-        out["required"] = list(raw["required"])
+        out["required"] = _required(raw["required"], props)
     return out
+
+
+def _required(required: Any, props: Mapping[str, Any]) -> list[str]:
+    """The required field names, each one the schema asks for: a name it does not ask for (a typo), or one string
+    read as its letters, made a question no answer could satisfy (missing, or else unknown), open until it timed out."""
+    if not isinstance(required, list) or not all(isinstance(name, str) for name in required):
+        raise InvalidParams(f"an elicitation schema's required must be a list of field names, not {required!r:.80}")
+    if unknown := [name for name in required if name not in props]:
+        raise InvalidParams(
+            f"an elicitation schema's required names {unknown[0]!r:.80}, which it does not ask for "
+            f"(its properties: {', '.join(props) or 'none'})"[:300]
+        )
+    return list(required)
 
 
 # the string formats the MCP's StringSchema names: a client checks a form against that list (the TypeScript SDK's
@@ -120,7 +133,8 @@ def _primitive(name: str, prop: Any, defs: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**{k: v for k, v in prop.items() if k != "anyOf"}, **(options[0] if len(options) == 1 else {})}
     if isinstance(merged.get("items"), Mapping):  # a multi-select of an Enum class: its items are a `$ref`
         merged["items"] = _resolved(merged["items"], defs)
-    if merged.get("type") not in PRIMITIVES and not (merged.get("type") == "array" and _enum_items(merged)):
+    kind = merged.get("type")  # one name: a list of them (["string", "null"]) failed the job with a TypeError
+    if not (isinstance(kind, str) and kind in PRIMITIVES) and not (kind == "array" and _enum_items(merged)):
         raise InvalidParams(
             f"elicitation property {name!r} must be a string, number, integer, boolean or enum "
             f"(flat, no nesting), not {dict(prop)!r}"

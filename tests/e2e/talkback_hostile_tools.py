@@ -76,3 +76,24 @@ async def sample_costly(job: JobContext) -> str:
 async def sample_null_hint(job: JobContext) -> str:
     reply = await job.sample("hi", max_tokens=10, model_preferences={"hints": [{"name": None}]})
     return f"{reply.action} {reply.text}"
+
+
+@job_tool(description="Ask with a flat JSON schema whose `required` names a field it does not ask for")
+async def ask_ghost_required(job: JobContext) -> str:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name", "nmae"]}
+    answer = await job.elicit("Your name?", schema, timeout_seconds=30)
+    return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Ask with a flat JSON schema whose `required` is one string, not a list of names")
+async def ask_required_word(job: JobContext) -> str:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": "name"}
+    answer = await job.elicit("Your name?", schema, timeout_seconds=30)
+    return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Ask with a flat JSON schema whose field's type is a list of types")
+async def ask_type_list(job: JobContext) -> str:
+    schema = {"type": "object", "properties": {"name": {"type": ["string", "null"]}}}
+    answer = await job.elicit("Your name?", schema, timeout_seconds=30)
+    return f"{answer.action} {answer.content}"

@@ -121,3 +121,26 @@ async def test_an_answer_outside_choices_of_mixed_types_is_refused_naming_them(m
             while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
                 pass
         assert msg["result"]["content"][0]["text"] == "accept {'pick': 'a'}", msg
+
+
+@pytest.mark.parametrize(
+    ("tool", "says"),
+    [
+        ("ask_ghost_required", "an elicitation schema's required names 'nmae', which it does not ask for"),
+        ("ask_required_word", "an elicitation schema's required must be a list of field names, not 'name'"),
+        ("ask_type_list", "elicitation property 'name' must be a string, number, integer, boolean or enum"),
+    ],
+)
+async def test_a_question_no_answer_could_satisfy_fails_its_job_naming_the_schemas_fault(tool: str, says: str) -> None:
+    """A flat schema whose `required` named a field it does not ask for (a typo), or was one string (read as its
+    letters), was stored as the job's question: every answer was refused (the field missing, or else unknown), so
+    only a decline or the question's time-out (an hour by default) ended the wait. A field whose type was a list
+    of types failed the job with "TypeError: unhashable type: 'list'". The job's elicit() now refuses each,
+    naming the fault, as it does a nested schema."""
+    async with hostile_tools_client("legacy") as client:
+        job_id = await start(client, tool)
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                assert "waitingFor" not in msg, msg
+    assert msg["status"] == "failed", msg
+    assert f"InvalidParams: {says}" in msg["message"], msg["message"]
