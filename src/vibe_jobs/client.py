@@ -381,8 +381,8 @@ async def follow_job(
         args: dict[str, Any] = {"jobId": job_id, "includeDetails": include_details}
         question = _question(last)
         if question and answerer is not None and answerer.can(_METHODS.get(str(question.get("kind")), "")):
-            why = await answer_job(client, job_id, question, answerer)
-            if why is None:
+            why = await answer_job(client, job_id, question, answerer, last)
+            if why is None or why is NO_LONGER_ASKED:  # a long-poll reads what the job does (or asks) now
                 question = None
             else:  # the question stays (or the job moved on): read again, and answer what it asks then
                 await refusals.count(str(question.get("requestId")), why)
@@ -460,12 +460,34 @@ class Refusals:
             await self.tell(why)
 
 
-async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer) -> str | None:
+# what `answer_job` answers when the job stopped asking before the answerer replied
+NO_LONGER_ASKED = "the job no longer waits for this answer"
+
+
+async def answer_job(
+    client: Client, job_id: str, question: Mapping[str, Any], answerer: Answerer, last: Mapping[str, Any] | None = None
+) -> str | None:
     """Answer a job's `waitingFor` with answer-job: None when it was taken, else why not (the question stays
-    open and is asked again, or the job asks another by now)."""
+    open and is asked again, or the job asks another by now). While the answerer is asking, the job is read at its
+    recommendation (from `last`, the answer that showed the question): once it no longer asks this question (it
+    timed out, was answered elsewhere, the job ended) the answerer is cancelled and NO_LONGER_ASKED returned.
+    Before, a person at `vibe-jobs call` was left at the prompt of a question nobody waited for, the job's next
+    question or its end shown only after they answered it."""
     method = _METHODS[question["kind"]]
     params = {k: v for k, v in question.items() if k not in ("requestId", "kind")}
-    reply = await answerer.answer(method, params)
+    replies: list[dict[str, Any]] = []
+    async with anyio.create_task_group() as tg:
+
+        async def ask() -> None:
+            replies.append(await answerer.answer(method, params))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(ask)
+        await _until_not_asked(client, job_id, question.get("requestId"), last or {})
+        tg.cancel_scope.cancel()
+    if not replies:
+        return NO_LONGER_ASKED
+    reply = replies[0]
     args: dict[str, Any] = {"jobId": job_id, "action": reply.get("action", "accept")}
     if question.get("requestId"):
         args["requestId"] = question["requestId"]  # a question asked since (this one timed out) refuses it
@@ -473,6 +495,20 @@ async def answer_job(client: Client, job_id: str, question: Mapping[str, Any], a
         args["answer"] = reply.get("content") if method == ELICIT else reply
     result = await client.call_tool("answer-job", args)
     return (first_text(result) or "answer-job refused the answer") if result.is_error else None
+
+
+async def _until_not_asked(client: Client, job_id: str, request_id: Any, last: Mapping[str, Any]) -> None:
+    """Return once the job no longer asks question `request_id` (or no longer reads as a job), reading it at each
+    recommendation: a long-poll answers at once while the job waits on a question its caller cannot take."""
+    msg = last
+    while True:
+        await anyio.sleep(_recommended_ms(msg) / 1000)
+        reply = await client.call_tool(GET_JOB_RESULT, {"jobId": job_id, "includeDetails": False})
+        msg = reply.structured_content or {}
+        if status_of(msg) is None or msg["status"] in FINAL:
+            return
+        if (question := _question(msg)) is None or question.get("requestId") != request_id:
+            return
 
 
 def first_text(result: CallToolResult) -> str | None:

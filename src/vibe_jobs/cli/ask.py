@@ -3,21 +3,29 @@
 
 Prompts go to stderr and answers are read a line at a time from stdin (the terminal, or a pipe). An empty
 line takes a field's default; a multi-select field (an array of choices) takes its choices comma separated;
-`!decline` declines the question, end of input cancels it.
+`!decline` declines the question, end of input cancels it. A question the job stops asking while the person is
+at its prompt (it timed out, was answered elsewhere, the job ended) is left (`vibe_jobs.client.answer_job` cancels
+it), and the line typed next goes to what is asked next: every question reads its lines through one reader of
+the input (`Lines`), not a thread of its own that went on reading for a question nobody asked any more.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
-from typing import Any, TextIO
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from vibe_jobs.tools.printable import printable_lines
 
 DECLINE = "!decline"
+T = TypeVar("T")
 YES, NO = {"y", "yes", "true", "1"}, {"n", "no", "false", "0"}
 
 
@@ -29,15 +37,80 @@ class Refused(Exception):
         self.action = action
 
 
+class Left(Exception):
+    """The question was left (its asker cancelled): its thread stops at its next line."""
+
+
+class Lines:
+    """The lines of one input, read by one thread at a time and taken in turn: a line read for a question that was
+    left meanwhile is kept for the next one (two threads each reading the terminal gave a typed line to either)."""
+
+    def __init__(self, inp: TextIO) -> None:
+        self.inp = inp
+        self.ready: deque[str] = deque()
+        self.reading = self.ended = False
+        self.changed = threading.Condition()
+
+    def take(self, left: threading.Event) -> str:
+        """The next line ('' once input ended); raises Left once `left` is set (`wake` wakes it to look)."""
+        with self.changed:
+            while self.reading and not self.ready and not left.is_set():
+                self.changed.wait()
+            if left.is_set():
+                raise Left
+            if self.ready or self.ended:
+                return self.ready.popleft() if self.ready else ""
+            self.reading = True
+        text: str | None = None
+        try:
+            text = self.inp.readline()
+        finally:  # one step: a waiter woken before the line is kept would read past it
+            with self.changed:
+                self.reading, self.ended = False, text == ""
+                self.changed.notify_all()
+                gone = left.is_set()
+                if gone and text:  # read for a question left meanwhile: the next one's
+                    self.ready.append(text)
+        if gone:
+            raise Left
+        return text
+
+    def wake(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+
+_lines: weakref.WeakKeyDictionary[TextIO, Lines] = weakref.WeakKeyDictionary()
+
+
+def lines_of(inp: TextIO) -> Lines:
+    """The one reader of `inp` for every question asked in this process."""
+    if (found := _lines.get(inp)) is None:
+        found = _lines[inp] = Lines(inp)
+    return found
+
+
 class TerminalAsker:
     def __init__(self, out: TextIO | None = None, inp: TextIO | None = None) -> None:
         self.out, self.inp = out or sys.stderr, inp or sys.stdin
+        self.lines, self.left = lines_of(self.inp), threading.Event()
 
     async def on_elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self.elicit, message, schema, abandon_on_cancel=True)
+        return await self._asking(lambda: self.elicit(message, schema))
 
     async def on_sample(self, params: dict[str, Any]) -> dict[str, Any] | str:
-        return await anyio.to_thread.run_sync(self.sample, params, abandon_on_cancel=True)
+        return await self._asking(lambda: self.sample(params))
+
+    async def _asking(self, ask: Callable[[], T]) -> T:
+        """Run `ask` (it reads the terminal) in a thread; cancelled, the question is left: its thread takes no
+        further line, and the person is told."""
+        try:
+            return await anyio.to_thread.run_sync(ask, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            self.left.set()
+            self.lines.wake()
+            self.say("\n  (the job no longer waits for this answer)")
+            raise
 
     def elicit(self, message: str, schema: Mapping[str, Any]) -> dict[str, Any]:
         self.say(f"\nThe job asks: {message}  ({DECLINE} declines)")
@@ -85,7 +158,7 @@ class TerminalAsker:
     def line(self, prompt: str) -> str:
         self.out.write(printable_lines(prompt))
         self.out.flush()
-        text = self.inp.readline()
+        text = self.lines.take(self.left)
         if not text:
             raise Refused("cancel")
         if text.strip() == DECLINE:
