@@ -97,3 +97,10 @@ async def ask_type_list(job: JobContext) -> str:
     schema = {"type": "object", "properties": {"name": {"type": ["string", "null"]}}}
     answer = await job.elicit("Your name?", schema, timeout_seconds=30)
     return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Ask `count` yes/no questions one after another (a wizard), then report how many were yes")
+async def ask_in_turn(job: JobContext, count: int = 12) -> str:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    answers = [await job.elicit(f"Step {i + 1} of {count}: go on?", schema, timeout_seconds=30) for i in range(count)]
+    return f"{sum(bool(a.content and a.content['ok']) for a in answers)} of {count} yes"

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
-from mcp_types import CreateMessageRequestParams, CreateMessageResult, TextContent
+from mcp_types import CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams, ElicitResult, TextContent
 
 from tests.e2e.conftest import MODES, HttpServer, http_client_for, start_http, stdio_params
 from tests.e2e.test_talkback_e2e import read, start, until_waiting
@@ -144,3 +144,27 @@ async def test_a_question_no_answer_could_satisfy_fails_its_job_naming_the_schem
                 assert "waitingFor" not in msg, msg
     assert msg["status"] == "failed", msg
     assert f"InvalidParams: {says}" in msg["message"], msg["message"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_job_asking_many_questions_in_turn_is_answered_on_the_long_poll(mode: str) -> None:
+    """On 2026-07-28 each question of a long-poll is an `input_required` round of the same call (the client's
+    retry carries the answer, the long-poll goes on and the next question is the next round): a job asking a
+    twelfth question within one long-poll made the SDK client's get-job-result raise
+    InputRequiredRoundsExceededError (it allows 10 rounds), though the person answered every one. A long-poll
+    now asks a few questions per call (rounds counted in requestState) and then answers the job's status, its
+    question in waitingFor, for the next long-poll to ask."""
+    asked: list[str] = []
+
+    async def on_elicit(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"ok": True})
+
+    async with hostile_tools_client(mode, elicitation_callback=on_elicit) as client:
+        job_id = await start(client, "ask_in_turn", {"count": 12})
+        with anyio.fail_after(60):
+            while (msg := await read(client, job_id, wait=30))["status"] in ("pending", "running"):
+                pass
+    assert msg["status"] == "completed", msg
+    assert msg["result"]["content"][0]["text"] == "12 of 12 yes"
+    assert asked == [f"Step {i + 1} of 12: go on?" for i in range(12)]

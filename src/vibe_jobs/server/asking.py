@@ -80,6 +80,11 @@ NOT_TAKEN = {INVALID_REQUEST: "invalid request", METHOD_NOT_FOUND: "method not f
 PROGRESS_GAP_SECONDS = 0.1  # a long-poll's progress notifications: at most ten a second, the latest never dropped
 MOOT_CHECK_SECONDS = 3_600.0  # an outstanding request's watch on its question: one wait at most this long
 MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
+# 2026-07-28: the questions one long-poll asks (`input_required` rounds of one call, the client's retries carrying
+# the answers), counted in the requestState the client echoes: the SDK client raises past 10 rounds of one call, so
+# a job asking its eleventh question within one long-poll failed the caller's get-job-result. Past these the
+# long-poll answers the job's status (waitingFor shows the question) and the caller's next long-poll asks it.
+MAX_ROUNDS = 4
 CAPABILITY = {
     ELICIT: ClientCapabilities(elicitation=ElicitationCapability()),
     SAMPLE: ClientCapabilities(sampling=SamplingCapability()),
@@ -95,6 +100,7 @@ class Asker:
         self.methods = answerable(ctx)
         self.version = ctx.request_context.protocol_version
         self.modern = self.version in MODERN
+        self.rounds = rounds_of(ctx.request_state) if self.modern else 0
         self.tried: set[str] = set()
 
     def wants(self, rec: JobRecord) -> bool:
@@ -107,6 +113,8 @@ class Asker:
             return False
         if not_taken(self.ctx.request_context.session, question["id"]) is not None:  # it said it cannot take it
             return False
+        if self.rounds >= MAX_ROUNDS:  # this call asked enough: its next long-poll asks (a call of its own)
+            return False
         return self.version is None or self.modern or self.version >= first_version(question)
 
     def input_required(self, rec: JobRecord) -> InputRequiredResult | None:
@@ -114,7 +122,9 @@ class Asker:
         question = open_question(rec)
         if not self.modern or question is None:
             return None
-        return InputRequiredResult(input_requests={question["id"]: _request_of(question)})
+        return InputRequiredResult(
+            input_requests={question["id"]: _request_of(question)}, request_state=str(self.rounds + 1)
+        )
 
     def deliver(self, rec: JobRecord) -> Outstanding:
         """Put the job's question to the caller as a request related to this call, unless this connection has it
@@ -214,6 +224,12 @@ class Asker:
         table[question["id"]] = why[:MAX_REASON_CHARS]
         while len(table) > MAX_NOT_TAKEN:
             del table[next(iter(table))]
+
+
+def rounds_of(state: str | None) -> int:
+    """The questions a 2026-07-28 long-poll's earlier rounds asked, from the requestState its client echoes (ours, or
+    anything a client made up: read as none, or as many as it says, which only ends the long-poll sooner)."""
+    return int(state) if state is not None and 0 < len(state) <= 6 and state.isascii() and state.isdigit() else 0
 
 
 def not_taken(session: ServerSession, question_id: str | None) -> str | None:
