@@ -261,7 +261,7 @@ async def follow_task(
             if task.get("status") == "input_required" and answerer is not None:
                 requests = task.get("inputRequests") or {}
                 try:
-                    await answer_task(session, task_id, requests, answerer)
+                    await answer_task(session, task_id, requests, answerer, task)
                 except MCPError as exc:
                     if exc.code != INVALID_PARAMS:
                         raise
@@ -287,12 +287,42 @@ async def _cancel_task(session: ClientSession, task_id: str) -> None:
             log.debug("tasks/cancel of task %s failed: %s: %s", task_id, type(exc).__name__, exc)
 
 
-async def answer_task(session: ClientSession, task_id: str, requests: Mapping[str, Any], answerer: Answerer) -> None:
-    responses = {}
-    for key, request in requests.items():
-        responses[key] = await answerer.answer(str(request.get("method")), request.get("params") or {})
+async def answer_task(
+    session: ClientSession,
+    task_id: str,
+    requests: Mapping[str, Any],
+    answerer: Answerer,
+    task: Mapping[str, Any] | None = None,
+) -> None:
+    """Answer an `input_required` task's `requests` with tasks/update. While the answerer is asking, the task is
+    read at its pollIntervalMs (from `task`, the one that asked): once it asks something else (or nothing: the
+    question timed out, the job ended) the answerer is cancelled and nothing is sent."""
+    responses: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+
+        async def ask() -> None:
+            for key, request in requests.items():
+                responses[key] = await answerer.answer(str(request.get("method")), request.get("params") or {})
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(ask)
+        await _until_not_requested(session, task_id, set(requests), task or {})
+        tg.cancel_scope.cancel()
+    if len(responses) < len(requests):
+        return  # the task no longer asks them: read again, it says what it does now
     update = UpdateTaskRequest(params=UpdateTaskParams(task_id=task_id, input_responses=responses))
     await session.send_request(update, WireResult)
+
+
+async def _until_not_requested(session: ClientSession, task_id: str, keys: set[str], task: Mapping[str, Any]) -> None:
+    """Return once the task no longer asks `keys` (`input_required` with those `inputRequests`), reading it at
+    its pollIntervalMs."""
+    while True:
+        await anyio.sleep(interval_ms(task.get("pollIntervalMs")) / 1000)
+        request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
+        task = (await session.send_request(request, WireResult)).wire()
+        if task.get("status") != "input_required" or set(task.get("inputRequests") or {}) != keys:
+            return
 
 
 def _call_result(result: Mapping[str, Any]) -> CallToolResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from mcp_types import CreateMessageResult, TextContent
 
@@ -31,3 +32,25 @@ async def test_on_sample_returning_a_create_message_result_gives_the_job_its_wir
     async with connect_for(protocol) as client:
         result = await call_and_wait(client, "sample_keys", {}, on_sample=on_sample)
     assert result.content[0].text == "accept forty-two ['content', 'model', 'role', 'stopReason']"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_answerer_still_asking_when_the_question_times_out_is_cancelled(protocol: str) -> None:
+    """The job's question timed out (wait=3) and the job finished, but call_and_wait went on awaiting its
+    on_elicit (a person who had not answered yet) for as long as that took: the caller learned the job's end only
+    after answering a question nobody waited for. on_elicit is now cancelled once the job no longer asks, and
+    call_and_wait returns the job's result."""
+    cancelled = anyio.Event()
+
+    async def on_elicit(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        try:
+            await anyio.Event().wait()  # the person never answers
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    async with connect_for(protocol) as client:
+        with anyio.fail_after(30):
+            result = await call_and_wait(client, "confirm", {"wait": 3}, on_elicit=on_elicit)
+    assert result.content[0].text == "no answer: timeout"  # type: ignore[union-attr]
+    assert cancelled.is_set()
