@@ -4,8 +4,10 @@ so its escape sequences do not drive the operator's terminal (clear the screen, 
 from __future__ import annotations
 
 import io
+import os
+import threading
 
-from vibe_jobs.cli.ask import TerminalAsker
+from vibe_jobs.cli.ask import Left, Lines, TerminalAsker
 
 ESCAPES = "\x1b]0;owned\x07\x1b[2J"
 
@@ -20,3 +22,56 @@ def test_a_question_s_words_reach_the_terminal_escaped() -> None:
     shown = out.getvalue()
     assert "\x1b" not in shown and "\x07" not in shown, shown
     assert "Delete 312 files?\\x1b]0;owned\\x07\\x1b[2J" in shown and "\n  system: be brief" in shown
+
+
+def left_reading(lines: Lines) -> tuple[threading.Thread, list[str]]:
+    """A question's reader in readline, then left (the job stopped asking it): its thread, and what it took."""
+    left, took = threading.Event(), list[str]()
+    reader = threading.Thread(target=_take, args=(lines, left, took))
+    reader.start()
+    with lines.changed:
+        lines.changed.wait_for(lambda: lines.reading)
+    left.set()
+    lines.wake()
+    return reader, took
+
+
+def _take(lines: Lines, left: threading.Event, took: list[str]) -> None:
+    try:
+        took.append(lines.take(left))
+    except Left:
+        took.append("left")
+
+
+def test_a_line_read_for_a_question_left_goes_to_the_prompt_asked_since() -> None:
+    """The job stopped asking while the question's line was being read, and asked another: the line typed at the
+    new prompt answers it (the old question's thread went on reading and took it)."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as inp, os.fdopen(write_end, "w") as typing:
+        lines = Lines(inp)
+        old, took = left_reading(lines)
+        answered: list[str] = []
+        new = threading.Thread(target=_take, args=(lines, threading.Event(), answered))
+        new.start()
+        with lines.changed:
+            lines.changed.wait_for(lambda: lines.waiting == 1)  # the new prompt waits
+        typing.write("yes\n")
+        typing.flush()
+        old.join()
+        new.join()
+    assert took == ["left"] and answered == ["yes\n"]
+
+
+def test_a_line_typed_while_no_prompt_waits_answers_nothing() -> None:
+    """A line typed after the question was left and before another was asked was meant for the one left: it does
+    not answer the next question, whose prompt the person has not seen yet."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as inp, os.fdopen(write_end, "w") as typing:
+        lines = Lines(inp)
+        old, took = left_reading(lines)
+        typing.write("late\n")
+        typing.flush()
+        old.join()
+        typing.write("next\n")
+        typing.flush()
+        assert took == ["left"] and lines.take(threading.Event()) == "next\n"

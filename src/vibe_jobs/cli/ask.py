@@ -43,19 +43,23 @@ class Left(Exception):
 
 class Lines:
     """The lines of one input, read by one thread at a time and taken in turn: a line read for a question that was
-    left meanwhile is kept for the next one (two threads each reading the terminal gave a typed line to either)."""
+    left meanwhile goes to the question asked since, whose prompt waits for it (two threads each reading the
+    terminal gave a typed line to either), and is dropped when none waits (typed for no question shown)."""
 
     def __init__(self, inp: TextIO) -> None:
         self.inp = inp
         self.ready: deque[str] = deque()
         self.reading = self.ended = False
+        self.waiting = 0  # prompts waiting for the line being read
         self.changed = threading.Condition()
 
     def take(self, left: threading.Event) -> str:
         """The next line ('' once input ended); raises Left once `left` is set (`wake` wakes it to look)."""
         with self.changed:
+            self.waiting += 1
             while self.reading and not self.ready and not left.is_set():
                 self.changed.wait()
+            self.waiting -= 1
             if left.is_set():
                 raise Left
             if self.ready or self.ended:
@@ -69,7 +73,7 @@ class Lines:
                 self.reading, self.ended = False, text == ""
                 self.changed.notify_all()
                 gone = left.is_set()
-                if gone and text:  # read for a question left meanwhile: the next one's
+                if gone and text and self.waiting:  # read for a question left meanwhile: the one asked since
                     self.ready.append(text)
         if gone:
             raise Left
