@@ -298,20 +298,35 @@ async def answer_task(
     read at its pollIntervalMs (from `task`, the one that asked): once it asks something else (or nothing: the
     question timed out, the job ended) the answerer is cancelled and nothing is sent."""
     responses: dict[str, Any] = {}
-    async with anyio.create_task_group() as tg:
 
-        async def ask() -> None:
-            for key, request in requests.items():
-                responses[key] = await answerer.answer(str(request.get("method")), request.get("params") or {})
-            tg.cancel_scope.cancel()
+    async def ask() -> None:
+        for key, request in requests.items():
+            responses[key] = await answerer.answer(str(request.get("method")), request.get("params") or {})
 
-        tg.start_soon(ask)
-        await _until_not_requested(session, task_id, set(requests), task or {})
-        tg.cancel_scope.cancel()
+    await _while_asked(ask, _until_not_requested(session, task_id, set(requests), task or {}))
     if len(responses) < len(requests):
         return  # the task no longer asks them: read again, it says what it does now
     update = UpdateTaskRequest(params=UpdateTaskParams(task_id=task_id, input_responses=responses))
     await session.send_request(update, WireResult)
+
+
+async def _while_asked(ask: Callable[[], Awaitable[None]], moot: Awaitable[None]) -> None:
+    """Run `ask()` (the answerer) until it returns or `moot` does (the question is no longer asked: `ask` is
+    cancelled); an error of either is raised as it was, not in an exception group."""
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def asking() -> None:
+                await ask()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(asking)
+            await moot
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 async def _until_not_requested(session: ClientSession, task_id: str, keys: set[str], task: Mapping[str, Any]) -> None:
@@ -506,15 +521,11 @@ async def answer_job(
     method = _METHODS[question["kind"]]
     params = {k: v for k, v in question.items() if k not in ("requestId", "kind")}
     replies: list[dict[str, Any]] = []
-    async with anyio.create_task_group() as tg:
 
-        async def ask() -> None:
-            replies.append(await answerer.answer(method, params))
-            tg.cancel_scope.cancel()
+    async def ask() -> None:
+        replies.append(await answerer.answer(method, params))
 
-        tg.start_soon(ask)
-        await _until_not_asked(client, job_id, question.get("requestId"), last or {})
-        tg.cancel_scope.cancel()
+    await _while_asked(ask, _until_not_asked(client, job_id, question.get("requestId"), last or {}))
     if not replies:
         return NO_LONGER_ASKED
     reply = replies[0]

@@ -54,3 +54,16 @@ async def test_an_answerer_still_asking_when_the_question_times_out_is_cancelled
             result = await call_and_wait(client, "confirm", {"wait": 3}, on_elicit=on_elicit)
     assert result.content[0].text == "no answer: timeout"  # type: ignore[union-attr]
     assert cancelled.is_set()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_an_error_of_the_answerer_reaches_the_caller_as_raised(protocol: str) -> None:
+    """The answerer is asked beside a watch on the job: its error reaches call_and_wait's caller as it was raised,
+    not wrapped in an exception group."""
+
+    async def on_elicit(message: str, schema: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError("nobody at the keyboard")
+
+    async with connect_for(protocol) as client:
+        with anyio.fail_after(30), pytest.raises(LookupError, match="nobody at the keyboard"):
+            await call_and_wait(client, "confirm", {}, on_elicit=on_elicit)
