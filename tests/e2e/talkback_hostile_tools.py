@@ -104,3 +104,15 @@ async def ask_in_turn(job: JobContext, count: int = 12) -> str:
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     answers = [await job.elicit(f"Step {i + 1} of {count}: go on?", schema, timeout_seconds=30) for i in range(count)]
     return f"{sum(bool(a.content and a.content['ok']) for a in answers)} of {count} yes"
+
+
+@job_tool(description="Ask to pick any of 14,000 files (a multi-select with many choices), then report the picks")
+async def pick_many_files(job: JobContext) -> str:
+    choices = [f"file-{i:05d}.txt" for i in range(14_000)]
+    schema = {
+        "type": "object",
+        "properties": {"files": {"type": "array", "items": {"type": "string", "enum": choices}}},
+    }
+    answer = await job.elicit("Which files?", schema, timeout_seconds=60)
+    picks = (answer.content or {}).get("files") or []
+    return f"{len(picks)} picks of {', '.join(sorted(set(picks)))}"

@@ -59,9 +59,9 @@ async def test_a_large_wrong_answer_is_refused_in_an_answer_the_client_can_read(
 
 
 @asynccontextmanager
-async def hostile_tools_client(mode: str, **callbacks: Any) -> AsyncIterator[Client]:
+async def hostile_tools_client(mode: str, env: dict[str, str] | None = None, **callbacks: Any) -> AsyncIterator[Client]:
     """The real server over stdio with the job tools of `talkback_hostile_tools`."""
-    params = stdio_params()
+    params = stdio_params(env)
     params.args = ["tests.e2e.talkback_hostile_tools" if a == "tests.e2e.sample_tools" else a for a in params.args]
     with tempfile.TemporaryFile("w+") as errlog:
         transport = stdio_client(params, errlog=errlog)
@@ -168,3 +168,21 @@ async def test_a_job_asking_many_questions_in_turn_is_answered_on_the_long_poll(
     assert msg["status"] == "completed", msg
     assert msg["result"]["content"][0]["text"] == "12 of 12 yes"
     assert asked == [f"Step {i + 1} of 12: go on?" for i in range(12)]
+
+
+async def test_a_large_multi_select_answer_is_checked_without_holding_the_server() -> None:
+    """A multi-select's answer was checked value by value against the list of choices: 14,000 choices (a question
+    within its quarter of VIBE_JOBS_MAX_ANSWER_BYTES) and an answer of 55,000 picks (within the 1 MiB an answer may
+    be) took some 35 s on the event loop, every other call and job of the server (every principal's) held up
+    meanwhile. The choices are looked up as a set: the answer is taken at once."""
+    async with hostile_tools_client("legacy", {"VIBE_JOBS_MAX_PARAMS_BYTES": str(MIB)}) as client:
+        job_id = await start(client, "pick_many_files")
+        asked = (await until_waiting(client, job_id))["waitingFor"]
+        last = asked["requestedSchema"]["properties"]["files"]["items"]["enum"][-1]
+        with anyio.fail_after(10):
+            taken = await client.call_tool("answer-job", {"jobId": job_id, "answer": {"files": [last] * 55_000}})
+        assert not taken.is_error, taken
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                pass
+    assert msg["result"]["content"][0]["text"] == f"55000 picks of {last}", msg
