@@ -112,7 +112,7 @@ def test_the_line_typed_for_the_next_question_answers_it() -> None:
     second question is shown once asked and the line typed for it answers it."""
     person = Typing("two_questions", "--arg", "wait=1")
     try:
-        person.until_shown("The job asks: Keep a backup first?")
+        person.until_shown("The job asks: Keep a backup first?  (!decline declines)\n  Confirm (y/n): ")
         person.type("y\n")
         code, out = person.end()
     finally:

@@ -53,13 +53,18 @@ class Lines:
         self.waiting = 0  # prompts waiting for the line being read
         self.changed = threading.Condition()
 
-    def take(self, left: threading.Event) -> str:
-        """The next line ('' once input ended); raises Left once `left` is set (`wake` wakes it to look)."""
+    def take(self, left: threading.Event, prompt: Callable[[], object] | None = None) -> str:
+        """The next line ('' once input ended), after `prompt()` (shown once this waits: a line typed at it is this
+        one's); raises Left once `left` is set (`wake` wakes it to look)."""
         with self.changed:
             self.waiting += 1
-            while self.reading and not self.ready and not left.is_set():
-                self.changed.wait()
-            self.waiting -= 1
+            try:
+                if prompt is not None:
+                    prompt()
+                while self.reading and not self.ready and not left.is_set():
+                    self.changed.wait()
+            finally:
+                self.waiting -= 1
             if left.is_set():
                 raise Left
             if self.ready or self.ended:
@@ -100,18 +105,19 @@ class TerminalAsker:
         self.lines, self.left = lines_of(self.inp), threading.Event()
 
     async def on_elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return await self._asking(lambda: self.elicit(message, schema))
+        return await self._asking(lambda asker: asker.elicit(message, schema))
 
     async def on_sample(self, params: dict[str, Any]) -> dict[str, Any] | str:
-        return await self._asking(lambda: self.sample(params))
+        return await self._asking(lambda asker: asker.sample(params))
 
-    async def _asking(self, ask: Callable[[], T]) -> T:
-        """Run `ask` (it reads the terminal) in a thread; cancelled, the question is left: its thread takes no
-        further line, and the person is told."""
+    async def _asking(self, ask: Callable[[TerminalAsker], T]) -> T:
+        """Run `ask` (it reads the terminal) in a thread, with an asker of its own; cancelled, the question is
+        left: its thread takes no further line, and the person is told."""
+        asker = TerminalAsker(self.out, self.inp)  # its `left` is this question's alone
         try:
-            return await anyio.to_thread.run_sync(ask, abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(ask, asker, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
-            self.left.set()
+            asker.left.set()
             self.lines.wake()
             self.say("\n  (the job no longer waits for this answer)")
             raise
@@ -160,9 +166,11 @@ class TerminalAsker:
                 self.say(f"  {exc}")
 
     def line(self, prompt: str) -> str:
-        self.out.write(printable_lines(prompt))
-        self.out.flush()
-        text = self.lines.take(self.left)
+        def show() -> None:
+            self.out.write(printable_lines(prompt))
+            self.out.flush()
+
+        text = self.lines.take(self.left, show)
         if not text:
             raise Refused("cancel")
         if text.strip() == DECLINE:
