@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +121,19 @@ def test_the_line_typed_for_the_next_question_answers_it() -> None:
     assert code == 0, person.seen
     assert out.strip() == "first timeout None; second accept confirm=True"
     assert "refused" not in person.seen
+
+
+def test_ctrl_c_at_a_question_cancels_the_job_and_ends_the_call() -> None:
+    """Ctrl-C at the prompt of the job's question cancelled the job (stdin no terminal: no asking first), but the
+    call sat at the prompt of the question its job had withdrawn until the person typed a line; it now leaves the
+    prompt and ends as the job did."""
+    person = Typing("confirm")
+    try:
+        person.until_shown("Confirm (y/n): ")
+        person.proc.send_signal(signal.SIGINT)
+        person.until_shown("(confirm) cancelled")
+        code, _ = person.end()
+    finally:
+        person.proc.kill()
+    assert code == 1, person.seen
+    assert "(the job no longer waits for this answer)" in person.seen
