@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 import warnings
 from collections import Counter
@@ -16,6 +17,7 @@ import httpx2 as httpx
 import pytest
 from mcp import Client
 from mcp.client.session import IncomingMessage
+from mcp.client.sse import sse_client
 from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated
@@ -379,3 +381,74 @@ async def test_a_listen_stream_names_at_most_its_share_of_resources(
                     pass
             assert err.value.error.code == -32602, err.value.error
             assert f"at most {MAX_LISTEN_URIS} resources" in err.value.error.message
+
+
+class StuckSseClient:
+    """A legacy client of the SSE transport on a raw socket with a small receive buffer: it reads its stream only
+    until told what it asked for, then never again (a client that hung, or one that stops reading on purpose)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # set before connecting: a small window
+        self.sock.connect(("127.0.0.1", server.port))
+        self.sock.sendall(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+        self.seen, self.ids = b"", 0
+        path = self.read_until(b"session_id=", b"\n").split(b"data: ")[-1].strip().decode()
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30)
+        self.endpoint = path
+
+    def read_until(self, mark: bytes, end: bytes) -> bytes:
+        """The stream up to `end` after `mark`, read from the socket as far as needed (the rest stays buffered)."""
+        while mark not in self.seen or end not in self.seen.split(mark, 1)[1]:
+            self.seen += self.sock.recv(65536)
+        head, tail = self.seen.split(mark, 1)
+        rest, self.seen = tail.split(end, 1)
+        return head + mark + rest
+
+    async def post(self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False) -> int:
+        self.ids += 1
+        message = {"jsonrpc": "2.0", "method": method, **({} if notify else {"id": self.ids})}
+        response = await self.http.post(self.endpoint, json=message | ({"params": params} if params else {}))
+        assert response.status_code == 202, response.text
+        return self.ids
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Ask, and read the answer off the stream."""
+        request_id = await self.post(method, params)
+        line = self.read_until(f'"id":{request_id}'.encode(), b"\n")
+        return json.loads(line.split(b"data: ")[-1])
+
+    async def start(self) -> None:
+        info = {"name": "stuck", "version": "1"}
+        await self.call("initialize", {"protocolVersion": LEGACY_VERSION, "capabilities": {}, "clientInfo": info})
+        await self.post("notifications/initialized", notify=True)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_a_subscriber_that_stops_reading_holds_up_no_other_client() -> None:
+    """The hub told every legacy subscriber from one task, each send waiting up to 5 s: a client that subscribed to a
+    job reporting progress and then stopped reading its SSE stream (its socket full) cost 5 s per update of that
+    job, and every other client heard nothing of its own jobs (none in 20 s). Each connection is now told by a task
+    of its own, its pending updates coalesced: the stuck one holds up only itself."""
+    with start_http("sse") as server:
+        stuck = StuckSseClient(server)
+        try:
+            await stuck.start()
+            answer = await stuck.call("tools/call", {"name": "sleepy", "arguments": {"seconds": 60, "steps": 600}})
+            busy = answer["result"]["structuredContent"]["jobId"]
+            await stuck.call("resources/subscribe", {"uri": job_uri(busy)})
+            for _ in range(8):  # answers it never reads: a megabyte each (the URI asked for, echoed in the error)
+                await stuck.post("resources/read", {"uri": "job://" + "n" * 1_000_000})
+            watcher = Watcher()
+            with watcher.send, watcher.recv:
+                transport = sse_client(server.url)
+                async with Client(transport, mode="legacy", read_timeout_seconds=60, message_handler=watcher) as good:
+                    job_id = await start(good, "sleepy", {"seconds": 0.4, "steps": 2})
+                    async with subscribed(good, job_uri(job_id)):
+                        seen = await follow_updates(good, watcher, job_id)
+            assert seen[-1]["status"] == "completed", seen
+        finally:
+            stuck.close()
+            await stuck.http.aclose()

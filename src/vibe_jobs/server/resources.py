@@ -5,7 +5,10 @@ A client subscribed to `job://ID` hears of every state change and of progress (t
 `min_interval` per job, the last one always delivered), in both protocol eras: legacy `resources/subscribe`
 (answered by `session.send_resource_updated`) and 2026-07-28 `subscriptions/listen` streams (fed through the
 SubscriptionBus the hub hands the MCPServer at construction). One background task, started by the first
-subscriber, reads the manager's event bus and fans out; a finished job's final update is its last.
+subscriber, reads the manager's event bus and fans out; a finished job's final update is its last. It never waits on
+a client: a listen stream buffers its events (the SDK ends one whose backlog fills), and each connection's legacy
+updates go out from a task of its own (`_Outbox`), those waiting coalesced per URI, so a client that stops reading
+its stream holds up only itself.
 
 A legacy subscription outlives the request that made it, and a session's token may change meanwhile: the SDK binds
 a session to its principal, not to its scopes, so a refreshed token may have lost `admin`. An update goes to a
@@ -52,7 +55,6 @@ log = get_logger("vibe_jobs.resources")
 JOB_TEMPLATE = "job://{jobId}"
 JOB_PREFIX = "job://"
 OWN_SCHEMES = (JOB_PREFIX, "jobs://")  # the URIs of the server's own resources (a proxied upstream's may not take one)
-SEND_TIMEOUT = 5.0  # seconds for one legacy notification to one client
 # 2026-07-28 listen streams one principal may hold open (the SDK's cap, 1,024, is for all principals together), and
 # resource URIs one stream may name (a job URI is looked up when the stream opens; every URI is kept, and echoed in
 # the ack, while it is open)
@@ -93,6 +95,7 @@ class JobResourceHub:
         self._streams: Counter[str] = Counter()  # principal -> its open listen streams
         self._last_sent: dict[str, float] = {}
         self._due: dict[str, float] = {}  # uri -> when its held-back progress update goes out
+        self._outboxes: dict[object, _Outbox] = {}  # connection -> its legacy updates on their way
         self._running = False
 
     # -- subscribers -----------------------------------------------------------------------
@@ -123,11 +126,16 @@ class JobResourceHub:
         for uri in [u for u, sessions in self._sessions.items() if connection in sessions]:
             self._drop_session(uri, connection)
         self.recent.drop_session(connection)
+        outbox = self._outboxes.pop(connection, None)
+        if outbox is not None:  # its sender may wait on a write that will never finish
+            outbox.scope.cancel()
 
     def unsubscribe_session(self, uri: str, session: ServerSession) -> None:
         self._drop_session(uri, connection_of(session))
 
     def _drop_session(self, uri: str, connection: object) -> None:
+        if (outbox := self._outboxes.get(connection)) is not None:
+            outbox.pending.pop(uri, None)  # an update still waiting to go is not told once it has unsubscribed
         if uri == RECENT_URI:
             self.recent.drop_session(connection)
             return
@@ -241,7 +249,7 @@ class JobResourceHub:
             self._last_sent[uri] = now
             await self._send(uri)
         for key, session in (await self.recent.flush(now)).items():
-            await self._tell(RECENT_URI, key, session)
+            self._post(RECENT_URI, key, session, None)
 
     def _forget(self, uri: str) -> None:
         self._due.pop(uri, None)
@@ -251,28 +259,62 @@ class JobResourceHub:
 
     async def _send(self, uri: str) -> None:
         if self._listening[uri] > 0:
-            await self.bus.publish(ResourceUpdated(uri=uri))
+            await self.bus.publish(ResourceUpdated(uri=uri))  # listen streams buffer it: never waits on a client
         owner = self._owners.get(uri)
         for key, session in list(self._sessions.get(uri, {}).items()):
-            viewer = latest_viewer(session)
-            if owner is not None and viewer is not None and not viewer.sees(owner) and _lapsed(session, owner):
-                continue  # withheld, not withdrawn: its next request may show a refreshed token that reads it
-            if owner is None or (viewer is not None and not viewer.sees(owner)):
-                log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
-                self._drop_session(uri, key)
-                continue
-            await self._tell(uri, key, session)
+            self._post(uri, key, session, owner)
+
+    def _post(self, uri: str, key: object, session: ServerSession, owner: str | None) -> None:
+        """Queue an update of `uri` (of a job of `owner`; None: `jobs://recent`) for the connection `key`, told by
+        a task of its own: one client that stops reading holds up only itself."""
+        outbox = self._outboxes.get(key)
+        if outbox is None:
+            outbox = self._outboxes[key] = _Outbox(session)
+            self.manager.task_group.start_soon(self._deliver, key, outbox)
+        outbox.session = session
+        outbox.pending.setdefault(uri, owner)  # already waiting: that one, sent after this change, tells of it too
+
+    async def _deliver(self, key: object, outbox: _Outbox) -> None:
+        """Tell one connection its pending updates, oldest first, until none is left."""
+        with outbox.scope:
+            while outbox.pending:
+                uri = next(iter(outbox.pending))
+                owner = outbox.pending.pop(uri)
+                if uri == RECENT_URI or self._may_tell(uri, key, outbox.session, owner):
+                    await self._tell(uri, key, outbox.session)
+        if self._outboxes.get(key) is outbox:
+            del self._outboxes[key]
+
+    def _may_tell(self, uri: str, key: object, session: ServerSession, owner: str | None) -> bool:
+        """Whether `session` may hear of `uri` now (its latest request's viewer sees `owner`); a subscription it
+        may no longer read ends."""
+        viewer = latest_viewer(session)
+        if owner is not None and viewer is not None and not viewer.sees(owner) and _lapsed(session, owner):
+            return False  # withheld, not withdrawn: its next request may show a refreshed token that reads it
+        if owner is None or (viewer is not None and not viewer.sees(owner)):
+            log.info("resources.subscription_withdrawn", uri=uri, why="the session's token no longer reads it")
+            self._drop_session(uri, key)
+            return False
+        return True
 
     async def _tell(self, uri: str, key: object, session: ServerSession) -> None:
-        """Send one legacy update; a session it cannot reach loses its subscription to `uri`."""
-        with anyio.move_on_after(SEND_TIMEOUT) as scope:  # a stuck client must not hold up the others
-            try:
-                await session.send_resource_updated(uri)
-            except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
-                log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
-                self._drop_session(uri, key)
-        if scope.cancelled_caught:
-            log.warning("resources.send_timeout", uri=uri)
+        """Send one legacy update, waiting as long as the client's connection takes; a session it cannot reach
+        loses its subscription to `uri`."""
+        try:
+            await session.send_resource_updated(uri)
+        except Exception as exc:  # the SDK drops sends on closed connections; anything else: forget it
+            log.info("resources.subscriber_dropped", uri=uri, error=repr(exc))
+            self._drop_session(uri, key)
+
+
+class _Outbox:
+    """One connection's legacy updates on their way: each URI changed since it was last told, once, oldest first
+    (bounded by what it subscribed to), and the latest session to tell them on."""
+
+    def __init__(self, session: ServerSession) -> None:
+        self.session = session
+        self.pending: dict[str, str | None] = {}  # uri -> its job's principal (None: jobs://recent)
+        self.scope = anyio.CancelScope()  # cancelled when the connection closes
 
 
 def _check_listen(uris: int, open_streams: int) -> None:
