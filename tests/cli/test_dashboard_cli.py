@@ -25,6 +25,7 @@ from vibe_jobs.cli import main
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.redact import MASK
+from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -573,3 +574,48 @@ def test_a_job_page_shows_a_large_result_in_part_not_whole(tmp_path: Path) -> No
     assert "line 0000000 of a large result" in page.text and "line 0009999" not in page.text
     assert "shown in part" in page.text and f"vibe-jobs jobs show {job_id}" in page.text
     assert listing.status_code == 200 and "of a large result" not in listing.text and job_id in listing.text
+
+
+async def _fired_schedules(url: str, count: int) -> str:
+    """`count` schedules (an hour apart) that each fired one job, the same one; its id."""
+    async with JobManager(open_store(url)) as m:
+        job_id = await m.create_job("demo", {"n": 1})
+        now = m.now()
+        store: Any = m.store
+        for i in range(count):
+            hourly = ScheduleRecord(
+                f"s{i:04d}", "demo", {}, None, 3600.0, "UTC", None, None, False, "run_once", 10, "allow", "medium",
+                None, now, now + 3_600_000, now + i, now + i, last_job_id=job_id,
+            )  # fmt: skip
+            await store.insert_schedule(hourly)
+        return job_id
+
+
+def store_gets(http: httpx.Client) -> int:
+    """The store's `get` calls so far (/metrics), the one read each shown schedule's last job cost."""
+    found = re.search(r'^vibe_jobs_store_operation_seconds_count\{op="get"\} (\S+)$', http.get("/metrics").text, re.M)
+    return 0 if found is None else int(float(found.group(1)))
+
+
+def test_a_store_of_many_schedules_costs_a_job_page_none_and_the_jobs_page_one_page_of_them(tmp_path: Path) -> None:
+    """Every page (a job's, a form post, an error page) listed every schedule of the store and read the job each
+    fired last, one store read a schedule: one principal's default quota (1,000) made each page view ~1,000
+    reads (150 ms on SQLite). A job page reads no schedule; the jobs page shows the first SHOWN_SCHEDULES of
+    them (the last jobs of those only) and says how many more there are."""
+    from vibe_jobs.server.http.dashboard import SHOWN_SCHEDULES
+
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    job_id = anyio.run(_fired_schedules, url, SHOWN_SCHEDULES + 70)
+    with dashboard(url) as base, httpx.Client(base_url=base) as http:
+        before = store_gets(http)
+        assert http.get(f"/jobs/{job_id}").status_code == 200
+        assert http.get("/jobs/" + "0" * 32).status_code == 404
+        after_job_pages = store_gets(http)
+        listing = http.get("/")
+        after_listing = store_gets(http)
+    assert after_job_pages - before == 2, (before, after_job_pages)  # the two jobs asked for, nothing else
+    assert listing.status_code == 200
+    shown = re.findall(r'<tr data-schedule="(s\d{4})">', listing.text)
+    assert shown == [f"s{i:04d}" for i in range(SHOWN_SCHEDULES)], shown
+    assert "70 more schedules" in listing.text and "vibe-jobs schedules list" in listing.text
+    assert after_listing - after_job_pages <= SHOWN_SCHEDULES + 1, (after_job_pages, after_listing)

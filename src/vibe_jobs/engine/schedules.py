@@ -9,7 +9,7 @@ fires them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -106,14 +106,18 @@ class Schedules:
             raise ScheduleNotFound(schedule_id)
         return rec
 
-    async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
-        """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
+    async def described(self, records: Iterable[ScheduleRecord]) -> list[Schedule]:
+        """`records` as clients see them, with the status of the job each fired last (one store read each)."""
         out = []
-        only = viewer.scope if viewer is not None else None  # the viewer's own (an admin's: None, every one)
-        for rec in await self.store.list_schedules(only):
+        for rec in records:
             job = await self.m.store.get(rec.last_job_id) if rec.last_job_id else None
             out.append(Schedule.from_record(rec, job.status.value if job is not None else None))
         return out
+
+    async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
+        """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
+        only = viewer.scope if viewer is not None else None  # the viewer's own (an admin's: None, every one)
+        return await self.described(await self.store.list_schedules(only))
 
     async def pause(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
         await self.get(schedule_id, viewer)

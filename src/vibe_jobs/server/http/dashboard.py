@@ -27,6 +27,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.metrics import Statistics, job_metrics
 from vibe_jobs.models import Job, JobRecord
 from vibe_jobs.results import within_answer
+from vibe_jobs.schedules import Schedule
 from vibe_jobs.server.http import pages
 from vibe_jobs.server.http.guard import CSRF_COOKIE, CSRF_FIELD, Guard, Refused, check_origin
 from vibe_jobs.server.http.health import healthz, readyz_endpoint
@@ -38,6 +39,9 @@ from vibe_jobs.store.base import ScheduleStore
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
+# the schedules the jobs page shows (oldest first), each with its last job's status (a store read each): one
+# principal may keep 1,000 (VIBE_JOBS_QUOTA_SCHEDULES) and every page listed them all; the rest are counted
+SHOWN_SCHEDULES = 50
 # Every page: never inside another site's frame (its buttons cancel and retry jobs: a framed page could be
 # clicked through), its type as said, and no job URL (ids) in a Referer to another site ("no-referrer" would also
 # make the browser send `Origin: null` with the page's own form posts, which the same-origin check refuses); never
@@ -121,13 +125,19 @@ class Dashboard:
         if self._stats_cache is not None and now - self._stats_at < STATS_TTL_SECONDS:
             return self._stats_cache
         try:
-            stats = await self.m.statistics()
-            if isinstance(self.m.store, ScheduleStore):
-                stats = stats.model_copy(update={"schedules": await Schedules(self.m, {}).list()})
-            self._stats_cache, self._stats_at = stats, now
+            self._stats_cache, self._stats_at = await self.m.statistics(), now
         except JobError:
             return None  # the store is down: pages say so through their own errors, /readyz says why
         return self._stats_cache
+
+    async def _schedules(self) -> tuple[list[Schedule], int]:
+        """The jobs page's schedules: the first SHOWN_SCHEDULES with their last outcome, and how many more."""
+        store = self.m.store
+        if not isinstance(store, ScheduleStore):
+            return [], 0
+        records = await store.list_schedules()
+        shown = await Schedules(self.m, {}).described(records[:SHOWN_SCHEDULES])
+        return shown, len(records) - len(shown)
 
     async def jobs(self, request: Request, view: pages.View) -> Response:
         q = request.query_params
@@ -138,7 +148,11 @@ class Dashboard:
         cursor = q.get("cursor") or None
         page = await self.m.list_jobs(status, tool, PAGE_SIZE, cursor, with_result=False)
         known = {*self.tools, *(view.stats.by_tool if view.stats else {})}
-        return HTMLResponse(pages.jobs_page(page, view, status, tool, known, first=cursor is None))
+        try:
+            schedules = await self._schedules()
+        except JobError:
+            schedules = [], 0  # the store is down: the jobs read above worked, the banner says why
+        return HTMLResponse(pages.jobs_page(page, view, status, tool, known, first=cursor is None, schedules=schedules))
 
     async def job(self, request: Request, view: pages.View) -> Response:
         job_id = request.path_params["jobId"]

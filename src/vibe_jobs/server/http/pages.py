@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from vibe_jobs.manager import JobPage
 from vibe_jobs.metrics import Statistics
 from vibe_jobs.models import Job, JobMetrics
+from vibe_jobs.schedules import Schedule
 from vibe_jobs.states import JobStatus
 
 STATUSES = [s.value for s in JobStatus]
@@ -131,9 +132,16 @@ def filters(status: str | None, tool: str | None, tools: Iterable[str]) -> str:
 
 
 def jobs_page(
-    page: JobPage, view: View, status: str | None, tool: str | None, tools: Iterable[str], first: bool = True
+    page: JobPage,
+    view: View,
+    status: str | None,
+    tool: str | None,
+    tools: Iterable[str],
+    first: bool = True,
+    schedules: tuple[Sequence[Schedule], int] = ((), 0),
 ) -> str:
-    """`first`: the newest page (no cursor), the only one a new job belongs on; unfiltered, the script adds it live."""
+    """`first`: the newest page (no cursor), the only one a new job belongs on; unfiltered, the script adds it live.
+    `schedules`: those shown, and how many more the store keeps."""
     rows = "".join(job_row(j, view.now) for j in page.jobs) or '<tr class="empty"><td colspan="6">no jobs</td></tr>'
     more = ""
     if page.next_cursor:
@@ -141,7 +149,7 @@ def jobs_page(
         more = f'<p><a class="next" rel="next" href="/?{e(query)}">Older jobs →</a></p>'
     live = "1" if first and not status and not tool else "0"
     body = (
-        f"<h1>Jobs</h1>{summary(view.stats)}{schedules_table(view.stats)}{learned_table(view.learned)}"
+        f"<h1>Jobs</h1>{summary(view.stats)}{schedules_table(*schedules)}{learned_table(view.learned)}"
         f"{filters(status, tool, tools)}"
         f'<table id="jobs" data-live-insert="{live}"><caption class="sr">Jobs, newest first</caption><thead><tr>'
         '<th scope="col">Status</th><th scope="col">Tool</th><th scope="col">Priority</th>'
@@ -151,21 +159,23 @@ def jobs_page(
     return layout("Jobs", body, view)
 
 
-def schedules_table(stats: Statistics | None) -> str:
-    """The schedules, with their last and next firing and the outcome of the job each fired last."""
-    if stats is None or not stats.schedules:
+def schedules_table(schedules: Sequence[Schedule], more: int = 0) -> str:
+    """The schedules, with their last and next firing and the outcome of the job each fired last; `more`: those
+    left out."""
+    if not schedules:
         return ""
     rows = "".join(
         f'<tr data-schedule="{e(s.schedule_id)}"><td>{e(s.schedule_id)}</td><td>{e(s.tool)}</td>'
         f"<td>{e(s.timing_text())}{' (paused)' if s.paused else ''}</td>"
         f"<td>{e(when(s.last_fired_at))}</td><td>{e(s.last_outcome)}</td><td>{e(when(s.next_fire_at))}</td></tr>"
-        for s in stats.schedules
+        for s in schedules
     )
+    rest = f"<p>and {more:,} more schedules: <code>vibe-jobs schedules list</code></p>" if more else ""
     return (
         '<details class="schedules" open><summary>Schedules</summary><table id="schedules"><thead><tr>'
         '<th scope="col">Schedule</th><th scope="col">Tool</th><th scope="col">When</th>'
         '<th scope="col">Last fired</th><th scope="col">Last outcome</th><th scope="col">Next</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table></details>"
+        f"</tr></thead><tbody>{rows}</tbody></table>{rest}</details>"
     )
 
 
