@@ -1173,15 +1173,22 @@ class JobManager:
         viewer: Viewer | None = None,
         *,
         with_result: bool = True,
+        with_params: bool = True,
     ) -> JobPage:
         """Jobs newest first (only `viewer`'s, when given), `limit` a page; pass `next_cursor` back for the next.
         `with_result=False`: the jobs' results are not read (each `result` is None), for lists that do not show
-        them."""
+        them; `with_params=False` likewise their params (each {})."""
         if not 1 <= limit <= 500:
             raise InvalidParams(f"limit must be between 1 and 500, got {limit}")
         scope = viewer.scope if viewer is not None else None
         query = JobQuery(
-            JobStatus(status) if status else None, tool_name, limit + 1, _decode_cursor(cursor), scope, with_result
+            JobStatus(status) if status else None,
+            tool_name,
+            limit + 1,
+            _decode_cursor(cursor),
+            scope,
+            with_result,
+            with_params,
         )
         try:
             records = await self.store.query(query)

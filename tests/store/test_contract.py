@@ -323,6 +323,21 @@ async def test_a_query_without_results_leaves_them_out_and_keeps_the_jobs_whole(
     assert done is not None and done.result == result
 
 
+async def test_a_query_without_params_leaves_them_out_and_keeps_the_jobs_whole(store: JobStore) -> None:
+    """`with_params=False`, for lists that show no arguments (the dashboard's 50 newest jobs, of up to 1 MiB of
+    arguments each, were up to 50 MiB to read for a page that shows none): every other field as stored, the
+    params {}; such a view is never the base of a job's next version, so the job keeps its params."""
+    params = {"blob": "x" * 100_000}
+    await insert_all(store, [full_record(), record("big", created_at=2_000_000_000_000, params=params)])
+    views = await store.query(JobQuery(with_result=False, with_params=False))
+    whole = await store.query(JobQuery())
+    assert [v.id for v in views] == ["big", "job-full"] == [w.id for w in whole]
+    assert views == [replace(w, params={}, result=None) for w in whole]
+    changed = await store.update("big", {"progress_message": "later"})
+    assert changed is not None and changed.params == params
+    assert [v.params for v in await store.query(JobQuery(with_params=False))] == [{}, {}]
+
+
 async def test_before_cursor_pages_are_stable(store: JobStore) -> None:
     # several jobs share a millisecond and are inserted out of id order: the cursor must still
     # give each job exactly once, in (created_at, id) descending order

@@ -177,6 +177,9 @@ class JobQuery:
     # with results of up to max_result_bytes each is gigabytes to read and decode). Such a record is a view
     # for showing: a store never builds a job's next version from it.
     with_result: bool = True
+    # False: each record's `params` is {}, not read (a list that shows no arguments: the dashboard's, whose 50 jobs
+    # of up to max_params_bytes each were up to 50 MiB to read and decode for a page that shows none of them)
+    with_params: bool = True
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from json.scanner import make_scanner
 from operator import attrgetter
@@ -56,10 +57,24 @@ ACTIVE_BY_PRINCIPAL = [
 DEDUPE_CONFLICT = f" ON CONFLICT (dedupe_key) WHERE {_ACTIVE_KEY} DO NOTHING"
 
 
-def select_list(with_result: bool = True, table: str = "") -> str:
+def select_list(with_result: bool = True, table: str = "", with_params: bool = True) -> str:
     """The columns a SELECT of whole records names (`table.`-qualified when given); without the result,
-    NULL in its place (the row still decodes positionally, its `result` None)."""
-    return ", ".join("NULL" if c == "result" and not with_result else f"{table}{c}" for c in COLUMNS)
+    NULL in its place (the row still decodes positionally, its `result` None); without the params, `'{}'`."""
+    left_out = {c: v for c, v, out in (("result", "NULL", not with_result), ("params", "'{}'", not with_params)) if out}
+    return ", ".join(left_out.get(c) or f"{table}{c}" for c in COLUMNS)
+
+
+WHOLE = select_list()  # every column
+
+
+def columns_of(query: JobQuery) -> str:
+    """The columns a `query` reads (`select_list`): whole records, or views without results or params."""
+    return _columns(query.with_result, query.with_params)
+
+
+@lru_cache(maxsize=4)
+def _columns(with_result: bool, with_params: bool) -> str:
+    return select_list(with_result, with_params=with_params)
 
 
 def _unserialisable(value: Any) -> Any:

@@ -31,7 +31,6 @@ from vibe_jobs.store.base import (
 )
 
 COMPACT_STEP = 50_000  # keys of the paging order looked at per `delete_finished` batch (about 25 ms at most)
-_NO_RESULT = {"result": None}  # a query's view without results (`JobQuery.with_result`)
 
 # `update`'s record builder by the fields a change sets, each shape checked once (`check_updatable`)
 _UPDATES: dict[tuple[str, ...], RecordBuilder] = {}
@@ -136,7 +135,7 @@ class MemoryStore:
                 continue
             if query.principal is not None and rec.principal != query.principal:
                 continue
-            out.append(rec if query.with_result or rec.result is None else rec.changed(_NO_RESULT, bump=False))
+            out.append(_view(rec, query))
             if len(out) >= query.limit:
                 break
         return out
@@ -441,3 +440,11 @@ class _ByStatus:
 
     def removed(self, rec: JobRecord) -> None:
         del self.ids[rec.status][rec.id]
+
+
+def _view(rec: JobRecord, query: JobQuery) -> JobRecord:
+    """`rec` as `query` reads it: without its result, or its params, when the query leaves them out."""
+    left_out: dict[str, Any] = {} if query.with_result or rec.result is None else {"result": None}
+    if not query.with_params and rec.params:
+        left_out["params"] = {}
+    return rec.changed(left_out, bump=False) if left_out else rec

@@ -146,7 +146,7 @@ class Dashboard:
         if status is not None and status not in pages.STATUSES:
             raise InvalidParams(f"status must be one of {', '.join(pages.STATUSES)}, not {status!r}")
         cursor = q.get("cursor") or None
-        page = await self.m.list_jobs(status, tool, PAGE_SIZE, cursor, with_result=False)
+        page = await self.m.list_jobs(status, tool, PAGE_SIZE, cursor, with_result=False, with_params=False)
         known = {*self.tools, *(view.stats.by_tool if view.stats else {})}
         try:
             schedules = await self._schedules()

@@ -113,7 +113,7 @@ class StoreWatch:
 
     async def _records(self) -> list[JobRecord]:
         if self.job_id is None:
-            return await self.m.store.query(JobQuery(limit=WATCH_ROWS, with_result=False))
+            return await self.m.store.query(JobQuery(limit=WATCH_ROWS, with_result=False, with_params=False))
         if self.done:
             return []
         rec = await self.m.store.get(self.job_id)

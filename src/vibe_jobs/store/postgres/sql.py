@@ -28,7 +28,7 @@ from vibe_jobs.models import JobRecord, ResourceRequirements
 from vibe_jobs.states import JobStatus
 from vibe_jobs.store import codec
 from vibe_jobs.store.base import CANCELLED_WITHOUT_RUN_SQL, WAITS_SINCE_SQL, ClaimLimits
-from vibe_jobs.store.codec import COLUMNS, select_list
+from vibe_jobs.store.codec import COLUMNS, WHOLE, select_list
 from vibe_jobs.store.postgres.schema import ACTIVE_SQL, FINAL_SQL, NOW_MS, unmet
 
 DEFAULT_NEEDS = ResourceRequirements()
@@ -355,7 +355,7 @@ def update_many_sql(keys: tuple[str, ...], by_version: bool, by_attempt: bool, b
 
 
 @lru_cache(maxsize=64)
-def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True) -> str:
+def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = False, columns: str = WHOLE) -> str:
     """Newest first; parameters in the order `codec.query_args` gives them."""
     where: list[str] = []
     conds = (
@@ -368,7 +368,7 @@ def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = 
         if on:
             where.append(cond)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    sql = f"SELECT {select_list(with_result)} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT $?"
+    sql = f"SELECT {columns} FROM jobs{clause} ORDER BY created_at DESC, id DESC LIMIT $?"
     parts = sql.split("$?")
     return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
 

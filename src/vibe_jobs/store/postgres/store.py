@@ -503,7 +503,7 @@ class PostgresStore(SharedJobStore):
             query.tool_name is not None,
             query.before is not None,
             query.principal is not None,
-            query.with_result,
+            codec.columns_of(query),
         )
         return await self._records(text, *codec.query_args(query))
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from vibe_jobs.states import ACTIVE, JobStatus
-from vibe_jobs.store.codec import COLUMNS, DEDUPE_CONFLICT, select_list, status_text
+from vibe_jobs.store.codec import COLUMNS, DEDUPE_CONFLICT, WHOLE, select_list, status_text
 from vibe_jobs.store.sqlite.schema import ACTIVE_SQL, FINAL_SQL
 
 SELECT = f"SELECT {select_list()} FROM jobs"
@@ -41,11 +41,11 @@ def guard_values(
 
 @lru_cache(maxsize=64)
 def query_sql(
-    status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False, with_result: bool = True
+    status: JobStatus | None, by_tool: bool, paged: bool, by_principal: bool = False, columns: str = WHOLE
 ) -> str:
     """Newest first; the status filter repeats its partial index's condition so SQLite uses it.
     Parameters in the order `codec.query_args` gives them."""
-    select = f"SELECT {select_list(with_result)} FROM jobs"
+    select = f"SELECT {columns} FROM jobs"
     if status is not None and status in ACTIVE and not by_principal:
         return _query_sql(f"{select} INDEXED BY jobs_active", ["status = ?", ACTIVE_SQL], by_tool, paged, by_principal)
     where = [] if status is None else ["status = ?", ACTIVE_SQL if status in ACTIVE else FINAL_SQL]

@@ -480,11 +480,12 @@ class SQLiteStore:
 
     async def query(self, query: JobQuery) -> list[JobRecord]:
         by_principal = query.principal is not None
+        whole = query.with_result and query.with_params
         text = sql.query_sql(
-            query.status, query.tool_name is not None, query.before is not None, by_principal, query.with_result
+            query.status, query.tool_name is not None, query.before is not None, by_principal, codec.columns_of(query)
         )
         rows = await self._run(statement(text, False), codec.query_args(query), ALL)
-        return self._decoded(rows) if query.with_result else [codec.decode(row) for row in rows]  # views: not kept
+        return self._decoded(rows) if whole else [codec.decode(row) for row in rows]  # views: not kept
 
     async def find_active(self, dedupe_key: str) -> JobRecord | None:
         found = self._decoded(await self._run(_S["find_active"], (dedupe_key,), ALL))
