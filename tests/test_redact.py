@@ -93,7 +93,10 @@ def test_the_pattern_is_configurable() -> None:
         ("postgresql://app:/Pw5ecret+x=@db/jobs", "postgresql://app:***@db/jobs"),
         ("postgresql://app:123/Pw5ecret@db/jobs?password=p&x=1", "postgresql://app:***@db/jobs?password=***&x=1"),
         ("https://host:8000/@scope/pkg", "https://host:***@scope/pkg"),  # as in free text: more hidden than less
-        ("https://host:8000/x?email=a@b.c", "https://host:8000/x?email=a@b.c"),  # not past a query
+        ("postgresql://app:/Sup3r?Pw@db/jobs", "postgresql://app:***@db/jobs"),  # and a '?' or '#' in it
+        ("postgresql://app:12/Sup3r#Pw@db:5432/jobs", "postgresql://app:***@db:5432/jobs"),
+        ("https://host:8000/x?email=a@b.c", "https://host:***@b.c"),  # one URL: more hidden than less
+        ("https://host/x?email=a@b.c", "https://host/x?email=a@b.c"),  # no 'user:': no password
         ("https://u@host:8000/@scope/pkg", "https://u@host:8000/@scope/pkg"),  # a user without a password
         ("sqlite:///home/u/C:/a@b.db", "sqlite:///home/u/C:/a@b.db"),
     ],

@@ -164,17 +164,13 @@ def redact_url(url: str) -> str:
 def _misread_userinfo(url: str, parts: SplitResult) -> str | None:
     """`url` with its password as `***` when urlsplit read none where one is: given without the scheme
     (`app:pw@host:8000/mcp`: `app` read as the scheme, the rest as a path), with one slash (`http:/app:pw@host`), or
-    holding a `/`, `?`, `#` or `@` unescaped (a base64 one: `https://app:ab/cd@host` read `ab` as the port). Then the
-    host is not read, or its port is no number: the user is up to the first `:`, the password up to the last `@`
-    (more hidden than less). Where the port is read (empty, or digits: a password starting `/` or `123/`), the rule
-    for free text decides (an `@` in the path after a port hides it: `https://host:8000/@scope`). None for a URL
-    without a `user:` or an `@`."""
+    holding a `/`, `?`, `#` or `@` unescaped (a base64 one: `https://app:ab/cd@host` read `ab` as the port;
+    `https://app:/cd?e@host`, `https://app:12/cd@host` an empty port, or 12). Then the user is up to the first `:`,
+    the password up to the last `@` (more hidden than less: `https://host:8000/@scope` loses its port, as in free
+    text). None for a URL without a `user:` or an `@`, or whose userinfo urlsplit read (an `@` in its host part)."""
     at = url.rfind("@")
-    if at < 0:
+    if at < 0 or "@" in parts.netloc:
         return None
-    if parts.netloc and _port_read(parts):
-        masked = _mask_userinfo(url)
-        return None if masked == url else redact_url(masked)
     start = authority.end() if (authority := _AUTHORITY.match(url)) is not None else 0
     colon = url.find(":", start, at)
     if colon < 0 or url.startswith("/", start):  # no password; a path (`sqlite:///C:/a@b.db`)
@@ -187,21 +183,14 @@ PASSWORD_UNESCAPED = "a password holding '/', '?', '#' or '@' is written %2F, %3
 
 
 def password_misread(url: str) -> bool:
-    """Whether urlsplit read the start of `url`'s password as its port (`https://app:ab/cd@host`: the password holds
-    a '/', '?' or '#' unescaped): an error about that port would be about the password."""
+    """Whether urlsplit read the start of `url`'s password as its port or path (`https://app:ab/cd@host`: the
+    password holds a '/', '?' or '#' unescaped), or may have (`https://host:8000/a@b`: an '@' after the host is the
+    password's end or the path's): an error about that port or host would be about the password."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return False
     return bool(parts.netloc) and not parts.password and _misread_userinfo(url, parts) is not None
-
-
-def _port_read(parts: SplitResult) -> bool:
-    try:
-        parts.port  # noqa: B018 - read for its ValueError
-    except ValueError:
-        return False
-    return True
 
 
 def _redact_query(query: str) -> str:

@@ -215,7 +215,7 @@ def test_a_postgresql_url_whose_port_is_no_port_is_one_line_naming_it(command: s
     assert "Sup3rSecretPw" not in done.stderr and "app:***@127.0.0.1" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("start", ["Sup3rSecretPw/", "/", "123/"])
+@pytest.mark.parametrize("start", ["Sup3rSecretPw/", "/", "123/", "/a?b#"])
 @pytest.mark.parametrize("command", ["serve", "jobs list"])
 def test_a_postgresql_url_whose_password_holds_a_slash_is_refused_without_showing_it(command: str, start: str) -> None:
     """A password holding '/' (base64) unescaped: urlsplit reads its start as the port, which the refusal quoted

@@ -109,7 +109,10 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"a PostgreSQL store URL looks like postgresql://user@host/db, not {redact_url(url)!r}")
     if password_misread(url):  # its start read as a port (`app:ab/cd@`, `app:12/cd@`, `app:/cd@`): not shown
-        raise ConfigError(f"the store URL's host is not read ({PASSWORD_UNESCAPED}): {redact_url(url)!r}")
+        raise ConfigError(
+            f"the store URL's host is not read ({PASSWORD_UNESCAPED}; an '@' in the database name or a parameter,"
+            f" %40): {redact_url(url)!r}"
+        )
     _check_ports(parts.netloc, url)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours: dict[str, str] = {}
