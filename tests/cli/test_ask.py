@@ -75,3 +75,27 @@ def test_a_line_typed_while_no_prompt_waits_answers_nothing() -> None:
         typing.write("next\n")
         typing.flush()
         assert took == ["left"] and lines.take(threading.Event()) == "next\n"
+
+
+def test_a_line_kept_for_a_question_left_before_it_took_it_answers_nothing() -> None:
+    """The line read for a left question was kept for the prompt asked since, and that question was left too before
+    it took the line (review helper-155): the line stayed, and answered the question asked after, at once, though
+    the person typed it for one no longer asked."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as inp, os.fdopen(write_end, "w") as typing:
+        lines = Lines(inp)
+        old, took = left_reading(lines)
+        second, answered = threading.Event(), list[str]()
+        new = threading.Thread(target=_take, args=(lines, second, answered))
+        new.start()
+        with lines.changed:
+            lines.changed.wait_for(lambda: lines.waiting == 1)  # the second prompt waits
+        second.set()  # left, not woken: it looks again when the line read for the first is handed over
+        typing.write("for the second\n")
+        typing.flush()
+        old.join()
+        new.join()
+        typing.write("for the third\n")
+        typing.flush()
+        assert took == ["left"] and answered == ["left"]
+        assert lines.take(threading.Event()) == "for the third\n"

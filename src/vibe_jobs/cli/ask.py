@@ -66,6 +66,8 @@ class Lines:
             finally:
                 self.waiting -= 1
             if left.is_set():
+                if not self.waiting:  # a line kept for this prompt, left before it took it: typed for none shown
+                    self.ready.clear()
                 raise Left
             if self.ready or self.ended:
                 return self.ready.popleft() if self.ready else ""

@@ -269,8 +269,9 @@ class JobResourceHub:
         a task of its own: one client that stops reading holds up only itself."""
         outbox = self._outboxes.get(key)
         if outbox is None:
-            outbox = self._outboxes[key] = _Outbox(session)
-            self.manager.task_group.start_soon(self._deliver, key, outbox)
+            outbox = _Outbox(session)
+            self.manager.task_group.start_soon(self._deliver, key, outbox)  # first: refused at shutdown, none kept
+            self._outboxes[key] = outbox
         outbox.session = session
         outbox.pending.setdefault(uri, owner)  # already waiting: that one, sent after this change, tells of it too
 
