@@ -206,6 +206,8 @@ class JobContext:
         self, request: dict[str, Any], timeout_seconds: float | None, check: AnswerCheck | None = None
     ) -> dict[str, Any] | None:
         seconds = timeout_seconds if timeout_seconds is not None else self.manager.settings.question_timeout_ms / 1000
+        if not seconds >= 0:  # NaN too: the question was stored and shown, then the wait failed on its deadline
+            raise InvalidParams(f"timeout_seconds must be a number of seconds, 0 or more, not {seconds!r}")
         key = await self.manager.ask(self.job_id, request, attempt=self.attempt, check=check)
         if key is None:  # the job's cancel was asked for: nobody can answer
             return dict(WITHDRAWN)

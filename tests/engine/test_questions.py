@@ -398,3 +398,20 @@ def test_an_answer_its_model_refuses_is_told_why_by_the_one_rule_of_validation_e
     said = str(seven.value)
     assert said.startswith("the accepted answer does not fit Seven: a: Input should be a valid integer"), said
     assert said.endswith("; e: Field required; and 2 more") and "SECRET-VALUE" not in said, said
+
+
+async def nan_wait_body(job: JobContext) -> str:
+    answer = await job.elicit("Delete 312 files?", Choice, timeout_seconds=float("nan"))
+    return answer.action
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=True)
+async def test_a_question_whose_time_out_is_no_number_of_seconds_fails_its_job_naming_it(backend: Backend) -> None:
+    """`elicit(..., timeout_seconds=nan)` stored the question (clients were shown it), then failed the job with
+    anyio's "deadline cannot be NaN" (review helper-151): refused before it is asked, naming the argument."""
+    async with backend.running([make_spec(nan_wait_body, name="nan_wait")]) as (m, _):
+        done = await finished(m, await m.create_job("nan_wait"))
+    assert done.status is JobStatus.FAILED and done.result is not None, done
+    text = done.result["content"][0]["text"]
+    assert "timeout_seconds must be a number of seconds, 0 or more, not nan" in text, text
+    assert done.waiting_for is None
