@@ -99,3 +99,12 @@ def test_a_line_kept_for_a_question_left_before_it_took_it_answers_nothing() -> 
         typing.flush()
         assert took == ["left"] and answered == ["left"]
         assert lines.take(threading.Event()) == "for the third\n"
+
+
+def test_a_number_field_takes_only_a_finite_number() -> None:
+    """`nan`, `inf` and `1e999` were taken as numbers (review helper-151): the client sent null (JSON has no such
+    number), and the server's refusal read "got None", the person never told what was wrong with what they typed."""
+    out, inp = io.StringIO(), io.StringIO("nan\ninf\n1e999\n-Infinity\n2.5\n")
+    schema = {"type": "object", "properties": {"ratio": {"type": "number"}}, "required": ["ratio"]}
+    assert TerminalAsker(out, inp).elicit("Which ratio?", schema) == {"action": "accept", "content": {"ratio": 2.5}}
+    assert out.getvalue().count("give a finite number") == 4, out.getvalue()

@@ -12,6 +12,7 @@ the input (`Lines`), not a thread of its own that went on reading for a question
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import weakref
@@ -211,6 +212,8 @@ def convert(text: str, kind: Any, choices: list[Any]) -> Any:
             return text.lower() in YES
         raise ValueError("answer y or n")
     value: Any = int(text) if kind == "integer" else float(text) if kind == "number" else text
+    if kind == "number" and not math.isfinite(value):  # JSON has none: the client sent null, refused as "got None"
+        raise ValueError("give a finite number")
     if choices and value not in choices:
         raise ValueError(f"choose one of {', '.join(map(str, choices))}")
     return value
