@@ -26,6 +26,7 @@ from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Priority, TaskSpec
 from vibe_jobs.redact import MASK
 from vibe_jobs.schedules import ScheduleRecord
+from vibe_jobs.server.http.dashboard import PAGE_POLICY
 from vibe_jobs.store import open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,7 +156,8 @@ def test_no_page_may_be_framed_by_another_site_leak_its_url_or_be_cached(tmp_pat
             page = http.get(path)
             assert page.status_code == status, path
             assert page.headers["x-frame-options"] == "DENY", path
-            assert page.headers["content-security-policy"] == "frame-ancestors 'none'", path
+            assert page.headers["content-security-policy"] == PAGE_POLICY, path
+            assert "frame-ancestors 'none'" in PAGE_POLICY and "script-src 'self';" in PAGE_POLICY
             assert page.headers["referrer-policy"] == "same-origin", path
             assert page.headers["cache-control"] == "no-store", path
         bad_cursor = http.get("/", params={"cursor": "not-a-cursor"})

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.e2e.conftest import free_port, stop, wait_for_port
@@ -82,3 +83,12 @@ async def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / name
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def until_true(page: Any, expression: str, seconds: float = 30.0) -> None:
+    """Until the JavaScript `expression` is true in `page`, read through the DevTools protocol, which the pages'
+    Content-Security-Policy does not govern (Playwright's `wait_for_function` compiles its predicate in the page,
+    which the policy refuses: no 'unsafe-eval')."""
+    with anyio.fail_after(seconds):
+        while not await page.evaluate(expression):  # noqa: ASYNC110 - no event of ours tells of a page's state
+            await anyio.sleep(0.05)  # polled under a deadline, as wait_for_function polled

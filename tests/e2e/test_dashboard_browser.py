@@ -14,7 +14,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.e2e.browser import browser_page, screenshot
+from tests.e2e.browser import browser_page, screenshot, until_true
 from tests.e2e.conftest import BASE_ENV, HttpServer, http_client_for, start_http, stop
 from tests.e2e.test_jobs_e2e import follow, read, start, until_running
 
@@ -59,13 +59,11 @@ async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: Htt
         job_id = await start(client, "sleepy", {"seconds": 6, "steps": 12})
         await until_running(client, job_id)
         await page.goto(f"{base(server)}/jobs/{job_id}")
-        await page.wait_for_function("document.body.dataset.live === '1'")
+        await until_true(page, "document.body.dataset.live === '1'")
         await page.evaluate("window.notReloaded = true")
         bar = page.locator("#job progress")
         first = float(await bar.get_attribute("value") or 0)
-        await page.wait_for_function(
-            f"Number(document.querySelector('#job progress').value) > {first} + 10", timeout=15_000
-        )
+        await until_true(page, f"Number(document.querySelector('#job progress').value) > {first} + 10", seconds=15)
         assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
         assert await page.locator("#job .stage").inner_text() == "sleep"
         print("screenshot:", await screenshot(page, "job-page-running.png"))
@@ -77,17 +75,17 @@ async def test_a_running_jobs_progress_bar_advances_without_a_reload(server: Htt
 async def test_the_jobs_page_shows_a_new_job_and_its_progress_live(server: HttpServer) -> None:
     async with client_of(server) as client, browser_page() as page:
         await page.goto(base(server) + "/")
-        await page.wait_for_function("document.body.dataset.live === '1'")
+        await until_true(page, "document.body.dataset.live === '1'")
         await page.evaluate("window.notReloaded = true")
         job_id = await start(client, "sleepy", {"seconds": 4, "steps": 8})
         row = page.locator(f'tr[data-job="{job_id}"]')
         await row.wait_for(timeout=10_000)  # inserted from its `created` event
-        await page.wait_for_function(
-            f"Number(document.querySelector('tr[data-job=\"{job_id}\"] progress').value) >= 25", timeout=15_000
+        await until_true(
+            page, f"Number(document.querySelector('tr[data-job=\"{job_id}\"] progress').value) >= 25", seconds=15
         )
         await page.locator(f'tr[data-job="{job_id}"][data-status="completed"]').wait_for(timeout=15_000)
         assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
-        await page.wait_for_function("document.getElementById('spark-queue').innerHTML.includes('polyline')")
+        await until_true(page, "document.getElementById('spark-queue').innerHTML.includes('polyline')")
 
 
 async def test_a_row_added_live_shows_its_priority_and_attempt(server: HttpServer) -> None:
@@ -95,7 +93,7 @@ async def test_a_row_added_live_shows_its_priority_and_attempt(server: HttpServe
     until the page was loaded again (helper-115's note)."""
     async with client_of(server) as client, browser_page() as page:
         await page.goto(base(server) + "/")
-        await page.wait_for_function("document.body.dataset.live === '1'")
+        await until_true(page, "document.body.dataset.live === '1'")
         submitted = await client.call_tool(
             "submit-job", {"tool": "sleepy", "arguments": {"seconds": 2, "steps": 4}, "priority": "high"}
         )
@@ -104,8 +102,8 @@ async def test_a_row_added_live_shows_its_priority_and_attempt(server: HttpServe
         cells = f'tr[data-job="{job_id}"] td'
         await page.locator(f'tr[data-job="{job_id}"]').wait_for(timeout=10_000)
         assert await page.locator(cells).nth(2).inner_text() == "high"
-        await page.wait_for_function(
-            f"document.querySelectorAll('{cells}')[5].textContent === '1'", timeout=15_000
+        await until_true(
+            page, f"document.querySelectorAll('{cells}')[5].textContent === '1'", seconds=15
         )  # its first attempt, from the event of its start
 
 
@@ -293,10 +291,36 @@ async def test_the_health_banner_changes_only_when_the_health_does(server: HttpS
                                                              attributes: true}); }"""
         )
         # three stats events: the sparkline has three points
-        await page.wait_for_function(
+        await until_true(
+            page,
             "(document.querySelector('#spark-queue polyline')?.getAttribute('points') || '').split(' ').length >= 3",
-            timeout=15_000,
+            seconds=15,
         )
         writes: list[str] = [initial, *await page.evaluate("window.writes")]
         repeated = [text for before, text in itertools.pairwise(writes) if before == text]
         assert not repeated, f"the banner was written {len(writes) - 1} times: {writes}"
+
+
+async def test_a_script_put_into_a_page_does_not_run(server: HttpServer) -> None:
+    """Defence in depth behind the escaping (review helper-154): the pages' policy allowed any script, so markup
+    that ever reached a page unescaped (a job's words) would have run in the operator's session, whose buttons
+    cancel jobs. Only the dashboard's own script file runs; an inline script and an event handler do not."""
+    async with client_of(server) as client:
+        job_id = await start(client, "echo", {"text": "policy"})
+        await follow(client, job_id)
+    async with browser_page() as page:
+        await page.goto(f"{base(server)}/jobs/{job_id}")
+        await page.locator('body[data-live="1"]').wait_for()  # the page's own script ran
+        ran = await page.evaluate(
+            """() => new Promise((resolve) => {
+                const inline = document.createElement("script");
+                inline.textContent = "window.pwned = 'inline'";
+                document.body.appendChild(inline);
+                const img = document.createElement("img");
+                img.setAttribute("onerror", "window.pwned = (window.pwned || '') + ' handler'");
+                img.addEventListener("error", () => setTimeout(() => resolve(window.pwned ?? null), 0));
+                img.src = "/no-such-image";
+                document.body.appendChild(img);
+            })"""
+        )
+        assert ran is None, ran

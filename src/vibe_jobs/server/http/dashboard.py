@@ -46,10 +46,16 @@ SHOWN_SCHEDULES = 50
 # clicked through), its type as said, and no job URL (ids) in a Referer to another site ("no-referrer" would also
 # make the browser send `Origin: null` with the page's own form posts, which the same-origin check refuses); never
 # kept by a browser's or a proxy's cache (a page shows jobs' arguments and results, and is stale a moment later).
+# Behind the escaping (`pages.e`), only the dashboard's own files run and load: markup that ever reached a page
+# unescaped (a job's words) runs no script (inline, or a handler) in the operator's session and posts no form away.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'"
+)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Content-Security-Policy": PAGE_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
