@@ -195,6 +195,28 @@ async def test_a_refused_subject_is_named_in_the_servers_log(jwt_server: HttpSer
     assert "printable ASCII without spaces" in refused[-1]["problem"], refused
 
 
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [({"iss": ISSUER + "/"}, "claimed_issuer"), ({"aud": AUDIENCE + "/"}, "claimed_audience")],
+    ids=["issuer", "audience"],
+)
+async def test_a_token_signed_by_the_issuer_for_another_issuer_or_audience_is_named_in_the_servers_log(
+    jwt_server: HttpServer, claims: dict[str, str], named: str
+) -> None:
+    """An issuer or audience configured a character apart from what the identity provider signs (a trailing '/')
+    refused every user's token, and nothing in the server's log said why (review helper-152)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {token('alice', **claims)}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        assert (await http.post(jwt_server.url, json=body, headers=headers)).status_code == 401
+    jwt_server.errlog.seek(0)
+    logged = [json.loads(line) for line in jwt_server.errlog.read().decode().splitlines() if line.startswith("{")]
+    refused = [entry for entry in logged if entry.get("event") == "auth.claim_refused"]
+    said = next(iter(claims.values()))
+    assert refused and refused[-1][named] == repr(said), logged[-5:]
+    assert refused[-1]["issuer"] == ISSUER and refused[-1]["audience"] == AUDIENCE, refused[-1]
+
+
 # -- a token whose algorithm is not its key's kind (review helper-152) ---------------------------
 
 

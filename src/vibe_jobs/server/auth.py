@@ -328,6 +328,9 @@ class JwtVerifier(TokenVerifier):
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "sub", "aud", "iss"]},
             )
+        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            self._log_claim_refused(token, exc)
+            return None
         except jwt.PyJWTError:
             return None
         if int(claims["exp"]) <= time.time():  # the leeway is for `iat` and `nbf` (PyJWT gives `exp` it too)
@@ -344,6 +347,20 @@ class JwtVerifier(TokenVerifier):
             scopes=_scopes(claims),
             expires_at=int(claims["exp"]),
             claims={"iss": claims["iss"]},
+        )
+
+    def _log_claim_refused(self, token: str, exc: Exception) -> None:
+        """A token the issuer's key signed, refused for its `iss` or `aud` (PyJWT checks them after the signature):
+        a configuration that differs from the issuer's (`https://idp/` against `https://idp`) refused every user's
+        token, and nothing said why (review helper-152)."""
+        said = self.jwt.decode(token, options={"verify_signature": False})
+        log.warning(
+            "auth.claim_refused",
+            problem=str(exc),
+            claimed_issuer=repr(said.get("iss"))[:200],
+            claimed_audience=repr(said.get("aud"))[:200],
+            issuer=self.issuer,
+            audience=self.audience,
         )
 
 
