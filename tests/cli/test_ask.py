@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+from collections.abc import Callable
 
 from vibe_jobs.cli.ask import Left, Lines, TerminalAsker
 
@@ -36,9 +37,9 @@ def left_reading(lines: Lines) -> tuple[threading.Thread, list[str]]:
     return reader, took
 
 
-def _take(lines: Lines, left: threading.Event, took: list[str]) -> None:
+def _take(lines: Lines, left: threading.Event, took: list[str], prompt: Callable[[], object] | None = None) -> None:
     try:
-        took.append(lines.take(left))
+        took.append(lines.take(left, prompt))
     except Left:
         took.append("left")
 
@@ -108,3 +109,35 @@ def test_a_number_field_takes_only_a_finite_number() -> None:
     schema = {"type": "object", "properties": {"ratio": {"type": "number"}}, "required": ["ratio"]}
     assert TerminalAsker(out, inp).elicit("Which ratio?", schema) == {"action": "accept", "content": {"ratio": 2.5}}
     assert out.getvalue().count("give a finite number") == 4, out.getvalue()
+
+
+def test_a_prompt_the_terminal_does_not_take_holds_up_no_one_else() -> None:
+    """The prompt was written holding the reader's lock (review helper-155): while stderr took no output (a paused
+    pipe), waking the questions to look, which the client does on its event loop when a job stops asking, waited
+    for the write, and so did every other question."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as inp, os.fdopen(write_end, "w") as typing:
+        lines = Lines(inp)
+        showing, shown = threading.Event(), threading.Event()
+
+        def stuck_prompt() -> None:
+            showing.set()
+            shown.wait()
+
+        left, took = threading.Event(), list[str]()
+        asking = threading.Thread(target=_take, args=(lines, left, took), kwargs={"prompt": stuck_prompt})
+        asking.start()
+        try:
+            assert showing.wait(10)
+            woken = threading.Thread(target=lines.wake)
+            woken.start()
+            woken.join(10)
+            assert not woken.is_alive(), "wake() waited for a prompt the terminal did not take"
+        finally:
+            left.set()
+            shown.set()
+            asking.join(10)
+        assert took == ["left"]
+        typing.write("typed after\n")
+        typing.flush()
+        assert lines.take(threading.Event()) == "typed after\n" and not lines.waiting

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -80,21 +80,25 @@ async def test_valid_tokens_name_their_subject_and_scope(jwt_server: HttpServer,
 @pytest.mark.parametrize(
     "bad",
     [
-        token("alice", aud="https://elsewhere.test/mcp"),
-        token("alice", iss="https://other-idp.test"),
-        token("alice", exp=int(time.time()) - 60),
-        token("alice", key=OTHER_KEY),
-        "not-a-jwt",
-        token("local"),  # the server's own principal (stdio, the library, schedules in code): no token's
-        token("alice smith"),  # whitespace: the token file's separator
-        token("alice\nbob"),  # a control character: a forged line in the server's console log
-        token("x" * 256),  # longer than OIDC allows a `sub`
+        lambda: token("alice", aud="https://elsewhere.test/mcp"),
+        lambda: token("alice", iss="https://other-idp.test"),
+        lambda: token("alice", exp=int(time.time()) - 60),
+        lambda: token("alice", key=OTHER_KEY),
+        lambda: "not-a-jwt",
+        lambda: token("local"),  # the server's own principal (stdio, the library, schedules in code): no token's
+        lambda: token("alice smith"),  # whitespace: the token file's separator
+        lambda: token("alice\nbob"),  # a control character: a forged line in the server's console log
+        lambda: token("x" * 256),  # longer than OIDC allows a `sub`
     ],
     ids=["audience", "issuer", "expired", "signature", "garbage", "sub local", "sub space", "sub newline", "sub 256"],
 )
-async def test_a_token_for_another_audience_issuer_or_key_is_401(jwt_server: HttpServer, bad: str) -> None:
+async def test_a_token_for_another_audience_issuer_or_key_is_401(
+    jwt_server: HttpServer, bad: Callable[[], str]
+) -> None:
+    """Each token is made when the test runs (made at collection, each would have expired by the time a long run
+    reached it, and been refused for that, whatever its own fault)."""
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
-    headers = {"Authorization": f"Bearer {bad}", "Accept": "application/json, text/event-stream"}
+    headers = {"Authorization": f"Bearer {bad()}", "Accept": "application/json, text/event-stream"}
     async with httpx2.AsyncClient(timeout=10) as http:
         response = await http.post(jwt_server.url, json=body, headers=headers)
     assert response.status_code == 401, response.text

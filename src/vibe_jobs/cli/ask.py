@@ -58,10 +58,16 @@ class Lines:
         """The next line ('' once input ended), after `prompt()` (shown once this waits: a line typed at it is this
         one's); raises Left once `left` is set (`wake` wakes it to look)."""
         with self.changed:
-            self.waiting += 1
+            self.waiting += 1  # before the prompt shows: a line read from then on may be this one's
+        try:
+            if prompt is not None:
+                prompt()  # not under the lock: a terminal that takes no output holds up only this question
+        except BaseException:
+            with self.changed:
+                self.waiting -= 1
+            raise
+        with self.changed:
             try:
-                if prompt is not None:
-                    prompt()
                 while self.reading and not self.ready and not left.is_set():
                     self.changed.wait()
             finally:
