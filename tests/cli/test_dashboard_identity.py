@@ -47,9 +47,16 @@ def test_with_tokens_only_an_admin_token_reads_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/jobs.db"
     (job_id,) = fill(url, 1)
     with dashboard(url, {"VIBE_JOBS_AUTH_TOKENS": str(token_file(tmp_path))}) as (base, _):
-        for headers, code in (({}, 401), ({"Authorization": f"Bearer {ALICE}"}, 403)):  # 403: no scope admin
+        refusals = [
+            ({}, 401, "Bearer"),
+            ({"Authorization": f"Bearer {ALICE}"}, 403, 'Bearer error="insufficient_scope", scope="admin"'),
+            # the header as /mcp reads it (the SDK): what follows "Bearer " is the token, spaces too
+            ({"Authorization": f"Bearer  {ROOT_TOKEN}"}, 401, "Bearer"),
+        ]
+        for headers, code, challenge in refusals:
             refused = httpx2.get(f"{base}/jobs/{job_id}", headers=headers, timeout=10)
             assert refused.status_code == code and job_id not in refused.text
+            assert refused.headers.get("www-authenticate") == challenge, refused.headers  # RFC 6750: none before
             # the refusal is a page as every other: never framed, never cached (it had none of the page headers)
             assert refused.headers["x-frame-options"] == "DENY" and refused.headers["cache-control"] == "no-store"
         admin = httpx2.get(f"{base}/jobs/{job_id}", headers={"Authorization": f"Bearer {ROOT_TOKEN}"}, timeout=10)

@@ -99,7 +99,7 @@ class Dashboard:
                 await self.guard.check_read(request)  # before anything is read for the page
             except Refused as exc:
                 refused = _page("Refused", str(exc), pages.View("", self.m.now()), exc.status)
-                refused.headers.update(PAGE_HEADERS)
+                refused.headers.update({**PAGE_HEADERS, **exc.headers})
                 return refused
             cookie, new = self.guard.csrf_cookie(request)
             stats = await self._stats()
@@ -109,6 +109,7 @@ class Dashboard:
                 response = await handler(request, view)
             except Refused as exc:
                 response = _page("Refused", str(exc), view, exc.status)
+                response.headers.update(exc.headers)
             except JobNotFound as exc:
                 response = _page("No such job", str(exc), view, 404)
             except InvalidParams as exc:  # a filter or cursor of the URL

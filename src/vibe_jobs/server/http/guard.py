@@ -41,9 +41,14 @@ BearerCheck = Callable[[str], Awaitable[Bearer | None]]
 class Refused(Exception):
     """A request the guard refuses; `status` is the HTTP answer (401 or 403), the message says why."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, challenge: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.challenge = challenge  # the WWW-Authenticate of a 401 or a 403 for want of a scope (RFC 6750)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge} if self.challenge else {}
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,10 @@ class Guard:
         token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
         found = await self.bearer(token) if token else None
         if found is None:
-            raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)")
+            raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)", "Bearer")
         if not found.admin:
-            raise Refused(403, "this token lacks scope `admin`: the dashboard shows every principal's jobs")
+            message = "this token lacks scope `admin`: the dashboard shows every principal's jobs"
+            raise Refused(403, message, 'Bearer error="insufficient_scope", scope="admin"')
         return found.lease
 
     async def check_change(self, request: Request, form_token: str | None) -> None:
@@ -105,5 +111,7 @@ def same_origin(request: Request) -> bool:
 
 
 def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    """The token after `Bearer ` as the SDK reads it on /mcp (one space; what follows is the token as sent): the
+    same header is one token everywhere."""
+    header = request.headers.get("authorization", "")
+    return (header[7:] or None) if header[:7].lower() == "bearer " else None

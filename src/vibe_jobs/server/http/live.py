@@ -210,7 +210,7 @@ def events_endpoint(
         try:
             lease = await check(request)
         except Refused as exc:
-            return PlainTextResponse(str(exc), status_code=exc.status)
+            return PlainTextResponse(str(exc), status_code=exc.status, headers=exc.headers)
         if not streams.take():
             message = f"at most {streams.most} live event streams may be open at once: close one (a dashboard tab)"
             return PlainTextResponse(message, status_code=429, headers={"Retry-After": "5"})
