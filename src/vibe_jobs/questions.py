@@ -143,7 +143,24 @@ def _primitive(name: str, prop: Any, defs: Mapping[str, Any]) -> dict[str, Any]:
         del merged["default"]
     if merged.get("type") == "string" and merged.get("format") not in FORMATS:
         merged.pop("format", None)
+    _check_choices(name, merged)
     return merged
+
+
+def _check_choices(name: str, prop: Mapping[str, Any]) -> None:
+    """Refuse choices no answer could be one of, and a default the field's own check would refuse (a person
+    taking it was refused, though the form offered it): an empty `enum` allowed any value, one string allowed
+    only that string, each asked and waited for as a question."""
+    source = prop.get("items") if prop.get("type") == "array" else prop
+    if isinstance(source, Mapping) and "enum" in source and not (isinstance(enum := source["enum"], list) and enum):
+        raise InvalidParams(
+            f"elicitation property {name!r}: enum must be a non-empty list of choices, not {enum!r:.80}"
+        )
+    if "default" in prop:
+        try:
+            _check_value(name, prop, prop["default"])
+        except InvalidParams as exc:
+            raise InvalidParams(f"elicitation property {name!r}: its default does not fit it ({exc})") from None
 
 
 def _resolved(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:

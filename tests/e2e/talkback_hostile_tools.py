@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vibe_jobs import JobContext, job_tool
 
 
@@ -96,6 +98,13 @@ async def ask_required_word(job: JobContext) -> str:
 async def ask_type_list(job: JobContext) -> str:
     schema = {"type": "object", "properties": {"name": {"type": ["string", "null"]}}}
     answer = await job.elicit("Your name?", schema, timeout_seconds=30)
+    return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="Ask for one required field `pick` whose schema is `field`")
+async def ask_field(job: JobContext, field: dict[str, Any]) -> str:
+    schema = {"type": "object", "properties": {"pick": field}, "required": ["pick"]}
+    answer = await job.elicit("Pick one", schema, timeout_seconds=30)
     return f"{answer.action} {answer.content}"
 
 

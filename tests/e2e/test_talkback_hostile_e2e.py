@@ -146,6 +146,32 @@ async def test_a_question_no_answer_could_satisfy_fails_its_job_naming_the_schem
     assert f"InvalidParams: {says}" in msg["message"], msg["message"]
 
 
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ({"type": "string", "enum": []}, "enum must be a non-empty list of choices, not []"),
+        ({"type": "string", "enum": "abc"}, "enum must be a non-empty list of choices, not 'abc'"),
+        ({"type": "integer", "default": "five"}, "default does not fit it (field 'pick' must be integer, got 'five')"),
+        ({"enum": ["a", "b"], "type": "string", "default": "c"}, "must be one of ['a', 'b'], got 'c')"),
+        ({"type": "integer", "maximum": 3, "default": 5}, "default does not fit it (field 'pick' must be at most 3"),
+    ],
+    ids=["empty enum", "enum a string", "default of another type", "default no choice", "default out of bounds"],
+)
+async def test_choices_no_answer_could_be_or_a_default_its_field_refuses_fail_the_ask_naming_them(
+    field: dict[str, Any], says: str
+) -> None:
+    """An empty `enum` allowed any answer (the job got a value its schema offered no choice of), `enum` as one string
+    allowed only that string, and a default the field itself refused was offered by the form and then refused when
+    the person took it: each question was asked and waited for. The job's elicit() refuses them, naming the fault."""
+    async with hostile_tools_client("legacy") as client:
+        job_id = await start(client, "ask_field", {"field": field})
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                assert "waitingFor" not in msg, msg
+    assert msg["status"] == "failed", msg
+    assert "InvalidParams: elicitation property 'pick': " in msg["message"] and says in msg["message"], msg["message"]
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_job_asking_many_questions_in_turn_is_answered_on_the_long_poll(mode: str) -> None:
     """On 2026-07-28 each question of a long-poll is an `input_required` round of the same call (the client's
