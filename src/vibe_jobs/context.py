@@ -90,7 +90,7 @@ class JobContext:
         is not stored and the job goes on: the next report (or the outcome) carries the job's state, and the
         diagnostics not stored are kept for it. A store outage must not end a run that its lease still covers."""
         report = functools.partial(self._progress, percent, message, stage, sub_progress, metadata)
-        if threading.get_ident() == self._loop_thread:
+        if self._on_loop():
             return report()
         anyio.from_thread.run(report)
         return REPORTED
@@ -146,25 +146,33 @@ class JobContext:
     # -- questions -----------------------------------------------------------------------------
 
     @overload
-    async def elicit(
+    def elicit(
         self, message: str, schema: type[M], *, timeout_seconds: float | None = None
-    ) -> Elicitation[M]: ...
+    ) -> Awaitable[Elicitation[M]]: ...
 
     @overload
-    async def elicit(
+    def elicit(
         self, message: str, schema: Mapping[str, Any], *, timeout_seconds: float | None = None
-    ) -> Elicitation[BaseModel]: ...
+    ) -> Awaitable[Elicitation[BaseModel]]: ...
 
-    async def elicit(
+    def elicit(
         self, message: str, schema: type[BaseModel] | Mapping[str, Any], *, timeout_seconds: float | None = None
+    ) -> Awaitable[Elicitation[Any]]:
+        """Ask the person behind the client: `answer = await job.elicit(...)`. `schema` is a pydantic model or a
+        flat JSON object schema of primitives (elicitation allows nothing else). The job waits (status running,
+        `waitingFor` set) until someone answers, declines or cancels, or `timeout_seconds` pass (default: the
+        question_timeout setting): each is a value of the answer's `action`. Waiting does not count against the
+        job's own time-out. An answer that does not fit the model is refused where it is given when that is this
+        process; given in another one (a replica), the question is asked again, saying why, up to MAX_ASKS times.
+
+        A sync job tool (run in a worker thread) calls it without `await` and gets the answer itself (before, it
+        got a coroutine nobody awaited, and nothing was asked)."""
+        ask = functools.partial(self._elicit, message, schema, timeout_seconds)
+        return ask() if self._on_loop() else anyio.from_thread.run(ask)
+
+    async def _elicit(
+        self, message: str, schema: type[BaseModel] | Mapping[str, Any], timeout_seconds: float | None
     ) -> Elicitation[Any]:
-        """Ask the person behind the client: `schema` is a pydantic model or a flat JSON object schema of
-        primitives (elicitation allows nothing else). The job waits (status running, `waitingFor` set)
-        until someone answers, declines or cancels, or `timeout_seconds` pass (default: the
-        question_timeout setting): each is a value of the answer's `action`. Waiting does not count
-        against the job's own time-out. An answer that does not fit the model is refused where it is given when
-        that is this process; given in another one (a replica), the question is asked again, saying why, up to
-        MAX_ASKS times."""
         model = schema if isinstance(schema, type) else None
         check = None if model is None else (lambda answer: elicitation(answer, model))
         request = elicit_request(message, schema)
@@ -178,7 +186,7 @@ class JobContext:
                 request = elicit_request(f"The last answer did not fit ({str(exc)[:500]}). {message}", schema)
         raise AssertionError("unreachable")
 
-    async def sample(
+    def sample(
         self,
         messages: str | Sequence[str | Mapping[str, Any]],
         *,
@@ -188,19 +196,28 @@ class JobContext:
         stop_sequences: Sequence[str] | None = None,
         model_preferences: Mapping[str, Any] | None = None,
         timeout_seconds: float | None = None,
+    ) -> Awaitable[Sample]:
+        """Ask the client's model (MCP sampling): `reply = await job.sample(...)`, `messages` a string, or strings
+        and `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline (the client
+        refused), cancel (asked after the job's cancel) or timeout. A sync job tool calls it without `await`."""
+        options = {
+            "max_tokens": max_tokens,
+            "system": system,
+            "temperature": temperature,
+            "stop_sequences": stop_sequences,
+            "model_preferences": model_preferences,
+        }
+        ask = functools.partial(self._sample, messages, options, timeout_seconds)
+        return ask() if self._on_loop() else anyio.from_thread.run(ask)
+
+    async def _sample(
+        self, messages: str | Sequence[str | Mapping[str, Any]], options: dict[str, Any], timeout_seconds: float | None
     ) -> Sample:
-        """Ask the client's model (MCP sampling): `messages` a string, or strings and
-        `{role, content}` items. Waits as `elicit` does; `action` is accept (with `text`), decline, cancel (asked
-        after the job's cancel) or timeout."""
-        request = sample_request(
-            messages,
-            max_tokens=max_tokens,
-            system=system,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            model_preferences=model_preferences,
-        )
-        return sample(await self._ask(request, timeout_seconds))
+        return sample(await self._ask(sample_request(messages, **options), timeout_seconds))
+
+    def _on_loop(self) -> bool:
+        """Whether this is the job's event loop (else a sync job tool's worker thread)."""
+        return threading.get_ident() == self._loop_thread
 
     async def _ask(
         self, request: dict[str, Any], timeout_seconds: float | None, check: AnswerCheck | None = None

@@ -10,7 +10,7 @@ No MCP imports: these are plain dicts in the wire shapes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -71,6 +71,11 @@ class Elicitation(Generic[M]):
     def accepted(self) -> bool:
         return self.action == "accept"
 
+    def __await__(self) -> Generator[None, None, Elicitation[M]]:
+        """A sync job tool gets the answer itself from `job.elicit(...)`; awaited, it gives itself."""
+        return self
+        yield  # a generator that ends at once
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -86,6 +91,11 @@ class Sample:
     @property
     def accepted(self) -> bool:
         return self.action == "accept"
+
+    def __await__(self) -> Generator[None, None, Sample]:
+        """A sync job tool gets the answer itself from `job.sample(...)`; awaited, it gives itself."""
+        return self
+        yield  # a generator that ends at once
 
 
 # -- building questions ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vibe_jobs import JobContext, job_tool
+from vibe_jobs import Elicitation, JobContext, Sample, job_tool
 
 
 @job_tool(description="Sample with a text block whose text is a number")
@@ -99,6 +99,16 @@ async def ask_type_list(job: JobContext) -> str:
     schema = {"type": "object", "properties": {"name": {"type": ["string", "null"]}}}
     answer = await job.elicit("Your name?", schema, timeout_seconds=30)
     return f"{answer.action} {answer.content}"
+
+
+@job_tool(description="A plain def tool asking a person, then the client's model, without await")
+def ask_sync(job: JobContext) -> str:
+    schema = {"type": "object", "properties": {"pick": {"type": "string", "enum": ["a", "b"]}}, "required": ["pick"]}
+    answer = job.elicit("Pick one", schema, timeout_seconds=30)
+    assert isinstance(answer, Elicitation)  # typed for `await`: the check narrows it for a type checker
+    reply = job.sample(f"Why {answer.content}?", max_tokens=20, timeout_seconds=30)
+    assert isinstance(reply, Sample)
+    return f"{answer.action} {answer.content} {reply.text}"
 
 
 @job_tool(description="Ask for one required field `pick` whose schema is `field`")

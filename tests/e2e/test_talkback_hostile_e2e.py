@@ -106,6 +106,26 @@ async def test_a_sampling_question_no_mcp_request_can_carry_fails_its_job_not_ev
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_plain_def_tool_asks_and_is_answered_over_mcp(mode: str) -> None:
+    """The README: a plain `def` tool reports "with the same calls, without await". Its `job.elicit(...)` and
+    `job.sample(...)` made coroutines nobody awaited: nothing was asked and the job failed."""
+    async with hostile_tools_client(mode) as client:
+        job_id = await start(client, "ask_sync")
+        asked = await until_waiting(client, job_id)
+        assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": {"pick": "b"}})).is_error
+        with anyio.fail_after(30):  # the sampling question, once the answered one is taken
+            while (sampled := await read(client, job_id, wait=5)).get("waitingFor", asked["waitingFor"]) == asked[
+                "waitingFor"
+            ]:
+                assert sampled["status"] == "running", sampled
+        assert not (await client.call_tool("answer-job", {"jobId": job_id, "answer": "because"})).is_error, sampled
+        with anyio.fail_after(30):
+            while (msg := await read(client, job_id, wait=5))["status"] in ("pending", "running"):
+                pass
+    assert msg["result"]["content"][0]["text"] == "accept {'pick': 'b'} because", msg
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_an_answer_outside_choices_of_mixed_types_is_refused_naming_them(mode: str) -> None:
     """A question whose choices are of mixed types (["a", 1]: a flat JSON schema a job may give) refused a wrong
     answer with "Error executing tool answer-job" and no reason: sorting the choices for the message raised a

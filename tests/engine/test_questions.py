@@ -5,6 +5,7 @@ restart and the job's own time-out do to a waiting job."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import anyio
@@ -17,7 +18,15 @@ from vibe_jobs import InvalidParams, JobManager, JobRecord, JobStatus, Settings,
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import NotWaiting
 from vibe_jobs.jobtool import make_spec
-from vibe_jobs.questions import check_answer, elicit_request, elicitation, elicitation_schema, sample_request
+from vibe_jobs.questions import (
+    Elicitation,
+    Sample,
+    check_answer,
+    elicit_request,
+    elicitation,
+    elicitation_schema,
+    sample_request,
+)
 from vibe_jobs.store import open_store
 
 backend = test_scheduler.backend  # the fixture: every store, with the scheduler a deployment on it uses
@@ -42,6 +51,15 @@ async def sample_body(job: JobContext) -> list[str]:
         reply = await job.sample(f"q{i}", max_tokens=10)
         out.append(reply.text or reply.action)
     return out
+
+
+def ask_in_thread(job: JobContext) -> str:
+    """A sync job tool asking as the README says it reports: the same calls, without `await`."""
+    answer = job.elicit("Delete 312 files?", Choice, timeout_seconds=30)
+    assert isinstance(answer, Elicitation)  # typed for `await`: the check narrows it for a type checker
+    reply = job.sample("Why?", max_tokens=10) if answer.accepted else None
+    assert reply is None or isinstance(reply, Sample)
+    return f"{answer.action} {answer.data} {reply.text if reply else None}"
 
 
 ASK = make_spec(ask_body, name="ask")
@@ -113,6 +131,42 @@ async def test_waiting_does_not_count_against_the_time_out(backend: Backend) -> 
         done = await finished(m, job_id)
     assert done.status is JobStatus.COMPLETED and done.result is not None
     assert done.result["content"][0]["text"] == "False/safe"
+
+
+async def test_a_sync_job_tool_asks_and_gets_its_answers_without_await(backend: Backend) -> None:
+    """A sync tool's `job.elicit(...)` and `job.sample(...)` made a coroutine nobody awaited: nothing was asked, and
+    the tool failed on the coroutine ("'coroutine' object has no attribute 'accepted'")."""
+    async with backend.running([make_spec(ask_in_thread, name="ask_sync")]) as (m, _):
+        job_id = await m.create_job("ask_sync")
+        question = await until_asked(m, job_id)
+        await m.answer(job_id, {"confirm": True}, action="accept")
+        await until_asked(m, job_id, before=question["id"])
+        await m.answer(job_id, "to make room", action="accept")
+        done = await finished(m, job_id)
+    assert done.status is JobStatus.COMPLETED and done.result is not None, done
+    assert done.result["content"][0]["text"] == "accept confirm=True mode='safe' note=None to make room"
+
+
+async def test_a_sync_job_tool_waiting_for_an_answer_is_cancelled_and_its_thread_ends(backend: Backend) -> None:
+    ended, raised = threading.Event(), list[BaseException]()
+
+    def ask_until_cancelled(job: JobContext) -> str:
+        try:
+            return str(job.elicit("Delete 312 files?", Choice, timeout_seconds=30))
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+        finally:
+            ended.set()
+
+    async with backend.running([make_spec(ask_until_cancelled, name="ask_sync")]) as (m, _):
+        job_id = await m.create_job("ask_sync")
+        await until_asked(m, job_id)
+        await m.cancel_job(job_id, "no longer needed")
+        done = await finished(m, job_id)
+        assert await anyio.to_thread.run_sync(ended.wait, 10), "the tool's thread still waits for an answer"
+    assert done.status is JobStatus.CANCELLED and done.waiting_for is None
+    assert [type(exc) for exc in raised] == [anyio.get_cancelled_exc_class()], raised  # the job's cancel, as is
 
 
 async def test_cancel_while_waiting_ends_the_job_and_its_question(backend: Backend) -> None:
