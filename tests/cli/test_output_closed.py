@@ -3,7 +3,8 @@
 [Errno 32] Broken pipe` (jobs, schedules; `call` with the server's log under it), and `health` a traceback.
 
 Each command's stdout is a pipe whose read end is closed before it starts: its first write fails, whatever the
-size of its output and however fast a reader would have been."""
+size of its output and however fast a reader would have been. And a reader that takes the first bytes and goes
+away while the rest is being written (`| head -1` of a job whose text is more than a pipe holds)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ async def _one_job(url: str) -> str:
     async with JobManager(open_store(url), Settings()) as m:
         job_id = await m.create_job("noop", {})
         await m.update_job_status(job_id, JobStatus.RUNNING)
-        await m.set_job_result(job_id, {"content": [{"type": "text", "text": "done\n" * 20_000}]})
+        await m.set_job_result(job_id, {"content": [{"type": "text", "text": "done\n" * 200_000}]})
         return job_id
 
 
@@ -68,6 +69,19 @@ def test_a_store_command_whose_reader_went_away_ends_quietly(store: tuple[str, s
     url, job_id = store
     done = closed_reader([*(arg.format(id=job_id) for arg in argv), "--store", url])
     assert (done.returncode, done.stderr) == (141, ""), done.stderr
+
+
+def test_a_reader_that_leaves_while_the_output_is_written_ends_the_command_quietly(store: tuple[str, str]) -> None:
+    """`vibe-jobs jobs show ID | head -1` of a job of 1 MB of text: the write that is under way when the reader
+    leaves comes back short (the bytes the pipe took), and Python's buffered stdout dropped the rest without a
+    word, so the command exited 0 with its output cut, not 141."""
+    url, job_id = store
+    argv = [*VIBE_JOBS, "jobs", "show", job_id, "--store", url]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert os.read(proc.stdout.fileno(), 10) == b"id:       "  # the command is inside its one long write
+        proc.stdout.close()
+        assert (proc.wait(timeout=60), proc.stderr.read()) == (141, b"")
 
 
 def test_call_whose_reader_went_away_ends_quietly() -> None:

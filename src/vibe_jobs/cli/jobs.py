@@ -51,11 +51,24 @@ def say(text: object) -> None:
     """Command output for people and scripts: stdout (this is the CLI, not the stdio server), written now, so that
     a reader that went away is seen here (OutputClosed) and not by the interpreter's flush at exit."""
     try:
-        sys.stdout.write(f"{text}\n")
-        sys.stdout.flush()
+        _write_all(f"{text}\n")
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere
         raise OutputClosed from None
+
+
+def _write_all(text: str) -> None:
+    """`text` on stdout, as bytes until all are taken: a write under way when the reader leaves (`| head -1` of a
+    long text) comes back short, and the text layer dropped what its buffer did not take, without an error."""
+    out = sys.stdout
+    if not hasattr(out, "buffer"):  # a program's StringIO
+        out.write(text)
+        return
+    data = memoryview(text.encode(out.encoding, out.errors or "strict"))
+    out.flush()
+    while data:
+        data = data[out.buffer.write(data) :]
+    out.buffer.flush()
 
 
 # -- parsing -------------------------------------------------------------------------------
