@@ -8,11 +8,12 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,43 @@ def test_the_readme_program_that_runs_its_jobs_itself_prints_what_it_says(tmp_pa
     assert done.returncode == 0, done.stderr
     status, result = done.stdout.rstrip("\n").split(" ", 1)
     assert status == "completed" and "'structuredContent': {'files': 42}" in result, done.stdout
+
+
+def call_tour() -> list[tuple[list[str], str]]:
+    """The README's `vibe-jobs call` tour: each line's words and its comment."""
+    section = (ROOT / "README.md").read_text().split("### `vibe-jobs call`: a short tour", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [(shlex.split(line, comments=True), line.partition("  # ")[2]) for line in block.splitlines()]
+
+
+def test_the_call_tour_runs_as_written(tmp_path: Path) -> None:
+    """Each line of the tour in a folder with a `src` and a test; a line with `--url` against `vibe-jobs serve
+    --transport streamable-http` (as `make run` starts it) given the variables its comment names. The
+    `run-command` line named none, and a server without them has no run-command: "Unknown tool: run-command"."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def main() -> None: ...\n")
+    (tmp_path / "test_app.py").write_text("def test_app() -> None: ...\n")
+    env = ENV | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV['PATH']}"}
+    for words, comment in call_tour():
+        assert words[:2] == ["vibe-jobs", "call"], words
+        named = dict(re.findall(r"\b(VIBE_JOBS_\w+)=(\S+)", comment))
+        with tour_server(tmp_path, env | named) if "--url" in words else nullcontext(8000) as port:
+            argv = [word.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for word in words[1:]]
+            done = subprocess.run(
+                [sys.executable, "-m", "vibe_jobs", *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+        assert done.returncode == 0 and done.stdout.strip(), (words, done.stderr)
+
+
+@contextmanager
+def tour_server(cwd: Path, env: dict[str, str]) -> Iterator[int]:
+    """`vibe-jobs serve --transport streamable-http` in `cwd`, on a port of its own."""
+    port = free_port()
+    server = [sys.executable, "-m", "vibe_jobs", "serve", "--transport", "streamable-http", "--port", str(port)]
+    proc = subprocess.Popen(server, cwd=cwd, env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
