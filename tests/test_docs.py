@@ -1,14 +1,18 @@
 """The docs tell the truth where it can be checked: every environment variable the code reads is in the README's
-configuration table with the default the code has, and docs/architecture.md names files and functions that exist."""
+configuration table with the default the code has, docs/architecture.md names files and functions that exist, and
+every `vibe-jobs ...` command the docs show has the subcommands and flags it uses."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from vibe_jobs.cli.main import build_parser
 from vibe_jobs.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +139,47 @@ def test_an_invalid_value_stops_start_up_as_the_configuration_section_shows() ->
             assert done.stderr.startswith(line), done.stderr
         else:
             assert done.returncode == 0, (value, done.stderr)
+
+
+PAGES = [ROOT / "README.md", ROOT / "THREAT_MODEL.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def commands_shown() -> list[list[str]]:
+    """Each `vibe-jobs ...` of the docs: a line of a shell block, or inline code; without its comment or pipe."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        found += re.findall(r"^(vibe-jobs .*)$", text, re.M) + re.findall(r"`(vibe-jobs [^`\n]*)`", text)
+    return [shlex.split(line.split(" | ")[0].replace("[", " ").replace("]", " "), comments=True) for line in found]
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(found[0]) if found else {}
+
+
+def wrong_words(words: list[str]) -> list[str]:
+    """The words of `vibe-jobs WORDS` no parser takes: a subcommand that is not one (`pause|resume|delete` names
+    three), a flag its (sub)command lacks; a flag's value is skipped, and so is what follows `--` (the upstream)."""
+    parser, wrong, rest = build_parser(), [], iter(words)
+    for word in rest:
+        if word == "--":
+            break
+        if word.startswith("-"):
+            action = parser._option_string_actions.get(word.split("=")[0])
+            if action is None:
+                wrong.append(word)
+            elif action.nargs is None and "=" not in word:
+                next(rest, None)
+        elif (choices := subcommands(parser)) and word != "...":
+            if not all(name in choices for name in word.split("|")):
+                return [*wrong, word]
+            parser = choices[word.split("|")[0]]
+    return wrong
+
+
+def test_every_command_the_docs_show_uses_subcommands_and_flags_that_exist() -> None:
+    shown = commands_shown()
+    wrong = {" ".join(words): bad for words in shown if (bad := wrong_words(words[1:]))}
+    assert len(shown) > 30, "the docs' commands were not found"
+    assert not wrong, f"the docs show commands vibe-jobs does not take: {wrong}"
