@@ -1,11 +1,13 @@
 """The README's Python, run as written: each block of README.md and docs/*.md compiles; the job tool and the
 library form (`JobServer`) serve what the text says over stdio with the real client; the talk-back example and
-the declared schedule work through `vibe-jobs serve --tools MODULE`. Also a library user's program written from
+the declared schedule work through `vibe-jobs serve --tools MODULE`; the `vibe-jobs call` tour runs as written; the
+tools the tables show take the arguments and defaults shown. Also a library user's program written from
 the README (tests/library_app.py, type-checked with the tests) over stdio and streamable HTTP."""
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shlex
@@ -304,3 +306,28 @@ def tour_server(cwd: Path, env: dict[str, str]) -> Iterator[int]:
         yield port
     finally:
         stop(proc)
+
+
+def tools_shown() -> list[tuple[str, str, str | None]]:
+    """Each `tool-name {arg, arg?, arg=default, ...}` of the README: (tool, argument, default or None)."""
+    shown = []
+    for tool, args in re.findall(r"`([a-z]+-[a-z-]+) \{([^}]*)\}`", (ROOT / "README.md").read_text()):
+        for item in re.split(r",\s*|\s*\\\|\s*", args):
+            if found := re.match(r"(\w+)(?:=(.+))?", item.strip()):
+                shown.append((tool, found.group(1), found.group(2)))
+    return shown
+
+
+async def test_the_tools_the_readme_shows_take_the_arguments_and_defaults_it_shows(tmp_path: Path) -> None:
+    """The tables' `get-job-result {jobId, includeDetails=true, waitSeconds=0}` and the like, against the tools a
+    server lists (run-command registered): each tool, each argument, each default as shown."""
+    env = ENV | {"VIBE_JOBS_ALLOWED_COMMANDS": "ls"}
+    params = StdioServerParameters(command=sys.executable, args=["-m", "vibe_jobs", "serve"], env=env, cwd=str(ROOT))
+    async with Client(stdio_client(params), read_timeout_seconds=60) as client:
+        listed = {tool.name: tool.input_schema.get("properties", {}) for tool in (await client.list_tools()).tools}
+    wrong = []
+    for tool, argument, default in tools_shown():
+        schema = listed.get(tool, {}).get(argument)
+        if schema is None or (default is not None and schema.get("default") != json.loads(default)):
+            wrong.append(f"{tool} {argument}={default}: {'no such tool' if tool not in listed else schema}")
+    assert len(tools_shown()) > 40 and not wrong, wrong
