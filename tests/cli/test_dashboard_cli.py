@@ -71,6 +71,39 @@ def test_health_exits_1_naming_the_reason(tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("vibe-jobs: not ready: ") and "Invalid IPv6 URL" in err and "hunter2" not in err, err
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "list"], ["schedules", "list"], ["health"], ["dashboard", "--port", "0"]],
+    ids=["jobs", "schedules", "health", "dashboard"],
+)
+def test_the_operator_s_commands_refuse_a_postgresql_schema_no_server_made(command: list[str]) -> None:
+    """`?schema=` mistyped: each operator command created the schema and its tables in the database, migrated them,
+    and answered "no jobs" (or "ready", or an empty dashboard), where a mistyped SQLite file is refused. Refused as
+    that is, naming the schema; nothing is made."""
+    url = with_new_schema(postgres_url("the operator's commands on PostgreSQL"), "vj_typo")
+    schema = url.rsplit("schema=", 1)[1]
+    cmd = [sys.executable, "-m", "vibe_jobs", *command, "--store", url]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, input="")
+    assert done.returncode != 0 and done.stdout in ("", "\n"), (done.stdout, done.stderr)
+    assert f"no job store in schema '{schema}'" in done.stderr, done.stderr
+    assert "start `vibe-jobs serve` on it first" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not anyio.run(schema_dropped, url, schema), "the command made the store it was pointed at"
+
+
+async def schema_dropped(url: str, schema: str) -> bool:
+    """Whether `schema` was there (dropped now: a test that failed leaves nothing)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url.split("?", 1)[0])
+    try:
+        found = bool(await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema))
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        return found
+    finally:
+        await conn.close()
+
+
 def test_the_dashboard_refuses_a_sqlite_file_that_does_not_exist_as_jobs_does(tmp_path: Path) -> None:
     """`dashboard --store sqlite:///typo.db` created an empty database and served an empty dashboard, where `jobs`,
     `schedules` and `health` refuse a file that does not exist: the same refusal, exit 2, no file made."""

@@ -18,7 +18,7 @@ from vibe_jobs.logs import configure_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.redact import redact_url
 from vibe_jobs.settings import Settings
-from vibe_jobs.store import JobStore, missing_database, open_store
+from vibe_jobs.store import JobStore
 
 HEALTH_TIMEOUT_SECONDS = 5.0
 
@@ -82,11 +82,11 @@ def run_health(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 when the store answers in time; 1 with the reason otherwise (a store URL that names no
     store, too: a probe answers only yes or no)."""
     try:
-        store = open_store(_settings(args, settings).store_url)
+        store = existing_store(_settings(args, settings).store_url)
     except ConfigError as exc:
         print(f"vibe-jobs: not ready: {exc}", file=sys.stderr)
         return 1
-    problem = missing_database(store) or anyio.run(probe, store, args.timeout)
+    problem = anyio.run(probe, store, args.timeout)
     if problem is not None:
         print(f"vibe-jobs: not ready: {problem}", file=sys.stderr)
         return 1

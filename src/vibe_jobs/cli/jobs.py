@@ -20,13 +20,13 @@ from typing import Any
 import anyio
 
 from vibe_jobs.cli import flags
-from vibe_jobs.errors import ConfigError, JobError
+from vibe_jobs.errors import JobError
 from vibe_jobs.logs import default_logging
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import Job
 from vibe_jobs.settings import MAX_SECONDS, Settings
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import JobStore, missing_database, open_store
+from vibe_jobs.store import JobStore, open_store
 from vibe_jobs.tools.printable import printable, printable_lines
 
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -282,12 +282,8 @@ COMMANDS: dict[str, Command] = {
 
 
 def existing_store(url: str) -> JobStore:
-    """The store `url` names; a SQLite file that does not exist is refused (a mistyped --store must not
-    create an empty database and answer "no jobs")."""
-    store = open_store(url)
-    if (missing := missing_database(store)) is not None:
-        raise ConfigError(missing)
-    return store
+    """The store `url` names, opening only if a server made it (`open_store(existing=True)`)."""
+    return open_store(url, existing=True)
 
 
 async def _run(args: argparse.Namespace, settings: Settings, store: JobStore) -> int:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import os
-
 from vibe_jobs.errors import ConfigError
 from vibe_jobs.redact import redact_url
 from vibe_jobs.store.base import Guard, JobQuery, JobStore
 from vibe_jobs.store.memory import MemoryStore
 
-__all__ = ["Guard", "JobQuery", "JobStore", "MemoryStore", "missing_database", "open_store"]
+__all__ = ["Guard", "JobQuery", "JobStore", "MemoryStore", "open_store"]
 
 
-def open_store(url: str) -> JobStore:
-    """Build (not yet open) the store a URL names; drivers are imported only when needed."""
+def open_store(url: str, *, existing: bool = False) -> JobStore:
+    """Build (not yet open) the store a URL names; drivers are imported only when needed. `existing`: its `open()`
+    refuses a store no server made (a SQLite file or a PostgreSQL schema that is not there), naming it: the
+    operator's commands (`jobs`, `schedules`, `health`, `dashboard`) must not make an empty store for a mistyped
+    --store and answer "no jobs"."""
     if url.startswith("memory://"):
         return MemoryStore(url)
     if url.startswith("sqlite://"):
         from vibe_jobs.store.sqlite import SQLiteStore
 
-        store: JobStore = SQLiteStore(url)
+        store: JobStore = SQLiteStore(url, existing=existing)
         return store
     if url.startswith(("postgresql://", "postgres://")):
         try:
@@ -28,18 +29,6 @@ def open_store(url: str) -> JobStore:
             raise ConfigError(
                 f"the PostgreSQL store needs its driver: pip install 'vibe-jobs[postgres]' ({exc})"
             ) from None
-        pg: JobStore = PostgresStore(url)
+        pg: JobStore = PostgresStore(url, existing=existing)
         return pg
     raise ConfigError(f"unknown store URL {redact_url(url)!r}: use memory://, sqlite:///path or postgresql://...")
-
-
-def missing_database(store: JobStore) -> str | None:
-    """What is missing when `store` is a SQLite file that does not exist, else None: the operator's commands
-    (`jobs`, `schedules`, `health`, `dashboard`) refuse it rather than create an empty database for a mistyped path."""
-    path = getattr(store, "path", None)
-    if store.url.startswith("sqlite:") and isinstance(path, str) and path != ":memory:" and not os.path.exists(path):
-        return (
-            f"no SQLite database at {path}: no job store at that path; check --store, or start `vibe-jobs serve` "
-            "on it first (a server creates its store when it first starts)"
-        )
-    return None

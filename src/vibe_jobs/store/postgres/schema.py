@@ -252,6 +252,12 @@ def channel(schema: str) -> str:
     return f"vibe_jobs.{schema}"
 
 
+async def made(conn: asyncpg.Connection, schema: str) -> bool:
+    """Whether a server made a job store in `schema` (its migrations table is there)."""
+    found = await conn.fetchval("SELECT to_regclass(format('%I.vibe_jobs_migrations', $1::text))", schema)
+    return found is not None
+
+
 async def migrate(conn: asyncpg.Connection, schema: str, where: str) -> int:
     """Bring `schema` up to `SCHEMA_VERSION` (creating it when needed); return the steps applied.
 

@@ -60,7 +60,7 @@ from vibe_jobs.store.base import (
 from vibe_jobs.store.postgres import sql
 from vibe_jobs.store.postgres.errors import CONNECTION_LOST, DB_ERRORS, connection_lost, store_error
 from vibe_jobs.store.postgres.notify import Listener
-from vibe_jobs.store.postgres.schema import NOW_MS, channel, check_schema_name, drop_schema, lock_key, migrate
+from vibe_jobs.store.postgres.schema import NOW_MS, channel, check_schema_name, drop_schema, lock_key, made, migrate
 
 __all__ = ["ClaimLimits", "JobChange", "Listener", "PostgresStore", "parse_url"]
 
@@ -235,8 +235,8 @@ class PostgresStore(SharedJobStore):
 
     waits: ClassVar[bool] = True  # store/base.py: JobStore.waits
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, *, existing: bool = False) -> None:
+        self.url, self.existing = url, existing  # existing: open only a store a server made (`open_store`)
         self.dsn, options = parse_url(url)
         self.schema = check_schema_name(options.get("schema") or "public")
         self.pool_min = _int_option(options, "pool_min", 1)
@@ -268,6 +268,11 @@ class PostgresStore(SharedJobStore):
         try:
             conn = await self._connect()
             try:
+                if self.existing and not await made(conn, self.schema):
+                    raise ConfigError(
+                        f"no job store in schema {self.schema!r} at {self.where}: check --store's ?schema=, or start "
+                        "`vibe-jobs serve` on it first (a server creates its store when it first starts)"
+                    )
                 await migrate(conn, self.schema, self.where)
             finally:
                 await conn.close()

@@ -262,8 +262,9 @@ class SQLiteStore:
         busy_timeout: float | None = None,
         synchronous: str | None = None,
         answer_timeout: float | None = None,
+        existing: bool = False,
     ) -> None:
-        self.url = url
+        self.url, self.existing = url, existing  # existing: open only a store a server made (`open_store`)
         self.path, options = parse_url(url)
         self.synchronous = (synchronous or options.get("synchronous", "normal")).upper()
         if self.synchronous not in ("NORMAL", "FULL", "EXTRA"):
@@ -292,10 +293,18 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._refuse_if_not_made()
         async with self._lifecycle:
             self._closed = False
             await self._start_server()
             self._file = None if self.path == ":memory:" else dbfile.opened(self.path)
+
+    def _refuse_if_not_made(self) -> None:
+        if self.existing and self.path != ":memory:" and not os.path.exists(self.path):
+            raise ConfigError(
+                f"no SQLite database at {self.path}: no job store at that path; check --store, or start `vibe-jobs "
+                "serve` on it first (a server creates its store when it first starts)"
+            )
 
     async def _start_server(self) -> None:
         """Start a server process unless a live one runs (under `_lifecycle`); a dead one is reaped after."""
