@@ -317,3 +317,44 @@ async def test_a_token_not_yet_or_no_longer_valid_is_still_401(jwt_server: HttpS
     headers = {"Authorization": f"Bearer {token('frank', **claims)}", "Accept": "application/json, text/event-stream"}
     async with httpx2.AsyncClient(timeout=10) as http:
         assert (await http.post(jwt_server.url, json=body, headers=headers)).status_code == 401
+
+
+def signed(alg: str, kid: str, key: Any = KEY, **claims: Any) -> str:
+    """A token for `mallory` signed by `key` with `alg`, naming the key `kid`."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
+
+
+async def refusal(server: HttpServer, bearer: str) -> httpx2.Response:
+    """The answer to `tools/list` on /mcp with `bearer`, checked to be 401 with the challenge, and no traceback
+    in the server's log."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json, text/event-stream"}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        response = await http.post(server.url, json=body, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
+    server.errlog.seek(0)
+    assert b"Traceback" not in server.errlog.read()
+    return response
+
+
+def logged(server: HttpServer, event: str) -> list[dict[str, Any]]:
+    """The entries of the server's log (JSON lines) for `event`."""
+    server.errlog.seek(0)
+    entries = [json.loads(line) for line in server.errlog.read().decode().splitlines() if line.startswith("{")]
+    return [entry for entry in entries if entry.get("event") == event]
+
+
+# -- numbers a token's claims may hold -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("exp", [10**400, 2**64, 1e300], ids=["10**400", "2**64", "1e300"])
+async def test_a_token_expiring_past_any_date_is_401(jwt_server: HttpServer, exp: float) -> None:
+    """The issuer's key signed a token with an `exp` past any date: it was accepted (PyJWT checks only that it is
+    later than now); past a float's range (10**400), the request then failed where the server computes when it
+    must end (OverflowError: a 500, and a traceback logged, for every request of that token)."""
+    said = len(logged(jwt_server, "auth.expiry_refused"))
+    await refusal(jwt_server, signed("RS256", KID, exp=exp))
+    assert len(logged(jwt_server, "auth.expiry_refused")) == said + 1  # the issuer signed it: the operator is told

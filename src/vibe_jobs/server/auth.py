@@ -18,6 +18,7 @@ import math
 import re
 import stat
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,9 @@ ANSWER_MARGIN = 0.5  # seconds a long-poll ends before its token expires, for it
 # seconds the issuer's clock may be ahead of ours: a token just issued has its `iat` (and `nbf`) that far in our
 # future, and was refused until our clock caught up. Not for `exp`: a request lasts no longer than its token
 CLOCK_SKEW_SECONDS = 60
+# the latest `exp` a token may have: 9999-12-31T23:59:59Z. PyJWT only checks that it is later than now; an `exp` of
+# 10**400 made the request fail (OverflowError, a 500) where the server computes when the request must end
+LATEST_EXPIRY = 253_402_300_799
 FETCH_THREADS = 4  # JWT verifications waiting for a fetch of the JWKS at once (the others wait for a thread)
 VIEWER_KEY = "vibe_jobs.viewer"  # in a connection's state: the viewer of its latest request (`Identity.track`)
 
@@ -296,6 +300,17 @@ class JwtVerifier(TokenVerifier):
         self._fetch_threads: anyio.CapacityLimiter | None = None  # made on the event loop, at first use
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        """The token's access (None: refused). Whatever raises while a token is checked refuses it (a 401), logged
+        once, without the token: the SDK let it through as a 500 and a traceback, for anyone who sent it."""
+        try:
+            return await self._verified(token)
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            at = f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
+            log.warning("auth.token_unverifiable", error=type(exc).__name__, at=at)
+            return None
+
+    async def _verified(self, token: str) -> AccessToken | None:
         jwt = self.jwt
         try:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -333,7 +348,11 @@ class JwtVerifier(TokenVerifier):
             return None
         except jwt.PyJWTError:
             return None
-        if int(claims["exp"]) <= time.time():  # the leeway is for `iat` and `nbf` (PyJWT gives `exp` it too)
+        expiry = int(claims["exp"])
+        if expiry <= time.time():  # the leeway is for `iat` and `nbf` (PyJWT gives `exp` it too)
+            return None
+        if expiry > LATEST_EXPIRY:  # signed by the issuer: the operator needs to know why its user is refused
+            log.warning("auth.expiry_refused", issuer=self.issuer, problem="`exp` is past 9999-12-31")
             return None
         subject = str(claims["sub"])
         problem = principal_problem(subject)
@@ -345,7 +364,7 @@ class JwtVerifier(TokenVerifier):
             client_id=str(claims.get("client_id") or claims.get("azp") or subject),
             subject=subject,
             scopes=_scopes(claims),
-            expires_at=int(claims["exp"]),
+            expires_at=expiry,
             claims={"iss": claims["iss"]},
         )
 
