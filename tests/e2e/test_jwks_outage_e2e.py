@@ -40,6 +40,7 @@ class Jwks:
 
     url: str = ""
     keys: list[Any] = field(default_factory=lambda: [(KID, KEY)])  # (kid, private key) of the keys served
+    odd: list[dict[str, Any]] = field(default_factory=list)  # members served after those keys, as they are
     hang: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)  # a fetch came in while `hang` was set
@@ -56,7 +57,7 @@ def idp() -> Iterator[Jwks]:
             state.hanging.set()
             state.release.wait(30)  # an outage: the fetch's time-out ends it, not an answer
             return None
-        return jwks_of(state.keys)
+        return jwks_of(state.keys, state.odd)
 
     with json_server(answer) as base:
         state.url = f"{base}/jwks.json"
@@ -66,15 +67,10 @@ def idp() -> Iterator[Jwks]:
             state.release.set()
 
 
-def jwks_of(keys: list[Any]) -> bytes:
+def jwks_of(keys: list[Any], odd: list[dict[str, Any]]) -> bytes:
     public = [json.loads(RSAAlgorithm.to_jwk(key.public_key())) for _, key in keys]
-    return json.dumps(
-        {
-            "keys": [
-                {**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for (kid, _), jwk in zip(keys, public, strict=True)
-            ]
-        }
-    ).encode()
+    members = [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for (kid, _), jwk in zip(keys, public, strict=True)]
+    return json.dumps({"keys": [*members, *odd]}).encode()
 
 
 def jwt_server(idp: Jwks, **env: str) -> Any:
@@ -161,3 +157,29 @@ async def test_a_key_the_issuer_withdraws_is_refused_after_the_next_refresh(idp:
             jwt.decode(token("alice"), options={"verify_signature": False}), OTHER_KEY, "RS256", {"kid": "key-2"}
         )
         assert await list_jobs_as(server, signed) < 3  # the new key's tokens are accepted
+
+
+ODD_MEMBERS = {
+    "alg a list": {"alg": ["RS256"], "kid": "key-odd"},
+    "kid a list": {"kid": ["key-odd"]},
+    "kty a list": {"kty": ["RSA"], "kid": "key-odd"},
+    "key_ops not a list": {"key_ops": "verify", "kid": "key-odd"},
+}
+
+
+@pytest.mark.parametrize("odd", ODD_MEMBERS.values(), ids=ODD_MEMBERS.keys())
+async def test_a_malformed_member_of_the_jwks_leaves_its_other_keys_in_use(idp: Jwks, odd: dict[str, Any]) -> None:
+    """A member whose `alg` or `kid` was a list raised TypeError out of the fetch (unhashable), which nothing
+    caught: the fetch failed with a traceback, no key of the set was known, and every token was 401. The member
+    is skipped, and the others serve. (A `key_ops` that is not a list of operations with `verify` verifies nothing.)"""
+    public = json.loads(RSAAlgorithm.to_jwk(OTHER_KEY.public_key()))
+    idp.odd = [{**public, **odd}]
+    claims = jwt.decode(token("alice"), options={"verify_signature": False})
+    odd_token = jwt.encode(claims, OTHER_KEY, "RS256", {"kid": "key-odd"})
+    with jwt_server(idp) as server:
+        assert await list_jobs_as(server, token("alice")) < 3  # the set's other key verifies
+        async with httpx2.AsyncClient(timeout=30) as http:
+            headers = {"Authorization": f"Bearer {odd_token}", "Accept": "application/json"}
+            assert (await http.post(server.url, json={}, headers=headers)).status_code == 401
+        server.errlog.seek(0)
+        assert b"Traceback" not in server.errlog.read()

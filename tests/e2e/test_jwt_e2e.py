@@ -14,8 +14,8 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from tests.e2e import test_identity_e2e
 from tests.e2e.conftest import BASE_ENV, MODES, ROOT, SERVER, HttpServer, free_port, start_http
@@ -34,13 +34,41 @@ ISSUER, AUDIENCE, KID = "https://idp.test", "https://jobs.test/mcp", "key-1"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KID, EC_KEY = "key-ec", ec.generate_private_key(ec.SECP256R1())
+ENC_KID, ENC_KEY = "key-enc", rsa.generate_private_key(public_exponent=65537, key_size=2048)  # `use: enc`
+# keys the JWKS serves with their private parts (the issuer leaked them): kid -> (algorithm, the signing key)
+LEAKED: dict[str, tuple[str, Any]] = {
+    "leaked-rsa": ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    "leaked-ec": ("ES256", ec.generate_private_key(ec.SECP256R1())),
+    "leaked-okp": ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
+    "leaked-oct": ("HS256", os.urandom(32)),
+}
 
 
 def jwks() -> bytes:
     public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
     ec_public = json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key()))
-    keys = [{**public, "kid": KID, "use": "sig", "alg": "RS256"}, {**ec_public, "kid": EC_KID, "use": "sig"}]
+    enc_public = json.loads(RSAAlgorithm.to_jwk(ENC_KEY.public_key()))
+    keys = [
+        {**public, "kid": KID, "use": "sig", "alg": "RS256"},
+        {**ec_public, "kid": EC_KID, "use": "sig"},
+        {**enc_public, "kid": ENC_KID, "use": "enc"},
+        *({**leaked_jwk(key), "kid": kid} for kid, (_, key) in LEAKED.items()),
+    ]
     return json.dumps({"keys": keys}).encode()
+
+
+def leaked_jwk(key: Any) -> dict[str, Any]:
+    """`key` as a JWK with its private parts."""
+    if isinstance(key, bytes):
+        made = HMACAlgorithm.to_jwk(key)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        made = RSAAlgorithm.to_jwk(key)
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        made = ECAlgorithm.to_jwk(key)
+    else:
+        made = OKPAlgorithm.to_jwk(key)
+    said: dict[str, Any] = json.loads(made)
+    return said
 
 
 @pytest.fixture(scope="module")
@@ -345,6 +373,38 @@ def logged(server: HttpServer, event: str) -> list[dict[str, Any]]:
     server.errlog.seek(0)
     entries = [json.loads(line) for line in server.errlog.read().decode().splitlines() if line.startswith("{")]
     return [entry for entry in entries if entry.get("event") == event]
+
+
+# -- what a JWK says of itself: its algorithm, its use, its private parts -------------------------
+
+
+@pytest.mark.parametrize("alg", ["PS256", "RS512"])
+async def test_a_token_naming_another_algorithm_than_its_jwk_gives_is_401(jwt_server: HttpServer, alg: str) -> None:
+    """The issuer's key says `"alg": "RS256"`; a token naming that key with PS256 or RS512, signed by that very key,
+    was accepted (each key verified every algorithm of its type): the JWK's algorithm is the only one it verifies
+    (RFC 7517 4.4, RFC 8725 3.1)."""
+    await refusal(jwt_server, signed(alg, KID))
+
+
+async def test_a_key_for_encryption_verifies_no_signature(jwt_server: HttpServer) -> None:
+    """A JWK whose `use` is `enc` is the issuer's key for encrypting, not for signing tokens."""
+    await refusal(jwt_server, signed("RS256", ENC_KID, ENC_KEY))
+
+
+@pytest.mark.parametrize("kid", sorted(LEAKED))
+async def test_a_key_served_with_its_private_parts_verifies_nothing_and_is_named_in_the_log(
+    jwt_server: HttpServer, kid: str
+) -> None:
+    """A JWKS that publishes a private key (RSA `d`, `p`, `q`...; EC and OKP `d`; an `oct` secret) gives anyone
+    the issuer's signing key: a token signed with it forges any subject, `admin` too. Before, an Ed25519 key's
+    forgery authenticated (PyJWT verifies with the public half of a private key), an RSA or EC key's was a 500
+    (PyJWT called `verify` on a private key: AttributeError) with a traceback. Such a key is dropped, and the
+    server's log says which at error level, each time the JWKS is fetched."""
+    alg, key = LEAKED[kid]
+    await refusal(jwt_server, signed(alg, kid, key, scope="admin"))
+    named = [entry for entry in logged(jwt_server, "auth.jwks_private_key") if entry.get("kid") == kid]
+    assert named and named[-1]["level"] == "error", named
+    assert not {"d", "k"} & named[-1].keys(), named[-1]  # the private parts are not repeated in the log
 
 
 # -- numbers a token's claims may hold -----------------------------------------------------------

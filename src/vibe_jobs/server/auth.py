@@ -38,7 +38,7 @@ from vibe_jobs.identity import ADMIN_SCOPE, LOCAL, LOCAL_PRINCIPAL, NOBODY, View
 from vibe_jobs.logs import get_logger
 from vibe_jobs.server.http.guard import Bearer
 from vibe_jobs.server.http.lifetime import Lease
-from vibe_jobs.server.jwks import JwksKeys
+from vibe_jobs.server.jwks import JwksKeys, SigningKey
 from vibe_jobs.server.sdk import connection_state
 from vibe_jobs.settings import Settings
 
@@ -88,14 +88,6 @@ def principal_of(token: AccessToken) -> str:
 
 
 LOOPBACK_NAMES = ("localhost",)
-# the algorithms a key of each JWK type (`kty`) verifies. Given one list for every key, PyJWT met a token naming an
-# algorithm of another kind of key (ES256 with the issuer's RSA key id: key ids are public) with a TypeError, not a
-# refusal: a 500 and a traceback logged at error level, for anyone, on every route (review helper-152)
-KEY_ALGORITHMS: dict[str, list[str]] = {
-    "RSA": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
-    "EC": ["ES256", "ES384", "ES512"],
-    "OKP": ["EdDSA"],
-}
 
 
 class Identity:
@@ -326,18 +318,15 @@ class JwtVerifier(TokenVerifier):
             key = await anyio.to_thread.run_sync(self.keys.fetched, kid, asked, limiter=self._fetch_threads)
         return None if key is None else self.verify(token, key)
 
-    def verify(self, token: str, key: Any) -> AccessToken | None:
-        """The token's claims checked with `key` (a `jwt.PyJWK`): signature, by an algorithm of the key's kind,
-        expiry, audience, issuer."""
+    def verify(self, token: str, key: SigningKey) -> AccessToken | None:
+        """The token's claims checked with `key`: signature, by an algorithm the key verifies, expiry, audience,
+        issuer."""
         jwt = self.jwt
-        algorithms = KEY_ALGORITHMS.get(key.key_type)
-        if algorithms is None:  # a symmetric (`oct`) key in a JWKS verifies nothing here
-            return None
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key.key,
-                algorithms=algorithms,
+                algorithms=list(key.algorithms),
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=CLOCK_SKEW_SECONDS,

@@ -11,6 +11,10 @@ the waits held the worker threads that sync job tools run on. Here:
 - a token naming a key not known (a rotation, or a forgery) waits for a fetch, of which one runs at a time,
   bounded by its time-out; after a fetch was tried, successful or not, no other is made for `retry_seconds`,
   so a flood of unknown key ids costs one fetch per period and the others are refused at once.
+
+Of the set, a key verifies signatures only if it is for that (`use` `sig` or none, `key_ops` with `verify` or
+none), only by the algorithm its JWK names (`alg`; without one, each of its type's), and never when the set
+publishes its private parts (`signing_key`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vibe_jobs.logs import get_logger
@@ -27,6 +32,25 @@ from vibe_jobs.redact import redact_url
 log = get_logger("vibe_jobs.auth")
 
 FETCH_TIMEOUT_SECONDS = 5.0
+# the algorithms a key of each JWK type (`kty`) verifies. Given one list for every key, PyJWT met a token naming an
+# algorithm of another kind of key (ES256 with the issuer's RSA key id: key ids are public) with a TypeError, not a
+# refusal: a 500 and a traceback logged at error level, for anyone, on every route (review helper-152). No `oct`:
+# a symmetric key is a secret, which a JWKS (public) cannot hold
+KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    "EC": ("ES256", "ES384", "ES512"),
+    "OKP": ("EdDSA",),
+}
+# the members of a private JWK (RFC 7518 6.2.2, 6.3.2, 6.4.1; RFC 8037 2): the issuer's signing key, for all to read
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A key of the issuer's JWKS (its `cryptography` public key) and the algorithms it verifies."""
+
+    key: Any
+    algorithms: tuple[str, ...]
 
 
 class JwksKeys:
@@ -48,19 +72,19 @@ class JwksKeys:
         self.retry_seconds = min(retry_seconds, refresh_seconds)
         self._client = jwt.PyJWKClient(url, cache_keys=False, cache_jwk_set=False, timeout=timeout_seconds)
         self._wait_seconds = timeout_seconds + 1  # for a fetch another caller is making
-        self._keys: dict[str, Any] = {}  # kid -> jwt.PyJWK
+        self._keys: dict[str, SigningKey] = {}
         self._fetched = -math.inf  # when keys were last fetched (the clock's seconds)
         self._tried = -math.inf  # when a fetch last began
         self._fetching = threading.Lock()
 
-    def known(self, kid: str) -> Any | None:
+    def known(self, kid: str) -> SigningKey | None:
         """The key `kid` if it is known, without waiting. Keys past their refresh interval are still used, and one
         fetch is started in the background (unless one is under way or was tried in the last `retry_seconds`)."""
         if self.clock() - self._fetched >= self.refresh_seconds and self._may_try() and self._fetching.acquire(False):
             threading.Thread(target=self._fetch_then_release, name="vibe-jobs-jwks", daemon=True).start()
         return self._keys.get(kid)
 
-    def fetched(self, kid: str, asked: float) -> Any | None:
+    def fetched(self, kid: str, asked: float) -> SigningKey | None:
         """(Blocking, at most the fetch's time-out and a second.) The key `kid` for a token that arrived at `asked`
         (the clock's seconds): when it is not known, after the fetch under way, or after one of its own unless one
         began since `asked` or in the last `retry_seconds`; None when there is still no such key."""
@@ -99,7 +123,7 @@ class JwksKeys:
         self._fetched = self.clock()
 
 
-def signing_keys(document: Any) -> dict[str, Any]:
+def signing_keys(document: Any) -> dict[str, SigningKey]:
     """The signing keys of a fetched JWKS by key id. A set with no key this server can use (`{"keys": []}`: the
     issuer revoked its only key) is an answer, and replaces the keys known; a document that is no JWK Set is a
     failure (PyJWKSetError) that keeps them. PyJWT's own `PyJWKSet` refuses an empty set, as if it were an outage."""
@@ -108,12 +132,53 @@ def signing_keys(document: Any) -> dict[str, Any]:
     members = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(members, list):
         raise jwt.PyJWKSetError("the document is not a JWK Set (it has no list of keys)")
-    keys: dict[str, Any] = {}
+    keys: dict[str, SigningKey] = {}
     for member in members:
-        try:
-            key = jwt.PyJWK(member) if isinstance(member, dict) else None
-        except jwt.PyJWTError:
-            continue  # a key this server cannot use (its type or algorithm)
-        if key is not None and key.key_id and key.public_key_use in ("sig", None):
-            keys[key.key_id] = key
+        kid = member.get("kid") if isinstance(member, dict) else None
+        key = signing_key(member, kid) if isinstance(kid, str) and kid else None
+        if key is not None:
+            keys[str(kid)] = key
     return keys
+
+
+def signing_key(member: dict[str, Any], kid: str) -> SigningKey | None:
+    """The JWK `member` (key id `kid`) as a key that verifies token signatures; None for one this server does not
+    verify with: published with its private parts (`published_private`), for another use, of a type or algorithm
+    not in KEY_ALGORITHMS, or not readable (PyJWT). Before, each key verified every algorithm of its type whatever
+    its `alg` said, a leaked Ed25519 key verified tokens anyone could sign, and a member whose `alg` (or `kid`) was
+    a list failed the whole fetch (TypeError, a traceback): no key of the set verified anything."""
+    import jwt
+
+    if published_private(member, kid) or not for_signatures(member):
+        return None
+    kty, alg = member.get("kty"), member.get("alg")
+    verifies = KEY_ALGORITHMS.get(kty, ()) if isinstance(kty, str) else ()
+    if alg is not None:  # the algorithm the key is for (RFC 7517 4.4; RFC 8725 3.1): its only one
+        verifies = (alg,) if alg in verifies else ()
+    if not verifies:
+        return None
+    try:
+        return SigningKey(jwt.PyJWK(member).key, verifies)
+    except jwt.PyJWTError:
+        return None
+
+
+def for_signatures(member: dict[str, Any]) -> bool:
+    """Is the JWK for verifying signatures: `use` `sig` or none, `key_ops` holding `verify` or none (RFC 7517 4.2,
+    4.3)? An `enc` key is the issuer's for encrypting."""
+    ops = member.get("key_ops")
+    return member.get("use") in ("sig", None) and (ops is None or (isinstance(ops, list) and "verify" in ops))
+
+
+def published_private(member: dict[str, Any], kid: str) -> bool:
+    """Does the JWKS publish this key's private parts (a symmetric key is all secret)? Then anyone can sign tokens
+    with it: logged at error level (naming the key, not its parts) each time the set is fetched."""
+    if member.get("kty") != "oct" and not PRIVATE_MEMBERS & member.keys():
+        return False
+    log.error(
+        "auth.jwks_private_key",
+        kid=kid[:200],
+        problem="the issuer's JWKS publishes this key's private (or secret) parts: anyone can sign tokens with it."
+        " No token is verified with it; the issuer must withdraw it and sign with a new one",
+    )
+    return True

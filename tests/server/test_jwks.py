@@ -1,0 +1,128 @@
+"""The issuer's keys and the JWT check, fuzzed (server/jwks.py, server/auth.py `JwtVerifier`): whatever a JWKS
+member or a token holds, nothing raises, and what is accepted is what the rules allow."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
+from structlog.testing import capture_logs
+
+from tests.json_server import json_server
+from vibe_jobs.server.auth import LATEST_EXPIRY, JwtVerifier
+from vibe_jobs.server.jwks import KEY_ALGORITHMS, PRIVATE_MEMBERS, signing_keys
+
+ISSUER, AUDIENCE = "https://idp.test", "https://jobs.test/mcp"
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+OKP_KEY = ed25519.Ed25519PrivateKey.generate()
+# each kind of key, public and private, as the JWK the issuer may serve
+JWKS_MEMBERS = [
+    json.loads(made)
+    for made in (
+        RSAAlgorithm.to_jwk(RSA_KEY),
+        RSAAlgorithm.to_jwk(RSA_KEY.public_key()),
+        ECAlgorithm.to_jwk(EC_KEY),
+        ECAlgorithm.to_jwk(EC_KEY.public_key()),
+        OKPAlgorithm.to_jwk(OKP_KEY),
+        OKPAlgorithm.to_jwk(OKP_KEY.public_key()),
+    )
+]
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=5,
+)
+JWK_MEMBERS = ["kty", "alg", "use", "key_ops", "kid", "crv", "n", "e", "x", "y", "d", "k"]
+ALGORITHMS = sorted({a for kind in KEY_ALGORITHMS.values() for a in kind} | {"HS256", "none", "RSA-OAEP"})
+
+
+@st.composite
+def jwks_members(draw: st.DrawFn) -> dict[str, Any]:
+    """A real JWK with some members replaced: by another algorithm, use or key id, or by any JSON value."""
+    member = {**draw(st.sampled_from(JWKS_MEMBERS)), "kid": "k"}
+    plausible = {"alg": st.sampled_from(ALGORITHMS), "use": st.sampled_from(["sig", "enc"]), "kid": st.text()}
+    for name in draw(st.lists(st.sampled_from(JWK_MEMBERS), max_size=3, unique=True)):
+        member[name] = draw(plausible.get(name, JSON_VALUES) | JSON_VALUES)
+    return member
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(jwks_members(), max_size=3))
+def test_a_jwks_member_verifies_only_as_its_jwk_allows(members: list[dict[str, Any]]) -> None:
+    """Never raises (a member whose `alg` or `kid` was a list failed the whole set: TypeError); a key kept is
+    for signatures, has no private parts, and verifies its JWK's `alg` alone, else its type's algorithms."""
+    with capture_logs():
+        keys = signing_keys({"keys": members})
+    for kid, key in keys.items():
+        assert any(allows(m, key.algorithms) for m in members if m.get("kid") == kid), (members, key)
+
+
+def allows(member: dict[str, Any], algorithms: tuple[str, ...]) -> bool:
+    """May the JWK `member` verify with `algorithms`?"""
+    public_for_signatures = not PRIVATE_MEMBERS & member.keys() and member.get("use") in ("sig", None)
+    kty = member.get("kty")
+    of_its_type = isinstance(kty, str) and set(algorithms) <= set(KEY_ALGORITHMS.get(kty, ()))
+    return public_for_signatures and of_its_type and ("alg" not in member or algorithms == (member["alg"],))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed(header: dict[str, Any], claims: Any) -> str:
+    """A token of `header` and `claims` (as JSON: NaN, 10**400 and the like pass) signed by the issuer's RSA key."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = get_default_algorithms()["RS256"].sign(signing_input.encode(), RSA_KEY)
+    return f"{signing_input}.{b64(signature)}"
+
+
+NUMBERS = (
+    st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.sampled_from([2**63, 10**20, 10**400, 1e300])
+)
+CLAIM_VALUES = NUMBERS | JSON_VALUES | st.sampled_from([ISSUER, AUDIENCE, [AUDIENCE], "alice", "admin"])
+CLAIMS = st.dictionaries(
+    st.sampled_from(["iss", "aud", "sub", "exp", "nbf", "iat", "scope", "scp", "client_id", "azp"]),
+    CLAIM_VALUES,
+    max_size=4,
+)
+HEADERS = st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit", "b64", "jku", "x5c"]), JSON_VALUES, max_size=2)
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Iterator[JwtVerifier]:
+    """A verifier of the issuer's JWKS, served locally: its RSA key (`kid` k, RS256 only)."""
+    public = json.loads(RSAAlgorithm.to_jwk(RSA_KEY.public_key()))
+    document = json.dumps({"keys": [{**public, "kid": "k", "use": "sig", "alg": "RS256"}]}).encode()
+    with json_server(lambda path: document) as base:
+        yield JwtVerifier(f"{base}/jwks.json", ISSUER, AUDIENCE, 300, 30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=HEADERS, claims=CLAIMS, cut=st.integers(min_value=0, max_value=400))
+def test_no_token_raises_and_what_is_accepted_expires_in_range(
+    verifier: JwtVerifier, header: dict[str, Any], claims: dict[str, Any], cut: int
+) -> None:
+    """Tokens signed by the issuer's key with any header and claims (huge, NaN, non-numeric `exp`/`nbf`/`iat`...),
+    and the same cut short: each is refused or accepted by a rule (no `auth.token_unverifiable`: nothing raised),
+    and one accepted expires after now and by LATEST_EXPIRY (`exp` 10**400 was accepted, then a 500)."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 300, "iat": now, **claims}
+    token = signed({"alg": "RS256", "kid": "k", **header}, body)
+    for sent in (token, token[:cut]):
+        with capture_logs() as logs:
+            found = anyio.run(verifier.verify_token, sent)
+        assert not [entry for entry in logs if entry["event"] == "auth.token_unverifiable"], logs
+        if found is not None:
+            assert found.expires_at is not None and now < found.expires_at <= LATEST_EXPIRY, found
