@@ -415,6 +415,89 @@ async def test_a_token_expiring_past_any_date_is_401(jwt_server: HttpServer, exp
     """The issuer's key signed a token with an `exp` past any date: it was accepted (PyJWT checks only that it is
     later than now); past a float's range (10**400), the request then failed where the server computes when it
     must end (OverflowError: a 500, and a traceback logged, for every request of that token)."""
-    said = len(logged(jwt_server, "auth.expiry_refused"))
+    said = len(logged(jwt_server, "auth.times_refused"))
     await refusal(jwt_server, signed("RS256", KID, exp=exp))
-    assert len(logged(jwt_server, "auth.expiry_refused")) == said + 1  # the issuer signed it: the operator is told
+    assert len(logged(jwt_server, "auth.times_refused")) == said + 1  # the issuer signed it: the operator is told
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_as_is(header: str, claims: str | bytes) -> str:
+    """A token of `header` and `claims` (JSON texts, as they are: NaN, 1e400, a list...) signed by the issuer's key."""
+    signing_input = f"{b64(header.encode())}.{b64(claims if isinstance(claims, bytes) else claims.encode())}"
+    signature = jwt.get_algorithm_by_name("RS256").sign(signing_input.encode(), KEY)
+    return f"{signing_input}.{b64(signature)}"
+
+
+def malformed_tokens() -> dict[str, str]:
+    """Tokens no server should accept, or choke on: the issuer's key signs the claims a test names (so only the
+    claim is at fault), with the header's faults unsigned."""
+    now = int(time.time())
+    good = f'"iss": "{ISSUER}", "aud": "{AUDIENCE}", "sub": "mallory"'
+    header = json.dumps({"alg": "RS256", "kid": KID})
+    claims: dict[str, str | bytes] = {
+        "exp NaN": f'{{{good}, "exp": NaN}}',
+        "exp Infinity": f'{{{good}, "exp": Infinity}}',
+        "exp 1e400": f'{{{good}, "exp": 1e400}}',
+        "exp a string": f'{{{good}, "exp": "{now + 300}"}}',
+        "exp true": f'{{{good}, "exp": true}}',
+        "exp 4301 digits": f'{{{good}, "exp": 1{"0" * 4300}}}',
+        "nbf 10**400": f'{{{good}, "exp": {now + 300}, "nbf": 1{"0" * 400}}}',
+        "nbf NaN": f'{{{good}, "exp": {now + 300}, "nbf": NaN}}',
+        "nbf a string": f'{{{good}, "exp": {now + 300}, "nbf": "soon"}}',
+        "nbf a string of digits": f'{{{good}, "exp": {now + 300}, "nbf": "{now}"}}',
+        "iat a string of digits": f'{{{good}, "exp": {now + 300}, "iat": "{now}"}}',
+        "iat 10**400": f'{{{good}, "exp": {now + 300}, "iat": 1{"0" * 400}}}',
+        "iat -Infinity": f'{{{good}, "exp": {now + 300}, "iat": -Infinity}}',
+        "iat a list": f'{{{good}, "exp": {now + 300}, "iat": [1]}}',
+        "sub a number": f'{{"iss": "{ISSUER}", "aud": "{AUDIENCE}", "sub": 7, "exp": {now + 300}}}',
+        "sub a list": f'{{"iss": "{ISSUER}", "aud": "{AUDIENCE}", "sub": ["a"], "exp": {now + 300}}}',
+        "aud an object": f'{{"iss": "{ISSUER}", "aud": {{}}, "sub": "mallory", "exp": {now + 300}}}',
+        "iss a list": f'{{"iss": ["{ISSUER}"], "aud": "{AUDIENCE}", "sub": "mallory", "exp": {now + 300}}}',
+        "claims a list": "[1, 2]",
+        "claims nested deep": "[" * 5_000 + "]" * 5_000,
+        "claims not JSON": "{",
+        "claims not UTF-8": b'{"sub": "\xff"}',
+    }
+    tokens = {name: signed_as_is(header, text) for name, text in claims.items()}
+    body = b64(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": now + 300}).encode())
+    for name, bad in {
+        "alg none": '{"alg": "none", "kid": "key-1"}',
+        "alg missing": '{"kid": "key-1"}',
+        "alg a list": '{"alg": ["RS256"], "kid": "key-1"}',
+        "alg HS256": '{"alg": "HS256", "kid": "key-1"}',
+        "kid a number": '{"alg": "RS256", "kid": 1}',
+        "kid a list": '{"alg": "RS256", "kid": ["key-1"]}',
+        "kid 5000 characters": json.dumps({"alg": "RS256", "kid": "k" * 5000}),
+        "crit unknown": '{"alg": "RS256", "kid": "key-1", "crit": ["x"]}',
+        "crit a string": '{"alg": "RS256", "kid": "key-1", "crit": "exp"}',
+        "b64 false": '{"alg": "RS256", "kid": "key-1", "b64": false, "crit": ["b64"]}',
+        "header a list": "[]",
+        "header 4301 digits": f'{{"alg": "RS256", "kid": "key-1", "n": 1{"0" * 4300}}}',
+        "header not JSON": "{",
+    }.items():
+        tokens[name] = f"{b64(bad.encode())}.{body}.{b64(b'x' * 256)}"
+    tokens |= {"two parts": f"{b64(header.encode())}.{body}", "four parts": f"{tokens['alg none']}.x"}
+    tokens |= {"dots": "...", "not base64": "!!!.@@@.###", "empty parts": "..x", "one character": "e"}
+    return tokens
+
+
+async def test_malformed_tokens_are_each_401_never_500(jwt_server: HttpServer) -> None:
+    """Each of `malformed_tokens` on /mcp and on the dashboard: 401 with the challenge, and nothing in the server's
+    log at error level (no traceback), nor the token."""
+    tokens = malformed_tokens()
+    mcp = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    answers = {}
+    async with httpx2.AsyncClient(timeout=30) as http:
+        for name, bad in tokens.items():
+            headers = {"Authorization": f"Bearer {bad}", "Accept": "application/json, text/event-stream"}
+            on_mcp = await http.post(jwt_server.url, json=mcp, headers=headers)
+            page = await http.get(f"http://127.0.0.1:{jwt_server.port}/", headers=headers)
+            answers[name] = (on_mcp.status_code, page.status_code, "www-authenticate" in on_mcp.headers)
+    assert {name: said for name, said in answers.items() if said != (401, 401, True)} == {}
+    jwt_server.errlog.seek(0)
+    log = jwt_server.errlog.read().decode()
+    assert "Traceback" not in log and not logged(jwt_server, "auth.token_unverifiable")
+    assert not [bad for bad in tokens.values() if len(bad) > 20 and bad in log]

@@ -68,11 +68,11 @@ def test_a_jwks_member_verifies_only_as_its_jwk_allows(members: list[dict[str, A
 
 
 def allows(member: dict[str, Any], algorithms: tuple[str, ...]) -> bool:
-    """May the JWK `member` verify with `algorithms`?"""
+    """May the JWK `member` verify with `algorithms`? (An `alg` of null is no `alg`, as a `use` of null.)"""
     public_for_signatures = not PRIVATE_MEMBERS & member.keys() and member.get("use") in ("sig", None)
-    kty = member.get("kty")
+    kty, alg = member.get("kty"), member.get("alg")
     of_its_type = isinstance(kty, str) and set(algorithms) <= set(KEY_ALGORITHMS.get(kty, ()))
-    return public_for_signatures and of_its_type and ("alg" not in member or algorithms == (member["alg"],))
+    return public_for_signatures and of_its_type and (alg is None or algorithms == (alg,))
 
 
 def b64(data: bytes) -> str:
@@ -116,7 +116,8 @@ def test_no_token_raises_and_what_is_accepted_expires_in_range(
 ) -> None:
     """Tokens signed by the issuer's key with any header and claims (huge, NaN, non-numeric `exp`/`nbf`/`iat`...),
     and the same cut short: each is refused or accepted by a rule (no `auth.token_unverifiable`: nothing raised),
-    and one accepted expires after now and by LATEST_EXPIRY (`exp` 10**400 was accepted, then a 500)."""
+    and one accepted has numbers for times and expires after now and by LATEST_EXPIRY (`exp` 10**400 was
+    accepted, then a 500)."""
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 300, "iat": now, **claims}
     token = signed({"alg": "RS256", "kid": "k", **header}, body)
@@ -126,3 +127,5 @@ def test_no_token_raises_and_what_is_accepted_expires_in_range(
         assert not [entry for entry in logs if entry["event"] == "auth.token_unverifiable"], logs
         if found is not None:
             assert found.expires_at is not None and now < found.expires_at <= LATEST_EXPIRY, found
+            times = [body[name] for name in ("exp", "nbf", "iat") if name in body]
+            assert all(type(time) in (int, float) for time in times), body  # `"exp": "1796000000"` was taken

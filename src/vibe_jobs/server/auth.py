@@ -337,15 +337,16 @@ class JwtVerifier(TokenVerifier):
             return None
         except jwt.PyJWTError:
             return None
+        problem = _times_problem(claims)
+        if problem is not None:  # signed by the issuer: the operator needs to know why its user is refused
+            log.warning("auth.times_refused", issuer=self.issuer, problem=problem)
+            return None
         expiry = int(claims["exp"])
         if expiry <= time.time():  # the leeway is for `iat` and `nbf` (PyJWT gives `exp` it too)
             return None
-        if expiry > LATEST_EXPIRY:  # signed by the issuer: the operator needs to know why its user is refused
-            log.warning("auth.expiry_refused", issuer=self.issuer, problem="`exp` is past 9999-12-31")
-            return None
         subject = str(claims["sub"])
         problem = principal_problem(subject)
-        if problem is not None:  # signed by the issuer: the operator needs to know why its user is refused
+        if problem is not None:
             log.warning("auth.subject_refused", issuer=self.issuer, problem=problem)
             return None
         return AccessToken(
@@ -370,6 +371,16 @@ class JwtVerifier(TokenVerifier):
             issuer=self.issuer,
             audience=self.audience,
         )
+
+
+def _times_problem(claims: dict[str, Any]) -> str | None:
+    """Why the token's times are refused (None: they are not): `exp`, `nbf`, `iat` are numbers (RFC 7519's
+    NumericDate; PyJWT took `"exp": "1796000000"`, a string, as a time), and `exp` is by LATEST_EXPIRY."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"`{name}` is a JSON {type(value).__name__}, not a number of seconds (RFC 7519 NumericDate)"
+    return "`exp` is past 9999-12-31" if claims["exp"] > LATEST_EXPIRY else None
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:
