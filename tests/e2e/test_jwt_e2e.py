@@ -501,3 +501,75 @@ async def test_malformed_tokens_are_each_401_never_500(jwt_server: HttpServer) -
     log = jwt_server.errlog.read().decode()
     assert "Traceback" not in log and not logged(jwt_server, "auth.token_unverifiable")
     assert not [bad for bad in tokens.values() if len(bad) > 20 and bad in log]
+
+
+# -- one Authorization header, one verdict on every route ----------------------------------------
+
+
+def header_forms() -> dict[str, list[tuple[str, str]]]:
+    """Authorization headers as clients send them, right and wrong: each as the request's list of headers."""
+    admin, user = token("root", scope="admin"), token("alice")
+    return {
+        "admin": [("Authorization", f"Bearer {admin}")],
+        "not admin": [("Authorization", f"Bearer {user}")],
+        "scheme lower case": [("Authorization", f"bearer {admin}")],
+        "scheme upper case": [("Authorization", f"BEARER {admin}")],
+        "two spaces": [("Authorization", f"Bearer  {admin}")],
+        "a tab": [("Authorization", f"Bearer\t{admin}")],
+        "no space": [("Authorization", f"Bearer{admin}")],
+        "words after": [("Authorization", f"Bearer {admin} x")],
+        "scheme alone": [("Authorization", "Bearer")],
+        "basic": [("Authorization", "Basic cm9vdDpyb290")],
+        "valid then garbage": [("Authorization", f"Bearer {admin}"), ("Authorization", "Bearer garbage")],
+        "garbage then valid": [("Authorization", "Bearer garbage"), ("Authorization", f"Bearer {admin}")],
+        "none": [],
+    }
+
+
+async def status_of(http: httpx2.AsyncClient, method: str, url: str, headers: list[tuple[str, str]]) -> int:
+    """The status of a request (a stream's: its answer is not read)."""
+    mcp = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    sent = [*headers, ("Accept", "application/json, text/event-stream")]
+    async with http.stream(method, url, headers=sent, json=mcp if method == "POST" else None) as response:
+        return response.status_code
+
+
+async def test_every_route_takes_the_authorization_header_as_mcp_does(jwks_url: str) -> None:
+    """For each form of the header: /mcp (streamable HTTP), /sse (an SSE server), the dashboard and its /events
+    all authenticate it, or all refuse it (401); the dashboard then answers 403 for a token without `admin`."""
+    args = ["--auth-jwks", jwks_url, "--auth-issuer", ISSUER, "--auth-audience", AUDIENCE]
+    verdicts: dict[str, list[int]] = {}
+    with start_http("streamable-http", args=args) as streamable, start_http("sse", args=args) as sse:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            for name, headers in header_forms().items():
+                on = f"http://127.0.0.1:{streamable.port}"
+                verdicts[name] = [
+                    await status_of(http, "POST", streamable.url, headers),
+                    await status_of(http, "GET", sse.url, headers),
+                    await status_of(http, "GET", f"{on}/", headers),
+                    await status_of(http, "GET", f"{on}/events", headers),
+                    await status_of(http, "GET", f"{on}/metrics", headers),  # open: figures, no job data
+                ]
+    authenticated = {name: [status != 401 for status in said[:4]] for name, said in verdicts.items()}
+    assert {name: said for name, said in authenticated.items() if len(set(said)) != 1} == {}, verdicts
+    assert {name for name, said in authenticated.items() if said[0]} == {
+        "admin",
+        "not admin",
+        "scheme lower case",
+        "scheme upper case",
+        "valid then garbage",
+    }, verdicts
+    assert verdicts["not admin"][2:] == [403, 403, 200] and {said[4] for said in verdicts.values()} == {200}, verdicts
+
+
+async def test_a_token_refused_on_the_dashboard_is_checked_and_logged_once(jwt_server: HttpServer) -> None:
+    """The SDK's authentication checks the Authorization header on every route of the app; the dashboard then
+    checked the same token again: each of its requests verified a signature twice, and a refusal the issuer's
+    operator must read (a time claim not a number) was logged twice. The dashboard takes the SDK's verdict."""
+    claims = jwt.decode(token("mallory"), options={"verify_signature": False})
+    bad = signed_as_is(json.dumps({"alg": "RS256", "kid": KID}), json.dumps({**claims, "exp": str(claims["exp"])}))
+    said = len(logged(jwt_server, "auth.times_refused"))
+    async with httpx2.AsyncClient(timeout=10) as http:
+        page = await http.get(f"http://127.0.0.1:{jwt_server.port}/", headers={"Authorization": f"Bearer {bad}"})
+    assert page.status_code == 401, page.text
+    assert len(logged(jwt_server, "auth.times_refused")) == said + 1

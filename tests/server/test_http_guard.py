@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from mcp.server.auth.provider import AccessToken
 from starlette.applications import Starlette
 from starlette.requests import Request
 
@@ -16,8 +17,9 @@ def request(headers: dict[str, str], host: str = "127.0.0.1:8000") -> Request:
     )
 
 
-async def verify(token: str) -> Bearer | None:
+async def verify(token: str | AccessToken) -> Bearer | None:
     """s3cret: an admin's token; user: a valid token without scope admin; anything else: no token."""
+    token = token if isinstance(token, str) else token.token
     return Bearer(True) if token == "s3cret" else Bearer(False) if token == "user" else None
 
 

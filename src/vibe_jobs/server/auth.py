@@ -422,7 +422,7 @@ class AuthSetup:
 
         return Lease(token.expires_at, still_valid, self.recheck_seconds)
 
-    def admin_check(self) -> Callable[[str], Awaitable[Bearer | None]] | None:
+    def admin_check(self) -> Callable[[str | AccessToken], Awaitable[Bearer | None]] | None:
         """For the HTTP routes beside /mcp that show every job (the dashboard): is a bearer token valid (None:
         not), does it hold scope `admin`, and when does it expire? None when there is no authentication
         (loopback, one user)."""
@@ -430,8 +430,10 @@ class AuthSetup:
         if verifier is None:
             return None
 
-        async def is_admin(token: str) -> Bearer | None:
-            found = await verifier.verify_token(token)  # JWT: off the event loop (the JWKS may be fetched)
+        async def is_admin(token: str | AccessToken) -> Bearer | None:
+            # a token the SDK verified (the Authorization header), or one to verify (the dashboard's cookie; JWT: off
+            # the event loop when the JWKS must be fetched)
+            found = token if isinstance(token, AccessToken) else await verifier.verify_token(token)
             return None if found is None else Bearer(ADMIN_SCOPE in found.scopes, self.lease(found))
 
         return is_admin

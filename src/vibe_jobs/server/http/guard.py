@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from starlette.requests import Request
 
 from vibe_jobs.server.http.lifetime import Lease
@@ -34,8 +36,9 @@ class Bearer:
     lease: Lease | None = None
 
 
-# the auth's check of a token (async, as the SDK's TokenVerifier): None when it is not a valid token
-BearerCheck = Callable[[str], Awaitable[Bearer | None]]
+# the auth's check of a token (async, as the SDK's TokenVerifier): None when it is not a valid token; given the
+# SDK's verified token, what it may do
+BearerCheck = Callable[[str | AccessToken], Awaitable[Bearer | None]]
 
 
 class Refused(Exception):
@@ -71,7 +74,7 @@ class Guard:
         long as the client holds it; no authentication)."""
         if self.bearer is None:
             return None
-        token = _bearer(request) or request.cookies.get(TOKEN_COOKIE)
+        token = presented(request)
         found = await self.bearer(token) if token else None
         if found is None:
             raise Refused(401, "a bearer token is needed (Authorization: Bearer ...)", "Bearer")
@@ -108,6 +111,19 @@ def same_origin(request: Request) -> bool:
     except ValueError:  # no URL (`http://[::1`: an unclosed bracket raised, a 500 and a traceback each time)
         return False
     return parts.netloc == host and parts.scheme == request.url.scheme
+
+
+def presented(request: Request) -> str | AccessToken | None:
+    """The token a request presents: its `Authorization: Bearer` header's, as the SDK's authentication (on every
+    route of the MCP server's app) verified it, else the `vibe_jobs_token` cookie's (which the SDK does not read).
+    The dashboard checked the header's token again: each request verified its signature twice, and each refusal
+    the operator must read was logged twice. Without the SDK's authentication (`vibe-jobs dashboard`), the header's
+    token as sent."""
+    header = _bearer(request)
+    if header is None or "user" not in request.scope:
+        return header or request.cookies.get(TOKEN_COOKIE)
+    user = request.scope["user"]
+    return user.access_token if isinstance(user, AuthenticatedUser) else None  # None: the SDK refused it
 
 
 def _bearer(request: Request) -> str | None:
