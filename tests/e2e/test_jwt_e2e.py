@@ -34,6 +34,8 @@ ISSUER, AUDIENCE, KID = "https://idp.test", "https://jobs.test/mcp", "key-1"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KID, EC_KEY = "key-ec", ec.generate_private_key(ec.SECP256R1())
+# a key of a 512-bit modulus (too short for PS512's padding: its check raises) with no `alg`
+WEAK_KID, WEAK_N = "key-512", (1 << 511) | (12345 << 3) | 1
 ENC_KID, ENC_KEY = "key-enc", rsa.generate_private_key(public_exponent=65537, key_size=2048)  # `use: enc`
 # keys the JWKS serves with their private parts (the issuer leaked them): kid -> (algorithm, the signing key)
 LEAKED: dict[str, tuple[str, Any]] = {
@@ -44,6 +46,10 @@ LEAKED: dict[str, tuple[str, Any]] = {
 }
 
 
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def jwks() -> bytes:
     public = json.loads(RSAAlgorithm.to_jwk(KEY.public_key()))
     ec_public = json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key()))
@@ -52,6 +58,7 @@ def jwks() -> bytes:
         {**public, "kid": KID, "use": "sig", "alg": "RS256"},
         {**ec_public, "kid": EC_KID, "use": "sig"},
         {**enc_public, "kid": ENC_KID, "use": "enc"},
+        {"kty": "RSA", "kid": WEAK_KID, "n": b64(WEAK_N.to_bytes(64, "big")), "e": "AQAB"},
         *({**leaked_jwk(key), "kid": kid} for kid, (_, key) in LEAKED.items()),
     ]
     return json.dumps({"keys": keys}).encode()
@@ -407,6 +414,19 @@ async def test_a_key_served_with_its_private_parts_verifies_nothing_and_is_named
     assert not {"d", "k"} & named[-1].keys(), named[-1]  # the private parts are not repeated in the log
 
 
+async def test_a_token_whose_check_raises_is_401_logged_once_without_the_token(jwt_server: HttpServer) -> None:
+    """A PS512 token naming the issuer's 512-bit key made PyJWT raise ValueError ("Digest too large for key size"):
+    a 500 and a traceback, for anyone who read the key id in the JWKS. Whatever raises while a token is checked is
+    a refusal, logged once with the error's type and where, never the token."""
+    bearer, said = forged("PS512", WEAK_KID), len(logged(jwt_server, "auth.token_unverifiable"))
+    await refusal(jwt_server, bearer)
+    unverifiable = logged(jwt_server, "auth.token_unverifiable")
+    assert len(unverifiable) == said + 1 and unverifiable[-1]["error"] == "ValueError", unverifiable
+    assert unverifiable[-1]["level"] == "warning" and unverifiable[-1]["at"].startswith("algorithms.py:"), unverifiable
+    jwt_server.errlog.seek(0)
+    assert bearer.split(".")[0] not in jwt_server.errlog.read().decode()
+
+
 # -- numbers a token's claims may hold -----------------------------------------------------------
 
 
@@ -418,10 +438,6 @@ async def test_a_token_expiring_past_any_date_is_401(jwt_server: HttpServer, exp
     said = len(logged(jwt_server, "auth.times_refused"))
     await refusal(jwt_server, signed("RS256", KID, exp=exp))
     assert len(logged(jwt_server, "auth.times_refused")) == said + 1  # the issuer signed it: the operator is told
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def signed_as_is(header: str, claims: str | bytes) -> str:
@@ -487,7 +503,7 @@ def malformed_tokens() -> dict[str, str]:
 async def test_malformed_tokens_are_each_401_never_500(jwt_server: HttpServer) -> None:
     """Each of `malformed_tokens` on /mcp and on the dashboard: 401 with the challenge, and nothing in the server's
     log at error level (no traceback), nor the token."""
-    tokens = malformed_tokens()
+    tokens, unverifiable = malformed_tokens(), len(logged(jwt_server, "auth.token_unverifiable"))
     mcp = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     answers = {}
     async with httpx2.AsyncClient(timeout=30) as http:
@@ -499,7 +515,7 @@ async def test_malformed_tokens_are_each_401_never_500(jwt_server: HttpServer) -
     assert {name: said for name, said in answers.items() if said != (401, 401, True)} == {}
     jwt_server.errlog.seek(0)
     log = jwt_server.errlog.read().decode()
-    assert "Traceback" not in log and not logged(jwt_server, "auth.token_unverifiable")
+    assert "Traceback" not in log and len(logged(jwt_server, "auth.token_unverifiable")) == unverifiable
     assert not [bad for bad in tokens.values() if len(bad) > 20 and bad in log]
 
 
