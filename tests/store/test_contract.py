@@ -117,6 +117,49 @@ async def test_get_unknown_is_none(store: JobStore) -> None:
     assert await store.get("nope") is None
 
 
+async def test_get_many_reads_the_jobs_given_whole_as_get_does(store: JobStore) -> None:
+    """One read of many jobs by id (a list of schedules' last jobs): each job as `get` answers it, the ids not
+    stored left out, an id given twice answered once, none given answered {}."""
+    await insert_all(store, [full_record(), record("b", created_at=2, principal="bob"), record("c", created_at=3)])
+    got = await store.get_many(["c", "job-full", "nope", "b", "c", "x\x00y"])
+    assert got == {"job-full": full_record(), "b": await store.get("b"), "c": await store.get("c")}
+    assert await store.get_many([]) == {} and await store.get_many({"nope"}) == {}
+    many = [*(f"n{i}" for i in range(1500)), "c"]  # past a statement's parameters, were they one an id
+    assert set(await store.get_many(many)) == {"c"}
+
+
+async def test_get_many_of_a_principal_never_answers_another_principal_s_job(store: JobStore) -> None:
+    """`principal` given: another principal's job is left out as an unknown one (a principal's list of its
+    schedules reads their last jobs through it)."""
+    await insert_all(store, [record("a1", principal="alice"), record("b1", principal="bob"), record("l1")])
+    assert set(await store.get_many(["a1", "b1", "l1", "nope"], "alice")) == {"a1"}
+    assert set(await store.get_many(["a1", "b1"], "bob")) == {"b1"}
+    assert await store.get_many(["a1", "b1"], "carol") == {}
+    assert await store.get_many(["a1"], "alice\x00") == {}
+    assert set(await store.get_many(["a1", "b1", "l1"])) == {"a1", "b1", "l1"}  # no principal: any
+
+
+async def test_get_many_views_leave_out_results_and_params_and_keep_the_jobs_whole(store: JobStore) -> None:
+    """`whole` False: views without results and params, as `query`'s (a list of schedules shows only each last job's
+    status); the jobs keep their results and params, and a view is never the base of a job's next version."""
+    await insert_all(store, [full_record(), record("p", created_at=5, params={"blob": "x" * 10_000})])
+    whole = await store.get_many(["job-full", "p"])
+    views = await store.get_many(["job-full", "p"], whole=False)
+    assert views == {k: replace(w, result=None, params={}) for k, w in whole.items()}
+    changed = await store.update("job-full", {"progress_message": "later"})
+    assert changed is not None and (changed.result, changed.params) == (full_record().result, full_record().params)
+
+
+async def test_a_record_get_many_returned_never_changes_afterwards(store: JobStore) -> None:
+    """The records rule of `store.base` holds for `get_many`'s records too."""
+    await store.insert(record("snap", diagnostics=["first"]))
+    got = (await store.get_many(["snap"]))["snap"]
+    kept = copy.deepcopy(got)
+    running = await store.update("snap", {"status": R, "attempt": 1, "diagnostics": ["first", "second"]})
+    assert running is not None and running.version == 2
+    assert got == kept and (got.status, got.version) == (P, 1)
+
+
 async def test_duplicate_insert_refused(store: JobStore) -> None:
     await store.insert(record("dup", tool_name="first"))
     with pytest.raises(DuplicateJob, match="a job with id 'dup' exists already") as info:

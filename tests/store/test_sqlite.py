@@ -208,6 +208,15 @@ async def test_finished_jobs_are_found_through_their_partial_indexes(store: SQLi
     assert "jobs_final" in plan(db, sqlite_sql.query_sql(C, False, False), ("completed", 10))
 
 
+async def test_a_read_of_many_jobs_by_id_of_one_principal_looks_each_up_by_id(store: SQLiteStore, db: Path) -> None:
+    """`get_many` of a principal (a principal's schedules' last jobs) found its rows through the principal's index:
+    every job the principal ever had read for a page of ids."""
+    await store.close()
+    for by_principal in (False, True):
+        found = plan(db, sqlite_sql.get_many_sql(by_principal), ('["a"]', "p")[: 1 + by_principal])
+        assert "(id=?)" in found and "jobs_principal" not in found, found
+
+
 async def test_a_status_change_builds_no_temporary_btree(store: SQLiteStore, db: Path) -> None:
     """Each partial index's condition is evaluated on the old and the new row of every status change;
     a condition with a list of three or more values would build a temporary b-tree each time."""

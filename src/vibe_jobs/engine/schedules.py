@@ -9,7 +9,7 @@ fires them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from vibe_jobs.identity import LOCAL_PRINCIPAL, Viewer
 from vibe_jobs.jobtool import JobToolSpec
 from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
+from vibe_jobs.models import JobRecord
 from vibe_jobs.schedules import Schedule, ScheduleRecord, ScheduleSpec
 from vibe_jobs.store.base import ScheduleStore
 
@@ -106,18 +107,17 @@ class Schedules:
             raise ScheduleNotFound(schedule_id)
         return rec
 
-    async def described(self, records: Iterable[ScheduleRecord]) -> list[Schedule]:
-        """`records` as clients see them, with the status of the job each fired last (one store read each)."""
-        out = []
-        for rec in records:
-            job = await self.m.store.get(rec.last_job_id) if rec.last_job_id else None
-            out.append(Schedule.from_record(rec, job.status.value if job is not None else None))
-        return out
+    async def described(self, records: Sequence[ScheduleRecord], principal: str | None = None) -> list[Schedule]:
+        """`records` as clients see them, with the status of the job each fired last: those jobs read at once, views
+        without results or arguments (one store read, not one a schedule), of `principal` only when given."""
+        last = {rec.last_job_id for rec in records if rec.last_job_id}
+        jobs = await self.m.store.get_many(last, principal, whole=False) if last else {}
+        return [Schedule.from_record(rec, _status(jobs.get(rec.last_job_id or ""))) for rec in records]
 
     async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
         """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
         only = viewer.scope if viewer is not None else None  # the viewer's own (an admin's: None, every one)
-        return await self.described(await self.store.list_schedules(only))
+        return await self.described(await self.store.list_schedules(only), only)
 
     async def pause(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
         await self.get(schedule_id, viewer)
@@ -201,6 +201,10 @@ _DEFINITION = (
 
 def _definition(rec: ScheduleRecord) -> dict[str, Any]:
     return {name: getattr(rec, name) for name in _DEFINITION}
+
+
+def _status(job: JobRecord | None) -> str | None:
+    return None if job is None else job.status.value
 
 
 def _new_id(spec: ScheduleSpec) -> str:

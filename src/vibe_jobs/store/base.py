@@ -202,6 +202,15 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
+    async def get_many(
+        self, job_ids: Collection[str], principal: str | None = None, *, whole: bool = True
+    ) -> dict[str, JobRecord]:
+        """The stored jobs of `job_ids` by id, read at once (one statement, whatever their number: a list's jobs
+        read one `get` each were a round trip each). An id not stored is left out, and so is a job of another
+        principal when `principal` is given: a caller that lists one principal's things never gets another's job
+        through it. `whole` False: views without results and params, as `JobQuery`'s (never kept as the base of a
+        job's next version)."""
+
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         """Apply `changes` and bump the version when `guard` holds; None when it does not (or no job)."""
 

@@ -69,11 +69,12 @@ WHOLE = select_list()  # every column
 
 def columns_of(query: JobQuery) -> str:
     """The columns a `query` reads (`select_list`): whole records, or views without results or params."""
-    return _columns(query.with_result, query.with_params)
+    return view_columns(query.with_result, query.with_params)
 
 
 @lru_cache(maxsize=4)
-def _columns(with_result: bool, with_params: bool) -> str:
+def view_columns(with_result: bool, with_params: bool) -> str:
+    """The columns a read of records (`query`, `get_many`) names: whole, or views without results or params."""
     return select_list(with_result, with_params=with_params)
 
 

@@ -97,6 +97,16 @@ class MemoryStore:
     async def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 
+    async def get_many(
+        self, job_ids: Collection[str], principal: str | None = None, *, whole: bool = True
+    ) -> dict[str, JobRecord]:
+        found = (self.jobs.get(job_id) for job_id in job_ids)
+        return {
+            rec.id: _view(rec, whole, whole)
+            for rec in found
+            if rec is not None and (principal is None or rec.principal == principal)
+        }
+
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         build = _UPDATES.get(tuple(changes)) or _update_of(job_id, changes)  # refuses a field it may not change
         rec = self.jobs.get(job_id)
@@ -135,7 +145,7 @@ class MemoryStore:
                 continue
             if query.principal is not None and rec.principal != query.principal:
                 continue
-            out.append(_view(rec, query))
+            out.append(_view(rec, query.with_result, query.with_params))
             if len(out) >= query.limit:
                 break
         return out
@@ -442,9 +452,9 @@ class _ByStatus:
         del self.ids[rec.status][rec.id]
 
 
-def _view(rec: JobRecord, query: JobQuery) -> JobRecord:
-    """`rec` as `query` reads it: without its result, or its params, when the query leaves them out."""
-    left_out: dict[str, Any] = {} if query.with_result or rec.result is None else {"result": None}
-    if not query.with_params and rec.params:
+def _view(rec: JobRecord, with_result: bool, with_params: bool) -> JobRecord:
+    """`rec` as a read gives it (`query`, `get_many`): without its result, or its params, when left out."""
+    left_out: dict[str, Any] = {} if with_result or rec.result is None else {"result": None}
+    if not with_params and rec.params:
         left_out["params"] = {}
     return rec.changed(left_out, bump=False) if left_out else rec

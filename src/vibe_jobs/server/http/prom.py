@@ -25,7 +25,18 @@ from vibe_jobs.models import Priority
 from vibe_jobs.store import JobStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-TIMED_OPS = ("insert", "get", "update", "touch", "query", "counts", "find_active", "active", "delete_finished")
+TIMED_OPS = (
+    "insert",
+    "get",
+    "get_many",
+    "update",
+    "touch",
+    "query",
+    "counts",
+    "find_active",
+    "active",
+    "delete_finished",
+)
 
 
 @dataclass(frozen=True, slots=True)

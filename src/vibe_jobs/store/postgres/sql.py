@@ -373,6 +373,13 @@ def query_sql(by_status: bool, by_tool: bool, paged: bool, by_principal: bool = 
     return "".join(f"{part}${i + 1}" if i < len(parts) - 1 else part for i, part in enumerate(parts))
 
 
+@lru_cache(maxsize=8)
+def get_many_sql(by_principal: bool, columns: str = WHOLE) -> str:
+    """The jobs whose ids $1 holds (one array however many: a lookup by id each), then of the principal $2 when
+    given."""
+    return f"SELECT {columns} FROM jobs WHERE id = ANY($1::TEXT[])" + (" AND principal = $2" if by_principal else "")
+
+
 def limit_args(limits: ClaimLimits) -> list[Any]:
     """Parameters $5.. of the limited claim (`claim_sql(True, ...)`)."""
     return [limits.max_running, *limits.resource_caps, json.dumps(dict(limits.per_tool))]

@@ -389,6 +389,16 @@ class PostgresStore(SharedJobStore):
         row = await self._fetchrow(sql.GET, job_id)
         return None if row is None else sql.decode(row)
 
+    async def get_many(
+        self, job_ids: Collection[str], principal: str | None = None, *, whole: bool = True
+    ) -> dict[str, JobRecord]:
+        ids = [job_id for job_id in job_ids if not _unholdable(job_id)]
+        if not ids or _unholdable(principal):
+            return {}
+        text = sql.get_many_sql(principal is not None, codec.view_columns(whole, whole))
+        found = await self._records(text, ids, *([] if principal is None else [principal]))
+        return {rec.id: rec for rec in found}
+
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         """The compare-and-set; concurrent calls share one statement (see `_write`)."""
         check_updatable(job_id, changes)

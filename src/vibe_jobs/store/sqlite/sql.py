@@ -61,3 +61,12 @@ def _query_sql(select: str, where: list[str], by_tool: bool, paged: bool, by_pri
         where.append("(created_at, id) < (?, ?)")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return f"{select}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"
+
+
+@lru_cache(maxsize=8)
+def get_many_sql(by_principal: bool, columns: str = WHOLE) -> str:
+    """The jobs whose ids a JSON array names (one parameter however many: `json_each`, each a lookup by id), then
+    of the principal when given: `+principal` keeps SQLite from reading the principal's index instead, every job
+    the principal ever had for a page of ids."""
+    where = "id IN (SELECT value FROM json_each(?))" + (" AND +principal = ?" if by_principal else "")
+    return f"SELECT {columns} FROM jobs WHERE {where}"

@@ -435,6 +435,20 @@ class SQLiteStore:
             row = await self._run(_S["get"], (job_id,), ONE)
         return None if row is None else self._known.remember(codec.decode(row))
 
+    async def get_many(
+        self, job_ids: Collection[str], principal: str | None = None, *, whole: bool = True
+    ) -> dict[str, JobRecord]:
+        if not job_ids:
+            return {}
+        st = statement(sql.get_many_sql(principal is not None, codec.view_columns(whole, whole)), False)
+        args = (json.dumps(list(job_ids)), *([] if principal is None else [principal]))
+        try:
+            rows = await self._run(st, args, ALL)
+        except AnswerLost:  # a read is safe to repeat, and the server is started again for it
+            rows = await self._run(st, args, ALL)
+        found = self._decoded(rows) if whole else [codec.decode(row) for row in rows]  # views: not kept
+        return {rec.id: rec for rec in found}
+
     async def update(self, job_id: str, changes: Mapping[str, Any], guard: Guard | None = None) -> JobRecord | None:
         check_updatable(job_id, changes)
         guard = guard or NO_GUARD

@@ -1,0 +1,83 @@
+"""What listing schedules costs the store, against the real `vibe-jobs serve` on SQLite: list-schedules and
+job-stats read every listed schedule's last job in one store read, not one each, and a principal's listing
+never shows another principal's job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2 as httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.test_identity_e2e import ALICE, client_as, serve
+from tests.e2e.test_jobs_e2e import structured
+from vibe_jobs import JobManager, Settings
+from vibe_jobs.identity import Viewer
+from vibe_jobs.results import text_result
+from vibe_jobs.schedules import ScheduleRecord
+from vibe_jobs.store import open_store
+
+pytestmark = pytest.mark.timeout(180)
+
+SCHEDULES = 300
+
+
+def hourly(schedule_id: str, job_id: str, principal: str, now: int) -> ScheduleRecord:
+    """A schedule of `principal` whose next firing is an hour away (the ticker reads nothing meanwhile) and
+    that fired `job_id` last."""
+    return ScheduleRecord(
+        schedule_id, "echo", {"text": "x"}, None, 3600.0, "UTC", None, None, False, "run_once", 10, "allow",
+        "medium", None, now, now + 3_600_000, now, now, last_job_id=job_id, principal=principal,
+    )  # fmt: skip
+
+
+async def fill(url: str) -> None:
+    """SCHEDULES schedules of alice, each with a completed job of its own as its last, and one more of hers whose
+    last job is bob's (a record no firing makes: the listing must not show that job)."""
+    async with JobManager(open_store(url), Settings(max_pending=10 * SCHEDULES)) as m:
+        store: Any = m.store
+        now = m.now()
+
+        async def done(principal: str) -> str:
+            job_id = await m.create_job("echo", {"text": "x"}, viewer=Viewer(principal))
+            await m.start_job(job_id)
+            await m.set_job_result(job_id, text_result("ok"))
+            return job_id
+
+        for i in range(SCHEDULES):
+            await store.insert_schedule(hourly(f"s{i:04d}", await done("alice"), "alice", now + i))
+        await store.insert_schedule(hourly("s-bobs-job", await done("bob"), "alice", now + SCHEDULES))
+
+
+async def job_reads(port: int) -> float:
+    """The store's reads of jobs by id so far (/metrics): `get` and `get_many` calls."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "vibe_jobs_store_operation_seconds_count" and s.labels.get("op") in ("get", "get_many")
+    )
+
+
+async def test_listing_many_schedules_reads_their_last_jobs_at_once_and_only_the_principal_s(tmp_path: Path) -> None:
+    """300 schedules cost list-schedules (and job-stats, which lists them too) 300 store reads, one a schedule's
+    last job: 1,000 (one principal's default quota) were 1,000 round trips a call on PostgreSQL."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    await fill(url)
+    with serve(tmp_path, "streamable-http", url) as server:
+        async with client_as(server, ALICE) as alice:
+            for tool in ("list-schedules", "job-stats"):
+                before = await job_reads(server.port)
+                with anyio.fail_after(60):
+                    listed = structured(await alice.call_tool(tool, {}))["schedules"]
+                reads = await job_reads(server.port) - before
+                assert reads <= 2, (tool, reads)
+                assert len(listed) == SCHEDULES + 1, (tool, len(listed))
+                outcomes = {s["scheduleId"]: s.get("lastOutcome") for s in listed}
+                assert outcomes.pop("s-bobs-job") is None, tool  # bob's job: not shown to alice
+                assert set(outcomes.values()) == {"completed"}, (tool, set(outcomes.values()))
