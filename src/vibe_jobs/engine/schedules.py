@@ -21,12 +21,16 @@ from vibe_jobs.logs import get_logger
 from vibe_jobs.manager import JobManager
 from vibe_jobs.models import JobRecord
 from vibe_jobs.schedules import Schedule, ScheduleRecord, ScheduleSpec
+from vibe_jobs.states import JobStatus
 from vibe_jobs.store.base import ScheduleStore
 
 log = get_logger("vibe_jobs.engine.schedules")
 
 MAX_RACES = 16
 Change = Callable[[ScheduleRecord], dict[str, Any] | None]
+Wires = list[dict[str, Any]]  # schedules as clients see them (`Schedule.wire`)
+Fit = Callable[[Wires], tuple[Wires, int]]  # `Schedules.page`'s cut
+OUTCOME_ROOM = max((status.value for status in JobStatus), key=len)  # a `lastOutcome` at its longest
 
 
 def schedule_store(manager: JobManager) -> ScheduleStore:
@@ -107,17 +111,37 @@ class Schedules:
             raise ScheduleNotFound(schedule_id)
         return rec
 
-    async def described(self, records: Sequence[ScheduleRecord], principal: str | None = None) -> list[Schedule]:
-        """`records` as clients see them, with the status of the job each fired last: those jobs read at once, views
-        without results or arguments (one store read, not one a schedule), of `principal` only when given."""
+    async def outcomes(self, records: Sequence[ScheduleRecord], principal: str | None = None) -> list[str | None]:
+        """The status of the job each of `records` fired last (None: none, or gone): those jobs read at once, as
+        views without results or arguments (one store read, not one a schedule), of `principal` only when given."""
         last = {rec.last_job_id for rec in records if rec.last_job_id}
         jobs = await self.m.store.get_many(last, principal, whole=False) if last else {}
-        return [Schedule.from_record(rec, _status(jobs.get(rec.last_job_id or ""))) for rec in records]
+        return [_status(jobs.get(rec.last_job_id or "")) for rec in records]
+
+    async def described(self, records: Sequence[ScheduleRecord], principal: str | None = None) -> list[Schedule]:
+        """`records` as clients see them, with the status of the job each fired last (`outcomes`)."""
+        outcomes = await self.outcomes(records, principal)
+        return [Schedule.from_record(rec, outcome) for rec, outcome in zip(records, outcomes, strict=True)]
 
     async def list(self, viewer: Viewer | None = None) -> list[Schedule]:
         """Every schedule (`viewer` may see) with the status of the job it fired last (`lastOutcome`)."""
-        only = viewer.scope if viewer is not None else None  # the viewer's own (an admin's: None, every one)
+        only = _scope(viewer)
         return await self.described(await self.store.list_schedules(only), only)
+
+    async def page(self, viewer: Viewer | None, fit: Fit) -> tuple[Wires, int]:
+        """Every schedule `viewer` may see as clients see them (`wire`), cut by `fit` (those one answer carries, from
+        the first, and how many it leaves out), with `lastOutcome`: the last jobs of those carried only are read.
+        Each is cut with room for the longest status, so that its outcome still fits once read."""
+        only = _scope(viewer)
+        records = await self.store.list_schedules(only)
+        sized = [Schedule.from_record(rec, OUTCOME_ROOM if rec.last_job_id else None).wire() for rec in records]
+        shown, omitted = fit(sized)
+        for wire, outcome in zip(shown, await self.outcomes(records[: len(shown)], only), strict=True):
+            if outcome is None:
+                wire.pop("lastOutcome", None)
+            else:
+                wire["lastOutcome"] = outcome
+        return shown, omitted
 
     async def pause(self, schedule_id: str, viewer: Viewer | None = None) -> ScheduleRecord:
         await self.get(schedule_id, viewer)
@@ -201,6 +225,11 @@ _DEFINITION = (
 
 def _definition(rec: ScheduleRecord) -> dict[str, Any]:
     return {name: getattr(rec, name) for name in _DEFINITION}
+
+
+def _scope(viewer: Viewer | None) -> str | None:
+    """The principal whose schedules `viewer` lists: its own (an admin's, or none given: None, every one)."""
+    return viewer.scope if viewer is not None else None
 
 
 def _status(job: JobRecord | None) -> str | None:

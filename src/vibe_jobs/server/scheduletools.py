@@ -130,9 +130,9 @@ class ScheduleTools:
 
     async def list_schedules(self, ctx: Context) -> CallToolResult:
         """Every schedule: its timing, last and next firing, and the outcome of its last job."""
-        schedules = [s.wire() for s in await self.s.list(self.identity.viewer())]
-        schedules, omitted = carried_schedules(
-            schedules, ctx.request_context.request, self.s.m.settings.max_answer_bytes
+        request, max_bytes = ctx.request_context.request, self.s.m.settings.max_answer_bytes
+        schedules, omitted = await self.s.page(
+            self.identity.viewer(), lambda wires: carried_schedules(wires, request, max_bytes)
         )
         lines = [_line(s) for s in schedules] + ([omitted_line(omitted)] if omitted else [])
         body: dict[str, Any] = {"schedules": schedules, **({"omitted": omitted} if omitted else {})}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import cast
 
 from vibe_jobs.models import JobRecord
@@ -11,13 +12,20 @@ from vibe_jobs.store.sqlite import SQLiteStore
 
 
 class CountingReads:
-    """Put before a store class (`class Counted(CountingReads, PostgresStore)`): `reads` counts its `get` calls."""
+    """Put before a store class (`class Counted(CountingReads, PostgresStore)`): `reads` counts the jobs it reads by
+    id: one a `get` call, and each id a `get_many` call asks for."""
 
     reads = 0
 
     async def get(self, job_id: str) -> JobRecord | None:
         self.reads += 1
         return await cast(JobStore, super()).get(job_id)
+
+    async def get_many(
+        self, job_ids: Collection[str], principal: str | None = None, *, whole: bool = True
+    ) -> dict[str, JobRecord]:
+        self.reads += len(job_ids)
+        return await cast(JobStore, super()).get_many(job_ids, principal, whole=whole)
 
 
 class CountingMemory(CountingReads, MemoryStore):
