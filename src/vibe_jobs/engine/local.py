@@ -127,8 +127,9 @@ class LocalSource:
         self._waiting[job_id] = set(deps)
         for dep in deps:
             self._dependents.setdefault(dep, set()).add(job_id)
+        found = await self.m.store.get_many(deps, whole=False)  # at once: up to 1,000, a round trip each
         for dep in deps:
-            dep_rec = await self.m.store.get(dep)
+            dep_rec = found.get(dep)
             if dep_rec is None:
                 self._dependency_finished(dep, None)  # removed by clean-up: its outcome is unknown
             elif dep_rec.status in FINAL:

@@ -1,6 +1,6 @@
-"""What listing schedules costs the store, against the real `vibe-jobs serve` on SQLite: list-schedules and
-job-stats read every listed schedule's last job in one store read, not one each, and a principal's listing
-never shows another principal's job."""
+"""What the calls that name many jobs cost the store, against the real `vibe-jobs serve` on SQLite: list-schedules
+and job-stats read every listed schedule's last job in one store read, not one each; submit-job reads its
+dependencies at once. A principal never sees another principal's job through these reads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_identity_e2e import ALICE, client_as, serve
-from tests.e2e.test_jobs_e2e import structured
+from tests.e2e.test_jobs_e2e import structured, texts
 from vibe_jobs import JobManager, Settings
 from vibe_jobs.identity import Viewer
 from vibe_jobs.results import text_result
@@ -23,6 +23,7 @@ from vibe_jobs.store import open_store
 pytestmark = pytest.mark.timeout(180)
 
 SCHEDULES = 300
+DEPENDENCIES = 1000  # submit-job's most (MAX_DEPENDENCIES)
 
 
 def hourly(schedule_id: str, job_id: str, principal: str, now: int) -> ScheduleRecord:
@@ -81,3 +82,33 @@ async def test_listing_many_schedules_reads_their_last_jobs_at_once_and_only_the
                 outcomes = {s["scheduleId"]: s.get("lastOutcome") for s in listed}
                 assert outcomes.pop("s-bobs-job") is None, tool  # bob's job: not shown to alice
                 assert set(outcomes.values()) == {"completed"}, (tool, set(outcomes.values()))
+
+
+async def test_a_job_with_many_dependencies_reads_them_at_once(tmp_path: Path) -> None:
+    """submit-job with 1,000 dependsOn (its most) read each dependency whole, one store read each, to check it, and
+    again, one each, to queue the job: 2,000 reads, each a round trip on PostgreSQL and each dependency's result
+    read for nothing. Another principal's job still names no known job."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with JobManager(open_store(url), Settings(max_pending=10 * DEPENDENCIES)) as m:
+        deps = []
+        for i in range(DEPENDENCIES):
+            job_id = await m.create_job("echo", {"text": str(i)}, viewer=Viewer("alice"))
+            await m.start_job(job_id)
+            await m.set_job_result(job_id, text_result("ok"))
+            deps.append(job_id)
+        bobs = await m.create_job("echo", {"text": "bob's"}, viewer=Viewer("bob"))
+    with serve(tmp_path, "streamable-http", url) as server:
+        async with client_as(server, ALICE) as alice:
+            before = await job_reads(server.port)
+            made = await alice.call_tool("submit-job", {"tool": "echo", "arguments": {"text": "x"}, "dependsOn": deps})
+            reads = await job_reads(server.port) - before
+            assert not made.is_error, texts(made)[:300]
+            assert reads <= 3, reads
+            refused = await alice.call_tool(
+                "submit-job", {"tool": "echo", "arguments": {"text": "x"}, "dependsOn": [*deps[:5], bobs]}
+            )
+            assert refused.is_error and f"dependency '{bobs}' names no known job" in texts(refused), texts(refused)
+            job_id = structured(made)["jobId"]
+            with anyio.fail_after(60):
+                done = structured(await alice.call_tool("get-job-result", {"jobId": job_id, "waitSeconds": 30}))
+            assert done.get("status") == "completed", done
