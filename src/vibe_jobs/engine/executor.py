@@ -614,9 +614,12 @@ class Executor:
             self.cancel_running(run.rec.id, cancel_requested)
 
     async def check_running(self) -> None:
-        """Read each running job from the store and act on what it says (`held_elsewhere`)."""
-        for job_id in list(self.running):
-            rec = await self.m.store.get(job_id)
+        """Read the running jobs from the store, at once (every local timer round: one read each was a round trip
+        each), and act on what it says of each (`held_elsewhere`)."""
+        ids = list(self.running)
+        found = await self.m.store.get_many(ids) if ids else {}
+        for job_id in ids:
+            rec = found.get(job_id)
             run = self.running.get(job_id)
             if run is None:
                 continue

@@ -319,8 +319,9 @@ class LocalSource:
         foreign = [dep for dep in self._dependents if dep not in self.queued and dep not in running]
         if len(foreign) > DEPENDENCY_CHECKS:
             foreign = random.sample(foreign, DEPENDENCY_CHECKS)
+        found = await self.m.store.get_many(foreign, whole=False) if foreign else {}  # at once: up to 256 of them
         for dep in foreign:
-            rec = await self.m.store.get(dep)
+            rec = found.get(dep)
             if rec is None or rec.status in FINAL:
                 self._dependency_finished(dep, None if rec is None else rec.status)
 
