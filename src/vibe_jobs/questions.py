@@ -157,12 +157,31 @@ def _primitive(name: str, prop: Any, defs: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def fitting_defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`schema` (one a job passes on: an upstream server's, through the proxy) without the defaults its own fields
+    would refuse (`_check_value`): the person answers without the suggestion, where `_check_choices` would refuse
+    the whole question, which the job's own code can mend and an upstream's caller cannot."""
+    props = schema.get("properties")
+    if not isinstance(props, Mapping):
+        return dict(schema)
+    kept: dict[str, Any] = {}
+    for name, prop in props.items():
+        if isinstance(prop, Mapping) and "default" in prop:
+            try:
+                _check_value(str(name), prop, prop["default"])
+            except InvalidParams:
+                prop = {key: value for key, value in prop.items() if key != "default"}
+        kept[name] = prop
+    return {**schema, "properties": kept}
+
+
 def _check_choices(name: str, prop: Mapping[str, Any]) -> None:
     """Refuse choices no answer could be one of, and a default the field's own check would refuse (a person
     taking it was refused, though the form offered it): an empty `enum` allowed any value, one string allowed
     only that string, each asked and waited for as a question."""
     source = prop.get("items") if prop.get("type") == "array" else prop
-    if isinstance(source, Mapping) and "enum" in source and not (isinstance(enum := source["enum"], list) and enum):
+    enum = source.get("enum", [None]) if isinstance(source, Mapping) else [None]  # [None]: no enum to look at
+    if not (isinstance(enum, list | tuple) and enum):
         raise InvalidParams(
             f"elicitation property {name!r}: enum must be a non-empty list of choices, not {enum!r:.80}"
         )

@@ -1,8 +1,9 @@
 """An upstream MCP server for the proxy's talk-back with several callers: `hold` logs a line, reports progress
 and waits until `release` is called; `noisy` logs its argument (a secret of its caller); `ask` elicits a PIN
-naming its topic; `bigask` elicits with a message of `size` characters; `roots` waits until `release` is called,
-then answers with the roots its client (the proxy) gives it; `linger` answers at once and logs its argument later,
-as a background task of a server may: once the next `hold` is in flight (which waits until that line is written)."""
+naming its topic; `askdefault` elicits a code with a default its own field refuses; `bigask` elicits with a message
+of `size` characters; `roots` waits until `release` is called, then answers with the roots its client (the proxy)
+gives it; `linger` answers at once and logs its argument later, as a background task of a server may: once the next
+`hold` is in flight (which waits until that line is written)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 mcp: MCPServer = MCPServer("talkback-test-upstream")
 released = anyio.Event()
@@ -65,6 +66,16 @@ class Pin(BaseModel):
 @mcp.tool(name="ask")
 async def ask(topic: str, ctx: Context) -> str:
     answer = await ctx.elicit(f"please give the PIN for {topic}", Pin)
+    return f"got {answer.action} {getattr(answer, 'data', None)}"
+
+
+class Code(BaseModel):
+    code: str = Field("", min_length=4)  # a default its own field refuses: a server's slip the proxy must bear
+
+
+@mcp.tool(name="askdefault")
+async def askdefault(ctx: Context) -> str:
+    answer = await ctx.elicit("please give the code", Code)
     return f"got {answer.action} {getattr(answer, 'data', None)}"
 
 

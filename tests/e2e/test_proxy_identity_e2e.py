@@ -136,6 +136,24 @@ async def test_a_question_too_large_for_an_answer_is_declined_and_the_job_stays_
             assert not (await alice.call_tool("list-jobs", {})).is_error  # the session lives on
 
 
+async def test_an_upstream_question_whose_default_its_field_refuses_is_asked_without_it(
+    tmp_path: Path, mode: str
+) -> None:
+    """A job's own question with a default its field refuses fails its ask, naming the fault; an upstream's was
+    declined back to it whole (the person never asked), though only the suggestion was wrong: asked without it."""
+    with proxy(tmp_path) as server:
+        async with client_as(server, ALICE, mode) as alice:
+            job_id = started(await alice.call_tool("askdefault", {}))
+            with anyio.fail_after(30):
+                while "waitingFor" not in (msg := await status(alice, job_id)):
+                    assert msg["status"] in ("pending", "running"), msg
+                    await anyio.sleep(0.05)  # polling a condition under a deadline: the upstream asking
+            assert "default" not in msg["waitingFor"]["requestedSchema"]["properties"]["code"], msg["waitingFor"]
+            assert not (await alice.call_tool("answer-job", {"jobId": job_id, "answer": {"code": "1234"}})).is_error
+            msg = await until(alice, job_id, ("completed", "failed"))
+    assert "got accept code='1234'" in str(msg["result"]), msg
+
+
 async def test_one_principals_roots_never_reach_the_upstream_another_principals_job_runs_on(
     tmp_path: Path, mode: str
 ) -> None:

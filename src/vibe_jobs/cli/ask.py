@@ -65,6 +65,8 @@ class Lines:
         except BaseException:
             with self.changed:
                 self.waiting -= 1
+                if not self.waiting:  # a line kept for this prompt, which never showed: typed for none shown
+                    self.ready.clear()
             raise
         with self.changed:
             try:

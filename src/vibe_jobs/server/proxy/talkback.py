@@ -29,6 +29,7 @@ from mcp_types import (
 from vibe_jobs.context import JobContext
 from vibe_jobs.errors import InvalidParams, JobError
 from vibe_jobs.logs import get_logger
+from vibe_jobs.questions import fitting_defaults
 
 log = get_logger("vibe_jobs.server.proxy")
 
@@ -86,7 +87,7 @@ async def answer_upstream_request(
 async def _elicit(ctx: JobContext, params: Any) -> ElicitResult:
     if not isinstance(params, ElicitRequestFormParams):
         raise InvalidParams("only form elicitations can be passed to the client (this one asks to open a URL)")
-    answer = await ctx.elicit(params.message, params.requested_schema)
+    answer = await ctx.elicit(params.message, fitting_defaults(params.requested_schema))
     if answer.action == "accept":
         return ElicitResult(action="accept", content=answer.content)
     return ElicitResult(action="cancel" if answer.action in ("cancel", "timeout") else "decline")
