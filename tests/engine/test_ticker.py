@@ -262,7 +262,7 @@ async def test_the_firing_is_recorded_when_the_process_that_lost_it_moves_the_sc
     clock.advance(1)
     rec = await schedules.get_schedule(sch.schedule_id)
     assert rec is not None
-    p = await one._plan(rec)
+    p = one._plan(rec)
     last, refused = await one._fire_ticks(rec, p)  # one fires the tick ...
     assert last["last_tick"] == sch.next_fire_at and refused == 0
     await two.tick()  # ... two loses its firing and moves the schedule on first, naming one's job (the tick's key)
