@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx2 as httpx
@@ -28,6 +28,7 @@ from vibe_jobs.redact import MASK
 from vibe_jobs.schedules import ScheduleRecord
 from vibe_jobs.server.http.dashboard import PAGE_POLICY
 from vibe_jobs.store import open_store
+from vibe_jobs.store.base import ScheduleStore
 
 pytestmark = pytest.mark.timeout(60)
 created: dict[str, int] = {}  # job id -> created_at, of every job `fill` made
@@ -662,6 +663,50 @@ def test_a_store_of_many_schedules_costs_a_job_page_none_and_the_jobs_page_one_p
     assert shown == [f"s{i:04d}" for i in range(SHOWN_SCHEDULES)], shown
     assert "70 more schedules" in listing.text and "vibe-jobs schedules list" in listing.text
     assert after_listing - after_job_pages <= 2, (after_job_pages, after_listing)  # was SHOWN_SCHEDULES
+
+
+async def _schedules_with_arguments(url: str, count: int, size: int) -> None:
+    """`count` hourly schedules, each with `size` bytes of arguments."""
+    async with JobManager(open_store(url)) as m:
+        now, store = m.now(), cast(ScheduleStore, m.store)
+        for i in range(count):
+            hourly = ScheduleRecord(
+                f"s{i:04d}", "demo", {"blob": "x" * size}, None, 3600.0, "UTC", None, None, False, "run_once", 10,
+                "allow", "medium", None, now, now + 3_600_000, now + i, now + i,
+            )  # fmt: skip
+            await store.insert_schedule(hourly)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak memory from /proc")
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_jobs_page_reads_the_schedules_it_shows_without_their_arguments_and_counts_the_rest(
+    tmp_path: Path, kind: str
+) -> None:
+    """The jobs page shows SHOWN_SCHEDULES schedules and counts the rest, yet read every schedule of the store
+    whole: 200 schedules of 500 kB arguments (each within VIBE_JOBS_MAX_PARAMS_BYTES) were 100 MB to read and
+    decode a view, the dashboard's peak memory up by hundreds of MiB. Now the first SHOWN_SCHEDULES, without the
+    arguments the page never shows, and a count."""
+    from vibe_jobs.server.http.dashboard import SHOWN_SCHEDULES
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/jobs.db"
+    else:
+        url = with_new_schema(postgres_url("the dashboard on PostgreSQL"), "vj_dash")
+    try:
+        anyio.run(_schedules_with_arguments, url, 200, 500_000)
+        with dashboard_process(url) as (base, proc), httpx.Client(base_url=base, timeout=30) as http:
+            assert http.get("/jobs/" + "0" * 32).status_code == 404  # the page's machinery, warmed up
+            before = peak_memory_mb(proc)
+            listing = http.get("/")
+            after = peak_memory_mb(proc)
+    finally:
+        if kind == "postgres":
+            anyio.run(drop_schema, url)
+    assert listing.status_code == 200
+    shown = re.findall(r'<tr data-schedule="(s\d{4})">', listing.text)
+    assert shown == [f"s{i:04d}" for i in range(SHOWN_SCHEDULES)], shown
+    assert f"{200 - SHOWN_SCHEDULES} more schedules" in listing.text
+    assert after - before < 20, (before, after)  # 100 MB of arguments read, before
 
 
 def peak_memory_mb(proc: subprocess.Popen[bytes]) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from tests.store.test_contract import full_record, record, store  # noqa: F401  # the fixture over every store
 from vibe_jobs.models import JobRecord
 from vibe_jobs.schedules import ScheduleRecord, ScheduleSpec
 from vibe_jobs.states import JobStatus
-from vibe_jobs.store import JobQuery, JobStore
+from vibe_jobs.store import JobQuery, JobStore, MemoryStore
 from vibe_jobs.store.base import ScheduleStore
 from vibe_jobs.store.sqlite import SQLiteStore
 
@@ -88,6 +89,27 @@ async def test_a_principal_s_schedules_are_counted_without_reading_them(store: J
     assert [await s.count_schedules(p) for p in ("alice", "bob", "local", "carol")] == [2, 1, 1, 0]
     await s.delete_schedule("s0")
     assert await s.count_schedules("alice") == 1
+
+
+async def test_the_first_schedules_are_listed_without_their_arguments_and_all_counted(
+    store: JobStore,  # noqa: F811
+) -> None:
+    """The dashboard's schedules: the first few, oldest first, of everyone's or one principal's, without the
+    arguments it never shows, and how many there are (the page read every schedule whole to show 50)."""
+    s = as_schedules(store)
+    for n, principal in enumerate(["alice", "bob", "alice", "local"]):
+        rec = schedule(f"s{n}")
+        rec.principal = principal
+        await s.insert_schedule(rec)
+    first = await s.list_schedules(limit=3, arguments=False)
+    assert [r.schedule_id for r in first] == ["s0", "s1", "s2"]
+    whole = await s.list_schedules(limit=3)
+    if not isinstance(store, MemoryStore):  # it reads nothing: it hands its records as they are
+        assert [r.arguments for r in first] == [{}, {}, {}]
+    assert [replace(r, arguments={}) for r in whole] == [replace(r, arguments={}) for r in first]  # all else read
+    assert [r.schedule_id for r in await s.list_schedules("alice", limit=1, arguments=False)] == ["s0"]
+    assert await s.list_schedules(limit=0) == []
+    assert (await s.count_schedules(None), await s.count_schedules("alice")) == (4, 2)
 
 
 async def test_a_schedule_changes_by_compare_and_set(store: JobStore) -> None:  # noqa: F811

@@ -448,12 +448,17 @@ class ScheduleStore(Protocol):
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
 
-    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
-        """Every schedule (only `principal`'s, when given), oldest first. One principal's list and quota read its
-        own schedules only: another's (up to a quota of them, each with 1 MiB of arguments) cost it nothing."""
+    async def list_schedules(
+        self, principal: str | None = None, *, limit: int | None = None, arguments: bool = True
+    ) -> list[ScheduleRecord]:
+        """Every schedule (only `principal`'s, when given), oldest first; the first `limit` only, when given. One
+        principal's list and quota read its own schedules only: another's (up to a quota of them, each with 1 MiB
+        of arguments) cost it nothing. `arguments` False: each record's arguments are {}, not read (a list that
+        shows none: a view for showing, never written back)."""
 
-    async def count_schedules(self, principal: str) -> int:
-        """How many schedules `principal` has (its quota's count: no schedule is read, whatever its arguments)."""
+    async def count_schedules(self, principal: str | None) -> int:
+        """How many schedules `principal` has (None: every principal; its quota's count, the dashboard's: no
+        schedule is read, whatever its arguments)."""
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
         """The unpaused schedules whose next firing is at or before `now`, earliest first: what a ticker pass

@@ -322,12 +322,14 @@ class MemoryStore:
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
         return self.schedules.get(schedule_id)
 
-    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+    async def list_schedules(
+        self, principal: str | None = None, *, limit: int | None = None, arguments: bool = True
+    ) -> list[ScheduleRecord]:
         found = (r for r in self.schedules.values() if principal is None or r.principal == principal)
-        return sorted(found, key=lambda r: (r.created_at, r.schedule_id))
+        return sorted(found, key=lambda r: (r.created_at, r.schedule_id))[:limit]  # nothing to read: arguments kept
 
-    async def count_schedules(self, principal: str) -> int:
-        return sum(1 for r in self.schedules.values() if r.principal == principal)
+    async def count_schedules(self, principal: str | None) -> int:
+        return sum(1 for r in self.schedules.values() if principal is None or r.principal == principal)
 
     async def update_schedule(
         self, schedule_id: str, changes: Mapping[str, Any], version: int

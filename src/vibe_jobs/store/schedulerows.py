@@ -27,6 +27,13 @@ NOT_HELD_SQL = (
 )
 
 
+def list_sql(arguments: bool, where: str, limit: str) -> str:
+    """The listing of schedules, oldest first (`where`: its condition, or ""; `limit`: the placeholder of its
+    LIMIT); without `arguments`, {} is read in their place (the SQL stores' `list_schedules`)."""
+    columns = ", ".join(f"'{{}}' AS {name}" if name == _JSON and not arguments else name for name in COLUMNS)
+    return f"SELECT {columns} FROM schedules{where} ORDER BY created_at, schedule_id LIMIT {limit}"
+
+
 def _value(name: str, value: Any) -> Any:
     if name == _JSON:
         return canonical(value)

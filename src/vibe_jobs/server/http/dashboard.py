@@ -39,8 +39,9 @@ from vibe_jobs.store.base import ScheduleStore
 Endpoint = Callable[[Request], Awaitable[Response]]
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 PAGE_SIZE = 50
-# the schedules the jobs page shows (oldest first), each with its last job's status (a store read each): one
-# principal may keep 1,000 (VIBE_JOBS_QUOTA_SCHEDULES) and every page listed them all; the rest are counted
+# the schedules the jobs page shows (oldest first, without their arguments), each with its last job's status: one
+# principal may keep 1,000 (VIBE_JOBS_QUOTA_SCHEDULES), each with 1 MiB of arguments, and every view read them
+# all; the rest are counted, not read
 SHOWN_SCHEDULES = 50
 # Every page: never inside another site's frame (its buttons cancel and retry jobs: a framed page could be
 # clicked through), its type as said, and no job URL (ids) in a Referer to another site ("no-referrer" would also
@@ -142,9 +143,9 @@ class Dashboard:
         store = self.m.store
         if not isinstance(store, ScheduleStore):
             return [], 0
-        records = await store.list_schedules()
-        shown = await Schedules(self.m, {}).described(records[:SHOWN_SCHEDULES])
-        return shown, len(records) - len(shown)
+        records = await store.list_schedules(limit=SHOWN_SCHEDULES, arguments=False)  # the page shows none
+        shown = await Schedules(self.m, {}).described(records)
+        return shown, max(0, await store.count_schedules(None) - len(shown))
 
     async def jobs(self, request: Request, view: pages.View) -> Response:
         q = request.query_params

@@ -886,15 +886,20 @@ class PostgresStore(SharedJobStore):
         row = await self._fetchrow(f"{_S_SELECT} WHERE schedule_id = $1", schedule_id)
         return None if row is None else schedulerows.decode(tuple(row))
 
-    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
+    async def list_schedules(
+        self, principal: str | None = None, *, limit: int | None = None, arguments: bool = True
+    ) -> list[ScheduleRecord]:
         if principal is None:
-            rows = await self._fetch(f"{_S_SELECT} ORDER BY created_at, schedule_id")
+            rows = await self._fetch(schedulerows.list_sql(arguments, "", "$1"), limit)  # LIMIT NULL: all of them
         else:
-            rows = await self._fetch(f"{_S_SELECT} WHERE principal = $1 ORDER BY created_at, schedule_id", principal)
+            rows = await self._fetch(schedulerows.list_sql(arguments, " WHERE principal = $1", "$2"), principal, limit)
         return [schedulerows.decode(tuple(row)) for row in rows]
 
-    async def count_schedules(self, principal: str) -> int:
-        row = await self._fetchrow("SELECT count(*) FROM schedules WHERE principal = $1", principal)
+    async def count_schedules(self, principal: str | None) -> int:
+        if principal is None:
+            row = await self._fetchrow("SELECT count(*) FROM schedules")
+        else:
+            row = await self._fetchrow("SELECT count(*) FROM schedules WHERE principal = $1", principal)
         return int(row[0]) if row is not None else 0
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:

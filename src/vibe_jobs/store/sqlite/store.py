@@ -192,8 +192,7 @@ _S = {
         ("insert_schedule", f"INSERT INTO schedules ({_S_COLS}) VALUES ({', '.join('?' * len(schedulerows.COLUMNS))})",
          True),
         ("get_schedule", f"{_S_SELECT} WHERE schedule_id = ?", False),
-        ("list_schedules", f"{_S_SELECT} ORDER BY created_at, schedule_id", False),
-        ("list_schedules_of", f"{_S_SELECT} WHERE principal = ? ORDER BY created_at, schedule_id", False),
+        ("count_schedules", "SELECT count(*) FROM schedules", False),
         ("count_schedules_of", "SELECT count(*) FROM schedules WHERE principal = ?", False),
         ("due_schedules", f"{_S_SELECT} WHERE paused = 0 AND next_fire_at <= ? AND {schedulerows.NOT_HELD_SQL}"
          " ORDER BY next_fire_at, schedule_id", False),
@@ -624,15 +623,19 @@ class SQLiteStore:
         row = await self._run(_S["get_schedule"], (schedule_id,), ONE)
         return None if row is None else schedulerows.decode(row)
 
-    async def list_schedules(self, principal: str | None = None) -> list[ScheduleRecord]:
-        if principal is None:
-            rows = await self._run(_S["list_schedules"], (), ALL)
-        else:
-            rows = await self._run(_S["list_schedules_of"], (principal,), ALL)
-        return [schedulerows.decode(row) for row in rows]
+    async def list_schedules(
+        self, principal: str | None = None, *, limit: int | None = None, arguments: bool = True
+    ) -> list[ScheduleRecord]:
+        mine = principal is not None
+        st = statement(schedulerows.list_sql(arguments, " WHERE principal = ?" if mine else "", "?"), False)
+        args = ([principal] if mine else []) + [-1 if limit is None else limit]  # LIMIT -1: all of them
+        return [schedulerows.decode(row) for row in await self._run(st, args, ALL)]
 
-    async def count_schedules(self, principal: str) -> int:
-        row = await self._run(_S["count_schedules_of"], (principal,), ONE)
+    async def count_schedules(self, principal: str | None) -> int:
+        if principal is None:
+            row = await self._run(_S["count_schedules"], (), ONE)
+        else:
+            row = await self._run(_S["count_schedules_of"], (principal,), ONE)
         return int(row[0])
 
     async def due_schedules(self, now: int) -> list[ScheduleRecord]:
