@@ -128,16 +128,17 @@ class Schedules:
         only = _scope(viewer)
         return await self.described(await self.store.list_schedules(only), only)
 
-    async def page(self, viewer: Viewer | None, fit: Fit) -> tuple[Wires, int]:
-        """Every schedule `viewer` may see as clients see them (`wire`), cut by `fit` (those one answer carries, from
-        the first, and how many it leaves out), with `lastOutcome`: the last jobs of those carried only are read.
-        Each is cut with room for the longest status, so that its outcome still fits once read."""
+    async def page(self, viewer: Viewer | None, fit: Fit, *, nulls: bool = False) -> tuple[Wires, int]:
+        """Every schedule `viewer` may see as clients see them (`wire`; `nulls`: every field, null ones too, as
+        job-stats shows them), cut by `fit` (those one answer carries, from the first, and how many it leaves out),
+        with `lastOutcome`: the last jobs of those carried only are read. Each is cut with room for the longest
+        status, so that its outcome still fits once read."""
         only = _scope(viewer)
         records = await self.store.list_schedules(only)
-        sized = [Schedule.from_record(rec, OUTCOME_ROOM if rec.last_job_id else None).wire() for rec in records]
-        shown, omitted = fit(sized)
+        described = (Schedule.from_record(rec, OUTCOME_ROOM if rec.last_job_id else None) for rec in records)
+        shown, omitted = fit([s.model_dump(mode="json", by_alias=True) if nulls else s.wire() for s in described])
         for wire, outcome in zip(shown, await self.outcomes(records[: len(shown)], only), strict=True):
-            if outcome is None:
+            if outcome is None and not nulls:
                 wire.pop("lastOutcome", None)
             else:
                 wire["lastOutcome"] = outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Annotated, Any, Literal, cast
 
 import anyio
@@ -380,20 +381,19 @@ class ControlTools:
     async def job_stats(self, ctx: Context) -> Annotated[CallToolResult, Statistics]:
         """Counts by status, queue depth, running jobs, per-tool rates and durations, and health."""
         viewer = self.identity.viewer()
-        schedules = []
+        request, max_bytes = ctx.request_context.request, self.m.settings.max_answer_bytes
+        shown: list[dict[str, Any]] = []
+        omitted = 0
         if self.schedules is not None:
-            try:
-                schedules = await self.schedules.list(viewer)
+            try:  # those one answer carries, with the last jobs of those only (as list-schedules)
+                fit = partial(carried_schedules, request=request, max_bytes=max_bytes)
+                shown, omitted = await self.schedules.page(viewer, fit, nulls=True)
             except StoreError as exc:  # health names it (degraded) instead of the figures failing
                 self.m.store_failed(exc)
         stats = await self.m.statistics(viewer, server_wide=self.identity.sees_server_figures(viewer))
-        stats = stats.model_copy(update={"schedules": schedules})
         counts = ", ".join(f"{k} {v}" for k, v in stats.counts.items())
         line = f"Jobs: {counts}; queue depth {stats.queue_depth}; health {stats.health.status}"
         body = stats.wire()
-        shown, omitted = carried_schedules(
-            body["schedules"], ctx.request_context.request, self.m.settings.max_answer_bytes
-        )
         for s in shown:
             fired, outcome, upcoming = s.get("lastFiredAt"), s.get("lastOutcome"), s.get("nextFireAt")
             line += f"\nSchedule {s['scheduleId']}: last fired {fired} ({outcome}), next {upcoming}"
