@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
@@ -19,12 +20,14 @@ from structlog.testing import capture_logs
 
 from tests.json_server import json_server
 from vibe_jobs.server.auth import LATEST_EXPIRY, JwtVerifier
-from vibe_jobs.server.jwks import KEY_ALGORITHMS, PRIVATE_MEMBERS, signing_keys
+from vibe_jobs.server.jwks import CURVE_ALGORITHMS, KEY_ALGORITHMS, PRIVATE_MEMBERS, RSA_MIN_BITS, signing_keys
 
 ISSUER, AUDIENCE = "https://idp.test", "https://jobs.test/mcp"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 OKP_KEY = ed25519.Ed25519PrivateKey.generate()
+SHORT_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # verifies nothing
+P384_KEY = ec.generate_private_key(ec.SECP384R1())
 # each kind of key, public and private, as the JWK the issuer may serve
 JWKS_MEMBERS = [
     json.loads(made)
@@ -35,6 +38,8 @@ JWKS_MEMBERS = [
         ECAlgorithm.to_jwk(EC_KEY.public_key()),
         OKPAlgorithm.to_jwk(OKP_KEY),
         OKPAlgorithm.to_jwk(OKP_KEY.public_key()),
+        RSAAlgorithm.to_jwk(SHORT_RSA_KEY.public_key()),
+        ECAlgorithm.to_jwk(P384_KEY.public_key()),
     )
 ]
 JSON_VALUES = st.recursive(
@@ -60,11 +65,16 @@ def jwks_members(draw: st.DrawFn) -> dict[str, Any]:
 @given(st.lists(jwks_members(), max_size=3))
 def test_a_jwks_member_verifies_only_as_its_jwk_allows(members: list[dict[str, Any]]) -> None:
     """Never raises (a member whose `alg` or `kid` was a list failed the whole set: TypeError); a key kept is
-    for signatures, has no private parts, and verifies its JWK's `alg` alone, else its type's algorithms."""
+    for signatures, has no private parts, and verifies its JWK's `alg` alone, else its type's algorithms; an RSA
+    key is 2048 bits or more, an EC key verifies its curve's algorithm only."""
     with capture_logs():
         keys = signing_keys({"keys": members})
     for kid, key in keys.items():
         assert any(allows(m, key.algorithms) for m in members if m.get("kid") == kid), (members, key)
+        if isinstance(key.key, rsa.RSAPublicKey):
+            assert key.key.key_size >= RSA_MIN_BITS, (members, key)
+        if isinstance(key.key, ec.EllipticCurvePublicKey):
+            assert key.algorithms == (CURVE_ALGORITHMS[key.key.curve.name],), (members, key)
 
 
 def allows(member: dict[str, Any], algorithms: tuple[str, ...]) -> bool:
@@ -129,3 +139,32 @@ def test_no_token_raises_and_what_is_accepted_expires_in_range(
             assert found.expires_at is not None and now < found.expires_at <= LATEST_EXPIRY, found
             times = [body[name] for name in ("exp", "nbf", "iat") if name in body]
             assert all(type(time) in (int, float) for time in times), body  # `"exp": "1796000000"` was taken
+
+
+def validate_exp_of_pyjwt_2_10(self: Any, payload: dict[str, Any], now: float, leeway: float) -> None:
+    """PyJWT 2.10.1's `PyJWT._validate_exp`, whose `int()` let OverflowError through (an `exp` of 1e400 is inf)."""
+    try:
+        exp = int(payload["exp"])
+    except ValueError:
+        raise jwt.DecodeError("Expiration Time claim (exp) must be an integer.") from None
+    if exp <= now - leeway:
+        raise jwt.ExpiredSignatureError("Signature has expired")
+
+
+def test_a_token_whose_check_raises_is_refused_logged_once_without_the_token(
+    verifier: JwtVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catch-all of `JwtVerifier.verify_token`: whatever raises while a token is checked refuses it, logged once
+    with the error's type and where, never the token (the SDK answered a 500 and logged a traceback). No input is
+    known to raise with the PyJWT installed (2.11 and later; the fuzzing above and in test_jwt_e2e.py finds none
+    since short RSA keys verify nothing). With PyJWT 2.10.1, which mcp allows, a token the issuer signed with `exp`
+    1e400 did, against the real server (OverflowError in `_validate_exp`): PyJWT's check is put back as 2.10.1 had
+    it, and that token is sent."""
+    monkeypatch.setattr(jwt.PyJWT, "_validate_exp", validate_exp_of_pyjwt_2_10)
+    token = signed({"alg": "RS256", "kid": "k"}, {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": 1e400})
+    with capture_logs() as logs:
+        assert anyio.run(verifier.verify_token, token) is None
+    assert [(entry["event"], entry["log_level"], entry["error"]) for entry in logs] == [
+        ("auth.token_unverifiable", "warning", "OverflowError")
+    ], logs
+    assert logs[0]["at"].endswith("validate_exp_of_pyjwt_2_10") and token.split(".")[0] not in repr(logs), logs

@@ -13,8 +13,8 @@ the waits held the worker threads that sync job tools run on. Here:
   so a flood of unknown key ids costs one fetch per period and the others are refused at once.
 
 Of the set, a key verifies signatures only if it is for that (`use` `sig` or none, `key_ops` with `verify` or
-none), only by the algorithm its JWK names (`alg`; without one, each of its type's), and never when the set
-publishes its private parts (`signing_key`).
+none), only by the algorithm its JWK names (`alg`; without one, each of its type's), an EC key only by its curve's,
+an RSA key only when it is long enough, and never when the set publishes its private parts (`signing_key`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,15 @@ KEY_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "EC": ("ES256", "ES384", "ES512"),
     "OKP": ("EdDSA",),
 }
+# RSA keys shorter than this verify nothing (RFC 7518 3.3: RS*/PS* keys MUST be 2048 bits or longer). A 512-bit
+# modulus is factored in hours on rented machines, and whoever factors the issuer's key signs any token
+RSA_MIN_BITS = 2048
+# the one algorithm an EC key of each curve verifies (RFC 7518 3.4; `cryptography`'s curve names). PyJWT checks this
+# from 2.11 only: with 2.10 (which mcp allows), a P-256 key without `alg` verified ES384 and ES512 tokens too
+CURVE_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 # the members of a private JWK (RFC 7518 6.2.2, 6.3.2, 6.4.1; RFC 8037 2): the issuer's signing key, for all to read
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+UNUSED = ". No token is verified with it; the issuer must sign with another key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +165,33 @@ def signing_key(member: dict[str, Any], kid: str) -> SigningKey | None:
     if not verifies:
         return None
     try:
-        return SigningKey(jwt.PyJWK(member).key, verifies)
+        key = jwt.PyJWK(member).key
     except jwt.PyJWTError:
         return None
+    verifies = key_verifies(key, verifies, kid)
+    return SigningKey(key, verifies) if verifies else None
+
+
+def key_verifies(key: Any, algorithms: tuple[str, ...], kid: str) -> tuple[str, ...]:
+    """Of `algorithms` (what the key's JWK allows), those `key` verifies: none for an RSA key shorter than
+    RSA_MIN_BITS (before, a 512-bit key verified tokens, and PS512 ones raised), an EC key's curve's only
+    (CURVE_ALGORITHMS; a curve not there verifies none, as an algorithm not in KEY_ALGORITHMS). A short RSA key, or
+    an EC key whose JWK names another curve's algorithm, is the issuer's mistake, refusing every token it signs:
+    logged at error level each time the set is fetched, naming the key and its size or curve (never its numbers)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < RSA_MIN_BITS:
+        problem = f"an RSA key of {key.key_size} bits can be factored (RFC 7518 3.3: {RSA_MIN_BITS} or more)"
+        log.error("auth.jwks_weak_key", kid=kid[:200], bits=key.key_size, problem=problem + UNUSED)
+        return ()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return algorithms
+    curve = key.curve.name
+    mine = tuple(a for a in algorithms if a == CURVE_ALGORITHMS.get(curve))
+    if not mine and curve in CURVE_ALGORITHMS:  # its JWK's `alg` is another curve's
+        problem = f"an EC key on {curve} is for {CURVE_ALGORITHMS[curve]} (RFC 7518 3.4), its JWK says {algorithms[0]}"
+        log.error("auth.jwks_curve_mismatch", kid=kid[:200], curve=curve, problem=problem + UNUSED)
+    return mine
 
 
 def for_signatures(member: dict[str, Any]) -> bool:
