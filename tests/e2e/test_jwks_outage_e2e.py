@@ -41,6 +41,7 @@ class Jwks:
     url: str = ""
     keys: list[Any] = field(default_factory=lambda: [(KID, KEY)])  # (kid, private key) of the keys served
     odd: list[dict[str, Any]] = field(default_factory=list)  # members served after those keys, as they are
+    document: bytes | None = None  # served instead of the keys, when set
     hang: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)  # a fetch came in while `hang` was set
@@ -57,7 +58,7 @@ def idp() -> Iterator[Jwks]:
             state.hanging.set()
             state.release.wait(30)  # an outage: the fetch's time-out ends it, not an answer
             return None
-        return jwks_of(state.keys, state.odd)
+        return state.document or jwks_of(state.keys, state.odd)
 
     with json_server(answer) as base:
         state.url = f"{base}/jwks.json"
@@ -183,3 +184,21 @@ async def test_a_malformed_member_of_the_jwks_leaves_its_other_keys_in_use(idp: 
             assert (await http.post(server.url, json={}, headers=headers)).status_code == 401
         server.errlog.seek(0)
         assert b"Traceback" not in server.errlog.read()
+
+
+async def test_a_jwks_nested_too_deep_to_read_is_a_failed_fetch(idp: Jwks) -> None:
+    """A JWKS document nested deeper than Python's JSON reader goes raised RecursionError out of the fetch, which
+    nothing caught: the fetch's thread died with a traceback on the server's stderr, and the log never said the
+    JWKS could not be read (auth.jwks_unavailable), nor would it on any later fetch. It is a failed fetch like any
+    other: logged, the keys known kept, the token naming an unknown key refused."""
+    idp.document = b'{"keys": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with jwt_server(idp) as server:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            headers = {"Authorization": f"Bearer {token('alice')}", "Accept": "application/json"}
+            assert (await http.post(server.url, json={}, headers=headers)).status_code == 401
+        server.errlog.seek(0)
+        said = server.errlog.read().decode()
+    assert "Traceback" not in said, said[-2000:]
+    entries = [json.loads(line) for line in said.splitlines() if line.startswith("{")]
+    unavailable = [entry for entry in entries if entry.get("event") == "auth.jwks_unavailable"]
+    assert [entry["error"] for entry in unavailable] == ["RecursionError"] * idp.fetches, entries

@@ -116,13 +116,15 @@ class JwksKeys:
             self._fetching.release()
 
     def _fetch(self) -> None:
-        """Fetch the JWKS (the caller holds `_fetching`); on failure keep the keys known and log why."""
+        """Fetch the JWKS (the caller holds `_fetching`); on failure keep the keys known and log why. A document
+        nested deeper than the JSON reader goes (RecursionError) is one that cannot be read: it killed the fetch's
+        thread with a traceback, and nothing said the JWKS was unavailable."""
         import jwt
 
         self._tried = self.clock()
         try:
             keys = signing_keys(self._client.fetch_data())
-        except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError) as exc:
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError, OSError, ValueError, RecursionError) as exc:
             url, error = redact_url(self.url), type(exc).__name__
             log.warning("auth.jwks_unavailable", url=url, error=error, kept=len(self._keys))
             return
