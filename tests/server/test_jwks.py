@@ -168,3 +168,66 @@ def test_a_token_whose_check_raises_is_refused_logged_once_without_the_token(
         ("auth.token_unverifiable", "warning", "OverflowError")
     ], logs
     assert logs[0]["at"].endswith("validate_exp_of_pyjwt_2_10") and token.split(".")[0] not in repr(logs), logs
+
+
+# -- every kind of key, every algorithm, signed by any of the keys ---------------------------------
+
+# the keys of one JWKS (no `alg`: each verifies what its type and size or curve allow) and what each verifies
+EVERY_KEY: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "rsa": (RSA_KEY, KEY_ALGORITHMS["RSA"]),
+    "short": (SHORT_RSA_KEY, ()),
+    "p256": (EC_KEY, ("ES256",)),
+    "p384": (P384_KEY, ("ES384",)),
+    "okp": (OKP_KEY, ("EdDSA",)),
+}
+
+
+def public_jwk(key: Any) -> dict[str, Any]:
+    """The public half of `key` as a JWK."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        made = RSAAlgorithm.to_jwk(key.public_key())
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        made = ECAlgorithm.to_jwk(key.public_key())
+    else:
+        made = OKPAlgorithm.to_jwk(key.public_key())
+    said: dict[str, Any] = json.loads(made)
+    return said
+
+
+@pytest.fixture(scope="module")
+def every_key_verifier() -> Iterator[JwtVerifier]:
+    """A verifier of a JWKS, served locally, that holds each of EVERY_KEY (public)."""
+    members = [{**public_jwk(key), "kid": kid} for kid, (key, _) in EVERY_KEY.items()]
+    document = json.dumps({"keys": members}).encode()
+    with json_server(lambda path: document) as base, capture_logs():
+        yield JwtVerifier(f"{base}/jwks.json", ISSUER, AUDIENCE, 300, 30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kid=st.sampled_from(sorted(EVERY_KEY)),
+    signer=st.sampled_from(sorted(EVERY_KEY)),
+    alg=st.sampled_from(ALGORITHMS),
+    garbage=st.none() | st.binary(max_size=600),
+)
+def test_a_token_is_accepted_only_signed_by_the_key_it_names_with_an_algorithm_of_that_key(
+    every_key_verifier: JwtVerifier, kid: str, signer: str, alg: str, garbage: bytes | None
+) -> None:
+    """Tokens naming any key of the set and any algorithm, signed by any key of the set that can (else `garbage`):
+    none raises (a PS512 token naming a short key did: auth.token_unverifiable), and one is accepted only when the
+    key it names signed it by an algorithm that key verifies (a 1024-bit key's tokens were; a P-256 key's ES384
+    ones were with PyJWT 2.10)."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now + 300}
+    signing_input = f"{b64(json.dumps({'alg': alg, 'kid': kid}).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = garbage
+    if signature is None and alg in get_default_algorithms() and alg not in ("none", "HS256"):
+        try:
+            signature = get_default_algorithms()[alg].sign(signing_input.encode(), EVERY_KEY[signer][0])
+        except (TypeError, AttributeError, ValueError):  # a key of another type than the algorithm's
+            signature = None
+    with capture_logs() as logs:
+        found = anyio.run(every_key_verifier.verify_token, f"{signing_input}.{b64(signature or b'x')}")
+    assert not [entry for entry in logs if entry["event"] == "auth.token_unverifiable"], logs
+    may = garbage is None and signer == kid and alg in EVERY_KEY[kid][1]
+    assert (found is not None) == may, (kid, signer, alg, garbage)
