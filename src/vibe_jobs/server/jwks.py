@@ -168,7 +168,7 @@ def signing_key(member: dict[str, Any], kid: str) -> SigningKey | None:
         return None
     try:
         key = jwt.PyJWK(member).key
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError):  # ValueError: PyJWT 2.10 let one through (`"e": ""`), failing the whole set
         return None
     verifies = key_verifies(key, verifies, kid)
     return SigningKey(key, verifies) if verifies else None
