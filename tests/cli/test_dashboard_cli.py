@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,32 @@ def test_the_operator_s_commands_refuse_a_postgresql_schema_no_server_made(comma
     assert f"no job store in schema '{schema}'" in done.stderr, done.stderr
     assert "start `vibe-jobs serve` on it first" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not anyio.run(schema_dropped, url, schema), "the command made the store it was pointed at"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["jobs", "list"], ["schedules", "list"], ["health"], ["dashboard", "--port", "0"]],
+    ids=["jobs", "schedules", "health", "dashboard"],
+)
+@pytest.mark.parametrize("made", ["another program's", "empty"])
+def test_the_operator_s_commands_refuse_a_sqlite_database_no_server_made(
+    tmp_path: Path, command: list[str], made: str
+) -> None:
+    """`--store sqlite:///` naming another program's database (or an empty file): each operator command migrated
+    the job store's tables into it and answered "no jobs" (or "ready", or an empty dashboard). Refused, naming the
+    file; the file is left as it was."""
+    path = tmp_path / "other.db"
+    path.touch()
+    if made != "empty":
+        with contextlib.closing(sqlite3.connect(path)) as other:
+            other.execute("CREATE TABLE notes (body TEXT)")
+            other.commit()
+    before = path.read_bytes()
+    cmd = [sys.executable, "-m", "vibe_jobs", *command, "--store", f"sqlite:///{path}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, input="")
+    assert done.returncode != 0 and done.stdout in ("", "\n"), (done.stdout, done.stderr)
+    assert f"the SQLite database at {path} holds no job store" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and path.read_bytes() == before, "the command changed the file"
 
 
 async def schema_dropped(url: str, schema: str) -> bool:

@@ -133,3 +133,21 @@ def lock_holder(path: str) -> int | None:
     finally:
         os.close(fd)
     return pid if kind != fcntl.F_UNLCK else None
+
+
+def holds_no_store(path: str) -> bool:
+    """Whether the file at `path` is a SQLite database no vibe-jobs server made (its migrations never ran: the
+    header's `user_version` is 0; an empty file too), read from its header, with no connection of its own (a
+    second opener is what `unsafe_to_open` guards against). Unsure is False, left to the store's own opening: a
+    write-ahead log beside it (its newest writes, migrations too, may be there and not yet in the header), a file
+    that is no SQLite database, one that cannot be read."""
+    if os.path.exists(f"{path}-wal"):
+        return False
+    try:
+        with open(path, "rb") as file:
+            head = file.read(64)
+    except OSError:
+        return False
+    if not head:
+        return True
+    return len(head) == 64 and head.startswith(MAGIC) and struct.unpack(">I", head[60:64])[0] == 0

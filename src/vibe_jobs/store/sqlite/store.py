@@ -299,10 +299,19 @@ class SQLiteStore:
             self._file = None if self.path == ":memory:" else dbfile.opened(self.path)
 
     def _refuse_if_not_made(self) -> None:
-        if self.existing and self.path != ":memory:" and not os.path.exists(self.path):
+        """With `existing`: refuse a file that is not there, or a database no server made (another program's: its
+        tables would have been joined by ours)."""
+        if not self.existing or self.path == ":memory:":
+            return
+        if not os.path.exists(self.path):
             raise ConfigError(
                 f"no SQLite database at {self.path}: no job store at that path; check --store, or start `vibe-jobs "
                 "serve` on it first (a server creates its store when it first starts)"
+            )
+        if dbfile.holds_no_store(self.path):
+            raise ConfigError(
+                f"the SQLite database at {self.path} holds no job store (no vibe-jobs server made it): check --store, "
+                "or start `vibe-jobs serve` on it first"
             )
 
     async def _start_server(self) -> None:
