@@ -40,6 +40,7 @@ from vibe_jobs.tools.contain import (
     leftovers,
     reap_orphans,
     remove_cgroup,
+    running,
 )
 from vibe_jobs.tools.peakmem import PeakMemory, own_hwm_kib
 
@@ -454,7 +455,7 @@ async def kill_leftovers(metadata: Mapping[str, Any] | None) -> int:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signals.SIGKILL)
     count = len(pids) + (kill_cgroup(group) if group is not None else 0)
-    with anyio.move_on_after(_LEFTOVER_WAIT):
-        while group is not None and group.is_dir() and not remove_cgroup(group):  # noqa: ASYNC110 - no event
+    with anyio.move_on_after(_LEFTOVER_WAIT):  # gone when this returns: a second look finds none still exiting
+        while (group is not None and group.is_dir() and not remove_cgroup(group)) or any(map(running, pids)):  # noqa: ASYNC110 - no event
             await anyio.sleep(_POLL)
     return count

@@ -143,6 +143,12 @@ def process_stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[2]), int(fields[19])
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` has not exited (a zombie has: only its parent's wait is left)."""
+    stat = process_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
 def adopts_orphans() -> bool:
     """Whether the processes a command leaves behind become this process's children when their parent ends:
     it is the init of a PID namespace (`docker run` without `--init` makes the server PID 1) or a child
