@@ -102,12 +102,8 @@ def unsafe_to_open(path: str) -> str | None:
     and another process has it open (that process still uses the index that was deleted)."""
     if not sys.platform.startswith("linux") or os.path.exists(path + "-shm"):  # struct flock as Linux lays it out
         return None
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return None
-    if head[: len(MAGIC)] != MAGIC or head[18] != WAL_MODE:
+    head = _header(path, 20)
+    if head is None or head[: len(MAGIC)] != MAGIC or head[18] != WAL_MODE:
         return None
     holder = lock_holder(path)
     if holder is None:
@@ -141,13 +137,17 @@ def holds_no_store(path: str) -> bool:
     second opener is what `unsafe_to_open` guards against). Unsure is False, left to the store's own opening: a
     write-ahead log beside it (its newest writes, migrations too, may be there and not yet in the header), a file
     that is no SQLite database, one that cannot be read."""
-    if os.path.exists(f"{path}-wal"):
-        return False
-    try:
-        with open(path, "rb") as file:
-            head = file.read(64)
-    except OSError:
+    if os.path.exists(f"{path}-wal") or (head := _header(path, 64)) is None:
         return False
     if not head:
         return True
     return len(head) == 64 and head.startswith(MAGIC) and struct.unpack(">I", head[60:64])[0] == 0
+
+
+def _header(path: str, size: int) -> bytes | None:
+    """The first `size` bytes of the database file (fewer when it is shorter), None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(size)
+    except OSError:
+        return None
